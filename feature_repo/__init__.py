@@ -1,0 +1,33 @@
+"""Feast definitions shared by every region.
+
+Plain Feast objects. Source paths are relative, so Feast resolves them against each region's own
+repo path (its data directory): the same definitions read MY's Parquet in MY and SG's in SG.
+"""
+
+from feature_repo.definitions import (
+    ALL_OBJECTS,
+    FEATURE_SERVICES,
+    FEATURE_VIEWS,
+    PII_CLASSES,
+    customer,
+    customer_profile,
+    customer_transactions,
+    driver,
+    driver_allocation,
+    driver_performance,
+    fraud_scoring,
+)
+
+__all__ = [
+    "ALL_OBJECTS",
+    "FEATURE_SERVICES",
+    "FEATURE_VIEWS",
+    "PII_CLASSES",
+    "customer",
+    "customer_profile",
+    "customer_transactions",
+    "driver",
+    "driver_allocation",
+    "driver_performance",
+    "fraud_scoring",
+]

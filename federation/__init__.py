@@ -1,0 +1,22 @@
+"""The neutral contract both sides of the border read. Imports nothing of the product."""
+
+from federation.config import (
+    FederationConfig,
+    OnlineStoreConfig,
+    RegionConfig,
+    load_config,
+    parse_config,
+)
+from federation.errors import ConfigError
+from federation.jurisdictions import JURISDICTIONS, Jurisdiction
+
+__all__ = [
+    "JURISDICTIONS",
+    "ConfigError",
+    "FederationConfig",
+    "Jurisdiction",
+    "OnlineStoreConfig",
+    "RegionConfig",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,271 @@
+"""The federation config: one YAML file describing every region of the deployment.
+
+Loaded once, validated strictly (an unknown key, a missing field, two regions sharing a data
+directory or a Redis database are one-line errors naming the field) and then immutable.
+
+```yaml
+federation:
+  name: sea-mobility
+regions:
+  - code: MY
+    jurisdiction: Malaysia
+    law: PDPA-MY
+    timezone: Asia/Kuala_Lumpur
+    data_dir: data/MY                # relative to this file
+    online_store: {type: sqlite}     # or {type: redis, url: redis://127.0.0.1:6379/0}
+    serving_address: 127.0.0.1:50051
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from federation.errors import ConfigError
+from federation.jurisdictions import JURISDICTIONS
+
+ONLINE_STORE_TYPES = ("sqlite", "redis")
+
+
+@dataclass(frozen=True)
+class OnlineStoreConfig:
+    """Where a region's online features live. ``sqlite`` is the embedded default."""
+
+    type: str
+    url: str | None = None  # redis://host:port/db
+    path: Path | None = None  # sqlite file; defaults to <data_dir>/online_store.db
+    key_ttl_seconds: int | None = None
+
+    @property
+    def redis_host(self) -> str:
+        return urlsplit(self.url or "").hostname or "127.0.0.1"
+
+    @property
+    def redis_port(self) -> int:
+        return urlsplit(self.url or "").port or 6379
+
+    @property
+    def redis_db(self) -> int:
+        tail = urlsplit(self.url or "").path.strip("/")
+        return int(tail) if tail else 0
+
+    @property
+    def redis_password(self) -> str | None:
+        return urlsplit(self.url or "").password
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    code: str
+    jurisdiction: str
+    law: str
+    timezone: str
+    data_dir: Path
+    online_store: OnlineStoreConfig
+    serving_address: str
+
+    @property
+    def project(self) -> str:
+        """Feast project name: one per region, so registries and online keys never mix."""
+        return f"fedstore_{self.code.lower()}"
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    name: str
+    regions: tuple[RegionConfig, ...]
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(r.code for r in self.regions)
+
+    def region(self, code: str) -> RegionConfig:
+        wanted = code.upper()
+        for r in self.regions:
+            if r.code == wanted:
+                return r
+        raise ConfigError(
+            f"unknown region {code!r}; this federation has {', '.join(self.codes) or 'none'}"
+        )
+
+
+def load_config(path: str | Path) -> FederationConfig:
+    """Read and validate a federation YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return parse_config(raw, base_dir=path.resolve().parent, source=path)
+
+
+def parse_config(
+    raw: Any, *, base_dir: Path, source: Path | None = None
+) -> FederationConfig:
+    """Validate an already-parsed mapping. Relative data dirs resolve against ``base_dir``."""
+    top = _mapping(raw, "config")
+    _keys(top, "config", required={"federation", "regions"}, optional=set())
+    fed = _mapping(top["federation"], "federation")
+    _keys(fed, "federation", required={"name"}, optional=set())
+    name = _string(fed["name"], "federation.name")
+
+    raw_regions = top["regions"]
+    if not isinstance(raw_regions, list) or not raw_regions:
+        raise ConfigError("regions: expected a non-empty list of regions")
+    regions = tuple(
+        _region(r, f"regions[{i}]", base_dir) for i, r in enumerate(raw_regions)
+    )
+    _check_unique(regions)
+    return FederationConfig(name=name, regions=regions, source=source)
+
+
+def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
+    m = _mapping(raw, where)
+    _keys(
+        m,
+        where,
+        required={"code", "jurisdiction", "law", "timezone", "data_dir", "online_store", "serving_address"},
+        optional=set(),
+    )
+    code = _string(m["code"], f"{where}.code").upper()
+    known = JURISDICTIONS.get(code)
+    if known is None:
+        raise ConfigError(
+            f"{where}.code: unknown region {code!r}; expected one of {', '.join(JURISDICTIONS)}"
+        )
+    jurisdiction = _string(m["jurisdiction"], f"{where}.jurisdiction")
+    if jurisdiction != known.name:
+        raise ConfigError(
+            f"{where}.jurisdiction: region {code} is {known.name!r}, not {jurisdiction!r}"
+        )
+    law = _string(m["law"], f"{where}.law")
+    if law != known.law:
+        raise ConfigError(f"{where}.law: region {code} is governed by {known.law!r}, not {law!r}")
+    tz = _string(m["timezone"], f"{where}.timezone")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}.timezone: unknown time zone {tz!r}") from None
+    data_dir = Path(_string(m["data_dir"], f"{where}.data_dir"))
+    if not data_dir.is_absolute():
+        data_dir = base_dir / data_dir
+    data_dir = data_dir.resolve()
+    online = _online_store(m["online_store"], f"{where}.online_store", data_dir)
+    address = _string(m["serving_address"], f"{where}.serving_address")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}.serving_address: expected host:port, got {address!r}")
+    return RegionConfig(
+        code=code,
+        jurisdiction=jurisdiction,
+        law=law,
+        timezone=tz,
+        data_dir=data_dir,
+        online_store=online,
+        serving_address=address,
+    )
+
+
+def _online_store(raw: Any, where: str, data_dir: Path) -> OnlineStoreConfig:
+    m = _mapping(raw, where)
+    kind = _string(m.get("type"), f"{where}.type") if "type" in m else None
+    if kind is None:
+        raise ConfigError(f"{where}.type: missing (one of {', '.join(ONLINE_STORE_TYPES)})")
+    if kind == "sqlite":
+        _keys(m, where, required={"type"}, optional={"path"})
+        path = Path(_string(m["path"], f"{where}.path")) if "path" in m else data_dir / "online_store.db"
+        if not path.is_absolute():
+            path = data_dir / path
+        return OnlineStoreConfig(type="sqlite", path=path.resolve())
+    if kind == "redis":
+        _keys(m, where, required={"type", "url"}, optional={"key_ttl_seconds"})
+        url = _string(m["url"], f"{where}.url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ConfigError(f"{where}.url: expected redis://host:port/db, got {url!r}")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(f"{where}.url: port is not a number in {url!r}") from None
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ConfigError(f"{where}.url: database must be a number, got {db!r}")
+        ttl = m.get("key_ttl_seconds")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
+            raise ConfigError(f"{where}.key_ttl_seconds: expected a positive integer, got {ttl!r}")
+        return OnlineStoreConfig(type="redis", url=url, key_ttl_seconds=ttl)
+    raise ConfigError(
+        f"{where}.type: unknown online store {kind!r}; expected one of {', '.join(ONLINE_STORE_TYPES)}"
+    )
+
+
+def _check_unique(regions: tuple[RegionConfig, ...]) -> None:
+    seen_codes: dict[str, int] = {}
+    seen_dirs: dict[Path, int] = {}
+    seen_stores: dict[tuple[str, int, int], int] = {}
+    seen_sqlite: dict[Path, int] = {}
+    seen_addresses: dict[str, int] = {}
+    for i, r in enumerate(regions):
+        if r.code in seen_codes:
+            raise ConfigError(f"regions[{i}].code: region {r.code} is already defined at regions[{seen_codes[r.code]}]")
+        seen_codes[r.code] = i
+        for j, other in seen_dirs.items():
+            if r.data_dir == j or r.data_dir in j.parents or j in r.data_dir.parents:
+                raise ConfigError(
+                    f"regions[{i}].data_dir: {r.data_dir} overlaps the data directory of regions[{other}]"
+                )
+        seen_dirs[r.data_dir] = i
+        store = r.online_store
+        if store.type == "redis":
+            key = (store.redis_host, store.redis_port, store.redis_db)
+            if key in seen_stores:
+                raise ConfigError(
+                    f"regions[{i}].online_store.url: Redis database {store.url} is already used by regions[{seen_stores[key]}]"
+                )
+            seen_stores[key] = i
+        elif store.path is not None:
+            if store.path in seen_sqlite:
+                raise ConfigError(
+                    f"regions[{i}].online_store.path: {store.path} is already used by regions[{seen_sqlite[store.path]}]"
+                )
+            seen_sqlite[store.path] = i
+        if r.serving_address in seen_addresses:
+            raise ConfigError(
+                f"regions[{i}].serving_address: {r.serving_address} is already used by regions[{seen_addresses[r.serving_address]}]"
+            )
+        seen_addresses[r.serving_address] = i
+
+
+def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _keys(m: Mapping[str, Any], where: str, *, required: set[str], optional: set[str]) -> None:
+    for k in m:
+        if k not in required and k not in optional:
+            allowed = ", ".join(sorted(required | optional))
+            raise ConfigError(f"{where}.{k}: unknown key (allowed: {allowed})")
+    for k in sorted(required):
+        if k not in m:
+            raise ConfigError(f"{where}.{k}: missing")
+
+
+def _string(raw: Any, where: str) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"{where}: expected a non-empty string, got {raw!r}")
+    return raw.strip()

@@ -1,0 +1,1 @@
+"""Composition root: the CLI and the demo. The only package that imports every part."""

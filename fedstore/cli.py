@@ -1,0 +1,47 @@
+"""`fedstore`: one entry point, a sub-command per part of the product."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from federation import load_config
+from fedstore import demo, region_commands
+from fedstore.errors import USER_ERRORS
+
+DEFAULT_CONFIG = "fedstore.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedstore",
+        description="Federated multi-region feature store: one Feast node per jurisdiction.",
+    )
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("FEDSTORE_CONFIG", DEFAULT_CONFIG),
+        help="federation config (default: $FEDSTORE_CONFIG or ./fedstore.yaml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    region_commands.add_parser(sub)
+    demo.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        args.handler(config, args)
+    except USER_ERRORS as e:
+        print(f"fedstore: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedstore: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""`fedstore region …`: what a region operator runs."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date, datetime, timezone
+
+from federation import FederationConfig
+from fedstore.render import age, table
+from regions.errors import RegionError
+from regions.store.materialize import MaterializeRequest, materialize
+from regions.store.node import RegionNode
+from regions.store.status import region_status
+from regions.synthetic import generate_region
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    region = sub.add_parser("region", help="operate one region's feature node")
+    cmds = region.add_subparsers(dest="region_command", required=True, metavar="COMMAND")
+
+    gen = cmds.add_parser("generate", help="write synthetic region-local Parquet sources")
+    _region_arg(gen)
+    gen.add_argument("--customers", type=_positive, default=5_000)
+    gen.add_argument("--days", type=_positive, default=30)
+    gen.add_argument("--drivers", type=_positive, default=None)
+    gen.add_argument("--end", type=_date, default=None, help="last day (YYYY-MM-DD), default today")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(handler=cmd_generate)
+
+    apply = cmds.add_parser("apply", help="register the feature definitions in the region's Feast registry")
+    _region_arg(apply)
+    apply.set_defaults(handler=cmd_apply)
+
+    mat = cmds.add_parser("materialize", help="load the latest features into the online store")
+    _region_arg(mat)
+    mat.add_argument("--incremental", action="store_true", help="only what arrived since the last job")
+    mat.add_argument("--views", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
+                     help="comma-separated feature views (default: all)")
+    mat.add_argument("--end", type=_datetime, default=None, help="window end (ISO 8601), default now")
+    mat.add_argument("--no-progress", action="store_true")
+    mat.set_defaults(handler=cmd_materialize)
+
+    status = cmds.add_parser("status", help="freshness per view and the last jobs")
+    _region_arg(status)
+    status.add_argument("--jobs", type=_positive, default=5)
+    status.set_defaults(handler=cmd_status)
+
+
+def cmd_generate(config: FederationConfig, args: argparse.Namespace) -> None:
+    region = config.region(args.region)
+    end = args.end or datetime.now(timezone.utc).date()
+    try:
+        report = generate_region(
+            region.code,
+            region.data_dir,
+            customers=args.customers,
+            days=args.days,
+            end=end,
+            timezone=region.timezone,
+            seed=args.seed,
+            drivers=args.drivers,
+            progress=print,
+        )
+    except ValueError as e:
+        raise RegionError(str(e)) from None
+    print(f"{region.code}: generated {sum(report.rows.values()):,} rows in {region.data_dir / 'sources'}")
+
+
+def cmd_apply(config: FederationConfig, args: argparse.Namespace) -> None:
+    result = RegionNode(config.region(args.region)).apply()
+    print(
+        f"{result.region}: applied project {result.project}: {len(result.feature_views)} feature views "
+        f"({', '.join(result.feature_views)}), {len(result.feature_services)} feature services; "
+        f"Feast config at {result.feature_store_yaml}"
+    )
+
+
+def cmd_materialize(config: FederationConfig, args: argparse.Namespace) -> None:
+    node = RegionNode(config.region(args.region))
+    request = MaterializeRequest(
+        views=args.views, incremental=args.incremental, end=args.end, show_progress=not args.no_progress
+    )
+    materialize(node, request, say=print)
+
+
+def cmd_status(config: FederationConfig, args: argparse.Namespace) -> None:
+    node = RegionNode(config.region(args.region))
+    st = region_status(node, jobs=args.jobs)
+    region = node.region
+    print(f"Region {region.code} ({region.jurisdiction}, {region.law}) — {region.data_dir}")
+    if not st.applied:
+        print(f"not applied yet: run `fedstore region apply --region {region.code}`")
+    else:
+        print(table(
+            ["view", "entities", "latest event", "age", "materialised until", "snapshot job"],
+            [[v.view, v.entities, v.latest_event, age(v.age_seconds), v.materialized_until, v.snapshot_job]
+             for v in st.views],
+        ))
+    print()
+    if not st.jobs:
+        print("no materialisation jobs yet")
+        return
+    print(table(
+        ["job", "mode", "status", "started", "duration", "rows read", "written", "error"],
+        [[j.job_id, j.mode, j.status, j.started_at, f"{j.duration_s:.1f}s" if j.duration_s is not None else None,
+          j.rows_read, j.rows_written, (j.error or "")[:80] or None] for j in st.jobs],
+    ))
+
+
+def _region_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--region", required=True, help="region code, e.g. MY")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -1,0 +1,13 @@
+"""The one error root of the region node. Messages are for operators: one plain line."""
+
+
+class RegionError(Exception):
+    """Something an operator can act on went wrong in a region node."""
+
+
+class RegionNotReady(RegionError):
+    """The region lacks something a command needs (no data generated, not applied yet)."""
+
+
+class MaterializationError(RegionError):
+    """A materialisation job failed; the ledger records it."""

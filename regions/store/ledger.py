@@ -1,0 +1,243 @@
+"""The durable per-region ledger of materialisation jobs (SQLite in the region's directory).
+
+Every job is written as ``running`` before it touches the online store and updated when it ends.
+A process killed half-way cannot update its row, so whoever opens the ledger next finds running
+jobs whose process is gone and marks them failed, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import uuid
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        TEXT PRIMARY KEY,
+    region        TEXT NOT NULL,
+    mode          TEXT NOT NULL,          -- full | incremental
+    views         TEXT NOT NULL,          -- JSON list
+    windows       TEXT NOT NULL,          -- JSON {view: [start, end]}
+    status        TEXT NOT NULL,          -- running | succeeded | failed
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    duration_s    REAL,
+    rows_read     INTEGER,
+    rows_written  INTEGER,
+    rows_skipped  INTEGER,
+    per_view      TEXT,                   -- JSON {view: {rows_read, rows_written, ...}}
+    sources       TEXT NOT NULL,          -- JSON list of source fingerprints
+    error         TEXT,
+    pid           INTEGER NOT NULL,
+    host          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_started ON jobs (started_at);
+"""
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    region: str
+    mode: str
+    views: tuple[str, ...]
+    windows: dict[str, tuple[datetime, datetime]]
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+    rows_read: int | None
+    rows_written: int | None
+    rows_skipped: int | None
+    per_view: dict[str, dict[str, object]] = field(default_factory=dict)
+    sources: tuple[dict[str, object], ...] = ()
+    error: str | None = None
+    pid: int = 0
+    host: str = ""
+
+
+def new_job_id(region: str, now: datetime) -> str:
+    return f"{region.lower()}-{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+class JobLedger:
+    def __init__(self, path: Path, region: str) -> None:
+        self.path = path
+        self.region = region
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def start(
+        self,
+        *,
+        mode: str,
+        views: list[str],
+        windows: dict[str, tuple[datetime, datetime]],
+        sources: list[dict[str, object]],
+        now: datetime | None = None,
+    ) -> JobRecord:
+        now = now or datetime.now(timezone.utc)
+        job_id = new_job_id(self.region, now)
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT INTO jobs (job_id, region, mode, views, windows, status, started_at,"
+                " sources, pid, host) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job_id,
+                    self.region,
+                    mode,
+                    json.dumps(views),
+                    json.dumps({v: [s.isoformat(), e.isoformat()] for v, (s, e) in windows.items()}),
+                    RUNNING,
+                    now.isoformat(),
+                    json.dumps(sources),
+                    os.getpid(),
+                    socket.gethostname(),
+                ),
+            )
+        return self.get(job_id)
+
+    def succeed(self, job_id: str, per_view: dict[str, dict[str, int]]) -> JobRecord:
+        return self._finish(job_id, SUCCEEDED, per_view, None)
+
+    def fail(self, job_id: str, error: str, per_view: dict[str, dict[str, int]] | None = None) -> JobRecord:
+        return self._finish(job_id, FAILED, per_view or {}, error)
+
+    def _finish(
+        self, job_id: str, status: str, per_view: dict[str, dict[str, int]], error: str | None
+    ) -> JobRecord:
+        now = datetime.now(timezone.utc)
+        started = self.get(job_id).started_at
+        totals = {
+            k: sum(int(v.get(k, 0)) for v in per_view.values())
+            for k in ("rows_read", "rows_written", "rows_skipped")
+        }
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "UPDATE jobs SET status=?, finished_at=?, duration_s=?, rows_read=?, rows_written=?,"
+                " rows_skipped=?, per_view=?, error=? WHERE job_id=?",
+                (
+                    status,
+                    now.isoformat(),
+                    (now - started).total_seconds(),
+                    totals["rows_read"],
+                    totals["rows_written"],
+                    totals["rows_skipped"],
+                    json.dumps(per_view),
+                    error,
+                    job_id,
+                ),
+            )
+        return self.get(job_id)
+
+    def recover_abandoned(self) -> list[JobRecord]:
+        """Mark running jobs of processes that no longer exist (on this host) as failed."""
+        host = socket.gethostname()
+        recovered = []
+        for job in self.jobs(status=RUNNING):
+            if job.host == host and not _alive(job.pid):
+                recovered.append(
+                    self.fail(
+                        job.job_id,
+                        f"abandoned: process {job.pid} ended while the job was running "
+                        "(killed or crashed); the online store keeps whatever rows it had written, "
+                        "and re-running the job converges",
+                    )
+                )
+        return recovered
+
+    def get(self, job_id: str) -> JobRecord:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            cols = [d[0] for d in db.execute("SELECT * FROM jobs LIMIT 0").description]
+        if row is None:
+            raise KeyError(f"no job {job_id!r} in the ledger of region {self.region}")
+        return _record(dict(zip(cols, row)))
+
+    def jobs(self, *, status: str | None = None, limit: int | None = None) -> list[JobRecord]:
+        """Most recent first."""
+        sql = "SELECT * FROM jobs"
+        args: list[object] = []
+        if status:
+            sql += " WHERE status=?"
+            args.append(status)
+        sql += " ORDER BY started_at DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with closing(self._connect()) as db:
+            cur = db.execute(sql, args)
+            cols = [d[0] for d in cur.description]
+            return [_record(dict(zip(cols, r))) for r in cur.fetchall()]
+
+    def watermark(self, view: str) -> datetime | None:
+        """End of the latest succeeded window for a view: where an incremental run starts."""
+        best: datetime | None = None
+        for job in self._iter_succeeded():
+            window = job.windows.get(view)
+            if window and (best is None or window[1] > best):
+                best = window[1]
+        return best
+
+    def _iter_succeeded(self) -> Iterator[JobRecord]:
+        yield from self.jobs(status=SUCCEEDED)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not alive: it cannot finish its job
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _record(row: dict[str, object]) -> JobRecord:
+    windows = {
+        v: (datetime.fromisoformat(s), datetime.fromisoformat(e))
+        for v, (s, e) in json.loads(str(row["windows"])).items()
+    }
+    return JobRecord(
+        job_id=str(row["job_id"]),
+        region=str(row["region"]),
+        mode=str(row["mode"]),
+        views=tuple(json.loads(str(row["views"]))),
+        windows=windows,
+        status=str(row["status"]),
+        started_at=datetime.fromisoformat(str(row["started_at"])),
+        finished_at=_dt(row["finished_at"]),  # type: ignore[arg-type]
+        duration_s=row["duration_s"],  # type: ignore[arg-type]
+        rows_read=row["rows_read"],  # type: ignore[arg-type]
+        rows_written=row["rows_written"],  # type: ignore[arg-type]
+        rows_skipped=row["rows_skipped"],  # type: ignore[arg-type]
+        per_view=json.loads(str(row["per_view"])) if row["per_view"] else {},
+        sources=tuple(json.loads(str(row["sources"]))),
+        error=row["error"],  # type: ignore[arg-type]
+        pid=int(row["pid"]),  # type: ignore[arg-type]
+        host=str(row["host"]),
+    )

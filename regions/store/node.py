@@ -1,0 +1,111 @@
+"""One region's Feast node: its own project, registry, DuckDB offline store and online store.
+
+Everything lives under the region's data directory; the FeatureStore is built from the federation
+config, so no path, registry or online store of another region is reachable from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from feast import FeatureStore, FeatureView
+
+import feature_repo
+from feature_repo.sources import SOURCE_DIR
+from federation import RegionConfig
+from regions.errors import RegionNotReady
+from regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
+from regions.store.ledger import JobLedger
+from regions.store.lineage import LineageEmitter
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    region: str
+    project: str
+    feature_store_yaml: Path
+    entities: tuple[str, ...]
+    feature_views: tuple[str, ...]
+    feature_services: tuple[str, ...]
+
+
+class RegionNode:
+    def __init__(self, region: RegionConfig) -> None:
+        self.region = region
+
+    @property
+    def code(self) -> str:
+        return self.region.code
+
+    @property
+    def data_dir(self) -> Path:
+        return self.region.data_dir
+
+    @property
+    def sources_dir(self) -> Path:
+        return self.data_dir / SOURCE_DIR
+
+    @cached_property
+    def store(self) -> FeatureStore:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return FeatureStore(config=repo_config(self.region))
+
+    @cached_property
+    def ledger(self) -> JobLedger:
+        return JobLedger(self.data_dir / "ledger.db", self.code)
+
+    @cached_property
+    def lineage(self) -> LineageEmitter:
+        return LineageEmitter(self.data_dir, self.code)
+
+    def apply(self) -> ApplyResult:
+        """Register the shared definitions in this region's registry and set up its online store."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        yaml_path = write_feature_store_yaml(self.region)
+        objects = list(feature_repo.ALL_OBJECTS)
+        self.store.apply(objects)
+        return ApplyResult(
+            region=self.code,
+            project=self.region.project,
+            feature_store_yaml=yaml_path,
+            entities=tuple(e.name for e in feature_repo.ALL_OBJECTS[:2]),
+            feature_views=tuple(v.name for v in feature_repo.FEATURE_VIEWS),
+            feature_services=tuple(s.name for s in feature_repo.FEATURE_SERVICES),
+        )
+
+    @property
+    def is_applied(self) -> bool:
+        return (self.data_dir / REGISTRY_FILE).exists()
+
+    def feature_views(self, names: list[str] | None = None) -> list[FeatureView]:
+        """Feature views as registered in this region (not as defined in code)."""
+        if not self.is_applied:
+            raise RegionNotReady(
+                f"region {self.code} has no registry yet: run `fedstore region apply --region {self.code}` first"
+            )
+        registered = {fv.name: fv for fv in self.store.list_feature_views()}
+        if not names:
+            return sorted(registered.values(), key=lambda fv: fv.name)
+        unknown = [n for n in names if n not in registered]
+        if unknown:
+            raise RegionNotReady(
+                f"unknown feature view {unknown[0]!r} in region {self.code}; "
+                f"registered: {', '.join(sorted(registered))}"
+            )
+        return [registered[n] for n in names]
+
+    def source_path(self, fv: FeatureView) -> Path:
+        path = Path(fv.batch_source.path)  # type: ignore[union-attr]
+        return path if path.is_absolute() else self.data_dir / path
+
+    def require_sources(self, views: list[FeatureView]) -> list[Path]:
+        paths = [self.source_path(fv) for fv in views]
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise RegionNotReady(
+                f"region {self.code} has no source data at {missing[0]}: run "
+                f"`fedstore region generate --region {self.code}` first"
+            )
+        return paths

@@ -1,0 +1,115 @@
+"""A thin, explicit Redis connection for bulk pipelines: a socket and hiredis's reply parser.
+
+redis-py builds and parses one command at a time in Python; the fast materialisation path sends
+tens of thousands of pre-built commands in one write and parses the replies in C.
+"""
+
+from __future__ import annotations
+
+import socket
+from types import TracebackType
+
+import hiredis
+
+
+class RedisWriteError(RuntimeError):
+    """Redis refused a command or could not be reached during a bulk write."""
+
+
+class RespConnection:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        db: int = 0,
+        password: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        try:
+            self._sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as e:
+            raise RedisWriteError(f"cannot connect to Redis at {host}:{port}: {e}") from None
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader = hiredis.Reader()
+        self.address = f"{host}:{port}/{db}"
+        if password:
+            self.call(b"AUTH", password.encode())
+        if db:
+            self.call(b"SELECT", str(db).encode())
+
+    def call(self, *args: bytes) -> object:
+        out = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        self.send(out)
+        return self.read(1)[0]
+
+    def send(self, payload: bytes) -> None:
+        try:
+            self._sock.sendall(payload)
+        except OSError as e:
+            raise RedisWriteError(f"lost connection to Redis at {self.address}: {e}") from None
+
+    def read(self, count: int) -> list[object]:
+        """Read exactly ``count`` replies; a Redis error reply raises after all are consumed."""
+        replies: list[object] = []
+        first_error: hiredis.ReplyError | None = None
+        gets = self._reader.gets
+        while len(replies) < count:
+            reply = gets()
+            if reply is False:
+                try:
+                    chunk = self._sock.recv(1 << 20)
+                except OSError as e:
+                    raise RedisWriteError(f"lost connection to Redis at {self.address}: {e}") from None
+                if not chunk:
+                    raise RedisWriteError(f"Redis at {self.address} closed the connection")
+                self._reader.feed(chunk)
+                continue
+            if isinstance(reply, hiredis.ReplyError) and first_error is None:
+                first_error = reply
+            replies.append(reply)
+        if first_error is not None:
+            raise RedisWriteError(f"Redis at {self.address} refused a write: {first_error}")
+        return replies
+
+    def read_integer_replies(self, count: int) -> None:
+        """Consume ``count`` integer replies (HSET, EXPIRE) without parsing each one.
+
+        Every integer or error reply is exactly one CRLF-terminated line, so counting lines is
+        enough; an error line (``-ERR ...``) is reported. Only valid when nothing else is pending.
+        """
+        seen = 0
+        error: bytes | None = None
+        tail = b""
+        while seen < count:
+            try:
+                chunk = self._sock.recv(1 << 20)
+            except OSError as e:
+                raise RedisWriteError(f"lost connection to Redis at {self.address}: {e}") from None
+            if not chunk:
+                raise RedisWriteError(f"Redis at {self.address} closed the connection")
+            data = tail + chunk
+            seen += data.count(b"\r\n")
+            if error is None and (data.startswith(b"-") or b"\n-" in data):
+                start = 0 if data.startswith(b"-") else data.index(b"\n-") + 1
+                error = data[start : data.find(b"\r\n", start)]
+            # a CRLF split across reads is counted when its LF arrives
+            tail = data[-1:] if data.endswith(b"\r") else b""
+        if error is not None:
+            raise RedisWriteError(
+                f"Redis at {self.address} refused a write: {error.decode(errors='replace')}"
+            )
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> "RespConnection":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
