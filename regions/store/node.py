@@ -16,6 +16,7 @@ import feature_repo
 from feature_repo.sources import SOURCE_DIR
 from federation import RegionConfig
 from regions.errors import RegionNotReady
+from regions.store.definitions import region_objects
 from regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
 from regions.store.ledger import JobLedger
 from regions.store.lineage import LineageEmitter
@@ -50,7 +51,7 @@ class RegionNode:
     @cached_property
     def store(self) -> FeatureStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        return FeatureStore(config=repo_config(self.region))
+        return FeatureStore(repo_path=str(self.data_dir), config=repo_config(self.region))
 
     @cached_property
     def ledger(self) -> JobLedger:
@@ -64,7 +65,7 @@ class RegionNode:
         """Register the shared definitions in this region's registry and set up its online store."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         yaml_path = write_feature_store_yaml(self.region)
-        objects = list(feature_repo.ALL_OBJECTS)
+        objects = region_objects(self.data_dir)
         self.store.apply(objects)
         return ApplyResult(
             region=self.code,
