@@ -1,0 +1,96 @@
+"""The federation config is validated on load, with one-line errors naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from federation import ConfigError, load_config, parse_config
+
+
+def _region(code="MY", **over):
+    base = {
+        "code": code, "jurisdiction": {"MY": "Malaysia", "SG": "Singapore"}[code],
+        "law": {"MY": "PDPA-MY", "SG": "PDPA-SG"}[code],
+        "timezone": {"MY": "Asia/Kuala_Lumpur", "SG": "Asia/Singapore"}[code],
+        "data_dir": f"data/{code}", "online_store": {"type": "sqlite"},
+        "serving_address": f"127.0.0.1:{5000 + len(code) + ord(code[0])}",
+    }
+    base.update(over)
+    return base
+
+
+def _cfg(*regions):
+    return {"federation": {"name": "t"}, "regions": list(regions)}
+
+
+def test_repository_default_config_has_all_seven_jurisdictions():
+    cfg = load_config(Path(__file__).parents[1] / "fedstore.yaml")
+    assert cfg.codes == ("MY", "SG", "ID", "TH", "VN", "PH", "HK")
+    assert {r.law for r in cfg.regions} == {
+        "PDPA-MY", "PDPA-SG", "UU PDP", "PDPA-TH", "Decree 13/2023", "DPA-PH", "PDPO"}
+    assert all(r.online_store.type == "sqlite" for r in cfg.regions)
+    assert len({r.data_dir for r in cfg.regions}) == 7
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text(yaml.safe_dump(_cfg(_region())))
+    region = load_config(path).region("my")
+    assert region.data_dir == (tmp_path / "data" / "MY").resolve()
+    assert region.online_store.path == region.data_dir / "online_store.db"
+    assert region.project == "fedstore_my"
+
+
+def test_redis_url_is_parsed():
+    cfg = parse_config(_cfg(_region(online_store={"type": "redis", "url": "redis://10.0.0.5:6380/3", "key_ttl_seconds": 60})), base_dir=Path("/tmp"))
+    store = cfg.region("MY").online_store
+    assert (store.redis_host, store.redis_port, store.redis_db, store.key_ttl_seconds) == ("10.0.0.5", 6380, 3, 60)
+
+
+# (case, config mutation, expected message fragment)
+BAD = [
+    ("unknown top-level key", lambda c: c.update(extra=1), "config.extra: unknown key"),
+    ("missing regions", lambda c: c.pop("regions"), "config.regions: missing"),
+    ("unknown region key", lambda c: c["regions"][0].update(onlne_store={}), "regions[0].onlne_store: unknown key"),
+    ("missing timezone", lambda c: c["regions"][0].pop("timezone"), "regions[0].timezone: missing"),
+    ("unknown code", lambda c: c["regions"][0].update(code="XX"), "regions[0].code: unknown region 'XX'"),
+    ("wrong law", lambda c: c["regions"][0].update(law="PDPO"), "regions[0].law: region MY is governed by 'PDPA-MY'"),
+    ("bad time zone", lambda c: c["regions"][0].update(timezone="Mars/Olympus"), "regions[0].timezone: unknown time zone"),
+    ("shared data dir", lambda c: c["regions"][1].update(data_dir="data/MY"), "regions[1].data_dir"),
+    ("nested data dir", lambda c: c["regions"][1].update(data_dir="data/MY/sg"), "regions[1].data_dir"),
+    ("shared redis db", lambda c: [r.update(online_store={"type": "redis", "url": "redis://h:6379/0"}) for r in c["regions"]], "regions[1].online_store.url"),
+    ("bad redis url", lambda c: c["regions"][0].update(online_store={"type": "redis", "url": "http://x"}), "regions[0].online_store.url"),
+    ("unknown store type", lambda c: c["regions"][0].update(online_store={"type": "dynamo"}), "regions[0].online_store.type"),
+    ("bad address", lambda c: c["regions"][0].update(serving_address="nowhere"), "regions[0].serving_address"),
+    ("duplicate region", lambda c: c["regions"][1].update(code="MY", jurisdiction="Malaysia", law="PDPA-MY", timezone="Asia/Kuala_Lumpur"), "regions[1].code: region MY is already defined"),
+    ("negative ttl", lambda c: c["regions"][0].update(online_store={"type": "redis", "url": "redis://h:1/0", "key_ttl_seconds": -1}), "key_ttl_seconds"),
+]
+
+
+@pytest.mark.parametrize("case,mutate,fragment", BAD, ids=[b[0] for b in BAD])
+def test_invalid_config_is_one_line_naming_the_field(case, mutate, fragment):
+    raw = _cfg(_region("MY"), _region("SG"))
+    mutate(raw)
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, base_dir=Path("/tmp/fed"))
+    message = str(err.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("regions: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_unknown_region_lookup_lists_the_configured_ones():
+    cfg = parse_config(_cfg(_region("MY")), base_dir=Path("/tmp"))
+    with pytest.raises(ConfigError, match="unknown region 'TH'; this federation has MY"):
+        cfg.region("TH")
