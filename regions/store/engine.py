@@ -2,18 +2,21 @@
 
 Named in each region's ``feature_store.yaml`` (``batch_engine: {type:
 regions.store.engine.FastMaterializationEngine}``), so Feast's own ``feast materialize`` uses it
-too. Rows come from Feast's offline store (``pull_latest_from_table_or_query`` on DuckDB) as
-Arrow and go to Redis without ever becoming per-row protobuf objects. Any other online store
-(SQLite, the embedded default) gets Feast's generic ``online_write_batch``.
+too. The latest row per entity streams from the region's Parquet through DuckDB as Arrow batches
+(``source_reader``) and goes to Redis without ever becoming per-row protobuf objects
+(``redis_writer``). Any other online store (SQLite, the embedded default) gets Feast's generic
+``online_write_batch``, batch by batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Literal, Optional, Sequence, Union
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence, Union
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from feast import BatchFeatureView, Entity, FeatureView, OnDemandFeatureView, StreamFeatureView
 from feast.infra.common.materialization_job import (
     MaterializationJob,
@@ -26,12 +29,8 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.utils import _convert_arrow_to_proto
 
-from regions.store.redis_writer import (
-    FastRedisWriter,
-    RedisTarget,
-    ViewLayout,
-    latest_per_entity,
-)
+from regions.store.redis_writer import FastRedisWriter, RedisTarget, ViewLayout
+from regions.store.source_reader import read_latest
 
 ENGINE_TYPE = "regions.store.engine.FastMaterializationEngine"
 
@@ -54,7 +53,7 @@ class ViewMaterialization:
     rows_read: int
     rows_written: int
     rows_skipped_stale: int
-    latest: pa.Table  # latest row per entity in the window: the batch snapshot's input
+    delta_path: Path | None  # the rows written, as Parquet: the batch snapshot's input
     path: str  # "redis-fast" or "feast-generic"
 
 
@@ -151,33 +150,28 @@ class FastMaterializationEngine(ComputeEngine):
     def materialize_view(
         self,
         task: MaterializationTask,
+        *,
+        delta_path: Path | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> ViewMaterialization:
-        """Pull the latest row per entity in the task's window and write it online."""
+        """Stream the latest row per entity in the task's window into the online store.
+
+        With ``delta_path``, the rows written are also kept there as Parquet: the input of the
+        region's batch snapshot.
+        """
         fv = task.feature_view
-        source = fv.batch_source
         join_keys = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
         features = tuple((f.name, f.dtype.to_value_type()) for f in fv.features)
-        timestamp_field = source.timestamp_field
-        retrieval = self.offline_store.pull_latest_from_table_or_query(
+        batches = read_latest(
+            fv,
+            task.start_time,
+            task.end_time,
             config=self.repo_config,
-            data_source=source,
-            join_key_columns=list(join_keys),
-            feature_name_columns=[name for name, _ in features],
-            timestamp_field=timestamp_field,
-            created_timestamp_column=source.created_timestamp_column,
-            start_date=task.start_time,
-            end_date=task.end_time,
+            offline_store=self.offline_store,
+            batch_rows=self.chunk_rows,
         )
-        table = retrieval.to_arrow()
-        if source.field_mapping:
-            table = table.rename_columns(
-                [source.field_mapping.get(c, c) for c in table.column_names]
-            )
-        rows_read = table.num_rows
-        latest = latest_per_entity(table, list(join_keys), timestamp_field)
-
-        bar = task.tqdm_builder(latest.num_rows) if task.tqdm_builder else None
+        counted = _Counted(batches, delta_path)
+        bar = task.tqdm_builder(None) if task.tqdm_builder else None  # type: ignore[arg-type]
 
         def tick(n: int) -> None:
             if bar is not None:
@@ -187,45 +181,76 @@ class FastMaterializationEngine(ComputeEngine):
 
         try:
             target = redis_target(self.repo_config)
-            if target is not None and fv.online:
-                writer = FastRedisWriter(target, chunk_rows=self.chunk_rows)
+            if not fv.online:
+                for _ in counted:
+                    pass
+                written, stale, path = 0, 0, "offline-only"
+            elif target is not None:
                 layout = ViewLayout(
                     project=task.project,
                     view=fv.name,
                     join_keys=join_keys,
                     features=features,
-                    timestamp_field=timestamp_field,
+                    timestamp_field=fv.batch_source.timestamp_field,
                 )
-                res = writer.write(latest, layout, progress=tick)
+                writer = FastRedisWriter(target, chunk_rows=self.chunk_rows)
+                res = writer.write(counted, layout, progress=tick)
                 written, stale, path = res.rows_written, res.rows_skipped_stale, "redis-fast"
             else:
-                written = self._generic_write(fv, latest, join_keys, tick) if fv.online else 0
+                written = self._generic_write(fv, counted, join_keys, tick)
                 stale, path = 0, "feast-generic"
         finally:
+            counted.close()
             if bar is not None:
                 bar.close()
         return ViewMaterialization(
             view=fv.name,
             start=task.start_time,
             end=task.end_time,
-            rows_read=rows_read,
+            rows_read=counted.rows,
             rows_written=written,
             rows_skipped_stale=stale,
-            latest=latest,
+            delta_path=delta_path if counted.rows else None,
             path=path,
         )
 
     def _generic_write(
         self,
         fv: FeatureView,
-        table: pa.Table,
+        batches: Iterable[pa.RecordBatch],
         join_keys: dict[str, Any],
         tick: Callable[[int], None],
     ) -> int:
-        for batch in table.to_batches(max_chunksize=self.chunk_rows):
+        written = 0
+        for batch in batches:
             rows = _convert_arrow_to_proto(batch, fv, join_keys)
             self.online_store.online_write_batch(
                 config=self.repo_config, table=fv, data=rows, progress=None
             )
+            written += batch.num_rows
             tick(batch.num_rows)
-        return table.num_rows
+        return written
+
+
+class _Counted:
+    """Passes batches through, counting rows and (optionally) copying them to a Parquet file."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], delta_path: Path | None) -> None:
+        self._batches = batches
+        self._path = delta_path
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._batches:
+            self.rows += batch.num_rows
+            if self._path is not None:
+                if self._writer is None:
+                    self._path.parent.mkdir(parents=True, exist_ok=True)
+                    self._writer = pq.ParquetWriter(self._path, batch.schema)
+                self._writer.write_batch(batch)
+            yield batch
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

@@ -9,6 +9,7 @@ failed or killed job converges to the same online state.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -81,6 +82,7 @@ def materialize(
     )
     per_view: dict[str, dict[str, int]] = {}
     results: list[ViewMaterialization] = []
+    staging = node.data_dir / "staging" / job.job_id
     try:
         for fv in views:
             start, stop = windows[fv.name]
@@ -97,7 +99,7 @@ def materialize(
                     leave=False,
                 ),
             )
-            result = engine.materialize_view(task)
+            result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet")
             results.append(result)
             per_view[fv.name] = {
                 "rows_read": result.rows_read,
@@ -112,7 +114,7 @@ def materialize(
             write_snapshot(
                 node.data_dir,
                 fv.name,
-                result.latest,
+                result.delta_path,
                 join_keys=[e.name for e in fv.entity_columns],
                 timestamp_field=fv.batch_source.timestamp_field,
                 job_id=job.job_id,
@@ -123,6 +125,8 @@ def materialize(
         node.ledger.fail(job.job_id, message, per_view)
         node.lineage.emit(RunState.FAIL, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs, error=message)
         raise MaterializationError(f"{node.code}: job {job.job_id} failed: {message}") from e
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     record = node.ledger.succeed(job.job_id, per_view)
     node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs)
     say(f"{node.code}: job {job.job_id} succeeded in {record.duration_s:.1f}s")

@@ -1,12 +1,14 @@
 """Bulk writes of feature rows into Redis in Feast's exact layout, with Feast's semantics.
 
-Per chunk of rows: one pipelined ``HMGET key _ts:view`` round trip, then a pipelined batch of
+Per chunk of rows: one pipelined ``HGET key _ts:view`` round trip, then a pipelined batch of
 ``HSET`` (plus ``EXPIRE`` when a key TTL is configured) for the rows that are newer than what Redis
 already holds. Like Feast, a row never overwrites a value with a newer or equal event time; like
-Feast, the read-then-write is not atomic against a concurrent writer of the same key.
+Feast, the read-then-write is not atomic against a concurrent writer of the same key (an atomic
+Lua check-and-set was measured here at 3x the Redis CPU per entity: 9 µs against 3 µs).
 
-Two connections and a sender thread overlap the work: while Redis applies chunk k's HSETs, this
-process reads chunk k+1's timestamps and builds its commands (Python and Redis on separate cores).
+Commands for a whole chunk are built in bulk (``regions.store.resp``). Two connections and a
+sender thread overlap the work: while Redis applies chunk k's HSETs, this process reads chunk
+k+1's timestamps and builds its commands (Python and Redis on separate cores).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -121,44 +123,48 @@ class FastRedisWriter:
 
     def write(
         self,
-        table: pa.Table,
+        rows: pa.Table | Iterable[pa.RecordBatch],
         layout: ViewLayout,
         *,
         progress: Callable[[int], None] | None = None,
     ) -> WriteResult:
-        """Write the latest row per entity of ``table``; returns what was written and skipped."""
-        rows_in = table.num_rows
-        table = latest_per_entity(table, list(layout.join_keys), layout.timestamp_field)
-        written = 0
+        """Write rows; the newest per entity wins, and nothing older than Redis's copy is written.
+
+        A table may hold several rows per entity. A stream of batches must hold at most one row
+        per entity overall (as ``source_reader.read_latest`` yields), since batches are written
+        independently.
+        """
+        if isinstance(rows, pa.Table):
+            rows = latest_per_entity(rows, list(layout.join_keys), layout.timestamp_field)
+            rows = rows.to_batches(max_chunksize=self.chunk_rows)
+        total = written = 0
         with self._connect() as reads, self._connect() as writes:
             sender = _Sender(writes)
             try:
-                for offset in range(0, table.num_rows, self.chunk_rows):
-                    chunk = table.slice(offset, self.chunk_rows)
-                    written += self._write_chunk(reads, sender, chunk, layout)
-                    if progress:
-                        progress(chunk.num_rows)
+                for batch in rows:
+                    for offset in range(0, batch.num_rows, self.chunk_rows):
+                        chunk = pa.Table.from_batches([batch.slice(offset, self.chunk_rows)])
+                        written += self._write_chunk(reads, sender, chunk, layout)
+                        total += chunk.num_rows
+                        if progress:
+                            progress(chunk.num_rows)
             finally:
                 sender.close()
-        return WriteResult(
-            rows_in=rows_in,
-            rows_written=written,
-            rows_skipped_stale=table.num_rows - written,
-        )
+        return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written)
 
     def _write_chunk(
         self, reads: RespConnection, sender: _Sender, chunk: pa.Table, layout: ViewLayout
     ) -> int:
         rows = chunk.num_rows
+        if pc.min(chunk.column(layout.timestamp_field)).as_py().timestamp() < 0:
+            raise ValueError(f"{layout.view}: event times before 1970 cannot be written online")
         keys = resp.bulk(redis_layout.entity_keys(chunk, layout.join_keys, layout.project))
         ts_field = redis_layout.ts_field(layout.view)
 
         # 1. the event times Redis holds already (Feast's "never overwrite newer" check)
-        hmget = resp.command(
-            [resp.bulk_constant(b"HMGET", rows), keys, resp.bulk_constant(ts_field, rows)]
-        )
-        reads.send(resp.to_bytes(hmget))
-        stored = redis_layout.timestamp_nanos([r[0] for r in reads.read(rows)])  # type: ignore[index]
+        hget = resp.command([resp.bulk_constant(b"HGET", rows), keys, resp.bulk_constant(ts_field, rows)])
+        reads.send(resp.to_bytes(hget))
+        stored = redis_layout.timestamp_nanos(reads.read(rows))  # type: ignore[arg-type]
         micros = (
             chunk.column(layout.timestamp_field)
             .cast(pa.timestamp("us", tz="UTC"))

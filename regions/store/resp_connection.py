@@ -52,32 +52,31 @@ class RespConnection:
     def read(self, count: int) -> list[object]:
         """Read exactly ``count`` replies; a Redis error reply raises after all are consumed."""
         replies: list[object] = []
-        first_error: hiredis.ReplyError | None = None
         gets = self._reader.gets
-        while len(replies) < count:
-            reply = gets()
-            if reply is False:
-                try:
-                    chunk = self._sock.recv(1 << 20)
-                except OSError as e:
-                    raise RedisWriteError(f"lost connection to Redis at {self.address}: {e}") from None
-                if not chunk:
-                    raise RedisWriteError(f"Redis at {self.address} closed the connection")
-                self._reader.feed(chunk)
-                continue
-            if isinstance(reply, hiredis.ReplyError) and first_error is None:
-                first_error = reply
-            replies.append(reply)
-        if first_error is not None:
-            raise RedisWriteError(f"Redis at {self.address} refused a write: {first_error}")
+        while True:
+            # iter(gets, False) drains every complete reply in C, without a Python-level loop
+            replies.extend(iter(gets, False))
+            if len(replies) >= count:
+                break
+            try:
+                chunk = self._sock.recv(1 << 20)
+            except OSError as e:
+                raise RedisWriteError(f"lost connection to Redis at {self.address}: {e}") from None
+            if not chunk:
+                raise RedisWriteError(f"Redis at {self.address} closed the connection")
+            self._reader.feed(chunk)
+        errors = [r for r in replies if type(r) is hiredis.ReplyError]
+        if errors:
+            raise RedisWriteError(f"Redis at {self.address} refused a command: {errors[0]}")
         return replies
 
-    def read_integer_replies(self, count: int) -> None:
-        """Consume ``count`` integer replies (HSET, EXPIRE) without parsing each one.
+    def read_integer_replies(self, count: int) -> bytes:
+        """Consume ``count`` integer replies without parsing each one; returns their raw bytes.
 
         Every integer or error reply is exactly one CRLF-terminated line, so counting lines is
         enough; an error line (``-ERR ...``) is reported. Only valid when nothing else is pending.
         """
+        raw = bytearray()
         seen = 0
         error: bytes | None = None
         tail = b""
@@ -88,6 +87,7 @@ class RespConnection:
                 raise RedisWriteError(f"lost connection to Redis at {self.address}: {e}") from None
             if not chunk:
                 raise RedisWriteError(f"Redis at {self.address} closed the connection")
+            raw += chunk
             data = tail + chunk
             seen += data.count(b"\r\n")
             if error is None and (data.startswith(b"-") or b"\n-" in data):
@@ -99,6 +99,7 @@ class RespConnection:
             raise RedisWriteError(
                 f"Redis at {self.address} refused a write: {error.decode(errors='replace')}"
             )
+        return bytes(raw)
 
     def close(self) -> None:
         self._sock.close()

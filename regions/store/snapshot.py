@@ -1,7 +1,7 @@
 """The batch snapshot: the latest value per entity per view, as Parquet in the region directory.
 
 Written after every successful materialisation (merged with the previous snapshot, so an
-incremental job keeps entities it did not touch). The serving node falls back to it when the
+incremental job keeps entities it did not touch; the merge runs in DuckDB, out of core). The serving node falls back to it when the
 online store is down. Each row carries the job that wrote it; the file's metadata names the job
 that produced the file.
 """
@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from regions.store.redis_writer import latest_per_entity
 
 JOB_COLUMN = "materialization_job_id"
 
@@ -37,29 +36,57 @@ def snapshot_path(data_dir: Path, view: str) -> Path:
 def write_snapshot(
     data_dir: Path,
     view: str,
-    latest: pa.Table,
+    delta_path: Path | None,
     *,
     join_keys: list[str],
     timestamp_field: str,
     job_id: str,
 ) -> SnapshotInfo:
+    """Merge a job's rows (``delta_path``) into the view's snapshot, out of core with DuckDB."""
     path = snapshot_path(data_dir, view)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fresh = latest.append_column(JOB_COLUMN, pa.array([job_id] * latest.num_rows, pa.string()))
+    parts = []
+    args: list[object] = []
     if path.exists():
-        previous = pq.read_table(path)
-        previous = previous.select(fresh.column_names).cast(fresh.schema)
-        # previous rows first: on equal event times the newer job's row wins
-        merged = latest_per_entity(pa.concat_tables([previous, fresh]), join_keys, timestamp_field)
+        parts.append("SELECT *, 0 AS __priority FROM read_parquet(?)")
+        args.append(str(path))
+    if delta_path is not None:
+        parts.append(f"SELECT *, ? AS {JOB_COLUMN}, 1 AS __priority FROM read_parquet(?)")
+        args += [job_id, str(delta_path)]
+    tmp = path.with_suffix(".parquet.tmp")
+    if parts:
+        keys = ", ".join(_q(k) for k in join_keys)
+        sql = f"""
+            COPY (
+                SELECT * EXCLUDE (__priority, __rn) FROM (
+                    SELECT *, row_number() OVER (
+                        PARTITION BY {keys} ORDER BY {_q(timestamp_field)} DESC, __priority DESC) AS __rn
+                    FROM ({" UNION ALL BY NAME ".join(parts)})
+                ) WHERE __rn = 1 ORDER BY {keys}
+            ) TO '{_sql_path(tmp)}' (FORMAT parquet)
+        """
+        con = duckdb.connect()
+        try:
+            con.execute(sql, args)
+        finally:
+            con.close()
+        merged = pq.read_table(tmp)
     else:
-        merged = fresh
+        merged = pa.table({JOB_COLUMN: pa.array([], pa.string())})
     now = datetime.now(timezone.utc)
     meta = {b"fedstore": json.dumps({"view": view, "job_id": job_id, "written_at": now.isoformat()}).encode()}
     merged = merged.replace_schema_metadata({**(merged.schema.metadata or {}), **meta})
-    tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(merged, tmp)
     tmp.replace(path)  # atomic: a reader sees the old snapshot or the new one, never half
     return SnapshotInfo(view=view, path=path, rows=merged.num_rows, job_id=job_id, written_at=now)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def read_snapshot_info(data_dir: Path, view: str) -> SnapshotInfo | None:

@@ -1,0 +1,182 @@
+"""Materialisation jobs: full and incremental windows, the ledger, snapshots, lineage, killed jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from handmade import T0, latest, write_sources
+from regions.errors import MaterializationError, RegionNotReady
+from regions.store.ledger import FAILED, SUCCEEDED
+from regions.store.materialize import MaterializeRequest, materialize
+from regions.store.node import RegionNode
+from regions.store.snapshot import JOB_COLUMN, snapshot_path
+from regions.store.status import region_status
+
+QUIET = MaterializeRequest(show_progress=False)
+
+
+def test_full_job_is_recorded_with_fingerprints_windows_and_counts(sqlite_federation):
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=100, drivers=10, days=3)
+    node.apply()
+    job = materialize(node, QUIET)
+    assert job.status == SUCCEEDED and job.mode == "full"
+    assert set(job.views) == {"customer_transactions", "customer_profile", "driver_performance"}
+    assert job.rows_read == 100 + 100 + 10  # latest per entity in the window
+    assert job.rows_written == 210
+    assert job.per_view["driver_performance"] == {"rows_read": 10, "rows_written": 10, "rows_skipped": 0}
+    paths = {s["path"] for s in job.sources}
+    assert paths == {f"sources/{v}.parquet" for v in job.views}
+    assert all(len(s["sha256"]) == 64 and s["bytes"] > 0 for s in job.sources)
+    start, end = job.windows["customer_transactions"]
+    assert start.year == 1970 and end > T0
+    assert node.ledger.get(job.job_id) == job
+
+
+def test_snapshot_holds_latest_value_per_entity_with_job_id(sqlite_federation):
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=60, drivers=5, days=4)
+    node.apply()
+    job = materialize(node, QUIET)
+    snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
+    assert snap.num_rows == 60
+    assert set(snap.column(JOB_COLUMN).to_pylist()) == {job.job_id}
+    want = latest(tables["customer_transactions"], "customer_id")
+    for row in snap.to_pylist():
+        assert row["event_timestamp"] == want[row["customer_id"]]["event_timestamp"]
+        assert row["distinct_merchants_30d"] == want[row["customer_id"]]["distinct_merchants_30d"]
+    meta = json.loads(pq.read_schema(snapshot_path(node.data_dir, "customer_transactions")).metadata[b"fedstore"])
+    assert meta["job_id"] == job.job_id
+
+
+def test_incremental_job_reads_only_the_new_window_and_keeps_old_entities(sqlite_federation):
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=50, drivers=5, days=3)
+    node.apply()
+    first_end = T0 + timedelta(days=5)
+    first = materialize(node, MaterializeRequest(show_progress=False, end=first_end))
+    # ten customers get a new day after the first window
+    tx = tables["customer_transactions"]
+    new = tx.filter(pc.equal(tx["event_timestamp"], tx["event_timestamp"][0])).slice(0, 10)
+    later = pa.array([first_end + timedelta(hours=6)] * 10, pa.timestamp("us", tz="UTC"))
+    new = new.set_column(new.schema.get_field_index("event_timestamp"), "event_timestamp", later)
+    new = new.set_column(new.schema.get_field_index("created"), "created", later)
+    pq.write_table(pa.concat_tables([tx, new]), node.data_dir / "sources" / "customer_transactions.parquet")
+    second = materialize(node, MaterializeRequest(show_progress=False, incremental=True,
+                                                  end=first_end + timedelta(days=1)))
+    assert second.mode == "incremental"
+    assert second.windows["customer_transactions"][0] == first_end
+    assert second.per_view["customer_transactions"]["rows_read"] == 10
+    assert second.per_view["customer_profile"]["rows_read"] == 0
+    assert {s["sha256"] for s in second.sources} != {s["sha256"] for s in first.sources}
+    snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions")).to_pylist()
+    assert len(snap) == 50  # untouched entities kept from the first job
+    jobs = {r[JOB_COLUMN] for r in snap}
+    assert jobs == {first.job_id, second.job_id}
+    assert sum(r[JOB_COLUMN] == second.job_id for r in snap) == 10
+    online = node.store.get_online_features(
+        features=["customer_transactions:distinct_merchants_30d"],
+        entity_rows=[{"customer_id": int(new["customer_id"][0])}], full_feature_names=False)
+    assert online.to_dict()["distinct_merchants_30d"] == [new["distinct_merchants_30d"][0].as_py()]
+
+
+def test_failed_job_is_recorded_with_its_error(sqlite_federation):
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=10, drivers=2)
+    node.apply()
+    # a source that is not Parquet: the offline read fails half-way through the job
+    (node.data_dir / "sources" / "driver_performance.parquet").write_bytes(b"not parquet")
+    with pytest.raises(MaterializationError, match="failed"):
+        materialize(node, QUIET)
+    job = node.ledger.jobs(limit=1)[0]
+    assert job.status == FAILED and job.error
+    events = [json.loads(line) for line in (node.data_dir / "lineage" / "events.jsonl").read_text().splitlines()]
+    assert [e["eventType"] for e in events] == ["START", "FAIL"]
+    assert events[0]["run"]["runId"] == events[1]["run"]["runId"]
+
+
+def test_lineage_events_name_sources_and_outputs(sqlite_federation):
+    node = RegionNode(sqlite_federation.region("SG"))
+    write_sources(node.data_dir, customers=10, drivers=2)
+    node.apply()
+    job = materialize(node, QUIET)
+    events = [json.loads(line) for line in (node.data_dir / "lineage" / "events.jsonl").read_text().splitlines()]
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    done = events[-1]
+    assert {i["name"] for i in done["inputs"]} == {s["path"] for s in job.sources}
+    assert "online/customer_transactions" in {o["name"] for o in done["outputs"]}
+    assert done["job"]["namespace"] == "fedstore://sg"
+
+
+def test_commands_before_setup_say_what_to_run(sqlite_federation):
+    node = RegionNode(sqlite_federation.region("MY"))
+    with pytest.raises(RegionNotReady, match="fedstore region apply --region MY"):
+        materialize(node, QUIET)
+    node.apply()
+    with pytest.raises(RegionNotReady, match="fedstore region generate --region MY"):
+        materialize(node, QUIET)
+    write_sources(node.data_dir, customers=5, drivers=1)
+    with pytest.raises(RegionNotReady, match="unknown feature view 'nope'"):
+        materialize(node, MaterializeRequest(views=("nope",), show_progress=False))
+
+
+def test_status_reports_freshness_and_jobs(sqlite_federation):
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    job = materialize(node, QUIET)
+    now = T0 + timedelta(days=2)
+    st = region_status(node, now=now)
+    views = {v.view: v for v in st.views}
+    tx = views["customer_transactions"]
+    assert tx.entities == 20 and tx.snapshot_job == job.job_id
+    assert tx.latest_event == T0 + timedelta(days=1, microseconds=1234)
+    assert tx.age_seconds == pytest.approx((now - tx.latest_event).total_seconds())
+    assert st.jobs[0].job_id == job.job_id
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tmp_path):
+    region = redis_federation.region("MY")
+    node = RegionNode(region)
+    write_sources(node.data_dir, customers=300_000, drivers=10, days=1)
+    node.apply()
+    client = __import__("redis").Redis.from_url(region.online_store.url)
+    env = {**os.environ, "FEDSTORE_CONFIG": str(redis_federation.source)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and client.dbsize() == 0 and proc.poll() is None:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the job finished before it could be killed; make the data larger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = client.dbsize()
+    assert 0 < partial < 300_010
+
+    st = region_status(node)  # opening the ledger notices the dead process
+    killed = st.jobs[0]
+    assert killed.status == FAILED and "abandoned" in killed.error and str(proc.pid) in killed.error
+    # the online store stays readable while half-written
+    some = node.store.get_online_features(features=["customer_transactions:spend_30d"],
+                                          entity_rows=[{"customer_id": 0}]).to_dict()
+    assert "spend_30d" in some
+
+    again = materialize(node, QUIET)
+    assert again.status == SUCCEEDED
+    assert client.dbsize() == 300_000 + 10
+    assert again.rows_written + again.rows_skipped == again.rows_read
