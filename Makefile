@@ -1,0 +1,33 @@
+# The two commands of the README. Both set up everything they need on a fresh machine.
+#   make demo   generate, apply and materialise three regions on the embedded default (SQLite)
+#   make test   the whole test suite against real redis-server processes (installed if missing)
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test bench venv redis-server proto
+
+$(BIN)/fedstore: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+venv: $(BIN)/fedstore
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server not found: installing it with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+demo: venv
+	$(BIN)/fedstore demo
+
+test: venv redis-server
+	$(BIN)/python -m pytest
+
+bench: venv redis-server
+	$(BIN)/python benchmarks/materialize.py

@@ -1,0 +1,69 @@
+"""The CLI: user mistakes are one line on stderr with exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import write_config
+from fedstore.cli import main
+from handmade import write_sources
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse's own usage errors
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    return str(write_config(tmp_path / "fed.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}}))
+
+
+# (case, argv after --config, fragment expected on stderr)
+MISTAKES = [
+    ("unknown region", ["region", "apply", "--region", "TH"], "unknown region 'TH'; this federation has MY, SG"),
+    ("materialize before apply", ["region", "materialize", "--region", "MY"], "run `fedstore region apply --region MY` first"),
+    ("non-numeric customers", ["region", "generate", "--region", "MY", "--customers", "many"], "expected a positive whole number"),
+    ("zero days", ["region", "generate", "--region", "MY", "--days", "0"], "expected a positive whole number"),
+    ("bad end time", ["region", "materialize", "--region", "MY", "--end", "yesterday"], "expected an ISO 8601 time"),
+    ("missing sub-command", ["region"], "required"),
+]
+
+
+@pytest.mark.parametrize("case,argv,fragment", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_user_mistakes_exit_2_with_one_line(capsys, cfg, case, argv, fragment):
+    code, out, err = run(capsys, "--config", cfg, *argv)
+    assert code == 2
+    assert fragment in err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert fragment in last or fragment == "required"
+
+
+def test_missing_or_invalid_config_is_a_one_line_error(capsys, tmp_path):
+    code, _, err = run(capsys, "--config", str(tmp_path / "none.yaml"), "region", "status", "--region", "MY")
+    assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("federation: {name: x}\nregions: [{code: MY}]\n")
+    code, _, err = run(capsys, "--config", str(bad), "region", "status", "--region", "MY")
+    assert code == 2 and err.count("\n") == 1 and "regions[0]." in err
+
+
+def test_apply_materialize_status_through_the_cli(capsys, cfg, tmp_path):
+    write_sources(tmp_path / "data" / "MY", customers=30, drivers=4)
+    code, out, _ = run(capsys, "--config", cfg, "region", "apply", "--region", "my")
+    assert code == 0 and "applied project fedstore_my: 3 feature views" in out
+    code, out, _ = run(capsys, "--config", cfg, "region", "materialize", "--region", "MY", "--no-progress")
+    assert code == 0
+    assert "customer_transactions: read 30 rows, wrote 30 entities" in out
+    assert "succeeded" in out
+    code, out, _ = run(capsys, "--config", cfg, "region", "status", "--region", "MY")
+    assert code == 0
+    assert "Region MY (Malaysia, PDPA-MY)" in out
+    for view in ("customer_transactions", "customer_profile", "driver_performance"):
+        assert view in out
+    assert "succeeded" in out and "full" in out
