@@ -1,0 +1,135 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FeatureStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEATURE_STATUS_UNSPECIFIED: _ClassVar[FeatureStatus]
+    PRESENT: _ClassVar[FeatureStatus]
+    NOT_FOUND: _ClassVar[FeatureStatus]
+    NULL_VALUE: _ClassVar[FeatureStatus]
+    OUTSIDE_MAX_AGE: _ClassVar[FeatureStatus]
+
+class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SOURCE_UNSPECIFIED: _ClassVar[Source]
+    ONLINE_STORE: _ClassVar[Source]
+    BATCH_FALLBACK: _ClassVar[Source]
+FEATURE_STATUS_UNSPECIFIED: FeatureStatus
+PRESENT: FeatureStatus
+NOT_FOUND: FeatureStatus
+NULL_VALUE: FeatureStatus
+OUTSIDE_MAX_AGE: FeatureStatus
+SOURCE_UNSPECIFIED: Source
+ONLINE_STORE: Source
+BATCH_FALLBACK: Source
+
+class GetOnlineFeaturesRequest(_message.Message):
+    __slots__ = ("feature_service", "feature_refs", "entities", "full_feature_names")
+    class EntitiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: EntityColumn
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[EntityColumn, _Mapping]] = ...) -> None: ...
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_REFS_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    FULL_FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    feature_service: str
+    feature_refs: FeatureList
+    entities: _containers.MessageMap[str, EntityColumn]
+    full_feature_names: bool
+    def __init__(self, feature_service: _Optional[str] = ..., feature_refs: _Optional[_Union[FeatureList, _Mapping]] = ..., entities: _Optional[_Mapping[str, EntityColumn]] = ..., full_feature_names: _Optional[bool] = ...) -> None: ...
+
+class FeatureList(_message.Message):
+    __slots__ = ("refs",)
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    refs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, refs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EntityColumn(_message.Message):
+    __slots__ = ("int64_values", "string_values")
+    INT64_VALUES_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUES_FIELD_NUMBER: _ClassVar[int]
+    int64_values: Int64List
+    string_values: StringList
+    def __init__(self, int64_values: _Optional[_Union[Int64List, _Mapping]] = ..., string_values: _Optional[_Union[StringList, _Mapping]] = ...) -> None: ...
+
+class Int64List(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StringList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Value(_message.Message):
+    __slots__ = ("double_value", "float_value", "int64_value", "int32_value", "bool_value", "string_value", "bytes_value")
+    DOUBLE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT64_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT32_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_VALUE_FIELD_NUMBER: _ClassVar[int]
+    double_value: float
+    float_value: float
+    int64_value: int
+    int32_value: int
+    bool_value: bool
+    string_value: str
+    bytes_value: bytes
+    def __init__(self, double_value: _Optional[float] = ..., float_value: _Optional[float] = ..., int64_value: _Optional[int] = ..., int32_value: _Optional[int] = ..., bool_value: _Optional[bool] = ..., string_value: _Optional[str] = ..., bytes_value: _Optional[bytes] = ...) -> None: ...
+
+class FeatureValue(_message.Message):
+    __slots__ = ("value", "status", "event_timestamp")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    value: Value
+    status: FeatureStatus
+    event_timestamp: _timestamp_pb2.Timestamp
+    def __init__(self, value: _Optional[_Union[Value, _Mapping]] = ..., status: _Optional[_Union[FeatureStatus, str]] = ..., event_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class EntityResult(_message.Message):
+    __slots__ = ("features",)
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedCompositeFieldContainer[FeatureValue]
+    def __init__(self, features: _Optional[_Iterable[_Union[FeatureValue, _Mapping]]] = ...) -> None: ...
+
+class ResponseMetadata(_message.Message):
+    __slots__ = ("region", "source", "snapshot_age", "materialization_job_ids")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_AGE_FIELD_NUMBER: _ClassVar[int]
+    MATERIALIZATION_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    source: Source
+    snapshot_age: _duration_pb2.Duration
+    materialization_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, region: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., snapshot_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., materialization_job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetOnlineFeaturesResponse(_message.Message):
+    __slots__ = ("feature_names", "results", "metadata")
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    results: _containers.RepeatedCompositeFieldContainer[EntityResult]
+    metadata: ResponseMetadata
+    def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., results: _Optional[_Iterable[_Union[EntityResult, _Mapping]]] = ..., metadata: _Optional[_Union[ResponseMetadata, _Mapping]] = ...) -> None: ...
