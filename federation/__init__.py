@@ -4,6 +4,8 @@ from federation.config import (
     FederationConfig,
     OnlineStoreConfig,
     RegionConfig,
+    ServingConfig,
+    TokenConfig,
     load_config,
     parse_config,
 )
@@ -17,6 +19,8 @@ __all__ = [
     "Jurisdiction",
     "OnlineStoreConfig",
     "RegionConfig",
+    "ServingConfig",
+    "TokenConfig",
     "load_config",
     "parse_config",
 ]

@@ -61,6 +61,52 @@ class OnlineStoreConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """How a region's serving node behaves. Every field has a safe default."""
+
+    max_entities: int = 1000
+    online_timeout_ms: int = 50  # past this, answer from the batch snapshot
+    breaker_failures: int = 3  # consecutive online failures that open the circuit
+    breaker_reset_seconds: float = 2.0  # how long an open circuit waits before probing again
+    metrics_port: int | None = None  # Prometheus /metrics; None = off
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    workers: int = 16
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """A caller's identity. The secret itself is never in the file: an env var or a file names it."""
+
+    name: str
+    regions: tuple[str, ...]  # region codes this caller may read; ("*",) = all
+    secret_env: str | None = None
+    secret_file: Path | None = None
+
+    def allows(self, region: str) -> bool:
+        return "*" in self.regions or region in self.regions
+
+    def secret(self) -> str:
+        if self.secret_env:
+            import os
+
+            value = os.environ.get(self.secret_env, "")
+            if not value:
+                raise ConfigError(
+                    f"auth token {self.name!r}: environment variable {self.secret_env} is not set"
+                )
+            return value
+        assert self.secret_file is not None
+        try:
+            value = self.secret_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"auth token {self.name!r}: cannot read {self.secret_file}: {e.strerror}") from None
+        if not value:
+            raise ConfigError(f"auth token {self.name!r}: {self.secret_file} is empty")
+        return value
+
+
+@dataclass(frozen=True)
 class RegionConfig:
     code: str
     jurisdiction: str
@@ -69,6 +115,7 @@ class RegionConfig:
     data_dir: Path
     online_store: OnlineStoreConfig
     serving_address: str
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     @property
     def project(self) -> str:
@@ -80,6 +127,7 @@ class RegionConfig:
 class FederationConfig:
     name: str
     regions: tuple[RegionConfig, ...]
+    tokens: tuple[TokenConfig, ...] = ()
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -117,7 +165,7 @@ def parse_config(
 ) -> FederationConfig:
     """Validate an already-parsed mapping. Relative data dirs resolve against ``base_dir``."""
     top = _mapping(raw, "config")
-    _keys(top, "config", required={"federation", "regions"}, optional=set())
+    _keys(top, "config", required={"federation", "regions"}, optional={"auth"})
     fed = _mapping(top["federation"], "federation")
     _keys(fed, "federation", required={"name"}, optional=set())
     name = _string(fed["name"], "federation.name")
@@ -129,7 +177,75 @@ def parse_config(
         _region(r, f"regions[{i}]", base_dir) for i, r in enumerate(raw_regions)
     )
     _check_unique(regions)
-    return FederationConfig(name=name, regions=regions, source=source)
+    tokens = _auth(top.get("auth"), base_dir, {r.code for r in regions})
+    return FederationConfig(name=name, regions=regions, tokens=tokens, source=source)
+
+
+def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
+    if raw is None:
+        return ()
+    m = _mapping(raw, "auth")
+    _keys(m, "auth", required={"tokens"}, optional=set())
+    if not isinstance(m["tokens"], list):
+        raise ConfigError("auth.tokens: expected a list of tokens")
+    tokens = []
+    names: set[str] = set()
+    for i, t in enumerate(m["tokens"]):
+        where = f"auth.tokens[{i}]"
+        tm = _mapping(t, where)
+        _keys(tm, where, required={"name", "regions"}, optional={"secret_env", "secret_file"})
+        name = _string(tm["name"], f"{where}.name")
+        if name in names:
+            raise ConfigError(f"{where}.name: token {name!r} is defined twice")
+        names.add(name)
+        if ("secret_env" in tm) == ("secret_file" in tm):
+            raise ConfigError(f"{where}: give exactly one of secret_env or secret_file (never the secret itself)")
+        regions = tm["regions"]
+        if not isinstance(regions, list) or not regions:
+            raise ConfigError(f"{where}.regions: expected a non-empty list of region codes or ['*']")
+        allowed = tuple(_string(r, f"{where}.regions").upper() for r in regions)
+        for r in allowed:
+            if r != "*" and r not in codes:
+                raise ConfigError(f"{where}.regions: unknown region {r!r}")
+        secret_file = None
+        if "secret_file" in tm:
+            secret_file = Path(_string(tm["secret_file"], f"{where}.secret_file"))
+            secret_file = secret_file if secret_file.is_absolute() else base_dir / secret_file
+        tokens.append(
+            TokenConfig(
+                name=name,
+                regions=allowed,
+                secret_env=_string(tm["secret_env"], f"{where}.secret_env") if "secret_env" in tm else None,
+                secret_file=secret_file,
+            )
+        )
+    return tuple(tokens)
+
+
+def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
+    if raw is None:
+        return ServingConfig()
+    m = _mapping(raw, where)
+    ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "workers"}
+    _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls"})
+    values: dict[str, Any] = {}
+    for k in ints & set(m):
+        v = m[k]
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{where}.{k}: expected a positive integer, got {v!r}")
+        values[k] = v
+    if "breaker_reset_seconds" in m:
+        v = m["breaker_reset_seconds"]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{where}.breaker_reset_seconds: expected a positive number, got {v!r}")
+        values["breaker_reset_seconds"] = float(v)
+    if "tls" in m:
+        tls = _mapping(m["tls"], f"{where}.tls")
+        _keys(tls, f"{where}.tls", required={"cert", "key"}, optional=set())
+        for k in ("cert", "key"):
+            p = Path(_string(tls[k], f"{where}.tls.{k}"))
+            values[f"tls_{k}"] = p if p.is_absolute() else base_dir / p
+    return ServingConfig(**values)
 
 
 def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
@@ -138,7 +254,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         m,
         where,
         required={"code", "jurisdiction", "law", "timezone", "data_dir", "online_store", "serving_address"},
-        optional=set(),
+        optional={"serving"},
     )
     code = _string(m["code"], f"{where}.code").upper()
     known = JURISDICTIONS.get(code)
@@ -176,6 +292,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         data_dir=data_dir,
         online_store=online,
         serving_address=address,
+        serving=_serving(m.get("serving"), f"{where}.serving", base_dir),
     )
 
 

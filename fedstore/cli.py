@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from federation import load_config
-from fedstore import demo, region_commands
+from fedstore import demo, region_commands, serve_commands
 from fedstore.errors import USER_ERRORS
 
 DEFAULT_CONFIG = "fedstore.yaml"
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     region_commands.add_parser(sub)
+    serve_commands.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

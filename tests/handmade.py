@@ -13,13 +13,13 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 TS = pa.timestamp("us", tz="UTC")
 
 
-def _times(days: np.ndarray) -> pa.Array:
-    return pa.array([T0 + timedelta(days=int(d), microseconds=int(d) * 1234) for d in days], TS)
+def _times(days: np.ndarray, start: datetime = T0) -> pa.Array:
+    return pa.array([start + timedelta(days=int(d), microseconds=int(d) * 1234) for d in days], TS)
 
 
 def write_sources(data_dir: Path, *, customers: int = 400, drivers: int = 50, days: int = 3,
-                  id_offset: int = 0, seed: int = 0) -> dict[str, pa.Table]:
-    """Several rows per entity (one per day) so 'latest per entity' matters."""
+                  id_offset: int = 0, seed: int = 0, start: datetime = T0) -> dict[str, pa.Table]:
+    """Several rows per entity (one per day from ``start``) so 'latest per entity' matters."""
     rng = np.random.default_rng(seed)
     src = data_dir / "sources"
     src.mkdir(parents=True, exist_ok=True)
@@ -31,8 +31,8 @@ def write_sources(data_dir: Path, *, customers: int = 400, drivers: int = 50, da
     cb = pa.array([None if i % 23 == 0 else float(v) for i, v in enumerate(rng.random(n))], pa.float64())
     tx = pa.table({
         "customer_id": cid,
-        "event_timestamp": _times(cday),
-        "created": _times(cday),
+        "event_timestamp": _times(cday, start),
+        "created": _times(cday, start),
         "txn_count_7d": pa.array(rng.integers(-3, 2**40, n), pa.int64()),
         "txn_count_30d": pa.array([None if i % 19 == 0 else int(v) for i, v in enumerate(rng.integers(0, 300, n))], pa.int64()),
         "spend_7d": spend,
@@ -45,8 +45,8 @@ def write_sources(data_dir: Path, *, customers: int = 400, drivers: int = 50, da
     cities = ["Kuala Lumpur", "Kota Kinabalu", "Hồ Chí Minh", "", None]
     profile = pa.table({
         "customer_id": np.arange(customers, dtype=np.int64) + id_offset,
-        "event_timestamp": _times(np.zeros(customers, dtype=int)),
-        "created": _times(np.zeros(customers, dtype=int)),
+        "event_timestamp": _times(np.zeros(customers, dtype=int), start),
+        "created": _times(np.zeros(customers, dtype=int), start),
         "account_age_days": pa.array(rng.integers(0, 3000, customers), pa.int64()),
         "kyc_level": pa.array(rng.integers(1, 4, customers), pa.int64()),
         "home_city": pa.array([cities[i % len(cities)] for i in range(customers)], pa.string()),
@@ -56,8 +56,8 @@ def write_sources(data_dir: Path, *, customers: int = 400, drivers: int = 50, da
     m = did.size
     perf = pa.table({
         "driver_id": did,
-        "event_timestamp": _times(dday),
-        "created": _times(dday),
+        "event_timestamp": _times(dday, start),
+        "created": _times(dday, start),
         "acceptance_rate_7d": rng.random(m),
         "avg_rating_30d": 1 + 4 * rng.random(m),
         "trips_last_hour": pa.array(rng.integers(0, 6, m), pa.int64()),

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from feast.value_type import ValueType
 
 from regions.store import redis_layout, resp
-from regions.store.resp_connection import RedisWriteError, RespConnection
+from regions.store.resp_connection import RespError, RespConnection
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class FastRedisWriter:
 __all__ = [
     "FastRedisWriter",
     "RedisTarget",
-    "RedisWriteError",
+    "RespError",
     "ViewLayout",
     "WriteResult",
     "latest_per_entity",

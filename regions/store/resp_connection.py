@@ -1,7 +1,8 @@
-"""A thin, explicit Redis connection for bulk pipelines: a socket and hiredis's reply parser.
+"""A thin, explicit Redis connection for pipelines: a socket and hiredis's reply parser.
 
 redis-py builds and parses one command at a time in Python; the fast materialisation path sends
-tens of thousands of pre-built commands in one write and parses the replies in C.
+tens of thousands of pre-built commands in one write, and the serving node one pre-built pipeline
+per request, with replies parsed in C.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from types import TracebackType
 import hiredis
 
 
-class RedisWriteError(RuntimeError):
-    """Redis refused a command or could not be reached during a bulk write."""
+class RespError(RuntimeError):
+    """Redis refused a command, timed out, or could not be reached."""
 
 
 class RespConnection:
@@ -29,7 +30,7 @@ class RespConnection:
         try:
             self._sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as e:
-            raise RedisWriteError(f"cannot connect to Redis at {host}:{port}: {e}") from None
+            raise RespError(f"cannot connect to Redis at {host}:{port}: {e}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = hiredis.Reader()
         self.address = f"{host}:{port}/{db}"
@@ -47,7 +48,7 @@ class RespConnection:
         try:
             self._sock.sendall(payload)
         except OSError as e:
-            raise RedisWriteError(f"lost connection to Redis at {self.address}: {e}") from None
+            raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
 
     def read(self, count: int) -> list[object]:
         """Read exactly ``count`` replies; a Redis error reply raises after all are consumed."""
@@ -61,13 +62,13 @@ class RespConnection:
             try:
                 chunk = self._sock.recv(1 << 20)
             except OSError as e:
-                raise RedisWriteError(f"lost connection to Redis at {self.address}: {e}") from None
+                raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
             if not chunk:
-                raise RedisWriteError(f"Redis at {self.address} closed the connection")
+                raise RespError(f"Redis at {self.address} closed the connection")
             self._reader.feed(chunk)
         errors = [r for r in replies if type(r) is hiredis.ReplyError]
         if errors:
-            raise RedisWriteError(f"Redis at {self.address} refused a command: {errors[0]}")
+            raise RespError(f"Redis at {self.address} refused a command: {errors[0]}")
         return replies
 
     def read_integer_replies(self, count: int) -> bytes:
@@ -84,9 +85,9 @@ class RespConnection:
             try:
                 chunk = self._sock.recv(1 << 20)
             except OSError as e:
-                raise RedisWriteError(f"lost connection to Redis at {self.address}: {e}") from None
+                raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
             if not chunk:
-                raise RedisWriteError(f"Redis at {self.address} closed the connection")
+                raise RespError(f"Redis at {self.address} closed the connection")
             raw += chunk
             data = tail + chunk
             seen += data.count(b"\r\n")
@@ -96,7 +97,7 @@ class RespConnection:
             # a CRLF split across reads is counted when its LF arrives
             tail = data[-1:] if data.endswith(b"\r") else b""
         if error is not None:
-            raise RedisWriteError(
+            raise RespError(
                 f"Redis at {self.address} refused a write: {error.decode(errors='replace')}"
             )
         return bytes(raw)

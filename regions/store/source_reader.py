@@ -84,9 +84,9 @@ def _duckdb_latest(
     """
     con = duckdb.connect()
     try:
-        result = con.execute(sql, [str(path), lo, hi])
-        # duckdb 2 renamed fetch_record_batch to to_arrow_reader
-        stream = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+        relation = con.sql(sql, params=[str(path), lo, hi])
+        # duckdb 2 renamed the relation's record_batch() to to_arrow_reader()
+        stream = getattr(relation, "to_arrow_reader", None) or relation.record_batch
         reader = stream(batch_rows)
         for batch in reader:
             if batch.num_rows:

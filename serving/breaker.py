@@ -1,0 +1,71 @@
+"""A circuit breaker for the online store: stop hammering a dead Redis, probe it now and then.
+
+closed ──(N consecutive failures)──▶ open ──(reset time passed)──▶ half-open: one probe
+   ▲                                                                   │ success │ failure
+   └───────────────────────────────────────────────────────────────────┘         └─▶ open
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        *,
+        failure_threshold: int,
+        reset_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if reset_seconds <= 0:
+            raise ValueError("reset_seconds must be positive")
+        self._threshold = failure_threshold
+        self._reset = reset_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> str:
+        if self._opened_at is None:
+            return CLOSED
+        if self._clock() - self._opened_at >= self._reset:
+            return HALF_OPEN
+        return OPEN
+
+    def allow(self) -> bool:
+        """May this call try the online store? In half-open, only one caller probes at a time."""
+        with self._lock:
+            state = self._state()
+            if state == CLOSED:
+                return True
+            if state == HALF_OPEN and not self._probing:
+                self._probing = True
+                return True
+            return False
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._opened_at = None
+            self._probing = False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            self._probing = False
+            if self._opened_at is not None or self._failures >= self._threshold:
+                self._opened_at = self._clock()

@@ -1,0 +1,148 @@
+"""What a region serves: its feature views and services, resolved once from its Feast registry.
+
+Requests are resolved against an immutable ``Catalog``; ``CatalogCache`` swaps in a new one when
+the registry file changes (checked by the server's refresher, never per request). Field hashes
+for Feast's Redis layout are computed here, once.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feast import FeatureStore
+from feast.value_type import ValueType
+
+from regions.store.redis_layout import field_hash, ts_field
+from serving.errors import InvalidRequest, UnknownFeature
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    name: str
+    join_keys: tuple[str, ...]
+    join_key_types: tuple[ValueType, ...]
+    features: dict[str, ValueType]
+    ttl_seconds: float | None  # None: values never expire
+    timestamp_field: str
+    field_hashes: dict[str, bytes]
+    ts_field: bytes
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    view: str
+    feature: str
+
+    def output_name(self, full: bool) -> str:
+        return f"{self.view}__{self.feature}" if full else self.feature
+
+
+@dataclass(frozen=True)
+class Resolved:
+    refs: tuple[FeatureRef, ...]
+    views: tuple[ViewSpec, ...]
+    join_keys: tuple[str, ...]  # every join key the request must carry
+
+
+@dataclass(frozen=True)
+class Catalog:
+    project: str
+    views: dict[str, ViewSpec]
+    services: dict[str, tuple[FeatureRef, ...]]
+    version: tuple[int, int] = (0, 0)  # registry file (mtime_ns, size) it was built from
+    _cache: dict[tuple[str, ...], Resolved] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_store(cls, store: FeatureStore, version: tuple[int, int] = (0, 0)) -> "Catalog":
+        views = {}
+        for fv in store.list_feature_views():
+            ttl = fv.ttl.total_seconds() if fv.ttl else None
+            views[fv.name] = ViewSpec(
+                name=fv.name,
+                join_keys=tuple(e.name for e in fv.entity_columns),
+                join_key_types=tuple(e.dtype.to_value_type() for e in fv.entity_columns),
+                features={f.name: f.dtype.to_value_type() for f in fv.features},
+                ttl_seconds=ttl or None,
+                timestamp_field=fv.batch_source.timestamp_field,
+                field_hashes={f.name: field_hash(fv.name, f.name) for f in fv.features},
+                ts_field=ts_field(fv.name),
+            )
+        services = {}
+        for svc in store.list_feature_services():
+            services[svc.name] = tuple(
+                FeatureRef(p.name, f.name) for p in svc.feature_view_projections for f in p.features
+            )
+        return cls(project=store.project, views=views, services=services, version=version)
+
+    # (callers refresh the store's registry first: CatalogCache does)
+
+    def service(self, name: str) -> Resolved:
+        refs = self.services.get(name)
+        if refs is None:
+            known = ", ".join(sorted(self.services)) or "none"
+            raise UnknownFeature(f"unknown feature service {name!r}; this region serves {known}")
+        return self._resolve(refs)
+
+    def refs(self, texts: tuple[str, ...]) -> Resolved:
+        if not texts:
+            raise InvalidRequest("no features requested: name a feature service or feature refs")
+        refs = []
+        for text in texts:
+            view, sep, feature = text.partition(":")
+            if not sep or not view or not feature:
+                raise InvalidRequest(f"feature ref {text!r} is not of the form 'view:feature'")
+            spec = self.views.get(view)
+            if spec is None:
+                raise UnknownFeature(f"unknown feature view {view!r} in {text!r}")
+            if feature not in spec.features:
+                raise UnknownFeature(f"feature view {view!r} has no feature {feature!r}")
+            refs.append(FeatureRef(view, feature))
+        return self._resolve(tuple(refs))
+
+    def _resolve(self, refs: tuple[FeatureRef, ...]) -> Resolved:
+        key = tuple(f"{r.view}:{r.feature}" for r in refs)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        views = tuple(self.views[v] for v in dict.fromkeys(r.view for r in refs))
+        join_keys = tuple(dict.fromkeys(k for v in views for k in v.join_keys))
+        resolved = Resolved(refs=refs, views=views, join_keys=join_keys)
+        if len(self._cache) < 1024:  # bounded: arbitrary ref lists must not grow memory forever
+            self._cache[key] = resolved
+        return resolved
+
+
+class CatalogCache:
+    """The current catalog of a region, rebuilt when its registry file changes."""
+
+    def __init__(self, store: FeatureStore, registry_path: Path) -> None:
+        self._store = store
+        self._path = registry_path
+        self._lock = threading.Lock()
+        store.refresh_registry()
+        self._catalog = Catalog.from_store(store, self._version())
+
+    @property
+    def current(self) -> Catalog:
+        return self._catalog
+
+    def _version(self) -> tuple[int, int]:
+        try:
+            st = self._path.stat()
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
+
+    def refresh_if_changed(self) -> bool:
+        version = self._version()
+        if version == self._catalog.version:
+            return False
+        with self._lock:
+            self._store.refresh_registry()
+            self._catalog = Catalog.from_store(self._store, version)
+        return True
+
+
+__all__ = ["Catalog", "CatalogCache", "FeatureRef", "Resolved", "ViewSpec"]

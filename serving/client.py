@@ -1,0 +1,117 @@
+"""The client serving apps import: a thin, explicit wrapper over the generated stub.
+
+    client = FeatureClient("127.0.0.1:50151", token=os.environ["FEDSTORE_TOKEN"])
+    result = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1, 2]})
+    result.to_dict()   # {"customer_id": [1, 2], "spend_7d": [...], ...}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Sequence
+
+import grpc
+
+from proto.fedstore.serving.v1 import serving_pb2 as pb
+from proto.fedstore.serving.v1 import serving_pb2_grpc
+
+_STATUS = {pb.PRESENT: "present", pb.NOT_FOUND: "not_found", pb.NULL_VALUE: "null", pb.OUTSIDE_MAX_AGE: "outside_max_age"}
+
+
+@dataclass(frozen=True)
+class OnlineResult:
+    entities: dict[str, list[Any]]
+    feature_names: list[str]
+    values: dict[str, list[Any]]  # None where status is not "present"
+    statuses: dict[str, list[str]]
+    region: str
+    source: str  # "online_store" or "batch_fallback"
+    snapshot_age_seconds: float | None
+    job_ids: list[str]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {**self.entities, **self.values}
+
+    def to_df(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.to_dict())
+
+
+class FeatureClient:
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        *,
+        root_certificates: bytes | None = None,
+        timeout: float = 2.0,
+    ) -> None:
+        if root_certificates is not None:
+            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates))
+        else:
+            self._channel = grpc.insecure_channel(address)
+        self._stub = serving_pb2_grpc.FeatureServingStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+
+    def get_online_features(
+        self,
+        *,
+        entities: dict[str, Sequence[int] | Sequence[str]],
+        feature_service: str | None = None,
+        features: Sequence[str] | None = None,
+        full_feature_names: bool = False,
+    ) -> OnlineResult:
+        if (feature_service is None) == (features is None):
+            raise ValueError("give exactly one of feature_service or features")
+        request = pb.GetOnlineFeaturesRequest(full_feature_names=full_feature_names)
+        if feature_service is not None:
+            request.feature_service = feature_service
+        else:
+            request.feature_refs.refs.extend(features or [])
+        for key, values in entities.items():
+            col = request.entities[key]
+            vals = list(values)
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+                col.int64_values.values.extend(vals)  # type: ignore[arg-type]
+            elif all(isinstance(v, str) for v in vals):
+                col.string_values.values.extend(vals)  # type: ignore[arg-type]
+            else:
+                raise ValueError(f"entity column {key!r} must be all int or all str")
+        response = self._stub.GetOnlineFeatures(request, timeout=self.timeout, metadata=self._metadata)
+        return _result(response, {k: list(v) for k, v in entities.items()})
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "FeatureClient":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _result(response: pb.GetOnlineFeaturesResponse, entities: dict[str, list[Any]]) -> OnlineResult:
+    names = list(response.feature_names)
+    values: dict[str, list[Any]] = {n: [] for n in names}
+    statuses: dict[str, list[str]] = {n: [] for n in names}
+    for row in response.results:
+        for name, fv in zip(names, row.features):
+            kind = fv.value.WhichOneof("kind")
+            values[name].append(getattr(fv.value, kind) if kind and fv.status == pb.PRESENT else None)
+            statuses[name].append(_STATUS.get(fv.status, "unspecified"))
+    meta = response.metadata
+    return OnlineResult(
+        entities=entities,
+        feature_names=names,
+        values=values,
+        statuses=statuses,
+        region=meta.region,
+        source="batch_fallback" if meta.source == pb.BATCH_FALLBACK else "online_store",
+        snapshot_age_seconds=meta.snapshot_age.ToTimedelta().total_seconds() if meta.HasField("snapshot_age") else None,
+        job_ids=list(meta.materialization_job_ids),
+    )

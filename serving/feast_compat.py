@@ -1,0 +1,101 @@
+"""Feast's own ``GrpcFeatureServer/GetOnlineFeatures`` (what ``feast listen`` serves), on the fast path.
+
+Clients built on Feast's stubs work unchanged and get what ``feast listen`` would give on the same
+store, including Feast's conventions: entity columns first in the response, no max-age check
+(every found value is PRESENT), a null value is an empty ``Value``, and, on Redis, an entity that
+is not there at all comes back PRESENT with empty values and a zero timestamp.
+Feature order follows the feature service's definition (Feast's own order depends on Python's
+set ordering, so clients must not rely on it).
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerServicer
+from feast.protos.feast.serving.ServingService_pb2 import (
+    FieldStatus,
+    GetOnlineFeaturesRequest,
+    GetOnlineFeaturesResponse,
+)
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from serving.errors import InvalidRequest, ServingError
+from serving.features import NOT_FOUND, OUTSIDE_MAX_AGE, PRESENT, OnlineFeatures
+
+
+class FeastCompatServicer(GrpcFeatureServerServicer):
+    def __init__(self, features: OnlineFeatures, *, missing_entity_is_present: bool) -> None:
+        self.features = features
+        self.missing_entity_is_present = missing_entity_is_present  # Feast's Redis behaviour
+
+    def GetOnlineFeatures(self, request: GetOnlineFeaturesRequest, context: grpc.ServicerContext) -> GetOnlineFeaturesResponse:
+        metrics = self.features.metrics
+        began = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return self._answer(request)
+        except ServingError as e:
+            code = e.code
+            context.abort(e.code, str(e))
+            raise
+        finally:
+            metrics.requests.labels("feast.GetOnlineFeatures", code.name).inc()
+            metrics.latency.labels("feast.GetOnlineFeatures").observe(time.perf_counter() - began)
+
+    def _answer(self, request: GetOnlineFeaturesRequest) -> GetOnlineFeaturesResponse:
+        which = request.WhichOneof("kind")
+        resolved = self.features.resolve(
+            feature_service=request.feature_service if which == "feature_service" else None,
+            refs=list(request.features.val) if which == "features" else [],
+        )
+        columns: dict[str, list[object]] = {}
+        for key, repeated in request.entities.items():
+            try:
+                columns[key] = [feast_value_type_to_python_type(v) for v in repeated.val]
+            except Exception:
+                raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
+        answer = self.features.get(resolved, columns)
+        response = GetOnlineFeaturesResponse()
+        names = response.metadata.feature_names.val
+        zero = Timestamp()
+        for key, repeated in request.entities.items():
+            names.append(key)
+            response.results.append(
+                GetOnlineFeaturesResponse.FeatureVector(
+                    values=list(repeated.val),
+                    statuses=[FieldStatus.PRESENT] * len(repeated.val),
+                    event_timestamps=[zero] * len(repeated.val),
+                )
+            )
+        views = {v.name: v for v in resolved.views}
+        count = answer.entities.count
+        for ref, name in zip(resolved.refs, answer.names(request.full_feature_names)):
+            view = views[ref.view]
+            vtype = view.features[ref.feature]
+            values: list[object] = []
+            statuses = []
+            stamps = []
+            for row in range(count):
+                status, value, ts = answer.cell(ref, view, row)
+                if status == OUTSIDE_MAX_AGE:  # Feast does not check max age online
+                    value = (answer.rows[ref.view].values[row] or {}).get(ref.feature)
+                    status = PRESENT
+                if status == NOT_FOUND and not self.missing_entity_is_present:
+                    statuses.append(FieldStatus.NOT_FOUND)
+                else:
+                    statuses.append(FieldStatus.PRESENT)
+                values.append(value)
+                stamps.append(Timestamp(seconds=ts[0], nanos=ts[1]) if ts else zero)
+            protos = [
+                python_values_to_proto_values([v], vtype)[0] if v is not None else ValueProto()
+                for v in values
+            ]
+            names.append(name)
+            response.results.append(
+                GetOnlineFeaturesResponse.FeatureVector(values=protos, statuses=statuses, event_timestamps=stamps)
+            )
+        return response

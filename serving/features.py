@@ -1,0 +1,117 @@
+"""The serving node's one job: features of some entities, from the online store or the snapshot.
+
+    request ─▶ resolve (cached catalog) ─▶ validate entities
+            ─▶ breaker closed? ─▶ online store (deadline) ──ok──▶ answer (source: online store)
+                     │                     └─error/timeout─▶ breaker.failure ─┐
+                     └─open──────────────────────────────────────────────────┴▶ batch snapshot
+                                                                     (source: fallback, with age)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Sequence
+
+from serving.breaker import CircuitBreaker
+from serving.catalog import CatalogCache, FeatureRef, Resolved, ViewSpec
+from serving.entities import Entities, validate
+from serving.errors import NoData, OnlineStoreDown
+from serving.fallback import SnapshotCache
+from serving.metrics import ServingMetrics
+from serving.online import OnlineReader, ViewRows
+
+ONLINE, FALLBACK = "online_store", "batch_fallback"
+
+PRESENT, NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE = "present", "not_found", "null", "outside_max_age"
+
+
+@dataclass(frozen=True)
+class Answer:
+    resolved: Resolved
+    entities: Entities
+    rows: dict[str, ViewRows]
+    source: str
+    snapshot_age_seconds: float | None
+    job_ids: tuple[str, ...]
+    now: float  # unix seconds the answer was judged at (max age)
+
+    def names(self, full: bool) -> list[str]:
+        return [r.output_name(full) for r in self.resolved.refs]
+
+    def cell(self, ref: FeatureRef, view: ViewSpec, row: int) -> tuple[str, object, tuple[int, int] | None]:
+        """(status, value, event time) of one feature of one entity row."""
+        rows = self.rows[ref.view]
+        values = rows.values[row]
+        ts = rows.timestamps[row]
+        if values is None or ts is None:
+            return NOT_FOUND, None, None
+        if view.ttl_seconds is not None and self.now - (ts[0] + ts[1] / 1e9) > view.ttl_seconds:
+            return OUTSIDE_MAX_AGE, None, ts
+        value = values.get(ref.feature)
+        if value is None:
+            return NULL_VALUE, None, ts
+        return PRESENT, value, ts
+
+
+class OnlineFeatures:
+    def __init__(
+        self,
+        *,
+        region: str,
+        catalog: CatalogCache,
+        reader: OnlineReader,
+        snapshots: SnapshotCache,
+        breaker: CircuitBreaker,
+        max_entities: int,
+        metrics: ServingMetrics,
+    ) -> None:
+        self.region = region
+        self.catalog = catalog
+        self.reader = reader
+        self.snapshots = snapshots
+        self.breaker = breaker
+        self.max_entities = max_entities
+        self.metrics = metrics
+
+    def resolve(self, *, feature_service: str | None, refs: Sequence[str]) -> Resolved:
+        cat = self.catalog.current
+        return cat.service(feature_service) if feature_service else cat.refs(tuple(refs))
+
+    def get(self, resolved: Resolved, columns: dict[str, Sequence[object]]) -> Answer:
+        entities = validate(columns, resolved, limit=self.max_entities)
+        now = time.time()
+        if self.breaker.allow():
+            try:
+                rows = self.reader.read(resolved, entities)
+            except OnlineStoreDown:
+                self.breaker.failure()
+                self.metrics.online_errors.inc()
+            else:
+                self.breaker.success()
+                return Answer(resolved, entities, rows, ONLINE, None, self._jobs(resolved, entities, rows), now)
+        return self._fallback(resolved, entities, now)
+
+    def _fallback(self, resolved: Resolved, entities: Entities, now: float) -> Answer:
+        if not self.snapshots.has(resolved.views):
+            missing = [v.name for v in resolved.views if not self.snapshots.has((v,))]
+            raise NoData(
+                f"region {self.region}: the online store is unavailable and there is no batch snapshot "
+                f"for {', '.join(missing)} yet"
+            )
+        rows, jobs = self.snapshots.read(resolved, entities)
+        age = self.snapshots.age_seconds(resolved.views, datetime.now(timezone.utc))
+        self.metrics.fallback_answers.inc()
+        return Answer(resolved, entities, rows, FALLBACK, age, tuple(sorted(jobs)), now)
+
+    def _jobs(self, resolved: Resolved, entities: Entities, rows: dict[str, ViewRows]) -> tuple[str, ...]:
+        jobs = set()
+        for v in resolved.views:
+            r = rows[v.name]
+            for i, ts in enumerate(r.timestamps):
+                if ts is not None:
+                    job = self.snapshots.job_for(v.name, entities.key(v.join_keys, i), ts)
+                    if job:
+                        jobs.add(job)
+        return tuple(sorted(jobs))

@@ -1,0 +1,36 @@
+"""Prometheus metrics of one serving node, in the node's own registry (no global state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+@dataclass
+class ServingMetrics:
+    region: str
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.latency = Histogram(
+            "fedstore_request_seconds", "Time to answer a request", ["method"], buckets=_BUCKETS, registry=r
+        )
+        self.requests = Counter(
+            "fedstore_requests", "Requests by method and gRPC status code", ["method", "code"], registry=r
+        )
+        self.fallback_answers = Counter(
+            "fedstore_fallback_answers", "Answers served from the batch snapshot", registry=r
+        )
+        self.online_errors = Counter(
+            "fedstore_online_store_errors", "Online store errors and timeouts", registry=r
+        )
+        self.online_up = Gauge(
+            "fedstore_online_store_up", "1 when the online store answers, 0 when it does not", registry=r
+        )
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

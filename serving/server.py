@@ -1,0 +1,171 @@
+"""A region's gRPC serving node: wiring, health, reflection, metrics, TLS and graceful shutdown.
+
+Services on one port:
+  fedstore.serving.v1.FeatureServing   this project's contract (statuses, source, job ids)
+  GrpcFeatureServer                    Feast's own ``feast listen`` contract, for Feast clients
+  grpc.health.v1.Health                "" = can answer at all (online store or snapshot);
+                                       "fedstore.online_store" = the online store itself
+  grpc.reflection.v1alpha              so ``grpcurl list`` works
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from feast.protos.feast.serving import GrpcServer_pb2
+from feast.protos.feast.serving.GrpcServer_pb2_grpc import add_GrpcFeatureServerServicer_to_server
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from federation import FederationConfig, RegionConfig
+from proto.fedstore.serving.v1 import serving_pb2, serving_pb2_grpc
+from regions.store.engine import redis_target
+from regions.store.feast_config import REGISTRY_FILE
+from regions.store.node import RegionNode
+from serving.auth import AuthInterceptor, TokenBook
+from serving.breaker import CircuitBreaker
+from serving.catalog import CatalogCache
+from serving.fallback import SnapshotCache
+from serving.feast_compat import FeastCompatServicer
+from serving.features import OnlineFeatures
+from serving.metrics import ServingMetrics
+from serving.online import FeastReader, OnlineReader, RedisReader
+from serving.servicer import FeatureServingServicer
+
+log = logging.getLogger(__name__)
+
+ONLINE_STORE_HEALTH = "fedstore.online_store"
+SERVICE_NAMES = (
+    serving_pb2.DESCRIPTOR.services_by_name["FeatureServing"].full_name,
+    GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name,
+)
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ServingNode:
+    def __init__(
+        self,
+        config: FederationConfig,
+        region: RegionConfig,
+        *,
+        address: str | None = None,
+        refresh_seconds: float = 1.0,
+    ) -> None:
+        self.region = region
+        self.refresh_seconds = refresh_seconds
+        node = RegionNode(region)
+        if not node.is_applied:
+            from regions.errors import RegionNotReady
+
+            raise RegionNotReady(
+                f"region {region.code} has no registry yet: run `fedstore region apply --region {region.code}` first"
+            )
+        store = node.store
+        settings = region.serving
+        target = redis_target(store.config)
+        self.reader: OnlineReader = (
+            RedisReader(target, store.project, timeout_seconds=settings.online_timeout_ms / 1000)
+            if target is not None
+            else FeastReader(store)
+        )
+        self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
+        self.snapshots = SnapshotCache(region.data_dir)
+        self.snapshots.refresh(list(self.catalog.current.views.values()))
+        self.metrics = ServingMetrics(region.code)
+        self.features = OnlineFeatures(
+            region=region.code,
+            catalog=self.catalog,
+            reader=self.reader,
+            snapshots=self.snapshots,
+            breaker=CircuitBreaker(
+                failure_threshold=settings.breaker_failures, reset_seconds=settings.breaker_reset_seconds
+            ),
+            max_entities=settings.max_entities,
+            metrics=self.metrics,
+        )
+        self.health = health.HealthServicer()
+        interceptors = [AuthInterceptor(TokenBook(config.tokens), region.code)]
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"serve-{region.code}"),
+            interceptors=interceptors,
+            options=[("grpc.so_reuseport", 0)],
+        )
+        serving_pb2_grpc.add_FeatureServingServicer_to_server(FeatureServingServicer(self.features), self.server)
+        add_GrpcFeatureServerServicer_to_server(
+            FeastCompatServicer(self.features, missing_entity_is_present=target is not None), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        bind = address or region.serving_address
+        if settings.tls_cert and settings.tls_key:
+            creds = grpc.ssl_server_credentials(
+                [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
+            )
+            port = self.server.add_secure_port(bind, creds)
+        else:
+            port = self.server.add_insecure_port(bind)
+        if port == 0:
+            raise OSError(f"cannot listen on {bind}")
+        self.address = NodeAddress(bind.rpartition(":")[0], port)
+        self._stop = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
+
+    def start(self) -> "ServingNode":
+        self._check_health()
+        self.server.start()
+        self._refresher.start()
+        if self.region.serving.metrics_port:
+            self.metrics.serve(self.region.serving.metrics_port)
+        log.info("region %s serving on %s", self.region.code, self.address)
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop taking calls, let in-flight calls finish (up to ``grace`` seconds), then close."""
+        self._stop.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self._refresher.join(timeout=5)
+        close = getattr(self.reader, "close", None)
+        if close:
+            close()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            try:
+                if self.catalog.refresh_if_changed():
+                    log.info("region %s: registry changed; catalog reloaded", self.region.code)
+                reloaded = self.snapshots.refresh(list(self.catalog.current.views.values()))
+                if reloaded:
+                    log.info("region %s: snapshots reloaded: %s", self.region.code, ", ".join(reloaded))
+                self._check_health()
+            except Exception:  # the refresher must outlive a bad moment; the next tick retries
+                log.exception("region %s: refresh failed", self.region.code)
+
+    def _check_health(self) -> None:
+        up = self.reader.ping()
+        self.metrics.online_up.set(1 if up else 0)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set(ONLINE_STORE_HEALTH, serving if up else not_serving)
+        views = tuple(self.catalog.current.views.values())
+        can_answer = up or self.snapshots.has(views)
+        for name in ("",) + SERVICE_NAMES:
+            self.health.set(name, serving if can_answer else not_serving)

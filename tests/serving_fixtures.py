@@ -1,0 +1,63 @@
+"""A served region: real Redis, real Feast registry, real gRPC server on a loopback port."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+from federation import FederationConfig, load_config
+from handmade import write_sources
+from regions.store.materialize import MaterializeRequest, materialize
+from regions.store.node import RegionNode
+from serving.server import ServingNode
+
+TOKENS = {"fraud-app": "s3cret-fraud", "sg-only": "s3cret-sg"}
+
+
+@dataclass
+class Served:
+    config: FederationConfig
+    node: RegionNode
+    server: ServingNode
+    tables: dict[str, pa.Table]
+
+    @property
+    def address(self) -> str:
+        return str(self.server.address)
+
+
+def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, customers: int = 200,
+                  serving: dict | None = None) -> Served:
+    monkeypatch.setenv("TOKEN_FRAUD", TOKENS["fraud-app"])
+    monkeypatch.setenv("TOKEN_SG", TOKENS["sg-only"])
+    online = {"type": "redis", "url": redis_url} if redis_url else {"type": "sqlite"}
+    raw = {
+        "federation": {"name": "t"},
+        "regions": [
+            {"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
+             "data_dir": "data/MY", "online_store": online, "serving_address": "127.0.0.1:50999",
+             "serving": {"online_timeout_ms": 200, "breaker_failures": 2, "breaker_reset_seconds": 0.5,
+                         "max_entities": 500, **(serving or {})}},
+            {"code": "SG", "jurisdiction": "Singapore", "law": "PDPA-SG", "timezone": "Asia/Singapore",
+             "data_dir": "data/SG", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:1"},
+        ],
+        "auth": {"tokens": [
+            {"name": "fraud-app", "secret_env": "TOKEN_FRAUD", "regions": ["MY", "SG"]},
+            {"name": "sg-only", "secret_env": "TOKEN_SG", "regions": ["SG"]},
+        ]},
+    }
+    path = tmp_path / "fed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    node = RegionNode(config.region("MY"))
+    # fresh data: the last day is yesterday, so values are within customer_transactions' 2-day TTL
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=3)
+    tables = write_sources(node.data_dir, customers=customers, drivers=20, days=3, start=start)
+    node.apply()
+    materialize(node, MaterializeRequest(show_progress=False))
+    server = ServingNode(config, config.region("MY"), address="127.0.0.1:0", refresh_seconds=0.2).start()
+    return Served(config, node, server, tables)

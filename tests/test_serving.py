@@ -1,0 +1,204 @@
+"""The serving node over real gRPC on loopback, against real Redis and a real Feast registry."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from handmade import latest
+from proto.fedstore.serving.v1 import serving_pb2 as pb
+from proto.fedstore.serving.v1 import serving_pb2_grpc
+from serving.client import FeatureClient
+from serving_fixtures import TOKENS, served_region
+
+pytestmark = pytest.mark.redis
+
+TX = ["txn_count_7d", "txn_count_30d", "spend_7d", "spend_30d", "avg_ticket", "chargeback_rate_30d",
+      "distinct_merchants_30d", "night_txn_ratio_7d"]
+
+
+@pytest.fixture()
+def served(tmp_path, clean_redis, monkeypatch):
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch)
+    yield s
+    s.server.stop(1)
+
+
+def _client(served, token="fraud-app"):
+    return FeatureClient(served.address, token=TOKENS.get(token, token))
+
+
+def _same(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b) or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+def test_values_equal_feast_sdk_for_the_same_entities(served):
+    ids = sorted(latest(served.tables["customer_transactions"], "customer_id"))[:50] + [10**12]
+    with _client(served) as client:
+        got = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": ids})
+    want = served.node.store.get_online_features(
+        features=served.node.store.get_feature_service("fraud_scoring"),
+        entity_rows=[{"customer_id": i} for i in ids]).to_dict()
+    assert got.source == "online_store" and got.region == "MY"
+    assert set(got.feature_names) == set(want) - {"customer_id"}
+    for name in got.feature_names:
+        for i, cid in enumerate(ids):
+            if got.statuses[name][i] == "present":
+                assert _same(got.values[name][i], want[name][i]), (name, cid)
+            else:
+                assert want[name][i] is None, (name, cid, got.statuses[name][i])
+    # the job that wrote the values is named
+    assert got.job_ids == [served.node.ledger.jobs(limit=1)[0].job_id]
+
+
+def test_statuses_not_found_null_and_present(served):
+    tx = latest(served.tables["customer_transactions"], "customer_id")
+    nan_id = next(c for c, r in tx.items() if r["spend_7d"] != r["spend_7d"])
+    ok_id = next(c for c, r in tx.items() if r["spend_7d"] == r["spend_7d"])
+    with _client(served) as client:
+        got = client.get_online_features(features=["customer_transactions:spend_7d"],
+                                         entities={"customer_id": [ok_id, nan_id, 10**12]})
+    assert got.statuses["spend_7d"] == ["present", "null", "not_found"]
+    assert got.values["spend_7d"][0] == pytest.approx(tx[ok_id]["spend_7d"])
+
+
+def test_outside_max_age_is_a_status_not_an_error(tmp_path, clean_redis, monkeypatch):
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch)
+    try:
+        # customer_profile rows are 3 days old: inside its 90-day TTL; customer_transactions' newest
+        # row is 1 day old (TTL 2 days); driver_performance (TTL 6 hours) is outside its max age
+        with _client(s) as client:
+            got = client.get_online_features(
+                features=["driver_performance:avg_rating_30d", "customer_profile:kyc_level"],
+                entities={"driver_id": [0, 1], "customer_id": [0, 1]})
+        assert got.statuses["avg_rating_30d"] == ["outside_max_age"] * 2
+        assert got.values["avg_rating_30d"] == [None, None]
+        assert got.statuses["kyc_level"] == ["present"] * 2
+    finally:
+        s.server.stop(1)
+
+
+def test_feast_stub_client_works_unchanged(served):
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+    from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesRequest
+    from feast.protos.feast.types.Value_pb2 import RepeatedValue, Value
+
+    req = GetOnlineFeaturesRequest(feature_service="driver_allocation")
+    req.entities["driver_id"].CopyFrom(RepeatedValue(val=[Value(int64_val=1), Value(int64_val=2)]))
+    with grpc.insecure_channel(served.address) as ch:
+        resp = GrpcFeatureServerStub(ch).GetOnlineFeatures(
+            req, metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=5)
+    names = list(resp.metadata.feature_names.val)
+    assert names[0] == "driver_id" and "avg_rating_30d" in names
+    want = latest(served.tables["driver_performance"], "driver_id")
+    col = resp.results[names.index("avg_rating_30d")]
+    assert [v.double_val for v in col.values] == pytest.approx([want[1]["avg_rating_30d"], want[2]["avg_rating_30d"]])
+
+
+# (case, request builder, expected code, fragment of details)
+BAD = [
+    ("unknown service", lambda: pb.GetOnlineFeaturesRequest(feature_service="nope", entities={"customer_id": _ints([1])}),
+     grpc.StatusCode.NOT_FOUND, "unknown feature service 'nope'"),
+    ("unknown view", lambda: _refs(["nope:x"], {"customer_id": _ints([1])}), grpc.StatusCode.NOT_FOUND, "unknown feature view 'nope'"),
+    ("unknown feature", lambda: _refs(["customer_transactions:nope"], {"customer_id": _ints([1])}),
+     grpc.StatusCode.NOT_FOUND, "has no feature 'nope'"),
+    ("malformed ref", lambda: _refs(["spend_7d"], {"customer_id": _ints([1])}), grpc.StatusCode.INVALID_ARGUMENT, "view:feature"),
+    ("missing join key", lambda: pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"driver_id": _ints([1])}),
+     grpc.StatusCode.INVALID_ARGUMENT, "missing join key 'customer_id'"),
+    ("wrong value type", lambda: pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _strs(["a"])}),
+     grpc.StatusCode.INVALID_ARGUMENT, "must be int64"),
+    ("ragged columns", lambda: _refs(["customer_transactions:spend_7d", "driver_performance:trips_last_hour"],
+                                     {"customer_id": _ints([1, 2]), "driver_id": _ints([1])}),
+     grpc.StatusCode.INVALID_ARGUMENT, "different lengths"),
+    ("no entities", lambda: pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring"), grpc.StatusCode.INVALID_ARGUMENT, "no entities"),
+    ("empty column", lambda: pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _ints([])}),
+     grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    ("no features", lambda: pb.GetOnlineFeaturesRequest(entities={"customer_id": _ints([1])}), grpc.StatusCode.INVALID_ARGUMENT, "no features"),
+    ("over the limit", lambda: pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _ints(list(range(501)))}),
+     grpc.StatusCode.INVALID_ARGUMENT, "at most 500"),
+]
+
+
+def _ints(v):
+    return pb.EntityColumn(int64_values=pb.Int64List(values=v))
+
+
+def _strs(v):
+    return pb.EntityColumn(string_values=pb.StringList(values=v))
+
+
+def _refs(refs, entities):
+    return pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureList(refs=refs), entities=entities)
+
+
+@pytest.mark.parametrize("case,build,code,fragment", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_the_right_status(served, case, build, code, fragment):
+    with grpc.insecure_channel(served.address) as ch:
+        stub = serving_pb2_grpc.FeatureServingStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetOnlineFeatures(build(), metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=5)
+    assert err.value.code() == code
+    assert fragment in err.value.details()
+    # and the server is still fine afterwards
+    with _client(served) as client:
+        assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
+
+
+def test_auth_missing_unknown_and_wrong_region(served):
+    req = pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _ints([1])})
+    with grpc.insecure_channel(served.address) as ch:
+        stub = serving_pb2_grpc.FeatureServingStub(ch)
+        for metadata, code in [
+            ((), grpc.StatusCode.UNAUTHENTICATED),
+            ((("authorization", "Bearer wrong"),), grpc.StatusCode.UNAUTHENTICATED),
+            ((("authorization", f"Bearer {TOKENS['sg-only']}"),), grpc.StatusCode.PERMISSION_DENIED),
+        ]:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetOnlineFeatures(req, metadata=metadata, timeout=5)
+            assert err.value.code() == code
+
+
+def test_health_and_reflection(served):
+    with grpc.insecure_channel(served.address) as ch:
+        h = health_pb2_grpc.HealthStub(ch)
+        assert h.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        assert h.Check(health_pb2.HealthCheckRequest(service="fedstore.online_store"), timeout=5).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        r = reflection_pb2_grpc.ServerReflectionStub(ch)
+        replies = list(r.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {"fedstore.serving.v1.FeatureServing", "GrpcFeatureServer", "grpc.health.v1.Health"} <= names
+
+
+def test_metrics_count_requests_and_latency(served):
+    # Importing feast switches prometheus_client to multiprocess mode (feast/metrics.py sets
+    # PROMETHEUS_MULTIPROC_DIR), so counters of several nodes in one process share storage:
+    # warm up, then measure deltas. In production there is one node per process.
+    reg = served.server.metrics.registry
+    with _client(served) as client:
+        client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]})
+        with pytest.raises(grpc.RpcError):
+            client.get_online_features(feature_service="nope", entities={"customer_id": [1]})
+
+    def value(name, labels):
+        return reg.get_sample_value(name, labels) or 0.0
+
+    ok = ("fedstore_requests_total", {"method": "GetOnlineFeatures", "code": "OK"})
+    notfound = ("fedstore_requests_total", {"method": "GetOnlineFeatures", "code": "NOT_FOUND"})
+    timed = ("fedstore_request_seconds_count", {"method": "GetOnlineFeatures"})
+    before = [value(*ok), value(*notfound), value(*timed)]
+    with _client(served) as client:
+        for _ in range(3):
+            client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]})
+        with pytest.raises(grpc.RpcError):
+            client.get_online_features(feature_service="nope", entities={"customer_id": [1]})
+    after = [value(*ok), value(*notfound), value(*timed)]
+    assert [a - b for a, b in zip(after, before)] == [3, 1, 4]
+    assert reg.get_sample_value("fedstore_online_store_up") == 1
