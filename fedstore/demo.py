@@ -15,7 +15,6 @@ from fedstore.render import age, table
 from regions.store.materialize import MaterializeRequest, materialize
 from regions.store.node import RegionNode
 from regions.store.status import region_status
-from regions.synthetic import generate_region
 
 DEFAULT_REGIONS = ("MY", "SG", "ID")
 
@@ -31,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
+    from regions.synthetic import generate_region
+
     codes = [c.strip() for c in args.regions.split(",") if c.strip()]
     regions = [config.region(c) for c in codes]  # unknown codes fail before any work
     today = datetime.now(timezone.utc).date()

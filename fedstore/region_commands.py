@@ -11,7 +11,6 @@ from regions.errors import RegionError
 from regions.store.materialize import MaterializeRequest, materialize
 from regions.store.node import RegionNode
 from regions.store.status import region_status
-from regions.synthetic import generate_region
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,6 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def cmd_generate(config: FederationConfig, args: argparse.Namespace) -> None:
+    from regions.synthetic import generate_region
+
     region = config.region(args.region)
     end = args.end or datetime.now(timezone.utc).date()
     try:
