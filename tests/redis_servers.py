@@ -32,6 +32,11 @@ class RedisServer:
     def client(self, db: int = 0) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, db=db)
 
+    def kill(self) -> None:
+        """Die abruptly (SIGKILL), keeping the work dir for a restart."""
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -43,17 +48,20 @@ class RedisServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_redis() -> RedisServer:
+def start_redis(*, port: int | None = None, workdir: Path | None = None, persist: bool = False) -> RedisServer:
+    """A redis-server on a free loopback port (or ``port``); ``persist`` keeps data across restarts."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
             "redis-server is not installed; the README's test command installs it (apt-get install redis-server)"
         )
-    workdir = Path(tempfile.mkdtemp(prefix="fedstore-redis-"))
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="fedstore-redis-"))
+    fixed = port
     for _ in range(5):
-        port = free_port()
+        port = fixed or free_port()
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if persist else "no", "--appendfsync", "always",
              "--dir", str(workdir), "--protected-mode", "yes"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,0 +1,96 @@
+"""A region answers even when its Redis does not: batch fallback, circuit breaker, recovery."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from redis_servers import start_redis
+from serving.client import FeatureClient
+from serving_fixtures import TOKENS, served_region
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def _health(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def _wait(predicate, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_redis_killed_then_restarted(tmp_path, monkeypatch):
+    redis = start_redis(persist=True)
+    served = served_region(tmp_path, redis.url, monkeypatch)
+    ids = [0, 1, 2, 10**12]
+    job = served.node.ledger.jobs(limit=1)[0].job_id
+    try:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+            ask = lambda: client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": ids})  # noqa: E731
+            online = ask()
+            assert online.source == "online_store"
+
+            redis.kill()
+            answers = [ask() for _ in range(20)]  # nothing fails just because Redis is down
+            assert all(a.source == "batch_fallback" for a in answers)
+            fb = answers[-1]
+            assert fb.values == online.values and fb.statuses == online.statuses
+            assert fb.job_ids == [job]
+            assert fb.snapshot_age_seconds is not None and fb.snapshot_age_seconds >= 0
+            # the breaker is open: later answers do not try Redis at all
+            ask()
+            assert served.server.features.breaker.state == "open"
+            assert served.server.metrics.registry.get_sample_value("fedstore_fallback_answers_total") >= 21
+            assert _wait(lambda: _health(served.address, "fedstore.online_store")
+                         == health_pb2.HealthCheckResponse.NOT_SERVING)
+            # the node can still answer, so its overall health stays SERVING
+            assert _health(served.address, "") == health_pb2.HealthCheckResponse.SERVING
+
+            restarted = start_redis(port=redis.port, workdir=redis.workdir, persist=True)
+            try:
+                # back to the online path by itself, once the breaker's probe succeeds
+                assert _wait(lambda: ask().source == "online_store")
+                assert ask().values == online.values
+                assert _wait(lambda: _health(served.address, "fedstore.online_store")
+                             == health_pb2.HealthCheckResponse.SERVING)
+            finally:
+                restarted.stop()
+    finally:
+        served.server.stop(1)
+        redis.stop()
+
+
+def test_slow_online_store_falls_back_within_the_deadline(tmp_path, monkeypatch):
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch, serving={"online_timeout_ms": 100})
+    try:
+        # a Redis stuck in a long command answers nothing until it is done
+        blocker = redis.client()
+        blocker.config_set("lua-time-limit", 5000)
+        import threading
+
+        stuck = threading.Thread(target=lambda: blocker.eval(
+            "local t = redis.call('TIME') while true do local n = redis.call('TIME') "
+            "if (n[1] - t[1]) >= 2 then break end end return 1", 0), daemon=True)
+        stuck.start()
+        time.sleep(0.2)
+        with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+            began = time.perf_counter()
+            got = client.get_online_features(feature_service="driver_allocation", entities={"driver_id": [1]})
+            took = time.perf_counter() - began
+        assert got.source == "batch_fallback"
+        assert took < 1.5
+        stuck.join()
+    finally:
+        served.server.stop(1)
+        redis.stop()
