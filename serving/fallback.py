@@ -10,11 +10,11 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from regions.store import redis_layout
+from regions.store.resp import row_bytes
 from regions.store.snapshot import JOB_COLUMN, read_snapshot_info, snapshot_path
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
@@ -23,11 +23,15 @@ from serving.online import ViewRows
 
 @dataclass(frozen=True)
 class LoadedSnapshot:
+    """A view's snapshot, pre-encoded in Feast's stored form so fallback answers cost no more
+    than online ones: values as serialised ``Value`` bytes, times as serialised ``Timestamp``."""
+
     view: str
     version: tuple[int, int]
     written_at: datetime
     rows: dict[tuple[object, ...], int]
-    columns: dict[str, list[Any]]
+    columns: dict[str, list[bytes]]
+    ts_raw: list[bytes]
     timestamps: list[tuple[int, int]]
     job_ids: list[str]
 
@@ -76,12 +80,13 @@ class SnapshotCache:
         for v in resolved.views:
             snap = self._views[v.name]
             wanted = [r.feature for r in resolved.refs if r.view == v.name]
-            rows = ViewRows([None] * entities.count, [None] * entities.count)
+            rows = ViewRows.empty(entities.count)
             for i in range(entities.count):
                 idx = snap.rows.get(entities.key(v.join_keys, i))
                 if idx is None:
                     continue
-                rows.values[i] = {f: snap.columns[f][idx] for f in wanted}
+                rows.values[i] = {f: snap.columns[f][idx] if f in snap.columns else b"" for f in wanted}
+                rows.ts_raw[i] = snap.ts_raw[idx]
                 rows.timestamps[i] = snap.timestamps[idx]
                 jobs.add(snap.job_ids[idx])
             out[v.name] = rows
@@ -104,10 +109,14 @@ def _load(path: Path, view: ViewSpec, version: tuple[int, int], data_dir: Path) 
     written_at = info.written_at if info else datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
     keys = [table.column(k).to_pylist() for k in view.join_keys]
     rows = {key: i for i, key in enumerate(zip(*keys))}
-    columns = {f: table.column(f).to_pylist() for f in view.features if f in table.column_names}
-    ts = table.column(view.timestamp_field).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    micros = ts.to_pylist()
-    # snapshot timestamps are microsecond UTC; express them as (seconds, nanos) like Redis's
+    columns = {
+        f: row_bytes(redis_layout.values(table.column(f), vtype))
+        for f, vtype in view.features.items()
+        if f in table.column_names
+    }
+    ts_col = table.column(view.timestamp_field)
+    ts_raw = row_bytes(redis_layout.timestamps(ts_col)) if table.num_rows else []
+    micros = ts_col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
     timestamps = [(m // 1_000_000, (m % 1_000_000) * 1000) for m in micros]
     jobs = table.column(JOB_COLUMN).to_pylist() if JOB_COLUMN in table.column_names else [""] * table.num_rows
-    return LoadedSnapshot(view.name, version, written_at, rows, columns, timestamps, jobs)
+    return LoadedSnapshot(view.name, version, written_at, rows, columns, ts_raw, timestamps, jobs)

@@ -20,11 +20,11 @@ from feast.protos.feast.serving.ServingService_pb2 import (
     GetOnlineFeaturesResponse,
 )
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
+from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from serving.errors import InvalidRequest, ServingError
-from serving.features import NOT_FOUND, OUTSIDE_MAX_AGE, PRESENT, OnlineFeatures
+from serving.features import OnlineFeatures
 
 
 class FeastCompatServicer(GrpcFeatureServerServicer):
@@ -71,29 +71,23 @@ class FeastCompatServicer(GrpcFeatureServerServicer):
                     event_timestamps=[zero] * len(repeated.val),
                 )
             )
-        views = {v.name: v for v in resolved.views}
         count = answer.entities.count
         for ref, name in zip(resolved.refs, answer.names(request.full_feature_names)):
-            view = views[ref.view]
-            vtype = view.features[ref.feature]
-            values: list[object] = []
+            values: list[bytes] = []
             statuses = []
             stamps = []
+            rows = answer.rows[ref.view]
             for row in range(count):
-                status, value, ts = answer.cell(ref, view, row)
-                if status == OUTSIDE_MAX_AGE:  # Feast does not check max age online
-                    value = (answer.rows[ref.view].values[row] or {}).get(ref.feature)
-                    status = PRESENT
-                if status == NOT_FOUND and not self.missing_entity_is_present:
+                found = rows.values[row]
+                # Feast neither checks max age online nor marks nulls: a found row is PRESENT
+                if found is None and not self.missing_entity_is_present:
                     statuses.append(FieldStatus.NOT_FOUND)
                 else:
                     statuses.append(FieldStatus.PRESENT)
-                values.append(value)
-                stamps.append(Timestamp(seconds=ts[0], nanos=ts[1]) if ts else zero)
-            protos = [
-                python_values_to_proto_values([v], vtype)[0] if v is not None else ValueProto()
-                for v in values
-            ]
+                values.append((found or {}).get(ref.feature, b""))
+                raw_ts = rows.ts_raw[row]
+                stamps.append(Timestamp.FromString(raw_ts) if raw_ts else zero)
+            protos = [ValueProto.FromString(v) for v in values]
             names.append(name)
             response.results.append(
                 GetOnlineFeaturesResponse.FeatureVector(values=protos, statuses=statuses, event_timestamps=stamps)

@@ -12,28 +12,39 @@ import struct
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Protocol
 
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from regions.store.redis_writer import RedisTarget
 from regions.store.resp_connection import RespConnection, RespError
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
 from serving.errors import OnlineStoreDown
-from serving.values import decode_timestamp, decode_value
+from serving.values import decode_timestamp
 
 
 @dataclass
 class ViewRows:
-    """One view's answer, per entity row: feature values (None = entity not found) and event time."""
+    """One view's answer per entity row, in Feast's stored form.
 
-    values: list[dict[str, Any] | None]
+    ``values[row]`` maps feature -> serialised Feast ``Value`` (b"" = null), or is None when the
+    entity has no row; ``ts_raw[row]`` is the serialised ``Timestamp``, ``timestamps[row]`` the
+    same as (seconds, nanos).
+    """
+
+    values: list[dict[str, bytes] | None]
+    ts_raw: list[bytes | None]
     timestamps: list[tuple[int, int] | None]
+
+    @classmethod
+    def empty(cls, count: int) -> "ViewRows":
+        return cls([None] * count, [None] * count, [None] * count)
 
 
 class OnlineReader(Protocol):
@@ -152,22 +163,24 @@ class RedisReader:
         out: dict[str, ViewRows] = {}
         pos = 0
         for g in plan:
-            rows = {v.name: ViewRows([None] * entities.count, [None] * entities.count) for v in g.views}
             nfeat = len(g.fields) - len(g.views)
+            slots = [
+                (v.name, nfeat + i, [(j, f) for j, (view, f) in enumerate(g.fields[:nfeat]) if view == v.name])
+                for i, v in enumerate(g.views)
+            ]
+            for name, _, _ in slots:
+                out[name] = ViewRows.empty(entities.count)
             for row in range(entities.count):
                 reply = replies[pos]
                 pos += 1
-                for i, v in enumerate(g.views):
-                    ts = reply[nfeat + i]  # type: ignore[index]
+                for name, ts_at, cols in slots:
+                    ts = reply[ts_at]  # type: ignore[index]
                     if ts is None:
                         continue
-                    rows[v.name].timestamps[row] = decode_timestamp(ts)
-                    rows[v.name].values[row] = {
-                        f: decode_value(reply[j])  # type: ignore[index]
-                        for j, (view, f) in enumerate(g.fields[:nfeat])
-                        if view == v.name
-                    }
-            out.update(rows)
+                    rows = out[name]
+                    rows.ts_raw[row] = ts
+                    rows.timestamps[row] = decode_timestamp(ts)
+                    rows.values[row] = {f: reply[j] or b"" for j, f in cols}  # type: ignore[index]
         return out
 
     def ping(self) -> bool:
@@ -202,12 +215,14 @@ class FeastReader:
                 ]
                 wanted = [r.feature for r in resolved.refs if r.view == v.name]
                 read = provider.online_read(self.store.config, fv, keys, wanted)
-                rows = ViewRows([None] * entities.count, [None] * entities.count)
+                rows = ViewRows.empty(entities.count)
                 for i, (ts, values) in enumerate(read):
                     if ts is None or values is None:
                         continue
-                    rows.timestamps[i] = _ts(ts)
-                    rows.values[i] = {f: decode_value(values[f].SerializeToString()) if f in values else None for f in wanted}
+                    sec, nanos = _ts(ts)
+                    rows.timestamps[i] = (sec, nanos)
+                    rows.ts_raw[i] = Timestamp(seconds=sec, nanos=nanos).SerializeToString()
+                    rows.values[i] = {f: values[f].SerializeToString() if f in values else b"" for f in wanted}
                 out[v.name] = rows
         except Exception as e:  # the store itself failed: the caller falls back
             raise OnlineStoreDown(f"{type(e).__name__}: {e}") from None

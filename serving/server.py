@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from federation import FederationConfig, RegionConfig
-from proto.fedstore.serving.v1 import serving_pb2, serving_pb2_grpc
+from proto.fedstore.serving.v1 import serving_pb2
 from regions.store.engine import redis_target
 from regions.store.feast_config import REGISTRY_FILE
 from regions.store.node import RegionNode
@@ -102,7 +102,7 @@ class ServingNode:
             interceptors=interceptors,
             options=[("grpc.so_reuseport", 0)],
         )
-        serving_pb2_grpc.add_FeatureServingServicer_to_server(FeatureServingServicer(self.features), self.server)
+        self.server.add_generic_rpc_handlers((FeatureServingServicer(self.features).handler(),))
         add_GrpcFeatureServerServicer_to_server(
             FeastCompatServicer(self.features, missing_entity_is_present=target is not None), self.server
         )

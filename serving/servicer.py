@@ -1,34 +1,29 @@
-"""``fedstore.serving.v1.FeatureServing``: the node's own contract."""
+"""``fedstore.serving.v1.FeatureServing``: the node's own contract.
+
+The request is parsed with the generated message class; the response is encoded by hand from
+the stored bytes (``serving.wire``) and handed to gRPC as bytes, which is what keeps a 100-entity
+answer in the low milliseconds. Clients use the ordinary generated stub.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import grpc
-from feast.value_type import ValueType
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from proto.fedstore.serving.v1 import serving_pb2 as pb
-from proto.fedstore.serving.v1 import serving_pb2_grpc
 from serving.errors import InvalidRequest, ServingError
-from serving.features import FALLBACK, NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE, PRESENT, Answer, OnlineFeatures
+from serving.features import FALLBACK, Answer, OnlineFeatures
+from serving.wire import field, string_field, varint
 
-_STATUS = {
-    PRESENT: pb.PRESENT,
-    NOT_FOUND: pb.NOT_FOUND,
-    NULL_VALUE: pb.NULL_VALUE,
-    OUTSIDE_MAX_AGE: pb.OUTSIDE_MAX_AGE,
-}
-_FIELD = {
-    ValueType.DOUBLE: "double_value",
-    ValueType.FLOAT: "float_value",
-    ValueType.INT64: "int64_value",
-    ValueType.INT32: "int32_value",
-    ValueType.BOOL: "bool_value",
-    ValueType.STRING: "string_value",
-    ValueType.BYTES: "bytes_value",
-}
+SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
+
+_NOT_FOUND = field(0x0A, b"\x10" + varint(pb.NOT_FOUND))  # an EntityResult.features entry
+_STATUS_PRESENT = b"\x10" + varint(pb.PRESENT)
+_STATUS_NULL = b"\x10" + varint(pb.NULL_VALUE)
+_STATUS_OUTSIDE = b"\x10" + varint(pb.OUTSIDE_MAX_AGE)
+_ONE_BYTE = tuple(bytes((i,)) for i in range(128))
 
 
 def entity_columns(request: pb.GetOnlineFeaturesRequest) -> dict[str, list[object]]:
@@ -40,50 +35,71 @@ def entity_columns(request: pb.GetOnlineFeaturesRequest) -> dict[str, list[objec
         elif kind == "string_values":
             columns[key] = list(col.string_values.values)
         else:
-            raise InvalidRequest(f"entity column {key!r} has no values")
+            columns[key] = []
     return columns
 
 
-def to_response(answer: Answer, region: str, full_feature_names: bool) -> pb.GetOnlineFeaturesResponse:
+def encode_response(answer: Answer, region: str, full_feature_names: bool) -> bytes:
+    """A serialised GetOnlineFeaturesResponse (canonical field order)."""
     resolved = answer.resolved
-    views = {v.name: v for v in resolved.views}
-    cols = [(ref, views[ref.view], _FIELD.get(views[ref.view].features[ref.feature], "string_value"))
-            for ref in resolved.refs]
-    results = []
+    out = [b"".join(string_field(0x0A, n) for n in answer.names(full_feature_names))]
+    cols = [(ref.feature, ref.view) for ref in resolved.refs]
+    one = _ONE_BYTE
     for row in range(answer.entities.count):
-        features = []
-        for ref, view, field in cols:
-            status, value, ts = answer.cell(ref, view, row)
-            fv = pb.FeatureValue(status=_STATUS[status])
-            if status == PRESENT:
-                if field == "string_value" and not isinstance(value, str):
-                    value = str(value)
-                setattr(fv.value, field, value)
-            if ts is not None:
-                fv.event_timestamp.CopyFrom(Timestamp(seconds=ts[0], nanos=ts[1]))
-            features.append(fv)
-        results.append(pb.EntityResult(features=features))
-    meta = pb.ResponseMetadata(
-        region=region,
-        source=pb.BATCH_FALLBACK if answer.source == FALLBACK else pb.ONLINE_STORE,
-        materialization_job_ids=list(answer.job_ids),
-    )
+        # per view: None (not found), or (values or None if expired, the tail after the value)
+        state: dict[str, tuple[dict[str, bytes] | None, bytes] | None] = {}
+        for v in resolved.views:
+            rows = answer.rows[v.name]
+            values, ts = rows.values[row], rows.timestamps[row]
+            if values is None or ts is None:
+                state[v.name] = None
+            else:
+                ts_field = field(0x1A, rows.ts_raw[row] or b"")
+                state[v.name] = (None if answer.expired(v, ts) else values, ts_field)
+        parts: list[bytes] = []
+        for feature, view in cols:
+            st = state[view]
+            if st is None:
+                parts.append(_NOT_FOUND)
+                continue
+            values, ts_field = st
+            if values is None:
+                parts.append(field(0x0A, _STATUS_OUTSIDE + ts_field))
+                continue
+            value = values.get(feature, b"")
+            if not value:
+                parts.append(field(0x0A, _STATUS_NULL + ts_field))
+                continue
+            n = len(value)
+            inner = 2 + n + 2 + len(ts_field)
+            if inner < 128:  # the common case, without intermediate objects
+                parts += (b"\x0a", one[inner], b"\x0a", one[n], value, _STATUS_PRESENT, ts_field)
+            else:
+                parts.append(field(0x0A, field(0x0A, value) + _STATUS_PRESENT + ts_field))
+        out.append(field(0x12, b"".join(parts)))
+    meta = [string_field(0x0A, region), b"\x10" + varint(pb.BATCH_FALLBACK if answer.source == FALLBACK else pb.ONLINE_STORE)]
     if answer.snapshot_age_seconds is not None:
-        age = Duration()
-        age.FromNanoseconds(int(answer.snapshot_age_seconds * 1e9))
-        meta.snapshot_age.CopyFrom(age)
-    return pb.GetOnlineFeaturesResponse(
-        feature_names=answer.names(full_feature_names), results=results, metadata=meta
-    )
+        age = max(answer.snapshot_age_seconds, 0.0)
+        seconds, nanos = int(age), int(round((age - int(age)) * 1e9)) % 1_000_000_000
+        meta.append(field(0x1A, (b"\x08" + varint(seconds) if seconds else b"") + (b"\x10" + varint(nanos) if nanos else b"")))
+    meta += [string_field(0x22, j) for j in answer.job_ids]
+    out.append(field(0x1A, b"".join(meta)))
+    return b"".join(out)
 
 
-class FeatureServingServicer(serving_pb2_grpc.FeatureServingServicer):
+class FeatureServingServicer:
     def __init__(self, features: OnlineFeatures) -> None:
         self.features = features
 
-    def GetOnlineFeatures(
-        self, request: pb.GetOnlineFeaturesRequest, context: grpc.ServicerContext
-    ) -> pb.GetOnlineFeaturesResponse:
+    def handler(self) -> grpc.GenericRpcHandler:
+        method = grpc.unary_unary_rpc_method_handler(
+            self.GetOnlineFeatures,
+            request_deserializer=pb.GetOnlineFeaturesRequest.FromString,
+            response_serializer=_identity,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, {"GetOnlineFeatures": method})
+
+    def GetOnlineFeatures(self, request: pb.GetOnlineFeaturesRequest, context: grpc.ServicerContext) -> bytes:
         metrics = self.features.metrics
         began = time.perf_counter()
         code = grpc.StatusCode.OK
@@ -94,7 +110,7 @@ class FeatureServingServicer(serving_pb2_grpc.FeatureServingServicer):
                 refs=list(request.feature_refs.refs),
             )
             answer = self.features.get(resolved, entity_columns(request))
-            return to_response(answer, self.features.region, request.full_feature_names)
+            return encode_response(answer, self.features.region, request.full_feature_names)
         except ServingError as e:
             code = e.code
             context.abort(e.code, str(e))
@@ -102,3 +118,8 @@ class FeatureServingServicer(serving_pb2_grpc.FeatureServingServicer):
         finally:
             metrics.requests.labels("GetOnlineFeatures", code.name).inc()
             metrics.latency.labels("GetOnlineFeatures").observe(time.perf_counter() - began)
+
+
+_identity: Callable[[bytes], bytes] = lambda b: b  # noqa: E731
+
+__all__ = ["FeatureServingServicer", "InvalidRequest", "encode_response", "entity_columns"]

@@ -200,12 +200,8 @@ def to_bytes(segment: Segment) -> bytes:
 
 
 def row_bytes(segment: Segment) -> list[bytes]:
-    """Each row's bytes separately (tests and the slow path)."""
-    out = []
-    for i in range(segment.rows):
-        one = Segment(1, tuple(
-            p if p.data is None else Part(p.data[i : i + 1], None if p.mask is None else p.mask[i : i + 1])
-            for p in segment.parts
-        ))
-        out.append(to_bytes(one))
-    return out
+    """Each row's bytes as its own ``bytes`` object (one copy, then slices)."""
+    blob = to_bytes(segment)
+    ends = np.cumsum(segment.lengths()).tolist()
+    starts = [0] + ends[:-1]
+    return [blob[a:b] for a, b in zip(starts, ends)]

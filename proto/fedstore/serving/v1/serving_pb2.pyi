@@ -79,22 +79,22 @@ class StringList(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Value(_message.Message):
-    __slots__ = ("double_value", "float_value", "int64_value", "int32_value", "bool_value", "string_value", "bytes_value")
+    __slots__ = ("bytes_value", "string_value", "int32_value", "int64_value", "double_value", "float_value", "bool_value")
+    BYTES_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT32_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT64_VALUE_FIELD_NUMBER: _ClassVar[int]
     DOUBLE_VALUE_FIELD_NUMBER: _ClassVar[int]
     FLOAT_VALUE_FIELD_NUMBER: _ClassVar[int]
-    INT64_VALUE_FIELD_NUMBER: _ClassVar[int]
-    INT32_VALUE_FIELD_NUMBER: _ClassVar[int]
     BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
-    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
-    BYTES_VALUE_FIELD_NUMBER: _ClassVar[int]
+    bytes_value: bytes
+    string_value: str
+    int32_value: int
+    int64_value: int
     double_value: float
     float_value: float
-    int64_value: int
-    int32_value: int
     bool_value: bool
-    string_value: str
-    bytes_value: bytes
-    def __init__(self, double_value: _Optional[float] = ..., float_value: _Optional[float] = ..., int64_value: _Optional[int] = ..., int32_value: _Optional[int] = ..., bool_value: _Optional[bool] = ..., string_value: _Optional[str] = ..., bytes_value: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, bytes_value: _Optional[bytes] = ..., string_value: _Optional[str] = ..., int32_value: _Optional[int] = ..., int64_value: _Optional[int] = ..., double_value: _Optional[float] = ..., float_value: _Optional[float] = ..., bool_value: _Optional[bool] = ...) -> None: ...
 
 class FeatureValue(_message.Message):
     __slots__ = ("value", "status", "event_timestamp")

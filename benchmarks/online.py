@@ -1,0 +1,284 @@
+"""Online lookup benchmark: `feast listen` vs this project's serving node, same Redis, one run.
+
+    python benchmarks/online.py [--entities 100000] [--seconds 5]
+
+Sets up one region (100k customers × 10 float features, materialised into a fresh redis-server
+on a free loopback port), starts `feast listen` and `fedstore serve` on it as separate processes,
+and drives both with the same requests: sequential latency (p50/p99) for 1, 10 and 100 entities
+per request, then throughput from 8 concurrent client processes. It also measures the floor on
+this machine: an empty gRPC unary call, and a raw redis-py pipeline for the same keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent import futures
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+TOKEN = "bench-token"
+FEATURES = [f"bench_view:f{i}" for i in range(10)]
+SIZES = (1, 10, 100)
+
+
+def setup_region(workdir: Path, redis_port: int, entities: int) -> Path:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+    from feast import Entity, FeatureView, Field, FileSource
+    from feast.types import Float64
+    from feast.value_type import ValueType
+
+    from federation import load_config
+    from regions.store.node import RegionNode
+
+    cfg = workdir / "fedstore.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "federation": {"name": "bench"},
+        "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
+                     "data_dir": "MY", "online_store": {"type": "redis", "url": f"redis://127.0.0.1:{redis_port}/0"},
+                     "serving_address": f"127.0.0.1:{free_port()}", "serving": {"max_entities": 1000}}],
+        "auth": {"tokens": [{"name": "bench", "secret_env": "FEDSTORE_BENCH_TOKEN", "regions": ["MY"]}]},
+    }))
+    region = load_config(cfg).region("MY")
+    node = RegionNode(region)
+    node.apply()
+    rng = np.random.default_rng(1)
+    now = datetime.now(timezone.utc)
+    data = {"entity_id": np.arange(entities, dtype=np.int64),
+            "event_timestamp": pa.array([now - timedelta(minutes=5)] * entities, pa.timestamp("us", tz="UTC"))}
+    for i in range(10):
+        data[f"f{i}"] = rng.normal(size=entities)
+    path = node.data_dir / "sources" / "bench.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(data), path)
+    entity = Entity(name="bench_entity", join_keys=["entity_id"], value_type=ValueType.INT64)
+    view = FeatureView(name="bench_view", entities=[entity], ttl=timedelta(days=1),
+                       schema=[Field(name=f"f{i}", dtype=Float64) for i in range(10)],
+                       source=FileSource(path=str(path), timestamp_field="event_timestamp"))
+    node.store.apply([entity, view])
+    from regions.store.materialize import MaterializeRequest, materialize
+
+    materialize(node, MaterializeRequest(views=("bench_view",), show_progress=False))
+    return cfg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited before listening")
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not start listening")
+
+
+# --- clients: each returns a callable doing one request of n entities -------------------------
+
+def feast_caller(address: str, metadata: tuple = ()):
+    import grpc
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+    from feast.protos.feast.serving.ServingService_pb2 import FeatureList, GetOnlineFeaturesRequest
+    from feast.protos.feast.types.Value_pb2 import RepeatedValue, Value
+
+    stub = GrpcFeatureServerStub(grpc.insecure_channel(address))
+
+    def call(ids: list[int]) -> None:
+        req = GetOnlineFeaturesRequest(features=FeatureList(val=FEATURES))
+        req.entities["entity_id"].CopyFrom(RepeatedValue(val=[Value(int64_val=i) for i in ids]))
+        stub.GetOnlineFeatures(req, timeout=10, metadata=metadata)
+
+    return call
+
+
+def fedstore_caller(address: str):
+    import grpc
+
+    from proto.fedstore.serving.v1 import serving_pb2 as pb
+    from proto.fedstore.serving.v1 import serving_pb2_grpc
+
+    stub = serving_pb2_grpc.FeatureServingStub(grpc.insecure_channel(address))
+    md = (("authorization", f"Bearer {TOKEN}"),)
+
+    def call(ids: list[int]) -> None:
+        req = pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureList(refs=FEATURES))
+        req.entities["entity_id"].int64_values.values.extend(ids)
+        resp = stub.GetOnlineFeatures(req, timeout=10, metadata=md)
+        assert resp.results[0].features[0].status == pb.PRESENT
+
+    return call
+
+
+def empty_grpc_caller(address: str):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
+
+    def call(ids: list[int]) -> None:
+        stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+    return call
+
+
+def redis_caller(port: int):
+    import redis
+    from feast.infra.online_stores.helpers import _mmh3, _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    client = redis.Redis(port=port)
+    fields = [_mmh3(f.replace(":", ":", 1)) for f in FEATURES] + [b"_ts:bench_view"]
+    keys = {}
+
+    def call(ids: list[int]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for i in ids:
+            k = keys.get(i)
+            if k is None:
+                k = keys[i] = _redis_key("fedstore_my", EntityKey(join_keys=["entity_id"], entity_values=[Value(int64_val=i)]))
+            pipe.hmget(k, fields)
+        pipe.execute()
+
+    return call
+
+
+def latency(call, n: int, entities: int, requests: int) -> tuple[float, float]:
+    import random
+
+    rng = random.Random(n)
+    for _ in range(20):  # warm up connections and caches
+        call([rng.randrange(entities) for _ in range(n)])
+    times = []
+    for _ in range(requests):
+        ids = [rng.randrange(entities) for _ in range(n)]
+        began = time.perf_counter()
+        call(ids)
+        times.append(time.perf_counter() - began)
+    times.sort()
+    return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
+
+
+def _load_worker(kind: str, address: str, entities: int, seconds: float, queue) -> None:
+    import random
+
+    call = feast_caller(address) if kind == "feast" else fedstore_caller(address)
+    rng = random.Random(os.getpid())
+    call([0])
+    done = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        call([rng.randrange(entities)])
+        done += 1
+    queue.put(done)
+
+
+def throughput(kind: str, address: str, entities: int, seconds: float, clients: int = 8) -> float:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_load_worker, args=(kind, address, entities, seconds, queue)) for _ in range(clients)]
+    for p in procs:
+        p.start()
+    total = sum(queue.get(timeout=seconds + 120) for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--requests", type=int, default=1000, help="sequential requests per latency point")
+    args = parser.parse_args()
+
+    from redis_servers import start_redis
+
+    redis = start_redis()
+    procs: list[subprocess.Popen] = []
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="fedstore-online-bench-") as tmp:
+            print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
+            cfg = setup_region(Path(tmp), redis.port, args.entities)
+            env = {**os.environ, "FEDSTORE_BENCH_TOKEN": TOKEN, "PYTHONWARNINGS": "ignore"}
+            feast_port, ours_port = free_port(), free_port()
+            data_dir = Path(tmp) / "MY"
+            procs.append(subprocess.Popen([sys.executable, "-m", "feast.cli.cli", "-c", str(data_dir), "listen",
+                                           "--address", f"127.0.0.1:{feast_port}", "--max_workers", "16"],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "serve",
+                                           "--region", "MY", "--address", f"127.0.0.1:{ours_port}"],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_port(feast_port, procs[0], "feast listen")
+            wait_port(ours_port, procs[1], "fedstore serve")
+            feast_addr, ours_addr = f"127.0.0.1:{feast_port}", f"127.0.0.1:{ours_port}"
+            callers = {
+                "feast listen": feast_caller(feast_addr),
+                "fedstore serve (v1 API)": fedstore_caller(ours_addr),
+                "fedstore serve (Feast API)": feast_caller(ours_addr, (("authorization", f"Bearer {TOKEN}"),)),
+                "floor: empty gRPC call": empty_grpc_caller(ours_addr),
+                "floor: raw redis-py pipeline": redis_caller(redis.port),
+            }
+            for label, call in callers.items():
+                lat = {}
+                for n in SIZES:
+                    reqs = args.requests if n < 100 else max(200, args.requests // 2)
+                    lat[n] = latency(call, n, args.entities, reqs)
+                rows.append((label, lat))
+                print(f"  {label}: " + ", ".join(f"{n} ent p50 {lat[n][0]:.2f} ms" for n in SIZES), flush=True)
+            print(f"  throughput, 8 client processes × {args.seconds:.0f}s each server …", flush=True)
+            tput = {"feast listen": throughput("feast", feast_addr, args.entities, args.seconds),
+                    "fedstore serve (v1 API)": throughput("fedstore", ours_addr, args.entities, args.seconds)}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        redis.stop()
+
+    feast_lat = rows[0][1]
+    floor_grpc, floor_redis = rows[3][1], rows[4][1]
+    print()
+    head = f"{'server':30}" + "".join(f" {f'{n} ent p50':>11} {f'{n} ent p99':>11}" for n in SIZES) + f" {'req/s (8 procs)':>16}"
+    print(head)
+    print("-" * len(head))
+    for label, lat in rows:
+        cells = "".join(f" {lat[n][0]:>9.2f}ms {lat[n][1]:>9.2f}ms" for n in SIZES)
+        t = tput.get(label)
+        print(f"{label:30}{cells} {f'{t:,.0f}' if t else '-':>16}")
+    print()
+    ours = dict(rows)["fedstore serve (v1 API)"]
+    for n in SIZES:
+        floor = floor_grpc[n][0] + floor_redis[n][0]
+        print(f"{n:>3} entities: fedstore p50 is {feast_lat[n][0] / ours[n][0]:.1f}× faster than feast listen; "
+              f"{ours[n][0] / floor:.2f}× the floor (empty gRPC call + raw pipeline = {floor:.2f} ms)")
+    print(f"throughput: fedstore {tput['fedstore serve (v1 API)'] / tput['feast listen']:.1f}× feast listen")
+
+
+if __name__ == "__main__":
+    main()

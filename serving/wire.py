@@ -1,0 +1,34 @@
+"""Protobuf wire encoding of the serving responses, straight from stored bytes.
+
+Values come out of Redis (and the loaded snapshot) as serialised Feast ``Value`` and
+``Timestamp`` messages; ``fedstore.serving.v1.Value`` shares Feast's field numbers, so a response
+is assembled by concatenating those bytes with a few tags and lengths, with no per-value protobuf
+objects. ``tests/test_serving_wire.py`` checks the output parses to what the messages say.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=4096)
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2) with a one-byte tag."""
+    n = len(payload)
+    return bytes((tag,)) + (bytes((n,)) if n < 128 else varint(n)) + payload
+
+
+def string_field(tag: int, text: str) -> bytes:
+    return field(tag, text.encode("utf-8"))
