@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from federation import FederationConfig
 from fedstore.render import age, table
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     gen.add_argument("--customers", type=_positive, default=5_000)
     gen.add_argument("--days", type=_positive, default=30)
     gen.add_argument("--drivers", type=_positive, default=None)
-    gen.add_argument("--end", type=_date, default=None, help="last day (YYYY-MM-DD), default today")
+    gen.add_argument("--end", type=_date, default=None, help="last day (YYYY-MM-DD), default yesterday")
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(handler=cmd_generate)
 
@@ -49,7 +49,7 @@ def cmd_generate(config: FederationConfig, args: argparse.Namespace) -> None:
     from regions.synthetic import generate_region
 
     region = config.region(args.region)
-    end = args.end or datetime.now(timezone.utc).date()
+    end = args.end or datetime.now(timezone.utc).date() - timedelta(days=1)  # last complete day
     try:
         report = generate_region(
             region.code,
