@@ -21,12 +21,12 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from regions.store.redis_layout import decode_timestamp
 from regions.store.redis_writer import RedisTarget
 from regions.store.resp_connection import RespConnection, RespError
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
 from serving.errors import OnlineStoreDown
-from serving.values import decode_timestamp
 
 
 @dataclass
@@ -179,7 +179,7 @@ class RedisReader:
                         continue
                     rows = out[name]
                     rows.ts_raw[row] = ts
-                    rows.timestamps[row] = decode_timestamp(ts)
+                    rows.timestamps[row] = decode_timestamp(ts)  # type: ignore[arg-type]
                     rows.values[row] = {f: reply[j] or b"" for j, f in cols}  # type: ignore[index]
         return out
 

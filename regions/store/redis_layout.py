@@ -131,29 +131,34 @@ def timestamp_nanos(raw: list[bytes | None]) -> np.ndarray:
     out = np.zeros(len(raw), dtype=np.int64)
     for i, b in enumerate(raw):
         if b:
-            out[i] = _decode_timestamp(b)
+            seconds, nanos = decode_timestamp(b)
+            out[i] = seconds * 1_000_000_000 + nanos
     return out
 
 
-def _decode_timestamp(b: bytes) -> int:
+def decode_timestamp(b: bytes) -> tuple[int, int]:
+    """(seconds, nanos) of a serialised google.protobuf.Timestamp, without a message object."""
     seconds = nanos = 0
     pos = 0
     while pos < len(b):
         tag = b[pos]
-        pos += 1
-        value = shift = 0
-        while True:
-            byte = b[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        value, pos = _varint(b, pos + 1)
         if tag == 0x08:
             seconds = value - (1 << 64) if value >= 1 << 63 else value
         elif tag == 0x10:
             nanos = value
-    return seconds * 1_000_000_000 + nanos
+    return seconds, nanos
+
+
+def _varint(b: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = b[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
 
 
 def _mask_rows(seg: Segment, keep: np.ndarray) -> Segment:

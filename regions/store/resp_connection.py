@@ -59,13 +59,7 @@ class RespConnection:
             replies.extend(iter(gets, False))
             if len(replies) >= count:
                 break
-            try:
-                chunk = self._sock.recv(1 << 20)
-            except OSError as e:
-                raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
-            if not chunk:
-                raise RespError(f"Redis at {self.address} closed the connection")
-            self._reader.feed(chunk)
+            self._reader.feed(self._recv())
         errors = [r for r in replies if type(r) is hiredis.ReplyError]
         if errors:
             raise RespError(f"Redis at {self.address} refused a command: {errors[0]}")
@@ -82,12 +76,7 @@ class RespConnection:
         error: bytes | None = None
         tail = b""
         while seen < count:
-            try:
-                chunk = self._sock.recv(1 << 20)
-            except OSError as e:
-                raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
-            if not chunk:
-                raise RespError(f"Redis at {self.address} closed the connection")
+            chunk = self._recv()
             raw += chunk
             data = tail + chunk
             seen += data.count(b"\r\n")
@@ -101,6 +90,15 @@ class RespConnection:
                 f"Redis at {self.address} refused a write: {error.decode(errors='replace')}"
             )
         return bytes(raw)
+
+    def _recv(self) -> bytes:
+        try:
+            chunk = self._sock.recv(1 << 20)
+        except OSError as e:  # includes the socket timeout: too slow counts as down
+            raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
+        if not chunk:
+            raise RespError(f"Redis at {self.address} closed the connection")
+        return chunk
 
     def close(self) -> None:
         self._sock.close()
