@@ -31,3 +31,7 @@ test: venv redis-server
 
 bench: venv redis-server
 	$(BIN)/python benchmarks/materialize.py
+	$(BIN)/python benchmarks/online.py
+
+proto: venv
+	$(BIN)/python -m proto.generate

@@ -62,6 +62,8 @@ class ServingNode:
         *,
         address: str | None = None,
         refresh_seconds: float = 1.0,
+        reuse_port: bool = False,
+        metrics_port: int | None = None,
     ) -> None:
         self.region = region
         self.refresh_seconds = refresh_seconds
@@ -100,7 +102,9 @@ class ServingNode:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"serve-{region.code}"),
             interceptors=interceptors,
-            options=[("grpc.so_reuseport", 0)],
+            # several worker processes may share one port (SO_REUSEPORT); one alone must not
+            # silently share a port with a stale server
+            options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
         )
         self.server.add_generic_rpc_handlers((FeatureServingServicer(self.features).handler(),))
         add_GrpcFeatureServerServicer_to_server(
@@ -122,6 +126,7 @@ class ServingNode:
         if port == 0:
             raise OSError(f"cannot listen on {bind}")
         self.address = NodeAddress(bind.rpartition(":")[0], port)
+        self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
 
@@ -129,8 +134,8 @@ class ServingNode:
         self._check_health()
         self.server.start()
         self._refresher.start()
-        if self.region.serving.metrics_port:
-            self.metrics.serve(self.region.serving.metrics_port)
+        if self.metrics_port:
+            self.metrics.serve(self.metrics_port)
         log.info("region %s serving on %s", self.region.code, self.address)
         return self
 

@@ -1,0 +1,120 @@
+"""Operations of the serving node: SQLite (embedded) path, TLS, graceful drain, `fedstore serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+
+from proto.fedstore.serving.v1 import serving_pb2 as pb
+from proto.fedstore.serving.v1 import serving_pb2_grpc
+from serving.client import FeatureClient
+from serving_fixtures import TOKENS, served_region
+
+
+def test_embedded_sqlite_region_is_served_through_feast(tmp_path, monkeypatch):
+    s = served_region(tmp_path, None, monkeypatch, customers=40)
+    try:
+        with FeatureClient(s.address, token=TOKENS["fraud-app"]) as client:
+            got = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0, 1, 10**12]})
+        want = s.node.store.get_online_features(
+            features=s.node.store.get_feature_service("fraud_scoring"),
+            entity_rows=[{"customer_id": i} for i in (0, 1)]).to_dict()
+        assert got.source == "online_store"
+        assert got.values["kyc_level"][:2] == want["kyc_level"]
+        assert got.statuses["kyc_level"][2] == "not_found"
+    finally:
+        s.server.stop(1)
+
+
+@pytest.mark.slow
+def test_tls_when_the_config_names_a_certificate(tmp_path, monkeypatch):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    s = served_region(tmp_path, None, monkeypatch, customers=10, serving={"tls": {"cert": str(cert), "key": str(key)}})
+    try:
+        with FeatureClient(s.address, token=TOKENS["fraud-app"], root_certificates=cert.read_bytes()) as client:
+            assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]}).region == "MY"
+        with FeatureClient(s.address, token=TOKENS["fraud-app"], timeout=2) as plain:  # no TLS: refused
+            with pytest.raises(grpc.RpcError):
+                plain.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]})
+    finally:
+        s.server.stop(1)
+
+
+def test_graceful_stop_drains_in_flight_calls(tmp_path, monkeypatch):
+    s = served_region(tmp_path, None, monkeypatch, customers=10)
+    slow_read = s.server.features.reader.read
+
+    def slow(*a, **kw):
+        time.sleep(0.8)
+        return slow_read(*a, **kw)
+
+    s.server.features.reader.read = slow  # an in-flight call that takes a while
+    results: list[object] = []
+
+    def call() -> None:
+        with FeatureClient(s.address, token=TOKENS["fraud-app"], timeout=10) as client:
+            results.append(client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]}))
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.3)
+    s.server.stop(grace=5)  # returns once the call above has finished
+    t.join()
+    assert len(results) == 1 and results[0].region == "MY"
+    with pytest.raises(grpc.RpcError):  # and nothing new is accepted
+        with FeatureClient(s.address, token=TOKENS["fraud-app"], timeout=1) as client:
+            client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]})
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monkeypatch):
+    from redis_servers import free_port
+
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, customers=20)
+    s.server.stop(1)
+    port = free_port()
+    env = {**os.environ}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(s.config.source), "serve", "--region", "MY",
+         "--address", f"127.0.0.1:{port}", "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        deadline = time.monotonic() + 120
+        ready = lambda: {x.split()[2] for x in seen if x.startswith("MY: worker") and f"serving on 127.0.0.1:{port}" in x}  # noqa: E731
+        while len(ready()) < 2 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "fedstore serve exited"
+            seen.append(line)
+        with FeatureClient(f"127.0.0.1:{port}", token=TOKENS["fraud-app"]) as client:
+            for _ in range(10):
+                assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    out = "".join(seen) + out
+    assert proc.returncode == 0, out
+    assert {"MY: worker 0 stopped", "MY: worker 1 stopped"} <= set(out.splitlines())
+    assert "Traceback" not in out
+
+
+def test_unknown_region_for_serve_is_a_one_line_error(tmp_path, capsys):
+    from conftest import write_config
+    from fedstore.cli import main
+
+    cfg = write_config(tmp_path / "f.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}})
+    assert main(["--config", str(cfg), "serve", "--region", "TH"]) == 2
+    assert "unknown region 'TH'" in capsys.readouterr().err
+    assert main(["--config", str(cfg), "serve", "--region", "MY"]) == 2  # not applied yet
+    assert "fedstore region apply --region MY" in capsys.readouterr().err
