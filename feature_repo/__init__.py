@@ -6,6 +6,8 @@ repo path (its data directory): the same definitions read MY's Parquet in MY and
 
 from feature_repo.definitions import (
     ALL_OBJECTS,
+    ALL_VIEWS,
+    LABEL_VIEWS,
     FEATURE_SERVICES,
     FEATURE_VIEWS,
     PII_CLASSES,
@@ -15,11 +17,14 @@ from feature_repo.definitions import (
     driver,
     driver_allocation,
     driver_performance,
+    fraud_labels,
     fraud_scoring,
 )
 
 __all__ = [
     "ALL_OBJECTS",
+    "ALL_VIEWS",
+    "LABEL_VIEWS",
     "FEATURE_SERVICES",
     "FEATURE_VIEWS",
     "PII_CLASSES",
@@ -29,5 +34,6 @@ __all__ = [
     "driver",
     "driver_allocation",
     "driver_performance",
+    "fraud_labels",
     "fraud_scoring",
 ]

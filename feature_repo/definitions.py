@@ -14,6 +14,7 @@ from feature_repo.sources import (
     customer_profile_source,
     customer_transactions_source,
     driver_performance_source,
+    fraud_labels_source,
 )
 
 # PII classes, from least to most sensitive.
@@ -95,6 +96,16 @@ driver_performance = FeatureView(
     tags={"team": "marketplace"},
 )
 
+fraud_labels = FeatureView(
+    name="fraud_labels",
+    entities=[customer],
+    ttl=timedelta(days=1),  # a label applies to the customer-day it was recorded for
+    schema=[Field(name="is_fraud", dtype=Int64, tags=_pii("behavioural"))],
+    source=fraud_labels_source,
+    online=False,  # labels train models; they are never served
+    tags={"team": "payments-risk", "role": "label"},
+)
+
 fraud_scoring = FeatureService(
     name="fraud_scoring",
     features=[customer_transactions, customer_profile[["account_age_days", "kyc_level"]]],
@@ -108,6 +119,8 @@ driver_allocation = FeatureService(
     description="Driver dispatch / allocation model inputs.",
 )
 
-FEATURE_VIEWS = (customer_transactions, customer_profile, driver_performance)
+FEATURE_VIEWS = (customer_transactions, customer_profile, driver_performance)  # served online
+LABEL_VIEWS = (fraud_labels,)  # offline only
+ALL_VIEWS = FEATURE_VIEWS + LABEL_VIEWS
 FEATURE_SERVICES = (fraud_scoring, driver_allocation)
-ALL_OBJECTS = (customer, driver, *FEATURE_VIEWS, *FEATURE_SERVICES)
+ALL_OBJECTS = (customer, driver, *ALL_VIEWS, *FEATURE_SERVICES)

@@ -30,5 +30,10 @@ driver_performance_source = FileSource(
     description="Hourly per-driver performance aggregates.",
 )
 
-# Not a feature view: labels are joined into training sets only (they never go online).
-FRAUD_LABELS_PATH = f"{SOURCE_DIR}/fraud_labels.parquet"
+# Labels: an offline-only view, joined into training sets point-in-time (never materialised online).
+fraud_labels_source = FileSource(
+    name="fraud_labels_source",
+    path=f"{SOURCE_DIR}/fraud_labels.parquet",
+    timestamp_field="event_timestamp",
+    description="Confirmed fraud outcome per customer-day, known inside the region only.",
+)

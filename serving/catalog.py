@@ -58,6 +58,8 @@ class Catalog:
     def from_store(cls, store: FeatureStore, version: tuple[int, int] = (0, 0)) -> "Catalog":
         views = {}
         for fv in store.list_feature_views():
+            if not fv.online:
+                continue  # offline-only views (labels) are never served
             ttl = fv.ttl.total_seconds() if fv.ttl else None
             views[fv.name] = ViewSpec(
                 name=fv.name,
@@ -71,9 +73,9 @@ class Catalog:
             )
         services = {}
         for svc in store.list_feature_services():
-            services[svc.name] = tuple(
-                FeatureRef(p.name, f.name) for p in svc.feature_view_projections for f in p.features
-            )
+            refs = tuple(FeatureRef(p.name, f.name) for p in svc.feature_view_projections for f in p.features)
+            if all(r.view in views for r in refs):
+                services[svc.name] = refs
         return cls(project=store.project, views=views, services=services, version=version)
 
     # (callers refresh the store's registry first: CatalogCache does)

@@ -56,7 +56,7 @@ def test_missing_or_invalid_config_is_a_one_line_error(capsys, tmp_path):
 def test_apply_materialize_status_through_the_cli(capsys, cfg, tmp_path):
     write_sources(tmp_path / "data" / "MY", customers=30, drivers=4)
     code, out, _ = run(capsys, "--config", cfg, "region", "apply", "--region", "my")
-    assert code == 0 and "applied project fedstore_my: 3 feature views" in out
+    assert code == 0 and "applied project fedstore_my: 4 feature views" in out
     code, out, _ = run(capsys, "--config", cfg, "region", "materialize", "--region", "MY", "--no-progress")
     assert code == 0
     assert "customer_transactions: read 30 rows, wrote 30 entities" in out

@@ -72,7 +72,7 @@ class RegionNode:
             project=self.region.project,
             feature_store_yaml=yaml_path,
             entities=tuple(e.name for e in feature_repo.ALL_OBJECTS[:2]),
-            feature_views=tuple(v.name for v in feature_repo.FEATURE_VIEWS),
+            feature_views=tuple(v.name for v in feature_repo.ALL_VIEWS),
             feature_services=tuple(s.name for s in feature_repo.FEATURE_SERVICES),
         )
 
@@ -80,13 +80,16 @@ class RegionNode:
     def is_applied(self) -> bool:
         return (self.data_dir / REGISTRY_FILE).exists()
 
-    def feature_views(self, names: list[str] | None = None) -> list[FeatureView]:
-        """Feature views as registered in this region (not as defined in code)."""
+    def feature_views(self, names: list[str] | None = None, *, online_only: bool = True) -> list[FeatureView]:
+        """Feature views as registered in this region (not as defined in code).
+
+        By default only the views served online: offline-only views (labels) are never materialised.
+        """
         if not self.is_applied:
             raise RegionNotReady(
                 f"region {self.code} has no registry yet: run `fedstore region apply --region {self.code}` first"
             )
-        registered = {fv.name: fv for fv in self.store.list_feature_views()}
+        registered = {fv.name: fv for fv in self.store.list_feature_views() if fv.online or not online_only}
         if not names:
             return sorted(registered.values(), key=lambda fv: fv.name)
         unknown = [n for n in names if n not in registered]
