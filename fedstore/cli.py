@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from federation import load_config
 from fedstore import demo, region_commands, serve_commands
 from fedstore.errors import USER_ERRORS
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # ibis (inside Feast's DuckDB offline store) warns about its own deprecations on every query
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

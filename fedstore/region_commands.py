@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 from federation import FederationConfig
 from fedstore.render import age, table
@@ -43,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     _region_arg(status)
     status.add_argument("--jobs", type=_positive, default=5)
     status.set_defaults(handler=cmd_status)
+
+    add_dataset_parsers(cmds)
 
 
 def cmd_generate(config: FederationConfig, args: argparse.Namespace) -> None:
@@ -135,3 +138,47 @@ def _datetime(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def add_dataset_parsers(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ts = cmds.add_parser("training-set", help="build a point-in-time-correct training set inside the region")
+    _region_arg(ts)
+    ts.add_argument("--entities", type=Path, required=True, help="Parquet with join keys and event_timestamp")
+    ts.add_argument("--feature-service", required=True)
+    ts.add_argument("--label", default=None, help="label to join (e.g. is_fraud)")
+    ts.add_argument("--out", type=Path, required=True, help="output Parquet file")
+    ts.add_argument("--chunk-rows", type=_positive, default=250_000)
+    ts.add_argument("--no-progress", action="store_true")
+    ts.set_defaults(handler=cmd_training_set)
+
+    ds = cmds.add_parser("datasets", help="list the training sets built in the region")
+    _region_arg(ds)
+    ds.set_defaults(handler=cmd_datasets)
+
+
+def cmd_training_set(config: FederationConfig, args: argparse.Namespace) -> None:
+    from regions.datasets import TrainingSetRequest, build_training_set
+
+    node = RegionNode(config.region(args.region))
+    request = TrainingSetRequest(
+        entities=args.entities, feature_service=args.feature_service, out=args.out, label=args.label,
+        chunk_rows=args.chunk_rows, show_progress=not args.no_progress,
+    )
+    build_training_set(node, request, say=print)
+
+
+def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
+    from regions.datasets import list_manifests
+
+    region = config.region(args.region)
+    found = list_manifests(region.data_dir)
+    if not found:
+        print(f"region {region.code} has no training sets yet")
+        return
+    print(table(
+        ["dataset", "feature service", "label", "rows", "time range", "created", "file"],
+        [[m.dataset_id, m.feature_service, m.label, m.rows,
+          f"{m.time_range[0][:10]} … {m.time_range[1][:10]}" if m.time_range else None, m.created_at[:19], m.output]
+         if m else [str(p), "(manifest missing)", None, None, None, None, None]
+         for p, m in found],
+    ))

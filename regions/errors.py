@@ -11,3 +11,11 @@ class RegionNotReady(RegionError):
 
 class MaterializationError(RegionError):
     """A materialisation job failed; the ledger records it."""
+
+
+class InvalidEntities(RegionError):
+    """An entity file a training set cannot be built from (missing, empty, wrong columns or types)."""
+
+
+class UnknownName(RegionError):
+    """A feature service, feature view or label this region does not have."""

@@ -1,0 +1,178 @@
+"""Builds a point-in-time-correct training set from a region's history, in bounded memory.
+
+    entity file ──chunks──▶ Feast get_historical_features (DuckDB offline store, TTL honoured,
+                            nothing from after each row's event time) ──▶ Parquet, streamed
+                                                                      └─▶ manifest + region index
+
+The output is written to a temporary file and renamed only when complete: a failed or
+interrupted build leaves no partial dataset behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from feast import FeatureService, FeatureView
+from feast.errors import FeatureServiceNotFoundException
+from tqdm import tqdm
+
+from regions.datasets.entities import TIMESTAMP, EntityFile
+from regions.datasets.manifest import DatasetManifest, manifest_path, record
+from regions.errors import RegionNotReady, UnknownName
+from regions.store.fingerprint import fingerprint
+from regions.store.node import RegionNode
+
+_ARROW_TYPES = {"INT64": pa.int64(), "INT32": pa.int32(), "STRING": pa.string()}
+
+
+@dataclass(frozen=True)
+class TrainingSetRequest:
+    entities: Path
+    feature_service: str
+    out: Path
+    label: str | None = None
+    chunk_rows: int = 250_000
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    refs: list[str]
+    views: list[FeatureView]
+    join_keys: dict[str, pa.DataType]
+
+
+def plan(node: RegionNode, feature_service: str, label: str | None) -> Plan:
+    """The feature refs, views and join keys of a request, checked against the region's registry."""
+    if not node.is_applied:
+        raise RegionNotReady(
+            f"region {node.code} has no registry yet: run `fedstore region apply --region {node.code}` first"
+        )
+    store = node.store
+    try:
+        service: FeatureService = store.get_feature_service(feature_service)
+    except FeatureServiceNotFoundException:
+        known = ", ".join(sorted(s.name for s in store.list_feature_services()))
+        raise UnknownName(f"unknown feature service {feature_service!r}; region {node.code} has {known}") from None
+    views = {fv.name: fv for fv in node.feature_views(online_only=False)}
+    refs = [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections for f in p.features]
+    used = [views[p.name] for p in service.feature_view_projections]
+    if label:
+        holders = [v for v in views.values() if v.tags.get("role") == "label" and label in {f.name for f in v.features}]
+        if not holders:
+            labels = sorted(f.name for v in views.values() if v.tags.get("role") == "label" for f in v.features)
+            raise UnknownName(f"unknown label {label!r}; region {node.code} has labels {', '.join(labels) or 'none'}")
+        refs.append(f"{holders[0].name}:{label}")
+        used.append(holders[0])
+    join_keys = {
+        e.name: _ARROW_TYPES.get(e.dtype.to_value_type().name, pa.string()) for v in used for e in v.entity_columns
+    }
+    return Plan(refs=refs, views=list(dict.fromkeys(used)), join_keys=join_keys)
+
+
+def build_training_set(
+    node: RegionNode,
+    request: TrainingSetRequest,
+    *,
+    say: Callable[[str], None] = lambda _: None,
+) -> DatasetManifest:
+    began = time.perf_counter()
+    p = plan(node, request.feature_service, request.label)
+    entities = EntityFile(request.entities, p.join_keys)
+    node.require_sources(p.views)
+    out = request.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    features = [r.split(":", 1)[1] for r in p.refs]
+    nulls = dict.fromkeys(features, 0)
+    rows = 0
+    lo = hi = None
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    bar = tqdm(total=entities.rows, unit="rows", desc=f"{node.code} training set", disable=not request.show_progress)
+    try:
+        for chunk in entities.chunks(request.chunk_rows):
+            table = node.store.get_historical_features(entity_df=chunk, features=p.refs).to_arrow()
+            if schema is None:
+                schema = _output_schema(table)
+                writer = pq.ParquetWriter(tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=True)
+            table = table.select(schema.names).cast(schema)
+            assert writer is not None
+            writer.write_table(table)
+            rows += table.num_rows
+            for f in features:
+                nulls[f] += table.column(f).null_count
+            ts_min, ts_max = pc.min(table[TIMESTAMP]).as_py(), pc.max(table[TIMESTAMP]).as_py()
+            lo = ts_min if lo is None or ts_min < lo else lo
+            hi = ts_max if hi is None or ts_max > hi else hi
+            bar.update(len(chunk))
+        if writer is not None:
+            writer.close()
+            writer = None
+        tmp.replace(out)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    assert schema is not None
+    described = [(f.name, str(f.type)) for f in schema]
+    region = node.region
+    manifest = DatasetManifest(
+        dataset_id=f"{node.code.lower()}-ds-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
+        region=region.code,
+        jurisdiction=region.jurisdiction,
+        law=region.law,
+        feature_service=request.feature_service,
+        features=p.refs,
+        label=request.label,
+        schema=described,
+        schema_hash=hashlib.sha256(json.dumps(described).encode()).hexdigest(),
+        entity_file={**fingerprint(request.entities.resolve(), request.entities.resolve().parent).as_dict(),
+                     "path": str(request.entities.resolve()), "rows": entities.rows},
+        sources=[fingerprint(node.source_path(v), node.data_dir).as_dict() for v in p.views],
+        rows=rows,
+        nulls=nulls,
+        time_range=(lo.isoformat(), hi.isoformat()) if lo and hi else None,
+        created_at=datetime.now(timezone.utc).isoformat(),
+        duration_s=round(time.perf_counter() - began, 3),
+        tool_version=_tool_version(),
+        output=str(out.resolve()),
+    )
+    path = manifest_path(out)
+    path.write_text(manifest.to_json(), encoding="utf-8")
+    record(node.data_dir, manifest, path.resolve())
+    say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name})")
+    return manifest
+
+
+def _output_schema(table: pa.Table) -> pa.Schema:
+    fields = []
+    for f in table.schema:
+        t = f.type
+        if pa.types.is_timestamp(t):
+            t = pa.timestamp("us", tz=t.tz or "UTC")
+        elif pa.types.is_null(t):
+            t = pa.float64()  # an all-null first chunk: widen, later chunks cast into it
+        fields.append(pa.field(f.name, t))
+    return pa.schema(fields)
+
+
+def _tool_version() -> str:
+    try:
+        return f"fedstore {version('fedstore')}"
+    except PackageNotFoundError:
+        return "fedstore (source tree)"

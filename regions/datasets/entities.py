@@ -1,0 +1,54 @@
+"""The entity file of a training-set request: validated up front, then read in bounded chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from regions.errors import InvalidEntities
+
+TIMESTAMP = "event_timestamp"
+
+
+class EntityFile:
+    def __init__(self, path: Path, join_keys: dict[str, pa.DataType]) -> None:
+        self.path = path
+        if not path.exists():
+            raise InvalidEntities(f"entity file {path} does not exist")
+        try:
+            self._file = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InvalidEntities(f"entity file {path} is not readable Parquet: {e}") from None
+        schema = self._file.schema_arrow
+        self.rows = self._file.metadata.num_rows
+        if self.rows == 0:
+            raise InvalidEntities(f"entity file {path} has no rows")
+        if TIMESTAMP not in schema.names:
+            raise InvalidEntities(f"entity file {path} has no {TIMESTAMP!r} column")
+        if not pa.types.is_timestamp(schema.field(TIMESTAMP).type):
+            raise InvalidEntities(
+                f"column {TIMESTAMP!r} of {path} must be a timestamp, not {schema.field(TIMESTAMP).type}"
+            )
+        for key, want in join_keys.items():
+            if key not in schema.names:
+                raise InvalidEntities(f"entity file {path} lacks the join key {key!r} the features need")
+            got = schema.field(key).type
+            if not (pa.types.is_integer(got) if pa.types.is_integer(want) else got == want):
+                raise InvalidEntities(f"join key {key!r} of {path} must be {want}, not {got}")
+        self.columns = [TIMESTAMP, *join_keys]
+        extra = [c for c in schema.names if c not in self.columns]
+        self.passthrough = extra  # carried into the dataset untouched (e.g. a request id)
+
+    def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
+        for batch in self._file.iter_batches(batch_size=rows):
+            df = batch.to_pandas()
+            ts = df[TIMESTAMP]
+            if ts.isna().any():
+                raise InvalidEntities(f"column {TIMESTAMP!r} of {self.path} has empty values")
+            if ts.dt.tz is None:  # naive times are UTC, as in Feast
+                df[TIMESTAMP] = ts.dt.tz_localize("UTC")
+            yield df

@@ -1,0 +1,69 @@
+"""The manifest beside every training set: the lineage auditors and the registry follow."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DatasetManifest:
+    dataset_id: str
+    region: str
+    jurisdiction: str
+    law: str
+    feature_service: str
+    features: list[str]
+    label: str | None
+    schema: list[tuple[str, str]]
+    schema_hash: str
+    entity_file: dict[str, Any]  # path, sha256, bytes, rows
+    sources: list[dict[str, Any]]  # fingerprints of every source read
+    rows: int
+    nulls: dict[str, int]
+    time_range: tuple[str, str] | None
+    created_at: str
+    duration_s: float
+    tool_version: str
+    output: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DatasetManifest":
+        raw = json.loads(text)
+        raw["schema"] = [tuple(x) for x in raw["schema"]]
+        raw["time_range"] = tuple(raw["time_range"]) if raw["time_range"] else None
+        return cls(**raw)
+
+
+def manifest_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".manifest.json")
+
+
+def index_path(data_dir: Path) -> Path:
+    return data_dir / "datasets" / "index.jsonl"
+
+
+def record(data_dir: Path, manifest: DatasetManifest, path: Path) -> None:
+    """Append the dataset to the region's index (what `fedstore region datasets` lists)."""
+    index = index_path(data_dir)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    with index.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"dataset_id": manifest.dataset_id, "manifest": str(path)}) + "\n")
+
+
+def list_manifests(data_dir: Path) -> list[tuple[Path, DatasetManifest | None]]:
+    """Every dataset built in the region, newest first; None where the manifest has gone."""
+    index = index_path(data_dir)
+    if not index.exists():
+        return []
+    out = []
+    for line in index.read_text(encoding="utf-8").splitlines():
+        path = Path(json.loads(line)["manifest"])
+        out.append((path, DatasetManifest.from_json(path.read_text()) if path.exists() else None))
+    return list(reversed(out))
