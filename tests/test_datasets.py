@@ -1,0 +1,153 @@
+"""Training sets: point-in-time correct, TTL honoured, labelled, with a manifest; bad input refused."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fedstore.cli import main
+from regions.datasets import TrainingSetRequest, build_training_set, list_manifests
+from regions.errors import InvalidEntities, UnknownName
+from regions.store.node import RegionNode
+
+T = datetime(2026, 6, 1, tzinfo=timezone.utc)
+TS = pa.timestamp("us", tz="UTC")
+
+
+def _write(path, **cols):
+    pq.write_table(pa.table(cols), path)
+
+
+@pytest.fixture()
+def region(sqlite_federation):
+    """Hand-built history for customer 1: known values at known times."""
+    node = RegionNode(sqlite_federation.region("MY"))
+    src = node.data_dir / "sources"
+    src.mkdir(parents=True)
+    times = [T, T + timedelta(days=1), T + timedelta(days=3)]
+    _write(src / "customer_transactions.parquet",
+           customer_id=pa.array([1, 1, 1], pa.int64()), event_timestamp=pa.array(times, TS), created=pa.array(times, TS),
+           txn_count_7d=pa.array([10, 20, 30], pa.int64()), txn_count_30d=pa.array([1, 2, 3], pa.int64()),
+           spend_7d=[1.0, 2.0, 3.0], spend_30d=[1.0, 2.0, 3.0], avg_ticket=[1.0, 2.0, 3.0],
+           chargeback_rate_30d=[0.0, 0.0, 0.0], distinct_merchants_30d=pa.array([1, 1, 1], pa.int64()),
+           night_txn_ratio_7d=[0.1, 0.2, 0.3])
+    _write(src / "customer_profile.parquet",
+           customer_id=pa.array([1], pa.int64()), event_timestamp=pa.array([T - timedelta(days=30)], TS),
+           created=pa.array([T - timedelta(days=30)], TS), account_age_days=pa.array([100], pa.int64()),
+           kyc_level=pa.array([2], pa.int64()), home_city=["Penang"])
+    _write(src / "driver_performance.parquet",
+           driver_id=pa.array([7], pa.int64()), event_timestamp=pa.array([T], TS), created=pa.array([T], TS),
+           acceptance_rate_7d=[0.9], avg_rating_30d=[4.8], trips_last_hour=pa.array([2], pa.int64()),
+           cancellations_7d=pa.array([0], pa.int64()), online_hours_7d=[30.0], completed_trips_30d=pa.array([90], pa.int64()))
+    _write(src / "fraud_labels.parquet",
+           customer_id=pa.array([1, 1], pa.int64()), event_timestamp=pa.array([T + timedelta(days=1), T + timedelta(days=3)], TS),
+           is_fraud=pa.array([0, 1], pa.int64()))
+    node.apply()
+    return node
+
+
+def _entities(path, times, ids=None):
+    ids = ids or [1] * len(times)
+    _write(path, customer_id=pa.array(ids, pa.int64()), event_timestamp=pa.array(times, TS))
+    return path
+
+
+def test_point_in_time_no_future_values_and_ttl_expiry(region, tmp_path):
+    ents = _entities(tmp_path / "e.parquet", [
+        T - timedelta(hours=1),                   # before any value: null
+        T + timedelta(hours=12),                  # sees day 0 only
+        T + timedelta(days=1),                    # exactly at day 1's event time: sees day 1
+        T + timedelta(days=2, hours=23),          # day 3 has not arrived: day 1 (within the 2-day TTL)
+        T + timedelta(days=3, seconds=1),         # day 3
+        T + timedelta(days=6),                    # day 3 is older than the 2-day TTL: null
+    ])
+    m = build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "train.parquet",
+                                                      label="is_fraud", show_progress=False))
+    rows = sorted(pq.read_table(tmp_path / "train.parquet").to_pylist(), key=lambda r: r["event_timestamp"])
+    assert [r["txn_count_7d"] for r in rows] == [None, 10, 20, 20, 30, None]
+    # profile (TTL 90 days) is known from 30 days before: present on every row
+    assert [r["kyc_level"] for r in rows] == [2] * 6
+    # the label joins point-in-time too, with its 1-day TTL (day 1's label has expired by day 2 23:00)
+    assert [r["is_fraud"] for r in rows] == [None, None, 0, None, 1, None]
+    assert m.rows == 6 and m.nulls["txn_count_7d"] == 2 and m.nulls["is_fraud"] == 4
+
+
+def test_manifest_beside_the_dataset_and_in_the_region_index(region, tmp_path):
+    ents = _entities(tmp_path / "e.parquet", [T + timedelta(days=1)])
+    out = tmp_path / "out" / "train.parquet"
+    m = build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", out, label="is_fraud", show_progress=False))
+    on_disk = json.loads((tmp_path / "out" / "train.manifest.json").read_text())
+    assert on_disk["dataset_id"] == m.dataset_id
+    assert on_disk["region"] == "MY" and on_disk["law"] == "PDPA-MY"
+    assert on_disk["feature_service"] == "fraud_scoring" and on_disk["label"] == "is_fraud"
+    assert len(on_disk["schema_hash"]) == 64 and ["is_fraud", "int64"] in on_disk["schema"]
+    assert on_disk["entity_file"]["rows"] == 1 and len(on_disk["entity_file"]["sha256"]) == 64
+    assert {s["path"] for s in on_disk["sources"]} == {
+        "sources/customer_transactions.parquet", "sources/customer_profile.parquet", "sources/fraud_labels.parquet"}
+    assert on_disk["time_range"][0].startswith("2026-06-02")
+    assert on_disk["tool_version"].startswith("fedstore")
+    listed = list_manifests(region.data_dir)
+    assert [x.dataset_id for _, x in listed] == [m.dataset_id]
+    # the same schema gives the same hash: a model can pin the features it was trained on
+    m2 = build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "t2.parquet",
+                                                       label="is_fraud", show_progress=False))
+    assert m2.schema_hash == m.schema_hash and m2.dataset_id != m.dataset_id
+
+
+def test_chunks_give_the_same_dataset(region, tmp_path):
+    times = [T + timedelta(hours=h) for h in range(0, 96, 3)]
+    ents = _entities(tmp_path / "e.parquet", times)
+    build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "a.parquet", show_progress=False))
+    build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "b.parquet", chunk_rows=5,
+                                                  show_progress=False))
+    key = lambda r: r["event_timestamp"]  # noqa: E731
+    a = sorted(pq.read_table(tmp_path / "a.parquet").to_pylist(), key=key)
+    b = sorted(pq.read_table(tmp_path / "b.parquet").to_pylist(), key=key)
+    assert a == b and len(a) == len(times)
+
+
+# (case, how to write the bad entity file, error type, fragment)
+BAD = [
+    ("missing file", None, InvalidEntities, "does not exist"),
+    ("empty file", lambda p: _write(p, customer_id=pa.array([], pa.int64()), event_timestamp=pa.array([], TS)),
+     InvalidEntities, "has no rows"),
+    ("no join key", lambda p: _write(p, driver_id=pa.array([1], pa.int64()), event_timestamp=pa.array([T], TS)),
+     InvalidEntities, "lacks the join key 'customer_id'"),
+    ("no timestamp", lambda p: _write(p, customer_id=pa.array([1], pa.int64())), InvalidEntities, "no 'event_timestamp'"),
+    ("wrong key type", lambda p: _write(p, customer_id=["a"], event_timestamp=pa.array([T], TS)),
+     InvalidEntities, "must be int64"),
+    ("timestamp as text", lambda p: _write(p, customer_id=pa.array([1], pa.int64()), event_timestamp=["2026-06-01"]),
+     InvalidEntities, "must be a timestamp"),
+    ("not parquet", lambda p: p.write_text("customer_id,event_timestamp\n1,2026\n"), InvalidEntities, "not readable Parquet"),
+]
+
+
+@pytest.mark.parametrize("case,make,err,fragment", BAD, ids=[b[0] for b in BAD])
+def test_bad_entities_are_refused_with_no_output_left(region, tmp_path, capsys, case, make, err, fragment):
+    ents = tmp_path / "e.parquet"
+    if make:
+        make(ents)
+    out = tmp_path / "train.parquet"
+    with pytest.raises(err, match=fragment):
+        build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", out, show_progress=False))
+    assert list(tmp_path.glob("*train*")) == []
+    # the CLI: one line, exit 2
+    code = main(["--config", str(region.region.data_dir.parents[1] / "fedstore.yaml"), "region", "training-set",
+                 "--region", "MY", "--entities", str(ents), "--feature-service", "fraud_scoring", "--out", str(out)])
+    err_text = capsys.readouterr().err
+    assert code == 2 and fragment in err_text and "Traceback" not in err_text
+    assert not out.exists()
+
+
+def test_unknown_feature_service_or_label(region, tmp_path):
+    ents = _entities(tmp_path / "e.parquet", [T])
+    with pytest.raises(UnknownName, match="unknown feature service 'nope'; region MY has driver_allocation, fraud_scoring"):
+        build_training_set(region, TrainingSetRequest(ents, "nope", tmp_path / "o.parquet", show_progress=False))
+    with pytest.raises(UnknownName, match="unknown label 'churned'; region MY has labels is_fraud"):
+        build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "o.parquet", label="churned",
+                                                      show_progress=False))
+    assert not (tmp_path / "o.parquet").exists()
