@@ -3,6 +3,7 @@
 Services on one port:
   fedstore.serving.v1.FeatureServing   this project's contract (statuses, source, job ids)
   GrpcFeatureServer                    Feast's own ``feast listen`` contract, for Feast clients
+  fedstore.datasets.v1.HistoricalFeatures  point-in-time training sets, streamed as Arrow
   grpc.health.v1.Health                "" = can answer at all (online store or snapshot);
                                        "fedstore.online_store" = the online store itself
   grpc.reflection.v1alpha              so ``grpcurl list`` works
@@ -22,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from federation import FederationConfig, RegionConfig
+from proto.fedstore.datasets.v1 import datasets_pb2, datasets_pb2_grpc
 from proto.fedstore.serving.v1 import serving_pb2
 from regions.store.engine import redis_target
 from regions.store.feast_config import REGISTRY_FILE
@@ -29,6 +31,7 @@ from regions.store.node import RegionNode
 from serving.auth import AuthInterceptor, TokenBook
 from serving.breaker import CircuitBreaker
 from serving.catalog import CatalogCache
+from serving.datasets_servicer import HistoricalFeaturesServicer
 from serving.fallback import SnapshotCache
 from serving.feast_compat import FeastCompatServicer
 from serving.features import OnlineFeatures
@@ -42,6 +45,7 @@ ONLINE_STORE_HEALTH = "fedstore.online_store"
 SERVICE_NAMES = (
     serving_pb2.DESCRIPTOR.services_by_name["FeatureServing"].full_name,
     GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name,
+    datasets_pb2.DESCRIPTOR.services_by_name["HistoricalFeatures"].full_name,
 )
 
 
@@ -104,12 +108,16 @@ class ServingNode:
             interceptors=interceptors,
             # several worker processes may share one port (SO_REUSEPORT); one alone must not
             # silently share a port with a stale server
-            options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+            options=[
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # entity frames for training sets
+            ],
         )
         self.server.add_generic_rpc_handlers((FeatureServingServicer(self.features).handler(),))
         add_GrpcFeatureServerServicer_to_server(
             FeastCompatServicer(self.features, missing_entity_is_present=target is not None), self.server
         )
+        datasets_pb2_grpc.add_HistoricalFeaturesServicer_to_server(HistoricalFeaturesServicer(region), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -65,7 +65,13 @@ def write_sources(data_dir: Path, *, customers: int = 400, drivers: int = 50, da
         "online_hours_7d": 60 * rng.random(m),
         "completed_trips_30d": pa.array(rng.integers(0, 400, m), pa.int64()),
     })
-    tables = {"customer_transactions": tx, "customer_profile": profile, "driver_performance": perf}
+    labels = pa.table({
+        "customer_id": cid,
+        "event_timestamp": _times(cday, start),
+        "is_fraud": pa.array((rng.random(n) < 0.05).astype(np.int64)),
+    })
+    tables = {"customer_transactions": tx, "customer_profile": profile, "driver_performance": perf,
+              "fraud_labels": labels}
     for name, t in tables.items():
         pq.write_table(t, src / f"{name}.parquet")
     return tables

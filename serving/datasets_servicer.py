@@ -1,0 +1,87 @@
+"""``fedstore.datasets.v1.HistoricalFeatures``: training sets streamed inside the region.
+
+The request's entity frame is written to a temporary Parquet file in the region, the training set
+is built by the same code as `fedstore region training-set` (so it gets a manifest and an entry in
+the region's index), and streamed back as Arrow IPC chunks of bounded rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from federation import RegionConfig
+from proto.fedstore.datasets.v1 import datasets_pb2 as pb
+from proto.fedstore.datasets.v1 import datasets_pb2_grpc
+from regions.datasets import TrainingSetRequest, build_training_set
+from regions.errors import InvalidEntities, RegionError, RegionNotReady, UnknownName
+from regions.store.node import RegionNode
+
+_CODES: dict[type[RegionError], grpc.StatusCode] = {
+    InvalidEntities: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownName: grpc.StatusCode.NOT_FOUND,
+    RegionNotReady: grpc.StatusCode.FAILED_PRECONDITION,
+}
+DEFAULT_CHUNK_ROWS = 65_536
+MAX_CHUNK_ROWS = 1_000_000
+
+
+class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
+    def __init__(self, region: RegionConfig) -> None:
+        self.region = region
+        self.node = RegionNode(region)
+
+    def GetHistoricalFeatures(
+        self, request: pb.GetHistoricalFeaturesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ArrowChunk]:
+        if request.region.upper() != self.region.code:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this node serves region {self.region.code} only; data of {request.region or '(no region)'} "
+                "stays in its own jurisdiction",
+            )
+        chunk_rows = request.max_chunk_rows or DEFAULT_CHUNK_ROWS
+        if chunk_rows > MAX_CHUNK_ROWS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_chunk_rows may be at most {MAX_CHUNK_ROWS}")
+        work = Path(tempfile.mkdtemp(prefix="request-", dir=self._scratch()))
+        try:
+            entities = work / "entities.parquet"
+            try:
+                table = ipc.open_stream(request.entities_arrow).read_all()
+            except (pa.ArrowInvalid, OSError):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "entities_arrow is not an Arrow IPC stream")
+            pq.write_table(table, entities)
+            try:
+                manifest = build_training_set(
+                    self.node,
+                    TrainingSetRequest(
+                        entities=entities,
+                        feature_service=request.feature_service,
+                        out=work / "dataset.parquet",
+                        label=request.label or None,
+                        show_progress=False,
+                    ),
+                )
+            except RegionError as e:
+                context.abort(_CODES.get(type(e), grpc.StatusCode.FAILED_PRECONDITION), str(e))
+            dataset = pq.ParquetFile(work / "dataset.parquet")
+            for batch in dataset.iter_batches(batch_size=chunk_rows):
+                sink = pa.BufferOutputStream()
+                with ipc.new_stream(sink, batch.schema) as writer:
+                    writer.write_batch(batch)
+                yield pb.ArrowChunk(arrow_ipc=sink.getvalue().to_pybytes(), rows=batch.num_rows,
+                                    dataset_id=manifest.dataset_id)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _scratch(self) -> Path:
+        path = self.region.data_dir / "datasets" / "requests"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
