@@ -60,15 +60,16 @@ def plan(node: RegionNode, feature_service: str, label: str | None) -> Plan:
             f"region {node.code} has no registry yet: run `fedstore region apply --region {node.code}` first"
         )
     store = node.store
+    store.refresh_registry()  # once; every lookup below then reads the cached registry
     try:
-        service: FeatureService = store.get_feature_service(feature_service)
+        service: FeatureService = store.get_feature_service(feature_service, allow_cache=True)
     except FeatureServiceNotFoundException:
         known = ", ".join(sorted(s.name for s in store.list_feature_services()))
         raise UnknownName(f"unknown feature service {feature_service!r}; region {node.code} has {known}") from None
-    views = {fv.name: fv for fv in node.feature_views(online_only=False)}
     refs = [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections for f in p.features]
-    used = [views[p.name] for p in service.feature_view_projections]
+    used = [store.get_feature_view(p.name, allow_registry_cache=True) for p in service.feature_view_projections]
     if label:
+        views = {fv.name: fv for fv in store.list_feature_views(allow_cache=True)}
         holders = [v for v in views.values() if v.tags.get("role") == "label" and label in {f.name for f in v.features}]
         if not holders:
             labels = sorted(f.name for v in views.values() if v.tags.get("role") == "label" for f in v.features)
