@@ -32,6 +32,7 @@ test: venv redis-server
 bench: venv redis-server
 	$(BIN)/python benchmarks/materialize.py
 	$(BIN)/python benchmarks/online.py
+	$(BIN)/python benchmarks/offline.py
 
 proto: venv
 	$(BIN)/python -m proto.generate
