@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent import futures
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 

@@ -314,7 +314,7 @@ def _online_store(raw: Any, where: str, data_dir: Path) -> OnlineStoreConfig:
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
             raise ConfigError(f"{where}.url: expected redis://host:port/db, got {url!r}")
         try:
-            parts.port
+            _ = parts.port  # raises on a non-numeric port
         except ValueError:
             raise ConfigError(f"{where}.url: port is not a number in {url!r}") from None
         db = parts.path.strip("/")

@@ -87,7 +87,7 @@ def _lookups(config: FederationConfig, regions: list, summaries: list) -> None:
         # the demo makes up its own secret; a deployment sets it outside the repo
         os.environ[token_cfg.secret_env] = secrets.token_urlsafe(24)
     token = token_cfg.secret()
-    for region, report, job, st in summaries:
+    for region, report, _job, _st in summaries:
         node = ServingNode(config, region, address="127.0.0.1:0").start()
         try:
             ids = _some_customers(report)

@@ -100,7 +100,7 @@ def _result(response: pb.GetOnlineFeaturesResponse, entities: dict[str, list[Any
     values: dict[str, list[Any]] = {n: [] for n in names}
     statuses: dict[str, list[str]] = {n: [] for n in names}
     for row in response.results:
-        for name, fv in zip(names, row.features):
+        for name, fv in zip(names, row.features, strict=False):
             kind = fv.value.WhichOneof("kind")
             values[name].append(getattr(fv.value, kind) if kind and fv.status == pb.PRESENT else None)
             statuses[name].append(_STATUS.get(fv.status, "unspecified"))

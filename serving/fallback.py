@@ -108,7 +108,7 @@ def _load(path: Path, view: ViewSpec, version: tuple[int, int], data_dir: Path) 
     info = read_snapshot_info(data_dir, view.name)
     written_at = info.written_at if info else datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
     keys = [table.column(k).to_pylist() for k in view.join_keys]
-    rows = {key: i for i, key in enumerate(zip(*keys))}
+    rows = {key: i for i, key in enumerate(zip(*keys, strict=False))}
     columns = {
         f: row_bytes(redis_layout.values(table.column(f), vtype))
         for f, vtype in view.features.items()

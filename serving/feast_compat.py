@@ -72,7 +72,7 @@ class FeastCompatServicer(GrpcFeatureServerServicer):
                 )
             )
         count = answer.entities.count
-        for ref, name in zip(resolved.refs, answer.names(request.full_feature_names)):
+        for ref, name in zip(resolved.refs, answer.names(request.full_feature_names), strict=False):
             values: list[bytes] = []
             statuses = []
             stamps = []

@@ -74,7 +74,7 @@ class _KeyEncoder:
     def encode(self, key: tuple[object, ...]) -> bytes:
         if self.fast:
             return self.prefix + struct.pack(self.fmt, key[0]) + self.suffix
-        values = [python_values_to_proto_values([v], t)[0] for v, t in zip(key, self.types)]
+        values = [python_values_to_proto_values([v], t)[0] for v, t in zip(key, self.types, strict=False)]
         proto = EntityKeyProto(join_keys=list(self.join_keys), entity_values=values)
         return serialize_entity_key(proto, entity_key_serialization_version=3) + self.suffix
 
@@ -207,7 +207,7 @@ class FeastReader:
                 fv = self.store.get_feature_view(v.name)
                 protos = {
                     k: python_values_to_proto_values(entities.columns[k], t)
-                    for k, t in zip(v.join_keys, v.join_key_types)
+                    for k, t in zip(v.join_keys, v.join_key_types, strict=False)
                 }
                 keys = [
                     EntityKeyProto(join_keys=list(v.join_keys), entity_values=[protos[k][i] for k in v.join_keys])

@@ -23,7 +23,7 @@ def _by_name(resp):
     names = list(resp.metadata.feature_names.val)
     return {
         n: ([v.SerializeToString() for v in r.values], list(r.statuses), [t.SerializeToString() for t in r.event_timestamps])
-        for n, r in zip(names, resp.results)
+        for n, r in zip(names, resp.results, strict=False)
     }
 
 

@@ -8,8 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +28,7 @@ QUIET = MaterializeRequest(show_progress=False)
 
 def test_full_job_is_recorded_with_fingerprints_windows_and_counts(sqlite_federation):
     node = RegionNode(sqlite_federation.region("MY"))
-    tables = write_sources(node.data_dir, customers=100, drivers=10, days=3)
+    write_sources(node.data_dir, customers=100, drivers=10, days=3)
     node.apply()
     job = materialize(node, QUIET)
     assert job.status == SUCCEEDED and job.mode == "full"

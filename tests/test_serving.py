@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import grpc
 import pytest
@@ -200,5 +199,5 @@ def test_metrics_count_requests_and_latency(served):
         with pytest.raises(grpc.RpcError):
             client.get_online_features(feature_service="nope", entities={"customer_id": [1]})
     after = [value(*ok), value(*notfound), value(*timed)]
-    assert [a - b for a, b in zip(after, before)] == [3, 1, 4]
+    assert [a - b for a, b in zip(after, before, strict=False)] == [3, 1, 4]
     assert reg.get_sample_value("fedstore_online_store_up") == 1

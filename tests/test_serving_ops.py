@@ -12,8 +12,6 @@ import time
 import grpc
 import pytest
 
-from proto.fedstore.serving.v1 import serving_pb2 as pb
-from proto.fedstore.serving.v1 import serving_pb2_grpc
 from serving.client import FeatureClient
 from serving_fixtures import TOKENS, served_region
 

@@ -168,7 +168,7 @@ class JobLedger:
             cols = [d[0] for d in db.execute("SELECT * FROM jobs LIMIT 0").description]
         if row is None:
             raise KeyError(f"no job {job_id!r} in the ledger of region {self.region}")
-        return _record(dict(zip(cols, row)))
+        return _record(dict(zip(cols, row, strict=False)))
 
     def jobs(self, *, status: str | None = None, limit: int | None = None) -> list[JobRecord]:
         """Most recent first."""
@@ -183,7 +183,7 @@ class JobLedger:
         with closing(self._connect()) as db:
             cur = db.execute(sql, args)
             cols = [d[0] for d in cur.description]
-            return [_record(dict(zip(cols, r))) for r in cur.fetchall()]
+            return [_record(dict(zip(cols, r, strict=False))) for r in cur.fetchall()]
 
     def watermark(self, view: str) -> datetime | None:
         """End of the latest succeeded window for a view: where an incremental run starts."""

@@ -110,7 +110,7 @@ def materialize(
                 f"{node.code}: {fv.name}: read {result.rows_read:,} rows, wrote {result.rows_written:,} "
                 f"entities ({result.rows_skipped_stale:,} already newer online) via {result.path}"
             )
-        for fv, result in zip(views, results):
+        for fv, result in zip(views, results, strict=False):
             write_snapshot(
                 node.data_dir,
                 fv.name,

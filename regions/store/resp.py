@@ -194,7 +194,7 @@ def to_bytes(segment: Segment) -> bytes:
     if not any_mask:
         return data.tobytes()
     mask = np.hstack(
-        [m if m is not None else np.ones((rows, d.shape[1]), dtype=bool) for d, m in zip(datas, masks)]
+        [m if m is not None else np.ones((rows, d.shape[1]), dtype=bool) for d, m in zip(datas, masks, strict=False)]
     )
     return data[mask].tobytes()
 
@@ -204,4 +204,4 @@ def row_bytes(segment: Segment) -> list[bytes]:
     blob = to_bytes(segment)
     ends = np.cumsum(segment.lengths()).tolist()
     starts = [0] + ends[:-1]
-    return [blob[a:b] for a, b in zip(starts, ends)]
+    return [blob[a:b] for a, b in zip(starts, ends, strict=False)]
