@@ -3,6 +3,7 @@
 from federation.config import (
     FederationConfig,
     OnlineStoreConfig,
+    PrivacyConfig,
     RegionConfig,
     ServingConfig,
     TokenConfig,
@@ -18,6 +19,7 @@ __all__ = [
     "FederationConfig",
     "Jurisdiction",
     "OnlineStoreConfig",
+    "PrivacyConfig",
     "RegionConfig",
     "ServingConfig",
     "TokenConfig",

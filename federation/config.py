@@ -124,10 +124,19 @@ class RegionConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """The federation's privacy rules: both the regions and the centre enforce them."""
+
+    epsilon_per_month: float = 4.0  # each region's budget per calendar month
+    minimum_cohort: int = 10  # statistics of fewer entities (after noise) are never sent
+
+
+@dataclass(frozen=True)
 class FederationConfig:
     name: str
     regions: tuple[RegionConfig, ...]
     tokens: tuple[TokenConfig, ...] = ()
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -165,7 +174,7 @@ def parse_config(
 ) -> FederationConfig:
     """Validate an already-parsed mapping. Relative data dirs resolve against ``base_dir``."""
     top = _mapping(raw, "config")
-    _keys(top, "config", required={"federation", "regions"}, optional={"auth"})
+    _keys(top, "config", required={"federation", "regions"}, optional={"auth", "privacy"})
     fed = _mapping(top["federation"], "federation")
     _keys(fed, "federation", required={"name"}, optional=set())
     name = _string(fed["name"], "federation.name")
@@ -178,7 +187,21 @@ def parse_config(
     )
     _check_unique(regions)
     tokens = _auth(top.get("auth"), base_dir, {r.code for r in regions})
-    return FederationConfig(name=name, regions=regions, tokens=tokens, source=source)
+    return FederationConfig(name=name, regions=regions, tokens=tokens, privacy=_privacy(top.get("privacy")), source=source)
+
+
+def _privacy(raw: Any) -> PrivacyConfig:
+    if raw is None:
+        return PrivacyConfig()
+    m = _mapping(raw, "privacy")
+    _keys(m, "privacy", required=set(), optional={"epsilon_per_month", "minimum_cohort"})
+    eps = m.get("epsilon_per_month", PrivacyConfig.epsilon_per_month)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+        raise ConfigError(f"privacy.epsilon_per_month: expected a positive number, got {eps!r}")
+    cohort = m.get("minimum_cohort", PrivacyConfig.minimum_cohort)
+    if not isinstance(cohort, int) or isinstance(cohort, bool) or cohort < 1:
+        raise ConfigError(f"privacy.minimum_cohort: expected a positive integer, got {cohort!r}")
+    return PrivacyConfig(epsilon_per_month=float(eps), minimum_cohort=cohort)
 
 
 def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:

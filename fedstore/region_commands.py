@@ -46,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     status.set_defaults(handler=cmd_status)
 
     add_dataset_parsers(cmds)
+    add_publishing_parsers(cmds)
 
 
 def cmd_generate(config: FederationConfig, args: argparse.Namespace) -> None:
@@ -182,3 +183,23 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
          if m else [str(p), "(manifest missing)", None, None, None, None, None]
          for p, m in found],
     ))
+
+
+def add_publishing_parsers(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ps = cmds.add_parser("publish-stats", help="queue anonymised statistics (DP, minimum cohort) in the outbox")
+    _region_arg(ps)
+    ps.add_argument("--epsilon", type=float, required=True, help="privacy budget this submission spends")
+    ps.add_argument("--days", type=_positive, default=30, help="window length, ending now (or --end)")
+    ps.add_argument("--end", type=_datetime, default=None)
+    ps.set_defaults(handler=cmd_publish_stats)
+
+
+def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> None:
+    from regions.publishing.publish import publish_statistics
+
+    node = RegionNode(config.region(args.region))
+    sid, released, path = publish_statistics(node, config.privacy, epsilon=args.epsilon, end=args.end, days=args.days)
+    print(f"{node.code}: submission {sid} queued at {path}")
+    print(f"   ε spent {released.accounting.epsilon:.3f} (OpenDP Laplace), minimum cohort "
+          f"{released.accounting.minimum_cohort}; {len(released.features)} features released, "
+          f"{len(released.suppressed)} suppressed{': ' + ', '.join(released.suppressed) if released.suppressed else ''}")

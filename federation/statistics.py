@@ -1,0 +1,60 @@
+"""The statistics catalog both sides of the border read: which features may be summarised, with
+which clipping bounds and which histogram edges. Agreed federation-wide so the centre can merge
+regions' histograms bin by bin and knows every released number's sensitivity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from federation.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    ref: str  # "view:feature"
+    lower: float  # values are clipped to [lower, upper] before anything is summed
+    upper: float
+    edges: tuple[float, ...]  # histogram bin edges, lower..upper, strictly increasing
+
+    def __post_init__(self) -> None:
+        if ":" not in self.ref:
+            raise ConfigError(f"statistics catalog: {self.ref!r} is not 'view:feature'")
+        if not self.lower < self.upper:
+            raise ConfigError(f"statistics catalog: {self.ref}: lower must be below upper")
+        e = self.edges
+        if len(e) < 2 or e[0] != self.lower or e[-1] != self.upper or any(a >= b for a, b in zip(e, e[1:])):
+            raise ConfigError(
+                f"statistics catalog: {self.ref}: edges must rise strictly from lower to upper"
+            )
+
+    @property
+    def view(self) -> str:
+        return self.ref.split(":", 1)[0]
+
+    @property
+    def feature(self) -> str:
+        return self.ref.split(":", 1)[1]
+
+    @property
+    def bins(self) -> int:
+        return len(self.edges) - 1
+
+
+def _linear(lower: float, upper: float, bins: int) -> tuple[float, ...]:
+    step = (upper - lower) / bins
+    return tuple(round(lower + i * step, 10) for i in range(bins)) + (upper,)
+
+
+# The fraud_scoring features. Bounds are wide enough for every region's currency after the
+# region's own scaling is not applied: spend is in local currency, so its bounds are generous and
+# regions with large nominal amounts (IDR, VND) saturate the top bin by design of the catalog.
+CATALOG: tuple[FeatureSpec, ...] = (
+    FeatureSpec("customer_transactions:txn_count_7d", 0, 100, _linear(0, 100, 20)),
+    FeatureSpec("customer_transactions:txn_count_30d", 0, 400, _linear(0, 400, 20)),
+    FeatureSpec("customer_transactions:avg_ticket", 0, 500, _linear(0, 500, 25)),
+    FeatureSpec("customer_transactions:chargeback_rate_30d", 0, 1, _linear(0, 1, 20)),
+    FeatureSpec("customer_transactions:distinct_merchants_30d", 0, 60, _linear(0, 60, 20)),
+    FeatureSpec("customer_transactions:night_txn_ratio_7d", 0, 1, _linear(0, 1, 20)),
+    FeatureSpec("customer_profile:account_age_days", 0, 3650, _linear(0, 3650, 20)),
+    FeatureSpec("customer_profile:kyc_level", 0, 4, (0, 1, 2, 3, 4)),
+)

@@ -1,0 +1,64 @@
+"""The region's durable privacy-budget ledger: ε per calendar month, never overspent.
+
+A spend is recorded in the same SQLite transaction that checks the month's total, so two
+publishes racing cannot both squeeze under the limit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from datetime import datetime, timezone
+from pathlib import Path
+
+from regions.errors import RegionError
+
+
+class BudgetExceeded(RegionError):
+    """Publishing would spend more privacy budget than the region has left this month."""
+
+
+class BudgetLedger:
+    def __init__(self, path: Path, region: str, *, epsilon_per_month: float) -> None:
+        if epsilon_per_month <= 0:
+            raise ValueError("epsilon_per_month must be positive")
+        self.path = path
+        self.region = region
+        self.limit = epsilon_per_month
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS spends (submission_id TEXT PRIMARY KEY, period TEXT NOT NULL,"
+                " epsilon REAL NOT NULL, at TEXT NOT NULL)"
+            )
+
+    @staticmethod
+    def period(when: datetime) -> str:
+        return when.astimezone(timezone.utc).strftime("%Y-%m")
+
+    def spent(self, period: str) -> float:
+        with closing(sqlite3.connect(self.path)) as db:
+            (total,) = db.execute("SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE period=?", (period,)).fetchone()
+        return float(total)
+
+    def remaining(self, period: str) -> float:
+        return max(self.limit - self.spent(period), 0.0)
+
+    def spend(self, submission_id: str, epsilon: float, when: datetime) -> None:
+        period = self.period(when)
+        with closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")  # one writer at a time: check and spend together
+            try:
+                (total,) = db.execute(
+                    "SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE period=?", (period,)
+                ).fetchone()
+                if total + epsilon > self.limit + 1e-12:
+                    raise BudgetExceeded(
+                        f"region {self.region}: publishing would spend ε={epsilon:.3f}, but only "
+                        f"ε={max(self.limit - total, 0):.3f} of {self.limit:.3f} is left for {period}; nothing was published"
+                    )
+                db.execute("INSERT INTO spends VALUES (?,?,?,?)", (submission_id, period, epsilon, when.isoformat()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise

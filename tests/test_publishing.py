@@ -1,0 +1,112 @@
+"""Region-side publishing: exact statistics per entity, OpenDP noise, minimum cohort, budget."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from federation import PrivacyConfig
+from federation.statistics import FeatureSpec
+from fedstore.cli import main
+from regions.publishing.anonymise import anonymise
+from regions.publishing.budget import BudgetExceeded, BudgetLedger
+from regions.publishing.publish import outbox_dir, publish_statistics
+from regions.publishing.statistics import compute_statistics
+from regions.store.node import RegionNode
+from handmade import write_sources
+
+T = datetime(2026, 6, 1, tzinfo=timezone.utc)
+TS = pa.timestamp("us", tz="UTC")
+SPEC = (FeatureSpec("customer_transactions:chargeback_rate_30d", 0, 1, (0, 0.25, 0.5, 0.75, 1)),
+        FeatureSpec("customer_profile:kyc_level", 0, 4, (0, 1, 2, 3, 4)))
+
+
+@pytest.fixture()
+def node(sqlite_federation):
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=40, drivers=3, days=2, start=T)
+    src = node.data_dir / "sources"
+    # customer 1 has two rows: only the latest (0.9) counts; customer 2's value is clipped to 1
+    pq.write_table(pa.table({
+        "customer_id": pa.array([1, 1, 2, 3, 4], pa.int64()),
+        "event_timestamp": pa.array([T, T + timedelta(hours=1), T, T, T], TS),
+        "created": pa.array([T] * 5, TS),
+        "txn_count_7d": pa.array([1] * 5, pa.int64()), "txn_count_30d": pa.array([1] * 5, pa.int64()),
+        "spend_7d": [1.0] * 5, "spend_30d": [1.0] * 5, "avg_ticket": [1.0] * 5,
+        "chargeback_rate_30d": pa.array([0.1, 0.9, 7.0, None, 0.3]),
+        "distinct_merchants_30d": pa.array([1] * 5, pa.int64()), "night_txn_ratio_7d": [0.0] * 5,
+    }), src / "customer_transactions.parquet")
+    node.apply()
+    return node
+
+
+def test_exact_statistics_count_each_entity_once_and_clip(node):
+    stats = compute_statistics(node, SPEC, T - timedelta(days=1), T + timedelta(days=1))
+    cb = stats.features[0]
+    assert (cb.count, cb.null_count) == (3, 1)  # customers 1, 2, 4 have values; 3 is null
+    assert cb.sum == pytest.approx(0.9 + 1.0 + 0.3)
+    assert cb.sum_sq == pytest.approx(0.81 + 1.0 + 0.09)
+    assert cb.histogram == (0, 1, 0, 2)  # 0.3 | 0.9 and the clipped 1.0 in the top bin
+    kyc = stats.features[1]
+    assert kyc.count == 40 and sum(kyc.histogram) == 40
+
+
+def test_noise_is_real_and_accounting_adds_up(node):
+    stats = compute_statistics(node, SPEC, T - timedelta(days=1), T + timedelta(days=1))
+    loud = anonymise(stats, SPEC, epsilon=0.1, minimum_cohort=1)
+    quiet = anonymise(stats, SPEC, epsilon=1e6, minimum_cohort=1)
+    assert loud.accounting.epsilon == pytest.approx(0.1)
+    assert quiet.accounting.epsilon == pytest.approx(1e6)
+    exact = {f.ref: f for f in stats.features}
+    for f in quiet.features:  # nearly no noise at a huge budget
+        assert f.count == exact[f.ref].count and f.histogram == exact[f.ref].histogram
+        assert f.sum == pytest.approx(exact[f.ref].sum, abs=1e-3)
+    kyc_loud = next(f for f in loud.features if f.ref.endswith("kyc_level"))
+    assert (kyc_loud.count, kyc_loud.sum) != (exact[kyc_loud.ref].count, exact[kyc_loud.ref].sum)
+    # the scale of each query is recorded: sensitivity / per-query ε
+    scales = loud.accounting.scales["customer_profile:kyc_level"]
+    assert scales["count"] == pytest.approx(1 / loud.accounting.epsilon_per_query)
+    assert scales["sum_sq"] == pytest.approx(16 / loud.accounting.epsilon_per_query)
+
+
+def test_small_cohorts_are_suppressed_on_the_noisy_count(node):
+    stats = compute_statistics(node, SPEC, T - timedelta(days=1), T + timedelta(days=1))
+    out = anonymise(stats, SPEC, epsilon=1e6, minimum_cohort=10)
+    assert out.suppressed == ("customer_transactions:chargeback_rate_30d",)  # 3 entities < 10
+    assert [f.ref for f in out.features] == ["customer_profile:kyc_level"]
+
+
+def test_budget_refusal_sends_nothing(node, tmp_path):
+    privacy = PrivacyConfig(epsilon_per_month=1.0, minimum_cohort=1)
+    sid, _, path = publish_statistics(node, privacy, epsilon=0.6, end=T + timedelta(days=1), catalog=SPEC)
+    body = json.loads(path.read_text())
+    assert body["submission_id"] == sid and body["status"] == "queued" and body["region"] == "MY"
+    with pytest.raises(BudgetExceeded, match="only ε=0.400 of 1.000 is left"):
+        publish_statistics(node, privacy, epsilon=0.5, end=T + timedelta(days=1), catalog=SPEC)
+    assert [p.name for p in outbox_dir(node.data_dir).iterdir()] == [path.name]
+    ledger = BudgetLedger(node.data_dir / "privacy_budget.db", "MY", epsilon_per_month=1.0)
+    assert ledger.spent(ledger.period(datetime.now(timezone.utc))) == pytest.approx(0.6)
+
+
+def test_a_submission_holds_no_entity_keys_rows_or_free_text(node):
+    sid, _, path = publish_statistics(node, PrivacyConfig(epsilon_per_month=10, minimum_cohort=1), epsilon=1.0,
+                                      end=T + timedelta(days=1), catalog=SPEC)
+    body = json.loads(path.read_text())
+    text = path.read_text()
+    ids = {str(i) for i in range(40)} | {"Penang", "Kuala Lumpur"}
+    assert set(body) == {"submission_id", "region", "period", "created_at", "status", "start", "end",
+                         "features", "suppressed", "accounting"}
+    for f in body["features"]:
+        assert set(f) == {"ref", "count", "null_count", "sum", "sum_sq", "histogram"}
+    assert "customer_id" not in text and not any(f'"{c}"' in text for c in ids)
+
+
+def test_publish_cli_refusal_is_one_line(node, capsys):
+    cfg = str(node.region.data_dir.parents[1] / "fedstore.yaml")
+    assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was published" in err and err.count("\n") == 1
