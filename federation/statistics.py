@@ -22,7 +22,7 @@ class FeatureSpec:
         if not self.lower < self.upper:
             raise ConfigError(f"statistics catalog: {self.ref}: lower must be below upper")
         e = self.edges
-        if len(e) < 2 or e[0] != self.lower or e[-1] != self.upper or any(a >= b for a, b in zip(e, e[1:])):
+        if len(e) < 2 or e[0] != self.lower or e[-1] != self.upper or any(a >= b for a, b in zip(e, e[1:], strict=False)):
             raise ConfigError(
                 f"statistics catalog: {self.ref}: edges must rise strictly from lower to upper"
             )
@@ -45,9 +45,10 @@ def _linear(lower: float, upper: float, bins: int) -> tuple[float, ...]:
     return tuple(round(lower + i * step, 10) for i in range(bins)) + (upper,)
 
 
-# The fraud_scoring features. Bounds are wide enough for every region's currency after the
-# region's own scaling is not applied: spend is in local currency, so its bounds are generous and
-# regions with large nominal amounts (IDR, VND) saturate the top bin by design of the catalog.
+# The fraud_scoring features that are comparable across regions. Spend is left out: it is in
+# local currency, so one set of edges cannot fit MYR and IDR; avg_ticket is in, and regions with
+# large nominal amounts (IDR, VND) saturate its top bin. A per-currency normalisation belongs here
+# before the centre trains on spend.
 CATALOG: tuple[FeatureSpec, ...] = (
     FeatureSpec("customer_transactions:txn_count_7d", 0, 100, _linear(0, 100, 20)),
     FeatureSpec("customer_transactions:txn_count_30d", 0, 400, _linear(0, 400, 20)),
