@@ -1,0 +1,25 @@
+"""The aggregator's errors, each with its gRPC status code. A message names the rule broken."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class AggregatorError(Exception):
+    code = grpc.StatusCode.INTERNAL
+
+
+class Rejected(AggregatorError):
+    """The submission breaks a rule of the contract (a number, a name, a shape)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotAllowed(AggregatorError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class OverBudget(AggregatorError):
+    """By the centre's own count, accepting it would exceed the region's budget for the period."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION

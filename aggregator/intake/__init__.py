@@ -1,0 +1,1 @@
+"""The centre's door: authentication, validation before storage, receipts."""

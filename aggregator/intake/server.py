@@ -1,0 +1,78 @@
+"""The aggregator's gRPC server: authenticate, validate, check the budget, store, receipt."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from datetime import timezone
+from pathlib import Path
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from aggregator.errors import AggregatorError, OverBudget, Rejected
+from aggregator.global_statistics import merge
+from aggregator.intake.validation import validate
+from aggregator.store import BudgetRefused, SubmissionStore, content_hash
+from federation import FederationConfig
+from federation.statistics import CATALOG
+from federation.tokens import Caller, TokenBook, bearer_token
+from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+
+
+class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
+    def __init__(self, config: FederationConfig, store: SubmissionStore) -> None:
+        self.config = config
+        self.store = store
+        self.book = TokenBook(config.tokens)
+        self.catalog = {s.ref: s for s in CATALOG}
+
+    def _caller(self, context: grpc.ServicerContext) -> Caller:
+        token = bearer_token(context.invocation_metadata())
+        caller = self.book.caller(token) if token else None
+        if caller is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown token")
+        return caller  # type: ignore[return-value]
+
+    def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
+        caller = self._caller(context)
+        try:
+            previous = self.store.receipt(request.submission_id)
+            if previous is not None:
+                if not caller.allows(request.region) or previous.content_sha256 != content_hash(request):
+                    raise Rejected(f"rule replay: submission id {request.submission_id!r} was accepted with other content")
+                return self._receipt(previous, request, replay=True)
+            validate(request, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
+                     regions=set(self.config.codes))
+            try:
+                stored = self.store.accept(request, epsilon_limit=self.config.privacy.epsilon_per_month)
+            except BudgetRefused as e:
+                raise OverBudget(
+                    f"rule budget: region {request.region} has spent ε={e.spent:.3f} of "
+                    f"{self.config.privacy.epsilon_per_month:.3f} in {request.period} by the centre's records; "
+                    f"ε={request.accounting.epsilon:.3f} more is refused"
+                ) from None
+            return self._receipt(stored, request, replay=False)
+        except AggregatorError as e:
+            context.abort(e.code, str(e))
+            raise
+
+    def _receipt(self, stored, request: pb.Submission, *, replay: bool) -> pb.Receipt:  # type: ignore[no-untyped-def]
+        ts = Timestamp()
+        ts.FromDatetime(stored.accepted_at.astimezone(timezone.utc))
+        return pb.Receipt(
+            submission_id=stored.submission_id, receipt_id=stored.receipt_id, accepted_at=ts, replay=replay,
+            epsilon_spent_in_period=self.store.epsilon_spent(request.region, request.period),
+        )
+
+    def GetGlobalStatistics(self, request: pb.GetGlobalStatisticsRequest, context: grpc.ServicerContext) -> pb.GlobalStatistics:
+        self._caller(context)
+        return merge(self.store.features(request.period or None), self.catalog)
+
+
+def build_server(config: FederationConfig, store_path: Path, address: str) -> tuple[grpc.Server, int, SubmissionStore]:
+    store = SubmissionStore(store_path)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    aggregator_pb2_grpc.add_AggregatorServicer_to_server(AggregatorServicer(config, store), server)
+    port = server.add_insecure_port(address)
+    return server, port, store

@@ -1,0 +1,85 @@
+"""Every rule a submission must pass before anything of it is stored.
+
+Rules (each rejection names its rule): identity, id and period formats, catalog names only,
+finite numbers, counts at or above the minimum cohort, the agreed histogram edges and bin counts,
+histogram totals consistent with the count (within the noise the accounting declares), privacy
+accounting present and plausible. The budget rule needs the store and lives in the servicer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from aggregator.errors import NotAllowed, Rejected
+from federation import PrivacyConfig
+from federation.statistics import FeatureSpec
+from federation.tokens import Caller
+from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+
+_ID = re.compile(r"^[a-z]{2}-stats-[0-9A-Za-z-]{1,60}$")
+_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+# how far a noisy histogram total may stray from the noisy count, in noise standard deviations
+_CONSISTENCY_SIGMAS = 8.0
+
+
+def validate(
+    sub: pb.Submission,
+    *,
+    caller: Caller,
+    catalog: dict[str, FeatureSpec],
+    privacy: PrivacyConfig,
+    regions: set[str],
+) -> None:
+    if sub.region not in regions:
+        raise Rejected(f"rule region: unknown region {sub.region!r}")
+    if not caller.allows(sub.region):
+        raise NotAllowed(f"rule identity: caller {caller.name!r} may not submit for region {sub.region}")
+    if not _ID.match(sub.submission_id) or not sub.submission_id.startswith(sub.region.lower() + "-"):
+        raise Rejected(f"rule submission_id: {sub.submission_id!r} is not '<region>-stats-<id>'")
+    if not _PERIOD.match(sub.period):
+        raise Rejected(f"rule period: {sub.period!r} is not YYYY-MM")
+    if not sub.HasField("window_start") or not sub.HasField("window_end") or \
+            sub.window_end.ToDatetime() <= sub.window_start.ToDatetime():
+        raise Rejected("rule window: window_start must be before window_end")
+    acc = sub.accounting if sub.HasField("accounting") else None
+    if acc is None or acc.mechanism == pb.MECHANISM_UNSPECIFIED:
+        raise Rejected("rule accounting: privacy accounting (mechanism, ε, δ) is missing")
+    if not (_finite(acc.epsilon) and acc.epsilon > 0 and _finite(acc.delta) and 0 <= acc.delta < 1
+            and _finite(acc.epsilon_per_query) and 0 < acc.epsilon_per_query <= acc.epsilon):
+        raise Rejected("rule accounting: ε must be finite and positive, δ in [0, 1), ε per query in (0, ε]")
+    if acc.minimum_cohort < privacy.minimum_cohort:
+        raise Rejected(
+            f"rule minimum_cohort: applied {acc.minimum_cohort}, the federation requires {privacy.minimum_cohort}"
+        )
+    if not sub.features:
+        raise Rejected("rule features: a submission must carry at least one feature")
+    seen: set[str] = set()
+    for f in sub.features:
+        spec = catalog.get(f.ref)
+        if spec is None:
+            raise Rejected(f"rule catalog: {f.ref!r} is not in the federation's statistics catalog")
+        if f.ref in seen:
+            raise Rejected(f"rule catalog: {f.ref} appears twice")
+        seen.add(f.ref)
+        if not all(_finite(x) for x in (f.sum, f.sum_sq)):
+            raise Rejected(f"rule finite: {f.ref} has a non-finite sum")
+        if f.count < privacy.minimum_cohort:
+            raise Rejected(f"rule minimum_cohort: {f.ref} has count {f.count} < {privacy.minimum_cohort}")
+        if f.null_count < 0 or f.sum_sq < 0 or any(h < 0 for h in f.histogram):
+            raise Rejected(f"rule non_negative: {f.ref} has a negative count, histogram bin or sum of squares")
+        if tuple(f.edges) != spec.edges:
+            raise Rejected(f"rule edges: {f.ref} histogram edges differ from the agreed edges")
+        if len(f.histogram) != spec.bins:
+            raise Rejected(f"rule edges: {f.ref} has {len(f.histogram)} bins, the catalog {spec.bins}")
+        # noisy totals differ by the noise only; Laplace with scale 1/ε_q has variance 2/ε_q²
+        sigma = math.sqrt(2) / acc.epsilon_per_query * math.sqrt(spec.bins + 1)
+        if abs(sum(f.histogram) - f.count) > _CONSISTENCY_SIGMAS * sigma + 1:
+            raise Rejected(f"rule consistency: {f.ref} histogram total {sum(f.histogram)} does not match count {f.count}")
+    for ref in sub.suppressed:
+        if ref not in catalog:
+            raise Rejected(f"rule catalog: suppressed {ref!r} is not in the federation's statistics catalog")
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)

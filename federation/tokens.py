@@ -1,0 +1,40 @@
+"""Who a caller is, from the token it presents: shared by every gRPC door of the product."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from federation.config import TokenConfig
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    regions: tuple[str, ...]
+
+    def allows(self, region: str) -> bool:
+        return "*" in self.regions or region in self.regions
+
+
+class TokenBook:
+    def __init__(self, tokens: tuple[TokenConfig, ...]) -> None:
+        # secrets are read once at start-up: a missing env var fails the start, not a request
+        self._entries = [(t.secret().encode(), Caller(t.name, t.regions)) for t in tokens]
+
+    def caller(self, token: str) -> Caller | None:
+        given = token.encode()
+        found = None
+        for secret, caller in self._entries:
+            if hmac.compare_digest(secret, given):  # constant time, and no early exit
+                found = caller
+        return found
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None

@@ -1,0 +1,111 @@
+"""The region's outbox: queued submissions are sent to the aggregator, retried with backoff.
+
+Each file keeps its submission id, so a retry after a lost reply is recognised by the centre as a
+replay (it answers with the original receipt) and never counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from federation.statistics import CATALOG
+from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with a cap: attempt k waits base·2^k seconds, at most ``cap``."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    attempts: int = 5
+
+    def delay(self, failures: int) -> float:
+        return min(self.cap, self.base * (2 ** failures))
+
+
+def to_proto(body: dict) -> pb.Submission:
+    edges = {s.ref: s.edges for s in CATALOG}
+    start, end = Timestamp(), Timestamp()
+    start.FromDatetime(datetime.fromisoformat(body["start"]))
+    end.FromDatetime(datetime.fromisoformat(body["end"]))
+    acc = body["accounting"]
+    return pb.Submission(
+        submission_id=body["submission_id"],
+        region=body["region"],
+        period=body["period"],
+        window_start=start,
+        window_end=end,
+        features=[
+            pb.FeatureStatistics(ref=f["ref"], count=f["count"], null_count=f["null_count"], sum=f["sum"],
+                                 sum_sq=f["sum_sq"], histogram=f["histogram"], edges=list(edges.get(f["ref"], ())))
+            for f in body["features"]
+        ],
+        suppressed=body["suppressed"],
+        accounting=pb.PrivacyAccounting(
+            mechanism=pb.LAPLACE, epsilon=acc["epsilon"], delta=acc["delta"],
+            epsilon_per_query=acc["epsilon_per_query"], minimum_cohort=acc["minimum_cohort"],
+        ),
+    )
+
+
+def send_outbox(
+    outbox: Path,
+    address: str,
+    token: str,
+    *,
+    backoff: Backoff = Backoff(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[tuple[str, str]]:
+    """Send every queued submission; returns (submission id, outcome) pairs.
+
+    Outcomes: "sent" (receipt stored in the file), "rejected: <reason>" (kept, marked, not
+    retried), "queued: <reason>" (the aggregator was unreachable after every attempt).
+    """
+    results = []
+    with grpc.insecure_channel(address) as channel:
+        stub = aggregator_pb2_grpc.AggregatorStub(channel)
+        for path in sorted(outbox.glob("*.json")):
+            body = json.loads(path.read_text())
+            if body.get("status") != "queued":
+                continue
+            outcome = _send_one(stub, path, body, token, backoff, sleep)
+            results.append((body["submission_id"], outcome))
+    return results
+
+
+def _send_one(stub, path: Path, body: dict, token: str, backoff: Backoff, sleep) -> str:  # type: ignore[no-untyped-def]
+    request = to_proto(body)
+    for failures in range(backoff.attempts):
+        try:
+            receipt = stub.Submit(request, timeout=10, metadata=(("authorization", f"Bearer {token}"),))
+        except grpc.RpcError as e:
+            if e.code() in _RETRYABLE and failures + 1 < backoff.attempts:
+                sleep(backoff.delay(failures))
+                continue
+            if e.code() in _RETRYABLE:
+                return f"queued: aggregator unreachable ({e.code().name})"
+            body.update(status="rejected", rejection=f"{e.code().name}: {e.details()}")
+            _write(path, body)
+            return f"rejected: {e.details()}"
+        body.update(status="sent", receipt_id=receipt.receipt_id, replay=receipt.replay)
+        _write(path, body)
+        return "sent"
+    return "queued"
+
+
+def _write(path: Path, body: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,178 @@
+"""The centre accepts only valid anonymised statistics, once, within budget, and merges them."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta, timezone
+
+import grpc
+import pytest
+import yaml
+
+from aggregator.intake.server import build_server
+from federation import PrivacyConfig, load_config
+from federation.statistics import CATALOG
+from handmade import write_sources
+from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from regions.publishing.outbox import Backoff, send_outbox, to_proto
+from regions.publishing.publish import outbox_dir, publish_statistics
+from regions.store.node import RegionNode
+
+T = datetime.now(timezone.utc) - timedelta(days=2)
+TOKENS = {"MY": "region-my-secret", "SG": "region-sg-secret"}
+SPEC = tuple(s for s in CATALOG if s.view == "customer_profile")
+
+
+@pytest.fixture()
+def fed(tmp_path, monkeypatch):
+    for code, secret in TOKENS.items():
+        monkeypatch.setenv(f"AGG_TOKEN_{code}", secret)
+    raw = {
+        "federation": {"name": "t"},
+        "regions": [
+            {"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
+             "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52000 + i}"}
+            for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
+                                                 ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])
+        ],
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c]} for c in TOKENS]},
+        "privacy": {"epsilon_per_month": 3.0, "minimum_cohort": 10},
+    }
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "fed.yaml")
+    server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
+    server.start()
+    yield config, f"127.0.0.1:{port}", store
+    server.stop(1).wait()
+    store.close()
+
+
+def _publish(config, code, epsilon=1.0, customers=60):
+    node = RegionNode(config.region(code))
+    write_sources(node.data_dir, customers=customers, drivers=3, days=2, start=T,
+                  id_offset={"MY": 10**9, "SG": 2 * 10**9}[code])
+    node.apply()
+    return node, publish_statistics(node, config.privacy, epsilon=epsilon, end=T + timedelta(days=3), catalog=SPEC)
+
+
+def _stub(address):
+    return aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(address))
+
+
+def _md(code):
+    return (("authorization", f"Bearer {TOKENS[code]}"),)
+
+
+def test_outbox_to_receipt_and_replay_is_not_counted_twice(fed):
+    config, address, store = fed
+    node, (sid, released, path) = _publish(config, "MY")
+    assert send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"]) == [(sid, "sent")]
+    body = json.loads(path.read_text())
+    assert body["status"] == "sent" and body["receipt_id"]
+    # the region retries after a lost reply: the same receipt, marked as a replay, stored once
+    again = _stub(address).Submit(to_proto(body), metadata=_md("MY"), timeout=5)
+    assert again.replay and again.receipt_id == body["receipt_id"]
+    assert store.epsilon_spent("MY", body["period"]) == pytest.approx(released.accounting.epsilon)
+    assert len({r[0] for r in store.features(None)}) == 1
+
+
+def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):
+    config, _, _ = fed
+    node, (sid, _, path) = _publish(config, "MY")
+    waits = []
+    out = send_outbox(outbox_dir(node.data_dir), "127.0.0.1:1", TOKENS["MY"],
+                      backoff=Backoff(base=0.1, cap=1, attempts=3), sleep=waits.append)
+    assert out == [(sid, "queued: aggregator unreachable (UNAVAILABLE)")]
+    assert waits == [0.1, 0.2]
+    assert json.loads(path.read_text())["status"] == "queued"
+
+
+def _good(config):
+    node, (sid, _, path) = _publish(config, "MY")
+    return to_proto(json.loads(path.read_text()))
+
+
+def _tamper(fn):
+    def apply(sub):
+        fn(sub)
+        return sub
+    return apply
+
+
+# (rule, tampering, code, fragment)
+BAD = [
+    ("region of another token", _tamper(lambda s: setattr(s, "region", "SG")), grpc.StatusCode.PERMISSION_DENIED, "identity"),
+    ("not in the catalog", _tamper(lambda s: setattr(s.features[0], "ref", "customer_profile:home_city")),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule catalog"),
+    ("below minimum cohort", _tamper(lambda s: setattr(s.features[0], "count", 3)), grpc.StatusCode.INVALID_ARGUMENT, "rule minimum_cohort"),
+    ("non-finite", _tamper(lambda s: setattr(s.features[0], "sum", math.inf)), grpc.StatusCode.INVALID_ARGUMENT, "rule finite"),
+    ("other edges", _tamper(lambda s: s.features[0].edges.__setitem__(1, 0.5)), grpc.StatusCode.INVALID_ARGUMENT, "rule edges"),
+    ("histogram far from count", _tamper(lambda s: s.features[0].histogram.__setitem__(0, 10**9)),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule consistency"),
+    ("no accounting", _tamper(lambda s: s.ClearField("accounting")), grpc.StatusCode.INVALID_ARGUMENT, "rule accounting"),
+    ("weaker cohort", _tamper(lambda s: setattr(s.accounting, "minimum_cohort", 2)), grpc.StatusCode.INVALID_ARGUMENT,
+     "rule minimum_cohort"),
+    ("bad id", _tamper(lambda s: setattr(s, "submission_id", "select * from rows")), grpc.StatusCode.INVALID_ARGUMENT,
+     "rule submission_id"),
+]
+
+
+@pytest.mark.parametrize("rule,tamper,code,fragment", BAD, ids=[b[0] for b in BAD])
+def test_rejections_name_the_rule_and_store_nothing(fed, rule, tamper, code, fragment):
+    config, address, store = fed
+    sub = tamper(_good(config))
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(address).Submit(sub, metadata=_md("MY"), timeout=5)
+    assert err.value.code() == code and fragment in err.value.details()
+    assert store.features(None) == []
+
+
+def test_missing_token_is_unauthenticated(fed):
+    config, address, _ = fed
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(address).Submit(_good(config), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_centre_recounts_the_budget_itself(fed):
+    config, address, store = fed
+    # the region's own ledger is bypassed (say, reset): the centre still refuses the overspend
+    subs = []
+    for _ in range(4):
+        node, (sid, _, path) = _publish(config, "MY", epsilon=1.0)
+        (node.data_dir / "privacy_budget.db").unlink()
+        subs.append(to_proto(json.loads(path.read_text())))
+    for sub in subs[:3]:
+        _stub(address).Submit(sub, metadata=_md("MY"), timeout=5)
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(address).Submit(subs[3], metadata=_md("MY"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "rule budget" in err.value.details()
+    assert store.epsilon_spent("MY", subs[0].period) == pytest.approx(3.0)
+
+
+def test_global_statistics_merge_regions(fed):
+    config, address, _ = fed
+    sent = {}
+    for code in ("MY", "SG"):
+        node, (sid, released, path) = _publish(config, code, customers=80)
+        send_outbox(outbox_dir(node.data_dir), address, TOKENS[code])
+        sent[code] = {f.ref: f for f in released.features}
+    glob = _stub(address).GetGlobalStatistics(pb.GetGlobalStatisticsRequest(), metadata=_md("SG"), timeout=5)
+    assert len(glob.submissions) == 2
+    kyc = next(f for f in glob.features if f.ref == "customer_profile:kyc_level")
+    my, sg = sent["MY"]["customer_profile:kyc_level"], sent["SG"]["customer_profile:kyc_level"]
+    assert kyc.count == my.count + sg.count
+    assert list(kyc.histogram) == [a + b for a, b in zip(my.histogram, sg.histogram, strict=True)]
+    assert kyc.mean == pytest.approx((my.sum + sg.sum) / (my.count + sg.count))
+    assert {r.region: r.count for r in kyc.regions} == {"MY": my.count, "SG": sg.count}
+
+
+def test_the_contract_has_no_field_for_rows_keys_or_free_text():
+    allowed_strings = {"submission_id", "region", "period", "ref", "suppressed", "receipt_id", "submissions"}
+    for message in pb.DESCRIPTOR.message_types_by_name.values():
+        for field in message.fields:
+            assert field.type != field.TYPE_BYTES, f"{message.name}.{field.name} could carry anything"
+            if field.type == field.TYPE_STRING:
+                assert field.name in allowed_strings, f"{message.name}.{field.name} is free text"
