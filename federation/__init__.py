@@ -1,6 +1,7 @@
 """The neutral contract both sides of the border read. Imports nothing of the product."""
 
 from federation.config import (
+    AggregatorConfig,
     FederationConfig,
     OnlineStoreConfig,
     PrivacyConfig,
@@ -14,6 +15,7 @@ from federation.errors import ConfigError
 from federation.jurisdictions import JURISDICTIONS, Jurisdiction
 
 __all__ = [
+    "AggregatorConfig",
     "JURISDICTIONS",
     "ConfigError",
     "FederationConfig",

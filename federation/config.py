@@ -132,11 +132,20 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class AggregatorConfig:
+    """Where the centre listens and keeps its store."""
+
+    address: str = "127.0.0.1:50100"
+    data_dir: Path | None = None  # default: <config dir>/centre
+
+
+@dataclass(frozen=True)
 class FederationConfig:
     name: str
     regions: tuple[RegionConfig, ...]
     tokens: tuple[TokenConfig, ...] = ()
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -174,7 +183,7 @@ def parse_config(
 ) -> FederationConfig:
     """Validate an already-parsed mapping. Relative data dirs resolve against ``base_dir``."""
     top = _mapping(raw, "config")
-    _keys(top, "config", required={"federation", "regions"}, optional={"auth", "privacy"})
+    _keys(top, "config", required={"federation", "regions"}, optional={"auth", "privacy", "aggregator"})
     fed = _mapping(top["federation"], "federation")
     _keys(fed, "federation", required={"name"}, optional=set())
     name = _string(fed["name"], "federation.name")
@@ -187,7 +196,25 @@ def parse_config(
     )
     _check_unique(regions)
     tokens = _auth(top.get("auth"), base_dir, {r.code for r in regions})
-    return FederationConfig(name=name, regions=regions, tokens=tokens, privacy=_privacy(top.get("privacy")), source=source)
+    return FederationConfig(
+        name=name,
+        regions=regions,
+        tokens=tokens,
+        privacy=_privacy(top.get("privacy")),
+        aggregator=_aggregator(top.get("aggregator"), base_dir),
+        source=source,
+    )
+
+
+def _aggregator(raw: Any, base_dir: Path) -> AggregatorConfig:
+    m = _mapping(raw, "aggregator") if raw is not None else {}
+    _keys(m, "aggregator", required=set(), optional={"address", "data_dir"})
+    address = _string(m.get("address", AggregatorConfig.address), "aggregator.address")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"aggregator.address: expected host:port, got {address!r}")
+    data_dir = Path(_string(m["data_dir"], "aggregator.data_dir")) if "data_dir" in m else Path("centre")
+    return AggregatorConfig(address=address, data_dir=(data_dir if data_dir.is_absolute() else base_dir / data_dir).resolve())
 
 
 def _privacy(raw: Any) -> PrivacyConfig:

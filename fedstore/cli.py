@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 import warnings
+
 from federation import load_config
-from fedstore import demo, region_commands, serve_commands
+from fedstore import aggregator_commands, demo, region_commands, serve_commands
 from fedstore.errors import USER_ERRORS
 
 DEFAULT_CONFIG = "fedstore.yaml"
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     region_commands.add_parser(sub)
     serve_commands.add_parser(sub)
+    aggregator_commands.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

@@ -7,11 +7,11 @@ region's own online store (SQLite by default: nothing to install) and prints wha
 from __future__ import annotations
 
 import argparse
-import time
-from datetime import datetime, timedelta, timezone
-
 import os
 import secrets
+import shutil
+import time
+from datetime import datetime, timedelta, timezone
 
 from federation import FederationConfig
 from fedstore.render import age, table
@@ -39,6 +39,10 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
 
     codes = [c.strip() for c in args.regions.split(",") if c.strip()]
     regions = [config.region(c) for c in codes]  # unknown codes fail before any work
+    for path in [r.data_dir for r in regions] + [config.aggregator.data_dir]:
+        if path is not None and path.exists():  # the demo's data is synthetic: start clean
+            shutil.rmtree(path)
+    print(f"demo: fresh synthetic data for {', '.join(codes)} (previous demo state removed)")
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)  # the last complete day
     began = time.perf_counter()
     summaries = []
@@ -70,19 +74,21 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
             [[v.view, v.entities, v.latest_event, age(v.age_seconds), v.snapshot_job] for v in st.views],
         ))
         print()
-    _lookups(config, regions, summaries)
+    token = _lookups(config, regions, summaries)
+    if token:
+        _aggregate(config, regions, token)
     print(f"demo finished in {time.perf_counter() - began:.0f}s; try `fedstore region status --region {codes[0]}`")
 
 
-def _lookups(config: FederationConfig, regions: list, summaries: list) -> None:
+def _lookups(config: FederationConfig, regions: list, summaries: list) -> str | None:
     """Start each region's serving node and look a few customers up through the client library."""
     if not config.tokens:
         print("(no auth tokens in the config: skipping the serving lookups)")
-        return
+        return None
     token_cfg = next((t for t in config.tokens if all(t.allows(r.code) for r in regions)), None)
     if token_cfg is None:
         print("(no token may read every demo region: skipping the serving lookups)")
-        return
+        return None
     if token_cfg.secret_env and not os.environ.get(token_cfg.secret_env):
         # the demo makes up its own secret; a deployment sets it outside the repo
         os.environ[token_cfg.secret_env] = secrets.token_urlsafe(24)
@@ -101,6 +107,44 @@ def _lookups(config: FederationConfig, regions: list, summaries: list) -> None:
             print()
         finally:
             node.stop(1)
+    return token
+
+
+def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
+    """Each region publishes anonymised statistics; the centre validates and merges them."""
+    from aggregator.intake.server import build_server
+    from regions.publishing.outbox import send_outbox
+    from regions.publishing.publish import outbox_dir, publish_statistics
+
+    assert config.aggregator.data_dir is not None
+    server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", "127.0.0.1:0")
+    server.start()
+    try:
+        for region in regions:
+            node = RegionNode(region)
+            sid, released, _ = publish_statistics(node, config.privacy, epsilon=1.0)
+            outcome = send_outbox(outbox_dir(region.data_dir), f"127.0.0.1:{port}", token)
+            print(f"{region.code}: published {sid} (ε={released.accounting.epsilon:.2f}, "
+                  f"{len(released.features)} features, {len(released.suppressed)} suppressed): "
+                  f"{', '.join(o for _, o in outcome)}")
+        import grpc
+
+        from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            merged = aggregator_pb2_grpc.AggregatorStub(channel).GetGlobalStatistics(
+                aggregator_pb2.GetGlobalStatisticsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+        print(f"\ncentre: federation-wide statistics from {len(merged.submissions)} anonymised submissions "
+              "(no row, no key crossed a border)")
+        print(table(
+            ["feature", "entities (noisy)", "mean", "std", "by region"],
+            [[f.ref, f.count, f.mean, f.variance ** 0.5, ", ".join(f"{r.region} {r.count:,}" for r in f.regions)]
+             for f in merged.features],
+        ))
+        print()
+    finally:
+        server.stop(1).wait()
+        store.close()
 
 
 def _some_customers(report) -> list[int]:

@@ -186,12 +186,15 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
 
 
 def add_publishing_parsers(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from fedstore.aggregator_commands import add_region_parser
+
     ps = cmds.add_parser("publish-stats", help="queue anonymised statistics (DP, minimum cohort) in the outbox")
     _region_arg(ps)
     ps.add_argument("--epsilon", type=float, required=True, help="privacy budget this submission spends")
     ps.add_argument("--days", type=_positive, default=30, help="window length, ending now (or --end)")
     ps.add_argument("--end", type=_datetime, default=None)
     ps.set_defaults(handler=cmd_publish_stats)
+    add_region_parser(cmds)
 
 
 def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from aggregator.intake.server import build_server
-from federation import PrivacyConfig, load_config
+from federation import load_config
 from federation.statistics import CATALOG
 from handmade import write_sources
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb

@@ -1,7 +1,7 @@
 """Exact per-feature statistics of a region's window, one entity = one row (the privacy unit).
 
-Each view contributes each entity's latest row in the window (Feast's own 'latest' semantics,
-``source_reader.read_latest``); values are clipped to the catalog's bounds before summing, so one
+Each view contributes each entity's latest row up to the window's end (in the window, or older
+but still within the view's TTL; Feast's 'latest' semantics, ``source_reader.read_latest``); values are clipped to the catalog's bounds before summing, so one
 entity can move a sum by at most the clipping width. Nothing here leaves the region: the
 anonymiser decides what may.
 """
@@ -49,8 +49,11 @@ def compute_statistics(
     out = []
     for view in dict.fromkeys(s.view for s in catalog):
         specs = [s for s in catalog if s.view == view]
-        batches = list(read_latest(views[view], start, end, config=node.store.config,
-                                   offline_store=None, batch_rows=1 << 20))
+        fv = views[view]
+        # an entity's value at the window's end, as serving would see it: its latest row in the
+        # window, or older while still within the view's TTL (profiles change rarely)
+        since = min(start, end - fv.ttl) if fv.ttl else start
+        batches = list(read_latest(fv, since, end, config=node.store.config, offline_store=None, batch_rows=1 << 20))
         table = pa.Table.from_batches(batches) if batches else None
         for spec in specs:
             out.append(_feature(spec, table))

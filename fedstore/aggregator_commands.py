@@ -1,0 +1,61 @@
+"""`fedstore aggregator serve`: the centre. `fedstore region send-stats`: a region's outbox to it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+
+from federation import FederationConfig
+from fedstore.render import table
+from regions.errors import RegionError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    agg = sub.add_parser("aggregator", help="the central aggregator (anonymised statistics only)")
+    cmds = agg.add_subparsers(dest="aggregator_command", required=True, metavar="COMMAND")
+    serve = cmds.add_parser("serve", help="accept anonymised statistics from the regions")
+    serve.add_argument("--address", default=None, help="host:port (default: aggregator.address in the config)")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def add_region_parser(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    send = cmds.add_parser("send-stats", help="send the region's queued statistics to the aggregator")
+    send.add_argument("--region", required=True)
+    send.add_argument("--token-env", required=True, help="environment variable holding the region's aggregator token")
+    send.add_argument("--address", default=None, help="aggregator host:port (default: from the config)")
+    send.set_defaults(handler=cmd_send)
+
+
+def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
+    from aggregator.intake.server import build_server
+
+    address = args.address or config.aggregator.address
+    assert config.aggregator.data_dir is not None
+    server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", address)
+    if port == 0:
+        raise RegionError(f"aggregator: cannot listen on {address}")
+    server.start()
+    print(f"aggregator: accepting anonymised statistics on {address.rpartition(':')[0]}:{port}", flush=True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping.wait()
+    server.stop(5).wait()
+    store.close()
+
+
+def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
+    from regions.publishing.outbox import send_outbox
+    from regions.publishing.publish import outbox_dir
+
+    region = config.region(args.region)
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        raise RegionError(f"environment variable {args.token_env} is not set")
+    results = send_outbox(outbox_dir(region.data_dir), args.address or config.aggregator.address, token)
+    if not results:
+        print(f"{region.code}: nothing queued in the outbox")
+        return
+    print(table(["submission", "outcome"], results))
