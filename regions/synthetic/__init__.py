@@ -1,14 +1,23 @@
 """Per-region synthetic data: realistic, seasonal (real holiday calendars), labelled, seeded."""
 
-from regions.synthetic.generate import GenerationReport, generate_region
-from regions.synthetic.profiles import PROFILES, RegionProfile, profile_for
+from regions.synthetic.generate import SCHEMAS, GenerationReport, generate_region
+from regions.synthetic.profiles import (
+    PROFILES,
+    REGION_CODES,
+    RegionProfile,
+    SeasonalEvent,
+    profile_for,
+)
 from regions.synthetic.seasonality import SeasonalEffect, seasonal_multipliers
 
 __all__ = [
     "PROFILES",
+    "REGION_CODES",
+    "SCHEMAS",
     "GenerationReport",
     "RegionProfile",
     "SeasonalEffect",
+    "SeasonalEvent",
     "generate_region",
     "profile_for",
     "seasonal_multipliers",

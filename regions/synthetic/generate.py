@@ -1,41 +1,105 @@
 """Region-local synthetic sources: realistic, seasonal, labelled, deterministic under a seed.
 
-Per customer a latent habit (activity, ticket size, night-time share, chargeback propensity, and a
-small share of fraudsters) drives a day-by-day simulation; rolling 7/30-day features are computed
-from the simulated days, so they are consistent with each other. The fraud label follows a
-logistic model of those features, so a model can genuinely learn it.
+Customers carry latent habits (how often they are active, ticket size, night-time share,
+chargeback propensity; a few are risky). A day-by-day simulation, including a warm-up month
+before the window, yields daily counts and spends; the 7/30-day features are rolling sums of those
+days, so they agree with each other. The fraud label is a logistic model of the features, so a
+model can genuinely learn it. Drivers are simulated per 3-hour slot the same way.
+
+Work is done in blocks of customers / drivers, streamed into Parquet, so memory stays bounded
+whatever the size; each file appears atomically once complete.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import zlib
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
+from operator import index
 from pathlib import Path
-from typing import Callable
-from zoneinfo import ZoneInfo
+from types import MappingProxyType
+from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from regions.synthetic.profiles import RegionProfile, profile_for
-from regions.synthetic.seasonality import seasonal_multipliers
+from regions.synthetic.profiles import ID_SPACE, RegionProfile, profile_for
+from regions.synthetic.seasonality import SeasonalEffect, seasonal_multipliers
 
-WARMUP_DAYS = 30  # simulated before the window so the first rows have full 30-day history
-BLOCK = 20_000  # customers simulated at once: bounds memory whatever the size
-TS = pa.timestamp("us", tz="UTC")
-SOURCES = "sources"
+SOURCES = "sources"  # matches feature_repo.sources.SOURCE_DIR
+WARMUP_DAYS = 30  # simulated before the window so the first rows have a full 30-day history
+BLOCK_CELLS = 2_000_000  # entity x time cells simulated at once: ~16 MB per working array
+SLOTS_PER_DAY = 8  # one driver row every 3 hours
+RISKY_SHARE = 0.05  # customers whose behaviour drifts towards fraud
+UPDATE_SHARE = 0.05  # customers with a mid-window profile change
+US = 1_000_000  # microseconds per second
+TS = pa.timestamp("us", tz="UTC")  # not ns: Feast 0.67 on duckdb 2 fails on TIMESTAMPTZ_NS
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# processing delay between the event and the row landing in the source
+_CREATED_DELAY_US = MappingProxyType(
+    {"customer_transactions": 90 * US, "customer_profile": 60 * US, "driver_performance": 30 * US}
+)
+
+SCHEMAS: Mapping[str, pa.Schema] = MappingProxyType({
+    "customer_transactions": pa.schema([
+        ("customer_id", pa.int64()), ("event_timestamp", TS), ("created", TS),
+        ("txn_count_7d", pa.int64()), ("txn_count_30d", pa.int64()),
+        ("spend_7d", pa.float64()), ("spend_30d", pa.float64()), ("avg_ticket", pa.float64()),
+        ("chargeback_rate_30d", pa.float64()), ("distinct_merchants_30d", pa.int64()),
+        ("night_txn_ratio_7d", pa.float64()),
+    ]),
+    "customer_profile": pa.schema([
+        ("customer_id", pa.int64()), ("event_timestamp", TS), ("created", TS),
+        ("account_age_days", pa.int64()), ("kyc_level", pa.int64()), ("home_city", pa.string()),
+    ]),
+    "driver_performance": pa.schema([
+        ("driver_id", pa.int64()), ("event_timestamp", TS), ("created", TS),
+        ("acceptance_rate_7d", pa.float64()), ("avg_rating_30d", pa.float64()),
+        ("trips_last_hour", pa.int64()), ("cancellations_7d", pa.int64()),
+        ("online_hours_7d", pa.float64()), ("completed_trips_30d", pa.int64()),
+    ]),
+    "fraud_labels": pa.schema([("customer_id", pa.int64()), ("event_timestamp", TS), ("is_fraud", pa.int64())]),
+})
+
+# relative demand by local hour: morning and evening rush, a quiet night
+_HOURLY = np.array([0.25, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 1.0, 1.2, 0.9, 0.7, 0.7,
+                    0.8, 0.7, 0.6, 0.7, 0.9, 1.1, 1.3, 1.1, 0.9, 0.7, 0.5, 0.35])
 
 
 @dataclass(frozen=True)
 class GenerationReport:
     region: str
-    files: dict[str, Path]
-    rows: dict[str, int]
-    start: datetime
-    end: datetime
+    files: dict[str, Path]  # source name -> Parquet file
+    rows: dict[str, int]  # source name -> rows written
+    start: datetime  # UTC: the window's first instant (local midnight of its first day)
+    end: datetime  # UTC: the window's end (local midnight after its last day, exclusive)
+
+    @property
+    def window_start(self) -> datetime:
+        return self.start
+
+    @property
+    def window_end(self) -> datetime:
+        return self.end
+
+
+@dataclass(frozen=True)
+class _Window:
+    days: int  # window days; the simulation also runs WARMUP_DAYS before them
+    season: SeasonalEffect  # per simulated day (warm-up + window)
+    day_start_us: np.ndarray  # local midnights of the window days, plus the one after the last
+    slot_us: np.ndarray  # driver row times: every 3 hours of local time over the window
+
+    @property
+    def total(self) -> int:
+        return WARMUP_DAYS + self.days
 
 
 def generate_region(
@@ -50,233 +114,330 @@ def generate_region(
     drivers: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> GenerationReport:
-    if not isinstance(customers, int) or customers < 1:
-        raise ValueError(f"customers must be a positive whole number, got {customers!r}")
-    if not isinstance(days, int) or days < 1:
-        raise ValueError(f"days must be a positive whole number, got {days!r}")
-    drivers = max(10, customers // 10) if drivers is None else drivers
-    if drivers < 1:
-        raise ValueError(f"drivers must be a positive whole number, got {drivers!r}")
-    profile = profile_for(code)
-    tz = ZoneInfo(timezone)
-    rng = np.random.default_rng([seed, zlib.crc32(profile.code.encode())])
-    all_days = [end - timedelta(days=days + WARMUP_DAYS - 1 - i) for i in range(days + WARMUP_DAYS)]
-    season = seasonal_multipliers(profile, all_days)
-    # a day's aggregates are known at the end of that local day
-    day_end = np.array(
-        [_micros(datetime.combine(d + timedelta(days=1), time(0), tz)) for d in all_days[WARMUP_DAYS:]],
-        dtype=np.int64,
-    )
-    start_us = _micros(datetime.combine(all_days[WARMUP_DAYS], time(0), tz))
+    """Write the four region-local sources under ``out_dir / "sources"`` and report what was written.
 
-    src = out_dir / SOURCES
+    The window is the ``days`` full local days (in ``timezone``) ending with ``end``, inclusive.
+    The same (code, customers, days, end, timezone, seed, drivers) always gives identical files.
+    """
+    customers = _count("customers", customers)
+    days = _count("days", days)
+    drivers = max(10, customers // 10) if drivers is None else _count("drivers", drivers)
+    seed = _seed(seed)
+    profile = profile_for(code)
+    if not isinstance(end, date):
+        raise TypeError(f"end must be a date, got {end!r}")
+    try:
+        tz = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"timezone {timezone!r} is not a known IANA time zone name") from None
+
+    window = _window(profile, end, days, tz)
+    # independent streams, so e.g. the driver count never changes the customer data
+    customer_seq, driver_seq = np.random.SeedSequence([seed, zlib.crc32(profile.code.encode())]).spawn(2)
+    src = Path(out_dir) / SOURCES
     src.mkdir(parents=True, exist_ok=True)
-    tx_parts, label_parts, profile_parts = [], [], []
-    for first in range(0, customers, BLOCK):
-        n = min(BLOCK, customers - first)
-        ids = np.arange(first, first + n, dtype=np.int64) + profile.id_offset
-        tx, labels, prof = _customers_block(rng, profile, season, ids, days, day_end, start_us)
-        tx_parts.append(tx)
-        label_parts.append(labels)
-        profile_parts.append(prof)
-    tables = {
-        "customer_transactions": pa.concat_tables(tx_parts),
-        "fraud_labels": pa.concat_tables(label_parts),
-        "customer_profile": pa.concat_tables(profile_parts),
-        "driver_performance": _drivers(rng, profile, season, drivers, days, all_days[WARMUP_DAYS:], tz),
-    }
-    files, rows = {}, {}
-    for name, table in tables.items():
-        path = src / f"{name}.parquet"
-        _write_atomic(table, path)
-        files[name], rows[name] = path, table.num_rows
-        if progress:
-            progress(f"{profile.code}: wrote {table.num_rows:,} rows to {SOURCES}/{name}.parquet")
+
+    rows = dict.fromkeys(SCHEMAS, 0)
+    with ExitStack() as stack:
+        writers = {name: stack.enter_context(_AtomicParquet(src / f"{name}.parquet", schema))
+                   for name, schema in SCHEMAS.items()}
+        rng = np.random.default_rng(customer_seq)
+        intercept = None  # fixed on the first block: later blocks share the same label model
+        for first, n in _blocks(customers, window.total):
+            ids = profile.id_offset + np.arange(first, first + n, dtype=np.int64)
+            block = _customers(rng, profile, window, ids, intercept)
+            intercept = block.intercept
+            for name, table in (("customer_transactions", block.transactions),
+                                ("fraud_labels", block.labels), ("customer_profile", block.profile)):
+                writers[name].write(table)
+                rows[name] += table.num_rows
+        rng = np.random.default_rng(driver_seq)
+        for first, n in _blocks(drivers, window.total * SLOTS_PER_DAY):
+            ids = profile.id_offset + np.arange(first, first + n, dtype=np.int64)
+            table = _drivers(rng, profile, window, ids)
+            writers["driver_performance"].write(table)
+            rows["driver_performance"] += table.num_rows
+        files = {}
+        for name, writer in writers.items():
+            files[name] = writer.commit()
+            if progress is not None:
+                progress(f"{profile.code}: wrote {rows[name]:,} rows to {SOURCES}/{name}.parquet")
     return GenerationReport(
         region=profile.code,
         files=files,
         rows=rows,
-        start=datetime.fromtimestamp(start_us / 1e6, tz=timezone_utc()),
-        end=datetime.fromtimestamp(int(day_end[-1]) / 1e6, tz=timezone_utc()),
+        start=_EPOCH + timedelta(microseconds=int(window.day_start_us[0])),
+        end=_EPOCH + timedelta(microseconds=int(window.day_start_us[-1])),
     )
 
 
-def timezone_utc() -> timezone:
-    return timezone.utc
+# ---------------------------------------------------------------------------------------- inputs
+
+def _count(name: str, value: int) -> int:
+    try:
+        number = index(value)  # ints and numpy ints; not floats, strings or bools
+    except TypeError:
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if number >= ID_SPACE:
+        raise ValueError(f"{name} must be below {ID_SPACE:,}, the id space of one region, got {number:,}")
+    return number
+
+
+def _seed(value: int) -> int:
+    try:
+        value = index(value)
+    except TypeError:
+        raise ValueError(f"seed must be a whole number of at least 0, got {value!r}") from None
+    if value < 0:
+        raise ValueError(f"seed must be a whole number of at least 0, got {value!r}")
+    return value
 
 
 def _micros(dt: datetime) -> int:
-    return int(dt.astimezone(timezone.utc).timestamp()) * 1_000_000
+    return (dt - _EPOCH) // timedelta(microseconds=1)
 
 
-def _rolling(x: np.ndarray, window: int) -> np.ndarray:
-    c = np.cumsum(x, axis=1)
-    out = c.copy()
-    out[:, window:] = c[:, window:] - c[:, :-window]
-    return out
+def _window(profile: RegionProfile, end: date, days: int, tz: ZoneInfo) -> _Window:
+    end = date(end.year, end.month, end.day)  # a datetime counts as its calendar day
+    first = end - timedelta(days=days - 1)
+    simulated = [first + timedelta(days=i - WARMUP_DAYS) for i in range(WARMUP_DAYS + days)]
+    window_days = [first + timedelta(days=i) for i in range(days + 1)]  # + the day after, for its midnight
+    day_start = np.array([_micros(datetime.combine(d, time(0), tz)) for d in window_days], dtype=np.int64)
+    slots = np.array(
+        [_micros(datetime.combine(d, time(3 * k), tz)) for d in window_days[:-1] for k in range(SLOTS_PER_DAY)],
+        dtype=np.int64,
+    )
+    return _Window(days, seasonal_multipliers(profile.code, simulated), day_start, slots)
 
 
-def _customers_block(
-    rng: np.random.Generator,
-    p: RegionProfile,
-    season,
-    ids: np.ndarray,
-    days: int,
-    day_end: np.ndarray,
-    start_us: int,
-) -> tuple[pa.Table, pa.Table, pa.Table]:
-    n, total = ids.size, days + WARMUP_DAYS
-    # latent habits
-    active_p = rng.beta(6, 2, n)
-    rate = rng.gamma(2.0, p.txns_per_day / 2.0, n)
-    ticket = p.avg_ticket * rng.lognormal(0.0, p.ticket_sigma, n)
-    night_p = rng.beta(2, 2 / p.night_share - 2, n)
-    fraudster = rng.random(n) < 0.04
-    cb_p = np.where(fraudster, rng.beta(2, 20, n), rng.beta(1, 400, n))
-    night_p = np.where(fraudster, np.minimum(night_p * 2.5, 0.95), night_p)
-    merchants = 1 + rng.gamma(3.0, 4.0, n)
-    age = np.round(rng.gamma(2.0, 400.0, n)).astype(np.int64)
-    age = np.where(fraudster, age // 6, age)
-    kyc = rng.choice([1, 2, 3], size=n, p=[0.25, 0.5, 0.25])
-    kyc = np.where(fraudster & (rng.random(n) < 0.6), 1, kyc)
+def _blocks(entities: int, cells_per_entity: int) -> list[tuple[int, int]]:
+    size = max(1, min(entities, BLOCK_CELLS // cells_per_entity))
+    return [(first, min(size, entities - first)) for first in range(0, entities, size)]
 
-    # day by day: counts, spend (with spikes for fraudsters), night-time and chargebacks
-    act = season.activity[None, :]
-    counts = rng.poisson(rate[:, None] * act, (n, total))
-    spike = np.where(fraudster[:, None] & (rng.random((n, total)) < 0.08), rng.uniform(2, 6, (n, total)), 1.0)
-    day_ticket = ticket[:, None] * season.spend[None, :] * spike * rng.lognormal(0, 0.25, (n, total))
-    spend = counts * day_ticket
+
+# ------------------------------------------------------------------------------------- customers
+
+@dataclass(frozen=True)
+class _CustomerBlock:
+    transactions: pa.Table
+    labels: pa.Table
+    profile: pa.Table
+    intercept: float
+
+
+def _customers(
+    rng: np.random.Generator, p: RegionProfile, w: _Window, ids: np.ndarray, intercept: float | None
+) -> _CustomerBlock:
+    n, total, days = ids.size, w.total, w.days
+    season = w.season
+
+    # latent habits; risky customers drift towards what a fraud analyst looks for
+    risky = rng.random(n) < RISKY_SHARE
+    active_p = rng.uniform(0.6, 0.9, n)
+    extra = rng.gamma(2.0, max(p.txns_per_day - 1.0, 0.1) / 2.0, n)  # txns beyond the first, per active day
+    ticket = p.avg_ticket * rng.lognormal(-p.ticket_sigma**2 / 2, p.ticket_sigma, n)  # mean = avg_ticket
+    night_p = rng.beta(2.0, 2.0 * (1 - p.night_share) / p.night_share, n)
+    night_p = np.where(risky, np.minimum(night_p * 2.5 + 0.1, 0.95), night_p)
+    chargeback_p = np.where(risky, rng.beta(2.0, 25.0, n), rng.beta(1.0, 500.0, n))
+    merchants = 2.0 + rng.gamma(3.0, 4.0, n)  # size of the customer's usual merchant pool
+    age = 1 + np.round(rng.gamma(2.0, 400.0, n)).astype(np.int64)  # account age at the window start
+    age = np.where(risky & (rng.random(n) < 0.5), 1 + age // 10, age)
+    kyc = rng.choice(np.array([1, 2, 3], dtype=np.int64), size=n, p=[0.25, 0.5, 0.25])
+    kyc = np.where(risky & (rng.random(n) < 0.6), 1, kyc)
+
+    # day by day over warm-up + window: who is active, how many transactions, what they cost
+    act = np.minimum(active_p[:, None] * season.activity[None, :], 0.98)
+    active = rng.random((n, total)) < act
+    counts = active * (1 + rng.poisson(extra[:, None] * season.activity[None, :], (n, total)))
+    spike = np.where(risky[:, None] & (rng.random((n, total)) < 0.08), rng.uniform(2.0, 6.0, (n, total)), 1.0)
+    day_ticket = ticket[:, None] * season.spend[None, :] * spike * rng.lognormal(-0.03, 0.25, (n, total))
+    cents = np.round(counts * day_ticket * 100).astype(np.int64)  # whole cents: rolling sums stay exact
     night = rng.binomial(counts, night_p[:, None])
-    charge = rng.binomial(counts, cb_p[:, None])
+    chargebacks = rng.binomial(counts, chargeback_p[:, None])
+    del spike, day_ticket, act
 
-    c7, c30 = _rolling(counts, 7), _rolling(counts, 30)
-    s7, s30 = _rolling(spend, 7), _rolling(spend, 30)
-    n7, cb30 = _rolling(night, 7), _rolling(charge, 30)
-    distinct = np.round(merchants[:, None] * (1 - np.exp(-c30 / merchants[:, None]))).astype(np.int64)
+    # rolling windows, then only the window's active customer-days become rows
+    win = slice(WARMUP_DAYS, total)
+    ci, di = np.nonzero(active[:, win])
+    c7, c30 = _rolling(counts, 7)[:, win][ci, di], _rolling(counts, 30)[:, win][ci, di]
+    s7, s30 = _rolling(cents, 7)[:, win][ci, di], _rolling(cents, 30)[:, win][ci, di]
+    n7 = _rolling(night, 7)[:, win][ci, di]
+    cb30 = _rolling(chargebacks, 30)[:, win][ci, di]
+    m = merchants[ci]
+    distinct = np.minimum(np.maximum(np.round(m * (1 - np.exp(-c30 / m))), 1), c30).astype(np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # an active row has c7 >= 1; kept defensive
+        avg_ticket = np.where(c30 > 0, np.round(s30 / c30) / 100, np.nan)
+        chargeback_rate = np.where(c30 > 0, cb30 / c30, 0.0)
+        night_ratio = np.where(c7 > 0, n7 / c7, np.nan)
+        surge = np.where(s30 > 0, s7 / (s30 * 7 / 30), 1.0)  # last week's spend vs the month's pace
 
-    w = slice(WARMUP_DAYS, total)
-    observed = rng.random((n, days)) < active_p[:, None]
-    ci, di = np.nonzero(observed)
-    cnt7, cnt30 = c7[:, w][ci, di], c30[:, w][ci, di]
-    sp7, sp30 = s7[:, w][ci, di], s30[:, w][ci, di]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        avg_ticket = np.where(cnt30 > 0, sp30 / cnt30, np.nan)
-        cb_rate = np.where(cnt30 > 0, cb30[:, w][ci, di] / cnt30, 0.0)
-        night_ratio = np.where(cnt7 > 0, n7[:, w][ci, di] / cnt7, np.nan)
-        surge = np.where(sp30 > 0, sp7 / (sp30 / 30 * 7), 1.0)
-    ts = day_end[di]
-    tx = pa.table(
-        {
-            "customer_id": pa.array(ids[ci]),
-            "event_timestamp": pa.array(ts, pa.int64()).cast(TS),
-            "created": pa.array(ts + 90_000_000, pa.int64()).cast(TS),  # processed 90 s later
-            "txn_count_7d": pa.array(cnt7.astype(np.int64)),
-            "txn_count_30d": pa.array(cnt30.astype(np.int64)),
-            "spend_7d": pa.array(np.round(sp7, 2)),
-            "spend_30d": pa.array(np.round(sp30, 2)),
-            "avg_ticket": pa.array(np.round(avg_ticket, 2), from_pandas=True),
-            "chargeback_rate_30d": pa.array(cb_rate),
-            "distinct_merchants_30d": pa.array(distinct[:, w][ci, di]),
-            "night_txn_ratio_7d": pa.array(night_ratio, from_pandas=True),
-        }
-    )
+    ts = w.day_start_us[di + 1]  # a day's aggregates are known at its end (local midnight after it)
+    transactions = pa.table({
+        "customer_id": ids[ci],
+        "event_timestamp": _ts(ts),
+        "created": _ts(ts + _CREATED_DELAY_US["customer_transactions"]),
+        "txn_count_7d": c7.astype(np.int64),
+        "txn_count_30d": c30.astype(np.int64),
+        "spend_7d": s7 / 100,
+        "spend_30d": s30 / 100,
+        "avg_ticket": pa.array(avg_ticket, pa.float64(), from_pandas=True),
+        "chargeback_rate_30d": chargeback_rate,
+        "distinct_merchants_30d": distinct,
+        "night_txn_ratio_7d": pa.array(night_ratio, pa.float64(), from_pandas=True),
+    }, schema=SCHEMAS["customer_transactions"])
 
-    # the label: a logistic model of what an analyst would look at
-    young = (age[ci] < 90).astype(float)
-    low_kyc = (kyc[ci] == 1).astype(float)
-    score = (
-        9.0 * np.minimum(cb_rate, 0.3)
-        + 1.2 * np.clip(surge - 1.0, -1.0, 4.0)
-        + 1.5 * np.nan_to_num(night_ratio)
-        + 0.8 * young
-        + 0.6 * low_kyc
-        + np.log(season.fraud[w][di])
-        + 1.5 * fraudster[ci]
-    )
-    intercept = _calibrate(score, p.fraud_rate)
-    prob = 1 / (1 + np.exp(-(intercept + score)))
-    labels = pa.table(
-        {
-            "customer_id": tx.column("customer_id"),
-            "event_timestamp": tx.column("event_timestamp"),
-            "is_fraud": pa.array((rng.random(ci.size) < prob).astype(np.int64)),
-        }
-    )
-
-    # profile: one row at the start of the window, and a KYC upgrade mid-window for ~5%
+    # profile changes: ~5% change mid-window (KYC upgrade, or a move if already at the top level)
+    changed = rng.random(n) < UPDATE_SHARE if days >= 2 else np.zeros(n, dtype=bool)
+    change_day = rng.integers(1, max(days, 2), n)  # window day index of the change
     city = rng.choice(len(p.cities), size=n, p=np.array(p.city_weights) / sum(p.city_weights))
-    base_ts = np.full(n, start_us, dtype=np.int64)
-    upgrade = rng.random(n) < 0.05
-    up_ts = np.full(int(upgrade.sum()), start_us + (days // 2) * 86_400_000_000, dtype=np.int64)
-    profile = pa.table(
-        {
-            "customer_id": pa.array(np.concatenate([ids, ids[upgrade]])),
-            "event_timestamp": pa.array(np.concatenate([base_ts, up_ts]), pa.int64()).cast(TS),
-            "created": pa.array(np.concatenate([base_ts, up_ts]) + 60_000_000, pa.int64()).cast(TS),
-            "account_age_days": pa.array(np.concatenate([age, age[upgrade] + days // 2])),
-            "kyc_level": pa.array(np.concatenate([kyc, np.minimum(kyc[upgrade] + 1, 3)]).astype(np.int64)),
-            "home_city": pa.array([p.cities[i] for i in np.concatenate([city, city[upgrade]])], pa.string()),
-        }
+    moved_city = (city + rng.integers(1, len(p.cities), n)) % len(p.cities)
+    new_kyc = np.minimum(kyc + 1, 3)
+    new_city = np.where(kyc == 3, moved_city, city)
+
+    # the label, from the features as of that customer-day
+    kyc_now = np.where(changed[ci] & (di >= change_day[ci]), new_kyc[ci], kyc[ci])
+    age_now = age[ci] + di + 1  # the row is stamped at the end of its day
+    score = (
+        12.0 * np.minimum(chargeback_rate, 0.3)
+        + 1.0 * np.clip(surge - 1.0, -1.0, 4.0)
+        + 2.5 * np.nan_to_num(night_ratio)
+        + 1.0 * (age_now < 90)
+        + 0.7 * (kyc_now == 1)
+        + np.log(season.fraud[win][di])  # holiday windows: slightly higher odds
     )
-    return tx, labels, profile
+    if intercept is None:
+        intercept = _calibrate(score, p.fraud_rate)
+    prob = 1.0 / (1.0 + np.exp(-(intercept + score)))
+    labels = pa.table({
+        "customer_id": ids[ci],
+        "event_timestamp": _ts(ts),
+        "is_fraud": (rng.random(ci.size) < prob).astype(np.int64),
+    }, schema=SCHEMAS["fraud_labels"])
+
+    upd = np.flatnonzero(changed)
+    base_ts = np.full(n, w.day_start_us[0], dtype=np.int64)
+    upd_ts = w.day_start_us[change_day[upd]] + rng.integers(8 * 3600, 20 * 3600, upd.size) * US  # office hours
+    profile = pa.table({
+        "customer_id": np.concatenate([ids, ids[upd]]),
+        "event_timestamp": _ts(np.concatenate([base_ts, upd_ts])),
+        "created": _ts(np.concatenate([base_ts, upd_ts]) + _CREATED_DELAY_US["customer_profile"]),
+        "account_age_days": np.concatenate([age, age[upd] + change_day[upd]]),
+        "kyc_level": np.concatenate([kyc, np.where(kyc[upd] < 3, new_kyc[upd], kyc[upd])]),
+        "home_city": pa.array(np.array(p.cities, dtype=object)[np.concatenate([city, new_city[upd]])], pa.string()),
+    }, schema=SCHEMAS["customer_profile"])
+    return _CustomerBlock(transactions, labels, profile, intercept)
 
 
 def _calibrate(score: np.ndarray, target: float) -> float:
     """The intercept that makes the mean fraud probability equal the region's target rate."""
-    lo, hi = -20.0, 5.0
-    for _ in range(50):
+    if score.size == 0:
+        return float(np.log(target / (1 - target)))
+    lo, hi = -30.0, 10.0
+    for _ in range(40):  # bisection: the mean of a logistic is monotone in the intercept
         mid = (lo + hi) / 2
-        if np.mean(1 / (1 + np.exp(-(mid + score)))) > target:
+        if np.mean(1.0 / (1.0 + np.exp(-(mid + score)))) > target:
             hi = mid
         else:
             lo = mid
     return (lo + hi) / 2
 
 
-# trips by local hour: morning and evening rush, a quiet night
-_HOURLY = np.array([0.2, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 1.0, 1.2, 0.9, 0.7, 0.7,
-                    0.8, 0.7, 0.6, 0.7, 0.9, 1.1, 1.3, 1.1, 0.9, 0.7, 0.5, 0.3])
+# --------------------------------------------------------------------------------------- drivers
+
+def _drivers(rng: np.random.Generator, p: RegionProfile, w: _Window, ids: np.ndarray) -> pa.Table:
+    n = ids.size
+    slots = w.total * SLOTS_PER_DAY
+    # slot s is stamped at hour 3s (counted from the first simulated local midnight) and covers the
+    # three hours before it; the first slot's hours fall before the simulation and borrow day 0
+    hours = 3 * np.arange(slots)[:, None] - np.array([3, 2, 1])[None, :]
+    demand_h = _HOURLY[hours % 24] * w.season.activity[np.clip(hours // 24, 0, None)]
+    demand = demand_h.mean(axis=1) / _HOURLY.max()  # busy-ness of the slot, ~0.1 .. 1.3
+    last_hour = demand_h[:, 2] / np.maximum(demand_h.sum(axis=1), 1e-9)  # share of the slot's trips
+
+    skill = rng.normal(0.0, 1.0, n)
+    acceptance = np.clip(p.acceptance + 0.05 * skill, 0.3, 0.99)
+    rating = np.clip(p.rating + 0.1 * skill, 3.0, 5.0)
+    cancel_p = np.clip(0.04 - 0.015 * skill, 0.005, 0.2)
+    availability = rng.beta(3.0, 3.0, n)  # how much of the day the driver tends to work
+
+    online_p = np.clip(availability[:, None] * (0.3 + 0.7 * np.minimum(demand, 1.0))[None, :], 0.0, 0.95)
+    online = rng.random((n, slots)) < online_p
+    quarter_hours = online * rng.integers(4, 13, (n, slots))  # 1-3 hours online, in quarter hours
+    offers = rng.poisson(quarter_hours / 4 * p.trips_per_hour * demand[None, :] / p.acceptance)
+    accepted = rng.binomial(offers, acceptance[:, None])
+    cancelled = rng.binomial(accepted, cancel_p[:, None])
+    completed = accepted - cancelled
+    trips_last_hour = rng.binomial(completed, last_hour[None, :])
+    rating_sum = completed * rating[:, None] + rng.normal(0.0, 0.5, (n, slots)) * np.sqrt(completed)
+    del online, online_p
+
+    week, month = 7 * SLOTS_PER_DAY, 30 * SLOTS_PER_DAY
+    win = slice(WARMUP_DAYS * SLOTS_PER_DAY, slots)
+    off7, acc7 = _rolling(offers, week)[:, win], _rolling(accepted, week)[:, win]
+    done30, rated30 = _rolling(completed, month)[:, win], _rolling(rating_sum, month)[:, win]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acceptance_7d = np.where(off7 > 0, acc7 / off7, acceptance[:, None])
+        rating_30d = np.clip(np.where(done30 > 0, rated30 / done30, rating[:, None]), 1.0, 5.0)
+
+    window_slots = w.days * SLOTS_PER_DAY
+    ts = np.tile(w.slot_us, n)
+    return pa.table({
+        "driver_id": np.repeat(ids, window_slots),
+        "event_timestamp": _ts(ts),
+        "created": _ts(ts + _CREATED_DELAY_US["driver_performance"]),
+        "acceptance_rate_7d": np.round(acceptance_7d, 4).ravel(),
+        "avg_rating_30d": np.round(rating_30d, 3).ravel(),
+        "trips_last_hour": trips_last_hour[:, win].astype(np.int64).ravel(),
+        "cancellations_7d": _rolling(cancelled, week)[:, win].astype(np.int64).ravel(),
+        "online_hours_7d": (_rolling(quarter_hours, week)[:, win] / 4).ravel(),
+        "completed_trips_30d": done30.astype(np.int64).ravel(),
+    }, schema=SCHEMAS["driver_performance"])
 
 
-def _drivers(
-    rng: np.random.Generator, p: RegionProfile, season, drivers: int, days: int,
-    window_days: list[date], tz: ZoneInfo,
-) -> pa.Table:
-    slots = days * 8  # every 3 hours
-    slot_dt = [datetime.combine(d, time(h), tz) for d in window_days for h in range(0, 24, 3)]
-    slot_us = np.array([_micros(dt) for dt in slot_dt], dtype=np.int64)
-    hours = np.array([dt.hour for dt in slot_dt])
-    day_of_slot = np.repeat(np.arange(days), 8) + WARMUP_DAYS
-    ids = np.arange(drivers, dtype=np.int64) + p.id_offset
-    skill = rng.normal(0, 1, drivers)
-    busy = p.trips_per_hour * _HOURLY[hours] * season.activity[day_of_slot]
-    trips = rng.poisson(np.maximum(busy[None, :] * np.exp(0.2 * skill)[:, None], 0.01), (drivers, slots))
-    accept = np.clip(p.acceptance + 0.05 * skill[:, None] + rng.normal(0, 0.02, (drivers, slots)), 0.0, 1.0)
-    rating = np.clip(p.rating + 0.08 * skill[:, None] + rng.normal(0, 0.03, (drivers, slots)), 1.0, 5.0)
-    hours_online = np.clip(rng.gamma(6.0, 5.0, drivers)[:, None] + rng.normal(0, 1.5, (drivers, slots)), 0, None)
-    cancels = rng.poisson(np.clip(2.0 - skill, 0.2, None)[:, None] * np.ones((1, slots)))
-    completed = rng.poisson(np.maximum(hours_online * p.trips_per_hour * 0.6, 0.1) * 30 / 7)
-    di, si = np.meshgrid(np.arange(drivers), np.arange(slots), indexing="ij")
-    di, si = di.ravel(), si.ravel()
-    return pa.table(
-        {
-            "driver_id": pa.array(ids[di]),
-            "event_timestamp": pa.array(slot_us[si], pa.int64()).cast(TS),
-            "created": pa.array(slot_us[si] + 30_000_000, pa.int64()).cast(TS),
-            "acceptance_rate_7d": pa.array(np.round(accept.ravel(), 4)),
-            "avg_rating_30d": pa.array(np.round(rating.ravel(), 3)),
-            "trips_last_hour": pa.array(trips.ravel().astype(np.int64)),
-            "cancellations_7d": pa.array(cancels.ravel().astype(np.int64)),
-            "online_hours_7d": pa.array(np.round(hours_online.ravel(), 2)),
-            "completed_trips_30d": pa.array(completed.ravel().astype(np.int64)),
-        }
-    )
+# --------------------------------------------------------------------------------------- helpers
+
+def _rolling(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing sums over the last ``window`` columns (fewer at the start), along axis 1."""
+    c = np.cumsum(x, axis=1)
+    c[:, window:] -= c[:, :-window].copy()
+    return c
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp, coerce_timestamps="us", allow_truncated_timestamps=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _ts(micros: np.ndarray) -> pa.Array:
+    return pa.array(micros, pa.int64()).cast(TS)
+
+
+class _AtomicParquet:
+    """A Parquet file written to a temporary name beside the target and renamed when complete."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema = path, schema
+        self.done = False
+
+    def __enter__(self) -> Self:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        try:
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, coerce_timestamps="us")
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.writer.write_table(table)
+
+    def commit(self) -> Path:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+        self.done = True
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.done:  # a failure anywhere: leave no half-written file behind
+            self.writer.close()
+            self.tmp.unlink(missing_ok=True)
