@@ -29,7 +29,28 @@ CREATE TABLE IF NOT EXISTS feature_statistics (
     submission_id VARCHAR NOT NULL, ref VARCHAR NOT NULL, count BIGINT NOT NULL,
     null_count BIGINT NOT NULL, sum DOUBLE NOT NULL, sum_sq DOUBLE NOT NULL, histogram BIGINT[] NOT NULL
 );
+CREATE TABLE IF NOT EXISTS training_statistics (
+    submission_id VARCHAR NOT NULL, feature_service VARCHAR NOT NULL, label VARCHAR NOT NULL,
+    features VARCHAR[] NOT NULL, class_label BIGINT NOT NULL, n DOUBLE NOT NULL,
+    sum_x DOUBLE[] NOT NULL, xtx DOUBLE[] NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    submission_id VARCHAR NOT NULL, model_name VARCHAR NOT NULL, model_version BIGINT NOT NULL,
+    class_label BIGINT NOT NULL, counts BIGINT[] NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class TrainingRow:
+    submission_id: str
+    region: str
+    features: tuple[str, ...]
+    label: int
+    n: float
+    sum_x: tuple[float, ...]
+    xtx: tuple[float, ...]
+    epsilon: float
 
 
 @dataclass(frozen=True)
@@ -69,7 +90,7 @@ class SubmissionStore:
             ).fetchone()
         return float(total)
 
-    def accept(self, sub: pb.Submission, *, epsilon_limit: float) -> StoredReceipt:
+    def accept(self, sub: pb.Submission, *, epsilon_limit: float, delta_limit: float = 1.0) -> StoredReceipt:
         """Store the submission in one transaction, if the region's budget for its period allows.
 
         The budget is re-added from what this store holds, not from what the region claims.
@@ -79,12 +100,12 @@ class SubmissionStore:
         with self._lock:
             self._db.execute("BEGIN TRANSACTION")
             try:
-                (spent,) = self._db.execute(
-                    "SELECT COALESCE(SUM(epsilon), 0) FROM submissions WHERE region=? AND period=?",
+                spent, spent_delta = self._db.execute(
+                    "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM submissions WHERE region=? AND period=?",
                     [sub.region, sub.period],
                 ).fetchone()
-                if spent + acc.epsilon > epsilon_limit + 1e-9:
-                    raise BudgetRefused(float(spent))
+                if spent + acc.epsilon > epsilon_limit + 1e-9 or spent_delta + acc.delta > delta_limit * (1 + 1e-9):
+                    raise BudgetRefused(float(spent), float(spent_delta))
                 self._db.execute(
                     "INSERT INTO submissions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     [sub.submission_id, sub.region, sub.period, sub.window_start.ToDatetime(timezone.utc),
@@ -96,6 +117,19 @@ class SubmissionStore:
                     [[sub.submission_id, f.ref, f.count, f.null_count, f.sum, f.sum_sq, list(f.histogram)]
                      for f in sub.features],
                 )
+                if sub.HasField("training"):
+                    t = sub.training
+                    self._db.executemany(
+                        "INSERT INTO training_statistics VALUES (?,?,?,?,?,?,?,?)",
+                        [[sub.submission_id, t.feature_service, t.label, list(t.features), c.label, c.n,
+                          list(c.sum_x), list(c.xtx)] for c in t.classes],
+                    )
+                if sub.HasField("evaluation"):
+                    e = sub.evaluation
+                    self._db.executemany(
+                        "INSERT INTO evaluations VALUES (?,?,?,?,?)",
+                        [[sub.submission_id, e.model_name, e.model_version, h.label, list(h.counts)] for h in e.classes],
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -113,7 +147,41 @@ class SubmissionStore:
             return self._db.execute(sql + " ORDER BY s.accepted_at", args).fetchall()
 
 
+    def latest_training(self, feature_service: str, period: str | None) -> list[TrainingRow]:
+        """Each region's most recent accepted training statistics for a feature service.
+
+        One submission per region: two windows of the same region overlap in entities, so adding
+        them would count an entity twice and break the sensitivity the noise was scaled for.
+        """
+        sql = """
+            WITH latest AS (
+                SELECT s.submission_id, s.region, s.epsilon,
+                       row_number() OVER (PARTITION BY s.region ORDER BY s.accepted_at DESC) AS k
+                FROM submissions s JOIN (SELECT DISTINCT submission_id FROM training_statistics
+                                         WHERE feature_service = ?) t USING (submission_id)
+                WHERE (? IS NULL OR s.period = ?)
+            )
+            SELECT l.submission_id, l.region, t.features, t.class_label, t.n, t.sum_x, t.xtx, l.epsilon
+            FROM latest l JOIN training_statistics t USING (submission_id)
+            WHERE l.k = 1 ORDER BY l.region, t.class_label"""
+        with self._lock:
+            rows = self._db.execute(sql, [feature_service, period, period]).fetchall()
+        return [TrainingRow(r[0], r[1], tuple(r[2]), int(r[3]), float(r[4]), tuple(r[5]), tuple(r[6]), float(r[7]))
+                for r in rows]
+
+    def evaluation(self, submission_id: str) -> tuple[str, int, dict[int, list[int]]] | None:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT model_name, model_version, class_label, counts FROM evaluations WHERE submission_id=?",
+                [submission_id],
+            ).fetchall()
+        if not rows:
+            return None
+        return rows[0][0], int(rows[0][1]), {int(r[2]): list(r[3]) for r in rows}
+
+
 class BudgetRefused(Exception):
-    def __init__(self, spent: float) -> None:
+    def __init__(self, spent: float, spent_delta: float = 0.0) -> None:
         super().__init__(spent)
         self.spent = spent
+        self.spent_delta = spent_delta

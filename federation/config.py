@@ -129,6 +129,8 @@ class PrivacyConfig:
 
     epsilon_per_month: float = 4.0  # each region's budget per calendar month
     minimum_cohort: int = 10  # statistics of fewer entities (after noise) are never sent
+    delta: float = 1e-6  # δ of one Gaussian release (training statistics)
+    delta_per_month: float = 1e-5  # each region's δ budget per calendar month
 
 
 @dataclass(frozen=True)
@@ -221,14 +223,22 @@ def _privacy(raw: Any) -> PrivacyConfig:
     if raw is None:
         return PrivacyConfig()
     m = _mapping(raw, "privacy")
-    _keys(m, "privacy", required=set(), optional={"epsilon_per_month", "minimum_cohort"})
+    _keys(m, "privacy", required=set(), optional={"epsilon_per_month", "minimum_cohort", "delta", "delta_per_month"})
     eps = m.get("epsilon_per_month", PrivacyConfig.epsilon_per_month)
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
         raise ConfigError(f"privacy.epsilon_per_month: expected a positive number, got {eps!r}")
     cohort = m.get("minimum_cohort", PrivacyConfig.minimum_cohort)
     if not isinstance(cohort, int) or isinstance(cohort, bool) or cohort < 1:
         raise ConfigError(f"privacy.minimum_cohort: expected a positive integer, got {cohort!r}")
-    return PrivacyConfig(epsilon_per_month=float(eps), minimum_cohort=cohort)
+    deltas = {}
+    for name in ("delta", "delta_per_month"):
+        v = m.get(name, getattr(PrivacyConfig, name))
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1:
+            raise ConfigError(f"privacy.{name}: expected a number between 0 and 1, got {v!r}")
+        deltas[name] = float(v)
+    if deltas["delta"] > deltas["delta_per_month"]:
+        raise ConfigError("privacy.delta: one release's δ exceeds privacy.delta_per_month")
+    return PrivacyConfig(epsilon_per_month=float(eps), minimum_cohort=cohort, **deltas)
 
 
 def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:

@@ -9,10 +9,11 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aggregator.errors import AggregatorError, OverBudget, Rejected
+from aggregator.errors import AggregatorError, NotAllowed, OverBudget, Rejected
 from aggregator.global_statistics import merge
 from aggregator.intake.validation import validate
 from aggregator.store import BudgetRefused, SubmissionStore, content_hash
+from aggregator.training.train import train
 from federation import FederationConfig
 from federation.statistics import CATALOG
 from federation.tokens import Caller, TokenBook, bearer_token
@@ -45,12 +46,15 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             validate(request, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
                      regions=set(self.config.codes))
             try:
-                stored = self.store.accept(request, epsilon_limit=self.config.privacy.epsilon_per_month)
+                privacy = self.config.privacy
+                stored = self.store.accept(request, epsilon_limit=privacy.epsilon_per_month,
+                                           delta_limit=privacy.delta_per_month)
             except BudgetRefused as e:
                 raise OverBudget(
                     f"rule budget: region {request.region} has spent ε={e.spent:.3f} of "
-                    f"{self.config.privacy.epsilon_per_month:.3f} in {request.period} by the centre's records; "
-                    f"ε={request.accounting.epsilon:.3f} more is refused"
+                    f"{self.config.privacy.epsilon_per_month:.3f} (δ={e.spent_delta:.1e} of "
+                    f"{self.config.privacy.delta_per_month:.1e}) in {request.period} by the centre's records; "
+                    f"ε={request.accounting.epsilon:.3f} (δ={request.accounting.delta:.1e}) more is refused"
                 ) from None
             return self._receipt(stored, request, replay=False)
         except AggregatorError as e:
@@ -64,6 +68,17 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             submission_id=stored.submission_id, receipt_id=stored.receipt_id, accepted_at=ts, replay=replay,
             epsilon_spent_in_period=self.store.epsilon_spent(request.region, request.period),
         )
+
+    def Train(self, request: pb.TrainRequest, context: grpc.ServicerContext) -> pb.TrainResult:
+        caller = self._caller(context)
+        try:
+            if not caller.allows("*"):
+                raise NotAllowed(f"rule identity: caller {caller.name!r} may not train federation-wide models")
+            result = train(self.store, request)
+            return result
+        except AggregatorError as e:
+            context.abort(e.code, str(e))
+            raise
 
     def GetGlobalStatistics(self, request: pb.GetGlobalStatisticsRequest, context: grpc.ServicerContext) -> pb.GlobalStatistics:
         self._caller(context)

@@ -14,10 +14,12 @@ import re
 from aggregator.errors import NotAllowed, Rejected
 from federation import PrivacyConfig
 from federation.statistics import FeatureSpec
+from federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
 from federation.tokens import Caller
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
-_ID = re.compile(r"^[a-z]{2}-stats-[0-9A-Za-z-]{1,60}$")
+_ID = re.compile(r"^[a-z]{2}-(stats|train|eval)-[0-9A-Za-z-]{1,60}$")
+_MODEL = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 # how far a noisy histogram total may stray from the noisy count, in noise standard deviations
 _CONSISTENCY_SIGMAS = 8.0
@@ -36,7 +38,7 @@ def validate(
     if not caller.allows(sub.region):
         raise NotAllowed(f"rule identity: caller {caller.name!r} may not submit for region {sub.region}")
     if not _ID.match(sub.submission_id) or not sub.submission_id.startswith(sub.region.lower() + "-"):
-        raise Rejected(f"rule submission_id: {sub.submission_id!r} is not '<region>-stats-<id>'")
+        raise Rejected(f"rule submission_id: {sub.submission_id!r} is not '<region>-<stats|train|eval>-<id>'")
     if not _PERIOD.match(sub.period):
         raise Rejected(f"rule period: {sub.period!r} is not YYYY-MM")
     if not sub.HasField("window_start") or not sub.HasField("window_end") or \
@@ -52,6 +54,19 @@ def validate(
         raise Rejected(
             f"rule minimum_cohort: applied {acc.minimum_cohort}, the federation requires {privacy.minimum_cohort}"
         )
+    if acc.mechanism == pb.GAUSSIAN and not acc.delta > 0:
+        raise Rejected("rule accounting: a Gaussian release must declare its δ > 0")
+    kinds = [k for k, present in (("features", bool(sub.features) or bool(sub.suppressed)),
+                                  ("training", sub.HasField("training")),
+                                  ("evaluation", sub.HasField("evaluation"))) if present]
+    if len(kinds) != 1:
+        raise Rejected("rule kind: a submission carries exactly one of features, training or evaluation")
+    if sub.HasField("training"):
+        _training(sub.training, privacy)
+        return
+    if sub.HasField("evaluation"):
+        _evaluation(sub.evaluation, privacy)
+        return
     if not sub.features:
         raise Rejected("rule features: a submission must carry at least one feature")
     seen: set[str] = set()
@@ -79,6 +94,44 @@ def validate(
     for ref in sub.suppressed:
         if ref not in catalog:
             raise Rejected(f"rule catalog: suppressed {ref!r} is not in the federation's statistics catalog")
+
+
+def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> None:
+    spec = next((s for s in TRAINING_SPECS if s.feature_service == t.feature_service), None)
+    if spec is None:
+        raise Rejected(f"rule catalog: {t.feature_service!r} is not a training spec of the federation")
+    if t.label != spec.label or tuple(t.features) != spec.features:
+        raise Rejected(f"rule catalog: training statistics for {spec.feature_service} must use label {spec.label} "
+                       "and the spec's features in order")
+    if sorted(c.label for c in t.classes) != list(LABELS):
+        raise Rejected(f"rule classes: training statistics need exactly one block per class {LABELS}")
+    d = spec.dimension
+    for c in t.classes:
+        if len(c.sum_x) != d or len(c.xtx) != triangle_size(d):
+            raise Rejected(
+                f"rule dimensions: class {c.label} has Σx of {len(c.sum_x)} and XᵀX of {len(c.xtx)} numbers; "
+                f"{d} features need {d} and {triangle_size(d)}"
+            )
+        if not all(_finite(v) for v in (c.n, *c.sum_x, *c.xtx)):
+            raise Rejected(f"rule finite: class {c.label} has a non-finite number")
+        if c.n < privacy.minimum_cohort:
+            raise Rejected(f"rule minimum_cohort: class {c.label} has n {c.n:.1f} < {privacy.minimum_cohort}")
+
+
+def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig) -> None:
+    if not _MODEL.match(e.model_name) or e.model_version < 1:
+        raise Rejected(f"rule model: {e.model_name!r} v{e.model_version} is not a registry name and version")
+    if tuple(e.score_edges) != SCORE_EDGES:
+        raise Rejected("rule edges: evaluation score edges differ from the agreed edges")
+    if sorted(h.label for h in e.classes) != list(LABELS):
+        raise Rejected(f"rule classes: an evaluation needs exactly one histogram per class {LABELS}")
+    for h in e.classes:
+        if len(h.counts) != len(SCORE_EDGES) - 1:
+            raise Rejected(f"rule edges: class {h.label} has {len(h.counts)} bins, the agreed edges {len(SCORE_EDGES) - 1}")
+        if any(v < 0 for v in h.counts):
+            raise Rejected(f"rule non_negative: class {h.label} has a negative bin")
+        if sum(h.counts) < privacy.minimum_cohort:
+            raise Rejected(f"rule minimum_cohort: class {h.label} has {sum(h.counts)} < {privacy.minimum_cohort}")
 
 
 def _finite(x: float) -> bool:

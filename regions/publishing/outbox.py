@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from federation.statistics import CATALOG
+from federation.training import SCORE_EDGES
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
@@ -54,9 +55,30 @@ def to_proto(body: dict) -> pb.Submission:
         ],
         suppressed=body["suppressed"],
         accounting=pb.PrivacyAccounting(
-            mechanism=pb.LAPLACE, epsilon=acc["epsilon"], delta=acc["delta"],
+            mechanism=pb.GAUSSIAN if acc["mechanism"].startswith("gaussian") else pb.LAPLACE,
+            epsilon=acc["epsilon"], delta=acc["delta"],
             epsilon_per_query=acc["epsilon_per_query"], minimum_cohort=acc["minimum_cohort"],
         ),
+        training=_training(body.get("training")),
+        evaluation=_evaluation(body.get("evaluation")),
+    )
+
+
+def _training(t: dict | None) -> pb.TrainingStatistics | None:
+    if not t:
+        return None
+    return pb.TrainingStatistics(
+        feature_service=t["feature_service"], label=t["label"], features=t["features"],
+        classes=[pb.ClassStatistics(label=c["label"], n=c["n"], sum_x=c["sum_x"], xtx=c["xtx"]) for c in t["classes"]],
+    )
+
+
+def _evaluation(e: dict | None) -> pb.Evaluation | None:
+    if not e:
+        return None
+    return pb.Evaluation(
+        model_name=e["model_name"], model_version=e["model_version"], score_edges=list(SCORE_EDGES),
+        classes=[pb.ScoreHistogram(label=int(k), counts=v) for k, v in sorted(e["counts"].items())],
     )
 
 

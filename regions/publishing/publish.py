@@ -1,10 +1,12 @@
 """`fedstore region publish-stats`: compute, spend budget, anonymise, queue in the outbox.
 
-    exact statistics (stay here) ─▶ budget ledger: spend ε or refuse ─▶ OpenDP noise + suppression
-                                                                     ─▶ outbox/<id>.json (queued)
+    exact statistics (stay here) ─▶ budget ledger: spend ε (δ) or refuse ─▶ OpenDP noise + suppression
+                                                                          ─▶ outbox/<id>.json (queued)
 
-The budget is spent before any noisy number exists, so a failure after it errs on the side of
-privacy. Sending the outbox to the aggregator (with retries) is the aggregator issue's other half.
+Three kinds of submission, each its own budget spend: per-feature ``features`` statistics (drift
+baselines), per-class ``training`` statistics (global training) and an ``evaluation`` of a
+candidate model. The budget is spent before any noisy number exists, so a failure after it errs on
+the side of privacy. Sending the outbox (with retries) is ``outbox.send_outbox``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ import uuid
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from federation import PrivacyConfig
 from federation.statistics import CATALOG, FeatureSpec
+from federation.training import LinearModel, TrainingSpec
 from regions.errors import RegionError
 from regions.publishing.anonymise import AnonymisedStatistics, anonymise
 from regions.publishing.budget import BudgetLedger
+from regions.publishing.evaluation import EvaluationRelease, release_evaluation, score_histograms
+from regions.publishing.examples import labelled_examples
 from regions.publishing.statistics import compute_statistics
+from regions.publishing.training_statistics import TrainingRelease, class_statistics, release_training
 from regions.store.node import RegionNode
 
 
@@ -38,28 +45,103 @@ def publish_statistics(
     days: int = 30,
     catalog: tuple[FeatureSpec, ...] = CATALOG,
 ) -> tuple[str, AnonymisedStatistics, Path]:
-    if not epsilon > 0:
-        raise RegionError(f"epsilon must be positive, got {epsilon}")
+    _positive(epsilon)
     now = datetime.now(timezone.utc)
     end = end or now
     stats = compute_statistics(node, catalog, end - timedelta(days=days), end)
-    ledger = BudgetLedger(node.data_dir / "privacy_budget.db", node.code, epsilon_per_month=privacy.epsilon_per_month)
-    submission_id = f"{node.code.lower()}-stats-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    ledger.spend(submission_id, epsilon, now)  # refuses (nothing released) when over budget
+    submission_id = _spend(node, privacy, "stats", epsilon, 0.0, now)  # refuses (nothing released) when over budget
     released = anonymise(stats, catalog, epsilon=epsilon, minimum_cohort=privacy.minimum_cohort)
     assert released.accounting.epsilon <= epsilon * (1 + 1e-9), "OpenDP accounting exceeds the spend"
-    body = {
-        "submission_id": submission_id,
-        "region": node.code,
-        "period": ledger.period(now),
-        "created_at": now.isoformat(),
-        "status": "queued",
-        **asdict(released),
-    }
+    body = _header(node, submission_id, now, "features", status="queued" if released.features else "suppressed")
+    path = _queue(node, {**body, **asdict(released)})
+    return submission_id, released, path
+
+
+def publish_training_statistics(
+    node: RegionNode,
+    privacy: PrivacyConfig,
+    spec: TrainingSpec,
+    *,
+    epsilon: float,
+    end: datetime | None = None,
+    days: int = 30,
+) -> tuple[str, TrainingRelease, Path]:
+    _positive(epsilon)
+    now = datetime.now(timezone.utc)
+    end = end or now
+    start = end - timedelta(days=days)
+    exact = class_statistics(labelled_examples(node, spec, start, end), spec.feature_service, spec.label)
+    submission_id = _spend(node, privacy, "train", epsilon, privacy.delta, now)
+    released = release_training(exact, epsilon=epsilon, delta=privacy.delta, minimum_cohort=privacy.minimum_cohort)
+    assert released.epsilon <= epsilon * (1 + 1e-6) and released.delta <= privacy.delta * (1 + 1e-9)
+    body = _header(node, submission_id, now, "training", status="queued" if released.statistics else "suppressed")
+    body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
+                training=asdict(released.statistics) if released.statistics else None,
+                accounting=_accounting("gaussian", released.epsilon, released.delta, released.epsilon,
+                                       privacy.minimum_cohort, {"training": released.scales}))
+    return submission_id, released, _queue(node, body)
+
+
+def publish_evaluation(
+    node: RegionNode,
+    privacy: PrivacyConfig,
+    spec: TrainingSpec,
+    model: LinearModel,
+    *,
+    name: str,
+    version: int,
+    epsilon: float,
+    end: datetime | None = None,
+    days: int = 30,
+) -> tuple[str, EvaluationRelease, Path]:
+    _positive(epsilon)
+    if tuple(model.features) != spec.features:
+        raise RegionError(f"model {name} v{version} uses other features than training spec {spec.feature_service}")
+    now = datetime.now(timezone.utc)
+    end = end or now
+    start = end - timedelta(days=days)
+    exact = score_histograms(model, f"{name}:{version}", labelled_examples(node, spec, start, end))
+    submission_id = _spend(node, privacy, "eval", epsilon, 0.0, now)
+    released = release_evaluation(exact, epsilon=epsilon, minimum_cohort=privacy.minimum_cohort)
+    body = _header(node, submission_id, now, "evaluation", status="queued" if released.histograms else "suppressed")
+    body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
+                evaluation={"model_name": name, "model_version": version,
+                            "counts": {str(k): list(v) for k, v in released.histograms.counts.items()}}
+                if released.histograms else None,
+                accounting=_accounting("laplace", released.epsilon, 0.0, released.epsilon, privacy.minimum_cohort,
+                                       {"evaluation": {"histograms": released.scale}}))
+    return submission_id, released, _queue(node, body)
+
+
+def _positive(epsilon: float) -> None:
+    if not epsilon > 0:
+        raise RegionError(f"epsilon must be positive, got {epsilon}")
+
+
+def _spend(node: RegionNode, privacy: PrivacyConfig, kind: str, epsilon: float, delta: float, now: datetime) -> str:
+    ledger = BudgetLedger(node.data_dir / "privacy_budget.db", node.code, epsilon_per_month=privacy.epsilon_per_month,
+                          delta_per_month=privacy.delta_per_month)
+    submission_id = f"{node.code.lower()}-{kind}-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    ledger.spend(submission_id, epsilon, now, delta)
+    return submission_id
+
+
+def _header(node: RegionNode, submission_id: str, now: datetime, kind: str, *, status: str) -> dict[str, Any]:
+    return {"submission_id": submission_id, "region": node.code, "period": BudgetLedger.period(now),
+            "created_at": now.isoformat(), "kind": kind, "status": status}
+
+
+def _accounting(mechanism: str, epsilon: float, delta: float, per_query: float, cohort: int,
+                scales: dict[str, dict[str, float]]) -> dict[str, Any]:
+    return {"mechanism": mechanism, "epsilon": epsilon, "delta": delta, "epsilon_per_query": per_query,
+            "minimum_cohort": cohort, "scales": scales}
+
+
+def _queue(node: RegionNode, body: dict[str, Any]) -> Path:
     box = outbox_dir(node.data_dir)
     box.mkdir(parents=True, exist_ok=True)
-    path = box / f"{submission_id}.json"
+    path = box / f"{body['submission_id']}.json"
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
     tmp.replace(path)
-    return submission_id, released, path
+    return path

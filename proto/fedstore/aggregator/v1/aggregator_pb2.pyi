@@ -52,7 +52,7 @@ class FeatureStatistics(_message.Message):
     def __init__(self, ref: _Optional[str] = ..., count: _Optional[int] = ..., null_count: _Optional[int] = ..., sum: _Optional[float] = ..., sum_sq: _Optional[float] = ..., histogram: _Optional[_Iterable[int]] = ..., edges: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Submission(_message.Message):
-    __slots__ = ("submission_id", "region", "period", "window_start", "window_end", "features", "suppressed", "accounting")
+    __slots__ = ("submission_id", "region", "period", "window_start", "window_end", "features", "suppressed", "accounting", "training", "evaluation")
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,8 @@ class Submission(_message.Message):
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTING_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     submission_id: str
     region: str
     period: str
@@ -69,7 +71,53 @@ class Submission(_message.Message):
     features: _containers.RepeatedCompositeFieldContainer[FeatureStatistics]
     suppressed: _containers.RepeatedScalarFieldContainer[str]
     accounting: PrivacyAccounting
-    def __init__(self, submission_id: _Optional[str] = ..., region: _Optional[str] = ..., period: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., suppressed: _Optional[_Iterable[str]] = ..., accounting: _Optional[_Union[PrivacyAccounting, _Mapping]] = ...) -> None: ...
+    training: TrainingStatistics
+    evaluation: Evaluation
+    def __init__(self, submission_id: _Optional[str] = ..., region: _Optional[str] = ..., period: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., suppressed: _Optional[_Iterable[str]] = ..., accounting: _Optional[_Union[PrivacyAccounting, _Mapping]] = ..., training: _Optional[_Union[TrainingStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ...) -> None: ...
+
+class ClassStatistics(_message.Message):
+    __slots__ = ("label", "n", "sum_x", "xtx")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SUM_X_FIELD_NUMBER: _ClassVar[int]
+    XTX_FIELD_NUMBER: _ClassVar[int]
+    label: int
+    n: float
+    sum_x: _containers.RepeatedScalarFieldContainer[float]
+    xtx: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, label: _Optional[int] = ..., n: _Optional[float] = ..., sum_x: _Optional[_Iterable[float]] = ..., xtx: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class TrainingStatistics(_message.Message):
+    __slots__ = ("feature_service", "label", "features", "classes")
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    feature_service: str
+    label: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    classes: _containers.RepeatedCompositeFieldContainer[ClassStatistics]
+    def __init__(self, feature_service: _Optional[str] = ..., label: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[_Union[ClassStatistics, _Mapping]]] = ...) -> None: ...
+
+class ScoreHistogram(_message.Message):
+    __slots__ = ("label", "counts")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    label: int
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, label: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("model_name", "model_version", "score_edges", "classes")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_EDGES_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: int
+    score_edges: _containers.RepeatedScalarFieldContainer[float]
+    classes: _containers.RepeatedCompositeFieldContainer[ScoreHistogram]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., score_edges: _Optional[_Iterable[float]] = ..., classes: _Optional[_Iterable[_Union[ScoreHistogram, _Mapping]]] = ...) -> None: ...
 
 class Receipt(_message.Message):
     __slots__ = ("submission_id", "receipt_id", "accepted_at", "replay", "epsilon_spent_in_period")
@@ -116,6 +164,53 @@ class GlobalFeature(_message.Message):
     histogram: _containers.RepeatedScalarFieldContainer[int]
     regions: _containers.RepeatedCompositeFieldContainer[RegionContribution]
     def __init__(self, ref: _Optional[str] = ..., count: _Optional[int] = ..., mean: _Optional[float] = ..., variance: _Optional[float] = ..., edges: _Optional[_Iterable[float]] = ..., histogram: _Optional[_Iterable[int]] = ..., regions: _Optional[_Iterable[_Union[RegionContribution, _Mapping]]] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("strategy", "feature_service", "model_name", "period", "ridge_lambda")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    RIDGE_LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    strategy: str
+    feature_service: str
+    model_name: str
+    period: str
+    ridge_lambda: float
+    def __init__(self, strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., model_name: _Optional[str] = ..., period: _Optional[str] = ..., ridge_lambda: _Optional[float] = ...) -> None: ...
+
+class TrainResult(_message.Message):
+    __slots__ = ("model_name", "model_version", "strategy", "feature_service", "features", "weights", "intercept", "link", "submissions", "epsilon_by_region", "examples")
+    class EpsilonByRegionEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPT_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_BY_REGION_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: int
+    strategy: str
+    feature_service: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    intercept: float
+    link: str
+    submissions: _containers.RepeatedScalarFieldContainer[str]
+    epsilon_by_region: _containers.ScalarMap[str, float]
+    examples: float
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., examples: _Optional[float] = ...) -> None: ...
 
 class GlobalStatistics(_message.Message):
     __slots__ = ("features", "submissions")

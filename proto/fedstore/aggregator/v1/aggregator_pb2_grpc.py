@@ -44,6 +44,11 @@ class AggregatorStub:
                 request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.GetGlobalStatisticsRequest.SerializeToString,
                 response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.GlobalStatistics.FromString,
                 _registered_method=True)
+        self.Train = channel.unary_unary(
+                '/fedstore.aggregator.v1.Aggregator/Train',
+                request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainRequest.SerializeToString,
+                response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainResult.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -63,6 +68,14 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Train(self, request, context):
+        """Fit a global model with a named strategy from the latest accepted training statistics of each
+        region (never from rows) and register it when the centre keeps a model registry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.GetGlobalStatistics,
                     request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.GetGlobalStatisticsRequest.FromString,
                     response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.GlobalStatistics.SerializeToString,
+            ),
+            'Train': grpc.unary_unary_rpc_method_handler(
+                    servicer.Train,
+                    request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainRequest.FromString,
+                    response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class Aggregator:
             '/fedstore.aggregator.v1.Aggregator/GetGlobalStatistics',
             fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.GetGlobalStatisticsRequest.SerializeToString,
             fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.GlobalStatistics.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Train(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.aggregator.v1.Aggregator/Train',
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainRequest.SerializeToString,
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainResult.FromString,
             options,
             channel_credentials,
             insecure,

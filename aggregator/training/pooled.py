@@ -1,0 +1,65 @@
+"""Regions' accepted per-class statistics, summed into federation-wide sufficient statistics.
+
+Sums of noisy sums are unbiased estimates of the true sums; nothing here needs a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from aggregator.errors import AggregatorError, Rejected
+from federation.training import LABELS, from_triangle
+
+
+class NotEnoughStatistics(AggregatorError):
+    """There is nothing (or not enough) accepted to train from."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+@dataclass(frozen=True)
+class ClassSums:
+    n: float
+    sum_x: np.ndarray  # d
+    xtx: np.ndarray  # d × d, symmetric
+
+
+@dataclass(frozen=True)
+class PooledStatistics:
+    features: tuple[str, ...]
+    classes: dict[int, ClassSums]
+    submissions: tuple[str, ...] = ()
+    epsilon_by_region: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dimension(self) -> int:
+        return len(self.features)
+
+    @property
+    def n(self) -> float:
+        return sum(c.n for c in self.classes.values())
+
+    def total(self) -> ClassSums:
+        """Both classes together: n, Σx and XᵀX over every example."""
+        cs = list(self.classes.values())
+        return ClassSums(sum(c.n for c in cs), sum(c.sum_x for c in cs), sum(c.xtx for c in cs))
+
+
+def pool(rows: list, features: tuple[str, ...]) -> PooledStatistics:  # rows: aggregator.store.TrainingRow
+    if not rows:
+        raise NotEnoughStatistics("no accepted training statistics to train from: regions must publish them first")
+    d = len(features)
+    sums = {c: ClassSums(0.0, np.zeros(d), np.zeros((d, d))) for c in LABELS}
+    submissions: dict[str, None] = {}
+    eps: dict[str, float] = {}
+    for r in rows:
+        if tuple(r.features) != tuple(features):
+            raise Rejected(f"submission {r.submission_id} was trained on other features than {features}")
+        s = sums[r.label]
+        sums[r.label] = ClassSums(s.n + r.n, s.sum_x + np.asarray(r.sum_x), s.xtx + from_triangle(r.xtx, d))
+        submissions[r.submission_id] = None
+        eps[r.region] = r.epsilon
+    return PooledStatistics(tuple(features), sums, tuple(submissions), eps)

@@ -1,0 +1,41 @@
+"""Ridge regression of the 0/1 label on the features, from summed XᵀX and Xᵀy.
+
+With an intercept column of ones, the normal equations need n, Σx, XᵀX, Σy and Xᵀy; for a 0/1
+label Σy = n₁ and Xᵀy = Σx of class 1, so per-class statistics carry everything:
+
+    [ n    Σxᵀ        ] [b]   [ n₁  ]
+    [ Σx   XᵀX + λnI  ] [w] = [ Σx₁ ]
+
+λ is relative to n so the penalty means the same at every federation size; the intercept is not
+penalised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aggregator.training.pooled import NotEnoughStatistics, PooledStatistics
+from aggregator.training.psd import nearest_positive_definite
+from aggregator.training.strategy import Strategy
+from federation.training import LinearModel
+
+
+class Ridge(Strategy):
+    name = "ridge"
+
+    def __init__(self, ridge_lambda: float = 0.02) -> None:
+        self.ridge_lambda = ridge_lambda
+
+    def fit(self, stats: PooledStatistics, feature_service: str) -> LinearModel:
+        total = stats.total()
+        if total.n < stats.dimension + 2:
+            raise NotEnoughStatistics("ridge needs more examples than features")
+        d = stats.dimension
+        a = np.empty((d + 1, d + 1))
+        a[0, 0], a[0, 1:], a[1:, 0] = total.n, total.sum_x, total.sum_x
+        a[1:, 1:] = total.xtx + self.ridge_lambda * total.n * np.eye(d)
+        a = nearest_positive_definite(a, 1e-9 * total.n)
+        rhs = np.concatenate([[stats.classes[1].n], stats.classes[1].sum_x])
+        beta = np.linalg.solve(a, rhs)
+        return LinearModel(feature_service, stats.features, tuple(map(float, beta[1:])), float(beta[0]),
+                           link="identity", metadata={"strategy": self.name, "lambda": str(self.ridge_lambda)})

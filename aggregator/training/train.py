@@ -1,0 +1,33 @@
+"""One training run: the latest accepted statistics of each region → a strategy → a model."""
+
+from __future__ import annotations
+
+from aggregator.errors import Rejected
+from aggregator.store import SubmissionStore
+from aggregator.training.pooled import pool
+from aggregator.training.strategy import make_strategy
+from federation.errors import ConfigError
+from federation.training import LinearModel, training_spec
+from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+
+
+def fit(store: SubmissionStore, request: pb.TrainRequest) -> tuple[LinearModel, list[str], dict[str, float], float]:
+    try:
+        spec = training_spec(request.feature_service)
+    except ConfigError as e:
+        raise Rejected(str(e)) from None
+    strategy = make_strategy(request.strategy or "lda", **({"ridge_lambda": request.ridge_lambda}
+                                                            if request.strategy == "ridge" else {}))
+    pooled = pool(store.latest_training(spec.feature_service, request.period or None), spec.features)
+    return strategy.fit(pooled, spec.feature_service), list(pooled.submissions), pooled.epsilon_by_region, pooled.n
+
+
+def train(store: SubmissionStore, request: pb.TrainRequest) -> pb.TrainResult:
+    model, submissions, eps, n = fit(store, request)
+    strategy = model.metadata.get("strategy", request.strategy)
+    return pb.TrainResult(
+        model_name=request.model_name or f"{model.feature_service}_{strategy}", model_version=0,
+        strategy=strategy, feature_service=model.feature_service, features=model.features,
+        weights=model.weights, intercept=model.intercept, link=model.link, submissions=submissions,
+        epsilon_by_region=eps, examples=n,
+    )
