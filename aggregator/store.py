@@ -112,11 +112,12 @@ class SubmissionStore:
                      sub.window_end.ToDatetime(timezone.utc), pb.Mechanism.Name(acc.mechanism), acc.epsilon,
                      acc.delta, acc.minimum_cohort, receipt.content_sha256, receipt.receipt_id, receipt.accepted_at],
                 )
-                self._db.executemany(
-                    "INSERT INTO feature_statistics VALUES (?,?,?,?,?,?,?)",
-                    [[sub.submission_id, f.ref, f.count, f.null_count, f.sum, f.sum_sq, list(f.histogram)]
-                     for f in sub.features],
-                )
+                if sub.features:
+                    self._db.executemany(
+                        "INSERT INTO feature_statistics VALUES (?,?,?,?,?,?,?)",
+                        [[sub.submission_id, f.ref, f.count, f.null_count, f.sum, f.sum_sq, list(f.histogram)]
+                         for f in sub.features],
+                    )
                 if sub.HasField("training"):
                     t = sub.training
                     self._db.executemany(

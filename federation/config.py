@@ -139,6 +139,9 @@ class AggregatorConfig:
 
     address: str = "127.0.0.1:50100"
     data_dir: Path | None = None  # default: <config dir>/centre
+    metrics_port: int | None = None  # Prometheus /metrics; None = off
+    tls_cert: Path | None = None  # TLS when both are given
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -210,13 +213,20 @@ def parse_config(
 
 def _aggregator(raw: Any, base_dir: Path) -> AggregatorConfig:
     m = _mapping(raw, "aggregator") if raw is not None else {}
-    _keys(m, "aggregator", required=set(), optional={"address", "data_dir"})
+    _keys(m, "aggregator", required=set(), optional={"address", "data_dir", "metrics_port", "tls"})
     address = _string(m.get("address", AggregatorConfig.address), "aggregator.address")
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"aggregator.address: expected host:port, got {address!r}")
     data_dir = Path(_string(m["data_dir"], "aggregator.data_dir")) if "data_dir" in m else Path("centre")
-    return AggregatorConfig(address=address, data_dir=(data_dir if data_dir.is_absolute() else base_dir / data_dir).resolve())
+    metrics_port = m.get("metrics_port")
+    if metrics_port is not None and (not isinstance(metrics_port, int) or isinstance(metrics_port, bool)
+                                     or not 0 < metrics_port < 65536):
+        raise ConfigError(f"aggregator.metrics_port: expected a port number, got {metrics_port!r}")
+    return AggregatorConfig(
+        address=address, data_dir=(data_dir if data_dir.is_absolute() else base_dir / data_dir).resolve(),
+        metrics_port=metrics_port, **(_tls(m["tls"], "aggregator.tls", base_dir) if "tls" in m else {}),
+    )
 
 
 def _privacy(raw: Any) -> PrivacyConfig:
@@ -300,12 +310,18 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
             raise ConfigError(f"{where}.breaker_reset_seconds: expected a positive number, got {v!r}")
         values["breaker_reset_seconds"] = float(v)
     if "tls" in m:
-        tls = _mapping(m["tls"], f"{where}.tls")
-        _keys(tls, f"{where}.tls", required={"cert", "key"}, optional=set())
-        for k in ("cert", "key"):
-            p = Path(_string(tls[k], f"{where}.tls.{k}"))
-            values[f"tls_{k}"] = p if p.is_absolute() else base_dir / p
+        values.update(_tls(m["tls"], f"{where}.tls", base_dir))
     return ServingConfig(**values)
+
+
+def _tls(raw: Any, where: str, base_dir: Path) -> dict[str, Path]:
+    tls = _mapping(raw, where)
+    _keys(tls, where, required={"cert", "key"}, optional=set())
+    out = {}
+    for k in ("cert", "key"):
+        p = Path(_string(tls[k], f"{where}.{k}"))
+        out[f"tls_{k}"] = p if p.is_absolute() else base_dir / p
+    return out
 
 
 def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:

@@ -29,15 +29,21 @@ def add_region_parser(cmds: argparse._SubParsersAction) -> None:  # type: ignore
 
 
 def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
+    from aggregator.intake.metrics import AggregatorMetrics
     from aggregator.intake.server import build_server
 
     address = args.address or config.aggregator.address
     assert config.aggregator.data_dir is not None
-    server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", address)
+    metrics = AggregatorMetrics()
+    server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", address,
+                                       metrics=metrics)
     if port == 0:
         raise RegionError(f"aggregator: cannot listen on {address}")
     server.start()
-    print(f"aggregator: accepting anonymised statistics on {address.rpartition(':')[0]}:{port}", flush=True)
+    if config.aggregator.metrics_port:
+        metrics.serve(config.aggregator.metrics_port)
+    tls = "TLS" if config.aggregator.tls_cert else "plaintext"
+    print(f"aggregator: accepting anonymised statistics on {address.rpartition(':')[0]}:{port} ({tls})", flush=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

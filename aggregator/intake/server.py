@@ -5,14 +5,19 @@ from __future__ import annotations
 from concurrent import futures
 from datetime import timezone
 from pathlib import Path
+from typing import Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from aggregator.errors import AggregatorError, NotAllowed, OverBudget, Rejected
 from aggregator.global_statistics import merge
+from aggregator.intake.metrics import AggregatorMetrics, rule_of
 from aggregator.intake.validation import validate
 from aggregator.store import BudgetRefused, SubmissionStore, content_hash
+from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
 from federation import FederationConfig
 from federation.statistics import CATALOG
@@ -21,10 +26,26 @@ from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
 
+# (model name, version, region, metrics, submission id): where a region's evaluation goes once stored
+EvaluationHook = Callable[[str, int, str, dict[str, float], str], None]
+
+
+def _kind(sub: pb.Submission) -> str:
+    return "training" if sub.HasField("training") else "evaluation" if sub.HasField("evaluation") else "features"
+
+
 class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
-    def __init__(self, config: FederationConfig, store: SubmissionStore) -> None:
+    def __init__(
+        self,
+        config: FederationConfig,
+        store: SubmissionStore,
+        metrics: AggregatorMetrics | None = None,
+        on_evaluation: EvaluationHook | None = None,
+    ) -> None:
         self.config = config
         self.store = store
+        self.metrics = metrics or AggregatorMetrics()
+        self.on_evaluation = on_evaluation
         self.book = TokenBook(config.tokens)
         self.catalog = {s.ref: s for s in CATALOG}
 
@@ -42,6 +63,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             if previous is not None:
                 if not caller.allows(request.region) or previous.content_sha256 != content_hash(request):
                     raise Rejected(f"rule replay: submission id {request.submission_id!r} was accepted with other content")
+                self.metrics.replayed.labels(request.region).inc()
                 return self._receipt(previous, request, replay=True)
             validate(request, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
                      regions=set(self.config.codes))
@@ -56,8 +78,15 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                     f"{self.config.privacy.delta_per_month:.1e}) in {request.period} by the centre's records; "
                     f"ε={request.accounting.epsilon:.3f} (δ={request.accounting.delta:.1e}) more is refused"
                 ) from None
+            self.metrics.accepted.labels(request.region, _kind(request)).inc()
+            if request.HasField("evaluation") and self.on_evaluation is not None:
+                e = request.evaluation
+                counts = {h.label: list(h.counts) for h in e.classes}
+                self.on_evaluation(e.model_name, e.model_version, request.region, evaluation_metrics(counts),
+                                   request.submission_id)
             return self._receipt(stored, request, replay=False)
         except AggregatorError as e:
+            self.metrics.rejected.labels(rule_of(str(e)), e.code.name).inc()
             context.abort(e.code, str(e))
             raise
 
@@ -75,8 +104,10 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             if not caller.allows("*"):
                 raise NotAllowed(f"rule identity: caller {caller.name!r} may not train federation-wide models")
             result = train(self.store, request)
+            self.metrics.trainings.labels(result.strategy, "trained").inc()
             return result
         except AggregatorError as e:
+            self.metrics.trainings.labels(request.strategy or "lda", "refused").inc()
             context.abort(e.code, str(e))
             raise
 
@@ -85,9 +116,29 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         return merge(self.store.features(request.period or None), self.catalog)
 
 
-def build_server(config: FederationConfig, store_path: Path, address: str) -> tuple[grpc.Server, int, SubmissionStore]:
+def build_server(
+    config: FederationConfig,
+    store_path: Path,
+    address: str,
+    *,
+    metrics: AggregatorMetrics | None = None,
+    on_evaluation: EvaluationHook | None = None,
+) -> tuple[grpc.Server, int, SubmissionStore]:
+    """The centre's gRPC server: Aggregator, standard health checking and reflection (``grpcurl list``)."""
     store = SubmissionStore(store_path)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    aggregator_pb2_grpc.add_AggregatorServicer_to_server(AggregatorServicer(config, store), server)
-    port = server.add_insecure_port(address)
+    aggregator_pb2_grpc.add_AggregatorServicer_to_server(AggregatorServicer(config, store, metrics, on_evaluation), server)
+    checker = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    names = (pb.DESCRIPTOR.services_by_name["Aggregator"].full_name,
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    for name in ("", names[0]):
+        checker.set(name, health_pb2.HealthCheckResponse.SERVING)  # the store opened: it can accept
+    tls = config.aggregator
+    if tls.tls_cert and tls.tls_key:
+        creds = grpc.ssl_server_credentials([(tls.tls_key.read_bytes(), tls.tls_cert.read_bytes())])
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
     return server, port, store

@@ -6,8 +6,8 @@ label Σy = n₁ and Xᵀy = Σx of class 1, so per-class statistics carry every
     [ n    Σxᵀ        ] [b]   [ n₁  ]
     [ Σx   XᵀX + λnI  ] [w] = [ Σx₁ ]
 
-λ is relative to n so the penalty means the same at every federation size; the intercept is not
-penalised.
+λ is relative to n so the penalty means the same at every federation size (and at least twice the
+noise's size, read off the covariance's most negative eigenvalue); the intercept is not penalised.
 """
 
 from __future__ import annotations
@@ -31,9 +31,13 @@ class Ridge(Strategy):
         if total.n < stats.dimension + 2:
             raise NotEnoughStatistics("ridge needs more examples than features")
         d = stats.dimension
+        mean = total.sum_x / total.n
+        cov = total.xtx / total.n - np.outer(mean, mean)
+        # as in LDA: a covariance pushed below zero by noise shows the noise's size; penalise at least that
+        noise = max(-float(np.linalg.eigvalsh((cov + cov.T) / 2).min()), 0.0)
         a = np.empty((d + 1, d + 1))
         a[0, 0], a[0, 1:], a[1:, 0] = total.n, total.sum_x, total.sum_x
-        a[1:, 1:] = total.xtx + self.ridge_lambda * total.n * np.eye(d)
+        a[1:, 1:] = total.xtx + max(self.ridge_lambda, 2 * noise) * total.n * np.eye(d)
         a = nearest_positive_definite(a, 1e-9 * total.n)
         rhs = np.concatenate([[stats.classes[1].n], stats.classes[1].sum_x])
         beta = np.linalg.solve(a, rhs)

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the aggregator, in its own registry (no global state)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+_RULE = re.compile(r"^rule (\w+):")
+
+
+def rule_of(message: str) -> str:
+    """The rule a rejection names ("rule budget: …" → "budget"); "other" when it names none."""
+    m = _RULE.match(message)
+    return m.group(1) if m else "other"
+
+
+@dataclass
+class AggregatorMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.accepted = Counter("fedstore_submissions_accepted", "Submissions stored, by region and kind",
+                                ["region", "kind"], registry=self.registry)
+        self.replayed = Counter("fedstore_submissions_replayed", "Replays answered with the original receipt",
+                                ["region"], registry=self.registry)
+        self.rejected = Counter("fedstore_submissions_rejected", "Submissions refused, by the rule they broke",
+                                ["rule", "code"], registry=self.registry)
+        self.trainings = Counter("fedstore_trainings", "Training runs by strategy and outcome",
+                                 ["strategy", "outcome"], registry=self.registry)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,301 @@
+"""Global training from anonymised statistics only: exactness without noise, usefulness with it,
+the contract for training and evaluation submissions, and the full path over gRPC."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta, timezone
+
+import grpc
+import numpy as np
+import pytest
+import yaml
+
+from aggregator.intake.server import build_server
+from aggregator.store import TrainingRow
+from aggregator.training.lda import LinearDiscriminant
+from aggregator.training.metrics import auc as histogram_auc
+from aggregator.training.pooled import pool
+from aggregator.training.ridge import Ridge
+from federation import load_config
+from federation.training import LABELS, LinearModel, training_spec, triangle_size
+from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from regions.publishing.budget import BudgetExceeded
+from regions.publishing.evaluation import release_evaluation, score_histograms
+from regions.publishing.examples import labelled_examples
+from regions.publishing.outbox import send_outbox, to_proto
+from regions.publishing.publish import outbox_dir, publish_evaluation, publish_training_statistics
+from regions.publishing.training_statistics import class_statistics, release_training
+from regions.store.node import RegionNode
+from regions.synthetic import generate_region
+
+LAST_DAY = date(2026, 10, 31)
+END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+SPEC = training_spec("fraud_scoring")
+TOKENS = {"MY": "train-my-secret", "SG": "train-sg-secret", "centre": "train-centre-secret"}
+ZONES = {"MY": "Asia/Kuala_Lumpur", "SG": "Asia/Singapore"}
+
+
+def _config(tmp_path, monkeypatch, *, epsilon_per_month=100.0, delta_per_month=1e-5):
+    for name, secret in TOKENS.items():
+        monkeypatch.setenv(f"TRAIN_TOKEN_{name.upper()}", secret)
+    raw = {
+        "federation": {"name": "t"},
+        "regions": [
+            {"code": c, "jurisdiction": j, "law": law, "timezone": ZONES[c], "data_dir": f"data/{c}",
+             "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52100 + i}"}
+            for i, (c, j, law) in enumerate([("MY", "Malaysia", "PDPA-MY"), ("SG", "Singapore", "PDPA-SG")])
+        ],
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"TRAIN_TOKEN_{c}", "regions": [c]}
+                            for c in ("MY", "SG")]
+                 + [{"name": "centre", "secret_env": "TRAIN_TOKEN_CENTRE", "regions": ["*"]}]},
+        "privacy": {"epsilon_per_month": epsilon_per_month, "minimum_cohort": 10, "delta_per_month": delta_per_month},
+    }
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    return load_config(tmp_path / "fed.yaml")
+
+
+def _region(config, code, customers, seed):
+    node = RegionNode(config.region(code))
+    generate_region(code, node.data_dir, customers=customers, days=20, end=LAST_DAY, timezone=ZONES[code], seed=seed)
+    node.apply()
+    return node
+
+
+@pytest.fixture(scope="module")
+def regions(tmp_path_factory):
+    """MY and SG with enough customers for a useful model: generated once for the module."""
+    tmp = tmp_path_factory.mktemp("train")
+    mp = pytest.MonkeyPatch()
+    config = _config(tmp, mp)
+    nodes = {c: _region(config, c, 12_000, seed) for c, seed in (("MY", 5), ("SG", 6))}
+    examples = {c: labelled_examples(n, SPEC, END - timedelta(days=14), END) for c, n in nodes.items()}
+    yield config, nodes, examples
+    mp.undo()
+
+
+def _rows(stats_by_region):
+    return [TrainingRow(f"{c.lower()}-train-x", c, SPEC.features, k.label, k.n, k.sum_x, k.xtx, 1.0)
+            for c, s in stats_by_region.items() for k in s.classes]
+
+
+def test_examples_are_one_per_entity_rescaled_and_point_in_time(regions):
+    _, nodes, examples = regions
+    ex = examples["MY"]
+    assert ex.x.shape == (ex.rows, SPEC.dimension) and ex.rows > 10_000
+    assert 0.0 <= ex.x.min() and ex.x.max() <= 1.0
+    assert set(np.unique(ex.y)) == {0, 1}
+
+
+@pytest.mark.slow
+def test_at_infinite_epsilon_the_federated_model_equals_the_pooled_one(regions):
+    _, _, examples = regions
+    exact = {c: class_statistics(e, SPEC.feature_service, SPEC.label) for c, e in examples.items()}
+    pooled = pool(_rows(exact), SPEC.features)
+    x = np.vstack([e.x for e in examples.values()])
+    y = np.concatenate([e.y for e in examples.values()])
+
+    # LDA straight from the rows: class means, pooled within-class covariance, the same shrinkage
+    lda = LinearDiscriminant(shrinkage=0.05)
+    mu = {c: x[y == c].mean(axis=0) for c in LABELS}
+    scatter = sum((x[y == c] - mu[c]).T @ (x[y == c] - mu[c]) for c in LABELS)
+    cov = scatter / (len(y) - 2)
+    cov = cov + lda.shrinkage * np.mean(np.diag(cov)) * np.eye(x.shape[1])
+    w = np.linalg.solve(cov, mu[1] - mu[0])
+    b = -0.5 * (mu[1] + mu[0]) @ w + np.log((y == 1).sum() / (y == 0).sum())
+    model = lda.fit(pooled, SPEC.feature_service)
+    np.testing.assert_allclose(model.weights, w, rtol=1e-6, atol=1e-8)
+    assert model.intercept == pytest.approx(b, rel=1e-6)
+
+    # ridge straight from the rows
+    ridge = Ridge(ridge_lambda=0.02)
+    a = np.hstack([np.ones((len(y), 1)), x])
+    penalty = 0.02 * len(y) * np.diag([0.0] + [1.0] * x.shape[1])
+    beta = np.linalg.solve(a.T @ a + penalty, a.T @ y)
+    model = ridge.fit(pooled, SPEC.feature_service)
+    np.testing.assert_allclose([model.intercept, *model.weights], beta, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_at_epsilon_one_the_federated_model_beats_a_trivial_baseline(regions):
+    config, _, examples = regions
+    released = {}
+    for c, e in examples.items():
+        r = release_training(class_statistics(e, SPEC.feature_service, SPEC.label), epsilon=1.0,
+                             delta=config.privacy.delta, minimum_cohort=config.privacy.minimum_cohort)
+        assert r.statistics is not None and r.epsilon == pytest.approx(1.0, rel=1e-6)
+        exact_n = (e.y == 1).sum()
+        assert r.statistics.classes[1].n != exact_n  # noise was really added
+        released[c] = r.statistics
+    model = LinearDiscriminant().fit(pool(_rows(released), SPEC.features), SPEC.feature_service)
+    x = np.vstack([e.x for e in examples.values()])
+    y = np.concatenate([e.y for e in examples.values()])
+    # a trivial model (a constant, or the base rate) has AUC 0.5
+    assert _rank_auc(model.logit(x), y) > 0.62
+
+
+def test_gaussian_noise_matches_its_stated_scale(regions):
+    config, _, examples = regions
+    exact = class_statistics(examples["MY"], SPEC.feature_service, SPEC.label)
+    draws = np.array([[c.n for c in release_training(exact, epsilon=1.0, delta=1e-6, minimum_cohort=1).statistics.classes]
+                      for _ in range(400)])
+    stated = release_training(exact, epsilon=1.0, delta=1e-6, minimum_cohort=1).scales["n"]
+    observed = (draws - np.array([c.n for c in exact.classes])).std()
+    assert observed == pytest.approx(stated, rel=0.1)  # 400×2 draws: the sd is within ~3.5%
+
+
+def test_auc_from_score_histograms_matches_the_rank_auc(regions):
+    _, _, examples = regions
+    ex = examples["SG"]
+    model = LinearModel(SPEC.feature_service, SPEC.features, tuple(np.linspace(-1, 2, SPEC.dimension)), -3.0)
+    hist = score_histograms(model, "m:1", ex)
+    assert histogram_auc(hist.counts[0], hist.counts[1]) == pytest.approx(_rank_auc(model.logit(ex.x), ex.y), abs=0.01)
+    noisy = release_evaluation(hist, epsilon=1.0, minimum_cohort=10)
+    assert noisy.histograms is not None and noisy.histograms.counts != hist.counts
+
+
+def _rank_auc(score, y):
+    order = np.argsort(score)
+    ranks = np.empty(len(score))
+    ranks[order] = np.arange(1, len(score) + 1)
+    n1 = y.sum()
+    return (ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * (len(y) - n1))
+
+
+# --- the full path over gRPC: publish, send, train, evaluate -----------------------------------
+
+@pytest.fixture()
+def centre(tmp_path, monkeypatch):
+    config = _config(tmp_path, monkeypatch)
+    seen = []
+    server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0",
+                                       on_evaluation=lambda *args: seen.append(args))
+    server.start()
+    yield config, f"127.0.0.1:{port}", store, seen
+    server.stop(1).wait()
+    store.close()
+
+
+def _md(name):
+    return (("authorization", f"Bearer {TOKENS[name]}"),)
+
+
+@pytest.mark.slow
+def test_regions_publish_the_centre_trains_and_regions_evaluate(centre):
+    config, address, store, seen = centre
+    nodes = {c: _region(config, c, 3_000, seed) for c, seed in (("MY", 1), ("SG", 2))}
+    sids = {}
+    for c, node in nodes.items():
+        sid, released, path = publish_training_statistics(node, config.privacy, SPEC, epsilon=2.0, end=END, days=14)
+        body = json.loads(path.read_text())
+        assert body["kind"] == "training" and body["accounting"]["mechanism"] == "gaussian"
+        assert body["accounting"]["delta"] == pytest.approx(config.privacy.delta)
+        assert "customer_id" not in path.read_text()
+        assert send_outbox(outbox_dir(node.data_dir), address, TOKENS[c]) == [(sid, "sent")]
+        sids[c] = sid
+    stub = aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(address))
+    result = stub.Train(pb.TrainRequest(strategy="lda", feature_service="fraud_scoring"), metadata=_md("centre"), timeout=10)
+    assert set(result.submissions) == set(sids.values())  # lineage back to the submissions
+    assert dict(result.epsilon_by_region) == pytest.approx({"MY": 2.0, "SG": 2.0}, rel=1e-6)
+    assert list(result.features) == list(SPEC.features) and len(result.weights) == SPEC.dimension
+
+    model = LinearModel(result.feature_service, tuple(result.features), tuple(result.weights), result.intercept,
+                        link=result.link)
+    sid, released, _ = publish_evaluation(nodes["MY"], config.privacy, SPEC, model, name="fraud_scoring_lda",
+                                          version=1, epsilon=1.0, end=END, days=14)
+    assert send_outbox(outbox_dir(nodes["MY"].data_dir), address, TOKENS["MY"]) == [(sid, "sent")]
+    name, version, region, metrics, submission_id = seen[0]
+    assert (name, version, region, submission_id) == ("fraud_scoring_lda", 1, "MY", sid)
+    assert 0.5 < metrics["auc"] <= 1.0 and 0 <= metrics["accuracy"] <= 1
+    assert store.evaluation(sid)[0] == "fraud_scoring_lda"
+
+    # a region's token may not train federation-wide models; unknown strategy; unknown spec
+    for request, md, code in [
+        (pb.TrainRequest(strategy="lda", feature_service="fraud_scoring"), _md("MY"), grpc.StatusCode.PERMISSION_DENIED),
+        (pb.TrainRequest(strategy="forest", feature_service="fraud_scoring"), _md("centre"), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.TrainRequest(strategy="lda", feature_service="nope"), _md("centre"), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.TrainRequest(strategy="lda", feature_service="fraud_scoring"), (), grpc.StatusCode.UNAUTHENTICATED),
+    ]:
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Train(request, metadata=md, timeout=10)
+        assert e.value.code() == code
+
+
+def test_training_with_nothing_accepted_is_a_failed_precondition(centre):
+    _, address, _, _ = centre
+    stub = aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(address))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Train(pb.TrainRequest(strategy="ridge", feature_service="fraud_scoring"), metadata=_md("centre"), timeout=10)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "publish" in e.value.details()
+
+
+def _training_submission(**changes):
+    d = SPEC.dimension
+    classes = [pb.ClassStatistics(label=c, n=500.0, sum_x=[10.0] * d, xtx=[5.0] * triangle_size(d)) for c in LABELS]
+    sub = pb.Submission(
+        submission_id="my-train-20261101T000000Z-abcdef12", region="MY", period=datetime.now(timezone.utc).strftime("%Y-%m"),
+        accounting=pb.PrivacyAccounting(mechanism=pb.GAUSSIAN, epsilon=1.0, delta=1e-6, epsilon_per_query=1.0,
+                                        minimum_cohort=10),
+        training=pb.TrainingStatistics(feature_service="fraud_scoring", label="is_fraud", features=SPEC.features,
+                                       classes=classes),
+    )
+    sub.window_start.FromDatetime(END - timedelta(days=14))
+    sub.window_end.FromDatetime(END)
+    for mutate in changes.values():
+        mutate(sub)
+    return sub
+
+
+def _bad_evaluation(sub):
+    sub.ClearField("training")
+    sub.submission_id = "my-eval-20261101T000000Z-abcdef12"
+    sub.evaluation.model_name = "Robert'); DROP TABLE"
+    sub.evaluation.model_version = 1
+
+
+@pytest.mark.parametrize("name, mutate, rule", [
+    ("dimensions", lambda s: s.training.classes[0].xtx.pop(), "dimensions"),
+    ("sum_x", lambda s: s.training.classes[1].sum_x.append(1.0), "dimensions"),
+    ("nan", lambda s: s.training.classes[0].sum_x.__setitem__(0, float("nan")), "finite"),
+    ("cohort", lambda s: setattr(s.training.classes[1], "n", 3.0), "minimum_cohort"),
+    ("unknown service", lambda s: setattr(s.training, "feature_service", "driver_allocation"), "catalog"),
+    ("feature order", lambda s: s.training.features.reverse(), "catalog"),
+    ("one class", lambda s: s.training.classes.pop(), "classes"),
+    ("two kinds", lambda s: s.features.add(ref="customer_profile:kyc_level"), "kind"),
+    ("no delta", lambda s: setattr(s.accounting, "delta", 0.0), "accounting"),
+    ("model name", _bad_evaluation, "model"),
+])
+def test_bad_training_and_evaluation_submissions_are_rejected_and_nothing_is_stored(centre, name, mutate, rule):
+    _, address, store, _ = centre
+    stub = aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(address))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Submit(_training_submission(x=mutate), metadata=_md("MY"), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith(f"rule {rule}:"), e.value.details()
+    assert store.latest_training("fraud_scoring", None) == [] and store.receipt(_training_submission().submission_id) is None
+    # the well-formed one is accepted
+    assert not stub.Submit(_training_submission(), metadata=_md("MY"), timeout=5).replay
+
+
+def test_a_second_gaussian_release_over_the_delta_budget_is_refused(tmp_path, monkeypatch):
+    config = _config(tmp_path, monkeypatch, delta_per_month=1e-6)  # room for exactly one release
+    node = _region(config, "MY", 800, 3)
+    publish_training_statistics(node, config.privacy, SPEC, epsilon=0.5, end=END, days=14)
+    with pytest.raises(BudgetExceeded, match="δ"):
+        publish_training_statistics(node, config.privacy, SPEC, epsilon=0.5, end=END, days=14)
+    assert len(list(outbox_dir(node.data_dir).glob("*.json"))) == 1
+    # and the centre, counting for itself, refuses a forged second one as well
+    server, port, store = build_server(config, tmp_path / "c.duckdb", "127.0.0.1:0")
+    server.start()
+    try:
+        stub = aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        body = json.loads(next(outbox_dir(node.data_dir).glob("*.json")).read_text())
+        stub.Submit(to_proto(body), metadata=_md("MY"), timeout=5)
+        body["submission_id"] = body["submission_id"][:-8] + "ffffffff"
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Submit(to_proto(body), metadata=_md("MY"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "rule budget" in e.value.details()
+    finally:
+        server.stop(1).wait()
+        store.close()
