@@ -299,3 +299,42 @@ def test_a_second_gaussian_release_over_the_delta_budget_is_refused(tmp_path, mo
     finally:
         server.stop(1).wait()
         store.close()
+
+
+@pytest.mark.slow
+def test_the_cli_round_trip_publish_train_evaluate(centre, tmp_path, capsys, monkeypatch):
+    from fedstore.cli import main
+
+    config, address, store, seen = centre
+    cfg = str(config.source)
+    for code, seed in (("MY", 7), ("SG", 8)):
+        _region(config, code, 2_000, seed)
+        assert main(["--config", cfg, "region", "publish-training-stats", "--region", code, "--epsilon", "2",
+                     "--days", "14", "--end", END.isoformat()]) == 0
+        assert main(["--config", cfg, "region", "send-stats", "--region", code, "--token-env", f"TRAIN_TOKEN_{code}",
+                     "--address", address]) == 0
+    out = capsys.readouterr().out
+    assert "OpenDP Gaussian" in out and "sent" in out
+    model_path = tmp_path / "model.json"
+    assert main(["--config", cfg, "train", "--strategy", "ridge", "--token-env", "TRAIN_TOKEN_CENTRE",
+                 "--address", address, "--out", str(model_path)]) == 0
+    out = capsys.readouterr().out
+    assert "trained fraud_scoring_ridge" in out and "(intercept)" in out and "lineage: my-train-" in out
+    assert main(["--config", cfg, "region", "evaluate", "--region", "SG", "--model-file", str(model_path),
+                 "--epsilon", "0.5", "--days", "14", "--end", END.isoformat()]) == 0
+    assert main(["--config", cfg, "region", "send-stats", "--region", "SG", "--token-env", "TRAIN_TOKEN_SG",
+                 "--address", address]) == 0
+    assert seen and seen[-1][:3] == ("fraud_scoring_ridge", 1, "SG")
+    capsys.readouterr()
+    # user mistakes: one line, exit 2
+    for argv, words in [
+        (["train", "--strategy", "forest", "--token-env", "TRAIN_TOKEN_CENTRE", "--address", address], "unknown strategy"),
+        (["train", "--token-env", "NOT_SET_ANYWHERE", "--address", address], "NOT_SET_ANYWHERE"),
+        (["region", "publish-training-stats", "--region", "MY", "--epsilon", "1", "--feature-service", "nope"],
+         "no training spec"),
+        (["region", "evaluate", "--region", "MY", "--model-file", str(tmp_path / "missing.json"), "--epsilon", "1"],
+         "not a model file"),
+    ]:
+        assert main(["--config", cfg, *argv]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err

@@ -1,0 +1,123 @@
+"""`fedstore train` (the centre fits a global model from accepted statistics) and
+`fedstore region publish-training-stats` / `fedstore region evaluate` (a region's side of it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from federation import FederationConfig
+from federation.training import TRAINING_SPECS, LinearModel, training_spec
+from fedstore.render import table
+from regions.errors import RegionError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    train = sub.add_parser("train", help="fit a global model at the centre from accepted statistics only")
+    train.add_argument("--strategy", default="lda", help="lda (default) or ridge")
+    train.add_argument("--feature-service", default=TRAINING_SPECS[0].feature_service)
+    train.add_argument("--name", default="", help="registry name (default: <feature service>_<strategy>)")
+    train.add_argument("--period", default="", help="YYYY-MM (default: each region's latest submission)")
+    train.add_argument("--token-env", required=True, help="environment variable holding a federation-wide token")
+    train.add_argument("--address", default=None, help="aggregator host:port (default: from the config)")
+    train.add_argument("--out", type=Path, default=None, help="also write the model as JSON (for region evaluate)")
+    train.set_defaults(handler=cmd_train)
+
+
+def add_region_parsers(cmds: argparse._SubParsersAction, region_arg, positive, when) -> None:  # type: ignore[no-untyped-def,type-arg]
+    pts = cmds.add_parser("publish-training-stats",
+                          help="queue per-class sufficient statistics for global training (Gaussian DP)")
+    region_arg(pts)
+    pts.add_argument("--feature-service", default=TRAINING_SPECS[0].feature_service)
+    pts.add_argument("--epsilon", type=float, required=True, help="privacy budget this submission spends")
+    pts.add_argument("--days", type=positive, default=30, help="window length, ending now (or --end)")
+    pts.add_argument("--end", type=when, default=None)
+    pts.set_defaults(handler=cmd_publish_training)
+    ev = cmds.add_parser("evaluate", help="score a candidate model here; queue only noisy metrics for the centre")
+    region_arg(ev)
+    ev.add_argument("--model-file", type=Path, required=True, help="model JSON written by `fedstore train --out`")
+    ev.add_argument("--epsilon", type=float, required=True, help="privacy budget this evaluation spends")
+    ev.add_argument("--days", type=positive, default=30)
+    ev.add_argument("--end", type=when, default=None)
+    ev.set_defaults(handler=cmd_evaluate)
+
+
+def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
+    import grpc
+
+    from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+    from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        raise RegionError(f"environment variable {args.token_env} is not set")
+    address = args.address or config.aggregator.address
+    request = pb.TrainRequest(strategy=args.strategy, feature_service=args.feature_service, model_name=args.name,
+                              period=args.period)
+    with grpc.insecure_channel(address) as channel:
+        try:
+            result = aggregator_pb2_grpc.AggregatorStub(channel).Train(
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
+        except grpc.RpcError as e:
+            raise RegionError(f"aggregator refused training ({e.code().name}): {e.details()}") from None
+    print(describe(result))
+    if args.out:
+        args.out.write_text(json.dumps(model_file(result), indent=2), encoding="utf-8")
+        print(f"model written to {args.out}")
+
+
+def describe(result) -> str:  # type: ignore[no-untyped-def]
+    version = f" v{result.model_version}" if result.model_version else " (not registered: the centre keeps no registry)"
+    head = (f"trained {result.model_name}{version} with {result.strategy} on {result.examples:,.0f} noisy examples "
+            f"from {', '.join(f'{r} (ε={e:g})' for r, e in sorted(result.epsilon_by_region.items()))}")
+    rows = [(f, f"{w:+.4f}") for f, w in zip(result.features, result.weights, strict=True)]
+    rows.append(("(intercept)", f"{result.intercept:+.4f}"))
+    return head + "\n" + table(["feature", "weight"], rows) + f"\nlineage: {', '.join(result.submissions)}"
+
+
+def model_file(result) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    model = LinearModel(result.feature_service, tuple(result.features), tuple(result.weights), result.intercept,
+                        link=result.link)
+    return {"name": result.model_name, "version": result.model_version or 1, "model": model.to_dict()}
+
+
+def cmd_publish_training(config: FederationConfig, args: argparse.Namespace) -> None:
+    from regions.publishing.publish import publish_training_statistics
+    from regions.store.node import RegionNode
+
+    node = RegionNode(config.region(args.region))
+    spec = training_spec(args.feature_service)
+    sid, released, path = publish_training_statistics(node, config.privacy, spec, epsilon=args.epsilon,
+                                                      end=args.end, days=args.days)
+    if released.statistics is None:
+        print(f"{node.code}: suppressed: a label class has fewer than {released.minimum_cohort} examples after noise; "
+              f"nothing will be sent (ε={released.epsilon:.3f} spent)")
+        return
+    n = {c.label: c.n for c in released.statistics.classes}
+    print(f"{node.code}: submission {sid} queued at {path}")
+    print(f"   {spec.feature_service}: per-class statistics over {len(spec.features)} features, noisy n "
+          f"{' / '.join(f'{k}: {v:,.0f}' for k, v in n.items())}; ε={released.epsilon:.3f}, δ={released.delta:.1e} "
+          f"(OpenDP Gaussian, scale {released.scale:.2f})")
+
+
+def cmd_evaluate(config: FederationConfig, args: argparse.Namespace) -> None:
+    from regions.publishing.publish import publish_evaluation
+    from regions.store.node import RegionNode
+
+    try:
+        raw = json.loads(args.model_file.read_text())
+        model = LinearModel.from_dict(raw["model"])
+        name, version = str(raw["name"]), int(raw["version"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RegionError(f"{args.model_file}: not a model file written by `fedstore train --out` ({e})") from None
+    node = RegionNode(config.region(args.region))
+    sid, released, path = publish_evaluation(node, config.privacy, training_spec(model.feature_service), model,
+                                             name=name, version=version, epsilon=args.epsilon, end=args.end,
+                                             days=args.days)
+    if released.histograms is None:
+        print(f"{node.code}: suppressed: too few examples in a class after noise; nothing will be sent")
+        return
+    print(f"{node.code}: evaluation of {name} v{version} queued as {sid} (noisy score histograms, "
+          f"ε={released.epsilon:.3f}); send it with `fedstore region send-stats`")
