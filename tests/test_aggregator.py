@@ -188,3 +188,39 @@ def test_the_contract_has_no_field_for_rows_keys_or_free_text():
             assert field.type != field.TYPE_BYTES, f"{message.name}.{field.name} could carry anything"
             if field.type == field.TYPE_STRING:
                 assert field.name in allowed_strings, f"{message.name}.{field.name} is free text"
+
+
+def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    from prometheus_client import generate_latest
+
+    from aggregator.intake.metrics import AggregatorMetrics
+
+    for code, secret in TOKENS.items():
+        monkeypatch.setenv(f"AGG_TOKEN_{code}", secret)
+    raw = {"federation": {"name": "t"},
+           "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
+                        "data_dir": "data/MY", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:52990"}],
+           "auth": {"tokens": [{"name": "region-my", "secret_env": "AGG_TOKEN_MY", "regions": ["MY"]}]}}
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "fed.yaml")
+    metrics = AggregatorMetrics()
+    server, port, store = build_server(config, tmp_path / "a.duckdb", "127.0.0.1:0", metrics=metrics)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            status = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service="fedstore.aggregator.v1.Aggregator"), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            replies = list(reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+            names = {s.name for s in replies[0].list_services_response.service}
+            assert {"fedstore.aggregator.v1.Aggregator", "grpc.health.v1.Health"} <= names
+            with pytest.raises(grpc.RpcError):
+                aggregator_pb2_grpc.AggregatorStub(ch).Submit(pb.Submission(region="MY"), metadata=_md("MY"), timeout=5)
+        text = generate_latest(metrics.registry).decode()
+        assert 'fedstore_submissions_rejected_total{code="INVALID_ARGUMENT",rule="submission_id"} 1.0' in text
+    finally:
+        server.stop(1).wait()
+        store.close()
