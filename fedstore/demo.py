@@ -117,7 +117,9 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
     from regions.publishing.publish import outbox_dir, publish_statistics
 
     assert config.aggregator.data_dir is not None
-    server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", "127.0.0.1:0")
+    evaluations: list[tuple] = []
+    server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", "127.0.0.1:0",
+                                       on_evaluation=lambda *e: evaluations.append(e))
     server.start()
     try:
         for region in regions:
@@ -142,9 +144,49 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
              for f in merged.features],
         ))
         print()
+        _train(config, regions, f"127.0.0.1:{port}", token, evaluations)
     finally:
         server.stop(1).wait()
         store.close()
+
+
+def _train(config: FederationConfig, regions: list, address: str, token: str, evaluations: list[tuple]) -> None:
+    """Regions release per-class statistics; the centre trains; one region evaluates the model."""
+    import grpc
+
+    from federation.training import LinearModel, training_spec
+    from fedstore.training_commands import describe
+    from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+    from regions.publishing.outbox import send_outbox
+    from regions.publishing.publish import outbox_dir, publish_evaluation, publish_training_statistics
+
+    spec = training_spec("fraud_scoring")
+    for region in regions:
+        node = RegionNode(region)
+        sid, released, _ = publish_training_statistics(node, config.privacy, spec, epsilon=2.0)
+        outcome = send_outbox(outbox_dir(region.data_dir), address, token) if released.statistics else [("", "suppressed")]
+        print(f"{region.code}: training statistics {sid} (ε={released.epsilon:.2f}, δ={released.delta:.0e}, "
+              f"OpenDP Gaussian): {', '.join(o for _, o in outcome)}")
+    md = (("authorization", f"Bearer {token}"),)
+    with grpc.insecure_channel(address) as channel:
+        try:
+            result = aggregator_pb2_grpc.AggregatorStub(channel).Train(
+                aggregator_pb2.TrainRequest(strategy="lda", feature_service=spec.feature_service), metadata=md, timeout=30)
+        except grpc.RpcError as e:
+            print(f"centre: no model trained ({e.details()})")
+            return
+    print(f"\ncentre: {describe(result)}\n")
+    model = LinearModel(result.feature_service, tuple(result.features), tuple(result.weights), result.intercept,
+                        link=result.link)
+    judge = RegionNode(regions[0])
+    sid, released, _ = publish_evaluation(judge, config.privacy, spec, model, name=result.model_name,
+                                          version=result.model_version or 1, epsilon=0.5)
+    if released.histograms:
+        send_outbox(outbox_dir(judge.data_dir), address, token)
+    for name, version, region, metrics, _ in evaluations:
+        print(f"{region}: evaluated {name} v{version} locally; the centre sees only noisy score histograms: "
+              f"AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} on ~{metrics['examples']:,.0f} customers")
+    print()
 
 
 def _some_customers(report) -> list[int]:
