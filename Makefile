@@ -33,6 +33,7 @@ bench: venv redis-server
 	$(BIN)/python benchmarks/materialize.py
 	$(BIN)/python benchmarks/online.py
 	$(BIN)/python benchmarks/offline.py
+	$(BIN)/python benchmarks/global_training.py
 
 proto: venv
 	$(BIN)/python -m proto.generate
