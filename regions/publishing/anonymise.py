@@ -9,9 +9,13 @@ one row per view, clipped to the catalog's bounds. Per feature five numbers are 
     sum of clipped values ... max(|lower|, |upper|)    (Laplace on floats, OpenDP's sampler)
     sum of squares .......... max(lower², upper²)
 
-The budget ε is split evenly across all queries; each query's ε is read back from its OpenDP
-measurement's privacy map, and the submission's ε is their sum (basic composition). Noise is
-never drawn by hand (floating-point Laplace from a uniform is attackable: Mironov 2012).
+The budget ε is split evenly across all queries. Each query is an OpenDP measurement chained from a
+transformation that reads its number from the exact statistics, with the sensitivity above as its
+stability map (a user-defined transformation: OpenDP cannot inspect the SQL that computed the
+number, so that map is our claim, stated once, here). All of a submission's queries form one
+OpenDP composition; the submission's ε is that composition's privacy map at one entity, computed by
+OpenDP, not added up here. Noise is never drawn by hand (floating-point Laplace from a uniform is
+attackable: Mironov 2012).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import opendp.prelude as dp
 from federation.statistics import FeatureSpec
 from regions.publishing.statistics import FeatureStatistics, RegionStatistics
 
-dp.enable_features("contrib")
+# honest-but-curious: the stability maps of the reads below are ours (see the module docstring)
+dp.enable_features("contrib", "honest-but-curious")
 
-QUERIES_PER_FEATURE = 5
+QUERY_NAMES = ("count", "null_count", "histogram", "sum", "sum_sq")
+QUERIES_PER_FEATURE = len(QUERY_NAMES)
 
 
 @dataclass(frozen=True)
@@ -58,16 +64,25 @@ class AnonymisedStatistics:
     accounting: Accounting
 
 
-def _int_noise(scale: float):  # type: ignore[no-untyped-def]
-    return dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=scale)
+# The input of every query: a region's exact statistics, keyed (feature ref, query name); neighbours
+# differ by one entity (symmetric distance 1).
+_STATISTICS = dp.user_domain("ExactRegionStatistics", lambda x: isinstance(x, dict))
+_SPACES = {
+    "int": (dp.atom_domain(T=int), dp.absolute_distance(T=int)),
+    "vector": (dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int)),
+    "float": (dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)),
+}
 
 
-def _vec_noise(scale: float):  # type: ignore[no-untyped-def]
-    return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=scale)
-
-
-def _float_noise(scale: float):  # type: ignore[no-untyped-def]
-    return dp.m.make_laplace(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=scale)
+def _query(key: tuple[str, str], kind: str, sensitivity: float, scale: float):  # type: ignore[no-untyped-def]
+    """Read one number from the exact statistics, then add OpenDP's Laplace noise to it."""
+    domain, metric = _SPACES[kind]
+    to_distance = float if kind == "float" else int
+    read = dp.t.make_user_transformation(
+        _STATISTICS, dp.symmetric_distance(), domain, metric,
+        lambda stats: stats[key], lambda d_in: to_distance(d_in * sensitivity),
+    )
+    return read >> dp.m.make_laplace(domain, metric, scale=scale)
 
 
 def anonymise(
@@ -83,27 +98,33 @@ def anonymise(
         raise ValueError("minimum_cohort must be at least 1")
     specs = {s.ref: s for s in catalog}
     eps_q = epsilon / (QUERIES_PER_FEATURE * len(stats.features))
-    spent = 0.0
-    released, suppressed = [], []
+    exact: dict[tuple[str, str], object] = {}
+    queries, keys = [], []
     scales: dict[str, dict[str, float]] = {}
     for f in stats.features:
         spec = specs[f.ref]
         sens_sum = max(abs(spec.lower), abs(spec.upper))
         sens_sq = max(spec.lower**2, spec.upper**2)
         plan = {
-            "count": (_int_noise, 1 / eps_q, 1, f.count),
-            "null_count": (_int_noise, 1 / eps_q, 1, f.null_count),
-            "histogram": (_vec_noise, 1 / eps_q, 1, list(f.histogram)),
-            "sum": (_float_noise, sens_sum / eps_q, float(sens_sum), f.sum),
-            "sum_sq": (_float_noise, sens_sq / eps_q, float(sens_sq), f.sum_sq),
+            "count": ("int", 1, f.count),
+            "null_count": ("int", 1, f.null_count),
+            "histogram": ("vector", 1, list(f.histogram)),
+            "sum": ("float", float(sens_sum), float(f.sum)),
+            "sum_sq": ("float", float(sens_sq), float(f.sum_sq)),
         }
-        noisy = {}
         scales[f.ref] = {}
-        for name, (make, scale, sensitivity, value) in plan.items():
-            measurement = make(scale)
-            spent += measurement.map(sensitivity)  # OpenDP's own accounting of this release
-            noisy[name] = measurement(value)
+        for name, (kind, sensitivity, value) in plan.items():
+            scale = sensitivity / eps_q
+            exact[(f.ref, name)] = value
+            queries.append(_query((f.ref, name), kind, sensitivity, scale))
+            keys.append((f.ref, name))
             scales[f.ref][name] = scale
+    composition = dp.c.make_composition(queries)
+    spent = float(composition.map(1))  # OpenDP's accounting of the whole submission, one entity apart
+    noisy_values = dict(zip(keys, composition(exact), strict=True))
+    released, suppressed = [], []
+    for f in stats.features:
+        noisy = {name: noisy_values[(f.ref, name)] for name in QUERY_NAMES}
         # suppression is decided on the noisy count, so the decision itself leaks nothing
         if noisy["count"] < minimum_cohort:
             suppressed.append(f.ref)
@@ -120,7 +141,7 @@ def anonymise(
         features=tuple(released),
         suppressed=tuple(suppressed),
         accounting=Accounting(
-            mechanism="laplace (OpenDP: discrete for counts, float sampler for sums)",
+            mechanism="laplace (OpenDP composition: discrete for counts, float sampler for sums)",
             epsilon=spent,
             delta=0.0,
             epsilon_per_query=eps_q,
