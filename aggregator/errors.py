@@ -23,3 +23,15 @@ class OverBudget(AggregatorError):
     """By the centre's own count, accepting it would exceed the region's budget for the period."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class NotFound(AggregatorError):
+    """An unknown model or version."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class PolicyRefused(AggregatorError):
+    """The target region's deployment policy (or the stage order) forbids the change."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION

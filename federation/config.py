@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from federation.deployment_policy import DeploymentPolicy, parse_policies
 from federation.errors import ConfigError
 from federation.jurisdictions import JURISDICTIONS
 
@@ -151,7 +152,12 @@ class FederationConfig:
     tokens: tuple[TokenConfig, ...] = ()
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
+    deployment_policies: Mapping[str, DeploymentPolicy] = field(default_factory=dict)
     source: Path | None = field(default=None, compare=False)
+
+    def policy(self, code: str) -> DeploymentPolicy:
+        """The deployment policy of a region (the defaults when the config names none)."""
+        return self.deployment_policies.get(self.region(code).code, DeploymentPolicy())
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -188,7 +194,7 @@ def parse_config(
 ) -> FederationConfig:
     """Validate an already-parsed mapping. Relative data dirs resolve against ``base_dir``."""
     top = _mapping(raw, "config")
-    _keys(top, "config", required={"federation", "regions"}, optional={"auth", "privacy", "aggregator"})
+    _keys(top, "config", required={"federation", "regions"}, optional={"auth", "privacy", "aggregator", "deployment_policy"})
     fed = _mapping(top["federation"], "federation")
     _keys(fed, "federation", required={"name"}, optional=set())
     name = _string(fed["name"], "federation.name")
@@ -207,6 +213,7 @@ def parse_config(
         tokens=tokens,
         privacy=_privacy(top.get("privacy")),
         aggregator=_aggregator(top.get("aggregator"), base_dir),
+        deployment_policies=parse_policies(top.get("deployment_policy"), {r.code for r in regions}),
         source=source,
     )
 

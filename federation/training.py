@@ -13,6 +13,8 @@ Xᵀy = Σx of class 1, so ridge regression and linear discriminant analysis bot
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -57,6 +59,12 @@ def training_spec(feature_service: str) -> TrainingSpec:
             return spec
     known = ", ".join(s.feature_service for s in TRAINING_SPECS)
     raise ConfigError(f"no training spec for feature service {feature_service!r}; known: {known}")
+
+
+def schema_hash(spec: TrainingSpec) -> str:
+    """What a model's coefficients mean: service, label, features in order, and their bounds."""
+    described = [spec.feature_service, spec.label, [(f.ref, f.lower, f.upper) for f in spec.specs()]]
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()
 
 
 def triangle_size(d: int) -> int:

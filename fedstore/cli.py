@@ -8,7 +8,14 @@ import sys
 import warnings
 
 from federation import load_config
-from fedstore import aggregator_commands, demo, region_commands, serve_commands, training_commands
+from fedstore import (
+    aggregator_commands,
+    demo,
+    region_commands,
+    registry_commands,
+    serve_commands,
+    training_commands,
+)
 from fedstore.errors import USER_ERRORS
 
 DEFAULT_CONFIG = "fedstore.yaml"
@@ -29,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_commands.add_parser(sub)
     aggregator_commands.add_parser(sub)
     training_commands.add_parser(sub)
+    registry_commands.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

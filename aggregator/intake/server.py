@@ -12,10 +12,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aggregator.errors import AggregatorError, NotAllowed, OverBudget, Rejected
+from aggregator.errors import AggregatorError, NotAllowed, NotFound, OverBudget, Rejected
 from aggregator.global_statistics import merge
 from aggregator.intake.metrics import AggregatorMetrics, rule_of
 from aggregator.intake.validation import validate
+from aggregator.registry.service import RegistryServicer
+from aggregator.registry.store import ModelRegistry
 from aggregator.store import BudgetRefused, SubmissionStore, content_hash
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
@@ -24,6 +26,7 @@ from federation.statistics import CATALOG
 from federation.tokens import Caller, TokenBook, bearer_token
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
 
 
 # (model name, version, region, metrics, submission id): where a region's evaluation goes once stored
@@ -41,15 +44,17 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         store: SubmissionStore,
         metrics: AggregatorMetrics | None = None,
         on_evaluation: EvaluationHook | None = None,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics or AggregatorMetrics()
         self.on_evaluation = on_evaluation
+        self.registry = registry
         self.book = TokenBook(config.tokens)
         self.catalog = {s.ref: s for s in CATALOG}
 
-    def _caller(self, context: grpc.ServicerContext) -> Caller:
+    def authenticate(self, context: grpc.ServicerContext) -> Caller:
         token = bearer_token(context.invocation_metadata())
         caller = self.book.caller(token) if token else None
         if caller is None:
@@ -57,7 +62,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         return caller  # type: ignore[return-value]
 
     def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
-        caller = self._caller(context)
+        caller = self.authenticate(context)
         try:
             previous = self.store.receipt(request.submission_id)
             if previous is not None:
@@ -67,6 +72,11 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 return self._receipt(previous, request, replay=True)
             validate(request, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
                      regions=set(self.config.codes))
+            if request.HasField("evaluation") and self.registry is not None:
+                try:
+                    self.registry.get(request.evaluation.model_name, request.evaluation.model_version)
+                except NotFound as e:
+                    raise Rejected(f"rule model: {e}") from None
             try:
                 privacy = self.config.privacy
                 stored = self.store.accept(request, epsilon_limit=privacy.epsilon_per_month,
@@ -79,11 +89,14 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                     f"ε={request.accounting.epsilon:.3f} (δ={request.accounting.delta:.1e}) more is refused"
                 ) from None
             self.metrics.accepted.labels(request.region, _kind(request)).inc()
-            if request.HasField("evaluation") and self.on_evaluation is not None:
+            if request.HasField("evaluation"):
                 e = request.evaluation
-                counts = {h.label: list(h.counts) for h in e.classes}
-                self.on_evaluation(e.model_name, e.model_version, request.region, evaluation_metrics(counts),
-                                   request.submission_id)
+                found = evaluation_metrics({h.label: list(h.counts) for h in e.classes})
+                if self.registry is not None:
+                    self.registry.record_evaluation(e.model_name, e.model_version, request.region, found,
+                                                    submission_id=request.submission_id)
+                if self.on_evaluation is not None:
+                    self.on_evaluation(e.model_name, e.model_version, request.region, found, request.submission_id)
             return self._receipt(stored, request, replay=False)
         except AggregatorError as e:
             self.metrics.rejected.labels(rule_of(str(e)), e.code.name).inc()
@@ -99,11 +112,11 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         )
 
     def Train(self, request: pb.TrainRequest, context: grpc.ServicerContext) -> pb.TrainResult:
-        caller = self._caller(context)
+        caller = self.authenticate(context)
         try:
             if not caller.allows("*"):
                 raise NotAllowed(f"rule identity: caller {caller.name!r} may not train federation-wide models")
-            result = train(self.store, request)
+            result = train(self.store, request, registry=self.registry, who=caller.name)
             self.metrics.trainings.labels(result.strategy, "trained").inc()
             return result
         except AggregatorError as e:
@@ -112,7 +125,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             raise
 
     def GetGlobalStatistics(self, request: pb.GetGlobalStatisticsRequest, context: grpc.ServicerContext) -> pb.GlobalStatistics:
-        self._caller(context)
+        self.authenticate(context)
         return merge(self.store.features(request.period or None), self.catalog)
 
 
@@ -123,17 +136,25 @@ def build_server(
     *,
     metrics: AggregatorMetrics | None = None,
     on_evaluation: EvaluationHook | None = None,
+    registry_path: Path | None = None,
 ) -> tuple[grpc.Server, int, SubmissionStore]:
-    """The centre's gRPC server: Aggregator, standard health checking and reflection (``grpcurl list``)."""
+    """The centre's gRPC server: Aggregator and Registry, health checking and reflection (``grpcurl list``).
+
+    The model registry lives beside the submission store unless ``registry_path`` says otherwise.
+    """
     store = SubmissionStore(store_path)
+    registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    aggregator_pb2_grpc.add_AggregatorServicer_to_server(AggregatorServicer(config, store, metrics, on_evaluation), server)
+    servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry)
+    aggregator_pb2_grpc.add_AggregatorServicer_to_server(servicer, server)
+    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry, servicer.authenticate), server)
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     names = (pb.DESCRIPTOR.services_by_name["Aggregator"].full_name,
+             registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
-    for name in ("", names[0]):
+    for name in ("", names[0], names[1]):
         checker.set(name, health_pb2.HealthCheckResponse.SERVING)  # the store opened: it can accept
     tls = config.aggregator
     if tls.tls_cert and tls.tls_key:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from aggregator.errors import Rejected
+from aggregator.registry.model import ModelCandidate
+from aggregator.registry.store import ModelRegistry
 from aggregator.store import SubmissionStore
 from aggregator.training.pooled import pool
 from aggregator.training.strategy import make_strategy
 from federation.errors import ConfigError
-from federation.training import LinearModel, training_spec
+from federation.training import LinearModel, schema_hash, training_spec
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 
@@ -22,11 +24,24 @@ def fit(store: SubmissionStore, request: pb.TrainRequest) -> tuple[LinearModel, 
     return strategy.fit(pooled, spec.feature_service), list(pooled.submissions), pooled.epsilon_by_region, pooled.n
 
 
-def train(store: SubmissionStore, request: pb.TrainRequest) -> pb.TrainResult:
+def train(
+    store: SubmissionStore, request: pb.TrainRequest, *, registry: ModelRegistry | None = None, who: str = ""
+) -> pb.TrainResult:
+    """Fit, and register the result as the next version of its name when the centre keeps a registry."""
     model, submissions, eps, n = fit(store, request)
     strategy = model.metadata.get("strategy", request.strategy)
+    name = request.model_name or f"{model.feature_service}_{strategy}"
+    version = 0
+    if registry is not None:
+        version = registry.register(ModelCandidate(
+            name=name, strategy=strategy, feature_service=model.feature_service, features=model.features,
+            schema_hash=schema_hash(training_spec(model.feature_service)),
+            parameters={"weights": list(model.weights), "intercept": model.intercept, "link": model.link},
+            submissions=tuple(submissions), epsilon_by_region=eps,
+            tags={**model.metadata, "examples": f"{n:.0f}", "period": request.period or "latest"},
+        ), who=who).version
     return pb.TrainResult(
-        model_name=request.model_name or f"{model.feature_service}_{strategy}", model_version=0,
+        model_name=name, model_version=version,
         strategy=strategy, feature_service=model.feature_service, features=model.features,
         weights=model.weights, intercept=model.intercept, link=model.link, submissions=submissions,
         epsilon_by_region=eps, examples=n,

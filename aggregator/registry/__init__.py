@@ -1,0 +1,1 @@
+"""The jurisdiction-tagged model registry: versions with lineage, policy-checked stages, audit."""

@@ -1,0 +1,93 @@
+"""The registry's gRPC face: `fedstore.registry.v1.Registry`, on the aggregator's port.
+
+Any authenticated caller may read models and the audit; changing a region's stages, and reading its
+deployment, needs a token allowed in that region. The caller's token name is the audit's "who".
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from aggregator.errors import AggregatorError, NotAllowed
+from aggregator.registry.model import DeploymentEvent, ModelVersion
+from aggregator.registry.store import ModelRegistry
+from federation.tokens import Caller
+from proto.fedstore.registry.v1 import registry_pb2 as pb
+from proto.fedstore.registry.v1 import registry_pb2_grpc
+
+SPLIT_RULE = ('bucket = sha256("<region>:<entity key>")[:8] mod 10000; canary_5 takes [0, 500), '
+              "canary_25 the next 2500, full the rest")
+
+
+def _ts(when) -> Timestamp:  # type: ignore[no-untyped-def]
+    t = Timestamp()
+    t.FromDatetime(when)
+    return t
+
+
+def version_to_proto(m: ModelVersion) -> pb.ModelVersion:
+    c = m.candidate
+    p = c.parameters
+    return pb.ModelVersion(
+        name=c.name, version=m.version, strategy=c.strategy, feature_service=c.feature_service, features=c.features,
+        schema_hash=c.schema_hash, weights=p.get("weights", []), intercept=p.get("intercept", 0.0),
+        link=p.get("link", ""), submissions=c.submissions, jurisdictions=m.jurisdictions,
+        epsilon_by_region=dict(c.epsilon_by_region),
+        metrics=[pb.RegionMetrics(region=r, metrics=dict(v), submission_id=m.evaluation_submissions.get(r, ""))
+                 for r, v in sorted(m.metrics.items())],
+        registered_by=m.registered_by, registered_at=_ts(m.registered_at), tags=dict(c.tags),
+        source_regions=m.source_regions,
+    )
+
+
+def event_to_proto(e: DeploymentEvent) -> pb.DeploymentEvent:
+    return pb.DeploymentEvent(event_id=e.event_id, at=_ts(e.at), who=e.who, action=e.action, region=e.region,
+                              stage=e.stage, name=e.name, version=e.version, from_stage=e.from_stage, why=e.why,
+                              outcome=e.outcome)
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServicer):
+    def __init__(self, registry: ModelRegistry, authenticate: Callable[[grpc.ServicerContext], Caller]) -> None:
+        self.registry = registry
+        self._authenticate = authenticate
+
+    def _run(self, context: grpc.ServicerContext, work: Callable[[Caller], object], region: str | None = None):  # type: ignore[no-untyped-def]
+        caller = self._authenticate(context)
+        try:
+            if region is not None and not caller.allows(region.upper()):
+                raise NotAllowed(f"caller {caller.name!r} may not act on region {region!r}")
+            return work(caller)
+        except AggregatorError as e:
+            context.abort(e.code, str(e))
+            raise
+
+    def ListModels(self, request, context):  # type: ignore[no-untyped-def]
+        return self._run(context, lambda _: pb.ListModelsResponse(
+            models=[version_to_proto(m) for m in self.registry.list(request.name or None)]))
+
+    def GetModel(self, request, context):  # type: ignore[no-untyped-def]
+        return self._run(context, lambda _: version_to_proto(self.registry.get(request.name, request.version)))
+
+    def Promote(self, request, context):  # type: ignore[no-untyped-def]
+        return self._run(context, lambda caller: event_to_proto(self.registry.promote(
+            request.name, request.version, request.region, request.stage, who=caller.name, why=request.why)),
+            region=request.region)
+
+    def Rollback(self, request, context):  # type: ignore[no-untyped-def]
+        return self._run(context, lambda caller: event_to_proto(self.registry.rollback(
+            request.region, request.stage, who=caller.name, why=request.why)), region=request.region)
+
+    def GetAudit(self, request, context):  # type: ignore[no-untyped-def]
+        return self._run(context, lambda _: pb.AuditTrail(events=[
+            event_to_proto(e) for e in self.registry.audit(request.region or None, request.name or None)]))
+
+    def GetDeployment(self, request, context):  # type: ignore[no-untyped-def]
+        def work(_: Caller) -> pb.Deployment:
+            d = self.registry.deployment(request.region)
+            return pb.Deployment(region=d.region, split_rule=SPLIT_RULE, stages=[
+                pb.StageAssignment(stage=s.stage, name=s.name, version=s.version, share_basis_points=s.share_basis_points)
+                for s in d.stages])
+        return self._run(context, work, region=request.region)

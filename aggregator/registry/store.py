@@ -1,0 +1,234 @@
+"""The registry's durable store (SQLite, one transaction per change, an audit row for each).
+
+"At most one version per stage per region" is a unique index, not only a check, so even a writer
+that bypassed this module could not break it; writers serialise on ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from contextlib import closing, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from aggregator.errors import NotFound, PolicyRefused, Rejected
+from aggregator.registry.model import (
+    Deployment,
+    DeploymentEvent,
+    ModelCandidate,
+    ModelVersion,
+    StageAssignment,
+)
+from aggregator.registry.policy import check_promotion
+from federation import FederationConfig
+from federation.errors import ConfigError
+from federation.traffic import STAGES, shares
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT NOT NULL, version INTEGER NOT NULL, strategy TEXT NOT NULL, feature_service TEXT NOT NULL,
+    features TEXT NOT NULL, schema_hash TEXT NOT NULL, parameters TEXT NOT NULL, submissions TEXT NOT NULL,
+    epsilon_by_region TEXT NOT NULL, tags TEXT NOT NULL, registered_by TEXT NOT NULL, registered_at TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    name TEXT NOT NULL, version INTEGER NOT NULL, region TEXT NOT NULL, metrics TEXT NOT NULL,
+    submission_id TEXT NOT NULL PRIMARY KEY, at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assignments (
+    region TEXT NOT NULL, stage TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
+    since TEXT NOT NULL, until TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_version_per_stage ON assignments (region, stage) WHERE until IS NULL;
+CREATE TABLE IF NOT EXISTS audit (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL,
+    region TEXT NOT NULL, stage TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
+    from_stage TEXT NOT NULL, why TEXT NOT NULL, outcome TEXT NOT NULL
+);
+"""
+
+
+class ModelRegistry:
+    def __init__(self, path: Path, config: FederationConfig) -> None:
+        self.path = path
+        self.config = config
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            db.execute("BEGIN IMMEDIATE")  # one writer at a time: check and change together
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            db.close()
+
+    # --- versions ---------------------------------------------------------------------------
+
+    def register(self, candidate: ModelCandidate, *, who: str) -> ModelVersion:
+        if not _NAME.match(candidate.name):
+            raise Rejected(f"model name {candidate.name!r}: lower-case letters, digits and _ only")
+        for code in candidate.epsilon_by_region:
+            self._region(code)
+        now = _now()
+        with self._write() as db:
+            (latest,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name=?",
+                                   (candidate.name,)).fetchone()
+            db.execute(
+                "INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (candidate.name, latest + 1, candidate.strategy, candidate.feature_service,
+                 json.dumps(list(candidate.features)), candidate.schema_hash, json.dumps(dict(candidate.parameters)),
+                 json.dumps(list(candidate.submissions)), json.dumps(dict(candidate.epsilon_by_region)),
+                 json.dumps(dict(candidate.tags)), who, now.isoformat()),
+            )
+        return self.get(candidate.name, latest + 1)
+
+    def record_evaluation(self, name: str, version: int, region: str, metrics: Mapping[str, float], *,
+                          submission_id: str) -> None:
+        self.get(name, version)
+        self._region(region)
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO evaluations VALUES (?,?,?,?,?,?)",
+                       (name, version, region, json.dumps(dict(metrics)), submission_id, _now().isoformat()))
+
+    def get(self, name: str, version: int) -> ModelVersion:
+        with closing(sqlite3.connect(self.path)) as db:
+            row = db.execute("SELECT * FROM models WHERE name=? AND version=?", (name, version)).fetchone()
+            if row is None:
+                known = db.execute("SELECT MAX(version) FROM models WHERE name=?", (name,)).fetchone()[0]
+                raise NotFound(f"no model {name!r} v{version}" + (f"; latest is v{known}" if known else
+                                                                   "; no model of that name is registered"))
+            evals = db.execute("SELECT region, metrics, submission_id FROM evaluations WHERE name=? AND version=?"
+                               " ORDER BY at", (name, version)).fetchall()
+        return self._version(row, evals)
+
+    def list(self, name: str | None = None) -> list[ModelVersion]:
+        with closing(sqlite3.connect(self.path)) as db:
+            rows = db.execute("SELECT name, version FROM models WHERE ? IS NULL OR name=? ORDER BY name, version",
+                              (name, name)).fetchall()
+        return [self.get(n, v) for n, v in rows]
+
+    def _version(self, row: tuple, evals: list[tuple]) -> ModelVersion:
+        (name, version, strategy, service, features, schema_hash, parameters, submissions, eps, tags, who, at) = row
+        candidate = ModelCandidate(name, strategy, service, tuple(json.loads(features)), schema_hash,
+                                   json.loads(parameters), tuple(json.loads(submissions)), json.loads(eps),
+                                   json.loads(tags))
+        regions = [self.config.region(c) for c in sorted(candidate.epsilon_by_region)]
+        return ModelVersion(
+            candidate=candidate, version=version,
+            jurisdictions=tuple(f"{r.code} ({r.jurisdiction}, {r.law})" for r in regions),
+            registered_by=who, registered_at=datetime.fromisoformat(at),
+            metrics={r: json.loads(m) for r, m, _ in evals}, evaluation_submissions={r: s for r, _, s in evals},
+        )
+
+    # --- stages -----------------------------------------------------------------------------
+
+    def promote(self, name: str, version: int, region: str, stage: str, *, who: str, why: str) -> DeploymentEvent:
+        region = self._region(region)
+        _stage(stage)
+        model = self.get(name, version)
+        with self._write() as db:
+            current = db.execute("SELECT stage FROM assignments WHERE region=? AND name=? AND version=? AND until IS NULL",
+                                 (region, name, version)).fetchone()
+            current_stage = current[0] if current else None
+            if current_stage == stage:
+                raise Rejected(f"{name} v{version} already serves {stage} in {region}")
+            occupant = db.execute("SELECT name, version FROM assignments WHERE region=? AND stage=? AND until IS NULL",
+                                  (region, stage)).fetchone()
+            was_in_shadow = db.execute(
+                "SELECT 1 FROM assignments WHERE region=? AND stage='shadow' AND name=? AND version=?",
+                (region, name, version)).fetchone() is not None
+            try:
+                check_promotion(model, region, stage, self.config.policy(region), current_stage=current_stage,
+                                was_in_shadow=was_in_shadow, occupant=tuple(occupant) if occupant else None)
+            except PolicyRefused as e:
+                refusal = e
+            else:
+                refusal = None
+                now = _now().isoformat()
+                # a version serves one stage per region: moving it up vacates where it was
+                db.execute("UPDATE assignments SET until=? WHERE region=? AND until IS NULL AND "
+                           "((name=? AND version=?) OR stage=?)", (now, region, name, version, stage))
+                db.execute("INSERT INTO assignments VALUES (?,?,?,?,?,NULL)", (region, stage, name, version, now))
+            event = self._audit(db, who, "promote", region, stage, name, version, current_stage or "", why,
+                                f"refused: {refusal}" if refusal else "applied")
+        if refusal:
+            raise refusal  # the refusal is on the audit trail already
+        return event
+
+    def rollback(self, region: str, stage: str, *, who: str, why: str) -> DeploymentEvent:
+        region = self._region(region)
+        _stage(stage)
+        with self._write() as db:
+            current = db.execute("SELECT rowid, name, version FROM assignments WHERE region=? AND stage=? AND until IS NULL",
+                                 (region, stage)).fetchone()
+            if current is None:
+                raise Rejected(f"nothing serves {stage} in {region}: there is nothing to roll back")
+            now = _now().isoformat()
+            db.execute("UPDATE assignments SET until=? WHERE rowid=?", (now, current[0]))
+            # what served this stage before, if it is not serving elsewhere in the region now
+            previous = db.execute(
+                "SELECT a.name, a.version FROM assignments a WHERE a.region=? AND a.stage=? AND a.rowid < ? "
+                "AND NOT EXISTS (SELECT 1 FROM assignments b WHERE b.region=a.region AND b.name=a.name "
+                "AND b.version=a.version AND b.until IS NULL) ORDER BY a.rowid DESC LIMIT 1",
+                (region, stage, current[0])).fetchone()
+            if previous:
+                db.execute("INSERT INTO assignments VALUES (?,?,?,?,?,NULL)", (region, stage, *previous, now))
+            restored = f"restored {previous[0]} v{previous[1]}" if previous else "stage now empty"
+            return self._audit(db, who, "rollback", region, stage, current[1], current[2], stage, why,
+                               f"applied: {restored}")
+
+    def deployment(self, region: str) -> Deployment:
+        region = self._region(region)
+        with closing(sqlite3.connect(self.path)) as db:
+            rows = db.execute("SELECT stage, name, version FROM assignments WHERE region=? AND until IS NULL",
+                              (region,)).fetchall()
+        share = shares({r[0] for r in rows})
+        order = {s: i for i, s in enumerate(STAGES)}
+        return Deployment(region, tuple(StageAssignment(s, n, v, share[s])
+                                        for s, n, v in sorted(rows, key=lambda r: order[r[0]])))
+
+    def audit(self, region: str | None = None, name: str | None = None) -> list[DeploymentEvent]:
+        if region:
+            region = self._region(region)
+        with closing(sqlite3.connect(self.path)) as db:
+            rows = db.execute("SELECT * FROM audit WHERE (? IS NULL OR region=?) AND (? IS NULL OR name=?) "
+                              "ORDER BY event_id", (region, region, name, name)).fetchall()
+        return [_event(r) for r in rows]
+
+    def _audit(self, db: sqlite3.Connection, *values: object) -> DeploymentEvent:
+        at = _now().isoformat()
+        cur = db.execute("INSERT INTO audit (at, who, action, region, stage, name, version, from_stage, why, outcome) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?)", (at, *values))
+        return _event(db.execute("SELECT * FROM audit WHERE event_id=?", (cur.lastrowid,)).fetchone())
+
+    def _region(self, code: str) -> str:
+        try:
+            return self.config.region(code).code
+        except ConfigError as e:
+            raise Rejected(str(e)) from None
+
+
+def _stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise Rejected(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+
+
+def _event(r: tuple) -> DeploymentEvent:
+    return DeploymentEvent(r[0], datetime.fromisoformat(r[1]), *r[2:])
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,124 @@
+"""`fedstore registry list | show | promote | rollback | audit | deployment`: the model registry,
+over gRPC at the centre. Refusals print the rule they broke, on one line, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from federation import FederationConfig
+from federation.traffic import STAGES
+from fedstore.render import table
+from regions.errors import RegionError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    reg = sub.add_parser("registry", help="the jurisdiction-tagged model registry at the centre")
+    reg.add_argument("--token-env", default="FEDSTORE_TOKEN", help="environment variable holding your token")
+    reg.add_argument("--address", default=None, help="aggregator host:port (default: from the config)")
+    cmds = reg.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
+    ls = cmds.add_parser("list", help="model versions, their sources and stages")
+    ls.add_argument("--name", default="")
+    ls.set_defaults(handler=cmd_list)
+    show = cmds.add_parser("show", help="one version: coefficients, lineage, jurisdictions, metrics")
+    show.add_argument("name")
+    show.add_argument("version", type=int)
+    show.set_defaults(handler=cmd_show)
+    promote = cmds.add_parser("promote", help="move a version to a stage in one region (policy-checked)")
+    promote.add_argument("name")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--region", required=True)
+    promote.add_argument("--stage", required=True, choices=STAGES)
+    promote.add_argument("--why", required=True, help="recorded in the audit trail")
+    promote.set_defaults(handler=cmd_promote)
+    rollback = cmds.add_parser("rollback", help="restore what served a stage before (or empty it)")
+    rollback.add_argument("--region", required=True)
+    rollback.add_argument("--stage", required=True, choices=STAGES)
+    rollback.add_argument("--why", required=True)
+    rollback.set_defaults(handler=cmd_rollback)
+    audit = cmds.add_parser("audit", help="every promotion, refusal and rollback")
+    audit.add_argument("--region", default="")
+    audit.add_argument("--name", default="")
+    audit.set_defaults(handler=cmd_audit)
+    dep = cmds.add_parser("deployment", help="which version serves which share of a region's traffic")
+    dep.add_argument("--region", required=True)
+    dep.set_defaults(handler=cmd_deployment)
+
+
+def _call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> object:
+    import grpc
+
+    from proto.fedstore.registry.v1 import registry_pb2_grpc
+
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        raise RegionError(f"environment variable {args.token_env} is not set (your registry token)")
+    with grpc.insecure_channel(args.address or config.aggregator.address) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        try:
+            return getattr(stub, method)(request, metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+        except grpc.RpcError as e:
+            raise RegionError(f"registry: {e.code().name}: {e.details()}") from None
+
+
+def _pb():  # type: ignore[no-untyped-def]
+    from proto.fedstore.registry.v1 import registry_pb2
+
+    return registry_pb2
+
+
+def cmd_list(config: FederationConfig, args: argparse.Namespace) -> None:
+    models = _call(config, args, "ListModels", _pb().ListModelsRequest(name=args.name)).models  # type: ignore[attr-defined]
+    if not models:
+        print("no models registered")
+        return
+    print(table(["model", "version", "strategy", "trained on", "ε by region", "registered by", "at"], [
+        [m.name, m.version, m.strategy, ", ".join(m.source_regions),
+         ", ".join(f"{r} {e:g}" for r, e in sorted(m.epsilon_by_region.items())), m.registered_by,
+         m.registered_at.ToDatetime().strftime("%Y-%m-%d %H:%M")] for m in models]))
+
+
+def cmd_show(config: FederationConfig, args: argparse.Namespace) -> None:
+    m = _call(config, args, "GetModel", _pb().GetModelRequest(name=args.name, version=args.version))
+    print(f"{m.name} v{m.version} ({m.strategy}, {m.link} link) for {m.feature_service}, schema {m.schema_hash[:12]}…")  # type: ignore[attr-defined]
+    print(f"jurisdictions: {'; '.join(m.jurisdictions)}")  # type: ignore[attr-defined]
+    print(f"lineage: {', '.join(m.submissions)}")  # type: ignore[attr-defined]
+    print(f"registered by {m.registered_by} at {m.registered_at.ToDatetime():%Y-%m-%d %H:%M} UTC; "  # type: ignore[attr-defined]
+          f"tags: {', '.join(f'{k}={v}' for k, v in sorted(m.tags.items()))}")  # type: ignore[attr-defined]
+    rows = [(f, f"{w:+.4f}") for f, w in zip(m.features, m.weights, strict=True)] + [("(intercept)", f"{m.intercept:+.4f}")]  # type: ignore[attr-defined]
+    print(table(["feature", "weight"], rows))
+    if m.metrics:  # type: ignore[attr-defined]
+        print(table(["region", "auc", "accuracy", "evaluation"], [
+            [r.region, f"{r.metrics.get('auc', float('nan')):.3f}", f"{r.metrics.get('accuracy', float('nan')):.3f}",
+             r.submission_id] for r in m.metrics]))  # type: ignore[attr-defined]
+
+
+def cmd_promote(config: FederationConfig, args: argparse.Namespace) -> None:
+    e = _call(config, args, "Promote", _pb().PromoteRequest(name=args.name, version=args.version, region=args.region,
+                                                            stage=args.stage, why=args.why))
+    print(f"{e.region}: {e.name} v{e.version} now serves {e.stage} (event {e.event_id}, by {e.who})")  # type: ignore[attr-defined]
+
+
+def cmd_rollback(config: FederationConfig, args: argparse.Namespace) -> None:
+    e = _call(config, args, "Rollback", _pb().RollbackRequest(region=args.region, stage=args.stage, why=args.why))
+    print(f"{e.region}: {e.stage} rolled back from {e.name} v{e.version}: {e.outcome} (event {e.event_id})")  # type: ignore[attr-defined]
+
+
+def cmd_audit(config: FederationConfig, args: argparse.Namespace) -> None:
+    events = _call(config, args, "GetAudit", _pb().GetAuditRequest(region=args.region, name=args.name)).events  # type: ignore[attr-defined]
+    print(table(["#", "at", "who", "action", "region", "stage", "model", "from", "why", "outcome"], [
+        [e.event_id, e.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), e.who, e.action, e.region, e.stage,
+         f"{e.name} v{e.version}", e.from_stage or "–", e.why, e.outcome] for e in events]) if events else "no events")
+
+
+def cmd_deployment(config: FederationConfig, args: argparse.Namespace) -> None:
+    d = _call(config, args, "GetDeployment", _pb().GetDeploymentRequest(region=args.region))
+    print(deployment_table(d))
+
+
+def deployment_table(d) -> str:  # type: ignore[no-untyped-def]
+    if not d.stages:
+        return f"{d.region}: no model deployed"
+    return f"{d.region}:\n" + table(["stage", "model", "traffic"], [
+        [s.stage, f"{s.name} v{s.version}", "shadow (logged, not used)" if s.stage == "shadow"
+         else f"{s.share_basis_points / 100:g}%"] for s in d.stages]) + f"\nsplit: {d.split_rule}"
