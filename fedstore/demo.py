@@ -187,6 +187,31 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
         print(f"{region}: evaluated {name} v{version} locally; the centre sees only noisy score histograms: "
               f"AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} on ~{metrics['examples']:,.0f} customers")
     print()
+    _deploy(address, token, result.model_name, result.model_version, [r.code for r in regions])
+
+
+def _deploy(address: str, token: str, name: str, version: int, codes: list[str]) -> None:
+    """Promote the new model in the first region (shadow, then canary 5%); try a region whose policy refuses it."""
+    import grpc
+
+    from fedstore.registry_commands import deployment_table
+    from proto.fedstore.registry.v1 import registry_pb2 as rpb
+    from proto.fedstore.registry.v1 import registry_pb2_grpc
+
+    md = (("authorization", f"Bearer {token}"),)
+    with grpc.insecure_channel(address) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        steps = [(codes[0], "shadow", "demo: shadow run first"), (codes[0], "canary_5", "demo: evaluation passed")]
+        steps += [(c, "shadow", "demo: try another jurisdiction") for c in codes[1:]]
+        for region, stage, why in steps:
+            try:
+                stub.Promote(rpb.PromoteRequest(name=name, version=version, region=region, stage=stage, why=why),
+                             metadata=md, timeout=10)
+                print(f"registry: {name} v{version} → {stage} in {region}")
+            except grpc.RpcError as e:
+                print(f"registry: {name} v{version} → {stage} in {region} refused: {e.details()}")
+        print(deployment_table(stub.GetDeployment(rpb.GetDeploymentRequest(region=codes[0]), metadata=md, timeout=10)))
+    print()
 
 
 def _some_customers(report) -> list[int]:

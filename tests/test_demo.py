@@ -22,7 +22,7 @@ def test_demo_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "FEDSTORE_DEMO_TOKEN"}
     for _ in range(2):  # a second run starts clean: no leftover budget spend or centre state
         out = subprocess.run(
-            [sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "demo", "--customers", "300",
+            [sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "demo", "--customers", "1500",
              "--days", "10", "--no-progress"],
             capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
         )
@@ -36,8 +36,11 @@ def test_demo_end_to_end(tmp_path):
     assert "source: online_store" in text
     assert "centre: federation-wide statistics from 3 anonymised submissions" in text
     assert len(re.findall(r"^\w\w: published \S+ .*: sent$", text, re.M)) == 3
-    # training: each region's statistics are sent or (300 customers: few fraud cases) suppressed, never lost
+    # training: each region's statistics are sent or (small regions: few fraud cases) suppressed, never lost
     assert len(re.findall(r"^\w\w: training statistics \S+ .*: (sent|suppressed)$", text, re.M)) == 3
+    assert "centre: trained fraud_scoring_lda v1" in text and "lineage: " in text
+    assert "registry: fraud_scoring_lda v1 → shadow in MY" in text
+    assert "registry: fraud_scoring_lda v1 → shadow in ID refused: rule sources" in text  # ID's policy
     assert text.count("succeeded") >= 3
     assert "Traceback" not in out.stderr
 

@@ -209,6 +209,21 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre):
     assert (name, version, region, submission_id) == ("fraud_scoring_lda", 1, "MY", sid)
     assert 0.5 < metrics["auc"] <= 1.0 and 0 <= metrics["accuracy"] <= 1
     assert store.evaluation(sid)[0] == "fraud_scoring_lda"
+    # lineage: the registered version leads back to the submissions, each with the centre's receipt
+    from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+
+    assert result.model_version == 1
+    registered = registry_pb2_grpc.RegistryStub(grpc.insecure_channel(address)).GetModel(
+        registry_pb2.GetModelRequest(name="fraud_scoring_lda", version=1), metadata=_md("centre"), timeout=5)
+    assert set(registered.submissions) == set(sids.values()) and registered.registered_by == "centre"
+    assert all(store.receipt(s) is not None for s in registered.submissions)
+    assert [m.region for m in registered.metrics] == ["MY"] and registered.metrics[0].submission_id == sid
+    # an evaluation of a model the registry does not know is refused
+    with pytest.raises(Exception, match="rule model"):
+        body = json.loads(next(p for p in outbox_dir(nodes["MY"].data_dir).glob("my-eval-*.json")).read_text())
+        body.update(submission_id=body["submission_id"][:-8] + "00000000")
+        body["evaluation"]["model_version"] = 42
+        stub.Submit(to_proto(body), metadata=_md("MY"), timeout=5)
 
     # a region's token may not train federation-wide models; unknown strategy; unknown spec
     for request, md, code in [

@@ -181,9 +181,9 @@ class ModelRegistry:
             # what served this stage before, if it is not serving elsewhere in the region now
             previous = db.execute(
                 "SELECT a.name, a.version FROM assignments a WHERE a.region=? AND a.stage=? AND a.rowid < ? "
-                "AND NOT EXISTS (SELECT 1 FROM assignments b WHERE b.region=a.region AND b.name=a.name "
+                "AND NOT (a.name=? AND a.version=?) AND NOT EXISTS (SELECT 1 FROM assignments b WHERE b.region=a.region AND b.name=a.name "
                 "AND b.version=a.version AND b.until IS NULL) ORDER BY a.rowid DESC LIMIT 1",
-                (region, stage, current[0])).fetchone()
+                (region, stage, current[0], current[1], current[2])).fetchone()
             if previous:
                 db.execute("INSERT INTO assignments VALUES (?,?,?,?,?,NULL)", (region, stage, *previous, now))
             restored = f"restored {previous[0]} v{previous[1]}" if previous else "stage now empty"

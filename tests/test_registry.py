@@ -1,0 +1,262 @@
+"""The jurisdiction-tagged model registry: policy refusals by rule, stages, rollback, concurrency,
+audit, the traffic split, and the same over gRPC and the CLI."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import grpc
+import pytest
+import yaml
+
+from aggregator.errors import NotFound, PolicyRefused, Rejected
+from aggregator.intake.server import build_server
+from aggregator.registry.model import ModelCandidate
+from aggregator.registry.store import ModelRegistry
+from federation import load_config
+from federation.errors import ConfigError
+from federation.traffic import BUCKETS, bucket, route
+from proto.fedstore.registry.v1 import registry_pb2 as pb
+from proto.fedstore.registry.v1 import registry_pb2_grpc
+
+REGIONS = [("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"), ("SG", "Singapore", "PDPA-SG", "Asia/Singapore"),
+           ("ID", "Indonesia", "UU PDP", "Asia/Jakarta"), ("VN", "Vietnam", "Decree 13/2023", "Asia/Ho_Chi_Minh")]
+POLICY = {
+    "MY": {"allowed_sources": "*", "shadow_first": True, "min_metrics": {"auc": 0.6}},
+    "SG": {"allowed_sources": "*", "shadow_first": False},
+    "VN": {"allowed_sources": ["VN"]},
+}
+TOKENS = {"ops-my": "ops-my-secret", "ops-all": "ops-all-secret"}
+
+
+def _config(tmp_path, monkeypatch, policy=POLICY):
+    for name, secret in TOKENS.items():
+        monkeypatch.setenv(name.upper().replace("-", "_"), secret)
+    raw = {
+        "federation": {"name": "t"},
+        "regions": [{"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
+                     "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52300 + i}"}
+                    for i, (c, j, law, tz) in enumerate(REGIONS)],
+        "auth": {"tokens": [{"name": "ops-my", "secret_env": "OPS_MY", "regions": ["MY"]},
+                            {"name": "ops-all", "secret_env": "OPS_ALL", "regions": ["*"]}]},
+        "deployment_policy": policy,
+    }
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    return load_config(tmp_path / "fed.yaml")
+
+
+def _candidate(sources=("MY", "SG"), name="fraud_lda"):
+    return ModelCandidate(
+        name=name, strategy="lda", feature_service="fraud_scoring", features=("customer_profile:kyc_level",),
+        schema_hash="ab" * 32, parameters={"weights": [0.5], "intercept": -3.0, "link": "logistic"},
+        submissions=tuple(f"{s.lower()}-train-1" for s in sources), epsilon_by_region={s: 1.0 for s in sources},
+        tags={"team": "risk"})
+
+
+@pytest.fixture()
+def reg(tmp_path, monkeypatch):
+    return ModelRegistry(tmp_path / "registry.db", _config(tmp_path, monkeypatch))
+
+
+def test_register_numbers_versions_and_tags_jurisdictions_and_lineage(reg):
+    v1 = reg.register(_candidate(), who="trainer")
+    v2 = reg.register(_candidate(sources=("VN",)), who="trainer")
+    assert (v1.version, v2.version) == (1, 2)
+    got = reg.get("fraud_lda", 1)
+    assert got.jurisdictions == ("MY (Malaysia, PDPA-MY)", "SG (Singapore, PDPA-SG)")
+    assert got.candidate.submissions == ("my-train-1", "sg-train-1") and got.candidate.tags == {"team": "risk"}
+    assert got.registered_by == "trainer" and got.candidate.epsilon_by_region == {"MY": 1.0, "SG": 1.0}
+    assert [m.version for m in reg.list("fraud_lda")] == [1, 2]
+
+
+def test_unknown_model_version_region_and_stage(reg):
+    reg.register(_candidate(), who="t")
+    with pytest.raises(NotFound, match="latest is v1"):
+        reg.get("fraud_lda", 7)
+    with pytest.raises(NotFound, match="no model of that name"):
+        reg.promote("nope", 1, "MY", "shadow", who="a", why="w")
+    with pytest.raises(Rejected, match="unknown region"):
+        reg.promote("fraud_lda", 1, "TH", "shadow", who="a", why="w")
+    with pytest.raises(Rejected, match="unknown stage"):
+        reg.promote("fraud_lda", 1, "MY", "canary_50", who="a", why="w")
+    with pytest.raises(Rejected, match="model name"):
+        reg.register(_candidate(name="Fraud LDA"), who="t")
+
+
+@pytest.mark.parametrize("region, setup, stage, rule", [
+    ("VN", [], "shadow", "sources"),                                    # trained on MY+SG, VN allows only VN
+    ("MY", [], "canary_5", "shadow_first"),                             # MY requires shadow first
+    ("SG", [], "canary_25", "order"),                                   # no skipping canary_5
+    ("SG", [], "full", "order"),
+    ("MY", [("shadow",)], "canary_5", "min_metrics"),                   # no MY evaluation yet
+    ("MY", [("shadow",), ("eval", 0.55)], "canary_5", "min_metrics"),   # AUC below 0.6
+])
+def test_each_policy_rule_refuses_and_the_refusal_is_audited(reg, region, setup, stage, rule):
+    reg.register(_candidate(), who="t")
+    for step in setup:
+        if step[0] == "eval":
+            reg.record_evaluation("fraud_lda", 1, region, {"auc": step[1], "accuracy": 0.9}, submission_id="my-eval-1")
+        else:
+            reg.promote("fraud_lda", 1, region, step[0], who="ops", why="setup")
+    with pytest.raises(PolicyRefused) as e:
+        reg.promote("fraud_lda", 1, region, stage, who="ops", why="try")
+    assert str(e.value).startswith(f"rule {rule}:")
+    last = reg.audit(region)[-1]
+    assert (last.action, last.stage, last.who, last.why) == ("promote", stage, "ops", "try")
+    assert last.outcome.startswith(f"refused: rule {rule}:")
+    assert all(s.stage != stage for s in reg.deployment(region).stages)  # nothing changed
+
+
+def test_stages_move_a_version_up_and_the_split_follows(reg):
+    reg.register(_candidate(), who="t")
+    reg.register(_candidate(), who="t")
+    reg.record_evaluation("fraud_lda", 1, "MY", {"auc": 0.71}, submission_id="my-eval-1")
+    reg.record_evaluation("fraud_lda", 2, "MY", {"auc": 0.73}, submission_id="my-eval-2")
+    for stage in ("shadow", "canary_5", "canary_25", "full"):
+        event = reg.promote("fraud_lda", 1, "MY", stage, who="ops", why=f"to {stage}")
+        assert event.outcome == "applied"
+    assert [(s.stage, s.version, s.share_basis_points) for s in reg.deployment("MY").stages] == [("full", 1, BUCKETS)]
+    reg.promote("fraud_lda", 2, "MY", "shadow", who="ops", why="next")
+    reg.promote("fraud_lda", 2, "MY", "canary_5", who="ops", why="next")
+    stages = {s.stage: (s.version, s.share_basis_points) for s in reg.deployment("MY").stages}
+    assert stages == {"canary_5": (2, 500), "full": (1, 9_500)}  # shadow was vacated by the move
+    with pytest.raises(Rejected, match="already serves"):
+        reg.promote("fraud_lda", 2, "MY", "canary_5", who="ops", why="again")
+
+
+def test_rollback_restores_what_served_before_or_empties_the_stage(reg):
+    for v in (1, 2):
+        reg.register(_candidate(), who="t")
+        for stage in ("canary_5", "canary_25", "full"):
+            reg.promote("fraud_lda", v, "SG", stage, who="ops", why="ship")
+    assert [(s.stage, s.version) for s in reg.deployment("SG").stages] == [("full", 2)]
+    event = reg.rollback("SG", "full", who="oncall", why="error rate up")
+    assert event.outcome == "applied: restored fraud_lda v1" and (event.name, event.version) == ("fraud_lda", 2)
+    assert [(s.stage, s.version) for s in reg.deployment("SG").stages] == [("full", 1)]
+    reg.promote("fraud_lda", 2, "SG", "canary_5", who="ops", why="retry")
+    assert reg.rollback("SG", "canary_5", who="oncall", why="no").outcome == "applied: stage now empty"
+    with pytest.raises(Rejected, match="nothing to roll back"):
+        reg.rollback("SG", "canary_5", who="oncall", why="twice")
+
+
+def test_concurrent_promotions_one_wins_none_corrupts(reg):
+    for _ in range(8):
+        reg.register(_candidate(), who="t")
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def promote(version: int) -> None:
+        barrier.wait()
+        try:
+            reg.promote("fraud_lda", version, "SG", "canary_5", who=f"ops{version}", why="race")
+            outcomes.append("applied")
+        except PolicyRefused as e:
+            outcomes.append(str(e).split(":")[0])
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Counter(outcomes) == {"applied": 1, "rule occupied": 7}
+    assert len(reg.deployment("SG").stages) == 1
+    assert len(reg.audit("SG")) == 8  # every attempt, won or refused, is on the trail
+
+
+def test_audit_trail_is_complete_and_filterable(reg):
+    reg.register(_candidate(), who="t")
+    reg.promote("fraud_lda", 1, "SG", "shadow", who="a", why="1")
+    with pytest.raises(PolicyRefused):
+        reg.promote("fraud_lda", 1, "VN", "shadow", who="b", why="2")
+    reg.rollback("SG", "shadow", who="c", why="3")
+    trail = reg.audit()
+    assert [(e.who, e.action, e.region) for e in trail] == [("a", "promote", "SG"), ("b", "promote", "VN"),
+                                                             ("c", "rollback", "SG")]
+    assert [e.event_id for e in trail] == sorted(e.event_id for e in trail)
+    assert len(reg.audit("SG")) == 2 and len(reg.audit(name="nope")) == 0
+
+
+def test_the_traffic_split_is_deterministic_and_near_its_shares():
+    assert bucket("MY", 42) == bucket("MY", "42") and bucket("MY", 42) != bucket("SG", 42)
+    routes = Counter(route("MY", i, {"canary_5", "canary_25", "full"}) for i in range(40_000))
+    assert abs(routes["canary_5"] / 40_000 - 0.05) < 0.006
+    assert abs(routes["canary_25"] / 40_000 - 0.25) < 0.01
+    assert route("MY", 7, {"canary_5"}) in {"canary_5", None}  # no full stage: the rest is unserved
+    assert all(route("MY", i, {"shadow"}) is None for i in range(100))  # shadow never takes traffic
+
+
+def test_policy_config_is_validated(tmp_path, monkeypatch):
+    for bad, words in [({"TH": {}}, "unknown region 'TH'"), ({"MY": {"allowed_sources": ["XX"]}}, "unknown region 'XX'"),
+                       ({"MY": {"min_metrics": {"f1": 0.5}}}, "unknown metric 'f1'"),
+                       ({"MY": {"shadow_first": "yes"}}, "shadow_first"), ({"MY": {"colour": 1}}, "unknown key")]:
+        with pytest.raises(ConfigError, match=words):
+            _config(tmp_path, monkeypatch, policy=bad)
+
+
+# --- over gRPC and the CLI -------------------------------------------------------------------
+
+@pytest.fixture()
+def served(tmp_path, monkeypatch):
+    config = _config(tmp_path, monkeypatch)
+    server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
+    server.start()
+    ModelRegistry(tmp_path / "centre" / "registry.db", config).register(_candidate(), who="trainer")
+    yield config, f"127.0.0.1:{port}"
+    server.stop(1).wait()
+    store.close()
+
+
+def _md(name):
+    return (("authorization", f"Bearer {TOKENS[name]}"),)
+
+
+def test_registry_over_grpc(served):
+    _, address = served
+    stub = registry_pb2_grpc.RegistryStub(grpc.insecure_channel(address))
+    model = stub.GetModel(pb.GetModelRequest(name="fraud_lda", version=1), metadata=_md("ops-my"), timeout=5)
+    assert list(model.source_regions) == ["MY", "SG"] and list(model.submissions) == ["my-train-1", "sg-train-1"]
+    event = stub.Promote(pb.PromoteRequest(name="fraud_lda", version=1, region="MY", stage="shadow", why="try"),
+                         metadata=_md("ops-my"), timeout=5)
+    assert (event.who, event.outcome) == ("ops-my", "applied")
+    deployment = stub.GetDeployment(pb.GetDeploymentRequest(region="MY"), metadata=_md("ops-my"), timeout=5)
+    assert [(s.stage, s.share_basis_points) for s in deployment.stages] == [("shadow", 0)] and "sha256" in deployment.split_rule
+    cases = [
+        ("Promote", pb.PromoteRequest(name="fraud_lda", version=1, region="SG", stage="shadow"), _md("ops-my"),
+         grpc.StatusCode.PERMISSION_DENIED),
+        ("Promote", pb.PromoteRequest(name="fraud_lda", version=1, region="VN", stage="shadow"), _md("ops-all"),
+         grpc.StatusCode.FAILED_PRECONDITION),
+        ("Promote", pb.PromoteRequest(name="fraud_lda", version=1, region="MY", stage="gold"), _md("ops-all"),
+         grpc.StatusCode.INVALID_ARGUMENT),
+        ("GetModel", pb.GetModelRequest(name="fraud_lda", version=9), _md("ops-my"), grpc.StatusCode.NOT_FOUND),
+        ("Rollback", pb.RollbackRequest(region="TH", stage="full"), _md("ops-all"), grpc.StatusCode.INVALID_ARGUMENT),
+        ("ListModels", pb.ListModelsRequest(), (), grpc.StatusCode.UNAUTHENTICATED),
+    ]
+    for method, request, md, code in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            getattr(stub, method)(request, metadata=md, timeout=5)
+        assert e.value.code() == code, (method, e.value.details())
+    audit = stub.GetAudit(pb.GetAuditRequest(region="VN"), metadata=_md("ops-my"), timeout=5)
+    assert audit.events[-1].outcome.startswith("refused: rule sources")
+
+
+def test_registry_cli(served, capsys, monkeypatch):
+    from fedstore.cli import main
+
+    config, address = served
+    cfg = str(config.source)
+    monkeypatch.setenv("FEDSTORE_TOKEN", TOKENS["ops-all"])
+    base = ["--config", cfg, "registry", "--address", address]
+    assert main([*base, "list"]) == 0
+    assert "fraud_lda" in capsys.readouterr().out
+    assert main([*base, "promote", "fraud_lda", "1", "--region", "SG", "--stage", "canary_5", "--why", "first"]) == 0
+    assert "SG: fraud_lda v1 now serves canary_5" in capsys.readouterr().out
+    assert main([*base, "deployment", "--region", "SG"]) == 0
+    assert "5%" in capsys.readouterr().out
+    assert main([*base, "promote", "fraud_lda", "1", "--region", "VN", "--stage", "shadow", "--why", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "FAILED_PRECONDITION: rule sources" in err and err.count("\n") == 1
+    assert main([*base, "show", "fraud_lda", "3"]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main([*base, "audit", "--region", "SG"]) == 0
+    assert "first" in capsys.readouterr().out
