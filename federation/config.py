@@ -29,6 +29,7 @@ import yaml
 
 from federation.deployment_policy import DeploymentPolicy, parse_policies
 from federation.errors import ConfigError
+from federation.monitoring import MonitoringConfig, parse_monitoring
 from federation.jurisdictions import JURISDICTIONS
 
 ONLINE_STORE_TYPES = ("sqlite", "redis")
@@ -153,6 +154,7 @@ class FederationConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     deployment_policies: Mapping[str, DeploymentPolicy] = field(default_factory=dict)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     source: Path | None = field(default=None, compare=False)
 
     def policy(self, code: str) -> DeploymentPolicy:
@@ -194,7 +196,10 @@ def parse_config(
 ) -> FederationConfig:
     """Validate an already-parsed mapping. Relative data dirs resolve against ``base_dir``."""
     top = _mapping(raw, "config")
-    _keys(top, "config", required={"federation", "regions"}, optional={"auth", "privacy", "aggregator", "deployment_policy"})
+    _keys(
+        top, "config", required={"federation", "regions"},
+        optional={"auth", "privacy", "aggregator", "deployment_policy", "monitoring"},
+    )
     fed = _mapping(top["federation"], "federation")
     _keys(fed, "federation", required={"name"}, optional=set())
     name = _string(fed["name"], "federation.name")
@@ -214,6 +219,7 @@ def parse_config(
         privacy=_privacy(top.get("privacy")),
         aggregator=_aggregator(top.get("aggregator"), base_dir),
         deployment_policies=parse_policies(top.get("deployment_policy"), {r.code for r in regions}),
+        monitoring=parse_monitoring(top.get("monitoring")),
         source=source,
     )
 

@@ -187,6 +187,7 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
 
 def add_publishing_parsers(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from fedstore.aggregator_commands import add_region_parser
+    from fedstore.monitoring_commands import add_region_parsers as add_monitoring_parsers
     from fedstore.training_commands import add_region_parsers as add_training_parsers
 
     ps = cmds.add_parser("publish-stats", help="queue anonymised statistics (DP, minimum cohort) in the outbox")
@@ -197,6 +198,7 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction) -> None:  # type: i
     ps.set_defaults(handler=cmd_publish_stats)
     add_region_parser(cmds)
     add_training_parsers(cmds, _region_arg, _positive, _datetime)
+    add_monitoring_parsers(cmds, _region_arg)
 
 
 def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> None:

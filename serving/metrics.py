@@ -31,6 +31,11 @@ class ServingMetrics:
         self.online_up = Gauge(
             "fedstore_online_store_up", "1 when the online store answers, 0 when it does not", registry=r
         )
+        self.view_freshness = Gauge(
+            "fedstore_view_freshness_seconds",
+            "Seconds since the end of the view's latest successful materialisation window",
+            ["view"], registry=r, multiprocess_mode="max",
+        )
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

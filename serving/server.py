@@ -15,6 +15,7 @@ import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
@@ -86,6 +87,8 @@ class ServingNode:
             if target is not None
             else FeastReader(store)
         )
+        self._ledger = node.ledger
+        self._watermarks: tuple[float, dict[str, datetime | None]] = (-1.0, {})
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
         self.snapshots = SnapshotCache(region.data_dir)
         self.snapshots.refresh(list(self.catalog.current.views.values()))
@@ -169,8 +172,23 @@ class ServingNode:
                 if reloaded:
                     log.info("region %s: snapshots reloaded: %s", self.region.code, ", ".join(reloaded))
                 self._check_health()
+                self._export_freshness()
             except Exception:  # the refresher must outlive a bad moment; the next tick retries
                 log.exception("region %s: refresh failed", self.region.code)
+
+    def _export_freshness(self) -> None:
+        """Freshness per view as a gauge; the ledger is re-read only when it changed."""
+        try:
+            mtime = self._ledger.path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != self._watermarks[0]:
+            views = list(self.catalog.current.views)
+            self._watermarks = (mtime, {v: self._ledger.watermark(v) for v in views})
+        now = datetime.now(timezone.utc)
+        for view, until in self._watermarks[1].items():
+            if until is not None:
+                self.metrics.view_freshness.labels(view).set((now - until).total_seconds())
 
     def _check_health(self) -> None:
         up = self.reader.ping()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from datetime import datetime, timezone
 
 import grpc
 import pytest
@@ -201,3 +203,14 @@ def test_metrics_count_requests_and_latency(served):
     after = [value(*ok), value(*notfound), value(*timed)]
     assert [a - b for a, b in zip(after, before, strict=False)] == [3, 1, 4]
     assert reg.get_sample_value("fedstore_online_store_up") == 1
+
+
+def test_freshness_per_view_is_exported_as_a_gauge(served):
+    # the refresher sets it from the ledger: seconds since the end of the last materialised window
+    gauge = served.server.metrics.view_freshness.labels("customer_transactions")
+    until = served.server._ledger.watermark("customer_transactions")
+    deadline = time.monotonic() + 10
+    while gauge._value.get() <= 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    expected = (datetime.now(timezone.utc) - until).total_seconds()
+    assert gauge._value.get() == pytest.approx(expected, abs=5)

@@ -1,0 +1,1 @@
+"""Monitoring a region: daily profiles, seasonality-aware drift, data gaps, freshness, triggers."""
