@@ -32,7 +32,7 @@ from federation.errors import ConfigError
 from federation.monitoring import MonitoringConfig, parse_monitoring
 from federation.jurisdictions import JURISDICTIONS
 
-ONLINE_STORE_TYPES = ("sqlite", "redis")
+ONLINE_STORE_TYPES = ("sqlite", "redis", "redis_cluster")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class OnlineStoreConfig:
     url: str | None = None  # redis://host:port/db
     path: Path | None = None  # sqlite file; defaults to <data_dir>/online_store.db
     key_ttl_seconds: int | None = None
+    nodes: tuple[tuple[str, int], ...] = ()  # redis_cluster: startup nodes
+    password_env: str | None = None  # redis_cluster: the environment variable holding its password
 
     @property
     def redis_host(self) -> str:
@@ -413,6 +415,23 @@ def _online_store(raw: Any, where: str, data_dir: Path) -> OnlineStoreConfig:
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
             raise ConfigError(f"{where}.key_ttl_seconds: expected a positive integer, got {ttl!r}")
         return OnlineStoreConfig(type="redis", url=url, key_ttl_seconds=ttl)
+    if kind == "redis_cluster":
+        _keys(m, where, required={"type", "nodes"}, optional={"key_ttl_seconds", "password_env"})
+        raw_nodes = m["nodes"]
+        if not isinstance(raw_nodes, list) or not raw_nodes:
+            raise ConfigError(f"{where}.nodes: expected a list of host:port startup nodes")
+        nodes = []
+        for n in raw_nodes:
+            host, sep, port = str(n).rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ConfigError(f"{where}.nodes: expected host:port, got {n!r}")
+            nodes.append((host, int(port)))
+        ttl = m.get("key_ttl_seconds")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
+            raise ConfigError(f"{where}.key_ttl_seconds: expected a positive integer, got {ttl!r}")
+        password_env = _string(m["password_env"], f"{where}.password_env") if "password_env" in m else None
+        return OnlineStoreConfig(type="redis_cluster", nodes=tuple(nodes), key_ttl_seconds=ttl,
+                                 password_env=password_env)
     raise ConfigError(
         f"{where}.type: unknown online store {kind!r}; expected one of {', '.join(ONLINE_STORE_TYPES)}"
     )
@@ -442,6 +461,14 @@ def _check_unique(regions: tuple[RegionConfig, ...]) -> None:
                     f"regions[{i}].online_store.url: Redis database {store.url} is already used by regions[{seen_stores[key]}]"
                 )
             seen_stores[key] = i
+        elif store.type == "redis_cluster":
+            for node in store.nodes:  # a cluster has one database: two regions cannot share it
+                key = (node[0], node[1], 0)
+                if key in seen_stores:
+                    raise ConfigError(
+                        f"regions[{i}].online_store.nodes: {node[0]}:{node[1]} is already used by regions[{seen_stores[key]}]"
+                    )
+                seen_stores[key] = i
         elif store.path is not None:
             if store.path in seen_sqlite:
                 raise ConfigError(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 
+import numpy as np
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -21,6 +22,7 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from regions.store.cluster import ClusterRouter, ClusterTarget, execute, key_slots
 from regions.store.redis_layout import decode_timestamp
 from regions.store.redis_writer import RedisTarget
 from regions.store.resp_connection import RespConnection, RespError
@@ -144,22 +146,14 @@ class RedisReader:
 
     def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
         plan = self._plan(resolved)
-        parts = []
+        parts, keys = [], []
         for g in plan:
             head = b"*%d\r\n$5\r\nHMGET\r\n" % g.argc
             for row in range(entities.count):
-                parts.append(head + _bulk(g.encoder.encode(entities.key(g.encoder.join_keys, row))) + g.tail)
-        try:
-            conn = self._connection()
-        except RespError as e:
-            raise OnlineStoreDown(str(e)) from None
-        try:
-            conn.send(b"".join(parts))
-            replies = conn.read(len(parts))
-        except RespError as e:
-            conn.close()
-            raise OnlineStoreDown(str(e)) from None
-        self._release(conn)
+                key = g.encoder.encode(entities.key(g.encoder.join_keys, row))
+                keys.append(key)
+                parts.append(head + _bulk(key) + g.tail)
+        replies = self._fetch(parts, keys)
         out: dict[str, ViewRows] = {}
         pos = 0
         for g in plan:
@@ -183,6 +177,21 @@ class RedisReader:
                     rows.values[row] = {f: reply[j] or b"" for j, f in cols}  # type: ignore[index]
         return out
 
+    def _fetch(self, commands: list[bytes], keys: list[bytes]) -> list[object]:
+        """One pipelined round trip for every command."""
+        try:
+            conn = self._connection()
+        except RespError as e:
+            raise OnlineStoreDown(str(e)) from None
+        try:
+            conn.send(b"".join(commands))
+            replies = conn.read(len(commands))
+        except RespError as e:
+            conn.close()
+            raise OnlineStoreDown(str(e)) from None
+        self._release(conn)
+        return replies
+
     def ping(self) -> bool:
         try:
             conn = self._connection()
@@ -191,6 +200,41 @@ class RedisReader:
             return False
         self._release(conn)
         return ok
+
+
+class ClusterReader(RedisReader):
+    """The same reads on a Redis Cluster: one pipeline per master owning some of the keys, all
+    masters asked before any answer is read, MOVED and ASK followed. While a master is down and
+    before its replica takes over, reads fail with OnlineStoreDown, so the caller answers from the
+    batch snapshot; the slot map is refreshed and answers come back online by themselves.
+    """
+
+    def __init__(self, target: ClusterTarget, project: str, *, timeout_seconds: float) -> None:
+        super().__init__(RedisTarget("", 0), project, timeout_seconds=timeout_seconds)
+        self.router = ClusterRouter(target, timeout=timeout_seconds)
+
+    def _fetch(self, commands: list[bytes], keys: list[bytes]) -> list[object]:
+        try:
+            return execute(self.router, commands, key_slots(keys))
+        except RespError as e:
+            raise OnlineStoreDown(f"Redis Cluster: {e}") from None
+
+    def ping(self) -> bool:
+        try:
+            self.router.refresh()
+            addresses, _ = self.router.route(np.zeros(0, dtype=np.int64))
+            for address in addresses:
+                conn = self.router.connection(address)
+                if conn.call(b"PING") != b"PONG":
+                    conn.close()
+                    return False
+                self.router.release(address, conn)
+        except RespError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.router.close()
 
 
 class FeastReader:

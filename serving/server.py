@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from federation import FederationConfig, RegionConfig
 from proto.fedstore.datasets.v1 import datasets_pb2, datasets_pb2_grpc
 from proto.fedstore.serving.v1 import serving_pb2
+from regions.store.cluster import ClusterTarget
 from regions.store.engine import redis_target
 from regions.store.feast_config import REGISTRY_FILE
 from regions.store.node import RegionNode
@@ -37,7 +38,7 @@ from serving.fallback import SnapshotCache
 from serving.feast_compat import FeastCompatServicer
 from serving.features import OnlineFeatures
 from serving.metrics import ServingMetrics
-from serving.online import FeastReader, OnlineReader, RedisReader
+from serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
 from serving.servicer import FeatureServingServicer
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,14 @@ class ServingNode:
         store = node.store
         settings = region.serving
         target = redis_target(store.config)
-        self.reader: OnlineReader = (
-            RedisReader(target, store.project, timeout_seconds=settings.online_timeout_ms / 1000)
-            if target is not None
-            else FeastReader(store)
-        )
+        timeout = settings.online_timeout_ms / 1000
+        self.reader: OnlineReader
+        if isinstance(target, ClusterTarget):
+            self.reader = ClusterReader(target, store.project, timeout_seconds=timeout)
+        elif target is not None:
+            self.reader = RedisReader(target, store.project, timeout_seconds=timeout)
+        else:
+            self.reader = FeastReader(store)
         self._ledger = node.ledger
         self._watermarks: tuple[float, dict[str, datetime | None]] = (-1.0, {})
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)

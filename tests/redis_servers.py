@@ -48,7 +48,8 @@ class RedisServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_redis(*, port: int | None = None, workdir: Path | None = None, persist: bool = False) -> RedisServer:
+def start_redis(*, port: int | None = None, workdir: Path | None = None, persist: bool = False,
+                extra: tuple[str, ...] = ()) -> RedisServer:
     """A redis-server on a free loopback port (or ``port``); ``persist`` keeps data across restarts."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -62,7 +63,7 @@ def start_redis(*, port: int | None = None, workdir: Path | None = None, persist
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if persist else "no", "--appendfsync", "always",
-             "--dir", str(workdir), "--protected-mode", "yes"],
+             "--dir", str(workdir), "--protected-mode", "yes", *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -76,3 +77,59 @@ def start_redis(*, port: int | None = None, workdir: Path | None = None, persist
         proc.kill()
         proc.wait()
     raise RuntimeError("could not start redis-server on a free loopback port")
+
+
+@dataclass
+class RedisClusterProcesses:
+    """A real Redis Cluster on loopback: ``masters`` shards, each with ``replicas`` replicas."""
+
+    servers: list[RedisServer]
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.servers]
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.servers[0].port)
+
+    def master_of(self, key: bytes) -> RedisServer:
+        port = self.client().get_node_from_key(key).port
+        return next(s for s in self.servers if s.port == port)
+
+    def wait_ok(self, timeout: float = 30.0, *, skip: RedisServer | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                states = [s.client().execute_command("CLUSTER INFO") for s in self.servers if s is not skip]
+                if all(st.get("cluster_state") == "ok" for st in states):
+                    return
+            except redis.exceptions.RedisError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+
+    def flush(self) -> None:
+        self.client().flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+
+def start_cluster(masters: int = 3, replicas: int = 1) -> RedisClusterProcesses:
+    """``redis-server --cluster-enabled yes`` × N, joined by ``redis-cli --cluster create``."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise RuntimeError("redis-cli is not installed; it comes with redis-server (apt-get install redis-server)")
+    servers = [start_redis(extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                  "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"))
+               for _ in range(masters * (1 + replicas))]
+    cluster = RedisClusterProcesses(servers)
+    try:
+        subprocess.run([cli, "--cluster", "create", *cluster.nodes, "--cluster-replicas", str(replicas),
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        cluster.wait_ok()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

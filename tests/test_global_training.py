@@ -295,7 +295,7 @@ def test_bad_training_and_evaluation_submissions_are_rejected_and_nothing_is_sto
 
 def test_a_second_gaussian_release_over_the_delta_budget_is_refused(tmp_path, monkeypatch):
     config = _config(tmp_path, monkeypatch, delta_per_month=1e-6)  # room for exactly one release
-    node = _region(config, "MY", 800, 3)
+    node = _region(config, "MY", 3_000, 3)  # enough fraud cases that the release is never suppressed
     publish_training_statistics(node, config.privacy, SPEC, epsilon=0.5, end=END, days=14)
     with pytest.raises(BudgetExceeded, match="δ"):
         publish_training_statistics(node, config.privacy, SPEC, epsilon=0.5, end=END, days=14)

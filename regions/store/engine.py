@@ -29,6 +29,8 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.utils import _convert_arrow_to_proto
 
+from regions.store.cluster import ClusterTarget
+from regions.store.cluster_writer import ClusterRedisWriter
 from regions.store.redis_writer import FastRedisWriter, RedisTarget, ViewLayout
 from regions.store.source_reader import read_latest
 
@@ -87,14 +89,19 @@ class FastMaterializationJob(MaterializationJob):
         return None
 
 
-def redis_target(config: RepoConfig) -> RedisTarget | None:
-    """The single Redis the fast path can write to, or None when the store is something else."""
+def redis_target(config: RepoConfig) -> RedisTarget | ClusterTarget | None:
+    """The Redis (or Redis Cluster) the fast paths can use, or None when the store is something else."""
     online = config.online_store
-    if not isinstance(online, RedisOnlineStoreConfig) or online.redis_type != RedisType.redis:
+    if not isinstance(online, RedisOnlineStoreConfig):
         return None
     nodes, params = RedisOnlineStore._parse_connection_string(online.connection_string)
     if params.get("ssl"):
         return None  # TLS goes through redis-py (Feast's generic path)
+    if online.redis_type == RedisType.redis_cluster:
+        return ClusterTarget(nodes=tuple((n["host"], int(n["port"])) for n in nodes),
+                             password=params.get("password"), key_ttl_seconds=online.key_ttl_seconds)
+    if online.redis_type != RedisType.redis:
+        return None
     return RedisTarget(
         host=nodes[0]["host"],
         port=int(nodes[0]["port"]),
@@ -193,9 +200,13 @@ class FastMaterializationEngine(ComputeEngine):
                     features=features,
                     timestamp_field=fv.batch_source.timestamp_field,
                 )
-                writer = FastRedisWriter(target, chunk_rows=self.chunk_rows)
-                res = writer.write(counted, layout, progress=tick)
-                written, stale, path = res.rows_written, res.rows_skipped_stale, "redis-fast"
+                if isinstance(target, ClusterTarget):
+                    res = ClusterRedisWriter(target, chunk_rows=self.chunk_rows).write(counted, layout, progress=tick)
+                    path = "redis-cluster-fast"
+                else:
+                    res = FastRedisWriter(target, chunk_rows=self.chunk_rows).write(counted, layout, progress=tick)
+                    path = "redis-fast"
+                written, stale = res.rows_written, res.rows_skipped_stale
             else:
                 written = self._generic_write(fv, counted, join_keys, tick)
                 stale, path = 0, "feast-generic"

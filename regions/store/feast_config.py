@@ -6,13 +6,14 @@ can use Feast's CLI on the region (``feast -c <data dir> feature-views list``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from feast.repo_config import RepoConfig
 
-from federation import RegionConfig
+from federation import ConfigError, RegionConfig
 from regions.store.engine import ENGINE_TYPE
 
 REGISTRY_FILE = "registry.db"
@@ -28,6 +29,13 @@ def feast_settings(region: RegionConfig) -> dict[str, Any]:
             # never write a secret to disk: Feast expands ${VAR} in feature_store.yaml
             conn += ",password=${FEDSTORE_REDIS_PASSWORD_" + region.code + "}"
         online = {"type": "redis", "connection_string": conn}
+        if store.key_ttl_seconds:
+            online["key_ttl_seconds"] = store.key_ttl_seconds
+    elif store.type == "redis_cluster":
+        conn = ",".join(f"{h}:{p}" for h, p in store.nodes)
+        if store.password_env:
+            conn += ",password=${" + store.password_env + "}"  # Feast expands it; the secret stays off disk
+        online = {"type": "redis", "redis_type": "redis_cluster", "connection_string": conn}
         if store.key_ttl_seconds:
             online["key_ttl_seconds"] = store.key_ttl_seconds
     else:
@@ -46,6 +54,13 @@ def feast_settings(region: RegionConfig) -> dict[str, Any]:
 
 def repo_config(region: RegionConfig) -> RepoConfig:
     settings = feast_settings(region)
+    cluster_env = region.online_store.password_env
+    if cluster_env:
+        secret = os.environ.get(cluster_env, "")
+        if not secret:
+            raise ConfigError(f"region {region.code}: environment variable {cluster_env} (the cluster's password) is not set")
+        settings["online_store"]["connection_string"] = settings["online_store"]["connection_string"].replace(
+            "${" + cluster_env + "}", secret)
     if region.online_store.redis_password:
         settings["online_store"]["connection_string"] = settings["online_store"][
             "connection_string"

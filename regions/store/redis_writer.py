@@ -155,55 +155,53 @@ class FastRedisWriter:
     def _write_chunk(
         self, reads: RespConnection, sender: _Sender, chunk: pa.Table, layout: ViewLayout
     ) -> int:
-        rows = chunk.num_rows
-        if pc.min(chunk.column(layout.timestamp_field)).as_py().timestamp() < 0:
-            raise ValueError(f"{layout.view}: event times before 1970 cannot be written online")
+        check_epoch(chunk, layout)
         keys = resp.bulk(redis_layout.entity_keys(chunk, layout.join_keys, layout.project))
-        ts_field = redis_layout.ts_field(layout.view)
-
         # 1. the event times Redis holds already (Feast's "never overwrite newer" check)
-        hget = resp.command([resp.bulk_constant(b"HGET", rows), keys, resp.bulk_constant(ts_field, rows)])
-        reads.send(resp.to_bytes(hget))
-        stored = redis_layout.timestamp_nanos(reads.read(rows))  # type: ignore[arg-type]
-        micros = (
-            chunk.column(layout.timestamp_field)
-            .cast(pa.timestamp("us", tz="UTC"))
-            .cast(pa.int64())
-            .to_numpy()
-        )
-        newer = micros * 1000 > stored
+        reads.send(hget_payload(keys, layout))
+        newer = newer_rows(chunk, layout, reads.read(chunk.num_rows))
         count = int(newer.sum())
         if count == 0:
             return 0
-        if count < rows:
-            chunk = chunk.filter(pa.array(newer))
-            keys = keys.take(newer)
-
         # 2. one HSET per entity with every feature and the event time, plus EXPIRE if configured
-        args = [resp.bulk_constant(b"HSET", count), keys]
-        for name, vtype in layout.features:
-            args.append(resp.bulk_constant(redis_layout.field_hash(layout.view, name), count))
-            args.append(resp.bulk(redis_layout.values(chunk.column(name), vtype)))
-        args.append(resp.bulk_constant(ts_field, count))
-        args.append(resp.bulk(redis_layout.timestamps(chunk.column(layout.timestamp_field))))
-        commands = resp.command(args)
-        replies = count
-        if self.target.key_ttl_seconds:
-            ttl = str(self.target.key_ttl_seconds).encode()
-            expire = resp.command(
-                [resp.bulk_constant(b"EXPIRE", count), keys, resp.bulk_constant(ttl, count)]
-            )
-            commands = resp.concat(commands, expire)
-            replies *= 2
-        sender.submit(resp.to_bytes(commands), replies)
+        payload, replies = hset_payload(chunk.filter(pa.array(newer)), keys.take(newer), layout,
+                                        self.target.key_ttl_seconds)
+        sender.submit(payload, replies)
         return count
 
 
-__all__ = [
-    "FastRedisWriter",
-    "RedisTarget",
-    "RespError",
-    "ViewLayout",
-    "WriteResult",
-    "latest_per_entity",
-]
+def check_epoch(chunk: pa.Table, layout: ViewLayout) -> None:
+    if pc.min(chunk.column(layout.timestamp_field)).as_py().timestamp() < 0:
+        raise ValueError(f"{layout.view}: event times before 1970 cannot be written online")
+
+
+def hget_payload(keys: resp.Segment, layout: ViewLayout) -> bytes:
+    """``HGET key _ts:<view>`` for every (already bulked) key."""
+    rows = keys.rows
+    ts_field = redis_layout.ts_field(layout.view)
+    return resp.to_bytes(resp.command([resp.bulk_constant(b"HGET", rows), keys, resp.bulk_constant(ts_field, rows)]))
+
+
+def newer_rows(chunk: pa.Table, layout: ViewLayout, stored_replies: list[object]) -> np.ndarray:
+    """Which rows are newer than the event time Redis holds for their entity."""
+    stored = redis_layout.timestamp_nanos(stored_replies)  # type: ignore[arg-type]
+    micros = chunk.column(layout.timestamp_field).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    return micros * 1000 > stored
+
+
+def hset_payload(chunk: pa.Table, keys: resp.Segment, layout: ViewLayout, ttl: int | None) -> tuple[bytes, int]:
+    """One HSET per row with every feature and the event time (and EXPIRE); with the reply count."""
+    count = chunk.num_rows
+    args = [resp.bulk_constant(b"HSET", count), keys]
+    for name, vtype in layout.features:
+        args.append(resp.bulk_constant(redis_layout.field_hash(layout.view, name), count))
+        args.append(resp.bulk(redis_layout.values(chunk.column(name), vtype)))
+    args.append(resp.bulk_constant(redis_layout.ts_field(layout.view), count))
+    args.append(resp.bulk(redis_layout.timestamps(chunk.column(layout.timestamp_field))))
+    commands = resp.command(args)
+    replies = count
+    if ttl:
+        expire = resp.command([resp.bulk_constant(b"EXPIRE", count), keys, resp.bulk_constant(str(ttl).encode(), count)])
+        commands = resp.concat(commands, expire)
+        replies *= 2
+    return resp.to_bytes(commands), replies

@@ -52,18 +52,22 @@ class RespConnection:
 
     def read(self, count: int) -> list[object]:
         """Read exactly ``count`` replies; a Redis error reply raises after all are consumed."""
+        replies = self.read_raw(count)
+        errors = [r for r in replies if type(r) is hiredis.ReplyError]
+        if errors:
+            raise RespError(f"Redis at {self.address} refused a command: {errors[0]}")
+        return replies
+
+    def read_raw(self, count: int) -> list[object]:
+        """Read exactly ``count`` replies; error replies are returned as ``hiredis.ReplyError``."""
         replies: list[object] = []
         gets = self._reader.gets
         while True:
             # iter(gets, False) drains every complete reply in C, without a Python-level loop
             replies.extend(iter(gets, False))
             if len(replies) >= count:
-                break
+                return replies
             self._reader.feed(self._recv())
-        errors = [r for r in replies if type(r) is hiredis.ReplyError]
-        if errors:
-            raise RespError(f"Redis at {self.address} refused a command: {errors[0]}")
-        return replies
 
     def read_integer_replies(self, count: int) -> bytes:
         """Consume ``count`` integer replies without parsing each one; returns their raw bytes.

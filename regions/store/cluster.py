@@ -1,0 +1,206 @@
+"""Redis Cluster routing for the fast paths: hash slots, the slot map, and per-node connections.
+
+A key's slot is CRC16 (XMODEM) of the key — or of its ``{hash tag}`` — modulo 16384, exactly as
+Redis Cluster defines it (``binascii.crc_hqx`` is that CRC, in C). Feast's keys are binary
+entity-key serialisations, so a ``{`` … ``}`` pair can occur by chance; the tag rule is honoured
+rather than assumed away. The slot map comes from ``CLUSTER SLOTS`` and is refreshed whenever a
+node answers MOVED or cannot be reached, so a failover or a resharding is followed.
+"""
+
+from __future__ import annotations
+
+import binascii
+import threading
+from dataclasses import dataclass
+
+import hiredis
+import numpy as np
+
+from regions.store.resp_connection import RespConnection, RespError
+
+SLOTS = 16384
+
+
+def key_slot(key: bytes) -> int:
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1:end]
+    return binascii.crc_hqx(key, 0) % SLOTS
+
+
+def key_slots(keys: list[bytes]) -> np.ndarray:
+    return np.fromiter((key_slot(k) for k in keys), dtype=np.int64, count=len(keys))
+
+
+@dataclass(frozen=True)
+class ClusterTarget:
+    """A Redis Cluster: any reachable node tells us the rest."""
+
+    nodes: tuple[tuple[str, int], ...]  # startup nodes
+    password: str | None = None
+    key_ttl_seconds: int | None = None
+
+
+class Redirected(RespError):
+    """A node answered MOVED or ASK: the slot map was out of date."""
+
+
+class ClusterRouter:
+    """The slot → master map and a small pool of connections per node; safe across threads."""
+
+    def __init__(self, target: ClusterTarget, *, timeout: float = 60.0, pool_size: int = 16) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[str, int], list[RespConnection]] = {}
+        self._owner = np.full(SLOTS, -1, dtype=np.int64)
+        self._addresses: list[tuple[str, int]] = []
+        self._stale = True
+
+    # --- the slot map --------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Ask the known nodes, startup nodes first, for the current slot map."""
+        candidates = list(dict.fromkeys([*self.target.nodes, *self._addresses]))
+        errors = []
+        for host, port in candidates:
+            try:
+                conn = RespConnection(host, port, password=self.target.password, timeout=min(self.timeout, 2.0))
+            except RespError as e:
+                errors.append(str(e))
+                continue
+            try:
+                reply = conn.call(b"CLUSTER", b"SLOTS")
+            except RespError as e:
+                errors.append(str(e))
+                continue
+            finally:
+                conn.close()
+            owner = np.full(SLOTS, -1, dtype=np.int64)
+            addresses: list[tuple[str, int]] = []
+            for start, end, master, *_replicas in reply:  # type: ignore[union-attr]
+                addr = (master[0].decode() or host, int(master[1]))
+                if addr not in addresses:
+                    addresses.append(addr)
+                owner[int(start):int(end) + 1] = addresses.index(addr)
+            if (owner < 0).any():
+                errors.append(f"{host}:{port}: {int((owner < 0).sum())} slots have no master")
+                continue
+            with self._lock:
+                self._owner, self._addresses, self._stale = owner, addresses, False
+            return
+        raise RespError("no node of the Redis Cluster could give its slot map: " + "; ".join(errors[-3:]))
+
+    def mark_stale(self) -> None:
+        self._stale = True
+
+    def route(self, slots: np.ndarray) -> tuple[list[tuple[str, int]], np.ndarray]:
+        """Each slot's master, as an index into the returned address list."""
+        if self._stale:
+            self.refresh()
+        with self._lock:
+            return list(self._addresses), self._owner[slots]
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def connection(self, address: tuple[str, int]) -> RespConnection:
+        with self._lock:
+            pool = self._pools.get(address)
+            if pool:
+                return pool.pop()
+        try:
+            return RespConnection(address[0], address[1], password=self.target.password, timeout=self.timeout)
+        except RespError:
+            self.mark_stale()  # a dead node: the next request asks the cluster who took over
+            raise
+
+    def release(self, address: tuple[str, int], conn: RespConnection) -> None:
+        with self._lock:
+            pool = self._pools.setdefault(address, [])
+            if len(pool) < self._pool_size:
+                pool.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            for conn in pool:
+                conn.close()
+
+
+def read_replies(conn: RespConnection, count: int) -> list[object]:
+    """Replies, with MOVED / ASK turned into ``Redirected`` (after all replies are consumed)."""
+    try:
+        return conn.read(count)
+    except RespError as e:
+        text = str(e)
+        if "MOVED" in text or "ASK" in text:
+            raise Redirected(text) from None
+        raise
+
+
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+
+
+def execute(router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, attempts: int = 3) -> list[object]:
+    """Run one command per key on the masters that own the keys: one pipeline per node, all nodes
+    written before any is read (so the round trips overlap), MOVED and ASK followed per command.
+    """
+    replies: list[object] = [None] * len(commands)
+    pending = np.arange(len(commands))
+    for _ in range(attempts):
+        addresses, owner = router.route(slots[pending])
+        batches: list[tuple[tuple[str, int], RespConnection, np.ndarray]] = []
+        try:
+            for node, address in enumerate(addresses):
+                idx = pending[owner == node]
+                if idx.size:
+                    conn = router.connection(address)
+                    batches.append((address, conn, idx))
+                    conn.send(b"".join(commands[i] for i in idx))
+        except RespError:
+            for _, conn, _ in batches:
+                conn.close()  # replies may be in flight on them
+            router.mark_stale()
+            raise
+        moved: list[int] = []
+        asked: list[tuple[int, tuple[str, int]]] = []
+        failure: RespError | None = None
+        for address, conn, idx in batches:
+            try:
+                got = conn.read_raw(len(idx))
+            except RespError as e:
+                conn.close()
+                router.mark_stale()
+                failure = failure or e
+                continue
+            router.release(address, conn)
+            for i, reply in zip(idx, got, strict=True):
+                if type(reply) is hiredis.ReplyError:
+                    text = str(reply)
+                    if text.startswith("MOVED"):
+                        moved.append(int(i))
+                    elif text.startswith("ASK"):
+                        host, _, port = text.split()[2].rpartition(":")
+                        asked.append((int(i), (host, int(port))))
+                    else:
+                        failure = failure or RespError(f"Redis Cluster node {address[0]}:{address[1]} refused: {text}")
+                else:
+                    replies[i] = reply
+        if failure is not None:
+            raise failure
+        for i, address in asked:  # a slot in migration: this key already lives on the target
+            conn = router.connection(address)
+            conn.send(_ASKING + commands[i])
+            _, replies[i] = conn.read(2)
+            router.release(address, conn)
+        if not moved:
+            return replies
+        router.mark_stale()  # the map moved under us: ask the cluster again and resend those
+        pending = np.asarray(moved)
+    raise Redirected(f"{len(pending)} commands were still redirected after {attempts} attempts")
