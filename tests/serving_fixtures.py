@@ -31,10 +31,10 @@ class Served:
 
 
 def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, customers: int = 200,
-                  serving: dict | None = None) -> Served:
+                  serving: dict | None = None, online_store: dict | None = None) -> Served:
     monkeypatch.setenv("TOKEN_FRAUD", TOKENS["fraud-app"])
     monkeypatch.setenv("TOKEN_SG", TOKENS["sg-only"])
-    online = {"type": "redis", "url": redis_url} if redis_url else {"type": "sqlite"}
+    online = online_store or ({"type": "redis", "url": redis_url} if redis_url else {"type": "sqlite"})
     raw = {
         "federation": {"name": "t"},
         "regions": [

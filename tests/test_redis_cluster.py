@@ -1,0 +1,169 @@
+"""A region on a real 3-master Redis Cluster (with replicas): the fast paths route by hash slot,
+Feast's SDK reads what they wrote and they read what Feast wrote, and a master killed during
+lookups costs no answer (the batch snapshot bridges the failover, then answers go online again)."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+from feast import FeatureStore, RepoConfig
+
+from handmade import latest, write_sources
+from redis_servers import start_cluster
+from regions.store.cluster import key_slot
+from regions.store.definitions import region_objects
+from regions.store.feast_config import feast_settings
+from serving.client import FeatureClient
+from serving_fixtures import TOKENS, served_region
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+FEATURES = ["txn_count_7d", "spend_30d", "avg_ticket", "night_txn_ratio_7d"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = start_cluster(masters=3, replicas=1)
+    yield c
+    c.stop()
+
+
+@pytest.fixture()
+def served(tmp_path, cluster, monkeypatch):
+    cluster.flush()
+    s = served_region(tmp_path, None, monkeypatch, customers=300,
+                      online_store={"type": "redis_cluster", "nodes": cluster.nodes[:2]},
+                      serving={"online_timeout_ms": 300, "breaker_reset_seconds": 0.3})
+    yield s
+    s.server.stop(1)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and math.isnan(a):
+        return b is None
+    return a == b
+
+
+def test_key_slots_match_redis_cluster_including_hash_tags(cluster):
+    client = cluster.client()
+    keys = [os.urandom(n) for n in range(1, 40)] + [b"{user1000}.following", b"{user1000}.followers", b"a{}b", b"{{x}}"]
+    for key in keys:
+        assert key_slot(key) == client.keyslot(key), key
+    assert key_slot(b"{user1000}.following") == key_slot(b"{user1000}.followers")
+
+
+def test_fast_materialisation_on_the_cluster_reads_back_through_feasts_sdk(served, cluster):
+    node = served.node
+    job = node.ledger.jobs(limit=1)[0]
+    assert job.status == "succeeded"
+    # keys went to every shard, each on the master owning its slot (no cross-slot command is possible)
+    sizes = [s.client().dbsize() for s in cluster.servers]
+    assert sum(1 for n in sizes if n > 0) >= 3
+    expected = latest(served.tables["customer_transactions"], "customer_id")
+    ids = sorted(expected)[:100]
+    online = node.store.get_online_features(features=[f"customer_transactions:{f}" for f in FEATURES],
+                                            entity_rows=[{"customer_id": i} for i in ids]).to_dict()
+    bad = [(cid, f) for pos, cid in enumerate(ids) for f in FEATURES if not _same(expected[cid][f], online[f][pos])]
+    assert not bad, bad[:5]
+
+
+def test_serving_reads_the_cluster(served):
+    expected = latest(served.tables["customer_transactions"], "customer_id")
+    ids = sorted(expected)[:50]
+    with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+        result = client.get_online_features(features=[f"customer_transactions:{f}" for f in FEATURES],
+                                            entities={"customer_id": ids})
+    assert result.source == "online_store"
+    values = result.to_dict()
+    assert all(_same(expected[c][f], values[f][i]) for i, c in enumerate(ids) for f in FEATURES)
+
+
+def test_fast_reader_reads_what_feast_wrote_on_the_cluster(tmp_path, served, cluster):
+    # Feast's own path (stock engine, redis-py's RedisCluster) writes a second project's data ...
+    feast_dir = tmp_path / "feast_own"
+    tables = write_sources(feast_dir, customers=120, drivers=5, id_offset=7_000_000)
+    settings = feast_settings(served.config.region("MY"))
+    settings["batch_engine"] = "local"
+    store = FeatureStore(repo_path=str(feast_dir), config=RepoConfig(repo_path=feast_dir, **settings))
+    store.apply(region_objects(feast_dir))
+    store.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
+    # ... and the serving node's cluster reader, pointed at the same project, reads it back identically
+    from regions.store.engine import redis_target
+    from serving.catalog import Catalog
+    from serving.entities import validate
+    from serving.online import ClusterReader
+
+    reader = ClusterReader(redis_target(store.config), store.project, timeout_seconds=2)
+    resolved = Catalog.from_store(store).refs(tuple(f"customer_transactions:{f}" for f in FEATURES))
+    expected = latest(tables["customer_transactions"], "customer_id")
+    ids = sorted(expected)[:60]
+    rows = reader.read(resolved, validate({"customer_id": ids}, resolved, limit=1000))["customer_transactions"]
+    sdk = store.get_online_features(features=[f"customer_transactions:{f}" for f in FEATURES],
+                                    entity_rows=[{"customer_id": i} for i in ids]).proto
+    assert all(rows.values[i] is not None for i in range(len(ids)))
+    names = list(sdk.metadata.feature_names.val)  # Feast's column order is its own
+    for f in FEATURES:
+        j = names.index(f)
+        got = [rows.values[i][f] for i in range(len(ids))]
+        want = [v.SerializeToString() if v.WhichOneof("val") else b"" for v in sdk.results[j].values]
+        assert got == want, f
+    reader.close()
+
+
+def test_a_master_killed_during_lookups_costs_no_answer(served, cluster):
+    expected = latest(served.tables["customer_transactions"], "customer_id")
+    ids = sorted(expected)[:40]
+    victim = cluster.master_of(b"probe")
+    sources, errors = [], []
+    stop = threading.Event()
+
+    def lookups() -> None:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+            while not stop.is_set():
+                try:
+                    r = client.get_online_features(features=["customer_transactions:txn_count_7d"],
+                                                   entities={"customer_id": ids})
+                    sources.append(r.source)
+                except Exception as e:  # noqa: BLE001 - any failure is what this test counts
+                    errors.append(repr(e))
+                time.sleep(0.02)
+
+    worker = threading.Thread(target=lookups)
+    worker.start()
+    time.sleep(1.0)
+    victim.kill()
+    killed_at = len(sources)
+    cluster.wait_ok(skip=victim, timeout=30)  # a replica is promoted
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (len(sources) < killed_at + 20 or sources[-1] != "online_store"):
+        time.sleep(0.2)
+    stop.set()
+    worker.join()
+    assert not errors, errors[:3]
+    after = sources[killed_at:]
+    assert "batch_fallback" in after or all(s == "online_store" for s in after)
+    assert after[-1] == "online_store"  # back online by itself once the replica took over
+
+
+def test_cluster_config_is_validated(tmp_path):
+    from conftest import write_config
+
+    from federation import load_config
+    from federation.errors import ConfigError
+
+    good = {"type": "redis_cluster", "nodes": ["10.0.0.1:7000", "10.0.0.2:7000"]}
+    cfg = load_config(write_config(tmp_path / "ok.yaml", {"MY": good, "SG": {"type": "sqlite"}}))
+    settings = feast_settings(cfg.region("MY"))["online_store"]
+    assert settings == {"type": "redis", "redis_type": "redis_cluster", "connection_string": "10.0.0.1:7000,10.0.0.2:7000"}
+    for online, words in [({"type": "redis_cluster", "nodes": []}, "nodes"),
+                          ({"type": "redis_cluster", "nodes": ["nohost"]}, "host:port"),
+                          ({"type": "redis_cluster", "nodes": ["a:1"], "url": "redis://x"}, "unknown key")]:
+        with pytest.raises(ConfigError, match=words):
+            load_config(write_config(tmp_path / "bad.yaml", {"MY": online, "SG": {"type": "sqlite"}}))
+    with pytest.raises(ConfigError, match="already used"):
+        load_config(write_config(tmp_path / "shared.yaml", {"MY": good, "SG": good}))
