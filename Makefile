@@ -34,6 +34,7 @@ bench: venv redis-server
 	$(BIN)/python benchmarks/online.py
 	$(BIN)/python benchmarks/offline.py
 	$(BIN)/python benchmarks/global_training.py
+	$(BIN)/python benchmarks/scale.py
 
 proto: venv
 	$(BIN)/python -m proto.generate

@@ -32,7 +32,8 @@ FEATURES = [f"bench_view:f{i}" for i in range(10)]
 SIZES = (1, 10, 100)
 
 
-def setup_region(workdir: Path, redis_port: int, entities: int) -> Path:
+def setup_region(workdir: Path, redis_port: int | None, entities: int, *, online_store: dict | None = None,
+                 materialise: bool = True) -> Path:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -48,7 +49,8 @@ def setup_region(workdir: Path, redis_port: int, entities: int) -> Path:
     cfg.write_text(yaml.safe_dump({
         "federation": {"name": "bench"},
         "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
-                     "data_dir": "MY", "online_store": {"type": "redis", "url": f"redis://127.0.0.1:{redis_port}/0"},
+                     "data_dir": "MY",
+                     "online_store": online_store or {"type": "redis", "url": f"redis://127.0.0.1:{redis_port}/0"},
                      "serving_address": f"127.0.0.1:{free_port()}", "serving": {"max_entities": 1000}}],
         "auth": {"tokens": [{"name": "bench", "secret_env": "FEDSTORE_BENCH_TOKEN", "regions": ["MY"]}]},
     }))
@@ -69,9 +71,10 @@ def setup_region(workdir: Path, redis_port: int, entities: int) -> Path:
                        schema=[Field(name=f"f{i}", dtype=Float64) for i in range(10)],
                        source=FileSource(path=str(path), timestamp_field="event_timestamp"))
     node.store.apply([entity, view])
-    from regions.store.materialize import MaterializeRequest, materialize
+    if materialise:
+        from regions.store.materialize import MaterializeRequest, materialize
 
-    materialize(node, MaterializeRequest(views=("bench_view",), show_progress=False))
+        materialize(node, MaterializeRequest(views=("bench_view",), show_progress=False))
     return cfg
 
 
