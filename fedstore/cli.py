@@ -11,6 +11,7 @@ from federation import load_config
 from fedstore import (
     aggregator_commands,
     demo,
+    deploy_commands,
     region_commands,
     registry_commands,
     serve_commands,
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     aggregator_commands.add_parser(sub)
     training_commands.add_parser(sub)
     registry_commands.add_parser(sub)
+    deploy_commands.add_parser(sub)
     demo.add_parser(sub)
     return parser
 
