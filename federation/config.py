@@ -79,6 +79,16 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class MaterializationConfig:
+    """Which engine materialises a region: the local fast path (default) or Feast's Spark engine."""
+
+    engine: str = "local"  # local | spark
+    spark_master: str = "local[2]"  # local[N] in tests and small regions; spark://… or yarn in production
+    spark_conf: tuple[tuple[str, str], ...] = ()
+    partitions: int = 0  # repartition before writing online; 0 = as read
+
+
+@dataclass(frozen=True)
 class TokenConfig:
     """A caller's identity. The secret itself is never in the file: an env var or a file names it."""
 
@@ -120,6 +130,7 @@ class RegionConfig:
     online_store: OnlineStoreConfig
     serving_address: str
     serving: ServingConfig = field(default_factory=ServingConfig)
+    materialization: MaterializationConfig = field(default_factory=lambda: MaterializationConfig())
 
     @property
     def project(self) -> str:
@@ -345,7 +356,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         m,
         where,
         required={"code", "jurisdiction", "law", "timezone", "data_dir", "online_store", "serving_address"},
-        optional={"serving"},
+        optional={"serving", "materialization"},
     )
     code = _string(m["code"], f"{where}.code").upper()
     known = JURISDICTIONS.get(code)
@@ -384,7 +395,29 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         online_store=online,
         serving_address=address,
         serving=_serving(m.get("serving"), f"{where}.serving", base_dir),
+        materialization=_materialization(m.get("materialization"), f"{where}.materialization"),
     )
+
+
+def _materialization(raw: Any, where: str) -> MaterializationConfig:
+    if raw is None:
+        return MaterializationConfig()
+    m = _mapping(raw, where)
+    _keys(m, where, required={"engine"}, optional={"spark_master", "spark_conf", "partitions"})
+    engine = _string(m["engine"], f"{where}.engine")
+    if engine not in ("local", "spark"):
+        raise ConfigError(f"{where}.engine: expected local or spark, got {engine!r}")
+    if engine == "local" and len(m) > 1:
+        raise ConfigError(f"{where}: spark_master, spark_conf and partitions apply to engine: spark only")
+    master = _string(m.get("spark_master", MaterializationConfig.spark_master), f"{where}.spark_master")
+    conf = m.get("spark_conf", {})
+    if not isinstance(conf, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float, bool))
+                                             for k, v in conf.items()):
+        raise ConfigError(f"{where}.spark_conf: expected a mapping of Spark settings to values")
+    partitions = m.get("partitions", 0)
+    if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 0:
+        raise ConfigError(f"{where}.partitions: expected a non-negative integer, got {partitions!r}")
+    return MaterializationConfig(engine, master, tuple(sorted((k, str(v)) for k, v in conf.items())), partitions)
 
 
 def _online_store(raw: Any, where: str, data_dir: Path) -> OnlineStoreConfig:

@@ -47,9 +47,18 @@ def feast_settings(region: RegionConfig) -> dict[str, Any]:
         "registry": {"registry_type": "file", "path": REGISTRY_FILE, "cache_ttl_seconds": 5},
         "offline_store": {"type": "duckdb"},
         "online_store": online,
-        "batch_engine": {"type": ENGINE_TYPE},
+        "batch_engine": _batch_engine(region),
         "entity_key_serialization_version": 3,
     }
+
+
+def _batch_engine(region: RegionConfig) -> dict[str, Any]:
+    m = region.materialization
+    if m.engine == "spark":
+        # Feast's own Spark compute engine; `feast materialize` on the region dir uses it too
+        conf = {"spark.master": m.spark_master, "spark.ui.enabled": "false", **dict(m.spark_conf)}
+        return {"type": "spark.engine", "spark_conf": conf, "partitions": m.partitions}
+    return {"type": ENGINE_TYPE}
 
 
 def repo_config(region: RegionConfig) -> RepoConfig:

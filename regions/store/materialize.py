@@ -1,6 +1,7 @@
 """Materialisation jobs: offline Parquet -> online store + batch snapshot, recorded in the ledger.
 
-    ledger: running ─▶ [per view: Feast offline read ─▶ fast online write] ─▶ snapshots ─▶ succeeded
+    ledger: running ─▶ [per view: Feast offline read ─▶ fast online write (or Feast's Spark engine)]
+                   ─▶ snapshots ─▶ succeeded
                  └──────────────────────── any error ───────────────────────▶ failed (with the error)
 
 The online write of a view is idempotent (a row never overwrites a newer one), so re-running a
@@ -12,7 +13,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from feast.infra.common.materialization_job import MaterializationTask
 from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
@@ -26,6 +27,9 @@ from regions.store.fingerprint import fingerprint
 from regions.store.ledger import JobRecord
 from regions.store.node import RegionNode
 from regions.store.snapshot import snapshot_path, write_snapshot
+
+if TYPE_CHECKING:
+    from regions.store.spark_engine import SparkMaterializer
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -75,11 +79,18 @@ def materialize(
     say(f"{node.code}: job {job.job_id} started ({job.mode}, {len(views)} views)")
 
     store = node.store
-    engine = FastMaterializationEngine(
-        repo_config=store.config,
-        offline_store=get_offline_store_from_config(store.config.offline_store),
-        online_store=get_online_store_from_config(store.config.online_store),
-    )
+    engine: FastMaterializationEngine | SparkMaterializer
+    if node.region.materialization.engine == "spark":
+        from regions.store.spark_engine import SparkMaterializer  # imports pyspark only when chosen
+
+        say(f"{node.code}: materialising with Feast's Spark engine ({node.region.materialization.spark_master})")
+        engine = SparkMaterializer(store)
+    else:
+        engine = FastMaterializationEngine(
+            repo_config=store.config,
+            offline_store=get_offline_store_from_config(store.config.offline_store),
+            online_store=get_online_store_from_config(store.config.online_store),
+        )
     per_view: dict[str, dict[str, int]] = {}
     results: list[ViewMaterialization] = []
     staging = node.data_dir / "staging" / job.job_id
