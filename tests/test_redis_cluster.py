@@ -17,6 +17,7 @@ from handmade import latest, write_sources
 from redis_servers import start_cluster
 from regions.store.cluster import key_slot
 from regions.store.definitions import region_objects
+from regions.store.engine import redis_target
 from regions.store.feast_config import feast_settings
 from serving.client import FeatureClient
 from serving_fixtures import TOKENS, served_region
@@ -93,7 +94,6 @@ def test_fast_reader_reads_what_feast_wrote_on_the_cluster(tmp_path, served, clu
     store.apply(region_objects(feast_dir))
     store.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
     # ... and the serving node's cluster reader, pointed at the same project, reads it back identically
-    from regions.store.engine import redis_target
     from serving.catalog import Catalog
     from serving.entities import validate
     from serving.online import ClusterReader
@@ -115,6 +115,65 @@ def test_fast_reader_reads_what_feast_wrote_on_the_cluster(tmp_path, served, clu
     reader.close()
 
 
+def test_cluster_config_is_validated(tmp_path):
+    from conftest import write_config
+
+    from federation import load_config
+    from federation.errors import ConfigError
+
+    good = {"type": "redis_cluster", "nodes": ["10.0.0.1:7000", "10.0.0.2:7000"]}
+    cfg = load_config(write_config(tmp_path / "ok.yaml", {"MY": good, "SG": {"type": "sqlite"}}))
+    settings = feast_settings(cfg.region("MY"))["online_store"]
+    assert settings == {"type": "redis", "redis_type": "redis_cluster", "connection_string": "10.0.0.1:7000,10.0.0.2:7000"}
+    for online, words in [({"type": "redis_cluster", "nodes": []}, "nodes"),
+                          ({"type": "redis_cluster", "nodes": ["nohost"]}, "host:port"),
+                          ({"type": "redis_cluster", "nodes": ["a:1"], "url": "redis://x"}, "unknown key")]:
+        with pytest.raises(ConfigError, match=words):
+            load_config(write_config(tmp_path / "bad.yaml", {"MY": online, "SG": {"type": "sqlite"}}))
+    with pytest.raises(ConfigError, match="already used"):
+        load_config(write_config(tmp_path / "shared.yaml", {"MY": good, "SG": good}))
+
+
+def test_lookups_follow_ask_during_a_slot_migration_and_moved_after_it(served, cluster):
+    from feast.value_type import ValueType
+
+    from serving.catalog import Catalog
+    from serving.entities import validate
+    from serving.online import ClusterReader, _KeyEncoder
+
+    store = served.node.store
+    reader = ClusterReader(redis_target(store.config), store.project, timeout_seconds=2)
+    resolved = Catalog.from_store(store).refs(("customer_transactions:txn_count_7d",))
+    expected = latest(served.tables["customer_transactions"], "customer_id")
+    cid = sorted(expected)[0]
+    key = _KeyEncoder(("customer_id",), (ValueType.INT64,), store.project).encode((cid,))
+    slot = key_slot(key)
+
+    def read_one() -> bytes:
+        rows = reader.read(resolved, validate({"customer_id": [cid]}, resolved, limit=10))["customer_transactions"]
+        return rows.values[0]["txn_count_7d"]
+
+    before = read_one()  # warms the reader's slot map: from now on it is the one that goes stale
+    source = cluster.master_of(key)
+    masters = {s.port: s for s in cluster.servers if s.client().execute_command("ROLE")[0] in (b"master", "master")}
+    target = next(s for p, s in masters.items() if p != source.port)
+    src, dst = source.client(), target.client()
+    src_id, dst_id = src.execute_command("CLUSTER MYID"), dst.execute_command("CLUSTER MYID")
+    dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+    src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+    src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", key)
+    assert read_one() == before  # the source answers ASK; the reader asks the target with ASKING
+    for other in src.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000):
+        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", other)
+    for node in masters.values():
+        node.client().execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+    cluster.wait_ok()
+    assert read_one() == before  # the old master answers MOVED; the reader refreshes its map and follows
+    assert cluster.master_of(key).port == target.port
+    reader.close()
+
+
+# last: it leaves the cluster with a dead master
 def test_a_master_killed_during_lookups_costs_no_answer(served, cluster):
     expected = latest(served.tables["customer_transactions"], "customer_id")
     ids = sorted(expected)[:40]
@@ -148,22 +207,3 @@ def test_a_master_killed_during_lookups_costs_no_answer(served, cluster):
     after = sources[killed_at:]
     assert "batch_fallback" in after or all(s == "online_store" for s in after)
     assert after[-1] == "online_store"  # back online by itself once the replica took over
-
-
-def test_cluster_config_is_validated(tmp_path):
-    from conftest import write_config
-
-    from federation import load_config
-    from federation.errors import ConfigError
-
-    good = {"type": "redis_cluster", "nodes": ["10.0.0.1:7000", "10.0.0.2:7000"]}
-    cfg = load_config(write_config(tmp_path / "ok.yaml", {"MY": good, "SG": {"type": "sqlite"}}))
-    settings = feast_settings(cfg.region("MY"))["online_store"]
-    assert settings == {"type": "redis", "redis_type": "redis_cluster", "connection_string": "10.0.0.1:7000,10.0.0.2:7000"}
-    for online, words in [({"type": "redis_cluster", "nodes": []}, "nodes"),
-                          ({"type": "redis_cluster", "nodes": ["nohost"]}, "host:port"),
-                          ({"type": "redis_cluster", "nodes": ["a:1"], "url": "redis://x"}, "unknown key")]:
-        with pytest.raises(ConfigError, match=words):
-            load_config(write_config(tmp_path / "bad.yaml", {"MY": online, "SG": {"type": "sqlite"}}))
-    with pytest.raises(ConfigError, match="already used"):
-        load_config(write_config(tmp_path / "shared.yaml", {"MY": good, "SG": good}))
