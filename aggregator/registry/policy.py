@@ -30,7 +30,7 @@ def check_promotion(
     if foreign:
         allowed = ", ".join(policy.allowed_sources or ())
         raise PolicyRefused(
-            f"rule sources: {model.name} v{model.version} was trained on statistics from {', '.join(foreign)}; "
+            f"rule sources: {model.name} v{model.version} was trained partly on statistics from {', '.join(foreign)}; "
             f"models deployed in {region} may only use {allowed}"
         )
     if stage == "shadow":
