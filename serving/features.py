@@ -112,9 +112,11 @@ class OnlineFeatures:
         jobs = set()
         for v in resolved.views:
             r = rows[v.name]
-            for i, ts in enumerate(r.timestamps):
+            keys = list(zip(*(entities.columns[k] for k in v.join_keys)))
+            job_for = self.snapshots.job_for
+            for key, ts in zip(keys, r.timestamps, strict=True):
                 if ts is not None:
-                    job = self.snapshots.job_for(v.name, entities.key(v.join_keys, i), ts)
+                    job = job_for(v.name, key, ts)
                     if job:
                         jobs.add(job)
         return tuple(sorted(jobs))

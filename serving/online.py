@@ -149,12 +149,14 @@ class RedisReader:
         parts, keys = [], []
         for g in plan:
             head = b"*%d\r\n$5\r\nHMGET\r\n" % g.argc
-            for row in range(entities.count):
-                key = g.encoder.encode(entities.key(g.encoder.join_keys, row))
+            encode, tail = g.encoder.encode, g.tail
+            for entity in zip(*(entities.columns[k] for k in g.encoder.join_keys)):
+                key = encode(entity)
                 keys.append(key)
-                parts.append(head + _bulk(key) + g.tail)
+                parts.append(head + _bulk(key) + tail)
         replies = self._fetch(parts, keys)
         out: dict[str, ViewRows] = {}
+        decoded: dict[bytes, tuple[int, int]] = {}  # rows written by one job share event times
         pos = 0
         for g in plan:
             nfeat = len(g.fields) - len(g.views)
@@ -173,7 +175,10 @@ class RedisReader:
                         continue
                     rows = out[name]
                     rows.ts_raw[row] = ts
-                    rows.timestamps[row] = decode_timestamp(ts)  # type: ignore[arg-type]
+                    when = decoded.get(ts)  # type: ignore[call-overload]
+                    if when is None:
+                        when = decoded[ts] = decode_timestamp(ts)  # type: ignore[index,arg-type]
+                    rows.timestamps[row] = when
                     rows.values[row] = {f: reply[j] or b"" for j, f in cols}  # type: ignore[index]
         return out
 
