@@ -226,3 +226,28 @@ def test_calendars_come_from_the_holidays_package_plus_commercial_events():
     assert ("Songkran Festival", 2026) in names and ("11.11 sale", 2026) in names
     vn = {w.name for w in seasonal_windows("VN", [2026], MonitoringConfig())}
     assert "Lunar New Year" in vn
+
+
+def test_the_cli_judges_against_the_aggregators_federation_wide_statistics(region, capsys, monkeypatch):
+    from aggregator.intake.server import build_server
+    from fedstore.cli import main
+    from regions.publishing.outbox import send_outbox
+    from regions.publishing.publish import outbox_dir, publish_statistics
+
+    monkeypatch.setenv("MON_TOKEN", "mon-secret")
+    extra = {"auth": {"tokens": [{"name": "centre", "secret_env": "MON_TOKEN", "regions": ["*"]}]},
+             "privacy": {"epsilon_per_month": 10, "minimum_cohort": 10}}
+    config, node, cfg = _open(region, extra)
+    server, port, store = build_server(config, region / "centre" / "aggregator.duckdb", "127.0.0.1:0")
+    server.start()
+    try:
+        end = datetime.combine(LAST, datetime.min.time(), tzinfo=timezone.utc)
+        publish_statistics(node, config.privacy, epsilon=5.0, end=end, days=30)
+        assert [o for _, o in send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{port}", "mon-secret")] == ["sent"]
+        assert main(["--config", str(cfg), "region", "drift", "--region", "MY", "--baseline", "global",
+                     "--address", f"127.0.0.1:{port}", "--token-env", "MON_TOKEN"]) == 0
+    finally:
+        server.stop(1).wait()
+        store.close()
+    out = capsys.readouterr().out
+    assert "federation-wide baseline (aggregator)" in out
