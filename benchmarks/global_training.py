@@ -164,7 +164,7 @@ def main() -> None:
         a = np.array(values)
         label = "∞ (no noise)" if math.isinf(eps) else f"{eps:g}"
         spread = "" if len(a) == 1 else f" ± {a[:, 0].std():.4f}"
-        rows.append((f"federated, DP statistics", "LDA" if name == "lda" else "ridge", label,
+        rows.append(("federated, DP statistics", "LDA" if name == "lda" else "ridge", label,
                      f"{a[:, 0].mean():.4f}{spread}", f"{a[:, 1].mean():.4f}"))
 
     # what the centre learns from regions' own evaluations (noisy score histograms, ε = 0.5 each)

@@ -11,8 +11,9 @@ minimum. Both the registry (which enforces it) and operators (who read it) use t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from federation.errors import ConfigError
 

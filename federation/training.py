@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def block_size(d: int) -> int:
 BLOCK_WEIGHTS = {"n": 1.0, "sum_x": 1.0, "xtx": 0.3}
 
 
-def block_weights(d: int) -> "np.ndarray":
+def block_weights(d: int) -> np.ndarray:
     w = BLOCK_WEIGHTS
     return np.concatenate([[w["n"]], np.full(d, w["sum_x"]), np.full(triangle_size(d), w["xtx"])])
 
@@ -166,7 +166,7 @@ class LinearModel:
                 "metadata": dict(self.metadata)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, object]) -> "LinearModel":
+    def from_dict(cls, d: Mapping[str, object]) -> LinearModel:
         return cls(feature_service=str(d["feature_service"]), features=tuple(d["features"]),  # type: ignore[arg-type]
                    weights=tuple(float(w) for w in d["weights"]), intercept=float(d["intercept"]),  # type: ignore[attr-defined]
                    link=str(d.get("link", "logistic")), metadata=dict(d.get("metadata", {})))  # type: ignore[call-overload]

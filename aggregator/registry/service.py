@@ -6,7 +6,7 @@ deployment, needs a token allowed in that region. The caller's token name is the
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp

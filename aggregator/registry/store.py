@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from aggregator.errors import NotFound, PolicyRefused, Rejected
 from aggregator.registry.model import (
@@ -231,4 +231,4 @@ def _event(r: tuple) -> DeploymentEvent:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -9,7 +9,7 @@ outage upstream). A *stale* view is one whose latest successful materialisation 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def find_gaps(profiles: DailyProfiles, config: MonitoringConfig, until: date | N
 
 
 def freshness(node: RegionNode, config: MonitoringConfig, now: datetime | None = None) -> list[Freshness]:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     node.ledger.recover_abandoned()
     out = []
     for fv in node.feature_views():

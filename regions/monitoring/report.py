@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 
@@ -73,7 +73,7 @@ def drift_report(
             if run:
                 triggers.append(log.record(node.code, run, mc.trigger_command))
     return DriftReport(node.code, day, verdicts, tuple(g for g in gaps if (day - g.day).days < 60),
-                       tuple(freshness(node, mc, now=now or datetime.now(timezone.utc))), tuple(triggers),
+                       tuple(freshness(node, mc, now=now or datetime.now(UTC))), tuple(triggers),
                        tuple(windows), profiles)
 
 

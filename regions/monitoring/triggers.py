@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 from contextlib import closing
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from regions.monitoring.drift import DRIFT, OK, DriftJudge, Verdict
@@ -58,7 +58,7 @@ class TriggerLog:
         with closing(sqlite3.connect(self.path)) as db, db:
             cur = db.execute("INSERT OR IGNORE INTO triggers VALUES (?,?,?,?,?,?,?,'')",
                              (region, ref, first.isoformat(), last.isoformat(), len(run), json.dumps(scores),
-                              datetime.now(timezone.utc).isoformat()))
+                              datetime.now(UTC).isoformat()))
             new = cur.rowcount == 1
             if not new:  # the episode goes on: extend it
                 db.execute("UPDATE triggers SET last_day=?, days=?, scores=? WHERE region=? AND ref=? AND first_day=?",

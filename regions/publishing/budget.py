@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from regions.errors import RegionError
@@ -39,7 +39,7 @@ class BudgetLedger:
 
     @staticmethod
     def period(when: datetime) -> str:
-        return when.astimezone(timezone.utc).strftime("%Y-%m")
+        return when.astimezone(UTC).strftime("%Y-%m")
 
     def spent(self, period: str) -> float:
         return self.totals(period)[0]

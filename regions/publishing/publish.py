@@ -15,7 +15,7 @@ import json
 import os
 import uuid
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,18 @@ from federation.training import LinearModel, TrainingSpec
 from regions.errors import RegionError
 from regions.publishing.anonymise import AnonymisedStatistics, anonymise
 from regions.publishing.budget import BudgetLedger
-from regions.publishing.evaluation import EvaluationRelease, release_evaluation, score_histograms
+from regions.publishing.evaluation import (
+    EvaluationRelease,
+    release_evaluation,
+    score_histograms,
+)
 from regions.publishing.examples import labelled_examples
 from regions.publishing.statistics import compute_statistics
-from regions.publishing.training_statistics import TrainingRelease, class_statistics, release_training
+from regions.publishing.training_statistics import (
+    TrainingRelease,
+    class_statistics,
+    release_training,
+)
 from regions.store.node import RegionNode
 
 
@@ -46,7 +54,7 @@ def publish_statistics(
     catalog: tuple[FeatureSpec, ...] = CATALOG,
 ) -> tuple[str, AnonymisedStatistics, Path]:
     _positive(epsilon)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     end = end or now
     stats = compute_statistics(node, catalog, end - timedelta(days=days), end)
     submission_id = _spend(node, privacy, "stats", epsilon, 0.0, now)  # refuses (nothing released) when over budget
@@ -67,7 +75,7 @@ def publish_training_statistics(
     days: int = 30,
 ) -> tuple[str, TrainingRelease, Path]:
     _positive(epsilon)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     end = end or now
     start = end - timedelta(days=days)
     exact = class_statistics(labelled_examples(node, spec, start, end), spec.feature_service, spec.label)
@@ -97,7 +105,7 @@ def publish_evaluation(
     _positive(epsilon)
     if tuple(model.features) != spec.features:
         raise RegionError(f"model {name} v{version} uses other features than training spec {spec.feature_service}")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     end = end or now
     start = end - timedelta(days=days)
     exact = score_histograms(model, f"{name}:{version}", labelled_examples(node, spec, start, end))

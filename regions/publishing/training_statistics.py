@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import opendp.prelude as dp
 
-from federation.training import BLOCK_WEIGHTS, LABELS, block_size, block_weights, l2_sensitivity, triangle
+from federation.training import (
+    BLOCK_WEIGHTS,
+    LABELS,
+    block_size,
+    block_weights,
+    l2_sensitivity,
+    triangle,
+)
 from regions.publishing.examples import LabelledExamples
 
 dp.enable_features("contrib")

@@ -11,7 +11,7 @@ safe because a write never overwrites an equal or newer event time.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa

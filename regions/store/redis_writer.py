@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from feast.value_type import ValueType
 
 from regions.store import redis_layout, resp
-from regions.store.resp_connection import RespError, RespConnection
+from regions.store.resp_connection import RespConnection
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ import sys
 from pathlib import Path
 
 from feast import FeatureStore
-from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
+from feast.infra.common.materialization_job import (
+    MaterializationJobStatus,
+    MaterializationTask,
+)
 from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
 from feast.infra.online_stores.helpers import get_online_store_from_config
 
@@ -28,7 +31,9 @@ class SparkMaterializer:
     def __init__(self, store: FeatureStore, *, chunk_rows: int = 100_000) -> None:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        from feast.infra.compute_engines.spark.compute import SparkComputeEngine  # pyspark is optional
+        from feast.infra.compute_engines.spark.compute import (
+            SparkComputeEngine,  # pyspark is optional
+        )
 
         self.store = store
         self.chunk_rows = chunk_rows
