@@ -16,6 +16,10 @@ from federation.statistics import CATALOG
 from federation.tokens import Caller
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
+# Reproducible in CI: the same examples every run (raise max_examples locally to explore further).
+settings.register_profile("fedstore-ci", derandomize=True, deadline=None)
+settings.load_profile("fedstore-ci")
+
 PRIVACY = PrivacyConfig(epsilon_per_month=4.0, minimum_cohort=10)
 CATALOG_BY_REF = {s.ref: s for s in CATALOG}
 REGIONS = {"MY", "SG"}
@@ -111,3 +115,9 @@ def test_arbitrary_bytes_only_ever_produce_a_named_rejection(blob):
         _check(sub)
     except (Rejected, NotAllowed) as e:
         assert str(e).startswith("rule ")
+
+
+def test_an_out_of_range_window_is_a_named_rejection_not_a_crash():
+    sub = _submission([])
+    sub.window_end.seconds = 2**62  # far beyond year 9999: datetime cannot hold it
+    assert _rule(sub) == "rule window"

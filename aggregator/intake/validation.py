@@ -41,8 +41,13 @@ def validate(
         raise Rejected(f"rule submission_id: {sub.submission_id!r} is not '<region>-<stats|train|eval>-<id>'")
     if not _PERIOD.match(sub.period):
         raise Rejected(f"rule period: {sub.period!r} is not YYYY-MM")
-    if not sub.HasField("window_start") or not sub.HasField("window_end") or \
-            sub.window_end.ToDatetime() <= sub.window_start.ToDatetime():
+    if not sub.HasField("window_start") or not sub.HasField("window_end"):
+        raise Rejected("rule window: window_start and window_end are required")
+    try:
+        start, end = sub.window_start.ToDatetime(), sub.window_end.ToDatetime()
+    except (ValueError, OverflowError):
+        raise Rejected("rule window: a window timestamp is out of range") from None
+    if end <= start:
         raise Rejected("rule window: window_start must be before window_end")
     acc = sub.accounting if sub.HasField("accounting") else None
     if acc is None or acc.mechanism == pb.MECHANISM_UNSPECIFIED:
