@@ -231,6 +231,10 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre):
         (pb.TrainRequest(strategy="forest", feature_service="fraud_scoring"), _md("centre"), grpc.StatusCode.INVALID_ARGUMENT),
         (pb.TrainRequest(strategy="lda", feature_service="nope"), _md("centre"), grpc.StatusCode.INVALID_ARGUMENT),
         (pb.TrainRequest(strategy="lda", feature_service="fraud_scoring"), (), grpc.StatusCode.UNAUTHENTICATED),
+        (pb.TrainRequest(strategy="ridge", feature_service="fraud_scoring", ridge_lambda=-1), _md("centre"),
+         grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.TrainRequest(strategy="lda", feature_service="fraud_scoring", period="2026-13"), _md("centre"),
+         grpc.StatusCode.INVALID_ARGUMENT),
     ]:
         with pytest.raises(grpc.RpcError) as e:
             stub.Train(request, metadata=md, timeout=10)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 from aggregator.errors import Rejected
 from aggregator.registry.model import ModelCandidate
 from aggregator.registry.store import ModelRegistry
@@ -18,6 +21,10 @@ def fit(store: SubmissionStore, request: pb.TrainRequest) -> tuple[LinearModel, 
         spec = training_spec(request.feature_service)
     except ConfigError as e:
         raise Rejected(str(e)) from None
+    if not math.isfinite(request.ridge_lambda) or request.ridge_lambda < 0:
+        raise Rejected(f"ridge_lambda must be a finite number ≥ 0, got {request.ridge_lambda}")
+    if request.period and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", request.period):
+        raise Rejected(f"period {request.period!r} is not YYYY-MM")
     strategy = make_strategy(request.strategy or "lda", **({"ridge_lambda": request.ridge_lambda}
                                                             if request.strategy == "ridge" else {}))
     pooled = pool(store.latest_training(spec.feature_service, request.period or None), spec.features)
