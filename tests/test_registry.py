@@ -140,6 +140,23 @@ def test_rollback_restores_what_served_before_or_empties_the_stage(reg):
         reg.rollback("SG", "canary_5", who="oncall", why="twice")
 
 
+def test_repeated_rollbacks_walk_back_and_never_restore_a_rolled_back_version(reg):
+    for v in (1, 2, 3):
+        reg.register(_candidate(), who="t")
+        for stage in ("canary_5", "canary_25", "full"):
+            reg.promote("fraud_lda", v, "SG", stage, who="ops", why="ship")
+    assert reg.rollback("SG", "full", who="oncall", why="v3 bad").outcome == "applied: restored fraud_lda v2"
+    # v2 is bad too: the stage goes back to v1, not forward again to the v3 just rolled back
+    assert reg.rollback("SG", "full", who="oncall", why="v2 bad").outcome == "applied: restored fraud_lda v1"
+    assert [(s.stage, s.version) for s in reg.deployment("SG").stages] == [("full", 1)]
+    assert reg.rollback("SG", "full", who="oncall", why="v1 bad").outcome == "applied: stage now empty"
+    # a version promoted again after its rollback is a fresh deployment and can be restored later
+    for v in (3, 1):
+        for stage in ("canary_5", "canary_25", "full"):
+            reg.promote("fraud_lda", v, "SG", stage, who="ops", why="re-ship")
+    assert reg.rollback("SG", "full", who="oncall", why="v1 again").outcome == "applied: restored fraud_lda v3"
+
+
 def test_concurrent_promotions_one_wins_none_corrupts(reg):
     for _ in range(8):
         reg.register(_candidate(), who="t")

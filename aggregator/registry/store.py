@@ -178,11 +178,15 @@ class ModelRegistry:
                 raise Rejected(f"nothing serves {stage} in {region}: there is nothing to roll back")
             now = _now().isoformat()
             db.execute("UPDATE assignments SET until=? WHERE rowid=?", (now, current[0]))
-            # what served this stage before, if it is not serving elsewhere in the region now
+            # what served this stage before, if it is not serving elsewhere in the region now and was
+            # not itself rolled back from this stage since it started there (else a second rollback
+            # would bounce forward to the version the first one removed)
             previous = db.execute(
                 "SELECT a.name, a.version FROM assignments a WHERE a.region=? AND a.stage=? AND a.rowid < ? "
                 "AND NOT (a.name=? AND a.version=?) AND NOT EXISTS (SELECT 1 FROM assignments b WHERE b.region=a.region AND b.name=a.name "
-                "AND b.version=a.version AND b.until IS NULL) ORDER BY a.rowid DESC LIMIT 1",
+                "AND b.version=a.version AND b.until IS NULL) AND NOT EXISTS (SELECT 1 FROM audit e WHERE e.action='rollback' "
+                "AND e.outcome LIKE 'applied%' AND e.region=a.region AND e.stage=a.stage AND e.name=a.name "
+                "AND e.version=a.version AND e.at >= a.since) ORDER BY a.rowid DESC LIMIT 1",
                 (region, stage, current[0], current[1], current[2])).fetchone()
             if previous:
                 db.execute("INSERT INTO assignments VALUES (?,?,?,?,?,NULL)", (region, stage, *previous, now))
