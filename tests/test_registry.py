@@ -255,6 +255,15 @@ def test_registry_over_grpc(served):
         assert e.value.code() == code, (method, e.value.details())
     audit = stub.GetAudit(pb.GetAuditRequest(region="VN"), metadata=_md("ops-my"), timeout=5)
     assert audit.events[-1].outcome.startswith("refused: rule sources")
+    # a caller refused for the region is on that region's trail, by token name
+    denied = stub.GetAudit(pb.GetAuditRequest(region="SG"), metadata=_md("ops-my"), timeout=5).events
+    assert [(e.who, e.action, e.stage, e.version) for e in denied] == [("ops-my", "promote", "shadow", 1)]
+    assert "may not act on region" in denied[0].outcome and denied[0].outcome.startswith("refused: ")
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Rollback(pb.RollbackRequest(region="SG", stage="full", why="oops"), metadata=_md("ops-my"), timeout=5)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    last = stub.GetAudit(pb.GetAuditRequest(region="SG"), metadata=_md("ops-my"), timeout=5).events[-1]
+    assert (last.action, last.why, last.outcome[:9]) == ("rollback", "oops", "refused: ")
 
 
 def test_registry_cli(served, capsys, monkeypatch):

@@ -54,11 +54,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self.registry = registry
         self._authenticate = authenticate
 
-    def _run(self, context: grpc.ServicerContext, work: Callable[[Caller], object], region: str | None = None):  # type: ignore[no-untyped-def]
+    def _run(self, context: grpc.ServicerContext, work: Callable[[Caller], object], region: str | None = None,
+             change: Callable[[Caller, str], object] | None = None):  # type: ignore[no-untyped-def]
         caller = self._authenticate(context)
         try:
             if region is not None and not caller.allows(region.upper()):
-                raise NotAllowed(f"caller {caller.name!r} may not act on region {region!r}")
+                refusal = NotAllowed(f"caller {caller.name!r} may not act on region {region!r}")
+                if change is not None and region.upper() in self.registry.config.codes:
+                    change(caller, str(refusal))  # a refused change is on the region's audit trail too
+                raise refusal
             return work(caller)
         except AggregatorError as e:
             context.abort(e.code, str(e))
@@ -74,11 +78,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def Promote(self, request, context):  # type: ignore[no-untyped-def]
         return self._run(context, lambda caller: event_to_proto(self.registry.promote(
             request.name, request.version, request.region, request.stage, who=caller.name, why=request.why)),
-            region=request.region)
+            region=request.region, change=lambda caller, reason: self.registry.record_refusal(
+                "promote", request.region, request.stage, request.name, request.version, who=caller.name,
+                why=request.why, reason=reason))
 
     def Rollback(self, request, context):  # type: ignore[no-untyped-def]
         return self._run(context, lambda caller: event_to_proto(self.registry.rollback(
-            request.region, request.stage, who=caller.name, why=request.why)), region=request.region)
+            request.region, request.stage, who=caller.name, why=request.why)), region=request.region,
+            change=lambda caller, reason: self.registry.record_refusal(
+                "rollback", request.region, request.stage, "", 0, who=caller.name, why=request.why, reason=reason))
 
     def GetAudit(self, request, context):  # type: ignore[no-untyped-def]
         return self._run(context, lambda _: pb.AuditTrail(events=[

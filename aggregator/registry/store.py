@@ -194,6 +194,13 @@ class ModelRegistry:
             return self._audit(db, who, "rollback", region, stage, current[1], current[2], stage, why,
                                f"applied: {restored}")
 
+    def record_refusal(self, action: str, region: str, stage: str, name: str, version: int, *, who: str, why: str,
+                       reason: str) -> DeploymentEvent:
+        """Put a change refused before it reached the store (e.g. a caller not allowed in the region) on the trail."""
+        region = self._region(region)
+        with self._write() as db:
+            return self._audit(db, who, action, region, stage, name, version, "", why, f"refused: {reason}")
+
     def deployment(self, region: str) -> Deployment:
         region = self._region(region)
         with closing(sqlite3.connect(self.path)) as db:
