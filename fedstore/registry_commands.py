@@ -108,7 +108,7 @@ def cmd_audit(config: FederationConfig, args: argparse.Namespace) -> None:
     events = _call(config, args, "GetAudit", _pb().GetAuditRequest(region=args.region, name=args.name)).events  # type: ignore[attr-defined]
     print(table(["#", "at", "who", "action", "region", "stage", "model", "from", "why", "outcome"], [
         [e.event_id, e.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), e.who, e.action, e.region, e.stage,
-         f"{e.name} v{e.version}", e.from_stage or "–", e.why, e.outcome] for e in events]) if events else "no events")
+         f"{e.name} v{e.version}" if e.name else "–", e.from_stage or "–", e.why, e.outcome] for e in events]) if events else "no events")
 
 
 def cmd_deployment(config: FederationConfig, args: argparse.Namespace) -> None:

@@ -286,3 +286,16 @@ def test_registry_cli(served, capsys, monkeypatch):
     assert "NOT_FOUND" in capsys.readouterr().err
     assert main([*base, "audit", "--region", "SG"]) == 0
     assert "first" in capsys.readouterr().out
+    assert main([*base, "rollback", "--region", "SG", "--stage", "canary_5", "--why", "too noisy"]) == 0
+    assert "applied: stage now empty" in capsys.readouterr().out
+    assert main([*base, "rollback", "--region", "SG", "--stage", "canary_5", "--why", "again"]) == 2
+    assert "INVALID_ARGUMENT: nothing serves canary_5 in SG" in capsys.readouterr().err
+    monkeypatch.setenv("FEDSTORE_TOKEN", TOKENS["ops-my"])
+    assert main([*base, "rollback", "--region", "SG", "--stage", "full", "--why", "not mine"]) == 2
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert main([*base, "audit", "--region", "SG"]) == 0
+    out = capsys.readouterr().out
+    assert "too noisy" in out and "not mine" in out and "refused: caller 'ops-my'" in out
+    monkeypatch.delenv("FEDSTORE_TOKEN")
+    assert main([*base, "list"]) == 2
+    assert "FEDSTORE_TOKEN is not set" in capsys.readouterr().err
