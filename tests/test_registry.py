@@ -157,6 +157,17 @@ def test_repeated_rollbacks_walk_back_and_never_restore_a_rolled_back_version(re
     assert reg.rollback("SG", "full", who="oncall", why="v1 again").outcome == "applied: restored fraud_lda v3"
 
 
+def test_promotion_never_moves_a_version_down_and_drops_traffic(reg):
+    reg.register(_candidate(), who="t")
+    for stage in ("canary_5", "canary_25", "full"):
+        reg.promote("fraud_lda", 1, "SG", stage, who="ops", why="ship")
+    for lower in ("shadow", "canary_5", "canary_25"):
+        with pytest.raises(PolicyRefused, match="rule order: .*only moves up"):
+            reg.promote("fraud_lda", 1, "SG", lower, who="ops", why="oops")
+    assert [(s.stage, s.version, s.share_basis_points) for s in reg.deployment("SG").stages] == [("full", 1, BUCKETS)]
+    assert [e.outcome.split(":")[0] for e in reg.audit("SG")][-3:] == ["refused"] * 3
+
+
 def test_concurrent_promotions_one_wins_none_corrupts(reg):
     for _ in range(8):
         reg.register(_candidate(), who="t")

@@ -2,7 +2,7 @@
 
     sources       every region whose statistics trained the model is allowed by the target's policy
     shadow_first  before canary or full, the version has run in shadow in this region (if required)
-    order         canary_25 only from canary_5, full only from canary_25 (no skipping the canary)
+    order         canary_25 only from canary_5, full only from canary_25 (no skipping the canary); never down
     min_metrics   before canary or full, this region's own evaluation meets the policy's minimums
     occupied      a shadow or canary stage holds one version: roll the current one back first
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from aggregator.errors import PolicyRefused
 from aggregator.registry.model import ModelVersion
 from federation.deployment_policy import DeploymentPolicy
+from federation.traffic import STAGES
 
 PREDECESSOR = {"canary_25": "canary_5", "full": "canary_25"}
 
@@ -32,6 +33,12 @@ def check_promotion(
         raise PolicyRefused(
             f"rule sources: {model.name} v{model.version} was trained partly on statistics from {', '.join(foreign)}; "
             f"models deployed in {region} may only use {allowed}"
+        )
+    if current_stage is not None and STAGES.index(stage) < STAGES.index(current_stage):
+        # moving down would vacate the higher stage and drop its traffic: that is a rollback's job
+        raise PolicyRefused(
+            f"rule order: {model.name} v{model.version} serves {current_stage} in {region}; promotion only moves up "
+            f"(roll {current_stage} back instead)"
         )
     if stage == "shadow":
         _free(stage, region, occupant)
