@@ -188,7 +188,9 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
 
 def add_publishing_parsers(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from fedstore.aggregator_commands import add_region_parser
-    from fedstore.monitoring_commands import add_region_parsers as add_monitoring_parsers
+    from fedstore.monitoring_commands import (
+        add_region_parsers as add_monitoring_parsers,
+    )
     from fedstore.training_commands import add_region_parsers as add_training_parsers
 
     ps = cmds.add_parser("publish-stats", help="queue anonymised statistics (DP, minimum cohort) in the outbox")

@@ -14,8 +14,8 @@ import re
 from aggregator.errors import NotAllowed, Rejected
 from federation import PrivacyConfig
 from federation.statistics import SEGMENTS, FeatureSpec
-from federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
 from federation.tokens import Caller
+from federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 _ID = re.compile(r"^[a-z]{2}-(stats|train|eval)-[0-9A-Za-z-]{1,60}$")
