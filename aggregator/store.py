@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS feature_statistics (
     submission_id VARCHAR NOT NULL, ref VARCHAR NOT NULL, count BIGINT NOT NULL,
     null_count BIGINT NOT NULL, sum DOUBLE NOT NULL, sum_sq DOUBLE NOT NULL, histogram BIGINT[] NOT NULL
 );
+CREATE TABLE IF NOT EXISTS segment_statistics (
+    submission_id VARCHAR NOT NULL, dimension VARCHAR NOT NULL, value VARCHAR NOT NULL, ref VARCHAR NOT NULL,
+    count BIGINT NOT NULL, null_count BIGINT NOT NULL, sum DOUBLE NOT NULL, sum_sq DOUBLE NOT NULL,
+    histogram BIGINT[] NOT NULL
+);
 CREATE TABLE IF NOT EXISTS training_statistics (
     submission_id VARCHAR NOT NULL, feature_service VARCHAR NOT NULL, label VARCHAR NOT NULL,
     features VARCHAR[] NOT NULL, class_label BIGINT NOT NULL, n DOUBLE NOT NULL,
@@ -118,6 +123,10 @@ class SubmissionStore:
                         [[sub.submission_id, f.ref, f.count, f.null_count, f.sum, f.sum_sq, list(f.histogram)]
                          for f in sub.features],
                     )
+                segment_rows = [[sub.submission_id, g.dimension, g.value, f.ref, f.count, f.null_count, f.sum,
+                                 f.sum_sq, list(f.histogram)] for g in sub.segments for f in g.features]
+                if segment_rows:
+                    self._db.executemany("INSERT INTO segment_statistics VALUES (?,?,?,?,?,?,?,?,?)", segment_rows)
                 if sub.HasField("training"):
                     t = sub.training
                     self._db.executemany(
@@ -169,6 +178,13 @@ class SubmissionStore:
             rows = self._db.execute(sql, [feature_service, period, period]).fetchall()
         return [TrainingRow(r[0], r[1], tuple(r[2]), int(r[3]), float(r[4]), tuple(r[5]), tuple(r[6]), float(r[7]))
                 for r in rows]
+
+    def segments(self, submission_id: str) -> list[tuple[str, str, str, int]]:
+        """(dimension, value, ref, noisy count) of a submission's segment statistics."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT dimension, value, ref, count FROM segment_statistics WHERE submission_id=? "
+                "ORDER BY dimension, value, ref", [submission_id]).fetchall()
 
     def evaluation(self, submission_id: str) -> tuple[str, int, dict[int, list[int]]] | None:
         with self._lock:

@@ -59,3 +59,41 @@ CATALOG: tuple[FeatureSpec, ...] = (
     FeatureSpec("customer_profile:account_age_days", 0, 3650, _linear(0, 3650, 20)),
     FeatureSpec("customer_profile:kyc_level", 0, 4, (0, 1, 2, 3, 4)),
 )
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """A breakdown the federation agrees on: which entity attribute splits a region's statistics,
+    and, per region, the only values that may cross the border (anything else is dropped there)."""
+
+    dimension: str
+    ref: str  # "view:feature" holding each entity's segment, e.g. its home city
+    values: dict[str, tuple[str, ...]]  # region code -> allowed segment values
+
+    @property
+    def view(self) -> str:
+        return self.ref.split(":", 1)[0]
+
+    @property
+    def feature(self) -> str:
+        return self.ref.split(":", 1)[1]
+
+
+CITIES: dict[str, tuple[str, ...]] = {
+    "MY": ("Kuala Lumpur", "Johor Bahru", "Penang", "Kota Kinabalu", "Kuching"),
+    "SG": ("Singapore Central", "Jurong", "Tampines", "Woodlands", "Punggol"),
+    "ID": ("Jakarta", "Surabaya", "Bandung", "Medan", "Makassar"),
+    "TH": ("Bangkok", "Chiang Mai", "Phuket", "Pattaya", "Khon Kaen"),
+    "VN": ("Ho Chi Minh City", "Hanoi", "Da Nang", "Hai Phong", "Can Tho"),
+    "PH": ("Manila", "Quezon City", "Cebu City", "Davao City", "Makati City"),
+    "HK": ("Kowloon", "Hong Kong Island", "Sha Tin", "Tsuen Wan", "Tuen Mun"),
+}
+
+SEGMENTS: tuple[SegmentSpec, ...] = (SegmentSpec("home_city", "customer_profile:home_city", CITIES),)
+
+
+def segment_spec(dimension: str) -> SegmentSpec:
+    for s in SEGMENTS:
+        if s.dimension == dimension:
+            return s
+    raise ConfigError(f"unknown segment {dimension!r}; known: {', '.join(s.dimension for s in SEGMENTS)}")

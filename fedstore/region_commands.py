@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -187,7 +188,9 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
 
 def add_publishing_parsers(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from fedstore.aggregator_commands import add_region_parser
-    from fedstore.monitoring_commands import add_region_parsers as add_monitoring_parsers
+    from fedstore.monitoring_commands import (
+        add_region_parsers as add_monitoring_parsers,
+    )
     from fedstore.training_commands import add_region_parsers as add_training_parsers
 
     ps = cmds.add_parser("publish-stats", help="queue anonymised statistics (DP, minimum cohort) in the outbox")
@@ -195,6 +198,8 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction) -> None:  # type: i
     ps.add_argument("--epsilon", type=float, required=True, help="privacy budget this submission spends")
     ps.add_argument("--days", type=_positive, default=30, help="window length, ending now (or --end)")
     ps.add_argument("--end", type=_datetime, default=None)
+    ps.add_argument("--segment", default=None,
+                    help="also release the statistics per value of a catalog segment, e.g. home_city (ε split in half)")
     ps.set_defaults(handler=cmd_publish_stats)
     add_region_parser(cmds)
     add_training_parsers(cmds, _region_arg, _positive, _datetime)
@@ -202,11 +207,19 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction) -> None:  # type: i
 
 
 def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> None:
+    from federation.statistics import segment_spec
     from regions.publishing.publish import publish_statistics
 
     node = RegionNode(config.region(args.region))
-    sid, released, path = publish_statistics(node, config.privacy, epsilon=args.epsilon, end=args.end, days=args.days)
+    segment = segment_spec(args.segment) if args.segment else None
+    sid, released, path = publish_statistics(node, config.privacy, epsilon=args.epsilon, end=args.end, days=args.days,
+                                             segment=segment)
+    body = json.loads(path.read_text())
     print(f"{node.code}: submission {sid} queued at {path}")
-    print(f"   ε spent {released.accounting.epsilon:.3f} (OpenDP Laplace), minimum cohort "
+    print(f"   ε spent {body['accounting']['epsilon']:.3f} (OpenDP Laplace), minimum cohort "
           f"{released.accounting.minimum_cohort}; {len(released.features)} features released, "
           f"{len(released.suppressed)} suppressed{': ' + ', '.join(released.suppressed) if released.suppressed else ''}")
+    if segment:
+        print(f"   by {segment.dimension}: {len(body['segments'])} released "
+              f"({', '.join(g['value'] for g in body['segments']) or 'none'}), "
+              f"{len(body['suppressed_segments'])} withheld below the minimum cohort")

@@ -182,7 +182,7 @@ def _reachable(message, seen=None):  # every message type a Submission can hold
 def test_the_contract_has_no_field_for_rows_keys_or_free_text():
     # each string a region can send is a name the validator checks against the shared catalog
     allowed_strings = {"submission_id", "region", "period", "ref", "suppressed", "feature_service", "label",
-                       "features", "model_name"}
+                       "features", "model_name", "dimension", "value", "suppressed_segments"}
     for message in _reachable(pb.Submission.DESCRIPTOR):
         for field in message.fields:
             assert field.type != field.TYPE_BYTES, f"{message.name}.{field.name} could carry anything"
@@ -228,3 +228,34 @@ def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch)
     finally:
         server.stop(1).wait()
         store.close()
+
+
+def test_segment_breakdowns_cross_only_with_catalog_values_and_enough_entities(fed):
+    from federation.statistics import CITIES, segment_spec
+
+    config, address, store = fed
+    node = RegionNode(config.region("MY"))
+    write_sources(node.data_dir, customers=400, drivers=3, days=2, start=T, id_offset=10**9)
+    node.apply()
+    sid, released, path = publish_statistics(node, config.privacy, epsilon=2.0, end=T + timedelta(days=3),
+                                             catalog=SPEC, segment=segment_spec("home_city"))
+    body = json.loads(path.read_text())
+    # the sources hold "Kuala Lumpur", "Kota Kinabalu", a Vietnamese city, "" and nulls: only MY's catalog
+    # cities can cross; each is released or suppressed on its noisy count (an empty city may pass on noise)
+    released_values = {g["value"] for g in body["segments"]}
+    assert {"Kuala Lumpur", "Kota Kinabalu"} <= released_values
+    assert released_values | set(body["suppressed_segments"]) == set(CITIES["MY"])
+    assert not released_values & set(body["suppressed_segments"]) and "Minh" not in path.read_text()
+    assert body["accounting"]["epsilon"] == pytest.approx(2.0)  # whole region ε/2 + segments ε/2 (disjoint)
+    assert send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"]) == [(sid, "sent")]
+    stored = store.segments(sid)
+    assert {v for _, v, _, _ in stored} == released_values and all(c >= 10 for *_, c in stored)
+    # a segment value outside the catalog, or an unknown dimension, is refused and nothing is stored
+    for mutate, words in [(lambda s: setattr(s.segments[0], "value", "Atlantis"), "rule segment"),
+                          (lambda s: setattr(s.segments[0], "dimension", "religion"), "rule segment")]:
+        bad = to_proto({**body, "submission_id": body["submission_id"][:-8] + "0000abcd"})
+        mutate(bad)
+        with pytest.raises(grpc.RpcError) as e:
+            _stub(address).Submit(bad, metadata=_md("MY"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith(words)
+        assert store.receipt(bad.submission_id) is None

@@ -111,3 +111,14 @@ def test_publish_cli_refusal_is_one_line(node, capsys):
     assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "5"]) == 2
     err = capsys.readouterr().err
     assert "nothing was published" in err and err.count("\n") == 1
+
+
+def test_publish_cli_with_a_segment_breakdown(node, capsys):
+    cfg = str(node.region.data_dir.parents[1] / "fedstore.yaml")
+    assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "0.5",
+                 "--segment", "religion"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown segment 'religion'" in err and err.count("\n") == 1
+    assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "0.5",
+                 "--segment", "home_city", "--end", (T + timedelta(days=1)).isoformat()]) == 0
+    assert "by home_city:" in capsys.readouterr().out

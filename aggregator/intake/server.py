@@ -12,7 +12,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aggregator.errors import AggregatorError, NotAllowed, NotFound, OverBudget, Rejected
+from aggregator.errors import (
+    AggregatorError,
+    NotAllowed,
+    NotFound,
+    OverBudget,
+    Rejected,
+)
 from aggregator.global_statistics import merge
 from aggregator.intake.metrics import AggregatorMetrics, rule_of
 from aggregator.intake.validation import validate
@@ -27,7 +33,6 @@ from federation.tokens import Caller, TokenBook, bearer_token
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
-
 
 # (model name, version, region, metrics, submission id): where a region's evaluation goes once stored
 EvaluationHook = Callable[[str, int, str, dict[str, float], str], None]

@@ -13,9 +13,9 @@ import re
 
 from aggregator.errors import NotAllowed, Rejected
 from federation import PrivacyConfig
-from federation.statistics import FeatureSpec
-from federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
+from federation.statistics import SEGMENTS, FeatureSpec
 from federation.tokens import Caller
+from federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 _ID = re.compile(r"^[a-z]{2}-(stats|train|eval)-[0-9A-Za-z-]{1,60}$")
@@ -66,6 +66,8 @@ def validate(
                                   ("evaluation", sub.HasField("evaluation"))) if present]
     if len(kinds) != 1:
         raise Rejected("rule kind: a submission carries exactly one of features, training or evaluation")
+    if (sub.segments or sub.suppressed_segments) and (sub.HasField("training") or sub.HasField("evaluation")):
+        raise Rejected("rule kind: segments belong to a features submission")
     if sub.HasField("training"):
         _training(sub.training, privacy)
         return
@@ -74,31 +76,56 @@ def validate(
         return
     if not sub.features:
         raise Rejected("rule features: a submission must carry at least one feature")
-    seen: set[str] = set()
-    for f in sub.features:
-        spec = catalog.get(f.ref)
-        if spec is None:
-            raise Rejected(f"rule catalog: {f.ref!r} is not in the federation's statistics catalog")
-        if f.ref in seen:
-            raise Rejected(f"rule catalog: {f.ref} appears twice")
-        seen.add(f.ref)
-        if not all(_finite(x) for x in (f.sum, f.sum_sq)):
-            raise Rejected(f"rule finite: {f.ref} has a non-finite sum")
-        if f.count < privacy.minimum_cohort:
-            raise Rejected(f"rule minimum_cohort: {f.ref} has count {f.count} < {privacy.minimum_cohort}")
-        if f.null_count < 0 or f.sum_sq < 0 or any(h < 0 for h in f.histogram):
-            raise Rejected(f"rule non_negative: {f.ref} has a negative count, histogram bin or sum of squares")
-        if tuple(f.edges) != spec.edges:
-            raise Rejected(f"rule edges: {f.ref} histogram edges differ from the agreed edges")
-        if len(f.histogram) != spec.bins:
-            raise Rejected(f"rule edges: {f.ref} has {len(f.histogram)} bins, the catalog {spec.bins}")
-        # noisy totals differ by the noise only; Laplace with scale 1/ε_q has variance 2/ε_q²
-        sigma = math.sqrt(2) / acc.epsilon_per_query * math.sqrt(spec.bins + 1)
-        if abs(sum(f.histogram) - f.count) > _CONSISTENCY_SIGMAS * sigma + 1:
-            raise Rejected(f"rule consistency: {f.ref} histogram total {sum(f.histogram)} does not match count {f.count}")
+    _features(sub.features, catalog, privacy, acc.epsilon_per_query, where="")
     for ref in sub.suppressed:
         if ref not in catalog:
             raise Rejected(f"rule catalog: suppressed {ref!r} is not in the federation's statistics catalog")
+    seen_segments: set[tuple[str, str]] = set()
+    for g in sub.segments:
+        allowed = _segment_values(g.dimension, sub.region)
+        if g.value not in allowed:
+            raise Rejected(f"rule segment: {g.value!r} is not a {g.dimension} of region {sub.region} in the catalog")
+        if (g.dimension, g.value) in seen_segments:
+            raise Rejected(f"rule segment: {g.dimension}={g.value} appears twice")
+        seen_segments.add((g.dimension, g.value))
+        if not g.features:
+            raise Rejected(f"rule segment: {g.dimension}={g.value} carries no feature")
+        _features(g.features, catalog, privacy, acc.epsilon_per_query, where=f" in {g.dimension}={g.value}")
+    for value in sub.suppressed_segments:
+        if not any(value in s.values.get(sub.region, ()) for s in SEGMENTS):
+            raise Rejected(f"rule segment: suppressed {value!r} is not a segment of region {sub.region} in the catalog")
+
+
+def _segment_values(dimension: str, region: str) -> tuple[str, ...]:
+    spec = next((s for s in SEGMENTS if s.dimension == dimension), None)
+    if spec is None:
+        raise Rejected(f"rule segment: {dimension!r} is not a segment of the federation's catalog")
+    return spec.values.get(region, ())
+
+
+def _features(features, catalog: dict[str, FeatureSpec], privacy: PrivacyConfig, eps_q: float, *, where: str) -> None:  # type: ignore[no-untyped-def]
+    seen: set[str] = set()
+    for f in features:
+        spec = catalog.get(f.ref)
+        if spec is None:
+            raise Rejected(f"rule catalog: {f.ref!r}{where} is not in the federation's statistics catalog")
+        if f.ref in seen:
+            raise Rejected(f"rule catalog: {f.ref} appears twice{where}")
+        seen.add(f.ref)
+        if not all(_finite(x) for x in (f.sum, f.sum_sq)):
+            raise Rejected(f"rule finite: {f.ref}{where} has a non-finite sum")
+        if f.count < privacy.minimum_cohort:
+            raise Rejected(f"rule minimum_cohort: {f.ref}{where} has count {f.count} < {privacy.minimum_cohort}")
+        if f.null_count < 0 or f.sum_sq < 0 or any(h < 0 for h in f.histogram):
+            raise Rejected(f"rule non_negative: {f.ref}{where} has a negative count, histogram bin or sum of squares")
+        if tuple(f.edges) != spec.edges:
+            raise Rejected(f"rule edges: {f.ref}{where} histogram edges differ from the agreed edges")
+        if len(f.histogram) != spec.bins:
+            raise Rejected(f"rule edges: {f.ref}{where} has {len(f.histogram)} bins, the catalog {spec.bins}")
+        # noisy totals differ by the noise only; Laplace with scale 1/ε_q has variance 2/ε_q²
+        sigma = math.sqrt(2) / eps_q * math.sqrt(spec.bins + 1)
+        if abs(sum(f.histogram) - f.count) > _CONSISTENCY_SIGMAS * sigma + 1:
+            raise Rejected(f"rule consistency: {f.ref}{where} histogram total {sum(f.histogram)} does not match count {f.count}")
 
 
 def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> None:

@@ -48,11 +48,7 @@ def to_proto(body: dict) -> pb.Submission:
         period=body["period"],
         window_start=start,
         window_end=end,
-        features=[
-            pb.FeatureStatistics(ref=f["ref"], count=f["count"], null_count=f["null_count"], sum=f["sum"],
-                                 sum_sq=f["sum_sq"], histogram=f["histogram"], edges=list(edges.get(f["ref"], ())))
-            for f in body["features"]
-        ],
+        features=[_feature(f, edges) for f in body["features"]],
         suppressed=body["suppressed"],
         accounting=pb.PrivacyAccounting(
             mechanism=pb.GAUSSIAN if acc["mechanism"].startswith("gaussian") else pb.LAPLACE,
@@ -61,7 +57,16 @@ def to_proto(body: dict) -> pb.Submission:
         ),
         training=_training(body.get("training")),
         evaluation=_evaluation(body.get("evaluation")),
+        segments=[pb.SegmentStatistics(dimension=g["dimension"], value=g["value"],
+                                       features=[_feature(f, edges) for f in g["features"]])
+                  for g in body.get("segments", [])],
+        suppressed_segments=body.get("suppressed_segments", []),
     )
+
+
+def _feature(f: dict, edges: dict) -> pb.FeatureStatistics:
+    return pb.FeatureStatistics(ref=f["ref"], count=f["count"], null_count=f["null_count"], sum=f["sum"],
+                                sum_sq=f["sum_sq"], histogram=f["histogram"], edges=list(edges.get(f["ref"], ())))
 
 
 def _training(t: dict | None) -> pb.TrainingStatistics | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from federation import PrivacyConfig
-from federation.statistics import CATALOG, FeatureSpec
+from federation.statistics import CATALOG, FeatureSpec, SegmentSpec
 from federation.training import LinearModel, TrainingSpec
 from regions.errors import RegionError
 from regions.publishing.anonymise import AnonymisedStatistics, anonymise
@@ -31,7 +31,7 @@ from regions.publishing.evaluation import (
     score_histograms,
 )
 from regions.publishing.examples import labelled_examples
-from regions.publishing.statistics import compute_statistics
+from regions.publishing.statistics import compute_segment_statistics, compute_statistics
 from regions.publishing.training_statistics import (
     TrainingRelease,
     class_statistics,
@@ -52,17 +52,37 @@ def publish_statistics(
     end: datetime | None = None,
     days: int = 30,
     catalog: tuple[FeatureSpec, ...] = CATALOG,
+    segment: SegmentSpec | None = None,
 ) -> tuple[str, AnonymisedStatistics, Path]:
     _positive(epsilon)
     now = datetime.now(UTC)
     end = end or now
-    stats = compute_statistics(node, catalog, end - timedelta(days=days), end)
+    start = end - timedelta(days=days)
+    stats = compute_statistics(node, catalog, start, end)
+    by_segment = compute_segment_statistics(node, catalog, segment, start, end) if segment else {}
     submission_id = _spend(node, privacy, "stats", epsilon, 0.0, now)  # refuses (nothing released) when over budget
-    released = anonymise(stats, catalog, epsilon=epsilon, minimum_cohort=privacy.minimum_cohort)
-    assert released.accounting.epsilon <= epsilon * (1 + 1e-9), "OpenDP accounting exceeds the spend"
+    # with a segment breakdown the budget is halved between the whole region and the segments;
+    # segments hold disjoint entities, so together they cost what the costliest one does
+    # (parallel composition)
+    share = epsilon / 2 if segment else epsilon
+    released = anonymise(stats, catalog, epsilon=share, minimum_cohort=privacy.minimum_cohort)
+    segments, suppressed_segments, segment_eps = [], [], 0.0
+    for value, seg_stats in by_segment.items():
+        noisy = anonymise(seg_stats, catalog, epsilon=share, minimum_cohort=privacy.minimum_cohort)
+        segment_eps = max(segment_eps, noisy.accounting.epsilon)
+        if noisy.features:
+            segments.append({"dimension": segment.dimension, "value": value,  # type: ignore[union-attr]
+                             "features": [asdict(f) for f in noisy.features]})
+        else:
+            suppressed_segments.append(value)
+    spent = released.accounting.epsilon + segment_eps
+    assert spent <= epsilon * (1 + 1e-9), "OpenDP accounting exceeds the spend"
     body = _header(node, submission_id, now, "features", status="queued" if released.features else "suppressed")
-    path = _queue(node, {**body, **asdict(released)})
-    return submission_id, released, path
+    body.update(asdict(released))
+    if segment:
+        body["accounting"]["epsilon"] = spent
+        body.update(segments=segments, suppressed_segments=suppressed_segments)
+    return submission_id, released, _queue(node, body)
 
 
 def publish_training_statistics(

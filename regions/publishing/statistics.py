@@ -13,8 +13,9 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from federation.statistics import FeatureSpec
+from federation.statistics import FeatureSpec, SegmentSpec
 from regions.errors import UnknownName
 from regions.store.node import RegionNode
 from regions.store.source_reader import read_latest
@@ -41,23 +42,59 @@ class RegionStatistics:
 def compute_statistics(
     node: RegionNode, catalog: tuple[FeatureSpec, ...], start: datetime, end: datetime
 ) -> RegionStatistics:
+    tables = _latest_tables(node, catalog, start, end)
+    out = [_feature(spec, tables[spec.view]) for spec in catalog]
+    return RegionStatistics(region=node.code, start=start, end=end, features=tuple(out))
+
+
+def compute_segment_statistics(
+    node: RegionNode, catalog: tuple[FeatureSpec, ...], segment: SegmentSpec, start: datetime, end: datetime
+) -> dict[str, RegionStatistics]:
+    """The same statistics per segment value (e.g. per home city), for the catalog's values only.
+
+    Each entity falls in the segment its segment view holds for it at the window's end; entities
+    whose value is not in the federation's list for this region are left out, never sent.
+    """
+    allowed = segment.values.get(node.code, ())
+    tables = _latest_tables(node, catalog, start, end)
+    seg_view = {fv.name: fv for fv in node.feature_views()}[segment.view]
+    seg_table = _latest(node, seg_view, start, end)
+    out: dict[str, RegionStatistics] = {}
+    for value in allowed:
+        members = None
+        if seg_table is not None:
+            keys = [e.name for e in seg_view.entity_columns]
+            members = seg_table.filter(pc.equal(seg_table.column(segment.feature), value)).select(keys)
+        features = []
+        for spec in catalog:
+            table = tables[spec.view]
+            if table is not None and members is not None:
+                table = table.join(members, keys=[k for k in members.column_names], join_type="inner")
+            else:
+                table = None
+            features.append(_feature(spec, table))
+        out[value] = RegionStatistics(region=node.code, start=start, end=end, features=tuple(features))
+    return out
+
+
+def _latest(node: RegionNode, fv, start: datetime, end: datetime) -> pa.Table | None:  # type: ignore[no-untyped-def]
+    # an entity's value at the window's end, as serving would see it: its latest row in the
+    # window, or older while still within the view's TTL (profiles change rarely)
+    since = min(start, end - fv.ttl) if fv.ttl else start
+    batches = list(read_latest(fv, since, end, config=node.store.config, offline_store=None, batch_rows=1 << 20))
+    return pa.Table.from_batches(batches) if batches else None
+
+
+def _latest_tables(
+    node: RegionNode, catalog: tuple[FeatureSpec, ...], start: datetime, end: datetime
+) -> dict[str, pa.Table | None]:
     views = {fv.name: fv for fv in node.feature_views()}
     missing = [s.ref for s in catalog if s.view not in views]
     if missing:
         raise UnknownName(f"region {node.code} has no feature view for {missing[0]}")
-    node.require_sources([views[v] for v in dict.fromkeys(s.view for s in catalog)])
-    out = []
-    for view in dict.fromkeys(s.view for s in catalog):
-        specs = [s for s in catalog if s.view == view]
-        fv = views[view]
-        # an entity's value at the window's end, as serving would see it: its latest row in the
-        # window, or older while still within the view's TTL (profiles change rarely)
-        since = min(start, end - fv.ttl) if fv.ttl else start
-        batches = list(read_latest(fv, since, end, config=node.store.config, offline_store=None, batch_rows=1 << 20))
-        table = pa.Table.from_batches(batches) if batches else None
-        for spec in specs:
-            out.append(_feature(spec, table))
-    return RegionStatistics(region=node.code, start=start, end=end, features=tuple(out))
+    wanted = list(dict.fromkeys(s.view for s in catalog))
+    node.require_sources([views[v] for v in wanted])
+    return {view: _latest(node, views[view], start, end) for view in wanted}
 
 
 def _feature(spec: FeatureSpec, table: pa.Table | None) -> FeatureStatistics:

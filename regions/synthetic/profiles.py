@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from federation.statistics import CITIES  # the city names are the federation's segment catalog
+
 
 @dataclass(frozen=True)
 class SeasonalEvent:
@@ -65,7 +67,7 @@ _PROFILES = (
     RegionProfile(
         code="MY", country="MY", currency="MYR", timezone="Asia/Kuala_Lumpur",
         avg_ticket=45.0, ticket_sigma=0.55, txns_per_day=1.6, night_share=0.12, fraud_rate=0.030,
-        cities=("Kuala Lumpur", "Johor Bahru", "Penang", "Kota Kinabalu", "Kuching"),
+        cities=CITIES["MY"],
         city_weights=(0.45, 0.2, 0.15, 0.1, 0.1),
         acceptance=0.86, rating=4.78, trips_per_hour=2.0, id_offset=_offset("MY"),
         events=(SeasonalEvent("eid al-fitr", "Hari Raya Aidilfitri", 1.5, 1.3), _cny(1.35, 1.2)),
@@ -73,7 +75,7 @@ _PROFILES = (
     RegionProfile(
         code="SG", country="SG", currency="SGD", timezone="Asia/Singapore",
         avg_ticket=30.0, ticket_sigma=0.45, txns_per_day=1.9, night_share=0.10, fraud_rate=0.020,
-        cities=("Singapore Central", "Jurong", "Tampines", "Woodlands", "Punggol"),
+        cities=CITIES["SG"],
         city_weights=(0.4, 0.2, 0.15, 0.15, 0.1),
         acceptance=0.91, rating=4.85, trips_per_hour=2.2, id_offset=_offset("SG"),
         events=(_cny(1.4, 1.2),),
@@ -81,7 +83,7 @@ _PROFILES = (
     RegionProfile(
         code="ID", country="ID", currency="IDR", timezone="Asia/Jakarta",
         avg_ticket=150_000.0, ticket_sigma=0.65, txns_per_day=1.4, night_share=0.15, fraud_rate=0.045,
-        cities=("Jakarta", "Surabaya", "Bandung", "Medan", "Makassar"),
+        cities=CITIES["ID"],
         city_weights=(0.45, 0.2, 0.15, 0.12, 0.08),
         acceptance=0.82, rating=4.72, trips_per_hour=1.8, id_offset=_offset("ID"),
         events=(SeasonalEvent("eid al-fitr", "Idul Fitri (Lebaran)", 1.6, 1.35),),
@@ -89,7 +91,7 @@ _PROFILES = (
     RegionProfile(
         code="TH", country="TH", currency="THB", timezone="Asia/Bangkok",
         avg_ticket=400.0, ticket_sigma=0.55, txns_per_day=1.5, night_share=0.14, fraud_rate=0.035,
-        cities=("Bangkok", "Chiang Mai", "Phuket", "Pattaya", "Khon Kaen"),
+        cities=CITIES["TH"],
         city_weights=(0.5, 0.15, 0.15, 0.1, 0.1),
         acceptance=0.84, rating=4.75, trips_per_hour=1.9, id_offset=_offset("TH"),
         events=(SeasonalEvent("songkran", "Songkran", 1.45, 1.3),),
@@ -97,7 +99,7 @@ _PROFILES = (
     RegionProfile(
         code="VN", country="VN", currency="VND", timezone="Asia/Ho_Chi_Minh",
         avg_ticket=250_000.0, ticket_sigma=0.6, txns_per_day=1.5, night_share=0.11, fraud_rate=0.040,
-        cities=("Ho Chi Minh City", "Hanoi", "Da Nang", "Hai Phong", "Can Tho"),
+        cities=CITIES["VN"],
         city_weights=(0.45, 0.3, 0.1, 0.1, 0.05),
         acceptance=0.83, rating=4.74, trips_per_hour=1.8, id_offset=_offset("VN"),
         events=(SeasonalEvent("lunar new year", "Tết", 1.55, 1.3),),
@@ -105,7 +107,7 @@ _PROFILES = (
     RegionProfile(
         code="PH", country="PH", currency="PHP", timezone="Asia/Manila",
         avg_ticket=600.0, ticket_sigma=0.6, txns_per_day=1.3, night_share=0.13, fraud_rate=0.040,
-        cities=("Manila", "Quezon City", "Cebu City", "Davao City", "Makati City"),
+        cities=CITIES["PH"],
         city_weights=(0.3, 0.25, 0.2, 0.15, 0.1),
         acceptance=0.80, rating=4.70, trips_per_hour=1.7, id_offset=_offset("PH"),
         events=(SeasonalEvent("christmas", "Christmas", 1.5, 1.3),),
@@ -113,7 +115,7 @@ _PROFILES = (
     RegionProfile(
         code="HK", country="HK", currency="HKD", timezone="Asia/Hong_Kong",
         avg_ticket=120.0, ticket_sigma=0.5, txns_per_day=1.8, night_share=0.12, fraud_rate=0.025,
-        cities=("Kowloon", "Hong Kong Island", "Sha Tin", "Tsuen Wan", "Tuen Mun"),
+        cities=CITIES["HK"],
         city_weights=(0.35, 0.3, 0.15, 0.1, 0.1),
         acceptance=0.88, rating=4.80, trips_per_hour=2.1, id_offset=_offset("HK"),
         events=(_cny(1.4, 1.25),),

@@ -52,7 +52,7 @@ class FeatureStatistics(_message.Message):
     def __init__(self, ref: _Optional[str] = ..., count: _Optional[int] = ..., null_count: _Optional[int] = ..., sum: _Optional[float] = ..., sum_sq: _Optional[float] = ..., histogram: _Optional[_Iterable[int]] = ..., edges: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Submission(_message.Message):
-    __slots__ = ("submission_id", "region", "period", "window_start", "window_end", "features", "suppressed", "accounting", "training", "evaluation")
+    __slots__ = ("submission_id", "region", "period", "window_start", "window_end", "features", "suppressed", "accounting", "training", "evaluation", "segments", "suppressed_segments")
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,8 @@ class Submission(_message.Message):
     ACCOUNTING_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     submission_id: str
     region: str
     period: str
@@ -73,7 +75,19 @@ class Submission(_message.Message):
     accounting: PrivacyAccounting
     training: TrainingStatistics
     evaluation: Evaluation
-    def __init__(self, submission_id: _Optional[str] = ..., region: _Optional[str] = ..., period: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., suppressed: _Optional[_Iterable[str]] = ..., accounting: _Optional[_Union[PrivacyAccounting, _Mapping]] = ..., training: _Optional[_Union[TrainingStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ...) -> None: ...
+    segments: _containers.RepeatedCompositeFieldContainer[SegmentStatistics]
+    suppressed_segments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, submission_id: _Optional[str] = ..., region: _Optional[str] = ..., period: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., suppressed: _Optional[_Iterable[str]] = ..., accounting: _Optional[_Union[PrivacyAccounting, _Mapping]] = ..., training: _Optional[_Union[TrainingStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[SegmentStatistics, _Mapping]]] = ..., suppressed_segments: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SegmentStatistics(_message.Message):
+    __slots__ = ("dimension", "value", "features")
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    dimension: str
+    value: str
+    features: _containers.RepeatedCompositeFieldContainer[FeatureStatistics]
+    def __init__(self, dimension: _Optional[str] = ..., value: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ...) -> None: ...
 
 class ClassStatistics(_message.Message):
     __slots__ = ("label", "n", "sum_x", "xtx")
