@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     reg.add_argument("--token-env", default="FEDSTORE_TOKEN", help="environment variable holding your token")
     reg.add_argument("--address", default=None, help="aggregator host:port (default: from the config)")
     cmds = reg.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
-    ls = cmds.add_parser("list", help="model versions, their sources and stages")
+    ls = cmds.add_parser("list", help="model versions, the regions they were trained on, ε and who registered them")
     ls.add_argument("--name", default="")
     ls.set_defaults(handler=cmd_list)
     show = cmds.add_parser("show", help="one version: coefficients, lineage, jurisdictions, metrics")
@@ -85,7 +85,8 @@ def cmd_show(config: FederationConfig, args: argparse.Namespace) -> None:
     print(f"lineage: {', '.join(m.submissions)}")  # type: ignore[attr-defined]
     print(f"registered by {m.registered_by} at {m.registered_at.ToDatetime():%Y-%m-%d %H:%M} UTC; "  # type: ignore[attr-defined]
           f"tags: {', '.join(f'{k}={v}' for k, v in sorted(m.tags.items()))}")  # type: ignore[attr-defined]
-    rows = [(f, f"{w:+.4f}") for f, w in zip(m.features, m.weights, strict=True)] + [("(intercept)", f"{m.intercept:+.4f}")]  # type: ignore[attr-defined]
+    weights = list(m.weights) if len(m.weights) == len(m.features) else [float("nan")] * len(m.features)  # type: ignore[attr-defined]
+    rows = [(f, f"{w:+.4f}") for f, w in zip(m.features, weights, strict=True)] + [("(intercept)", f"{m.intercept:+.4f}")]  # type: ignore[attr-defined]
     print(table(["feature", "weight"], rows))
     if m.metrics:  # type: ignore[attr-defined]
         print(table(["region", "auc", "accuracy", "evaluation"], [
