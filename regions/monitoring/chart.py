@@ -25,10 +25,13 @@ def drift_chart(report: DriftReport, path: Path) -> Path:
         frame = report.profiles.of(ref)
         frame = frame[(frame.index >= start) & (frame.index <= report.day) & (frame["count"] > 0)]
         ax.plot(list(frame.index), frame["sum"] / frame["count"], color="#1f4e79", linewidth=1.2)
-        for w in report.windows:
-            if w.end >= start and w.start <= report.day:
-                ax.axvspan(w.start, w.end + timedelta(days=1), color="#f4b183", alpha=0.35, linewidth=0)
-                ax.text(max(w.start, start), ax.get_ylim()[1], w.name, fontsize=7, va="top", color="#843c0c")
+        shown = [w for w in report.windows if w.end >= start and w.start <= report.day]
+        top, span = ax.get_ylim()[1], ax.get_ylim()[1] - ax.get_ylim()[0]
+        for i, w in enumerate(shown):
+            ax.axvspan(w.start, w.end + timedelta(days=1), color="#f4b183", alpha=0.35, linewidth=0)
+            # overlapping windows (12.12, year-end sale, Christmas) stack their labels instead of overprinting
+            level = sum(1 for o in shown[:i] if o.start <= w.end + timedelta(days=10) and w.start <= o.end)
+            ax.text(max(w.start, start), top - 0.09 * span * level, w.name, fontsize=7, va="top", color="#843c0c")
         for g in report.gaps:
             if g.view == ref.split(":")[0] and start <= g.day <= report.day:
                 ax.axvline(g.day, color="#7f7f7f", linestyle=":", linewidth=1)
