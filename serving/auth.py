@@ -7,7 +7,7 @@ checks and reflection stay open so load balancers and ``grpcurl list`` work with
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Awaitable, Callable
 
 import grpc
 
@@ -16,19 +16,19 @@ from federation.tokens import TokenBook, bearer_token
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, book: TokenBook, region: str) -> None:
         self.book = book
         self.region = region
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         if method.startswith(OPEN_SERVICES):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         token = bearer_token(handler_call_details.invocation_metadata)
         if not token:
             return _deny(grpc.StatusCode.UNAUTHENTICATED, "missing token: send 'authorization: Bearer <token>' metadata")
@@ -40,12 +40,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"caller {caller.name!r} may not read region {self.region} (allowed: {', '.join(caller.regions)})",
             )
-        return continuation(handler_call_details)
+        return await continuation(handler_call_details)
 
 
 def _deny(code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
-    def handler(request: object, context: grpc.ServicerContext) -> None:
-        context.abort(code, details)
+    async def handler(request: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, details)
 
     return grpc.unary_unary_rpc_method_handler(handler)
 

@@ -21,6 +21,7 @@ from federation import RegionConfig
 from proto.fedstore.datasets.v1 import datasets_pb2 as pb
 from proto.fedstore.datasets.v1 import datasets_pb2_grpc
 from regions.datasets import TrainingSetRequest, build_training_set
+from regions.datasets.manifest import DatasetManifest
 from regions.errors import InvalidEntities, RegionError, RegionNotReady, UnknownName
 from regions.store.node import RegionNode
 
@@ -31,6 +32,12 @@ _CODES: dict[type[RegionError], grpc.StatusCode] = {
 }
 DEFAULT_CHUNK_ROWS = 65_536
 MAX_CHUNK_ROWS = 1_000_000
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
@@ -52,25 +59,7 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_chunk_rows may be at most {MAX_CHUNK_ROWS}")
         work = Path(tempfile.mkdtemp(prefix="request-", dir=self._scratch()))
         try:
-            entities = work / "entities.parquet"
-            try:
-                table = ipc.open_stream(request.entities_arrow).read_all()
-            except (pa.ArrowInvalid, OSError):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "entities_arrow is not an Arrow IPC stream")
-            pq.write_table(table, entities)
-            try:
-                manifest = build_training_set(
-                    self.node,
-                    TrainingSetRequest(
-                        entities=entities,
-                        feature_service=request.feature_service,
-                        out=work / "dataset.parquet",
-                        label=request.label or None,
-                        show_progress=False,
-                    ),
-                )
-            except RegionError as e:
-                context.abort(_CODES.get(type(e), grpc.StatusCode.FAILED_PRECONDITION), str(e))
+            manifest = self._build(request, work)
             dataset = pq.ParquetFile(work / "dataset.parquet")
             for batch in dataset.iter_batches(batch_size=chunk_rows):
                 sink = pa.BufferOutputStream()
@@ -78,8 +67,33 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
                     writer.write_batch(batch)
                 yield pb.ArrowChunk(arrow_ipc=sink.getvalue().to_pybytes(), rows=batch.num_rows,
                                     dataset_id=manifest.dataset_id)
+        except _Refused as e:
+            # cleaned up before abort: the caller has its answer as soon as the status is sent
+            shutil.rmtree(work, ignore_errors=True)
+            context.abort(e.code, e.message)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _build(self, request: pb.GetHistoricalFeaturesRequest, work: Path) -> DatasetManifest:
+        entities = work / "entities.parquet"
+        try:
+            table = ipc.open_stream(request.entities_arrow).read_all()
+        except (pa.ArrowInvalid, OSError):
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "entities_arrow is not an Arrow IPC stream") from None
+        pq.write_table(table, entities)
+        try:
+            return build_training_set(
+                self.node,
+                TrainingSetRequest(
+                    entities=entities,
+                    feature_service=request.feature_service,
+                    out=work / "dataset.parquet",
+                    label=request.label or None,
+                    show_progress=False,
+                ),
+            )
+        except RegionError as e:
+            raise _Refused(_CODES.get(type(e), grpc.StatusCode.FAILED_PRECONDITION), str(e)) from None
 
     def _scratch(self) -> Path:
         path = self.region.data_dir / "datasets" / "requests"

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 

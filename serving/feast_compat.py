@@ -26,27 +26,32 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from serving.errors import InvalidRequest, ServingError
 from serving.features import OnlineFeatures
 
+METHOD = "feast.GetOnlineFeatures"
+
 
 class FeastCompatServicer(GrpcFeatureServerServicer):
     def __init__(self, features: OnlineFeatures, *, missing_entity_is_present: bool) -> None:
         self.features = features
         self.missing_entity_is_present = missing_entity_is_present  # Feast's Redis behaviour
 
-    def GetOnlineFeatures(self, request: GetOnlineFeaturesRequest, context: grpc.ServicerContext) -> GetOnlineFeaturesResponse:
-        metrics = self.features.metrics
+    async def GetOnlineFeatures(  # type: ignore[override]  # the aio server awaits it
+        self, request: GetOnlineFeaturesRequest, context: grpc.aio.ServicerContext
+    ) -> GetOnlineFeaturesResponse:
         began = time.perf_counter()
-        code = grpc.StatusCode.OK
+        metrics = self.features.metrics
         try:
-            return self._answer(request)
+            response = await self._answer(request)
         except ServingError as e:
-            code = e.code
-            context.abort(e.code, str(e))
+            metrics.answered(METHOD, e.code, time.perf_counter() - began)  # before abort answers the caller
+            await context.abort(e.code, str(e))
             raise
-        finally:
-            metrics.requests.labels("feast.GetOnlineFeatures", code.name).inc()
-            metrics.latency.labels("feast.GetOnlineFeatures").observe(time.perf_counter() - began)
+        except Exception:
+            metrics.answered(METHOD, grpc.StatusCode.INTERNAL, time.perf_counter() - began)
+            raise
+        metrics.answered(METHOD, grpc.StatusCode.OK, time.perf_counter() - began)
+        return response
 
-    def _answer(self, request: GetOnlineFeaturesRequest) -> GetOnlineFeaturesResponse:
+    async def _answer(self, request: GetOnlineFeaturesRequest) -> GetOnlineFeaturesResponse:
         which = request.WhichOneof("kind")
         resolved = self.features.resolve(
             feature_service=request.feature_service if which == "feature_service" else None,
@@ -58,7 +63,7 @@ class FeastCompatServicer(GrpcFeatureServerServicer):
                 columns[key] = [feast_value_type_to_python_type(v) for v in repeated.val]
             except Exception:
                 raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
-        answer = self.features.get(resolved, columns)
+        answer = await self.features.get(resolved, columns)
         response = GetOnlineFeaturesResponse()
         names = response.metadata.feature_names.val
         zero = Timestamp()

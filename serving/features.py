@@ -82,12 +82,13 @@ class OnlineFeatures:
         cat = self.catalog.current
         return cat.service(feature_service) if feature_service else cat.refs(tuple(refs))
 
-    def get(self, resolved: Resolved, columns: dict[str, Sequence[object]]) -> Answer:
+    async def get(self, resolved: Resolved, columns: dict[str, Sequence[object]]) -> Answer:
+        """Runs on the serving node's event loop: the online read is awaited, never blocked on."""
         entities = validate(columns, resolved, limit=self.max_entities)
         now = time.time()
         if self.breaker.allow():
             try:
-                rows = self.reader.read(resolved, entities)
+                rows = await self.reader.read_async(resolved, entities)
             except OnlineStoreDown:
                 self.breaker.failure()
                 self.metrics.online_errors.inc()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import grpc
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
@@ -13,6 +20,9 @@ _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0
 class ServingMetrics:
     region: str
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _children: dict[tuple[str, grpc.StatusCode], tuple[Counter, Histogram]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -36,6 +46,15 @@ class ServingMetrics:
             "Seconds since the end of the view's latest successful materialisation window",
             ["view"], registry=r, multiprocess_mode="max",
         )
+
+    def answered(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        """Count one answered call and observe its latency (labelled children cached: hot path)."""
+        key = (method, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(method, code.name), self.latency.labels(method))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

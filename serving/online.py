@@ -3,11 +3,14 @@
 ``RedisReader`` is the fast path: one pipelined round trip per request, straight in Feast's Redis
 layout (one ``HMGET`` per entity key with the fields of every requested view sharing that key).
 ``FeastReader`` serves any other online store (SQLite, the embedded default) through Feast's own
-``online_read``. Both return the same ``ViewRows`` per view.
+``online_read``. Both return the same ``ViewRows`` per view. ``read_async`` is what the serving
+node's event loop calls: on one Redis the round trip is awaited on the loop itself; the cluster
+and Feast readers run their blocking read on a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import threading
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from regions.store.resp_connection import RespConnection, RespError
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
 from serving.errors import OnlineStoreDown
+from serving.resp_async import AsyncRespPool
 
 
 @dataclass
@@ -51,6 +55,10 @@ class ViewRows:
 
 class OnlineReader(Protocol):
     def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]: ...
+
+    async def read_async(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
+        """The same read on the serving node's event loop."""
+        ...
 
     def ping(self) -> bool: ...
 
@@ -101,6 +109,7 @@ class RedisReader:
         self._pool_size = pool_size
         self._lock = threading.Lock()
         self._plans: dict[tuple[str, ...], tuple[_Group, ...]] = {}
+        self._async_pool = AsyncRespPool(target, timeout_seconds=timeout_seconds, size=pool_size)
 
     def _connection(self) -> RespConnection:
         with self._lock:
@@ -121,6 +130,7 @@ class RedisReader:
             pool, self._pool = self._pool, []
         for conn in pool:
             conn.close()
+        self._async_pool.close()
 
     def _plan(self, resolved: Resolved) -> tuple[_Group, ...]:
         key = tuple(f"{r.view}:{r.feature}" for r in resolved.refs)
@@ -145,6 +155,20 @@ class RedisReader:
         return plan
 
     def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
+        plan, commands, keys = self.commands(resolved, entities)
+        return self.rows(plan, entities, self._fetch(commands, keys))
+
+    async def read_async(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
+        """``read`` without blocking the event loop: the round trip is awaited on the loop."""
+        plan, commands, _ = self.commands(resolved, entities)
+        try:
+            replies = await self._async_pool.pipeline(b"".join(commands), len(commands))
+        except RespError as e:
+            raise OnlineStoreDown(str(e)) from None
+        return self.rows(plan, entities, replies)
+
+    def commands(self, resolved: Resolved, entities: Entities) -> tuple[tuple[_Group, ...], list[bytes], list[bytes]]:
+        """The plan, one pre-encoded HMGET per entity and view group, and the keys they read."""
         plan = self._plan(resolved)
         parts, keys = [], []
         for g in plan:
@@ -154,7 +178,11 @@ class RedisReader:
                 key = encode(entity)
                 keys.append(key)
                 parts.append(head + _bulk(key) + tail)
-        replies = self._fetch(parts, keys)
+        return plan, parts, keys
+
+    @staticmethod
+    def rows(plan: tuple[_Group, ...], entities: Entities, replies: list[object]) -> dict[str, ViewRows]:
+        """The replies of ``commands`` as rows per view."""
         out: dict[str, ViewRows] = {}
         decoded: dict[bytes, tuple[int, int]] = {}  # rows written by one job share event times
         pos = 0
@@ -218,6 +246,10 @@ class ClusterReader(RedisReader):
         super().__init__(RedisTarget("", 0), project, timeout_seconds=timeout_seconds)
         self.router = ClusterRouter(target, timeout=timeout_seconds)
 
+    async def read_async(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
+        # routing, MOVED/ASK and failover handling are synchronous: keep them off the loop
+        return await asyncio.to_thread(self.read, resolved, entities)
+
     def _fetch(self, commands: list[bytes], keys: list[bytes]) -> list[object]:
         try:
             return execute(self.router, commands, key_slots(keys))
@@ -276,6 +308,9 @@ class FeastReader:
         except Exception as e:  # the store itself failed: the caller falls back
             raise OnlineStoreDown(f"{type(e).__name__}: {e}") from None
         return out
+
+    async def read_async(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
+        return await asyncio.to_thread(self.read, resolved, entities)  # Feast's online_read blocks
 
     def ping(self) -> bool:
         return True

@@ -7,20 +7,31 @@ Services on one port:
   grpc.health.v1.Health                "" = can answer at all (online store or snapshot);
                                        "fedstore.online_store" = the online store itself
   grpc.reflection.v1alpha              so ``grpcurl list`` works
+
+The server is grpc's asyncio server on an event loop of its own thread: a lookup is a coroutine
+on that loop and its Redis round trip is awaited there, so a call costs no thread hand-off
+(grpc's thread-pool server hands every call to a pool thread and back, which under concurrent
+load cost more than the lookup itself). Blocking work stays off the loop: training-set streams
+run on a thread pool, registry and snapshot reloads on the refresher thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, Coroutine, TypeVar
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
-from feast.protos.feast.serving.GrpcServer_pb2_grpc import add_GrpcFeatureServerServicer_to_server
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from feast.protos.feast.serving.GrpcServer_pb2_grpc import (
+    add_GrpcFeatureServerServicer_to_server,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from federation import FederationConfig, RegionConfig
@@ -42,6 +53,7 @@ from serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
 from serving.servicer import FeatureServingServicer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ONLINE_STORE_HEALTH = "fedstore.online_store"
 SERVICE_NAMES = (
@@ -108,11 +120,29 @@ class ServingNode:
             max_entities=settings.max_entities,
             metrics=self.metrics,
         )
-        self.health = health.HealthServicer()
-        interceptors = [AuthInterceptor(TokenBook(config.tokens), region.code)]
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"serve-{region.code}"),
-            interceptors=interceptors,
+        self.health = health_aio.HealthServicer()
+        self._auth = AuthInterceptor(TokenBook(config.tokens), region.code)
+        self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
+        # training-set streams are blocking generators: they run on this pool, not on the loop
+        self._pool = futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"serve-{region.code}")
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name=f"loop-{region.code}", daemon=True)
+        self._loop_thread.start()
+        bind = address or region.serving_address
+        try:
+            self.server, port = self._on_loop(self._build(bind, reuse_port))
+        except BaseException:
+            self._close_loop()
+            raise
+        self.address = NodeAddress(bind.rpartition(":")[0], port)
+        self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
+        self._stop = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
+
+    async def _build(self, bind: str, reuse_port: bool) -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(
+            migration_thread_pool=self._pool,
+            interceptors=[self._auth],
             # several worker processes may share one port (SO_REUSEPORT); one alone must not
             # silently share a port with a stale server
             options=[
@@ -120,34 +150,31 @@ class ServingNode:
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # entity frames for training sets
             ],
         )
-        self.server.add_generic_rpc_handlers((FeatureServingServicer(self.features).handler(),))
-        add_GrpcFeatureServerServicer_to_server(
-            FeastCompatServicer(self.features, missing_entity_is_present=target is not None), self.server
-        )
-        datasets_pb2_grpc.add_HistoricalFeaturesServicer_to_server(HistoricalFeaturesServicer(region), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        server.add_generic_rpc_handlers((FeatureServingServicer(self.features).handler(),))
+        add_GrpcFeatureServerServicer_to_server(self._compat, server)
+        datasets_pb2_grpc.add_HistoricalFeaturesServicer_to_server(HistoricalFeaturesServicer(self.region), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self.server,
+            server,
         )
-        bind = address or region.serving_address
+        settings = self.region.serving
         if settings.tls_cert and settings.tls_key:
-            creds = grpc.ssl_server_credentials(
-                [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
-            )
-            port = self.server.add_secure_port(bind, creds)
+            creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
+            port = server.add_secure_port(bind, creds)
         else:
-            port = self.server.add_insecure_port(bind)
+            port = server.add_insecure_port(bind)
         if port == 0:
             raise OSError(f"cannot listen on {bind}")
-        self.address = NodeAddress(bind.rpartition(":")[0], port)
-        self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
-        self._stop = threading.Event()
-        self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
+        return server, port
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        """Run a coroutine on the node's loop from any other thread and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def start(self) -> "ServingNode":
         self._check_health()
-        self.server.start()
+        self._on_loop(self.server.start())
         self._refresher.start()
         if self.metrics_port:
             self.metrics.serve(self.metrics_port)
@@ -157,15 +184,27 @@ class ServingNode:
     def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let in-flight calls finish (up to ``grace`` seconds), then close."""
         self._stop.set()
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
-        self._refresher.join(timeout=5)
-        close = getattr(self.reader, "close", None)
+        if self._refresher.is_alive():
+            self._refresher.join(timeout=5)
+        self._on_loop(self.health.enter_graceful_shutdown())
+        self._on_loop(self.server.stop(grace), timeout=grace + 30)
+        self._on_loop(self._close_reader())
+        self._pool.shutdown(wait=False)
+        self._close_loop()
+
+    def wait(self) -> None:
+        self._on_loop(self.server.wait_for_termination(), timeout=None)
+
+    async def _close_reader(self) -> None:
+        close = getattr(self.reader, "close", None)  # on the loop: its async connections live there
         if close:
             close()
 
-    def wait(self) -> None:
-        self.server.wait_for_termination()
+    def _close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=10)
+        if not self._loop_thread.is_alive():
+            self._loop.close()
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.refresh_seconds):
@@ -195,12 +234,16 @@ class ServingNode:
                 self.metrics.view_freshness.labels(view).set((now - until).total_seconds())
 
     def _check_health(self) -> None:
-        up = self.reader.ping()
+        up = self.reader.ping()  # blocking: on the calling thread, not the loop
         self.metrics.online_up.set(1 if up else 0)
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        self.health.set(ONLINE_STORE_HEALTH, serving if up else not_serving)
         views = tuple(self.catalog.current.views.values())
         can_answer = up or self.snapshots.has(views)
-        for name in ("",) + SERVICE_NAMES:
-            self.health.set(name, serving if can_answer else not_serving)
+        states = {ONLINE_STORE_HEALTH: serving if up else not_serving}
+        states.update({name: serving if can_answer else not_serving for name in ("",) + SERVICE_NAMES})
+        self._on_loop(self._set_health(states))
+
+    async def _set_health(self, states: dict[str, int]) -> None:
+        for name, status in states.items():
+            await self.health.set(name, status)

@@ -18,6 +18,7 @@ from serving.features import FALLBACK, Answer, OnlineFeatures
 from serving.wire import field, string_field, varint
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
+METHOD = "GetOnlineFeatures"
 
 _NOT_FOUND = field(0x0A, b"\x10" + varint(pb.NOT_FOUND))  # an EntityResult.features entry
 _STATUS_PRESENT = b"\x10" + varint(pb.PRESENT)
@@ -99,25 +100,27 @@ class FeatureServingServicer:
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"GetOnlineFeatures": method})
 
-    def GetOnlineFeatures(self, request: pb.GetOnlineFeaturesRequest, context: grpc.ServicerContext) -> bytes:
-        metrics = self.features.metrics
+    async def GetOnlineFeatures(self, request: pb.GetOnlineFeaturesRequest, context: grpc.aio.ServicerContext) -> bytes:
         began = time.perf_counter()
-        code = grpc.StatusCode.OK
+        metrics = self.features.metrics
         try:
             which = request.WhichOneof("features")
             resolved = self.features.resolve(
                 feature_service=request.feature_service if which == "feature_service" else None,
                 refs=list(request.feature_refs.refs),
             )
-            answer = self.features.get(resolved, entity_columns(request))
-            return encode_response(answer, self.features.region, request.full_feature_names)
+            answer = await self.features.get(resolved, entity_columns(request))
+            response = encode_response(answer, self.features.region, request.full_feature_names)
         except ServingError as e:
-            code = e.code
-            context.abort(e.code, str(e))
+            # counted before abort: the caller has its answer as soon as abort sends the status
+            metrics.answered(METHOD, e.code, time.perf_counter() - began)
+            await context.abort(e.code, str(e))
             raise  # unreachable: abort raises
-        finally:
-            metrics.requests.labels("GetOnlineFeatures", code.name).inc()
-            metrics.latency.labels("GetOnlineFeatures").observe(time.perf_counter() - began)
+        except Exception:
+            metrics.answered(METHOD, grpc.StatusCode.INTERNAL, time.perf_counter() - began)
+            raise
+        metrics.answered(METHOD, grpc.StatusCode.OK, time.perf_counter() - began)
+        return response
 
 
 _identity: Callable[[bytes], bytes] = lambda b: b  # noqa: E731
