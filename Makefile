@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench venv redis-server proto
+.PHONY: demo test bench venv redis-server h2load proto
 
 $(BIN)/fedstore: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -29,7 +29,13 @@ demo: venv
 test: venv redis-server
 	$(BIN)/python -m pytest
 
-bench: venv redis-server
+h2load:
+	@command -v h2load >/dev/null 2>&1 || { \
+	  echo "h2load not found: installing nghttp2-client with apt-get (the online benchmark's load generator)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nghttp2-client >/dev/null; }
+
+bench: venv redis-server h2load
 	$(BIN)/python benchmarks/materialize.py
 	$(BIN)/python benchmarks/online.py
 	$(BIN)/python benchmarks/offline.py
