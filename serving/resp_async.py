@@ -81,7 +81,14 @@ class AsyncRespPool:
 
     async def pipeline(self, payload: bytes, count: int) -> list[object]:
         """Send ``count`` pre-encoded commands at once; their replies, in order."""
-        conn = self._idle.pop() if self._idle else await self._connect()
+        conn = None
+        while self._idle and conn is None:
+            conn = self._idle.pop()
+            if conn.broken:  # Redis closed it while idle (restart, timeout): don't wait on it
+                conn.close()
+                conn = None
+        if conn is None:
+            conn = await self._connect()
         try:
             replies = await conn.pipeline(payload, count, self.timeout)
         except BaseException:
