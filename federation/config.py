@@ -75,7 +75,7 @@ class ServingConfig:
     metrics_port: int | None = None  # Prometheus /metrics; None = off
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    workers: int = 8  # gRPC threads per process: more only contend for the GIL (benchmarks/online.py)
+    workers: int = 8  # threads per process for training-set streams; lookups run on the event loop
 
 
 @dataclass(frozen=True)
