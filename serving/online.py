@@ -4,8 +4,8 @@
 layout (one ``HMGET`` per entity key with the fields of every requested view sharing that key).
 ``FeastReader`` serves any other online store (SQLite, the embedded default) through Feast's own
 ``online_read``. Both return the same ``ViewRows`` per view. ``read_async`` is what the serving
-node's event loop calls: on one Redis the round trip is awaited on the loop itself; the cluster
-and Feast readers run their blocking read on a worker thread.
+node's event loop calls: on one Redis or a cluster the round trips are awaited on the loop itself;
+Feast's reader runs its blocking ``online_read`` on a worker thread.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from regions.store.redis_writer import RedisTarget
 from regions.store.resp_connection import RespConnection, RespError
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
+from serving.cluster_async import ClusterPools, execute_async
 from serving.errors import OnlineStoreDown
 from serving.resp_async import AsyncRespPool
 
@@ -245,10 +246,15 @@ class ClusterReader(RedisReader):
     def __init__(self, target: ClusterTarget, project: str, *, timeout_seconds: float) -> None:
         super().__init__(RedisTarget("", 0), project, timeout_seconds=timeout_seconds)
         self.router = ClusterRouter(target, timeout=timeout_seconds)
+        self._node_pools = ClusterPools(target.password, timeout_seconds=timeout_seconds)
 
     async def read_async(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
-        # routing, MOVED/ASK and failover handling are synchronous: keep them off the loop
-        return await asyncio.to_thread(self.read, resolved, entities)
+        plan, commands, keys = self.commands(resolved, entities)
+        try:
+            replies = await execute_async(self.router, self._node_pools, commands, key_slots(keys))
+        except RespError as e:
+            raise OnlineStoreDown(f"Redis Cluster: {e}") from None
+        return self.rows(plan, entities, replies)
 
     def _fetch(self, commands: list[bytes], keys: list[bytes]) -> list[object]:
         try:
@@ -272,6 +278,7 @@ class ClusterReader(RedisReader):
 
     def close(self) -> None:
         self.router.close()
+        self._node_pools.close()
 
 
 class FeastReader:

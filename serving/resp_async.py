@@ -43,6 +43,7 @@ class _RespProtocol(asyncio.Protocol):
             waiter.set_exception(RespError(f"lost connection to Redis at {self.address}: {exc or 'closed'}"))
 
     async def pipeline(self, payload: bytes, count: int, timeout: float) -> list[object]:
+        """Replies in order; error replies come back as ``hiredis.ReplyError`` values."""
         loop = asyncio.get_running_loop()
         self._replies, self._want = [], count
         self._waiter = waiter = loop.create_future()
@@ -54,9 +55,6 @@ class _RespProtocol(asyncio.Protocol):
         finally:
             timer.cancel()
             self._waiter = None
-        errors = [r for r in replies if type(r) is hiredis.ReplyError]
-        if errors:
-            raise RespError(f"Redis at {self.address} refused a command: {errors[0]}")
         return replies
 
     def _expire(self, waiter: asyncio.Future[list[object]], timeout: float) -> None:
@@ -79,8 +77,12 @@ class AsyncRespPool:
         self.size = size
         self._idle: list[_RespProtocol] = []
 
-    async def pipeline(self, payload: bytes, count: int) -> list[object]:
-        """Send ``count`` pre-encoded commands at once; their replies, in order."""
+    async def pipeline(self, payload: bytes, count: int, *, raw: bool = False) -> list[object]:
+        """Send ``count`` pre-encoded commands at once; their replies, in order.
+
+        An error reply raises ``RespError``, or with ``raw`` is returned as a ``hiredis.ReplyError``
+        (a cluster client reads MOVED and ASK that way).
+        """
         conn = None
         while self._idle and conn is None:
             conn = self._idle.pop()
@@ -98,6 +100,10 @@ class AsyncRespPool:
             self._idle.append(conn)
         else:
             conn.close()
+        if not raw:
+            errors = [r for r in replies if type(r) is hiredis.ReplyError]
+            if errors:
+                raise RespError(f"Redis at {self.target.host}:{self.target.port} refused a command: {errors[0]}")
         return replies
 
     async def _connect(self) -> _RespProtocol:

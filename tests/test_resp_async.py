@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 
+import hiredis
 import pytest
 
 from redis_servers import start_redis
@@ -37,16 +38,21 @@ def test_pipelines_answer_in_order_and_reuse_the_connection():
         server.stop()
 
 
-def test_error_reply_raises_and_the_connection_is_not_reused():
+def test_error_replies_raise_or_come_back_raw_and_the_connection_stays_usable():
     server = start_redis()
     try:
-        async def run() -> int:
+        async def run() -> tuple[list[object], list[object]]:
             pool = AsyncRespPool(RedisTarget("127.0.0.1", server.port), timeout_seconds=1)
             with pytest.raises(RespError, match="refused"):
-                await pool.pipeline(_command(b"NOSUCHCOMMAND"), 1)
-            return len(pool._idle)
+                await pool.pipeline(_command(b"NOSUCHCOMMAND") + _command(b"PING"), 2)
+            raw = await pool.pipeline(_command(b"NOSUCHCOMMAND") + _command(b"PING"), 2, raw=True)
+            after = await pool.pipeline(_command(b"PING"), 1)  # replies stayed aligned
+            pool.close()
+            return raw, after
 
-        assert asyncio.run(run()) == 0
+        raw, after = asyncio.run(run())
+        assert isinstance(raw[0], hiredis.ReplyError) and raw[1] == b"PONG"
+        assert after == [b"PONG"]
     finally:
         server.stop()
 

@@ -97,6 +97,11 @@ class ClusterRouter:
     def mark_stale(self) -> None:
         self._stale = True
 
+    @property
+    def stale(self) -> bool:
+        """The map must be asked for again before the next route."""
+        return self._stale
+
     def route(self, slots: np.ndarray) -> tuple[list[tuple[str, int]], np.ndarray]:
         """Each slot's master, as an index into the returned address list."""
         if self._stale:
@@ -144,7 +149,7 @@ def read_replies(conn: RespConnection, count: int) -> list[object]:
         raise
 
 
-_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+ASKING = b"*1\r\n$6\r\nASKING\r\n"
 
 
 def execute(router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, attempts: int = 3) -> list[object]:
@@ -196,7 +201,7 @@ def execute(router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, 
             raise failure
         for i, address in asked:  # a slot in migration: this key already lives on the target
             conn = router.connection(address)
-            conn.send(_ASKING + commands[i])
+            conn.send(ASKING + commands[i])
             _, replies[i] = conn.read(2)
             router.release(address, conn)
         if not moved:
