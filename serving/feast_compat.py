@@ -13,30 +13,34 @@ from __future__ import annotations
 import time
 
 import grpc
-from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerServicer
-from feast.protos.feast.serving.ServingService_pb2 import (
-    FieldStatus,
-    GetOnlineFeaturesRequest,
-    GetOnlineFeaturesResponse,
-)
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.protos.feast.serving import GrpcServer_pb2
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesRequest
 from feast.type_map import feast_value_type_to_python_type
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from serving.errors import InvalidRequest, ServingError
-from serving.features import OnlineFeatures
+from serving.features import Answer, OnlineFeatures
+from serving.wire import field, string_field
 
+SERVICE = GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name
 METHOD = "feast.GetOnlineFeatures"
 
 
-class FeastCompatServicer(GrpcFeatureServerServicer):
+class FeastCompatServicer:
     def __init__(self, features: OnlineFeatures, *, missing_entity_is_present: bool) -> None:
         self.features = features
         self.missing_entity_is_present = missing_entity_is_present  # Feast's Redis behaviour
 
-    async def GetOnlineFeatures(  # type: ignore[override]  # the aio server awaits it
-        self, request: GetOnlineFeaturesRequest, context: grpc.aio.ServicerContext
-    ) -> GetOnlineFeaturesResponse:
+    def handler(self) -> grpc.GenericRpcHandler:
+        """Feast's service name and request message; the response is sent as encoded bytes.
+        Feast's other methods (Push, WriteToOnlineStore) are not served: UNIMPLEMENTED."""
+        method = grpc.unary_unary_rpc_method_handler(
+            self.GetOnlineFeatures,
+            request_deserializer=GetOnlineFeaturesRequest.FromString,
+            response_serializer=_identity,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, {"GetOnlineFeatures": method})
+
+    async def GetOnlineFeatures(self, request: GetOnlineFeaturesRequest, context: grpc.aio.ServicerContext) -> bytes:
         began = time.perf_counter()
         metrics = self.features.metrics
         try:
@@ -51,7 +55,7 @@ class FeastCompatServicer(GrpcFeatureServerServicer):
         metrics.answered(METHOD, grpc.StatusCode.OK, time.perf_counter() - began)
         return response
 
-    async def _answer(self, request: GetOnlineFeaturesRequest) -> GetOnlineFeaturesResponse:
+    async def _answer(self, request: GetOnlineFeaturesRequest) -> bytes:
         which = request.WhichOneof("kind")
         resolved = self.features.resolve(
             feature_service=request.feature_service if which == "feature_service" else None,
@@ -64,37 +68,40 @@ class FeastCompatServicer(GrpcFeatureServerServicer):
             except Exception:
                 raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
         answer = await self.features.get(resolved, columns)
-        response = GetOnlineFeaturesResponse()
-        names = response.metadata.feature_names.val
-        zero = Timestamp()
-        for key, repeated in request.entities.items():
-            names.append(key)
-            response.results.append(
-                GetOnlineFeaturesResponse.FeatureVector(
-                    values=list(repeated.val),
-                    statuses=[FieldStatus.PRESENT] * len(repeated.val),
-                    event_timestamps=[zero] * len(repeated.val),
-                )
-            )
-        count = answer.entities.count
-        for ref, name in zip(resolved.refs, answer.names(request.full_feature_names), strict=False):
-            values: list[bytes] = []
-            statuses = []
-            stamps = []
-            rows = answer.rows[ref.view]
-            for row in range(count):
-                found = rows.values[row]
-                # Feast neither checks max age online nor marks nulls: a found row is PRESENT
-                if found is None and not self.missing_entity_is_present:
-                    statuses.append(FieldStatus.NOT_FOUND)
-                else:
-                    statuses.append(FieldStatus.PRESENT)
-                values.append((found or {}).get(ref.feature, b""))
-                raw_ts = rows.ts_raw[row]
-                stamps.append(Timestamp.FromString(raw_ts) if raw_ts else zero)
-            protos = [ValueProto.FromString(v) for v in values]
-            names.append(name)
-            response.results.append(
-                GetOnlineFeaturesResponse.FeatureVector(values=protos, statuses=statuses, event_timestamps=stamps)
-            )
-        return response
+        entity_values = [(key, [v.SerializeToString() for v in repeated.val]) for key, repeated in request.entities.items()]
+        return encode_feast_response(answer, entity_values, request.full_feature_names, self.missing_entity_is_present)
+
+
+_PRESENT, _NOT_FOUND = bytes((FieldStatus.PRESENT,)), bytes((FieldStatus.NOT_FOUND,))
+_ZERO_TS = field(0x1A, b"")  # an empty Timestamp in FeatureVector.event_timestamps
+
+
+def encode_feast_response(
+    answer: Answer, entity_values: list[tuple[str, list[bytes]]], full_feature_names: bool, missing_is_present: bool
+) -> bytes:
+    """A serialised Feast ``GetOnlineFeaturesResponse``, straight from the stored bytes.
+
+    Entity columns first (their values as sent, PRESENT, zero timestamps), then one
+    ``FeatureVector`` per feature: ``values`` (1), packed ``statuses`` (2), ``event_timestamps`` (3).
+    """
+    names = [key for key, _ in entity_values] + answer.names(full_feature_names)
+    out = [field(0x0A, field(0x0A, b"".join(string_field(0x0A, n) for n in names)))]
+    for _, values in entity_values:
+        n = len(values)
+        out.append(field(0x12, b"".join(field(0x0A, v) for v in values) + field(0x12, _PRESENT * n) + _ZERO_TS * n))
+    count = answer.entities.count
+    for ref in answer.resolved.refs:
+        rows = answer.rows[ref.view]
+        values, statuses, stamps = [], [], []
+        for row in range(count):
+            found = rows.values[row]
+            # Feast neither checks max age online nor marks nulls: a found row is PRESENT
+            statuses.append(_NOT_FOUND if found is None and not missing_is_present else _PRESENT)
+            values.append(field(0x0A, found.get(ref.feature, b"") if found else b""))
+            stamps.append(field(0x1A, rows.ts_raw[row] or b""))
+        out.append(field(0x12, b"".join(values) + field(0x12, b"".join(statuses)) + b"".join(stamps)))
+    return b"".join(out)
+
+
+def _identity(b: bytes) -> bytes:
+    return b

@@ -91,7 +91,7 @@ class OnlineFeatures:
                 rows = await self.reader.read_async(resolved, entities)
             except OnlineStoreDown:
                 self.breaker.failure()
-                self.metrics.online_errors.inc()
+                self.metrics.online_error()
             else:
                 self.breaker.success()
                 return Answer(resolved, entities, rows, ONLINE, None, self._jobs(resolved, entities, rows), now)
@@ -106,7 +106,7 @@ class OnlineFeatures:
             )
         rows, jobs = self.snapshots.read(resolved, entities)
         age = self.snapshots.age_seconds(resolved.views, datetime.now(timezone.utc))
-        self.metrics.fallback_answers.inc()
+        self.metrics.fallback_answer()
         return Answer(resolved, entities, rows, FALLBACK, age, tuple(sorted(jobs)), now)
 
     def _jobs(self, resolved: Resolved, entities: Entities, rows: dict[str, ViewRows]) -> tuple[str, ...]:

@@ -1,9 +1,9 @@
 """Prometheus metrics of one serving node, in the node's own registry (no global state).
 
-Calls are counted on the hot path in plain integers and turned into Prometheus families only when
-scraped (a custom collector). A prometheus_client ``Counter``/``Histogram`` per call costs far more:
-importing Feast sets ``PROMETHEUS_MULTIPROC_DIR``, which makes every increment an mmap write with a
-pid check, and that alone was a tenth of a lookup's CPU time.
+Values are kept in plain numbers and turned into Prometheus families only when scraped (a custom
+collector). A prometheus_client ``Counter``/``Histogram`` per call costs far more: importing Feast
+sets ``PROMETHEUS_MULTIPROC_DIR``, which makes every increment an mmap write with a pid check (a
+tenth of a lookup's CPU time) and makes every node of a process share one value per series.
 """
 
 from __future__ import annotations
@@ -13,27 +13,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
-class CallStats(Collector):
-    """Requests by method and status code, and a latency histogram per method."""
+class NodeStats(Collector):
+    """Everything one node reports, held in plain numbers and turned into families when scraped.
+
+    Per node, not per process: two nodes in one process (tests, an embedding app) never share a
+    value, which prometheus_client's multiprocess mode would make them do.
+    """
 
     def __init__(self, buckets: tuple[float, ...] = _BUCKETS) -> None:
         self.buckets = buckets
-        self._codes: dict[tuple[str, str], int] = {}
-        self._latency: dict[str, list[float]] = {}  # per bucket (and +Inf) counts, then the sum
+        self.codes: dict[tuple[str, str], int] = {}
+        self.latency: dict[str, list[float]] = {}  # per bucket (and +Inf) counts, then the sum
+        self.fallback_answers = 0
+        self.online_errors = 0
+        self.online_up = 0
+        self.freshness: dict[str, float] = {}
 
-    def add(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+    def answered(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         key = (method, code.name)
-        self._codes[key] = self._codes.get(key, 0) + 1
-        hist = self._latency.get(method)
+        self.codes[key] = self.codes.get(key, 0) + 1
+        hist = self.latency.get(method)
         if hist is None:
-            hist = self._latency[method] = [0.0] * (len(self.buckets) + 2)
+            hist = self.latency[method] = [0.0] * (len(self.buckets) + 2)
         hist[bisect_left(self.buckets, seconds)] += 1
         hist[-1] += seconds
 
@@ -42,11 +50,11 @@ class CallStats(Collector):
         requests = CounterMetricFamily(
             "fedstore_requests", "Requests by method and gRPC status code", labels=["method", "code"]
         )
-        for (method, code), n in dict(self._codes).items():
+        for (method, code), n in dict(self.codes).items():
             requests.add_metric([method, code], n)
         yield requests
         latency = HistogramMetricFamily("fedstore_request_seconds", "Time to answer a request", labels=["method"])
-        for method, hist in dict(self._latency).items():
+        for method, hist in dict(self.latency).items():
             counts = list(hist)
             cumulative, running = [], 0.0
             for bound, n in zip((*self.buckets, float("inf")), counts[:-1], strict=True):
@@ -54,6 +62,23 @@ class CallStats(Collector):
                 cumulative.append((_bound(bound), running))
             latency.add_metric([method], cumulative, sum_value=counts[-1])
         yield latency
+        yield CounterMetricFamily(
+            "fedstore_fallback_answers", "Answers served from the batch snapshot", value=self.fallback_answers
+        )
+        yield CounterMetricFamily(
+            "fedstore_online_store_errors", "Online store errors and timeouts", value=self.online_errors
+        )
+        yield GaugeMetricFamily(
+            "fedstore_online_store_up", "1 when the online store answers, 0 when it does not", value=self.online_up
+        )
+        freshness = GaugeMetricFamily(
+            "fedstore_view_freshness_seconds",
+            "Seconds since the end of the view's latest successful materialisation window",
+            labels=["view"],
+        )
+        for view, seconds in dict(self.freshness).items():
+            freshness.add_metric([view], seconds)
+        yield freshness
 
 
 def _bound(le: float) -> str:
@@ -64,29 +89,26 @@ def _bound(le: float) -> str:
 class ServingMetrics:
     region: str
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    stats: NodeStats = field(default_factory=NodeStats)
 
     def __post_init__(self) -> None:
-        r = self.registry
-        self.calls = CallStats()
-        r.register(self.calls)
-        self.fallback_answers = Counter(
-            "fedstore_fallback_answers", "Answers served from the batch snapshot", registry=r
-        )
-        self.online_errors = Counter(
-            "fedstore_online_store_errors", "Online store errors and timeouts", registry=r
-        )
-        self.online_up = Gauge(
-            "fedstore_online_store_up", "1 when the online store answers, 0 when it does not", registry=r
-        )
-        self.view_freshness = Gauge(
-            "fedstore_view_freshness_seconds",
-            "Seconds since the end of the view's latest successful materialisation window",
-            ["view"], registry=r, multiprocess_mode="max",
-        )
+        self.registry.register(self.stats)
 
     def answered(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """Count one answered call and observe its latency."""
-        self.calls.add(method, code, seconds)
+        self.stats.answered(method, code, seconds)
+
+    def fallback_answer(self) -> None:
+        self.stats.fallback_answers += 1
+
+    def online_error(self) -> None:
+        self.stats.online_errors += 1
+
+    def online_store_up(self, up: bool) -> None:
+        self.stats.online_up = 1 if up else 0
+
+    def view_freshness(self, view: str, seconds: float) -> None:
+        self.stats.freshness[view] = seconds
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

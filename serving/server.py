@@ -27,9 +27,6 @@ from typing import Any, Coroutine, TypeVar
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
-from feast.protos.feast.serving.GrpcServer_pb2_grpc import (
-    add_GrpcFeatureServerServicer_to_server,
-)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -160,8 +157,7 @@ class ServingNode:
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # entity frames for training sets
             ],
         )
-        server.add_generic_rpc_handlers((FeatureServingServicer(self.features).handler(),))
-        add_GrpcFeatureServerServicer_to_server(self._compat, server)
+        server.add_generic_rpc_handlers((FeatureServingServicer(self.features).handler(), self._compat.handler()))
         datasets_pb2_grpc.add_HistoricalFeaturesServicer_to_server(HistoricalFeaturesServicer(self.region), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -241,11 +237,11 @@ class ServingNode:
         now = datetime.now(timezone.utc)
         for view, until in self._watermarks[1].items():
             if until is not None:
-                self.metrics.view_freshness.labels(view).set((now - until).total_seconds())
+                self.metrics.view_freshness(view, (now - until).total_seconds())
 
     def _check_health(self) -> None:
         up = self.reader.ping()  # blocking: on the calling thread, not the loop
-        self.metrics.online_up.set(1 if up else 0)
+        self.metrics.online_store_up(up)
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         views = tuple(self.catalog.current.views.values())

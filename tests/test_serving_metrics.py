@@ -40,7 +40,18 @@ def test_calls_are_counted_by_code_and_bucketed_by_latency():
     assert abs(s[("fedstore_request_seconds_sum", (("method", "GetOnlineFeatures"),))] - 2.0068) < 1e-9
 
 
-def test_nodes_do_not_share_call_counts():
+def test_nodes_in_one_process_share_no_value():
+    # importing Feast switches prometheus_client to multiprocess mode; these must not follow it
+    import feast  # noqa: F401
+
     a, b = ServingMetrics("MY"), ServingMetrics("SG")
     a.answered("GetOnlineFeatures", grpc.StatusCode.OK, 0.001)
-    assert ("fedstore_requests_total", (("code", "OK"), ("method", "GetOnlineFeatures"))) not in _samples(b)
+    a.fallback_answer()
+    a.online_store_up(True)
+    a.view_freshness("customer_transactions", 42.0)
+    sa, sb = _samples(a), _samples(b)
+    assert ("fedstore_requests_total", (("code", "OK"), ("method", "GetOnlineFeatures"))) not in sb
+    assert sa[("fedstore_fallback_answers_total", ())] == 1 and sb[("fedstore_fallback_answers_total", ())] == 0
+    assert sa[("fedstore_online_store_up", ())] == 1 and sb[("fedstore_online_store_up", ())] == 0
+    assert sa[("fedstore_view_freshness_seconds", (("view", "customer_transactions"),))] == 42.0
+    assert ("fedstore_view_freshness_seconds", (("view", "customer_transactions"),)) not in sb
