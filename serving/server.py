@@ -140,6 +140,7 @@ class ServingNode:
             self.server, port = self._on_loop(self._build(bind, reuse_port))
         except BaseException:
             self._close_loop()
+            self._pool.shutdown(wait=False)
             raise
         self.address = NodeAddress(bind.rpartition(":")[0], port)
         self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
@@ -165,13 +166,16 @@ class ServingNode:
             server,
         )
         settings = self.region.serving
-        if settings.tls_cert and settings.tls_key:
-            creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
-            port = server.add_secure_port(bind, creds)
-        else:
-            port = server.add_insecure_port(bind)
+        try:
+            if settings.tls_cert and settings.tls_key:
+                creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
+                port = server.add_secure_port(bind, creds)
+            else:
+                port = server.add_insecure_port(bind)
+        except RuntimeError:  # grpc's asyncio server raises where the thread-pool one returned 0
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {bind}")
+            raise OSError(f"cannot listen on {bind}: the address is in use or not available here")
         return server, port
 
     def _on_loop(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
@@ -189,6 +193,8 @@ class ServingNode:
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let in-flight calls finish (up to ``grace`` seconds), then close."""
+        if self._stop.is_set():
+            return  # already stopped: the loop is closed
         self._stop.set()
         if self._refresher.is_alive():
             self._refresher.join(timeout=5)

@@ -117,3 +117,23 @@ def test_unknown_region_for_serve_is_a_one_line_error(tmp_path, capsys):
     assert "unknown region 'TH'" in capsys.readouterr().err
     assert main(["--config", str(cfg), "serve", "--region", "MY"]) == 2  # not applied yet
     assert "fedstore region apply --region MY" in capsys.readouterr().err
+
+
+def test_a_taken_port_is_a_clear_error_and_stop_is_idempotent(tmp_path, monkeypatch):
+    from serving.server import ServingNode
+
+    s = served_region(tmp_path, None, monkeypatch, customers=10)
+    threads_before = threading.active_count()
+    try:
+        with pytest.raises(OSError, match="cannot listen on"):
+            ServingNode(s.config, s.config.region("MY"), address=s.address)  # the running node holds it
+        time.sleep(0.2)
+        assert threading.active_count() <= threads_before  # the refused node left no loop thread behind
+        cli = subprocess.run(
+            [sys.executable, "-m", "fedstore.cli", "--config", str(s.config.source), "serve", "--region", "MY",
+             "--address", s.address], capture_output=True, text=True, timeout=120, env={**os.environ})
+        assert cli.returncode == 2
+        assert "cannot serve on" in cli.stderr and "Traceback" not in cli.stderr
+    finally:
+        s.server.stop(1)
+    s.server.stop(1)  # a second stop is harmless
