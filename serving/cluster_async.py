@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
-import hiredis
 import numpy as np
 
-from regions.store.cluster import ASKING, ClusterRouter, Redirected
+from regions.store.cluster import ASKING, ClusterRouter, Redirected, sort_replies
 from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import RespError
 from serving.resp_async import AsyncRespPool
 
 Address = tuple[str, int]
@@ -63,18 +61,8 @@ async def execute_async(
                 router.mark_stale()  # a dead or unreachable master: ask the cluster who took over
                 failure = failure or got
                 continue
-            for i, reply in zip(idx, got, strict=True):
-                if type(reply) is hiredis.ReplyError:
-                    text = str(reply)
-                    if text.startswith("MOVED"):
-                        moved.append(int(i))
-                    elif text.startswith("ASK"):
-                        host, _, port = text.split()[2].rpartition(":")
-                        asked.append((int(i), (host, int(port))))
-                    else:
-                        failure = failure or RespError(f"Redis Cluster node {address[0]}:{address[1]} refused: {text}")
-                else:
-                    replies[i] = reply
+            refused = sort_replies(address, idx, got, replies, moved, asked)
+            failure = failure or refused
         if failure is not None:
             raise failure
         for i, address in asked:  # a slot in migration: this key already lives on the target

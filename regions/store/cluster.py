@@ -152,6 +152,32 @@ def read_replies(conn: RespConnection, count: int) -> list[object]:
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
 
 
+def sort_replies(
+    address: tuple[str, int],
+    idx: np.ndarray,
+    got: list[object],
+    replies: list[object],
+    moved: list[int],
+    asked: list[tuple[int, tuple[str, int]]],
+) -> RespError | None:
+    """File one node's replies to the commands ``idx``: answers into ``replies``, MOVED and ASK
+    redirections into ``moved`` / ``asked``; any other error reply is returned."""
+    failure = None
+    for i, reply in zip(idx, got, strict=True):
+        if type(reply) is hiredis.ReplyError:
+            text = str(reply)
+            if text.startswith("MOVED"):
+                moved.append(int(i))
+            elif text.startswith("ASK"):
+                host, _, port = text.split()[2].rpartition(":")
+                asked.append((int(i), (host, int(port))))
+            else:
+                failure = failure or RespError(f"Redis Cluster node {address[0]}:{address[1]} refused: {text}")
+        else:
+            replies[i] = reply
+    return failure
+
+
 def execute(router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, attempts: int = 3) -> list[object]:
     """Run one command per key on the masters that own the keys: one pipeline per node, all nodes
     written before any is read (so the round trips overlap), MOVED and ASK followed per command.
@@ -185,18 +211,8 @@ def execute(router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, 
                 failure = failure or e
                 continue
             router.release(address, conn)
-            for i, reply in zip(idx, got, strict=True):
-                if type(reply) is hiredis.ReplyError:
-                    text = str(reply)
-                    if text.startswith("MOVED"):
-                        moved.append(int(i))
-                    elif text.startswith("ASK"):
-                        host, _, port = text.split()[2].rpartition(":")
-                        asked.append((int(i), (host, int(port))))
-                    else:
-                        failure = failure or RespError(f"Redis Cluster node {address[0]}:{address[1]} refused: {text}")
-                else:
-                    replies[i] = reply
+            refused = sort_replies(address, idx, got, replies, moved, asked)
+            failure = failure or refused
         if failure is not None:
             raise failure
         for i, address in asked:  # a slot in migration: this key already lives on the target
