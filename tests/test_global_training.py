@@ -182,7 +182,7 @@ def _md(name):
 
 
 @pytest.mark.slow
-def test_regions_publish_the_centre_trains_and_regions_evaluate(centre):
+def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path):
     config, address, store, seen = centre
     nodes = {c: _region(config, c, 3_000, seed) for c, seed in (("MY", 1), ("SG", 2))}
     sids = {}
@@ -218,6 +218,21 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre):
     assert set(registered.submissions) == set(sids.values()) and registered.registered_by == "centre"
     assert all(store.receipt(s) is not None for s in registered.submissions)
     assert [m.region for m in registered.metrics] == ["MY"] and registered.metrics[0].submission_id == sid
+    # a first attempt that stored the submission but lost its registry write is completed by the retry
+    import sqlite3
+    from contextlib import closing
+
+    body = json.loads(next(p for p in outbox_dir(nodes["MY"].data_dir).glob("my-eval-*.json")).read_text())
+    receipt = stub.Submit(to_proto(body), metadata=_md("MY"), timeout=5)
+    assert receipt.replay and len(seen) == 1  # recorded already: a replay changes nothing
+    with closing(sqlite3.connect(tmp_path / "centre" / "registry.db")) as db, db:
+        db.execute("DELETE FROM evaluations WHERE submission_id=?", (sid,))
+    receipt = stub.Submit(to_proto(body), metadata=_md("MY"), timeout=5)
+    assert receipt.replay and len(seen) == 2
+    again = registry_pb2_grpc.RegistryStub(grpc.insecure_channel(address)).GetModel(
+        registry_pb2.GetModelRequest(name="fraud_scoring_lda", version=1), metadata=_md("centre"), timeout=5)
+    assert [(m.region, m.submission_id) for m in again.metrics] == [("MY", sid)]
+    assert dict(again.metrics[0].metrics) == pytest.approx(dict(registered.metrics[0].metrics))
     # an evaluation of a model the registry does not know is refused
     with pytest.raises(Exception, match="rule model"):
         body = json.loads(next(p for p in outbox_dir(nodes["MY"].data_dir).glob("my-eval-*.json")).read_text())

@@ -74,6 +74,10 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 if not caller.allows(request.region) or previous.content_sha256 != content_hash(request):
                     raise Rejected(f"rule replay: submission id {request.submission_id!r} was accepted with other content")
                 self.metrics.replayed.labels(request.region).inc()
+                if request.HasField("evaluation") and self.registry is not None:
+                    # the first attempt may have stored the submission but failed before its metrics
+                    # reached the registry; the region's retry is this replay, so it completes them
+                    self._record_evaluation(request)
                 return self._receipt(previous, request, replay=True)
             validate(request, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
                      regions=set(self.config.codes))
@@ -95,18 +99,24 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 ) from None
             self.metrics.accepted.labels(request.region, _kind(request)).inc()
             if request.HasField("evaluation"):
-                e = request.evaluation
-                found = evaluation_metrics({h.label: list(h.counts) for h in e.classes})
-                if self.registry is not None:
-                    self.registry.record_evaluation(e.model_name, e.model_version, request.region, found,
-                                                    submission_id=request.submission_id)
-                if self.on_evaluation is not None:
-                    self.on_evaluation(e.model_name, e.model_version, request.region, found, request.submission_id)
+                self._record_evaluation(request)
             return self._receipt(stored, request, replay=False)
         except AggregatorError as e:
             self.metrics.rejected.labels(rule_of(str(e)), e.code.name).inc()
             context.abort(e.code, str(e))
             raise
+
+    def _record_evaluation(self, request: pb.Submission) -> None:
+        """The evaluation's metrics into the registry, once per submission id (a replay of a
+        recorded one changes nothing), then the hook."""
+        e = request.evaluation
+        found = evaluation_metrics({h.label: list(h.counts) for h in e.classes})
+        if self.registry is not None and not self.registry.record_evaluation(
+            e.model_name, e.model_version, request.region, found, submission_id=request.submission_id
+        ):
+            return  # already recorded
+        if self.on_evaluation is not None:
+            self.on_evaluation(e.model_name, e.model_version, request.region, found, request.submission_id)
 
     def _receipt(self, stored, request: pb.Submission, *, replay: bool) -> pb.Receipt:  # type: ignore[no-untyped-def]
         ts = Timestamp()

@@ -96,12 +96,14 @@ class ModelRegistry:
         return self.get(candidate.name, latest + 1)
 
     def record_evaluation(self, name: str, version: int, region: str, metrics: Mapping[str, float], *,
-                          submission_id: str) -> None:
+                          submission_id: str) -> bool:
+        """Record a region's evaluation once per submission id; False when it was already there."""
         self.get(name, version)
         self._region(region)
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO evaluations VALUES (?,?,?,?,?,?)",
-                       (name, version, region, json.dumps(dict(metrics)), submission_id, _now().isoformat()))
+            cur = db.execute("INSERT OR IGNORE INTO evaluations VALUES (?,?,?,?,?,?)",
+                             (name, version, region, json.dumps(dict(metrics)), submission_id, _now().isoformat()))
+            return cur.rowcount == 1
 
     def get(self, name: str, version: int) -> ModelVersion:
         with closing(sqlite3.connect(self.path)) as db:
