@@ -76,6 +76,7 @@ class ServingConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     workers: int = 8  # threads per process for training-set streams; lookups run on the event loop
+    max_concurrent_calls: int = 1000  # per process; beyond it a call is refused RESOURCE_EXHAUSTED
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,7 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
     if raw is None:
         return ServingConfig()
     m = _mapping(raw, where)
-    ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "workers"}
+    ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "workers", "max_concurrent_calls"}
     _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls"})
     values: dict[str, Any] = {}
     for k in ints & set(m):

@@ -151,6 +151,9 @@ class ServingNode:
         server = grpc.aio.server(
             migration_thread_pool=self._pool,
             interceptors=[self._auth],
+            # an overloaded node refuses at once (RESOURCE_EXHAUSTED: the caller retries elsewhere)
+            # instead of queueing calls without bound on its loop
+            maximum_concurrent_rpcs=self.region.serving.max_concurrent_calls,
             # several worker processes may share one port (SO_REUSEPORT); one alone must not
             # silently share a port with a stale server
             options=[

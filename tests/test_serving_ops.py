@@ -137,3 +137,38 @@ def test_a_taken_port_is_a_clear_error_and_stop_is_idempotent(tmp_path, monkeypa
     finally:
         s.server.stop(1)
     s.server.stop(1)  # a second stop is harmless
+
+
+def test_calls_beyond_the_concurrency_limit_are_refused_at_once(tmp_path, monkeypatch):
+    s = served_region(tmp_path, None, monkeypatch, customers=10, serving={"max_concurrent_calls": 2})
+    slow_read = s.server.features.reader.read
+
+    def slow(*a, **kw):
+        time.sleep(1.0)
+        return slow_read(*a, **kw)
+
+    s.server.features.reader.read = slow
+    codes: list[object] = []
+
+    def call() -> None:
+        with FeatureClient(s.address, token=TOKENS["fraud-app"], timeout=10) as client:
+            try:
+                client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]})
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+
+    try:
+        held = [threading.Thread(target=call) for _ in range(2)]
+        for t in held:
+            t.start()
+        time.sleep(0.4)  # both are in flight, each for a second
+        began = time.monotonic()
+        call()
+        refused_in = time.monotonic() - began
+        for t in held:
+            t.join()
+        assert codes[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and refused_in < 0.5
+        assert codes[1:] == [grpc.StatusCode.OK, grpc.StatusCode.OK]
+    finally:
+        s.server.stop(1)
