@@ -275,6 +275,16 @@ def test_registry_over_grpc(served):
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     last = stub.GetAudit(pb.GetAuditRequest(region="SG"), metadata=_md("ops-my"), timeout=5).events[-1]
     assert (last.action, last.why, last.outcome[:9]) == ("rollback", "oops", "refused: ")
+    # mistaken changes (unknown stage, nothing to roll back) are on the trail too, once each
+    trail = stub.GetAudit(pb.GetAuditRequest(region="MY"), metadata=_md("ops-my"), timeout=5).events
+    assert [(e.who, e.stage, e.outcome) for e in trail if e.stage == "gold"] == [
+        ("ops-all", "gold", "refused: unknown stage 'gold'; stages are shadow, canary_5, canary_25, full")]
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Rollback(pb.RollbackRequest(region="MY", stage="full", why="nothing there"), metadata=_md("ops-my"), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    last = stub.GetAudit(pb.GetAuditRequest(region="MY"), metadata=_md("ops-my"), timeout=5).events[-1]
+    assert (last.action, last.stage, last.why) == ("rollback", "full", "nothing there")
+    assert last.outcome == "refused: nothing serves full in MY: there is nothing to roll back"
 
 
 def test_registry_cli(served, capsys, monkeypatch):

@@ -2,6 +2,8 @@
 
 Any authenticated caller may read models and the audit; changing a region's stages, and reading its
 deployment, needs a token allowed in that region. The caller's token name is the audit's "who".
+Every change asked for in a known region is on its trail: applied, refused by policy, refused for
+the caller, or refused as a mistake (unknown stage or model, already serving, nothing to roll back).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aggregator.errors import AggregatorError, NotAllowed
+from aggregator.errors import AggregatorError, NotAllowed, NotFound, Rejected
 from aggregator.registry.model import DeploymentEvent, ModelVersion
 from aggregator.registry.store import ModelRegistry
 from federation.tokens import Caller
@@ -57,13 +59,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def _run(self, context: grpc.ServicerContext, work: Callable[[Caller], object], region: str | None = None,
              change: Callable[[Caller, str], object] | None = None):  # type: ignore[no-untyped-def]
         caller = self._authenticate(context)
+        audited = change is not None and region is not None and region.upper() in self.registry.config.codes
         try:
             if region is not None and not caller.allows(region.upper()):
                 refusal = NotAllowed(f"caller {caller.name!r} may not act on region {region!r}")
-                if change is not None and region.upper() in self.registry.config.codes:
-                    change(caller, str(refusal))  # a refused change is on the region's audit trail too
+                if audited:
+                    change(caller, str(refusal))  # type: ignore[misc]  # a refused change is on the trail too
                 raise refusal
-            return work(caller)
+            try:
+                return work(caller)
+            except (Rejected, NotFound) as e:
+                # a mistaken change (unknown stage or model, already serving, nothing to roll back)
+                # is on the region's trail as well; policy refusals are recorded by the store itself
+                if audited:
+                    change(caller, str(e))  # type: ignore[misc]
+                raise
         except AggregatorError as e:
             context.abort(e.code, str(e))
             raise
