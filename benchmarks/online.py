@@ -14,6 +14,8 @@ Throughput is driven twice, each time by 8 client processes, each with one call 
     request, a different entity per process. On this 2-core machine the Python clients themselves
     take most of the CPU, so they measure the clients as much as the servers; h2load leaves the
     cores to the servers, which is what a capacity figure is about. Both are printed.
+The servers take turns within each of ``--rounds`` rounds (default 3), so a slow spell of a shared
+machine hits all of them; the table shows each figure's median, the ratios the median per round.
 """
 
 from __future__ import annotations
@@ -275,6 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (medians are reported)")
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per latency point")
     parser.add_argument("--workers", type=int, default=2, help="fedstore serving processes on the port")
     args = parser.parse_args()
@@ -315,14 +318,12 @@ def main() -> None:
                     lat[n] = latency(call, n, args.entities, reqs)
                 rows.append((label, lat))
                 print(f"  {label}: " + ", ".join(f"{n} ent p50 {lat[n][0]:.2f} ms" for n in SIZES), flush=True)
-            print(f"  throughput, 8 Python client processes × {args.seconds:.0f}s each server …", flush=True)
-            tput = {"feast listen": throughput("feast", feast_addr, args.entities, args.seconds),
-                    "fedstore serve (v1 API)": throughput("fedstore", ours_addr, args.entities, args.seconds),
-                    # the ceiling of any Python grpcio server here: health checks on the same processes
-                    "floor: empty gRPC call": throughput("empty", ours_addr, args.entities, args.seconds)}
-            lean: dict[str, float] = {}
+            # rounds interleave the servers, so a slow spell of this shared machine hits all of them;
+            # each figure is the median of its rounds, the ratios are the medians of per-round ratios
+            py_runs: dict[str, list[float]] = {}
+            h2_runs: dict[str, list[float]] = {}
+            plans: dict[str, tuple[str, str, list[bytes], tuple[str, ...]]] = {}
             if shutil.which("h2load"):
-                print(f"  throughput, 8 h2load processes × {args.seconds:.0f}s each server …", flush=True)
                 auth = (f"authorization: Bearer {TOKEN}",)
                 entities = [(i * 7919) % args.entities for i in range(8)]
                 plans = {
@@ -331,12 +332,22 @@ def main() -> None:
                     "fedstore serve (Feast API)": (ours_addr, FEAST_PATH, [feast_request(e) for e in entities], auth),
                     "floor: empty gRPC call": (ours_addr, HEALTH_PATH, [b""] * 8, ()),
                 }
-                for label, (addr, path, bodies, headers) in plans.items():
+                for addr, path, bodies, headers in plans.values():
                     check_request(addr, path, bodies[0], tuple(tuple(h.split(": ", 1)) for h in headers))
-                    lean[label] = h2load_throughput(addr, path, bodies, headers, args.seconds, Path(tmp))
             else:
                 print("  h2load not found (apt-get install nghttp2-client, or `make bench`): "
                       "only the Python-client throughput is measured", flush=True)
+            for r in range(args.rounds):
+                print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes"
+                      f"{' then 8 h2load processes' if plans else ''}, {args.seconds:.0f}s per server …", flush=True)
+                for label, kind, addr in (("feast listen", "feast", feast_addr),
+                                          ("fedstore serve (v1 API)", "fedstore", ours_addr),
+                                          # the ceiling of any Python grpcio server here: health checks
+                                          ("floor: empty gRPC call", "empty", ours_addr)):
+                    py_runs.setdefault(label, []).append(throughput(kind, addr, args.entities, args.seconds))
+                for label, (addr, path, bodies, headers) in plans.items():
+                    h2_runs.setdefault(label, []).append(
+                        h2load_throughput(addr, path, bodies, headers, args.seconds, Path(tmp)))
     finally:
         for p in procs:
             p.terminate()
@@ -356,19 +367,24 @@ def main() -> None:
     print("-" * len(head))
     for label, lat in rows:
         cells = "".join(f" {lat[n][0]:>9.2f}ms {lat[n][1]:>9.2f}ms" for n in SIZES)
-        t, h = tput.get(label), lean.get(label)
-        print(f"{label:30}{cells} {f'{t:,.0f}' if t else '-':>17} {f'{h:,.0f}' if h else '-':>15}")
+        t, h = py_runs.get(label), h2_runs.get(label)
+        print(f"{label:30}{cells} {f'{statistics.median(t):,.0f}' if t else '-':>17} "
+              f"{f'{statistics.median(h):,.0f}' if h else '-':>15}")
     print()
     ours = dict(rows)["fedstore serve (v1 API)"]
     for n in SIZES:
         floor = floor_grpc[n][0] + floor_redis[n][0]
-        print(f"{n:>3} entities: fedstore p50 is {feast_lat[n][0] / ours[n][0]:.1f}× faster than feast listen; "
+        speed = feast_lat[n][0] / ours[n][0]
+        than = f"{speed:.1f}× faster than" if speed >= 1 else f"{1 / speed:.1f}× slower than"
+        print(f"{n:>3} entities: fedstore p50 is {than} feast listen's; "
               f"{ours[n][0] / floor:.2f}× the floor (empty gRPC call + raw pipeline = {floor:.2f} ms)")
-    for name, t in (("8 Python client processes", tput), ("8 h2load processes", lean)):
-        if t:
+    for name, runs in (("8 Python client processes", py_runs), ("8 h2load processes", h2_runs)):
+        if runs:
+            ours_x = [o / f for o, f in zip(runs["fedstore serve (v1 API)"], runs["feast listen"], strict=True)]
+            empty_x = [e / f for e, f in zip(runs["floor: empty gRPC call"], runs["feast listen"], strict=True)]
             print(f"throughput, {name}: fedstore ({args.workers} serving processes on one port) "
-                  f"{t['fedstore serve (v1 API)'] / t['feast listen']:.1f}× feast listen (1 process); "
-                  f"empty gRPC calls on the same processes reach {t['floor: empty gRPC call'] / t['feast listen']:.1f}×")
+                  f"{statistics.median(ours_x):.1f}× feast listen (1 process; rounds {min(ours_x):.1f}–{max(ours_x):.1f}×); "
+                  f"empty gRPC calls on the same processes reach {statistics.median(empty_x):.1f}×")
 
 
 if __name__ == "__main__":
