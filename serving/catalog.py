@@ -44,6 +44,11 @@ class Resolved:
     refs: tuple[FeatureRef, ...]
     views: tuple[ViewSpec, ...]
     join_keys: tuple[str, ...]  # every join key the request must carry
+    join_key_types: dict[str, ValueType] = field(default_factory=dict, compare=False)
+    # What the read and encode steps derive from this resolution (a Redis read plan, encoded
+    # feature names), kept here so a cached resolution carries them and no request rebuilds them.
+    # Keyed by the part that derives it; a value is a pure function of the resolution.
+    memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,9 @@ class Catalog:
     views: dict[str, ViewSpec]
     services: dict[str, tuple[FeatureRef, ...]]
     version: tuple[int, int] = (0, 0)  # registry file (mtime_ns, size) it was built from
+    # resolutions by requested refs and by service name: a request resolves with one dict lookup
     _cache: dict[tuple[str, ...], Resolved] = field(default_factory=dict, compare=False, repr=False)
+    _service_cache: dict[str, Resolved] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_store(cls, store: FeatureStore, version: tuple[int, int] = (0, 0)) -> "Catalog":
@@ -81,13 +88,20 @@ class Catalog:
     # (callers refresh the store's registry first: CatalogCache does)
 
     def service(self, name: str) -> Resolved:
+        hit = self._service_cache.get(name)
+        if hit is not None:
+            return hit
         refs = self.services.get(name)
         if refs is None:
             known = ", ".join(sorted(self.services)) or "none"
             raise UnknownFeature(f"unknown feature service {name!r}; this region serves {known}")
-        return self._resolve(refs)
+        resolved = self._service_cache[name] = self._resolve(refs)  # services are few: no bound needed
+        return resolved
 
     def refs(self, texts: tuple[str, ...]) -> Resolved:
+        hit = self._cache.get(texts)  # cached under the same "view:feature" texts it was asked by
+        if hit is not None:
+            return hit
         if not texts:
             raise InvalidRequest("no features requested: name a feature service or feature refs")
         refs = []
@@ -110,7 +124,8 @@ class Catalog:
             return hit
         views = tuple(self.views[v] for v in dict.fromkeys(r.view for r in refs))
         join_keys = tuple(dict.fromkeys(k for v in views for k in v.join_keys))
-        resolved = Resolved(refs=refs, views=views, join_keys=join_keys)
+        types = {k: t for v in views for k, t in zip(v.join_keys, v.join_key_types, strict=True)}
+        resolved = Resolved(refs=refs, views=views, join_keys=join_keys, join_key_types=types)
         if len(self._cache) < 1024:  # bounded: arbitrary ref lists must not grow memory forever
             self._cache[key] = resolved
         return resolved

@@ -39,7 +39,7 @@ def validate(columns: dict[str, Sequence[object]], resolved: Resolved, *, limit:
             raise InvalidRequest(
                 f"missing join key {key!r} (the requested features need {', '.join(resolved.join_keys)})"
             )
-    types = {k: t for v in resolved.views for k, t in zip(v.join_keys, v.join_key_types, strict=False)}
+    types = resolved.join_key_types
     for key in resolved.join_keys:
         want = _PY_TYPES.get(types[key])
         values = columns[key]

@@ -84,22 +84,31 @@ def encode_feast_response(
     Entity columns first (their values as sent, PRESENT, zero timestamps), then one
     ``FeatureVector`` per feature: ``values`` (1), packed ``statuses`` (2), ``event_timestamps`` (3).
     """
-    names = [key for key, _ in entity_values] + answer.names(full_feature_names)
-    out = [field(0x0A, field(0x0A, b"".join(string_field(0x0A, n) for n in names)))]
+    key = ("feast-names", full_feature_names, tuple(k for k, _ in entity_values))
+    header = answer.resolved.memo.get(key)
+    if header is None:  # the names block once per resolution and entity columns (bounded: few)
+        names = [k for k, _ in entity_values] + answer.names(full_feature_names)
+        header = field(0x0A, field(0x0A, b"".join(string_field(0x0A, n) for n in names)))
+        if len(answer.resolved.memo) < 64:
+            answer.resolved.memo[key] = header
+    out = [header]
     for _, values in entity_values:
         n = len(values)
         out.append(field(0x12, b"".join(field(0x0A, v) for v in values) + field(0x12, _PRESENT * n) + _ZERO_TS * n))
     count = answer.entities.count
+    # statuses and timestamps depend on the view's row only: encoded once per view, not per feature
+    tails: dict[str, bytes] = {}
+    for v in answer.resolved.views:
+        rows = answer.rows[v.name]
+        # Feast neither checks max age online nor marks nulls: a found row is PRESENT
+        statuses = b"".join(
+            _NOT_FOUND if found is None and not missing_is_present else _PRESENT for found in rows.values
+        )
+        tails[v.name] = field(0x12, statuses) + b"".join(field(0x1A, ts or b"") for ts in rows.ts_raw)
     for ref in answer.resolved.refs:
-        rows = answer.rows[ref.view]
-        values, statuses, stamps = [], [], []
-        for row in range(count):
-            found = rows.values[row]
-            # Feast neither checks max age online nor marks nulls: a found row is PRESENT
-            statuses.append(_NOT_FOUND if found is None and not missing_is_present else _PRESENT)
-            values.append(field(0x0A, found.get(ref.feature, b"") if found else b""))
-            stamps.append(field(0x1A, rows.ts_raw[row] or b""))
-        out.append(field(0x12, b"".join(values) + field(0x12, b"".join(statuses)) + b"".join(stamps)))
+        found_rows, feature = answer.rows[ref.view].values, ref.feature
+        values = b"".join(field(0x0A, found.get(feature, b"") if found else b"") for found in found_rows)
+        out.append(field(0x12, values + tails[ref.view]))
     return b"".join(out)
 
 

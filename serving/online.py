@@ -99,6 +99,8 @@ class _Group:
     fields: tuple[tuple[str, str], ...]  # (view, feature) for each requested field, then ts fields
     tail: bytes  # the HMGET arguments after the key, pre-encoded
     argc: int
+    # per view: its name, where its _ts field is in the reply, and (reply index, feature) of its fields
+    slots: tuple[tuple[str, int, tuple[tuple[int, str], ...]], ...]
 
 
 class RedisReader:
@@ -109,7 +111,7 @@ class RedisReader:
         self._pool: list[RespConnection] = []
         self._pool_size = pool_size
         self._lock = threading.Lock()
-        self._plans: dict[tuple[str, ...], tuple[_Group, ...]] = {}
+        self._memo_key = ("redis-read-plan", project)  # plans live on the (cached) resolution
         self._async_pool = AsyncRespPool(target, timeout_seconds=timeout_seconds, size=pool_size)
 
     def _connection(self) -> RespConnection:
@@ -134,10 +136,12 @@ class RedisReader:
         self._async_pool.close()
 
     def _plan(self, resolved: Resolved) -> tuple[_Group, ...]:
-        key = tuple(f"{r.view}:{r.feature}" for r in resolved.refs)
-        plan = self._plans.get(key)
-        if plan is not None:
-            return plan
+        plan = resolved.memo.get(self._memo_key)
+        if plan is None:
+            plan = resolved.memo[self._memo_key] = self._make_plan(resolved)
+        return plan  # type: ignore[return-value]
+
+    def _make_plan(self, resolved: Resolved) -> tuple[_Group, ...]:
         by_keys: dict[tuple[str, ...], list[ViewSpec]] = {}
         for v in resolved.views:
             by_keys.setdefault(v.join_keys, []).append(v)
@@ -149,11 +153,14 @@ class RedisReader:
             fields += [(v.name, "") for v in views]  # "" marks the view's _ts field
             names += [v.ts_field for v in views]
             encoder = _KeyEncoder(join_keys, views[0].join_key_types, self.project)
-            groups.append(_Group(encoder, tuple(views), tuple(fields), b"".join(map(_bulk, names)), 2 + len(names)))
-        plan = tuple(groups)
-        if len(self._plans) < 1024:
-            self._plans[key] = plan
-        return plan
+            nfeat = len(fields) - len(views)
+            slots = tuple(
+                (v.name, nfeat + i, tuple((j, f) for j, (view, f) in enumerate(fields[:nfeat]) if view == v.name))
+                for i, v in enumerate(views)
+            )
+            tail = b"".join(map(_bulk, names))
+            groups.append(_Group(encoder, tuple(views), tuple(fields), tail, 2 + len(names), slots))
+        return tuple(groups)
 
     def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
         plan, commands, keys = self.commands(resolved, entities)
@@ -188,11 +195,7 @@ class RedisReader:
         decoded: dict[bytes, tuple[int, int]] = {}  # rows written by one job share event times
         pos = 0
         for g in plan:
-            nfeat = len(g.fields) - len(g.views)
-            slots = [
-                (v.name, nfeat + i, [(j, f) for j, (view, f) in enumerate(g.fields[:nfeat]) if view == v.name])
-                for i, v in enumerate(g.views)
-            ]
+            slots = g.slots
             for name, _, _ in slots:
                 out[name] = ViewRows.empty(entities.count)
             for row in range(entities.count):

@@ -13,6 +13,7 @@ from typing import Callable
 import grpc
 
 from proto.fedstore.serving.v1 import serving_pb2 as pb
+from serving.catalog import Resolved
 from serving.errors import InvalidRequest, ServingError
 from serving.features import FALLBACK, Answer, OnlineFeatures
 from serving.wire import field, string_field, varint
@@ -43,8 +44,8 @@ def entity_columns(request: pb.GetOnlineFeaturesRequest) -> dict[str, list[objec
 def encode_response(answer: Answer, region: str, full_feature_names: bool) -> bytes:
     """A serialised GetOnlineFeaturesResponse (canonical field order)."""
     resolved = answer.resolved
-    out = [b"".join(string_field(0x0A, n) for n in answer.names(full_feature_names))]
-    cols = [(ref.feature, ref.view) for ref in resolved.refs]
+    names, cols = _layout(resolved, full_feature_names)
+    out = [names]
     one = _ONE_BYTE
     for row in range(answer.entities.count):
         # per view: None (not found), or (values or None if expired, the tail after the value)
@@ -86,6 +87,16 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
     meta += [string_field(0x22, j) for j in answer.job_ids]
     out.append(field(0x1A, b"".join(meta)))
     return b"".join(out)
+
+
+def _layout(resolved: Resolved, full: bool) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+    """The encoded feature names and the (feature, view) columns, once per resolution."""
+    key = ("v1-layout", full)
+    hit = resolved.memo.get(key)
+    if hit is None:
+        names = b"".join(string_field(0x0A, r.output_name(full)) for r in resolved.refs)
+        hit = resolved.memo[key] = (names, tuple((r.feature, r.view) for r in resolved.refs))
+    return hit  # type: ignore[return-value]
 
 
 class FeatureServingServicer:

@@ -59,6 +59,42 @@ def test_values_equal_feast_sdk_for_the_same_entities(served):
     assert got.job_ids == [served.node.ledger.jobs(limit=1)[0].job_id]
 
 
+def test_resolution_is_cached_and_follows_registry_changes(served):
+    """Requests reuse one resolution (and what the read path derived from it); a feature service
+    applied to the registry is served without a restart, and one removed is NOT_FOUND."""
+    from feast import FeatureService
+
+    store = served.node.store
+    ids = sorted(latest(served.tables["customer_transactions"], "customer_id"))[:3]
+    catalog = served.server.catalog.current
+    refs = tuple(f"customer_transactions:{f}" for f in TX[:2])
+    assert catalog.refs(refs) is catalog.refs(refs)
+    assert catalog.service("fraud_scoring") is catalog.service("fraud_scoring")
+    with pytest.raises(Exception, match="not of the form"):  # a cached service name is no feature ref
+        catalog.refs(("fraud_scoring",))
+    with _client(served) as client:
+        client.get_online_features(features=list(refs), entities={"customer_id": ids})
+        assert catalog.refs(refs).memo, "the read plan and encoded names live on the cached resolution"
+        with pytest.raises(grpc.RpcError) as err:
+            client.get_online_features(feature_service="spend_only", entities={"customer_id": ids})
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        tx = store.get_feature_view("customer_transactions")
+        store.apply([FeatureService(name="spend_only", features=[tx[["spend_7d"]]])])
+        deadline = time.monotonic() + 10
+        while served.server.catalog.current is catalog and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert served.server.catalog.current is not catalog, "the registry change was not picked up"
+        got = client.get_online_features(feature_service="spend_only", entities={"customer_id": ids})
+        assert got.feature_names == ["spend_7d"] and got.statuses["spend_7d"] == ["present"] * 3
+        store.delete_feature_service("spend_only")
+        deadline = time.monotonic() + 10
+        while "spend_only" in served.server.catalog.current.services and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(grpc.RpcError) as err:
+            client.get_online_features(feature_service="spend_only", entities={"customer_id": ids})
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_statuses_not_found_null_and_present(served):
     tx = latest(served.tables["customer_transactions"], "customer_id")
     nan_id = next(c for c, r in tx.items() if r["spend_7d"] != r["spend_7d"])
