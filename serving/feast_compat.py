@@ -95,7 +95,6 @@ def encode_feast_response(
     for _, values in entity_values:
         n = len(values)
         out.append(field(0x12, b"".join(field(0x0A, v) for v in values) + field(0x12, _PRESENT * n) + _ZERO_TS * n))
-    count = answer.entities.count
     # statuses and timestamps depend on the view's row only: encoded once per view, not per feature
     tails: dict[str, bytes] = {}
     for v in answer.resolved.views:
@@ -105,9 +104,14 @@ def encode_feast_response(
             _NOT_FOUND if found is None and not missing_is_present else _PRESENT for found in rows.values
         )
         tails[v.name] = field(0x12, statuses) + b"".join(field(0x1A, ts or b"") for ts in rows.ts_raw)
+    single = answer.entities.count == 1  # the usual lookup: one entity, no per-row join
     for ref in answer.resolved.refs:
         found_rows, feature = answer.rows[ref.view].values, ref.feature
-        values = b"".join(field(0x0A, found.get(feature, b"") if found else b"") for found in found_rows)
+        if single:
+            found = found_rows[0]
+            values = field(0x0A, found.get(feature, b"") if found else b"")
+        else:
+            values = b"".join(field(0x0A, found.get(feature, b"") if found else b"") for found in found_rows)
         out.append(field(0x12, values + tails[ref.view]))
     return b"".join(out)
 

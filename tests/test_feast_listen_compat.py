@@ -60,6 +60,9 @@ CASES = [
     ("strings and nulls", dict(features=FeatureList(val=["customer_profile:home_city", "customer_transactions:spend_7d",
                                                           "customer_transactions:chargeback_rate_30d"])), "customer_id", list(range(0, 60))),
     ("full feature names", dict(feature_service="driver_allocation", full_feature_names=True), "driver_id", [1, 2]),
+    # one entity per request is the usual lookup and has its own encoding path
+    ("one entity", dict(feature_service="fraud_scoring"), "customer_id", [7]),
+    ("one unknown entity", dict(features=FeatureList(val=["customer_transactions:spend_7d"])), "customer_id", [10**12]),
 ]
 
 
