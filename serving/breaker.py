@@ -63,6 +63,12 @@ class CircuitBreaker:
             self._opened_at = None
             self._probing = False
 
+    def release(self) -> None:
+        """The call that was allowed ended without a verdict on the store (the caller's own deadline
+        ran out first): nothing is counted, and in half-open the next call may probe."""
+        with self._lock:
+            self._probing = False
+
     def failure(self) -> None:
         with self._lock:
             self._failures += 1

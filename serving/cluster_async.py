@@ -40,8 +40,15 @@ class ClusterPools:
 
 
 async def execute_async(
-    router: ClusterRouter, pools: ClusterPools, commands: list[bytes], slots: np.ndarray, *, attempts: int = 3
+    router: ClusterRouter,
+    pools: ClusterPools,
+    commands: list[bytes],
+    slots: np.ndarray,
+    *,
+    attempts: int = 3,
+    timeout: float | None = None,
 ) -> list[object]:
+    """Replies in command order. ``timeout`` (default: each pool's) bounds every round trip."""
     replies: list[object] = [None] * len(commands)
     pending = np.arange(len(commands))
     for _ in range(attempts):
@@ -50,7 +57,10 @@ async def execute_async(
         addresses, owner = router.route(slots[pending])
         groups = [(address, pending[owner == node]) for node, address in enumerate(addresses)]
         groups = [(address, idx) for address, idx in groups if idx.size]
-        sends = [pools(address).pipeline(b"".join(commands[i] for i in idx), len(idx), raw=True) for address, idx in groups]
+        sends = [
+            pools(address).pipeline(b"".join(commands[i] for i in idx), len(idx), raw=True, timeout=timeout)
+            for address, idx in groups
+        ]
         # one node (the usual case for a single entity) needs no tasks; several are overlapped
         results = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends, return_exceptions=True)
         moved: list[int] = []
@@ -66,7 +76,7 @@ async def execute_async(
         if failure is not None:
             raise failure
         for i, address in asked:  # a slot in migration: this key already lives on the target
-            _, replies[i] = await pools(address).pipeline(ASKING + commands[i], 2)
+            _, replies[i] = await pools(address).pipeline(ASKING + commands[i], 2, timeout=timeout)
         if not moved:
             return replies
         router.mark_stale()  # the map moved under us: ask the cluster again and resend those

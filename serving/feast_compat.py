@@ -44,7 +44,7 @@ class FeastCompatServicer:
         began = time.perf_counter()
         metrics = self.features.metrics
         try:
-            response = await self._answer(request)
+            response = await self._answer(request, context.time_remaining())
         except ServingError as e:
             metrics.answered(METHOD, e.code, time.perf_counter() - began)  # before abort answers the caller
             await context.abort(e.code, str(e))
@@ -55,7 +55,7 @@ class FeastCompatServicer:
         metrics.answered(METHOD, grpc.StatusCode.OK, time.perf_counter() - began)
         return response
 
-    async def _answer(self, request: GetOnlineFeaturesRequest) -> bytes:
+    async def _answer(self, request: GetOnlineFeaturesRequest, time_left: float | None) -> bytes:
         which = request.WhichOneof("kind")
         resolved = self.features.resolve(
             feature_service=request.feature_service if which == "feature_service" else None,
@@ -67,7 +67,7 @@ class FeastCompatServicer:
                 columns[key] = [feast_value_type_to_python_type(v) for v in repeated.val]
             except Exception:
                 raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
-        answer = await self.features.get(resolved, columns)
+        answer = await self.features.get(resolved, columns, time_left=time_left)
         entity_values = [(key, [v.SerializeToString() for v in repeated.val]) for key, repeated in request.entities.items()]
         return encode_feast_response(answer, entity_values, request.full_feature_names, self.missing_entity_is_present)
 

@@ -24,6 +24,12 @@ from serving.online import OnlineReader, ViewRows
 
 ONLINE, FALLBACK = "online_store", "batch_fallback"
 
+# Of a caller's remaining deadline, what is kept back for answering from the snapshot (an
+# in-memory read, the encoding, the send, a busy loop) when the online store does not answer in
+# time: a tenth, at least 2 ms, at most half (a caller with a very short deadline still gets the
+# online store's answer).
+FALLBACK_RESERVE_SHARE, FALLBACK_RESERVE_MIN_SECONDS = 0.1, 0.002
+
 PRESENT, NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE = "present", "not_found", "null", "outside_max_age"
 
 
@@ -69,6 +75,7 @@ class OnlineFeatures:
         breaker: CircuitBreaker,
         max_entities: int,
         metrics: ServingMetrics,
+        online_timeout_seconds: float | None = None,
     ) -> None:
         self.region = region
         self.catalog = catalog
@@ -77,21 +84,41 @@ class OnlineFeatures:
         self.breaker = breaker
         self.max_entities = max_entities
         self.metrics = metrics
+        self.online_timeout = online_timeout_seconds  # the reader's own deadline; None: it has none
 
     def resolve(self, *, feature_service: str | None, refs: Sequence[str]) -> Resolved:
         cat = self.catalog.current
         return cat.service(feature_service) if feature_service else cat.refs(tuple(refs))
 
-    async def get(self, resolved: Resolved, columns: dict[str, Sequence[object]]) -> Answer:
-        """Runs on the serving node's event loop: the online read is awaited, never blocked on."""
+    async def get(
+        self, resolved: Resolved, columns: dict[str, Sequence[object]], *, time_left: float | None = None
+    ) -> Answer:
+        """Runs on the serving node's event loop: the online read is awaited, never blocked on.
+
+        ``time_left`` is the caller's remaining deadline (seconds; None: no deadline). When it is
+        shorter than the online store's own deadline, the online read gets what is left of it
+        minus a reserve, so a slow store still leaves time to answer from the snapshot instead of
+        the caller timing out. Running out of a caller's time is not held against the store: only
+        errors and the store's own deadline count towards opening the breaker.
+        """
         entities = validate(columns, resolved, limit=self.max_entities)
         now = time.time()
-        if self.breaker.allow():
+        timeout, caller_bound = self.online_timeout, False
+        if time_left is not None:
+            reserve = max(time_left * FALLBACK_RESERVE_SHARE, FALLBACK_RESERVE_MIN_SECONDS)
+            budget = time_left - min(reserve, time_left / 2)
+            if timeout is None or budget < timeout:
+                timeout, caller_bound = budget, True
+        if (timeout is None or timeout > 0) and self.breaker.allow():
+            began = time.monotonic()
             try:
-                rows = await self.reader.read_async(resolved, entities)
+                rows = await self.reader.read_async(resolved, entities, timeout=timeout if caller_bound else None)
             except OnlineStoreDown:
-                self.breaker.failure()
-                self.metrics.online_error()
+                if caller_bound and time.monotonic() - began >= timeout:  # type: ignore[operator]
+                    self.breaker.release()  # the caller's deadline ran out, not the store's
+                else:
+                    self.breaker.failure()
+                    self.metrics.online_error()
             else:
                 self.breaker.success()
                 return Answer(resolved, entities, rows, ONLINE, None, self._jobs(resolved, entities, rows), now)

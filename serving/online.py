@@ -57,8 +57,11 @@ class ViewRows:
 class OnlineReader(Protocol):
     def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]: ...
 
-    async def read_async(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
-        """The same read on the serving node's event loop."""
+    async def read_async(
+        self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
+    ) -> dict[str, ViewRows]:
+        """The same read on the serving node's event loop; ``timeout`` (seconds) overrides the
+        reader's own deadline for this call (a caller with less time left)."""
         ...
 
     def ping(self) -> bool: ...
@@ -166,11 +169,13 @@ class RedisReader:
         plan, commands, keys = self.commands(resolved, entities)
         return self.rows(plan, entities, self._fetch(commands, keys))
 
-    async def read_async(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
+    async def read_async(
+        self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
+    ) -> dict[str, ViewRows]:
         """``read`` without blocking the event loop: the round trip is awaited on the loop."""
         plan, commands, _ = self.commands(resolved, entities)
         try:
-            replies = await self._async_pool.pipeline(b"".join(commands), len(commands))
+            replies = await self._async_pool.pipeline(b"".join(commands), len(commands), timeout=timeout)
         except RespError as e:
             raise OnlineStoreDown(str(e)) from None
         return self.rows(plan, entities, replies)
@@ -251,10 +256,12 @@ class ClusterReader(RedisReader):
         self.router = ClusterRouter(target, timeout=timeout_seconds)
         self._node_pools = ClusterPools(target.password, timeout_seconds=timeout_seconds)
 
-    async def read_async(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
+    async def read_async(
+        self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
+    ) -> dict[str, ViewRows]:
         plan, commands, keys = self.commands(resolved, entities)
         try:
-            replies = await execute_async(self.router, self._node_pools, commands, key_slots(keys))
+            replies = await execute_async(self.router, self._node_pools, commands, key_slots(keys), timeout=timeout)
         except RespError as e:
             raise OnlineStoreDown(f"Redis Cluster: {e}") from None
         return self.rows(plan, entities, replies)
@@ -319,8 +326,16 @@ class FeastReader:
             raise OnlineStoreDown(f"{type(e).__name__}: {e}") from None
         return out
 
-    async def read_async(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
-        return await asyncio.to_thread(self.read, resolved, entities)  # Feast's online_read blocks
+    async def read_async(
+        self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
+    ) -> dict[str, ViewRows]:
+        read = asyncio.to_thread(self.read, resolved, entities)  # Feast's online_read blocks
+        if timeout is None:
+            return await read
+        try:  # the thread cannot be stopped: it finishes on its own, its answer unused
+            return await asyncio.wait_for(read, timeout)
+        except asyncio.TimeoutError:
+            raise OnlineStoreDown(f"the online store did not answer within {timeout * 1000:.0f} ms") from None
 
     def ping(self) -> bool:
         return True

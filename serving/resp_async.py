@@ -77,12 +77,16 @@ class AsyncRespPool:
         self.size = size
         self._idle: list[_RespProtocol] = []
 
-    async def pipeline(self, payload: bytes, count: int, *, raw: bool = False) -> list[object]:
+    async def pipeline(
+        self, payload: bytes, count: int, *, raw: bool = False, timeout: float | None = None
+    ) -> list[object]:
         """Send ``count`` pre-encoded commands at once; their replies, in order.
 
         An error reply raises ``RespError``, or with ``raw`` is returned as a ``hiredis.ReplyError``
-        (a cluster client reads MOVED and ASK that way).
+        (a cluster client reads MOVED and ASK that way). ``timeout`` (default: the pool's) bounds
+        connecting and the round trip.
         """
+        limit = self.timeout if timeout is None else timeout
         conn = None
         while self._idle and conn is None:
             conn = self._idle.pop()
@@ -90,9 +94,9 @@ class AsyncRespPool:
                 conn.close()
                 conn = None
         if conn is None:
-            conn = await self._connect()
+            conn = await self._connect(limit)
         try:
-            replies = await conn.pipeline(payload, count, self.timeout)
+            replies = await conn.pipeline(payload, count, limit)
         except BaseException:
             conn.close()  # a late or partial reply must not reach the next request
             raise
@@ -106,21 +110,21 @@ class AsyncRespPool:
                 raise RespError(f"Redis at {self.target.host}:{self.target.port} refused a command: {errors[0]}")
         return replies
 
-    async def _connect(self) -> _RespProtocol:
+    async def _connect(self, timeout: float) -> _RespProtocol:
         t = self.target
         address = f"{t.host}:{t.port}/{t.db}"
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _RespProtocol(address), t.host, t.port), self.timeout
+                loop.create_connection(lambda: _RespProtocol(address), t.host, t.port), timeout
             )
         except (OSError, asyncio.TimeoutError) as e:
             raise RespError(f"cannot connect to Redis at {t.host}:{t.port}: {e or 'timed out'}") from None
         try:
             if t.password:
-                await conn.pipeline(_command(b"AUTH", t.password.encode()), 1, self.timeout)
+                await conn.pipeline(_command(b"AUTH", t.password.encode()), 1, timeout)
             if t.db:
-                await conn.pipeline(_command(b"SELECT", str(t.db).encode()), 1, self.timeout)
+                await conn.pipeline(_command(b"SELECT", str(t.db).encode()), 1, timeout)
         except BaseException:
             conn.close()
             raise

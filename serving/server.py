@@ -126,6 +126,7 @@ class ServingNode:
             ),
             max_entities=settings.max_entities,
             metrics=self.metrics,
+            online_timeout_seconds=None if isinstance(self.reader, FeastReader) else timeout,
         )
         self.health = health_aio.HealthServicer()
         self._auth = AuthInterceptor(TokenBook(config.tokens), region.code)

@@ -120,7 +120,7 @@ class FeatureServingServicer:
                 feature_service=request.feature_service if which == "feature_service" else None,
                 refs=list(request.feature_refs.refs),
             )
-            answer = await self.features.get(resolved, entity_columns(request))
+            answer = await self.features.get(resolved, entity_columns(request), time_left=context.time_remaining())
             response = encode_response(answer, self.features.region, request.full_feature_names)
         except ServingError as e:
             # counted before abort: the caller has its answer as soon as abort sends the status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
@@ -70,20 +71,23 @@ def test_redis_killed_then_restarted(tmp_path, monkeypatch):
         redis.stop()
 
 
+def _stall(redis, seconds: int) -> threading.Thread:
+    """Keep Redis busy in one long script: it answers nothing else until the script is done."""
+    blocker = redis.client()
+    blocker.config_set("lua-time-limit", 10_000)
+    stuck = threading.Thread(target=lambda: blocker.eval(
+        "local t = redis.call('TIME') while true do local n = redis.call('TIME') "
+        f"if (n[1] - t[1]) >= {seconds} then break end end return 1", 0), daemon=True)
+    stuck.start()
+    time.sleep(0.2)
+    return stuck
+
+
 def test_slow_online_store_falls_back_within_the_deadline(tmp_path, monkeypatch):
     redis = start_redis()
     served = served_region(tmp_path, redis.url, monkeypatch, serving={"online_timeout_ms": 100})
     try:
-        # a Redis stuck in a long command answers nothing until it is done
-        blocker = redis.client()
-        blocker.config_set("lua-time-limit", 5000)
-        import threading
-
-        stuck = threading.Thread(target=lambda: blocker.eval(
-            "local t = redis.call('TIME') while true do local n = redis.call('TIME') "
-            "if (n[1] - t[1]) >= 2 then break end end return 1", 0), daemon=True)
-        stuck.start()
-        time.sleep(0.2)
+        stuck = _stall(redis, 2)
         with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
             began = time.perf_counter()
             got = client.get_online_features(feature_service="driver_allocation", entities={"driver_id": [1]})
@@ -91,6 +95,49 @@ def test_slow_online_store_falls_back_within_the_deadline(tmp_path, monkeypatch)
         assert got.source == "batch_fallback"
         assert took < 1.5
         stuck.join()
+    finally:
+        served.server.stop(1)
+        redis.stop()
+
+
+def test_a_caller_deadline_shorter_than_the_stores_still_gets_an_answer(tmp_path, monkeypatch):
+    """The store's own deadline is 3 s, the caller's 0.4 s: the node gives the online read what the
+    caller has left (less a reserve) and answers from the snapshot in time, on both APIs. Running
+    out of a caller's time is not held against the store: the breaker stays closed."""
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+    from feast.protos.feast.serving.ServingService_pb2 import FeatureList, GetOnlineFeaturesRequest
+    from feast.protos.feast.types.Value_pb2 import RepeatedValue, Value
+
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch,
+                           serving={"online_timeout_ms": 3000, "breaker_failures": 1})
+    req = GetOnlineFeaturesRequest(features=FeatureList(val=["driver_performance:avg_rating_30d"]))
+    req.entities["driver_id"].CopyFrom(RepeatedValue(val=[Value(int64_val=1), Value(int64_val=2)]))
+
+    def feast_ask():
+        with grpc.insecure_channel(served.address) as ch:
+            return GrpcFeatureServerStub(ch).GetOnlineFeatures(
+                req, timeout=0.4, metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),))
+
+    try:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=0.4) as client:
+            ask = lambda: client.get_online_features(feature_service="driver_allocation",  # noqa: E731
+                                                     entities={"driver_id": [1, 2]})
+            online = ask()
+            assert online.source == "online_store"
+            feast_online = feast_ask()
+            stuck = _stall(redis, 3)
+            began = time.perf_counter()
+            got = ask()
+            assert time.perf_counter() - began < 0.4
+            assert got.source == "batch_fallback" and got.values == online.values
+            # the Feast API too: the same answer (from the snapshot), not DEADLINE_EXCEEDED
+            assert feast_ask() == feast_online
+            # one failure would open this breaker; the callers' deadlines did not count as one
+            assert served.server.features.breaker.state == "closed"
+            assert served.server.metrics.registry.get_sample_value("fedstore_online_errors_total") in (None, 0.0)
+            stuck.join()
+            assert ask().source == "online_store"
     finally:
         served.server.stop(1)
         redis.stop()
