@@ -32,6 +32,9 @@ FALLBACK_RESERVE_SHARE, FALLBACK_RESERVE_MIN_SECONDS = 0.1, 0.002
 
 PRESENT, NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE = "present", "not_found", "null", "outside_max_age"
 
+# why an answer came from the snapshot (the reason label of fedstore_fallback_answers_total)
+ONLINE_ERROR, BREAKER_OPEN, CALLER_DEADLINE = "online_error", "breaker_open", "caller_deadline"
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -109,22 +112,28 @@ class OnlineFeatures:
             budget = time_left - min(reserve, time_left / 2)
             if timeout is None or budget < timeout:
                 timeout, caller_bound = budget, True
-        if (timeout is None or timeout > 0) and self.breaker.allow():
+        if timeout is not None and timeout <= 0:
+            reason = CALLER_DEADLINE  # no time left at all: the snapshot is the only answer in time
+        elif not self.breaker.allow():
+            reason = BREAKER_OPEN
+        else:
             began = time.monotonic()
             try:
                 rows = await self.reader.read_async(resolved, entities, timeout=timeout if caller_bound else None)
             except OnlineStoreDown:
                 if caller_bound and time.monotonic() - began >= timeout:  # type: ignore[operator]
                     self.breaker.release()  # the caller's deadline ran out, not the store's
+                    reason = CALLER_DEADLINE
                 else:
                     self.breaker.failure()
                     self.metrics.online_error()
+                    reason = ONLINE_ERROR
             else:
                 self.breaker.success()
                 return Answer(resolved, entities, rows, ONLINE, None, self._jobs(resolved, entities, rows), now)
-        return self._fallback(resolved, entities, now)
+        return self._fallback(resolved, entities, now, reason)
 
-    def _fallback(self, resolved: Resolved, entities: Entities, now: float) -> Answer:
+    def _fallback(self, resolved: Resolved, entities: Entities, now: float, reason: str) -> Answer:
         if not self.snapshots.has(resolved.views):
             missing = [v.name for v in resolved.views if not self.snapshots.has((v,))]
             raise NoData(
@@ -133,7 +142,7 @@ class OnlineFeatures:
             )
         rows, jobs = self.snapshots.read(resolved, entities)
         age = self.snapshots.age_seconds(resolved.views, datetime.now(timezone.utc))
-        self.metrics.fallback_answer()
+        self.metrics.fallback_answer(reason)
         return Answer(resolved, entities, rows, FALLBACK, age, tuple(sorted(jobs)), now)
 
     def _jobs(self, resolved: Resolved, entities: Entities, rows: dict[str, ViewRows]) -> tuple[str, ...]:

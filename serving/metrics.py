@@ -31,7 +31,7 @@ class NodeStats(Collector):
         self.buckets = buckets
         self.codes: dict[tuple[str, str], int] = {}
         self.latency: dict[str, list[float]] = {}  # per bucket (and +Inf) counts, then the sum
-        self.fallback_answers = 0
+        self.fallback_answers: dict[str, int] = {}  # by reason
         self.online_errors = 0
         self.online_up = 0
         self.freshness: dict[str, float] = {}
@@ -62,9 +62,14 @@ class NodeStats(Collector):
                 cumulative.append((_bound(bound), running))
             latency.add_metric([method], cumulative, sum_value=counts[-1])
         yield latency
-        yield CounterMetricFamily(
-            "fedstore_fallback_answers", "Answers served from the batch snapshot", value=self.fallback_answers
+        fallbacks = CounterMetricFamily(
+            "fedstore_fallback_answers",
+            "Answers served from the batch snapshot, by reason (online_error, breaker_open, caller_deadline)",
+            labels=["reason"],
         )
+        for reason, n in dict(self.fallback_answers).items():
+            fallbacks.add_metric([reason], n)
+        yield fallbacks
         yield CounterMetricFamily(
             "fedstore_online_store_errors", "Online store errors and timeouts", value=self.online_errors
         )
@@ -98,8 +103,11 @@ class ServingMetrics:
         """Count one answered call and observe its latency."""
         self.stats.answered(method, code, seconds)
 
-    def fallback_answer(self) -> None:
-        self.stats.fallback_answers += 1
+    def fallback_answer(self, reason: str) -> None:
+        """One answer from the batch snapshot: the online read failed, was not tried (breaker open),
+        or the caller's deadline left no time for it."""
+        stats = self.stats.fallback_answers
+        stats[reason] = stats.get(reason, 0) + 1
 
     def online_error(self) -> None:
         self.stats.online_errors += 1

@@ -46,12 +46,13 @@ def test_nodes_in_one_process_share_no_value():
 
     a, b = ServingMetrics("MY"), ServingMetrics("SG")
     a.answered("GetOnlineFeatures", grpc.StatusCode.OK, 0.001)
-    a.fallback_answer()
+    a.fallback_answer("online_error")
     a.online_store_up(True)
     a.view_freshness("customer_transactions", 42.0)
     sa, sb = _samples(a), _samples(b)
     assert ("fedstore_requests_total", (("code", "OK"), ("method", "GetOnlineFeatures"))) not in sb
-    assert sa[("fedstore_fallback_answers_total", ())] == 1 and sb[("fedstore_fallback_answers_total", ())] == 0
+    assert sa[("fedstore_fallback_answers_total", (("reason", "online_error"),))] == 1
+    assert ("fedstore_fallback_answers_total", (("reason", "online_error"),)) not in sb
     assert sa[("fedstore_online_store_up", ())] == 1 and sb[("fedstore_online_store_up", ())] == 0
     assert sa[("fedstore_view_freshness_seconds", (("view", "customer_transactions"),))] == 42.0
     assert ("fedstore_view_freshness_seconds", (("view", "customer_transactions"),)) not in sb
