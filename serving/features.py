@@ -146,14 +146,8 @@ class OnlineFeatures:
         return Answer(resolved, entities, rows, FALLBACK, age, tuple(sorted(jobs)), now)
 
     def _jobs(self, resolved: Resolved, entities: Entities, rows: dict[str, ViewRows]) -> tuple[str, ...]:
-        jobs = set()
+        jobs: set[str] = set()
         for v in resolved.views:
-            r = rows[v.name]
             keys = list(zip(*(entities.columns[k] for k in v.join_keys)))
-            job_for = self.snapshots.job_for
-            for key, ts in zip(keys, r.timestamps, strict=True):
-                if ts is not None:
-                    job = job_for(v.name, key, ts)
-                    if job:
-                        jobs.add(job)
+            jobs |= self.snapshots.jobs_for(v.name, keys, rows[v.name].timestamps)
         return tuple(sorted(jobs))
