@@ -5,15 +5,16 @@
 Sets up one region (100k customers × 10 float features, materialised into a fresh redis-server
 on a free loopback port), starts `feast listen` and `fedstore serve` on it as separate processes,
 and drives both with the same requests: sequential latency (p50/p99) for 1, 10 and 100 entities
-per request, then throughput from 8 concurrent client processes. It also measures the floor on
-this machine: an empty gRPC unary call, and a raw redis-py pipeline for the same keys.
+per request, then throughput from 8 concurrent client processes for the same sizes. It also
+measures the floor on this machine: an empty gRPC unary call, and a raw redis-py pipeline for the
+same keys.
 
 Throughput is driven twice, each time by 8 client processes, each with one call in flight:
-  * Python clients (grpcio stubs, a random entity per call), as a serving app would call;
-  * h2load (nghttp2's C load generator; `make bench` installs it), sending a pre-encoded 1-entity
-    request, a different entity per process. On this 2-core machine the Python clients themselves
-    take most of the CPU, so they measure the clients as much as the servers; h2load leaves the
-    cores to the servers, which is what a capacity figure is about. Both are printed.
+  * Python clients (grpcio stubs, random entities per call), as a serving app would call;
+  * h2load (nghttp2's C load generator; `make bench` installs it), sending a pre-encoded request,
+    different entities per process. On this 2-core machine the Python clients themselves take
+    most of the CPU, so they measure the clients as much as the servers; h2load leaves the cores
+    to the servers, which is what a capacity figure is about. Both are printed.
 The servers take turns within each of ``--rounds`` rounds (default 3), so a slow spell of a shared
 machine hits all of them; the table shows each figure's median, the ratios the median per round.
 """
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 TOKEN = "bench-token"
 FEATURES = [f"bench_view:f{i}" for i in range(10)]
 SIZES = (1, 10, 100)
+OURS, OURS_FEAST, EMPTY = "fedstore serve (v1 API)", "fedstore serve (Feast API)", "floor: empty gRPC call"
 
 
 def setup_region(workdir: Path, redis_port: int | None, entities: int, *, online_store: dict | None = None,
@@ -193,7 +195,7 @@ def latency(call, n: int, entities: int, requests: int) -> tuple[float, float]:
     return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
 
 
-def _load_worker(kind: str, address: str, entities: int, seconds: float, queue) -> None:
+def _load_worker(kind: str, address: str, entities: int, size: int, seconds: float, queue) -> None:
     import random
 
     call = {"feast": feast_caller, "fedstore": fedstore_caller, "empty": empty_grpc_caller}[kind](address)
@@ -202,15 +204,16 @@ def _load_worker(kind: str, address: str, entities: int, seconds: float, queue) 
     done = 0
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        call([rng.randrange(entities)])
+        call([rng.randrange(entities) for _ in range(size)])
         done += 1
     queue.put(done)
 
 
-def throughput(kind: str, address: str, entities: int, seconds: float, clients: int = 8) -> float:
+def throughput(kind: str, address: str, entities: int, size: int, seconds: float, clients: int = 8) -> float:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_load_worker, args=(kind, address, entities, seconds, queue)) for _ in range(clients)]
+    procs = [ctx.Process(target=_load_worker, args=(kind, address, entities, size, seconds, queue))
+             for _ in range(clients)]
     for p in procs:
         p.start()
     total = sum(queue.get(timeout=seconds + 120) for _ in procs)
@@ -226,20 +229,20 @@ OURS_PATH = "/fedstore.serving.v1.FeatureServing/GetOnlineFeatures"
 HEALTH_PATH = "/grpc.health.v1.Health/Check"
 
 
-def feast_request(entity: int) -> bytes:
+def feast_request(ids: list[int]) -> bytes:
     from feast.protos.feast.serving.ServingService_pb2 import FeatureList, GetOnlineFeaturesRequest
     from feast.protos.feast.types.Value_pb2 import RepeatedValue, Value
 
     req = GetOnlineFeaturesRequest(features=FeatureList(val=FEATURES))
-    req.entities["entity_id"].CopyFrom(RepeatedValue(val=[Value(int64_val=entity)]))
+    req.entities["entity_id"].CopyFrom(RepeatedValue(val=[Value(int64_val=i) for i in ids]))
     return req.SerializeToString()
 
 
-def fedstore_request(entity: int) -> bytes:
+def fedstore_request(ids: list[int]) -> bytes:
     from proto.fedstore.serving.v1 import serving_pb2 as pb
 
     req = pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureList(refs=FEATURES))
-    req.entities["entity_id"].int64_values.values.append(entity)
+    req.entities["entity_id"].int64_values.values.extend(ids)
     return req.SerializeToString()
 
 
@@ -306,9 +309,9 @@ def main() -> None:
             feast_addr, ours_addr = f"127.0.0.1:{feast_port}", f"127.0.0.1:{ours_port}"
             callers = {
                 "feast listen": feast_caller(feast_addr),
-                "fedstore serve (v1 API)": fedstore_caller(ours_addr),
-                "fedstore serve (Feast API)": feast_caller(ours_addr, (("authorization", f"Bearer {TOKEN}"),)),
-                "floor: empty gRPC call": empty_grpc_caller(ours_addr),
+                OURS: fedstore_caller(ours_addr),
+                OURS_FEAST: feast_caller(ours_addr, (("authorization", f"Bearer {TOKEN}"),)),
+                EMPTY: empty_grpc_caller(ours_addr),
                 "floor: raw redis-py pipeline": redis_caller(redis.port),
             }
             for label, call in callers.items():
@@ -320,33 +323,34 @@ def main() -> None:
                 print(f"  {label}: " + ", ".join(f"{n} ent p50 {lat[n][0]:.2f} ms" for n in SIZES), flush=True)
             # rounds interleave the servers, so a slow spell of this shared machine hits all of them;
             # each figure is the median of its rounds, the ratios are the medians of per-round ratios
-            py_runs: dict[str, list[float]] = {}
-            h2_runs: dict[str, list[float]] = {}
-            plans: dict[str, tuple[str, str, list[bytes], tuple[str, ...]]] = {}
+            py_runs: dict[tuple[str, int], list[float]] = {}
+            h2_runs: dict[tuple[str, int], list[float]] = {}
+            plans: dict[tuple[str, int], tuple[str, str, list[bytes], tuple[str, ...]]] = {}
             if shutil.which("h2load"):
                 auth = (f"authorization: Bearer {TOKEN}",)
-                entities = [(i * 7919) % args.entities for i in range(8)]
-                plans = {
-                    "feast listen": (feast_addr, FEAST_PATH, [feast_request(e) for e in entities], ()),
-                    "fedstore serve (v1 API)": (ours_addr, OURS_PATH, [fedstore_request(e) for e in entities], auth),
-                    "fedstore serve (Feast API)": (ours_addr, FEAST_PATH, [feast_request(e) for e in entities], auth),
-                    "floor: empty gRPC call": (ours_addr, HEALTH_PATH, [b""] * 8, ()),
-                }
+                for n in SIZES:
+                    # a different set of entities per h2load process (it repeats its one request)
+                    ids = [[(i * 7919 + j * 104729) % args.entities for j in range(n)] for i in range(8)]
+                    plans[("feast listen", n)] = (feast_addr, FEAST_PATH, [feast_request(e) for e in ids], ())
+                    plans[(OURS, n)] = (ours_addr, OURS_PATH, [fedstore_request(e) for e in ids], auth)
+                    plans[(OURS_FEAST, n)] = (ours_addr, FEAST_PATH, [feast_request(e) for e in ids], auth)
+                plans[(EMPTY, 1)] = (ours_addr, HEALTH_PATH, [b""] * 8, ())
                 for addr, path, bodies, headers in plans.values():
                     check_request(addr, path, bodies[0], tuple(tuple(h.split(": ", 1)) for h in headers))
             else:
                 print("  h2load not found (apt-get install nghttp2-client, or `make bench`): "
                       "only the Python-client throughput is measured", flush=True)
+            py_plan = [(label, kind, addr, n) for n in SIZES
+                       for label, kind, addr in (("feast listen", "feast", feast_addr), (OURS, "fedstore", ours_addr))]
+            py_plan.append((EMPTY, "empty", ours_addr, 1))  # the ceiling of any Python grpcio server here
             for r in range(args.rounds):
                 print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes"
-                      f"{' then 8 h2load processes' if plans else ''}, {args.seconds:.0f}s per server …", flush=True)
-                for label, kind, addr in (("feast listen", "feast", feast_addr),
-                                          ("fedstore serve (v1 API)", "fedstore", ours_addr),
-                                          # the ceiling of any Python grpcio server here: health checks
-                                          ("floor: empty gRPC call", "empty", ours_addr)):
-                    py_runs.setdefault(label, []).append(throughput(kind, addr, args.entities, args.seconds))
-                for label, (addr, path, bodies, headers) in plans.items():
-                    h2_runs.setdefault(label, []).append(
+                      f"{' then 8 h2load processes' if plans else ''}, {args.seconds:.0f}s per server and size …",
+                      flush=True)
+                for label, kind, addr, n in py_plan:
+                    py_runs.setdefault((label, n), []).append(throughput(kind, addr, args.entities, n, args.seconds))
+                for key, (addr, path, bodies, headers) in plans.items():
+                    h2_runs.setdefault(key, []).append(
                         h2load_throughput(addr, path, bodies, headers, args.seconds, Path(tmp)))
     finally:
         for p in procs:
@@ -361,17 +365,25 @@ def main() -> None:
     feast_lat = rows[0][1]
     floor_grpc, floor_redis = rows[3][1], rows[4][1]
     print()
-    head = (f"{'server':30}" + "".join(f" {f'{n} ent p50':>11} {f'{n} ent p99':>11}" for n in SIZES)
-            + f" {'req/s 8 py procs':>17} {'req/s 8 h2load':>15}")
+    head = f"{'latency':30}" + "".join(f" {f'{n} ent p50':>11} {f'{n} ent p99':>11}" for n in SIZES)
     print(head)
     print("-" * len(head))
     for label, lat in rows:
-        cells = "".join(f" {lat[n][0]:>9.2f}ms {lat[n][1]:>9.2f}ms" for n in SIZES)
-        t, h = py_runs.get(label), h2_runs.get(label)
-        print(f"{label:30}{cells} {f'{statistics.median(t):,.0f}' if t else '-':>17} "
-              f"{f'{statistics.median(h):,.0f}' if h else '-':>15}")
+        print(f"{label:30}" + "".join(f" {lat[n][0]:>9.2f}ms {lat[n][1]:>9.2f}ms" for n in SIZES))
     print()
-    ours = dict(rows)["fedstore serve (v1 API)"]
+    # the empty call does not depend on the request size: its one figure is the ceiling at every size
+    size_of = lambda label, n: 1 if label == EMPTY else n  # noqa: E731
+    head = f"{'throughput, req/s':30}" + "".join(f" {f'{n} ent py':>12} {f'{n} ent h2load':>14}" for n in SIZES)
+    print(head)
+    print("-" * len(head))
+    for label in ("feast listen", OURS, OURS_FEAST, EMPTY):
+        cells = ""
+        for n in SIZES:
+            t, h = py_runs.get((label, size_of(label, n))), h2_runs.get((label, size_of(label, n)))
+            cells += f" {f'{statistics.median(t):,.0f}' if t else '-':>12} {f'{statistics.median(h):,.0f}' if h else '-':>14}"
+        print(f"{label:30}{cells}")
+    print()
+    ours = dict(rows)[OURS]
     for n in SIZES:
         floor = floor_grpc[n][0] + floor_redis[n][0]
         speed = feast_lat[n][0] / ours[n][0]
@@ -379,12 +391,15 @@ def main() -> None:
         print(f"{n:>3} entities: fedstore p50 is {than} feast listen's; "
               f"{ours[n][0] / floor:.2f}× the floor (empty gRPC call + raw pipeline = {floor:.2f} ms)")
     for name, runs in (("8 Python client processes", py_runs), ("8 h2load processes", h2_runs)):
-        if runs:
-            ours_x = [o / f for o, f in zip(runs["fedstore serve (v1 API)"], runs["feast listen"], strict=True)]
-            empty_x = [e / f for e, f in zip(runs["floor: empty gRPC call"], runs["feast listen"], strict=True)]
-            print(f"throughput, {name}: fedstore ({args.workers} serving processes on one port) "
+        if not runs:
+            continue
+        for n in SIZES:
+            feast = runs[("feast listen", n)]
+            ours_x = [o / f for o, f in zip(runs[(OURS, n)], feast, strict=True)]
+            empty_x = [e / f for e, f in zip(runs[(EMPTY, 1)], feast, strict=True)]
+            print(f"throughput, {name}, {n:>3} entities: fedstore ({args.workers} serving processes on one port) "
                   f"{statistics.median(ours_x):.1f}× feast listen (1 process; rounds {min(ours_x):.1f}–{max(ours_x):.1f}×); "
-                  f"empty gRPC calls on the same processes reach {statistics.median(empty_x):.1f}×")
+                  f"empty gRPC calls reach {statistics.median(empty_x):.1f}×")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def serve_throughput(cfg: Path, workers: int, entities: int, seconds: float) -> 
     try:
         wait_port(port, proc, "fedstore serve")
         time.sleep(1.0 if workers > 1 else 0.2)  # let every worker bind the shared port
-        return throughput("fedstore", f"127.0.0.1:{port}", entities, seconds)
+        return throughput("fedstore", f"127.0.0.1:{port}", entities, 1, seconds)
     finally:
         proc.terminate()
         try:
