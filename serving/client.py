@@ -3,10 +3,17 @@
     client = FeatureClient("127.0.0.1:50151", token=os.environ["FEDSTORE_TOKEN"])
     result = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1, 2]})
     result.to_dict()   # {"customer_id": [1, 2], "spend_7d": [...], ...}
+
+``address`` is any gRPC target: ``host:port``, ``dns:///serving.my.svc:50151`` (every address the
+name resolves to: a region's serving pods) or ``ipv4:10.0.0.1:50151,10.0.0.2:50151``. Calls are
+spread over all of them (round robin), and a call a node refused before doing any work
+(UNAVAILABLE: shutting down or unreachable; RESOURCE_EXHAUSTED: at its concurrency limit) is
+retried on the next one, within the call's deadline, by gRPC's own retry policy.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Sequence
@@ -47,11 +54,16 @@ class FeatureClient:
         *,
         root_certificates: bytes | None = None,
         timeout: float = 2.0,
+        retries: int = 2,
     ) -> None:
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        options = [("grpc.service_config", service_config(retries)), ("grpc.enable_retries", 1 if retries else 0)]
         if root_certificates is not None:
-            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates))
+            creds = grpc.ssl_channel_credentials(root_certificates)
+            self._channel = grpc.secure_channel(address, creds, options=options)
         else:
-            self._channel = grpc.insecure_channel(address)
+            self._channel = grpc.insecure_channel(address, options=options)
         self._stub = serving_pb2_grpc.FeatureServingStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
@@ -93,6 +105,23 @@ class FeatureClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def service_config(retries: int) -> str:
+    """Round robin over every address of the target; refused calls retried on the next node."""
+    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if retries:
+        config["methodConfig"] = [{
+            "name": [{"service": pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name}],
+            "retryPolicy": {
+                "maxAttempts": retries + 1,
+                "initialBackoff": "0.01s",
+                "maxBackoff": "0.2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+            },
+        }]
+    return json.dumps(config)
 
 
 def _result(response: pb.GetOnlineFeaturesResponse, entities: dict[str, list[Any]]) -> OnlineResult:

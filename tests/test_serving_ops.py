@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from serving.client import FeatureClient
+from serving.server import ServingNode
 from serving_fixtures import TOKENS, served_region
 
 
@@ -151,7 +152,7 @@ def test_calls_beyond_the_concurrency_limit_are_refused_at_once(tmp_path, monkey
     codes: list[object] = []
 
     def call() -> None:
-        with FeatureClient(s.address, token=TOKENS["fraud-app"], timeout=10) as client:
+        with FeatureClient(s.address, token=TOKENS["fraud-app"], timeout=10, retries=0) as client:
             try:
                 client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]})
                 codes.append(grpc.StatusCode.OK)
@@ -171,4 +172,49 @@ def test_calls_beyond_the_concurrency_limit_are_refused_at_once(tmp_path, monkey
         assert codes[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and refused_in < 0.5
         assert codes[1:] == [grpc.StatusCode.OK, grpc.StatusCode.OK]
     finally:
+        s.server.stop(1)
+
+
+def test_client_spreads_calls_and_retries_a_refusal_on_another_node(tmp_path, monkeypatch):
+    """Two nodes of one region (two pods); one is at its concurrency limit. The client's calls go
+    round robin over both, and the one refused (RESOURCE_EXHAUSTED, before any work) is retried on
+    the other: every call answers. Without retries, the calls that land on the busy node fail."""
+    s = served_region(tmp_path, None, monkeypatch, customers=10, serving={"max_concurrent_calls": 1})
+    other = ServingNode(s.config, s.config.region("MY"), address="127.0.0.1:0").start()
+    slow_read = s.server.features.reader.read
+    hold = threading.Event()
+
+    def slow(*a, **kw):
+        hold.wait(10)
+        return slow_read(*a, **kw)
+
+    both = f"ipv4:127.0.0.1:{s.server.address.port},127.0.0.1:{other.address.port}"
+    ask = dict(feature_service="fraud_scoring", entities={"customer_id": [0]})
+    plain = FeatureClient(both, token=TOKENS["fraud-app"], retries=0)
+    try:
+        with FeatureClient(both, token=TOKENS["fraud-app"]) as client:
+            for c in (client, plain):  # both channels connected to both nodes
+                assert {c.get_online_features(**ask).region for _ in range(4)} == {"MY"}
+            s.server.features.reader.read = slow
+            busy = FeatureClient(s.address, token=TOKENS["fraud-app"], timeout=10, retries=0)
+            held = threading.Thread(target=lambda: busy.get_online_features(**ask))
+            held.start()
+            time.sleep(0.3)  # the first node now holds its one call
+            answers = [client.get_online_features(**ask) for _ in range(8)]
+            assert all(a.region == "MY" and a.source == "online_store" for a in answers)
+            codes = []
+            for _ in range(8):
+                try:
+                    plain.get_online_features(**ask)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+            assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes and grpc.StatusCode.OK in codes
+            hold.set()
+            held.join()
+            busy.close()
+    finally:
+        hold.set()
+        plain.close()
+        other.stop(1)
         s.server.stop(1)
