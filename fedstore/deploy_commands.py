@@ -157,8 +157,11 @@ def _region(config: FederationConfig, r: RegionConfig, image: str) -> list[dict[
                   "template": {"metadata": pod_meta,
                                "spec": {"terminationGracePeriodSeconds": 15, "containers": [serve],
                                         "volumes": _volumes()}}}},
+        # headless: the name resolves to every pod, so gRPC clients (FeatureClient with dns:///)
+        # spread calls over all of them; a virtual IP would pin each long-lived channel to one pod
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "serving", "namespace": ns},
-         "spec": {"selector": _labels(r, "serving"), "ports": [{"name": "grpc", "port": port, "targetPort": port}]}},
+         "spec": {"clusterIP": "None", "selector": _labels(r, "serving"),
+                  "ports": [{"name": "grpc", "port": port, "targetPort": port}]}},
         _cronjob(r, image, "materialize", "*/15 * * * *", ["region", "materialize", "--region", code, "--incremental"]),
         _cronjob(r, image, "publish-stats", "30 1 * * *", ["region", "publish-stats", "--region", code, "--epsilon", "0.1"]),
         _cronjob(r, image, "send-stats", "*/30 * * * *",

@@ -80,6 +80,7 @@ def test_manifests_are_structurally_valid_and_regions_are_isolated(tmp_path):
         port = int(region.serving_address.rpartition(":")[2])
         service = next(d for d in docs if d["kind"] == "Service")
         assert service["spec"]["ports"][0]["port"] == port
+        assert service["spec"]["clusterIP"] == "None"  # headless: clients balance over every pod
         deployment = next(d for d in docs if d["kind"] == "Deployment")
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["ports"][0]["containerPort"] == port
