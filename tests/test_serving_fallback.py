@@ -147,3 +147,50 @@ def test_a_caller_deadline_shorter_than_the_stores_still_gets_an_answer(tmp_path
     finally:
         served.server.stop(1)
         redis.stop()
+
+
+def test_no_call_fails_while_redis_dies_and_comes_back_under_load(tmp_path, monkeypatch):
+    """Four callers keep asking while Redis is killed and restarted: calls in flight when it dies,
+    calls while the breaker is open, and calls while it probes all get an answer; the answers move
+    to the snapshot and back to the online store by themselves."""
+    redis = start_redis(persist=True)
+    served = served_region(tmp_path, redis.url, monkeypatch)
+    ask = dict(feature_service="fraud_scoring", entities={"customer_id": [0, 1, 2, 3]})
+    stop = threading.Event()
+    seen: list[tuple[float, str]] = []
+    errors: list[Exception] = []
+
+    def caller() -> None:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"], retries=0) as client:
+            while not stop.is_set():
+                try:
+                    seen.append((time.monotonic(), client.get_online_features(**ask).source))
+                except Exception as e:  # any failure at all is the finding
+                    errors.append(e)
+
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    restarted = None
+    try:
+        for t in callers:
+            t.start()
+        time.sleep(0.5)
+        killed_at = time.monotonic()
+        redis.kill()
+        assert _wait(lambda: any(s == "batch_fallback" for when, s in seen if when > killed_at))
+        time.sleep(0.5)
+        restarted = start_redis(port=redis.port, workdir=redis.workdir, persist=True)
+        back_at = time.monotonic()
+        assert _wait(lambda: any(s == "online_store" for when, s in seen if when > back_at + 0.2))
+        stop.set()
+        for t in callers:
+            t.join(timeout=10)
+        assert not errors, errors[:3]
+        sources = [s for _, s in seen]
+        assert sources[0] == "online_store" and sources[-1] == "online_store"
+        assert sources.count("batch_fallback") >= 10
+    finally:
+        stop.set()
+        served.server.stop(1)
+        if restarted is not None:
+            restarted.stop()
+        redis.stop()
