@@ -7,7 +7,7 @@ pre-encoded in Feast's stored form plus an array of their ends (no Python object
 integer join key is a sorted array searched by bisection, and event times and job ids are arrays.
 A fallback answer slices the few rows it needs, so it costs about what an online answer does.
 (Holding a Python ``bytes`` per value took ~1.1 GB and 2.8 s per million entities × 10 features;
-this takes ~0.15 GB and well under a second.)
+this takes ~0.17 GB and under a second.)
 """
 
 from __future__ import annotations
