@@ -47,6 +47,8 @@ class OnlineResult:
 
 
 class FeatureClient:
+    """Blocking lookups; ``AsyncFeatureClient`` is the same for asyncio applications."""
+
     def __init__(
         self,
         address: str,
@@ -56,11 +58,8 @@ class FeatureClient:
         timeout: float = 2.0,
         retries: int = 2,
     ) -> None:
-        if retries < 0:
-            raise ValueError("retries must be 0 or more")
-        options = [("grpc.service_config", service_config(retries)), ("grpc.enable_retries", 1 if retries else 0)]
-        if root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates)
+        creds, options = _channel_settings(root_certificates, retries)
+        if creds is not None:
             self._channel = grpc.secure_channel(address, creds, options=options)
         else:
             self._channel = grpc.insecure_channel(address, options=options)
@@ -76,22 +75,7 @@ class FeatureClient:
         features: Sequence[str] | None = None,
         full_feature_names: bool = False,
     ) -> OnlineResult:
-        if (feature_service is None) == (features is None):
-            raise ValueError("give exactly one of feature_service or features")
-        request = pb.GetOnlineFeaturesRequest(full_feature_names=full_feature_names)
-        if feature_service is not None:
-            request.feature_service = feature_service
-        else:
-            request.feature_refs.refs.extend(features or [])
-        for key, values in entities.items():
-            col = request.entities[key]
-            vals = list(values)
-            if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
-                col.int64_values.values.extend(vals)  # type: ignore[arg-type]
-            elif all(isinstance(v, str) for v in vals):
-                col.string_values.values.extend(vals)  # type: ignore[arg-type]
-            else:
-                raise ValueError(f"entity column {key!r} must be all int or all str")
+        request = build_request(entities, feature_service, features, full_feature_names)
         response = self._stub.GetOnlineFeatures(request, timeout=self.timeout, metadata=self._metadata)
         return _result(response, {k: list(v) for k, v in entities.items()})
 
@@ -105,6 +89,87 @@ class FeatureClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class AsyncFeatureClient:
+    """The same lookups for asyncio applications (grpc.aio): ``await client.get_online_features(...)``.
+    Create and use it on one event loop."""
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        *,
+        root_certificates: bytes | None = None,
+        timeout: float = 2.0,
+        retries: int = 2,
+    ) -> None:
+        creds, options = _channel_settings(root_certificates, retries)
+        if creds is not None:
+            self._channel = grpc.aio.secure_channel(address, creds, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._stub = serving_pb2_grpc.FeatureServingStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+
+    async def get_online_features(
+        self,
+        *,
+        entities: dict[str, Sequence[int] | Sequence[str]],
+        feature_service: str | None = None,
+        features: Sequence[str] | None = None,
+        full_feature_names: bool = False,
+    ) -> OnlineResult:
+        request = build_request(entities, feature_service, features, full_feature_names)
+        response = await self._stub.GetOnlineFeatures(request, timeout=self.timeout, metadata=self._metadata)
+        return _result(response, {k: list(v) for k, v in entities.items()})
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncFeatureClient":
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def build_request(
+    entities: dict[str, Sequence[int] | Sequence[str]],
+    feature_service: str | None,
+    features: Sequence[str] | None,
+    full_feature_names: bool,
+) -> pb.GetOnlineFeaturesRequest:
+    """The v1 request; a mistake in the arguments is a ValueError before anything is sent."""
+    if (feature_service is None) == (features is None):
+        raise ValueError("give exactly one of feature_service or features")
+    request = pb.GetOnlineFeaturesRequest(full_feature_names=full_feature_names)
+    if feature_service is not None:
+        request.feature_service = feature_service
+    else:
+        request.feature_refs.refs.extend(features or [])
+    for key, values in entities.items():
+        col = request.entities[key]
+        vals = list(values)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            col.int64_values.values.extend(vals)  # type: ignore[arg-type]
+        elif all(isinstance(v, str) for v in vals):
+            col.string_values.values.extend(vals)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"entity column {key!r} must be all int or all str")
+    return request
+
+
+def _channel_settings(
+    root_certificates: bytes | None, retries: int
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+    if retries < 0:
+        raise ValueError("retries must be 0 or more")
+    creds = grpc.ssl_channel_credentials(root_certificates) if root_certificates is not None else None
+    return creds, [("grpc.service_config", service_config(retries)), ("grpc.enable_retries", 1 if retries else 0)]
 
 
 def service_config(retries: int) -> str:

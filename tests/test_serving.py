@@ -95,6 +95,28 @@ def test_resolution_is_cached_and_follows_registry_changes(served):
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_async_client_gets_what_the_blocking_client_gets(served):
+    import asyncio
+
+    from serving.client import AsyncFeatureClient
+
+    ids = sorted(latest(served.tables["customer_transactions"], "customer_id"))[:5] + [10**12]
+    ask = dict(feature_service="fraud_scoring", entities={"customer_id": ids})
+
+    async def lookups():
+        async with AsyncFeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+            many = await asyncio.gather(*(client.get_online_features(**ask) for _ in range(5)))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await client.get_online_features(feature_service="nope", entities={"customer_id": ids})
+            return many, err.value.code()
+
+    many, code = asyncio.run(lookups())
+    with _client(served) as client:
+        want = client.get_online_features(**ask)
+    assert all(got == want for got in many)
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
 def test_statuses_not_found_null_and_present(served):
     tx = latest(served.tables["customer_transactions"], "customer_id")
     nan_id = next(c for c, r in tx.items() if r["spend_7d"] != r["spend_7d"])
