@@ -101,8 +101,9 @@ class OnlineFeatures:
         ``time_left`` is the caller's remaining deadline (seconds; None: no deadline). When it is
         shorter than the online store's own deadline, the online read gets what is left of it
         minus a reserve, so a slow store still leaves time to answer from the snapshot instead of
-        the caller timing out. Running out of a caller's time is not held against the store: only
-        errors and the store's own deadline count towards opening the breaker.
+        the caller timing out. Such a timeout counts towards opening the breaker only when the
+        store had at least half its own deadline (then it is evidence the store is down or far
+        too slow, as when its host stops answering); a caller's very short deadline is not.
         """
         entities = validate(columns, resolved, limit=self.max_entities)
         now = time.time()
@@ -121,7 +122,8 @@ class OnlineFeatures:
             try:
                 rows = await self.reader.read_async(resolved, entities, timeout=timeout if caller_bound else None)
             except OnlineStoreDown:
-                if caller_bound and time.monotonic() - began >= timeout:  # type: ignore[operator]
+                ran_out = caller_bound and time.monotonic() - began >= timeout  # type: ignore[operator]
+                if ran_out and (self.online_timeout is None or timeout < self.online_timeout / 2):  # type: ignore[operator]
                     self.breaker.release()  # the caller's deadline ran out, not the store's
                     reason = CALLER_DEADLINE
                 else:

@@ -194,3 +194,30 @@ def test_no_call_fails_while_redis_dies_and_comes_back_under_load(tmp_path, monk
         if restarted is not None:
             restarted.stop()
         redis.stop()
+
+
+def test_a_store_that_misses_half_its_own_deadline_opens_the_breaker(tmp_path, monkeypatch):
+    """Callers' deadlines (0.3 s) are shorter than the store's (0.4 s) but leave it more than half:
+    a stalled Redis missing them is counted, the breaker opens, and later answers come from the
+    snapshot at once instead of each waiting out its deadline."""
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch,
+                           serving={"online_timeout_ms": 400, "breaker_failures": 2, "breaker_reset_seconds": 30})
+    try:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=0.3) as client:
+            ask = lambda: client.get_online_features(feature_service="driver_allocation",  # noqa: E731
+                                                     entities={"driver_id": [1]})
+            assert ask().source == "online_store"
+            stuck = _stall(redis, 3)
+            assert [ask().source for _ in range(2)] == ["batch_fallback"] * 2
+            assert served.server.features.breaker.state == "open"
+            began = time.perf_counter()
+            assert ask().source == "batch_fallback"
+            assert time.perf_counter() - began < 0.15  # not waiting on Redis any more
+            sample = served.server.metrics.registry.get_sample_value
+            assert sample("fedstore_fallback_answers_total", {"reason": "online_error"}) == 2
+            assert sample("fedstore_fallback_answers_total", {"reason": "breaker_open"}) == 1
+            stuck.join()
+    finally:
+        served.server.stop(1)
+        redis.stop()
