@@ -14,6 +14,7 @@ import signal
 import threading
 
 from federation import FederationConfig
+from federation.tls import RotatingCertificate
 from regions.errors import RegionError
 from serving.server import ServingNode
 
@@ -31,6 +32,9 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     region = config.region(args.region)
     if args.workers < 1:
         raise RegionError(f"--workers must be at least 1, got {args.workers}")
+    if region.serving.tls_cert and region.serving.tls_key:
+        # a bad certificate is a one-line error here, not a traceback from every worker
+        RotatingCertificate(region.serving.tls_cert, region.serving.tls_key)
     if args.workers == 1:
         _run(config, region.code, args.address, args.grace, reuse_port=False, worker=0)
         return

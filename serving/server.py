@@ -32,6 +32,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from federation import FederationConfig, RegionConfig
+from federation.tls import server_credentials
 from proto.fedstore.datasets.v1 import datasets_pb2, datasets_pb2_grpc
 from proto.fedstore.serving.v1 import serving_pb2
 from regions.store.cluster import ClusterTarget
@@ -172,8 +173,7 @@ class ServingNode:
         settings = self.region.serving
         try:
             if settings.tls_cert and settings.tls_key:
-                creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
-                port = server.add_secure_port(bind, creds)
+                port = server.add_secure_port(bind, server_credentials(settings.tls_cert, settings.tls_key))
             else:
                 port = server.add_insecure_port(bind)
         except RuntimeError:  # grpc's asyncio server raises where the thread-pool one returned 0

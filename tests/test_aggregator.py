@@ -259,3 +259,36 @@ def test_segment_breakdowns_cross_only_with_catalog_values_and_enough_entities(f
             _stub(address).Submit(bad, metadata=_md("MY"), timeout=5)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith(words)
         assert store.receipt(bad.submission_id) is None
+
+
+def test_the_centre_speaks_tls_when_configured(tmp_path, monkeypatch):
+    import subprocess
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("AGG_TOKEN_MY", TOKENS["MY"])
+    raw = {
+        "federation": {"name": "t"},
+        "aggregator": {"tls": {"cert": str(cert), "key": str(key)}},
+        "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
+                     "data_dir": "data/MY", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:52000"}],
+        "auth": {"tokens": [{"name": "region-my", "secret_env": "AGG_TOKEN_MY", "regions": ["MY"]}]},
+    }
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    server, port, store = build_server(load_config(tmp_path / "fed.yaml"), tmp_path / "a.duckdb", "127.0.0.1:0")
+    server.start()
+    try:
+        creds = grpc.ssl_channel_credentials(cert.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            got = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert got.status == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:  # plaintext is refused
+            with pytest.raises(grpc.RpcError):
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    finally:
+        server.stop(1).wait()
+        store.close()

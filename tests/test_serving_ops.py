@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -32,12 +33,16 @@ def test_embedded_sqlite_region_is_served_through_feast(tmp_path, monkeypatch):
         s.server.stop(1)
 
 
-@pytest.mark.slow
-def test_tls_when_the_config_names_a_certificate(tmp_path, monkeypatch):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+def _self_signed(key: Path, cert: Path) -> None:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
                    check=True, capture_output=True)
+
+
+@pytest.mark.slow
+def test_tls_when_the_config_names_a_certificate(tmp_path, monkeypatch):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    _self_signed(key, cert)
     s = served_region(tmp_path, None, monkeypatch, customers=10, serving={"tls": {"cert": str(cert), "key": str(key)}})
     try:
         with FeatureClient(s.address, token=TOKENS["fraud-app"], root_certificates=cert.read_bytes()) as client:
@@ -73,6 +78,34 @@ def test_graceful_stop_drains_in_flight_calls(tmp_path, monkeypatch):
     with pytest.raises(grpc.RpcError):  # and nothing new is accepted
         with FeatureClient(s.address, token=TOKENS["fraud-app"], timeout=1) as client:
             client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]})
+
+
+@pytest.mark.slow
+def test_a_rotated_certificate_is_used_by_new_connections_without_a_restart(tmp_path, monkeypatch):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    _self_signed(key, cert)
+    old_cert = cert.read_bytes()
+    s = served_region(tmp_path, None, monkeypatch, customers=10, serving={"tls": {"cert": str(cert), "key": str(key)}})
+    ask = dict(feature_service="fraud_scoring", entities={"customer_id": [0]})
+
+    def answers(root: bytes) -> bool:
+        with FeatureClient(s.address, token=TOKENS["fraud-app"], root_certificates=root, timeout=3, retries=0) as c:
+            try:
+                return c.get_online_features(**ask).region == "MY"
+            except grpc.RpcError:
+                return False
+
+    try:
+        assert answers(old_cert)
+        new_key, new_cert = tmp_path / "new-key.pem", tmp_path / "new-cert.pem"
+        _self_signed(new_key, new_cert)
+        cert.write_bytes(new_cert.read_bytes())  # half a rotation: the old key does not match it
+        assert answers(old_cert) and not answers(new_cert.read_bytes())  # the old pair is kept
+        key.write_bytes(new_key.read_bytes())  # the rotation completes
+        assert answers(new_cert.read_bytes())
+        assert not answers(old_cert)  # clients trusting only the old certificate no longer connect
+    finally:
+        s.server.stop(1)
 
 
 @pytest.mark.slow
@@ -218,3 +251,18 @@ def test_client_spreads_calls_and_retries_a_refusal_on_another_node(tmp_path, mo
         plain.close()
         other.stop(1)
         s.server.stop(1)
+
+
+def test_a_bad_certificate_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from fedstore.cli import main
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    _self_signed(key, cert)
+    s = served_region(tmp_path, None, monkeypatch, customers=10, serving={"tls": {"cert": str(cert), "key": str(key)}})
+    s.server.stop(1)
+    _self_signed(key, tmp_path / "other-cert.pem")  # now the key of another certificate
+    code = main(["--config", str(tmp_path / "fed.yaml"), "serve", "--region", "MY", "--workers", "2",
+                 "--address", "127.0.0.1:0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be read as a certificate and its private key" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

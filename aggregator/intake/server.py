@@ -29,6 +29,7 @@ from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
 from federation import FederationConfig
 from federation.statistics import CATALOG
+from federation.tls import server_credentials
 from federation.tokens import Caller, TokenBook, bearer_token
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
@@ -173,8 +174,7 @@ def build_server(
         checker.set(name, health_pb2.HealthCheckResponse.SERVING)  # the store opened: it can accept
     tls = config.aggregator
     if tls.tls_cert and tls.tls_key:
-        creds = grpc.ssl_server_credentials([(tls.tls_key.read_bytes(), tls.tls_cert.read_bytes())])
-        port = server.add_secure_port(address, creds)
+        port = server.add_secure_port(address, server_credentials(tls.tls_cert, tls.tls_key))
     else:
         port = server.add_insecure_port(address)
     return server, port, store
