@@ -35,6 +35,8 @@ class NodeStats(Collector):
         self.online_errors = 0
         self.online_up = 0
         self.freshness: dict[str, float] = {}
+        self.callers: dict[str, int] = {}  # admitted calls by token name
+        self.refusals: dict[tuple[str, str], int] = {}  # (code, token name or "") -> calls refused
 
     def answered(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         key = (method, code.name)
@@ -84,6 +86,21 @@ class NodeStats(Collector):
         for view, seconds in dict(self.freshness).items():
             freshness.add_metric([view], seconds)
         yield freshness
+        callers = CounterMetricFamily(
+            "fedstore_calls_by_caller", "Calls admitted, by the name of the caller's token", labels=["caller"]
+        )
+        for name, n in dict(self.callers).items():
+            callers.add_metric([name], n)
+        yield callers
+        refusals = CounterMetricFamily(
+            "fedstore_auth_refusals",
+            "Calls refused before any work: missing or unknown token (UNAUTHENTICATED), or a caller not "
+            "allowed in this region (PERMISSION_DENIED, with its token's name)",
+            labels=["code", "caller"],
+        )
+        for (code, name), n in dict(self.refusals).items():
+            refusals.add_metric([code, name], n)
+        yield refusals
 
 
 def _bound(le: float) -> str:
@@ -114,6 +131,14 @@ class ServingMetrics:
 
     def online_store_up(self, up: bool) -> None:
         self.stats.online_up = 1 if up else 0
+
+    def admitted(self, caller: str) -> None:
+        callers = self.stats.callers
+        callers[caller] = callers.get(caller, 0) + 1
+
+    def refused(self, code: grpc.StatusCode, caller: str) -> None:
+        key = (code.name, caller)
+        self.stats.refusals[key] = self.stats.refusals.get(key, 0) + 1
 
     def view_freshness(self, view: str, seconds: float) -> None:
         self.stats.freshness[view] = seconds

@@ -130,7 +130,7 @@ class ServingNode:
             online_timeout_seconds=None if isinstance(self.reader, FeastReader) else timeout,
         )
         self.health = health_aio.HealthServicer()
-        self._auth = AuthInterceptor(TokenBook(config.tokens), region.code)
+        self._auth = AuthInterceptor(TokenBook(config.tokens), region.code, self.metrics)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
         # training-set streams are blocking generators: they run on this pool, not on the loop
         self._pool = futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"serve-{region.code}")

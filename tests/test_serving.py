@@ -222,6 +222,14 @@ def test_auth_missing_unknown_and_wrong_region(served):
             with pytest.raises(grpc.RpcError) as err:
                 stub.GetOnlineFeatures(req, metadata=metadata, timeout=5)
             assert err.value.code() == code
+    with _client(served) as client:
+        client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]})
+    # who read the region, and who tried to, is on its metrics
+    sample = served.server.metrics.registry.get_sample_value
+    assert sample("fedstore_auth_refusals_total", {"code": "UNAUTHENTICATED", "caller": ""}) == 2
+    assert sample("fedstore_auth_refusals_total", {"code": "PERMISSION_DENIED", "caller": "sg-only"}) == 1
+    assert sample("fedstore_calls_by_caller_total", {"caller": "fraud-app"}) >= 1
+    assert sample("fedstore_calls_by_caller_total", {"caller": "sg-only"}) is None
 
 
 def test_health_and_reflection(served):
