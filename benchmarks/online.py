@@ -111,7 +111,7 @@ def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
 
 # --- clients: each returns a callable doing one request of n entities -------------------------
 
-def feast_caller(address: str, metadata: tuple = ()):
+def feast_caller(address: str, metadata: tuple = (), timeout: float = 10.0):
     import grpc
     from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
     from feast.protos.feast.serving.ServingService_pb2 import FeatureList, GetOnlineFeaturesRequest
@@ -122,12 +122,12 @@ def feast_caller(address: str, metadata: tuple = ()):
     def call(ids: list[int]) -> None:
         req = GetOnlineFeaturesRequest(features=FeatureList(val=FEATURES))
         req.entities["entity_id"].CopyFrom(RepeatedValue(val=[Value(int64_val=i) for i in ids]))
-        stub.GetOnlineFeatures(req, timeout=10, metadata=metadata)
+        stub.GetOnlineFeatures(req, timeout=timeout, metadata=metadata)
 
     return call
 
 
-def fedstore_caller(address: str):
+def fedstore_caller(address: str, timeout: float = 10.0):
     import grpc
 
     from proto.fedstore.serving.v1 import serving_pb2 as pb
@@ -139,7 +139,7 @@ def fedstore_caller(address: str):
     def call(ids: list[int]) -> None:
         req = pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureList(refs=FEATURES))
         req.entities["entity_id"].int64_values.values.extend(ids)
-        resp = stub.GetOnlineFeatures(req, timeout=10, metadata=md)
+        resp = stub.GetOnlineFeatures(req, timeout=timeout, metadata=md)
         assert resp.results[0].features[0].status == pb.PRESENT
 
     return call

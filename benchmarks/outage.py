@@ -1,0 +1,180 @@
+"""Outage benchmark: lookups while the online store is down, `feast listen` vs this project's node.
+
+    python benchmarks/outage.py [--entities 100000] [--requests 300] [--deadline 0.5] [--snapshot-entities 1000000]
+
+Sets up one region (100k entities × 10 float features in a fresh redis-server on a free loopback
+port), starts `feast listen` and `fedstore serve` on it as separate processes, and sends both the
+same 1-entity lookups, one at a time, each with a --deadline (0.5 s) as a serving app would set:
+first with Redis up, then after Redis is killed. It prints, per server and phase, the share of
+lookups answered and their p50/p99 latency.
+
+Then it loads a batch snapshot of --snapshot-entities entities × 10 float features the way each
+serving process does, and prints the load time, the memory the snapshot holds, and the time to
+read one entity's features from it (Feast has no batch fallback, so that table has no Feast row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from online import TOKEN, feast_caller, fedstore_caller, free_port, setup_region, wait_port  # noqa: E402
+
+
+def probe(call, entities: int, requests: int) -> tuple[float, float | None, float | None]:
+    """(share answered, p50 ms, p99 ms) of sequential 1-entity lookups; failures are not timed."""
+    rng = random.Random(requests)
+    times = []
+    for _ in range(requests):
+        began = time.perf_counter()
+        try:
+            call([rng.randrange(entities)])
+        except Exception:  # noqa: BLE001 - a failed lookup is what this benchmark counts
+            continue
+        times.append(time.perf_counter() - began)
+    if not times:
+        return 0.0, None, None
+    times.sort()
+    return len(times) / requests, statistics.median(times) * 1000, times[max(int(len(times) * 0.99) - 1, 0)] * 1000
+
+
+def snapshot_figures(entities: int, workdir: Path) -> tuple[float, float, float, float]:
+    """(load seconds, held MB, resident MB added, µs to read one entity) for one view's snapshot."""
+    import gc
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from feast.value_type import ValueType
+
+    from regions.store.snapshot import JOB_COLUMN, snapshot_path
+    from serving.catalog import FeatureRef, Resolved, ViewSpec
+    from serving.entities import Entities
+    from serving.fallback import SnapshotCache
+
+    rng = np.random.default_rng(0)
+    now_us = int(datetime.now(timezone.utc).timestamp() * 1e6)
+    data = {"entity_id": rng.permutation(entities).astype(np.int64),
+            "event_timestamp": pa.array(now_us - rng.integers(0, 86_400_000_000, entities), pa.timestamp("us", "UTC"))}
+    for i in range(10):
+        data[f"f{i}"] = rng.normal(size=entities)
+    data[JOB_COLUMN] = pa.array([f"job-{i % 4}" for i in range(entities)])
+    path = snapshot_path(workdir, "bench_view")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(data), path)
+    del data
+    features = {f"f{i}": ValueType.DOUBLE for i in range(10)}
+    view = ViewSpec(name="bench_view", join_keys=("entity_id",), join_key_types=(ValueType.INT64,),
+                    features=features, ttl_seconds=None, timestamp_field="event_timestamp",
+                    field_hashes={}, ts_field=b"")
+    gc.collect()
+    before = _resident()
+    cache = SnapshotCache(workdir)
+    began = time.perf_counter()
+    cache.refresh([view])
+    load = time.perf_counter() - began
+    gc.collect()
+    added = _resident() - before
+    snap = cache._views["bench_view"]  # noqa: SLF001 - the benchmark weighs the held buffers
+    held = sum(len(c.blob) + c.ends.itemsize * len(c.ends) for c in (*snap.columns.values(), snap.ts_raw))
+    held += snap.ts_micros.itemsize * len(snap.ts_micros) + snap.job_codes.itemsize * len(snap.job_codes)
+    held += 16 * entities  # sorted keys and their rows
+    resolved = Resolved(refs=tuple(FeatureRef("bench_view", f) for f in features), views=(view,),
+                        join_keys=("entity_id",), join_key_types={"entity_id": ValueType.INT64})
+    ids = [random.randrange(entities) for _ in range(2000)]
+    began = time.perf_counter()
+    for i in ids:
+        cache.read(resolved, Entities({"entity_id": [i]}, 1))
+    per_read = (time.perf_counter() - began) / len(ids) * 1e6
+    return load, held / 1e6, added / 1e6, per_read
+
+
+def _resident() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=300, help="sequential lookups per server and phase")
+    parser.add_argument("--snapshot-entities", type=int, default=1_000_000)
+    parser.add_argument("--deadline", type=float, default=0.5, help="seconds a client waits for a lookup")
+    args = parser.parse_args()
+
+    from redis_servers import start_redis
+
+    redis = start_redis()
+    procs: list[subprocess.Popen] = []
+    results: dict[tuple[str, str], tuple[float, float | None, float | None]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="fedstore-outage-bench-") as tmp:
+            print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
+            cfg = setup_region(Path(tmp), redis.port, args.entities)
+            env = {**os.environ, "FEDSTORE_BENCH_TOKEN": TOKEN, "PYTHONWARNINGS": "ignore"}
+            feast_port, ours_port = free_port(), free_port()
+            procs.append(subprocess.Popen([sys.executable, "-m", "feast.cli.cli", "-c", str(Path(tmp) / "MY"), "listen",
+                                           "--address", f"127.0.0.1:{feast_port}"],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "serve",
+                                           "--region", "MY", "--address", f"127.0.0.1:{ours_port}"],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_port(feast_port, procs[0], "feast listen")
+            wait_port(ours_port, procs[1], "fedstore serve")
+            # a serving app's deadline: a lookup not answered within it counts as failed
+            callers = {"feast listen": feast_caller(f"127.0.0.1:{feast_port}", timeout=args.deadline),
+                       "fedstore serve": fedstore_caller(f"127.0.0.1:{ours_port}", timeout=args.deadline)}
+            for label, call in callers.items():
+                results[(label, "up")] = probe(call, args.entities, args.requests)
+            print("  killing redis …", flush=True)
+            redis.kill()
+            for label, call in callers.items():
+                results[(label, "down")] = probe(call, args.entities, args.requests)
+        with tempfile.TemporaryDirectory(prefix="fedstore-snapshot-bench-") as tmp:
+            print(f"loading a snapshot of {args.snapshot_entities:,} entities × 10 float features …", flush=True)
+            load, held, added, per_read = snapshot_figures(args.snapshot_entities, Path(tmp))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        redis.stop()
+
+    def cell(r: tuple[float, float | None, float | None]) -> str:
+        share, p50, p99 = r
+        timing = f"{p50:.2f} / {p99:.2f} ms" if p50 is not None else "–"
+        return f"{share * 100:5.1f}%  {timing:>17}"
+
+    print()
+    head = f"{'1-entity lookups':18} {'Redis up: answered, p50 / p99':>32} {'Redis down: answered, p50 / p99':>34}"
+    print(head)
+    print("-" * len(head))
+    for label in ("feast listen", "fedstore serve"):
+        print(f"{label:18} {cell(results[(label, 'up')]):>32} {cell(results[(label, 'down')]):>34}")
+    print()
+    head = f"{'batch snapshot':18} {'entities':>10} {'load s':>8} {'held MB':>9} {'RSS +MB':>9} {'read 1 entity':>14}"
+    print(head)
+    print("-" * len(head))
+    print(f"{'fedstore serve':18} {args.snapshot_entities:>10,} {load:>8.2f} {held:>9,.0f} {added:>9,.0f} "
+          f"{per_read:>11.1f} µs")
+    print(f"{'feast listen':18} {'(no batch fallback: lookups fail while the online store is down)':>52}")
+
+
+if __name__ == "__main__":
+    main()
