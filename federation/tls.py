@@ -43,7 +43,8 @@ class RotatingCertificate:
         """(key, certificate chain) when the files hold a matching pair, else None."""
         try:
             key, cert = self.key.read_bytes(), self.cert.read_bytes()
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.cert, self.key)
+            # the empty password: an encrypted key (which gRPC cannot use) fails here, never prompts
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.cert, self.key, password=b"")
         except (OSError, ssl.SSLError, ValueError):
             return None
         if cert != self.cert.read_bytes():  # replaced while being checked: the next handshake retries
