@@ -186,6 +186,8 @@ def service_config(retries: int) -> str:
                 "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
             },
         }]
+        # when most calls fail (every node overloaded), stop retrying rather than multiply the load
+        config["retryThrottling"] = {"maxTokens": 10, "tokenRatio": 0.1}
     return json.dumps(config)
 
 
