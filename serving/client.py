@@ -186,8 +186,10 @@ def service_config(retries: int) -> str:
                 "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
             },
         }]
-        # when most calls fail (every node overloaded), stop retrying rather than multiply the load
-        config["retryThrottling"] = {"maxTokens": 10, "tokenRatio": 0.1}
+        # a success earns what a refusal costs: retries go on while most attempts succeed (one busy
+        # node among several) and stop once refusals outnumber them (every node overloaded), so
+        # retries never multiply the load on a region that cannot take it
+        config["retryThrottling"] = {"maxTokens": 100, "tokenRatio": 1.0}
     return json.dumps(config)
 
 
