@@ -57,11 +57,14 @@ class CircuitBreaker:
                 return True
             return False
 
-    def success(self) -> None:
+    def success(self) -> bool:
+        """Record a success; True when it closed an open circuit (the store is back)."""
         with self._lock:
+            was_open = self._opened_at is not None
             self._failures = 0
             self._opened_at = None
             self._probing = False
+            return was_open
 
     def release(self) -> None:
         """The call that was allowed ended without a verdict on the store (the caller's own deadline
@@ -69,9 +72,17 @@ class CircuitBreaker:
         with self._lock:
             self._probing = False
 
-    def failure(self) -> None:
+    def failure(self) -> bool:
+        """Record a failure; True when it opened a closed circuit."""
         with self._lock:
+            was_closed = self._opened_at is None
             self._failures += 1
             self._probing = False
             if self._opened_at is not None or self._failures >= self._threshold:
                 self._opened_at = self._clock()
+                return was_closed
+            return False
+
+    @property
+    def reset_seconds(self) -> float:
+        return self._reset

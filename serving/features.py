@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +22,8 @@ from serving.errors import NoData, OnlineStoreDown
 from serving.fallback import SnapshotCache
 from serving.metrics import ServingMetrics
 from serving.online import OnlineReader, ViewRows
+
+log = logging.getLogger(__name__)
 
 ONLINE, FALLBACK = "online_store", "batch_fallback"
 
@@ -121,17 +124,22 @@ class OnlineFeatures:
             began = time.monotonic()
             try:
                 rows = await self.reader.read_async(resolved, entities, timeout=timeout if caller_bound else None)
-            except OnlineStoreDown:
+            except OnlineStoreDown as e:
                 ran_out = caller_bound and time.monotonic() - began >= timeout  # type: ignore[operator]
                 if ran_out and (self.online_timeout is None or timeout < self.online_timeout / 2):  # type: ignore[operator]
                     self.breaker.release()  # the caller's deadline ran out, not the store's
                     reason = CALLER_DEADLINE
                 else:
-                    self.breaker.failure()
+                    if self.breaker.failure():  # once per outage, not per call
+                        log.warning(
+                            "region %s: the online store is failing (%s); answering from the batch snapshot, "
+                            "trying it again every %.1f s", self.region, e, self.breaker.reset_seconds,
+                        )
                     self.metrics.online_error()
                     reason = ONLINE_ERROR
             else:
-                self.breaker.success()
+                if self.breaker.success():
+                    log.info("region %s: the online store answers again; back on the online path", self.region)
                 return Answer(resolved, entities, rows, ONLINE, None, self._jobs(resolved, entities, rows), now)
         return self._fallback(resolved, entities, now, reason)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -30,7 +31,8 @@ def _wait(predicate, seconds: float = 10.0) -> bool:
     return False
 
 
-def test_redis_killed_then_restarted(tmp_path, monkeypatch):
+def test_redis_killed_then_restarted(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="serving.features")
     redis = start_redis(persist=True)
     served = served_region(tmp_path, redis.url, monkeypatch)
     ids = [0, 1, 2, 10**12]
@@ -68,6 +70,11 @@ def test_redis_killed_then_restarted(tmp_path, monkeypatch):
                 assert ask().values == online.values
                 assert _wait(lambda: _health(served.address, "fedstore.online_store")
                              == health_pb2.HealthCheckResponse.SERVING)
+                # the operator reads one line when the outage starts and one when it ends, not one per call
+                lines = [r.getMessage() for r in caplog.records if r.name == "serving.features"]
+                assert len(lines) == 2, lines
+                assert "the online store is failing" in lines[0] and "answering from the batch snapshot" in lines[0]
+                assert "answers again" in lines[1]
             finally:
                 restarted.stop()
     finally:
