@@ -1,0 +1,49 @@
+"""The online store's circuit breaker, on a clock the test moves."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_opens_after_consecutive_failures_probes_once_and_closes_on_success():
+    clock = Clock()
+    b = CircuitBreaker(failure_threshold=3, reset_seconds=2.0, clock=clock)
+    assert b.allow() and not b.failure() and not b.failure()
+    b.success()  # a success in between: the count starts again
+    assert [b.failure() for _ in range(3)] == [False, False, True]  # True once: when it opened
+    assert b.state == OPEN and not b.allow()
+    clock.now += 2.0
+    assert b.state == HALF_OPEN
+    assert b.allow() and not b.allow()  # one probe at a time
+    assert not b.failure()  # the probe failed: open again, but it was not closed, so no new "opened"
+    assert b.state == OPEN
+    clock.now += 2.0
+    assert b.allow()
+    assert b.success() and b.state == CLOSED  # True: this success closed the circuit
+    assert not b.success()
+
+
+def test_a_released_probe_lets_the_next_call_probe():
+    clock = Clock()
+    b = CircuitBreaker(failure_threshold=1, reset_seconds=1.0, clock=clock)
+    assert b.failure()
+    clock.now += 1.0
+    assert b.allow() and not b.allow()
+    b.release()  # the probe ended without a verdict (its caller's deadline ran out)
+    assert b.state == HALF_OPEN and b.allow()
+
+
+@pytest.mark.parametrize("kw", [dict(failure_threshold=0, reset_seconds=1.0), dict(failure_threshold=1, reset_seconds=0)])
+def test_nonsense_settings_are_refused(kw):
+    with pytest.raises(ValueError):
+        CircuitBreaker(**kw)
