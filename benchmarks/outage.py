@@ -88,10 +88,7 @@ def snapshot_figures(entities: int, workdir: Path) -> tuple[float, float, float,
     load = time.perf_counter() - began
     gc.collect()
     added = _resident() - before
-    snap = cache._views["bench_view"]  # noqa: SLF001 - the benchmark weighs the held buffers
-    held = sum(len(c.blob) + c.ends.itemsize * len(c.ends) for c in (*snap.columns.values(), snap.ts_raw))
-    held += snap.ts_micros.itemsize * len(snap.ts_micros) + snap.job_codes.itemsize * len(snap.job_codes)
-    held += 16 * entities  # sorted keys and their rows
+    held = cache.held_bytes()["bench_view"]
     resolved = Resolved(refs=tuple(FeatureRef("bench_view", f) for f in features), views=(view,),
                         join_keys=("entity_id",), join_key_types={"entity_id": ValueType.INT64})
     ids = [random.randrange(entities) for _ in range(2000)]

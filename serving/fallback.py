@@ -117,6 +117,16 @@ class LoadedSnapshot:
     job_codes: array  # per row, an index into job_names
     job_names: list[str]
 
+    @property
+    def held_bytes(self) -> int:
+        """Memory held by the buffers and arrays (a dict index of non-integer keys is not counted)."""
+        arrays = [c.ends for c in (*self.columns.values(), self.ts_raw)] + [self.ts_micros, self.job_codes]
+        size = sum(len(c.blob) for c in (*self.columns.values(), self.ts_raw))
+        size += sum(a.itemsize * len(a) for a in arrays)
+        if isinstance(self.keys, _IntKeys):
+            size += self.keys.keys.itemsize * len(self.keys.keys) * 2  # sorted keys and their rows
+        return size
+
     def timestamp(self, row: int) -> tuple[int, int]:
         """(seconds, nanos), as the online path decodes it."""
         micros = self.ts_micros[row]
@@ -157,6 +167,10 @@ class SnapshotCache:
                 return None
             ages.append((now - snap.written_at).total_seconds())
         return max(ages) if ages else None
+
+    def held_bytes(self) -> dict[str, int]:
+        """Per loaded view, the memory its snapshot holds."""
+        return {name: snap.held_bytes for name, snap in list(self._views.items())}
 
     def has(self, views: tuple[ViewSpec, ...]) -> bool:
         return all(v.name in self._views for v in views)

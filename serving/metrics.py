@@ -35,6 +35,7 @@ class NodeStats(Collector):
         self.online_errors = 0
         self.online_up = 0
         self.freshness: dict[str, float] = {}
+        self.snapshot_bytes: dict[str, int] = {}  # per view
         self.callers: dict[str, int] = {}  # admitted calls by token name
         self.refusals: dict[tuple[str, str], int] = {}  # (code, token name or "") -> calls refused
 
@@ -86,6 +87,12 @@ class NodeStats(Collector):
         for view, seconds in dict(self.freshness).items():
             freshness.add_metric([view], seconds)
         yield freshness
+        snapshots = GaugeMetricFamily(
+            "fedstore_snapshot_bytes", "Memory held by the view's batch snapshot in this process", labels=["view"]
+        )
+        for view, size in dict(self.snapshot_bytes).items():
+            snapshots.add_metric([view], size)
+        yield snapshots
         callers = CounterMetricFamily(
             "fedstore_calls_by_caller", "Calls admitted, by the name of the caller's token", labels=["caller"]
         )
@@ -131,6 +138,9 @@ class ServingMetrics:
 
     def online_store_up(self, up: bool) -> None:
         self.stats.online_up = 1 if up else 0
+
+    def snapshot_size(self, sizes: dict[str, int]) -> None:
+        self.stats.snapshot_bytes = dict(sizes)
 
     def admitted(self, caller: str) -> None:
         callers = self.stats.callers

@@ -117,6 +117,7 @@ class ServingNode:
         self.snapshots = SnapshotCache(region.data_dir)
         self.snapshots.refresh(list(self.catalog.current.views.values()))
         self.metrics = ServingMetrics(region.code)
+        self.metrics.snapshot_size(self.snapshots.held_bytes())
         self.features = OnlineFeatures(
             region=region.code,
             catalog=self.catalog,
@@ -230,6 +231,7 @@ class ServingNode:
                 reloaded = self.snapshots.refresh(list(self.catalog.current.views.values()))
                 if reloaded:
                     log.info("region %s: snapshots reloaded: %s", self.region.code, ", ".join(reloaded))
+                    self.metrics.snapshot_size(self.snapshots.held_bytes())
                 self._check_health()
                 self._export_freshness()
             except Exception:  # the refresher must outlive a bad moment; the next tick retries

@@ -269,6 +269,10 @@ def test_metrics_count_requests_and_latency(served):
     after = [value(*ok), value(*notfound), value(*timed)]
     assert [a - b for a, b in zip(after, before, strict=False)] == [3, 1, 4]
     assert reg.get_sample_value("fedstore_online_store_up") == 1
+    # what each view's snapshot holds in this process, for sizing workers
+    held = served.server.snapshots.held_bytes()
+    assert held["customer_transactions"] > 0
+    assert reg.get_sample_value("fedstore_snapshot_bytes", {"view": "customer_transactions"}) == held["customer_transactions"]
 
 
 def test_freshness_per_view_is_exported_as_a_gauge(served):

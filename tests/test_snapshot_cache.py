@@ -59,6 +59,8 @@ def test_integer_keys_answer_the_stored_bytes(tmp_path, count):
     cache = SnapshotCache(tmp_path)
     assert cache.refresh([view]) == ["tx"]
     assert cache.refresh([view]) == []  # unchanged file: not reloaded
+    # two 9-byte values, ends, a timestamp, its time and job code, its key and row: ~60 bytes per row
+    assert 40 * len(ids) < cache.held_bytes()["tx"] < 100 * len(ids)
     asked = [ids[1], 5, ids[5]] + ids[10:10 + count - 3]  # 5 is not in the snapshot
     rows, jobs = cache.read(_resolved(view), Entities({"customer_id": asked}, len(asked)))
     got = rows["tx"]
