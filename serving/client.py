@@ -58,11 +58,7 @@ class FeatureClient:
         timeout: float = 2.0,
         retries: int = 2,
     ) -> None:
-        creds, options = _channel_settings(root_certificates, retries)
-        if creds is not None:
-            self._channel = grpc.secure_channel(address, creds, options=options)
-        else:
-            self._channel = grpc.insecure_channel(address, options=options)
+        self._channel = _open_channel(grpc, address, root_certificates, retries)
         self._stub = serving_pb2_grpc.FeatureServingStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
@@ -104,11 +100,7 @@ class AsyncFeatureClient:
         timeout: float = 2.0,
         retries: int = 2,
     ) -> None:
-        creds, options = _channel_settings(root_certificates, retries)
-        if creds is not None:
-            self._channel = grpc.aio.secure_channel(address, creds, options=options)
-        else:
-            self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._channel = _open_channel(grpc.aio, address, root_certificates, retries)
         self._stub = serving_pb2_grpc.FeatureServingStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
@@ -163,13 +155,14 @@ def build_request(
     return request
 
 
-def _channel_settings(
-    root_certificates: bytes | None, retries: int
-) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+def _open_channel(api: Any, address: str, root_certificates: bytes | None, retries: int) -> Any:
+    """A channel from ``grpc`` or ``grpc.aio`` (same function names), with balancing and retries."""
     if retries < 0:
         raise ValueError("retries must be 0 or more")
-    creds = grpc.ssl_channel_credentials(root_certificates) if root_certificates is not None else None
-    return creds, [("grpc.service_config", service_config(retries)), ("grpc.enable_retries", 1 if retries else 0)]
+    options = [("grpc.service_config", service_config(retries)), ("grpc.enable_retries", 1 if retries else 0)]
+    if root_certificates is None:
+        return api.insecure_channel(address, options=options)
+    return api.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), options=options)
 
 
 def service_config(retries: int) -> str:
