@@ -9,8 +9,9 @@ tenth of a lookup's CPU time) and makes every node of a process share one value 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
@@ -50,12 +51,9 @@ class NodeStats(Collector):
 
     def collect(self) -> Iterator[Metric]:
         # dict() and list() copies are atomic under the GIL: a scrape never sees a half update
-        requests = CounterMetricFamily(
+        yield _labelled(CounterMetricFamily(
             "fedstore_requests", "Requests by method and gRPC status code", labels=["method", "code"]
-        )
-        for (method, code), n in dict(self.codes).items():
-            requests.add_metric([method, code], n)
-        yield requests
+        ), self.codes)
         latency = HistogramMetricFamily("fedstore_request_seconds", "Time to answer a request", labels=["method"])
         for method, hist in dict(self.latency).items():
             counts = list(hist)
@@ -65,49 +63,41 @@ class NodeStats(Collector):
                 cumulative.append((_bound(bound), running))
             latency.add_metric([method], cumulative, sum_value=counts[-1])
         yield latency
-        fallbacks = CounterMetricFamily(
+        yield _labelled(CounterMetricFamily(
             "fedstore_fallback_answers",
             "Answers served from the batch snapshot, by reason (online_error, breaker_open, caller_deadline)",
             labels=["reason"],
-        )
-        for reason, n in dict(self.fallback_answers).items():
-            fallbacks.add_metric([reason], n)
-        yield fallbacks
+        ), self.fallback_answers)
         yield CounterMetricFamily(
             "fedstore_online_store_errors", "Online store errors and timeouts", value=self.online_errors
         )
         yield GaugeMetricFamily(
             "fedstore_online_store_up", "1 when the online store answers, 0 when it does not", value=self.online_up
         )
-        freshness = GaugeMetricFamily(
+        yield _labelled(GaugeMetricFamily(
             "fedstore_view_freshness_seconds",
             "Seconds since the end of the view's latest successful materialisation window",
             labels=["view"],
-        )
-        for view, seconds in dict(self.freshness).items():
-            freshness.add_metric([view], seconds)
-        yield freshness
-        snapshots = GaugeMetricFamily(
+        ), self.freshness)
+        yield _labelled(GaugeMetricFamily(
             "fedstore_snapshot_bytes", "Memory held by the view's batch snapshot in this process", labels=["view"]
-        )
-        for view, size in dict(self.snapshot_bytes).items():
-            snapshots.add_metric([view], size)
-        yield snapshots
-        callers = CounterMetricFamily(
+        ), self.snapshot_bytes)
+        yield _labelled(CounterMetricFamily(
             "fedstore_calls_by_caller", "Calls admitted, by the name of the caller's token", labels=["caller"]
-        )
-        for name, n in dict(self.callers).items():
-            callers.add_metric([name], n)
-        yield callers
-        refusals = CounterMetricFamily(
+        ), self.callers)
+        yield _labelled(CounterMetricFamily(
             "fedstore_auth_refusals",
             "Calls refused before any work: missing or unknown token (UNAUTHENTICATED), or a caller not "
             "allowed in this region (PERMISSION_DENIED, with its token's name)",
             labels=["code", "caller"],
-        )
-        for (code, name), n in dict(self.refusals).items():
-            refusals.add_metric([code, name], n)
-        yield refusals
+        ), self.refusals)
+
+
+def _labelled(family: Metric, values: Mapping[Any, float]) -> Metric:
+    """The family with one sample per key: a label value, or a tuple of them in label order."""
+    for key, value in dict(values).items():  # a copy: a scrape never sees a half update
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], value)  # type: ignore[attr-defined]
+    return family
 
 
 def _bound(le: float) -> str:
