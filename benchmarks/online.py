@@ -97,6 +97,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "FEDSTORE_BENCH_TOKEN": TOKEN, "PYTHONWARNINGS": "ignore"}
+
+
+def start_feast_listen(data_dir: Path, port: int, *extra: str) -> subprocess.Popen:
+    """`feast listen` on the region's Feast repo, quiet; ``extra`` are more of its options."""
+    return subprocess.Popen([sys.executable, "-m", "feast.cli.cli", "-c", str(data_dir), "listen",
+                             "--address", f"127.0.0.1:{port}", *extra],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_fedstore_serve(cfg: Path, port: int, workers: int = 1) -> subprocess.Popen:
+    """`fedstore serve` for the benchmark region, quiet."""
+    return subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "serve", "--region", "MY",
+                             "--address", f"127.0.0.1:{port}", "--workers", str(workers)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM all (servers drain), then wait; kill what is still there after 30 s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -294,16 +323,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="fedstore-online-bench-") as tmp:
             print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
             cfg = setup_region(Path(tmp), redis.port, args.entities)
-            env = {**os.environ, "FEDSTORE_BENCH_TOKEN": TOKEN, "PYTHONWARNINGS": "ignore"}
             feast_port, ours_port = free_port(), free_port()
-            data_dir = Path(tmp) / "MY"
-            procs.append(subprocess.Popen([sys.executable, "-m", "feast.cli.cli", "-c", str(data_dir), "listen",
-                                           "--address", f"127.0.0.1:{feast_port}", "--max_workers", "16"],
-                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            procs.append(subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "serve",
-                                           "--region", "MY", "--address", f"127.0.0.1:{ours_port}",
-                                           "--workers", str(args.workers)],
-                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(start_feast_listen(Path(tmp) / "MY", feast_port, "--max_workers", "16"))
+            procs.append(start_fedstore_serve(cfg, ours_port, args.workers))
             wait_port(feast_port, procs[0], "feast listen")
             wait_port(ours_port, procs[1], "fedstore serve")
             feast_addr, ours_addr = f"127.0.0.1:{feast_port}", f"127.0.0.1:{ours_port}"
@@ -353,13 +375,7 @@ def main() -> None:
                     h2_runs.setdefault(key, []).append(
                         h2load_throughput(addr, path, bodies, headers, args.seconds, Path(tmp)))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         redis.stop()
 
     feast_lat = rows[0][1]

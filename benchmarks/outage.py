@@ -31,7 +31,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from online import TOKEN, feast_caller, fedstore_caller, free_port, setup_region, wait_port  # noqa: E402
+from online import (  # noqa: E402
+    feast_caller,
+    fedstore_caller,
+    free_port,
+    setup_region,
+    start_fedstore_serve,
+    start_feast_listen,
+    stop_processes,
+    wait_port,
+)
 
 
 def probe(call, entities: int, requests: int) -> tuple[float, float | None, float | None]:
@@ -121,14 +130,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="fedstore-outage-bench-") as tmp:
             print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
             cfg = setup_region(Path(tmp), redis.port, args.entities)
-            env = {**os.environ, "FEDSTORE_BENCH_TOKEN": TOKEN, "PYTHONWARNINGS": "ignore"}
             feast_port, ours_port = free_port(), free_port()
-            procs.append(subprocess.Popen([sys.executable, "-m", "feast.cli.cli", "-c", str(Path(tmp) / "MY"), "listen",
-                                           "--address", f"127.0.0.1:{feast_port}"],
-                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            procs.append(subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "serve",
-                                           "--region", "MY", "--address", f"127.0.0.1:{ours_port}"],
-                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(start_feast_listen(Path(tmp) / "MY", feast_port))
+            procs.append(start_fedstore_serve(cfg, ours_port))
             wait_port(feast_port, procs[0], "feast listen")
             wait_port(ours_port, procs[1], "fedstore serve")
             # a serving app's deadline: a lookup not answered within it counts as failed
@@ -144,13 +148,7 @@ def main() -> None:
             print(f"loading a snapshot of {args.snapshot_entities:,} entities × 10 float features …", flush=True)
             load, held, added, per_read = snapshot_figures(args.snapshot_entities, Path(tmp))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         redis.stop()
 
     def cell(r: tuple[float, float | None, float | None]) -> str:

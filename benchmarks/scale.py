@@ -15,8 +15,6 @@ numbers show the overhead of each layout here, not the capacity of a real fleet.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from online import TOKEN, free_port, setup_region, throughput, wait_port  # noqa: E402
+from online import free_port, setup_region, start_fedstore_serve, stop_processes, throughput, wait_port  # noqa: E402
 
 
 def materialise(cfg: Path) -> tuple[float, int]:
@@ -43,20 +41,13 @@ def materialise(cfg: Path) -> tuple[float, int]:
 
 def serve_throughput(cfg: Path, workers: int, entities: int, seconds: float) -> float:
     port = free_port()
-    env = {**os.environ, "FEDSTORE_BENCH_TOKEN": TOKEN, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "serve", "--region", "MY",
-                             "--address", f"127.0.0.1:{port}", "--workers", str(workers)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_fedstore_serve(cfg, port, workers)
     try:
         wait_port(port, proc, "fedstore serve")
         time.sleep(1.0 if workers > 1 else 0.2)  # let every worker bind the shared port
         return throughput("fedstore", f"127.0.0.1:{port}", entities, 1, seconds)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_processes([proc])
 
 
 def main() -> None:
