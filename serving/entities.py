@@ -18,8 +18,9 @@ class Entities:
     columns: dict[str, list[object]]
     count: int
 
-    def key(self, join_keys: tuple[str, ...], row: int) -> tuple[object, ...]:
-        return tuple(self.columns[k][row] for k in join_keys)
+    def keys(self, join_keys: tuple[str, ...]) -> list[tuple[object, ...]]:
+        """Each row's entity key: its values of these join keys, in order."""
+        return list(zip(*(self.columns[k] for k in join_keys)))
 
 
 def validate(columns: dict[str, Sequence[object]], resolved: Resolved, *, limit: int) -> Entities:

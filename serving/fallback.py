@@ -182,7 +182,7 @@ class SnapshotCache:
             snap = self._views[v.name]
             wanted = [(r.feature, snap.columns.get(r.feature)) for r in resolved.refs if r.view == v.name]
             rows = ViewRows.empty(entities.count)
-            found = snap.keys.rows(list(zip(*(entities.columns[k] for k in v.join_keys))))
+            found = snap.keys.rows(entities.keys(v.join_keys))
             for i, idx in enumerate(found):
                 if idx is None:
                     continue

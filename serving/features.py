@@ -158,6 +158,5 @@ class OnlineFeatures:
     def _jobs(self, resolved: Resolved, entities: Entities, rows: dict[str, ViewRows]) -> tuple[str, ...]:
         jobs: set[str] = set()
         for v in resolved.views:
-            keys = list(zip(*(entities.columns[k] for k in v.join_keys)))
-            jobs |= self.snapshots.jobs_for(v.name, keys, rows[v.name].timestamps)
+            jobs |= self.snapshots.jobs_for(v.name, entities.keys(v.join_keys), rows[v.name].timestamps)
         return tuple(sorted(jobs))

@@ -187,7 +187,7 @@ class RedisReader:
         for g in plan:
             head = b"*%d\r\n$5\r\nHMGET\r\n" % g.argc
             encode, tail = g.encoder.encode, g.tail
-            for entity in zip(*(entities.columns[k] for k in g.encoder.join_keys)):
+            for entity in entities.keys(g.encoder.join_keys):
                 key = encode(entity)
                 keys.append(key)
                 parts.append(head + _bulk(key) + tail)
