@@ -91,6 +91,9 @@ class OnlineFeatures:
         self.max_entities = max_entities
         self.metrics = metrics
         self.online_timeout = online_timeout_seconds  # the reader's own deadline; None: it has none
+        # when the oldest read that timed out since the store last answered began (monotonic): a
+        # blackholed store is caught even when every caller's deadline is far shorter than its own
+        self._unanswered_since: float | None = None
 
     def resolve(self, *, feature_service: str | None, refs: Sequence[str]) -> Resolved:
         cat = self.catalog.current
@@ -106,7 +109,9 @@ class OnlineFeatures:
         minus a reserve, so a slow store still leaves time to answer from the snapshot instead of
         the caller timing out. Such a timeout counts towards opening the breaker only when the
         store had at least half its own deadline (then it is evidence the store is down or far
-        too slow, as when its host stops answering); a caller's very short deadline is not.
+        too slow, as when its host stops answering), or when the store has answered no read for a
+        whole store deadline (it is silent, whatever the callers' deadlines); one caller's very
+        short deadline alone is not.
         """
         entities = validate(columns, resolved, limit=self.max_entities)
         now = time.time()
@@ -125,8 +130,11 @@ class OnlineFeatures:
             try:
                 rows = await self.reader.read_async(resolved, entities, timeout=timeout if caller_bound else None)
             except OnlineStoreDown as e:
+                if self._unanswered_since is None:
+                    self._unanswered_since = began
                 ran_out = caller_bound and time.monotonic() - began >= timeout  # type: ignore[operator]
-                if ran_out and (self.online_timeout is None or timeout < self.online_timeout / 2):  # type: ignore[operator]
+                too_short = self.online_timeout is None or timeout < self.online_timeout / 2  # type: ignore[operator]
+                if ran_out and too_short and not self._silent_for_a_deadline():
                     self.breaker.release()  # the caller's deadline ran out, not the store's
                     reason = CALLER_DEADLINE
                 else:
@@ -138,10 +146,16 @@ class OnlineFeatures:
                     self.metrics.online_error()
                     reason = ONLINE_ERROR
             else:
+                self._unanswered_since = None
                 if self.breaker.success():
                     log.info("region %s: the online store answers again; back on the online path", self.region)
                 return Answer(resolved, entities, rows, ONLINE, None, self._jobs(resolved, entities, rows), now)
         return self._fallback(resolved, entities, now, reason)
+
+    def _silent_for_a_deadline(self) -> bool:
+        """Has the store answered nothing since a read that began a whole store deadline ago?"""
+        since, limit = self._unanswered_since, self.online_timeout
+        return since is not None and limit is not None and time.monotonic() - since >= limit
 
     def _fallback(self, resolved: Resolved, entities: Entities, now: float, reason: str) -> Answer:
         if not self.snapshots.has(resolved.views):

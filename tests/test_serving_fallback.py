@@ -94,6 +94,39 @@ def _stall(redis, seconds: int) -> threading.Thread:
     return stuck
 
 
+def test_a_silent_store_opens_the_breaker_even_for_callers_with_short_deadlines(tmp_path, monkeypatch):
+    """Every caller's deadline (0.1 s) leaves the store (0.4 s) less than half its own, so no single
+    timeout is held against it; but once Redis has answered nothing for a whole store deadline,
+    further timeouts count, the breaker opens and answers stop waiting out their deadlines. The
+    probe after the stall finds Redis answering again."""
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch,
+                           serving={"online_timeout_ms": 400, "breaker_failures": 2, "breaker_reset_seconds": 1})
+    try:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=0.1, retries=0) as client:
+            ask = lambda: client.get_online_features(feature_service="driver_allocation",  # noqa: E731
+                                                     entities={"driver_id": [1]})
+            assert ask().source == "online_store"
+            stuck = _stall(redis, 3)
+            first = [ask().source for _ in range(2)]  # 0.2 s of silence: the callers' deadlines, not the store's
+            assert first == ["batch_fallback"] * 2
+            assert served.server.features.breaker.state == "closed"
+            assert _wait(lambda: ask() and served.server.features.breaker.state == "open", seconds=2)
+            began = time.perf_counter()
+            assert ask().source == "batch_fallback"
+            assert time.perf_counter() - began < 0.05  # not waiting on Redis any more
+            sample = served.server.metrics.registry.get_sample_value
+            assert sample("fedstore_fallback_answers_total", {"reason": "caller_deadline"}) >= 2
+            assert sample("fedstore_fallback_answers_total", {"reason": "online_error"}) == 2
+            assert sample("fedstore_fallback_answers_total", {"reason": "breaker_open"}) >= 1
+            stuck.join()
+            assert _wait(lambda: ask().source == "online_store", seconds=5)
+            assert served.server.features.breaker.state == "closed"
+    finally:
+        served.server.stop(1)
+        redis.stop()
+
+
 def test_slow_online_store_falls_back_within_the_deadline(tmp_path, monkeypatch):
     redis = start_redis()
     served = served_region(tmp_path, redis.url, monkeypatch, serving={"online_timeout_ms": 100})
