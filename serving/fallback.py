@@ -1,24 +1,24 @@
 """The batch snapshot in memory: what a region answers when its online store cannot.
 
 Each view's ``snapshots/<view>.parquet`` (written by every materialisation) is loaded and reloaded
-when the file changes (checked by the server's refresher). It is held compactly, so a node can keep
-a snapshot of millions of entities in every worker process: each feature is one buffer of values
-pre-encoded in Feast's stored form plus an array of their ends (no Python object per value), an
-integer join key is a sorted array searched by bisection, and event times and job ids are arrays.
-A fallback answer slices the few rows it needs, so it costs about what an online answer does.
-(Holding a Python ``bytes`` per value took ~1.1 GB and 2.8 s per million entities × 10 features;
-this takes ~0.17 GB and under a second.)
+when the file changes (checked by the server's refresher). It is compiled once per host into a pack
+(`snapshot_pack.py`) that every serving process of the host maps, so N worker processes share one
+copy. It is held compactly: each feature is one buffer of values pre-encoded in Feast's stored form
+plus an array of their ends (no Python object per value); the entity keys are sorted and searched
+by bisection — integers as themselves, any other key (strings, several join keys) by a canonical
+byte form; event times and job ids are arrays. A fallback answer slices the few rows it needs, so
+it costs about what an online answer does. (Holding a Python ``bytes`` per value took ~1.1 GB and
+2.8 s per million entities × 10 features in every process.)
 """
 
 from __future__ import annotations
 
 import threading
-from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -29,27 +29,37 @@ from feast.value_type import ValueType
 from regions.store import redis_layout
 from regions.store.resp import Segment, to_bytes
 from regions.store.snapshot import JOB_COLUMN, read_snapshot_info, snapshot_path
+from serving import snapshot_pack
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
 from serving.online import ViewRows
+from serving.snapshot_pack import Built, Pack
 
 _INT_KEYS = (ValueType.INT64, ValueType.INT32)
+
+
+def canonical_key(key: tuple[object, ...]) -> bytes:
+    """One byte form of an entity key, the same for the snapshot's values and a request's (both
+    Python ints, strs, bytes): sortable, and never ending in a NUL byte (numpy's sort needs that)."""
+    return repr(key).encode("utf-8")
 
 
 class _Encoded:
     """One column, every row's bytes back to back in one buffer, with each row's end offset."""
 
-    __slots__ = ("blob", "ends")
+    __slots__ = ("buffer", "base", "ends")
 
-    def __init__(self, segment: Segment) -> None:
-        self.blob = to_bytes(segment)
-        ends = np.cumsum(segment.lengths(), dtype=np.int64)
-        # array() indexes to a Python int without a numpy scalar, so a slice stays cheap
-        small = len(self.blob) < 2**31
-        self.ends = array("i" if small else "q", ends.astype(np.int32 if small else np.int64).tobytes())
+    def __init__(self, pack: Pack, name: str) -> None:
+        self.buffer = pack.buffer
+        self.base = pack.offset(name)
+        self.ends = pack.array(f"{name}.ends", pack.header["ends"])
 
     def __getitem__(self, row: int) -> bytes:
-        return self.blob[self.ends[row - 1] if row else 0 : self.ends[row]]
+        base, ends = self.base, self.ends
+        return self.buffer[base + (ends[row - 1] if row else 0) : base + ends[row]]
+
+    def __len__(self) -> int:
+        return len(self.ends)
 
 
 class _Keys(Protocol):
@@ -61,18 +71,16 @@ class _Keys(Protocol):
 class _IntKeys:
     """One integer join key: the keys sorted, searched by bisection (16 bytes per entity)."""
 
-    def __init__(self, column: pa.ChunkedArray) -> None:
-        keys = column.to_numpy().astype(np.int64)
-        order = np.argsort(keys, kind="stable")  # stable: of repeated keys the last row wins
-        self.keys = array("q", keys[order].tobytes())
-        self.positions = array("q", order.astype(np.int64).tobytes())
-        # zero-copy numpy views of the same memory, for requests with many entities
+    def __init__(self, pack: Pack) -> None:
+        self.keys = pack.array("keys", "q")
+        self.positions = pack.array("positions", "q")
+        # numpy views of the same memory, for requests with many entities
         self._np_keys = np.frombuffer(self.keys, dtype=np.int64)
         self._np_positions = np.frombuffer(self.positions, dtype=np.int64)
 
     def row(self, key: tuple[object, ...]) -> int | None:
         k = key[0]
-        i = bisect_right(self.keys, k) - 1  # type: ignore[arg-type]
+        i = bisect_right(self.keys, k) - 1  # type: ignore[arg-type]  # of repeated keys the last row wins
         if i >= 0 and self.keys[i] == k:
             return self.positions[i]
         return None
@@ -87,19 +95,28 @@ class _IntKeys:
         return [int(r) if h else None for r, h in zip(found.tolist(), hit.tolist(), strict=True)]
 
 
-class _DictKeys:
-    """Any other key (strings, several join keys): a dict from the key tuple to its row."""
+class _CanonicalKeys:
+    """Any other key (strings, several join keys): the canonical byte forms sorted, bisected."""
 
-    def __init__(self, columns: list[pa.ChunkedArray]) -> None:
-        keys = [c.to_pylist() for c in columns]
-        self.index = {key: i for i, key in enumerate(zip(*keys, strict=True))}
+    def __init__(self, pack: Pack) -> None:
+        self.sorted = _Encoded(pack, "keys")
+        self.positions = pack.array("positions", "q")
 
     def row(self, key: tuple[object, ...]) -> int | None:
-        return self.index.get(key)
+        want, keys = canonical_key(key), self.sorted
+        lo, hi = 0, len(keys)
+        while lo < hi:  # bisect_right: of repeated keys the last row wins
+            mid = (lo + hi) // 2
+            if want < keys[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo and keys[lo - 1] == want:
+            return self.positions[lo - 1]
+        return None
 
     def rows(self, keys: list[tuple[object, ...]]) -> list[int | None]:
-        get = self.index.get
-        return [get(k) for k in keys]
+        return [self.row(k) for k in keys]
 
 
 @dataclass(frozen=True)
@@ -113,19 +130,30 @@ class LoadedSnapshot:
     keys: _Keys
     columns: dict[str, _Encoded]
     ts_raw: _Encoded
-    ts_micros: array  # event time per row, unix microseconds
-    job_codes: array  # per row, an index into job_names
+    ts_micros: memoryview  # event time per row, unix microseconds
+    job_codes: memoryview  # per row, an index into job_names
     job_names: list[str]
+    pack: Pack
+
+    @classmethod
+    def from_pack(cls, pack: Pack, version: tuple[int, int]) -> "LoadedSnapshot":
+        h = pack.header
+        keys: _Keys = _IntKeys(pack) if h["keys"] == "int" else _CanonicalKeys(pack)
+        return cls(
+            h["view"], version, datetime.fromisoformat(h["written_at"]), keys,
+            {f: _Encoded(pack, f"feature:{f}") for f in h["features"]}, _Encoded(pack, "ts"),
+            pack.array("ts_micros", "q"), pack.array("job_codes", "i"), list(h["job_names"]), pack,
+        )
 
     @property
     def held_bytes(self) -> int:
-        """Memory held by the buffers and arrays (a dict index of non-integer keys is not counted)."""
-        arrays = [c.ends for c in (*self.columns.values(), self.ts_raw)] + [self.ts_micros, self.job_codes]
-        size = sum(len(c.blob) for c in (*self.columns.values(), self.ts_raw))
-        size += sum(a.itemsize * len(a) for a in arrays)
-        if isinstance(self.keys, _IntKeys):
-            size += self.keys.keys.itemsize * len(self.keys.keys) * 2  # sorted keys and their rows
-        return size
+        """The pack's size: memory this view's snapshot takes on the host (mapped from one file
+        shared by the host's serving processes, unless the data directory is read-only)."""
+        return self.pack.size
+
+    @property
+    def shared(self) -> bool:
+        return self.pack.path is not None
 
     def timestamp(self, row: int) -> tuple[int, int]:
         """(seconds, nanos), as the online path decodes it."""
@@ -217,31 +245,55 @@ class SnapshotCache:
 
 
 def _load(path: Path, view: ViewSpec, version: tuple[int, int], data_dir: Path) -> LoadedSnapshot:
+    """The view's pack for this snapshot version: mapped if a process of this host compiled it,
+    else compiled now (the pack's name changes with the snapshot file's mtime and size)."""
+    pack = snapshot_pack.shared(data_dir / snapshot_pack.CACHE_DIR, view.name, f"{version[0]}-{version[1]}",
+                                lambda: _compile(path, view, data_dir))
+    return LoadedSnapshot.from_pack(pack, version)
+
+
+def _compile(path: Path, view: ViewSpec, data_dir: Path) -> Built:
+    """Decode a snapshot's Parquet into a pack's header and sections."""
     table = pq.read_table(path)
     info = read_snapshot_info(data_dir, view.name)
     written_at = info.written_at if info else datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    sections: dict[str, Any] = {}
     key_columns = [table.column(k) for k in view.join_keys]
-    keys: _Keys
     if len(view.join_keys) == 1 and view.join_key_types[0] in _INT_KEYS and not key_columns[0].null_count:
-        keys = _IntKeys(key_columns[0])
+        kind = "int"
+        keys = key_columns[0].to_numpy().astype(np.int64)
+        order = np.argsort(keys, kind="stable")  # stable: of repeated keys the last row wins
+        sections["keys"] = keys[order]
     else:
-        keys = _DictKeys(key_columns)
-    columns = {
-        f: _Encoded(redis_layout.values(table.column(f), vtype))
-        for f, vtype in view.features.items()
-        if f in table.column_names
-    }
+        kind = "canonical"
+        forms = [canonical_key(k) for k in zip(*(c.to_pylist() for c in key_columns), strict=True)]
+        order = np.argsort(np.array(forms, dtype=bytes), kind="stable")
+        ordered = [forms[i] for i in order.tolist()]
+        sections["keys"] = b"".join(ordered)
+        sections["keys.ends"] = np.cumsum([len(f) for f in ordered], dtype=np.int64)
+    sections["positions"] = order.astype(np.int64)
+    features = [f for f in view.features if f in table.column_names]
+    encoded = {f"feature:{f}": redis_layout.values(table.column(f), view.features[f]) for f in features}
     ts_col = table.column(view.timestamp_field)
-    ts_raw = _Encoded(redis_layout.timestamps(ts_col) if table.num_rows else Segment(0, ()))
+    encoded["ts"] = redis_layout.timestamps(ts_col) if table.num_rows else Segment(0, ())
+    for name, segment in encoded.items():
+        sections[name] = to_bytes(segment)
+        sections[f"{name}.ends"] = np.cumsum(segment.lengths(), dtype=np.int64)
+    # row ends fit 32 bits unless a buffer reaches 2 GiB: half the memory for the ends
+    buffers = [n for n in sections if f"{n}.ends" in sections]
+    ends = "i" if max((len(sections[n]) for n in buffers), default=0) < 2**31 else "q"
+    for name in buffers:
+        sections[f"{name}.ends"] = sections[f"{name}.ends"].astype(np.int32 if ends == "i" else np.int64)
     micros = ts_col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy().astype(np.int64)
+    sections["ts_micros"] = micros
     if JOB_COLUMN in table.column_names:
         jobs = pc.fill_null(table.column(JOB_COLUMN).combine_chunks().cast(pa.string()), "")
-        encoded = jobs.dictionary_encode()
-        job_names = [str(j) for j in encoded.dictionary.to_pylist()]
-        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+        dictionary = jobs.dictionary_encode()
+        job_names = [str(j) for j in dictionary.dictionary.to_pylist()]
+        sections["job_codes"] = dictionary.indices.to_numpy(zero_copy_only=False).astype(np.int32)
     else:
-        job_names, codes = [""], np.zeros(table.num_rows, dtype=np.int32)
-    return LoadedSnapshot(
-        view.name, version, written_at, keys, columns, ts_raw,
-        array("q", micros.tobytes()), array("i", codes.tobytes()), job_names,
-    )
+        job_names, sections["job_codes"] = [""], np.zeros(table.num_rows, dtype=np.int32)
+    header = {"view": view.name, "rows": table.num_rows, "written_at": written_at.isoformat(), "keys": kind,
+              "features": features, "ends": ends, "job_names": job_names}
+    return header, {n: memoryview(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+                    for n, v in sections.items()}

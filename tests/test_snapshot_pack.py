@@ -1,0 +1,148 @@
+"""The batch snapshot is compiled once per host and mapped by every serving process."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.value_type import ValueType
+
+from regions.store.snapshot import snapshot_path
+from serving import fallback, snapshot_pack
+from serving.catalog import FeatureRef, Resolved, ViewSpec
+from serving.entities import Entities
+from serving.fallback import SnapshotCache
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+VIEW = ViewSpec(name="tx", join_keys=("customer_id",), join_key_types=(ValueType.INT64,),
+                features={"n": ValueType.INT64}, ttl_seconds=None, timestamp_field="event_timestamp",
+                field_hashes={}, ts_field=b"")
+CITY = ViewSpec(name="city", join_keys=("home_city",), join_key_types=(ValueType.STRING,),
+                features={"pop": ValueType.INT64}, ttl_seconds=None, timestamp_field="event_timestamp",
+                field_hashes={}, ts_field=b"")
+
+
+def _write(data_dir: Path, view: str, columns: dict[str, pa.Array], bump_ns: int = 0) -> None:
+    path = snapshot_path(data_dir, view)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    if bump_ns:  # a new version even on a coarse filesystem clock
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + bump_ns))
+
+
+def _tx(data_dir: Path, values: list[int], bump_ns: int = 0) -> None:
+    _write(data_dir, "tx", {"customer_id": pa.array(range(len(values)), pa.int64()),
+                            "n": pa.array(values, pa.int64()),
+                            "event_timestamp": pa.array([T0] * len(values), pa.timestamp("us", "UTC"))}, bump_ns)
+
+
+def _n(cache: SnapshotCache, ids: list[int]) -> list[bytes | None]:
+    resolved = Resolved(refs=(FeatureRef("tx", "n"),), views=(VIEW,), join_keys=("customer_id",),
+                        join_key_types={"customer_id": ValueType.INT64})
+    rows, _ = cache.read(resolved, Entities({"customer_id": ids}, len(ids)))
+    return [None if r is None else r["n"] for r in rows["tx"].values]
+
+
+def _packs(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in (data_dir / snapshot_pack.CACHE_DIR).glob("*.pack"))
+
+
+def _enc(v: int) -> bytes:
+    return Value(int64_val=v).SerializeToString()
+
+
+def test_a_second_process_maps_the_first_ones_pack_without_compiling(tmp_path, monkeypatch):
+    _tx(tmp_path, [10, 11, 12])
+    first = SnapshotCache(tmp_path)
+    first.refresh([VIEW])
+    assert len(_packs(tmp_path)) == 1
+    monkeypatch.setattr(fallback, "_compile", lambda *a: pytest.fail("compiled again"))
+    second = SnapshotCache(tmp_path)
+    assert second.refresh([VIEW]) == ["tx"]
+    assert _n(second, [2, 0, 7]) == [_enc(12), _enc(10), None] == _n(first, [2, 0, 7])
+    snap = second._views["tx"]
+    assert snap.shared and snap.held_bytes == (tmp_path / snapshot_pack.CACHE_DIR / _packs(tmp_path)[0]).stat().st_size
+
+
+def test_a_new_snapshot_gets_a_new_pack_and_the_old_one_goes(tmp_path):
+    _tx(tmp_path, [10, 11])
+    old = SnapshotCache(tmp_path)
+    old.refresh([VIEW])
+    (was,) = _packs(tmp_path)
+    _tx(tmp_path, [20, 21, 22], bump_ns=1_000_000)
+    new = SnapshotCache(tmp_path)
+    new.refresh([VIEW])
+    (now,) = _packs(tmp_path)
+    assert now != was
+    assert _n(new, [0, 2]) == [_enc(20), _enc(22)]
+    # a process still holding the old snapshot keeps answering from its mapping until it reloads
+    assert _n(old, [0, 2]) == [_enc(10), None]
+    assert old.refresh([VIEW]) == ["tx"] and _n(old, [0, 2]) == [_enc(20), _enc(22)]
+
+
+def test_a_damaged_pack_is_compiled_again(tmp_path):
+    _tx(tmp_path, [10, 11])
+    SnapshotCache(tmp_path).refresh([VIEW])
+    (name,) = _packs(tmp_path)
+    pack = tmp_path / snapshot_pack.CACHE_DIR / name
+    pack.write_bytes(pack.read_bytes()[:40])  # cut short, as by a full disk before this version
+    cache = SnapshotCache(tmp_path)
+    cache.refresh([VIEW])
+    assert _n(cache, [1]) == [_enc(11)]
+    assert pack.stat().st_size > 40
+
+
+def test_an_unwritable_cache_keeps_the_snapshot_in_the_process(tmp_path):
+    _tx(tmp_path, [10, 11])
+    (tmp_path / snapshot_pack.CACHE_DIR).write_text("not a directory")  # as a read-only volume would refuse
+    cache = SnapshotCache(tmp_path)
+    assert cache.refresh([VIEW]) == ["tx"]
+    assert _n(cache, [1, 0]) == [_enc(11), _enc(10)]
+    assert not cache._views["tx"].shared
+
+
+def test_string_keys_are_shared_too_and_the_last_row_of_a_repeated_key_wins(tmp_path):
+    cities = ["Miri", "Ipoh", "Kuching", "Ipoh", "Kota Bharu", "ñ-city", ""]
+    _write(tmp_path, "city", {"home_city": pa.array(cities), "pop": pa.array(range(len(cities)), pa.int64()),
+                              "event_timestamp": pa.array([T0] * len(cities), pa.timestamp("us", "UTC"))})
+    cache = SnapshotCache(tmp_path)
+    cache.refresh([CITY])
+    resolved = Resolved(refs=(FeatureRef("city", "pop"),), views=(CITY,), join_keys=("home_city",),
+                        join_key_types={"home_city": ValueType.STRING})
+    asked = ["Ipoh", "ñ-city", "Kota", "", "Miri", "Zzz"]
+    rows, _ = cache.read(resolved, Entities({"home_city": asked}, len(asked)))
+    got = [None if r is None else r["pop"] for r in rows["city"].values]
+    assert got == [_enc(3), _enc(5), None, _enc(6), _enc(0), None]
+    assert cache._views["city"].shared
+
+
+def _refresh_in_a_process(data_dir: str, queue) -> None:
+    compiled = []
+    original = fallback._compile
+    fallback._compile = lambda *a: compiled.append(1) or original(*a)  # count this process's compiles
+    cache = SnapshotCache(Path(data_dir))
+    cache.refresh([VIEW])
+    queue.put((len(compiled), _n(cache, [0, 3])))
+
+
+@pytest.mark.slow
+def test_workers_starting_together_compile_the_snapshot_once(tmp_path):
+    _tx(tmp_path, list(range(100, 200)))
+    ctx = mp.get_context("spawn")  # as `fedstore serve --workers` starts them
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_refresh_in_a_process, args=(str(tmp_path), queue)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert sum(compiled for compiled, _ in results) == 1
+    assert all(values == [_enc(100), _enc(103)] for _, values in results)
+    assert len(_packs(tmp_path)) == 1
