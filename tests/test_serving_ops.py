@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from serving import snapshot_pack
 from serving.client import FeatureClient
 from serving.server import ServingNode
 from serving_fixtures import TOKENS, served_region
@@ -115,6 +117,8 @@ def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monk
 
     s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, customers=20)
     s.server.stop(1)
+    cache = s.node.data_dir / snapshot_pack.CACHE_DIR
+    shutil.rmtree(cache)  # compiled by the in-process node above: let the workers compile it
     port = free_port()
     env = {**os.environ}
     proc = subprocess.Popen(
@@ -132,6 +136,11 @@ def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monk
         with FeatureClient(f"127.0.0.1:{port}", token=TOKENS["fraud-app"]) as client:
             for _ in range(10):
                 assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
+        # one pack per view's snapshot, mapped by both workers: the host holds each snapshot once
+        packs = sorted(str(p) for p in cache.glob("*.pack"))
+        assert packs and len(packs) == len(list((s.node.data_dir / "snapshots").glob("*.parquet")))
+        mapping = [pid for pid in _children(proc.pid) if all(p in _maps(pid) for p in packs)]
+        assert len(mapping) == 2, (packs, _children(proc.pid))
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
@@ -140,6 +149,26 @@ def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monk
     # Both workers share the pipe with each other's log lines, so look for the words, not whole lines.
     assert "MY: worker 0 stopped" in out and "MY: worker 1 stopped" in out, out
     assert "Traceback" not in out
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # the field after the state is the parent
+                kids.append(int(d.name))
+    return kids
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
 
 
 def test_unknown_region_for_serve_is_a_one_line_error(tmp_path, capsys):
@@ -266,3 +295,37 @@ def test_a_bad_certificate_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "cannot be read as a certificate and its private key" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_client_retries_stop_when_most_attempts_are_refused():
+    """Every node refuses (RESOURCE_EXHAUSTED): the first calls are retried, but the client's retry
+    throttling soon stops retrying, so an overloaded region does not get three attempts per call."""
+    from concurrent import futures
+
+    from proto.fedstore.serving.v1 import serving_pb2_grpc
+
+    attempts = []
+
+    class Refusing(serving_pb2_grpc.FeatureServingServicer):
+        def GetOnlineFeatures(self, request, context):  # noqa: N802 (gRPC's method name)
+            attempts.append(time.monotonic())
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls in flight")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    serving_pb2_grpc.add_FeatureServingServicer_to_server(Refusing(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    calls = 100
+    try:
+        with FeatureClient(f"127.0.0.1:{port}", token="t", timeout=5, retries=2) as client:
+            for i in range(calls):
+                with pytest.raises(grpc.RpcError) as refused:
+                    client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]})
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                if i == 0:
+                    assert len(attempts) == 3  # retried while the client had tokens
+    finally:
+        server.stop(None)
+    # without throttling every call would make 3 attempts (300); with it, retries stop once half the
+    # tokens are spent (about 50 refusals), then each call is tried once
+    assert calls <= len(attempts) < calls + 70, len(attempts)
