@@ -20,6 +20,7 @@ import logging
 import mmap
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -113,6 +114,7 @@ def shared(cache_dir: Path, view: str, version: str, build: Callable[[], Built])
             return _map(path)
         except (FileNotFoundError, PackError):
             pass
+        began = time.monotonic()
         built = build()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
@@ -126,7 +128,10 @@ def shared(cache_dir: Path, view: str, version: str, build: Callable[[], Built])
         for old in cache_dir.glob(f"{view}@*.pack"):
             if old != path:
                 old.unlink(missing_ok=True)
-        return _map(path)
+        pack = _map(path)
+        log.info("compiled the batch snapshot of %s into %s (%.1f MB in %.2f s); this host's other serving "
+                 "processes map it", view, path, pack.size / 1e6, time.monotonic() - began)
+        return pack
     finally:
         os.close(lock)  # closing releases the lock
 
