@@ -131,18 +131,21 @@ def test_at_epsilon_one_the_federated_model_beats_a_trivial_baseline(regions):
     model = LinearDiscriminant().fit(pool(_rows(released), SPEC.features), SPEC.feature_service)
     x = np.vstack([e.x for e in examples.values()])
     y = np.concatenate([e.y for e in examples.values()])
-    # a trivial model (a constant, or the base rate) has AUC 0.5
-    assert _rank_auc(model.logit(x), y) > 0.62
+    # a trivial model (a constant, or the base rate) has AUC 0.5; this one averages ~0.70, and its
+    # noise has a long low tail (0.60 in 9,000 draws), so the bar sits where noise cannot reach
+    assert _rank_auc(model.logit(x), y) > 0.55
 
 
 def test_gaussian_noise_matches_its_stated_scale(regions):
     config, _, examples = regions
     exact = class_statistics(examples["MY"], SPEC.feature_service, SPEC.label)
     draws = np.array([[c.n for c in release_training(exact, epsilon=1.0, delta=1e-6, minimum_cohort=1).statistics.classes]
-                      for _ in range(400)])
+                      for _ in range(1600)])
     stated = release_training(exact, epsilon=1.0, delta=1e-6, minimum_cohort=1).scales["n"]
     observed = (draws - np.array([c.n for c in exact.classes])).std()
-    assert observed == pytest.approx(stated, rel=0.1)  # 400×2 draws: the sd is within ~3.5%
+    # 1600×2 draws: the sd's standard error is ~1.8%, so 10% is 5.6 of them (with 400 draws it was
+    # 4, failing ~6e-5 of runs); a wrong sensitivity or calibration (√2, 2×) is far outside
+    assert observed == pytest.approx(stated, rel=0.1)
 
 
 def test_auc_from_score_histograms_matches_the_rank_auc(regions):
@@ -187,7 +190,8 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
     nodes = {c: _region(config, c, 3_000, seed) for c, seed in (("MY", 1), ("SG", 2))}
     sids = {}
     for c, node in nodes.items():
-        sid, released, path = publish_training_statistics(node, config.privacy, SPEC, epsilon=2.0, end=END, days=14)
+        # ε = 8: at 2, noise on SG's 55 fraud cases flipped the model's direction about once in 200 runs
+        sid, released, path = publish_training_statistics(node, config.privacy, SPEC, epsilon=8.0, end=END, days=14)
         body = json.loads(path.read_text())
         assert body["kind"] == "training" and body["accounting"]["mechanism"] == "gaussian"
         assert body["accounting"]["delta"] == pytest.approx(config.privacy.delta)
@@ -197,7 +201,7 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
     stub = aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(address))
     result = stub.Train(pb.TrainRequest(strategy="lda", feature_service="fraud_scoring"), metadata=_md("centre"), timeout=10)
     assert set(result.submissions) == set(sids.values())  # lineage back to the submissions
-    assert dict(result.epsilon_by_region) == pytest.approx({"MY": 2.0, "SG": 2.0}, rel=1e-6)
+    assert dict(result.epsilon_by_region) == pytest.approx({"MY": 8.0, "SG": 8.0}, rel=1e-6)
     assert list(result.features) == list(SPEC.features) and len(result.weights) == SPEC.dimension
 
     model = LinearModel(result.feature_service, tuple(result.features), tuple(result.weights), result.intercept,
@@ -314,10 +318,12 @@ def test_bad_training_and_evaluation_submissions_are_rejected_and_nothing_is_sto
 
 def test_a_second_gaussian_release_over_the_delta_budget_is_refused(tmp_path, monkeypatch):
     config = _config(tmp_path, monkeypatch, delta_per_month=1e-6)  # room for exactly one release
-    node = _region(config, "MY", 3_000, 3)  # enough fraud cases that the release is never suppressed
-    publish_training_statistics(node, config.privacy, SPEC, epsilon=0.5, end=END, days=14)
+    node = _region(config, "MY", 3_000, 3)
+    # ε = 5 keeps the noise on its ~87 fraud cases near 3.6: the release is not suppressed (at
+    # ε = 0.5 it was, about once in 180 runs); the δ budget is what refuses the second one
+    publish_training_statistics(node, config.privacy, SPEC, epsilon=5.0, end=END, days=14)
     with pytest.raises(BudgetExceeded, match="δ"):
-        publish_training_statistics(node, config.privacy, SPEC, epsilon=0.5, end=END, days=14)
+        publish_training_statistics(node, config.privacy, SPEC, epsilon=5.0, end=END, days=14)
     assert len(list(outbox_dir(node.data_dir).glob("*.json"))) == 1
     # and the centre, counting for itself, refuses a forged second one as well
     server, port, store = build_server(config, tmp_path / "c.duckdb", "127.0.0.1:0")

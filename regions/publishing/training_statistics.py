@@ -15,6 +15,7 @@ trained without both classes, and a partial release would only spend budget.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,7 @@ def _gaussian(scale: float, delta: float):  # type: ignore[no-untyped-def]
     return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(dp.m.make_gaussian(*space, scale=scale)), delta)
 
 
+@functools.lru_cache(maxsize=64)  # a pure function whose binary search builds ~100 measurements
 def gaussian_scale(d: int, epsilon: float, delta: float) -> float:
     """The smallest noise scale OpenDP certifies for (ε, δ) at this dimension's sensitivity."""
     return float(dp.binary_search_param(lambda s: _gaussian(s, delta), d_in=l2_sensitivity(d), d_out=(epsilon, delta)))
