@@ -78,10 +78,10 @@ def encode(header: dict[str, Any], sections: Mapping[str, bytes | memoryview]) -
 
 
 def decode(buffer: mmap.mmap | bytes, path: Path | None = None) -> Pack:
-    if buffer[: len(MAGIC)] != MAGIC:
+    start = len(MAGIC) + 8
+    if len(buffer) < start or buffer[: len(MAGIC)] != MAGIC:
         raise PackError("not a snapshot pack of this version")
     (head_len,) = struct.unpack_from("<Q", buffer, len(MAGIC))
-    start = len(MAGIC) + 8
     base = _pad(start + head_len)
     try:
         header = json.loads(bytes(buffer[start : start + head_len]))
