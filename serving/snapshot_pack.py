@@ -114,6 +114,8 @@ def shared(cache_dir: Path, view: str, version: str, build: Callable[[], Built])
             return _map(path)
         except (FileNotFoundError, PackError):
             pass
+        for stale in cache_dir.glob(f".{view}@*.tmp"):  # left by a process that died compiling (we hold the lock)
+            stale.unlink(missing_ok=True)
         began = time.monotonic()
         built = build()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

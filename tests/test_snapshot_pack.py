@@ -95,10 +95,12 @@ def test_a_damaged_pack_is_compiled_again(tmp_path, keep):
     pack = tmp_path / snapshot_pack.CACHE_DIR / name
     whole = pack.read_bytes()
     pack.write_bytes(whole[:keep])  # cut short, as by a full disk before this version
+    orphan = pack.with_name(f".{name}.4242.tmp")  # left by a process killed while compiling
+    orphan.write_bytes(whole[:keep])
     cache = SnapshotCache(tmp_path)
     cache.refresh([VIEW])
     assert _n(cache, [1]) == [_enc(11)]
-    assert pack.read_bytes() == whole
+    assert pack.read_bytes() == whole and not orphan.exists()
 
 
 def test_an_unwritable_cache_keeps_the_snapshot_in_the_process(tmp_path):
