@@ -247,7 +247,7 @@ class SnapshotCache:
 def _load(path: Path, view: ViewSpec, version: tuple[int, int], data_dir: Path) -> LoadedSnapshot:
     """The view's pack for this snapshot version: mapped if a process of this host compiled it,
     else compiled now (the pack's name changes with the snapshot file's mtime and size)."""
-    pack = snapshot_pack.shared(data_dir / snapshot_pack.CACHE_DIR, view.name, f"{version[0]}-{version[1]}",
+    pack = snapshot_pack.shared(data_dir / snapshot_pack.CACHE_DIR, view.name, version,
                                 lambda: _compile(path, view, data_dir))
     return LoadedSnapshot.from_pack(pack, version)
 

@@ -97,17 +97,18 @@ def in_memory(built: Built) -> Pack:
     return decode(b"".join(encode(*built)))
 
 
-def shared(cache_dir: Path, view: str, version: str, build: Callable[[], Built]) -> Pack:
-    """Map the pack of this view's snapshot version from ``cache_dir``, compiling it first if no
-    process of this host has (the others wait on the view's lock meanwhile). Older packs of the view
-    are removed once a newer one is in place; processes still mapping them keep their mapping."""
+def shared(cache_dir: Path, view: str, version: tuple[int, int], build: Callable[[], Built]) -> Pack:
+    """Map the pack of this view's snapshot version (its file's mtime in ns and size) from
+    ``cache_dir``, compiling it first if no process of this host has (the others wait on the view's
+    lock meanwhile). Older packs of the view are removed once a newer one is in place; processes
+    still mapping them keep their mapping."""
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         lock = os.open(cache_dir / f"{view}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:  # a read-only data directory: each process keeps its own copy
         log.info("snapshot cache %s is not writable (%s); holding the snapshot in this process", cache_dir, e)
         return in_memory(build())
-    path = cache_dir / f"{view}@{version}.pack"
+    path = cache_dir / f"{view}@{version[0]}-{version[1]}.pack"
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -128,7 +129,8 @@ def shared(cache_dir: Path, view: str, version: str, build: Callable[[], Built])
             log.info("could not write snapshot pack %s (%s); holding the snapshot in this process", path, e)
             return in_memory(built)
         for old in cache_dir.glob(f"{view}@*.pack"):
-            if old != path:
+            # only older ones: a process still on an older snapshot must not remove a newer pack
+            if old != path and _mtime_of(old) < version[0]:
                 old.unlink(missing_ok=True)
         pack = _map(path)
         log.info("compiled the batch snapshot of %s into %s (%.1f MB in %.2f s); this host's other serving "
@@ -145,6 +147,14 @@ def _map(path: Path) -> Pack:
             raise PackError("empty pack")
         buffer = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
     return decode(buffer, path)
+
+
+def _mtime_of(pack: Path) -> int:
+    """The snapshot mtime a pack's name records (-1 for a name this version did not write)."""
+    try:
+        return int(pack.stem.split("@", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return -1
 
 
 def _pad(n: int) -> int:

@@ -87,6 +87,16 @@ def test_a_new_snapshot_gets_a_new_pack_and_the_old_one_goes(tmp_path):
     assert old.refresh([VIEW]) == ["tx"] and _n(old, [0, 2]) == [_enc(20), _enc(22)]
 
 
+def test_a_process_still_on_an_older_snapshot_does_not_remove_the_newer_pack(tmp_path):
+    built = ({"note": "a"}, {"data": b"x" * 10})
+    newer = snapshot_pack.shared(tmp_path, "tx", (2_000, 9), lambda: built)
+    older = snapshot_pack.shared(tmp_path, "tx", (1_000, 9), lambda: built)  # a slow worker's refresh
+    assert newer.path.exists() and older.path.exists()
+    snapshot_pack.shared(tmp_path, "tx", (3_000, 9), lambda: built)  # the next snapshot removes both
+    assert sorted(p.name for p in tmp_path.glob("*.pack")) == ["tx@3000-9.pack"]
+    assert bytes(older.array("data", "B")) == b"x" * 10  # a mapping outlives its removed file
+
+
 @pytest.mark.parametrize("keep", [0, 30, 40, -8])  # cut inside the magic, the length, the header, a section
 def test_a_damaged_pack_is_compiled_again(tmp_path, keep):
     _tx(tmp_path, [10, 11])
