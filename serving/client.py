@@ -46,8 +46,10 @@ class OnlineResult:
         return pd.DataFrame(self.to_dict())
 
 
-class FeatureClient:
-    """Blocking lookups; ``AsyncFeatureClient`` is the same for asyncio applications."""
+class _Client:
+    """What both clients hold: one channel (round robin, retries), its stub and the caller's token."""
+
+    _api: Any  # grpc or grpc.aio, whose channel functions have the same names
 
     def __init__(
         self,
@@ -58,10 +60,16 @@ class FeatureClient:
         timeout: float = 2.0,
         retries: int = 2,
     ) -> None:
-        self._channel = _open_channel(grpc, address, root_certificates, retries)
+        self._channel = _open_channel(self._api, address, root_certificates, retries)
         self._stub = serving_pb2_grpc.FeatureServingStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
+
+
+class FeatureClient(_Client):
+    """Blocking lookups; ``AsyncFeatureClient`` is the same for asyncio applications."""
+
+    _api = grpc
 
     def get_online_features(
         self,
@@ -87,23 +95,11 @@ class FeatureClient:
         self.close()
 
 
-class AsyncFeatureClient:
+class AsyncFeatureClient(_Client):
     """The same lookups for asyncio applications (grpc.aio): ``await client.get_online_features(...)``.
     Create and use it on one event loop."""
 
-    def __init__(
-        self,
-        address: str,
-        token: str | None = None,
-        *,
-        root_certificates: bytes | None = None,
-        timeout: float = 2.0,
-        retries: int = 2,
-    ) -> None:
-        self._channel = _open_channel(grpc.aio, address, root_certificates, retries)
-        self._stub = serving_pb2_grpc.FeatureServingStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self.timeout = timeout
+    _api = grpc.aio
 
     async def get_online_features(
         self,
