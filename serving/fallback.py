@@ -104,15 +104,9 @@ class _CanonicalKeys:
 
     def row(self, key: tuple[object, ...]) -> int | None:
         want, keys = canonical_key(key), self.sorted
-        lo, hi = 0, len(keys)
-        while lo < hi:  # bisect_right: of repeated keys the last row wins
-            mid = (lo + hi) // 2
-            if want < keys[mid]:
-                hi = mid
-            else:
-                lo = mid + 1
-        if lo and keys[lo - 1] == want:
-            return self.positions[lo - 1]
+        i = bisect_right(keys, want) - 1  # type: ignore[arg-type]  # of repeated keys the last row wins
+        if i >= 0 and keys[i] == want:
+            return self.positions[i]
         return None
 
     def rows(self, keys: list[tuple[object, ...]]) -> list[int | None]:
@@ -258,6 +252,7 @@ def _compile(path: Path, view: ViewSpec, data_dir: Path) -> Built:
     info = read_snapshot_info(data_dir, view.name)
     written_at = info.written_at if info else datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
     sections: dict[str, Any] = {}
+    blobs: dict[str, tuple[bytes, np.ndarray]] = {}  # byte columns: the bytes and each row's length
     key_columns = [table.column(k) for k in view.join_keys]
     if len(view.join_keys) == 1 and view.join_key_types[0] in _INT_KEYS and not key_columns[0].null_count:
         kind = "int"
@@ -269,21 +264,18 @@ def _compile(path: Path, view: ViewSpec, data_dir: Path) -> Built:
         forms = [canonical_key(k) for k in zip(*(c.to_pylist() for c in key_columns), strict=True)]
         order = np.argsort(np.array(forms, dtype=bytes), kind="stable")
         ordered = [forms[i] for i in order.tolist()]
-        sections["keys"] = b"".join(ordered)
-        sections["keys.ends"] = np.cumsum([len(f) for f in ordered], dtype=np.int64)
+        blobs["keys"] = b"".join(ordered), np.array([len(f) for f in ordered], dtype=np.int64)
     sections["positions"] = order.astype(np.int64)
     features = [f for f in view.features if f in table.column_names]
     encoded = {f"feature:{f}": redis_layout.values(table.column(f), view.features[f]) for f in features}
     ts_col = table.column(view.timestamp_field)
     encoded["ts"] = redis_layout.timestamps(ts_col) if table.num_rows else Segment(0, ())
-    for name, segment in encoded.items():
-        sections[name] = to_bytes(segment)
-        sections[f"{name}.ends"] = np.cumsum(segment.lengths(), dtype=np.int64)
+    blobs.update({name: (to_bytes(segment), segment.lengths()) for name, segment in encoded.items()})
     # row ends fit 32 bits unless a buffer reaches 2 GiB: half the memory for the ends
-    buffers = [n for n in sections if f"{n}.ends" in sections]
-    ends = "i" if max((len(sections[n]) for n in buffers), default=0) < 2**31 else "q"
-    for name in buffers:
-        sections[f"{name}.ends"] = sections[f"{name}.ends"].astype(np.int32 if ends == "i" else np.int64)
+    ends = "i" if max((len(blob) for blob, _ in blobs.values()), default=0) < 2**31 else "q"
+    for name, (blob, lengths) in blobs.items():
+        sections[name] = blob
+        sections[f"{name}.ends"] = np.cumsum(lengths, dtype=np.int32 if ends == "i" else np.int64)
     micros = ts_col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy().astype(np.int64)
     sections["ts_micros"] = micros
     if JOB_COLUMN in table.column_names:

@@ -80,7 +80,9 @@ class NodeStats(Collector):
             labels=["view"],
         ), self.freshness)
         yield _labelled(GaugeMetricFamily(
-            "fedstore_snapshot_bytes", "Memory held by the view's batch snapshot in this process", labels=["view"]
+            "fedstore_snapshot_bytes",
+            "Size of the view's batch snapshot pack, mapped by every serving process of the host",
+            labels=["view"],
         ), self.snapshot_bytes)
         yield _labelled(CounterMetricFamily(
             "fedstore_calls_by_caller", "Calls admitted, by the name of the caller's token", labels=["caller"]
