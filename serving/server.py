@@ -116,6 +116,7 @@ class ServingNode:
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
         self.snapshots = SnapshotCache(region.data_dir)
         self.snapshots.refresh(list(self.catalog.current.views.values()))
+        self.snapshots.drop_unlisted(list(self.catalog.current.views.values()))
         self.metrics = ServingMetrics(region.code)
         self.metrics.snapshot_size(self.snapshots.held_bytes())
         self.features = OnlineFeatures(
@@ -228,9 +229,14 @@ class ServingNode:
             try:
                 if self.catalog.refresh_if_changed():
                     log.info("region %s: registry changed; catalog reloaded", self.region.code)
-                reloaded = self.snapshots.refresh(list(self.catalog.current.views.values()))
+                views = list(self.catalog.current.views.values())
+                reloaded = self.snapshots.refresh(views)
                 if reloaded:
                     log.info("region %s: snapshots reloaded: %s", self.region.code, ", ".join(reloaded))
+                dropped = self.snapshots.drop_unlisted(views)
+                if dropped:
+                    log.info("region %s: no longer served, snapshots dropped: %s", self.region.code, ", ".join(dropped))
+                if reloaded or dropped:
                     self.metrics.snapshot_size(self.snapshots.held_bytes())
                 self._check_health()
                 self._export_freshness()

@@ -140,6 +140,37 @@ def shared(cache_dir: Path, view: str, version: tuple[int, int], build: Callable
         os.close(lock)  # closing releases the lock
 
 
+def remove_unlisted(cache_dir: Path, views: set[str]) -> list[str]:
+    """Remove the packs (and locks, and orphaned temp files) of views not in ``views``: views the
+    registry no longer serves. Processes still mapping such a pack keep their mapping; one still on
+    the older registry that needs the pack compiles it again, and its next refresh removes it."""
+    removed: set[str] = set()
+    try:
+        entries = list(cache_dir.iterdir())
+    except OSError:  # no cache (nothing compiled yet) or not readable: nothing to tidy
+        return []
+    for entry in entries:
+        name = entry.name
+        if name.endswith(".pack"):
+            view = name.rsplit("@", 1)[0]
+        elif name.endswith(".lock"):
+            view = name[: -len(".lock")]
+        elif name.startswith(".") and name.endswith(".tmp"):
+            view = name[1:].rsplit("@", 1)[0]
+        else:
+            continue
+        if view in views:
+            continue
+        try:
+            entry.unlink(missing_ok=True)
+        except OSError as e:  # a read-only cache: leave it, serving is unaffected
+            log.info("could not remove %s (%s)", entry, e)
+            continue
+        if name.endswith(".pack"):
+            removed.add(view)
+    return sorted(removed)
+
+
 def _map(path: Path) -> Pack:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size

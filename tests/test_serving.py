@@ -95,6 +95,28 @@ def test_resolution_is_cached_and_follows_registry_changes(served):
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+
+def test_a_view_removed_from_the_registry_leaves_no_snapshot_behind(served):
+    """The serving cache holds a pack per served view; a view deleted from the registry loses its
+    pack and its snapshot in memory, the others keep theirs."""
+    from serving import snapshot_pack
+
+    cache_dir = served.node.data_dir / snapshot_pack.CACHE_DIR
+    views = lambda: sorted(p.name.rsplit("@", 1)[0] for p in cache_dir.glob("*.pack"))  # noqa: E731
+    before = views()
+    assert "driver_performance" in before and "customer_transactions" in before
+    served.node.store.delete_feature_view("driver_performance")
+    deadline = time.monotonic() + 10
+    while "driver_performance" in views() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert views() == [v for v in before if v != "driver_performance"]
+    assert "driver_performance" not in served.server.snapshots.held_bytes()
+    assert "driver_performance" not in served.server.metrics.stats.snapshot_bytes
+    with _client(served) as client:  # the views still served answer as before
+        ids = sorted(latest(served.tables["customer_transactions"], "customer_id"))[:2]
+        got = client.get_online_features(features=["customer_transactions:spend_7d"], entities={"customer_id": ids})
+        assert got.statuses["spend_7d"] == ["present"] * 2
+
 def test_async_client_gets_what_the_blocking_client_gets(served):
     import asyncio
 

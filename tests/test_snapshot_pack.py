@@ -137,6 +137,29 @@ def test_string_keys_are_shared_too_and_the_last_row_of_a_repeated_key_wins(tmp_
     assert cache._views["city"].shared
 
 
+
+def test_a_view_no_longer_served_loses_its_snapshot_and_its_pack(tmp_path):
+    _tx(tmp_path, [10, 11])
+    _write(tmp_path, "city", {"home_city": pa.array(["Ipoh"]), "pop": pa.array([1], pa.int64()),
+                              "event_timestamp": pa.array([T0], pa.timestamp("us", "UTC"))})
+    cache = SnapshotCache(tmp_path)
+    assert sorted(cache.refresh([VIEW, CITY])) == ["city", "tx"]
+    cache_dir = tmp_path / snapshot_pack.CACHE_DIR
+    orphan = cache_dir / ".city@1-2.pack.999.tmp"  # left by a process that died compiling
+    orphan.write_bytes(b"half")
+    other = cache_dir / "notes.txt"  # not the cache's own: left alone
+    other.write_text("x")
+    city_pack = cache._views["city"].pack
+    assert cache.drop_unlisted([VIEW]) == ["city"]  # city was removed from the registry
+    assert [p.split("@")[0] for p in _packs(tmp_path)] == ["tx"]
+    assert not (cache_dir / "city.lock").exists() and not orphan.exists() and other.exists()
+    assert set(cache.held_bytes()) == {"tx"} and not cache.has((CITY,)) and _n(cache, [1]) == [_enc(11)]
+    assert bytes(city_pack.buffer[:4]) == snapshot_pack.MAGIC[:4]  # a mapping outlives its removed file
+    # another process of the host, on the same registry, has nothing left to drop
+    assert SnapshotCache(tmp_path).drop_unlisted([VIEW]) == []
+    # a cache that was never created is not an error
+    assert SnapshotCache(tmp_path / "elsewhere").drop_unlisted([VIEW]) == []
+
 def _refresh_in_a_process(data_dir: str, queue) -> None:
     compiled = []
     original = fallback._compile
