@@ -67,8 +67,9 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
         summaries.append((region, report, job, region_status(node)))
     print()
     for region, report, job, st in summaries:
+        written = "an unreported number of" if job.rows_written is None else f"{job.rows_written:,}"
         print(f"{region.code} ({region.jurisdiction}, {region.law}) — {sum(report.rows.values()):,} source rows, "
-              f"job {job.job_id}, {job.rows_written:,} entities written in {job.duration_s:.1f}s")
+              f"job {job.job_id}, {written} entities written in {job.duration_s:.1f}s")
         print(table(
             ["view", "entities online", "latest event", "freshness", "written by job"],
             [[v.view, v.entities, v.latest_event, age(v.age_seconds), v.snapshot_job] for v in st.views],

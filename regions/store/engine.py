@@ -53,8 +53,10 @@ class ViewMaterialization:
     start: datetime
     end: datetime
     rows_read: int
-    rows_written: int
-    rows_skipped_stale: int
+    # None: the engine does not say (Feast's Spark engine skips values not newer than those online
+    # without counting them); the ledger and the operator's message then say "not reported"
+    rows_written: int | None
+    rows_skipped_stale: int | None
     delta_path: Path | None  # the rows written, as Parquet: the batch snapshot's input
     path: str  # "redis-fast" or "feast-generic"
 

@@ -113,19 +113,21 @@ class JobLedger:
             )
         return self.get(job_id)
 
-    def succeed(self, job_id: str, per_view: dict[str, dict[str, int]]) -> JobRecord:
+    def succeed(self, job_id: str, per_view: dict[str, dict[str, int | None]]) -> JobRecord:
         return self._finish(job_id, SUCCEEDED, per_view, None)
 
-    def fail(self, job_id: str, error: str, per_view: dict[str, dict[str, int]] | None = None) -> JobRecord:
+    def fail(self, job_id: str, error: str, per_view: dict[str, dict[str, int | None]] | None = None) -> JobRecord:
         return self._finish(job_id, FAILED, per_view or {}, error)
 
     def _finish(
-        self, job_id: str, status: str, per_view: dict[str, dict[str, int]], error: str | None
+        self, job_id: str, status: str, per_view: dict[str, dict[str, int | None]], error: str | None
     ) -> JobRecord:
         now = datetime.now(timezone.utc)
         started = self.get(job_id).started_at
+        # a count one view's engine did not report (None) leaves the job's total unknown, not smaller
         totals = {
-            k: sum(int(v.get(k, 0)) for v in per_view.values())
+            k: None if any(v.get(k, 0) is None for v in per_view.values())
+            else sum(int(v.get(k, 0) or 0) for v in per_view.values())
             for k in ("rows_read", "rows_written", "rows_skipped")
         }
         with closing(self._connect()) as db, db:

@@ -91,7 +91,7 @@ def materialize(
             offline_store=get_offline_store_from_config(store.config.offline_store),
             online_store=get_online_store_from_config(store.config.online_store),
         )
-    per_view: dict[str, dict[str, int]] = {}
+    per_view: dict[str, dict[str, int | None]] = {}
     results: list[ViewMaterialization] = []
     staging = node.data_dir / "staging" / job.job_id
     try:
@@ -117,10 +117,7 @@ def materialize(
                 "rows_written": result.rows_written,
                 "rows_skipped": result.rows_skipped_stale,
             }
-            say(
-                f"{node.code}: {fv.name}: read {result.rows_read:,} rows, wrote {result.rows_written:,} "
-                f"entities ({result.rows_skipped_stale:,} already newer online) via {result.path}"
-            )
+            say(f"{node.code}: {fv.name}: read {result.rows_read:,} rows, {_written(result)} via {result.path}")
         for fv, result in zip(views, results, strict=False):
             write_snapshot(
                 node.data_dir,
@@ -142,3 +139,9 @@ def materialize(
     node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs)
     say(f"{node.code}: job {job.job_id} succeeded in {record.duration_s:.1f}s")
     return record
+
+
+def _written(result: ViewMaterialization) -> str:
+    if result.rows_written is None:
+        return "wrote up to that many entities (the engine does not report how many were already newer online)"
+    return f"wrote {result.rows_written:,} entities ({result.rows_skipped_stale or 0:,} already newer online)"

@@ -52,15 +52,15 @@ class SparkMaterializer:
                 pass
         finally:
             counted.close()
-        written = 0
+        written: int | None = 0
         if fv.online and counted.rows:
             (job,) = self.engine.materialize(self.store.registry, [task])
             if job.status() != MaterializationJobStatus.SUCCEEDED:
                 error = job.error()
                 raise RuntimeError(f"Spark materialisation of {fv.name} failed: {error}") from error
-            written = counted.rows  # Feast's writer skips values that are not newer; it does not say how many
+            written = None  # Feast's writer skips values that are not newer; it does not say how many
         return ViewMaterialization(
             view=fv.name, start=task.start_time, end=task.end_time, rows_read=counted.rows, rows_written=written,
-            rows_skipped_stale=0, delta_path=delta_path if counted.rows else None,
+            rows_skipped_stale=None if written is None else 0, delta_path=delta_path if counted.rows else None,
             path="spark" if fv.online else "offline-only",
         )
