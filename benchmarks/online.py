@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -109,10 +110,32 @@ def start_feast_listen(data_dir: Path, port: int, *extra: str) -> subprocess.Pop
 
 
 def start_fedstore_serve(cfg: Path, port: int, workers: int = 1) -> subprocess.Popen:
-    """`fedstore serve` for the benchmark region, quiet."""
+    """`fedstore serve` for the benchmark region, quiet but for its stdout, where each worker says
+    when it serves (``wait_workers``)."""
     return subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "serve", "--region", "MY",
                              "--address", f"127.0.0.1:{port}", "--workers", str(workers)],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def wait_workers(proc: subprocess.Popen, workers: int) -> None:
+    """Wait until every worker of `fedstore serve` listens: the port answers as soon as the first
+    does, and connections made before the others bind all land on it (SO_REUSEPORT spreads only
+    over the sockets bound at connect time). Keeps reading the output so the pipe never fills."""
+    serving = threading.Semaphore(0)
+
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if " serving on " in line:
+                serving.release()
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 120
+    for _ in range(workers):
+        while not serving.acquire(timeout=0.2):
+            if proc.poll() is not None:
+                raise SystemExit("fedstore serve exited before all its workers served")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"fedstore serve: not all {workers} workers serve after 120 s")
 
 
 def stop_processes(procs: list[subprocess.Popen]) -> None:
@@ -328,6 +351,7 @@ def main() -> None:
             procs.append(start_fedstore_serve(cfg, ours_port, args.workers))
             wait_port(feast_port, procs[0], "feast listen")
             wait_port(ours_port, procs[1], "fedstore serve")
+            wait_workers(procs[1], args.workers)
             feast_addr, ours_addr = f"127.0.0.1:{feast_port}", f"127.0.0.1:{ours_port}"
             callers = {
                 "feast listen": feast_caller(feast_addr),

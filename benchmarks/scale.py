@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from online import free_port, setup_region, start_fedstore_serve, stop_processes, throughput, wait_port  # noqa: E402
+from online import (  # noqa: E402
+    free_port, setup_region, start_fedstore_serve, stop_processes, throughput, wait_port, wait_workers,
+)
 
 
 def materialise(cfg: Path) -> tuple[float, int]:
@@ -44,7 +46,7 @@ def serve_throughput(cfg: Path, workers: int, entities: int, seconds: float) -> 
     proc = start_fedstore_serve(cfg, port, workers)
     try:
         wait_port(port, proc, "fedstore serve")
-        time.sleep(1.0 if workers > 1 else 0.2)  # let every worker bind the shared port
+        wait_workers(proc, workers)
         return throughput("fedstore", f"127.0.0.1:{port}", entities, 1, seconds)
     finally:
         stop_processes([proc])
