@@ -23,8 +23,10 @@ CREATE TABLE IF NOT EXISTS submissions (
     window_start TIMESTAMPTZ NOT NULL, window_end TIMESTAMPTZ NOT NULL,
     mechanism VARCHAR NOT NULL, epsilon DOUBLE NOT NULL, delta DOUBLE NOT NULL,
     minimum_cohort BIGINT NOT NULL, content_sha256 VARCHAR NOT NULL,
-    receipt_id VARCHAR NOT NULL, accepted_at TIMESTAMPTZ NOT NULL
+    receipt_id VARCHAR NOT NULL, accepted_at TIMESTAMPTZ NOT NULL, epsilon_per_query DOUBLE
 );
+-- a store written before ε per query was kept: its submissions have none (their noise is unknown)
+ALTER TABLE submissions ADD COLUMN IF NOT EXISTS epsilon_per_query DOUBLE;
 CREATE TABLE IF NOT EXISTS feature_statistics (
     submission_id VARCHAR NOT NULL, ref VARCHAR NOT NULL, count BIGINT NOT NULL,
     null_count BIGINT NOT NULL, sum DOUBLE NOT NULL, sum_sq DOUBLE NOT NULL, histogram BIGINT[] NOT NULL
@@ -44,6 +46,20 @@ CREATE TABLE IF NOT EXISTS evaluations (
     class_label BIGINT NOT NULL, counts BIGINT[] NOT NULL
 );
 """
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One feature of one accepted submission, as released."""
+
+    submission_id: str
+    region: str
+    ref: str
+    count: int
+    sum: float
+    sum_sq: float
+    histogram: tuple[int, ...]
+    epsilon_per_query: float | None  # None: stored before it was kept
 
 
 @dataclass(frozen=True)
@@ -112,10 +128,13 @@ class SubmissionStore:
                 if spent + acc.epsilon > epsilon_limit + 1e-9 or spent_delta + acc.delta > delta_limit * (1 + 1e-9):
                     raise BudgetRefused(float(spent), float(spent_delta))
                 self._db.execute(
-                    "INSERT INTO submissions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO submissions (submission_id, region, period, window_start, window_end, mechanism,"
+                    " epsilon, delta, minimum_cohort, content_sha256, receipt_id, accepted_at, epsilon_per_query)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [sub.submission_id, sub.region, sub.period, sub.window_start.ToDatetime(timezone.utc),
                      sub.window_end.ToDatetime(timezone.utc), pb.Mechanism.Name(acc.mechanism), acc.epsilon,
-                     acc.delta, acc.minimum_cohort, receipt.content_sha256, receipt.receipt_id, receipt.accepted_at],
+                     acc.delta, acc.minimum_cohort, receipt.content_sha256, receipt.receipt_id, receipt.accepted_at,
+                     acc.epsilon_per_query],
                 )
                 if sub.features:
                     self._db.executemany(
@@ -146,15 +165,17 @@ class SubmissionStore:
                 raise
         return receipt
 
-    def features(self, period: str | None) -> list[tuple[str, str, str, int, float, float, list[int]]]:
-        sql = ("SELECT s.submission_id, s.region, f.ref, f.count, f.sum, f.sum_sq, f.histogram "
+    def features(self, period: str | None) -> list[FeatureRow]:
+        sql = ("SELECT s.submission_id, s.region, f.ref, f.count, f.sum, f.sum_sq, f.histogram, s.epsilon_per_query "
                "FROM feature_statistics f JOIN submissions s USING (submission_id)")
         args: list[object] = []
         if period:
             sql += " WHERE s.period = ?"
             args.append(period)
         with self._lock:
-            return self._db.execute(sql + " ORDER BY s.accepted_at", args).fetchall()
+            rows = self._db.execute(sql + " ORDER BY s.accepted_at", args).fetchall()
+        return [FeatureRow(r[0], r[1], r[2], int(r[3]), float(r[4]), float(r[5]), tuple(r[6]),
+                           None if r[7] is None else float(r[7])) for r in rows]
 
 
     def latest_training(self, feature_service: str, period: str | None) -> list[TrainingRow]:

@@ -32,6 +32,16 @@ class FeatureSpec:
         return self.ref.split(":", 1)[0]
 
     @property
+    def sum_sensitivity(self) -> float:
+        """How far one entity's clipped value can move the sum: the sum's noise is scaled to it."""
+        return max(abs(self.lower), abs(self.upper))
+
+    @property
+    def sum_sq_sensitivity(self) -> float:
+        """The same for the sum of squares."""
+        return max(self.lower**2, self.upper**2)
+
+    @property
     def feature(self) -> str:
         return self.ref.split(":", 1)[1]
 

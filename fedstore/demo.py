@@ -12,6 +12,7 @@ import secrets
 import shutil
 import time
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from federation import FederationConfig
 from fedstore.render import age, table
@@ -20,6 +21,9 @@ from regions.store.node import RegionNode
 from regions.store.status import region_status
 from serving.client import FeatureClient
 from serving.server import ServingNode
+
+if TYPE_CHECKING:
+    from proto.fedstore.aggregator.v1 import aggregator_pb2
 
 DEFAULT_REGIONS = ("MY", "SG", "ID")
 
@@ -141,14 +145,27 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
               "(no row, no key crossed a border)")
         print(table(
             ["feature", "entities (noisy)", "mean", "std", "by region"],
-            [[f.ref, f.count, f.mean, f.variance ** 0.5, ", ".join(f"{r.region} {r.count:,}" for r in f.regions)]
+            [[f.ref, f.count, *_mean_and_std(f), ", ".join(f"{r.region} {r.count:,}" for r in f.regions)]
              for f in merged.features],
         ))
+        print("± is the privacy noise's standard deviation (not sampling error); std is '-' where the noise "
+              "swamps the variance at this ε")
         print()
         _train(config, regions, f"127.0.0.1:{port}", token, evaluations)
     finally:
         server.stop(1).wait()
         store.close()
+
+
+def _mean_and_std(f: aggregator_pb2.GlobalFeature) -> tuple[str, str]:
+    """Mean and std with their noise, as the centre reports them (std: first order, from the variance's)."""
+    if not f.HasField("mean_noise_sd"):
+        return f"{f.mean:,.2f}", f"{f.variance ** 0.5:,.2f}"
+    mean = f"{f.mean:,.2f} ± {f.mean_noise_sd:,.2f}"
+    if f.variance <= 3 * f.variance_noise_sd:  # too close to 0 for a first-order ± on its root
+        return mean, "-"
+    std = f.variance**0.5
+    return mean, f"{std:,.2f} ± {f.variance_noise_sd / (2 * std):,.2f}"
 
 
 def _train(config: FederationConfig, regions: list, address: str, token: str, evaluations: list[tuple]) -> None:

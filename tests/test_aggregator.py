@@ -75,7 +75,7 @@ def test_outbox_to_receipt_and_replay_is_not_counted_twice(fed):
     again = _stub(address).Submit(to_proto(body), metadata=_md("MY"), timeout=5)
     assert again.replay and again.receipt_id == body["receipt_id"]
     assert store.epsilon_spent("MY", body["period"]) == pytest.approx(released.accounting.epsilon)
-    assert len({r[0] for r in store.features(None)}) == 1
+    assert len({r.submission_id for r in store.features(None)}) == 1
 
 
 def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):

@@ -103,8 +103,7 @@ def anonymise(
     scales: dict[str, dict[str, float]] = {}
     for f in stats.features:
         spec = specs[f.ref]
-        sens_sum = max(abs(spec.lower), abs(spec.upper))
-        sens_sq = max(spec.lower**2, spec.upper**2)
+        sens_sum, sens_sq = spec.sum_sensitivity, spec.sum_sq_sensitivity
         plan = {
             "count": ("int", 1, f.count),
             "null_count": ("int", 1, f.null_count),

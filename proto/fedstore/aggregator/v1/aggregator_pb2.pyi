@@ -162,7 +162,7 @@ class RegionContribution(_message.Message):
     def __init__(self, region: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GlobalFeature(_message.Message):
-    __slots__ = ("ref", "count", "mean", "variance", "edges", "histogram", "regions")
+    __slots__ = ("ref", "count", "mean", "variance", "edges", "histogram", "regions", "mean_noise_sd", "variance_noise_sd")
     REF_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,8 @@ class GlobalFeature(_message.Message):
     EDGES_FIELD_NUMBER: _ClassVar[int]
     HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_NOISE_SD_FIELD_NUMBER: _ClassVar[int]
     ref: str
     count: int
     mean: float
@@ -177,7 +179,9 @@ class GlobalFeature(_message.Message):
     edges: _containers.RepeatedScalarFieldContainer[float]
     histogram: _containers.RepeatedScalarFieldContainer[int]
     regions: _containers.RepeatedCompositeFieldContainer[RegionContribution]
-    def __init__(self, ref: _Optional[str] = ..., count: _Optional[int] = ..., mean: _Optional[float] = ..., variance: _Optional[float] = ..., edges: _Optional[_Iterable[float]] = ..., histogram: _Optional[_Iterable[int]] = ..., regions: _Optional[_Iterable[_Union[RegionContribution, _Mapping]]] = ...) -> None: ...
+    mean_noise_sd: float
+    variance_noise_sd: float
+    def __init__(self, ref: _Optional[str] = ..., count: _Optional[int] = ..., mean: _Optional[float] = ..., variance: _Optional[float] = ..., edges: _Optional[_Iterable[float]] = ..., histogram: _Optional[_Iterable[int]] = ..., regions: _Optional[_Iterable[_Union[RegionContribution, _Mapping]]] = ..., mean_noise_sd: _Optional[float] = ..., variance_noise_sd: _Optional[float] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("strategy", "feature_service", "model_name", "period", "ridge_lambda")
