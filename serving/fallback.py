@@ -180,15 +180,16 @@ class SnapshotCache:
             reloaded.append(v.name)
         return reloaded
 
-    def drop_unlisted(self, views: list[ViewSpec]) -> list[str]:
-        """Forget the snapshots of views no longer served (gone from the registry, or made
-        offline-only) and remove their packs from this host's cache; returns the views dropped."""
+    def drop_unlisted(self, views: list[ViewSpec], registry_mtime_ns: int) -> list[str]:
+        """Forget the snapshots of views no longer served (gone from the registry whose file has
+        this mtime, or made offline-only) and remove their packs from this host's cache; returns
+        the views dropped."""
         keep = {v.name for v in views}
         with self._lock:
             dropped = [name for name in self._views if name not in keep]
             for name in dropped:
                 del self._views[name]
-        removed = snapshot_pack.remove_unlisted(self.data_dir / snapshot_pack.CACHE_DIR, keep)
+        removed = snapshot_pack.remove_unlisted(self.data_dir / snapshot_pack.CACHE_DIR, keep, registry_mtime_ns)
         return sorted(set(dropped) | set(removed))
 
     def age_seconds(self, views: tuple[ViewSpec, ...], now: datetime) -> float | None:

@@ -116,7 +116,7 @@ class ServingNode:
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
         self.snapshots = SnapshotCache(region.data_dir)
         self.snapshots.refresh(list(self.catalog.current.views.values()))
-        self.snapshots.drop_unlisted(list(self.catalog.current.views.values()))
+        self.snapshots.drop_unlisted(list(self.catalog.current.views.values()), self.catalog.current.version[0])
         self.metrics = ServingMetrics(region.code)
         self.metrics.snapshot_size(self.snapshots.held_bytes())
         self.features = OnlineFeatures(
@@ -229,11 +229,12 @@ class ServingNode:
             try:
                 if self.catalog.refresh_if_changed():
                     log.info("region %s: registry changed; catalog reloaded", self.region.code)
-                views = list(self.catalog.current.views.values())
+                catalog = self.catalog.current
+                views = list(catalog.views.values())
                 reloaded = self.snapshots.refresh(views)
                 if reloaded:
                     log.info("region %s: snapshots reloaded: %s", self.region.code, ", ".join(reloaded))
-                dropped = self.snapshots.drop_unlisted(views)
+                dropped = self.snapshots.drop_unlisted(views, catalog.version[0])
                 if dropped:
                     log.info("region %s: no longer served, snapshots dropped: %s", self.region.code, ", ".join(dropped))
                 if reloaded or dropped:

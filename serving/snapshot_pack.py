@@ -140,11 +140,15 @@ def shared(cache_dir: Path, view: str, version: tuple[int, int], build: Callable
         os.close(lock)  # closing releases the lock
 
 
-def remove_unlisted(cache_dir: Path, views: set[str]) -> list[str]:
+def remove_unlisted(cache_dir: Path, views: set[str], registry_mtime_ns: int, *, grace_seconds: float = 60.0) -> list[str]:
     """Remove the packs (and locks, and orphaned temp files) of views not in ``views``: views the
-    registry no longer serves. Processes still mapping such a pack keep their mapping; one still on
-    the older registry that needs the pack compiles it again, and its next refresh removes it."""
+    registry (as of ``registry_mtime_ns``) no longer serves. Processes still mapping such a pack
+    keep their mapping. A file written after that registry change and less than ``grace_seconds``
+    ago is left alone: another process may already be on a newer registry that added the view
+    (removing it would only cost that process a compile, but there is no need); past the grace,
+    every process has seen the change, so what is left is garbage."""
     removed: set[str] = set()
+    now_ns = time.time_ns()
     try:
         entries = list(cache_dir.iterdir())
     except OSError:  # no cache (nothing compiled yet) or not readable: nothing to tidy
@@ -162,7 +166,12 @@ def remove_unlisted(cache_dir: Path, views: set[str]) -> list[str]:
         if view in views:
             continue
         try:
-            entry.unlink(missing_ok=True)
+            written = entry.stat().st_mtime_ns
+            if written >= registry_mtime_ns and now_ns - written < grace_seconds * 1e9:
+                continue
+            entry.unlink()
+        except FileNotFoundError:  # another process of the host removed it first
+            continue
         except OSError as e:  # a read-only cache: leave it, serving is unaffected
             log.info("could not remove %s (%s)", entry, e)
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -150,15 +151,24 @@ def test_a_view_no_longer_served_loses_its_snapshot_and_its_pack(tmp_path):
     other = cache_dir / "notes.txt"  # not the cache's own: left alone
     other.write_text("x")
     city_pack = cache._views["city"].pack
-    assert cache.drop_unlisted([VIEW]) == ["city"]  # city was removed from the registry
+    # a process still on the registry before city was added leaves the newer pack alone for a while
+    # (the process that compiled it serves city), and removes it once every process has had time
+    # to see the registry
+    before_city = time.time_ns() - 10**9
+    assert SnapshotCache(tmp_path).drop_unlisted([VIEW], before_city) == []
+    assert [p.split("@")[0] for p in _packs(tmp_path)] == ["city", "tx"]
+    assert snapshot_pack.remove_unlisted(cache_dir, {"tx"}, before_city, grace_seconds=0) == ["city"]
     assert [p.split("@")[0] for p in _packs(tmp_path)] == ["tx"]
     assert not (cache_dir / "city.lock").exists() and not orphan.exists() and other.exists()
+    # the process serving city, once the registry drops it, forgets its snapshot too
+    assert cache.drop_unlisted([VIEW], time.time_ns()) == ["city"]
     assert set(cache.held_bytes()) == {"tx"} and not cache.has((CITY,)) and _n(cache, [1]) == [_enc(11)]
     assert bytes(city_pack.buffer[:4]) == snapshot_pack.MAGIC[:4]  # a mapping outlives its removed file
     # another process of the host, on the same registry, has nothing left to drop
-    assert SnapshotCache(tmp_path).drop_unlisted([VIEW]) == []
+    assert SnapshotCache(tmp_path).drop_unlisted([VIEW], time.time_ns()) == []
     # a cache that was never created is not an error
-    assert SnapshotCache(tmp_path / "elsewhere").drop_unlisted([VIEW]) == []
+    assert SnapshotCache(tmp_path / "elsewhere").drop_unlisted([VIEW], time.time_ns()) == []
+
 
 def _refresh_in_a_process(data_dir: str, queue) -> None:
     compiled = []

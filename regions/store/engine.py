@@ -54,7 +54,7 @@ class ViewMaterialization:
     end: datetime
     rows_read: int
     # None: the engine does not say (Feast's Spark engine skips values not newer than those online
-    # without counting them); the ledger and the operator's message then say "not reported"
+    # without counting them); the ledger then holds null and the operator's message says so
     rows_written: int | None
     rows_skipped_stale: int | None
     delta_path: Path | None  # the rows written, as Parquet: the batch snapshot's input
