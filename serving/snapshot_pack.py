@@ -172,8 +172,8 @@ def remove_unlisted(cache_dir: Path, views: set[str], registry_mtime_ns: int, *,
             entry.unlink()
         except FileNotFoundError:  # another process of the host removed it first
             continue
-        except OSError as e:  # a read-only cache: leave it, serving is unaffected
-            log.info("could not remove %s (%s)", entry, e)
+        except OSError as e:  # a read-only cache: leave it, serving is unaffected (debug: this runs every refresh)
+            log.debug("could not remove %s (%s)", entry, e)
             continue
         if name.endswith(".pack"):
             removed.add(view)
