@@ -140,7 +140,9 @@ def shared(cache_dir: Path, view: str, version: tuple[int, int], build: Callable
         os.close(lock)  # closing releases the lock
 
 
-def remove_unlisted(cache_dir: Path, views: set[str], registry_mtime_ns: int, *, grace_seconds: float = 60.0) -> list[str]:
+def remove_unlisted(
+    cache_dir: Path, views: set[str], registry_mtime_ns: int, *, grace_seconds: float = 60.0
+) -> list[str]:
     """Remove the packs (and locks, and orphaned temp files) of views not in ``views``: views the
     registry (as of ``registry_mtime_ns``) no longer serves. Processes still mapping such a pack
     keep their mapping. A file written after that registry change and less than ``grace_seconds``
