@@ -115,8 +115,7 @@ class ServingNode:
         self._watermarks: tuple[float, dict[str, datetime | None]] = (-1.0, {})
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
         self.snapshots = SnapshotCache(region.data_dir)
-        self.snapshots.refresh(list(self.catalog.current.views.values()))
-        self.snapshots.drop_unlisted(list(self.catalog.current.views.values()), self.catalog.current.version[0])
+        self._refresh_snapshots()
         self.metrics = ServingMetrics(region.code)
         self.metrics.snapshot_size(self.snapshots.held_bytes())
         self.features = OnlineFeatures(
@@ -229,12 +228,9 @@ class ServingNode:
             try:
                 if self.catalog.refresh_if_changed():
                     log.info("region %s: registry changed; catalog reloaded", self.region.code)
-                catalog = self.catalog.current
-                views = list(catalog.views.values())
-                reloaded = self.snapshots.refresh(views)
+                reloaded, dropped = self._refresh_snapshots()
                 if reloaded:
                     log.info("region %s: snapshots reloaded: %s", self.region.code, ", ".join(reloaded))
-                dropped = self.snapshots.drop_unlisted(views, catalog.version[0])
                 if dropped:
                     log.info("region %s: no longer served, snapshots dropped: %s", self.region.code, ", ".join(dropped))
                 if reloaded or dropped:
@@ -243,6 +239,13 @@ class ServingNode:
                 self._export_freshness()
             except Exception:  # the refresher must outlive a bad moment; the next tick retries
                 log.exception("region %s: refresh failed", self.region.code)
+
+    def _refresh_snapshots(self) -> tuple[list[str], list[str]]:
+        """Load the snapshots of the current catalog's views that changed and drop those of views it
+        no longer serves; (views reloaded, views dropped)."""
+        catalog = self.catalog.current
+        views = list(catalog.views.values())
+        return self.snapshots.refresh(views), self.snapshots.drop_unlisted(views, catalog.version[0])
 
     def _export_freshness(self) -> None:
         """Freshness per view as a gauge; the ledger is re-read only when it changed."""
