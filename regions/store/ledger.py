@@ -127,7 +127,7 @@ class JobLedger:
         # a count one view's engine did not report (None) leaves the job's total unknown, not smaller
         totals = {
             k: None if any(v.get(k, 0) is None for v in per_view.values())
-            else sum(int(v.get(k, 0) or 0) for v in per_view.values())
+            else sum(int(v.get(k, 0)) for v in per_view.values())  # type: ignore[arg-type]
             for k in ("rows_read", "rows_written", "rows_skipped")
         }
         with closing(self._connect()) as db, db:
