@@ -118,9 +118,10 @@ def start_fedstore_serve(cfg: Path, port: int, workers: int = 1) -> subprocess.P
 
 
 def wait_workers(proc: subprocess.Popen, workers: int) -> None:
-    """Wait until every worker of `fedstore serve` listens: the port answers as soon as the first
-    does, and connections made before the others bind all land on it (SO_REUSEPORT spreads only
-    over the sockets bound at connect time). Keeps reading the output so the pipe never fills."""
+    """Wait until every worker of `fedstore serve` listens (each says so once its port is bound).
+    Waiting for the port alone is not enough: it answers as soon as the first worker does, and
+    connections made before the others bind all land on it (SO_REUSEPORT spreads only over the
+    sockets bound at connect time). Keeps reading the output so the pipe never fills."""
     serving = threading.Semaphore(0)
 
     def read() -> None:
@@ -350,7 +351,6 @@ def main() -> None:
             procs.append(start_feast_listen(Path(tmp) / "MY", feast_port, "--max_workers", "16"))
             procs.append(start_fedstore_serve(cfg, ours_port, args.workers))
             wait_port(feast_port, procs[0], "feast listen")
-            wait_port(ours_port, procs[1], "fedstore serve")
             wait_workers(procs[1], args.workers)
             feast_addr, ours_addr = f"127.0.0.1:{feast_port}", f"127.0.0.1:{ours_port}"
             callers = {

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from online import (  # noqa: E402
-    free_port, setup_region, start_fedstore_serve, stop_processes, throughput, wait_port, wait_workers,
+    free_port, setup_region, start_fedstore_serve, stop_processes, throughput, wait_workers,
 )
 
 
@@ -45,7 +45,6 @@ def serve_throughput(cfg: Path, workers: int, entities: int, seconds: float) -> 
     port = free_port()
     proc = start_fedstore_serve(cfg, port, workers)
     try:
-        wait_port(port, proc, "fedstore serve")
         wait_workers(proc, workers)
         return throughput("fedstore", f"127.0.0.1:{port}", entities, 1, seconds)
     finally:
