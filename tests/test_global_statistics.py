@@ -4,6 +4,7 @@ that figure matches the spread of real OpenDP releases."""
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import duckdb
@@ -49,7 +50,7 @@ def test_reported_noise_matches_the_spread_of_real_releases():
 def test_noise_adds_up_across_regions_and_shrinks_with_more_entities():
     one = _release(_exact(5_000, 40.0, 15.0), 2.0, 0)
     alone = merge([one], {SPEC.ref: SPEC}).features[0]
-    two = merge([one, FeatureRow(**{**one.__dict__, "submission_id": "sg-stats-1", "region": "SG"})],
+    two = merge([one, replace(one, submission_id="sg-stats-1", region="SG")],
                 {SPEC.ref: SPEC}).features[0]
     # twice the entities and two independent noises: the mean's noise shrinks by about √2
     assert two.mean_noise_sd == pytest.approx(alone.mean_noise_sd / 2**0.5, rel=0.02)
@@ -57,7 +58,7 @@ def test_noise_adds_up_across_regions_and_shrinks_with_more_entities():
 
 def test_noise_is_absent_when_a_contribution_did_not_keep_its_epsilon_per_query():
     one = _release(_exact(5_000, 40.0, 15.0), 2.0, 0)
-    old = FeatureRow(**{**one.__dict__, "submission_id": "sg-stats-1", "region": "SG", "epsilon_per_query": None})
+    old = replace(one, submission_id="sg-stats-1", region="SG", epsilon_per_query=None)
     (f,) = merge([one, old], {SPEC.ref: SPEC}).features
     assert not f.HasField("mean_noise_sd") and not f.HasField("variance_noise_sd")
     assert f.count == 2 * one.count  # the statistics themselves still merge
