@@ -112,6 +112,11 @@ BAD = [
     ("histogram far from count", _tamper(lambda s: s.features[0].histogram.__setitem__(0, 10**9)),
      grpc.StatusCode.INVALID_ARGUMENT, "rule consistency"),
     ("no accounting", _tamper(lambda s: s.ClearField("accounting")), grpc.StatusCode.INVALID_ARGUMENT, "rule accounting"),
+    # the centre derives every noise scale from ε per query: zero or more than ε is refused, not stored
+    ("ε per query zero", _tamper(lambda s: setattr(s.accounting, "epsilon_per_query", 0.0)),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule accounting"),
+    ("ε per query above ε", _tamper(lambda s: setattr(s.accounting, "epsilon_per_query", s.accounting.epsilon * 2)),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule accounting"),
     ("weaker cohort", _tamper(lambda s: setattr(s.accounting, "minimum_cohort", 2)), grpc.StatusCode.INVALID_ARGUMENT,
      "rule minimum_cohort"),
     ("bad id", _tamper(lambda s: setattr(s, "submission_id", "select * from rows")), grpc.StatusCode.INVALID_ARGUMENT,
