@@ -37,5 +37,10 @@ class OnlineStoreDown(Exception):
     """The online store failed or was too slow; the caller falls back to the snapshot."""
 
 
+class OnlineStoreTimeout(OnlineStoreDown):
+    """The online store did not answer within the deadline the read was given (said by the
+    deadline's own timer, so no caller has to infer it from clocks of coarser resolution)."""
+
+
 def abort(context: grpc.ServicerContext, error: ServingError) -> None:
     context.abort(error.code, str(error))

@@ -18,7 +18,7 @@ from typing import Sequence
 from serving.breaker import CircuitBreaker
 from serving.catalog import CatalogCache, FeatureRef, Resolved, ViewSpec
 from serving.entities import Entities, validate
-from serving.errors import NoData, OnlineStoreDown
+from serving.errors import NoData, OnlineStoreDown, OnlineStoreTimeout
 from serving.fallback import SnapshotCache
 from serving.metrics import ServingMetrics
 from serving.online import OnlineReader, ViewRows
@@ -132,7 +132,8 @@ class OnlineFeatures:
             except OnlineStoreDown as e:
                 if self._unanswered_since is None:
                     self._unanswered_since = began
-                ran_out = caller_bound and time.monotonic() - began >= timeout  # type: ignore[operator]
+                # the caller's budget ran out (its own timer said so), not a store that failed sooner
+                ran_out = caller_bound and isinstance(e, OnlineStoreTimeout)
                 too_short = self.online_timeout is None or timeout < self.online_timeout / 2  # type: ignore[operator]
                 if ran_out and too_short and not self._silent_for_a_deadline():
                     self.breaker.release()  # the caller's deadline ran out, not the store's

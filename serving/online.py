@@ -32,8 +32,8 @@ from regions.store.resp_connection import RespConnection, RespError
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
 from serving.cluster_async import ClusterPools, execute_async
-from serving.errors import OnlineStoreDown
-from serving.resp_async import AsyncRespPool
+from serving.errors import OnlineStoreDown, OnlineStoreTimeout
+from serving.resp_async import AsyncRespPool, RespTimeout
 
 
 @dataclass
@@ -176,6 +176,8 @@ class RedisReader:
         plan, commands, _ = self.commands(resolved, entities)
         try:
             replies = await self._async_pool.pipeline(b"".join(commands), len(commands), timeout=timeout)
+        except RespTimeout as e:
+            raise OnlineStoreTimeout(str(e)) from None
         except RespError as e:
             raise OnlineStoreDown(str(e)) from None
         return self.rows(plan, entities, replies)
@@ -262,6 +264,8 @@ class ClusterReader(RedisReader):
         plan, commands, keys = self.commands(resolved, entities)
         try:
             replies = await execute_async(self.router, self._node_pools, commands, key_slots(keys), timeout=timeout)
+        except RespTimeout as e:
+            raise OnlineStoreTimeout(f"Redis Cluster: {e}") from None
         except RespError as e:
             raise OnlineStoreDown(f"Redis Cluster: {e}") from None
         return self.rows(plan, entities, replies)
@@ -335,7 +339,7 @@ class FeastReader:
         try:  # the thread cannot be stopped: it finishes on its own, its answer unused
             return await asyncio.wait_for(read, timeout)
         except asyncio.TimeoutError:
-            raise OnlineStoreDown(f"the online store did not answer within {timeout * 1000:.0f} ms") from None
+            raise OnlineStoreTimeout(f"the online store did not answer within {timeout * 1000:.0f} ms") from None
 
     def ping(self) -> bool:
         return True

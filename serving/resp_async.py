@@ -16,6 +16,10 @@ from regions.store.redis_writer import RedisTarget
 from regions.store.resp_connection import RespError
 
 
+class RespTimeout(RespError):
+    """Redis did not answer, or could not be reached, within the deadline."""
+
+
 class _RespProtocol(asyncio.Protocol):
     def __init__(self, address: str) -> None:
         self.address = address
@@ -60,7 +64,7 @@ class _RespProtocol(asyncio.Protocol):
     def _expire(self, waiter: asyncio.Future[list[object]], timeout: float) -> None:
         if not waiter.done():
             self.broken = True
-            waiter.set_exception(RespError(f"Redis at {self.address} did not answer within {timeout * 1000:.0f} ms"))
+            waiter.set_exception(RespTimeout(f"Redis at {self.address} did not answer within {timeout * 1000:.0f} ms"))
 
     def close(self) -> None:
         self.broken = True
@@ -118,8 +122,10 @@ class AsyncRespPool:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: _RespProtocol(address), t.host, t.port), timeout
             )
-        except (OSError, asyncio.TimeoutError) as e:
-            raise RespError(f"cannot connect to Redis at {t.host}:{t.port}: {e or 'timed out'}") from None
+        except asyncio.TimeoutError:  # before OSError: on Python 3.11 it is one
+            raise RespTimeout(f"cannot connect to Redis at {t.host}:{t.port}: timed out") from None
+        except OSError as e:
+            raise RespError(f"cannot connect to Redis at {t.host}:{t.port}: {e}") from None
         try:
             if t.password:
                 await conn.pipeline(_command(b"AUTH", t.password.encode()), 1, timeout)

@@ -127,6 +127,44 @@ def test_a_silent_store_opens_the_breaker_even_for_callers_with_short_deadlines(
         redis.stop()
 
 
+
+def test_a_caller_deadline_timeout_is_told_by_its_timer_not_by_comparing_clocks(tmp_path, monkeypatch):
+    """A loop timer may fire a fraction of a millisecond before the budget by time.monotonic()
+    (uvloop's timers have millisecond resolution). Such a timeout of a caller's short budget is
+    still the caller's deadline, not a store failure: it must not count towards the breaker."""
+    from serving.errors import OnlineStoreTimeout
+
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch,
+                           serving={"online_timeout_ms": 400, "breaker_failures": 2, "breaker_reset_seconds": 5})
+    features = served.server.features
+    real = features.reader
+
+    class EarlyTimer:  # the real reader, whose caller-bound deadline fires "early" by the clock
+        async def read_async(self, resolved, entities, *, timeout=None):
+            if timeout is not None:
+                raise OnlineStoreTimeout(f"the online store did not answer within {timeout * 1000:.0f} ms")
+            return await real.read_async(resolved, entities)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    try:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=0.1, retries=0) as client:
+            ask = lambda: client.get_online_features(feature_service="driver_allocation",  # noqa: E731
+                                                     entities={"driver_id": [1]})
+            assert ask().source == "online_store"
+            features.reader = EarlyTimer()
+            assert [ask().source for _ in range(4)] == ["batch_fallback"] * 4
+            assert features.breaker.state == "closed"
+            sample = served.server.metrics.registry.get_sample_value
+            assert sample("fedstore_fallback_answers_total", {"reason": "caller_deadline"}) == 4
+            assert not sample("fedstore_fallback_answers_total", {"reason": "online_error"})
+    finally:
+        features.reader = real
+        served.server.stop(1)
+        redis.stop()
+
 def test_slow_online_store_falls_back_within_the_deadline(tmp_path, monkeypatch):
     redis = start_redis()
     served = served_region(tmp_path, redis.url, monkeypatch, serving={"online_timeout_ms": 100})
