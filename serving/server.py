@@ -23,13 +23,13 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from federation import FederationConfig, RegionConfig
 from federation.tls import server_credentials
@@ -39,7 +39,7 @@ from regions.store.cluster import ClusterTarget
 from regions.store.engine import redis_target
 from regions.store.feast_config import REGISTRY_FILE
 from regions.store.node import RegionNode
-from serving.auth import AuthInterceptor, TokenBook
+from serving.auth import TokenBook, TokenGuard
 from serving.breaker import CircuitBreaker
 from serving.catalog import CatalogCache
 from serving.datasets_servicer import HistoricalFeaturesServicer
@@ -69,6 +69,25 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def generic_handler(add_to_server: Callable[[Any, Any], None], servicer: object) -> grpc.GenericRpcHandler:
+    """The generic handler a generated ``add_…Servicer_to_server`` builds for ``servicer``, without
+    its registering the methods with the server as well. Every service here is reached through
+    generic handlers: a registered method would bypass the token guard, and grpc's asyncio server
+    waits on one pending call per registered method anew for every call it takes."""
+    handlers: list[grpc.GenericRpcHandler] = []
+
+    class _Collect:
+        def add_generic_rpc_handlers(self, generic: tuple[grpc.GenericRpcHandler, ...]) -> None:
+            handlers.extend(generic)
+
+        def add_registered_method_handlers(self, service: str, methods: dict[str, grpc.RpcMethodHandler]) -> None:
+            pass  # the same methods, already in the generic handler
+
+    add_to_server(servicer, _Collect())
+    (handler,) = handlers
+    return handler
 
 
 @dataclass(frozen=True)
@@ -131,7 +150,7 @@ class ServingNode:
             online_timeout_seconds=None if isinstance(self.reader, FeastReader) else timeout,
         )
         self.health = health_aio.HealthServicer()
-        self._auth = AuthInterceptor(TokenBook(config.tokens), region.code, self.metrics)
+        self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
         # training-set streams are blocking generators: they run on this pool, not on the loop
         self._pool = futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"serve-{region.code}")
@@ -153,7 +172,6 @@ class ServingNode:
     async def _build(self, bind: str, reuse_port: bool) -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(
             migration_thread_pool=self._pool,
-            interceptors=[self._auth],
             # an overloaded node refuses at once (RESOURCE_EXHAUSTED: the caller retries elsewhere)
             # instead of queueing calls without bound on its loop
             maximum_concurrent_rpcs=self.region.serving.max_concurrent_calls,
@@ -164,13 +182,20 @@ class ServingNode:
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # entity frames for training sets
             ],
         )
-        server.add_generic_rpc_handlers((FeatureServingServicer(self.features).handler(), self._compat.handler()))
-        datasets_pb2_grpc.add_HistoricalFeaturesServicer_to_server(HistoricalFeaturesServicer(self.region), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
+        datasets = generic_handler(
+            datasets_pb2_grpc.add_HistoricalFeaturesServicer_to_server, HistoricalFeaturesServicer(self.region)
         )
+        guarded = (FeatureServingServicer(self.features).handler(), self._compat.handler(), datasets)
+        open_to_all = (
+            generic_handler(health_pb2_grpc.add_HealthServicer_to_server, self.health),
+            generic_handler(
+                reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                reflection.aio.ReflectionServicer(
+                    SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+                ),
+            ),
+        )
+        server.add_generic_rpc_handlers((TokenGuard(guarded, self._tokens, self.region.code, self.metrics),) + open_to_all)
         settings = self.region.serving
         try:
             if settings.tls_cert and settings.tls_key:
