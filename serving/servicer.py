@@ -8,6 +8,7 @@ answer in the low milliseconds. Clients use the ordinary generated stub.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from typing import Callable
 
 import grpc
@@ -45,57 +46,67 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
     """A serialised GetOnlineFeaturesResponse (canonical field order)."""
     resolved = answer.resolved
     names, cols = _layout(resolved, full_feature_names)
+    views = [(v, answer.rows[v.name]) for v in resolved.views]
     out = [names]
-    one = _ONE_BYTE
+    one, present, null = _ONE_BYTE, _STATUS_PRESENT, _STATUS_NULL
     for row in range(answer.entities.count):
-        # per view: None (not found), or (values or None if expired, the tail after the value)
-        state: dict[str, tuple[dict[str, bytes] | None, bytes] | None] = {}
-        for v in resolved.views:
-            rows = answer.rows[v.name]
+        # per view, in resolved.views order: (its values, its timestamp field) when present and
+        # fresh, else (None, the whole entry every feature of the view gets)
+        cells: list[tuple[dict[str, bytes] | None, bytes]] = []
+        for v, rows in views:
             values, ts = rows.values[row], rows.timestamps[row]
             if values is None or ts is None:
-                state[v.name] = None
+                cells.append((None, _NOT_FOUND))
+            elif answer.expired(v, ts):
+                cells.append((None, field(0x0A, _STATUS_OUTSIDE + field(0x1A, rows.ts_raw[row] or b""))))
             else:
-                ts_field = field(0x1A, rows.ts_raw[row] or b"")
-                state[v.name] = (None if answer.expired(v, ts) else values, ts_field)
+                cells.append((values, field(0x1A, rows.ts_raw[row] or b"")))
         parts: list[bytes] = []
-        for feature, view in cols:
-            st = state[view]
-            if st is None:
-                parts.append(_NOT_FOUND)
-                continue
-            values, ts_field = st
+        for feature, at in cols:
+            values, tail = cells[at]
             if values is None:
-                parts.append(field(0x0A, _STATUS_OUTSIDE + ts_field))
+                parts.append(tail)
                 continue
-            value = values.get(feature, b"")
+            value = values.get(feature)
             if not value:
-                parts.append(field(0x0A, _STATUS_NULL + ts_field))
+                parts.append(field(0x0A, null + tail))
                 continue
             n = len(value)
-            inner = 2 + n + 2 + len(ts_field)
+            inner = 4 + n + len(tail)
             if inner < 128:  # the common case, without intermediate objects
-                parts += (b"\x0a", one[inner], b"\x0a", one[n], value, _STATUS_PRESENT, ts_field)
+                parts += (b"\x0a", one[inner], b"\x0a", one[n], value, present, tail)
             else:
-                parts.append(field(0x0A, field(0x0A, value) + _STATUS_PRESENT + ts_field))
+                parts.append(field(0x0A, field(0x0A, value) + present + tail))
         out.append(field(0x12, b"".join(parts)))
-    meta = [string_field(0x0A, region), b"\x10" + varint(pb.BATCH_FALLBACK if answer.source == FALLBACK else pb.ONLINE_STORE)]
+    meta = [_metadata_head(region, answer.source == FALLBACK)]
     if answer.snapshot_age_seconds is not None:
         age = max(answer.snapshot_age_seconds, 0.0)
         seconds, nanos = int(age), int(round((age - int(age)) * 1e9)) % 1_000_000_000
         meta.append(field(0x1A, (b"\x08" + varint(seconds) if seconds else b"") + (b"\x10" + varint(nanos) if nanos else b"")))
-    meta += [string_field(0x22, j) for j in answer.job_ids]
+    meta += map(_job_field, answer.job_ids)
     out.append(field(0x1A, b"".join(meta)))
     return b"".join(out)
 
 
-def _layout(resolved: Resolved, full: bool) -> tuple[bytes, tuple[tuple[str, str], ...]]:
-    """The encoded feature names and the (feature, view) columns, once per resolution."""
+@lru_cache(maxsize=16)
+def _metadata_head(region: str, fallback: bool) -> bytes:
+    return string_field(0x0A, region) + b"\x10" + varint(pb.BATCH_FALLBACK if fallback else pb.ONLINE_STORE)
+
+
+@lru_cache(maxsize=1024)
+def _job_field(job_id: str) -> bytes:
+    return string_field(0x22, job_id)  # job ids repeat across requests: encoded once each
+
+
+def _layout(resolved: Resolved, full: bool) -> tuple[bytes, tuple[tuple[str, int], ...]]:
+    """The encoded feature names and the columns (feature, index of its view in resolved.views),
+    once per resolution."""
     key = ("v1-layout", full)
     hit = resolved.memo.get(key)
     if hit is None:
         names = b"".join(string_field(0x0A, r.output_name(full)) for r in resolved.refs)
-        hit = resolved.memo[key] = (names, tuple((r.feature, r.view) for r in resolved.refs))
+        at = {v.name: i for i, v in enumerate(resolved.views)}
+        hit = resolved.memo[key] = (names, tuple((r.feature, at[r.view]) for r in resolved.refs))
     return hit  # type: ignore[return-value]
 
 
