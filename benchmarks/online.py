@@ -17,6 +17,11 @@ Throughput is driven twice, each time by 8 client processes, each with one call 
     to the servers, which is what a capacity figure is about. Both are printed.
 The servers take turns within each of ``--rounds`` rounds (default 3), so a slow spell of a shared
 machine hits all of them; the table shows each figure's median, the ratios the median per round.
+
+`fedstore serve` runs with ``--pin-cpus`` (each worker and its threads on one CPU; ``--no-pin-cpus``
+to measure it floating). Pinning pays on virtual machines, where waking a thread on another CPU is
+costly, and it pays for `feast listen` too: so h2load also drives a second `feast listen` confined
+to one CPU, and the ratios to it are printed beside those to plain `feast listen` (the baseline).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ TOKEN = "bench-token"
 FEATURES = [f"bench_view:f{i}" for i in range(10)]
 SIZES = (1, 10, 100)
 OURS, OURS_FEAST, EMPTY = "fedstore serve (v1 API)", "fedstore serve (Feast API)", "floor: empty gRPC call"
+FEAST, FEAST_ONE_CPU = "feast listen", "feast listen, on one CPU"
 
 
 def setup_region(workdir: Path, redis_port: int | None, entities: int, *, online_store: dict | None = None,
@@ -102,18 +108,21 @@ def _env() -> dict[str, str]:
     return {**os.environ, "FEDSTORE_BENCH_TOKEN": TOKEN, "PYTHONWARNINGS": "ignore"}
 
 
-def start_feast_listen(data_dir: Path, port: int, *extra: str) -> subprocess.Popen:
-    """`feast listen` on the region's Feast repo, quiet; ``extra`` are more of its options."""
+def start_feast_listen(data_dir: Path, port: int, *extra: str, cpu: int | None = None) -> subprocess.Popen:
+    """`feast listen` on the region's Feast repo, quiet; ``extra`` are more of its options; with
+    ``cpu``, the process runs on that one CPU (as `taskset -c` would)."""
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     return subprocess.Popen([sys.executable, "-m", "feast.cli.cli", "-c", str(data_dir), "listen",
                              "--address", f"127.0.0.1:{port}", *extra],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
 
 
-def start_fedstore_serve(cfg: Path, port: int, workers: int = 1) -> subprocess.Popen:
+def start_fedstore_serve(cfg: Path, port: int, workers: int = 1, *, pin_cpus: bool = False) -> subprocess.Popen:
     """`fedstore serve` for the benchmark region, quiet but for its stdout, where each worker says
     when it serves (``wait_workers``)."""
     return subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "serve", "--region", "MY",
-                             "--address", f"127.0.0.1:{port}", "--workers", str(workers)],
+                             "--address", f"127.0.0.1:{port}", "--workers", str(workers)]
+                            + (["--pin-cpus"] if pin_cpus else []),
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
@@ -336,6 +345,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (medians are reported)")
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per latency point")
     parser.add_argument("--workers", type=int, default=2, help="fedstore serving processes on the port")
+    parser.add_argument("--no-pin-cpus", dest="pin_cpus", action="store_false",
+                        help="run fedstore's workers without --pin-cpus")
     args = parser.parse_args()
 
     from redis_servers import start_redis
@@ -347,14 +358,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="fedstore-online-bench-") as tmp:
             print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
             cfg = setup_region(Path(tmp), redis.port, args.entities)
-            feast_port, ours_port = free_port(), free_port()
+            feast_port, ours_port, pinned_port = free_port(), free_port(), free_port()
             procs.append(start_feast_listen(Path(tmp) / "MY", feast_port, "--max_workers", "16"))
-            procs.append(start_fedstore_serve(cfg, ours_port, args.workers))
+            procs.append(start_fedstore_serve(cfg, ours_port, args.workers, pin_cpus=args.pin_cpus))
+            procs.append(start_feast_listen(Path(tmp) / "MY", pinned_port, "--max_workers", "16",
+                                            cpu=min(os.sched_getaffinity(0))))
             wait_port(feast_port, procs[0], "feast listen")
             wait_workers(procs[1], args.workers)
+            wait_port(pinned_port, procs[2], "feast listen on one CPU")
             feast_addr, ours_addr = f"127.0.0.1:{feast_port}", f"127.0.0.1:{ours_port}"
+            pinned_addr = f"127.0.0.1:{pinned_port}"
             callers = {
-                "feast listen": feast_caller(feast_addr),
+                FEAST: feast_caller(feast_addr),
                 OURS: fedstore_caller(ours_addr),
                 OURS_FEAST: feast_caller(ours_addr, (("authorization", f"Bearer {TOKEN}"),)),
                 EMPTY: empty_grpc_caller(ours_addr),
@@ -377,7 +392,8 @@ def main() -> None:
                 for n in SIZES:
                     # a different set of entities per h2load process (it repeats its one request)
                     ids = [[(i * 7919 + j * 104729) % args.entities for j in range(n)] for i in range(8)]
-                    plans[("feast listen", n)] = (feast_addr, FEAST_PATH, [feast_request(e) for e in ids], ())
+                    plans[(FEAST, n)] = (feast_addr, FEAST_PATH, [feast_request(e) for e in ids], ())
+                    plans[(FEAST_ONE_CPU, n)] = (pinned_addr, FEAST_PATH, [feast_request(e) for e in ids], ())
                     plans[(OURS, n)] = (ours_addr, OURS_PATH, [fedstore_request(e) for e in ids], auth)
                     plans[(OURS_FEAST, n)] = (ours_addr, FEAST_PATH, [feast_request(e) for e in ids], auth)
                 plans[(EMPTY, 1)] = (ours_addr, HEALTH_PATH, [b""] * 8, ())
@@ -387,7 +403,7 @@ def main() -> None:
                 print("  h2load not found (apt-get install nghttp2-client, or `make bench`): "
                       "only the Python-client throughput is measured", flush=True)
             py_plan = [(label, kind, addr, n) for n in SIZES
-                       for label, kind, addr in (("feast listen", "feast", feast_addr), (OURS, "fedstore", ours_addr))]
+                       for label, kind, addr in ((FEAST, "feast", feast_addr), (OURS, "fedstore", ours_addr))]
             py_plan.append((EMPTY, "empty", ours_addr, 1))  # the ceiling of any Python grpcio server here
             for r in range(args.rounds):
                 print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes"
@@ -416,7 +432,7 @@ def main() -> None:
     head = f"{'throughput, req/s':30}" + "".join(f" {f'{n} ent py':>12} {f'{n} ent h2load':>14}" for n in SIZES)
     print(head)
     print("-" * len(head))
-    for label in ("feast listen", OURS, OURS_FEAST, EMPTY):
+    for label in (FEAST, FEAST_ONE_CPU, OURS, OURS_FEAST, EMPTY):
         cells = ""
         for n in SIZES:
             t, h = py_runs.get((label, size_of(label, n))), h2_runs.get((label, size_of(label, n)))
@@ -434,12 +450,16 @@ def main() -> None:
         if not runs:
             continue
         for n in SIZES:
-            feast = runs[("feast listen", n)]
+            feast = runs[(FEAST, n)]
             ours_x = [o / f for o, f in zip(runs[(OURS, n)], feast, strict=True)]
             empty_x = [e / f for e, f in zip(runs[(EMPTY, 1)], feast, strict=True)]
-            print(f"throughput, {name}, {n:>3} entities: fedstore ({args.workers} serving processes on one port) "
-                  f"{statistics.median(ours_x):.1f}× feast listen (1 process; rounds {min(ours_x):.1f}–{max(ours_x):.1f}×); "
-                  f"empty gRPC calls reach {statistics.median(empty_x):.1f}×")
+            pinned = runs.get((FEAST_ONE_CPU, n))
+            vs_pinned = (f"; {statistics.median([o / f for o, f in zip(runs[(OURS, n)], pinned, strict=True)]):.1f}× "
+                         "feast listen on one CPU") if pinned else ""
+            print(f"throughput, {name}, {n:>3} entities: fedstore ({args.workers} serving processes on one port"
+                  f"{', pinned' if args.pin_cpus else ''}) "
+                  f"{statistics.median(ours_x):.1f}× feast listen (1 process; rounds {min(ours_x):.1f}–{max(ours_x):.1f}×)"
+                  f"{vs_pinned}; empty gRPC calls reach {statistics.median(empty_x):.1f}×")
 
 
 if __name__ == "__main__":

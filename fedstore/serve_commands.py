@@ -3,6 +3,13 @@
 With ``--workers N`` the node runs as N processes sharing one port (SO_REUSEPORT: the kernel
 spreads connections across them); each has its own caches, and its own metrics port
 (``metrics_port + i``) when metrics are on. SIGTERM or Ctrl-C drains in-flight calls.
+
+With ``--pin-cpus`` worker i runs on the i-th CPU it may use (round robin), all its threads on that
+one CPU. A call crosses threads inside grpc's asyncio server several times (its completion-queue
+poller thread hands every event to the event loop's thread); on one CPU each hand-off is a local
+wake-up instead of an interrupt to another CPU, which on virtual machines costs far more
+(``benchmarks/online.py`` shows the difference). Opt-in, like nginx's ``worker_cpu_affinity``: on a
+host shared with other busy processes, pinned workers cannot move away from them.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing as mp
+import os
 import signal
 import threading
 
@@ -25,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     serve.add_argument("--address", default=None, help="host:port (default: the region's serving_address)")
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (default 1)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to drain in-flight calls on shutdown")
+    serve.add_argument("--pin-cpus", action="store_true",
+                       help="run worker i on the i-th CPU this process may use, all its threads on it (Linux)")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -35,14 +45,15 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     if region.serving.tls_cert and region.serving.tls_key:
         # a bad certificate is a one-line error here, not a traceback from every worker
         RotatingCertificate(region.serving.tls_cert, region.serving.tls_key)
+    cpus = worker_cpus(args.workers) if args.pin_cpus else [None] * args.workers
     if args.workers == 1:
-        _run(config, region.code, args.address, args.grace, reuse_port=False, worker=0)
+        _run(config, region.code, args.address, args.grace, reuse_port=False, worker=0, cpu=cpus[0])
         return
     if args.address is None and region.serving_address.endswith(":0"):
         raise RegionError("several workers need a fixed port to share: give --address host:port")
     ctx = mp.get_context("spawn")
     procs = [
-        ctx.Process(target=_run, args=(config, region.code, args.address, args.grace, True, i), name=f"serve-{i}")
+        ctx.Process(target=_run, args=(config, region.code, args.address, args.grace, True, i, cpus[i]), name=f"serve-{i}")
         for i in range(args.workers)
     ]
     for p in procs:
@@ -62,7 +73,24 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
         raise RegionError(f"{region.code}: serving workers failed: {', '.join(failed)}")
 
 
-def _run(config: FederationConfig, code: str, address: str | None, grace: float, reuse_port: bool, worker: int) -> None:
+def worker_cpus(workers: int) -> list[int | None]:
+    """The CPU for each worker: those this process may run on, in order, round robin."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise RegionError("--pin-cpus needs Linux (sched_setaffinity); run without it here")
+    allowed = sorted(os.sched_getaffinity(0))
+    return [allowed[i % len(allowed)] for i in range(workers)]
+
+
+def pin_to_cpu(cpu: int) -> None:
+    """Every thread of this process, and every thread it starts later, on one CPU."""
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), {cpu})
+
+
+def _run(config: FederationConfig, code: str, address: str | None, grace: float, reuse_port: bool, worker: int,
+         cpu: int | None = None) -> None:
+    if cpu is not None:
+        pin_to_cpu(cpu)  # before grpc starts its threads: they inherit it
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{code}/{worker}] %(message)s")
     logging.getLogger("feast").setLevel(logging.WARNING)  # Feast logs every registry cache refresh
     region = config.region(code)
@@ -71,7 +99,8 @@ def _run(config: FederationConfig, code: str, address: str | None, grace: float,
         node = ServingNode(config, region, address=address, reuse_port=reuse_port, metrics_port=metrics_port).start()
     except OSError as e:
         raise RegionError(f"{code}: cannot serve on {address or region.serving_address}: {e}") from None
-    print(f"{code}: worker {worker} serving on {node.address} (SIGTERM or Ctrl-C to stop)", flush=True)
+    on_cpu = f" on CPU {cpu}" if cpu is not None else ""
+    print(f"{code}: worker {worker} serving on {node.address}{on_cpu} (SIGTERM or Ctrl-C to stop)", flush=True)
     stopping = threading.Event()
     _on_signals(stopping)
     stopping.wait()

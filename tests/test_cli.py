@@ -34,6 +34,14 @@ MISTAKES = [
 ]
 
 
+def test_pinning_workers_where_the_os_cannot_is_a_one_line_error(capsys, cfg, monkeypatch):
+    import os
+
+    monkeypatch.delattr(os, "sched_setaffinity", raising=False)
+    code, _, err = run(capsys, "--config", cfg, "serve", "--region", "MY", "--pin-cpus")
+    assert code == 2 and "--pin-cpus needs Linux" in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("case,argv,fragment", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_user_mistakes_exit_2_with_one_line(capsys, cfg, case, argv, fragment):
     code, out, err = run(capsys, "--config", cfg, *argv)

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from fedstore.serve_commands import worker_cpus
 from serving import snapshot_pack
 from serving.client import FeatureClient
 from serving.server import ServingNode
@@ -112,7 +113,8 @@ def test_a_rotated_certificate_is_used_by_new_connections_without_a_restart(tmp_
 
 @pytest.mark.slow
 @pytest.mark.redis
-def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monkeypatch):
+@pytest.mark.parametrize("pin", [False, True], ids=["floating", "pinned"])
+def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monkeypatch, pin):
     from redis_servers import free_port
 
     s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, customers=20)
@@ -123,7 +125,7 @@ def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monk
     env = {**os.environ}
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedstore.cli", "--config", str(s.config.source), "serve", "--region", "MY",
-         "--address", f"127.0.0.1:{port}", "--workers", "2"],
+         "--address", f"127.0.0.1:{port}", "--workers", "2"] + (["--pin-cpus"] if pin else []),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         seen = []
@@ -141,6 +143,16 @@ def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monk
         assert packs and len(packs) == len(list((s.node.data_dir / "snapshots").glob("*.parquet")))
         mapping = [pid for pid in _children(proc.pid) if all(p in _maps(pid) for p in packs)]
         assert len(mapping) == 2, (packs, _children(proc.pid))
+        # pinned: every thread of a worker (grpc's included) on its one CPU, the workers on the
+        # CPUs this process may use in turn; floating: on any of them
+        allowed = os.sched_getaffinity(0)
+        per_worker = [{frozenset(os.sched_getaffinity(int(t))) for t in os.listdir(f"/proc/{pid}/task")} for pid in mapping]
+        if pin:
+            assert all(len(cpus) == 1 and len(next(iter(cpus))) == 1 for cpus in per_worker), per_worker
+            assert sorted(next(iter(next(iter(c)))) for c in per_worker) == sorted(worker_cpus(2))
+            assert sum(" on CPU " in line for line in seen) == 2, seen
+        else:
+            assert all(cpus == {frozenset(allowed)} for cpus in per_worker), per_worker
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
@@ -329,3 +341,9 @@ def test_client_retries_stop_when_most_attempts_are_refused():
     # without throttling every call would make 3 attempts (300); with it, retries stop once half the
     # tokens are spent (about 50 refusals), then each call is tried once
     assert calls <= len(attempts) < calls + 70, len(attempts)
+
+
+def test_pinned_workers_take_the_allowed_cpus_in_turn(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 0})
+    assert worker_cpus(3) == [0, 3, 0]
+
