@@ -84,7 +84,10 @@ def worker_cpus(workers: int) -> list[int | None]:
 def pin_to_cpu(cpu: int) -> None:
     """Every thread of this process, and every thread it starts later, on one CPU."""
     for tid in os.listdir("/proc/self/task"):
-        os.sched_setaffinity(int(tid), {cpu})
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
 
 
 def _run(config: FederationConfig, code: str, address: str | None, grace: float, reuse_port: bool, worker: int,
