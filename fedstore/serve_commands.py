@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+from typing import Sequence
 
 from federation import FederationConfig
 from federation.tls import RotatingCertificate
@@ -45,7 +46,7 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     if region.serving.tls_cert and region.serving.tls_key:
         # a bad certificate is a one-line error here, not a traceback from every worker
         RotatingCertificate(region.serving.tls_cert, region.serving.tls_key)
-    cpus = worker_cpus(args.workers) if args.pin_cpus else [None] * args.workers
+    cpus: Sequence[int | None] = worker_cpus(args.workers) if args.pin_cpus else [None] * args.workers
     if args.workers == 1:
         _run(config, region.code, args.address, args.grace, reuse_port=False, worker=0, cpu=cpus[0])
         return
@@ -73,7 +74,7 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
         raise RegionError(f"{region.code}: serving workers failed: {', '.join(failed)}")
 
 
-def worker_cpus(workers: int) -> list[int | None]:
+def worker_cpus(workers: int) -> list[int]:
     """The CPU for each worker: those this process may run on, in order, round robin."""
     if not hasattr(os, "sched_setaffinity"):
         raise RegionError("--pin-cpus needs Linux (sched_setaffinity); run without it here")
