@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -86,6 +87,11 @@ def content_hash(sub: pb.Submission) -> str:
     return hashlib.sha256(sub.SerializeToString(deterministic=True)).hexdigest()
 
 
+def _aggregate(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    assert row is not None, "an aggregate query returns one row"
+    return row
+
+
 class SubmissionStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,9 +112,9 @@ class SubmissionStore:
 
     def epsilon_spent(self, region: str, period: str) -> float:
         with self._lock:
-            (total,) = self._db.execute(
+            (total,) = _aggregate(self._db.execute(
                 "SELECT COALESCE(SUM(epsilon), 0) FROM submissions WHERE region=? AND period=?", [region, period]
-            ).fetchone()
+            ).fetchone())
         return float(total)
 
     def accept(self, sub: pb.Submission, *, epsilon_limit: float, delta_limit: float = 1.0) -> StoredReceipt:
@@ -121,10 +127,10 @@ class SubmissionStore:
         with self._lock:
             self._db.execute("BEGIN TRANSACTION")
             try:
-                spent, spent_delta = self._db.execute(
+                spent, spent_delta = _aggregate(self._db.execute(
                     "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM submissions WHERE region=? AND period=?",
                     [sub.region, sub.period],
-                ).fetchone()
+                ).fetchone())
                 if spent + acc.epsilon > epsilon_limit + 1e-9 or spent_delta + acc.delta > delta_limit * (1 + 1e-9):
                     raise BudgetRefused(float(spent), float(spent_delta))
                 self._db.execute(

@@ -20,7 +20,7 @@ def bucket(region: str, entity_key: str | int) -> int:
 
 def shares(occupied: set[str]) -> dict[str, int]:
     """Basis points of traffic per occupied stage: canaries their share, full the rest, shadow none."""
-    out = {s: CANARY_SHARE[s] for s in ("canary_5", "canary_25") if s in occupied}
+    out: dict[str, int] = {s: CANARY_SHARE[s] for s in ("canary_5", "canary_25") if s in occupied}
     if "full" in occupied:
         out["full"] = BUCKETS - sum(out.values())
     if "shadow" in occupied:

@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -166,7 +167,8 @@ class LinearModel:
                 "metadata": dict(self.metadata)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, object]) -> LinearModel:
-        return cls(feature_service=str(d["feature_service"]), features=tuple(d["features"]),  # type: ignore[arg-type]
-                   weights=tuple(float(w) for w in d["weights"]), intercept=float(d["intercept"]),  # type: ignore[attr-defined]
-                   link=str(d.get("link", "logistic")), metadata=dict(d.get("metadata", {})))  # type: ignore[call-overload]
+    def from_dict(cls, d: Mapping[str, Any]) -> LinearModel:
+        """From ``to_dict``'s output, read back from JSON."""
+        return cls(feature_service=str(d["feature_service"]), features=tuple(d["features"]),
+                   weights=tuple(float(w) for w in d["weights"]), intercept=float(d["intercept"]),
+                   link=str(d.get("link", "logistic")), metadata=dict(d.get("metadata", {})))

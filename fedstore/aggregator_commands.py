@@ -12,7 +12,7 @@ from fedstore.render import table
 from regions.errors import RegionError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agg = sub.add_parser("aggregator", help="the central aggregator (anonymised statistics only)")
     cmds = agg.add_subparsers(dest="aggregator_command", required=True, metavar="COMMAND")
     serve = cmds.add_parser("serve", help="accept anonymised statistics from the regions")
@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     serve.set_defaults(handler=cmd_serve)
 
 
-def add_region_parser(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send = cmds.add_parser("send-stats", help="send the region's queued statistics to the aggregator")
     send.add_argument("--region", required=True)
     send.add_argument("--token-env", required=True, help="environment variable holding the region's aggregator token")

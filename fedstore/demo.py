@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 DEFAULT_REGIONS = ("MY", "SG", "ID")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="generate, apply and materialise a few regions end to end")
     demo.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="comma-separated region codes")
     demo.add_argument("--customers", type=int, default=3_000)
@@ -197,9 +197,9 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
     model = LinearModel(result.feature_service, tuple(result.features), tuple(result.weights), result.intercept,
                         link=result.link)
     judge = RegionNode(regions[0])
-    sid, released, _ = publish_evaluation(judge, config.privacy, spec, model, name=result.model_name,
-                                          version=result.model_version or 1, epsilon=0.5)
-    if released.histograms:
+    sid, evaluation, _ = publish_evaluation(judge, config.privacy, spec, model, name=result.model_name,
+                                            version=result.model_version or 1, epsilon=0.5)
+    if evaluation.histograms:
         send_outbox(outbox_dir(judge.data_dir), address, token)
     for name, version, region, metrics, _ in evaluations:
         print(f"{region}: evaluated {name} v{version} locally; the centre sees only noisy score histograms: "

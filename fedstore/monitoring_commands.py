@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from federation import FederationConfig
 from fedstore.render import table
 from regions.errors import RegionError
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def add_region_parsers(cmds: argparse._SubParsersAction, region_arg) -> None:  # type: ignore[no-untyped-def,type-arg]
+
+def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser],
+                       region_arg: Callable[[argparse.ArgumentParser], None]) -> None:
     drift = cmds.add_parser("drift", help="seasonality-aware drift, data gaps, freshness and retraining triggers")
     region_arg(drift)
     drift.add_argument("--date", type=_day, default=None, help="day to judge, YYYY-MM-DD (default: the latest in the data)")
@@ -60,7 +66,7 @@ def cmd_drift(config: FederationConfig, args: argparse.Namespace) -> None:
     print(f"\nchart: {drift_chart(report, chart)}")
 
 
-def _global(config: FederationConfig, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _global(config: FederationConfig, args: argparse.Namespace) -> dict[str, np.ndarray]:
     import grpc
     import numpy as np
 

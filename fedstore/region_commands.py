@@ -15,7 +15,7 @@ from regions.store.node import RegionNode
 from regions.store.status import region_status
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     region = sub.add_parser("region", help="operate one region's feature node")
     cmds = region.add_subparsers(dest="region_command", required=True, metavar="COMMAND")
 
@@ -142,7 +142,7 @@ def _datetime(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def add_dataset_parsers(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ts = cmds.add_parser("training-set", help="build a point-in-time-correct training set inside the region")
     _region_arg(ts)
     ts.add_argument("--entities", type=Path, required=True, help="Parquet with join keys and event_timestamp")
@@ -186,7 +186,7 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
     ))
 
 
-def add_publishing_parsers(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from fedstore.aggregator_commands import add_region_parser
     from fedstore.monitoring_commands import (
         add_region_parsers as add_monitoring_parsers,

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import argparse
 import os
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from federation import FederationConfig
 from federation.traffic import STAGES
 from fedstore.render import table
 from regions.errors import RegionError
 
+if TYPE_CHECKING:
+    from proto.fedstore.registry.v1 import registry_pb2
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reg = sub.add_parser("registry", help="the jurisdiction-tagged model registry at the centre")
     reg.add_argument("--token-env", default="FEDSTORE_TOKEN", help="environment variable holding your token")
     reg.add_argument("--address", default=None, help="aggregator host:port (default: from the config)")
@@ -45,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     dep.set_defaults(handler=cmd_deployment)
 
 
-def _call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> object:
+def _call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> Any:
     import grpc
 
     from proto.fedstore.registry.v1 import registry_pb2_grpc
@@ -61,14 +66,15 @@ def _call(config: FederationConfig, args: argparse.Namespace, method: str, reque
             raise RegionError(f"registry: {e.code().name}: {e.details()}") from None
 
 
-def _pb():  # type: ignore[no-untyped-def]
+def _pb() -> ModuleType:
     from proto.fedstore.registry.v1 import registry_pb2
 
     return registry_pb2
 
 
 def cmd_list(config: FederationConfig, args: argparse.Namespace) -> None:
-    models = _call(config, args, "ListModels", _pb().ListModelsRequest(name=args.name)).models  # type: ignore[attr-defined]
+    listed: registry_pb2.ListModelsResponse = _call(config, args, "ListModels", _pb().ListModelsRequest(name=args.name))
+    models = listed.models
     if not models:
         print("no models registered")
         return
@@ -79,45 +85,50 @@ def cmd_list(config: FederationConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_show(config: FederationConfig, args: argparse.Namespace) -> None:
-    m = _call(config, args, "GetModel", _pb().GetModelRequest(name=args.name, version=args.version))
-    print(f"{m.name} v{m.version} ({m.strategy}, {m.link} link) for {m.feature_service}, schema {m.schema_hash[:12]}…")  # type: ignore[attr-defined]
-    print(f"jurisdictions: {'; '.join(m.jurisdictions)}")  # type: ignore[attr-defined]
-    print(f"lineage: {', '.join(m.submissions)}")  # type: ignore[attr-defined]
-    print(f"registered by {m.registered_by} at {m.registered_at.ToDatetime():%Y-%m-%d %H:%M} UTC; "  # type: ignore[attr-defined]
-          f"tags: {', '.join(f'{k}={v}' for k, v in sorted(m.tags.items()))}")  # type: ignore[attr-defined]
-    weights = list(m.weights) if len(m.weights) == len(m.features) else [float("nan")] * len(m.features)  # type: ignore[attr-defined]
-    rows = [(f, f"{w:+.4f}") for f, w in zip(m.features, weights, strict=True)] + [("(intercept)", f"{m.intercept:+.4f}")]  # type: ignore[attr-defined]
+    m: registry_pb2.ModelVersion = _call(config, args, "GetModel",
+                                         _pb().GetModelRequest(name=args.name, version=args.version))
+    print(f"{m.name} v{m.version} ({m.strategy}, {m.link} link) for {m.feature_service}, schema {m.schema_hash[:12]}…")
+    print(f"jurisdictions: {'; '.join(m.jurisdictions)}")
+    print(f"lineage: {', '.join(m.submissions)}")
+    print(f"registered by {m.registered_by} at {m.registered_at.ToDatetime():%Y-%m-%d %H:%M} UTC; "
+          f"tags: {', '.join(f'{k}={v}' for k, v in sorted(m.tags.items()))}")
+    weights = list(m.weights) if len(m.weights) == len(m.features) else [float("nan")] * len(m.features)
+    rows = [(f, f"{w:+.4f}") for f, w in zip(m.features, weights, strict=True)] + [("(intercept)", f"{m.intercept:+.4f}")]
     print(table(["feature", "weight"], rows))
-    if m.metrics:  # type: ignore[attr-defined]
+    if m.metrics:
         print(table(["region", "auc", "accuracy", "evaluation"], [
             [r.region, f"{r.metrics.get('auc', float('nan')):.3f}", f"{r.metrics.get('accuracy', float('nan')):.3f}",
-             r.submission_id] for r in m.metrics]))  # type: ignore[attr-defined]
+             r.submission_id] for r in m.metrics]))
 
 
 def cmd_promote(config: FederationConfig, args: argparse.Namespace) -> None:
-    e = _call(config, args, "Promote", _pb().PromoteRequest(name=args.name, version=args.version, region=args.region,
-                                                            stage=args.stage, why=args.why))
-    print(f"{e.region}: {e.name} v{e.version} now serves {e.stage} (event {e.event_id}, by {e.who})")  # type: ignore[attr-defined]
+    request = _pb().PromoteRequest(name=args.name, version=args.version, region=args.region, stage=args.stage,
+                                   why=args.why)
+    e: registry_pb2.DeploymentEvent = _call(config, args, "Promote", request)
+    print(f"{e.region}: {e.name} v{e.version} now serves {e.stage} (event {e.event_id}, by {e.who})")
 
 
 def cmd_rollback(config: FederationConfig, args: argparse.Namespace) -> None:
-    e = _call(config, args, "Rollback", _pb().RollbackRequest(region=args.region, stage=args.stage, why=args.why))
-    print(f"{e.region}: {e.stage} rolled back from {e.name} v{e.version}: {e.outcome} (event {e.event_id})")  # type: ignore[attr-defined]
+    request = _pb().RollbackRequest(region=args.region, stage=args.stage, why=args.why)
+    e: registry_pb2.DeploymentEvent = _call(config, args, "Rollback", request)
+    print(f"{e.region}: {e.stage} rolled back from {e.name} v{e.version}: {e.outcome} (event {e.event_id})")
 
 
 def cmd_audit(config: FederationConfig, args: argparse.Namespace) -> None:
-    events = _call(config, args, "GetAudit", _pb().GetAuditRequest(region=args.region, name=args.name)).events  # type: ignore[attr-defined]
+    trail: registry_pb2.AuditTrail = _call(config, args, "GetAudit",
+                                           _pb().GetAuditRequest(region=args.region, name=args.name))
+    events = trail.events
     print(table(["#", "at", "who", "action", "region", "stage", "model", "from", "why", "outcome"], [
         [e.event_id, e.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), e.who, e.action, e.region, e.stage,
          f"{e.name} v{e.version}" if e.name else "–", e.from_stage or "–", e.why, e.outcome] for e in events]) if events else "no events")
 
 
 def cmd_deployment(config: FederationConfig, args: argparse.Namespace) -> None:
-    d = _call(config, args, "GetDeployment", _pb().GetDeploymentRequest(region=args.region))
+    d: registry_pb2.Deployment = _call(config, args, "GetDeployment", _pb().GetDeploymentRequest(region=args.region))
     print(deployment_table(d))
 
 
-def deployment_table(d) -> str:  # type: ignore[no-untyped-def]
+def deployment_table(d: registry_pb2.Deployment) -> str:
     if not d.stages:
         return f"{d.region}: no model deployed"
     return f"{d.region}:\n" + table(["stage", "model", "traffic"], [

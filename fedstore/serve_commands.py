@@ -28,7 +28,7 @@ from regions.errors import RegionError
 from serving.server import ServingNode
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run a region's gRPC online-serving node")
     serve.add_argument("--region", required=True, help="region code, e.g. MY")
     serve.add_argument("--address", default=None, help="host:port (default: the region's serving_address)")

@@ -6,15 +6,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from federation import FederationConfig
 from federation.training import TRAINING_SPECS, LinearModel, training_spec
 from fedstore.render import table
 from regions.errors import RegionError
 
+if TYPE_CHECKING:
+    from proto.fedstore.aggregator.v1 import aggregator_pb2
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train = sub.add_parser("train", help="fit a global model at the centre from accepted statistics only")
     train.add_argument("--strategy", default="lda", help="lda (default) or ridge")
     train.add_argument("--feature-service", default=TRAINING_SPECS[0].feature_service)
@@ -26,7 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     train.set_defaults(handler=cmd_train)
 
 
-def add_region_parsers(cmds: argparse._SubParsersAction, region_arg, positive, when) -> None:  # type: ignore[no-untyped-def,type-arg]
+def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser],
+                       region_arg: Callable[[argparse.ArgumentParser], None], positive: Callable[[str], int],
+                       when: Callable[[str], datetime]) -> None:
     pts = cmds.add_parser("publish-training-stats",
                           help="queue per-class sufficient statistics for global training (Gaussian DP)")
     region_arg(pts)
@@ -68,7 +76,7 @@ def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
         print(f"model written to {args.out}")
 
 
-def describe(result) -> str:  # type: ignore[no-untyped-def]
+def describe(result: aggregator_pb2.TrainResult) -> str:
     version = f" v{result.model_version}" if result.model_version else " (not registered: the centre keeps no registry)"
     head = (f"trained {result.model_name}{version} with {result.strategy} on {result.examples:,.0f} noisy examples "
             f"from {', '.join(f'{r} (ε={e:g})' for r, e in sorted(result.epsilon_by_region.items()))}")
@@ -77,7 +85,7 @@ def describe(result) -> str:  # type: ignore[no-untyped-def]
     return head + "\n" + table(["feature", "weight"], rows) + f"\nlineage: {', '.join(result.submissions)}"
 
 
-def model_file(result) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def model_file(result: aggregator_pb2.TrainResult) -> dict[str, object]:
     model = LinearModel(result.feature_service, tuple(result.features), tuple(result.weights), result.intercept,
                         link=result.link)
     return {"name": result.model_name, "version": result.model_version or 1, "model": model.to_dict()}

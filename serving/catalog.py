@@ -14,6 +14,7 @@ from pathlib import Path
 from feast import FeatureStore
 from feast.value_type import ValueType
 
+from regions.store.definitions import batch_source
 from regions.store.redis_layout import field_hash, ts_field
 from serving.errors import InvalidRequest, UnknownFeature
 
@@ -74,7 +75,7 @@ class Catalog:
                 join_key_types=tuple(e.dtype.to_value_type() for e in fv.entity_columns),
                 features={f.name: f.dtype.to_value_type() for f in fv.features},
                 ttl_seconds=ttl or None,
-                timestamp_field=fv.batch_source.timestamp_field,
+                timestamp_field=batch_source(fv).timestamp_field,
                 field_hashes={f.name: field_hash(fv.name, f.name) for f in fv.features},
                 ts_field=ts_field(fv.name),
             )

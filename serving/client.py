@@ -143,9 +143,9 @@ def build_request(
         col = request.entities[key]
         vals = list(values)
         if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
-            col.int64_values.values.extend(vals)  # type: ignore[arg-type]
+            col.int64_values.values.extend(vals)
         elif all(isinstance(v, str) for v in vals):
-            col.string_values.values.extend(vals)  # type: ignore[arg-type]
+            col.string_values.values.extend(vals)
         else:
             raise ValueError(f"entity column {key!r} must be all int or all str")
     return request

@@ -23,7 +23,7 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ CACHE_DIR = "serving-cache"
 
 # what a pack's builder returns: the header (JSON-able) and the sections, by name
 Built = tuple[dict[str, Any], Mapping[str, bytes | memoryview]]
+
+# the struct codes sections are read as: integers only, since memoryview.cast's return type depends on the code
+IntTypecode = Literal["b", "B", "h", "H", "i", "I", "l", "L", "q", "Q"]
 
 
 class PackError(Exception):
@@ -50,7 +53,7 @@ class Pack:
     def offset(self, name: str) -> int:
         return self.sections[name][0]
 
-    def array(self, name: str, typecode: str) -> memoryview:
+    def array(self, name: str, typecode: IntTypecode) -> memoryview:
         """A section as an array of machine numbers (no copy)."""
         offset, length = self.sections[name]
         return memoryview(self.buffer)[offset : offset + length].cast(typecode)

@@ -24,7 +24,7 @@ from aggregator.intake.metrics import AggregatorMetrics, rule_of
 from aggregator.intake.validation import validate
 from aggregator.registry.service import RegistryServicer
 from aggregator.registry.store import ModelRegistry
-from aggregator.store import BudgetRefused, SubmissionStore, content_hash
+from aggregator.store import BudgetRefused, StoredReceipt, SubmissionStore, content_hash
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
 from federation import FederationConfig
@@ -119,7 +119,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         if self.on_evaluation is not None:
             self.on_evaluation(e.model_name, e.model_version, request.region, found, request.submission_id)
 
-    def _receipt(self, stored, request: pb.Submission, *, replay: bool) -> pb.Receipt:  # type: ignore[no-untyped-def]
+    def _receipt(self, stored: StoredReceipt, request: pb.Submission, *, replay: bool) -> pb.Receipt:
         ts = Timestamp()
         ts.FromDatetime(stored.accepted_at.astimezone(timezone.utc))
         return pb.Receipt(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 
 from aggregator.errors import NotAllowed, Rejected
 from federation import PrivacyConfig
@@ -103,7 +104,8 @@ def _segment_values(dimension: str, region: str) -> tuple[str, ...]:
     return spec.values.get(region, ())
 
 
-def _features(features, catalog: dict[str, FeatureSpec], privacy: PrivacyConfig, eps_q: float, *, where: str) -> None:  # type: ignore[no-untyped-def]
+def _features(features: Iterable[pb.FeatureStatistics], catalog: dict[str, FeatureSpec], privacy: PrivacyConfig,
+              eps_q: float, *, where: str) -> None:
     seen: set[str] = set()
     for f in features:
         spec = catalog.get(f.ref)

@@ -9,6 +9,8 @@ the caller, or refused as a mistake (unknown stage or model, already serving, no
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,11 +22,13 @@ from federation.tokens import Caller
 from proto.fedstore.registry.v1 import registry_pb2 as pb
 from proto.fedstore.registry.v1 import registry_pb2_grpc
 
+T = TypeVar("T")
+
 SPLIT_RULE = ('bucket = sha256("<region>:<entity key>")[:8] mod 10000; canary_5 takes [0, 500), '
               "canary_25 the next 2500, full the rest")
 
 
-def _ts(when) -> Timestamp:  # type: ignore[no-untyped-def]
+def _ts(when: datetime) -> Timestamp:
     t = Timestamp()
     t.FromDatetime(when)
     return t
@@ -56,8 +60,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self.registry = registry
         self._authenticate = authenticate
 
-    def _run(self, context: grpc.ServicerContext, work: Callable[[Caller], object], region: str | None = None,
-             change: Callable[[Caller, str], object] | None = None):  # type: ignore[no-untyped-def]
+    def _run(self, context: grpc.ServicerContext, work: Callable[[Caller], T], region: str | None = None,
+             change: Callable[[Caller, str], object] | None = None) -> T:
         caller = self._authenticate(context)
         audited = change is not None and region is not None and region.upper() in self.registry.config.codes
         try:
@@ -78,31 +82,31 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             context.abort(e.code, str(e))
             raise
 
-    def ListModels(self, request, context):  # type: ignore[no-untyped-def]
+    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         return self._run(context, lambda _: pb.ListModelsResponse(
             models=[version_to_proto(m) for m in self.registry.list(request.name or None)]))
 
-    def GetModel(self, request, context):  # type: ignore[no-untyped-def]
+    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.ModelVersion:
         return self._run(context, lambda _: version_to_proto(self.registry.get(request.name, request.version)))
 
-    def Promote(self, request, context):  # type: ignore[no-untyped-def]
+    def Promote(self, request: pb.PromoteRequest, context: grpc.ServicerContext) -> pb.DeploymentEvent:
         return self._run(context, lambda caller: event_to_proto(self.registry.promote(
             request.name, request.version, request.region, request.stage, who=caller.name, why=request.why)),
             region=request.region, change=lambda caller, reason: self.registry.record_refusal(
                 "promote", request.region, request.stage, request.name, request.version, who=caller.name,
                 why=request.why, reason=reason))
 
-    def Rollback(self, request, context):  # type: ignore[no-untyped-def]
+    def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.DeploymentEvent:
         return self._run(context, lambda caller: event_to_proto(self.registry.rollback(
             request.region, request.stage, who=caller.name, why=request.why)), region=request.region,
             change=lambda caller, reason: self.registry.record_refusal(
                 "rollback", request.region, request.stage, "", 0, who=caller.name, why=request.why, reason=reason))
 
-    def GetAudit(self, request, context):  # type: ignore[no-untyped-def]
+    def GetAudit(self, request: pb.GetAuditRequest, context: grpc.ServicerContext) -> pb.AuditTrail:
         return self._run(context, lambda _: pb.AuditTrail(events=[
             event_to_proto(e) for e in self.registry.audit(request.region or None, request.name or None)]))
 
-    def GetDeployment(self, request, context):  # type: ignore[no-untyped-def]
+    def GetDeployment(self, request: pb.GetDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
         def work(_: Caller) -> pb.Deployment:
             d = self.registry.deployment(request.region)
             return pb.Deployment(region=d.region, split_rule=SPLIT_RULE, stages=[

@@ -6,6 +6,7 @@ that bypassed this module could not break it; writers serialise on ``BEGIN IMMED
 
 from __future__ import annotations
 
+import builtins  # ModelRegistry.list shadows the type in the class's annotations
 import json
 import re
 import sqlite3
@@ -122,7 +123,7 @@ class ModelRegistry:
                               (name, name)).fetchall()
         return [self.get(n, v) for n, v in rows]
 
-    def _version(self, row: tuple, evals: list[tuple]) -> ModelVersion:
+    def _version(self, row: tuple, evals: builtins.list[tuple]) -> ModelVersion:
         (name, version, strategy, service, features, schema_hash, parameters, submissions, eps, tags, who, at) = row
         candidate = ModelCandidate(name, strategy, service, tuple(json.loads(features)), schema_hash,
                                    json.loads(parameters), tuple(json.loads(submissions)), json.loads(eps),
@@ -152,6 +153,7 @@ class ModelRegistry:
             was_in_shadow = db.execute(
                 "SELECT 1 FROM assignments WHERE region=? AND stage='shadow' AND name=? AND version=?",
                 (region, name, version)).fetchone() is not None
+            refusal: PolicyRefused | None
             try:
                 check_promotion(model, region, stage, self.config.policy(region), current_stage=current_stage,
                                 was_in_shadow=was_in_shadow, occupant=tuple(occupant) if occupant else None)
@@ -213,7 +215,7 @@ class ModelRegistry:
         return Deployment(region, tuple(StageAssignment(s, n, v, share[s])
                                         for s, n, v in sorted(rows, key=lambda r: order[r[0]])))
 
-    def audit(self, region: str | None = None, name: str | None = None) -> list[DeploymentEvent]:
+    def audit(self, region: str | None = None, name: str | None = None) -> builtins.list[DeploymentEvent]:
         if region:
             region = self._region(region)
         with closing(sqlite3.connect(self.path)) as db:

@@ -45,7 +45,9 @@ class PooledStatistics:
     def total(self) -> ClassSums:
         """Both classes together: n, Σx and XᵀX over every example."""
         cs = list(self.classes.values())
-        return ClassSums(sum(c.n for c in cs), sum(c.sum_x for c in cs), sum(c.xtx for c in cs))
+        d = self.dimension
+        return ClassSums(sum(c.n for c in cs), sum((c.sum_x for c in cs), np.zeros(d)),
+                         sum((c.xtx for c in cs), np.zeros((d, d))))
 
 
 def pool(rows: list, features: tuple[str, ...]) -> PooledStatistics:  # rows: aggregator.store.TrainingRow

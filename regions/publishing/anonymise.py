@@ -74,7 +74,7 @@ _SPACES = {
 }
 
 
-def _query(key: tuple[str, str], kind: str, sensitivity: float, scale: float):  # type: ignore[no-untyped-def]
+def _query(key: tuple[str, str], kind: str, sensitivity: float, scale: float) -> dp.Measurement:
     """Read one number from the exact statistics, then add OpenDP's Laplace noise to it."""
     domain, metric = _SPACES[kind]
     to_distance = float if kind == "float" else int

@@ -18,6 +18,7 @@ import pyarrow as pa
 from federation.training import LABELS, TrainingSpec, rescale
 from regions.datasets.builder import plan
 from regions.errors import RegionError
+from regions.store.definitions import batch_source
 from regions.store.node import RegionNode
 from regions.store.source_reader import read_latest
 
@@ -47,7 +48,7 @@ def labelled_examples(node: RegionNode, spec: TrainingSpec, start: datetime, end
             f"region {node.code} has no {spec.label} labels between {start:%Y-%m-%d} and {end:%Y-%m-%d}"
         )
     join_keys = [e.name for e in label_view.entity_columns]
-    ts = label_view.batch_source.timestamp_field
+    ts = batch_source(label_view).timestamp_field
     entity_df = labels[join_keys + [ts]].rename(columns={ts: "event_timestamp"})
     joined = node.store.get_historical_features(entity_df=entity_df, features=list(spec.features)).to_df()
     y = labels.set_index(join_keys)[spec.label].reindex(joined.set_index(join_keys).index).to_numpy()

@@ -112,7 +112,8 @@ def send_outbox(
     return results
 
 
-def _send_one(stub, path: Path, body: dict, token: str, backoff: Backoff, sleep) -> str:  # type: ignore[no-untyped-def]
+def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, token: str, backoff: Backoff,
+              sleep: Callable[[float], None]) -> str:
     request = to_proto(body)
     for failures in range(backoff.attempts):
         try:

@@ -14,6 +14,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from feast import FeatureView
 
 from federation.statistics import FeatureSpec, SegmentSpec
 from regions.errors import UnknownName
@@ -77,7 +78,7 @@ def compute_segment_statistics(
     return out
 
 
-def _latest(node: RegionNode, fv, start: datetime, end: datetime) -> pa.Table | None:  # type: ignore[no-untyped-def]
+def _latest(node: RegionNode, fv: FeatureView, start: datetime, end: datetime) -> pa.Table | None:
     # an entity's value at the window's end, as serving would see it: its latest row in the
     # window, or older while still within the view's TTL (profiles change rarely)
     since = min(start, end - fv.ttl) if fv.ttl else start

@@ -74,7 +74,7 @@ def class_statistics(ex: LabelledExamples, feature_service: str, label: str) -> 
     return TrainingStatistics(feature_service, label, ex.features, tuple(classes))
 
 
-def _gaussian(scale: float, delta: float):  # type: ignore[no-untyped-def]
+def _gaussian(scale: float, delta: float) -> dp.Measurement:
     space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
     return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(dp.m.make_gaussian(*space, scale=scale)), delta)
 

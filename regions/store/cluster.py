@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import threading
 from dataclasses import dataclass
+from typing import Any, cast
 
 import hiredis
 import numpy as np
@@ -81,7 +82,8 @@ class ClusterRouter:
                 conn.close()
             owner = np.full(SLOTS, -1, dtype=np.int64)
             addresses: list[tuple[str, int]] = []
-            for start, end, master, *_replicas in reply:  # type: ignore[union-attr]
+            # CLUSTER SLOTS: one [start, end, [host, port, id, ...], *replicas] per slot range
+            for start, end, master, *_replicas in cast("list[list[Any]]", reply):
                 addr = (master[0].decode() or host, int(master[1]))
                 if addr not in addresses:
                     addresses.append(addr)

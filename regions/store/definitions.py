@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from feast import FeatureView, FileSource
+from feast.data_source import DataSource
 
 import feature_repo
+
+
+def batch_source(fv: FeatureView) -> DataSource:
+    """A view's batch source: Feast allows views without one (fed by other views), ours all read one."""
+    if fv.batch_source is None:
+        raise ValueError(f"feature view {fv.name} has no batch source")
+    return fv.batch_source
 
 
 def bind_source(source: FileSource, data_dir: Path) -> FileSource:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Final, Iterable, Iterator, Literal, Optional, Sequence, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,10 +31,11 @@ from feast.utils import _convert_arrow_to_proto
 
 from regions.store.cluster import ClusterTarget
 from regions.store.cluster_writer import ClusterRedisWriter
+from regions.store.definitions import batch_source
 from regions.store.redis_writer import FastRedisWriter, RedisTarget, ViewLayout
 from regions.store.source_reader import read_latest
 
-ENGINE_TYPE = "regions.store.engine.FastMaterializationEngine"
+ENGINE_TYPE: Final = "regions.store.engine.FastMaterializationEngine"
 
 
 class FastMaterializationEngineConfig(FeastConfigBaseModel):
@@ -200,7 +201,7 @@ class FastMaterializationEngine(ComputeEngine):
                     view=fv.name,
                     join_keys=join_keys,
                     features=features,
-                    timestamp_field=fv.batch_source.timestamp_field,
+                    timestamp_field=batch_source(fv).timestamp_field,
                 )
                 if isinstance(target, ClusterTarget):
                     res = ClusterRedisWriter(target, chunk_rows=self.chunk_rows).write(counted, layout, progress=tick)

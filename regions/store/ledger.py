@@ -16,7 +16,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -125,9 +125,9 @@ class JobLedger:
         now = datetime.now(timezone.utc)
         started = self.get(job_id).started_at
         # a count one view's engine did not report (None) leaves the job's total unknown, not smaller
-        totals = {
+        totals: dict[str, int | None] = {
             k: None if any(v.get(k, 0) is None for v in per_view.values())
-            else sum(int(v.get(k, 0)) for v in per_view.values())  # type: ignore[arg-type]
+            else sum(int(v.get(k) or 0) for v in per_view.values())
             for k in ("rows_read", "rows_written", "rows_skipped")
         }
         with closing(self._connect()) as db, db:
@@ -219,7 +219,7 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _record(row: dict[str, object]) -> JobRecord:
+def _record(row: dict[str, Any]) -> JobRecord:
     windows = {
         v: (datetime.fromisoformat(s), datetime.fromisoformat(e))
         for v, (s, e) in json.loads(str(row["windows"])).items()
@@ -232,14 +232,14 @@ def _record(row: dict[str, object]) -> JobRecord:
         windows=windows,
         status=str(row["status"]),
         started_at=datetime.fromisoformat(str(row["started_at"])),
-        finished_at=_dt(row["finished_at"]),  # type: ignore[arg-type]
-        duration_s=row["duration_s"],  # type: ignore[arg-type]
-        rows_read=row["rows_read"],  # type: ignore[arg-type]
-        rows_written=row["rows_written"],  # type: ignore[arg-type]
-        rows_skipped=row["rows_skipped"],  # type: ignore[arg-type]
+        finished_at=_dt(row["finished_at"]),
+        duration_s=row["duration_s"],
+        rows_read=row["rows_read"],
+        rows_written=row["rows_written"],
+        rows_skipped=row["rows_skipped"],
         per_view=json.loads(str(row["per_view"])) if row["per_view"] else {},
         sources=tuple(json.loads(str(row["sources"]))),
-        error=row["error"],  # type: ignore[arg-type]
-        pid=int(row["pid"]),  # type: ignore[arg-type]
+        error=row["error"],
+        pid=int(row["pid"]),
         host=str(row["host"]),
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-from openlineage.client.facet_v2 import error_message_run
+from openlineage.client.facet_v2 import RunFacet, error_message_run
 from openlineage.client.transport.file import FileConfig, FileTransport
 
 PRODUCER = "https://github.com/fedstore/fedstore/regions/store"
@@ -43,7 +43,7 @@ class LineageEmitter:
         outputs: list[str],
         error: str | None = None,
     ) -> None:
-        facets = {}
+        facets: dict[str, RunFacet] = {}
         if error:
             facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
                 message=error, programmingLanguage="python"

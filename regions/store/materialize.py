@@ -22,6 +22,7 @@ from openlineage.client.event_v2 import RunState
 from tqdm import tqdm
 
 from regions.errors import MaterializationError
+from regions.store.definitions import batch_source
 from regions.store.engine import FastMaterializationEngine, ViewMaterialization
 from regions.store.fingerprint import fingerprint
 from regions.store.ledger import JobRecord
@@ -102,13 +103,7 @@ def materialize(
                 feature_view=fv,
                 start_time=start,
                 end_time=stop,
-                tqdm_builder=lambda n, name=fv.name: tqdm(
-                    total=n,
-                    desc=f"{node.code} {name}",
-                    unit="rows",
-                    disable=not request.show_progress,
-                    leave=False,
-                ),
+                tqdm_builder=_progress_bar(f"{node.code} {fv.name}", request.show_progress),
             )
             result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet")
             results.append(result)
@@ -124,7 +119,7 @@ def materialize(
                 fv.name,
                 result.delta_path,
                 join_keys=[e.name for e in fv.entity_columns],
-                timestamp_field=fv.batch_source.timestamp_field,
+                timestamp_field=batch_source(fv).timestamp_field,
                 job_id=job.job_id,
             )
             store.registry.apply_materialization(fv, store.project, result.start, result.end, commit=True)
@@ -139,6 +134,10 @@ def materialize(
     node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs)
     say(f"{node.code}: job {job.job_id} succeeded in {record.duration_s:.1f}s")
     return record
+
+
+def _progress_bar(label: str, show: bool) -> Callable[[int], tqdm]:
+    return lambda n: tqdm(total=n, desc=label, unit="rows", disable=not show, leave=False)
 
 
 def _written(result: ViewMaterialization) -> str:

@@ -179,7 +179,7 @@ def to_bytes(segment: Segment) -> bytes:
     if rows == 0:
         return b""
     datas = []
-    masks = []
+    masks: list[np.ndarray | None] = []
     any_mask = False
     for p in segment.parts:
         if p.data is None:

@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 from feast import FeatureView, FileSource
 from feast.repo_config import RepoConfig
 
+from regions.store.definitions import batch_source
+
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -32,7 +34,7 @@ def read_latest(
     offline_store: Any,
     batch_rows: int,
 ) -> Iterator[pa.RecordBatch]:
-    source = fv.batch_source
+    source = batch_source(fv)
     join_keys = [e.name for e in fv.entity_columns]
     features = [f.name for f in fv.features]
     if isinstance(source, FileSource) and source.path.endswith(".parquet") and "://" not in source.path:
@@ -85,8 +87,8 @@ def _duckdb_latest(
     con = duckdb.connect()
     try:
         relation = con.sql(sql, params=[str(path), lo, hi])
-        # duckdb 2 renamed the relation's record_batch() to to_arrow_reader()
-        stream = getattr(relation, "to_arrow_reader", None) or relation.record_batch
+        # duckdb 2 renamed the relation's record_batch() to to_arrow_reader(); each version's stubs lack the other
+        stream = getattr(relation, "to_arrow_reader", None) or getattr(relation, "record_batch")
         reader = stream(batch_rows)
         for batch in reader:
             if batch.num_rows:

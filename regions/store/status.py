@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from regions.store.definitions import batch_source
 from regions.store.ledger import JobRecord
 from regions.store.node import RegionNode
 from regions.store.snapshot import read_snapshot_info
@@ -41,7 +42,7 @@ def region_status(node: RegionNode, *, jobs: int = 5, now: datetime | None = Non
         info = read_snapshot_info(node.data_dir, fv.name)
         latest = None
         if info is not None and info.rows:
-            col = pq.read_table(info.path, columns=[fv.batch_source.timestamp_field]).column(0)
+            col = pq.read_table(info.path, columns=[batch_source(fv).timestamp_field]).column(0)
             latest = pc.max(col).as_py()
         views.append(
             ViewFreshness(
