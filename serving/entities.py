@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from feast.value_type import ValueType
 
@@ -23,7 +23,7 @@ class Entities:
         return list(zip(*(self.columns[k] for k in join_keys)))
 
 
-def validate(columns: dict[str, Sequence[object]], resolved: Resolved, *, limit: int) -> Entities:
+def validate(columns: Mapping[str, Sequence[object]], resolved: Resolved, *, limit: int) -> Entities:
     if not columns:
         raise InvalidRequest("no entities given: pass at least one entity column")
     lengths = {k: len(v) for k, v in columns.items()}

@@ -80,7 +80,7 @@ class _IntKeys:
 
     def row(self, key: tuple[object, ...]) -> int | None:
         k = key[0]
-        i = bisect_right(self.keys, k) - 1  # type: ignore[arg-type]  # of repeated keys the last row wins
+        i = bisect_right(self.keys, k) - 1  # type: ignore[call-overload]  # of repeated keys the last row wins
         if i >= 0 and self.keys[i] == k:
             return self.positions[i]
         return None
@@ -104,7 +104,7 @@ class _CanonicalKeys:
 
     def row(self, key: tuple[object, ...]) -> int | None:
         want, keys = canonical_key(key), self.sorted
-        i = bisect_right(keys, want) - 1  # type: ignore[arg-type]  # of repeated keys the last row wins
+        i = bisect_right(keys, want) - 1  # of repeated keys the last row wins
         if i >= 0 and keys[i] == want:
             return self.positions[i]
         return None
@@ -299,5 +299,5 @@ def _compile(path: Path, view: ViewSpec, data_dir: Path) -> Built:
         job_names, sections["job_codes"] = [""], np.zeros(table.num_rows, dtype=np.int32)
     header = {"view": view.name, "rows": table.num_rows, "written_at": written_at.isoformat(), "keys": kind,
               "features": features, "ends": ends, "job_names": job_names}
-    return header, {n: memoryview(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+    return header, {n: np.ascontiguousarray(v).data if isinstance(v, np.ndarray) else v
                     for n, v in sections.items()}

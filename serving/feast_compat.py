@@ -11,6 +11,7 @@ set ordering, so clients must not rely on it).
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
@@ -85,7 +86,7 @@ def encode_feast_response(
     ``FeatureVector`` per feature: ``values`` (1), packed ``statuses`` (2), ``event_timestamps`` (3).
     """
     key = ("feast-names", full_feature_names, tuple(k for k, _ in entity_values))
-    header = answer.resolved.memo.get(key)
+    header = cast("bytes | None", answer.resolved.memo.get(key))
     if header is None:  # the names block once per resolution and entity columns (bounded: few)
         names = [k for k, _ in entity_values] + answer.names(full_feature_names)
         header = field(0x0A, field(0x0A, b"".join(string_field(0x0A, n) for n in names)))
@@ -109,10 +110,10 @@ def encode_feast_response(
         found_rows, feature = answer.rows[ref.view].values, ref.feature
         if single:
             found = found_rows[0]
-            values = field(0x0A, found.get(feature, b"") if found else b"")
+            encoded = field(0x0A, found.get(feature, b"") if found else b"")
         else:
-            values = b"".join(field(0x0A, found.get(feature, b"") if found else b"") for found in found_rows)
-        out.append(field(0x12, values + tails[ref.view]))
+            encoded = b"".join(field(0x0A, found.get(feature, b"") if found else b"") for found in found_rows)
+        out.append(field(0x12, encoded + tails[ref.view]))
     return b"".join(out)
 
 

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from serving.breaker import CircuitBreaker
 from serving.catalog import CatalogCache, FeatureRef, Resolved, ViewSpec
@@ -100,7 +100,7 @@ class OnlineFeatures:
         return cat.service(feature_service) if feature_service else cat.refs(tuple(refs))
 
     async def get(
-        self, resolved: Resolved, columns: dict[str, Sequence[object]], *, time_left: float | None = None
+        self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None
     ) -> Answer:
         """Runs on the serving node's event loop: the online read is awaited, never blocked on.
 

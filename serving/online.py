@@ -214,9 +214,9 @@ class RedisReader:
                         continue
                     rows = out[name]
                     rows.ts_raw[row] = ts
-                    when = decoded.get(ts)  # type: ignore[call-overload]
+                    when = decoded.get(ts)
                     if when is None:
-                        when = decoded[ts] = decode_timestamp(ts)  # type: ignore[index,arg-type]
+                        when = decoded[ts] = decode_timestamp(ts)
                     rows.timestamps[row] = when
                     rows.values[row] = {f: reply[j] or b"" for j, f in cols}  # type: ignore[index]
         return out
