@@ -48,6 +48,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May this call try the online store? In half-open, only one caller probes at a time."""
+        if self._opened_at is None:  # closed, the usual case: no lock needed to say so
+            return True
         with self._lock:
             state = self._state()
             if state == CLOSED:
@@ -59,6 +61,8 @@ class CircuitBreaker:
 
     def success(self) -> bool:
         """Record a success; True when it closed an open circuit (the store is back)."""
+        if self._opened_at is None and not self._failures and not self._probing:
+            return False  # closed with nothing to forget, the usual case: no lock needed
         with self._lock:
             was_open = self._opened_at is not None
             self._failures = 0

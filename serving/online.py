@@ -84,6 +84,14 @@ class _KeyEncoder:
             size, self.fmt = (8, "<q") if types[0] == ValueType.INT64 else (4, "<i")
             self.prefix = struct.pack("<III", 1, ValueType.STRING.value, len(name)) + name
             self.prefix += struct.pack("<II", types[0].value, size)
+            self.bulk_head = b"$%d\r\n" % (len(self.prefix) + size + len(self.suffix)) + self.prefix
+            self.bulk_tail = self.suffix + b"\r\n"
+
+    def bulk(self, key: tuple[object, ...]) -> bytes:
+        """The encoded key as a RESP bulk string (its length is fixed on the fast path)."""
+        if self.fast:
+            return self.bulk_head + struct.pack(self.fmt, key[0]) + self.bulk_tail
+        return _bulk(self.encode(key))
 
     def encode(self, key: tuple[object, ...]) -> bytes:
         if self.fast:
@@ -100,8 +108,8 @@ class _Group:
     encoder: _KeyEncoder
     views: tuple[ViewSpec, ...]
     fields: tuple[tuple[str, str], ...]  # (view, feature) for each requested field, then ts fields
+    head: bytes  # the HMGET command up to its key, pre-encoded
     tail: bytes  # the HMGET arguments after the key, pre-encoded
-    argc: int
     # per view: its name, where its _ts field is in the reply, and (reply index, feature) of its fields
     slots: tuple[tuple[str, int, tuple[tuple[int, str], ...]], ...]
 
@@ -161,19 +169,20 @@ class RedisReader:
                 (v.name, nfeat + i, tuple((j, f) for j, (view, f) in enumerate(fields[:nfeat]) if view == v.name))
                 for i, v in enumerate(views)
             )
+            head = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(names))
             tail = b"".join(map(_bulk, names))
-            groups.append(_Group(encoder, tuple(views), tuple(fields), tail, 2 + len(names), slots))
+            groups.append(_Group(encoder, tuple(views), tuple(fields), head, tail, slots))
         return tuple(groups)
 
     def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
-        plan, commands, keys = self.commands(resolved, entities)
-        return self.rows(plan, entities, self._fetch(commands, keys))
+        plan, commands = self.commands(resolved, entities)
+        return self.rows(plan, entities, self._fetch(commands, resolved, entities))
 
     async def read_async(
         self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
     ) -> dict[str, ViewRows]:
         """``read`` without blocking the event loop: the round trip is awaited on the loop."""
-        plan, commands, _ = self.commands(resolved, entities)
+        plan, commands = self.commands(resolved, entities)
         try:
             replies = await self._async_pool.pipeline(b"".join(commands), len(commands), timeout=timeout)
         except RespTimeout as e:
@@ -182,46 +191,46 @@ class RedisReader:
             raise OnlineStoreDown(str(e)) from None
         return self.rows(plan, entities, replies)
 
-    def commands(self, resolved: Resolved, entities: Entities) -> tuple[tuple[_Group, ...], list[bytes], list[bytes]]:
-        """The plan, one pre-encoded HMGET per entity and view group, and the keys they read."""
+    def commands(self, resolved: Resolved, entities: Entities) -> tuple[tuple[_Group, ...], list[bytes]]:
+        """The plan, and one pre-encoded HMGET per entity and view group."""
         plan = self._plan(resolved)
-        parts, keys = [], []
+        parts = []
         for g in plan:
-            head = b"*%d\r\n$5\r\nHMGET\r\n" % g.argc
-            encode, tail = g.encoder.encode, g.tail
-            for entity in entities.keys(g.encoder.join_keys):
-                key = encode(entity)
-                keys.append(key)
-                parts.append(head + _bulk(key) + tail)
-        return plan, parts, keys
+            head, tail, bulk = g.head, g.tail, g.encoder.bulk
+            parts += [head + bulk(entity) + tail for entity in entities.keys(g.encoder.join_keys)]
+        return plan, parts
+
+    def keys(self, resolved: Resolved, entities: Entities) -> list[bytes]:
+        """The Redis keys ``commands`` reads, in the same order (a cluster routes by them)."""
+        return [g.encoder.encode(e) for g in self._plan(resolved) for e in entities.keys(g.encoder.join_keys)]
 
     @staticmethod
     def rows(plan: tuple[_Group, ...], entities: Entities, replies: list[object]) -> dict[str, ViewRows]:
         """The replies of ``commands`` as rows per view."""
         out: dict[str, ViewRows] = {}
         decoded: dict[bytes, tuple[int, int]] = {}  # rows written by one job share event times
-        pos = 0
+        count, pos = entities.count, 0
         for g in plan:
-            slots = g.slots
-            for name, _, _ in slots:
-                out[name] = ViewRows.empty(entities.count)
-            for row in range(entities.count):
+            targets = []
+            for name, ts_at, cols in g.slots:
+                rows = out[name] = ViewRows([None] * count, [None] * count, [None] * count)
+                targets.append((rows.values, rows.ts_raw, rows.timestamps, ts_at, cols))
+            for row in range(count):
                 reply = replies[pos]
                 pos += 1
-                for name, ts_at, cols in slots:
+                for values, ts_raw, stamps, ts_at, cols in targets:
                     ts = reply[ts_at]  # type: ignore[index]
                     if ts is None:
                         continue
-                    rows = out[name]
-                    rows.ts_raw[row] = ts
+                    ts_raw[row] = ts
                     when = decoded.get(ts)
                     if when is None:
                         when = decoded[ts] = decode_timestamp(ts)
-                    rows.timestamps[row] = when
-                    rows.values[row] = {f: reply[j] or b"" for j, f in cols}  # type: ignore[index]
+                    stamps[row] = when
+                    values[row] = {f: reply[j] or b"" for j, f in cols}  # type: ignore[index]
         return out
 
-    def _fetch(self, commands: list[bytes], keys: list[bytes]) -> list[object]:
+    def _fetch(self, commands: list[bytes], resolved: Resolved, entities: Entities) -> list[object]:
         """One pipelined round trip for every command."""
         try:
             conn = self._connection()
@@ -261,18 +270,20 @@ class ClusterReader(RedisReader):
     async def read_async(
         self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
     ) -> dict[str, ViewRows]:
-        plan, commands, keys = self.commands(resolved, entities)
+        plan, commands = self.commands(resolved, entities)
         try:
-            replies = await execute_async(self.router, self._node_pools, commands, key_slots(keys), timeout=timeout)
+            replies = await execute_async(
+                self.router, self._node_pools, commands, key_slots(self.keys(resolved, entities)), timeout=timeout
+            )
         except RespTimeout as e:
             raise OnlineStoreTimeout(f"Redis Cluster: {e}") from None
         except RespError as e:
             raise OnlineStoreDown(f"Redis Cluster: {e}") from None
         return self.rows(plan, entities, replies)
 
-    def _fetch(self, commands: list[bytes], keys: list[bytes]) -> list[object]:
+    def _fetch(self, commands: list[bytes], resolved: Resolved, entities: Entities) -> list[object]:
         try:
-            return execute(self.router, commands, key_slots(keys))
+            return execute(self.router, commands, key_slots(self.keys(resolved, entities)))
         except RespError as e:
             raise OnlineStoreDown(f"Redis Cluster: {e}") from None
 
