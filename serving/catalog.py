@@ -51,6 +51,14 @@ class Resolved:
     # Keyed by the part that derives it; a value is a pure function of the resolution.
     memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
+    def features_of(self, view: str) -> tuple[str, ...]:
+        """The requested features of ``view``, in request order: the order of its rows' values."""
+        key = ("features-of", view)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = tuple(r.feature for r in self.refs if r.view == view)
+        return hit  # type: ignore[return-value]
+
 
 @dataclass(frozen=True)
 class Catalog:

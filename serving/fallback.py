@@ -214,13 +214,14 @@ class SnapshotCache:
         jobs: set[str] = set()
         for v in resolved.views:
             snap = self._views[v.name]
-            wanted = [(r.feature, snap.columns.get(r.feature)) for r in resolved.refs if r.view == v.name]
-            rows = ViewRows.empty(entities.count)
+            features = resolved.features_of(v.name)
+            wanted = [snap.columns.get(f) for f in features]
+            rows = ViewRows.empty(features, entities.count)
             found = snap.keys.rows(entities.keys(v.join_keys))
             for i, idx in enumerate(found):
                 if idx is None:
                     continue
-                rows.values[i] = {f: col[idx] if col is not None else b"" for f, col in wanted}
+                rows.values[i] = [col[idx] if col is not None else b"" for col in wanted]
                 rows.ts_raw[i] = snap.ts_raw[idx]
                 rows.timestamps[i] = snap.timestamp(idx)
                 job = snap.job_names[snap.job_codes[idx]]

@@ -107,12 +107,13 @@ def encode_feast_response(
         tails[v.name] = field(0x12, statuses) + b"".join(field(0x1A, ts or b"") for ts in rows.ts_raw)
     single = answer.entities.count == 1  # the usual lookup: one entity, no per-row join
     for ref in answer.resolved.refs:
-        found_rows, feature = answer.rows[ref.view].values, ref.feature
+        found_rows = answer.rows[ref.view].values
+        i = answer.resolved.features_of(ref.view).index(ref.feature)
         if single:
             found = found_rows[0]
-            encoded = field(0x0A, found.get(feature, b"") if found else b"")
+            encoded = field(0x0A, (found[i] or b"") if found else b"")
         else:
-            encoded = b"".join(field(0x0A, found.get(feature, b"") if found else b"") for found in found_rows)
+            encoded = b"".join(field(0x0A, (found[i] or b"") if found else b"") for found in found_rows)
         out.append(field(0x12, encoded + tails[ref.view]))
     return b"".join(out)
 

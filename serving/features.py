@@ -55,20 +55,6 @@ class Answer:
     def expired(self, view: ViewSpec, ts: tuple[int, int]) -> bool:
         return view.ttl_seconds is not None and self.now - (ts[0] + ts[1] / 1e9) > view.ttl_seconds
 
-    def cell(self, ref: FeatureRef, view: ViewSpec, row: int) -> tuple[str, bytes, bytes | None]:
-        """(status, serialised Value, serialised Timestamp) of one feature of one entity row."""
-        rows = self.rows[ref.view]
-        values = rows.values[row]
-        ts = rows.timestamps[row]
-        if values is None or ts is None:
-            return NOT_FOUND, b"", None
-        if self.expired(view, ts):
-            return OUTSIDE_MAX_AGE, b"", rows.ts_raw[row]
-        value = values.get(ref.feature, b"")
-        if not value:
-            return NULL_VALUE, b"", rows.ts_raw[row]
-        return PRESENT, value, rows.ts_raw[row]
-
 
 class OnlineFeatures:
     def __init__(

@@ -15,7 +15,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 from feast import FeatureStore
@@ -40,18 +40,26 @@ from serving.resp_async import AsyncRespPool, RespTimeout
 class ViewRows:
     """One view's answer per entity row, in Feast's stored form.
 
-    ``values[row]`` maps feature -> serialised Feast ``Value`` (b"" = null), or is None when the
-    entity has no row; ``ts_raw[row]`` is the serialised ``Timestamp``, ``timestamps[row]`` the
-    same as (seconds, nanos).
+    ``values[row]`` holds the serialised Feast ``Value`` of each of ``features`` (the view's
+    requested features, in request order: ``Resolved.features_of``), b"" or None where null; it is
+    None when the entity has no row. A sequence, not a dict: a Redis reply's slice is used as it
+    is, and encoders index it by position. ``ts_raw[row]`` is the serialised ``Timestamp``,
+    ``timestamps[row]`` the same as (seconds, nanos).
     """
 
-    values: list[dict[str, bytes] | None]
+    features: tuple[str, ...]
+    values: list[Sequence[bytes | None] | None]
     ts_raw: list[bytes | None]
     timestamps: list[tuple[int, int] | None]
 
     @classmethod
-    def empty(cls, count: int) -> "ViewRows":
-        return cls([None] * count, [None] * count, [None] * count)
+    def empty(cls, features: tuple[str, ...], count: int) -> "ViewRows":
+        return cls(features, [None] * count, [None] * count, [None] * count)
+
+    def as_dict(self, row: int) -> dict[str, bytes] | None:
+        """One row's values by feature name (b"" where null)."""
+        values = self.values[row]
+        return None if values is None else {f: v or b"" for f, v in zip(self.features, values, strict=True)}
 
 
 class OnlineReader(Protocol):
@@ -110,8 +118,9 @@ class _Group:
     fields: tuple[tuple[str, str], ...]  # (view, feature) for each requested field, then ts fields
     head: bytes  # the HMGET command up to its key, pre-encoded
     tail: bytes  # the HMGET arguments after the key, pre-encoded
-    # per view: its name, where its _ts field is in the reply, and (reply index, feature) of its fields
-    slots: tuple[tuple[str, int, tuple[tuple[int, str], ...]], ...]
+    # per view: its name, its requested features, where its _ts field is in the reply, and where
+    # its features' values are (reply[start:stop], in request order)
+    slots: tuple[tuple[str, tuple[str, ...], int, int, int], ...]
 
 
 class RedisReader:
@@ -156,22 +165,22 @@ class RedisReader:
         by_keys: dict[tuple[str, ...], list[ViewSpec]] = {}
         for v in resolved.views:
             by_keys.setdefault(v.join_keys, []).append(v)
-        wanted = {(r.view, r.feature) for r in resolved.refs}
         groups = []
         for join_keys, views in by_keys.items():
-            fields = [(v.name, f) for v in views for f in v.features if (v.name, f) in wanted]
-            names = [v.field_hashes[f] for v in views for f in v.features if (v.name, f) in wanted]
+            # each view's requested features together, in request order, then the views' _ts fields
+            fields = [(v.name, f) for v in views for f in resolved.features_of(v.name)]
+            names = [v.field_hashes[f] for v in views for f in resolved.features_of(v.name)]
             fields += [(v.name, "") for v in views]  # "" marks the view's _ts field
             names += [v.ts_field for v in views]
             encoder = _KeyEncoder(join_keys, views[0].join_key_types, self.project)
-            nfeat = len(fields) - len(views)
-            slots = tuple(
-                (v.name, nfeat + i, tuple((j, f) for j, (view, f) in enumerate(fields[:nfeat]) if view == v.name))
-                for i, v in enumerate(views)
-            )
+            nfeat, slots, start = len(fields) - len(views), [], 0
+            for i, v in enumerate(views):
+                features = resolved.features_of(v.name)
+                slots.append((v.name, features, nfeat + i, start, start + len(features)))
+                start += len(features)
             head = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(names))
             tail = b"".join(map(_bulk, names))
-            groups.append(_Group(encoder, tuple(views), tuple(fields), head, tail, slots))
+            groups.append(_Group(encoder, tuple(views), tuple(fields), head, tail, tuple(slots)))
         return tuple(groups)
 
     def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
@@ -212,13 +221,13 @@ class RedisReader:
         count, pos = entities.count, 0
         for g in plan:
             targets = []
-            for name, ts_at, cols in g.slots:
-                rows = out[name] = ViewRows([None] * count, [None] * count, [None] * count)
-                targets.append((rows.values, rows.ts_raw, rows.timestamps, ts_at, cols))
+            for name, features, ts_at, start, stop in g.slots:
+                rows = out[name] = ViewRows(features, [None] * count, [None] * count, [None] * count)
+                targets.append((rows.values, rows.ts_raw, rows.timestamps, ts_at, start, stop))
             for row in range(count):
                 reply = replies[pos]
                 pos += 1
-                for values, ts_raw, stamps, ts_at, cols in targets:
+                for values, ts_raw, stamps, ts_at, start, stop in targets:
                     ts = reply[ts_at]  # type: ignore[index]
                     if ts is None:
                         continue
@@ -227,7 +236,7 @@ class RedisReader:
                     if when is None:
                         when = decoded[ts] = decode_timestamp(ts)
                     stamps[row] = when
-                    values[row] = {f: reply[j] or b"" for j, f in cols}  # type: ignore[index]
+                    values[row] = reply[start:stop]  # type: ignore[index]  # None where a value is null
         return out
 
     def _fetch(self, commands: list[bytes], resolved: Resolved, entities: Entities) -> list[object]:
@@ -326,16 +335,16 @@ class FeastReader:
                     EntityKeyProto(join_keys=list(v.join_keys), entity_values=[protos[k][i] for k in v.join_keys])
                     for i in range(entities.count)
                 ]
-                wanted = [r.feature for r in resolved.refs if r.view == v.name]
-                read = provider.online_read(self.store.config, fv, keys, wanted)
-                rows = ViewRows.empty(entities.count)
+                wanted = resolved.features_of(v.name)
+                read = provider.online_read(self.store.config, fv, keys, list(wanted))
+                rows = ViewRows.empty(wanted, entities.count)
                 for i, (ts, values) in enumerate(read):
                     if ts is None or values is None:
                         continue
                     sec, nanos = _ts(ts)
                     rows.timestamps[i] = (sec, nanos)
                     rows.ts_raw[i] = Timestamp(seconds=sec, nanos=nanos).SerializeToString()
-                    rows.values[i] = {f: values[f].SerializeToString() if f in values else b"" for f in wanted}
+                    rows.values[i] = [values[f].SerializeToString() if f in values else b"" for f in wanted]
                 out[v.name] = rows
         except Exception as e:  # the store itself failed: the caller falls back
             raise OnlineStoreDown(f"{type(e).__name__}: {e}") from None

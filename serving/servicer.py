@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Sequence
 
 import grpc
 
@@ -45,7 +45,7 @@ def entity_columns(request: pb.GetOnlineFeaturesRequest) -> dict[str, list[objec
 def encode_response(answer: Answer, region: str, full_feature_names: bool) -> bytes:
     """A serialised GetOnlineFeaturesResponse (canonical field order)."""
     resolved = answer.resolved
-    names, cols = _layout(resolved, full_feature_names)
+    names, values_at, one_view = _layout(resolved, full_feature_names)
     views = [(v.ttl_seconds, answer.rows[v.name]) for v in resolved.views]
     now = answer.now
     out = [names]
@@ -53,7 +53,7 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
     for row in range(answer.entities.count):
         # per view, in resolved.views order: (its values, its timestamp field, 4 + that field's
         # length) when present and fresh, else (None, the whole entry every feature of the view gets, 0)
-        cells: list[tuple[dict[str, bytes] | None, bytes, int]] = []
+        cells: list[tuple[Sequence[bytes | None] | None, bytes, int]] = []
         for ttl, rows in views:
             values, ts = rows.values[row], rows.timestamps[row]
             if values is None or ts is None:
@@ -64,13 +64,24 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
                 cells.append((None, field(0x0A, _STATUS_OUTSIDE + tail), 0))
             else:
                 cells.append((values, tail, 4 + len(tail)))
+        if one_view:  # one view, so its values are in the response's order: no per-feature lookup
+            values, tail, base = cells[0]
+            if values is None:
+                out.append(field(0x12, tail * len(values_at)))
+                continue
+            n = len(values[0] or b"")
+            if n and base + n < 128 and None not in values and min(map(len, values)) == n == max(map(len, values)):  # type: ignore[arg-type]
+                # every value present and of one length (fixed-width types, most rows): one join
+                head, post = b"\x0a" + one[base + n] + b"\x0a" + one[n], present + tail
+                out.append(field(0x12, head + (post + head).join(values) + post))  # type: ignore[arg-type]
+                continue
         parts: list[bytes] = []
-        for feature, at in cols:
+        for at, i in values_at:
             values, tail, base = cells[at]
             if values is None:
                 parts.append(tail)
                 continue
-            value = values.get(feature)
+            value = values[i]
             if not value:
                 parts.append(field(0x0A, null + tail))
                 continue
@@ -101,15 +112,16 @@ def _job_field(job_id: str) -> bytes:
     return string_field(0x22, job_id)  # job ids repeat across requests: encoded once each
 
 
-def _layout(resolved: Resolved, full: bool) -> tuple[bytes, tuple[tuple[str, int], ...]]:
-    """The encoded feature names and the columns (feature, index of its view in resolved.views),
-    once per resolution."""
+def _layout(resolved: Resolved, full: bool) -> tuple[bytes, tuple[tuple[int, int], ...], bool]:
+    """Once per resolution: the encoded feature names; where each feature's value is (the index of
+    its view in resolved.views, its index in that view's values); whether one view serves all."""
     key = ("v1-layout", full)
     hit = resolved.memo.get(key)
     if hit is None:
         names = b"".join(string_field(0x0A, r.output_name(full)) for r in resolved.refs)
         at = {v.name: i for i, v in enumerate(resolved.views)}
-        hit = resolved.memo[key] = (names, tuple((r.feature, at[r.view]) for r in resolved.refs))
+        values_at = tuple((at[r.view], resolved.features_of(r.view).index(r.feature)) for r in resolved.refs)
+        hit = resolved.memo[key] = (names, values_at, len(resolved.views) == 1)
     return hit  # type: ignore[return-value]
 
 

@@ -109,7 +109,7 @@ def test_fast_reader_reads_what_feast_wrote_on_the_cluster(tmp_path, served, clu
     names = list(sdk.metadata.feature_names.val)  # Feast's column order is its own
     for f in FEATURES:
         j = names.index(f)
-        got = [rows.values[i][f] for i in range(len(ids))]
+        got = [rows.as_dict(i)[f] for i in range(len(ids))]
         want = [v.SerializeToString() if v.WhichOneof("val") else b"" for v in sdk.results[j].values]
         assert got == want, f
     reader.close()
@@ -160,7 +160,7 @@ def test_lookups_follow_ask_during_a_slot_migration_and_moved_after_it(served, c
             rows = reader.read(resolved, entities)
         else:
             rows = loop.run_until_complete(reader.read_async(resolved, entities))
-        return rows["customer_transactions"].values[0]["txn_count_7d"]
+        return rows["customer_transactions"].as_dict(0)["txn_count_7d"]
 
     before = read_one()  # warms the reader's slot map: from now on it is the one that goes stale
     source = cluster.master_of(key)

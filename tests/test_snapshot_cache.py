@@ -73,7 +73,7 @@ def test_integer_keys_answer_the_stored_bytes(tmp_path, count):
         at = len(ids) - 1 if cid == ids[5] else ids.index(cid)
         want_jobs |= {job_of_row[at]} - {None}
         want_spend = b"" if spend[at] is None else Value(double_val=spend[at]).SerializeToString()
-        assert got.values[i] == {"spend": want_spend, "n": Value(int64_val=cid * 2).SerializeToString()}
+        assert got.as_dict(i) == {"spend": want_spend, "n": Value(int64_val=cid * 2).SerializeToString()}
         assert got.ts_raw[i] == _ts(times[at])
         micros = round(times[at].timestamp() * 1e6)
         assert got.timestamps[i] == (micros // 1_000_000, micros % 1_000_000 * 1000)
@@ -96,10 +96,10 @@ def test_string_and_composite_keys(tmp_path):
     cache = SnapshotCache(tmp_path)
     assert sorted(cache.refresh([city, pair])) == ["city", "pair"]
     rows, jobs = cache.read(_resolved(city), Entities({"home_city": ["Miri", "Kota"]}, 2))
-    assert rows["city"].values == [{"pop": Value(int64_val=9).SerializeToString()}, None]
+    assert [rows["city"].as_dict(i) for i in (0, 1)] == [{"pop": Value(int64_val=9).SerializeToString()}, None]
     assert jobs == set()  # no job column: nothing to name
     rows, _ = cache.read(_resolved(pair), Entities({"customer_id": [1, 1], "merchant": ["b", "c"]}, 2))
-    assert rows["pair"].values == [{"score": Value(float_val=0.25).SerializeToString()}, None]
+    assert [rows["pair"].as_dict(i) for i in (0, 1)] == [{"score": Value(float_val=0.25).SerializeToString()}, None]
 
 
 def test_a_new_snapshot_replaces_the_old_one(tmp_path):
@@ -115,4 +115,4 @@ def test_a_new_snapshot_replaces_the_old_one(tmp_path):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a new version even on a coarse clock
     assert cache.refresh([view]) == ["tx"]
     rows, _ = cache.read(_resolved(view), Entities({"customer_id": [1, 2]}, 2))
-    assert [r["n"] for r in rows["tx"].values] == [Value(int64_val=v).SerializeToString() for v in (11, 20)]
+    assert [rows["tx"].as_dict(i)["n"] for i in (0, 1)] == [Value(int64_val=v).SerializeToString() for v in (11, 20)]

@@ -48,7 +48,7 @@ def _n(cache: SnapshotCache, ids: list[int]) -> list[bytes | None]:
     resolved = Resolved(refs=(FeatureRef("tx", "n"),), views=(VIEW,), join_keys=("customer_id",),
                         join_key_types={"customer_id": ValueType.INT64})
     rows, _ = cache.read(resolved, Entities({"customer_id": ids}, len(ids)))
-    return [None if r is None else r["n"] for r in rows["tx"].values]
+    return [None if r is None else r["n"] for r in map(rows["tx"].as_dict, range(len(ids)))]
 
 
 def _packs(data_dir: Path) -> list[str]:
@@ -133,7 +133,7 @@ def test_string_keys_are_shared_too_and_the_last_row_of_a_repeated_key_wins(tmp_
                         join_key_types={"home_city": ValueType.STRING})
     asked = ["Ipoh", "ñ-city", "Kota", "", "Miri", "Zzz"]
     rows, _ = cache.read(resolved, Entities({"home_city": asked}, len(asked)))
-    got = [None if r is None else r["pop"] for r in rows["city"].values]
+    got = [None if r is None else r["pop"] for r in map(rows["city"].as_dict, range(len(asked)))]
     assert got == [_enc(3), _enc(5), None, _enc(6), _enc(0), None]
     assert cache._views["city"].shared
 
