@@ -59,6 +59,13 @@ class Resolved:
             hit = self.memo[key] = tuple(r.feature for r in self.refs if r.view == view)
         return hit  # type: ignore[return-value]
 
+    def value_positions(self) -> tuple[int, ...]:
+        """For each ref, the position of its value in its view's row values."""
+        hit = self.memo.get("value-positions")
+        if hit is None:
+            hit = self.memo["value-positions"] = tuple(self.features_of(r.view).index(r.feature) for r in self.refs)
+        return hit  # type: ignore[return-value]
+
 
 @dataclass(frozen=True)
 class Catalog:

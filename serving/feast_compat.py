@@ -20,7 +20,7 @@ from feast.type_map import feast_value_type_to_python_type
 
 from serving.errors import InvalidRequest, ServingError
 from serving.features import Answer, OnlineFeatures
-from serving.wire import field, string_field
+from serving.wire import field, fields, string_field
 
 SERVICE = GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name
 METHOD = "feast.GetOnlineFeatures"
@@ -95,7 +95,7 @@ def encode_feast_response(
     out = [header]
     for _, values in entity_values:
         n = len(values)
-        out.append(field(0x12, b"".join(field(0x0A, v) for v in values) + field(0x12, _PRESENT * n) + _ZERO_TS * n))
+        out.append(field(0x12, fields(0x0A, values) + field(0x12, _PRESENT * n) + _ZERO_TS * n))
     # statuses and timestamps depend on the view's row only: encoded once per view, not per feature
     tails: dict[str, bytes] = {}
     for v in answer.resolved.views:
@@ -104,16 +104,15 @@ def encode_feast_response(
         statuses = b"".join(
             _NOT_FOUND if found is None and not missing_is_present else _PRESENT for found in rows.values
         )
-        tails[v.name] = field(0x12, statuses) + b"".join(field(0x1A, ts or b"") for ts in rows.ts_raw)
+        tails[v.name] = field(0x12, statuses) + fields(0x1A, [ts or b"" for ts in rows.ts_raw])
     single = answer.entities.count == 1  # the usual lookup: one entity, no per-row join
-    for ref in answer.resolved.refs:
+    for ref, i in zip(answer.resolved.refs, answer.resolved.value_positions(), strict=True):
         found_rows = answer.rows[ref.view].values
-        i = answer.resolved.features_of(ref.view).index(ref.feature)
         if single:
             found = found_rows[0]
             encoded = field(0x0A, (found[i] or b"") if found else b"")
         else:
-            encoded = b"".join(field(0x0A, (found[i] or b"") if found else b"") for found in found_rows)
+            encoded = fields(0x0A, [(found[i] or b"") if found else b"" for found in found_rows])
         out.append(field(0x12, encoded + tails[ref.view]))
     return b"".join(out)
 

@@ -120,7 +120,7 @@ def _layout(resolved: Resolved, full: bool) -> tuple[bytes, tuple[tuple[int, int
     if hit is None:
         names = b"".join(string_field(0x0A, r.output_name(full)) for r in resolved.refs)
         at = {v.name: i for i, v in enumerate(resolved.views)}
-        values_at = tuple((at[r.view], resolved.features_of(r.view).index(r.feature)) for r in resolved.refs)
+        values_at = tuple((at[r.view], i) for r, i in zip(resolved.refs, resolved.value_positions(), strict=True))
         hit = resolved.memo[key] = (names, values_at, len(resolved.views) == 1)
     return hit  # type: ignore[return-value]
 

@@ -34,5 +34,17 @@ def field(tag: int, payload: bytes) -> bytes:
     return _ONE_BYTE[tag] + (_ONE_BYTE[n] if n < 128 else varint(n)) + payload
 
 
+def fields(tag: int, payloads: list[bytes]) -> bytes:
+    """``field(tag, p)`` for each payload, concatenated: one join where all are of one length
+    below 128 (the values of a fixed-width feature across entities, their timestamps)."""
+    if not payloads:
+        return b""
+    n = len(payloads[0])
+    if n < 128 and min(map(len, payloads)) == n == max(map(len, payloads)):
+        head = _ONE_BYTE[tag] + _ONE_BYTE[n]
+        return head + head.join(payloads)
+    return b"".join([field(tag, p) for p in payloads])
+
+
 def string_field(tag: int, text: str) -> bytes:
     return field(tag, text.encode("utf-8"))

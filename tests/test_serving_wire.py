@@ -20,6 +20,7 @@ from serving.entities import Entities
 from serving.features import ONLINE, Answer
 from serving.online import ViewRows
 from serving.servicer import encode_response
+from serving.wire import field, fields
 
 NOW = time.time()
 
@@ -120,3 +121,9 @@ def test_features_of_several_views_interleave_in_the_requested_order():
     got = _parsed(_answer([profile, tx], refs, {"profile": [({"age": _int(41)}, 5)], "tx": [(None, 0)]}))
     assert [(f.status, f.value.int64_value) for f in got.results[0].features][0] == (pb.PRESENT, 41)
     assert got.results[0].features[1].status == pb.NOT_FOUND
+
+
+@pytest.mark.parametrize("payloads", [[], [b"abc"] * 5, [b"abc", b"", b"abcdef"], [b"x" * 200, b"y" * 200],
+                                      [b"", b""]], ids=["none", "one length", "mixed", "long", "empty values"])
+def test_repeated_fields_equal_one_field_each(payloads):
+    assert fields(0x0A, payloads) == b"".join(field(0x0A, p) for p in payloads)
