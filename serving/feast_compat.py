@@ -16,6 +16,7 @@ from typing import cast
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesRequest
+from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
 from serving.errors import InvalidRequest, ServingError
@@ -60,17 +61,26 @@ class FeastCompatServicer:
         which = request.WhichOneof("kind")
         resolved = self.features.resolve(
             feature_service=request.feature_service if which == "feature_service" else None,
-            refs=list(request.features.val) if which == "features" else [],
+            refs=tuple(request.features.val) if which == "features" else (),
         )
         columns: dict[str, list[object]] = {}
         for key, repeated in request.entities.items():
             try:
-                columns[key] = [feast_value_type_to_python_type(v) for v in repeated.val]
+                columns[key] = [_python_value(v) for v in repeated.val]
             except Exception:
                 raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
         answer = await self.features.get(resolved, columns, time_left=time_left)
         entity_values = [(key, [v.SerializeToString() for v in repeated.val]) for key, repeated in request.entities.items()]
         return encode_feast_response(answer, entity_values, request.full_feature_names, self.missing_entity_is_present)
+
+
+# join keys are nearly always these: read directly, as Feast's own conversion would return them
+_SCALAR_KEYS = frozenset(("int64_val", "int32_val", "string_val"))
+
+
+def _python_value(value: Value) -> object:
+    kind = value.WhichOneof("val")
+    return getattr(value, kind) if kind in _SCALAR_KEYS else feast_value_type_to_python_type(value)
 
 
 _PRESENT, _NOT_FOUND = bytes((FieldStatus.PRESENT,)), bytes((FieldStatus.NOT_FOUND,))
