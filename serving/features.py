@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
 from serving.breaker import CircuitBreaker
-from serving.catalog import CatalogCache, FeatureRef, Resolved, ViewSpec
+from serving.catalog import CatalogCache, Resolved
 from serving.entities import Entities, validate
 from serving.errors import NoData, OnlineStoreDown, OnlineStoreTimeout
 from serving.fallback import SnapshotCache
@@ -32,8 +32,6 @@ ONLINE, FALLBACK = "online_store", "batch_fallback"
 # time: a tenth, at least 2 ms, at most half (a caller with a very short deadline still gets the
 # online store's answer).
 FALLBACK_RESERVE_SHARE, FALLBACK_RESERVE_MIN_SECONDS = 0.1, 0.002
-
-PRESENT, NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE = "present", "not_found", "null", "outside_max_age"
 
 # why an answer came from the snapshot (the reason label of fedstore_fallback_answers_total)
 ONLINE_ERROR, BREAKER_OPEN, CALLER_DEADLINE = "online_error", "breaker_open", "caller_deadline"
@@ -51,9 +49,6 @@ class Answer:
 
     def names(self, full: bool) -> list[str]:
         return [r.output_name(full) for r in self.resolved.refs]
-
-    def expired(self, view: ViewSpec, ts: tuple[int, int]) -> bool:
-        return view.ttl_seconds is not None and self.now - (ts[0] + ts[1] / 1e9) > view.ttl_seconds
 
 
 class OnlineFeatures:

@@ -60,7 +60,7 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
                 cells.append((None, _NOT_FOUND, 0))
                 continue
             tail = field(0x1A, rows.ts_raw[row] or b"")
-            if ttl is not None and now - (ts[0] + ts[1] / 1e9) > ttl:  # Answer.expired, inlined
+            if ttl is not None and now - (ts[0] + ts[1] / 1e9) > ttl:  # older than the view's max age
                 cells.append((None, field(0x0A, _STATUS_OUTSIDE + tail), 0))
             else:
                 cells.append((values, tail, 4 + len(tail)))
