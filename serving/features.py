@@ -152,12 +152,7 @@ class OnlineFeatures:
         return Answer(resolved, entities, rows, FALLBACK, age, tuple(sorted(jobs)), now)
 
     def _jobs(self, resolved: Resolved, entities: Entities, rows: dict[str, ViewRows]) -> tuple[str, ...]:
-        views = resolved.views
-        if len(views) == 1:  # the usual request: no union of sets
-            v = views[0]
-            jobs = self.snapshots.jobs_for(v.name, entities.keys(v.join_keys), rows[v.name].timestamps)
-        else:
-            jobs = set()
-            for v in views:
-                jobs |= self.snapshots.jobs_for(v.name, entities.keys(v.join_keys), rows[v.name].timestamps)
-        return tuple(sorted(jobs)) if len(jobs) > 1 else tuple(jobs)
+        jobs: set[str] = set()
+        for v in resolved.views:
+            jobs |= self.snapshots.jobs_for(v.name, entities.keys(v.join_keys), rows[v.name].timestamps)
+        return tuple(sorted(jobs))

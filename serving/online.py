@@ -114,8 +114,6 @@ class _Group:
     """Views sharing one entity key: read with one HMGET per entity."""
 
     encoder: _KeyEncoder
-    views: tuple[ViewSpec, ...]
-    fields: tuple[tuple[str, str], ...]  # (view, feature) for each requested field, then ts fields
     head: bytes  # the HMGET command up to its key, pre-encoded
     tail: bytes  # the HMGET arguments after the key, pre-encoded
     # per view: its name, its requested features, where its _ts field is in the reply, and where
@@ -168,19 +166,19 @@ class RedisReader:
         groups = []
         for join_keys, views in by_keys.items():
             # each view's requested features together, in request order, then the views' _ts fields
-            fields = [(v.name, f) for v in views for f in resolved.features_of(v.name)]
-            names = [v.field_hashes[f] for v in views for f in resolved.features_of(v.name)]
-            fields += [(v.name, "") for v in views]  # "" marks the view's _ts field
+            names: list[bytes] = []
+            spans = []
+            for v in views:
+                features = resolved.features_of(v.name)
+                spans.append((v.name, features, len(names), len(names) + len(features)))
+                names += [v.field_hashes[f] for f in features]
+            ts_at = len(names)
+            slots = tuple((name, features, ts_at + i, start, stop)
+                          for i, (name, features, start, stop) in enumerate(spans))
             names += [v.ts_field for v in views]
             encoder = _KeyEncoder(join_keys, views[0].join_key_types, self.project)
-            nfeat, slots, start = len(fields) - len(views), [], 0
-            for i, v in enumerate(views):
-                features = resolved.features_of(v.name)
-                slots.append((v.name, features, nfeat + i, start, start + len(features)))
-                start += len(features)
             head = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(names))
-            tail = b"".join(map(_bulk, names))
-            groups.append(_Group(encoder, tuple(views), tuple(fields), head, tail, tuple(slots)))
+            groups.append(_Group(encoder, head, b"".join(map(_bulk, names)), slots))
         return tuple(groups)
 
     def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
@@ -222,7 +220,7 @@ class RedisReader:
         for g in plan:
             targets = []
             for name, features, ts_at, start, stop in g.slots:
-                rows = out[name] = ViewRows(features, [None] * count, [None] * count, [None] * count)
+                rows = out[name] = ViewRows.empty(features, count)
                 targets.append((rows.values, rows.ts_raw, rows.timestamps, ts_at, start, stop))
             for row in range(count):
                 reply = replies[pos]

@@ -17,7 +17,7 @@ from proto.fedstore.serving.v1 import serving_pb2 as pb
 from serving.catalog import Resolved
 from serving.errors import InvalidRequest, ServingError
 from serving.features import FALLBACK, Answer, OnlineFeatures
-from serving.wire import field, string_field, varint
+from serving.wire import ONE_BYTE, field, string_field, varint
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
 METHOD = "GetOnlineFeatures"
@@ -26,7 +26,6 @@ _NOT_FOUND = field(0x0A, b"\x10" + varint(pb.NOT_FOUND))  # an EntityResult.feat
 _STATUS_PRESENT = b"\x10" + varint(pb.PRESENT)
 _STATUS_NULL = b"\x10" + varint(pb.NULL_VALUE)
 _STATUS_OUTSIDE = b"\x10" + varint(pb.OUTSIDE_MAX_AGE)
-_ONE_BYTE = tuple(bytes((i,)) for i in range(128))
 
 
 def entity_columns(request: pb.GetOnlineFeaturesRequest) -> dict[str, list[object]]:
@@ -49,7 +48,7 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
     views = [(v.ttl_seconds, answer.rows[v.name]) for v in resolved.views]
     now = answer.now
     out = [names]
-    one, present, null = _ONE_BYTE, _STATUS_PRESENT, _STATUS_NULL
+    one, present, null = ONE_BYTE, _STATUS_PRESENT, _STATUS_NULL
     for row in range(answer.entities.count):
         # per view, in resolved.views order: (its values, its timestamp field, 4 + that field's
         # length) when present and fresh, else (None, the whole entry every feature of the view gets, 0)
@@ -70,7 +69,8 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
                 out.append(field(0x12, tail * len(values_at)))
                 continue
             n = len(values[0] or b"")
-            if n and base + n < 128 and None not in values and min(map(len, values)) == n == max(map(len, values)):  # type: ignore[arg-type]
+            short = n and base + n < 128 and None not in values
+            if short and min(map(len, values)) == n == max(map(len, values)):  # type: ignore[arg-type]
                 # every value present and of one length (fixed-width types, most rows): one join
                 head, post = b"\x0a" + one[base + n] + b"\x0a" + one[n], present + tail
                 out.append(field(0x12, head + (post + head).join(values) + post))  # type: ignore[arg-type]

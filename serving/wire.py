@@ -25,13 +25,13 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-_ONE_BYTE = tuple(bytes((i,)) for i in range(256))  # indexing beats building bytes((i,)) per call
+ONE_BYTE = tuple(bytes((i,)) for i in range(256))  # indexing beats building bytes((i,)) per call
 
 
 def field(tag: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2) with a one-byte tag."""
     n = len(payload)
-    return _ONE_BYTE[tag] + (_ONE_BYTE[n] if n < 128 else varint(n)) + payload
+    return ONE_BYTE[tag] + (ONE_BYTE[n] if n < 128 else varint(n)) + payload
 
 
 def fields(tag: int, payloads: list[bytes]) -> bytes:
@@ -41,7 +41,7 @@ def fields(tag: int, payloads: list[bytes]) -> bytes:
         return b""
     n = len(payloads[0])
     if n < 128 and min(map(len, payloads)) == n == max(map(len, payloads)):
-        head = _ONE_BYTE[tag] + _ONE_BYTE[n]
+        head = ONE_BYTE[tag] + ONE_BYTE[n]
         return head + head.join(payloads)
     return b"".join([field(tag, p) for p in payloads])
 
