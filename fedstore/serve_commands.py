@@ -19,12 +19,16 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
+from multiprocessing.queues import SimpleQueue
 from typing import Sequence
 
 from federation import FederationConfig
 from federation.tls import RotatingCertificate
+from fedstore.errors import USER_ERRORS
 from regions.errors import RegionError
+from serving.ports import AddressInUse
 from serving.server import ServingNode
 
 
@@ -53,8 +57,10 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     if args.address is None and region.serving_address.endswith(":0"):
         raise RegionError("several workers need a fixed port to share: give --address host:port")
     ctx = mp.get_context("spawn")
+    errors: SimpleQueue[str] = ctx.SimpleQueue()  # workers' one-line errors, reported once by this process
     procs = [
-        ctx.Process(target=_run, args=(config, region.code, args.address, args.grace, True, i, cpus[i]), name=f"serve-{i}")
+        ctx.Process(target=_worker, args=(errors, config, region.code, args.address, args.grace, i, cpus[i]),
+                    name=f"serve-{i}")
         for i in range(args.workers)
     ]
     for p in procs:
@@ -70,6 +76,11 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     for p in procs:
         p.join()
     failed = [p.name for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
+    reasons = []
+    while not errors.empty():
+        reasons.append(errors.get())
+    if reasons:  # the workers' own words (usually the same for all: a busy port), once each
+        raise RegionError("; ".join(dict.fromkeys(reasons)))
     if failed:
         raise RegionError(f"{region.code}: serving workers failed: {', '.join(failed)}")
 
@@ -91,6 +102,17 @@ def pin_to_cpu(cpu: int) -> None:
             pass
 
 
+def _worker(errors: "SimpleQueue[str]", config: FederationConfig, code: str, address: str | None, grace: float,
+            worker: int, cpu: int | None) -> None:
+    """A worker process: ``_run``, with a user's mistake (a busy port, say) sent to the parent as
+    one line instead of a traceback from every worker."""
+    try:
+        _run(config, code, address, grace, True, worker, cpu)
+    except USER_ERRORS as e:
+        errors.put(str(e))
+        sys.exit(2)
+
+
 def _run(config: FederationConfig, code: str, address: str | None, grace: float, reuse_port: bool, worker: int,
          cpu: int | None = None) -> None:
     if cpu is not None:
@@ -101,6 +123,8 @@ def _run(config: FederationConfig, code: str, address: str | None, grace: float,
     metrics_port = region.serving.metrics_port + worker if region.serving.metrics_port else None
     try:
         node = ServingNode(config, region, address=address, reuse_port=reuse_port, metrics_port=metrics_port).start()
+    except AddressInUse as e:  # it names the address
+        raise RegionError(f"{code}: {e}") from None
     except OSError as e:
         raise RegionError(f"{code}: cannot serve on {address or region.serving_address}: {e}") from None
     on_cpu = f" on CPU {cpu}" if cpu is not None else ""

@@ -48,6 +48,7 @@ from serving.feast_compat import FeastCompatServicer
 from serving.features import OnlineFeatures
 from serving.metrics import ServingMetrics
 from serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
+from serving.ports import AddressInUse, check_bindable
 from serving.servicer import FeatureServingServicer
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class ServingNode:
     ) -> None:
         self.region = region
         self.refresh_seconds = refresh_seconds
+        check_bindable(address or region.serving_address, reuse_port=reuse_port)  # before any loading: fail fast
         node = RegionNode(region)
         if not node.is_applied:
             from regions.errors import RegionNotReady
@@ -205,7 +207,7 @@ class ServingNode:
         except RuntimeError:  # grpc's asyncio server raises where the thread-pool one returned 0
             port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {bind}: the address is in use or not available here")
+            raise AddressInUse(f"cannot listen on {bind}: the address is in use or not available here")
         return server, port
 
     def _on_loop(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:

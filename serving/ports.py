@@ -1,0 +1,49 @@
+"""Is a listening address free for this node? Asked before grpc is: grpc answers a busy port with
+an error line of its own on stderr and a bare failure, where an operator needs one plain sentence.
+
+The check binds (never listens) with the options grpc's server uses: SO_REUSEADDR always, and
+SO_REUSEPORT when several workers share the port, so a port held by this node's own workers passes
+and one held by anything else does not. grpc still binds for real afterwards (the port may be taken
+in between); this only turns the usual mistake into a clear message.
+"""
+
+from __future__ import annotations
+
+import socket
+
+
+class AddressInUse(OSError):
+    """The address cannot be listened on: another process holds it, or it is not this host's."""
+
+
+def check_bindable(address: str, *, reuse_port: bool) -> None:
+    """Raise AddressInUse unless at least one of the addresses ``host:port`` resolves to can be
+    bound (grpc serves when it can bind one of them). Port 0 (any free port) always passes."""
+    host, _, port_text = address.rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise AddressInUse(f"cannot listen on {address}: {port_text!r} is not a port number") from None
+    if port == 0:
+        return
+    name = host.strip("[]") or None  # "[::]:50051" and ":50051" as grpc reads them
+    try:
+        candidates = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise AddressInUse(f"cannot listen on {address}: {e.strerror}") from None
+    reasons = []
+    for family, kind, proto, _, sockaddr in candidates:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind(sockaddr)
+                return
+            except OSError as e:
+                reasons.append(e.strerror or str(e))
+    detail = "; ".join(dict.fromkeys(reasons))  # one of each, in order
+    raise AddressInUse(f"cannot listen on {address}: {detail} (another process may be listening there)")
+
+
+__all__ = ["AddressInUse", "check_bindable"]
