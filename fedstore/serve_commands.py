@@ -28,7 +28,7 @@ from federation import FederationConfig
 from federation.tls import RotatingCertificate
 from fedstore.errors import USER_ERRORS
 from regions.errors import RegionError
-from serving.ports import AddressInUse
+from serving.ports import AddressInUse, claim_port
 from serving.server import ServingNode
 
 
@@ -51,15 +51,27 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
         # a bad certificate is a one-line error here, not a traceback from every worker
         RotatingCertificate(region.serving.tls_cert, region.serving.tls_key)
     cpus: Sequence[int | None] = worker_cpus(args.workers) if args.pin_cpus else [None] * args.workers
-    if args.workers == 1:
-        _run(config, region.code, args.address, args.grace, reuse_port=False, worker=0, cpu=cpus[0])
-        return
-    if args.address is None and region.serving_address.endswith(":0"):
+    if args.workers > 1 and args.address is None and region.serving_address.endswith(":0"):
         raise RegionError("several workers need a fixed port to share: give --address host:port")
+    try:
+        claim = claim_port(args.address or region.serving_address)  # held until this process ends
+    except AddressInUse as e:
+        raise RegionError(f"{region.code}: {e}") from None
+    try:
+        _serve(config, region.code, args, cpus)
+    finally:
+        if claim is not None:
+            claim.close()
+
+
+def _serve(config: FederationConfig, code: str, args: argparse.Namespace, cpus: Sequence[int | None]) -> None:
+    if args.workers == 1:
+        _run(config, code, args.address, args.grace, reuse_port=False, worker=0, cpu=cpus[0])
+        return
     ctx = mp.get_context("spawn")
     errors: SimpleQueue[str] = ctx.SimpleQueue()  # workers' one-line errors, reported once by this process
     procs = [
-        ctx.Process(target=_worker, args=(errors, config, region.code, args.address, args.grace, i, cpus[i]),
+        ctx.Process(target=_worker, args=(errors, config, code, args.address, args.grace, i, cpus[i]),
                     name=f"serve-{i}")
         for i in range(args.workers)
     ]
@@ -82,7 +94,7 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     if reasons:  # the workers' own words (usually the same for all: a busy port), once each
         raise RegionError("; ".join(dict.fromkeys(reasons)))
     if failed:
-        raise RegionError(f"{region.code}: serving workers failed: {', '.join(failed)}")
+        raise RegionError(f"{code}: serving workers failed: {', '.join(failed)}")
 
 
 def worker_cpus(workers: int) -> list[int]:

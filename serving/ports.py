@@ -10,10 +10,34 @@ in between); this only turns the usual mistake into a clear message.
 from __future__ import annotations
 
 import socket
+import sys
 
 
 class AddressInUse(OSError):
     """The address cannot be listened on: another process holds it, or it is not this host's."""
+
+
+def claim_port(address: str) -> socket.socket | None:
+    """Hold this host's claim to the port of ``address`` for the life of the returned socket.
+
+    Workers that share a port (SO_REUSEPORT) would silently share it with any other process of the
+    same user that does the same: a second ``fedstore serve --workers N`` left running, or another
+    region's, and callers would get answers from whichever the kernel picks. The claim is a name in
+    Linux's abstract socket namespace: one holder per port per host, released when the process
+    dies however it dies, and no file to clean up. None where there is no such namespace.
+    """
+    port = address.rpartition(":")[2]
+    if not sys.platform.startswith("linux") or port in ("", "0"):
+        return None
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        claim.bind(f"\0fedstore-serve:{port}")
+    except OSError:
+        claim.close()
+        raise AddressInUse(
+            f"cannot listen on {address}: another `fedstore serve` on this host already serves port {port}"
+        ) from None
+    return claim
 
 
 def check_bindable(address: str, *, reuse_port: bool) -> None:
@@ -46,4 +70,4 @@ def check_bindable(address: str, *, reuse_port: bool) -> None:
     raise AddressInUse(f"cannot listen on {address}: {detail} (another process may be listening there)")
 
 
-__all__ = ["AddressInUse", "check_bindable"]
+__all__ = ["AddressInUse", "check_bindable", "claim_port"]

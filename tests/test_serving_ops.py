@@ -138,6 +138,13 @@ def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monk
         with FeatureClient(f"127.0.0.1:{port}", token=TOKENS["fraud-app"]) as client:
             for _ in range(10):
                 assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
+        # a second `fedstore serve` on the port would share it with these workers (SO_REUSEPORT): refused
+        second = subprocess.run(
+            [sys.executable, "-m", "fedstore.cli", "--config", str(s.config.source), "serve", "--region", "MY",
+             "--address", f"127.0.0.1:{port}", "--workers", "2"], capture_output=True, text=True, timeout=120, env=env)
+        assert second.returncode == 2
+        assert second.stderr.splitlines() == [f"fedstore: error: MY: cannot listen on 127.0.0.1:{port}: another "
+                                              f"`fedstore serve` on this host already serves port {port}"], second.stderr
         # one pack per view's snapshot, mapped by both workers: the host holds each snapshot once
         packs = sorted(str(p) for p in cache.glob("*.pack"))
         assert packs and len(packs) == len(list((s.node.data_dir / "snapshots").glob("*.parquet")))
@@ -371,6 +378,25 @@ def test_a_busy_port_is_one_line_from_several_workers(tmp_path, monkeypatch, cap
     assert code == 2
     assert err.strip().splitlines() == [f"fedstore: error: MY: cannot listen on {address}: Address already in use "
                                         "(another process may be listening there)"], err
+
+
+def test_a_port_is_claimed_by_one_fedstore_serve_per_host():
+    from serving.ports import AddressInUse, claim_port
+
+    from redis_servers import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    first = claim_port(address)
+    assert first is not None
+    try:
+        with pytest.raises(AddressInUse, match="already serves port"):
+            claim_port(address.replace("127.0.0.1", "0.0.0.0"))  # the port, whatever the host part
+    finally:
+        first.close()
+    again = claim_port(address)  # released with its holder
+    assert again is not None
+    again.close()
+    assert claim_port("127.0.0.1:0") is None  # any free port: nothing to share
 
 
 def test_port_check_passes_free_and_shared_ports_and_names_bad_ones():
