@@ -32,6 +32,9 @@ from serving.ports import AddressInUse, claim_port
 from serving.server import ServingNode
 
 
+PARENT_CHECK_SECONDS = 1.0  # how often a worker checks that the process that started it still runs
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run a region's gRPC online-serving node")
     serve.add_argument("--region", required=True, help="region code, e.g. MY")
@@ -71,7 +74,7 @@ def _serve(config: FederationConfig, code: str, args: argparse.Namespace, cpus: 
     ctx = mp.get_context("spawn")
     errors: SimpleQueue[str] = ctx.SimpleQueue()  # workers' one-line errors, reported once by this process
     procs = [
-        ctx.Process(target=_worker, args=(errors, config, code, args.address, args.grace, i, cpus[i]),
+        ctx.Process(target=_worker, args=(errors, config, code, args.address, args.grace, i, cpus[i], os.getpid()),
                     name=f"serve-{i}")
         for i in range(args.workers)
     ]
@@ -115,18 +118,21 @@ def pin_to_cpu(cpu: int) -> None:
 
 
 def _worker(errors: "SimpleQueue[str]", config: FederationConfig, code: str, address: str | None, grace: float,
-            worker: int, cpu: int | None) -> None:
+            worker: int, cpu: int | None, parent: int) -> None:
     """A worker process: ``_run``, with a user's mistake (a busy port, say) sent to the parent as
     one line instead of a traceback from every worker."""
     try:
-        _run(config, code, address, grace, True, worker, cpu)
+        _run(config, code, address, grace, True, worker, cpu, parent=parent)
     except USER_ERRORS as e:
         errors.put(str(e))
         sys.exit(2)
 
 
 def _run(config: FederationConfig, code: str, address: str | None, grace: float, reuse_port: bool, worker: int,
-         cpu: int | None = None) -> None:
+         cpu: int | None = None, *, parent: int | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C, or, for a worker, until its parent process is gone (killed
+    outright, it could not stop its workers, and they would keep the port and the region's calls
+    without it, and without its claim on the port)."""
     if cpu is not None:
         pin_to_cpu(cpu)  # before grpc starts its threads: they inherit it
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{code}/{worker}] %(message)s")
@@ -143,7 +149,10 @@ def _run(config: FederationConfig, code: str, address: str | None, grace: float,
     print(f"{code}: worker {worker} serving on {node.address}{on_cpu} (SIGTERM or Ctrl-C to stop)", flush=True)
     stopping = threading.Event()
     _on_signals(stopping)
-    stopping.wait()
+    while not stopping.wait(PARENT_CHECK_SECONDS):
+        if parent is not None and os.getppid() != parent:
+            print(f"{code}: worker {worker}: the fedstore serve process that started it is gone", flush=True)
+            break
     print(f"{code}: worker {worker} draining in-flight calls (up to {grace:.0f}s)", flush=True)
     node.stop(grace)
     print(f"{code}: worker {worker} stopped", flush=True)

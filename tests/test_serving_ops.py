@@ -418,3 +418,53 @@ def test_port_check_passes_free_and_shared_ports_and_names_bad_ones():
         check_bindable("127.0.0.1:http", reuse_port=False)
     with pytest.raises(AddressInUse, match="cannot listen on 192.0.2.1:"):
         check_bindable("192.0.2.1:50051", reuse_port=False)  # TEST-NET: not an address of this host
+
+
+@pytest.mark.slow
+def test_workers_stop_when_fedstore_serve_is_killed(tmp_path, monkeypatch):
+    """SIGKILL gives `fedstore serve` no chance to stop its workers: they notice it is gone, drain
+    and exit, and the port is free again (no orphan keeps serving the region unclaimed)."""
+    import socket
+
+    from redis_servers import free_port
+
+    s = served_region(tmp_path, None, monkeypatch, customers=10)
+    s.server.stop(1)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(s.config.source), "serve", "--region", "MY",
+         "--address", f"127.0.0.1:{port}", "--workers", "2"],
+        env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers: list[int] = []
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 120
+        while sum("serving on" in line for line in seen) < 2 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "fedstore serve exited: " + "".join(seen)
+            seen.append(line)
+        workers = [w for w in _children(proc.pid) if b"resource_tracker" not in Path(f"/proc/{w}/cmdline").read_bytes()]
+        assert len(workers) == 2, workers
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{w}").exists() and "Z" not in _state(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in _state(w)], "orphaned workers still run"
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0  # nobody listens any more
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in workers:  # orphans now: only their pids find them
+            try:
+                os.kill(w, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
