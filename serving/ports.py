@@ -9,6 +9,7 @@ in between); this only turns the usual mistake into a clear message.
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 
@@ -65,9 +66,9 @@ def check_bindable(address: str, *, reuse_port: bool) -> None:
                 probe.bind(sockaddr)
                 return
             except OSError as e:
-                reasons.append(e.strerror or str(e))
-    detail = "; ".join(dict.fromkeys(reasons))  # one of each, in order
-    raise AddressInUse(f"cannot listen on {address}: {detail} (another process may be listening there)")
+                hint = " (another process may be listening there)" if e.errno == errno.EADDRINUSE else ""
+                reasons.append(f"{e.strerror or e}{hint}")
+    raise AddressInUse(f"cannot listen on {address}: {'; '.join(dict.fromkeys(reasons))}")  # each reason once
 
 
 __all__ = ["AddressInUse", "check_bindable", "claim_port"]
