@@ -35,3 +35,9 @@ class PolicyRefused(AggregatorError):
     """The target region's deployment policy (or the stage order) forbids the change."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class StoreInUse(AggregatorError):
+    """Another process has the submission store open (DuckDB allows one writer process)."""
+
+    code = grpc.StatusCode.UNAVAILABLE

@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from aggregator.errors import StoreInUse
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 _SCHEMA = """
@@ -95,7 +96,15 @@ def _aggregate(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
 class SubmissionStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = duckdb.connect(str(path))
+        try:
+            self._db = duckdb.connect(str(path))
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower():
+                raise
+            raise StoreInUse(
+                f"the submission store {path} is open in another process (is another `fedstore aggregator serve` "
+                "running on this data directory?)"
+            ) from None
         self._db.execute(_SCHEMA)
         self._lock = threading.Lock()  # one DuckDB connection, used by one thread at a time
 

@@ -10,6 +10,7 @@ import threading
 from federation import FederationConfig
 from fedstore.render import table
 from regions.errors import RegionError
+from serving.ports import AddressInUse, check_bindable
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,14 +30,22 @@ def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
+    from aggregator.errors import StoreInUse
     from aggregator.intake.metrics import AggregatorMetrics
     from aggregator.intake.server import build_server
 
     address = args.address or config.aggregator.address
     assert config.aggregator.data_dir is not None
+    try:
+        check_bindable(address, reuse_port=False)  # before the store is opened: a busy port changes nothing
+    except AddressInUse as e:
+        raise RegionError(f"aggregator: {e}") from None
     metrics = AggregatorMetrics()
-    server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", address,
-                                       metrics=metrics)
+    try:
+        server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", address,
+                                           metrics=metrics)
+    except StoreInUse as e:
+        raise RegionError(f"aggregator: {e}") from None
     if port == 0:
         raise RegionError(f"aggregator: cannot listen on {address}")
     server.start()

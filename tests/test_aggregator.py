@@ -196,6 +196,43 @@ def test_the_contract_has_no_field_for_rows_keys_or_free_text():
                 assert field.name in allowed_strings, f"{message.name}.{field.name} is free text"
 
 
+def test_aggregator_on_a_busy_port_is_one_line(fed, capfd):
+    import socket
+
+    from fedstore.cli import main
+
+    config, _, _ = fed
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        address = "127.0.0.1:%d" % other.getsockname()[1]
+        capfd.readouterr()
+        code = main(["--config", str(config.source), "aggregator", "serve", "--address", address])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert err.splitlines() == [f"fedstore: error: aggregator: cannot listen on {address}: Address already in use "
+                                "(another process may be listening there)"], err
+
+
+def test_a_second_aggregator_on_the_same_store_is_one_line(fed):
+    """The fixture's centre holds the store (DuckDB: one writing process); another process's
+    `fedstore aggregator serve` on it is refused in one line, and the running centre still accepts."""
+    import os
+    import subprocess
+    import sys
+
+    config, address, _ = fed
+    second = subprocess.run(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "aggregator", "serve",
+         "--address", "127.0.0.1:0"], capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert second.returncode == 2
+    lines = second.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedstore: error: aggregator: the submission store "), second.stderr
+    assert "is open in another process" in lines[0]
+    node, (sid, _, _) = _publish(config, "MY")
+    assert send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"]) == [(sid, "sent")]
+
+
 def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
