@@ -59,12 +59,36 @@ class Resolved:
             hit = self.memo[key] = tuple(r.feature for r in self.refs if r.view == view)
         return hit  # type: ignore[return-value]
 
+    def collision(self, full: bool) -> str:
+        """Why two of the answer's columns would have one name ("" when none would): a ref asked
+        twice, or, without full feature names, one feature name in two views."""
+        key = "collision-full" if full else "collision-short"
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = _collision(self.refs, full)
+        return hit  # type: ignore[return-value]
+
     def value_positions(self) -> tuple[int, ...]:
         """For each ref, the position of its value in its view's row values."""
         hit = self.memo.get("value-positions")
         if hit is None:
             hit = self.memo["value-positions"] = tuple(self.features_of(r.view).index(r.feature) for r in self.refs)
         return hit  # type: ignore[return-value]
+
+
+def _collision(refs: tuple[FeatureRef, ...], full: bool) -> str:
+    seen: dict[str, FeatureRef] = {}
+    for r in refs:
+        name = r.output_name(full)
+        first = seen.get(name)
+        if first is None:
+            seen[name] = r
+            continue
+        if first == r:
+            return f"{r.view}:{r.feature} is requested twice"
+        return (f"{first.view}:{first.feature} and {r.view}:{r.feature} would both be named {name!r}; "
+                "ask with full_feature_names")
+    return ""
 
 
 @dataclass(frozen=True)

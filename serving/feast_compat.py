@@ -21,6 +21,7 @@ from feast.type_map import feast_value_type_to_python_type
 
 from serving.errors import InvalidRequest, ServingError
 from serving.features import Answer, OnlineFeatures
+from serving.requests import Malformed, parser
 from serving.wire import field, fields, string_field
 
 SERVICE = GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name
@@ -37,12 +38,14 @@ class FeastCompatServicer:
         Feast's other methods (Push, WriteToOnlineStore) are not served: UNIMPLEMENTED."""
         method = grpc.unary_unary_rpc_method_handler(
             self.GetOnlineFeatures,
-            request_deserializer=GetOnlineFeaturesRequest.FromString,
+            request_deserializer=parser(GetOnlineFeaturesRequest),
             response_serializer=_identity,
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"GetOnlineFeatures": method})
 
-    async def GetOnlineFeatures(self, request: GetOnlineFeaturesRequest, context: grpc.aio.ServicerContext) -> bytes:
+    async def GetOnlineFeatures(
+        self, request: GetOnlineFeaturesRequest | Malformed, context: grpc.aio.ServicerContext
+    ) -> bytes:
         began = time.perf_counter()
         metrics = self.features.metrics
         try:
@@ -57,11 +60,14 @@ class FeastCompatServicer:
         metrics.answered(METHOD, grpc.StatusCode.OK, time.perf_counter() - began)
         return response
 
-    async def _answer(self, request: GetOnlineFeaturesRequest, time_left: float | None) -> bytes:
+    async def _answer(self, request: GetOnlineFeaturesRequest | Malformed, time_left: float | None) -> bytes:
+        if isinstance(request, Malformed):
+            raise request.error()
         which = request.WhichOneof("kind")
         resolved = self.features.resolve(
             feature_service=request.feature_service if which == "feature_service" else None,
             refs=tuple(request.features.val) if which == "features" else (),
+            full_feature_names=request.full_feature_names,
         )
         columns: dict[str, list[object]] = {}
         for key, repeated in request.entities.items():

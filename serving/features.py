@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 from serving.breaker import CircuitBreaker
 from serving.catalog import CatalogCache, Resolved
 from serving.entities import Entities, validate
-from serving.errors import NoData, OnlineStoreDown, OnlineStoreTimeout
+from serving.errors import InvalidRequest, NoData, OnlineStoreDown, OnlineStoreTimeout
 from serving.fallback import SnapshotCache
 from serving.metrics import ServingMetrics
 from serving.online import OnlineReader, ViewRows
@@ -76,9 +76,13 @@ class OnlineFeatures:
         # blackholed store is caught even when every caller's deadline is far shorter than its own
         self._unanswered_since: float | None = None
 
-    def resolve(self, *, feature_service: str | None, refs: Sequence[str]) -> Resolved:
+    def resolve(self, *, feature_service: str | None, refs: Sequence[str], full_feature_names: bool = False) -> Resolved:
         cat = self.catalog.current
-        return cat.service(feature_service) if feature_service else cat.refs(tuple(refs))
+        resolved = cat.service(feature_service) if feature_service else cat.refs(tuple(refs))
+        collision = resolved.collision(full_feature_names)
+        if collision:  # an answer with two columns of one name could be read wrongly (Feast refuses it too)
+            raise InvalidRequest(f"feature names collide: {collision}")
+        return resolved
 
     async def get(
         self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None

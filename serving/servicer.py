@@ -17,6 +17,7 @@ from proto.fedstore.serving.v1 import serving_pb2 as pb
 from serving.catalog import Resolved
 from serving.errors import InvalidRequest, ServingError
 from serving.features import FALLBACK, Answer, OnlineFeatures
+from serving.requests import Malformed, parser
 from serving.wire import ONE_BYTE, field, string_field, varint
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
@@ -132,7 +133,7 @@ class FeatureServingServicer:
     def handler(self) -> grpc.GenericRpcHandler:
         method = grpc.unary_unary_rpc_method_handler(
             self.GetOnlineFeatures,
-            request_deserializer=pb.GetOnlineFeaturesRequest.FromString,
+            request_deserializer=parser(pb.GetOnlineFeaturesRequest),
             response_serializer=_identity,
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"GetOnlineFeatures": method})
@@ -141,10 +142,13 @@ class FeatureServingServicer:
         began = time.perf_counter()
         metrics = self.features.metrics
         try:
+            if isinstance(request, Malformed):
+                raise request.error()
             which = request.WhichOneof("features")
             resolved = self.features.resolve(
                 feature_service=request.feature_service if which == "feature_service" else None,
                 refs=tuple(request.feature_refs.refs),
+                full_feature_names=request.full_feature_names,
             )
             answer = await self.features.get(resolved, entity_columns(request), time_left=context.time_remaining())
             response = encode_response(answer, self.features.region, request.full_feature_names)

@@ -202,6 +202,8 @@ BAD = [
     ("empty column", lambda: pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _ints([])}),
      grpc.StatusCode.INVALID_ARGUMENT, "empty"),
     ("no features", lambda: pb.GetOnlineFeaturesRequest(entities={"customer_id": _ints([1])}), grpc.StatusCode.INVALID_ARGUMENT, "no features"),
+    ("a ref twice", lambda: _refs(["customer_transactions:spend_7d"] * 2, {"customer_id": _ints([1])}),
+     grpc.StatusCode.INVALID_ARGUMENT, "customer_transactions:spend_7d is requested twice"),
     ("over the limit", lambda: pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _ints(list(range(501)))}),
      grpc.StatusCode.INVALID_ARGUMENT, "at most 500"),
 ]
@@ -230,6 +232,33 @@ def test_bad_input_gets_the_right_status(served, case, build, code, fragment):
     # and the server is still fine afterwards
     with _client(served) as client:
         assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
+
+
+@pytest.mark.parametrize("path", ["/fedstore.serving.v1.FeatureServing/GetOnlineFeatures",
+                                  "/GrpcFeatureServer/GetOnlineFeatures"], ids=["v1", "feast"])
+def test_bytes_that_are_no_request_are_invalid_argument(served, path):
+    """grpc itself would answer UNKNOWN: a caller's garbage is its mistake, named as such."""
+    with grpc.insecure_channel(served.address) as ch:
+        call = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as err:
+            call(b"\xff\xff\xff", metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("malformed request: the bytes sent are not a valid ")
+    assert err.value.details().endswith(".GetOnlineFeaturesRequest")
+    codes = served.server.metrics.stats.codes
+    assert sum(n for (method, code), n in codes.items() if code == "INVALID_ARGUMENT") >= 1
+
+
+def test_two_views_one_feature_name_collide_unless_full_names_are_asked_for():
+    from serving.catalog import FeatureRef, Resolved
+
+    refs = (FeatureRef("customer_transactions", "spend_7d"), FeatureRef("promo_spend", "spend_7d"))
+    resolved = Resolved(refs=refs, views=(), join_keys=())
+    assert resolved.collision(False) == ("customer_transactions:spend_7d and promo_spend:spend_7d would both be "
+                                         "named 'spend_7d'; ask with full_feature_names")
+    assert resolved.collision(True) == ""
+    assert Resolved(refs=refs[:1] * 2, views=(), join_keys=()).collision(True) == (
+        "customer_transactions:spend_7d is requested twice")
 
 
 def test_auth_missing_unknown_and_wrong_region(served):
