@@ -24,6 +24,9 @@ from regions.datasets import TrainingSetRequest, build_training_set
 from regions.datasets.manifest import DatasetManifest
 from regions.errors import InvalidEntities, RegionError, RegionNotReady, UnknownName
 from regions.store.node import RegionNode
+from serving.requests import Malformed, parser
+
+SERVICE = pb.DESCRIPTOR.services_by_name["HistoricalFeatures"].full_name
 
 _CODES: dict[type[RegionError], grpc.StatusCode] = {
     InvalidEntities: grpc.StatusCode.INVALID_ARGUMENT,
@@ -45,9 +48,22 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         self.region = region
         self.node = RegionNode(region)
 
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generated registration's handler, but with a parser that makes bytes which are not
+        a request INVALID_ARGUMENT (grpc's own deserializer failure is UNKNOWN)."""
+        method = grpc.unary_stream_rpc_method_handler(
+            self.GetHistoricalFeatures,
+            request_deserializer=parser(pb.GetHistoricalFeaturesRequest),
+            response_serializer=pb.ArrowChunk.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, {"GetHistoricalFeatures": method})
+
     def GetHistoricalFeatures(
-        self, request: pb.GetHistoricalFeaturesRequest, context: grpc.ServicerContext
+        self, request: pb.GetHistoricalFeaturesRequest | Malformed, context: grpc.ServicerContext
     ) -> Iterator[pb.ArrowChunk]:
+        if isinstance(request, Malformed):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.error()))
+            return
         if request.region.upper() != self.region.code:
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,

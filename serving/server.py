@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from federation import FederationConfig, RegionConfig
 from federation.tls import server_credentials
-from proto.fedstore.datasets.v1 import datasets_pb2, datasets_pb2_grpc
+from proto.fedstore.datasets.v1 import datasets_pb2
 from proto.fedstore.serving.v1 import serving_pb2
 from regions.store.cluster import ClusterTarget
 from regions.store.engine import redis_target
@@ -184,9 +184,7 @@ class ServingNode:
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # entity frames for training sets
             ],
         )
-        datasets = generic_handler(
-            datasets_pb2_grpc.add_HistoricalFeaturesServicer_to_server, HistoricalFeaturesServicer(self.region)
-        )
+        datasets = HistoricalFeaturesServicer(self.region).handler()
         guarded = (FeatureServingServicer(self.features).handler(), self._compat.handler(), datasets)
         open_to_all = (
             generic_handler(health_pb2_grpc.add_HealthServicer_to_server, self.health),

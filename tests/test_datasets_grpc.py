@@ -79,3 +79,14 @@ def test_same_auth_as_serving(served):
             with pytest.raises(grpc.RpcError) as err:
                 client.get_historical_features(region="MY", entities=_entities(served, 5), feature_service="fraud_scoring")
         assert err.value.code() == code
+
+
+def test_bytes_that_are_no_request_are_invalid_argument(served):
+    with grpc.insecure_channel(served.address) as ch:
+        call = ch.unary_stream("/fedstore.datasets.v1.HistoricalFeatures/GetHistoricalFeatures",
+                               request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as err:
+            list(call(b"\xff\xff\xff", metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=30))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == ("malformed request: the bytes sent are not a valid "
+                                   "fedstore.datasets.v1.GetHistoricalFeaturesRequest")
