@@ -18,13 +18,13 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from federation import RegionConfig
+from federation.grpc_handlers import Malformed, parser
 from proto.fedstore.datasets.v1 import datasets_pb2 as pb
 from proto.fedstore.datasets.v1 import datasets_pb2_grpc
 from regions.datasets import TrainingSetRequest, build_training_set
 from regions.datasets.manifest import DatasetManifest
 from regions.errors import InvalidEntities, RegionError, RegionNotReady, UnknownName
 from regions.store.node import RegionNode
-from serving.requests import Malformed, parser
 
 SERVICE = pb.DESCRIPTOR.services_by_name["HistoricalFeatures"].full_name
 
@@ -62,7 +62,7 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         self, request: pb.GetHistoricalFeaturesRequest | Malformed, context: grpc.ServicerContext
     ) -> Iterator[pb.ArrowChunk]:
         if isinstance(request, Malformed):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.error()))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
             return
         if request.region.upper() != self.region.code:
             context.abort(

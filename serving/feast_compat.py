@@ -19,9 +19,9 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnline
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
+from federation.grpc_handlers import Malformed, parser
 from serving.errors import InvalidRequest, ServingError
 from serving.features import Answer, OnlineFeatures
-from serving.requests import Malformed, parser
 from serving.wire import field, fields, string_field
 
 SERVICE = GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name
@@ -62,7 +62,7 @@ class FeastCompatServicer:
 
     async def _answer(self, request: GetOnlineFeaturesRequest | Malformed, time_left: float | None) -> bytes:
         if isinstance(request, Malformed):
-            raise request.error()
+            raise InvalidRequest(request.detail)
         which = request.WhichOneof("kind")
         resolved = self.features.resolve(
             feature_service=request.feature_service if which == "feature_service" else None,

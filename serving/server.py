@@ -23,7 +23,7 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Coroutine, TypeVar
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
@@ -32,6 +32,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from federation import FederationConfig, RegionConfig
+from federation.grpc_handlers import generic_handler
 from federation.tls import server_credentials
 from proto.fedstore.datasets.v1 import datasets_pb2
 from proto.fedstore.serving.v1 import serving_pb2
@@ -70,25 +71,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-def generic_handler(add_to_server: Callable[[Any, Any], None], servicer: object) -> grpc.GenericRpcHandler:
-    """The generic handler a generated ``add_…Servicer_to_server`` builds for ``servicer``, without
-    its registering the methods with the server as well. Every service here is reached through
-    generic handlers: a registered method would bypass the token guard, and grpc's asyncio server
-    waits on one pending call per registered method anew for every call it takes."""
-    handlers: list[grpc.GenericRpcHandler] = []
-
-    class _Collect:
-        def add_generic_rpc_handlers(self, generic: tuple[grpc.GenericRpcHandler, ...]) -> None:
-            handlers.extend(generic)
-
-        def add_registered_method_handlers(self, service: str, methods: dict[str, grpc.RpcMethodHandler]) -> None:
-            pass  # the same methods, already in the generic handler
-
-    add_to_server(servicer, _Collect())
-    (handler,) = handlers
-    return handler
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from typing import Callable, Sequence
 
 import grpc
 
+from federation.grpc_handlers import Malformed, parser
 from proto.fedstore.serving.v1 import serving_pb2 as pb
 from serving.catalog import Resolved
 from serving.errors import InvalidRequest, ServingError
 from serving.features import FALLBACK, Answer, OnlineFeatures
-from serving.requests import Malformed, parser
 from serving.wire import ONE_BYTE, field, string_field, varint
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
@@ -143,7 +143,7 @@ class FeatureServingServicer:
         metrics = self.features.metrics
         try:
             if isinstance(request, Malformed):
-                raise request.error()
+                raise InvalidRequest(request.detail)
             which = request.WhichOneof("features")
             resolved = self.features.resolve(
                 feature_service=request.feature_service if which == "feature_service" else None,

@@ -233,6 +233,22 @@ def test_a_second_aggregator_on_the_same_store_is_one_line(fed):
     assert send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"]) == [(sid, "sent")]
 
 
+@pytest.mark.parametrize("path,message", [
+    ("/fedstore.aggregator.v1.Aggregator/Submit", "fedstore.aggregator.v1.Submission"),
+    ("/fedstore.registry.v1.Registry/ListModels", "fedstore.registry.v1.ListModelsRequest"),
+], ids=["aggregator", "registry"])
+def test_bytes_that_are_no_request_are_invalid_argument(fed, path, message):
+    """grpc's thread-pool server would answer INTERNAL: garbage is the caller's mistake; nothing is stored."""
+    config, address, store = fed
+    with grpc.insecure_channel(address) as ch:
+        call = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as err:
+            call(b"\xff\xff\xff", metadata=_md("MY"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == f"malformed request: the bytes sent are not a valid {message}"
+    assert store.features(None) == []
+
+
 def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

@@ -28,6 +28,7 @@ from aggregator.store import BudgetRefused, StoredReceipt, SubmissionStore, cont
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
 from federation import FederationConfig
+from federation.grpc_handlers import generic_handler, reject_malformed
 from federation.statistics import CATALOG
 from federation.tls import server_credentials
 from federation.tokens import Caller, TokenBook, bearer_token
@@ -162,8 +163,12 @@ def build_server(
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry)
-    aggregator_pb2_grpc.add_AggregatorServicer_to_server(servicer, server)
-    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry, servicer.authenticate), server)
+    # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL
+    server.add_generic_rpc_handlers((
+        reject_malformed(generic_handler(aggregator_pb2_grpc.add_AggregatorServicer_to_server, servicer)),
+        reject_malformed(generic_handler(registry_pb2_grpc.add_RegistryServicer_to_server,
+                                         RegistryServicer(registry, servicer.authenticate))),
+    ))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     names = (pb.DESCRIPTOR.services_by_name["Aggregator"].full_name,

@@ -1,0 +1,107 @@
+"""How every gRPC door of the product builds its method handlers: from generated registrations
+without their side effects, and with requests parsed so that bytes which are not the expected
+message are the caller's mistake (INVALID_ARGUMENT), not the server's.
+
+grpc's asyncio server answers a request deserializer's exception with UNKNOWN, and its thread-pool
+server with INTERNAL. A parser from ``parser()`` returns a ``Malformed`` instead of raising: hot
+handlers check for it themselves (the serving node's lookups); ``reject_malformed`` does it for
+every method of a service (the centre's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import grpc
+from google.protobuf.message import DecodeError
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """What arrived instead of a request message."""
+
+    message_type: str
+
+    @property
+    def detail(self) -> str:
+        return f"malformed request: the bytes sent are not a valid {self.message_type}"
+
+
+def parser(message_class: Any) -> Callable[[bytes], Any]:
+    """``message_class.FromString``, returning a ``Malformed`` where the bytes do not parse."""
+    return _parsing(message_class.FromString, message_class.DESCRIPTOR.full_name)
+
+
+def _parsing(from_string: Callable[[bytes], Any], name: str) -> Callable[[bytes], Any]:
+    malformed = Malformed(name)
+
+    def parse(data: bytes) -> Any:
+        try:
+            return from_string(data)
+        except DecodeError:
+            return malformed
+
+    return parse
+
+
+def generic_handler(add_to_server: Callable[[Any, Any], None], servicer: object) -> grpc.GenericRpcHandler:
+    """The generic handler a generated ``add_…Servicer_to_server`` builds for ``servicer``, without
+    its registering the methods with the server as well. The serving node reaches every service
+    through generic handlers: a registered method would bypass its token guard, and grpc's asyncio
+    server waits on one pending call per registered method anew for every call it takes."""
+    handlers: list[grpc.GenericRpcHandler] = []
+
+    class _Collect:
+        def add_generic_rpc_handlers(self, generic: tuple[grpc.GenericRpcHandler, ...]) -> None:
+            handlers.extend(generic)
+
+        def add_registered_method_handlers(self, service: str, methods: dict[str, grpc.RpcMethodHandler]) -> None:
+            pass  # the same methods, already in the generic handler
+
+    add_to_server(servicer, _Collect())
+    (handler,) = handlers
+    return handler
+
+
+class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
+    """``handler``'s unary-request methods, answering INVALID_ARGUMENT to bytes that do not parse
+    as their request message before the method runs (for thread-pool servers)."""
+
+    def __init__(self, handler: grpc.GenericRpcHandler) -> None:
+        self.handler = handler
+        self._cache: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if method not in self._cache:
+            self._cache[method] = self._wrap(self.handler.service(handler_call_details), method)
+        return self._cache[method]
+
+    @staticmethod
+    def _wrap(h: grpc.RpcMethodHandler | None, method: str) -> grpc.RpcMethodHandler | None:
+        if h is None or h.request_streaming or h.request_deserializer is None:
+            return h
+        owner = getattr(h.request_deserializer, "__self__", None)  # FromString's message class
+        name = owner.DESCRIPTOR.full_name if owner is not None else f"request of {method}"
+        parse = _parsing(h.request_deserializer, name)
+        if h.response_streaming:
+            stream = h.unary_stream
+
+            def unary_stream(request: Any, context: grpc.ServicerContext) -> Any:
+                if isinstance(request, Malformed):
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+                return stream(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, parse, h.response_serializer)
+        unary = h.unary_unary
+
+        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, Malformed):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+            return unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, parse, h.response_serializer)
+
+
+__all__ = ["Malformed", "generic_handler", "parser", "reject_malformed"]
