@@ -10,7 +10,7 @@ import threading
 from federation import FederationConfig
 from fedstore.render import table
 from regions.errors import RegionError
-from serving.ports import AddressInUse, check_bindable
+from serving.ports import CannotListen, check_bindable
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,7 +38,7 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     assert config.aggregator.data_dir is not None
     try:
         check_bindable(address, reuse_port=False)  # before the store is opened: a busy port changes nothing
-    except AddressInUse as e:
+    except CannotListen as e:
         raise RegionError(f"aggregator: {e}") from None
     metrics = AggregatorMetrics()
     try:

@@ -28,7 +28,7 @@ from federation import FederationConfig
 from federation.tls import RotatingCertificate
 from fedstore.errors import USER_ERRORS
 from regions.errors import RegionError
-from serving.ports import AddressInUse, claim_port
+from serving.ports import CannotListen, claim_port
 from serving.server import ServingNode
 
 
@@ -58,7 +58,7 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
         raise RegionError("several workers need a fixed port to share: give --address host:port")
     try:
         claim = claim_port(args.address or region.serving_address)  # held until this process ends
-    except AddressInUse as e:
+    except CannotListen as e:
         raise RegionError(f"{region.code}: {e}") from None
     try:
         _serve(config, region.code, args, cpus)
@@ -141,7 +141,7 @@ def _run(config: FederationConfig, code: str, address: str | None, grace: float,
     metrics_port = region.serving.metrics_port + worker if region.serving.metrics_port else None
     try:
         node = ServingNode(config, region, address=address, reuse_port=reuse_port, metrics_port=metrics_port).start()
-    except AddressInUse as e:  # it names the address
+    except CannotListen as e:  # it names the address
         raise RegionError(f"{code}: {e}") from None
     except OSError as e:
         raise RegionError(f"{code}: cannot serve on {address or region.serving_address}: {e}") from None

@@ -14,8 +14,9 @@ import socket
 import sys
 
 
-class AddressInUse(OSError):
-    """The address cannot be listened on: another process holds it, or it is not this host's."""
+class CannotListen(OSError):
+    """The address cannot be listened on: another process holds it, it is not this host's, or it
+    is no address at all."""
 
 
 def claim_port(address: str) -> socket.socket | None:
@@ -35,27 +36,26 @@ def claim_port(address: str) -> socket.socket | None:
         claim.bind(f"\0fedstore-serve:{port}")
     except OSError:
         claim.close()
-        raise AddressInUse(
+        raise CannotListen(
             f"cannot listen on {address}: another `fedstore serve` on this host already serves port {port}"
         ) from None
     return claim
 
 
 def check_bindable(address: str, *, reuse_port: bool) -> None:
-    """Raise AddressInUse unless at least one of the addresses ``host:port`` resolves to can be
+    """Raise CannotListen unless at least one of the addresses ``host:port`` resolves to can be
     bound (grpc serves when it can bind one of them). Port 0 (any free port) always passes."""
     host, _, port_text = address.rpartition(":")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise AddressInUse(f"cannot listen on {address}: {port_text!r} is not a port number") from None
+    if not port_text.isdigit() or int(port_text) > 65535:  # the resolver would take 99999 as 34463
+        raise CannotListen(f"cannot listen on {address}: {port_text!r} is not a port number (0 to 65535)")
+    port = int(port_text)
     if port == 0:
         return
     name = host.strip("[]") or None  # "[::]:50051" and ":50051" as grpc reads them
     try:
         candidates = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
-        raise AddressInUse(f"cannot listen on {address}: {e.strerror}") from None
+        raise CannotListen(f"cannot listen on {address}: {e.strerror}") from None
     reasons = []
     for family, kind, proto, _, sockaddr in candidates:
         with socket.socket(family, kind, proto) as probe:
@@ -68,7 +68,7 @@ def check_bindable(address: str, *, reuse_port: bool) -> None:
             except OSError as e:
                 hint = " (another process may be listening there)" if e.errno == errno.EADDRINUSE else ""
                 reasons.append(f"{e.strerror or e}{hint}")
-    raise AddressInUse(f"cannot listen on {address}: {'; '.join(dict.fromkeys(reasons))}")  # each reason once
+    raise CannotListen(f"cannot listen on {address}: {'; '.join(dict.fromkeys(reasons))}")  # each reason once
 
 
-__all__ = ["AddressInUse", "check_bindable", "claim_port"]
+__all__ = ["CannotListen", "check_bindable", "claim_port"]

@@ -49,7 +49,7 @@ from serving.feast_compat import FeastCompatServicer
 from serving.features import OnlineFeatures
 from serving.metrics import ServingMetrics
 from serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
-from serving.ports import AddressInUse, check_bindable
+from serving.ports import CannotListen, check_bindable
 from serving.servicer import FeatureServingServicer
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class ServingNode:
         except RuntimeError:  # grpc's asyncio server raises where the thread-pool one returned 0
             port = 0
         if port == 0:
-            raise AddressInUse(f"cannot listen on {bind}: the address is in use or not available here")
+            raise CannotListen(f"cannot listen on {bind}: the address is in use or not available here")
         return server, port
 
     def _on_loop(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:

@@ -381,7 +381,7 @@ def test_a_busy_port_is_one_line_from_several_workers(tmp_path, monkeypatch, cap
 
 
 def test_a_port_is_claimed_by_one_fedstore_serve_per_host():
-    from serving.ports import AddressInUse, claim_port
+    from serving.ports import CannotListen, claim_port
 
     from redis_servers import free_port
 
@@ -389,7 +389,7 @@ def test_a_port_is_claimed_by_one_fedstore_serve_per_host():
     first = claim_port(address)
     assert first is not None
     try:
-        with pytest.raises(AddressInUse, match="already serves port"):
+        with pytest.raises(CannotListen, match="already serves port"):
             claim_port(address.replace("127.0.0.1", "0.0.0.0"))  # the port, whatever the host part
     finally:
         first.close()
@@ -402,7 +402,7 @@ def test_a_port_is_claimed_by_one_fedstore_serve_per_host():
 def test_port_check_passes_free_and_shared_ports_and_names_bad_ones():
     import socket
 
-    from serving.ports import AddressInUse, check_bindable
+    from serving.ports import CannotListen, check_bindable
 
     check_bindable("127.0.0.1:0", reuse_port=False)
     with socket.socket() as shared:  # a worker of this node, listening with SO_REUSEPORT
@@ -411,12 +411,13 @@ def test_port_check_passes_free_and_shared_ports_and_names_bad_ones():
         shared.listen()
         address = "127.0.0.1:%d" % shared.getsockname()[1]
         check_bindable(address, reuse_port=True)  # its sibling workers may share the port
-        with pytest.raises(AddressInUse, match="Address already in use"):
+        with pytest.raises(CannotListen, match="Address already in use"):
             check_bindable(address, reuse_port=False)  # a lone server must not
     check_bindable(address, reuse_port=False)  # free again once closed
-    with pytest.raises(AddressInUse, match="'http' is not a port number"):
-        check_bindable("127.0.0.1:http", reuse_port=False)
-    with pytest.raises(AddressInUse, match=r"cannot listen on 192.0.2.1:50051: Cannot assign requested address$"):
+    for bad in ("http", "99999", "-1", ""):
+        with pytest.raises(CannotListen, match=f"'{bad}' is not a port number"):
+            check_bindable(f"127.0.0.1:{bad}", reuse_port=False)
+    with pytest.raises(CannotListen, match=r"cannot listen on 192.0.2.1:50051: Cannot assign requested address$"):
         check_bindable("192.0.2.1:50051", reuse_port=False)  # TEST-NET: not an address of this host
 
 
