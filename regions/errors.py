@@ -19,3 +19,7 @@ class InvalidEntities(RegionError):
 
 class UnknownName(RegionError):
     """A feature service, feature view or label this region does not have."""
+
+
+class InvalidOutput(RegionError):
+    """An output path a command cannot write to (a directory, its own input, an uncreatable folder)."""
