@@ -13,6 +13,10 @@ class MaterializationError(RegionError):
     """A materialisation job failed; the ledger records it."""
 
 
+class InvalidSource(RegionError):
+    """A region source file that is not Parquet or lacks a column its feature view reads."""
+
+
 class InvalidEntities(RegionError):
     """An entity file a training set cannot be built from (missing, empty, wrong columns or types)."""
 

@@ -75,3 +75,31 @@ def test_apply_materialize_status_through_the_cli(capsys, cfg, tmp_path):
     for view in ("customer_transactions", "customer_profile", "driver_performance"):
         assert view in out
     assert "succeeded" in out and "full" in out
+
+
+@pytest.mark.parametrize("broken", ["column missing", "not parquet"])
+def test_a_broken_source_file_is_one_line_for_every_command_that_reads_it(capsys, cfg, tmp_path, broken):
+    import pyarrow.parquet as pq
+
+    tables = write_sources(tmp_path / "data" / "MY", customers=30, drivers=4)
+    assert run(capsys, "--config", cfg, "region", "apply", "--region", "MY")[0] == 0
+    source = tmp_path / "data" / "MY" / "sources" / "customer_profile.parquet"
+    if broken == "column missing":
+        pq.write_table(tables["customer_profile"].drop(["kyc_level"]), source)
+        fragment = f"source {source} lacks column kyc_level, which feature view customer_profile reads"
+    else:
+        source.write_text("customer_id,kyc_level\n1,2\n")
+        fragment = f"source {source} is not readable Parquet"
+    pq.write_table(tables["customer_transactions"].select(["customer_id", "event_timestamp"]), tmp_path / "e.parquet")
+    commands = [
+        ["region", "publish-stats", "--region", "MY", "--epsilon", "1"],
+        ["region", "publish-training-stats", "--region", "MY", "--epsilon", "1"],
+        ["region", "training-set", "--region", "MY", "--entities", str(tmp_path / "e.parquet"),
+         "--feature-service", "fraud_scoring", "--out", str(tmp_path / "t.parquet"), "--no-progress"],
+        ["region", "drift", "--region", "MY"],
+        ["region", "materialize", "--region", "MY", "--no-progress"],  # the job is recorded as failed
+    ]
+    for argv in commands:
+        code, _, err = run(capsys, "--config", cfg, *argv)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "data" / "MY" / "outbox").exists() and not (tmp_path / "t.parquet").exists()
