@@ -30,6 +30,7 @@ MISTAKES = [
     ("non-numeric customers", ["region", "generate", "--region", "MY", "--customers", "many"], "expected a positive whole number"),
     ("zero days", ["region", "generate", "--region", "MY", "--days", "0"], "expected a positive whole number"),
     ("bad end time", ["region", "materialize", "--region", "MY", "--end", "yesterday"], "expected an ISO 8601 time"),
+    ("end in the future", ["region", "materialize", "--region", "MY", "--end", "2999-01-01"], "is in the future"),
     ("missing sub-command", ["region"], "required"),
 ]
 
