@@ -164,6 +164,24 @@ def test_output_that_is_the_input_a_directory_or_under_a_file_is_refused(region,
     assert list(tmp_path.glob(".*partial")) == [] and not (region.data_dir / "datasets").exists()
 
 
+def test_datasets_listing_survives_an_edited_manifest_and_names_a_broken_index_line(region, tmp_path, capsys):
+    ents = _entities(tmp_path / "e.parquet", [T])
+    build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "a.parquet", show_progress=False))
+    m = build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "b.parquet",
+                                                      show_progress=False))
+    (tmp_path / "a.manifest.json").write_text("{edited by hand")
+    argv = ["--config", str(region.region.data_dir.parents[1] / "fedstore.yaml"), "region", "datasets", "--region", "MY"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert m.dataset_id in out and "(manifest missing or unreadable)" in out
+    index = region.data_dir / "datasets" / "index.jsonl"
+    with index.open("a") as f:
+        f.write('{"dataset_id": "my-ds-trunc')  # e.g. a disk that filled up mid-append
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{index}, line 3: not a dataset record" in err and err.count("\n") == 1
+
+
 def test_unknown_feature_service_or_label(region, tmp_path):
     ents = _entities(tmp_path / "e.parquet", [T])
     with pytest.raises(UnknownName, match="unknown feature service 'nope'; region MY has driver_allocation, fraud_scoring"):
