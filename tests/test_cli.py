@@ -104,3 +104,27 @@ def test_a_broken_source_file_is_one_line_for_every_command_that_reads_it(capsys
         code, _, err = run(capsys, "--config", cfg, *argv)
         assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert not (tmp_path / "data" / "MY" / "outbox").exists() and not (tmp_path / "t.parquet").exists()
+
+
+def test_bad_output_paths_are_refused_before_any_work(capsys, cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("CENTRE_TOKEN", "t")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir.png").mkdir()
+    cases = [
+        # checked before the Train call (no aggregator runs here): a bad path used to fail after the
+        # model was trained and registered, with a traceback
+        (["train", "--token-env", "CENTRE_TOKEN", "--address", "127.0.0.1:1", "--out", str(tmp_path)],
+         "is a directory"),
+        (["train", "--token-env", "CENTRE_TOKEN", "--address", "127.0.0.1:1", "--out", str(tmp_path / "afile" / "m.json")],
+         "cannot create the directory"),
+        # checked before the report: matplotlib refused .txt with a traceback once the report (and its
+        # triggers) were done, and a directory `--chart data` was saved as data.png while 'chart: data' was printed
+        (["region", "drift", "--region", "MY", "--chart", str(tmp_path / "drift.txt")], "give a file name ending in .png"),
+        (["region", "drift", "--region", "MY", "--chart", str(tmp_path / "adir.png")], "is a directory"),
+        (["deploy", "k8s", "--out", str(tmp_path / "afile")], "cannot write manifests into"),
+        (["deploy", "k8s", "--out", str(tmp_path / "afile" / "k8s")], "cannot write manifests into"),
+    ]
+    for argv, fragment in cases:
+        code, _, err = run(capsys, "--config", cfg, *argv)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert (tmp_path / "afile").read_text() == "x"
