@@ -128,3 +128,18 @@ def test_bad_output_paths_are_refused_before_any_work(capsys, cfg, tmp_path, mon
         code, _, err = run(capsys, "--config", cfg, *argv)
         assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_model_file_with_nan_weights_is_refused_before_any_budget_is_spent(capsys, cfg, tmp_path):
+    import json
+
+    from federation.training import LinearModel, training_spec
+
+    spec = training_spec("fraud_scoring")
+    model = LinearModel(spec.feature_service, spec.features, (0.5,) * len(spec.features), -1.0).to_dict()
+    model["weights"][2] = float("nan")  # json writes NaN, and reads it back: a hand-edited file
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({"name": "m", "version": 1, "model": model}))
+    code, _, err = run(capsys, "--config", cfg, "region", "evaluate", "--region", "MY", "--model-file", str(path),
+                       "--epsilon", "1")
+    assert code == 2 and "not a model file" in err and "must be finite" in err and err.count("\n") == 1, err
