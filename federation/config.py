@@ -196,6 +196,12 @@ def load_config(path: str | Path) -> FederationConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (not a YAML file?)") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -243,7 +249,7 @@ def _aggregator(raw: Any, base_dir: Path) -> AggregatorConfig:
     _keys(m, "aggregator", required=set(), optional={"address", "data_dir", "metrics_port", "tls"})
     address = _string(m.get("address", AggregatorConfig.address), "aggregator.address")
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"aggregator.address: expected host:port, got {address!r}")
     data_dir = Path(_string(m["data_dir"], "aggregator.data_dir")) if "data_dir" in m else Path("centre")
     metrics_port = m.get("metrics_port")

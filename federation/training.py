@@ -168,7 +168,9 @@ class LinearModel:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LinearModel:
-        """From ``to_dict``'s output, read back from JSON."""
-        return cls(feature_service=str(d["feature_service"]), features=tuple(d["features"]),
-                   weights=tuple(float(w) for w in d["weights"]), intercept=float(d["intercept"]),
-                   link=str(d.get("link", "logistic")), metadata=dict(d.get("metadata", {})))
+        """From ``to_dict``'s output, read back from JSON (where NaN and Infinity parse: refused)."""
+        weights, intercept = tuple(float(w) for w in d["weights"]), float(d["intercept"])
+        if not np.isfinite([*weights, intercept]).all():
+            raise ValueError("weights and intercept must be finite numbers")
+        return cls(feature_service=str(d["feature_service"]), features=tuple(d["features"]), weights=weights,
+                   intercept=intercept, link=str(d.get("link", "logistic")), metadata=dict(d.get("metadata", {})))

@@ -15,7 +15,9 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from federation import FederationConfig
+from fedstore.region_commands import _positive
 from fedstore.render import age, table
+from regions.errors import RegionError
 from regions.store.materialize import MaterializeRequest, materialize
 from regions.store.node import RegionNode
 from regions.store.status import region_status
@@ -31,8 +33,8 @@ DEFAULT_REGIONS = ("MY", "SG", "ID")
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="generate, apply and materialise a few regions end to end")
     demo.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="comma-separated region codes")
-    demo.add_argument("--customers", type=int, default=3_000)
-    demo.add_argument("--days", type=int, default=30)
+    demo.add_argument("--customers", type=_positive, default=3_000)
+    demo.add_argument("--days", type=_positive, default=30)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(handler=run_demo)
@@ -42,7 +44,9 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
     from regions.synthetic import generate_region
 
     codes = [c.strip() for c in args.regions.split(",") if c.strip()]
-    regions = [config.region(c) for c in codes]  # unknown codes fail before any work
+    if not codes:
+        raise RegionError(f"--regions names no region; this federation has {', '.join(config.codes)}")
+    regions = [config.region(c) for c in codes]  # unknown codes fail before any work (and before any removal)
     for path in [r.data_dir for r in regions] + [config.aggregator.data_dir]:
         if path is not None and path.exists():  # the demo's data is synthetic: start clean
             shutil.rmtree(path)

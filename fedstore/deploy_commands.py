@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from federation import FederationConfig, RegionConfig
+from regions.errors import RegionError
 
 DEFAULT_IMAGE = "fedstore:latest"
 CONFIG_PATH = "/etc/fedstore/fedstore.yaml"
@@ -39,7 +40,10 @@ def cmd_k8s(config: FederationConfig, args: argparse.Namespace) -> None:
 
 
 def write_manifests(config: FederationConfig, out: Path, *, image: str = DEFAULT_IMAGE) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, or under one
+        raise RegionError(f"cannot write manifests into {out}: not a directory ({e.strerror})") from None
     written = []
     for name, docs in render(config, image=image).items():
         path = out / f"{name}.yaml"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from federation import FederationConfig
+from fedstore.errors import output_file
 from fedstore.render import table
 from regions.errors import RegionError
 
@@ -44,6 +45,10 @@ def cmd_drift(config: FederationConfig, args: argparse.Namespace) -> None:
     from regions.store.node import RegionNode
 
     node = RegionNode(config.region(args.region))
+    if args.chart:  # before the report: a run that fails late has already recorded its triggers
+        if args.chart.suffix.lower() != ".png":
+            raise RegionError(f"--chart {args.chart}: the chart is a PNG; give a file name ending in .png")
+        output_file(args.chart, "--chart")
     global_histograms = _global(config, args) if args.baseline == "global" else None
     report = drift_report(node, config, day=args.date, features=args.feature, global_histograms=global_histograms)
     print(f"{report.region} drift report for {report.day} (PSI; Jensen–Shannon distance beside it)")

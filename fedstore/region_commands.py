@@ -181,7 +181,7 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
         ["dataset", "feature service", "label", "rows", "time range", "created", "file"],
         [[m.dataset_id, m.feature_service, m.label, m.rows,
           f"{m.time_range[0][:10]} … {m.time_range[1][:10]}" if m.time_range else None, m.created_at[:19], m.output]
-         if m else [str(p), "(manifest missing)", None, None, None, None, None]
+         if m else [str(p), "(manifest missing or unreadable)", None, None, None, None, None]
          for p, m in found],
     ))
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from federation import FederationConfig
 from federation.training import TRAINING_SPECS, LinearModel, training_spec
+from fedstore.errors import output_file
 from fedstore.render import table
 from regions.errors import RegionError
 
@@ -61,6 +62,8 @@ def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
     token = os.environ.get(args.token_env, "")
     if not token:
         raise RegionError(f"environment variable {args.token_env} is not set")
+    if args.out:
+        output_file(args.out, "--out")  # before training: a bad path must not leave a registered model behind
     address = args.address or config.aggregator.address
     request = pb.TrainRequest(strategy=args.strategy, feature_service=args.feature_service, model_name=args.name,
                               period=args.period)
@@ -72,7 +75,14 @@ def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
             raise RegionError(f"aggregator refused training ({e.code().name}): {e.details()}") from None
     print(describe(result))
     if args.out:
-        args.out.write_text(json.dumps(model_file(result), indent=2), encoding="utf-8")
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        try:
+            tmp.write_text(json.dumps(model_file(result), indent=2), encoding="utf-8")
+            tmp.replace(args.out)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise RegionError(f"{result.model_name} v{result.model_version} was trained, but {args.out} could not be "
+                              f"written ({e.strerror})") from None
         print(f"model written to {args.out}")
 
 

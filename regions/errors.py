@@ -13,9 +13,17 @@ class MaterializationError(RegionError):
     """A materialisation job failed; the ledger records it."""
 
 
+class InvalidSource(RegionError):
+    """A region source file that is not Parquet or lacks a column its feature view reads."""
+
+
 class InvalidEntities(RegionError):
     """An entity file a training set cannot be built from (missing, empty, wrong columns or types)."""
 
 
 class UnknownName(RegionError):
     """A feature service, feature view or label this region does not have."""
+
+
+class InvalidOutput(RegionError):
+    """An output path a command cannot write to (a directory, its own input, an uncreatable folder)."""

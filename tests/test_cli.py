@@ -30,6 +30,7 @@ MISTAKES = [
     ("non-numeric customers", ["region", "generate", "--region", "MY", "--customers", "many"], "expected a positive whole number"),
     ("zero days", ["region", "generate", "--region", "MY", "--days", "0"], "expected a positive whole number"),
     ("bad end time", ["region", "materialize", "--region", "MY", "--end", "yesterday"], "expected an ISO 8601 time"),
+    ("end in the future", ["region", "materialize", "--region", "MY", "--end", "2999-01-01"], "is in the future"),
     ("missing sub-command", ["region"], "required"),
 ]
 
@@ -75,3 +76,70 @@ def test_apply_materialize_status_through_the_cli(capsys, cfg, tmp_path):
     for view in ("customer_transactions", "customer_profile", "driver_performance"):
         assert view in out
     assert "succeeded" in out and "full" in out
+
+
+@pytest.mark.parametrize("broken", ["column missing", "not parquet"])
+def test_a_broken_source_file_is_one_line_for_every_command_that_reads_it(capsys, cfg, tmp_path, broken):
+    import pyarrow.parquet as pq
+
+    tables = write_sources(tmp_path / "data" / "MY", customers=30, drivers=4)
+    assert run(capsys, "--config", cfg, "region", "apply", "--region", "MY")[0] == 0
+    source = tmp_path / "data" / "MY" / "sources" / "customer_profile.parquet"
+    if broken == "column missing":
+        pq.write_table(tables["customer_profile"].drop(["kyc_level"]), source)
+        fragment = f"source {source} lacks column kyc_level, which feature view customer_profile reads"
+    else:
+        source.write_text("customer_id,kyc_level\n1,2\n")
+        fragment = f"source {source} is not readable Parquet"
+    pq.write_table(tables["customer_transactions"].select(["customer_id", "event_timestamp"]), tmp_path / "e.parquet")
+    commands = [
+        ["region", "publish-stats", "--region", "MY", "--epsilon", "1"],
+        ["region", "publish-training-stats", "--region", "MY", "--epsilon", "1"],
+        ["region", "training-set", "--region", "MY", "--entities", str(tmp_path / "e.parquet"),
+         "--feature-service", "fraud_scoring", "--out", str(tmp_path / "t.parquet"), "--no-progress"],
+        ["region", "drift", "--region", "MY"],
+        ["region", "materialize", "--region", "MY", "--no-progress"],  # the job is recorded as failed
+    ]
+    for argv in commands:
+        code, _, err = run(capsys, "--config", cfg, *argv)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "data" / "MY" / "outbox").exists() and not (tmp_path / "t.parquet").exists()
+
+
+def test_bad_output_paths_are_refused_before_any_work(capsys, cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("CENTRE_TOKEN", "t")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir.png").mkdir()
+    cases = [
+        # checked before the Train call (no aggregator runs here): a bad path used to fail after the
+        # model was trained and registered, with a traceback
+        (["train", "--token-env", "CENTRE_TOKEN", "--address", "127.0.0.1:1", "--out", str(tmp_path)],
+         "is a directory"),
+        (["train", "--token-env", "CENTRE_TOKEN", "--address", "127.0.0.1:1", "--out", str(tmp_path / "afile" / "m.json")],
+         "cannot create the directory"),
+        # checked before the report: matplotlib refused .txt with a traceback once the report (and its
+        # triggers) were done, and a directory `--chart data` was saved as data.png while 'chart: data' was printed
+        (["region", "drift", "--region", "MY", "--chart", str(tmp_path / "drift.txt")], "give a file name ending in .png"),
+        (["region", "drift", "--region", "MY", "--chart", str(tmp_path / "adir.png")], "is a directory"),
+        (["deploy", "k8s", "--out", str(tmp_path / "afile")], "cannot write manifests into"),
+        (["deploy", "k8s", "--out", str(tmp_path / "afile" / "k8s")], "cannot write manifests into"),
+    ]
+    for argv, fragment in cases:
+        code, _, err = run(capsys, "--config", cfg, *argv)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_model_file_with_nan_weights_is_refused_before_any_budget_is_spent(capsys, cfg, tmp_path):
+    import json
+
+    from federation.training import LinearModel, training_spec
+
+    spec = training_spec("fraud_scoring")
+    model = LinearModel(spec.feature_service, spec.features, (0.5,) * len(spec.features), -1.0).to_dict()
+    model["weights"][2] = float("nan")  # json writes NaN, and reads it back: a hand-edited file
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({"name": "m", "version": 1, "model": model}))
+    code, _, err = run(capsys, "--config", cfg, "region", "evaluate", "--region", "MY", "--model-file", str(path),
+                       "--epsilon", "1")
+    assert code == 2 and "not a model file" in err and "must be finite" in err and err.count("\n") == 1, err

@@ -67,6 +67,8 @@ BAD = [
     ("bad address", lambda c: c["regions"][0].update(serving_address="nowhere"), "regions[0].serving_address"),
     ("duplicate region", lambda c: c["regions"][1].update(code="MY", jurisdiction="Malaysia", law="PDPA-MY", timezone="Asia/Kuala_Lumpur"), "regions[1].code: region MY is already defined"),
     ("negative ttl", lambda c: c["regions"][0].update(online_store={"type": "redis", "url": "redis://h:1/0", "key_ttl_seconds": -1}), "key_ttl_seconds"),
+    # gRPC would silently listen on the port modulo 65536 (99999 → 34463)
+    ("aggregator port out of range", lambda c: c.update(aggregator={"address": "127.0.0.1:99999"}), "aggregator.address"),
 ]
 
 
@@ -88,6 +90,15 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("regions: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_unreadable_config_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00federation")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(binary)
 
 
 def test_unknown_region_lookup_lists_the_configured_ones():

@@ -11,7 +11,7 @@ import pytest
 
 from fedstore.cli import main
 from regions.datasets import TrainingSetRequest, build_training_set, list_manifests
-from regions.errors import InvalidEntities, UnknownName
+from regions.errors import InvalidEntities, InvalidOutput, UnknownName
 from regions.store.node import RegionNode
 
 T = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -123,6 +123,9 @@ BAD = [
     ("timestamp as text", lambda p: _write(p, customer_id=pa.array([1], pa.int64()), event_timestamp=["2026-06-01"]),
      InvalidEntities, "must be a timestamp"),
     ("not parquet", lambda p: p.write_text("customer_id,event_timestamp\n1,2026\n"), InvalidEntities, "not readable Parquet"),
+    ("column named like a feature",
+     lambda p: _write(p, customer_id=pa.array([1], pa.int64()), event_timestamp=pa.array([T], TS), spend_7d=[1.0]),
+     InvalidEntities, "column 'spend_7d' named like a feature"),
 ]
 
 
@@ -141,6 +144,42 @@ def test_bad_entities_are_refused_with_no_output_left(region, tmp_path, capsys, 
     err_text = capsys.readouterr().err
     assert code == 2 and fragment in err_text and "Traceback" not in err_text
     assert not out.exists()
+
+
+def test_output_that_is_the_input_a_directory_or_under_a_file_is_refused(region, tmp_path, capsys):
+    ents = _entities(tmp_path / "e.parquet", [T])
+    before = ents.read_bytes()
+    (tmp_path / "afile").write_text("x")
+    cases = [(ents, "is the entity file itself"), (tmp_path, "is a directory"),
+             (tmp_path / "afile" / "train.parquet", "cannot create the output directory")]
+    config = str(region.region.data_dir.parents[1] / "fedstore.yaml")
+    for out, fragment in cases:
+        with pytest.raises(InvalidOutput, match=fragment):
+            build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", out, show_progress=False))
+        code = main(["--config", config, "region", "training-set", "--region", "MY", "--entities", str(ents),
+                     "--feature-service", "fraud_scoring", "--out", str(out), "--no-progress"])
+        err_text = capsys.readouterr().err
+        assert code == 2 and fragment in err_text and "Traceback" not in err_text
+    assert ents.read_bytes() == before  # the input is untouched
+    assert list(tmp_path.glob(".*partial")) == [] and not (region.data_dir / "datasets").exists()
+
+
+def test_datasets_listing_survives_an_edited_manifest_and_names_a_broken_index_line(region, tmp_path, capsys):
+    ents = _entities(tmp_path / "e.parquet", [T])
+    build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "a.parquet", show_progress=False))
+    m = build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "b.parquet",
+                                                      show_progress=False))
+    (tmp_path / "a.manifest.json").write_text("{edited by hand")
+    argv = ["--config", str(region.region.data_dir.parents[1] / "fedstore.yaml"), "region", "datasets", "--region", "MY"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert m.dataset_id in out and "(manifest missing or unreadable)" in out
+    index = region.data_dir / "datasets" / "index.jsonl"
+    with index.open("a") as f:
+        f.write('{"dataset_id": "my-ds-trunc')  # e.g. a disk that filled up mid-append
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{index}, line 3: not a dataset record" in err and err.count("\n") == 1
 
 
 def test_unknown_feature_service_or_label(region, tmp_path):

@@ -45,6 +45,29 @@ def test_demo_end_to_end(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("argv,fragment", [
+    (["--customers", "0"], "expected a positive whole number"),
+    (["--days", "-5"], "expected a positive whole number"),
+    (["--regions", ","], "--regions names no region"),
+])
+def test_bad_demo_arguments_are_refused_before_previous_state_is_removed(tmp_path, capsys, argv, fragment):
+    from conftest import write_config
+    from fedstore.cli import main
+
+    cfg = write_config(tmp_path / "f.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}})
+    kept = [tmp_path / "data" / "MY" / "keep.txt", tmp_path / "centre" / "keep.txt"]
+    for path in kept:
+        path.parent.mkdir(parents=True)
+        path.write_text("x")
+    try:
+        code = main(["--config", str(cfg), "demo", "--regions", "MY", *argv])
+    except SystemExit as e:  # argparse's own usage errors
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and "Traceback" not in err
+    assert all(p.exists() for p in kept)  # these used to be removed, then the demo crashed
+
+
 def test_generate_through_the_cli(tmp_path, capsys):
     from conftest import write_config
     from fedstore.cli import main

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from handmade import T0, latest, write_sources
-from regions.errors import MaterializationError, RegionNotReady
+from regions.errors import MaterializationError, RegionError, RegionNotReady
 from regions.store.ledger import FAILED, SUCCEEDED
 from regions.store.materialize import MaterializeRequest, materialize
 from regions.store.node import RegionNode
@@ -179,3 +179,16 @@ def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tm
     assert again.status == SUCCEEDED
     assert client.dbsize() == 300_000 + 10
     assert again.rows_written + again.rows_skipped == again.rows_read
+
+
+def test_a_window_end_in_the_future_is_refused_and_leaves_the_ledger_alone(sqlite_federation):
+    from datetime import datetime, timezone
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=5, drivers=2)
+    node.apply()
+    with pytest.raises(RegionError, match="is in the future"):
+        materialize(node, MaterializeRequest(show_progress=False, end=datetime(2999, 1, 1, tzinfo=timezone.utc)))
+    assert node.ledger.jobs(limit=5) == []
+    # so incremental jobs are not refused as 'already materialised up to 2999'
+    assert materialize(node, MaterializeRequest(show_progress=False, incremental=True)).status == SUCCEEDED

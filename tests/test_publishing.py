@@ -111,9 +111,21 @@ def test_a_submission_holds_no_entity_keys_rows_or_free_text(node):
 
 def test_publish_cli_refusal_is_one_line(node, capsys):
     cfg = str(node.region.data_dir.parents[1] / "fedstore.yaml")
-    assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "5"]) == 2
+    assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "5",
+                 "--end", (T + timedelta(days=1)).isoformat()]) == 2
     err = capsys.readouterr().err
     assert "nothing was published" in err and err.count("\n") == 1
+
+
+def test_a_window_without_data_is_refused_before_any_budget_is_spent(node, capsys):
+    cfg = str(node.region.data_dir.parents[1] / "fedstore.yaml")
+    for end in ("1990-01-01", "2999-01-01"):  # a typo in --end: only noise would be released
+        assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "1", "--end", end]) == 2
+        err = capsys.readouterr().err
+        assert "has no data between" in err and "no ε spent" in err and err.count("\n") == 1
+    assert not outbox_dir(node.data_dir).exists()
+    ledger = BudgetLedger(node.data_dir / "privacy_budget.db", "MY", epsilon_per_month=4.0)
+    assert ledger.spent(ledger.period(datetime.now(timezone.utc))) == 0
 
 
 def test_publish_cli_with_a_segment_breakdown(node, capsys):

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from regions.datasets.entities import TIMESTAMP, EntityFile
 from regions.datasets.manifest import DatasetManifest, manifest_path, record
-from regions.errors import RegionNotReady, UnknownName
+from regions.errors import InvalidEntities, InvalidOutput, RegionNotReady, UnknownName
 from regions.store.fingerprint import fingerprint
 from regions.store.node import RegionNode
 
@@ -91,11 +91,17 @@ def build_training_set(
     began = time.perf_counter()
     p = plan(node, request.feature_service, request.label)
     entities = EntityFile(request.entities, p.join_keys)
+    features = [r.split(":", 1)[1] for r in p.refs]
+    clash = [c for c in entities.passthrough if c in features]
+    if clash:  # Feast would fail deep inside the join with a duplicate column
+        raise InvalidEntities(
+            f"entity file {request.entities} has a column {clash[0]!r} named like a feature the training set "
+            f"adds; rename or drop it"
+        )
     node.require_sources(p.views)
     out = request.out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_output(out, request.entities)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
-    features = [r.split(":", 1)[1] for r in p.refs]
     nulls = dict.fromkeys(features, 0)
     rows = 0
     lo = hi = None
@@ -103,6 +109,10 @@ def build_training_set(
     schema: pa.Schema | None = None
     bar = tqdm(total=entities.rows, unit="rows", desc=f"{node.code} training set", disable=not request.show_progress)
     try:
+        try:
+            tmp.touch(exist_ok=False)  # can we write there at all? Before the expensive joins
+        except OSError as e:
+            raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
         for chunk in entities.chunks(request.chunk_rows):
             table = node.store.get_historical_features(entity_df=chunk, features=p.refs).to_arrow()
             if schema is None:
@@ -158,6 +168,18 @@ def build_training_set(
     record(node.data_dir, manifest, path.resolve())
     say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name})")
     return manifest
+
+
+def _check_output(out: Path, entities: Path) -> None:
+    """Refuse, before any work, an output that would replace the input or cannot be a file."""
+    if out.resolve() == entities.resolve():
+        raise InvalidOutput(f"output {out} is the entity file itself: the training set would overwrite its input")
+    if out.is_dir():
+        raise InvalidOutput(f"output {out} is a directory: give a file name, e.g. {out / 'train.parquet'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidOutput(f"cannot create the output directory {out.parent}: {e.strerror}") from None
 
 
 def _output_schema(table: pa.Table) -> pa.Schema:

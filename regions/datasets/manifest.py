@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regions.errors import RegionError
+
 
 @dataclass(frozen=True)
 class DatasetManifest:
@@ -58,12 +60,25 @@ def record(data_dir: Path, manifest: DatasetManifest, path: Path) -> None:
 
 
 def list_manifests(data_dir: Path) -> list[tuple[Path, DatasetManifest | None]]:
-    """Every dataset built in the region, newest first; None where the manifest has gone."""
+    """Every dataset built in the region, newest first; None where the manifest has gone or is unreadable."""
     index = index_path(data_dir)
     if not index.exists():
         return []
     out = []
-    for line in index.read_text(encoding="utf-8").splitlines():
-        path = Path(json.loads(line)["manifest"])
-        out.append((path, DatasetManifest.from_json(path.read_text()) if path.exists() else None))
+    for n, line in enumerate(index.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            path = Path(json.loads(line)["manifest"])
+        except (ValueError, KeyError, TypeError):
+            raise RegionError(f"{index}, line {n}: not a dataset record; remove or repair that line") from None
+        out.append((path, _read(path)))
     return list(reversed(out))
+
+
+def _read(path: Path) -> DatasetManifest | None:
+    """The manifest beside a dataset, or None: it lives with the user's files and may be gone or edited."""
+    try:
+        return DatasetManifest.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -46,7 +46,8 @@ def drift_report(
 ) -> DriftReport:
     specs = _specs(features)
     views = {fv.name: fv for fv in node.feature_views()}
-    sources = {name: node.source_path(fv) for name, fv in views.items() if any(s.view == name for s in specs)}
+    used = [fv for name, fv in views.items() if any(s.view == name for s in specs)]
+    sources = {fv.name: path for fv, path in zip(used, node.require_sources(used), strict=True)}
     profiles = compute_profiles(sources, specs, node.region.timezone)
     if profiles.frame.empty:
         raise RegionError(f"region {node.code} has no data to profile: run `fedstore region generate` or load sources")

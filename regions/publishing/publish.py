@@ -59,6 +59,10 @@ def publish_statistics(
     end = end or now
     start = end - timedelta(days=days)
     stats = compute_statistics(node, catalog, start, end)
+    if not any(f.count or f.null_count for f in stats.features):
+        # noise alone would be released, and ε spent on it: refuse before the budget is touched
+        raise RegionError(f"region {node.code} has no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} "
+                          f"UTC; nothing published, no ε spent")
     by_segment = compute_segment_statistics(node, catalog, segment, start, end) if segment else {}
     submission_id = _spend(node, privacy, "stats", epsilon, 0.0, now)  # refuses (nothing released) when over budget
     # with a segment breakdown the budget is halved between the whole region and the segments;

@@ -21,7 +21,7 @@ from feast.infra.online_stores.helpers import get_online_store_from_config
 from openlineage.client.event_v2 import RunState
 from tqdm import tqdm
 
-from regions.errors import MaterializationError
+from regions.errors import MaterializationError, RegionError
 from regions.store.definitions import batch_source
 from regions.store.engine import FastMaterializationEngine, ViewMaterialization
 from regions.store.fingerprint import fingerprint
@@ -50,11 +50,17 @@ def materialize(
     say: Callable[[str], None] = lambda _: None,
 ) -> JobRecord:
     """Run one materialisation job for a region; returns its ledger record (succeeded)."""
+    now = datetime.now(timezone.utc)
+    end = (request.end or now).astimezone(timezone.utc)
+    if end > now:
+        # the ledger would record the views as materialised up to then, and every incremental job
+        # before that time would be refused
+        raise RegionError(f"{node.code}: the window end {end.isoformat()} is in the future (now {now:%Y-%m-%d %H:%M} "
+                          f"UTC; a time without an offset is UTC)")
     for abandoned in node.ledger.recover_abandoned():
         say(f"{node.code}: job {abandoned.job_id} was abandoned by a dead process; marked failed")
     views = node.feature_views(list(request.views))
-    sources = node.require_sources(views)
-    end = (request.end or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    sources = node.require_sources(views, check_columns=False)  # checked inside the job: a bad source fails it
     windows: dict[str, tuple[datetime, datetime]] = {}
     for fv in views:
         start = node.ledger.watermark(fv.name) if request.incremental else None
@@ -96,6 +102,7 @@ def materialize(
     results: list[ViewMaterialization] = []
     staging = node.data_dir / "staging" / job.job_id
     try:
+        node.check_sources(views)
         for fv in views:
             start, stop = windows[fv.name]
             task = MaterializationTask(

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
 import feature_repo
 from feature_repo.sources import SOURCE_DIR
 from federation import RegionConfig
-from regions.errors import RegionNotReady
+from regions.errors import InvalidSource, RegionNotReady
 from regions.store.definitions import region_objects
 from regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
 from regions.store.ledger import JobLedger
@@ -104,7 +106,7 @@ class RegionNode:
         path = Path(fv.batch_source.path)  # type: ignore[union-attr]
         return path if path.is_absolute() else self.data_dir / path
 
-    def require_sources(self, views: list[FeatureView]) -> list[Path]:
+    def require_sources(self, views: list[FeatureView], *, check_columns: bool = True) -> list[Path]:
         paths = [self.source_path(fv) for fv in views]
         missing = [p for p in paths if not p.exists()]
         if missing:
@@ -112,4 +114,26 @@ class RegionNode:
                 f"region {self.code} has no source data at {missing[0]}: run "
                 f"`fedstore region generate --region {self.code}` first"
             )
+        if check_columns:
+            self.check_sources(views)
         return paths
+
+    def check_sources(self, views: list[FeatureView]) -> None:
+        """Each view's source is Parquet with every column the view reads (footers only: cheap)."""
+        for fv in views:
+            path = self.source_path(fv)
+            try:
+                names = set(pq.read_schema(path).names)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise InvalidSource(f"region {self.code}: source {path} is not readable Parquet: {e}") from None
+            source = fv.batch_source
+            assert source is not None
+            renamed = {feature: column for column, feature in (source.field_mapping or {}).items()}
+            wanted = [source.timestamp_field, source.created_timestamp_column,
+                      *(e.name for e in fv.entity_columns), *(f.name for f in fv.features)]
+            lacking = [renamed.get(c, c) for c in dict.fromkeys(wanted) if c and renamed.get(c, c) not in names]
+            if lacking:
+                raise InvalidSource(
+                    f"region {self.code}: source {path} lacks column{'s' if len(lacking) > 1 else ''} "
+                    f"{', '.join(lacking)}, which feature view {fv.name} reads"
+                )
