@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from proto.fedstore.aggregator.v1 import aggregator_pb2
 
 DEFAULT_REGIONS = ("MY", "SG", "ID")
+# in every directory the demo fills: only such a directory, or an empty one, is ever removed by it
+DEMO_MARKER = ".fedstore-demo"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,9 +49,19 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
     if not codes:
         raise RegionError(f"--regions names no region; this federation has {', '.join(config.codes)}")
     regions = [config.region(c) for c in codes]  # unknown codes fail before any work (and before any removal)
-    for path in [r.data_dir for r in regions] + [config.aggregator.data_dir]:
-        if path is not None and path.exists():  # the demo's data is synthetic: start clean
+    paths = [p for p in [r.data_dir for r in regions] + [config.aggregator.data_dir] if p is not None]
+    for path in paths:  # all checked before anything is removed
+        if path.is_dir() and any(path.iterdir()) and not (path / DEMO_MARKER).exists():
+            raise RegionError(
+                f"the demo starts from fresh synthetic data, but {path} holds data no demo made (it has no "
+                f"{DEMO_MARKER} file); nothing was removed. Run the demo with a config of its own, in an empty "
+                "directory, or remove that directory yourself"
+            )
+    for path in paths:  # the demo's own synthetic data: start clean
+        if path.exists():
             shutil.rmtree(path)
+        path.mkdir(parents=True)
+        (path / DEMO_MARKER).write_text("made by `fedstore demo`, which replaces this directory when run again\n")
     print(f"demo: fresh synthetic data for {', '.join(codes)} (previous demo state removed)")
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)  # the last complete day
     began = time.perf_counter()

@@ -68,6 +68,28 @@ def test_bad_demo_arguments_are_refused_before_previous_state_is_removed(tmp_pat
     assert all(p.exists() for p in kept)  # these used to be removed, then the demo crashed
 
 
+@pytest.mark.parametrize("holder", ["data/MY", "centre"])
+def test_the_demo_never_removes_data_it_did_not_make(tmp_path, capsys, holder):
+    """A config naming real data directories: the demo refuses before removing anything; a
+    directory a demo made (its marker inside) is replaced as before."""
+    from conftest import write_config
+    from fedstore.cli import main
+    from fedstore.demo import DEMO_MARKER
+
+    cfg = write_config(tmp_path / "f.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}})
+    real = tmp_path / holder / "registry.db"
+    real.parent.mkdir(parents=True)
+    real.write_text("real data")
+    earlier_demo = tmp_path / ("centre" if holder != "centre" else "data/MY")
+    earlier_demo.mkdir(parents=True)
+    (earlier_demo / DEMO_MARKER).write_text("")
+    (earlier_demo / "old.txt").write_text("x")
+    code = main(["--config", str(cfg), "demo", "--regions", "MY", "--customers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "holds data no demo made" in err and str(real.parent) in err
+    assert real.read_text() == "real data" and (earlier_demo / "old.txt").exists()  # nothing removed
+
+
 def test_generate_through_the_cli(tmp_path, capsys):
     from conftest import write_config
     from fedstore.cli import main
