@@ -69,8 +69,17 @@ def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
     token = os.environ.get(args.token_env, "")
     if not token:
         raise RegionError(f"environment variable {args.token_env} is not set")
-    results = send_outbox(outbox_dir(region.data_dir), args.address or config.aggregator.address, token)
+    address = args.address or config.aggregator.address
+    results = send_outbox(outbox_dir(region.data_dir), address, token)
     if not results:
         print(f"{region.code}: nothing queued in the outbox")
         return
     print(table(["submission", "outcome"], results))
+    # not a success for a scheduler when anything is left undelivered: exit 2, in one line
+    queued = sum(outcome.startswith("queued") for _, outcome in results)
+    rejected = sum(outcome.startswith("rejected") for _, outcome in results)
+    if queued:
+        raise RegionError(f"{region.code}: {queued} of {len(results)} submissions stay queued: the aggregator at "
+                          f"{address} did not answer; send-stats sends them when run again")
+    if rejected:
+        raise RegionError(f"{region.code}: the centre rejected {rejected} of {len(results)} submissions (see above)")

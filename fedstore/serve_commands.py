@@ -50,6 +50,8 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     region = config.region(args.region)
     if args.workers < 1:
         raise RegionError(f"--workers must be at least 1, got {args.workers}")
+    if not 0 <= args.grace < float("inf"):  # NaN fails this too
+        raise RegionError(f"--grace must be a number of seconds, 0 or more, got {args.grace}")
     if region.serving.tls_cert and region.serving.tls_key:
         # a bad certificate is a one-line error here, not a traceback from every worker
         RotatingCertificate(region.serving.tls_cert, region.serving.tls_key)

@@ -89,6 +89,26 @@ def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):
     assert json.loads(path.read_text())["status"] == "queued"
 
 
+@pytest.mark.slow
+def test_send_stats_to_an_unreachable_aggregator_fails_for_a_scheduler(fed, capsys, monkeypatch):
+    """The table says what happened; the exit code (2) and one line say it was not a success."""
+    from fedstore.cli import main
+
+    config, _, _ = fed
+    node, (sid, _, path) = _publish(config, "MY")
+    from redis_servers import free_port
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
+                 "--address", nowhere])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert sid in captured.out and "queued: aggregator unreachable" in captured.out
+    assert captured.err == (f"fedstore: error: MY: 1 of 1 submissions stay queued: the aggregator at {nowhere} "
+                            "did not answer; send-stats sends them when run again\n")
+    assert json.loads(path.read_text())["status"] == "queued"
+
+
 def _good(config):
     node, (sid, _, path) = _publish(config, "MY")
     return to_proto(json.loads(path.read_text()))

@@ -32,6 +32,8 @@ MISTAKES = [
     ("bad end time", ["region", "materialize", "--region", "MY", "--end", "yesterday"], "expected an ISO 8601 time"),
     ("end in the future", ["region", "materialize", "--region", "MY", "--end", "2999-01-01"], "is in the future"),
     ("missing sub-command", ["region"], "required"),
+    ("negative grace", ["serve", "--region", "MY", "--grace", "-1"], "--grace must be a number of seconds, 0 or more"),
+    ("grace not a number", ["serve", "--region", "MY", "--grace", "nan"], "--grace must be a number of seconds"),
 ]
 
 
