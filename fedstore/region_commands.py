@@ -177,13 +177,18 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
     if not found:
         print(f"region {region.code} has no training sets yet")
         return
-    print(table(
-        ["dataset", "feature service", "label", "rows", "time range", "created", "file"],
-        [[m.dataset_id, m.feature_service, m.label, m.rows,
-          f"{m.time_range[0][:10]} … {m.time_range[1][:10]}" if m.time_range else None, m.created_at[:19], m.output]
-         if m else [str(p), "(manifest missing or unreadable)", None, None, None, None, None]
-         for p, m in found],
-    ))
+    rows: list[list[object]] = []
+    for d in found:
+        m = d.manifest
+        if m is None:
+            rows.append([d.dataset_id, "(manifest missing or unreadable)", None, None, None, None, str(d.manifest_path)])
+        elif d.replaced_by:  # built again at the same path since: this one is gone
+            rows.append([d.dataset_id, f"(replaced by {d.replaced_by})", None, None, None, None, m.output])
+        else:
+            rows.append([m.dataset_id, m.feature_service, m.label, m.rows,
+                         f"{m.time_range[0][:10]} … {m.time_range[1][:10]}" if m.time_range else None,
+                         m.created_at[:19], m.output])
+    print(table(["dataset", "feature service", "label", "rows", "time range", "created", "file"], rows))
 
 
 def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

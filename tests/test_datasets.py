@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -76,7 +77,7 @@ def test_point_in_time_no_future_values_and_ttl_expiry(region, tmp_path):
     assert m.rows == 6 and m.nulls["txn_count_7d"] == 2 and m.nulls["is_fraud"] == 4
 
 
-def test_manifest_beside_the_dataset_and_in_the_region_index(region, tmp_path):
+def test_manifest_beside_the_dataset_and_in_the_region_index(region, tmp_path, capsys):
     ents = _entities(tmp_path / "e.parquet", [T + timedelta(days=1)])
     out = tmp_path / "out" / "train.parquet"
     m = build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", out, label="is_fraud", show_progress=False))
@@ -91,11 +92,23 @@ def test_manifest_beside_the_dataset_and_in_the_region_index(region, tmp_path):
     assert on_disk["time_range"][0].startswith("2026-06-02")
     assert on_disk["tool_version"].startswith("fedstore")
     listed = list_manifests(region.data_dir)
-    assert [x.dataset_id for _, x in listed] == [m.dataset_id]
+    assert [(x.dataset_id, x.manifest.dataset_id, x.replaced_by) for x in listed] == [(m.dataset_id, m.dataset_id, None)]
     # the same schema gives the same hash: a model can pin the features it was trained on
     m2 = build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "t2.parquet",
                                                        label="is_fraud", show_progress=False))
     assert m2.schema_hash == m.schema_hash and m2.dataset_id != m.dataset_id
+    # built again over the first one: said so, and the index lists the first as replaced, not twice as the new
+    said: list[str] = []
+    m3 = build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", Path(m.output), label="is_fraud",
+                                                       show_progress=False), say=said.append)
+    assert said[-1].endswith(f"replacing dataset {m.dataset_id})")
+    listed = list_manifests(region.data_dir)
+    assert [(x.dataset_id, x.replaced_by) for x in listed] == [
+        (m3.dataset_id, None), (m2.dataset_id, None), (m.dataset_id, m3.dataset_id)]
+    assert main(["--config", str(region.region.data_dir.parents[1] / "fedstore.yaml"), "region", "datasets",
+                 "--region", "MY"]) == 0
+    out = capsys.readouterr().out
+    assert f"{m.dataset_id}  (replaced by {m3.dataset_id})" in out and out.count(m3.dataset_id) == 2
 
 
 def test_chunks_give_the_same_dataset(region, tmp_path):

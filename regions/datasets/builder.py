@@ -28,7 +28,7 @@ from feast.errors import FeatureServiceNotFoundException
 from tqdm import tqdm
 
 from regions.datasets.entities import TIMESTAMP, EntityFile
-from regions.datasets.manifest import DatasetManifest, manifest_path, record
+from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record
 from regions.errors import InvalidEntities, InvalidOutput, RegionNotReady, UnknownName
 from regions.store.fingerprint import fingerprint
 from regions.store.node import RegionNode
@@ -101,6 +101,8 @@ def build_training_set(
     node.require_sources(p.views)
     out = request.out
     _check_output(out, request.entities)
+    earlier = read_manifest(manifest_path(out)) if out.exists() else None
+    previous = earlier.dataset_id if earlier else None  # built at this path before: said when replaced
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     nulls = dict.fromkeys(features, 0)
     rows = 0
@@ -166,7 +168,8 @@ def build_training_set(
     path = manifest_path(out)
     path.write_text(manifest.to_json(), encoding="utf-8")
     record(node.data_dir, manifest, path.resolve())
-    say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name})")
+    replaced = f", replacing dataset {previous}" if previous else ""
+    say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name}{replaced})")
     return manifest
 
 

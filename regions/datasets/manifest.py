@@ -59,8 +59,23 @@ def record(data_dir: Path, manifest: DatasetManifest, path: Path) -> None:
         f.write(json.dumps({"dataset_id": manifest.dataset_id, "manifest": str(path)}) + "\n")
 
 
-def list_manifests(data_dir: Path) -> list[tuple[Path, DatasetManifest | None]]:
-    """Every dataset built in the region, newest first; None where the manifest has gone or is unreadable."""
+@dataclass(frozen=True)
+class Listed:
+    """One dataset of the region's index, as its manifest says now."""
+
+    dataset_id: str  # as recorded when it was built
+    manifest_path: Path
+    manifest: DatasetManifest | None  # None: the manifest has gone or is unreadable
+
+    @property
+    def replaced_by(self) -> str | None:
+        """The dataset written over this one at the same path since, if any."""
+        m = self.manifest
+        return m.dataset_id if m is not None and m.dataset_id != self.dataset_id else None
+
+
+def list_manifests(data_dir: Path) -> list[Listed]:
+    """Every dataset built in the region, newest first."""
     index = index_path(data_dir)
     if not index.exists():
         return []
@@ -69,14 +84,15 @@ def list_manifests(data_dir: Path) -> list[tuple[Path, DatasetManifest | None]]:
         if not line.strip():
             continue
         try:
-            path = Path(json.loads(line)["manifest"])
+            raw = json.loads(line)
+            path, dataset_id = Path(raw["manifest"]), str(raw["dataset_id"])
         except (ValueError, KeyError, TypeError):
             raise RegionError(f"{index}, line {n}: not a dataset record; remove or repair that line") from None
-        out.append((path, _read(path)))
+        out.append(Listed(dataset_id, path, read_manifest(path)))
     return list(reversed(out))
 
 
-def _read(path: Path) -> DatasetManifest | None:
+def read_manifest(path: Path) -> DatasetManifest | None:
     """The manifest beside a dataset, or None: it lives with the user's files and may be gone or edited."""
     try:
         return DatasetManifest.from_json(path.read_text(encoding="utf-8"))
