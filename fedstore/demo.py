@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from federation import FederationConfig
-from fedstore.region_commands import _positive
+from fedstore.arguments import positive_int
 from fedstore.render import age, table
 from regions.errors import RegionError
 from regions.store.materialize import MaterializeRequest, materialize
@@ -35,8 +35,8 @@ DEMO_MARKER = ".fedstore-demo"
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="generate, apply and materialise a few regions end to end")
     demo.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="comma-separated region codes")
-    demo.add_argument("--customers", type=_positive, default=3_000)
-    demo.add_argument("--days", type=_positive, default=30)
+    demo.add_argument("--customers", type=positive_int, default=3_000)
+    demo.add_argument("--days", type=positive_int, default=30)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(handler=run_demo)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from federation import FederationConfig
+from fedstore.arguments import iso_date, iso_time, positive_int
 from fedstore.render import age, table
 from regions.errors import RegionError
 from regions.store.materialize import MaterializeRequest, materialize
@@ -21,10 +22,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     gen = cmds.add_parser("generate", help="write synthetic region-local Parquet sources")
     _region_arg(gen)
-    gen.add_argument("--customers", type=_positive, default=5_000)
-    gen.add_argument("--days", type=_positive, default=30)
-    gen.add_argument("--drivers", type=_positive, default=None)
-    gen.add_argument("--end", type=_date, default=None, help="last day (YYYY-MM-DD), default yesterday")
+    gen.add_argument("--customers", type=positive_int, default=5_000)
+    gen.add_argument("--days", type=positive_int, default=30)
+    gen.add_argument("--drivers", type=positive_int, default=None)
+    gen.add_argument("--end", type=iso_date, default=None, help="last day (YYYY-MM-DD), default yesterday")
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(handler=cmd_generate)
 
@@ -37,13 +38,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     mat.add_argument("--incremental", action="store_true", help="only what arrived since the last job")
     mat.add_argument("--views", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
                      help="comma-separated feature views (default: all)")
-    mat.add_argument("--end", type=_datetime, default=None, help="window end (ISO 8601), default now")
+    mat.add_argument("--end", type=iso_time, default=None, help="window end (ISO 8601), default now")
     mat.add_argument("--no-progress", action="store_true")
     mat.set_defaults(handler=cmd_materialize)
 
     status = cmds.add_parser("status", help="freshness per view and the last jobs")
     _region_arg(status)
-    status.add_argument("--jobs", type=_positive, default=5)
+    status.add_argument("--jobs", type=positive_int, default=5)
     status.set_defaults(handler=cmd_status)
 
     add_dataset_parsers(cmds)
@@ -117,31 +118,6 @@ def _region_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", required=True, help="region code, e.g. MY")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
-
-
-def _datetime(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ts = cmds.add_parser("training-set", help="build a point-in-time-correct training set inside the region")
     _region_arg(ts)
@@ -149,7 +125,7 @@ def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser
     ts.add_argument("--feature-service", required=True)
     ts.add_argument("--label", default=None, help="label to join (e.g. is_fraud)")
     ts.add_argument("--out", type=Path, required=True, help="output Parquet file")
-    ts.add_argument("--chunk-rows", type=_positive, default=250_000)
+    ts.add_argument("--chunk-rows", type=positive_int, default=250_000)
     ts.add_argument("--no-progress", action="store_true")
     ts.set_defaults(handler=cmd_training_set)
 
@@ -201,13 +177,13 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
     ps = cmds.add_parser("publish-stats", help="queue anonymised statistics (DP, minimum cohort) in the outbox")
     _region_arg(ps)
     ps.add_argument("--epsilon", type=float, required=True, help="privacy budget this submission spends")
-    ps.add_argument("--days", type=_positive, default=30, help="window length, ending now (or --end)")
-    ps.add_argument("--end", type=_datetime, default=None)
+    ps.add_argument("--days", type=positive_int, default=30, help="window length, ending now (or --end)")
+    ps.add_argument("--end", type=iso_time, default=None)
     ps.add_argument("--segment", default=None,
                     help="also release the statistics per value of a catalog segment, e.g. home_city (ε split in half)")
     ps.set_defaults(handler=cmd_publish_stats)
     add_region_parser(cmds)
-    add_training_parsers(cmds, _region_arg, _positive, _datetime)
+    add_training_parsers(cmds, _region_arg, positive_int, iso_time)
     add_monitoring_parsers(cmds, _region_arg)
 
 

@@ -1,0 +1,32 @@
+"""Argument types the commands share: a bad value is argparse's one-line usage error (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date, datetime, timezone
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def iso_time(text: str) -> datetime:
+    """An ISO 8601 time; one without an offset is UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
