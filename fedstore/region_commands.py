@@ -55,7 +55,11 @@ def cmd_generate(config: FederationConfig, args: argparse.Namespace) -> None:
     from regions.synthetic import generate_region
 
     region = config.region(args.region)
-    end = args.end or datetime.now(timezone.utc).date() - timedelta(days=1)  # last complete day
+    today = datetime.now(timezone.utc).date()
+    end = args.end or today - timedelta(days=1)  # last complete day
+    if end > today:  # events from the future: materialisation would never reach them
+        raise RegionError(f"--end {end.isoformat()} is after today ({today.isoformat()}, UTC): synthetic events "
+                          "must have happened already")
     try:
         report = generate_region(
             region.code,
