@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_k8s(config: FederationConfig, args: argparse.Namespace) -> None:
+    if not args.image.strip() or any(c.isspace() for c in args.image):
+        raise RegionError(f"--image must name a container image, e.g. {DEFAULT_IMAGE}; got {args.image!r}")
     for path in write_manifests(config, args.out, image=args.image):
         print(f"wrote {path}")
 
