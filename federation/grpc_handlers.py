@@ -70,13 +70,16 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
 
     def __init__(self, handler: grpc.GenericRpcHandler) -> None:
         self.handler = handler
-        self._cache: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
-        if method not in self._cache:
-            self._cache[method] = self._wrap(self.handler.service(handler_call_details), method)
-        return self._cache[method]
+        wrapped = self._cache.get(method)
+        if wrapped is None:
+            wrapped = self._wrap(self.handler.service(handler_call_details), method)
+            if wrapped is not None:  # only the service's own methods: a caller's made-up names are not kept
+                self._cache[method] = wrapped
+        return wrapped
 
     @staticmethod
     def _wrap(h: grpc.RpcMethodHandler | None, method: str) -> grpc.RpcMethodHandler | None:
