@@ -1,9 +1,13 @@
-"""Argument types the commands share: a bad value is argparse's one-line usage error (exit 2)."""
+"""Argument types the commands share (a bad value is argparse's one-line usage error, exit 2),
+and the check of an output file a command will write."""
 
 from __future__ import annotations
 
 import argparse
 from datetime import date, datetime, timezone
+from pathlib import Path
+
+from regions.errors import RegionError
 
 
 def positive_int(text: str) -> int:
@@ -30,3 +34,14 @@ def iso_time(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def output_file(path: Path, option: str) -> Path:
+    """A file a command will write, checked before any work: not a directory; its folder created."""
+    if path.is_dir():
+        raise RegionError(f"{option} {path} is a directory: give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RegionError(f"{option} {path}: cannot create the directory {path.parent} ({e.strerror})") from None
+    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from federation import FederationConfig
-from fedstore.errors import output_file
+from fedstore.arguments import output_file
 from fedstore.render import table
 from regions.errors import RegionError
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from federation import FederationConfig
 from federation.training import TRAINING_SPECS, LinearModel, training_spec
-from fedstore.errors import output_file
+from fedstore.arguments import output_file
 from fedstore.render import table
 from regions.errors import RegionError
 
