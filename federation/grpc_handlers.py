@@ -88,23 +88,15 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
         owner = getattr(h.request_deserializer, "__self__", None)  # FromString's message class
         name = owner.DESCRIPTOR.full_name if owner is not None else f"request of {method}"
         parse = _parsing(h.request_deserializer, name)
-        if h.response_streaming:
-            stream = h.unary_stream
+        behavior = h.unary_stream if h.response_streaming else h.unary_unary
 
-            def unary_stream(request: Any, context: grpc.ServicerContext) -> Any:
-                if isinstance(request, Malformed):
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
-                return stream(request, context)
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, parse, h.response_serializer)
-        unary = h.unary_unary
-
-        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+        def checked(request: Any, context: grpc.ServicerContext) -> Any:
             if isinstance(request, Malformed):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
-            return unary(request, context)
+            return behavior(request, context)  # a stream method's iterator, or the answer
 
-        return grpc.unary_unary_rpc_method_handler(unary_unary, parse, h.response_serializer)
+        make = grpc.unary_stream_rpc_method_handler if h.response_streaming else grpc.unary_unary_rpc_method_handler
+        return make(checked, parse, h.response_serializer)
 
 
 __all__ = ["Malformed", "generic_handler", "parser", "reject_malformed"]
