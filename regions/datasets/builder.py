@@ -25,11 +25,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureService, FeatureView
 from feast.errors import FeatureServiceNotFoundException
-from tqdm import tqdm
 
 from regions.datasets.entities import TIMESTAMP, EntityFile
 from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record
 from regions.errors import InvalidEntities, InvalidOutput, RegionNotReady, UnknownName
+from regions.progress import progress
 from regions.store.fingerprint import fingerprint
 from regions.store.node import RegionNode
 
@@ -109,7 +109,7 @@ def build_training_set(
     lo = hi = None
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
-    bar = tqdm(total=entities.rows, unit="rows", desc=f"{node.code} training set", disable=not request.show_progress)
+    bar = progress(f"{node.code} training set", total=entities.rows, show=request.show_progress)
     try:
         try:
             tmp.touch(exist_ok=False)  # can we write there at all? Before the expensive joins

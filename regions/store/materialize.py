@@ -22,6 +22,7 @@ from openlineage.client.event_v2 import RunState
 from tqdm import tqdm
 
 from regions.errors import MaterializationError, RegionError
+from regions.progress import progress
 from regions.store.definitions import batch_source
 from regions.store.engine import FastMaterializationEngine, ViewMaterialization
 from regions.store.fingerprint import fingerprint
@@ -144,7 +145,8 @@ def materialize(
 
 
 def _progress_bar(label: str, show: bool) -> Callable[[int], tqdm]:
-    return lambda n: tqdm(total=n, desc=label, unit="rows", disable=not show, leave=False)
+    # Feast types a task's builder as returning a tqdm bar; engines only call update() and close()
+    return lambda n: progress(label, total=n, show=show)
 
 
 def _written(result: ViewMaterialization) -> str:
