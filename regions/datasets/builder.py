@@ -30,7 +30,7 @@ from regions.datasets.entities import TIMESTAMP, EntityFile
 from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record
 from regions.errors import InvalidEntities, InvalidOutput, RegionNotReady, UnknownName
 from regions.progress import progress
-from regions.store.fingerprint import fingerprint
+from regions.store.fingerprint import fingerprint, source_fingerprints
 from regions.store.node import RegionNode
 
 _ARROW_TYPES = {"INT64": pa.int64(), "INT32": pa.int32(), "STRING": pa.string()}
@@ -156,7 +156,7 @@ def build_training_set(
         schema_hash=hashlib.sha256(json.dumps(described).encode()).hexdigest(),
         entity_file={**fingerprint(request.entities.resolve(), request.entities.resolve().parent).as_dict(),
                      "path": str(request.entities.resolve()), "rows": entities.rows},
-        sources=[fingerprint(node.source_path(v), node.data_dir).as_dict() for v in p.views],
+        sources=[f.as_dict() for f in source_fingerprints([node.source_path(v) for v in p.views], node.data_dir)],
         rows=rows,
         nulls=nulls,
         time_range=(lo.isoformat(), hi.isoformat()) if lo and hi else None,

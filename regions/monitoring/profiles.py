@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from federation.statistics import FeatureSpec
+from regions.store.source_files import source_files
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def compute_profiles(sources: dict[str, Path], catalog: tuple[FeatureSpec, ...],
     try:
         for view, path in sources.items():
             specs = [s for s in catalog if s.view == view]
-            if not specs or not path.exists():
+            if not specs or not source_files(path):  # a file, or a glob of partition files
                 continue
             day = f"CAST(timezone('{timezone}', event_timestamp) AS DATE)"
             rows = con.execute(f"SELECT {day} AS day, count(*) FROM read_parquet(?) GROUP BY 1", [str(path)]).fetchall()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
+
+from regions.store.source_files import source_files
 
 
 @dataclass(frozen=True)
@@ -30,3 +33,9 @@ def fingerprint(path: Path, base: Path) -> SourceFingerprint:
         bytes=stat.st_size,
         modified=stat.st_mtime,
     )
+
+
+def source_fingerprints(sources: Iterable[Path], base: Path) -> list[SourceFingerprint]:
+    """One fingerprint per file the sources name (each part of a partitioned source), each file once."""
+    files = dict.fromkeys(f for source in sources for f in source_files(source))
+    return [fingerprint(f, base) for f in files]

@@ -25,7 +25,7 @@ from regions.errors import MaterializationError, RegionError
 from regions.progress import progress
 from regions.store.definitions import batch_source
 from regions.store.engine import FastMaterializationEngine, ViewMaterialization
-from regions.store.fingerprint import fingerprint
+from regions.store.fingerprint import source_fingerprints
 from regions.store.ledger import JobRecord
 from regions.store.node import RegionNode
 from regions.store.snapshot import snapshot_path, write_snapshot
@@ -72,7 +72,7 @@ def materialize(
                 f"after the requested end {end.isoformat()}"
             )
         windows[fv.name] = (start, end)
-    prints = [fingerprint(p, node.data_dir).as_dict() for p in dict.fromkeys(sources)]
+    prints = [f.as_dict() for f in source_fingerprints(sources, node.data_dir)]
     job = node.ledger.start(
         mode="incremental" if request.incremental else "full",
         views=[fv.name for fv in views],

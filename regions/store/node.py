@@ -22,6 +22,7 @@ from regions.store.definitions import region_objects
 from regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
 from regions.store.ledger import JobLedger
 from regions.store.lineage import LineageEmitter
+from regions.store.source_files import is_glob, missing_source_hint, source_files
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,16 @@ class RegionNode:
         return path if path.is_absolute() else self.data_dir / path
 
     def require_sources(self, views: list[FeatureView], *, check_columns: bool = True) -> list[Path]:
+        """Each view's source path (a file or a glob), once it names at least one file."""
         paths = [self.source_path(fv) for fv in views]
-        missing = [p for p in paths if not p.exists()]
-        if missing:
+        for path in paths:
+            if source_files(path):
+                continue
+            if path.is_dir():
+                raise InvalidSource(f"region {self.code}: source {missing_source_hint(path)}")
+            matches = " (no file matches it)" if is_glob(path) else ""
             raise RegionNotReady(
-                f"region {self.code} has no source data at {missing[0]}: run "
+                f"region {self.code} has no source data at {path}{matches}: run "
                 f"`fedstore region generate --region {self.code}` first"
             )
         if check_columns:
@@ -121,19 +127,19 @@ class RegionNode:
     def check_sources(self, views: list[FeatureView]) -> None:
         """Each view's source is Parquet with every column the view reads (footers only: cheap)."""
         for fv in views:
-            path = self.source_path(fv)
-            try:
-                names = set(pq.read_schema(path).names)
-            except (pa.ArrowInvalid, OSError) as e:
-                raise InvalidSource(f"region {self.code}: source {path} is not readable Parquet: {e}") from None
             source = fv.batch_source
             assert source is not None
             renamed = {feature: column for column, feature in (source.field_mapping or {}).items()}
             wanted = [source.timestamp_field, source.created_timestamp_column,
                       *(e.name for e in fv.entity_columns), *(f.name for f in fv.features)]
-            lacking = [renamed.get(c, c) for c in dict.fromkeys(wanted) if c and renamed.get(c, c) not in names]
-            if lacking:
-                raise InvalidSource(
-                    f"region {self.code}: source {path} lacks column{'s' if len(lacking) > 1 else ''} "
-                    f"{', '.join(lacking)}, which feature view {fv.name} reads"
-                )
+            for path in source_files(self.source_path(fv)):  # every part of a partitioned source
+                try:
+                    names = set(pq.read_schema(path).names)
+                except (pa.ArrowInvalid, OSError) as e:
+                    raise InvalidSource(f"region {self.code}: source {path} is not readable Parquet: {e}") from None
+                lacking = [renamed.get(c, c) for c in dict.fromkeys(wanted) if c and renamed.get(c, c) not in names]
+                if lacking:
+                    raise InvalidSource(
+                        f"region {self.code}: source {path} lacks column{'s' if len(lacking) > 1 else ''} "
+                        f"{', '.join(lacking)}, which feature view {fv.name} reads"
+                    )

@@ -1,8 +1,8 @@
 """Reads the latest row per entity in a window from a view's source, as a stream of Arrow batches.
 
-Parquet sources are read by DuckDB directly (the region's offline engine) with Feast's semantics:
-event time within [start, end] inclusive, one row per entity, latest event time first, then latest
-created time. Streaming batches keep memory bounded whatever the table size. Any other kind of
+Parquet sources (a file, or a glob of partition files) are read by DuckDB directly (the region's
+offline engine) with Feast's semantics: event time within [start, end] inclusive, one row per
+entity, latest event time first, then latest created time. Streaming batches keep memory bounded whatever the table size. Any other kind of
 source goes through Feast's own offline store (``pull_latest_from_table_or_query``).
 """
 
@@ -19,6 +19,7 @@ from feast import FeatureView, FileSource
 from feast.repo_config import RepoConfig
 
 from regions.store.definitions import batch_source
+from regions.store.source_files import source_files
 
 
 def _quote(name: str) -> str:
@@ -68,7 +69,10 @@ def _duckdb_latest(
     reverse = {v: k for k, v in (source.field_mapping or {}).items()}  # feature name -> column
     ts = source.timestamp_field
     created = source.created_timestamp_column
-    ts_type = pq.read_schema(path).field(reverse.get(ts, ts)).type
+    files = source_files(path)  # a glob names the parts; DuckDB reads them all, by column name
+    if not files:
+        return
+    ts_type = pq.read_schema(files[0]).field(reverse.get(ts, ts)).type
     aware = getattr(ts_type, "tz", None) is not None
     # compare in the column's own kind of time, never through the session time zone
     lo, hi = (start.astimezone(timezone.utc), end.astimezone(timezone.utc))
