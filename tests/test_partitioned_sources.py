@@ -5,6 +5,7 @@ and picks up a new part when it lands."""
 from __future__ import annotations
 
 import copy
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import feature_repo
 from handmade import T0, latest, write_sources
 from regions.datasets import TrainingSetRequest, build_training_set
 from regions.errors import InvalidSource, MaterializationError, RegionNotReady
+from regions.store.fingerprint import FingerprintCache, fingerprint
 from regions.store.materialize import MaterializeRequest, materialize
 from regions.store.node import RegionNode
 from regions.store.snapshot import snapshot_path
@@ -147,3 +149,27 @@ def test_a_plain_file_source_is_unchanged(sqlite_federation):
     job = materialize(node, QUIET)
     assert {s["path"] for s in job.sources} == {f"sources/{v}.parquet" for v in job.views}
     assert datetime.now(timezone.utc) > job.windows["customer_transactions"][1] > T0
+
+
+def test_parts_already_hashed_are_not_hashed_again_and_a_rewritten_part_is(partitioned):
+    """Incremental jobs over a growing partitioned source read only new or changed parts to
+    fingerprint them; a part rewritten in place (same size, modification time set back) is hashed
+    again, because its change time moved."""
+    node, tables = partitioned
+    first = materialize(node, QUIET)
+    parts = len(first.sources)
+    assert node.fingerprints.hashed == parts
+    again = RegionNode(node.region)  # a new process: only the cache file carries over
+    second = materialize(again, MaterializeRequest(show_progress=False, incremental=True))
+    assert again.fingerprints.hashed == 0
+    assert second.sources == first.sources
+    part = sorted((node.data_dir / "sources" / "customer_profile").rglob("*.parquet"))[0]
+    before = part.stat()
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different bytes
+    part.write_bytes(bytes(data))
+    os.utime(part, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or `rsync -t` would
+    cache = FingerprintCache(node.data_dir / "fingerprints.db")
+    assert fingerprint(part, node.data_dir, cache).sha256 != next(
+        s["sha256"] for s in first.sources if s["path"] == str(part.relative_to(node.data_dir)))
+    assert cache.hashed == 1

@@ -1,8 +1,18 @@
-"""Fingerprints of source files: what a job read, so every online value is traceable."""
+"""Fingerprints of source files: what a job read, so every online value is traceable.
+
+A file's SHA-256 is remembered (``fingerprints.db`` in the region's directory) against what the
+file system says of it: size, modification and change times, inode. A partitioned source grows a
+part at a time, and without that every incremental job would hash every old part again. A rewrite
+always moves the change time (which, unlike the modification time, no copy tool can set back), so a
+changed file is never taken for the one hashed before.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -21,21 +31,61 @@ class SourceFingerprint:
         return asdict(self)
 
 
-def fingerprint(path: Path, base: Path) -> SourceFingerprint:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+class FingerprintCache:
+    """SHA-256 per file, valid while the file's size, mtime, ctime and inode are what they were."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hashed = 0  # files read and hashed by this instance (the rest came from the cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, bytes INTEGER NOT NULL,"
+                       " mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,"
+                       " sha256 TEXT NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)  # a job and a dataset build may share it
+
+    def sha256(self, path: Path, stat: os.stat_result) -> str:
+        key = _identity(stat)
+        name = str(path.resolve())
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT bytes, mtime_ns, ctime_ns, inode, sha256 FROM hashes WHERE path=?", (name,)).fetchone()
+        if row is not None and tuple(row[:4]) == key:
+            return str(row[4])
+        digest = _sha256(path)
+        self.hashed += 1
+        if _identity(path.stat()) == key:  # unchanged while it was read: worth remembering
+            with closing(self._connect()) as db, db:
+                db.execute("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)", (name, *key, digest))
+        return digest
+
+
+def fingerprint(path: Path, base: Path, cache: FingerprintCache | None = None) -> SourceFingerprint:
     stat = path.stat()
     return SourceFingerprint(
         path=str(path.relative_to(base)) if path.is_relative_to(base) else str(path),
-        sha256=digest.hexdigest(),
+        sha256=cache.sha256(path, stat) if cache is not None else _sha256(path),
         bytes=stat.st_size,
         modified=stat.st_mtime,
     )
 
 
-def source_fingerprints(sources: Iterable[Path], base: Path) -> list[SourceFingerprint]:
+def source_fingerprints(
+    sources: Iterable[Path], base: Path, cache: FingerprintCache | None = None
+) -> list[SourceFingerprint]:
     """One fingerprint per file the sources name (each part of a partitioned source), each file once."""
     files = dict.fromkeys(f for source in sources for f in source_files(source))
-    return [fingerprint(f, base) for f in files]
+    return [fingerprint(f, base, cache) for f in files]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino

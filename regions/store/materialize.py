@@ -72,7 +72,7 @@ def materialize(
                 f"after the requested end {end.isoformat()}"
             )
         windows[fv.name] = (start, end)
-    prints = [f.as_dict() for f in source_fingerprints(sources, node.data_dir)]
+    prints = [f.as_dict() for f in source_fingerprints(sources, node.data_dir, node.fingerprints)]
     job = node.ledger.start(
         mode="incremental" if request.incremental else "full",
         views=[fv.name for fv in views],

@@ -20,6 +20,7 @@ from federation import RegionConfig
 from regions.errors import InvalidSource, RegionNotReady
 from regions.store.definitions import region_objects
 from regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
+from regions.store.fingerprint import FingerprintCache
 from regions.store.ledger import JobLedger
 from regions.store.lineage import LineageEmitter
 from regions.store.source_files import is_glob, missing_source_hint, source_files
@@ -63,6 +64,10 @@ class RegionNode:
     @cached_property
     def lineage(self) -> LineageEmitter:
         return LineageEmitter(self.data_dir, self.code)
+
+    @cached_property
+    def fingerprints(self) -> FingerprintCache:
+        return FingerprintCache(self.data_dir / "fingerprints.db")
 
     def apply(self) -> ApplyResult:
         """Register the shared definitions in this region's registry and set up its online store."""
