@@ -13,6 +13,10 @@ class MaterializationError(RegionError):
     """A materialisation job failed; the ledger records it."""
 
 
+class JobRunning(RegionError):
+    """Another materialisation job of the region holds its job lock; nothing was done."""
+
+
 class InvalidSource(RegionError):
     """A region source file that is not Parquet or lacks a column its feature view reads."""
 

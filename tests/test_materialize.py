@@ -192,3 +192,38 @@ def test_a_window_end_in_the_future_is_refused_and_leaves_the_ledger_alone(sqlit
     assert node.ledger.jobs(limit=5) == []
     # so incremental jobs are not refused as 'already materialised up to 2999'
     assert materialize(node, MaterializeRequest(show_progress=False, incremental=True)).status == SUCCEEDED
+
+
+@pytest.mark.slow
+def test_a_second_job_while_one_runs_is_refused_and_the_first_completes(sqlite_federation, capsys):
+    """Two jobs at once merged their rows into the same snapshots: one failed half-way on the other's
+    temporary file, and a snapshot could be credited to the job the ledger said failed."""
+    from fedstore.cli import main
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=50, drivers=5, days=2)
+    node.apply()
+    env = {**os.environ, "FEDSTORE_CONFIG": str(sqlite_federation.source)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not node.ledger.jobs(status="running") and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first.send_signal(signal.SIGSTOP)  # held mid-job: it has its ledger row and the region's lock
+        running = node.ledger.jobs(status="running")
+        assert running, "the first job ended before it could be held"
+        code = main(["--config", str(sqlite_federation.source), "region", "materialize", "--region", "MY",
+                     "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"job {running[0].job_id} is still running (process {first.pid}" in err
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=120) == 0, first.stderr.read().decode() if first.stderr else ""
+    jobs = node.ledger.jobs()
+    assert [(j.job_id, j.status) for j in jobs] == [(running[0].job_id, SUCCEEDED)]  # the refused one left no row
+    snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
+    assert snap.num_rows == 50 and set(snap.column(JOB_COLUMN).to_pylist()) == {running[0].job_id}
+    assert materialize(node, QUIET).status == SUCCEEDED  # the lock went with the first job
