@@ -78,6 +78,69 @@ def test_outbox_to_receipt_and_replay_is_not_counted_twice(fed):
     assert len({r.submission_id for r in store.features(None)}) == 1
 
 
+def test_the_same_submission_sent_at_once_is_stored_once_and_every_call_gets_its_receipt(fed):
+    """A retry after a deadline while the first call is still at the centre (or two send-stats at
+    once) reached the insert twice: the second call failed with UNKNOWN (a primary key error), which
+    the region then marked as rejected for good although the centre had stored it."""
+    import threading
+
+    config, address, store = fed
+    node = RegionNode(config.region("MY"))
+    write_sources(node.data_dir, customers=60, drivers=3, days=2, start=T)
+    node.apply()
+    for _ in range(3):  # the race needs calls to meet between the lookup and the insert: try a few times
+        _, released, path = publish_statistics(node, config.privacy, epsilon=0.5, end=T + timedelta(days=3),
+                                               catalog=SPEC)
+        sub = to_proto(json.loads(path.read_text()))
+        start, answers = threading.Barrier(8), []
+
+        def submit(sub=sub, start=start, answers=answers):
+            with grpc.insecure_channel(address) as channel:
+                stub = aggregator_pb2_grpc.AggregatorStub(channel)
+                start.wait()
+                try:
+                    answers.append(stub.Submit(sub, metadata=_md("MY"), timeout=10))
+                except grpc.RpcError as e:
+                    answers.append(f"{e.code().name}: {e.details()}")
+
+        calls = [threading.Thread(target=submit) for _ in range(8)]
+        for c in calls:
+            c.start()
+        for c in calls:
+            c.join()
+        assert all(isinstance(a, pb.Receipt) for a in answers), answers
+        assert len({a.receipt_id for a in answers}) == 1 and sum(not a.replay for a in answers) == 1
+    assert len({r.submission_id for r in store.features(None)}) == 3
+    assert store.epsilon_spent("MY", sub.period) == pytest.approx(3 * released.accounting.epsilon)
+
+
+def test_a_centre_that_fails_keeps_the_submission_queued_and_a_restarted_one_takes_it(fed, tmp_path, capsys):
+    """An error inside the centre (here its store gone from under it) is no verdict on the
+    submission: it was marked rejected for good and never sent again."""
+    from fedstore.cli import main
+
+    config, address, store = fed
+    node, (sid, released, path) = _publish(config, "MY")
+    store.close()  # the running centre's DuckDB store fails every call from now on
+    code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
+                 "--address", address])
+    out, err = capsys.readouterr()
+    assert code == 2 and f"{sid}  queued: aggregator failed (UNKNOWN" in out, out
+    assert err == (f"fedstore: error: MY: 1 of 1 submissions stay queued: the aggregator at {address} failed while "
+                   "handling them (see above); send-stats sends them when run again\n")
+    assert json.loads(path.read_text())["status"] == "queued"
+    # the centre restarted on its store: the next run delivers it, counted once
+    server, port, again = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
+    server.start()
+    try:
+        assert send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{port}", TOKENS["MY"]) == [(sid, "sent")]
+        assert again.epsilon_spent("MY", json.loads(path.read_text())["period"]) == pytest.approx(
+            released.accounting.epsilon)
+    finally:
+        server.stop(0).wait()
+        again.close()
+
+
 def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):
     config, _, _ = fed
     node, (sid, _, path) = _publish(config, "MY")

@@ -22,6 +22,9 @@ from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# the centre failed while handling it (a bug, its store broken): no verdict on the submission, so it
+# stays queued for the next run (the id makes that a replay if the centre did store it)
+_CENTRE_FAILED = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def send_outbox(
     """Send every queued submission; returns (submission id, outcome) pairs.
 
     Outcomes: "sent" (receipt stored in the file), "rejected: <reason>" (kept, marked, not
-    retried), "queued: <reason>" (the aggregator was unreachable after every attempt).
+    retried), "queued: <reason>" (the aggregator was unreachable after every attempt, or failed
+    while handling it).
     """
     results = []
     with grpc.insecure_channel(address) as channel:
@@ -124,6 +128,8 @@ def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, 
                 continue
             if e.code() in _RETRYABLE:
                 return f"queued: aggregator unreachable ({e.code().name})"
+            if e.code() in _CENTRE_FAILED:
+                return f"queued: aggregator failed ({e.code().name}: {e.details()})"
             body.update(status="rejected", rejection=f"{e.code().name}: {e.details()}")
             _write(path, body)
             return f"rejected: {e.details()}"
