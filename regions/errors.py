@@ -13,6 +13,11 @@ class MaterializationError(RegionError):
     """A materialisation job failed; the ledger records it."""
 
 
+class StorageError(RegionError):
+    """A file or database in the region's data directory cannot be written (a read-only volume, a
+    directory of another user, a full disk)."""
+
+
 class JobRunning(RegionError):
     """Another materialisation job of the region holds its job lock; nothing was done."""
 

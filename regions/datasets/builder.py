@@ -27,7 +27,7 @@ from feast import FeatureService, FeatureView
 from feast.errors import FeatureServiceNotFoundException
 
 from regions.datasets.entities import TIMESTAMP, EntityFile
-from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record
+from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
 from regions.errors import InvalidEntities, InvalidOutput, RegionNotReady, UnknownName
 from regions.progress import progress
 from regions.store.fingerprint import fingerprint, source_fingerprints
@@ -101,6 +101,7 @@ def build_training_set(
     node.require_sources(p.views)
     out = request.out
     _check_output(out, request.entities)
+    require_index(node.data_dir, node.code)
     earlier = read_manifest(manifest_path(out)) if out.exists() else None
     previous = earlier.dataset_id if earlier else None  # built at this path before: said when replaced
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")

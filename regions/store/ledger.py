@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from regions.errors import StorageError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id        TEXT PRIMARY KEY,
@@ -73,9 +75,13 @@ class JobLedger:
     def __init__(self, path: Path, region: str) -> None:
         self.path = path
         self.region = region
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.executescript(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as db, db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.OperationalError) as e:  # sqlite says "attempt to write a readonly database"
+            raise StorageError(f"region {region}: cannot write the job ledger {path} ({e}): the region's data "
+                               "directory must be writable by this user") from None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
