@@ -105,6 +105,7 @@ def build_training_set(
     earlier = read_manifest(manifest_path(out)) if out.exists() else None
     previous = earlier.dataset_id if earlier else None  # built at this path before: said when replaced
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    manifest_tmp = tmp.with_name(f"{tmp.name}.manifest")
     nulls = dict.fromkeys(features, 0)
     rows = 0
     lo = hi = None
@@ -134,18 +135,46 @@ def build_training_set(
         if writer is not None:
             writer.close()
             writer = None
+        assert schema is not None
+        manifest = _manifest(node, request, p, schema, entities.rows, rows, nulls, (lo, hi), began, out)
+        # the manifest is complete before the dataset takes its name, and the old one goes first: a
+        # process killed in between leaves a dataset without a manifest, never one beside another
+        # dataset's manifest (fingerprinting the sources after the rename took long enough to hit)
+        path = manifest_path(out)
+        manifest_tmp.write_text(manifest.to_json(), encoding="utf-8")
+        path.unlink(missing_ok=True)
         tmp.replace(out)
+        manifest_tmp.replace(path)
     except BaseException:
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
+        manifest_tmp.unlink(missing_ok=True)
         raise
     finally:
         bar.close()
-    assert schema is not None
+    record(node.data_dir, manifest, path.resolve())
+    replaced = f", replacing dataset {previous}" if previous else ""
+    say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name}{replaced})")
+    return manifest
+
+
+def _manifest(
+    node: RegionNode,
+    request: TrainingSetRequest,
+    p: Plan,
+    schema: pa.Schema,
+    entity_rows: int,
+    rows: int,
+    nulls: dict[str, int],
+    time_range: tuple[datetime | None, datetime | None],
+    began: float,
+    out: Path,
+) -> DatasetManifest:
     described = [(f.name, str(f.type)) for f in schema]
     region = node.region
-    manifest = DatasetManifest(
+    lo, hi = time_range
+    return DatasetManifest(
         dataset_id=f"{node.code.lower()}-ds-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
         region=region.code,
         jurisdiction=region.jurisdiction,
@@ -156,7 +185,7 @@ def build_training_set(
         schema=described,
         schema_hash=hashlib.sha256(json.dumps(described).encode()).hexdigest(),
         entity_file={**fingerprint(request.entities.resolve(), request.entities.resolve().parent).as_dict(),
-                     "path": str(request.entities.resolve()), "rows": entities.rows},
+                     "path": str(request.entities.resolve()), "rows": entity_rows},
         sources=[f.as_dict() for f in source_fingerprints([node.source_path(v) for v in p.views], node.data_dir)],
         rows=rows,
         nulls=nulls,
@@ -166,12 +195,6 @@ def build_training_set(
         tool_version=_tool_version(),
         output=str(out.resolve()),
     )
-    path = manifest_path(out)
-    path.write_text(manifest.to_json(), encoding="utf-8")
-    record(node.data_dir, manifest, path.resolve())
-    replaced = f", replacing dataset {previous}" if previous else ""
-    say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name}{replaced})")
-    return manifest
 
 
 def _check_output(out: Path, entities: Path) -> None:
