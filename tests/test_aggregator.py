@@ -152,6 +152,25 @@ def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):
     assert json.loads(path.read_text())["status"] == "queued"
 
 
+def test_once_the_aggregator_is_unreachable_the_rest_of_the_outbox_waits_for_the_next_run(fed):
+    """Every queued submission went through the whole backoff against a centre that was down: 7.5 s
+    each by default (a minute each when calls time out), so a week of queued releases held a
+    scheduler's run for many minutes."""
+    from redis_servers import free_port
+
+    config, _, _ = fed
+    node, _ = _publish(config, "MY", epsilon=0.5)
+    for _ in range(2):
+        publish_statistics(node, config.privacy, epsilon=0.5, end=T + timedelta(days=3), catalog=SPEC)
+    waits = []
+    out = send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{free_port()}", TOKENS["MY"],
+                      backoff=Backoff(base=0.1, cap=1, attempts=3), sleep=waits.append)
+    assert [outcome for _, outcome in out] == ["queued: aggregator unreachable (UNAVAILABLE)"] + \
+        ["queued: not tried, aggregator unreachable (UNAVAILABLE)"] * 2
+    assert waits == [0.1, 0.2]  # one backoff, not one per submission
+    assert [json.loads(p.read_text())["status"] for p in outbox_dir(node.data_dir).glob("*.json")] == ["queued"] * 3
+
+
 @pytest.mark.slow
 def test_send_stats_to_an_unreachable_aggregator_fails_for_a_scheduler(fed, capsys, monkeypatch):
     """The table says what happened; the exit code (2) and one line say it was not a success."""

@@ -25,6 +25,7 @@ _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, gr
 # the centre failed while handling it (a bug, its store broken): no verdict on the submission, so it
 # stays queued for the next run (the id makes that a replay if the centre did store it)
 _CENTRE_FAILED = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+_UNREACHABLE = "queued: aggregator unreachable"
 
 
 @dataclass(frozen=True)
@@ -102,16 +103,24 @@ def send_outbox(
 
     Outcomes: "sent" (receipt stored in the file), "rejected: <reason>" (kept, marked, not
     retried), "queued: <reason>" (the aggregator was unreachable after every attempt, or failed
-    while handling it).
+    while handling it; once it was unreachable, the submissions after it are not tried this run).
     """
     results = []
+    unreachable = ""
     with grpc.insecure_channel(address) as channel:
         stub = aggregator_pb2_grpc.AggregatorStub(channel)
         for path in sorted(outbox.glob("*.json")):
             body = json.loads(path.read_text())
             if body.get("status") != "queued":
                 continue
+            if unreachable:
+                # the centre did not answer through a whole backoff: every other submission would
+                # wait as long again (7.5 s each by default, a minute each when calls time out)
+                results.append((body["submission_id"], f"queued: not tried, {unreachable}"))
+                continue
             outcome = _send_one(stub, path, body, token, backoff, sleep)
+            if outcome.startswith(_UNREACHABLE):
+                unreachable = outcome.removeprefix("queued: ")
             results.append((body["submission_id"], outcome))
     return results
 
@@ -127,7 +136,7 @@ def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, 
                 sleep(backoff.delay(failures))
                 continue
             if e.code() in _RETRYABLE:
-                return f"queued: aggregator unreachable ({e.code().name})"
+                return f"{_UNREACHABLE} ({e.code().name})"
             if e.code() in _CENTRE_FAILED:
                 return f"queued: aggregator failed ({e.code().name}: {e.details()})"
             body.update(status="rejected", rejection=f"{e.code().name}: {e.details()}")
