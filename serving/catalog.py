@@ -193,12 +193,22 @@ class CatalogCache:
         return (st.st_mtime_ns, st.st_size)
 
     def refresh_if_changed(self) -> bool:
+        """Swap in the catalog of a changed registry file, once that file is whole.
+
+        Feast writes ``registry.db`` in place (truncate, then write), so a read may meet an empty
+        or half-written file, which parses as a registry with fewer views or none: every lookup
+        was NOT_FOUND and every snapshot dropped (its pack deleted) until the next tick. An empty
+        file, or one that changed while it was read, is left for the next tick.
+        """
         version = self._version()
-        if version == self._catalog.version:
+        if version == self._catalog.version or version[1] == 0:
             return False
         with self._lock:
             self._store.refresh_registry()
-            self._catalog = Catalog.from_store(self._store, version)
+            catalog = Catalog.from_store(self._store, version)
+            if self._version() != version:
+                return False
+            self._catalog = catalog
         return True
 
 
