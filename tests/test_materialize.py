@@ -227,3 +227,30 @@ def test_a_second_job_while_one_runs_is_refused_and_the_first_completes(sqlite_f
     snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
     assert snap.num_rows == 50 and set(snap.column(JOB_COLUMN).to_pylist()) == {running[0].job_id}
     assert materialize(node, QUIET).status == SUCCEEDED  # the lock went with the first job
+
+
+def test_a_window_without_rows_leaves_no_empty_snapshot_and_the_node_still_serves(sqlite_federation):
+    """A job whose window held no rows wrote a snapshot with no column but the job id; the serving
+    node then failed to start (KeyError: the view's join key is not in the snapshot's schema)."""
+    from datetime import datetime, timezone
+
+    from serving.server import ServingNode
+
+    region = sqlite_federation.region("MY")
+    node = RegionNode(region)
+    write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    before = materialize(node, MaterializeRequest(show_progress=False, end=datetime(2000, 1, 1, tzinfo=timezone.utc)))
+    assert before.status == SUCCEEDED and before.rows_read == 0
+    assert not list((node.data_dir / "snapshots").glob("*.parquet"))
+    # as an older version left it: the serving node starts on it, and the next job replaces it
+    pq.write_table(pa.table({JOB_COLUMN: pa.array([], pa.string())}), snapshot_path(node.data_dir, "driver_performance"))
+    ServingNode(sqlite_federation, region, address="127.0.0.1:0").start().stop(0)
+    job = materialize(node, QUIET)
+    snap = pq.read_table(snapshot_path(node.data_dir, "driver_performance"))
+    assert snap.num_rows == 3 and set(snap.column(JOB_COLUMN).to_pylist()) == {job.job_id}
+    server = ServingNode(sqlite_federation, region, address="127.0.0.1:0").start()
+    try:
+        assert set(server.snapshots.held_bytes()) == {"customer_transactions", "customer_profile", "driver_performance"}
+    finally:
+        server.stop(0)
