@@ -254,3 +254,34 @@ def test_a_window_without_rows_leaves_no_empty_snapshot_and_the_node_still_serve
         assert set(server.snapshots.held_bytes()) == {"customer_transactions", "customer_profile", "driver_performance"}
     finally:
         server.stop(0)
+
+
+@pytest.mark.redis
+def test_events_at_the_epoch_and_without_a_time_zone_are_written_online(redis_federation, monkeypatch):
+    """A row at 1970-01-01T00:00:00Z was never written (an absent event time read as 0, the epoch's
+    own), and a source without a time zone was refused as 'before 1970' on a machine east of UTC
+    (the check used Python's local-time timestamp())."""
+    from datetime import datetime
+
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=5, drivers=4, days=1)
+    perf = tables["driver_performance"]
+    naive = pa.timestamp("us")
+    times = pa.array([datetime(1970, 1, 1)] + perf["event_timestamp"].cast(naive).to_pylist()[1:], naive)
+    perf = perf.set_column(perf.schema.get_field_index("event_timestamp"), "event_timestamp", times)
+    perf = perf.set_column(perf.schema.get_field_index("created"), "created", perf["created"].cast(naive))
+    pq.write_table(perf, node.data_dir / "sources" / "driver_performance.parquet")
+    node.apply()
+    monkeypatch.setenv("TZ", "Asia/Kuala_Lumpur")
+    time.tzset()
+    try:
+        job = materialize(node, MaterializeRequest(views=("driver_performance",), show_progress=False))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert job.status == SUCCEEDED and job.per_view["driver_performance"]["rows_written"] == 4
+    online = node.store.get_online_features(features=["driver_performance:avg_rating_30d"],
+                                            entity_rows=[{"driver_id": i} for i in range(4)]).to_dict()
+    assert online["avg_rating_30d"] == perf["avg_rating_30d"].to_pylist()
+    again = materialize(node, MaterializeRequest(views=("driver_performance",), show_progress=False))
+    assert again.per_view["driver_performance"] == {"rows_read": 4, "rows_written": 0, "rows_skipped": 4}
