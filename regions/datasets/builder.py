@@ -20,6 +20,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
+import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -28,7 +30,7 @@ from feast.errors import FeatureServiceNotFoundException
 
 from regions.datasets.entities import TIMESTAMP, EntityFile
 from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
-from regions.errors import InvalidEntities, InvalidOutput, RegionNotReady, UnknownName
+from regions.errors import InvalidEntities, InvalidOutput, InvalidSource, RegionNotReady, UnknownName
 from regions.progress import progress
 from regions.store.fingerprint import fingerprint, source_fingerprints
 from regions.store.node import RegionNode
@@ -118,7 +120,7 @@ def build_training_set(
         except OSError as e:
             raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
         for chunk in entities.chunks(request.chunk_rows):
-            table = node.store.get_historical_features(entity_df=chunk, features=p.refs).to_arrow()
+            table = _historical(node, chunk, p.refs)
             if schema is None:
                 schema = _output_schema(table)
                 writer = pq.ParquetWriter(tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=True)
@@ -157,6 +159,17 @@ def build_training_set(
     replaced = f", replacing dataset {previous}" if previous else ""
     say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name}{replaced})")
     return manifest
+
+
+def _historical(node: RegionNode, chunk: pd.DataFrame, refs: list[str]) -> pa.Table:
+    """One chunk's point-in-time join. The sources were checked before the build, but a build runs
+    for minutes: a part removed or cut short by an upstream job since is said in one line."""
+    try:
+        return node.store.get_historical_features(entity_df=chunk, features=refs).to_arrow()
+    except duckdb.Error as e:
+        reason = str(e).splitlines()[0]  # DuckDB adds the query and a caret on further lines
+        raise InvalidSource(f"region {node.code}: a source could not be read during the build ({reason}); "
+                            "no training set was written") from None
 
 
 def _manifest(
