@@ -285,3 +285,31 @@ def test_events_at_the_epoch_and_without_a_time_zone_are_written_online(redis_fe
     assert online["avg_rating_30d"] == perf["avg_rating_30d"].to_pylist()
     again = materialize(node, MaterializeRequest(views=("driver_performance",), show_progress=False))
     assert again.per_view["driver_performance"] == {"rows_read": 4, "rows_written": 0, "rows_skipped": 4}
+
+
+@pytest.mark.slow
+def test_a_source_removed_after_the_job_started_fails_it_and_keeps_the_watermark(sqlite_federation, capsys):
+    """A source gone between the job's start and its read was read as no rows: the job succeeded
+    and recorded the view as materialised up to its end, so the next incremental job, once the
+    file was back, skipped every row in it."""
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=500, drivers=5, days=2)
+    node.apply()
+    source = node.data_dir / "sources" / "driver_performance.parquet"  # the last view a job reads
+    kept = source.read_bytes()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
+        env={**os.environ, "FEDSTORE_CONFIG": str(sqlite_federation.source), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "started" in proc.stdout.readline()
+    proc.send_signal(signal.SIGSTOP)
+    source.unlink()
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"source {source} does not exist (gone since the job started" in err
+    job = node.ledger.jobs(limit=1)[0]
+    assert job.status == FAILED and node.ledger.watermark("driver_performance") is None
+    source.write_bytes(kept)
+    again = materialize(node, MaterializeRequest(show_progress=False, incremental=True))
+    assert again.per_view["driver_performance"]["rows_read"] == 5
