@@ -313,3 +313,60 @@ def test_a_source_removed_after_the_job_started_fails_it_and_keeps_the_watermark
     source.write_bytes(kept)
     again = materialize(node, MaterializeRequest(show_progress=False, incremental=True))
     assert again.per_view["driver_performance"]["rows_read"] == 5
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_redis_killed_mid_job_fails_it_plainly_and_a_rerun_converges(tmp_path):
+    """The job is failed with Redis's own words, the ledger does not claim it wrote nothing, every
+    entity in Redis is whole (its old hash or its new one), the snapshot stays the previous job's,
+    and the next job after Redis is back converges."""
+    from conftest import write_config
+    from federation import load_config
+    from fedstore.cli import main
+    from redis_servers import start_redis
+
+    redis = start_redis(persist=True)
+    restarted = None
+    try:
+        config = load_config(write_config(tmp_path / "fed.yaml", {c: {"type": "redis", "url": redis.url}
+                                                                   for c in ("MY", "SG")}, codes=("MY",)))
+        node = RegionNode(config.region("MY"))
+        write_sources(node.data_dir, customers=5, drivers=2, days=1)
+        node.apply()
+        first = materialize(node, QUIET)
+        tables = write_sources(node.data_dir, customers=200_000, drivers=2, days=1, seed=1, start=T0 + timedelta(days=1))
+        snapshot = snapshot_path(node.data_dir, "customer_transactions").read_bytes()
+        client = redis.client()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
+            env={**os.environ, "FEDSTORE_CONFIG": str(config.source)}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while client.dbsize() <= 7 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        redis.kill()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+        assert "failed: RespError: " in err and f"Redis at 127.0.0.1:{redis.port}" in err
+        failed = node.ledger.jobs(limit=1)[0]
+        assert failed.status == FAILED and "Redis" in failed.error
+        assert failed.rows_written is None  # some rows were written: not 0, unknown
+        assert snapshot_path(node.data_dir, "customer_transactions").read_bytes() == snapshot
+
+        restarted = start_redis(port=redis.port, workdir=redis.workdir, persist=True)
+        client = restarted.client()
+        profile = 3 + 1  # customer_profile's features and its event time
+        sizes = {client.hlen(k) for k in client.scan_iter(count=10_000) if b"customer_id" in k}
+        assert sizes <= {profile, profile + 8 + 1}, sizes  # no entity holds part of a view
+        assert main(["--config", str(config.source), "region", "materialize", "--region", "MY", "--no-progress"]) == 0
+        assert client.dbsize() == 200_000 + 2
+        ids = [0, 4, 199_999]
+        online = node.store.get_online_features(features=["customer_transactions:spend_30d"],
+                                                entity_rows=[{"customer_id": i} for i in ids]).to_dict()
+        want = latest(tables["customer_transactions"], "customer_id")
+        assert online["spend_30d"] == [want[i]["spend_30d"] for i in ids]
+        snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
+        assert snap.num_rows == 200_000 and first.job_id not in set(snap.column(JOB_COLUMN).to_pylist())
+    finally:
+        (restarted or redis).stop()

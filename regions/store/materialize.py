@@ -145,6 +145,9 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     try:
         node.check_sources(views)
         for fv in views:
+            # until the view is done its counts are unknown: a job failing half-way through it has
+            # written some of its rows online, and the ledger must not say it wrote none
+            per_view[fv.name] = dict.fromkeys(("rows_read", "rows_written", "rows_skipped"))
             start, stop = windows[fv.name]
             task = MaterializationTask(
                 project=store.project,
