@@ -90,3 +90,7 @@ def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
                           f"{address} {why}; send-stats sends them when run again")
     if rejected:
         raise RegionError(f"{region.code}: the centre rejected {rejected} of {len(results)} submissions (see above)")
+    unreadable = sum(outcome.startswith("unreadable") for _, outcome in results)
+    if unreadable:
+        raise RegionError(f"{region.code}: {unreadable} file{'s' if unreadable > 1 else ''} in the outbox could not be "
+                          "read (see above)")

@@ -191,6 +191,50 @@ def test_send_stats_to_an_unreachable_aggregator_fails_for_a_scheduler(fed, caps
     assert json.loads(path.read_text())["status"] == "queued"
 
 
+@pytest.mark.slow
+def test_send_stats_run_twice_at_once_leaves_every_file_whole_and_counts_each_once(fed):
+    """Two send-stats at once (a scheduler's run overlapping the next) wrote each sent submission
+    through the same '<id>.tmp': one renamed the other's half-written bytes into place, leaving a
+    file no later run could read (every send-stats then ended in a JSONDecodeError traceback), and
+    the other failed with FileNotFoundError."""
+    import subprocess
+    import sys
+
+    config, address, store = fed
+    node, (sid, _, path) = _publish(config, "MY", epsilon=0.01)
+    body = json.loads(path.read_text())
+    for i in range(150):  # the same release under other ids: the centre accepts each (ε 0.01 each)
+        copy = {**body, "submission_id": f"{sid}-{i:03d}"}
+        (path.parent / f"{copy['submission_id']}.json").write_text(json.dumps(copy))
+    argv = [sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "region", "send-stats",
+            "--region", "MY", "--token-env", "AGG_TOKEN_MY", "--address", address]
+    runs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0 and not err, err
+    bodies = [json.loads(p.read_text()) for p in outbox_dir(node.data_dir).glob("*.json")]
+    assert len(bodies) == 151 and {b["status"] for b in bodies} == {"sent"}
+    assert not [p.name for p in outbox_dir(node.data_dir).iterdir() if not p.name.endswith(".json")]
+    assert len({r.submission_id for r in store.features(None)}) == 151
+    assert store.epsilon_spent("MY", body["period"]) == pytest.approx(151 * body["accounting"]["epsilon"])
+
+
+def test_a_damaged_outbox_file_is_named_and_the_others_are_still_sent(fed, capsys):
+    """One unreadable file (as the race above left) stopped every later send-stats with a traceback."""
+    from fedstore.cli import main
+
+    config, address, _ = fed
+    node, (sid, _, path) = _publish(config, "MY")
+    damaged = path.with_name("my-stats-damaged.json")
+    damaged.write_text(path.read_text() + "}\n")
+    code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
+                 "--address", address])
+    out, err = capsys.readouterr()
+    assert code == 2 and f"{sid}" in out and f"unreadable: {damaged} is not a submission" in out
+    assert err == "fedstore: error: MY: 1 file in the outbox could not be read (see above)\n"
+    assert json.loads(path.read_text())["status"] == "sent"
+
+
 def _good(config):
     node, (sid, _, path) = _publish(config, "MY")
     return to_proto(json.loads(path.read_text()))

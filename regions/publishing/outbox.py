@@ -7,7 +7,9 @@ replay (it answers with the original receipt) and never counted twice.
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,15 +105,21 @@ def send_outbox(
 
     Outcomes: "sent" (receipt stored in the file), "rejected: <reason>" (kept, marked, not
     retried), "queued: <reason>" (the aggregator was unreachable after every attempt, or failed
-    while handling it; once it was unreachable, the submissions after it are not tried this run).
+    while handling it; once it was unreachable, the submissions after it are not tried this run),
+    "unreadable: <reason>" (a file in the outbox that is no submission; the others are sent).
     """
     results = []
     unreachable = ""
     with grpc.insecure_channel(address) as channel:
         stub = aggregator_pb2_grpc.AggregatorStub(channel)
         for path in sorted(outbox.glob("*.json")):
-            body = json.loads(path.read_text())
-            if body.get("status") != "queued":
+            try:
+                body = json.loads(path.read_text())
+                queued = body.get("status") == "queued"
+            except (ValueError, AttributeError) as e:  # one damaged file must not stop the others
+                results.append((path.stem, f"unreadable: {path} is not a submission ({e}); repair or remove it"))
+                continue
+            if not queued:
                 continue
             if unreachable:
                 # the centre did not answer through a whole backoff: every other submission would
@@ -149,6 +157,8 @@ def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, 
 
 
 def _write(path: Path, body: dict) -> None:
-    tmp = path.with_suffix(".tmp")
+    # a temporary name of this writer's own: two send-stats at once shared "<id>.tmp", and one
+    # renamed the other's half-written bytes into place (a file no later run could read)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
     tmp.replace(path)
