@@ -370,3 +370,33 @@ def test_redis_killed_mid_job_fails_it_plainly_and_a_rerun_converges(tmp_path):
         assert snap.num_rows == 200_000 and first.job_id not in set(snap.column(JOB_COLUMN).to_pylist())
     finally:
         (restarted or redis).stop()
+
+
+@pytest.mark.slow
+def test_a_job_killed_on_another_host_is_marked_abandoned_by_the_next_job(sqlite_federation):
+    """Abandoned jobs were recognised only on the host that ran them; a killed CronJob pod's host
+    name never comes back, so its job stayed 'running' in the ledger for good."""
+    import sqlite3
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=50, drivers=5, days=2)
+    node.apply()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
+        env={**os.environ, "FEDSTORE_CONFIG": str(sqlite_federation.source)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not node.ledger.jobs(status="running") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()  # as a pod is when its node goes or it runs out of memory
+    proc.wait()
+    (killed,) = node.ledger.jobs(status="running")
+    with sqlite3.connect(node.ledger.path) as db:  # the row as that pod wrote it
+        db.execute("UPDATE jobs SET host='materialize-29051230-x7k2p' WHERE job_id=?", (killed.job_id,))
+    assert region_status(node).jobs[0].status == "running"  # this host cannot tell whether it lives
+    said: list[str] = []
+    job = materialize(node, QUIET, say=said.append)
+    assert job.status == SUCCEEDED
+    gone = node.ledger.get(killed.job_id)
+    assert gone.status == FAILED and "abandoned: process" in gone.error and "materialize-29051230-x7k2p" in gone.error
+    assert f"MY: job {killed.job_id} was abandoned by a dead process; marked failed" in said

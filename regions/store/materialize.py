@@ -98,7 +98,7 @@ def _running_message(node: RegionNode, lock: Path) -> str:
 
 
 def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Callable[[str], None]) -> JobRecord:
-    for abandoned in node.ledger.recover_abandoned():
+    for abandoned in node.ledger.recover_abandoned(none_running=True):  # we hold the region's job lock
         say(f"{node.code}: job {abandoned.job_id} was abandoned by a dead process; marked failed")
     views = node.feature_views(list(request.views))
     sources = node.require_sources(views, check_columns=False)  # checked inside the job: a bad source fails it
