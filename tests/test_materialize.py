@@ -170,6 +170,7 @@ def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tm
     st = region_status(node)  # opening the ledger notices the dead process
     killed = st.jobs[0]
     assert killed.status == FAILED and "abandoned" in killed.error and str(proc.pid) in killed.error
+    assert list((node.data_dir / "staging" / killed.job_id).glob("*.parquet"))  # its staged rows
     # the online store stays readable while half-written
     some = node.store.get_online_features(features=["customer_transactions:spend_30d"],
                                           entity_rows=[{"customer_id": 0}]).to_dict()
@@ -177,6 +178,7 @@ def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tm
 
     again = materialize(node, QUIET)
     assert again.status == SUCCEEDED
+    assert not (node.data_dir / "staging" / killed.job_id).exists()  # they were left for good before
     assert client.dbsize() == 300_000 + 10
     assert again.rows_written + again.rows_skipped == again.rows_read
 

@@ -100,6 +100,8 @@ def _running_message(node: RegionNode, lock: Path) -> str:
 def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Callable[[str], None]) -> JobRecord:
     for abandoned in node.ledger.recover_abandoned(none_running=True):  # we hold the region's job lock
         say(f"{node.code}: job {abandoned.job_id} was abandoned by a dead process; marked failed")
+    # a killed job leaves its staged rows (as large as what it read); no other job runs to need them
+    shutil.rmtree(node.data_dir / "staging", ignore_errors=True)
     views = node.feature_views(list(request.views))
     sources = node.require_sources(views, check_columns=False)  # checked inside the job: a bad source fails it
     windows: dict[str, tuple[datetime, datetime]] = {}
