@@ -120,7 +120,7 @@ def build_training_set(
         except OSError as e:
             raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
         for chunk in entities.chunks(request.chunk_rows):
-            table = _historical(node, chunk, p.refs)
+            table = _historical(node, chunk, p)
             if schema is None:
                 schema = _output_schema(table)
                 writer = pq.ParquetWriter(tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=True)
@@ -161,15 +161,23 @@ def build_training_set(
     return manifest
 
 
-def _historical(node: RegionNode, chunk: pd.DataFrame, refs: list[str]) -> pa.Table:
+def _historical(node: RegionNode, chunk: pd.DataFrame, p: Plan) -> pa.Table:
     """One chunk's point-in-time join. The sources were checked before the build, but a build runs
-    for minutes: a part removed or cut short by an upstream job since is said in one line."""
+    for minutes: a part removed or cut short by an upstream job since, or a damaged page the
+    footers did not show, is said in one line."""
     try:
-        return node.store.get_historical_features(entity_df=chunk, features=refs).to_arrow()
+        return node.store.get_historical_features(entity_df=chunk, features=p.refs).to_arrow()
     except duckdb.Error as e:
-        reason = str(e).splitlines()[0]  # DuckDB adds the query and a caret on further lines
-        raise InvalidSource(f"region {node.code}: a source could not be read during the build ({reason}); "
-                            "no training set was written") from None
+        raise unreadable_sources(node, p.views, e, "no training set was written") from None
+
+
+def unreadable_sources(node: RegionNode, views: list[FeatureView], e: duckdb.Error, outcome: str) -> InvalidSource:
+    """One line for a DuckDB error of Feast's point-in-time join over the region's sources."""
+    # DuckDB adds the query and a caret on further lines; through Feast's ibis a damaged page
+    # arrives as "don't know what type", so the sources read are named too
+    reason = str(e).splitlines()[0]
+    read = ", ".join(str(node.source_path(v)) for v in views)
+    return InvalidSource(f"region {node.code}: the sources could not be read ({reason}; read: {read}); {outcome}")
 
 
 def _manifest(

@@ -101,5 +101,7 @@ def _duckdb_latest(
         for batch in reader:
             if batch.num_rows:
                 yield batch
+    except duckdb.Error as e:  # the footers were checked; a damaged page shows only now
+        raise InvalidSource(f"source {path} could not be read: {str(e).splitlines()[0]}") from None
     finally:
         con.close()
