@@ -192,7 +192,7 @@ def test_send_stats_to_an_unreachable_aggregator_fails_for_a_scheduler(fed, caps
 
 
 @pytest.mark.slow
-def test_send_stats_run_twice_at_once_leaves_every_file_whole_and_counts_each_once(fed):
+def test_send_stats_run_twice_at_once_leaves_every_file_whole_and_counts_each_once(fed, tmp_path):
     """Two send-stats at once (a scheduler's run overlapping the next) wrote each sent submission
     through the same '<id>.tmp': one renamed the other's half-written bytes into place, leaving a
     file no later run could read (every send-stats then ended in a JSONDecodeError traceback), and
@@ -200,23 +200,33 @@ def test_send_stats_run_twice_at_once_leaves_every_file_whole_and_counts_each_on
     import subprocess
     import sys
 
-    config, address, store = fed
-    node, (sid, _, path) = _publish(config, "MY", epsilon=0.01)
-    body = json.loads(path.read_text())
-    for i in range(150):  # the same release under other ids: the centre accepts each (ε 0.01 each)
-        copy = {**body, "submission_id": f"{sid}-{i:03d}"}
-        (path.parent / f"{copy['submission_id']}.json").write_text(json.dumps(copy))
-    argv = [sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "region", "send-stats",
-            "--region", "MY", "--token-env", "AGG_TOKEN_MY", "--address", address]
-    runs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    for run in runs:
-        _, err = run.communicate(timeout=300)
-        assert run.returncode == 0 and not err, err
-    bodies = [json.loads(p.read_text()) for p in outbox_dir(node.data_dir).glob("*.json")]
-    assert len(bodies) == 151 and {b["status"] for b in bodies} == {"sent"}
-    assert not [p.name for p in outbox_dir(node.data_dir).iterdir() if not p.name.endswith(".json")]
-    assert len({r.submission_id for r in store.features(None)}) == 151
-    assert store.epsilon_spent("MY", body["period"]) == pytest.approx(151 * body["accounting"]["epsilon"])
+    raw = yaml.safe_load(fed[0].source.read_text())
+    raw["privacy"]["epsilon_per_month"] = 1000.0  # room for every copy below, at the region and the centre
+    (tmp_path / "roomy.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "roomy.yaml")
+    server, port, store = build_server(config, tmp_path / "roomy" / "aggregator.duckdb", "127.0.0.1:0")
+    server.start()
+    try:
+        node, (sid, _, path) = _publish(config, "MY")
+        body = json.loads(path.read_text())
+        assert body["status"] == "queued"
+        for i in range(150):  # the same release under other ids: the centre takes each
+            copy = {**body, "submission_id": f"{sid}-{i:03d}"}
+            (path.parent / f"{copy['submission_id']}.json").write_text(json.dumps(copy))
+        argv = [sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "region", "send-stats",
+                "--region", "MY", "--token-env", "AGG_TOKEN_MY", "--address", f"127.0.0.1:{port}"]
+        runs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        for run in runs:
+            _, err = run.communicate(timeout=300)
+            assert run.returncode == 0 and not err, err
+        bodies = [json.loads(p.read_text()) for p in outbox_dir(node.data_dir).glob("*.json")]
+        assert len(bodies) == 151 and {b["status"] for b in bodies} == {"sent"}
+        assert not [p.name for p in outbox_dir(node.data_dir).iterdir() if not p.name.endswith(".json")]
+        assert len({r.submission_id for r in store.features(None)}) == 151
+        assert store.epsilon_spent("MY", body["period"]) == pytest.approx(151 * body["accounting"]["epsilon"])
+    finally:
+        server.stop(0).wait()
+        store.close()
 
 
 def test_a_damaged_outbox_file_is_named_and_the_others_are_still_sent(fed, capsys):
