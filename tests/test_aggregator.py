@@ -86,7 +86,7 @@ def test_the_same_submission_sent_at_once_is_stored_once_and_every_call_gets_its
 
     config, address, store = fed
     node = RegionNode(config.region("MY"))
-    write_sources(node.data_dir, customers=60, drivers=3, days=2, start=T)
+    write_sources(node.data_dir, customers=300, drivers=3, days=2, start=T)  # never suppressed at ε 0.5
     node.apply()
     for _ in range(3):  # the race needs calls to meet between the lookup and the insert: try a few times
         _, released, path = publish_statistics(node, config.privacy, epsilon=0.5, end=T + timedelta(days=3),
@@ -159,7 +159,7 @@ def test_once_the_aggregator_is_unreachable_the_rest_of_the_outbox_waits_for_the
     from redis_servers import free_port
 
     config, _, _ = fed
-    node, _ = _publish(config, "MY", epsilon=0.5)
+    node, _ = _publish(config, "MY", epsilon=0.5, customers=300)  # never suppressed
     for _ in range(2):
         publish_statistics(node, config.privacy, epsilon=0.5, end=T + timedelta(days=3), catalog=SPEC)
     waits = []
