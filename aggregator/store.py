@@ -136,6 +136,14 @@ class SubmissionStore:
         with self._lock:
             self._db.execute("BEGIN TRANSACTION")
             try:
+                # a call with the same id may have stored it since the caller looked (a region's retry
+                # after its deadline, two send-stats at once): that is a replay, not a second insert
+                first = self._db.execute(
+                    "SELECT submission_id, receipt_id, accepted_at, content_sha256 FROM submissions WHERE submission_id=?",
+                    [sub.submission_id],
+                ).fetchone()
+                if first is not None:
+                    raise AlreadyStored(StoredReceipt(*first))
                 spent, spent_delta = _aggregate(self._db.execute(
                     "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM submissions WHERE region=? AND period=?",
                     [sub.region, sub.period],
@@ -231,6 +239,14 @@ class SubmissionStore:
         if not rows:
             return None
         return rows[0][0], int(rows[0][1]), {int(r[2]): list(r[3]) for r in rows}
+
+
+class AlreadyStored(Exception):
+    """A submission with this id was stored by an earlier (or concurrent) call: its receipt."""
+
+    def __init__(self, receipt: StoredReceipt) -> None:
+        super().__init__(receipt.submission_id)
+        self.receipt = receipt
 
 
 class BudgetRefused(Exception):

@@ -77,9 +77,20 @@ def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
     print(table(["submission", "outcome"], results))
     # not a success for a scheduler when anything is left undelivered: exit 2, in one line
     queued = sum(outcome.startswith("queued") for _, outcome in results)
+    failed = sum(outcome.startswith("queued: aggregator failed") for _, outcome in results)
     rejected = sum(outcome.startswith("rejected") for _, outcome in results)
     if queued:
+        if not failed:
+            why = "did not answer"
+        elif failed == queued:
+            why = "failed while handling them (see above)"
+        else:
+            why = "did not answer or failed (see above)"
         raise RegionError(f"{region.code}: {queued} of {len(results)} submissions stay queued: the aggregator at "
-                          f"{address} did not answer; send-stats sends them when run again")
+                          f"{address} {why}; send-stats sends them when run again")
     if rejected:
         raise RegionError(f"{region.code}: the centre rejected {rejected} of {len(results)} submissions (see above)")
+    unreadable = sum(outcome.startswith("unreadable") for _, outcome in results)
+    if unreadable:
+        raise RegionError(f"{region.code}: {unreadable} file{'s' if unreadable > 1 else ''} in the outbox could not be "
+                          "read (see above)")

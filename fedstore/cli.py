@@ -17,7 +17,7 @@ from fedstore import (
     serve_commands,
     training_commands,
 )
-from fedstore.errors import USER_ERRORS
+from fedstore.errors import USER_ERRORS, storage_problem
 
 DEFAULT_CONFIG = "fedstore.yaml"
 
@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(config, args)
     except USER_ERRORS as e:
         print(f"fedstore: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        problem = storage_problem(e)
+        if problem is None:
+            raise
+        print(f"fedstore: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fedstore: interrupted", file=sys.stderr)

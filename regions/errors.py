@@ -13,6 +13,15 @@ class MaterializationError(RegionError):
     """A materialisation job failed; the ledger records it."""
 
 
+class StorageError(RegionError):
+    """A file or database in the region's data directory cannot be written (a read-only volume, a
+    directory of another user, a full disk)."""
+
+
+class JobRunning(RegionError):
+    """Another materialisation job of the region holds its job lock; nothing was done."""
+
+
 class InvalidSource(RegionError):
     """A region source file that is not Parquet or lacks a column its feature view reads."""
 

@@ -97,6 +97,8 @@ class Catalog:
     views: dict[str, ViewSpec]
     services: dict[str, tuple[FeatureRef, ...]]
     version: tuple[int, int] = (0, 0)  # registry file (mtime_ns, size) it was built from
+    # services the registry holds but that name a view or feature it no longer has: service -> that ref
+    unservable: dict[str, str] = field(default_factory=dict)
     # resolutions by requested refs and by service name: a request resolves with one dict lookup
     _cache: dict[tuple[str, ...], Resolved] = field(default_factory=dict, compare=False, repr=False)
     _service_cache: dict[str, Resolved] = field(default_factory=dict, compare=False, repr=False)
@@ -118,12 +120,17 @@ class Catalog:
                 field_hashes={f.name: field_hash(fv.name, f.name) for f in fv.features},
                 ts_field=ts_field(fv.name),
             )
-        services = {}
+        services, unservable = {}, {}
         for svc in store.list_feature_services():
             refs = tuple(FeatureRef(p.name, f.name) for p in svc.feature_view_projections for f in p.features)
-            if all(r.view in views for r in refs):
+            # a view applied again without a feature leaves the services that name it as they were:
+            # serving one would fail on the missing feature (a KeyError, UNKNOWN to the caller)
+            gone = next((r for r in refs if r.view not in views or r.feature not in views[r.view].features), None)
+            if gone is None:
                 services[svc.name] = refs
-        return cls(project=store.project, views=views, services=services, version=version)
+            else:
+                unservable[svc.name] = f"{gone.view}:{gone.feature}"
+        return cls(project=store.project, views=views, services=services, version=version, unservable=unservable)
 
     # (callers refresh the store's registry first: CatalogCache does)
 
@@ -133,6 +140,10 @@ class Catalog:
             return hit
         refs = self.services.get(name)
         if refs is None:
+            gone = self.unservable.get(name)
+            if gone is not None:
+                raise UnknownFeature(f"feature service {name!r} names {gone}, which this region's registry no "
+                                     "longer has")
             known = ", ".join(sorted(self.services)) or "none"
             raise UnknownFeature(f"unknown feature service {name!r}; this region serves {known}")
         resolved = self._service_cache[name] = self._resolve(refs)  # services are few: no bound needed
@@ -193,12 +204,22 @@ class CatalogCache:
         return (st.st_mtime_ns, st.st_size)
 
     def refresh_if_changed(self) -> bool:
+        """Swap in the catalog of a changed registry file, once that file is whole.
+
+        Feast writes ``registry.db`` in place (truncate, then write), so a read may meet an empty
+        or half-written file, which parses as a registry with fewer views or none: every lookup
+        was NOT_FOUND and every snapshot dropped (its pack deleted) until the next tick. An empty
+        file, or one that changed while it was read, is left for the next tick.
+        """
         version = self._version()
-        if version == self._catalog.version:
+        if version == self._catalog.version or version[1] == 0:
             return False
         with self._lock:
             self._store.refresh_registry()
-            self._catalog = Catalog.from_store(self._store, version)
+            catalog = Catalog.from_store(self._store, version)
+            if self._version() != version:
+                return False
+            self._catalog = catalog
         return True
 
 

@@ -174,6 +174,10 @@ class SnapshotCache:
             current = self._views.get(v.name)
             if current is not None and current.version == version:
                 continue
+            if current is None and pq.read_metadata(path).num_rows == 0:
+                # nothing to answer from; older versions wrote such a file, without the view's
+                # columns, for a job whose window held no rows, and the node failed to start on it
+                continue
             loaded = _load(path, v, version, self.data_dir)
             with self._lock:
                 self._views[v.name] = loaded

@@ -38,7 +38,9 @@ from proto.fedstore.datasets.v1 import datasets_pb2
 from proto.fedstore.serving.v1 import serving_pb2
 from regions.store.cluster import ClusterTarget
 from regions.store.engine import redis_target
+from regions.errors import StorageError
 from regions.store.feast_config import REGISTRY_FILE
+from regions.store.ledger import JobLedger
 from regions.store.node import RegionNode
 from serving.auth import TokenBook, TokenGuard
 from serving.breaker import CircuitBreaker
@@ -114,7 +116,12 @@ class ServingNode:
             self.reader = RedisReader(target, store.project, timeout_seconds=timeout)
         else:
             self.reader = FeastReader(store)
-        self._ledger = node.ledger
+        self._ledger: JobLedger | None
+        try:
+            self._ledger = node.ledger
+        except StorageError as e:  # a read-only data volume: serving needs the ledger only for a gauge
+            log.warning("%s; view freshness is not exported", e)
+            self._ledger = None
         self._watermarks: tuple[float, dict[str, datetime | None]] = (-1.0, {})
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
         self.snapshots = SnapshotCache(region.data_dir)
@@ -256,6 +263,8 @@ class ServingNode:
 
     def _export_freshness(self) -> None:
         """Freshness per view as a gauge; the ledger is re-read only when it changed."""
+        if self._ledger is None:
+            return
         try:
             mtime = self._ledger.path.stat().st_mtime
         except FileNotFoundError:

@@ -78,6 +78,69 @@ def test_outbox_to_receipt_and_replay_is_not_counted_twice(fed):
     assert len({r.submission_id for r in store.features(None)}) == 1
 
 
+def test_the_same_submission_sent_at_once_is_stored_once_and_every_call_gets_its_receipt(fed):
+    """A retry after a deadline while the first call is still at the centre (or two send-stats at
+    once) reached the insert twice: the second call failed with UNKNOWN (a primary key error), which
+    the region then marked as rejected for good although the centre had stored it."""
+    import threading
+
+    config, address, store = fed
+    node = RegionNode(config.region("MY"))
+    write_sources(node.data_dir, customers=300, drivers=3, days=2, start=T)  # never suppressed at ε 0.5
+    node.apply()
+    for _ in range(3):  # the race needs calls to meet between the lookup and the insert: try a few times
+        _, released, path = publish_statistics(node, config.privacy, epsilon=0.5, end=T + timedelta(days=3),
+                                               catalog=SPEC)
+        sub = to_proto(json.loads(path.read_text()))
+        start, answers = threading.Barrier(8), []
+
+        def submit(sub=sub, start=start, answers=answers):
+            with grpc.insecure_channel(address) as channel:
+                stub = aggregator_pb2_grpc.AggregatorStub(channel)
+                start.wait()
+                try:
+                    answers.append(stub.Submit(sub, metadata=_md("MY"), timeout=10))
+                except grpc.RpcError as e:
+                    answers.append(f"{e.code().name}: {e.details()}")
+
+        calls = [threading.Thread(target=submit) for _ in range(8)]
+        for c in calls:
+            c.start()
+        for c in calls:
+            c.join()
+        assert all(isinstance(a, pb.Receipt) for a in answers), answers
+        assert len({a.receipt_id for a in answers}) == 1 and sum(not a.replay for a in answers) == 1
+    assert len({r.submission_id for r in store.features(None)}) == 3
+    assert store.epsilon_spent("MY", sub.period) == pytest.approx(3 * released.accounting.epsilon)
+
+
+def test_a_centre_that_fails_keeps_the_submission_queued_and_a_restarted_one_takes_it(fed, tmp_path, capsys):
+    """An error inside the centre (here its store gone from under it) is no verdict on the
+    submission: it was marked rejected for good and never sent again."""
+    from fedstore.cli import main
+
+    config, address, store = fed
+    node, (sid, released, path) = _publish(config, "MY")
+    store.close()  # the running centre's DuckDB store fails every call from now on
+    code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
+                 "--address", address])
+    out, err = capsys.readouterr()
+    assert code == 2 and f"{sid}  queued: aggregator failed (UNKNOWN" in out, out
+    assert err == (f"fedstore: error: MY: 1 of 1 submissions stay queued: the aggregator at {address} failed while "
+                   "handling them (see above); send-stats sends them when run again\n")
+    assert json.loads(path.read_text())["status"] == "queued"
+    # the centre restarted on its store: the next run delivers it, counted once
+    server, port, again = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
+    server.start()
+    try:
+        assert send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{port}", TOKENS["MY"]) == [(sid, "sent")]
+        assert again.epsilon_spent("MY", json.loads(path.read_text())["period"]) == pytest.approx(
+            released.accounting.epsilon)
+    finally:
+        server.stop(0).wait()
+        again.close()
+
+
 def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):
     config, _, _ = fed
     node, (sid, _, path) = _publish(config, "MY")
@@ -87,6 +150,25 @@ def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):
     assert out == [(sid, "queued: aggregator unreachable (UNAVAILABLE)")]
     assert waits == [0.1, 0.2]
     assert json.loads(path.read_text())["status"] == "queued"
+
+
+def test_once_the_aggregator_is_unreachable_the_rest_of_the_outbox_waits_for_the_next_run(fed):
+    """Every queued submission went through the whole backoff against a centre that was down: 7.5 s
+    each by default (a minute each when calls time out), so a week of queued releases held a
+    scheduler's run for many minutes."""
+    from redis_servers import free_port
+
+    config, _, _ = fed
+    node, _ = _publish(config, "MY", epsilon=0.5, customers=300)  # never suppressed
+    for _ in range(2):
+        publish_statistics(node, config.privacy, epsilon=0.5, end=T + timedelta(days=3), catalog=SPEC)
+    waits = []
+    out = send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{free_port()}", TOKENS["MY"],
+                      backoff=Backoff(base=0.1, cap=1, attempts=3), sleep=waits.append)
+    assert [outcome for _, outcome in out] == ["queued: aggregator unreachable (UNAVAILABLE)"] + \
+        ["queued: not tried, aggregator unreachable (UNAVAILABLE)"] * 2
+    assert waits == [0.1, 0.2]  # one backoff, not one per submission
+    assert [json.loads(p.read_text())["status"] for p in outbox_dir(node.data_dir).glob("*.json")] == ["queued"] * 3
 
 
 @pytest.mark.slow
@@ -107,6 +189,60 @@ def test_send_stats_to_an_unreachable_aggregator_fails_for_a_scheduler(fed, caps
     assert captured.err == (f"fedstore: error: MY: 1 of 1 submissions stay queued: the aggregator at {nowhere} "
                             "did not answer; send-stats sends them when run again\n")
     assert json.loads(path.read_text())["status"] == "queued"
+
+
+@pytest.mark.slow
+def test_send_stats_run_twice_at_once_leaves_every_file_whole_and_counts_each_once(fed, tmp_path):
+    """Two send-stats at once (a scheduler's run overlapping the next) wrote each sent submission
+    through the same '<id>.tmp': one renamed the other's half-written bytes into place, leaving a
+    file no later run could read (every send-stats then ended in a JSONDecodeError traceback), and
+    the other failed with FileNotFoundError."""
+    import subprocess
+    import sys
+
+    raw = yaml.safe_load(fed[0].source.read_text())
+    raw["privacy"]["epsilon_per_month"] = 1000.0  # room for every copy below, at the region and the centre
+    (tmp_path / "roomy.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "roomy.yaml")
+    server, port, store = build_server(config, tmp_path / "roomy" / "aggregator.duckdb", "127.0.0.1:0")
+    server.start()
+    try:
+        node, (sid, _, path) = _publish(config, "MY")
+        body = json.loads(path.read_text())
+        assert body["status"] == "queued"
+        for i in range(150):  # the same release under other ids: the centre takes each
+            copy = {**body, "submission_id": f"{sid}-{i:03d}"}
+            (path.parent / f"{copy['submission_id']}.json").write_text(json.dumps(copy))
+        argv = [sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "region", "send-stats",
+                "--region", "MY", "--token-env", "AGG_TOKEN_MY", "--address", f"127.0.0.1:{port}"]
+        runs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        for run in runs:
+            _, err = run.communicate(timeout=300)
+            assert run.returncode == 0 and not err, err
+        bodies = [json.loads(p.read_text()) for p in outbox_dir(node.data_dir).glob("*.json")]
+        assert len(bodies) == 151 and {b["status"] for b in bodies} == {"sent"}
+        assert not [p.name for p in outbox_dir(node.data_dir).iterdir() if not p.name.endswith(".json")]
+        assert len({r.submission_id for r in store.features(None)}) == 151
+        assert store.epsilon_spent("MY", body["period"]) == pytest.approx(151 * body["accounting"]["epsilon"])
+    finally:
+        server.stop(0).wait()
+        store.close()
+
+
+def test_a_damaged_outbox_file_is_named_and_the_others_are_still_sent(fed, capsys):
+    """One unreadable file (as the race above left) stopped every later send-stats with a traceback."""
+    from fedstore.cli import main
+
+    config, address, _ = fed
+    node, (sid, _, path) = _publish(config, "MY")
+    damaged = path.with_name("my-stats-damaged.json")
+    damaged.write_text(path.read_text() + "}\n")
+    code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
+                 "--address", address])
+    out, err = capsys.readouterr()
+    assert code == 2 and f"{sid}" in out and f"unreadable: {damaged} is not a submission" in out
+    assert err == "fedstore: error: MY: 1 file in the outbox could not be read (see above)\n"
+    assert json.loads(path.read_text())["status"] == "sent"
 
 
 def _good(config):

@@ -82,8 +82,10 @@ def test_apply_materialize_status_through_the_cli(capsys, cfg, tmp_path):
     assert "succeeded" in out and "full" in out
 
 
-@pytest.mark.parametrize("broken", ["column missing", "not parquet"])
+@pytest.mark.parametrize("broken", ["column missing", "not parquet", "damaged page"])
 def test_a_broken_source_file_is_one_line_for_every_command_that_reads_it(capsys, cfg, tmp_path, broken):
+    import struct
+
     import pyarrow.parquet as pq
 
     tables = write_sources(tmp_path / "data" / "MY", customers=30, drivers=4)
@@ -92,9 +94,15 @@ def test_a_broken_source_file_is_one_line_for_every_command_that_reads_it(capsys
     if broken == "column missing":
         pq.write_table(tables["customer_profile"].drop(["kyc_level"]), source)
         fragment = f"source {source} lacks column kyc_level, which feature view customer_profile reads"
-    else:
+    elif broken == "not parquet":
         source.write_text("customer_id,kyc_level\n1,2\n")
         fragment = f"source {source} is not readable Parquet"
+    else:  # the footer is whole, so the column check passes; the pages fail only when read (was: tracebacks)
+        raw = bytearray(source.read_bytes())
+        data_end = len(raw) - 8 - struct.unpack("<I", raw[-8:-4])[0]
+        raw[4:data_end] = bytes([0xAB]) * (data_end - 4)
+        source.write_bytes(bytes(raw))
+        fragment = str(source)
     pq.write_table(tables["customer_transactions"].select(["customer_id", "event_timestamp"]), tmp_path / "e.parquet")
     commands = [
         ["region", "publish-stats", "--region", "MY", "--epsilon", "1"],
@@ -107,6 +115,7 @@ def test_a_broken_source_file_is_one_line_for_every_command_that_reads_it(capsys
     for argv in commands:
         code, _, err = run(capsys, "--config", cfg, *argv)
         assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert broken != "damaged page" or "could not be read" in err, (argv, err)
     assert not (tmp_path / "data" / "MY" / "outbox").exists() and not (tmp_path / "t.parquet").exists()
 
 
@@ -147,3 +156,77 @@ def test_a_model_file_with_nan_weights_is_refused_before_any_budget_is_spent(cap
     code, _, err = run(capsys, "--config", cfg, "region", "evaluate", "--region", "MY", "--model-file", str(path),
                        "--epsilon", "1")
     assert code == 2 and "not a model file" in err and "must be finite" in err and err.count("\n") == 1, err
+
+
+_READ_ONLY_SCRIPT = """
+import contextlib, io, json, sys
+from fedstore.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        results.append([main(argv), err.getvalue()])
+# the serving node only reads the region: it starts (its snapshots held in the process)
+from federation import load_config
+from serving.server import ServingNode
+config = load_config(sys.argv[2])
+ServingNode(config, config.region("MY"), address="127.0.0.1:0").start().stop(0)
+print(json.dumps(results))
+"""
+
+
+def _without_root_override(argv: list[str]) -> list[str]:
+    """As root, file modes bind only once the capabilities that override them are dropped."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: a read-only directory cannot be simulated")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *argv]
+
+
+@pytest.mark.slow
+def test_a_read_only_data_directory_is_one_line_per_command_and_serving_still_starts(capsys, cfg, tmp_path):
+    """Every command that writes the region's directory failed with a sqlite or PermissionError
+    traceback; training-set wrote the dataset and then failed on the region's index; `serve`, which
+    only reads, crashed opening the job ledger for writing."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data" / "MY"
+    tables = write_sources(data, customers=30, drivers=4)
+    for argv in (["region", "apply", "--region", "MY"], ["region", "materialize", "--region", "MY", "--no-progress"]):
+        assert run(capsys, "--config", cfg, *argv)[0] == 0
+    pq.write_table(tables["customer_transactions"].select(["customer_id", "event_timestamp"]), tmp_path / "e.parquet")
+    commands = [
+        ["region", "status", "--region", "MY"],
+        ["region", "materialize", "--region", "MY", "--no-progress"],
+        ["region", "apply", "--region", "MY"],
+        ["region", "publish-stats", "--region", "MY", "--epsilon", "1"],
+        ["region", "training-set", "--region", "MY", "--entities", str(tmp_path / "e.parquet"),
+         "--feature-service", "fraud_scoring", "--out", str(tmp_path / "t.parquet"), "--no-progress"],
+        ["region", "drift", "--region", "MY"],
+    ]
+    modes = {p: p.stat().st_mode for p in [data, *data.rglob("*")]}
+    for p, mode in modes.items():
+        p.chmod(mode & ~0o222)
+    try:
+        done = subprocess.run(
+            _without_root_override([sys.executable, "-c", _READ_ONLY_SCRIPT,
+                                    json.dumps([["--config", cfg, *c] for c in commands]), cfg]),
+            capture_output=True, text=True, timeout=300)
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for argv, (code, err) in zip(commands, json.loads(done.stdout.splitlines()[-1]), strict=True):
+        assert code == 2 and len(err.strip().splitlines()) == 1 and str(data) in err, (argv, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "t.parquet").exists()  # refused before the build, not after

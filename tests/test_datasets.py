@@ -203,3 +203,82 @@ def test_unknown_feature_service_or_label(region, tmp_path):
         build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "o.parquet", label="churned",
                                                       show_progress=False))
     assert not (tmp_path / "o.parquet").exists()
+
+
+@pytest.mark.slow
+def test_a_build_killed_as_it_lands_never_leaves_the_dataset_beside_another_datasets_manifest(
+        sqlite_federation, tmp_path):
+    """The manifest was computed (sources fingerprinted) after the dataset took its name: a build
+    killed then left the new dataset beside the manifest of the one it replaced."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from handmade import write_sources
+    from regions.datasets.manifest import manifest_path, read_manifest
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=100_000, drivers=2, days=3)  # sources take a while to hash
+    node.apply()
+    keys = tables["customer_transactions"].select(["customer_id", "event_timestamp"])
+    pq.write_table(keys.slice(0, 200), tmp_path / "first.parquet")
+    pq.write_table(keys.slice(0, 100), tmp_path / "second.parquet")
+    out = tmp_path / "train.parquet"
+    build = ["--config", str(sqlite_federation.source), "region", "training-set", "--region", "MY",
+             "--feature-service", "fraud_scoring", "--out", str(out), "--no-progress", "--entities"]
+    assert main([*build, str(tmp_path / "first.parquet")]) == 0
+    first = out.stat().st_ino
+    proc = subprocess.Popen([sys.executable, "-m", "fedstore.cli", *build, str(tmp_path / "second.parquet")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and out.stat().st_ino == first and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    proc.send_signal(signal.SIGKILL)  # the moment the new dataset has its name
+    assert proc.wait() == -signal.SIGKILL, "the build ended before it could be killed"
+    assert out.stat().st_ino != first and pq.read_metadata(out).num_rows == 100
+    manifest = read_manifest(manifest_path(out))
+    assert manifest is None or (manifest.rows == 100 and manifest.entity_file["path"].endswith("second.parquet"))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("train") and p != out and
+                p != manifest_path(out)]  # nothing partial under a visible name
+    assert main([*build, str(tmp_path / "second.parquet")]) == 0  # and the next run works
+    assert read_manifest(manifest_path(out)).rows == 100
+
+
+@pytest.mark.slow
+def test_a_source_removed_during_a_build_is_one_line_and_leaves_nothing(sqlite_federation, tmp_path):
+    """The sources are checked before a build that may run for minutes; a part removed since (an
+    upstream job's compaction) failed the build with DuckDB's traceback."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from handmade import write_sources
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=2000, drivers=2, days=2)
+    node.apply()
+    pq.write_table(tables["customer_transactions"].select(["customer_id", "event_timestamp"]), tmp_path / "e.parquet")
+    out = tmp_path / "train.parquet"
+    build = ["--config", str(sqlite_federation.source), "region", "training-set", "--region", "MY", "--entities",
+             str(tmp_path / "e.parquet"), "--feature-service", "fraud_scoring", "--out", str(out), "--no-progress",
+             "--chunk-rows", "100"]
+    proc = subprocess.Popen([sys.executable, "-m", "fedstore.cli", *build], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    source = node.data_dir / "sources" / "customer_profile.parquet"
+    kept = source.read_bytes()
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(p.stat().st_size for p in tmp_path.glob(".train.parquet.*.partial")):  # a chunk is written
+            source.unlink()
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=120)
+    assert not source.exists(), "the build ended before the source could be removed"
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert f'No files found that match the pattern "{source}"' in err and "no training set was written" in err
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".train", "train"))]
+    source.write_bytes(kept)
+    assert main(build) == 0 and pq.read_metadata(out).num_rows == 4000

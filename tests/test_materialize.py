@@ -170,6 +170,7 @@ def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tm
     st = region_status(node)  # opening the ledger notices the dead process
     killed = st.jobs[0]
     assert killed.status == FAILED and "abandoned" in killed.error and str(proc.pid) in killed.error
+    assert list((node.data_dir / "staging" / killed.job_id).glob("*.parquet"))  # its staged rows
     # the online store stays readable while half-written
     some = node.store.get_online_features(features=["customer_transactions:spend_30d"],
                                           entity_rows=[{"customer_id": 0}]).to_dict()
@@ -177,6 +178,7 @@ def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tm
 
     again = materialize(node, QUIET)
     assert again.status == SUCCEEDED
+    assert not (node.data_dir / "staging" / killed.job_id).exists()  # they were left for good before
     assert client.dbsize() == 300_000 + 10
     assert again.rows_written + again.rows_skipped == again.rows_read
 
@@ -192,3 +194,211 @@ def test_a_window_end_in_the_future_is_refused_and_leaves_the_ledger_alone(sqlit
     assert node.ledger.jobs(limit=5) == []
     # so incremental jobs are not refused as 'already materialised up to 2999'
     assert materialize(node, MaterializeRequest(show_progress=False, incremental=True)).status == SUCCEEDED
+
+
+@pytest.mark.slow
+def test_a_second_job_while_one_runs_is_refused_and_the_first_completes(sqlite_federation, capsys):
+    """Two jobs at once merged their rows into the same snapshots: one failed half-way on the other's
+    temporary file, and a snapshot could be credited to the job the ledger said failed."""
+    from fedstore.cli import main
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=50, drivers=5, days=2)
+    node.apply()
+    env = {**os.environ, "FEDSTORE_CONFIG": str(sqlite_federation.source)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not node.ledger.jobs(status="running") and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first.send_signal(signal.SIGSTOP)  # held mid-job: it has its ledger row and the region's lock
+        running = node.ledger.jobs(status="running")
+        assert running, "the first job ended before it could be held"
+        code = main(["--config", str(sqlite_federation.source), "region", "materialize", "--region", "MY",
+                     "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"job {running[0].job_id} is still running (process {first.pid}" in err
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=120) == 0, first.stderr.read().decode() if first.stderr else ""
+    jobs = node.ledger.jobs()
+    assert [(j.job_id, j.status) for j in jobs] == [(running[0].job_id, SUCCEEDED)]  # the refused one left no row
+    snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
+    assert snap.num_rows == 50 and set(snap.column(JOB_COLUMN).to_pylist()) == {running[0].job_id}
+    assert materialize(node, QUIET).status == SUCCEEDED  # the lock went with the first job
+
+
+def test_a_window_without_rows_leaves_no_empty_snapshot_and_the_node_still_serves(sqlite_federation):
+    """A job whose window held no rows wrote a snapshot with no column but the job id; the serving
+    node then failed to start (KeyError: the view's join key is not in the snapshot's schema)."""
+    from datetime import datetime, timezone
+
+    from serving.server import ServingNode
+
+    region = sqlite_federation.region("MY")
+    node = RegionNode(region)
+    write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    before = materialize(node, MaterializeRequest(show_progress=False, end=datetime(2000, 1, 1, tzinfo=timezone.utc)))
+    assert before.status == SUCCEEDED and before.rows_read == 0
+    assert not list((node.data_dir / "snapshots").glob("*.parquet"))
+    # as an older version left it: the serving node starts on it, and the next job replaces it
+    pq.write_table(pa.table({JOB_COLUMN: pa.array([], pa.string())}), snapshot_path(node.data_dir, "driver_performance"))
+    ServingNode(sqlite_federation, region, address="127.0.0.1:0").start().stop(0)
+    job = materialize(node, QUIET)
+    snap = pq.read_table(snapshot_path(node.data_dir, "driver_performance"))
+    assert snap.num_rows == 3 and set(snap.column(JOB_COLUMN).to_pylist()) == {job.job_id}
+    server = ServingNode(sqlite_federation, region, address="127.0.0.1:0").start()
+    try:
+        assert set(server.snapshots.held_bytes()) == {"customer_transactions", "customer_profile", "driver_performance"}
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.redis
+def test_events_at_the_epoch_and_without_a_time_zone_are_written_online(redis_federation, monkeypatch):
+    """A row at 1970-01-01T00:00:00Z was never written (an absent event time read as 0, the epoch's
+    own), and a source without a time zone was refused as 'before 1970' on a machine east of UTC
+    (the check used Python's local-time timestamp())."""
+    from datetime import datetime
+
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=5, drivers=4, days=1)
+    perf = tables["driver_performance"]
+    naive = pa.timestamp("us")
+    times = pa.array([datetime(1970, 1, 1)] + perf["event_timestamp"].cast(naive).to_pylist()[1:], naive)
+    perf = perf.set_column(perf.schema.get_field_index("event_timestamp"), "event_timestamp", times)
+    perf = perf.set_column(perf.schema.get_field_index("created"), "created", perf["created"].cast(naive))
+    pq.write_table(perf, node.data_dir / "sources" / "driver_performance.parquet")
+    node.apply()
+    monkeypatch.setenv("TZ", "Asia/Kuala_Lumpur")
+    time.tzset()
+    try:
+        job = materialize(node, MaterializeRequest(views=("driver_performance",), show_progress=False))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert job.status == SUCCEEDED and job.per_view["driver_performance"]["rows_written"] == 4
+    online = node.store.get_online_features(features=["driver_performance:avg_rating_30d"],
+                                            entity_rows=[{"driver_id": i} for i in range(4)]).to_dict()
+    assert online["avg_rating_30d"] == perf["avg_rating_30d"].to_pylist()
+    again = materialize(node, MaterializeRequest(views=("driver_performance",), show_progress=False))
+    assert again.per_view["driver_performance"] == {"rows_read": 4, "rows_written": 0, "rows_skipped": 4}
+
+
+@pytest.mark.slow
+def test_a_source_removed_after_the_job_started_fails_it_and_keeps_the_watermark(sqlite_federation, capsys):
+    """A source gone between the job's start and its read was read as no rows: the job succeeded
+    and recorded the view as materialised up to its end, so the next incremental job, once the
+    file was back, skipped every row in it."""
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=500, drivers=5, days=2)
+    node.apply()
+    source = node.data_dir / "sources" / "driver_performance.parquet"  # the last view a job reads
+    kept = source.read_bytes()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
+        env={**os.environ, "FEDSTORE_CONFIG": str(sqlite_federation.source), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "started" in proc.stdout.readline()
+    proc.send_signal(signal.SIGSTOP)
+    source.unlink()
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"source {source} does not exist (gone since the job started" in err
+    job = node.ledger.jobs(limit=1)[0]
+    assert job.status == FAILED and node.ledger.watermark("driver_performance") is None
+    source.write_bytes(kept)
+    again = materialize(node, MaterializeRequest(show_progress=False, incremental=True))
+    assert again.per_view["driver_performance"]["rows_read"] == 5
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_redis_killed_mid_job_fails_it_plainly_and_a_rerun_converges(tmp_path):
+    """The job is failed with Redis's own words, the ledger does not claim it wrote nothing, every
+    entity in Redis is whole (its old hash or its new one), the snapshot stays the previous job's,
+    and the next job after Redis is back converges."""
+    from conftest import write_config
+    from federation import load_config
+    from fedstore.cli import main
+    from redis_servers import start_redis
+
+    redis = start_redis(persist=True)
+    restarted = None
+    try:
+        config = load_config(write_config(tmp_path / "fed.yaml", {c: {"type": "redis", "url": redis.url}
+                                                                   for c in ("MY", "SG")}, codes=("MY",)))
+        node = RegionNode(config.region("MY"))
+        write_sources(node.data_dir, customers=5, drivers=2, days=1)
+        node.apply()
+        first = materialize(node, QUIET)
+        tables = write_sources(node.data_dir, customers=200_000, drivers=2, days=1, seed=1, start=T0 + timedelta(days=1))
+        snapshot = snapshot_path(node.data_dir, "customer_transactions").read_bytes()
+        client = redis.client()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
+            env={**os.environ, "FEDSTORE_CONFIG": str(config.source)}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while client.dbsize() <= 7 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        redis.kill()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+        assert "failed: RespError: " in err and f"Redis at 127.0.0.1:{redis.port}" in err
+        failed = node.ledger.jobs(limit=1)[0]
+        assert failed.status == FAILED and "Redis" in failed.error
+        assert failed.rows_written is None  # some rows were written: not 0, unknown
+        assert snapshot_path(node.data_dir, "customer_transactions").read_bytes() == snapshot
+
+        restarted = start_redis(port=redis.port, workdir=redis.workdir, persist=True)
+        client = restarted.client()
+        profile = 3 + 1  # customer_profile's features and its event time
+        sizes = {client.hlen(k) for k in client.scan_iter(count=10_000) if b"customer_id" in k}
+        assert sizes <= {profile, profile + 8 + 1}, sizes  # no entity holds part of a view
+        assert main(["--config", str(config.source), "region", "materialize", "--region", "MY", "--no-progress"]) == 0
+        assert client.dbsize() == 200_000 + 2
+        ids = [0, 4, 199_999]
+        online = node.store.get_online_features(features=["customer_transactions:spend_30d"],
+                                                entity_rows=[{"customer_id": i} for i in ids]).to_dict()
+        want = latest(tables["customer_transactions"], "customer_id")
+        assert online["spend_30d"] == [want[i]["spend_30d"] for i in ids]
+        snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
+        assert snap.num_rows == 200_000 and first.job_id not in set(snap.column(JOB_COLUMN).to_pylist())
+    finally:
+        (restarted or redis).stop()
+
+
+@pytest.mark.slow
+def test_a_job_killed_on_another_host_is_marked_abandoned_by_the_next_job(sqlite_federation):
+    """Abandoned jobs were recognised only on the host that ran them; a killed CronJob pod's host
+    name never comes back, so its job stayed 'running' in the ledger for good."""
+    import sqlite3
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=50, drivers=5, days=2)
+    node.apply()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
+        env={**os.environ, "FEDSTORE_CONFIG": str(sqlite_federation.source)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not node.ledger.jobs(status="running") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()  # as a pod is when its node goes or it runs out of memory
+    proc.wait()
+    (killed,) = node.ledger.jobs(status="running")
+    with sqlite3.connect(node.ledger.path) as db:  # the row as that pod wrote it
+        db.execute("UPDATE jobs SET host='materialize-29051230-x7k2p' WHERE job_id=?", (killed.job_id,))
+    assert region_status(node).jobs[0].status == "running"  # this host cannot tell whether it lives
+    said: list[str] = []
+    job = materialize(node, QUIET, say=said.append)
+    assert job.status == SUCCEEDED
+    gone = node.ledger.get(killed.job_id)
+    assert gone.status == FAILED and "abandoned: process" in gone.error and "materialize-29051230-x7k2p" in gone.error
+    assert f"MY: job {killed.job_id} was abandoned by a dead process; marked failed" in said

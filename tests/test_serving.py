@@ -96,6 +96,55 @@ def test_resolution_is_cached_and_follows_registry_changes(served):
 
 
 
+def test_a_service_naming_a_feature_its_view_lost_is_not_found(served):
+    """A view applied again without a feature leaves the services that name it unchanged in Feast's
+    registry; looking such a service up failed with UNKNOWN ("Unexpected KeyError: 'spend_7d'")."""
+    import copy
+
+    store = served.node.store
+    catalog = served.server.catalog.current
+    view = store.get_feature_view("customer_transactions")
+    smaller = copy.deepcopy(view)
+    smaller.features = [f for f in view.features if f.name != "spend_7d"]
+    store.apply([smaller])
+    deadline = time.monotonic() + 10
+    while served.server.catalog.current is catalog and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ids = sorted(latest(served.tables["customer_transactions"], "customer_id"))[:3]
+    with _client(served) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": ids})
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "'fraud_scoring' names customer_transactions:spend_7d" in err.value.details()
+        got = client.get_online_features(features=["customer_transactions:spend_30d"], entities={"customer_id": ids})
+        assert got.statuses["spend_30d"] == ["present"] * 3  # the rest of the view is served as before
+
+
+def test_a_registry_caught_mid_write_is_not_served(served):
+    """Feast writes registry.db in place: truncated, then written. A refresh that read it in
+    between swapped in an empty catalog: every lookup NOT_FOUND, every snapshot dropped and its
+    pack deleted, until the next refresh."""
+    from serving import snapshot_pack
+
+    ids = sorted(latest(served.tables["customer_transactions"], "customer_id"))[:3]
+    registry = served.node.data_dir / "registry.db"
+    whole = registry.read_bytes()
+    packs = sorted((served.node.data_dir / snapshot_pack.CACHE_DIR).glob("*.pack"))
+    with open(registry, "wb", buffering=0) as f, _client(served) as client:  # as Feast's registry store does
+        time.sleep(1.0)  # several refreshes (every 0.2 s) see the truncated file
+        got = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": ids})
+        assert got.statuses["spend_7d"] == ["present"] * 3
+        assert sorted((served.node.data_dir / snapshot_pack.CACHE_DIR).glob("*.pack")) == packs
+        assert set(served.server.snapshots.held_bytes()) == {"customer_transactions", "customer_profile",
+                                                             "driver_performance"}
+        f.write(whole)
+    time.sleep(0.5)
+    assert served.server.catalog.current.version[1] == len(whole)
+    with _client(served) as client:
+        got = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": ids})
+        assert got.statuses["spend_7d"] == ["present"] * 3
+
+
 def test_a_view_removed_from_the_registry_leaves_no_snapshot_behind(served):
     """The serving cache holds a pack per served view; a view deleted from the registry loses its
     pack and its snapshot in memory, the others keep theirs."""

@@ -20,6 +20,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
+import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -27,8 +29,8 @@ from feast import FeatureService, FeatureView
 from feast.errors import FeatureServiceNotFoundException
 
 from regions.datasets.entities import TIMESTAMP, EntityFile
-from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record
-from regions.errors import InvalidEntities, InvalidOutput, RegionNotReady, UnknownName
+from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
+from regions.errors import InvalidEntities, InvalidOutput, InvalidSource, RegionNotReady, UnknownName
 from regions.progress import progress
 from regions.store.fingerprint import fingerprint, source_fingerprints
 from regions.store.node import RegionNode
@@ -101,9 +103,11 @@ def build_training_set(
     node.require_sources(p.views)
     out = request.out
     _check_output(out, request.entities)
+    require_index(node.data_dir, node.code)
     earlier = read_manifest(manifest_path(out)) if out.exists() else None
     previous = earlier.dataset_id if earlier else None  # built at this path before: said when replaced
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    manifest_tmp = tmp.with_name(f"{tmp.name}.manifest")
     nulls = dict.fromkeys(features, 0)
     rows = 0
     lo = hi = None
@@ -116,7 +120,7 @@ def build_training_set(
         except OSError as e:
             raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
         for chunk in entities.chunks(request.chunk_rows):
-            table = node.store.get_historical_features(entity_df=chunk, features=p.refs).to_arrow()
+            table = _historical(node, chunk, p)
             if schema is None:
                 schema = _output_schema(table)
                 writer = pq.ParquetWriter(tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=True)
@@ -133,18 +137,65 @@ def build_training_set(
         if writer is not None:
             writer.close()
             writer = None
+        assert schema is not None
+        manifest = _manifest(node, request, p, schema, entities.rows, rows, nulls, (lo, hi), began, out)
+        # the manifest is complete before the dataset takes its name, and the old one goes first: a
+        # process killed in between leaves a dataset without a manifest, never one beside another
+        # dataset's manifest (fingerprinting the sources after the rename took long enough to hit)
+        path = manifest_path(out)
+        manifest_tmp.write_text(manifest.to_json(), encoding="utf-8")
+        path.unlink(missing_ok=True)
         tmp.replace(out)
+        manifest_tmp.replace(path)
     except BaseException:
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
+        manifest_tmp.unlink(missing_ok=True)
         raise
     finally:
         bar.close()
-    assert schema is not None
+    record(node.data_dir, manifest, path.resolve())
+    replaced = f", replacing dataset {previous}" if previous else ""
+    say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name}{replaced})")
+    return manifest
+
+
+def _historical(node: RegionNode, chunk: pd.DataFrame, p: Plan) -> pa.Table:
+    """One chunk's point-in-time join. The sources were checked before the build, but a build runs
+    for minutes: a part removed or cut short by an upstream job since, or a damaged page the
+    footers did not show, is said in one line."""
+    try:
+        return node.store.get_historical_features(entity_df=chunk, features=p.refs).to_arrow()
+    except duckdb.Error as e:
+        raise unreadable_sources(node, p.views, e, "no training set was written") from None
+
+
+def unreadable_sources(node: RegionNode, views: list[FeatureView], e: duckdb.Error, outcome: str) -> InvalidSource:
+    """One line for a DuckDB error of Feast's point-in-time join over the region's sources."""
+    # DuckDB adds the query and a caret on further lines; through Feast's ibis a damaged page
+    # arrives as "don't know what type", so the sources read are named too
+    reason = str(e).splitlines()[0]
+    read = ", ".join(str(node.source_path(v)) for v in views)
+    return InvalidSource(f"region {node.code}: the sources could not be read ({reason}; read: {read}); {outcome}")
+
+
+def _manifest(
+    node: RegionNode,
+    request: TrainingSetRequest,
+    p: Plan,
+    schema: pa.Schema,
+    entity_rows: int,
+    rows: int,
+    nulls: dict[str, int],
+    time_range: tuple[datetime | None, datetime | None],
+    began: float,
+    out: Path,
+) -> DatasetManifest:
     described = [(f.name, str(f.type)) for f in schema]
     region = node.region
-    manifest = DatasetManifest(
+    lo, hi = time_range
+    return DatasetManifest(
         dataset_id=f"{node.code.lower()}-ds-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
         region=region.code,
         jurisdiction=region.jurisdiction,
@@ -155,7 +206,7 @@ def build_training_set(
         schema=described,
         schema_hash=hashlib.sha256(json.dumps(described).encode()).hexdigest(),
         entity_file={**fingerprint(request.entities.resolve(), request.entities.resolve().parent).as_dict(),
-                     "path": str(request.entities.resolve()), "rows": entities.rows},
+                     "path": str(request.entities.resolve()), "rows": entity_rows},
         sources=[f.as_dict() for f in source_fingerprints([node.source_path(v) for v in p.views], node.data_dir,
                                                             node.fingerprints)],
         rows=rows,
@@ -166,12 +217,6 @@ def build_training_set(
         tool_version=_tool_version(),
         output=str(out.resolve()),
     )
-    path = manifest_path(out)
-    path.write_text(manifest.to_json(), encoding="utf-8")
-    record(node.data_dir, manifest, path.resolve())
-    replaced = f", replacing dataset {previous}" if previous else ""
-    say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name}{replaced})")
-    return manifest
 
 
 def _check_output(out: Path, entities: Path) -> None:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regions.errors import RegionError
+from regions.errors import RegionError, StorageError
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,19 @@ def manifest_path(output: Path) -> Path:
 
 def index_path(data_dir: Path) -> Path:
     return data_dir / "datasets" / "index.jsonl"
+
+
+def require_index(data_dir: Path, region: str) -> None:
+    """The region's index can take a record: checked before a build, so no dataset is written that
+    the index (and `fedstore region datasets`) would then miss."""
+    index = index_path(data_dir)
+    try:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        with index.open("a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise StorageError(f"region {region}: cannot record training sets in {index} ({e.strerror}): the region's "
+                           "data directory must be writable by this user") from None
 
 
 def record(data_dir: Path, manifest: DatasetManifest, path: Path) -> None:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from federation.statistics import FeatureSpec
+from regions.errors import InvalidSource
 from regions.store.source_files import source_files
 
 
@@ -74,6 +75,8 @@ def compute_profiles(sources: dict[str, Path], catalog: tuple[FeatureSpec, ...],
                     hist = hists.get(d, np.zeros(bins, dtype=np.int64))
                     parts.append((d, spec.ref, view, per_day.get(d, 0), count, nulls, float(total), float(total_sq),
                                   hist.tolist()))
+    except duckdb.Error as e:  # the footers were checked; a damaged page shows only now
+        raise InvalidSource(f"source {path} could not be read: {str(e).splitlines()[0]}") from None
     finally:
         con.close()
     frame = pd.DataFrame(parts, columns=["day", "ref", "view", "rows", "count", "null_count", "sum", "sum_sq",

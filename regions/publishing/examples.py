@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from federation.training import LABELS, TrainingSpec, rescale
-from regions.datasets.builder import plan
+from regions.datasets.builder import plan, unreadable_sources
 from regions.errors import RegionError
 from regions.store.definitions import batch_source
 from regions.store.node import RegionNode
@@ -50,7 +51,10 @@ def labelled_examples(node: RegionNode, spec: TrainingSpec, start: datetime, end
     join_keys = [e.name for e in label_view.entity_columns]
     ts = batch_source(label_view).timestamp_field
     entity_df = labels[join_keys + [ts]].rename(columns={ts: "event_timestamp"})
-    joined = node.store.get_historical_features(entity_df=entity_df, features=list(spec.features)).to_df()
+    try:
+        joined = node.store.get_historical_features(entity_df=entity_df, features=list(spec.features)).to_df()
+    except duckdb.Error as e:  # the footers were checked; a damaged page shows only now
+        raise unreadable_sources(node, p.views, e, "nothing was released, no ε spent") from None
     y = labels.set_index(join_keys)[spec.label].reindex(joined.set_index(join_keys).index).to_numpy()
     if not np.isin(y, LABELS).all():
         raise RegionError(f"label {spec.label} in region {node.code} holds values other than {LABELS}")

@@ -7,7 +7,9 @@ replay (it answers with the original receipt) and never counted twice.
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +24,10 @@ from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# the centre failed while handling it (a bug, its store broken): no verdict on the submission, so it
+# stays queued for the next run (the id makes that a replay if the centre did store it)
+_CENTRE_FAILED = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+_UNREACHABLE = "queued: aggregator unreachable"
 
 
 @dataclass(frozen=True)
@@ -98,16 +104,31 @@ def send_outbox(
     """Send every queued submission; returns (submission id, outcome) pairs.
 
     Outcomes: "sent" (receipt stored in the file), "rejected: <reason>" (kept, marked, not
-    retried), "queued: <reason>" (the aggregator was unreachable after every attempt).
+    retried), "queued: <reason>" (the aggregator was unreachable after every attempt, or failed
+    while handling it; once it was unreachable, the submissions after it are not tried this run),
+    "unreadable: <reason>" (a file in the outbox that is no submission; the others are sent).
     """
     results = []
+    unreachable = ""
     with grpc.insecure_channel(address) as channel:
         stub = aggregator_pb2_grpc.AggregatorStub(channel)
         for path in sorted(outbox.glob("*.json")):
-            body = json.loads(path.read_text())
-            if body.get("status") != "queued":
+            try:
+                body = json.loads(path.read_text())
+                queued = body.get("status") == "queued"
+            except (ValueError, AttributeError) as e:  # one damaged file must not stop the others
+                results.append((path.stem, f"unreadable: {path} is not a submission ({e}); repair or remove it"))
+                continue
+            if not queued:
+                continue
+            if unreachable:
+                # the centre did not answer through a whole backoff: every other submission would
+                # wait as long again (7.5 s each by default, a minute each when calls time out)
+                results.append((body["submission_id"], f"queued: not tried, {unreachable}"))
                 continue
             outcome = _send_one(stub, path, body, token, backoff, sleep)
+            if outcome.startswith(_UNREACHABLE):
+                unreachable = outcome.removeprefix("queued: ")
             results.append((body["submission_id"], outcome))
     return results
 
@@ -123,7 +144,9 @@ def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, 
                 sleep(backoff.delay(failures))
                 continue
             if e.code() in _RETRYABLE:
-                return f"queued: aggregator unreachable ({e.code().name})"
+                return f"{_UNREACHABLE} ({e.code().name})"
+            if e.code() in _CENTRE_FAILED:
+                return f"queued: aggregator failed ({e.code().name}: {e.details()})"
             body.update(status="rejected", rejection=f"{e.code().name}: {e.details()}")
             _write(path, body)
             return f"rejected: {e.details()}"
@@ -134,6 +157,8 @@ def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, 
 
 
 def _write(path: Path, body: dict) -> None:
-    tmp = path.with_suffix(".tmp")
+    # a temporary name of this writer's own: two send-stats at once shared "<id>.tmp", and one
+    # renamed the other's half-written bytes into place (a file no later run could read)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
     tmp.replace(path)

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from regions.errors import StorageError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id        TEXT PRIMARY KEY,
@@ -73,9 +75,13 @@ class JobLedger:
     def __init__(self, path: Path, region: str) -> None:
         self.path = path
         self.region = region
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.executescript(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as db, db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.OperationalError) as e:  # sqlite says "attempt to write a readonly database"
+            raise StorageError(f"region {region}: cannot write the job ledger {path} ({e}): the region's data "
+                               "directory must be writable by this user") from None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -148,16 +154,22 @@ class JobLedger:
             )
         return self.get(job_id)
 
-    def recover_abandoned(self) -> list[JobRecord]:
-        """Mark running jobs of processes that no longer exist (on this host) as failed."""
+    def recover_abandoned(self, *, none_running: bool = False) -> list[JobRecord]:
+        """Mark running jobs of processes that no longer exist (on this host) as failed.
+
+        ``none_running``: the caller holds the region's job lock, so no job runs anywhere and every
+        running row is abandoned, whichever host wrote it (a killed CronJob pod's hostname is never
+        seen again, so its row stayed running for good).
+        """
         host = socket.gethostname()
         recovered = []
         for job in self.jobs(status=RUNNING):
-            if job.host == host and not _alive(job.pid):
+            if none_running or (job.host == host and not _alive(job.pid)):
+                where = f"process {job.pid}" if job.host == host else f"process {job.pid} on {job.host}"
                 recovered.append(
                     self.fail(
                         job.job_id,
-                        f"abandoned: process {job.pid} ended while the job was running "
+                        f"abandoned: {where} ended while the job was running "
                         "(killed or crashed); the online store keeps whatever rows it had written, "
                         "and re-running the job converges",
                     )

@@ -5,15 +5,21 @@
                  └──────────────────────── any error ───────────────────────▶ failed (with the error)
 
 The online write of a view is idempotent (a row never overwrites a newer one), so re-running a
-failed or killed job converges to the same online state.
+failed or killed job converges to the same online state. One job per region runs at a time: two
+would merge their rows into the same snapshots at once (one's rows lost, or a snapshot credited to
+a job the ledger says failed), so a second is refused while the first holds the region's job lock.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from feast.infra.common.materialization_job import MaterializationTask
 from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
@@ -21,12 +27,12 @@ from feast.infra.online_stores.helpers import get_online_store_from_config
 from openlineage.client.event_v2 import RunState
 from tqdm import tqdm
 
-from regions.errors import MaterializationError, RegionError
+from regions.errors import JobRunning, MaterializationError, RegionError
 from regions.progress import progress
 from regions.store.definitions import batch_source
 from regions.store.engine import FastMaterializationEngine, ViewMaterialization
 from regions.store.fingerprint import source_fingerprints
-from regions.store.ledger import JobRecord
+from regions.store.ledger import RUNNING, JobRecord
 from regions.store.node import RegionNode
 from regions.store.snapshot import snapshot_path, write_snapshot
 
@@ -34,6 +40,7 @@ if TYPE_CHECKING:
     from regions.store.spark_engine import SparkMaterializer
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LOCK_FILE = "materialize.lock"
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,43 @@ def materialize(
         # before that time would be refused
         raise RegionError(f"{node.code}: the window end {end.isoformat()} is in the future (now {now:%Y-%m-%d %H:%M} "
                           f"UTC; a time without an offset is UTC)")
-    for abandoned in node.ledger.recover_abandoned():
+    with _job_lock(node):
+        return _run(node, request, end, say)
+
+
+@contextmanager
+def _job_lock(node: RegionNode) -> Iterator[None]:
+    """Hold the region's materialisation lock for the whole job, or refuse at once.
+
+    An flock, so a killed job's lock goes with its process and never needs clearing by hand.
+    """
+    node.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(node.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobRunning(_running_message(node, node.data_dir / LOCK_FILE)) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _running_message(node: RegionNode, lock: Path) -> str:
+    running = node.ledger.jobs(status=RUNNING, limit=1)
+    if not running:  # the holder has not written its ledger row yet
+        return (f"{node.code}: another materialisation job of this region is starting (it holds {lock}); "
+                "nothing was done: run again when it has finished")
+    job = running[0]
+    return (f"{node.code}: materialisation job {job.job_id} is still running (process {job.pid} on {job.host}, "
+            f"started {job.started_at:%Y-%m-%d %H:%M:%S} UTC); nothing was done: run again when it has finished")
+
+
+def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Callable[[str], None]) -> JobRecord:
+    for abandoned in node.ledger.recover_abandoned(none_running=True):  # we hold the region's job lock
         say(f"{node.code}: job {abandoned.job_id} was abandoned by a dead process; marked failed")
+    # a killed job leaves its staged rows (as large as what it read); no other job runs to need them
+    shutil.rmtree(node.data_dir / "staging", ignore_errors=True)
     views = node.feature_views(list(request.views))
     sources = node.require_sources(views, check_columns=False)  # checked inside the job: a bad source fails it
     windows: dict[str, tuple[datetime, datetime]] = {}
@@ -105,6 +147,9 @@ def materialize(
     try:
         node.check_sources(views)
         for fv in views:
+            # until the view is done its counts are unknown: a job failing half-way through it has
+            # written some of its rows online, and the ledger must not say it wrote none
+            per_view[fv.name] = dict.fromkeys(("rows_read", "rows_written", "rows_skipped"))
             start, stop = windows[fv.name]
             task = MaterializationTask(
                 project=store.project,

@@ -127,11 +127,20 @@ def timestamps(column: pa.ChunkedArray | pa.Array) -> Segment:
     return resp.concat(_mask_rows(sec, seconds != 0), _mask_rows(nan, nanos != 0))
 
 
+ABSENT_NANOS = np.iinfo(np.int64).min
+"""What ``timestamp_nanos`` gives an entity with no stored event time: older than any event."""
+
+
 def timestamp_nanos(raw: list[bytes | None]) -> np.ndarray:
-    """Decode stored ``_ts`` fields to int64 nanoseconds (0 where absent)."""
-    out = np.zeros(len(raw), dtype=np.int64)
+    """Decode stored ``_ts`` fields to int64 nanoseconds (``ABSENT_NANOS`` where absent).
+
+    An event at the epoch is stored as the empty message (proto3 omits zero fields), so only a
+    missing field (None) is absent: reading both as 0 left every row at 1970-01-01T00:00:00Z
+    unwritten, counted as "already newer online".
+    """
+    out = np.full(len(raw), ABSENT_NANOS, dtype=np.int64)
     for i, b in enumerate(raw):
-        if b:
+        if b is not None:
             seconds, nanos = decode_timestamp(b)
             out[i] = seconds * 1_000_000_000 + nanos
     return out

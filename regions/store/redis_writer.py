@@ -171,7 +171,10 @@ class FastRedisWriter:
 
 
 def check_epoch(chunk: pa.Table, layout: ViewLayout) -> None:
-    if pc.min(chunk.column(layout.timestamp_field)).as_py().timestamp() < 0:
+    # in arrow, where a time without a zone is UTC as everywhere else in the job (a Python naive
+    # datetime's timestamp() is local time: a 1970-01-01 event was refused east of Greenwich)
+    utc = chunk.column(layout.timestamp_field).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    if pc.min(utc).as_py() < 0:
         raise ValueError(f"{layout.view}: event times before 1970 cannot be written online")
 
 

@@ -41,38 +41,41 @@ def write_snapshot(
     join_keys: list[str],
     timestamp_field: str,
     job_id: str,
-) -> SnapshotInfo:
-    """Merge a job's rows (``delta_path``) into the view's snapshot, out of core with DuckDB."""
+) -> SnapshotInfo | None:
+    """Merge a job's rows (``delta_path``) into the view's snapshot, out of core with DuckDB.
+
+    None when there is nothing to hold: no snapshot yet and no rows from this job. (An empty file
+    was written then, with no column but the job id, and the serving node failed to start on it.)
+    """
     path = snapshot_path(data_dir, view)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = []
     args: list[object] = []
-    if path.exists():
+    if path.exists() and pq.read_metadata(path).num_rows:  # an empty one (older versions wrote them) adds nothing
         parts.append("SELECT *, 0 AS __priority FROM read_parquet(?)")
         args.append(str(path))
     if delta_path is not None:
         parts.append(f"SELECT *, ? AS {JOB_COLUMN}, 1 AS __priority FROM read_parquet(?)")
         args += [job_id, str(delta_path)]
+    if not parts:
+        return None
     tmp = path.with_suffix(".parquet.tmp")
-    if parts:
-        keys = ", ".join(_q(k) for k in join_keys)
-        sql = f"""
-            COPY (
-                SELECT * EXCLUDE (__priority, __rn) FROM (
-                    SELECT *, row_number() OVER (
-                        PARTITION BY {keys} ORDER BY {_q(timestamp_field)} DESC, __priority DESC) AS __rn
-                    FROM ({" UNION ALL BY NAME ".join(parts)})
-                ) WHERE __rn = 1 ORDER BY {keys}
-            ) TO '{_sql_path(tmp)}' (FORMAT parquet)
-        """
-        con = duckdb.connect()
-        try:
-            con.execute(sql, args)
-        finally:
-            con.close()
-        merged = pq.read_table(tmp)
-    else:
-        merged = pa.table({JOB_COLUMN: pa.array([], pa.string())})
+    keys = ", ".join(_q(k) for k in join_keys)
+    sql = f"""
+        COPY (
+            SELECT * EXCLUDE (__priority, __rn) FROM (
+                SELECT *, row_number() OVER (
+                    PARTITION BY {keys} ORDER BY {_q(timestamp_field)} DESC, __priority DESC) AS __rn
+                FROM ({" UNION ALL BY NAME ".join(parts)})
+            ) WHERE __rn = 1 ORDER BY {keys}
+        ) TO '{_sql_path(tmp)}' (FORMAT parquet)
+    """
+    con = duckdb.connect()
+    try:
+        con.execute(sql, args)
+    finally:
+        con.close()
+    merged = pq.read_table(tmp)
     now = datetime.now(timezone.utc)
     meta = {b"fedstore": json.dumps({"view": view, "job_id": job_id, "written_at": now.isoformat()}).encode()}
     merged = merged.replace_schema_metadata({**(merged.schema.metadata or {}), **meta})

@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 from feast import FeatureView, FileSource
 from feast.repo_config import RepoConfig
 
+from regions.errors import InvalidSource
 from regions.store.definitions import batch_source
-from regions.store.source_files import source_files
+from regions.store.source_files import missing_source_hint, source_files
 
 
 def _quote(name: str) -> str:
@@ -71,7 +72,10 @@ def _duckdb_latest(
     created = source.created_timestamp_column
     files = source_files(path)  # a glob names the parts; DuckDB reads them all, by column name
     if not files:
-        return
+        # the job checked there was one when it started: reading nothing would record the view as
+        # materialised up to the window's end, and incremental jobs would never read those rows
+        raise InvalidSource(f"source {missing_source_hint(path)} (gone since the job started: removed by "
+                            "another process?)")
     ts_type = pq.read_schema(files[0]).field(reverse.get(ts, ts)).type
     aware = getattr(ts_type, "tz", None) is not None
     # compare in the column's own kind of time, never through the session time zone
@@ -97,5 +101,7 @@ def _duckdb_latest(
         for batch in reader:
             if batch.num_rows:
                 yield batch
+    except duckdb.Error as e:  # the footers were checked; a damaged page shows only now
+        raise InvalidSource(f"source {path} could not be read: {str(e).splitlines()[0]}") from None
     finally:
         con.close()
