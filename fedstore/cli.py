@@ -51,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         args.handler(config, args)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at the interpreter's exit
     except USER_ERRORS as e:
         print(f"fedstore: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # whoever read the output stopped early (`fedstore region status | head`): not a failure to
+        # report; stdout goes to /dev/null so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a process its pipe reader left
     except OSError as e:
         problem = storage_problem(e)
         if problem is None:

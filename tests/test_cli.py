@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import write_config
@@ -230,3 +233,15 @@ def test_a_read_only_data_directory_is_one_line_per_command_and_serving_still_st
         assert code == 2 and len(err.strip().splitlines()) == 1 and str(data) in err, (argv, err)
         assert "Traceback" not in err
     assert not (tmp_path / "t.parquet").exists()  # refused before the build, not after
+
+
+def test_a_reader_that_stops_early_is_no_traceback(cfg, tmp_path):
+    """`fedstore region status | head -1`: the reader closes the pipe before fedstore has written."""
+    write_sources(tmp_path / "data" / "MY", customers=5, drivers=2)
+    proc = subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", cfg, "region", "status", "--region", "MY"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # gone before the first line arrives
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -84,7 +84,7 @@ def write_feature_store_yaml(region: RegionConfig) -> Path:
         "`fedstore region apply` from the federation config: edit that, not this.\n"
     )
     text = header + yaml.safe_dump(feast_settings(region), sort_keys=False)
-    tmp = path.with_suffix(".yaml.tmp")
+    tmp = path.with_suffix(f".yaml.{os.getpid()}.tmp")  # two applies at once must not share one
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
