@@ -6,6 +6,10 @@ grpc's asyncio server answers a request deserializer's exception with UNKNOWN, a
 server with INTERNAL. A parser from ``parser()`` returns a ``Malformed`` instead of raising: hot
 handlers check for it themselves (the serving node's lookups); ``reject_malformed`` does it for
 every method of a service (the centre's).
+
+A status's details travel in the trailers, which a client caps (grpc's defaults: 8 KiB, and 16 KiB
+at most); ``status_details`` keeps a message that echoes a caller's very long value under the cap,
+so the caller still gets the status code and the rule its request broke.
 """
 
 from __future__ import annotations
@@ -15,6 +19,26 @@ from typing import Any, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
+
+
+# At most this many bytes of UTF-8 in a status's details: grpc percent-encodes every byte that is
+# not printable ASCII, so even non-ASCII details stay well under a client's 8 KiB trailer cap.
+MAX_DETAILS_BYTES = 1024
+_ELISION = " … "
+
+
+def status_details(text: str) -> str:
+    """``text`` as a status's details: whole when short, else its start and its end around an
+    elision. Messages name the rule or the problem first and what was expected last; what a long
+    message has in between is a value the caller sent, which it already knows."""
+    if len(text) <= MAX_DETAILS_BYTES // 4:  # a UTF-8 character is at most 4 bytes: no need to count
+        return text
+    data = text.encode("utf-8")
+    if len(data) <= MAX_DETAILS_BYTES:
+        return text
+    half = (MAX_DETAILS_BYTES - len(_ELISION.encode())) // 2
+    # a character cut in two at either edge is dropped, not turned into a replacement character
+    return data[:half].decode("utf-8", "ignore") + _ELISION + data[-half:].decode("utf-8", "ignore")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,4 +123,4 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
         return make(checked, parse, h.response_serializer)
 
 
-__all__ = ["Malformed", "generic_handler", "parser", "reject_malformed"]
+__all__ = ["MAX_DETAILS_BYTES", "Malformed", "generic_handler", "parser", "reject_malformed", "status_details"]

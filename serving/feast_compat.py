@@ -19,7 +19,7 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnline
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
-from federation.grpc_handlers import Malformed, parser
+from federation.grpc_handlers import Malformed, parser, status_details
 from serving.errors import InvalidRequest, ServingError
 from serving.features import Answer, OnlineFeatures
 from serving.wire import field, fields, string_field
@@ -52,7 +52,7 @@ class FeastCompatServicer:
             response = await self._answer(request, context.time_remaining())
         except ServingError as e:
             metrics.answered(METHOD, e.code, time.perf_counter() - began)  # before abort answers the caller
-            await context.abort(e.code, str(e))
+            await context.abort(e.code, status_details(str(e)))
             raise
         except Exception:
             metrics.answered(METHOD, grpc.StatusCode.INTERNAL, time.perf_counter() - began)

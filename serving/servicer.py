@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import grpc
 
-from federation.grpc_handlers import Malformed, parser
+from federation.grpc_handlers import Malformed, parser, status_details
 from proto.fedstore.serving.v1 import serving_pb2 as pb
 from serving.catalog import Resolved
 from serving.errors import InvalidRequest, ServingError
@@ -155,7 +155,7 @@ class FeatureServingServicer:
         except ServingError as e:
             # counted before abort: the caller has its answer as soon as abort sends the status
             metrics.answered(METHOD, e.code, time.perf_counter() - began)
-            await context.abort(e.code, str(e))
+            await context.abort(e.code, status_details(str(e)))
             raise  # unreachable: abort raises
         except Exception:
             metrics.answered(METHOD, grpc.StatusCode.INTERNAL, time.perf_counter() - began)

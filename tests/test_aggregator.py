@@ -141,6 +141,9 @@ BAD = [
      "rule minimum_cohort"),
     ("bad id", _tamper(lambda s: setattr(s, "submission_id", "select * from rows")), grpc.StatusCode.INVALID_ARGUMENT,
      "rule submission_id"),
+    # echoed whole, the id would overflow the client's trailer limit: RESOURCE_EXHAUSTED, not the rule
+    ("very long id", _tamper(lambda s: setattr(s, "submission_id", "my-stats-" + "a" * 100_000)),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule submission_id: 'my-stats-aaa"),
 ]
 
 

@@ -58,6 +58,10 @@ BAD = [
     ("empty entities", dict(entities=pa.table({"customer_id": pa.array([], pa.int64()),
                                                "event_timestamp": pa.array([], pa.timestamp("us", tz="UTC"))})),
      grpc.StatusCode.INVALID_ARGUMENT, "has no rows"),
+    # echoed whole, the name would overflow the client's trailer limit (RESOURCE_EXHAUSTED instead)
+    ("a very long region name", dict(region="x" * 100_000), grpc.StatusCode.PERMISSION_DENIED, "serves region MY only"),
+    ("a very long feature service name", dict(feature_service="x" * 100_000), grpc.StatusCode.NOT_FOUND,
+     "unknown feature service 'xxx"),
 ]
 
 

@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from federation.grpc_handlers import MAX_DETAILS_BYTES
 from handmade import latest
 from proto.fedstore.serving.v1 import serving_pb2 as pb
 from proto.fedstore.serving.v1 import serving_pb2_grpc
@@ -183,6 +184,42 @@ def test_feast_stub_client_works_unchanged(served):
     assert [v.double_val for v in col.values] == pytest.approx([want[1]["avg_rating_30d"], want[2]["avg_rating_30d"]])
 
 
+def _feast_request(values, **kind):
+    from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesRequest
+    from feast.protos.feast.types.Value_pb2 import RepeatedValue
+
+    req = GetOnlineFeaturesRequest(**kind)
+    req.entities["customer_id"].CopyFrom(RepeatedValue(val=values))
+    return req
+
+
+def _int_values(ids):
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return [Value(int64_val=i) for i in ids]
+
+
+# Feast's API: (case, request builder, expected code, fragment of details)
+FEAST_BAD = [
+    ("a very long service name", lambda: _feast_request(_int_values([1]), feature_service="x" * 100_000),
+     grpc.StatusCode.NOT_FOUND, "unknown feature service 'xxx"),
+]
+
+
+@pytest.mark.parametrize("case,build,code,fragment", FEAST_BAD, ids=[b[0] for b in FEAST_BAD])
+def test_bad_input_to_feast_api_gets_the_right_status(served, case, build, code, fragment):
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+
+    with grpc.insecure_channel(served.address) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            GrpcFeatureServerStub(ch).GetOnlineFeatures(
+                build(), metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=5)
+    assert err.value.code() == code, err.value.details()
+    assert fragment in err.value.details() and len(err.value.details().encode()) <= MAX_DETAILS_BYTES
+    with _client(served) as client:  # and the node still answers
+        assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
+
+
 # (case, request builder, expected code, fragment of details)
 BAD = [
     ("unknown service", lambda: pb.GetOnlineFeaturesRequest(feature_service="nope", entities={"customer_id": _ints([1])}),
@@ -206,6 +243,11 @@ BAD = [
      grpc.StatusCode.INVALID_ARGUMENT, "customer_transactions:spend_7d is requested twice"),
     ("over the limit", lambda: pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _ints(list(range(501)))}),
      grpc.StatusCode.INVALID_ARGUMENT, "at most 500"),
+    # echoed whole, these names would overflow the client's trailer limit: RESOURCE_EXHAUSTED, not the real code
+    ("a very long service name", lambda: pb.GetOnlineFeaturesRequest(feature_service="x" * 100_000, entities={"customer_id": _ints([1])}),
+     grpc.StatusCode.NOT_FOUND, "unknown feature service 'xxx"),
+    ("a very long ref", lambda: _refs(["é" * 50_000], {"customer_id": _ints([1])}), grpc.StatusCode.INVALID_ARGUMENT,
+     "is not of the form 'view:feature'"),
 ]
 
 
@@ -228,7 +270,7 @@ def test_bad_input_gets_the_right_status(served, case, build, code, fragment):
         with pytest.raises(grpc.RpcError) as err:
             stub.GetOnlineFeatures(build(), metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=5)
     assert err.value.code() == code
-    assert fragment in err.value.details()
+    assert fragment in err.value.details() and len(err.value.details().encode()) <= MAX_DETAILS_BYTES
     # and the server is still fine afterwards
     with _client(served) as client:
         assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"

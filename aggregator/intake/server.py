@@ -28,7 +28,7 @@ from aggregator.store import BudgetRefused, StoredReceipt, SubmissionStore, cont
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
 from federation import FederationConfig
-from federation.grpc_handlers import generic_handler, reject_malformed
+from federation.grpc_handlers import generic_handler, reject_malformed, status_details
 from federation.statistics import CATALOG
 from federation.tls import server_credentials
 from federation.tokens import Caller, TokenBook, bearer_token
@@ -105,7 +105,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             return self._receipt(stored, request, replay=False)
         except AggregatorError as e:
             self.metrics.rejected.labels(rule_of(str(e)), e.code.name).inc()
-            context.abort(e.code, str(e))
+            context.abort(e.code, status_details(str(e)))
             raise
 
     def _record_evaluation(self, request: pb.Submission) -> None:
@@ -138,7 +138,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             return result
         except AggregatorError as e:
             self.metrics.trainings.labels(request.strategy or "lda", "refused").inc()
-            context.abort(e.code, str(e))
+            context.abort(e.code, status_details(str(e)))
             raise
 
     def GetGlobalStatistics(self, request: pb.GetGlobalStatisticsRequest, context: grpc.ServicerContext) -> pb.GlobalStatistics:

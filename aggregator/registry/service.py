@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from aggregator.errors import AggregatorError, NotAllowed, NotFound, Rejected
 from aggregator.registry.model import DeploymentEvent, ModelVersion
 from aggregator.registry.store import ModelRegistry
+from federation.grpc_handlers import status_details
 from federation.tokens import Caller
 from proto.fedstore.registry.v1 import registry_pb2 as pb
 from proto.fedstore.registry.v1 import registry_pb2_grpc
@@ -79,7 +80,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                     change(caller, str(e))  # type: ignore[misc]
                 raise
         except AggregatorError as e:
-            context.abort(e.code, str(e))
+            context.abort(e.code, status_details(str(e)))
             raise
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
