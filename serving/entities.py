@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
 from feast.value_type import ValueType
 
@@ -11,6 +11,7 @@ from serving.catalog import Resolved
 from serving.errors import InvalidRequest
 
 _PY_TYPES = {ValueType.INT64: int, ValueType.INT32: int, ValueType.STRING: str}
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 @dataclass(slots=True)  # not frozen: built for every lookup, and frozen __init__ costs three times more
@@ -47,10 +48,16 @@ def validate(columns: Mapping[str, Sequence[object]], resolved: Resolved, *, lim
     kept: dict[str, list[object]] = {}  # the join keys' columns, as they were given (not copied)
     for key in resolved.join_keys:
         values = columns[key]
-        want = _PY_TYPES.get(types[key])
+        kind = types[key]
+        want = _PY_TYPES.get(kind)
         if want is not None:
             for x in values:
                 if type(x) is not want:
-                    raise InvalidRequest(f"join key {key!r} must be {types[key].name.lower()} values")
+                    raise InvalidRequest(f"join key {key!r} must be {kind.name.lower()} values"
+                                         + (", not null" if x is None else ""))
+            if kind is ValueType.INT32:  # a value its 4 bytes cannot hold names no entity (nor encodes as a key)
+                ints = cast("Sequence[int]", values)  # ints: checked just above
+                if not (_INT32_MIN <= min(ints) and max(ints) <= _INT32_MAX):
+                    raise InvalidRequest(f"join key {key!r} must be int32 values, within [{_INT32_MIN}, {_INT32_MAX}]")
         kept[key] = values if type(values) is list else list(values)
     return Entities(columns=kept, count=count)

@@ -86,7 +86,11 @@ _SCALAR_KEYS = frozenset(("int64_val", "int32_val", "string_val"))
 
 def _python_value(value: Value) -> object:
     kind = value.WhichOneof("val")
-    return getattr(value, kind) if kind in _SCALAR_KEYS else feast_value_type_to_python_type(value)
+    if kind in _SCALAR_KEYS:
+        return getattr(value, kind)
+    if kind == "null_val":  # Feast's conversion gives NullValue's number, 0: a null key would read entity 0
+        return None
+    return feast_value_type_to_python_type(value)
 
 
 _PRESENT, _NOT_FOUND = bytes((FieldStatus.PRESENT,)), bytes((FieldStatus.NOT_FOUND,))

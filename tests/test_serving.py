@@ -203,7 +203,17 @@ def _int_values(ids):
 FEAST_BAD = [
     ("a very long service name", lambda: _feast_request(_int_values([1]), feature_service="x" * 100_000),
      grpc.StatusCode.NOT_FOUND, "unknown feature service 'xxx"),
+    # Feast's value conversion turns a null into 0: the answer would be customer 0's features
+    ("a null join key", lambda: _feast_request([_null()], feature_service="fraud_scoring"),
+     grpc.StatusCode.INVALID_ARGUMENT, "join key 'customer_id' must be int64 values, not null"),
 ]
+
+
+def _null():
+    from feast.protos.feast.types.Value_pb2 import Null, Value
+
+    return Value(null_val=Null.NULL)
+
 
 
 @pytest.mark.parametrize("case,build,code,fragment", FEAST_BAD, ids=[b[0] for b in FEAST_BAD])
@@ -289,6 +299,50 @@ def test_bytes_that_are_no_request_are_invalid_argument(served, path):
     assert err.value.details().endswith(".GetOnlineFeaturesRequest")
     codes = served.server.metrics.stats.codes
     assert sum(n for (method, code), n in codes.items() if code == "INVALID_ARGUMENT") >= 1
+
+
+def test_int32_join_keys_outside_their_range_are_invalid_argument(served):
+    """A view keyed by an Int32 entity, applied while the node runs: a key its 4 bytes cannot hold
+    is the caller's mistake on both APIs (it failed the key's encoding: UNKNOWN); the extremes it can
+    hold are looked up (not found here)."""
+    from datetime import timedelta
+
+    from feast import Entity, FeatureView, Field
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+    from feast.protos.feast.serving.ServingService_pb2 import FeatureList
+    from feast.types import Int64
+    from feast.value_type import ValueType
+
+    store = served.node.store
+    shop = Entity(name="shop", join_keys=["shop_id"], value_type=ValueType.INT32)
+    view = FeatureView(name="shop_stats", entities=[shop], ttl=timedelta(days=1), online=True,
+                       schema=[Field(name="trips_last_hour", dtype=Int64)],
+                       source=store.get_feature_view("driver_performance").batch_source)
+    store.apply([shop, view])
+    deadline = time.monotonic() + 10
+    while "shop_stats" not in served.server.catalog.current.views and time.monotonic() < deadline:
+        time.sleep(0.05)
+    metadata = (("authorization", f"Bearer {TOKENS['fraud-app']}"),)
+    with grpc.insecure_channel(served.address) as ch:
+        v1, feast = serving_pb2_grpc.FeatureServingStub(ch), GrpcFeatureServerStub(ch)
+
+        def v1_ask(ids):
+            return v1.GetOnlineFeatures(_refs(["shop_stats:trips_last_hour"], {"shop_id": _ints(ids)}),
+                                        metadata=metadata, timeout=5)
+
+        def feast_ask(ids):
+            req = _feast_request([], features=FeatureList(val=["shop_stats:trips_last_hour"]))
+            del req.entities["customer_id"]
+            req.entities["shop_id"].val.extend(_int_values(ids))
+            return feast.GetOnlineFeatures(req, metadata=metadata, timeout=5)
+
+        for ask in (v1_ask, feast_ask):
+            assert len(ask([-(2**31), 0, 2**31 - 1]).results) > 0
+            for ids in ([2**31], [1, -(2**31) - 1], [2**63 - 1]):
+                with pytest.raises(grpc.RpcError) as err:
+                    ask(ids)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (ask.__name__, err.value.details())
+                assert err.value.details() == "join key 'shop_id' must be int32 values, within [-2147483648, 2147483647]"
 
 
 def test_two_views_one_feature_name_collide_unless_full_names_are_asked_for():
