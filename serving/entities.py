@@ -11,6 +11,20 @@ from serving.catalog import Resolved
 from serving.errors import InvalidRequest
 
 _PY_TYPES = {ValueType.INT64: int, ValueType.INT32: int, ValueType.STRING: str}
+
+# The largest lookup request a node reads: grpc's default receive limit, or 4 KiB per entity it
+# serves if that is more. The server accepts far larger messages (training-set entity frames), and
+# a lookup that large would be parsed and copied on the event loop before its entities are counted.
+LOOKUP_BYTES_PER_ENTITY, MIN_LOOKUP_BYTES = 4096, 4 * 1024 * 1024
+
+
+def max_lookup_bytes(max_entities: int) -> int:
+    return max(MIN_LOOKUP_BYTES, LOOKUP_BYTES_PER_ENTITY * max_entities)
+
+
+def too_many(count: int, limit: int) -> str:
+    """Why ``count`` entities are refused ("" when they are not)."""
+    return f"{count} entities requested; this node serves at most {limit} per request" if count > limit else ""
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -38,7 +52,7 @@ def validate(columns: Mapping[str, Sequence[object]], resolved: Resolved, *, lim
     if count == 0:
         raise InvalidRequest("entity columns are empty")
     if count > limit:
-        raise InvalidRequest(f"{count} entities requested; this node serves at most {limit} per request")
+        raise InvalidRequest(too_many(count, limit))
     for key in resolved.join_keys:
         if key not in columns:
             raise InvalidRequest(

@@ -345,6 +345,55 @@ def test_int32_join_keys_outside_their_range_are_invalid_argument(served):
                 assert err.value.details() == "join key 'shop_id' must be int32 values, within [-2147483648, 2147483647]"
 
 
+@pytest.mark.parametrize("api", ["v1", "feast"])
+def test_oversized_lookups_are_refused_before_the_node_reads_them(served, api):
+    """The node takes messages of up to 256 MiB (for training-set entity frames). A lookup larger
+    than a lookup can be is refused unread; one holding far more entities than the node serves is
+    refused before its columns are copied (v1) or converted value by value (Feast's API) on the
+    event loop, which cost ~50 MB of Python objects and up to half a second of the loop per call."""
+    import tracemalloc
+
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from serving.entities import max_lookup_bytes
+
+    limit = served.server.features.max_entities
+    count = 700_000 if api == "v1" else 450_000  # about 3.6 MB: under the byte limit
+    ids = range(2**28, 2**28 + count)  # five bytes each on the wire, a Python object of 32 once read
+    if api == "v1":
+        path = "/fedstore.serving.v1.FeatureServing/GetOnlineFeatures"
+        many = pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _ints(ids)})
+        padded = pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={
+            "customer_id": _ints([1]), "padding": _strs(["x" * max_lookup_bytes(limit)])})
+    else:
+        path = "/GrpcFeatureServer/GetOnlineFeatures"
+        many = _feast_request(_int_values(ids), feature_service="fraud_scoring")
+        padded = _feast_request(_int_values([1]), feature_service="fraud_scoring")
+        padded.entities["padding"].val.append(Value(string_val="x" * max_lookup_bytes(limit)))
+    many_bytes, padded_bytes = many.SerializeToString(), padded.SerializeToString()
+    assert len(many_bytes) < max_lookup_bytes(limit) < len(padded_bytes)
+    metadata = (("authorization", f"Bearer {TOKENS['fraud-app']}"),)
+    with grpc.insecure_channel(served.address) as ch:
+        call = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as err:
+            call(padded_bytes, metadata=metadata, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(f"request too large: {len(padded_bytes)} bytes, and a ")
+        tracemalloc.start()  # the node runs in this process: its Python allocations are traced too
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                call(many_bytes, metadata=metadata, timeout=30)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == f"{count} entities requested; this node serves at most {limit} per request"
+        # what grpc hands the parser (the request's bytes, and a copy) is all the node held
+        assert peak < 3 * len(many_bytes), f"{peak / 2**20:.0f} MB of Python objects for a refused lookup"
+    with _client(served) as client:
+        assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
+
+
 def test_two_views_one_feature_name_collide_unless_full_names_are_asked_for():
     from serving.catalog import FeatureRef, Resolved
 
