@@ -109,7 +109,9 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
                 ),
             )
         except RegionError as e:
-            raise _Refused(_CODES.get(type(e), grpc.StatusCode.FAILED_PRECONDITION), str(e)) from None
+            # the caller sent entities_arrow, not this node's scratch file: its messages name that
+            message = str(e).replace(f"entity file {entities}", "entities_arrow").replace(str(entities), "entities_arrow")
+            raise _Refused(_CODES.get(type(e), grpc.StatusCode.FAILED_PRECONDITION), message) from None
 
     def _scratch(self) -> Path:
         path = self.region.data_dir / "datasets" / "requests"

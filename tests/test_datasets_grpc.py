@@ -88,6 +88,7 @@ def test_bad_requests_get_the_right_status(served, case, kw, code, fragment):
             client.get_historical_features(**args)
     assert err.value.code() == code
     assert fragment in err.value.details()
+    assert str(served.node.data_dir) not in err.value.details()  # the node's scratch files are not the caller's
     scratch = served.node.data_dir / "datasets" / "requests"
     assert not scratch.exists() or list(scratch.iterdir()) == []  # nothing left behind
 
