@@ -78,6 +78,51 @@ def test_outbox_to_receipt_and_replay_is_not_counted_twice(fed):
     assert len({r.submission_id for r in store.features(None)}) == 1
 
 
+def _handmade(submission_id, *, epsilon=0.01, count=100):
+    """A valid features submission of MY, built by hand: no noise, so no draw can make it invalid."""
+    spec = SPEC[0]
+    sub = pb.Submission(
+        submission_id=submission_id, region="MY", period="2026-11",
+        features=[pb.FeatureStatistics(ref=spec.ref, count=count, null_count=0, sum=0.0, sum_sq=0.0,
+                                       histogram=[count] + [0] * (spec.bins - 1), edges=list(spec.edges))],
+        accounting=pb.PrivacyAccounting(mechanism=pb.LAPLACE, epsilon=epsilon, delta=0.0, epsilon_per_query=epsilon / 5,
+                                        minimum_cohort=10))
+    sub.window_start.FromDatetime(datetime(2026, 10, 1, tzinfo=timezone.utc))
+    sub.window_end.FromDatetime(datetime(2026, 11, 1, tzinfo=timezone.utc))
+    return sub
+
+
+def test_concurrent_attempts_of_one_submission_store_it_once_and_the_others_are_replays(fed):
+    """A region's retry can reach the centre while its first attempt is still being stored. Every
+    attempt gets the one receipt (the first as stored, the others as replays), not UNKNOWN from the
+    store's duplicate key."""
+    import threading
+
+    config, address, store = fed
+    stub = _stub(address)
+    for attempt in range(20):
+        sub = _handmade(f"my-stats-race-{attempt}")
+        start, answers = threading.Barrier(8), []
+
+        def send(sub=sub, start=start, answers=answers):
+            start.wait()
+            try:
+                answers.append(stub.Submit(sub, metadata=_md("MY"), timeout=10))
+            except grpc.RpcError as e:
+                answers.append(e)
+
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        failed = [f"{e.code().name}: {e.details()}" for e in answers if isinstance(e, grpc.RpcError)]
+        assert not failed, failed
+        assert sorted(a.replay for a in answers) == [False] + [True] * 7
+        assert len({a.receipt_id for a in answers}) == 1
+    assert store.epsilon_spent("MY", "2026-11") == pytest.approx(20 * 0.01)
+
+
 def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):
     config, _, _ = fed
     node, (sid, _, path) = _publish(config, "MY")

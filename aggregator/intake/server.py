@@ -24,7 +24,7 @@ from aggregator.intake.metrics import AggregatorMetrics, rule_of
 from aggregator.intake.validation import validate
 from aggregator.registry.service import RegistryServicer
 from aggregator.registry.store import ModelRegistry
-from aggregator.store import BudgetRefused, StoredReceipt, SubmissionStore, content_hash
+from aggregator.store import AlreadyStored, BudgetRefused, StoredReceipt, SubmissionStore, content_hash
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
 from federation import FederationConfig
@@ -73,14 +73,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         try:
             previous = self.store.receipt(request.submission_id)
             if previous is not None:
-                if not caller.allows(request.region) or previous.content_sha256 != content_hash(request):
-                    raise Rejected(f"rule replay: submission id {request.submission_id!r} was accepted with other content")
-                self.metrics.replayed.labels(request.region).inc()
-                if request.HasField("evaluation") and self.registry is not None:
-                    # the first attempt may have stored the submission but failed before its metrics
-                    # reached the registry; the region's retry is this replay, so it completes them
-                    self._record_evaluation(request)
-                return self._receipt(previous, request, replay=True)
+                return self._replay(previous, request, caller)
             validate(request, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
                      regions=set(self.config.codes))
             if request.HasField("evaluation") and self.registry is not None:
@@ -92,6 +85,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 privacy = self.config.privacy
                 stored = self.store.accept(request, epsilon_limit=privacy.epsilon_per_month,
                                            delta_limit=privacy.delta_per_month)
+            except AlreadyStored as e:  # a concurrent attempt of this submission was stored first
+                return self._replay(e.receipt, request, caller)
             except BudgetRefused as e:
                 raise OverBudget(
                     f"rule budget: region {request.region} has spent ε={e.spent:.3f} of "
@@ -107,6 +102,17 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             self.metrics.rejected.labels(rule_of(str(e)), e.code.name).inc()
             context.abort(e.code, status_details(str(e)))
             raise
+
+    def _replay(self, previous: StoredReceipt, request: pb.Submission, caller: Caller) -> pb.Receipt:
+        """The receipt of an id stored already, when this is the same submission from its region."""
+        if not caller.allows(request.region) or previous.content_sha256 != content_hash(request):
+            raise Rejected(f"rule replay: submission id {request.submission_id!r} was accepted with other content")
+        self.metrics.replayed.labels(request.region).inc()
+        if request.HasField("evaluation") and self.registry is not None:
+            # the first attempt may have stored the submission but failed before its metrics
+            # reached the registry; the region's retry is this replay, so it completes them
+            self._record_evaluation(request)
+        return self._receipt(previous, request, replay=True)
 
     def _record_evaluation(self, request: pb.Submission) -> None:
         """The evaluation's metrics into the registry, once per submission id (a replay of a
