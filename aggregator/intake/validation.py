@@ -1,7 +1,8 @@
 """Every rule a submission must pass before anything of it is stored.
 
 Rules (each rejection names its rule): identity, id and period formats, catalog names only,
-finite numbers, counts at or above the minimum cohort, the agreed histogram edges and bin counts,
+finite numbers, numbers within what any region's entities can give (range), counts at or above
+the minimum cohort, the agreed histogram edges and bin counts,
 histogram totals consistent with the count (within the noise the accounting declares), privacy
 accounting present and plausible. The budget rule needs the store and lives in the servicer.
 """
@@ -24,6 +25,13 @@ _MODEL = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 # how far a noisy histogram total may stray from the noisy count, in noise standard deviations
 _CONSISTENCY_SIGMAS = 8.0
+# No region holds a trillion entities. Counts above it, and sums above what that many clipped
+# values (plus noise) can add up to, are refused: what the centre merges from any number of
+# submissions then stays inside int64 (counts) and far from float overflow (sums and their squares).
+MAX_COUNT = 10**12
+# Below this ε per query the noise is a billion times a value's range, and the centre's noise
+# accounting (1 - e^-ε, 0 in floating point below about 1e-16) can no longer be computed.
+MIN_EPSILON_PER_QUERY = 1e-9
 
 
 def validate(
@@ -54,8 +62,9 @@ def validate(
     if acc is None or acc.mechanism == pb.MECHANISM_UNSPECIFIED:
         raise Rejected("rule accounting: privacy accounting (mechanism, ε, δ) is missing")
     if not (_finite(acc.epsilon) and acc.epsilon > 0 and _finite(acc.delta) and 0 <= acc.delta < 1
-            and _finite(acc.epsilon_per_query) and 0 < acc.epsilon_per_query <= acc.epsilon):
-        raise Rejected("rule accounting: ε must be finite and positive, δ in [0, 1), ε per query in (0, ε]")
+            and _finite(acc.epsilon_per_query) and MIN_EPSILON_PER_QUERY <= acc.epsilon_per_query <= acc.epsilon):
+        raise Rejected(f"rule accounting: ε must be finite and positive, δ in [0, 1), ε per query in "
+                       f"[{MIN_EPSILON_PER_QUERY:g}, ε]")
     if acc.minimum_cohort < privacy.minimum_cohort:
         raise Rejected(
             f"rule minimum_cohort: applied {acc.minimum_cohort}, the federation requires {privacy.minimum_cohort}"
@@ -116,6 +125,10 @@ def _features(features: Iterable[pb.FeatureStatistics], catalog: dict[str, Featu
         seen.add(f.ref)
         if not all(_finite(x) for x in (f.sum, f.sum_sq)):
             raise Rejected(f"rule finite: {f.ref}{where} has a non-finite sum")
+        if (max(f.count, f.null_count, *f.histogram) > MAX_COUNT or abs(f.sum) > MAX_COUNT * spec.sum_sensitivity
+                or f.sum_sq > MAX_COUNT * spec.sum_sq_sensitivity):
+            raise Rejected(f"rule range: {f.ref}{where} has a count, histogram bin or sum beyond what "
+                           f"{MAX_COUNT:,} entities can give")
         if f.count < privacy.minimum_cohort:
             raise Rejected(f"rule minimum_cohort: {f.ref}{where} has count {f.count} < {privacy.minimum_cohort}")
         if f.null_count < 0 or f.sum_sq < 0 or any(h < 0 for h in f.histogram):
@@ -148,6 +161,9 @@ def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> None:
             )
         if not all(_finite(v) for v in (c.n, *c.sum_x, *c.xtx)):
             raise Rejected(f"rule finite: class {c.label} has a non-finite number")
+        # features are rescaled to [0, 1]: no sum of n examples' values or products exceeds n
+        if max(abs(v) for v in (c.n, *c.sum_x, *c.xtx)) > MAX_COUNT:
+            raise Rejected(f"rule range: class {c.label} has a number beyond what {MAX_COUNT:,} examples can give")
         if c.n < privacy.minimum_cohort:
             raise Rejected(f"rule minimum_cohort: class {c.label} has n {c.n:.1f} < {privacy.minimum_cohort}")
 
@@ -164,6 +180,8 @@ def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig) -> None:
             raise Rejected(f"rule edges: class {h.label} has {len(h.counts)} bins, the agreed edges {len(SCORE_EDGES) - 1}")
         if any(v < 0 for v in h.counts):
             raise Rejected(f"rule non_negative: class {h.label} has a negative bin")
+        if any(v > MAX_COUNT for v in h.counts):
+            raise Rejected(f"rule range: class {h.label} has a bin beyond what {MAX_COUNT:,} entities can give")
         if sum(h.counts) < privacy.minimum_cohort:
             raise Rejected(f"rule minimum_cohort: class {h.label} has {sum(h.counts)} < {privacy.minimum_cohort}")
 
