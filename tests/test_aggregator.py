@@ -195,6 +195,11 @@ BAD = [
      "rule minimum_cohort"),
     ("bad id", _tamper(lambda s: setattr(s, "submission_id", "select * from rows")), grpc.StatusCode.INVALID_ARGUMENT,
      "rule submission_id"),
+    # "$" matched before a final newline: "2026-11\n" passed as a month, with a budget of its own
+    ("a period with a newline after it", _tamper(lambda s: setattr(s, "period", s.period + "\n")),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule period"),
+    ("an id with a newline after it", _tamper(lambda s: setattr(s, "submission_id", s.submission_id + "\n")),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule submission_id"),
     # echoed whole, the id would overflow the client's trailer limit: RESOURCE_EXHAUSTED, not the rule
     ("very long id", _tamper(lambda s: setattr(s, "submission_id", "my-stats-" + "a" * 100_000)),
      grpc.StatusCode.INVALID_ARGUMENT, "rule submission_id: 'my-stats-aaa"),
@@ -250,6 +255,17 @@ def test_global_statistics_merge_regions(fed):
     assert list(kyc.histogram) == [a + b for a, b in zip(my.histogram, sg.histogram, strict=True)]
     assert kyc.mean == pytest.approx((my.sum + sg.sum) / (my.count + sg.count))
     assert {r.region: r.count for r in kyc.regions} == {"MY": my.count, "SG": sg.count}
+
+
+def test_global_statistics_of_a_period_that_is_no_month_is_invalid_argument(fed):
+    """A malformed period matched no submission: the caller got empty statistics, as if nothing
+    had been released, instead of being told its mistake."""
+    _, address, _ = fed
+    for period in ("2026-13", "November", "2026-11-01"):
+        with pytest.raises(grpc.RpcError) as err:
+            _stub(address).GetGlobalStatistics(pb.GetGlobalStatisticsRequest(period=period), metadata=_md("MY"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == f"period {period!r} is not YYYY-MM"
 
 
 def _reachable(message, seen=None):  # every message type a Submission can hold

@@ -83,6 +83,8 @@ def test_unknown_model_version_region_and_stage(reg):
         reg.promote("fraud_lda", 1, "MY", "canary_50", who="a", why="w")
     with pytest.raises(Rejected, match="model name"):
         reg.register(_candidate(name="Fraud LDA"), who="t")
+    with pytest.raises(Rejected, match="model name"):  # "$" matched before a final newline
+        reg.register(_candidate(name="fraud_lda\n"), who="t")
 
 
 @pytest.mark.parametrize("region, setup, stage, rule", [

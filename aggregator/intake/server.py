@@ -21,7 +21,7 @@ from aggregator.errors import (
 )
 from aggregator.global_statistics import merge
 from aggregator.intake.metrics import AggregatorMetrics, rule_of
-from aggregator.intake.validation import validate
+from aggregator.intake.validation import valid_period, validate
 from aggregator.registry.service import RegistryServicer
 from aggregator.registry.store import ModelRegistry
 from aggregator.store import AlreadyStored, BudgetRefused, StoredReceipt, SubmissionStore, content_hash
@@ -149,6 +149,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
 
     def GetGlobalStatistics(self, request: pb.GetGlobalStatisticsRequest, context: grpc.ServicerContext) -> pb.GlobalStatistics:
         self.authenticate(context)
+        if request.period and not valid_period(request.period):  # else no submission matches: an empty answer
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_details(f"period {request.period!r} is not YYYY-MM"))
         return merge(self.store.features(request.period or None), self.catalog)
 
 

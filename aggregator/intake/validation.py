@@ -20,9 +20,11 @@ from federation.tokens import Caller
 from federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
-_ID = re.compile(r"^[a-z]{2}-(stats|train|eval)-[0-9A-Za-z-]{1,60}$")
-_MODEL = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+# matched whole (fullmatch): "$" would also match before a final newline, and "2026-11\n" would be
+# a month of its own, with a budget of its own
+_ID = re.compile(r"[a-z]{2}-(stats|train|eval)-[0-9A-Za-z-]{1,60}")
+_MODEL = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 # how far a noisy histogram total may stray from the noisy count, in noise standard deviations
 _CONSISTENCY_SIGMAS = 8.0
 # No region holds a trillion entities. Counts above it, and sums above what that many clipped
@@ -46,9 +48,9 @@ def validate(
         raise Rejected(f"rule region: unknown region {sub.region!r}")
     if not caller.allows(sub.region):
         raise NotAllowed(f"rule identity: caller {caller.name!r} may not submit for region {sub.region}")
-    if not _ID.match(sub.submission_id) or not sub.submission_id.startswith(sub.region.lower() + "-"):
+    if not _ID.fullmatch(sub.submission_id) or not sub.submission_id.startswith(sub.region.lower() + "-"):
         raise Rejected(f"rule submission_id: {sub.submission_id!r} is not '<region>-<stats|train|eval>-<id>'")
-    if not _PERIOD.match(sub.period):
+    if not _PERIOD.fullmatch(sub.period):
         raise Rejected(f"rule period: {sub.period!r} is not YYYY-MM")
     if not sub.HasField("window_start") or not sub.HasField("window_end"):
         raise Rejected("rule window: window_start and window_end are required")
@@ -104,6 +106,11 @@ def validate(
     for value in sub.suppressed_segments:
         if not any(value in s.values.get(sub.region, ()) for s in SEGMENTS):
             raise Rejected(f"rule segment: suppressed {value!r} is not a segment of region {sub.region} in the catalog")
+
+
+def valid_period(period: str) -> bool:
+    """Is ``period`` a month, YYYY-MM (as every submission's period is)?"""
+    return _PERIOD.fullmatch(period) is not None
 
 
 def _segment_values(dimension: str, region: str) -> tuple[str, ...]:
@@ -169,7 +176,7 @@ def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> None:
 
 
 def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig) -> None:
-    if not _MODEL.match(e.model_name) or e.model_version < 1:
+    if not _MODEL.fullmatch(e.model_name) or e.model_version < 1:
         raise Rejected(f"rule model: {e.model_name!r} v{e.model_version} is not a registry name and version")
     if tuple(e.score_edges) != SCORE_EDGES:
         raise Rejected("rule edges: evaluation score edges differ from the agreed edges")

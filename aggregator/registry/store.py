@@ -28,7 +28,7 @@ from federation import FederationConfig
 from federation.errors import ConfigError
 from federation.traffic import STAGES, shares
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")  # matched whole: "$" would let a final newline through
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
     name TEXT NOT NULL, version INTEGER NOT NULL, strategy TEXT NOT NULL, feature_service TEXT NOT NULL,
@@ -79,7 +79,7 @@ class ModelRegistry:
     # --- versions ---------------------------------------------------------------------------
 
     def register(self, candidate: ModelCandidate, *, who: str) -> ModelVersion:
-        if not _NAME.match(candidate.name):
+        if not _NAME.fullmatch(candidate.name):
             raise Rejected(f"model name {candidate.name!r}: lower-case letters, digits and _ only")
         for code in candidate.epsilon_by_region:
             self._region(code)
