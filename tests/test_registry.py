@@ -262,6 +262,10 @@ def test_registry_over_grpc(served):
         ("GetModel", pb.GetModelRequest(name="fraud_lda", version=9), _md("ops-my"), grpc.StatusCode.NOT_FOUND),
         ("Rollback", pb.RollbackRequest(region="TH", stage="full"), _md("ops-all"), grpc.StatusCode.INVALID_ARGUMENT),
         ("ListModels", pb.ListModelsRequest(), (), grpc.StatusCode.UNAUTHENTICATED),
+        # an unknown region is a mistake for every caller, not PERMISSION_DENIED for region-bound tokens
+        ("GetDeployment", pb.GetDeploymentRequest(region="TH"), _md("ops-my"), grpc.StatusCode.INVALID_ARGUMENT),
+        ("Promote", pb.PromoteRequest(name="fraud_lda", version=1, region="", stage="shadow"), _md("ops-my"),
+         grpc.StatusCode.INVALID_ARGUMENT),
         # echoed whole, the name would overflow the client's trailer limit: RESOURCE_EXHAUSTED, not NOT_FOUND
         ("GetModel", pb.GetModelRequest(name="x" * 100_000, version=1), _md("ops-my"), grpc.StatusCode.NOT_FOUND),
     ]

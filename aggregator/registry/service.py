@@ -66,6 +66,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         caller = self._authenticate(context)
         audited = change is not None and region is not None and region.upper() in self.registry.config.codes
         try:
+            if region is not None:
+                # a region the federation does not have is the caller's mistake whoever asks, not a
+                # matter of its token (PERMISSION_DENIED for some callers, INVALID_ARGUMENT for others)
+                self.registry.region_code(region)
             if region is not None and not caller.allows(region.upper()):
                 refusal = NotAllowed(f"caller {caller.name!r} may not act on region {region!r}")
                 if audited:
