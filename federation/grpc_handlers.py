@@ -14,8 +14,9 @@ so the caller still gets the status code and the rule its request broke.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -154,5 +155,52 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
         return make(checked, parse, h.response_serializer)
 
 
-__all__ = ["MAX_DETAILS_BYTES", "Malformed", "bounded_parser", "generic_handler", "parser", "reject_malformed",
-           "status_details"]
+class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
+    """``handler``'s methods that take a stream of requests, at most ``limit`` calls of them at once;
+    more are refused RESOURCE_EXHAUSTED at once (for thread-pool servers).
+
+    A thread-pool server gives a call a thread for as long as it lasts, and a request stream its
+    client keeps open while sending nothing (reflection's, which anyone may open) holds its thread
+    idle: as many such streams as the pool has threads, and no other call of the server would run.
+    """
+
+    def __init__(self, handler: grpc.GenericRpcHandler, limit: int) -> None:
+        self.handler = handler
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        h = self.handler.service(handler_call_details)
+        if h is None or not h.request_streaming:
+            return h
+        behavior = h.stream_stream if h.response_streaming else h.stream_unary
+        slots, limit, method = self._slots, self.limit, handler_call_details.method
+
+        def refuse(context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{method}: {limit} calls are open already, the most this server runs at once; try again later")
+
+        if h.response_streaming:
+            def streaming(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+                if not slots.acquire(blocking=False):
+                    refuse(context)
+                try:
+                    yield from behavior(requests, context)
+                finally:  # the stream ended, failed or was cancelled
+                    slots.release()
+
+            return grpc.stream_stream_rpc_method_handler(streaming, h.request_deserializer, h.response_serializer)
+
+        def unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            if not slots.acquire(blocking=False):
+                refuse(context)
+            try:
+                return behavior(requests, context)
+            finally:
+                slots.release()
+
+        return grpc.stream_unary_rpc_method_handler(unary, h.request_deserializer, h.response_serializer)
+
+
+__all__ = ["MAX_DETAILS_BYTES", "Malformed", "bounded_parser", "generic_handler", "limit_streams", "parser",
+           "reject_malformed", "status_details"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import datetime, timedelta, timezone
 
 import grpc
@@ -380,6 +381,44 @@ def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch)
     finally:
         server.stop(1).wait()
         store.close()
+
+
+def test_idle_reflection_streams_do_not_take_the_centres_threads(fed):
+    """Reflection is open to anyone, and a reflection stream whose client sends nothing holds a
+    thread of the centre's pool. As many such streams as the pool has threads stopped every other
+    call (Submit, the registry, even health checks waited out their deadlines); now a few are
+    served at once, more are refused RESOURCE_EXHAUSTED, and the centre keeps answering."""
+    import queue
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from aggregator.intake.server import REFLECTION_STREAMS, WORKERS
+
+    config, address, store = fed
+    channels = [grpc.insecure_channel(address) for _ in range(WORKERS + 2)]
+    silent: list[queue.Queue] = [queue.Queue() for _ in channels]  # each stream's requests: none until None
+    streams = [reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(iter(q.get, None), timeout=20)
+               for ch, q in zip(channels, silent, strict=True)]
+    try:
+        time.sleep(1)  # every stream reached the centre
+        with grpc.insecure_channel(address) as ch:  # the open streams wait; every other call is answered
+            assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        assert not _stub(address).Submit(_handmade("my-stats-while-reflecting"), metadata=_md("MY"), timeout=3).replay
+        refused = [s for s in streams if s.done()]
+        assert len(refused) == len(streams) - REFLECTION_STREAMS
+        assert {s.code() for s in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert "calls are open already" in refused[0].details()
+    finally:
+        for q in silent:
+            q.put(None)
+        for ch in channels:
+            ch.close()
+    with grpc.insecure_channel(address) as ch:  # the slots are free again
+        again = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        assert "fedstore.aggregator.v1.Aggregator" in {s.name for s in next(again).list_services_response.service}
 
 
 def test_segment_breakdowns_cross_only_with_catalog_values_and_enough_entities(fed):
