@@ -113,10 +113,13 @@ class SubmissionStore:
 
     def receipt(self, submission_id: str) -> StoredReceipt | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT submission_id, receipt_id, accepted_at, content_sha256 FROM submissions WHERE submission_id=?",
-                [submission_id],
-            ).fetchone()
+            return self._receipt(submission_id)
+
+    def _receipt(self, submission_id: str) -> StoredReceipt | None:
+        row = self._db.execute(
+            "SELECT submission_id, receipt_id, accepted_at, content_sha256 FROM submissions WHERE submission_id=?",
+            [submission_id],
+        ).fetchone()
         return StoredReceipt(*row) if row else None
 
     def epsilon_spent(self, region: str, period: str) -> float:
@@ -129,7 +132,9 @@ class SubmissionStore:
     def accept(self, sub: pb.Submission, *, epsilon_limit: float, delta_limit: float = 1.0) -> StoredReceipt:
         """Store the submission in one transaction, if the region's budget for its period allows.
 
-        The budget is re-added from what this store holds, not from what the region claims.
+        The budget is re-added from what this store holds, not from what the region claims. Raises
+        ``AlreadyStored`` when the id was stored since the caller looked (a concurrent attempt of
+        the same submission, e.g. a region's retry while its first attempt was still being stored).
         """
         receipt = StoredReceipt(sub.submission_id, uuid.uuid4().hex, datetime.now(timezone.utc), content_hash(sub))
         acc = sub.accounting

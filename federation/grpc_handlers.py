@@ -6,31 +6,87 @@ grpc's asyncio server answers a request deserializer's exception with UNKNOWN, a
 server with INTERNAL. A parser from ``parser()`` returns a ``Malformed`` instead of raising: hot
 handlers check for it themselves (the serving node's lookups); ``reject_malformed`` does it for
 every method of a service (the centre's).
+
+A status's details travel in the trailers, which a client caps (grpc's defaults: 8 KiB, and 16 KiB
+at most); ``status_details`` keeps a message that echoes a caller's very long value under the cap,
+so the caller still gets the status code and the rule its request broke.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
 from google.protobuf.message import DecodeError
 
 
+# At most this many bytes of UTF-8 in a status's details: grpc percent-encodes every byte that is
+# not printable ASCII, so even non-ASCII details stay well under a client's 8 KiB trailer cap.
+MAX_DETAILS_BYTES = 1024
+_ELISION = " … "
+
+
+def status_details(text: str) -> str:
+    """``text`` as a status's details: whole when short, else its start and its end around an
+    elision. Messages name the rule or the problem first and what was expected last; what a long
+    message has in between is a value the caller sent, which it already knows."""
+    if len(text) <= MAX_DETAILS_BYTES // 4:  # a UTF-8 character is at most 4 bytes: no need to count
+        return text
+    data = text.encode("utf-8")
+    if len(data) <= MAX_DETAILS_BYTES:
+        return text
+    half = (MAX_DETAILS_BYTES - len(_ELISION.encode())) // 2
+    # a character cut in two at either edge is dropped, not turned into a replacement character
+    return data[:half].decode("utf-8", "ignore") + _ELISION + data[-half:].decode("utf-8", "ignore")
+
+
 @dataclass(frozen=True, slots=True)
 class Malformed:
-    """What arrived instead of a request message."""
+    """What arrived instead of a request message, or a request refused before anything else read it."""
 
     message_type: str
+    reason: str = ""  # why the request was refused, when its bytes did parse or were not parsed at all
 
     @property
     def detail(self) -> str:
-        return f"malformed request: the bytes sent are not a valid {self.message_type}"
+        return self.reason or f"malformed request: the bytes sent are not a valid {self.message_type}"
 
 
 def parser(message_class: Any) -> Callable[[bytes], Any]:
     """``message_class.FromString``, returning a ``Malformed`` where the bytes do not parse."""
     return _parsing(message_class.FromString, message_class.DESCRIPTOR.full_name)
+
+
+def bounded_parser(
+    message_class: Any, *, max_bytes: int, inspect_above: int, inspect: Callable[[Any], str]
+) -> Callable[[bytes], Any]:
+    """``parser(message_class)`` for a method whose requests are small though the server takes large
+    messages for other methods: bytes above ``max_bytes`` are refused unread, and a request of more
+    than ``inspect_above`` bytes is parsed and handed to ``inspect``, whose non-empty answer refuses
+    it before the method sees it (its size limits, checked before the method copies anything).
+    A request of at most ``inspect_above`` bytes costs one comparison more than ``parser``'s."""
+    from_string, name = message_class.FromString, message_class.DESCRIPTOR.full_name
+    malformed = Malformed(name)
+
+    def parse(data: bytes) -> Any:
+        size = len(data)
+        if size > inspect_above:  # the rare, large request
+            if size > max_bytes:
+                return Malformed(name, f"request too large: {size} bytes, and a {name} may be at most {max_bytes}")
+            try:
+                request = from_string(data)
+            except DecodeError:
+                return malformed
+            refusal = inspect(request)
+            return Malformed(name, refusal) if refusal else request
+        try:
+            return from_string(data)
+        except DecodeError:
+            return malformed
+
+    return parse
 
 
 def _parsing(from_string: Callable[[bytes], Any], name: str) -> Callable[[bytes], Any]:
@@ -99,4 +155,52 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
         return make(checked, parse, h.response_serializer)
 
 
-__all__ = ["Malformed", "generic_handler", "parser", "reject_malformed"]
+class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
+    """``handler``'s methods that take a stream of requests, at most ``limit`` calls of them at once;
+    more are refused RESOURCE_EXHAUSTED at once (for thread-pool servers).
+
+    A thread-pool server gives a call a thread for as long as it lasts, and a request stream its
+    client keeps open while sending nothing (reflection's, which anyone may open) holds its thread
+    idle: as many such streams as the pool has threads, and no other call of the server would run.
+    """
+
+    def __init__(self, handler: grpc.GenericRpcHandler, limit: int) -> None:
+        self.handler = handler
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        h = self.handler.service(handler_call_details)
+        if h is None or not h.request_streaming:
+            return h
+        behavior = h.stream_stream if h.response_streaming else h.stream_unary
+        slots, limit, method = self._slots, self.limit, handler_call_details.method
+
+        def refuse(context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{method}: {limit} calls are open already, the most this server runs at once; try again later")
+
+        if h.response_streaming:
+            def streaming(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+                if not slots.acquire(blocking=False):
+                    refuse(context)
+                try:
+                    yield from behavior(requests, context)
+                finally:  # the stream ended, failed or was cancelled
+                    slots.release()
+
+            return grpc.stream_stream_rpc_method_handler(streaming, h.request_deserializer, h.response_serializer)
+
+        def unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            if not slots.acquire(blocking=False):
+                refuse(context)
+            try:
+                return behavior(requests, context)
+            finally:
+                slots.release()
+
+        return grpc.stream_unary_rpc_method_handler(unary, h.request_deserializer, h.response_serializer)
+
+
+__all__ = ["MAX_DETAILS_BYTES", "Malformed", "bounded_parser", "generic_handler", "limit_streams", "parser",
+           "reject_malformed", "status_details"]

@@ -18,7 +18,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from federation import RegionConfig
-from federation.grpc_handlers import Malformed, parser
+from federation.grpc_handlers import Malformed, parser, status_details
 from proto.fedstore.datasets.v1 import datasets_pb2 as pb
 from proto.fedstore.datasets.v1 import datasets_pb2_grpc
 from regions.datasets import TrainingSetRequest, build_training_set
@@ -67,8 +67,8 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         if request.region.upper() != self.region.code:
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"this node serves region {self.region.code} only; data of {request.region or '(no region)'} "
-                "stays in its own jurisdiction",
+                status_details(f"this node serves region {self.region.code} only; data of "
+                               f"{request.region or '(no region)'} stays in its own jurisdiction"),
             )
         chunk_rows = request.max_chunk_rows or DEFAULT_CHUNK_ROWS
         if chunk_rows > MAX_CHUNK_ROWS:
@@ -86,7 +86,7 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         except _Refused as e:
             # cleaned up before abort: the caller has its answer as soon as the status is sent
             shutil.rmtree(work, ignore_errors=True)
-            context.abort(e.code, e.message)
+            context.abort(e.code, status_details(e.message))
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -109,7 +109,9 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
                 ),
             )
         except RegionError as e:
-            raise _Refused(_CODES.get(type(e), grpc.StatusCode.FAILED_PRECONDITION), str(e)) from None
+            # the caller sent entities_arrow, not this node's scratch file: its messages name that
+            message = str(e).replace(f"entity file {entities}", "entities_arrow").replace(str(entities), "entities_arrow")
+            raise _Refused(_CODES.get(type(e), grpc.StatusCode.FAILED_PRECONDITION), message) from None
 
     def _scratch(self) -> Path:
         path = self.region.data_dir / "datasets" / "requests"

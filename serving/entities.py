@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
 from feast.value_type import ValueType
 
@@ -11,6 +11,21 @@ from serving.catalog import Resolved
 from serving.errors import InvalidRequest
 
 _PY_TYPES = {ValueType.INT64: int, ValueType.INT32: int, ValueType.STRING: str}
+
+# The largest lookup request a node reads: grpc's default receive limit, or 4 KiB per entity it
+# serves if that is more. The server accepts far larger messages (training-set entity frames), and
+# a lookup that large would be parsed and copied on the event loop before its entities are counted.
+LOOKUP_BYTES_PER_ENTITY, MIN_LOOKUP_BYTES = 4096, 4 * 1024 * 1024
+
+
+def max_lookup_bytes(max_entities: int) -> int:
+    return max(MIN_LOOKUP_BYTES, LOOKUP_BYTES_PER_ENTITY * max_entities)
+
+
+def too_many(count: int, limit: int) -> str:
+    """Why ``count`` entities are refused ("" when they are not)."""
+    return f"{count} entities requested; this node serves at most {limit} per request" if count > limit else ""
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 @dataclass(slots=True)  # not frozen: built for every lookup, and frozen __init__ costs three times more
@@ -37,7 +52,7 @@ def validate(columns: Mapping[str, Sequence[object]], resolved: Resolved, *, lim
     if count == 0:
         raise InvalidRequest("entity columns are empty")
     if count > limit:
-        raise InvalidRequest(f"{count} entities requested; this node serves at most {limit} per request")
+        raise InvalidRequest(too_many(count, limit))
     for key in resolved.join_keys:
         if key not in columns:
             raise InvalidRequest(
@@ -47,10 +62,16 @@ def validate(columns: Mapping[str, Sequence[object]], resolved: Resolved, *, lim
     kept: dict[str, list[object]] = {}  # the join keys' columns, as they were given (not copied)
     for key in resolved.join_keys:
         values = columns[key]
-        want = _PY_TYPES.get(types[key])
+        kind = types[key]
+        want = _PY_TYPES.get(kind)
         if want is not None:
             for x in values:
                 if type(x) is not want:
-                    raise InvalidRequest(f"join key {key!r} must be {types[key].name.lower()} values")
+                    raise InvalidRequest(f"join key {key!r} must be {kind.name.lower()} values"
+                                         + (", not null" if x is None else ""))
+            if kind is ValueType.INT32:  # a value its 4 bytes cannot hold names no entity (nor encodes as a key)
+                ints = cast("Sequence[int]", values)  # ints: checked just above
+                if not (_INT32_MIN <= min(ints) and max(ints) <= _INT32_MAX):
+                    raise InvalidRequest(f"join key {key!r} must be int32 values, within [{_INT32_MIN}, {_INT32_MAX}]")
         kept[key] = values if type(values) is list else list(values)
     return Entities(columns=kept, count=count)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import grpc
 
+from federation.grpc_handlers import status_details
+
 
 class ServingError(Exception):
     """Root of every error a serving call can end with. Subclasses fix the status code."""
@@ -43,4 +45,4 @@ class OnlineStoreTimeout(OnlineStoreDown):
 
 
 def abort(context: grpc.ServicerContext, error: ServingError) -> None:
-    context.abort(error.code, str(error))
+    context.abort(error.code, status_details(str(error)))

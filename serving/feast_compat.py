@@ -19,7 +19,8 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnline
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
-from federation.grpc_handlers import Malformed, parser
+from federation.grpc_handlers import Malformed, bounded_parser, status_details
+from serving.entities import max_lookup_bytes, too_many
 from serving.errors import InvalidRequest, ServingError
 from serving.features import Answer, OnlineFeatures
 from serving.wire import field, fields, string_field
@@ -36,9 +37,13 @@ class FeastCompatServicer:
     def handler(self) -> grpc.GenericRpcHandler:
         """Feast's service name and request message; the response is sent as encoded bytes.
         Feast's other methods (Push, WriteToOnlineStore) are not served: UNIMPLEMENTED."""
+        limit = self.features.max_entities
         method = grpc.unary_unary_rpc_method_handler(
             self.GetOnlineFeatures,
-            request_deserializer=parser(GetOnlineFeaturesRequest),
+            # as the v1 lookup: a request too large to be one is refused unread, and only a request of
+            # more bytes than the entity limit is counted before its values are converted one by one
+            request_deserializer=bounded_parser(GetOnlineFeaturesRequest, max_bytes=max_lookup_bytes(limit),
+                                                inspect_above=limit, inspect=lambda r: too_many(_longest(r), limit)),
             response_serializer=_identity,
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"GetOnlineFeatures": method})
@@ -52,7 +57,7 @@ class FeastCompatServicer:
             response = await self._answer(request, context.time_remaining())
         except ServingError as e:
             metrics.answered(METHOD, e.code, time.perf_counter() - began)  # before abort answers the caller
-            await context.abort(e.code, str(e))
+            await context.abort(e.code, status_details(str(e)))
             raise
         except Exception:
             metrics.answered(METHOD, grpc.StatusCode.INTERNAL, time.perf_counter() - began)
@@ -80,13 +85,22 @@ class FeastCompatServicer:
         return encode_feast_response(answer, entity_values, request.full_feature_names, self.missing_entity_is_present)
 
 
+def _longest(request: GetOnlineFeaturesRequest) -> int:
+    """The length of the request's longest entity column."""
+    return max((len(repeated.val) for repeated in request.entities.values()), default=0)
+
+
 # join keys are nearly always these: read directly, as Feast's own conversion would return them
 _SCALAR_KEYS = frozenset(("int64_val", "int32_val", "string_val"))
 
 
 def _python_value(value: Value) -> object:
     kind = value.WhichOneof("val")
-    return getattr(value, kind) if kind in _SCALAR_KEYS else feast_value_type_to_python_type(value)
+    if kind in _SCALAR_KEYS:
+        return getattr(value, kind)
+    if kind == "null_val":  # Feast's conversion gives NullValue's number, 0: a null key would read entity 0
+        return None
+    return feast_value_type_to_python_type(value)
 
 
 _PRESENT, _NOT_FOUND = bytes((FieldStatus.PRESENT,)), bytes((FieldStatus.NOT_FOUND,))

@@ -131,6 +131,12 @@ class OnlineFeatures:
                         )
                     self.metrics.online_error()
                     reason = ONLINE_ERROR
+            except BaseException:
+                # cancelled (the caller went away mid-read) or failed before Redis was asked: no
+                # verdict on the store. Released, or a half-open breaker would wait for this probe's
+                # outcome forever and every later call would be answered from the snapshot.
+                self.breaker.release()
+                raise
             else:
                 self._unanswered_since = None
                 if self.breaker.success():

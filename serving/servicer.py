@@ -13,9 +13,10 @@ from typing import Callable, Sequence
 
 import grpc
 
-from federation.grpc_handlers import Malformed, parser
+from federation.grpc_handlers import Malformed, bounded_parser, status_details
 from proto.fedstore.serving.v1 import serving_pb2 as pb
 from serving.catalog import Resolved
+from serving.entities import max_lookup_bytes, too_many
 from serving.errors import InvalidRequest, ServingError
 from serving.features import FALLBACK, Answer, OnlineFeatures
 from serving.wire import ONE_BYTE, field, string_field, varint
@@ -40,6 +41,12 @@ def entity_columns(request: pb.GetOnlineFeaturesRequest) -> dict[str, list[objec
         else:
             columns[key] = []
     return columns
+
+
+def _longest(request: pb.GetOnlineFeaturesRequest) -> int:
+    """The length of the request's longest entity column."""
+    return max((len(getattr(col, kind).values) for col in request.entities.values()
+                if (kind := col.WhichOneof("values")) is not None), default=0)
 
 
 def encode_response(answer: Answer, region: str, full_feature_names: bool) -> bytes:
@@ -131,9 +138,13 @@ class FeatureServingServicer:
         self.features = features
 
     def handler(self) -> grpc.GenericRpcHandler:
+        limit = self.features.max_entities
         method = grpc.unary_unary_rpc_method_handler(
             self.GetOnlineFeatures,
-            request_deserializer=parser(pb.GetOnlineFeaturesRequest),
+            # an entity takes at least a byte: only a request of more bytes than the entity limit can
+            # hold too many, and only such a request is counted before the lookup copies its columns
+            request_deserializer=bounded_parser(pb.GetOnlineFeaturesRequest, max_bytes=max_lookup_bytes(limit),
+                                                inspect_above=limit, inspect=lambda r: too_many(_longest(r), limit)),
             response_serializer=_identity,
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"GetOnlineFeatures": method})
@@ -155,7 +166,7 @@ class FeatureServingServicer:
         except ServingError as e:
             # counted before abort: the caller has its answer as soon as abort sends the status
             metrics.answered(METHOD, e.code, time.perf_counter() - began)
-            await context.abort(e.code, str(e))
+            await context.abort(e.code, status_details(str(e)))
             raise  # unreachable: abort raises
         except Exception:
             metrics.answered(METHOD, grpc.StatusCode.INTERNAL, time.perf_counter() - began)

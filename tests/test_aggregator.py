@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import datetime, timedelta, timezone
 
 import grpc
@@ -141,6 +142,20 @@ def test_a_centre_that_fails_keeps_the_submission_queued_and_a_restarted_one_tak
         again.close()
 
 
+def _handmade(submission_id, *, epsilon=0.01, count=100):
+    """A valid features submission of MY, built by hand: no noise, so no draw can make it invalid."""
+    spec = SPEC[0]
+    sub = pb.Submission(
+        submission_id=submission_id, region="MY", period="2026-11",
+        features=[pb.FeatureStatistics(ref=spec.ref, count=count, null_count=0, sum=0.0, sum_sq=0.0,
+                                       histogram=[count] + [0] * (spec.bins - 1), edges=list(spec.edges))],
+        accounting=pb.PrivacyAccounting(mechanism=pb.LAPLACE, epsilon=epsilon, delta=0.0, epsilon_per_query=epsilon / 5,
+                                        minimum_cohort=10))
+    sub.window_start.FromDatetime(datetime(2026, 10, 1, tzinfo=timezone.utc))
+    sub.window_end.FromDatetime(datetime(2026, 11, 1, tzinfo=timezone.utc))
+    return sub
+
+
 def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):
     config, _, _ = fed
     node, (sid, _, path) = _publish(config, "MY")
@@ -264,6 +279,15 @@ BAD = [
      grpc.StatusCode.INVALID_ARGUMENT, "rule catalog"),
     ("below minimum cohort", _tamper(lambda s: setattr(s.features[0], "count", 3)), grpc.StatusCode.INVALID_ARGUMENT, "rule minimum_cohort"),
     ("non-finite", _tamper(lambda s: setattr(s.features[0], "sum", math.inf)), grpc.StatusCode.INVALID_ARGUMENT, "rule finite"),
+    # stored, these broke GetGlobalStatistics for every caller (UNKNOWN): a merged count beyond int64,
+    # an overflowing square of the sum, a noise variance dividing by 1 - e^-ε = 0
+    ("count no region has", _tamper(lambda s: (setattr(s.features[0], "count", 2**62),
+                                               s.features[0].histogram.__setitem__(0, 2**62))),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule range"),
+    ("sum no clipped values give", _tamper(lambda s: setattr(s.features[0], "sum", -1e300)),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule range"),
+    ("ε per query too small to account for", _tamper(lambda s: setattr(s.accounting, "epsilon_per_query", 1e-17)),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule accounting"),
     ("other edges", _tamper(lambda s: s.features[0].edges.__setitem__(1, 0.5)), grpc.StatusCode.INVALID_ARGUMENT, "rule edges"),
     ("histogram far from count", _tamper(lambda s: s.features[0].histogram.__setitem__(0, 10**9)),
      grpc.StatusCode.INVALID_ARGUMENT, "rule consistency"),
@@ -277,6 +301,14 @@ BAD = [
      "rule minimum_cohort"),
     ("bad id", _tamper(lambda s: setattr(s, "submission_id", "select * from rows")), grpc.StatusCode.INVALID_ARGUMENT,
      "rule submission_id"),
+    # "$" matched before a final newline: "2026-11\n" passed as a month, with a budget of its own
+    ("a period with a newline after it", _tamper(lambda s: setattr(s, "period", s.period + "\n")),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule period"),
+    ("an id with a newline after it", _tamper(lambda s: setattr(s, "submission_id", s.submission_id + "\n")),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule submission_id"),
+    # echoed whole, the id would overflow the client's trailer limit: RESOURCE_EXHAUSTED, not the rule
+    ("very long id", _tamper(lambda s: setattr(s, "submission_id", "my-stats-" + "a" * 100_000)),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule submission_id: 'my-stats-aaa"),
 ]
 
 
@@ -329,6 +361,17 @@ def test_global_statistics_merge_regions(fed):
     assert list(kyc.histogram) == [a + b for a, b in zip(my.histogram, sg.histogram, strict=True)]
     assert kyc.mean == pytest.approx((my.sum + sg.sum) / (my.count + sg.count))
     assert {r.region: r.count for r in kyc.regions} == {"MY": my.count, "SG": sg.count}
+
+
+def test_global_statistics_of_a_period_that_is_no_month_is_invalid_argument(fed):
+    """A malformed period matched no submission: the caller got empty statistics, as if nothing
+    had been released, instead of being told its mistake."""
+    _, address, _ = fed
+    for period in ("2026-13", "November", "2026-11-01"):
+        with pytest.raises(grpc.RpcError) as err:
+            _stub(address).GetGlobalStatistics(pb.GetGlobalStatisticsRequest(period=period), metadata=_md("MY"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == f"period {period!r} is not YYYY-MM"
 
 
 def _reachable(message, seen=None):  # every message type a Submission can hold
@@ -443,6 +486,44 @@ def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch)
     finally:
         server.stop(1).wait()
         store.close()
+
+
+def test_idle_reflection_streams_do_not_take_the_centres_threads(fed):
+    """Reflection is open to anyone, and a reflection stream whose client sends nothing holds a
+    thread of the centre's pool. As many such streams as the pool has threads stopped every other
+    call (Submit, the registry, even health checks waited out their deadlines); now a few are
+    served at once, more are refused RESOURCE_EXHAUSTED, and the centre keeps answering."""
+    import queue
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from aggregator.intake.server import REFLECTION_STREAMS, WORKERS
+
+    config, address, store = fed
+    channels = [grpc.insecure_channel(address) for _ in range(WORKERS + 2)]
+    silent: list[queue.Queue] = [queue.Queue() for _ in channels]  # each stream's requests: none until None
+    streams = [reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(iter(q.get, None), timeout=20)
+               for ch, q in zip(channels, silent, strict=True)]
+    try:
+        time.sleep(1)  # every stream reached the centre
+        with grpc.insecure_channel(address) as ch:  # the open streams wait; every other call is answered
+            assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        assert not _stub(address).Submit(_handmade("my-stats-while-reflecting"), metadata=_md("MY"), timeout=3).replay
+        refused = [s for s in streams if s.done()]
+        assert len(refused) == len(streams) - REFLECTION_STREAMS
+        assert {s.code() for s in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert "calls are open already" in refused[0].details()
+    finally:
+        for q in silent:
+            q.put(None)
+        for ch in channels:
+            ch.close()
+    with grpc.insecure_channel(address) as ch:  # the slots are free again
+        again = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        assert "fedstore.aggregator.v1.Aggregator" in {s.name for s in next(again).list_services_response.service}
 
 
 def test_segment_breakdowns_cross_only_with_catalog_values_and_enough_entities(fed):

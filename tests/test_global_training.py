@@ -296,6 +296,8 @@ def _bad_evaluation(sub):
     ("dimensions", lambda s: s.training.classes[0].xtx.pop(), "dimensions"),
     ("sum_x", lambda s: s.training.classes[1].sum_x.append(1.0), "dimensions"),
     ("nan", lambda s: s.training.classes[0].sum_x.__setitem__(0, float("nan")), "finite"),
+    # finite, but no examples' rescaled values sum to it: stored, it made every Train fail (UNKNOWN)
+    ("huge", lambda s: s.training.classes[0].xtx.__setitem__(0, 1e308), "range"),
     ("cohort", lambda s: setattr(s.training.classes[1], "n", 3.0), "minimum_cohort"),
     ("unknown service", lambda s: setattr(s.training, "feature_service", "driver_allocation"), "catalog"),
     ("feature order", lambda s: s.training.features.reverse(), "catalog"),

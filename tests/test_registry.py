@@ -16,6 +16,7 @@ from aggregator.registry.model import ModelCandidate
 from aggregator.registry.store import ModelRegistry
 from federation import load_config
 from federation.errors import ConfigError
+from federation.grpc_handlers import MAX_DETAILS_BYTES
 from federation.traffic import BUCKETS, bucket, route
 from proto.fedstore.registry.v1 import registry_pb2 as pb
 from proto.fedstore.registry.v1 import registry_pb2_grpc
@@ -82,6 +83,8 @@ def test_unknown_model_version_region_and_stage(reg):
         reg.promote("fraud_lda", 1, "MY", "canary_50", who="a", why="w")
     with pytest.raises(Rejected, match="model name"):
         reg.register(_candidate(name="Fraud LDA"), who="t")
+    with pytest.raises(Rejected, match="model name"):  # "$" matched before a final newline
+        reg.register(_candidate(name="fraud_lda\n"), who="t")
 
 
 @pytest.mark.parametrize("region, setup, stage, rule", [
@@ -259,11 +262,18 @@ def test_registry_over_grpc(served):
         ("GetModel", pb.GetModelRequest(name="fraud_lda", version=9), _md("ops-my"), grpc.StatusCode.NOT_FOUND),
         ("Rollback", pb.RollbackRequest(region="TH", stage="full"), _md("ops-all"), grpc.StatusCode.INVALID_ARGUMENT),
         ("ListModels", pb.ListModelsRequest(), (), grpc.StatusCode.UNAUTHENTICATED),
+        # an unknown region is a mistake for every caller, not PERMISSION_DENIED for region-bound tokens
+        ("GetDeployment", pb.GetDeploymentRequest(region="TH"), _md("ops-my"), grpc.StatusCode.INVALID_ARGUMENT),
+        ("Promote", pb.PromoteRequest(name="fraud_lda", version=1, region="", stage="shadow"), _md("ops-my"),
+         grpc.StatusCode.INVALID_ARGUMENT),
+        # echoed whole, the name would overflow the client's trailer limit: RESOURCE_EXHAUSTED, not NOT_FOUND
+        ("GetModel", pb.GetModelRequest(name="x" * 100_000, version=1), _md("ops-my"), grpc.StatusCode.NOT_FOUND),
     ]
     for method, request, md, code in cases:
         with pytest.raises(grpc.RpcError) as e:
             getattr(stub, method)(request, metadata=md, timeout=5)
         assert e.value.code() == code, (method, e.value.details())
+        assert len(e.value.details().encode()) <= MAX_DETAILS_BYTES
     audit = stub.GetAudit(pb.GetAuditRequest(region="VN"), metadata=_md("ops-my"), timeout=5)
     assert audit.events[-1].outcome.startswith("refused: rule sources")
     # a caller refused for the region is on that region's trail, by token name

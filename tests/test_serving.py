@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from federation.grpc_handlers import MAX_DETAILS_BYTES
 from handmade import latest
 from proto.fedstore.serving.v1 import serving_pb2 as pb
 from proto.fedstore.serving.v1 import serving_pb2_grpc
@@ -232,6 +233,52 @@ def test_feast_stub_client_works_unchanged(served):
     assert [v.double_val for v in col.values] == pytest.approx([want[1]["avg_rating_30d"], want[2]["avg_rating_30d"]])
 
 
+def _feast_request(values, **kind):
+    from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesRequest
+    from feast.protos.feast.types.Value_pb2 import RepeatedValue
+
+    req = GetOnlineFeaturesRequest(**kind)
+    req.entities["customer_id"].CopyFrom(RepeatedValue(val=values))
+    return req
+
+
+def _int_values(ids):
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return [Value(int64_val=i) for i in ids]
+
+
+# Feast's API: (case, request builder, expected code, fragment of details)
+FEAST_BAD = [
+    ("a very long service name", lambda: _feast_request(_int_values([1]), feature_service="x" * 100_000),
+     grpc.StatusCode.NOT_FOUND, "unknown feature service 'xxx"),
+    # Feast's value conversion turns a null into 0: the answer would be customer 0's features
+    ("a null join key", lambda: _feast_request([_null()], feature_service="fraud_scoring"),
+     grpc.StatusCode.INVALID_ARGUMENT, "join key 'customer_id' must be int64 values, not null"),
+]
+
+
+def _null():
+    from feast.protos.feast.types.Value_pb2 import Null, Value
+
+    return Value(null_val=Null.NULL)
+
+
+
+@pytest.mark.parametrize("case,build,code,fragment", FEAST_BAD, ids=[b[0] for b in FEAST_BAD])
+def test_bad_input_to_feast_api_gets_the_right_status(served, case, build, code, fragment):
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+
+    with grpc.insecure_channel(served.address) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            GrpcFeatureServerStub(ch).GetOnlineFeatures(
+                build(), metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=5)
+    assert err.value.code() == code, err.value.details()
+    assert fragment in err.value.details() and len(err.value.details().encode()) <= MAX_DETAILS_BYTES
+    with _client(served) as client:  # and the node still answers
+        assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
+
+
 # (case, request builder, expected code, fragment of details)
 BAD = [
     ("unknown service", lambda: pb.GetOnlineFeaturesRequest(feature_service="nope", entities={"customer_id": _ints([1])}),
@@ -255,6 +302,11 @@ BAD = [
      grpc.StatusCode.INVALID_ARGUMENT, "customer_transactions:spend_7d is requested twice"),
     ("over the limit", lambda: pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _ints(list(range(501)))}),
      grpc.StatusCode.INVALID_ARGUMENT, "at most 500"),
+    # echoed whole, these names would overflow the client's trailer limit: RESOURCE_EXHAUSTED, not the real code
+    ("a very long service name", lambda: pb.GetOnlineFeaturesRequest(feature_service="x" * 100_000, entities={"customer_id": _ints([1])}),
+     grpc.StatusCode.NOT_FOUND, "unknown feature service 'xxx"),
+    ("a very long ref", lambda: _refs(["é" * 50_000], {"customer_id": _ints([1])}), grpc.StatusCode.INVALID_ARGUMENT,
+     "is not of the form 'view:feature'"),
 ]
 
 
@@ -277,7 +329,7 @@ def test_bad_input_gets_the_right_status(served, case, build, code, fragment):
         with pytest.raises(grpc.RpcError) as err:
             stub.GetOnlineFeatures(build(), metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=5)
     assert err.value.code() == code
-    assert fragment in err.value.details()
+    assert fragment in err.value.details() and len(err.value.details().encode()) <= MAX_DETAILS_BYTES
     # and the server is still fine afterwards
     with _client(served) as client:
         assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
@@ -296,6 +348,99 @@ def test_bytes_that_are_no_request_are_invalid_argument(served, path):
     assert err.value.details().endswith(".GetOnlineFeaturesRequest")
     codes = served.server.metrics.stats.codes
     assert sum(n for (method, code), n in codes.items() if code == "INVALID_ARGUMENT") >= 1
+
+
+def test_int32_join_keys_outside_their_range_are_invalid_argument(served):
+    """A view keyed by an Int32 entity, applied while the node runs: a key its 4 bytes cannot hold
+    is the caller's mistake on both APIs (it failed the key's encoding: UNKNOWN); the extremes it can
+    hold are looked up (not found here)."""
+    from datetime import timedelta
+
+    from feast import Entity, FeatureView, Field
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+    from feast.protos.feast.serving.ServingService_pb2 import FeatureList
+    from feast.types import Int64
+    from feast.value_type import ValueType
+
+    store = served.node.store
+    shop = Entity(name="shop", join_keys=["shop_id"], value_type=ValueType.INT32)
+    view = FeatureView(name="shop_stats", entities=[shop], ttl=timedelta(days=1), online=True,
+                       schema=[Field(name="trips_last_hour", dtype=Int64)],
+                       source=store.get_feature_view("driver_performance").batch_source)
+    store.apply([shop, view])
+    deadline = time.monotonic() + 10
+    while "shop_stats" not in served.server.catalog.current.views and time.monotonic() < deadline:
+        time.sleep(0.05)
+    metadata = (("authorization", f"Bearer {TOKENS['fraud-app']}"),)
+    with grpc.insecure_channel(served.address) as ch:
+        v1, feast = serving_pb2_grpc.FeatureServingStub(ch), GrpcFeatureServerStub(ch)
+
+        def v1_ask(ids):
+            return v1.GetOnlineFeatures(_refs(["shop_stats:trips_last_hour"], {"shop_id": _ints(ids)}),
+                                        metadata=metadata, timeout=5)
+
+        def feast_ask(ids):
+            req = _feast_request([], features=FeatureList(val=["shop_stats:trips_last_hour"]))
+            del req.entities["customer_id"]
+            req.entities["shop_id"].val.extend(_int_values(ids))
+            return feast.GetOnlineFeatures(req, metadata=metadata, timeout=5)
+
+        for ask in (v1_ask, feast_ask):
+            assert len(ask([-(2**31), 0, 2**31 - 1]).results) > 0
+            for ids in ([2**31], [1, -(2**31) - 1], [2**63 - 1]):
+                with pytest.raises(grpc.RpcError) as err:
+                    ask(ids)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (ask.__name__, err.value.details())
+                assert err.value.details() == "join key 'shop_id' must be int32 values, within [-2147483648, 2147483647]"
+
+
+@pytest.mark.parametrize("api", ["v1", "feast"])
+def test_oversized_lookups_are_refused_before_the_node_reads_them(served, api):
+    """The node takes messages of up to 256 MiB (for training-set entity frames). A lookup larger
+    than a lookup can be is refused unread; one holding far more entities than the node serves is
+    refused before its columns are copied (v1) or converted value by value (Feast's API) on the
+    event loop, which cost ~50 MB of Python objects and up to half a second of the loop per call."""
+    import tracemalloc
+
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from serving.entities import max_lookup_bytes
+
+    limit = served.server.features.max_entities
+    count = 700_000 if api == "v1" else 450_000  # about 3.6 MB: under the byte limit
+    ids = range(2**28, 2**28 + count)  # five bytes each on the wire, a Python object of 32 once read
+    if api == "v1":
+        path = "/fedstore.serving.v1.FeatureServing/GetOnlineFeatures"
+        many = pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={"customer_id": _ints(ids)})
+        padded = pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring", entities={
+            "customer_id": _ints([1]), "padding": _strs(["x" * max_lookup_bytes(limit)])})
+    else:
+        path = "/GrpcFeatureServer/GetOnlineFeatures"
+        many = _feast_request(_int_values(ids), feature_service="fraud_scoring")
+        padded = _feast_request(_int_values([1]), feature_service="fraud_scoring")
+        padded.entities["padding"].val.append(Value(string_val="x" * max_lookup_bytes(limit)))
+    many_bytes, padded_bytes = many.SerializeToString(), padded.SerializeToString()
+    assert len(many_bytes) < max_lookup_bytes(limit) < len(padded_bytes)
+    metadata = (("authorization", f"Bearer {TOKENS['fraud-app']}"),)
+    with grpc.insecure_channel(served.address) as ch:
+        call = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as err:
+            call(padded_bytes, metadata=metadata, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(f"request too large: {len(padded_bytes)} bytes, and a ")
+        tracemalloc.start()  # the node runs in this process: its Python allocations are traced too
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                call(many_bytes, metadata=metadata, timeout=30)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == f"{count} entities requested; this node serves at most {limit} per request"
+        # what grpc hands the parser (the request's bytes, and a copy) is all the node held
+        assert peak < 3 * len(many_bytes), f"{peak / 2**20:.0f} MB of Python objects for a refused lookup"
+    with _client(served) as client:
+        assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]}).region == "MY"
 
 
 def test_two_views_one_feature_name_collide_unless_full_names_are_asked_for():

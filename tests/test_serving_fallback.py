@@ -299,3 +299,40 @@ def test_a_store_that_misses_half_its_own_deadline_opens_the_breaker(tmp_path, m
     finally:
         served.server.stop(1)
         redis.stop()
+
+
+def test_a_probe_cancelled_by_its_caller_does_not_keep_the_node_off_redis(tmp_path, monkeypatch):
+    """Redis stops answering (SIGSTOP: connections hang), the breaker opens, and the call that
+    probes Redis once it is half-open is cancelled by its caller mid-read. That probe has no verdict
+    on the store; the next call probes again, so once Redis answers the node is back online."""
+    import signal
+
+    from proto.fedstore.serving.v1 import serving_pb2 as pb
+    from proto.fedstore.serving.v1 import serving_pb2_grpc
+
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch)  # store deadline 0.2 s, opens after 2, half-open after 0.5 s
+    breaker = served.server.features.breaker
+    request = pb.GetOnlineFeaturesRequest(feature_service="driver_allocation", entities={
+        "driver_id": pb.EntityColumn(int64_values=pb.Int64List(values=[1]))})
+    metadata = (("authorization", f"Bearer {TOKENS['fraud-app']}"),)
+    try:
+        with grpc.insecure_channel(served.address) as ch:
+            stub = serving_pb2_grpc.FeatureServingStub(ch)
+            source = lambda: pb.Source.Name(stub.GetOnlineFeatures(request, metadata=metadata, timeout=5).metadata.source)  # noqa: E731
+            assert source() == "ONLINE_STORE"
+            redis.process.send_signal(signal.SIGSTOP)
+            try:
+                assert _wait(lambda: source() == "BATCH_FALLBACK" and breaker.state == "open")
+                assert _wait(lambda: breaker.state == "half-open")
+                probe = stub.GetOnlineFeatures.future(request, metadata=metadata, timeout=5)
+                time.sleep(0.05)  # the probe waits on the stopped Redis (for up to 0.2 s)
+                assert probe.cancel()
+                time.sleep(0.3)
+            finally:
+                redis.process.send_signal(signal.SIGCONT)
+            assert _wait(lambda: source() == "ONLINE_STORE", seconds=5), breaker.state
+            assert breaker.state == "closed"
+    finally:
+        served.server.stop(1)
+        redis.stop()

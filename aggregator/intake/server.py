@@ -10,7 +10,7 @@ from typing import Callable
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from aggregator.errors import (
     AggregatorError,
@@ -21,20 +21,23 @@ from aggregator.errors import (
 )
 from aggregator.global_statistics import merge
 from aggregator.intake.metrics import AggregatorMetrics, rule_of
-from aggregator.intake.validation import validate
+from aggregator.intake.validation import valid_period, validate
 from aggregator.registry.service import RegistryServicer
 from aggregator.registry.store import ModelRegistry
 from aggregator.store import AlreadyStored, BudgetRefused, StoredReceipt, SubmissionStore, content_hash
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
 from federation import FederationConfig
-from federation.grpc_handlers import generic_handler, reject_malformed
+from federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
 from federation.statistics import CATALOG
 from federation.tls import server_credentials
 from federation.tokens import Caller, TokenBook, bearer_token
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+
+# threads of the centre's server, and how many of them open reflection streams may hold at once
+WORKERS, REFLECTION_STREAMS = 8, 2
 
 # (model name, version, region, metrics, submission id): where a region's evaluation goes once stored
 EvaluationHook = Callable[[str, int, str, dict[str, float], str], None]
@@ -100,7 +103,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             return self._receipt(stored, request, replay=False)
         except AggregatorError as e:
             self.metrics.rejected.labels(rule_of(str(e)), e.code.name).inc()
-            context.abort(e.code, str(e))
+            context.abort(e.code, status_details(str(e)))
             raise
 
     def _replay(self, previous: StoredReceipt, request: pb.Submission, caller: Caller) -> pb.Receipt:
@@ -144,11 +147,13 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             return result
         except AggregatorError as e:
             self.metrics.trainings.labels(request.strategy or "lda", "refused").inc()
-            context.abort(e.code, str(e))
+            context.abort(e.code, status_details(str(e)))
             raise
 
     def GetGlobalStatistics(self, request: pb.GetGlobalStatisticsRequest, context: grpc.ServicerContext) -> pb.GlobalStatistics:
         self.authenticate(context)
+        if request.period and not valid_period(request.period):  # else no submission matches: an empty answer
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_details(f"period {request.period!r} is not YYYY-MM"))
         return merge(self.store.features(request.period or None), self.catalog)
 
 
@@ -167,7 +172,7 @@ def build_server(
     """
     store = SubmissionStore(store_path)
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry)
     # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL
     server.add_generic_rpc_handlers((
@@ -180,7 +185,10 @@ def build_server(
     names = (pb.DESCRIPTOR.services_by_name["Aggregator"].full_name,
              registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    # anyone may open a reflection stream and keep it open: a few of them, not the pool's every thread
+    server.add_generic_rpc_handlers((limit_streams(generic_handler(
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflection.ReflectionServicer(names)),
+        REFLECTION_STREAMS),))
     for name in ("", names[0], names[1]):
         checker.set(name, health_pb2.HealthCheckResponse.SERVING)  # the store opened: it can accept
     tls = config.aggregator

@@ -1,7 +1,8 @@
 """Every rule a submission must pass before anything of it is stored.
 
 Rules (each rejection names its rule): identity, id and period formats, catalog names only,
-finite numbers, counts at or above the minimum cohort, the agreed histogram edges and bin counts,
+finite numbers, numbers within what any region's entities can give (range), counts at or above
+the minimum cohort, the agreed histogram edges and bin counts,
 histogram totals consistent with the count (within the noise the accounting declares), privacy
 accounting present and plausible. The budget rule needs the store and lives in the servicer.
 """
@@ -19,11 +20,20 @@ from federation.tokens import Caller
 from federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
-_ID = re.compile(r"^[a-z]{2}-(stats|train|eval)-[0-9A-Za-z-]{1,60}$")
-_MODEL = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+# matched whole (fullmatch): "$" would also match before a final newline, and "2026-11\n" would be
+# a month of its own, with a budget of its own
+_ID = re.compile(r"[a-z]{2}-(stats|train|eval)-[0-9A-Za-z-]{1,60}")
+_MODEL = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 # how far a noisy histogram total may stray from the noisy count, in noise standard deviations
 _CONSISTENCY_SIGMAS = 8.0
+# No region holds a trillion entities. Counts above it, and sums above what that many clipped
+# values (plus noise) can add up to, are refused: what the centre merges from any number of
+# submissions then stays inside int64 (counts) and far from float overflow (sums and their squares).
+MAX_COUNT = 10**12
+# Below this ε per query the noise is a billion times a value's range, and the centre's noise
+# accounting (1 - e^-ε, 0 in floating point below about 1e-16) can no longer be computed.
+MIN_EPSILON_PER_QUERY = 1e-9
 
 
 def validate(
@@ -38,9 +48,9 @@ def validate(
         raise Rejected(f"rule region: unknown region {sub.region!r}")
     if not caller.allows(sub.region):
         raise NotAllowed(f"rule identity: caller {caller.name!r} may not submit for region {sub.region}")
-    if not _ID.match(sub.submission_id) or not sub.submission_id.startswith(sub.region.lower() + "-"):
+    if not _ID.fullmatch(sub.submission_id) or not sub.submission_id.startswith(sub.region.lower() + "-"):
         raise Rejected(f"rule submission_id: {sub.submission_id!r} is not '<region>-<stats|train|eval>-<id>'")
-    if not _PERIOD.match(sub.period):
+    if not _PERIOD.fullmatch(sub.period):
         raise Rejected(f"rule period: {sub.period!r} is not YYYY-MM")
     if not sub.HasField("window_start") or not sub.HasField("window_end"):
         raise Rejected("rule window: window_start and window_end are required")
@@ -54,8 +64,9 @@ def validate(
     if acc is None or acc.mechanism == pb.MECHANISM_UNSPECIFIED:
         raise Rejected("rule accounting: privacy accounting (mechanism, ε, δ) is missing")
     if not (_finite(acc.epsilon) and acc.epsilon > 0 and _finite(acc.delta) and 0 <= acc.delta < 1
-            and _finite(acc.epsilon_per_query) and 0 < acc.epsilon_per_query <= acc.epsilon):
-        raise Rejected("rule accounting: ε must be finite and positive, δ in [0, 1), ε per query in (0, ε]")
+            and _finite(acc.epsilon_per_query) and MIN_EPSILON_PER_QUERY <= acc.epsilon_per_query <= acc.epsilon):
+        raise Rejected(f"rule accounting: ε must be finite and positive, δ in [0, 1), ε per query in "
+                       f"[{MIN_EPSILON_PER_QUERY:g}, ε]")
     if acc.minimum_cohort < privacy.minimum_cohort:
         raise Rejected(
             f"rule minimum_cohort: applied {acc.minimum_cohort}, the federation requires {privacy.minimum_cohort}"
@@ -97,6 +108,11 @@ def validate(
             raise Rejected(f"rule segment: suppressed {value!r} is not a segment of region {sub.region} in the catalog")
 
 
+def valid_period(period: str) -> bool:
+    """Is ``period`` a month, YYYY-MM (as every submission's period is)?"""
+    return _PERIOD.fullmatch(period) is not None
+
+
 def _segment_values(dimension: str, region: str) -> tuple[str, ...]:
     spec = next((s for s in SEGMENTS if s.dimension == dimension), None)
     if spec is None:
@@ -116,6 +132,10 @@ def _features(features: Iterable[pb.FeatureStatistics], catalog: dict[str, Featu
         seen.add(f.ref)
         if not all(_finite(x) for x in (f.sum, f.sum_sq)):
             raise Rejected(f"rule finite: {f.ref}{where} has a non-finite sum")
+        if (max(f.count, f.null_count, *f.histogram) > MAX_COUNT or abs(f.sum) > MAX_COUNT * spec.sum_sensitivity
+                or f.sum_sq > MAX_COUNT * spec.sum_sq_sensitivity):
+            raise Rejected(f"rule range: {f.ref}{where} has a count, histogram bin or sum beyond what "
+                           f"{MAX_COUNT:,} entities can give")
         if f.count < privacy.minimum_cohort:
             raise Rejected(f"rule minimum_cohort: {f.ref}{where} has count {f.count} < {privacy.minimum_cohort}")
         if f.null_count < 0 or f.sum_sq < 0 or any(h < 0 for h in f.histogram):
@@ -148,12 +168,15 @@ def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> None:
             )
         if not all(_finite(v) for v in (c.n, *c.sum_x, *c.xtx)):
             raise Rejected(f"rule finite: class {c.label} has a non-finite number")
+        # features are rescaled to [0, 1]: no sum of n examples' values or products exceeds n
+        if max(abs(v) for v in (c.n, *c.sum_x, *c.xtx)) > MAX_COUNT:
+            raise Rejected(f"rule range: class {c.label} has a number beyond what {MAX_COUNT:,} examples can give")
         if c.n < privacy.minimum_cohort:
             raise Rejected(f"rule minimum_cohort: class {c.label} has n {c.n:.1f} < {privacy.minimum_cohort}")
 
 
 def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig) -> None:
-    if not _MODEL.match(e.model_name) or e.model_version < 1:
+    if not _MODEL.fullmatch(e.model_name) or e.model_version < 1:
         raise Rejected(f"rule model: {e.model_name!r} v{e.model_version} is not a registry name and version")
     if tuple(e.score_edges) != SCORE_EDGES:
         raise Rejected("rule edges: evaluation score edges differ from the agreed edges")
@@ -164,6 +187,8 @@ def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig) -> None:
             raise Rejected(f"rule edges: class {h.label} has {len(h.counts)} bins, the agreed edges {len(SCORE_EDGES) - 1}")
         if any(v < 0 for v in h.counts):
             raise Rejected(f"rule non_negative: class {h.label} has a negative bin")
+        if any(v > MAX_COUNT for v in h.counts):
+            raise Rejected(f"rule range: class {h.label} has a bin beyond what {MAX_COUNT:,} entities can give")
         if sum(h.counts) < privacy.minimum_cohort:
             raise Rejected(f"rule minimum_cohort: class {h.label} has {sum(h.counts)} < {privacy.minimum_cohort}")
 

@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from aggregator.errors import AggregatorError, NotAllowed, NotFound, Rejected
 from aggregator.registry.model import DeploymentEvent, ModelVersion
 from aggregator.registry.store import ModelRegistry
+from federation.grpc_handlers import status_details
 from federation.tokens import Caller
 from proto.fedstore.registry.v1 import registry_pb2 as pb
 from proto.fedstore.registry.v1 import registry_pb2_grpc
@@ -65,6 +66,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         caller = self._authenticate(context)
         audited = change is not None and region is not None and region.upper() in self.registry.config.codes
         try:
+            if region is not None:
+                # a region the federation does not have is the caller's mistake whoever asks, not a
+                # matter of its token (PERMISSION_DENIED for some callers, INVALID_ARGUMENT for others)
+                self.registry.region_code(region)
             if region is not None and not caller.allows(region.upper()):
                 refusal = NotAllowed(f"caller {caller.name!r} may not act on region {region!r}")
                 if audited:
@@ -79,7 +84,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                     change(caller, str(e))  # type: ignore[misc]
                 raise
         except AggregatorError as e:
-            context.abort(e.code, str(e))
+            context.abort(e.code, status_details(str(e)))
             raise
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:

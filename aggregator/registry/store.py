@@ -28,7 +28,7 @@ from federation import FederationConfig
 from federation.errors import ConfigError
 from federation.traffic import STAGES, shares
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")  # matched whole: "$" would let a final newline through
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
     name TEXT NOT NULL, version INTEGER NOT NULL, strategy TEXT NOT NULL, feature_service TEXT NOT NULL,
@@ -79,10 +79,10 @@ class ModelRegistry:
     # --- versions ---------------------------------------------------------------------------
 
     def register(self, candidate: ModelCandidate, *, who: str) -> ModelVersion:
-        if not _NAME.match(candidate.name):
+        if not _NAME.fullmatch(candidate.name):
             raise Rejected(f"model name {candidate.name!r}: lower-case letters, digits and _ only")
         for code in candidate.epsilon_by_region:
-            self._region(code)
+            self.region_code(code)
         now = _now()
         with self._write() as db:
             (latest,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name=?",
@@ -100,7 +100,7 @@ class ModelRegistry:
                           submission_id: str) -> bool:
         """Record a region's evaluation once per submission id; False when it was already there."""
         self.get(name, version)
-        self._region(region)
+        self.region_code(region)
         with self._write() as db:
             cur = db.execute("INSERT OR IGNORE INTO evaluations VALUES (?,?,?,?,?,?)",
                              (name, version, region, json.dumps(dict(metrics)), submission_id, _now().isoformat()))
@@ -139,7 +139,7 @@ class ModelRegistry:
     # --- stages -----------------------------------------------------------------------------
 
     def promote(self, name: str, version: int, region: str, stage: str, *, who: str, why: str) -> DeploymentEvent:
-        region = self._region(region)
+        region = self.region_code(region)
         _stage(stage)
         model = self.get(name, version)
         with self._write() as db:
@@ -173,7 +173,7 @@ class ModelRegistry:
         return event
 
     def rollback(self, region: str, stage: str, *, who: str, why: str) -> DeploymentEvent:
-        region = self._region(region)
+        region = self.region_code(region)
         _stage(stage)
         with self._write() as db:
             current = db.execute("SELECT rowid, name, version FROM assignments WHERE region=? AND stage=? AND until IS NULL",
@@ -201,12 +201,12 @@ class ModelRegistry:
     def record_refusal(self, action: str, region: str, stage: str, name: str, version: int, *, who: str, why: str,
                        reason: str) -> DeploymentEvent:
         """Put a change refused before it reached the store (e.g. a caller not allowed in the region) on the trail."""
-        region = self._region(region)
+        region = self.region_code(region)
         with self._write() as db:
             return self._audit(db, who, action, region, stage, name, version, "", why, f"refused: {reason}")
 
     def deployment(self, region: str) -> Deployment:
-        region = self._region(region)
+        region = self.region_code(region)
         with closing(sqlite3.connect(self.path)) as db:
             rows = db.execute("SELECT stage, name, version FROM assignments WHERE region=? AND until IS NULL",
                               (region,)).fetchall()
@@ -217,7 +217,7 @@ class ModelRegistry:
 
     def audit(self, region: str | None = None, name: str | None = None) -> builtins.list[DeploymentEvent]:
         if region:
-            region = self._region(region)
+            region = self.region_code(region)
         with closing(sqlite3.connect(self.path)) as db:
             rows = db.execute("SELECT * FROM audit WHERE (? IS NULL OR region=?) AND (? IS NULL OR name=?) "
                               "ORDER BY event_id", (region, region, name, name)).fetchall()
@@ -229,7 +229,8 @@ class ModelRegistry:
                          "VALUES (?,?,?,?,?,?,?,?,?,?)", (at, *values))
         return _event(db.execute("SELECT * FROM audit WHERE event_id=?", (cur.lastrowid,)).fetchone())
 
-    def _region(self, code: str) -> str:
+    def region_code(self, code: str) -> str:
+        """The federation's code for region ``code``; Rejected (INVALID_ARGUMENT) when it has no such region."""
         try:
             return self.config.region(code).code
         except ConfigError as e:

@@ -27,6 +27,7 @@ class EntityFile:
         self.rows = self._file.metadata.num_rows
         if self.rows == 0:
             raise InvalidEntities(f"entity file {path} has no rows")
+        _check_names(path, schema.names)
         if TIMESTAMP not in schema.names:
             raise InvalidEntities(f"entity file {path} has no {TIMESTAMP!r} column")
         if not pa.types.is_timestamp(schema.field(TIMESTAMP).type):
@@ -52,3 +53,21 @@ class EntityFile:
             if ts.dt.tz is None:  # naive times are UTC, as in Feast
                 df[TIMESTAMP] = ts.dt.tz_localize("UTC")
             yield df
+
+
+def _check_names(path: Path, names: list[str]) -> None:
+    """Parquet and Arrow allow any column names; the point-in-time join (Feast's, in DuckDB SQL,
+    where names ignore case) can neither tell apart two names that differ only in case nor bind a
+    name that is empty or holds a NUL character."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if not name:
+            raise InvalidEntities(f"entity file {path} has a column without a name")
+        if "\x00" in name:
+            raise InvalidEntities(f"entity file {path} has a column named {name!r}: a name may not hold a NUL character")
+        first = seen.get(name.lower())
+        if first is not None:
+            same = f"more than one column named {name!r}" if first == name else (
+                f"columns {first!r} and {name!r}, whose names differ only in case")
+            raise InvalidEntities(f"entity file {path} has {same}: the join cannot tell them apart")
+        seen[name.lower()] = name
