@@ -25,6 +25,8 @@ def max_lookup_bytes(max_entities: int) -> int:
 def too_many(count: int, limit: int) -> str:
     """Why ``count`` entities are refused ("" when they are not)."""
     return f"{count} entities requested; this node serves at most {limit} per request" if count > limit else ""
+
+
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
