@@ -173,7 +173,7 @@ class ServingNode:
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # entity frames for training sets
             ],
         )
-        datasets = HistoricalFeaturesServicer(self.region).handler()
+        datasets = HistoricalFeaturesServicer(self.region, self._pool).handler()
         guarded = (FeatureServingServicer(self.features).handler(), self._compat.handler(), datasets)
         open_to_all = (
             generic_handler(health_pb2_grpc.add_HealthServicer_to_server, self.health),

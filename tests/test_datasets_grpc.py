@@ -110,3 +110,42 @@ def test_bytes_that_are_no_request_are_invalid_argument(served):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details() == ("malformed request: the bytes sent are not a valid "
                                    "fedstore.datasets.v1.GetHistoricalFeaturesRequest")
+
+
+def test_streams_their_callers_cancel_leave_no_thread_nor_file_behind(tmp_path, monkeypatch):
+    """Callers that cancel a training-set stream after its first chunk (or whose deadline passes):
+    more of them than the node has threads for training sets, and the next caller still gets its
+    training set; the cancelled streams' scratch files are gone. (Each such stream used to keep
+    one of those threads, waiting for good, and its scratch directory.)"""
+    import time
+
+    import pyarrow.ipc as ipc
+
+    from proto.fedstore.datasets.v1 import datasets_pb2 as pb
+    from proto.fedstore.datasets.v1 import datasets_pb2_grpc
+
+    s = served_region(tmp_path, None, monkeypatch, customers=150, serving={"workers": 2})
+    entities = _entities(s, 300)
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, entities.schema) as writer:
+        writer.write_table(entities)
+    request = pb.GetHistoricalFeaturesRequest(region="MY", feature_service="fraud_scoring", max_chunk_rows=10,
+                                              entities_arrow=sink.getvalue().to_pybytes())  # 30 chunks
+    try:
+        with grpc.insecure_channel(s.address) as ch:
+            stub = datasets_pb2_grpc.HistoricalFeaturesStub(ch)
+            for _ in range(3):
+                stream = stub.GetHistoricalFeatures(
+                    request, metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=60)
+                assert next(stream).rows == 10
+                stream.cancel()
+        with DatasetClient(s.address, token=TOKENS["fraud-app"], timeout=30) as client:
+            got = client.get_historical_features(region="MY", entities=entities.slice(0, 5), feature_service="fraud_scoring")
+        assert got.num_rows == 5
+        scratch = s.node.data_dir / "datasets" / "requests"
+        deadline = time.monotonic() + 10
+        while list(scratch.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(scratch.iterdir()) == []
+    finally:
+        s.server.stop(1)
