@@ -157,7 +157,10 @@ def test_a_view_removed_from_the_registry_leaves_no_snapshot_behind(served):
     assert "driver_performance" in before and "customer_transactions" in before
     served.node.store.delete_feature_view("driver_performance")
     deadline = time.monotonic() + 10
-    while "driver_performance" in views() and time.monotonic() < deadline:
+    # the refresher drops both on a later tick; wait for both (once, under a loaded CI, the pack was
+    # seen gone while the snapshot was still held: not reproduced, noted in the closing note)
+    while ("driver_performance" in views() or "driver_performance" in served.server.snapshots.held_bytes()) \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
     assert views() == [v for v in before if v != "driver_performance"]
     assert "driver_performance" not in served.server.snapshots.held_bytes()
