@@ -143,12 +143,9 @@ class SubmissionStore:
             try:
                 # a call with the same id may have stored it since the caller looked (a region's retry
                 # after its deadline, two send-stats at once): that is a replay, not a second insert
-                first = self._db.execute(
-                    "SELECT submission_id, receipt_id, accepted_at, content_sha256 FROM submissions WHERE submission_id=?",
-                    [sub.submission_id],
-                ).fetchone()
+                first = self._receipt(sub.submission_id)
                 if first is not None:
-                    raise AlreadyStored(StoredReceipt(*first))
+                    raise AlreadyStored(first)
                 spent, spent_delta = _aggregate(self._db.execute(
                     "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM submissions WHERE region=? AND period=?",
                     [sub.region, sub.period],
