@@ -103,10 +103,15 @@ def cmd_status(config: FederationConfig, args: argparse.Namespace) -> None:
         print(f"not applied yet: run `fedstore region apply --region {region.code}`")
     else:
         print(table(
-            ["view", "entities", "latest event", "age", "materialised until", "snapshot job"],
-            [[v.view, v.entities, v.latest_event, age(v.age_seconds), v.materialized_until, v.snapshot_job]
-             for v in st.views],
+            ["view", "entities", "latest event", "age", "materialised until", "snapshot job", "online"],
+            [[v.view, v.entities, v.latest_event, age(v.age_seconds), v.materialized_until, v.snapshot_job,
+              _ONLINE.get(v.online or "", v.online)] for v in st.views],
         ))
+        lost = [v.view for v in st.views if v.online in ("lost", "behind")]
+        if lost:
+            print(f"the online store lost or holds older rows of {', '.join(lost)} (Redis restarted without "
+                  f"persistence, flushed, or restored from a backup): serving answers them from the batch "
+                  f"snapshot; `fedstore region materialize --region {region.code} --incremental` loads them in full")
     print()
     if not st.jobs:
         print("no materialisation jobs yet")
@@ -116,6 +121,9 @@ def cmd_status(config: FederationConfig, args: argparse.Namespace) -> None:
         [[j.job_id, j.mode, j.status, j.started_at, f"{j.duration_s:.1f}s" if j.duration_s is not None else None,
           j.rows_read, j.rows_written, (j.error or "")[:80] or None] for j in st.jobs],
     ))
+
+
+_ONLINE = {"present": "holds it", "lost": "LOST", "behind": "BEHIND", "unreachable": "unreachable"}
 
 
 def _region_arg(p: argparse.ArgumentParser) -> None:

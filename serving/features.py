@@ -1,10 +1,11 @@
 """The serving node's one job: features of some entities, from the online store or the snapshot.
 
     request ─▶ resolve (cached catalog) ─▶ validate entities
-            ─▶ breaker closed? ─▶ online store (deadline) ──ok──▶ answer (source: online store)
-                     │                     └─error/timeout─▶ breaker.failure ─┐
-                     └─open──────────────────────────────────────────────────┴▶ batch snapshot
-                                                                     (source: fallback, with age)
+            ─▶ online store holds the views? ─▶ breaker closed? ─▶ online store (deadline) ──ok──▶ answer
+                     │ (its marker, checked           │                  └─error/timeout─▶ breaker.failure ─┐
+                     │  by the refresher)             └─open─────────────────────────────────────────────────┤
+                     └─lost or older rows (Redis restarted empty, restored from a backup)───────────────────┴▶ batch snapshot
+                                                                                        (source: fallback, with age)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ FALLBACK_RESERVE_SHARE, FALLBACK_RESERVE_MIN_SECONDS = 0.1, 0.002
 
 # why an answer came from the snapshot (the reason label of fedstore_fallback_answers_total)
 ONLINE_ERROR, BREAKER_OPEN, CALLER_DEADLINE = "online_error", "breaker_open", "caller_deadline"
+NOT_LOADED = "online_not_loaded"  # the online store lost a view's rows, or holds older ones
 
 
 @dataclass(slots=True)  # not frozen: built for every lookup, and frozen __init__ costs five times more
@@ -75,6 +77,9 @@ class OnlineFeatures:
         # when the oldest read that timed out since the store last answered began (monotonic): a
         # blackholed store is caught even when every caller's deadline is far shorter than its own
         self._unanswered_since: float | None = None
+        # views whose rows the online store no longer holds as the ledger's last load left them
+        # (set by the serving node's refresher from the online marker); replaced, never mutated
+        self.not_loaded: frozenset[str] = frozenset()
 
     def resolve(self, *, feature_service: str | None, refs: Sequence[str], full_feature_names: bool = False) -> Resolved:
         cat = self.catalog.current
@@ -108,6 +113,8 @@ class OnlineFeatures:
                 timeout, caller_bound = budget, True
         if timeout is not None and timeout <= 0:
             reason = CALLER_DEADLINE  # no time left at all: the snapshot is the only answer in time
+        elif self.not_loaded and self._needs_snapshot(resolved):
+            reason = NOT_LOADED
         elif not self.breaker.allow():
             reason = BREAKER_OPEN
         else:
@@ -143,6 +150,12 @@ class OnlineFeatures:
                     log.info("region %s: the online store answers again; back on the online path", self.region)
                 return Answer(resolved, entities, rows, ONLINE, None, self._jobs(resolved, entities, rows), now)
         return self._fallback(resolved, entities, now, reason)
+
+    def _needs_snapshot(self, resolved: Resolved) -> bool:
+        """Does the request read a view the online store lost (and the snapshot holds)? Without a
+        snapshot the online store's answer, however empty, is still the best there is."""
+        lost = self.not_loaded
+        return any(v.name in lost for v in resolved.views) and self.snapshots.has(resolved.views)
 
     def _silent_for_a_deadline(self) -> bool:
         """Has the store answered nothing since a read that began a whole store deadline ago?"""

@@ -35,6 +35,7 @@ class NodeStats(Collector):
         self.fallback_answers: dict[str, int] = {}  # by reason
         self.online_errors = 0
         self.online_up = 0
+        self.not_loaded: dict[tuple[str, str], int] = {}  # (view, lost | behind) -> 1
         self.freshness: dict[str, float] = {}
         self.snapshot_bytes: dict[str, int] = {}  # per view
         self.callers: dict[str, int] = {}  # admitted calls by token name
@@ -65,7 +66,8 @@ class NodeStats(Collector):
         yield latency
         yield _labelled(CounterMetricFamily(
             "fedstore_fallback_answers",
-            "Answers served from the batch snapshot, by reason (online_error, breaker_open, caller_deadline)",
+            "Answers served from the batch snapshot, by reason (online_error, breaker_open, caller_deadline, "
+            "online_not_loaded)",
             labels=["reason"],
         ), self.fallback_answers)
         yield CounterMetricFamily(
@@ -74,6 +76,13 @@ class NodeStats(Collector):
         yield GaugeMetricFamily(
             "fedstore_online_store_up", "1 when the online store answers, 0 when it does not", value=self.online_up
         )
+        yield _labelled(GaugeMetricFamily(
+            "fedstore_online_view_not_loaded",
+            "1 for a view whose rows the online store lost (state=lost: restarted empty, flushed) or holds "
+            "older than the last materialisation (state=behind: restored from a backup); answered from the "
+            "batch snapshot until a materialisation loads it again",
+            labels=["view", "state"],
+        ), self.not_loaded)
         yield _labelled(GaugeMetricFamily(
             "fedstore_view_freshness_seconds",
             "Seconds since the end of the view's latest successful materialisation window",
@@ -130,6 +139,9 @@ class ServingMetrics:
 
     def online_store_up(self, up: bool) -> None:
         self.stats.online_up = 1 if up else 0
+
+    def views_not_loaded(self, states: Mapping[str, str]) -> None:
+        self.stats.not_loaded = {(view, state): 1 for view, state in states.items()}
 
     def snapshot_size(self, sizes: dict[str, int]) -> None:
         self.stats.snapshot_bytes = dict(sizes)

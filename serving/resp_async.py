@@ -13,7 +13,7 @@ import asyncio
 import hiredis
 
 from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import RespError
+from regions.store.resp_connection import NOT_ENOUGH_DATA, RespError
 
 
 class RespTimeout(RespError):
@@ -23,7 +23,7 @@ class RespTimeout(RespError):
 class _RespProtocol(asyncio.Protocol):
     def __init__(self, address: str) -> None:
         self.address = address
-        self._parser = hiredis.Reader()
+        self._parser = hiredis.Reader(notEnoughData=NOT_ENOUGH_DATA)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[list[object]] | None = None
         self._want = 0
@@ -35,7 +35,7 @@ class _RespProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._parser.feed(data)
-        self._replies.extend(iter(self._parser.gets, False))
+        self._replies.extend(iter(self._parser.gets, NOT_ENOUGH_DATA))  # not False: a reply may be 0
         waiter = self._waiter
         if waiter is not None and len(self._replies) >= self._want and not waiter.done():
             waiter.set_result(self._replies)

@@ -42,6 +42,8 @@ from regions.errors import StorageError
 from regions.store.feast_config import REGISTRY_FILE
 from regions.store.ledger import JobLedger
 from regions.store.node import RegionNode
+from regions.store.online_marker import BEHIND, LOST, PRESENT, OnlineMarker, compare
+from regions.store.resp_connection import RespError
 from serving.auth import TokenBook, TokenGuard
 from serving.breaker import CircuitBreaker
 from serving.catalog import CatalogCache
@@ -116,6 +118,8 @@ class ServingNode:
             self.reader = RedisReader(target, store.project, timeout_seconds=timeout)
         else:
             self.reader = FeastReader(store)
+        # the refresher compares it with the ledger: did Redis lose the rows the ledger says it holds?
+        self._marker = OnlineMarker(target, store.project, timeout_seconds=max(timeout, 1.0)) if target else None
         self._ledger: JobLedger | None
         try:
             self._ledger = node.ledger
@@ -280,13 +284,49 @@ class ServingNode:
     def _check_health(self) -> None:
         up = self.reader.ping()  # blocking: on the calling thread, not the loop
         self.metrics.online_store_up(up)
+        if up:
+            self._check_loaded()
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         views = tuple(self.catalog.current.views.values())
         can_answer = up or self.snapshots.has(views)
-        states = {ONLINE_STORE_HEALTH: serving if up else not_serving}
+        whole = up and not self.features.not_loaded
+        states = {ONLINE_STORE_HEALTH: serving if whole else not_serving}
         states.update({name: serving if can_answer else not_serving for name in ("",) + SERVICE_NAMES})
         self._on_loop(self._set_health(states))
+
+    def _check_loaded(self) -> None:
+        """Compare the online store's marker with the ledger's loads: views whose rows Redis lost
+        (restarted without persistence, flushed) or holds older (restored from a backup) are
+        answered from the snapshot until a materialisation loads them again."""
+        if self._marker is None or self._ledger is None:
+            return
+        expected = self._ledger.online_loads()
+        served = [v for v in self.catalog.current.views if v in expected]
+        if not served:
+            states: dict[str, str] = {}
+        else:
+            try:
+                found = self._marker.read()
+            except RespError:
+                return  # the store went away since the ping: the breaker and the next tick see to it
+            states = {v: compare(expected[v], found.get(v)) for v in served}
+        not_loaded = {v: state for v, state in states.items() if state != PRESENT}
+        before = self.features.not_loaded
+        self.features.not_loaded = frozenset(not_loaded)
+        self.metrics.views_not_loaded(not_loaded)
+        lost = sorted(v for v in not_loaded if v not in before)
+        back = sorted(v for v in before if v not in not_loaded)
+        if lost:
+            why = {LOST: "no longer holds their rows: Redis restarted without persistence, or was flushed",
+                   BEHIND: "holds older rows than the last materialisation: restored from an earlier backup?"}
+            for state in (LOST, BEHIND):
+                views = [v for v in lost if not_loaded[v] == state]
+                if views:
+                    log.warning("region %s: the online store %s (%s); answering them from the batch snapshot "
+                                "until a materialisation loads them again", self.region.code, why[state], ", ".join(views))
+        if back:
+            log.info("region %s: the online store holds %s again; back on the online path", self.region.code, ", ".join(back))
 
     async def _set_health(self, states: dict[str, int]) -> None:
         for name, status in states.items():

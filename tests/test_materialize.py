@@ -179,7 +179,7 @@ def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tm
     again = materialize(node, QUIET)
     assert again.status == SUCCEEDED
     assert not (node.data_dir / "staging" / killed.job_id).exists()  # they were left for good before
-    assert client.dbsize() == 300_000 + 10
+    assert client.dbsize() == 300_000 + 10 + 1  # the entities, and the online marker
     assert again.rows_written + again.rows_skipped == again.rows_read
 
 
@@ -362,7 +362,7 @@ def test_redis_killed_mid_job_fails_it_plainly_and_a_rerun_converges(tmp_path):
         sizes = {client.hlen(k) for k in client.scan_iter(count=10_000) if b"customer_id" in k}
         assert sizes <= {profile, profile + 8 + 1}, sizes  # no entity holds part of a view
         assert main(["--config", str(config.source), "region", "materialize", "--region", "MY", "--no-progress"]) == 0
-        assert client.dbsize() == 200_000 + 2
+        assert client.dbsize() == 200_000 + 2 + 1  # the entities, and the online marker
         ids = [0, 4, 199_999]
         online = node.store.get_online_features(features=["customer_transactions:spend_30d"],
                                                 entity_rows=[{"customer_id": i} for i in ids]).to_dict()

@@ -19,6 +19,8 @@ from regions.store.cluster import key_slot
 from regions.store.definitions import region_objects
 from regions.store.engine import redis_target
 from regions.store.feast_config import feast_settings
+from regions.store.online_marker import OnlineMarker
+from regions.store.status import region_status
 from serving.client import FeatureClient
 from serving_fixtures import TOKENS, served_region
 
@@ -82,6 +84,26 @@ def test_serving_reads_the_cluster(served):
     assert result.source == "online_store"
     values = result.to_dict()
     assert all(_same(expected[c][f], values[f][i]) for i, c in enumerate(ids) for f in FEATURES)
+
+
+def test_a_flushed_cluster_is_noticed_by_its_marker_and_answered_from_the_snapshot(served, cluster):
+    """The marker lives in one slot of the cluster; the serving node and `region status` find it there,
+    and find it gone after FLUSHALL on every master."""
+    node = served.node
+    views = set(served.server.catalog.current.views)
+    marker = OnlineMarker(redis_target(node.store.config), node.store.project)  # type: ignore[arg-type]
+    assert views <= set(marker.read())
+    assert {v.view: v.online for v in region_status(node).views if v.view in views} == dict.fromkeys(views, "present")
+    assert cluster.master_of(marker.key).client().exists(marker.key) == 1
+    cluster.flush()
+    assert {v.view: v.online for v in region_status(node).views if v.view in views} == dict.fromkeys(views, "lost")
+    with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+        ask = lambda: client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]})  # noqa: E731
+        deadline = time.monotonic() + 15
+        while ask().source != "batch_fallback" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answer = ask()
+        assert answer.source == "batch_fallback" and answer.statuses["txn_count_7d"] == ["present"]
 
 
 def test_fast_reader_reads_what_feast_wrote_on_the_cluster(tmp_path, served, cluster):

@@ -11,7 +11,7 @@ import pytest
 
 from redis_servers import start_redis
 from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import RespError
+from regions.store.resp_connection import RespConnection, RespError
 from serving.resp_async import AsyncRespPool, RespTimeout, _command
 
 pytestmark = pytest.mark.redis
@@ -34,6 +34,31 @@ def test_pipelines_answer_in_order_and_reuse_the_connection():
         assert first == [[b"1", b"2"], [None]]
         assert second == [b"PONG"]
         assert idle == 1
+    finally:
+        server.stop()
+
+
+def test_replies_of_zero_and_false_values_are_replies_not_no_data_yet():
+    """hiredis says "no complete reply yet" with a value of its own; with False, an integer reply 0
+    (HSET of existing fields, EXISTS of a missing key) compared equal, was dropped, and the read
+    waited for a reply already received until its deadline."""
+    server = start_redis()
+    try:
+        server.client().hset("k", "a", "1")
+        ask = _command(b"HSET", b"k", b"a", b"2") + _command(b"EXISTS", b"nope") + _command(b"PING")
+
+        async def run() -> list[object]:
+            pool = AsyncRespPool(RedisTarget("127.0.0.1", server.port), timeout_seconds=1)
+            try:
+                return await pool.pipeline(ask, 3)
+            finally:
+                pool.close()
+
+        assert asyncio.run(run()) == [0, 0, b"PONG"]
+        with RespConnection("127.0.0.1", server.port, timeout=1) as conn:
+            assert conn.call(b"HSET", b"k", b"a", b"3") == 0
+            conn.send(ask)
+            assert conn.read(3) == [0, 0, b"PONG"]
     finally:
         server.stop()
 

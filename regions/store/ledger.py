@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from regions.errors import StorageError
+from regions.store.online_marker import Load
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -41,6 +42,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     host          TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_started ON jobs (started_at);
+CREATE TABLE IF NOT EXISTS online_loads (  -- per view, the latest job that loaded it online and marked it
+    view          TEXT PRIMARY KEY,
+    job_id        TEXT NOT NULL,
+    started_at    TEXT NOT NULL
+);
 """
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
@@ -119,14 +125,23 @@ class JobLedger:
             )
         return self.get(job_id)
 
-    def succeed(self, job_id: str, per_view: dict[str, dict[str, int | None]]) -> JobRecord:
-        return self._finish(job_id, SUCCEEDED, per_view, None)
+    def succeed(
+        self, job_id: str, per_view: dict[str, dict[str, int | None]], *, marked_online: tuple[str, ...] = ()
+    ) -> JobRecord:
+        """The job ended well; ``marked_online``: the views whose online marker it wrote (recorded in
+        the same transaction, so the ledger never expects a marker a succeeded job did not write)."""
+        return self._finish(job_id, SUCCEEDED, per_view, None, marked_online)
 
     def fail(self, job_id: str, error: str, per_view: dict[str, dict[str, int | None]] | None = None) -> JobRecord:
         return self._finish(job_id, FAILED, per_view or {}, error)
 
     def _finish(
-        self, job_id: str, status: str, per_view: dict[str, dict[str, int | None]], error: str | None
+        self,
+        job_id: str,
+        status: str,
+        per_view: dict[str, dict[str, int | None]],
+        error: str | None,
+        marked_online: tuple[str, ...] = (),
     ) -> JobRecord:
         now = datetime.now(timezone.utc)
         started = self.get(job_id).started_at
@@ -152,7 +167,18 @@ class JobLedger:
                     job_id,
                 ),
             )
+            db.executemany(
+                "INSERT INTO online_loads (view, job_id, started_at) VALUES (?,?,?) ON CONFLICT(view) DO UPDATE"
+                " SET job_id=excluded.job_id, started_at=excluded.started_at",
+                [(view, job_id, started.isoformat()) for view in marked_online],
+            )
         return self.get(job_id)
+
+    def online_loads(self) -> dict[str, Load]:
+        """Per view, the latest job that loaded it into the online store and left its marker there."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT view, job_id, started_at FROM online_loads").fetchall()
+        return {str(v): Load(str(j), datetime.fromisoformat(str(s))) for v, j, s in rows}
 
     def recover_abandoned(self, *, none_running: bool = False) -> list[JobRecord]:
         """Mark running jobs of processes that no longer exist (on this host) as failed.

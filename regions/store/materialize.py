@@ -30,10 +30,12 @@ from tqdm import tqdm
 from regions.errors import JobRunning, MaterializationError, RegionError
 from regions.progress import progress
 from regions.store.definitions import batch_source
-from regions.store.engine import FastMaterializationEngine, ViewMaterialization
+from regions.store.engine import FastMaterializationEngine, ViewMaterialization, redis_target
 from regions.store.fingerprint import source_fingerprints
 from regions.store.ledger import RUNNING, JobRecord
 from regions.store.node import RegionNode
+from regions.store.online_marker import BEHIND, LOST, Load, OnlineMarker, compare
+from regions.store.resp_connection import RespError
 from regions.store.snapshot import snapshot_path, write_snapshot
 
 if TYPE_CHECKING:
@@ -104,9 +106,13 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     shutil.rmtree(node.data_dir / "staging", ignore_errors=True)
     views = node.feature_views(list(request.views))
     sources = node.require_sources(views, check_columns=False)  # checked inside the job: a bad source fails it
+    store = node.store
+    target = redis_target(store.config)
+    marker = OnlineMarker(target, store.project) if target is not None else None
+    refill = _views_to_refill(node, [fv.name for fv in views], marker, say) if request.incremental else set()
     windows: dict[str, tuple[datetime, datetime]] = {}
     for fv in views:
-        start = node.ledger.watermark(fv.name) if request.incremental else None
+        start = node.ledger.watermark(fv.name) if request.incremental and fv.name not in refill else None
         start = start or EPOCH
         if start > end:
             raise MaterializationError(
@@ -128,7 +134,6 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     node.lineage.emit(RunState.START, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs)
     say(f"{node.code}: job {job.job_id} started ({job.mode}, {len(views)} views)")
 
-    store = node.store
     engine: FastMaterializationEngine | SparkMaterializer
     if node.region.materialization.engine == "spark":
         from regions.store.spark_engine import SparkMaterializer  # imports pyspark only when chosen
@@ -176,6 +181,8 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
                 job_id=job.job_id,
             )
             store.registry.apply_materialization(fv, store.project, result.start, result.end, commit=True)
+        if marker is not None:  # after every row: a marker promises the rows are there
+            marker.write({fv.name: Load(job.job_id, job.started_at) for fv in views})
     except Exception as e:
         message = f"{type(e).__name__}: {e}"
         node.ledger.fail(job.job_id, message, per_view)
@@ -183,10 +190,43 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
         raise MaterializationError(f"{node.code}: job {job.job_id} failed: {message}") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    record = node.ledger.succeed(job.job_id, per_view)
+    marked = tuple(fv.name for fv in views) if marker is not None else ()
+    record = node.ledger.succeed(job.job_id, per_view, marked_online=marked)
     node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs)
     say(f"{node.code}: job {job.job_id} succeeded in {record.duration_s:.1f}s")
     return record
+
+
+def _views_to_refill(
+    node: RegionNode, views: list[str], marker: OnlineMarker | None, say: Callable[[str], None]
+) -> set[str]:
+    """Views an incremental job must load in full: the online store lost their rows (no marker) or
+    holds older ones (an earlier job's marker), so loading from the watermark would leave them
+    missing or stale for good."""
+    expected = node.ledger.online_loads() if marker is not None else {}
+    wanted = [v for v in views if v in expected]
+    if marker is None or not wanted:
+        return set()
+    try:
+        found = marker.read()
+    except RespError:
+        return set()  # the store cannot be asked: the job's own writes fail and say why
+    refill = set()
+    for view in wanted:
+        load, state = expected[view], compare(expected[view], found.get(view))
+        if state == LOST:
+            say(f"{node.code}: {view}: the online store no longer holds this view's rows (the marker of job "
+                f"{load.job_id} is gone: Redis restarted without persistence, or was flushed); "
+                "loading it in full instead of incrementally")
+        elif state == BEHIND:
+            older = found[view]
+            say(f"{node.code}: {view}: the online store holds older rows than the ledger's last load (job "
+                f"{older.job_id if older else '?'} instead of {load.job_id}: restored from an earlier backup?); "
+                "loading it in full instead of incrementally")
+        else:
+            continue
+        refill.add(view)
+    return refill
 
 
 def _progress_bar(label: str, show: bool) -> Callable[[int], tqdm]:

@@ -13,6 +13,10 @@ from types import TracebackType
 import hiredis
 
 
+# what hiredis's gets() returns while no complete reply is buffered: an object no reply can equal
+NOT_ENOUGH_DATA = object()
+
+
 class RespError(RuntimeError):
     """Redis refused a command, timed out, or could not be reached."""
 
@@ -32,7 +36,7 @@ class RespConnection:
         except OSError as e:
             raise RespError(f"cannot connect to Redis at {host}:{port}: {e}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader = hiredis.Reader()
+        self._reader = hiredis.Reader(notEnoughData=NOT_ENOUGH_DATA)
         self.address = f"{host}:{port}/{db}"
         if password:
             self.call(b"AUTH", password.encode())
@@ -63,8 +67,9 @@ class RespConnection:
         replies: list[object] = []
         gets = self._reader.gets
         while True:
-            # iter(gets, False) drains every complete reply in C, without a Python-level loop
-            replies.extend(iter(gets, False))
+            # iter(gets, sentinel) drains every complete reply in C, without a Python-level loop; the
+            # sentinel is hiredis's "no complete reply yet", never a reply (False would be: 0 == False)
+            replies.extend(iter(gets, NOT_ENOUGH_DATA))
             if len(replies) >= count:
                 return replies
             self._reader.feed(self._recv())

@@ -9,8 +9,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from regions.store.definitions import batch_source
+from regions.store.engine import redis_target
 from regions.store.ledger import JobRecord
 from regions.store.node import RegionNode
+from regions.store.online_marker import OnlineMarker, compare
+from regions.store.resp_connection import RespError
 from regions.store.snapshot import read_snapshot_info
 
 
@@ -22,6 +25,9 @@ class ViewFreshness:
     entities: int
     snapshot_job: str | None
     age_seconds: float | None  # now - latest_event
+    # does the online store still hold the view's last load? present | lost | behind | unreachable,
+    # None when there is nothing to check (not Redis, or no job has marked it yet)
+    online: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ def region_status(node: RegionNode, *, jobs: int = 5, now: datetime | None = Non
     if not node.is_applied:
         return RegionStatus(node.code, False, (), tuple(node.ledger.jobs(limit=jobs)))
     views = []
+    online = _online_states(node)
     for fv in node.feature_views():
         info = read_snapshot_info(node.data_dir, fv.name)
         latest = None
@@ -52,6 +59,23 @@ def region_status(node: RegionNode, *, jobs: int = 5, now: datetime | None = Non
                 entities=info.rows if info else 0,
                 snapshot_job=info.job_id if info else None,
                 age_seconds=(now - latest).total_seconds() if latest else None,
+                online=online.get(fv.name),
             )
         )
     return RegionStatus(node.code, True, tuple(views), tuple(node.ledger.jobs(limit=jobs)))
+
+
+UNREACHABLE = "unreachable"
+
+
+def _online_states(node: RegionNode) -> dict[str, str]:
+    """Per view the ledger says was loaded online, what the online store's marker says of it."""
+    target = redis_target(node.store.config)
+    expected = node.ledger.online_loads() if target is not None else {}
+    if target is None or not expected:
+        return {}
+    try:
+        found = OnlineMarker(target, node.store.project, timeout_seconds=2.0).read()
+    except RespError:
+        return dict.fromkeys(expected, UNREACHABLE)
+    return {view: compare(load, found.get(view)) for view, load in expected.items()}

@@ -1,0 +1,99 @@
+"""Which views the online store still holds: a marker written by every materialisation.
+
+A Redis restarted without persistence (or flushed, or restored from an older backup) comes back
+answering every lookup "not found", or with older rows, and nothing in its replies says so. So
+each successful job writes, after its rows, one small hash per project::
+
+    fedstore:loaded:{<project>}    <view> -> "<job started_at ISO> <job id>"
+
+and the region's ledger records the same load (``JobLedger.online_loads``). Comparing the two
+tells, per view, whether the rows the ledger says were loaded are still there:
+
+- ``present``: the marker names the ledger's latest load or a later one;
+- ``lost``: no marker for the view (the online store was emptied since);
+- ``behind``: the marker names an earlier load (restored from a backup taken before it).
+
+The serving node answers lost and behind views from the batch snapshot, and an incremental job
+loads them in full instead of from the watermark. The key's ``{project}`` hash tag puts it in
+one Redis Cluster slot; it matches none of Feast's key patterns (entity keys end with the
+project's name), so Feast's own teardown and reads never see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Mapping
+
+from regions.store.cluster import ClusterRouter, ClusterTarget, execute, key_slots
+from regions.store.redis_writer import RedisTarget
+from regions.store.resp_connection import RespConnection, RespError
+
+PRESENT, LOST, BEHIND = "present", "lost", "behind"
+
+
+def marker_key(project: str) -> bytes:
+    return b"fedstore:loaded:{" + project.encode() + b"}"
+
+
+@dataclass(frozen=True)
+class Load:
+    """One view's rows written by one job, as the ledger and the marker record it."""
+
+    job_id: str
+    started_at: datetime
+
+    def encode(self) -> bytes:
+        return f"{self.started_at.isoformat()} {self.job_id}".encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Load | None":
+        """None for a value this version cannot read (treated as no marker: a full load fixes it)."""
+        try:
+            when, job_id = raw.decode().split(" ", 1)
+            return cls(job_id, datetime.fromisoformat(when))
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+
+def compare(expected: Load, found: Load | None) -> str:
+    """``present``, ``lost`` or ``behind``: what the online store holds of a load the ledger records."""
+    if found is None:
+        return LOST
+    return PRESENT if found.started_at >= expected.started_at else BEHIND
+
+
+class OnlineMarker:
+    """Reads and writes one project's marker on a Redis or a Redis Cluster (thin, blocking)."""
+
+    def __init__(self, target: RedisTarget | ClusterTarget, project: str, *, timeout_seconds: float = 5.0) -> None:
+        self.target = target
+        self.key = marker_key(project)
+        self.timeout = timeout_seconds
+
+    def write(self, loads: Mapping[str, Load]) -> None:
+        """Record these views as loaded (one HSET; other views' fields are kept). Raises RespError."""
+        if not loads:
+            return
+        args = [b"HSET", self.key]
+        for view, load in loads.items():
+            args += [view.encode(), load.encode()]
+        self._call(args)
+
+    def read(self) -> dict[str, Load | None]:
+        """Every view's marker (HGETALL). Raises RespError when the store cannot be asked."""
+        reply = self._call([b"HGETALL", self.key])
+        items = list(reply) if isinstance(reply, list) else []
+        return {items[i].decode(errors="replace"): Load.decode(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+    def _call(self, args: list[bytes]) -> object:
+        t = self.target
+        if isinstance(t, RedisTarget):
+            with RespConnection(t.host, t.port, db=t.db, password=t.password, timeout=self.timeout) as conn:
+                return conn.call(*args)
+        command = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        router = ClusterRouter(t, timeout=self.timeout, pool_size=1)
+        try:  # execute follows MOVED and ASK
+            return execute(router, [command], key_slots([self.key]))[0]
+        finally:
+            router.close()

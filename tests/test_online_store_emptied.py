@@ -1,0 +1,206 @@
+"""A Redis that comes back without the rows the ledger says it holds: restarted without persistence
+(empty) or restored from an earlier backup (older). Nothing in Redis's replies says so; the online
+marker each job leaves does. The serving node answers such views from the batch snapshot, and the
+next incremental job loads them in full instead of from its watermark."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from datetime import datetime, timezone
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fedstore.cli import main
+from redis_servers import start_redis
+from regions.store.materialize import EPOCH, MaterializeRequest, materialize
+from regions.store.online_marker import BEHIND, LOST, PRESENT, Load, OnlineMarker, compare, marker_key
+from regions.store.redis_writer import RedisTarget
+from serving.client import FeatureClient
+from serving_fixtures import TOKENS, served_region
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+INCREMENTAL = MaterializeRequest(show_progress=False, incremental=True)
+
+
+def _health(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def _wait(predicate, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_load_markers_compare_by_the_jobs_start():
+    t = datetime(2026, 11, 30, 6, 0, tzinfo=timezone.utc)
+    load = Load("my-1", t)
+    assert Load.decode(load.encode()) == load
+    assert compare(load, None) == LOST
+    assert compare(load, load) == PRESENT
+    assert compare(load, Load("my-2", t.replace(hour=7))) == PRESENT  # a later job's marker: written, not yet in the ledger
+    assert compare(load, Load("my-0", t.replace(hour=5))) == BEHIND
+    assert Load.decode(b"not a marker") is None  # unreadable: treated as no marker, so a full load mends it
+
+
+def _status(config_path, capsys) -> str:
+    assert main(["--config", str(config_path), "region", "status", "--region", "MY"]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_redis_restarted_empty_is_answered_from_the_snapshot_until_a_job_loads_it_again(
+    tmp_path, monkeypatch, caplog, capsys
+):
+    caplog.set_level(logging.INFO, logger="serving.server")
+    redis = start_redis()  # no persistence: a restart comes back empty
+    served = served_region(tmp_path, redis.url, monkeypatch)
+    node = served.node
+    first = node.ledger.jobs(limit=1)[0]
+    views = set(served.server.catalog.current.views)  # the views served online
+    assert views and views <= set(node.ledger.online_loads())
+    assert views <= set(OnlineMarker(RedisTarget("127.0.0.1", redis.port), node.store.project).read())
+    ids = [0, 1, 2, 10**12]
+    restarted = None
+    try:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+            ask = lambda: client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": ids})  # noqa: E731
+            online = ask()
+            assert online.source == "online_store" and online.statuses["txn_count_7d"][0] == "present"
+
+            redis.kill()
+            restarted = start_redis(port=redis.port)  # up again at once, and empty
+            # Redis answers, the breaker closes again, yet every lookup would say "not found":
+            # the marker is gone, so the node answers from the snapshot instead
+            assert _wait(lambda: served.server.features.not_loaded == frozenset(views))
+            answers = [ask() for _ in range(10)]
+            assert all(a.source == "batch_fallback" for a in answers)
+            assert answers[-1].values == online.values and answers[-1].statuses == online.statuses
+            assert answers[-1].job_ids == [first.job_id]
+            sample = served.server.metrics.registry.get_sample_value
+            assert sample("fedstore_fallback_answers_total", {"reason": "online_not_loaded"}) >= 10
+            for view in views:
+                assert sample("fedstore_online_view_not_loaded", {"view": view, "state": "lost"}) == 1
+            assert _health(served.address, "fedstore.online_store") == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert _health(served.address, "") == health_pb2.HealthCheckResponse.SERVING
+            # and the operator's status says so, with what to run
+            status = _status(tmp_path / "fed.yaml", capsys)
+            assert status.count("LOST") == len(views)
+            assert "the online store lost or holds older rows of" in status and "--incremental" in status
+
+            # the next incremental job sees it too, says so, and loads those views in full
+            said: list[str] = []
+            job = materialize(node, INCREMENTAL, say=said.append)
+            assert job.mode == "incremental"
+            assert all(job.windows[v][0] == EPOCH for v in views)
+            refills = [line for line in said if "no longer holds this view's rows" in line]
+            assert len(refills) >= len(views) and all("loading it in full" in line for line in refills)
+            assert job.rows_written and job.rows_written > 0
+
+            # back on the online path by itself, with the same values
+            assert _wait(lambda: ask().source == "online_store")
+            back = ask()
+            assert back.values == online.values and back.statuses == online.statuses
+            assert served.server.features.not_loaded == frozenset()
+            assert sample("fedstore_online_view_not_loaded", {"view": next(iter(views)), "state": "lost"}) is None
+            assert _wait(lambda: _health(served.address, "fedstore.online_store")
+                         == health_pb2.HealthCheckResponse.SERVING)
+            lines = [r.getMessage() for r in caplog.records if r.name == "serving.server" and "online store" in r.getMessage()]
+            assert len(lines) == 2, lines  # one when it is noticed, one when it is over: not one per call
+            assert "no longer holds their rows" in lines[0] and "answering them from the batch snapshot" in lines[0]
+            assert "again; back on the online path" in lines[1]
+
+            # and an incremental job on an intact store stays incremental
+            said.clear()
+            again = materialize(node, INCREMENTAL, say=said.append)
+            assert all(again.windows[v][0] == job.windows[v][1] for v in views)
+            assert not [line for line in said if "in full" in line]
+            status = _status(tmp_path / "fed.yaml", capsys)
+            assert "LOST" not in status and status.count("holds it") == len(views)
+    finally:
+        served.server.stop(1)
+        redis.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+def test_a_redis_restored_from_an_earlier_backup_is_behind(tmp_path, monkeypatch):
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch)
+    node = served.node
+    first = node.ledger.jobs(limit=1)[0]
+    restored = None
+    try:
+        redis.client().save()  # the backup: an RDB file of the state after the first job
+        backup = tmp_path / "backup.rdb"
+        shutil.copy(redis.workdir / "dump.rdb", backup)
+        second = materialize(node, MaterializeRequest(show_progress=False))
+        assert second.job_id != first.job_id
+        marker = OnlineMarker(RedisTarget("127.0.0.1", redis.port), node.store.project)
+        assert {load.job_id for load in marker.read().values()} == {second.job_id}
+
+        redis.kill()
+        shutil.copy(backup, redis.workdir / "dump.rdb")
+        restored = start_redis(port=redis.port, workdir=redis.workdir)  # loads the backup's rows and marker
+        assert {load.job_id for load in marker.read().values()} == {first.job_id}
+        with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+            ask = lambda: client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]})  # noqa: E731
+            assert _wait(lambda: ask().source == "batch_fallback")
+            assert ask().job_ids == [second.job_id]  # the snapshot holds the newer load
+            sample = served.server.metrics.registry.get_sample_value
+            assert sample("fedstore_online_view_not_loaded", {"view": "customer_transactions", "state": "behind"}) == 1
+
+            said: list[str] = []
+            job = materialize(node, INCREMENTAL, say=said.append)
+            behind = [line for line in said if "holds older rows than the ledger's last load" in line]
+            assert behind and first.job_id in behind[0] and second.job_id in behind[0]
+            assert all(job.windows[v][0] == EPOCH for v in job.views)
+            assert _wait(lambda: ask().source == "online_store")
+    finally:
+        served.server.stop(1)
+        redis.stop()
+        if restored is not None:
+            restored.stop()
+
+
+def test_a_store_that_cannot_be_asked_leaves_the_job_incremental_and_it_fails_plainly(tmp_path, monkeypatch):
+    """Redis down when an incremental job starts: no verdict on the marker, so the job does not
+    turn into a full one on a guess; its writes fail and the ledger says why."""
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch)
+    served.server.stop(1)
+    node = served.node
+    watermark = node.ledger.watermark("customer_transactions")
+    redis.stop()
+    said: list[str] = []
+    with pytest.raises(Exception, match="Redis"):
+        materialize(node, INCREMENTAL, say=said.append)
+    failed = node.ledger.jobs(limit=1)[0]
+    assert failed.status == "failed" and failed.windows["customer_transactions"][0] == watermark
+    assert not [line for line in said if "in full" in line]
+
+
+def test_the_marker_matches_none_of_feasts_keys_and_feast_reads_around_it(tmp_path, monkeypatch):
+    """Feast's own SDK reads the same Redis with the marker in it, and the key is the one documented."""
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch)
+    try:
+        node = served.node
+        key = marker_key(node.store.project)
+        assert redis.client().type(key) == b"hash"
+        assert not key.endswith(node.store.project.encode())  # Feast scans entity keys by this suffix
+        rows = node.store.get_online_features(
+            features=["customer_transactions:txn_count_7d"], entity_rows=[{"customer_id": 0}]
+        ).to_dict()
+        assert rows["txn_count_7d"][0] is not None
+    finally:
+        served.server.stop(1)
+        redis.stop()
