@@ -1,11 +1,13 @@
 """The serving node's one job: features of some entities, from the online store or the snapshot.
 
     request ─▶ resolve (cached catalog) ─▶ validate entities
-            ─▶ online store holds the views? ─▶ breaker closed? ─▶ online store (deadline) ──ok──▶ answer
-                     │ (its marker, checked           │                  └─error/timeout─▶ breaker.failure ─┐
-                     │  by the refresher)             └─open─────────────────────────────────────────────────┤
-                     └─lost or older rows (Redis restarted empty, restored from a backup)───────────────────┴▶ batch snapshot
-                                                                                        (source: fallback, with age)
+            ─▶ does Redis still hold the views? (the refresher reads its marker)
+                 │ yes                                             └─no: lost or older rows ──────────┐
+                 ▼                                                                                    │
+               breaker closed? ─▶ online store (deadline) ──ok──▶ answer (source: online store)     │
+                 │                     └─error/timeout─▶ breaker.failure ─┐                           │
+                 └─open───────────────────────────────────────────────────┴───────────────────────────┴▶ batch snapshot
+                                                                                  (source: fallback, with age)
 """
 
 from __future__ import annotations

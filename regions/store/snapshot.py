@@ -61,6 +61,10 @@ def write_snapshot(
         return None
     tmp = path.with_suffix(".parquet.tmp")
     keys = ", ".join(_q(k) for k in join_keys)
+    now = datetime.now(timezone.utc)
+    meta = json.dumps({"view": view, "job_id": job_id, "written_at": now.isoformat()})
+    # the metadata goes in with the COPY: reading the merged file back to add it held the whole
+    # snapshot in memory, the one step of the merge that was not out of core
     sql = f"""
         COPY (
             SELECT * EXCLUDE (__priority, __rn) FROM (
@@ -68,20 +72,16 @@ def write_snapshot(
                     PARTITION BY {keys} ORDER BY {_q(timestamp_field)} DESC, __priority DESC) AS __rn
                 FROM ({" UNION ALL BY NAME ".join(parts)})
             ) WHERE __rn = 1 ORDER BY {keys}
-        ) TO '{_sql_path(tmp)}' (FORMAT parquet)
+        ) TO '{_sql_path(tmp)}' (FORMAT parquet, KV_METADATA {{fedstore: '{_sql_path(meta)}'}})
     """
     con = duckdb.connect()
     try:
         con.execute(sql, args)
     finally:
         con.close()
-    merged = pq.read_table(tmp)
-    now = datetime.now(timezone.utc)
-    meta = {b"fedstore": json.dumps({"view": view, "job_id": job_id, "written_at": now.isoformat()}).encode()}
-    merged = merged.replace_schema_metadata({**(merged.schema.metadata or {}), **meta})
-    pq.write_table(merged, tmp)
+    rows = pq.read_metadata(tmp).num_rows
     tmp.replace(path)  # atomic: a reader sees the old snapshot or the new one, never half
-    return SnapshotInfo(view=view, path=path, rows=merged.num_rows, job_id=job_id, written_at=now)
+    return SnapshotInfo(view=view, path=path, rows=rows, job_id=job_id, written_at=now)
 
 
 def _q(name: str) -> str:
