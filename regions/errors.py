@@ -1,5 +1,12 @@
 """The one error root of the region node. Messages are for operators: one plain line."""
 
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
 
 class RegionError(Exception):
     """Something an operator can act on went wrong in a region node."""
@@ -16,6 +23,17 @@ class MaterializationError(RegionError):
 class StorageError(RegionError):
     """A file or database in the region's data directory cannot be written (a read-only volume, a
     directory of another user, a full disk)."""
+
+
+@contextmanager
+def must_be_writable(region: str, what: str, path: Path) -> Iterator[None]:
+    """Turn a failure to create or write one of the region's SQLite files into one plain line
+    (sqlite says "attempt to write a readonly database")."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as e:
+        raise StorageError(f"region {region}: cannot write {what} {path} ({e}): the region's data directory "
+                           "must be writable by this user") from None
 
 
 class JobRunning(RegionError):

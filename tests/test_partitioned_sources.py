@@ -5,6 +5,7 @@ and picks up a new part when it lands."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,7 +20,7 @@ import feature_repo
 from handmade import T0, latest, write_sources
 from regions.datasets import TrainingSetRequest, build_training_set
 from regions.errors import InvalidSource, MaterializationError, RegionNotReady
-from regions.store.fingerprint import FingerprintCache, fingerprint
+from regions.store.fingerprint import FingerprintCache, fingerprint, source_fingerprints
 from regions.store.materialize import MaterializeRequest, materialize
 from regions.store.node import RegionNode
 from regions.store.snapshot import snapshot_path
@@ -169,7 +170,26 @@ def test_parts_already_hashed_are_not_hashed_again_and_a_rewritten_part_is(parti
     data[len(data) // 2] ^= 0xFF  # same size, different bytes
     part.write_bytes(bytes(data))
     os.utime(part, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or `rsync -t` would
-    cache = FingerprintCache(node.data_dir / "fingerprints.db")
+    cache = FingerprintCache(node.data_dir / "fingerprints.db", node.code)
     assert fingerprint(part, node.data_dir, cache).sha256 != next(
         s["sha256"] for s in first.sources if s["path"] == str(part.relative_to(node.data_dir)))
     assert cache.hashed == 1
+
+
+def test_fingerprints_of_many_parts_take_one_cache_connection(tmp_path, monkeypatch):
+    """A source of thousands of parts opened two SQLite connections per part, on every job."""
+    parts = []
+    for i in range(40):
+        part = tmp_path / "sources" / f"part-{i:03d}.parquet"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(b"part %d" % i)
+        parts.append(part)
+    cache = FingerprintCache(tmp_path / "fingerprints.db", "MY")
+    opened = []
+    connect = FingerprintCache._connect
+    monkeypatch.setattr(FingerprintCache, "_connect", lambda self: opened.append(1) or connect(self))
+    first = source_fingerprints([tmp_path / "sources" / "*.parquet"], tmp_path, cache)
+    assert len(first) == 40 and cache.hashed == 40 and len(opened) == 1
+    again = source_fingerprints([tmp_path / "sources" / "*.parquet"], tmp_path, cache)
+    assert again == first and cache.hashed == 40 and len(opened) == 2  # all from the cache
+    assert [f.sha256 for f in first] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in parts]

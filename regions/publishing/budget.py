@@ -12,7 +12,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
-from regions.errors import RegionError, StorageError
+from regions.errors import RegionError, must_be_writable
 
 
 class BudgetExceeded(RegionError):
@@ -27,7 +27,8 @@ class BudgetLedger:
         self.region = region
         self.limit = epsilon_per_month
         self.delta_limit = delta_per_month
-        try:
+        # before any budget is spent or anything released
+        with must_be_writable(region, "the privacy budget ledger", path):
             path.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(path)) as db, db:
                 db.execute(
@@ -37,9 +38,6 @@ class BudgetLedger:
                 columns = {row[1] for row in db.execute("PRAGMA table_info(spends)")}
                 if "delta" not in columns:  # a ledger written before δ was tracked
                     db.execute("ALTER TABLE spends ADD COLUMN delta REAL NOT NULL DEFAULT 0")
-        except (OSError, sqlite3.OperationalError) as e:  # before any budget is spent or anything released
-            raise StorageError(f"region {region}: cannot write the privacy budget ledger {path} ({e}): the region's "
-                               "data directory must be writable by this user") from None
 
     @staticmethod
     def period(when: datetime) -> str:

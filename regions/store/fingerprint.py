@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+from regions.errors import must_be_writable
 from regions.store.source_files import source_files
 
 
@@ -34,41 +35,52 @@ class SourceFingerprint:
 class FingerprintCache:
     """SHA-256 per file, valid while the file's size, mtime, ctime and inode are what they were."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, region: str) -> None:
         self.path = path
         self.hashed = 0  # files read and hashed by this instance (the rest came from the cache)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, bytes INTEGER NOT NULL,"
-                       " mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,"
-                       " sha256 TEXT NOT NULL)")
+        with must_be_writable(region, "the source fingerprint cache", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as db, db:
+                db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, bytes INTEGER NOT NULL,"
+                           " mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,"
+                           " sha256 TEXT NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)  # a job and a dataset build may share it
 
     def sha256(self, path: Path, stat: os.stat_result) -> str:
-        key = _identity(stat)
-        name = str(path.resolve())
+        return self.sha256_many([(path, stat)])[0]
+
+    def sha256_many(self, files: list[tuple[Path, os.stat_result]]) -> list[str]:
+        """Each file's digest: one connection for all of them (a partitioned source may have
+        thousands of parts), known ones looked up, the rest hashed and remembered together."""
         with closing(self._connect()) as db:
-            row = db.execute("SELECT bytes, mtime_ns, ctime_ns, inode, sha256 FROM hashes WHERE path=?", (name,)).fetchone()
-        if row is not None and tuple(row[:4]) == key:
-            return str(row[4])
-        digest = _sha256(path)
-        self.hashed += 1
-        if _identity(path.stat()) == key:  # unchanged while it was read: worth remembering
-            with closing(self._connect()) as db, db:
-                db.execute("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)", (name, *key, digest))
-        return digest
+            known = {}
+            for path, stat in files:
+                name = str(path.resolve())
+                row = db.execute("SELECT bytes, mtime_ns, ctime_ns, inode, sha256 FROM hashes WHERE path=?",
+                                 (name,)).fetchone()
+                if row is not None and tuple(row[:4]) == _identity(stat):
+                    known[name] = str(row[4])
+            digests, learned = [], []
+            for path, stat in files:
+                name = str(path.resolve())
+                digest = known.get(name)
+                if digest is None:
+                    digest = known[name] = _sha256(path)
+                    self.hashed += 1
+                    key = _identity(stat)
+                    if _identity(path.stat()) == key:  # unchanged while it was read: worth remembering
+                        learned.append((name, *key, digest))
+                digests.append(digest)
+            if learned:
+                with db:
+                    db.executemany("INSERT OR REPLACE INTO hashes VALUES (?,?,?,?,?,?)", learned)
+        return digests
 
 
 def fingerprint(path: Path, base: Path, cache: FingerprintCache | None = None) -> SourceFingerprint:
-    stat = path.stat()
-    return SourceFingerprint(
-        path=str(path.relative_to(base)) if path.is_relative_to(base) else str(path),
-        sha256=cache.sha256(path, stat) if cache is not None else _sha256(path),
-        bytes=stat.st_size,
-        modified=stat.st_mtime,
-    )
+    return _fingerprints([path], base, cache)[0]
 
 
 def source_fingerprints(
@@ -76,7 +88,21 @@ def source_fingerprints(
 ) -> list[SourceFingerprint]:
     """One fingerprint per file the sources name (each part of a partitioned source), each file once."""
     files = dict.fromkeys(f for source in sources for f in source_files(source))
-    return [fingerprint(f, base, cache) for f in files]
+    return _fingerprints(list(files), base, cache)
+
+
+def _fingerprints(paths: list[Path], base: Path, cache: FingerprintCache | None) -> list[SourceFingerprint]:
+    stats = [(path, path.stat()) for path in paths]
+    digests = cache.sha256_many(stats) if cache is not None else [_sha256(path) for path in paths]
+    return [
+        SourceFingerprint(
+            path=str(path.relative_to(base)) if path.is_relative_to(base) else str(path),
+            sha256=digest,
+            bytes=stat.st_size,
+            modified=stat.st_mtime,
+        )
+        for (path, stat), digest in zip(stats, digests, strict=True)
+    ]
 
 
 def _sha256(path: Path) -> str:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from regions.errors import StorageError
+from regions.errors import must_be_writable
 from regions.store.online_marker import Load
 
 _SCHEMA = """
@@ -81,13 +81,10 @@ class JobLedger:
     def __init__(self, path: Path, region: str) -> None:
         self.path = path
         self.region = region
-        try:
+        with must_be_writable(region, "the job ledger", path):
             path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as db, db:
                 db.executescript(_SCHEMA)
-        except (OSError, sqlite3.OperationalError) as e:  # sqlite says "attempt to write a readonly database"
-            raise StorageError(f"region {region}: cannot write the job ledger {path} ({e}): the region's data "
-                               "directory must be writable by this user") from None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)

@@ -67,7 +67,7 @@ class RegionNode:
 
     @cached_property
     def fingerprints(self) -> FingerprintCache:
-        return FingerprintCache(self.data_dir / "fingerprints.db")
+        return FingerprintCache(self.data_dir / "fingerprints.db", self.code)
 
     def apply(self) -> ApplyResult:
         """Register the shared definitions in this region's registry and set up its online store."""

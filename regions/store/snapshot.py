@@ -72,7 +72,7 @@ def write_snapshot(
                     PARTITION BY {keys} ORDER BY {_q(timestamp_field)} DESC, __priority DESC) AS __rn
                 FROM ({" UNION ALL BY NAME ".join(parts)})
             ) WHERE __rn = 1 ORDER BY {keys}
-        ) TO '{_sql_path(tmp)}' (FORMAT parquet, KV_METADATA {{fedstore: '{_sql_path(meta)}'}})
+        ) TO '{_sql_path(tmp)}' (FORMAT parquet, KV_METADATA {{fedstore: '{_literal(meta)}'}})
     """
     con = duckdb.connect()
     try:
@@ -89,7 +89,12 @@ def _q(name: str) -> str:
 
 
 def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
+    return _literal(str(path))
+
+
+def _literal(text: str) -> str:
+    """``text`` inside a single-quoted SQL string."""
+    return text.replace("'", "''")
 
 
 def read_snapshot_info(data_dir: Path, view: str) -> SnapshotInfo | None:
