@@ -61,10 +61,15 @@ class TokenGuard(grpc.GenericRpcHandler):
 
 
 def _deny(code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
-    async def handler(request: object, context: grpc.aio.ServicerContext) -> None:
+    """A refusal that never reads the caller's message. A client-streaming handler: grpc reads a
+    stream's messages only when the handler asks for them, and on the wire a unary request is a
+    stream of one, so a caller without a valid token cannot make the node receive the up to
+    256 MiB it accepts for training-set entity frames (a unary handler would read it all first)."""
+
+    async def handler(requests: object, context: grpc.aio.ServicerContext) -> None:
         await context.abort(code, details)
 
-    return grpc.unary_unary_rpc_method_handler(handler)
+    return grpc.stream_unary_rpc_method_handler(handler)
 
 
 __all__ = ["TokenBook", "TokenGuard"]

@@ -480,6 +480,34 @@ def test_auth_missing_unknown_and_wrong_region(served):
     assert sample("fedstore_calls_by_caller_total", {"caller": "sg-only"}) is None
 
 
+@pytest.mark.parametrize("path", ["/fedstore.serving.v1.FeatureServing/GetOnlineFeatures",
+                                  "/GrpcFeatureServer/GetOnlineFeatures",
+                                  "/fedstore.datasets.v1.HistoricalFeatures/GetHistoricalFeatures"])
+def test_a_caller_without_a_token_is_refused_before_its_message_is_read(served, path):
+    """The node accepts messages of up to 256 MiB (training-set entity frames). A refusal used to
+    read the whole message first: anyone who could reach the port could make the node receive
+    256 MiB per call, and a larger message was RESOURCE_EXHAUSTED instead of UNAUTHENTICATED. A
+    message beyond the limit proves the refusal came before reading: reading it would fail."""
+    larger_than_the_limit = b"x" * (256 * 2**20 + 1)
+    with grpc.insecure_channel(served.address, options=[("grpc.max_send_message_length", 512 * 2**20)]) as ch:
+        for metadata, code in [((), grpc.StatusCode.UNAUTHENTICATED),
+                               ((("authorization", f"Bearer {TOKENS['sg-only']}"),), grpc.StatusCode.PERMISSION_DENIED)]:
+            if "Historical" in path:
+                call = ch.unary_stream(path, request_serializer=None, response_deserializer=None)
+                with pytest.raises(grpc.RpcError) as err:
+                    list(call(larger_than_the_limit, metadata=metadata, timeout=30))
+            else:
+                call = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+                with pytest.raises(grpc.RpcError) as err:
+                    call(larger_than_the_limit, metadata=metadata, timeout=30)
+            assert err.value.code() == code, err.value.details()
+        # a caller with a valid token gets the limit, as before
+        with pytest.raises(grpc.RpcError) as err:
+            call = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+            call(larger_than_the_limit, metadata=(("authorization", f"Bearer {TOKENS['fraud-app']}"),), timeout=30)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_health_and_reflection(served):
     with grpc.insecure_channel(served.address) as ch:
         h = health_pb2_grpc.HealthStub(ch)
