@@ -52,6 +52,7 @@ from serving.fallback import SnapshotCache
 from serving.feast_compat import FeastCompatServicer
 from serving.features import OnlineFeatures
 from serving.metrics import ServingMetrics
+from serving.open_streams import LimitOpenStreams
 from serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
 from serving.ports import CannotListen, check_bindable
 from serving.servicer import FeatureServingServicer
@@ -179,7 +180,7 @@ class ServingNode:
         )
         datasets = HistoricalFeaturesServicer(self.region, self._pool).handler()
         guarded = (FeatureServingServicer(self.features).handler(), self._compat.handler(), datasets)
-        open_to_all = (
+        open_to_all = LimitOpenStreams((
             generic_handler(health_pb2_grpc.add_HealthServicer_to_server, self.health),
             generic_handler(
                 reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
@@ -187,8 +188,8 @@ class ServingNode:
                     SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
                 ),
             ),
-        )
-        server.add_generic_rpc_handlers((TokenGuard(guarded, self._tokens, self.region.code, self.metrics),) + open_to_all)
+        ), limit=max(1, self.region.serving.max_concurrent_calls // 2))  # idle open streams never take every call
+        server.add_generic_rpc_handlers((TokenGuard(guarded, self._tokens, self.region.code, self.metrics), open_to_all))
         settings = self.region.serving
         try:
             if settings.tls_cert and settings.tls_key:

@@ -257,6 +257,57 @@ def test_calls_beyond_the_concurrency_limit_are_refused_at_once(tmp_path, monkey
         s.server.stop(1)
 
 
+def test_idle_watch_and_reflection_streams_cannot_take_every_call(tmp_path, monkeypatch):
+    """Anyone may open health Watch and reflection streams, without a token, and keep them open.
+    They counted against max_concurrent_calls with the lookups: four idle ones, and every lookup
+    was refused RESOURCE_EXHAUSTED. Now they hold at most half the calls; the next is refused."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    s = served_region(tmp_path, None, monkeypatch, customers=10, serving={"max_concurrent_calls": 4})
+    channel = grpc.insecure_channel(s.address)
+    idle = threading.Event()
+
+    def reflection_requests():
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        idle.wait(30)  # open, sending nothing
+
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        watches = [health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30) for _ in range(2)]
+        assert [next(w).status for w in watches] == [health_pb2.HealthCheckResponse.SERVING] * 2
+        extra = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        with pytest.raises(grpc.RpcError) as err:
+            next(extra)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "2 health-watch" in err.value.details()
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(reflection_requests(), timeout=30)
+        with pytest.raises(grpc.RpcError) as err:
+            next(reflect)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # unary health checks and lookups still get calls
+        assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        with FeatureClient(s.address, token=TOKENS["fraud-app"], retries=0) as client:
+            for _ in range(3):
+                assert client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [0]}).region == "MY"
+        watches[0].cancel()  # a stream that ends gives its place back
+        deadline = time.monotonic() + 10
+        while True:
+            again = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            try:
+                assert next(again).status == health_pb2.HealthCheckResponse.SERVING
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, "the cancelled stream's place was never given back"
+                time.sleep(0.1)
+        again.cancel()
+        watches[1].cancel()
+    finally:
+        idle.set()
+        channel.close()
+        s.server.stop(1)
+
+
 def test_client_spreads_calls_and_retries_a_refusal_on_another_node(tmp_path, monkeypatch):
     """Two nodes of one region (two pods); one is at its concurrency limit. The client's calls go
     round robin over both, and the one refused (RESOURCE_EXHAUSTED, before any work) is retried on
