@@ -31,6 +31,15 @@ class TokenBook:
         return found
 
 
+def authorization_scheme(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    """The scheme of the caller's ``authorization`` metadata ("Bearer", "Basic", ...), None without one."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            return text.strip().partition(" ")[0][:20] or None
+    return None
+
+
 def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     for key, value in metadata or ():
         if key == "authorization":

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import grpc
 
-from federation.tokens import TokenBook, bearer_token
+from federation.tokens import TokenBook, authorization_scheme, bearer_token
 from serving.metrics import ServingMetrics
 
 
@@ -45,6 +45,10 @@ class TokenGuard(grpc.GenericRpcHandler):
         token = bearer_token(metadata)
         if not token:
             self.metrics.refused(grpc.StatusCode.UNAUTHENTICATED, "")
+            scheme = authorization_scheme(metadata)
+            if scheme is not None and scheme.lower() != "bearer":
+                return _deny(grpc.StatusCode.UNAUTHENTICATED,
+                             f"unsupported authorization scheme {scheme!r}: send 'authorization: Bearer <token>' metadata")
             return _deny(grpc.StatusCode.UNAUTHENTICATED, "missing token: send 'authorization: Bearer <token>' metadata")
         caller = self.book.caller(token)
         if caller is None:

@@ -470,11 +470,15 @@ def test_auth_missing_unknown_and_wrong_region(served):
             with pytest.raises(grpc.RpcError) as err:
                 stub.GetOnlineFeatures(req, metadata=metadata, timeout=5)
             assert err.value.code() == code
+        with pytest.raises(grpc.RpcError) as err:  # a token under another scheme is not "missing"
+            stub.GetOnlineFeatures(req, metadata=(("authorization", f"Basic {TOKENS['fraud-app']}"),), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert err.value.details() == "unsupported authorization scheme 'Basic': send 'authorization: Bearer <token>' metadata"
     with _client(served) as client:
         client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]})
     # who read the region, and who tried to, is on its metrics
     sample = served.server.metrics.registry.get_sample_value
-    assert sample("fedstore_auth_refusals_total", {"code": "UNAUTHENTICATED", "caller": ""}) == 2
+    assert sample("fedstore_auth_refusals_total", {"code": "UNAUTHENTICATED", "caller": ""}) == 3
     assert sample("fedstore_auth_refusals_total", {"code": "PERMISSION_DENIED", "caller": "sg-only"}) == 1
     assert sample("fedstore_calls_by_caller_total", {"caller": "fraud-app"}) >= 1
     assert sample("fedstore_calls_by_caller_total", {"caller": "sg-only"}) is None
