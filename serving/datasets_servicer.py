@@ -73,6 +73,9 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
             return
+        if not request.region.strip():  # a request missing a field, not one for another jurisdiction
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"region is required: name the region whose data to read ({self.region.code} here)")
         if request.region.upper() != self.region.code:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,

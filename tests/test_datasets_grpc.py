@@ -57,6 +57,7 @@ def _named(names: list[str]) -> pa.Table:
 # (case, request kwargs, code, fragment)
 BAD = [
     ("another region's data", dict(region="SG"), grpc.StatusCode.PERMISSION_DENIED, "serves region MY only"),
+    ("no region", dict(region=""), grpc.StatusCode.INVALID_ARGUMENT, "region is required"),
     ("unknown feature service", dict(feature_service="nope"), grpc.StatusCode.NOT_FOUND, "unknown feature service"),
     ("unknown label", dict(label="churned"), grpc.StatusCode.NOT_FOUND, "unknown label"),
     ("missing join key", dict(entities=pa.table({"event_timestamp": pa.array([0], pa.timestamp("us", tz="UTC"))})),
