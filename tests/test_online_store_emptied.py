@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 import grpc
 import pytest
+from feast.infra.online_stores.redis import _redis_key_prefix
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstore.cli import main
@@ -196,7 +197,10 @@ def test_the_marker_matches_none_of_feasts_keys_and_feast_reads_around_it(tmp_pa
         node = served.node
         key = marker_key(node.store.project)
         assert redis.client().type(key) == b"hash"
-        assert not key.endswith(node.store.project.encode())  # Feast scans entity keys by this suffix
+        # Feast's own deletions scan for <entity-key prefix>*<project>: the marker matches none
+        assert key.endswith(node.store.project.encode())
+        for join_keys in (["customer_id"], ["driver_id"], ["customer_id", "driver_id"]):
+            assert not key.startswith(_redis_key_prefix(join_keys))
         rows = node.store.get_online_features(
             features=["customer_transactions:txn_count_7d"], entity_rows=[{"customer_id": 0}]
         ).to_dict()

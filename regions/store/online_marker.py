@@ -4,7 +4,7 @@ A Redis restarted without persistence (or flushed, or restored from an older bac
 answering every lookup "not found", or with older rows, and nothing in its replies says so. So
 each successful job writes, after its rows, one small hash per project::
 
-    fedstore:loaded:{<project>}    <view> -> "<job started_at ISO> <job id>"
+    fedstore:loaded:<project>    <view> -> "<job started_at ISO> <job id>"
 
 and the region's ledger records the same load (``JobLedger.online_loads``). Comparing the two
 tells, per view, whether the rows the ledger says were loaded are still there:
@@ -14,9 +14,9 @@ tells, per view, whether the rows the ledger says were loaded are still there:
 - ``behind``: the marker names an earlier load (restored from a backup taken before it).
 
 The serving node answers lost and behind views from the batch snapshot, and an incremental job
-loads them in full instead of from the watermark. The key's ``{project}`` hash tag puts it in
-one Redis Cluster slot; it matches none of Feast's key patterns (entity keys end with the
-project's name), so Feast's own teardown and reads never see it.
+loads them in full instead of from the watermark. The key ends with the project's name, as
+every key of the project does; it starts with none of the binary entity-key prefixes Feast's own
+scans match (``delete_table``, ``delete_entity_values``), so Feast never reads or deletes it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ PRESENT, LOST, BEHIND = "present", "lost", "behind"
 
 
 def marker_key(project: str) -> bytes:
-    return b"fedstore:loaded:{" + project.encode() + b"}"
+    return b"fedstore:loaded:" + project.encode()
 
 
 @dataclass(frozen=True)
