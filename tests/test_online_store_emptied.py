@@ -16,8 +16,11 @@ from feast.infra.online_stores.redis import _redis_key_prefix
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstore.cli import main
+from handmade import write_sources
 from redis_servers import start_redis
+from regions.store.engine import redis_target
 from regions.store.materialize import EPOCH, MaterializeRequest, materialize
+from regions.store.node import RegionNode
 from regions.store.online_marker import BEHIND, LOST, PRESENT, Load, OnlineMarker, compare, marker_key
 from regions.store.redis_writer import RedisTarget
 from serving.client import FeatureClient
@@ -208,3 +211,30 @@ def test_the_marker_matches_none_of_feasts_keys_and_feast_reads_around_it(tmp_pa
     finally:
         served.server.stop(1)
         redis.stop()
+
+
+def test_a_view_feast_deletes_is_loaded_in_full_when_registered_again(redis_federation):
+    """An apply that deletes a view makes Feast delete its rows from Redis. Its mark went with it
+    only now: before, the view registered again was 'present', and incremental jobs loaded only
+    what came after the watermark, leaving every older entity not found for good."""
+    node = RegionNode(redis_federation.region("MY"))
+    write_sources(node.data_dir, customers=30, drivers=5)
+    node.apply()
+    first = materialize(node, MaterializeRequest(show_progress=False))
+    marker = OnlineMarker(redis_target(node.store.config), node.store.project)  # type: ignore[arg-type]
+    view = node.store.get_feature_view("driver_performance")
+    node.store.apply([], objects_to_delete=[view], partial=False)
+    assert "driver_performance" not in marker.read() and "customer_transactions" in marker.read()
+    node.apply()  # registered again
+    assert node.store.get_online_features(features=["driver_performance:completed_trips_30d"],
+                                          entity_rows=[{"driver_id": 1}]).to_dict()["completed_trips_30d"] == [None]
+    said: list[str] = []
+    again = materialize(node, INCREMENTAL, say=said.append)
+    assert again.windows["driver_performance"][0] == EPOCH
+    assert again.windows["customer_transactions"][0] == first.windows["customer_transactions"][1]
+    assert [line for line in said if "in full" in line] == [
+        next(line for line in said if line.startswith("MY: driver_performance: the online store no longer holds"))]
+    assert node.store.get_online_features(features=["driver_performance:completed_trips_30d"],
+                                          entity_rows=[{"driver_id": 1}]).to_dict()["completed_trips_30d"] != [None]
+    node.store.teardown()  # every row of the project deleted: the whole marker goes
+    assert marker.read() == {}

@@ -32,6 +32,7 @@ from feast.utils import _convert_arrow_to_proto
 from regions.store.cluster import ClusterTarget
 from regions.store.cluster_writer import ClusterRedisWriter
 from regions.store.definitions import batch_source
+from regions.store.online_marker import OnlineMarker
 from regions.store.redis_writer import FastRedisWriter, RedisTarget, ViewLayout
 from regions.store.source_reader import read_latest
 
@@ -137,7 +138,11 @@ class FastMaterializationEngine(ComputeEngine):
         entities_to_delete: Sequence[Entity],
         entities_to_keep: Sequence[Entity],
     ) -> None:
-        """Nothing to provision: the engine runs in-process."""
+        """Nothing to provision: the engine runs in-process. Views Feast deletes (an apply with
+        ``objects_to_delete``) lose their rows in the online store, so their online marks go too."""
+        marker = self._marker(project)
+        if marker is not None and views_to_delete:
+            marker.forget([v.name for v in views_to_delete])
 
     def teardown_infra(
         self,
@@ -145,7 +150,14 @@ class FastMaterializationEngine(ComputeEngine):
         fvs: Sequence[Union[BatchFeatureView, StreamFeatureView, FeatureView]],
         entities: Sequence[Entity],
     ) -> None:
-        """Nothing to tear down."""
+        """Nothing of the engine's own; the online store's rows are gone, and so is its marker."""
+        marker = self._marker(project)
+        if marker is not None:
+            marker.clear()
+
+    def _marker(self, project: str) -> OnlineMarker | None:
+        target = redis_target(self.repo_config)
+        return OnlineMarker(target, project) if target is not None else None
 
     def _materialize_one(
         self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any

@@ -80,6 +80,16 @@ class OnlineMarker:
             args += [view.encode(), load.encode()]
         self._call(args)
 
+    def forget(self, views: list[str]) -> None:
+        """The online store no longer holds these views (Feast deleted their rows): drop their
+        marks, so a view registered again is seen as lost and loaded in full. Raises RespError."""
+        if views:
+            self._call([b"HDEL", self.key, *(v.encode() for v in views)])
+
+    def clear(self) -> None:
+        """Every view's rows were deleted (the project torn down). Raises RespError."""
+        self._call([b"DEL", self.key])
+
     def read(self) -> dict[str, Load | None]:
         """Every view's marker (HGETALL). Raises RespError when the store cannot be asked."""
         reply = self._call([b"HGETALL", self.key])
