@@ -194,7 +194,11 @@ def test_unknown_region_for_serve_is_a_one_line_error(tmp_path, capsys):
     from conftest import write_config
     from fedstore.cli import main
 
+    from redis_servers import free_port
+
     cfg = write_config(tmp_path / "f.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}})
+    # a port nothing on this host serves: the fixed ones of write_config may be in use by anything
+    cfg.write_text(cfg.read_text().replace("127.0.0.1:51000", f"127.0.0.1:{free_port()}"))
     assert main(["--config", str(cfg), "serve", "--region", "TH"]) == 2
     assert "unknown region 'TH'" in capsys.readouterr().err
     assert main(["--config", str(cfg), "serve", "--region", "MY"]) == 2  # not applied yet
