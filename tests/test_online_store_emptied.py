@@ -54,6 +54,27 @@ def test_load_markers_compare_by_the_jobs_start():
     assert compare(load, Load("my-2", t.replace(hour=7))) == PRESENT  # a later job's marker: written, not yet in the ledger
     assert compare(load, Load("my-0", t.replace(hour=5))) == BEHIND
     assert Load.decode(b"not a marker") is None  # unreadable: treated as no marker, so a full load mends it
+    assert Load.decode(b"2026-11-30T06:00:00 my-1") is None  # no offset: not comparable with the ledger's times
+
+
+def test_a_marker_time_without_an_offset_is_unreadable_not_a_crash(tmp_path, monkeypatch, capsys):
+    """A marker value naming a time without an offset (another writer's, or set by hand) raised
+    TypeError comparing it with the ledger's: the refresher failed every tick (health and
+    freshness no longer updated), and region status and every incremental job crashed."""
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch)
+    node = served.node
+    try:
+        redis.client().hset(marker_key(node.store.project), "customer_transactions", "2026-11-30T06:00:00 my-1")
+        assert _wait(lambda: served.server.features.not_loaded == frozenset({"customer_transactions"}))
+        status = _status(tmp_path / "fed.yaml", capsys)
+        assert status.count("LOST") == 1
+        job = materialize(node, INCREMENTAL)
+        assert job.windows["customer_transactions"][0] == EPOCH
+        assert _wait(lambda: not served.server.features.not_loaded)
+    finally:
+        served.server.stop(1)
+        redis.stop()
 
 
 def _status(config_path, capsys) -> str:

@@ -48,12 +48,14 @@ class Load:
 
     @classmethod
     def decode(cls, raw: bytes) -> "Load | None":
-        """None for a value this version cannot read (treated as no marker: a full load fixes it)."""
+        """None for a value this version cannot read (treated as no marker: a full load fixes it),
+        a time without an offset included: it cannot be compared with the ledger's."""
         try:
             when, job_id = raw.decode().split(" ", 1)
-            return cls(job_id, datetime.fromisoformat(when))
+            started_at = datetime.fromisoformat(when)
         except (UnicodeDecodeError, ValueError):
             return None
+        return cls(job_id, started_at) if started_at.tzinfo is not None else None
 
 
 def compare(expected: Load, found: Load | None) -> str:
