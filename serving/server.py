@@ -42,7 +42,7 @@ from regions.errors import StorageError
 from regions.store.feast_config import REGISTRY_FILE
 from regions.store.ledger import JobLedger
 from regions.store.node import RegionNode
-from regions.store.online_marker import BEHIND, LOST, PRESENT, OnlineMarker, compare
+from regions.store.online_marker import BEHIND, LOST, PRESENT, OnlineMarker
 from regions.store.resp_connection import RespError
 from serving.auth import TokenBook, TokenGuard
 from serving.breaker import CircuitBreaker
@@ -311,7 +311,7 @@ class ServingNode:
                 found = self._marker.read()
             except RespError:
                 return  # the store went away since the ping: the breaker and the next tick see to it
-            states = {v: compare(expected[v], found.get(v)) for v in served}
+            states = self._ledger.online_states({v: expected[v] for v in served}, found)
         not_loaded = {v: state for v, state in states.items() if state != PRESENT}
         before = self.features.not_loaded
         self.features.not_loaded = frozenset(not_loaded)

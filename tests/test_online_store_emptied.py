@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
@@ -53,6 +53,9 @@ def test_load_markers_compare_by_the_jobs_start():
     assert compare(load, load) == PRESENT
     assert compare(load, Load("my-2", t.replace(hour=7))) == PRESENT  # a later job's marker: written, not yet in the ledger
     assert compare(load, Load("my-0", t.replace(hour=5))) == BEHIND
+    # the ledger's order of starts decides between jobs it knows, whatever their clocks said
+    assert compare(load, Load("my-0", t.replace(hour=7)), {"my-0": 1, "my-1": 2}) == BEHIND
+    assert compare(load, Load("my-2", t.replace(hour=5)), {"my-1": 2, "my-2": 3}) == PRESENT
     assert Load.decode(b"not a marker") is None  # unreadable: treated as no marker, so a full load mends it
     assert Load.decode(b"2026-11-30T06:00:00 my-1") is None  # no offset: not comparable with the ledger's times
 
@@ -191,6 +194,41 @@ def test_a_redis_restored_from_an_earlier_backup_is_behind(tmp_path, monkeypatch
             assert _wait(lambda: ask().source == "online_store")
     finally:
         served.server.stop(1)
+        redis.stop()
+        if restored is not None:
+            restored.stop()
+
+
+def test_a_restored_backup_is_behind_even_when_the_clock_was_stepped_back_between_the_jobs(
+    tmp_path, monkeypatch, capsys
+):
+    """The later job started by a clock an hour behind the earlier one's (stepped back by NTP, or
+    a CronJob pod on another host): comparing start times, the backup's older marker looked newer
+    than the ledger's load, so the restored store was said to hold it and stayed stale for good."""
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch)
+    served.server.stop(1)
+    node = served.node
+    first = node.ledger.jobs(limit=1)[0]
+    restored = None
+    try:
+        redis.client().save()
+        backup = tmp_path / "backup.rdb"
+        shutil.copy(redis.workdir / "dump.rdb", backup)
+        start = node.ledger.start
+        with monkeypatch.context() as m:
+            m.setattr(node.ledger, "start", lambda **kw: start(now=first.started_at - timedelta(hours=1), **kw))
+            second = materialize(node, MaterializeRequest(show_progress=False))
+        assert second.started_at < first.started_at
+        assert _status(tmp_path / "fed.yaml", capsys).count("holds it") == len(second.views)
+
+        redis.kill()
+        shutil.copy(backup, redis.workdir / "dump.rdb")
+        restored = start_redis(port=redis.port, workdir=redis.workdir)  # the first job's rows and marker
+        assert _status(tmp_path / "fed.yaml", capsys).count("BEHIND") == len(second.views)
+        job = materialize(node, INCREMENTAL)
+        assert all(job.windows[v][0] == EPOCH for v in job.views)
+    finally:
         redis.stop()
         if restored is not None:
             restored.stop()

@@ -16,10 +16,10 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from regions.errors import must_be_writable
-from regions.store.online_marker import Load
+from regions.store.online_marker import Load, compare
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -176,6 +176,25 @@ class JobLedger:
         with closing(self._connect()) as db:
             rows = db.execute("SELECT view, job_id, started_at FROM online_loads").fetchall()
         return {str(v): Load(str(j), datetime.fromisoformat(str(s))) for v, j, s in rows}
+
+    def start_order(self, job_ids: Iterable[str]) -> dict[str, int]:
+        """Each of these jobs' place in the order jobs were started (one job at a time per region, and
+        the ledger never deletes a job: its rowid), for those the ledger knows."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return {}
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                f"SELECT job_id, rowid FROM jobs WHERE job_id IN ({','.join('?' * len(ids))})", ids
+            ).fetchall()
+        return {str(j): int(r) for j, r in rows}
+
+    def online_states(self, expected: Mapping[str, Load], found: Mapping[str, Load | None]) -> dict[str, str]:
+        """Per view of ``expected`` (from ``online_loads``), what the marker ``found`` says of its
+        load: ``present``, ``lost`` or ``behind`` (two jobs ordered by the ledger, not by clocks)."""
+        other = {f.job_id for v, e in expected.items() if (f := found.get(v)) is not None and f.job_id != e.job_id}
+        order = self.start_order(other | {e.job_id for e in expected.values()}) if other else {}
+        return {v: compare(e, found.get(v), order) for v, e in expected.items()}
 
     def recover_abandoned(self, *, none_running: bool = False) -> list[JobRecord]:
         """Mark running jobs of processes that no longer exist (on this host) as failed.

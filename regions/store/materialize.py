@@ -34,7 +34,7 @@ from regions.store.engine import FastMaterializationEngine, ViewMaterialization,
 from regions.store.fingerprint import source_fingerprints
 from regions.store.ledger import RUNNING, JobRecord
 from regions.store.node import RegionNode
-from regions.store.online_marker import BEHIND, LOST, Load, OnlineMarker, compare
+from regions.store.online_marker import BEHIND, LOST, Load, OnlineMarker
 from regions.store.resp_connection import RespError
 from regions.store.snapshot import snapshot_path, write_snapshot
 
@@ -211,9 +211,10 @@ def _views_to_refill(
         found = marker.read()
     except RespError:
         return set()  # the store cannot be asked: the job's own writes fail and say why
+    states = node.ledger.online_states({v: expected[v] for v in wanted}, found)
     refill = set()
     for view in wanted:
-        load, state = expected[view], compare(expected[view], found.get(view))
+        load, state = expected[view], states[view]
         if state == LOST:
             say(f"{node.code}: {view}: the online store no longer holds this view's rows (the marker of job "
                 f"{load.job_id} is gone: Redis restarted without persistence, or was flushed); "

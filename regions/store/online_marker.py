@@ -58,10 +58,20 @@ class Load:
         return cls(job_id, started_at) if started_at.tzinfo is not None else None
 
 
-def compare(expected: Load, found: Load | None) -> str:
-    """``present``, ``lost`` or ``behind``: what the online store holds of a load the ledger records."""
+def compare(expected: Load, found: Load | None, order: Mapping[str, int] | None = None) -> str:
+    """``present``, ``lost`` or ``behind``: what the online store holds of a load the ledger records.
+
+    ``order``: jobs' places in the ledger's order of starts (``JobLedger.start_order``), which
+    decides between two jobs it knows: their start times come from clocks that may have been
+    stepped back between them (or read on hosts that disagree). Only for a job the ledger does not
+    know are the start times compared.
+    """
     if found is None:
         return LOST
+    if found.job_id == expected.job_id:
+        return PRESENT
+    if order is not None and found.job_id in order and expected.job_id in order:
+        return PRESENT if order[found.job_id] > order[expected.job_id] else BEHIND
     return PRESENT if found.started_at >= expected.started_at else BEHIND
 
 

@@ -12,7 +12,7 @@ from regions.store.definitions import batch_source
 from regions.store.engine import redis_target
 from regions.store.ledger import JobRecord
 from regions.store.node import RegionNode
-from regions.store.online_marker import OnlineMarker, compare
+from regions.store.online_marker import OnlineMarker
 from regions.store.resp_connection import RespError
 from regions.store.snapshot import read_snapshot_info
 
@@ -78,4 +78,4 @@ def _online_states(node: RegionNode) -> dict[str, str]:
         found = OnlineMarker(target, node.store.project, timeout_seconds=2.0).read()
     except RespError:
         return dict.fromkeys(expected, UNREACHABLE)
-    return {view: compare(load, found.get(view)) for view, load in expected.items()}
+    return node.ledger.online_states(expected, found)
