@@ -124,8 +124,9 @@ class ServingNode:
         self._ledger: JobLedger | None
         try:
             self._ledger = node.ledger
-        except StorageError as e:  # a read-only data volume: serving needs the ledger only for a gauge
-            log.warning("%s; view freshness is not exported", e)
+        except StorageError as e:  # a read-only data volume: serving needs the ledger for a gauge and the marker
+            log.warning("%s; view freshness is not exported, and an online store that lost its rows (no "
+                        "online marker) is not noticed: it answers them as not found", e)
             self._ledger = None
         self._watermarks: tuple[float, dict[str, datetime | None]] = (-1.0, {})
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
