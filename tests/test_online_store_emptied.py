@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fedstore.cli import main
 from handmade import write_sources
 from redis_servers import start_redis
+from regions.errors import MaterializationError
 from regions.store.engine import redis_target
 from regions.store.materialize import EPOCH, MaterializeRequest, materialize
 from regions.store.node import RegionNode
@@ -297,3 +298,31 @@ def test_a_view_feast_deletes_is_loaded_in_full_when_registered_again(redis_fede
                                           entity_rows=[{"driver_id": 1}]).to_dict()["completed_trips_30d"] != [None]
     node.store.teardown()  # every row of the project deleted: the whole marker goes
     assert marker.read() == {}
+
+
+def test_a_store_emptied_while_a_job_runs_fails_the_job_instead_of_marking_rows_that_are_gone(redis_federation):
+    """FLUSHALL after the job wrote its first view: the marker written at the end vouched for rows
+    that were gone, and the next incremental job kept its watermark. Now the job fails, says why,
+    and marks nothing; the next incremental job loads everything."""
+    node = RegionNode(redis_federation.region("MY"))
+    write_sources(node.data_dir, customers=30, drivers=5)
+    node.apply()
+    first = materialize(node, MaterializeRequest(show_progress=False))
+    client = __import__("redis").Redis.from_url(redis_federation.region("MY").online_store.url)
+
+    def flush_after_the_first_view(line: str) -> None:
+        if "customer_profile: read" in line:
+            client.flushall()
+
+    with pytest.raises(MaterializationError, match="the online store was emptied while the job ran"):
+        materialize(node, MaterializeRequest(show_progress=False), say=flush_after_the_first_view)
+    failed = node.ledger.jobs(limit=1)[0]
+    assert failed.status == "failed" and "emptied while the job ran" in (failed.error or "")
+    marker = OnlineMarker(redis_target(node.store.config), node.store.project)  # type: ignore[arg-type]
+    assert "customer_profile" not in marker.read()  # no promise for rows the flush took
+    assert {v: load.job_id for v, load in node.ledger.online_loads().items()} == dict.fromkeys(first.views, first.job_id)
+    said: list[str] = []
+    again = materialize(node, INCREMENTAL, say=said.append)
+    assert all(again.windows[v][0] == EPOCH for v in again.views)
+    assert node.store.get_online_features(features=["customer_profile:account_age_days"],
+                                          entity_rows=[{"customer_id": 1}]).to_dict()["account_age_days"] != [None]

@@ -151,6 +151,8 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     staging = node.data_dir / "staging" / job.job_id
     try:
         node.check_sources(views)
+        if marker is not None:
+            marker.begin(job.job_id)
         for fv in views:
             # until the view is done its counts are unknown: a job failing half-way through it has
             # written some of its rows online, and the ledger must not say it wrote none
@@ -181,8 +183,13 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
                 job_id=job.job_id,
             )
             store.registry.apply_materialization(fv, store.project, result.start, result.end, commit=True)
-        if marker is not None:  # after every row: a marker promises the rows are there
-            marker.write({fv.name: Load(job.job_id, job.started_at) for fv in views})
+        # after every row: a marker promises the rows are there, so none is written if the store
+        # was emptied while the job ran (the rows it wrote before that are gone)
+        if marker is not None and not marker.finish(job.job_id, {fv.name: Load(job.job_id, job.started_at) for fv in views}):
+            raise MaterializationError(
+                "the online store was emptied while the job ran (Redis restarted without persistence, or was "
+                "flushed): the rows it wrote before that are gone; run the job again"
+            )
     except Exception as e:
         message = f"{type(e).__name__}: {e}"
         node.ledger.fail(job.job_id, message, per_view)

@@ -32,6 +32,16 @@ from regions.store.resp_connection import RespConnection, RespError
 PRESENT, LOST, BEHIND = "present", "lost", "behind"
 
 
+# the field of the running job's note (no view is named so: ':' separates a view from its feature)
+RUNNING_FIELD = b":running"
+_FINISH = b"""
+if redis.call('HGET', KEYS[1], ':running') ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HDEL', KEYS[1], ':running')
+return 1
+"""
+
+
 def marker_key(project: str) -> bytes:
     return b"fedstore:loaded:" + project.encode()
 
@@ -83,14 +93,19 @@ class OnlineMarker:
         self.key = marker_key(project)
         self.timeout = timeout_seconds
 
-    def write(self, loads: Mapping[str, Load]) -> None:
-        """Record these views as loaded (one HSET; other views' fields are kept). Raises RespError."""
-        if not loads:
-            return
-        args = [b"HSET", self.key]
+    def begin(self, job_id: str) -> None:
+        """A job starts writing rows: noted in the marker, so ``finish`` can tell whether the store
+        was emptied under the job (its earlier rows gone with it). Raises RespError."""
+        self._call([b"HSET", self.key, RUNNING_FIELD, job_id.encode()])
+
+    def finish(self, job_id: str, loads: Mapping[str, Load]) -> bool:
+        """Record these views as loaded by the job, if the store still holds the job's note from
+        ``begin`` (one atomic script); False when it does not: the store was emptied (restarted
+        without persistence, flushed) while the job ran, or another job began since. Raises RespError."""
+        args = [b"EVAL", _FINISH, b"1", self.key, job_id.encode()]
         for view, load in loads.items():
             args += [view.encode(), load.encode()]
-        self._call(args)
+        return self._call(args) == 1
 
     def forget(self, views: list[str]) -> None:
         """The online store no longer holds these views (Feast deleted their rows): drop their
@@ -106,7 +121,8 @@ class OnlineMarker:
         """Every view's marker (HGETALL). Raises RespError when the store cannot be asked."""
         reply = self._call([b"HGETALL", self.key])
         items = list(reply) if isinstance(reply, list) else []
-        return {items[i].decode(errors="replace"): Load.decode(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+        return {items[i].decode(errors="replace"): Load.decode(items[i + 1])
+                for i in range(0, len(items) - 1, 2) if not items[i].startswith(b":")}  # a view's name has no ":"
 
     def _call(self, args: list[bytes]) -> object:
         t = self.target
