@@ -19,6 +19,7 @@ from regions.store.cluster import key_slot
 from regions.store.definitions import region_objects
 from regions.store.engine import redis_target
 from regions.store.feast_config import feast_settings
+from regions.store.materialize import EPOCH, MaterializeRequest, materialize
 from regions.store.online_marker import OnlineMarker
 from regions.store.status import region_status
 from serving.client import FeatureClient
@@ -94,7 +95,9 @@ def test_a_flushed_cluster_is_noticed_by_its_marker_and_answered_from_the_snapsh
     marker = OnlineMarker(redis_target(node.store.config), node.store.project)  # type: ignore[arg-type]
     assert views <= set(marker.read())
     assert {v.view: v.online for v in region_status(node).views if v.view in views} == dict.fromkeys(views, "present")
-    assert cluster.master_of(marker.key).client().exists(marker.key) == 1
+    # a copy in each block of 128 slots, each on the master owning its slot
+    assert len(marker.keys) == 128 and all(cluster.master_of(k).client().exists(k) == 1 for k in marker.keys)
+    assert {cluster.master_of(k).port for k in marker.keys} == {s.port for s in _masters(cluster)}
     cluster.flush()
     assert {v.view: v.online for v in region_status(node).views if v.view in views} == dict.fromkeys(views, "lost")
     with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
@@ -104,6 +107,28 @@ def test_a_flushed_cluster_is_noticed_by_its_marker_and_answered_from_the_snapsh
             time.sleep(0.05)
         answer = ask()
         assert answer.source == "batch_fallback" and answer.statuses["txn_count_7d"] == ["present"]
+
+
+def _masters(cluster):
+    return [s for s in cluster.servers if s.client().info("replication")["role"] == "master"]
+
+
+def test_one_master_restarted_empty_is_noticed_though_the_others_hold_their_copies(served, cluster):
+    """A master that comes back empty before a replica takes over (no persistence) takes its slots'
+    rows with it, and its replicas copy the emptiness. The marker was one key on one master, so
+    losing any other master went unnoticed; its copies in every master's slots notice it."""
+    node = served.node
+    views = set(served.server.catalog.current.views)
+    marker = OnlineMarker(redis_target(node.store.config), node.store.project)  # type: ignore[arg-type]
+    assert all(load is not None for view, load in marker.read().items() if view in views)
+    victim = _masters(cluster)[-1]
+    victim.client().flushall()  # what a restart without persistence leaves; its replica follows
+    states = {v.view: v.online for v in region_status(node).views if v.view in views}
+    assert states == dict.fromkeys(views, "lost")
+    said: list[str] = []
+    job = materialize(node, MaterializeRequest(show_progress=False, incremental=True), say=said.append)
+    assert all(job.windows[v][0] == EPOCH for v in views)
+    assert {v.view: v.online for v in region_status(node).views if v.view in views} == dict.fromkeys(views, "present")
 
 
 def test_fast_reader_reads_what_feast_wrote_on_the_cluster(tmp_path, served, cluster):

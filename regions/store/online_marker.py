@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping
+from typing import Callable, Mapping
 
-from regions.store.cluster import ClusterRouter, ClusterTarget, execute, key_slots
+from regions.store.cluster import SLOTS, ClusterRouter, ClusterTarget, execute, key_slot, key_slots
 from regions.store.redis_writer import RedisTarget
 from regions.store.resp_connection import RespConnection, RespError
 
 PRESENT, LOST, BEHIND = "present", "lost", "behind"
+CLUSTER_COPIES = 128  # on a Redis Cluster, copies of the marker: one per 128 slots
 
 
 # the field of the running job's note (no view is named so: ':' separates a view from its feature)
@@ -86,52 +87,88 @@ def compare(expected: Load, found: Load | None, order: Mapping[str, int] | None 
 
 
 class OnlineMarker:
-    """Reads and writes one project's marker on a Redis or a Redis Cluster (thin, blocking)."""
+    """Reads and writes one project's marker on a Redis or a Redis Cluster (thin, blocking).
+
+    On a cluster the marker is kept in ``CLUSTER_COPIES`` copies, one in each block of
+    16384 / ``CLUSTER_COPIES`` slots: a master that restarts empty (without persistence, before a
+    replica took over) loses the copies in its slots, so the views are seen lost even though the
+    other masters still hold theirs. Copies move with their slots when the cluster is resharded, so
+    adding a master is no false alarm. Every master owning at least 2 × 16384 / ``CLUSTER_COPIES``
+    contiguous slots holds a copy.
+    """
 
     def __init__(self, target: RedisTarget | ClusterTarget, project: str, *, timeout_seconds: float = 5.0) -> None:
         self.target = target
-        self.key = marker_key(project)
+        self.keys = cluster_marker_keys(project) if isinstance(target, ClusterTarget) else (marker_key(project),)
         self.timeout = timeout_seconds
 
     def begin(self, job_id: str) -> None:
         """A job starts writing rows: noted in the marker, so ``finish`` can tell whether the store
         was emptied under the job (its earlier rows gone with it). Raises RespError."""
-        self._call([b"HSET", self.key, RUNNING_FIELD, job_id.encode()])
+        self._each(lambda key: [b"HSET", key, RUNNING_FIELD, job_id.encode()])
 
     def finish(self, job_id: str, loads: Mapping[str, Load]) -> bool:
         """Record these views as loaded by the job, if the store still holds the job's note from
-        ``begin`` (one atomic script); False when it does not: the store was emptied (restarted
-        without persistence, flushed) while the job ran, or another job began since. Raises RespError."""
-        args = [b"EVAL", _FINISH, b"1", self.key, job_id.encode()]
+        ``begin`` (one atomic script per copy); False when it does not: the store (or, on a cluster,
+        a master) was emptied (restarted without persistence, flushed) while the job ran, or another
+        job began since. Raises RespError."""
+        marks: list[bytes] = []
         for view, load in loads.items():
-            args += [view.encode(), load.encode()]
-        return self._call(args) == 1
+            marks += [view.encode(), load.encode()]
+        replies = self._each(lambda key: [b"EVAL", _FINISH, b"1", key, job_id.encode(), *marks])
+        return all(r == 1 for r in replies)
 
     def forget(self, views: list[str]) -> None:
         """The online store no longer holds these views (Feast deleted their rows): drop their
         marks, so a view registered again is seen as lost and loaded in full. Raises RespError."""
         if views:
-            self._call([b"HDEL", self.key, *(v.encode() for v in views)])
+            self._each(lambda key: [b"HDEL", key, *(v.encode() for v in views)])
 
     def clear(self) -> None:
         """Every view's rows were deleted (the project torn down). Raises RespError."""
-        self._call([b"DEL", self.key])
+        self._each(lambda key: [b"DEL", key])
 
     def read(self) -> dict[str, Load | None]:
-        """Every view's marker (HGETALL). Raises RespError when the store cannot be asked."""
-        reply = self._call([b"HGETALL", self.key])
-        items = list(reply) if isinstance(reply, list) else []
-        return {items[i].decode(errors="replace"): Load.decode(items[i + 1])
-                for i in range(0, len(items) - 1, 2) if not items[i].startswith(b":")}  # a view's name has no ":"
+        """Every view's marker (HGETALL of each copy): None for a view some copy lacks or cannot be
+        read, else the oldest load the copies name. Raises RespError when the store cannot be asked."""
+        copies = []
+        for reply in self._each(lambda key: [b"HGETALL", key]):
+            items = list(reply) if isinstance(reply, list) else []
+            copies.append({items[i].decode(errors="replace"): Load.decode(items[i + 1])
+                           for i in range(0, len(items) - 1, 2) if not items[i].startswith(b":")})  # views have no ":"
+        views = dict.fromkeys(v for copy in copies for v in copy)
+        merged: dict[str, Load | None] = {}
+        for view in views:
+            loads = [copy.get(view) for copy in copies]
+            merged[view] = None if any(load is None for load in loads) else min(
+                loads, key=lambda load: load.started_at)  # type: ignore[union-attr]
+        return merged
 
-    def _call(self, args: list[bytes]) -> object:
+    def _each(self, command: Callable[[bytes], list[bytes]]) -> list[object]:
+        """The command on every copy of the marker; their replies in the same order."""
         t = self.target
         if isinstance(t, RedisTarget):
             with RespConnection(t.host, t.port, db=t.db, password=t.password, timeout=self.timeout) as conn:
-                return conn.call(*args)
-        command = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+                return [conn.call(*command(key)) for key in self.keys]
+        commands = [_encode(command(key)) for key in self.keys]
         router = ClusterRouter(t, timeout=self.timeout, pool_size=1)
-        try:  # execute follows MOVED and ASK
-            return execute(router, [command], key_slots([self.key]))[0]
+        try:  # one pipeline per master; execute follows MOVED and ASK
+            return execute(router, commands, key_slots(list(self.keys)))
         finally:
             router.close()
+
+
+def cluster_marker_keys(project: str) -> tuple[bytes, ...]:
+    """One key per block of slots: the first hash tag ``{<block>.<n>}`` whose slot falls in the block."""
+    keys = []
+    size = SLOTS // CLUSTER_COPIES
+    for block in range(CLUSTER_COPIES):
+        n = 0
+        while key_slot(b"%d.%d" % (block, n)) // size != block:  # about `size` tries per block
+            n += 1
+        keys.append(b"fedstore:loaded:{%d.%d}:%s" % (block, n, project.encode()))
+    return tuple(keys)
+
+
+def _encode(args: list[bytes]) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
