@@ -245,3 +245,20 @@ def test_a_reader_that_stops_early_is_no_traceback(cfg, tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(capsys, cfg, monkeypatch):
+    """Loading the commands (Feast among them) takes seconds; a Ctrl-C then was a KeyboardInterrupt
+    traceback from the console script's `from fedstore.cli import main`, outside main()."""
+    from fedstore import cli
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, fedstore.cli; print('feast' in sys.modules)"],
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.strip() == "False", loaded.stderr  # so the slow imports happen inside main()
+
+    def interrupted() -> None:  # Ctrl-C while build_parser() imports the commands
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    code, out, err = run(capsys, "--config", cfg, "region", "status", "--region", "MY")
+    assert code == 130 and err == "fedstore: interrupted\n" and out == ""
