@@ -8,6 +8,7 @@ import sys
 import warnings
 
 from federation import load_config
+from fedstore.arguments import path_arg
 from fedstore.errors import USER_ERRORS, storage_problem
 
 DEFAULT_CONFIG = "fedstore.yaml"
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config",
-        default=os.environ.get("FEDSTORE_CONFIG", DEFAULT_CONFIG),
+        type=path_arg,
+        default=os.environ.get("FEDSTORE_CONFIG") or DEFAULT_CONFIG,  # set but empty: as unset
         help="federation config (default: $FEDSTORE_CONFIG or ./fedstore.yaml)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
