@@ -27,6 +27,7 @@ from regions.publishing.anonymise import AnonymisedStatistics, anonymise, noise_
 from regions.publishing.budget import BudgetLedger
 from regions.publishing.evaluation import (
     EvaluationRelease,
+    evaluation_scale,
     release_evaluation,
     score_histograms,
 )
@@ -137,6 +138,11 @@ def publish_evaluation(
     end = end or now
     start = end - timedelta(days=days)
     exact = score_histograms(model, f"{name}:{version}", labelled_examples(node, spec, start, end))
+    try:
+        evaluation_scale(epsilon)  # OpenDP finds none for a tiny ε: refuse before the spend, not after it
+    except ValueError:
+        raise RegionError(f"epsilon {epsilon:g} is too small: the noise it needs is infinite; nothing published, "
+                          "no ε spent") from None
     submission_id = _spend(node, privacy, "eval", epsilon, 0.0, now)
     released = release_evaluation(exact, epsilon=epsilon, minimum_cohort=privacy.minimum_cohort)
     body = _header(node, submission_id, now, "evaluation", status="queued" if released.histograms else "suppressed")
