@@ -36,6 +36,14 @@ def iso_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def path_arg(text: str) -> Path:
+    """A file or directory name; an empty one (an unset shell variable, say) is refused, not read as
+    the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
 def output_file(path: Path, option: str) -> Path:
     """A file a command will write, checked before any work: not a directory; its folder created."""
     if path.is_dir():

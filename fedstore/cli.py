@@ -8,28 +8,33 @@ import sys
 import warnings
 
 from federation import load_config
-from fedstore import (
-    aggregator_commands,
-    demo,
-    deploy_commands,
-    region_commands,
-    registry_commands,
-    serve_commands,
-    training_commands,
-)
+from fedstore.arguments import path_arg
 from fedstore.errors import USER_ERRORS, storage_problem
 
 DEFAULT_CONFIG = "fedstore.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # here, not at the top: the commands import Feast, which takes seconds, and a Ctrl-C meanwhile
+    # must land inside main() (one line, exit 130), not in the console script's import (a traceback)
+    from fedstore import (
+        aggregator_commands,
+        demo,
+        deploy_commands,
+        region_commands,
+        registry_commands,
+        serve_commands,
+        training_commands,
+    )
+
     parser = argparse.ArgumentParser(
         prog="fedstore",
         description="Federated multi-region feature store: one Feast node per jurisdiction.",
     )
     parser.add_argument(
         "--config",
-        default=os.environ.get("FEDSTORE_CONFIG", DEFAULT_CONFIG),
+        type=path_arg,
+        default=os.environ.get("FEDSTORE_CONFIG") or DEFAULT_CONFIG,  # set but empty: as unset
         help="federation config (default: $FEDSTORE_CONFIG or ./fedstore.yaml)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # ibis (inside Feast's DuckDB offline store) warns about its own deprecations on every query
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        return _interrupted()
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -67,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fedstore: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fedstore: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     return 0
+
+
+def _interrupted() -> int:
+    print("fedstore: interrupted", file=sys.stderr)
+    return 130  # 128 + SIGINT, as a shell reports a process Ctrl-C stopped
 
 
 if __name__ == "__main__":

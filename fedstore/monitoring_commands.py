@@ -6,11 +6,10 @@ import argparse
 import os
 from collections.abc import Callable
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from federation import FederationConfig
-from fedstore.arguments import output_file
+from fedstore.arguments import output_file, path_arg
 from fedstore.render import table
 from regions.errors import RegionError
 
@@ -28,7 +27,7 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
                        help="own trailing days (default) or the federation-wide statistics from the aggregator")
     drift.add_argument("--token-env", default="FEDSTORE_TOKEN", help="token for --baseline global")
     drift.add_argument("--address", default=None, help="aggregator host:port for --baseline global")
-    drift.add_argument("--chart", type=Path, default=None, help="PNG path (default: <data_dir>/monitoring/drift-<date>.png)")
+    drift.add_argument("--chart", type=path_arg, default=None, help="PNG path (default: <data_dir>/monitoring/drift-<date>.png)")
     drift.set_defaults(handler=cmd_drift)
 
 

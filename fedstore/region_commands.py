@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from federation import FederationConfig
-from fedstore.arguments import iso_date, iso_time, positive_int
+from fedstore.arguments import iso_date, iso_time, path_arg, positive_int
 from fedstore.render import age, table
 from regions.errors import RegionError
 from regions.store.materialize import MaterializeRequest, materialize
@@ -133,10 +132,10 @@ def _region_arg(p: argparse.ArgumentParser) -> None:
 def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ts = cmds.add_parser("training-set", help="build a point-in-time-correct training set inside the region")
     _region_arg(ts)
-    ts.add_argument("--entities", type=Path, required=True, help="Parquet with join keys and event_timestamp")
+    ts.add_argument("--entities", type=path_arg, required=True, help="Parquet with join keys and event_timestamp")
     ts.add_argument("--feature-service", required=True)
     ts.add_argument("--label", default=None, help="label to join (e.g. is_fraud)")
-    ts.add_argument("--out", type=Path, required=True, help="output Parquet file")
+    ts.add_argument("--out", type=path_arg, required=True, help="output Parquet file")
     ts.add_argument("--chunk-rows", type=positive_int, default=250_000)
     ts.add_argument("--no-progress", action="store_true")
     ts.set_defaults(handler=cmd_training_set)

@@ -8,12 +8,11 @@ import json
 import os
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from federation import FederationConfig
 from federation.training import TRAINING_SPECS, LinearModel, training_spec
-from fedstore.arguments import output_file
+from fedstore.arguments import output_file, path_arg
 from fedstore.render import table
 from regions.errors import RegionError
 
@@ -29,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     train.add_argument("--period", default="", help="YYYY-MM (default: each region's latest submission)")
     train.add_argument("--token-env", required=True, help="environment variable holding a federation-wide token")
     train.add_argument("--address", default=None, help="aggregator host:port (default: from the config)")
-    train.add_argument("--out", type=Path, default=None, help="also write the model as JSON (for region evaluate)")
+    train.add_argument("--out", type=path_arg, default=None, help="also write the model as JSON (for region evaluate)")
     train.set_defaults(handler=cmd_train)
 
 
@@ -46,7 +45,7 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     pts.set_defaults(handler=cmd_publish_training)
     ev = cmds.add_parser("evaluate", help="score a candidate model here; queue only noisy metrics for the centre")
     region_arg(ev)
-    ev.add_argument("--model-file", type=Path, required=True, help="model JSON written by `fedstore train --out`")
+    ev.add_argument("--model-file", type=path_arg, required=True, help="model JSON written by `fedstore train --out`")
     ev.add_argument("--epsilon", type=float, required=True, help="privacy budget this evaluation spends")
     ev.add_argument("--days", type=positive, default=30)
     ev.add_argument("--end", type=when, default=None)

@@ -39,6 +39,11 @@ MISTAKES = [
     ("missing sub-command", ["region"], "required"),
     ("negative grace", ["serve", "--region", "MY", "--grace", "-1"], "--grace must be a number of seconds, 0 or more"),
     ("grace not a number", ["serve", "--region", "MY", "--grace", "nan"], "--grace must be a number of seconds"),
+    ("empty entity file", ["region", "training-set", "--region", "MY", "--entities", "", "--feature-service",
+                           "fraud_scoring", "--out", "t.parquet"], "argument --entities: expected a path, got an empty"),
+    ("empty chart", ["region", "drift", "--region", "MY", "--chart", ""], "argument --chart: expected a path"),
+    ("empty model file", ["region", "evaluate", "--region", "MY", "--epsilon", "1", "--model-file", ""],
+     "argument --model-file: expected a path"),
 ]
 
 
@@ -245,3 +250,36 @@ def test_a_reader_that_stops_early_is_no_traceback(cfg, tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(capsys, cfg, monkeypatch):
+    """Loading the commands (Feast among them) takes seconds; a Ctrl-C then was a KeyboardInterrupt
+    traceback from the console script's `from fedstore.cli import main`, outside main()."""
+    from fedstore import cli
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, fedstore.cli; print('feast' in sys.modules)"],
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.strip() == "False", loaded.stderr  # so the slow imports happen inside main()
+
+    def interrupted() -> None:  # Ctrl-C while build_parser() imports the commands
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    code, out, err = run(capsys, "--config", cfg, "region", "status", "--region", "MY")
+    assert code == 130 and err == "fedstore: interrupted\n" and out == ""
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(capsys, cfg, tmp_path, monkeypatch):
+    """`deploy k8s --out "$OUT"` with OUT unset wrote the manifests into the current directory;
+    `--config ""` said the config file `.` is a directory."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, _, err = run(capsys, "--config", cfg, "deploy", "k8s", "--out", "")
+    assert code == 2 and "argument --out: expected a path, got an empty string" in err.splitlines()[-1]
+    assert list(work.iterdir()) == []
+    code, _, err = run(capsys, "--config", "", "region", "status", "--region", "MY")
+    assert code == 2 and "argument --config: expected a path, got an empty string" in err.splitlines()[-1]
+    monkeypatch.setenv("FEDSTORE_CONFIG", "")  # set but empty: the default file, as when unset
+    code, _, err = run(capsys, "region", "status", "--region", "MY")
+    assert code == 2 and err == "fedstore: error: config file fedstore.yaml does not exist\n"

@@ -318,6 +318,25 @@ def test_bad_training_and_evaluation_submissions_are_rejected_and_nothing_is_sto
     assert not stub.Submit(_training_submission(), metadata=_md("MY"), timeout=5).replay
 
 
+def test_an_evaluation_epsilon_too_small_for_finite_noise_is_refused_before_any_budget_is_spent(tmp_path, monkeypatch):
+    """`region evaluate --epsilon 1e-30`: OpenDP found no noise scale, an OpenDPException traceback
+    after the budget ledger had recorded the spend."""
+    import sqlite3
+
+    from regions.errors import RegionError
+
+    config = _config(tmp_path, monkeypatch)
+    node = _region(config, "MY", 300, 3)
+    model = LinearModel(SPEC.feature_service, SPEC.features, tuple(np.linspace(-1, 2, SPEC.dimension)), -3.0)
+    with pytest.raises(RegionError, match="epsilon 1e-30 is too small.*no ε spent"):
+        publish_evaluation(node, config.privacy, SPEC, model, name="m", version=1, epsilon=1e-30, end=END, days=14)
+    assert not outbox_dir(node.data_dir).exists()
+    budget = node.data_dir / "privacy_budget.db"
+    if budget.exists():
+        with sqlite3.connect(budget) as db:
+            assert db.execute("SELECT COUNT(*) FROM spends").fetchone() == (0,)
+
+
 def test_a_second_gaussian_release_over_the_delta_budget_is_refused(tmp_path, monkeypatch):
     config = _config(tmp_path, monkeypatch, delta_per_month=1e-6)  # room for exactly one release
     node = _region(config, "MY", 3_000, 3)

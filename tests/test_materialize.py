@@ -106,6 +106,36 @@ def test_failed_job_is_recorded_with_its_error(sqlite_federation):
     assert events[0]["run"]["runId"] == events[1]["run"]["runId"]
 
 
+def test_a_job_interrupted_by_ctrl_c_is_recorded_failed_with_what_it_wrote(sqlite_federation, monkeypatch):
+    """Ctrl-C half-way through a job left it `running` in the ledger (to be marked abandoned by a
+    dead process later, with 0 rows written though a view's rows were already online)."""
+    from regions.store.engine import FastMaterializationEngine
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=10, drivers=2)
+    node.apply()
+    original = FastMaterializationEngine.materialize_view
+    done: list[str] = []
+
+    def interrupted_after_the_first_view(self, task, **kwargs):
+        if done:
+            raise KeyboardInterrupt
+        done.append(task.feature_view.name)
+        return original(self, task, **kwargs)
+
+    monkeypatch.setattr(FastMaterializationEngine, "materialize_view", interrupted_after_the_first_view)
+    with pytest.raises(KeyboardInterrupt):
+        materialize(node, QUIET)
+    job = node.ledger.jobs(limit=1)[0]
+    assert job.status == FAILED and job.error == "interrupted (Ctrl-C)"
+    assert job.per_view[done[0]]["rows_written"] == 10
+    assert job.rows_written is None  # the interrupted view's count is unknown, not 0
+    events = [json.loads(line) for line in (node.data_dir / "lineage" / "events.jsonl").read_text().splitlines()]
+    assert [e["eventType"] for e in events] == ["START", "FAIL"]
+    monkeypatch.undo()
+    assert materialize(node, QUIET).status == SUCCEEDED  # the lock went with the interrupted job
+
+
 def test_lineage_events_name_sources_and_outputs(sqlite_federation):
     node = RegionNode(sqlite_federation.region("SG"))
     write_sources(node.data_dir, customers=10, drivers=2)

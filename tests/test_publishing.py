@@ -128,6 +128,23 @@ def test_a_window_without_data_is_refused_before_any_budget_is_spent(node, capsy
     assert ledger.spent(ledger.period(datetime.now(timezone.utc))) == 0
 
 
+def test_an_epsilon_too_small_for_finite_noise_is_refused_before_any_budget_is_spent(node, capsys):
+    """`--epsilon 1e-300`: OpenDP refused the infinite noise scale with a traceback, after the spend."""
+    import sqlite3
+
+    cfg = str(node.region.data_dir.parents[1] / "fedstore.yaml")
+    for extra in ([], ["--segment", "home_city"]):
+        assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "1e-300",
+                     "--end", (T + timedelta(days=1)).isoformat(), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "epsilon 1e-300 is too small" in err and "no ε spent" in err and err.count("\n") == 1, err
+    assert not outbox_dir(node.data_dir).exists()
+    budget = node.data_dir / "privacy_budget.db"
+    if budget.exists():
+        with sqlite3.connect(budget) as db:
+            assert db.execute("SELECT COUNT(*) FROM spends").fetchone() == (0,)
+
+
 def test_publish_cli_with_a_segment_breakdown(node, capsys):
     cfg = str(node.region.data_dir.parents[1] / "fedstore.yaml")
     assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "0.5",

@@ -20,6 +20,7 @@ attackable: Mironov 2012).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import opendp.prelude as dp
@@ -85,6 +86,17 @@ def _query(key: tuple[str, str], kind: str, sensitivity: float, scale: float) ->
     return read >> dp.m.make_laplace(domain, metric, scale=scale)
 
 
+def _per_query(epsilon: float, features: int) -> float:
+    return epsilon / (QUERIES_PER_FEATURE * features)
+
+
+def noise_is_finite(specs: tuple[FeatureSpec, ...], *, epsilon: float) -> bool:
+    """Whether every query's Laplace scale is a finite number at this ε (a tiny ε, 1e-300 say,
+    makes it infinite, which OpenDP refuses): to check before any budget is spent."""
+    eps_q = _per_query(epsilon, len(specs))
+    return all(math.isfinite(max(1.0, float(s.sum_sensitivity), float(s.sum_sq_sensitivity)) / eps_q) for s in specs)
+
+
 def anonymise(
     stats: RegionStatistics,
     catalog: tuple[FeatureSpec, ...],
@@ -97,7 +109,7 @@ def anonymise(
     if minimum_cohort < 1:
         raise ValueError("minimum_cohort must be at least 1")
     specs = {s.ref: s for s in catalog}
-    eps_q = epsilon / (QUERIES_PER_FEATURE * len(stats.features))
+    eps_q = _per_query(epsilon, len(stats.features))
     exact: dict[tuple[str, str], object] = {}
     queries, keys = [], []
     scales: dict[str, dict[str, float]] = {}

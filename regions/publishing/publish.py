@@ -23,10 +23,11 @@ from federation import PrivacyConfig
 from federation.statistics import CATALOG, FeatureSpec, SegmentSpec
 from federation.training import LinearModel, TrainingSpec
 from regions.errors import RegionError
-from regions.publishing.anonymise import AnonymisedStatistics, anonymise
+from regions.publishing.anonymise import AnonymisedStatistics, anonymise, noise_is_finite
 from regions.publishing.budget import BudgetLedger
 from regions.publishing.evaluation import (
     EvaluationRelease,
+    evaluation_scale,
     release_evaluation,
     score_histograms,
 )
@@ -64,11 +65,15 @@ def publish_statistics(
         raise RegionError(f"region {node.code} has no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} "
                           f"UTC; nothing published, no ε spent")
     by_segment = compute_segment_statistics(node, catalog, segment, start, end) if segment else {}
-    submission_id = _spend(node, privacy, "stats", epsilon, 0.0, now)  # refuses (nothing released) when over budget
     # with a segment breakdown the budget is halved between the whole region and the segments;
     # segments hold disjoint entities, so together they cost what the costliest one does
     # (parallel composition)
     share = epsilon / 2 if segment else epsilon
+    specs = {s.ref: s for s in catalog}
+    if not noise_is_finite(tuple(specs[f.ref] for f in stats.features), epsilon=share):
+        raise RegionError(f"epsilon {epsilon:g} is too small: the noise it needs is infinite; nothing published, "
+                          "no ε spent")
+    submission_id = _spend(node, privacy, "stats", epsilon, 0.0, now)  # refuses (nothing released) when over budget
     released = anonymise(stats, catalog, epsilon=share, minimum_cohort=privacy.minimum_cohort)
     segments, suppressed_segments, segment_eps = [], [], 0.0
     for value, seg_stats in by_segment.items():
@@ -133,6 +138,11 @@ def publish_evaluation(
     end = end or now
     start = end - timedelta(days=days)
     exact = score_histograms(model, f"{name}:{version}", labelled_examples(node, spec, start, end))
+    try:
+        evaluation_scale(epsilon)  # OpenDP finds none for a tiny ε: refuse before the spend, not after it
+    except ValueError:
+        raise RegionError(f"epsilon {epsilon:g} is too small: the noise it needs is infinite; nothing published, "
+                          "no ε spent") from None
     submission_id = _spend(node, privacy, "eval", epsilon, 0.0, now)
     released = release_evaluation(exact, epsilon=epsilon, minimum_cohort=privacy.minimum_cohort)
     body = _header(node, submission_id, now, "evaluation", status="queued" if released.histograms else "suppressed")

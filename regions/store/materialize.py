@@ -190,10 +190,15 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
                 "the online store was emptied while the job ran (Redis restarted without persistence, or was "
                 "flushed): the rows it wrote before that are gone; run the job again"
             )
-    except Exception as e:
-        message = f"{type(e).__name__}: {e}"
+    except (Exception, KeyboardInterrupt) as e:
+        # Ctrl-C too: left running, the job was recorded later as abandoned by a dead process, with
+        # none of the rows the views done before it had written online
+        interrupted = isinstance(e, KeyboardInterrupt)
+        message = "interrupted (Ctrl-C)" if interrupted else f"{type(e).__name__}: {e}"
         node.ledger.fail(job.job_id, message, per_view)
         node.lineage.emit(RunState.FAIL, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs, error=message)
+        if interrupted:
+            raise
         raise MaterializationError(f"{node.code}: job {job.job_id} failed: {message}") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
