@@ -8,6 +8,7 @@ import signal
 import threading
 
 from federation import FederationConfig
+from fedstore.arguments import host_port
 from fedstore.render import table
 from regions.errors import RegionError
 from serving.ports import CannotListen, check_bindable
@@ -17,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     agg = sub.add_parser("aggregator", help="the central aggregator (anonymised statistics only)")
     cmds = agg.add_subparsers(dest="aggregator_command", required=True, metavar="COMMAND")
     serve = cmds.add_parser("serve", help="accept anonymised statistics from the regions")
-    serve.add_argument("--address", default=None, help="host:port (default: aggregator.address in the config)")
+    serve.add_argument("--address", type=host_port, default=None, help="host:port (default: aggregator.address in the config)")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -25,7 +26,7 @@ def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser])
     send = cmds.add_parser("send-stats", help="send the region's queued statistics to the aggregator")
     send.add_argument("--region", required=True)
     send.add_argument("--token-env", required=True, help="environment variable holding the region's aggregator token")
-    send.add_argument("--address", default=None, help="aggregator host:port (default: from the config)")
+    send.add_argument("--address", type=host_port, default=None, help="aggregator host:port (default: from the config)")
     send.set_defaults(handler=cmd_send)
 
 

@@ -44,6 +44,24 @@ def path_arg(text: str) -> Path:
     return Path(text)
 
 
+def host_port(text: str) -> str:
+    """``host:port`` (an IPv6 host in brackets); anything else would only surface later as a server
+    that "did not answer"."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected host:port (e.g. 127.0.0.1:50100), got {text!r}")
+    return text.strip()
+
+
+def view_names(text: str) -> tuple[str, ...]:
+    """Comma-separated feature view names, each once; none at all is refused (`--views ""` from an
+    unset variable would otherwise mean every view)."""
+    names = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected one or more feature view names, got {text!r}")
+    return names
+
+
 def output_file(path: Path, option: str) -> Path:
     """A file a command will write, checked before any work: not a directory; its folder created."""
     if path.is_dir():

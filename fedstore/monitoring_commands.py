@@ -9,7 +9,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from federation import FederationConfig
-from fedstore.arguments import output_file, path_arg
+from fedstore.arguments import host_port, output_file, path_arg
 from fedstore.render import table
 from regions.errors import RegionError
 
@@ -26,7 +26,7 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     drift.add_argument("--baseline", choices=("own", "global"), default="own",
                        help="own trailing days (default) or the federation-wide statistics from the aggregator")
     drift.add_argument("--token-env", default="FEDSTORE_TOKEN", help="token for --baseline global")
-    drift.add_argument("--address", default=None, help="aggregator host:port for --baseline global")
+    drift.add_argument("--address", type=host_port, default=None, help="aggregator host:port for --baseline global")
     drift.add_argument("--chart", type=path_arg, default=None, help="PNG path (default: <data_dir>/monitoring/drift-<date>.png)")
     drift.set_defaults(handler=cmd_drift)
 

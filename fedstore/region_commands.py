@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from federation import FederationConfig
-from fedstore.arguments import iso_date, iso_time, path_arg, positive_int
+from fedstore.arguments import iso_date, iso_time, path_arg, positive_int, view_names
 from fedstore.render import age, table
 from regions.errors import RegionError
 from regions.store.materialize import MaterializeRequest, materialize
@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     mat = cmds.add_parser("materialize", help="load the latest features into the online store")
     _region_arg(mat)
     mat.add_argument("--incremental", action="store_true", help="only what arrived since the last job")
-    mat.add_argument("--views", type=lambda s: tuple(v for v in s.split(",") if v), default=(),
+    mat.add_argument("--views", type=view_names, default=(),
                      help="comma-separated feature views (default: all)")
     mat.add_argument("--end", type=iso_time, default=None, help="window end (ISO 8601), default now")
     mat.add_argument("--no-progress", action="store_true")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from federation import FederationConfig
 from federation.traffic import STAGES
+from fedstore.arguments import host_port
 from fedstore.render import table
 from regions.errors import RegionError
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reg = sub.add_parser("registry", help="the jurisdiction-tagged model registry at the centre")
     reg.add_argument("--token-env", default="FEDSTORE_TOKEN", help="environment variable holding your token")
-    reg.add_argument("--address", default=None, help="aggregator host:port (default: from the config)")
+    reg.add_argument("--address", type=host_port, default=None, help="aggregator host:port (default: from the config)")
     cmds = reg.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
     ls = cmds.add_parser("list", help="model versions, the regions they were trained on, ε and who registered them")
     ls.add_argument("--name", default="")

@@ -26,6 +26,7 @@ from typing import Sequence
 
 from federation import FederationConfig
 from federation.tls import RotatingCertificate
+from fedstore.arguments import host_port
 from fedstore.errors import USER_ERRORS
 from regions.errors import RegionError
 from serving.ports import CannotListen, claim_port
@@ -38,7 +39,7 @@ PARENT_CHECK_SECONDS = 1.0  # how often a worker checks that the process that st
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run a region's gRPC online-serving node")
     serve.add_argument("--region", required=True, help="region code, e.g. MY")
-    serve.add_argument("--address", default=None, help="host:port (default: the region's serving_address)")
+    serve.add_argument("--address", type=host_port, default=None, help="host:port (default: the region's serving_address)")
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (default 1)")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to drain in-flight calls on shutdown")
     serve.add_argument("--pin-cpus", action="store_true",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from federation import FederationConfig
 from federation.training import TRAINING_SPECS, LinearModel, training_spec
-from fedstore.arguments import output_file, path_arg
+from fedstore.arguments import host_port, output_file, path_arg
 from fedstore.render import table
 from regions.errors import RegionError
 
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     train.add_argument("--name", default="", help="registry name (default: <feature service>_<strategy>)")
     train.add_argument("--period", default="", help="YYYY-MM (default: each region's latest submission)")
     train.add_argument("--token-env", required=True, help="environment variable holding a federation-wide token")
-    train.add_argument("--address", default=None, help="aggregator host:port (default: from the config)")
+    train.add_argument("--address", type=host_port, default=None, help="aggregator host:port (default: from the config)")
     train.add_argument("--out", type=path_arg, default=None, help="also write the model as JSON (for region evaluate)")
     train.set_defaults(handler=cmd_train)
 

@@ -44,6 +44,15 @@ MISTAKES = [
     ("empty chart", ["region", "drift", "--region", "MY", "--chart", ""], "argument --chart: expected a path"),
     ("empty model file", ["region", "evaluate", "--region", "MY", "--epsilon", "1", "--model-file", ""],
      "argument --model-file: expected a path"),
+    # these reached the network and said "did not answer", or served the config's address instead
+    ("address without a port", ["region", "send-stats", "--region", "MY", "--address", "nonsense"],
+     "argument --address: expected host:port (e.g. 127.0.0.1:50100), got 'nonsense'"),
+    ("address with a bad port", ["train", "--address", "127.0.0.1:99999"], "argument --address: expected host:port"),
+    ("empty address", ["serve", "--region", "MY", "--address", ""], "argument --address: expected host:port"),
+    ("registry address", ["registry", "--address", ":50100", "list"], "argument --address: expected host:port"),
+    # an empty view list (an unset variable) materialised every view
+    ("empty views", ["region", "materialize", "--region", "MY", "--views", ""], "expected one or more feature view names"),
+    ("only commas", ["region", "materialize", "--region", "MY", "--views", ",,"], "expected one or more feature view"),
 ]
 
 
@@ -283,3 +292,10 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_directory(capsys, cf
     monkeypatch.setenv("FEDSTORE_CONFIG", "")  # set but empty: the default file, as when unset
     code, _, err = run(capsys, "region", "status", "--region", "MY")
     assert code == 2 and err == "fedstore: error: config file fedstore.yaml does not exist\n"
+
+
+def test_view_names_are_each_taken_once_and_addresses_keep_ipv6_brackets():
+    from fedstore.arguments import host_port, view_names
+
+    assert view_names(" customer_profile, driver_performance,customer_profile,") == ("customer_profile", "driver_performance")
+    assert host_port("[::1]:50100") == "[::1]:50100" and host_port("0.0.0.0:0") == "0.0.0.0:0"
