@@ -208,6 +208,8 @@ def load_config(path: str | Path) -> FederationConfig:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if raw is None:
+        raise ConfigError(f"config file {path} is empty: it needs a federation and its regions")
     return parse_config(raw, base_dir=path.resolve().parent, source=path)
 
 

@@ -81,6 +81,10 @@ def test_missing_or_invalid_config_is_a_one_line_error(capsys, tmp_path):
     bad.write_text("federation: {name: x}\nregions: [{code: MY}]\n")
     code, _, err = run(capsys, "--config", str(bad), "region", "status", "--region", "MY")
     assert code == 2 and err.count("\n") == 1 and "regions[0]." in err
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    code, _, err = run(capsys, "--config", str(empty), "region", "status", "--region", "MY")
+    assert code == 2 and err.count("\n") == 1 and f"config file {empty} is empty" in err
 
 
 def test_apply_materialize_status_through_the_cli(capsys, cfg, tmp_path):
