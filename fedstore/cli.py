@@ -49,12 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # ibis (inside Feast's DuckDB offline store) warns about its own deprecations on every query
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
     try:
         parser = build_parser()
     except KeyboardInterrupt:
         return _interrupted()
+    # ibis (inside Feast's DuckDB offline store) warns about its own deprecations on every query.
+    # Set once Feast is imported: its modules put a "once" filter for DeprecationWarning in front
+    # of every filter when they load, which let these through to an operator's terminal.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ibis\.")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
