@@ -71,6 +71,9 @@ def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
             result = aggregator_pb2_grpc.AggregatorStub(channel).Train(
                 request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
         except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise RegionError(f"the aggregator at {address} did not answer ({e.code().name}): is it running "
+                                  "there? nothing was trained") from None
             raise RegionError(f"aggregator refused training ({e.code().name}): {e.details()}") from None
     print(describe(result))
     if args.out:

@@ -322,3 +322,12 @@ def test_library_deprecation_warnings_do_not_reach_the_operators_terminal(cfg, t
         done = subprocess.run(fedstore + argv, capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "Warning" not in done.stderr, done.stderr[-2000:]
+
+
+def test_training_against_no_aggregator_says_it_did_not_answer(capsys, cfg, monkeypatch):
+    from redis_servers import free_port
+
+    monkeypatch.setenv("FEDSTORE_TOKEN", "t")
+    code, _, err = run(capsys, "--config", cfg, "train", "--token-env", "FEDSTORE_TOKEN", "--address", f"127.0.0.1:{free_port()}")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "did not answer (UNAVAILABLE): is it running there? nothing was trained" in err and "refused" not in err
