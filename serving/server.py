@@ -42,8 +42,7 @@ from regions.errors import StorageError
 from regions.store.feast_config import REGISTRY_FILE
 from regions.store.ledger import JobLedger
 from regions.store.node import RegionNode
-from regions.store.online_marker import BEHIND, LOST, PRESENT, OnlineMarker
-from regions.store.resp_connection import RespError
+from regions.store.online_marker import OnlineMarker
 from serving.auth import TokenBook, TokenGuard
 from serving.breaker import CircuitBreaker
 from serving.catalog import CatalogCache
@@ -51,6 +50,7 @@ from serving.datasets_servicer import HistoricalFeaturesServicer
 from serving.fallback import SnapshotCache
 from serving.feast_compat import FeastCompatServicer
 from serving.features import OnlineFeatures
+from serving.loaded_views import LoadedViews
 from serving.metrics import ServingMetrics
 from serving.open_streams import LimitOpenStreams
 from serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
@@ -119,8 +119,6 @@ class ServingNode:
             self.reader = RedisReader(target, store.project, timeout_seconds=timeout)
         else:
             self.reader = FeastReader(store)
-        # the refresher compares it with the ledger: did Redis lose the rows the ledger says it holds?
-        self._marker = OnlineMarker(target, store.project, timeout_seconds=max(timeout, 1.0)) if target else None
         self._ledger: JobLedger | None
         try:
             self._ledger = node.ledger
@@ -128,6 +126,9 @@ class ServingNode:
             log.warning("%s; view freshness is not exported, and an online store that lost its rows (no "
                         "online marker) is not noticed: it answers them as not found", e)
             self._ledger = None
+        # the refresher compares the online marker with the ledger: did Redis lose the rows the ledger says it holds?
+        self._loaded = LoadedViews(region.code, OnlineMarker(target, store.project, timeout_seconds=max(timeout, 1.0)),
+                                   self._ledger) if target is not None and self._ledger is not None else None
         self._watermarks: tuple[float, dict[str, datetime | None]] = (-1.0, {})
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
         self.snapshots = SnapshotCache(region.data_dir)
@@ -298,37 +299,13 @@ class ServingNode:
         self._on_loop(self._set_health(states))
 
     def _check_loaded(self) -> None:
-        """Compare the online store's marker with the ledger's loads: views whose rows Redis lost
-        (restarted without persistence, flushed) or holds older (restored from a backup) are
-        answered from the snapshot until a materialisation loads them again."""
-        if self._marker is None or self._ledger is None:
+        """Views the online store lost or holds older rows of are answered from the snapshot."""
+        if self._loaded is None:
             return
-        expected = self._ledger.online_loads()
-        served = [v for v in self.catalog.current.views if v in expected]
-        if not served:
-            states: dict[str, str] = {}
-        else:
-            try:
-                found = self._marker.read()
-            except RespError:
-                return  # the store went away since the ping: the breaker and the next tick see to it
-            states = self._ledger.online_states({v: expected[v] for v in served}, found)
-        not_loaded = {v: state for v, state in states.items() if state != PRESENT}
-        before = self.features.not_loaded
-        self.features.not_loaded = frozenset(not_loaded)
-        self.metrics.views_not_loaded(not_loaded)
-        lost = sorted(v for v in not_loaded if v not in before)
-        back = sorted(v for v in before if v not in not_loaded)
-        if lost:
-            why = {LOST: "no longer holds their rows: Redis restarted without persistence, or was flushed",
-                   BEHIND: "holds older rows than the last materialisation: restored from an earlier backup?"}
-            for state in (LOST, BEHIND):
-                views = [v for v in lost if not_loaded[v] == state]
-                if views:
-                    log.warning("region %s: the online store %s (%s); answering them from the batch snapshot "
-                                "until a materialisation loads them again", self.region.code, why[state], ", ".join(views))
-        if back:
-            log.info("region %s: the online store holds %s again; back on the online path", self.region.code, ", ".join(back))
+        change = self._loaded.check(self.catalog.current.views, self.features.not_loaded)
+        if change is not None:
+            self.features.not_loaded = frozenset(change.not_loaded)
+            self.metrics.views_not_loaded(change.not_loaded)
 
     async def _set_health(self, states: dict[str, int]) -> None:
         for name, status in states.items():
