@@ -37,6 +37,9 @@ class LoadedViews:
         self.marker = marker
         self.ledger = ledger
 
+    def close(self) -> None:
+        self.marker.close()
+
     def check(self, served: Iterable[str], before: Iterable[str]) -> Change | None:
         """The served views the store does not hold as the ledger's last loads left them, and what
         changed since ``before`` (logged: one line when it is noticed, one when it is over). None

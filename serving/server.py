@@ -224,6 +224,8 @@ class ServingNode:
         self._stop.set()
         if self._refresher.is_alive():
             self._refresher.join(timeout=5)
+        if self._loaded is not None:
+            self._loaded.close()
         self._on_loop(self.health.enter_graceful_shutdown())
         self._on_loop(self.server.stop(grace), timeout=grace + 30)
         self._on_loop(self._close_reader())

@@ -142,7 +142,8 @@ class FastMaterializationEngine(ComputeEngine):
         ``objects_to_delete``) lose their rows in the online store, so their online marks go too."""
         marker = self._marker(project)
         if marker is not None and views_to_delete:
-            marker.forget([v.name for v in views_to_delete])
+            with marker:
+                marker.forget([v.name for v in views_to_delete])
 
     def teardown_infra(
         self,
@@ -153,7 +154,8 @@ class FastMaterializationEngine(ComputeEngine):
         """Nothing of the engine's own; the online store's rows are gone, and so is its marker."""
         marker = self._marker(project)
         if marker is not None:
-            marker.clear()
+            with marker:
+                marker.clear()
 
     def _marker(self, project: str) -> OnlineMarker | None:
         target = redis_target(self.repo_config)

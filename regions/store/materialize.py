@@ -202,6 +202,8 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
         raise MaterializationError(f"{node.code}: job {job.job_id} failed: {message}") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if marker is not None:
+            marker.close()
     marked = tuple(fv.name for fv in views) if marker is not None else ()
     record = node.ledger.succeed(job.job_id, per_view, marked_online=marked)
     node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs)

@@ -101,6 +101,18 @@ class OnlineMarker:
         self.target = target
         self.keys = cluster_marker_keys(project) if isinstance(target, ClusterTarget) else (marker_key(project),)
         self.timeout = timeout_seconds
+        # kept: the serving node asks every second, and a new router would ask for the slot map each time
+        self._router = ClusterRouter(target, timeout=timeout_seconds, pool_size=1) if isinstance(target, ClusterTarget) else None
+
+    def close(self) -> None:
+        if self._router is not None:
+            self._router.close()
+
+    def __enter__(self) -> "OnlineMarker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def begin(self, job_id: str) -> None:
         """A job starts writing rows: noted in the marker, so ``finish`` can tell whether the store
@@ -150,12 +162,9 @@ class OnlineMarker:
         if isinstance(t, RedisTarget):
             with RespConnection(t.host, t.port, db=t.db, password=t.password, timeout=self.timeout) as conn:
                 return [conn.call(*command(key)) for key in self.keys]
-        commands = [_encode(command(key)) for key in self.keys]
-        router = ClusterRouter(t, timeout=self.timeout, pool_size=1)
-        try:  # one pipeline per master; execute follows MOVED and ASK
-            return execute(router, commands, key_slots(list(self.keys)))
-        finally:
-            router.close()
+        assert self._router is not None
+        # one pipeline per master; execute follows MOVED and ASK, and asks for the map again after a failure
+        return execute(self._router, [_encode(command(key)) for key in self.keys], key_slots(list(self.keys)))
 
 
 def cluster_marker_keys(project: str) -> tuple[bytes, ...]:

@@ -75,7 +75,8 @@ def _online_states(node: RegionNode) -> dict[str, str]:
     if target is None or not expected:
         return {}
     try:
-        found = OnlineMarker(target, node.store.project, timeout_seconds=2.0).read()
+        with OnlineMarker(target, node.store.project, timeout_seconds=2.0) as marker:
+            found = marker.read()
     except RespError:
         return dict.fromkeys(expected, UNREACHABLE)
     return node.ledger.online_states(expected, found)
