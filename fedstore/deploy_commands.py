@@ -48,9 +48,15 @@ def write_manifests(config: FederationConfig, out: Path, *, image: str = DEFAULT
     except OSError as e:  # a file of that name, or under one
         raise RegionError(f"cannot write manifests into {out}: not a directory ({e.strerror})") from None
     written = []
-    for name, docs in render(config, image=image).items():
+    for name, docs in render(config, image=image).items():  # all rendered before any is written
         path = out / f"{name}.yaml"
-        path.write_text(HEADER + yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False), encoding="utf-8")
+        tmp = out / f".{name}.yaml.tmp"
+        try:  # a manifest is replaced whole: an interrupted run never leaves one half-written to apply
+            tmp.write_text(HEADER + yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise RegionError(f"cannot write {path}: {e.strerror}") from None
         written.append(path)
     return written
 

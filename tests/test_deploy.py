@@ -40,6 +40,21 @@ def test_committed_manifests_are_current(tmp_path):
     assert fresh == committed, "deploy/k8s is stale: run `fedstore deploy k8s`"
 
 
+def test_a_manifest_that_cannot_be_written_is_one_line_and_others_stay_whole(tmp_path):
+    from regions.errors import RegionError
+
+    config = load_config(ROOT / "fedstore.yaml")
+    first = write_manifests(config, tmp_path)
+    before = {p.name: p.read_text() for p in first}
+    (tmp_path / "centre.yaml").unlink()
+    (tmp_path / "centre.yaml").mkdir()  # in the way: the centre's manifest cannot replace it
+    with pytest.raises(RegionError, match=r"cannot write .*centre\.yaml: Is a directory"):
+        write_manifests(config, tmp_path)
+    assert {p.name: p.read_text() for p in tmp_path.glob("*.yaml") if p.is_file()} == {
+        k: v for k, v in before.items() if k != "centre.yaml"}
+    assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written left beside them
+
+
 def test_manifests_are_structurally_valid_and_regions_are_isolated(tmp_path):
     config = load_config(ROOT / "fedstore.yaml")
     parser = build_parser()
