@@ -157,11 +157,14 @@ def generate_region(
             table = _drivers(rng, profile, window, ids)
             writers["driver_performance"].write(table)
             rows["driver_performance"] += table.num_rows
-        files = {}
-        for name, writer in writers.items():
-            files[name] = writer.commit()
-            if progress is not None:
-                progress(f"{profile.code}: wrote {rows[name]:,} rows to {SOURCES}/{name}.parquet")
+        # every file finished first, then the renames back to back: a Ctrl-C while the footers were
+        # written left some sources new and others old; now only the microseconds of the renames can
+        for writer in writers.values():
+            writer.close()
+        files = {name: writer.commit() for name, writer in writers.items()}
+    if progress is not None:
+        for name in files:
+            progress(f"{profile.code}: wrote {rows[name]:,} rows to {SOURCES}/{name}.parquet")
     return GenerationReport(
         region=profile.code,
         files=files,
@@ -414,7 +417,7 @@ class _AtomicParquet:
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path, self.schema = path, schema
-        self.done = False
+        self.done = self.closed = False
 
     def __enter__(self) -> Self:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
@@ -431,13 +434,19 @@ class _AtomicParquet:
         if table.num_rows:
             self.writer.write_table(table)
 
+    def close(self) -> None:
+        """Finish the file (its footer) under its temporary name."""
+        if not self.closed:
+            self.writer.close()
+            self.closed = True
+
     def commit(self) -> Path:
-        self.writer.close()
+        self.close()
         os.replace(self.tmp, self.path)
         self.done = True
         return self.path
 
     def __exit__(self, *exc: object) -> None:
         if not self.done:  # a failure anywhere: leave no half-written file behind
-            self.writer.close()
+            self.close()
             self.tmp.unlink(missing_ok=True)
