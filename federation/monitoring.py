@@ -108,7 +108,9 @@ def _event(raw: Any, i: int) -> CommercialEvent:
     for key in ("name", "month", "day"):
         if key not in raw:
             raise ConfigError(f"{where}.{key}: missing")
-    ints = {k: raw.get(k, d) for k, d in (("month", 0), ("day", 0), ("before", 1), ("after", 1), ("days", 1))}
+    defaults = CommercialEvent("", 0, 0)  # an omitted window edge is the dataclass's (after: a week), not 1
+    ints = {k: raw.get(k, d) for k, d in (("month", 0), ("day", 0), ("before", defaults.before),
+                                          ("after", defaults.after), ("days", defaults.days))}
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in ints.values()) or \
             not 1 <= ints["month"] <= 12 or not 1 <= ints["day"] <= 31 or ints["days"] < 1:
         raise ConfigError(f"{where}: month 1-12, day 1-31, before/after ≥ 0 and days ≥ 1 are needed")

@@ -219,6 +219,15 @@ def test_monitoring_config_is_validated(tmp_path):
             load_config(_write_config(tmp_path, {"monitoring": bad}))
 
 
+def test_an_event_without_window_edges_gets_the_documented_ones(tmp_path):
+    """The parser filled an omitted `after` with 1 day, while the built-in events (and the
+    dataclass) carry an event a week: 7-day rolling features hold it that long."""
+    config = load_config(_write_config(tmp_path, {"monitoring": {
+        "commercial_events": [{"name": "payday", "month": 1, "day": 25}]}}))
+    (event,) = config.monitoring.commercial_events
+    assert (event.before, event.after, event.days) == (1, 7, 1)
+
+
 def test_calendars_come_from_the_holidays_package_plus_commercial_events():
     from federation.monitoring import MonitoringConfig
 
