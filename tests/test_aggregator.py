@@ -260,6 +260,22 @@ def test_a_damaged_outbox_file_is_named_and_the_others_are_still_sent(fed, capsy
     assert json.loads(path.read_text())["status"] == "sent"
 
 
+def test_an_outbox_file_that_parses_but_lacks_a_field_is_named_not_a_traceback(fed, capsys):
+    from fedstore.cli import main
+
+    config, address, _ = fed
+    node, (sid, _, path) = _publish(config, "MY")
+    lacking = path.with_name("my-stats-lacking.json")
+    body = json.loads(path.read_text())
+    del body["features"]
+    lacking.write_text(json.dumps(body))
+    code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
+                 "--address", address])
+    out, err = capsys.readouterr()
+    assert code == 2 and f"unreadable: {lacking} is not a submission (it lacks 'features')" in out, out + err
+    assert json.loads(path.read_text())["status"] == "sent"  # the others are still sent
+
+
 def _good(config):
     node, (sid, _, path) = _publish(config, "MY")
     return to_proto(json.loads(path.read_text()))

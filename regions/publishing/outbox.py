@@ -115,27 +115,30 @@ def send_outbox(
         for path in sorted(outbox.glob("*.json")):
             try:
                 body = json.loads(path.read_text())
-                queued = body.get("status") == "queued"
-            except (ValueError, AttributeError) as e:  # one damaged file must not stop the others
+                if body.get("status") != "queued":
+                    continue
+                request = to_proto(body)  # a file that parses but lacks a field is no submission either
+            except (ValueError, AttributeError, TypeError) as e:  # one damaged file must not stop the others
                 results.append((path.stem, f"unreadable: {path} is not a submission ({e}); repair or remove it"))
                 continue
-            if not queued:
+            except KeyError as e:
+                results.append((path.stem, f"unreadable: {path} is not a submission (it lacks {e}); "
+                                            "repair or remove it"))
                 continue
             if unreachable:
                 # the centre did not answer through a whole backoff: every other submission would
                 # wait as long again (7.5 s each by default, a minute each when calls time out)
                 results.append((body["submission_id"], f"queued: not tried, {unreachable}"))
                 continue
-            outcome = _send_one(stub, path, body, token, backoff, sleep)
+            outcome = _send_one(stub, path, body, request, token, backoff, sleep)
             if outcome.startswith(_UNREACHABLE):
                 unreachable = outcome.removeprefix("queued: ")
             results.append((body["submission_id"], outcome))
     return results
 
 
-def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, token: str, backoff: Backoff,
-              sleep: Callable[[float], None]) -> str:
-    request = to_proto(body)
+def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, request: pb.Submission, token: str,
+              backoff: Backoff, sleep: Callable[[float], None]) -> str:
     for failures in range(backoff.attempts):
         try:
             receipt = stub.Submit(request, timeout=10, metadata=(("authorization", f"Bearer {token}"),))
