@@ -282,3 +282,28 @@ def test_a_source_removed_during_a_build_is_one_line_and_leaves_nothing(sqlite_f
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".train", "train"))]
     source.write_bytes(kept)
     assert main(build) == 0 and pq.read_metadata(out).num_rows == 4000
+
+
+def test_a_killed_builds_leftovers_are_removed_by_the_next_build_to_that_path(region, tmp_path):
+    """A build killed mid-way left its hidden .partial (as large as a training set) for good. The
+    next build to the same path removes what dead builds on this host left, and nothing else."""
+    import os
+    import socket
+    import subprocess
+
+    ents = _entities(tmp_path / "e.parquet", [T + timedelta(hours=1)])
+    out = tmp_path / "train.parquet"
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has any more: a killed build's
+    host = socket.gethostname()
+    dead = [tmp_path / f".train.parquet.{host}.{gone.pid}.0badf00d.partial",
+            tmp_path / f".train.parquet.{host}.{gone.pid}.0badf00d.partial.manifest"]
+    kept = [tmp_path / f".train.parquet.{host}.{os.getpid()}.1234abcd.partial",  # a running build's
+            tmp_path / f".train.parquet.elsewhere.{gone.pid}.feedf00d.partial",  # another host's: cannot tell
+            tmp_path / f".other.parquet.{host}.{gone.pid}.0badf00d.partial"]  # another dataset's
+    for p in dead + kept:
+        p.write_bytes(b"leftover")
+    build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", out, show_progress=False))
+    assert not any(p.exists() for p in dead)
+    assert all(p.exists() for p in kept)
+    assert pq.read_table(out).num_rows == 1

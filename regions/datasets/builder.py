@@ -10,8 +10,11 @@ interrupted build leaves no partial dataset behind.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from feast.errors import FeatureServiceNotFoundException
 from regions.datasets.entities import TIMESTAMP, EntityFile
 from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
 from regions.errors import InvalidEntities, InvalidOutput, InvalidSource, RegionNotReady, UnknownName
+from regions.processes import alive
 from regions.progress import progress
 from regions.store.fingerprint import fingerprint, source_fingerprints
 from regions.store.node import RegionNode
@@ -106,7 +110,9 @@ def build_training_set(
     require_index(node.data_dir, node.code)
     earlier = read_manifest(manifest_path(out)) if out.exists() else None
     previous = earlier.dataset_id if earlier else None  # built at this path before: said when replaced
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    _remove_abandoned_partials(out)
+    # named by host and process, so a later build can tell a killed build's leftovers from a running one's
+    tmp = out.with_name(f".{out.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     manifest_tmp = tmp.with_name(f"{tmp.name}.manifest")
     nulls = dict.fromkeys(features, 0)
     rows = 0
@@ -159,6 +165,18 @@ def build_training_set(
     replaced = f", replacing dataset {previous}" if previous else ""
     say(f"{node.code}: wrote {rows:,} rows × {len(features)} features to {out} (manifest {path.name}{replaced})")
     return manifest
+
+
+def _remove_abandoned_partials(out: Path) -> None:
+    """Remove what builds to ``out`` killed on this host left (their hidden ``.partial`` dataset and
+    manifest, as large as a training set); a running build's, or another host's, are kept."""
+    here = socket.gethostname()
+    prefix = f".{out.name}."
+    for leftover in out.parent.glob(f"{glob.escape(prefix)}*.partial*"):
+        name = leftover.name.removeprefix(prefix).split(".partial")[0]
+        host, _, rest = name.rpartition(".")[0].rpartition(".")  # <host>.<pid>.<random>
+        if host == here and rest.isdigit() and not alive(int(rest)):
+            leftover.unlink(missing_ok=True)
 
 
 def _historical(node: RegionNode, chunk: pd.DataFrame, p: Plan) -> pa.Table:

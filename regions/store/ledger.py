@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from regions.errors import must_be_writable
+from regions.processes import alive
 from regions.store.online_marker import Load, compare
 
 _SCHEMA = """
@@ -206,7 +207,7 @@ class JobLedger:
         host = socket.gethostname()
         recovered = []
         for job in self.jobs(status=RUNNING):
-            if none_running or (job.host == host and not _alive(job.pid)):
+            if none_running or (job.host == host and not alive(job.pid)):
                 where = f"process {job.pid}" if job.host == host else f"process {job.pid} on {job.host}"
                 recovered.append(
                     self.fail(
@@ -252,21 +253,6 @@ class JobLedger:
 
     def _iter_succeeded(self) -> Iterator[JobRecord]:
         yield from self.jobs(status=SUCCEEDED)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not alive: it cannot finish its job
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _dt(value: str | None) -> datetime | None:
