@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import grpc
 import pyarrow as pa
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from federation import FederationConfig, load_config
 from handmade import write_sources
@@ -61,3 +64,19 @@ def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, custome
     materialize(node, MaterializeRequest(show_progress=False))
     server = ServingNode(config, config.region("MY"), address="127.0.0.1:0", refresh_seconds=0.2).start()
     return Served(config, node, server, tables)
+
+
+def health_status(address: str, service: str) -> int:
+    """The node's gRPC health status for ``service`` ("" for the node as a whole)."""
+    with grpc.insecure_channel(address) as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def wait_until(predicate, seconds: float) -> bool:
+    """Ask ``predicate`` every 50 ms until it holds (True) or ``seconds`` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from datetime import datetime, timedelta, timezone
 
-import grpc
 import pytest
 from feast.infra.online_stores.redis import _redis_key_prefix
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from fedstore.cli import main
 from handmade import write_sources
@@ -25,25 +23,15 @@ from regions.store.node import RegionNode
 from regions.store.online_marker import BEHIND, LOST, PRESENT, Load, OnlineMarker, compare, marker_key
 from regions.store.redis_writer import RedisTarget
 from serving.client import FeatureClient
-from serving_fixtures import TOKENS, served_region
+from serving_fixtures import TOKENS, health_status, served_region, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 INCREMENTAL = MaterializeRequest(show_progress=False, incremental=True)
 
 
-def _health(address: str, service: str) -> int:
-    with grpc.insecure_channel(address) as ch:
-        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
-
-
 def _wait(predicate, seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_until(predicate, seconds)
 
 
 def test_load_markers_compare_by_the_jobs_start():
@@ -118,8 +106,8 @@ def test_a_redis_restarted_empty_is_answered_from_the_snapshot_until_a_job_loads
             assert sample("fedstore_fallback_answers_total", {"reason": "online_not_loaded"}) >= 10
             for view in views:
                 assert sample("fedstore_online_view_not_loaded", {"view": view, "state": "lost"}) == 1
-            assert _health(served.address, "fedstore.online_store") == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert _health(served.address, "") == health_pb2.HealthCheckResponse.SERVING
+            assert health_status(served.address, "fedstore.online_store") == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert health_status(served.address, "") == health_pb2.HealthCheckResponse.SERVING
             # and the operator's status says so, with what to run
             status = _status(tmp_path / "fed.yaml", capsys)
             assert status.count("LOST") == len(views)
@@ -140,7 +128,7 @@ def test_a_redis_restarted_empty_is_answered_from_the_snapshot_until_a_job_loads
             assert back.values == online.values and back.statuses == online.statuses
             assert served.server.features.not_loaded == frozenset()
             assert sample("fedstore_online_view_not_loaded", {"view": next(iter(views)), "state": "lost"}) is None
-            assert _wait(lambda: _health(served.address, "fedstore.online_store")
+            assert _wait(lambda: health_status(served.address, "fedstore.online_store")
                          == health_pb2.HealthCheckResponse.SERVING)
             lines = [r.getMessage() for r in caplog.records if r.name == "serving.server" and "online store" in r.getMessage()]
             assert len(lines) == 2, lines  # one when it is noticed, one when it is over: not one per call

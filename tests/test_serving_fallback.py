@@ -8,27 +8,17 @@ import time
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from redis_servers import start_redis
 from serving.client import FeatureClient
-from serving_fixtures import TOKENS, served_region
+from serving_fixtures import TOKENS, health_status, served_region, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-def _health(address: str, service: str) -> int:
-    with grpc.insecure_channel(address) as ch:
-        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
-
-
 def _wait(predicate, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_until(predicate, seconds)
 
 
 def test_redis_killed_then_restarted(tmp_path, monkeypatch, caplog):
@@ -58,17 +48,17 @@ def test_redis_killed_then_restarted(tmp_path, monkeypatch, caplog):
             errors = sample("fedstore_fallback_answers_total", {"reason": "online_error"})
             skipped = sample("fedstore_fallback_answers_total", {"reason": "breaker_open"})
             assert errors >= 2 and skipped >= 1 and errors + skipped >= 21
-            assert _wait(lambda: _health(served.address, "fedstore.online_store")
+            assert _wait(lambda: health_status(served.address, "fedstore.online_store")
                          == health_pb2.HealthCheckResponse.NOT_SERVING)
             # the node can still answer, so its overall health stays SERVING
-            assert _health(served.address, "") == health_pb2.HealthCheckResponse.SERVING
+            assert health_status(served.address, "") == health_pb2.HealthCheckResponse.SERVING
 
             restarted = start_redis(port=redis.port, workdir=redis.workdir, persist=True)
             try:
                 # back to the online path by itself, once the breaker's probe succeeds
                 assert _wait(lambda: ask().source == "online_store")
                 assert ask().values == online.values
-                assert _wait(lambda: _health(served.address, "fedstore.online_store")
+                assert _wait(lambda: health_status(served.address, "fedstore.online_store")
                              == health_pb2.HealthCheckResponse.SERVING)
                 # the operator reads one line when the outage starts and one when it ends, not one per call
                 lines = [r.getMessage() for r in caplog.records if r.name == "serving.features"]
