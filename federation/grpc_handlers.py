@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -120,6 +120,17 @@ def generic_handler(add_to_server: Callable[[Any, Any], None], servicer: object)
     return handler
 
 
+def first_handler(
+    handlers: Sequence[grpc.GenericRpcHandler], handler_call_details: grpc.HandlerCallDetails
+) -> grpc.RpcMethodHandler | None:
+    """The method handler of the first of ``handlers`` that serves the call's method (None: none does)."""
+    for handler in handlers:
+        method = handler.service(handler_call_details)
+        if method is not None:
+            return method
+    return None
+
+
 class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
     """``handler``'s unary-request methods, answering INVALID_ARGUMENT to bytes that do not parse
     as their request message before the method runs (for thread-pool servers)."""
@@ -202,5 +213,5 @@ class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a functio
         return grpc.stream_unary_rpc_method_handler(unary, h.request_deserializer, h.response_serializer)
 
 
-__all__ = ["MAX_DETAILS_BYTES", "Malformed", "bounded_parser", "generic_handler", "limit_streams", "parser",
+__all__ = ["MAX_DETAILS_BYTES", "Malformed", "bounded_parser", "first_handler", "generic_handler", "limit_streams", "parser",
            "reject_malformed", "status_details"]

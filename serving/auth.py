@@ -17,6 +17,7 @@ from typing import Sequence
 
 import grpc
 
+from federation.grpc_handlers import first_handler
 from federation.tokens import TokenBook, authorization_scheme, bearer_token
 from serving.metrics import ServingMetrics
 
@@ -33,11 +34,8 @@ class TokenGuard(grpc.GenericRpcHandler):
         self.metrics = metrics
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        for guarded in self.services:
-            handler = guarded.service(handler_call_details)
-            if handler is not None:
-                break
-        else:
+        handler = first_handler(self.services, handler_call_details)
+        if handler is None:
             return None  # not a guarded method: the next handler's, or UNIMPLEMENTED
         return self._refusal(handler_call_details.invocation_metadata) or handler
 

@@ -18,6 +18,8 @@ from typing import Any, AsyncIterator, Sequence
 
 import grpc
 
+from federation.grpc_handlers import first_handler
+
 
 class LimitOpenStreams(grpc.GenericRpcHandler):
     def __init__(self, handlers: Sequence[grpc.GenericRpcHandler], limit: int) -> None:
@@ -28,13 +30,8 @@ class LimitOpenStreams(grpc.GenericRpcHandler):
         self.open = 0  # streams running now
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        for handler in self.handlers:
-            h = handler.service(handler_call_details)
-            if h is not None:
-                break
-        else:
-            return None
-        if not (h.request_streaming or h.response_streaming):
+        h = first_handler(self.handlers, handler_call_details)
+        if h is None or not (h.request_streaming or h.response_streaming):
             return h
         behavior = h.stream_stream or h.stream_unary or h.unary_stream
         wrapped = self._wrap(behavior, handler_call_details.method)
