@@ -13,7 +13,7 @@ import asyncio
 import hiredis
 
 from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import NOT_ENOUGH_DATA, RespError
+from regions.store.resp_connection import NOT_ENOUGH_DATA, RespError, command
 
 
 class RespTimeout(RespError):
@@ -128,9 +128,9 @@ class AsyncRespPool:
             raise RespError(f"cannot connect to Redis at {t.host}:{t.port}: {e}") from None
         try:
             if t.password:
-                await conn.pipeline(_command(b"AUTH", t.password.encode()), 1, timeout)
+                await conn.pipeline(command(b"AUTH", t.password.encode()), 1, timeout)
             if t.db:
-                await conn.pipeline(_command(b"SELECT", str(t.db).encode()), 1, timeout)
+                await conn.pipeline(command(b"SELECT", str(t.db).encode()), 1, timeout)
         except BaseException:
             conn.close()
             raise
@@ -140,7 +140,3 @@ class AsyncRespPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-
-
-def _command(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)

@@ -11,8 +11,8 @@ import pytest
 
 from redis_servers import start_redis
 from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import RespConnection, RespError
-from serving.resp_async import AsyncRespPool, RespTimeout, _command
+from regions.store.resp_connection import RespConnection, RespError, command
+from serving.resp_async import AsyncRespPool, RespTimeout
 
 pytestmark = pytest.mark.redis
 
@@ -24,8 +24,8 @@ def test_pipelines_answer_in_order_and_reuse_the_connection():
 
         async def run() -> tuple[list[object], list[object], int]:
             pool = AsyncRespPool(RedisTarget("127.0.0.1", server.port), timeout_seconds=1)
-            first = await pool.pipeline(_command(b"HMGET", b"k", b"a", b"b") + _command(b"HMGET", b"nope", b"a"), 2)
-            second = await pool.pipeline(_command(b"PING"), 1)
+            first = await pool.pipeline(command(b"HMGET", b"k", b"a", b"b") + command(b"HMGET", b"nope", b"a"), 2)
+            second = await pool.pipeline(command(b"PING"), 1)
             idle = len(pool._idle)
             pool.close()
             return first, second, idle
@@ -45,7 +45,7 @@ def test_replies_of_zero_and_false_values_are_replies_not_no_data_yet():
     server = start_redis()
     try:
         server.client().hset("k", "a", "1")
-        ask = _command(b"HSET", b"k", b"a", b"2") + _command(b"EXISTS", b"nope") + _command(b"PING")
+        ask = command(b"HSET", b"k", b"a", b"2") + command(b"EXISTS", b"nope") + command(b"PING")
 
         async def run() -> list[object]:
             pool = AsyncRespPool(RedisTarget("127.0.0.1", server.port), timeout_seconds=1)
@@ -69,9 +69,9 @@ def test_error_replies_raise_or_come_back_raw_and_the_connection_stays_usable():
         async def run() -> tuple[list[object], list[object]]:
             pool = AsyncRespPool(RedisTarget("127.0.0.1", server.port), timeout_seconds=1)
             with pytest.raises(RespError, match="refused"):
-                await pool.pipeline(_command(b"NOSUCHCOMMAND") + _command(b"PING"), 2)
-            raw = await pool.pipeline(_command(b"NOSUCHCOMMAND") + _command(b"PING"), 2, raw=True)
-            after = await pool.pipeline(_command(b"PING"), 1)  # replies stayed aligned
+                await pool.pipeline(command(b"NOSUCHCOMMAND") + command(b"PING"), 2)
+            raw = await pool.pipeline(command(b"NOSUCHCOMMAND") + command(b"PING"), 2, raw=True)
+            after = await pool.pipeline(command(b"PING"), 1)  # replies stayed aligned
             pool.close()
             return raw, after
 
@@ -92,7 +92,7 @@ def test_a_silent_redis_misses_the_deadline_instead_of_hanging():
             pool = AsyncRespPool(RedisTarget("127.0.0.1", port), timeout_seconds=0.2)
             began = time.perf_counter()
             with pytest.raises(RespTimeout, match="did not answer within 200 ms"):
-                await pool.pipeline(_command(b"PING"), 1)
+                await pool.pipeline(command(b"PING"), 1)
             assert pool._idle == []  # a late reply must never be read as the next request's answer
             return time.perf_counter() - began
 
@@ -107,12 +107,12 @@ def test_a_restarted_redis_is_reconnected_without_waiting_for_the_deadline():
     try:
         async def run() -> tuple[list[object], float]:
             pool = AsyncRespPool(RedisTarget("127.0.0.1", port), timeout_seconds=5)
-            assert await pool.pipeline(_command(b"PING"), 1) == [b"PONG"]
+            assert await pool.pipeline(command(b"PING"), 1) == [b"PONG"]
             server.kill()
             await asyncio.sleep(0.2)  # the loop sees the pooled connection close while it is idle
             restarted.append(start_redis(port=port))
             began = time.perf_counter()
-            answer = await pool.pipeline(_command(b"PING"), 1)
+            answer = await pool.pipeline(command(b"PING"), 1)
             return answer, time.perf_counter() - began
 
         restarted: list = []

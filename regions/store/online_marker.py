@@ -28,6 +28,7 @@ from typing import Callable, Mapping
 from regions.store.cluster import SLOTS, ClusterRouter, ClusterTarget, execute, key_slot, key_slots
 from regions.store.redis_writer import RedisTarget
 from regions.store.resp_connection import RespConnection, RespError
+from regions.store.resp_connection import command as resp_command  # `command` names _each's argument
 
 PRESENT, LOST, BEHIND = "present", "lost", "behind"
 CLUSTER_COPIES = 128  # on a Redis Cluster, copies of the marker: one per 128 slots
@@ -164,7 +165,7 @@ class OnlineMarker:
                 return [conn.call(*command(key)) for key in self.keys]
         assert self._router is not None
         # one pipeline per master; execute follows MOVED and ASK, and asks for the map again after a failure
-        return execute(self._router, [_encode(command(key)) for key in self.keys], key_slots(list(self.keys)))
+        return execute(self._router, [resp_command(*command(key)) for key in self.keys], key_slots(list(self.keys)))
 
 
 def cluster_marker_keys(project: str) -> tuple[bytes, ...]:
@@ -177,7 +178,3 @@ def cluster_marker_keys(project: str) -> tuple[bytes, ...]:
             n += 1
         keys.append(b"fedstore:loaded:{%d.%d}:%s" % (block, n, project.encode()))
     return tuple(keys)
-
-
-def _encode(args: list[bytes]) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)

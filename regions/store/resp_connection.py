@@ -17,6 +17,11 @@ import hiredis
 NOT_ENOUGH_DATA = object()
 
 
+def command(*args: bytes) -> bytes:
+    """One Redis command in RESP, ready to send (or to join with others into a pipeline)."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
 class RespError(RuntimeError):
     """Redis refused a command, timed out, or could not be reached."""
 
@@ -44,8 +49,7 @@ class RespConnection:
             self.call(b"SELECT", str(db).encode())
 
     def call(self, *args: bytes) -> object:
-        out = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-        self.send(out)
+        self.send(command(*args))
         return self.read(1)[0]
 
     def send(self, payload: bytes) -> None:
