@@ -75,7 +75,10 @@ class ServingConfig:
     metrics_port: int | None = None  # Prometheus /metrics; None = off
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    workers: int = 8  # threads per process for training-set streams; lookups run on the event loop
+    workers: int = 8  # threads per process for training-set streams and health checks
+    # threads per process answering lookups (each waits on Redis with the GIL released); more only
+    # help while Redis is slow to answer
+    lookup_threads: int = 4
     max_concurrent_calls: int = 1000  # per process; beyond it a call is refused RESOURCE_EXHAUSTED
 
 
@@ -331,7 +334,8 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
     if raw is None:
         return ServingConfig()
     m = _mapping(raw, where)
-    ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "workers", "max_concurrent_calls"}
+    ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "workers", "lookup_threads",
+            "max_concurrent_calls"}
     _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls"})
     values: dict[str, Any] = {}
     for k in ints & set(m):

@@ -7,12 +7,10 @@ the region's index), and streamed back as Arrow IPC chunks of bounded rows.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
-from concurrent.futures import Executor
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 import grpc
 import pyarrow as pa
@@ -46,10 +44,9 @@ class _Refused(Exception):
 
 
 class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
-    def __init__(self, region: RegionConfig, pool: Executor) -> None:
+    def __init__(self, region: RegionConfig) -> None:
         self.region = region
         self.node = RegionNode(region)
-        self.pool = pool  # the blocking steps of a stream (the build, each chunk) run here
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generated registration's handler, but with a parser that makes bytes which are not
@@ -61,46 +58,36 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"GetHistoricalFeatures": method})
 
-    async def GetHistoricalFeatures(
-        self, request: pb.GetHistoricalFeaturesRequest | Malformed, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ArrowChunk]:
-        """An async generator on the node's loop whose blocking steps (the build, each chunk) run
-        on the pool one at a time: a stream its caller cancels or lets expire holds no thread.
-        (grpc's asyncio server feeds a plain generator's chunks to the loop through a one-chunk
-        queue from a pool thread, which waits for good once nobody reads: each such stream kept a
-        thread and its scratch files, and after as many as the pool has threads, no training set
-        was served any more.)"""
+    def GetHistoricalFeatures(
+        self, request: pb.GetHistoricalFeaturesRequest | Malformed, context: grpc.ServicerContext
+    ) -> Iterator[pb.ArrowChunk]:
+        """A generator on one of the server's pool threads. When its caller cancels or lets the
+        stream expire, grpc stops asking for chunks and closes the generator, so the thread and
+        the scratch files are freed; a build under way cannot be stopped and finishes first."""
         if isinstance(request, Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
-            return
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
         if not request.region.strip():  # a request missing a field, not one for another jurisdiction
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"region is required: name the region whose data to read ({self.region.code} here)")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"region is required: name the region whose data to read ({self.region.code} here)")
         if request.region.upper() != self.region.code:
-            await context.abort(
+            context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 status_details(f"this node serves region {self.region.code} only; data of "
                                f"{request.region or '(no region)'} stays in its own jurisdiction"),
             )
         chunk_rows = request.max_chunk_rows or DEFAULT_CHUNK_ROWS
         if chunk_rows > MAX_CHUNK_ROWS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_chunk_rows may be at most {MAX_CHUNK_ROWS}")
-        loop = asyncio.get_running_loop()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_chunk_rows may be at most {MAX_CHUNK_ROWS}")
         work = Path(tempfile.mkdtemp(prefix="request-", dir=self._scratch()))
-        build = loop.run_in_executor(self.pool, self._build, request, work)
         try:
-            manifest = await asyncio.shield(build)  # a cancelled stream leaves the build running: see below
-        except _Refused as e:
-            # cleaned up before abort: the caller has its answer as soon as the status is sent
-            shutil.rmtree(work, ignore_errors=True)
-            await context.abort(e.code, status_details(e.message))
-        except BaseException:
-            # cancelled (or failed): a build cannot be stopped, so its files go once it is done
-            build.add_done_callback(lambda done: _discard(done, work))
-            raise
-        try:
-            batches = await loop.run_in_executor(self.pool, _batches, work / "dataset.parquet", chunk_rows)
-            while (chunk := await loop.run_in_executor(self.pool, _chunk, batches, manifest.dataset_id)) is not None:
+            try:
+                manifest = self._build(request, work)
+            except _Refused as e:
+                # cleaned up before abort: the caller has its answer as soon as the status is sent
+                shutil.rmtree(work, ignore_errors=True)
+                context.abort(e.code, status_details(e.message))
+            batches = _batches(work / "dataset.parquet", chunk_rows)
+            while (chunk := _chunk(batches, manifest.dataset_id)) is not None:
                 yield chunk
         finally:  # the stream ended, failed or was cancelled
             shutil.rmtree(work, ignore_errors=True)
@@ -147,10 +134,3 @@ def _chunk(batches: Iterator[pa.RecordBatch], dataset_id: str) -> pb.ArrowChunk 
     with ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
     return pb.ArrowChunk(arrow_ipc=sink.getvalue().to_pybytes(), rows=batch.num_rows, dataset_id=dataset_id)
-
-
-def _discard(build: asyncio.Future[DatasetManifest], work: Path) -> None:
-    """The files of a build nobody waits for any more; its outcome is of no use (nor logged)."""
-    if not build.cancelled():
-        build.exception()  # retrieved: no "exception was never retrieved" for a refused build
-    shutil.rmtree(work, ignore_errors=True)

@@ -10,19 +10,18 @@ set ordering, so clients must not rely on it).
 
 from __future__ import annotations
 
-import time
 from typing import cast
 
-import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesRequest
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
-from federation.grpc_handlers import Malformed, bounded_parser, status_details
+from federation.grpc_handlers import Malformed, bounded_parser
 from serving.entities import max_lookup_bytes, too_many
-from serving.errors import InvalidRequest, ServingError
+from serving.errors import InvalidRequest
 from serving.features import Answer, OnlineFeatures
+from serving.lookup_lane import LaneMethod
 from serving.wire import field, fields, string_field
 
 SERVICE = GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name
@@ -33,39 +32,19 @@ class FeastCompatServicer:
     def __init__(self, features: OnlineFeatures, *, missing_entity_is_present: bool) -> None:
         self.features = features
         self.missing_entity_is_present = missing_entity_is_present  # Feast's Redis behaviour
+        limit = features.max_entities
+        # as the v1 lookup: a request too large to be one is refused unread, and only a request of
+        # more bytes than the entity limit is counted before its values are converted one by one
+        self._parse = bounded_parser(GetOnlineFeaturesRequest, max_bytes=max_lookup_bytes(limit),
+                                     inspect_above=limit, inspect=lambda r: too_many(_longest(r), limit))
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def lane_method(self) -> LaneMethod:
         """Feast's service name and request message; the response is sent as encoded bytes.
         Feast's other methods (Push, WriteToOnlineStore) are not served: UNIMPLEMENTED."""
-        limit = self.features.max_entities
-        method = grpc.unary_unary_rpc_method_handler(
-            self.GetOnlineFeatures,
-            # as the v1 lookup: a request too large to be one is refused unread, and only a request of
-            # more bytes than the entity limit is counted before its values are converted one by one
-            request_deserializer=bounded_parser(GetOnlineFeaturesRequest, max_bytes=max_lookup_bytes(limit),
-                                                inspect_above=limit, inspect=lambda r: too_many(_longest(r), limit)),
-            response_serializer=_identity,
-        )
-        return grpc.method_handlers_generic_handler(SERVICE, {"GetOnlineFeatures": method})
+        return LaneMethod(f"/{SERVICE}/GetOnlineFeatures", METHOD, self.GetOnlineFeatures)
 
-    async def GetOnlineFeatures(
-        self, request: GetOnlineFeaturesRequest | Malformed, context: grpc.aio.ServicerContext
-    ) -> bytes:
-        began = time.perf_counter()
-        metrics = self.features.metrics
-        try:
-            response = await self._answer(request, context.time_remaining())
-        except ServingError as e:
-            metrics.answered(METHOD, e.code, time.perf_counter() - began)  # before abort answers the caller
-            await context.abort(e.code, status_details(str(e)))
-            raise
-        except Exception:
-            metrics.answered(METHOD, grpc.StatusCode.INTERNAL, time.perf_counter() - began)
-            raise
-        metrics.answered(METHOD, grpc.StatusCode.OK, time.perf_counter() - began)
-        return response
-
-    async def _answer(self, request: GetOnlineFeaturesRequest | Malformed, time_left: float | None) -> bytes:
+    def GetOnlineFeatures(self, body: bytes, time_left: float | None) -> bytes:
+        request = self._parse(body)
         if isinstance(request, Malformed):
             raise InvalidRequest(request.detail)
         which = request.WhichOneof("kind")
@@ -80,7 +59,7 @@ class FeastCompatServicer:
                 columns[key] = [_python_value(v) for v in repeated.val]
             except Exception:
                 raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
-        answer = await self.features.get(resolved, columns, time_left=time_left)
+        answer = self.features.get(resolved, columns, time_left=time_left)
         entity_values = [(key, [v.SerializeToString() for v in repeated.val]) for key, repeated in request.entities.items()]
         return encode_feast_response(answer, entity_values, request.full_feature_names, self.missing_entity_is_present)
 
@@ -147,5 +126,3 @@ def encode_feast_response(
     return b"".join(out)
 
 
-def _identity(b: bytes) -> bytes:
-    return b

@@ -91,10 +91,10 @@ class OnlineFeatures:
             raise InvalidRequest(f"feature names collide: {collision}")
         return resolved
 
-    async def get(
+    def get(
         self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None
     ) -> Answer:
-        """Runs on the serving node's event loop: the online read is awaited, never blocked on.
+        """Runs on one of the serving node's lookup threads, which the online read blocks.
 
         ``time_left`` is the caller's remaining deadline (seconds; None: no deadline). When it is
         shorter than the online store's own deadline, the online read gets what is left of it
@@ -122,7 +122,7 @@ class OnlineFeatures:
         else:
             began = time.monotonic()
             try:
-                rows = await self.reader.read_async(resolved, entities, timeout=timeout if caller_bound else None)
+                rows = self.reader.read(resolved, entities, timeout=timeout if caller_bound else None)
             except OnlineStoreDown as e:
                 if self._unanswered_since is None:
                     self._unanswered_since = began
@@ -141,8 +141,7 @@ class OnlineFeatures:
                     self.metrics.online_error()
                     reason = ONLINE_ERROR
             except BaseException:
-                # cancelled (the caller went away mid-read) or failed before Redis was asked: no
-                # verdict on the store. Released, or a half-open breaker would wait for this probe's
+                # failed before Redis was asked (or interrupted): no verdict on the store. Released, or a half-open breaker would wait for this probe's
                 # outcome forever and every later call would be answered from the snapshot.
                 self.breaker.release()
                 raise

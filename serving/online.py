@@ -3,16 +3,18 @@
 ``RedisReader`` is the fast path: one pipelined round trip per request, straight in Feast's Redis
 layout (one ``HMGET`` per entity key with the fields of every requested view sharing that key).
 ``FeastReader`` serves any other online store (SQLite, the embedded default) through Feast's own
-``online_read``. Both return the same ``ViewRows`` per view. ``read_async`` is what the serving
-node's event loop calls: on one Redis or a cluster the round trips are awaited on the loop itself;
-Feast's reader runs its blocking ``online_read`` on a worker thread.
+``online_read``. Both return the same ``ViewRows`` per view. Reads block the calling thread (a
+serving node's lookup threads, each with its own connection from a shared pool) for at most their
+timeout.
 """
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol, Sequence
@@ -28,12 +30,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from regions.store.cluster import ClusterRouter, ClusterTarget, execute, key_slots
 from regions.store.redis_layout import decode_timestamp
 from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import RespConnection, RespError
+from regions.store.resp_connection import RespConnection, RespError, RespTimeout
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
-from serving.cluster_async import ClusterPools, execute_async
 from serving.errors import OnlineStoreDown, OnlineStoreTimeout
-from serving.resp_async import AsyncRespPool, RespTimeout
 
 
 @dataclass
@@ -63,13 +63,9 @@ class ViewRows:
 
 
 class OnlineReader(Protocol):
-    def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]: ...
-
-    async def read_async(
-        self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
-    ) -> dict[str, ViewRows]:
-        """The same read on the serving node's event loop; ``timeout`` (seconds) overrides the
-        reader's own deadline for this call (a caller with less time left)."""
+    def read(self, resolved: Resolved, entities: Entities, *, timeout: float | None = None) -> dict[str, ViewRows]:
+        """Rows per view; ``timeout`` (seconds) overrides the reader's own deadline for this call
+        (a caller with less time left)."""
         ...
 
     def ping(self) -> bool: ...
@@ -130,14 +126,17 @@ class RedisReader:
         self._pool_size = pool_size
         self._lock = threading.Lock()
         self._memo_key = ("redis-read-plan", project)  # plans live on the (cached) resolution
-        self._async_pool = AsyncRespPool(target, timeout_seconds=timeout_seconds, size=pool_size)
 
-    def _connection(self) -> RespConnection:
+    def _connection(self, connect_timeout: float | None = None) -> tuple[RespConnection, bool]:
+        """A connection, and whether it was pooled (then Redis may have closed it while idle)."""
         with self._lock:
             if self._pool:
-                return self._pool.pop()
+                return self._pool.pop(), True
         t = self.target
-        return RespConnection(t.host, t.port, db=t.db, password=t.password, timeout=self.timeout)
+        limit = self.timeout if connect_timeout is None else min(self.timeout, connect_timeout)
+        conn = RespConnection(t.host, t.port, db=t.db, password=t.password, timeout=limit)
+        conn.timeout = self.timeout  # only connecting was bounded by the caller's time; set_deadline(None) restores it
+        return conn, False
 
     def _release(self, conn: RespConnection) -> None:
         with self._lock:
@@ -151,7 +150,6 @@ class RedisReader:
             pool, self._pool = self._pool, []
         for conn in pool:
             conn.close()
-        self._async_pool.close()
 
     def _plan(self, resolved: Resolved) -> tuple[_Group, ...]:
         plan = resolved.memo.get(self._memo_key)
@@ -181,22 +179,11 @@ class RedisReader:
             groups.append(_Group(encoder, head, b"".join(map(_bulk, names)), slots))
         return tuple(groups)
 
-    def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
+    def read(self, resolved: Resolved, entities: Entities, *, timeout: float | None = None) -> dict[str, ViewRows]:
+        """One pipelined round trip. ``timeout`` (default: the reader's own) bounds connecting and
+        the replies: ``OnlineStoreTimeout`` when it runs out, ``OnlineStoreDown`` when Redis fails."""
         plan, commands = self.commands(resolved, entities)
-        return self.rows(plan, entities, self._fetch(commands, resolved, entities))
-
-    async def read_async(
-        self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
-    ) -> dict[str, ViewRows]:
-        """``read`` without blocking the event loop: the round trip is awaited on the loop."""
-        plan, commands = self.commands(resolved, entities)
-        try:
-            replies = await self._async_pool.pipeline(b"".join(commands), len(commands), timeout=timeout)
-        except RespTimeout as e:
-            raise OnlineStoreTimeout(str(e)) from None
-        except RespError as e:
-            raise OnlineStoreDown(str(e)) from None
-        return self.rows(plan, entities, replies)
+        return self.rows(plan, entities, self._fetch(commands, resolved, entities, timeout))
 
     def commands(self, resolved: Resolved, entities: Entities) -> tuple[tuple[_Group, ...], list[bytes]]:
         """The plan, and one pre-encoded HMGET per entity and view group."""
@@ -237,29 +224,54 @@ class RedisReader:
                     values[row] = reply[start:stop]  # type: ignore[index]  # None where a value is null
         return out
 
-    def _fetch(self, commands: list[bytes], resolved: Resolved, entities: Entities) -> list[object]:
-        """One pipelined round trip for every command."""
-        try:
-            conn = self._connection()
-        except RespError as e:
-            raise OnlineStoreDown(str(e)) from None
-        try:
-            conn.send(b"".join(commands))
-            replies = conn.read(len(commands))
-        except RespError as e:
-            conn.close()
-            raise OnlineStoreDown(str(e)) from None
-        self._release(conn)
-        return replies
+    def _fetch(
+        self, commands: list[bytes], resolved: Resolved, entities: Entities, timeout: float | None
+    ) -> list[object]:
+        """One pipelined round trip for every command (a second on a new connection when a pooled
+        one turns out closed: Redis restarted, or dropped it while idle; the reads are idempotent)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        payload = b"".join(commands)
+        while True:
+            try:
+                conn, pooled = self._connection(timeout)
+            except RespTimeout as e:
+                raise OnlineStoreTimeout(str(e)) from None
+            except RespError as e:
+                raise OnlineStoreDown(str(e)) from None
+            if deadline is not None:
+                conn.set_deadline(deadline)
+            try:
+                conn.send(payload)
+                replies = conn.read(len(commands))
+            except RespTimeout as e:
+                conn.close()  # its late replies must not reach the next request
+                raise OnlineStoreTimeout(str(e)) from None
+            except RespError as e:
+                conn.close()
+                if pooled and _closed(e):
+                    continue
+                raise OnlineStoreDown(str(e)) from None
+            if deadline is not None:
+                conn.set_deadline(None)
+            self._release(conn)
+            return replies
 
     def ping(self) -> bool:
-        try:
-            conn = self._connection()
-            ok = conn.call(b"PING") == b"PONG"
-        except RespError:
-            return False
-        self._release(conn)
-        return ok
+        for _ in range(2):  # a pooled connection Redis closed, then a new one
+            try:
+                conn, pooled = self._connection()
+            except RespError:
+                return False
+            try:
+                ok = conn.call(b"PING") == b"PONG"
+            except RespError as e:
+                conn.close()
+                if pooled and _closed(e):
+                    continue
+                return False
+            self._release(conn)
+            return ok
+        return False
 
 
 class ClusterReader(RedisReader):
@@ -272,25 +284,15 @@ class ClusterReader(RedisReader):
     def __init__(self, target: ClusterTarget, project: str, *, timeout_seconds: float) -> None:
         super().__init__(RedisTarget("", 0), project, timeout_seconds=timeout_seconds)
         self.router = ClusterRouter(target, timeout=timeout_seconds)
-        self._node_pools = ClusterPools(target.password, timeout_seconds=timeout_seconds)
 
-    async def read_async(
-        self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
-    ) -> dict[str, ViewRows]:
-        plan, commands = self.commands(resolved, entities)
+    def _fetch(
+        self, commands: list[bytes], resolved: Resolved, entities: Entities, timeout: float | None
+    ) -> list[object]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            replies = await execute_async(
-                self.router, self._node_pools, commands, key_slots(self.keys(resolved, entities)), timeout=timeout
-            )
+            return execute(self.router, commands, key_slots(self.keys(resolved, entities)), deadline=deadline)
         except RespTimeout as e:
             raise OnlineStoreTimeout(f"Redis Cluster: {e}") from None
-        except RespError as e:
-            raise OnlineStoreDown(f"Redis Cluster: {e}") from None
-        return self.rows(plan, entities, replies)
-
-    def _fetch(self, commands: list[bytes], resolved: Resolved, entities: Entities) -> list[object]:
-        try:
-            return execute(self.router, commands, key_slots(self.keys(resolved, entities)))
         except RespError as e:
             raise OnlineStoreDown(f"Redis Cluster: {e}") from None
 
@@ -310,7 +312,6 @@ class ClusterReader(RedisReader):
 
     def close(self) -> None:
         self.router.close()
-        self._node_pools.close()
 
 
 class FeastReader:
@@ -318,8 +319,9 @@ class FeastReader:
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
+        self._timed = ThreadPoolExecutor(max_workers=4, thread_name_prefix="online-read")
 
-    def read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
+    def _read(self, resolved: Resolved, entities: Entities) -> dict[str, ViewRows]:
         provider = self.store._get_provider()  # Feast exposes online_read only through it
         out = {}
         try:
@@ -348,22 +350,28 @@ class FeastReader:
             raise OnlineStoreDown(f"{type(e).__name__}: {e}") from None
         return out
 
-    async def read_async(
-        self, resolved: Resolved, entities: Entities, *, timeout: float | None = None
-    ) -> dict[str, ViewRows]:
-        read = asyncio.to_thread(self.read, resolved, entities)  # Feast's online_read blocks
+    def read(self, resolved: Resolved, entities: Entities, *, timeout: float | None = None) -> dict[str, ViewRows]:
         if timeout is None:
-            return await read
-        try:  # the thread cannot be stopped: it finishes on its own, its answer unused
-            return await asyncio.wait_for(read, timeout)
-        except asyncio.TimeoutError:
+            return self._read(resolved, entities)
+        # Feast's online_read cannot be interrupted: bounded, it runs on a thread of its own and
+        # finishes there, its answer unused, when the caller's time runs out first
+        future = self._timed.submit(self._read, resolved, entities)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
             raise OnlineStoreTimeout(f"the online store did not answer within {timeout * 1000:.0f} ms") from None
 
     def ping(self) -> bool:
         return True
 
     def close(self) -> None:
-        """Nothing pooled."""
+        self._timed.shutdown(wait=False)
+
+
+def _closed(error: RespError) -> bool:
+    """Did Redis close the connection (rather than fail to answer)?"""
+    text = str(error)
+    return "closed the connection" in text or "lost connection" in text
 
 
 def _ts(value: datetime) -> tuple[int, int]:

@@ -7,14 +7,14 @@ RESOURCE_EXHAUSTED. With it, they can hold at most ``limit`` calls (the node set
 ``max_concurrent_calls``), and the next such stream is refused at once. Unary health ``Check``
 (what Kubernetes probes and load balancers call) is not capped.
 
-For grpc's asyncio server: each behaviour runs on the node's one event loop, so the count needs no
-lock.
+On grpc's thread-pool server a reflection stream holds one of its threads while open (a health
+Watch does not: grpc sends its updates through a callback); the node sizes its pool for the cap.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, AsyncIterator, Sequence
+import threading
+from typing import Any, Iterator, Sequence
 
 import grpc
 
@@ -28,47 +28,48 @@ class LimitOpenStreams(grpc.GenericRpcHandler):
         self.handlers = tuple(handlers)
         self.limit = limit
         self.open = 0  # streams running now
+        self._lock = threading.Lock()
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         h = first_handler(self.handlers, handler_call_details)
-        if h is None or not (h.request_streaming or h.response_streaming):
+        if h is None or not h.response_streaming:  # unary Check; nothing here is client-streaming only
             return h
-        behavior = h.stream_stream or h.stream_unary or h.unary_stream
-        wrapped = self._wrap(behavior, handler_call_details.method)
-        make = {
-            (True, True): grpc.stream_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-        }[(h.request_streaming, h.response_streaming)]
+        wrapped = self._wrap(h.stream_stream or h.unary_stream, handler_call_details.method)
+        make = grpc.stream_stream_rpc_method_handler if h.request_streaming else grpc.unary_stream_rpc_method_handler
         return make(wrapped, h.request_deserializer, h.response_serializer)
 
-    def _wrap(self, behavior: Any, method: str) -> Any:
-        async def admit(context: grpc.aio.ServicerContext) -> None:
+    def _admit(self, context: grpc.ServicerContext, method: str) -> None:
+        with self._lock:
             if self.open >= self.limit:
-                await context.abort(
+                context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"{method}: {self.limit} health-watch and reflection streams are open on this node, the most it "
-                    "keeps; try again later (unary health checks are not limited)",
+                    f"{method}: {self.limit} health-watch and reflection streams are open on this node, the "
+                    "most it keeps; try again later (unary health checks are not limited)",
                 )
             self.open += 1
 
-        if inspect.isasyncgenfunction(behavior):  # responses yielded (reflection)
+    def _release(self) -> None:
+        with self._lock:
+            self.open -= 1
 
-            async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await admit(context)
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                finally:  # ended, failed or cancelled
-                    self.open -= 1
+    def _wrap(self, behavior: Any, method: str) -> Any:
+        if getattr(behavior, "experimental_non_blocking", False):
+            # health Watch: grpc sends its responses through a callback and holds no thread while it
+            # is open; the stream ends when the call does
+            def watching(request: Any, context: grpc.ServicerContext, send_response_callback: Any = None) -> Any:
+                self._admit(context, method)
+                if not context.add_callback(self._release):  # already over
+                    self._release()
+                return behavior(request, context, send_response_callback)
 
-            return streaming
+            watching.experimental_non_blocking = True  # type: ignore[attr-defined]
+            return watching
 
-        async def writing(request: Any, context: grpc.aio.ServicerContext) -> Any:  # responses written (Watch)
-            await admit(context)
+        def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # reflection: holds a thread
+            self._admit(context, method)
             try:
-                return await behavior(request, context)
-            finally:
-                self.open -= 1
+                yield from behavior(request, context)
+            finally:  # ended, failed or cancelled
+                self._release()
 
-        return writing
+        return streaming

@@ -8,27 +8,23 @@ Services on one port:
                                        "fedstore.online_store" = the online store itself
   grpc.reflection.v1alpha              so ``grpcurl list`` works
 
-The server is grpc's asyncio server on an event loop of its own thread: a lookup is a coroutine
-on that loop and its Redis round trip is awaited there, so a call costs no thread hand-off
-(grpc's thread-pool server hands every call to a pool thread and back, which under concurrent
-load cost more than the lookup itself). Blocking work stays off the loop: training-set streams
-run on a thread pool, registry and snapshot reloads on the refresher thread.
+The two lookup methods run on the lookup lane (``serving.lookup_lane``): threads that poll grpc's
+core for their calls and answer each where it arrives, without the thread hand-offs grpc's Python
+servers make per call. Everything else is grpc's thread-pool server on the same port: health,
+reflection, training-set streams. Registry and snapshot reloads run on the refresher thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Coroutine, TypeVar
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from federation import FederationConfig, RegionConfig
@@ -51,6 +47,7 @@ from serving.fallback import SnapshotCache
 from serving.feast_compat import FeastCompatServicer
 from serving.features import OnlineFeatures
 from serving.loaded_views import LoadedViews
+from serving.lookup_lane import LookupLane
 from serving.metrics import ServingMetrics
 from serving.open_streams import LimitOpenStreams
 from serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
@@ -58,7 +55,6 @@ from serving.ports import CannotListen, check_bindable
 from serving.servicer import FeatureServingServicer
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 ONLINE_STORE_HEALTH = "fedstore.online_store"
 SERVICE_NAMES = (
@@ -66,16 +62,6 @@ SERVICE_NAMES = (
     GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name,
     datasets_pb2.DESCRIPTOR.services_by_name["HistoricalFeatures"].full_name,
 )
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where it is installed (libuv's loop: about a tenth less CPU per lookup, measured
-    with benchmarks/online.py), else asyncio's own; grpc's asyncio server runs on either."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 @dataclass(frozen=True)
@@ -147,32 +133,32 @@ class ServingNode:
             metrics=self.metrics,
             online_timeout_seconds=None if isinstance(self.reader, FeastReader) else timeout,
         )
-        self.health = health_aio.HealthServicer()
+        self.health = health.HealthServicer()
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
-        # training-set streams are blocking generators: they run on this pool, not on the loop
-        self._pool = futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"serve-{region.code}")
-        self._loop = _new_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name=f"loop-{region.code}", daemon=True)
-        self._loop_thread.start()
+        guard = TokenGuard((HistoricalFeaturesServicer(region).handler(),), self._tokens, region.code, self.metrics)
+        self._lane = LookupLane(
+            (FeatureServingServicer(self.features).lane_method(), self._compat.lane_method()),
+            guard, self.metrics, threads=settings.lookup_threads, name=f"lookup-{region.code}",
+        )
         bind = address or region.serving_address
-        try:
-            self.server, port = self._on_loop(self._build(bind, reuse_port))
-        except BaseException:
-            self._close_loop()
-            self._pool.shutdown(wait=False)
-            raise
+        self.server, port = self._build(bind, reuse_port, guard)
         self.address = NodeAddress(bind.rpartition(":")[0], port)
         self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
 
-    async def _build(self, bind: str, reuse_port: bool) -> tuple[grpc.aio.Server, int]:
-        server = grpc.aio.server(
-            migration_thread_pool=self._pool,
+    def _build(self, bind: str, reuse_port: bool, guard: TokenGuard) -> tuple[grpc.Server, int]:
+        settings = self.region.serving
+        # idle open streams (health Watch, reflection) never take every call
+        stream_limit = max(1, settings.max_concurrent_calls // 2)
+        server = grpc.server(
+            # training-set streams, reflection streams (each holds a thread while open), health checks
+            futures.ThreadPoolExecutor(max_workers=settings.workers + stream_limit,
+                                       thread_name_prefix=f"serve-{self.region.code}"),
             # an overloaded node refuses at once (RESOURCE_EXHAUSTED: the caller retries elsewhere)
-            # instead of queueing calls without bound on its loop
-            maximum_concurrent_rpcs=self.region.serving.max_concurrent_calls,
+            # instead of queueing calls without bound
+            maximum_concurrent_rpcs=settings.max_concurrent_calls,
             # several worker processes may share one port (SO_REUSEPORT); one alone must not
             # silently share a port with a stale server
             options=[
@@ -180,37 +166,29 @@ class ServingNode:
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # entity frames for training sets
             ],
         )
-        datasets = HistoricalFeaturesServicer(self.region, self._pool).handler()
-        guarded = (FeatureServingServicer(self.features).handler(), self._compat.handler(), datasets)
         open_to_all = LimitOpenStreams((
             generic_handler(health_pb2_grpc.add_HealthServicer_to_server, self.health),
             generic_handler(
                 reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-                reflection.aio.ReflectionServicer(
+                reflection.ReflectionServicer(
                     SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
                 ),
             ),
-        ), limit=max(1, self.region.serving.max_concurrent_calls // 2))  # idle open streams never take every call
-        server.add_generic_rpc_handlers((TokenGuard(guarded, self._tokens, self.region.code, self.metrics), open_to_all))
-        settings = self.region.serving
-        try:
-            if settings.tls_cert and settings.tls_key:
-                port = server.add_secure_port(bind, server_credentials(settings.tls_cert, settings.tls_key))
-            else:
-                port = server.add_insecure_port(bind)
-        except RuntimeError:  # grpc's asyncio server raises where the thread-pool one returned 0
-            port = 0
+        ), limit=stream_limit)
+        server.add_generic_rpc_handlers((guard, open_to_all))
+        self._lane.attach(server)
+        if settings.tls_cert and settings.tls_key:
+            port = server.add_secure_port(bind, server_credentials(settings.tls_cert, settings.tls_key))
+        else:
+            port = server.add_insecure_port(bind)
         if port == 0:
             raise CannotListen(f"cannot listen on {bind}: the address is in use or not available here")
         return server, port
 
-    def _on_loop(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
-        """Run a coroutine on the node's loop from any other thread and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
     def start(self) -> "ServingNode":
         self._check_health()
-        self._on_loop(self.server.start())
+        self.server.start()
+        self._lane.start()
         self._refresher.start()
         if self.metrics_port:
             self.metrics.serve(self.metrics_port)
@@ -226,25 +204,15 @@ class ServingNode:
             self._refresher.join(timeout=5)
         if self._loaded is not None:
             self._loaded.close()
-        self._on_loop(self.health.enter_graceful_shutdown())
-        self._on_loop(self.server.stop(grace), timeout=grace + 30)
-        self._on_loop(self._close_reader())
-        self._pool.shutdown(wait=False)
-        self._close_loop()
-
-    def wait(self) -> None:
-        self._on_loop(self.server.wait_for_termination(), timeout=None)
-
-    async def _close_reader(self) -> None:
-        close = getattr(self.reader, "close", None)  # on the loop: its async connections live there
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait(grace + 30)
+        self._lane.stop()
+        close = getattr(self.reader, "close", None)
         if close:
             close()
 
-    def _close_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._loop_thread.join(timeout=10)
-        if not self._loop_thread.is_alive():
-            self._loop.close()
+    def wait(self) -> None:
+        self.server.wait_for_termination()
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.refresh_seconds):
@@ -298,7 +266,8 @@ class ServingNode:
         whole = up and not self.features.not_loaded
         states = {ONLINE_STORE_HEALTH: serving if whole else not_serving}
         states.update({name: serving if can_answer else not_serving for name in ("",) + SERVICE_NAMES})
-        self._on_loop(self._set_health(states))
+        for name, status in states.items():
+            self.health.set(name, status)
 
     def _check_loaded(self) -> None:
         """Views the online store lost or holds older rows of are answered from the snapshot."""
@@ -308,7 +277,3 @@ class ServingNode:
         if change is not None:
             self.features.not_loaded = frozenset(change.not_loaded)
             self.metrics.views_not_loaded(change.not_loaded)
-
-    async def _set_health(self, states: dict[str, int]) -> None:
-        for name, status in states.items():
-            await self.health.set(name, status)

@@ -1,24 +1,23 @@
 """``fedstore.serving.v1.FeatureServing``: the node's own contract.
 
-The request is parsed with the generated message class; the response is encoded by hand from
-the stored bytes (``serving.wire``) and handed to gRPC as bytes, which is what keeps a 100-entity
-answer in the low milliseconds. Clients use the ordinary generated stub.
+Served on the lookup lane (``serving.lookup_lane``). The request is parsed with the generated
+message class; the response is encoded by hand from the stored bytes (``serving.wire``) and handed
+to gRPC as bytes, which is what keeps a 100-entity answer in the low milliseconds. Clients use the
+ordinary generated stub.
 """
 
 from __future__ import annotations
 
-import time
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Sequence
 
-import grpc
-
-from federation.grpc_handlers import Malformed, bounded_parser, status_details
+from federation.grpc_handlers import Malformed, bounded_parser
 from proto.fedstore.serving.v1 import serving_pb2 as pb
 from serving.catalog import Resolved
 from serving.entities import max_lookup_bytes, too_many
-from serving.errors import InvalidRequest, ServingError
+from serving.errors import InvalidRequest
 from serving.features import FALLBACK, Answer, OnlineFeatures
+from serving.lookup_lane import LaneMethod
 from serving.wire import ONE_BYTE, field, string_field, varint
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
@@ -136,45 +135,27 @@ def _layout(resolved: Resolved, full: bool) -> tuple[bytes, tuple[tuple[int, int
 class FeatureServingServicer:
     def __init__(self, features: OnlineFeatures) -> None:
         self.features = features
+        limit = features.max_entities
+        # an entity takes at least a byte: only a request of more bytes than the entity limit can
+        # hold too many, and only such a request is counted before the lookup copies its columns
+        self._parse = bounded_parser(pb.GetOnlineFeaturesRequest, max_bytes=max_lookup_bytes(limit),
+                                     inspect_above=limit, inspect=lambda r: too_many(_longest(r), limit))
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        limit = self.features.max_entities
-        method = grpc.unary_unary_rpc_method_handler(
-            self.GetOnlineFeatures,
-            # an entity takes at least a byte: only a request of more bytes than the entity limit can
-            # hold too many, and only such a request is counted before the lookup copies its columns
-            request_deserializer=bounded_parser(pb.GetOnlineFeaturesRequest, max_bytes=max_lookup_bytes(limit),
-                                                inspect_above=limit, inspect=lambda r: too_many(_longest(r), limit)),
-            response_serializer=_identity,
+    def lane_method(self) -> LaneMethod:
+        return LaneMethod(f"/{SERVICE}/{METHOD}", METHOD, self.GetOnlineFeatures)
+
+    def GetOnlineFeatures(self, body: bytes, time_left: float | None) -> bytes:
+        request = self._parse(body)
+        if isinstance(request, Malformed):
+            raise InvalidRequest(request.detail)
+        which = request.WhichOneof("features")
+        resolved = self.features.resolve(
+            feature_service=request.feature_service if which == "feature_service" else None,
+            refs=tuple(request.feature_refs.refs),
+            full_feature_names=request.full_feature_names,
         )
-        return grpc.method_handlers_generic_handler(SERVICE, {"GetOnlineFeatures": method})
+        answer = self.features.get(resolved, entity_columns(request), time_left=time_left)
+        return encode_response(answer, self.features.region, request.full_feature_names)
 
-    async def GetOnlineFeatures(self, request: pb.GetOnlineFeaturesRequest, context: grpc.aio.ServicerContext) -> bytes:
-        began = time.perf_counter()
-        metrics = self.features.metrics
-        try:
-            if isinstance(request, Malformed):
-                raise InvalidRequest(request.detail)
-            which = request.WhichOneof("features")
-            resolved = self.features.resolve(
-                feature_service=request.feature_service if which == "feature_service" else None,
-                refs=tuple(request.feature_refs.refs),
-                full_feature_names=request.full_feature_names,
-            )
-            answer = await self.features.get(resolved, entity_columns(request), time_left=context.time_remaining())
-            response = encode_response(answer, self.features.region, request.full_feature_names)
-        except ServingError as e:
-            # counted before abort: the caller has its answer as soon as abort sends the status
-            metrics.answered(METHOD, e.code, time.perf_counter() - began)
-            await context.abort(e.code, status_details(str(e)))
-            raise  # unreachable: abort raises
-        except Exception:
-            metrics.answered(METHOD, grpc.StatusCode.INTERNAL, time.perf_counter() - began)
-            raise
-        metrics.answered(METHOD, grpc.StatusCode.OK, time.perf_counter() - began)
-        return response
-
-
-_identity: Callable[[bytes], bytes] = lambda b: b  # noqa: E731
 
 __all__ = ["FeatureServingServicer", "InvalidRequest", "encode_response", "entity_columns"]

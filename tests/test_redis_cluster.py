@@ -181,10 +181,8 @@ def test_cluster_config_is_validated(tmp_path):
         load_config(write_config(tmp_path / "shared.yaml", {"MY": good, "SG": good}))
 
 
-@pytest.mark.parametrize("path", ["blocking", "event loop"])
-def test_lookups_follow_ask_during_a_slot_migration_and_moved_after_it(served, cluster, path):
-    import asyncio
-
+@pytest.mark.parametrize("timeout", [None, 2.0], ids=["reader's own timeout", "caller's deadline"])
+def test_lookups_follow_ask_during_a_slot_migration_and_moved_after_it(served, cluster, timeout):
     from feast.value_type import ValueType
 
     from serving.catalog import Catalog
@@ -199,14 +197,9 @@ def test_lookups_follow_ask_during_a_slot_migration_and_moved_after_it(served, c
     key = _KeyEncoder(("customer_id",), (ValueType.INT64,), store.project).encode((cid,))
     slot = key_slot(key)
 
-    loop = asyncio.new_event_loop()  # the async reader's connections belong to one loop
-
     def read_one() -> bytes:
         entities = validate({"customer_id": [cid]}, resolved, limit=10)
-        if path == "blocking":
-            rows = reader.read(resolved, entities)
-        else:
-            rows = loop.run_until_complete(reader.read_async(resolved, entities))
+        rows = reader.read(resolved, entities, timeout=timeout)
         return rows["customer_transactions"].as_dict(0)["txn_count_7d"]
 
     before = read_one()  # warms the reader's slot map: from now on it is the one that goes stale
@@ -226,9 +219,7 @@ def test_lookups_follow_ask_during_a_slot_migration_and_moved_after_it(served, c
     cluster.wait_ok()
     assert read_one() == before  # the old master answers MOVED; the reader refreshes its map and follows
     assert cluster.master_of(key).port == target.port
-    loop.run_until_complete(asyncio.sleep(0))
     reader.close()
-    loop.close()
 
 
 # last: it leaves the cluster with a dead master

@@ -131,10 +131,10 @@ def test_a_caller_deadline_timeout_is_told_by_its_timer_not_by_comparing_clocks(
     real = features.reader
 
     class EarlyTimer:  # the real reader, whose caller-bound deadline fires "early" by the clock
-        async def read_async(self, resolved, entities, *, timeout=None):
+        def read(self, resolved, entities, *, timeout=None):
             if timeout is not None:
                 raise OnlineStoreTimeout(f"the online store did not answer within {timeout * 1000:.0f} ms")
-            return await real.read_async(resolved, entities)
+            return real.read(resolved, entities)
 
         def __getattr__(self, name):
             return getattr(real, name)

@@ -180,9 +180,12 @@ def sort_replies(
     return failure
 
 
-def execute(router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, attempts: int = 3) -> list[object]:
+def execute(
+    router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, attempts: int = 3, deadline: float | None = None
+) -> list[object]:
     """Run one command per key on the masters that own the keys: one pipeline per node, all nodes
     written before any is read (so the round trips overlap), MOVED and ASK followed per command.
+    ``deadline`` (a ``time.monotonic()`` time) bounds every reply's arrival (``RespTimeout``).
     """
     replies: list[object] = [None] * len(commands)
     pending = np.arange(len(commands))
@@ -194,6 +197,7 @@ def execute(router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, 
                 idx = pending[owner == node]
                 if idx.size:
                     conn = router.connection(address)
+                    conn.set_deadline(deadline)
                     batches.append((address, conn, idx))
                     conn.send(b"".join(commands[i] for i in idx))
         except RespError:
@@ -212,6 +216,7 @@ def execute(router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, 
                 router.mark_stale()
                 failure = failure or e
                 continue
+            conn.set_deadline(None)
             router.release(address, conn)
             refused = sort_replies(address, idx, got, replies, moved, asked)
             failure = failure or refused
@@ -219,8 +224,14 @@ def execute(router: ClusterRouter, commands: list[bytes], slots: np.ndarray, *, 
             raise failure
         for i, address in asked:  # a slot in migration: this key already lives on the target
             conn = router.connection(address)
-            conn.send(ASKING + commands[i])
-            _, replies[i] = conn.read(2)
+            conn.set_deadline(deadline)
+            try:
+                conn.send(ASKING + commands[i])
+                _, replies[i] = conn.read(2)
+            except RespError:
+                conn.close()
+                raise
+            conn.set_deadline(None)
             router.release(address, conn)
         if not moved:
             return replies

@@ -8,6 +8,7 @@ per request, with replies parsed in C.
 from __future__ import annotations
 
 import socket
+import time
 from types import TracebackType
 
 import hiredis
@@ -26,6 +27,10 @@ class RespError(RuntimeError):
     """Redis refused a command, timed out, or could not be reached."""
 
 
+class RespTimeout(RespError):
+    """Redis did not answer, or could not be reached, in time."""
+
+
 class RespConnection:
     def __init__(
         self,
@@ -38,8 +43,13 @@ class RespConnection:
     ) -> None:
         try:
             self._sock = socket.create_connection((host, port), timeout=timeout)
+        except TimeoutError:
+            raise RespTimeout(f"cannot connect to Redis at {host}:{port}: timed out") from None
         except OSError as e:
             raise RespError(f"cannot connect to Redis at {host}:{port}: {e}") from None
+        self.timeout = timeout
+        # a monotonic time by which replies must have arrived (None: each read waits ``timeout``)
+        self.deadline: float | None = None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = hiredis.Reader(notEnoughData=NOT_ENOUGH_DATA)
         self.address = f"{host}:{port}/{db}"
@@ -47,6 +57,14 @@ class RespConnection:
             self.call(b"AUTH", password.encode())
         if db:
             self.call(b"SELECT", str(db).encode())
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """Replies must arrive by ``deadline`` (a ``time.monotonic()`` time), else ``RespTimeout``;
+        None: back to waiting ``timeout`` per read. A connection that missed a deadline may still
+        get the late replies: close it, never reuse it."""
+        self.deadline = deadline
+        if deadline is None:
+            self._sock.settimeout(self.timeout)
 
     def call(self, *args: bytes) -> object:
         self.send(command(*args))
@@ -105,9 +123,16 @@ class RespConnection:
         return bytes(raw)
 
     def _recv(self) -> bytes:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise RespTimeout(f"Redis at {self.address} did not answer in time")
+            self._sock.settimeout(left)
         try:
             chunk = self._sock.recv(1 << 20)
-        except OSError as e:  # includes the socket timeout: too slow counts as down
+        except TimeoutError:
+            raise RespTimeout(f"Redis at {self.address} did not answer in time") from None
+        except OSError as e:
             raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
         if not chunk:
             raise RespError(f"Redis at {self.address} closed the connection")
