@@ -74,7 +74,14 @@ class _Call:
 
 class LookupLane:
     def __init__(
-        self, methods: Sequence[LaneMethod], guard: TokenGuard, metrics: ServingMetrics, *, threads: int, name: str
+        self,
+        methods: Sequence[LaneMethod],
+        guard: TokenGuard,
+        metrics: ServingMetrics,
+        *,
+        threads: int,
+        name: str,
+        max_calls: int = 1000,
     ) -> None:
         if threads < 1:
             raise ValueError("the lookup lane needs at least one thread")
@@ -83,6 +90,7 @@ class LookupLane:
         self.metrics = metrics
         self.threads = threads
         self.name = name
+        self.max_calls = max_calls  # calls under way at once; more are refused at once
         self._cq = cygrpc.CompletionQueue()
         self._core: cygrpc.Server | None = None
         self._workers: list[threading.Thread] = []
@@ -150,7 +158,12 @@ class LookupLane:
     def _begin(self, event: cygrpc.BaseEvent, method: LaneMethod) -> None:
         call = _Call(event.call, method, event.call_details.deadline, time.perf_counter())
         with self._lock:
+            full = self._in_flight >= self.max_calls
             self._in_flight += 1
+        if full:  # the caller retries elsewhere, instead of waiting behind calls that may be slow
+            self._finish(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"this serving process has {self.max_calls} calls under way, the most it takes", None)
+            return
         refusal = self.guard.refusal(event.invocation_metadata)
         if refusal is not None:  # refused unread: a caller without a valid token sends nothing we read
             self._finish(call, refusal.code, refusal.details, None, measured=False)  # the guard counted it

@@ -140,6 +140,7 @@ class ServingNode:
         self._lane = LookupLane(
             (FeatureServingServicer(self.features).lane_method(), self._compat.lane_method()),
             guard, self.metrics, threads=settings.lookup_threads, name=f"lookup-{region.code}",
+            max_calls=settings.max_concurrent_calls,
         )
         bind = address or region.serving_address
         self.server, port = self._build(bind, reuse_port, guard)
@@ -164,6 +165,9 @@ class ServingNode:
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # entity frames for training sets
+                # lookups waiting for a lookup thread: beyond this many, grpc refuses them at once
+                ("grpc.server.max_pending_requests", settings.max_concurrent_calls),
+                ("grpc.server.max_pending_requests_hard_limit", settings.max_concurrent_calls),
             ],
         )
         open_to_all = LimitOpenStreams((

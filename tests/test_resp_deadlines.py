@@ -1,0 +1,72 @@
+"""Redis round trips with deadlines, as the serving node's lookup threads make them, against a real
+redis-server (and a socket that never answers)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from redis_servers import start_redis
+from regions.store.redis_writer import RedisTarget
+from regions.store.resp_connection import RespConnection, RespTimeout, command
+from serving.errors import OnlineStoreDown, OnlineStoreTimeout
+from serving.online import RedisReader
+
+pytestmark = pytest.mark.redis
+
+
+def test_replies_of_zero_and_false_values_are_replies_not_no_data_yet():
+    """hiredis says "no complete reply yet" with a value of its own; with False, an integer reply 0
+    (0 == False) was taken for it and dropped, and the read waited for a reply that never came."""
+    server = start_redis()
+    try:
+        with RespConnection("127.0.0.1", server.port, timeout=2) as conn:
+            conn.send(command(b"DEL", b"nope") + command(b"HSET", b"h", b"f", b"1") + command(b"HSET", b"h", b"f", b"2"))
+            assert conn.read(3) == [0, 1, 0]
+    finally:
+        server.stop()
+
+
+def test_a_silent_redis_misses_the_deadline_instead_of_hanging():
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    try:
+        reader = RedisReader(RedisTarget("127.0.0.1", port), "p", timeout_seconds=5)
+        began = time.perf_counter()
+        with pytest.raises(OnlineStoreTimeout, match="did not answer in time"):
+            reader._fetch([command(b"PING")], None, None, 0.2)  # type: ignore[arg-type]
+        assert time.perf_counter() - began < 2  # the caller's 0.2 s, not the reader's own 5 s
+        assert reader._pool == []  # a late reply must never be read as the next request's answer
+        with RespConnection("127.0.0.1", port, timeout=5) as conn:
+            conn.set_deadline(time.monotonic() + 0.1)
+            with pytest.raises(RespTimeout):
+                conn.call(b"PING")
+    finally:
+        silent.close()
+
+
+def test_a_restarted_redis_is_reconnected_without_counting_a_failure():
+    """Pooled connections die with the Redis that made them; the first read after a restart
+    must not fail (it would count towards opening the breaker and answer from the snapshot)."""
+    server = start_redis()
+    port = server.port
+    restarted = None
+    try:
+        reader = RedisReader(RedisTarget("127.0.0.1", port), "p", timeout_seconds=5)
+        assert reader._fetch([command(b"PING")], None, None, None) == [b"PONG"]  # type: ignore[arg-type]
+        assert len(reader._pool) == 1
+        server.kill()
+        restarted = start_redis(port=port)
+        assert reader._fetch([command(b"PING")], None, None, 1.0) == [b"PONG"]  # type: ignore[arg-type]
+        assert reader.ping()
+        restarted.kill()
+        with pytest.raises(OnlineStoreDown):
+            reader._fetch([command(b"PING")], None, None, 1.0)  # type: ignore[arg-type]
+    finally:
+        server.stop()
+        if restarted is not None:
+            restarted.stop()
