@@ -46,7 +46,7 @@ class TokenGuard(grpc.GenericRpcHandler):
         refusal = self.refusal(handler_call_details.invocation_metadata)
         return handler if refusal is None else _deny(refusal)
 
-    def refusal(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Refusal | None:
+    def refusal(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Refusal | None:
         """Why a call with this metadata may not read this region (counted); None: admitted (counted)."""
         token = bearer_token(metadata)
         if not token:

@@ -66,6 +66,7 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         the scratch files are freed; a build under way cannot be stopped and finishes first."""
         if isinstance(request, Malformed):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+            return  # unreachable: abort raises
         if not request.region.strip():  # a request missing a field, not one for another jurisdiction
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"region is required: name the region whose data to read ({self.region.code} here)")
