@@ -103,9 +103,9 @@ def _parsing(from_string: Callable[[bytes], Any], name: str) -> Callable[[bytes]
 
 def generic_handler(add_to_server: Callable[[Any, Any], None], servicer: object) -> grpc.GenericRpcHandler:
     """The generic handler a generated ``add_…Servicer_to_server`` builds for ``servicer``, without
-    its registering the methods with the server as well. The serving node reaches every service
-    through generic handlers: a registered method would bypass its token guard, and grpc's asyncio
-    server waits on one pending call per registered method anew for every call it takes."""
+    its registering the methods with the server as well. The serving node reaches the services on
+    grpc's own server through generic handlers, so its token guard (itself a generic handler) sees
+    every call: a method registered with the server would bypass it."""
     handlers: list[grpc.GenericRpcHandler] = []
 
     class _Collect:

@@ -5,11 +5,10 @@ spreads connections across them); each has its own caches, and its own metrics p
 (``metrics_port + i``) when metrics are on. SIGTERM or Ctrl-C drains in-flight calls.
 
 With ``--pin-cpus`` worker i runs on the i-th CPU it may use (round robin), all its threads on that
-one CPU. A call crosses threads inside grpc's asyncio server several times (its completion-queue
-poller thread hands every event to the event loop's thread); on one CPU each hand-off is a local
-wake-up instead of an interrupt to another CPU, which on virtual machines costs far more
-(``benchmarks/online.py`` shows the difference). Opt-in, like nginx's ``worker_cpu_affinity``: on a
-host shared with other busy processes, pinned workers cannot move away from them.
+one CPU. Every call still crosses from grpc's I/O threads to the thread that answers it; on one CPU
+that is a local wake-up instead of an interrupt to another CPU, which on virtual machines costs far
+more (``benchmarks/online.py`` shows the difference). Opt-in, like nginx's ``worker_cpu_affinity``:
+on a host shared with other busy processes, pinned workers cannot move away from them.
 """
 
 from __future__ import annotations

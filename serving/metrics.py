@@ -8,6 +8,7 @@ tenth of a lookup's CPU time) and makes every node of a process share one value 
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,15 +41,19 @@ class NodeStats(Collector):
         self.snapshot_bytes: dict[str, int] = {}  # per view
         self.callers: dict[str, int] = {}  # admitted calls by token name
         self.refusals: dict[tuple[str, str], int] = {}  # (code, token name or "") -> calls refused
+        # counts are read-modify-write from several lookup threads: one lock, uncontended ~0.1 µs
+        self.lock = threading.Lock()
 
     def answered(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         key = (method, code.name)
-        self.codes[key] = self.codes.get(key, 0) + 1
-        hist = self.latency.get(method)
-        if hist is None:
-            hist = self.latency[method] = [0.0] * (len(self.buckets) + 2)
-        hist[bisect_left(self.buckets, seconds)] += 1
-        hist[-1] += seconds
+        at = bisect_left(self.buckets, seconds)
+        with self.lock:
+            self.codes[key] = self.codes.get(key, 0) + 1
+            hist = self.latency.get(method)
+            if hist is None:
+                hist = self.latency[method] = [0.0] * (len(self.buckets) + 2)
+            hist[at] += 1
+            hist[-1] += seconds
 
     def collect(self) -> Iterator[Metric]:
         # dict() and list() copies are atomic under the GIL: a scrape never sees a half update
@@ -132,10 +137,12 @@ class ServingMetrics:
         """One answer from the batch snapshot: the online read failed, was not tried (breaker open),
         or the caller's deadline left no time for it."""
         stats = self.stats.fallback_answers
-        stats[reason] = stats.get(reason, 0) + 1
+        with self.stats.lock:
+            stats[reason] = stats.get(reason, 0) + 1
 
     def online_error(self) -> None:
-        self.stats.online_errors += 1
+        with self.stats.lock:
+            self.stats.online_errors += 1
 
     def online_store_up(self, up: bool) -> None:
         self.stats.online_up = 1 if up else 0
@@ -148,11 +155,13 @@ class ServingMetrics:
 
     def admitted(self, caller: str) -> None:
         callers = self.stats.callers
-        callers[caller] = callers.get(caller, 0) + 1
+        with self.stats.lock:
+            callers[caller] = callers.get(caller, 0) + 1
 
     def refused(self, code: grpc.StatusCode, caller: str) -> None:
         key = (code.name, caller)
-        self.stats.refusals[key] = self.stats.refusals.get(key, 0) + 1
+        with self.stats.lock:
+            self.stats.refusals[key] = self.stats.refusals.get(key, 0) + 1
 
     def view_freshness(self, view: str, seconds: float) -> None:
         self.stats.freshness[view] = seconds
