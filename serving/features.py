@@ -77,7 +77,8 @@ class OnlineFeatures:
         self.metrics = metrics
         self.online_timeout = online_timeout_seconds  # the reader's own deadline; None: it has none
         # when the oldest read that timed out since the store last answered began (monotonic): a
-        # blackholed store is caught even when every caller's deadline is far shorter than its own
+        # blackholed store is caught even when every caller's deadline is far shorter than its own.
+        # Set and cleared by several lookup threads without a lock: a race only moves it by one read.
         self._unanswered_since: float | None = None
         # views whose rows the online store no longer holds as the ledger's last load left them
         # (set by the serving node's refresher from the online marker); replaced, never mutated
@@ -141,8 +142,9 @@ class OnlineFeatures:
                     self.metrics.online_error()
                     reason = ONLINE_ERROR
             except BaseException:
-                # failed before Redis was asked (or interrupted): no verdict on the store. Released, or a half-open breaker would wait for this probe's
-                # outcome forever and every later call would be answered from the snapshot.
+                # failed before Redis was asked (or interrupted): no verdict on the store. Released,
+                # or a half-open breaker would wait for this probe's outcome forever and every later
+                # call would be answered from the snapshot.
                 self.breaker.release()
                 raise
             else:

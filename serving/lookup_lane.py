@@ -171,27 +171,21 @@ class LookupLane:
         self._start(call, (cygrpc.ReceiveMessageOperation(_FLAGS),))
 
     def _step(self, event: cygrpc.BaseEvent, call: _Call) -> None:
-        if call.answered:  # the answer's batch completed (sent, or the caller went away)
-            with self._idle:
-                self._in_flight -= 1
-                if not self._in_flight:
-                    self._idle.notify_all()
+        if call.answered or not event.success:
+            # the answer's batch completed (sent, or the caller went away), or the caller cancelled
+            # (or its deadline passed) before its request arrived: nothing more to send
+            self._done()
             return
-        body = event.batch_operations[0].message() if event.success else None
-        if not event.success:  # the caller cancelled, or its deadline passed, before its request arrived
-            call.answered = True
-            self._step(event, call)
-            return
+        body = event.batch_operations[0].message()
         if body is None:
             self._finish(call, grpc.StatusCode.INVALID_ARGUMENT, f"{call.method.path} takes one request message", None)
             return
         left = None if call.deadline > NO_DEADLINE else call.deadline - time.time()
-        try:
-            if left is not None and left <= 0:
-                raise _Expired
-            response = call.method.answer(body, left)
-        except _Expired:
+        if left is not None and left <= 0:  # it waited for a lane thread past its deadline
             self._finish(call, grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call was answered", None)
+            return
+        try:
+            response = call.method.answer(body, left)
         except ServingError as e:
             self._finish(call, e.code, status_details(str(e)), None)
         except Exception:
@@ -227,12 +221,11 @@ class LookupLane:
         """Start a batch of ``call``; when grpc refuses it (the call already ended), no event will
         come for it, so the call is done here."""
         if call.call.start_server_batch(ops, call) != _CALL_OK:
-            with self._idle:
-                self._in_flight -= 1
-                if not self._in_flight:
-                    self._idle.notify_all()
+            self._done()
 
-
-class _Expired(Exception):
-    pass
+    def _done(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.notify_all()
 
