@@ -6,8 +6,9 @@ Sets up one region (100k customers × 10 float features, materialised into a fre
 on a free loopback port), starts `feast listen` and `fedstore serve` on it as separate processes,
 and drives both with the same requests: sequential latency (p50/p99) for 1, 10 and 100 entities
 per request, then throughput from 8 concurrent client processes for the same sizes. It also
-measures the floor on this machine: an empty gRPC unary call, and a raw redis-py pipeline for the
-same keys.
+measures the floor on this machine: an empty gRPC unary call (a health check on the node's grpc
+thread-pool server, not on its lookup lane, so lookups may come close to it), and a raw redis-py
+pipeline for the same keys.
 
 Throughput is driven twice, each time by 8 client processes, each with one call in flight:
   * Python clients (grpcio stubs, random entities per call), as a serving app would call;
@@ -404,7 +405,7 @@ def main() -> None:
                       "only the Python-client throughput is measured", flush=True)
             py_plan = [(label, kind, addr, n) for n in SIZES
                        for label, kind, addr in ((FEAST, "feast", feast_addr), (OURS, "fedstore", ours_addr))]
-            py_plan.append((EMPTY, "empty", ours_addr, 1))  # the ceiling of any Python grpcio server here
+            py_plan.append((EMPTY, "empty", ours_addr, 1))  # what grpc's own Python servers reach here
             for r in range(args.rounds):
                 print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes"
                       f"{' then 8 h2load processes' if plans else ''}, {args.seconds:.0f}s per server and size …",
@@ -427,7 +428,7 @@ def main() -> None:
     for label, lat in rows:
         print(f"{label:30}" + "".join(f" {lat[n][0]:>9.2f}ms {lat[n][1]:>9.2f}ms" for n in SIZES))
     print()
-    # the empty call does not depend on the request size: its one figure is the ceiling at every size
+    # the empty call does not depend on the request size: one figure for every size
     size_of = lambda label, n: 1 if label == EMPTY else n  # noqa: E731
     head = f"{'throughput, req/s':30}" + "".join(f" {f'{n} ent py':>12} {f'{n} ent h2load':>14}" for n in SIZES)
     print(head)
