@@ -54,7 +54,7 @@ FEAST, FEAST_ONE_CPU = "feast listen", "feast listen, on one CPU"
 
 
 def setup_region(workdir: Path, redis_port: int | None, entities: int, *, online_store: dict | None = None,
-                 materialise: bool = True) -> Path:
+                 materialise: bool = True, serving: dict | None = None) -> Path:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -72,7 +72,7 @@ def setup_region(workdir: Path, redis_port: int | None, entities: int, *, online
         "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
                      "data_dir": "MY",
                      "online_store": online_store or {"type": "redis", "url": f"redis://127.0.0.1:{redis_port}/0"},
-                     "serving_address": f"127.0.0.1:{free_port()}", "serving": {"max_entities": 1000}}],
+                     "serving_address": f"127.0.0.1:{free_port()}", "serving": {"max_entities": 1000, **(serving or {})}}],
         "auth": {"tokens": [{"name": "bench", "secret_env": "FEDSTORE_BENCH_TOKEN", "regions": ["MY"]}]},
     }))
     region = load_config(cfg).region("MY")
@@ -346,6 +346,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (medians are reported)")
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per latency point")
     parser.add_argument("--workers", type=int, default=2, help="fedstore serving processes on the port")
+    parser.add_argument("--lookup-threads", type=int, default=None,
+                        help="serving.lookup_threads of each fedstore process (default: the product's default)")
     parser.add_argument("--no-pin-cpus", dest="pin_cpus", action="store_false",
                         help="run fedstore's workers without --pin-cpus")
     args = parser.parse_args()
@@ -358,7 +360,8 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="fedstore-online-bench-") as tmp:
             print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
-            cfg = setup_region(Path(tmp), redis.port, args.entities)
+            cfg = setup_region(Path(tmp), redis.port, args.entities,
+                               serving={"lookup_threads": args.lookup_threads} if args.lookup_threads else None)
             feast_port, ours_port, pinned_port = free_port(), free_port(), free_port()
             procs.append(start_feast_listen(Path(tmp) / "MY", feast_port, "--max_workers", "16"))
             procs.append(start_fedstore_serve(cfg, ours_port, args.workers, pin_cpus=args.pin_cpus))
