@@ -132,8 +132,14 @@ class LookupLane:
     # --- the threads ---------------------------------------------------------------------------
 
     def _request(self, tag: _Request) -> None:
+        """Ask for the method's next call. Once the server began shutting down grpc refuses
+        (ValueError): no next call then, but the call just taken is still answered (it arrived
+        before the shutdown and is drained within the grace period like any other)."""
         assert self._core is not None
-        self._core.request_registered_call(self._cq, self._cq, tag.method.path, tag)
+        try:
+            self._core.request_registered_call(self._cq, self._cq, tag.method.path, tag)
+        except ValueError as e:  # "server must be started and not shutting down"
+            log.debug("lookup lane: no next %s call: %s", tag.method.path, e)
 
     def _run(self) -> None:
         poll = self._cq.poll
@@ -145,21 +151,24 @@ class LookupLane:
             if kind == cygrpc.CompletionType.queue_timeout:
                 continue
             tag = event.tag
-            try:
-                if type(tag) is _Request:
-                    if event.success:  # else the server is shutting down: no new request
-                        self._request(tag)
-                        self._begin(event, tag.method)
-                else:
-                    self._step(event, tag)
-            except Exception:  # a lane thread must outlive any one call
-                log.exception("lookup lane: a call failed unexpectedly")
+            if type(tag) is _Request:
+                if event.success:  # else the server is shutting down: no new request
+                    self._request(tag)
+                    self._begin(event, tag.method)
+            else:
+                self._step(event, tag)
 
     def _begin(self, event: cygrpc.BaseEvent, method: LaneMethod) -> None:
         call = _Call(event.call, method, event.call_details.deadline, time.perf_counter())
         with self._lock:
             full = self._in_flight >= self.max_calls
             self._in_flight += 1
+        try:
+            self._admit(event, call, full)
+        except Exception:  # a lane thread must outlive any one call, and the call must end
+            self._failed(call)
+
+    def _admit(self, event: cygrpc.BaseEvent, call: _Call, full: bool) -> None:
         if full:  # the caller retries elsewhere, instead of waiting behind calls that may be slow
             self._finish(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"this serving process has {self.max_calls} calls under way, the most it takes", None)
@@ -171,6 +180,26 @@ class LookupLane:
         self._start(call, (cygrpc.ReceiveMessageOperation(_FLAGS),))
 
     def _step(self, event: cygrpc.BaseEvent, call: _Call) -> None:
+        try:
+            self._answer(event, call)
+        except Exception:  # a lane thread must outlive any one call, and the call must end
+            self._failed(call)
+
+    def _failed(self, call: _Call) -> None:
+        """Something unexpected failed while ``call`` was handled: the caller gets INTERNAL (not a
+        wait until its deadline, or forever without one) and the call is no longer counted."""
+        log.exception("lookup lane: a call failed unexpectedly")
+        if call.answered:  # its last batch may be under way: its event ends it; else it never comes
+            return
+        try:
+            self._finish(call, grpc.StatusCode.INTERNAL, "the serving node failed to answer; see its log", None,
+                         measured=False)
+        except Exception:
+            log.exception("lookup lane: cannot end a failed call")
+            if not call.answered:
+                self._done()
+
+    def _answer(self, event: cygrpc.BaseEvent, call: _Call) -> None:
         if call.answered or not event.success:
             # the answer's batch completed (sent, or the caller went away), or the caller cancelled
             # (or its deadline passed) before its request arrived: nothing more to send

@@ -121,3 +121,88 @@ def test_a_server_without_grpc_core_internals_is_refused_with_a_clear_error():
     lane = LookupLane((), guard=None, metrics=None, threads=1, name="t")  # type: ignore[arg-type]
     with pytest.raises(LaneUnsupported, match="grpcio"):
         lane.attach(NotGrpcServer())  # type: ignore[arg-type]
+
+
+# --- the lane alone, on a bare grpc server -------------------------------------------------------
+
+
+class _Open:
+    def refusal(self, metadata):
+        return None
+
+
+class _Broken:
+    def refusal(self, metadata):
+        raise RuntimeError("the guard broke")
+
+
+def _bare_lane(answer, *, guard=None, threads=1):
+    from concurrent import futures
+
+    from serving.lookup_lane import LaneMethod
+    from serving.metrics import ServingMetrics
+
+    lane = LookupLane((LaneMethod("/t.S/M", "m", answer),), guard or _Open(), ServingMetrics("T"),
+                      threads=threads, name="t")
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    lane.attach(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    lane.start()
+    return lane, server, f"127.0.0.1:{port}"
+
+
+def test_a_call_taken_just_before_the_server_stops_is_answered_in_the_grace_period():
+    """grpc refuses to be asked for a next call once it is shutting down; the call whose arrival was
+    already queued for the lane must still be answered, not dropped (UNAVAILABLE)."""
+    import time
+
+    entered, release = threading.Event(), threading.Event()
+
+    def answer(body, left):
+        if body == b"slow":
+            entered.set()
+            release.wait(5)
+        return b"ok:" + body
+
+    lane, server, address = _bare_lane(answer, threads=1)
+    got: dict[str, object] = {}
+    with grpc.insecure_channel(address) as ch:
+        call = ch.unary_unary("/t.S/M")
+
+        def ask(body: bytes) -> None:
+            try:
+                got[body.decode()] = call(body, timeout=20)
+            except grpc.RpcError as e:
+                got[body.decode()] = e.code()
+
+        slow = threading.Thread(target=ask, args=(b"slow",))
+        slow.start()
+        assert entered.wait(5)
+        fast = threading.Thread(target=ask, args=(b"fast",))  # taken by the lane, waits for its one thread
+        fast.start()
+        time.sleep(0.3)
+        stopping = server.stop(5)
+        time.sleep(0.2)
+        release.set()
+        slow.join(10)
+        fast.join(10)
+        assert stopping.wait(10)
+    lane.stop(5)
+    assert got == {"slow": b"ok:slow", "fast": b"ok:fast"}
+    assert lane._in_flight == 0
+
+
+def test_an_unexpected_failure_outside_the_answer_ends_the_call_as_internal():
+    """Not a wait until the caller's deadline (or forever without one), and not a call counted as
+    under way for good (a stop would wait for it)."""
+    lane, server, address = _bare_lane(lambda body, left: b"ok", guard=_Broken())
+    try:
+        with grpc.insecure_channel(address) as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                ch.unary_unary("/t.S/M")(b"x", timeout=10)
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert lane._in_flight == 0
+    finally:
+        server.stop(1).wait(5)
+        lane.stop(5)
