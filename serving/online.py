@@ -229,17 +229,18 @@ class RedisReader:
     ) -> list[object]:
         """One pipelined round trip for every command (a second on a new connection when a pooled
         one turns out closed: Redis restarted, or dropped it while idle; the reads are idempotent)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # one deadline for the whole round trip, a retry included (not ``timeout`` per socket read:
+        # a reply trickling in, or a retry after a closed pooled connection, must not outlast it)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         payload = b"".join(commands)
         while True:
             try:
-                conn, pooled = self._connection(timeout)
+                conn, pooled = self._connection(_left(deadline))
             except RespTimeout as e:
                 raise OnlineStoreTimeout(str(e)) from None
             except RespError as e:
                 raise OnlineStoreDown(str(e)) from None
-            if deadline is not None:
-                conn.set_deadline(deadline)
+            conn.set_deadline(deadline)
             try:
                 conn.send(payload)
                 replies = conn.read(len(commands))
@@ -251,8 +252,7 @@ class RedisReader:
                 if pooled and _closed(e):
                     continue
                 raise OnlineStoreDown(str(e)) from None
-            if deadline is not None:
-                conn.set_deadline(None)
+            conn.set_deadline(None)
             self._release(conn)
             return replies
 
@@ -288,7 +288,7 @@ class ClusterReader(RedisReader):
     def _fetch(
         self, commands: list[bytes], resolved: Resolved, entities: Entities, timeout: float | None
     ) -> list[object]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)  # the whole round trip
         try:
             return execute(self.router, commands, key_slots(self.keys(resolved, entities)), deadline=deadline)
         except RespTimeout as e:
@@ -366,6 +366,12 @@ class FeastReader:
 
     def close(self) -> None:
         self._timed.shutdown(wait=False)
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (a ``time.monotonic()`` time); a little more than none once it passed,
+    so a connection attempt fails at once as timed out."""
+    return max(deadline - time.monotonic(), 1e-3)
 
 
 def _closed(error: RespError) -> bool:

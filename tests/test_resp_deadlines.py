@@ -70,3 +70,50 @@ def test_a_restarted_redis_is_reconnected_without_counting_a_failure():
         server.stop()
         if restarted is not None:
             restarted.stop()
+
+
+def _trickling_redis(delay: float):
+    """A server that answers each request with a reply sent one byte every ``delay`` seconds."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.recv(1 << 16)
+            for byte in b"+PONG\r\n":
+                if stop.wait(delay):
+                    break
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    break
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], lambda: (stop.set(), thread.join(2), listener.close())
+
+
+@pytest.mark.parametrize("caller_timeout", [None, 0.3], ids=["reader's own timeout", "caller's deadline"])
+def test_a_reply_that_trickles_in_is_bounded_by_one_deadline_not_one_per_read(caller_timeout):
+    """Each byte arrives well within the timeout, the whole reply far later: the read ends at the
+    round trip's deadline (a lookup thread is not held for the reply's whole trickle)."""
+    port, stop = _trickling_redis(0.2)
+    try:
+        reader = RedisReader(RedisTarget("127.0.0.1", port), "p", timeout_seconds=0.3)
+        began = time.perf_counter()
+        with pytest.raises(OnlineStoreTimeout):
+            reader._fetch([command(b"PING")], None, None, caller_timeout)  # type: ignore[arg-type]
+        assert time.perf_counter() - began < 1.0  # the whole reply takes 1.4 s
+        assert reader._pool == []
+    finally:
+        stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -113,16 +114,23 @@ class ClusterRouter:
 
     # --- connections ---------------------------------------------------------------------------
 
-    def connection(self, address: tuple[str, int]) -> RespConnection:
+    def connection(self, address: tuple[str, int], deadline: float | None = None) -> RespConnection:
+        """A pooled connection to ``address``, or a new one; connecting ends by ``deadline`` (a
+        ``time.monotonic()`` time) when that comes before the router's own timeout."""
         with self._lock:
             pool = self._pools.get(address)
             if pool:
                 return pool.pop()
+        timeout = self.timeout
+        if deadline is not None:
+            timeout = max(min(timeout, deadline - time.monotonic()), 1e-3)
         try:
-            return RespConnection(address[0], address[1], password=self.target.password, timeout=self.timeout)
+            conn = RespConnection(address[0], address[1], password=self.target.password, timeout=timeout)
         except RespError:
             self.mark_stale()  # a dead node: the next request asks the cluster who took over
             raise
+        conn.timeout = self.timeout  # only connecting was bounded by the deadline
+        return conn
 
     def release(self, address: tuple[str, int], conn: RespConnection) -> None:
         with self._lock:
@@ -196,7 +204,7 @@ def execute(
             for node, address in enumerate(addresses):
                 idx = pending[owner == node]
                 if idx.size:
-                    conn = router.connection(address)
+                    conn = router.connection(address, deadline)
                     conn.set_deadline(deadline)
                     batches.append((address, conn, idx))
                     conn.send(b"".join(commands[i] for i in idx))
@@ -223,7 +231,7 @@ def execute(
         if failure is not None:
             raise failure
         for i, address in asked:  # a slot in migration: this key already lives on the target
-            conn = router.connection(address)
+            conn = router.connection(address, deadline)
             conn.set_deadline(deadline)
             try:
                 conn.send(ASKING + commands[i])

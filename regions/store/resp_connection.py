@@ -71,8 +71,12 @@ class RespConnection:
         return self.read(1)[0]
 
     def send(self, payload: bytes) -> None:
+        if self.deadline is not None:  # a Redis that stopped reading must not hold the sender past it
+            self._sock.settimeout(max(self.deadline - time.monotonic(), 1e-3))
         try:
             self._sock.sendall(payload)
+        except TimeoutError:  # not "lost connection": it may be alive, only slow
+            raise RespTimeout(f"Redis at {self.address} did not take the request in time") from None
         except OSError as e:
             raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
 
