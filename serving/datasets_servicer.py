@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -47,6 +48,10 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
     def __init__(self, region: RegionConfig) -> None:
         self.region = region
         self.node = RegionNode(region)
+        # one training set built at a time: the builds share the node's Feast store, whose DuckDB
+        # connection refuses a second query under way ("connection is busy"), and each may take
+        # about a GiB; the server's thread pool is sized for hundreds of idle open streams
+        self._building = threading.Lock()
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generated registration's handler, but with a parser that makes bytes which are not
@@ -79,10 +84,16 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         chunk_rows = request.max_chunk_rows or DEFAULT_CHUNK_ROWS
         if chunk_rows > MAX_CHUNK_ROWS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_chunk_rows may be at most {MAX_CHUNK_ROWS}")
+        while not self._building.acquire(timeout=0.25):  # queued behind the build under way
+            if not context.is_active():
+                return  # cancelled, or its deadline passed, while waiting: nothing was built
         work = Path(tempfile.mkdtemp(prefix="request-", dir=self._scratch()))
         try:
             try:
-                manifest = self._build(request, work)
+                try:
+                    manifest = self._build(request, work)
+                finally:
+                    self._building.release()
             except _Refused as e:
                 # cleaned up before abort: the caller has its answer as soon as the status is sent
                 shutil.rmtree(work, ignore_errors=True)

@@ -150,3 +150,51 @@ def test_streams_their_callers_cancel_leave_no_thread_nor_file_behind(tmp_path, 
         assert list(scratch.iterdir()) == []
     finally:
         s.server.stop(1)
+
+
+def test_concurrent_training_set_streams_are_built_one_at_a_time_and_all_answered(tmp_path, monkeypatch):
+    """The streams run on grpc's thread pool, sized for hundreds of idle open streams. Builds share
+    the node's Feast store, whose DuckDB connection refuses a second query under way: built at once,
+    all but one failed (FAILED_PRECONDITION "connection is busy"); and each can take a GiB."""
+    import threading
+
+    from serving.datasets_servicer import HistoricalFeaturesServicer
+
+    building, most = [0], [0]
+    lock = threading.Lock()
+    real = HistoricalFeaturesServicer._build
+
+    def counted(self, request, work):
+        with lock:
+            building[0] += 1
+            most[0] = max(most[0], building[0])
+        try:
+            import time
+
+            time.sleep(0.3)
+            return real(self, request, work)
+        finally:
+            with lock:
+                building[0] -= 1
+
+    monkeypatch.setattr(HistoricalFeaturesServicer, "_build", counted)
+    s = served_region(tmp_path, None, monkeypatch, customers=150)
+    rows: list[int] = []
+    try:
+        entities = _entities(s, 5)
+
+        def ask() -> None:
+            with DatasetClient(s.address, token=TOKENS["fraud-app"], timeout=60) as client:
+                got = client.get_historical_features(region="MY", entities=entities, feature_service="fraud_scoring")
+            with lock:
+                rows.append(got.num_rows)
+
+        callers = [threading.Thread(target=ask) for _ in range(3)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(60)
+    finally:
+        s.server.stop(1)
+    assert rows == [5, 5, 5]
+    assert most[0] == 1
