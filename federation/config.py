@@ -76,10 +76,12 @@ class ServingConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     workers: int = 8  # threads per process for training-set streams and health checks
-    # threads per process answering lookups (each waits on Redis with the GIL released); more only
-    # help while Redis is slow to answer
-    lookup_threads: int = 4
-    max_concurrent_calls: int = 1000  # per process; beyond it a call is refused RESOURCE_EXHAUSTED
+    # threads per process answering lookups, each waiting on Redis with the GIL released: a process
+    # answers at most lookup_threads ÷ Redis's round trip lookups per second (8 ÷ 0.5 ms = 16,000)
+    lookup_threads: int = 8
+    # per process: calls under way, and lookups waiting for a lookup thread; beyond it a call is
+    # refused at once (RESOURCE_EXHAUSTED; a lookup grpc's queue turns away is CANCELLED)
+    max_concurrent_calls: int = 1000
 
 
 @dataclass(frozen=True)

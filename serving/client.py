@@ -7,7 +7,7 @@
 ``address`` is any gRPC target: ``host:port``, ``dns:///serving.my.svc:50151`` (every address the
 name resolves to: a region's serving pods) or ``ipv4:10.0.0.1:50151,10.0.0.2:50151``. Calls are
 spread over all of them (round robin), and a call a node refused before doing any work
-(UNAVAILABLE: shutting down or unreachable; RESOURCE_EXHAUSTED: at its concurrency limit) is
+(UNAVAILABLE: shutting down or unreachable; RESOURCE_EXHAUSTED or CANCELLED: at its limit) is
 retried on the next one, within the call's deadline, by gRPC's own retry policy.
 """
 
@@ -172,7 +172,9 @@ def service_config(retries: int) -> str:
                 "initialBackoff": "0.01s",
                 "maxBackoff": "0.2s",
                 "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+                # CANCELLED: a node whose lookup threads are all busy and whose queue is full has
+                # grpc turn the call away so (lookups are reads: safe to ask the next node)
+                "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"],
             },
         }]
         # a success earns what a refusal costs: retries go on while most attempts succeed (one busy

@@ -1,10 +1,11 @@
 """A cap on the long-lived streams anyone may open: health ``Watch`` and server reflection.
 
 They need no token (load balancers and ``grpcurl`` call them), and a stream stays open for as long
-as its caller likes. The server's ``max_concurrent_calls`` counts them with every lookup, so without
-a cap of their own, enough idle streams would leave no call for a serving app: every lookup refused
-RESOURCE_EXHAUSTED. With it, they can hold at most ``limit`` calls (the node sets half its
-``max_concurrent_calls``), and the next such stream is refused at once. Unary health ``Check``
+as its caller likes. grpc's server counts them in its ``max_concurrent_calls`` with the training-set
+streams and health checks, and each reflection stream holds a thread of its pool, so without a cap
+of their own enough idle streams would leave no call or thread for those. With it, they can hold at
+most ``limit`` calls (the node sets half its ``max_concurrent_calls``), and the next such stream is
+refused at once. Unary health ``Check``
 (what Kubernetes probes and load balancers call) is not capped.
 
 On grpc's thread-pool server a reflection stream holds one of its threads while open (a health

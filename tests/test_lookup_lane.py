@@ -4,6 +4,7 @@ A real node on a loopback port, real Redis, real stubs."""
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import pytest
@@ -206,3 +207,49 @@ def test_an_unexpected_failure_outside_the_answer_ends_the_call_as_internal():
     finally:
         server.stop(1).wait(5)
         lane.stop(5)
+
+
+def test_lookups_beyond_the_waiting_limit_are_turned_away_at_once_not_at_their_deadline(tmp_path, clean_redis,
+                                                                                         monkeypatch):
+    """One lookup thread, slow reads, a queue of two: the calls grpc's queue cannot take come back
+    at once (CANCELLED, which FeatureClient retries on the next node), not when their deadline
+    passes, and the node still answers the ones it took."""
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, serving={"lookup_threads": 1,
+                                                                              "max_concurrent_calls": 2})
+    features = s.server.features
+    real = features.get
+
+    def slow(*a, **k):
+        time.sleep(0.3)
+        return real(*a, **k)
+
+    monkeypatch.setattr(features, "get", slow)
+    outcomes: list[tuple[grpc.StatusCode, float]] = []
+    lock = threading.Lock()
+
+    def ask() -> None:
+        began = time.monotonic()
+        with grpc.insecure_channel(s.address) as ch:
+            try:
+                serving_pb2_grpc.FeatureServingStub(ch).GetOnlineFeatures(_request([1]), metadata=AUTH, timeout=20)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as e:
+                code = e.code()
+        with lock:
+            outcomes.append((code, time.monotonic() - began))
+
+    try:
+        callers = [threading.Thread(target=ask) for _ in range(12)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(30)
+        codes = [c for c, _ in outcomes]
+        assert len(codes) == 12
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert codes.count(grpc.StatusCode.OK) >= 2
+        turned_away = [t for c, t in outcomes if c != grpc.StatusCode.OK]
+        assert turned_away, "nothing was turned away: the queue limit did not apply"
+        assert max(turned_away) < 5  # at once, not after waiting out a 20 s deadline
+    finally:
+        s.server.stop(1)
