@@ -30,7 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from regions.store.cluster import ClusterRouter, ClusterTarget, execute, key_slots
 from regions.store.redis_layout import decode_timestamp
 from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import RespConnection, RespError, RespTimeout
+from regions.store.resp_connection import RespClosed, RespConnection, RespError, RespTimeout
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
 from serving.errors import OnlineStoreDown, OnlineStoreTimeout
@@ -249,7 +249,7 @@ class RedisReader:
                 raise OnlineStoreTimeout(str(e)) from None
             except RespError as e:
                 conn.close()
-                if pooled and _closed(e):
+                if pooled and isinstance(e, RespClosed):
                     continue
                 raise OnlineStoreDown(str(e)) from None
             conn.set_deadline(None)
@@ -266,7 +266,7 @@ class RedisReader:
                 ok = conn.call(b"PING") == b"PONG"
             except RespError as e:
                 conn.close()
-                if pooled and _closed(e):
+                if pooled and isinstance(e, RespClosed):
                     continue
                 return False
             self._release(conn)
@@ -372,12 +372,6 @@ def _left(deadline: float) -> float:
     """Seconds until ``deadline`` (a ``time.monotonic()`` time); a little more than none once it passed,
     so a connection attempt fails at once as timed out."""
     return max(deadline - time.monotonic(), 1e-3)
-
-
-def _closed(error: RespError) -> bool:
-    """Did Redis close the connection (rather than fail to answer)?"""
-    text = str(error)
-    return "closed the connection" in text or "lost connection" in text
 
 
 def _ts(value: datetime) -> tuple[int, int]:

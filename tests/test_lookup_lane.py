@@ -253,3 +253,17 @@ def test_lookups_beyond_the_waiting_limit_are_turned_away_at_once_not_at_their_d
         assert max(turned_away) < 5  # at once, not after waiting out a 20 s deadline
     finally:
         s.server.stop(1)
+
+
+def test_connections_redis_closed_cost_no_answer(served, clean_redis):
+    """Redis closes idle clients (its ``timeout``), or an operator kills them: the lane threads'
+    pooled connections are dead then. The read is sent again on a new connection instead of
+    failing a lookup and counting towards opening the breaker."""
+    with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+        def ask() -> str:
+            return client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1, 2]}).source
+
+        assert [ask() for _ in range(4)] == ["online_store"] * 4
+        clean_redis["MY"].client().execute_command("CLIENT", "KILL", "TYPE", "normal")
+        assert [ask() for _ in range(10)] == ["online_store"] * 10
+    assert served.server.metrics.stats.online_errors == 0

@@ -87,6 +87,23 @@ def test_serving_reads_the_cluster(served):
     assert all(_same(expected[c][f], values[f][i]) for i, c in enumerate(ids) for f in FEATURES)
 
 
+def test_connections_the_masters_closed_cost_no_answer(served, cluster):
+    """Redis closes idle clients (its ``timeout``), or an operator kills them: the reader's pooled
+    connections are dead then. Each one used to fail a lookup (an answer from the snapshot) and
+    count towards opening the breaker; now the read is sent again on a new connection."""
+    ids = sorted(latest(served.tables["customer_transactions"], "customer_id"))[:50]
+    with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+        def ask() -> str:
+            return client.get_online_features(features=[f"customer_transactions:{f}" for f in FEATURES],
+                                               entities={"customer_id": ids}).source
+
+        assert ask() == "online_store"  # the pools now hold a connection to every master
+        for server in cluster.servers:
+            server.client().execute_command("CLIENT", "KILL", "TYPE", "normal")
+        assert [ask() for _ in range(10)] == ["online_store"] * 10
+    assert served.server.metrics.stats.online_errors == 0
+
+
 def test_a_flushed_cluster_is_noticed_by_its_marker_and_answered_from_the_snapshot(served, cluster):
     """The marker lives in one slot of the cluster; the serving node and `region status` find it there,
     and find it gone after FLUSHALL on every master."""

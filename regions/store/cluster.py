@@ -18,7 +18,7 @@ from typing import Any, cast
 import hiredis
 import numpy as np
 
-from regions.store.resp_connection import RespConnection, RespError
+from regions.store.resp_connection import RespClosed, RespConnection, RespError
 
 SLOTS = 16384
 
@@ -194,20 +194,30 @@ def execute(
     """Run one command per key on the masters that own the keys: one pipeline per node, all nodes
     written before any is read (so the round trips overlap), MOVED and ASK followed per command.
     ``deadline`` (a ``time.monotonic()`` time) bounds every reply's arrival (``RespTimeout``).
+    A pooled connection the node closed (a restart, its idle ``timeout``) costs another attempt on
+    a new one, not a failure; the commands are reads or idempotent writes.
     """
     replies: list[object] = [None] * len(commands)
     pending = np.arange(len(commands))
+    closed: RespClosed | None = None
     for _ in range(attempts):
         addresses, owner = router.route(slots[pending])
         batches: list[tuple[tuple[str, int], RespConnection, np.ndarray]] = []
+        resend: list[int] = []
         try:
             for node, address in enumerate(addresses):
                 idx = pending[owner == node]
                 if idx.size:
                     conn = router.connection(address, deadline)
                     conn.set_deadline(deadline)
+                    try:
+                        conn.send(b"".join(commands[i] for i in idx))
+                    except RespClosed as e:
+                        conn.close()
+                        closed = e
+                        resend += idx.tolist()
+                        continue
                     batches.append((address, conn, idx))
-                    conn.send(b"".join(commands[i] for i in idx))
         except RespError:
             for _, conn, _ in batches:
                 conn.close()  # replies may be in flight on them
@@ -219,6 +229,11 @@ def execute(
         for address, conn, idx in batches:
             try:
                 got = conn.read_raw(len(idx))
+            except RespClosed as e:
+                conn.close()
+                closed = e
+                resend += idx.tolist()
+                continue
             except RespError as e:
                 conn.close()
                 router.mark_stale()
@@ -241,8 +256,10 @@ def execute(
                 raise
             conn.set_deadline(None)
             router.release(address, conn)
-        if not moved:
+        if not moved and not resend:
             return replies
-        router.mark_stale()  # the map moved under us: ask the cluster again and resend those
-        pending = np.asarray(moved)
+        router.mark_stale()  # the map moved under us, or a node closed a connection: ask again, resend those
+        pending = np.asarray(sorted(moved + resend))
+    if closed is not None and resend:
+        raise closed
     raise Redirected(f"{len(pending)} commands were still redirected after {attempts} attempts")

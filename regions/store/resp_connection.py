@@ -31,6 +31,11 @@ class RespTimeout(RespError):
     """Redis did not answer, or could not be reached, in time."""
 
 
+class RespClosed(RespError):
+    """The connection broke or Redis closed it (a restart, its idle ``timeout``, ``CLIENT KILL``):
+    a read may be tried again on a new connection."""
+
+
 class RespConnection:
     def __init__(
         self,
@@ -78,7 +83,7 @@ class RespConnection:
         except TimeoutError:  # not "lost connection": it may be alive, only slow
             raise RespTimeout(f"Redis at {self.address} did not take the request in time") from None
         except OSError as e:
-            raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
+            raise RespClosed(f"lost connection to Redis at {self.address}: {e}") from None
 
     def read(self, count: int) -> list[object]:
         """Read exactly ``count`` replies; a Redis error reply raises after all are consumed."""
@@ -137,9 +142,9 @@ class RespConnection:
         except TimeoutError:
             raise RespTimeout(f"Redis at {self.address} did not answer in time") from None
         except OSError as e:
-            raise RespError(f"lost connection to Redis at {self.address}: {e}") from None
+            raise RespClosed(f"lost connection to Redis at {self.address}: {e}") from None
         if not chunk:
-            raise RespError(f"Redis at {self.address} closed the connection")
+            raise RespClosed(f"Redis at {self.address} closed the connection")
         return chunk
 
     def close(self) -> None:
