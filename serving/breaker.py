@@ -12,6 +12,8 @@ import time
 from typing import Callable
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+# what allow() grants: a call on a closed circuit, the half-open circuit's one probe, or nothing ("")
+PASS, PROBE, REFUSED = "pass", "probe", ""
 
 
 class CircuitBreaker:
@@ -46,18 +48,21 @@ class CircuitBreaker:
             return HALF_OPEN
         return OPEN
 
-    def allow(self) -> bool:
-        """May this call try the online store? In half-open, only one caller probes at a time."""
+    def allow(self) -> str:
+        """May this call try the online store? PASS (closed), PROBE (half-open: one caller at a
+        time), or REFUSED, which is falsy. Hand the grant back to ``release`` or ``failure``: only
+        the probe's own outcome lets the next probe go (calls let through while the circuit was
+        still closed may end after it opened, on other threads)."""
         if self._opened_at is None:  # closed, the usual case: no lock needed to say so
-            return True
+            return PASS
         with self._lock:
             state = self._state()
             if state == CLOSED:
-                return True
+                return PASS
             if state == HALF_OPEN and not self._probing:
                 self._probing = True
-                return True
-            return False
+                return PROBE
+            return REFUSED
 
     def success(self) -> bool:
         """Record a success; True when it closed an open circuit (the store is back)."""
@@ -70,18 +75,20 @@ class CircuitBreaker:
             self._probing = False
             return was_open
 
-    def release(self) -> None:
+    def release(self, grant: str = PROBE) -> None:
         """The call that was allowed ended without a verdict on the store (the caller's own deadline
-        ran out first): nothing is counted, and in half-open the next call may probe."""
-        with self._lock:
-            self._probing = False
+        ran out first): nothing is counted, and when it was the probe the next call may probe."""
+        if grant == PROBE:
+            with self._lock:
+                self._probing = False
 
-    def failure(self) -> bool:
+    def failure(self, grant: str = PROBE) -> bool:
         """Record a failure; True when it opened a closed circuit."""
         with self._lock:
             was_closed = self._opened_at is None
             self._failures += 1
-            self._probing = False
+            if grant == PROBE:
+                self._probing = False
             if self._opened_at is not None or self._failures >= self._threshold:
                 self._opened_at = self._clock()
                 return was_closed

@@ -118,7 +118,7 @@ class OnlineFeatures:
             reason = CALLER_DEADLINE  # no time left at all: the snapshot is the only answer in time
         elif self.not_loaded and self._needs_snapshot(resolved):
             reason = NOT_LOADED
-        elif not self.breaker.allow():
+        elif not (grant := self.breaker.allow()):
             reason = BREAKER_OPEN
         else:
             began = time.monotonic()
@@ -131,10 +131,10 @@ class OnlineFeatures:
                 ran_out = caller_bound and isinstance(e, OnlineStoreTimeout)
                 too_short = self.online_timeout is None or timeout < self.online_timeout / 2  # type: ignore[operator]
                 if ran_out and too_short and not self._silent_for_a_deadline():
-                    self.breaker.release()  # the caller's deadline ran out, not the store's
+                    self.breaker.release(grant)  # the caller's deadline ran out, not the store's
                     reason = CALLER_DEADLINE
                 else:
-                    if self.breaker.failure():  # once per outage, not per call
+                    if self.breaker.failure(grant):  # once per outage, not per call
                         log.warning(
                             "region %s: the online store is failing (%s); answering from the batch snapshot, "
                             "trying it again every %.1f s", self.region, e, self.breaker.reset_seconds,
@@ -145,7 +145,7 @@ class OnlineFeatures:
                 # failed before Redis was asked (or interrupted): no verdict on the store. Released,
                 # or a half-open breaker would wait for this probe's outcome forever and every later
                 # call would be answered from the snapshot.
-                self.breaker.release()
+                self.breaker.release(grant)
                 raise
             else:
                 self._unanswered_since = None

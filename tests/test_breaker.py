@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from serving.breaker import CLOSED, HALF_OPEN, OPEN, PASS, PROBE, CircuitBreaker
 
 
 class Clock:
@@ -47,3 +47,24 @@ def test_a_released_probe_lets_the_next_call_probe():
 def test_nonsense_settings_are_refused(kw):
     with pytest.raises(ValueError):
         CircuitBreaker(**kw)
+
+
+def test_only_the_probe_lets_the_next_probe_go():
+    """Calls let through while the circuit was closed can end after it opened and went half-open
+    (on other lookup threads). Their ends must not free the probe slot, or several probes would
+    hammer a store that is still down."""
+    clock = Clock()
+    b = CircuitBreaker(failure_threshold=1, reset_seconds=1.0, clock=clock)
+    early, late = b.allow(), b.allow()  # two calls under way on a closed circuit
+    assert early == late == PASS
+    assert b.failure(early)  # one fails: open
+    clock.now += 1.0
+    probe = b.allow()
+    assert probe == PROBE and not b.allow()
+    b.release(late)  # the other ends without a verdict: the probe is still out
+    assert not b.allow()
+    b.failure(late)  # or fails late: still only the one probe
+    clock.now += 1.0
+    assert not b.allow()
+    b.release(probe)  # the probe's own end lets the next one go
+    assert b.allow() == PROBE
