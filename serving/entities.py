@@ -14,7 +14,7 @@ _PY_TYPES = {ValueType.INT64: int, ValueType.INT32: int, ValueType.STRING: str}
 
 # The largest lookup request a node reads: grpc's default receive limit, or 4 KiB per entity it
 # serves if that is more. The server accepts far larger messages (training-set entity frames), and
-# a lookup that large would be parsed and copied on the event loop before its entities are counted.
+# a lookup that large would be parsed and copied on a lookup thread before its entities are counted.
 LOOKUP_BYTES_PER_ENTITY, MIN_LOOKUP_BYTES = 4096, 4 * 1024 * 1024
 
 
