@@ -165,7 +165,8 @@ class ServingNode:
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),  # entity frames for training sets
-                # lookups waiting for a lookup thread: beyond this many, grpc refuses them at once
+                # lookups waiting for a lookup thread: beyond this many, grpc turns them away at once
+                # (CANCELLED; FeatureClient retries those on the next node)
                 ("grpc.server.max_pending_requests", settings.max_concurrent_calls),
                 ("grpc.server.max_pending_requests_hard_limit", settings.max_concurrent_calls),
             ],
