@@ -273,3 +273,37 @@ def test_a_master_killed_during_lookups_costs_no_answer(served, cluster):
     after = sources[killed_at:]
     assert "batch_fallback" in after or all(s == "online_store" for s in after)
     assert after[-1] == "online_store"  # back online by itself once the replica took over
+
+
+def test_one_caller_at_a_time_refreshes_a_stale_slot_map(cluster):
+    """A refresh may wait on a node that does not answer. Every lookup thread used to refresh a
+    stale map itself, so all of them waited; now one does and the others route on the map they
+    have (a MOVED or a fallback answer is the worst that costs them)."""
+    import numpy as np
+
+    from regions.store.cluster import ClusterRouter, ClusterTarget
+
+    startup = tuple((host, int(port)) for host, port in (n.rsplit(":", 1) for n in cluster.nodes[:2]))
+    router = ClusterRouter(ClusterTarget(startup), timeout=2)
+    slots = np.arange(0, 16384, 997)
+    addresses, owner = router.route(slots)  # the first route waits: there is no map yet
+    real_refresh, refreshes = router.refresh, []
+
+    def slow_refresh() -> None:
+        refreshes.append(1)
+        time.sleep(1.0)  # a node that takes its time
+        real_refresh()
+
+    router.refresh = slow_refresh  # type: ignore[method-assign]
+    router.mark_stale()
+    first = threading.Thread(target=router.route, args=(slots,))
+    first.start()
+    while not refreshes:
+        time.sleep(0.01)
+    began = time.monotonic()
+    again, owner_again = router.route(slots)  # another caller meanwhile: the old map, at once
+    assert time.monotonic() - began < 0.5
+    assert again == addresses and (owner_again == owner).all()
+    first.join(5)
+    assert refreshes == [1] and not router.stale
+    router.close()

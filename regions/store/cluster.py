@@ -61,6 +61,7 @@ class ClusterRouter:
         self._owner = np.full(SLOTS, -1, dtype=np.int64)
         self._addresses: list[tuple[str, int]] = []
         self._stale = True
+        self._refreshing = threading.Lock()  # one refresh at a time; the others route on the old map
 
     # --- the slot map --------------------------------------------------------------------------
 
@@ -106,9 +107,19 @@ class ClusterRouter:
         return self._stale
 
     def route(self, slots: np.ndarray) -> tuple[list[tuple[str, int]], np.ndarray]:
-        """Each slot's master, as an index into the returned address list."""
+        """Each slot's master, as an index into the returned address list.
+
+        A stale map is asked for again by one caller at a time: while a refresh is under way (it may
+        wait on a node that does not answer) the others route on the map they have, and a MOVED, or
+        a failure that sends the caller to its fallback, is the worst that costs them. Only a router
+        with no map at all waits for the refresh."""
         if self._stale:
-            self.refresh()
+            if self._refreshing.acquire(blocking=not self._addresses):
+                try:
+                    if self._stale:  # not refreshed by the caller this one waited for
+                        self.refresh()
+                finally:
+                    self._refreshing.release()
         with self._lock:
             return list(self._addresses), self._owner[slots]
 
