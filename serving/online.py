@@ -257,7 +257,7 @@ class RedisReader:
             return replies
 
     def ping(self) -> bool:
-        for _ in range(2):  # a pooled connection Redis closed, then a new one
+        while True:  # past every pooled connection Redis closed (each is dropped), then a new one
             try:
                 conn, pooled = self._connection()
             except RespError:
@@ -271,7 +271,6 @@ class RedisReader:
                 return False
             self._release(conn)
             return ok
-        return False
 
 
 class ClusterReader(RedisReader):

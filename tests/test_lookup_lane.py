@@ -264,6 +264,13 @@ def test_connections_redis_closed_cost_no_answer(served, clean_redis):
             return client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1, 2]}).source
 
         assert [ask() for _ in range(4)] == ["online_store"] * 4
+        # several pooled connections now, all killed: the health probe too must see past them
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
         clean_redis["MY"].client().execute_command("CLIENT", "KILL", "TYPE", "normal")
+        assert served.server.reader.ping()
         assert [ask() for _ in range(10)] == ["online_store"] * 10
     assert served.server.metrics.stats.online_errors == 0
