@@ -127,15 +127,13 @@ class RedisReader:
         self._lock = threading.Lock()
         self._memo_key = ("redis-read-plan", project)  # plans live on the (cached) resolution
 
-    def _connection(self, connect_timeout: float | None = None) -> tuple[RespConnection, bool]:
+    def _connection(self, deadline: float | None = None) -> tuple[RespConnection, bool]:
         """A connection, and whether it was pooled (then Redis may have closed it while idle)."""
         with self._lock:
             if self._pool:
                 return self._pool.pop(), True
         t = self.target
-        limit = self.timeout if connect_timeout is None else min(self.timeout, connect_timeout)
-        conn = RespConnection(t.host, t.port, db=t.db, password=t.password, timeout=limit)
-        conn.timeout = self.timeout  # only connecting was bounded by the caller's time; set_deadline(None) restores it
+        conn = RespConnection(t.host, t.port, db=t.db, password=t.password, timeout=self.timeout, deadline=deadline)
         return conn, False
 
     def _release(self, conn: RespConnection) -> None:
@@ -235,7 +233,7 @@ class RedisReader:
         payload = b"".join(commands)
         while True:
             try:
-                conn, pooled = self._connection(_left(deadline))
+                conn, pooled = self._connection(deadline)
             except RespTimeout as e:
                 raise OnlineStoreTimeout(str(e)) from None
             except RespError as e:
@@ -365,12 +363,6 @@ class FeastReader:
 
     def close(self) -> None:
         self._timed.shutdown(wait=False)
-
-
-def _left(deadline: float) -> float:
-    """Seconds until ``deadline`` (a ``time.monotonic()`` time); a little more than none once it passed,
-    so a connection attempt fails at once as timed out."""
-    return max(deadline - time.monotonic(), 1e-3)
 
 
 def _ts(value: datetime) -> tuple[int, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import binascii
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -132,16 +131,12 @@ class ClusterRouter:
             pool = self._pools.get(address)
             if pool:
                 return pool.pop()
-        timeout = self.timeout
-        if deadline is not None:
-            timeout = max(min(timeout, deadline - time.monotonic()), 1e-3)
         try:
-            conn = RespConnection(address[0], address[1], password=self.target.password, timeout=timeout)
+            return RespConnection(address[0], address[1], password=self.target.password, timeout=self.timeout,
+                                  deadline=deadline)
         except RespError:
             self.mark_stale()  # a dead node: the next request asks the cluster who took over
             raise
-        conn.timeout = self.timeout  # only connecting was bounded by the deadline
-        return conn
 
     def release(self, address: tuple[str, int], conn: RespConnection) -> None:
         with self._lock:

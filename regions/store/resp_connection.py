@@ -45,16 +45,20 @@ class RespConnection:
         db: int = 0,
         password: str | None = None,
         timeout: float = 60.0,
+        deadline: float | None = None,
     ) -> None:
+        """``timeout`` bounds connecting and each read; with ``deadline`` (see ``set_deadline``)
+        connecting ends by it too when it comes first, and so do the replies until it is cleared."""
+        limit = timeout if deadline is None else max(min(timeout, deadline - time.monotonic()), 1e-3)
         try:
-            self._sock = socket.create_connection((host, port), timeout=timeout)
+            self._sock = socket.create_connection((host, port), timeout=limit)
         except TimeoutError:
             raise RespTimeout(f"cannot connect to Redis at {host}:{port}: timed out") from None
         except OSError as e:
             raise RespError(f"cannot connect to Redis at {host}:{port}: {e}") from None
         self.timeout = timeout
         # a monotonic time by which replies must have arrived (None: each read waits ``timeout``)
-        self.deadline: float | None = None
+        self.deadline: float | None = deadline
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = hiredis.Reader(notEnoughData=NOT_ENOUGH_DATA)
         self.address = f"{host}:{port}/{db}"
