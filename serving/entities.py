@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence, cast
+from typing import Any, Callable, Mapping, Sequence, cast
 
 from feast.value_type import ValueType
 
+from federation.grpc_handlers import Malformed, bounded_parser
 from serving.catalog import Resolved
 from serving.errors import InvalidRequest
 
@@ -25,6 +26,23 @@ def max_lookup_bytes(max_entities: int) -> int:
 def too_many(count: int, limit: int) -> str:
     """Why ``count`` entities are refused ("" when they are not)."""
     return f"{count} entities requested; this node serves at most {limit} per request" if count > limit else ""
+
+
+def lookup_parser(message_class: Any, max_entities: int, longest: Callable[[Any], int]) -> Callable[[bytes], Any]:
+    """A lookup request's bytes as ``message_class``, or InvalidRequest. A request too large to be a
+    lookup is refused unread; an entity takes at least a byte, so only a request of more bytes than
+    the entity limit can hold too many, and only such a request has its entities counted
+    (``longest``: its longest entity column) before the lookup copies them."""
+    parse = bounded_parser(message_class, max_bytes=max_lookup_bytes(max_entities), inspect_above=max_entities,
+                           inspect=lambda r: too_many(longest(r), max_entities))
+
+    def parsed(body: bytes) -> Any:
+        request = parse(body)
+        if isinstance(request, Malformed):
+            raise InvalidRequest(request.detail)
+        return request
+
+    return parsed
 
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1

@@ -17,8 +17,7 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnline
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
-from federation.grpc_handlers import Malformed, bounded_parser
-from serving.entities import max_lookup_bytes, too_many
+from serving.entities import lookup_parser
 from serving.errors import InvalidRequest
 from serving.features import Answer, OnlineFeatures
 from serving.lookup_lane import LaneMethod
@@ -32,11 +31,7 @@ class FeastCompatServicer:
     def __init__(self, features: OnlineFeatures, *, missing_entity_is_present: bool) -> None:
         self.features = features
         self.missing_entity_is_present = missing_entity_is_present  # Feast's Redis behaviour
-        limit = features.max_entities
-        # as the v1 lookup: a request too large to be one is refused unread, and only a request of
-        # more bytes than the entity limit is counted before its values are converted one by one
-        self._parse = bounded_parser(GetOnlineFeaturesRequest, max_bytes=max_lookup_bytes(limit),
-                                     inspect_above=limit, inspect=lambda r: too_many(_longest(r), limit))
+        self._parse = lookup_parser(GetOnlineFeaturesRequest, features.max_entities, _longest)
 
     def lane_method(self) -> LaneMethod:
         """Feast's service name and request message; the response is sent as encoded bytes.
@@ -45,8 +40,6 @@ class FeastCompatServicer:
 
     def GetOnlineFeatures(self, body: bytes, time_left: float | None) -> bytes:
         request = self._parse(body)
-        if isinstance(request, Malformed):
-            raise InvalidRequest(request.detail)
         which = request.WhichOneof("kind")
         resolved = self.features.resolve(
             feature_service=request.feature_service if which == "feature_service" else None,

@@ -11,10 +11,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Sequence
 
-from federation.grpc_handlers import Malformed, bounded_parser
 from proto.fedstore.serving.v1 import serving_pb2 as pb
 from serving.catalog import Resolved
-from serving.entities import max_lookup_bytes, too_many
+from serving.entities import lookup_parser
 from serving.errors import InvalidRequest
 from serving.features import FALLBACK, Answer, OnlineFeatures
 from serving.lookup_lane import LaneMethod
@@ -135,19 +134,13 @@ def _layout(resolved: Resolved, full: bool) -> tuple[bytes, tuple[tuple[int, int
 class FeatureServingServicer:
     def __init__(self, features: OnlineFeatures) -> None:
         self.features = features
-        limit = features.max_entities
-        # an entity takes at least a byte: only a request of more bytes than the entity limit can
-        # hold too many, and only such a request is counted before the lookup copies its columns
-        self._parse = bounded_parser(pb.GetOnlineFeaturesRequest, max_bytes=max_lookup_bytes(limit),
-                                     inspect_above=limit, inspect=lambda r: too_many(_longest(r), limit))
+        self._parse = lookup_parser(pb.GetOnlineFeaturesRequest, features.max_entities, _longest)
 
     def lane_method(self) -> LaneMethod:
         return LaneMethod(f"/{SERVICE}/{METHOD}", METHOD, self.GetOnlineFeatures)
 
     def GetOnlineFeatures(self, body: bytes, time_left: float | None) -> bytes:
         request = self._parse(body)
-        if isinstance(request, Malformed):
-            raise InvalidRequest(request.detail)
         which = request.WhichOneof("features")
         resolved = self.features.resolve(
             feature_service=request.feature_service if which == "feature_service" else None,
