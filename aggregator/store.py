@@ -129,14 +129,18 @@ class SubmissionStore:
             ).fetchone())
         return float(total)
 
-    def accept(self, sub: pb.Submission, *, epsilon_limit: float, delta_limit: float = 1.0) -> StoredReceipt:
-        """Store the submission in one transaction, if the region's budget for its period allows.
+    def accept(self, sub: pb.Submission, *, epsilon: float, delta: float, period: str, accepted_at: datetime,
+               epsilon_limit: float, delta_limit: float = 1.0) -> StoredReceipt:
+        """Store the submission in one transaction, charged (``epsilon``, ``delta``) in ``period``,
+        if the region's budget for that period allows.
 
-        The budget is re-added from what this store holds, not from what the region claims. Raises
+        The charge is the centre's own computation and the period its own month of receipt; the
+        budget is re-added from what this store holds, not from what the region claims. Raises
         ``AlreadyStored`` when the id was stored since the caller looked (a concurrent attempt of
         the same submission, e.g. a region's retry while its first attempt was still being stored).
         """
-        receipt = StoredReceipt(sub.submission_id, uuid.uuid4().hex, datetime.now(timezone.utc), content_hash(sub))
+        receipt = StoredReceipt(sub.submission_id, uuid.uuid4().hex, accepted_at.astimezone(timezone.utc),
+                                content_hash(sub))
         acc = sub.accounting
         with self._lock:
             self._db.execute("BEGIN TRANSACTION")
@@ -148,17 +152,17 @@ class SubmissionStore:
                     raise AlreadyStored(first)
                 spent, spent_delta = _aggregate(self._db.execute(
                     "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM submissions WHERE region=? AND period=?",
-                    [sub.region, sub.period],
+                    [sub.region, period],
                 ).fetchone())
-                if spent + acc.epsilon > epsilon_limit + 1e-9 or spent_delta + acc.delta > delta_limit * (1 + 1e-9):
+                if spent + epsilon > epsilon_limit + 1e-9 or spent_delta + delta > delta_limit * (1 + 1e-9):
                     raise BudgetRefused(float(spent), float(spent_delta))
                 self._db.execute(
                     "INSERT INTO submissions (submission_id, region, period, window_start, window_end, mechanism,"
                     " epsilon, delta, minimum_cohort, content_sha256, receipt_id, accepted_at, epsilon_per_query)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [sub.submission_id, sub.region, sub.period, sub.window_start.ToDatetime(timezone.utc),
-                     sub.window_end.ToDatetime(timezone.utc), pb.Mechanism.Name(acc.mechanism), acc.epsilon,
-                     acc.delta, acc.minimum_cohort, receipt.content_sha256, receipt.receipt_id, receipt.accepted_at,
+                    [sub.submission_id, sub.region, period, sub.window_start.ToDatetime(timezone.utc),
+                     sub.window_end.ToDatetime(timezone.utc), pb.Mechanism.Name(acc.mechanism), epsilon,
+                     delta, acc.minimum_cohort, receipt.content_sha256, receipt.receipt_id, receipt.accepted_at,
                      acc.epsilon_per_query],
                 )
                 if sub.features:

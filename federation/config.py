@@ -152,6 +152,10 @@ class PrivacyConfig:
     minimum_cohort: int = 10  # statistics of fewer entities (after noise) are never sent
     delta: float = 1e-6  # δ of one Gaussian release (training statistics)
     delta_per_month: float = 1e-5  # each region's δ budget per calendar month
+    # No region has more entities than this (its population of customers, at most): a count or a
+    # training n above it (beyond noise) is impossible, and the centre refuses it. 10⁹ is more
+    # people than any member jurisdiction has; a federation sets its own, tighter cap.
+    max_entities: int = 10**9
 
 
 @dataclass(frozen=True)
@@ -273,7 +277,8 @@ def _privacy(raw: Any) -> PrivacyConfig:
     if raw is None:
         return PrivacyConfig()
     m = _mapping(raw, "privacy")
-    _keys(m, "privacy", required=set(), optional={"epsilon_per_month", "minimum_cohort", "delta", "delta_per_month"})
+    _keys(m, "privacy", required=set(), optional={"epsilon_per_month", "minimum_cohort", "delta", "delta_per_month",
+                                                             "max_entities"})
     eps = m.get("epsilon_per_month", PrivacyConfig.epsilon_per_month)
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
         raise ConfigError(f"privacy.epsilon_per_month: expected a positive number, got {eps!r}")
@@ -288,7 +293,10 @@ def _privacy(raw: Any) -> PrivacyConfig:
         deltas[name] = float(v)
     if deltas["delta"] > deltas["delta_per_month"]:
         raise ConfigError("privacy.delta: one release's δ exceeds privacy.delta_per_month")
-    return PrivacyConfig(epsilon_per_month=float(eps), minimum_cohort=cohort, **deltas)
+    cap = m.get("max_entities", PrivacyConfig.max_entities)
+    if not isinstance(cap, int) or isinstance(cap, bool) or not cohort <= cap <= 10**12:
+        raise ConfigError(f"privacy.max_entities: expected an integer between minimum_cohort and 10¹², got {cap!r}")
+    return PrivacyConfig(epsilon_per_month=float(eps), minimum_cohort=cohort, max_entities=cap, **deltas)
 
 
 def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:

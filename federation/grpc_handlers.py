@@ -101,6 +101,17 @@ def _parsing(from_string: Callable[[bytes], Any], name: str) -> Callable[[bytes]
     return parse
 
 
+def _inspected(parse: Callable[[bytes], Any], inspect: Callable[[Any], str], name: str) -> Callable[[bytes], Any]:
+    def checked(data: bytes) -> Any:
+        request = parse(data)
+        if isinstance(request, Malformed):
+            return request
+        refusal = inspect(request)
+        return Malformed(name, refusal) if refusal else request
+
+    return checked
+
+
 def generic_handler(add_to_server: Callable[[Any, Any], None], servicer: object) -> grpc.GenericRpcHandler:
     """The generic handler a generated ``add_…Servicer_to_server`` builds for ``servicer``, without
     its registering the methods with the server as well. The serving node reaches the services on
@@ -133,28 +144,33 @@ def first_handler(
 
 class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
     """``handler``'s unary-request methods, answering INVALID_ARGUMENT to bytes that do not parse
-    as their request message before the method runs (for thread-pool servers)."""
+    as their request message before the method runs (for thread-pool servers), and to a request
+    that ``inspect`` (if given) refuses: its non-empty answer is the status's details."""
 
-    def __init__(self, handler: grpc.GenericRpcHandler) -> None:
+    def __init__(self, handler: grpc.GenericRpcHandler, inspect: Callable[[Any], str] | None = None) -> None:
         self.handler = handler
+        self.inspect = inspect
         self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         wrapped = self._cache.get(method)
         if wrapped is None:
-            wrapped = self._wrap(self.handler.service(handler_call_details), method)
+            wrapped = self._wrap(self.handler.service(handler_call_details), method, self.inspect)
             if wrapped is not None:  # only the service's own methods: a caller's made-up names are not kept
                 self._cache[method] = wrapped
         return wrapped
 
     @staticmethod
-    def _wrap(h: grpc.RpcMethodHandler | None, method: str) -> grpc.RpcMethodHandler | None:
+    def _wrap(h: grpc.RpcMethodHandler | None, method: str,
+              inspect: Callable[[Any], str] | None) -> grpc.RpcMethodHandler | None:
         if h is None or h.request_streaming or h.request_deserializer is None:
             return h
         owner = getattr(h.request_deserializer, "__self__", None)  # FromString's message class
         name = owner.DESCRIPTOR.full_name if owner is not None else f"request of {method}"
         parse = _parsing(h.request_deserializer, name)
+        if inspect is not None:
+            parse = _inspected(parse, inspect, name)
         behavior = h.unary_stream if h.response_streaming else h.unary_unary
 
         def checked(request: Any, context: grpc.ServicerContext) -> Any:

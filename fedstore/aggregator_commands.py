@@ -63,6 +63,7 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
+    from regions.publishing.budget import BudgetLedger
     from regions.publishing.outbox import send_outbox
     from regions.publishing.publish import outbox_dir
 
@@ -71,7 +72,10 @@ def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
     if not token:
         raise RegionError(f"environment variable {args.token_env} is not set")
     address = args.address or config.aggregator.address
-    results = send_outbox(outbox_dir(region.data_dir), address, token)
+    # a release queued last month moves its spend to this month's budget before it is sent
+    ledger = BudgetLedger(region.data_dir / "privacy_budget.db", region.code,
+                          epsilon_per_month=config.privacy.epsilon_per_month, delta_per_month=config.privacy.delta_per_month)
+    results = send_outbox(outbox_dir(region.data_dir), address, token, ledger=ledger)
     if not results:
         print(f"{region.code}: nothing queued in the outbox")
         return

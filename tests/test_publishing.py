@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -105,7 +106,12 @@ def test_a_submission_holds_no_entity_keys_rows_or_free_text(node):
     assert set(body) == {"submission_id", "region", "period", "created_at", "kind", "status", "start", "end",
                          "features", "suppressed", "accounting"}
     for f in body["features"]:
-        assert set(f) == {"ref", "count", "null_count", "sum", "sum_sq", "histogram"}
+        # the noise scales are public (the centre recomputes ε from them): five numbers, no more
+        assert set(f) == {"ref", "count", "null_count", "sum", "sum_sq", "histogram", "noise"}
+        assert set(f["noise"]) == {"count", "null_count", "histogram", "sum", "sum_sq"}
+    # the id is the region, the kind and a random UUID4: no time, nothing else the region chose
+    assert re.fullmatch(r"my-stats-[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", sid)
+    assert body["start"].endswith("T00:00:00+00:00") and body["end"].endswith("T00:00:00+00:00")
     assert "customer_id" not in text and not any(f'"{c}"' in text for c in ids)
 
 

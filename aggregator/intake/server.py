@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent import futures
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +21,8 @@ from aggregator.errors import (
 )
 from aggregator.global_statistics import merge
 from aggregator.intake.metrics import AggregatorMetrics, rule_of
-from aggregator.intake.validation import valid_period, validate
+from aggregator.intake.validation import check_identity, kind_of, receipt_period, valid_period, validate
+from aggregator.intake.wire import refusal
 from aggregator.registry.service import RegistryServicer
 from aggregator.registry.store import ModelRegistry
 from aggregator.store import AlreadyStored, BudgetRefused, StoredReceipt, SubmissionStore, content_hash
@@ -38,13 +39,20 @@ from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
 
 # threads of the centre's server, and how many of them open reflection streams may hold at once
 WORKERS, REFLECTION_STREAMS = 8, 2
+# The largest request the centre reads. An honest submission is a few kilobytes (every list in it
+# is bounded by the catalog: features, bins, segments, classes); grpc's default, 4 MiB, would let
+# a caller make the centre parse a thousand times that before any rule could refuse it.
+MAX_REQUEST_BYTES = 256 * 1024
+
+# the centre's clock: the month a submission is charged to is the month it is received in
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 # (model name, version, region, metrics, submission id): where a region's evaluation goes once stored
 EvaluationHook = Callable[[str, int, str, dict[str, float], str], None]
-
-
-def _kind(sub: pb.Submission) -> str:
-    return "training" if sub.HasField("training") else "evaluation" if sub.HasField("evaluation") else "features"
 
 
 class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
@@ -55,8 +63,10 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         metrics: AggregatorMetrics | None = None,
         on_evaluation: EvaluationHook | None = None,
         registry: ModelRegistry | None = None,
+        clock: Clock = _utc_now,
     ) -> None:
         self.config = config
+        self.clock = clock
         self.store = store
         self.metrics = metrics or AggregatorMetrics()
         self.on_evaluation = on_evaluation
@@ -74,11 +84,16 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
         caller = self.authenticate(context)
         try:
+            regions = set(self.config.codes)
+            # who may send this id, before the store is asked about it: another region's id gets
+            # the same refusal whether it was ever accepted or not
+            check_identity(request, caller=caller, regions=regions)
             previous = self.store.receipt(request.submission_id)
             if previous is not None:
                 return self._replay(previous, request, caller)
-            validate(request, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
-                     regions=set(self.config.codes))
+            now = self.clock()
+            charge = validate(request, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
+                              regions=regions, now=now)
             if request.HasField("evaluation") and self.registry is not None:
                 try:
                     self.registry.get(request.evaluation.model_name, request.evaluation.model_version)
@@ -86,8 +101,9 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                     raise Rejected(f"rule model: {e}") from None
             try:
                 privacy = self.config.privacy
-                stored = self.store.accept(request, epsilon_limit=privacy.epsilon_per_month,
-                                           delta_limit=privacy.delta_per_month)
+                stored = self.store.accept(request, epsilon=charge.epsilon, delta=charge.delta,
+                                           period=receipt_period(now), accepted_at=now,
+                                           epsilon_limit=privacy.epsilon_per_month, delta_limit=privacy.delta_per_month)
             except AlreadyStored as e:  # a concurrent call with the same id stored it first
                 return self._replay(e.receipt, request, caller)
             except BudgetRefused as e:
@@ -95,9 +111,9 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                     f"rule budget: region {request.region} has spent ε={e.spent:.3f} of "
                     f"{self.config.privacy.epsilon_per_month:.3f} (δ={e.spent_delta:.1e} of "
                     f"{self.config.privacy.delta_per_month:.1e}) in {request.period} by the centre's records; "
-                    f"ε={request.accounting.epsilon:.3f} (δ={request.accounting.delta:.1e}) more is refused"
+                    f"ε={charge.epsilon:.3f} (δ={charge.delta:.1e}) more is refused"
                 ) from None
-            self.metrics.accepted.labels(request.region, _kind(request)).inc()
+            self.metrics.accepted.labels(request.region, kind_of(request)).inc()
             if request.HasField("evaluation"):
                 self._record_evaluation(request)
             return self._receipt(stored, request, replay=False)
@@ -107,7 +123,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             raise
 
     def _replay(self, previous: StoredReceipt, request: pb.Submission, caller: Caller) -> pb.Receipt:
-        """The original receipt for a submission id already stored, if this is the same submission."""
+        """The original receipt for a submission id already stored, if this is the same submission
+        (the caller's identity and the id's region were checked before the store was asked)."""
         if not caller.allows(request.region) or previous.content_sha256 != content_hash(request):
             raise Rejected(f"rule replay: submission id {request.submission_id!r} was accepted with other content")
         self.metrics.replayed.labels(request.region).inc()
@@ -165,20 +182,24 @@ def build_server(
     metrics: AggregatorMetrics | None = None,
     on_evaluation: EvaluationHook | None = None,
     registry_path: Path | None = None,
+    clock: Clock = _utc_now,
 ) -> tuple[grpc.Server, int, SubmissionStore]:
     """The centre's gRPC server: Aggregator and Registry, health checking and reflection (``grpcurl list``).
 
     The model registry lives beside the submission store unless ``registry_path`` says otherwise.
+    ``clock`` is the centre's own time (the month it charges a submission to; tests own it).
     """
     store = SubmissionStore(store_path)
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
-    servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry)
-    # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS),
+                         options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
+    servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry, clock)
+    # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL; so does a
+    # request with fields or enum values its contract does not define (wire.py)
     server.add_generic_rpc_handlers((
-        reject_malformed(generic_handler(aggregator_pb2_grpc.add_AggregatorServicer_to_server, servicer)),
+        reject_malformed(generic_handler(aggregator_pb2_grpc.add_AggregatorServicer_to_server, servicer), refusal),
         reject_malformed(generic_handler(registry_pb2_grpc.add_RegistryServicer_to_server,
-                                         RegistryServicer(registry, servicer.authenticate))),
+                                         RegistryServicer(registry, servicer.authenticate)), refusal),
     ))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)

@@ -1,10 +1,23 @@
 """Every rule a submission must pass before anything of it is stored.
 
-Rules (each rejection names its rule): identity, id and period formats, catalog names only,
-finite numbers, numbers within what any region's entities can give (range), counts at or above
-the minimum cohort, the agreed histogram edges and bin counts,
-histogram totals consistent with the count (within the noise the accounting declares), privacy
-accounting present and plausible. The budget rule needs the store and lives in the servicer.
+Rules (each rejection names its rule), in the order they are checked:
+
+- who: ``region`` (a region of the federation), ``identity`` (the caller may act for it),
+  ``submission_id`` (``<region>-<stats|train|eval>-<random UUID4>``, its kind the content's);
+- when: ``period`` (the centre's own month of receipt, from its clock), ``window`` (whole UTC
+  days, ending no later than the day after receipt, at most a year long);
+- what: ``accounting`` (present), ``mechanism`` (a known value, the one the release kind allows),
+  ``kind``, ``catalog``, ``segment``, ``finite``, ``range``, ``minimum_cohort``, ``non_negative``,
+  ``edges``, ``dimensions``, ``classes``, ``model``;
+- the centre's own accounting (``accounting.py``): ε and δ recomputed with OpenDP from the declared
+  noise scales; a claim that disagrees is ``accounting``;
+- plausibility within the noise (``plausibility.py``): ``population``, ``sum_range``,
+  ``sum_sq_range``, ``variance``, ``histogram_total``, ``view_count``, ``segment_total``,
+  ``training_sums``, ``training_products``, ``training_psd``, each at a false-reject
+  probability of at most 1e-9 on an honest release.
+
+Wire-level rules (unknown fields, unknown enum values) are checked where requests are parsed
+(``wire.py``); the budget needs the store and lives in the servicer.
 """
 
 from __future__ import annotations
@@ -12,8 +25,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
 
 from aggregator.errors import NotAllowed, Rejected
+from aggregator.intake import plausibility
+from aggregator.intake.accounting import Charge, recompute
 from federation import PrivacyConfig
 from federation.statistics import SEGMENTS, FeatureSpec
 from federation.tokens import Caller
@@ -21,19 +37,46 @@ from federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_si
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 # matched whole (fullmatch): "$" would also match before a final newline, and "2026-11\n" would be
-# a month of its own, with a budget of its own
-_ID = re.compile(r"[a-z]{2}-(stats|train|eval)-[0-9A-Za-z-]{1,60}")
+# a month of its own, with a budget of its own. The id is the region's code, the kind, and a random
+# UUID4 (32 hex digits or the canonical form, lower case): 122 random bits and nothing chosen
+# (no time, no counter, no free characters a region could fill with anything else).
+_UUID4 = r"(?:[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}|[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})"
+_ID = re.compile(rf"[a-z]{{2}}-(stats|train|eval)-{_UUID4}")
+_ID_KIND = {"stats": "features", "train": "training", "eval": "evaluation"}
 _MODEL = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
-# how far a noisy histogram total may stray from the noisy count, in noise standard deviations
-_CONSISTENCY_SIGMAS = 8.0
+_DAY = 86_400
+# the longest window a release may describe (a year and a leap day)
+MAX_WINDOW = timedelta(days=366)
 # No region holds a trillion entities. Counts above it, and sums above what that many clipped
 # values (plus noise) can add up to, are refused: what the centre merges from any number of
 # submissions then stays inside int64 (counts) and far from float overflow (sums and their squares).
+# (The federation's own, tighter cap is privacy.max_entities: rule population.)
 MAX_COUNT = 10**12
 # Below this ε per query the noise is a billion times a value's range, and the centre's noise
 # accounting (1 - e^-ε, 0 in floating point below about 1e-16) can no longer be computed.
 MIN_EPSILON_PER_QUERY = 1e-9
+
+
+def kind_of(sub: pb.Submission) -> str:
+    return "training" if sub.HasField("training") else "evaluation" if sub.HasField("evaluation") else "features"
+
+
+def check_identity(sub: pb.Submission, *, caller: Caller, regions: set[str]) -> None:
+    """Who may send this id: checked before the store is asked whether the id exists, so a caller
+    gets the same answer about another region's id whether it was ever accepted or not."""
+    if sub.region not in regions:
+        raise Rejected(f"rule region: unknown region {sub.region!r}")
+    if not caller.allows(sub.region):
+        raise NotAllowed(f"rule identity: caller {caller.name!r} may not submit for region {sub.region}")
+    m = _ID.fullmatch(sub.submission_id)
+    if m is None or not sub.submission_id.startswith(sub.region.lower() + "-"):
+        raise Rejected(f"rule submission_id: {sub.submission_id!r} is not '<region>-<stats|train|eval>-<random uuid4>'")
+
+
+def receipt_period(now: datetime) -> str:
+    """The month the centre charges a submission received at ``now`` to."""
+    return now.astimezone(timezone.utc).strftime("%Y-%m")
 
 
 def validate(
@@ -43,26 +86,23 @@ def validate(
     catalog: dict[str, FeatureSpec],
     privacy: PrivacyConfig,
     regions: set[str],
-) -> None:
-    if sub.region not in regions:
-        raise Rejected(f"rule region: unknown region {sub.region!r}")
-    if not caller.allows(sub.region):
-        raise NotAllowed(f"rule identity: caller {caller.name!r} may not submit for region {sub.region}")
-    if not _ID.fullmatch(sub.submission_id) or not sub.submission_id.startswith(sub.region.lower() + "-"):
-        raise Rejected(f"rule submission_id: {sub.submission_id!r} is not '<region>-<stats|train|eval>-<id>'")
+    now: datetime,
+) -> Charge:
+    """Every rule, in order; the charge the centre computed when all pass."""
+    check_identity(sub, caller=caller, regions=regions)
+    month = receipt_period(now)
     if not _PERIOD.fullmatch(sub.period):
         raise Rejected(f"rule period: {sub.period!r} is not YYYY-MM")
-    if not sub.HasField("window_start") or not sub.HasField("window_end"):
-        raise Rejected("rule window: window_start and window_end are required")
-    try:
-        start, end = sub.window_start.ToDatetime(), sub.window_end.ToDatetime()
-    except (ValueError, OverflowError):
-        raise Rejected("rule window: a window timestamp is out of range") from None
-    if end <= start:
-        raise Rejected("rule window: window_start must be before window_end")
+    if sub.period != month:
+        raise Rejected(f"rule period: claimed {sub.period}, but the centre received it in {month}; a submission is "
+                       "charged to the month it is received in")
+    _window(sub, now)
     acc = sub.accounting if sub.HasField("accounting") else None
     if acc is None or acc.mechanism == pb.MECHANISM_UNSPECIFIED:
         raise Rejected("rule accounting: privacy accounting (mechanism, ε, δ) is missing")
+    if acc.mechanism not in pb.Mechanism.values():
+        raise Rejected(f"rule mechanism: {acc.mechanism} is not a mechanism of the contract "
+                       f"({', '.join(pb.Mechanism.keys()[1:])})")
     if not (_finite(acc.epsilon) and acc.epsilon > 0 and _finite(acc.delta) and 0 <= acc.delta < 1
             and _finite(acc.epsilon_per_query) and MIN_EPSILON_PER_QUERY <= acc.epsilon_per_query <= acc.epsilon):
         raise Rejected(f"rule accounting: ε must be finite and positive, δ in [0, 1), ε per query in "
@@ -80,15 +120,26 @@ def validate(
         raise Rejected("rule kind: a submission carries exactly one of features, training or evaluation")
     if (sub.segments or sub.suppressed_segments) and (sub.HasField("training") or sub.HasField("evaluation")):
         raise Rejected("rule kind: segments belong to a features submission")
-    if sub.HasField("training"):
-        _training(sub.training, privacy)
-        return
-    if sub.HasField("evaluation"):
+    kind = kinds[0]
+    id_kind = _ID_KIND[sub.submission_id.split("-")[1]]
+    if id_kind != kind:
+        raise Rejected(f"rule submission_id: {sub.submission_id!r} names a {id_kind} submission, but it carries {kind}")
+    if kind == "training":
+        d = _training(sub.training, privacy)
+        charge = recompute(sub, kind, catalog)
+        plausibility.training(sub.training, d, max_entities=privacy.max_entities)
+        return charge
+    if kind == "evaluation":
         _evaluation(sub.evaluation, privacy)
-        return
+        charge = recompute(sub, kind, catalog)
+        plausibility.evaluation(sub.evaluation, max_entities=privacy.max_entities)
+        return charge
     if not sub.features:
         raise Rejected("rule features: a submission must carry at least one feature")
-    _features(sub.features, catalog, privacy, acc.epsilon_per_query, where="")
+    _features(sub.features, catalog, privacy, where="")
+    released = {f.ref for f in sub.features}
+    if len(set(sub.suppressed)) != len(sub.suppressed) or released & set(sub.suppressed):
+        raise Rejected("rule catalog: a feature is suppressed twice, or both suppressed and released")
     for ref in sub.suppressed:
         if ref not in catalog:
             raise Rejected(f"rule catalog: suppressed {ref!r} is not in the federation's statistics catalog")
@@ -102,10 +153,44 @@ def validate(
         seen_segments.add((g.dimension, g.value))
         if not g.features:
             raise Rejected(f"rule segment: {g.dimension}={g.value} carries no feature")
-        _features(g.features, catalog, privacy, acc.epsilon_per_query, where=f" in {g.dimension}={g.value}")
+        _features(g.features, catalog, privacy, where=f" in {g.dimension}={g.value}")
+    if len({d for d, _ in seen_segments}) > 1:
+        raise Rejected("rule segment: one submission breaks the region down along one segment dimension")
+    if len(set(sub.suppressed_segments)) != len(sub.suppressed_segments):
+        raise Rejected("rule segment: a segment is suppressed twice")
     for value in sub.suppressed_segments:
         if not any(value in s.values.get(sub.region, ()) for s in SEGMENTS):
             raise Rejected(f"rule segment: suppressed {value!r} is not a segment of region {sub.region} in the catalog")
+        if any(v == value for _, v in seen_segments):
+            raise Rejected(f"rule segment: {value!r} is both released and suppressed")
+    charge = recompute(sub, kind, catalog)
+    for where, fs in [("", sub.features)] + [(f" in {g.dimension}={g.value}", g.features) for g in sub.segments]:
+        for f in fs:
+            plausibility.feature(f, catalog[f.ref], max_entities=privacy.max_entities, where=where)
+        plausibility.view_counts(fs, catalog, where=where)
+    plausibility.segment_totals(sub)
+    return charge
+
+
+def _window(sub: pb.Submission, now: datetime) -> None:
+    if not sub.HasField("window_start") or not sub.HasField("window_end"):
+        raise Rejected("rule window: window_start and window_end are required")
+    for ts in (sub.window_start, sub.window_end):
+        # a time of day or a fraction of a second would be a channel of its own: whole days only
+        if ts.nanos != 0 or ts.seconds % _DAY != 0:
+            raise Rejected("rule window: a window is whole UTC days (its ends at midnight, no fraction of a second)")
+    try:
+        start, end = sub.window_start.ToDatetime(timezone.utc), sub.window_end.ToDatetime(timezone.utc)
+    except (ValueError, OverflowError):
+        raise Rejected("rule window: a window timestamp is out of range") from None
+    if end <= start:
+        raise Rejected("rule window: window_start must be before window_end")
+    if end - start > MAX_WINDOW:
+        raise Rejected(f"rule window: a window is at most {MAX_WINDOW.days} days")
+    received = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    if end > received + timedelta(days=1):
+        raise Rejected(f"rule window: it ends {end:%Y-%m-%d}, after the day it was received ({received:%Y-%m-%d}): "
+                       "statistics of days that have not happened")
 
 
 def valid_period(period: str) -> bool:
@@ -121,7 +206,7 @@ def _segment_values(dimension: str, region: str) -> tuple[str, ...]:
 
 
 def _features(features: Iterable[pb.FeatureStatistics], catalog: dict[str, FeatureSpec], privacy: PrivacyConfig,
-              eps_q: float, *, where: str) -> None:
+              *, where: str) -> None:
     seen: set[str] = set()
     for f in features:
         spec = catalog.get(f.ref)
@@ -144,13 +229,9 @@ def _features(features: Iterable[pb.FeatureStatistics], catalog: dict[str, Featu
             raise Rejected(f"rule edges: {f.ref}{where} histogram edges differ from the agreed edges")
         if len(f.histogram) != spec.bins:
             raise Rejected(f"rule edges: {f.ref}{where} has {len(f.histogram)} bins, the catalog {spec.bins}")
-        # noisy totals differ by the noise only; Laplace with scale 1/ε_q has variance 2/ε_q²
-        sigma = math.sqrt(2) / eps_q * math.sqrt(spec.bins + 1)
-        if abs(sum(f.histogram) - f.count) > _CONSISTENCY_SIGMAS * sigma + 1:
-            raise Rejected(f"rule consistency: {f.ref}{where} histogram total {sum(f.histogram)} does not match count {f.count}")
 
 
-def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> None:
+def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> int:
     spec = next((s for s in TRAINING_SPECS if s.feature_service == t.feature_service), None)
     if spec is None:
         raise Rejected(f"rule catalog: {t.feature_service!r} is not a training spec of the federation")
@@ -173,6 +254,7 @@ def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> None:
             raise Rejected(f"rule range: class {c.label} has a number beyond what {MAX_COUNT:,} examples can give")
         if c.n < privacy.minimum_cohort:
             raise Rejected(f"rule minimum_cohort: class {c.label} has n {c.n:.1f} < {privacy.minimum_cohort}")
+    return d
 
 
 def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig) -> None:

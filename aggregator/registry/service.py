@@ -18,6 +18,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from aggregator.errors import AggregatorError, NotAllowed, NotFound, Rejected
 from aggregator.registry.model import DeploymentEvent, ModelVersion
 from aggregator.registry.store import ModelRegistry
+from aggregator.registry.text import (
+    check_model_name,
+    check_stage,
+    check_why,
+    storable_name,
+    storable_stage,
+    storable_why,
+)
 from federation.grpc_handlers import status_details
 from federation.tokens import Caller
 from proto.fedstore.registry.v1 import registry_pb2 as pb
@@ -88,28 +96,45 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             raise
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
-        return self._run(context, lambda _: pb.ListModelsResponse(
-            models=[version_to_proto(m) for m in self.registry.list(request.name or None)]))
+        def work(_: Caller) -> pb.ListModelsResponse:
+            check_model_name(request.name, optional=True)
+            return pb.ListModelsResponse(models=[version_to_proto(m) for m in self.registry.list(request.name or None)])
+        return self._run(context, work)
 
     def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.ModelVersion:
-        return self._run(context, lambda _: version_to_proto(self.registry.get(request.name, request.version)))
+        def work(_: Caller) -> pb.ModelVersion:
+            check_model_name(request.name)
+            return version_to_proto(self.registry.get(request.name, request.version))
+        return self._run(context, work)
 
+    # A reason that breaks rule free_text is refused before anything reads it, and the refusal's
+    # entry on the trail holds a fixed note in its place (text/storable_why), never the text itself.
     def Promote(self, request: pb.PromoteRequest, context: grpc.ServicerContext) -> pb.DeploymentEvent:
-        return self._run(context, lambda caller: event_to_proto(self.registry.promote(
-            request.name, request.version, request.region, request.stage, who=caller.name, why=request.why)),
-            region=request.region, change=lambda caller, reason: self.registry.record_refusal(
-                "promote", request.region, request.stage, request.name, request.version, who=caller.name,
-                why=request.why, reason=reason))
+        def work(caller: Caller) -> pb.DeploymentEvent:
+            check_why(request.why)
+            check_stage(request.stage)
+            check_model_name(request.name)
+            return event_to_proto(self.registry.promote(
+                request.name, request.version, request.region, request.stage, who=caller.name, why=request.why))
+        return self._run(context, work, region=request.region, change=lambda caller, reason: self.registry.record_refusal(
+            "promote", request.region, storable_stage(request.stage), storable_name(request.name), request.version,
+            who=caller.name, why=storable_why(request.why), reason=reason))
 
     def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.DeploymentEvent:
-        return self._run(context, lambda caller: event_to_proto(self.registry.rollback(
-            request.region, request.stage, who=caller.name, why=request.why)), region=request.region,
-            change=lambda caller, reason: self.registry.record_refusal(
-                "rollback", request.region, request.stage, "", 0, who=caller.name, why=request.why, reason=reason))
+        def work(caller: Caller) -> pb.DeploymentEvent:
+            check_why(request.why)
+            check_stage(request.stage)
+            return event_to_proto(self.registry.rollback(request.region, request.stage, who=caller.name, why=request.why))
+        return self._run(context, work, region=request.region, change=lambda caller, reason: self.registry.record_refusal(
+            "rollback", request.region, storable_stage(request.stage), "", 0, who=caller.name, why=storable_why(request.why),
+            reason=reason))
 
     def GetAudit(self, request: pb.GetAuditRequest, context: grpc.ServicerContext) -> pb.AuditTrail:
-        return self._run(context, lambda _: pb.AuditTrail(events=[
-            event_to_proto(e) for e in self.registry.audit(request.region or None, request.name or None)]))
+        def work(_: Caller) -> pb.AuditTrail:
+            check_model_name(request.name, optional=True)
+            return pb.AuditTrail(events=[
+                event_to_proto(e) for e in self.registry.audit(request.region or None, request.name or None)])
+        return self._run(context, work)
 
     def GetDeployment(self, request: pb.GetDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
         def work(_: Caller) -> pb.Deployment:

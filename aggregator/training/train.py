@@ -8,6 +8,7 @@ import re
 from aggregator.errors import Rejected
 from aggregator.registry.model import ModelCandidate
 from aggregator.registry.store import ModelRegistry
+from aggregator.registry.text import check_model_name
 from aggregator.store import SubmissionStore
 from aggregator.training.pooled import pool
 from aggregator.training.strategy import make_strategy
@@ -35,6 +36,7 @@ def train(
     store: SubmissionStore, request: pb.TrainRequest, *, registry: ModelRegistry | None = None, who: str = ""
 ) -> pb.TrainResult:
     """Fit, and register the result as the next version of its name when the centre keeps a registry."""
+    check_model_name(request.model_name, optional=True)  # before any work: the name is kept
     model, submissions, eps, n = fit(store, request)
     strategy = model.metadata.get("strategy", request.strategy)
     name = request.model_name or f"{model.feature_service}_{strategy}"

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 
 import opendp.prelude as dp
 
+from federation.privacy_maps import QUERY_NAMES, feature_queries, laplace, space
 from federation.statistics import FeatureSpec
 from regions.publishing.statistics import FeatureStatistics, RegionStatistics
 
 # honest-but-curious: the stability maps of the reads below are ours (see the module docstring)
 dp.enable_features("contrib", "honest-but-curious")
 
-QUERY_NAMES = ("count", "null_count", "histogram", "sum", "sum_sq")
 QUERIES_PER_FEATURE = len(QUERY_NAMES)
 
 
@@ -43,6 +43,7 @@ class NoisyFeature:
     sum: float
     sum_sq: float
     histogram: tuple[int, ...]
+    noise: dict[str, float]  # per query: the Laplace scale its noise was drawn with (the centre recomputes ε from it)
 
 
 @dataclass(frozen=True)
@@ -68,22 +69,18 @@ class AnonymisedStatistics:
 # The input of every query: a region's exact statistics, keyed (feature ref, query name); neighbours
 # differ by one entity (symmetric distance 1).
 _STATISTICS = dp.user_domain("ExactRegionStatistics", lambda x: isinstance(x, dict))
-_SPACES = {
-    "int": (dp.atom_domain(T=int), dp.absolute_distance(T=int)),
-    "vector": (dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int)),
-    "float": (dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)),
-}
 
 
 def _query(key: tuple[str, str], kind: str, sensitivity: float, scale: float) -> dp.Measurement:
-    """Read one number from the exact statistics, then add OpenDP's Laplace noise to it."""
-    domain, metric = _SPACES[kind]
+    """Read one number from the exact statistics, then add OpenDP's Laplace noise to it (the
+    mechanism ``federation.privacy_maps`` names, which the centre recomputes the cost of)."""
+    domain, metric = space(kind)
     to_distance = float if kind == "float" else int
     read = dp.t.make_user_transformation(
         _STATISTICS, dp.symmetric_distance(), domain, metric,
         lambda stats: stats[key], lambda d_in: to_distance(d_in * sensitivity),
     )
-    return read >> dp.m.make_laplace(domain, metric, scale=scale)
+    return read >> laplace(kind, scale)
 
 
 def _per_query(epsilon: float, features: int) -> float:
@@ -114,17 +111,11 @@ def anonymise(
     queries, keys = [], []
     scales: dict[str, dict[str, float]] = {}
     for f in stats.features:
-        spec = specs[f.ref]
-        sens_sum, sens_sq = spec.sum_sensitivity, spec.sum_sq_sensitivity
-        plan = {
-            "count": ("int", 1, f.count),
-            "null_count": ("int", 1, f.null_count),
-            "histogram": ("vector", 1, list(f.histogram)),
-            "sum": ("float", float(sens_sum), float(f.sum)),
-            "sum_sq": ("float", float(sens_sq), float(f.sum_sq)),
-        }
+        exact_values = {"count": f.count, "null_count": f.null_count, "histogram": list(f.histogram),
+                        "sum": float(f.sum), "sum_sq": float(f.sum_sq)}
         scales[f.ref] = {}
-        for name, (kind, sensitivity, value) in plan.items():
+        for name, (kind, sensitivity) in feature_queries(specs[f.ref]).items():
+            value = exact_values[name]
             scale = sensitivity / eps_q
             exact[(f.ref, name)] = value
             queries.append(_query((f.ref, name), kind, sensitivity, scale))
@@ -144,6 +135,7 @@ def anonymise(
             ref=f.ref, count=int(noisy["count"]), null_count=max(int(noisy["null_count"]), 0),
             sum=float(noisy["sum"]), sum_sq=max(float(noisy["sum_sq"]), 0.0),
             histogram=tuple(max(int(h), 0) for h in noisy["histogram"]),  # post-processing is free
+            noise=dict(scales[f.ref]),
         ))
     return AnonymisedStatistics(
         region=stats.region,

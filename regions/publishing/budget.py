@@ -81,3 +81,29 @@ class BudgetLedger:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def carry(self, submission_id: str, when: datetime) -> str:
+        """Move a queued submission's spend to the month of ``when`` (its sending), if that month's
+        budget holds it; returns the month. The centre charges a submission to its own month of
+        receipt, so a release queued in one month and sent in the next is spent in the next one
+        here as well. Raises BudgetExceeded (the spend stays where it was) when it does not fit."""
+        period = self.period(when)
+        with closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT period, epsilon, delta FROM spends WHERE submission_id=?",
+                                 (submission_id,)).fetchone()
+                if row is not None and row[0] != period:
+                    total, total_delta = db.execute(
+                        "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM spends WHERE period=?",
+                        (period,)).fetchone()
+                    if total + row[1] > self.limit + 1e-12 or total_delta + row[2] > self.delta_limit * (1 + 1e-9):
+                        raise BudgetExceeded(
+                            f"region {self.region}: {submission_id} was queued in {row[0]} and is sent in {period}, "
+                            f"whose budget has ε={max(self.limit - total, 0):.3f} left of the ε={row[1]:.3f} it needs")
+                    db.execute("UPDATE spends SET period=? WHERE submission_id=?", (period, submission_id))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return period

@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import opendp.prelude as dp
 
+from federation.privacy_maps import evaluation_mechanism, evaluation_scale
 from federation.training import LABELS, SCORE_EDGES, LinearModel
 from regions.publishing.examples import LabelledExamples
-
-dp.enable_features("contrib")
 
 
 @dataclass(frozen=True)
@@ -42,23 +40,9 @@ def score_histograms(model: LinearModel, name: str, ex: LabelledExamples) -> Sco
     return ScoreHistograms(name, {c: tuple(int(v) for v in np.bincount(idx[ex.y == c], minlength=bins)) for c in LABELS})
 
 
-_SPACE = dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int)  # the score histograms, L1
-
-
-def evaluation_scale(epsilon: float) -> float:
-    """The Laplace scale OpenDP certifies for ε on the score histograms; ValueError when no finite
-    scale does (a tiny ε, 1e-30 say): to check before any budget is spent."""
-    if not epsilon > 0:
-        raise ValueError("epsilon must be positive")
-    try:
-        return float(dp.binary_search_param(lambda s: dp.m.make_laplace(*_SPACE, scale=s), d_in=1, d_out=epsilon))
-    except dp.OpenDPException:
-        raise ValueError(f"no finite noise scale gives epsilon {epsilon:g}") from None
-
-
 def release_evaluation(exact: ScoreHistograms, *, epsilon: float, minimum_cohort: int) -> EvaluationRelease:
     scale = evaluation_scale(epsilon)
-    measurement = dp.m.make_laplace(*_SPACE, scale=scale)
+    measurement = evaluation_mechanism(scale)
     spent = float(measurement.map(1))
     vector = [v for c in LABELS for v in exact.counts[c]]
     noisy = [max(int(v), 0) for v in measurement(vector)]  # clamping is post-processing

@@ -2,6 +2,12 @@
 
 Each file keeps its submission id, so a retry after a lost reply is recognised by the centre as a
 replay (it answers with the original receipt) and never counted twice.
+
+At a month boundary: the centre charges every submission to its own month of receipt and rejects
+a claimed period that differs. A submission queued in one month and sent in a later one is
+therefore re-dated before it is sent: its spend moves to the sending month in the region's budget
+ledger (when that month's budget holds it; else it stays queued, held for budget) and its period
+becomes that month. Its noise, drawn at publishing, is unchanged: only which month pays for it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -22,6 +28,7 @@ from federation.statistics import CATALOG
 from federation.training import SCORE_EDGES
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from regions.publishing.budget import BudgetExceeded, BudgetLedger
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 # the centre failed while handling it (a bug, its store broken): no verdict on the submission, so it
@@ -48,21 +55,22 @@ def to_proto(body: dict) -> pb.Submission:
     start.FromDatetime(datetime.fromisoformat(body["start"]))
     end.FromDatetime(datetime.fromisoformat(body["end"]))
     acc = body["accounting"]
+    scales = acc.get("scales", {})  # files queued before each feature carried its own noise scales
     return pb.Submission(
         submission_id=body["submission_id"],
         region=body["region"],
         period=body["period"],
         window_start=start,
         window_end=end,
-        features=[_feature(f, edges) for f in body["features"]],
+        features=[_feature(f, edges, scales.get(f["ref"])) for f in body["features"]],
         suppressed=body["suppressed"],
         accounting=pb.PrivacyAccounting(
             mechanism=pb.GAUSSIAN if acc["mechanism"].startswith("gaussian") else pb.LAPLACE,
             epsilon=acc["epsilon"], delta=acc["delta"],
             epsilon_per_query=acc["epsilon_per_query"], minimum_cohort=acc["minimum_cohort"],
         ),
-        training=_training(body.get("training")),
-        evaluation=_evaluation(body.get("evaluation")),
+        training=_training(body.get("training"), scales.get("training", {}).get("n", 0.0)),
+        evaluation=_evaluation(body.get("evaluation"), scales.get("evaluation", {}).get("histograms", 0.0)),
         segments=[pb.SegmentStatistics(dimension=g["dimension"], value=g["value"],
                                        features=[_feature(f, edges) for f in g["features"]])
                   for g in body.get("segments", [])],
@@ -70,27 +78,48 @@ def to_proto(body: dict) -> pb.Submission:
     )
 
 
-def _feature(f: dict, edges: dict) -> pb.FeatureStatistics:
+def _feature(f: dict, edges: dict, scales: dict | None = None) -> pb.FeatureStatistics:
+    noise = f.get("noise") or scales or {}
     return pb.FeatureStatistics(ref=f["ref"], count=f["count"], null_count=f["null_count"], sum=f["sum"],
-                                sum_sq=f["sum_sq"], histogram=f["histogram"], edges=list(edges.get(f["ref"], ())))
+                                sum_sq=f["sum_sq"], histogram=f["histogram"], edges=list(edges.get(f["ref"], ())),
+                                noise=pb.NoiseScales(**noise))
 
 
-def _training(t: dict | None) -> pb.TrainingStatistics | None:
+def _training(t: dict | None, scale: float) -> pb.TrainingStatistics | None:
     if not t:
         return None
     return pb.TrainingStatistics(
         feature_service=t["feature_service"], label=t["label"], features=t["features"],
         classes=[pb.ClassStatistics(label=c["label"], n=c["n"], sum_x=c["sum_x"], xtx=c["xtx"]) for c in t["classes"]],
+        noise_scale=t.get("noise_scale", scale),
     )
 
 
-def _evaluation(e: dict | None) -> pb.Evaluation | None:
+def _evaluation(e: dict | None, scale: float) -> pb.Evaluation | None:
     if not e:
         return None
     return pb.Evaluation(
         model_name=e["model_name"], model_version=e["model_version"], score_edges=list(SCORE_EDGES),
         classes=[pb.ScoreHistogram(label=int(k), counts=v) for k, v in sorted(e["counts"].items())],
+        noise_scale=e.get("noise_scale", scale),
     )
+
+
+def redate(path: Path, body: dict, now: datetime, ledger: BudgetLedger | None) -> str:
+    """Give a queued submission the month it is sent in (see the module docstring); "" when it may
+    be sent, else why it stays queued. Without a ledger (a caller that keeps none) only the period
+    changes: the centre counts the month's budget either way."""
+    period = BudgetLedger.period(now)
+    if body["period"] == period:
+        return ""
+    if ledger is not None:
+        try:
+            ledger.carry(body["submission_id"], now)
+        except BudgetExceeded as e:
+            return f"queued: held for budget: {e}"
+    body.update(period=period, queued_in=body.get("queued_in", body["period"]))
+    _write(path, body)
+    return ""
 
 
 def send_outbox(
@@ -100,6 +129,8 @@ def send_outbox(
     *,
     backoff: Backoff = Backoff(),
     sleep: Callable[[float], None] = time.sleep,
+    ledger: BudgetLedger | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[tuple[str, str]]:
     """Send every queued submission; returns (submission id, outcome) pairs.
 
@@ -107,6 +138,7 @@ def send_outbox(
     retried), "queued: <reason>" (the aggregator was unreachable after every attempt, or failed
     while handling it; once it was unreachable, the submissions after it are not tried this run),
     "unreadable: <reason>" (a file in the outbox that is no submission; the others are sent).
+    A submission queued in an earlier month is re-dated to the sending month first (``redate``).
     """
     results = []
     unreachable = ""
@@ -116,6 +148,11 @@ def send_outbox(
             try:
                 body = json.loads(path.read_text())
                 if body.get("status") != "queued":
+                    continue
+                to_proto(body)  # a file that is no submission is named before anything is changed
+                held = redate(path, body, clock(), ledger)
+                if held:
+                    results.append((body["submission_id"], held))
                     continue
                 request = to_proto(body)  # a file that parses but lacks a field is no submission either
             except (ValueError, AttributeError, TypeError) as e:  # one damaged file must not stop the others

@@ -45,6 +45,12 @@ def outbox_dir(data_dir: Path) -> Path:
     return data_dir / "outbox"
 
 
+def whole_day(when: datetime) -> datetime:
+    """The UTC midnight at or before ``when``: a window is whole days, so its ends carry nothing but
+    a date (a time of day, or nanoseconds, would be a channel of its own to the centre)."""
+    return when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def publish_statistics(
     node: RegionNode,
     privacy: PrivacyConfig,
@@ -57,7 +63,7 @@ def publish_statistics(
 ) -> tuple[str, AnonymisedStatistics, Path]:
     _positive(epsilon)
     now = datetime.now(UTC)
-    end = end or now
+    end = whole_day(end or now)
     start = end - timedelta(days=days)
     stats = compute_statistics(node, catalog, start, end)
     if not any(f.count or f.null_count for f in stats.features):
@@ -105,7 +111,7 @@ def publish_training_statistics(
 ) -> tuple[str, TrainingRelease, Path]:
     _positive(epsilon)
     now = datetime.now(UTC)
-    end = end or now
+    end = whole_day(end or now)
     start = end - timedelta(days=days)
     exact = class_statistics(labelled_examples(node, spec, start, end), spec.feature_service, spec.label)
     submission_id = _spend(node, privacy, "train", epsilon, privacy.delta, now)
@@ -113,7 +119,7 @@ def publish_training_statistics(
     assert released.epsilon <= epsilon * (1 + 1e-6) and released.delta <= privacy.delta * (1 + 1e-9)
     body = _header(node, submission_id, now, "training", status="queued" if released.statistics else "suppressed")
     body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
-                training=asdict(released.statistics) if released.statistics else None,
+                training={**asdict(released.statistics), "noise_scale": released.scale} if released.statistics else None,
                 accounting=_accounting("gaussian", released.epsilon, released.delta, released.epsilon,
                                        privacy.minimum_cohort, {"training": released.scales}))
     return submission_id, released, _queue(node, body)
@@ -135,7 +141,7 @@ def publish_evaluation(
     if tuple(model.features) != spec.features:
         raise RegionError(f"model {name} v{version} uses other features than training spec {spec.feature_service}")
     now = datetime.now(UTC)
-    end = end or now
+    end = whole_day(end or now)
     start = end - timedelta(days=days)
     exact = score_histograms(model, f"{name}:{version}", labelled_examples(node, spec, start, end))
     try:
@@ -147,7 +153,7 @@ def publish_evaluation(
     released = release_evaluation(exact, epsilon=epsilon, minimum_cohort=privacy.minimum_cohort)
     body = _header(node, submission_id, now, "evaluation", status="queued" if released.histograms else "suppressed")
     body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
-                evaluation={"model_name": name, "model_version": version,
+                evaluation={"model_name": name, "model_version": version, "noise_scale": released.scale,
                             "counts": {str(k): list(v) for k, v in released.histograms.counts.items()}}
                 if released.histograms else None,
                 accounting=_accounting("laplace", released.epsilon, 0.0, released.epsilon, privacy.minimum_cohort,
@@ -163,7 +169,9 @@ def _positive(epsilon: float) -> None:
 def _spend(node: RegionNode, privacy: PrivacyConfig, kind: str, epsilon: float, delta: float, now: datetime) -> str:
     ledger = BudgetLedger(node.data_dir / "privacy_budget.db", node.code, epsilon_per_month=privacy.epsilon_per_month,
                           delta_per_month=privacy.delta_per_month)
-    submission_id = f"{node.code.lower()}-{kind}-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    # a random UUID and nothing else: an id that told the time, or anything the region chose, would
+    # carry information to the centre beside the statistics (the centre enforces the format)
+    submission_id = f"{node.code.lower()}-{kind}-{uuid.uuid4().hex}"
     ledger.spend(submission_id, epsilon, now, delta)
     return submission_id
 

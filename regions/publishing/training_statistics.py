@@ -15,12 +15,11 @@ trained without both classes, and a partial release would only spend budget.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
-import opendp.prelude as dp
 
+from federation.privacy_maps import gaussian, gaussian_scale
 from federation.training import (
     BLOCK_WEIGHTS,
     LABELS,
@@ -30,8 +29,6 @@ from federation.training import (
     triangle,
 )
 from regions.publishing.examples import LabelledExamples
-
-dp.enable_features("contrib")
 
 
 @dataclass(frozen=True)
@@ -74,17 +71,6 @@ def class_statistics(ex: LabelledExamples, feature_service: str, label: str) -> 
     return TrainingStatistics(feature_service, label, ex.features, tuple(classes))
 
 
-def _gaussian(scale: float, delta: float) -> dp.Measurement:
-    space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
-    return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(dp.m.make_gaussian(*space, scale=scale)), delta)
-
-
-@functools.lru_cache(maxsize=64)  # a pure function whose binary search builds ~100 measurements
-def gaussian_scale(d: int, epsilon: float, delta: float) -> float:
-    """The smallest noise scale OpenDP certifies for (ε, δ) at this dimension's sensitivity."""
-    return float(dp.binary_search_param(lambda s: _gaussian(s, delta), d_in=l2_sensitivity(d), d_out=(epsilon, delta)))
-
-
 def release_training(
     exact: TrainingStatistics, *, epsilon: float, delta: float, minimum_cohort: int
 ) -> TrainingRelease:
@@ -92,7 +78,7 @@ def release_training(
         raise ValueError("a Gaussian release needs ε > 0 and 0 < δ < 1")
     d = len(exact.features)
     scale = gaussian_scale(d, epsilon, delta)
-    measurement = _gaussian(scale, delta)
+    measurement = gaussian(scale, delta)  # the mechanism the centre recomputes (ε, δ) of
     spent_eps, spent_delta = measurement.map(l2_sensitivity(d))  # OpenDP's own accounting
     weights = np.tile(block_weights(d), len(exact.classes))
     vector = np.array([v for c in exact.classes for v in (c.n, *c.sum_x, *c.xtx)]) * weights

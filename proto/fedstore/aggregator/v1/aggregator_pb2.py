@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstore/aggregator/v1/aggregator.proto\x12\x16\x66\x65\x64store.aggregator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x01\n\x11PrivacyAccounting\x12\x34\n\tmechanism\x18\x01 \x01(\x0e\x32!.fedstore.aggregator.v1.Mechanism\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x19\n\x11\x65psilon_per_query\x18\x04 \x01(\x01\x12\x16\n\x0eminimum_cohort\x18\x05 \x01(\x03\"\x82\x01\n\x11\x46\x65\x61tureStatistics\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x12\n\nnull_count\x18\x03 \x01(\x03\x12\x0b\n\x03sum\x18\x04 \x01(\x01\x12\x0e\n\x06sum_sq\x18\x05 \x01(\x01\x12\x11\n\thistogram\x18\x06 \x03(\x03\x12\r\n\x05\x65\x64ges\x18\x07 \x03(\x01\"\x85\x04\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0e\n\x06period\x18\x03 \x01(\t\x12\x30\n\x0cwindow_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x08\x66\x65\x61tures\x18\x06 \x03(\x0b\x32).fedstore.aggregator.v1.FeatureStatistics\x12\x12\n\nsuppressed\x18\x07 \x03(\t\x12=\n\naccounting\x18\x08 \x01(\x0b\x32).fedstore.aggregator.v1.PrivacyAccounting\x12<\n\x08training\x18\t \x01(\x0b\x32*.fedstore.aggregator.v1.TrainingStatistics\x12\x36\n\nevaluation\x18\n \x01(\x0b\x32\".fedstore.aggregator.v1.Evaluation\x12;\n\x08segments\x18\x0b \x03(\x0b\x32).fedstore.aggregator.v1.SegmentStatistics\x12\x1b\n\x13suppressed_segments\x18\x0c \x03(\t\"r\n\x11SegmentStatistics\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12;\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32).fedstore.aggregator.v1.FeatureStatistics\"G\n\x0f\x43lassStatistics\x12\r\n\x05label\x18\x01 \x01(\x03\x12\t\n\x01n\x18\x02 \x01(\x01\x12\r\n\x05sum_x\x18\x03 \x03(\x01\x12\x0b\n\x03xtx\x18\x04 \x03(\x01\"\x88\x01\n\x12TrainingStatistics\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\x38\n\x07\x63lasses\x18\x04 \x03(\x0b\x32\'.fedstore.aggregator.v1.ClassStatistics\"/\n\x0eScoreHistogram\x12\r\n\x05label\x18\x01 \x01(\x03\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x03\"\x85\x01\n\nEvaluation\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x13\n\x0bscore_edges\x18\x03 \x03(\x01\x12\x37\n\x07\x63lasses\x18\x04 \x03(\x0b\x32&.fedstore.aggregator.v1.ScoreHistogram\"\x96\x01\n\x07Receipt\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x12\n\nreceipt_id\x18\x02 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06replay\x18\x04 \x01(\x08\x12\x1f\n\x17\x65psilon_spent_in_period\x18\x05 \x01(\x01\",\n\x1aGetGlobalStatisticsRequest\x12\x0e\n\x06period\x18\x01 \x01(\t\"3\n\x12RegionContribution\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\x8e\x02\n\rGlobalFeature\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x10\n\x08variance\x18\x04 \x01(\x01\x12\r\n\x05\x65\x64ges\x18\x05 \x03(\x01\x12\x11\n\thistogram\x18\x06 \x03(\x03\x12;\n\x07regions\x18\x07 \x03(\x0b\x32*.fedstore.aggregator.v1.RegionContribution\x12\x1a\n\rmean_noise_sd\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11variance_noise_sd\x18\t \x01(\x01H\x01\x88\x01\x01\x42\x10\n\x0e_mean_noise_sdB\x14\n\x12_variance_noise_sd\"s\n\x0cTrainRequest\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x0e\n\x06period\x18\x04 \x01(\t\x12\x14\n\x0cridge_lambda\x18\x05 \x01(\x01\"\xdb\x02\n\x0bTrainResult\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x04 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x0f\n\x07weights\x18\x06 \x03(\x01\x12\x11\n\tintercept\x18\x07 \x01(\x01\x12\x0c\n\x04link\x18\x08 \x01(\t\x12\x13\n\x0bsubmissions\x18\t \x03(\t\x12S\n\x11\x65psilon_by_region\x18\n \x03(\x0b\x32\x38.fedstore.aggregator.v1.TrainResult.EpsilonByRegionEntry\x12\x10\n\x08\x65xamples\x18\x0b \x01(\x01\x1a\x36\n\x14\x45psilonByRegionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"`\n\x10GlobalStatistics\x12\x37\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32%.fedstore.aggregator.v1.GlobalFeature\x12\x13\n\x0bsubmissions\x18\x02 \x03(\t*A\n\tMechanism\x12\x19\n\x15MECHANISM_UNSPECIFIED\x10\x00\x12\x0b\n\x07LAPLACE\x10\x01\x12\x0c\n\x08GAUSSIAN\x10\x02\x32\xa4\x02\n\nAggregator\x12M\n\x06Submit\x12\".fedstore.aggregator.v1.Submission\x1a\x1f.fedstore.aggregator.v1.Receipt\x12s\n\x13GetGlobalStatistics\x12\x32.fedstore.aggregator.v1.GetGlobalStatisticsRequest\x1a(.fedstore.aggregator.v1.GlobalStatistics\x12R\n\x05Train\x12$.fedstore.aggregator.v1.TrainRequest\x1a#.fedstore.aggregator.v1.TrainResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fedstore/aggregator/v1/aggregator.proto\x12\x16\x66\x65\x64store.aggregator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x01\n\x11PrivacyAccounting\x12\x34\n\tmechanism\x18\x01 \x01(\x0e\x32!.fedstore.aggregator.v1.Mechanism\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x19\n\x11\x65psilon_per_query\x18\x04 \x01(\x01\x12\x16\n\x0eminimum_cohort\x18\x05 \x01(\x03\"\xb6\x01\n\x11\x46\x65\x61tureStatistics\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x12\n\nnull_count\x18\x03 \x01(\x03\x12\x0b\n\x03sum\x18\x04 \x01(\x01\x12\x0e\n\x06sum_sq\x18\x05 \x01(\x01\x12\x11\n\thistogram\x18\x06 \x03(\x03\x12\r\n\x05\x65\x64ges\x18\x07 \x03(\x01\x12\x32\n\x05noise\x18\x08 \x01(\x0b\x32#.fedstore.aggregator.v1.NoiseScales\"`\n\x0bNoiseScales\x12\r\n\x05\x63ount\x18\x01 \x01(\x01\x12\x12\n\nnull_count\x18\x02 \x01(\x01\x12\x11\n\thistogram\x18\x03 \x01(\x01\x12\x0b\n\x03sum\x18\x04 \x01(\x01\x12\x0e\n\x06sum_sq\x18\x05 \x01(\x01\"\x85\x04\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0e\n\x06period\x18\x03 \x01(\t\x12\x30\n\x0cwindow_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x08\x66\x65\x61tures\x18\x06 \x03(\x0b\x32).fedstore.aggregator.v1.FeatureStatistics\x12\x12\n\nsuppressed\x18\x07 \x03(\t\x12=\n\naccounting\x18\x08 \x01(\x0b\x32).fedstore.aggregator.v1.PrivacyAccounting\x12<\n\x08training\x18\t \x01(\x0b\x32*.fedstore.aggregator.v1.TrainingStatistics\x12\x36\n\nevaluation\x18\n \x01(\x0b\x32\".fedstore.aggregator.v1.Evaluation\x12;\n\x08segments\x18\x0b \x03(\x0b\x32).fedstore.aggregator.v1.SegmentStatistics\x12\x1b\n\x13suppressed_segments\x18\x0c \x03(\t\"r\n\x11SegmentStatistics\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12;\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32).fedstore.aggregator.v1.FeatureStatistics\"G\n\x0f\x43lassStatistics\x12\r\n\x05label\x18\x01 \x01(\x03\x12\t\n\x01n\x18\x02 \x01(\x01\x12\r\n\x05sum_x\x18\x03 \x03(\x01\x12\x0b\n\x03xtx\x18\x04 \x03(\x01\"\x9d\x01\n\x12TrainingStatistics\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\x38\n\x07\x63lasses\x18\x04 \x03(\x0b\x32\'.fedstore.aggregator.v1.ClassStatistics\x12\x13\n\x0bnoise_scale\x18\x05 \x01(\x01\"/\n\x0eScoreHistogram\x12\r\n\x05label\x18\x01 \x01(\x03\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x03\"\x9a\x01\n\nEvaluation\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x13\n\x0bscore_edges\x18\x03 \x03(\x01\x12\x37\n\x07\x63lasses\x18\x04 \x03(\x0b\x32&.fedstore.aggregator.v1.ScoreHistogram\x12\x13\n\x0bnoise_scale\x18\x05 \x01(\x01\"\x96\x01\n\x07Receipt\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x12\n\nreceipt_id\x18\x02 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06replay\x18\x04 \x01(\x08\x12\x1f\n\x17\x65psilon_spent_in_period\x18\x05 \x01(\x01\",\n\x1aGetGlobalStatisticsRequest\x12\x0e\n\x06period\x18\x01 \x01(\t\"3\n\x12RegionContribution\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\x8e\x02\n\rGlobalFeature\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x10\n\x08variance\x18\x04 \x01(\x01\x12\r\n\x05\x65\x64ges\x18\x05 \x03(\x01\x12\x11\n\thistogram\x18\x06 \x03(\x03\x12;\n\x07regions\x18\x07 \x03(\x0b\x32*.fedstore.aggregator.v1.RegionContribution\x12\x1a\n\rmean_noise_sd\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11variance_noise_sd\x18\t \x01(\x01H\x01\x88\x01\x01\x42\x10\n\x0e_mean_noise_sdB\x14\n\x12_variance_noise_sd\"s\n\x0cTrainRequest\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x0e\n\x06period\x18\x04 \x01(\t\x12\x14\n\x0cridge_lambda\x18\x05 \x01(\x01\"\xdb\x02\n\x0bTrainResult\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x04 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x0f\n\x07weights\x18\x06 \x03(\x01\x12\x11\n\tintercept\x18\x07 \x01(\x01\x12\x0c\n\x04link\x18\x08 \x01(\t\x12\x13\n\x0bsubmissions\x18\t \x03(\t\x12S\n\x11\x65psilon_by_region\x18\n \x03(\x0b\x32\x38.fedstore.aggregator.v1.TrainResult.EpsilonByRegionEntry\x12\x10\n\x08\x65xamples\x18\x0b \x01(\x01\x1a\x36\n\x14\x45psilonByRegionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"`\n\x10GlobalStatistics\x12\x37\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32%.fedstore.aggregator.v1.GlobalFeature\x12\x13\n\x0bsubmissions\x18\x02 \x03(\t*A\n\tMechanism\x12\x19\n\x15MECHANISM_UNSPECIFIED\x10\x00\x12\x0b\n\x07LAPLACE\x10\x01\x12\x0c\n\x08GAUSSIAN\x10\x02\x32\xa4\x02\n\nAggregator\x12M\n\x06Submit\x12\".fedstore.aggregator.v1.Submission\x1a\x1f.fedstore.aggregator.v1.Receipt\x12s\n\x13GetGlobalStatistics\x12\x32.fedstore.aggregator.v1.GetGlobalStatisticsRequest\x1a(.fedstore.aggregator.v1.GlobalStatistics\x12R\n\x05Train\x12$.fedstore.aggregator.v1.TrainRequest\x1a#.fedstore.aggregator.v1.TrainResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,40 +34,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRAINRESULT_EPSILONBYREGIONENTRY']._loaded_options = None
   _globals['_TRAINRESULT_EPSILONBYREGIONENTRY']._serialized_options = b'8\001'
-  _globals['_MECHANISM']._serialized_start=2515
-  _globals['_MECHANISM']._serialized_end=2580
+  _globals['_MECHANISM']._serialized_start=2707
+  _globals['_MECHANISM']._serialized_end=2772
   _globals['_PRIVACYACCOUNTING']._serialized_start=101
   _globals['_PRIVACYACCOUNTING']._serialized_end=257
   _globals['_FEATURESTATISTICS']._serialized_start=260
-  _globals['_FEATURESTATISTICS']._serialized_end=390
-  _globals['_SUBMISSION']._serialized_start=393
-  _globals['_SUBMISSION']._serialized_end=910
-  _globals['_SEGMENTSTATISTICS']._serialized_start=912
-  _globals['_SEGMENTSTATISTICS']._serialized_end=1026
-  _globals['_CLASSSTATISTICS']._serialized_start=1028
-  _globals['_CLASSSTATISTICS']._serialized_end=1099
-  _globals['_TRAININGSTATISTICS']._serialized_start=1102
-  _globals['_TRAININGSTATISTICS']._serialized_end=1238
-  _globals['_SCOREHISTOGRAM']._serialized_start=1240
-  _globals['_SCOREHISTOGRAM']._serialized_end=1287
-  _globals['_EVALUATION']._serialized_start=1290
-  _globals['_EVALUATION']._serialized_end=1423
-  _globals['_RECEIPT']._serialized_start=1426
-  _globals['_RECEIPT']._serialized_end=1576
-  _globals['_GETGLOBALSTATISTICSREQUEST']._serialized_start=1578
-  _globals['_GETGLOBALSTATISTICSREQUEST']._serialized_end=1622
-  _globals['_REGIONCONTRIBUTION']._serialized_start=1624
-  _globals['_REGIONCONTRIBUTION']._serialized_end=1675
-  _globals['_GLOBALFEATURE']._serialized_start=1678
-  _globals['_GLOBALFEATURE']._serialized_end=1948
-  _globals['_TRAINREQUEST']._serialized_start=1950
-  _globals['_TRAINREQUEST']._serialized_end=2065
-  _globals['_TRAINRESULT']._serialized_start=2068
-  _globals['_TRAINRESULT']._serialized_end=2415
-  _globals['_TRAINRESULT_EPSILONBYREGIONENTRY']._serialized_start=2361
-  _globals['_TRAINRESULT_EPSILONBYREGIONENTRY']._serialized_end=2415
-  _globals['_GLOBALSTATISTICS']._serialized_start=2417
-  _globals['_GLOBALSTATISTICS']._serialized_end=2513
-  _globals['_AGGREGATOR']._serialized_start=2583
-  _globals['_AGGREGATOR']._serialized_end=2875
+  _globals['_FEATURESTATISTICS']._serialized_end=442
+  _globals['_NOISESCALES']._serialized_start=444
+  _globals['_NOISESCALES']._serialized_end=540
+  _globals['_SUBMISSION']._serialized_start=543
+  _globals['_SUBMISSION']._serialized_end=1060
+  _globals['_SEGMENTSTATISTICS']._serialized_start=1062
+  _globals['_SEGMENTSTATISTICS']._serialized_end=1176
+  _globals['_CLASSSTATISTICS']._serialized_start=1178
+  _globals['_CLASSSTATISTICS']._serialized_end=1249
+  _globals['_TRAININGSTATISTICS']._serialized_start=1252
+  _globals['_TRAININGSTATISTICS']._serialized_end=1409
+  _globals['_SCOREHISTOGRAM']._serialized_start=1411
+  _globals['_SCOREHISTOGRAM']._serialized_end=1458
+  _globals['_EVALUATION']._serialized_start=1461
+  _globals['_EVALUATION']._serialized_end=1615
+  _globals['_RECEIPT']._serialized_start=1618
+  _globals['_RECEIPT']._serialized_end=1768
+  _globals['_GETGLOBALSTATISTICSREQUEST']._serialized_start=1770
+  _globals['_GETGLOBALSTATISTICSREQUEST']._serialized_end=1814
+  _globals['_REGIONCONTRIBUTION']._serialized_start=1816
+  _globals['_REGIONCONTRIBUTION']._serialized_end=1867
+  _globals['_GLOBALFEATURE']._serialized_start=1870
+  _globals['_GLOBALFEATURE']._serialized_end=2140
+  _globals['_TRAINREQUEST']._serialized_start=2142
+  _globals['_TRAINREQUEST']._serialized_end=2257
+  _globals['_TRAINRESULT']._serialized_start=2260
+  _globals['_TRAINRESULT']._serialized_end=2607
+  _globals['_TRAINRESULT_EPSILONBYREGIONENTRY']._serialized_start=2553
+  _globals['_TRAINRESULT_EPSILONBYREGIONENTRY']._serialized_end=2607
+  _globals['_GLOBALSTATISTICS']._serialized_start=2609
+  _globals['_GLOBALSTATISTICS']._serialized_end=2705
+  _globals['_AGGREGATOR']._serialized_start=2775
+  _globals['_AGGREGATOR']._serialized_end=3067
 # @@protoc_insertion_point(module_scope)

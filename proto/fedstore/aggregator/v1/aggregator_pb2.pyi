@@ -34,7 +34,7 @@ class PrivacyAccounting(_message.Message):
     def __init__(self, mechanism: _Optional[_Union[Mechanism, str]] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., epsilon_per_query: _Optional[float] = ..., minimum_cohort: _Optional[int] = ...) -> None: ...
 
 class FeatureStatistics(_message.Message):
-    __slots__ = ("ref", "count", "null_count", "sum", "sum_sq", "histogram", "edges")
+    __slots__ = ("ref", "count", "null_count", "sum", "sum_sq", "histogram", "edges", "noise")
     REF_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     NULL_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class FeatureStatistics(_message.Message):
     SUM_SQ_FIELD_NUMBER: _ClassVar[int]
     HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     EDGES_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     ref: str
     count: int
     null_count: int
@@ -49,7 +50,22 @@ class FeatureStatistics(_message.Message):
     sum_sq: float
     histogram: _containers.RepeatedScalarFieldContainer[int]
     edges: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, ref: _Optional[str] = ..., count: _Optional[int] = ..., null_count: _Optional[int] = ..., sum: _Optional[float] = ..., sum_sq: _Optional[float] = ..., histogram: _Optional[_Iterable[int]] = ..., edges: _Optional[_Iterable[float]] = ...) -> None: ...
+    noise: NoiseScales
+    def __init__(self, ref: _Optional[str] = ..., count: _Optional[int] = ..., null_count: _Optional[int] = ..., sum: _Optional[float] = ..., sum_sq: _Optional[float] = ..., histogram: _Optional[_Iterable[int]] = ..., edges: _Optional[_Iterable[float]] = ..., noise: _Optional[_Union[NoiseScales, _Mapping]] = ...) -> None: ...
+
+class NoiseScales(_message.Message):
+    __slots__ = ("count", "null_count", "histogram", "sum", "sum_sq")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    NULL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    SUM_SQ_FIELD_NUMBER: _ClassVar[int]
+    count: float
+    null_count: float
+    histogram: float
+    sum: float
+    sum_sq: float
+    def __init__(self, count: _Optional[float] = ..., null_count: _Optional[float] = ..., histogram: _Optional[float] = ..., sum: _Optional[float] = ..., sum_sq: _Optional[float] = ...) -> None: ...
 
 class Submission(_message.Message):
     __slots__ = ("submission_id", "region", "period", "window_start", "window_end", "features", "suppressed", "accounting", "training", "evaluation", "segments", "suppressed_segments")
@@ -102,16 +118,18 @@ class ClassStatistics(_message.Message):
     def __init__(self, label: _Optional[int] = ..., n: _Optional[float] = ..., sum_x: _Optional[_Iterable[float]] = ..., xtx: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TrainingStatistics(_message.Message):
-    __slots__ = ("feature_service", "label", "features", "classes")
+    __slots__ = ("feature_service", "label", "features", "classes", "noise_scale")
     FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
     feature_service: str
     label: str
     features: _containers.RepeatedScalarFieldContainer[str]
     classes: _containers.RepeatedCompositeFieldContainer[ClassStatistics]
-    def __init__(self, feature_service: _Optional[str] = ..., label: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[_Union[ClassStatistics, _Mapping]]] = ...) -> None: ...
+    noise_scale: float
+    def __init__(self, feature_service: _Optional[str] = ..., label: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[_Union[ClassStatistics, _Mapping]]] = ..., noise_scale: _Optional[float] = ...) -> None: ...
 
 class ScoreHistogram(_message.Message):
     __slots__ = ("label", "counts")
@@ -122,16 +140,18 @@ class ScoreHistogram(_message.Message):
     def __init__(self, label: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("model_name", "model_version", "score_edges", "classes")
+    __slots__ = ("model_name", "model_version", "score_edges", "classes", "noise_scale")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCORE_EDGES_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: int
     score_edges: _containers.RepeatedScalarFieldContainer[float]
     classes: _containers.RepeatedCompositeFieldContainer[ScoreHistogram]
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., score_edges: _Optional[_Iterable[float]] = ..., classes: _Optional[_Iterable[_Union[ScoreHistogram, _Mapping]]] = ...) -> None: ...
+    noise_scale: float
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., score_edges: _Optional[_Iterable[float]] = ..., classes: _Optional[_Iterable[_Union[ScoreHistogram, _Mapping]]] = ..., noise_scale: _Optional[float] = ...) -> None: ...
 
 class Receipt(_message.Message):
     __slots__ = ("submission_id", "receipt_id", "accepted_at", "replay", "epsilon_spent_in_period")

@@ -1,0 +1,126 @@
+"""The privacy maps both sides of the border compute with: one place says, per kind of release,
+which OpenDP mechanism adds the noise and what ε (and δ) a noise scale costs at the catalog's
+public sensitivity.
+
+A region calls these to choose its scales and to account for its spend; the centre calls the very
+same functions on the scales a submission declares, and charges what they say, never the region's
+claim. Everything here is public: mechanisms, sensitivities, scales. No data passes through.
+
+    features ..... Laplace (OpenDP's discrete Laplace for counts and histograms, its float
+                   sampler for sums); sensitivities in ``feature_queries``
+    training ..... Gaussian on the weighted class blocks (zCDP, converted to (ε, δ) at a fixed δ);
+                   L2 sensitivity ``federation.training.l2_sensitivity(d)``
+    evaluation ... discrete Laplace on the score histograms, L1 sensitivity 1
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import opendp.prelude as dp
+
+from federation.statistics import FeatureSpec
+from federation.training import l2_sensitivity
+
+dp.enable_features("contrib")
+
+# The five numbers released per feature, with the OpenDP space each lives in. One entity more or
+# less moves a count, a null count and (in L1) a histogram by 1, a sum of clipped values by the
+# larger bound's magnitude, a sum of squares by the larger square.
+QUERY_NAMES = ("count", "null_count", "histogram", "sum", "sum_sq")
+_SPACES = {
+    "int": (dp.atom_domain(T=int), dp.absolute_distance(T=int)),
+    "vector": (dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int)),
+    "float": (dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)),
+}
+
+
+def feature_queries(spec: FeatureSpec) -> dict[str, tuple[str, float]]:
+    """Per query of one feature: (OpenDP space, sensitivity at one entity)."""
+    return {
+        "count": ("int", 1),
+        "null_count": ("int", 1),
+        "histogram": ("vector", 1),
+        "sum": ("float", float(spec.sum_sensitivity)),
+        "sum_sq": ("float", float(spec.sum_sq_sensitivity)),
+    }
+
+
+def laplace(kind: str, scale: float) -> dp.Measurement:
+    """OpenDP's Laplace mechanism on one query's space (discrete on integers)."""
+    domain, metric = _SPACES[kind]
+    return dp.m.make_laplace(domain, metric, scale=scale)
+
+
+def space(kind: str) -> tuple[object, object]:
+    """The OpenDP (domain, metric) of a query's number."""
+    return _SPACES[kind]
+
+
+def laplace_epsilon(kind: str, sensitivity: float, scale: float) -> float:
+    """ε of Laplace noise of ``scale`` on a query of ``sensitivity``, by OpenDP's privacy map.
+
+    ValueError when OpenDP refuses the scale (not finite, negative)."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"a noise scale must be a finite positive number, got {scale!r}")
+    d_in = float(sensitivity) if kind == "float" else int(sensitivity)
+    try:
+        return float(laplace(kind, scale).map(d_in))
+    except dp.OpenDPException as e:
+        raise ValueError(f"OpenDP refuses Laplace scale {scale!r}: {e}") from None
+
+
+def _gaussian(scale: float, delta: float) -> dp.Measurement:
+    vectors = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
+    return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(dp.m.make_gaussian(*vectors, scale=scale)), delta)
+
+
+def gaussian(scale: float, delta: float) -> dp.Measurement:
+    """OpenDP's Gaussian mechanism on float vectors, its zCDP converted to (ε, δ) at ``delta``."""
+    return _gaussian(scale, delta)
+
+
+def gaussian_epsilon(d: int, scale: float, delta: float) -> tuple[float, float]:
+    """(ε, δ) of a training release: Gaussian noise of ``scale`` on the weighted class blocks of
+    ``d`` features, at the release's δ. ValueError when OpenDP refuses the parameters."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"a noise scale must be a finite positive number, got {scale!r}")
+    if not (math.isfinite(delta) and 0 < delta < 1):
+        raise ValueError(f"a Gaussian release needs 0 < δ < 1, got {delta!r}")
+    try:
+        eps, got_delta = _gaussian(scale, delta).map(l2_sensitivity(d))
+    except dp.OpenDPException as e:
+        raise ValueError(f"OpenDP refuses Gaussian scale {scale!r} at δ {delta!r}: {e}") from None
+    return float(eps), float(got_delta)
+
+
+@functools.lru_cache(maxsize=64)  # a pure function whose binary search builds ~100 measurements
+def gaussian_scale(d: int, epsilon: float, delta: float) -> float:
+    """The smallest noise scale OpenDP certifies for (ε, δ) at this dimension's sensitivity."""
+    return float(dp.binary_search_param(lambda s: _gaussian(s, delta), d_in=l2_sensitivity(d), d_out=(epsilon, delta)))
+
+
+def evaluation_mechanism(scale: float) -> dp.Measurement:
+    """Discrete Laplace on the score histograms of all classes at once (L1 sensitivity 1)."""
+    return laplace("vector", scale)
+
+
+def evaluation_epsilon(scale: float) -> float:
+    """ε of an evaluation release with noise of ``scale``; ValueError when OpenDP refuses it."""
+    return laplace_epsilon("vector", 1, scale)
+
+
+def evaluation_scale(epsilon: float) -> float:
+    """The Laplace scale OpenDP certifies for ε on the score histograms; ValueError when no finite
+    scale does (a tiny ε, 1e-30 say)."""
+    if not epsilon > 0:
+        raise ValueError("epsilon must be positive")
+    try:
+        return float(dp.binary_search_param(evaluation_mechanism, d_in=1, d_out=epsilon))
+    except dp.OpenDPException:
+        raise ValueError(f"no finite noise scale gives epsilon {epsilon:g}") from None
+
+
+__all__ = ["QUERY_NAMES", "evaluation_epsilon", "evaluation_mechanism", "evaluation_scale", "feature_queries",
+           "gaussian", "gaussian_epsilon", "gaussian_scale", "laplace", "laplace_epsilon", "space"]
