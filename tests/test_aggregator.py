@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import grpc
@@ -142,17 +143,25 @@ def test_a_centre_that_fails_keeps_the_submission_queued_and_a_restarted_one_tak
         again.close()
 
 
-def _handmade(submission_id, *, epsilon=0.01, count=100):
-    """A valid features submission of MY, built by hand: no noise, so no draw can make it invalid."""
+def _handmade(submission_id=None, *, epsilon=0.01, count=100):
+    """A valid features submission of MY, built by hand: no noise, so no draw can make it invalid.
+    Its period is the month the fixture's centre (on the wall clock) receives it in."""
+    from federation.privacy_maps import feature_queries
+
     spec = SPEC[0]
+    eps_q = epsilon / 5
+    noise = {name: sensitivity / eps_q for name, (_, sensitivity) in feature_queries(spec).items()}
+    now = datetime.now(timezone.utc)
     sub = pb.Submission(
-        submission_id=submission_id, region="MY", period="2026-11",
+        submission_id=submission_id or f"my-stats-{uuid.uuid4().hex}", region="MY", period=now.strftime("%Y-%m"),
         features=[pb.FeatureStatistics(ref=spec.ref, count=count, null_count=0, sum=0.0, sum_sq=0.0,
-                                       histogram=[count] + [0] * (spec.bins - 1), edges=list(spec.edges))],
-        accounting=pb.PrivacyAccounting(mechanism=pb.LAPLACE, epsilon=epsilon, delta=0.0, epsilon_per_query=epsilon / 5,
+                                       histogram=[count] + [0] * (spec.bins - 1), edges=list(spec.edges),
+                                       noise=pb.NoiseScales(**noise))],
+        accounting=pb.PrivacyAccounting(mechanism=pb.LAPLACE, epsilon=epsilon, delta=0.0, epsilon_per_query=eps_q,
                                         minimum_cohort=10))
-    sub.window_start.FromDatetime(datetime(2026, 10, 1, tzinfo=timezone.utc))
-    sub.window_end.FromDatetime(datetime(2026, 11, 1, tzinfo=timezone.utc))
+    end = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    sub.window_start.FromDatetime(end - timedelta(days=31))
+    sub.window_end.FromDatetime(end)
     return sub
 
 
@@ -225,8 +234,8 @@ def test_send_stats_run_twice_at_once_leaves_every_file_whole_and_counts_each_on
         node, (sid, _, path) = _publish(config, "MY")
         body = json.loads(path.read_text())
         assert body["status"] == "queued"
-        for i in range(150):  # the same release under other ids: the centre takes each
-            copy = {**body, "submission_id": f"{sid}-{i:03d}"}
+        for _ in range(150):  # the same release under other ids: the centre takes each
+            copy = {**body, "submission_id": f"my-stats-{uuid.uuid4().hex}"}
             (path.parent / f"{copy['submission_id']}.json").write_text(json.dumps(copy))
         argv = [sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "region", "send-stats",
                 "--region", "MY", "--token-env", "AGG_TOKEN_MY", "--address", f"127.0.0.1:{port}"]
@@ -306,7 +315,7 @@ BAD = [
      grpc.StatusCode.INVALID_ARGUMENT, "rule accounting"),
     ("other edges", _tamper(lambda s: s.features[0].edges.__setitem__(1, 0.5)), grpc.StatusCode.INVALID_ARGUMENT, "rule edges"),
     ("histogram far from count", _tamper(lambda s: s.features[0].histogram.__setitem__(0, 10**9)),
-     grpc.StatusCode.INVALID_ARGUMENT, "rule consistency"),
+     grpc.StatusCode.INVALID_ARGUMENT, "rule histogram_total"),
     ("no accounting", _tamper(lambda s: s.ClearField("accounting")), grpc.StatusCode.INVALID_ARGUMENT, "rule accounting"),
     # the centre derives every noise scale from ε per query: zero or more than ε is refused, not stored
     ("ε per query zero", _tamper(lambda s: setattr(s.accounting, "epsilon_per_query", 0.0)),
@@ -526,7 +535,7 @@ def test_idle_reflection_streams_do_not_take_the_centres_threads(fed):
         with grpc.insecure_channel(address) as ch:  # the open streams wait; every other call is answered
             assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3).status == \
                 health_pb2.HealthCheckResponse.SERVING
-        assert not _stub(address).Submit(_handmade("my-stats-while-reflecting"), metadata=_md("MY"), timeout=3).replay
+        assert not _stub(address).Submit(_handmade(), metadata=_md("MY"), timeout=3).replay
         refused = [s for s in streams if s.done()]
         assert len(refused) == len(streams) - REFLECTION_STREAMS
         assert {s.code() for s in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}

@@ -4,6 +4,7 @@ the contract for training and evaluation submissions, and the full path over gRP
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date, datetime, timedelta, timezone
 
 import grpc
@@ -268,18 +269,26 @@ def test_training_with_nothing_accepted_is_a_failed_precondition(centre):
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "publish" in e.value.details()
 
 
+_TRAINING_ID = f"my-train-{uuid.uuid4().hex}"
+
+
 def _training_submission(**changes):
+    from federation.privacy_maps import gaussian_epsilon, gaussian_scale
+
     d = SPEC.dimension
     classes = [pb.ClassStatistics(label=c, n=500.0, sum_x=[10.0] * d, xtx=[5.0] * triangle_size(d)) for c in LABELS]
+    scale = gaussian_scale(d, 1.0, 1e-6)  # the noise (ε=1, δ=1e-6) costs, by the maps the centre recomputes with
+    epsilon, _ = gaussian_epsilon(d, scale, 1e-6)
     sub = pb.Submission(
-        submission_id="my-train-20261101T000000Z-abcdef12", region="MY", period=datetime.now(timezone.utc).strftime("%Y-%m"),
-        accounting=pb.PrivacyAccounting(mechanism=pb.GAUSSIAN, epsilon=1.0, delta=1e-6, epsilon_per_query=1.0,
+        submission_id=_TRAINING_ID, region="MY", period=datetime.now(timezone.utc).strftime("%Y-%m"),
+        accounting=pb.PrivacyAccounting(mechanism=pb.GAUSSIAN, epsilon=epsilon, delta=1e-6, epsilon_per_query=epsilon,
                                         minimum_cohort=10),
         training=pb.TrainingStatistics(feature_service="fraud_scoring", label="is_fraud", features=SPEC.features,
-                                       classes=classes),
+                                       classes=classes, noise_scale=scale),
     )
-    sub.window_start.FromDatetime(END - timedelta(days=14))
-    sub.window_end.FromDatetime(END)
+    end = min(END, datetime.now(timezone.utc)).replace(hour=0, minute=0, second=0, microsecond=0)  # whole days
+    sub.window_start.FromDatetime(end - timedelta(days=14))
+    sub.window_end.FromDatetime(end)
     for mutate in changes.values():
         mutate(sub)
     return sub
@@ -287,7 +296,7 @@ def _training_submission(**changes):
 
 def _bad_evaluation(sub):
     sub.ClearField("training")
-    sub.submission_id = "my-eval-20261101T000000Z-abcdef12"
+    sub.submission_id = f"my-eval-{uuid.uuid4().hex}"
     sub.evaluation.model_name = "Robert'); DROP TABLE"
     sub.evaluation.model_version = 1
 

@@ -20,6 +20,7 @@ from federation.traffic import STAGES
 
 MAX_WHY = 280
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")  # matched whole: "$" would let a final newline through
+_STAGE_LIKE = re.compile(r"[a-z0-9_]{0,20}")
 # what the trail holds in place of a why that broke the rule (the refusal itself is on the trail)
 WITHHELD = "(withheld: broke rule free_text)"
 
@@ -49,7 +50,9 @@ def storable_name(name: str) -> str:
 
 
 def storable_stage(stage: str) -> str:
-    return stage if stage in STAGES else WITHHELD
+    """A stage, or a mistaken one that still looks like a name (short, lower case): kept on the trail
+    so the mistake can be read there; anything else is withheld."""
+    return stage if stage in STAGES or _STAGE_LIKE.fullmatch(stage) else WITHHELD
 
 
 def _short(value: str) -> str:
