@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS evaluations (
 """
 
 
+_TABLES = ("submissions", "feature_statistics", "segment_statistics", "training_statistics", "evaluations")
+
+
 @dataclass(frozen=True)
 class FeatureRow:
     """One feature of one accepted submission, as released."""
@@ -121,6 +124,12 @@ class SubmissionStore:
             [submission_id],
         ).fetchone()
         return StoredReceipt(*row) if row else None
+
+    def stored_counts(self) -> dict[str, int]:
+        """How many rows each table holds (an auditor's check that a refusal left nothing behind)."""
+        with self._lock:
+            return {table: int(_aggregate(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone())[0])
+                    for table in _TABLES}
 
     def epsilon_spent(self, region: str, period: str) -> float:
         with self._lock:

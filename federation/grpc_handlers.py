@@ -101,10 +101,14 @@ def _parsing(from_string: Callable[[bytes], Any], name: str) -> Callable[[bytes]
     return parse
 
 
-def _inspected(parse: Callable[[bytes], Any], inspect: Callable[[Any], str], name: str) -> Callable[[bytes], Any]:
+def _inspected(parse: Callable[[bytes], Any], inspect: Callable[[Any], str] | None, name: str,
+               max_bytes: int | None) -> Callable[[bytes], Any]:
     def checked(data: bytes) -> Any:
+        if max_bytes is not None and len(data) > max_bytes:
+            return Malformed(name, f"rule size: the request is {len(data):,} bytes, and a {name} may be at most "
+                                   f"{max_bytes:,}")
         request = parse(data)
-        if isinstance(request, Malformed):
+        if isinstance(request, Malformed) or inspect is None:
             return request
         refusal = inspect(request)
         return Malformed(name, refusal) if refusal else request
@@ -145,32 +149,35 @@ def first_handler(
 class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
     """``handler``'s unary-request methods, answering INVALID_ARGUMENT to bytes that do not parse
     as their request message before the method runs (for thread-pool servers), and to a request
-    that ``inspect`` (if given) refuses: its non-empty answer is the status's details."""
+    that ``inspect`` (if given) refuses: its non-empty answer is the status's details. With
+    ``max_bytes``, a request larger than that is refused unread ("rule size")."""
 
-    def __init__(self, handler: grpc.GenericRpcHandler, inspect: Callable[[Any], str] | None = None) -> None:
+    def __init__(self, handler: grpc.GenericRpcHandler, inspect: Callable[[Any], str] | None = None,
+                 max_bytes: int | None = None) -> None:
         self.handler = handler
         self.inspect = inspect
+        self.max_bytes = max_bytes
         self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         wrapped = self._cache.get(method)
         if wrapped is None:
-            wrapped = self._wrap(self.handler.service(handler_call_details), method, self.inspect)
+            wrapped = self._wrap(self.handler.service(handler_call_details), method, self.inspect, self.max_bytes)
             if wrapped is not None:  # only the service's own methods: a caller's made-up names are not kept
                 self._cache[method] = wrapped
         return wrapped
 
     @staticmethod
-    def _wrap(h: grpc.RpcMethodHandler | None, method: str,
-              inspect: Callable[[Any], str] | None) -> grpc.RpcMethodHandler | None:
+    def _wrap(h: grpc.RpcMethodHandler | None, method: str, inspect: Callable[[Any], str] | None,
+              max_bytes: int | None) -> grpc.RpcMethodHandler | None:
         if h is None or h.request_streaming or h.request_deserializer is None:
             return h
         owner = getattr(h.request_deserializer, "__self__", None)  # FromString's message class
         name = owner.DESCRIPTOR.full_name if owner is not None else f"request of {method}"
         parse = _parsing(h.request_deserializer, name)
-        if inspect is not None:
-            parse = _inspected(parse, inspect, name)
+        if inspect is not None or max_bytes is not None:
+            parse = _inspected(parse, inspect, name, max_bytes)
         behavior = h.unary_stream if h.response_streaming else h.unary_unary
 
         def checked(request: Any, context: grpc.ServicerContext) -> Any:

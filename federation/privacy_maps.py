@@ -53,7 +53,7 @@ def laplace(kind: str, scale: float) -> dp.Measurement:
     return dp.m.make_laplace(domain, metric, scale=scale)
 
 
-def space(kind: str) -> tuple[object, object]:
+def space(kind: str) -> tuple[dp.Domain, dp.Metric]:
     """The OpenDP (domain, metric) of a query's number."""
     return _SPACES[kind]
 

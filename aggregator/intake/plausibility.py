@@ -163,7 +163,7 @@ def training(t: pb.TrainingStatistics, d: int, *, max_entities: int) -> None:
     q = P / (3 * len(rows) * k)
     low, high = gaussian(sig_t, q), gaussian(math.hypot(sig_t, sig_x), q)
     for c in classes:
-        for v, j, i in zip(c.xtx, rows, cols, strict=True):
+        for v, j, i in zip(c.xtx, rows.tolist(), cols.tolist(), strict=True):
             if v < -low - _slack(v) or v - min(c.sum_x[j], c.sum_x[i]) > high + _slack(v, c.sum_x[j], c.sum_x[i]):
                 raise Rejected(f"rule training_products: class {c.label} has XᵀX[{j},{i}] = {v:.6g} with "
                                f"Σx = {c.sum_x[j]:.6g}, {c.sum_x[i]:.6g}; features in [0, 1] give 0 ≤ XᵀX[j,k] ≤ "

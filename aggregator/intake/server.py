@@ -39,9 +39,9 @@ from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
 
 # threads of the centre's server, and how many of them open reflection streams may hold at once
 WORKERS, REFLECTION_STREAMS = 8, 2
-# The largest request the centre reads. An honest submission is a few kilobytes (every list in it
-# is bounded by the catalog: features, bins, segments, classes); grpc's default, 4 MiB, would let
-# a caller make the centre parse a thousand times that before any rule could refuse it.
+# The largest request the centre reads (rule size). An honest submission is a few kilobytes (every
+# list in it is bounded by the catalog: features, bins, segments, classes); grpc's own limit, 4 MiB,
+# refuses larger ones before they are read (RESOURCE_EXHAUSTED), this one names its rule.
 MAX_REQUEST_BYTES = 256 * 1024
 
 # the centre's clock: the month a submission is charged to is the month it is received in
@@ -191,15 +191,15 @@ def build_server(
     """
     store = SubmissionStore(store_path)
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS),
-                         options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry, clock)
     # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL; so does a
     # request with fields or enum values its contract does not define (wire.py)
     server.add_generic_rpc_handlers((
-        reject_malformed(generic_handler(aggregator_pb2_grpc.add_AggregatorServicer_to_server, servicer), refusal),
+        reject_malformed(generic_handler(aggregator_pb2_grpc.add_AggregatorServicer_to_server, servicer), refusal,
+                         MAX_REQUEST_BYTES),
         reject_malformed(generic_handler(registry_pb2_grpc.add_RegistryServicer_to_server,
-                                         RegistryServicer(registry, servicer.authenticate)), refusal),
+                                         RegistryServicer(registry, servicer.authenticate)), refusal, MAX_REQUEST_BYTES),
     ))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
