@@ -5,16 +5,21 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+
 from aggregator.errors import Rejected
 from aggregator.registry.model import ModelCandidate
 from aggregator.registry.store import ModelRegistry
 from aggregator.registry.text import check_model_name
 from aggregator.store import SubmissionStore
-from aggregator.training.pooled import pool
+from aggregator.training.pooled import NotEnoughStatistics, pool
 from aggregator.training.strategy import make_strategy
 from federation.errors import ConfigError
 from federation.training import LinearModel, schema_hash, training_spec
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+
+
+MAX_RIDGE_LAMBDA = 1e6
 
 
 def fit(store: SubmissionStore, request: pb.TrainRequest) -> tuple[LinearModel, list[str], dict[str, float], float]:
@@ -22,14 +27,19 @@ def fit(store: SubmissionStore, request: pb.TrainRequest) -> tuple[LinearModel, 
         spec = training_spec(request.feature_service)
     except ConfigError as e:
         raise Rejected(str(e)) from None
-    if not math.isfinite(request.ridge_lambda) or request.ridge_lambda < 0:
-        raise Rejected(f"ridge_lambda must be a finite number ≥ 0, got {request.ridge_lambda}")
+    if not math.isfinite(request.ridge_lambda) or not 0 <= request.ridge_lambda <= MAX_RIDGE_LAMBDA:
+        # λ is relative to n: beyond this the penalty alone decides the model (and λ·n overflows)
+        raise Rejected(f"ridge_lambda must be a number in [0, {MAX_RIDGE_LAMBDA:g}], got {request.ridge_lambda}")
     if request.period and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", request.period):
         raise Rejected(f"period {request.period!r} is not YYYY-MM")
     strategy = make_strategy(request.strategy or "lda", **({"ridge_lambda": request.ridge_lambda}
                                                             if request.strategy == "ridge" else {}))
     pooled = pool(store.latest_training(spec.feature_service, request.period or None), spec.features)
-    return strategy.fit(pooled, spec.feature_service), list(pooled.submissions), pooled.epsilon_by_region, pooled.n
+    try:
+        model = strategy.fit(pooled, spec.feature_service)
+    except (np.linalg.LinAlgError, ValueError) as e:  # statistics no model can be solved from
+        raise NotEnoughStatistics(f"the accepted training statistics give no {strategy.name} model: {e}") from None
+    return model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n
 
 
 def train(
