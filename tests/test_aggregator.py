@@ -613,3 +613,59 @@ def test_the_centre_speaks_tls_when_configured(tmp_path, monkeypatch):
     finally:
         server.stop(1).wait()
         store.close()
+
+
+def _queued_last_month(node, path):
+    """Make a queued release look as if it had been published last month (body and ledger)."""
+    import sqlite3
+
+    body = json.loads(path.read_text())
+    this = datetime.strptime(body["period"] + "-01", "%Y-%m-%d")
+    last = (this - timedelta(days=1)).strftime("%Y-%m")
+    path.write_text(json.dumps({**body, "period": last}))
+    with sqlite3.connect(node.data_dir / "privacy_budget.db") as db:
+        db.execute("UPDATE spends SET period=? WHERE submission_id=?", (last, body["submission_id"]))
+    return body["period"], last
+
+
+def test_a_release_queued_last_month_is_charged_to_the_month_it_is_sent_in(fed):
+    """The centre charges the month it receives a release in and refuses another period: the outbox
+    re-dates a release that waited across a month boundary, moving its spend in the region's ledger."""
+    from regions.publishing.budget import BudgetLedger
+
+    config, address, store = fed
+    node, (sid, released, path) = _publish(config, "MY")
+    this, last = _queued_last_month(node, path)
+    ledger = BudgetLedger(node.data_dir / "privacy_budget.db", "MY", epsilon_per_month=config.privacy.epsilon_per_month)
+    assert ledger.spent(last) == pytest.approx(1.0) and ledger.spent(this) == 0
+    assert send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"], ledger=ledger) == [(sid, "sent")]
+    body = json.loads(path.read_text())
+    assert (body["period"], body["queued_in"]) == (this, last)
+    assert ledger.spent(this) == pytest.approx(1.0) and ledger.spent(last) == 0
+    assert store.epsilon_spent("MY", this) == pytest.approx(released.accounting.epsilon)
+
+
+def test_a_release_the_sending_months_budget_cannot_hold_stays_queued(fed):
+    from regions.publishing.budget import BudgetLedger
+
+    config, address, store = fed
+    node, (sid, _, path) = _publish(config, "MY", epsilon=1.0)
+    this, last = _queued_last_month(node, path)
+    ledger = BudgetLedger(node.data_dir / "privacy_budget.db", "MY", epsilon_per_month=config.privacy.epsilon_per_month)
+    ledger.spend("my-stats-elsewhere", 2.5, datetime.now(timezone.utc))  # this month: 0.5 of 3 left
+    [(got, outcome)] = send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"], ledger=ledger)
+    assert got == sid and outcome.startswith("queued: held for budget:") and "whose budget has ε=0.500 left" in outcome
+    assert json.loads(path.read_text())["period"] == last and ledger.spent(last) == pytest.approx(1.0)
+    assert store.receipt(sid) is None
+
+
+def test_a_period_other_than_the_month_of_receipt_is_refused_and_nothing_is_stored(fed):
+    config, address, store = fed
+    node, (sid, _, path) = _publish(config, "MY")
+    this, last = _queued_last_month(node, path)
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(address).Submit(to_proto(json.loads(path.read_text())), metadata=_md("MY"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == (f"rule period: claimed {last}, but the centre received it in {this}; a submission "
+                                   "is charged to the month it is received in")
+    assert store.receipt(sid) is None
