@@ -669,3 +669,21 @@ def test_a_period_other_than_the_month_of_receipt_is_refused_and_nothing_is_stor
     assert err.value.details() == (f"rule period: claimed {last}, but the centre received it in {this}; a submission "
                                    "is charged to the month it is received in")
     assert store.receipt(sid) is None
+
+
+def test_a_period_refused_by_a_centre_whose_clock_is_a_month_on_stays_queued(fed, tmp_path):
+    """The two clocks disagree across midnight of the 1st: no verdict on the release, which stays
+    queued (every other rejection is final) and is re-dated by the next run."""
+    config, _, _ = fed
+    later = datetime.now(timezone.utc) + timedelta(days=40)
+    server, port, store = build_server(config, tmp_path / "later" / "aggregator.duckdb", "127.0.0.1:0",
+                                       clock=lambda: later)
+    server.start()
+    try:
+        node, (sid, _, path) = _publish(config, "MY")
+        [(got, outcome)] = send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{port}", TOKENS["MY"])
+        assert got == sid and outcome.startswith("queued: the centre's month differs from this one's (rule period:")
+        assert json.loads(path.read_text())["status"] == "queued" and store.receipt(sid) is None
+    finally:
+        server.stop(0).wait()
+        store.close()

@@ -187,6 +187,10 @@ def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, 
                 return f"{_UNREACHABLE} ({e.code().name})"
             if e.code() in _CENTRE_FAILED:
                 return f"queued: aggregator failed ({e.code().name}: {e.details()})"
+            if (e.details() or "").startswith("rule period:"):
+                # sent across midnight of the 1st with the two clocks apart: no verdict on the release;
+                # the next run re-dates it to the month it is sent in then
+                return f"queued: the centre's month differs from this one's ({e.details()}); sent again next run"
             body.update(status="rejected", rejection=f"{e.code().name}: {e.details()}")
             _write(path, body)
             return f"rejected: {e.details()}"
