@@ -95,20 +95,22 @@ def _feature_epsilons(features: Iterable[pb.FeatureStatistics], catalog: dict[st
 def _features(sub: pb.Submission, catalog: dict[str, FeatureSpec]) -> Charge:
     if sub.accounting.delta != 0:
         raise Rejected("rule accounting: a Laplace release costs no δ; declare δ = 0")
-    epsilons = _feature_epsilons(sub.features, catalog, "")
-    for g in sub.segments:
-        epsilons += _feature_epsilons(g.features, catalog, f" in {g.dimension}={g.value}")
-    eps_q = max(epsilons)
-    if min(epsilons) < eps_q * (1 - RELATIVE):
-        raise Rejected(f"rule accounting: the noise scales give ε per query from {min(epsilons):.6g} to {eps_q:.6g}; "
+    released = _feature_epsilons(sub.features, catalog, "")
+    in_segments = [eps for g in sub.segments
+                   for eps in _feature_epsilons(g.features, catalog, f" in {g.dimension}={g.value}")]
+    everything = released + in_segments
+    eps_q = max(everything)
+    if min(everything) < eps_q * (1 - RELATIVE):
+        raise Rejected(f"rule accounting: the noise scales give ε per query from {min(everything):.6g} to {eps_q:.6g}; "
                        "a release spends one ε per query (scale = the catalog's sensitivity / ε per query)")
     # the queries of every feature computed, released or suppressed: basic composition of pure-DP
     # measurements adds their ε (what OpenDP's composition map does)
-    computed = len(sub.features) + len(sub.suppressed)
-    whole = sum(epsilons[:len(sub.features) * len(QUERY_NAMES)]) + eps_q * len(QUERY_NAMES) * len(sub.suppressed)
+    queries = len(QUERY_NAMES)
+    whole = sum(released) + eps_q * queries * len(sub.suppressed)
     segmented = bool(sub.segments) or bool(sub.suppressed_segments)
     # segments hold disjoint entities: together they cost what one segment's computed features cost
-    segments = eps_q * len(QUERY_NAMES) * computed if segmented else 0.0
+    # (each segment computes the same features as the whole region)
+    segments = eps_q * queries * (len(sub.features) + len(sub.suppressed)) if segmented else 0.0
     return Charge(epsilon=whole + segments, delta=0.0, epsilon_per_query=eps_q)
 
 
