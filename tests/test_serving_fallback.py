@@ -85,37 +85,42 @@ def _stall(redis, seconds: int) -> threading.Thread:
 
 
 def test_a_silent_store_opens_the_breaker_even_for_callers_with_short_deadlines(tmp_path, monkeypatch):
-    """Every caller's deadline (0.1 s) leaves the store (0.4 s) less than half its own, so no single
+    """Every caller's deadline (0.5 s) leaves the store (2 s) less than half its own, so no single
     timeout is held against it; but once Redis has answered nothing for a whole store deadline,
     further timeouts count, the breaker opens and answers stop waiting out their deadlines. The
-    probe after the stall finds Redis answering again."""
+    probe after the stall finds Redis answering again.
+
+    The times are five times what the logic needs (0.1 s / 0.4 s once): on a loaded 2-core machine a
+    0.1 s caller deadline could pass before the node was even scheduled (DEADLINE_EXCEEDED)."""
     redis = start_redis()
     served = served_region(tmp_path, redis.url, monkeypatch,
-                           serving={"online_timeout_ms": 400, "breaker_failures": 2, "breaker_reset_seconds": 1})
+                           serving={"online_timeout_ms": 2000, "breaker_failures": 2, "breaker_reset_seconds": 5})
     try:
-        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=0.1, retries=0) as client:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=0.5, retries=0) as client:
             ask = lambda: client.get_online_features(feature_service="driver_allocation",  # noqa: E731
                                                      entities={"driver_id": [1]})
             assert ask().source == "online_store"
-            stuck = _stall(redis, 3)
-            first = [ask().source for _ in range(2)]  # 0.2 s of silence: the callers' deadlines, not the store's
+            stuck = _stall(redis, 8)
+            first = [ask().source for _ in range(2)]  # 1 s of silence: the callers' deadlines, not the store's
             assert first == ["batch_fallback"] * 2
             assert served.server.features.breaker.state == "closed"
-            assert _wait(lambda: ask() and served.server.features.breaker.state == "open", seconds=2)
-            began = time.perf_counter()
-            assert ask().source == "batch_fallback"
-            assert time.perf_counter() - began < 0.05  # not waiting on Redis any more
+            assert _wait(lambda: ask() and served.server.features.breaker.state == "open", seconds=8)
             sample = served.server.metrics.registry.get_sample_value
-            assert sample("fedstore_fallback_answers_total", {"reason": "caller_deadline"}) >= 2
+            skipped = sample("fedstore_fallback_answers_total", {"reason": "breaker_open"}) or 0
+            deadlines = sample("fedstore_fallback_answers_total", {"reason": "caller_deadline"})
+            assert ask().source == "batch_fallback"
+            # answered without waiting on Redis any more: counted as the open breaker's, not as a
+            # caller's deadline spent waiting (a behaviour, not a stopwatch)
+            assert sample("fedstore_fallback_answers_total", {"reason": "breaker_open"}) == skipped + 1
+            assert sample("fedstore_fallback_answers_total", {"reason": "caller_deadline"}) == deadlines
+            assert deadlines >= 2
             assert sample("fedstore_fallback_answers_total", {"reason": "online_error"}) == 2
-            assert sample("fedstore_fallback_answers_total", {"reason": "breaker_open"}) >= 1
             stuck.join()
-            assert _wait(lambda: ask().source == "online_store", seconds=5)
+            assert _wait(lambda: ask().source == "online_store", seconds=15)
             assert served.server.features.breaker.state == "closed"
     finally:
         served.server.stop(1)
         redis.stop()
-
 
 
 def test_a_caller_deadline_timeout_is_told_by_its_timer_not_by_comparing_clocks(tmp_path, monkeypatch):
