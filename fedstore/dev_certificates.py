@@ -65,7 +65,7 @@ def make_dev_pki(out: Path, regions: list[str], *, hosts: tuple[str, ...] = CENT
     _write(ca_path, ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(ca_key_path, ca_key)
 
-    def issue(name: str, common_name: str, sans: list[x509.GeneralName], usage: ExtendedKeyUsageOID) -> KeyPair:
+    def issue(name: str, common_name: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier) -> KeyPair:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), ca_subject, key.public_key(),
