@@ -254,12 +254,16 @@ def parse_config(
     )
     _check_unique(regions)
     tokens = _auth(top.get("auth"), base_dir, {r.code for r in regions})
+    aggregator = _aggregator(top.get("aggregator"), base_dir)
+    for i, r in enumerate(regions):
+        if aggregator.plaintext and r.centre_tls is not None:
+            raise ConfigError(f"regions[{i}].centre_tls: aggregator.plaintext: true turns TLS off; remove one of them")
     return FederationConfig(
         name=name,
         regions=regions,
         tokens=tokens,
         privacy=_privacy(top.get("privacy")),
-        aggregator=_aggregator(top.get("aggregator"), base_dir),
+        aggregator=aggregator,
         deployment_policies=parse_policies(top.get("deployment_policy"), {r.code for r in regions}),
         monitoring=parse_monitoring(top.get("monitoring")),
         source=source,

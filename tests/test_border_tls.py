@@ -250,7 +250,8 @@ def test_only_a_validation_rejection_is_final_and_requeue_puts_it_back(centre, c
 
 # --- configuration ------------------------------------------------------------------------------
 
-def test_plaintext_to_the_centre_is_refused_unless_configured_for_local_development(tmp_path, monkeypatch, caplog):
+def test_plaintext_to_the_centre_is_refused_unless_configured_for_local_development(tmp_path, monkeypatch, caplog,
+                                                                                   capsys):
     for code, secret in TOKENS.items():
         monkeypatch.setenv(f"BORDER_TOKEN_{code}", secret)
     config = _load(tmp_path, _raw())
@@ -261,6 +262,10 @@ def test_plaintext_to_the_centre_is_refused_unless_configured_for_local_developm
         centre_link(config, "MY")
     with pytest.raises(ConfigError, match=r"^aggregator.operator_tls: missing"):
         centre_link(config, None)
+    assert main(["--config", str(config.source), "aggregator", "serve", "--address", "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedstore: error: aggregator.tls: missing: the centre accepts mutual TLS only") and \
+        err.count("\n") == 1, err
     # said out loud, for local development: both sides plaintext, each with a warning
     raw = _raw()
     raw["aggregator"] = {"plaintext": True}

@@ -83,6 +83,8 @@ BAD = [
      "regions[0].centre_tls.ca: missing"),
     ("region TLS as a string", lambda c: c["regions"][0].update(centre_tls="certs/MY.pem"),
      "regions[0].centre_tls: expected a mapping"),
+    ("plaintext and a region's TLS", lambda c: (c.update(aggregator={"plaintext": True}), c["regions"][1].update(
+        centre_tls={"cert": "c", "key": "k", "ca": "a"})), "regions[1].centre_tls: aggregator.plaintext: true turns TLS off"),
     ("operator TLS with an empty path", lambda c: c.update(aggregator={"operator_tls": {"cert": "", "key": "k", "ca": "a"}}),
      "aggregator.operator_tls.cert: expected a non-empty string"),
 ]
