@@ -2,6 +2,7 @@
 
 from federation.config import (
     AggregatorConfig,
+    ClientTLSConfig,
     FederationConfig,
     OnlineStoreConfig,
     PrivacyConfig,
@@ -16,6 +17,7 @@ from federation.jurisdictions import JURISDICTIONS, Jurisdiction
 
 __all__ = [
     "AggregatorConfig",
+    "ClientTLSConfig",
     "JURISDICTIONS",
     "ConfigError",
     "FederationConfig",

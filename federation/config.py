@@ -127,6 +127,15 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class ClientTLSConfig:
+    """What a client presents to the centre and whom it trusts there (mutual TLS, see docs/security.md)."""
+
+    cert: Path  # this client's certificate (PEM); a region's names it: URI SAN spiffe://fedstore/region/<CODE>
+    key: Path  # its private key (PEM, unencrypted)
+    ca: Path  # the CA certificate(s) the centre's server certificate must chain to
+
+
+@dataclass(frozen=True)
 class RegionConfig:
     code: str
     jurisdiction: str
@@ -137,6 +146,7 @@ class RegionConfig:
     serving_address: str
     serving: ServingConfig = field(default_factory=ServingConfig)
     materialization: MaterializationConfig = field(default_factory=lambda: MaterializationConfig())
+    centre_tls: ClientTLSConfig | None = None  # this region's client certificate for the centre
 
     @property
     def project(self) -> str:
@@ -161,8 +171,13 @@ class AggregatorConfig:
     address: str = "127.0.0.1:50100"
     data_dir: Path | None = None  # default: <config dir>/centre
     metrics_port: int | None = None  # Prometheus /metrics; None = off
-    tls_cert: Path | None = None  # TLS when both are given
+    tls_cert: Path | None = None  # mutual TLS: all three are given together
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # the CA every client certificate must chain to
+    # no TLS at all, for local development only: the server listens in plaintext and clients
+    # connect without certificates; without it, a centre or a client without TLS files is refused
+    plaintext: bool = False
+    operator_tls: ClientTLSConfig | None = None  # the centre's own tools (train, registry) as clients
 
 
 @dataclass(frozen=True)
@@ -239,12 +254,16 @@ def parse_config(
     )
     _check_unique(regions)
     tokens = _auth(top.get("auth"), base_dir, {r.code for r in regions})
+    aggregator = _aggregator(top.get("aggregator"), base_dir)
+    for i, r in enumerate(regions):
+        if aggregator.plaintext and r.centre_tls is not None:
+            raise ConfigError(f"regions[{i}].centre_tls: aggregator.plaintext: true turns TLS off; remove one of them")
     return FederationConfig(
         name=name,
         regions=regions,
         tokens=tokens,
         privacy=_privacy(top.get("privacy")),
-        aggregator=_aggregator(top.get("aggregator"), base_dir),
+        aggregator=aggregator,
         deployment_policies=parse_policies(top.get("deployment_policy"), {r.code for r in regions}),
         monitoring=parse_monitoring(top.get("monitoring")),
         source=source,
@@ -253,7 +272,8 @@ def parse_config(
 
 def _aggregator(raw: Any, base_dir: Path) -> AggregatorConfig:
     m = _mapping(raw, "aggregator") if raw is not None else {}
-    _keys(m, "aggregator", required=set(), optional={"address", "data_dir", "metrics_port", "tls"})
+    _keys(m, "aggregator", required=set(),
+          optional={"address", "data_dir", "metrics_port", "tls", "plaintext", "operator_tls"})
     address = _string(m.get("address", AggregatorConfig.address), "aggregator.address")
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -263,10 +283,38 @@ def _aggregator(raw: Any, base_dir: Path) -> AggregatorConfig:
     if metrics_port is not None and (not isinstance(metrics_port, int) or isinstance(metrics_port, bool)
                                      or not 0 < metrics_port < 65536):
         raise ConfigError(f"aggregator.metrics_port: expected a port number, got {metrics_port!r}")
+    plaintext = m.get("plaintext", False)
+    if not isinstance(plaintext, bool):
+        raise ConfigError(f"aggregator.plaintext: expected true or false, got {plaintext!r}")
+    if plaintext and ("tls" in m or "operator_tls" in m):
+        raise ConfigError("aggregator.plaintext: true turns TLS off; remove it or remove aggregator.tls/operator_tls")
     return AggregatorConfig(
         address=address, data_dir=(data_dir if data_dir.is_absolute() else base_dir / data_dir).resolve(),
-        metrics_port=metrics_port, **(_tls(m["tls"], "aggregator.tls", base_dir) if "tls" in m else {}),
+        metrics_port=metrics_port, plaintext=plaintext,
+        operator_tls=_client_tls(m["operator_tls"], "aggregator.operator_tls", base_dir) if "operator_tls" in m else None,
+        **(_server_tls(m["tls"], "aggregator.tls", base_dir) if "tls" in m else {}),
     )
+
+
+def _server_tls(raw: Any, where: str, base_dir: Path) -> dict[str, Path]:
+    """The centre's TLS: its certificate and key, and the CA its clients' certificates chain to."""
+    tls = _mapping(raw, where)
+    if isinstance(tls, dict) and "client_ca" not in tls and {"cert", "key"} <= set(tls):
+        raise ConfigError(f"{where}.client_ca: missing: the centre requires client certificates (mutual TLS); "
+                          "name the CA that signs the regions' certificates")
+    _keys(tls, where, required={"cert", "key", "client_ca"}, optional=set())
+    return {f"tls_{k}": _path(tls[k], f"{where}.{k}", base_dir) for k in ("cert", "key", "client_ca")}
+
+
+def _client_tls(raw: Any, where: str, base_dir: Path) -> ClientTLSConfig:
+    tls = _mapping(raw, where)
+    _keys(tls, where, required={"cert", "key", "ca"}, optional=set())
+    return ClientTLSConfig(*(_path(tls[k], f"{where}.{k}", base_dir) for k in ("cert", "key", "ca")))
+
+
+def _path(raw: Any, where: str, base_dir: Path) -> Path:
+    p = Path(_string(raw, where))
+    return p if p.is_absolute() else base_dir / p
 
 
 def _privacy(raw: Any) -> PrivacyConfig:
@@ -371,7 +419,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         m,
         where,
         required={"code", "jurisdiction", "law", "timezone", "data_dir", "online_store", "serving_address"},
-        optional={"serving", "materialization"},
+        optional={"serving", "materialization", "centre_tls"},
     )
     code = _string(m["code"], f"{where}.code").upper()
     known = JURISDICTIONS.get(code)
@@ -411,6 +459,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         serving_address=address,
         serving=_serving(m.get("serving"), f"{where}.serving", base_dir),
         materialization=_materialization(m.get("materialization"), f"{where}.materialization"),
+        centre_tls=_client_tls(m["centre_tls"], f"{where}.centre_tls", base_dir) if "centre_tls" in m else None,
     )
 
 

@@ -27,6 +27,8 @@ def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser])
     send.add_argument("--region", required=True)
     send.add_argument("--token-env", required=True, help="environment variable holding the region's aggregator token")
     send.add_argument("--address", type=host_port, default=None, help="aggregator host:port (default: from the config)")
+    send.add_argument("--requeue", action="append", default=[], metavar="ID",
+                      help="put a rejected submission back in the queue first (repeatable)")
     send.set_defaults(handler=cmd_send)
 
 
@@ -52,7 +54,7 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     server.start()
     if config.aggregator.metrics_port:
         metrics.serve(config.aggregator.metrics_port)
-    tls = "TLS" if config.aggregator.tls_cert else "plaintext"
+    tls = "plaintext: local development only" if config.aggregator.plaintext else "mutual TLS"
     print(f"aggregator: accepting anonymised statistics on {address.rpartition(':')[0]}:{port} ({tls})", flush=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -63,7 +65,8 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
-    from regions.publishing.outbox import send_outbox
+    from federation.channels import centre_link
+    from regions.publishing.outbox import requeue, send_outbox
     from regions.publishing.publish import outbox_dir
 
     region = config.region(args.region)
@@ -71,15 +74,25 @@ def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
     if not token:
         raise RegionError(f"environment variable {args.token_env} is not set")
     address = args.address or config.aggregator.address
-    results = send_outbox(outbox_dir(region.data_dir), address, token)
+    link = centre_link(config, region.code, address)  # before any file changes: a TLS mistake is one line
+    for path in requeue(outbox_dir(region.data_dir), args.requeue) if args.requeue else ():
+        print(f"{region.code}: {path.stem} requeued")
+    results = send_outbox(outbox_dir(region.data_dir), link, token)
     if not results:
         print(f"{region.code}: nothing queued in the outbox")
+        _print_spent(config, region.code, results)
         return
     print(table(["submission", "outcome"], results))
+    _print_spent(config, region.code, results)
     # not a success for a scheduler when anything is left undelivered: exit 2, in one line
     queued = sum(outcome.startswith("queued") for _, outcome in results)
+    refused = sum(outcome.startswith(("queued: the centre", "queued: TLS")) for _, outcome in results)
     failed = sum(outcome.startswith("queued: aggregator failed") for _, outcome in results)
     rejected = sum(outcome.startswith("rejected") for _, outcome in results)
+    if refused:
+        raise RegionError(f"{region.code}: {queued} of {len(results)} submissions stay queued: the aggregator at "
+                          f"{address} refused this region's connection or credentials (see above); fix them and run "
+                          "send-stats again")
     if queued:
         if not failed:
             why = "did not answer"
@@ -95,3 +108,37 @@ def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
     if unreadable:
         raise RegionError(f"{region.code}: {unreadable} file{'s' if unreadable > 1 else ''} in the outbox could not be "
                           "read (see above)")
+
+
+def _print_spent(config: FederationConfig, code: str, results: list[tuple[str, str]]) -> None:
+    """The ε (and δ) already spent in each month this run touched (the current one at least): by the
+    region's own ledger, and by the centre's count on its latest receipt when there is one."""
+    import json
+    from datetime import datetime, timezone
+
+    from regions.publishing.budget import BudgetLedger
+    from regions.publishing.publish import outbox_dir
+
+    region = config.region(code)
+    ids = {sid for sid, _ in results}
+    centre: dict[str, float] = {}
+    periods = {BudgetLedger.period(datetime.now(timezone.utc))}
+    for path in sorted(outbox_dir(region.data_dir).glob("*.json")):
+        try:
+            body = json.loads(path.read_text())
+            if body.get("submission_id") not in ids:
+                continue
+            periods.add(str(body["period"]))
+            if "centre_epsilon_spent_in_period" in body:
+                centre[str(body["period"])] = max(centre.get(str(body["period"]), 0.0),
+                                                  float(body["centre_epsilon_spent_in_period"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # an unreadable file is reported in the table already
+    ledger = BudgetLedger(region.data_dir / "privacy_budget.db", region.code,
+                          epsilon_per_month=config.privacy.epsilon_per_month,
+                          delta_per_month=config.privacy.delta_per_month)
+    for period in sorted(periods):
+        eps, delta = ledger.totals(period)
+        by_centre = f"; the centre counts ε={centre[period]:.3f}" if period in centre else ""
+        print(f"{code}: privacy budget spent in {period}: ε={eps:.3f} of {config.privacy.epsilon_per_month:.3f}, "
+              f"δ={delta:.1e} of {config.privacy.delta_per_month:.1e} by the region's ledger{by_centre}")

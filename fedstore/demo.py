@@ -7,6 +7,7 @@ region's own online store (SQLite by default: nothing to install) and prints wha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import shutil
@@ -14,7 +15,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from federation import FederationConfig
+from federation import ClientTLSConfig, FederationConfig
+from federation.channels import centre_link
 from fedstore.arguments import positive_int
 from fedstore.render import age, table
 from regions.errors import RegionError
@@ -97,7 +99,8 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
         print()
     token = _lookups(config, regions, summaries)
     if token:
-        _aggregate(config, regions, token)
+        config = _border(config, regions)
+        _aggregate(config, [config.region(r.code) for r in regions], token)
     print(f"demo finished in {time.perf_counter() - began:.0f}s; try `fedstore region status --region {codes[0]}`")
 
 
@@ -131,6 +134,31 @@ def _lookups(config: FederationConfig, regions: list, summaries: list) -> str | 
     return token
 
 
+def _border(config: FederationConfig, regions: list) -> FederationConfig:
+    """The config the demo's centre and its clients use: mutual TLS as configured, or, where the
+    config names no certificates, with a development CA made for this run in the centre's directory."""
+    from fedstore.dev_certificates import make_dev_pki
+
+    agg = config.aggregator
+    if agg.plaintext:
+        print("demo: aggregator.plaintext is set: the border runs WITHOUT TLS (local development only)")
+        return config
+    if agg.tls_cert and agg.operator_tls and all(r.centre_tls for r in regions):
+        print("demo: mutual TLS at the border with the configured certificates")
+        return config
+    assert agg.data_dir is not None
+    pki = make_dev_pki(agg.data_dir / "dev-certs", [r.code for r in regions])
+    print(f"demo: mutual TLS at the border: a development CA in {pki.ca.parent} issued the centre's certificate "
+          f"and one client certificate per region (`fedstore certs init` makes such files for a config)")
+    client = {code: ClientTLSConfig(p.cert, p.key, pki.ca) for code, p in pki.regions.items()}
+    return dataclasses.replace(
+        config,
+        aggregator=dataclasses.replace(agg, tls_cert=pki.centre.cert, tls_key=pki.centre.key, tls_client_ca=pki.ca,
+                                       operator_tls=ClientTLSConfig(pki.operator.cert, pki.operator.key, pki.ca)),
+        regions=tuple(dataclasses.replace(r, centre_tls=client.get(r.code, r.centre_tls)) for r in config.regions),
+    )
+
+
 def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
     """Each region publishes anonymised statistics; the centre validates and merges them."""
     from aggregator.intake.server import build_server
@@ -146,7 +174,8 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
         for region in regions:
             node = RegionNode(region)
             sid, released, _ = publish_statistics(node, config.privacy, epsilon=1.0)
-            outcome = send_outbox(outbox_dir(region.data_dir), f"127.0.0.1:{port}", token)
+            outcome = send_outbox(outbox_dir(region.data_dir), centre_link(config, region.code, f"127.0.0.1:{port}"),
+                                  token)
             print(f"{region.code}: published {sid} (ε={released.accounting.epsilon:.2f}, "
                   f"{len(released.features)} features, {len(released.suppressed)} suppressed): "
                   f"{', '.join(o for _, o in outcome)}")
@@ -154,7 +183,9 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
 
         from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        if len(regions) > 1 and not config.aggregator.plaintext:
+            _impersonation(config, regions[1].code, regions[0].code, f"127.0.0.1:{port}", token)
+        with centre_link(config, None, f"127.0.0.1:{port}").channel() as channel:
             merged = aggregator_pb2_grpc.AggregatorStub(channel).GetGlobalStatistics(
                 aggregator_pb2.GetGlobalStatisticsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=10)
         print(f"\ncentre: federation-wide statistics from {len(merged.submissions)} anonymised submissions "
@@ -171,6 +202,21 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
     finally:
         server.stop(1).wait()
         store.close()
+
+
+def _impersonation(config: FederationConfig, holder: str, victim: str, address: str, token: str) -> None:
+    """One region's certificate cannot submit for another, whatever the token allows."""
+    import grpc
+
+    from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+
+    with centre_link(config, holder, address).channel() as channel:
+        try:
+            aggregator_pb2_grpc.AggregatorStub(channel).Submit(
+                aggregator_pb2.Submission(region=victim), metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+            print(f"{holder}'s certificate submitting for {victim}: accepted (unexpected)")
+        except grpc.RpcError as e:
+            print(f"{holder}'s certificate submitting for {victim}: refused {e.code().name} ({e.details()})")
 
 
 def _mean_and_std(f: aggregator_pb2.GlobalFeature) -> tuple[str, str]:
@@ -198,11 +244,12 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
     for region in regions:
         node = RegionNode(region)
         sid, released, _ = publish_training_statistics(node, config.privacy, spec, epsilon=2.0)
-        outcome = send_outbox(outbox_dir(region.data_dir), address, token) if released.statistics else [("", "suppressed")]
+        link = centre_link(config, region.code, address)
+        outcome = send_outbox(outbox_dir(region.data_dir), link, token) if released.statistics else [("", "suppressed")]
         print(f"{region.code}: training statistics {sid} (ε={released.epsilon:.2f}, δ={released.delta:.0e}, "
               f"OpenDP Gaussian): {', '.join(o for _, o in outcome)}")
     md = (("authorization", f"Bearer {token}"),)
-    with grpc.insecure_channel(address) as channel:
+    with centre_link(config, None, address).channel() as channel:
         try:
             result = aggregator_pb2_grpc.AggregatorStub(channel).Train(
                 aggregator_pb2.TrainRequest(strategy="lda", feature_service=spec.feature_service), metadata=md, timeout=30)
@@ -216,15 +263,15 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
     sid, evaluation, _ = publish_evaluation(judge, config.privacy, spec, model, name=result.model_name,
                                             version=result.model_version or 1, epsilon=0.5)
     if evaluation.histograms:
-        send_outbox(outbox_dir(judge.data_dir), address, token)
+        send_outbox(outbox_dir(judge.data_dir), centre_link(config, judge.code, address), token)
     for name, version, region, metrics, _ in evaluations:
         print(f"{region}: evaluated {name} v{version} locally; the centre sees only noisy score histograms: "
               f"AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} on ~{metrics['examples']:,.0f} customers")
     print()
-    _deploy(address, token, result.model_name, result.model_version, [r.code for r in regions])
+    _deploy(config, address, token, result.model_name, result.model_version, [r.code for r in regions])
 
 
-def _deploy(address: str, token: str, name: str, version: int, codes: list[str]) -> None:
+def _deploy(config: FederationConfig, address: str, token: str, name: str, version: int, codes: list[str]) -> None:
     """Promote the new model in the first region (shadow, then canary 5%); try a region whose policy refuses it."""
     import grpc
 
@@ -233,7 +280,7 @@ def _deploy(address: str, token: str, name: str, version: int, codes: list[str])
     from proto.fedstore.registry.v1 import registry_pb2_grpc
 
     md = (("authorization", f"Bearer {token}"),)
-    with grpc.insecure_channel(address) as channel:
+    with centre_link(config, None, address).channel() as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
         steps = [(codes[0], "shadow", "demo: shadow run first"), (codes[0], "canary_5", "demo: evaluation passed")]
         steps += [(c, "shadow", "demo: try another jurisdiction") for c in codes[1:]]

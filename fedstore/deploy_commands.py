@@ -101,6 +101,8 @@ def _region_config(config: FederationConfig, r: RegionConfig) -> dict[str, Any]:
         if key in raw:
             out[key] = raw[key]
     out["aggregator"] = {"address": f"aggregator.fedstore-centre.svc:{_port(config.aggregator.address)}"}
+    if config.aggregator.plaintext:  # else the region's send-stats would refuse the plaintext centre
+        out["aggregator"]["plaintext"] = True
     tokens = [{**t, "regions": [r.code]} for t in (raw.get("auth") or {}).get("tokens", [])
               if "*" in t.get("regions", []) or r.code in t.get("regions", [])]
     if tokens:
@@ -191,7 +193,9 @@ def _centre(config: FederationConfig, image: str) -> list[dict[str, Any]]:
     raw["regions"] = [{**r, "data_dir": f"unused/{r['code']}"} for r in raw.get("regions", [])]  # no region data here
     container = _container(image, ["aggregator", "serve"], "aggregator")
     container["ports"] = [{"name": "grpc", "containerPort": port}]
-    probe = {"grpc": {"port": port, "service": ""}, "periodSeconds": 5}
+    # Kubernetes' gRPC probe speaks no TLS, and the centre takes mutual TLS only: a TCP check there
+    probe = ({"grpc": {"port": port, "service": ""}, "periodSeconds": 5} if config.aggregator.plaintext
+             else {"tcpSocket": {"port": port}, "periodSeconds": 5})
     container["readinessProbe"] = probe
     container["livenessProbe"] = {**probe, "periodSeconds": 10, "failureThreshold": 6}
     labels = _labels(None, "aggregator")

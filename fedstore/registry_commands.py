@@ -54,16 +54,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> Any:
     import grpc
 
+    from federation.channels import centre_link, handshake_problem
     from proto.fedstore.registry.v1 import registry_pb2_grpc
 
     token = os.environ.get(args.token_env, "")
     if not token:
         raise RegionError(f"environment variable {args.token_env} is not set (your registry token)")
-    with grpc.insecure_channel(args.address or config.aggregator.address) as channel:
+    with centre_link(config, None, args.address).channel() as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
         try:
             return getattr(stub, method)(request, metadata=(("authorization", f"Bearer {token}"),), timeout=30)
         except grpc.RpcError as e:
+            if handshake_problem(e):
+                raise RegionError(f"registry: {handshake_problem(e)}") from None
             raise RegionError(f"registry: {e.code().name}: {e.details()}") from None
 
 

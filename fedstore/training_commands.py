@@ -55,6 +55,7 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
 def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
     import grpc
 
+    from federation.channels import centre_link, handshake_problem
     from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
     from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
@@ -66,11 +67,13 @@ def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
     address = args.address or config.aggregator.address
     request = pb.TrainRequest(strategy=args.strategy, feature_service=args.feature_service, model_name=args.name,
                               period=args.period)
-    with grpc.insecure_channel(address) as channel:
+    with centre_link(config, None, address).channel() as channel:
         try:
             result = aggregator_pb2_grpc.AggregatorStub(channel).Train(
                 request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
         except grpc.RpcError as e:
+            if handshake_problem(e):
+                raise RegionError(f"aggregator at {address}: {handshake_problem(e)}; nothing was trained") from None
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise RegionError(f"the aggregator at {address} did not answer ({e.code().name}): is it running "
                                   "there? nothing was trained") from None

@@ -24,8 +24,14 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture()
-def cfg(tmp_path):
-    return str(write_config(tmp_path / "fed.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}}))
+def cfg(tmp_path, pki):
+    import yaml
+
+    from border import with_mtls
+
+    path = write_config(tmp_path / "fed.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}})
+    path.write_text(yaml.safe_dump(with_mtls(yaml.safe_load(path.read_text()), pki)))  # the border on mutual TLS
+    return str(path)
 
 
 # (case, argv after --config, fragment expected on stderr)

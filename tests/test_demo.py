@@ -35,6 +35,9 @@ def test_demo_end_to_end(tmp_path):
         assert f"{code} serving on 127.0.0.1:" in text
     assert "source: online_store" in text
     assert "centre: federation-wide statistics from 3 anonymised submissions" in text
+    # the border runs on mutual TLS (a development CA the demo made), and a certificate binds a region
+    assert "demo: mutual TLS at the border: a development CA in" in text
+    assert "SG's certificate submitting for MY: refused PERMISSION_DENIED (rule identity: " in text
     assert len(re.findall(r"^\w\w: published \S+ .*: sent$", text, re.M)) == 3
     # training: each region's statistics are sent or (small regions: few fraud cases) suppressed, never lost
     assert len(re.findall(r"^\w\w: training statistics \S+ .*: (sent|suppressed)$", text, re.M)) == 3

@@ -12,6 +12,8 @@ import yaml
 
 from aggregator.errors import NotFound, PolicyRefused, Rejected
 from aggregator.intake.server import build_server
+from border import with_mtls
+from federation.channels import centre_link
 from aggregator.registry.model import ModelCandidate
 from aggregator.registry.store import ModelRegistry
 from federation import load_config
@@ -31,7 +33,7 @@ POLICY = {
 TOKENS = {"ops-my": "ops-my-secret", "ops-all": "ops-all-secret"}
 
 
-def _config(tmp_path, monkeypatch, policy=POLICY):
+def _config(tmp_path, monkeypatch, policy=POLICY, pki=None):
     for name, secret in TOKENS.items():
         monkeypatch.setenv(name.upper().replace("-", "_"), secret)
     raw = {
@@ -43,7 +45,7 @@ def _config(tmp_path, monkeypatch, policy=POLICY):
                             {"name": "ops-all", "secret_env": "OPS_ALL", "regions": ["*"]}]},
         "deployment_policy": policy,
     }
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki) if pki else raw))
     return load_config(tmp_path / "fed.yaml")
 
 
@@ -228,8 +230,8 @@ def test_policy_config_is_validated(tmp_path, monkeypatch):
 # --- over gRPC and the CLI -------------------------------------------------------------------
 
 @pytest.fixture()
-def served(tmp_path, monkeypatch):
-    config = _config(tmp_path, monkeypatch)
+def served(tmp_path, monkeypatch, pki):
+    config = _config(tmp_path, monkeypatch, pki=pki)
     server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
     server.start()
     ModelRegistry(tmp_path / "centre" / "registry.db", config).register(_candidate(), who="trainer")
@@ -243,8 +245,8 @@ def _md(name):
 
 
 def test_registry_over_grpc(served):
-    _, address = served
-    stub = registry_pb2_grpc.RegistryStub(grpc.insecure_channel(address))
+    config, address = served
+    stub = registry_pb2_grpc.RegistryStub(centre_link(config, None, address).channel())
     model = stub.GetModel(pb.GetModelRequest(name="fraud_lda", version=1), metadata=_md("ops-my"), timeout=5)
     assert list(model.source_regions) == ["MY", "SG"] and list(model.submissions) == ["my-train-1", "sg-train-1"]
     event = stub.Promote(pb.PromoteRequest(name="fraud_lda", version=1, region="MY", stage="shadow", why="try"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 from datetime import timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ from aggregator.errors import (
     Rejected,
 )
 from aggregator.global_statistics import merge
+from aggregator.intake.identity import check_certificate_region
 from aggregator.intake.metrics import AggregatorMetrics, rule_of
 from aggregator.intake.validation import valid_period, validate
 from aggregator.registry.service import RegistryServicer
@@ -27,7 +29,7 @@ from aggregator.registry.store import ModelRegistry
 from aggregator.store import AlreadyStored, BudgetRefused, StoredReceipt, SubmissionStore, content_hash
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
-from federation import FederationConfig
+from federation import ConfigError, FederationConfig
 from federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
 from federation.statistics import CATALOG
 from federation.tls import server_credentials
@@ -35,6 +37,8 @@ from federation.tokens import Caller, TokenBook, bearer_token
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 # threads of the centre's server, and how many of them open reflection streams may hold at once
 WORKERS, REFLECTION_STREAMS = 8, 2
@@ -74,6 +78,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
         caller = self.authenticate(context)
         try:
+            if not self.config.aggregator.plaintext:  # local development has no certificate to bind to
+                check_certificate_region(context, request.region)
             previous = self.store.receipt(request.submission_id)
             if previous is not None:
                 return self._replay(previous, request, caller)
@@ -169,7 +175,18 @@ def build_server(
     """The centre's gRPC server: Aggregator and Registry, health checking and reflection (``grpcurl list``).
 
     The model registry lives beside the submission store unless ``registry_path`` says otherwise.
+    The centre speaks mutual TLS only (``aggregator.tls``), or plaintext where the config says
+    ``aggregator.plaintext: true`` (local development).
     """
+    agg = config.aggregator
+    # before the store opens: a bad certificate file is a one-line error with nothing left open
+    credentials: grpc.ServerCredentials | None = None
+    if agg.tls_cert and agg.tls_key and agg.tls_client_ca:
+        credentials = server_credentials(agg.tls_cert, agg.tls_key, agg.tls_client_ca)
+    elif not agg.plaintext:
+        raise ConfigError("aggregator.tls: missing: the centre accepts mutual TLS only; name its certificate, key and "
+                          "the regions' client CA (`fedstore certs init` makes development ones), or set "
+                          "aggregator.plaintext: true for local development")
     store = SubmissionStore(store_path)
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
@@ -191,9 +208,10 @@ def build_server(
         REFLECTION_STREAMS),))
     for name in ("", names[0], names[1]):
         checker.set(name, health_pb2.HealthCheckResponse.SERVING)  # the store opened: it can accept
-    tls = config.aggregator
-    if tls.tls_cert and tls.tls_key:
-        port = server.add_secure_port(address, server_credentials(tls.tls_cert, tls.tls_key))
+    if credentials is not None:
+        port = server.add_secure_port(address, credentials)
     else:
+        log.warning("aggregator.plaintext is set: the centre accepts connections without TLS and binds no "
+                    "submission to a certificate; for local development only")
         port = server.add_insecure_port(address)
     return server, port, store
