@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS training_statistics (
 );
 CREATE SEQUENCE IF NOT EXISTS quarantine_event_ids START 1;
 CREATE TABLE IF NOT EXISTS quarantine_events (
-    event_id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_event_ids'), at TIMESTAMPTZ NOT NULL,
+    event_id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_event_ids'), happened_at TIMESTAMPTZ NOT NULL,
     who VARCHAR NOT NULL, action VARCHAR NOT NULL, submission_id VARCHAR NOT NULL, why VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -314,7 +314,7 @@ class SubmissionStore:
 
     def quarantine_events(self, submission_id: str | None = None) -> list[QuarantineEvent]:
         sql = """
-            SELECT q.event_id, q.at, q.who, q.action, q.submission_id, s.region, s.period,
+            SELECT q.event_id, q.happened_at, q.who, q.action, q.submission_id, s.region, s.period,
                    CASE WHEN EXISTS (SELECT 1 FROM training_statistics t WHERE t.submission_id = q.submission_id)
                         THEN 'training' ELSE 'features' END, q.why
             FROM quarantine_events q JOIN submissions s USING (submission_id)
@@ -345,7 +345,7 @@ class SubmissionStore:
         return None if row is None else str(row[0])
 
     def _event(self, action: str, submission_id: str, *, who: str, why: str, at: datetime) -> int:
-        row = self._db.execute("INSERT INTO quarantine_events (at, who, action, submission_id, why) VALUES (?,?,?,?,?) "
+        row = self._db.execute("INSERT INTO quarantine_events (happened_at, who, action, submission_id, why) VALUES (?,?,?,?,?) "
                                "RETURNING event_id", [at, who, action, submission_id, why]).fetchone()
         return int(_aggregate(row)[0])
 
