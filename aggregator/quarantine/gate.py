@@ -54,8 +54,8 @@ class QuarantineGate:
             classes = [ClassNumbers(c.label, c.n, tuple(c.sum_x), tuple(c.xtx)) for c in sub.training.classes]
             mine = training_estimates(classes, spec.specs(), epsilon=sub.accounting.epsilon,
                                       delta=sub.accounting.delta, config=self.config)
-            rows = [r for r in self.store.latest_training(spec.feature_service, sub.period) if r.region != sub.region]
-            return self._judge(mine, list(self._training_by_region(rows, spec).values()))
+            trained = [r for r in self.store.latest_training(spec.feature_service, sub.period) if r.region != sub.region]
+            return self._judge(mine, list(self._training_by_region(trained, spec).values()))
         if sub.features:
             numbers = {f.ref: FeatureNumbers(f.ref, f.count, f.sum, f.sum_sq,
                                              feature_noise(self.catalog[f.ref], sub.accounting.epsilon_per_query))

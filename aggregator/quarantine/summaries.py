@@ -106,7 +106,7 @@ def training_estimates(classes: Iterable[ClassNumbers], specs: tuple[FeatureSpec
     for c in classes:
         n = max(c.n, 1.0)
         ns[c.label] = n
-        diag = np.diag(from_triangle(c.xtx, d))
+        diag = np.diag(from_triangle(list(c.xtx), d))
         for j, spec in enumerate(specs):
             mu = c.sum_x[j] / n
             noise = sd_x**2 / n**2 + (c.sum_x[j] / n**2) ** 2 * sd_n**2

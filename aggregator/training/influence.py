@@ -93,7 +93,7 @@ def statistics_auc(w: np.ndarray, classes: list[TrainingRow], d: int) -> float |
     for c in (0, 1):
         r = by_label[c]
         mu = np.asarray(r.sum_x) / r.n
-        cov = from_triangle(r.xtx, d) / r.n - np.outer(mu, mu)
+        cov = from_triangle(list(r.xtx), d) / r.n - np.outer(mu, mu)
         moments.append((mu, max(float(w @ cov @ w), 0.0)))  # noise can make a variance negative
     (mu0, v0), (mu1, v1) = moments
     spread = math.sqrt(v0 + v1)
