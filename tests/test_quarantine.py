@@ -322,6 +322,21 @@ def test_label_swapped_training_statistics_with_inflated_n_are_quarantined_or_fl
     assert stored.influence[0].weight_cosine == pytest.approx(poisoned.influence[0].weight_cosine)
 
 
+def test_a_training_poisoner_that_published_first_is_quarantined_when_the_centre_trains(centre):
+    rng = np.random.default_rng(10)
+    attack = _training_release("ID", rng, *_examples("ID", rng), swap=True, inflate=20.0)
+    assert not centre.submit(attack).quarantined  # nobody to compare with yet
+    honest = ("MY", "SG", "TH", "VN")
+    for c in honest:
+        assert not centre.submit(_training_release(c, rng, *_examples(c, rng))).quarantined
+    evaluation = [_examples(c, rng, 40_000) for c in honest]
+    result = centre.train()
+    assert list(result.quarantined) == [attack.submission_id] and attack.submission_id not in result.submissions
+    assert _auc(result, (np.vstack([x for x, _ in evaluation]), np.concatenate([y for _, y in evaluation]))) > 0.65
+    (event,) = centre.store.quarantine_events(attack.submission_id)
+    assert event.kind == "training" and event.why.startswith("rule quarantine: share of class 1")
+
+
 def test_honest_training_releases_with_heterogeneity_are_not_quarantined(tmp_path, monkeypatch):
     config = _write_config(tmp_path, monkeypatch)
     rng = np.random.default_rng(6)
