@@ -31,6 +31,7 @@ from aggregator.store import (
     REJECT,
     AlreadyStored,
     BudgetRefused,
+    QuarantineEvent,
     StoredReceipt,
     SubmissionStore,
     content_hash,
@@ -183,7 +184,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                                   if e.kind == "features")
         return merged
 
-    def _held_events(self, period: str | None) -> list:
+    def _held_events(self, period: str | None) -> list[QuarantineEvent]:
         """The latest quarantine event of every submission quarantine holds out now (of a period, or all)."""
         held = set(self.store.held(period))
         latest = {e.submission_id: e for e in self.store.quarantine_events() if e.submission_id in held}
