@@ -150,12 +150,12 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         ts = Timestamp()
         ts.FromDatetime(stored.accepted_at.astimezone(timezone.utc))
         events = self.store.quarantine_events(stored.submission_id)
-        held = bool(events) and events[-1].action in (QUARANTINE, REJECT)
+        status = events[-1].action if events else None
+        why = {QUARANTINE: events[-1].why if events else "", REJECT: "rule quarantine: rejected by an operator"}
         return pb.Receipt(
             submission_id=stored.submission_id, receipt_id=stored.receipt_id, accepted_at=ts, replay=replay,
             epsilon_spent_in_period=self.store.epsilon_spent(request.region, request.period),
-            quarantined=held, quarantine_rule=events[-1].why if held and events[-1].action == QUARANTINE else
-            ("rule quarantine: rejected by an operator" if held else ""),
+            quarantined=status in why, quarantine_rule=why.get(status or "", ""),
         )
 
     def Train(self, request: pb.TrainRequest, context: grpc.ServicerContext) -> pb.TrainResult:
@@ -163,8 +163,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         try:
             if not caller.allows("*"):
                 raise NotAllowed(f"rule identity: caller {caller.name!r} may not train federation-wide models")
-            spec_name = request.feature_service
-            self.quarantine.sweep_training(spec_name, request.period or None)
+            self.quarantine.sweep_training(request.feature_service, request.period or None)
             held = [e.submission_id for e in self._held_events(request.period or None) if e.kind == "training"]
             result = train(self.store, request, registry=self.registry, who=caller.name, quarantined=held)
             self.metrics.trainings.labels(result.strategy, "trained").inc()
