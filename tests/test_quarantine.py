@@ -210,7 +210,7 @@ def test_honest_regions_with_realistic_heterogeneity_are_never_quarantined(tmp_p
             c.close()
 
 
-def test_honest_heterogeneity_up_to_the_tolerance_passes_at_a_stated_rate():
+def test_regions_differing_by_up_to_the_tolerance_are_never_held_in_500_draws():
     """500 draws of five regions whose means differ by up to the whole configured heterogeneity
     (uniform in ±h around a common mean): the check at k = 4 holds none of them."""
     config = QuarantineConfig()
@@ -236,6 +236,18 @@ def test_honest_heterogeneity_up_to_the_tolerance_passes_at_a_stated_rate():
                                 minimum_others=config.minimum_other_regions)
             held += found is not None
     assert held == 0
+
+
+def test_the_band_is_k_times_noise_sampling_and_heterogeneity_in_quadrature():
+    from aggregator.quarantine.screen import Estimate
+
+    others = [{"m": Estimate(v, 1.0, 2.0)} for v in (9.0, 10.0, 11.0, 50.0)]  # median 10.5 despite 50
+    band = 4 * math.sqrt(1.0 + 1.0 + 2.0**2)  # k · sqrt(own variance + others' + h²) ≈ 9.8
+    inside = out_of_line({"m": Estimate(10.5 + band * 0.99, 1.0, 2.0)}, others, k=4, minimum_others=3)
+    outside = out_of_line({"m": Estimate(10.5 - band * 1.01, 1.0, 2.0)}, others, k=4, minimum_others=3)
+    assert inside is None and outside is not None
+    assert (outside.median, outside.allowed, outside.others) == (10.5, pytest.approx(band), 4)
+    assert out_of_line({"m": Estimate(1e6, 1.0, 2.0)}, others[:2], k=4, minimum_others=3) is None  # too few others
 
 
 # --- training: label-swapped statistics with an inflated n ---------------------------------------
@@ -400,7 +412,8 @@ def test_accept_and_reject_round_trip_is_audited_and_only_an_operator_may_decide
     event = centre.stub.DecideQuarantine(accept, metadata=op, timeout=10)
     assert (event.action, event.who, event.why, event.region) == (pb.ACCEPT, "centre-operator", "TH ran a promotion",
                                                                   "TH")
-    assert refused(accept)[:1] == (grpc.StatusCode.FAILED_PRECONDITION,) and "accepted already" in refused(accept)[1]
+    code, details = refused(accept)  # decided once, for good
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "accepted already" in details
     rejected = centre.stub.DecideQuarantine(
         pb.QuarantineDecision(submission_id=second.submission_id, action=pb.REJECT, why="duplicate of the first"),
         metadata=op, timeout=10)
