@@ -139,10 +139,11 @@ def cmd_quarantine_list(config: FederationConfig, args: argparse.Namespace) -> N
     if not listed.submissions:
         print("nothing quarantined" if not args.all else "nothing was ever quarantined")
         return
-    print(table(["submission", "region", "period", "kind", "status", "#", "at", "who", "why"], [
-        [q.submission_id if i == 0 else "", q.region if i == 0 else "", q.period if i == 0 else "",
-         q.kind if i == 0 else "", pb.QuarantineAction.Name(q.status).lower() if i == 0 else "", e.event_id,
-         e.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), e.who, f"{pb.QuarantineAction.Name(e.action).lower()}: {e.why}"]
+    # one line per event, the submission's columns on its first
+    print(table(["submission", "region", "period", "kind", "status", "#", "at", "who", "action", "why"], [
+        [*([q.submission_id, q.region, q.period, q.kind, pb.QuarantineAction.Name(q.status).lower()] if i == 0
+           else [""] * 5), e.event_id, e.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), e.who,
+         pb.QuarantineAction.Name(e.action).lower(), e.why]
         for q in listed.submissions for i, e in enumerate(q.events)]))
 
 
