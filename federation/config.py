@@ -30,6 +30,7 @@ import yaml
 from federation.deployment_policy import DeploymentPolicy, parse_policies
 from federation.errors import ConfigError
 from federation.monitoring import MonitoringConfig, parse_monitoring
+from federation.statistics import CATALOG
 from federation.jurisdictions import JURISDICTIONS
 
 ONLINE_STORE_TYPES = ("sqlite", "redis", "redis_cluster")
@@ -165,6 +166,25 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class QuarantineConfig:
+    """When the centre holds a region's statistics back from merging and training.
+
+    A statistic (a feature's mean; for training statistics each class's feature means and the
+    class balance) is out of line when it differs from the median of the other regions by more
+    than ``k`` × sqrt(noise variance + sampling variance + heterogeneity²). Heterogeneity is how far
+    honest regions may really differ: per feature in its own units (``heterogeneity``), else
+    ``relative_tolerance`` × the catalog range; ``class_balance_tolerance`` for the share of class 1.
+    """
+
+    enabled: bool = True
+    k: float = 4.0
+    relative_tolerance: float = 0.1  # of the feature's catalog range (upper − lower)
+    heterogeneity: Mapping[str, float] = field(default_factory=dict)  # catalog ref -> in the feature's units
+    class_balance_tolerance: float = 0.05  # absolute, on n₁ / (n₀ + n₁)
+    minimum_other_regions: int = 3  # the test runs once this many other regions have statistics
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     """Where the centre listens and keeps its store."""
 
@@ -189,6 +209,7 @@ class FederationConfig:
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     deployment_policies: Mapping[str, DeploymentPolicy] = field(default_factory=dict)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     source: Path | None = field(default=None, compare=False)
 
     def policy(self, code: str) -> DeploymentPolicy:
@@ -240,7 +261,7 @@ def parse_config(
     top = _mapping(raw, "config")
     _keys(
         top, "config", required={"federation", "regions"},
-        optional={"auth", "privacy", "aggregator", "deployment_policy", "monitoring"},
+        optional={"auth", "privacy", "aggregator", "deployment_policy", "monitoring", "quarantine"},
     )
     fed = _mapping(top["federation"], "federation")
     _keys(fed, "federation", required={"name"}, optional=set())
@@ -266,8 +287,53 @@ def parse_config(
         aggregator=aggregator,
         deployment_policies=parse_policies(top.get("deployment_policy"), {r.code for r in regions}),
         monitoring=parse_monitoring(top.get("monitoring")),
+        quarantine=_quarantine(top.get("quarantine")),
         source=source,
     )
+
+
+def _quarantine(raw: Any) -> QuarantineConfig:
+    if raw is None:
+        return QuarantineConfig()
+    m = _mapping(raw, "quarantine")
+    _keys(m, "quarantine", required=set(), optional={"enabled", "k", "relative_tolerance", "heterogeneity",
+                                                     "class_balance_tolerance", "minimum_other_regions"})
+    enabled = m.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"quarantine.enabled: expected true or false, got {enabled!r}")
+    k = _number(m.get("k", QuarantineConfig.k), "quarantine.k")
+    if not k >= 1:
+        raise ConfigError(f"quarantine.k: expected a number of standard deviations ≥ 1, got {k!r}")
+    relative = _number(m.get("relative_tolerance", QuarantineConfig.relative_tolerance), "quarantine.relative_tolerance")
+    balance = _number(m.get("class_balance_tolerance", QuarantineConfig.class_balance_tolerance),
+                      "quarantine.class_balance_tolerance")
+    for name, v in (("relative_tolerance", relative), ("class_balance_tolerance", balance)):
+        if not 0 <= v <= 1:
+            raise ConfigError(f"quarantine.{name}: expected a share between 0 and 1, got {v!r}")
+    others = m.get("minimum_other_regions", QuarantineConfig.minimum_other_regions)
+    if not isinstance(others, int) or isinstance(others, bool) or others < 2:
+        # with one other region the centre cannot tell which of two disagreeing regions is wrong
+        raise ConfigError(f"quarantine.minimum_other_regions: expected an integer ≥ 2, got {others!r}")
+    raw_h = m.get("heterogeneity", {})
+    if not isinstance(raw_h, dict):
+        raise ConfigError("quarantine.heterogeneity: expected a mapping of catalog feature (view:feature) to a number")
+    known = {s.ref: s for s in CATALOG}
+    heterogeneity = {}
+    for ref, v in raw_h.items():
+        if ref not in known:
+            raise ConfigError(f"quarantine.heterogeneity.{ref}: not a feature of the statistics catalog")
+        h = _number(v, f"quarantine.heterogeneity.{ref}")
+        if h < 0:
+            raise ConfigError(f"quarantine.heterogeneity.{ref}: expected a number ≥ 0, got {v!r}")
+        heterogeneity[ref] = h
+    return QuarantineConfig(enabled=enabled, k=k, relative_tolerance=relative, heterogeneity=heterogeneity,
+                            class_balance_tolerance=balance, minimum_other_regions=others)
+
+
+def _number(raw: Any, where: str) -> float:
+    if not isinstance(raw, (int, float)) or isinstance(raw, bool) or raw != raw or raw in (float("inf"), float("-inf")):
+        raise ConfigError(f"{where}: expected a finite number, got {raw!r}")
+    return float(raw)
 
 
 def _aggregator(raw: Any, base_dir: Path) -> AggregatorConfig:

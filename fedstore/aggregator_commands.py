@@ -1,4 +1,5 @@
-"""`fedstore aggregator serve`: the centre. `fedstore region send-stats`: a region's outbox to it."""
+"""`fedstore aggregator serve`: the centre. `fedstore aggregator quarantine list | accept | reject`: an
+operator's review of held statistics. `fedstore region send-stats`: a region's outbox to it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import os
 import signal
 import threading
+from typing import Any
 
 from federation import FederationConfig
 from fedstore.arguments import host_port
@@ -20,6 +22,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve = cmds.add_parser("serve", help="accept anonymised statistics from the regions")
     serve.add_argument("--address", type=host_port, default=None, help="host:port (default: aggregator.address in the config)")
     serve.set_defaults(handler=cmd_serve)
+    quarantine = cmds.add_parser("quarantine", help="statistics held back as out of line with the other regions")
+    quarantine.add_argument("--token-env", default="FEDSTORE_TOKEN",
+                            help="environment variable holding an operator's (centre-wide) token")
+    quarantine.add_argument("--address", type=host_port, default=None, help="aggregator host:port (default: from the config)")
+    qcmds = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="COMMAND")
+    ls = qcmds.add_parser("list", help="held submissions and why (--all: decided ones too)")
+    ls.add_argument("--all", action="store_true", help="also submissions already accepted or rejected")
+    ls.set_defaults(handler=cmd_quarantine_list)
+    for name, text in (("accept", "release a held submission into merging and training"),
+                       ("reject", "exclude a held submission for good (it stays stored)")):
+        decide = qcmds.add_parser(name, help=text)
+        decide.add_argument("submission_id")
+        decide.add_argument("--why", required=True, help="recorded in the audit trail (at most 500 characters)")
+        decide.set_defaults(handler=cmd_quarantine_decide, action=name)
 
 
 def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -142,3 +158,50 @@ def _print_spent(config: FederationConfig, code: str, results: list[tuple[str, s
         by_centre = f"; the centre counts ε={centre[period]:.3f}" if period in centre else ""
         print(f"{code}: privacy budget spent in {period}: ε={eps:.3f} of {config.privacy.epsilon_per_month:.3f}, "
               f"δ={delta:.1e} of {config.privacy.delta_per_month:.1e} by the region's ledger{by_centre}")
+
+
+def _quarantine_call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> Any:
+    import grpc
+
+    from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        raise RegionError(f"environment variable {args.token_env} is not set (an operator's token)")
+    from federation.channels import centre_link
+
+    link = centre_link(config, None, args.address)  # the centre's operator, over mutual TLS
+    address = link.address
+    with link.channel() as channel:
+        try:
+            return getattr(aggregator_pb2_grpc.AggregatorStub(channel), method)(
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise RegionError(f"the aggregator at {address} did not answer ({e.code().name})") from None
+            raise RegionError(f"quarantine: {e.code().name}: {e.details()}") from None
+
+
+def cmd_quarantine_list(config: FederationConfig, args: argparse.Namespace) -> None:
+    from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+
+    listed = _quarantine_call(config, args, "ListQuarantine", pb.ListQuarantineRequest(include_decided=args.all))
+    if not listed.submissions:
+        print("nothing quarantined" if not args.all else "nothing was ever quarantined")
+        return
+    # one line per event, the submission's columns on its first
+    print(table(["submission", "region", "period", "kind", "status", "#", "at", "who", "action", "why"], [
+        [*([q.submission_id, q.region, q.period, q.kind, pb.QuarantineAction.Name(q.status).lower()] if i == 0
+           else [""] * 5), e.event_id, e.at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), e.who,
+         pb.QuarantineAction.Name(e.action).lower(), e.why]
+        for q in listed.submissions for i, e in enumerate(q.events)]))
+
+
+def cmd_quarantine_decide(config: FederationConfig, args: argparse.Namespace) -> None:
+    from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+
+    action = pb.ACCEPT if args.action == "accept" else pb.REJECT
+    e = _quarantine_call(config, args, "DecideQuarantine",
+                         pb.QuarantineDecision(submission_id=args.submission_id, action=action, why=args.why))
+    print(f"{e.submission_id} ({e.region}, {e.period}): {args.action}ed by {e.who} (event {e.event_id}); "
+          + ("it is merged and trained on from now" if action == pb.ACCEPT else "it stays stored, never used"))

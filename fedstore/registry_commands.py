@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from federation import FederationConfig
 from federation.traffic import STAGES
 from fedstore.arguments import host_port
-from fedstore.render import table
+from fedstore.render import influence_table, table
 from regions.errors import RegionError
 
 if TYPE_CHECKING:
@@ -103,6 +103,8 @@ def cmd_show(config: FederationConfig, args: argparse.Namespace) -> None:
         print(table(["region", "auc", "accuracy", "evaluation"], [
             [r.region, f"{r.metrics.get('auc', float('nan')):.3f}", f"{r.metrics.get('accuracy', float('nan')):.3f}",
              r.submission_id] for r in m.metrics]))
+    if m.influence:
+        print(influence_table(m.influence))
 
 
 def cmd_promote(config: FederationConfig, args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from federation import FederationConfig
 from federation.training import TRAINING_SPECS, LinearModel, training_spec
 from fedstore.arguments import host_port, output_file, path_arg
-from fedstore.render import table
+from fedstore.render import influence_table, table
 from regions.errors import RegionError
 
 if TYPE_CHECKING:
@@ -97,7 +97,13 @@ def describe(result: aggregator_pb2.TrainResult) -> str:
             f"from {', '.join(f'{r} (ε={e:g})' for r, e in sorted(result.epsilon_by_region.items()))}")
     rows = [(f, f"{w:+.4f}") for f, w in zip(result.features, result.weights, strict=True)]
     rows.append(("(intercept)", f"{result.intercept:+.4f}"))
-    return head + "\n" + table(["feature", "weight"], rows) + f"\nlineage: {', '.join(result.submissions)}"
+    out = head + "\n" + table(["feature", "weight"], rows) + f"\nlineage: {', '.join(result.submissions)}"
+    if result.influence:
+        out += "\n" + influence_table(result.influence)
+    if result.quarantined:
+        out += (f"\nquarantined (not trained on): {', '.join(result.quarantined)}; "
+                "see `fedstore aggregator quarantine list`")
+    return out
 
 
 def model_file(result: aggregator_pb2.TrainResult) -> dict[str, object]:

@@ -27,6 +27,9 @@ class AggregatorMetrics:
                                 ["region"], registry=self.registry)
         self.rejected = Counter("fedstore_submissions_rejected", "Submissions refused, by the rule they broke",
                                 ["rule", "code"], registry=self.registry)
+        self.quarantined = Counter("fedstore_submissions_quarantined",
+                                   "Submissions stored but held out at intake (out of line with the other regions)",
+                                   ["region", "kind"], registry=self.registry)
         self.trainings = Counter("fedstore_trainings", "Training runs by strategy and outcome",
                                  ["strategy", "outcome"], registry=self.registry)
 

@@ -24,9 +24,20 @@ from aggregator.global_statistics import merge
 from aggregator.intake.identity import check_certificate_region
 from aggregator.intake.metrics import AggregatorMetrics, rule_of
 from aggregator.intake.validation import valid_period, validate
+from aggregator.quarantine.gate import QuarantineGate
+from aggregator.quarantine.review import decide, quarantine_list
 from aggregator.registry.service import RegistryServicer
 from aggregator.registry.store import ModelRegistry
-from aggregator.store import AlreadyStored, BudgetRefused, StoredReceipt, SubmissionStore, content_hash
+from aggregator.store import (
+    QUARANTINE,
+    REJECT,
+    AlreadyStored,
+    BudgetRefused,
+    QuarantineEvent,
+    StoredReceipt,
+    SubmissionStore,
+    content_hash,
+)
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
 from federation import ConfigError, FederationConfig
@@ -67,6 +78,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         self.registry = registry
         self.book = TokenBook(config.tokens)
         self.catalog = {s.ref: s for s in CATALOG}
+        self.quarantine = QuarantineGate(store, config.quarantine, self.catalog)
 
     def authenticate(self, context: grpc.ServicerContext) -> Caller:
         token = bearer_token(context.invocation_metadata())
@@ -90,10 +102,13 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                     self.registry.get(request.evaluation.model_name, request.evaluation.model_version)
                 except NotFound as e:
                     raise Rejected(f"rule model: {e}") from None
+            # out of line with the other regions: stored, but held out of merging and training
+            finding = self.quarantine.check(request)
             try:
                 privacy = self.config.privacy
                 stored = self.store.accept(request, epsilon_limit=privacy.epsilon_per_month,
-                                           delta_limit=privacy.delta_per_month)
+                                           delta_limit=privacy.delta_per_month,
+                                           quarantine_why=finding.why() if finding else None)
             except AlreadyStored as e:  # a concurrent call with the same id stored it first
                 return self._replay(e.receipt, request, caller)
             except BudgetRefused as e:
@@ -104,6 +119,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                     f"ε={request.accounting.epsilon:.3f} (δ={request.accounting.delta:.1e}) more is refused"
                 ) from None
             self.metrics.accepted.labels(request.region, _kind(request)).inc()
+            if finding is not None:
+                self.metrics.quarantined.labels(request.region, _kind(request)).inc()
             if request.HasField("evaluation"):
                 self._record_evaluation(request)
             return self._receipt(stored, request, replay=False)
@@ -138,9 +155,13 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def _receipt(self, stored: StoredReceipt, request: pb.Submission, *, replay: bool) -> pb.Receipt:
         ts = Timestamp()
         ts.FromDatetime(stored.accepted_at.astimezone(timezone.utc))
+        events = self.store.quarantine_events(stored.submission_id)
+        status = events[-1].action if events else None
+        why = {QUARANTINE: events[-1].why if events else "", REJECT: "rule quarantine: rejected by an operator"}
         return pb.Receipt(
             submission_id=stored.submission_id, receipt_id=stored.receipt_id, accepted_at=ts, replay=replay,
             epsilon_spent_in_period=self.store.epsilon_spent(request.region, request.period),
+            quarantined=status in why, quarantine_rule=why.get(status or "", ""),
         )
 
     def Train(self, request: pb.TrainRequest, context: grpc.ServicerContext) -> pb.TrainResult:
@@ -148,7 +169,9 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         try:
             if not caller.allows("*"):
                 raise NotAllowed(f"rule identity: caller {caller.name!r} may not train federation-wide models")
-            result = train(self.store, request, registry=self.registry, who=caller.name)
+            self.quarantine.sweep_training(request.feature_service, request.period or None)
+            held = [e.submission_id for e in self._held_events(request.period or None) if e.kind == "training"]
+            result = train(self.store, request, registry=self.registry, who=caller.name, quarantined=held)
             self.metrics.trainings.labels(result.strategy, "trained").inc()
             return result
         except AggregatorError as e:
@@ -160,7 +183,41 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         self.authenticate(context)
         if request.period and not valid_period(request.period):  # else no submission matches: an empty answer
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_details(f"period {request.period!r} is not YYYY-MM"))
-        return merge(self.store.features(request.period or None), self.catalog)
+        self.quarantine.sweep_features(request.period or None)
+        merged = merge(self.store.features(request.period or None), self.catalog)
+        merged.quarantined.extend(e.submission_id for e in self._held_events(request.period or None)
+                                  if e.kind == "features")
+        return merged
+
+    def _held_events(self, period: str | None) -> list[QuarantineEvent]:
+        """The latest quarantine event of every submission quarantine holds out now (of a period, or all)."""
+        held = set(self.store.held(period))
+        latest = {e.submission_id: e for e in self.store.quarantine_events() if e.submission_id in held}
+        return list(latest.values())
+
+    def _operator(self, context: grpc.ServicerContext) -> Caller:
+        # TODO(roles): require the `audit` role from federation/roles.py once it lands; until then the
+        # centre-wide token (regions ["*"]) is the operator's credential, never a region's token
+        caller = self.authenticate(context)
+        if not caller.allows("*"):
+            raise NotAllowed(f"rule identity: caller {caller.name!r} may not review quarantined statistics")
+        return caller
+
+    def ListQuarantine(self, request: pb.ListQuarantineRequest, context: grpc.ServicerContext) -> pb.QuarantineList:
+        try:
+            self._operator(context)
+            return quarantine_list(self.store, include_decided=request.include_decided)
+        except AggregatorError as e:
+            context.abort(e.code, status_details(str(e)))
+            raise
+
+    def DecideQuarantine(self, request: pb.QuarantineDecision, context: grpc.ServicerContext) -> pb.QuarantineEvent:
+        try:
+            caller = self._operator(context)
+            return decide(self.store, request, who=caller.name)
+        except AggregatorError as e:
+            context.abort(e.code, status_details(str(e)))
+            raise
 
 
 def build_server(

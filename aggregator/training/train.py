@@ -1,14 +1,18 @@
-"""One training run: the latest accepted statistics of each region → a strategy → a model."""
+"""One training run: the latest accepted statistics of each region → a strategy → a model, with
+each region's leave-one-out influence on it. Quarantined statistics are not read (the store
+leaves them out)."""
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 from aggregator.errors import Rejected
 from aggregator.registry.model import ModelCandidate
 from aggregator.registry.store import ModelRegistry
 from aggregator.store import SubmissionStore
+from aggregator.training.influence import RegionInfluence, influence
 from aggregator.training.pooled import pool
 from aggregator.training.strategy import make_strategy
 from federation.errors import ConfigError
@@ -16,7 +20,16 @@ from federation.training import LinearModel, schema_hash, training_spec
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 
-def fit(store: SubmissionStore, request: pb.TrainRequest) -> tuple[LinearModel, list[str], dict[str, float], float]:
+@dataclass(frozen=True)
+class Fitted:
+    model: LinearModel
+    submissions: list[str]
+    epsilon_by_region: dict[str, float]
+    examples: float
+    influence: list[RegionInfluence]
+
+
+def fit(store: SubmissionStore, request: pb.TrainRequest) -> Fitted:
     try:
         spec = training_spec(request.feature_service)
     except ConfigError as e:
@@ -27,15 +40,20 @@ def fit(store: SubmissionStore, request: pb.TrainRequest) -> tuple[LinearModel, 
         raise Rejected(f"period {request.period!r} is not YYYY-MM")
     strategy = make_strategy(request.strategy or "lda", **({"ridge_lambda": request.ridge_lambda}
                                                             if request.strategy == "ridge" else {}))
-    pooled = pool(store.latest_training(spec.feature_service, request.period or None), spec.features)
-    return strategy.fit(pooled, spec.feature_service), list(pooled.submissions), pooled.epsilon_by_region, pooled.n
+    rows = store.latest_training(spec.feature_service, request.period or None)
+    pooled = pool(rows, spec.features)
+    model = strategy.fit(pooled, spec.feature_service)
+    return Fitted(model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n,
+                  influence(rows, spec.features, strategy, spec.feature_service, model))
 
 
 def train(
-    store: SubmissionStore, request: pb.TrainRequest, *, registry: ModelRegistry | None = None, who: str = ""
+    store: SubmissionStore, request: pb.TrainRequest, *, registry: ModelRegistry | None = None, who: str = "",
+    quarantined: list[str] | None = None,
 ) -> pb.TrainResult:
     """Fit, and register the result as the next version of its name when the centre keeps a registry."""
-    model, submissions, eps, n = fit(store, request)
+    fitted = fit(store, request)
+    model, submissions, eps, n = fitted.model, fitted.submissions, fitted.epsilon_by_region, fitted.examples
     strategy = model.metadata.get("strategy", request.strategy)
     name = request.model_name or f"{model.feature_service}_{strategy}"
     version = 0
@@ -46,10 +64,22 @@ def train(
             parameters={"weights": list(model.weights), "intercept": model.intercept, "link": model.link},
             submissions=tuple(submissions), epsilon_by_region=eps,
             tags={**model.metadata, "examples": f"{n:.0f}", "period": request.period or "latest"},
+            influence=tuple(fitted.influence),
         ), who=who).version
     return pb.TrainResult(
         model_name=name, model_version=version,
         strategy=strategy, feature_service=model.feature_service, features=model.features,
         weights=model.weights, intercept=model.intercept, link=model.link, submissions=submissions,
-        epsilon_by_region=eps, examples=n,
+        epsilon_by_region=eps, examples=n, influence=[influence_to_proto(i) for i in fitted.influence],
+        quarantined=quarantined or [],
     )
+
+
+def influence_to_proto(i: RegionInfluence) -> pb.RegionInfluence:
+    out = pb.RegionInfluence(region=i.region, submission_id=i.submission_id, example_share=i.example_share,
+                             weight_change=i.weight_change, weight_cosine=i.weight_cosine, flagged=i.flagged)
+    if i.auc_others_with is not None:
+        out.auc_others_with = i.auc_others_with
+    if i.auc_others_without is not None:
+        out.auc_others_without = i.auc_others_without
+    return out
