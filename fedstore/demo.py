@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from federation import ClientTLSConfig, FederationConfig
 from federation.channels import centre_link
-from fedstore.arguments import positive_int
+from fedstore.arguments import iso_date, positive_int
 from fedstore.render import age, table
 from regions.errors import RegionError
 from regions.store.materialize import MaterializeRequest, materialize
@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     demo.add_argument("--customers", type=positive_int, default=3_000)
     demo.add_argument("--days", type=positive_int, default=30)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--end", type=iso_date, default=None,
+                      help="last day of the synthetic data, YYYY-MM-DD (default: yesterday, UTC); every window "
+                           "of the demo ends with it, so a run is reproducible whatever today is")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(handler=run_demo)
 
@@ -51,6 +54,13 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
     if not codes:
         raise RegionError(f"--regions names no region; this federation has {', '.join(config.codes)}")
     regions = [config.region(c) for c in codes]  # unknown codes fail before any work (and before any removal)
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)  # the last complete day
+    last_day = args.end or yesterday
+    if last_day > yesterday:
+        raise RegionError(f"--end {last_day.isoformat()} is not a complete day yet (the latest is {yesterday.isoformat()}, "
+                          "UTC)")
+    # every window (materialisation, statistics, training, evaluation) ends at the close of that day
+    window_end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), timezone.utc)
     paths = [p for p in [r.data_dir for r in regions] + [config.aggregator.data_dir] if p is not None]
     for path in paths:  # all checked before anything is removed
         if path.is_dir() and any(path.iterdir()) and not (path / DEMO_MARKER).exists():
@@ -65,7 +75,6 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
         path.mkdir(parents=True)
         (path / DEMO_MARKER).write_text("made by `fedstore demo`, which replaces this directory when run again\n")
     print(f"demo: fresh synthetic data for {', '.join(codes)} (previous demo state removed)")
-    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)  # the last complete day
     began = time.perf_counter()
     summaries = []
     for region in regions:
@@ -75,7 +84,7 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
             region.data_dir,
             customers=args.customers,
             days=args.days,
-            end=yesterday,
+            end=last_day,
             timezone=region.timezone,
             seed=args.seed,
             progress=lambda m: print(f"   {m}"),
@@ -84,7 +93,7 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
         applied = node.apply()
         print(f"   applied {len(applied.feature_views)} feature views to project {applied.project}")
         job = materialize(
-            node, MaterializeRequest(show_progress=not args.no_progress), say=lambda m: print(f"   {m}")
+            node, MaterializeRequest(show_progress=not args.no_progress, end=window_end), say=lambda m: print(f"   {m}")
         )
         summaries.append((region, report, job, region_status(node)))
     print()
@@ -100,7 +109,7 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
     token = _lookups(config, regions, summaries)
     if token:
         config = _border(config, regions)
-        _aggregate(config, [config.region(r.code) for r in regions], token)
+        _aggregate(config, [config.region(r.code) for r in regions], token, window_end)
     print(f"demo finished in {time.perf_counter() - began:.0f}s; try `fedstore region status --region {codes[0]}`")
 
 
@@ -159,7 +168,7 @@ def _border(config: FederationConfig, regions: list) -> FederationConfig:
     )
 
 
-def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
+def _aggregate(config: FederationConfig, regions: list, token: str, window_end: datetime) -> None:
     """Each region publishes anonymised statistics; the centre validates and merges them."""
     from aggregator.intake.server import build_server
     from regions.publishing.outbox import send_outbox
@@ -173,7 +182,7 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
     try:
         for region in regions:
             node = RegionNode(region)
-            sid, released, _ = publish_statistics(node, config.privacy, epsilon=1.0)
+            sid, released, _ = publish_statistics(node, config.privacy, epsilon=1.0, end=window_end)
             outcome = send_outbox(outbox_dir(region.data_dir), centre_link(config, region.code, f"127.0.0.1:{port}"),
                                   token)
             print(f"{region.code}: published {sid} (ε={released.accounting.epsilon:.2f}, "
@@ -198,7 +207,7 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
         print("± is the privacy noise's standard deviation (not sampling error); std is '-' where the noise "
               "swamps the variance at this ε")
         print()
-        _train(config, regions, f"127.0.0.1:{port}", token, evaluations)
+        _train(config, regions, f"127.0.0.1:{port}", token, evaluations, window_end)
     finally:
         server.stop(1).wait()
         store.close()
@@ -230,7 +239,8 @@ def _mean_and_std(f: aggregator_pb2.GlobalFeature) -> tuple[str, str]:
     return mean, f"{std:,.2f} ± {f.variance_noise_sd / (2 * std):,.2f}"
 
 
-def _train(config: FederationConfig, regions: list, address: str, token: str, evaluations: list[tuple]) -> None:
+def _train(config: FederationConfig, regions: list, address: str, token: str, evaluations: list[tuple],
+           window_end: datetime) -> None:
     """Regions release per-class statistics; the centre trains; one region evaluates the model."""
     import grpc
 
@@ -243,7 +253,7 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
     spec = training_spec("fraud_scoring")
     for region in regions:
         node = RegionNode(region)
-        sid, released, _ = publish_training_statistics(node, config.privacy, spec, epsilon=2.0)
+        sid, released, _ = publish_training_statistics(node, config.privacy, spec, epsilon=2.0, end=window_end)
         link = centre_link(config, region.code, address)
         outcome = send_outbox(outbox_dir(region.data_dir), link, token) if released.statistics else [("", "suppressed")]
         print(f"{region.code}: training statistics {sid} (ε={released.epsilon:.2f}, δ={released.delta:.0e}, "
@@ -261,7 +271,7 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
                         link=result.link)
     judge = RegionNode(regions[0])
     sid, evaluation, _ = publish_evaluation(judge, config.privacy, spec, model, name=result.model_name,
-                                            version=result.model_version or 1, epsilon=0.5)
+                                            version=result.model_version or 1, epsilon=0.5, end=window_end)
     if evaluation.histograms:
         send_outbox(outbox_dir(judge.data_dir), centre_link(config, judge.code, address), token)
     for name, version, region, metrics, _ in evaluations:

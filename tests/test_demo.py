@@ -22,8 +22,9 @@ def test_demo_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "FEDSTORE_DEMO_TOKEN"}
     for _ in range(2):  # a second run starts clean: no leftover budget spend or centre state
         out = subprocess.run(
+            # the test owns the calendar: the synthetic data (festivals and all) ends on a fixed day
             [sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "demo", "--customers", "1500",
-             "--days", "10", "--no-progress"],
+             "--days", "10", "--end", "2026-11-20", "--no-progress"],
             capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
         )
         assert out.returncode == 0, out.stderr[-3000:]
@@ -52,6 +53,8 @@ def test_demo_end_to_end(tmp_path):
     (["--customers", "0"], "expected a positive whole number"),
     (["--days", "-5"], "expected a positive whole number"),
     (["--regions", ","], "--regions names no region"),
+    (["--end", "2999-01-01"], "is not a complete day yet"),
+    (["--end", "yesterday"], "expected"),
 ])
 def test_bad_demo_arguments_are_refused_before_previous_state_is_removed(tmp_path, capsys, argv, fragment):
     from conftest import write_config
