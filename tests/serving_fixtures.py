@@ -49,8 +49,8 @@ def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, custome
              "data_dir": "data/SG", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:1"},
         ],
         "auth": {"tokens": [
-            {"name": "fraud-app", "secret_env": "TOKEN_FRAUD", "regions": ["MY", "SG"]},
-            {"name": "sg-only", "secret_env": "TOKEN_SG", "regions": ["SG"]},
+            {"name": "fraud-app", "secret_env": "TOKEN_FRAUD", "roles": ["lookup", "datasets"], "regions": ["MY"]},
+            {"name": "sg-only", "secret_env": "TOKEN_SG", "roles": ["lookup", "datasets"], "regions": ["SG"]},
         ]},
     }
     path = tmp_path / "fed.yaml"
