@@ -97,6 +97,7 @@ POLICIES: Mapping[str, Policy] = MappingProxyType({
     # --- every server: open, so load balancers and `grpcurl list` need no credential
     "/grpc.health.v1.Health/Check": Policy(None, Scope.OPEN, "serving or not, per service"),
     "/grpc.health.v1.Health/Watch": Policy(None, Scope.OPEN, "serving or not, per service"),
+    "/grpc.health.v1.Health/List": Policy(None, Scope.OPEN, "every service's health"),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Policy(None, Scope.OPEN, "the services' schemas"),
 })
 

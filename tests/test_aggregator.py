@@ -39,7 +39,7 @@ def fed(tmp_path, monkeypatch):
                                                  ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])
         ],
         "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c],
-                             "roles": ["publish", "statistics-read"]} for c in TOKENS]},
+                             "roles": ["publish", "statistics-read", "registry-read"]} for c in TOKENS]},
         "privacy": {"epsilon_per_month": 3.0, "minimum_cohort": 10},
     }
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
