@@ -105,10 +105,6 @@ class AccessGuard(grpc.GenericRpcHandler):
         refusal = self.refusal(handler_call_details.invocation_metadata, handler_call_details.method)
         return handler if refusal is None else deny_unread(refusal)
 
-    def caller(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Caller | None:
-        token = bearer_token(metadata)
-        return self.book.caller(token) if token else None
-
     def refusal(self, metadata: tuple[tuple[str, str | bytes], ...] | None, method: str) -> Refusal | None:
         """Why a call of ``method`` with this metadata is refused (counted); None: admitted (counted)."""
         token = bearer_token(metadata)

@@ -14,6 +14,9 @@ regions:
     data_dir: data/MY                # relative to this file
     online_store: {type: sqlite}     # or {type: redis, url: redis://127.0.0.1:6379/0}
     serving_address: 127.0.0.1:50051
+auth:                                # credentials: roles and regions (federation/roles.py, docs/security.md)
+  tokens:
+    - {name: app-my, secret_env: APP_MY_TOKEN, roles: [lookup], regions: [MY]}
 ```
 """
 
