@@ -40,8 +40,11 @@ def decide(caller: Caller, method: str, *, region: str | None) -> Refusal | None
     assert policy.role is not None
     if policy.role not in caller.roles:
         held = ", ".join(sorted(caller.roles)) or "none"
+        rows = (f"; {method} returns rows, which only a credential of the region alone may read, and a credential "
+                "for every region ('*'), as the centre's are, never holds a row role"
+                if policy.scope is Scope.ROWS and "*" in caller.regions else "")
         return Refusal(grpc.StatusCode.PERMISSION_DENIED,
-                       f"rule role: caller {caller.name!r} lacks role {policy.role} that {method} needs (it holds: {held})")
+                       f"rule role: caller {caller.name!r} lacks role {policy.role} that {method} needs (it holds: {held}){rows}")
     if policy.scope is Scope.ROWS:
         if region is None:
             return Refusal(grpc.StatusCode.PERMISSION_DENIED, f"rule rows: {method} returns rows, never at the centre")

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import proto.fedstore
+from aggregator.intake.metrics import AggregatorMetrics
 from aggregator.intake.server import build_server
 from federation.access import AccessGuard
 from federation.roles import POLICIES, ROLE_REGIONS, RegionRule, Role, Scope
@@ -157,10 +158,12 @@ def doors(tmp_path_factory):
     tokens = [{"name": name, "secret_env": _env(name), "roles": list(roles), "regions": list(regions)}
               for name, (roles, regions) in CREDENTIALS.items()]
     served = served_region(tmp_path, None, mp, customers=30, tokens=tokens)
-    server, port, store = build_server(served.config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
+    metrics = AggregatorMetrics()
+    server, port, store = build_server(served.config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0",
+                                       metrics=metrics)
     server.start()
     try:
-        yield served.address, f"127.0.0.1:{port}"
+        yield served.address, f"127.0.0.1:{port}", served.server.metrics, metrics
     finally:
         server.stop(1).wait()
         store.close()
@@ -186,14 +189,14 @@ def test_every_policy_has_a_row_in_the_matrix():
 
 
 def test_what_the_servers_list_is_what_the_table_names(doors):
-    node, centre = doors
+    node, centre, *_ = doors
     for address in (node, centre):
         unlisted = _served_methods(address) - set(POLICIES)
         assert not unlisted, f"{address} serves RPCs without an access policy: {sorted(unlisted)}"
 
 
 def test_the_role_rpc_region_matrix_over_real_grpc(doors):
-    node, centre = doors
+    node, centre, *_ = doors
     wrong = []
     with grpc.insecure_channel(node) as at_node, grpc.insecure_channel(centre) as at_centre:
         for method, (role, regions_ok) in EXPECTED.items():
@@ -209,10 +212,16 @@ def test_the_role_rpc_region_matrix_over_real_grpc(doors):
                 if code != grpc.StatusCode.UNAUTHENTICATED and not (role is None and code == grpc.StatusCode.UNIMPLEMENTED):
                     wrong.append((method, metadata, code.name))
     assert not wrong, f"cells where admission differs from the policy: {wrong}"
+    # who tried, counted on both sides of the border
+    node_metrics, centre_metrics = doors[2], doors[3]
+    assert node_metrics.stats.refusals[("PERMISSION_DENIED", "centre@*")] >= 3  # its row reads
+    assert centre_metrics.registry.get_sample_value(
+        "fedstore_centre_auth_refusals_total", {"code": "PERMISSION_DENIED", "caller": "lookup@MY"}) >= 9
+    assert centre_metrics.registry.get_sample_value("fedstore_centre_calls_by_caller_total", {"caller": "centre@*"}) >= 1
 
 
 def test_the_centre_reads_no_row_and_is_told_why(doors):
-    node, _ = doors
+    node, *_ = doors
     with grpc.insecure_channel(node) as ch:
         for method in (SERVING + "GetOnlineFeatures", FEAST + "GetOnlineFeatures", DATASETS + "GetHistoricalFeatures"):
             call = ch.unary_stream(method) if method in STREAMING else ch.unary_unary(method)
@@ -221,7 +230,7 @@ def test_the_centre_reads_no_row_and_is_told_why(doors):
                 list(result) if method in STREAMING else None
             assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
             # the centre holds no row role at all; a row role is never issued for '*' (config refuses it)
-            assert "lacks role" in e.value.details()
+            assert "lacks role" in e.value.details() and "never holds a row role" in e.value.details()
             with pytest.raises(grpc.RpcError) as e:  # the region's own credential is admitted (then INVALID_ARGUMENT)
                 result = call(REQUESTS[method], metadata=(("authorization", f"Bearer {_secret('all-region-roles@MY')}"),),
                               timeout=30)
@@ -246,7 +255,7 @@ def test_a_credential_for_every_region_is_refused_rows_with_the_reason():
 def test_a_refused_call_at_the_centre_is_refused_before_its_message_is_read(doors):
     """A message over the centre's 4 MiB receive limit: a refused caller is told PERMISSION_DENIED,
     not RESOURCE_EXHAUSTED (which would mean the centre read it)."""
-    _, centre = doors
+    _, centre, *_ = doors
     with grpc.insecure_channel(centre, options=[("grpc.max_send_message_length", 16 << 20)]) as ch:
         with pytest.raises(grpc.RpcError) as e:
             ch.unary_unary(AGG + "Submit")(b"\x0a" + b"\xff\xff\xff\x03" + b"x" * (8 << 20),
@@ -255,7 +264,7 @@ def test_a_refused_call_at_the_centre_is_refused_before_its_message_is_read(door
 
 
 def test_registry_reads_are_scoped_to_the_callers_regions(doors):
-    _, centre = doors
+    _, centre, *_ = doors
     from proto.fedstore.registry.v1 import registry_pb2_grpc
 
     def md(name: str) -> tuple:
