@@ -14,6 +14,9 @@ regions:
     data_dir: data/MY                # relative to this file
     online_store: {type: sqlite}     # or {type: redis, url: redis://127.0.0.1:6379/0}
     serving_address: 127.0.0.1:50051
+auth:                                # credentials: roles and regions (federation/roles.py, docs/security.md)
+  tokens:
+    - {name: app-my, secret_env: APP_MY_TOKEN, roles: [lookup], regions: [MY]}
 ```
 """
 
@@ -32,6 +35,7 @@ from federation.errors import ConfigError
 from federation.monitoring import MonitoringConfig, parse_monitoring
 from federation.statistics import CATALOG
 from federation.jurisdictions import JURISDICTIONS
+from federation.roles import Role, region_rule_violation, role_names
 
 ONLINE_STORE_TYPES = ("sqlite", "redis", "redis_cluster")
 
@@ -100,12 +104,17 @@ class TokenConfig:
     """A caller's identity. The secret itself is never in the file: an env var or a file names it."""
 
     name: str
-    regions: tuple[str, ...]  # region codes this caller may read; ("*",) = all
+    regions: tuple[str, ...]  # region codes this caller acts for; ("*",) = all (centre roles only)
     secret_env: str | None = None
     secret_file: Path | None = None
+    roles: frozenset[Role] = frozenset()  # what it may do in those regions (federation.roles); none: nothing
 
     def allows(self, region: str) -> bool:
         return "*" in self.regions or region in self.regions
+
+    def bound_to(self, region: str) -> bool:
+        """A credential of ``region`` alone (the only kind that may read its rows)."""
+        return self.regions == (region,)
 
     def secret(self) -> str:
         if self.secret_env:
@@ -417,7 +426,7 @@ def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
     for i, t in enumerate(m["tokens"]):
         where = f"auth.tokens[{i}]"
         tm = _mapping(t, where)
-        _keys(tm, where, required={"name", "regions"}, optional={"secret_env", "secret_file"})
+        _keys(tm, where, required={"name", "regions", "roles"}, optional={"secret_env", "secret_file"})
         name = _string(tm["name"], f"{where}.name")
         if name in names:
             raise ConfigError(f"{where}.name: token {name!r} is defined twice")
@@ -431,6 +440,10 @@ def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
         for r in allowed:
             if r != "*" and r not in codes:
                 raise ConfigError(f"{where}.regions: unknown region {r!r}")
+        roles = _roles(tm["roles"], f"{where}.roles")
+        violation = region_rule_violation(roles, allowed)
+        if violation:
+            raise ConfigError(f"{where}.regions: {violation}")
         secret_file = None
         if "secret_file" in tm:
             secret_file = Path(_string(tm["secret_file"], f"{where}.secret_file"))
@@ -441,9 +454,24 @@ def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
                 regions=allowed,
                 secret_env=_string(tm["secret_env"], f"{where}.secret_env") if "secret_env" in tm else None,
                 secret_file=secret_file,
+                roles=roles,
             )
         )
     return tuple(tokens)
+
+
+def _roles(raw: Any, where: str) -> frozenset[Role]:
+    """A credential's roles: a non-empty list of known role names (deny by default: no role, no call)."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: expected a non-empty list of roles ({role_names()})")
+    roles = set()
+    for r in raw:
+        name = _string(r, where)
+        try:
+            roles.add(Role(name))
+        except ValueError:
+            raise ConfigError(f"{where}: unknown role {name!r}; roles are {role_names()}") from None
+    return frozenset(roles)
 
 
 def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from federation import ClientTLSConfig, FederationConfig
 from federation.channels import centre_link
+from federation.roles import Role
 from fedstore.arguments import iso_date, positive_int
 from fedstore.render import age, table
 from regions.errors import RegionError
@@ -106,27 +107,39 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
             [[v.view, v.entities, v.latest_event, age(v.age_seconds), v.snapshot_job] for v in st.views],
         ))
         print()
-    token = _lookups(config, regions, summaries)
-    if token:
+    if not config.tokens:
+        print("(no auth tokens in the config: skipping the serving lookups and the centre)")
+    else:
+        _make_up_secrets(config)
+        _lookups(config, regions, summaries)
         config = _border(config, regions)
-        _aggregate(config, [config.region(r.code) for r in regions], token, window_end)
+        _aggregate(config, [config.region(r.code) for r in regions], window_end)
     print(f"demo finished in {time.perf_counter() - began:.0f}s; try `fedstore region status --region {codes[0]}`")
 
 
-def _lookups(config: FederationConfig, regions: list, summaries: list) -> str | None:
-    """Start each region's serving node and look a few customers up through the client library."""
-    if not config.tokens:
-        print("(no auth tokens in the config: skipping the serving lookups)")
-        return None
-    token_cfg = next((t for t in config.tokens if all(t.allows(r.code) for r in regions)), None)
-    if token_cfg is None:
-        print("(no token may read every demo region: skipping the serving lookups)")
-        return None
-    if token_cfg.secret_env and not os.environ.get(token_cfg.secret_env):
-        # the demo makes up its own secret; a deployment sets it outside the repo
-        os.environ[token_cfg.secret_env] = secrets.token_urlsafe(24)
-    token = token_cfg.secret()
+def _make_up_secrets(config: FederationConfig) -> None:
+    """The demo makes up the secrets not set; a deployment sets them outside the repo."""
+    for t in config.tokens:
+        if t.secret_env and not os.environ.get(t.secret_env):
+            os.environ[t.secret_env] = secrets.token_urlsafe(24)
+
+
+def _credential(config: FederationConfig, role: Role, region: str | None = None) -> str | None:
+    """The secret of the config's first credential holding ``role`` (in ``region``, when named)."""
+    for t in config.tokens:
+        if role in t.roles and (region is None or t.allows(region)):
+            return t.secret()
+    return None
+
+
+def _lookups(config: FederationConfig, regions: list, summaries: list) -> None:
+    """Start each region's serving node and look a few customers up through the client library,
+    with that region's own lookup credential (no other may read its rows)."""
     for region, report, _job, _st in summaries:
+        token = _credential(config, Role.LOOKUP, region.code)
+        if token is None:
+            print(f"(no credential with role lookup for {region.code}: skipping its lookups)")
+            continue
         node = ServingNode(config, region, address="127.0.0.1:0").start()
         try:
             ids = _some_customers(report)
@@ -140,7 +153,6 @@ def _lookups(config: FederationConfig, regions: list, summaries: list) -> str | 
             print()
         finally:
             node.stop(1)
-    return token
 
 
 def _border(config: FederationConfig, regions: list) -> FederationConfig:
@@ -168,13 +180,21 @@ def _border(config: FederationConfig, regions: list) -> FederationConfig:
     )
 
 
-def _aggregate(config: FederationConfig, regions: list, token: str, window_end: datetime) -> None:
-    """Each region publishes anonymised statistics; the centre validates and merges them."""
+def _aggregate(config: FederationConfig, regions: list, window_end: datetime) -> None:
+    """Each region publishes anonymised statistics with its own credential and certificate; the centre
+    validates and merges them, and trains with its credential (which reads no row)."""
     from aggregator.intake.server import build_server
     from regions.publishing.outbox import send_outbox
     from regions.publishing.publish import outbox_dir, publish_statistics
 
     assert config.aggregator.data_dir is not None
+    publishers = {r.code: _credential(config, Role.PUBLISH, r.code) for r in regions}
+    centre = _credential(config, Role.TRAIN)
+    if centre is None or None in publishers.values():
+        print("(the config lacks a publish credential for every demo region, or the centre's train credential: "
+              "skipping the centre)")
+        return
+    reader = _credential(config, Role.STATISTICS_READ) or centre
     evaluations: list[tuple] = []
     server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", "127.0.0.1:0",
                                        on_evaluation=lambda *e: evaluations.append(e))
@@ -184,7 +204,7 @@ def _aggregate(config: FederationConfig, regions: list, token: str, window_end: 
             node = RegionNode(region)
             sid, released, _ = publish_statistics(node, config.privacy, epsilon=1.0, end=window_end)
             outcome = send_outbox(outbox_dir(region.data_dir), centre_link(config, region.code, f"127.0.0.1:{port}"),
-                                  token)
+                                  publishers[region.code] or "")
             print(f"{region.code}: published {sid} (ε={released.accounting.epsilon:.2f}, "
                   f"{len(released.features)} features, {len(released.suppressed)} suppressed): "
                   f"{', '.join(o for _, o in outcome)}")
@@ -193,10 +213,11 @@ def _aggregate(config: FederationConfig, regions: list, token: str, window_end: 
         from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 
         if len(regions) > 1 and not config.aggregator.plaintext:
-            _impersonation(config, regions[1].code, regions[0].code, f"127.0.0.1:{port}", token)
+            # with the victim's own publish token: the certificate alone decides
+            _impersonation(config, regions[1].code, regions[0].code, f"127.0.0.1:{port}", publishers[regions[0].code] or "")
         with centre_link(config, None, f"127.0.0.1:{port}").channel() as channel:
             merged = aggregator_pb2_grpc.AggregatorStub(channel).GetGlobalStatistics(
-                aggregator_pb2.GetGlobalStatisticsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+                aggregator_pb2.GetGlobalStatisticsRequest(), metadata=(("authorization", f"Bearer {reader}"),), timeout=10)
         print(f"\ncentre: federation-wide statistics from {len(merged.submissions)} anonymised submissions "
               "(no row, no key crossed a border)")
         print(table(
@@ -207,7 +228,7 @@ def _aggregate(config: FederationConfig, regions: list, token: str, window_end: 
         print("± is the privacy noise's standard deviation (not sampling error); std is '-' where the noise "
               "swamps the variance at this ε")
         print()
-        _train(config, regions, f"127.0.0.1:{port}", token, evaluations, window_end)
+        _train(config, regions, f"127.0.0.1:{port}", centre, evaluations, window_end)
     finally:
         server.stop(1).wait()
         store.close()
@@ -239,7 +260,7 @@ def _mean_and_std(f: aggregator_pb2.GlobalFeature) -> tuple[str, str]:
     return mean, f"{std:,.2f} ± {f.variance_noise_sd / (2 * std):,.2f}"
 
 
-def _train(config: FederationConfig, regions: list, address: str, token: str, evaluations: list[tuple],
+def _train(config: FederationConfig, regions: list, address: str, centre: str, evaluations: list[tuple],
            window_end: datetime) -> None:
     """Regions release per-class statistics; the centre trains; one region evaluates the model."""
     import grpc
@@ -255,10 +276,11 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
         node = RegionNode(region)
         sid, released, _ = publish_training_statistics(node, config.privacy, spec, epsilon=2.0, end=window_end)
         link = centre_link(config, region.code, address)
-        outcome = send_outbox(outbox_dir(region.data_dir), link, token) if released.statistics else [("", "suppressed")]
+        outcome = (send_outbox(outbox_dir(region.data_dir), link, _credential(config, Role.PUBLISH, region.code) or "")
+                   if released.statistics else [("", "suppressed")])
         print(f"{region.code}: training statistics {sid} (ε={released.epsilon:.2f}, δ={released.delta:.0e}, "
               f"OpenDP Gaussian): {', '.join(o for _, o in outcome)}")
-    md = (("authorization", f"Bearer {token}"),)
+    md = (("authorization", f"Bearer {centre}"),)
     with centre_link(config, None, address).channel() as channel:
         try:
             result = aggregator_pb2_grpc.AggregatorStub(channel).Train(
@@ -273,23 +295,27 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
     sid, evaluation, _ = publish_evaluation(judge, config.privacy, spec, model, name=result.model_name,
                                             version=result.model_version or 1, epsilon=0.5, end=window_end)
     if evaluation.histograms:
-        send_outbox(outbox_dir(judge.data_dir), centre_link(config, judge.code, address), token)
+        send_outbox(outbox_dir(judge.data_dir), centre_link(config, judge.code, address),
+                    _credential(config, Role.PUBLISH, judge.code) or "")
     for name, version, region, metrics, _ in evaluations:
         print(f"{region}: evaluated {name} v{version} locally; the centre sees only noisy score histograms: "
               f"AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} on ~{metrics['examples']:,.0f} customers")
     print()
-    _deploy(config, address, token, result.model_name, result.model_version, [r.code for r in regions])
+    _deploy(config, address, result.model_name, result.model_version, [r.code for r in regions])
 
 
-def _deploy(config: FederationConfig, address: str, token: str, name: str, version: int, codes: list[str]) -> None:
-    """Promote the new model in the first region (shadow, then canary 5%); try a region whose policy refuses it."""
+def _deploy(config: FederationConfig, address: str, name: str, version: int, codes: list[str]) -> None:
+    """Promote the new model in the first region (shadow, then canary 5%); try a region whose policy
+    refuses it. Each region's own credential moves its stages: the centre's promotes nowhere."""
     import grpc
 
     from fedstore.registry_commands import deployment_table
     from proto.fedstore.registry.v1 import registry_pb2 as rpb
     from proto.fedstore.registry.v1 import registry_pb2_grpc
 
-    md = (("authorization", f"Bearer {token}"),)
+    def md(role: Role, region: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {_credential(config, role, region) or ''}"),)
+
     with centre_link(config, None, address).channel() as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
         steps = [(codes[0], "shadow", "demo: shadow run first"), (codes[0], "canary_5", "demo: evaluation passed")]
@@ -297,11 +323,12 @@ def _deploy(config: FederationConfig, address: str, token: str, name: str, versi
         for region, stage, why in steps:
             try:
                 stub.Promote(rpb.PromoteRequest(name=name, version=version, region=region, stage=stage, why=why),
-                             metadata=md, timeout=10)
+                             metadata=md(Role.PROMOTE, region), timeout=10)
                 print(f"registry: {name} v{version} → {stage} in {region}")
             except grpc.RpcError as e:
                 print(f"registry: {name} v{version} → {stage} in {region} refused: {e.details()}")
-        print(deployment_table(stub.GetDeployment(rpb.GetDeploymentRequest(region=codes[0]), metadata=md, timeout=10)))
+        print(deployment_table(stub.GetDeployment(rpb.GetDeploymentRequest(region=codes[0]),
+                                                  metadata=md(Role.REGISTRY_READ, codes[0]), timeout=10)))
     print()
 
 

@@ -40,7 +40,8 @@ def fed(tmp_path, monkeypatch, pki):
             for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
                                                  ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])
         ],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c]} for c in TOKENS]},
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c],
+                             "roles": ["publish", "statistics-read", "registry-read"]} for c in TOKENS]},
         "privacy": {"epsilon_per_month": 3.0, "minimum_cohort": 10},
     }
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
@@ -483,7 +484,7 @@ def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch,
     raw = {"federation": {"name": "t"},
            "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
                         "data_dir": "data/MY", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:52990"}],
-           "auth": {"tokens": [{"name": "region-my", "secret_env": "AGG_TOKEN_MY", "regions": ["MY"]}]}}
+           "auth": {"tokens": [{"name": "region-my", "secret_env": "AGG_TOKEN_MY", "regions": ["MY"], "roles": ["publish"]}]}}
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
     config = load_config(tmp_path / "fed.yaml")
     metrics = AggregatorMetrics()

@@ -135,3 +135,42 @@ def test_unknown_region_lookup_lists_the_configured_ones():
     cfg = parse_config(_cfg(_region("MY")), base_dir=Path("/tmp"))
     with pytest.raises(ConfigError, match="unknown region 'TH'; this federation has MY"):
         cfg.region("TH")
+
+
+def _token(**over):
+    return {"name": "t", "secret_env": "T", "roles": ["lookup"], "regions": ["MY"], **over}
+
+
+# (case, token, expected message fragment): a credential that could break the border is not configurable
+BAD_TOKENS = [
+    ("no roles key", {k: v for k, v in _token().items() if k != "roles"}, "auth.tokens[0].roles: missing"),
+    ("empty roles", _token(roles=[]), "auth.tokens[0].roles: expected a non-empty list of roles"),
+    ("unknown role", _token(roles=["lookup", "admin"]), "auth.tokens[0].roles: unknown role 'admin'; roles are audit, datasets"),
+    ("rows for every region", _token(regions=["*"]), "auth.tokens[0].regions: role lookup returns a region's rows"),
+    ("rows for two regions", _token(roles=["datasets"], regions=["MY", "SG"]), "names exactly one region (got MY, SG)"),
+    ("centre's roles plus rows", _token(roles=["train", "lookup"], regions=["*"]), "role lookup returns a region's rows"),
+    ("publish for every region", _token(roles=["publish"], regions=["*"]), "role publish acts for the regions it names, never for '*'"),
+    ("promote for every region", _token(roles=["promote"], regions=["*"]), "role promote acts for the regions it names"),
+    ("train for one region", _token(roles=["train"], regions=["MY"]), "role train spans every region's statistics"),
+    ("every region and one more", _token(roles=["audit"], regions=["*", "MY"]), "'*' already means every region"),
+]
+
+
+@pytest.mark.parametrize("case,token,fragment", BAD_TOKENS, ids=[b[0] for b in BAD_TOKENS])
+def test_a_credential_outside_its_roles_regions_is_one_line_naming_the_field(case, token, fragment):
+    raw = {**_cfg(_region("MY"), _region("SG")), "auth": {"tokens": [token]}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, base_dir=Path("/tmp/fed"))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_centre_and_the_regions_credentials_are_configurable():
+    from federation.roles import Role
+
+    tokens = [_token(name="app-my"), _token(name="ops-my", roles=["datasets", "publish", "promote", "audit"]),
+              _token(name="ops", roles=["publish", "promote", "registry-read"], regions=["MY", "SG"]),
+              _token(name="centre", roles=["train", "statistics-read", "registry-read", "audit"], regions=["*"])]
+    cfg = parse_config({**_cfg(_region("MY"), _region("SG")), "auth": {"tokens": tokens}}, base_dir=Path("/tmp"))
+    centre = cfg.tokens[-1]
+    assert centre.regions == ("*",) and Role.TRAIN in centre.roles and not centre.roles & {Role.LOOKUP, Role.DATASETS}
+    assert cfg.tokens[0].bound_to("MY") and not cfg.tokens[2].bound_to("MY")

@@ -49,9 +49,11 @@ def _config(tmp_path, monkeypatch, pki, *, epsilon_per_month=100.0, delta_per_mo
              "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52100 + i}"}
             for i, (c, j, law) in enumerate([("MY", "Malaysia", "PDPA-MY"), ("SG", "Singapore", "PDPA-SG")])
         ],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"TRAIN_TOKEN_{c}", "regions": [c]}
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"TRAIN_TOKEN_{c}", "regions": [c],
+                              "roles": ["publish", "statistics-read", "registry-read"]}
                             for c in ("MY", "SG")]
-                 + [{"name": "centre", "secret_env": "TRAIN_TOKEN_CENTRE", "regions": ["*"]}]},
+                 + [{"name": "centre", "secret_env": "TRAIN_TOKEN_CENTRE", "regions": ["*"],
+                    "roles": ["train", "statistics-read", "registry-read", "audit"]}]},
         "privacy": {"epsilon_per_month": epsilon_per_month, "minimum_cohort": 10, "delta_per_month": delta_per_month},
     }
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))

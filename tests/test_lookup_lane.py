@@ -128,12 +128,12 @@ def test_a_server_without_grpc_core_internals_is_refused_with_a_clear_error():
 
 
 class _Open:
-    def refusal(self, metadata):
+    def refusal(self, metadata, method):
         return None
 
 
 class _Broken:
-    def refusal(self, metadata):
+    def refusal(self, metadata, method):
         raise RuntimeError("the guard broke")
 
 

@@ -246,7 +246,9 @@ def test_the_cli_judges_against_the_aggregators_federation_wide_statistics(regio
     from regions.publishing.publish import outbox_dir, publish_statistics
 
     monkeypatch.setenv("MON_TOKEN", "mon-secret")
-    extra = {"auth": {"tokens": [{"name": "centre", "secret_env": "MON_TOKEN", "regions": ["*"]}]},
+    # the region operator publishes and reads the federation-wide baseline with its own credential
+    extra = {"auth": {"tokens": [{"name": "ops-my", "secret_env": "MON_TOKEN", "regions": ["MY"],
+                                  "roles": ["publish", "statistics-read"]}]},
              "privacy": {"epsilon_per_month": 10, "minimum_cohort": 10}}
     config, node, cfg = _open(region, extra)
     cfg.write_text(yaml.safe_dump(with_mtls(yaml.safe_load(cfg.read_text()), pki)))  # the border on mutual TLS

@@ -41,6 +41,7 @@ from aggregator.store import (
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
 from federation import ConfigError, FederationConfig
+from federation.access import AccessGuard
 from federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
 from federation.statistics import CATALOG
 from federation.tls import server_credentials
@@ -196,8 +197,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         return list(latest.values())
 
     def _operator(self, context: grpc.ServicerContext) -> Caller:
-        # TODO(roles): require the `audit` role from federation/roles.py once it lands; until then the
-        # centre-wide token (regions ["*"]) is the operator's credential, never a region's token
+        # the access guard admitted only the `audit` role for every region ("*"): the centre's operator,
+        # never a region's credential (federation/roles.py); this is defence in depth
         caller = self.authenticate(context)
         if not caller.allows("*"):
             raise NotAllowed(f"rule identity: caller {caller.name!r} may not review quarantined statistics")
@@ -248,12 +249,13 @@ def build_server(
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry)
-    # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL
-    server.add_generic_rpc_handlers((
+    # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL; before any is
+    # read, the guard refuses callers whose roles do not admit the method (federation.roles)
+    server.add_generic_rpc_handlers((AccessGuard((
         reject_malformed(generic_handler(aggregator_pb2_grpc.add_AggregatorServicer_to_server, servicer)),
         reject_malformed(generic_handler(registry_pb2_grpc.add_RegistryServicer_to_server,
                                          RegistryServicer(registry, servicer.authenticate))),
-    ))
+    ), servicer.book, None, servicer.metrics),))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     names = (pb.DESCRIPTOR.services_by_name["Aggregator"].full_name,

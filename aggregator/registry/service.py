@@ -1,7 +1,10 @@
 """The registry's gRPC face: `fedstore.registry.v1.Registry`, on the aggregator's port.
 
-Any authenticated caller may read models and the audit; changing a region's stages, and reading its
-deployment, needs a token allowed in that region. The caller's token name is the audit's "who".
+Which role each method needs is ``federation.roles``'s table, checked before a request is read;
+here, once it is read, the region it names: models are federation-wide (role ``registry-read``), but
+a region's deployment (``registry-read``), its stages (``promote``) and its audit trail (``audit``)
+are for credentials of that region, or the centre's for "*". An audit asked without a region is the
+caller's own regions' trails. The caller's token name is the audit's "who".
 Every change asked for in a known region is on its trail: applied, refused by policy, refused for
 the caller, or refused as a mistake (unknown stage or model, already serving, nothing to roll back).
 """
@@ -120,8 +123,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 "rollback", request.region, request.stage, "", 0, who=caller.name, why=request.why, reason=reason))
 
     def GetAudit(self, request: pb.GetAuditRequest, context: grpc.ServicerContext) -> pb.AuditTrail:
-        return self._run(context, lambda _: pb.AuditTrail(events=[
-            event_to_proto(e) for e in self.registry.audit(request.region or None, request.name or None)]))
+        # another region's trail is refused for its region's code alone, whatever the trail holds
+        return self._run(context, lambda caller: pb.AuditTrail(events=[
+            event_to_proto(e) for e in self.registry.audit(request.region or None, request.name or None)
+            if caller.allows(e.region)]), region=request.region or None)
 
     def GetDeployment(self, request: pb.GetDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
         def work(_: Caller) -> pb.Deployment:
