@@ -39,7 +39,8 @@ def _raw():
         "regions": [{"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
                      "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52700 + i}"}
                     for i, (c, j, law, tz) in enumerate(REGIONS)],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"BORDER_TOKEN_{c}", "regions": [c]}
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"BORDER_TOKEN_{c}", "regions": [c],
+                             "roles": ["publish", "statistics-read", "registry-read", "promote", "audit"]}
                             for c in TOKENS]},
         "privacy": {"epsilon_per_month": 3.0, "minimum_cohort": 10},
     }
@@ -178,7 +179,7 @@ def test_refused_credentials_keep_the_release_queued_and_say_why(centre, tmp_pat
     box = outbox_dir(node.data_dir)
     # a token the centre does not know
     out = send_outbox(box, centre_link(config, "MY", address), "not-a-token", backoff=FAST)
-    assert out == [(sid, "queued: the centre did not accept this region's token (UNAUTHENTICATED: missing or unknown "
+    assert out == [(sid, "queued: the centre did not accept this region's token (UNAUTHENTICATED: unknown "
                          "token); kept, and sent when run again once the token or certificate is fixed")]
     # the right token over another region's certificate (a misconfigured centre_tls)
     out = send_outbox(box, centre_link(config, "SG", address), TOKENS["MY"], backoff=FAST)

@@ -49,9 +49,11 @@ def _write_config(tmp_path, monkeypatch, quarantine=None):
         "regions": [{"code": c, "jurisdiction": LAWS[c][0], "law": LAWS[c][1], "timezone": ZONES[c],
                      "data_dir": f"data/{c}", "online_store": {"type": "sqlite"},
                      "serving_address": f"127.0.0.1:{52300 + i}"} for i, c in enumerate(CODES)],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"Q_TOKEN_{c}", "regions": [c]}
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"Q_TOKEN_{c}", "regions": [c],
+                             "roles": ["publish", "statistics-read", "registry-read"]}
                             for c in CODES]
-                 + [{"name": "centre-operator", "secret_env": "Q_TOKEN_CENTRE", "regions": ["*"]}]},
+                 + [{"name": "centre-operator", "secret_env": "Q_TOKEN_CENTRE", "regions": ["*"],
+                     "roles": ["train", "statistics-read", "registry-read", "audit"]}]},
         "privacy": {"epsilon_per_month": 100.0, "minimum_cohort": 10, "delta_per_month": 1e-4},
         # these tests are about what the centre does with statistics, sent for seven regions over one
         # channel; the transport and the certificate per region are tests/test_border_tls.py's

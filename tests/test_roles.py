@@ -4,6 +4,8 @@ a real centre (aggregator and registry). Nothing issued for the centre reads a r
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 import pkgutil
 from concurrent import futures
@@ -120,6 +122,8 @@ EXPECTED = {
     AGG + "Submit": ("publish", lambda regions: "MY" in regions),
     AGG + "GetGlobalStatistics": ("statistics-read", lambda regions: True),
     AGG + "Train": ("train", lambda regions: regions == ("*",)),
+    AGG + "ListQuarantine": ("audit", lambda regions: regions == ("*",)),
+    AGG + "DecideQuarantine": ("audit", lambda regions: regions == ("*",)),
     REG + "ListModels": ("registry-read", lambda regions: True),
     REG + "GetModel": ("registry-read", lambda regions: True),
     REG + "GetDeployment": ("registry-read", lambda regions: "MY" in regions or regions == ("*",)),
@@ -138,6 +142,9 @@ REQUESTS: dict[str, bytes] = {
     AGG + "Submit": apb.Submission(region="MY", submission_id="my-stats-x").SerializeToString(),
     AGG + "GetGlobalStatistics": apb.GetGlobalStatisticsRequest().SerializeToString(),
     AGG + "Train": apb.TrainRequest(strategy="no-such-strategy").SerializeToString(),
+    AGG + "ListQuarantine": apb.ListQuarantineRequest().SerializeToString(),
+    AGG + "DecideQuarantine": apb.QuarantineDecision(submission_id="my-stats-x", action=apb.ACCEPT,
+                                                     why="t").SerializeToString(),
     REG + "ListModels": rpb.ListModelsRequest().SerializeToString(),
     REG + "GetModel": rpb.GetModelRequest(name="none", version=1).SerializeToString(),
     REG + "GetDeployment": rpb.GetDeploymentRequest(region="MY").SerializeToString(),
@@ -159,7 +166,10 @@ def doors(tmp_path_factory):
               for name, (roles, regions) in CREDENTIALS.items()]
     served = served_region(tmp_path, None, mp, customers=30, tokens=tokens)
     metrics = AggregatorMetrics()
-    server, port, store = build_server(served.config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0",
+    # the centre in plaintext, by explicit opt-out: this matrix is about what each credential's roles
+    # admit; that a submission must also come over its region's certificate is test_border_tls's
+    config = dataclasses.replace(served.config, aggregator=dataclasses.replace(served.config.aggregator, plaintext=True))
+    server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0",
                                        metrics=metrics)
     server.start()
     try:
