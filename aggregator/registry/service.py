@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from aggregator.errors import AggregatorError, NotAllowed, NotFound, Rejected
 from aggregator.registry.model import DeploymentEvent, ModelVersion
 from aggregator.registry.store import ModelRegistry
-from aggregator.training.influence import RegionInfluence
+from aggregator.training.influence import influence_message
 from federation.grpc_handlers import status_details
 from federation.tokens import Caller
 from proto.fedstore.registry.v1 import registry_pb2 as pb
@@ -51,18 +51,8 @@ def version_to_proto(m: ModelVersion) -> pb.ModelVersion:
                  for r, v in sorted(m.metrics.items())],
         registered_by=m.registered_by, registered_at=_ts(m.registered_at), tags=dict(c.tags),
         source_regions=m.source_regions,
-        influence=[_influence(i) for i in c.influence],
+        influence=[influence_message(i, pb.RegionInfluence) for i in c.influence],
     )
-
-
-def _influence(i: RegionInfluence) -> pb.RegionInfluence:
-    out = pb.RegionInfluence(region=i.region, submission_id=i.submission_id, example_share=i.example_share,
-                             weight_change=i.weight_change, weight_cosine=i.weight_cosine, flagged=i.flagged)
-    if i.auc_others_with is not None:
-        out.auc_others_with = i.auc_others_with
-    if i.auc_others_without is not None:
-        out.auc_others_without = i.auc_others_without
-    return out
 
 
 def event_to_proto(e: DeploymentEvent) -> pb.DeploymentEvent:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -25,6 +26,8 @@ from aggregator.store import TrainingRow
 from aggregator.training.pooled import pool
 from aggregator.training.strategy import Strategy
 from federation.training import LinearModel, from_triangle
+
+M = TypeVar("M")  # a protobuf message class with RegionInfluence's fields
 
 AUC_FLAG = 0.05  # the others' AUC gained by leaving a region out that flags it
 
@@ -105,3 +108,15 @@ def statistics_auc(w: np.ndarray, classes: list[TrainingRow], d: int) -> float |
 def _mean_auc(w: np.ndarray, regions: list[list[TrainingRow]], d: int) -> float | None:
     aucs = [a for rs in regions for a in [statistics_auc(w, rs, d)] if a is not None]
     return float(np.mean(aucs)) if aucs else None
+
+
+def influence_message(i: RegionInfluence, message: Callable[..., M]) -> M:
+    """``i`` as a protobuf message of either contract that carries it (the aggregator's TrainResult,
+    the registry's model); the AUCs stay unset where the others had no evaluation."""
+    out = message(region=i.region, submission_id=i.submission_id, example_share=i.example_share,
+                  weight_change=i.weight_change, weight_cosine=i.weight_cosine, flagged=i.flagged)
+    if i.auc_others_with is not None:
+        out.auc_others_with = i.auc_others_with
+    if i.auc_others_without is not None:
+        out.auc_others_without = i.auc_others_without
+    return out

@@ -12,7 +12,7 @@ from aggregator.errors import Rejected
 from aggregator.registry.model import ModelCandidate
 from aggregator.registry.store import ModelRegistry
 from aggregator.store import SubmissionStore
-from aggregator.training.influence import RegionInfluence, influence
+from aggregator.training.influence import RegionInfluence, influence, influence_message
 from aggregator.training.pooled import pool
 from aggregator.training.strategy import make_strategy
 from federation.errors import ConfigError
@@ -70,16 +70,6 @@ def train(
         model_name=name, model_version=version,
         strategy=strategy, feature_service=model.feature_service, features=model.features,
         weights=model.weights, intercept=model.intercept, link=model.link, submissions=submissions,
-        epsilon_by_region=eps, examples=n, influence=[influence_to_proto(i) for i in fitted.influence],
+        epsilon_by_region=eps, examples=n, influence=[influence_message(i, pb.RegionInfluence) for i in fitted.influence],
         quarantined=quarantined or [],
     )
-
-
-def influence_to_proto(i: RegionInfluence) -> pb.RegionInfluence:
-    out = pb.RegionInfluence(region=i.region, submission_id=i.submission_id, example_share=i.example_share,
-                             weight_change=i.weight_change, weight_cosine=i.weight_cosine, flagged=i.flagged)
-    if i.auc_others_with is not None:
-        out.auc_others_with = i.auc_others_with
-    if i.auc_others_without is not None:
-        out.auc_others_without = i.auc_others_without
-    return out
