@@ -27,7 +27,7 @@ from aggregator.training.pooled import pool
 from aggregator.training.strategy import Strategy
 from federation.training import LinearModel, from_triangle
 
-M = TypeVar("M")  # a protobuf message class with RegionInfluence's fields
+M = TypeVar("M", bound=Any)  # a protobuf message class with RegionInfluence's fields
 
 AUC_FLAG = 0.05  # the others' AUC gained by leaving a region out that flags it
 
