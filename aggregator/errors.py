@@ -41,3 +41,9 @@ class StoreInUse(AggregatorError):
     """Another process has the submission store open (DuckDB allows one writer process)."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class NotHeld(AggregatorError):
+    """Only a submission quarantine holds can be accepted or rejected."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION

@@ -2,6 +2,11 @@
 
 Rows are only ever inserted, one transaction per submission (header and features together), so a
 rejected or failed submission leaves nothing behind.
+
+Quarantine is append-only too: ``quarantine_events`` holds every hold (by the centre's check),
+acceptance and rejection (by an operator), and a submission's status is its latest event. A held
+or rejected submission stays stored (a region's retry is a replay) but ``features`` and
+``latest_training`` — what merging and training read — leave it out.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ CREATE TABLE IF NOT EXISTS training_statistics (
     features VARCHAR[] NOT NULL, class_label BIGINT NOT NULL, n DOUBLE NOT NULL,
     sum_x DOUBLE[] NOT NULL, xtx DOUBLE[] NOT NULL
 );
+CREATE SEQUENCE IF NOT EXISTS quarantine_event_ids START 1;
+CREATE TABLE IF NOT EXISTS quarantine_events (
+    event_id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_event_ids'), happened_at TIMESTAMPTZ NOT NULL,
+    who VARCHAR NOT NULL, action VARCHAR NOT NULL, submission_id VARCHAR NOT NULL, why VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS evaluations (
     submission_id VARCHAR NOT NULL, model_name VARCHAR NOT NULL, model_version BIGINT NOT NULL,
     class_label BIGINT NOT NULL, counts BIGINT[] NOT NULL
@@ -50,7 +60,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
 """
 
 
-_TABLES = ("submissions", "feature_statistics", "segment_statistics", "training_statistics", "evaluations")
+_TABLES = ("submissions", "feature_statistics", "segment_statistics", "training_statistics", "evaluations",
+           "quarantine_events")
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class FeatureRow:
     sum_sq: float
     histogram: tuple[int, ...]
     epsilon_per_query: float | None  # None: stored before it was kept
+    period: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,29 @@ class TrainingRow:
     sum_x: tuple[float, ...]
     xtx: tuple[float, ...]
     epsilon: float
+    delta: float = 0.0
+    period: str = ""
+
+
+# quarantine actions, as stored
+QUARANTINE, ACCEPT, REJECT = "quarantine", "accept", "reject"
+# submissions whose latest quarantine event holds them out (held, or rejected for good)
+_HELD = ("(SELECT submission_id FROM (SELECT submission_id, action, row_number() OVER "
+         "(PARTITION BY submission_id ORDER BY event_id DESC) AS k FROM quarantine_events) "
+         "WHERE k = 1 AND action <> 'accept')")
+
+
+@dataclass(frozen=True)
+class QuarantineEvent:
+    event_id: int
+    at: datetime
+    who: str
+    action: str  # quarantine | accept | reject
+    submission_id: str
+    region: str
+    period: str
+    kind: str  # features | training
+    why: str
 
 
 @dataclass(frozen=True)
@@ -139,9 +174,13 @@ class SubmissionStore:
         return float(total)
 
     def accept(self, sub: pb.Submission, *, epsilon: float, delta: float, period: str, accepted_at: datetime,
-               epsilon_limit: float, delta_limit: float = 1.0) -> StoredReceipt:
+               epsilon_limit: float, delta_limit: float = 1.0, quarantine_why: str | None = None) -> StoredReceipt:
         """Store the submission in one transaction, charged (``epsilon``, ``delta``) in ``period``,
         if the region's budget for that period allows.
+
+        With ``quarantine_why`` it is stored held (a quarantine event by the centre in the same
+        transaction): kept, counted against the budget (it was released), but neither merged nor
+        trained on until an operator accepts it.
 
         The charge is the centre's own computation and the period its own month of receipt; the
         budget is re-added from what this store holds, not from what the region claims. Raises
@@ -197,6 +236,8 @@ class SubmissionStore:
                         "INSERT INTO evaluations VALUES (?,?,?,?,?)",
                         [[sub.submission_id, e.model_name, e.model_version, h.label, list(h.counts)] for h in e.classes],
                     )
+                if quarantine_why is not None:
+                    self._event(QUARANTINE, sub.submission_id, who="centre", why=quarantine_why, at=receipt.accepted_at)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -204,16 +245,18 @@ class SubmissionStore:
         return receipt
 
     def features(self, period: str | None) -> list[FeatureRow]:
-        sql = ("SELECT s.submission_id, s.region, f.ref, f.count, f.sum, f.sum_sq, f.histogram, s.epsilon_per_query "
-               "FROM feature_statistics f JOIN submissions s USING (submission_id)")
+        """Feature statistics to merge: every stored submission's, except those quarantine holds out."""
+        sql = ("SELECT s.submission_id, s.region, f.ref, f.count, f.sum, f.sum_sq, f.histogram, s.epsilon_per_query, "
+               f"s.period FROM feature_statistics f JOIN submissions s USING (submission_id) "
+               f"WHERE s.submission_id NOT IN {_HELD}")
         args: list[object] = []
         if period:
-            sql += " WHERE s.period = ?"
+            sql += " AND s.period = ?"
             args.append(period)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY s.accepted_at", args).fetchall()
         return [FeatureRow(r[0], r[1], r[2], int(r[3]), float(r[4]), float(r[5]), tuple(r[6]),
-                           None if r[7] is None else float(r[7])) for r in rows]
+                           None if r[7] is None else float(r[7]), r[8]) for r in rows]
 
 
     def latest_training(self, feature_service: str, period: str | None) -> list[TrainingRow]:
@@ -224,19 +267,100 @@ class SubmissionStore:
         """
         sql = """
             WITH latest AS (
-                SELECT s.submission_id, s.region, s.epsilon,
+                SELECT s.submission_id, s.region, s.epsilon, s.delta, s.period,
                        row_number() OVER (PARTITION BY s.region ORDER BY s.accepted_at DESC) AS k
                 FROM submissions s JOIN (SELECT DISTINCT submission_id FROM training_statistics
                                          WHERE feature_service = ?) t USING (submission_id)
-                WHERE (? IS NULL OR s.period = ?)
+                WHERE (? IS NULL OR s.period = ?) AND s.submission_id NOT IN """ + _HELD + """
             )
-            SELECT l.submission_id, l.region, t.features, t.class_label, t.n, t.sum_x, t.xtx, l.epsilon
+            SELECT l.submission_id, l.region, t.features, t.class_label, t.n, t.sum_x, t.xtx, l.epsilon, l.delta,
+                   l.period
             FROM latest l JOIN training_statistics t USING (submission_id)
             WHERE l.k = 1 ORDER BY l.region, t.class_label"""
         with self._lock:
             rows = self._db.execute(sql, [feature_service, period, period]).fetchall()
-        return [TrainingRow(r[0], r[1], tuple(r[2]), int(r[3]), float(r[4]), tuple(r[5]), tuple(r[6]), float(r[7]))
-                for r in rows]
+        return [TrainingRow(r[0], r[1], tuple(r[2]), int(r[3]), float(r[4]), tuple(r[5]), tuple(r[6]), float(r[7]),
+                            float(r[8]), r[9]) for r in rows]
+
+    # --- quarantine (append-only events; a submission's status is its latest) -----------------
+
+    def quarantine(self, submission_id: str, *, why: str, at: datetime | None = None) -> bool:
+        """Hold a stored submission back (the centre's check at merge or training time).
+
+        False when it is already held or an operator has decided on it: an operator's acceptance is
+        final, the automatic check never overrides it.
+        """
+        with self._lock:
+            self._db.execute("BEGIN TRANSACTION")
+            try:
+                if self._status(submission_id) is not None or self._receipt(submission_id) is None:
+                    self._db.execute("ROLLBACK")
+                    return False
+                self._event(QUARANTINE, submission_id, who="centre", why=why, at=at or datetime.now(timezone.utc))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return True
+
+    def decide(self, submission_id: str, action: str, *, who: str, why: str,
+               at: datetime | None = None) -> QuarantineEvent:
+        """An operator's acceptance or rejection of a held submission, on the trail with who and why."""
+        assert action in (ACCEPT, REJECT)
+        with self._lock:
+            self._db.execute("BEGIN TRANSACTION")
+            try:
+                status = self._status(submission_id)
+                if status != QUARANTINE:
+                    raise QuarantineNotHeld(submission_id, status)
+                event_id = self._event(action, submission_id, who=who, why=why, at=at or datetime.now(timezone.utc))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return next(e for e in self.quarantine_events(submission_id) if e.event_id == event_id)
+
+    def quarantine_status(self, submission_id: str) -> str | None:
+        """The latest quarantine action on a submission; None when it was never held."""
+        with self._lock:
+            return self._status(submission_id)
+
+    def quarantine_events(self, submission_id: str | None = None) -> list[QuarantineEvent]:
+        sql = """
+            SELECT q.event_id, q.happened_at, q.who, q.action, q.submission_id, s.region, s.period,
+                   CASE WHEN EXISTS (SELECT 1 FROM training_statistics t WHERE t.submission_id = q.submission_id)
+                        THEN 'training' ELSE 'features' END, q.why
+            FROM quarantine_events q JOIN submissions s USING (submission_id)
+            WHERE (? IS NULL OR q.submission_id = ?) ORDER BY q.event_id"""
+        with self._lock:
+            rows = self._db.execute(sql, [submission_id, submission_id]).fetchall()
+        return [QuarantineEvent(*r) for r in rows]
+
+    def held(self, period: str | None) -> list[str]:
+        """Ids of the submissions quarantine holds out now (held or rejected), of a period or all."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT submission_id FROM submissions WHERE submission_id IN {_HELD} AND (? IS NULL OR period = ?) "
+                "ORDER BY accepted_at", [period, period]).fetchall()
+        return [r[0] for r in rows]
+
+    def operator_accepted(self) -> set[str]:
+        """Submissions an operator released from quarantine: the automatic check leaves them be."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT submission_id FROM (SELECT submission_id, action, row_number() OVER (PARTITION BY submission_id "
+                "ORDER BY event_id DESC) AS k FROM quarantine_events) WHERE k = 1 AND action = 'accept'").fetchall()
+        return {r[0] for r in rows}
+
+    def _status(self, submission_id: str) -> str | None:
+        row = self._db.execute("SELECT action FROM quarantine_events WHERE submission_id=? ORDER BY event_id DESC LIMIT 1",
+                               [submission_id]).fetchone()
+        return None if row is None else str(row[0])
+
+    def _event(self, action: str, submission_id: str, *, who: str, why: str, at: datetime) -> int:
+        row = self._db.execute("INSERT INTO quarantine_events (happened_at, who, action, submission_id, why) VALUES (?,?,?,?,?) "
+                               "RETURNING event_id", [at, who, action, submission_id, why]).fetchone()
+        return int(_aggregate(row)[0])
 
     def segments(self, submission_id: str) -> list[tuple[str, str, str, int]]:
         """(dimension, value, ref, noisy count) of a submission's segment statistics."""
@@ -262,6 +386,15 @@ class AlreadyStored(Exception):
     def __init__(self, receipt: StoredReceipt) -> None:
         super().__init__(receipt.submission_id)
         self.receipt = receipt
+
+
+class QuarantineNotHeld(Exception):
+    """Only a held submission can be accepted or rejected: this one is unknown, never held or decided."""
+
+    def __init__(self, submission_id: str, status: str | None) -> None:
+        super().__init__(submission_id)
+        self.submission_id = submission_id
+        self.status = status
 
 
 class BudgetRefused(Exception):

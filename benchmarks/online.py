@@ -73,7 +73,7 @@ def setup_region(workdir: Path, redis_port: int | None, entities: int, *, online
                      "data_dir": "MY",
                      "online_store": online_store or {"type": "redis", "url": f"redis://127.0.0.1:{redis_port}/0"},
                      "serving_address": f"127.0.0.1:{free_port()}", "serving": {"max_entities": 1000, **(serving or {})}}],
-        "auth": {"tokens": [{"name": "bench", "secret_env": "FEDSTORE_BENCH_TOKEN", "regions": ["MY"]}]},
+        "auth": {"tokens": [{"name": "bench", "secret_env": "FEDSTORE_BENCH_TOKEN", "roles": ["lookup"], "regions": ["MY"]}]},
     }))
     region = load_config(cfg).region("MY")
     node = RegionNode(region)

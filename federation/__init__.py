@@ -2,9 +2,11 @@
 
 from federation.config import (
     AggregatorConfig,
+    ClientTLSConfig,
     FederationConfig,
     OnlineStoreConfig,
     PrivacyConfig,
+    QuarantineConfig,
     RegionConfig,
     ServingConfig,
     TokenConfig,
@@ -16,12 +18,14 @@ from federation.jurisdictions import JURISDICTIONS, Jurisdiction
 
 __all__ = [
     "AggregatorConfig",
+    "ClientTLSConfig",
     "JURISDICTIONS",
     "ConfigError",
     "FederationConfig",
     "Jurisdiction",
     "OnlineStoreConfig",
     "PrivacyConfig",
+    "QuarantineConfig",
     "RegionConfig",
     "ServingConfig",
     "TokenConfig",

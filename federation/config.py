@@ -14,6 +14,9 @@ regions:
     data_dir: data/MY                # relative to this file
     online_store: {type: sqlite}     # or {type: redis, url: redis://127.0.0.1:6379/0}
     serving_address: 127.0.0.1:50051
+auth:                                # credentials: roles and regions (federation/roles.py, docs/security.md)
+  tokens:
+    - {name: app-my, secret_env: APP_MY_TOKEN, roles: [lookup], regions: [MY]}
 ```
 """
 
@@ -30,7 +33,9 @@ import yaml
 from federation.deployment_policy import DeploymentPolicy, parse_policies
 from federation.errors import ConfigError
 from federation.monitoring import MonitoringConfig, parse_monitoring
+from federation.statistics import CATALOG
 from federation.jurisdictions import JURISDICTIONS
+from federation.roles import Role, region_rule_violation, role_names
 
 ONLINE_STORE_TYPES = ("sqlite", "redis", "redis_cluster")
 
@@ -99,12 +104,17 @@ class TokenConfig:
     """A caller's identity. The secret itself is never in the file: an env var or a file names it."""
 
     name: str
-    regions: tuple[str, ...]  # region codes this caller may read; ("*",) = all
+    regions: tuple[str, ...]  # region codes this caller acts for; ("*",) = all (centre roles only)
     secret_env: str | None = None
     secret_file: Path | None = None
+    roles: frozenset[Role] = frozenset()  # what it may do in those regions (federation.roles); none: nothing
 
     def allows(self, region: str) -> bool:
         return "*" in self.regions or region in self.regions
+
+    def bound_to(self, region: str) -> bool:
+        """A credential of ``region`` alone (the only kind that may read its rows)."""
+        return self.regions == (region,)
 
     def secret(self) -> str:
         if self.secret_env:
@@ -127,6 +137,15 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class ClientTLSConfig:
+    """What a client presents to the centre and whom it trusts there (mutual TLS, see docs/security.md)."""
+
+    cert: Path  # this client's certificate (PEM); a region's names it: URI SAN spiffe://fedstore/region/<CODE>
+    key: Path  # its private key (PEM, unencrypted)
+    ca: Path  # the CA certificate(s) the centre's server certificate must chain to
+
+
+@dataclass(frozen=True)
 class RegionConfig:
     code: str
     jurisdiction: str
@@ -137,6 +156,7 @@ class RegionConfig:
     serving_address: str
     serving: ServingConfig = field(default_factory=ServingConfig)
     materialization: MaterializationConfig = field(default_factory=lambda: MaterializationConfig())
+    centre_tls: ClientTLSConfig | None = None  # this region's client certificate for the centre
 
     @property
     def project(self) -> str:
@@ -159,14 +179,38 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class QuarantineConfig:
+    """When the centre holds a region's statistics back from merging and training.
+
+    A statistic (a feature's mean; for training statistics each class's feature means and the
+    class balance) is out of line when it differs from the median of the other regions by more
+    than ``k`` × sqrt(noise variance + sampling variance + heterogeneity²). Heterogeneity is how far
+    honest regions may really differ: per feature in its own units (``heterogeneity``), else
+    ``relative_tolerance`` × the catalog range; ``class_balance_tolerance`` for the share of class 1.
+    """
+
+    enabled: bool = True
+    k: float = 4.0
+    relative_tolerance: float = 0.1  # of the feature's catalog range (upper − lower)
+    heterogeneity: Mapping[str, float] = field(default_factory=dict)  # catalog ref -> in the feature's units
+    class_balance_tolerance: float = 0.05  # absolute, on n₁ / (n₀ + n₁)
+    minimum_other_regions: int = 3  # the test runs once this many other regions have statistics
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     """Where the centre listens and keeps its store."""
 
     address: str = "127.0.0.1:50100"
     data_dir: Path | None = None  # default: <config dir>/centre
     metrics_port: int | None = None  # Prometheus /metrics; None = off
-    tls_cert: Path | None = None  # TLS when both are given
+    tls_cert: Path | None = None  # mutual TLS: all three are given together
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # the CA every client certificate must chain to
+    # no TLS at all, for local development only: the server listens in plaintext and clients
+    # connect without certificates; without it, a centre or a client without TLS files is refused
+    plaintext: bool = False
+    operator_tls: ClientTLSConfig | None = None  # the centre's own tools (train, registry) as clients
 
 
 @dataclass(frozen=True)
@@ -178,6 +222,7 @@ class FederationConfig:
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     deployment_policies: Mapping[str, DeploymentPolicy] = field(default_factory=dict)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     source: Path | None = field(default=None, compare=False)
 
     def policy(self, code: str) -> DeploymentPolicy:
@@ -229,7 +274,7 @@ def parse_config(
     top = _mapping(raw, "config")
     _keys(
         top, "config", required={"federation", "regions"},
-        optional={"auth", "privacy", "aggregator", "deployment_policy", "monitoring"},
+        optional={"auth", "privacy", "aggregator", "deployment_policy", "monitoring", "quarantine"},
     )
     fed = _mapping(top["federation"], "federation")
     _keys(fed, "federation", required={"name"}, optional=set())
@@ -243,21 +288,71 @@ def parse_config(
     )
     _check_unique(regions)
     tokens = _auth(top.get("auth"), base_dir, {r.code for r in regions})
+    aggregator = _aggregator(top.get("aggregator"), base_dir)
+    for i, r in enumerate(regions):
+        if aggregator.plaintext and r.centre_tls is not None:
+            raise ConfigError(f"regions[{i}].centre_tls: aggregator.plaintext: true turns TLS off; remove one of them")
     return FederationConfig(
         name=name,
         regions=regions,
         tokens=tokens,
         privacy=_privacy(top.get("privacy")),
-        aggregator=_aggregator(top.get("aggregator"), base_dir),
+        aggregator=aggregator,
         deployment_policies=parse_policies(top.get("deployment_policy"), {r.code for r in regions}),
         monitoring=parse_monitoring(top.get("monitoring")),
+        quarantine=_quarantine(top.get("quarantine")),
         source=source,
     )
 
 
+def _quarantine(raw: Any) -> QuarantineConfig:
+    if raw is None:
+        return QuarantineConfig()
+    m = _mapping(raw, "quarantine")
+    _keys(m, "quarantine", required=set(), optional={"enabled", "k", "relative_tolerance", "heterogeneity",
+                                                     "class_balance_tolerance", "minimum_other_regions"})
+    enabled = m.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"quarantine.enabled: expected true or false, got {enabled!r}")
+    k = _number(m.get("k", QuarantineConfig.k), "quarantine.k")
+    if not k >= 1:
+        raise ConfigError(f"quarantine.k: expected a number of standard deviations ≥ 1, got {k!r}")
+    relative = _number(m.get("relative_tolerance", QuarantineConfig.relative_tolerance), "quarantine.relative_tolerance")
+    balance = _number(m.get("class_balance_tolerance", QuarantineConfig.class_balance_tolerance),
+                      "quarantine.class_balance_tolerance")
+    for name, v in (("relative_tolerance", relative), ("class_balance_tolerance", balance)):
+        if not 0 <= v <= 1:
+            raise ConfigError(f"quarantine.{name}: expected a share between 0 and 1, got {v!r}")
+    others = m.get("minimum_other_regions", QuarantineConfig.minimum_other_regions)
+    if not isinstance(others, int) or isinstance(others, bool) or others < 2:
+        # with one other region the centre cannot tell which of two disagreeing regions is wrong
+        raise ConfigError(f"quarantine.minimum_other_regions: expected an integer ≥ 2, got {others!r}")
+    raw_h = m.get("heterogeneity", {})
+    if not isinstance(raw_h, dict):
+        raise ConfigError("quarantine.heterogeneity: expected a mapping of catalog feature (view:feature) to a number")
+    known = {s.ref: s for s in CATALOG}
+    heterogeneity = {}
+    for ref, v in raw_h.items():
+        if ref not in known:
+            raise ConfigError(f"quarantine.heterogeneity.{ref}: not a feature of the statistics catalog")
+        h = _number(v, f"quarantine.heterogeneity.{ref}")
+        if h < 0:
+            raise ConfigError(f"quarantine.heterogeneity.{ref}: expected a number ≥ 0, got {v!r}")
+        heterogeneity[ref] = h
+    return QuarantineConfig(enabled=enabled, k=k, relative_tolerance=relative, heterogeneity=heterogeneity,
+                            class_balance_tolerance=balance, minimum_other_regions=others)
+
+
+def _number(raw: Any, where: str) -> float:
+    if not isinstance(raw, (int, float)) or isinstance(raw, bool) or raw != raw or raw in (float("inf"), float("-inf")):
+        raise ConfigError(f"{where}: expected a finite number, got {raw!r}")
+    return float(raw)
+
+
 def _aggregator(raw: Any, base_dir: Path) -> AggregatorConfig:
     m = _mapping(raw, "aggregator") if raw is not None else {}
-    _keys(m, "aggregator", required=set(), optional={"address", "data_dir", "metrics_port", "tls"})
+    _keys(m, "aggregator", required=set(),
+          optional={"address", "data_dir", "metrics_port", "tls", "plaintext", "operator_tls"})
     address = _string(m.get("address", AggregatorConfig.address), "aggregator.address")
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -267,10 +362,38 @@ def _aggregator(raw: Any, base_dir: Path) -> AggregatorConfig:
     if metrics_port is not None and (not isinstance(metrics_port, int) or isinstance(metrics_port, bool)
                                      or not 0 < metrics_port < 65536):
         raise ConfigError(f"aggregator.metrics_port: expected a port number, got {metrics_port!r}")
+    plaintext = m.get("plaintext", False)
+    if not isinstance(plaintext, bool):
+        raise ConfigError(f"aggregator.plaintext: expected true or false, got {plaintext!r}")
+    if plaintext and ("tls" in m or "operator_tls" in m):
+        raise ConfigError("aggregator.plaintext: true turns TLS off; remove it or remove aggregator.tls/operator_tls")
     return AggregatorConfig(
         address=address, data_dir=(data_dir if data_dir.is_absolute() else base_dir / data_dir).resolve(),
-        metrics_port=metrics_port, **(_tls(m["tls"], "aggregator.tls", base_dir) if "tls" in m else {}),
+        metrics_port=metrics_port, plaintext=plaintext,
+        operator_tls=_client_tls(m["operator_tls"], "aggregator.operator_tls", base_dir) if "operator_tls" in m else None,
+        **(_server_tls(m["tls"], "aggregator.tls", base_dir) if "tls" in m else {}),
     )
+
+
+def _server_tls(raw: Any, where: str, base_dir: Path) -> dict[str, Path]:
+    """The centre's TLS: its certificate and key, and the CA its clients' certificates chain to."""
+    tls = _mapping(raw, where)
+    if isinstance(tls, dict) and "client_ca" not in tls and {"cert", "key"} <= set(tls):
+        raise ConfigError(f"{where}.client_ca: missing: the centre requires client certificates (mutual TLS); "
+                          "name the CA that signs the regions' certificates")
+    _keys(tls, where, required={"cert", "key", "client_ca"}, optional=set())
+    return {f"tls_{k}": _path(tls[k], f"{where}.{k}", base_dir) for k in ("cert", "key", "client_ca")}
+
+
+def _client_tls(raw: Any, where: str, base_dir: Path) -> ClientTLSConfig:
+    tls = _mapping(raw, where)
+    _keys(tls, where, required={"cert", "key", "ca"}, optional=set())
+    return ClientTLSConfig(*(_path(tls[k], f"{where}.{k}", base_dir) for k in ("cert", "key", "ca")))
+
+
+def _path(raw: Any, where: str, base_dir: Path) -> Path:
+    p = Path(_string(raw, where))
+    return p if p.is_absolute() else base_dir / p
 
 
 def _privacy(raw: Any) -> PrivacyConfig:
@@ -311,7 +434,7 @@ def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
     for i, t in enumerate(m["tokens"]):
         where = f"auth.tokens[{i}]"
         tm = _mapping(t, where)
-        _keys(tm, where, required={"name", "regions"}, optional={"secret_env", "secret_file"})
+        _keys(tm, where, required={"name", "regions", "roles"}, optional={"secret_env", "secret_file"})
         name = _string(tm["name"], f"{where}.name")
         if name in names:
             raise ConfigError(f"{where}.name: token {name!r} is defined twice")
@@ -325,6 +448,10 @@ def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
         for r in allowed:
             if r != "*" and r not in codes:
                 raise ConfigError(f"{where}.regions: unknown region {r!r}")
+        roles = _roles(tm["roles"], f"{where}.roles")
+        violation = region_rule_violation(roles, allowed)
+        if violation:
+            raise ConfigError(f"{where}.regions: {violation}")
         secret_file = None
         if "secret_file" in tm:
             secret_file = Path(_string(tm["secret_file"], f"{where}.secret_file"))
@@ -335,9 +462,24 @@ def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
                 regions=allowed,
                 secret_env=_string(tm["secret_env"], f"{where}.secret_env") if "secret_env" in tm else None,
                 secret_file=secret_file,
+                roles=roles,
             )
         )
     return tuple(tokens)
+
+
+def _roles(raw: Any, where: str) -> frozenset[Role]:
+    """A credential's roles: a non-empty list of known role names (deny by default: no role, no call)."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: expected a non-empty list of roles ({role_names()})")
+    roles = set()
+    for r in raw:
+        name = _string(r, where)
+        try:
+            roles.add(Role(name))
+        except ValueError:
+            raise ConfigError(f"{where}: unknown role {name!r}; roles are {role_names()}") from None
+    return frozenset(roles)
 
 
 def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
@@ -379,7 +521,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         m,
         where,
         required={"code", "jurisdiction", "law", "timezone", "data_dir", "online_store", "serving_address"},
-        optional={"serving", "materialization"},
+        optional={"serving", "materialization", "centre_tls"},
     )
     code = _string(m["code"], f"{where}.code").upper()
     known = JURISDICTIONS.get(code)
@@ -419,6 +561,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         serving_address=address,
         serving=_serving(m.get("serving"), f"{where}.serving", base_dir),
         materialization=_materialization(m.get("materialization"), f"{where}.materialization"),
+        centre_tls=_client_tls(m["centre_tls"], f"{where}.centre_tls", base_dir) if "centre_tls" in m else None,
     )
 
 

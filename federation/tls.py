@@ -5,6 +5,9 @@ asks for the certificate at each new connection's handshake; the files are re-re
 changed, and a new pair is taken only once it is complete and consistent (the key matches the
 certificate), so a rotation caught half-written keeps the old pair until the second file lands.
 Connections already open keep the certificate they were opened with.
+
+With a client CA (the centre's border), every client must present a certificate that chains to it
+(mutual TLS); the CA file is followed the same way, so a CA rolled over in place needs no restart.
 """
 
 from __future__ import annotations
@@ -22,22 +25,30 @@ log = logging.getLogger(__name__)
 
 
 class RotatingCertificate:
-    def __init__(self, cert: Path, key: Path) -> None:
-        self.cert, self.key = cert, key
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
+        self.cert, self.key, self.client_ca = cert, key, client_ca
         self._lock = threading.Lock()
         pair = self._read()
         if pair is None:
             raise ConfigError(f"TLS: {cert} and {key} cannot be read as a certificate and its private key")
         self._pair = pair
+        self._ca = self._read_ca()
+        if client_ca is not None and self._ca is None:
+            raise ConfigError(f"TLS: {client_ca} cannot be read as a CA certificate (PEM)")
         self._version = self._stat()
 
     def credentials(self) -> grpc.ServerCredentials:
-        initial = grpc.ssl_server_certificate_configuration([self._pair])
-        return grpc.dynamic_ssl_server_credentials(initial, self._fetch)
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration(self._pair, self._ca), self._fetch,
+            require_client_authentication=self.client_ca is not None)
 
-    def _stat(self) -> tuple[int, int, int, int]:
-        c, k = self.cert.stat(), self.key.stat()
-        return c.st_mtime_ns, c.st_size, k.st_mtime_ns, k.st_size
+    @staticmethod
+    def _configuration(pair: tuple[bytes, bytes], ca: bytes | None) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
+
+    def _stat(self) -> tuple[int, ...]:
+        files = (self.cert, self.key) if self.client_ca is None else (self.cert, self.key, self.client_ca)
+        return tuple(v for f in files for st in (f.stat(),) for v in (st.st_mtime_ns, st.st_size))
 
     def _read(self) -> tuple[bytes, bytes] | None:
         """(key, certificate chain) when the files hold a matching pair, else None."""
@@ -51,6 +62,17 @@ class RotatingCertificate:
             return None
         return key, cert
 
+    def _read_ca(self) -> bytes | None:
+        """The client CA's PEM when the file holds at least one certificate (None: no CA, or unreadable)."""
+        if self.client_ca is None:
+            return None
+        try:
+            ca = self.client_ca.read_bytes()
+            ssl.create_default_context(cadata=ca.decode("ascii"))
+        except (OSError, ssl.SSLError, ValueError, UnicodeDecodeError):
+            return None
+        return ca
+
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """Called by gRPC at each handshake: a new configuration when the files changed, else None."""
         try:
@@ -60,14 +82,15 @@ class RotatingCertificate:
         with self._lock:
             if version == self._version:
                 return None
-            pair = self._read()
-            if pair is None:
+            pair, ca = self._read(), self._read_ca()
+            if pair is None or (self.client_ca is not None and ca is None):
                 return None  # incomplete or mismatched: keep the current pair, look again next time
-            self._version, self._pair = version, pair
+            self._version, self._pair, self._ca = version, pair, ca
         log.info("TLS: %s changed; new connections use the new certificate", self.cert)
-        return grpc.ssl_server_certificate_configuration([pair])
+        return self._configuration(pair, ca)
 
 
-def server_credentials(cert: Path, key: Path) -> grpc.ServerCredentials:
-    """Credentials for ``add_secure_port`` that pick up rotated certificate files by themselves."""
-    return RotatingCertificate(cert, key).credentials()
+def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> grpc.ServerCredentials:
+    """Credentials for ``add_secure_port`` that pick up rotated certificate files by themselves; with
+    ``client_ca``, a client without a certificate that chains to it is refused at the handshake."""
+    return RotatingCertificate(cert, key, client_ca).credentials()

@@ -6,21 +6,33 @@ import hmac
 from dataclasses import dataclass
 
 from federation.config import TokenConfig
+from federation.roles import Role
 
 
 @dataclass(frozen=True)
 class Caller:
     name: str
-    regions: tuple[str, ...]
+    regions: tuple[str, ...]  # ("*",): every region (a centre credential; it holds no row role)
+    roles: frozenset[Role] = frozenset()  # what it may do, in each of its regions (federation.roles)
 
     def allows(self, region: str) -> bool:
+        """May act for ``region`` (its roles, checked per method by ``federation.access``, say how)."""
         return "*" in self.regions or region in self.regions
+
+    def bound_to(self, region: str) -> bool:
+        """A credential of ``region`` alone: the only kind that may read the region's rows."""
+        return self.regions == (region,)
 
 
 class TokenBook:
     def __init__(self, tokens: tuple[TokenConfig, ...]) -> None:
         # secrets are read once at start-up: a missing env var fails the start, not a request
-        self._entries = [(t.secret().encode(), Caller(t.name, t.regions)) for t in tokens]
+        self._entries = [(t.secret().encode(), Caller(t.name, t.regions, t.roles)) for t in tokens]
+
+    @property
+    def callers(self) -> tuple[Caller, ...]:
+        """Every caller the book knows (for decisions made once, at start-up)."""
+        return tuple(caller for _, caller in self._entries)
 
     def caller(self, token: str) -> Caller | None:
         given = token.encode()

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     # must land inside main() (one line, exit 130), not in the console script's import (a traceback)
     from fedstore import (
         aggregator_commands,
+        certs_commands,
         demo,
         deploy_commands,
         region_commands,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_commands.add_parser(sub)
     registry_commands.add_parser(sub)
     deploy_commands.add_parser(sub)
+    certs_commands.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

@@ -7,6 +7,7 @@ region's own online store (SQLite by default: nothing to install) and prints wha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import shutil
@@ -14,8 +15,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from federation import FederationConfig
-from fedstore.arguments import positive_int
+from federation import ClientTLSConfig, FederationConfig
+from federation.channels import centre_link
+from federation.roles import Role
+from fedstore.arguments import iso_date, positive_int
 from fedstore.render import age, table
 from regions.errors import RegionError
 from regions.store.materialize import MaterializeRequest, materialize
@@ -38,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     demo.add_argument("--customers", type=positive_int, default=3_000)
     demo.add_argument("--days", type=positive_int, default=30)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--end", type=iso_date, default=None,
+                      help="last day of the synthetic data, YYYY-MM-DD (default: yesterday, UTC); every window "
+                           "of the demo ends with it, so a run is reproducible whatever today is")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(handler=run_demo)
 
@@ -49,6 +55,13 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
     if not codes:
         raise RegionError(f"--regions names no region; this federation has {', '.join(config.codes)}")
     regions = [config.region(c) for c in codes]  # unknown codes fail before any work (and before any removal)
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)  # the last complete day
+    last_day = args.end or yesterday
+    if last_day > yesterday:
+        raise RegionError(f"--end {last_day.isoformat()} is not a complete day yet (the latest is {yesterday.isoformat()}, "
+                          "UTC)")
+    # every window (materialisation, statistics, training, evaluation) ends at the close of that day
+    window_end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), timezone.utc)
     paths = [p for p in [r.data_dir for r in regions] + [config.aggregator.data_dir] if p is not None]
     for path in paths:  # all checked before anything is removed
         if path.is_dir() and any(path.iterdir()) and not (path / DEMO_MARKER).exists():
@@ -63,7 +76,6 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
         path.mkdir(parents=True)
         (path / DEMO_MARKER).write_text("made by `fedstore demo`, which replaces this directory when run again\n")
     print(f"demo: fresh synthetic data for {', '.join(codes)} (previous demo state removed)")
-    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)  # the last complete day
     began = time.perf_counter()
     summaries = []
     for region in regions:
@@ -73,7 +85,7 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
             region.data_dir,
             customers=args.customers,
             days=args.days,
-            end=yesterday,
+            end=last_day,
             timezone=region.timezone,
             seed=args.seed,
             progress=lambda m: print(f"   {m}"),
@@ -82,7 +94,7 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
         applied = node.apply()
         print(f"   applied {len(applied.feature_views)} feature views to project {applied.project}")
         job = materialize(
-            node, MaterializeRequest(show_progress=not args.no_progress), say=lambda m: print(f"   {m}")
+            node, MaterializeRequest(show_progress=not args.no_progress, end=window_end), say=lambda m: print(f"   {m}")
         )
         summaries.append((region, report, job, region_status(node)))
     print()
@@ -95,26 +107,39 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
             [[v.view, v.entities, v.latest_event, age(v.age_seconds), v.snapshot_job] for v in st.views],
         ))
         print()
-    token = _lookups(config, regions, summaries)
-    if token:
-        _aggregate(config, regions, token)
+    if not config.tokens:
+        print("(no auth tokens in the config: skipping the serving lookups and the centre)")
+    else:
+        _make_up_secrets(config)
+        _lookups(config, regions, summaries)
+        config = _border(config, regions)
+        _aggregate(config, [config.region(r.code) for r in regions], window_end)
     print(f"demo finished in {time.perf_counter() - began:.0f}s; try `fedstore region status --region {codes[0]}`")
 
 
-def _lookups(config: FederationConfig, regions: list, summaries: list) -> str | None:
-    """Start each region's serving node and look a few customers up through the client library."""
-    if not config.tokens:
-        print("(no auth tokens in the config: skipping the serving lookups)")
-        return None
-    token_cfg = next((t for t in config.tokens if all(t.allows(r.code) for r in regions)), None)
-    if token_cfg is None:
-        print("(no token may read every demo region: skipping the serving lookups)")
-        return None
-    if token_cfg.secret_env and not os.environ.get(token_cfg.secret_env):
-        # the demo makes up its own secret; a deployment sets it outside the repo
-        os.environ[token_cfg.secret_env] = secrets.token_urlsafe(24)
-    token = token_cfg.secret()
+def _make_up_secrets(config: FederationConfig) -> None:
+    """The demo makes up the secrets not set; a deployment sets them outside the repo."""
+    for t in config.tokens:
+        if t.secret_env and not os.environ.get(t.secret_env):
+            os.environ[t.secret_env] = secrets.token_urlsafe(24)
+
+
+def _credential(config: FederationConfig, role: Role, region: str | None = None) -> str | None:
+    """The secret of the config's first credential holding ``role`` (in ``region``, when named)."""
+    for t in config.tokens:
+        if role in t.roles and (region is None or t.allows(region)):
+            return t.secret()
+    return None
+
+
+def _lookups(config: FederationConfig, regions: list, summaries: list) -> None:
+    """Start each region's serving node and look a few customers up through the client library,
+    with that region's own lookup credential (no other may read its rows)."""
     for region, report, _job, _st in summaries:
+        token = _credential(config, Role.LOOKUP, region.code)
+        if token is None:
+            print(f"(no credential with role lookup for {region.code}: skipping its lookups)")
+            continue
         node = ServingNode(config, region, address="127.0.0.1:0").start()
         try:
             ids = _some_customers(report)
@@ -128,16 +153,48 @@ def _lookups(config: FederationConfig, regions: list, summaries: list) -> str | 
             print()
         finally:
             node.stop(1)
-    return token
 
 
-def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
-    """Each region publishes anonymised statistics; the centre validates and merges them."""
+def _border(config: FederationConfig, regions: list) -> FederationConfig:
+    """The config the demo's centre and its clients use: mutual TLS as configured, or, where the
+    config names no certificates, with a development CA made for this run in the centre's directory."""
+    from fedstore.dev_certificates import make_dev_pki
+
+    agg = config.aggregator
+    if agg.plaintext:
+        print("demo: aggregator.plaintext is set: the border runs WITHOUT TLS (local development only)")
+        return config
+    if agg.tls_cert and agg.operator_tls and all(r.centre_tls for r in regions):
+        print("demo: mutual TLS at the border with the configured certificates")
+        return config
+    assert agg.data_dir is not None
+    pki = make_dev_pki(agg.data_dir / "dev-certs", [r.code for r in regions])
+    print(f"demo: mutual TLS at the border: a development CA in {pki.ca.parent} issued the centre's certificate "
+          f"and one client certificate per region (`fedstore certs init` makes such files for a config)")
+    client = {code: ClientTLSConfig(p.cert, p.key, pki.ca) for code, p in pki.regions.items()}
+    return dataclasses.replace(
+        config,
+        aggregator=dataclasses.replace(agg, tls_cert=pki.centre.cert, tls_key=pki.centre.key, tls_client_ca=pki.ca,
+                                       operator_tls=ClientTLSConfig(pki.operator.cert, pki.operator.key, pki.ca)),
+        regions=tuple(dataclasses.replace(r, centre_tls=client.get(r.code, r.centre_tls)) for r in config.regions),
+    )
+
+
+def _aggregate(config: FederationConfig, regions: list, window_end: datetime) -> None:
+    """Each region publishes anonymised statistics with its own credential and certificate; the centre
+    validates and merges them, and trains with its credential (which reads no row)."""
     from aggregator.intake.server import build_server
     from regions.publishing.outbox import send_outbox
     from regions.publishing.publish import outbox_dir, publish_statistics
 
     assert config.aggregator.data_dir is not None
+    publishers = {r.code: _credential(config, Role.PUBLISH, r.code) for r in regions}
+    centre = _credential(config, Role.TRAIN)
+    if centre is None or None in publishers.values():
+        print("(the config lacks a publish credential for every demo region, or the centre's train credential: "
+              "skipping the centre)")
+        return
+    reader = _credential(config, Role.STATISTICS_READ) or centre
     evaluations: list[tuple] = []
     server, port, store = build_server(config, config.aggregator.data_dir / "aggregator.duckdb", "127.0.0.1:0",
                                        on_evaluation=lambda *e: evaluations.append(e))
@@ -145,8 +202,9 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
     try:
         for region in regions:
             node = RegionNode(region)
-            sid, released, _ = publish_statistics(node, config.privacy, epsilon=1.0)
-            outcome = send_outbox(outbox_dir(region.data_dir), f"127.0.0.1:{port}", token)
+            sid, released, _ = publish_statistics(node, config.privacy, epsilon=1.0, end=window_end)
+            outcome = send_outbox(outbox_dir(region.data_dir), centre_link(config, region.code, f"127.0.0.1:{port}"),
+                                  publishers[region.code] or "")
             print(f"{region.code}: published {sid} (ε={released.accounting.epsilon:.2f}, "
                   f"{len(released.features)} features, {len(released.suppressed)} suppressed): "
                   f"{', '.join(o for _, o in outcome)}")
@@ -154,9 +212,12 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
 
         from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        if len(regions) > 1 and not config.aggregator.plaintext:
+            # with the victim's own publish token: the certificate alone decides
+            _impersonation(config, regions[1].code, regions[0].code, f"127.0.0.1:{port}", publishers[regions[0].code] or "")
+        with centre_link(config, None, f"127.0.0.1:{port}").channel() as channel:
             merged = aggregator_pb2_grpc.AggregatorStub(channel).GetGlobalStatistics(
-                aggregator_pb2.GetGlobalStatisticsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+                aggregator_pb2.GetGlobalStatisticsRequest(), metadata=(("authorization", f"Bearer {reader}"),), timeout=10)
         print(f"\ncentre: federation-wide statistics from {len(merged.submissions)} anonymised submissions "
               "(no row, no key crossed a border)")
         print(table(
@@ -167,10 +228,25 @@ def _aggregate(config: FederationConfig, regions: list, token: str) -> None:
         print("± is the privacy noise's standard deviation (not sampling error); std is '-' where the noise "
               "swamps the variance at this ε")
         print()
-        _train(config, regions, f"127.0.0.1:{port}", token, evaluations)
+        _train(config, regions, f"127.0.0.1:{port}", centre, evaluations, window_end)
     finally:
         server.stop(1).wait()
         store.close()
+
+
+def _impersonation(config: FederationConfig, holder: str, victim: str, address: str, token: str) -> None:
+    """One region's certificate cannot submit for another, whatever the token allows."""
+    import grpc
+
+    from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+
+    with centre_link(config, holder, address).channel() as channel:
+        try:
+            aggregator_pb2_grpc.AggregatorStub(channel).Submit(
+                aggregator_pb2.Submission(region=victim), metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+            print(f"{holder}'s certificate submitting for {victim}: accepted (unexpected)")
+        except grpc.RpcError as e:
+            print(f"{holder}'s certificate submitting for {victim}: refused {e.code().name} ({e.details()})")
 
 
 def _mean_and_std(f: aggregator_pb2.GlobalFeature) -> tuple[str, str]:
@@ -184,7 +260,8 @@ def _mean_and_std(f: aggregator_pb2.GlobalFeature) -> tuple[str, str]:
     return mean, f"{std:,.2f} ± {f.variance_noise_sd / (2 * std):,.2f}"
 
 
-def _train(config: FederationConfig, regions: list, address: str, token: str, evaluations: list[tuple]) -> None:
+def _train(config: FederationConfig, regions: list, address: str, centre: str, evaluations: list[tuple],
+           window_end: datetime) -> None:
     """Regions release per-class statistics; the centre trains; one region evaluates the model."""
     import grpc
 
@@ -197,12 +274,14 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
     spec = training_spec("fraud_scoring")
     for region in regions:
         node = RegionNode(region)
-        sid, released, _ = publish_training_statistics(node, config.privacy, spec, epsilon=2.0)
-        outcome = send_outbox(outbox_dir(region.data_dir), address, token) if released.statistics else [("", "suppressed")]
+        sid, released, _ = publish_training_statistics(node, config.privacy, spec, epsilon=2.0, end=window_end)
+        link = centre_link(config, region.code, address)
+        outcome = (send_outbox(outbox_dir(region.data_dir), link, _credential(config, Role.PUBLISH, region.code) or "")
+                   if released.statistics else [("", "suppressed")])
         print(f"{region.code}: training statistics {sid} (ε={released.epsilon:.2f}, δ={released.delta:.0e}, "
               f"OpenDP Gaussian): {', '.join(o for _, o in outcome)}")
-    md = (("authorization", f"Bearer {token}"),)
-    with grpc.insecure_channel(address) as channel:
+    md = (("authorization", f"Bearer {centre}"),)
+    with centre_link(config, None, address).channel() as channel:
         try:
             result = aggregator_pb2_grpc.AggregatorStub(channel).Train(
                 aggregator_pb2.TrainRequest(strategy="lda", feature_service=spec.feature_service), metadata=md, timeout=30)
@@ -214,37 +293,42 @@ def _train(config: FederationConfig, regions: list, address: str, token: str, ev
                         link=result.link)
     judge = RegionNode(regions[0])
     sid, evaluation, _ = publish_evaluation(judge, config.privacy, spec, model, name=result.model_name,
-                                            version=result.model_version or 1, epsilon=0.5)
+                                            version=result.model_version or 1, epsilon=0.5, end=window_end)
     if evaluation.histograms:
-        send_outbox(outbox_dir(judge.data_dir), address, token)
+        send_outbox(outbox_dir(judge.data_dir), centre_link(config, judge.code, address),
+                    _credential(config, Role.PUBLISH, judge.code) or "")
     for name, version, region, metrics, _ in evaluations:
         print(f"{region}: evaluated {name} v{version} locally; the centre sees only noisy score histograms: "
               f"AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} on ~{metrics['examples']:,.0f} customers")
     print()
-    _deploy(address, token, result.model_name, result.model_version, [r.code for r in regions])
+    _deploy(config, address, result.model_name, result.model_version, [r.code for r in regions])
 
 
-def _deploy(address: str, token: str, name: str, version: int, codes: list[str]) -> None:
-    """Promote the new model in the first region (shadow, then canary 5%); try a region whose policy refuses it."""
+def _deploy(config: FederationConfig, address: str, name: str, version: int, codes: list[str]) -> None:
+    """Promote the new model in the first region (shadow, then canary 5%); try a region whose policy
+    refuses it. Each region's own credential moves its stages: the centre's promotes nowhere."""
     import grpc
 
     from fedstore.registry_commands import deployment_table
     from proto.fedstore.registry.v1 import registry_pb2 as rpb
     from proto.fedstore.registry.v1 import registry_pb2_grpc
 
-    md = (("authorization", f"Bearer {token}"),)
-    with grpc.insecure_channel(address) as channel:
+    def md(role: Role, region: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {_credential(config, role, region) or ''}"),)
+
+    with centre_link(config, None, address).channel() as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
         steps = [(codes[0], "shadow", "demo: shadow run first"), (codes[0], "canary_5", "demo: evaluation passed")]
         steps += [(c, "shadow", "demo: try another jurisdiction") for c in codes[1:]]
         for region, stage, why in steps:
             try:
                 stub.Promote(rpb.PromoteRequest(name=name, version=version, region=region, stage=stage, why=why),
-                             metadata=md, timeout=10)
+                             metadata=md(Role.PROMOTE, region), timeout=10)
                 print(f"registry: {name} v{version} → {stage} in {region}")
             except grpc.RpcError as e:
                 print(f"registry: {name} v{version} → {stage} in {region} refused: {e.details()}")
-        print(deployment_table(stub.GetDeployment(rpb.GetDeploymentRequest(region=codes[0]), metadata=md, timeout=10)))
+        print(deployment_table(stub.GetDeployment(rpb.GetDeploymentRequest(region=codes[0]),
+                                                  metadata=md(Role.REGISTRY_READ, codes[0]), timeout=10)))
     print()
 
 

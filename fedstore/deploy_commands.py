@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from federation import FederationConfig, RegionConfig
+from federation.roles import ROW_ROLES
 from fedstore.arguments import path_arg
 from regions.errors import RegionError
 
@@ -92,7 +93,8 @@ def _raw(config: FederationConfig) -> dict[str, Any]:
 
 def _region_config(config: FederationConfig, r: RegionConfig) -> dict[str, Any]:
     """The federation config a region's pods see: their own region only, data under the volume,
-    only the tokens allowed in this region; privacy and monitoring settings as the federation's."""
+    only the credentials its node checks (those reading its rows: bound to this region alone);
+    privacy and monitoring settings as the federation's."""
     raw = _raw(config)
     entry = next((dict(x) for x in raw.get("regions", []) if x.get("code") == r.code), {"code": r.code})
     entry.update(data_dir=f"{DATA_ROOT}/{r.code}", serving_address=f"0.0.0.0:{_port(r.serving_address)}")
@@ -101,8 +103,10 @@ def _region_config(config: FederationConfig, r: RegionConfig) -> dict[str, Any]:
         if key in raw:
             out[key] = raw[key]
     out["aggregator"] = {"address": f"aggregator.fedstore-centre.svc:{_port(config.aggregator.address)}"}
-    tokens = [{**t, "regions": [r.code]} for t in (raw.get("auth") or {}).get("tokens", [])
-              if "*" in t.get("regions", []) or r.code in t.get("regions", [])]
+    if config.aggregator.plaintext:  # else the region's send-stats would refuse the plaintext centre
+        out["aggregator"]["plaintext"] = True
+    readers = {t.name for t in config.tokens if t.roles & ROW_ROLES and t.bound_to(r.code)}
+    tokens = [t for t in (raw.get("auth") or {}).get("tokens", []) if t.get("name") in readers]
     if tokens:
         out["auth"] = {"tokens": tokens}
     return out
@@ -189,9 +193,15 @@ def _centre(config: FederationConfig, image: str) -> list[dict[str, Any]]:
     raw = _raw(config)
     raw["aggregator"] = {**(raw.get("aggregator") or {}), "address": f"0.0.0.0:{port}", "data_dir": f"{DATA_ROOT}/centre"}
     raw["regions"] = [{**r, "data_dir": f"unused/{r['code']}"} for r in raw.get("regions", [])]  # no region data here
+    # only the credentials the centre checks: a serving app's (lookup alone) is none of its business
+    checked = {t.name for t in config.tokens if t.roles - ROW_ROLES}
+    if raw.get("auth"):
+        raw["auth"] = {**raw["auth"], "tokens": [t for t in raw["auth"].get("tokens", []) if t.get("name") in checked]}
     container = _container(image, ["aggregator", "serve"], "aggregator")
     container["ports"] = [{"name": "grpc", "containerPort": port}]
-    probe = {"grpc": {"port": port, "service": ""}, "periodSeconds": 5}
+    # Kubernetes' gRPC probe speaks no TLS, and the centre takes mutual TLS only: a TCP check there
+    probe = ({"grpc": {"port": port, "service": ""}, "periodSeconds": 5} if config.aggregator.plaintext
+             else {"tcpSocket": {"port": port}, "periodSeconds": 5})
     container["readinessProbe"] = probe
     container["livenessProbe"] = {**probe, "periodSeconds": 10, "failureThreshold": 6}
     labels = _labels(None, "aggregator")

@@ -74,15 +74,18 @@ def _global(config: FederationConfig, args: argparse.Namespace) -> dict[str, np.
     import grpc
     import numpy as np
 
+    from federation.channels import centre_link, handshake_problem
     from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 
     token = os.environ.get(args.token_env, "")
     if not token:
         raise RegionError(f"environment variable {args.token_env} is not set (needed for --baseline global)")
-    with grpc.insecure_channel(args.address or config.aggregator.address) as channel:
+    with centre_link(config, args.region, args.address).channel() as channel:
         try:
             merged = aggregator_pb2_grpc.AggregatorStub(channel).GetGlobalStatistics(
                 aggregator_pb2.GetGlobalStatisticsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=15)
         except grpc.RpcError as e:
+            if handshake_problem(e):
+                raise RegionError(f"aggregator: {handshake_problem(e)}") from None
             raise RegionError(f"aggregator: {e.code().name}: {e.details()}") from None
     return {f.ref: np.asarray(f.histogram) for f in merged.features}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from federation import FederationConfig
 from federation.traffic import STAGES
 from fedstore.arguments import host_port
-from fedstore.render import table
+from fedstore.render import influence_table, table
 from regions.errors import RegionError
 
 if TYPE_CHECKING:
@@ -54,16 +54,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> Any:
     import grpc
 
+    from federation.channels import centre_link, handshake_problem
     from proto.fedstore.registry.v1 import registry_pb2_grpc
 
     token = os.environ.get(args.token_env, "")
     if not token:
         raise RegionError(f"environment variable {args.token_env} is not set (your registry token)")
-    with grpc.insecure_channel(args.address or config.aggregator.address) as channel:
+    with centre_link(config, None, args.address).channel() as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
         try:
             return getattr(stub, method)(request, metadata=(("authorization", f"Bearer {token}"),), timeout=30)
         except grpc.RpcError as e:
+            if handshake_problem(e):
+                raise RegionError(f"registry: {handshake_problem(e)}") from None
             raise RegionError(f"registry: {e.code().name}: {e.details()}") from None
 
 
@@ -100,6 +103,8 @@ def cmd_show(config: FederationConfig, args: argparse.Namespace) -> None:
         print(table(["region", "auc", "accuracy", "evaluation"], [
             [r.region, f"{r.metrics.get('auc', float('nan')):.3f}", f"{r.metrics.get('accuracy', float('nan')):.3f}",
              r.submission_id] for r in m.metrics]))
+    if m.influence:
+        print(influence_table(m.influence))
 
 
 def cmd_promote(config: FederationConfig, args: argparse.Namespace) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -13,6 +13,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     out = [line(list(headers)), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(out)
+
+
+def influence_table(influence: Sequence[Any]) -> str:
+    """Each region's leave-one-out influence (an aggregator or registry ``RegionInfluence`` message)."""
+    def auc(i: Any, name: str) -> str:
+        return f"{getattr(i, name):.3f}" if i.HasField(name) else "-"
+    return "influence (the model refitted without each region; AUC on the other regions' statistics):\n" + table(
+        ["region", "share of n", "weight change", "cosine", "others' AUC with", "without", "flag"],
+        [[i.region, f"{i.example_share:.1%}", f"{i.weight_change:.1%}", f"{i.weight_cosine:+.3f}",
+          auc(i, "auc_others_with"), auc(i, "auc_others_without"),
+          "FLAGGED: the others do better without it" if i.flagged else ""] for i in influence])
 
 
 def age(seconds: float | None) -> str:

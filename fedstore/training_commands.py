@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from federation import FederationConfig
 from federation.training import TRAINING_SPECS, LinearModel, training_spec
 from fedstore.arguments import host_port, output_file, path_arg
-from fedstore.render import table
+from fedstore.render import influence_table, table
 from regions.errors import RegionError
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
 def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
     import grpc
 
+    from federation.channels import centre_link, handshake_problem
     from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
     from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
@@ -66,11 +67,13 @@ def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
     address = args.address or config.aggregator.address
     request = pb.TrainRequest(strategy=args.strategy, feature_service=args.feature_service, model_name=args.name,
                               period=args.period)
-    with grpc.insecure_channel(address) as channel:
+    with centre_link(config, None, address).channel() as channel:
         try:
             result = aggregator_pb2_grpc.AggregatorStub(channel).Train(
                 request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
         except grpc.RpcError as e:
+            if handshake_problem(e):
+                raise RegionError(f"aggregator at {address}: {handshake_problem(e)}; nothing was trained") from None
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise RegionError(f"the aggregator at {address} did not answer ({e.code().name}): is it running "
                                   "there? nothing was trained") from None
@@ -94,7 +97,13 @@ def describe(result: aggregator_pb2.TrainResult) -> str:
             f"from {', '.join(f'{r} (ε={e:g})' for r, e in sorted(result.epsilon_by_region.items()))}")
     rows = [(f, f"{w:+.4f}") for f, w in zip(result.features, result.weights, strict=True)]
     rows.append(("(intercept)", f"{result.intercept:+.4f}"))
-    return head + "\n" + table(["feature", "weight"], rows) + f"\nlineage: {', '.join(result.submissions)}"
+    out = head + "\n" + table(["feature", "weight"], rows) + f"\nlineage: {', '.join(result.submissions)}"
+    if result.influence:
+        out += "\n" + influence_table(result.influence)
+    if result.quarantined:
+        out += (f"\nquarantined (not trained on): {', '.join(result.quarantined)}; "
+                "see `fedstore aggregator quarantine list`")
+    return out
 
 
 def model_file(result: aggregator_pb2.TrainResult) -> dict[str, object]:

@@ -160,29 +160,50 @@ class SnapshotCache:
         self.data_dir = data_dir
         self._lock = threading.Lock()
         self._views: dict[str, LoadedSnapshot] = {}
+        # view -> why its newest snapshot file could not be loaded (the last good one is still served),
+        # and that file's version: it is not read again every tick, only once it changes
+        self.failed: dict[str, str] = {}
+        self._bad: dict[str, tuple[int, int]] = {}
 
     def refresh(self, views: list[ViewSpec]) -> list[str]:
-        """(Re)load the snapshots whose files changed; returns the views reloaded."""
+        """(Re)load the snapshots whose files changed; returns the views reloaded.
+
+        A file that cannot be loaded (damaged, or of other types than the view declares) leaves the
+        view's last good snapshot in place and is named in ``failed`` until a later file loads; the
+        other views are reloaded all the same."""
         reloaded = []
         for v in views:
-            path = snapshot_path(self.data_dir, v.name)
             try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            version = (st.st_mtime_ns, st.st_size)
-            current = self._views.get(v.name)
-            if current is not None and current.version == version:
-                continue
-            if current is None and pq.read_metadata(path).num_rows == 0:
-                # nothing to answer from; older versions wrote such a file, without the view's
-                # columns, for a job whose window held no rows, and the node failed to start on it
-                continue
-            loaded = _load(path, v, version, self.data_dir)
-            with self._lock:
-                self._views[v.name] = loaded
-            reloaded.append(v.name)
+                if self._reload(v):
+                    reloaded.append(v.name)
+                if v.name not in self._bad:
+                    self.failed.pop(v.name, None)
+            except Exception as e:  # noqa: BLE001 -- any failure of one file must not stop the others, nor health
+                self.failed[v.name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
         return reloaded
+
+    def _reload(self, v: ViewSpec) -> bool:
+        """Load ``v``'s snapshot if its file changed; whether it was (re)loaded."""
+        path = snapshot_path(self.data_dir, v.name)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        version = (st.st_mtime_ns, st.st_size)
+        current = self._views.get(v.name)
+        if (current is not None and current.version == version) or self._bad.get(v.name) == version:
+            return False
+        self._bad[v.name] = version  # until it has loaded
+        if current is None and pq.read_metadata(path).num_rows == 0:
+            # nothing to answer from; older versions wrote such a file, without the view's
+            # columns, for a job whose window held no rows, and the node failed to start on it
+            del self._bad[v.name]
+            return False
+        loaded = _load(path, v, version, self.data_dir)
+        with self._lock:
+            self._views[v.name] = loaded
+        del self._bad[v.name]
+        return True
 
     def drop_unlisted(self, views: list[ViewSpec], registry_mtime_ns: int) -> list[str]:
         """Forget the snapshots of views no longer served (gone from the registry whose file has

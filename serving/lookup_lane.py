@@ -29,7 +29,7 @@ import grpc
 from grpc._cython import cygrpc
 
 from federation.grpc_handlers import status_details
-from serving.auth import TokenGuard
+from federation.access import AccessGuard
 from serving.errors import ServingError
 from serving.metrics import ServingMetrics
 
@@ -76,7 +76,7 @@ class LookupLane:
     def __init__(
         self,
         methods: Sequence[LaneMethod],
-        guard: TokenGuard,
+        guard: AccessGuard,
         metrics: ServingMetrics,
         *,
         threads: int,
@@ -173,7 +173,7 @@ class LookupLane:
             self._finish(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"this serving process has {self.max_calls} calls under way, the most it takes", None)
             return
-        refusal = self.guard.refusal(event.invocation_metadata)
+        refusal = self.guard.refusal(event.invocation_metadata, call.method.path)
         if refusal is not None:  # refused unread: a caller without a valid token sends nothing we read
             self._finish(call, refusal.code, refusal.details, None, measured=False)  # the guard counted it
             return

@@ -39,6 +39,7 @@ class NodeStats(Collector):
         self.not_loaded: dict[tuple[str, str], int] = {}  # (view, lost | behind) -> 1
         self.freshness: dict[str, float] = {}
         self.snapshot_bytes: dict[str, int] = {}  # per view
+        self.snapshot_failed: dict[str, float] = {}  # per view: 1 while its newest file cannot be loaded
         self.callers: dict[str, int] = {}  # admitted calls by token name
         self.refusals: dict[tuple[str, str], int] = {}  # (code, token name or "") -> calls refused
         # counts are read-modify-write from several lookup threads: one lock, uncontended ~0.1 µs
@@ -98,6 +99,12 @@ class NodeStats(Collector):
             "Size of the view's batch snapshot pack, mapped by every serving process of the host",
             labels=["view"],
         ), self.snapshot_bytes)
+        yield _labelled(GaugeMetricFamily(
+            "fedstore_snapshot_refresh_failed",
+            "1 for a view whose newest batch snapshot file could not be loaded; its last good snapshot is "
+            "still served",
+            labels=["view"],
+        ), self.snapshot_failed)
         yield _labelled(CounterMetricFamily(
             "fedstore_calls_by_caller", "Calls admitted, by the name of the caller's token", labels=["caller"]
         ), self.callers)
@@ -152,6 +159,9 @@ class ServingMetrics:
 
     def snapshot_size(self, sizes: dict[str, int]) -> None:
         self.stats.snapshot_bytes = dict(sizes)
+
+    def snapshots_failed(self, views: list[str]) -> None:
+        self.stats.snapshot_failed = dict.fromkeys(views, 1.0)
 
     def admitted(self, caller: str) -> None:
         callers = self.stats.callers

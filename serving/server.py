@@ -21,6 +21,7 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
@@ -57,6 +58,8 @@ from serving.servicer import FeatureServingServicer
 log = logging.getLogger(__name__)
 
 ONLINE_STORE_HEALTH = "fedstore.online_store"
+# NOT_SERVING while a view's newest snapshot file cannot be loaded (the last good one is served)
+SNAPSHOT_HEALTH = "fedstore.snapshot"
 SERVICE_NAMES = (
     serving_pb2.DESCRIPTOR.services_by_name["FeatureServing"].full_name,
     GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name,
@@ -118,8 +121,9 @@ class ServingNode:
         self._watermarks: tuple[float, dict[str, datetime | None]] = (-1.0, {})
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
         self.snapshots = SnapshotCache(region.data_dir)
-        self._refresh_snapshots()
+        self._failing: dict[str, str] = {}  # refresher step -> its last error, while it fails
         self.metrics = ServingMetrics(region.code)
+        self._refresh_snapshots()
         self.metrics.snapshot_size(self.snapshots.held_bytes())
         self.features = OnlineFeatures(
             region=region.code,
@@ -220,28 +224,53 @@ class ServingNode:
         self.server.wait_for_termination()
 
     def _refresh_loop(self) -> None:
+        # each step on its own: a snapshot that cannot be loaded once stopped the health and lost-row
+        # checks too (they shared one try), and a node answered "online" from an emptied Redis
+        steps = (("registry", self._refresh_catalog), ("snapshots", self._refresh_snapshots),
+                 ("health", self._check_health), ("freshness", self._export_freshness))
         while not self._stop.wait(self.refresh_seconds):
-            try:
-                if self.catalog.refresh_if_changed():
-                    log.info("region %s: registry changed; catalog reloaded", self.region.code)
-                reloaded, dropped = self._refresh_snapshots()
-                if reloaded:
-                    log.info("region %s: snapshots reloaded: %s", self.region.code, ", ".join(reloaded))
-                if dropped:
-                    log.info("region %s: no longer served, snapshots dropped: %s", self.region.code, ", ".join(dropped))
-                if reloaded or dropped:
-                    self.metrics.snapshot_size(self.snapshots.held_bytes())
-                self._check_health()
-                self._export_freshness()
-            except Exception:  # the refresher must outlive a bad moment; the next tick retries
-                log.exception("region %s: refresh failed", self.region.code)
+            for name, step in steps:
+                self._run_step(name, step)
 
-    def _refresh_snapshots(self) -> tuple[list[str], list[str]]:
+    def _run_step(self, name: str, step: Callable[[], object]) -> None:
+        """One refresher step; a failure is logged when it starts and when it ends, not every tick."""
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 -- the refresher must outlive a bad moment; the next tick retries
+            if name not in self._failing:
+                log.exception("region %s: refresh step %s failed (retried every %.0fs)", self.region.code, name,
+                              self.refresh_seconds)
+            self._failing[name] = str(e)
+            return
+        if self._failing.pop(name, None) is not None:
+            log.info("region %s: refresh step %s works again", self.region.code, name)
+
+    def _refresh_catalog(self) -> None:
+        if self.catalog.refresh_if_changed():
+            log.info("region %s: registry changed; catalog reloaded", self.region.code)
+
+    def _refresh_snapshots(self) -> None:
         """Load the snapshots of the current catalog's views that changed and drop those of views it
-        no longer serves; (views reloaded, views dropped)."""
+        no longer serves. A file that cannot be loaded keeps the view's last good snapshot: logged
+        once, exported as a gauge and as the ``fedstore.snapshot`` health status."""
         catalog = self.catalog.current
         views = list(catalog.views.values())
-        return self.snapshots.refresh(views), self.snapshots.drop_unlisted(views, catalog.version[0])
+        before = dict(self.snapshots.failed)
+        reloaded = self.snapshots.refresh(views)
+        dropped = self.snapshots.drop_unlisted(views, catalog.version[0])
+        if reloaded:
+            log.info("region %s: snapshots reloaded: %s", self.region.code, ", ".join(reloaded))
+        if dropped:
+            log.info("region %s: no longer served, snapshots dropped: %s", self.region.code, ", ".join(dropped))
+        for view, why in self.snapshots.failed.items():
+            if before.get(view) != why:
+                log.error("region %s: the newest snapshot of %s cannot be loaded (%s); the last good one is served",
+                          self.region.code, view, why)
+        for view in before.keys() - self.snapshots.failed.keys():
+            log.info("region %s: the snapshot of %s loads again", self.region.code, view)
+        if reloaded or dropped:
+            self.metrics.snapshot_size(self.snapshots.held_bytes())
+        self.metrics.snapshots_failed(sorted(self.snapshots.failed))
 
     def _export_freshness(self) -> None:
         """Freshness per view as a gauge; the ledger is re-read only when it changed."""
@@ -269,7 +298,8 @@ class ServingNode:
         views = tuple(self.catalog.current.views.values())
         can_answer = up or self.snapshots.has(views)
         whole = up and not self.features.not_loaded
-        states = {ONLINE_STORE_HEALTH: serving if whole else not_serving}
+        states = {ONLINE_STORE_HEALTH: serving if whole else not_serving,
+                  SNAPSHOT_HEALTH: not_serving if self.snapshots.failed else serving}
         states.update({name: serving if can_answer else not_serving for name in ("",) + SERVICE_NAMES})
         for name, status in states.items():
             self.health.set(name, status)

@@ -11,6 +11,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from border import make_pki  # noqa: E402
 from redis_servers import RedisServer, start_redis  # noqa: E402
 
 from federation import FederationConfig, load_config  # noqa: E402
@@ -33,6 +34,13 @@ def redis_per_region() -> Iterator[dict[str, RedisServer]]:
     finally:
         for s in servers.values():
             s.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory):  # -> fedstore.dev_certificates.DevPKI
+    """A development CA for the session: the centre's certificate (127.0.0.1, localhost), one client
+    certificate per region and one for the centre's own tools. Every test centre speaks mutual TLS."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture()

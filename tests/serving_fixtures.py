@@ -34,7 +34,9 @@ class Served:
 
 
 def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, customers: int = 200,
-                  serving: dict | None = None, online_store: dict | None = None) -> Served:
+                  serving: dict | None = None, online_store: dict | None = None,
+                  tokens: list[dict] | None = None) -> Served:
+    """``tokens``: the config's credentials instead of fraud-app's and sg-only's (their env vars set by the caller)."""
     monkeypatch.setenv("TOKEN_FRAUD", TOKENS["fraud-app"])
     monkeypatch.setenv("TOKEN_SG", TOKENS["sg-only"])
     online = online_store or ({"type": "redis", "url": redis_url} if redis_url else {"type": "sqlite"})
@@ -48,9 +50,9 @@ def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, custome
             {"code": "SG", "jurisdiction": "Singapore", "law": "PDPA-SG", "timezone": "Asia/Singapore",
              "data_dir": "data/SG", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:1"},
         ],
-        "auth": {"tokens": [
-            {"name": "fraud-app", "secret_env": "TOKEN_FRAUD", "regions": ["MY", "SG"]},
-            {"name": "sg-only", "secret_env": "TOKEN_SG", "regions": ["SG"]},
+        "auth": {"tokens": tokens if tokens is not None else [
+            {"name": "fraud-app", "secret_env": "TOKEN_FRAUD", "roles": ["lookup", "datasets"], "regions": ["MY"]},
+            {"name": "sg-only", "secret_env": "TOKEN_SG", "roles": ["lookup", "datasets"], "regions": ["SG"]},
         ]},
     }
     path = tmp_path / "fed.yaml"

@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from aggregator.intake.server import build_server
+from border import with_mtls
 from federation import load_config
+from federation.channels import centre_link
 from federation.statistics import CATALOG
 from handmade import write_sources
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
@@ -28,7 +30,7 @@ SPEC = tuple(s for s in CATALOG if s.view == "customer_profile")
 
 
 @pytest.fixture()
-def fed(tmp_path, monkeypatch):
+def fed(tmp_path, monkeypatch, pki):
     for code, secret in TOKENS.items():
         monkeypatch.setenv(f"AGG_TOKEN_{code}", secret)
     raw = {
@@ -39,10 +41,11 @@ def fed(tmp_path, monkeypatch):
             for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
                                                  ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])
         ],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c]} for c in TOKENS]},
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c],
+                             "roles": ["publish", "statistics-read", "registry-read"]} for c in TOKENS]},
         "privacy": {"epsilon_per_month": 3.0, "minimum_cohort": 10},
     }
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
     config = load_config(tmp_path / "fed.yaml")
     server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
     server.start()
@@ -59,8 +62,13 @@ def _publish(config, code, epsilon=1.0, customers=60):
     return node, publish_statistics(node, config.privacy, epsilon=epsilon, end=T + timedelta(days=3), catalog=SPEC)
 
 
-def _stub(address):
-    return aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(address))
+def _stub(config, address, region="MY"):
+    """A stub over ``region``'s own mutual-TLS link to the centre."""
+    return aggregator_pb2_grpc.AggregatorStub(centre_link(config, region, address).channel())
+
+
+def _link(config, address, region="MY"):
+    return centre_link(config, region, address)
 
 
 def _md(code):
@@ -70,11 +78,11 @@ def _md(code):
 def test_outbox_to_receipt_and_replay_is_not_counted_twice(fed):
     config, address, store = fed
     node, (sid, released, path) = _publish(config, "MY")
-    assert send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"]) == [(sid, "sent")]
+    assert send_outbox(outbox_dir(node.data_dir), _link(config, address, "MY"), TOKENS["MY"]) == [(sid, "sent")]
     body = json.loads(path.read_text())
     assert body["status"] == "sent" and body["receipt_id"]
     # the region retries after a lost reply: the same receipt, marked as a replay, stored once
-    again = _stub(address).Submit(to_proto(body), metadata=_md("MY"), timeout=5)
+    again = _stub(config, address).Submit(to_proto(body), metadata=_md("MY"), timeout=5)
     assert again.replay and again.receipt_id == body["receipt_id"]
     assert store.epsilon_spent("MY", body["period"]) == pytest.approx(released.accounting.epsilon)
     assert len({r.submission_id for r in store.features(None)}) == 1
@@ -97,7 +105,7 @@ def test_the_same_submission_sent_at_once_is_stored_once_and_every_call_gets_its
         start, answers = threading.Barrier(8), []
 
         def submit(sub=sub, start=start, answers=answers):
-            with grpc.insecure_channel(address) as channel:
+            with _link(config, address).channel() as channel:
                 stub = aggregator_pb2_grpc.AggregatorStub(channel)
                 start.wait()
                 try:
@@ -135,7 +143,7 @@ def test_a_centre_that_fails_keeps_the_submission_queued_and_a_restarted_one_tak
     server, port, again = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
     server.start()
     try:
-        assert send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{port}", TOKENS["MY"]) == [(sid, "sent")]
+        assert send_outbox(outbox_dir(node.data_dir), _link(config, f"127.0.0.1:{port}", "MY"), TOKENS["MY"]) == [(sid, "sent")]
         assert again.epsilon_spent("MY", json.loads(path.read_text())["period"]) == pytest.approx(
             released.accounting.epsilon)
     finally:
@@ -169,7 +177,7 @@ def test_unreachable_aggregator_keeps_the_submission_queued(fed, tmp_path):
     config, _, _ = fed
     node, (sid, _, path) = _publish(config, "MY")
     waits = []
-    out = send_outbox(outbox_dir(node.data_dir), "127.0.0.1:1", TOKENS["MY"],
+    out = send_outbox(outbox_dir(node.data_dir), _link(config, "127.0.0.1:1", "MY"), TOKENS["MY"],
                       backoff=Backoff(base=0.1, cap=1, attempts=3), sleep=waits.append)
     assert out == [(sid, "queued: aggregator unreachable (UNAVAILABLE)")]
     assert waits == [0.1, 0.2]
@@ -187,7 +195,7 @@ def test_once_the_aggregator_is_unreachable_the_rest_of_the_outbox_waits_for_the
     for _ in range(2):
         publish_statistics(node, config.privacy, epsilon=0.5, end=T + timedelta(days=3), catalog=SPEC)
     waits = []
-    out = send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{free_port()}", TOKENS["MY"],
+    out = send_outbox(outbox_dir(node.data_dir), _link(config, f"127.0.0.1:{free_port()}", "MY"), TOKENS["MY"],
                       backoff=Backoff(base=0.1, cap=1, attempts=3), sleep=waits.append)
     assert [outcome for _, outcome in out] == ["queued: aggregator unreachable (UNAVAILABLE)"] + \
         ["queued: not tried, aggregator unreachable (UNAVAILABLE)"] * 2
@@ -342,7 +350,7 @@ def test_rejections_name_the_rule_and_store_nothing(fed, rule, tamper, code, fra
     config, address, store = fed
     sub = tamper(_good(config))
     with pytest.raises(grpc.RpcError) as err:
-        _stub(address).Submit(sub, metadata=_md("MY"), timeout=5)
+        _stub(config, address).Submit(sub, metadata=_md("MY"), timeout=5)
     assert err.value.code() == code and fragment in err.value.details()
     assert store.features(None) == []
 
@@ -350,7 +358,7 @@ def test_rejections_name_the_rule_and_store_nothing(fed, rule, tamper, code, fra
 def test_missing_token_is_unauthenticated(fed):
     config, address, _ = fed
     with pytest.raises(grpc.RpcError) as err:
-        _stub(address).Submit(_good(config), timeout=5)
+        _stub(config, address).Submit(_good(config), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -363,9 +371,9 @@ def test_the_centre_recounts_the_budget_itself(fed):
         (node.data_dir / "privacy_budget.db").unlink()
         subs.append(to_proto(json.loads(path.read_text())))
     for sub in subs[:3]:
-        _stub(address).Submit(sub, metadata=_md("MY"), timeout=5)
+        _stub(config, address).Submit(sub, metadata=_md("MY"), timeout=5)
     with pytest.raises(grpc.RpcError) as err:
-        _stub(address).Submit(subs[3], metadata=_md("MY"), timeout=5)
+        _stub(config, address).Submit(subs[3], metadata=_md("MY"), timeout=5)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "rule budget" in err.value.details()
     assert store.epsilon_spent("MY", subs[0].period) == pytest.approx(3.0)
 
@@ -376,9 +384,9 @@ def test_global_statistics_merge_regions(fed):
     for code in ("MY", "SG"):
         # ε = 2.5 (count noise scale 4): at 1, a region's kyc count fell below the cohort ~1 run in 2,000
         node, (sid, released, path) = _publish(config, code, epsilon=2.5, customers=80)
-        send_outbox(outbox_dir(node.data_dir), address, TOKENS[code])
+        send_outbox(outbox_dir(node.data_dir), _link(config, address, code), TOKENS[code])
         sent[code] = {f.ref: f for f in released.features}
-    glob = _stub(address).GetGlobalStatistics(pb.GetGlobalStatisticsRequest(), metadata=_md("SG"), timeout=5)
+    glob = _stub(config, address).GetGlobalStatistics(pb.GetGlobalStatisticsRequest(), metadata=_md("SG"), timeout=5)
     assert len(glob.submissions) == 2
     kyc = next(f for f in glob.features if f.ref == "customer_profile:kyc_level")
     my, sg = sent["MY"]["customer_profile:kyc_level"], sent["SG"]["customer_profile:kyc_level"]
@@ -391,10 +399,10 @@ def test_global_statistics_merge_regions(fed):
 def test_global_statistics_of_a_period_that_is_no_month_is_invalid_argument(fed):
     """A malformed period matched no submission: the caller got empty statistics, as if nothing
     had been released, instead of being told its mistake."""
-    _, address, _ = fed
+    config, address, _ = fed
     for period in ("2026-13", "November", "2026-11-01"):
         with pytest.raises(grpc.RpcError) as err:
-            _stub(address).GetGlobalStatistics(pb.GetGlobalStatisticsRequest(period=period), metadata=_md("MY"), timeout=5)
+            _stub(config, address).GetGlobalStatistics(pb.GetGlobalStatisticsRequest(period=period), metadata=_md("MY"), timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.details() == f"period {period!r} is not YYYY-MM"
 
@@ -454,7 +462,7 @@ def test_a_second_aggregator_on_the_same_store_is_one_line(fed):
     assert len(lines) == 1 and lines[0].startswith("fedstore: error: aggregator: the submission store "), second.stderr
     assert "is open in another process" in lines[0]
     node, (sid, _, _) = _publish(config, "MY")
-    assert send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"]) == [(sid, "sent")]
+    assert send_outbox(outbox_dir(node.data_dir), _link(config, address, "MY"), TOKENS["MY"]) == [(sid, "sent")]
 
 
 @pytest.mark.parametrize("path,message", [
@@ -464,7 +472,7 @@ def test_a_second_aggregator_on_the_same_store_is_one_line(fed):
 def test_bytes_that_are_no_request_are_invalid_argument(fed, path, message):
     """grpc's thread-pool server would answer INTERNAL: garbage is the caller's mistake; nothing is stored."""
     config, address, store = fed
-    with grpc.insecure_channel(address) as ch:
+    with _link(config, address).channel() as ch:
         call = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as err:
             call(b"\xff\xff\xff", metadata=_md("MY"), timeout=5)
@@ -473,7 +481,7 @@ def test_bytes_that_are_no_request_are_invalid_argument(fed, path, message):
     assert store.features(None) == []
 
 
-def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch):
+def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch, pki):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
     from prometheus_client import generate_latest
@@ -485,14 +493,14 @@ def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch)
     raw = {"federation": {"name": "t"},
            "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
                         "data_dir": "data/MY", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:52990"}],
-           "auth": {"tokens": [{"name": "region-my", "secret_env": "AGG_TOKEN_MY", "regions": ["MY"]}]}}
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+           "auth": {"tokens": [{"name": "region-my", "secret_env": "AGG_TOKEN_MY", "regions": ["MY"], "roles": ["publish"]}]}}
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
     config = load_config(tmp_path / "fed.yaml")
     metrics = AggregatorMetrics()
     server, port, store = build_server(config, tmp_path / "a.duckdb", "127.0.0.1:0", metrics=metrics)
     server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with _link(config, f"127.0.0.1:{port}").channel() as ch:
             status = health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(service="fedstore.aggregator.v1.Aggregator"), timeout=5).status
             assert status == health_pb2.HealthCheckResponse.SERVING
@@ -526,16 +534,16 @@ def test_idle_reflection_streams_do_not_take_the_centres_threads(fed):
     from aggregator.intake.server import REFLECTION_STREAMS, WORKERS
 
     config, address, store = fed
-    channels = [grpc.insecure_channel(address) for _ in range(WORKERS + 2)]
+    channels = [_link(config, address).channel() for _ in range(WORKERS + 2)]
     silent: list[queue.Queue] = [queue.Queue() for _ in channels]  # each stream's requests: none until None
     streams = [reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(iter(q.get, None), timeout=20)
                for ch, q in zip(channels, silent, strict=True)]
     try:
         time.sleep(1)  # every stream reached the centre
-        with grpc.insecure_channel(address) as ch:  # the open streams wait; every other call is answered
+        with _link(config, address).channel() as ch:  # the open streams wait; every other call is answered
             assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3).status == \
                 health_pb2.HealthCheckResponse.SERVING
-        assert not _stub(address).Submit(_handmade(), metadata=_md("MY"), timeout=3).replay
+        assert not _stub(config, address).Submit(_handmade(), metadata=_md("MY"), timeout=3).replay
         refused = [s for s in streams if s.done()]
         assert len(refused) == len(streams) - REFLECTION_STREAMS
         assert {s.code() for s in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -545,7 +553,7 @@ def test_idle_reflection_streams_do_not_take_the_centres_threads(fed):
             q.put(None)
         for ch in channels:
             ch.close()
-    with grpc.insecure_channel(address) as ch:  # the slots are free again
+    with _link(config, address).channel() as ch:  # the slots are free again
         again = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         assert "fedstore.aggregator.v1.Aggregator" in {s.name for s in next(again).list_services_response.service}
@@ -568,7 +576,7 @@ def test_segment_breakdowns_cross_only_with_catalog_values_and_enough_entities(f
     assert released_values | set(body["suppressed_segments"]) == set(CITIES["MY"])
     assert not released_values & set(body["suppressed_segments"]) and "Minh" not in path.read_text()
     assert body["accounting"]["epsilon"] == pytest.approx(2.0)  # whole region ε/2 + segments ε/2 (disjoint)
-    assert send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"]) == [(sid, "sent")]
+    assert send_outbox(outbox_dir(node.data_dir), _link(config, address, "MY"), TOKENS["MY"]) == [(sid, "sent")]
     stored = store.segments(sid)
     assert {v for _, v, _, _ in stored} == released_values and all(c >= 10 for *_, c in stored)
     # a segment value outside the catalog, or an unknown dimension, is refused and nothing is stored
@@ -577,42 +585,9 @@ def test_segment_breakdowns_cross_only_with_catalog_values_and_enough_entities(f
         bad = to_proto({**body, "submission_id": body["submission_id"][:-8] + "0000abcd"})
         mutate(bad)
         with pytest.raises(grpc.RpcError) as e:
-            _stub(address).Submit(bad, metadata=_md("MY"), timeout=5)
+            _stub(config, address).Submit(bad, metadata=_md("MY"), timeout=5)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith(words)
         assert store.receipt(bad.submission_id) is None
-
-
-def test_the_centre_speaks_tls_when_configured(tmp_path, monkeypatch):
-    import subprocess
-
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    monkeypatch.setenv("AGG_TOKEN_MY", TOKENS["MY"])
-    raw = {
-        "federation": {"name": "t"},
-        "aggregator": {"tls": {"cert": str(cert), "key": str(key)}},
-        "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
-                     "data_dir": "data/MY", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:52000"}],
-        "auth": {"tokens": [{"name": "region-my", "secret_env": "AGG_TOKEN_MY", "regions": ["MY"]}]},
-    }
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
-    server, port, store = build_server(load_config(tmp_path / "fed.yaml"), tmp_path / "a.duckdb", "127.0.0.1:0")
-    server.start()
-    try:
-        creds = grpc.ssl_channel_credentials(cert.read_bytes())
-        with grpc.secure_channel(f"127.0.0.1:{port}", creds) as ch:
-            got = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
-            assert got.status == health_pb2.HealthCheckResponse.SERVING
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:  # plaintext is refused
-            with pytest.raises(grpc.RpcError):
-                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
-    finally:
-        server.stop(1).wait()
-        store.close()
 
 
 def _queued_last_month(node, path):
@@ -638,7 +613,7 @@ def test_a_release_queued_last_month_is_charged_to_the_month_it_is_sent_in(fed):
     this, last = _queued_last_month(node, path)
     ledger = BudgetLedger(node.data_dir / "privacy_budget.db", "MY", epsilon_per_month=config.privacy.epsilon_per_month)
     assert ledger.spent(last) == pytest.approx(1.0) and ledger.spent(this) == 0
-    assert send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"], ledger=ledger) == [(sid, "sent")]
+    assert send_outbox(outbox_dir(node.data_dir), _link(config, address), TOKENS["MY"], ledger=ledger) == [(sid, "sent")]
     body = json.loads(path.read_text())
     assert (body["period"], body["queued_in"]) == (this, last)
     assert ledger.spent(this) == pytest.approx(1.0) and ledger.spent(last) == 0
@@ -653,7 +628,7 @@ def test_a_release_the_sending_months_budget_cannot_hold_stays_queued(fed):
     this, last = _queued_last_month(node, path)
     ledger = BudgetLedger(node.data_dir / "privacy_budget.db", "MY", epsilon_per_month=config.privacy.epsilon_per_month)
     ledger.spend("my-stats-elsewhere", 2.5, datetime.now(timezone.utc))  # this month: 0.5 of 3 left
-    [(got, outcome)] = send_outbox(outbox_dir(node.data_dir), address, TOKENS["MY"], ledger=ledger)
+    [(got, outcome)] = send_outbox(outbox_dir(node.data_dir), _link(config, address), TOKENS["MY"], ledger=ledger)
     assert got == sid and outcome.startswith("queued: held for budget:") and "whose budget has ε=0.500 left" in outcome
     assert json.loads(path.read_text())["period"] == last and ledger.spent(last) == pytest.approx(1.0)
     assert store.receipt(sid) is None
@@ -664,7 +639,7 @@ def test_a_period_other_than_the_month_of_receipt_is_refused_and_nothing_is_stor
     node, (sid, _, path) = _publish(config, "MY")
     this, last = _queued_last_month(node, path)
     with pytest.raises(grpc.RpcError) as err:
-        _stub(address).Submit(to_proto(json.loads(path.read_text())), metadata=_md("MY"), timeout=5)
+        _stub(config, address).Submit(to_proto(json.loads(path.read_text())), metadata=_md("MY"), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details() == (f"rule period: claimed {last}, but the centre received it in {this}; a submission "
                                    "is charged to the month it is received in")
@@ -681,8 +656,8 @@ def test_a_period_refused_by_a_centre_whose_clock_is_a_month_on_stays_queued(fed
     server.start()
     try:
         node, (sid, _, path) = _publish(config, "MY")
-        [(got, outcome)] = send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{port}", TOKENS["MY"])
-        assert got == sid and outcome.startswith("queued: the centre's month differs from this one's (rule period:")
+        [(got, outcome)] = send_outbox(outbox_dir(node.data_dir), _link(config, f"127.0.0.1:{port}"), TOKENS["MY"])
+        assert got == sid and outcome.startswith("queued: period: the centre's month differs from this one's (rule period:")
         assert json.loads(path.read_text())["status"] == "queued" and store.receipt(sid) is None
     finally:
         server.stop(0).wait()

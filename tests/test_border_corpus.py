@@ -36,6 +36,7 @@ from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
 TOKENS = {"MY": "corpus-my-secret", "SG": "corpus-sg-secret"}
+CENTRE_TOKEN = "corpus-centre-secret"  # the centre's own credential: it trains
 CAP = 10_000_000  # privacy.max_entities of this federation
 INVALID, DENIED, PRECONDITION = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
                                  grpc.StatusCode.FAILED_PRECONDITION)
@@ -48,15 +49,22 @@ def centre(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     for code, secret in TOKENS.items():
         mp.setenv(f"CORPUS_TOKEN_{code}", secret)
+    mp.setenv("CORPUS_TOKEN_CENTRE", CENTRE_TOKEN)
     raw = {
         "federation": {"name": "corpus"},
         "regions": [{"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
                      "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{53000 + i}"}
                     for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
                                                          ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"CORPUS_TOKEN_{c}", "regions": [c]}
-                            for c in TOKENS]},
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"CORPUS_TOKEN_{c}", "regions": [c],
+                             "roles": ["publish", "promote", "audit", "registry-read", "statistics-read"]}
+                            for c in TOKENS]
+                 + [{"name": "centre", "secret_env": "CORPUS_TOKEN_CENTRE", "regions": ["*"],
+                     "roles": ["train", "statistics-read", "registry-read", "audit"]}]},
         "privacy": {"epsilon_per_month": 6.0, "minimum_cohort": 10, "max_entities": CAP},
+        # plaintext by explicit opt-out: this corpus is about what the door accepts, not the transport
+        # (tests/test_border_tls.py)
+        "aggregator": {"plaintext": True},
     }
     (tmp / "fed.yaml").write_text(yaml.safe_dump(raw))
     server, port, store = build_server(load_config(tmp / "fed.yaml"), tmp / "centre" / "aggregator.duckdb",
@@ -657,7 +665,8 @@ def test_unknown_fields_and_enums_are_refused_on_every_rpc_of_the_centre(centre)
     ]:
         call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as err:
-            call(message.SerializeToString() + b"\x98\x06\x2a", metadata=(("authorization", f"Bearer {TOKENS['MY']}"),),
+            token = CENTRE_TOKEN if path.endswith("/Train") else TOKENS["MY"]  # the role each RPC needs
+            call(message.SerializeToString() + b"\x98\x06\x2a", metadata=(("authorization", f"Bearer {token}"),),
                  timeout=30)
         assert err.value.code() == INVALID and err.value.details().startswith("rule unknown_fields:"), path
 

@@ -34,7 +34,7 @@ from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.registry.v1 import registry_pb2 as rpb
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
-TOKEN = "fuzz-ops-secret"
+TOKEN, CENTRE_TOKEN = "fuzz-my-secret", "fuzz-centre-secret"
 # Mutated messages per RPC. 10,000 each over the nine RPCs; sent in batches of concurrent calls so
 # the whole run stays within about a minute on a loaded two-core machine.
 PER_RPC = int(os.environ.get("FUZZ_PER_RPC", "10000"))
@@ -184,14 +184,20 @@ def mutate(data: bytes, r: random.Random) -> bytes:
 @pytest.fixture()
 def centre(tmp_path, monkeypatch):
     monkeypatch.setenv("FUZZ_TOKEN", TOKEN)
+    monkeypatch.setenv("FUZZ_CENTRE_TOKEN", CENTRE_TOKEN)
     raw = {
         "federation": {"name": "fuzz"},
         "regions": [{"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
                      "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{54000 + i}"}
                     for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
                                                          ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])],
-        "auth": {"tokens": [{"name": "fuzz-ops", "secret_env": "FUZZ_TOKEN", "regions": ["*"]}]},
+        # a region's credential for everything a region does, the centre's for training
+        "auth": {"tokens": [{"name": "fuzz-my", "secret_env": "FUZZ_TOKEN", "regions": ["MY"],
+                             "roles": ["publish", "promote", "audit", "registry-read", "statistics-read"]},
+                            {"name": "fuzz-centre", "secret_env": "FUZZ_CENTRE_TOKEN", "regions": ["*"],
+                             "roles": ["train", "statistics-read", "registry-read", "audit"]}]},
         "privacy": {"epsilon_per_month": 1000.0, "minimum_cohort": 10},
+        "aggregator": {"plaintext": True},  # by explicit opt-out: the transport is test_border_tls's
     }
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
     # the centre in a process of its own: the fuzzer and the server each get a core (in one process
@@ -214,7 +220,8 @@ def _fuzz(channel: grpc.Channel, path: str, honest: list[Message], seed: int) ->
     answered, and each INTERNAL or UNKNOWN with the bytes that caused it."""
     r = random.Random(seed)
     call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
-    metadata = (("authorization", f"Bearer {TOKEN}"),)
+    token = CENTRE_TOKEN if path.endswith("/Train") else TOKEN  # the roles each RPC needs
+    metadata = (("authorization", f"Bearer {token}"),)
     codes: Counter = Counter()
     failures = []
     for start in range(0, PER_RPC, BATCH):

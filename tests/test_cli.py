@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import write_config
 from fedstore.cli import main
-from handmade import write_sources
+from handmade import T0, write_sources
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -23,8 +24,14 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture()
-def cfg(tmp_path):
-    return str(write_config(tmp_path / "fed.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}}))
+def cfg(tmp_path, pki):
+    import yaml
+
+    from border import with_mtls
+
+    path = write_config(tmp_path / "fed.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}})
+    path.write_text(yaml.safe_dump(with_mtls(yaml.safe_load(path.read_text()), pki)))  # the border on mutual TLS
+    return str(path)
 
 
 # (case, argv after --config, fragment expected on stderr)
@@ -126,13 +133,17 @@ def test_a_broken_source_file_is_one_line_for_every_command_that_reads_it(capsys
         source.write_bytes(bytes(raw))
         fragment = str(source)
     pq.write_table(tables["customer_transactions"].select(["customer_id", "event_timestamp"]), tmp_path / "e.parquet")
+    # the test owns its clock: every window ends just after the sources' three days, whatever today is
+    # (with the default "ending now" the windows left the data behind and the broken file went unread)
+    end = (T0 + timedelta(days=3)).isoformat()
+    window = ["--end", end, "--days", "30"]
     commands = [
-        ["region", "publish-stats", "--region", "MY", "--epsilon", "1"],
-        ["region", "publish-training-stats", "--region", "MY", "--epsilon", "1"],
+        ["region", "publish-stats", "--region", "MY", "--epsilon", "1", *window],
+        ["region", "publish-training-stats", "--region", "MY", "--epsilon", "1", *window],
         ["region", "training-set", "--region", "MY", "--entities", str(tmp_path / "e.parquet"),
          "--feature-service", "fraud_scoring", "--out", str(tmp_path / "t.parquet"), "--no-progress"],
-        ["region", "drift", "--region", "MY"],
-        ["region", "materialize", "--region", "MY", "--no-progress"],  # the job is recorded as failed
+        ["region", "drift", "--region", "MY", "--date", f"{T0 + timedelta(days=2):%Y-%m-%d}"],
+        ["region", "materialize", "--region", "MY", "--no-progress", "--end", end],  # the job is recorded as failed
     ]
     for argv in commands:
         code, _, err = run(capsys, "--config", cfg, *argv)

@@ -69,7 +69,37 @@ BAD = [
     ("negative ttl", lambda c: c["regions"][0].update(online_store={"type": "redis", "url": "redis://h:1/0", "key_ttl_seconds": -1}), "key_ttl_seconds"),
     # gRPC would silently listen on the port modulo 65536 (99999 → 34463)
     ("aggregator port out of range", lambda c: c.update(aggregator={"address": "127.0.0.1:99999"}), "aggregator.address"),
+    # the border: the centre requires client certificates, and plaintext is a choice made out loud
+    ("centre TLS without a client CA", lambda c: c.update(aggregator={"tls": {"cert": "c.pem", "key": "k.pem"}}),
+     "aggregator.tls.client_ca: missing: the centre requires client certificates"),
+    ("centre TLS with an unknown key", lambda c: c.update(aggregator={"tls": {"cert": "c", "key": "k", "client_ca": "a",
+                                                                              "ca": "x"}}), "aggregator.tls.ca: unknown key"),
+    ("plaintext not a boolean", lambda c: c.update(aggregator={"plaintext": "yes"}),
+     "aggregator.plaintext: expected true or false, got 'yes'"),
+    ("plaintext and TLS at once", lambda c: c.update(aggregator={"plaintext": True, "tls": {"cert": "c", "key": "k",
+                                                                                            "client_ca": "a"}}),
+     "aggregator.plaintext: true turns TLS off"),
+    ("region TLS without its CA", lambda c: c["regions"][0].update(centre_tls={"cert": "c", "key": "k"}),
+     "regions[0].centre_tls.ca: missing"),
+    ("region TLS as a string", lambda c: c["regions"][0].update(centre_tls="certs/MY.pem"),
+     "regions[0].centre_tls: expected a mapping"),
+    ("plaintext and a region's TLS", lambda c: (c.update(aggregator={"plaintext": True}), c["regions"][1].update(
+        centre_tls={"cert": "c", "key": "k", "ca": "a"})), "regions[1].centre_tls: aggregator.plaintext: true turns TLS off"),
+    ("operator TLS with an empty path", lambda c: c.update(aggregator={"operator_tls": {"cert": "", "key": "k", "ca": "a"}}),
+     "aggregator.operator_tls.cert: expected a non-empty string"),
 ]
+
+
+def test_border_tls_paths_resolve_against_the_config_file():
+    raw = _cfg(_region("MY"))
+    raw["aggregator"] = {"tls": {"cert": "certs/centre.pem", "key": "certs/centre-key.pem", "client_ca": "certs/ca.pem"},
+                         "operator_tls": {"cert": "certs/operator.pem", "key": "/abs/op-key.pem", "ca": "certs/ca.pem"}}
+    raw["regions"][0]["centre_tls"] = {"cert": "certs/region-MY.pem", "key": "certs/region-MY-key.pem", "ca": "certs/ca.pem"}
+    cfg = parse_config(raw, base_dir=Path("/tmp/fed"))
+    assert cfg.aggregator.tls_client_ca == Path("/tmp/fed/certs/ca.pem") and not cfg.aggregator.plaintext
+    assert cfg.aggregator.operator_tls is not None and cfg.aggregator.operator_tls.key == Path("/abs/op-key.pem")
+    tls = cfg.region("MY").centre_tls
+    assert tls is not None and (tls.cert, tls.ca) == (Path("/tmp/fed/certs/region-MY.pem"), Path("/tmp/fed/certs/ca.pem"))
 
 
 @pytest.mark.parametrize("case,mutate,fragment", BAD, ids=[b[0] for b in BAD])
@@ -105,3 +135,42 @@ def test_unknown_region_lookup_lists_the_configured_ones():
     cfg = parse_config(_cfg(_region("MY")), base_dir=Path("/tmp"))
     with pytest.raises(ConfigError, match="unknown region 'TH'; this federation has MY"):
         cfg.region("TH")
+
+
+def _token(**over):
+    return {"name": "t", "secret_env": "T", "roles": ["lookup"], "regions": ["MY"], **over}
+
+
+# (case, token, expected message fragment): a credential that could break the border is not configurable
+BAD_TOKENS = [
+    ("no roles key", {k: v for k, v in _token().items() if k != "roles"}, "auth.tokens[0].roles: missing"),
+    ("empty roles", _token(roles=[]), "auth.tokens[0].roles: expected a non-empty list of roles"),
+    ("unknown role", _token(roles=["lookup", "admin"]), "auth.tokens[0].roles: unknown role 'admin'; roles are audit, datasets"),
+    ("rows for every region", _token(regions=["*"]), "auth.tokens[0].regions: role lookup returns a region's rows"),
+    ("rows for two regions", _token(roles=["datasets"], regions=["MY", "SG"]), "names exactly one region (got MY, SG)"),
+    ("centre's roles plus rows", _token(roles=["train", "lookup"], regions=["*"]), "role lookup returns a region's rows"),
+    ("publish for every region", _token(roles=["publish"], regions=["*"]), "role publish acts for the regions it names, never for '*'"),
+    ("promote for every region", _token(roles=["promote"], regions=["*"]), "role promote acts for the regions it names"),
+    ("train for one region", _token(roles=["train"], regions=["MY"]), "role train spans every region's statistics"),
+    ("every region and one more", _token(roles=["audit"], regions=["*", "MY"]), "'*' already means every region"),
+]
+
+
+@pytest.mark.parametrize("case,token,fragment", BAD_TOKENS, ids=[b[0] for b in BAD_TOKENS])
+def test_a_credential_outside_its_roles_regions_is_one_line_naming_the_field(case, token, fragment):
+    raw = {**_cfg(_region("MY"), _region("SG")), "auth": {"tokens": [token]}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, base_dir=Path("/tmp/fed"))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_centre_and_the_regions_credentials_are_configurable():
+    from federation.roles import Role
+
+    tokens = [_token(name="app-my"), _token(name="ops-my", roles=["datasets", "publish", "promote", "audit"]),
+              _token(name="ops", roles=["publish", "promote", "registry-read"], regions=["MY", "SG"]),
+              _token(name="centre", roles=["train", "statistics-read", "registry-read", "audit"], regions=["*"])]
+    cfg = parse_config({**_cfg(_region("MY"), _region("SG")), "auth": {"tokens": tokens}}, base_dir=Path("/tmp"))
+    centre = cfg.tokens[-1]
+    assert centre.regions == ("*",) and Role.TRAIN in centre.roles and not centre.roles & {Role.LOOKUP, Role.DATASETS}
+    assert cfg.tokens[0].bound_to("MY") and not cfg.tokens[2].bound_to("MY")

@@ -19,11 +19,12 @@ def test_demo_end_to_end(tmp_path):
     raw = yaml.safe_load((ROOT / "fedstore.yaml").read_text())  # the repository's embedded default
     cfg = tmp_path / "fedstore.yaml"
     cfg.write_text(yaml.safe_dump(raw))
-    env = {k: v for k, v in os.environ.items() if k != "FEDSTORE_DEMO_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if not (k.startswith("FEDSTORE_") and "TOKEN" in k)}  # made up
     for _ in range(2):  # a second run starts clean: no leftover budget spend or centre state
         out = subprocess.run(
+            # the test owns the calendar: the synthetic data (festivals and all) ends on a fixed day
             [sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "demo", "--customers", "1500",
-             "--days", "10", "--no-progress"],
+             "--days", "10", "--end", "2026-11-20", "--no-progress"],
             capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
         )
         assert out.returncode == 0, out.stderr[-3000:]
@@ -35,6 +36,9 @@ def test_demo_end_to_end(tmp_path):
         assert f"{code} serving on 127.0.0.1:" in text
     assert "source: online_store" in text
     assert "centre: federation-wide statistics from 3 anonymised submissions" in text
+    # the border runs on mutual TLS (a development CA the demo made), and a certificate binds a region
+    assert "demo: mutual TLS at the border: a development CA in" in text
+    assert "SG's certificate submitting for MY: refused PERMISSION_DENIED (rule identity: " in text
     assert len(re.findall(r"^\w\w: published \S+ .*: sent$", text, re.M)) == 3
     # training: each region's statistics are sent or (small regions: few fraud cases) suppressed, never lost
     assert len(re.findall(r"^\w\w: training statistics \S+ .*: (sent|suppressed)$", text, re.M)) == 3
@@ -49,6 +53,8 @@ def test_demo_end_to_end(tmp_path):
     (["--customers", "0"], "expected a positive whole number"),
     (["--days", "-5"], "expected a positive whole number"),
     (["--regions", ","], "--regions names no region"),
+    (["--end", "2999-01-01"], "is not a complete day yet"),
+    (["--end", "yesterday"], "expected"),
 ])
 def test_bad_demo_arguments_are_refused_before_previous_state_is_removed(tmp_path, capsys, argv, fragment):
     from conftest import write_config

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from aggregator.intake.server import build_server
+from border import with_mtls
+from federation.channels import centre_link
 from aggregator.store import TrainingRow
 from aggregator.training.lda import LinearDiscriminant
 from aggregator.training.metrics import auc as histogram_auc
@@ -38,7 +40,7 @@ TOKENS = {"MY": "train-my-secret", "SG": "train-sg-secret", "centre": "train-cen
 ZONES = {"MY": "Asia/Kuala_Lumpur", "SG": "Asia/Singapore"}
 
 
-def _config(tmp_path, monkeypatch, *, epsilon_per_month=100.0, delta_per_month=1e-5):
+def _config(tmp_path, monkeypatch, pki, *, epsilon_per_month=100.0, delta_per_month=1e-5):
     for name, secret in TOKENS.items():
         monkeypatch.setenv(f"TRAIN_TOKEN_{name.upper()}", secret)
     raw = {
@@ -48,13 +50,20 @@ def _config(tmp_path, monkeypatch, *, epsilon_per_month=100.0, delta_per_month=1
              "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52100 + i}"}
             for i, (c, j, law) in enumerate([("MY", "Malaysia", "PDPA-MY"), ("SG", "Singapore", "PDPA-SG")])
         ],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"TRAIN_TOKEN_{c}", "regions": [c]}
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"TRAIN_TOKEN_{c}", "regions": [c],
+                              "roles": ["publish", "statistics-read", "registry-read"]}
                             for c in ("MY", "SG")]
-                 + [{"name": "centre", "secret_env": "TRAIN_TOKEN_CENTRE", "regions": ["*"]}]},
+                 + [{"name": "centre", "secret_env": "TRAIN_TOKEN_CENTRE", "regions": ["*"],
+                    "roles": ["train", "statistics-read", "registry-read", "audit"]}]},
         "privacy": {"epsilon_per_month": epsilon_per_month, "minimum_cohort": 10, "delta_per_month": delta_per_month},
     }
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
     return load_config(tmp_path / "fed.yaml")
+
+
+def _channel(config, address, region="MY"):
+    """``region``'s own mutual-TLS channel to the centre."""
+    return centre_link(config, region, address).channel()
 
 
 def _region(config, code, customers, seed):
@@ -65,11 +74,11 @@ def _region(config, code, customers, seed):
 
 
 @pytest.fixture(scope="module")
-def regions(tmp_path_factory):
+def regions(tmp_path_factory, pki):
     """MY and SG with enough customers for a useful model: generated once for the module."""
     tmp = tmp_path_factory.mktemp("train")
     mp = pytest.MonkeyPatch()
-    config = _config(tmp, mp)
+    config = _config(tmp, mp, pki)
     nodes = {c: _region(config, c, 12_000, seed) for c, seed in (("MY", 5), ("SG", 6))}
     examples = {c: labelled_examples(n, SPEC, END - timedelta(days=14), END) for c, n in nodes.items()}
     yield config, nodes, examples
@@ -170,8 +179,8 @@ def _rank_auc(score, y):
 # --- the full path over gRPC: publish, send, train, evaluate -----------------------------------
 
 @pytest.fixture()
-def centre(tmp_path, monkeypatch):
-    config = _config(tmp_path, monkeypatch)
+def centre(tmp_path, monkeypatch, pki):
+    config = _config(tmp_path, monkeypatch, pki)
     seen = []
     server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0",
                                        on_evaluation=lambda *args: seen.append(args))
@@ -197,9 +206,9 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
         assert body["kind"] == "training" and body["accounting"]["mechanism"] == "gaussian"
         assert body["accounting"]["delta"] == pytest.approx(config.privacy.delta)
         assert "customer_id" not in path.read_text()
-        assert send_outbox(outbox_dir(node.data_dir), address, TOKENS[c]) == [(sid, "sent")]
+        assert send_outbox(outbox_dir(node.data_dir), centre_link(config, c, address), TOKENS[c]) == [(sid, "sent")]
         sids[c] = sid
-    stub = aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(address))
+    stub = aggregator_pb2_grpc.AggregatorStub(_channel(config, address))
     result = stub.Train(pb.TrainRequest(strategy="lda", feature_service="fraud_scoring"), metadata=_md("centre"), timeout=10)
     assert set(result.submissions) == set(sids.values())  # lineage back to the submissions
     assert dict(result.epsilon_by_region) == pytest.approx({"MY": 8.0, "SG": 8.0}, rel=1e-6)
@@ -209,7 +218,7 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
                         link=result.link)
     sid, released, _ = publish_evaluation(nodes["MY"], config.privacy, SPEC, model, name="fraud_scoring_lda",
                                           version=1, epsilon=1.0, end=END, days=14)
-    assert send_outbox(outbox_dir(nodes["MY"].data_dir), address, TOKENS["MY"]) == [(sid, "sent")]
+    assert send_outbox(outbox_dir(nodes["MY"].data_dir), centre_link(config, "MY", address), TOKENS["MY"]) == [(sid, "sent")]
     name, version, region, metrics, submission_id = seen[0]
     assert (name, version, region, submission_id) == ("fraud_scoring_lda", 1, "MY", sid)
     assert 0.5 < metrics["auc"] <= 1.0 and 0 <= metrics["accuracy"] <= 1
@@ -218,7 +227,7 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
     from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
 
     assert result.model_version == 1
-    registered = registry_pb2_grpc.RegistryStub(grpc.insecure_channel(address)).GetModel(
+    registered = registry_pb2_grpc.RegistryStub(_channel(config, address)).GetModel(
         registry_pb2.GetModelRequest(name="fraud_scoring_lda", version=1), metadata=_md("centre"), timeout=5)
     assert set(registered.submissions) == set(sids.values()) and registered.registered_by == "centre"
     assert all(store.receipt(s) is not None for s in registered.submissions)
@@ -234,7 +243,7 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
         db.execute("DELETE FROM evaluations WHERE submission_id=?", (sid,))
     receipt = stub.Submit(to_proto(body), metadata=_md("MY"), timeout=5)
     assert receipt.replay and len(seen) == 2
-    again = registry_pb2_grpc.RegistryStub(grpc.insecure_channel(address)).GetModel(
+    again = registry_pb2_grpc.RegistryStub(_channel(config, address)).GetModel(
         registry_pb2.GetModelRequest(name="fraud_scoring_lda", version=1), metadata=_md("centre"), timeout=5)
     assert [(m.region, m.submission_id) for m in again.metrics] == [("MY", sid)]
     assert dict(again.metrics[0].metrics) == pytest.approx(dict(registered.metrics[0].metrics))
@@ -262,8 +271,8 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
 
 
 def test_training_with_nothing_accepted_is_a_failed_precondition(centre):
-    _, address, _, _ = centre
-    stub = aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(address))
+    config, address, _, _ = centre
+    stub = aggregator_pb2_grpc.AggregatorStub(_channel(config, address))
     with pytest.raises(grpc.RpcError) as e:
         stub.Train(pb.TrainRequest(strategy="ridge", feature_service="fraud_scoring"), metadata=_md("centre"), timeout=10)
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "publish" in e.value.details()
@@ -316,8 +325,8 @@ def _bad_evaluation(sub):
     ("model name", _bad_evaluation, "model"),
 ])
 def test_bad_training_and_evaluation_submissions_are_rejected_and_nothing_is_stored(centre, name, mutate, rule):
-    _, address, store, _ = centre
-    stub = aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(address))
+    config, address, store, _ = centre
+    stub = aggregator_pb2_grpc.AggregatorStub(_channel(config, address))
     with pytest.raises(grpc.RpcError) as e:
         stub.Submit(_training_submission(x=mutate), metadata=_md("MY"), timeout=5)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -327,14 +336,14 @@ def test_bad_training_and_evaluation_submissions_are_rejected_and_nothing_is_sto
     assert not stub.Submit(_training_submission(), metadata=_md("MY"), timeout=5).replay
 
 
-def test_an_evaluation_epsilon_too_small_for_finite_noise_is_refused_before_any_budget_is_spent(tmp_path, monkeypatch):
+def test_an_evaluation_epsilon_too_small_for_finite_noise_is_refused_before_any_budget_is_spent(tmp_path, monkeypatch, pki):
     """`region evaluate --epsilon 1e-30`: OpenDP found no noise scale, an OpenDPException traceback
     after the budget ledger had recorded the spend."""
     import sqlite3
 
     from regions.errors import RegionError
 
-    config = _config(tmp_path, monkeypatch)
+    config = _config(tmp_path, monkeypatch, pki)
     node = _region(config, "MY", 300, 3)
     model = LinearModel(SPEC.feature_service, SPEC.features, tuple(np.linspace(-1, 2, SPEC.dimension)), -3.0)
     with pytest.raises(RegionError, match="epsilon 1e-30 is too small.*no ε spent"):
@@ -346,8 +355,8 @@ def test_an_evaluation_epsilon_too_small_for_finite_noise_is_refused_before_any_
             assert db.execute("SELECT COUNT(*) FROM spends").fetchone() == (0,)
 
 
-def test_a_second_gaussian_release_over_the_delta_budget_is_refused(tmp_path, monkeypatch):
-    config = _config(tmp_path, monkeypatch, delta_per_month=1e-6)  # room for exactly one release
+def test_a_second_gaussian_release_over_the_delta_budget_is_refused(tmp_path, monkeypatch, pki):
+    config = _config(tmp_path, monkeypatch, pki, delta_per_month=1e-6)  # room for exactly one release
     node = _region(config, "MY", 3_000, 3)
     # ε = 5 keeps the noise on its ~87 fraud cases near 3.6: the release is not suppressed (at
     # ε = 0.5 it was, about once in 180 runs); the δ budget is what refuses the second one
@@ -359,7 +368,7 @@ def test_a_second_gaussian_release_over_the_delta_budget_is_refused(tmp_path, mo
     server, port, store = build_server(config, tmp_path / "c.duckdb", "127.0.0.1:0")
     server.start()
     try:
-        stub = aggregator_pb2_grpc.AggregatorStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        stub = aggregator_pb2_grpc.AggregatorStub(_channel(config, f"127.0.0.1:{port}"))
         body = json.loads(next(outbox_dir(node.data_dir).glob("*.json")).read_text())
         stub.Submit(to_proto(body), metadata=_md("MY"), timeout=5)
         body["submission_id"] = body["submission_id"][:-8] + "ffffffff"

@@ -237,22 +237,29 @@ def test_calendars_come_from_the_holidays_package_plus_commercial_events():
     assert "Lunar New Year" in vn
 
 
-def test_the_cli_judges_against_the_aggregators_federation_wide_statistics(region, capsys, monkeypatch):
+def test_the_cli_judges_against_the_aggregators_federation_wide_statistics(region, capsys, monkeypatch, pki):
     from aggregator.intake.server import build_server
+    from border import with_mtls
+    from federation.channels import centre_link
     from fedstore.cli import main
     from regions.publishing.outbox import send_outbox
     from regions.publishing.publish import outbox_dir, publish_statistics
 
     monkeypatch.setenv("MON_TOKEN", "mon-secret")
-    extra = {"auth": {"tokens": [{"name": "centre", "secret_env": "MON_TOKEN", "regions": ["*"]}]},
+    # the region operator publishes and reads the federation-wide baseline with its own credential
+    extra = {"auth": {"tokens": [{"name": "ops-my", "secret_env": "MON_TOKEN", "regions": ["MY"],
+                                  "roles": ["publish", "statistics-read"]}]},
              "privacy": {"epsilon_per_month": 10, "minimum_cohort": 10}}
     config, node, cfg = _open(region, extra)
+    cfg.write_text(yaml.safe_dump(with_mtls(yaml.safe_load(cfg.read_text()), pki)))  # the border on mutual TLS
+    config = load_config(cfg)
     server, port, store = build_server(config, region / "centre" / "aggregator.duckdb", "127.0.0.1:0")
     server.start()
     try:
         end = datetime.combine(LAST, datetime.min.time(), tzinfo=timezone.utc)
         publish_statistics(node, config.privacy, epsilon=5.0, end=end, days=30)
-        assert [o for _, o in send_outbox(outbox_dir(node.data_dir), f"127.0.0.1:{port}", "mon-secret")] == ["sent"]
+        assert [o for _, o in send_outbox(outbox_dir(node.data_dir), centre_link(config, "MY", f"127.0.0.1:{port}"),
+                                            "mon-secret")] == ["sent"]
         assert main(["--config", str(cfg), "region", "drift", "--region", "MY", "--baseline", "global",
                      "--address", f"127.0.0.1:{port}", "--token-env", "MON_TOKEN"]) == 0
     finally:

@@ -12,6 +12,8 @@ import yaml
 
 from aggregator.errors import NotFound, PolicyRefused, Rejected
 from aggregator.intake.server import build_server
+from border import with_mtls
+from federation.channels import centre_link
 from aggregator.registry.model import ModelCandidate
 from aggregator.registry.store import ModelRegistry
 from federation import load_config
@@ -28,10 +30,13 @@ POLICY = {
     "SG": {"allowed_sources": "*", "shadow_first": False},
     "VN": {"allowed_sources": ["VN"]},
 }
-TOKENS = {"ops-my": "ops-my-secret", "ops-all": "ops-all-secret"}
+# ops-my: Malaysia's operator; ops-all: an operator of every region (promotes each by name);
+# centre: the platform team, which reads every region's deployment and trail but promotes nowhere
+TOKENS = {"ops-my": "ops-my-secret", "ops-all": "ops-all-secret", "centre": "centre-secret"}
+OPS_ROLES = ["registry-read", "promote", "audit"]
 
 
-def _config(tmp_path, monkeypatch, policy=POLICY):
+def _config(tmp_path, monkeypatch, policy=POLICY, pki=None):
     for name, secret in TOKENS.items():
         monkeypatch.setenv(name.upper().replace("-", "_"), secret)
     raw = {
@@ -39,11 +44,14 @@ def _config(tmp_path, monkeypatch, policy=POLICY):
         "regions": [{"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
                      "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52300 + i}"}
                     for i, (c, j, law, tz) in enumerate(REGIONS)],
-        "auth": {"tokens": [{"name": "ops-my", "secret_env": "OPS_MY", "regions": ["MY"]},
-                            {"name": "ops-all", "secret_env": "OPS_ALL", "regions": ["*"]}]},
+        "auth": {"tokens": [{"name": "ops-my", "secret_env": "OPS_MY", "regions": ["MY"], "roles": OPS_ROLES},
+                            {"name": "ops-all", "secret_env": "OPS_ALL", "regions": [c for c, *_ in REGIONS],
+                             "roles": OPS_ROLES},
+                            {"name": "centre", "secret_env": "CENTRE", "regions": ["*"],
+                             "roles": ["registry-read", "audit"]}]},
         "deployment_policy": policy,
     }
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki) if pki else raw))
     return load_config(tmp_path / "fed.yaml")
 
 
@@ -228,8 +236,8 @@ def test_policy_config_is_validated(tmp_path, monkeypatch):
 # --- over gRPC and the CLI -------------------------------------------------------------------
 
 @pytest.fixture()
-def served(tmp_path, monkeypatch):
-    config = _config(tmp_path, monkeypatch)
+def served(tmp_path, monkeypatch, pki):
+    config = _config(tmp_path, monkeypatch, pki=pki)
     server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
     server.start()
     ModelRegistry(tmp_path / "centre" / "registry.db", config).register(_candidate(), who="trainer")
@@ -243,8 +251,8 @@ def _md(name):
 
 
 def test_registry_over_grpc(served):
-    _, address = served
-    stub = registry_pb2_grpc.RegistryStub(grpc.insecure_channel(address))
+    config, address = served
+    stub = registry_pb2_grpc.RegistryStub(centre_link(config, None, address).channel())
     model = stub.GetModel(pb.GetModelRequest(name="fraud_lda", version=1), metadata=_md("ops-my"), timeout=5)
     assert list(model.source_regions) == ["MY", "SG"] and list(model.submissions) == ["my-train-1", "sg-train-1"]
     event = stub.Promote(pb.PromoteRequest(name="fraud_lda", version=1, region="MY", stage="shadow", why="try"),
@@ -275,16 +283,16 @@ def test_registry_over_grpc(served):
             getattr(stub, method)(request, metadata=md, timeout=5)
         assert e.value.code() == code, (method, e.value.details())
         assert len(e.value.details().encode()) <= MAX_DETAILS_BYTES
-    audit = stub.GetAudit(pb.GetAuditRequest(region="VN"), metadata=_md("ops-my"), timeout=5)
+    audit = stub.GetAudit(pb.GetAuditRequest(region="VN"), metadata=_md("centre"), timeout=5)
     assert audit.events[-1].outcome.startswith("refused: rule sources")
     # a caller refused for the region is on that region's trail, by token name
-    denied = stub.GetAudit(pb.GetAuditRequest(region="SG"), metadata=_md("ops-my"), timeout=5).events
+    denied = stub.GetAudit(pb.GetAuditRequest(region="SG"), metadata=_md("centre"), timeout=5).events
     assert [(e.who, e.action, e.stage, e.version) for e in denied] == [("ops-my", "promote", "shadow", 1)]
     assert "may not act on region" in denied[0].outcome and denied[0].outcome.startswith("refused: ")
     with pytest.raises(grpc.RpcError) as e:
         stub.Rollback(pb.RollbackRequest(region="SG", stage="full", why="oops"), metadata=_md("ops-my"), timeout=5)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    last = stub.GetAudit(pb.GetAuditRequest(region="SG"), metadata=_md("ops-my"), timeout=5).events[-1]
+    last = stub.GetAudit(pb.GetAuditRequest(region="SG"), metadata=_md("ops-all"), timeout=5).events[-1]
     assert (last.action, last.why, last.outcome[:9]) == ("rollback", "oops", "refused: ")
     # mistaken changes (unknown stage, nothing to roll back) are on the trail too, once each
     trail = stub.GetAudit(pb.GetAuditRequest(region="MY"), metadata=_md("ops-my"), timeout=5).events
@@ -325,6 +333,9 @@ def test_registry_cli(served, capsys, monkeypatch):
     monkeypatch.setenv("FEDSTORE_TOKEN", TOKENS["ops-my"])
     assert main([*base, "rollback", "--region", "SG", "--stage", "full", "--why", "not mine"]) == 2
     assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert main([*base, "audit", "--region", "SG"]) == 2  # another region's trail: not Malaysia's to read
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    monkeypatch.setenv("FEDSTORE_TOKEN", TOKENS["centre"])
     assert main([*base, "audit", "--region", "SG"]) == 0
     out = capsys.readouterr().out
     assert "too noisy" in out and "not mine" in out and "refused: caller 'ops-my'" in out

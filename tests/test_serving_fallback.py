@@ -85,37 +85,42 @@ def _stall(redis, seconds: int) -> threading.Thread:
 
 
 def test_a_silent_store_opens_the_breaker_even_for_callers_with_short_deadlines(tmp_path, monkeypatch):
-    """Every caller's deadline (0.1 s) leaves the store (0.4 s) less than half its own, so no single
+    """Every caller's deadline (0.5 s) leaves the store (2 s) less than half its own, so no single
     timeout is held against it; but once Redis has answered nothing for a whole store deadline,
     further timeouts count, the breaker opens and answers stop waiting out their deadlines. The
-    probe after the stall finds Redis answering again."""
+    probe after the stall finds Redis answering again.
+
+    The times are five times what the logic needs (0.1 s / 0.4 s once): on a loaded 2-core machine a
+    0.1 s caller deadline could pass before the node was even scheduled (DEADLINE_EXCEEDED)."""
     redis = start_redis()
     served = served_region(tmp_path, redis.url, monkeypatch,
-                           serving={"online_timeout_ms": 400, "breaker_failures": 2, "breaker_reset_seconds": 1})
+                           serving={"online_timeout_ms": 2000, "breaker_failures": 2, "breaker_reset_seconds": 5})
     try:
-        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=0.1, retries=0) as client:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=0.5, retries=0) as client:
             ask = lambda: client.get_online_features(feature_service="driver_allocation",  # noqa: E731
                                                      entities={"driver_id": [1]})
             assert ask().source == "online_store"
-            stuck = _stall(redis, 3)
-            first = [ask().source for _ in range(2)]  # 0.2 s of silence: the callers' deadlines, not the store's
+            stuck = _stall(redis, 8)
+            first = [ask().source for _ in range(2)]  # 1 s of silence: the callers' deadlines, not the store's
             assert first == ["batch_fallback"] * 2
             assert served.server.features.breaker.state == "closed"
-            assert _wait(lambda: ask() and served.server.features.breaker.state == "open", seconds=2)
-            began = time.perf_counter()
-            assert ask().source == "batch_fallback"
-            assert time.perf_counter() - began < 0.05  # not waiting on Redis any more
+            assert _wait(lambda: ask() and served.server.features.breaker.state == "open", seconds=8)
             sample = served.server.metrics.registry.get_sample_value
-            assert sample("fedstore_fallback_answers_total", {"reason": "caller_deadline"}) >= 2
+            skipped = sample("fedstore_fallback_answers_total", {"reason": "breaker_open"}) or 0
+            deadlines = sample("fedstore_fallback_answers_total", {"reason": "caller_deadline"})
+            assert ask().source == "batch_fallback"
+            # answered without waiting on Redis any more: counted as the open breaker's, not as a
+            # caller's deadline spent waiting (a behaviour, not a stopwatch)
+            assert sample("fedstore_fallback_answers_total", {"reason": "breaker_open"}) == skipped + 1
+            assert sample("fedstore_fallback_answers_total", {"reason": "caller_deadline"}) == deadlines
+            assert deadlines >= 2
             assert sample("fedstore_fallback_answers_total", {"reason": "online_error"}) == 2
-            assert sample("fedstore_fallback_answers_total", {"reason": "breaker_open"}) >= 1
             stuck.join()
-            assert _wait(lambda: ask().source == "online_store", seconds=5)
+            assert _wait(lambda: ask().source == "online_store", seconds=15)
             assert served.server.features.breaker.state == "closed"
     finally:
         served.server.stop(1)
         redis.stop()
-
 
 
 def test_a_caller_deadline_timeout_is_told_by_its_timer_not_by_comparing_clocks(tmp_path, monkeypatch):
@@ -265,24 +270,26 @@ def test_no_call_fails_while_redis_dies_and_comes_back_under_load(tmp_path, monk
 
 
 def test_a_store_that_misses_half_its_own_deadline_opens_the_breaker(tmp_path, monkeypatch):
-    """Callers' deadlines (0.3 s) are shorter than the store's (0.4 s) but leave it more than half:
+    """Callers' deadlines (1.5 s) are shorter than the store's (2 s) but leave it more than half:
     a stalled Redis missing them is counted, the breaker opens, and later answers come from the
-    snapshot at once instead of each waiting out its deadline."""
+    snapshot at once instead of each waiting out its deadline.
+
+    Five times the times the logic needs (0.3 s / 0.4 s once): on a loaded 2-core machine a 0.3 s
+    caller deadline could pass before the node was scheduled to answer (DEADLINE_EXCEEDED)."""
     redis = start_redis()
     served = served_region(tmp_path, redis.url, monkeypatch,
-                           serving={"online_timeout_ms": 400, "breaker_failures": 2, "breaker_reset_seconds": 30})
+                           serving={"online_timeout_ms": 2000, "breaker_failures": 2, "breaker_reset_seconds": 60})
     try:
-        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=0.3) as client:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=1.5) as client:
             ask = lambda: client.get_online_features(feature_service="driver_allocation",  # noqa: E731
                                                      entities={"driver_id": [1]})
             assert ask().source == "online_store"
-            stuck = _stall(redis, 3)
+            stuck = _stall(redis, 8)
             assert [ask().source for _ in range(2)] == ["batch_fallback"] * 2
             assert served.server.features.breaker.state == "open"
-            began = time.perf_counter()
             assert ask().source == "batch_fallback"
-            assert time.perf_counter() - began < 0.15  # not waiting on Redis any more
             sample = served.server.metrics.registry.get_sample_value
+            # the third answer did not wait on Redis: counted as the open breaker's (a behaviour, not a stopwatch)
             assert sample("fedstore_fallback_answers_total", {"reason": "online_error"}) == 2
             assert sample("fedstore_fallback_answers_total", {"reason": "breaker_open"}) == 1
             stuck.join()

@@ -18,7 +18,7 @@ from fedstore.serve_commands import worker_cpus
 from serving import snapshot_pack
 from serving.client import FeatureClient
 from serving.server import ServingNode
-from serving_fixtures import TOKENS, served_region
+from serving_fixtures import TOKENS, served_region, wait_until
 
 
 def test_embedded_sqlite_region_is_served_through_feast(tmp_path, monkeypatch):
@@ -321,22 +321,35 @@ def test_client_spreads_calls_and_retries_a_refusal_on_another_node(tmp_path, mo
     slow_read = s.server.features.reader.read
     hold = threading.Event()
 
+    holding = threading.Event()
+
     def slow(*a, **kw):
+        holding.set()
         hold.wait(10)
         return slow_read(*a, **kw)
 
     both = f"ipv4:127.0.0.1:{s.server.address.port},127.0.0.1:{other.address.port}"
     ask = dict(feature_service="fraud_scoring", entities={"customer_id": [0]})
     plain = FeatureClient(both, token=TOKENS["fraud-app"], retries=0)
+
+    def admitted(node: ServingNode) -> int:
+        return sum(node.metrics.stats.callers.values())
+
+    def reaches_both(c: FeatureClient) -> bool:
+        """Calls until this client's channel has been answered by both nodes (on a busy machine a
+        subchannel may connect late, and round robin uses only the connected ones)."""
+        before = admitted(s.server), admitted(other)
+        return wait_until(lambda: c.get_online_features(**ask).region == "MY"
+                          and admitted(s.server) > before[0] and admitted(other) > before[1], 20)
+
     try:
         with FeatureClient(both, token=TOKENS["fraud-app"]) as client:
-            for c in (client, plain):  # both channels connected to both nodes
-                assert {c.get_online_features(**ask).region for _ in range(4)} == {"MY"}
+            assert reaches_both(client) and reaches_both(plain)
             s.server.features.reader.read = slow
             busy = FeatureClient(s.address, token=TOKENS["fraud-app"], timeout=10, retries=0)
             held = threading.Thread(target=lambda: busy.get_online_features(**ask))
             held.start()
-            time.sleep(0.3)  # the first node now holds its one call
+            assert holding.wait(10)  # the first node now holds its one call
             answers = [client.get_online_features(**ask) for _ in range(8)]
             assert all(a.region == "MY" and a.source == "online_store" for a in answers)
             codes = []

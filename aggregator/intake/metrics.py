@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import grpc
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 _RULE = re.compile(r"^rule (\w+):")
@@ -27,8 +28,21 @@ class AggregatorMetrics:
                                 ["region"], registry=self.registry)
         self.rejected = Counter("fedstore_submissions_rejected", "Submissions refused, by the rule they broke",
                                 ["rule", "code"], registry=self.registry)
+        self.quarantined = Counter("fedstore_submissions_quarantined",
+                                   "Submissions stored but held out at intake (out of line with the other regions)",
+                                   ["region", "kind"], registry=self.registry)
         self.trainings = Counter("fedstore_trainings", "Training runs by strategy and outcome",
                                  ["strategy", "outcome"], registry=self.registry)
+        self.calls_by_caller = Counter("fedstore_centre_calls_by_caller", "Calls the access guard admitted, by caller",
+                                       ["caller"], registry=self.registry)
+        self.auth_refusals = Counter("fedstore_centre_auth_refusals", "Calls the access guard refused, by code and caller",
+                                     ["code", "caller"], registry=self.registry)
+
+    def admitted(self, caller: str) -> None:
+        self.calls_by_caller.labels(caller).inc()
+
+    def refused(self, code: grpc.StatusCode, caller: str) -> None:
+        self.auth_refusals.labels(code.name, caller).inc()
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

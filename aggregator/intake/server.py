@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,15 +21,28 @@ from aggregator.errors import (
     Rejected,
 )
 from aggregator.global_statistics import merge
+from aggregator.intake.identity import check_certificate_region
 from aggregator.intake.metrics import AggregatorMetrics, rule_of
 from aggregator.intake.validation import check_identity, kind_of, receipt_period, valid_period, validate
 from aggregator.intake.wire import refusal
+from aggregator.quarantine.gate import QuarantineGate
+from aggregator.quarantine.review import decide, quarantine_list
 from aggregator.registry.service import RegistryServicer
 from aggregator.registry.store import ModelRegistry
-from aggregator.store import AlreadyStored, BudgetRefused, StoredReceipt, SubmissionStore, content_hash
+from aggregator.store import (
+    QUARANTINE,
+    REJECT,
+    AlreadyStored,
+    BudgetRefused,
+    QuarantineEvent,
+    StoredReceipt,
+    SubmissionStore,
+    content_hash,
+)
 from aggregator.training.metrics import evaluation_metrics
 from aggregator.training.train import train
-from federation import FederationConfig
+from federation import ConfigError, FederationConfig
+from federation.access import AccessGuard
 from federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
 from federation.statistics import CATALOG
 from federation.tls import server_credentials
@@ -36,6 +50,8 @@ from federation.tokens import Caller, TokenBook, bearer_token
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 # threads of the centre's server, and how many of them open reflection streams may hold at once
 WORKERS, REFLECTION_STREAMS = 8, 2
@@ -50,6 +66,7 @@ Clock = Callable[[], datetime]
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
 
 # (model name, version, region, metrics, submission id): where a region's evaluation goes once stored
 EvaluationHook = Callable[[str, int, str, dict[str, float], str], None]
@@ -73,6 +90,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         self.registry = registry
         self.book = TokenBook(config.tokens)
         self.catalog = {s.ref: s for s in CATALOG}
+        self.quarantine = QuarantineGate(store, config.quarantine, self.catalog)
 
     def authenticate(self, context: grpc.ServicerContext) -> Caller:
         token = bearer_token(context.invocation_metadata())
@@ -84,6 +102,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
         caller = self.authenticate(context)
         try:
+            if not self.config.aggregator.plaintext:  # local development has no certificate to bind to
+                check_certificate_region(context, request.region)
             regions = set(self.config.codes)
             # who may send this id, before the store is asked about it: another region's id gets
             # the same refusal whether it was ever accepted or not
@@ -99,11 +119,14 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                     self.registry.get(request.evaluation.model_name, request.evaluation.model_version)
                 except NotFound as e:
                     raise Rejected(f"rule model: {e}") from None
+            # out of line with the other regions: stored, but held out of merging and training
+            finding = self.quarantine.check(request)
             try:
                 privacy = self.config.privacy
                 stored = self.store.accept(request, epsilon=charge.epsilon, delta=charge.delta,
                                            period=receipt_period(now), accepted_at=now,
-                                           epsilon_limit=privacy.epsilon_per_month, delta_limit=privacy.delta_per_month)
+                                           epsilon_limit=privacy.epsilon_per_month, delta_limit=privacy.delta_per_month,
+                                           quarantine_why=finding.why() if finding else None)
             except AlreadyStored as e:  # a concurrent call with the same id stored it first
                 return self._replay(e.receipt, request, caller)
             except BudgetRefused as e:
@@ -114,6 +137,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                     f"ε={charge.epsilon:.3f} (δ={charge.delta:.1e}) more is refused"
                 ) from None
             self.metrics.accepted.labels(request.region, kind_of(request)).inc()
+            if finding is not None:
+                self.metrics.quarantined.labels(request.region, kind_of(request)).inc()
             if request.HasField("evaluation"):
                 self._record_evaluation(request)
             return self._receipt(stored, request, replay=False)
@@ -149,9 +174,13 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def _receipt(self, stored: StoredReceipt, request: pb.Submission, *, replay: bool) -> pb.Receipt:
         ts = Timestamp()
         ts.FromDatetime(stored.accepted_at.astimezone(timezone.utc))
+        events = self.store.quarantine_events(stored.submission_id)
+        status = events[-1].action if events else None
+        why = {QUARANTINE: events[-1].why if events else "", REJECT: "rule quarantine: rejected by an operator"}
         return pb.Receipt(
             submission_id=stored.submission_id, receipt_id=stored.receipt_id, accepted_at=ts, replay=replay,
             epsilon_spent_in_period=self.store.epsilon_spent(request.region, request.period),
+            quarantined=status in why, quarantine_rule=why.get(status or "", ""),
         )
 
     def Train(self, request: pb.TrainRequest, context: grpc.ServicerContext) -> pb.TrainResult:
@@ -159,7 +188,9 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         try:
             if not caller.allows("*"):
                 raise NotAllowed(f"rule identity: caller {caller.name!r} may not train federation-wide models")
-            result = train(self.store, request, registry=self.registry, who=caller.name)
+            self.quarantine.sweep_training(request.feature_service, request.period or None)
+            held = [e.submission_id for e in self._held_events(request.period or None) if e.kind == "training"]
+            result = train(self.store, request, registry=self.registry, who=caller.name, quarantined=held)
             self.metrics.trainings.labels(result.strategy, "trained").inc()
             return result
         except AggregatorError as e:
@@ -171,7 +202,41 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         self.authenticate(context)
         if request.period and not valid_period(request.period):  # else no submission matches: an empty answer
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_details(f"period {request.period!r} is not YYYY-MM"))
-        return merge(self.store.features(request.period or None), self.catalog)
+        self.quarantine.sweep_features(request.period or None)
+        merged = merge(self.store.features(request.period or None), self.catalog)
+        merged.quarantined.extend(e.submission_id for e in self._held_events(request.period or None)
+                                  if e.kind == "features")
+        return merged
+
+    def _held_events(self, period: str | None) -> list[QuarantineEvent]:
+        """The latest quarantine event of every submission quarantine holds out now (of a period, or all)."""
+        held = set(self.store.held(period))
+        latest = {e.submission_id: e for e in self.store.quarantine_events() if e.submission_id in held}
+        return list(latest.values())
+
+    def _operator(self, context: grpc.ServicerContext) -> Caller:
+        # the access guard admitted only the `audit` role for every region ("*"): the centre's operator,
+        # never a region's credential (federation/roles.py); this is defence in depth
+        caller = self.authenticate(context)
+        if not caller.allows("*"):
+            raise NotAllowed(f"rule identity: caller {caller.name!r} may not review quarantined statistics")
+        return caller
+
+    def ListQuarantine(self, request: pb.ListQuarantineRequest, context: grpc.ServicerContext) -> pb.QuarantineList:
+        try:
+            self._operator(context)
+            return quarantine_list(self.store, include_decided=request.include_decided)
+        except AggregatorError as e:
+            context.abort(e.code, status_details(str(e)))
+            raise
+
+    def DecideQuarantine(self, request: pb.QuarantineDecision, context: grpc.ServicerContext) -> pb.QuarantineEvent:
+        try:
+            caller = self._operator(context)
+            return decide(self.store, request, who=caller.name)
+        except AggregatorError as e:
+            context.abort(e.code, status_details(str(e)))
+            raise
 
 
 def build_server(
@@ -187,20 +252,33 @@ def build_server(
     """The centre's gRPC server: Aggregator and Registry, health checking and reflection (``grpcurl list``).
 
     The model registry lives beside the submission store unless ``registry_path`` says otherwise.
-    ``clock`` is the centre's own time (the month it charges a submission to; tests own it).
+    The centre speaks mutual TLS only (``aggregator.tls``), or plaintext where the config says
+    ``aggregator.plaintext: true`` (local development). ``clock`` is the centre's own time (the
+    month it charges a submission to; tests own it).
     """
+    agg = config.aggregator
+    # before the store opens: a bad certificate file is a one-line error with nothing left open
+    credentials: grpc.ServerCredentials | None = None
+    if agg.tls_cert and agg.tls_key and agg.tls_client_ca:
+        credentials = server_credentials(agg.tls_cert, agg.tls_key, agg.tls_client_ca)
+    elif not agg.plaintext:
+        raise ConfigError("aggregator.tls: missing: the centre accepts mutual TLS only; name its certificate, key and "
+                          "the regions' client CA (`fedstore certs init` makes development ones), or set "
+                          "aggregator.plaintext: true for local development")
     store = SubmissionStore(store_path)
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry, clock)
     # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL; so does a
-    # request with fields or enum values its contract does not define (wire.py)
-    server.add_generic_rpc_handlers((
+    # request with fields or enum values its contract does not define (wire.py), or larger than
+    # MAX_REQUEST_BYTES; before any is read, the guard refuses callers whose roles do not admit the
+    # method (federation.roles)
+    server.add_generic_rpc_handlers((AccessGuard((
         reject_malformed(generic_handler(aggregator_pb2_grpc.add_AggregatorServicer_to_server, servicer), refusal,
                          MAX_REQUEST_BYTES),
         reject_malformed(generic_handler(registry_pb2_grpc.add_RegistryServicer_to_server,
                                          RegistryServicer(registry, servicer.authenticate)), refusal, MAX_REQUEST_BYTES),
-    ))
+    ), servicer.book, None, servicer.metrics),))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     names = (pb.DESCRIPTOR.services_by_name["Aggregator"].full_name,
@@ -212,9 +290,10 @@ def build_server(
         REFLECTION_STREAMS),))
     for name in ("", names[0], names[1]):
         checker.set(name, health_pb2.HealthCheckResponse.SERVING)  # the store opened: it can accept
-    tls = config.aggregator
-    if tls.tls_cert and tls.tls_key:
-        port = server.add_secure_port(address, server_credentials(tls.tls_cert, tls.tls_key))
+    if credentials is not None:
+        port = server.add_secure_port(address, credentials)
     else:
+        log.warning("aggregator.plaintext is set: the centre accepts connections without TLS and binds no "
+                    "submission to a certificate; for local development only")
         port = server.add_insecure_port(address)
     return server, port, store

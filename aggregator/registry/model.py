@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from aggregator.training.influence import RegionInfluence
+
 
 @dataclass(frozen=True)
 class ModelCandidate:
@@ -19,6 +21,7 @@ class ModelCandidate:
     submissions: tuple[str, ...]  # lineage: the accepted submissions it was trained from
     epsilon_by_region: Mapping[str, float]  # ε each contributing region spent on those submissions
     tags: Mapping[str, str] = field(default_factory=dict)
+    influence: tuple[RegionInfluence, ...] = ()  # leave-one-region-out, as training found it
 
 
 @dataclass(frozen=True)

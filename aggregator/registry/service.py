@@ -1,7 +1,10 @@
 """The registry's gRPC face: `fedstore.registry.v1.Registry`, on the aggregator's port.
 
-Any authenticated caller may read models and the audit; changing a region's stages, and reading its
-deployment, needs a token allowed in that region. The caller's token name is the audit's "who".
+Which role each method needs is ``federation.roles``'s table, checked before a request is read;
+here, once it is read, the region it names: models are federation-wide (role ``registry-read``), but
+a region's deployment (``registry-read``), its stages (``promote``) and its audit trail (``audit``)
+are for credentials of that region, or the centre's for "*". An audit asked without a region is the
+caller's own regions' trails. The caller's token name is the audit's "who".
 Every change asked for in a known region is on its trail: applied, refused by policy, refused for
 the caller, or refused as a mistake (unknown stage or model, already serving, nothing to roll back).
 """
@@ -26,6 +29,7 @@ from aggregator.registry.text import (
     storable_stage,
     storable_why,
 )
+from aggregator.training.influence import influence_message
 from federation.grpc_handlers import status_details
 from federation.tokens import Caller
 from proto.fedstore.registry.v1 import registry_pb2 as pb
@@ -55,6 +59,7 @@ def version_to_proto(m: ModelVersion) -> pb.ModelVersion:
                  for r, v in sorted(m.metrics.items())],
         registered_by=m.registered_by, registered_at=_ts(m.registered_at), tags=dict(c.tags),
         source_regions=m.source_regions,
+        influence=[influence_message(i, pb.RegionInfluence) for i in c.influence],
     )
 
 
@@ -130,11 +135,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             reason=reason))
 
     def GetAudit(self, request: pb.GetAuditRequest, context: grpc.ServicerContext) -> pb.AuditTrail:
-        def work(_: Caller) -> pb.AuditTrail:
+        # another region's trail is refused for its region's code alone, whatever the trail holds
+        def work(caller: Caller) -> pb.AuditTrail:
             check_model_name(request.name, optional=True)
             return pb.AuditTrail(events=[
-                event_to_proto(e) for e in self.registry.audit(request.region or None, request.name or None)])
-        return self._run(context, work)
+                event_to_proto(e) for e in self.registry.audit(request.region or None, request.name or None)
+                if caller.allows(e.region)])
+        return self._run(context, work, region=request.region or None)
 
     def GetDeployment(self, request: pb.GetDeploymentRequest, context: grpc.ServicerContext) -> pb.Deployment:
         def work(_: Caller) -> pb.Deployment:

@@ -24,6 +24,7 @@ from aggregator.registry.model import (
     StageAssignment,
 )
 from aggregator.registry.policy import check_promotion
+from aggregator.training.influence import RegionInfluence
 from federation import FederationConfig
 from federation.errors import ConfigError
 from federation.traffic import STAGES, shares
@@ -61,6 +62,10 @@ class ModelRegistry:
         with closing(sqlite3.connect(path)) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            # a registry written before influence was kept: its versions have none
+            if "influence" not in {r[1] for r in db.execute("PRAGMA table_info(models)")}:
+                db.execute("ALTER TABLE models ADD COLUMN influence TEXT NOT NULL DEFAULT '[]'")
+                db.commit()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -88,11 +93,14 @@ class ModelRegistry:
             (latest,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name=?",
                                    (candidate.name,)).fetchone()
             db.execute(
-                "INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO models (name, version, strategy, feature_service, features, schema_hash, parameters, "
+                "submissions, epsilon_by_region, tags, registered_by, registered_at, influence) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (candidate.name, latest + 1, candidate.strategy, candidate.feature_service,
                  json.dumps(list(candidate.features)), candidate.schema_hash, json.dumps(dict(candidate.parameters)),
                  json.dumps(list(candidate.submissions)), json.dumps(dict(candidate.epsilon_by_region)),
-                 json.dumps(dict(candidate.tags)), who, now.isoformat()),
+                 json.dumps(dict(candidate.tags)), who, now.isoformat(),
+                 json.dumps([i.to_dict() for i in candidate.influence])),
             )
         return self.get(candidate.name, latest + 1)
 
@@ -124,10 +132,11 @@ class ModelRegistry:
         return [self.get(n, v) for n, v in rows]
 
     def _version(self, row: tuple, evals: builtins.list[tuple]) -> ModelVersion:
-        (name, version, strategy, service, features, schema_hash, parameters, submissions, eps, tags, who, at) = row
+        (name, version, strategy, service, features, schema_hash, parameters, submissions, eps, tags, who, at,
+         influence) = row
         candidate = ModelCandidate(name, strategy, service, tuple(json.loads(features)), schema_hash,
                                    json.loads(parameters), tuple(json.loads(submissions)), json.loads(eps),
-                                   json.loads(tags))
+                                   json.loads(tags), tuple(RegionInfluence.from_dict(i) for i in json.loads(influence)))
         regions = [self.config.region(c) for c in sorted(candidate.epsilon_by_region)]
         return ModelVersion(
             candidate=candidate, version=version,

@@ -1,9 +1,12 @@
-"""One training run: the latest accepted statistics of each region → a strategy → a model."""
+"""One training run: the latest accepted statistics of each region → a strategy → a model, with
+each region's leave-one-out influence on it. Quarantined statistics are not read (the store
+leaves them out)."""
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -12,6 +15,7 @@ from aggregator.registry.model import ModelCandidate
 from aggregator.registry.store import ModelRegistry
 from aggregator.registry.text import check_model_name
 from aggregator.store import SubmissionStore
+from aggregator.training.influence import RegionInfluence, influence, influence_message
 from aggregator.training.pooled import NotEnoughStatistics, pool
 from aggregator.training.strategy import make_strategy
 from federation.errors import ConfigError
@@ -22,7 +26,16 @@ from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 MAX_RIDGE_LAMBDA = 1e6
 
 
-def fit(store: SubmissionStore, request: pb.TrainRequest) -> tuple[LinearModel, list[str], dict[str, float], float]:
+@dataclass(frozen=True)
+class Fitted:
+    model: LinearModel
+    submissions: list[str]
+    epsilon_by_region: dict[str, float]
+    examples: float
+    influence: list[RegionInfluence]
+
+
+def fit(store: SubmissionStore, request: pb.TrainRequest) -> Fitted:
     try:
         spec = training_spec(request.feature_service)
     except ConfigError as e:
@@ -34,20 +47,24 @@ def fit(store: SubmissionStore, request: pb.TrainRequest) -> tuple[LinearModel, 
         raise Rejected(f"period {request.period!r} is not YYYY-MM")
     strategy = make_strategy(request.strategy or "lda", **({"ridge_lambda": request.ridge_lambda}
                                                             if request.strategy == "ridge" else {}))
-    pooled = pool(store.latest_training(spec.feature_service, request.period or None), spec.features)
+    rows = store.latest_training(spec.feature_service, request.period or None)
+    pooled = pool(rows, spec.features)
     try:
         model = strategy.fit(pooled, spec.feature_service)
+        regions = influence(rows, spec.features, strategy, spec.feature_service, model)
     except (np.linalg.LinAlgError, ValueError) as e:  # statistics no model can be solved from
         raise NotEnoughStatistics(f"the accepted training statistics give no {strategy.name} model: {e}") from None
-    return model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n
+    return Fitted(model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n, regions)
 
 
 def train(
-    store: SubmissionStore, request: pb.TrainRequest, *, registry: ModelRegistry | None = None, who: str = ""
+    store: SubmissionStore, request: pb.TrainRequest, *, registry: ModelRegistry | None = None, who: str = "",
+    quarantined: list[str] | None = None,
 ) -> pb.TrainResult:
     """Fit, and register the result as the next version of its name when the centre keeps a registry."""
     check_model_name(request.model_name, optional=True)  # before any work: the name is kept
-    model, submissions, eps, n = fit(store, request)
+    fitted = fit(store, request)
+    model, submissions, eps, n = fitted.model, fitted.submissions, fitted.epsilon_by_region, fitted.examples
     strategy = model.metadata.get("strategy", request.strategy)
     name = request.model_name or f"{model.feature_service}_{strategy}"
     version = 0
@@ -58,10 +75,12 @@ def train(
             parameters={"weights": list(model.weights), "intercept": model.intercept, "link": model.link},
             submissions=tuple(submissions), epsilon_by_region=eps,
             tags={**model.metadata, "examples": f"{n:.0f}", "period": request.period or "latest"},
+            influence=tuple(fitted.influence),
         ), who=who).version
     return pb.TrainResult(
         model_name=name, model_version=version,
         strategy=strategy, feature_service=model.feature_service, features=model.features,
         weights=model.weights, intercept=model.intercept, link=model.link, submissions=submissions,
-        epsilon_by_region=eps, examples=n,
+        epsilon_by_region=eps, examples=n, influence=[influence_message(i, pb.RegionInfluence) for i in fitted.influence],
+        quarantined=quarantined or [],
     )

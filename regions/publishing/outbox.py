@@ -3,11 +3,19 @@
 Each file keeps its submission id, so a retry after a lost reply is recognised by the centre as a
 replay (it answers with the original receipt) and never counted twice.
 
+A release is never lost on the way: only the centre's verdict on the statistics themselves
+(INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE: a rule or the budget) marks a submission
+rejected. A refusal of the credentials (UNAUTHENTICATED, PERMISSION_DENIED), an unreachable centre
+or a failed TLS handshake (UNAVAILABLE), a centre that failed (UNKNOWN, INTERNAL) or any other answer
+keeps it queued, with the reason in plain words, for the next run. An operator who fixed the cause
+of a rejection puts it back with ``requeue``.
+
 At a month boundary: the centre charges every submission to its own month of receipt and rejects
 a claimed period that differs. A submission queued in one month and sent in a later one is
 therefore re-dated before it is sent: its spend moves to the sending month in the region's budget
 ledger (when that month's budget holds it; else it stays queued, held for budget) and its period
-becomes that month. Its noise, drawn at publishing, is unchanged: only which month pays for it.
+becomes that month. Its noise, drawn at publishing, is unchanged: only which month pays for it. A
+period refusal (the two clocks apart across midnight of the 1st) keeps it queued for the next run.
 """
 
 from __future__ import annotations
@@ -24,17 +32,27 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from federation.channels import CentreLink, handshake_problem
 from federation.statistics import CATALOG
 from federation.training import SCORE_EDGES
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from regions.errors import RegionError
 from regions.publishing.budget import BudgetExceeded, BudgetLedger
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# the centre's verdict on the statistics (aggregator/errors.py: Rejected, OverBudget): the only final answers
+_FINAL = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE}
 # the centre failed while handling it (a bug, its store broken): no verdict on the submission, so it
 # stays queued for the next run (the id makes that a replay if the centre did store it)
 _CENTRE_FAILED = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+# who is calling, not what was sent, was refused: fixed by the operator, then sent as it is
+_CREDENTIALS = {
+    grpc.StatusCode.UNAUTHENTICATED: "the centre did not accept this region's token",
+    grpc.StatusCode.PERMISSION_DENIED: "the centre refused this region's credentials for it (token or certificate)",
+}
 _UNREACHABLE = "queued: aggregator unreachable"
+_HANDSHAKE = "queued: TLS handshake failed"
 
 
 @dataclass(frozen=True)
@@ -124,7 +142,7 @@ def redate(path: Path, body: dict, now: datetime, ledger: BudgetLedger | None) -
 
 def send_outbox(
     outbox: Path,
-    address: str,
+    link: CentreLink,
     token: str,
     *,
     backoff: Backoff = Backoff(),
@@ -134,15 +152,17 @@ def send_outbox(
 ) -> list[tuple[str, str]]:
     """Send every queued submission; returns (submission id, outcome) pairs.
 
-    Outcomes: "sent" (receipt stored in the file), "rejected: <reason>" (kept, marked, not
-    retried), "queued: <reason>" (the aggregator was unreachable after every attempt, or failed
-    while handling it; once it was unreachable, the submissions after it are not tried this run),
-    "unreadable: <reason>" (a file in the outbox that is no submission; the others are sent).
+    Outcomes: "sent" (receipt stored in the file), "rejected: <reason>" (the centre's verdict on
+    the statistics: kept, marked, not retried until requeued), "queued: <reason>" (kept for the
+    next run: the aggregator was unreachable after every attempt, the TLS handshake failed, the
+    credentials were refused, or the centre failed while handling it; once it was unreachable or
+    the handshake failed, the submissions after it are not tried this run), "unreadable: <reason>"
+    (a file in the outbox that is no submission; the others are sent).
     A submission queued in an earlier month is re-dated to the sending month first (``redate``).
     """
     results = []
     unreachable = ""
-    with grpc.insecure_channel(address) as channel:
+    with link.channel() as channel:
         stub = aggregator_pb2_grpc.AggregatorStub(channel)
         for path in sorted(outbox.glob("*.json")):
             try:
@@ -167,37 +187,87 @@ def send_outbox(
                 # wait as long again (7.5 s each by default, a minute each when calls time out)
                 results.append((body["submission_id"], f"queued: not tried, {unreachable}"))
                 continue
-            outcome = _send_one(stub, path, body, request, token, backoff, sleep)
-            if outcome.startswith(_UNREACHABLE):
+            outcome = _send_one(stub, link, path, body, request, token, backoff, sleep)
+            if outcome.startswith((_UNREACHABLE, _HANDSHAKE)):
                 unreachable = outcome.removeprefix("queued: ")
             results.append((body["submission_id"], outcome))
     return results
 
 
-def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, path: Path, body: dict, request: pb.Submission, token: str,
-              backoff: Backoff, sleep: Callable[[float], None]) -> str:
+def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, link: CentreLink, path: Path, body: dict,
+              request: pb.Submission, token: str, backoff: Backoff, sleep: Callable[[float], None]) -> str:
     for failures in range(backoff.attempts):
         try:
             receipt = stub.Submit(request, timeout=10, metadata=(("authorization", f"Bearer {token}"),))
         except grpc.RpcError as e:
-            if e.code() in _RETRYABLE and failures + 1 < backoff.attempts:
+            code, details = e.code(), e.details()
+            handshake = handshake_problem(e)
+            if handshake:  # a certificate does not change between attempts: no backoff
+                return f"{_HANDSHAKE}: {handshake}; fix {link.who}'s TLS files or the centre's"
+            if code in _RETRYABLE and failures + 1 < backoff.attempts:
                 sleep(backoff.delay(failures))
                 continue
-            if e.code() in _RETRYABLE:
-                return f"{_UNREACHABLE} ({e.code().name})"
-            if e.code() in _CENTRE_FAILED:
-                return f"queued: aggregator failed ({e.code().name}: {e.details()})"
-            if (e.details() or "").startswith("rule period:"):
+            if code in _RETRYABLE:
+                hint = ""
+                if link.credentials is not None and code == grpc.StatusCode.UNAVAILABLE and "socket closed" in \
+                        str(details).lower():
+                    hint = (": the connection closed during set-up, as when the centre refuses this side's client "
+                            f"certificate (not signed by its client CA?) or is restarting; check {link.who}'s centre_tls")
+                return f"{_UNREACHABLE} ({code.name}){hint}"
+            if code in _CENTRE_FAILED:
+                return f"queued: aggregator failed ({code.name}: {details})"
+            if code in _CREDENTIALS:
+                return (f"queued: {_CREDENTIALS[code]} ({code.name}: {details}); kept, and sent when run again once "
+                        "the token or certificate is fixed")
+            if code not in _FINAL:  # no verdict on the statistics: keep them
+                return f"queued: the centre answered {code.name} ({details}), which is no verdict on the statistics"
+            if (details or "").startswith("rule period:"):
                 # sent across midnight of the 1st with the two clocks apart: no verdict on the release;
                 # the next run re-dates it to the month it is sent in then
-                return f"queued: the centre's month differs from this one's ({e.details()}); sent again next run"
-            body.update(status="rejected", rejection=f"{e.code().name}: {e.details()}")
+                return f"queued: period: the centre's month differs from this one's ({details}); sent again next run"
+            body.update(status="rejected", rejection=f"{code.name}: {details}")
             _write(path, body)
-            return f"rejected: {e.details()}"
-        body.update(status="sent", receipt_id=receipt.receipt_id, replay=receipt.replay)
+            return f"rejected: {details}"
+        body.update(status="sent", receipt_id=receipt.receipt_id, replay=receipt.replay,
+                    centre_epsilon_spent_in_period=receipt.epsilon_spent_in_period)
         _write(path, body)
         return "sent"
     return "queued"
+
+
+def requeue(outbox: Path, submission_ids: list[str]) -> list[Path]:
+    """Put rejected submissions back in the queue (the cause fixed, say a centre's rule corrected);
+    every id is checked before any file changes. The rejection is kept in the file's history."""
+    found = {}
+    for sid in submission_ids:
+        path = _find(outbox, sid)
+        if path is None:
+            raise RegionError(f"--requeue {sid}: no submission with that id in {outbox}")
+        status = json.loads(path.read_text()).get("status")
+        if status != "rejected":
+            raise RegionError(f"--requeue {sid}: the submission is {status}, not rejected; only a rejected one is "
+                              "put back in the queue")
+        found[sid] = path
+    for path in found.values():
+        body = json.loads(path.read_text())
+        body.setdefault("earlier_rejections", []).append(body.pop("rejection", ""))
+        body["status"] = "queued"
+        _write(path, body)
+    return list(found.values())
+
+
+def _find(outbox: Path, submission_id: str) -> Path | None:
+    """The file of a submission id: ``<id>.json`` as publish writes it, else the file that holds it."""
+    named = outbox / f"{submission_id}.json"
+    if "/" not in submission_id and named.is_file():
+        return named
+    for path in sorted(outbox.glob("*.json")):
+        try:
+            if json.loads(path.read_text()).get("submission_id") == submission_id:
+                return path
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 def _write(path: Path, body: dict) -> None:

@@ -18,6 +18,7 @@ import feature_repo
 from feature_repo.sources import SOURCE_DIR
 from federation import RegionConfig
 from regions.errors import InvalidSource, RegionNotReady
+from regions.store.data_contract import mismatches
 from regions.store.definitions import region_objects
 from regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
 from regions.store.fingerprint import FingerprintCache
@@ -130,7 +131,8 @@ class RegionNode:
         return paths
 
     def check_sources(self, views: list[FeatureView]) -> None:
-        """Each view's source is Parquet with every column the view reads (footers only: cheap)."""
+        """Each view's source is Parquet with every column the view reads, each of the type the view
+        declares (the data contract, ``data_contract.py``); footers only: cheap."""
         for fv in views:
             source = fv.batch_source
             assert source is not None
@@ -139,7 +141,8 @@ class RegionNode:
                       *(e.name for e in fv.entity_columns), *(f.name for f in fv.features)]
             for path in source_files(self.source_path(fv)):  # every part of a partitioned source
                 try:
-                    names = set(pq.read_schema(path).names)
+                    schema = pq.read_schema(path)
+                    names = set(schema.names)
                 except (pa.ArrowInvalid, OSError) as e:
                     raise InvalidSource(f"region {self.code}: source {path} is not readable Parquet: {e}") from None
                 lacking = [renamed.get(c, c) for c in dict.fromkeys(wanted) if c and renamed.get(c, c) not in names]
@@ -148,3 +151,8 @@ class RegionNode:
                         f"region {self.code}: source {path} lacks column{'s' if len(lacking) > 1 else ''} "
                         f"{', '.join(lacking)}, which feature view {fv.name} reads"
                     )
+                broken = mismatches(fv, path, schema)
+                if broken:
+                    raise InvalidSource(f"region {self.code}: {broken[0].describe()}"
+                                        f"{f' (and {len(broken) - 1} more column(s))' if len(broken) > 1 else ''}; "
+                                        "nothing was read from it: fix the source, or the view's schema")

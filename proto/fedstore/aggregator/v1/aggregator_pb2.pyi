@@ -15,9 +15,20 @@ class Mechanism(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MECHANISM_UNSPECIFIED: _ClassVar[Mechanism]
     LAPLACE: _ClassVar[Mechanism]
     GAUSSIAN: _ClassVar[Mechanism]
+
+class QuarantineAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUARANTINE_ACTION_UNSPECIFIED: _ClassVar[QuarantineAction]
+    QUARANTINE: _ClassVar[QuarantineAction]
+    ACCEPT: _ClassVar[QuarantineAction]
+    REJECT: _ClassVar[QuarantineAction]
 MECHANISM_UNSPECIFIED: Mechanism
 LAPLACE: Mechanism
 GAUSSIAN: Mechanism
+QUARANTINE_ACTION_UNSPECIFIED: QuarantineAction
+QUARANTINE: QuarantineAction
+ACCEPT: QuarantineAction
+REJECT: QuarantineAction
 
 class PrivacyAccounting(_message.Message):
     __slots__ = ("mechanism", "epsilon", "delta", "epsilon_per_query", "minimum_cohort")
@@ -154,18 +165,22 @@ class Evaluation(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., score_edges: _Optional[_Iterable[float]] = ..., classes: _Optional[_Iterable[_Union[ScoreHistogram, _Mapping]]] = ..., noise_scale: _Optional[float] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("submission_id", "receipt_id", "accepted_at", "replay", "epsilon_spent_in_period")
+    __slots__ = ("submission_id", "receipt_id", "accepted_at", "replay", "epsilon_spent_in_period", "quarantined", "quarantine_rule")
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
     REPLAY_FIELD_NUMBER: _ClassVar[int]
     EPSILON_SPENT_IN_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_RULE_FIELD_NUMBER: _ClassVar[int]
     submission_id: str
     receipt_id: str
     accepted_at: _timestamp_pb2.Timestamp
     replay: bool
     epsilon_spent_in_period: float
-    def __init__(self, submission_id: _Optional[str] = ..., receipt_id: _Optional[str] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replay: _Optional[bool] = ..., epsilon_spent_in_period: _Optional[float] = ...) -> None: ...
+    quarantined: bool
+    quarantine_rule: str
+    def __init__(self, submission_id: _Optional[str] = ..., receipt_id: _Optional[str] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replay: _Optional[bool] = ..., epsilon_spent_in_period: _Optional[float] = ..., quarantined: _Optional[bool] = ..., quarantine_rule: _Optional[str] = ...) -> None: ...
 
 class GetGlobalStatisticsRequest(_message.Message):
     __slots__ = ("period",)
@@ -218,7 +233,7 @@ class TrainRequest(_message.Message):
     def __init__(self, strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., model_name: _Optional[str] = ..., period: _Optional[str] = ..., ridge_lambda: _Optional[float] = ...) -> None: ...
 
 class TrainResult(_message.Message):
-    __slots__ = ("model_name", "model_version", "strategy", "feature_service", "features", "weights", "intercept", "link", "submissions", "epsilon_by_region", "examples")
+    __slots__ = ("model_name", "model_version", "strategy", "feature_service", "features", "weights", "intercept", "link", "submissions", "epsilon_by_region", "examples", "influence", "quarantined")
     class EpsilonByRegionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +252,8 @@ class TrainResult(_message.Message):
     SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
     EPSILON_BY_REGION_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    INFLUENCE_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: int
     strategy: str
@@ -248,12 +265,94 @@ class TrainResult(_message.Message):
     submissions: _containers.RepeatedScalarFieldContainer[str]
     epsilon_by_region: _containers.ScalarMap[str, float]
     examples: float
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., examples: _Optional[float] = ...) -> None: ...
+    influence: _containers.RepeatedCompositeFieldContainer[RegionInfluence]
+    quarantined: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., examples: _Optional[float] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ..., quarantined: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegionInfluence(_message.Message):
+    __slots__ = ("region", "submission_id", "example_share", "weight_change", "weight_cosine", "auc_others_with", "auc_others_without", "flagged")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_COSINE_FIELD_NUMBER: _ClassVar[int]
+    AUC_OTHERS_WITH_FIELD_NUMBER: _ClassVar[int]
+    AUC_OTHERS_WITHOUT_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    submission_id: str
+    example_share: float
+    weight_change: float
+    weight_cosine: float
+    auc_others_with: float
+    auc_others_without: float
+    flagged: bool
+    def __init__(self, region: _Optional[str] = ..., submission_id: _Optional[str] = ..., example_share: _Optional[float] = ..., weight_change: _Optional[float] = ..., weight_cosine: _Optional[float] = ..., auc_others_with: _Optional[float] = ..., auc_others_without: _Optional[float] = ..., flagged: _Optional[bool] = ...) -> None: ...
+
+class ListQuarantineRequest(_message.Message):
+    __slots__ = ("include_decided",)
+    INCLUDE_DECIDED_FIELD_NUMBER: _ClassVar[int]
+    include_decided: bool
+    def __init__(self, include_decided: _Optional[bool] = ...) -> None: ...
+
+class QuarantineEvent(_message.Message):
+    __slots__ = ("event_id", "at", "who", "action", "submission_id", "region", "period", "why")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    WHO_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    event_id: int
+    at: _timestamp_pb2.Timestamp
+    who: str
+    action: QuarantineAction
+    submission_id: str
+    region: str
+    period: str
+    why: str
+    def __init__(self, event_id: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., who: _Optional[str] = ..., action: _Optional[_Union[QuarantineAction, str]] = ..., submission_id: _Optional[str] = ..., region: _Optional[str] = ..., period: _Optional[str] = ..., why: _Optional[str] = ...) -> None: ...
+
+class QuarantinedSubmission(_message.Message):
+    __slots__ = ("submission_id", "region", "period", "kind", "status", "events")
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    submission_id: str
+    region: str
+    period: str
+    kind: str
+    status: QuarantineAction
+    events: _containers.RepeatedCompositeFieldContainer[QuarantineEvent]
+    def __init__(self, submission_id: _Optional[str] = ..., region: _Optional[str] = ..., period: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[_Union[QuarantineAction, str]] = ..., events: _Optional[_Iterable[_Union[QuarantineEvent, _Mapping]]] = ...) -> None: ...
+
+class QuarantineList(_message.Message):
+    __slots__ = ("submissions",)
+    SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    submissions: _containers.RepeatedCompositeFieldContainer[QuarantinedSubmission]
+    def __init__(self, submissions: _Optional[_Iterable[_Union[QuarantinedSubmission, _Mapping]]] = ...) -> None: ...
+
+class QuarantineDecision(_message.Message):
+    __slots__ = ("submission_id", "action", "why")
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    submission_id: str
+    action: QuarantineAction
+    why: str
+    def __init__(self, submission_id: _Optional[str] = ..., action: _Optional[_Union[QuarantineAction, str]] = ..., why: _Optional[str] = ...) -> None: ...
 
 class GlobalStatistics(_message.Message):
-    __slots__ = ("features", "submissions")
+    __slots__ = ("features", "submissions", "quarantined")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     features: _containers.RepeatedCompositeFieldContainer[GlobalFeature]
     submissions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, features: _Optional[_Iterable[_Union[GlobalFeature, _Mapping]]] = ..., submissions: _Optional[_Iterable[str]] = ...) -> None: ...
+    quarantined: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, features: _Optional[_Iterable[_Union[GlobalFeature, _Mapping]]] = ..., submissions: _Optional[_Iterable[str]] = ..., quarantined: _Optional[_Iterable[str]] = ...) -> None: ...

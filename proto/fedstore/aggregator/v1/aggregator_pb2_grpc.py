@@ -5,7 +5,7 @@ import warnings
 
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -49,6 +49,16 @@ class AggregatorStub:
                 request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainRequest.SerializeToString,
                 response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainResult.FromString,
                 _registered_method=True)
+        self.ListQuarantine = channel.unary_unary(
+                '/fedstore.aggregator.v1.Aggregator/ListQuarantine',
+                request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.ListQuarantineRequest.SerializeToString,
+                response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.QuarantineList.FromString,
+                _registered_method=True)
+        self.DecideQuarantine = channel.unary_unary(
+                '/fedstore.aggregator.v1.Aggregator/DecideQuarantine',
+                request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.QuarantineDecision.SerializeToString,
+                response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.QuarantineEvent.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -76,6 +86,21 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQuarantine(self, request, context):
+        """Submissions held out of merging and training because they disagree with the other regions
+        beyond noise and the configured heterogeneity, with every quarantine decision (operators only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideQuarantine(self, request, context):
+        """An operator releases a held submission into merging and training, or rejects it for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +118,16 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.Train,
                     request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainRequest.FromString,
                     response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainResult.SerializeToString,
+            ),
+            'ListQuarantine': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuarantine,
+                    request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.ListQuarantineRequest.FromString,
+                    response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.QuarantineList.SerializeToString,
+            ),
+            'DecideQuarantine': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideQuarantine,
+                    request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.QuarantineDecision.FromString,
+                    response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.QuarantineEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +211,60 @@ class Aggregator:
             '/fedstore.aggregator.v1.Aggregator/Train',
             fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainRequest.SerializeToString,
             fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.TrainResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuarantine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.aggregator.v1.Aggregator/ListQuarantine',
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.ListQuarantineRequest.SerializeToString,
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.QuarantineList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideQuarantine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.aggregator.v1.Aggregator/DecideQuarantine',
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.QuarantineDecision.SerializeToString,
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.QuarantineEvent.FromString,
             options,
             channel_credentials,
             insecure,

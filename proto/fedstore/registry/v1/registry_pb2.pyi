@@ -27,7 +27,7 @@ class RegionMetrics(_message.Message):
     def __init__(self, region: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., submission_id: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "strategy", "feature_service", "features", "schema_hash", "weights", "intercept", "link", "submissions", "jurisdictions", "epsilon_by_region", "metrics", "registered_by", "registered_at", "tags", "source_regions")
+    __slots__ = ("name", "version", "strategy", "feature_service", "features", "schema_hash", "weights", "intercept", "link", "submissions", "jurisdictions", "epsilon_by_region", "metrics", "registered_by", "registered_at", "tags", "source_regions", "influence")
     class EpsilonByRegionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class ModelVersion(_message.Message):
     REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    INFLUENCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     strategy: str
@@ -76,7 +77,28 @@ class ModelVersion(_message.Message):
     registered_at: _timestamp_pb2.Timestamp
     tags: _containers.ScalarMap[str, str]
     source_regions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., schema_hash: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., metrics: _Optional[_Iterable[_Union[RegionMetrics, _Mapping]]] = ..., registered_by: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., source_regions: _Optional[_Iterable[str]] = ...) -> None: ...
+    influence: _containers.RepeatedCompositeFieldContainer[RegionInfluence]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., schema_hash: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., metrics: _Optional[_Iterable[_Union[RegionMetrics, _Mapping]]] = ..., registered_by: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., source_regions: _Optional[_Iterable[str]] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ...) -> None: ...
+
+class RegionInfluence(_message.Message):
+    __slots__ = ("region", "submission_id", "example_share", "weight_change", "weight_cosine", "auc_others_with", "auc_others_without", "flagged")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_COSINE_FIELD_NUMBER: _ClassVar[int]
+    AUC_OTHERS_WITH_FIELD_NUMBER: _ClassVar[int]
+    AUC_OTHERS_WITHOUT_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    submission_id: str
+    example_share: float
+    weight_change: float
+    weight_cosine: float
+    auc_others_with: float
+    auc_others_without: float
+    flagged: bool
+    def __init__(self, region: _Optional[str] = ..., submission_id: _Optional[str] = ..., example_share: _Optional[float] = ..., weight_change: _Optional[float] = ..., weight_cosine: _Optional[float] = ..., auc_others_with: _Optional[float] = ..., auc_others_without: _Optional[float] = ..., flagged: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("name",)

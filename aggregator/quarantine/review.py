@@ -1,0 +1,68 @@
+"""An operator's review of quarantined submissions: the list with every decision, and accept or reject.
+
+A decision names who (the caller's token), when (the centre's clock) and why (free text the
+operator must give: at most ``WHY_LIMIT`` characters, no control or invisible format characters,
+so the audit trail cannot hide anything or carry a payload of its own).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from aggregator.errors import NotFound, NotHeld, Rejected
+from aggregator.store import ACCEPT, QUARANTINE, REJECT, QuarantineEvent, QuarantineNotHeld, SubmissionStore
+from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+
+WHY_LIMIT = 500
+_ACTIONS = {QUARANTINE: pb.QUARANTINE, ACCEPT: pb.ACCEPT, REJECT: pb.REJECT}
+
+
+def event_to_proto(e: QuarantineEvent) -> pb.QuarantineEvent:
+    at = Timestamp()
+    at.FromDatetime(e.at.astimezone(timezone.utc))
+    return pb.QuarantineEvent(event_id=e.event_id, at=at, who=e.who, action=_ACTIONS[e.action],
+                              submission_id=e.submission_id, region=e.region, period=e.period, why=e.why)
+
+
+def quarantine_list(store: SubmissionStore, *, include_decided: bool) -> pb.QuarantineList:
+    by_id: dict[str, list[QuarantineEvent]] = {}
+    for e in store.quarantine_events():
+        by_id.setdefault(e.submission_id, []).append(e)
+    out = []
+    for sid, events in by_id.items():
+        status = events[-1].action
+        if status != QUARANTINE and not include_decided:
+            continue
+        out.append(pb.QuarantinedSubmission(submission_id=sid, region=events[0].region, period=events[0].period,
+                                            kind=events[0].kind, status=_ACTIONS[status],
+                                            events=[event_to_proto(e) for e in events]))
+    return pb.QuarantineList(submissions=out)
+
+
+def decide(store: SubmissionStore, request: pb.QuarantineDecision, *, who: str) -> pb.QuarantineEvent:
+    if request.action not in (pb.ACCEPT, pb.REJECT):
+        raise Rejected("rule quarantine_decision: the action must be ACCEPT or REJECT")
+    why = valid_why(request.why)
+    action = ACCEPT if request.action == pb.ACCEPT else REJECT
+    try:
+        return event_to_proto(store.decide(request.submission_id, action, who=who, why=why))
+    except QuarantineNotHeld as e:
+        if store.receipt(request.submission_id) is None:
+            raise NotFound(f"rule quarantine_decision: no submission {request.submission_id[:80]!r} is stored") from None
+        state = {None: "was never quarantined", ACCEPT: "was accepted already",
+                 REJECT: "was rejected already"}.get(e.status, "is not held")
+        raise NotHeld(f"rule quarantine_decision: {request.submission_id} {state}") from None
+
+
+def valid_why(why: str) -> str:
+    text = why.strip()
+    if not text:
+        raise Rejected("rule why: a decision needs a reason (why), for the audit trail")
+    if len(text) > WHY_LIMIT:
+        raise Rejected(f"rule why: at most {WHY_LIMIT} characters, got {len(text)}")
+    if any(unicodedata.category(ch)[0] == "C" for ch in text):
+        raise Rejected("rule why: control or invisible characters are not allowed")
+    return text

@@ -1,0 +1,146 @@
+"""Whether a caller may call a method, from ``federation.roles``: decided once per caller and
+method when a server starts, and looked up (two dict reads) on every call, before its message is read.
+
+Every guarded server (a region's serving node, the centre) puts an ``AccessGuard`` in front of its
+services. A call without a valid ``authorization: Bearer <token>`` is UNAUTHENTICATED; a known
+caller the table does not admit, or any caller of a method the table does not name, is
+PERMISSION_DENIED, with a message naming the rule ("rule role: …"). Health and reflection are not
+behind the guard (``Scope.OPEN``). What the guard cannot know before the request is read, the
+region a request names (``Scope.REQUEST_REGION``), its service checks with ``Caller.allows``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import grpc
+
+from federation.grpc_handlers import first_handler
+from federation.roles import POLICIES, Scope
+from federation.tokens import Caller, TokenBook, authorization_scheme, bearer_token
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: grpc.StatusCode
+    details: str
+
+
+def decide(caller: Caller, method: str, *, region: str | None) -> Refusal | None:
+    """Why ``caller`` may not call ``method`` on a server of ``region`` (None: the centre); None: admitted.
+
+    For ``Scope.REQUEST_REGION`` this is the role only: the request's region is its service's check."""
+    policy = POLICIES.get(method)
+    if policy is None or policy.scope is Scope.NOT_SERVED:
+        return Refusal(grpc.StatusCode.PERMISSION_DENIED,
+                       f"rule policy: {method} has no access policy that admits any caller (deny by default)")
+    if policy.scope is Scope.OPEN:
+        return None
+    assert policy.role is not None
+    if policy.role not in caller.roles:
+        held = ", ".join(sorted(caller.roles)) or "none"
+        rows = (f"; {method} returns rows, which only a credential of the region alone may read, and a credential "
+                "for every region ('*'), as the centre's are, never holds a row role"
+                if policy.scope is Scope.ROWS and "*" in caller.regions else "")
+        return Refusal(grpc.StatusCode.PERMISSION_DENIED,
+                       f"rule role: caller {caller.name!r} lacks role {policy.role} that {method} needs (it holds: {held}){rows}")
+    if policy.scope is Scope.ROWS:
+        if region is None:
+            return Refusal(grpc.StatusCode.PERMISSION_DENIED, f"rule rows: {method} returns rows, never at the centre")
+        if not caller.bound_to(region):
+            why = ("it is a credential for every region ('*'), as the centre's are"
+                   if "*" in caller.regions else f"it is bound to {', '.join(caller.regions)}")
+            return Refusal(grpc.StatusCode.PERMISSION_DENIED,
+                           f"rule rows: {method} returns region {region}'s rows, so only a credential of region "
+                           f"{region} alone is admitted; caller {caller.name!r} is not: {why}")
+    elif policy.scope is Scope.FEDERATION and caller.regions != ("*",):
+        return Refusal(grpc.StatusCode.PERMISSION_DENIED,
+                       f"rule region: {method} spans every region, so only a credential for '*' is admitted; "
+                       f"caller {caller.name!r} acts for {', '.join(caller.regions)}")
+    elif region is not None and not caller.allows(region):  # a node of one region: its own callers only
+        return Refusal(grpc.StatusCode.PERMISSION_DENIED,
+                       f"rule region: caller {caller.name!r} may not act in region {region} "
+                       f"(it acts for {', '.join(caller.regions)})")
+    return None
+
+
+def unauthenticated(metadata: tuple[tuple[str, str | bytes], ...] | None) -> Refusal:
+    """The refusal of a call without a bearer token."""
+    scheme = authorization_scheme(metadata)
+    if scheme is not None and scheme.lower() != "bearer":
+        return Refusal(grpc.StatusCode.UNAUTHENTICATED,
+                       f"unsupported authorization scheme {scheme!r}: send 'authorization: Bearer <token>' metadata")
+    return Refusal(grpc.StatusCode.UNAUTHENTICATED, "missing token: send 'authorization: Bearer <token>' metadata")
+
+
+UNKNOWN_TOKEN = Refusal(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+
+
+class AccessObserver(Protocol):
+    """Who was admitted, who was refused (metrics)."""
+
+    def admitted(self, caller: str) -> None: ...
+
+    def refused(self, code: grpc.StatusCode, caller: str) -> None: ...
+
+
+class AccessGuard(grpc.GenericRpcHandler):
+    """The guarded services' handlers for the callers ``POLICIES`` admits; a refusal, unread, else.
+
+    ``region``: the region this server serves (a serving node), or None (the centre)."""
+
+    def __init__(self, services: Sequence[grpc.GenericRpcHandler], book: TokenBook, region: str | None,
+                 observer: AccessObserver | None = None) -> None:
+        self.services = tuple(services)
+        self.book = book
+        self.region = region
+        self.observer = observer
+        # every caller's decision for every method in the table, made once: a call costs two lookups
+        self._decisions: dict[str, dict[str, Refusal | None]] = {
+            c.name: {m: decide(c, m, region=region) for m in POLICIES} for c in book.callers
+        }
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = first_handler(self.services, handler_call_details)
+        if handler is None:
+            return None  # not a guarded method: the next handler's, or UNIMPLEMENTED
+        refusal = self.refusal(handler_call_details.invocation_metadata, handler_call_details.method)
+        return handler if refusal is None else deny_unread(refusal)
+
+    def refusal(self, metadata: tuple[tuple[str, str | bytes], ...] | None, method: str) -> Refusal | None:
+        """Why a call of ``method`` with this metadata is refused (counted); None: admitted (counted)."""
+        token = bearer_token(metadata)
+        if not token:
+            self._refused(grpc.StatusCode.UNAUTHENTICATED, "")
+            return unauthenticated(metadata)
+        caller = self.book.caller(token)
+        if caller is None:
+            self._refused(grpc.StatusCode.UNAUTHENTICATED, "")
+            return UNKNOWN_TOKEN
+        decisions = self._decisions[caller.name]
+        refusal = decisions[method] if method in decisions else decide(caller, method, region=self.region)
+        if refusal is not None:
+            self._refused(refusal.code, caller.name)
+        elif self.observer is not None:
+            self.observer.admitted(caller.name)
+        return refusal
+
+    def _refused(self, code: grpc.StatusCode, caller: str) -> None:
+        if self.observer is not None:
+            self.observer.refused(code, caller)
+
+
+def deny_unread(refusal: Refusal) -> grpc.RpcMethodHandler:
+    """A refusal that never reads the caller's message. A client-streaming handler: grpc reads a
+    stream's messages only when the handler asks for them, and on the wire a unary request is a
+    stream of one, so a caller without a valid token cannot make the server receive the up to
+    256 MiB a serving node accepts for training-set entity frames (a unary handler would read it all first)."""
+
+    def handler(requests: object, context: grpc.ServicerContext) -> None:
+        context.abort(refusal.code, refusal.details)
+
+    return grpc.stream_unary_rpc_method_handler(handler)
+
+
+__all__ = ["AccessGuard", "AccessObserver", "Refusal", "UNKNOWN_TOKEN", "decide", "deny_unread", "unauthenticated"]

@@ -1,0 +1,110 @@
+"""The data contract at the door: a source's column types against what the Feast view declares.
+
+Checked from the Parquet footers (cheap) before a job writes anything online or to a snapshot, and
+before any other command reads the source: a re-delivered file whose ``spend_7d`` turned into text
+(some rows ``'n/a'``) used to be merged into the snapshot as strings, and a serving node starting on
+it then died converting them. A column is accepted when its Arrow type holds the declared Feast type
+without loss of meaning: integers for Int32/Int64, floating point (or integers, widened) for
+Float32/Float64, text for String, booleans for Bool, timestamps for UnixTimestamp and for the
+view's event and created time columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import FeatureView
+from feast.types import PrimitiveFeastType
+
+# Feast primitive type name -> (what it accepts, in words; the test on an Arrow type)
+_ACCEPTS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
+    "INT32": ("integers", pa.types.is_integer),
+    "INT64": ("integers", pa.types.is_integer),
+    "FLOAT32": ("numbers", lambda t: pa.types.is_floating(t) or pa.types.is_integer(t)),
+    "FLOAT64": ("numbers", lambda t: pa.types.is_floating(t) or pa.types.is_integer(t)),
+    "STRING": ("text", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
+               or pa.types.is_string_view(t)),
+    "BOOL": ("booleans", pa.types.is_boolean),
+    "BYTES": ("bytes", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)),
+    "UNIX_TIMESTAMP": ("timestamps", pa.types.is_timestamp),
+}
+_TIMESTAMP = ("timestamps", pa.types.is_timestamp)
+EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class ColumnMismatch:
+    """One source column whose type breaks the view's declared schema."""
+
+    path: Path
+    view: str
+    column: str
+    declared: str  # Feast's name for the declared type ("Float64"), or "timestamp"
+    found: str  # Arrow's name for the column's type ("string")
+    examples: tuple[str, ...]
+
+    def describe(self) -> str:
+        shown = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
+        return (f"source {self.path} column {self.column} holds {self.found}{shown}, but feature view "
+                f"{self.view} declares {self.declared}")
+
+
+def declared_columns(fv: FeatureView) -> dict[str, tuple[str, str, Callable[[pa.DataType], bool]]]:
+    """Source column -> (declared type's name, what it accepts, its test), for every column the view
+    reads whose declared type the contract knows (feature, entity key, event and created time)."""
+    source = fv.batch_source
+    assert source is not None
+    renamed = {feature: column for column, feature in (source.field_mapping or {}).items()}
+    out: dict[str, tuple[str, str, Callable[[pa.DataType], bool]]] = {}
+    for field in (*fv.entity_columns, *fv.features):
+        dtype = field.dtype
+        if isinstance(dtype, PrimitiveFeastType) and dtype.name in _ACCEPTS:
+            words, test = _ACCEPTS[dtype.name]
+            out[renamed.get(field.name, field.name)] = (str(dtype), words, test)
+    for ts in (source.timestamp_field, source.created_timestamp_column):
+        if ts:
+            out[renamed.get(ts, ts)] = ("a timestamp", *_TIMESTAMP)
+    return out
+
+
+def mismatches(fv: FeatureView, path: Path, schema: pa.Schema) -> list[ColumnMismatch]:
+    """The columns of ``path`` (whose footer schema is ``schema``) that break ``fv``'s declared types."""
+    found = []
+    for column, (declared, _words, accepts) in declared_columns(fv).items():
+        index = schema.get_field_index(column)
+        if index < 0:
+            continue  # a missing column is the column check's to name
+        kind = schema.field(index).type
+        if not accepts(kind):
+            found.append(ColumnMismatch(path, fv.name, column, declared, str(kind), _examples(path, column)))
+    return found
+
+
+def _examples(path: Path, column: str) -> tuple[str, ...]:
+    """A few distinct values of ``column`` from the file's first row group, to show what arrived."""
+    try:
+        parquet = pq.ParquetFile(path)
+        if not parquet.num_row_groups:
+            return ()
+        values = parquet.read_row_group(0, columns=[column]).column(0).drop_null().unique()
+    except (pa.ArrowException, OSError):
+        return ()  # the pages are damaged: the read itself will say so
+    # the values that cannot be what was declared first (the 'n/a' among the '12.5's)
+    ordered = sorted(values.to_pylist(), key=lambda v: _parses_as_number(v))
+    shown = [repr(v) for v in ordered[:EXAMPLES]]
+    return tuple(s if len(s) <= 40 else s[:37] + "..." for s in shown)
+
+
+def _parses_as_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+__all__ = ["ColumnMismatch", "declared_columns", "mismatches"]

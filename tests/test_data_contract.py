@@ -1,0 +1,172 @@
+"""The data contract at the door: a source whose column types drift from the Feast view's declared
+schema fails the job in one line, and nothing of it reaches the online store or the snapshot."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from handmade import T0, write_sources
+from regions.errors import InvalidSource, MaterializationError
+from regions.store.ledger import FAILED
+from regions.store.materialize import MaterializeRequest, materialize
+from regions.store.node import RegionNode
+from regions.store.snapshot import snapshot_path
+
+QUIET = MaterializeRequest(show_progress=False)
+END = T0 + timedelta(days=5)
+
+
+def _redeliver(node: RegionNode, table: pa.Table, column: str, values: pa.Array) -> pa.Table:
+    """The view's source again, a day later, with ``column`` replaced."""
+    later = pa.array([t + timedelta(days=1) for t in table.column("event_timestamp").to_pylist()],
+                     table.schema.field("event_timestamp").type)
+    table = table.set_column(table.schema.get_field_index("event_timestamp"), "event_timestamp", later)
+    table = table.set_column(table.schema.get_field_index("created"), "created", later)
+    drifted = table.set_column(table.schema.get_field_index(column), column, values)
+    pq.write_table(drifted, node.data_dir / "sources" / "customer_transactions.parquet")
+    return drifted
+
+
+# (case, column, how the re-delivered column looks, declared, found, a value the message shows)
+DRIFTS = [
+    ("text with 'n/a' among numbers", "spend_7d",
+     lambda n: pa.array(["n/a" if i % 7 == 0 else f"{i * 1.5}" for i in range(n)]), "Float64", "string", "'n/a'"),
+    # every value parses, but the column would stay text in the snapshot for good
+    ("all-numeric text", "spend_7d", lambda n: pa.array([f"{i * 1.5}" for i in range(n)]), "Float64", "string", "'"),
+    ("floats where integers are declared", "txn_count_7d", lambda n: pa.array([i + 0.5 for i in range(n)]),
+     "Int64", "double", "0.5"),
+    ("booleans where numbers are declared", "night_txn_ratio_7d", lambda n: pa.array([i % 2 == 0 for i in range(n)]),
+     "Float64", "bool", "True"),
+    ("timestamps as text", "event_timestamp", lambda n: pa.array(["2026-11-02T00:00:00"] * n), "a timestamp",
+     "string", "'2026-11-02T00:00:00'"),
+]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("case,column,make,declared,found,shown", DRIFTS, ids=[d[0] for d in DRIFTS])
+def test_a_type_drifted_source_fails_the_job_and_nothing_is_written(redis_federation, clean_redis, case, column,
+                                                                    make, declared, found, shown):
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=40, drivers=3, days=2)
+    node.apply()
+    good = materialize(node, MaterializeRequest(show_progress=False, end=END))
+    redis = clean_redis["MY"].client()
+    online_before = {k: redis.hgetall(k) for k in redis.keys("*")}
+    snapshot = snapshot_path(node.data_dir, "customer_transactions")
+    snapshot_before = snapshot.read_bytes()
+
+    table = tables["customer_transactions"]
+    _redeliver(node, table, column, make(table.num_rows))
+    with pytest.raises(MaterializationError) as err:
+        materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1)))
+    message = str(err.value)
+    source = node.data_dir / "sources" / "customer_transactions.parquet"
+    assert "\n" not in message
+    assert f"source {source} column {column} holds {found}" in message, message
+    assert f"feature view customer_transactions declares {declared}" in message, message
+    assert shown in message, message
+    # nothing of the drifted file was written: the online rows and the snapshot are the good job's
+    assert {k: redis.hgetall(k) for k in redis.keys("*") if not k.startswith(b"fedstore:")} == {
+        k: v for k, v in online_before.items() if not k.startswith(b"fedstore:")}
+    assert snapshot.read_bytes() == snapshot_before
+    failed = node.ledger.jobs(limit=1)[0]
+    assert failed.status == FAILED and column in (failed.error or "")
+    assert node.ledger.jobs(limit=2)[1].job_id == good.job_id
+
+
+def test_every_command_that_reads_the_source_refuses_it_in_one_line(sqlite_federation):
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    table = tables["customer_transactions"]
+    _redeliver(node, table, "spend_7d", pa.array(["n/a"] * table.num_rows))
+    views = node.feature_views([])
+    with pytest.raises(InvalidSource, match=r"column spend_7d holds string \(e\.g\. 'n/a'\), but feature view "
+                                            r"customer_transactions declares Float64"):
+        node.require_sources(views)
+
+
+def test_widening_integers_into_a_declared_float_is_accepted(sqlite_federation):
+    """Integers hold a Float64's meaning without loss (a rate column written as 0 and 1): not a drift."""
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    table = tables["customer_transactions"]
+    _redeliver(node, table, "night_txn_ratio_7d", pa.array([i % 2 for i in range(table.num_rows)], pa.int64()))
+    job = materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1)))
+    assert job.rows_written == 20 + 20 + 3
+
+
+def test_the_snapshot_keeps_its_declared_types_after_a_refused_delivery(sqlite_federation):
+    """The failure the contract prevents: the drifted text used to be merged into the snapshot (typed
+    as text for good), and a new `fedstore serve` then died converting it."""
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    materialize(node, MaterializeRequest(show_progress=False, end=END))
+    table = tables["customer_transactions"]
+    _redeliver(node, table, "spend_7d", pa.array(["1.5"] * table.num_rows))
+    with pytest.raises(MaterializationError):
+        materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1)))
+    snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
+    assert pa.types.is_floating(snap.schema.field("spend_7d").type)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_snapshot_that_cannot_be_loaded_never_blinds_the_health_and_lost_row_checks(tmp_path, monkeypatch,
+                                                                                         caplog):
+    """A snapshot file the node cannot load (damaged, or written by hand with text where numbers are
+    declared) keeps the last good one, is its own health status and gauge, and the lost-row check goes
+    on: after Redis is flushed the node answers from the snapshot, not "online" with every value gone."""
+    import logging
+
+    from grpc_health.v1 import health_pb2
+
+    from redis_servers import start_redis
+    from serving.client import FeatureClient
+    from serving.server import ServingNode
+    from serving_fixtures import TOKENS, health_status, served_region, wait_until
+
+    caplog.set_level(logging.INFO, logger="serving.server")
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch, customers=20)
+    snapshot = snapshot_path(served.node.data_dir, "customer_transactions")
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    try:
+        with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+            ask = lambda: client.get_online_features(feature_service="fraud_scoring",  # noqa: E731
+                                                     entities={"customer_id": [1, 2]})
+            good = ask()
+            assert good.source == "online_store" and good.values["spend_30d"][0] is not None
+            assert health_status(served.address, "fedstore.snapshot") == serving
+            table = pq.read_table(snapshot)
+            bad = table.set_column(table.schema.get_field_index("spend_30d"), "spend_30d",
+                                   pa.array(["n/a"] * table.num_rows))
+            pq.write_table(bad, snapshot)
+            assert wait_until(lambda: health_status(served.address, "fedstore.snapshot") == not_serving, 15)
+            sample = served.server.metrics.registry.get_sample_value
+            assert sample("fedstore_snapshot_refresh_failed", {"view": "customer_transactions"}) == 1
+            assert health_status(served.address, "") == serving  # it can still answer
+            redis.client().flushall()  # the lost-row check still runs
+            assert wait_until(lambda: health_status(served.address, "fedstore.online_store") == not_serving, 15)
+            after = ask()
+            assert after.source == "batch_fallback"
+            assert after.values["spend_30d"] == good.values["spend_30d"]  # the last good snapshot
+            failures = [r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage()]
+            assert len(failures) == 1, failures  # once, not every tick
+            # a new node starts on the unloadable file instead of dying with a traceback
+            other = ServingNode(served.config, served.config.region("MY"), address="127.0.0.1:0").start()
+            try:
+                assert health_status(str(other.address), "fedstore.snapshot") == not_serving
+            finally:
+                other.stop(1)
+            pq.write_table(table, snapshot)  # a good file again: healthy again
+            assert wait_until(lambda: health_status(served.address, "fedstore.snapshot") == serving, 15)
+    finally:
+        served.server.stop(1)
+        redis.stop()
