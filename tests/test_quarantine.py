@@ -23,12 +23,12 @@ from aggregator.quarantine.screen import out_of_line
 from aggregator.quarantine.summaries import FeatureNumbers, feature_estimates, feature_noise
 from federation import QuarantineConfig, load_config
 from federation.errors import ConfigError
+from federation.privacy_maps import gaussian_epsilon, gaussian_scale
 from federation.statistics import CATALOG
 from federation.training import block_weights, training_spec, triangle
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
-from regions.publishing.training_statistics import gaussian_scale
 
 CODES = ("MY", "SG", "ID", "TH", "VN")
 ZONES = {"MY": "Asia/Kuala_Lumpur", "SG": "Asia/Singapore", "ID": "Asia/Jakarta", "TH": "Asia/Bangkok",
@@ -37,6 +37,7 @@ LAWS = {"MY": ("Malaysia", "PDPA-MY"), "SG": ("Singapore", "PDPA-SG"), "ID": ("I
         "TH": ("Thailand", "PDPA-TH"), "VN": ("Vietnam", "Decree 13/2023")}
 TOKENS = {**{c: f"q-{c.lower()}-secret" for c in CODES}, "centre": "q-centre-secret"}
 PERIOD = "2026-11"
+NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)  # the centre's clock: it charges PERIOD
 SPEC = training_spec("fraud_scoring")
 TXN = "customer_transactions:txn_count_7d"
 
@@ -70,7 +71,8 @@ class Centre:
 
     def __init__(self, config, path):
         self.config = config
-        self.server, port, self.store = build_server(config, path / "aggregator.duckdb", "127.0.0.1:0")
+        self.server, port, self.store = build_server(config, path / "aggregator.duckdb", "127.0.0.1:0",
+                                                     clock=lambda: NOW)
         self.server.start()
         self.address = f"127.0.0.1:{port}"
         self.channel = grpc.insecure_channel(self.address)
@@ -146,16 +148,20 @@ def _feature_release(code, rng, *, n=2000, heterogeneity=0.03, epsilon=1.0, over
             ref=spec.ref, count=int(count + discrete()), null_count=max(int(discrete()), 0),
             sum=float(values.sum() + rng.laplace(0, spec.sum_sensitivity * b)),
             sum_sq=max(float((values**2).sum() + rng.laplace(0, spec.sum_sq_sensitivity * b)), 0.0),
-            histogram=[max(int(h), 0) for h in hist + discrete(len(hist))], edges=list(spec.edges)))
+            histogram=[max(int(h), 0) for h in hist + discrete(len(hist))], edges=list(spec.edges),
+            noise=pb.NoiseScales(count=b, null_count=b, histogram=b, sum=spec.sum_sensitivity * b,
+                                 sum_sq=spec.sum_sq_sensitivity * b)))
     sub = pb.Submission(region=code, features=features, accounting=pb.PrivacyAccounting(
         mechanism=pb.LAPLACE, epsilon=epsilon, delta=0.0, epsilon_per_query=eps_q, minimum_cohort=10))
     return _header(sub, rng, "stats")
 
 
 def _inflated_mean(code, rng):
-    """The measured attack: txn_count_7d at the catalog's top with five times the entities."""
+    """The measured attack: txn_count_7d at the catalog's top with five times the entities (every
+    feature of the region claims them: a view whose features disagree on n is refused at intake,
+    rule view_count, before quarantine sees it)."""
     n = 10_000
-    return _feature_release(code, rng, override={TXN: (np.full(n, 100.0), n)})
+    return _feature_release(code, rng, n=n, override={TXN: (np.full(n, 100.0), n)})
 
 
 def _txn(glob):
@@ -282,10 +288,12 @@ def _training_release(code, rng, x, y, *, epsilon=4.0, delta=1e-6, swap=False, i
         noisy = block + rng.normal(0, scale, block.size) / weights
         classes.append(pb.ClassStatistics(label=1 - label if swap else label, n=float(noisy[0]),
                                           sum_x=noisy[1:1 + D].tolist(), xtx=noisy[1 + D:].tolist()))
+    spent, _ = gaussian_epsilon(D, scale, delta)  # what the centre recomputes from the scale (a hair under ε)
     sub = pb.Submission(region=code, accounting=pb.PrivacyAccounting(
-        mechanism=pb.GAUSSIAN, epsilon=epsilon, delta=delta, epsilon_per_query=epsilon, minimum_cohort=10),
+        mechanism=pb.GAUSSIAN, epsilon=spent, delta=delta, epsilon_per_query=spent, minimum_cohort=10),
         training=pb.TrainingStatistics(feature_service=SPEC.feature_service, label=SPEC.label,
-                                       features=SPEC.features, classes=sorted(classes, key=lambda c: c.label)))
+                                       features=SPEC.features, classes=sorted(classes, key=lambda c: c.label),
+                                       noise_scale=scale))
     return _header(sub, rng, "train")
 
 
