@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     rows_read     INTEGER,
     rows_written  INTEGER,
     rows_skipped  INTEGER,
-    per_view      TEXT,                   -- JSON {view: {rows_read, rows_written, ...}}
+    per_view      TEXT,                   -- JSON {view: {rows_read, rows_written, rows_skipped, rows_late}}
     sources       TEXT NOT NULL,          -- JSON list of source fingerprints
     error         TEXT,
     pid           INTEGER NOT NULL,
@@ -72,6 +72,13 @@ class JobRecord:
     error: str | None = None
     pid: int = 0
     host: str = ""
+
+    @property
+    def rows_late(self) -> int | None:
+        """Rows written with an event time before the previous job's window end (read again by an
+        incremental job's lateness window); None when no view of the job counted them."""
+        counted = [c for v in self.per_view.values() if isinstance(c := v.get("rows_late"), int)]
+        return sum(counted) if counted else None
 
 
 def new_job_id(region: str, now: datetime) -> str:

@@ -4,6 +4,11 @@ Written after every successful materialisation (merged with the previous snapsho
 incremental job keeps entities it did not touch; the merge runs in DuckDB, out of core). The serving node falls back to it when the
 online store is down. Each row carries the job that wrote it; the file's metadata names the job
 that produced the file.
+
+The merge follows the online writers' rule (``redis_writer``): per entity the later event time
+wins; at an equal event time the job's row wins when its values differ (a correction: the source's
+latest row by event then created time, as the job read it) and the snapshot's row is kept when
+they are equal (so the row still names the job that wrote those values online).
 """
 
 from __future__ import annotations
@@ -41,22 +46,26 @@ def write_snapshot(
     join_keys: list[str],
     timestamp_field: str,
     job_id: str,
+    features: list[str] | None = None,
 ) -> SnapshotInfo | None:
     """Merge a job's rows (``delta_path``) into the view's snapshot, out of core with DuckDB.
 
     None when there is nothing to hold: no snapshot yet and no rows from this job. (An empty file
     was written then, with no column but the job id, and the serving node failed to start on it.)
+    ``features``: the columns whose equality, at an equal event time, keeps the snapshot's row.
     """
     path = snapshot_path(data_dir, view)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = []
     args: list[object] = []
-    if path.exists() and pq.read_metadata(path).num_rows:  # an empty one (older versions wrote them) adds nothing
+    previous = path.exists() and pq.read_metadata(path).num_rows > 0  # an empty one (older versions wrote them) adds nothing
+    if previous:
         parts.append("SELECT *, 0 AS __priority FROM read_parquet(?)")
         args.append(str(path))
     if delta_path is not None:
-        parts.append(f"SELECT *, ? AS {JOB_COLUMN}, 1 AS __priority FROM read_parquet(?)")
-        args += [job_id, str(delta_path)]
+        priority, priority_args = _delta_priority(path if previous else None, join_keys, timestamp_field, features)
+        parts.append(f"SELECT *, ? AS {JOB_COLUMN}, {priority} AS __priority FROM read_parquet(?) AS __new")
+        args += [job_id, *priority_args, str(delta_path)]
     if not parts:
         return None
     tmp = path.with_suffix(".parquet.tmp")
@@ -82,6 +91,22 @@ def write_snapshot(
     rows = pq.read_metadata(tmp).num_rows
     tmp.replace(path)  # atomic: a reader sees the old snapshot or the new one, never half
     return SnapshotInfo(view=view, path=path, rows=rows, job_id=job_id, written_at=now)
+
+
+def _delta_priority(previous: Path | None, join_keys: list[str], timestamp_field: str,
+                    features: list[str] | None) -> tuple[str, list[object]]:
+    """SQL for a job row's merge priority, with its parameters: above the snapshot's row (1), or
+    below it (-1) when the snapshot holds the same event time with the same values."""
+    if previous is None or features is None:
+        return "1", []
+    held = set(pq.read_schema(previous).names)
+    if not set(join_keys + [timestamp_field] + features) <= held:
+        return "1", []  # a feature the snapshot lacks: every job row brings something new
+    same = " AND ".join(
+        [f"__old.{_q(c)} = __new.{_q(c)}" for c in [*join_keys, timestamp_field]]
+        + [f"__old.{_q(f)} IS NOT DISTINCT FROM __new.{_q(f)}" for f in features]
+    )
+    return f"CASE WHEN EXISTS (SELECT 1 FROM read_parquet(?) AS __old WHERE {same}) THEN -1 ELSE 1 END", [str(previous)]
 
 
 def _q(name: str) -> str:

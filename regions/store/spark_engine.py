@@ -62,5 +62,5 @@ class SparkMaterializer:
         return ViewMaterialization(
             view=fv.name, start=task.start_time, end=task.end_time, rows_read=counted.rows, rows_written=written,
             rows_skipped_stale=None if written is None else 0, delta_path=delta_path if counted.rows else None,
-            path="spark" if fv.online else "offline-only",
+            path="spark" if fv.online else "offline-only", rows_late=None if written is None else 0,
         )
