@@ -36,7 +36,10 @@ def test_full_job_is_recorded_with_fingerprints_windows_and_counts(sqlite_federa
     assert set(job.views) == {"customer_transactions", "customer_profile", "driver_performance"}
     assert job.rows_read == 100 + 100 + 10  # latest per entity in the window
     assert job.rows_written == 210
-    assert job.per_view["driver_performance"] == {"rows_read": 10, "rows_written": 10, "rows_skipped": 0}
+    # late rows are counted by incremental jobs only (what a full job reads again is no news)
+    assert job.per_view["driver_performance"] == {"rows_read": 10, "rows_written": 10, "rows_skipped": 0,
+                                                  "rows_late": None}
+    assert job.rows_late is None
     paths = {s["path"] for s in job.sources}
     assert paths == {f"sources/{v}.parquet" for v in job.views}
     assert all(len(s["sha256"]) == 64 and s["bytes"] > 0 for s in job.sources)
@@ -77,8 +80,10 @@ def test_incremental_job_reads_only_the_new_window_and_keeps_old_entities(sqlite
     second = materialize(node, MaterializeRequest(show_progress=False, incremental=True,
                                                   end=first_end + timedelta(days=1)))
     assert second.mode == "incremental"
-    assert second.windows["customer_transactions"][0] == first_end
+    # the region's lateness window (a day by default) before the first job's end is read again
+    assert second.windows["customer_transactions"][0] == first_end - timedelta(hours=24)
     assert second.per_view["customer_transactions"]["rows_read"] == 10
+    assert second.per_view["customer_transactions"]["rows_late"] == 0
     assert second.per_view["customer_profile"]["rows_read"] == 0
     assert {s["sha256"] for s in second.sources} != {s["sha256"] for s in first.sources}
     snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions")).to_pylist()
@@ -317,7 +322,8 @@ def test_events_at_the_epoch_and_without_a_time_zone_are_written_online(redis_fe
                                             entity_rows=[{"driver_id": i} for i in range(4)]).to_dict()
     assert online["avg_rating_30d"] == perf["avg_rating_30d"].to_pylist()
     again = materialize(node, MaterializeRequest(views=("driver_performance",), show_progress=False))
-    assert again.per_view["driver_performance"] == {"rows_read": 4, "rows_written": 0, "rows_skipped": 4}
+    assert again.per_view["driver_performance"] == {"rows_read": 4, "rows_written": 0, "rows_skipped": 4,
+                                                    "rows_late": None}
 
 
 @pytest.mark.slow
