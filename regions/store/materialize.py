@@ -191,7 +191,6 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
                 join_keys=[e.name for e in fv.entity_columns],
                 timestamp_field=batch_source(fv).timestamp_field,
                 job_id=job.job_id,
-                features=[f.name for f in fv.features],
             )
             store.registry.apply_materialization(fv, store.project, result.start, result.end, commit=True)
         # after every row: a marker promises the rows are there, so none is written if the store

@@ -6,9 +6,9 @@ online store is down. Each row carries the job that wrote it; the file's metadat
 that produced the file.
 
 The merge follows the online writers' rule (``redis_writer``): per entity the later event time
-wins; at an equal event time the job's row wins when its values differ (a correction: the source's
-latest row by event then created time, as the job read it) and the snapshot's row is kept when
-they are equal (so the row still names the job that wrote those values online).
+wins, and at an equal event time the job's row (the source's latest by event then created time, as
+the job read it: a correction replaces the value, an unchanged row leaves it as it was, only
+credited to the job that read it last).
 """
 
 from __future__ import annotations
@@ -46,26 +46,22 @@ def write_snapshot(
     join_keys: list[str],
     timestamp_field: str,
     job_id: str,
-    features: list[str] | None = None,
 ) -> SnapshotInfo | None:
     """Merge a job's rows (``delta_path``) into the view's snapshot, out of core with DuckDB.
 
     None when there is nothing to hold: no snapshot yet and no rows from this job. (An empty file
     was written then, with no column but the job id, and the serving node failed to start on it.)
-    ``features``: the columns whose equality, at an equal event time, keeps the snapshot's row.
     """
     path = snapshot_path(data_dir, view)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = []
     args: list[object] = []
-    previous = path.exists() and pq.read_metadata(path).num_rows > 0  # an empty one (older versions wrote them) adds nothing
-    if previous:
+    if path.exists() and pq.read_metadata(path).num_rows:  # an empty one (older versions wrote them) adds nothing
         parts.append("SELECT *, 0 AS __priority FROM read_parquet(?)")
         args.append(str(path))
     if delta_path is not None:
-        priority, priority_args = _delta_priority(path if previous else None, join_keys, timestamp_field, features)
-        parts.append(f"SELECT *, ? AS {JOB_COLUMN}, {priority} AS __priority FROM read_parquet(?) AS __new")
-        args += [job_id, *priority_args, str(delta_path)]
+        parts.append(f"SELECT *, ? AS {JOB_COLUMN}, 1 AS __priority FROM read_parquet(?)")
+        args += [job_id, str(delta_path)]
     if not parts:
         return None
     tmp = path.with_suffix(".parquet.tmp")
@@ -78,6 +74,7 @@ def write_snapshot(
         COPY (
             SELECT * EXCLUDE (__priority, __rn) FROM (
                 SELECT *, row_number() OVER (
+                    -- at an equal event time the job's row wins, as online
                     PARTITION BY {keys} ORDER BY {_q(timestamp_field)} DESC, __priority DESC) AS __rn
                 FROM ({" UNION ALL BY NAME ".join(parts)})
             ) WHERE __rn = 1 ORDER BY {keys}
@@ -91,22 +88,6 @@ def write_snapshot(
     rows = pq.read_metadata(tmp).num_rows
     tmp.replace(path)  # atomic: a reader sees the old snapshot or the new one, never half
     return SnapshotInfo(view=view, path=path, rows=rows, job_id=job_id, written_at=now)
-
-
-def _delta_priority(previous: Path | None, join_keys: list[str], timestamp_field: str,
-                    features: list[str] | None) -> tuple[str, list[object]]:
-    """SQL for a job row's merge priority, with its parameters: above the snapshot's row (1), or
-    below it (-1) when the snapshot holds the same event time with the same values."""
-    if previous is None or features is None:
-        return "1", []
-    held = set(pq.read_schema(previous).names)
-    if not set(join_keys + [timestamp_field] + features) <= held:
-        return "1", []  # a feature the snapshot lacks: every job row brings something new
-    same = " AND ".join(
-        [f"__old.{_q(c)} = __new.{_q(c)}" for c in [*join_keys, timestamp_field]]
-        + [f"__old.{_q(f)} IS NOT DISTINCT FROM __new.{_q(f)}" for f in features]
-    )
-    return f"CASE WHEN EXISTS (SELECT 1 FROM read_parquet(?) AS __old WHERE {same}) THEN -1 ELSE 1 END", [str(previous)]
 
 
 def _q(name: str) -> str:

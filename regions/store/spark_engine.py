@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from feast import FeatureStore
@@ -43,7 +44,10 @@ class SparkMaterializer:
             online_store=get_online_store_from_config(store.config.online_store),
         )
 
-    def materialize_view(self, task: MaterializationTask, *, delta_path: Path | None = None) -> ViewMaterialization:
+    def materialize_view(self, task: MaterializationTask, *, delta_path: Path | None = None,
+                         late_before: datetime | None = None) -> ViewMaterialization:
+        """``late_before`` is not used: Feast's writer does not say which rows it wrote, so none are
+        counted late (the ledger holds null)."""
         fv = task.feature_view
         counted = _Counted(read_latest(fv, task.start_time, task.end_time, config=self.store.config,
                                        offline_store=self.offline_store, batch_rows=self.chunk_rows), delta_path)
