@@ -440,3 +440,31 @@ def test_a_job_killed_on_another_host_is_marked_abandoned_by_the_next_job(sqlite
     gone = node.ledger.get(killed.job_id)
     assert gone.status == FAILED and "abandoned: process" in gone.error and "materialize-29051230-x7k2p" in gone.error
     assert f"MY: job {killed.job_id} was abandoned by a dead process; marked failed" in said
+
+
+def test_feasts_generic_write_takes_a_correction_but_never_goes_back_to_an_older_row(sqlite_federation):
+    """SQLite (Feast's generic ``online_write_batch``) overwrites whatever it holds; the engine
+    gives it only the rows the Redis writers would write."""
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=2, days=3)
+    node.apply()
+    materialize(node, QUIET)
+    tx = tables["customer_transactions"]
+    newest = pc.max(tx["event_timestamp"])
+    # customer 0 corrected at its newest event time; customer 1's newest row gone from the source
+    fix = tx.filter(pc.and_(pc.equal(tx["customer_id"], 0), pc.equal(tx["event_timestamp"], newest)))
+    fix = fix.set_column(fix.schema.get_field_index("created"), "created", pa.array([newest.as_py() + timedelta(hours=1)],
+                                                                                    pa.timestamp("us", tz="UTC")))
+    fix = fix.set_column(fix.schema.get_field_index("distinct_merchants_30d"), "distinct_merchants_30d",
+                         pa.array([999], pa.int64()))
+    kept = tx.filter(pc.invert(pc.and_(pc.equal(tx["customer_id"], 1), pc.equal(tx["event_timestamp"], newest))))
+    pq.write_table(pa.concat_tables([kept, fix]), node.data_dir / "sources" / "customer_transactions.parquet")
+    before = latest(tx, "customer_id")
+
+    again = materialize(node, QUIET)
+
+    assert again.per_view["customer_transactions"] == {"rows_read": 20, "rows_written": 1, "rows_skipped": 19,
+                                                       "rows_late": None}
+    online = node.store.get_online_features(features=["customer_transactions:distinct_merchants_30d"],
+                                            entity_rows=[{"customer_id": 0}, {"customer_id": 1}], full_feature_names=False)
+    assert online.to_dict()["distinct_merchants_30d"] == [999, before[1]["distinct_merchants_30d"]]

@@ -280,7 +280,8 @@ def _wins(event: datetime, values: dict[str, Any], stored_event: datetime | None
     """The writers' rule: a later event time wins; at an equal one, different values (a correction)."""
     if stored_event is None or stored is None:
         return True
-    event, stored_event = make_tzaware(event), make_tzaware(stored_event)
+    # Feast's SQLite store keeps whole seconds: compared there, a row of the same second is a tie
+    event, stored_event = make_tzaware(event).replace(microsecond=0), make_tzaware(stored_event).replace(microsecond=0)
     if event != stored_event:
         return event > stored_event
     # serialised, so a NaN (not equal to itself) equals its stored copy
