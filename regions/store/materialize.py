@@ -8,9 +8,11 @@ The online write of a view is idempotent (a row never overwrites one with a late
 an equal row is left alone), so re-running a failed or killed job converges to the same online
 state. An incremental job reads again the region's lateness window before the previous job's end
 (``materialization.lateness_hours``): a row that arrived late, after that job had read past its
-event time, is loaded when it is newer than what is online, and counted late in the ledger. One job per region runs at a time: two
-would merge their rows into the same snapshots at once (one's rows lost, or a snapshot credited to
-a job the ledger says failed), so a second is refused while the first holds the region's job lock.
+event time, is loaded when it is newer than what is online, and counted late in the ledger.
+
+One job per region runs at a time: two would merge their rows into the same snapshots at once
+(one's rows lost, or a snapshot credited to a job the ledger says failed), so a second is refused
+while the first holds the region's job lock.
 """
 
 from __future__ import annotations
