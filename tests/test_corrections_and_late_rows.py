@@ -151,3 +151,29 @@ def test_a_late_row_is_loaded_by_an_incremental_job_and_an_older_one_never_overw
     late_column = jobs[0].index("late")
     row = next(line for line in jobs if line.startswith(second.job_id))
     assert row[late_column:].split()[0] == "3"
+
+
+def test_at_an_equal_event_time_only_changed_values_are_written_null_and_nan_alike(clean_redis):
+    """The writer compares the stored bytes: a value corrected to null is written; null, then NaN
+    (both Feast's empty value), is no change."""
+    from feast.value_type import ValueType
+
+    from regions.store.redis_writer import FastRedisWriter, RedisTarget, ViewLayout
+
+    server = clean_redis["MY"]
+    writer = FastRedisWriter(RedisTarget("127.0.0.1", server.port), chunk_rows=2)  # ties span several chunks
+    layout = ViewLayout(project="p", view="v", join_keys={"id": ValueType.INT64},
+                        features=(("x", ValueType.DOUBLE), ("n", ValueType.INT64)), timestamp_field="ts")
+    at = [T0, T0, T0 + timedelta(seconds=1)]
+
+    def write(x: list[float | None], n: list[int | None], times: list[datetime] = at) -> int:
+        table = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "ts": pa.array(times, TS),
+                          "x": pa.array(x, pa.float64()), "n": pa.array(n, pa.int64())})
+        return writer.write(table, layout).rows_written
+
+    assert write([1.0, 2.0, 3.0], [1, 2, 3]) == 3
+    assert write([1.0, 2.0, 3.0], [1, 2, 3]) == 0  # the same rows again
+    assert write([None, 2.0, 3.0], [1, 2, None]) == 2  # two corrections to null
+    assert write([float("nan"), 2.0, 3.0], [1, 2, None]) == 0  # NaN is stored as null: no change
+    older = [t - timedelta(seconds=5) for t in at]
+    assert write([9.0, 9.0, 9.0], [9, 9, 9], older) == 0  # an older event time never wins

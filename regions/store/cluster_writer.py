@@ -103,7 +103,7 @@ class ClusterRedisWriter:
                 rows = np.flatnonzero(mask)
                 newer[rows], same[rows] = compare_event_times(chunk.filter(pa.array(mask)), layout,
                                                               conns[addr].read(rows.size))
-            ties = [(addr, mask & same) for addr, mask in groups if (mask & same).any()]
+            ties = [(addr, mask & same) for addr, mask in groups if layout.features and (mask & same).any()]
             for addr, tied in ties:  # at an equal event time only a correction is written
                 conns[addr].send(hmget_payload(keys.take(tied), layout))
             for addr, tied in ties:

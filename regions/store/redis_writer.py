@@ -174,7 +174,7 @@ class FastRedisWriter:
         # 1. the event times Redis holds already (never overwrite a later one)
         reads.send(hget_payload(keys, layout))
         newer, same = compare_event_times(chunk, layout, reads.read(chunk.num_rows))
-        if same.any():
+        if same.any() and layout.features:  # (a view of no features has nothing to correct)
             # 2. at an equal event time, only a row whose values differ (a correction) is written
             reads.send(hmget_payload(keys.take(same), layout))
             newer[np.flatnonzero(same)] = changed_rows(chunk.filter(pa.array(same)), layout,
