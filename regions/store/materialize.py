@@ -278,4 +278,5 @@ def _written(result: ViewMaterialization) -> str:
 def _late(result: ViewMaterialization, late_before: datetime | None) -> str:
     if late_before is None or result.rows_late is None:
         return ""
-    return f"; {result.rows_late:,} late rows written (event time before the previous end, {late_before:%Y-%m-%d %H:%M} UTC)"
+    return (f"; {result.rows_late:,} late rows written (event time before the previous end, "
+            f"{late_before:%Y-%m-%d %H:%M} UTC)")
