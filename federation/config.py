@@ -14,6 +14,7 @@ regions:
     data_dir: data/MY                # relative to this file
     online_store: {type: sqlite}     # or {type: redis, url: redis://127.0.0.1:6379/0}
     serving_address: 127.0.0.1:50051
+    materialization: {lateness_hours: 24}  # optional: how far back an incremental job reads again
 ```
 """
 
