@@ -177,3 +177,28 @@ def test_at_an_equal_event_time_only_changed_values_are_written_null_and_nan_ali
     assert write([float("nan"), 2.0, 3.0], [1, 2, None]) == 0  # NaN is stored as null: no change
     older = [t - timedelta(seconds=5) for t in at]
     assert write([9.0, 9.0, 9.0], [9, 9, 9], older) == 0  # an older event time never wins
+
+
+def test_a_row_created_after_the_last_job_is_loaded_whatever_its_event_time(redis_federation, tmp_path):
+    """Ingestion time: a row created since the previous job started is read by the next incremental
+    job even when its event time lies before the lateness window (here three days before the end)."""
+    region = redis_federation.region("MY")
+    node = RegionNode(region)
+    tables = write_sources(node.data_dir, customers=10, drivers=2, days=2)
+    node.apply()
+    tx = tables[VIEW]
+    last = latest(tx, "customer_id")[0]["event_timestamp"]
+    first_end = last + timedelta(days=3)
+    first = materialize(node, MaterializeRequest(show_progress=False, end=first_end))
+    assert first_end - timedelta(hours=region.materialization.lateness_hours) > last + timedelta(hours=1)
+    late = _rows_for(tx, [0, 1], last + timedelta(hours=1), created=first.started_at + timedelta(minutes=1),
+                     spend=[600.0, 601.0])
+    _deliver(node, tx, late)
+
+    second = materialize(node, MaterializeRequest(show_progress=False, incremental=True,
+                                                  end=first_end + timedelta(hours=1)))
+
+    assert _online(node, [0, 1, 2]) == [600.0, 601.0, latest(tx, "customer_id")[2][FEATURE]]
+    assert _snapshot(node, [0, 1, 2]) == _online(node, [0, 1, 2])
+    assert _training(node, [0, 1], last + timedelta(hours=2), tmp_path) == [600.0, 601.0]  # within the view's TTL
+    assert second.per_view[VIEW]["rows_late"] == 2

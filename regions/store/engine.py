@@ -181,12 +181,14 @@ class FastMaterializationEngine(ComputeEngine):
         delta_path: Path | None = None,
         progress: Callable[[int], None] | None = None,
         late_before: datetime | None = None,
+        created_since: datetime | None = None,
     ) -> ViewMaterialization:
         """Stream the latest row per entity in the task's window into the online store.
 
         With ``delta_path``, the rows written are also kept there as Parquet: the input of the
         region's batch snapshot. ``late_before`` (the previous job's window end): rows written with
-        an earlier event time are counted late.
+        an earlier event time are counted late. ``created_since``: rows created since then are
+        read too, whatever their event time (``source_reader.read_latest``).
         """
         fv = task.feature_view
         join_keys = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
@@ -198,6 +200,7 @@ class FastMaterializationEngine(ComputeEngine):
             config=self.repo_config,
             offline_store=self.offline_store,
             batch_rows=self.chunk_rows,
+            created_since=created_since,
         )
         counted = _Counted(batches, delta_path)
         bar = task.tqdm_builder(None) if task.tqdm_builder else None  # type: ignore[arg-type]

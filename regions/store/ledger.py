@@ -258,6 +258,12 @@ class JobLedger:
                 best = window[1]
         return best
 
+    def last_start(self, view: str) -> datetime | None:
+        """When the latest succeeded job that loaded a view started: rows created since then (less
+        the lateness window) may have arrived after it read its source."""
+        starts = [job.started_at for job in self._iter_succeeded() if view in job.windows]
+        return max(starts) if starts else None
+
     def _iter_succeeded(self) -> Iterator[JobRecord]:
         yield from self.jobs(status=SUCCEEDED)
 

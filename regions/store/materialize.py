@@ -8,7 +8,8 @@ The online write of a view is idempotent (a row never overwrites one with a late
 an equal row is left alone), so re-running a failed or killed job converges to the same online
 state. An incremental job reads again the region's lateness window before the previous job's end
 (``materialization.lateness_hours``): a row that arrived late, after that job had read past its
-event time, is loaded when it is newer than what is online, and counted late in the ledger.
+event time, is loaded when it is newer than what is online, and counted late in the ledger; so is
+one of any event time created since the previous job started (less that window).
 
 One job per region runs at a time: two would merge their rows into the same snapshots at once
 (one's rows lost, or a snapshot credited to a job the ledger says failed), so a second is refused
@@ -118,7 +119,11 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     windows: dict[str, tuple[datetime, datetime]] = {}
     # per view, the previous job's window end: rows written from before it arrived late
     late_before: dict[str, datetime | None] = {}
+    # per view, rows created since then are read whatever their event time: the previous job's
+    # start, less the lateness window for rows that landed a while after they were created
+    created_since: dict[str, datetime | None] = {}
     lateness = timedelta(hours=node.region.materialization.lateness_hours)
+    tracks_created = node.region.materialization.engine != "spark"  # Feast's Spark engine reads a window only
     for fv in views:
         watermark = node.ledger.watermark(fv.name) if request.incremental and fv.name not in refill else None
         if watermark is not None and watermark > end:
@@ -128,6 +133,8 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
             )
         late_before[fv.name] = watermark
         windows[fv.name] = (_lateness_start(watermark, lateness), end)
+        previous = node.ledger.last_start(fv.name) if watermark is not None and tracks_created else None
+        created_since[fv.name] = _lateness_start(previous, lateness) if previous is not None else None
     prints = [f.as_dict() for f in source_fingerprints(sources, node.data_dir, node.fingerprints)]
     job = node.ledger.start(
         mode="incremental" if request.incremental else "full",
@@ -174,7 +181,7 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
                 tqdm_builder=_progress_bar(f"{node.code} {fv.name}", request.show_progress),
             )
             result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet",
-                                             late_before=late_before[fv.name])
+                                             late_before=late_before[fv.name], created_since=created_since[fv.name])
             results.append(result)
             per_view[fv.name] = {
                 "rows_read": result.rows_read,

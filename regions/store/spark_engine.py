@@ -45,9 +45,11 @@ class SparkMaterializer:
         )
 
     def materialize_view(self, task: MaterializationTask, *, delta_path: Path | None = None,
-                         late_before: datetime | None = None) -> ViewMaterialization:
+                         late_before: datetime | None = None,
+                         created_since: datetime | None = None) -> ViewMaterialization:
         """``late_before`` is not used: Feast's writer does not say which rows it wrote, so none are
-        counted late (the ledger holds null)."""
+        counted late (the ledger holds null). Nor is ``created_since``: Feast's engine reads the
+        task's event-time window only, and the snapshot's rows must be the ones written online."""
         fv = task.feature_view
         counted = _Counted(read_latest(fv, task.start_time, task.end_time, config=self.store.config,
                                        offline_store=self.offline_store, batch_rows=self.chunk_rows), delta_path)
