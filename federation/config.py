@@ -14,6 +14,7 @@ regions:
     data_dir: data/MY                # relative to this file
     online_store: {type: sqlite}     # or {type: redis, url: redis://127.0.0.1:6379/0}
     serving_address: 127.0.0.1:50051
+    materialization: {lateness_hours: 24}  # optional: how far back an incremental job reads again
 auth:                                # credentials: roles and regions (federation/roles.py, docs/security.md)
   tokens:
     - {name: app-my, secret_env: APP_MY_TOKEN, roles: [lookup], regions: [MY]}
@@ -22,6 +23,7 @@ auth:                                # credentials: roles and regions (federatio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,6 +40,7 @@ from federation.jurisdictions import JURISDICTIONS
 from federation.roles import Role, region_rule_violation, role_names
 
 ONLINE_STORE_TYPES = ("sqlite", "redis", "redis_cluster")
+MAX_LATENESS_HOURS = 8784  # a (leap) year: later than that is a full job's work
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class MaterializationConfig:
     spark_master: str = "local[2]"  # local[N] in tests and small regions; spark://… or yarn in production
     spark_conf: tuple[tuple[str, str], ...] = ()
     partitions: int = 0  # repartition before writing online; 0 = as read
+    # an incremental job reads again this much before the previous job's window end, so rows that
+    # arrive late (event time already behind the last job) are still loaded; 0 = from the end only
+    lateness_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -569,12 +575,18 @@ def _materialization(raw: Any, where: str) -> MaterializationConfig:
     if raw is None:
         return MaterializationConfig()
     m = _mapping(raw, where)
-    _keys(m, where, required={"engine"}, optional={"spark_master", "spark_conf", "partitions"})
-    engine = _string(m["engine"], f"{where}.engine")
+    spark_only = {"spark_master", "spark_conf", "partitions"}
+    _keys(m, where, required=set(), optional={"engine", "lateness_hours"} | spark_only)
+    engine = _string(m.get("engine", MaterializationConfig.engine), f"{where}.engine")
     if engine not in ("local", "spark"):
         raise ConfigError(f"{where}.engine: expected local or spark, got {engine!r}")
-    if engine == "local" and len(m) > 1:
+    if engine == "local" and spark_only & set(m):
         raise ConfigError(f"{where}: spark_master, spark_conf and partitions apply to engine: spark only")
+    lateness = m.get("lateness_hours", MaterializationConfig.lateness_hours)
+    if (not isinstance(lateness, (int, float)) or isinstance(lateness, bool) or not math.isfinite(lateness)
+            or not 0 <= lateness <= MAX_LATENESS_HOURS):
+        raise ConfigError(f"{where}.lateness_hours: expected a number of hours from 0 to {MAX_LATENESS_HOURS} "
+                          f"(how far before the last job's end an incremental job reads again), got {lateness!r}")
     master = _string(m.get("spark_master", MaterializationConfig.spark_master), f"{where}.spark_master")
     conf = m.get("spark_conf", {})
     if not isinstance(conf, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float, bool))
@@ -583,7 +595,8 @@ def _materialization(raw: Any, where: str) -> MaterializationConfig:
     partitions = m.get("partitions", 0)
     if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 0:
         raise ConfigError(f"{where}.partitions: expected a non-negative integer, got {partitions!r}")
-    return MaterializationConfig(engine, master, tuple(sorted((k, str(v)) for k, v in conf.items())), partitions)
+    return MaterializationConfig(engine, master, tuple(sorted((k, str(v)) for k, v in conf.items())), partitions,
+                                 float(lateness))
 
 
 def _online_store(raw: Any, where: str, data_dir: Path) -> OnlineStoreConfig:

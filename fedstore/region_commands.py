@@ -34,7 +34,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     mat = cmds.add_parser("materialize", help="load the latest features into the online store")
     _region_arg(mat)
-    mat.add_argument("--incremental", action="store_true", help="only what arrived since the last job")
+    mat.add_argument("--incremental", action="store_true",
+                     help="only what arrived since the last job (reading again its lateness window, "
+                          "materialization.lateness_hours, for rows that arrived late)")
     mat.add_argument("--views", type=view_names, default=(),
                      help="comma-separated feature views (default: all)")
     mat.add_argument("--end", type=iso_time, default=None, help="window end (ISO 8601), default now")
@@ -116,9 +118,9 @@ def cmd_status(config: FederationConfig, args: argparse.Namespace) -> None:
         print("no materialisation jobs yet")
         return
     print(table(
-        ["job", "mode", "status", "started", "duration", "rows read", "written", "error"],
+        ["job", "mode", "status", "started", "duration", "rows read", "written", "late", "error"],
         [[j.job_id, j.mode, j.status, j.started_at, f"{j.duration_s:.1f}s" if j.duration_s is not None else None,
-          j.rows_read, j.rows_written, (j.error or "")[:80] or None] for j in st.jobs],
+          j.rows_read, j.rows_written, j.rows_late, (j.error or "")[:80] or None] for j in st.jobs],
     ))
 
 

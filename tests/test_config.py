@@ -87,7 +87,30 @@ BAD = [
         centre_tls={"cert": "c", "key": "k", "ca": "a"})), "regions[1].centre_tls: aggregator.plaintext: true turns TLS off"),
     ("operator TLS with an empty path", lambda c: c.update(aggregator={"operator_tls": {"cert": "", "key": "k", "ca": "a"}}),
      "aggregator.operator_tls.cert: expected a non-empty string"),
+    # how far back an incremental job reads again: hours, a number, bounded
+    ("negative lateness", lambda c: c["regions"][0].update(materialization={"lateness_hours": -1}),
+     "regions[0].materialization.lateness_hours: expected a number of hours from 0 to 8784"),
+    ("lateness as text", lambda c: c["regions"][0].update(materialization={"lateness_hours": "6h"}),
+     "regions[0].materialization.lateness_hours: expected a number of hours"),
+    ("lateness as a boolean", lambda c: c["regions"][0].update(materialization={"lateness_hours": True}),
+     "regions[0].materialization.lateness_hours"),
+    ("lateness beyond a year", lambda c: c["regions"][0].update(materialization={"lateness_hours": 10**9}),
+     "regions[0].materialization.lateness_hours"),
+    ("lateness not finite", lambda c: c["regions"][0].update(materialization={"lateness_hours": float("inf")}),
+     "regions[0].materialization.lateness_hours"),
+    ("unknown materialization key", lambda c: c["regions"][0].update(materialization={"latenes_hours": 6}),
+     "regions[0].materialization.latenes_hours: unknown key"),
 ]
+
+
+def test_lateness_window_defaults_to_a_day_and_is_set_per_region():
+    raw = _cfg(_region("MY"), _region("SG", materialization={"lateness_hours": 6}))
+    cfg = parse_config(raw, base_dir=Path("/tmp/fed"))
+    assert cfg.region("MY").materialization.lateness_hours == 24
+    assert cfg.region("SG").materialization.lateness_hours == 6
+    assert cfg.region("SG").materialization.engine == "local"  # the engine may be left out
+    off = parse_config(_cfg(_region("MY", materialization={"engine": "spark", "lateness_hours": 0})), base_dir=Path("/"))
+    assert off.region("MY").materialization.lateness_hours == 0
 
 
 def test_border_tls_paths_resolve_against_the_config_file():

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -113,6 +116,33 @@ def test_never_overwrites_a_newer_value(redis_federation):
     assert job.rows_written == 0
     assert job.per_view["customer_transactions"]["rows_skipped"] == 50
     assert _dump(client) == before
+
+
+def test_a_job_over_feasts_own_writes_rewrites_nothing_but_a_correction(redis_federation):
+    """Feast's stock engine loads the region's Redis; a job over it then finds every row as it would
+    write it (the same bytes), so writes none, until a source row is corrected."""
+    region = redis_federation.region("MY")
+    node = RegionNode(region)
+    tables = write_sources(node.data_dir, customers=60, drivers=6)
+    node.apply()
+    settings = feast_settings(region)
+    settings["batch_engine"] = "local"
+    feast_store = FeatureStore(repo_path=str(node.data_dir), config=RepoConfig(repo_path=node.data_dir, **settings))
+    feast_store.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
+    job = materialize(node, MaterializeRequest(show_progress=False))
+    assert job.rows_read == 60 + 60 + 6 and job.rows_written == 0 and job.rows_skipped == job.rows_read
+
+    tx = tables["customer_transactions"]
+    fix = tx.filter(pc.equal(tx["event_timestamp"], pc.max(tx["event_timestamp"]))).slice(0, 5)
+    fix = fix.set_column(fix.schema.get_field_index("created"), "created",
+                         pc.add(fix["created"], pa.scalar(60_000_000, pa.duration("us"))))
+    fix = fix.set_column(fix.schema.get_field_index("txn_count_7d"), "txn_count_7d", pa.array([7, 8, 9, 10, 11], pa.int64()))
+    pq.write_table(pa.concat_tables([tx, fix]), node.data_dir / "sources" / "customer_transactions.parquet")
+    again = materialize(node, MaterializeRequest(show_progress=False))
+    assert again.rows_written == 5
+    online = node.store.get_online_features(features=["customer_transactions:txn_count_7d"],
+                                            entity_rows=[{"customer_id": i} for i in fix["customer_id"].to_pylist()])
+    assert online.to_dict()["txn_count_7d"] == [7, 8, 9, 10, 11]
 
 
 def test_key_ttl_is_applied_when_configured(tmp_path, clean_redis):

@@ -36,7 +36,10 @@ def test_full_job_is_recorded_with_fingerprints_windows_and_counts(sqlite_federa
     assert set(job.views) == {"customer_transactions", "customer_profile", "driver_performance"}
     assert job.rows_read == 100 + 100 + 10  # latest per entity in the window
     assert job.rows_written == 210
-    assert job.per_view["driver_performance"] == {"rows_read": 10, "rows_written": 10, "rows_skipped": 0}
+    # late rows are counted by incremental jobs only (what a full job reads again is no news)
+    assert job.per_view["driver_performance"] == {"rows_read": 10, "rows_written": 10, "rows_skipped": 0,
+                                                  "rows_late": None}
+    assert job.rows_late is None
     paths = {s["path"] for s in job.sources}
     assert paths == {f"sources/{v}.parquet" for v in job.views}
     assert all(len(s["sha256"]) == 64 and s["bytes"] > 0 for s in job.sources)
@@ -77,8 +80,10 @@ def test_incremental_job_reads_only_the_new_window_and_keeps_old_entities(sqlite
     second = materialize(node, MaterializeRequest(show_progress=False, incremental=True,
                                                   end=first_end + timedelta(days=1)))
     assert second.mode == "incremental"
-    assert second.windows["customer_transactions"][0] == first_end
+    # the region's lateness window (a day by default) before the first job's end is read again
+    assert second.windows["customer_transactions"][0] == first_end - timedelta(hours=24)
     assert second.per_view["customer_transactions"]["rows_read"] == 10
+    assert second.per_view["customer_transactions"]["rows_late"] == 0
     assert second.per_view["customer_profile"]["rows_read"] == 0
     assert {s["sha256"] for s in second.sources} != {s["sha256"] for s in first.sources}
     snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions")).to_pylist()
@@ -317,7 +322,8 @@ def test_events_at_the_epoch_and_without_a_time_zone_are_written_online(redis_fe
                                             entity_rows=[{"driver_id": i} for i in range(4)]).to_dict()
     assert online["avg_rating_30d"] == perf["avg_rating_30d"].to_pylist()
     again = materialize(node, MaterializeRequest(views=("driver_performance",), show_progress=False))
-    assert again.per_view["driver_performance"] == {"rows_read": 4, "rows_written": 0, "rows_skipped": 4}
+    assert again.per_view["driver_performance"] == {"rows_read": 4, "rows_written": 0, "rows_skipped": 4,
+                                                    "rows_late": None}
 
 
 @pytest.mark.slow
@@ -434,3 +440,31 @@ def test_a_job_killed_on_another_host_is_marked_abandoned_by_the_next_job(sqlite
     gone = node.ledger.get(killed.job_id)
     assert gone.status == FAILED and "abandoned: process" in gone.error and "materialize-29051230-x7k2p" in gone.error
     assert f"MY: job {killed.job_id} was abandoned by a dead process; marked failed" in said
+
+
+def test_feasts_generic_write_takes_a_correction_but_never_goes_back_to_an_older_row(sqlite_federation):
+    """SQLite (Feast's generic ``online_write_batch``) overwrites whatever it holds; the engine
+    gives it only the rows the Redis writers would write."""
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=2, days=3)
+    node.apply()
+    materialize(node, QUIET)
+    tx = tables["customer_transactions"]
+    newest = pc.max(tx["event_timestamp"])
+    # customer 0 corrected at its newest event time; customer 1's newest row gone from the source
+    fix = tx.filter(pc.and_(pc.equal(tx["customer_id"], 0), pc.equal(tx["event_timestamp"], newest)))
+    fix = fix.set_column(fix.schema.get_field_index("created"), "created", pa.array([newest.as_py() + timedelta(hours=1)],
+                                                                                    pa.timestamp("us", tz="UTC")))
+    fix = fix.set_column(fix.schema.get_field_index("distinct_merchants_30d"), "distinct_merchants_30d",
+                         pa.array([999], pa.int64()))
+    kept = tx.filter(pc.invert(pc.and_(pc.equal(tx["customer_id"], 1), pc.equal(tx["event_timestamp"], newest))))
+    pq.write_table(pa.concat_tables([kept, fix]), node.data_dir / "sources" / "customer_transactions.parquet")
+    before = latest(tx, "customer_id")
+
+    again = materialize(node, QUIET)
+
+    online = node.store.get_online_features(features=["customer_transactions:distinct_merchants_30d"],
+                                            entity_rows=[{"customer_id": 0}, {"customer_id": 1}], full_feature_names=False)
+    assert online.to_dict()["distinct_merchants_30d"] == [999, before[1]["distinct_merchants_30d"]]
+    assert again.per_view["customer_transactions"] == {"rows_read": 20, "rows_written": 1, "rows_skipped": 19,
+                                                       "rows_late": None}

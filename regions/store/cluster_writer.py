@@ -2,16 +2,19 @@
 ``redis_writer.FastRedisWriter``, with each chunk split by the master that owns each key's slot.
 
 Per chunk: one pipeline of ``HGET _ts`` per node, sent to every node before any is read (the round
-trips overlap), then one pipeline of ``HSET`` per node for the rows that are newer. No command
+trips overlap), then (only for rows whose event time equals the stored one) one of ``HMGET`` of
+their features per node, then one pipeline of ``HSET`` per node for the rows that are newer or
+correct the stored values (the rule is ``redis_writer``'s). No command
 spans two keys, so no cross-slot error is possible. A MOVED (the map changed: a failover or a
 resharding) or an unreachable node refreshes the slot map and the chunk is done again, which is
-safe because a write never overwrites an equal or newer event time.
+safe because redoing a row changes nothing (never over a later event time; an equal row is left alone).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -21,11 +24,14 @@ from regions.store.cluster import ClusterRouter, ClusterTarget, key_slots
 from regions.store.redis_writer import (
     ViewLayout,
     WriteResult,
+    changed_rows,
     check_epoch,
+    compare_event_times,
     hget_payload,
+    hmget_payload,
     hset_payload,
+    late_rows,
     latest_per_entity,
-    newer_rows,
 )
 from regions.store.resp_connection import RespConnection, RespError
 
@@ -45,25 +51,28 @@ class ClusterRedisWriter:
         layout: ViewLayout,
         *,
         progress: Callable[[int], None] | None = None,
+        late_before: datetime | None = None,
     ) -> WriteResult:
         if isinstance(rows, pa.Table):
             rows = latest_per_entity(rows, list(layout.join_keys), layout.timestamp_field)
             rows = rows.to_batches(max_chunksize=self.chunk_rows)
         router = ClusterRouter(self.target)
-        total = written = 0
+        total = written = late = 0
         try:
             for batch in rows:
                 for offset in range(0, batch.num_rows, self.chunk_rows):
                     chunk = pa.Table.from_batches([batch.slice(offset, self.chunk_rows)])
-                    written += self._with_retries(router, chunk, layout)
+                    wanted = self._with_retries(router, chunk, layout)
+                    written += int(wanted.sum())
+                    late += late_rows(chunk, layout, wanted, late_before)
                     total += chunk.num_rows
                     if progress:
                         progress(chunk.num_rows)
         finally:
             router.close()
-        return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written)
+        return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written, rows_late=late)
 
-    def _with_retries(self, router: ClusterRouter, chunk: pa.Table, layout: ViewLayout) -> int:
+    def _with_retries(self, router: ClusterRouter, chunk: pa.Table, layout: ViewLayout) -> np.ndarray:
         check_epoch(chunk, layout)
         raw = redis_layout.entity_keys(chunk, layout.join_keys, layout.project)
         slots = key_slots(resp.row_bytes(raw))
@@ -79,7 +88,8 @@ class ClusterRedisWriter:
         raise AssertionError("unreachable")
 
     def _write_chunk(self, router: ClusterRouter, chunk: pa.Table, keys: resp.Segment, slots: np.ndarray,
-                     layout: ViewLayout) -> int:
+                     layout: ViewLayout) -> np.ndarray:
+        """Which rows of the chunk were written."""
         addresses, owner = router.route(slots)
         groups = [(addr, owner == node) for node, addr in enumerate(addresses) if (owner == node).any()]
         conns: dict[tuple[str, int], RespConnection] = {}
@@ -88,9 +98,17 @@ class ClusterRedisWriter:
                 conns[addr] = router.connection(addr)
                 conns[addr].send(hget_payload(keys.take(mask), layout))
             newer = np.zeros(chunk.num_rows, dtype=bool)
+            same = np.zeros(chunk.num_rows, dtype=bool)
             for addr, mask in groups:
-                newer[np.flatnonzero(mask)] = newer_rows(chunk.filter(pa.array(mask)), layout,
-                                                         conns[addr].read(int(mask.sum())))
+                rows = np.flatnonzero(mask)
+                newer[rows], same[rows] = compare_event_times(chunk.filter(pa.array(mask)), layout,
+                                                              conns[addr].read(rows.size))
+            ties = [(addr, mask & same) for addr, mask in groups if layout.features and (mask & same).any()]
+            for addr, tied in ties:  # at an equal event time only a correction is written
+                conns[addr].send(hmget_payload(keys.take(tied), layout))
+            for addr, tied in ties:
+                newer[np.flatnonzero(tied)] = changed_rows(chunk.filter(pa.array(tied)), layout,
+                                                           conns[addr].read(int(tied.sum())))
             pending = []
             for addr, mask in groups:
                 rows = mask & newer
@@ -107,4 +125,4 @@ class ClusterRedisWriter:
             raise
         for addr, conn in conns.items():
             router.release(addr, conn)
-        return int(newer.sum())
+        return newer

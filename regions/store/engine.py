@@ -27,7 +27,7 @@ from feast.infra.compute_engines.base import ComputeEngine
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
-from feast.utils import _convert_arrow_to_proto
+from feast.utils import _convert_arrow_to_proto, make_tzaware
 
 from regions.store.cluster import ClusterTarget
 from regions.store.cluster_writer import ClusterRedisWriter
@@ -58,9 +58,12 @@ class ViewMaterialization:
     # None: the engine does not say (Feast's Spark engine skips values not newer than those online
     # without counting them); the ledger then holds null and the operator's message says so
     rows_written: int | None
-    rows_skipped_stale: int | None
+    rows_skipped_stale: int | None  # already online as they are, or older than what is online
     delta_path: Path | None  # the rows written, as Parquet: the batch snapshot's input
     path: str  # "redis-fast" or "feast-generic"
+    # written rows with an event time before the previous job's window end (read again by an
+    # incremental job's lateness window); None where the engine does not say what it wrote
+    rows_late: int | None = 0
 
 
 class FastMaterializationJob(MaterializationJob):
@@ -177,11 +180,15 @@ class FastMaterializationEngine(ComputeEngine):
         *,
         delta_path: Path | None = None,
         progress: Callable[[int], None] | None = None,
+        late_before: datetime | None = None,
+        created_since: datetime | None = None,
     ) -> ViewMaterialization:
         """Stream the latest row per entity in the task's window into the online store.
 
         With ``delta_path``, the rows written are also kept there as Parquet: the input of the
-        region's batch snapshot.
+        region's batch snapshot. ``late_before`` (the previous job's window end): rows written with
+        an earlier event time are counted late. ``created_since``: rows created since then are
+        read too, whatever their event time (``source_reader.read_latest``).
         """
         fv = task.feature_view
         join_keys = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
@@ -193,6 +200,7 @@ class FastMaterializationEngine(ComputeEngine):
             config=self.repo_config,
             offline_store=self.offline_store,
             batch_rows=self.chunk_rows,
+            created_since=created_since,
         )
         counted = _Counted(batches, delta_path)
         bar = task.tqdm_builder(None) if task.tqdm_builder else None  # type: ignore[arg-type]
@@ -208,7 +216,7 @@ class FastMaterializationEngine(ComputeEngine):
             if not fv.online:
                 for _ in counted:
                     pass
-                written, stale, path = 0, 0, "offline-only"
+                written, stale, late, path = 0, 0, 0, "offline-only"
             elif target is not None:
                 layout = ViewLayout(
                     project=task.project,
@@ -218,15 +226,17 @@ class FastMaterializationEngine(ComputeEngine):
                     timestamp_field=batch_source(fv).timestamp_field,
                 )
                 if isinstance(target, ClusterTarget):
-                    res = ClusterRedisWriter(target, chunk_rows=self.chunk_rows).write(counted, layout, progress=tick)
+                    res = ClusterRedisWriter(target, chunk_rows=self.chunk_rows).write(
+                        counted, layout, progress=tick, late_before=late_before)
                     path = "redis-cluster-fast"
                 else:
-                    res = FastRedisWriter(target, chunk_rows=self.chunk_rows).write(counted, layout, progress=tick)
+                    res = FastRedisWriter(target, chunk_rows=self.chunk_rows).write(
+                        counted, layout, progress=tick, late_before=late_before)
                     path = "redis-fast"
-                written, stale = res.rows_written, res.rows_skipped_stale
+                written, stale, late = res.rows_written, res.rows_skipped_stale, res.rows_late
             else:
-                written = self._generic_write(fv, counted, join_keys, tick)
-                stale, path = 0, "feast-generic"
+                written, late = self._generic_write(fv, counted, join_keys, tick, late_before)
+                stale, path = counted.rows - written, "feast-generic"
         finally:
             counted.close()
             if bar is not None:
@@ -240,6 +250,7 @@ class FastMaterializationEngine(ComputeEngine):
             rows_skipped_stale=stale,
             delta_path=delta_path if counted.rows else None,
             path=path,
+            rows_late=late,
         )
 
     def _generic_write(
@@ -248,16 +259,36 @@ class FastMaterializationEngine(ComputeEngine):
         batches: Iterable[pa.RecordBatch],
         join_keys: dict[str, Any],
         tick: Callable[[int], None],
-    ) -> int:
-        written = 0
+        late_before: datetime | None,
+    ) -> tuple[int, int]:
+        """Feast's ``online_write_batch`` for the rows the fast paths would write (SQLite's
+        overwrites whatever it holds, an older event time too); (rows written, of them late)."""
+        written = late = 0
         for batch in batches:
             rows = _convert_arrow_to_proto(batch, fv, join_keys)
-            self.online_store.online_write_batch(
-                config=self.repo_config, table=fv, data=rows, progress=None
-            )
-            written += batch.num_rows
+            stored = self.online_store.online_read(config=self.repo_config, table=fv,
+                                                   entity_keys=[r[0] for r in rows])
+            wanted = [row for row, (ts, values) in zip(rows, stored, strict=True) if _wins(row[2], row[1], ts, values)]
+            if wanted:
+                self.online_store.online_write_batch(config=self.repo_config, table=fv, data=wanted, progress=None)
+            written += len(wanted)
+            if late_before is not None:
+                late += sum(make_tzaware(row[2]) < late_before for row in wanted)
             tick(batch.num_rows)
-        return written
+        return written, late
+
+
+def _wins(event: datetime, values: dict[str, Any], stored_event: datetime | None,
+          stored: dict[str, Any] | None) -> bool:
+    """The writers' rule: a later event time wins; at an equal one, different values (a correction)."""
+    if stored_event is None or stored is None:
+        return True
+    # Feast's SQLite store keeps whole seconds: compared there, a row of the same second is a tie
+    event, stored_event = make_tzaware(event).replace(microsecond=0), make_tzaware(stored_event).replace(microsecond=0)
+    if event != stored_event:
+        return event > stored_event
+    # serialised, so a NaN (not equal to itself) equals its stored copy
+    return {k: v.SerializeToString() for k, v in values.items()} != {k: v.SerializeToString() for k, v in stored.items()}
 
 
 class _Counted:

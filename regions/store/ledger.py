@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     rows_read     INTEGER,
     rows_written  INTEGER,
     rows_skipped  INTEGER,
-    per_view      TEXT,                   -- JSON {view: {rows_read, rows_written, ...}}
+    per_view      TEXT,                   -- JSON {view: {rows_read, rows_written, rows_skipped, rows_late}}
     sources       TEXT NOT NULL,          -- JSON list of source fingerprints
     error         TEXT,
     pid           INTEGER NOT NULL,
@@ -72,6 +72,13 @@ class JobRecord:
     error: str | None = None
     pid: int = 0
     host: str = ""
+
+    @property
+    def rows_late(self) -> int | None:
+        """Rows written with an event time before the previous job's window end (read again by an
+        incremental job's lateness window); None when no view of the job counted them."""
+        counted = [c for v in self.per_view.values() if isinstance(c := v.get("rows_late"), int)]
+        return sum(counted) if counted else None
 
 
 def new_job_id(region: str, now: datetime) -> str:
@@ -250,6 +257,12 @@ class JobLedger:
             if window and (best is None or window[1] > best):
                 best = window[1]
         return best
+
+    def last_start(self, view: str) -> datetime | None:
+        """When the latest succeeded job that loaded a view started: rows created since then (less
+        the lateness window) may have arrived after it read its source."""
+        starts = [job.started_at for job in self._iter_succeeded() if view in job.windows]
+        return max(starts) if starts else None
 
     def _iter_succeeded(self) -> Iterator[JobRecord]:
         yield from self.jobs(status=SUCCEEDED)

@@ -4,10 +4,16 @@
                    ─▶ snapshots ─▶ succeeded
                  └──────────────────────── any error ───────────────────────▶ failed (with the error)
 
-The online write of a view is idempotent (a row never overwrites a newer one), so re-running a
-failed or killed job converges to the same online state. One job per region runs at a time: two
-would merge their rows into the same snapshots at once (one's rows lost, or a snapshot credited to
-a job the ledger says failed), so a second is refused while the first holds the region's job lock.
+The online write of a view is idempotent (a row never overwrites one with a later event time, and
+an equal row is left alone), so re-running a failed or killed job converges to the same online
+state. An incremental job reads again the region's lateness window before the previous job's end
+(``materialization.lateness_hours``): a row that arrived late, after that job had read past its
+event time, is loaded when it is newer than what is online, and counted late in the ledger; so is
+one of any event time created since the previous job started (less that window).
+
+One job per region runs at a time: two would merge their rows into the same snapshots at once
+(one's rows lost, or a snapshot credited to a job the ledger says failed), so a second is refused
+while the first holds the region's job lock.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -111,15 +117,24 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     marker = OnlineMarker(target, store.project) if target is not None else None
     refill = _views_to_refill(node, [fv.name for fv in views], marker, say) if request.incremental else set()
     windows: dict[str, tuple[datetime, datetime]] = {}
+    # per view, the previous job's window end: rows written from before it arrived late
+    late_before: dict[str, datetime | None] = {}
+    # per view, rows created since then are read whatever their event time: the previous job's
+    # start, less the lateness window for rows that landed a while after they were created
+    created_since: dict[str, datetime | None] = {}
+    lateness = timedelta(hours=node.region.materialization.lateness_hours)
+    tracks_created = node.region.materialization.engine != "spark"  # Feast's Spark engine reads a window only
     for fv in views:
-        start = node.ledger.watermark(fv.name) if request.incremental and fv.name not in refill else None
-        start = start or EPOCH
-        if start > end:
+        watermark = node.ledger.watermark(fv.name) if request.incremental and fv.name not in refill else None
+        if watermark is not None and watermark > end:
             raise MaterializationError(
-                f"{node.code}: {fv.name} is already materialised up to {start.isoformat()}, "
+                f"{node.code}: {fv.name} is already materialised up to {watermark.isoformat()}, "
                 f"after the requested end {end.isoformat()}"
             )
-        windows[fv.name] = (start, end)
+        late_before[fv.name] = watermark
+        windows[fv.name] = (_lateness_start(watermark, lateness), end)
+        previous = node.ledger.last_start(fv.name) if watermark is not None and tracks_created else None
+        created_since[fv.name] = _lateness_start(previous, lateness) if previous is not None else None
     prints = [f.as_dict() for f in source_fingerprints(sources, node.data_dir, node.fingerprints)]
     job = node.ledger.start(
         mode="incremental" if request.incremental else "full",
@@ -156,7 +171,7 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
         for fv in views:
             # until the view is done its counts are unknown: a job failing half-way through it has
             # written some of its rows online, and the ledger must not say it wrote none
-            per_view[fv.name] = dict.fromkeys(("rows_read", "rows_written", "rows_skipped"))
+            per_view[fv.name] = dict.fromkeys(("rows_read", "rows_written", "rows_skipped", "rows_late"))
             start, stop = windows[fv.name]
             task = MaterializationTask(
                 project=store.project,
@@ -165,14 +180,18 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
                 end_time=stop,
                 tqdm_builder=_progress_bar(f"{node.code} {fv.name}", request.show_progress),
             )
-            result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet")
+            result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet",
+                                             late_before=late_before[fv.name], created_since=created_since[fv.name])
             results.append(result)
             per_view[fv.name] = {
                 "rows_read": result.rows_read,
                 "rows_written": result.rows_written,
                 "rows_skipped": result.rows_skipped_stale,
+                # counted only where a previous window was read again (incremental jobs)
+                "rows_late": result.rows_late if late_before[fv.name] is not None else None,
             }
-            say(f"{node.code}: {fv.name}: read {result.rows_read:,} rows, {_written(result)} via {result.path}")
+            say(f"{node.code}: {fv.name}: read {result.rows_read:,} rows, {_written(result)} via {result.path}"
+                f"{_late(result, late_before[fv.name])}")
         for fv, result in zip(views, results, strict=False):
             write_snapshot(
                 node.data_dir,
@@ -207,8 +226,16 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     marked = tuple(fv.name for fv in views) if marker is not None else ()
     record = node.ledger.succeed(job.job_id, per_view, marked_online=marked)
     node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs)
-    say(f"{node.code}: job {job.job_id} succeeded in {record.duration_s:.1f}s")
+    late = f", {record.rows_late:,} late rows loaded" if record.rows_late else ""
+    say(f"{node.code}: job {job.job_id} succeeded in {record.duration_s:.1f}s{late}")
     return record
+
+
+def _lateness_start(watermark: datetime | None, lateness: timedelta) -> datetime:
+    """Where a view's window starts: the previous end less the lateness window (never before 1970)."""
+    if watermark is None:
+        return EPOCH
+    return EPOCH if watermark - EPOCH <= lateness else watermark - lateness
 
 
 def _views_to_refill(
@@ -252,4 +279,11 @@ def _progress_bar(label: str, show: bool) -> Callable[[int], tqdm]:
 def _written(result: ViewMaterialization) -> str:
     if result.rows_written is None:
         return "wrote up to that many entities (the engine does not report how many were already newer online)"
-    return f"wrote {result.rows_written:,} entities ({result.rows_skipped_stale or 0:,} already newer online)"
+    return f"wrote {result.rows_written:,} entities ({result.rows_skipped_stale or 0:,} already online as new or newer)"
+
+
+def _late(result: ViewMaterialization, late_before: datetime | None) -> str:
+    if late_before is None or result.rows_late is None:
+        return ""
+    return (f"; {result.rows_late:,} late rows written (event time before the previous end, "
+            f"{late_before:%Y-%m-%d %H:%M} UTC)")

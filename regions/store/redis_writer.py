@@ -2,9 +2,14 @@
 
 Per chunk of rows: one pipelined ``HGET key _ts:view`` round trip, then a pipelined batch of
 ``HSET`` (plus ``EXPIRE`` when a key TTL is configured) for the rows that are newer than what Redis
-already holds. Like Feast, a row never overwrites a value with a newer or equal event time; like
-Feast, the read-then-write is not atomic against a concurrent writer of the same key (an atomic
-Lua check-and-set was measured here at 3x the Redis CPU per entity: 9 µs against 3 µs).
+already holds. A row never overwrites one with a later event time. At an *equal* event time the
+incoming row wins when its values differ (one more pipelined ``HMGET`` of those rows' features
+tells): it is a correction, the source's latest (event time, created time) row as of this job's
+read (Feast's rule; Feast's own writer keeps the old value, but Feast's layout stores no created
+time, ``_ts`` only, so the job's read of the source is what orders two rows of one event time).
+An equal row is left alone, so a rerun writes nothing. Like Feast, the read-then-write is not atomic
+against a concurrent writer of the same key (an atomic Lua check-and-set was measured here at 3x the
+Redis CPU per entity: 9 µs against 3 µs); one job per region runs at a time.
 
 Commands for a whole chunk are built in bulk (``regions.store.resp``). Two connections and a
 sender thread overlap the work: while Redis applies chunk k's HSETs, this process reads chunk
@@ -16,6 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 import numpy as np
@@ -25,6 +31,9 @@ from feast.value_type import ValueType
 
 from regions.store import redis_layout, resp
 from regions.store.resp_connection import RespConnection
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,8 @@ class ViewLayout:
 class WriteResult:
     rows_in: int
     rows_written: int
-    rows_skipped_stale: int
+    rows_skipped_stale: int  # already online as they are, or older than what is online
+    rows_late: int = 0  # written rows with an event time before ``late_before``
 
 
 def latest_per_entity(table: pa.Table, join_keys: list[str], timestamp_field: str) -> pa.Table:
@@ -127,47 +137,55 @@ class FastRedisWriter:
         layout: ViewLayout,
         *,
         progress: Callable[[int], None] | None = None,
+        late_before: datetime | None = None,
     ) -> WriteResult:
         """Write rows; the newest per entity wins, and nothing older than Redis's copy is written.
 
         A table may hold several rows per entity. A stream of batches must hold at most one row
         per entity overall (as ``source_reader.read_latest`` yields), since batches are written
-        independently.
+        independently. ``late_before``: written rows with an earlier event time are counted late.
         """
         if isinstance(rows, pa.Table):
             rows = latest_per_entity(rows, list(layout.join_keys), layout.timestamp_field)
             rows = rows.to_batches(max_chunksize=self.chunk_rows)
-        total = written = 0
+        total = written = late = 0
         with self._connect() as reads, self._connect() as writes:
             sender = _Sender(writes)
             try:
                 for batch in rows:
                     for offset in range(0, batch.num_rows, self.chunk_rows):
                         chunk = pa.Table.from_batches([batch.slice(offset, self.chunk_rows)])
-                        written += self._write_chunk(reads, sender, chunk, layout)
+                        wanted = self._write_chunk(reads, sender, chunk, layout)
+                        written += int(wanted.sum())
+                        late += late_rows(chunk, layout, wanted, late_before)
                         total += chunk.num_rows
                         if progress:
                             progress(chunk.num_rows)
             finally:
                 sender.close()
-        return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written)
+        return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written, rows_late=late)
 
     def _write_chunk(
         self, reads: RespConnection, sender: _Sender, chunk: pa.Table, layout: ViewLayout
-    ) -> int:
+    ) -> np.ndarray:
+        """Which rows of the chunk were written."""
         check_epoch(chunk, layout)
         keys = resp.bulk(redis_layout.entity_keys(chunk, layout.join_keys, layout.project))
-        # 1. the event times Redis holds already (Feast's "never overwrite newer" check)
+        # 1. the event times Redis holds already (never overwrite a later one)
         reads.send(hget_payload(keys, layout))
-        newer = newer_rows(chunk, layout, reads.read(chunk.num_rows))
-        count = int(newer.sum())
-        if count == 0:
-            return 0
-        # 2. one HSET per entity with every feature and the event time, plus EXPIRE if configured
+        newer, same = compare_event_times(chunk, layout, reads.read(chunk.num_rows))
+        if same.any() and layout.features:  # (a view of no features has nothing to correct)
+            # 2. at an equal event time, only a row whose values differ (a correction) is written
+            reads.send(hmget_payload(keys.take(same), layout))
+            newer[np.flatnonzero(same)] = changed_rows(chunk.filter(pa.array(same)), layout,
+                                                       reads.read(int(same.sum())))
+        if not newer.any():
+            return newer
+        # 3. one HSET per entity with every feature and the event time, plus EXPIRE if configured
         payload, replies = hset_payload(chunk.filter(pa.array(newer)), keys.take(newer), layout,
                                         self.target.key_ttl_seconds)
         sender.submit(payload, replies)
-        return count
+        return newer
 
 
 def check_epoch(chunk: pa.Table, layout: ViewLayout) -> None:
@@ -185,11 +203,44 @@ def hget_payload(keys: resp.Segment, layout: ViewLayout) -> bytes:
     return resp.to_bytes(resp.command([resp.bulk_constant(b"HGET", rows), keys, resp.bulk_constant(ts_field, rows)]))
 
 
-def newer_rows(chunk: pa.Table, layout: ViewLayout, stored_replies: list[object]) -> np.ndarray:
-    """Which rows are newer than the event time Redis holds for their entity."""
+def _event_micros(chunk: pa.Table, layout: ViewLayout) -> np.ndarray:
+    return chunk.column(layout.timestamp_field).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+
+
+def compare_event_times(chunk: pa.Table, layout: ViewLayout,
+                        stored_replies: list[object]) -> tuple[np.ndarray, np.ndarray]:
+    """(newer, same): the rows whose event time is later than, and equal to, the one Redis holds."""
     stored = redis_layout.timestamp_nanos(stored_replies)  # type: ignore[arg-type]
-    micros = chunk.column(layout.timestamp_field).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
-    return micros * 1000 > stored
+    nanos = _event_micros(chunk, layout) * 1000
+    return nanos > stored, nanos == stored
+
+
+def hmget_payload(keys: resp.Segment, layout: ViewLayout) -> bytes:
+    """``HMGET key <feature fields…>`` for every (already bulked) key."""
+    rows = keys.rows
+    fields = [resp.bulk_constant(redis_layout.field_hash(layout.view, name), rows) for name, _ in layout.features]
+    return resp.to_bytes(resp.command([resp.bulk_constant(b"HMGET", rows), keys, *fields]))
+
+
+def changed_rows(chunk: pa.Table, layout: ViewLayout, stored_replies: list[object]) -> np.ndarray:
+    """Which rows' values differ from the ones Redis holds (``HMGET`` replies, in feature order).
+
+    Byte comparison of the serialised values: the writer's bytes are Feast's, so an equal value is
+    equal bytes; a field that is missing (a feature added to the view since) counts as different.
+    """
+    encoded = [resp.row_bytes(redis_layout.values(chunk.column(name), vtype)) for name, vtype in layout.features]
+    return np.fromiter((list(row) != stored for row, stored in zip(zip(*encoded), stored_replies, strict=True)),
+                       dtype=bool, count=chunk.num_rows)
+
+
+def late_rows(chunk: pa.Table, layout: ViewLayout, written: np.ndarray, late_before: datetime | None) -> int:
+    """How many written rows have an event time before ``late_before`` (the previous job's window end)."""
+    if late_before is None or not written.any():
+        return 0
+    if late_before.tzinfo is None:
+        raise ValueError("late_before must carry a time zone")
+    bound = (late_before - _EPOCH) // timedelta(microseconds=1)  # exact, unlike a float timestamp()
+    return int((written & (_event_micros(chunk, layout) < bound)).sum())
 
 
 def hset_payload(chunk: pa.Table, keys: resp.Segment, layout: ViewLayout, ttl: int | None) -> tuple[bytes, int]:

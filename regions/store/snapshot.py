@@ -4,6 +4,11 @@ Written after every successful materialisation (merged with the previous snapsho
 incremental job keeps entities it did not touch; the merge runs in DuckDB, out of core). The serving node falls back to it when the
 online store is down. Each row carries the job that wrote it; the file's metadata names the job
 that produced the file.
+
+The merge follows the online writers' rule (``redis_writer``): per entity the later event time
+wins, and at an equal event time the job's row (the source's latest by event then created time, as
+the job read it: a correction replaces the value, an unchanged row leaves it as it was, only
+credited to the job that read it last).
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ def write_snapshot(
         COPY (
             SELECT * EXCLUDE (__priority, __rn) FROM (
                 SELECT *, row_number() OVER (
+                    -- at an equal event time the job's row wins, as online
                     PARTITION BY {keys} ORDER BY {_q(timestamp_field)} DESC, __priority DESC) AS __rn
                 FROM ({" UNION ALL BY NAME ".join(parts)})
             ) WHERE __rn = 1 ORDER BY {keys}

@@ -2,7 +2,9 @@
 
 Parquet sources (a file, or a glob of partition files) are read by DuckDB directly (the region's
 offline engine) with Feast's semantics: event time within [start, end] inclusive, one row per
-entity, latest event time first, then latest created time. Streaming batches keep memory bounded whatever the table size. Any other kind of
+entity, latest event time first, then latest created time. With ``created_since`` (an incremental
+job), rows created since then are read too whatever their event time (up to ``end``): rows that
+arrived late, long after their event. Streaming batches keep memory bounded whatever the table size. Any other kind of
 source goes through Feast's own offline store (``pull_latest_from_table_or_query``).
 """
 
@@ -35,6 +37,7 @@ def read_latest(
     config: RepoConfig,
     offline_store: Any,
     batch_rows: int,
+    created_since: datetime | None = None,
 ) -> Iterator[pa.RecordBatch]:
     source = batch_source(fv)
     join_keys = [e.name for e in fv.entity_columns]
@@ -43,8 +46,9 @@ def read_latest(
         path = Path(source.path)
         if not path.is_absolute():
             path = Path(config.repo_path or ".") / path
-        yield from _duckdb_latest(path, source, join_keys, features, start, end, batch_rows)
+        yield from _duckdb_latest(path, source, join_keys, features, start, end, batch_rows, created_since)
         return
+    # Feast's offline store reads an event-time window only: late rows are found by the window alone
     job = offline_store.pull_latest_from_table_or_query(
         config=config,
         data_source=source,
@@ -66,6 +70,7 @@ def _duckdb_latest(
     start: datetime,
     end: datetime,
     batch_rows: int,
+    created_since: datetime | None = None,
 ) -> Iterator[pa.RecordBatch]:
     reverse = {v: k for k, v in (source.field_mapping or {}).items()}  # feature name -> column
     ts = source.timestamp_field
@@ -76,25 +81,27 @@ def _duckdb_latest(
         # materialised up to the window's end, and incremental jobs would never read those rows
         raise InvalidSource(f"source {missing_source_hint(path)} (gone since the job started: removed by "
                             "another process?)")
-    ts_type = pq.read_schema(files[0]).field(reverse.get(ts, ts)).type
-    aware = getattr(ts_type, "tz", None) is not None
-    # compare in the column's own kind of time, never through the session time zone
-    lo, hi = (start.astimezone(timezone.utc), end.astimezone(timezone.utc))
-    if not aware:
-        lo, hi = lo.replace(tzinfo=None), hi.replace(tzinfo=None)
+    schema = pq.read_schema(files[0])
+    # compare in each column's own kind of time, never through the session time zone
+    lo, hi = _as_column(schema, reverse.get(ts, ts), start), _as_column(schema, reverse.get(ts, ts), end)
     wanted = join_keys + features + [ts] + ([created] if created else [])
     select = ", ".join(f"{_quote(reverse.get(c, c))} AS {_quote(c)}" for c in dict.fromkeys(wanted))
     order = f"{_quote(ts)} DESC" + (f", {_quote(created)} DESC" if created else "")
+    where = f"{_quote(ts)} >= ? AND {_quote(ts)} <= ?"
+    params: list[object] = [str(path), lo, hi]
+    if created and created_since is not None:
+        where = f"({where}) OR ({_quote(created)} >= ? AND {_quote(ts)} <= ?)"
+        params += [_as_column(schema, reverse.get(created, created), created_since), hi]
     sql = f"""
         SELECT * EXCLUDE (__rn) FROM (
             SELECT *, row_number() OVER (PARTITION BY {", ".join(map(_quote, join_keys))} ORDER BY {order}) AS __rn
             FROM (SELECT {select} FROM read_parquet(?))
-            WHERE {_quote(ts)} >= ? AND {_quote(ts)} <= ?
+            WHERE {where}
         ) WHERE __rn = 1
     """
     con = duckdb.connect()
     try:
-        relation = con.sql(sql, params=[str(path), lo, hi])
+        relation = con.sql(sql, params=params)
         # duckdb 2 renamed the relation's record_batch() to to_arrow_reader(); each version's stubs lack the other
         stream = getattr(relation, "to_arrow_reader", None) or getattr(relation, "record_batch")
         reader = stream(batch_rows)
@@ -105,3 +112,9 @@ def _duckdb_latest(
         raise InvalidSource(f"source {path} could not be read: {str(e).splitlines()[0]}") from None
     finally:
         con.close()
+
+
+def _as_column(schema: pa.Schema, column: str, when: datetime) -> datetime:
+    """``when`` in UTC, without a zone when the column has none (a naive time is UTC here)."""
+    utc = when.astimezone(timezone.utc)
+    return utc if getattr(schema.field(column).type, "tz", None) is not None else utc.replace(tzinfo=None)

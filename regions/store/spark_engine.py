@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from feast import FeatureStore
@@ -43,7 +44,12 @@ class SparkMaterializer:
             online_store=get_online_store_from_config(store.config.online_store),
         )
 
-    def materialize_view(self, task: MaterializationTask, *, delta_path: Path | None = None) -> ViewMaterialization:
+    def materialize_view(self, task: MaterializationTask, *, delta_path: Path | None = None,
+                         late_before: datetime | None = None,
+                         created_since: datetime | None = None) -> ViewMaterialization:
+        """``late_before`` is not used: Feast's writer does not say which rows it wrote, so none are
+        counted late (the ledger holds null). Nor is ``created_since``: Feast's engine reads the
+        task's event-time window only, and the snapshot's rows must be the ones written online."""
         fv = task.feature_view
         counted = _Counted(read_latest(fv, task.start_time, task.end_time, config=self.store.config,
                                        offline_store=self.offline_store, batch_rows=self.chunk_rows), delta_path)
@@ -62,5 +68,5 @@ class SparkMaterializer:
         return ViewMaterialization(
             view=fv.name, start=task.start_time, end=task.end_time, rows_read=counted.rows, rows_written=written,
             rows_skipped_stale=None if written is None else 0, delta_path=delta_path if counted.rows else None,
-            path="spark" if fv.online else "offline-only",
+            path="spark" if fv.online else "offline-only", rows_late=None if written is None else 0,
         )
