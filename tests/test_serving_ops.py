@@ -537,3 +537,218 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+# --- a node that heals: workers that die are replaced, workers that stop drain --------------------
+
+
+def test_restart_budget_waits_longer_after_each_death_and_forgets_old_ones():
+    from fedstore.serve_workers import DeathRecord, RestartBudget, death_of
+
+    budget = RestartBudget(deaths=5, window_seconds=60)
+    record = DeathRecord(budget)
+    # (time of a death, deaths within the last 60 s, seconds before the restart)
+    for now, recent, delay in [(0, 1, 0), (5, 2, 1), (6, 3, 2), (7, 4, 4), (61, 4, 4), (200, 1, 0)]:
+        assert record.died(now) == recent
+        assert budget.delay(recent) == delay
+    assert budget.delay(20) == budget.max_delay
+    assert [death_of(c) for c in (-9, -15, 0, 2)] == [
+        "was killed by SIGKILL", "was killed by SIGTERM", "exited", "exited with code 2"]
+    with pytest.raises(ValueError, match="at least 1 death"):
+        RestartBudget(deaths=0)
+
+
+class _Serve:
+    """`fedstore serve --workers 2` in a process of its own, its output read line by line."""
+
+    def __init__(self, config: Path, port: int, *extra: str) -> None:
+        self.port = port
+        self.stderr = config.with_name(f"serve-{port}.err")  # a file: the workers' logs never fill a pipe
+        with self.stderr.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fedstore.cli", "--config", str(config), "serve", "--region", "MY",
+                 "--address", f"127.0.0.1:{port}", "--workers", "2", *extra],
+                env={**os.environ}, stdout=subprocess.PIPE, stderr=err, text=True)
+        self.lines: list[str] = []
+
+    def wait_for(self, predicate, seconds: float = 180) -> str:
+        """Read output until a line satisfies ``predicate``; that line."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            assert line, "fedstore serve exited: " + "".join(self.lines) + self.stderr.read_text()
+            self.lines.append(line)
+            if predicate(line):
+                return line
+        raise AssertionError("not seen in time: " + "".join(self.lines))
+
+    def serving_pids(self, count: int) -> dict[int, int]:
+        """Wait until ``count`` more workers serve; worker number -> pid."""
+        pids = {}
+        while len(pids) < count:
+            line = self.wait_for(lambda x: x.startswith("MY: worker") and " serving on " in x)
+            pids[int(line.split()[2])] = int(line.split(" as pid ")[1].split()[0])
+        return pids
+
+    def worker_serving_this_process(self, pids: dict[int, int]) -> int:
+        """The worker holding the test's connection (every FeatureClient of one process to one
+        address shares grpc's one connection)."""
+        found = [w for w, pid in pids.items() if _socket_inodes(pid) & _connections_on(self.port)]
+        assert len(found) == 1, (found, pids)
+        return found[0]
+
+    def close(self, *, signal_it: bool = True, seconds: float = 120) -> tuple[int, str, str]:
+        """SIGTERM unless it ended (or ``signal_it`` is False), then wait: its exit code, all its
+        output and its stderr."""
+        if signal_it and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=seconds)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        return self.proc.returncode, "".join(self.lines) + out, self.stderr.read_text()
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def _connections_on(port: int) -> set[str]:
+    """Inodes of the server ends of established TCP connections to ``port`` (grpc listens on IPv6
+    sockets with IPv4-mapped addresses: both tables)."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            local_port = int(f[1].rsplit(":", 1)[1], 16)
+            if f[3] == "01" and local_port == port:
+                found.add(f[9])
+    return found
+
+
+class _Calls:
+    """A stream of lookups through the retrying FeatureClient on a thread of its own, counting
+    answers and failures."""
+
+    def __init__(self, port: int) -> None:
+        self.client = FeatureClient(f"127.0.0.1:{port}", token=TOKENS["fraud-app"], timeout=5)
+        self.answered = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "_Calls":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                got = self.client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]})
+                assert got.region == "MY"
+                self.answered += 1
+            except grpc.RpcError as e:
+                self.failed.append(f"{e.code().name}: {e.details()}")
+
+    def more(self, calls: int, seconds: float = 120) -> bool:
+        """Wait until ``calls`` more lookups are answered."""
+        target = self.answered + calls
+        return wait_until(lambda: self.answered >= target, seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.client.close()
+
+
+def _served_for_workers(tmp_path, monkeypatch):
+    s = served_region(tmp_path, None, monkeypatch, customers=10)
+    s.server.stop(1)
+    return s
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_worker_that_dies_is_replaced_on_the_port_and_no_call_fails(tmp_path, monkeypatch, sig):
+    """One of two workers dies (SIGKILL: killed outright; SIGTERM: it drains and exits) under a
+    stream of lookups. The parent says which worker died, how, and the pid of its replacement,
+    which then serves on the same port; the retrying FeatureClient sees no failed call: a stopping
+    worker closes its listener before grpc tells its clients to go (GOAWAY), so they reconnect to
+    its sibling instead of being reset (before: ~1 s of UNAVAILABLE, 2,220 failed calls of 4 clients)."""
+    from redis_servers import free_port
+
+    s = _served_for_workers(tmp_path, monkeypatch)
+    serve = _Serve(s.config.source, free_port())
+    calls = None
+    try:
+        pids = serve.serving_pids(2)
+        calls = _Calls(serve.port).start()
+        assert calls.more(20), calls.failed
+        victim = serve.worker_serving_this_process(pids)
+        os.kill(pids[victim], sig)
+        how = "was killed by SIGKILL" if sig == signal.SIGKILL else "exited"
+        said = serve.wait_for(lambda x: "restarted as pid" in x)
+        assert said.startswith(f"MY: worker {victim} (pid {pids[victim]}) {how}; restarted as pid "), said
+        new_pid = int(said.rsplit(" ", 1)[1])
+        assert new_pid != pids[victim] and new_pid in _children(serve.proc.pid)
+        assert serve.serving_pids(1) == {victim: new_pid}  # the replacement serves on the same port
+        assert calls.more(20), calls.failed
+        calls.stop()
+        assert calls.failed == []
+        # and the replacement answers: each fresh connection lands on either worker
+        assert wait_until(lambda: _answered_by(serve.port, new_pid), 60), "the replacement never answered"
+    finally:
+        if calls is not None:
+            calls.stop()
+        code, out, err = serve.close()
+    assert code == 0, out + err
+    assert f"MY: worker {victim} stopped" in out and "Traceback" not in out + err, out + err
+
+
+def _answered_by(port: int, pid: int) -> bool:
+    """A health check on a connection of its own (a local subchannel pool: not the one grpc shares
+    between this process's channels); True when it was answered SERVING by process ``pid``."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+        return status == health_pb2.HealthCheckResponse.SERVING and bool(_socket_inodes(pid) & _connections_on(port))
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_at_once_on_every_start_makes_serve_give_up_in_one_line(tmp_path, monkeypatch):
+    """The region's registry is removed under a running node and a worker is killed: each
+    replacement dies at once (the region is no longer applied). The parent waits longer before
+    each restart, and the third death within the window stops the node with one line (exit 2)."""
+    from redis_servers import free_port
+
+    s = _served_for_workers(tmp_path, monkeypatch)
+    serve = _Serve(s.config.source, free_port(), "--restarts", "3", "--restart-window", "600")
+    killed = False
+    try:
+        pids = serve.serving_pids(2)
+        registry = s.node.data_dir / "registry.db"
+        registry.rename(registry.with_name("registry.db.away"))
+        os.kill(pids[0], signal.SIGKILL)
+        killed = True
+    finally:
+        code, out, err = serve.close(signal_it=not killed, seconds=300)  # it gives up on its own
+    assert code == 2, out + err
+    errors = [line for line in err.splitlines() if line.startswith("fedstore: error")]
+    assert errors == [
+        "fedstore: error: MY: worker 0 died 3 times within 600 s (the last time it exited with code 2: region MY "
+        "has no registry yet: run `fedstore region apply --region MY` first); fedstore serve gives up"], err
+    assert "Traceback" not in err
+    assert f"MY: worker 0 (pid {pids[0]}) was killed by SIGKILL; restarted as pid " in out
+    assert "MY: worker 0 (pid " in out and "exited with code 2: region MY has no registry yet" in out
+    assert "3 deaths" not in out and "2 deaths within 600 s: restarting it in 1 s" in out, out
+    assert "MY: worker 1 stopped" in out  # the sibling drained and stopped
