@@ -590,12 +590,11 @@ class _Serve:
             pids[int(line.split()[2])] = int(line.split(" as pid ")[1].split()[0])
         return pids
 
-    def worker_serving_this_process(self, pids: dict[int, int]) -> int:
-        """The worker holding the test's connection (every FeatureClient of one process to one
-        address shares grpc's one connection)."""
-        found = [w for w, pid in pids.items() if _socket_inodes(pid) & _connections_on(self.port)]
-        assert len(found) == 1, (found, pids)
-        return found[0]
+    def busiest(self, pids: dict[int, int]) -> int:
+        """The worker holding the most connections (every one comes from the test's callers)."""
+        held = {w: len(_socket_inodes(pid) & _connections_on(self.port)) for w, pid in pids.items()}
+        assert sum(held.values()) > 0, held
+        return max(held, key=held.__getitem__)
 
     def close(self, *, signal_it: bool = True, seconds: float = 120) -> tuple[int, str, str]:
         """SIGTERM unless it ended (or ``signal_it`` is False), then wait: its exit code, all its
@@ -635,39 +634,58 @@ def _connections_on(port: int) -> set[str]:
     return found
 
 
-class _Calls:
-    """A stream of lookups through the retrying FeatureClient on a thread of its own, counting
-    answers and failures."""
+# a serving app: lookups through the retrying FeatureClient until the stop file appears; what it
+# answered and what failed, written to its out file every 20 answers and at the end
+_CALLER = """
+import json, os, sys
+import grpc
+from serving.client import FeatureClient
+port, stop, out, token = sys.argv[1:5]
+answered, failed = 0, []
+def report():
+    with open(out + ".tmp", "w") as f:
+        json.dump({"answered": answered, "failed": failed}, f)
+    os.replace(out + ".tmp", out)
+with FeatureClient(f"127.0.0.1:{port}", token=token, timeout=5) as client:
+    while not os.path.exists(stop):
+        try:
+            got = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]})
+            answered += got.region == "MY"
+            if answered % 20 == 0:
+                report()
+        except grpc.RpcError as e:
+            failed.append(f"{e.code().name}: {e.details()}")
+report()
+"""
 
-    def __init__(self, port: int) -> None:
-        self.client = FeatureClient(f"127.0.0.1:{port}", token=TOKENS["fraud-app"], timeout=5)
-        self.answered = 0
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "_Calls":
-        self._thread.start()
-        return self
+class _Callers:
+    """Serving apps in processes of their own, each with its own connection to the port."""
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def __init__(self, port: int, workdir: Path, count: int) -> None:
+        self.stop_file = workdir / "callers.stop"
+        self.outs = [workdir / f"caller-{i}.json" for i in range(count)]
+        self.procs = [subprocess.Popen([sys.executable, "-c", _CALLER, str(port), str(self.stop_file), str(out),
+                                        TOKENS["fraud-app"]], env={**os.environ}) for out in self.outs]
+
+    def reports(self) -> list[dict]:
+        import json
+
+        return [json.loads(out.read_text()) if out.exists() else {"answered": 0, "failed": []} for out in self.outs]
+
+    def each_answers(self, calls: int, seconds: float = 120) -> bool:
+        """Wait until every caller has ``calls`` more answers than now."""
+        targets = [r["answered"] + calls for r in self.reports()]
+        return wait_until(lambda: all(r["answered"] >= t for r, t in zip(self.reports(), targets)), seconds)
+
+    def stop(self) -> list[dict]:
+        self.stop_file.touch()
+        for p in self.procs:
             try:
-                got = self.client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1]})
-                assert got.region == "MY"
-                self.answered += 1
-            except grpc.RpcError as e:
-                self.failed.append(f"{e.code().name}: {e.details()}")
-
-    def more(self, calls: int, seconds: float = 120) -> bool:
-        """Wait until ``calls`` more lookups are answered."""
-        target = self.answered + calls
-        return wait_until(lambda: self.answered >= target, seconds)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-        self.client.close()
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return self.reports()
 
 
 def _served_for_workers(tmp_path, monkeypatch):
@@ -688,12 +706,12 @@ def test_a_worker_that_dies_is_replaced_on_the_port_and_no_call_fails(tmp_path, 
 
     s = _served_for_workers(tmp_path, monkeypatch)
     serve = _Serve(s.config.source, free_port())
-    calls = None
+    callers = None
     try:
         pids = serve.serving_pids(2)
-        calls = _Calls(serve.port).start()
-        assert calls.more(20), calls.failed
-        victim = serve.worker_serving_this_process(pids)
+        callers = _Callers(serve.port, tmp_path, 4)
+        assert callers.each_answers(20), callers.reports()
+        victim = serve.busiest(pids)
         os.kill(pids[victim], sig)
         how = "was killed by SIGKILL" if sig == signal.SIGKILL else "exited"
         said = serve.wait_for(lambda x: "restarted as pid" in x)
@@ -701,14 +719,15 @@ def test_a_worker_that_dies_is_replaced_on_the_port_and_no_call_fails(tmp_path, 
         new_pid = int(said.rsplit(" ", 1)[1])
         assert new_pid != pids[victim] and new_pid in _children(serve.proc.pid)
         assert serve.serving_pids(1) == {victim: new_pid}  # the replacement serves on the same port
-        assert calls.more(20), calls.failed
-        calls.stop()
-        assert calls.failed == []
+        assert callers.each_answers(20), callers.reports()
+        reports = callers.stop()
+        assert [r["failed"] for r in reports] == [[]] * 4
+        assert all(r["answered"] >= 40 for r in reports), reports
         # and the replacement answers: each fresh connection lands on either worker
         assert wait_until(lambda: _answered_by(serve.port, new_pid), 60), "the replacement never answered"
     finally:
-        if calls is not None:
-            calls.stop()
+        if callers is not None:
+            callers.stop()
         code, out, err = serve.close()
     assert code == 0, out + err
     assert f"MY: worker {victim} stopped" in out and "Traceback" not in out + err, out + err
