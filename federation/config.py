@@ -32,6 +32,7 @@ from federation.errors import ConfigError
 from federation.monitoring import MonitoringConfig, parse_monitoring
 from federation.statistics import CATALOG
 from federation.jurisdictions import JURISDICTIONS
+from federation.unique_keys import DuplicateKey, safe_load_unique
 
 ONLINE_STORE_TYPES = ("sqlite", "redis", "redis_cluster")
 
@@ -244,7 +245,9 @@ def load_config(path: str | Path) -> FederationConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text (not a YAML file?)") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load_unique(text)
+    except DuplicateKey as e:
+        raise ConfigError(f"{path}: line {e.line}: {e.problem}; remove one of them") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
