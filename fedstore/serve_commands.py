@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 from federation import FederationConfig
 from federation.tls import RotatingCertificate
+from federation.tokens import TokenBook
 from fedstore.arguments import host_port
 from fedstore.errors import USER_ERRORS
 from fedstore.serve_workers import RestartBudget, WorkerPool
@@ -66,6 +67,8 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
         budget = RestartBudget(deaths=args.restarts, window_seconds=args.restart_window)
     except ValueError as e:
         raise RegionError(f"--restarts/--restart-window: {e}") from None
+    # every token's secret readable (an unset variable is one line) before any snapshot is compiled
+    TokenBook(config.tokens)
     if region.serving.tls_cert and region.serving.tls_key:
         # a bad certificate is a one-line error here, not a traceback from every worker
         RotatingCertificate(region.serving.tls_cert, region.serving.tls_key)

@@ -205,6 +205,20 @@ def test_unknown_region_for_serve_is_a_one_line_error(tmp_path, capsys):
     assert "fedstore region apply --region MY" in capsys.readouterr().err
 
 
+def test_serve_without_a_token_secret_refuses_before_compiling_snapshots(tmp_path, monkeypatch, capsys):
+    from fedstore.cli import main
+
+    s = served_region(tmp_path, None, monkeypatch, customers=10)
+    s.server.stop(1)
+    cache = s.node.data_dir / snapshot_pack.CACHE_DIR
+    shutil.rmtree(cache)
+    monkeypatch.delenv("TOKEN_FRAUD")
+    assert main(["--config", str(s.config.source), "serve", "--region", "MY", "--address", "127.0.0.1:0"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "fedstore: error: auth token 'fraud-app': environment variable TOKEN_FRAUD is not set"]
+    assert not cache.exists()  # refused before the snapshots were compiled
+
+
 def test_a_taken_port_is_a_clear_error_and_stop_is_idempotent(tmp_path, monkeypatch):
     from serving.server import ServingNode
 
