@@ -503,6 +503,34 @@ def test_port_check_passes_free_and_shared_ports_and_names_bad_ones():
         check_bindable("192.0.2.1:50051", reuse_port=False)  # TEST-NET: not an address of this host
 
 
+def test_stop_listening_refuses_new_connections_while_open_ones_are_answered(capfd):
+    """What a stopping worker does before grpc's GOAWAY: its listening socket closes at once (new
+    connections go to its siblings on the port), its open connections are still answered, and
+    grpc's own stop afterwards says nothing (no failed accept logged)."""
+    import socket
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from serving.ports import stop_listening
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 1)])
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    capfd.readouterr()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        assert check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        assert stop_listening(port) >= 1
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0  # nobody listens here any more
+        assert check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        assert stop_listening(port) == 0  # nothing left to close
+        server.stop(5).wait(30)
+    assert capfd.readouterr().err == ""
+
+
 @pytest.mark.slow
 def test_workers_stop_when_fedstore_serve_is_killed(tmp_path, monkeypatch):
     """SIGKILL gives `fedstore serve` no chance to stop its workers: they notice it is gone, drain
