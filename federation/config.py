@@ -38,6 +38,7 @@ from federation.monitoring import MonitoringConfig, parse_monitoring
 from federation.statistics import CATALOG
 from federation.jurisdictions import JURISDICTIONS
 from federation.roles import Role, region_rule_violation, role_names
+from federation.unique_keys import DuplicateKey, safe_load_unique
 
 ONLINE_STORE_TYPES = ("sqlite", "redis", "redis_cluster")
 MAX_LATENESS_HOURS = 8784  # a (leap) year: later than that is a full job's work
@@ -263,7 +264,9 @@ def load_config(path: str | Path) -> FederationConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text (not a YAML file?)") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load_unique(text)
+    except DuplicateKey as e:
+        raise ConfigError(f"{path}: line {e.line}: {e.problem}; remove one of them") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from federation import FederationConfig
 from fedstore.arguments import iso_date, iso_time, path_arg, positive_int, view_names
 from fedstore.render import age, table
-from regions.errors import RegionError
+from regions.errors import RegionError, RegionNotReady
 from regions.store.materialize import MaterializeRequest, materialize
 from regions.store.node import RegionNode
 from regions.store.status import region_status
@@ -92,13 +92,21 @@ def cmd_materialize(config: FederationConfig, args: argparse.Namespace) -> None:
     request = MaterializeRequest(
         views=args.views, incremental=args.incremental, end=args.end, show_progress=not args.no_progress
     )
+    future_end = args.end is not None and args.end > datetime.now(timezone.utc)  # materialize() says so first
+    if not node.is_applied and not future_end:  # refused before the job's lock file and ledger are created
+        raise RegionNotReady(f"region {node.code} has no registry yet: run `fedstore region apply --region "
+                             f"{node.code}` first")
     materialize(node, request, say=print)
 
 
 def cmd_status(config: FederationConfig, args: argparse.Namespace) -> None:
     node = RegionNode(config.region(args.region))
-    st = region_status(node, jobs=args.jobs)
     region = node.region
+    if not node.is_applied and not (node.data_dir / LEDGER_FILE).exists():  # nothing to read: create nothing
+        print(f"Region {region.code} ({region.jurisdiction}, {region.law}) — {region.data_dir}")
+        print(f"not applied yet: run `fedstore region apply --region {region.code}`\n\nno materialisation jobs yet")
+        return
+    st = region_status(node, jobs=args.jobs)
     print(f"Region {region.code} ({region.jurisdiction}, {region.law}) — {region.data_dir}")
     if not st.applied:
         print(f"not applied yet: run `fedstore region apply --region {region.code}`")
@@ -124,6 +132,7 @@ def cmd_status(config: FederationConfig, args: argparse.Namespace) -> None:
     ))
 
 
+LEDGER_FILE = "ledger.db"  # RegionNode.ledger's file: a status of a region that never ran a job reads none
 _ONLINE = {"present": "holds it", "lost": "LOST", "behind": "BEHIND", "unreachable": "unreachable"}
 
 

@@ -2,7 +2,9 @@
 
 With ``--workers N`` the node runs as N processes sharing one port (SO_REUSEPORT: the kernel
 spreads connections across them); each has its own caches, and its own metrics port
-(``metrics_port + i``) when metrics are on. SIGTERM or Ctrl-C drains in-flight calls.
+(``metrics_port + i``) when metrics are on. SIGTERM or Ctrl-C drains in-flight calls. A worker that
+dies, of any signal or exit, is replaced and the parent says so (``fedstore.serve_workers``); a
+worker that stops drains while its siblings take its clients (``ServingNode.stop``).
 
 With ``--pin-cpus`` worker i runs on the i-th CPU it may use (round robin), all its threads on that
 one CPU. Every call still crosses from grpc's I/O threads to the thread that answers it; on one CPU
@@ -20,13 +22,16 @@ import os
 import signal
 import sys
 import threading
-from multiprocessing.queues import SimpleQueue
-from typing import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Callable, Sequence
 
 from federation import FederationConfig
 from federation.tls import RotatingCertificate
+from federation.tokens import TokenBook
 from fedstore.arguments import host_port
 from fedstore.errors import USER_ERRORS
+from fedstore.serve_workers import RestartBudget, WorkerPool
 from regions.errors import RegionError
 from serving.ports import CannotListen, claim_port
 from serving.server import ServingNode
@@ -43,6 +48,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to drain in-flight calls on shutdown")
     serve.add_argument("--pin-cpus", action="store_true",
                        help="run worker i on the i-th CPU this process may use, all its threads on it (Linux)")
+    budget = RestartBudget()
+    serve.add_argument("--restarts", type=int, default=budget.deaths,
+                       help=f"a worker that dies this many times within --restart-window stops the node "
+                            f"(default {budget.deaths}); each death before waits longer to restart")
+    serve.add_argument("--restart-window", type=float, default=budget.window_seconds,
+                       help=f"seconds over which a worker's deaths are counted (default {budget.window_seconds:.0f})")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -52,6 +63,12 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
         raise RegionError(f"--workers must be at least 1, got {args.workers}")
     if not 0 <= args.grace < float("inf"):  # NaN fails this too
         raise RegionError(f"--grace must be a number of seconds, 0 or more, got {args.grace}")
+    try:
+        budget = RestartBudget(deaths=args.restarts, window_seconds=args.restart_window)
+    except ValueError as e:
+        raise RegionError(f"--restarts/--restart-window: {e}") from None
+    # every token's secret readable (an unset variable is one line) before any snapshot is compiled
+    TokenBook(config.tokens)
     if region.serving.tls_cert and region.serving.tls_key:
         # a bad certificate is a one-line error here, not a traceback from every worker
         RotatingCertificate(region.serving.tls_cert, region.serving.tls_key)
@@ -63,43 +80,31 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     except CannotListen as e:
         raise RegionError(f"{region.code}: {e}") from None
     try:
-        _serve(config, region.code, args, cpus)
+        _serve(config, region.code, args, cpus, budget)
     finally:
         if claim is not None:
             claim.close()
 
 
-def _serve(config: FederationConfig, code: str, args: argparse.Namespace, cpus: Sequence[int | None]) -> None:
+def _serve(config: FederationConfig, code: str, args: argparse.Namespace, cpus: Sequence[int | None],
+           budget: RestartBudget) -> None:
     if args.workers == 1:
         _run(config, code, args.address, args.grace, reuse_port=False, worker=0, cpu=cpus[0])
         return
     ctx = mp.get_context("spawn")
-    errors: SimpleQueue[str] = ctx.SimpleQueue()  # workers' one-line errors, reported once by this process
-    procs = [
-        ctx.Process(target=_worker, args=(errors, config, code, args.address, args.grace, i, cpus[i], os.getpid()),
-                    name=f"serve-{i}")
-        for i in range(args.workers)
-    ]
-    for p in procs:
+    parent = os.getpid()
+
+    def start(i: int, pipe: Connection) -> BaseProcess:
+        p = ctx.Process(target=_worker, args=(pipe, config, code, args.address, args.grace, i, cpus[i], parent),
+                        name=f"serve-{i}")
         p.start()
+        return p
+
     stopping = threading.Event()
     _on_signals(stopping)
-    while not stopping.wait(0.5):
-        if any(p.exitcode not in (None, 0) for p in procs):
-            break  # a worker died: stop the rest rather than serve at reduced capacity silently
-    for p in procs:
-        if p.is_alive():
-            p.terminate()  # SIGTERM: each worker drains its own calls
-    for p in procs:
-        p.join()
-    failed = [p.name for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
-    reasons = []
-    while not errors.empty():
-        reasons.append(errors.get())
-    if reasons:  # the workers' own words (usually the same for all: a busy port), once each
-        raise RegionError("; ".join(dict.fromkeys(reasons)))
-    if failed:
-        raise RegionError(f"{code}: serving workers failed: {', '.join(failed)}")
+    pool = WorkerPool(code, args.workers, start, lambda: ctx.Pipe(duplex=False), budget=budget,
+                      say=lambda line: print(line, flush=True))
+    pool.run(stopping)
 
 
 def worker_cpus(workers: int) -> list[int]:
@@ -119,19 +124,20 @@ def pin_to_cpu(cpu: int) -> None:
             pass
 
 
-def _worker(errors: "SimpleQueue[str]", config: FederationConfig, code: str, address: str | None, grace: float,
+def _worker(pipe: Connection, config: FederationConfig, code: str, address: str | None, grace: float,
             worker: int, cpu: int | None, parent: int) -> None:
-    """A worker process: ``_run``, with a user's mistake (a busy port, say) sent to the parent as
-    one line instead of a traceback from every worker."""
+    """A worker process: ``_run``, telling the parent up ``pipe`` when it serves, and sending a
+    user's mistake (a busy port, say) as one line instead of a traceback from every worker."""
     try:
-        _run(config, code, address, grace, True, worker, cpu, parent=parent)
+        _run(config, code, address, grace, True, worker, cpu, parent=parent,
+             serving=lambda where: pipe.send(("serving", where)))
     except USER_ERRORS as e:
-        errors.put(str(e))
+        pipe.send(("error", str(e)))
         sys.exit(2)
 
 
 def _run(config: FederationConfig, code: str, address: str | None, grace: float, reuse_port: bool, worker: int,
-         cpu: int | None = None, *, parent: int | None = None) -> None:
+         cpu: int | None = None, *, parent: int | None = None, serving: Callable[[str], None] | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C, or, for a worker, until its parent process is gone (killed
     outright, it could not stop its workers, and they would keep the port and the region's calls
     without it, and without its claim on the port)."""
@@ -148,7 +154,10 @@ def _run(config: FederationConfig, code: str, address: str | None, grace: float,
     except OSError as e:
         raise RegionError(f"{code}: cannot serve on {address or region.serving_address}: {e}") from None
     on_cpu = f" on CPU {cpu}" if cpu is not None else ""
-    print(f"{code}: worker {worker} serving on {node.address}{on_cpu} (SIGTERM or Ctrl-C to stop)", flush=True)
+    print(f"{code}: worker {worker} serving on {node.address}{on_cpu} as pid {os.getpid()} (SIGTERM or Ctrl-C to stop)",
+          flush=True)
+    if serving is not None:
+        serving(str(node.address))
     stopping = threading.Event()
     _on_signals(stopping)
     while not stopping.wait(PARENT_CHECK_SECONDS):

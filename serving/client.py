@@ -7,8 +7,10 @@
 ``address`` is any gRPC target: ``host:port``, ``dns:///serving.my.svc:50151`` (every address the
 name resolves to: a region's serving pods) or ``ipv4:10.0.0.1:50151,10.0.0.2:50151``. Calls are
 spread over all of them (round robin), and a call a node refused before doing any work
-(UNAVAILABLE: shutting down or unreachable; RESOURCE_EXHAUSTED or CANCELLED: at its limit) is
-retried on the next one, within the call's deadline, by gRPC's own retry policy.
+(UNAVAILABLE: shutting down, unreachable or its connection reset; RESOURCE_EXHAUSTED or CANCELLED:
+at its limit) is retried on the next one, within the call's deadline, by gRPC's own retry policy.
+A worker of ``fedstore serve --workers N`` that stops or dies sends its clients to its siblings on
+the same port: a lookup in flight on it is retried there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import grpc
 
 from proto.fedstore.serving.v1 import serving_pb2 as pb
 from proto.fedstore.serving.v1 import serving_pb2_grpc
+
+RECONNECT_BACKOFF_MS = (100, 5000)  # first and longest wait before a failed connection is tried again
 
 _STATUS = {pb.PRESENT: "present", pb.NOT_FOUND: "not_found", pb.NULL_VALUE: "null", pb.OUTSIDE_MAX_AGE: "outside_max_age"}
 
@@ -155,7 +159,16 @@ def _open_channel(api: Any, address: str, root_certificates: bytes | None, retri
     """A channel from ``grpc`` or ``grpc.aio`` (same function names), with balancing and retries."""
     if retries < 0:
         raise ValueError("retries must be 0 or more")
-    options = [("grpc.service_config", service_config(retries)), ("grpc.enable_retries", 1 if retries else 0)]
+    options = [
+        ("grpc.service_config", service_config(retries)),
+        ("grpc.enable_retries", 1 if retries else 0),
+        # a connection attempt that fails (a worker killed, or stopping, as it arrived) is tried
+        # again after 0.1 s rather than grpc's 1 s, during which every call fails at once with
+        # UNAVAILABLE; a node away for longer is still tried only every few seconds
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
+    ]
     if root_certificates is None:
         return api.insecure_channel(address, options=options)
     return api.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), options=options)
@@ -169,9 +182,11 @@ def service_config(retries: int) -> str:
             "name": [{"service": pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name}],
             "retryPolicy": {
                 "maxAttempts": retries + 1,
-                "initialBackoff": "0.01s",
-                "maxBackoff": "0.2s",
-                "backoffMultiplier": 2,
+                # grpc waits a random time up to the backoff: with the default two retries, up to
+                # 0.05 s then 0.2 s, enough on average to outlast a reconnection (0.1 s, above)
+                "initialBackoff": "0.05s",
+                "maxBackoff": "0.5s",
+                "backoffMultiplier": 4,
                 # CANCELLED: a node whose lookup threads are all busy and whose queue is full has
                 # grpc turn the call away so (lookups are reads: safe to ask the next node)
                 "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"],

@@ -52,7 +52,7 @@ from serving.lookup_lane import LookupLane
 from serving.metrics import ServingMetrics
 from serving.open_streams import LimitOpenStreams
 from serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
-from serving.ports import CannotListen, check_bindable
+from serving.ports import CannotListen, check_bindable, stop_listening
 from serving.servicer import FeatureServingServicer
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class ServingNode:
     ) -> None:
         self.region = region
         self.refresh_seconds = refresh_seconds
+        self._reuse_port = reuse_port
         check_bindable(address or region.serving_address, reuse_port=reuse_port)  # before any loading: fail fast
         node = RegionNode(region)
         if not node.is_applied:
@@ -209,11 +210,16 @@ class ServingNode:
         if self._stop.is_set():
             return  # already stopped: the loop is closed
         self._stop.set()
+        # NOT_SERVING first (health-checking balancers look elsewhere; the refresher can no longer
+        # set it back), and, beside sibling workers on the port, no new connection lands here
+        # before grpc's GOAWAY sends this node's clients to them (see ports.stop_listening)
+        self.health.enter_graceful_shutdown()
+        if self._reuse_port:
+            stop_listening(self.address.port)
         if self._refresher.is_alive():
             self._refresher.join(timeout=5)
         if self._loaded is not None:
             self._loaded.close()
-        self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait(grace + 30)
         self._lane.stop()
         close = getattr(self.reader, "close", None)

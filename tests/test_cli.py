@@ -111,6 +111,22 @@ def test_apply_materialize_status_through_the_cli(capsys, cfg, tmp_path):
     assert "succeeded" in out and "full" in out
 
 
+def test_status_and_materialize_of_a_region_never_applied_create_no_files(capsys, cfg, tmp_path):
+    data = tmp_path / "data" / "MY"
+    code, out, _ = run(capsys, "--config", cfg, "region", "status", "--region", "MY")
+    assert code == 0 and "not applied yet: run `fedstore region apply --region MY`" in out
+    assert "no materialisation jobs yet" in out
+    code, _, err = run(capsys, "--config", cfg, "region", "materialize", "--region", "MY")
+    assert code == 2 and err.splitlines() == [
+        "fedstore: error: region MY has no registry yet: run `fedstore region apply --region MY` first"]
+    assert not data.exists()  # neither a ledger nor a lock file
+    write_sources(data, customers=5, drivers=2)  # sources only: still nothing of the node's own
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    assert run(capsys, "--config", cfg, "region", "status", "--region", "MY")[0] == 0
+    assert run(capsys, "--config", cfg, "region", "materialize", "--region", "MY")[0] == 2
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
 @pytest.mark.parametrize("broken", ["column missing", "not parquet", "damaged page"])
 def test_a_broken_source_file_is_one_line_for_every_command_that_reads_it(capsys, cfg, tmp_path, broken):
     import struct

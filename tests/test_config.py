@@ -145,6 +145,30 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(bad)
 
 
+def test_a_key_given_twice_is_a_one_line_error_naming_it(tmp_path, capsys):
+    """PyYAML keeps the last of two equal keys silently: a second `serving:` block replaced the first."""
+    from fedstore.cli import main
+
+    good = yaml.safe_dump(_cfg(_region("MY", serving={"max_entities": 50})), sort_keys=False)
+    twice = good.replace("  serving:\n", "  serving:\n    max_entities: 50\n  serving:\n", 1)
+    path = tmp_path / "fed.yaml"
+    path.write_text(twice)
+    line = twice.splitlines().index("  serving:", twice.splitlines().index("  serving:") + 1) + 1
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}: line {line}: the key 'serving' appears twice in one mapping "
+                              f"(lines {line - 2} and {line}); remove one of them")
+    assert main(["--config", str(path), "region", "status", "--region", "MY"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"fedstore: error: {err.value}"]
+    # a merge (<<) may still override what it merges: not a duplicate
+    path.write_text("defaults: &d {name: a, x: 1}\nfederation:\n  <<: *d\n  name: t\n")
+    with pytest.raises(ConfigError) as err:  # refused for what is missing, not for `name`
+        load_config(path)
+    assert "twice" not in str(err.value)
+    path.write_text(good)
+    assert load_config(path).region("MY").serving.max_entities == 50
+
+
 def test_unreadable_config_file_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="is a directory"):
         load_config(tmp_path)
