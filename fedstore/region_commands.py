@@ -40,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     mat.add_argument("--views", type=view_names, default=(),
                      help="comma-separated feature views (default: all)")
     mat.add_argument("--end", type=iso_time, default=None, help="window end (ISO 8601), default now")
+    mat.add_argument("--quarantine", action="store_true",
+                     help="set aside the rows that break the views' declared schema (and rows with a null join key "
+                          "or event time) in <data dir>/quarantine/<job>/<view>.parquet with a reason, and load the "
+                          "rest (default: strict, such a source fails the job and nothing is written)")
     mat.add_argument("--no-progress", action="store_true")
     mat.set_defaults(handler=cmd_materialize)
 
@@ -90,7 +94,8 @@ def cmd_apply(config: FederationConfig, args: argparse.Namespace) -> None:
 def cmd_materialize(config: FederationConfig, args: argparse.Namespace) -> None:
     node = RegionNode(config.region(args.region))
     request = MaterializeRequest(
-        views=args.views, incremental=args.incremental, end=args.end, show_progress=not args.no_progress
+        views=args.views, incremental=args.incremental, end=args.end, show_progress=not args.no_progress,
+        quarantine=args.quarantine,
     )
     future_end = args.end is not None and args.end > datetime.now(timezone.utc)  # materialize() says so first
     if not node.is_applied and not future_end:  # refused before the job's lock file and ledger are created

@@ -170,3 +170,114 @@ def test_a_snapshot_that_cannot_be_loaded_never_blinds_the_health_and_lost_row_c
     finally:
         served.server.stop(1)
         redis.stop()
+
+
+# --- quarantine mode: the rows that break the contract are set aside beside the job, the rest loaded
+
+
+def _na_every_7th(n: int) -> pa.Array:
+    return pa.array(["n/a" if i % 7 == 0 else f"{i * 1.5}" for i in range(n)])
+
+
+@pytest.mark.redis
+def test_quarantine_loads_the_good_rows_typed_as_declared_and_sets_aside_the_rest_with_reasons(redis_federation,
+                                                                                               clean_redis):
+    import json
+
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=40, drivers=3, days=2)
+    node.apply()
+    table = tables["customer_transactions"]
+    _redeliver(node, table, "spend_7d", _na_every_7th(table.num_rows))  # row i: customer i // 2, day i % 2
+    said: list[str] = []
+    job = materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1), quarantine=True),
+                      say=said.append)
+
+    bad = [i for i in range(table.num_rows) if i % 7 == 0]
+    quarantined = node.data_dir / "quarantine" / job.job_id / "customer_transactions.parquet"
+    rejected = pq.read_table(quarantined)
+    assert rejected.num_rows == len(bad) == 12
+    assert sorted(rejected.column("customer_id").to_pylist()) == sorted(i // 2 for i in bad)
+    assert set(rejected.column("spend_7d").to_pylist()) == {"n/a"}
+    assert set(rejected.column("reason").to_pylist()) == {"spend_7d: 'n/a' is not Float64"}
+
+    # online: each customer's latest good row, as a float
+    ids = list(range(40))
+    online = node.store.get_online_features(features=["customer_transactions:spend_7d"],
+                                            entity_rows=[{"customer_id": c} for c in ids]).to_dict()
+    latest_good = [next(i * 1.5 for i in (2 * c + 1, 2 * c) if i % 7) for c in ids]
+    assert online["spend_7d"] == latest_good
+    snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions")).sort_by("customer_id")
+    assert pa.types.is_float64(snap.schema.field("spend_7d").type)
+    assert snap.column("spend_7d").to_pylist() == latest_good
+
+    # the ledger, the job's summary line and the lineage events say how many and where
+    counts = node.ledger.get(job.job_id).per_view["customer_transactions"]
+    assert counts["rows_quarantined"] == 12 and counts["quarantine_file"] == str(quarantined)
+    assert node.ledger.get(job.job_id).per_view["customer_profile"]["rows_quarantined"] == 0
+    assert node.ledger.get(job.job_id).per_view["customer_profile"]["quarantine_file"] is None
+    line = next(s for s in said if "customer_transactions: read" in s)
+    assert f"read 40 rows, 12 quarantined \u2192 {quarantined}" in line, line
+    events = [json.loads(e) for e in (node.data_dir / "lineage" / "events.jsonl").read_text().splitlines()]
+    complete = [e for e in events if e["eventType"] == "COMPLETE"][-1]["run"]["facets"]["dataContract"]
+    assert complete["mode"] == "quarantine"
+    assert complete["views"]["customer_transactions"] == {"rowsQuarantined": 12, "quarantineFile": str(quarantined)}
+
+
+def _null_keys(node: RegionNode, table: pa.Table, rows: set[int]) -> None:
+    keys = pa.array([None if i in rows else v for i, v in enumerate(table.column("customer_id").to_pylist())],
+                    pa.int64())
+    _redeliver(node, table, "customer_id", keys)
+
+
+@pytest.mark.redis
+def test_null_join_keys_fail_a_strict_job_in_one_line_and_nothing_is_written(redis_federation, clean_redis):
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    _null_keys(node, tables["customer_transactions"], {3, 8, 9})
+    with pytest.raises(MaterializationError) as err:
+        materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1)))
+    message = str(err.value)
+    source = node.data_dir / "sources" / "customer_transactions.parquet"
+    assert "\n" not in message
+    assert (f"source {source} has 3 rows with a null join key customer_id, which feature view "
+            "customer_transactions cannot place") in message, message
+    assert [k for k in clean_redis["MY"].client().keys("*") if not k.startswith(b"fedstore:")] == []
+    assert not snapshot_path(node.data_dir, "customer_transactions").exists()
+    assert node.ledger.jobs(limit=1)[0].status == FAILED
+
+
+@pytest.mark.redis
+def test_null_join_keys_are_quarantined_and_the_other_rows_loaded(redis_federation, clean_redis):
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    table = tables["customer_transactions"]
+    _null_keys(node, table, {3, 8, 9})  # customer 4 loses both its rows, customer 1 its latest
+    job = materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1), quarantine=True))
+    rejected = pq.read_table(node.data_dir / "quarantine" / job.job_id / "customer_transactions.parquet")
+    assert rejected.num_rows == 3
+    assert set(rejected.column("reason").to_pylist()) == {"join key customer_id is null"}
+    assert node.ledger.get(job.job_id).per_view["customer_transactions"]["rows_quarantined"] == 3
+    snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
+    assert sorted(snap.column("customer_id").to_pylist()) == [c for c in range(20) if c != 4]
+    online = node.store.get_online_features(features=["customer_transactions:spend_30d"],
+                                            entity_rows=[{"customer_id": c} for c in (1, 4, 5)]).to_dict()
+    spend = table.column("spend_30d").to_pylist()
+    assert online["spend_30d"] == [spend[2], None, spend[11]]  # customer 1: its older row
+
+
+def test_a_region_on_the_spark_engine_refuses_quarantine_in_one_line_before_anything(sqlite_federation):
+    from dataclasses import replace
+
+    from regions.errors import RegionError
+
+    region = sqlite_federation.region("MY")
+    node = RegionNode(replace(region, materialization=replace(region.materialization, engine="spark")))
+    write_sources(node.data_dir, customers=5, drivers=2, days=1)
+    node.apply()
+    with pytest.raises(RegionError) as err:
+        materialize(node, MaterializeRequest(show_progress=False, quarantine=True))
+    assert "\n" not in str(err.value) and "--quarantine needs the local engine" in str(err.value)
+    assert node.ledger.jobs() == [] and not (node.data_dir / "materialize.lock").exists()

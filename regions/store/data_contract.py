@@ -84,6 +84,59 @@ def mismatches(fv: FeatureView, path: Path, schema: pa.Schema) -> list[ColumnMis
     return found
 
 
+@dataclass(frozen=True)
+class NullPlacement:
+    """Rows of a source whose join key or event time is null: Feast cannot place them."""
+
+    path: Path
+    view: str
+    column: str
+    what: str  # "join key" or "event time"
+    rows: int
+
+    def describe(self) -> str:
+        return (f"source {self.path} has {self.rows:,} row{'s' if self.rows != 1 else ''} with a null {self.what} "
+                f"{self.column}, which feature view {self.view} cannot place")
+
+
+def null_placements(fv: FeatureView, path: Path) -> list[NullPlacement]:
+    """The join key and event time columns of ``path`` holding nulls. From the footers' null counts
+    (cheap); a column whose row groups lack them is counted by DuckDB (that column only)."""
+    source = fv.batch_source
+    assert source is not None
+    renamed = {feature: column for column, feature in (source.field_mapping or {}).items()}
+    columns = {renamed.get(e.name, e.name): "join key" for e in fv.entity_columns}
+    columns[renamed.get(source.timestamp_field, source.timestamp_field)] = "event time"
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError):
+        return []  # the read itself will say so
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    found = []
+    for column, what in columns.items():
+        if column not in names:
+            continue  # a missing column is the column check's to name
+        index = names.index(column)
+        counts = [meta.row_group(g).column(index).statistics for g in range(meta.num_row_groups)]
+        if all(s is not None and s.has_null_count for s in counts):
+            nulls = sum(s.null_count for s in counts if s is not None)
+        else:
+            nulls = _count_nulls(path, column)
+        if nulls:
+            found.append(NullPlacement(path, fv.name, column, what, nulls))
+    return found
+
+
+def _count_nulls(path: Path, column: str) -> int:
+    import duckdb  # only for files written without statistics
+
+    quoted = '"' + column.replace('"', '""') + '"'
+    with duckdb.connect() as con:
+        row = con.execute(f"SELECT count(*) FILTER (WHERE {quoted} IS NULL) FROM read_parquet(?)",
+                          [str(path)]).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _examples(path: Path, column: str) -> tuple[str, ...]:
     """A few distinct values of ``column`` from the file's first row group, to show what arrived."""
     try:
@@ -107,4 +160,4 @@ def _parses_as_number(value: object) -> bool:
     return True
 
 
-__all__ = ["ColumnMismatch", "declared_columns", "mismatches"]
+__all__ = ["ColumnMismatch", "NullPlacement", "declared_columns", "mismatches", "null_placements"]

@@ -33,6 +33,7 @@ from regions.store.cluster import ClusterTarget
 from regions.store.cluster_writer import ClusterRedisWriter
 from regions.store.definitions import batch_source
 from regions.store.online_marker import OnlineMarker
+from regions.store.quarantine import Quarantine
 from regions.store.redis_writer import FastRedisWriter, RedisTarget, ViewLayout
 from regions.store.source_reader import read_latest
 
@@ -182,13 +183,15 @@ class FastMaterializationEngine(ComputeEngine):
         progress: Callable[[int], None] | None = None,
         late_before: datetime | None = None,
         created_since: datetime | None = None,
+        quarantine: Quarantine | None = None,
     ) -> ViewMaterialization:
         """Stream the latest row per entity in the task's window into the online store.
 
         With ``delta_path``, the rows written are also kept there as Parquet: the input of the
         region's batch snapshot. ``late_before`` (the previous job's window end): rows written with
         an earlier event time are counted late. ``created_since``: rows created since then are
-        read too, whatever their event time (``source_reader.read_latest``).
+        read too, whatever their event time (``source_reader.read_latest``). ``quarantine``: rows
+        that break the view's contract are set aside there, and counted in it (``quarantine.py``).
         """
         fv = task.feature_view
         join_keys = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
@@ -201,6 +204,7 @@ class FastMaterializationEngine(ComputeEngine):
             offline_store=self.offline_store,
             batch_rows=self.chunk_rows,
             created_since=created_since,
+            quarantine=quarantine,
         )
         counted = _Counted(batches, delta_path)
         bar = task.tqdm_builder(None) if task.tqdm_builder else None  # type: ignore[arg-type]

@@ -131,20 +131,20 @@ class JobLedger:
         return self.get(job_id)
 
     def succeed(
-        self, job_id: str, per_view: dict[str, dict[str, int | None]], *, marked_online: tuple[str, ...] = ()
+        self, job_id: str, per_view: dict[str, dict[str, int | str | None]], *, marked_online: tuple[str, ...] = ()
     ) -> JobRecord:
         """The job ended well; ``marked_online``: the views whose online marker it wrote (recorded in
         the same transaction, so the ledger never expects a marker a succeeded job did not write)."""
         return self._finish(job_id, SUCCEEDED, per_view, None, marked_online)
 
-    def fail(self, job_id: str, error: str, per_view: dict[str, dict[str, int | None]] | None = None) -> JobRecord:
+    def fail(self, job_id: str, error: str, per_view: dict[str, dict[str, int | str | None]] | None = None) -> JobRecord:
         return self._finish(job_id, FAILED, per_view or {}, error)
 
     def _finish(
         self,
         job_id: str,
         status: str,
-        per_view: dict[str, dict[str, int | None]],
+        per_view: dict[str, dict[str, int | str | None]],
         error: str | None,
         marked_online: tuple[str, ...] = (),
     ) -> JobRecord:

@@ -14,6 +14,10 @@ one of any event time created since the previous job started (less that window).
 One job per region runs at a time: two would merge their rows into the same snapshots at once
 (one's rows lost, or a snapshot credited to a job the ledger says failed), so a second is refused
 while the first holds the region's job lock.
+
+Sources are checked against the views' declared schemas first (the data contract): strict by
+default, a breach fails the job before anything is written; with ``quarantine`` the rows that
+break it are set aside beside the job (``quarantine.py``), counted in the ledger and the lineage.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from regions.store.definitions import batch_source
 from regions.store.engine import FastMaterializationEngine, ViewMaterialization, redis_target
 from regions.store.fingerprint import source_fingerprints
 from regions.store.ledger import RUNNING, JobRecord
+from regions.store.lineage import ContractFacetData
 from regions.store.node import RegionNode
 from regions.store.online_marker import BEHIND, LOST, Load, OnlineMarker
+from regions.store.quarantine import Quarantine
 from regions.store.resp_connection import RespError
 from regions.store.snapshot import snapshot_path, write_snapshot
 
@@ -57,6 +63,9 @@ class MaterializeRequest:
     incremental: bool = False
     end: datetime | None = None  # default: now
     show_progress: bool = True
+    # rows breaking the data contract are set aside (quarantine/<job>/<view>.parquet), the rest loaded;
+    # off: strict, the job fails on the first breach
+    quarantine: bool = False
 
 
 def materialize(
@@ -73,6 +82,10 @@ def materialize(
         # before that time would be refused
         raise RegionError(f"{node.code}: the window end {end.isoformat()} is in the future (now {now:%Y-%m-%d %H:%M} "
                           f"UTC; a time without an offset is UTC)")
+    if request.quarantine and node.region.materialization.engine == "spark":
+        # Feast's Spark engine reads the source itself: the rows breaking the contract cannot be set aside
+        raise RegionError(f"{node.code}: --quarantine needs the local engine (this region materialises with "
+                          "Feast's Spark engine, which reads the sources itself); run without it")
     with _job_lock(node):
         return _run(node, request, end, say)
 
@@ -161,11 +174,11 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
             offline_store=get_offline_store_from_config(store.config.offline_store),
             online_store=get_online_store_from_config(store.config.online_store),
         )
-    per_view: dict[str, dict[str, int | None]] = {}
+    per_view: dict[str, dict[str, int | str | None]] = {}
     results: list[ViewMaterialization] = []
     staging = node.data_dir / "staging" / job.job_id
     try:
-        node.check_sources(views)
+        node.check_sources(views, quarantine=request.quarantine)
         if marker is not None:
             marker.begin(job.job_id)
         for fv in views:
@@ -180,8 +193,17 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
                 end_time=stop,
                 tqdm_builder=_progress_bar(f"{node.code} {fv.name}", request.show_progress),
             )
-            result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet",
-                                             late_before=late_before[fv.name], created_since=created_since[fv.name])
+            quarantine = Quarantine(node.data_dir / "quarantine" / job.job_id / f"{fv.name}.parquet")
+            if request.quarantine:
+                per_view[fv.name]["rows_quarantined"] = None
+                assert isinstance(engine, FastMaterializationEngine)  # refused for Spark before the job
+                result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet",
+                                                 late_before=late_before[fv.name],
+                                                 created_since=created_since[fv.name], quarantine=quarantine)
+            else:
+                result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet",
+                                                 late_before=late_before[fv.name],
+                                                 created_since=created_since[fv.name])
             results.append(result)
             per_view[fv.name] = {
                 "rows_read": result.rows_read,
@@ -190,8 +212,10 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
                 # counted only where a previous window was read again (incremental jobs)
                 "rows_late": result.rows_late if late_before[fv.name] is not None else None,
             }
-            say(f"{node.code}: {fv.name}: read {result.rows_read:,} rows, {_written(result)} via {result.path}"
-                f"{_late(result, late_before[fv.name])}")
+            if request.quarantine:
+                per_view[fv.name].update(_quarantined(quarantine))
+            say(f"{node.code}: {fv.name}: read {result.rows_read:,} rows, {_quarantine_note(quarantine, request)}"
+                f"{_written(result)} via {result.path}{_late(result, late_before[fv.name])}")
         for fv, result in zip(views, results, strict=False):
             write_snapshot(
                 node.data_dir,
@@ -215,7 +239,8 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
         interrupted = isinstance(e, KeyboardInterrupt)
         message = "interrupted (Ctrl-C)" if interrupted else f"{type(e).__name__}: {e}"
         node.ledger.fail(job.job_id, message, per_view)
-        node.lineage.emit(RunState.FAIL, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs, error=message)
+        node.lineage.emit(RunState.FAIL, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs, error=message,
+                          contract=_contract(request, per_view))
         if interrupted:
             raise
         raise MaterializationError(f"{node.code}: job {job.job_id} failed: {message}") from e
@@ -225,7 +250,8 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
             marker.close()
     marked = tuple(fv.name for fv in views) if marker is not None else ()
     record = node.ledger.succeed(job.job_id, per_view, marked_online=marked)
-    node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs)
+    node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs,
+                      contract=_contract(request, per_view))
     late = f", {record.rows_late:,} late rows loaded" if record.rows_late else ""
     say(f"{node.code}: job {job.job_id} succeeded in {record.duration_s:.1f}s{late}")
     return record
@@ -287,3 +313,23 @@ def _late(result: ViewMaterialization, late_before: datetime | None) -> str:
         return ""
     return (f"; {result.rows_late:,} late rows written (event time before the previous end, "
             f"{late_before:%Y-%m-%d %H:%M} UTC)")
+
+
+def _quarantined(quarantine: Quarantine) -> dict[str, int | str | None]:
+    written = quarantine.written
+    return {"rows_quarantined": quarantine.rows, "quarantine_file": str(written) if written else None}
+
+
+def _quarantine_note(quarantine: Quarantine, request: MaterializeRequest) -> str:
+    if not request.quarantine:
+        return ""
+    if quarantine.written is None:
+        return "0 quarantined, "
+    return f"{quarantine.rows:,} quarantined \u2192 {quarantine.written}, "
+
+
+def _contract(request: MaterializeRequest, per_view: dict[str, dict[str, int | str | None]]) -> ContractFacetData:
+    """What the data contract rejected, per view (the lineage events' facet)."""
+    rejected = {view: {"rowsQuarantined": counts.get("rows_quarantined"), "quarantineFile": counts.get("quarantine_file")}
+                for view, counts in per_view.items() if "rows_quarantined" in counts} if request.quarantine else {}
+    return ContractFacetData("quarantine" if request.quarantine else "strict", rejected)

@@ -18,7 +18,7 @@ import feature_repo
 from feature_repo.sources import SOURCE_DIR
 from federation import RegionConfig
 from regions.errors import InvalidSource, RegionNotReady
-from regions.store.data_contract import mismatches
+from regions.store.data_contract import mismatches, null_placements
 from regions.store.definitions import region_objects
 from regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
 from regions.store.fingerprint import FingerprintCache
@@ -130,9 +130,11 @@ class RegionNode:
             self.check_sources(views)
         return paths
 
-    def check_sources(self, views: list[FeatureView]) -> None:
+    def check_sources(self, views: list[FeatureView], *, quarantine: bool = False) -> None:
         """Each view's source is Parquet with every column the view reads, each of the type the view
-        declares (the data contract, ``data_contract.py``); footers only: cheap."""
+        declares, and no null join key or event time (the data contract, ``data_contract.py``);
+        footers only: cheap. With ``quarantine`` the columns are checked only: the rows that break
+        the contract are set aside by the read (``quarantine.py``)."""
         for fv in views:
             source = fv.batch_source
             assert source is not None
@@ -151,8 +153,16 @@ class RegionNode:
                         f"region {self.code}: source {path} lacks column{'s' if len(lacking) > 1 else ''} "
                         f"{', '.join(lacking)}, which feature view {fv.name} reads"
                     )
+                if quarantine:
+                    continue
                 broken = mismatches(fv, path, schema)
                 if broken:
                     raise InvalidSource(f"region {self.code}: {broken[0].describe()}"
                                         f"{f' (and {len(broken) - 1} more column(s))' if len(broken) > 1 else ''}; "
                                         "nothing was read from it: fix the source, or the view's schema")
+                unplaced = null_placements(fv, path)
+                if unplaced:
+                    raise InvalidSource(f"region {self.code}: {unplaced[0].describe()}"
+                                        f"{f' (and {len(unplaced) - 1} more column(s))' if len(unplaced) > 1 else ''}; "
+                                        "nothing was read from it: fix the source, or materialise with --quarantine "
+                                        "to set such rows aside")

@@ -22,6 +22,7 @@ from feast.repo_config import RepoConfig
 
 from regions.errors import InvalidSource
 from regions.store.definitions import batch_source
+from regions.store.quarantine import Quarantine, contract_sql, write_rejected
 from regions.store.source_files import missing_source_hint, source_files
 
 
@@ -38,7 +39,9 @@ def read_latest(
     offline_store: Any,
     batch_rows: int,
     created_since: datetime | None = None,
+    quarantine: Quarantine | None = None,
 ) -> Iterator[pa.RecordBatch]:
+    """With ``quarantine``, rows that break the view's contract are set aside there (``quarantine.py``)."""
     source = batch_source(fv)
     join_keys = [e.name for e in fv.entity_columns]
     features = [f.name for f in fv.features]
@@ -46,8 +49,12 @@ def read_latest(
         path = Path(source.path)
         if not path.is_absolute():
             path = Path(config.repo_path or ".") / path
-        yield from _duckdb_latest(path, source, join_keys, features, start, end, batch_rows, created_since)
+        yield from _duckdb_latest(path, source, join_keys, features, start, end, batch_rows, created_since,
+                                  fv if quarantine is not None else None, quarantine)
         return
+    if quarantine is not None:
+        raise InvalidSource(f"feature view {fv.name}: quarantine mode reads local Parquet sources only "
+                            f"({source.name} is not one); run without --quarantine")
     # Feast's offline store reads an event-time window only: late rows are found by the window alone
     job = offline_store.pull_latest_from_table_or_query(
         config=config,
@@ -71,6 +78,8 @@ def _duckdb_latest(
     end: datetime,
     batch_rows: int,
     created_since: datetime | None = None,
+    fv: FeatureView | None = None,
+    quarantine: Quarantine | None = None,
 ) -> Iterator[pa.RecordBatch]:
     reverse = {v: k for k, v in (source.field_mapping or {}).items()}  # feature name -> column
     ts = source.timestamp_field
@@ -82,29 +91,40 @@ def _duckdb_latest(
         raise InvalidSource(f"source {missing_source_hint(path)} (gone since the job started: removed by "
                             "another process?)")
     schema = pq.read_schema(files[0])
-    # compare in each column's own kind of time, never through the session time zone
-    lo, hi = _as_column(schema, reverse.get(ts, ts), start), _as_column(schema, reverse.get(ts, ts), end)
     wanted = join_keys + features + [ts] + ([created] if created else [])
     select = ", ".join(f"{_quote(reverse.get(c, c))} AS {_quote(c)}" for c in dict.fromkeys(wanted))
+    contract = None
+    from_source = f"SELECT {select} FROM read_parquet(?)"
+    if quarantine is not None and fv is not None:
+        contract = contract_sql(fv, wanted, reverse, [pq.read_schema(f) for f in files], join_keys, ts)
+        from_source = contract.clean
+    # compare in each column's own kind of time, never through the session time zone (a broken
+    # time column is cast to a time with a zone, UTC)
+    aware = {c for c in (ts, created) if c and contract is not None and c in contract.broken}
+    lo = _as_column(schema, reverse.get(ts, ts), start, ts in aware)
+    hi = _as_column(schema, reverse.get(ts, ts), end, ts in aware)
     order = f"{_quote(ts)} DESC" + (f", {_quote(created)} DESC" if created else "")
     where = f"{_quote(ts)} >= ? AND {_quote(ts)} <= ?"
     params: list[object] = [str(path), lo, hi]
     if created and created_since is not None:
         where = f"({where}) OR ({_quote(created)} >= ? AND {_quote(ts)} <= ?)"
-        params += [_as_column(schema, reverse.get(created, created), created_since), hi]
+        params += [_as_column(schema, reverse.get(created, created), created_since, created in aware), hi]
     sql = f"""
         SELECT * EXCLUDE (__rn) FROM (
             SELECT *, row_number() OVER (PARTITION BY {", ".join(map(_quote, join_keys))} ORDER BY {order}) AS __rn
-            FROM (SELECT {select} FROM read_parquet(?))
+            FROM ({from_source})
             WHERE {where}
         ) WHERE __rn = 1
     """
     con = duckdb.connect()
     try:
-        relation = con.sql(sql, params=params)
-        # duckdb 2 renamed the relation's record_batch() to to_arrow_reader(); each version's stubs lack the other
-        stream = getattr(relation, "to_arrow_reader", None) or getattr(relation, "record_batch")
-        reader = stream(batch_rows)
+        if contract is not None and quarantine is not None:
+            con.execute("SET TimeZone = 'UTC'")  # text cast to a time: an offset-less one is UTC
+            # rows without an event time are in no window: set aside by every job that reads them
+            rejected = (f"SELECT {contract.rejected_columns} FROM ({contract.checked}) "
+                        f"WHERE __reason IS NOT NULL AND ({_quote(ts)} IS NULL OR {where})")
+            write_rejected(_stream(con.sql(rejected, params=params), batch_rows), quarantine)
+        reader = _stream(con.sql(sql, params=params), batch_rows)
         for batch in reader:
             if batch.num_rows:
                 yield batch
@@ -114,7 +134,14 @@ def _duckdb_latest(
         con.close()
 
 
-def _as_column(schema: pa.Schema, column: str, when: datetime) -> datetime:
+def _stream(relation: duckdb.DuckDBPyRelation, batch_rows: int) -> pa.RecordBatchReader:
+    # duckdb 2 renamed the relation's record_batch() to to_arrow_reader(); each version's stubs lack the other
+    stream = getattr(relation, "to_arrow_reader", None) or getattr(relation, "record_batch")
+    reader: pa.RecordBatchReader = stream(batch_rows)
+    return reader
+
+
+def _as_column(schema: pa.Schema, column: str, when: datetime, aware: bool = False) -> datetime:
     """``when`` in UTC, without a zone when the column has none (a naive time is UTC here)."""
     utc = when.astimezone(timezone.utc)
-    return utc if getattr(schema.field(column).type, "tz", None) is not None else utc.replace(tzinfo=None)
+    return utc if aware or getattr(schema.field(column).type, "tz", None) is not None else utc.replace(tzinfo=None)
