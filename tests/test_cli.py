@@ -358,3 +358,39 @@ def test_training_against_no_aggregator_says_it_did_not_answer(capsys, cfg, monk
     code, _, err = run(capsys, "--config", cfg, "train", "--token-env", "FEDSTORE_TOKEN", "--address", f"127.0.0.1:{free_port()}")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "did not answer (UNAVAILABLE): is it running there? nothing was trained" in err and "refused" not in err
+
+
+def test_materialize_quarantine_through_the_cli_says_how_many_rows_and_where(capsys, cfg, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data" / "MY"
+    tables = write_sources(data, customers=30, drivers=4, days=1)
+    table = tables["customer_transactions"]
+    spend = pa.array(["n/a" if i % 10 == 0 else "1.5" for i in range(table.num_rows)])
+    pq.write_table(table.set_column(table.schema.get_field_index("spend_7d"), "spend_7d", spend),
+                   data / "sources" / "customer_transactions.parquet")
+    assert run(capsys, "--config", cfg, "region", "apply", "--region", "MY")[0] == 0
+    code, _, err = run(capsys, "--config", cfg, "region", "materialize", "--region", "MY", "--no-progress")
+    assert code != 0 and "spend_7d holds string" in err and err.count("\n") == 1  # strict by default
+    code, out, _ = run(capsys, "--config", cfg, "region", "materialize", "--region", "MY", "--no-progress",
+                       "--quarantine")
+    assert code == 0, out
+    line = next(s for s in out.splitlines() if "customer_transactions: read" in s)
+    assert "customer_transactions: read 27 rows, 3 quarantined \u2192 " in line, line
+    assert line.split("\u2192 ")[1].startswith(str(data / "quarantine"))
+
+
+def test_materialize_quarantine_on_the_spark_engine_is_one_line(capsys, cfg, tmp_path):
+    import yaml
+
+    raw = yaml.safe_load(open(cfg).read())
+    for region in raw["regions"]:
+        if region["code"] == "MY":
+            region["materialization"] = {"engine": "spark"}
+    open(cfg, "w").write(yaml.safe_dump(raw))
+    write_sources(tmp_path / "data" / "MY", customers=5, drivers=2, days=1)
+    assert run(capsys, "--config", cfg, "region", "apply", "--region", "MY")[0] == 0
+    code, out, err = run(capsys, "--config", cfg, "region", "materialize", "--region", "MY", "--quarantine")
+    assert code == 2 and err.count("\n") == 1 and "--quarantine needs the local engine" in err, err
+    assert "Traceback" not in err + out
