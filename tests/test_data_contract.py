@@ -281,3 +281,28 @@ def test_a_region_on_the_spark_engine_refuses_quarantine_in_one_line_before_anyt
         materialize(node, MaterializeRequest(show_progress=False, quarantine=True))
     assert "\n" not in str(err.value) and "--quarantine needs the local engine" in str(err.value)
     assert node.ledger.jobs() == [] and not (node.data_dir / "materialize.lock").exists()
+
+
+def test_null_event_times_fail_a_strict_job_and_its_fail_event_names_the_strict_contract(sqlite_federation):
+    import json
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=10, drivers=2, days=1)
+    node.apply()
+    table = tables["customer_transactions"]
+    times = pa.array([None] + table.column("event_timestamp").to_pylist()[1:], table.schema.field("event_timestamp").type)
+    pq.write_table(table.set_column(table.schema.get_field_index("event_timestamp"), "event_timestamp", times),
+                   node.data_dir / "sources" / "customer_transactions.parquet")
+    with pytest.raises(MaterializationError, match="has 1 row with a null event time event_timestamp, which feature "
+                                                   "view customer_transactions cannot place"):
+        materialize(node, QUIET)
+    events = [json.loads(e) for e in (node.data_dir / "lineage" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["eventType"] == "FAIL"
+    assert events[-1]["run"]["facets"]["dataContract"] == {
+        "_producer": events[-1]["run"]["facets"]["dataContract"]["_producer"],
+        "_schemaURL": events[-1]["run"]["facets"]["dataContract"]["_schemaURL"], "mode": "strict", "views": {}}
+    # in quarantine mode the row is set aside (it is in no window) and the others loaded
+    job = materialize(node, MaterializeRequest(show_progress=False, quarantine=True))
+    rejected = pq.read_table(node.data_dir / "quarantine" / job.job_id / "customer_transactions.parquet")
+    assert rejected.column("reason").to_pylist() == ["event time event_timestamp is null"]
+    assert job.per_view["customer_transactions"]["rows_read"] == 9
