@@ -104,6 +104,9 @@ class MaterializationConfig:
     # an incremental job reads again this much before the previous job's window end, so rows that
     # arrive late (event time already behind the last job) are still loaded; 0 = from the end only
     lateness_hours: float = 24.0
+    # what a job does with rows that break the views' declared schema: fail (strict) or quarantine
+    # them beside the job and load the rest; a job's --quarantine / --strict overrides it
+    on_contract_violation: str = "fail"
 
 
 @dataclass(frozen=True)
@@ -579,7 +582,7 @@ def _materialization(raw: Any, where: str) -> MaterializationConfig:
         return MaterializationConfig()
     m = _mapping(raw, where)
     spark_only = {"spark_master", "spark_conf", "partitions"}
-    _keys(m, where, required=set(), optional={"engine", "lateness_hours"} | spark_only)
+    _keys(m, where, required=set(), optional={"engine", "lateness_hours", "on_contract_violation"} | spark_only)
     engine = _string(m.get("engine", MaterializationConfig.engine), f"{where}.engine")
     if engine not in ("local", "spark"):
         raise ConfigError(f"{where}.engine: expected local or spark, got {engine!r}")
@@ -590,6 +593,12 @@ def _materialization(raw: Any, where: str) -> MaterializationConfig:
             or not 0 <= lateness <= MAX_LATENESS_HOURS):
         raise ConfigError(f"{where}.lateness_hours: expected a number of hours from 0 to {MAX_LATENESS_HOURS} "
                           f"(how far before the last job's end an incremental job reads again), got {lateness!r}")
+    violation = m.get("on_contract_violation", MaterializationConfig.on_contract_violation)
+    if violation not in ("fail", "quarantine"):
+        raise ConfigError(f"{where}.on_contract_violation: expected fail or quarantine, got {violation!r}")
+    if violation == "quarantine" and engine == "spark":
+        raise ConfigError(f"{where}.on_contract_violation: quarantine needs engine: local (Feast's Spark engine "
+                          "reads the sources itself)")
     master = _string(m.get("spark_master", MaterializationConfig.spark_master), f"{where}.spark_master")
     conf = m.get("spark_conf", {})
     if not isinstance(conf, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float, bool))
@@ -599,7 +608,7 @@ def _materialization(raw: Any, where: str) -> MaterializationConfig:
     if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 0:
         raise ConfigError(f"{where}.partitions: expected a non-negative integer, got {partitions!r}")
     return MaterializationConfig(engine, master, tuple(sorted((k, str(v)) for k, v in conf.items())), partitions,
-                                 float(lateness))
+                                 float(lateness), violation)
 
 
 def _online_store(raw: Any, where: str, data_dir: Path) -> OnlineStoreConfig:

@@ -40,10 +40,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     mat.add_argument("--views", type=view_names, default=(),
                      help="comma-separated feature views (default: all)")
     mat.add_argument("--end", type=iso_time, default=None, help="window end (ISO 8601), default now")
-    mat.add_argument("--quarantine", action="store_true",
-                     help="set aside the rows that break the views' declared schema (and rows with a null join key "
-                          "or event time) in <data dir>/quarantine/<job>/<view>.parquet with a reason, and load the "
-                          "rest (default: strict, such a source fails the job and nothing is written)")
+    contract = mat.add_mutually_exclusive_group()
+    contract.add_argument("--strict", dest="quarantine", action="store_const", const=False, default=None,
+                          help="fail the job on any row breaking the views' declared schema (the default, unless "
+                               "the region's materialization.on_contract_violation is quarantine)")
+    contract.add_argument("--quarantine", dest="quarantine", action="store_const", const=True, default=None,
+                          help="set aside the rows that break the views' declared schema (and rows with a null "
+                               "join key or event time) in <data dir>/quarantine/<job>/<view>.parquet with a reason, "
+                               "and load the rest")
     mat.add_argument("--no-progress", action="store_true")
     mat.set_defaults(handler=cmd_materialize)
 

@@ -98,6 +98,11 @@ BAD = [
      "regions[0].materialization.lateness_hours"),
     ("lateness not finite", lambda c: c["regions"][0].update(materialization={"lateness_hours": float("inf")}),
      "regions[0].materialization.lateness_hours"),
+    ("unknown contract violation mode", lambda c: c["regions"][0].update(materialization={"on_contract_violation": "skip"}),
+     "regions[0].materialization.on_contract_violation: expected fail or quarantine, got 'skip'"),
+    ("quarantine on the spark engine", lambda c: c["regions"][0].update(
+        materialization={"engine": "spark", "on_contract_violation": "quarantine"}),
+     "regions[0].materialization.on_contract_violation: quarantine needs engine: local"),
     ("unknown materialization key", lambda c: c["regions"][0].update(materialization={"latenes_hours": 6}),
      "regions[0].materialization.latenes_hours: unknown key"),
 ]

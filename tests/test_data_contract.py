@@ -306,3 +306,19 @@ def test_null_event_times_fail_a_strict_job_and_its_fail_event_names_the_strict_
     rejected = pq.read_table(node.data_dir / "quarantine" / job.job_id / "customer_transactions.parquet")
     assert rejected.column("reason").to_pylist() == ["event time event_timestamp is null"]
     assert job.per_view["customer_transactions"]["rows_read"] == 9
+
+
+def test_a_regions_default_of_quarantine_applies_unless_a_job_asks_for_strict(sqlite_federation):
+    from dataclasses import replace
+
+    region = sqlite_federation.region("MY")
+    node = RegionNode(replace(region, materialization=replace(region.materialization,
+                                                              on_contract_violation="quarantine")))
+    tables = write_sources(node.data_dir, customers=10, drivers=2, days=1)
+    node.apply()
+    table = tables["customer_transactions"]
+    _redeliver(node, table, "spend_7d", _na_every_7th(table.num_rows))
+    with pytest.raises(MaterializationError, match="column spend_7d holds string"):
+        materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1), quarantine=False))
+    job = materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1)))
+    assert job.per_view["customer_transactions"]["rows_quarantined"] == 2  # rows 0 and 7

@@ -26,7 +26,7 @@ import fcntl
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -64,8 +64,8 @@ class MaterializeRequest:
     end: datetime | None = None  # default: now
     show_progress: bool = True
     # rows breaking the data contract are set aside (quarantine/<job>/<view>.parquet), the rest loaded;
-    # off: strict, the job fails on the first breach
-    quarantine: bool = False
+    # False: strict, the job fails on the first breach; None: the region's materialization.on_contract_violation
+    quarantine: bool | None = None
 
 
 def materialize(
@@ -82,6 +82,8 @@ def materialize(
         # before that time would be refused
         raise RegionError(f"{node.code}: the window end {end.isoformat()} is in the future (now {now:%Y-%m-%d %H:%M} "
                           f"UTC; a time without an offset is UTC)")
+    if request.quarantine is None:
+        request = replace(request, quarantine=node.region.materialization.on_contract_violation == "quarantine")
     if request.quarantine and node.region.materialization.engine == "spark":
         # Feast's Spark engine reads the source itself: the rows breaking the contract cannot be set aside
         raise RegionError(f"{node.code}: --quarantine needs the local engine (this region materialises with "
@@ -178,7 +180,7 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     results: list[ViewMaterialization] = []
     staging = node.data_dir / "staging" / job.job_id
     try:
-        node.check_sources(views, quarantine=request.quarantine)
+        node.check_sources(views, quarantine=bool(request.quarantine))
         if marker is not None:
             marker.begin(job.job_id)
         for fv in views:
