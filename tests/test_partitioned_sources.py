@@ -193,3 +193,31 @@ def test_fingerprints_of_many_parts_take_one_cache_connection(tmp_path, monkeypa
     again = source_fingerprints([tmp_path / "sources" / "*.parquet"], tmp_path, cache)
     assert again == first and cache.hashed == 40 and len(opened) == 2  # all from the cache
     assert [f.sha256 for f in first] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in parts]
+
+
+def test_one_drifted_part_is_quarantined_and_the_others_read_with_their_own_types(partitioned):
+    """Parts of one source whose types differ (the last day's spend_7d as text with 'n/a') are read
+    as one in quarantine mode: the text cast to the declared Float64, its 'n/a' rows set aside."""
+    node, tables = partitioned
+    last = node.data_dir / "sources" / "customer_transactions" / f"day={(T0 + timedelta(days=2)).date()}" / "part-0.parquet"
+    part = pq.read_table(last)
+    text = pa.array(["n/a" if i < 5 else str(v) for i, v in enumerate(part.column("spend_7d").to_pylist())])
+    pq.write_table(part.set_column(part.schema.get_field_index("spend_7d"), "spend_7d", text), last)
+    with pytest.raises(MaterializationError, match="spend_7d holds string"):
+        materialize(node, QUIET)  # strict by default
+    job = materialize(node, MaterializeRequest(show_progress=False, quarantine=True))
+    assert job.per_view["customer_transactions"]["rows_quarantined"] == 5
+    snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
+    assert pa.types.is_float64(snap.schema.field("spend_7d").type) and snap.num_rows == 40
+    # the five customers whose last day was set aside keep their day-2 value; the others their last day's
+    spend = {r["customer_id"]: r["spend_7d"] for r in snap.to_pylist()}
+    bad = set(part.column("customer_id").to_pylist()[:5])
+    table = tables["customer_transactions"]
+    rows = sorted(table.to_pylist(), key=lambda r: r["event_timestamp"])
+    day2 = {r["customer_id"]: r["spend_7d"] for r in rows[:-40]}  # the later of the first two days wins
+    for c in bad:
+        assert spend[c] == day2[c] or (spend[c] != spend[c] and day2[c] != day2[c])  # NaN stays NaN/null
+    last_day = dict(zip(part.column("customer_id").to_pylist(), part.column("spend_7d").to_pylist(), strict=True))
+    for c, v in last_day.items():
+        if c not in bad:
+            assert spend[c] == v or (spend[c] != spend[c] and v != v)
