@@ -5,7 +5,7 @@ to a local file by default (one JSON event per line in ``<data dir>/lineage/even
 OpenLineage file transport; an operator points ``openlineage-python`` elsewhere with its own
 standard environment configuration if they run a lineage server.
 
-Every event carries a ``dataContract`` run facet: the contract's mode (strict or quarantine) and,
+COMPLETE and FAIL events carry a ``dataContract`` run facet: the contract's mode (strict or quarantine) and,
 in quarantine mode, per view how many rows were set aside and where.
 """
 
