@@ -16,12 +16,12 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-from serving.breaker import CircuitBreaker
+from serving.breaker import PROBE, CircuitBreaker
 from serving.catalog import CatalogCache, Resolved
 from serving.entities import Entities, validate
-from serving.errors import InvalidRequest, NoData, OnlineStoreDown, OnlineStoreTimeout
+from serving.errors import InvalidRequest, NoData, OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
 from serving.fallback import SnapshotCache
 from serving.metrics import ServingMetrics
 from serving.online import OnlineReader, ViewRows
@@ -83,6 +83,10 @@ class OnlineFeatures:
         # views whose rows the online store no longer holds as the ledger's last load left them
         # (set by the serving node's refresher from the online marker); replaced, never mutated
         self.not_loaded: frozenset[str] = frozenset()
+        # for a reader that cannot check the marker in the lookup's own round trip (a cluster's):
+        # the node's marker check, run by the half-open probe before its answer is taken as online
+        # and the breaker closes (an empty restart after an outage must not be answered online)
+        self.check_loaded: Callable[[], None] | None = None
 
     def resolve(self, *, feature_service: str | None, refs: Sequence[str], full_feature_names: bool = False) -> Resolved:
         cat = self.catalog.current
@@ -147,12 +151,30 @@ class OnlineFeatures:
                 # call would be answered from the snapshot.
                 self.breaker.release(grant)
                 raise
+            except OnlineNotLoaded as e:
+                # it answered, but its marker no longer vouches for these views' rows: answered from
+                # the snapshot at once, and every later call too until the refresher sees them loaded
+                self._answered()
+                self.not_loaded = self.not_loaded | e.views  # a race between threads loses one view, asked again
+                if self.snapshots.has(resolved.views):
+                    reason = NOT_LOADED
+                else:
+                    return Answer(resolved, entities, e.rows, ONLINE, None, self._jobs(resolved, entities, e.rows), now)
             else:
-                self._unanswered_since = None
-                if self.breaker.success():
-                    log.info("region %s: the online store answers again; back on the online path", self.region)
+                if grant == PROBE and self.check_loaded is not None and not getattr(self.reader, "verifies_marker", True):
+                    self.check_loaded()  # before the breaker closes: the store may be back empty
+                    if self.not_loaded and self._needs_snapshot(resolved):
+                        self._answered()
+                        return self._fallback(resolved, entities, now, NOT_LOADED)
+                self._answered()
                 return Answer(resolved, entities, rows, ONLINE, None, self._jobs(resolved, entities, rows), now)
         return self._fallback(resolved, entities, now, reason)
+
+    def _answered(self) -> None:
+        """The store answered: the breaker closes (logged once, when it was open)."""
+        self._unanswered_since = None
+        if self.breaker.success():
+            log.info("region %s: the online store answers again; back on the online path", self.region)
 
     def _needs_snapshot(self, resolved: Resolved) -> bool:
         """Does the request read a view the online store lost (and the snapshot holds)? Without a
