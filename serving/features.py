@@ -145,12 +145,6 @@ class OnlineFeatures:
                         )
                     self.metrics.online_error()
                     reason = ONLINE_ERROR
-            except BaseException:
-                # failed before Redis was asked (or interrupted): no verdict on the store. Released,
-                # or a half-open breaker would wait for this probe's outcome forever and every later
-                # call would be answered from the snapshot.
-                self.breaker.release(grant)
-                raise
             except OnlineNotLoaded as e:
                 # it answered, but its marker no longer vouches for these views' rows: answered from
                 # the snapshot at once, and every later call too until the refresher sees them loaded
@@ -160,9 +154,20 @@ class OnlineFeatures:
                     reason = NOT_LOADED
                 else:
                     return Answer(resolved, entities, e.rows, ONLINE, None, self._jobs(resolved, entities, e.rows), now)
+            except BaseException:
+                # failed before Redis was asked (or interrupted): no verdict on the store. Released,
+                # or a half-open breaker would wait for this probe's outcome forever and every later
+                # call would be answered from the snapshot.
+                self.breaker.release(grant)
+                raise
             else:
                 if grant == PROBE and self.check_loaded is not None and not getattr(self.reader, "verifies_marker", True):
-                    self.check_loaded()  # before the breaker closes: the store may be back empty
+                    try:
+                        self.check_loaded()  # before the breaker closes: the store may be back empty
+                    except Exception as e:  # noqa: BLE001 -- unverified: not answered online, the next probe asks again
+                        log.warning("region %s: the online marker could not be checked (%s)", self.region, e)
+                        self.breaker.release(grant)
+                        return self._fallback(resolved, entities, now, NOT_LOADED)
                     if self.not_loaded and self._needs_snapshot(resolved):
                         self._answered()
                         return self._fallback(resolved, entities, now, NOT_LOADED)
