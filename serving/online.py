@@ -187,7 +187,7 @@ class RedisReader:
             if want is None or raw == want[0]:
                 continue  # not checked, or the load the ledger names: the usual case, one comparison
             # missing, or another job's (a newer job whose ledger row the node has not read yet?)
-            if raw is None or compare(want[1], Load.decode(raw)) != PRESENT:  # type: ignore[arg-type]
+            if raw is None or compare(want[1], Load.decode(raw)) != PRESENT:
                 bad.append(name)
         return bad
 

@@ -56,7 +56,7 @@ class Lookers:
                 elif a.source == "batch_fallback":
                     tally.fallback += 1
                 if (a.values, a.statuses) != self.truth:
-                    tally.wrong.append(f"{a.source}: {a.statuses}")
+                    tally.wrong.append(f"{a.source}: {a.statuses}"[:160])
 
     def answered(self) -> int:
         return sum(t.online + t.fallback + t.failed for t in self.tallies)
