@@ -1,7 +1,8 @@
 """The serving node's one job: features of some entities, from the online store or the snapshot.
 
     request ─▶ resolve (cached catalog) ─▶ validate entities
-            ─▶ does Redis still hold the views? (the refresher reads its marker)
+            ─▶ does Redis still hold the views? (its marker: read by the refresher, and by each
+               Redis lookup in its own round trip, a half-open probe's too; then the snapshot at once)
                  │ yes                                             └─no: lost or older rows ──────────┐
                  ▼                                                                                    │
                breaker closed? ─▶ online store (deadline) ──ok──▶ answer (source: online store)     │
