@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from redis_servers import RedisServer, start_redis
+from redis_servers import RedisServer, start_cluster, start_redis
 from regions.store.materialize import MaterializeRequest, materialize
+from serving.breaker import PASS
 from serving.client import FeatureClient
 from serving.server import ServingNode
 from serving_fixtures import TOKENS, Served, served_region, wait_until
@@ -194,3 +195,33 @@ def test_a_later_jobs_marker_is_accepted_before_the_node_reads_the_ledger_again(
     finally:
         node.stop(1)
         redis.stop()
+
+
+def test_a_half_open_probe_on_a_cluster_checks_the_marker_before_the_breaker_closes(tmp_path, monkeypatch):
+    """A Redis Cluster's lookups do not read the marker (its copies are spread over the slots), so
+    the half-open probe runs the node's marker check before its answer counts as online: a cluster
+    back empty after an outage is answered from the snapshot, though the refresher has not looked."""
+    cluster = start_cluster(masters=3, replicas=1)
+    try:
+        served = served_region(tmp_path, None, monkeypatch, customers=50,
+                               online_store={"type": "redis_cluster", "nodes": cluster.nodes[:2]},
+                               serving={"online_timeout_ms": 300, "breaker_reset_seconds": 0.3})
+        node = _node(served, refresh_seconds=120)
+        try:
+            truth = _truth(str(node.address))
+            breaker = node.features.breaker
+            for _ in range(2):  # the outage, as the lookups' failures record it (breaker_failures: 2)
+                breaker.failure(PASS)
+            assert breaker.state == "open"
+            cluster.flush()  # back, and empty
+            assert wait_until(lambda: breaker.state == "half-open", 30)
+            with FeatureClient(str(node.address), token=TOKENS["fraud-app"]) as client:
+                probe = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": IDS})
+                assert probe.source == "batch_fallback" and (probe.values, probe.statuses) == truth
+                again = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": IDS})
+                assert again.source == "batch_fallback" and (again.values, again.statuses) == truth
+            assert breaker.state == "closed"
+        finally:
+            node.stop(1)
+    finally:
+        cluster.stop()
