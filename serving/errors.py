@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from federation.grpc_handlers import status_details
@@ -42,6 +44,16 @@ class OnlineStoreDown(Exception):
 class OnlineStoreTimeout(OnlineStoreDown):
     """The online store did not answer within the deadline the read was given (said by the
     deadline's own timer, so no caller has to infer it from clocks of coarser resolution)."""
+
+
+class OnlineNotLoaded(Exception):
+    """The online store answered, but its marker says it no longer holds these views' rows as the
+    last materialisation left them (emptied, flushed, or restored from an older backup)."""
+
+    def __init__(self, views: frozenset[str], rows: dict[str, Any]) -> None:
+        super().__init__(f"the online store does not hold the loaded rows of {', '.join(sorted(views))}")
+        self.views = views
+        self.rows = rows  # what it answered: still the best answer when there is no snapshot
 
 
 def abort(context: grpc.ServicerContext, error: ServingError) -> None:

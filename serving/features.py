@@ -1,7 +1,8 @@
 """The serving node's one job: features of some entities, from the online store or the snapshot.
 
     request ─▶ resolve (cached catalog) ─▶ validate entities
-            ─▶ does Redis still hold the views? (the refresher reads its marker)
+            ─▶ does Redis still hold the views? (its marker: read by the refresher, and by each
+               Redis lookup in its own round trip, a half-open probe's too; then the snapshot at once)
                  │ yes                                             └─no: lost or older rows ──────────┐
                  ▼                                                                                    │
                breaker closed? ─▶ online store (deadline) ──ok──▶ answer (source: online store)     │
@@ -16,12 +17,12 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-from serving.breaker import CircuitBreaker
+from serving.breaker import PROBE, CircuitBreaker
 from serving.catalog import CatalogCache, Resolved
 from serving.entities import Entities, validate
-from serving.errors import InvalidRequest, NoData, OnlineStoreDown, OnlineStoreTimeout
+from serving.errors import InvalidRequest, NoData, OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
 from serving.fallback import SnapshotCache
 from serving.metrics import ServingMetrics
 from serving.online import OnlineReader, ViewRows
@@ -83,6 +84,10 @@ class OnlineFeatures:
         # views whose rows the online store no longer holds as the ledger's last load left them
         # (set by the serving node's refresher from the online marker); replaced, never mutated
         self.not_loaded: frozenset[str] = frozenset()
+        # for a reader that cannot check the marker in the lookup's own round trip (a cluster's):
+        # the node's marker check, run by the half-open probe before its answer is taken as online
+        # and the breaker closes (an empty restart after an outage must not be answered online)
+        self.check_loaded: Callable[[], None] | None = None
 
     def resolve(self, *, feature_service: str | None, refs: Sequence[str], full_feature_names: bool = False) -> Resolved:
         cat = self.catalog.current
@@ -141,6 +146,15 @@ class OnlineFeatures:
                         )
                     self.metrics.online_error()
                     reason = ONLINE_ERROR
+            except OnlineNotLoaded as e:
+                # it answered, but its marker no longer vouches for these views' rows: answered from
+                # the snapshot at once, and every later call too until the refresher sees them loaded
+                self._answered()
+                self.not_loaded = self.not_loaded | e.views  # a race between threads loses one view, asked again
+                if self.snapshots.has(resolved.views):
+                    reason = NOT_LOADED
+                else:
+                    return Answer(resolved, entities, e.rows, ONLINE, None, self._jobs(resolved, entities, e.rows), now)
             except BaseException:
                 # failed before Redis was asked (or interrupted): no verdict on the store. Released,
                 # or a half-open breaker would wait for this probe's outcome forever and every later
@@ -148,11 +162,25 @@ class OnlineFeatures:
                 self.breaker.release(grant)
                 raise
             else:
-                self._unanswered_since = None
-                if self.breaker.success():
-                    log.info("region %s: the online store answers again; back on the online path", self.region)
+                if grant == PROBE and self.check_loaded is not None and not getattr(self.reader, "verifies_marker", True):
+                    try:
+                        self.check_loaded()  # before the breaker closes: the store may be back empty
+                    except Exception as e:  # noqa: BLE001 -- unverified: not answered online, the next probe asks again
+                        log.warning("region %s: the online marker could not be checked (%s)", self.region, e)
+                        self.breaker.release(grant)
+                        return self._fallback(resolved, entities, now, NOT_LOADED)
+                    if self.not_loaded and self._needs_snapshot(resolved):
+                        self._answered()
+                        return self._fallback(resolved, entities, now, NOT_LOADED)
+                self._answered()
                 return Answer(resolved, entities, rows, ONLINE, None, self._jobs(resolved, entities, rows), now)
         return self._fallback(resolved, entities, now, reason)
+
+    def _answered(self) -> None:
+        """The store answered: the breaker closes (logged once, when it was open)."""
+        self._unanswered_since = None
+        if self.breaker.success():
+            log.info("region %s: the online store answers again; back on the online path", self.region)
 
     def _needs_snapshot(self, resolved: Resolved) -> bool:
         """Does the request read a view the online store lost (and the snapshot holds)? Without a

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from regions.store.ledger import JobLedger
-from regions.store.online_marker import BEHIND, LOST, PRESENT, OnlineMarker
+from regions.store.online_marker import BEHIND, LOST, PRESENT, Load, OnlineMarker
 from regions.store.resp_connection import RespError
 
 log = logging.getLogger("serving.server")  # the node's own log: operators read one place
@@ -40,12 +40,19 @@ class LoadedViews:
     def close(self) -> None:
         self.marker.close()
 
-    def check(self, served: Iterable[str], before: Iterable[str]) -> Change | None:
+    def expected(self, served: Iterable[str]) -> dict[str, Load]:
+        """The ledger's last load of each served view (what the marker must name)."""
+        loads = self.ledger.online_loads()
+        return {v: loads[v] for v in served if v in loads}
+
+    def check(self, served: Iterable[str], before: Iterable[str],
+              wanted: dict[str, Load] | None = None) -> Change | None:
         """The served views the store does not hold as the ledger's last loads left them, and what
         changed since ``before`` (logged: one line when it is noticed, one when it is over). None
-        when the store cannot be asked now (the breaker and the next check see to it)."""
-        expected = self.ledger.online_loads()
-        wanted = {v: expected[v] for v in served if v in expected}
+        when the store cannot be asked now (the breaker and the next check see to it). ``wanted``:
+        ``expected(served)`` when the caller read it already."""
+        if wanted is None:
+            wanted = self.expected(served)
         states: dict[str, str] = {}
         if wanted:
             try:

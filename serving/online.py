@@ -28,12 +28,13 @@ from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from regions.store.cluster import ClusterRouter, ClusterTarget, execute, key_slots
+from regions.store.online_marker import PRESENT, Load, compare, marker_key
 from regions.store.redis_layout import decode_timestamp
 from regions.store.redis_writer import RedisTarget
 from regions.store.resp_connection import RespClosed, RespConnection, RespError, RespTimeout
 from serving.catalog import Resolved, ViewSpec
 from serving.entities import Entities
-from serving.errors import OnlineStoreDown, OnlineStoreTimeout
+from serving.errors import OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
 
 
 @dataclass
@@ -118,10 +119,22 @@ class _Group:
 
 
 class RedisReader:
+    """Reads, and vouches for, a Redis's rows: when the node knows which loads the online marker
+    should name (``expect``), each request's pipeline ends with an ``HMGET`` of the marker for the
+    request's views, so no answer is taken from a Redis emptied (or restored from a backup) since
+    the node last looked; such a read raises ``OnlineNotLoaded``. Last in the pipeline: Redis runs
+    it after the row reads, so a flush before any of them shows in it."""
+
+    verifies_marker = True  # in the same round trip as the rows (a cluster's reader does not)
+
     def __init__(self, target: RedisTarget, project: str, *, timeout_seconds: float, pool_size: int = 32) -> None:
         self.target = target
         self.project = project
         self.timeout = timeout_seconds
+        # per view: the marker value the ledger's last load left (bytes, compared on every read) and
+        # that load; replaced as a whole by ``expect``, never mutated (read without a lock)
+        self._expected: dict[str, tuple[bytes, Load]] = {}
+        self._marker_head = _bulk(marker_key(project))
         self._pool: list[RespConnection] = []
         self._pool_size = pool_size
         self._lock = threading.Lock()
@@ -148,6 +161,35 @@ class RedisReader:
             pool, self._pool = self._pool, []
         for conn in pool:
             conn.close()
+
+    def expect(self, loads: dict[str, Load]) -> None:
+        """The loads the marker must name (the ledger's, per view); views without one are not checked."""
+        current = self._expected
+        if {v: e[1] for v, e in current.items()} != loads:
+            self._expected = {v: (load.encode(), load) for v, load in loads.items()}
+
+    def _marker_command(self, resolved: Resolved) -> tuple[bytes, tuple[str, ...]]:
+        """The pre-encoded HMGET of the marker for the request's views, memoised on the resolution."""
+        key = (self._memo_key, "marker")
+        made = resolved.memo.get(key)
+        if made is None:
+            names = tuple(v.name for v in resolved.views)
+            command = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(names)) + self._marker_head
+            made = resolved.memo[key] = (command + b"".join(_bulk(n.encode()) for n in names), names)
+        return made  # type: ignore[return-value]
+
+    def _unverified(self, names: tuple[str, ...], reply: object, expected: dict[str, tuple[bytes, Load]]) -> list[str]:
+        """The views whose marker does not name the expected load or a later one."""
+        found = reply if isinstance(reply, list) else [None] * len(names)
+        bad = []
+        for name, raw in zip(names, found, strict=False):
+            want = expected.get(name)
+            if want is None or raw == want[0]:
+                continue  # not checked, or the load the ledger names: the usual case, one comparison
+            # missing, or another job's (a newer job whose ledger row the node has not read yet?)
+            if raw is None or compare(want[1], Load.decode(raw)) != PRESENT:
+                bad.append(name)
+        return bad
 
     def _plan(self, resolved: Resolved) -> tuple[_Group, ...]:
         plan = resolved.memo.get(self._memo_key)
@@ -181,7 +223,16 @@ class RedisReader:
         """One pipelined round trip. ``timeout`` (default: the reader's own) bounds connecting and
         the replies: ``OnlineStoreTimeout`` when it runs out, ``OnlineStoreDown`` when Redis fails."""
         plan, commands = self.commands(resolved, entities)
-        return self.rows(plan, entities, self._fetch(commands, resolved, entities, timeout))
+        expected = self._expected
+        if not expected or not self.verifies_marker:
+            return self.rows(plan, entities, self._fetch(commands, resolved, entities, timeout))
+        marker, names = self._marker_command(resolved)
+        replies = self._fetch(commands + [marker], resolved, entities, timeout)
+        rows = self.rows(plan, entities, replies)
+        bad = self._unverified(names, replies[-1], expected)
+        if bad:
+            raise OnlineNotLoaded(frozenset(bad), rows)
+        return rows
 
     def commands(self, resolved: Resolved, entities: Entities) -> tuple[tuple[_Group, ...], list[bytes]]:
         """The plan, and one pre-encoded HMGET per entity and view group."""
@@ -277,6 +328,10 @@ class ClusterReader(RedisReader):
     before its replica takes over, reads fail with OnlineStoreDown, so the caller answers from the
     batch snapshot; the slot map is refreshed and answers come back online by themselves.
     """
+
+    # the marker has a copy per block of slots; a request's keys span many blocks, so the node's
+    # refresher checks the copies (every second) and the half-open probe asks it before closing
+    verifies_marker = False
 
     def __init__(self, target: ClusterTarget, project: str, *, timeout_seconds: float) -> None:
         super().__init__(RedisTarget("", 0), project, timeout_seconds=timeout_seconds)

@@ -119,6 +119,8 @@ class ServingNode:
         # the refresher compares the online marker with the ledger: did Redis lose the rows the ledger says it holds?
         self._loaded = LoadedViews(region.code, OnlineMarker(target, store.project, timeout_seconds=max(timeout, 1.0)),
                                    self._ledger) if target is not None and self._ledger is not None else None
+        self._checking = threading.Lock()
+        self._seen_not_loaded: frozenset[str] = frozenset()  # views the last marker check found not loaded
         self._watermarks: tuple[float, dict[str, datetime | None]] = (-1.0, {})
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
         self.snapshots = SnapshotCache(region.data_dir)
@@ -138,6 +140,8 @@ class ServingNode:
             metrics=self.metrics,
             online_timeout_seconds=None if isinstance(self.reader, FeastReader) else timeout,
         )
+        if self._loaded is not None:
+            self.features.check_loaded = self._check_loaded
         self.health = health.HealthServicer()
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
@@ -299,6 +303,9 @@ class ServingNode:
         self.metrics.online_store_up(up)
         if up:
             self._check_loaded()
+        elif self._loaded is not None and isinstance(self.reader, RedisReader):
+            # down: what the marker must name once it is back, so its first answers are checked too
+            self.reader.expect(self._loaded.expected(self.catalog.current.views))
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         views = tuple(self.catalog.current.views.values())
@@ -314,7 +321,15 @@ class ServingNode:
         """Views the online store lost or holds older rows of are answered from the snapshot."""
         if self._loaded is None:
             return
-        change = self._loaded.check(self.catalog.current.views, self.features.not_loaded)
-        if change is not None:
-            self.features.not_loaded = frozenset(change.not_loaded)
-            self.metrics.views_not_loaded(change.not_loaded)
+        with self._checking:  # the refresher's, and a half-open probe's on a cluster
+            views = self.catalog.current.views
+            wanted = self._loaded.expected(views)
+            if isinstance(self.reader, RedisReader):  # every lookup checks the marker against these
+                self.reader.expect(wanted)
+            # against what this check last saw, not features.not_loaded: lookups add the views they
+            # find lost at once, and the loss is still logged here once, with its cause
+            change = self._loaded.check(views, self._seen_not_loaded, wanted)
+            if change is not None:
+                self._seen_not_loaded = frozenset(change.not_loaded)
+                self.features.not_loaded = frozenset(change.not_loaded)
+                self.metrics.views_not_loaded(change.not_loaded)
