@@ -69,6 +69,7 @@ def write_snapshot(
     """
     published = snapshot_path(data_dir, view)
     path = staged_dir(data_dir, job_id) / published.name if stage else published
+    published.parent.mkdir(parents=True, exist_ok=True)  # as before staging: snapshots/ exists after a job
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = []
     args: list[object] = []
