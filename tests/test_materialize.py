@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -195,17 +195,26 @@ def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tm
         [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and client.dbsize() <= 1 and proc.poll() is None:  # beyond the marker
+    # beyond the marker and the first chunk of 20,000 rows: its progress was recorded before the
+    # second chunk was sent (the 300,000 customers' keys are shared by both views that hold them)
+    while time.monotonic() < deadline and client.dbsize() <= 40_001 and proc.poll() is None:
         time.sleep(0.005)
     assert proc.poll() is None, "the job finished before it could be killed; make the data larger"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    dead_by = datetime.now(timezone.utc)
     partial = client.dbsize()
     assert 1 < partial < 300_010 + 1  # some rows, and the marker noting the running job
 
     st = region_status(node)  # opening the ledger notices the dead process
     killed = st.jobs[0]
     assert killed.status == FAILED and "abandoned" in killed.error and str(proc.pid) in killed.error
+    # it is recorded with the rows it had written (it said 0 before), ending when it was last seen
+    # alive rather than when its death was noticed
+    assert killed.rows_written is not None and 20_000 <= killed.rows_written <= killed.rows_read <= 300_010
+    assert killed.last_seen_at is not None and killed.finished_at == killed.last_seen_at <= dead_by
+    assert killed.duration_s == (killed.last_seen_at - killed.started_at).total_seconds()
+    assert f"last seen {killed.last_seen_at.isoformat()} having written {killed.rows_written:,} rows" in killed.error
     assert list((node.data_dir / "staging" / killed.job_id).glob("*.parquet"))  # its staged rows
     # the online store stays readable while half-written
     some = node.store.get_online_features(features=["customer_transactions:spend_30d"],
@@ -219,9 +228,68 @@ def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tm
     assert again.rows_written + again.rows_skipped == again.rows_read
 
 
-def test_a_window_end_in_the_future_is_refused_and_leaves_the_ledger_alone(sqlite_federation):
-    from datetime import datetime, timezone
+def test_a_job_failing_in_its_snapshot_phase_publishes_none_of_its_snapshots(redis_federation, monkeypatch):
+    """A job ending in its snapshot phase had replaced some views' snapshots with its rows (credited
+    to a job the ledger says failed) and left the others at the previous job's: a half set."""
+    import regions.store.materialize as job_module
 
+    node = RegionNode(redis_federation.region("MY"))
+    write_sources(node.data_dir, customers=30, drivers=4, days=2)
+    node.apply()
+    first = materialize(node, QUIET)
+    views = sorted(first.views)
+    before = {v: snapshot_path(node.data_dir, v).read_bytes() for v in views}
+    write_sources(node.data_dir, customers=40, drivers=6, days=1, seed=1, start=T0 + timedelta(days=5))
+    original = job_module.write_snapshot
+    staged: list[str] = []
+
+    def disk_full_at_the_second_view(data_dir, view, *args, **kwargs):
+        if staged:
+            raise OSError(28, "No space left on device")
+        staged.append(view)
+        return original(data_dir, view, *args, **kwargs)
+
+    monkeypatch.setattr(job_module, "write_snapshot", disk_full_at_the_second_view)
+    with pytest.raises(MaterializationError, match="No space left on device"):
+        materialize(node, QUIET)
+    failed = node.ledger.jobs(limit=1)[0]
+    assert failed.status == FAILED and staged
+    assert {v: snapshot_path(node.data_dir, v).read_bytes() for v in views} == before  # every one the first job's
+    assert not (node.data_dir / "snapshots-staged" / failed.job_id).exists()
+
+    monkeypatch.undo()
+    again = materialize(node, QUIET)
+    for view in views:
+        meta = json.loads(pq.read_schema(snapshot_path(node.data_dir, view)).metadata[b"fedstore"])
+        assert meta["job_id"] == again.job_id
+    assert not list((node.data_dir / "snapshots-staged").iterdir())
+
+
+def test_snapshots_staged_by_a_killed_job_are_published_if_it_succeeded_and_dropped_if_not(sqlite_federation):
+    """A job killed after staging its snapshots leaves them for the next job: published when the
+    ledger says it succeeded (killed between the two), removed otherwise."""
+    from regions.store.snapshot import settle_staged, staged_dir, write_snapshot
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=5, drivers=2, days=1)
+    node.apply()
+    first = materialize(node, QUIET)
+    before = snapshot_path(node.data_dir, "driver_performance").read_bytes()
+    delta = node.data_dir / "delta.parquet"
+    pq.write_table(pq.read_table(snapshot_path(node.data_dir, "driver_performance")).drop_columns([JOB_COLUMN]), delta)
+    for job_id in ("my-killed-before-success", "my-killed-after-success"):
+        info = write_snapshot(node.data_dir, "driver_performance", delta, join_keys=["driver_id"],
+                              timestamp_field="event_timestamp", job_id=job_id, stage=True)
+        assert info is not None and info.path.parent == staged_dir(node.data_dir, job_id)
+    assert snapshot_path(node.data_dir, "driver_performance").read_bytes() == before  # nothing published yet
+    published = settle_staged(node.data_dir, lambda job_id: job_id == "my-killed-after-success")
+    assert published == ["my-killed-after-success"]
+    meta = json.loads(pq.read_schema(snapshot_path(node.data_dir, "driver_performance")).metadata[b"fedstore"])
+    assert meta["job_id"] == "my-killed-after-success" != first.job_id
+    assert not list((node.data_dir / "snapshots-staged").iterdir())
+
+
+def test_a_window_end_in_the_future_is_refused_and_leaves_the_ledger_alone(sqlite_federation):
     node = RegionNode(sqlite_federation.region("MY"))
     write_sources(node.data_dir, customers=5, drivers=2)
     node.apply()

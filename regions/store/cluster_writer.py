@@ -52,6 +52,7 @@ class ClusterRedisWriter:
         *,
         progress: Callable[[int], None] | None = None,
         late_before: datetime | None = None,
+        on_chunk: Callable[[int, int], None] | None = None,
     ) -> WriteResult:
         if isinstance(rows, pa.Table):
             rows = latest_per_entity(rows, list(layout.join_keys), layout.timestamp_field)
@@ -68,6 +69,8 @@ class ClusterRedisWriter:
                     total += chunk.num_rows
                     if progress:
                         progress(chunk.num_rows)
+                    if on_chunk:  # (rows of the chunk, of them written): the job's progress record
+                        on_chunk(chunk.num_rows, int(wanted.sum()))
         finally:
             router.close()
         return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written, rows_late=late)

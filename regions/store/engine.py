@@ -184,6 +184,7 @@ class FastMaterializationEngine(ComputeEngine):
         late_before: datetime | None = None,
         created_since: datetime | None = None,
         quarantine: Quarantine | None = None,
+        on_chunk: Callable[[int, int], None] | None = None,
     ) -> ViewMaterialization:
         """Stream the latest row per entity in the task's window into the online store.
 
@@ -192,6 +193,7 @@ class FastMaterializationEngine(ComputeEngine):
         an earlier event time are counted late. ``created_since``: rows created since then are
         read too, whatever their event time (``source_reader.read_latest``). ``quarantine``: rows
         that break the view's contract are set aside there, and counted in it (``quarantine.py``).
+        ``on_chunk``: called after each chunk written online with (its rows, of them written).
         """
         fv = task.feature_view
         join_keys = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
@@ -231,15 +233,15 @@ class FastMaterializationEngine(ComputeEngine):
                 )
                 if isinstance(target, ClusterTarget):
                     res = ClusterRedisWriter(target, chunk_rows=self.chunk_rows).write(
-                        counted, layout, progress=tick, late_before=late_before)
+                        counted, layout, progress=tick, late_before=late_before, on_chunk=on_chunk)
                     path = "redis-cluster-fast"
                 else:
                     res = FastRedisWriter(target, chunk_rows=self.chunk_rows).write(
-                        counted, layout, progress=tick, late_before=late_before)
+                        counted, layout, progress=tick, late_before=late_before, on_chunk=on_chunk)
                     path = "redis-fast"
                 written, stale, late = res.rows_written, res.rows_skipped_stale, res.rows_late
             else:
-                written, late = self._generic_write(fv, counted, join_keys, tick, late_before)
+                written, late = self._generic_write(fv, counted, join_keys, tick, late_before, on_chunk)
                 stale, path = counted.rows - written, "feast-generic"
         finally:
             counted.close()
@@ -264,6 +266,7 @@ class FastMaterializationEngine(ComputeEngine):
         join_keys: dict[str, Any],
         tick: Callable[[int], None],
         late_before: datetime | None,
+        on_chunk: Callable[[int, int], None] | None = None,
     ) -> tuple[int, int]:
         """Feast's ``online_write_batch`` for the rows the fast paths would write (SQLite's
         overwrites whatever it holds, an older event time too); (rows written, of them late)."""
@@ -279,6 +282,8 @@ class FastMaterializationEngine(ComputeEngine):
             if late_before is not None:
                 late += sum(make_tzaware(row[2]) < late_before for row in wanted)
             tick(batch.num_rows)
+            if on_chunk is not None:
+                on_chunk(batch.num_rows, len(wanted))
         return written, late
 
 

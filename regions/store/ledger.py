@@ -2,7 +2,10 @@
 
 Every job is written as ``running`` before it touches the online store and updated when it ends.
 A process killed half-way cannot update its row, so whoever opens the ledger next finds running
-jobs whose process is gone and marks them failed, saying so.
+jobs whose process is gone and marks them failed, saying so. A running job records its progress
+(per view, rows read and written so far) and the time of it after every chunk it writes
+(``heartbeat``), so an abandoned job is recorded with the rows it had written and as ending when
+it was last seen, not when its death was noticed.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     sources       TEXT NOT NULL,          -- JSON list of source fingerprints
     error         TEXT,
     pid           INTEGER NOT NULL,
-    host          TEXT NOT NULL
+    host          TEXT NOT NULL,
+    progress      TEXT,                   -- JSON per_view so far, while running (see heartbeat)
+    last_seen_at  TEXT                    -- when the running job last recorded progress
 );
 CREATE INDEX IF NOT EXISTS jobs_started ON jobs (started_at);
 CREATE TABLE IF NOT EXISTS online_loads (  -- per view, the latest job that loaded it online and marked it
@@ -51,6 +56,7 @@ CREATE TABLE IF NOT EXISTS online_loads (  -- per view, the latest job that load
 """
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+_ADDED_COLUMNS = (("progress", "TEXT"), ("last_seen_at", "TEXT"))  # ledgers created before them
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class JobRecord:
     error: str | None = None
     pid: int = 0
     host: str = ""
+    last_seen_at: datetime | None = None
 
     @property
     def rows_late(self) -> int | None:
@@ -93,6 +100,10 @@ class JobLedger:
             path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as db, db:
                 db.executescript(_SCHEMA)
+                have = {str(r[1]) for r in db.execute("PRAGMA table_info(jobs)")}
+                for name, kind in _ADDED_COLUMNS:
+                    if name not in have:
+                        db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -114,7 +125,7 @@ class JobLedger:
         with closing(self._connect()) as db, db:
             db.execute(
                 "INSERT INTO jobs (job_id, region, mode, views, windows, status, started_at,"
-                " sources, pid, host) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " sources, pid, host, last_seen_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     self.region,
@@ -126,9 +137,18 @@ class JobLedger:
                     json.dumps(sources),
                     os.getpid(),
                     socket.gethostname(),
+                    now.isoformat(),
                 ),
             )
         return self.get(job_id)
+
+    def heartbeat(self, job_id: str, progress: dict[str, dict[str, int | None]], now: datetime | None = None) -> None:
+        """A running job's progress so far (per view, as ``per_view``) and that it was alive ``now``:
+        one small commit per chunk written, what an abandoned job's row is recorded with."""
+        now = now or datetime.now(timezone.utc)
+        with closing(self._connect()) as db, db:
+            db.execute("UPDATE jobs SET progress=?, last_seen_at=? WHERE job_id=? AND status=?",
+                       (json.dumps(progress), now.isoformat(), job_id, RUNNING))
 
     def succeed(
         self, job_id: str, per_view: dict[str, dict[str, int | str | None]], *, marked_online: tuple[str, ...] = ()
@@ -147,8 +167,9 @@ class JobLedger:
         per_view: dict[str, dict[str, int | str | None]],
         error: str | None,
         marked_online: tuple[str, ...] = (),
+        ended: datetime | None = None,
     ) -> JobRecord:
-        now = datetime.now(timezone.utc)
+        now = ended or datetime.now(timezone.utc)
         started = self.get(job_id).started_at
         # a count one view's engine did not report (None) leaves the job's total unknown, not smaller
         totals: dict[str, int | None] = {
@@ -216,15 +237,28 @@ class JobLedger:
         for job in self.jobs(status=RUNNING):
             if none_running or (job.host == host and not alive(job.pid)):
                 where = f"process {job.pid}" if job.host == host else f"process {job.pid} on {job.host}"
+                # the kill instant is unknown: the job ends, as recorded, at its last sign of life
+                seen = job.last_seen_at or job.started_at
+                progress = self._progress(job.job_id)
+                written = sum(int(v.get("rows_written") or 0) for v in progress.values())
                 recovered.append(
-                    self.fail(
+                    self._finish(
                         job.job_id,
+                        FAILED,
+                        progress,
                         f"abandoned: {where} ended while the job was running "
-                        "(killed or crashed); the online store keeps whatever rows it had written, "
-                        "and re-running the job converges",
+                        f"(killed or crashed), last seen {seen.isoformat()} having written {written:,} rows "
+                        "(the counts are those of its last progress record); the online store keeps "
+                        "whatever rows it had written, and re-running the job converges",
+                        ended=seen,
                     )
                 )
         return recovered
+
+    def _progress(self, job_id: str) -> dict[str, dict[str, int | None]]:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT progress FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        return json.loads(str(row[0])) if row is not None and row[0] else {}
 
     def get(self, job_id: str) -> JobRecord:
         with closing(self._connect()) as db:
@@ -295,4 +329,5 @@ def _record(row: dict[str, Any]) -> JobRecord:
         error=row["error"],
         pid=int(row["pid"]),
         host=str(row["host"]),
+        last_seen_at=_dt(row.get("last_seen_at")),
     )

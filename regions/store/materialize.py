@@ -1,8 +1,12 @@
 """Materialisation jobs: offline Parquet -> online store + batch snapshot, recorded in the ledger.
 
     ledger: running ─▶ [per view: Feast offline read ─▶ fast online write (or Feast's Spark engine)]
-                   ─▶ snapshots ─▶ succeeded
+                   ─▶ snapshots staged ─▶ succeeded ─▶ snapshots published
                  └──────────────────────── any error ───────────────────────▶ failed (with the error)
+
+While it runs, the job records its progress in the ledger after every chunk written online (per
+view, rows read and written so far) and after every snapshot: a killed job's row is then
+recorded with what it had written, ending when it was last seen.
 
 The online write of a view is idempotent (a row never overwrites one with a later event time, and
 an equal row is left alone), so re-running a failed or killed job converges to the same online
@@ -42,13 +46,13 @@ from regions.progress import progress
 from regions.store.definitions import batch_source
 from regions.store.engine import FastMaterializationEngine, ViewMaterialization, redis_target
 from regions.store.fingerprint import source_fingerprints
-from regions.store.ledger import RUNNING, JobRecord
+from regions.store.ledger import RUNNING, SUCCEEDED, JobLedger, JobRecord
 from regions.store.lineage import ContractFacetData
 from regions.store.node import RegionNode
 from regions.store.online_marker import BEHIND, LOST, Load, OnlineMarker
 from regions.store.quarantine import Quarantine
 from regions.store.resp_connection import RespError
-from regions.store.snapshot import snapshot_path, write_snapshot
+from regions.store.snapshot import publish_staged, settle_staged, snapshot_path, staged_dir, write_snapshot
 
 if TYPE_CHECKING:
     from regions.store.spark_engine import SparkMaterializer
@@ -125,6 +129,9 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
         say(f"{node.code}: job {abandoned.job_id} was abandoned by a dead process; marked failed")
     # a killed job leaves its staged rows (as large as what it read); no other job runs to need them
     shutil.rmtree(node.data_dir / "staging", ignore_errors=True)
+    # and its staged snapshots: published if the ledger says it succeeded, else dropped
+    for published in settle_staged(node.data_dir, lambda job_id: _succeeded(node.ledger, job_id)):
+        say(f"{node.code}: published the snapshots of job {published}, which ended before it could")
     views = node.feature_views(list(request.views))
     sources = node.require_sources(views, check_columns=False)  # checked inside the job: a bad source fails it
     store = node.store
@@ -188,6 +195,7 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
             # written some of its rows online, and the ledger must not say it wrote none
             per_view[fv.name] = dict.fromkeys(("rows_read", "rows_written", "rows_skipped", "rows_late"))
             start, stop = windows[fv.name]
+            delta = staging / f"{fv.name}.parquet"
             task = MaterializationTask(
                 project=store.project,
                 feature_view=fv,
@@ -198,13 +206,13 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
             quarantine = Quarantine(node.data_dir / "quarantine" / job.job_id / f"{fv.name}.parquet")
             if request.quarantine:
                 per_view[fv.name]["rows_quarantined"] = None
-                assert isinstance(engine, FastMaterializationEngine)  # refused for Spark before the job
-                result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet",
-                                                 late_before=late_before[fv.name],
-                                                 created_since=created_since[fv.name], quarantine=quarantine)
-            else:
-                result = engine.materialize_view(task, delta_path=staging / f"{fv.name}.parquet",
-                                                 late_before=late_before[fv.name],
+            if isinstance(engine, FastMaterializationEngine):  # (Feast's Spark engine reports no chunks)
+                result = engine.materialize_view(task, delta_path=delta, late_before=late_before[fv.name],
+                                                 created_since=created_since[fv.name],
+                                                 quarantine=quarantine if request.quarantine else None,
+                                                 on_chunk=_Progress(node.ledger, job.job_id, per_view, fv.name))
+            else:  # quarantine is refused for Spark before the job
+                result = engine.materialize_view(task, delta_path=delta, late_before=late_before[fv.name],
                                                  created_since=created_since[fv.name])
             results.append(result)
             per_view[fv.name] = {
@@ -216,6 +224,7 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
             }
             if request.quarantine:
                 per_view[fv.name].update(_quarantined(quarantine))
+            node.ledger.heartbeat(job.job_id, per_view)
             say(f"{node.code}: {fv.name}: read {result.rows_read:,} rows, {_quarantine_note(quarantine, request)}"
                 f"{_written(result)} via {result.path}{_late(result, late_before[fv.name])}")
         for fv, result in zip(views, results, strict=False):
@@ -226,8 +235,10 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
                 join_keys=[e.name for e in fv.entity_columns],
                 timestamp_field=batch_source(fv).timestamp_field,
                 job_id=job.job_id,
+                stage=True,  # published with the job's success, all together
             )
             store.registry.apply_materialization(fv, store.project, result.start, result.end, commit=True)
+            node.ledger.heartbeat(job.job_id, per_view)
         # after every row: a marker promises the rows are there, so none is written if the store
         # was emptied while the job ran (the rows it wrote before that are gone)
         if marker is not None and not marker.finish(job.job_id, {fv.name: Load(job.job_id, job.started_at) for fv in views}):
@@ -241,6 +252,7 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
         interrupted = isinstance(e, KeyboardInterrupt)
         message = "interrupted (Ctrl-C)" if interrupted else f"{type(e).__name__}: {e}"
         node.ledger.fail(job.job_id, message, per_view)
+        shutil.rmtree(staged_dir(node.data_dir, job.job_id), ignore_errors=True)  # never published
         node.lineage.emit(RunState.FAIL, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs, error=message,
                           contract=_contract(request, per_view))
         if interrupted:
@@ -252,11 +264,35 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
             marker.close()
     marked = tuple(fv.name for fv in views) if marker is not None else ()
     record = node.ledger.succeed(job.job_id, per_view, marked_online=marked)
+    publish_staged(node.data_dir, job.job_id)  # a kill before this: the next job publishes them
     node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs,
                       contract=_contract(request, per_view))
     late = f", {record.rows_late:,} late rows loaded" if record.rows_late else ""
     say(f"{node.code}: job {job.job_id} succeeded in {record.duration_s:.1f}s{late}")
     return record
+
+
+class _Progress:
+    """Per chunk a view writes online, the job's progress so far, recorded in the ledger (one small
+    commit per chunk of thousands of rows)."""
+
+    def __init__(self, ledger: JobLedger, job_id: str, per_view: dict[str, dict[str, int | None]], view: str) -> None:
+        self.ledger, self.job_id, self.per_view, self.view = ledger, job_id, per_view, view
+        self.read = self.written = 0
+
+    def __call__(self, rows: int, written: int) -> None:
+        self.read += rows
+        self.written += written
+        so_far: dict[str, int | None] = {"rows_read": self.read, "rows_written": self.written,
+                                         "rows_skipped": self.read - self.written, "rows_late": None}
+        self.ledger.heartbeat(self.job_id, {**self.per_view, self.view: so_far})
+
+
+def _succeeded(ledger: JobLedger, job_id: str) -> bool:
+    try:
+        return ledger.get(job_id).status == SUCCEEDED
+    except KeyError:
+        return False
 
 
 def _lateness_start(watermark: datetime | None, lateness: timedelta) -> datetime:

@@ -138,6 +138,7 @@ class FastRedisWriter:
         *,
         progress: Callable[[int], None] | None = None,
         late_before: datetime | None = None,
+        on_chunk: Callable[[int, int], None] | None = None,
     ) -> WriteResult:
         """Write rows; the newest per entity wins, and nothing older than Redis's copy is written.
 
@@ -161,6 +162,8 @@ class FastRedisWriter:
                         total += chunk.num_rows
                         if progress:
                             progress(chunk.num_rows)
+                        if on_chunk:  # (rows of the chunk, of them written): the job's progress record
+                            on_chunk(chunk.num_rows, int(wanted.sum()))
             finally:
                 sender.close()
         return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written, rows_late=late)
