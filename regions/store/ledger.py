@@ -142,7 +142,7 @@ class JobLedger:
             )
         return self.get(job_id)
 
-    def heartbeat(self, job_id: str, progress: dict[str, dict[str, int | None]], now: datetime | None = None) -> None:
+    def heartbeat(self, job_id: str, progress: dict[str, dict[str, int | str | None]], now: datetime | None = None) -> None:
         """A running job's progress so far (per view, as ``per_view``) and that it was alive ``now``:
         one small commit per chunk written, what an abandoned job's row is recorded with."""
         now = now or datetime.now(timezone.utc)
@@ -255,7 +255,7 @@ class JobLedger:
                 )
         return recovered
 
-    def _progress(self, job_id: str) -> dict[str, dict[str, int | None]]:
+    def _progress(self, job_id: str) -> dict[str, dict[str, int | str | None]]:
         with closing(self._connect()) as db:
             row = db.execute("SELECT progress FROM jobs WHERE job_id=?", (job_id,)).fetchone()
         return json.loads(str(row[0])) if row is not None and row[0] else {}

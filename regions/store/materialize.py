@@ -276,14 +276,14 @@ class _Progress:
     """Per chunk a view writes online, the job's progress so far, recorded in the ledger (one small
     commit per chunk of thousands of rows)."""
 
-    def __init__(self, ledger: JobLedger, job_id: str, per_view: dict[str, dict[str, int | None]], view: str) -> None:
+    def __init__(self, ledger: JobLedger, job_id: str, per_view: dict[str, dict[str, int | str | None]], view: str) -> None:
         self.ledger, self.job_id, self.per_view, self.view = ledger, job_id, per_view, view
         self.read = self.written = 0
 
     def __call__(self, rows: int, written: int) -> None:
         self.read += rows
         self.written += written
-        so_far: dict[str, int | None] = {"rows_read": self.read, "rows_written": self.written,
+        so_far: dict[str, int | str | None] = {"rows_read": self.read, "rows_written": self.written,
                                          "rows_skipped": self.read - self.written, "rows_late": None}
         self.ledger.heartbeat(self.job_id, {**self.per_view, self.view: so_far})
 
