@@ -72,7 +72,7 @@ def start_redis(*, port: int | None = None, workdir: Path | None = None, persist
             try:
                 if redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5).ping():
                     return RedisServer(port=port, process=proc, workdir=workdir)
-            except redis.exceptions.ConnectionError:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):  # not up yet, or slow to say so
                 time.sleep(0.05)
         proc.kill()
         proc.wait()
