@@ -188,7 +188,7 @@ def test_slow_online_store_falls_back_within_the_deadline(tmp_path, monkeypatch)
     redis = start_redis()
     served = served_region(tmp_path, redis.url, monkeypatch, serving={"online_timeout_ms": 500})
     try:
-        stuck = _stall(redis, 5)
+        stuck = _stall(redis, 4)
         with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=10) as client:
             got = client.get_online_features(feature_service="driver_allocation", entities={"driver_id": [1]})
         assert got.source == "batch_fallback"
