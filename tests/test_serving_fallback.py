@@ -208,7 +208,7 @@ def test_a_caller_deadline_shorter_than_the_stores_still_gets_an_answer(tmp_path
     out of a caller's time is not held against the store: the breaker stays closed.
 
     Once 3 s / 0.4 s: the reserve for answering is a tenth of the caller's time, and 40 ms was not
-    always enough on a loaded 2-core machine (DEADLINE_EXCEEDED); 0.3 s is."""
+    always enough on a loaded 2-core machine (DEADLINE_EXCEEDED); 0.3 s leaves room."""
     from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
     from feast.protos.feast.serving.ServingService_pb2 import FeatureList, GetOnlineFeaturesRequest
     from feast.protos.feast.types.Value_pb2 import RepeatedValue, Value
