@@ -67,16 +67,21 @@ def start_redis(*, port: int | None = None, workdir: Path | None = None, persist
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # loading a large append-only file on a loaded machine takes a while
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                if redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5).ping():
+                # this process's answer: on a busy host another test session may have taken the port
+                # of a Redis killed for a restart, and its server would answer in ours' place
+                info = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5).info("server")
+                if int(info["process_id"]) == proc.pid:
                     return RedisServer(port=port, process=proc, workdir=workdir)
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):  # not up yet, or slow to say so
+                pass
+            time.sleep(0.05)
         proc.kill()
         proc.wait()
-    raise RuntimeError("could not start redis-server on a free loopback port")
+    raise RuntimeError(f"could not start redis-server on loopback port {fixed} (does another process hold it?)"
+                       if fixed else "could not start redis-server on a free loopback port")
 
 
 @dataclass

@@ -40,12 +40,16 @@ def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, custome
     monkeypatch.setenv("TOKEN_FRAUD", TOKENS["fraud-app"])
     monkeypatch.setenv("TOKEN_SG", TOKENS["sg-only"])
     online = online_store or ({"type": "redis", "url": redis_url} if redis_url else {"type": "sqlite"})
+    # The store's deadline is 2 s: a healthy Redis answers in microseconds, but on a loaded 2-core
+    # machine a read (a new connection included) can take longer than the 0.2 s it once was, and an
+    # answer a test expects from the online store would come from the snapshot. Tests about a slow or
+    # silent store set their own.
     raw = {
         "federation": {"name": "t"},
         "regions": [
             {"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
              "data_dir": "data/MY", "online_store": online, "serving_address": "127.0.0.1:50999",
-             "serving": {"online_timeout_ms": 200, "breaker_failures": 2, "breaker_reset_seconds": 0.5,
+             "serving": {"online_timeout_ms": 2000, "breaker_failures": 2, "breaker_reset_seconds": 0.5,
                          "max_entities": 500, **(serving or {})}},
             {"code": "SG", "jurisdiction": "Singapore", "law": "PDPA-SG", "timezone": "Asia/Singapore",
              "data_dir": "data/SG", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:1"},

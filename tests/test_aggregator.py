@@ -539,7 +539,11 @@ def test_idle_reflection_streams_do_not_take_the_centres_threads(fed):
     streams = [reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(iter(q.get, None), timeout=20)
                for ch, q in zip(channels, silent, strict=True)]
     try:
-        time.sleep(1)  # every stream reached the centre
+        # every stream reached the centre: the ones beyond its limit are refused (waited for, not slept
+        # for: on a loaded machine a second was not always enough)
+        deadline = time.monotonic() + 30
+        while sum(s.done() for s in streams) < len(streams) - REFLECTION_STREAMS and time.monotonic() < deadline:
+            time.sleep(0.05)
         with _link(config, address).channel() as ch:  # the open streams wait; every other call is answered
             assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3).status == \
                 health_pb2.HealthCheckResponse.SERVING

@@ -220,7 +220,8 @@ def test_a_build_killed_as_it_lands_never_leaves_the_dataset_beside_another_data
     from regions.datasets.manifest import manifest_path, read_manifest
 
     node = RegionNode(sqlite_federation.region("MY"))
-    tables = write_sources(node.data_dir, customers=100_000, drivers=2, days=3)  # sources take a while to hash
+    # small sources: the build stops itself where it lands, so no window has to be made wide to hit it
+    tables = write_sources(node.data_dir, customers=2_000, drivers=2, days=3)
     node.apply()
     keys = tables["customer_transactions"].select(["customer_id", "event_timestamp"])
     pq.write_table(keys.slice(0, 200), tmp_path / "first.parquet")
@@ -230,11 +231,25 @@ def test_a_build_killed_as_it_lands_never_leaves_the_dataset_beside_another_data
              "--feature-service", "fraud_scoring", "--out", str(out), "--no-progress", "--entities"]
     assert main([*build, str(tmp_path / "first.parquet")]) == 0
     first = out.stat().st_ino
-    proc = subprocess.Popen([sys.executable, "-m", "fedstore.cli", *build, str(tmp_path / "second.parquet")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The build stops itself the moment the new dataset has its name, and is killed there. Racing it
+    # from here (polling for the rename) lost on a loaded machine: the build had ended by then.
+    stops_on_landing = (
+        "import os, pathlib, signal, sys\n"
+        "real = pathlib.Path.replace\n"
+        "def replace(self, target):\n"
+        "    moved = real(self, target)\n"
+        "    if str(target) == os.environ['LANDS_AT']:\n"
+        "        os.kill(os.getpid(), signal.SIGSTOP)\n"
+        "    return moved\n"
+        "pathlib.Path.replace = replace\n"
+        "from fedstore.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", stops_on_landing, *build, str(tmp_path / "second.parquet")],
+                            env={**os.environ, "LANDS_AT": str(out)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stat = Path(f"/proc/{proc.pid}/stat")
     deadline = time.monotonic() + 120
-    while proc.poll() is None and out.stat().st_ino == first and time.monotonic() < deadline:
-        time.sleep(0.0005)
+    while proc.poll() is None and stat.read_text().rsplit(")", 1)[1].split()[0] != "T" and time.monotonic() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)  # the moment the new dataset has its name
     assert proc.wait() == -signal.SIGKILL, "the build ended before it could be killed"
     assert out.stat().st_ino != first and pq.read_metadata(out).num_rows == 100

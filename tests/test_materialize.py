@@ -300,6 +300,32 @@ def test_a_window_end_in_the_future_is_refused_and_leaves_the_ledger_alone(sqlit
     assert materialize(node, MaterializeRequest(show_progress=False, incremental=True)).status == SUCCEEDED
 
 
+# `fedstore region materialize`, stopping itself (SIGSTOP) once its job has a ledger row: the test
+# acts on it there. Polling the ledger from the test and signalling it raced the job, and on a
+# loaded machine a small job had finished before the signal came.
+_STOPS_ONCE_STARTED = (
+    "import os, signal, sys\n"
+    "from regions.store.ledger import JobLedger\n"
+    "real = JobLedger.start\n"
+    "def start(self, *a, **kw):\n"
+    "    job = real(self, *a, **kw)\n"
+    "    os.kill(os.getpid(), signal.SIGSTOP)\n"
+    "    return job\n"
+    "JobLedger.start = start\n"
+    "from fedstore.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n")
+
+
+def _materialize_held_once_started(config, **popen) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _STOPS_ONCE_STARTED, "region", "materialize", "--region", "MY",
+                             "--no-progress"], env={**os.environ, "FEDSTORE_CONFIG": str(config)}, **popen)
+    stat = f"/proc/{proc.pid}/stat"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and open(stat).read().rsplit(")", 1)[1].split()[0] != "T" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
+
+
 @pytest.mark.slow
 def test_a_second_job_while_one_runs_is_refused_and_the_first_completes(sqlite_federation, capsys):
     """Two jobs at once merged their rows into the same snapshots: one failed half-way on the other's
@@ -309,15 +335,9 @@ def test_a_second_job_while_one_runs_is_refused_and_the_first_completes(sqlite_f
     node = RegionNode(sqlite_federation.region("MY"))
     write_sources(node.data_dir, customers=50, drivers=5, days=2)
     node.apply()
-    env = {**os.environ, "FEDSTORE_CONFIG": str(sqlite_federation.source)}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # held mid-job: it has its ledger row and the region's lock
+    first = _materialize_held_once_started(sqlite_federation.source, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not node.ledger.jobs(status="running") and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        first.send_signal(signal.SIGSTOP)  # held mid-job: it has its ledger row and the region's lock
         running = node.ledger.jobs(status="running")
         assert running, "the first job ended before it could be held"
         code = main(["--config", str(sqlite_federation.source), "region", "materialize", "--region", "MY",
@@ -489,13 +509,8 @@ def test_a_job_killed_on_another_host_is_marked_abandoned_by_the_next_job(sqlite
     node = RegionNode(sqlite_federation.region("MY"))
     write_sources(node.data_dir, customers=50, drivers=5, days=2)
     node.apply()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fedstore.cli", "region", "materialize", "--region", "MY", "--no-progress"],
-        env={**os.environ, "FEDSTORE_CONFIG": str(sqlite_federation.source)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not node.ledger.jobs(status="running") and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc = _materialize_held_once_started(sqlite_federation.source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert proc.poll() is None, "the job ended before it could be killed"
     proc.kill()  # as a pod is when its node goes or it runs out of memory
     proc.wait()
     (killed,) = node.ledger.jobs(status="running")

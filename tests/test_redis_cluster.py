@@ -43,9 +43,11 @@ def cluster():
 @pytest.fixture()
 def served(tmp_path, cluster, monkeypatch):
     cluster.flush()
+    # a store deadline of 2 s (0.3 s once): on a loaded machine a healthy read could miss 0.3 s and
+    # be answered from the snapshot where the tests expect the cluster's answer
     s = served_region(tmp_path, None, monkeypatch, customers=300,
                       online_store={"type": "redis_cluster", "nodes": cluster.nodes[:2]},
-                      serving={"online_timeout_ms": 300, "breaker_reset_seconds": 0.3})
+                      serving={"online_timeout_ms": 2000, "breaker_reset_seconds": 0.3})
     yield s
     s.server.stop(1)
 
@@ -313,22 +315,31 @@ def test_one_caller_at_a_time_refreshes_a_stale_slot_map(cluster):
     slots = np.arange(0, 16384, 997)
     addresses, owner = router.route(slots)  # the first route waits: there is no map yet
     real_refresh, refreshes = router.refresh, []
+    refreshing, node_answers = threading.Event(), threading.Event()
 
     def slow_refresh() -> None:
         refreshes.append(1)
-        time.sleep(1.0)  # a node that takes its time
+        refreshing.set()
+        node_answers.wait(30)  # a node that takes its time: until the test lets it answer
         real_refresh()
 
     router.refresh = slow_refresh  # type: ignore[method-assign]
     router.mark_stale()
     first = threading.Thread(target=router.route, args=(slots,))
     first.start()
-    while not refreshes:
-        time.sleep(0.01)
-    began = time.monotonic()
-    again, owner_again = router.route(slots)  # another caller meanwhile: the old map, at once
-    assert time.monotonic() - began < 0.5
+    assert refreshing.wait(30)
+    routed: list[tuple] = []
+    # another caller meanwhile: the old map, while the refresh still waits (no stopwatch: had it
+    # waited for the refresh, it would not be back before the node is let answer)
+    second = threading.Thread(target=lambda: routed.append(router.route(slots)))
+    second.start()
+    try:
+        second.join(20)
+        assert routed, "the second caller waited for the refresh"
+    finally:
+        node_answers.set()
+    again, owner_again = routed[0]
     assert again == addresses and (owner_again == owner).all()
-    first.join(5)
+    first.join(30)
     assert refreshes == [1] and not router.stale
     router.close()
