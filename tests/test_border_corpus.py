@@ -27,8 +27,11 @@ from honest_releases import (
     training_submission,
 )
 
+from border import with_mtls
+
 from aggregator.intake.server import MAX_REQUEST_BYTES, build_server
 from federation import load_config
+from federation.channels import centre_link
 from federation.statistics import CATALOG
 from federation.training import SCORE_EDGES
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
@@ -44,7 +47,7 @@ SUBMIT = "/fedstore.aggregator.v1.Aggregator/Submit"
 
 
 @pytest.fixture(scope="module")
-def centre(tmp_path_factory):
+def centre(tmp_path_factory, pki):
     tmp = tmp_path_factory.mktemp("corpus")
     mp = pytest.MonkeyPatch()
     for code, secret in TOKENS.items():
@@ -62,17 +65,19 @@ def centre(tmp_path_factory):
                  + [{"name": "centre", "secret_env": "CORPUS_TOKEN_CENTRE", "regions": ["*"],
                      "roles": ["train", "statistics-read", "registry-read", "audit"]}]},
         "privacy": {"epsilon_per_month": 6.0, "minimum_cohort": 10, "max_entities": CAP},
-        # plaintext by explicit opt-out: this corpus is about what the door accepts, not the transport
-        # (tests/test_border_tls.py)
-        "aggregator": {"plaintext": True},
     }
-    (tmp / "fed.yaml").write_text(yaml.safe_dump(raw))
-    server, port, store = build_server(load_config(tmp / "fed.yaml"), tmp / "centre" / "aggregator.duckdb",
-                                       "127.0.0.1:0", clock=lambda: NOW)
+    # on mutual TLS, as a region reaches the centre: every submission comes over MY's certificate, so
+    # one claiming another region is refused by its certificate as well as its token
+    (tmp / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
+    config = load_config(tmp / "fed.yaml")
+    server, port, store = build_server(config, tmp / "centre" / "aggregator.duckdb", "127.0.0.1:0", clock=lambda: NOW)
     server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 8 << 20)])
-    yield channel, store
-    channel.close()
+    # each region's calls over its own certificate, as its outbox makes them
+    links = {code: centre_link(config, code, f"127.0.0.1:{port}").channel([("grpc.max_send_message_length", 8 << 20)])
+             for code in TOKENS}
+    yield links, store
+    for channel in links.values():
+        channel.close()
     server.stop(1).wait()
     store.close()
     mp.undo()
@@ -481,9 +486,12 @@ CASES: list[Case] = [
     Case("identity: MY's token submitting for SG", lambda: honest("features", "SG"), DENIED, "identity", token="MY"),
     Case("identity: SG's token with MY's kind of id", mutated("features", lambda s: setattr(s, "region", "SG")),
          INVALID, "submission_id", token="SG"),
-    Case("identity: a region in lower case", mutated("features", lambda s: setattr(s, "region", "my")), INVALID, "region"),
-    Case("identity: a region of no federation", mutated("features", lambda s: setattr(s, "region", "XX")), INVALID, "region"),
-    Case("identity: no region", mutated("features", lambda s: setattr(s, "region", "")), INVALID, "region"),
+    # over MY's certificate, a submission naming any other region (even an unknown one) is refused by
+    # the certificate binding before its region is looked at
+    Case("identity: a region in lower case", mutated("features", lambda s: setattr(s, "region", "my")), DENIED, "identity"),
+    Case("identity: a region of no federation", mutated("features", lambda s: setattr(s, "region", "XX")), DENIED,
+         "identity"),
+    Case("identity: no region", mutated("features", lambda s: setattr(s, "region", "")), DENIED, "identity"),
     Case("identity: another region's id prefix",
          mutated("features", lambda s: setattr(s, "submission_id", "sg-stats-" + uuid.uuid4().hex)), INVALID, "submission_id"),
 
@@ -585,8 +593,9 @@ def _replayed(change: Callable[[pb.Submission], None]) -> pb.Submission:
     return sub
 
 
-def _call(channel: grpc.Channel, request: pb.Submission | bytes, token: str) -> grpc.RpcError:
-    call = channel.unary_unary(SUBMIT, request_serializer=None, response_deserializer=None)
+def _call(links: dict[str, grpc.Channel], request: pb.Submission | bytes, token: str) -> grpc.RpcError:
+    """``request`` sent with region ``token``'s token over that region's own certificate."""
+    call = links[token].unary_unary(SUBMIT, request_serializer=None, response_deserializer=None)
     data = request if isinstance(request, bytes) else request.SerializeToString()
     with pytest.raises(grpc.RpcError) as err:
         call(data, metadata=(("authorization", f"Bearer {TOKENS[token]}"),), timeout=30)
@@ -602,13 +611,12 @@ def test_the_corpus_covers_every_category_with_at_least_120_cases():
 
 @pytest.mark.parametrize("attack", CASES, ids=[c.name for c in CASES])
 def test_each_attack_is_refused_by_its_rule_and_nothing_is_stored(centre, attack):
-    channel, store = centre
-    stub = aggregator_pb2_grpc.AggregatorStub(channel)
+    links, store = centre
     for accepted in (attack.setup() if attack.setup else []):
-        stub.Submit(accepted, metadata=(("authorization", f"Bearer {TOKENS[accepted.region]}"),), timeout=30)
+        aggregator_pb2_grpc.AggregatorStub(links[accepted.region]).Submit(accepted, metadata=(("authorization", f"Bearer {TOKENS[accepted.region]}"),), timeout=30)
     before = store.stored_counts()
     request = attack.make()
-    err = _call(channel, request, attack.token)
+    err = _call(links, request, attack.token)
     assert (err.code(), err.details().split(":")[0]) == (attack.code, f"rule {attack.rule}"), err.details()
     assert store.stored_counts() == before
     if isinstance(request, pb.Submission) and request.submission_id != _REPLAYED.submission_id:
@@ -618,8 +626,8 @@ def test_each_attack_is_refused_by_its_rule_and_nothing_is_stored(centre, attack
 def test_another_regions_id_gets_the_same_answer_whether_it_exists_or_not(centre):
     """A foreign token could tell an accepted id from a never-used one (a replay rejection for the
     first, an identity refusal for the second): now both get the identity refusal, word for word."""
-    channel, store = centre
-    stub = aggregator_pb2_grpc.AggregatorStub(channel)
+    links, store = centre
+    stub = aggregator_pb2_grpc.AggregatorStub(links["MY"])
     accepted = honest()
     stub.Submit(accepted, metadata=(("authorization", f"Bearer {TOKENS['MY']}"),), timeout=30)
     never = pb.Submission()
@@ -627,13 +635,13 @@ def test_another_regions_id_gets_the_same_answer_whether_it_exists_or_not(centre
     never.submission_id = f"my-stats-{uuid.uuid4().hex}"
     answers = []
     for probe in (accepted, never):
-        err = _call(channel, probe, "SG")
+        err = _call(links, probe, "SG")
         answers.append((err.code(), err.details()))
     assert answers[0] == answers[1] and answers[0][0] == DENIED
     # with the prober's own region the id's prefix is refused, again the same for both
     for probe in (accepted, never):
         probe.region = "SG"
-    first, second = (_call(channel, p, "SG") for p in (accepted, never))
+    first, second = (_call(links, p, "SG") for p in (accepted, never))
     assert (first.code(), first.details().replace(accepted.submission_id, "ID")) == \
         (second.code(), second.details().replace(never.submission_id, "ID"))
 
@@ -641,18 +649,19 @@ def test_another_regions_id_gets_the_same_answer_whether_it_exists_or_not(centre
 def test_honest_releases_of_every_kind_pass_the_same_door(centre):
     """The corpus's starting points are accepted as they are (the evaluation once its model exists
     in the registry): each refusal above is the attack's doing, not the base's."""
-    channel, store = centre
-    stub = aggregator_pb2_grpc.AggregatorStub(channel)
+    links, store = centre
+    stub = aggregator_pb2_grpc.AggregatorStub(links["MY"])
     md = (("authorization", f"Bearer {TOKENS['MY']}"),)
     for kind in ("features", "training"):
         receipt = stub.Submit(honest(kind), metadata=md, timeout=30)
         assert not receipt.replay
-    err = _call(channel, honest("evaluation"), "MY")
+    err = _call(links, honest("evaluation"), "MY")
     assert err.details().startswith("rule model:")  # no model registered in this centre: validated up to there
 
 
 def test_unknown_fields_and_enums_are_refused_on_every_rpc_of_the_centre(centre):
-    channel, _ = centre
+    links, _ = centre
+    channel = links["MY"]
     from proto.fedstore.registry.v1 import registry_pb2
 
     for path, message in [
@@ -689,7 +698,8 @@ def test_registry_free_text_is_bounded_and_never_stored(centre, name, fields, ru
     from aggregator.registry.text import WITHHELD
     from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
 
-    channel, _ = centre
+    links, _ = centre
+    channel = links["MY"]
     stub = registry_pb2_grpc.RegistryStub(channel)
     md = (("authorization", f"Bearer {TOKENS['MY']}"),)
     request = registry_pb2.PromoteRequest(name="fraud_lda", version=1, region="MY", stage="shadow", why="fine")

@@ -29,6 +29,10 @@ from honest_releases import (
     training_submission,
 )
 
+from border import with_mtls
+
+from federation import load_config
+from federation.channels import centre_link
 from federation.training import SCORE_EDGES
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.registry.v1 import registry_pb2 as rpb
@@ -193,7 +197,7 @@ def mutate(data: bytes, r: random.Random) -> bytes:
 
 
 @pytest.fixture()
-def centre(tmp_path, monkeypatch):
+def centre(tmp_path, monkeypatch, pki):
     monkeypatch.setenv("FUZZ_TOKEN", TOKEN)
     monkeypatch.setenv("FUZZ_CENTRE_TOKEN", CENTRE_TOKEN)
     raw = {
@@ -208,9 +212,9 @@ def centre(tmp_path, monkeypatch):
                             {"name": "fuzz-centre", "secret_env": "FUZZ_CENTRE_TOKEN", "regions": ["*"],
                              "roles": ["train", "statistics-read", "registry-read", "audit"]}]},
         "privacy": {"epsilon_per_month": 1000.0, "minimum_cohort": 10},
-        "aggregator": {"plaintext": True},  # by explicit opt-out: the transport is test_border_tls's
     }
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
+    # on mutual TLS, as the centre always is: the mutations arrive over region MY's certificate
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
     # the centre in a process of its own: the fuzzer and the server each get a core (in one process
     # they would share one interpreter lock), which halves the run
     here = Path(__file__).parent
@@ -220,7 +224,7 @@ def centre(tmp_path, monkeypatch):
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     try:
         port = int(centre.stdout.readline())  # type: ignore[union-attr]
-        yield f"127.0.0.1:{port}", centre
+        yield centre_link(load_config(tmp_path / "fed.yaml"), "MY", f"127.0.0.1:{port}"), centre
     finally:
         centre.stdin.close()  # type: ignore[union-attr]
         centre.wait(timeout=60)
@@ -255,11 +259,11 @@ def _fuzz(channel: grpc.Channel, path: str, honest: list[Message], seed: int) ->
 def test_thousands_of_mutated_requests_to_every_rpc_never_fail_the_centre(centre):
     """Every RPC is fuzzed at once, each from its own seed: the registry's changes wait on the disk
     (each refused change is an audit row committed) while the other RPCs use the processor."""
-    address, process = centre
+    link, process = centre
     served = {f"/{service.full_name}/{method.name}" for file in (pb.DESCRIPTOR, rpb.DESCRIPTOR)
               for service in file.services_by_name.values() for method in service.methods}
     assert set(_honest_requests()) == served  # every RPC of both services, a new one included
-    with grpc.insecure_channel(address) as channel, ThreadPoolExecutor(max_workers=len(_honest_requests())) as pool:
+    with link.channel() as channel, ThreadPoolExecutor(max_workers=len(_honest_requests())) as pool:
         runs = {path: pool.submit(_fuzz, channel, path, honest, seed)
                 for seed, (path, honest) in enumerate(_honest_requests().items())}
         seen = {path: run.result()[0] for path, run in runs.items()}

@@ -18,10 +18,13 @@ import numpy as np
 import pytest
 import yaml
 
+from border import with_mtls
+
 from aggregator.intake.server import build_server
 from aggregator.quarantine.screen import out_of_line
 from aggregator.quarantine.summaries import FeatureNumbers, feature_estimates, feature_noise
 from federation import QuarantineConfig, load_config
+from federation.channels import centre_link
 from federation.errors import ConfigError
 from federation.privacy_maps import gaussian_epsilon, gaussian_scale
 from federation.statistics import CATALOG
@@ -42,7 +45,7 @@ SPEC = training_spec("fraud_scoring")
 TXN = "customer_transactions:txn_count_7d"
 
 
-def _write_config(tmp_path, monkeypatch, quarantine=None):
+def _write_config(tmp_path, monkeypatch, quarantine=None, pki=None):
     for name, secret in TOKENS.items():
         monkeypatch.setenv(f"Q_TOKEN_{name.upper()}", secret)
     raw = {
@@ -56,12 +59,11 @@ def _write_config(tmp_path, monkeypatch, quarantine=None):
                  + [{"name": "centre-operator", "secret_env": "Q_TOKEN_CENTRE", "regions": ["*"],
                      "roles": ["train", "statistics-read", "registry-read", "audit"]}]},
         "privacy": {"epsilon_per_month": 100.0, "minimum_cohort": 10, "delta_per_month": 1e-4},
-        # these tests are about what the centre does with statistics, sent for seven regions over one
-        # channel; the transport and the certificate per region are tests/test_border_tls.py's
-        "aggregator": {"plaintext": True},
     }
     if quarantine is not None:
         raw["quarantine"] = quarantine
+    if pki is not None:  # the border on mutual TLS: each region submits over its own certificate
+        with_mtls(raw, pki)
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(raw))
     return load_config(tmp_path / "fed.yaml")
 
@@ -75,12 +77,18 @@ class Centre:
                                                      clock=lambda: NOW)
         self.server.start()
         self.address = f"127.0.0.1:{port}"
-        self.channel = grpc.insecure_channel(self.address)
+        # mutual TLS as every client has it: the centre's tools present the operator's certificate,
+        # each region its own (a submission is bound to it)
+        self.channel = centre_link(config, None, self.address).channel()
         self.stub = aggregator_pb2_grpc.AggregatorStub(self.channel)
         self.registry = registry_pb2_grpc.RegistryStub(self.channel)
+        self._regions: dict[str, grpc.Channel] = {}
 
     def submit(self, sub):
-        return self.stub.Submit(sub, metadata=_md(sub.region), timeout=10)
+        if sub.region not in self._regions:
+            self._regions[sub.region] = centre_link(self.config, sub.region, self.address).channel()
+        stub = aggregator_pb2_grpc.AggregatorStub(self._regions[sub.region])
+        return stub.Submit(sub, metadata=_md(sub.region), timeout=10)
 
     def global_statistics(self):
         return self.stub.GetGlobalStatistics(pb.GetGlobalStatisticsRequest(period=PERIOD), metadata=_md("MY"),
@@ -91,14 +99,15 @@ class Centre:
                                metadata=_md("centre"), timeout=60)
 
     def close(self):
-        self.channel.close()
+        for channel in (self.channel, *self._regions.values()):
+            channel.close()
         self.server.stop(1).wait()
         self.store.close()
 
 
 @pytest.fixture()
-def centre(tmp_path, monkeypatch):
-    c = Centre(_write_config(tmp_path, monkeypatch), tmp_path / "centre")
+def centre(tmp_path, monkeypatch, pki):
+    c = Centre(_write_config(tmp_path, monkeypatch, pki=pki), tmp_path / "centre")
     yield c
     c.close()
 
@@ -206,9 +215,9 @@ def test_a_poisoner_that_published_before_enough_others_is_quarantined_when_stat
     assert (event.who, event.action, event.region) == ("centre", "quarantine", "TH") and TXN in event.why
 
 
-def test_honest_regions_with_realistic_heterogeneity_are_never_quarantined(tmp_path, monkeypatch):
+def test_honest_regions_with_realistic_heterogeneity_are_never_quarantined(tmp_path, monkeypatch, pki):
     """Ten noise draws over gRPC, each a fresh centre: five honest regions, none held."""
-    config = _write_config(tmp_path, monkeypatch)
+    config = _write_config(tmp_path, monkeypatch, pki=pki)
     rng = np.random.default_rng(3)
     for draw in range(10):
         c = Centre(config, tmp_path / f"centre-{draw}")
@@ -362,8 +371,8 @@ def test_a_training_poisoner_that_published_first_is_quarantined_when_the_centre
     assert event.kind == "training" and event.why.startswith("rule quarantine: share of class 1")
 
 
-def test_honest_training_releases_with_heterogeneity_are_not_quarantined(tmp_path, monkeypatch):
-    config = _write_config(tmp_path, monkeypatch)
+def test_honest_training_releases_with_heterogeneity_are_not_quarantined(tmp_path, monkeypatch, pki):
+    config = _write_config(tmp_path, monkeypatch, pki=pki)
     rng = np.random.default_rng(6)
     data = {c: _examples(c, rng) for c in CODES}
     for draw in range(4):  # the same regions' data, fresh noise each time
@@ -499,8 +508,8 @@ def test_a_bad_quarantine_config_is_one_line_naming_the_field(tmp_path, monkeypa
         _write_config(tmp_path, monkeypatch, quarantine)
 
 
-def test_per_feature_heterogeneity_lets_a_region_that_really_differs_through(tmp_path, monkeypatch):
-    config = _write_config(tmp_path, monkeypatch, {"heterogeneity": {TXN: 40}, "k": 3})
+def test_per_feature_heterogeneity_lets_a_region_that_really_differs_through(tmp_path, monkeypatch, pki):
+    config = _write_config(tmp_path, monkeypatch, {"heterogeneity": {TXN: 40}, "k": 3}, pki=pki)
     assert config.quarantine.heterogeneity == {TXN: 40.0} and config.quarantine.k == 3.0
     c = Centre(config, tmp_path / "centre")
     try:

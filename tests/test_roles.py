@@ -4,7 +4,6 @@ a real centre (aggregator and registry). Nothing issued for the centre reads a r
 
 from __future__ import annotations
 
-import dataclasses
 
 import importlib
 import pkgutil
@@ -12,6 +11,7 @@ from concurrent import futures
 
 import grpc
 import pytest
+import yaml
 from feast.protos.feast.serving import GrpcServer_pb2
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
@@ -20,7 +20,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 import proto.fedstore
 from aggregator.intake.metrics import AggregatorMetrics
 from aggregator.intake.server import build_server
+from border import with_mtls
 from federation.access import AccessGuard
+from federation.channels import centre_link
 from federation.roles import POLICIES, ROLE_REGIONS, RegionRule, Role, Scope
 from federation.tokens import TokenBook
 from federation import load_config
@@ -71,9 +73,9 @@ def test_docs_security_names_every_method_of_the_table():
     assert all(f"`{role}`" in text for role in Role)
 
 
-def _served_methods(address: str) -> set[str]:
-    """The methods of every service the server at ``address`` lists through reflection."""
-    with grpc.insecure_channel(address) as ch:
+def _served_methods(channel: grpc.Channel) -> set[str]:
+    """The methods of every service the server behind ``channel`` lists through reflection."""
+    with channel as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
         [answer] = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
     pool = descriptor_pool.Default()
@@ -156,7 +158,7 @@ STREAMING = {DATASETS + "GetHistoricalFeatures"}
 
 
 @pytest.fixture(scope="module")
-def doors(tmp_path_factory):
+def doors(tmp_path_factory, pki):
     """A served region MY (embedded online store) and the centre, one config, every credential."""
     tmp_path = tmp_path_factory.mktemp("roles")
     mp = pytest.MonkeyPatch()
@@ -166,14 +168,19 @@ def doors(tmp_path_factory):
               for name, (roles, regions) in CREDENTIALS.items()]
     served = served_region(tmp_path, None, mp, customers=30, tokens=tokens)
     metrics = AggregatorMetrics()
-    # the centre in plaintext, by explicit opt-out: this matrix is about what each credential's roles
-    # admit; that a submission must also come over its region's certificate is test_border_tls's
-    config = dataclasses.replace(served.config, aggregator=dataclasses.replace(served.config.aggregator, plaintext=True))
+    # the centre on mutual TLS, as everywhere; every call to it goes over region MY's certificate, the
+    # region these requests name, so the only refusals are the roles' (the certificate's own checks
+    # are test_border_tls's)
+    raw = yaml.safe_load(served.config.source.read_text())
+    config_path = tmp_path / "fed-mtls.yaml"
+    config_path.write_text(yaml.safe_dump(with_mtls(raw, pki)))
+    config = load_config(config_path)
     server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0",
                                        metrics=metrics)
     server.start()
     try:
-        yield served.address, f"127.0.0.1:{port}", served.server.metrics, metrics
+        yield (served.address, f"127.0.0.1:{port}", served.server.metrics, metrics,
+               lambda options=(): centre_link(config, "MY", f"127.0.0.1:{port}").channel(options))
     finally:
         server.stop(1).wait()
         store.close()
@@ -199,16 +206,16 @@ def test_every_policy_has_a_row_in_the_matrix():
 
 
 def test_what_the_servers_list_is_what_the_table_names(doors):
-    node, centre, *_ = doors
-    for address in (node, centre):
-        unlisted = _served_methods(address) - set(POLICIES)
+    node, centre, *_, centre_channel = doors
+    for address, channel in ((node, grpc.insecure_channel(node)), (centre, centre_channel())):
+        unlisted = _served_methods(channel) - set(POLICIES)
         assert not unlisted, f"{address} serves RPCs without an access policy: {sorted(unlisted)}"
 
 
 def test_the_role_rpc_region_matrix_over_real_grpc(doors):
-    node, centre, *_ = doors
+    node, *_, centre_channel = doors
     wrong = []
-    with grpc.insecure_channel(node) as at_node, grpc.insecure_channel(centre) as at_centre:
+    with grpc.insecure_channel(node) as at_node, centre_channel() as at_centre:
         for method, (role, regions_ok) in EXPECTED.items():
             channel = at_centre if method.startswith((AGG, REG)) else at_node
             for name, (roles, regions) in CREDENTIALS.items():
@@ -265,8 +272,8 @@ def test_a_credential_for_every_region_is_refused_rows_with_the_reason():
 def test_a_refused_call_at_the_centre_is_refused_before_its_message_is_read(doors):
     """A message over the centre's 4 MiB receive limit: a refused caller is told PERMISSION_DENIED,
     not RESOURCE_EXHAUSTED (which would mean the centre read it)."""
-    _, centre, *_ = doors
-    with grpc.insecure_channel(centre, options=[("grpc.max_send_message_length", 16 << 20)]) as ch:
+    *_, centre_channel = doors
+    with centre_channel([("grpc.max_send_message_length", 16 << 20)]) as ch:
         with pytest.raises(grpc.RpcError) as e:
             ch.unary_unary(AGG + "Submit")(b"\x0a" + b"\xff\xff\xff\x03" + b"x" * (8 << 20),
                                            metadata=(("authorization", f"Bearer {_secret('lookup@MY')}"),), timeout=30)
@@ -274,13 +281,13 @@ def test_a_refused_call_at_the_centre_is_refused_before_its_message_is_read(door
 
 
 def test_registry_reads_are_scoped_to_the_callers_regions(doors):
-    _, centre, *_ = doors
+    *_, centre_channel = doors
     from proto.fedstore.registry.v1 import registry_pb2_grpc
 
     def md(name: str) -> tuple:
         return (("authorization", f"Bearer {_secret(name)}"),)
 
-    with grpc.insecure_channel(centre) as ch:
+    with centre_channel() as ch:
         stub = registry_pb2_grpc.RegistryStub(ch)
         for region, who in (("MY", "promote@MY"), ("SG", "promote@SG")):  # a refused rollback: one event each
             with pytest.raises(grpc.RpcError):
