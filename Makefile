@@ -27,7 +27,7 @@ demo: venv
 	$(BIN)/fedstore demo
 
 test: venv redis-server
-	@echo "make test: the whole suite against real redis-server processes; about 9 minutes on an idle 2-core machine, up to 20 on a busy one"
+	@echo "make test: the whole suite against real redis-server processes; about 12 minutes on an idle 2-core machine, up to 25 on a busy one"
 	$(BIN)/python -m pytest
 
 h2load:
