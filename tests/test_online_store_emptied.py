@@ -164,6 +164,12 @@ def test_a_redis_restored_from_an_earlier_backup_is_behind(tmp_path, monkeypatch
         assert second.job_id != first.job_id
         marker = OnlineMarker(RedisTarget("127.0.0.1", redis.port), node.store.project)
         assert {load.job_id for load in marker.read().values()} == {second.job_id}
+        # the node has taken the second job's snapshot (its refresher's next pass) before the store
+        # goes back in time: a lookup that finds the older marker in-band answers from the snapshot the
+        # node holds at that moment, and this test is about that snapshot being the newer load's
+        with FeatureClient(served.address, token=TOKENS["fraud-app"]) as client:
+            assert _wait(lambda: client.get_online_features(feature_service="fraud_scoring",
+                                                            entities={"customer_id": [0]}).job_ids == [second.job_id])
 
         redis.kill()
         shutil.copy(backup, redis.workdir / "dump.rdb")
