@@ -25,11 +25,12 @@ from typing import Callable
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from federation import FederationConfig, RegionConfig
 from federation.grpc_handlers import generic_handler
+from federation.health_service import HealthService
 from federation.tls import server_credentials
 from proto.fedstore.datasets.v1 import datasets_pb2
 from proto.fedstore.serving.v1 import serving_pb2
@@ -142,7 +143,7 @@ class ServingNode:
         )
         if self._loaded is not None:
             self.features.check_loaded = self._check_loaded
-        self.health = health.HealthServicer()
+        self.health = HealthService()
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
         guard = TokenGuard((HistoricalFeaturesServicer(region).handler(),), self._tokens, region.code, self.metrics)

@@ -10,7 +10,7 @@ from typing import Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from aggregator.errors import (
@@ -44,6 +44,7 @@ from aggregator.training.train import train
 from federation import ConfigError, FederationConfig
 from federation.access import AccessGuard
 from federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
+from federation.health_service import HealthService
 from federation.statistics import CATALOG
 from federation.tls import server_credentials
 from federation.tokens import Caller, TokenBook, bearer_token
@@ -279,7 +280,7 @@ def build_server(
         reject_malformed(generic_handler(registry_pb2_grpc.add_RegistryServicer_to_server,
                                          RegistryServicer(registry, servicer.authenticate)), refusal, MAX_REQUEST_BYTES),
     ), servicer.book, None, servicer.metrics),))
-    checker = health.HealthServicer()
+    checker = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     names = (pb.DESCRIPTOR.services_by_name["Aggregator"].full_name,
              registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
