@@ -12,6 +12,7 @@ that changed, and always the latest one, so updates racing each other cannot lea
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any, Callable
 
 import grpc
@@ -65,8 +66,10 @@ class HealthService(health_pb2_grpc.HealthServicer):
               send_response_callback: Callable[[Any], object] | None = None) -> None:
         if send_response_callback is None:  # grpc calls non-blocking handlers with the callback
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "health Watch needs grpc's non-blocking handlers")
+            return
+        send = send_response_callback
         service = request.service
-        watcher = _Watcher(send_response_callback)
+        watcher = _Watcher(send)
         with self._lock:
             self._watchers.setdefault(service, set()).add(watcher)
 
@@ -74,12 +77,12 @@ class HealthService(health_pb2_grpc.HealthServicer):
             with self._lock:
                 self._watchers.get(service, set()).discard(watcher)
             # the stream is over; grpc ignores a send on it, so closing needs no stream lock
-            send_response_callback(None)
+            send(None)
 
         if not context.add_callback(closed):
             closed()  # already over
             return
-        watcher.deliver(lambda: self._current(service))
+        watcher.deliver(partial(self._current, service))
 
     Watch.experimental_non_blocking = True  # type: ignore[attr-defined]  # no thread held per stream
 
@@ -92,7 +95,7 @@ class HealthService(health_pb2_grpc.HealthServicer):
             self._status[service] = status
             watchers = tuple(self._watchers.get(service, ()))
         for watcher in watchers:  # outside the table's lock: a send waits for grpc's server thread
-            watcher.deliver(lambda: self._current(service))
+            watcher.deliver(partial(self._current, service))
 
     def enter_graceful_shutdown(self) -> None:
         """Every service NOT_SERVING, for good (balancers look elsewhere while calls drain)."""
@@ -105,7 +108,7 @@ class HealthService(health_pb2_grpc.HealthServicer):
             pending = [(service, tuple(ws)) for service, ws in self._watchers.items()]
         for service, watchers in pending:
             for watcher in watchers:
-                watcher.deliver(lambda s=service: self._current(s))
+                watcher.deliver(partial(self._current, service))
 
     def _current(self, service: str) -> int:
         with self._lock:

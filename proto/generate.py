@@ -1,7 +1,7 @@
-"""Generates the Python code for every .proto under proto/ — the one command: `python -m proto.generate`.
+"""Generates the Python code for every .proto under proto/ — the one command: `python -m fedstore.proto.generate`.
 
 Generated modules sit beside their .proto (``proto/fedstore/serving/v1/serving_pb2.py``) and import
-each other as ``proto.fedstore…``. ``tests/test_proto_current.py`` regenerates into a temporary
+each other as ``fedstore.proto.fedstore…``. ``tests/test_proto_current.py`` regenerates into a temporary
 directory and fails when the committed code is stale.
 """
 
@@ -49,10 +49,11 @@ def generate(out_dir: Path = PROTO_ROOT) -> list[Path]:
 
 
 def _fix_imports(path: Path) -> None:
-    # protoc emits `from fedstore.serving.v1 import x_pb2`; our package root is `proto`.
+    # protoc emits `from fedstore.serving.v1 import x_pb2` (the wire package); the Python lives under
+    # `fedstore.proto`, so the wire's `fedstore.serving` never shadows the product's `fedstore.serving`
     text = path.read_text()
-    text = re.sub(r"^from fedstore(\.| )", r"from proto.fedstore\1", text, flags=re.M)
-    text = re.sub(r"^import fedstore\.", "import proto.fedstore.", text, flags=re.M)
+    text = re.sub(r"^from fedstore(\.| )", r"from fedstore.proto.fedstore\1", text, flags=re.M)
+    text = re.sub(r"^import fedstore\.", "import fedstore.proto.fedstore.", text, flags=re.M)
     path.write_text(text)
 
 

@@ -26,14 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast.value_type import ValueType
 
-from regions.store import redis_layout
-from regions.store.resp import Segment, to_bytes
-from regions.store.snapshot import JOB_COLUMN, read_snapshot_info, snapshot_path
-from serving import snapshot_pack
-from serving.catalog import Resolved, ViewSpec
-from serving.entities import Entities
-from serving.online import ViewRows
-from serving.snapshot_pack import Built, Pack
+from fedstore.online import Segment, encode_timestamps, encode_values, to_bytes
+from fedstore.regions.store.snapshot import JOB_COLUMN, read_snapshot_info, snapshot_path
+from fedstore.serving import snapshot_pack
+from fedstore.serving.catalog import Resolved, ViewSpec
+from fedstore.serving.entities import Entities
+from fedstore.serving.online import ViewRows
+from fedstore.serving.snapshot_pack import Built, Pack
 
 _INT_KEYS = (ValueType.INT64, ValueType.INT32)
 
@@ -305,9 +304,9 @@ def _compile(path: Path, view: ViewSpec, data_dir: Path) -> Built:
         blobs["keys"] = b"".join(ordered), np.array([len(f) for f in ordered], dtype=np.int64)
     sections["positions"] = order.astype(np.int64)
     features = [f for f in view.features if f in table.column_names]
-    encoded = {f"feature:{f}": redis_layout.values(table.column(f), view.features[f]) for f in features}
+    encoded = {f"feature:{f}": encode_values(table.column(f), view.features[f]) for f in features}
     ts_col = table.column(view.timestamp_field)
-    encoded["ts"] = redis_layout.timestamps(ts_col) if table.num_rows else Segment(0, ())
+    encoded["ts"] = encode_timestamps(ts_col) if table.num_rows else Segment(0, ())
     blobs.update({name: (to_bytes(segment), segment.lengths()) for name, segment in encoded.items()})
     # row ends fit 32 bits unless a buffer reaches 2 GiB: half the memory for the ends
     ends = "i" if max((len(blob) for blob, _ in blobs.values()), default=0) < 2**31 else "q"

@@ -7,9 +7,9 @@ import os
 import sys
 import warnings
 
-from federation import load_config
-from fedstore.arguments import path_arg
-from fedstore.errors import USER_ERRORS, storage_problem
+from fedstore.federation import load_config
+from fedstore.cli.arguments import path_arg
+from fedstore.cli.errors import USER_ERRORS, storage_problem
 
 DEFAULT_CONFIG = "fedstore.yaml"
 
@@ -17,7 +17,7 @@ DEFAULT_CONFIG = "fedstore.yaml"
 def build_parser() -> argparse.ArgumentParser:
     # here, not at the top: the commands import Feast, which takes seconds, and a Ctrl-C meanwhile
     # must land inside main() (one line, exit 130), not in the console script's import (a traceback)
-    from fedstore import (
+    from fedstore.cli import (
         aggregator_commands,
         certs_commands,
         demo,

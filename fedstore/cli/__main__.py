@@ -1,0 +1,7 @@
+"""``python -m fedstore.cli`` is the ``fedstore`` command."""
+
+import sys
+
+from fedstore.cli.entry import main
+
+sys.exit(main())
