@@ -119,9 +119,10 @@ def apply_conventions(root: argparse.ArgumentParser) -> argparse.ArgumentParser:
                 text = action.help or ""
                 if action.default not in (None, "", False) and "default" not in text:
                     text += f" (default: {action.default})"  # this copy's own default is SUPPRESS
-                parser.add_argument(*action.option_strings, dest=action.dest, type=action.type,
-                                    choices=action.choices, metavar=action.metavar, help=text,
-                                    default=argparse.SUPPRESS)  # absent here: the group's value stands
+                copy = parser.add_argument(*action.option_strings, dest=action.dest, choices=action.choices,
+                                           metavar=action.metavar, help=text,
+                                           default=argparse.SUPPRESS)  # absent here: the group's value stands
+                copy.type = action.type
         if is_leaf(parser):
             lines = EXAMPLES.get(" ".join(path), ())
             if lines:
