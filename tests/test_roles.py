@@ -332,3 +332,34 @@ def test_a_served_method_missing_from_the_table_is_refused_to_every_caller(tmp_p
         assert "rule policy" in e.value.details() and "deny by default" in e.value.details()
     finally:
         server.stop(None)
+
+
+def test_the_centre_counts_every_call_by_method_and_code_and_reports_its_process(doors):
+    """Request counts and latency per method and status (the guard's refusals included), process
+    metrics, and per-region series at zero before their first event."""
+    *_, centre_metrics, centre_channel = doors
+    reg = centre_metrics.registry
+    method = REG + "ListModels"
+    assert method in REQUESTS
+
+    def count(code: str) -> float:
+        return reg.get_sample_value("fedstore_centre_requests_total", {"method": method, "code": code}) or 0.0
+
+    ok, denied = count("OK"), count("PERMISSION_DENIED")
+    seen = reg.get_sample_value("fedstore_centre_request_seconds_count", {"method": method}) or 0.0
+    with centre_channel() as channel:
+        assert _call(channel, method, (("authorization", f"Bearer {_secret('centre@*')}"),)) == grpc.StatusCode.OK
+        refused = _call(channel, method, (("authorization", f"Bearer {_secret('lookup@MY')}"),))
+    assert refused in REFUSED
+    assert refused == grpc.StatusCode.PERMISSION_DENIED  # a known token without the role
+    assert count("OK") == ok + 1 and count("PERMISSION_DENIED") == denied + 1
+    assert reg.get_sample_value("fedstore_centre_request_seconds_count", {"method": method}) == seen + 2
+    # a method nobody serves gets no series: made-up names cannot grow the metrics
+    with centre_channel() as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            channel.unary_unary("/fedstore.registry.v1.Registry/NoSuchMethod")(b"", timeout=30)
+        assert err.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED)
+    assert not any(s.labels.get("method", "").endswith("NoSuchMethod")
+                   for m in reg.collect() for s in m.samples)
+    assert reg.get_sample_value("process_cpu_seconds_total") is not None  # the process itself
+    assert reg.get_sample_value("fedstore_submissions_accepted_total", {"region": "SG", "kind": "evaluation"}) == 0

@@ -45,6 +45,7 @@ from fedstore.federation import ConfigError, FederationConfig
 from fedstore.federation.access import AccessGuard
 from fedstore.federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
 from fedstore.federation.health_service import HealthService
+from fedstore.federation.request_metrics import RequestMetrics, method_paths
 from fedstore.federation.statistics import CATALOG
 from fedstore.federation.tls import server_credentials
 from fedstore.federation.tokens import Caller, TokenBook, bearer_token
@@ -268,8 +269,11 @@ def build_server(
                           "aggregator.plaintext: true for local development")
     store = SubmissionStore(store_path)
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry, clock)
+    servicer.metrics.zero(config.codes)
+    served = (pb.DESCRIPTOR.services_by_name["Aggregator"], registry_pb2.DESCRIPTOR.services_by_name["Registry"])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), interceptors=[
+        RequestMetrics(servicer.metrics.registry, "fedstore_centre", method_paths(*served))])
     # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL; so does a
     # request with fields or enum values its contract does not define (wire.py), or larger than
     # MAX_REQUEST_BYTES; before any is read, the guard refuses callers whose roles do not admit the
