@@ -20,7 +20,7 @@ from feast.type_map import feast_value_type_to_python_type
 from serving.entities import lookup_parser
 from serving.errors import InvalidRequest
 from serving.features import Answer, OnlineFeatures
-from serving.lookup_lane import LaneMethod
+from serving.lookup_methods import LaneMethod
 from serving.wire import field, fields, string_field
 
 SERVICE = GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name

@@ -16,7 +16,7 @@ from serving.catalog import Resolved
 from serving.entities import lookup_parser
 from serving.errors import InvalidRequest
 from serving.features import FALLBACK, Answer, OnlineFeatures
-from serving.lookup_lane import LaneMethod
+from serving.lookup_methods import LaneMethod
 from serving.wire import ONE_BYTE, field, string_field, varint
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
