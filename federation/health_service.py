@@ -12,6 +12,7 @@ that changed, and always the latest one, so updates racing each other cannot lea
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any, Callable
 
 import grpc
@@ -105,7 +106,7 @@ class HealthService(health_pb2_grpc.HealthServicer):
             pending = [(service, tuple(ws)) for service, ws in self._watchers.items()]
         for service, watchers in pending:
             for watcher in watchers:
-                watcher.deliver(lambda s=service: self._current(s))
+                watcher.deliver(partial(self._current, service))
 
     def _current(self, service: str) -> int:
         with self._lock:

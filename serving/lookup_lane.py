@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import grpc
 from grpc._cython import cygrpc
@@ -166,14 +166,15 @@ class LookupLane:
             if kind == cygrpc.CompletionType.queue_timeout:
                 continue
             tag = event.tag
+            # the tag says which event it is: a _Request's is a call's arrival, a _Call's its batch's end
             if type(tag) is _Request:
                 if event.success:  # else the server is shutting down: no new request
                     self._request(tag)
-                    self._begin(event, tag.method)
+                    self._begin(cast("cygrpc.RequestCallEvent", event), tag.method)
             else:
-                self._step(event, tag)
+                self._step(cast("cygrpc.BatchOperationEvent", event), cast(_Call, tag))
 
-    def _begin(self, event: cygrpc.BaseEvent, method: LaneMethod) -> None:
+    def _begin(self, event: cygrpc.RequestCallEvent, method: LaneMethod) -> None:
         call = _Call(event.call, method, event.call_details.deadline, time.perf_counter())
         with self._lock:
             full = self._in_flight >= self.max_calls
@@ -183,7 +184,7 @@ class LookupLane:
         except Exception:  # a lane thread must outlive any one call, and the call must end
             self._failed(call)
 
-    def _admit(self, event: cygrpc.BaseEvent, call: _Call, full: bool) -> None:
+    def _admit(self, event: cygrpc.RequestCallEvent, call: _Call, full: bool) -> None:
         if full:  # the caller retries elsewhere, instead of waiting behind calls that may be slow
             self._finish(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"this serving process has {self.max_calls} calls under way, the most it takes", None)
@@ -194,7 +195,7 @@ class LookupLane:
             return
         self._start(call, (cygrpc.ReceiveMessageOperation(_FLAGS),))
 
-    def _step(self, event: cygrpc.BaseEvent, call: _Call) -> None:
+    def _step(self, event: cygrpc.BatchOperationEvent, call: _Call) -> None:
         try:
             self._answer(event, call)
         except Exception:  # a lane thread must outlive any one call, and the call must end
@@ -213,14 +214,14 @@ class LookupLane:
             if not call.answered:
                 self._done()
 
-    def _answer(self, event: cygrpc.BaseEvent, call: _Call) -> None:
+    def _answer(self, event: cygrpc.BatchOperationEvent, call: _Call) -> None:
         if call.answered or not event.success:
             # the answer's batch completed (sent, or the caller went away), or the caller cancelled
             # (or its deadline passed) before its request arrived: nothing more to send
             self._done()
             return
         left = None if call.deadline > NO_DEADLINE else call.deadline - time.time()
-        got = outcome(call.method, event.batch_operations[0].message(), left)
+        got = outcome(call.method, cast("cygrpc.ReceiveMessageOperation", event.batch_operations[0]).message(), left)
         self._finish(call, got.code, got.details, got.response)
 
     def _finish(

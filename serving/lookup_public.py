@@ -45,7 +45,7 @@ def _behaviour(method: LaneMethod, metrics: ServingMetrics) -> Callable[[Iterato
         # which grpc ends quietly (the lane, too, neither answers nor counts such a call)
         body = next(requests, None)
         left = context.time_remaining()
-        got = outcome(method, body, None if left >= _NO_DEADLINE_SECONDS else left)
+        got = outcome(method, body, None if left is None or left >= _NO_DEADLINE_SECONDS else left)
         metrics.answered(method.label, got.code, time.perf_counter() - began)
         if got.response is None:
             context.abort(got.code, got.details)  # raises: grpc sends the status
