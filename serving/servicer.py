@@ -1,6 +1,7 @@
 """``fedstore.serving.v1.FeatureServing``: the node's own contract.
 
-Served on the lookup lane (``serving.lookup_lane``). The request is parsed with the generated
+Served on the lookup lane (``serving.lookup_lane``), or grpc's public API (``serving.lookup_public``)
+when the lane cannot attach. The request is parsed with the generated
 message class; the response is encoded by hand from the stored bytes (``serving.wire``) and handed
 to gRPC as bytes, which is what keeps a 100-entity answer in the low milliseconds. Clients use the
 ordinary generated stub.
