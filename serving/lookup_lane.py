@@ -40,18 +40,24 @@ NO_DEADLINE = 1e17  # grpc core reports "no deadline" as a time near 2**63 secon
 _FLAGS = 0
 _CALL_OK = 0  # grpc_call_error GRPC_CALL_OK
 
-# every piece of grpc's core binding the lane uses, and of its core server: all checked by
-# ``attach`` before it registers anything, so a grpcio without one of them leaves the server untouched
-CYGRPC_NAMES = ("CompletionQueue", "Server", "Call", "CompletionType", "ReceiveMessageOperation",
-                "SendInitialMetadataOperation", "SendMessageOperation", "ReceiveCloseOnServerOperation",
-                "SendStatusFromServerOperation")
-CORE_SERVER_METHODS = ("register_completion_queue", "register_method", "request_registered_call")
-COMPLETION_TYPES = ("queue_shutdown", "queue_timeout")
+# every piece of grpc's core binding the lane uses (a class and what of it the lane calls or reads;
+# typed in stubs/grpc/_cython/cygrpc.pyi): all checked by ``attach`` before it registers anything,
+# so a grpcio without one of them leaves the server untouched
+CYGRPC_PIECES = {
+    "CompletionQueue": ("poll", "shutdown"),
+    "Server": ("register_completion_queue", "register_method", "request_registered_call"),
+    "Call": ("start_server_batch",),
+    "CompletionType": ("queue_shutdown", "queue_timeout"),
+    "ReceiveMessageOperation": ("message",),
+    "SendInitialMetadataOperation": (),
+    "SendMessageOperation": (),
+    "ReceiveCloseOnServerOperation": (),
+    "SendStatusFromServerOperation": (),
+}
 
 
 class LaneUnsupported(RuntimeError):
     """This grpcio's server is not built as the lane expects (its internals changed)."""
-
 
 
 @dataclass(eq=False)
@@ -262,15 +268,17 @@ class LookupLane:
 
 def missing_pieces(server: object) -> list[str]:
     """What of grpc's private core the lane needs that this grpcio (or ``server``) does not have."""
-    missing = [f"grpc._cython.cygrpc.{name}" for name in CYGRPC_NAMES if not hasattr(cygrpc, name)]
-    missing += [f"cygrpc.CompletionType.{name}" for name in COMPLETION_TYPES
-                if not hasattr(getattr(cygrpc, "CompletionType", None), name)]
-    core = getattr(getattr(server, "_state", None), "server", None)
+    missing = []
+    for name, members in CYGRPC_PIECES.items():
+        piece = getattr(cygrpc, name, None)
+        if piece is None:
+            missing.append(f"grpc._cython.cygrpc.{name}")
+        else:
+            missing += [f"grpc._cython.cygrpc.{name}.{m}" for m in members if not hasattr(piece, m)]
     server_class = getattr(cygrpc, "Server", None)
-    if server_class is None or not isinstance(core, server_class):
+    if server_class is not None and not isinstance(getattr(getattr(server, "_state", None), "server", None),
+                                                   server_class):
         missing.append("the core server (a grpc.Server's _state.server)")
-    else:
-        missing += [f"cygrpc.Server.{name}" for name in CORE_SERVER_METHODS if not callable(getattr(core, name, None))]
     return missing
 
 

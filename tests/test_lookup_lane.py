@@ -481,6 +481,22 @@ def test_this_grpcio_has_every_piece_the_lane_uses():
     assert missing_pieces(object()) == ["the core server (a grpc.Server's _state.server)"]
 
 
+def test_a_grpcio_without_a_piece_the_lane_uses_is_refused_before_anything_is_registered(monkeypatch):
+    """What a release that renamed one of the core binding's classes looks like to the lane."""
+    from concurrent import futures
+
+    from grpc._cython import cygrpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    monkeypatch.delattr(cygrpc, "ReceiveCloseOnServerOperation")
+    lane = LookupLane((), _Open(), None, threads=1, name="t")  # type: ignore[arg-type]
+    with pytest.raises(LaneUnsupported, match=r"lacks grpc\._cython\.cygrpc\.ReceiveCloseOnServerOperation, which"):
+        lane.attach(server)
+    assert lane._cq is None and lane._core is None
+    monkeypatch.undo()
+    server.stop(None)
+
+
 def test_a_lane_whose_registration_fails_is_unsupported_not_a_crash(monkeypatch):
     """grpc's core changed a signature the checks cannot see: attach says LaneUnsupported (the node
     then builds a fresh server for the public API), not an error that stops the node."""
@@ -493,10 +509,15 @@ def test_a_lane_whose_registration_fails_is_unsupported_not_a_crash(monkeypatch)
 
     server = grpc.server(futures.ThreadPoolExecutor(1))
 
-    def changed(*args):
-        raise TypeError("CompletionQueue() takes 1 positional argument")
+    class Changed:  # every member the lane checks for, but built differently
+        def __init__(self, *args):
+            raise TypeError("CompletionQueue() takes 1 positional argument")
 
-    monkeypatch.setattr(cygrpc, "CompletionQueue", changed)
+        def poll(self): ...
+
+        def shutdown(self): ...
+
+    monkeypatch.setattr(cygrpc, "CompletionQueue", Changed)
     lane = LookupLane((LaneMethod("/t.S/M", "m", lambda body, left: b""),), _Open(), ServingMetrics("T"),
                       threads=1, name="t")
     with pytest.raises(LaneUnsupported, match="registering the lookup lane with grpc's core failed .TypeError"):
