@@ -30,9 +30,9 @@ from typing import Sequence, cast
 import grpc
 from grpc._cython import cygrpc
 
-from federation.access import AccessGuard
-from serving.lookup_methods import INTERNAL_DETAILS, LaneMethod, outcome
-from serving.metrics import ServingMetrics
+from fedstore.federation.access import AccessGuard
+from fedstore.serving.lookup_methods import INTERNAL_DETAILS, LaneMethod, outcome
+from fedstore.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Callable, NamedTuple
 
 import grpc
 
-from federation.grpc_handlers import status_details
-from serving.errors import ServingError
+from fedstore.federation.grpc_handlers import status_details
+from fedstore.serving.errors import ServingError
 
 log = logging.getLogger(__name__)
 

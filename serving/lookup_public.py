@@ -19,8 +19,8 @@ from typing import Callable, Iterator, Sequence
 
 import grpc
 
-from serving.lookup_methods import LaneMethod, outcome
-from serving.metrics import ServingMetrics
+from fedstore.serving.lookup_methods import LaneMethod, outcome
+from fedstore.serving.metrics import ServingMetrics
 
 # grpc reports a call without a deadline as one this far away, or farther (about 3 × 10^11 years)
 _NO_DEADLINE_SECONDS = 1e16

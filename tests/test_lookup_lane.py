@@ -12,11 +12,11 @@ import time
 import grpc
 import pytest
 
-from proto.fedstore.serving.v1 import serving_pb2 as pb
-from proto.fedstore.serving.v1 import serving_pb2_grpc
-from serving.client import FeatureClient
-from serving.lookup_lane import LaneUnsupported, LookupLane, missing_pieces
-from serving.server import ServingNode
+from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
+from fedstore.serving.client import FeatureClient
+from fedstore.serving.lookup_lane import LaneUnsupported, LookupLane, missing_pieces
+from fedstore.serving.server import ServingNode
 from serving_fixtures import TOKENS, served_region, wait_until
 
 pytestmark = pytest.mark.redis
@@ -146,8 +146,8 @@ class _Broken:
 def _bare_lane(answer, *, guard=None, threads=1):
     from concurrent import futures
 
-    from serving.lookup_lane import LaneMethod
-    from serving.metrics import ServingMetrics
+    from fedstore.serving.lookup_lane import LaneMethod
+    from fedstore.serving.metrics import ServingMetrics
 
     lane = LookupLane((LaneMethod("/t.S/M", "m", answer),), guard or _Open(), ServingMetrics("T"),
                       threads=threads, name="t")
@@ -411,7 +411,7 @@ def test_a_grpcio_the_lane_does_not_fit_serves_lookups_through_the_public_api(tm
         raise LaneUnsupported("grpcio 9.9.9 lacks grpc._cython.cygrpc.Server, which the lookup lane uses")
 
     monkeypatch.setattr(LookupLane, "attach", unsupported)
-    with caplog.at_level(logging.INFO, logger="serving.server"):
+    with caplog.at_level(logging.INFO, logger="fedstore.serving.server"):
         s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch)
     try:
         assert s.server.lookup_path == "public"
@@ -438,7 +438,7 @@ def test_a_grpcio_without_its_private_core_module_serves_lookups_through_the_pub
 
     lane = served_region(tmp_path, clean_redis["MY"].url, monkeypatch)
     try:
-        with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="serving.server"):
+        with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="fedstore.serving.server"):
             m.delitem(sys.modules, "serving.lookup_lane")
             m.setitem(sys.modules, "grpc._cython.cygrpc", None)
             m.delattr(grpc._cython, "cygrpc")
@@ -504,8 +504,8 @@ def test_a_lane_whose_registration_fails_is_unsupported_not_a_crash(monkeypatch)
 
     from grpc._cython import cygrpc
 
-    from serving.lookup_lane import LaneMethod
-    from serving.metrics import ServingMetrics
+    from fedstore.serving.lookup_lane import LaneMethod
+    from fedstore.serving.metrics import ServingMetrics
 
     server = grpc.server(futures.ThreadPoolExecutor(1))
 
