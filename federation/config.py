@@ -91,6 +91,13 @@ class ServingConfig:
     # per process: calls under way, and lookups waiting for a lookup thread; beyond it a call is
     # refused at once (RESOURCE_EXHAUSTED; a lookup grpc's queue turns away is CANCELLED)
     max_concurrent_calls: int = 1000
+    # how lookups are answered: auto = on the lookup lane (grpc's private core), or, when this grpcio
+    # does not have what the lane uses, through grpc's public API; public = always the public API
+    # (slower; for a grpcio the lane is suspected of misreading)
+    lookup_path: str = "auto"
+
+
+LOOKUP_PATHS = ("auto", "public")
 
 
 @dataclass(frozen=True)
@@ -500,7 +507,7 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
     m = _mapping(raw, where)
     ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "workers", "lookup_threads",
             "max_concurrent_calls"}
-    _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls"})
+    _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls", "lookup_path"})
     values: dict[str, Any] = {}
     for k in ints & set(m):
         v = m[k]
@@ -512,6 +519,11 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"{where}.breaker_reset_seconds: expected a positive number, got {v!r}")
         values["breaker_reset_seconds"] = float(v)
+    if "lookup_path" in m:
+        v = m["lookup_path"]
+        if v not in LOOKUP_PATHS:
+            raise ConfigError(f"{where}.lookup_path: expected one of {', '.join(LOOKUP_PATHS)}, got {v!r}")
+        values["lookup_path"] = v
     if "tls" in m:
         values.update(_tls(m["tls"], f"{where}.tls", base_dir))
     return ServingConfig(**values)

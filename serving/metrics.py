@@ -48,6 +48,7 @@ class NodeStats(Collector):
         self.snapshot_failed: dict[str, float] = {}  # per view: 1 while its newest file cannot be loaded
         self.callers: dict[str, int] = {}  # admitted calls by token name
         self.refusals: dict[tuple[str, str], int] = {}  # (code, token name or "") -> calls refused
+        self.lookup_path: dict[str, int] = {}  # "lane" | "public" -> 1 for the path lookups take, 0 for the other
         # counts are read-modify-write from several lookup threads: one lock, uncontended ~0.1 µs
         self.lock = threading.Lock()
 
@@ -120,6 +121,12 @@ class NodeStats(Collector):
             "allowed in this region (PERMISSION_DENIED, with its token's name)",
             labels=["code", "caller"],
         ), self.refusals)
+        yield _labelled(GaugeMetricFamily(
+            "fedstore_lookup_path",
+            "1 for the path this process answers lookups on: path=lane (the lookup lane on grpc's core) or "
+            "path=public (grpc's public API, slower: the lane could not attach, or serving.lookup_path is public)",
+            labels=["path"],
+        ), self.lookup_path)
 
 
 def _labelled(family: Metric, values: Mapping[Any, float]) -> Metric:
@@ -182,6 +189,10 @@ class ServingMetrics:
         key = (code.name, caller)
         with self.stats.lock:
             self.stats.refusals[key] = self.stats.refusals.get(key, 0) + 1
+
+    def lookup_path(self, path: str, paths: tuple[str, ...]) -> None:
+        """Lookups are answered on ``path``, one of ``paths`` (each exported, 0 but for this one)."""
+        self.stats.lookup_path = {p: int(p == path) for p in paths}
 
     def view_freshness(self, view: str, seconds: float) -> None:
         self.stats.freshness[view] = seconds

@@ -103,6 +103,8 @@ BAD = [
     ("quarantine on the spark engine", lambda c: c["regions"][0].update(
         materialization={"engine": "spark", "on_contract_violation": "quarantine"}),
      "regions[0].materialization.on_contract_violation: quarantine needs engine: local"),
+    ("unknown lookup path", lambda c: c["regions"][0].update(serving={"lookup_path": "fast"}),
+     "regions[0].serving.lookup_path: expected one of auto, public, got 'fast'"),
     ("unknown materialization key", lambda c: c["regions"][0].update(materialization={"latenes_hours": 6}),
      "regions[0].materialization.latenes_hours: unknown key"),
 ]

@@ -99,7 +99,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         caller = self.book.caller(token) if token else None
         if caller is None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown token")
-        return caller  # type: ignore[return-value]
+        return caller
 
     def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
         caller = self.authenticate(context)
