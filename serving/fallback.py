@@ -128,6 +128,7 @@ class LoadedSnapshot:
     job_codes: memoryview  # per row, an index into job_names
     job_names: list[str]
     pack: Pack
+    job_id: str  # the job whose success published this snapshot ("" in a pack compiled before it was kept)
 
     @classmethod
     def from_pack(cls, pack: Pack, version: tuple[int, int]) -> "LoadedSnapshot":
@@ -137,6 +138,7 @@ class LoadedSnapshot:
             h["view"], version, datetime.fromisoformat(h["written_at"]), keys,
             {f: _Encoded(pack, f"feature:{f}") for f in h["features"]}, _Encoded(pack, "ts"),
             pack.array("ts_micros", "q"), pack.array("job_codes", "i"), list(h["job_names"]), pack,
+            h.get("job_id", ""),
         )
 
     @property
@@ -255,24 +257,45 @@ class SnapshotCache:
             out[v.name] = rows
         return out, jobs
 
-    def jobs_for(
-        self, view: str, keys: list[tuple[object, ...]], stamps: list[tuple[int, int] | None]
-    ) -> set[str]:
-        """The jobs that wrote these online values: a row's job is known when the snapshot holds
-        the same entity at the same event time (a value written since is not attributed)."""
+    def job_of(self, view: str) -> str | None:
+        """The job whose snapshot of the view is loaded (None: none is)."""
         snap = self._views.get(view)
+        return None if snap is None else snap.job_id
+
+    def jobs_for(self, view: str, keys: list[tuple[object, ...]], rows: ViewRows, *,
+                 exact: bool, newer: str | None) -> set[str]:
+        """The jobs that wrote these online rows.
+
+        A row is the snapshot's when the snapshot holds the entity at the same event time (and, if
+        ``exact``, with the same stored bytes): then the job the snapshot names for it wrote it.
+        Any other row was written since the snapshot's job, by ``newer`` when the caller knows which
+        job that is (else it is not attributed). ``exact`` is for when the online store may hold
+        rows newer than the snapshot's (a job writing, or one finished since the snapshot loaded):
+        a correction keeps its event time and differs only in its bytes.
+        """
+        snap = self._views.get(view)
+        jobs: set[str] = set()
         if snap is None:
-            return set()
-        jobs = set()
+            if newer and any(ts is not None for ts in rows.timestamps):
+                jobs.add(newer)
+            return jobs
         micros, codes, names = snap.ts_micros, snap.job_codes, snap.job_names
-        for idx, ts in zip(snap.keys.rows(keys), stamps, strict=True):
-            if idx is None or ts is None:
+        columns = [snap.columns.get(f) for f in rows.features] if exact else []
+        for row, (idx, ts) in enumerate(zip(snap.keys.rows(keys), rows.timestamps, strict=True)):
+            if ts is None:
                 continue
             sec, nanos = ts  # the snapshot holds microseconds
-            if nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000:
-                job = names[codes[idx]]
-                if job:
+            same = idx is not None and nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000
+            if same and exact:
+                values = rows.values[row] or ()
+                same = all((v or b"") == (b"" if col is None else col[idx])
+                           for v, col in zip(values, columns, strict=True))
+            if same:
+                job = names[codes[idx]]  # type: ignore[index]
+                if job:  # rows from before job ids were recorded have none
                     jobs.add(job)
+            elif newer:
+                jobs.add(newer)
         return jobs
 
 
@@ -324,6 +347,6 @@ def _compile(path: Path, view: ViewSpec, data_dir: Path) -> Built:
     else:
         job_names, sections["job_codes"] = [""], np.zeros(table.num_rows, dtype=np.int32)
     header = {"view": view.name, "rows": table.num_rows, "written_at": written_at.isoformat(), "keys": kind,
-              "features": features, "ends": ends, "job_names": job_names}
+              "features": features, "ends": ends, "job_names": job_names, "job_id": info.job_id if info else ""}
     return header, {n: np.ascontiguousarray(v).data if isinstance(v, np.ndarray) else v
                     for n, v in sections.items()}
