@@ -3,8 +3,9 @@
 Opt-in (``fedstore region materialize --quarantine``); strict is the default. A column whose type
 breaks the view's declared schema is read as text and ``TRY_CAST`` to the declared type, so what is
 loaded online and into the snapshot has the declared types. A row is rejected, with a reason, when
-such a value does not cast (``'n/a'`` for a Float64), or when its join key or event time is null
-(Feast cannot place it). The rejected rows of the job's window are written to
+such a value does not cast (``'n/a'`` for a Float64), when a value lies outside the domain the
+statistics catalog declares for its feature (``chargeback_rate_30d: 1.7 is outside [0, 1]``), or when
+its join key or event time is null (Feast cannot place it). The rejected rows of the job's window are written to
 ``<data dir>/quarantine/<job id>/<view>.parquet``: the columns the view reads (a broken column as
 the text that arrived) and ``reason``. Rows are rejected before the latest row per entity is
 chosen, so an entity whose newest row is rejected keeps its newest good one.
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureView
 
-from regions.store.data_contract import declared_columns
+from regions.store.data_contract import declared_bounds, declared_columns, outside_sql
 
 # the declared type's name (data_contract.declared_columns) -> the DuckDB type a broken column is cast to
 _DUCK = {
@@ -74,6 +75,7 @@ def broken_columns(fv: FeatureView, schemas: list[pa.Schema]) -> dict[str, str]:
 def contract_sql(fv: FeatureView, wanted: list[str], reverse: dict[str, str], schemas: list[pa.Schema],
                  join_keys: list[str], timestamp: str) -> ContractSql:
     broken = broken_columns(fv, schemas)
+    bounds = declared_bounds(fv)
     typed, raws, reasons, rejected = [], [], [], []
     broken_names = set()
     for name in dict.fromkeys(wanted):
@@ -97,6 +99,9 @@ def contract_sql(fv: FeatureView, wanted: list[str], reverse: dict[str, str], sc
             typed.append(f"{_quote(column)} AS {_quote(name)}")
             rejected.append(_quote(name))
             missing = f"{_quote(name)} IS NULL"
+        if column in bounds:  # on the typed value: a broken column's text that casts is checked too
+            reasons.append(f"CASE WHEN {outside_sql(_quote(name), bounds[column])} THEN {_literal(f'{column}: ')} || "
+                           f"CAST({_quote(name)} AS VARCHAR) || {_literal(f' is outside {bounds[column]}')} END")
         if name in join_keys:
             reasons.append(f"CASE WHEN {missing} THEN {_literal(f'join key {column} is null')} END")
         elif name == timestamp:
