@@ -380,3 +380,38 @@ def test_values_outside_the_declared_domain_are_quarantined_with_their_reason(re
                                             entity_rows=[{"customer_id": c} for c in (3, 6, 4)]).to_dict()
     values = ratios.to_pylist()
     assert online["night_txn_ratio_7d"] == [values[6], values[13], values[9]]
+
+
+@pytest.mark.redis
+def test_a_rejected_row_read_again_by_a_later_job_is_quarantined_once(redis_federation, clean_redis):
+    """An incremental job reads the lateness window again: the rows an earlier job set aside there
+    are not set aside (nor counted) a second time; a new rejected row is."""
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    table = tables["customer_transactions"]  # row i: customer i // 2, day i % 2 (T0 + 1 and + 2 days here)
+    spend = pa.array(["n/a" if i in (3, 9) else f"{i * 1.5}" for i in range(table.num_rows)])
+    drifted = _redeliver(node, table, "spend_7d", spend)
+    end = T0 + timedelta(days=3)
+    first = materialize(node, MaterializeRequest(show_progress=False, end=end, quarantine=True))
+    assert first.per_view["customer_transactions"]["rows_quarantined"] == 2
+
+    again = MaterializeRequest(show_progress=False, end=end + timedelta(hours=1), incremental=True, quarantine=True)
+    second = materialize(node, again)  # its window starts a day before the first's end: rows 3 and 9 again
+    assert second.windows["customer_transactions"][0] <= T0 + timedelta(days=2)
+    assert second.per_view["customer_transactions"]["rows_quarantined"] == 0
+    assert second.per_view["customer_transactions"]["quarantine_file"] is None
+    assert not (node.data_dir / "quarantine" / second.job_id).exists()
+
+    # a new bad row (customer 2's, newer than its others) is set aside, and only it
+    fix = drifted.slice(5, 1)
+    for column in ("event_timestamp", "created"):
+        fix = fix.set_column(fix.schema.get_field_index(column), column,
+                             pa.array([end + timedelta(minutes=30)], fix.schema.field(column).type))
+    fix = fix.set_column(fix.schema.get_field_index("spend_7d"), "spend_7d", pa.array(["unknown"]))
+    pq.write_table(pa.concat_tables([drifted, fix]), node.data_dir / "sources" / "customer_transactions.parquet")
+    third = materialize(node, MaterializeRequest(show_progress=False, end=end + timedelta(hours=2), incremental=True,
+                                                 quarantine=True))
+    assert third.per_view["customer_transactions"]["rows_quarantined"] == 1
+    rejected = pq.read_table(node.data_dir / "quarantine" / third.job_id / "customer_transactions.parquet")
+    assert rejected.column("reason").to_pylist() == ["spend_7d: 'unknown' is not Float64"]

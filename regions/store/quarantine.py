@@ -8,7 +8,8 @@ statistics catalog declares for its feature (``chargeback_rate_30d: 1.7 is outsi
 its join key or event time is null (Feast cannot place it). The rejected rows of the job's window are written to
 ``<data dir>/quarantine/<job id>/<view>.parquet``: the columns the view reads (a broken column as
 the text that arrived) and ``reason``. Rows are rejected before the latest row per entity is
-chosen, so an entity whose newest row is rejected keeps its newest good one.
+chosen, so an entity whose newest row is rejected keeps its newest good one. A row an earlier job
+set aside is not set aside again (an incremental job reads its lateness window again).
 """
 
 from __future__ import annotations
@@ -115,6 +116,32 @@ def contract_sql(fv: FeatureView, wanted: list[str], reverse: dict[str, str], sc
     return ContractSql(checked, clean, ", ".join(rejected) + f", __reason AS {REASON}", frozenset(broken_names))
 
 
+def earlier_files(quarantine: Quarantine) -> list[Path]:
+    """The same view's quarantine files of earlier jobs (``quarantine/<job>/<view>.parquet``)."""
+    root = quarantine.path.parent.parent
+    return sorted(p for p in root.glob(f"*/{quarantine.path.name}") if p.parent != quarantine.path.parent)
+
+
+def unseen_sql(rejected: str, earlier: list[Path]) -> str:
+    """``rejected`` (a SELECT of the quarantine file's columns) less the rows earlier jobs set aside:
+    an incremental job reads its lateness window again (and every job a row without an event time),
+    and a source row is quarantined, and counted, once. Rows are compared whole, by their JSON text;
+    a row the source holds n times is set aside again only past the n times an earlier job did.
+    Its ``?`` are ``rejected``'s, then one per earlier file."""
+    if not earlier:
+        return rejected
+    seen = " UNION ALL ".join("SELECT to_json(e) AS __key, count(*) AS __n FROM read_parquet(?) e GROUP BY 1"
+                              for _ in earlier)
+    return f"""
+        WITH r AS ({rejected}),
+             numbered AS (SELECT *, row_number() OVER (PARTITION BY __key) AS __n
+                          FROM (SELECT r.*, to_json(r) AS __key FROM r)),
+             seen AS (SELECT __key, max(__n) AS __n FROM ({seen}) GROUP BY 1)
+        SELECT numbered.* EXCLUDE (__key, __n) FROM numbered LEFT JOIN seen USING (__key)
+        WHERE numbered.__n > coalesce(seen.__n, 0)
+    """
+
+
 def write_rejected(batches: pa.RecordBatchReader, quarantine: Quarantine) -> None:
     """Stream the rejected rows into the quarantine file (created only when there is one)."""
     writer: pq.ParquetWriter | None = None
@@ -132,4 +159,5 @@ def write_rejected(batches: pa.RecordBatchReader, quarantine: Quarantine) -> Non
             writer.close()
 
 
-__all__ = ["REASON", "ContractSql", "Quarantine", "broken_columns", "contract_sql", "write_rejected"]
+__all__ = ["REASON", "ContractSql", "Quarantine", "broken_columns", "contract_sql", "earlier_files", "unseen_sql",
+           "write_rejected"]
