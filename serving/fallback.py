@@ -18,7 +18,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -285,18 +285,19 @@ class SnapshotCache:
             if ts is None:
                 continue
             sec, nanos = ts  # the snapshot holds microseconds
-            same = idx is not None and nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000
-            if same and exact:
-                values = rows.values[row] or ()
-                same = all((v or b"") == (b"" if col is None else col[idx])
-                           for v, col in zip(values, columns, strict=True))
-            if same:
-                job = names[codes[idx]]  # type: ignore[index]
+            if idx is not None and nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000 and (
+                    not exact or _same_bytes(rows.values[row], columns, idx)):
+                job = names[codes[idx]]
                 if job:  # rows from before job ids were recorded have none
                     jobs.add(job)
             elif newer:
                 jobs.add(newer)
         return jobs
+
+
+def _same_bytes(values: Sequence[bytes | None] | None, columns: list[_Encoded | None], idx: int) -> bool:
+    """Does an online row hold the snapshot row's stored bytes (null, b"" and a missing column alike)?"""
+    return all((v or b"") == (b"" if col is None else col[idx]) for v, col in zip(values or (), columns, strict=True))
 
 
 def _load(path: Path, view: ViewSpec, version: tuple[int, int], data_dir: Path) -> LoadedSnapshot:
