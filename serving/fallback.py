@@ -266,8 +266,9 @@ class SnapshotCache:
                  exact: bool, newer: str | None) -> set[str]:
         """The jobs that wrote these online rows.
 
-        A row is the snapshot's when the snapshot holds the entity at the same event time (and, if
-        ``exact``, with the same stored bytes): then the job the snapshot names for it wrote it.
+        A row is the snapshot's when the snapshot holds the entity at the same event time (if
+        ``exact``: to the second, with the same stored bytes): then the job the snapshot names for
+        it wrote it.
         Any other row was written since the snapshot's job, by ``newer`` when the caller knows which
         job that is (else it is not attributed). ``exact`` is for when the online store may hold
         rows newer than the snapshot's (a job writing, or one finished since the snapshot loaded):
@@ -285,8 +286,11 @@ class SnapshotCache:
             if ts is None:
                 continue
             sec, nanos = ts  # the snapshot holds microseconds
-            if idx is not None and nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000 and (
-                    not exact or _same_bytes(rows.values[row], columns, idx)):
+            if idx is not None and (
+                # to the second when exact: Feast's SQLite store keeps no fraction; the bytes decide
+                micros[idx] // 1_000_000 == sec and _same_bytes(rows.values[row], columns, idx) if exact
+                else nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000
+            ):
                 job = names[codes[idx]]
                 if job:  # rows from before job ids were recorded have none
                     jobs.add(job)
