@@ -306,6 +306,10 @@ def test_null_event_times_fail_a_strict_job_and_its_fail_event_names_the_strict_
     rejected = pq.read_table(node.data_dir / "quarantine" / job.job_id / "customer_transactions.parquet")
     assert rejected.column("reason").to_pylist() == ["event time event_timestamp is null"]
     assert job.per_view["customer_transactions"]["rows_read"] == 9
+    # every job reads it again (it is in no window): set aside, and counted, once
+    again = materialize(node, MaterializeRequest(show_progress=False, quarantine=True))
+    assert again.per_view["customer_transactions"]["rows_quarantined"] == 0
+    assert not (node.data_dir / "quarantine" / again.job_id).exists()
 
 
 def test_a_regions_default_of_quarantine_applies_unless_a_job_asks_for_strict(sqlite_federation):
