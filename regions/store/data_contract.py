@@ -223,7 +223,7 @@ def _count_outside(fv: FeatureView, path: Path, column: str, bounds: Bounds) -> 
     renamed = {feature: c for c, feature in (source.field_mapping or {}).items()}
     keys = [renamed.get(e.name, e.name) for e in fv.entity_columns]
     ts = renamed.get(source.timestamp_field, source.timestamp_field)
-    q = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
+    q = _quote
     outside = outside_sql(q(column), bounds)
     with duckdb.connect() as con:
         counted = con.execute(f"SELECT count(*) FILTER (WHERE {outside}) FROM read_parquet(?)", [str(path)]).fetchone()
@@ -234,10 +234,14 @@ def _count_outside(fv: FeatureView, path: Path, column: str, bounds: Bounds) -> 
     return (int(counted[0]) if counted else 0), examples
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _count_nulls(path: Path, column: str) -> int:
     import duckdb  # only for files written without statistics
 
-    quoted = '"' + column.replace('"', '""') + '"'
+    quoted = _quote(column)
     with duckdb.connect() as con:
         row = con.execute(f"SELECT count(*) FILTER (WHERE {quoted} IS NULL) FROM read_parquet(?)",
                           [str(path)]).fetchone()
