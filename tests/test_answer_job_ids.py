@@ -18,8 +18,8 @@ import pytest
 
 from handmade import TS, latest
 from redis_servers import start_redis
-from regions.store.materialize import MaterializeRequest, materialize
-from serving.client import FeatureClient
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.serving.client import FeatureClient
 from serving_fixtures import TOKENS, served_region, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from feast import FeatureView
 from feast.types import PrimitiveFeastType
 
-from federation.statistics import CATALOG
+from fedstore.federation.statistics import CATALOG
 
 # Feast primitive type name -> (what it accepts, in words; the test on an Arrow type)
 _ACCEPTS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
