@@ -367,6 +367,7 @@ class ServingNode:
             wanted = self._loaded.expected(views)
             if isinstance(self.reader, RedisReader):  # every lookup checks the marker against these
                 self.reader.expect(wanted)
+            self.features.latest_loads = {v: load.job_id for v, load in wanted.items()}
             # against what this check last saw, not features.not_loaded: lookups add the views they
             # find lost at once, and the loss is still logged here once, with its cause
             change = self._loaded.check(views, self._seen_not_loaded, wanted)
