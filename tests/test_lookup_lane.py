@@ -439,7 +439,7 @@ def test_a_grpcio_without_its_private_core_module_serves_lookups_through_the_pub
     lane = served_region(tmp_path, clean_redis["MY"].url, monkeypatch)
     try:
         with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="fedstore.serving.server"):
-            m.delitem(sys.modules, "serving.lookup_lane")
+            m.delitem(sys.modules, "fedstore.serving.lookup_lane")
             m.setitem(sys.modules, "grpc._cython.cygrpc", None)
             m.delattr(grpc._cython, "cygrpc")
             wants_lane = ServingNode(lane.config, lane.config.region("MY"), address="127.0.0.1:0").start()
