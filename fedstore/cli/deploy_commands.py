@@ -46,19 +46,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     k8s = cmds.add_parser("k8s", help="Kubernetes manifests: one namespace per region, plus the centre")
     k8s.add_argument("--out", type=path_arg, default=Path("deploy/k8s"), help="directory the manifests are written to")
     k8s.add_argument("--image", default=DEFAULT_IMAGE, help=f"container image with fedstore installed (default {DEFAULT_IMAGE})")
-    k8s.add_argument("--storage-class", default=DEFAULT_STORAGE_CLASS,
+    k8s.add_argument("--storage-class", type=storage_class_arg, default=DEFAULT_STORAGE_CLASS,
                      help="StorageClass of each region's data volume; it must offer ReadWriteMany (NFS, CephFS, EFS, "
                           f"Filestore …): create one named {DEFAULT_STORAGE_CLASS} or name yours "
                           f"(default {DEFAULT_STORAGE_CLASS})")
     k8s.set_defaults(handler=cmd_k8s)
 
 
+def storage_class_arg(text: str) -> str:
+    """A StorageClass name (a DNS subdomain), else argparse's one-line usage error."""
+    if len(text) > 253 or not _DNS_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected a StorageClass name (lower-case letters, digits, '-' and '.'), "
+                                         f"e.g. {DEFAULT_STORAGE_CLASS}; got {text!r}")
+    return text
+
+
 def cmd_k8s(config: FederationConfig, args: argparse.Namespace) -> None:
     if not args.image.strip() or any(c.isspace() for c in args.image):
         raise RegionError(f"--image must name a container image, e.g. {DEFAULT_IMAGE}; got {args.image!r}")
-    if len(args.storage_class) > 253 or not _DNS_NAME.fullmatch(args.storage_class):
-        raise RegionError("--storage-class must name a StorageClass (lower-case letters, digits, '-' and '.'), "
-                          f"e.g. {DEFAULT_STORAGE_CLASS}; got {args.storage_class!r}")
     for path in write_manifests(config, args.out, image=args.image, storage_class=args.storage_class):
         print(f"wrote {path}")
 
