@@ -385,3 +385,13 @@ def test_the_pod_security_checker_catches_each_violation(control, breaking):
 
 def test_the_pod_security_checker_catches_an_apparmor_annotation():
     assert violations(_compliant(), {"container.apparmor.security.beta.kubernetes.io/serving": "unconfined"})
+
+
+def test_the_storage_class_option_reaches_every_region_claim(tmp_path, capsys):
+    from fedstore.cli import main
+
+    code = main(["--config", str(ROOT / "fedstore.yaml"), "deploy", "k8s", "--out", str(tmp_path),
+                 "--storage-class", "efs-sc"])
+    assert code in (0, None) and "wrote" in capsys.readouterr().out
+    claims = [d for p in sorted(tmp_path.glob("region-*.yaml")) for d in _docs(p) if d["kind"] == "PersistentVolumeClaim"]
+    assert len(claims) == 7 and {c["spec"]["storageClassName"] for c in claims} == {"efs-sc"}
