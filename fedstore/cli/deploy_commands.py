@@ -138,7 +138,7 @@ def _region_config(config: FederationConfig, r: RegionConfig) -> dict[str, Any]:
     TLS files where the Secret is mounted, only the credentials its node checks (those reading its
     rows: bound to this region alone); privacy and monitoring settings as the federation's."""
     raw = _raw(config)
-    entry = next((dict(x) for x in raw.get("regions", []) if x.get("code") == r.code), {"code": r.code})
+    entry: dict[str, Any] = next((dict(x) for x in raw.get("regions", []) if x.get("code") == r.code), {"code": r.code})
     entry.update(data_dir=f"{DATA_ROOT}/{r.code}", serving_address=f"0.0.0.0:{_port(r.serving_address)}")
     if r.centre_tls is not None:
         entry["centre_tls"] = _tls_paths(CENTRE_CLIENT_FILES)
