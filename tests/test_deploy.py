@@ -325,6 +325,8 @@ def test_tls_files_are_mounted_from_a_secret_and_the_config_names_them_there(pro
             under_mount("aggregator", agg.tls_cert, agg.tls_key, agg.tls_client_ca)
             assert agg.operator_tls is None  # the operator's key is not the centre pod's
             assert all(r.centre_tls is None and r.serving.tls_cert is None for r in seen.regions)
+            assert {r.online_store.type for r in seen.regions} == {"sqlite"}  # no region's Redis address
+            assert "redis" not in docs[[d["kind"] for d in docs].index("ConfigMap")]["data"]["fedstore.yaml"]
             assert "tcpSocket" in pods["aggregator"]["containers"][0]["startupProbe"]  # mutual TLS: no gRPC probe
             continue
         (region,) = seen.regions

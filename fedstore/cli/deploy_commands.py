@@ -200,6 +200,7 @@ def _pod(containers: list[dict[str, Any]], tls_files: dict[str, str] | None = No
         {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
     ]
     if tls_files:  # only the keys this pod uses: a missing one keeps the pod from starting, and says which
+        # 0o440 (written 288): read-only for the owner and the pod's fsGroup
         volumes.append({"name": "tls", "secret": {"secretName": TLS_SECRET, "defaultMode": 0o440,
                                                   "items": [{"key": k, "path": k} for k in tls_files.values()]}})
     return {
@@ -306,9 +307,11 @@ def _centre_config(config: FederationConfig) -> dict[str, Any]:
     if config.aggregator.tls_cert is not None:
         aggregator["tls"] = _tls_paths(AGGREGATOR_FILES)
     raw["aggregator"] = aggregator
-    # a region's serving settings and client certificate are its own: the centre knows its code only
+    # a region's Redis (its URL may hold a password), serving settings and client certificate are its
+    # own: the centre opens no region's store, and knows each region by its code
     raw["regions"] = [{**{k: v for k, v in r.items() if k not in ("centre_tls", "serving")},
-                       "data_dir": f"unused/{r['code']}"} for r in raw.get("regions", [])]
+                       "data_dir": f"unused/{r['code']}", "online_store": {"type": "sqlite"}}
+                      for r in raw.get("regions", [])]
     # only the credentials the centre checks: a serving app's (lookup alone) is none of its business
     checked = {t.name for t in config.tokens if t.roles - ROW_ROLES}
     if raw.get("auth"):
