@@ -6,7 +6,11 @@ centre's port alone, TLS files mounted where the config names them, and commands
 from __future__ import annotations
 
 import copy
+import os
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +401,87 @@ def test_the_storage_class_option_reaches_every_region_claim(tmp_path, capsys):
     assert code in (0, None) and "wrote" in capsys.readouterr().out
     claims = [d for p in sorted(tmp_path.glob("region-*.yaml")) for d in _docs(p) if d["kind"] == "PersistentVolumeClaim"]
     assert len(claims) == 7 and {c["spec"]["storageClassName"] for c in claims} == {"efs-sc"}
+
+
+def _mount_namespaces() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+# Inside a private mount namespace: the root filesystem read-only, the data volume bound where the
+# manifests mount it, a fresh /tmp as the emptyDir; then the pods' commands with the pods' environment.
+READ_ONLY_POD = """
+set -e
+step() { echo "step $1 $(date +%s)"; }
+mount --make-rprivate /
+mount -t tmpfs tmpfs /var/lib && mkdir /var/lib/fedstore && mount --bind "$DATA" /var/lib/fedstore
+mount -o remount,ro /var/lib
+mount -o remount,bind,ro /
+mount -t tmpfs -o size=1g,mode=1777 tmpfs /tmp
+cd "$WORKDIR"
+touch /probe 2>/dev/null && { echo "root filesystem is writable"; exit 3; }
+R="$PYTHON -m fedstore.cli --config /var/lib/fedstore/region.yaml"
+step 'region generate'; $R region generate --region MY --customers 400 --days 14 --end 2026-11-20 --seed 3
+step 'region apply'; $R region apply --region MY
+step 'region materialize'; $R region materialize --region MY --end 2026-11-21T00:00:00
+$PYTHON -m fedstore.cli --config /var/lib/fedstore/centre.yaml aggregator serve & AGG=$!
+step serve; $R serve --region MY --address 127.0.0.1:$SERVING_PORT & SERVE=$!
+$PYTHON -c "
+import sys, grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+for address in sys.argv[1:]:
+    channel = grpc.insecure_channel(address)
+    grpc.channel_ready_future(channel).result(timeout=240)
+    print(address, 'health', health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30).status)
+" 127.0.0.1:$SERVING_PORT 127.0.0.1:$AGGREGATOR_PORT
+echo "tmp while serving: $(ls -A /tmp | tr '\\n' ' ')"
+step 'region publish-stats'; $R region publish-stats --region MY --epsilon 0.1
+step 'region send-stats'; $R region send-stats --region MY --address 127.0.0.1:$AGGREGATOR_PORT --token-env FEDSTORE_AGGREGATOR_TOKEN_MY
+step 'region drift'; $R region drift --region MY
+step stop; kill -TERM $SERVE $AGG
+wait $SERVE
+wait $AGG
+echo "tmp at the end: $(ls -A /tmp | tr '\\n' ' ')"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mount_namespaces(), reason="needs root and mount namespaces to make a read-only root")
+def test_the_pods_commands_run_on_a_read_only_root_with_only_the_mounted_paths_writable(tmp_path):
+    """What the libraries write at run time (Feast's metrics directory, DuckDB's spill and extension
+    directories, matplotlib's cache …) lands in the emptyDir: the manifests' environment is enough."""
+    from redis_servers import free_port
+
+    serving_port, aggregator_port = free_port(), free_port()
+    source = tmp_path / "fedstore.yaml"
+    source.write_text(f"""
+federation: {{name: readonly}}
+regions:
+  - {{code: MY, jurisdiction: Malaysia, law: PDPA-MY, timezone: Asia/Kuala_Lumpur, data_dir: data/MY,
+     online_store: {{type: sqlite}}, serving_address: 127.0.0.1:{serving_port}}}
+aggregator: {{address: 127.0.0.1:{aggregator_port}, plaintext: true}}
+auth:
+  tokens:
+    - {{name: ops-my, secret_env: FEDSTORE_AGGREGATOR_TOKEN_MY, regions: [MY], roles: [publish, statistics-read]}}
+""")
+    rendered = {p.stem: _docs(p) for p in write_manifests(load_config(source), tmp_path / "k8s")}
+    data = tmp_path / "volume"
+    data.mkdir()
+    for name, config in (("region", rendered["region-my"]), ("centre", rendered["centre"])):
+        (data / f"{name}.yaml").write_text(next(d for d in config if d["kind"] == "ConfigMap")["data"]["fedstore.yaml"])
+    serving = next(d for d in rendered["region-my"] if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = serving["containers"][0]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "PYTHON": sys.executable, "DATA": str(data),
+           "WORKDIR": container["workingDir"], "SERVING_PORT": str(serving_port),
+           "AGGREGATOR_PORT": str(aggregator_port), "FEDSTORE_AGGREGATOR_TOKEN_MY": "read-only-root-ops-token-0123",
+           **{e["name"]: e["value"] for e in container["env"]}}  # HOME, TMPDIR, FEAST_USAGE … as the pods have them
+    done = subprocess.run(["unshare", "-m", "sh", "-c", READ_ONLY_POD], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "wrote" in done.stdout and "sent" in done.stdout and done.stdout.count("health 1") == 2, done.stdout[-3000:]
+    # the libraries did write: Feast's import its metrics directory (without a writable TMPDIR no
+    # command starts), the drift chart matplotlib's and fontconfig's caches under HOME
+    tmp = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("tmp ")}
+    assert "feast_metrics_" in tmp["tmp while serving"] and ".cache" in tmp["tmp at the end"], tmp
+    assert (data / "MY" / "outbox").is_dir() and (data / "centre").is_dir()  # the volume took the data
