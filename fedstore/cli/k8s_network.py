@@ -23,10 +23,19 @@ _DNS = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.na
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
 
 
-def _policy(name: str, ns: str, pods: dict[str, str], **spec: Any) -> dict[str, Any]:
-    types = [t for t in ("Ingress", "Egress") if t.lower() in spec or name == "default-deny"]
+def _policy(name: str, ns: str, pods: dict[str, str], *, ingress: list[dict[str, Any]] | None = None,
+            egress: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A policy for the pods labelled ``pods`` (all of the namespace's when empty) that allows what
+    ``ingress``/``egress`` list; a direction given as [] allows nothing that way."""
+    rules = {k: v for k, v in (("ingress", ingress), ("egress", egress)) if v}
+    types = [t for t, v in (("Ingress", ingress), ("Egress", egress)) if v is not None]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns},
-            "spec": {"podSelector": {"matchLabels": pods} if pods else {}, "policyTypes": types, **spec}}
+            "spec": {"podSelector": {"matchLabels": pods} if pods else {}, "policyTypes": types, **rules}}
+
+
+def _deny_all(ns: str) -> dict[str, Any]:
+    # every pod selected in both directions with no rule: what no other policy allows is refused
+    return _policy("default-deny", ns, {}, ingress=[], egress=[])
 
 
 def _tcp(*ports: int) -> list[dict[str, Any]]:
@@ -59,7 +68,7 @@ def region_policies(ns: str, r: RegionConfig, *, aggregator_port: int, serving_p
                     sender_pods: dict[str, str]) -> list[dict[str, Any]]:
     serving_ports = [p for p in (int(r.serving_address.rpartition(":")[2]), r.serving.metrics_port) if p]
     policies = [
-        _policy("default-deny", ns, {}),
+        _deny_all(ns),
         _policy("allow-dns", ns, {}, egress=[_DNS]),
         # serving apps live in namespaces the config does not know: the port is the border here
         _policy("allow-serving-ingress", ns, serving_pods, ingress=[{"ports": _tcp(*serving_ports)}]),
@@ -80,7 +89,7 @@ def centre_policies(port: int, metrics_port: int | None) -> list[dict[str, Any]]
     if metrics_port:  # scraped from wherever Prometheus runs: the port serves counters, nothing else
         ingress.append({"ports": _tcp(metrics_port)})
     return [
-        _policy("default-deny", CENTRE_NAMESPACE, {}),
+        _deny_all(CENTRE_NAMESPACE),
         _policy("allow-dns", CENTRE_NAMESPACE, {}, egress=[_DNS]),
         _policy("allow-region-ingress", CENTRE_NAMESPACE, AGGREGATOR_POD_LABELS, ingress=ingress),
     ]
