@@ -449,8 +449,9 @@ echo "tmp at the end: $(ls -A /tmp | tr '\\n' ' ')"
 @pytest.mark.slow
 @pytest.mark.skipif(not _mount_namespaces(), reason="needs root and mount namespaces to make a read-only root")
 def test_the_pods_commands_run_on_a_read_only_root_with_only_the_mounted_paths_writable(tmp_path):
-    """What the libraries write at run time (Feast's metrics directory, DuckDB's spill and extension
-    directories, matplotlib's cache …) lands in the emptyDir: the manifests' environment is enough."""
+    """Whatever the libraries write at run time (Feast's metrics directory, matplotlib's and
+    fontconfig's caches; DuckDB would spill there) lands in the emptyDir: the manifests' environment
+    is enough, and nothing writes anywhere else."""
     from redis_servers import free_port
 
     serving_port, aggregator_port = free_port(), free_port()
