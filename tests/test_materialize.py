@@ -305,7 +305,7 @@ def test_a_window_end_in_the_future_is_refused_and_leaves_the_ledger_alone(sqlit
 # loaded machine a small job had finished before the signal came.
 _STOPS_ONCE_STARTED = (
     "import os, signal, sys\n"
-    "from regions.store.ledger import JobLedger\n"
+    "from fedstore.regions.store.ledger import JobLedger\n"
     "real = JobLedger.start\n"
     "def start(self, *a, **kw):\n"
     "    job = real(self, *a, **kw)\n"
