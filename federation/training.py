@@ -42,8 +42,9 @@ class TrainingSpec:
     row_norm: float | None = None
 
     def __post_init__(self) -> None:
-        if self.row_norm is not None and not (0 < self.row_norm <= np.sqrt(len(self.features)) + 1e-12):
-            raise ConfigError(f"training spec {self.feature_service}: row_norm must be in (0, √d], got {self.row_norm!r}")
+        if self.row_norm is not None and not (np.isfinite(self.row_norm) and self.row_norm > 0):
+            raise ConfigError(f"training spec {self.feature_service}: row_norm must be a positive number, "
+                              f"got {self.row_norm!r}")
 
     @property
     def dimension(self) -> int:
