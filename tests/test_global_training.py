@@ -3,6 +3,7 @@ the contract for training and evaluation submissions, and the full path over gRP
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -21,7 +22,7 @@ from aggregator.training.metrics import auc as histogram_auc
 from aggregator.training.pooled import pool
 from aggregator.training.ridge import Ridge
 from federation import load_config
-from federation.training import LABELS, LinearModel, training_spec, triangle_size
+from federation.training import LABELS, LinearModel, clip_rows, training_spec, triangle_size
 from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from regions.publishing.budget import BudgetExceeded
@@ -86,7 +87,7 @@ def regions(tmp_path_factory, pki):
 
 
 def _rows(stats_by_region):
-    return [TrainingRow(f"{c.lower()}-train-x", c, SPEC.features, k.label, k.n, k.sum_x, k.xtx, 1.0)
+    return [TrainingRow(f"{c.lower()}-train-x", c, SPEC.features, k.label, k.n, k.sum_x, s.xtx, 1.0)
             for c, s in stats_by_region.items() for k in s.classes]
 
 
@@ -101,9 +102,10 @@ def test_examples_are_one_per_entity_rescaled_and_point_in_time(regions):
 @pytest.mark.slow
 def test_at_infinite_epsilon_the_federated_model_equals_the_pooled_one(regions):
     _, _, examples = regions
-    exact = {c: class_statistics(e, SPEC.feature_service, SPEC.label) for c, e in examples.items()}
+    exact = {c: class_statistics(e, SPEC.feature_service, SPEC.label, norm_bound=SPEC.norm_bound)
+             for c, e in examples.items()}
     pooled = pool(_rows(exact), SPEC.features)
-    x = np.vstack([e.x for e in examples.values()])
+    x = np.vstack([clip_rows(e.x, SPEC.norm_bound) for e in examples.values()])  # the rows the statistics sum
     y = np.concatenate([e.y for e in examples.values()])
 
     # LDA straight from the rows: class means, pooled within-class covariance, the same shrinkage
@@ -132,8 +134,9 @@ def test_at_epsilon_one_the_federated_model_beats_a_trivial_baseline(regions):
     config, _, examples = regions
     released = {}
     for c, e in examples.items():
-        r = release_training(class_statistics(e, SPEC.feature_service, SPEC.label), epsilon=1.0,
-                             delta=config.privacy.delta, minimum_cohort=config.privacy.minimum_cohort)
+        r = release_training(class_statistics(e, SPEC.feature_service, SPEC.label, norm_bound=SPEC.norm_bound),
+                             epsilon=1.0, delta=config.privacy.delta, minimum_cohort=config.privacy.minimum_cohort,
+                             norm_bound=SPEC.norm_bound)
         assert r.statistics is not None and r.epsilon == pytest.approx(1.0, rel=1e-6)
         exact_n = (e.y == 1).sum()
         assert r.statistics.classes[1].n != exact_n  # noise was really added
@@ -148,10 +151,11 @@ def test_at_epsilon_one_the_federated_model_beats_a_trivial_baseline(regions):
 
 def test_gaussian_noise_matches_its_stated_scale(regions):
     config, _, examples = regions
-    exact = class_statistics(examples["MY"], SPEC.feature_service, SPEC.label)
-    draws = np.array([[c.n for c in release_training(exact, epsilon=1.0, delta=1e-6, minimum_cohort=1).statistics.classes]
-                      for _ in range(1600)])
-    stated = release_training(exact, epsilon=1.0, delta=1e-6, minimum_cohort=1).scales["n"]
+    exact = class_statistics(examples["MY"], SPEC.feature_service, SPEC.label, norm_bound=SPEC.norm_bound)
+    release = functools.partial(release_training, exact, epsilon=1.0, delta=1e-6, minimum_cohort=1,
+                                norm_bound=SPEC.norm_bound)
+    draws = np.array([[c.n for c in release().statistics.classes] for _ in range(1600)])
+    stated = release().scales["n"]
     observed = (draws - np.array([c.n for c in exact.classes])).std()
     # 1600×2 draws: the sd's standard error is ~1.8%, so 10% is 5.6 of them (with 400 draws it was
     # 4, failing ~6e-5 of runs); a wrong sensitivity or calibration (√2, 2×) is far outside
@@ -285,15 +289,15 @@ def _training_submission(**changes):
     from federation.privacy_maps import gaussian_epsilon, gaussian_scale
 
     d = SPEC.dimension
-    classes = [pb.ClassStatistics(label=c, n=500.0, sum_x=[10.0] * d, xtx=[5.0] * triangle_size(d)) for c in LABELS]
-    scale = gaussian_scale(d, 1.0, 1e-6)  # the noise (ε=1, δ=1e-6) costs, by the maps the centre recomputes with
-    epsilon, _ = gaussian_epsilon(d, scale, 1e-6)
+    classes = [pb.ClassStatistics(label=c, n=500.0, sum_x=[10.0] * d) for c in LABELS]
+    scale = gaussian_scale(1.0, 1e-6)  # the noise (ε=1, δ=1e-6) costs, by the maps the centre recomputes with
+    epsilon, _ = gaussian_epsilon(scale, 1e-6)
     sub = pb.Submission(
         submission_id=_TRAINING_ID, region="MY", period=datetime.now(timezone.utc).strftime("%Y-%m"),
         accounting=pb.PrivacyAccounting(mechanism=pb.GAUSSIAN, epsilon=epsilon, delta=1e-6, epsilon_per_query=epsilon,
                                         minimum_cohort=10),
         training=pb.TrainingStatistics(feature_service="fraud_scoring", label="is_fraud", features=SPEC.features,
-                                       classes=classes, noise_scale=scale),
+                                       classes=classes, noise_scale=scale, xtx=[5.0] * triangle_size(d)),
     )
     end = min(END, datetime.now(timezone.utc)).replace(hour=0, minute=0, second=0, microsecond=0)  # whole days
     sub.window_start.FromDatetime(end - timedelta(days=14))
@@ -301,6 +305,13 @@ def _training_submission(**changes):
     for mutate in changes.values():
         mutate(sub)
     return sub
+
+
+def _rows_beyond_the_norm_bound(sub):
+    """What 1,000 rows of 0.9 in every feature give (norm 2.5, beyond C = 1.5): every other rule holds."""
+    for c in sub.training.classes:
+        c.sum_x[:] = [450.0] * SPEC.dimension
+    sub.training.xtx[:] = [810.0] * triangle_size(SPEC.dimension)
 
 
 def _bad_evaluation(sub):
@@ -311,11 +322,14 @@ def _bad_evaluation(sub):
 
 
 @pytest.mark.parametrize("name, mutate, rule", [
-    ("dimensions", lambda s: s.training.classes[0].xtx.pop(), "dimensions"),
+    ("dimensions", lambda s: s.training.xtx.pop(), "dimensions"),
+    # the former layout (one XᵀX per class) is refused by name, not misread under the new noise
+    ("per-class XᵀX", lambda s: s.training.classes[0].xtx.extend([5.0] * triangle_size(SPEC.dimension)), "dimensions"),
+    ("rows beyond C", _rows_beyond_the_norm_bound, "training_norms"),
     ("sum_x", lambda s: s.training.classes[1].sum_x.append(1.0), "dimensions"),
     ("nan", lambda s: s.training.classes[0].sum_x.__setitem__(0, float("nan")), "finite"),
     # finite, but no examples' rescaled values sum to it: stored, it made every Train fail (UNKNOWN)
-    ("huge", lambda s: s.training.classes[0].xtx.__setitem__(0, 1e308), "range"),
+    ("huge", lambda s: s.training.xtx.__setitem__(0, 1e308), "range"),
     ("cohort", lambda s: setattr(s.training.classes[1], "n", 3.0), "minimum_cohort"),
     ("unknown service", lambda s: setattr(s.training, "feature_service", "driver_allocation"), "catalog"),
     ("feature order", lambda s: s.training.features.reverse(), "catalog"),
