@@ -18,7 +18,8 @@ from aggregator.quarantine.screen import Estimate
 from federation import QuarantineConfig
 from federation.statistics import FeatureSpec
 from federation.privacy_maps import gaussian_scale
-from federation.training import TrainingSpec, from_triangle, noise_sds
+from federation.training import TrainingSpec, from_triangle
+from federation.training import noise_sds as training_noise_sds
 
 BALANCE = "share of class 1"
 
@@ -90,7 +91,7 @@ def training_estimates(classes: Iterable[ClassNumbers], spec: TrainingSpec, *, e
     """Per class the mean of each (rescaled) feature, and the share of class 1."""
     classes = list(classes)
     specs, d = spec.specs(), spec.dimension
-    sds = noise_sds(training_noise_scale(epsilon, delta), spec.norm_bound)
+    sds = training_noise_sds(training_noise_scale(epsilon, delta), spec.norm_bound)
     sd_n, sd_x = sds["n"], sds["sum_x"]
     out: dict[str, Estimate] = {}
     ns: dict[int, float] = {}
