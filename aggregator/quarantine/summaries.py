@@ -101,13 +101,13 @@ def training_estimates(classes: Iterable[ClassNumbers], spec: TrainingSpec, *, e
         ns[c.label] = n
         # E[x_j²] over both classes (one XᵀX is released): a class's spread is read from it
         diag = np.diag(from_triangle(list(c.xtx), d)) * n / n_all
-        for j, spec in enumerate(specs):
+        for j, feature in enumerate(specs):
             mu = c.sum_x[j] / n
             noise = sd_x**2 / n**2 + (c.sum_x[j] / n**2) ** 2 * sd_n**2
             sampling = max(diag[j] / n - mu * mu, 0.0) / n
             # features are rescaled to [0, 1]: heterogeneity in the feature's units, over its range
-            h = heterogeneity(spec, config) / (spec.upper - spec.lower)
-            out[f"class {c.label} mean of {spec.ref}"] = Estimate(mu, noise + sampling, h)
+            h = heterogeneity(feature, config) / (feature.upper - feature.lower)
+            out[f"class {c.label} mean of {feature.ref}"] = Estimate(mu, noise + sampling, h)
     if set(ns) == {0, 1}:
         total = ns[0] + ns[1]
         p = ns[1] / total
