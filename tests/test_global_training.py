@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
@@ -217,6 +218,10 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
     assert set(result.submissions) == set(sids.values())  # lineage back to the submissions
     assert dict(result.epsilon_by_region) == pytest.approx({"MY": 8.0, "SG": 8.0}, rel=1e-6)
     assert list(result.features) == list(SPEC.features) and len(result.weights) == SPEC.dimension
+    # what survives the noise, said before the model: pooled first, then each region
+    assert [s.region for s in result.signal] == ["", "MY", "SG"]
+    pooled = result.signal[0]
+    assert 0.55 <= pooled.expected_auc <= pooled.auc_without_noise and pooled.separation > pooled.noise > 0
 
     model = LinearModel(result.feature_service, tuple(result.features), tuple(result.weights), result.intercept,
                         link=result.link)
@@ -280,6 +285,61 @@ def test_training_with_nothing_accepted_is_a_failed_precondition(centre):
     with pytest.raises(grpc.RpcError) as e:
         stub.Train(pb.TrainRequest(strategy="ridge", feature_service="fraud_scoring"), metadata=_md("centre"), timeout=10)
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "publish" in e.value.details()
+
+
+def test_statistics_without_signal_through_their_noise_are_refused_before_a_model_exists(centre):
+    """Equal class means (a label that says nothing, as noise on a small region's Σx can make it):
+    the expected AUC is chance, so Train refuses in one line and registers nothing."""
+    config, address, store, _ = centre
+    stub = aggregator_pb2_grpc.AggregatorStub(_channel(config, address))
+    assert not stub.Submit(_training_submission(), metadata=_md("MY"), timeout=5).quarantined
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Train(pb.TrainRequest(strategy="lda", feature_service="fraud_scoring", model_name="chance"),
+                   metadata=_md("centre"), timeout=10)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert e.value.details().startswith("training refused: the noise leaves too little signal (expected AUC 0.500 <")
+    assert "\n" not in e.value.details()
+    from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+
+    with pytest.raises(grpc.RpcError) as e:
+        registry_pb2_grpc.RegistryStub(_channel(config, address)).GetModel(
+            registry_pb2.GetModelRequest(name="chance", version=1), metadata=_md("centre"), timeout=5)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.slow
+def test_the_signal_estimate_follows_the_noise(regions):
+    """Without noise the estimate is the Gaussian-class AUC of the data; the noise a small ε adds
+    lowers the expected AUC, and below the floor the fit is refused. On these skewed synthetic
+    features the Gaussian-class figure is optimistic (0.84 against the rows' 0.72): a floor, not a
+    forecast."""
+    from aggregator.training.pooled import NotEnoughStatistics
+    from aggregator.training.signal import signals
+
+    config, _, examples = regions
+    exact = {c: class_statistics(e, SPEC.feature_service, SPEC.label, norm_bound=SPEC.norm_bound)
+             for c, e in examples.items()}
+    rows = [TrainingRow(f"{c.lower()}-train-x", c, SPEC.features, k.label, k.n, k.sum_x, s.xtx, math.inf, 1e-6)
+            for c, s in exact.items() for k in s.classes]
+    clean = signals(rows, SPEC, floor=0.55)[0]
+    x = np.vstack([e.x for e in examples.values()])
+    y = np.concatenate([e.y for e in examples.values()])
+    model = LinearDiscriminant().fit(pool(rows, SPEC.features), SPEC.feature_service)
+    assert clean.expected_auc == pytest.approx(clean.auc_without_noise) and clean.noise == 0
+    assert 0.5 < _rank_auc(model.logit(x), y) <= clean.expected_auc <= 0.9
+
+    def released(epsilon):
+        out = []
+        for c, e in exact.items():
+            r = release_training(e, epsilon=epsilon, delta=1e-6, minimum_cohort=1, norm_bound=SPEC.norm_bound)
+            out += [TrainingRow(f"{c.lower()}-train-x", c, SPEC.features, k.label, k.n, k.sum_x,
+                                r.statistics.xtx, r.epsilon, r.delta) for k in r.statistics.classes]
+        return out
+
+    noisy = signals(released(0.5), SPEC, floor=0.5)[0]
+    assert noisy.noise > 0 and noisy.expected_auc < clean.expected_auc
+    with pytest.raises(NotEnoughStatistics, match="training refused"):
+        signals(released(0.5), SPEC, floor=0.99)
 
 
 _TRAINING_ID = f"my-train-{uuid.uuid4().hex}"
@@ -407,12 +467,13 @@ def test_the_cli_round_trip_publish_train_evaluate(centre, tmp_path, capsys, mon
         assert main(["--config", cfg, "region", "send-stats", "--region", code, "--token-env", f"TRAIN_TOKEN_{code}",
                      "--address", address]) == 0
     out = capsys.readouterr().out
-    assert "OpenDP Gaussian" in out and "sent" in out
+    assert "OpenDP Gaussian" in out and "sent" in out and "ρ=" in out and "C=1.5" in out  # the figure's conversion
     model_path = tmp_path / "model.json"
     assert main(["--config", cfg, "train", "--strategy", "ridge", "--token-env", "TRAIN_TOKEN_CENTRE",
                  "--address", address, "--out", str(model_path)]) == 0
     out = capsys.readouterr().out
     assert "trained fraud_scoring_ridge" in out and "(intercept)" in out and "lineage: my-train-" in out
+    assert "signal through the noise" in out and "pooled (the model)" in out
     assert main(["--config", cfg, "region", "evaluate", "--region", "SG", "--model-file", str(model_path),
                  "--epsilon", "0.5", "--days", "14", "--end", END.isoformat()]) == 0
     assert main(["--config", cfg, "region", "send-stats", "--region", "SG", "--token-env", "TRAIN_TOKEN_SG",
