@@ -117,6 +117,9 @@ def main() -> None:
                                                         "fair,randhie,breast_cancer,digits")
     parser.add_argument("--rows", default="250,1000,10000", help="rows per region (capped by the data)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--norm-factor", type=float, default=1.5,
+                        help="C = this × the reference sample's RMS row norm (docs/privacy.md)")
+    parser.add_argument("--splits", default="IID,non-IID")
     args = parser.parse_args()
     if args.datasets:
         run_real(args)
@@ -156,6 +159,9 @@ def main() -> None:
     from federation.training import training_spec
 
     bound = training_spec("fraud_scoring").norm_bound
+    norms = np.linalg.norm(x_train, axis=1)
+    print(f"row norms (benchmark only, never used to set C): RMS {np.sqrt(np.mean(norms**2)):.2f}, "
+          f"{np.mean(norms > bound):.1%} of rows beyond C = {bound:g}")
     exact = {c: class_statistics(e, "fraud_scoring", "is_fraud", norm_bound=bound) for c, e in train.items()}
     central_lda = LinearDiscriminant().fit(_pool(exact, features, TrainingRow, pool), "fraud_scoring")
     auc_lda, err_lda = measure(central_lda.logit(x_test))
@@ -256,7 +262,7 @@ def run_real(args: argparse.Namespace) -> None:
         x_ref, x_test, y_test = data.rescaled(data.x[ref]), data.rescaled(data.x[test]), data.y[test]
         x_train, y_train = data.rescaled(data.x[train]), data.y[train]
         d = x_train.shape[1]
-        bound = min(1.5 * float(np.sqrt(np.mean(np.sum(x_ref**2, axis=1)))), float(np.sqrt(d)))
+        bound = min(args.norm_factor * float(np.sqrt(np.mean(np.sum(x_ref**2, axis=1)))), float(np.sqrt(d)))
         features = tuple(f"{name}:{f}" for f in data.features)
         spec = TrainingSpec(name, "y", features, row_norm=bound)
         k = 3 if len(data.y) < 2000 else 4
@@ -269,6 +275,8 @@ def run_real(args: argparse.Namespace) -> None:
                 continue
             seen.add(per)
             for split, parts in _splits(x_ref, x_train, k, rng).items():
+                if split not in args.splits.split(","):
+                    continue
                 regions = {f"R{i}": p[:per] for i, p in enumerate(parts)}
                 examples = {r: LabelledExamples(features, x_train[idx], y_train[idx]) for r, idx in regions.items()}
                 x_all = np.vstack([e.x for e in examples.values()])
