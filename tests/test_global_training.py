@@ -492,3 +492,32 @@ def test_the_cli_round_trip_publish_train_evaluate(centre, tmp_path, capsys, mon
         assert main(["--config", cfg, *argv]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
+
+
+def test_a_store_written_before_one_xtx_per_region_trains_on_the_sum_of_its_class_matrices(tmp_path):
+    """Rows stored in the former layout (XᵀX per class, no training_moments row) read back with
+    their sum as the submission's XᵀX, so pooling them counts each matrix once."""
+    import duckdb
+
+    from aggregator.store import SubmissionStore
+
+    path = tmp_path / "centre.duckdb"
+    store = SubmissionStore(path)
+    sub = _training_submission()
+    store.accept(sub, epsilon=1.0, delta=1e-6, period=sub.period, accepted_at=datetime.now(timezone.utc),
+                 epsilon_limit=10.0)
+    new = store.latest_training("fraud_scoring", None)
+    store.close()
+    tri = triangle_size(SPEC.dimension)
+    with duckdb.connect(str(path)) as db:  # what a store of the former layout holds
+        db.execute("DELETE FROM training_moments")
+        db.execute("UPDATE training_statistics SET xtx = ? WHERE class_label = 0", [[2.0] * tri])
+        db.execute("UPDATE training_statistics SET xtx = ? WHERE class_label = 1", [[3.0] * tri])
+    store = SubmissionStore(path)
+    try:
+        old = store.latest_training("fraud_scoring", None)
+    finally:
+        store.close()
+    assert [r.xtx for r in new] == [tuple([5.0] * tri)] * 2  # the one XᵀX, on each class row
+    assert [r.xtx for r in old] == [tuple([5.0] * tri)] * 2  # the former per-class matrices, added
+    np.testing.assert_allclose(pool(old, SPEC.features).xtx, pool(new, SPEC.features).xtx)
