@@ -315,8 +315,8 @@ def run_real(args: argparse.Namespace) -> None:
                             if target is federated and not math.isinf(eps):
                                 try:
                                     signals(rows, spec, floor=floor)
-                                except AggregatorError:
-                                    refused += 1
+                                except (AggregatorError, np.linalg.LinAlgError, ValueError):
+                                    refused += 1  # what Train would answer: no model registered
                     fed, one = np.array(federated), np.array(single)
                     label = "∞" if math.isinf(eps) else f"{eps:g}"
                     sd = (lambda a: "" if len(a) == 1 else f" ± {a.std():.3f}")
