@@ -1,7 +1,7 @@
 """Real public datasets shipped inside PyPI packages (nothing downloaded at run time), as binary
 classification tables for the global-training benchmark.
 
-    fair           statsmodels: 6,366 women surveyed by Redbook (1974); y = any affair; 8 features
+    fair           statsmodels (extra `bench`): 6,366 women surveyed by Redbook (1974); y = any affair; 8 features
     randhie        statsmodels: 20,190 person-years of the RAND Health Insurance Experiment;
                    y = any outpatient visit; 9 features
     breast_cancer  scikit-learn: 569 Wisconsin diagnostic images; y = malignant; 30 features
@@ -38,7 +38,11 @@ class Dataset:
 
 def load(name: str) -> Dataset:
     if name in ("fair", "randhie"):
-        import statsmodels.api as sm
+        try:
+            import statsmodels.api as sm
+        except ImportError:
+            raise SystemExit(f"dataset {name} ships inside statsmodels: pip install -e '.[bench]' "
+                             "(or run --datasets breast_cancer,digits)") from None
 
         frame = getattr(sm.datasets, name).load_pandas().data
         target = {"fair": "affairs", "randhie": "mdvis"}[name]
