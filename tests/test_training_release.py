@@ -57,3 +57,24 @@ def test_the_count_noise_does_not_grow_with_the_number_of_features(d):
     assert eps == pytest.approx(r.epsilon, rel=1e-9) and delta == r.delta and r.epsilon <= 1.0
     assert r.rho == pytest.approx(1 / (2 * r.scale**2), rel=1e-9) and r.conversion == GAUSSIAN_CONVERSION
     assert gaussian_rho(r.scale) == r.rho
+
+
+def test_a_region_whose_statistics_keep_no_signal_is_named_in_a_warning():
+    """Region A's classes differ, region B's do not: the pooled model is fitted, B is warned about."""
+    from aggregator.store import TrainingRow
+    from aggregator.training.signal import signals
+    from federation.training import TrainingSpec
+
+    d, rng = 4, np.random.default_rng(3)
+    spec = TrainingSpec("s", "y", tuple(f"v:f{j}" for j in range(d)), row_norm=1.5)
+    rows = []
+    for region, shift, n in (("A", 0.2, 20_000), ("B", 0.0, 400)):
+        y = rng.integers(0, 2, n)
+        x = np.clip(rng.normal(0.3 + shift * y[:, None], 0.1, (n, d)), 0, 1)
+        s = class_statistics(LabelledExamples(spec.features, x, y), "s", "y", norm_bound=spec.norm_bound)
+        rows += [TrainingRow(f"{region.lower()}-train-x", region, spec.features, k.label, k.n, k.sum_x, s.xtx, 1.0, 1e-6)
+                 for k in s.classes]
+    pooled, a, b = signals(rows, spec, floor=0.55)
+    assert (pooled.region, a.region, b.region) == ("", "A", "B")
+    assert pooled.expected_auc > 0.9 and not pooled.warning and not a.warning
+    assert b.warning.startswith("region B's statistics alone: expected AUC") and b.expected_auc < 0.55
