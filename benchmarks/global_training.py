@@ -48,11 +48,11 @@ ZONES = {"MY": "Asia/Kuala_Lumpur", "SG": "Asia/Singapore", "ID": "Asia/Jakarta"
 def region_examples(work: Path, codes: list[str], customers: int, seed: int):  # type: ignore[no-untyped-def]
     import yaml
 
-    from federation import JURISDICTIONS, load_config
-    from federation.training import training_spec
-    from regions.publishing.examples import labelled_examples
-    from regions.store.node import RegionNode
-    from regions.synthetic import generate_region
+    from fedstore.federation import JURISDICTIONS, load_config
+    from fedstore.federation.training import training_spec
+    from fedstore.regions.publishing.examples import labelled_examples
+    from fedstore.regions.store.node import RegionNode
+    from fedstore.regions.synthetic import generate_region
 
     work.mkdir(parents=True, exist_ok=True)
     cfg = work / "fedstore.yaml"
@@ -126,14 +126,14 @@ def main() -> None:
         return
     codes = args.regions.split(",")
 
-    from aggregator.training.lda import LinearDiscriminant
-    from aggregator.training.pooled import pool
-    from aggregator.training.ridge import Ridge
-    from aggregator.store import TrainingRow
-    from federation import PrivacyConfig
-    from regions.publishing.evaluation import release_evaluation, score_histograms
-    from aggregator.training.metrics import auc as histogram_auc
-    from regions.publishing.training_statistics import class_statistics, release_training
+    from fedstore.aggregator.training.lda import LinearDiscriminant
+    from fedstore.aggregator.training.pooled import pool
+    from fedstore.aggregator.training.ridge import Ridge
+    from fedstore.aggregator.store import TrainingRow
+    from fedstore.federation import PrivacyConfig
+    from fedstore.regions.publishing.evaluation import release_evaluation, score_histograms
+    from fedstore.aggregator.training.metrics import auc as histogram_auc
+    from fedstore.regions.publishing.training_statistics import class_statistics, release_training
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +156,7 @@ def main() -> None:
     beta = logistic_regression(x_train, y_train)
     auc_lr, err_lr = measure(beta[0] + x_test @ beta[1:])
     rows.append(("central, pooled rows", "logistic regression", "—", f"{auc_lr:.4f}", f"{err_lr:.4f}"))
-    from federation.training import training_spec
+    from fedstore.federation.training import training_spec
 
     bound = training_spec("fraud_scoring").norm_bound
     norms = np.linalg.norm(x_train, axis=1)
@@ -202,7 +202,7 @@ def main() -> None:
         if r.histograms:
             reported.append((c, rank_auc(central_lda.logit(e.x), e.y), histogram_auc(r.histograms.counts[0], r.histograms.counts[1])))
 
-    from fedstore.render import table
+    from fedstore.cli.render import table
 
     print()
     print(table(["model", "fitted by", "ε per region", "AUC (test)", "error (test)"], rows))
@@ -234,17 +234,17 @@ def _splits(x_ref: np.ndarray, x: np.ndarray, k: int, rng: np.random.Generator) 
 
 
 def run_real(args: argparse.Namespace) -> None:
-    from aggregator.errors import AggregatorError
-    from aggregator.store import TrainingRow
-    from aggregator.training.lda import LinearDiscriminant
-    from aggregator.training.pooled import pool
-    from aggregator.training.signal import signals
+    from fedstore.aggregator.errors import AggregatorError
+    from fedstore.aggregator.store import TrainingRow
+    from fedstore.aggregator.training.lda import LinearDiscriminant
+    from fedstore.aggregator.training.pooled import pool
+    from fedstore.aggregator.training.signal import signals
     from benchmarks.real_datasets import load
-    from federation import PrivacyConfig, TrainingConfig
-    from federation.training import TrainingSpec
-    from fedstore.render import table
-    from regions.publishing.examples import LabelledExamples
-    from regions.publishing.training_statistics import class_statistics, release_training
+    from fedstore.federation import PrivacyConfig, TrainingConfig
+    from fedstore.federation.training import TrainingSpec
+    from fedstore.cli.render import table
+    from fedstore.regions.publishing.examples import LabelledExamples
+    from fedstore.regions.publishing.training_statistics import class_statistics, release_training
 
     privacy, floor = PrivacyConfig(), TrainingConfig().minimum_expected_auc
     epsilons = [float(e) for e in args.epsilons.split(",")]

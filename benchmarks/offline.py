@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 def setup(work: Path, customers: int) -> Path:
     import yaml
 
-    from federation import load_config
-    from regions.store.node import RegionNode
-    from regions.synthetic import generate_region
+    from fedstore.federation import load_config
+    from fedstore.regions.store.node import RegionNode
+    from fedstore.regions.synthetic import generate_region
 
     cfg = work / "fedstore.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -70,8 +70,8 @@ def entities(work: Path, n: int, customers: int) -> Path:
 
 
 def worker(args: argparse.Namespace) -> None:
-    from federation import load_config
-    from regions.store.node import RegionNode
+    from fedstore.federation import load_config
+    from fedstore.regions.store.node import RegionNode
 
     node = RegionNode(load_config(args.config).region("MY"))
     began = time.perf_counter()
@@ -82,7 +82,7 @@ def worker(args: argparse.Namespace) -> None:
         store = node.store
         rows = store.get_historical_features(entity_df=df, features=store.get_feature_service("fraud_scoring")).to_arrow().num_rows
     else:
-        from regions.datasets import TrainingSetRequest, build_training_set
+        from fedstore.regions.datasets import TrainingSetRequest, build_training_set
 
         m = build_training_set(node, TrainingSetRequest(Path(args.entities), "fraud_scoring", Path(args.out),
                                                         chunk_rows=args.chunk_rows, show_progress=False))

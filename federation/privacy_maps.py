@@ -9,7 +9,7 @@ claim. Everything here is public: mechanisms, sensitivities, scales. No data pas
     features ..... Laplace (OpenDP's discrete Laplace for counts and histograms, its float
                    sampler for sums); sensitivities in ``feature_queries``
     training ..... Gaussian on the weighted release (n and Σx per class, one XᵀX), L2 sensitivity
-                   1 by the weights of ``federation.training.part_weights`` (rows clipped to the
+                   1 by the weights of ``fedstore.federation.training.part_weights`` (rows clipped to the
                    spec's norm bound C). OpenDP accounts for it in zCDP, ρ = 1 / (2σ²) exactly,
                    and converts ρ to (ε, δ) with its zCDP → approximate-DP map (the optimal
                    conversion for a ρ-zCDP mechanism, Canonne, Kamath and Steinke 2020). The
@@ -25,8 +25,8 @@ import math
 
 import opendp.prelude as dp
 
-from federation.statistics import FeatureSpec
-from federation.training import L2_SENSITIVITY
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.federation.training import L2_SENSITIVITY
 
 dp.enable_features("contrib")
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation.privacy_maps import GAUSSIAN_CONVERSION, gaussian_epsilon, gaussian_rho
-from federation.training import L2_SENSITIVITY, LABELS, clip_rows, release_weights, triangle
-from regions.publishing.examples import LabelledExamples
-from regions.publishing.training_statistics import class_statistics, release_training
+from fedstore.federation.privacy_maps import GAUSSIAN_CONVERSION, gaussian_epsilon, gaussian_rho
+from fedstore.federation.training import L2_SENSITIVITY, LABELS, clip_rows, release_weights, triangle
+from fedstore.regions.publishing.examples import LabelledExamples
+from fedstore.regions.publishing.training_statistics import class_statistics, release_training
 
 
 def _weighted(x: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
@@ -61,9 +61,9 @@ def test_the_count_noise_does_not_grow_with_the_number_of_features(d):
 
 def test_a_region_whose_statistics_keep_no_signal_is_named_in_a_warning():
     """Region A's classes differ, region B's do not: the pooled model is fitted, B is warned about."""
-    from aggregator.store import TrainingRow
-    from aggregator.training.signal import signals
-    from federation.training import TrainingSpec
+    from fedstore.aggregator.store import TrainingRow
+    from fedstore.aggregator.training.signal import signals
+    from fedstore.federation.training import TrainingSpec
 
     d, rng = 4, np.random.default_rng(3)
     spec = TrainingSpec("s", "y", tuple(f"v:f{j}" for j in range(d)), row_norm=1.5)

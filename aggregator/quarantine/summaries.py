@@ -13,13 +13,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from aggregator.global_statistics import noise_sds, noise_variances
-from aggregator.quarantine.screen import Estimate
-from federation import QuarantineConfig
-from federation.statistics import FeatureSpec
-from federation.privacy_maps import gaussian_scale
-from federation.training import TrainingSpec, from_triangle
-from federation.training import noise_sds as training_noise_sds
+from fedstore.aggregator.global_statistics import noise_sds, noise_variances
+from fedstore.aggregator.quarantine.screen import Estimate
+from fedstore.federation import QuarantineConfig
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.federation.privacy_maps import gaussian_scale
+from fedstore.federation.training import TrainingSpec, from_triangle
+from fedstore.federation.training import noise_sds as training_noise_sds
 
 BALANCE = "share of class 1"
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.store import TrainingRow
-from aggregator.training.lda import within_class_covariance
-from aggregator.training.pooled import NotEnoughStatistics, PooledStatistics, pool
-from federation.privacy_maps import gaussian_scale
-from federation.training import TrainingSpec, noise_sds
+from fedstore.aggregator.store import TrainingRow
+from fedstore.aggregator.training.lda import within_class_covariance
+from fedstore.aggregator.training.pooled import NotEnoughStatistics, PooledStatistics, pool
+from fedstore.federation.privacy_maps import gaussian_scale
+from fedstore.federation.training import TrainingSpec, noise_sds
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from regions.errors import InvalidEntities
+from fedstore.regions.errors import InvalidEntities
 
 TIMESTAMP = "event_timestamp"
 

@@ -2,9 +2,9 @@
 
 Exact statistics (n and Σx per label class, one upper triangle of XᵀX over both classes) never
 leave the region. Rows are first shrunk to the training spec's public L2 norm bound C
-(``federation.training.clip_rows``), so one entity moves its class's n by 1, its class's Σx by at
+(``fedstore.federation.training.clip_rows``), so one entity moves its class's n by 1, its class's Σx by at
 most C and XᵀX's triangle by at most C². Each part is weighted by its share of the budget
-(``federation.training.part_weights``) so the whole weighted release moves by at most 1 in L2
+(``fedstore.federation.training.part_weights``) so the whole weighted release moves by at most 1 in L2
 norm, and OpenDP's Gaussian mechanism adds noise of one scale to all of it: zCDP ρ = 1/(2σ²),
 converted by OpenDP to (ε, δ) (``federation.privacy_maps.GAUSSIAN_CONVERSION``); a binary search
 over σ finds the smallest scale that meets the requested (ε, δ). Gaussian rather than Laplace
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federation.privacy_maps import GAUSSIAN_CONVERSION, gaussian, gaussian_rho, gaussian_scale
-from federation.training import (
+from fedstore.federation.privacy_maps import GAUSSIAN_CONVERSION, gaussian, gaussian_rho, gaussian_scale
+from fedstore.federation.training import (
     L2_SENSITIVITY,
     LABELS,
     clip_rows,
@@ -33,7 +33,7 @@ from federation.training import (
     release_weights,
     triangle,
 )
-from regions.publishing.examples import LabelledExamples
+from fedstore.regions.publishing.examples import LabelledExamples
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from feast.repo_config import RepoConfig
 
-from federation import ConfigError, RegionConfig
-from regions.store.engine import ENGINE_TYPE
+from fedstore.federation import ConfigError, RegionConfig
+from fedstore.regions.store.engine import ENGINE_TYPE
 
 REGISTRY_FILE = "registry.db"
 
