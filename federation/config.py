@@ -196,6 +196,15 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """What the centre requires of the statistics before it fits a global model."""
+
+    # the AUC (Gaussian-class estimate from the released statistics, aggregator/training/signal.py)
+    # below which the noise has left too little signal: training is refused, no model registered
+    minimum_expected_auc: float = 0.55
+
+
+@dataclass(frozen=True)
 class QuarantineConfig:
     """When the centre holds a region's statistics back from merging and training.
 
@@ -240,6 +249,7 @@ class FederationConfig:
     deployment_policies: Mapping[str, DeploymentPolicy] = field(default_factory=dict)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     source: Path | None = field(default=None, compare=False)
 
     def policy(self, code: str) -> DeploymentPolicy:
@@ -293,7 +303,7 @@ def parse_config(
     top = _mapping(raw, "config")
     _keys(
         top, "config", required={"federation", "regions"},
-        optional={"auth", "privacy", "aggregator", "deployment_policy", "monitoring", "quarantine"},
+        optional={"auth", "privacy", "aggregator", "deployment_policy", "monitoring", "quarantine", "training"},
     )
     fed = _mapping(top["federation"], "federation")
     _keys(fed, "federation", required={"name"}, optional=set())
@@ -320,8 +330,20 @@ def parse_config(
         deployment_policies=parse_policies(top.get("deployment_policy"), {r.code for r in regions}),
         monitoring=parse_monitoring(top.get("monitoring")),
         quarantine=_quarantine(top.get("quarantine")),
+        training=_training(top.get("training")),
         source=source,
     )
+
+
+def _training(raw: Any) -> TrainingConfig:
+    if raw is None:
+        return TrainingConfig()
+    m = _mapping(raw, "training")
+    _keys(m, "training", required=set(), optional={"minimum_expected_auc"})
+    floor = _number(m.get("minimum_expected_auc", TrainingConfig.minimum_expected_auc), "training.minimum_expected_auc")
+    if not 0 <= floor < 1:
+        raise ConfigError(f"training.minimum_expected_auc: expected an AUC in [0, 1), got {floor!r}")
+    return TrainingConfig(minimum_expected_auc=floor)
 
 
 def _quarantine(raw: Any) -> QuarantineConfig:
