@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from fedstore.federation import FederationConfig, RegionConfig
+from fedstore.federation.channels import centre_link
 from fedstore.federation.grpc_handlers import generic_handler
 from fedstore.federation.health_service import HealthService
 from fedstore.federation.tls import server_credentials
@@ -54,6 +55,10 @@ from fedstore.serving.open_streams import LimitOpenStreams
 from fedstore.serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
 from fedstore.serving.ports import CannotListen, check_bindable, stop_listening
 from fedstore.serving.servicer import FeatureServingServicer
+from fedstore.serving.scoring import Scorer, ScoringServicer
+from fedstore.serving.deployed import Deployment, DeploymentStore
+from fedstore.serving.model_follower import DeploymentFollower
+from fedstore.serving.prediction_log import PredictionLog
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,9 @@ class ServingNode:
         refresh_seconds: float = 1.0,
         reuse_port: bool = False,
         metrics_port: int | None = None,
+        centre_address: str | None = None,
     ) -> None:
+        """``centre_address``: where the registry is (default: the config's aggregator address)."""
         self.region = region
         self.refresh_seconds = refresh_seconds
         self._reuse_port = reuse_port
@@ -145,7 +152,10 @@ class ServingNode:
         self.health = HealthService()
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
-        guard = TokenGuard((HistoricalFeaturesServicer(region).handler(),), self._tokens, region.code, self.metrics)
+        self.follower, self.predictions = self._models(config, centre_address)
+        scorer = Scorer(self.features, self._deployment, self.predictions)
+        guard = TokenGuard((HistoricalFeaturesServicer(region).handler(), ScoringServicer(scorer, self.metrics).handler()),
+                           self._tokens, region.code, self.metrics)
         self._lane = LookupLane(
             (FeatureServingServicer(self.features).lane_method(), self._compat.lane_method()),
             guard, self.metrics, threads=settings.lookup_threads, name=f"lookup-{region.code}",
@@ -157,6 +167,24 @@ class ServingNode:
         self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
+
+    def _models(self, config: FederationConfig,
+                centre_address: str | None) -> tuple[DeploymentFollower | None, PredictionLog | None]:
+        """The deployment follower and the prediction log, when the region scores (``serving.models``)."""
+        models = self.region.serving.models
+        if models is None:
+            return None, None
+        token = next(t for t in config.tokens if t.name == models.registry_token)  # checked by the config
+        follower = DeploymentFollower(
+            self.region.code, config.policy(self.region.code), centre_link(config, self.region.code, centre_address),
+            token.secret(), DeploymentStore(self.region.data_dir), self.metrics, poll_seconds=models.poll_seconds)
+        log = PredictionLog(self.region.data_dir, retention_days=models.prediction_retention_days,
+                            max_batches=models.log_queue_batches,
+                            on_written=lambda n: self.metrics.predictions("logged", n))
+        return follower, log
+
+    def _deployment(self) -> Deployment | None:
+        return self.follower.current if self.follower is not None else None
 
     def _build(self, bind: str, reuse_port: bool, guard: TokenGuard) -> tuple[grpc.Server, int]:
         settings = self.region.serving
@@ -201,6 +229,10 @@ class ServingNode:
 
     def start(self) -> "ServingNode":
         self._check_health()
+        if self.predictions is not None:
+            self.predictions.start()
+        if self.follower is not None:
+            self.follower.start()
         self.server.start()
         self._lane.start()
         self._refresher.start()
@@ -226,6 +258,10 @@ class ServingNode:
             self._loaded.close()
         self.server.stop(grace).wait(grace + 30)
         self._lane.stop()
+        if self.follower is not None:
+            self.follower.stop()
+        if self.predictions is not None:
+            self.predictions.close()  # after the calls drained: every answered prediction is written
         close = getattr(self.reader, "close", None)
         if close:
             close()
