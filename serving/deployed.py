@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MODELS_DIR = "models"
 DEPLOYMENT_FILE = "deployment.json"
 REFUSALS_FILE = "refusals.jsonl"
+VERSIONS_DIR = "versions"  # every version the node loaded, kept for explaining its predictions
 SHADOW = "shadow"
 
 
@@ -51,6 +52,7 @@ class DeployedModel:
     source_regions: tuple[str, ...]
     submissions: tuple[str, ...]  # lineage: the anonymised submissions it was trained from
     metrics: Mapping[str, float] = field(default_factory=dict)  # this region's own evaluation
+    epsilon_by_region: Mapping[str, float] = field(default_factory=dict)  # ε each source region spent on it
 
     @property
     def label(self) -> str:
@@ -66,14 +68,16 @@ class DeployedModel:
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "name": self.name, "version": self.version, "model": self.model.to_dict(),
                 "schema_hash": self.schema_hash, "source_regions": list(self.source_regions),
-                "submissions": list(self.submissions), "metrics": dict(self.metrics)}
+                "submissions": list(self.submissions), "metrics": dict(self.metrics),
+                "epsilon_by_region": dict(self.epsilon_by_region)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeployedModel:
         return cls(stage=str(d["stage"]), name=str(d["name"]), version=int(d["version"]),
                    model=LinearModel.from_dict(d["model"]), schema_hash=str(d["schema_hash"]),
                    source_regions=tuple(d["source_regions"]), submissions=tuple(d["submissions"]),
-                   metrics={k: float(v) for k, v in d["metrics"].items()})
+                   metrics={k: float(v) for k, v in d["metrics"].items()},
+                   epsilon_by_region={k: float(v) for k, v in d.get("epsilon_by_region", {}).items()})
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,25 @@ class DeploymentStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+    def save_version(self, model: DeployedModel) -> None:
+        """The version as loaded (lineage, weights), once: a prediction names it long after it stopped serving."""
+        path = self.version_path(model.name, model.version)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(model.to_dict(), indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def version_path(self, name: str, version: int) -> Path:
+        return self.directory / VERSIONS_DIR / f"{name}-v{version}.json"
+
+    def load_version(self, name: str, version: int) -> DeployedModel | None:
+        try:
+            return DeployedModel.from_dict(json.loads(self.version_path(name, version).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
 
     def record_refusal(self, region: str, refused: Refused) -> None:
         """The region's own trail of models it would not run (append-only JSON lines)."""

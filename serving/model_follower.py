@@ -133,6 +133,8 @@ class DeploymentFollower:
             self.store.record_refusal(self.region, r)
         new = Deployment(self.region, tuple(kept), datetime.now(UTC), tuple(refused))
         try:
+            for m in kept:
+                self.store.save_version(m)
             self.store.save(new)
         except OSError as e:  # scoring goes on with it; only a restart during an outage would miss it
             log.error("region %s: the deployment cannot be saved to %s (%s)", self.region, self.store.path, e)
@@ -151,7 +153,7 @@ class DeploymentFollower:
         metrics = next((dict(m.metrics) for m in v.metrics if m.region == self.region), {})
         model = DeployedModel(stage=stage, name=v.name, version=v.version, model=linear, schema_hash=v.schema_hash,
                               source_regions=tuple(v.source_regions), submissions=tuple(v.submissions),
-                              metrics=metrics)
+                              metrics=metrics, epsilon_by_region=dict(v.epsilon_by_region))
         return model, refusal(model, self.region, self.policy)
 
     def _export(self, deployment: Deployment) -> None:

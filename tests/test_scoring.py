@@ -407,3 +407,32 @@ def test_models_config_names_a_credential_that_may_read_the_deployment(tmp_path)
     ]:
         with pytest.raises(ConfigError, match=words):
             config(models, roles)
+
+
+# --- lineage on demand -------------------------------------------------------------------------
+
+def test_explain_prints_the_chain_of_a_prediction(scene, capsys):
+    from fedstore.cli.entry import main
+
+    scene.registry.register(_candidate(1, sources=("MY", "SG")), who="trainer")
+    scene.registry.register(_candidate(2), who="trainer")
+    scene.deploy(1, *RAMP)
+    scene.deploy(2, "shadow")
+    scene.wait_loaded((("shadow", "fraud_lda", 2), ("full", "fraud_lda", 1)))
+    full = next(i for i in range(400) if route("MY", i, {"full"}) == "full")
+    (result,) = scene.score([full]).results
+    scene.node.stop(1)
+    capsys.readouterr()
+    config = str(scene.served.config.source)
+    assert main(["--config", config, "region", "explain", "--region", "MY", "--prediction", result.prediction_id]) == 0
+    out = capsys.readouterr().out
+    assert f"prediction {result.prediction_id}" in out and f"entity {full}" in out
+    assert "model fraud_lda v1, registry stage full" in out
+    assert "trained at the centre from my-training-1, sg-training-1 (MY ε=1, SG ε=1)" in out
+    assert "shadow fraud_lda v2 scored" in out and "logged only" in out
+    assert "customer_transactions:distinct_merchants_30d" in out
+    (job,) = result.materialization_job_ids
+    assert f"  {job}: succeeded" in out and "source sources/" in out and "sha256" in out
+    assert main(["--config", config, "region", "explain", "--region", "MY", "--prediction", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no prediction 'nope' in region MY's prediction log" in err
