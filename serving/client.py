@@ -87,6 +87,14 @@ class FeatureClient(_Client):
         response = self._stub.GetOnlineFeatures(request, timeout=self.timeout, metadata=self._metadata)
         return _result(response, {k: list(v) for k, v in entities.items()})
 
+    def score(self, *, feature_service: str, entities: dict[str, Sequence[int] | Sequence[str]]) -> pb.ScoreResponse:
+        """The region's deployed model's score of each entity, with its model, version, stage,
+        per-feature contributions and prediction id (``fedstore region explain --prediction``)."""
+        request = pb.ScoreRequest(feature_service=feature_service)
+        _entities(request, entities)
+        response: pb.ScoreResponse = self._stub.Score(request, timeout=self.timeout, metadata=self._metadata)
+        return response
+
     def close(self) -> None:
         self._channel.close()
 
@@ -143,6 +151,12 @@ def build_request(
         request.feature_service = feature_service
     else:
         request.feature_refs.refs.extend(features or [])
+    _entities(request, entities)
+    return request
+
+
+def _entities(request: pb.GetOnlineFeaturesRequest | pb.ScoreRequest,
+              entities: dict[str, Sequence[int] | Sequence[str]]) -> None:
     for key, values in entities.items():
         col = request.entities[key]
         vals = list(values)
@@ -152,7 +166,6 @@ def build_request(
             col.string_values.values.extend(vals)
         else:
             raise ValueError(f"entity column {key!r} must be all int or all str")
-    return request
 
 
 def _open_channel(api: Any, address: str, root_certificates: bytes | None, retries: int) -> Any:

@@ -32,6 +32,7 @@ from fedstore.federation.traffic import BUCKETS, bucket, route
 from fedstore.federation.training import schema_hash, training_spec
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
+from fedstore.serving.client import FeatureClient
 from fedstore.serving.prediction_log import PredictionLog, read_predictions
 from fedstore.serving.server import ServingNode
 
@@ -295,10 +296,8 @@ def test_centre_down_the_last_deployment_keeps_scoring_across_a_restart(scene, c
                                 centre_address=scene.centre_address).start()
     try:
         assert "scoring with the deployment saved at" in caplog.text
-        with grpc.insecure_channel(str(restarted.address)) as ch:
-            request = pb.ScoreRequest(feature_service="fraud_scoring", entities={
-                "customer_id": pb.EntityColumn(int64_values=pb.Int64List(values=list(range(20))))})
-            after = serving_pb2_grpc.FeatureServingStub(ch).Score(request, metadata=AUTH, timeout=10)
+        with FeatureClient(str(restarted.address), token=TOKENS["fraud-app"]) as client:  # the apps' client
+            after = client.score(feature_service="fraud_scoring", entities={"customer_id": list(range(20))})
         assert [(r.version, r.score) for r in after.results] == [(1, r.score) for r in before.results]
         assert restarted.metrics.stats.registry_up == 0
     finally:
