@@ -5,6 +5,7 @@ prediction in the region, refuses what its own policy forbids, and keeps scoring
 from __future__ import annotations
 
 import json
+import signal
 import logging
 import socket
 import subprocess
@@ -74,6 +75,7 @@ class Scene:
             raw["regions"][0]["serving"]["models"] = {"registry_token": "my-models", "poll_seconds": 0.2}
             if region_policy is not None:
                 raw["deployment_policy"] = region_policy
+            raw["aggregator"] = {"address": self.centre_address}  # for `fedstore serve`
             with_mtls(raw, pki)
             centre = dict(raw, deployment_policy=centre_policy or {"MY": {"shadow_first": False}})
             (tmp_path / "centre.yaml").write_text(yaml.safe_dump(centre))
@@ -343,29 +345,55 @@ def test_a_deployment_change_under_load_fails_no_call_and_every_answer_is_logged
     assert sorted(logged) == sorted(r.prediction_id for r in answered)
 
 
-def test_a_clean_stop_under_load_logs_exactly_the_answered_entities(scene):
+def test_sigterm_to_fedstore_serve_under_load_logs_exactly_the_answered_entities(scene):
     scene.registry.register(_candidate(1), who="trainer")
     scene.deploy(1, *RAMP)
     scene.wait_loaded((("full", "fraud_lda", 1),))
+    scene.node.stop(1)  # the in-process node gives way to the command
+    address = f"127.0.0.1:{_free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(scene.served.config.source), "serve",
+                             "--region", "MY", "--address", address], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     answered: list[str] = []
-    started = threading.Event()
+    try:
+        with FeatureClient(address, token=TOKENS["fraud-app"], timeout=5) as client:
+            def score(i: int) -> None:
+                response = client.score(feature_service="fraud_scoring", entities={"customer_id": list(range(i, i + 5))})
+                answered.extend(r.prediction_id for r in response.results)
 
-    def load() -> None:
-        for i in range(5000):  # bounded; ends when the node stops answering
-            try:
-                answered.extend(r.prediction_id for r in scene.score(range(i % 100, i % 100 + 5), timeout=5).results)
-            except grpc.RpcError:
-                return
-            started.set()
+            def ready() -> bool:
+                try:
+                    score(0)
+                    return True
+                except grpc.RpcError:
+                    return False
 
-    t = threading.Thread(target=load)
-    t.start()
-    assert started.wait(30)
-    time.sleep(0.5)
-    scene.node.stop(2)  # what SIGTERM does in `fedstore serve`
-    t.join(60)
+            assert wait_until(ready, 60), proc.stdout.read() if proc.poll() is not None else "not serving"
+            stop_load = threading.Event()
+
+            def load() -> None:
+                for i in range(5000):  # bounded; ends when the node stops answering
+                    if stop_load.is_set():
+                        return
+                    try:
+                        score(i % 100)
+                    except grpc.RpcError:
+                        return
+
+            t = threading.Thread(target=load)
+            t.start()
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+            stop_load.set()
+            t.join(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "worker 0 stopped" in out, out
     logged = read_predictions(scene.node.region.data_dir).column("prediction_id").to_pylist()
-    assert len(answered) > 0 and sorted(logged) == sorted(answered)
+    assert len(answered) > 5 and sorted(logged) == sorted(answered)
 
 
 # --- the log's retention, the config -------------------------------------------------------------
