@@ -141,6 +141,9 @@ def refusal(model: DeployedModel, region: str, policy: DeploymentPolicy) -> str 
         model.specs()
     except ConfigError as e:
         return f"rule schema: {e}"
+    if model.model.features != spec.features:
+        return (f"rule schema: {model.name} v{model.version}'s features are not this region's training spec's "
+                f"for {spec.feature_service}, in its order")
     if model.schema_hash != schema_hash(spec):
         return (f"rule schema: {model.name} v{model.version}'s schema hash differs from this region's training "
                 f"spec for {spec.feature_service}: its coefficients multiply other features or bounds")

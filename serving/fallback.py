@@ -259,20 +259,27 @@ class SnapshotCache:
     ) -> set[str]:
         """The jobs that wrote these online values: a row's job is known when the snapshot holds
         the same entity at the same event time (a value written since is not attributed)."""
+        return {job for job in self.job_per_row(view, keys, stamps) if job}
+
+    def job_per_row(
+        self, view: str, keys: list[tuple[object, ...]], stamps: list[tuple[int, int] | None]
+    ) -> list[str | None]:
+        """``jobs_for`` row by row: each row's job, or None where it is not known."""
         snap = self._views.get(view)
         if snap is None:
-            return set()
-        jobs = set()
+            return [None] * len(keys)
+        out: list[str | None] = []
         micros, codes, names = snap.ts_micros, snap.job_codes, snap.job_names
         for idx, ts in zip(snap.keys.rows(keys), stamps, strict=True):
             if idx is None or ts is None:
+                out.append(None)
                 continue
             sec, nanos = ts  # the snapshot holds microseconds
             if nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000:
-                job = names[codes[idx]]
-                if job:
-                    jobs.add(job)
-        return jobs
+                out.append(names[codes[idx]] or None)
+            else:
+                out.append(None)
+        return out
 
 
 def _load(path: Path, view: ViewSpec, version: tuple[int, int], data_dir: Path) -> LoadedSnapshot:

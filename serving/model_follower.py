@@ -52,11 +52,27 @@ class DeploymentFollower:
         self._channel: grpc.Channel | None = None
         self._failing: str | None = None
         self._seen: tuple[tuple[str, str, int], ...] | None = None  # the registry's last answer
-        self.current: Deployment | None = store.load()
+        self.current: Deployment | None = self._recheck(store.load())
         if self.current is not None:
             log.info("region %s: scoring with the deployment saved at %s until the registry answers: %s",
                      region, self.current.fetched_at.isoformat(), self.current.describe())
             self._export(self.current)
+
+    def _recheck(self, saved: Deployment | None) -> Deployment | None:
+        """The saved deployment, less what the region's policy (perhaps tightened since) refuses now."""
+        if saved is None:
+            return None
+        kept = []
+        for m in saved.models:
+            why = refusal(m, self.region, self.policy)
+            if why is None:
+                kept.append(m)
+                continue
+            log.error("region %s: the saved deployment's %s is refused by the region's policy now: %s", self.region,
+                      m.label, why)
+            self.metrics.model_refused(m.name, m.version, m.stage, why.split(":", 1)[0].removeprefix("rule "))
+            self.store.record_refusal(self.region, Refused(m.stage, m.name, m.version, why))
+        return Deployment(saved.region, tuple(kept), saved.fetched_at)
 
     def start(self) -> None:
         self._thread.start()

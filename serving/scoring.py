@@ -74,7 +74,15 @@ class Scorer:
         answer = self.features.get(resolved, columns, time_left=time_left)
         x, status = _values(resolved, answer)
         column = {ref: j for j, ref in enumerate(refs)}
-        parts = {m.stage: _contributions(m, x, column) for m in models}  # one version per stage
+        # per model (one version per stage), all entities at once: contributions, scores, as lists
+        parts = {m.stage: _contributions(m, x, column) for m in models}
+        scores = {stage: (m.model.intercept + parts[stage].sum(axis=1)).tolist()
+                  for stage, m in ((m.stage, m) for m in models)}
+        lists = {stage: p.tolist() for stage, p in parts.items()}
+        layout = {m.stage: [(f, column[f], spec.lower) for f, spec in zip(m.model.features, m.specs(), strict=True)]
+                  for m in serving.values()}
+        present = (status == pb.PRESENT).tolist()
+        values, codes = x.tolist(), status.tolist()
         keys = _entity_keys(resolved, answer)
         occupied = set(serving)
         jobs = _entity_jobs(self.features, resolved, answer)
@@ -83,30 +91,31 @@ class Scorer:
         for i, key in enumerate(keys):
             stage = route(region, key, occupied)
             model = serving.get(stage) if stage else None
-            shadow = tuple(ShadowScore(s.name, s.version, float(s.model.intercept + parts[s.stage][i].sum())) for s in shadows)
-            imputed = tuple(r for j, r in enumerate(refs) if status[i, j] != pb.PRESENT)
+            shadow = tuple(ShadowScore(s.name, s.version, scores[s.stage][i]) for s in shadows)
+            here, row_values = present[i], values[i]
             pid = new_prediction_id()
             result = pb.EntityScore(prediction_id=pid, materialization_job_ids=jobs[i], scored=model is not None)
             score: float | None = None
             if model is not None:
-                contributions = parts[model.stage][i]
-                score = float(model.model.intercept + contributions.sum())
+                score = scores[model.stage][i]
                 result.score, result.model, result.version, result.stage = score, model.name, model.version, model.stage
                 result.intercept = model.model.intercept
                 result.probability = _probability(score, model.model.link)
-                for f, spec, c in zip(model.model.features, model.specs(), contributions, strict=True):
-                    j = column[f]
-                    missing = status[i, j] != pb.PRESENT
-                    result.contributions.add(feature=f, value=spec.lower if missing else float(x[i, j]),
-                                             contribution=float(c), status=int(status[i, j]), imputed=bool(missing))
-                result.imputed = sum(1 for f in model.model.features if status[i, column[f]] != pb.PRESENT)
+                imputed_here = 0
+                for (f, j, lower), c in zip(layout[model.stage], lists[model.stage][i], strict=True):
+                    ok = here[j]
+                    imputed_here += not ok
+                    result.contributions.add(feature=f, value=row_values[j] if ok else lower, contribution=c,
+                                             status=codes[i][j], imputed=not ok)
+                result.imputed = imputed_here
             results.append(result)
             rows.append(Prediction(
                 prediction_id=pid, at=now, entity=str(key), feature_service=feature_service,
                 model=model.name if model else "", version=model.version if model else 0,
                 stage=model.stage if model else "", score=score, shadow=shadow, features=refs,
-                values=tuple(None if status[i, j] != pb.PRESENT else float(x[i, j]) for j in range(len(refs))),
-                imputed=imputed, job_ids=tuple(jobs[i]), source=answer.source))
+                values=tuple(v if ok else None for v, ok in zip(row_values, here, strict=True)),
+                imputed=tuple(r for r, ok in zip(refs, here, strict=True) if not ok), job_ids=tuple(jobs[i]),
+                source=answer.source))
         try:
             self.log.append(rows)  # before answering: an answered prediction is a logged one
         except LogFull as e:
@@ -179,10 +188,10 @@ def _entity_jobs(features: OnlineFeatures, resolved: Resolved, answer: Answer) -
     """Per entity, the materialisation jobs that wrote its values (as a lookup attributes them)."""
     out: list[set[str]] = [set() for _ in range(answer.entities.count)]
     for v in resolved.views:
-        keys = answer.entities.keys(v.join_keys)
-        stamps = answer.rows[v.name].timestamps
-        for i in range(answer.entities.count):
-            out[i] |= features.snapshots.jobs_for(v.name, [keys[i]], [stamps[i]])
+        rows = features.snapshots.job_per_row(v.name, answer.entities.keys(v.join_keys), answer.rows[v.name].timestamps)
+        for i, job in enumerate(rows):
+            if job:
+                out[i].add(job)
     return [sorted(s) for s in out]
 
 
