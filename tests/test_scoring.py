@@ -463,3 +463,61 @@ def test_explain_prints_the_chain_of_a_prediction(scene, capsys):
     assert main(["--config", config, "region", "explain", "--region", "MY", "--prediction", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no prediction 'nope' in region MY's prediction log" in err
+
+
+# --- the region's own checks, without a centre ---------------------------------------------------
+
+def _deployed(stage="full", sources=("MY",), metrics=None, **changes):
+    from dataclasses import replace
+
+    from fedstore.federation.training import LinearModel
+    from fedstore.serving.deployed import DeployedModel
+
+    c = _candidate(1, sources=sources)
+    model = DeployedModel(stage=stage, name=c.name, version=1, schema_hash=c.schema_hash, source_regions=sources,
+                          submissions=c.submissions, metrics=metrics or {},
+                          model=LinearModel(c.feature_service, c.features, tuple(c.parameters["weights"]), -2.0))
+    return replace(model, **changes)
+
+
+def test_the_regions_rules_each_refuse_by_name():
+    from dataclasses import replace
+
+    from fedstore.federation.deployment_policy import DeploymentPolicy
+    from fedstore.serving.deployed import refusal
+
+    only_my = DeploymentPolicy(allowed_sources=("MY",), min_metrics={"auc": 0.6})
+    assert refusal(_deployed(metrics={"auc": 0.7}), "MY", only_my) is None
+    assert refusal(_deployed(stage="shadow"), "MY", only_my) is None  # minimum metrics: for traffic only
+    cases = [
+        (_deployed(sources=("MY", "SG"), metrics={"auc": 0.7}), "rule sources: fraud_lda v1 learnt from SG"),
+        (_deployed(metrics={"auc": 0.55}), "rule min_metrics: fraud_lda v1 needs auc ≥ 0.6 in MY to take traffic (0.550)"),
+        (_deployed(), "(no evaluation here)"),
+        (_deployed(metrics={"auc": 0.7}, schema_hash="ab" * 32), "rule schema: fraud_lda v1's schema hash differs"),
+    ]
+    m = _deployed(metrics={"auc": 0.7})
+    reordered = replace(m, model=replace(m.model, features=tuple(reversed(m.model.features))))
+    cases.append((reordered, "rule schema: fraud_lda v1's features are not this region's training spec's"))
+    for model, words in cases:
+        why = refusal(model, "MY", only_my)
+        assert why is not None and words in why, why
+
+
+def test_a_saved_deployment_the_policy_now_forbids_is_not_loaded_at_start(tmp_path):
+    from datetime import UTC, datetime
+
+    from fedstore.federation.channels import CentreLink
+    from fedstore.federation.deployment_policy import DeploymentPolicy
+    from fedstore.serving.deployed import Deployment, DeploymentStore
+    from fedstore.serving.metrics import ServingMetrics
+    from fedstore.serving.model_follower import DeploymentFollower
+
+    store = DeploymentStore(tmp_path)
+    store.save(Deployment("MY", (_deployed(stage="shadow", sources=("MY", "SG")), _deployed(stage="full")),
+                          datetime(2026, 12, 1, tzinfo=UTC)))
+    metrics = ServingMetrics("MY")
+    follower = DeploymentFollower("MY", DeploymentPolicy(allowed_sources=("MY",)), CentreLink("127.0.0.1:1", "MY", None),
+                                  "t", store, metrics, poll_seconds=1)  # never started: no centre asked
+    assert follower.current is not None and follower.current.key == (("full", "fraud_lda", 1),)
+    assert metrics.stats.models_refused == {("fraud_lda", "1", "shadow", "sources"): 1}
+    assert "rule sources" in (tmp_path / "models" / "refusals.jsonl").read_text()
