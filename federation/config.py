@@ -15,9 +15,12 @@ regions:
     online_store: {type: sqlite}     # or {type: redis, url: redis://127.0.0.1:6379/0}
     serving_address: 127.0.0.1:50051
     materialization: {lateness_hours: 24}  # optional: how far back an incremental job reads again
+    serving:                         # optional; every key has a default (ServingConfig)
+      models: {registry_token: my-models, poll_seconds: 5, prediction_retention_days: 90}  # scoring (Score)
 auth:                                # credentials: roles and regions (federation/roles.py, docs/security.md)
   tokens:
     - {name: app-my, secret_env: APP_MY_TOKEN, roles: [lookup], regions: [MY]}
+    - {name: my-models, secret_env: MY_MODELS_TOKEN, roles: [registry-read], regions: [MY]}
 ```
 """
 

@@ -521,3 +521,20 @@ def test_a_saved_deployment_the_policy_now_forbids_is_not_loaded_at_start(tmp_pa
     assert follower.current is not None and follower.current.key == (("full", "fraud_lda", 1),)
     assert metrics.stats.models_refused == {("fraud_lda", "1", "shadow", "sources"): 1}
     assert "rule sources" in (tmp_path / "models" / "refusals.jsonl").read_text()
+
+
+def test_the_log_refuses_rather_than_queue_without_bound(tmp_path):
+    from fedstore.serving.prediction_log import LogFull, Prediction
+
+    row = Prediction("p", datetime(2026, 12, 6, tzinfo=UTC), "1", "fraud_scoring", "m", 1, "full", 0.5, (), ("f",),
+                     (1.0,), (), ("job",), "online_store")
+    log = PredictionLog(tmp_path, retention_days=30, max_batches=2)  # its writer not started: nothing drains
+    log.append([row])
+    log.append([row])
+    with pytest.raises(LogFull, match="writer is behind"):
+        log.append([row])
+    log.start()
+    log.close()  # what was queued is written at the stop
+    assert read_predictions(tmp_path).num_rows == 2
+    with pytest.raises(LogFull, match="closed"):
+        log.append([row])
