@@ -105,6 +105,7 @@ POLICIES: Mapping[str, Policy] = MappingProxyType({
     "/grpc.health.v1.Health/Watch": Policy(None, Scope.OPEN, "serving or not, per service"),
     "/grpc.health.v1.Health/List": Policy(None, Scope.OPEN, "every service's health"),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Policy(None, Scope.OPEN, "the services' schemas"),
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Policy(None, Scope.OPEN, "the services' schemas"),
 })
 
 ROW_ROLES = frozenset(r for r, rule in ROLE_REGIONS.items() if rule is RegionRule.EXACTLY_ONE)

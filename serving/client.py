@@ -4,6 +4,11 @@
     result = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1, 2]})
     result.to_dict()   # {"customer_id": [1, 2], "spend_7d": [...], ...}
 
+Feast's call shape works too, so code written against ``FeatureStore.get_online_features`` moves
+over unchanged: ``features=["customer_transactions:spend_7d", ...]`` (or a Feast ``FeatureService``)
+and ``entity_rows=[{"customer_id": 1}, {"customer_id": 2}]``; ids may be numpy integers; the result
+has ``to_dict()``, ``to_df()`` and ``to_arrow()``.
+
 ``address`` is any gRPC target: ``host:port``, ``dns:///serving.my.svc:50151`` (every address the
 name resolves to: a region's serving pods) or ``ipv4:10.0.0.1:50151,10.0.0.2:50151``. Calls are
 spread over all of them (round robin), and a call a node refused before doing any work
@@ -16,9 +21,10 @@ the same port: a lookup in flight on it is retried there.
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import grpc
 
@@ -49,6 +55,12 @@ class OnlineResult:
 
         return pd.DataFrame(self.to_dict())
 
+    def to_arrow(self) -> Any:
+        """A pyarrow Table: entity columns, then one column per feature (null where not present)."""
+        import pyarrow as pa
+
+        return pa.table(self.to_dict())
+
 
 class _Client:
     """What both clients hold: one channel (round robin, retries), its stub and the caller's token."""
@@ -78,20 +90,23 @@ class FeatureClient(_Client):
     def get_online_features(
         self,
         *,
-        entities: dict[str, Sequence[int] | Sequence[str]],
-        feature_service: str | None = None,
-        features: Sequence[str] | None = None,
+        entities: Mapping[str, Sequence[Any]] | None = None,
+        feature_service: Any = None,
+        features: Any = None,
         full_feature_names: bool = False,
+        entity_rows: Sequence[Mapping[str, Any]] | None = None,
     ) -> OnlineResult:
-        request = build_request(entities, feature_service, features, full_feature_names)
+        columns = entity_columns(entities, entity_rows)
+        request = build_request(columns, feature_service, features, full_feature_names)
         response = self._stub.GetOnlineFeatures(request, timeout=self.timeout, metadata=self._metadata)
-        return _result(response, {k: list(v) for k, v in entities.items()})
+        return _result(response, columns)
 
-    def score(self, *, feature_service: str, entities: dict[str, Sequence[int] | Sequence[str]]) -> pb.ScoreResponse:
+    def score(self, *, feature_service: str, entities: Mapping[str, Sequence[Any]] | None = None,
+              entity_rows: Sequence[Mapping[str, Any]] | None = None) -> pb.ScoreResponse:
         """The region's deployed model's score of each entity, with its model, version, stage,
         per-feature contributions and prediction id (``fedstore region explain --prediction``)."""
         request = pb.ScoreRequest(feature_service=feature_service)
-        _entities(request, entities)
+        _entities(request, entity_columns(entities, entity_rows))
         response: pb.ScoreResponse = self._stub.Score(request, timeout=self.timeout, metadata=self._metadata)
         return response
 
@@ -116,14 +131,16 @@ class AsyncFeatureClient(_Client):
     async def get_online_features(
         self,
         *,
-        entities: dict[str, Sequence[int] | Sequence[str]],
-        feature_service: str | None = None,
-        features: Sequence[str] | None = None,
+        entities: Mapping[str, Sequence[Any]] | None = None,
+        feature_service: Any = None,
+        features: Any = None,
         full_feature_names: bool = False,
+        entity_rows: Sequence[Mapping[str, Any]] | None = None,
     ) -> OnlineResult:
-        request = build_request(entities, feature_service, features, full_feature_names)
+        columns = entity_columns(entities, entity_rows)
+        request = build_request(columns, feature_service, features, full_feature_names)
         response = await self._stub.GetOnlineFeatures(request, timeout=self.timeout, metadata=self._metadata)
-        return _result(response, {k: list(v) for k, v in entities.items()})
+        return _result(response, columns)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -137,30 +154,63 @@ class AsyncFeatureClient(_Client):
         await self.close()
 
 
+def entity_columns(entities: Mapping[str, Sequence[Any]] | None,
+                   entity_rows: Sequence[Mapping[str, Any]] | None) -> dict[str, list[Any]]:
+    """Columns (``entities={"customer_id": [1, 2]}``) or Feast's rows (``entity_rows=[{...}, ...]``)
+    as columns of plain ints or strs; a mistake is a ValueError before anything is sent."""
+    if (entities is None) == (entity_rows is None):
+        raise ValueError("give exactly one of entities (columns) or entity_rows (Feast's rows)")
+    if entity_rows is not None:
+        rows = list(entity_rows)
+        if not rows or not all(isinstance(r, Mapping) for r in rows):
+            raise ValueError("entity_rows must be a non-empty list of dicts, e.g. [{'customer_id': 1}]")
+        keys = list(rows[0])
+        if any(list(r) != keys and set(r) != set(keys) for r in rows):
+            raise ValueError(f"every entity row must have the same keys as the first: {keys}")
+        entities = {k: [r[k] for r in rows] for k in keys}
+    assert entities is not None
+    if isinstance(entities, (str, bytes)) or not isinstance(entities, Mapping):
+        raise ValueError("entities must map each join key to its values, e.g. {'customer_id': [1, 2]}")
+    return {key: [_id(key, v) for v in (values if not isinstance(values, (str, bytes)) else [values])]
+            for key, values in entities.items()}
+
+
+def _id(key: str, value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, str)):
+        raise ValueError(f"entity column {key!r}: {value!r} is not an integer or a string id")
+    return value if isinstance(value, str) else int(value)  # numpy integers are Integral
+
+
 def build_request(
-    entities: dict[str, Sequence[int] | Sequence[str]],
-    feature_service: str | None,
-    features: Sequence[str] | None,
+    entities: Mapping[str, Sequence[Any]],
+    feature_service: Any,
+    features: Any,
     full_feature_names: bool,
 ) -> pb.GetOnlineFeaturesRequest:
     """The v1 request; a mistake in the arguments is a ValueError before anything is sent."""
+    if features is not None and not isinstance(features, (str, bytes)) and hasattr(features, "feature_view_projections"):
+        feature_service, features = features.name, None  # a Feast FeatureService, as Feast's SDK takes it
     if (feature_service is None) == (features is None):
         raise ValueError("give exactly one of feature_service or features")
+    if isinstance(features, str):
+        raise ValueError(f"features={features!r} is one string: give a list of 'view:feature' references, "
+                         f"or feature_service={features!r}")
     request = pb.GetOnlineFeaturesRequest(full_feature_names=full_feature_names)
     if feature_service is not None:
-        request.feature_service = feature_service
+        if not isinstance(feature_service, str):
+            feature_service = getattr(feature_service, "name", feature_service)
+        request.feature_service = str(feature_service)
     else:
-        request.feature_refs.refs.extend(features or [])
+        request.feature_refs.refs.extend(str(f) for f in features)
     _entities(request, entities)
     return request
 
 
-def _entities(request: pb.GetOnlineFeaturesRequest | pb.ScoreRequest,
-              entities: dict[str, Sequence[int] | Sequence[str]]) -> None:
+def _entities(request: pb.GetOnlineFeaturesRequest | pb.ScoreRequest, entities: Mapping[str, Sequence[Any]]) -> None:
     for key, values in entities.items():
         col = request.entities[key]
-        vals = list(values)
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        vals = [_id(key, v) for v in values]
+        if all(isinstance(v, int) for v in vals):
             col.int64_values.values.extend(vals)
         elif all(isinstance(v, str) for v in vals):
             col.string_values.values.extend(vals)

@@ -24,7 +24,7 @@ from fedstore.serving.catalog import CatalogCache, Resolved
 from fedstore.serving.entities import Entities, validate
 from fedstore.serving.errors import InvalidRequest, NoData, OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
 from fedstore.serving.fallback import SnapshotCache
-from fedstore.serving.metrics import ServingMetrics
+from fedstore.serving.metrics import BREAKER_OPEN, CALLER_DEADLINE, NOT_LOADED, ONLINE_ERROR, ServingMetrics
 from fedstore.serving.online import OnlineReader, ViewRows
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,6 @@ ONLINE, FALLBACK = "online_store", "batch_fallback"
 # online store's answer).
 FALLBACK_RESERVE_SHARE, FALLBACK_RESERVE_MIN_SECONDS = 0.1, 0.002
 
-# why an answer came from the snapshot (the reason label of fedstore_fallback_answers_total)
-ONLINE_ERROR, BREAKER_OPEN, CALLER_DEADLINE = "online_error", "breaker_open", "caller_deadline"
-NOT_LOADED = "online_not_loaded"  # the online store lost a view's rows, or holds older ones
 
 
 @dataclass(slots=True)  # not frozen: built for every lookup, and frozen __init__ costs five times more

@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+# why an answer came from the snapshot (the reason label of fedstore_fallback_answers_total)
+ONLINE_ERROR, BREAKER_OPEN, CALLER_DEADLINE = "online_error", "breaker_open", "caller_deadline"
+NOT_LOADED = "online_not_loaded"  # the online store lost a view's rows, or holds older ones
+FALLBACK_REASONS = (ONLINE_ERROR, BREAKER_OPEN, CALLER_DEADLINE, NOT_LOADED)
 
 
 class NodeStats(Collector):
@@ -33,7 +38,8 @@ class NodeStats(Collector):
         self.buckets = buckets
         self.codes: dict[tuple[str, str], int] = {}
         self.latency: dict[str, list[float]] = {}  # per bucket (and +Inf) counts, then the sum
-        self.fallback_answers: dict[str, int] = {}  # by reason
+        # by reason; every reason at zero from the start, so a rate over it exists before the first
+        self.fallback_answers: dict[str, int] = dict.fromkeys(FALLBACK_REASONS, 0)
         self.online_errors = 0
         self.online_up = 0
         self.not_loaded: dict[tuple[str, str], int] = {}  # (view, lost | behind) -> 1
@@ -157,6 +163,10 @@ class ServingMetrics:
 
     def __post_init__(self) -> None:
         self.registry.register(self.stats)
+        # the process itself (CPU, memory, open files, start time), the interpreter and its GC
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     def answered(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """Count one answered call and observe its latency."""

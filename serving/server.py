@@ -6,7 +6,7 @@ Services on one port:
   fedstore.datasets.v1.HistoricalFeatures  point-in-time training sets, streamed as Arrow
   grpc.health.v1.Health                "" = can answer at all (online store or snapshot);
                                        "fedstore.online_store" = the online store itself
-  grpc.reflection.v1alpha              so ``grpcurl list`` works
+  grpc.reflection.v1 and v1alpha       so ``grpcurl list`` works
 
 The two lookup methods run on the lookup lane (``serving.lookup_lane``): threads that poll grpc's
 core for their calls and answer each where it arrives, without the thread hand-offs grpc's Python
@@ -26,12 +26,12 @@ from typing import Callable
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from fedstore.federation import FederationConfig, RegionConfig
 from fedstore.federation.channels import centre_link
 from fedstore.federation.grpc_handlers import generic_handler
 from fedstore.federation.health_service import HealthService
+from fedstore.federation.reflection import ServerReflection
 from fedstore.federation.tls import server_credentials
 from fedstore.proto.fedstore.datasets.v1 import datasets_pb2
 from fedstore.proto.fedstore.serving.v1 import serving_pb2
@@ -210,12 +210,7 @@ class ServingNode:
         )
         open_to_all = LimitOpenStreams((
             generic_handler(health_pb2_grpc.add_HealthServicer_to_server, self.health),
-            generic_handler(
-                reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-                reflection.ReflectionServicer(
-                    SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-                ),
-            ),
+            ServerReflection(SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,)),
         ), limit=stream_limit)
         server.add_generic_rpc_handlers((guard, open_to_all))
         self._lane.attach(server)

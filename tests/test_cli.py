@@ -394,3 +394,43 @@ def test_materialize_quarantine_on_the_spark_engine_is_one_line(capsys, cfg, tmp
     code, out, err = run(capsys, "--config", cfg, "region", "materialize", "--region", "MY", "--quarantine")
     assert code == 2 and err.count("\n") == 1 and "--quarantine needs the local engine" in err, err
     assert "Traceback" not in err + out
+
+
+def test_every_command_has_examples_and_every_option_says_what_it_is_for():
+    import argparse
+
+    from fedstore.cli.conventions import commands, is_leaf
+    from fedstore.cli.entry import build_parser
+
+    missing_help, missing_examples = [], []
+    for path, parser, _ in commands(build_parser()):
+        for action in parser._actions:
+            if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) and not action.help:
+                missing_help.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
+        if is_leaf(parser) and "examples:" not in (parser.epilog or ""):
+            missing_examples.append(" ".join(path))
+        if is_leaf(parser):  # and the help renders, defaults included
+            assert "usage: fedstore " + " ".join(path) in parser.format_help()
+    assert not missing_help, missing_help
+    assert not missing_examples, missing_examples
+
+
+def test_version_and_the_group_options_after_the_subcommand(capsys, cfg, tmp_path):
+    from importlib import metadata
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out == f"fedstore {metadata.version('fedstore')}\n"
+    # --config where people put it: after the subcommand, as well as before
+    before = run(capsys, "--config", cfg, "region", "status", "--region", "MY")
+    after = run(capsys, "region", "status", "--region", "MY", "--config", cfg)
+    assert before[0] == after[0] == 0 and before[1] == after[1] and "Region MY" in after[1]
+    # a group's option (the registry's --address) after its subcommand: the same check of its value
+    for argv in (["registry", "--address", ":50100", "list"], ["registry", "list", "--address", ":50100"]):
+        code, _, err = run(capsys, "--config", cfg, *argv)
+        assert code == 2 and "argument --address: expected host:port" in err
+    # given after the subcommand it wins over the group's default, not the other way round
+    from fedstore.cli.entry import build_parser
+
+    args = build_parser().parse_args(["registry", "list", "--token-env", "OPS_TOKEN", "--config", str(tmp_path / "x.yaml")])
+    assert (args.token_env, str(args.config)) == ("OPS_TOKEN", str(tmp_path / "x.yaml"))
+    assert build_parser().parse_args(["registry", "list"]).token_env == "FEDSTORE_TOKEN"

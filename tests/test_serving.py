@@ -528,8 +528,15 @@ def test_health_and_reflection(served):
             health_pb2.HealthCheckResponse.SERVING
         r = reflection_pb2_grpc.ServerReflectionStub(ch)
         replies = list(r.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+        v1 = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",  # newer clients ask v1
+                              request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                              response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        (found,) = list(v1(iter([reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="fedstore.serving.v1.FeatureServing")]), timeout=5))
     names = {s.name for s in replies[0].list_services_response.service}
-    assert {"fedstore.serving.v1.FeatureServing", "GrpcFeatureServer", "grpc.health.v1.Health"} <= names
+    assert {"fedstore.serving.v1.FeatureServing", "GrpcFeatureServer", "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert found.file_descriptor_response.file_descriptor_proto
 
 
 def test_metrics_count_requests_and_latency(served):

@@ -33,15 +33,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name, text in (("accept", "release a held submission into merging and training"),
                        ("reject", "exclude a held submission for good (it stays stored)")):
         decide = qcmds.add_parser(name, help=text)
-        decide.add_argument("submission_id")
+        decide.add_argument("submission_id", help="the held submission (its id from `quarantine list`)")
         decide.add_argument("--why", required=True, help="recorded in the audit trail (at most 500 characters)")
         decide.set_defaults(handler=cmd_quarantine_decide, action=name)
 
 
 def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send = cmds.add_parser("send-stats", help="send the region's queued statistics to the aggregator")
-    send.add_argument("--region", required=True)
-    send.add_argument("--token-env", required=True, help="environment variable holding the region's aggregator token")
+    send.add_argument("--region", required=True, help="region code whose outbox to send (MY, SG, ID, TH, VN, PH, HK)")
+    send.add_argument("--token-env", default="FEDSTORE_TOKEN", help="environment variable holding the region's operator token")
     send.add_argument("--address", type=host_port, default=None, help="aggregator host:port (default: from the config)")
     send.add_argument("--requeue", action="append", default=[], metavar="ID",
                       help="put a rejected submission back in the queue first (repeatable)")

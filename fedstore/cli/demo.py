@@ -38,13 +38,13 @@ DEMO_MARKER = ".fedstore-demo"
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="generate, apply and materialise a few regions end to end")
     demo.add_argument("--regions", default=",".join(DEFAULT_REGIONS), help="comma-separated region codes")
-    demo.add_argument("--customers", type=positive_int, default=3_000)
-    demo.add_argument("--days", type=positive_int, default=30)
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--customers", type=positive_int, default=3_000, help="customers generated per region")
+    demo.add_argument("--days", type=positive_int, default=30, help="days of history generated")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the generated data (the same seed, the same data)")
     demo.add_argument("--end", type=iso_date, default=None,
                       help="last day of the synthetic data, YYYY-MM-DD (default: yesterday, UTC); every window "
                            "of the demo ends with it, so a run is reproducible whatever today is")
-    demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars (logs and CI)")
     demo.set_defaults(handler=run_demo)
 
 

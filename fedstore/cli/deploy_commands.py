@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     deploy = sub.add_parser("deploy", help="deployment manifests rendered from the federation config")
     cmds = deploy.add_subparsers(dest="deploy_command", required=True, metavar="COMMAND")
     k8s = cmds.add_parser("k8s", help="Kubernetes manifests: one namespace per region, plus the centre")
-    k8s.add_argument("--out", type=path_arg, default=Path("deploy/k8s"))
+    k8s.add_argument("--out", type=path_arg, default=Path("deploy/k8s"), help="directory the manifests are written to")
     k8s.add_argument("--image", default=DEFAULT_IMAGE, help=f"container image with fedstore installed (default {DEFAULT_IMAGE})")
     k8s.set_defaults(handler=cmd_k8s)
 

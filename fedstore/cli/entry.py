@@ -9,6 +9,7 @@ import warnings
 
 from fedstore.federation import load_config
 from fedstore.cli.arguments import path_arg
+from fedstore.cli.conventions import apply_conventions
 from fedstore.cli.errors import USER_ERRORS, storage_problem
 
 DEFAULT_CONFIG = "fedstore.yaml"
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy_commands.add_parser(sub)
     certs_commands.add_parser(sub)
     demo.add_parser(sub)
-    return parser
+    return apply_conventions(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,11 +22,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     gen = cmds.add_parser("generate", help="write synthetic region-local Parquet sources")
     _region_arg(gen)
-    gen.add_argument("--customers", type=positive_int, default=5_000)
-    gen.add_argument("--days", type=positive_int, default=30)
-    gen.add_argument("--drivers", type=positive_int, default=None)
+    gen.add_argument("--customers", type=positive_int, default=5_000, help="customers to generate")
+    gen.add_argument("--days", type=positive_int, default=30, help="days of history, ending --end")
+    gen.add_argument("--drivers", type=positive_int, default=None, help="drivers to generate (default: one per 10 customers)")
     gen.add_argument("--end", type=iso_date, default=None, help="last day (YYYY-MM-DD), default yesterday")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="random seed (the same seed, the same data)")
     gen.set_defaults(handler=cmd_generate)
 
     apply = cmds.add_parser("apply", help="register the feature definitions in the region's Feast registry")
@@ -49,12 +49,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                           help="set aside the rows that break the views' declared schema (and rows with a null "
                                "join key or event time) in <data dir>/quarantine/<job>/<view>.parquet with a reason, "
                                "and load the rest")
-    mat.add_argument("--no-progress", action="store_true")
+    mat.add_argument("--no-progress", action="store_true", help="no progress bars (logs and CI)")
     mat.set_defaults(handler=cmd_materialize)
 
     status = cmds.add_parser("status", help="freshness per view and the last jobs")
     _region_arg(status)
-    status.add_argument("--jobs", type=positive_int, default=5)
+    status.add_argument("--jobs", type=positive_int, default=5, help="how many recent materialisation jobs to list")
     status.set_defaults(handler=cmd_status)
 
     add_dataset_parsers(cmds)
@@ -155,11 +155,11 @@ def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser
     ts = cmds.add_parser("training-set", help="build a point-in-time-correct training set inside the region")
     _region_arg(ts)
     ts.add_argument("--entities", type=path_arg, required=True, help="Parquet with join keys and event_timestamp")
-    ts.add_argument("--feature-service", required=True)
+    ts.add_argument("--feature-service", required=True, help="the Feast feature service whose features to join, e.g. fraud_scoring")
     ts.add_argument("--label", default=None, help="label to join (e.g. is_fraud)")
     ts.add_argument("--out", type=path_arg, required=True, help="output Parquet file")
-    ts.add_argument("--chunk-rows", type=positive_int, default=250_000)
-    ts.add_argument("--no-progress", action="store_true")
+    ts.add_argument("--chunk-rows", type=positive_int, default=250_000, help="entity rows joined per chunk (bounds memory)")
+    ts.add_argument("--no-progress", action="store_true", help="no progress bars (logs and CI)")
     ts.set_defaults(handler=cmd_training_set)
 
     ds = cmds.add_parser("datasets", help="list the training sets built in the region")
@@ -211,7 +211,7 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
     _region_arg(ps)
     ps.add_argument("--epsilon", type=float, required=True, help="privacy budget this submission spends")
     ps.add_argument("--days", type=positive_int, default=30, help="window length, ending now (or --end)")
-    ps.add_argument("--end", type=iso_time, default=None)
+    ps.add_argument("--end", type=iso_time, default=None, help="window end (ISO 8601; default now)")
     ps.add_argument("--segment", default=None,
                     help="also release the statistics per value of a catalog segment, e.g. home_city (ε split in half)")
     ps.set_defaults(handler=cmd_publish_stats)
