@@ -98,6 +98,7 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._closed = threading.Event()
         self._last_retention: date | None = None
+        self._failing = False  # the last write failed (logged once)
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -127,20 +128,27 @@ class PredictionLog:
     def _run(self) -> None:
         pending: list[Prediction] = []
         last_write = time.monotonic()
-        stopping = False
+        stopping = failed = False
         while True:
             self._retention()
-            try:
-                batch = self._queue.get(timeout=self.flush_seconds)
-            except queue.Empty:
-                batch = ()
+            batch: Sequence[Prediction] | None = ()
+            if failed and not self._closed.is_set():
+                # the last write failed: nothing more is taken until it succeeds, so the queue fills
+                # and calls are refused (memory stays bounded); retried every flush_seconds
+                time.sleep(self.flush_seconds)
+            else:
+                try:
+                    batch = self._queue.get(timeout=self.flush_seconds)
+                except queue.Empty:
+                    pass
             if batch is None:
                 stopping = True
             else:
                 pending.extend(batch)
             due = len(pending) >= self.flush_rows or time.monotonic() - last_write >= self.flush_seconds
             if pending and (due or stopping):
-                if self._write(pending):
+                failed = not self._write(pending)
+                if not failed:
                     pending = []
                 elif stopping:
                     log.error("%d predictions could not be written to the log at stop", len(pending))
@@ -162,8 +170,14 @@ class PredictionLog:
                 pq.write_table(_table(day_rows), tmp)
                 os.replace(tmp, folder / name)
         except OSError as e:
-            log.error("the prediction log cannot be written under %s (%s); retrying", self.directory, e)
+            if not self._failing:  # once when it starts failing, once when it works again
+                log.error("the prediction log cannot be written under %s (%s); retrying, and refusing Score "
+                          "calls once its queue is full", self.directory, e)
+            self._failing = True
             return False
+        if self._failing:
+            log.info("the prediction log is written again under %s", self.directory)
+            self._failing = False
         if self._on_written is not None:
             self._on_written(len(rows))
         return True

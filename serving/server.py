@@ -11,7 +11,9 @@ Services on one port:
 The two lookup methods run on the lookup lane (``serving.lookup_lane``): threads that poll grpc's
 core for their calls and answer each where it arrives, without the thread hand-offs grpc's Python
 servers make per call. Everything else is grpc's thread-pool server on the same port: health,
-reflection, training-set streams. Registry and snapshot reloads run on the refresher thread.
+reflection, training-set streams, and ``FeatureServing/Score`` (``serving.scoring``) when the region
+scores (``serving.models``: the deployment follower and the prediction log start and stop with the
+node). Registry and snapshot reloads run on the refresher thread.
 """
 
 from __future__ import annotations

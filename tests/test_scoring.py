@@ -538,3 +538,31 @@ def test_the_log_refuses_rather_than_queue_without_bound(tmp_path):
     assert read_predictions(tmp_path).num_rows == 2
     with pytest.raises(LogFull, match="closed"):
         log.append([row])
+
+
+def test_a_log_that_cannot_be_written_refuses_calls_then_writes_everything_once_it_can(tmp_path, caplog):
+    from fedstore.serving.prediction_log import LogFull, Prediction
+
+    day = datetime(2026, 12, 6, 10, tzinfo=UTC)
+    rows = [Prediction(f"p{i}", day, str(i), "fraud_scoring", "m", 1, "full", 0.5, (), ("f",), (1.0,), (), (),
+                       "online_store") for i in range(10)]
+    blocker = tmp_path / "predictions" / "day=2026-12-06"
+    blocker.parent.mkdir()
+    blocker.write_text("not a directory")  # the day's partition cannot be made
+    log = PredictionLog(tmp_path, retention_days=30, max_batches=3, clock=lambda: day, flush_seconds=0.05)
+    with caplog.at_level(logging.INFO, logger="fedstore.serving.prediction_log"):
+        log.start()
+        accepted = []
+        for r in rows:  # the writer takes the first, fails, and takes nothing more: the queue fills
+            try:
+                log.append([r])
+                accepted.append(r.prediction_id)
+            except LogFull:
+                pass
+            time.sleep(0.02)
+        assert len(accepted) < len(rows) and "p9" not in accepted, accepted  # refused once the queue was full
+        blocker.unlink()
+        assert wait_until(lambda: read_predictions(tmp_path).num_rows == len(accepted), 10)
+        log.close()
+    assert sorted(read_predictions(tmp_path).column("prediction_id").to_pylist()) == sorted(accepted)
+    assert caplog.text.count("cannot be written") == 1 and "is written again" in caplog.text
