@@ -76,8 +76,7 @@ class Scorer:
         column = {ref: j for j, ref in enumerate(refs)}
         # per model (one version per stage), all entities at once: contributions, scores, as lists
         parts = {m.stage: _contributions(m, x, column) for m in models}
-        scores = {stage: (m.model.intercept + parts[stage].sum(axis=1)).tolist()
-                  for stage, m in ((m.stage, m) for m in models)}
+        scores = {m.stage: (m.model.intercept + parts[m.stage].sum(axis=1)).tolist() for m in models}
         lists = {stage: p.tolist() for stage, p in parts.items()}
         layout = {m.stage: [(f, column[f], spec.lower) for f, spec in zip(m.model.features, m.specs(), strict=True)]
                   for m in serving.values()}
