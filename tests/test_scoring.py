@@ -63,12 +63,14 @@ class Scene:
     def __init__(self, tmp_path: Path, redis_url: str, monkeypatch, pki, *, region_policy=None,
                  centre_policy=None) -> None:
         monkeypatch.setenv("MODELS_MY", MODELS_TOKEN)
+        monkeypatch.setenv("AUDIT_MY", "audit-my-secret")
         self.tmp = tmp_path
         self.port = _free_port()
         self.centre_address = f"127.0.0.1:{self.port}"
         tokens = [
             {"name": "fraud-app", "secret_env": "TOKEN_FRAUD", "roles": ["lookup", "datasets"], "regions": ["MY"]},
             {"name": "my-models", "secret_env": "MODELS_MY", "roles": ["registry-read"], "regions": ["MY"]},
+            {"name": "my-audit", "secret_env": "AUDIT_MY", "roles": ["audit"], "regions": ["MY"]},
         ]
 
         def configure(raw: dict) -> None:
@@ -460,6 +462,14 @@ def test_explain_prints_the_chain_of_a_prediction(scene, capsys):
     assert "customer_transactions:distinct_merchants_30d" in out
     (job,) = result.materialization_job_ids
     assert f"  {job}: succeeded" in out and "source sources/" in out and "sha256" in out
+    # who promoted it, asked of the centre's registry with the region's audit credential
+    args = ["--config", config, "region", "explain", "--region", "MY", "--prediction", result.prediction_id,
+            "--promotions", "--token-env", "AUDIT_MY"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert [line.split(" at ")[0].strip() for line in out.splitlines() if " by ops-my at " in line] == [
+        "promote to shadow by ops-my", "promote to canary_5 by ops-my", "promote to canary_25 by ops-my",
+        "promote to full by ops-my"]
     assert main(["--config", config, "region", "explain", "--region", "MY", "--prediction", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no prediction 'nope' in region MY's prediction log" in err

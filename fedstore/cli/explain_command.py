@@ -16,6 +16,11 @@ def add_explain_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     ex = cmds.add_parser("explain", help="one prediction's model, stage, lineage, feature values and their jobs")
     region_arg(ex)
     ex.add_argument("--prediction", required=True, help="a prediction id from a Score answer")
+    ex.add_argument("--promotions", action="store_true",
+                    help="also ask the centre's registry who promoted the version (a token with role audit for "
+                         "the region, over the region's mutual-TLS link)")
+    ex.add_argument("--token-env", default="FEDSTORE_TOKEN",
+                    help="environment variable holding the audit token, for --promotions")
     ex.set_defaults(handler=cmd_explain)
 
 
@@ -43,7 +48,12 @@ def cmd_explain(config: FederationConfig, args: argparse.Namespace) -> None:
                   f" ({eps or ', '.join(m.source_regions)})")
             if m.metrics:
                 print("  evaluated in this region: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(m.metrics.items())))
-            print(f"  who promoted it: `fedstore registry audit --region {region.code} --name {p['model']}`")
+            if args.promotions:
+                for line in _promotions(config, region.code, p["model"], p["version"], args.token_env):
+                    print(f"  {line}")
+            else:
+                print(f"  who promoted it: --promotions, or `fedstore registry audit --region {region.code} "
+                      f"--name {p['model']}`")
     for s in p["shadow"]:
         print(f"  shadow {s['model']} v{s['version']} scored {s['score']:.6g} (logged only, never answered)")
     imputed = set(p["imputed"])
@@ -61,6 +71,30 @@ def cmd_explain(config: FederationConfig, args: argparse.Namespace) -> None:
         print(f"  {job.job_id}: {job.status} {finished}, views {', '.join(job.views)}")
         for src in job.sources:
             print(f"    source {_source(src)}")
+
+
+def _promotions(config: FederationConfig, region: str, name: str, version: int, token_env: str) -> list[str]:
+    """The registry's applied changes of this version in the region, oldest first (asked of the centre:
+    the request names the region and the model, nothing of the prediction)."""
+    import os
+
+    import grpc
+
+    from fedstore.federation.channels import centre_link, handshake_problem
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+
+    token = os.environ.get(token_env, "")
+    if not token:
+        raise RegionError(f"environment variable {token_env} is not set (a token with role audit for {region})")
+    with centre_link(config, region).channel() as channel:
+        try:
+            trail = registry_pb2_grpc.RegistryStub(channel).GetAudit(
+                registry_pb2.GetAuditRequest(region=region, name=name),
+                metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+        except grpc.RpcError as e:
+            return [f"the registry cannot say who promoted it: {handshake_problem(e) or e.code().name}: {e.details()}"]
+    return [f"{e.action} to {e.stage} by {e.who} at {e.at.ToDatetime().isoformat()}Z ({e.why})"
+            for e in trail.events if e.version == version and e.outcome.startswith("applied")]
 
 
 def _source(src: dict[str, Any]) -> str:
