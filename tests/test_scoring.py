@@ -576,3 +576,32 @@ def test_a_log_that_cannot_be_written_refuses_calls_then_writes_everything_once_
         log.close()
     assert sorted(read_predictions(tmp_path).column("prediction_id").to_pylist()) == sorted(accepted)
     assert caplog.text.count("cannot be written") == 1 and "is written again" in caplog.text
+
+
+def test_values_past_their_views_max_age_and_nulls_are_imputed_with_their_status():
+    """The statuses a lookup gives, as Score reads them (a stored Value per feature, Feast's bytes)."""
+    from feast.value_type import ValueType
+
+    from fedstore.serving.catalog import FeatureRef, Resolved, ViewSpec
+    from fedstore.serving.entities import Entities
+    from fedstore.serving.features import ONLINE, Answer
+    from fedstore.serving.online import ViewRows
+    from fedstore.serving.scoring import _values
+
+    view = ViewSpec("tx", ("customer_id",), (ValueType.INT64,), {"a": ValueType.DOUBLE, "b": ValueType.INT64},
+                    ttl_seconds=3600, timestamp_field="t", field_hashes={}, ts_field=b"")
+    resolved = Resolved((FeatureRef("tx", "a"), FeatureRef("tx", "b")), (view,), ("customer_id",),
+                        {"customer_id": ValueType.INT64})
+    now = 1_800_000_000.0
+    fresh, stale = (int(now) - 60, 0), (int(now) - 7200, 0)
+    rows = ViewRows(("a", "b"), [
+        [pb.Value(double_value=2.5).SerializeToString(), pb.Value(int64_value=-3).SerializeToString()],  # present
+        [b"", pb.Value(int64_value=7).SerializeToString()],  # a is null
+        [pb.Value(double_value=1.0).SerializeToString(), pb.Value(int64_value=1).SerializeToString()],  # stale row
+        None,  # no row
+    ], [b"", b"", b"", None], [fresh, fresh, stale, None])
+    answer = Answer(resolved, Entities({"customer_id": [1, 2, 3, 4]}, 4), {"tx": rows}, ONLINE, None, (), now)
+    x, status = _values(resolved, answer)
+    assert status.tolist() == [[pb.PRESENT, pb.PRESENT], [pb.NULL_VALUE, pb.PRESENT],
+                               [pb.OUTSIDE_MAX_AGE, pb.OUTSIDE_MAX_AGE], [pb.NOT_FOUND, pb.NOT_FOUND]]
+    assert x[0].tolist() == [2.5, -3.0] and x[1, 1] == 7.0 and np.isnan(x[2]).all() and np.isnan(x[3]).all()
