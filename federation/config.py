@@ -106,6 +106,13 @@ class ServingConfig:
     # refused at once (RESOURCE_EXHAUSTED; a lookup grpc's queue turns away is CANCELLED)
     max_concurrent_calls: int = 1000
     models: ModelsConfig | None = None  # None: the node scores nothing (Score answers FAILED_PRECONDITION)
+    # how lookups are answered: auto = on the lookup lane (grpc's private core), or, when this grpcio
+    # does not have what the lane uses, through grpc's public API; public = always the public API
+    # (slower; for a grpcio the lane is suspected of misreading)
+    lookup_path: str = "auto"
+
+
+LOOKUP_PATHS = ("auto", "public")
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,15 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """What the centre requires of the statistics before it fits a global model."""
+
+    # the AUC (Gaussian-class estimate from the released statistics, aggregator/training/signal.py)
+    # below which the noise has left too little signal: training is refused, no model registered
+    minimum_expected_auc: float = 0.55
+
+
+@dataclass(frozen=True)
 class QuarantineConfig:
     """When the centre holds a region's statistics back from merging and training.
 
@@ -248,6 +264,7 @@ class FederationConfig:
     deployment_policies: Mapping[str, DeploymentPolicy] = field(default_factory=dict)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     source: Path | None = field(default=None, compare=False)
 
     def policy(self, code: str) -> DeploymentPolicy:
@@ -301,7 +318,7 @@ def parse_config(
     top = _mapping(raw, "config")
     _keys(
         top, "config", required={"federation", "regions"},
-        optional={"auth", "privacy", "aggregator", "deployment_policy", "monitoring", "quarantine"},
+        optional={"auth", "privacy", "aggregator", "deployment_policy", "monitoring", "quarantine", "training"},
     )
     fed = _mapping(top["federation"], "federation")
     _keys(fed, "federation", required={"name"}, optional=set())
@@ -329,6 +346,7 @@ def parse_config(
         deployment_policies=parse_policies(top.get("deployment_policy"), {r.code for r in regions}),
         monitoring=parse_monitoring(top.get("monitoring")),
         quarantine=_quarantine(top.get("quarantine")),
+        training=_training(top.get("training")),
         source=source,
     )
 
@@ -346,6 +364,17 @@ def _check_model_tokens(regions: tuple[RegionConfig, ...], tokens: tuple[TokenCo
             raise ConfigError(f"{where}: no auth.tokens entry is named {models.registry_token!r}")
         if Role.REGISTRY_READ not in token.roles or not token.allows(r.code):
             raise ConfigError(f"{where}: token {token.name!r} must hold role registry-read for region {r.code}")
+
+
+def _training(raw: Any) -> TrainingConfig:
+    if raw is None:
+        return TrainingConfig()
+    m = _mapping(raw, "training")
+    _keys(m, "training", required=set(), optional={"minimum_expected_auc"})
+    floor = _number(m.get("minimum_expected_auc", TrainingConfig.minimum_expected_auc), "training.minimum_expected_auc")
+    if not 0 <= floor < 1:
+        raise ConfigError(f"training.minimum_expected_auc: expected an AUC in [0, 1), got {floor!r}")
+    return TrainingConfig(minimum_expected_auc=floor)
 
 
 def _quarantine(raw: Any) -> QuarantineConfig:
@@ -531,7 +560,7 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
     m = _mapping(raw, where)
     ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "workers", "lookup_threads",
             "max_concurrent_calls"}
-    _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls", "models"})
+    _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls", "models", "lookup_path"})
     values: dict[str, Any] = {}
     for k in ints & set(m):
         v = m[k]
@@ -543,6 +572,11 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"{where}.breaker_reset_seconds: expected a positive number, got {v!r}")
         values["breaker_reset_seconds"] = float(v)
+    if "lookup_path" in m:
+        v = m["lookup_path"]
+        if v not in LOOKUP_PATHS:
+            raise ConfigError(f"{where}.lookup_path: expected one of {', '.join(LOOKUP_PATHS)}, got {v!r}")
+        values["lookup_path"] = v
     if "tls" in m:
         values.update(_tls(m["tls"], f"{where}.tls", base_dir))
     if "models" in m:

@@ -85,6 +85,9 @@ class OnlineFeatures:
         # the node's marker check, run by the half-open probe before its answer is taken as online
         # and the breaker closes (an empty restart after an outage must not be answered online)
         self.check_loaded: Callable[[], None] | None = None
+        # per view, the job of the ledger's last load (set by the refresher; replaced, never
+        # mutated): names the online rows newer than the snapshot when the reader cannot say
+        self.latest_loads: dict[str, str] = {}
 
     def resolve(self, *, feature_service: str | None, refs: Sequence[str], full_feature_names: bool = False) -> Resolved:
         cat = self.catalog.current
@@ -203,7 +206,29 @@ class OnlineFeatures:
         return Answer(resolved, entities, rows, FALLBACK, age, tuple(sorted(jobs)), now)
 
     def _jobs(self, resolved: Resolved, entities: Entities, rows: dict[str, ViewRows]) -> tuple[str, ...]:
+        """The jobs whose values an online answer carries.
+
+        Read by the snapshot's per-row job ids where the snapshot holds the same row. The snapshot
+        is reloaded a tick after a job, so while a job writes, and until its snapshot loads, the
+        online store may hold rows it does not: then each row is compared with the snapshot's
+        bytes too, and a row that differs is the newer job's. A single Redis says which job that is
+        in the lookup's own round trip (the marker's running note, else the view's last load);
+        other stores by the refresher's reading of the ledger (``latest_loads``), so a row written
+        since the node last read it is named by no job rather than by a wrong one.
+        """
         jobs: set[str] = set()
         for v in resolved.views:
-            jobs |= self.snapshots.jobs_for(v.name, entities.keys(v.join_keys), rows[v.name].timestamps)
+            got = rows[v.name]
+            exact, newer = self.attribution(v.name, got)
+            jobs |= self.snapshots.jobs_for(v.name, entities.keys(v.join_keys), got, exact=exact, newer=newer)
         return tuple(sorted(jobs))
+
+    def attribution(self, view: str, got: ViewRows) -> tuple[bool, str | None]:
+        """How a view's online rows are attributed to jobs (``SnapshotCache.job_per_row``): whether
+        to compare bytes, and the job newer than the loaded snapshot's, where one is known."""
+        loaded = self.snapshots.job_of(view)
+        if got.marked:
+            newer = got.writing or (got.loaded_by if got.loaded_by != loaded else None)
+            return newer is not None, newer
+        latest = self.latest_loads.get(view)
+        return True, (latest if latest != loaded else None)

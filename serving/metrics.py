@@ -52,6 +52,7 @@ class NodeStats(Collector):
         self.models_refused: dict[tuple[str, str, str, str], int] = {}  # (model, version, stage, rule) -> loads refused
         self.registry_up = 0
         self.predictions: dict[str, int] = {}  # by outcome: logged | refused_log_full | write_failed
+        self.lookup_path: dict[str, int] = {}  # "lane" | "public" -> 1 for the path lookups take, 0 for the other
         # counts are read-modify-write from several lookup threads: one lock, uncontended ~0.1 µs
         self.lock = threading.Lock()
 
@@ -142,6 +143,12 @@ class NodeStats(Collector):
             "(Score refused: the log writer was behind)",
             labels=["outcome"],
         ), self.predictions)
+        yield _labelled(GaugeMetricFamily(
+            "fedstore_lookup_path",
+            "1 for the path this process answers lookups on: path=lane (the lookup lane on grpc's core) or "
+            "path=public (grpc's public API, slower: the lane could not attach, or serving.lookup_path is public)",
+            labels=["path"],
+        ), self.lookup_path)
 
 
 def _labelled(family: Metric, values: Mapping[Any, float]) -> Metric:
@@ -204,6 +211,10 @@ class ServingMetrics:
         key = (code.name, caller)
         with self.stats.lock:
             self.stats.refusals[key] = self.stats.refusals.get(key, 0) + 1
+
+    def lookup_path(self, path: str, paths: tuple[str, ...]) -> None:
+        """Lookups are answered on ``path``, one of ``paths`` (each exported, 0 but for this one)."""
+        self.stats.lookup_path = {p: int(p == path) for p in paths}
 
     def view_freshness(self, view: str, seconds: float) -> None:
         self.stats.freshness[view] = seconds

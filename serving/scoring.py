@@ -187,7 +187,12 @@ def _entity_jobs(features: OnlineFeatures, resolved: Resolved, answer: Answer) -
     """Per entity, the materialisation jobs that wrote its values (as a lookup attributes them)."""
     out: list[set[str]] = [set() for _ in range(answer.entities.count)]
     for v in resolved.views:
-        rows = features.snapshots.job_per_row(v.name, answer.entities.keys(v.join_keys), answer.rows[v.name].timestamps)
+        got = answer.rows[v.name]
+        if answer.source == FALLBACK:  # from the snapshot: its own row's job, as a lookup names it
+            exact, newer = False, None
+        else:
+            exact, newer = features.attribution(v.name, got)
+        rows = features.snapshots.job_per_row(v.name, answer.entities.keys(v.join_keys), got, exact=exact, newer=newer)
         for i, job in enumerate(rows):
             if job:
                 out[i].add(job)

@@ -164,16 +164,17 @@ REQUESTS: dict[str, bytes] = {
 STREAMING = {DATASETS + "GetHistoricalFeatures"}
 
 
-@pytest.fixture(scope="module")
-def doors(tmp_path_factory, pki):
-    """A served region MY (embedded online store) and the centre, one config, every credential."""
+@pytest.fixture(scope="module", params=["auto", "public"], ids=["lane", "public-api"])
+def doors(request, tmp_path_factory, pki):
+    """A served region MY (embedded online store) and the centre, one config, every credential.
+    Twice: the node's lookups on the lane, and through grpc's public API (its fallback)."""
     tmp_path = tmp_path_factory.mktemp("roles")
     mp = pytest.MonkeyPatch()
     for name in CREDENTIALS:
         mp.setenv(_env(name), _secret(name))
     tokens = [{"name": name, "secret_env": _env(name), "roles": list(roles), "regions": list(regions)}
               for name, (roles, regions) in CREDENTIALS.items()]
-    served = served_region(tmp_path, None, mp, customers=30, tokens=tokens)
+    served = served_region(tmp_path, None, mp, customers=30, tokens=tokens, serving={"lookup_path": request.param})
     metrics = AggregatorMetrics()
     # the centre on mutual TLS, as everywhere; every call to it goes over region MY's certificate, the
     # region these requests name, so the only refusals are the roles' (the certificate's own checks

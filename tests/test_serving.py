@@ -24,9 +24,12 @@ TX = ["txn_count_7d", "txn_count_30d", "spend_7d", "spend_30d", "avg_ticket", "c
       "distinct_merchants_30d", "night_txn_ratio_7d"]
 
 
-@pytest.fixture()
-def served(tmp_path, clean_redis, monkeypatch):
-    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch)
+@pytest.fixture(params=["auto", "public"], ids=["lane", "public-api"])
+def served(request, tmp_path, clean_redis, monkeypatch):
+    """Every test of the node runs twice: lookups on the lane, and through grpc's public API (the
+    path a grpcio the lane does not fit takes); both must answer alike."""
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, serving={"lookup_path": request.param})
+    assert s.server.lookup_path == ("lane" if request.param == "auto" else "public")
     yield s
     s.server.stop(1)
 

@@ -99,7 +99,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         caller = self.book.caller(token) if token else None
         if caller is None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown token")
-        return caller  # type: ignore[return-value]
+        return caller
 
     def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
         caller = self.authenticate(context)
@@ -192,7 +192,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 raise NotAllowed(f"rule identity: caller {caller.name!r} may not train federation-wide models")
             self.quarantine.sweep_training(request.feature_service, request.period or None)
             held = [e.submission_id for e in self._held_events(request.period or None) if e.kind == "training"]
-            result = train(self.store, request, registry=self.registry, who=caller.name, quarantined=held)
+            result = train(self.store, request, registry=self.registry, who=caller.name, quarantined=held,
+                           minimum_expected_auc=self.config.training.minimum_expected_auc)
             self.metrics.trainings.labels(result.strategy, "trained").inc()
             return result
         except AggregatorError as e:

@@ -69,7 +69,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "registry rollback": ("fedstore registry rollback --region MY --stage canary_5 --why 'AUC fell'",),
     "registry audit": ("fedstore registry audit --region MY",),
     "registry deployment": ("fedstore registry deployment --region MY",),
-    "deploy k8s": ("fedstore deploy k8s --out deploy/k8s",),
+    "deploy k8s": ("fedstore deploy k8s --out deploy/k8s",
+                   "fedstore deploy k8s --image registry.example/fedstore:1.0 --storage-class efs-sc"),
     "certs init": ("fedstore certs init --out certs", "fedstore certs init --out certs --host centre.example.org"),
     "demo": ("fedstore demo", "fedstore demo --customers 1500 --days 14 --end 2026-11-20"),
 }

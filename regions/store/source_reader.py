@@ -22,7 +22,7 @@ from feast.repo_config import RepoConfig
 
 from fedstore.regions.errors import InvalidSource
 from fedstore.regions.store.definitions import batch_source
-from fedstore.regions.store.quarantine import Quarantine, contract_sql, write_rejected
+from fedstore.regions.store.quarantine import Quarantine, contract_sql, earlier_files, unseen_sql, write_rejected
 from fedstore.regions.store.source_files import missing_source_hint, source_files
 
 
@@ -120,10 +120,12 @@ def _duckdb_latest(
     try:
         if contract is not None and quarantine is not None:
             con.execute("SET TimeZone = 'UTC'")  # text cast to a time: an offset-less one is UTC
-            # rows without an event time are in no window: set aside by every job that reads them
+            # rows without an event time are in no window: every job reads them (set aside once)
             rejected = (f"SELECT {contract.rejected_columns} FROM ({contract.checked}) "
                         f"WHERE __reason IS NOT NULL AND ({_quote(ts)} IS NULL OR {where})")
-            write_rejected(_stream(con.sql(rejected, params=params), batch_rows), quarantine)
+            earlier = earlier_files(quarantine)  # rows set aside by earlier jobs are not again
+            write_rejected(_stream(con.sql(unseen_sql(rejected, earlier), params=params + [str(p) for p in earlier]),
+                                   batch_rows), quarantine)
         reader = _stream(con.sql(sql, params=params), batch_rows)
         for batch in reader:
             if batch.num_rows:

@@ -26,7 +26,11 @@ if _version_not_supported:
 
 
 class FeatureServingStub:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -47,7 +51,11 @@ class FeatureServingStub:
 
 
 class FeatureServingServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def GetOnlineFeatures(self, request, context):
         """Features of a few entities, from the online store, or from the batch snapshot when the
@@ -90,7 +98,11 @@ def add_FeatureServingServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class FeatureServing:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     @staticmethod
     def GetOnlineFeatures(request,
