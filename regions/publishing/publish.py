@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from fedstore.federation import PrivacyConfig
+from fedstore.federation.consent import Purpose
 from fedstore.federation.statistics import CATALOG, FeatureSpec, SegmentSpec
 from fedstore.federation.training import LinearModel, TrainingSpec
+from fedstore.regions.consent import consent_gate
 from fedstore.regions.errors import RegionError
 from fedstore.regions.publishing.anonymise import AnonymisedStatistics, anonymise, noise_is_finite
 from fedstore.regions.publishing.budget import BudgetLedger
@@ -65,12 +67,13 @@ def publish_statistics(
     now = datetime.now(UTC)
     end = whole_day(end or now)
     start = end - timedelta(days=days)
-    stats = compute_statistics(node, catalog, start, end)
+    consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
+    stats = compute_statistics(node, catalog, start, end, consent)
     if not any(f.count or f.null_count for f in stats.features):
         # noise alone would be released, and ε spent on it: refuse before the budget is touched
         raise RegionError(f"region {node.code} has no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} "
                           f"UTC; nothing published, no ε spent")
-    by_segment = compute_segment_statistics(node, catalog, segment, start, end) if segment else {}
+    by_segment = compute_segment_statistics(node, catalog, segment, start, end, consent) if segment else {}
     # with a segment breakdown the budget is halved between the whole region and the segments;
     # segments hold disjoint entities, so together they cost what the costliest one does
     # (parallel composition)
@@ -113,7 +116,8 @@ def publish_training_statistics(
     now = datetime.now(UTC)
     end = whole_day(end or now)
     start = end - timedelta(days=days)
-    exact = class_statistics(labelled_examples(node, spec, start, end), spec.feature_service, spec.label)
+    consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
+    exact = class_statistics(labelled_examples(node, spec, start, end, consent), spec.feature_service, spec.label)
     submission_id = _spend(node, privacy, "train", epsilon, privacy.delta, now)
     released = release_training(exact, epsilon=epsilon, delta=privacy.delta, minimum_cohort=privacy.minimum_cohort)
     assert released.epsilon <= epsilon * (1 + 1e-6) and released.delta <= privacy.delta * (1 + 1e-9)
@@ -143,7 +147,8 @@ def publish_evaluation(
     now = datetime.now(UTC)
     end = whole_day(end or now)
     start = end - timedelta(days=days)
-    exact = score_histograms(model, f"{name}:{version}", labelled_examples(node, spec, start, end))
+    consent = consent_gate(node.region, Purpose.EVALUATION)
+    exact = score_histograms(model, f"{name}:{version}", labelled_examples(node, spec, start, end, consent))
     try:
         evaluation_scale(epsilon)  # OpenDP finds none for a tiny ε: refuse before the spend, not after it
     except ValueError:

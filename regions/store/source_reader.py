@@ -5,7 +5,8 @@ offline engine) with Feast's semantics: event time within [start, end] inclusive
 entity, latest event time first, then latest created time. With ``created_since`` (an incremental
 job), rows created since then are read too whatever their event time (up to ``end``): rows that
 arrived late, long after their event. Streaming batches keep memory bounded whatever the table size. Any other kind of
-source goes through Feast's own offline store (``pull_latest_from_table_or_query``).
+source goes through Feast's own offline store (``pull_latest_from_table_or_query``). Either way the
+region's erasure list (``erasure_list.py``) is applied: an erased entity's rows are never read out.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from feast.repo_config import RepoConfig
 
 from fedstore.regions.errors import InvalidSource
 from fedstore.regions.store.definitions import batch_source
+from fedstore.regions.store.erasure_list import ErasedKeys, read_erased
 from fedstore.regions.store.quarantine import Quarantine, contract_sql, write_rejected
 from fedstore.regions.store.source_files import missing_source_hint, source_files
 
@@ -42,8 +44,33 @@ def read_latest(
     quarantine: Quarantine | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """With ``quarantine``, rows that break the view's contract are set aside there (``quarantine.py``)."""
-    source = batch_source(fv)
     join_keys = [e.name for e in fv.entity_columns]
+    # the repo path is the region's data directory (feast_config.repo_config), where its ledger lives
+    erased = read_erased(Path(config.repo_path)) if config.repo_path else ErasedKeys()
+    batches = _read(fv, start, end, join_keys, config=config, offline_store=offline_store, batch_rows=batch_rows,
+                    created_since=created_since, quarantine=quarantine)
+    if not erased:
+        yield from batches
+        return
+    for batch in batches:
+        kept = erased.drop(batch, join_keys)
+        if kept.num_rows:
+            yield kept  # type: ignore[misc]
+
+
+def _read(
+    fv: FeatureView,
+    start: datetime,
+    end: datetime,
+    join_keys: list[str],
+    *,
+    config: RepoConfig,
+    offline_store: Any,
+    batch_rows: int,
+    created_since: datetime | None,
+    quarantine: Quarantine | None,
+) -> Iterator[pa.RecordBatch]:
+    source = batch_source(fv)
     features = [f.name for f in fv.features]
     if isinstance(source, FileSource) and source.path.endswith(".parquet") and "://" not in source.path:
         path = Path(source.path)
