@@ -208,7 +208,7 @@ def cmd_erase(config: FederationConfig, args: argparse.Namespace) -> None:
     if not args.check:
         r = erase(node, entity)
         rows = sum(r.files_rewritten.values())
-        print(f"{node.code}: erased {entity}: receipt {r.receipt_id}; {r.online_keys_removed} online key(s) removed "
+        print(f"{node.code}: erased {entity}: receipt {r.receipt_id}; {r.online_entries_removed} online entr{'y' if r.online_entries_removed == 1 else 'ies'} removed "
               f"({r.online_store}), {rows:,} row(s) removed from {len(r.files_rewritten)} file(s)"
               f"{', ' + str(r.serving_packs_removed) + ' serving pack(s) removed' if r.serving_packs_removed else ''}; "
               "on the erasure list, so no later read uses it; statistics already released stay (not personal data)")

@@ -60,7 +60,7 @@ class ErasureReceipt:
     entity: str
     erased_at: str
     online_store: str
-    online_keys_removed: int
+    online_entries_removed: int  # Redis: the entity's key (one hash, every view); SQLite: its rows in every view's table
     files_rewritten: dict[str, int] = field(default_factory=dict)  # file (relative) -> rows removed
     serving_packs_removed: int = 0
     statistics_released: str = "kept: noisy aggregates under differential privacy are not personal data"
