@@ -55,7 +55,7 @@ def read_latest(
     for batch in batches:
         kept = erased.drop(batch, join_keys)
         if kept.num_rows:
-            yield kept  # type: ignore[misc]
+            yield kept
 
 
 def _read(
