@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import sqlite3
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -28,18 +27,13 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 from feast import FeatureView
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import compute_table_id
-from feast.infra.online_stores.redis import RedisOnlineStore
-from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
 from fedstore.regions.datasets.manifest import list_manifests
 from fedstore.regions.errors import RegionError, UnknownName
 from fedstore.regions.store.materialize import job_lock
 from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.online_entries import online_entries, remove_online
 
 SERVING_CACHE = "serving-cache"  # the serving node's compiled snapshots (serving/snapshot_pack.py)
 _KEPT_ROWS = ("snapshots", "snapshots-staged", "quarantine")  # folders of Parquet files the region wrote
@@ -105,7 +99,7 @@ def erase(node: RegionNode, entity: EntityRef, *, now: datetime | None = None) -
         # listed first: a process killed half-way leaves an entity every read already excludes,
         # and erasing it again removes the rest
         receipt_id = node.ledger.record_erasure(entity.join_key, entity.value, {"status": "started"}, now)
-        keys = _remove_online(node, entity, views)
+        keys = remove_online(node.store, node.data_dir, entity.join_key, entity.value, views)
         files = {}
         for path in _kept_files(node):
             removed = _rewrite_without(path, entity)
@@ -137,55 +131,12 @@ def check_erasure(node: RegionNode, entity: EntityRef) -> ErasureCheck:
         if n:
             after = first is not None and datetime.fromisoformat(m.created_at) >= first
             (new if after else older)[m.output] = n
-    return ErasureCheck(str(entity), [r["receipt_id"] for r in receipts], _online_keys(node, entity, _views_of(node, entity)),
+    return ErasureCheck(str(entity), [r["receipt_id"] for r in receipts], online_entries(node.store, node.data_dir, entity.join_key, entity.value, _views_of(node, entity)),
                         files, new, older)
 
 
 def _views_of(node: RegionNode, entity: EntityRef) -> list[FeatureView]:
     return [fv for fv in node.feature_views(online_only=False) if entity.join_key in {e.name for e in fv.entity_columns}]
-
-
-def _entity_key(entity: EntityRef) -> EntityKeyProto:
-    value = ValueProto(int64_val=entity.value) if isinstance(entity.value, int) else ValueProto(string_val=entity.value)
-    return EntityKeyProto(join_keys=[entity.join_key], entity_values=[value])
-
-
-def _serialized(node: RegionNode, entity: EntityRef) -> bytes:
-    return serialize_entity_key(_entity_key(entity),
-                                entity_key_serialization_version=node.store.config.entity_key_serialization_version)
-
-
-def _remove_online(node: RegionNode, entity: EntityRef, views: list[FeatureView]) -> int:
-    config = node.store.config
-    if isinstance(config.online_store, SqliteOnlineStoreConfig):
-        with closing(_sqlite(node)) as db, db:
-            return sum(db.execute(f"DELETE FROM {_quote(t)} WHERE entity_key = ?", (_serialized(node, entity),)).rowcount
-                       for t in _sqlite_tables(node, db, views))
-    # Feast's Redis layout: one hash per entity key and project holds every view's fields
-    client = RedisOnlineStore()._get_client(config.online_store)
-    return int(client.delete(_serialized(node, entity) + config.project.encode()))
-
-
-def _online_keys(node: RegionNode, entity: EntityRef, views: list[FeatureView]) -> int:
-    config = node.store.config
-    if isinstance(config.online_store, SqliteOnlineStoreConfig):
-        with closing(_sqlite(node)) as db:
-            return sum(db.execute(f"SELECT count(*) FROM {_quote(t)} WHERE entity_key = ?",
-                                  (_serialized(node, entity),)).fetchone()[0] for t in _sqlite_tables(node, db, views))
-    client = RedisOnlineStore()._get_client(config.online_store)
-    return int(client.exists(_serialized(node, entity) + config.project.encode()))
-
-
-def _sqlite(node: RegionNode) -> sqlite3.Connection:
-    path = Path(node.store.config.online_store.path)
-    return sqlite3.connect(path if path.is_absolute() else node.data_dir / path, timeout=30)
-
-
-def _sqlite_tables(node: RegionNode, db: sqlite3.Connection, views: list[FeatureView]) -> list[str]:
-    config = node.store.config
-    versioning = bool(getattr(config.registry, "enable_online_feature_view_versioning", False))
-    have = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return [t for fv in views if (t := compute_table_id(config.project, fv, versioning)) in have]
 
 
 def _kept_files(node: RegionNode) -> list[Path]:
