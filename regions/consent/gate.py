@@ -7,12 +7,13 @@ without reading the records. Otherwise each row's entity keys are checked point 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fedstore.federation import RegionConfig
 from fedstore.federation.consent import ConsentPolicy, Purpose
@@ -24,6 +25,9 @@ class ConsentGate:
     purpose: Purpose
     policy: ConsentPolicy
     records: ConsentRecords
+    # (join key, time) -> the keys held and refused then; filled as the gate is used, one use at a time
+    _states: dict[tuple[str, datetime], tuple[pa.Array, pa.Array]] = field(default_factory=dict, compare=False,
+                                                                           repr=False)
 
     @property
     def active(self) -> bool:
@@ -35,9 +39,22 @@ class ConsentGate:
         if not self.active:
             return ok
         for key in join_keys:
-            ok &= self.records.held(self.purpose, key, table.column(key).combine_chunks(), at,
-                                    default=self.policy.default_allows)
+            keys = table.column(key).combine_chunks()
+            if isinstance(at, datetime):
+                ok &= self._at(key, keys, at)
+            else:
+                ok &= self.records.held(self.purpose, key, keys, at, default=self.policy.default_allows)
         return ok
+
+    def _at(self, join_key: str, keys: pa.Array, at: datetime) -> np.ndarray:
+        if (join_key, at) not in self._states:
+            self._states[(join_key, at)] = self.records.states_at(self.purpose, join_key, at)
+        held, refused = self._states[(join_key, at)]
+        if self.policy.default_allows:  # everyone but those whose record says no
+            hit = pc.is_in(keys, value_set=refused.cast(keys.type))
+            return ~np.asarray(hit.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        hit = pc.is_in(keys, value_set=held.cast(keys.type))
+        return np.asarray(hit.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
     def keep(self, table: pa.Table, join_keys: list[str], at: datetime | pa.Array) -> tuple[pa.Table, int]:
         """The rows with consent, and how many were left out."""

@@ -121,6 +121,25 @@ class ConsentRecords:
         open_ = np.asarray(result["open"], dtype=bool)
         return np.where(recorded, open_, default)
 
+    def states_at(self, purpose: Purpose, join_key: str, at: datetime) -> tuple[pa.Array, pa.Array]:
+        """At one time, the keys whose consent held and those whose record says it did not (withdrawn):
+        for a whole window judged at its end, two sets looked up by hash beat an as-of join per row."""
+        if not self.exists():
+            return pa.array([], pa.int64()), pa.array([], pa.int64())
+        with _connect() as con:
+            result = con.execute(
+                # per entity the withdrawal of its latest grant by then (arg_max_null keeps a null one)
+                """SELECT entity_id, w IS NULL OR w > ?::TIMESTAMPTZ AS held FROM (
+                       SELECT entity_id, arg_max_null(withdrawn_at::TIMESTAMPTZ, granted_at) AS w
+                       FROM read_parquet(?)
+                       WHERE join_key = ? AND purpose = ? AND granted_at::TIMESTAMPTZ <= ?::TIMESTAMPTZ
+                       GROUP BY entity_id
+                   )""",
+                [at, str(self.path), join_key, purpose.value, at],
+            ).fetchnumpy()
+        ids, held = np.asarray(result["entity_id"]), np.asarray(result["held"], dtype=bool)
+        return pa.array(ids[held]), pa.array(ids[~held])
+
     def snapshot(self) -> dict[str, Any]:
         """What a dataset or a release rested on: the file's fingerprint (or that there was none)."""
         if not self.exists():
