@@ -155,3 +155,28 @@ def test_bad_entities_are_one_line_and_erase_nothing(sqlite_federation, capsys, 
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1
     assert node.ledger.erasures() == []
+
+
+def test_quarantined_rows_of_an_erased_entity_are_removed_and_never_set_aside_again(sqlite_federation):
+    from fedstore.regions.consent.erasure import EntityRef, check_erasure, erase
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=10, drivers=2, days=1, start=T)
+    node.apply()
+    table = tables["customer_transactions"]
+    ids = table.column("customer_id").to_pylist()
+    # GONE's and KEPT's rows lose their event time: every quarantine job sets them aside
+    times = pa.array([None if i in (GONE, KEPT) else t for i, t in zip(ids, table.column("event_timestamp").to_pylist())], TS)
+    pq.write_table(table.set_column(table.schema.get_field_index("event_timestamp"), "event_timestamp", times),
+                   node.data_dir / "sources" / "customer_transactions.parquet")
+    first = materialize(node, MaterializeRequest(show_progress=False, quarantine=True))
+    quarantined = f"quarantine/{first.job_id}/customer_transactions.parquet"
+    assert sorted(pq.read_table(node.data_dir / quarantined).column("customer_id").to_pylist()) == [GONE, KEPT]
+
+    receipt = erase(node, EntityRef("customer_id", GONE))
+    assert receipt.files_rewritten[quarantined] == 1
+    assert pq.read_table(node.data_dir / quarantined).column("customer_id").to_pylist() == [KEPT]
+    second = materialize(node, MaterializeRequest(show_progress=False, quarantine=True))
+    again = pq.read_table(node.data_dir / "quarantine" / second.job_id / "customer_transactions.parquet")
+    assert again.column("customer_id").to_pylist() == [KEPT]  # the erased one is not set aside again
+    assert check_erasure(node, EntityRef("customer_id", GONE)).clean

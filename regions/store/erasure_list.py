@@ -36,7 +36,12 @@ class ErasedKeys:
             if not values or key not in batch.schema.names:
                 continue
             column = batch.column(key)
-            hit = pc.is_in(column, value_set=pa.array(values, column.type))
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                # a key read as text (a quarantined row whose key broke the contract)
+                wanted = pa.array([str(v) for v in values], column.type)
+            else:
+                wanted = pa.array(values, column.type)
+            hit = pc.is_in(column, value_set=wanted)
             keep = pc.invert(hit) if keep is None else pc.and_(keep, pc.invert(hit))
         return batch if keep is None else batch.filter(pc.fill_null(keep, True))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,7 +111,7 @@ def contract_sql(fv: FeatureView, wanted: list[str], reverse: dict[str, str], sc
     return ContractSql(checked, clean, ", ".join(rejected) + f", __reason AS {REASON}", frozenset(broken_names))
 
 
-def write_rejected(batches: pa.RecordBatchReader, quarantine: Quarantine) -> None:
+def write_rejected(batches: Iterable[pa.RecordBatch], quarantine: Quarantine) -> None:
     """Stream the rejected rows into the quarantine file (created only when there is one)."""
     writer: pq.ParquetWriter | None = None
     try:

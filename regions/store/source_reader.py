@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -48,7 +48,7 @@ def read_latest(
     # the repo path is the region's data directory (feast_config.repo_config), where its ledger lives
     erased = read_erased(Path(config.repo_path)) if config.repo_path else ErasedKeys()
     batches = _read(fv, start, end, join_keys, config=config, offline_store=offline_store, batch_rows=batch_rows,
-                    created_since=created_since, quarantine=quarantine)
+                    created_since=created_since, quarantine=quarantine, erased=erased)
     if not erased:
         yield from batches
         return
@@ -69,6 +69,7 @@ def _read(
     batch_rows: int,
     created_since: datetime | None,
     quarantine: Quarantine | None,
+    erased: ErasedKeys,
 ) -> Iterator[pa.RecordBatch]:
     source = batch_source(fv)
     features = [f.name for f in fv.features]
@@ -77,7 +78,7 @@ def _read(
         if not path.is_absolute():
             path = Path(config.repo_path or ".") / path
         yield from _duckdb_latest(path, source, join_keys, features, start, end, batch_rows, created_since,
-                                  fv if quarantine is not None else None, quarantine)
+                                  fv if quarantine is not None else None, quarantine, erased)
         return
     if quarantine is not None:
         raise InvalidSource(f"feature view {fv.name}: quarantine mode reads local Parquet sources only "
@@ -107,6 +108,7 @@ def _duckdb_latest(
     created_since: datetime | None = None,
     fv: FeatureView | None = None,
     quarantine: Quarantine | None = None,
+    erased: ErasedKeys | None = None,
 ) -> Iterator[pa.RecordBatch]:
     reverse = {v: k for k, v in (source.field_mapping or {}).items()}  # feature name -> column
     ts = source.timestamp_field
@@ -150,7 +152,10 @@ def _duckdb_latest(
             # rows without an event time are in no window: set aside by every job that reads them
             rejected = (f"SELECT {contract.rejected_columns} FROM ({contract.checked}) "
                         f"WHERE __reason IS NOT NULL AND ({_quote(ts)} IS NULL OR {where})")
-            write_rejected(_stream(con.sql(rejected, params=params), batch_rows), quarantine)
+            set_aside: Iterable[pa.RecordBatch] = _stream(con.sql(rejected, params=params), batch_rows)
+            if erased:  # an erased entity's rows are not kept here either
+                set_aside = (erased.drop(b, join_keys) for b in set_aside)
+            write_rejected(set_aside, quarantine)
         reader = _stream(con.sql(sql, params=params), batch_rows)
         for batch in reader:
             if batch.num_rows:
