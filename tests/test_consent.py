@@ -99,6 +99,29 @@ def test_the_released_count_reflects_consent(region):
         counts.append(round(released.features[0].count))
         assert json.loads(path.read_text())["features"][0]["count"] == released.features[0].count
     assert counts == [30, 29]
+    body = json.loads(path.read_text())  # the region's record of what the release rested on
+    assert body["consent"]["left_out"] == {"customer_profile": 11} and body["consent"]["as_of"] == end.isoformat()
+    assert len(body["consent"]["records"]["sha256"]) == 64
+    # … which the message to the centre does not carry
+    from fedstore.regions.publishing.outbox import to_proto
+
+    assert body["consent"]["records"]["sha256"] not in str(to_proto(body))
+
+
+def test_publish_cli_says_who_consent_left_out(region, capsys):
+    cfg = str(region.region.data_dir.parents[1] / "fedstore.yaml")
+    assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "1",
+                 "--end", (T + timedelta(days=2)).isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert ("consent (global_statistics, default deny): left out 11 entities of customer_profile, "
+            "11 entities of customer_transactions") in out
+    standard = region.data_dir / "sources" / "consent.parquet"
+    write_consent(region.data_dir, [(0, "serving", T - timedelta(days=1), None)])  # nobody consented to statistics
+    assert standard.exists()
+    assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "1",
+                 "--end", (T + timedelta(days=2)).isoformat()]) == 2
+    err = capsys.readouterr().err
+    assert "has no data with consent for global_statistics (40 left out)" in err and err.count("\n") == 1
 
 
 def test_a_purpose_that_needs_no_consent_is_not_filtered_and_default_allow_keeps_the_unrecorded(tmp_path, sqlite_federation):

@@ -283,6 +283,10 @@ def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> Non
     print(f"   ε spent {body['accounting']['epsilon']:.3f} (OpenDP Laplace), minimum cohort "
           f"{released.accounting.minimum_cohort}; {len(released.features)} features released, "
           f"{len(released.suppressed)} suppressed{': ' + ', '.join(released.suppressed) if released.suppressed else ''}")
+    left_out = body.get("consent", {}).get("left_out") or {}
+    if left_out:
+        print(f"   consent ({body['consent']['purpose']}, default {body['consent']['default']}): left out "
+              + ", ".join(f"{n:,} entities of {view}" for view, n in sorted(left_out.items())))
     if segment:
         print(f"   by {segment.dimension}: {len(body['segments'])} released "
               f"({', '.join(g['value'] for g in body['segments']) or 'none'}), "

@@ -7,6 +7,11 @@ Three kinds of submission, each its own budget spend: per-feature ``features`` s
 baselines), per-class ``training`` statistics (global training) and an ``evaluation`` of a
 candidate model. The budget is spent before any noisy number exists, so a failure after it errs on
 the side of privacy. Sending the outbox (with retries) is ``outbox.send_outbox``.
+
+Each queued body also records, for the region alone, the consent basis the release rested on
+(``consent``: purpose, policy, the records' fingerprint, the time consent was judged at and how
+many entities it left out); the message sent to the centre is built from the statistics' fields
+only (``outbox.py``), so this never crosses the border.
 """
 
 from __future__ import annotations
@@ -71,8 +76,10 @@ def publish_statistics(
     stats = compute_statistics(node, catalog, start, end, consent)
     if not any(f.count or f.null_count for f in stats.features):
         # noise alone would be released, and ε spent on it: refuse before the budget is touched
-        raise RegionError(f"region {node.code} has no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} "
-                          f"UTC; nothing published, no ε spent")
+        left_out = max(stats.consent_excluded.values(), default=0)
+        why = f" with consent for {consent.purpose.value} ({left_out} left out)" if left_out else ""
+        raise RegionError(f"region {node.code} has no data{why} between {start:%Y-%m-%d %H:%M} and "
+                          f"{end:%Y-%m-%d %H:%M} UTC; nothing published, no ε spent")
     by_segment = compute_segment_statistics(node, catalog, segment, start, end, consent) if segment else {}
     # with a segment breakdown the budget is halved between the whole region and the segments;
     # segments hold disjoint entities, so together they cost what the costliest one does
@@ -100,6 +107,7 @@ def publish_statistics(
     if segment:
         body["accounting"]["epsilon"] = spent
         body.update(segments=segments, suppressed_segments=suppressed_segments)
+    body["consent"] = {**consent.snapshot(), "as_of": end.isoformat(), "left_out": stats.consent_excluded}
     return submission_id, released, _queue(node, body)
 
 
@@ -117,7 +125,8 @@ def publish_training_statistics(
     end = whole_day(end or now)
     start = end - timedelta(days=days)
     consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
-    exact = class_statistics(labelled_examples(node, spec, start, end, consent), spec.feature_service, spec.label)
+    examples = labelled_examples(node, spec, start, end, consent)
+    exact = class_statistics(examples, spec.feature_service, spec.label)
     submission_id = _spend(node, privacy, "train", epsilon, privacy.delta, now)
     released = release_training(exact, epsilon=epsilon, delta=privacy.delta, minimum_cohort=privacy.minimum_cohort)
     assert released.epsilon <= epsilon * (1 + 1e-6) and released.delta <= privacy.delta * (1 + 1e-9)
@@ -125,7 +134,8 @@ def publish_training_statistics(
     body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
                 training={**asdict(released.statistics), "noise_scale": released.scale} if released.statistics else None,
                 accounting=_accounting("gaussian", released.epsilon, released.delta, released.epsilon,
-                                       privacy.minimum_cohort, {"training": released.scales}))
+                                       privacy.minimum_cohort, {"training": released.scales}),
+                consent={**consent.snapshot(), "as_of": end.isoformat(), "left_out": examples.consent_excluded})
     return submission_id, released, _queue(node, body)
 
 
@@ -148,7 +158,8 @@ def publish_evaluation(
     end = whole_day(end or now)
     start = end - timedelta(days=days)
     consent = consent_gate(node.region, Purpose.EVALUATION)
-    exact = score_histograms(model, f"{name}:{version}", labelled_examples(node, spec, start, end, consent))
+    examples = labelled_examples(node, spec, start, end, consent)
+    exact = score_histograms(model, f"{name}:{version}", examples)
     try:
         evaluation_scale(epsilon)  # OpenDP finds none for a tiny ε: refuse before the spend, not after it
     except ValueError:
@@ -162,7 +173,8 @@ def publish_evaluation(
                             "counts": {str(k): list(v) for k, v in released.histograms.counts.items()}}
                 if released.histograms else None,
                 accounting=_accounting("laplace", released.epsilon, 0.0, released.epsilon, privacy.minimum_cohort,
-                                       {"evaluation": {"histograms": released.scale}}))
+                                       {"evaluation": {"histograms": released.scale}}),
+                consent={**consent.snapshot(), "as_of": end.isoformat(), "left_out": examples.consent_excluded})
     return submission_id, released, _queue(node, body)
 
 
