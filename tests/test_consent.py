@@ -21,7 +21,7 @@ from fedstore.regions.consent import consent_gate
 from fedstore.regions.datasets import TrainingSetRequest, build_training_set
 from fedstore.regions.errors import InvalidSource
 from fedstore.regions.publishing.examples import labelled_examples
-from fedstore.regions.publishing.publish import publish_statistics
+from fedstore.regions.publishing.publish import consent_basis_path, publish_statistics
 from fedstore.regions.publishing.statistics import compute_statistics
 from fedstore.regions.store.node import RegionNode
 from handmade import write_sources
@@ -99,13 +99,11 @@ def test_the_released_count_reflects_consent(region):
         counts.append(round(released.features[0].count))
         assert json.loads(path.read_text())["features"][0]["count"] == released.features[0].count
     assert counts == [30, 29]
-    body = json.loads(path.read_text())  # the region's record of what the release rested on
-    assert body["consent"]["left_out"] == {"customer_profile": 11} and body["consent"]["as_of"] == end.isoformat()
-    assert len(body["consent"]["records"]["sha256"]) == 64
-    # … which the message to the centre does not carry
-    from fedstore.regions.publishing.outbox import to_proto
-
-    assert body["consent"]["records"]["sha256"] not in str(to_proto(body))
+    # the region's own record of what the release rested on, kept beside it, never in what is sent
+    sid = json.loads(path.read_text())["submission_id"]
+    basis = json.loads(consent_basis_path(region.data_dir, sid).read_text())
+    assert basis["left_out"] == {"customer_profile": 11} and basis["as_of"] == end.isoformat()
+    assert len(basis["records"]["sha256"]) == 64 and basis["records"]["sha256"] not in path.read_text()
 
 
 def test_publish_cli_says_who_consent_left_out(region, capsys):

@@ -272,7 +272,7 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
 
 def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> None:
     from fedstore.federation.statistics import segment_spec
-    from fedstore.regions.publishing.publish import publish_statistics
+    from fedstore.regions.publishing.publish import consent_basis_path, publish_statistics
 
     node = RegionNode(config.region(args.region))
     segment = segment_spec(args.segment) if args.segment else None
@@ -283,9 +283,10 @@ def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> Non
     print(f"   ε spent {body['accounting']['epsilon']:.3f} (OpenDP Laplace), minimum cohort "
           f"{released.accounting.minimum_cohort}; {len(released.features)} features released, "
           f"{len(released.suppressed)} suppressed{': ' + ', '.join(released.suppressed) if released.suppressed else ''}")
-    left_out = body.get("consent", {}).get("left_out") or {}
+    basis = json.loads(consent_basis_path(node.data_dir, sid).read_text())
+    left_out = basis.get("left_out") or {}
     if left_out:
-        print(f"   consent ({body['consent']['purpose']}, default {body['consent']['default']}): left out "
+        print(f"   consent ({basis['purpose']}, default {basis['default']}): left out "
               + ", ".join(f"{n:,} entities of {view}" for view, n in sorted(left_out.items())))
     if segment:
         print(f"   by {segment.dimension}: {len(body['segments'])} released "

@@ -8,10 +8,10 @@ baselines), per-class ``training`` statistics (global training) and an ``evaluat
 candidate model. The budget is spent before any noisy number exists, so a failure after it errs on
 the side of privacy. Sending the outbox (with retries) is ``outbox.send_outbox``.
 
-Each queued body also records, for the region alone, the consent basis the release rested on
-(``consent``: purpose, policy, the records' fingerprint, the time consent was judged at and how
-many entities it left out); the message sent to the centre is built from the statistics' fields
-only (``outbox.py``), so this never crosses the border.
+Beside each queued release the region keeps, for itself alone, the consent basis it rested on
+(``<data_dir>/consent/releases/<submission>.json``: purpose, policy, the records' fingerprint, the
+time consent was judged at and how many entities it left out): never in the outbox body, which
+holds what the centre is sent and nothing else.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def publish_statistics(
     if segment:
         body["accounting"]["epsilon"] = spent
         body.update(segments=segments, suppressed_segments=suppressed_segments)
-    body["consent"] = {**consent.snapshot(), "as_of": end.isoformat(), "left_out": stats.consent_excluded}
+    _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                        "left_out": stats.consent_excluded})
     return submission_id, released, _queue(node, body)
 
 
@@ -134,8 +135,9 @@ def publish_training_statistics(
     body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
                 training={**asdict(released.statistics), "noise_scale": released.scale} if released.statistics else None,
                 accounting=_accounting("gaussian", released.epsilon, released.delta, released.epsilon,
-                                       privacy.minimum_cohort, {"training": released.scales}),
-                consent={**consent.snapshot(), "as_of": end.isoformat(), "left_out": examples.consent_excluded})
+                                       privacy.minimum_cohort, {"training": released.scales}))
+    _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                        "left_out": {spec.label: examples.consent_excluded}})
     return submission_id, released, _queue(node, body)
 
 
@@ -173,8 +175,9 @@ def publish_evaluation(
                             "counts": {str(k): list(v) for k, v in released.histograms.counts.items()}}
                 if released.histograms else None,
                 accounting=_accounting("laplace", released.epsilon, 0.0, released.epsilon, privacy.minimum_cohort,
-                                       {"evaluation": {"histograms": released.scale}}),
-                consent={**consent.snapshot(), "as_of": end.isoformat(), "left_out": examples.consent_excluded})
+                                       {"evaluation": {"histograms": released.scale}}))
+    _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                        "left_out": {spec.label: examples.consent_excluded}})
     return submission_id, released, _queue(node, body)
 
 
@@ -202,6 +205,18 @@ def _accounting(mechanism: str, epsilon: float, delta: float, per_query: float, 
                 scales: dict[str, dict[str, float]]) -> dict[str, Any]:
     return {"mechanism": mechanism, "epsilon": epsilon, "delta": delta, "epsilon_per_query": per_query,
             "minimum_cohort": cohort, "scales": scales}
+
+
+def consent_basis_path(data_dir: Path, submission_id: str) -> Path:
+    return data_dir / "consent" / "releases" / f"{submission_id}.json"
+
+
+def _record_basis(node: RegionNode, submission_id: str, basis: dict[str, Any]) -> None:
+    path = consent_basis_path(node.data_dir, submission_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(basis, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _queue(node: RegionNode, body: dict[str, Any]) -> Path:
