@@ -180,3 +180,30 @@ def test_quarantined_rows_of_an_erased_entity_are_removed_and_never_set_aside_ag
     again = pq.read_table(node.data_dir / "quarantine" / second.job_id / "customer_transactions.parquet")
     assert again.column("customer_id").to_pylist() == [KEPT]  # the erased one is not set aside again
     assert check_erasure(node, EntityRef("customer_id", GONE)).clean
+
+
+def test_an_online_store_that_does_not_answer_is_one_line_and_the_entity_stays_listed(redis_federation, capsys):
+    import socket
+
+    node = RegionNode(redis_federation.region("MY"))
+    write_sources(node.data_dir, customers=10, drivers=2, days=1, start=T)
+    node.apply()
+    materialize(node, QUIET)
+    cfg = Path(redis_federation.source)
+    live = cfg.read_text()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    cfg.write_text(live.replace(node.region.online_store.url, f"redis://127.0.0.1:{dead}/0"))
+    erase_args = ["--config", str(cfg), "region", "erase", "--region", "MY", "--entity", f"customer_id={GONE}"]
+    assert main(erase_args) == 2
+    err = capsys.readouterr().err
+    assert "the online store (redis) did not answer" in err and "is on the erasure list" in err
+    assert err.count("\n") == 1
+    assert main(erase_args + ["--check"]) == 2
+    err = capsys.readouterr().err
+    assert "did not answer" in err and "nothing was proved" in err and err.count("\n") == 1
+    cfg.write_text(live)
+    assert GONE in _snapshot_ids(node, "customer_profile")  # stopped before the snapshots: run again
+    assert main(erase_args) == 0 and main(erase_args + ["--check"]) == 0
+    assert len(node.ledger.erasures("customer_id", GONE)) == 2

@@ -19,15 +19,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from contextlib import closing
+import sqlite3
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 import pyarrow.parquet as pq
 from feast import FeatureView
 from feast.value_type import ValueType
+from redis.exceptions import RedisError
 
 from fedstore.regions.datasets.manifest import list_manifests
 from fedstore.regions.errors import RegionError, UnknownName
@@ -99,7 +102,9 @@ def erase(node: RegionNode, entity: EntityRef, *, now: datetime | None = None) -
         # listed first: a process killed half-way leaves an entity every read already excludes,
         # and erasing it again removes the rest
         receipt_id = node.ledger.record_erasure(entity.join_key, entity.value, {"status": "started"}, now)
-        keys = remove_online(node.store, node.data_dir, entity.join_key, entity.value, views)
+        with _online_store(node, f"{entity} is on the erasure list (every later read leaves it out); run the erase "
+                                 "again once the online store answers, to remove it there and from the snapshots"):
+            keys = remove_online(node.store, node.data_dir, entity.join_key, entity.value, views)
         files = {}
         for path in _kept_files(node):
             removed = _rewrite_without(path, entity)
@@ -131,8 +136,20 @@ def check_erasure(node: RegionNode, entity: EntityRef) -> ErasureCheck:
         if n:
             after = first is not None and datetime.fromisoformat(m.created_at) >= first
             (new if after else older)[m.output] = n
-    return ErasureCheck(str(entity), [r["receipt_id"] for r in receipts], online_entries(node.store, node.data_dir, entity.join_key, entity.value, _views_of(node, entity)),
-                        files, new, older)
+    with _online_store(node, "nothing was proved"):
+        online = online_entries(node.store, node.data_dir, entity.join_key, entity.value, _views_of(node, entity))
+    return ErasureCheck(str(entity), [r["receipt_id"] for r in receipts], online, files, new, older)
+
+
+@contextmanager
+def _online_store(node: RegionNode, outcome: str) -> Iterator[None]:
+    """An online store that does not answer, in one line."""
+    try:
+        yield
+    except (RedisError, OSError, sqlite3.Error) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RegionError(f"region {node.code}: the online store ({node.region.online_store.type}) did not answer "
+                          f"({reason}); {outcome}") from None
 
 
 def _views_of(node: RegionNode, entity: EntityRef) -> list[FeatureView]:
