@@ -18,6 +18,8 @@ from typing import Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fedstore.regions.errors import StorageError
+
 LEDGER_FILE = "ledger.db"
 
 
@@ -52,13 +54,22 @@ def read_erased(data_dir: Path) -> ErasedKeys:
     if not path.exists():
         return ErasedKeys()
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-            rows = db.execute("SELECT join_key, entity_value FROM erasures").fetchall()
+        rows = _rows(f"file:{path}?mode=ro")
     except sqlite3.OperationalError as e:
-        if "no such table" in str(e):  # a ledger from before erasure existed
-            return ErasedKeys()
-        raise
+        wal = path.with_name(path.name + "-wal")
+        if "readonly" not in str(e) or (wal.exists() and wal.stat().st_size):
+            raise StorageError(f"cannot read the erasure list in {path} ({e}); nothing was read") from None
+        # a read-only directory: SQLite cannot make the WAL's index there, and with no WAL left
+        # over the file itself holds every erasure (immutable: opened without any lock or index)
+        rows = _rows(f"file:{path}?immutable=1")
     out: dict[str, list[object]] = {}
     for key, value in rows:
         out.setdefault(key, []).append(json.loads(value))
     return ErasedKeys({k: tuple(v) for k, v in out.items()})
+
+
+def _rows(uri: str) -> list[tuple[str, str]]:
+    with closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'erasures'").fetchone():
+            return []  # a ledger from before erasure existed
+        return db.execute("SELECT join_key, entity_value FROM erasures").fetchall()
