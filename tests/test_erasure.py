@@ -207,3 +207,22 @@ def test_an_online_store_that_does_not_answer_is_one_line_and_the_entity_stays_l
     assert GONE in _snapshot_ids(node, "customer_profile")  # stopped before the snapshots: run again
     assert main(erase_args) == 0 and main(erase_args + ["--check"]) == 0
     assert len(node.ledger.erasures("customer_id", GONE)) == 2
+
+
+def test_erase_while_a_job_holds_the_region_is_refused_in_one_line_and_lists_nothing(sqlite_federation, capsys):
+    import fcntl
+    import os
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    write_sources(node.data_dir, customers=10, drivers=2, days=1, start=T)
+    node.apply()
+    fd = os.open(node.data_dir / "materialize.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a running materialisation job holds it
+        cfg = str(node.data_dir.parents[1] / "fedstore.yaml")
+        assert main(["--config", cfg, "region", "erase", "--region", "MY", "--entity", f"customer_id={GONE}"]) == 2
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert "another materialisation job of this region is starting" in err and err.count("\n") == 1
+    assert node.ledger.erasures() == []

@@ -113,7 +113,7 @@ def _job_lock(node: RegionNode) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-job_lock = _job_lock  # erasure (erase.py) holds it too: no snapshot merge runs while it rewrites them
+job_lock = _job_lock  # erasure (regions/consent/erasure.py) holds it too: no snapshot merge runs while it rewrites them
 
 
 def _running_message(node: RegionNode, lock: Path) -> str:
