@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from fedstore.aggregator.errors import StoreInUse
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
@@ -48,6 +49,9 @@ CREATE TABLE IF NOT EXISTS training_statistics (
     features VARCHAR[] NOT NULL, class_label BIGINT NOT NULL, n DOUBLE NOT NULL,
     sum_x DOUBLE[] NOT NULL, xtx DOUBLE[] NOT NULL
 );
+-- XᵀX over both classes, one per training submission (class rows then carry an empty xtx; a store
+-- written before has per-class xtx and no row here)
+CREATE TABLE IF NOT EXISTS training_moments (submission_id VARCHAR NOT NULL, xtx DOUBLE[] NOT NULL);
 CREATE SEQUENCE IF NOT EXISTS quarantine_event_ids START 1;
 CREATE TABLE IF NOT EXISTS quarantine_events (
     event_id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_event_ids'), happened_at TIMESTAMPTZ NOT NULL,
@@ -60,8 +64,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
 """
 
 
-_TABLES = ("submissions", "feature_statistics", "segment_statistics", "training_statistics", "evaluations",
-           "quarantine_events")
+_TABLES = ("submissions", "feature_statistics", "segment_statistics", "training_statistics", "training_moments",
+           "evaluations", "quarantine_events")
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class TrainingRow:
     label: int
     n: float
     sum_x: tuple[float, ...]
-    xtx: tuple[float, ...]
+    xtx: tuple[float, ...]  # the submission's XᵀX over both classes (upper triangle), on each of its class rows
     epsilon: float
     delta: float = 0.0
     period: str = ""
@@ -230,6 +234,7 @@ class SubmissionStore:
                         [[sub.submission_id, t.feature_service, t.label, list(t.features), c.label, c.n,
                           list(c.sum_x), list(c.xtx)] for c in t.classes],
                     )
+                    self._db.execute("INSERT INTO training_moments VALUES (?,?)", [sub.submission_id, list(t.xtx)])
                 if sub.HasField("evaluation"):
                     e = sub.evaluation
                     self._db.executemany(
@@ -274,12 +279,19 @@ class SubmissionStore:
                 WHERE (? IS NULL OR s.period = ?) AND s.submission_id NOT IN """ + _HELD + """
             )
             SELECT l.submission_id, l.region, t.features, t.class_label, t.n, t.sum_x, t.xtx, l.epsilon, l.delta,
-                   l.period
+                   l.period, m.xtx
             FROM latest l JOIN training_statistics t USING (submission_id)
+                 LEFT JOIN training_moments m USING (submission_id)
             WHERE l.k = 1 ORDER BY l.region, t.class_label"""
         with self._lock:
             rows = self._db.execute(sql, [feature_service, period, period]).fetchall()
-        return [TrainingRow(r[0], r[1], tuple(r[2]), int(r[3]), float(r[4]), tuple(r[5]), tuple(r[6]), float(r[7]),
+        # a submission stored before XᵀX was released once carries one per class: their sum is the same
+        legacy: dict[str, np.ndarray] = {}
+        for r in rows:
+            if r[10] is None:
+                legacy[r[0]] = legacy.get(r[0], 0) + np.asarray(r[6], dtype=float)
+        return [TrainingRow(r[0], r[1], tuple(r[2]), int(r[3]), float(r[4]), tuple(r[5]),
+                            tuple(r[10]) if r[10] is not None else tuple(map(float, legacy[r[0]])), float(r[7]),
                             float(r[8]), r[9]) for r in rows]
 
     # --- quarantine (append-only events; a submission's status is its latest) -----------------

@@ -4,7 +4,7 @@
 
 Sets up one region (100k customers × 10 float features, materialised into a fresh redis-server
 on a free loopback port), starts `feast listen` and `fedstore serve` on it as separate processes,
-and drives both with the same requests: sequential latency (p50/p99) for 1, 10 and 100 entities
+and drives them with the same requests: sequential latency (p50/p99) for 1, 10 and 100 entities
 per request, then throughput from 8 concurrent client processes for the same sizes. It also
 measures the floor on this machine: an empty gRPC unary call (a health check on the node's grpc
 thread-pool server, not on its lookup lane, so lookups may come close to it), and a raw redis-py
@@ -18,6 +18,10 @@ Throughput is driven twice, each time by 8 client processes, each with one call 
     to the servers, which is what a capacity figure is about. Both are printed.
 The servers take turns within each of ``--rounds`` rounds (default 3), so a slow spell of a shared
 machine hits all of them; the table shows each figure's median, the ratios the median per round.
+
+A second `fedstore serve` answers lookups through grpc's public API (``serving.lookup_path: public``,
+what a node does when its grpcio does not fit the lookup lane): its row beside the lane's shows what
+that fallback costs.
 
 `fedstore serve` runs with ``--pin-cpus`` (each worker and its threads on one CPU; ``--no-pin-cpus``
 to measure it floating). Pinning pays on virtual machines, where waking a thread on another CPU is
@@ -50,6 +54,8 @@ TOKEN = "bench-token"
 FEATURES = [f"bench_view:f{i}" for i in range(10)]
 SIZES = (1, 10, 100)
 OURS, OURS_FEAST, EMPTY = "fedstore serve (v1 API)", "fedstore serve (Feast API)", "floor: empty gRPC call"
+# the same node with serving.lookup_path: public, the path a grpcio the lookup lane does not fit takes
+OURS_PUBLIC = "fedstore serve, public API (v1)"
 FEAST, FEAST_ONE_CPU = "feast listen", "feast listen, on one CPU"
 
 
@@ -97,6 +103,17 @@ def setup_region(workdir: Path, redis_port: int | None, entities: int, *, online
 
         materialize(node, MaterializeRequest(views=("bench_view",), show_progress=False))
     return cfg
+
+
+def public_path_config(cfg: Path) -> Path:
+    """The benchmark config with the region's lookups on grpc's public API, beside it (same data)."""
+    import yaml
+
+    raw = yaml.safe_load(cfg.read_text())
+    raw["regions"][0]["serving"]["lookup_path"] = "public"
+    out = cfg.with_name("fedstore-public.yaml")
+    out.write_text(yaml.safe_dump(raw))
+    return out
 
 
 def free_port() -> int:
@@ -362,19 +379,23 @@ def main() -> None:
             print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
             cfg = setup_region(Path(tmp), redis.port, args.entities,
                                serving={"lookup_threads": args.lookup_threads} if args.lookup_threads else None)
-            feast_port, ours_port, pinned_port = free_port(), free_port(), free_port()
+            feast_port, ours_port, pinned_port, public_port = free_port(), free_port(), free_port(), free_port()
             procs.append(start_feast_listen(Path(tmp) / "MY", feast_port, "--max_workers", "16"))
             procs.append(start_fedstore_serve(cfg, ours_port, args.workers, pin_cpus=args.pin_cpus))
             procs.append(start_feast_listen(Path(tmp) / "MY", pinned_port, "--max_workers", "16",
                                             cpu=min(os.sched_getaffinity(0))))
+            procs.append(start_fedstore_serve(public_path_config(cfg), public_port, args.workers,
+                                              pin_cpus=args.pin_cpus))
             wait_port(feast_port, procs[0], "feast listen")
             wait_workers(procs[1], args.workers)
             wait_port(pinned_port, procs[2], "feast listen on one CPU")
+            wait_workers(procs[3], args.workers)
             feast_addr, ours_addr = f"127.0.0.1:{feast_port}", f"127.0.0.1:{ours_port}"
-            pinned_addr = f"127.0.0.1:{pinned_port}"
+            pinned_addr, public_addr = f"127.0.0.1:{pinned_port}", f"127.0.0.1:{public_port}"
             callers = {
                 FEAST: feast_caller(feast_addr),
                 OURS: fedstore_caller(ours_addr),
+                OURS_PUBLIC: fedstore_caller(public_addr),
                 OURS_FEAST: feast_caller(ours_addr, (("authorization", f"Bearer {TOKEN}"),)),
                 EMPTY: empty_grpc_caller(ours_addr),
                 "floor: raw redis-py pipeline": redis_caller(redis.port),
@@ -400,6 +421,7 @@ def main() -> None:
                     plans[(FEAST_ONE_CPU, n)] = (pinned_addr, FEAST_PATH, [feast_request(e) for e in ids], ())
                     plans[(OURS, n)] = (ours_addr, OURS_PATH, [fedstore_request(e) for e in ids], auth)
                     plans[(OURS_FEAST, n)] = (ours_addr, FEAST_PATH, [feast_request(e) for e in ids], auth)
+                    plans[(OURS_PUBLIC, n)] = (public_addr, OURS_PATH, [fedstore_request(e) for e in ids], auth)
                 plans[(EMPTY, 1)] = (ours_addr, HEALTH_PATH, [b""] * 8, ())
                 for addr, path, bodies, headers in plans.values():
                     check_request(addr, path, bodies[0], tuple(tuple(h.split(": ", 1)) for h in headers))
@@ -407,7 +429,8 @@ def main() -> None:
                 print("  h2load not found (apt-get install nghttp2-client, or `make bench`): "
                       "only the Python-client throughput is measured", flush=True)
             py_plan = [(label, kind, addr, n) for n in SIZES
-                       for label, kind, addr in ((FEAST, "feast", feast_addr), (OURS, "fedstore", ours_addr))]
+                       for label, kind, addr in ((FEAST, "feast", feast_addr), (OURS, "fedstore", ours_addr),
+                                                 (OURS_PUBLIC, "fedstore", public_addr))]
             py_plan.append((EMPTY, "empty", ours_addr, 1))  # what grpc's own Python servers reach here
             for r in range(args.rounds):
                 print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes"
@@ -422,8 +445,8 @@ def main() -> None:
         stop_processes(procs)
         redis.stop()
 
-    feast_lat = rows[0][1]
-    floor_grpc, floor_redis = rows[3][1], rows[4][1]
+    feast_lat = dict(rows)[FEAST]
+    floor_grpc, floor_redis = dict(rows)[EMPTY], dict(rows)["floor: raw redis-py pipeline"]
     print()
     head = f"{'latency':30}" + "".join(f" {f'{n} ent p50':>11} {f'{n} ent p99':>11}" for n in SIZES)
     print(head)
@@ -436,20 +459,21 @@ def main() -> None:
     head = f"{'throughput, req/s':30}" + "".join(f" {f'{n} ent py':>12} {f'{n} ent h2load':>14}" for n in SIZES)
     print(head)
     print("-" * len(head))
-    for label in (FEAST, FEAST_ONE_CPU, OURS, OURS_FEAST, EMPTY):
+    for label in (FEAST, FEAST_ONE_CPU, OURS, OURS_PUBLIC, OURS_FEAST, EMPTY):
         cells = ""
         for n in SIZES:
             t, h = py_runs.get((label, size_of(label, n))), h2_runs.get((label, size_of(label, n)))
             cells += f" {f'{statistics.median(t):,.0f}' if t else '-':>12} {f'{statistics.median(h):,.0f}' if h else '-':>14}"
         print(f"{label:30}{cells}")
     print()
-    ours = dict(rows)[OURS]
+    ours, public = dict(rows)[OURS], dict(rows)[OURS_PUBLIC]
     for n in SIZES:
         floor = floor_grpc[n][0] + floor_redis[n][0]
         speed = feast_lat[n][0] / ours[n][0]
         than = f"{speed:.1f}× faster than" if speed >= 1 else f"{1 / speed:.1f}× slower than"
         print(f"{n:>3} entities: fedstore p50 is {than} feast listen's; "
-              f"{ours[n][0] / floor:.2f}× the floor (empty gRPC call + raw pipeline = {floor:.2f} ms)")
+              f"{ours[n][0] / floor:.2f}× the floor (empty gRPC call + raw pipeline = {floor:.2f} ms); "
+              f"on grpc's public API {public[n][0]:.2f} ms ({public[n][0] / ours[n][0]:.2f}× the lane's)")
     for name, runs in (("8 Python client processes", py_runs), ("8 h2load processes", h2_runs)):
         if not runs:
             continue
@@ -464,6 +488,9 @@ def main() -> None:
                   f"{', pinned' if args.pin_cpus else ''}) "
                   f"{statistics.median(ours_x):.1f}× feast listen (1 process; rounds {min(ours_x):.1f}–{max(ours_x):.1f}×)"
                   f"{vs_pinned}; empty gRPC calls reach {statistics.median(empty_x):.1f}×")
+            public_x = [p / o for p, o in zip(runs[(OURS_PUBLIC, n)], runs[(OURS, n)], strict=True)]
+            print(f"    lookups on grpc's public API (the fallback): {statistics.median(public_x):.2f}× the lane's "
+                  f"throughput (rounds {min(public_x):.2f}–{max(public_x):.2f}×)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ class FeatureSpec:
     lower: float  # values are clipped to [lower, upper] before anything is summed
     upper: float
     edges: tuple[float, ...]  # histogram bin edges, lower..upper, strictly increasing
+    # the bounds are the feature's domain too (a rate outside [0, 1] is wrong data, not an outlier):
+    # the data contract at a region's door refuses a value outside them (regions/store/data_contract.py).
+    # Otherwise they only clip: an IDR avg_ticket above 500 is valid and saturates the top bin.
+    domain: bool = False
 
     def __post_init__(self) -> None:
         if ":" not in self.ref:
@@ -63,11 +67,11 @@ CATALOG: tuple[FeatureSpec, ...] = (
     FeatureSpec("customer_transactions:txn_count_7d", 0, 100, _linear(0, 100, 20)),
     FeatureSpec("customer_transactions:txn_count_30d", 0, 400, _linear(0, 400, 20)),
     FeatureSpec("customer_transactions:avg_ticket", 0, 500, _linear(0, 500, 25)),
-    FeatureSpec("customer_transactions:chargeback_rate_30d", 0, 1, _linear(0, 1, 20)),
+    FeatureSpec("customer_transactions:chargeback_rate_30d", 0, 1, _linear(0, 1, 20), domain=True),
     FeatureSpec("customer_transactions:distinct_merchants_30d", 0, 60, _linear(0, 60, 20)),
-    FeatureSpec("customer_transactions:night_txn_ratio_7d", 0, 1, _linear(0, 1, 20)),
+    FeatureSpec("customer_transactions:night_txn_ratio_7d", 0, 1, _linear(0, 1, 20), domain=True),
     FeatureSpec("customer_profile:account_age_days", 0, 3650, _linear(0, 3650, 20)),
-    FeatureSpec("customer_profile:kyc_level", 0, 4, (0, 1, 2, 3, 4)),
+    FeatureSpec("customer_profile:kyc_level", 0, 4, (0, 1, 2, 3, 4), domain=True),
 )
 
 

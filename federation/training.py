@@ -1,14 +1,22 @@
 """What global training may learn from, agreed by both sides of the border.
 
-A *training spec* names a feature service, its label and the catalog features a model uses, in
-model order. Regions summarise labelled examples as per-class sufficient statistics over features
-clipped to the catalog's bounds and rescaled to [0, 1]; the centre fits models from those sums and
-hands back a :class:`LinearModel` that regions score locally. The rescaling is shared here so the
-two sides can never disagree about what a coefficient multiplies.
+A *training spec* names a feature service, its label, the catalog features a model uses (in
+model order) and a public row-norm bound C. Regions summarise labelled examples as sufficient
+statistics over features clipped to the catalog's bounds, rescaled to [0, 1] and then scaled
+down to L2 norm at most C (``clip_rows``); the centre fits models from those sums and hands back
+a :class:`LinearModel` that regions score locally. The rescaling is shared here so the two sides
+can never disagree about what a coefficient multiplies.
 
-Per class c the sufficient statistics are n_c, Σx (d numbers) and the upper triangle of XᵀX
-(d(d+1)/2 numbers, row-major). Pooled over classes they give XᵀX, and for a 0/1 label
-Xᵀy = Σx of class 1, so ridge regression and linear discriminant analysis both follow.
+A region releases per class c n_c and Σx_c (d numbers), and once for both classes the upper
+triangle of XᵀX (d(d+1)/2 numbers, row-major): the centre only ever uses XᵀX summed over the
+classes, and for a 0/1 label Xᵀy = Σx of class 1, so ridge regression and linear discriminant
+analysis both follow.
+
+Choosing C (docs/privacy.md, "Training releases"): a catalog decision made without the private
+rows, from public knowledge of each rescaled feature's typical size (its documentation, or the
+federation's already released DP feature statistics, whose sums of squares give E[x_j²] at no
+further cost): C ≈ 1.5·sqrt(Σ_j E[x_j²]), never above √d (the box's own bound). Rows beyond C
+are shrunk, not dropped: too small a C biases the statistics, too large a C adds noise.
 """
 
 from __future__ import annotations
@@ -30,10 +38,22 @@ class TrainingSpec:
     feature_service: str
     label: str  # a 0/1 label column of an offline-only view tagged role=label
     features: tuple[str, ...]  # catalog refs, in model order
+    # the public bound on a rescaled row's L2 norm; None: the box's own, √d (no row is shrunk)
+    row_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.row_norm is not None and not (np.isfinite(self.row_norm) and self.row_norm > 0):
+            raise ConfigError(f"training spec {self.feature_service}: row_norm must be a positive number, "
+                              f"got {self.row_norm!r}")
 
     @property
     def dimension(self) -> int:
         return len(self.features)
+
+    @property
+    def norm_bound(self) -> float:
+        """C: how long a rescaled row may be (every row is shrunk to at most this before any sum)."""
+        return float(self.row_norm) if self.row_norm is not None else float(np.sqrt(self.dimension))
 
     def specs(self, catalog: tuple[FeatureSpec, ...] = CATALOG) -> tuple[FeatureSpec, ...]:
         by_ref = {s.ref: s for s in catalog}
@@ -43,8 +63,12 @@ class TrainingSpec:
         return tuple(by_ref[f] for f in self.features)
 
 
+# fraud_scoring's C: counts and amounts sit in the lower tenth to third of their catalog ranges
+# for a typical customer, ratios and rates near 0, KYC level and account age spread over their
+# range (the synthetic generator's documentation and the federation's DP feature means): so
+# sqrt(Σ E[x_j²]) ≈ 0.9, and C = 1.5 shrinks only unusual rows (the box's bound is √8 ≈ 2.83)
 TRAINING_SPECS: tuple[TrainingSpec, ...] = (
-    TrainingSpec("fraud_scoring", "is_fraud", tuple(s.ref for s in CATALOG)),
+    TrainingSpec("fraud_scoring", "is_fraud", tuple(s.ref for s in CATALOG), row_norm=1.5),
 )
 LABELS = (0, 1)
 
@@ -72,31 +96,52 @@ def triangle_size(d: int) -> int:
     return d * (d + 1) // 2
 
 
-def block_size(d: int) -> int:
-    """Numbers released per class: n, Σx, upper triangle of XᵀX."""
-    return 1 + d + triangle_size(d)
+def release_size(d: int) -> int:
+    """Numbers in one training release: n and Σx per class, one upper triangle of XᵀX."""
+    return len(LABELS) * (1 + d) + triangle_size(d)
 
 
-# How the noise of a Gaussian release is shared between the parts of a class block. Each part is
-# multiplied by its weight before unit-scale noise is added and divided after, so a part with a
-# smaller weight gets proportionally more noise and costs less sensitivity. Class means (n, Σx)
-# drive a linear model; the d(d+1)/2 XᵀX entries are summed over both classes and every region and
-# shrunk anyway, so they take the larger share of the noise.
-BLOCK_WEIGHTS = {"n": 1.0, "sum_x": 1.0, "xtx": 0.3}
+# How a training release's privacy budget (its zCDP ρ) is shared between its parts. One entity
+# moves its own class's n by 1, its class's Σx by its row (L2 norm ≤ C) and the triangle of XᵀX
+# by that of xxᵀ (L2 norm ≤ ‖x‖² ≤ C²). Each part is multiplied by weight_p = sqrt(share_p) / C^k
+# (k = 0, 1, 2) before Gaussian noise of one scale σ is added, and divided after: the weighted
+# release then moves by at most sqrt(Σ share_p) = 1 in L2 norm, part p costs share_p of ρ, and its
+# noise has sd σ / weight_p. n gets a share of its own so suppression is decided on a count
+# whose noise does not grow with d; Σx, which a linear model's direction needs most (divided by
+# the minority class's n), gets the largest; XᵀX is divided by every example and shrunk anyway.
+BUDGET_SHARES = {"n": 0.1, "sum_x": 0.6, "xtx": 0.3}
 
 
-def block_weights(d: int) -> np.ndarray:
-    w = BLOCK_WEIGHTS
-    return np.concatenate([[w["n"]], np.full(d, w["sum_x"]), np.full(triangle_size(d), w["xtx"])])
+def part_weights(norm_bound: float) -> dict[str, float]:
+    """Per part of a training release, the weight that makes its sensitivity its budget share."""
+    c = float(norm_bound)
+    s = BUDGET_SHARES
+    return {"n": float(np.sqrt(s["n"])), "sum_x": float(np.sqrt(s["sum_x"])) / c, "xtx": float(np.sqrt(s["xtx"])) / c**2}
 
 
-def l2_sensitivity(d: int) -> float:
-    """How far one entity can move a weighted class block in L2 norm, features rescaled to [0, 1].
+def release_weights(d: int, norm_bound: float) -> np.ndarray:
+    """The weights in release order: n₀, n₁, Σx₀, Σx₁, triangle of XᵀX."""
+    w = part_weights(norm_bound)
+    k = len(LABELS)
+    return np.concatenate([np.full(k, w["n"]), np.full(k * d, w["sum_x"]), np.full(triangle_size(d), w["xtx"])])
 
-    One entity adds 1 to n, x_j ≤ 1 to each Σx_j and x_j·x_k ≤ 1 to each triangle entry, each
-    times its part's weight.
-    """
-    return float(np.sqrt(np.sum(block_weights(d) ** 2)))
+
+def noise_sds(scale: float, norm_bound: float) -> dict[str, float]:
+    """Per part, the sd of the Gaussian noise on each released number when σ = ``scale``."""
+    return {part: scale / w for part, w in part_weights(norm_bound).items()}
+
+
+# The weighted release's L2 sensitivity: one by construction of ``part_weights``.
+L2_SENSITIVITY = 1.0
+
+
+def clip_rows(x: np.ndarray, norm_bound: float) -> np.ndarray:
+    """Rows (already rescaled to [0, 1]) shrunk to L2 norm at most C; shorter rows are untouched.
+    Shrinking keeps every value in [0, 1], so the centre's range checks still hold."""
+    x = np.asarray(x, dtype=float)
+    norms = np.linalg.norm(x, axis=1) if x.size else np.zeros(x.shape[0])
+    factor = np.minimum(1.0, norm_bound / np.maximum(norms, 1e-300))
+    return x * factor[:, None]
 
 
 def rescale(raw: np.ndarray, specs: tuple[FeatureSpec, ...]) -> np.ndarray:

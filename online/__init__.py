@@ -11,7 +11,7 @@ this face, never its modules (import-linter contracts in pyproject.toml).
 from fedstore.online import redis_layout, resp
 from fedstore.online.cluster import SLOTS, ClusterRouter, ClusterTarget, execute, key_slot, key_slots
 from fedstore.online.cluster_writer import ClusterRedisWriter
-from fedstore.online.online_marker import BEHIND, LOST, PRESENT, Load, OnlineMarker, compare, marker_key
+from fedstore.online.online_marker import BEHIND, LOST, PRESENT, RUNNING_FIELD, Load, OnlineMarker, compare, marker_key
 from fedstore.online.redis_layout import decode_timestamp, field_hash, ts_field
 from fedstore.online.redis_layout import timestamps as encode_timestamps
 from fedstore.online.redis_layout import values as encode_values
@@ -21,7 +21,7 @@ from fedstore.online.resp_connection import RespClosed, RespConnection, RespErro
 from fedstore.online.resp_connection import command as resp_command
 
 __all__ = [
-    "BEHIND", "LOST", "PRESENT", "SLOTS",
+    "BEHIND", "LOST", "PRESENT", "RUNNING_FIELD", "SLOTS",
     "ClusterRedisWriter", "ClusterRouter", "ClusterTarget", "FastRedisWriter", "Load", "OnlineMarker",
     "RedisTarget", "RespClosed", "RespConnection", "RespError", "RespTimeout", "Segment", "ViewLayout",
     "compare", "decode_timestamp", "encode_timestamps", "encode_values", "execute", "field_hash", "key_slot", "key_slots", "marker_key", "redis_layout", "resp", "resp_command",

@@ -1,7 +1,8 @@
 """Generates the Python code for every .proto under proto/ — the one command: `python -m fedstore.proto.generate`.
 
 Generated modules sit beside their .proto (``proto/fedstore/serving/v1/serving_pb2.py``) and import
-each other as ``fedstore.proto.fedstore…``. ``tests/test_proto_current.py`` regenerates into a temporary
+each other as ``fedstore.proto.fedstore…``; ``proto/fedstore.binpb`` holds every contract (and its
+imports, comments included) as one FileDescriptorSet for other languages' tools. ``tests/test_proto_current.py`` regenerates into a temporary
 directory and fails when the committed code is stale.
 """
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
+DESCRIPTOR_SET = "fedstore.binpb"  # a FileDescriptorSet of every .proto (and its imports), beside them
 
 
 def generate(out_dir: Path = PROTO_ROOT) -> list[Path]:
@@ -27,11 +29,16 @@ def generate(out_dir: Path = PROTO_ROOT) -> list[Path]:
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        # every contract and what it imports, comments included, in one file: what a team in another
+        # language (buf, grpcurl --protoset, a Java or Go build) needs, nothing of the Python package
+        f"--descriptor_set_out={out_dir / DESCRIPTOR_SET}",
+        "--include_imports",
+        "--include_source_info",
         *map(str, protos),
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    written = []
+    written = [out_dir / DESCRIPTOR_SET]
     for proto in protos:
         stem = out_dir / proto.with_suffix("")
         for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"):

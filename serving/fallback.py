@@ -18,7 +18,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -127,6 +127,7 @@ class LoadedSnapshot:
     job_codes: memoryview  # per row, an index into job_names
     job_names: list[str]
     pack: Pack
+    job_id: str  # the job whose success published this snapshot ("" in a pack compiled before it was kept)
 
     @classmethod
     def from_pack(cls, pack: Pack, version: tuple[int, int]) -> "LoadedSnapshot":
@@ -136,6 +137,7 @@ class LoadedSnapshot:
             h["view"], version, datetime.fromisoformat(h["written_at"]), keys,
             {f: _Encoded(pack, f"feature:{f}") for f in h["features"]}, _Encoded(pack, "ts"),
             pack.array("ts_micros", "q"), pack.array("job_codes", "i"), list(h["job_names"]), pack,
+            h.get("job_id", ""),
         )
 
     @property
@@ -254,25 +256,53 @@ class SnapshotCache:
             out[v.name] = rows
         return out, jobs
 
-    def jobs_for(
-        self, view: str, keys: list[tuple[object, ...]], stamps: list[tuple[int, int] | None]
-    ) -> set[str]:
-        """The jobs that wrote these online values: a row's job is known when the snapshot holds
-        the same entity at the same event time (a value written since is not attributed)."""
+    def job_of(self, view: str) -> str | None:
+        """The job whose snapshot of the view is loaded (None: none is)."""
+        snap = self._views.get(view)
+        return None if snap is None else snap.job_id
+
+    def jobs_for(self, view: str, keys: list[tuple[object, ...]], rows: ViewRows, *,
+                 exact: bool, newer: str | None) -> set[str]:
+        """The jobs that wrote these online rows (``job_per_row``'s, as a set)."""
+        return {job for job in self.job_per_row(view, keys, rows, exact=exact, newer=newer) if job}
+
+    def job_per_row(self, view: str, keys: list[tuple[object, ...]], rows: ViewRows, *,
+                    exact: bool, newer: str | None) -> list[str | None]:
+        """The job that wrote each online row, or None where it is not known.
+
+        A row is the snapshot's when the snapshot holds the entity at the same event time (if
+        ``exact``: to the second, with the same stored bytes): then the job the snapshot names for
+        it wrote it.
+        Any other row was written since the snapshot's job, by ``newer`` when the caller knows which
+        job that is (else it is not attributed). ``exact`` is for when the online store may hold
+        rows newer than the snapshot's (a job writing, or one finished since the snapshot loaded):
+        a correction keeps its event time and differs only in its bytes.
+        """
         snap = self._views.get(view)
         if snap is None:
-            return set()
-        jobs = set()
+            return [newer if ts is not None else None for ts in rows.timestamps]
+        out: list[str | None] = []
         micros, codes, names = snap.ts_micros, snap.job_codes, snap.job_names
-        for idx, ts in zip(snap.keys.rows(keys), stamps, strict=True):
-            if idx is None or ts is None:
+        columns = [snap.columns.get(f) for f in rows.features] if exact else []
+        for row, (idx, ts) in enumerate(zip(snap.keys.rows(keys), rows.timestamps, strict=True)):
+            if ts is None:
+                out.append(None)
                 continue
             sec, nanos = ts  # the snapshot holds microseconds
-            if nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000:
-                job = names[codes[idx]]
-                if job:
-                    jobs.add(job)
-        return jobs
+            if idx is not None and (
+                # to the second when exact: Feast's SQLite store keeps no fraction; the bytes decide
+                micros[idx] // 1_000_000 == sec and _same_bytes(rows.values[row], columns, idx) if exact
+                else nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000
+            ):
+                out.append(names[codes[idx]] or None)  # rows from before job ids were recorded have none
+            else:
+                out.append(newer)
+        return out
+
+
+def _same_bytes(values: Sequence[bytes | None] | None, columns: list[_Encoded | None], idx: int) -> bool:
+    """Does an online row hold the snapshot row's stored bytes (null, b"" and a missing column alike)?"""
+    return all((v or b"") == (b"" if col is None else col[idx]) for v, col in zip(values or (), columns, strict=True))
 
 
 def _load(path: Path, view: ViewSpec, version: tuple[int, int], data_dir: Path) -> LoadedSnapshot:
@@ -323,6 +353,6 @@ def _compile(path: Path, view: ViewSpec, data_dir: Path) -> Built:
     else:
         job_names, sections["job_codes"] = [""], np.zeros(table.num_rows, dtype=np.int32)
     header = {"view": view.name, "rows": table.num_rows, "written_at": written_at.isoformat(), "keys": kind,
-              "features": features, "ends": ends, "job_names": job_names}
+              "features": features, "ends": ends, "job_names": job_names, "job_id": info.job_id if info else ""}
     return header, {n: np.ascontiguousarray(v).data if isinstance(v, np.ndarray) else v
                     for n, v in sections.items()}

@@ -20,7 +20,7 @@ from feast.type_map import feast_value_type_to_python_type
 from fedstore.serving.entities import lookup_parser
 from fedstore.serving.errors import InvalidRequest
 from fedstore.serving.features import Answer, OnlineFeatures
-from fedstore.serving.lookup_lane import LaneMethod
+from fedstore.serving.lookup_methods import LaneMethod
 from fedstore.serving.wire import field, fields, string_field
 
 SERVICE = GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name

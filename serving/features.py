@@ -24,7 +24,7 @@ from fedstore.serving.catalog import CatalogCache, Resolved
 from fedstore.serving.entities import Entities, validate
 from fedstore.serving.errors import InvalidRequest, NoData, OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
 from fedstore.serving.fallback import SnapshotCache
-from fedstore.serving.metrics import ServingMetrics
+from fedstore.serving.metrics import BREAKER_OPEN, CALLER_DEADLINE, NOT_LOADED, ONLINE_ERROR, ServingMetrics
 from fedstore.serving.online import OnlineReader, ViewRows
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,6 @@ ONLINE, FALLBACK = "online_store", "batch_fallback"
 # online store's answer).
 FALLBACK_RESERVE_SHARE, FALLBACK_RESERVE_MIN_SECONDS = 0.1, 0.002
 
-# why an answer came from the snapshot (the reason label of fedstore_fallback_answers_total)
-ONLINE_ERROR, BREAKER_OPEN, CALLER_DEADLINE = "online_error", "breaker_open", "caller_deadline"
-NOT_LOADED = "online_not_loaded"  # the online store lost a view's rows, or holds older ones
 
 
 @dataclass(slots=True)  # not frozen: built for every lookup, and frozen __init__ costs five times more
@@ -88,6 +85,9 @@ class OnlineFeatures:
         # the node's marker check, run by the half-open probe before its answer is taken as online
         # and the breaker closes (an empty restart after an outage must not be answered online)
         self.check_loaded: Callable[[], None] | None = None
+        # per view, the job of the ledger's last load (set by the refresher; replaced, never
+        # mutated): names the online rows newer than the snapshot when the reader cannot say
+        self.latest_loads: dict[str, str] = {}
 
     def resolve(self, *, feature_service: str | None, refs: Sequence[str], full_feature_names: bool = False) -> Resolved:
         cat = self.catalog.current
@@ -206,7 +206,29 @@ class OnlineFeatures:
         return Answer(resolved, entities, rows, FALLBACK, age, tuple(sorted(jobs)), now)
 
     def _jobs(self, resolved: Resolved, entities: Entities, rows: dict[str, ViewRows]) -> tuple[str, ...]:
+        """The jobs whose values an online answer carries.
+
+        Read by the snapshot's per-row job ids where the snapshot holds the same row. The snapshot
+        is reloaded a tick after a job, so while a job writes, and until its snapshot loads, the
+        online store may hold rows it does not: then each row is compared with the snapshot's
+        bytes too, and a row that differs is the newer job's. A single Redis says which job that is
+        in the lookup's own round trip (the marker's running note, else the view's last load);
+        other stores by the refresher's reading of the ledger (``latest_loads``), so a row written
+        since the node last read it is named by no job rather than by a wrong one.
+        """
         jobs: set[str] = set()
         for v in resolved.views:
-            jobs |= self.snapshots.jobs_for(v.name, entities.keys(v.join_keys), rows[v.name].timestamps)
+            got = rows[v.name]
+            exact, newer = self.attribution(v.name, got)
+            jobs |= self.snapshots.jobs_for(v.name, entities.keys(v.join_keys), got, exact=exact, newer=newer)
         return tuple(sorted(jobs))
+
+    def attribution(self, view: str, got: ViewRows) -> tuple[bool, str | None]:
+        """How a view's online rows are attributed to jobs (``SnapshotCache.job_per_row``): whether
+        to compare bytes, and the job newer than the loaded snapshot's, where one is known."""
+        loaded = self.snapshots.job_of(view)
+        if got.marked:
+            newer = got.writing or (got.loaded_by if got.loaded_by != loaded else None)
+            return newer is not None, newer
+        latest = self.latest_loads.get(view)
+        return True, (latest if latest != loaded else None)

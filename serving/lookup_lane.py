@@ -13,8 +13,10 @@ other method (health, reflection, training-set streams) stays with grpc's own se
 port. A slow lookup holds its lane thread only, and the online read waits with the GIL released.
 
 This uses grpc's core binding (``grpc._cython.cygrpc``: the operations grpc's own server is built
-on) and the server's core object; both are checked when the lane attaches (``LaneUnsupported``), and
-tests run the whole node through real stubs.
+on) and the server's core object, which no grpcio release promises to keep: every piece the lane
+uses is checked when it attaches, before it changes anything (``LaneUnsupported``), and a node whose
+lane cannot attach answers the same methods through grpc's public API (``serving.lookup_public``;
+what a call gets is computed once, by ``serving.lookup_methods.outcome``, for both).
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence, cast
 
 import grpc
 from grpc._cython import cygrpc
 
-from fedstore.federation.grpc_handlers import status_details
 from fedstore.federation.access import AccessGuard
-from fedstore.serving.errors import ServingError
+from fedstore.serving.lookup_methods import INTERNAL_DETAILS, LaneMethod, outcome
 from fedstore.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
@@ -39,19 +40,24 @@ NO_DEADLINE = 1e17  # grpc core reports "no deadline" as a time near 2**63 secon
 _FLAGS = 0
 _CALL_OK = 0  # grpc_call_error GRPC_CALL_OK
 
+# every piece of grpc's core binding the lane uses (a class and what of it the lane calls or reads;
+# typed in stubs/grpc/_cython/cygrpc.pyi): all checked by ``attach`` before it registers anything,
+# so a grpcio without one of them leaves the server untouched
+CYGRPC_PIECES = {
+    "CompletionQueue": ("poll", "shutdown"),
+    "Server": ("register_completion_queue", "register_method", "request_registered_call"),
+    "Call": ("start_server_batch",),
+    "CompletionType": ("queue_shutdown", "queue_timeout"),
+    "ReceiveMessageOperation": ("message",),
+    "SendInitialMetadataOperation": (),
+    "SendMessageOperation": (),
+    "ReceiveCloseOnServerOperation": (),
+    "SendStatusFromServerOperation": (),
+}
+
 
 class LaneUnsupported(RuntimeError):
     """This grpcio's server is not built as the lane expects (its internals changed)."""
-
-
-@dataclass(frozen=True)
-class LaneMethod:
-    """One unary method on the lane: ``answer(request bytes, seconds left or None)`` returns the
-    response bytes, or raises ``ServingError`` (its status and message go to the caller)."""
-
-    path: str  # "/package.Service/Method"
-    label: str  # the method label on metrics
-    answer: Callable[[bytes, float | None], bytes]
 
 
 @dataclass(eq=False)
@@ -91,7 +97,7 @@ class LookupLane:
         self.threads = threads
         self.name = name
         self.max_calls = max_calls  # calls under way at once; more are refused at once
-        self._cq = cygrpc.CompletionQueue()
+        self._cq: cygrpc.CompletionQueue | None = None  # made by attach, once grpc is known to fit
         self._core: cygrpc.Server | None = None
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -99,17 +105,29 @@ class LookupLane:
         self._idle = threading.Condition(self._lock)
 
     def attach(self, server: grpc.Server) -> None:
-        """Register the lane's methods and queue with ``server``'s core; before it starts."""
-        core = getattr(getattr(server, "_state", None), "server", None)
-        if not isinstance(core, cygrpc.Server):
+        """Register the lane's methods and queue with ``server``'s core; before it starts.
+
+        ``LaneUnsupported`` when this grpcio lacks a piece the lane uses; then nothing was
+        registered (a method registered with the core and never asked for would leave its calls
+        waiting until their deadline), and the server can serve the methods through its public API.
+        Should registering itself fail, the server may hold part of it: its owner builds another."""
+        missing = missing_pieces(server)
+        if missing:
             raise LaneUnsupported(
-                f"grpcio {grpc.__version__}: its server does not expose the core server the lookup lane "
-                "registers its methods with; install a grpcio version this fedstore supports (see pyproject.toml)"
+                f"grpcio {grpc.__version__} lacks {', '.join(missing)}, which the lookup lane uses; install a grpcio "
+                "version this fedstore supports (see pyproject.toml)"
             )
-        core.register_completion_queue(self._cq)
-        for method in self.methods:
-            core.register_method(method.path)
-        self._core = core
+        core = server._state.server
+        try:
+            cq = cygrpc.CompletionQueue()
+            core.register_completion_queue(cq)
+            for method in self.methods:
+                core.register_method(method.path)
+        except Exception as e:  # their signatures changed: this server may hold part of it, so its owner drops it
+            raise LaneUnsupported(f"grpcio {grpc.__version__}: registering the lookup lane with grpc's core failed "
+                                  f"({type(e).__name__}: {e}); install a grpcio version this fedstore supports "
+                                  "(see pyproject.toml)") from e
+        self._cq, self._core = cq, core
 
     def start(self) -> None:
         """After the server started: ask for calls, one outstanding request per method and thread."""
@@ -123,6 +141,8 @@ class LookupLane:
 
     def stop(self, timeout: float = 10.0) -> None:
         """After the server stopped (its calls drained or cancelled): end the lane's threads."""
+        if self._cq is None:  # never attached
+            return
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0, timeout)
         self._cq.shutdown()
@@ -135,13 +155,14 @@ class LookupLane:
         """Ask for the method's next call. Once the server began shutting down grpc refuses
         (ValueError): no next call then, but the call just taken is still answered (it arrived
         before the shutdown and is drained within the grace period like any other)."""
-        assert self._core is not None
+        assert self._core is not None and self._cq is not None
         try:
             self._core.request_registered_call(self._cq, self._cq, tag.method.path, tag)
         except ValueError as e:  # "server must be started and not shutting down"
             log.debug("lookup lane: no next %s call: %s", tag.method.path, e)
 
     def _run(self) -> None:
+        assert self._cq is not None
         poll = self._cq.poll
         while True:
             event = poll()
@@ -151,14 +172,15 @@ class LookupLane:
             if kind == cygrpc.CompletionType.queue_timeout:
                 continue
             tag = event.tag
+            # the tag says which event it is: a _Request's is a call's arrival, a _Call's its batch's end
             if type(tag) is _Request:
                 if event.success:  # else the server is shutting down: no new request
                     self._request(tag)
-                    self._begin(event, tag.method)
+                    self._begin(cast("cygrpc.RequestCallEvent", event), tag.method)
             else:
-                self._step(event, tag)
+                self._step(cast("cygrpc.BatchOperationEvent", event), cast(_Call, tag))
 
-    def _begin(self, event: cygrpc.BaseEvent, method: LaneMethod) -> None:
+    def _begin(self, event: cygrpc.RequestCallEvent, method: LaneMethod) -> None:
         call = _Call(event.call, method, event.call_details.deadline, time.perf_counter())
         with self._lock:
             full = self._in_flight >= self.max_calls
@@ -168,7 +190,7 @@ class LookupLane:
         except Exception:  # a lane thread must outlive any one call, and the call must end
             self._failed(call)
 
-    def _admit(self, event: cygrpc.BaseEvent, call: _Call, full: bool) -> None:
+    def _admit(self, event: cygrpc.RequestCallEvent, call: _Call, full: bool) -> None:
         if full:  # the caller retries elsewhere, instead of waiting behind calls that may be slow
             self._finish(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"this serving process has {self.max_calls} calls under way, the most it takes", None)
@@ -179,7 +201,7 @@ class LookupLane:
             return
         self._start(call, (cygrpc.ReceiveMessageOperation(_FLAGS),))
 
-    def _step(self, event: cygrpc.BaseEvent, call: _Call) -> None:
+    def _step(self, event: cygrpc.BatchOperationEvent, call: _Call) -> None:
         try:
             self._answer(event, call)
         except Exception:  # a lane thread must outlive any one call, and the call must end
@@ -192,36 +214,21 @@ class LookupLane:
         if call.answered:  # its last batch may be under way: its event ends it; else it never comes
             return
         try:
-            self._finish(call, grpc.StatusCode.INTERNAL, "the serving node failed to answer; see its log", None,
-                         measured=False)
+            self._finish(call, grpc.StatusCode.INTERNAL, INTERNAL_DETAILS, None, measured=False)
         except Exception:
             log.exception("lookup lane: cannot end a failed call")
             if not call.answered:
                 self._done()
 
-    def _answer(self, event: cygrpc.BaseEvent, call: _Call) -> None:
+    def _answer(self, event: cygrpc.BatchOperationEvent, call: _Call) -> None:
         if call.answered or not event.success:
             # the answer's batch completed (sent, or the caller went away), or the caller cancelled
             # (or its deadline passed) before its request arrived: nothing more to send
             self._done()
             return
-        body = event.batch_operations[0].message()
-        if body is None:
-            self._finish(call, grpc.StatusCode.INVALID_ARGUMENT, f"{call.method.path} takes one request message", None)
-            return
         left = None if call.deadline > NO_DEADLINE else call.deadline - time.time()
-        if left is not None and left <= 0:  # it waited for a lane thread past its deadline
-            self._finish(call, grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call was answered", None)
-            return
-        try:
-            response = call.method.answer(body, left)
-        except ServingError as e:
-            self._finish(call, e.code, status_details(str(e)), None)
-        except Exception:
-            log.exception("%s failed", call.method.path)
-            self._finish(call, grpc.StatusCode.INTERNAL, "the serving node failed to answer; see its log", None)
-        else:
-            self._finish(call, grpc.StatusCode.OK, "", response)
+        got = outcome(call.method, cast("cygrpc.ReceiveMessageOperation", event.batch_operations[0]).message(), left)
+        self._finish(call, got.code, got.details, got.response)
 
     def _finish(
         self, call: _Call, code: grpc.StatusCode, details: str, response: bytes | None, *, measured: bool = True
@@ -258,3 +265,21 @@ class LookupLane:
             if not self._in_flight:
                 self._idle.notify_all()
 
+
+def missing_pieces(server: object) -> list[str]:
+    """What of grpc's private core the lane needs that this grpcio (or ``server``) does not have."""
+    missing = []
+    for name, members in CYGRPC_PIECES.items():
+        piece = getattr(cygrpc, name, None)
+        if piece is None:
+            missing.append(f"grpc._cython.cygrpc.{name}")
+        else:
+            missing += [f"grpc._cython.cygrpc.{name}.{m}" for m in members if not hasattr(piece, m)]
+    server_class = getattr(cygrpc, "Server", None)
+    if server_class is not None and not isinstance(getattr(getattr(server, "_state", None), "server", None),
+                                                   server_class):
+        missing.append("the core server (a grpc.Server's _state.server)")
+    return missing
+
+
+__all__ = ["LaneMethod", "LaneUnsupported", "LookupLane", "missing_pieces"]

@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+# why an answer came from the snapshot (the reason label of fedstore_fallback_answers_total)
+ONLINE_ERROR, BREAKER_OPEN, CALLER_DEADLINE = "online_error", "breaker_open", "caller_deadline"
+NOT_LOADED = "online_not_loaded"  # the online store lost a view's rows, or holds older ones
+FALLBACK_REASONS = (ONLINE_ERROR, BREAKER_OPEN, CALLER_DEADLINE, NOT_LOADED)
 
 
 class NodeStats(Collector):
@@ -33,7 +38,8 @@ class NodeStats(Collector):
         self.buckets = buckets
         self.codes: dict[tuple[str, str], int] = {}
         self.latency: dict[str, list[float]] = {}  # per bucket (and +Inf) counts, then the sum
-        self.fallback_answers: dict[str, int] = {}  # by reason
+        # by reason; every reason at zero from the start, so a rate over it exists before the first
+        self.fallback_answers: dict[str, int] = dict.fromkeys(FALLBACK_REASONS, 0)
         self.online_errors = 0
         self.online_up = 0
         self.not_loaded: dict[tuple[str, str], int] = {}  # (view, lost | behind) -> 1
@@ -42,6 +48,11 @@ class NodeStats(Collector):
         self.snapshot_failed: dict[str, float] = {}  # per view: 1 while its newest file cannot be loaded
         self.callers: dict[str, int] = {}  # admitted calls by token name
         self.refusals: dict[tuple[str, str], int] = {}  # (code, token name or "") -> calls refused
+        self.models_loaded: dict[tuple[str, str, str], int] = {}  # (stage, model, version) -> 1
+        self.models_refused: dict[tuple[str, str, str, str], int] = {}  # (model, version, stage, rule) -> loads refused
+        self.registry_up = 0
+        self.predictions: dict[str, int] = {}  # by outcome: logged | refused_log_full | write_failed
+        self.lookup_path: dict[str, int] = {}  # "lane" | "public" -> 1 for the path lookups take, 0 for the other
         # counts are read-modify-write from several lookup threads: one lock, uncontended ~0.1 µs
         self.lock = threading.Lock()
 
@@ -114,6 +125,30 @@ class NodeStats(Collector):
             "allowed in this region (PERMISSION_DENIED, with its token's name)",
             labels=["code", "caller"],
         ), self.refusals)
+        yield _labelled(GaugeMetricFamily(
+            "fedstore_model_loaded", "1 for each model version the node scores with, by stage",
+            labels=["stage", "model", "version"],
+        ), self.models_loaded)
+        yield _labelled(CounterMetricFamily(
+            "fedstore_model_refused",
+            "Model versions the registry deployed here that the region's own policy refused to load, by rule",
+            labels=["model", "version", "stage", "rule"],
+        ), self.models_refused)
+        yield GaugeMetricFamily(
+            "fedstore_registry_reachable", "1 when the last ask of the centre's registry for the deployment "
+            "was answered", value=self.registry_up)
+        yield _labelled(CounterMetricFamily(
+            "fedstore_predictions",
+            "Predictions by outcome: logged (written to the region's prediction log), refused_log_full "
+            "(Score refused: the log writer was behind)",
+            labels=["outcome"],
+        ), self.predictions)
+        yield _labelled(GaugeMetricFamily(
+            "fedstore_lookup_path",
+            "1 for the path this process answers lookups on: path=lane (the lookup lane on grpc's core) or "
+            "path=public (grpc's public API, slower: the lane could not attach, or serving.lookup_path is public)",
+            labels=["path"],
+        ), self.lookup_path)
 
 
 def _labelled(family: Metric, values: Mapping[Any, float]) -> Metric:
@@ -135,6 +170,10 @@ class ServingMetrics:
 
     def __post_init__(self) -> None:
         self.registry.register(self.stats)
+        # the process itself (CPU, memory, open files, start time), the interpreter and its GC
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     def answered(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """Count one answered call and observe its latency."""
@@ -173,8 +212,27 @@ class ServingMetrics:
         with self.stats.lock:
             self.stats.refusals[key] = self.stats.refusals.get(key, 0) + 1
 
+    def lookup_path(self, path: str, paths: tuple[str, ...]) -> None:
+        """Lookups are answered on ``path``, one of ``paths`` (each exported, 0 but for this one)."""
+        self.stats.lookup_path = {p: int(p == path) for p in paths}
+
     def view_freshness(self, view: str, seconds: float) -> None:
         self.stats.freshness[view] = seconds
+
+    def models_loaded(self, by_stage: Mapping[str, tuple[str, int]]) -> None:
+        self.stats.models_loaded = {(stage, name, str(version)): 1 for stage, (name, version) in by_stage.items()}
+
+    def model_refused(self, name: str, version: int, stage: str, rule: str) -> None:
+        key = (name, str(version), stage, rule)
+        with self.stats.lock:
+            self.stats.models_refused[key] = self.stats.models_refused.get(key, 0) + 1
+
+    def registry_reachable(self, up: bool) -> None:
+        self.stats.registry_up = 1 if up else 0
+
+    def predictions(self, outcome: str, count: int) -> None:
+        with self.stats.lock:
+            self.stats.predictions[outcome] = self.stats.predictions.get(outcome, 0) + count
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -32,6 +32,7 @@ from fedstore.online import (
     ClusterTarget,
     Load,
     PRESENT,
+    RUNNING_FIELD,
     RedisTarget,
     RespClosed,
     RespConnection,
@@ -63,6 +64,12 @@ class ViewRows:
     values: list[Sequence[bytes | None] | None]
     ts_raw: list[bytes | None]
     timestamps: list[tuple[int, int] | None]
+    # what the online marker said in the same round trip as these rows (a single Redis only; see
+    # ``RedisReader``): whether it was read, the job of the view's last load, and the job noted
+    # as writing rows (none when no job is under way)
+    marked: bool = False
+    loaded_by: str | None = None
+    writing: str | None = None
 
     @classmethod
     def empty(cls, features: tuple[str, ...], count: int) -> "ViewRows":
@@ -130,11 +137,13 @@ class _Group:
 
 
 class RedisReader:
-    """Reads, and vouches for, a Redis's rows: when the node knows which loads the online marker
-    should name (``expect``), each request's pipeline ends with an ``HMGET`` of the marker for the
-    request's views, so no answer is taken from a Redis emptied (or restored from a backup) since
-    the node last looked; such a read raises ``OnlineNotLoaded``. Last in the pipeline: Redis runs
-    it after the row reads, so a flush before any of them shows in it."""
+    """Reads, and vouches for, a Redis's rows: each request's pipeline ends with an ``HMGET`` of the
+    online marker for the request's views (and the running job's note), so when the node knows
+    which loads the marker should name (``expect``) no answer is taken from a Redis emptied (or
+    restored from a backup) since the node last looked; such a read raises ``OnlineNotLoaded``.
+    Last in the pipeline: Redis runs it after the row reads, so a flush before any of them shows in
+    it. What it names is kept on each view's rows (``ViewRows.loaded_by``, ``writing``): the jobs
+    that can have written the values read, so an answer names the job of its values (``features``)."""
 
     verifies_marker = True  # in the same round trip as the rows (a cluster's reader does not)
 
@@ -185,8 +194,9 @@ class RedisReader:
         made = resolved.memo.get(key)
         if made is None:
             names = tuple(v.name for v in resolved.views)
-            command = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(names)) + self._marker_head
-            made = resolved.memo[key] = (command + b"".join(_bulk(n.encode()) for n in names), names)
+            command = b"*%d\r\n$5\r\nHMGET\r\n" % (3 + len(names)) + self._marker_head
+            fields = b"".join(_bulk(n.encode()) for n in names) + _bulk(RUNNING_FIELD)  # the running note last
+            made = resolved.memo[key] = (command + fields, names)
         return made  # type: ignore[return-value]
 
     def _unverified(self, names: tuple[str, ...], reply: object, expected: dict[str, tuple[bytes, Load]]) -> list[str]:
@@ -234,12 +244,15 @@ class RedisReader:
         """One pipelined round trip. ``timeout`` (default: the reader's own) bounds connecting and
         the replies: ``OnlineStoreTimeout`` when it runs out, ``OnlineStoreDown`` when Redis fails."""
         plan, commands = self.commands(resolved, entities)
-        expected = self._expected
-        if not expected or not self.verifies_marker:
+        if not self.verifies_marker:
             return self.rows(plan, entities, self._fetch(commands, resolved, entities, timeout))
         marker, names = self._marker_command(resolved)
         replies = self._fetch(commands + [marker], resolved, entities, timeout)
         rows = self.rows(plan, entities, replies)
+        _note_writers(rows, names, replies[-1])
+        expected = self._expected
+        if not expected:
+            return rows
         bad = self._unverified(names, replies[-1], expected)
         if bad:
             raise OnlineNotLoaded(frozenset(bad), rows)
@@ -331,6 +344,18 @@ class RedisReader:
                 return False
             self._release(conn)
             return ok
+
+
+def _note_writers(rows: dict[str, ViewRows], names: tuple[str, ...], reply: object) -> None:
+    """The marker's reply (each view's load, then the running job's note) kept on each view's rows."""
+    found = reply if isinstance(reply, list) else []
+    running = found[len(names)] if len(found) > len(names) else None
+    writing = running.decode(errors="replace") if isinstance(running, bytes) else None
+    for name, raw in zip(names, found, strict=False):
+        view = rows[name]
+        view.marked, view.writing = True, writing
+        if isinstance(raw, bytes):  # "<started_at> <job id>" (``Load.encode``): only the id is needed here
+            view.loaded_by = raw.partition(b" ")[2].decode(errors="replace") or None
 
 
 class ClusterReader(RedisReader):

@@ -6,12 +6,17 @@ Services on one port:
   fedstore.datasets.v1.HistoricalFeatures  point-in-time training sets, streamed as Arrow
   grpc.health.v1.Health                "" = can answer at all (online store or snapshot);
                                        "fedstore.online_store" = the online store itself
-  grpc.reflection.v1alpha              so ``grpcurl list`` works
+  grpc.reflection.v1 and v1alpha       so ``grpcurl list`` works
 
 The two lookup methods run on the lookup lane (``serving.lookup_lane``): threads that poll grpc's
 core for their calls and answer each where it arrives, without the thread hand-offs grpc's Python
-servers make per call. Everything else is grpc's thread-pool server on the same port: health,
-reflection, training-set streams. Registry and snapshot reloads run on the refresher thread.
+servers make per call. The lane uses grpc's private core; when this grpcio lacks a piece of it (or
+``serving.lookup_path`` is ``public``) the same methods are answered through grpc's public API
+(``serving.lookup_public``): slower, never down; the start-up log and ``fedstore_lookup_path`` say
+which. Everything else is grpc's thread-pool server on the same port: health, reflection,
+training-set streams, and ``FeatureServing/Score`` (``serving.scoring``) when the region scores
+(``serving.models``: the deployment follower and the prediction log start and stop with the node).
+Registry and snapshot reloads run on the refresher thread.
 """
 
 from __future__ import annotations
@@ -21,16 +26,17 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from fedstore.federation import FederationConfig, RegionConfig
+from fedstore.federation.channels import centre_link
 from fedstore.federation.grpc_handlers import generic_handler
 from fedstore.federation.health_service import HealthService
+from fedstore.federation.reflection import ServerReflection
 from fedstore.federation.tls import server_credentials
 from fedstore.proto.fedstore.datasets.v1 import datasets_pb2
 from fedstore.proto.fedstore.serving.v1 import serving_pb2
@@ -48,12 +54,20 @@ from fedstore.serving.fallback import SnapshotCache
 from fedstore.serving.feast_compat import FeastCompatServicer
 from fedstore.serving.features import OnlineFeatures
 from fedstore.serving.loaded_views import LoadedViews
-from fedstore.serving.lookup_lane import LookupLane
+from fedstore.serving.lookup_methods import LANE, PUBLIC, LaneMethod
+from fedstore.serving.lookup_public import PublicLookups
 from fedstore.serving.metrics import ServingMetrics
 from fedstore.serving.open_streams import LimitOpenStreams
 from fedstore.serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
 from fedstore.serving.ports import CannotListen, check_bindable, stop_listening
 from fedstore.serving.servicer import FeatureServingServicer
+from fedstore.serving.scoring import Scorer, ScoringServicer
+from fedstore.serving.deployed import Deployment, DeploymentStore
+from fedstore.serving.model_follower import DeploymentFollower
+from fedstore.serving.prediction_log import PredictionLog
+
+if TYPE_CHECKING:
+    from fedstore.serving.lookup_lane import LookupLane
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +100,9 @@ class ServingNode:
         refresh_seconds: float = 1.0,
         reuse_port: bool = False,
         metrics_port: int | None = None,
+        centre_address: str | None = None,
     ) -> None:
+        """``centre_address``: where the registry is (default: the config's aggregator address)."""
         self.region = region
         self.refresh_seconds = refresh_seconds
         self._reuse_port = reuse_port
@@ -145,26 +161,73 @@ class ServingNode:
         self.health = HealthService()
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
-        guard = TokenGuard((HistoricalFeaturesServicer(region).handler(),), self._tokens, region.code, self.metrics)
-        self._lane = LookupLane(
-            (FeatureServingServicer(self.features).lane_method(), self._compat.lane_method()),
-            guard, self.metrics, threads=settings.lookup_threads, name=f"lookup-{region.code}",
-            max_calls=settings.max_concurrent_calls,
-        )
+        self.follower, self.predictions = self._models(config, centre_address)
+        scorer = Scorer(self.features, self._deployment, self.predictions)
+        self._scoring = ScoringServicer(scorer, self.metrics).handler()
+        lookups = (FeatureServingServicer(self.features).lane_method(), self._compat.lane_method())
         bind = address or region.serving_address
-        self.server, port = self._build(bind, reuse_port, guard)
+        self.server, self._lane, self.public_path_reason = self._build(lookups)
+        self.lookup_path = LANE if self._lane is not None else PUBLIC
+        self.metrics.lookup_path(self.lookup_path, (LANE, PUBLIC))
+        port = self._listen(self.server, bind)
         self.address = NodeAddress(bind.rpartition(":")[0], port)
         self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
 
-    def _build(self, bind: str, reuse_port: bool, guard: TokenGuard) -> tuple[grpc.Server, int]:
+    def _models(self, config: FederationConfig,
+                centre_address: str | None) -> tuple[DeploymentFollower | None, PredictionLog | None]:
+        """The deployment follower and the prediction log, when the region scores (``serving.models``)."""
+        models = self.region.serving.models
+        if models is None:
+            return None, None
+        token = next(t for t in config.tokens if t.name == models.registry_token)  # checked by the config
+        follower = DeploymentFollower(
+            self.region.code, config.policy(self.region.code), centre_link(config, self.region.code, centre_address),
+            token.secret(), DeploymentStore(self.region.data_dir), self.metrics, poll_seconds=models.poll_seconds)
+        log = PredictionLog(self.region.data_dir, retention_days=models.prediction_retention_days,
+                            max_batches=models.log_queue_batches,
+                            on_written=lambda n: self.metrics.predictions("logged", n))
+        return follower, log
+
+    def _deployment(self) -> Deployment | None:
+        return self.follower.current if self.follower is not None else None
+
+    def _build(self, lookups: Sequence[LaneMethod]) -> tuple[grpc.Server, LookupLane | None, str]:
+        """The grpc server, with the lookups on the lane attached to it, or (None and why not) served
+        through grpc's public API by the server itself."""
         settings = self.region.serving
+        datasets = HistoricalFeaturesServicer(self.region).handler()
+        why = "serving.lookup_path is public" if settings.lookup_path == PUBLIC else ""
+        if not why:
+            try:  # grpc's private core: a grpcio without it is served on the public path, not refused
+                from fedstore.serving.lookup_lane import LaneUnsupported, LookupLane
+            except ImportError as e:
+                why = f"grpc's private core cannot be imported ({e})"
+        if not why:
+            guard = TokenGuard((datasets, self._scoring), self._tokens, self.region.code, self.metrics)
+            lane = LookupLane(lookups, guard, self.metrics, threads=settings.lookup_threads,
+                              name=f"lookup-{self.region.code}", max_calls=settings.max_concurrent_calls)
+            server = self._grpc_server(guard, lookup_threads=0)
+            try:
+                lane.attach(server)
+                return server, lane, ""
+            except LaneUnsupported as e:  # nothing was registered; a fresh server all the same
+                why = str(e)
+        guard = TokenGuard((datasets, self._scoring, PublicLookups(lookups, self.metrics)), self._tokens,
+                           self.region.code, self.metrics)
+        return self._grpc_server(guard, lookup_threads=settings.lookup_threads), None, why
+
+    def _grpc_server(self, guard: TokenGuard, *, lookup_threads: int) -> grpc.Server:
+        """grpc's thread-pool server with the guarded services and the open ones; ``lookup_threads``
+        more pool threads when it answers lookups itself (the public path)."""
+        settings = self.region.serving
+        reuse_port = self._reuse_port
         # idle open streams (health Watch, reflection) never take every call
         stream_limit = max(1, settings.max_concurrent_calls // 2)
         server = grpc.server(
             # training-set streams, reflection streams (each holds a thread while open), health checks
-            futures.ThreadPoolExecutor(max_workers=settings.workers + stream_limit,
+            futures.ThreadPoolExecutor(max_workers=settings.workers + lookup_threads + stream_limit,
                                        thread_name_prefix=f"serve-{self.region.code}"),
             # an overloaded node refuses at once (RESOURCE_EXHAUSTED: the caller retries elsewhere)
             # instead of queueing calls without bound
@@ -182,31 +245,42 @@ class ServingNode:
         )
         open_to_all = LimitOpenStreams((
             generic_handler(health_pb2_grpc.add_HealthServicer_to_server, self.health),
-            generic_handler(
-                reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-                reflection.ReflectionServicer(
-                    SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-                ),
-            ),
+            ServerReflection(SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,)),
         ), limit=stream_limit)
         server.add_generic_rpc_handlers((guard, open_to_all))
-        self._lane.attach(server)
+        return server
+
+    def _listen(self, server: grpc.Server, bind: str) -> int:
+        settings = self.region.serving
         if settings.tls_cert and settings.tls_key:
             port = server.add_secure_port(bind, server_credentials(settings.tls_cert, settings.tls_key))
         else:
             port = server.add_insecure_port(bind)
         if port == 0:
             raise CannotListen(f"cannot listen on {bind}: the address is in use or not available here")
-        return server, port
+        return int(port)
 
     def start(self) -> "ServingNode":
         self._check_health()
+        if self.predictions is not None:
+            self.predictions.start()
+        if self.follower is not None:
+            self.follower.start()
         self.server.start()
-        self._lane.start()
+        if self._lane is not None:
+            self._lane.start()
         self._refresher.start()
         if self.metrics_port:
             self.metrics.serve(self.metrics_port)
         log.info("region %s serving on %s", self.region.code, self.address)
+        if self._lane is not None:
+            log.info("region %s: lookups on the fast lane (grpc's core, %d threads)", self.region.code,
+                     self.region.serving.lookup_threads)
+        elif self.region.serving.lookup_path == PUBLIC:
+            log.info("region %s: lookups on grpc's public API because %s", self.region.code, self.public_path_reason)
+        else:  # the lane was wanted: a grpcio the lane does not fit is worth an operator's look
+            log.warning("region %s: lookups on grpc's public API (slower) because %s", self.region.code,
+                        self.public_path_reason)
         return self
 
     def stop(self, grace: float = 5.0) -> None:
@@ -225,7 +299,12 @@ class ServingNode:
         if self._loaded is not None:
             self._loaded.close()
         self.server.stop(grace).wait(grace + 30)
-        self._lane.stop()
+        if self._lane is not None:
+            self._lane.stop()
+        if self.follower is not None:
+            self.follower.stop()
+        if self.predictions is not None:
+            self.predictions.close()  # after the calls drained: every answered prediction is written
         close = getattr(self.reader, "close", None)
         if close:
             close()
@@ -326,6 +405,7 @@ class ServingNode:
             wanted = self._loaded.expected(views)
             if isinstance(self.reader, RedisReader):  # every lookup checks the marker against these
                 self.reader.expect(wanted)
+            self.features.latest_loads = {v: load.job_id for v, load in wanted.items()}
             # against what this check last saw, not features.not_loaded: lookups add the views they
             # find lost at once, and the loss is still logged here once, with its cause
             change = self._loaded.check(views, self._seen_not_loaded, wanted)

@@ -1,6 +1,7 @@
 """``fedstore.serving.v1.FeatureServing``: the node's own contract.
 
-Served on the lookup lane (``serving.lookup_lane``). The request is parsed with the generated
+Served on the lookup lane (``serving.lookup_lane``), or grpc's public API (``serving.lookup_public``)
+when the lane cannot attach. The request is parsed with the generated
 message class; the response is encoded by hand from the stored bytes (``serving.wire``) and handed
 to gRPC as bytes, which is what keeps a 100-entity answer in the low milliseconds. Clients use the
 ordinary generated stub.
@@ -16,7 +17,7 @@ from fedstore.serving.catalog import Resolved
 from fedstore.serving.entities import lookup_parser
 from fedstore.serving.errors import InvalidRequest
 from fedstore.serving.features import FALLBACK, Answer, OnlineFeatures
-from fedstore.serving.lookup_lane import LaneMethod
+from fedstore.serving.lookup_methods import LaneMethod
 from fedstore.serving.wire import ONE_BYTE, field, string_field, varint
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from fedstore.federation.statistics import CATALOG, FeatureSpec
-from fedstore.federation.training import LABELS, TRAINING_SPECS, triangle
+from fedstore.federation.training import LABELS, TRAINING_SPECS, clip_rows, triangle
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from fedstore.regions.publishing.anonymise import anonymise
 from fedstore.regions.publishing.evaluation import ScoreHistograms, release_evaluation
@@ -76,18 +76,22 @@ def features_submission(region: str, exact: list[FeatureStatistics], *, epsilon:
 
 
 def exact_training(rng: np.random.Generator, n: tuple[int, int], d: int = SPEC.dimension) -> TrainingStatistics:
-    classes = []
+    """As class_statistics computes them: rows in [0, 1], shrunk to the spec's norm bound C."""
+    classes, xtx = [], np.zeros((d, d))
     for label, count in zip(LABELS, n, strict=True):
         x = rng.uniform(0, 1, (count, d)) ** rng.uniform(0.3, 3, d)
         x[rng.random((count, d)) < 0.1] = 0.0  # missing values become 0
-        classes.append(ClassStatistics(label, float(count), tuple(map(float, x.sum(axis=0))),
-                                       tuple(map(float, triangle(x.T @ x)))))
-    return TrainingStatistics(SPEC.feature_service, SPEC.label, SPEC.features[:d], tuple(classes))
+        x = clip_rows(x, SPEC.norm_bound)
+        classes.append(ClassStatistics(label, float(count), tuple(map(float, x.sum(axis=0)))))
+        xtx += x.T @ x
+    return TrainingStatistics(SPEC.feature_service, SPEC.label, SPEC.features[:d], tuple(classes),
+                              tuple(map(float, triangle(xtx))))
 
 
 def training_submission(region: str, exact: TrainingStatistics, *, epsilon: float, delta: float, now: datetime,
                         minimum_cohort: int = 10) -> pb.Submission | None:
-    released = release_training(exact, epsilon=epsilon, delta=delta, minimum_cohort=minimum_cohort)
+    released = release_training(exact, epsilon=epsilon, delta=delta, minimum_cohort=minimum_cohort,
+                                norm_bound=SPEC.norm_bound)
     if released.statistics is None:
         return None
     body = {**_header(region, "train", now), "features": [], "suppressed": [],

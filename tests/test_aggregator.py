@@ -508,6 +508,16 @@ def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch,
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
             names = {s.name for s in replies[0].list_services_response.service}
             assert {"fedstore.aggregator.v1.Aggregator", "grpc.health.v1.Health"} <= names
+            # reflection v1 as well (grpcurl --reflect-protocol grpc-v1, buf curl): the same messages
+            v1 = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                  request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                  response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+            (listed,) = list(v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+            assert {s.name for s in listed.list_services_response.service} == names >= {
+                "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+            (found,) = list(v1(iter([reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="fedstore.registry.v1.Registry")]), timeout=5))
+            assert found.file_descriptor_response.file_descriptor_proto  # the .proto, for a client to build calls
             rejected = metrics.rejected.labels("submission_id", "INVALID_ARGUMENT")
             before = rejected._value.get()
             with pytest.raises(grpc.RpcError):
@@ -666,3 +676,14 @@ def test_a_period_refused_by_a_centre_whose_clock_is_a_month_on_stays_queued(fed
     finally:
         server.stop(0).wait()
         store.close()
+
+
+def test_the_training_series_at_zero_name_every_strategy_there_is():
+    from fedstore.aggregator.errors import Rejected
+    from fedstore.aggregator.intake.metrics import STRATEGIES
+    from fedstore.aggregator.training.strategy import make_strategy
+
+    assert [make_strategy(name).name for name in STRATEGIES] == list(STRATEGIES)
+    with pytest.raises(Rejected) as err:
+        make_strategy("no-such")
+    assert str(err.value).endswith("known: " + ", ".join(sorted(STRATEGIES)))

@@ -139,8 +139,12 @@ def _scale_training(sub: pb.Submission, k: float) -> None:
         c.n *= k
         for i in range(len(c.sum_x)):
             c.sum_x[i] *= k
-        for i in range(len(c.xtx)):
-            c.xtx[i] *= k
+    for i in range(len(sub.training.xtx)):
+        sub.training.xtx[i] *= k
+
+
+def _total_sum_x(sub: pb.Submission, j: int) -> float:
+    return sum(c.sum_x[j] for c in sub.training.classes)
 
 
 def _unknown_field(sub: pb.Submission, path: Callable[[pb.Submission], object] | None = None) -> bytes:
@@ -303,10 +307,14 @@ CASES: list[Case] = [
     Case("impossible: a large negative Σx",
          mutated("training", lambda s: s.training.classes[1].sum_x.__setitem__(2, -1e5)), INVALID, "training_sums"),
     Case("impossible: a diagonal of XᵀX above Σx",
-         mutated("training", lambda s: s.training.classes[0].xtx.__setitem__(0, s.training.classes[0].sum_x[0] * 5)),
+         mutated("training", lambda s: s.training.xtx.__setitem__(0, _total_sum_x(s, 0) * 5)),
          INVALID, "training_products"),
     Case("impossible: a negative product sum",
-         mutated("training", lambda s: s.training.classes[0].xtx.__setitem__(1, -1e5)), INVALID, "training_products"),
+         mutated("training", lambda s: s.training.xtx.__setitem__(1, -1e5)), INVALID, "training_products"),
+    Case("impossible: rows longer than the spec's norm bound C",
+         mutated("training", lambda s: s.training.xtx.__setitem__(
+             slice(None), [min(_total_sum_x(s, j), _total_sum_x(s, i)) for j, i in zip(*np.triu_indices(8))])),
+         INVALID, "training_norms"),
     Case("impossible: XᵀX not positive semi-definite",
          mutated("training", lambda s: _non_psd(s)), INVALID, "training_psd"),
     Case("impossible: a negative null count", mutated("features", _set(F0, "null_count", -5)), INVALID, "non_negative"),
@@ -319,8 +327,10 @@ CASES: list[Case] = [
     Case("impossible: an infinite Σx",
          mutated("training", lambda s: s.training.classes[0].sum_x.__setitem__(0, float("inf"))), INVALID, "finite"),
     Case("impossible: a NaN sum", mutated("features", _set(F0, "sum", float("nan"))), INVALID, "finite"),
-    Case("impossible: an XᵀX of the wrong size", mutated("training", lambda s: s.training.classes[0].xtx.pop()),
+    Case("impossible: an XᵀX of the wrong size", mutated("training", lambda s: s.training.xtx.pop()),
          INVALID, "dimensions"),
+    Case("impossible: XᵀX per class (the former layout, noise scaled otherwise)",
+         mutated("training", lambda s: s.training.classes[1].xtx.extend(s.training.xtx)), INVALID, "dimensions"),
     Case("impossible: a count no region has", mutated("features", _set(F0, "count", 2**62)), INVALID, "range"),
     Case("impossible: a sum no clipped values give", mutated("features", _set(F0, "sum", 1e300)), INVALID, "range"),
     Case("impossible: one class only", mutated("training", lambda s: s.training.classes.pop()), INVALID, "classes"),
@@ -570,12 +580,11 @@ def _varint(n: int) -> bytes:
 def _non_psd(sub: pb.Submission) -> None:
     """Small diagonals under large off-diagonals: each entry within [0, min(Σx_j, Σx_k)], the
     matrix far from positive semi-definite."""
-    c = sub.training.classes[0]
-    d = len(c.sum_x)
+    d = len(sub.training.classes[0].sum_x)
     rows, cols = np.triu_indices(d)
-    least = min(c.sum_x)
+    least = min(_total_sum_x(sub, j) for j in range(d))
     for k, (j, i) in enumerate(zip(rows, cols, strict=True)):
-        c.xtx[k] = 0.0 if j == i else 0.9 * least
+        sub.training.xtx[k] = 0.0 if j == i else 0.9 * least
 
 
 def _swap_labels(sub: pb.Submission) -> None:

@@ -43,6 +43,8 @@ MISTAKES = [
     ("bad end time", ["region", "materialize", "--region", "MY", "--end", "yesterday"], "expected an ISO 8601 time"),
     ("end in the future", ["region", "materialize", "--region", "MY", "--end", "2999-01-01"], "is in the future"),
     ("empty image", ["deploy", "k8s", "--image", ""], "--image must name a container image"),
+    ("bad storage class", ["deploy", "k8s", "--storage-class", "Fast_RWX"],
+     "argument --storage-class: expected a StorageClass name"),
     ("generated end in the future", ["region", "generate", "--region", "MY", "--end", "2999-01-01"], "is after today"),
     ("missing sub-command", ["region"], "required"),
     ("negative grace", ["serve", "--region", "MY", "--grace", "-1"], "--grace must be a number of seconds, 0 or more"),

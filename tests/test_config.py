@@ -103,9 +103,21 @@ BAD = [
     ("quarantine on the spark engine", lambda c: c["regions"][0].update(
         materialization={"engine": "spark", "on_contract_violation": "quarantine"}),
      "regions[0].materialization.on_contract_violation: quarantine needs engine: local"),
+    ("unknown lookup path", lambda c: c["regions"][0].update(serving={"lookup_path": "fast"}),
+     "regions[0].serving.lookup_path: expected one of auto, public, got 'fast'"),
     ("unknown materialization key", lambda c: c["regions"][0].update(materialization={"latenes_hours": 6}),
      "regions[0].materialization.latenes_hours: unknown key"),
+    ("training floor above 1", lambda c: c.update(training={"minimum_expected_auc": 1.5}),
+     "training.minimum_expected_auc: expected an AUC in [0, 1)"),
+    ("unknown training key", lambda c: c.update(training={"floor": 0.6}), "training.floor: unknown key"),
 ]
+
+
+def test_the_training_floor_defaults_and_is_set_in_the_config():
+    assert parse_config(_cfg(_region("MY")), base_dir=Path("/")).training.minimum_expected_auc == 0.55
+    raw = _cfg(_region("MY"))
+    raw["training"] = {"minimum_expected_auc": 0.6}
+    assert parse_config(raw, base_dir=Path("/")).training.minimum_expected_auc == 0.6
 
 
 def test_lateness_window_defaults_to_a_day_and_is_set_per_region():

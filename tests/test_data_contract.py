@@ -306,6 +306,10 @@ def test_null_event_times_fail_a_strict_job_and_its_fail_event_names_the_strict_
     rejected = pq.read_table(node.data_dir / "quarantine" / job.job_id / "customer_transactions.parquet")
     assert rejected.column("reason").to_pylist() == ["event time event_timestamp is null"]
     assert job.per_view["customer_transactions"]["rows_read"] == 9
+    # every job reads it again (it is in no window): set aside, and counted, once
+    again = materialize(node, MaterializeRequest(show_progress=False, quarantine=True))
+    assert again.per_view["customer_transactions"]["rows_quarantined"] == 0
+    assert not (node.data_dir / "quarantine" / again.job_id).exists()
 
 
 def test_a_regions_default_of_quarantine_applies_unless_a_job_asks_for_strict(sqlite_federation):
@@ -322,3 +326,96 @@ def test_a_regions_default_of_quarantine_applies_unless_a_job_asks_for_strict(sq
         materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1), quarantine=False))
     job = materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1)))
     assert job.per_view["customer_transactions"]["rows_quarantined"] == 2  # rows 0 and 7
+
+
+def _ratios(n: int, outside: dict[int, float]) -> pa.Array:
+    """night_txn_ratio_7d per row: in [0, 1] (NaN in some rows: Feast's null, never out of bounds),
+    ``outside``'s values at its rows."""
+    return pa.array([outside.get(i, float("nan") if i % 5 == 0 else (i % 10) / 10) for i in range(n)], pa.float64())
+
+
+@pytest.mark.redis
+def test_a_value_outside_the_catalogs_declared_domain_fails_a_strict_job_in_one_line(redis_federation, clean_redis):
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    good = materialize(node, MaterializeRequest(show_progress=False, end=END))
+    redis = clean_redis["MY"].client()
+    online_before = {k: redis.hgetall(k) for k in redis.keys("*") if not k.startswith(b"fedstore:")}
+    snapshot = snapshot_path(node.data_dir, "customer_transactions")
+    snapshot_before = snapshot.read_bytes()
+    table = tables["customer_transactions"]  # row i: customer i // 2, day i % 2
+    _redeliver(node, table, "night_txn_ratio_7d", _ratios(table.num_rows, {7: 1.7, 12: -0.25}))
+    with pytest.raises(MaterializationError) as err:
+        materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1)))
+    message = str(err.value)
+    source = node.data_dir / "sources" / "customer_transactions.parquet"
+    assert "\n" not in message
+    assert (f"source {source} column night_txn_ratio_7d has 2 values outside [0, 1] (e.g. 1.7 (customer_id=3 at "
+            in message), message
+    assert "-0.25 (customer_id=6 at " in message, message
+    assert "the bounds the statistics catalog declares for customer_transactions:night_txn_ratio_7d" in message
+    # nothing was written, and the ledger says why
+    assert {k: redis.hgetall(k) for k in redis.keys("*") if not k.startswith(b"fedstore:")} == online_before
+    assert snapshot.read_bytes() == snapshot_before
+    failed = node.ledger.jobs(limit=1)[0]
+    assert failed.status == FAILED and "outside [0, 1]" in (failed.error or "")
+    assert node.ledger.jobs(limit=2)[1].job_id == good.job_id
+    # a feature whose catalog bounds only clip (avg_ticket: an IDR ticket above 500 is valid) is not bounded
+    _redeliver(node, table, "avg_ticket", pa.array([10_000.0 + i for i in range(table.num_rows)]))
+    materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1)))
+
+
+@pytest.mark.redis
+def test_values_outside_the_declared_domain_are_quarantined_with_their_reason(redis_federation, clean_redis):
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    table = tables["customer_transactions"]
+    ratios = _ratios(table.num_rows, {7: 1.7, 12: -0.25})
+    _redeliver(node, table, "night_txn_ratio_7d", ratios)
+    job = materialize(node, MaterializeRequest(show_progress=False, end=END + timedelta(days=1), quarantine=True))
+    rejected = pq.read_table(node.data_dir / "quarantine" / job.job_id / "customer_transactions.parquet")
+    assert sorted(zip(rejected.column("customer_id").to_pylist(), rejected.column("reason").to_pylist())) == [
+        (3, "night_txn_ratio_7d: 1.7 is outside [0, 1]"), (6, "night_txn_ratio_7d: -0.25 is outside [0, 1]")]
+    assert node.ledger.get(job.job_id).per_view["customer_transactions"]["rows_quarantined"] == 2
+    # customer 3's latest row was set aside: its older one is served; customer 6's older row was
+    online = node.store.get_online_features(features=["customer_transactions:night_txn_ratio_7d"],
+                                            entity_rows=[{"customer_id": c} for c in (3, 6, 4)]).to_dict()
+    values = ratios.to_pylist()
+    assert online["night_txn_ratio_7d"] == [values[6], values[13], values[9]]
+
+
+@pytest.mark.redis
+def test_a_rejected_row_read_again_by_a_later_job_is_quarantined_once(redis_federation, clean_redis):
+    """An incremental job reads the lateness window again: the rows an earlier job set aside there
+    are not set aside (nor counted) a second time; a new rejected row is."""
+    node = RegionNode(redis_federation.region("MY"))
+    tables = write_sources(node.data_dir, customers=20, drivers=3, days=2)
+    node.apply()
+    table = tables["customer_transactions"]  # row i: customer i // 2, day i % 2 (T0 + 1 and + 2 days here)
+    spend = pa.array(["n/a" if i in (3, 9) else f"{i * 1.5}" for i in range(table.num_rows)])
+    drifted = _redeliver(node, table, "spend_7d", spend)
+    end = T0 + timedelta(days=3)
+    first = materialize(node, MaterializeRequest(show_progress=False, end=end, quarantine=True))
+    assert first.per_view["customer_transactions"]["rows_quarantined"] == 2
+
+    again = MaterializeRequest(show_progress=False, end=end + timedelta(hours=1), incremental=True, quarantine=True)
+    second = materialize(node, again)  # its window starts a day before the first's end: rows 3 and 9 again
+    assert second.windows["customer_transactions"][0] <= T0 + timedelta(days=2)
+    assert second.per_view["customer_transactions"]["rows_quarantined"] == 0
+    assert second.per_view["customer_transactions"]["quarantine_file"] is None
+    assert not (node.data_dir / "quarantine" / second.job_id).exists()
+
+    # a new bad row (customer 2's, newer than its others) is set aside, and only it
+    fix = drifted.slice(5, 1)
+    for column in ("event_timestamp", "created"):
+        fix = fix.set_column(fix.schema.get_field_index(column), column,
+                             pa.array([end + timedelta(minutes=30)], fix.schema.field(column).type))
+    fix = fix.set_column(fix.schema.get_field_index("spend_7d"), "spend_7d", pa.array(["unknown"]))
+    pq.write_table(pa.concat_tables([drifted, fix]), node.data_dir / "sources" / "customer_transactions.parquet")
+    third = materialize(node, MaterializeRequest(show_progress=False, end=end + timedelta(hours=2), incremental=True,
+                                                 quarantine=True))
+    assert third.per_view["customer_transactions"]["rows_quarantined"] == 1
+    rejected = pq.read_table(node.data_dir / "quarantine" / third.job_id / "customer_transactions.parquet")
+    assert rejected.column("reason").to_pylist() == ["spend_7d: 'unknown' is not Float64"]

@@ -3,6 +3,9 @@ A real node on a loopback port, real Redis, real stubs."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import sys
 import threading
 import time
 
@@ -12,7 +15,8 @@ import pytest
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
 from fedstore.serving.client import FeatureClient
-from fedstore.serving.lookup_lane import LaneUnsupported, LookupLane
+from fedstore.serving.lookup_lane import LaneUnsupported, LookupLane, missing_pieces
+from fedstore.serving.server import ServingNode
 from serving_fixtures import TOKENS, served_region, wait_until
 
 pytestmark = pytest.mark.redis
@@ -21,9 +25,11 @@ PATH = "/fedstore.serving.v1.FeatureServing/GetOnlineFeatures"
 AUTH = (("authorization", f"Bearer {TOKENS['fraud-app']}"),)
 
 
-@pytest.fixture()
-def served(tmp_path, clean_redis, monkeypatch):
-    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, serving={"lookup_threads": 2})
+@pytest.fixture(params=["auto", "public"], ids=["lane", "public-api"])
+def served(request, tmp_path, clean_redis, monkeypatch):
+    """On the lane, and through grpc's public API (where a grpcio the lane does not fit puts lookups)."""
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch,
+                      serving={"lookup_threads": 2, "lookup_path": request.param})
     yield s
     s.server.stop(1)
 
@@ -279,3 +285,243 @@ def test_connections_redis_closed_cost_no_answer(served, clean_redis):
         assert served.server.reader.ping()
         assert [ask() for _ in range(10)] == ["online_store"] * 10
     assert served.server.metrics.stats.online_errors == 0
+
+
+# --- when the lane cannot attach: the same lookups through grpc's public API ---------------------
+
+FEAST_PATH = "/GrpcFeatureServer/GetOnlineFeatures"
+TRAINER = "s3cret-trainer"  # region MY's, role datasets only: no lookups
+
+
+def _feast_request(ids: list[int] | None, **kind) -> bytes:
+    from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesRequest
+    from feast.protos.feast.types.Value_pb2 import Null, Value
+
+    req = GetOnlineFeaturesRequest(**kind)
+    values = [Value(int64_val=i) for i in ids] if ids is not None else [Value(null_val=Null.NULL)]
+    req.entities["driver_id" if kind.get("feature_service") == "driver_allocation" else "customer_id"].val.extend(values)
+    return req.SerializeToString()
+
+
+def _bearer(secret: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {secret}"),)
+
+
+_V1_BAD_REF = pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureList(refs=["spend_7d"]))
+_V1_BAD_REF.entities["customer_id"].int64_values.values.append(1)
+_V1_REFS = pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureList(refs=["customer_transactions:spend_7d",
+                                                                        "customer_profile:kyc_level"]),
+                                       full_feature_names=True)
+_V1_REFS.entities["customer_id"].int64_values.values.extend([3, 1, 10**12])
+
+# (case, path, request bytes or None for a stream of no message, metadata, the code both paths must give)
+CALLS = [
+    ("v1 service", PATH, _request([1, 2, 3, 10**12]).SerializeToString(), AUTH, grpc.StatusCode.OK),
+    ("v1 refs, full names", PATH, _V1_REFS.SerializeToString(), AUTH, grpc.StatusCode.OK),
+    ("feast service", FEAST_PATH, _feast_request([1, 2], feature_service="driver_allocation"), AUTH, grpc.StatusCode.OK),
+    ("unknown service", PATH, pb.GetOnlineFeaturesRequest(feature_service="nope").SerializeToString(), AUTH,
+     grpc.StatusCode.NOT_FOUND),
+    ("malformed ref", PATH, _V1_BAD_REF.SerializeToString(), AUTH, grpc.StatusCode.INVALID_ARGUMENT),
+    ("over the entity limit", PATH, _request(list(range(501))).SerializeToString(), AUTH,
+     grpc.StatusCode.INVALID_ARGUMENT),
+    ("feast null join key", FEAST_PATH, _feast_request(None, feature_service="fraud_scoring"), AUTH,
+     grpc.StatusCode.INVALID_ARGUMENT),
+    ("bytes that are no request", PATH, b"\xff\xff\xff", AUTH, grpc.StatusCode.INVALID_ARGUMENT),
+    ("no request message", FEAST_PATH, None, AUTH, grpc.StatusCode.INVALID_ARGUMENT),
+    ("no token", PATH, _request([1]).SerializeToString(), (), grpc.StatusCode.UNAUTHENTICATED),
+    ("unknown token", FEAST_PATH, _request([1]).SerializeToString(), _bearer("wrong"), grpc.StatusCode.UNAUTHENTICATED),
+    ("another scheme", PATH, _request([1]).SerializeToString(), (("authorization", "Basic x"),),
+     grpc.StatusCode.UNAUTHENTICATED),
+    ("another region's credential", PATH, _request([1]).SerializeToString(), _bearer(TOKENS["sg-only"]),
+     grpc.StatusCode.PERMISSION_DENIED),
+    ("a credential without role lookup", FEAST_PATH, _feast_request([1], feature_service="fraud_scoring"),
+     _bearer(TRAINER), grpc.StatusCode.PERMISSION_DENIED),
+]
+
+
+def _ask(channel: grpc.Channel, path: str, body: bytes | None, metadata) -> tuple[grpc.StatusCode, str, bytes]:
+    try:
+        if body is None:  # on the wire a unary request is a stream of one message: this one has none
+            reply = channel.stream_unary(path, request_serializer=None, response_deserializer=None)(
+                iter(()), metadata=metadata, timeout=10)
+        else:
+            reply = channel.unary_unary(path, request_serializer=None, response_deserializer=None)(
+                body, metadata=metadata, timeout=10)
+    except grpc.RpcError as e:
+        return e.code(), e.details(), b""
+    return grpc.StatusCode.OK, "", reply
+
+
+def _public_twin(config) -> ServingNode:
+    """A second node of the same region (same Redis, same registry and snapshots), its lookups on
+    grpc's public API."""
+    region = config.region("MY")
+    public = dataclasses.replace(region, serving=dataclasses.replace(region.serving, lookup_path="public"))
+    return ServingNode(config, public, address="127.0.0.1:0", refresh_seconds=0.2).start()
+
+
+@pytest.fixture()
+def trainer_too(monkeypatch) -> list[dict]:
+    monkeypatch.setenv("TOKEN_TRAINER", TRAINER)
+    return [
+        {"name": "fraud-app", "secret_env": "TOKEN_FRAUD", "roles": ["lookup", "datasets"], "regions": ["MY"]},
+        {"name": "sg-only", "secret_env": "TOKEN_SG", "roles": ["lookup", "datasets"], "regions": ["SG"]},
+        {"name": "trainer", "secret_env": "TOKEN_TRAINER", "roles": ["datasets"], "regions": ["MY"]},
+    ]
+
+
+def test_the_public_api_answers_every_lookup_byte_for_byte_as_the_lane_does(tmp_path, clean_redis, monkeypatch,
+                                                                           trainer_too):
+    """Same region, same Redis: one node on the lane, one through grpc's public API. Every answer,
+    status and detail is the same, the roles are enforced alike, and the metrics count alike."""
+    lane = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, tokens=trainer_too)
+    public = _public_twin(lane.config)
+    try:
+        assert (lane.server.lookup_path, public.lookup_path) == ("lane", "public")
+        with grpc.insecure_channel(lane.address) as at_lane, grpc.insecure_channel(str(public.address)) as at_public:
+            for case, path, body, metadata, code in CALLS:
+                on_lane, on_public = _ask(at_lane, path, body, metadata), _ask(at_public, path, body, metadata)
+                assert on_lane[0] == code, (case, on_lane[:2])
+                assert on_public == on_lane, case
+                if code == grpc.StatusCode.OK:
+                    assert len(on_lane[2]) > 100, case  # an answer with values, not an empty message
+        for stats in (lane.server.metrics.stats, public.metrics.stats):
+            assert stats.codes[("GetOnlineFeatures", "OK")] == 2
+        assert public.metrics.stats.codes == lane.server.metrics.stats.codes
+        assert public.metrics.stats.refusals == lane.server.metrics.stats.refusals
+        assert public.metrics.stats.refusals[("PERMISSION_DENIED", "trainer")] == 1
+        assert public.metrics.stats.callers == lane.server.metrics.stats.callers
+        timed = [{m: sum(h[:-1]) for m, h in stats.latency.items()} for stats in (public.metrics.stats, lane.server.metrics.stats)]
+        assert timed[0] == timed[1] == {"GetOnlineFeatures": 6, "feast.GetOnlineFeatures": 3}
+    finally:
+        public.stop(1)
+        lane.server.stop(1)
+
+
+def _path_gauge(node: ServingNode) -> dict[str, float | None]:
+    sample = node.metrics.registry.get_sample_value
+    return {p: sample("fedstore_lookup_path", {"path": p}) for p in ("lane", "public")}
+
+
+def test_a_grpcio_the_lane_does_not_fit_serves_lookups_through_the_public_api(tmp_path, clean_redis, monkeypatch,
+                                                                             caplog):
+    """A grpcio release that changed what the lane uses: the node starts all the same, says so in
+    its log and on its metrics, and answers lookups, roles enforced."""
+    def unsupported(self, server):
+        raise LaneUnsupported("grpcio 9.9.9 lacks grpc._cython.cygrpc.Server, which the lookup lane uses")
+
+    monkeypatch.setattr(LookupLane, "attach", unsupported)
+    with caplog.at_level(logging.INFO, logger="fedstore.serving.server"):
+        s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch)
+    try:
+        assert s.server.lookup_path == "public"
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert "region MY: lookups on grpc's public API (slower) because grpcio 9.9.9 lacks " \
+               "grpc._cython.cygrpc.Server, which the lookup lane uses" in warned
+        assert _path_gauge(s.server) == {"lane": 0, "public": 1}
+        with FeatureClient(s.address, token=TOKENS["fraud-app"]) as client:
+            got = client.get_online_features(feature_service="fraud_scoring", entities={"customer_id": [1, 2]})
+            assert got.source == "online_store" and got.region == "MY" and len(got.statuses["spend_7d"]) == 2
+        with grpc.insecure_channel(s.address) as ch:
+            assert _ask(ch, PATH, _request([1]).SerializeToString(), ())[0] == grpc.StatusCode.UNAUTHENTICATED
+            assert _ask(ch, PATH, _request([1]).SerializeToString(), _bearer(TOKENS["sg-only"]))[0] == \
+                grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        s.server.stop(1)
+
+
+def test_a_grpcio_without_its_private_core_module_serves_lookups_through_the_public_api(tmp_path, clean_redis,
+                                                                                       monkeypatch, caplog):
+    """``grpc._cython.cygrpc`` gone (renamed or moved by a release): the lane cannot even be
+    imported. grpc's own modules hold it already, so only the lane's import is cut off."""
+    import grpc._cython
+
+    lane = served_region(tmp_path, clean_redis["MY"].url, monkeypatch)
+    try:
+        with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="fedstore.serving.server"):
+            m.delitem(sys.modules, "fedstore.serving.lookup_lane")
+            m.setitem(sys.modules, "grpc._cython.cygrpc", None)
+            m.delattr(grpc._cython, "cygrpc")
+            wants_lane = ServingNode(lane.config, lane.config.region("MY"), address="127.0.0.1:0").start()
+        try:
+            assert wants_lane.lookup_path == "public"
+            assert wants_lane.public_path_reason.startswith("grpc's private core cannot be imported (")
+            assert any("lookups on grpc's public API (slower) because grpc's private core cannot be imported"
+                       in r.getMessage() for r in caplog.records)
+            assert _path_gauge(wants_lane) == {"lane": 0, "public": 1}
+            with grpc.insecure_channel(str(wants_lane.address)) as ch, grpc.insecure_channel(lane.address) as at_lane:
+                body = _request([1, 2, 10**12]).SerializeToString()
+                assert _ask(ch, PATH, body, AUTH) == _ask(at_lane, PATH, body, AUTH)
+                assert _ask(ch, PATH, body, AUTH)[0] == grpc.StatusCode.OK
+        finally:
+            wants_lane.stop(1)
+    finally:
+        lane.server.stop(1)
+
+
+def test_the_lane_runs_by_default_and_says_so(served, caplog):
+    if served.server.lookup_path == "public":
+        assert _path_gauge(served.server) == {"lane": 0, "public": 1}
+        assert served.server.public_path_reason == "serving.lookup_path is public"
+        return
+    assert _path_gauge(served.server) == {"lane": 1, "public": 0}
+    assert served.server.public_path_reason == ""
+
+
+def test_this_grpcio_has_every_piece_the_lane_uses():
+    """The pin in pyproject.toml (grpcio <1.86) holds a grpcio the lane fits; a server that is not
+    grpc's names what is missing."""
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    try:
+        assert missing_pieces(server) == []
+    finally:
+        server.stop(None)
+    assert missing_pieces(object()) == ["the core server (a grpc.Server's _state.server)"]
+
+
+def test_a_grpcio_without_a_piece_the_lane_uses_is_refused_before_anything_is_registered(monkeypatch):
+    """What a release that renamed one of the core binding's classes looks like to the lane."""
+    from concurrent import futures
+
+    from grpc._cython import cygrpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    monkeypatch.delattr(cygrpc, "ReceiveCloseOnServerOperation")
+    lane = LookupLane((), _Open(), None, threads=1, name="t")  # type: ignore[arg-type]
+    with pytest.raises(LaneUnsupported, match=r"lacks grpc\._cython\.cygrpc\.ReceiveCloseOnServerOperation, which"):
+        lane.attach(server)
+    assert lane._cq is None and lane._core is None
+    monkeypatch.undo()
+    server.stop(None)
+
+
+def test_a_lane_whose_registration_fails_is_unsupported_not_a_crash(monkeypatch):
+    """grpc's core changed a signature the checks cannot see: attach says LaneUnsupported (the node
+    then builds a fresh server for the public API), not an error that stops the node."""
+    from concurrent import futures
+
+    from grpc._cython import cygrpc
+
+    from fedstore.serving.lookup_lane import LaneMethod
+    from fedstore.serving.metrics import ServingMetrics
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+
+    class Changed:  # every member the lane checks for, but built differently
+        def __init__(self, *args):
+            raise TypeError("CompletionQueue() takes 1 positional argument")
+
+        def poll(self): ...
+
+        def shutdown(self): ...
+
+    monkeypatch.setattr(cygrpc, "CompletionQueue", Changed)
+    lane = LookupLane((LaneMethod("/t.S/M", "m", lambda body, left: b""),), _Open(), ServingMetrics("T"),
+                      threads=1, name="t")
+    with pytest.raises(LaneUnsupported, match="registering the lookup lane with grpc's core failed .TypeError"):
+        lane.attach(server)
+    monkeypatch.undo()
+    server.stop(None)
+    lane.stop(1)  # never attached: nothing to end

@@ -150,8 +150,10 @@ def test_lineage_events_name_sources_and_outputs(sqlite_federation):
     events = [json.loads(line) for line in (node.data_dir / "lineage" / "events.jsonl").read_text().splitlines()]
     assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
     done = events[-1]
-    assert {i["name"] for i in done["inputs"]} == {s["path"] for s in job.sources}
-    assert "online/customer_transactions" in {o["name"] for o in done["outputs"]}
+    # OpenLineage's naming spec: a local file is namespace "file", name its absolute path
+    assert {(i["namespace"], i["name"]) for i in done["inputs"]} == {
+        ("file", str((node.data_dir / s["path"]).resolve())) for s in job.sources}
+    assert f"{node.store.project}_customer_transactions" in {o["name"] for o in done["outputs"]}
     assert done["job"]["namespace"] == "fedstore://sg"
 
 
@@ -305,7 +307,7 @@ def test_a_window_end_in_the_future_is_refused_and_leaves_the_ledger_alone(sqlit
 # loaded machine a small job had finished before the signal came.
 _STOPS_ONCE_STARTED = (
     "import os, signal, sys\n"
-    "from regions.store.ledger import JobLedger\n"
+    "from fedstore.regions.store.ledger import JobLedger\n"
     "real = JobLedger.start\n"
     "def start(self, *a, **kw):\n"
     "    job = real(self, *a, **kw)\n"

@@ -52,6 +52,7 @@ def test_the_wheel_has_one_top_level_package_with_every_part_inside(wheels):
         assert f"fedstore/{part}/__init__.py" in names, part
     assert "fedstore/proto/fedstore/serving/v1/serving_pb2.py" in names
     assert "fedstore/proto/fedstore/serving/v1/serving.proto" in names  # the language-neutral contract
+    assert "fedstore/proto/fedstore.binpb" in names  # and as one descriptor set, for other languages
     assert "fedstore/feature_repo/definitions.py" in names
 
 

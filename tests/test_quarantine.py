@@ -28,7 +28,7 @@ from fedstore.federation.channels import centre_link
 from fedstore.federation.errors import ConfigError
 from fedstore.federation.privacy_maps import gaussian_epsilon, gaussian_scale
 from fedstore.federation.statistics import CATALOG
-from fedstore.federation.training import block_weights, training_spec, triangle
+from fedstore.federation.training import clip_rows, release_weights, training_spec, triangle
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from fedstore.proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -286,23 +286,24 @@ def _examples(code, rng, n=20_000):
 
 
 def _training_release(code, rng, x, y, *, epsilon=4.0, delta=1e-6, swap=False, inflate=1.0):
-    """Exact class blocks plus seeded Gaussian noise at OpenDP's certified scale for (ε, δ), as
-    ``release_training`` adds it (weighted block, unit-scale noise, divided back)."""
-    scale = gaussian_scale(D, epsilon, delta)
-    weights = block_weights(D)
-    classes = []
-    for label in (0, 1):
-        xc = x[y == label]
-        block = np.concatenate([[len(xc)], xc.sum(axis=0), triangle(xc.T @ xc)]) * inflate
-        noisy = block + rng.normal(0, scale, block.size) / weights
-        classes.append(pb.ClassStatistics(label=1 - label if swap else label, n=float(noisy[0]),
-                                          sum_x=noisy[1:1 + D].tolist(), xtx=noisy[1 + D:].tolist()))
-    spent, _ = gaussian_epsilon(D, scale, delta)  # what the centre recomputes from the scale (a hair under ε)
+    """Exact statistics of rows shrunk to the spec's C plus seeded Gaussian noise at OpenDP's
+    certified scale for (ε, δ), as ``release_training`` adds it (weighted release, one scale of
+    noise, divided back)."""
+    scale = gaussian_scale(epsilon, delta)
+    x = clip_rows(x, SPEC.norm_bound)
+    k = 2
+    exact = np.concatenate([[float((y == c).sum()) for c in (0, 1)], *(x[y == c].sum(axis=0) for c in (0, 1)),
+                            triangle(x.T @ x)]) * inflate
+    weights = release_weights(D, SPEC.norm_bound)
+    noisy = exact + rng.normal(0, scale, exact.size) / weights
+    classes = [pb.ClassStatistics(label=1 - label if swap else label, n=float(noisy[label]),
+                                  sum_x=noisy[k + label * D:k + (label + 1) * D].tolist()) for label in (0, 1)]
+    spent, _ = gaussian_epsilon(scale, delta)  # what the centre recomputes from the scale (a hair under ε)
     sub = pb.Submission(region=code, accounting=pb.PrivacyAccounting(
         mechanism=pb.GAUSSIAN, epsilon=spent, delta=delta, epsilon_per_query=spent, minimum_cohort=10),
         training=pb.TrainingStatistics(feature_service=SPEC.feature_service, label=SPEC.label,
                                        features=SPEC.features, classes=sorted(classes, key=lambda c: c.label),
-                                       noise_scale=scale))
+                                       noise_scale=scale, xtx=noisy[k + k * D:].tolist()))
     return _header(sub, rng, "train")
 
 
@@ -521,3 +522,15 @@ def test_per_feature_heterogeneity_lets_a_region_that_really_differs_through(tmp
         assert not c.submit(busy).quarantined  # 52 above the others, allowed 3 × 40
     finally:
         c.close()
+
+
+def test_the_reason_a_region_is_told_names_its_own_value_not_the_other_regions_median():
+    from fedstore.aggregator.quarantine.screen import Estimate, out_of_line
+
+    others = [{"mean of x": Estimate(value=v, variance=0.01, heterogeneity=0.1)} for v in (3.217, 3.241, 3.229)]
+    finding = out_of_line({"mean of x": Estimate(value=9.5, variance=0.01, heterogeneity=0.1)}, others, k=4,
+                          minimum_others=3)
+    assert finding is not None and finding.median == 3.229
+    text = finding.why()
+    assert text.startswith("rule quarantine: mean of x is 9.5, more than ") and "3 other regions" in text
+    assert "3.229" not in text and "3.23" not in text  # the others' median stays with the centre

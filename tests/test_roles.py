@@ -53,15 +53,20 @@ def _fedstore_protos() -> list:
 
 
 def test_every_rpc_of_every_service_has_an_access_policy_and_every_policy_a_method():
+    from fedstore.federation.reflection import V1_FILE, ServerReflection
+
+    ServerReflection(())  # describes reflection v1 (v1alpha's messages under v1's name)
+    v1 = descriptor_pool.Default().FindFileByName(V1_FILE)
+    reflection_v1 = {f"/{s.full_name}/{m.name}" for s in v1.services_by_name.values() for m in s.methods}
     served = set().union(*(_method_paths(m) for m in _fedstore_protos()), _method_paths(GrpcServer_pb2),
-                         _method_paths(health_pb2), _method_paths(reflection_pb2))
+                         _method_paths(health_pb2), _method_paths(reflection_pb2), reflection_v1)
     assert len(_fedstore_protos()) >= 4
     missing = sorted(served - set(POLICIES))
     assert not missing, f"RPCs without an access policy in federation/roles.py: {missing}"
     stale = sorted(set(POLICIES) - served)
     assert not stale, f"policies for methods no service declares: {stale}"
     open_ = {m for m, p in POLICIES.items() if p.scope is Scope.OPEN}
-    assert open_ == _method_paths(health_pb2) | _method_paths(reflection_pb2)  # nothing else is open
+    assert open_ == _method_paths(health_pb2) | _method_paths(reflection_pb2) | reflection_v1  # nothing else is open
 
 
 def test_docs_security_names_every_method_of_the_table():
@@ -117,6 +122,7 @@ def _env(name: str) -> str:
 # and which credentials' regions may use it for region MY (the node's region, or the request's).
 EXPECTED = {
     SERVING + "GetOnlineFeatures": ("lookup", lambda regions: regions == ("MY",)),
+    SERVING + "Score": ("lookup", lambda regions: regions == ("MY",)),
     FEAST + "GetOnlineFeatures": ("lookup", lambda regions: regions == ("MY",)),
     FEAST + "Push": (None, lambda regions: False),
     FEAST + "WriteToOnlineStore": (None, lambda regions: False),
@@ -137,6 +143,7 @@ EXPECTED = {
 # a request per method, aimed at region MY; an admitted one may still fail (INVALID_ARGUMENT, NOT_FOUND)
 REQUESTS: dict[str, bytes] = {
     SERVING + "GetOnlineFeatures": b"",
+    SERVING + "Score": b"",
     FEAST + "GetOnlineFeatures": b"",
     FEAST + "Push": b"",
     FEAST + "WriteToOnlineStore": b"",
@@ -157,16 +164,17 @@ REQUESTS: dict[str, bytes] = {
 STREAMING = {DATASETS + "GetHistoricalFeatures"}
 
 
-@pytest.fixture(scope="module")
-def doors(tmp_path_factory, pki):
-    """A served region MY (embedded online store) and the centre, one config, every credential."""
+@pytest.fixture(scope="module", params=["auto", "public"], ids=["lane", "public-api"])
+def doors(request, tmp_path_factory, pki):
+    """A served region MY (embedded online store) and the centre, one config, every credential.
+    Twice: the node's lookups on the lane, and through grpc's public API (its fallback)."""
     tmp_path = tmp_path_factory.mktemp("roles")
     mp = pytest.MonkeyPatch()
     for name in CREDENTIALS:
         mp.setenv(_env(name), _secret(name))
     tokens = [{"name": name, "secret_env": _env(name), "roles": list(roles), "regions": list(regions)}
               for name, (roles, regions) in CREDENTIALS.items()]
-    served = served_region(tmp_path, None, mp, customers=30, tokens=tokens)
+    served = served_region(tmp_path, None, mp, customers=30, tokens=tokens, serving={"lookup_path": request.param})
     metrics = AggregatorMetrics()
     # the centre on mutual TLS, as everywhere; every call to it goes over region MY's certificate, the
     # region these requests name, so the only refusals are the roles' (the certificate's own checks
@@ -240,7 +248,8 @@ def test_the_role_rpc_region_matrix_over_real_grpc(doors):
 def test_the_centre_reads_no_row_and_is_told_why(doors):
     node, *_ = doors
     with grpc.insecure_channel(node) as ch:
-        for method in (SERVING + "GetOnlineFeatures", FEAST + "GetOnlineFeatures", DATASETS + "GetHistoricalFeatures"):
+        for method in (SERVING + "GetOnlineFeatures", SERVING + "Score", FEAST + "GetOnlineFeatures",
+                       DATASETS + "GetHistoricalFeatures"):
             call = ch.unary_stream(method) if method in STREAMING else ch.unary_unary(method)
             with pytest.raises(grpc.RpcError) as e:
                 result = call(REQUESTS[method], metadata=(("authorization", f"Bearer {_secret('centre@*')}"),), timeout=30)
@@ -332,3 +341,34 @@ def test_a_served_method_missing_from_the_table_is_refused_to_every_caller(tmp_p
         assert "rule policy" in e.value.details() and "deny by default" in e.value.details()
     finally:
         server.stop(None)
+
+
+def test_the_centre_counts_every_call_by_method_and_code_and_reports_its_process(doors):
+    """Request counts and latency per method and status (the guard's refusals included), process
+    metrics, and per-region series at zero before their first event."""
+    *_, centre_metrics, centre_channel = doors
+    reg = centre_metrics.registry
+    method = REG + "ListModels"
+    assert method in REQUESTS
+
+    def count(code: str) -> float:
+        return reg.get_sample_value("fedstore_centre_requests_total", {"method": method, "code": code}) or 0.0
+
+    ok, denied = count("OK"), count("PERMISSION_DENIED")
+    seen = reg.get_sample_value("fedstore_centre_request_seconds_count", {"method": method}) or 0.0
+    with centre_channel() as channel:
+        assert _call(channel, method, (("authorization", f"Bearer {_secret('centre@*')}"),)) == grpc.StatusCode.OK
+        refused = _call(channel, method, (("authorization", f"Bearer {_secret('lookup@MY')}"),))
+    assert refused in REFUSED
+    assert refused == grpc.StatusCode.PERMISSION_DENIED  # a known token without the role
+    assert count("OK") == ok + 1 and count("PERMISSION_DENIED") == denied + 1
+    assert reg.get_sample_value("fedstore_centre_request_seconds_count", {"method": method}) == seen + 2
+    # a method nobody serves gets no series: made-up names cannot grow the metrics
+    with centre_channel() as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            channel.unary_unary("/fedstore.registry.v1.Registry/NoSuchMethod")(b"", timeout=30)
+        assert err.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED)
+    assert not any(s.labels.get("method", "").endswith("NoSuchMethod")
+                   for m in reg.collect() for s in m.samples)
+    assert reg.get_sample_value("process_cpu_seconds_total") is not None  # the process itself
+    assert reg.get_sample_value("fedstore_submissions_accepted_total", {"region": "SG", "kind": "evaluation"}) == 0

@@ -24,9 +24,12 @@ TX = ["txn_count_7d", "txn_count_30d", "spend_7d", "spend_30d", "avg_ticket", "c
       "distinct_merchants_30d", "night_txn_ratio_7d"]
 
 
-@pytest.fixture()
-def served(tmp_path, clean_redis, monkeypatch):
-    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch)
+@pytest.fixture(params=["auto", "public"], ids=["lane", "public-api"])
+def served(request, tmp_path, clean_redis, monkeypatch):
+    """Every test of the node runs twice: lookups on the lane, and through grpc's public API (the
+    path a grpcio the lane does not fit takes); both must answer alike."""
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, serving={"lookup_path": request.param})
+    assert s.server.lookup_path == ("lane" if request.param == "auto" else "public")
     yield s
     s.server.stop(1)
 
@@ -528,8 +531,15 @@ def test_health_and_reflection(served):
             health_pb2.HealthCheckResponse.SERVING
         r = reflection_pb2_grpc.ServerReflectionStub(ch)
         replies = list(r.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+        v1 = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",  # newer clients ask v1
+                              request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                              response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        (found,) = list(v1(iter([reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="fedstore.serving.v1.FeatureServing")]), timeout=5))
     names = {s.name for s in replies[0].list_services_response.service}
-    assert {"fedstore.serving.v1.FeatureServing", "GrpcFeatureServer", "grpc.health.v1.Health"} <= names
+    assert {"fedstore.serving.v1.FeatureServing", "GrpcFeatureServer", "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert found.file_descriptor_response.file_descriptor_proto
 
 
 def test_metrics_count_requests_and_latency(served):

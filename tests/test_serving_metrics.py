@@ -52,7 +52,17 @@ def test_nodes_in_one_process_share_no_value():
     sa, sb = _samples(a), _samples(b)
     assert ("fedstore_requests_total", (("code", "OK"), ("method", "GetOnlineFeatures"))) not in sb
     assert sa[("fedstore_fallback_answers_total", (("reason", "online_error"),))] == 1
-    assert ("fedstore_fallback_answers_total", (("reason", "online_error"),)) not in sb
+    assert sb[("fedstore_fallback_answers_total", (("reason", "online_error"),))] == 0  # at zero from the start
     assert sa[("fedstore_online_store_up", ())] == 1 and sb[("fedstore_online_store_up", ())] == 0
     assert sa[("fedstore_view_freshness_seconds", (("view", "customer_transactions"),))] == 42.0
     assert ("fedstore_view_freshness_seconds", (("view", "customer_transactions"),)) not in sb
+
+
+def test_every_fallback_reason_is_at_zero_before_its_first_answer_and_the_process_is_reported():
+    from fedstore.serving.metrics import FALLBACK_REASONS
+
+    s = _samples(ServingMetrics("MY"))
+    assert {r: s[("fedstore_fallback_answers_total", (("reason", r),))] for r in FALLBACK_REASONS} == \
+        dict.fromkeys(FALLBACK_REASONS, 0.0)
+    assert s[("process_cpu_seconds_total", ())] > 0 and s[("process_open_fds", ())] > 0
+    assert any(name == "python_info" for name, _ in s)

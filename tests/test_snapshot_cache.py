@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from fedstore.serving.catalog import FeatureRef, Resolved, ViewSpec
 from fedstore.serving.entities import Entities
 from fedstore.serving.fallback import SnapshotCache
+from fedstore.serving.online import ViewRows
 from fedstore.regions.store.snapshot import JOB_COLUMN, snapshot_path
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
@@ -80,9 +81,18 @@ def test_integer_keys_answer_the_stored_bytes(tmp_path, count):
     assert jobs == want_jobs and "job-a" in jobs  # the repeated id's last row has no job id: none named
     # an online value is attributed to the job whose snapshot row has the same entity and event time
     keys = [(ids[1],), (ids[2],), (5,)]
-    stamps = [got.timestamps[0], (got.timestamps[0][0] + 60, 0), (1, 0)]
-    assert cache.jobs_for("tx", keys, stamps) == {"job-a"}
-    assert cache.jobs_for("unknown_view", keys, stamps) == set()
+    online = ViewRows(("spend", "n"), [got.values[0], got.values[0], got.values[0]], [None] * 3,
+                      [got.timestamps[0], (got.timestamps[0][0] + 60, 0), (1, 0)])
+    assert cache.jobs_for("tx", keys, online, exact=False, newer=None) == {"job-a"}
+    assert cache.jobs_for("tx", keys, online, exact=False, newer="job-c") == {"job-a", "job-c"}
+    assert cache.jobs_for("unknown_view", keys, online, exact=False, newer=None) == set()
+    # exact: at the same event time with other bytes (a correction the snapshot does not hold yet)
+    # the row is the newer job's, not the snapshot's
+    corrected = ViewRows(("spend", "n"), [[b"\x11", got.values[0][1]]], [None], [got.timestamps[0]])
+    assert cache.jobs_for("tx", keys[:1], corrected, exact=True, newer="job-c") == {"job-c"}
+    assert cache.jobs_for("tx", keys[:1], corrected, exact=True, newer=None) == set()
+    same = ViewRows(("spend", "n"), [got.values[0]], [None], [got.timestamps[0]])
+    assert cache.jobs_for("tx", keys[:1], same, exact=True, newer="job-c") == {"job-a"}  # the snapshot's bytes
 
 
 def test_string_and_composite_keys(tmp_path):

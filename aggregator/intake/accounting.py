@@ -10,7 +10,8 @@ is rejected; the budget is charged the recomputation, never the claim.
                    when the submission carries a segment breakdown (the whole region at ε/2,
                    the disjoint segments together at ε/2: parallel composition). δ = 0.
     training ..... Gaussian only: (ε, δ) of OpenDP's Gaussian at the declared scale on the weighted
-                   class blocks, converted from zCDP at the declared δ.
+                   release (L2 sensitivity 1: the spec's C and budget shares set the weights), its
+                   zCDP ρ = 1/(2σ²) converted by OpenDP at the declared δ.
     evaluation ... Laplace only: discrete Laplace on the score histograms, L1 sensitivity 1. δ = 0.
 """
 
@@ -23,7 +24,6 @@ from typing import Iterable
 from fedstore.aggregator.errors import Rejected
 from fedstore.federation.privacy_maps import QUERY_NAMES, evaluation_epsilon, feature_queries, gaussian_epsilon, laplace_epsilon
 from fedstore.federation.statistics import FeatureSpec
-from fedstore.federation.training import training_spec
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 # the mechanism each kind of release must use (a training release declared Laplace is refused: it
@@ -117,9 +117,8 @@ def _features(sub: pb.Submission, catalog: dict[str, FeatureSpec]) -> Charge:
 def _training(sub: pb.Submission) -> Charge:
     t = sub.training
     scale = _scale(t.noise_scale, "the training release")
-    d = training_spec(t.feature_service).dimension
     try:
-        eps, delta = gaussian_epsilon(d, scale, sub.accounting.delta)
+        eps, delta = gaussian_epsilon(scale, sub.accounting.delta)
     except ValueError as e:
         raise Rejected(f"rule accounting: {e}") from None
     return Charge(epsilon=eps, delta=delta, epsilon_per_query=eps)

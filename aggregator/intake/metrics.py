@@ -6,9 +6,11 @@ import re
 from dataclasses import dataclass, field
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, GCCollector, PlatformCollector, ProcessCollector, start_http_server
 
 _RULE = re.compile(r"^rule (\w+):")
+KINDS = ("features", "training", "evaluation")  # what a submission releases (aggregator.v1)
+STRATEGIES = ("lda", "ridge")
 
 
 def rule_of(message: str) -> str:
@@ -37,6 +39,23 @@ class AggregatorMetrics:
                                        ["caller"], registry=self.registry)
         self.auth_refusals = Counter("fedstore_centre_auth_refusals", "Calls the access guard refused, by code and caller",
                                      ["code", "caller"], registry=self.registry)
+
+        # the process itself: CPU, memory, open files, start time; the interpreter and its GC
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    def zero(self, regions: tuple[str, ...]) -> None:
+        """Every series whose labels are known in advance, at zero: a rate over a counter with no
+        sample yet is no rate at all, and an alert on it never fires."""
+        for region in regions:
+            self.replayed.labels(region)
+            for kind in KINDS:
+                self.accepted.labels(region, kind)
+                self.quarantined.labels(region, kind)
+        for strategy in STRATEGIES:
+            for outcome in ("trained", "refused"):
+                self.trainings.labels(strategy, outcome)
 
     def admitted(self, caller: str) -> None:
         self.calls_by_caller.labels(caller).inc()

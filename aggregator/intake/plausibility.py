@@ -22,7 +22,7 @@ import numpy as np
 from fedstore.aggregator.errors import Rejected
 from fedstore.aggregator.intake.noise_bounds import FALSE_REJECT, abs_laplace_sum, chi2, gaussian
 from fedstore.federation.statistics import FeatureSpec
-from fedstore.federation.training import BLOCK_WEIGHTS, from_triangle
+from fedstore.federation.training import TrainingSpec, from_triangle, noise_sds
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 P = FALSE_REJECT
@@ -131,12 +131,15 @@ def segment_totals(sub: pb.Submission) -> None:
                            f"region's {w.count:,} (noise allows +{room:.0f})")
 
 
-def training(t: pb.TrainingStatistics, d: int, *, max_entities: int) -> None:
-    """The rules of a training block. Features are rescaled to [0, 1], so per class:
-    0 ≤ Σx_j ≤ n, 0 ≤ (XᵀX)_jk ≤ min(Σx_j, Σx_k), and the second-moment matrix
+def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int) -> None:
+    """The rules of a training release. Features are rescaled to [0, 1] and each row shrunk to L2
+    norm at most C (the spec's ``norm_bound``), so per class 0 ≤ Σx_j ≤ n; over both classes
+    0 ≤ (XᵀX)_jk ≤ min(Σx_j, Σx_k), trace(XᵀX) = Σ‖x‖² ≤ C²·n, and the second-moment matrix
     [[n, Σxᵀ], [Σx, XᵀX]] = Σ_i (1, x_i)(1, x_i)ᵀ is positive semi-definite. Noise: Gaussian,
-    N(0, σ_p²) on each number of part p, σ_p = noise_scale / BLOCK_WEIGHTS[p], independent."""
-    sig_n, sig_x, sig_t = (t.noise_scale / BLOCK_WEIGHTS[p] for p in ("n", "sum_x", "xtx"))
+    N(0, σ_p²) on each number of part p, σ_p = noise_scale / weight_p (``part_weights``), independent."""
+    d, c2 = spec.dimension, spec.norm_bound**2
+    sds = noise_sds(t.noise_scale, spec.norm_bound)
+    sig_n, sig_x, sig_t = sds["n"], sds["sum_x"], sds["xtx"]
     classes = list(t.classes)
     k = len(classes)
 
@@ -156,33 +159,43 @@ def training(t: pb.TrainingStatistics, d: int, *, max_entities: int) -> None:
                 raise Rejected(f"rule training_sums: class {c.label} has Σx[{j}] = {v:.6g} with n = {c.n:.6g}; "
                                "features in [0, 1] give 0 ≤ Σx ≤ n, noise included")
 
-    # rule training_products: −zσ_t ≤ (XᵀX)'_jk and (XᵀX)'_jk − Σx'_j ≤ z·√(σ_t² + σ_x²), the same for
-    # Σx'_k (x_j·x_k ≤ min(x_j, x_k) on [0, 1]; on the diagonal x_j² ≤ x_j); 3 comparisons per
-    # entry of the triangle and class, each bound at p over their number
+    # the classes added up: Σx over both carries N(0, k·σ_x²) per number, n N(0, k·σ_n²)
+    total_x = [sum(c.sum_x[j] for c in classes) for j in range(d)]
+    sig_tx, sig_tn = sig_x * math.sqrt(k), sig_n * math.sqrt(k)
+
+    # rule training_products: −zσ_t ≤ (XᵀX)'_jk and (XᵀX)'_jk − Σx'_j ≤ z·√(σ_t² + k·σ_x²), the same
+    # for Σx'_k (x_j·x_k ≤ min(x_j, x_k) on [0, 1]; on the diagonal x_j² ≤ x_j); 3 comparisons per
+    # entry of the triangle, each bound at p over their number
     rows, cols = np.triu_indices(d)
-    q = P / (3 * len(rows) * k)
-    low, high = gaussian(sig_t, q), gaussian(math.hypot(sig_t, sig_x), q)
-    for c in classes:
-        for v, j, i in zip(c.xtx, rows.tolist(), cols.tolist(), strict=True):
-            if v < -low - _slack(v) or v - min(c.sum_x[j], c.sum_x[i]) > high + _slack(v, c.sum_x[j], c.sum_x[i]):
-                raise Rejected(f"rule training_products: class {c.label} has XᵀX[{j},{i}] = {v:.6g} with "
-                               f"Σx = {c.sum_x[j]:.6g}, {c.sum_x[i]:.6g}; features in [0, 1] give 0 ≤ XᵀX[j,k] ≤ "
-                               "min(Σx_j, Σx_k), noise included")
+    q = P / (3 * len(rows))
+    low, high = gaussian(sig_t, q), gaussian(math.hypot(sig_t, sig_tx), q)
+    for v, j, i in zip(t.xtx, rows.tolist(), cols.tolist(), strict=True):
+        if v < -low - _slack(v) or v - min(total_x[j], total_x[i]) > high + _slack(v, total_x[j], total_x[i]):
+            raise Rejected(f"rule training_products: XᵀX[{j},{i}] = {v:.6g} with Σx = {total_x[j]:.6g}, "
+                           f"{total_x[i]:.6g}; features in [0, 1] give 0 ≤ XᵀX[j,k] ≤ min(Σx_j, Σx_k), noise included")
+
+    # rule training_norms: trace(XᵀX) = Σ‖x_i‖² ≤ C²·n, and trace(XᵀX)' − C²·n' carries
+    # N(0, d·σ_t² + C⁴·k·σ_n²): the rows were shrunk to the bound the noise was scaled for
+    diag = from_triangle(list(t.xtx), d).diagonal()
+    trace = float(diag.sum())
+    room = gaussian(math.sqrt(d * sig_t**2 + c2**2 * sig_tn**2), P)
+    if trace - c2 * n_total > room + _slack(trace, c2 * n_total):
+        raise Rejected(f"rule training_norms: trace(XᵀX) = {trace:.6g} exceeds C²·n = {c2 * n_total:.6g} "
+                       f"(C = {spec.norm_bound:g}, the spec's row-norm bound) beyond the noise (+{room:.3g})")
 
     # rule training_psd: the released second-moment matrix is the true one (PSD) plus a symmetric
     # noise matrix E, so its least eigenvalue is at least −‖E‖₂ ≥ −‖E‖_F. ‖E‖_F² ≤ 2·σ_max²·χ² with
-    # (d+1)(d+2)/2 degrees of freedom (each upper-triangle entry counted twice at most), bound at p/k
+    # (d+1)(d+2)/2 degrees of freedom (each upper-triangle entry counted twice at most), bound at p
     dof = (d + 1) * (d + 2) // 2
-    room = math.sqrt(2 * chi2(dof, P / k)) * max(sig_n, sig_x, sig_t)
-    for c in classes:
-        m = np.empty((d + 1, d + 1))
-        m[0, 0] = c.n
-        m[0, 1:] = m[1:, 0] = c.sum_x
-        m[1:, 1:] = from_triangle(list(c.xtx), d)
-        least = float(np.linalg.eigvalsh(m)[0])
-        if least < -room - _slack(*np.diag(m)):
-            raise Rejected(f"rule training_psd: class {c.label}'s second moments have an eigenvalue of {least:.6g}; "
-                           f"a sum of (1, x)(1, x)ᵀ has none below 0, and the noise none below −{room:.3g}")
+    room = math.sqrt(2 * chi2(dof, P)) * max(sig_tn, sig_tx, sig_t)
+    m = np.empty((d + 1, d + 1))
+    m[0, 0] = n_total
+    m[0, 1:] = m[1:, 0] = total_x
+    m[1:, 1:] = from_triangle(list(t.xtx), d)
+    least = float(np.linalg.eigvalsh(m)[0])
+    if least < -room - _slack(*np.diag(m)):
+        raise Rejected(f"rule training_psd: the second moments have an eigenvalue of {least:.6g}; "
+                       f"a sum of (1, x)(1, x)ᵀ has none below 0, and the noise none below −{room:.3g}")
 
 
 def evaluation(e: pb.Evaluation, *, max_entities: int) -> None:

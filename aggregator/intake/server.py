@@ -11,7 +11,6 @@ from typing import Callable
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from fedstore.aggregator.errors import (
     AggregatorError,
@@ -45,6 +44,8 @@ from fedstore.federation import ConfigError, FederationConfig
 from fedstore.federation.access import AccessGuard
 from fedstore.federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
 from fedstore.federation.health_service import HealthService
+from fedstore.federation.reflection import ServerReflection
+from fedstore.federation.request_metrics import RequestMetrics, method_paths
 from fedstore.federation.statistics import CATALOG
 from fedstore.federation.tls import server_credentials
 from fedstore.federation.tokens import Caller, TokenBook, bearer_token
@@ -98,7 +99,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         caller = self.book.caller(token) if token else None
         if caller is None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown token")
-        return caller  # type: ignore[return-value]
+        return caller
 
     def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
         caller = self.authenticate(context)
@@ -191,7 +192,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 raise NotAllowed(f"rule identity: caller {caller.name!r} may not train federation-wide models")
             self.quarantine.sweep_training(request.feature_service, request.period or None)
             held = [e.submission_id for e in self._held_events(request.period or None) if e.kind == "training"]
-            result = train(self.store, request, registry=self.registry, who=caller.name, quarantined=held)
+            result = train(self.store, request, registry=self.registry, who=caller.name, quarantined=held,
+                           minimum_expected_auc=self.config.training.minimum_expected_auc)
             self.metrics.trainings.labels(result.strategy, "trained").inc()
             return result
         except AggregatorError as e:
@@ -268,8 +270,11 @@ def build_server(
                           "aggregator.plaintext: true for local development")
     store = SubmissionStore(store_path)
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry, clock)
+    servicer.metrics.zero(config.codes)
+    served = (pb.DESCRIPTOR.services_by_name["Aggregator"], registry_pb2.DESCRIPTOR.services_by_name["Registry"])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), interceptors=[
+        RequestMetrics(servicer.metrics.registry, "fedstore_centre", method_paths(*served))])
     # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL; so does a
     # request with fields or enum values its contract does not define (wire.py), or larger than
     # MAX_REQUEST_BYTES; before any is read, the guard refuses callers whose roles do not admit the
@@ -284,11 +289,9 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     names = (pb.DESCRIPTOR.services_by_name["Aggregator"].full_name,
              registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
-             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     # anyone may open a reflection stream and keep it open: a few of them, not the pool's every thread
-    server.add_generic_rpc_handlers((limit_streams(generic_handler(
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflection.ReflectionServicer(names)),
-        REFLECTION_STREAMS),))
+    server.add_generic_rpc_handlers((limit_streams(ServerReflection(names), REFLECTION_STREAMS),))
     for name in ("", names[0], names[1]):
         checker.set(name, health_pb2.HealthCheckResponse.SERVING)  # the store opened: it can accept
     if credentials is not None:

@@ -33,7 +33,7 @@ from fedstore.aggregator.intake.accounting import Charge, recompute
 from fedstore.federation import PrivacyConfig
 from fedstore.federation.statistics import SEGMENTS, FeatureSpec
 from fedstore.federation.tokens import Caller
-from fedstore.federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
+from fedstore.federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, TrainingSpec, triangle_size
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 # matched whole (fullmatch): "$" would also match before a final newline, and "2026-11\n" would be
@@ -125,9 +125,9 @@ def validate(
     if id_kind != kind:
         raise Rejected(f"rule submission_id: {sub.submission_id!r} names a {id_kind} submission, but it carries {kind}")
     if kind == "training":
-        d = _training(sub.training, privacy)
+        spec = _training(sub.training, privacy)
         charge = recompute(sub, kind, catalog)
-        plausibility.training(sub.training, d, max_entities=privacy.max_entities)
+        plausibility.training(sub.training, spec, max_entities=privacy.max_entities)
         return charge
     if kind == "evaluation":
         _evaluation(sub.evaluation, privacy)
@@ -231,7 +231,7 @@ def _features(features: Iterable[pb.FeatureStatistics], catalog: dict[str, Featu
             raise Rejected(f"rule edges: {f.ref}{where} has {len(f.histogram)} bins, the catalog {spec.bins}")
 
 
-def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> int:
+def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> TrainingSpec:
     spec = next((s for s in TRAINING_SPECS if s.feature_service == t.feature_service), None)
     if spec is None:
         raise Rejected(f"rule catalog: {t.feature_service!r} is not a training spec of the federation")
@@ -241,20 +241,27 @@ def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> int:
     if sorted(c.label for c in t.classes) != list(LABELS):
         raise Rejected(f"rule classes: training statistics need exactly one block per class {LABELS}")
     d = spec.dimension
+    if len(t.xtx) != triangle_size(d):
+        raise Rejected(f"rule dimensions: XᵀX has {len(t.xtx)} numbers; {d} features need {triangle_size(d)} "
+                       "(released once for both classes)")
+    if not all(_finite(v) for v in t.xtx):
+        raise Rejected("rule finite: XᵀX has a non-finite number")
+    if max(abs(v) for v in t.xtx) > MAX_COUNT:
+        raise Rejected(f"rule range: XᵀX has a number beyond what {MAX_COUNT:,} examples can give")
     for c in t.classes:
-        if len(c.sum_x) != d or len(c.xtx) != triangle_size(d):
-            raise Rejected(
-                f"rule dimensions: class {c.label} has Σx of {len(c.sum_x)} and XᵀX of {len(c.xtx)} numbers; "
-                f"{d} features need {d} and {triangle_size(d)}"
-            )
-        if not all(_finite(v) for v in (c.n, *c.sum_x, *c.xtx)):
+        if c.xtx:
+            raise Rejected(f"rule dimensions: class {c.label} carries its own XᵀX; XᵀX is released once for both "
+                           "classes (TrainingStatistics.xtx)")
+        if len(c.sum_x) != d:
+            raise Rejected(f"rule dimensions: class {c.label} has Σx of {len(c.sum_x)} numbers; {d} features need {d}")
+        if not all(_finite(v) for v in (c.n, *c.sum_x)):
             raise Rejected(f"rule finite: class {c.label} has a non-finite number")
-        # features are rescaled to [0, 1]: no sum of n examples' values or products exceeds n
-        if max(abs(v) for v in (c.n, *c.sum_x, *c.xtx)) > MAX_COUNT:
+        # features are rescaled to [0, 1]: no sum of n examples' values exceeds n
+        if max(abs(v) for v in (c.n, *c.sum_x)) > MAX_COUNT:
             raise Rejected(f"rule range: class {c.label} has a number beyond what {MAX_COUNT:,} examples can give")
         if c.n < privacy.minimum_cohort:
             raise Rejected(f"rule minimum_cohort: class {c.label} has n {c.n:.1f} < {privacy.minimum_cohort}")
-    return d
+    return spec
 
 
 def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig) -> None:

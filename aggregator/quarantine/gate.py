@@ -51,8 +51,8 @@ class QuarantineGate:
             spec = _spec(sub.training.feature_service)
             if spec is None:
                 return None
-            classes = [ClassNumbers(c.label, c.n, tuple(c.sum_x), tuple(c.xtx)) for c in sub.training.classes]
-            mine = training_estimates(classes, spec.specs(), epsilon=sub.accounting.epsilon,
+            classes = [ClassNumbers(c.label, c.n, tuple(c.sum_x), tuple(sub.training.xtx)) for c in sub.training.classes]
+            mine = training_estimates(classes, spec, epsilon=sub.accounting.epsilon,
                                       delta=sub.accounting.delta, config=self.config)
             trained = [r for r in self.store.latest_training(spec.feature_service, sub.period) if r.region != sub.region]
             return self._judge(mine, list(self._training_by_region(trained, spec).values()))
@@ -131,8 +131,7 @@ class QuarantineGate:
         grouped: dict[str, list[TrainingRow]] = defaultdict(list)
         for r in rows:
             grouped[r.region].append(r)
-        specs = spec.specs()
-        return {reg: training_estimates([ClassNumbers(r.label, r.n, r.sum_x, r.xtx) for r in rs], specs,
+        return {reg: training_estimates([ClassNumbers(r.label, r.n, r.sum_x, r.xtx) for r in rs], spec,
                                         epsilon=rs[0].epsilon, delta=rs[0].delta, config=self.config)
                 for reg, rs in grouped.items() if tuple(rs[0].features) == spec.features}
 

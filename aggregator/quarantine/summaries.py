@@ -2,27 +2,24 @@
 
 Noise scales are the centre's own: a features release's follow from its ε per query and the
 catalog's bounds (``aggregator.global_statistics.noise_variances``); a training release's from its
-(ε, δ) and the block's L2 sensitivity through OpenDP's Gaussian map (``training_noise_scale``), as
-the region computed them. A release whose noise the centre cannot derive gets no noise allowance.
+(ε, δ) through OpenDP's Gaussian map and the spec's part weights (``training_noise_scale``), as the
+region computed them. A release whose noise the centre cannot derive gets no noise allowance.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import opendp.prelude as dp
-
 from fedstore.aggregator.global_statistics import noise_sds, noise_variances
 from fedstore.aggregator.quarantine.screen import Estimate
 from fedstore.federation import QuarantineConfig
 from fedstore.federation.statistics import FeatureSpec
-from fedstore.federation.training import BLOCK_WEIGHTS, from_triangle, l2_sensitivity
-
-dp.enable_features("contrib")
+from fedstore.federation.privacy_maps import gaussian_scale
+from fedstore.federation.training import TrainingSpec, from_triangle
+from fedstore.federation.training import noise_sds as training_noise_sds
 
 BALANCE = "share of class 1"
 
@@ -43,7 +40,7 @@ class ClassNumbers:
     label: int
     n: float
     sum_x: tuple[float, ...]
-    xtx: tuple[float, ...]  # upper triangle
+    xtx: tuple[float, ...]  # upper triangle of the release's XᵀX over both classes (the same on each class)
 
 
 def heterogeneity(spec: FeatureSpec, config: QuarantineConfig) -> float:
@@ -78,42 +75,39 @@ def feature_estimates(numbers: Mapping[str, FeatureNumbers], catalog: Mapping[st
     return out
 
 
-@functools.lru_cache(maxsize=256)  # a binary search of ~100 measurements per (d, ε, δ)
-def training_noise_scale(d: int, epsilon: float, delta: float) -> float:
-    """The Gaussian scale on a weighted class block that OpenDP certifies for (ε, δ): the region's own
-    calibration (``regions/publishing/training_statistics.py``) recomputed; 0 when it cannot be."""
+def training_noise_scale(epsilon: float, delta: float) -> float:
+    """σ on the weighted release that OpenDP certifies for (ε, δ): the region's own calibration
+    (``regions/publishing/training_statistics.py``) recomputed; 0 when it cannot be."""
     if not (epsilon > 0 and 0 < delta < 1 and math.isfinite(epsilon)):
         return 0.0
-    space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
-
-    def release(scale: float) -> dp.Measurement:
-        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(dp.m.make_gaussian(*space, scale=scale)), delta)
-
     try:
-        return float(dp.binary_search_param(release, d_in=l2_sensitivity(d), d_out=(epsilon, delta)))
+        return gaussian_scale(epsilon, delta)
     except Exception:  # OpenDP finds no scale (ε far outside what it searches): no allowance, never a crash
         return 0.0
 
 
-def training_estimates(classes: Iterable[ClassNumbers], specs: tuple[FeatureSpec, ...], *, epsilon: float,
+def training_estimates(classes: Iterable[ClassNumbers], spec: TrainingSpec, *, epsilon: float,
                        delta: float, config: QuarantineConfig) -> dict[str, Estimate]:
     """Per class the mean of each (rescaled) feature, and the share of class 1."""
-    d = len(specs)
-    scale = training_noise_scale(d, epsilon, delta)
-    sd_n, sd_x = scale / BLOCK_WEIGHTS["n"], scale / BLOCK_WEIGHTS["sum_x"]
+    classes = list(classes)
+    specs, d = spec.specs(), spec.dimension
+    sds = training_noise_sds(training_noise_scale(epsilon, delta), spec.norm_bound)
+    sd_n, sd_x = sds["n"], sds["sum_x"]
     out: dict[str, Estimate] = {}
     ns: dict[int, float] = {}
+    n_all = max(sum(c.n for c in classes), 1.0)
     for c in classes:
         n = max(c.n, 1.0)
         ns[c.label] = n
-        diag = np.diag(from_triangle(list(c.xtx), d))
-        for j, spec in enumerate(specs):
+        # E[x_j²] over both classes (one XᵀX is released): a class's spread is read from it
+        diag = np.diag(from_triangle(list(c.xtx), d)) * n / n_all
+        for j, feature in enumerate(specs):
             mu = c.sum_x[j] / n
             noise = sd_x**2 / n**2 + (c.sum_x[j] / n**2) ** 2 * sd_n**2
             sampling = max(diag[j] / n - mu * mu, 0.0) / n
             # features are rescaled to [0, 1]: heterogeneity in the feature's units, over its range
-            h = heterogeneity(spec, config) / (spec.upper - spec.lower)
-            out[f"class {c.label} mean of {spec.ref}"] = Estimate(mu, noise + sampling, h)
+            h = heterogeneity(feature, config) / (feature.upper - feature.lower)
+            out[f"class {c.label} mean of {feature.ref}"] = Estimate(mu, noise + sampling, h)
     if set(ns) == {0, 1}:
         total = ns[0] + ns[1]
         p = ns[1] / total

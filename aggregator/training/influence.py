@@ -5,8 +5,9 @@ Post-processing of released statistics only, so it costs no privacy budget. For 
 * ``weight_change`` = ‖w − w₋ᵣ‖ / ‖w‖ and ``weight_cosine`` = cos(w, w₋ᵣ): how much of the model is r's;
 * ``auc_others_with`` / ``auc_others_without``: the mean AUC, over the *other* regions, of w and of
   w₋ᵣ, each judged on those regions' released class statistics. For a linear score s = w·x with
-  class means μ₀, μ₁ and covariances Σ₀, Σ₁, AUC = Φ(w·(μ₁ − μ₀) / sqrt(wᵀΣ₀w + wᵀΣ₁w)) under
-  Gaussian classes; it ranks models on data the centre never sees, from numbers it already holds.
+  class means μ₀, μ₁ and the within-class covariance S (a region releases one XᵀX for both
+  classes), AUC = Φ(w·(μ₁ − μ₀) / sqrt(2·wᵀSw)) under Gaussian classes; it ranks models on data
+  the centre never sees, from numbers it already holds.
 
 A region is ``flagged`` when it flips the model (cosine below 0) or the others' AUC is at least
 ``AUC_FLAG`` better without it: what a label-swapped or inflated release does.
@@ -92,17 +93,13 @@ def statistics_auc(w: np.ndarray, classes: list[TrainingRow], d: int) -> float |
     by_label = {r.label: r for r in classes}
     if set(by_label) != {0, 1} or min(by_label[0].n, by_label[1].n) < 2:
         return None
-    moments = []
-    for c in (0, 1):
-        r = by_label[c]
-        mu = np.asarray(r.sum_x) / r.n
-        cov = from_triangle(list(r.xtx), d) / r.n - np.outer(mu, mu)
-        moments.append((mu, max(float(w @ cov @ w), 0.0)))  # noise can make a variance negative
-    (mu0, v0), (mu1, v1) = moments
-    spread = math.sqrt(v0 + v1)
-    if spread == 0:
+    n0, n1 = by_label[0].n, by_label[1].n
+    s0, s1 = np.asarray(by_label[0].sum_x), np.asarray(by_label[1].sum_x)
+    scatter = from_triangle(list(by_label[0].xtx), d) - np.outer(s0, s0) / n0 - np.outer(s1, s1) / n1
+    variance = max(float(w @ scatter @ w) / max(n0 + n1 - 2, 1), 0.0)  # noise can make a variance negative
+    if variance == 0:
         return None
-    return 0.5 * (1 + math.erf(float(w @ (mu1 - mu0)) / spread / math.sqrt(2)))
+    return 0.5 * (1 + math.erf(float(w @ (s1 / n1 - s0 / n0)) / math.sqrt(2 * variance) / math.sqrt(2)))
 
 
 def _mean_auc(w: np.ndarray, regions: list[list[TrainingRow]], d: int) -> float | None:

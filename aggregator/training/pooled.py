@@ -24,6 +24,14 @@ class NotEnoughStatistics(AggregatorError):
 class ClassSums:
     n: float
     sum_x: np.ndarray  # d
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Both classes together: n, Σx and XᵀX over every example."""
+
+    n: float
+    sum_x: np.ndarray  # d
     xtx: np.ndarray  # d × d, symmetric
 
 
@@ -31,6 +39,7 @@ class ClassSums:
 class PooledStatistics:
     features: tuple[str, ...]
     classes: dict[int, ClassSums]
+    xtx: np.ndarray  # d × d over both classes and every region (each region releases one)
     submissions: tuple[str, ...] = ()
     epsilon_by_region: dict[str, float] = field(default_factory=dict)
 
@@ -42,26 +51,26 @@ class PooledStatistics:
     def n(self) -> float:
         return sum(c.n for c in self.classes.values())
 
-    def total(self) -> ClassSums:
-        """Both classes together: n, Σx and XᵀX over every example."""
+    def total(self) -> Totals:
         cs = list(self.classes.values())
-        d = self.dimension
-        return ClassSums(sum(c.n for c in cs), sum((c.sum_x for c in cs), np.zeros(d)),
-                         sum((c.xtx for c in cs), np.zeros((d, d))))
+        return Totals(sum(c.n for c in cs), sum((c.sum_x for c in cs), np.zeros(self.dimension)), self.xtx)
 
 
 def pool(rows: list, features: tuple[str, ...]) -> PooledStatistics:  # rows: aggregator.store.TrainingRow
     if not rows:
         raise NotEnoughStatistics("no accepted training statistics to train from: regions must publish them first")
     d = len(features)
-    sums = {c: ClassSums(0.0, np.zeros(d), np.zeros((d, d))) for c in LABELS}
+    sums = {c: ClassSums(0.0, np.zeros(d)) for c in LABELS}
+    xtx = np.zeros((d, d))
     submissions: dict[str, None] = {}
     eps: dict[str, float] = {}
     for r in rows:
         if tuple(r.features) != tuple(features):
             raise Rejected(f"submission {r.submission_id} was trained on other features than {features}")
         s = sums[r.label]
-        sums[r.label] = ClassSums(s.n + r.n, s.sum_x + np.asarray(r.sum_x), s.xtx + from_triangle(r.xtx, d))
+        sums[r.label] = ClassSums(s.n + r.n, s.sum_x + np.asarray(r.sum_x))
+        if r.submission_id not in submissions:  # XᵀX is the submission's, repeated on each class row
+            xtx = xtx + from_triangle(r.xtx, d)
         submissions[r.submission_id] = None
         eps[r.region] = r.epsilon
-    return PooledStatistics(tuple(features), sums, tuple(submissions), eps)
+    return PooledStatistics(tuple(features), sums, xtx, tuple(submissions), eps)

@@ -17,7 +17,9 @@ from fedstore.aggregator.registry.text import check_model_name
 from fedstore.aggregator.store import SubmissionStore
 from fedstore.aggregator.training.influence import RegionInfluence, influence, influence_message
 from fedstore.aggregator.training.pooled import NotEnoughStatistics, pool
+from fedstore.aggregator.training.signal import Signal, signals
 from fedstore.aggregator.training.strategy import make_strategy
+from fedstore.federation import TrainingConfig
 from fedstore.federation.errors import ConfigError
 from fedstore.federation.training import LinearModel, schema_hash, training_spec
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
@@ -33,9 +35,11 @@ class Fitted:
     epsilon_by_region: dict[str, float]
     examples: float
     influence: list[RegionInfluence]
+    signal: list[Signal]
 
 
-def fit(store: SubmissionStore, request: pb.TrainRequest) -> Fitted:
+def fit(store: SubmissionStore, request: pb.TrainRequest, *,
+        minimum_expected_auc: float = TrainingConfig.minimum_expected_auc) -> Fitted:
     try:
         spec = training_spec(request.feature_service)
     except ConfigError as e:
@@ -50,20 +54,22 @@ def fit(store: SubmissionStore, request: pb.TrainRequest) -> Fitted:
     rows = store.latest_training(spec.feature_service, request.period or None)
     pooled = pool(rows, spec.features)
     try:
+        # before any model exists: refused in one line when the noise leaves too little signal
+        signal = signals(rows, spec, floor=minimum_expected_auc)
         model = strategy.fit(pooled, spec.feature_service)
         regions = influence(rows, spec.features, strategy, spec.feature_service, model)
     except (np.linalg.LinAlgError, ValueError) as e:  # statistics no model can be solved from
         raise NotEnoughStatistics(f"the accepted training statistics give no {strategy.name} model: {e}") from None
-    return Fitted(model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n, regions)
+    return Fitted(model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n, regions, signal)
 
 
 def train(
     store: SubmissionStore, request: pb.TrainRequest, *, registry: ModelRegistry | None = None, who: str = "",
-    quarantined: list[str] | None = None,
+    quarantined: list[str] | None = None, minimum_expected_auc: float = TrainingConfig.minimum_expected_auc,
 ) -> pb.TrainResult:
     """Fit, and register the result as the next version of its name when the centre keeps a registry."""
     check_model_name(request.model_name, optional=True)  # before any work: the name is kept
-    fitted = fit(store, request)
+    fitted = fit(store, request, minimum_expected_auc=minimum_expected_auc)
     model, submissions, eps, n = fitted.model, fitted.submissions, fitted.epsilon_by_region, fitted.examples
     strategy = model.metadata.get("strategy", request.strategy)
     name = request.model_name or f"{model.feature_service}_{strategy}"
@@ -83,4 +89,7 @@ def train(
         weights=model.weights, intercept=model.intercept, link=model.link, submissions=submissions,
         epsilon_by_region=eps, examples=n, influence=[influence_message(i, pb.RegionInfluence) for i in fitted.influence],
         quarantined=quarantined or [],
+        signal=[pb.SignalEstimate(region=s.region, separation=s.separation, noise=s.noise,
+                                  auc_without_noise=s.auc_without_noise, expected_auc=s.expected_auc, warning=s.warning)
+                for s in fitted.signal],
     )

@@ -37,6 +37,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "fedstore region erase --region MY --entity customer_id=123 --check",
     ),
     "region datasets": ("fedstore region datasets --region MY",),
+    "region explain": (
+        "fedstore region explain --region MY --prediction 3f2a9c0e5b1d4e7f8a6b2c4d9e0f1a3b",
+        "FEDSTORE_TOKEN=... fedstore region explain --region MY --prediction 3f2a… --promotions",
+    ),
     "region publish-stats": (
         "fedstore region publish-stats --region MY --epsilon 0.5",
         "fedstore region publish-stats --region MY --epsilon 1 --segment home_city",
@@ -71,7 +75,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "registry rollback": ("fedstore registry rollback --region MY --stage canary_5 --why 'AUC fell'",),
     "registry audit": ("fedstore registry audit --region MY",),
     "registry deployment": ("fedstore registry deployment --region MY",),
-    "deploy k8s": ("fedstore deploy k8s --out deploy/k8s",),
+    "deploy k8s": ("fedstore deploy k8s --out deploy/k8s",
+                   "fedstore deploy k8s --image registry.example/fedstore:1.0 --storage-class efs-sc"),
     "certs init": ("fedstore certs init --out certs", "fedstore certs init --out certs --host centre.example.org"),
     "demo": ("fedstore demo", "fedstore demo --customers 1500 --days 14 --end 2026-11-20"),
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -98,12 +98,24 @@ def describe(result: aggregator_pb2.TrainResult) -> str:
     rows = [(f, f"{w:+.4f}") for f, w in zip(result.features, result.weights, strict=True)]
     rows.append(("(intercept)", f"{result.intercept:+.4f}"))
     out = head + "\n" + table(["feature", "weight"], rows) + f"\nlineage: {', '.join(result.submissions)}"
+    if result.signal:
+        out += "\n" + signal_table(result.signal)
     if result.influence:
         out += "\n" + influence_table(result.influence)
     if result.quarantined:
         out += (f"\nquarantined (not trained on): {', '.join(result.quarantined)}; "
                 "see `fedstore aggregator quarantine list`")
     return out
+
+
+def signal_table(signal: Sequence[aggregator_pb2.SignalEstimate]) -> str:
+    """What the noise left of the class signal, per region and pooled, then each warning on a line."""
+    rows = [(s.region or "pooled (the model)", f"{s.separation:.3f}", f"{s.noise:.3f}", f"{s.auc_without_noise:.3f}",
+             f"{s.expected_auc:.3f}") for s in signal]
+    out = "signal through the noise (Gaussian-class estimates from the released statistics):\n" + table(
+        ["statistics", "class separation", "noise on it", "AUC without noise", "expected AUC"], rows)
+    warnings = [f"warning: {s.warning}" for s in signal if s.warning]
+    return out + ("\n" + "\n".join(warnings) if warnings else "")
 
 
 def model_file(result: aggregator_pb2.TrainResult) -> dict[str, object]:
@@ -127,8 +139,9 @@ def cmd_publish_training(config: FederationConfig, args: argparse.Namespace) -> 
     n = {c.label: c.n for c in released.statistics.classes}
     print(f"{node.code}: submission {sid} queued at {path}")
     print(f"   {spec.feature_service}: per-class statistics over {len(spec.features)} features, noisy n "
-          f"{' / '.join(f'{k}: {v:,.0f}' for k, v in n.items())}; ε={released.epsilon:.3f}, δ={released.delta:.1e} "
-          f"(OpenDP Gaussian, scale {released.scale:.2f})")
+          f"{' / '.join(f'{k}: {v:,.0f}' for k, v in n.items())} (noise sd {released.scales['n']:.1f}), rows shrunk "
+          f"to norm C={released.norm_bound:g}; ε={released.epsilon:.3f}, δ={released.delta:.1e} from zCDP "
+          f"ρ={released.rho:.4f} (OpenDP Gaussian σ={released.scale:.2f}, its zCDP→(ε, δ) conversion)")
 
 
 def cmd_evaluate(config: FederationConfig, args: argparse.Namespace) -> None:

@@ -108,8 +108,9 @@ def _training(t: dict | None, scale: float) -> pb.TrainingStatistics | None:
         return None
     return pb.TrainingStatistics(
         feature_service=t["feature_service"], label=t["label"], features=t["features"],
-        classes=[pb.ClassStatistics(label=c["label"], n=c["n"], sum_x=c["sum_x"], xtx=c["xtx"]) for c in t["classes"]],
-        noise_scale=t.get("noise_scale", scale),
+        classes=[pb.ClassStatistics(label=c["label"], n=c["n"], sum_x=c["sum_x"], xtx=c.get("xtx", []))
+                 for c in t["classes"]],
+        noise_scale=t.get("noise_scale", scale), xtx=t.get("xtx", []),
     )
 
 

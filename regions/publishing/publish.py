@@ -127,15 +127,17 @@ def publish_training_statistics(
     start = end - timedelta(days=days)
     consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
     examples = labelled_examples(node, spec, start, end, consent)
-    exact = class_statistics(examples, spec.feature_service, spec.label)
+    exact = class_statistics(examples, spec.feature_service, spec.label, norm_bound=spec.norm_bound)
     submission_id = _spend(node, privacy, "train", epsilon, privacy.delta, now)
-    released = release_training(exact, epsilon=epsilon, delta=privacy.delta, minimum_cohort=privacy.minimum_cohort)
+    released = release_training(exact, epsilon=epsilon, delta=privacy.delta, minimum_cohort=privacy.minimum_cohort,
+                                norm_bound=spec.norm_bound)
     assert released.epsilon <= epsilon * (1 + 1e-6) and released.delta <= privacy.delta * (1 + 1e-9)
     body = _header(node, submission_id, now, "training", status="queued" if released.statistics else "suppressed")
     body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
                 training={**asdict(released.statistics), "noise_scale": released.scale} if released.statistics else None,
-                accounting=_accounting("gaussian", released.epsilon, released.delta, released.epsilon,
-                                       privacy.minimum_cohort, {"training": released.scales}))
+                accounting={**_accounting("gaussian", released.epsilon, released.delta, released.epsilon,
+                                          privacy.minimum_cohort, {"training": released.scales}),
+                            "rho": released.rho, "conversion": released.conversion})
     _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
                                         "left_out": {spec.label: examples.consent_excluded}})
     return submission_id, released, _queue(node, body)

@@ -1,16 +1,21 @@
-"""Per-class sufficient statistics for global training, and their release through OpenDP.
+"""Sufficient statistics for global training, and their release through OpenDP.
 
-Exact statistics (n, Σx, upper triangle of XᵀX per label class) never leave the region. The
-release adds Gaussian noise to all classes' blocks at once: an entity sits in exactly one class,
-so adding or removing it moves one block by at most ``fedstore.federation.training.l2_sensitivity(d)`` in
-L2 norm. OpenDP's Gaussian mechanism gives zero-concentrated DP; its conversion to (ε, δ)-DP and
-a binary search over the noise scale find the smallest scale that meets the requested (ε, δ).
-Gaussian rather than Laplace because the block has ~45 numbers: its L2 sensitivity is √45 where
-the L1 sensitivity would be 45. The parts of a block are weighted (``BLOCK_WEIGHTS``) so the
-class sums, which a linear model needs most, get less of the noise.
+Exact statistics (n and Σx per label class, one upper triangle of XᵀX over both classes) never
+leave the region. Rows are first shrunk to the training spec's public L2 norm bound C
+(``fedstore.federation.training.clip_rows``), so one entity moves its class's n by 1, its class's Σx by at
+most C and XᵀX's triangle by at most C². Each part is weighted by its share of the budget
+(``fedstore.federation.training.part_weights``) so the whole weighted release moves by at most 1 in L2
+norm, and OpenDP's Gaussian mechanism adds noise of one scale to all of it: zCDP ρ = 1/(2σ²),
+converted by OpenDP to (ε, δ) (``federation.privacy_maps.GAUSSIAN_CONVERSION``); a binary search
+over σ finds the smallest scale that meets the requested (ε, δ). Gaussian rather than Laplace
+because the release has ~60 numbers: its L2 sensitivity is what the noise must cover.
 
-A class whose noisy n falls below the minimum cohort suppresses the whole block: a model cannot be
-trained without both classes, and a partial release would only spend budget.
+Only XᵀX summed over the classes is released: the centre never uses the classes' separately, and
+two noisy matrices would add twice the noise to the sum it needs.
+
+A class whose noisy n falls below the minimum cohort suppresses the whole release: a model cannot
+be trained without both classes, and a partial release would only spend budget. n has a budget
+share of its own, so that decision is made on a count whose noise does not grow with d.
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedstore.federation.privacy_maps import gaussian, gaussian_scale
+from fedstore.federation.privacy_maps import GAUSSIAN_CONVERSION, gaussian, gaussian_rho, gaussian_scale
 from fedstore.federation.training import (
-    BLOCK_WEIGHTS,
+    L2_SENSITIVITY,
     LABELS,
-    block_size,
-    block_weights,
-    l2_sensitivity,
+    clip_rows,
+    noise_sds,
+    release_weights,
     triangle,
 )
 from fedstore.regions.publishing.examples import LabelledExamples
@@ -36,7 +41,6 @@ class ClassStatistics:
     label: int
     n: float
     sum_x: tuple[float, ...]
-    xtx: tuple[float, ...]  # upper triangle of XᵀX, row-major
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class TrainingStatistics:
     label: str
     features: tuple[str, ...]
     classes: tuple[ClassStatistics, ...]
+    xtx: tuple[float, ...]  # upper triangle of XᵀX over both classes, row-major
 
 
 @dataclass(frozen=True)
@@ -52,44 +57,49 @@ class TrainingRelease:
     statistics: TrainingStatistics | None  # None: suppressed (a class below the minimum cohort)
     epsilon: float
     delta: float
-    scale: float  # of the noise on the weighted block; part p's noise has scale / weight[p]
+    scale: float  # σ on the weighted release; part p's noise has sd scale / weight[p]
     minimum_cohort: int
+    norm_bound: float  # C, the rows' L2 bound the noise was scaled for
+    rho: float = 0.0  # zCDP of the release, by OpenDP: (ε, δ) is its conversion (``conversion``)
+    conversion: str = GAUSSIAN_CONVERSION
 
     @property
     def scales(self) -> dict[str, float]:
-        return {part: self.scale / w for part, w in BLOCK_WEIGHTS.items()}
+        return noise_sds(self.scale, self.norm_bound)
 
 
-def class_statistics(ex: LabelledExamples, feature_service: str, label: str) -> TrainingStatistics:
+def class_statistics(ex: LabelledExamples, feature_service: str, label: str, *, norm_bound: float
+                     ) -> TrainingStatistics:
+    """Exact statistics of rows shrunk to L2 norm ``norm_bound`` (the spec's C): the bound the
+    release's sensitivity rests on, so it is applied here, next to the sums."""
+    x_all = clip_rows(ex.x, norm_bound)
     classes = []
     for c in LABELS:
-        x = ex.x[ex.y == c]
-        classes.append(ClassStatistics(
-            label=c, n=float(x.shape[0]), sum_x=tuple(map(float, x.sum(axis=0))),
-            xtx=tuple(map(float, triangle(x.T @ x))),
-        ))
-    return TrainingStatistics(feature_service, label, ex.features, tuple(classes))
+        x = x_all[ex.y == c]
+        classes.append(ClassStatistics(label=c, n=float(x.shape[0]), sum_x=tuple(map(float, x.sum(axis=0)))))
+    xtx = tuple(map(float, triangle(x_all.T @ x_all)))
+    return TrainingStatistics(feature_service, label, ex.features, tuple(classes), xtx)
 
 
 def release_training(
-    exact: TrainingStatistics, *, epsilon: float, delta: float, minimum_cohort: int
+    exact: TrainingStatistics, *, epsilon: float, delta: float, minimum_cohort: int, norm_bound: float
 ) -> TrainingRelease:
     if not epsilon > 0 or not 0 < delta < 1:
         raise ValueError("a Gaussian release needs ε > 0 and 0 < δ < 1")
     d = len(exact.features)
-    scale = gaussian_scale(d, epsilon, delta)
+    scale = gaussian_scale(epsilon, delta)
     measurement = gaussian(scale, delta)  # the mechanism the centre recomputes (ε, δ) of
-    spent_eps, spent_delta = measurement.map(l2_sensitivity(d))  # OpenDP's own accounting
-    weights = np.tile(block_weights(d), len(exact.classes))
-    vector = np.array([v for c in exact.classes for v in (c.n, *c.sum_x, *c.xtx)]) * weights
-    noisy = np.asarray(measurement(vector.tolist()), dtype=float) / weights
-    size = block_size(d)
-    classes = []
-    for i, c in enumerate(exact.classes):
-        block = noisy[i * size:(i + 1) * size]
-        classes.append(ClassStatistics(label=c.label, n=float(block[0]), sum_x=tuple(map(float, block[1:1 + d])),
-                                       xtx=tuple(map(float, block[1 + d:]))))
+    spent_eps, spent_delta = measurement.map(L2_SENSITIVITY)  # OpenDP's own accounting
+    weights = release_weights(d, norm_bound)
+    vector = np.array([*(c.n for c in exact.classes), *(v for c in exact.classes for v in c.sum_x), *exact.xtx])
+    noisy = np.asarray(measurement((vector * weights).tolist()), dtype=float) / weights
+    k = len(exact.classes)
+    classes = tuple(ClassStatistics(label=c.label, n=float(noisy[i]),
+                                    sum_x=tuple(map(float, noisy[k + i * d:k + (i + 1) * d])))
+                    for i, c in enumerate(exact.classes))
+    xtx = tuple(map(float, noisy[k + k * d:]))
     # decided on the noisy counts, so the decision itself reveals nothing more
     suppressed = any(c.n < minimum_cohort for c in classes)
-    stats = None if suppressed else TrainingStatistics(exact.feature_service, exact.label, exact.features, tuple(classes))
-    return TrainingRelease(stats, float(spent_eps), float(spent_delta), scale, minimum_cohort)
+    stats = None if suppressed else TrainingStatistics(exact.feature_service, exact.label, exact.features, classes, xtx)
+    return TrainingRelease(stats, float(spent_eps), float(spent_delta), scale, minimum_cohort, float(norm_bound),
+                           gaussian_rho(scale))

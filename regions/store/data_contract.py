@@ -7,6 +7,11 @@ it then died converting them. A column is accepted when its Arrow type holds the
 without loss of meaning: integers for Int32/Int64, floating point (or integers, widened) for
 Float32/Float64, text for String, booleans for Bool, timestamps for UnixTimestamp and for the
 view's event and created time columns.
+
+Where the federation's statistics catalog declares a feature's bounds as its domain
+(``FeatureSpec.domain``: a rate in [0, 1]), a value outside them breaks the contract too: checked
+from the footers' min and max, and counted (with example rows) by DuckDB only when those say a value
+may be outside. NaN is not a value (Feast stores it as null), so it is never out of bounds.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureView
 from feast.types import PrimitiveFeastType
+
+from fedstore.federation.statistics import CATALOG
 
 # Feast primitive type name -> (what it accepts, in words; the test on an Arrow type)
 _ACCEPTS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
@@ -127,10 +134,114 @@ def null_placements(fv: FeatureView, path: Path) -> list[NullPlacement]:
     return found
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """A feature's domain, as the statistics catalog declares it."""
+
+    ref: str  # "view:feature"
+    lower: float
+    upper: float
+
+    def __str__(self) -> str:
+        return f"[{self.lower:g}, {self.upper:g}]"
+
+
+def declared_bounds(fv: FeatureView) -> dict[str, Bounds]:
+    """Source column -> the bounds the catalog declares as its feature's domain (by the view's name:
+    the region's registered copy of a shared view has the same)."""
+    source = fv.batch_source
+    assert source is not None
+    renamed = {feature: column for column, feature in (source.field_mapping or {}).items()}
+    features = {f.name for f in fv.features}
+    return {renamed.get(spec.feature, spec.feature): Bounds(spec.ref, spec.lower, spec.upper)
+            for spec in CATALOG if spec.domain and spec.view == fv.name and spec.feature in features}
+
+
+def outside_sql(value: str, bounds: Bounds) -> str:
+    """A DuckDB condition: ``value`` (an SQL expression) is a number outside ``bounds`` (null and NaN are not)."""
+    number = f"CAST({value} AS DOUBLE)"
+    # NaN by its text: DuckDB 2.0's filter pushdown into read_parquet dropped a `NOT isnan(x)` beside
+    # `x > upper` (NaN sorts above every number there), and named NaN rows as out of bounds
+    return (f"(({number} < {bounds.lower!r} OR {number} > {bounds.upper!r}) "
+            f"AND NOT ends_with(CAST({number} AS VARCHAR), 'nan'))")
+
+
+@dataclass(frozen=True)
+class OutOfBounds:
+    """Rows of a source whose value lies outside its feature's declared domain."""
+
+    path: Path
+    view: str
+    column: str
+    bounds: Bounds
+    rows: int
+    examples: tuple[str, ...]  # "1.7 (customer_id=3 at 2026-11-01 00:00:00+00:00)"
+
+    def describe(self) -> str:
+        shown = f" (e.g. {'; '.join(self.examples)})" if self.examples else ""
+        return (f"source {self.path} column {self.column} has {self.rows:,} value{'s' if self.rows != 1 else ''} "
+                f"outside {self.bounds}{shown}, the bounds the statistics catalog declares for {self.bounds.ref}")
+
+
+def out_of_bounds(fv: FeatureView, path: Path, schema: pa.Schema) -> list[OutOfBounds]:
+    """The bounded columns of ``path`` holding values outside their declared bounds. The footers' min
+    and max clear a column at no cost; otherwise DuckDB counts (that column only) and shows examples."""
+    bounds = declared_bounds(fv)
+    if not bounds:
+        return []
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError):
+        return []  # the read itself will say so
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    found = []
+    for column, declared in bounds.items():
+        if column not in names or not _numeric(schema, column):
+            continue  # missing or mistyped: the column checks name it
+        index = names.index(column)
+        stats = [meta.row_group(g).column(index).statistics for g in range(meta.num_row_groups)]
+        if all(s is not None and s.has_min_max and declared.lower <= s.min and s.max <= declared.upper
+               for s in stats):
+            continue  # (Arrow leaves NaN out of min and max)
+        rows, examples = _count_outside(fv, path, column, declared)
+        if rows:
+            found.append(OutOfBounds(path, fv.name, column, declared, rows, examples))
+    return found
+
+
+def _numeric(schema: pa.Schema, column: str) -> bool:
+    index = schema.get_field_index(column)
+    kind = schema.field(index).type if index >= 0 else None
+    return kind is not None and (pa.types.is_integer(kind) or pa.types.is_floating(kind))
+
+
+def _count_outside(fv: FeatureView, path: Path, column: str, bounds: Bounds) -> tuple[int, tuple[str, ...]]:
+    import duckdb  # only when the footers cannot clear the column
+
+    source = fv.batch_source
+    assert source is not None
+    renamed = {feature: c for c, feature in (source.field_mapping or {}).items()}
+    keys = [renamed.get(e.name, e.name) for e in fv.entity_columns]
+    ts = renamed.get(source.timestamp_field, source.timestamp_field)
+    q = _quote
+    outside = outside_sql(q(column), bounds)
+    with duckdb.connect() as con:
+        counted = con.execute(f"SELECT count(*) FILTER (WHERE {outside}) FROM read_parquet(?)", [str(path)]).fetchone()
+        rows = con.execute(f"SELECT {q(column)}, {', '.join(q(k) for k in keys)}, {q(ts)} FROM read_parquet(?) "
+                           f"WHERE {outside} LIMIT {EXAMPLES}", [str(path)]).fetchall()
+    examples = tuple(f"{row[0]!r} ({', '.join(f'{k}={v!r}' for k, v in zip(keys, row[1:-1], strict=True))} at {row[-1]})"
+                     for row in rows)
+    return (int(counted[0]) if counted else 0), examples
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _count_nulls(path: Path, column: str) -> int:
     import duckdb  # only for files written without statistics
 
-    quoted = '"' + column.replace('"', '""') + '"'
+    quoted = _quote(column)
     with duckdb.connect() as con:
         row = con.execute(f"SELECT count(*) FILTER (WHERE {quoted} IS NULL) FROM read_parquet(?)",
                           [str(path)]).fetchone()
@@ -160,4 +271,5 @@ def _parses_as_number(value: object) -> bool:
     return True
 
 
-__all__ = ["ColumnMismatch", "NullPlacement", "declared_columns", "mismatches", "null_placements"]
+__all__ = ["Bounds", "ColumnMismatch", "NullPlacement", "OutOfBounds", "declared_bounds", "declared_columns",
+           "mismatches", "null_placements", "out_of_bounds", "outside_sql"]

@@ -47,13 +47,15 @@ from fedstore.regions.store.definitions import batch_source
 from fedstore.regions.store.engine import FastMaterializationEngine, ViewMaterialization, redis_target
 from fedstore.regions.store.fingerprint import source_fingerprints
 from fedstore.regions.store.ledger import RUNNING, SUCCEEDED, JobLedger, JobRecord
-from fedstore.regions.store.lineage import ContractFacetData
+from fedstore.regions.store.lineage import ContractFacetData, file_dataset, online_dataset
 from fedstore.regions.store.node import RegionNode
 from fedstore.online import BEHIND, LOST, Load, OnlineMarker, RespError
 from fedstore.regions.store.quarantine import Quarantine
 from fedstore.regions.store.snapshot import publish_staged, settle_staged, snapshot_path, staged_dir, write_snapshot
 
 if TYPE_CHECKING:
+    from feast import FeatureView
+
     from fedstore.regions.store.spark_engine import SparkMaterializer
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -166,11 +168,14 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
         windows=windows,
         sources=prints,
     )
-    inputs = [str(p["path"]) for p in prints]
-    outputs = [f"online/{fv.name}" for fv in views] + [
-        str(snapshot_path(node.data_dir, fv.name).relative_to(node.data_dir)) for fv in views
-    ]
-    node.lineage.emit(RunState.START, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs)
+    columns = {fv.name: _columns(fv) for fv in views}
+    inputs = [file_dataset(node.data_dir / str(p["path"])) for p in prints]
+    online = {fv.name: online_dataset(node.region.online_store, store.project, fv.name, columns[fv.name]) for fv in views}
+    snapshots = [file_dataset(snapshot_path(node.data_dir, fv.name), columns[fv.name]) for fv in views]
+    outputs = [*online.values(), *snapshots]
+    nominal = (min(w[0] for w in windows.values()), end) if windows else None
+    node.lineage.emit(RunState.START, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs,
+                      window=nominal)
     say(f"{node.code}: job {job.job_id} started ({job.mode}, {len(views)} views)")
 
     engine: FastMaterializationEngine | SparkMaterializer
@@ -255,8 +260,8 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
         message = "interrupted (Ctrl-C)" if interrupted else f"{type(e).__name__}: {e}"
         node.ledger.fail(job.job_id, message, per_view)
         shutil.rmtree(staged_dir(node.data_dir, job.job_id), ignore_errors=True)  # never published
-        node.lineage.emit(RunState.FAIL, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs, error=message,
-                          contract=_contract(request, per_view))
+        node.lineage.emit(RunState.FAIL, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs,
+                          window=nominal, error=message, contract=_contract(request, per_view))
         if interrupted:
             raise
         raise MaterializationError(f"{node.code}: job {job.job_id} failed: {message}") from e
@@ -267,11 +272,19 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     marked = tuple(fv.name for fv in views) if marker is not None else ()
     record = node.ledger.succeed(job.job_id, per_view, marked_online=marked)
     publish_staged(node.data_dir, job.job_id)  # a kill before this: the next job publishes them
-    node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs, outputs=outputs,
-                      contract=_contract(request, per_view))
+    written = [replace(d, rows=n if isinstance(n := per_view.get(view, {}).get("rows_written"), int) else None)
+               for view, d in online.items()]
+    node.lineage.emit(RunState.COMPLETE, job_id=job.job_id, job_name="materialize", inputs=inputs,
+                      outputs=[*written, *snapshots], window=nominal, contract=_contract(request, per_view))
     late = f", {record.rows_late:,} late rows loaded" if record.rows_late else ""
     say(f"{node.code}: job {job.job_id} succeeded in {record.duration_s:.1f}s{late}")
     return record
+
+
+def _columns(fv: FeatureView) -> tuple[tuple[str, str], ...]:
+    """A view's columns as lineage's schema facet lists them: join keys, then features."""
+    keys = tuple((c.name, str(c.dtype)) for c in fv.entity_columns)
+    return keys + tuple((f.name, str(f.dtype)) for f in fv.features)
 
 
 class _Progress:

@@ -18,7 +18,7 @@ from fedstore import feature_repo
 from fedstore.feature_repo.sources import SOURCE_DIR
 from fedstore.federation import RegionConfig
 from fedstore.regions.errors import InvalidSource, RegionNotReady
-from fedstore.regions.store.data_contract import mismatches, null_placements
+from fedstore.regions.store.data_contract import mismatches, null_placements, out_of_bounds
 from fedstore.regions.store.definitions import region_objects
 from fedstore.regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
 from fedstore.regions.store.fingerprint import FingerprintCache
@@ -132,7 +132,8 @@ class RegionNode:
 
     def check_sources(self, views: list[FeatureView], *, quarantine: bool = False) -> None:
         """Each view's source is Parquet with every column the view reads, each of the type the view
-        declares, and no null join key or event time (the data contract, ``data_contract.py``);
+        declares, no null join key or event time, and no value outside the domain the statistics
+        catalog declares for it (the data contract, ``data_contract.py``);
         footers only: cheap. With ``quarantine`` the columns are checked only: the rows that break
         the contract are set aside by the read (``quarantine.py``)."""
         for fv in views:
@@ -164,5 +165,11 @@ class RegionNode:
                 if unplaced:
                     raise InvalidSource(f"region {self.code}: {unplaced[0].describe()}"
                                         f"{f' (and {len(unplaced) - 1} more column(s))' if len(unplaced) > 1 else ''}; "
+                                        "nothing was read from it: fix the source, or materialise with --quarantine "
+                                        "to set such rows aside")
+                outside = out_of_bounds(fv, path, schema)
+                if outside:
+                    raise InvalidSource(f"region {self.code}: {outside[0].describe()}"
+                                        f"{f' (and {len(outside) - 1} more column(s))' if len(outside) > 1 else ''}; "
                                         "nothing was read from it: fix the source, or materialise with --quarantine "
                                         "to set such rows aside")

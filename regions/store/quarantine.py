@@ -3,11 +3,13 @@
 Opt-in (``fedstore region materialize --quarantine``); strict is the default. A column whose type
 breaks the view's declared schema is read as text and ``TRY_CAST`` to the declared type, so what is
 loaded online and into the snapshot has the declared types. A row is rejected, with a reason, when
-such a value does not cast (``'n/a'`` for a Float64), or when its join key or event time is null
-(Feast cannot place it). The rejected rows of the job's window are written to
+such a value does not cast (``'n/a'`` for a Float64), when a value lies outside the domain the
+statistics catalog declares for its feature (``chargeback_rate_30d: 1.7 is outside [0, 1]``), or when
+its join key or event time is null (Feast cannot place it). The rejected rows of the job's window are written to
 ``<data dir>/quarantine/<job id>/<view>.parquet``: the columns the view reads (a broken column as
 the text that arrived) and ``reason``. Rows are rejected before the latest row per entity is
-chosen, so an entity whose newest row is rejected keeps its newest good one.
+chosen, so an entity whose newest row is rejected keeps its newest good one. A row an earlier job
+set aside is not set aside again (an incremental job reads its lateness window again).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureView
 
-from fedstore.regions.store.data_contract import declared_columns
+from fedstore.regions.store.data_contract import declared_bounds, declared_columns, outside_sql
 
 # the declared type's name (data_contract.declared_columns) -> the DuckDB type a broken column is cast to
 _DUCK = {
@@ -75,6 +77,7 @@ def broken_columns(fv: FeatureView, schemas: list[pa.Schema]) -> dict[str, str]:
 def contract_sql(fv: FeatureView, wanted: list[str], reverse: dict[str, str], schemas: list[pa.Schema],
                  join_keys: list[str], timestamp: str) -> ContractSql:
     broken = broken_columns(fv, schemas)
+    bounds = declared_bounds(fv)
     typed, raws, reasons, rejected = [], [], [], []
     broken_names = set()
     for name in dict.fromkeys(wanted):
@@ -98,6 +101,9 @@ def contract_sql(fv: FeatureView, wanted: list[str], reverse: dict[str, str], sc
             typed.append(f"{_quote(column)} AS {_quote(name)}")
             rejected.append(_quote(name))
             missing = f"{_quote(name)} IS NULL"
+        if column in bounds:  # on the typed value: a broken column's text that casts is checked too
+            reasons.append(f"CASE WHEN {outside_sql(_quote(name), bounds[column])} THEN {_literal(f'{column}: ')} || "
+                           f"CAST({_quote(name)} AS VARCHAR) || {_literal(f' is outside {bounds[column]}')} END")
         if name in join_keys:
             reasons.append(f"CASE WHEN {missing} THEN {_literal(f'join key {column} is null')} END")
         elif name == timestamp:
@@ -109,6 +115,32 @@ def contract_sql(fv: FeatureView, wanted: list[str], reverse: dict[str, str], sc
     names = ", ".join(_quote(n) for n in dict.fromkeys(wanted))
     clean = f"SELECT {names} FROM ({checked}) WHERE __reason IS NULL"
     return ContractSql(checked, clean, ", ".join(rejected) + f", __reason AS {REASON}", frozenset(broken_names))
+
+
+def earlier_files(quarantine: Quarantine) -> list[Path]:
+    """The same view's quarantine files of earlier jobs (``quarantine/<job>/<view>.parquet``)."""
+    root = quarantine.path.parent.parent
+    return sorted(p for p in root.glob(f"*/{quarantine.path.name}") if p.parent != quarantine.path.parent)
+
+
+def unseen_sql(rejected: str, earlier: list[Path]) -> str:
+    """``rejected`` (a SELECT of the quarantine file's columns) less the rows earlier jobs set aside:
+    an incremental job reads its lateness window again (and every job a row without an event time),
+    and a source row is quarantined, and counted, once. Rows are compared whole, by their JSON text;
+    a row the source holds n times is set aside again only past the n times an earlier job did.
+    Its ``?`` are ``rejected``'s, then one per earlier file."""
+    if not earlier:
+        return rejected
+    seen = " UNION ALL ".join("SELECT to_json(e) AS __key, count(*) AS __n FROM read_parquet(?) e GROUP BY 1"
+                              for _ in earlier)
+    return f"""
+        WITH r AS ({rejected}),
+             numbered AS (SELECT *, row_number() OVER (PARTITION BY __key) AS __n
+                          FROM (SELECT r.*, to_json(r) AS __key FROM r)),
+             seen AS (SELECT __key, max(__n) AS __n FROM ({seen}) GROUP BY 1)
+        SELECT numbered.* EXCLUDE (__key, __n) FROM numbered LEFT JOIN seen USING (__key)
+        WHERE numbered.__n > coalesce(seen.__n, 0)
+    """
 
 
 def write_rejected(batches: Iterable[pa.RecordBatch], quarantine: Quarantine) -> None:
@@ -128,4 +160,5 @@ def write_rejected(batches: Iterable[pa.RecordBatch], quarantine: Quarantine) ->
             writer.close()
 
 
-__all__ = ["REASON", "ContractSql", "Quarantine", "broken_columns", "contract_sql", "write_rejected"]
+__all__ = ["REASON", "ContractSql", "Quarantine", "broken_columns", "contract_sql", "earlier_files", "unseen_sql",
+           "write_rejected"]

@@ -24,7 +24,7 @@ from feast.repo_config import RepoConfig
 from fedstore.regions.errors import InvalidSource
 from fedstore.regions.store.definitions import batch_source
 from fedstore.regions.store.erasure_list import ErasedKeys, read_erased
-from fedstore.regions.store.quarantine import Quarantine, contract_sql, write_rejected
+from fedstore.regions.store.quarantine import Quarantine, contract_sql, earlier_files, unseen_sql, write_rejected
 from fedstore.regions.store.source_files import missing_source_hint, source_files
 
 
@@ -149,10 +149,12 @@ def _duckdb_latest(
     try:
         if contract is not None and quarantine is not None:
             con.execute("SET TimeZone = 'UTC'")  # text cast to a time: an offset-less one is UTC
-            # rows without an event time are in no window: set aside by every job that reads them
+            # rows without an event time are in no window: every job reads them (set aside once)
             rejected = (f"SELECT {contract.rejected_columns} FROM ({contract.checked}) "
                         f"WHERE __reason IS NOT NULL AND ({_quote(ts)} IS NULL OR {where})")
-            set_aside: Iterable[pa.RecordBatch] = _stream(con.sql(rejected, params=params), batch_rows)
+            earlier = earlier_files(quarantine)  # rows set aside by earlier jobs are not again
+            set_aside: Iterable[pa.RecordBatch] = _stream(
+                con.sql(unseen_sql(rejected, earlier), params=params + [str(p) for p in earlier]), batch_rows)
             if erased:  # an erased entity's rows are not kept here either
                 set_aside = (erased.drop(b, join_keys) for b in set_aside)
             write_rejected(set_aside, quarantine)

@@ -129,18 +129,20 @@ class ClassStatistics(_message.Message):
     def __init__(self, label: _Optional[int] = ..., n: _Optional[float] = ..., sum_x: _Optional[_Iterable[float]] = ..., xtx: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TrainingStatistics(_message.Message):
-    __slots__ = ("feature_service", "label", "features", "classes", "noise_scale")
+    __slots__ = ("feature_service", "label", "features", "classes", "noise_scale", "xtx")
     FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    XTX_FIELD_NUMBER: _ClassVar[int]
     feature_service: str
     label: str
     features: _containers.RepeatedScalarFieldContainer[str]
     classes: _containers.RepeatedCompositeFieldContainer[ClassStatistics]
     noise_scale: float
-    def __init__(self, feature_service: _Optional[str] = ..., label: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[_Union[ClassStatistics, _Mapping]]] = ..., noise_scale: _Optional[float] = ...) -> None: ...
+    xtx: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, feature_service: _Optional[str] = ..., label: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[_Union[ClassStatistics, _Mapping]]] = ..., noise_scale: _Optional[float] = ..., xtx: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ScoreHistogram(_message.Message):
     __slots__ = ("label", "counts")
@@ -233,7 +235,7 @@ class TrainRequest(_message.Message):
     def __init__(self, strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., model_name: _Optional[str] = ..., period: _Optional[str] = ..., ridge_lambda: _Optional[float] = ...) -> None: ...
 
 class TrainResult(_message.Message):
-    __slots__ = ("model_name", "model_version", "strategy", "feature_service", "features", "weights", "intercept", "link", "submissions", "epsilon_by_region", "examples", "influence", "quarantined")
+    __slots__ = ("model_name", "model_version", "strategy", "feature_service", "features", "weights", "intercept", "link", "submissions", "epsilon_by_region", "examples", "influence", "quarantined", "signal")
     class EpsilonByRegionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +256,7 @@ class TrainResult(_message.Message):
     EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     INFLUENCE_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: int
     strategy: str
@@ -267,7 +270,24 @@ class TrainResult(_message.Message):
     examples: float
     influence: _containers.RepeatedCompositeFieldContainer[RegionInfluence]
     quarantined: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., examples: _Optional[float] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ..., quarantined: _Optional[_Iterable[str]] = ...) -> None: ...
+    signal: _containers.RepeatedCompositeFieldContainer[SignalEstimate]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., examples: _Optional[float] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ..., quarantined: _Optional[_Iterable[str]] = ..., signal: _Optional[_Iterable[_Union[SignalEstimate, _Mapping]]] = ...) -> None: ...
+
+class SignalEstimate(_message.Message):
+    __slots__ = ("region", "separation", "noise", "auc_without_noise", "expected_auc", "warning")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SEPARATION_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
+    AUC_WITHOUT_NOISE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_AUC_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    separation: float
+    noise: float
+    auc_without_noise: float
+    expected_auc: float
+    warning: str
+    def __init__(self, region: _Optional[str] = ..., separation: _Optional[float] = ..., noise: _Optional[float] = ..., auc_without_noise: _Optional[float] = ..., expected_auc: _Optional[float] = ..., warning: _Optional[str] = ...) -> None: ...
 
 class RegionInfluence(_message.Message):
     __slots__ = ("region", "submission_id", "example_share", "weight_change", "weight_cosine", "auc_others_with", "auc_others_without", "flagged")

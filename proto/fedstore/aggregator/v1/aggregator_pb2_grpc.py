@@ -26,7 +26,11 @@ if _version_not_supported:
 
 
 class AggregatorStub:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -62,7 +66,11 @@ class AggregatorStub:
 
 
 class AggregatorServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def Submit(self, request, context):
         """Accept one region's anonymised statistics; a replay of an accepted id returns its receipt.
@@ -138,7 +146,11 @@ def add_AggregatorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Aggregator:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     @staticmethod
     def Submit(request,

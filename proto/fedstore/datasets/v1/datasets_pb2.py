@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fedstore/datasets/v1/datasets.proto\x12\x14\x66\x65\x64store.datasets.v1\"\x86\x01\n\x1cGetHistoricalFeaturesRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x16\n\x0e\x65ntities_arrow\x18\x04 \x01(\x0c\x12\x16\n\x0emax_chunk_rows\x18\x05 \x01(\r\"A\n\nArrowChunk\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x12\n\ndataset_id\x18\x03 \x01(\t2\x85\x01\n\x12HistoricalFeatures\x12o\n\x15GetHistoricalFeatures\x12\x32.fedstore.datasets.v1.GetHistoricalFeaturesRequest\x1a .fedstore.datasets.v1.ArrowChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fedstore/datasets/v1/datasets.proto\x12\x14\x66\x65\x64store.datasets.v1\"\x86\x01\n\x1cGetHistoricalFeaturesRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x16\n\x0e\x65ntities_arrow\x18\x04 \x01(\x0c\x12\x16\n\x0emax_chunk_rows\x18\x05 \x01(\r\"A\n\nArrowChunk\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x12\n\ndataset_id\x18\x03 \x01(\t2\x85\x01\n\x12HistoricalFeatures\x12o\n\x15GetHistoricalFeatures\x12\x32.fedstore.datasets.v1.GetHistoricalFeaturesRequest\x1a .fedstore.datasets.v1.ArrowChunk0\x01\x42`\n\x17io.fedstore.datasets.v1P\x01ZCgithub.com/fedstore/fedstore/gen/go/fedstore/datasets/v1;datasetsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedstore.datasets.v1.datasets_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\027io.fedstore.datasets.v1P\001ZCgithub.com/fedstore/fedstore/gen/go/fedstore/datasets/v1;datasetsv1'
   _globals['_GETHISTORICALFEATURESREQUEST']._serialized_start=62
   _globals['_GETHISTORICALFEATURESREQUEST']._serialized_end=196
   _globals['_ARROWCHUNK']._serialized_start=198

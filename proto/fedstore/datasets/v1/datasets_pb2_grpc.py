@@ -26,7 +26,11 @@ if _version_not_supported:
 
 
 class HistoricalFeaturesStub:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -42,7 +46,11 @@ class HistoricalFeaturesStub:
 
 
 class HistoricalFeaturesServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def GetHistoricalFeatures(self, request, context):
         """The training set for the given entity rows, as a stream of Arrow IPC chunks of bounded size.
@@ -68,7 +76,11 @@ def add_HistoricalFeaturesServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class HistoricalFeatures:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     @staticmethod
     def GetHistoricalFeatures(request,

@@ -26,7 +26,11 @@ if _version_not_supported:
 
 
 class RegistryStub:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -67,7 +71,11 @@ class RegistryStub:
 
 
 class RegistryServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def ListModels(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -151,7 +159,11 @@ def add_RegistryServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Registry:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     @staticmethod
     def ListModels(request,

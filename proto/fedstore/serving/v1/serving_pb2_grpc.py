@@ -26,7 +26,11 @@ if _version_not_supported:
 
 
 class FeatureServingStub:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -39,14 +43,34 @@ class FeatureServingStub:
                 request_serializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesRequest.SerializeToString,
                 response_deserializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesResponse.FromString,
                 _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/fedstore.serving.v1.FeatureServing/Score',
+                request_serializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreResponse.FromString,
+                _registered_method=True)
 
 
 class FeatureServingServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     def GetOnlineFeatures(self, request, context):
         """Features of a few entities, from the online store, or from the batch snapshot when the
         online store is down or slow (marked in the metadata, with the snapshot's age).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Score(self, request, context):
+        """The region's deployed model's score of each entity, from the same features a lookup returns:
+        the production (full) or canary model by the registry's per-entity split, with each feature's
+        contribution and the jobs that wrote the values. Shadow models score too, but only the
+        region's prediction log sees their scores. FAILED_PRECONDITION when no model is deployed for
+        the feature service here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +84,11 @@ def add_FeatureServingServicer_to_server(servicer, server):
                     request_deserializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesRequest.FromString,
                     response_serializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesResponse.SerializeToString,
             ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreRequest.FromString,
+                    response_serializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'fedstore.serving.v1.FeatureServing', rpc_method_handlers)
@@ -69,7 +98,11 @@ def add_FeatureServingServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class FeatureServing:
-    """Missing associated documentation comment in .proto file."""
+    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    """
 
     @staticmethod
     def GetOnlineFeatures(request,
@@ -88,6 +121,33 @@ class FeatureServing:
             '/fedstore.serving.v1.FeatureServing/GetOnlineFeatures',
             fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesRequest.SerializeToString,
             fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.serving.v1.FeatureServing/Score',
+            fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreRequest.SerializeToString,
+            fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,
