@@ -4,6 +4,10 @@
                             nothing from after each row's event time) ──▶ Parquet, streamed
                                                                       └─▶ manifest + region index
 
+Before the join each chunk passes ``consent_filter.py``: erased entities are dropped, and those
+without consent for local training at each row's time are dropped or marked (``consent``); the
+manifest records the consent snapshot used.
+
 The output is written to a temporary file and renamed only when complete: a failed or
 interrupted build leaves no partial dataset behind.
 """
@@ -17,7 +21,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -31,11 +35,15 @@ import pyarrow.parquet as pq
 from feast import FeatureService, FeatureView
 from feast.errors import FeatureServiceNotFoundException
 
+from fedstore.federation.consent import Purpose
+from fedstore.regions.consent import consent_gate
+from fedstore.regions.datasets.consent_filter import MARK_COLUMN, MODES, ChunkFilter
 from fedstore.regions.datasets.entities import TIMESTAMP, EntityFile
 from fedstore.regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
 from fedstore.regions.errors import InvalidEntities, InvalidOutput, InvalidSource, RegionNotReady, UnknownName
 from fedstore.regions.processes import alive
 from fedstore.regions.progress import progress
+from fedstore.regions.store.erasure_list import read_erased
 from fedstore.regions.store.fingerprint import fingerprint, source_fingerprints
 from fedstore.regions.store.node import RegionNode
 
@@ -50,6 +58,7 @@ class TrainingSetRequest:
     label: str | None = None
     chunk_rows: int = 250_000
     show_progress: bool = True
+    consent: str = "exclude"  # rows without consent for local training: exclude | mark
 
 
 @dataclass(frozen=True)
@@ -95,16 +104,21 @@ def build_training_set(
     say: Callable[[str], None] = lambda _: None,
 ) -> DatasetManifest:
     began = time.perf_counter()
+    if request.consent not in MODES:
+        raise InvalidEntities(f"consent must be {' or '.join(MODES)}, got {request.consent!r}")
     p = plan(node, request.feature_service, request.label)
     entities = EntityFile(request.entities, p.join_keys)
     features = [r.split(":", 1)[1] for r in p.refs]
-    clash = [c for c in entities.passthrough if c in features]
+    added = [*features, MARK_COLUMN] if request.consent == "mark" else features
+    clash = [c for c in entities.passthrough if c in added]
     if clash:  # Feast would fail deep inside the join with a duplicate column
         raise InvalidEntities(
             f"entity file {request.entities} has a column {clash[0]!r} named like a feature the training set "
             f"adds; rename or drop it"
         )
     node.require_sources(p.views)
+    gate = ChunkFilter(consent_gate(node.region, Purpose.LOCAL_TRAINING), read_erased(node.data_dir),
+                       list(p.join_keys), request.consent)
     out = request.out
     _check_output(out, request.entities)
     require_index(node.data_dir, node.code)
@@ -126,6 +140,11 @@ def build_training_set(
         except OSError as e:
             raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
         for chunk in entities.chunks(request.chunk_rows):
+            read = len(chunk)
+            chunk = gate.apply(chunk)
+            if chunk.empty:
+                bar.update(read)
+                continue
             table = _historical(node, chunk, p)
             if schema is None:
                 schema = _output_schema(table)
@@ -139,12 +158,16 @@ def build_training_set(
             ts_min, ts_max = pc.min(table[TIMESTAMP]).as_py(), pc.max(table[TIMESTAMP]).as_py()
             lo = ts_min if lo is None or ts_min < lo else lo
             hi = ts_max if hi is None or ts_max > hi else hi
-            bar.update(len(chunk))
+            bar.update(read)
         if writer is not None:
             writer.close()
             writer = None
-        assert schema is not None
+        if schema is None:
+            raise InvalidEntities(f"every row of {request.entities} is of an erased entity or one without consent "
+                                  f"for local training in region {node.code} ({gate.rows_erased} erased, "
+                                  f"{gate.rows_without_consent} without consent); no training set was written")
         manifest = _manifest(node, request, p, schema, entities.rows, rows, nulls, (lo, hi), began, out)
+        manifest = replace(manifest, consent=gate.basis())
         # the manifest is complete before the dataset takes its name, and the old one goes first: a
         # process killed in between leaves a dataset without a manifest, never one beside another
         # dataset's manifest (fingerprinting the sources after the rename took long enough to hit)
