@@ -156,7 +156,8 @@ def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser
     ts.add_argument("--feature-service", required=True)
     ts.add_argument("--label", default=None, help="label to join (e.g. is_fraud)")
     ts.add_argument("--out", type=path_arg, required=True, help="output Parquet file")
-    ts.add_argument("--chunk-rows", type=positive_int, default=250_000)
+    ts.add_argument("--chunk-rows", type=positive_int, default=250_000,
+                    help="rows per row group of the output Parquet (what a reader of it holds at once)")
     ts.add_argument("--no-progress", action="store_true")
     ts.set_defaults(handler=cmd_training_set)
 

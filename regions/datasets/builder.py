@@ -1,8 +1,8 @@
 """Builds a point-in-time-correct training set from a region's history, in bounded memory.
 
-    entity file ──chunks──▶ Feast get_historical_features (DuckDB offline store, TTL honoured,
-                            nothing from after each row's event time) ──▶ Parquet, streamed
-                                                                      └─▶ manifest + region index
+    entity file ──▶ Feast get_historical_features (the region's offline store: one DuckDB ASOF
+                    join, TTL honoured, nothing from after each row's event time, regions/store/
+                    offline_store.py) ──COPY, streamed──▶ Parquet ──▶ manifest + region index
 
 The output is written to a temporary file and renamed only when complete: a failed or
 interrupted build leaves no partial dataset behind.
@@ -38,6 +38,8 @@ from regions.processes import alive
 from regions.progress import progress
 from regions.store.fingerprint import fingerprint, source_fingerprints
 from regions.store.node import RegionNode
+from regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
+from regions.store.point_in_time import literal, quote
 
 _ARROW_TYPES = {"INT64": pa.int64(), "INT32": pa.int32(), "STRING": pa.string()}
 
@@ -48,7 +50,7 @@ class TrainingSetRequest:
     feature_service: str
     out: Path
     label: str | None = None
-    chunk_rows: int = 250_000
+    chunk_rows: int = 250_000  # rows per row group of the output: what a reader of it holds at once
     show_progress: bool = True
 
 
@@ -114,36 +116,17 @@ def build_training_set(
     # named by host and process, so a later build can tell a killed build's leftovers from a running one's
     tmp = out.with_name(f".{out.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     manifest_tmp = tmp.with_name(f"{tmp.name}.manifest")
-    nulls = dict.fromkeys(features, 0)
-    rows = 0
-    lo = hi = None
-    writer: pq.ParquetWriter | None = None
-    schema: pa.Schema | None = None
     bar = progress(f"{node.code} training set", total=entities.rows, show=request.show_progress)
     try:
         try:
-            tmp.touch(exist_ok=False)  # can we write there at all? Before the expensive joins
+            tmp.touch(exist_ok=False)  # can we write there at all? Before the expensive join
         except OSError as e:
             raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
-        for chunk in entities.chunks(request.chunk_rows):
-            table = _historical(node, chunk, p)
-            if schema is None:
-                schema = _output_schema(table)
-                writer = pq.ParquetWriter(tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=True)
-            table = table.select(schema.names).cast(schema)
-            assert writer is not None
-            writer.write_table(table)
-            rows += table.num_rows
-            for f in features:
-                nulls[f] += table.column(f).null_count
-            ts_min, ts_max = pc.min(table[TIMESTAMP]).as_py(), pc.max(table[TIMESTAMP]).as_py()
-            lo = ts_min if lo is None or ts_min < lo else lo
-            hi = ts_max if hi is None or ts_max > hi else hi
-            bar.update(len(chunk))
-        if writer is not None:
-            writer.close()
-            writer = None
-        assert schema is not None
+        entities.require_times()
+        _join_to_parquet(node, request.entities, p, tmp, request.chunk_rows)
+        bar.update(entities.rows)
+        schema = pq.read_schema(tmp)
+        rows, nulls, (lo, hi) = _summary(tmp, features)
         manifest = _manifest(node, request, p, schema, entities.rows, rows, nulls, (lo, hi), began, out)
         # the manifest is complete before the dataset takes its name, and the old one goes first: a
         # process killed in between leaves a dataset without a manifest, never one beside another
@@ -154,8 +137,6 @@ def build_training_set(
         tmp.replace(out)
         manifest_tmp.replace(path)
     except BaseException:
-        if writer is not None:
-            writer.close()
         tmp.unlink(missing_ok=True)
         manifest_tmp.unlink(missing_ok=True)
         raise
@@ -179,14 +160,33 @@ def _remove_abandoned_partials(out: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _historical(node: RegionNode, chunk: pd.DataFrame, p: Plan) -> pa.Table:
-    """One chunk's point-in-time join. The sources were checked before the build, but a build runs
-    for minutes: a part removed or cut short by an upstream job since, or a damaged page the
-    footers did not show, is said in one line."""
+def _join_to_parquet(node: RegionNode, entities: Path, p: Plan, dataset: Path, row_group_rows: int) -> None:
+    """The point-in-time join of the whole entity file by the region's offline store, streamed into
+    ``dataset``. The sources were checked before the build, but a build may run for minutes: a part
+    removed or cut short by an upstream job since, or a damaged page the footers did not show, is
+    said in one line."""
+    job = node.store.get_historical_features(entity_df=str(entities), features=p.refs)
+    if not isinstance(job, AsofRetrievalJob):  # the region's feature_store.yaml names the ASOF store
+        raise RegionNotReady(f"region {node.code}: its offline store is not {OFFLINE_STORE_TYPE}; "
+                             f"run `fedstore region apply --region {node.code}`")
     try:
-        return node.store.get_historical_features(entity_df=chunk, features=p.refs).to_arrow()
+        job.to_parquet(dataset, row_group_rows=row_group_rows)
     except duckdb.Error as e:
         raise unreadable_sources(node, p.views, e, "no training set was written") from None
+
+
+def _summary(dataset: Path, features: list[str]) -> tuple[int, dict[str, int], tuple[datetime | None, datetime | None]]:
+    """Rows, nulls per feature and the entity time range of a written dataset: one columnar scan."""
+    nulls = ", ".join(f"count(*) - count({quote(f)})" for f in features)
+    conn = duckdb.connect()
+    try:
+        conn.execute("SET TimeZone = 'UTC'")
+        row = conn.execute(f"SELECT count(*), min({quote(TIMESTAMP)}), max({quote(TIMESTAMP)}), {nulls} "
+                           f"FROM read_parquet({literal(str(dataset))})").fetchone()
+    finally:
+        conn.close()
+    assert row is not None
+    return int(row[0]), {f: int(n) for f, n in zip(features, row[3:])}, (row[1], row[2])
 
 
 def unreadable_sources(node: RegionNode, views: list[FeatureView], e: duckdb.Error, outcome: str) -> InvalidSource:
@@ -247,18 +247,6 @@ def _check_output(out: Path, entities: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InvalidOutput(f"cannot create the output directory {out.parent}: {e.strerror}") from None
-
-
-def _output_schema(table: pa.Table) -> pa.Schema:
-    fields = []
-    for f in table.schema:
-        t = f.type
-        if pa.types.is_timestamp(t):
-            t = pa.timestamp("us", tz=t.tz or "UTC")
-        elif pa.types.is_null(t):
-            t = pa.float64()  # an all-null first chunk: widen, later chunks cast into it
-        fields.append(pa.field(f.name, t))
-    return pa.schema(fields)
 
 
 def _tool_version() -> str:

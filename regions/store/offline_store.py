@@ -175,12 +175,13 @@ class AsofRetrievalJob(RetrievalJob):
     def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()
 
-    def to_parquet(self, path: Path) -> int:
+    def to_parquet(self, path: Path, *, row_group_rows: int = 122_880) -> int:
         """Write the result to ``path`` as Parquet, streamed (bounded memory), entity time in UTC;
         returns the rows written."""
+        copy = f"COPY ({self.sql(utc_times=True)}) TO {literal(str(path))} (FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})"
         with _connection(self._memory_limit, self._threads) as conn:
             self._entities.register(conn)
-            row = conn.execute(f"COPY ({self.sql(utc_times=True)}) TO {literal(str(path))} (FORMAT parquet)").fetchone()
+            row = conn.execute(copy).fetchone()
         return int(row[0]) if row else 0
 
     @property
