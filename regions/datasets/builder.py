@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureService, FeatureView
 from feast.errors import FeatureServiceNotFoundException
@@ -170,13 +168,35 @@ def _join_to_parquet(node: RegionNode, entities: Path, p: Plan, dataset: Path, r
         raise RegionNotReady(f"region {node.code}: its offline store is not {OFFLINE_STORE_TYPE}; "
                              f"run `fedstore region apply --region {node.code}`")
     try:
-        job.to_parquet(dataset, row_group_rows=row_group_rows)
+        job.to_parquet(dataset, row_group_rows=row_group_rows, ordered=False)  # rows carry their keys and time
     except duckdb.Error as e:
         raise unreadable_sources(node, p.views, e, "no training set was written") from None
 
 
 def _summary(dataset: Path, features: list[str]) -> tuple[int, dict[str, int], tuple[datetime | None, datetime | None]]:
-    """Rows, nulls per feature and the entity time range of a written dataset: one columnar scan."""
+    """Rows, nulls per feature and the entity time range of a written dataset, from the statistics
+    DuckDB wrote in its footer (a scan only where a row group has none)."""
+    meta = pq.read_metadata(dataset)
+    names = meta.schema.to_arrow_schema().names
+    nulls = dict.fromkeys(features, 0)
+    lo = hi = None
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for f in features:
+            stats = group.column(names.index(f)).statistics
+            if stats is None or not stats.has_null_count:
+                return _scanned_summary(dataset, features)
+            nulls[f] += stats.null_count
+        ts = group.column(names.index(TIMESTAMP)).statistics
+        if group.num_rows and (ts is None or not ts.has_min_max):
+            return _scanned_summary(dataset, features)
+        if group.num_rows:
+            lo = ts.min if lo is None or ts.min < lo else lo
+            hi = ts.max if hi is None or ts.max > hi else hi
+    return meta.num_rows, nulls, (lo, hi)
+
+
+def _scanned_summary(dataset: Path, features: list[str]) -> tuple[int, dict[str, int], tuple[datetime | None, datetime | None]]:
     nulls = ", ".join(f"count(*) - count({quote(f)})" for f in features)
     conn = duckdb.connect()
     try:

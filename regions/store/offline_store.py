@@ -126,8 +126,9 @@ class EntitySet:
     def relation(self) -> str:
         if self.parquet is None:
             return f"SELECT * FROM {_ENTITIES}"
-        return (f"SELECT * EXCLUDE (filename, file_row_number), filename AS {FILE}, file_row_number AS {ROW} "
-                f"FROM read_parquet({literal(self.parquet)}, filename = true, file_row_number = true)")
+        # file_index: the file's place in the glob's (sorted) expansion; a file name per row sorted slowly
+        return (f"SELECT * EXCLUDE (file_row_number), file_index AS {FILE}, file_row_number AS {ROW} "
+                f"FROM read_parquet({literal(self.parquet)}, file_row_number = true)")
 
     def register(self, conn: duckdb.DuckDBPyConnection) -> None:
         if self.frame is not None:
@@ -157,11 +158,11 @@ class AsofRetrievalJob(RetrievalJob):
         self._repo_path = repo_path
         self._metadata: RetrievalMetadata | None = None
 
-    def sql(self, *, utc_times: bool = False) -> str:
-        """The query; ``utc_times`` turns the entity timestamp into a UTC instant (for files)."""
+    def sql(self, *, utc_times: bool = False, ordered: bool = True) -> str:
+        """The query; ``utc_times`` turns the entity timestamp into a UTC instant (for files);
+        ``ordered`` keeps the entity set's row order (a sort of the whole result)."""
         e = self._entities
-        cols = [c for c in e.columns]
-        query = asof_query(e.relation(), cols, e.timestamp_col, self._views)
+        query = asof_query(e.relation(), e.columns, e.timestamp_col, self._views, ordered=ordered)
         if not utc_times:
             return query
         ts = quote(e.timestamp_col)
@@ -175,10 +176,11 @@ class AsofRetrievalJob(RetrievalJob):
     def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()
 
-    def to_parquet(self, path: Path, *, row_group_rows: int = 122_880) -> int:
+    def to_parquet(self, path: Path, *, row_group_rows: int = 122_880, ordered: bool = True) -> int:
         """Write the result to ``path`` as Parquet, streamed (bounded memory), entity time in UTC;
-        returns the rows written."""
-        copy = f"COPY ({self.sql(utc_times=True)}) TO {literal(str(path))} (FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})"
+        returns the rows written. Unordered, the rows come as the join makes them (as Feast's do),
+        which spares a sort of the whole result."""
+        copy = f"COPY ({self.sql(utc_times=True, ordered=ordered)}) TO {literal(str(path))} (FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})"
         with _connection(self._memory_limit, self._threads) as conn:
             self._entities.register(conn)
             row = conn.execute(copy).fetchone()
