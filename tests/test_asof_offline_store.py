@@ -126,11 +126,12 @@ REQUESTS = ["service", "refs"]
 
 # the cases the property is about, always tried: a tie on event time where only one row has a created
 # time; entity rows exactly at each view's TTL edge (a: 60', c: 30', label: 15') and just past it;
-# duplicate entity rows; a null key
+# entity rows at a feature row's very event time; duplicate entity rows; a null key
 TIE_AND_EDGES = dict(
     a=[(1, 0, None, None, 1.0, "n"), (1, 0, 0, None, None, "c"), (2, 15, 1, None, 2.0, None), (2, 15, 3, None, 3.0, "l")],
     b=[(1, 0, 0, 0.0)], c=[(0, 30, None, None), (0, 30, 2, None)], label=[(1, 45, None), (2, 45, None)],
-    ents=[(1, 0, 0, 60), (1, 0, 0, 60), (1, 0, 0, 61), (2, 0, 1, 75), (2, 0, 0, 76), (None, 0, 0, 60)],
+    ents=[(1, 0, 0, 60), (1, 0, 0, 60), (1, 0, 0, 61), (2, 0, 1, 75), (2, 0, 0, 76), (None, 0, 0, 60), (1, 0, 0, 0),
+          (2, 0, 0, 30)],
 )
 
 

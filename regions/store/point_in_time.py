@@ -7,7 +7,10 @@ below gives Feast's answer, cell for cell:
 
 * per view, the latest row with ``event time <= entity time`` and the same join keys; among rows
   with the same key and event time the latest created wins (a null created time loses, as in
-  Feast's ``ORDER BY created DESC``, which DuckDB sorts nulls last);
+  Feast's ``ORDER BY created DESC``, which DuckDB sorts nulls last). The ASOF join's one
+  inequality then compares a 128-bit key, event microseconds × 2⁶⁴ + created microseconds + 2⁶³ + 1
+  (0 for a null created time), with the entity's event microseconds × 2⁶⁴ + 2⁶⁴ − 1: one merge
+  instead of a window over the source to drop the ties first (measured ~1.6× slower at 1M rows);
 * a TTL: that row only if ``event time + ttl >= entity time`` (inclusive); a zero or missing TTL
   is unlimited. The latest row at or before the entity time is within the TTL exactly when any
   row is, so filtering after the ASOF match is the same as Feast filtering before it;
@@ -56,17 +59,19 @@ def view_relation(view: ViewJoin) -> str:
         return quote(original.get(name, name))
 
     keys = [f"{col(k)} AS {quote(k)}" for k in view.join_key_map]
-    ts = f"CAST({col(view.timestamp_field)} AS TIMESTAMPTZ) AS __ts"
+    event = f"CAST({col(view.timestamp_field)} AS TIMESTAMPTZ)"
+    ts = f"{event} AS __ts"
+    if view.created_timestamp_column:
+        created = f"epoch_us(CAST({col(view.created_timestamp_column)} AS TIMESTAMPTZ))::HUGEINT"
+        ts += f", {_micros128(event)} + coalesce({created} + {2**63 + 1}, 0) AS __k"
     feats = [f"{col(c)} AS {quote(f'__f{i}')}" for i, (c, _) in enumerate(view.features)]
     not_null = " AND ".join([f"{col(k)} IS NOT NULL" for k in view.join_key_map] + [f"{col(view.timestamp_field)} IS NOT NULL"])
     select = ", ".join([*keys, ts, *feats])
-    sql = f"SELECT {select} FROM {view.source} WHERE {not_null}"
-    if view.created_timestamp_column:
-        # ties on event time: the latest created wins, before the ASOF join sees the rows
-        part = ", ".join([col(k) for k in view.join_key_map] + [col(view.timestamp_field)])
-        created = f"CAST({col(view.created_timestamp_column)} AS TIMESTAMPTZ)"
-        sql += f" QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {created} DESC NULLS LAST) = 1"
-    return sql
+    return f"SELECT {select} FROM {view.source} WHERE {not_null}"
+
+
+def _micros128(timestamp: str) -> str:
+    return f"epoch_us({timestamp})::HUGEINT * {2**64}"
 
 
 def asof_query(entities: str, entity_columns: list[str], timestamp_col: str, views: list[ViewJoin],
@@ -80,7 +85,10 @@ def asof_query(entities: str, entity_columns: list[str], timestamp_col: str, vie
             continue  # a view none of whose features is asked for adds nothing
         v = f"v{i}"
         on = [f"e.{quote(ent)} = {v}.{quote(key)}" for key, ent in view.join_key_map.items()]
-        on.append(f"{ets} >= {v}.__ts")
+        if view.created_timestamp_column:  # the latest created among ties on event time: see above
+            on.append(f"{_micros128(ets)} + {2**64 - 1} >= {v}.__k")
+        else:
+            on.append(f"{ets} >= {v}.__ts")
         joins.append(f"ASOF LEFT JOIN ({view_relation(view)}) AS {v} ON {' AND '.join(on)}")
         ttl_us = _micros(view.ttl)
         for j, (_, name) in enumerate(view.features):
