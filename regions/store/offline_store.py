@@ -55,7 +55,7 @@ class AsofOfflineStoreConfig(DuckDBOfflineStoreConfig):
 
 class AsofOfflineStore(DuckDBOfflineStore):
     @staticmethod
-    def get_historical_features(  # type: ignore[override]  # Feast's own keyword arguments, passed on
+    def get_historical_features(
         config: RepoConfig,
         feature_views: List[FeatureView],
         feature_refs: List[str],
@@ -74,7 +74,7 @@ class AsofOfflineStore(DuckDBOfflineStore):
             or not all(_local_parquet(fv) for fv in feature_views)
         ):
             return DuckDBOfflineStore.get_historical_features(
-                config, feature_views, feature_refs, entity_df, registry, project,  # type: ignore[arg-type]
+                config, feature_views, feature_refs, entity_df, registry, project,
                 full_feature_names, filter_by_created_timestamp, **kwargs,
             )
         entities = EntitySet.of(entity_df)
@@ -206,7 +206,7 @@ class AsofRetrievalJob(RetrievalJob):
 
     def persist(self, storage: SavedDatasetStorage, allow_overwrite: bool = False,
                 timeout: Optional[int] = None) -> None:
-        import ibis
+        import ibis  # type: ignore[import-untyped]
         from feast.infra.offline_stores.duckdb import _write_data_source
 
         _write_data_source(ibis.memtable(self.to_arrow()), storage.to_data_source(), self._repo_path,
