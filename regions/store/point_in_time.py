@@ -52,7 +52,7 @@ def literal(text: str) -> str:
 
 
 def view_relation(view: ViewJoin) -> str:
-    """The view's rows as the join needs them: mapped names, UTC times, one row per key and time."""
+    """The view's rows as the join needs them: mapped names, UTC times, the (event, created) key."""
     original = {new: old for old, new in view.field_mapping.items()}
 
     def col(name: str) -> str:
