@@ -209,3 +209,15 @@ def test_unreadable_entity_files_are_one_clear_error(stores, tmp_path):
     _, ours, _ = stores
     with pytest.raises(ValueError, match="neither a DataFrame nor readable Parquet files"):
         ours.get_historical_features(entity_df=str(tmp_path / "none-*.parquet"), features=["a:x"])
+
+
+def test_what_the_asof_join_does_not_cover_is_feasts_own_join(stores):
+    """A per-row cut on created time is no ASOF join: Feast's own store answers it, unchanged."""
+    feast_store, ours, root = stores
+    _write_sources(root, [(1, 0, 0, None, 1.0, "a"), (1, 10, 50, None, 2.0, "b")], [], [], [])
+    entity_df = pd.DataFrame({"customer_id": [1], "event_timestamp": [pd.Timestamp(BASE) + pd.Timedelta(minutes=20)]})
+    job = ours.get_historical_features(entity_df=entity_df, features=["a:x"], filter_by_created_timestamp=True)
+    assert not isinstance(job, AsofRetrievalJob)
+    want = feast_store.get_historical_features(entity_df=entity_df, features=["a:x"], filter_by_created_timestamp=True)
+    # the row of 10' was created at 60', after the entity time: the row of 0' is the answer
+    assert job.to_arrow().column("x").to_pylist() == want.to_arrow().column("x").to_pylist() == [0]
