@@ -45,4 +45,4 @@ bench: venv redis-server h2load
 	$(BIN)/python benchmarks/scale.py
 
 proto: venv
-	$(BIN)/python -m proto.generate
+	$(BIN)/python -m fedstore.proto.generate

@@ -15,9 +15,9 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from aggregator.store import FeatureRow
-from federation.statistics import FeatureSpec
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.store import FeatureRow
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 
 @dataclass

@@ -21,8 +21,8 @@ from typing import Any
 
 import duckdb
 
-from aggregator.errors import StoreInUse
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.errors import StoreInUse
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (

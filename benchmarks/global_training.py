@@ -38,11 +38,11 @@ ZONES = {"MY": "Asia/Kuala_Lumpur", "SG": "Asia/Singapore", "ID": "Asia/Jakarta"
 def region_examples(work: Path, codes: list[str], customers: int, seed: int):  # type: ignore[no-untyped-def]
     import yaml
 
-    from federation import JURISDICTIONS, load_config
-    from federation.training import training_spec
-    from regions.publishing.examples import labelled_examples
-    from regions.store.node import RegionNode
-    from regions.synthetic import generate_region
+    from fedstore.federation import JURISDICTIONS, load_config
+    from fedstore.federation.training import training_spec
+    from fedstore.regions.publishing.examples import labelled_examples
+    from fedstore.regions.store.node import RegionNode
+    from fedstore.regions.synthetic import generate_region
 
     work.mkdir(parents=True, exist_ok=True)
     cfg = work / "fedstore.yaml"
@@ -106,14 +106,14 @@ def main() -> None:
     args = parser.parse_args()
     codes = args.regions.split(",")
 
-    from aggregator.training.lda import LinearDiscriminant
-    from aggregator.training.pooled import pool
-    from aggregator.training.ridge import Ridge
-    from aggregator.store import TrainingRow
-    from federation import PrivacyConfig
-    from regions.publishing.evaluation import release_evaluation, score_histograms
-    from aggregator.training.metrics import auc as histogram_auc
-    from regions.publishing.training_statistics import class_statistics, release_training
+    from fedstore.aggregator.training.lda import LinearDiscriminant
+    from fedstore.aggregator.training.pooled import pool
+    from fedstore.aggregator.training.ridge import Ridge
+    from fedstore.aggregator.store import TrainingRow
+    from fedstore.federation import PrivacyConfig
+    from fedstore.regions.publishing.evaluation import release_evaluation, score_histograms
+    from fedstore.aggregator.training.metrics import auc as histogram_auc
+    from fedstore.regions.publishing.training_statistics import class_statistics, release_training
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,7 +175,7 @@ def main() -> None:
         if r.histograms:
             reported.append((c, rank_auc(central_lda.logit(e.x), e.y), histogram_auc(r.histograms.counts[0], r.histograms.counts[1])))
 
-    from fedstore.render import table
+    from fedstore.cli.render import table
 
     print()
     print(table(["model", "fitted by", "ε per region", "AUC (test)", "error (test)"], rows))

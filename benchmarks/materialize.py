@@ -6,7 +6,7 @@ Both variants materialise the same Parquet (N entities × F float features) into
 redis-server (started here on a free loopback port, flushed between runs) through
 `FeatureStore.materialize`, each in a fresh process so peak RSS is its own (with Spark's JVM). The
 only difference is feature_store.yaml's `batch_engine`: Feast's stock `local` engine, this
-project's `regions.store.engine.FastMaterializationEngine`, or Feast's `spark.engine` in local mode
+project's `fedstore.regions.store.engine.FastMaterializationEngine`, or Feast's `spark.engine` in local mode
 (what a region configured with `materialization: {engine: spark}` runs; its time includes starting
 Spark, which a long-lived cluster pays once). Timing covers the materialize call only (not
 interpreter start-up); the table also checks both left identical bytes in Redis.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 VARIANTS = {
     "feast materialize (stock local engine)": "local",
-    "feast materialize (fedstore fast engine)": "regions.store.engine.FastMaterializationEngine",
+    "feast materialize (fedstore fast engine)": "fedstore.regions.store.engine.FastMaterializationEngine",
     "feast materialize (Feast spark.engine, local[2])": "spark.engine",
 }
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)

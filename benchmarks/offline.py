@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 def setup(work: Path, customers: int) -> Path:
     import yaml
 
-    from federation import load_config
-    from regions.store.node import RegionNode
-    from regions.synthetic import generate_region
+    from fedstore.federation import load_config
+    from fedstore.regions.store.node import RegionNode
+    from fedstore.regions.synthetic import generate_region
 
     cfg = work / "fedstore.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -79,8 +79,8 @@ def entities(work: Path, n: int, customers: int) -> Path:
 
 
 def worker(args: argparse.Namespace) -> None:
-    from federation import load_config
-    from regions.store.node import RegionNode
+    from fedstore.federation import load_config
+    from fedstore.regions.store.node import RegionNode
 
     node = RegionNode(load_config(args.config).region("MY"))
     began = time.perf_counter()
@@ -101,7 +101,7 @@ def _run(variant: str, node, entities: Path, out: Path) -> tuple[int, object]:
         from feast import FeatureStore
         from feast.repo_config import RepoConfig
 
-        from regions.store.feast_config import feast_settings
+        from fedstore.regions.store.feast_config import feast_settings
 
         settings = feast_settings(node.region)
         if variant == "feast":
@@ -111,7 +111,7 @@ def _run(variant: str, node, entities: Path, out: Path) -> tuple[int, object]:
         table = store.get_historical_features(entity_df=df, features=store.get_feature_service("fraud_scoring")).to_arrow()
         return table.num_rows, table
     if variant == "fedstore":
-        from regions.datasets import TrainingSetRequest, build_training_set
+        from fedstore.regions.datasets import TrainingSetRequest, build_training_set
 
         return build_training_set(node, TrainingSetRequest(entities, "fraud_scoring", out, show_progress=False)).rows, None
     return _raw(node, entities, out), None

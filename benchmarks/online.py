@@ -63,8 +63,8 @@ def setup_region(workdir: Path, redis_port: int | None, entities: int, *, online
     from feast.types import Float64
     from feast.value_type import ValueType
 
-    from federation import load_config
-    from regions.store.node import RegionNode
+    from fedstore.federation import load_config
+    from fedstore.regions.store.node import RegionNode
 
     cfg = workdir / "fedstore.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -93,7 +93,7 @@ def setup_region(workdir: Path, redis_port: int | None, entities: int, *, online
                        source=FileSource(path=str(path), timestamp_field="event_timestamp"))
     node.store.apply([entity, view])
     if materialise:
-        from regions.store.materialize import MaterializeRequest, materialize
+        from fedstore.regions.store.materialize import MaterializeRequest, materialize
 
         materialize(node, MaterializeRequest(views=("bench_view",), show_progress=False))
     return cfg
@@ -193,8 +193,8 @@ def feast_caller(address: str, metadata: tuple = (), timeout: float = 10.0):
 def fedstore_caller(address: str, timeout: float = 10.0):
     import grpc
 
-    from proto.fedstore.serving.v1 import serving_pb2 as pb
-    from proto.fedstore.serving.v1 import serving_pb2_grpc
+    from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+    from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
 
     stub = serving_pb2_grpc.FeatureServingStub(grpc.insecure_channel(address))
     md = (("authorization", f"Bearer {TOKEN}"),)
@@ -302,7 +302,7 @@ def feast_request(ids: list[int]) -> bytes:
 
 
 def fedstore_request(ids: list[int]) -> bytes:
-    from proto.fedstore.serving.v1 import serving_pb2 as pb
+    from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 
     req = pb.GetOnlineFeaturesRequest(feature_refs=pb.FeatureList(refs=FEATURES))
     req.entities["entity_id"].int64_values.values.extend(ids)

@@ -64,7 +64,7 @@ def probe(call, entities: int, requests: int) -> tuple[float, float | None, floa
 def _bench_view():
     from feast.value_type import ValueType
 
-    from serving.catalog import FeatureRef, Resolved, ViewSpec
+    from fedstore.serving.catalog import FeatureRef, Resolved, ViewSpec
 
     features = {f"f{i}": ValueType.DOUBLE for i in range(10)}
     view = ViewSpec(name="bench_view", join_keys=("entity_id",), join_key_types=(ValueType.INT64,),
@@ -80,8 +80,8 @@ def _load_as_a_worker(workdir: str, entities: int, queue) -> None:
     report (seconds to load, anonymous MB added, µs per read)."""
     import gc
 
-    from serving.entities import Entities
-    from serving.fallback import SnapshotCache
+    from fedstore.serving.entities import Entities
+    from fedstore.serving.fallback import SnapshotCache
 
     view, resolved = _bench_view()
     gc.collect()
@@ -109,7 +109,7 @@ def snapshot_figures(entities: int, workdir: Path) -> tuple[float, float, float,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from regions.store.snapshot import JOB_COLUMN, snapshot_path
+    from fedstore.regions.store.snapshot import JOB_COLUMN, snapshot_path
 
     rng = np.random.default_rng(0)
     now_us = int(datetime.now(timezone.utc).timestamp() * 1e6)

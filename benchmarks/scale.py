@@ -31,9 +31,9 @@ from online import (  # noqa: E402
 
 
 def materialise(cfg: Path) -> tuple[float, int]:
-    from federation import load_config
-    from regions.store.materialize import MaterializeRequest, materialize
-    from regions.store.node import RegionNode
+    from fedstore.federation import load_config
+    from fedstore.regions.store.materialize import MaterializeRequest, materialize
+    from fedstore.regions.store.node import RegionNode
 
     node = RegionNode(load_config(cfg).region("MY"))
     began = time.perf_counter()

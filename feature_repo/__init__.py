@@ -4,7 +4,7 @@ Plain Feast objects. Source paths are relative, so Feast resolves them against e
 repo path (its data directory): the same definitions read MY's Parquet in MY and SG's in SG.
 """
 
-from feature_repo.definitions import (
+from fedstore.feature_repo.definitions import (
     ALL_OBJECTS,
     ALL_VIEWS,
     LABEL_VIEWS,

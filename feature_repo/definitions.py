@@ -10,7 +10,7 @@ from feast import Entity, FeatureService, FeatureView, Field
 from feast.types import Float64, Int64, String
 from feast.value_type import ValueType
 
-from feature_repo.sources import (
+from fedstore.feature_repo.sources import (
     customer_profile_source,
     customer_transactions_source,
     driver_performance_source,

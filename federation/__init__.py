@@ -1,6 +1,6 @@
 """The neutral contract both sides of the border read. Imports nothing of the product."""
 
-from federation.config import (
+from fedstore.federation.config import (
     AggregatorConfig,
     ClientTLSConfig,
     FederationConfig,
@@ -13,8 +13,8 @@ from federation.config import (
     load_config,
     parse_config,
 )
-from federation.errors import ConfigError
-from federation.jurisdictions import JURISDICTIONS, Jurisdiction
+from fedstore.federation.errors import ConfigError
+from fedstore.federation.jurisdictions import JURISDICTIONS, Jurisdiction
 
 __all__ = [
     "AggregatorConfig",

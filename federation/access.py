@@ -16,9 +16,9 @@ from typing import Protocol, Sequence
 
 import grpc
 
-from federation.grpc_handlers import first_handler
-from federation.roles import POLICIES, Scope
-from federation.tokens import Caller, TokenBook, authorization_scheme, bearer_token
+from fedstore.federation.grpc_handlers import first_handler
+from fedstore.federation.roles import POLICIES, Scope
+from fedstore.federation.tokens import Caller, TokenBook, authorization_scheme, bearer_token
 
 
 @dataclass(frozen=True, slots=True)

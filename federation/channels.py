@@ -21,8 +21,8 @@ from typing import Sequence
 
 import grpc
 
-from federation.config import ClientTLSConfig, FederationConfig
-from federation.errors import ConfigError
+from fedstore.federation.config import ClientTLSConfig, FederationConfig
+from fedstore.federation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

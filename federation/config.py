@@ -32,13 +32,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from federation.deployment_policy import DeploymentPolicy, parse_policies
-from federation.errors import ConfigError
-from federation.monitoring import MonitoringConfig, parse_monitoring
-from federation.statistics import CATALOG
-from federation.jurisdictions import JURISDICTIONS
-from federation.roles import Role, region_rule_violation, role_names
-from federation.unique_keys import DuplicateKey, safe_load_unique
+from fedstore.federation.deployment_policy import DeploymentPolicy, parse_policies
+from fedstore.federation.errors import ConfigError
+from fedstore.federation.monitoring import MonitoringConfig, parse_monitoring
+from fedstore.federation.statistics import CATALOG
+from fedstore.federation.jurisdictions import JURISDICTIONS
+from fedstore.federation.roles import Role, region_rule_violation, role_names
+from fedstore.federation.unique_keys import DuplicateKey, safe_load_unique
 
 ONLINE_STORE_TYPES = ("sqlite", "redis", "redis_cluster")
 MAX_LATENESS_HOURS = 8784  # a (leap) year: later than that is a full job's work

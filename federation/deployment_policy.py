@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from federation.errors import ConfigError
+from fedstore.federation.errors import ConfigError
 
 METRICS = ("auc", "accuracy")
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from federation.errors import ConfigError
+from fedstore.federation.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ claim. Everything here is public: mechanisms, sensitivities, scales. No data pas
     features ..... Laplace (OpenDP's discrete Laplace for counts and histograms, its float
                    sampler for sums); sensitivities in ``feature_queries``
     training ..... Gaussian on the weighted class blocks (zCDP, converted to (ε, δ) at a fixed δ);
-                   L2 sensitivity ``federation.training.l2_sensitivity(d)``
+                   L2 sensitivity ``fedstore.federation.training.l2_sensitivity(d)``
     evaluation ... discrete Laplace on the score histograms, L1 sensitivity 1
 """
 
@@ -20,8 +20,8 @@ import math
 
 import opendp.prelude as dp
 
-from federation.statistics import FeatureSpec
-from federation.training import l2_sensitivity
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.federation.training import l2_sensitivity
 
 dp.enable_features("contrib")
 

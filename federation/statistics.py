@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from federation.errors import ConfigError
+from fedstore.federation.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 
-from federation.errors import ConfigError
+from fedstore.federation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

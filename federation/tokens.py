@@ -5,8 +5,8 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from federation.config import TokenConfig
-from federation.roles import Role
+from fedstore.federation.config import TokenConfig
+from fedstore.federation.roles import Role
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from federation.errors import ConfigError
-from federation.statistics import CATALOG, FeatureSpec
+from fedstore.federation.errors import ConfigError
+from fedstore.federation.statistics import CATALOG, FeatureSpec
 
 
 @dataclass(frozen=True)

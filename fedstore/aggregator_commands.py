@@ -9,11 +9,11 @@ import signal
 import threading
 from typing import Any
 
-from federation import FederationConfig
-from fedstore.arguments import host_port
-from fedstore.render import table
-from regions.errors import RegionError
-from serving.ports import CannotListen, check_bindable
+from fedstore.federation import FederationConfig
+from fedstore.cli.arguments import host_port
+from fedstore.cli.render import table
+from fedstore.regions.errors import RegionError
+from fedstore.serving.ports import CannotListen, check_bindable
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,9 +49,9 @@ def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
-    from aggregator.errors import StoreInUse
-    from aggregator.intake.metrics import AggregatorMetrics
-    from aggregator.intake.server import build_server
+    from fedstore.aggregator.errors import StoreInUse
+    from fedstore.aggregator.intake.metrics import AggregatorMetrics
+    from fedstore.aggregator.intake.server import build_server
 
     address = args.address or config.aggregator.address
     assert config.aggregator.data_dir is not None
@@ -81,10 +81,10 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
-    from federation.channels import centre_link
-    from regions.publishing.budget import BudgetLedger
-    from regions.publishing.outbox import requeue, send_outbox
-    from regions.publishing.publish import outbox_dir
+    from fedstore.federation.channels import centre_link
+    from fedstore.regions.publishing.budget import BudgetLedger
+    from fedstore.regions.publishing.outbox import requeue, send_outbox
+    from fedstore.regions.publishing.publish import outbox_dir
 
     region = config.region(args.region)
     token = os.environ.get(args.token_env, "")
@@ -136,8 +136,8 @@ def _print_spent(config: FederationConfig, code: str, results: list[tuple[str, s
     import json
     from datetime import datetime, timezone
 
-    from regions.publishing.budget import BudgetLedger
-    from regions.publishing.publish import outbox_dir
+    from fedstore.regions.publishing.budget import BudgetLedger
+    from fedstore.regions.publishing.publish import outbox_dir
 
     region = config.region(code)
     ids = {sid for sid, _ in results}
@@ -167,12 +167,12 @@ def _print_spent(config: FederationConfig, code: str, results: list[tuple[str, s
 def _quarantine_call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> Any:
     import grpc
 
-    from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
     token = os.environ.get(args.token_env, "")
     if not token:
         raise RegionError(f"environment variable {args.token_env} is not set (an operator's token)")
-    from federation.channels import centre_link
+    from fedstore.federation.channels import centre_link
 
     link = centre_link(config, None, args.address)  # the centre's operator, over mutual TLS
     address = link.address
@@ -187,7 +187,7 @@ def _quarantine_call(config: FederationConfig, args: argparse.Namespace, method:
 
 
 def cmd_quarantine_list(config: FederationConfig, args: argparse.Namespace) -> None:
-    from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
     listed = _quarantine_call(config, args, "ListQuarantine", pb.ListQuarantineRequest(include_decided=args.all))
     if not listed.submissions:
@@ -202,7 +202,7 @@ def cmd_quarantine_list(config: FederationConfig, args: argparse.Namespace) -> N
 
 
 def cmd_quarantine_decide(config: FederationConfig, args: argparse.Namespace) -> None:
-    from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
     action = pb.ACCEPT if args.action == "accept" else pb.REJECT
     e = _quarantine_call(config, args, "DecideQuarantine",

@@ -7,7 +7,7 @@ import argparse
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from regions.errors import RegionError
+from fedstore.regions.errors import RegionError
 
 
 def positive_int(text: str) -> int:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from federation import FederationConfig
-from fedstore.arguments import path_arg, positive_int
-from regions.errors import RegionError
+from fedstore.federation import FederationConfig
+from fedstore.cli.arguments import path_arg, positive_int
+from fedstore.regions.errors import RegionError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_init(config: FederationConfig, args: argparse.Namespace) -> None:
-    from fedstore.dev_certificates import CENTRE_HOSTS, make_dev_pki
+    from fedstore.cli.dev_certificates import CENTRE_HOSTS, make_dev_pki
 
     codes = [config.region(c.strip()).code for c in args.regions.split(",") if c.strip()] or list(config.codes)
     if args.out.exists() and not args.out.is_dir():

@@ -7,9 +7,9 @@ import os
 import sys
 import warnings
 
-from federation import load_config
-from fedstore.arguments import path_arg
-from fedstore.errors import USER_ERRORS, storage_problem
+from fedstore.federation import load_config
+from fedstore.cli.arguments import path_arg
+from fedstore.cli.errors import USER_ERRORS, storage_problem
 
 DEFAULT_CONFIG = "fedstore.yaml"
 

@@ -15,20 +15,20 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from federation import ClientTLSConfig, FederationConfig
-from federation.channels import centre_link
-from federation.roles import Role
-from fedstore.arguments import iso_date, positive_int
-from fedstore.render import age, table
-from regions.errors import RegionError
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.store.status import region_status
-from serving.client import FeatureClient
-from serving.server import ServingNode
+from fedstore.federation import ClientTLSConfig, FederationConfig
+from fedstore.federation.channels import centre_link
+from fedstore.federation.roles import Role
+from fedstore.cli.arguments import iso_date, positive_int
+from fedstore.cli.render import age, table
+from fedstore.regions.errors import RegionError
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.status import region_status
+from fedstore.serving.client import FeatureClient
+from fedstore.serving.server import ServingNode
 
 if TYPE_CHECKING:
-    from proto.fedstore.aggregator.v1 import aggregator_pb2
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2
 
 DEFAULT_REGIONS = ("MY", "SG", "ID")
 # in every directory the demo fills: only such a directory, or an empty one, is ever removed by it
@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
-    from regions.synthetic import generate_region
+    from fedstore.regions.synthetic import generate_region
 
     codes = [c.strip() for c in args.regions.split(",") if c.strip()]
     if not codes:
@@ -158,7 +158,7 @@ def _lookups(config: FederationConfig, regions: list, summaries: list) -> None:
 def _border(config: FederationConfig, regions: list) -> FederationConfig:
     """The config the demo's centre and its clients use: mutual TLS as configured, or, where the
     config names no certificates, with a development CA made for this run in the centre's directory."""
-    from fedstore.dev_certificates import make_dev_pki
+    from fedstore.cli.dev_certificates import make_dev_pki
 
     agg = config.aggregator
     if agg.plaintext:
@@ -183,9 +183,9 @@ def _border(config: FederationConfig, regions: list) -> FederationConfig:
 def _aggregate(config: FederationConfig, regions: list, window_end: datetime) -> None:
     """Each region publishes anonymised statistics with its own credential and certificate; the centre
     validates and merges them, and trains with its credential (which reads no row)."""
-    from aggregator.intake.server import build_server
-    from regions.publishing.outbox import send_outbox
-    from regions.publishing.publish import outbox_dir, publish_statistics
+    from fedstore.aggregator.intake.server import build_server
+    from fedstore.regions.publishing.outbox import send_outbox
+    from fedstore.regions.publishing.publish import outbox_dir, publish_statistics
 
     assert config.aggregator.data_dir is not None
     publishers = {r.code: _credential(config, Role.PUBLISH, r.code) for r in regions}
@@ -210,7 +210,7 @@ def _aggregate(config: FederationConfig, regions: list, window_end: datetime) ->
                   f"{', '.join(o for _, o in outcome)}")
         import grpc
 
-        from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+        from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 
         if len(regions) > 1 and not config.aggregator.plaintext:
             # with the victim's own publish token: the certificate alone decides
@@ -238,7 +238,7 @@ def _impersonation(config: FederationConfig, holder: str, victim: str, address: 
     """One region's certificate cannot submit for another, whatever the token allows."""
     import grpc
 
-    from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 
     with centre_link(config, holder, address).channel() as channel:
         try:
@@ -265,11 +265,11 @@ def _train(config: FederationConfig, regions: list, address: str, centre: str, e
     """Regions release per-class statistics; the centre trains; one region evaluates the model."""
     import grpc
 
-    from federation.training import LinearModel, training_spec
-    from fedstore.training_commands import describe
-    from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
-    from regions.publishing.outbox import send_outbox
-    from regions.publishing.publish import outbox_dir, publish_evaluation, publish_training_statistics
+    from fedstore.federation.training import LinearModel, training_spec
+    from fedstore.cli.training_commands import describe
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+    from fedstore.regions.publishing.outbox import send_outbox
+    from fedstore.regions.publishing.publish import outbox_dir, publish_evaluation, publish_training_statistics
 
     spec = training_spec("fraud_scoring")
     for region in regions:
@@ -309,9 +309,9 @@ def _deploy(config: FederationConfig, address: str, name: str, version: int, cod
     refuses it. Each region's own credential moves its stages: the centre's promotes nowhere."""
     import grpc
 
-    from fedstore.registry_commands import deployment_table
-    from proto.fedstore.registry.v1 import registry_pb2 as rpb
-    from proto.fedstore.registry.v1 import registry_pb2_grpc
+    from fedstore.cli.registry_commands import deployment_table
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2 as rpb
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2_grpc
 
     def md(role: Role, region: str) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {_credential(config, role, region) or ''}"),)

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from federation import FederationConfig, RegionConfig
-from federation.roles import ROW_ROLES
-from fedstore.arguments import path_arg
-from regions.errors import RegionError
+from fedstore.federation import FederationConfig, RegionConfig
+from fedstore.federation.roles import ROW_ROLES
+from fedstore.cli.arguments import path_arg
+from fedstore.regions.errors import RegionError
 
 DEFAULT_IMAGE = "fedstore:latest"
 CONFIG_PATH = "/etc/fedstore/fedstore.yaml"

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from federation.identity import operator_uri, region_uri
+from fedstore.federation.identity import operator_uri, region_uri
 
 CENTRE_HOSTS = ("localhost", "127.0.0.1")
 

@@ -2,8 +2,8 @@
 
 import errno
 
-from federation import ConfigError
-from regions.errors import RegionError
+from fedstore.federation import ConfigError
+from fedstore.regions.errors import RegionError
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, RegionError)
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING
 
-from federation import FederationConfig
-from fedstore.arguments import host_port, output_file, path_arg
-from fedstore.render import table
-from regions.errors import RegionError
+from fedstore.federation import FederationConfig
+from fedstore.cli.arguments import host_port, output_file, path_arg
+from fedstore.cli.render import table
+from fedstore.regions.errors import RegionError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,9 +39,9 @@ def _day(text: str) -> date:
 
 
 def cmd_drift(config: FederationConfig, args: argparse.Namespace) -> None:
-    from regions.monitoring.chart import drift_chart
-    from regions.monitoring.report import drift_report
-    from regions.store.node import RegionNode
+    from fedstore.regions.monitoring.chart import drift_chart
+    from fedstore.regions.monitoring.report import drift_report
+    from fedstore.regions.store.node import RegionNode
 
     node = RegionNode(config.region(args.region))
     if args.chart:  # before the report: a run that fails late has already recorded its triggers
@@ -74,8 +74,8 @@ def _global(config: FederationConfig, args: argparse.Namespace) -> dict[str, np.
     import grpc
     import numpy as np
 
-    from federation.channels import centre_link, handshake_problem
-    from proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
+    from fedstore.federation.channels import centre_link, handshake_problem
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2, aggregator_pb2_grpc
 
     token = os.environ.get(args.token_env, "")
     if not token:

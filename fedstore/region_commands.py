@@ -6,13 +6,13 @@ import argparse
 import json
 from datetime import datetime, timedelta, timezone
 
-from federation import FederationConfig
-from fedstore.arguments import iso_date, iso_time, path_arg, positive_int, view_names
-from fedstore.render import age, table
-from regions.errors import RegionError, RegionNotReady
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.store.status import region_status
+from fedstore.federation import FederationConfig
+from fedstore.cli.arguments import iso_date, iso_time, path_arg, positive_int, view_names
+from fedstore.cli.render import age, table
+from fedstore.regions.errors import RegionError, RegionNotReady
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.status import region_status
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_generate(config: FederationConfig, args: argparse.Namespace) -> None:
-    from regions.synthetic import generate_region
+    from fedstore.regions.synthetic import generate_region
 
     region = config.region(args.region)
     today = datetime.now(timezone.utc).date()
@@ -167,7 +167,7 @@ def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def cmd_training_set(config: FederationConfig, args: argparse.Namespace) -> None:
-    from regions.datasets import TrainingSetRequest, build_training_set
+    from fedstore.regions.datasets import TrainingSetRequest, build_training_set
 
     node = RegionNode(config.region(args.region))
     request = TrainingSetRequest(
@@ -178,7 +178,7 @@ def cmd_training_set(config: FederationConfig, args: argparse.Namespace) -> None
 
 
 def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
-    from regions.datasets import list_manifests
+    from fedstore.regions.datasets import list_manifests
 
     region = config.region(args.region)
     found = list_manifests(region.data_dir)
@@ -200,11 +200,11 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
 
 
 def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from fedstore.aggregator_commands import add_region_parser
-    from fedstore.monitoring_commands import (
+    from fedstore.cli.aggregator_commands import add_region_parser
+    from fedstore.cli.monitoring_commands import (
         add_region_parsers as add_monitoring_parsers,
     )
-    from fedstore.training_commands import add_region_parsers as add_training_parsers
+    from fedstore.cli.training_commands import add_region_parsers as add_training_parsers
 
     ps = cmds.add_parser("publish-stats", help="queue anonymised statistics (DP, minimum cohort) in the outbox")
     _region_arg(ps)
@@ -220,8 +220,8 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> None:
-    from federation.statistics import segment_spec
-    from regions.publishing.publish import publish_statistics
+    from fedstore.federation.statistics import segment_spec
+    from fedstore.regions.publishing.publish import publish_statistics
 
     node = RegionNode(config.region(args.region))
     segment = segment_spec(args.segment) if args.segment else None

@@ -8,14 +8,14 @@ import os
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from federation import FederationConfig
-from federation.traffic import STAGES
-from fedstore.arguments import host_port
-from fedstore.render import influence_table, table
-from regions.errors import RegionError
+from fedstore.federation import FederationConfig
+from fedstore.federation.traffic import STAGES
+from fedstore.cli.arguments import host_port
+from fedstore.cli.render import influence_table, table
+from fedstore.regions.errors import RegionError
 
 if TYPE_CHECKING:
-    from proto.fedstore.registry.v1 import registry_pb2
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,8 +54,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> Any:
     import grpc
 
-    from federation.channels import centre_link, handshake_problem
-    from proto.fedstore.registry.v1 import registry_pb2_grpc
+    from fedstore.federation.channels import centre_link, handshake_problem
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2_grpc
 
     token = os.environ.get(args.token_env, "")
     if not token:
@@ -71,7 +71,7 @@ def _call(config: FederationConfig, args: argparse.Namespace, method: str, reque
 
 
 def _pb() -> ModuleType:
-    from proto.fedstore.registry.v1 import registry_pb2
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2
 
     return registry_pb2
 

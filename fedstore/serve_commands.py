@@ -3,7 +3,7 @@
 With ``--workers N`` the node runs as N processes sharing one port (SO_REUSEPORT: the kernel
 spreads connections across them); each has its own caches, and its own metrics port
 (``metrics_port + i``) when metrics are on. SIGTERM or Ctrl-C drains in-flight calls. A worker that
-dies, of any signal or exit, is replaced and the parent says so (``fedstore.serve_workers``); a
+dies, of any signal or exit, is replaced and the parent says so (``fedstore.cli.serve_workers``); a
 worker that stops drains while its siblings take its clients (``ServingNode.stop``).
 
 With ``--pin-cpus`` worker i runs on the i-th CPU it may use (round robin), all its threads on that
@@ -26,15 +26,15 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Callable, Sequence
 
-from federation import FederationConfig
-from federation.tls import RotatingCertificate
-from federation.tokens import TokenBook
-from fedstore.arguments import host_port
-from fedstore.errors import USER_ERRORS
-from fedstore.serve_workers import RestartBudget, WorkerPool
-from regions.errors import RegionError
-from serving.ports import CannotListen, claim_port
-from serving.server import ServingNode
+from fedstore.federation import FederationConfig
+from fedstore.federation.tls import RotatingCertificate
+from fedstore.federation.tokens import TokenBook
+from fedstore.cli.arguments import host_port
+from fedstore.cli.errors import USER_ERRORS
+from fedstore.cli.serve_workers import RestartBudget, WorkerPool
+from fedstore.regions.errors import RegionError
+from fedstore.serving.ports import CannotListen, claim_port
+from fedstore.serving.server import ServingNode
 
 
 PARENT_CHECK_SECONDS = 1.0  # how often a worker checks that the process that started it still runs

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Callable
 
-from regions.errors import RegionError
+from fedstore.regions.errors import RegionError
 
 # what a worker sends up its pipe: ("serving", address) once it serves, ("error", one line) before it exits 2
 WorkerMessage = tuple[str, str]

@@ -10,14 +10,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from federation import FederationConfig
-from federation.training import TRAINING_SPECS, LinearModel, training_spec
-from fedstore.arguments import host_port, output_file, path_arg
-from fedstore.render import influence_table, table
-from regions.errors import RegionError
+from fedstore.federation import FederationConfig
+from fedstore.federation.training import TRAINING_SPECS, LinearModel, training_spec
+from fedstore.cli.arguments import host_port, output_file, path_arg
+from fedstore.cli.render import influence_table, table
+from fedstore.regions.errors import RegionError
 
 if TYPE_CHECKING:
-    from proto.fedstore.aggregator.v1 import aggregator_pb2
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,9 +55,9 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
 def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
     import grpc
 
-    from federation.channels import centre_link, handshake_problem
-    from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-    from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+    from fedstore.federation.channels import centre_link, handshake_problem
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
     token = os.environ.get(args.token_env, "")
     if not token:
@@ -113,8 +113,8 @@ def model_file(result: aggregator_pb2.TrainResult) -> dict[str, object]:
 
 
 def cmd_publish_training(config: FederationConfig, args: argparse.Namespace) -> None:
-    from regions.publishing.publish import publish_training_statistics
-    from regions.store.node import RegionNode
+    from fedstore.regions.publishing.publish import publish_training_statistics
+    from fedstore.regions.store.node import RegionNode
 
     node = RegionNode(config.region(args.region))
     spec = training_spec(args.feature_service)
@@ -132,8 +132,8 @@ def cmd_publish_training(config: FederationConfig, args: argparse.Namespace) -> 
 
 
 def cmd_evaluate(config: FederationConfig, args: argparse.Namespace) -> None:
-    from regions.publishing.publish import publish_evaluation
-    from regions.store.node import RegionNode
+    from fedstore.regions.publishing.publish import publish_evaluation
+    from fedstore.regions.store.node import RegionNode
 
     try:
         raw = json.loads(args.model_file.read_text())

@@ -1,7 +1,7 @@
-"""Generates the Python code for every .proto under proto/ — the one command: `python -m proto.generate`.
+"""Generates the Python code for every .proto under proto/ — the one command: `python -m fedstore.proto.generate`.
 
 Generated modules sit beside their .proto (``proto/fedstore/serving/v1/serving_pb2.py``) and import
-each other as ``proto.fedstore…``. ``tests/test_proto_current.py`` regenerates into a temporary
+each other as ``fedstore.proto.fedstore…``. ``tests/test_proto_current.py`` regenerates into a temporary
 directory and fails when the committed code is stale.
 """
 

@@ -19,9 +19,9 @@ from typing import Sequence
 
 import grpc
 
-from federation.access import AccessGuard, Refusal
-from federation.tokens import TokenBook
-from serving.metrics import ServingMetrics
+from fedstore.federation.access import AccessGuard, Refusal
+from fedstore.federation.tokens import TokenBook
+from fedstore.serving.metrics import ServingMetrics
 
 
 class TokenGuard(AccessGuard):

@@ -14,9 +14,9 @@ from pathlib import Path
 from feast import FeatureStore
 from feast.value_type import ValueType
 
-from regions.store.definitions import batch_source
-from regions.store.redis_layout import field_hash, ts_field
-from serving.errors import InvalidRequest, UnknownFeature
+from fedstore.regions.store.definitions import batch_source
+from fedstore.online import field_hash, ts_field
+from fedstore.serving.errors import InvalidRequest, UnknownFeature
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import grpc
 
-from proto.fedstore.serving.v1 import serving_pb2 as pb
-from proto.fedstore.serving.v1 import serving_pb2_grpc
+from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
 
 RECONNECT_BACKOFF_MS = (100, 5000)  # first and longest wait before a failed connection is tried again
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from proto.fedstore.datasets.v1 import datasets_pb2 as pb
-from proto.fedstore.datasets.v1 import datasets_pb2_grpc
+from fedstore.proto.fedstore.datasets.v1 import datasets_pb2 as pb
+from fedstore.proto.fedstore.datasets.v1 import datasets_pb2_grpc
 
 MAX_MESSAGE = 256 * 1024 * 1024
 

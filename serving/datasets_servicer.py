@@ -18,14 +18,14 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from federation import RegionConfig
-from federation.grpc_handlers import Malformed, parser, status_details
-from proto.fedstore.datasets.v1 import datasets_pb2 as pb
-from proto.fedstore.datasets.v1 import datasets_pb2_grpc
-from regions.datasets import TrainingSetRequest, build_training_set
-from regions.datasets.manifest import DatasetManifest
-from regions.errors import InvalidEntities, RegionError, RegionNotReady, UnknownName
-from regions.store.node import RegionNode
+from fedstore.federation import RegionConfig
+from fedstore.federation.grpc_handlers import Malformed, parser, status_details
+from fedstore.proto.fedstore.datasets.v1 import datasets_pb2 as pb
+from fedstore.proto.fedstore.datasets.v1 import datasets_pb2_grpc
+from fedstore.regions.datasets import TrainingSetRequest, build_training_set
+from fedstore.regions.datasets.manifest import DatasetManifest
+from fedstore.regions.errors import InvalidEntities, RegionError, RegionNotReady, UnknownName
+from fedstore.regions.store.node import RegionNode
 
 SERVICE = pb.DESCRIPTOR.services_by_name["HistoricalFeatures"].full_name
 

@@ -7,9 +7,9 @@ from typing import Any, Callable, Mapping, Sequence, cast
 
 from feast.value_type import ValueType
 
-from federation.grpc_handlers import Malformed, bounded_parser
-from serving.catalog import Resolved
-from serving.errors import InvalidRequest
+from fedstore.federation.grpc_handlers import Malformed, bounded_parser
+from fedstore.serving.catalog import Resolved
+from fedstore.serving.errors import InvalidRequest
 
 _PY_TYPES = {ValueType.INT64: int, ValueType.INT32: int, ValueType.STRING: str}
 

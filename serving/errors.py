@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from federation.grpc_handlers import status_details
+from fedstore.federation.grpc_handlers import status_details
 
 
 class ServingError(Exception):

@@ -26,14 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast.value_type import ValueType
 
-from regions.store import redis_layout
-from regions.store.resp import Segment, to_bytes
-from regions.store.snapshot import JOB_COLUMN, read_snapshot_info, snapshot_path
-from serving import snapshot_pack
-from serving.catalog import Resolved, ViewSpec
-from serving.entities import Entities
-from serving.online import ViewRows
-from serving.snapshot_pack import Built, Pack
+from fedstore.online import Segment, redis_layout, to_bytes
+from fedstore.regions.store.snapshot import JOB_COLUMN, read_snapshot_info, snapshot_path
+from fedstore.serving import snapshot_pack
+from fedstore.serving.catalog import Resolved, ViewSpec
+from fedstore.serving.entities import Entities
+from fedstore.serving.online import ViewRows
+from fedstore.serving.snapshot_pack import Built, Pack
 
 _INT_KEYS = (ValueType.INT64, ValueType.INT32)
 

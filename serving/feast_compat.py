@@ -17,11 +17,11 @@ from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnline
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
-from serving.entities import lookup_parser
-from serving.errors import InvalidRequest
-from serving.features import Answer, OnlineFeatures
-from serving.lookup_lane import LaneMethod
-from serving.wire import field, fields, string_field
+from fedstore.serving.entities import lookup_parser
+from fedstore.serving.errors import InvalidRequest
+from fedstore.serving.features import Answer, OnlineFeatures
+from fedstore.serving.lookup_lane import LaneMethod
+from fedstore.serving.wire import field, fields, string_field
 
 SERVICE = GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name
 METHOD = "feast.GetOnlineFeatures"

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Sequence
 
-from serving.breaker import PROBE, CircuitBreaker
-from serving.catalog import CatalogCache, Resolved
-from serving.entities import Entities, validate
-from serving.errors import InvalidRequest, NoData, OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
-from serving.fallback import SnapshotCache
-from serving.metrics import ServingMetrics
-from serving.online import OnlineReader, ViewRows
+from fedstore.serving.breaker import PROBE, CircuitBreaker
+from fedstore.serving.catalog import CatalogCache, Resolved
+from fedstore.serving.entities import Entities, validate
+from fedstore.serving.errors import InvalidRequest, NoData, OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
+from fedstore.serving.fallback import SnapshotCache
+from fedstore.serving.metrics import ServingMetrics
+from fedstore.serving.online import OnlineReader, ViewRows
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A Redis restarted without persistence, flushed, or restored from an earlier backup answers "not
 found" or older values without any error. The serving node's refresher asks this every tick; the
 views it names are answered from the batch snapshot until a materialisation loads them again
-(``regions/store/online_marker.py`` has the marker's layout and rules).
+(``online/online_marker.py`` has the marker's layout and rules).
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable
 
-from regions.store.ledger import JobLedger
-from regions.store.online_marker import BEHIND, LOST, PRESENT, Load, OnlineMarker
-from regions.store.resp_connection import RespError
+from fedstore.regions.store.ledger import JobLedger
+from fedstore.online import BEHIND, LOST, Load, OnlineMarker, PRESENT, RespError
 
-log = logging.getLogger("serving.server")  # the node's own log: operators read one place
+log = logging.getLogger("fedstore.serving.server")  # the node's own log: operators read one place
 
 _WHY = {
     LOST: "no longer holds their rows: Redis restarted without persistence, or was flushed",

@@ -28,10 +28,10 @@ from typing import Callable, Sequence
 import grpc
 from grpc._cython import cygrpc
 
-from federation.grpc_handlers import status_details
-from federation.access import AccessGuard
-from serving.errors import ServingError
-from serving.metrics import ServingMetrics
+from fedstore.federation.grpc_handlers import status_details
+from fedstore.federation.access import AccessGuard
+from fedstore.serving.errors import ServingError
+from fedstore.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,25 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from regions.store.cluster import ClusterRouter, ClusterTarget, execute, key_slots
-from regions.store.online_marker import PRESENT, Load, compare, marker_key
-from regions.store.redis_layout import decode_timestamp
-from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import RespClosed, RespConnection, RespError, RespTimeout
-from serving.catalog import Resolved, ViewSpec
-from serving.entities import Entities
-from serving.errors import OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
+from fedstore.online import (
+    ClusterRouter,
+    ClusterTarget,
+    Load,
+    PRESENT,
+    RedisTarget,
+    RespClosed,
+    RespConnection,
+    RespError,
+    RespTimeout,
+    compare,
+    decode_timestamp,
+    execute,
+    key_slots,
+    marker_key,
+)
+from fedstore.serving.catalog import Resolved, ViewSpec
+from fedstore.serving.entities import Entities
+from fedstore.serving.errors import OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import grpc
 
-from federation.grpc_handlers import first_handler
+from fedstore.federation.grpc_handlers import first_handler
 
 
 class LimitOpenStreams(grpc.GenericRpcHandler):

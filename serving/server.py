@@ -28,33 +28,32 @@ from feast.protos.feast.serving import GrpcServer_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from federation import FederationConfig, RegionConfig
-from federation.grpc_handlers import generic_handler
-from federation.health_service import HealthService
-from federation.tls import server_credentials
-from proto.fedstore.datasets.v1 import datasets_pb2
-from proto.fedstore.serving.v1 import serving_pb2
-from regions.store.cluster import ClusterTarget
-from regions.store.engine import redis_target
-from regions.errors import StorageError
-from regions.store.feast_config import REGISTRY_FILE
-from regions.store.ledger import JobLedger
-from regions.store.node import RegionNode
-from regions.store.online_marker import OnlineMarker
-from serving.auth import TokenBook, TokenGuard
-from serving.breaker import CircuitBreaker
-from serving.catalog import CatalogCache
-from serving.datasets_servicer import HistoricalFeaturesServicer
-from serving.fallback import SnapshotCache
-from serving.feast_compat import FeastCompatServicer
-from serving.features import OnlineFeatures
-from serving.loaded_views import LoadedViews
-from serving.lookup_lane import LookupLane
-from serving.metrics import ServingMetrics
-from serving.open_streams import LimitOpenStreams
-from serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
-from serving.ports import CannotListen, check_bindable, stop_listening
-from serving.servicer import FeatureServingServicer
+from fedstore.federation import FederationConfig, RegionConfig
+from fedstore.federation.grpc_handlers import generic_handler
+from fedstore.federation.health_service import HealthService
+from fedstore.federation.tls import server_credentials
+from fedstore.proto.fedstore.datasets.v1 import datasets_pb2
+from fedstore.proto.fedstore.serving.v1 import serving_pb2
+from fedstore.online import ClusterTarget, OnlineMarker
+from fedstore.regions.store.engine import redis_target
+from fedstore.regions.errors import StorageError
+from fedstore.regions.store.feast_config import REGISTRY_FILE
+from fedstore.regions.store.ledger import JobLedger
+from fedstore.regions.store.node import RegionNode
+from fedstore.serving.auth import TokenBook, TokenGuard
+from fedstore.serving.breaker import CircuitBreaker
+from fedstore.serving.catalog import CatalogCache
+from fedstore.serving.datasets_servicer import HistoricalFeaturesServicer
+from fedstore.serving.fallback import SnapshotCache
+from fedstore.serving.feast_compat import FeastCompatServicer
+from fedstore.serving.features import OnlineFeatures
+from fedstore.serving.loaded_views import LoadedViews
+from fedstore.serving.lookup_lane import LookupLane
+from fedstore.serving.metrics import ServingMetrics
+from fedstore.serving.open_streams import LimitOpenStreams
+from fedstore.serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
+from fedstore.serving.ports import CannotListen, check_bindable, stop_listening
+from fedstore.serving.servicer import FeatureServingServicer
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class ServingNode:
         check_bindable(address or region.serving_address, reuse_port=reuse_port)  # before any loading: fail fast
         node = RegionNode(region)
         if not node.is_applied:
-            from regions.errors import RegionNotReady
+            from fedstore.regions.errors import RegionNotReady
 
             raise RegionNotReady(
                 f"region {region.code} has no registry yet: run `fedstore region apply --region {region.code}` first"

@@ -11,13 +11,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Sequence
 
-from proto.fedstore.serving.v1 import serving_pb2 as pb
-from serving.catalog import Resolved
-from serving.entities import lookup_parser
-from serving.errors import InvalidRequest
-from serving.features import FALLBACK, Answer, OnlineFeatures
-from serving.lookup_lane import LaneMethod
-from serving.wire import ONE_BYTE, field, string_field, varint
+from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+from fedstore.serving.catalog import Resolved
+from fedstore.serving.entities import lookup_parser
+from fedstore.serving.errors import InvalidRequest
+from fedstore.serving.features import FALLBACK, Answer, OnlineFeatures
+from fedstore.serving.lookup_lane import LaneMethod
+from fedstore.serving.wire import ONE_BYTE, field, string_field, varint
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
 METHOD = "GetOnlineFeatures"

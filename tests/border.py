@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from federation.jurisdictions import JURISDICTIONS
-from fedstore.dev_certificates import DevPKI, make_dev_pki
+from fedstore.federation.jurisdictions import JURISDICTIONS
+from fedstore.cli.dev_certificates import DevPKI, make_dev_pki
 
 
 def make_pki(out: Path) -> DevPKI:

@@ -8,8 +8,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from aggregator.intake.server import build_server
-from federation import load_config
+from fedstore.aggregator.intake.server import build_server
+from fedstore.federation import load_config
 
 
 def main(config: str, store_path: str, now: str) -> None:

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from border import make_pki  # noqa: E402
 from redis_servers import RedisServer, start_redis  # noqa: E402
 
-from federation import FederationConfig, load_config  # noqa: E402
+from fedstore.federation import FederationConfig, load_config  # noqa: E402
 
 REGION_ROWS = {
     "MY": ("Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
@@ -37,7 +37,7 @@ def redis_per_region() -> Iterator[dict[str, RedisServer]]:
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory):  # -> fedstore.dev_certificates.DevPKI
+def pki(tmp_path_factory: pytest.TempPathFactory):  # -> fedstore.cli.dev_certificates.DevPKI
     """A development CA for the session: the centre's certificate (127.0.0.1, localhost), one client
     certificate per region and one for the centre's own tools. Every test centre speaks mutual TLS."""
     return make_pki(tmp_path_factory.mktemp("pki"))

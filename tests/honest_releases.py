@@ -10,14 +10,14 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from federation.statistics import CATALOG, FeatureSpec
-from federation.training import LABELS, TRAINING_SPECS, triangle
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-from regions.publishing.anonymise import anonymise
-from regions.publishing.evaluation import ScoreHistograms, release_evaluation
-from regions.publishing.outbox import to_proto
-from regions.publishing.statistics import FeatureStatistics, RegionStatistics
-from regions.publishing.training_statistics import ClassStatistics, TrainingStatistics, release_training
+from fedstore.federation.statistics import CATALOG, FeatureSpec
+from fedstore.federation.training import LABELS, TRAINING_SPECS, triangle
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.regions.publishing.anonymise import anonymise
+from fedstore.regions.publishing.evaluation import ScoreHistograms, release_evaluation
+from fedstore.regions.publishing.outbox import to_proto
+from fedstore.regions.publishing.statistics import FeatureStatistics, RegionStatistics
+from fedstore.regions.publishing.training_statistics import ClassStatistics, TrainingStatistics, release_training
 
 SPEC = TRAINING_SPECS[0]
 

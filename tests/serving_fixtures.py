@@ -12,11 +12,11 @@ import pyarrow as pa
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from federation import FederationConfig, load_config
+from fedstore.federation import FederationConfig, load_config
 from handmade import write_sources
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from serving.server import ServingNode
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.serving.server import ServingNode
 
 TOKENS = {"fraud-app": "s3cret-fraud", "sg-only": "s3cret-sg"}
 

@@ -12,17 +12,17 @@ import grpc
 import pytest
 import yaml
 
-from aggregator.intake.server import build_server
+from fedstore.aggregator.intake.server import build_server
 from border import with_mtls
-from federation import load_config
-from federation.channels import centre_link
-from federation.statistics import CATALOG
+from fedstore.federation import load_config
+from fedstore.federation.channels import centre_link
+from fedstore.federation.statistics import CATALOG
 from handmade import write_sources
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
-from regions.publishing.outbox import Backoff, send_outbox, to_proto
-from regions.publishing.publish import outbox_dir, publish_statistics
-from regions.store.node import RegionNode
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from fedstore.regions.publishing.outbox import Backoff, send_outbox, to_proto
+from fedstore.regions.publishing.publish import outbox_dir, publish_statistics
+from fedstore.regions.store.node import RegionNode
 
 T = datetime.now(timezone.utc) - timedelta(days=2)
 TOKENS = {"MY": "region-my-secret", "SG": "region-sg-secret"}
@@ -154,7 +154,7 @@ def test_a_centre_that_fails_keeps_the_submission_queued_and_a_restarted_one_tak
 def _handmade(submission_id=None, *, epsilon=0.01, count=100):
     """A valid features submission of MY, built by hand: no noise, so no draw can make it invalid.
     Its period is the month the fixture's centre (on the wall clock) receives it in."""
-    from federation.privacy_maps import feature_queries
+    from fedstore.federation.privacy_maps import feature_queries
 
     spec = SPEC[0]
     eps_q = epsilon / 5
@@ -486,7 +486,7 @@ def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch,
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
     from prometheus_client import generate_latest
 
-    from aggregator.intake.metrics import AggregatorMetrics
+    from fedstore.aggregator.intake.metrics import AggregatorMetrics
 
     for code, secret in TOKENS.items():
         monkeypatch.setenv(f"AGG_TOKEN_{code}", secret)
@@ -531,7 +531,7 @@ def test_idle_reflection_streams_do_not_take_the_centres_threads(fed):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    from aggregator.intake.server import REFLECTION_STREAMS, WORKERS
+    from fedstore.aggregator.intake.server import REFLECTION_STREAMS, WORKERS
 
     config, address, store = fed
     channels = [_link(config, address).channel() for _ in range(WORKERS + 2)]
@@ -564,7 +564,7 @@ def test_idle_reflection_streams_do_not_take_the_centres_threads(fed):
 
 
 def test_segment_breakdowns_cross_only_with_catalog_values_and_enough_entities(fed):
-    from federation.statistics import CITIES, segment_spec
+    from fedstore.federation.statistics import CITIES, segment_spec
 
     config, address, store = fed
     node = RegionNode(config.region("MY"))
@@ -610,7 +610,7 @@ def _queued_last_month(node, path):
 def test_a_release_queued_last_month_is_charged_to_the_month_it_is_sent_in(fed):
     """The centre charges the month it receives a release in and refuses another period: the outbox
     re-dates a release that waited across a month boundary, moving its spend in the region's ledger."""
-    from regions.publishing.budget import BudgetLedger
+    from fedstore.regions.publishing.budget import BudgetLedger
 
     config, address, store = fed
     node, (sid, released, path) = _publish(config, "MY")
@@ -625,7 +625,7 @@ def test_a_release_queued_last_month_is_charged_to_the_month_it_is_sent_in(fed):
 
 
 def test_a_release_the_sending_months_budget_cannot_hold_stays_queued(fed):
-    from regions.publishing.budget import BudgetLedger
+    from fedstore.regions.publishing.budget import BudgetLedger
 
     config, address, store = fed
     node, (sid, _, path) = _publish(config, "MY", epsilon=1.0)

@@ -25,7 +25,7 @@ from feast.types import Float64, Int64, String
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
+from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
 
 BASE = datetime(2026, 3, 8, 6, 0, tzinfo=timezone.utc)  # a DST change in New York that morning
 US = pa.timestamp("us", tz="UTC")

@@ -29,13 +29,13 @@ from honest_releases import (
 
 from border import with_mtls
 
-from aggregator.intake.server import MAX_REQUEST_BYTES, build_server
-from federation import load_config
-from federation.channels import centre_link
-from federation.statistics import CATALOG
-from federation.training import SCORE_EDGES
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from fedstore.aggregator.intake.server import MAX_REQUEST_BYTES, build_server
+from fedstore.federation import load_config
+from fedstore.federation.channels import centre_link
+from fedstore.federation.statistics import CATALOG
+from fedstore.federation.training import SCORE_EDGES
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
 TOKENS = {"MY": "corpus-my-secret", "SG": "corpus-sg-secret"}
@@ -662,7 +662,7 @@ def test_honest_releases_of_every_kind_pass_the_same_door(centre):
 def test_unknown_fields_and_enums_are_refused_on_every_rpc_of_the_centre(centre):
     links, _ = centre
     channel = links["MY"]
-    from proto.fedstore.registry.v1 import registry_pb2
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2
 
     for path, message in [
         ("/fedstore.aggregator.v1.Aggregator/GetGlobalStatistics", pb.GetGlobalStatisticsRequest(period="2026-11")),
@@ -695,8 +695,8 @@ REGISTRY_TEXT = [
 
 @pytest.mark.parametrize("name,fields,rule", REGISTRY_TEXT, ids=[r[0] for r in REGISTRY_TEXT])
 def test_registry_free_text_is_bounded_and_never_stored(centre, name, fields, rule):
-    from aggregator.registry.text import WITHHELD
-    from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+    from fedstore.aggregator.registry.text import WITHHELD
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
 
     links, _ = centre
     channel = links["MY"]

@@ -31,11 +31,11 @@ from honest_releases import (
 
 from border import with_mtls
 
-from federation import load_config
-from federation.channels import centre_link
-from federation.training import SCORE_EDGES
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-from proto.fedstore.registry.v1 import registry_pb2 as rpb
+from fedstore.federation import load_config
+from fedstore.federation.channels import centre_link
+from fedstore.federation.training import SCORE_EDGES
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.proto.fedstore.registry.v1 import registry_pb2 as rpb
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
 TOKEN, CENTRE_TOKEN = "fuzz-my-secret", "fuzz-centre-secret"

@@ -13,19 +13,19 @@ import grpc
 import pytest
 import yaml
 
-from aggregator.intake.server import build_server
+from fedstore.aggregator.intake.server import build_server
 from border import with_mtls
-from federation import ConfigError, load_config
-from federation.channels import centre_link
-from federation.statistics import CATALOG
+from fedstore.federation import ConfigError, load_config
+from fedstore.federation.channels import centre_link
+from fedstore.federation.statistics import CATALOG
 from fedstore.cli import main
-from fedstore.dev_certificates import make_dev_pki
+from fedstore.cli.dev_certificates import make_dev_pki
 from handmade import write_sources
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
-from regions.publishing.outbox import Backoff, send_outbox, to_proto
-from regions.publishing.publish import outbox_dir, publish_statistics
-from regions.store.node import RegionNode
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from fedstore.regions.publishing.outbox import Backoff, send_outbox, to_proto
+from fedstore.regions.publishing.publish import outbox_dir, publish_statistics
+from fedstore.regions.store.node import RegionNode
 
 T = datetime.now(timezone.utc) - timedelta(days=2)
 TOKENS = {"MY": "border-my-secret", "SG": "border-sg-secret"}

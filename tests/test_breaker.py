@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.breaker import CLOSED, HALF_OPEN, OPEN, PASS, PROBE, CircuitBreaker
+from fedstore.serving.breaker import CLOSED, HALF_OPEN, OPEN, PASS, PROBE, CircuitBreaker
 
 
 class Clock:

@@ -195,7 +195,7 @@ def test_bad_output_paths_are_refused_before_any_work(capsys, cfg, tmp_path, mon
 def test_a_model_file_with_nan_weights_is_refused_before_any_budget_is_spent(capsys, cfg, tmp_path):
     import json
 
-    from federation.training import LinearModel, training_spec
+    from fedstore.federation.training import LinearModel, training_spec
 
     spec = training_spec("fraud_scoring")
     model = LinearModel(spec.feature_service, spec.features, (0.5,) * len(spec.features), -1.0).to_dict()
@@ -216,8 +216,8 @@ for argv in json.loads(sys.argv[1]):
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         results.append([main(argv), err.getvalue()])
 # the serving node only reads the region: it starts (its snapshots held in the process)
-from federation import load_config
-from serving.server import ServingNode
+from fedstore.federation import load_config
+from fedstore.serving.server import ServingNode
 config = load_config(sys.argv[2])
 ServingNode(config, config.region("MY"), address="127.0.0.1:0").start().stop(0)
 print(json.dumps(results))
@@ -327,7 +327,7 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_directory(capsys, cf
 
 
 def test_view_names_are_each_taken_once_and_addresses_keep_ipv6_brackets():
-    from fedstore.arguments import host_port, view_names
+    from fedstore.cli.arguments import host_port, view_names
 
     assert view_names(" customer_profile, driver_performance,customer_profile,") == ("customer_profile", "driver_performance")
     assert host_port("[::1]:50100") == "[::1]:50100" and host_port("0.0.0.0:0") == "0.0.0.0:0"

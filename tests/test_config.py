@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from federation import ConfigError, load_config, parse_config
+from fedstore.federation import ConfigError, load_config, parse_config
 
 
 def _region(code="MY", **over):
@@ -217,7 +217,7 @@ def test_a_credential_outside_its_roles_regions_is_one_line_naming_the_field(cas
 
 
 def test_the_centre_and_the_regions_credentials_are_configurable():
-    from federation.roles import Role
+    from fedstore.federation.roles import Role
 
     tokens = [_token(name="app-my"), _token(name="ops-my", roles=["datasets", "publish", "promote", "audit"]),
               _token(name="ops", roles=["publish", "promote", "registry-read"], regions=["MY", "SG"]),

@@ -16,10 +16,10 @@ import pytest
 
 from fedstore.cli import main
 from handmade import T0, TS, latest, write_sources
-from regions.datasets import TrainingSetRequest, build_training_set
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.store.snapshot import JOB_COLUMN, snapshot_path
+from fedstore.regions.datasets import TrainingSetRequest, build_training_set
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.snapshot import JOB_COLUMN, snapshot_path
 
 pytestmark = pytest.mark.redis
 
@@ -158,7 +158,7 @@ def test_at_an_equal_event_time_only_changed_values_are_written_null_and_nan_ali
     (both Feast's empty value), is no change."""
     from feast.value_type import ValueType
 
-    from regions.store.redis_writer import FastRedisWriter, RedisTarget, ViewLayout
+    from fedstore.online.redis_writer import FastRedisWriter, RedisTarget, ViewLayout
 
     server = clean_redis["MY"]
     writer = FastRedisWriter(RedisTarget("127.0.0.1", server.port), chunk_rows=2)  # ties span several chunks

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from handmade import T0, write_sources
-from regions.errors import InvalidSource, MaterializationError
-from regions.store.ledger import FAILED
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.store.snapshot import snapshot_path
+from fedstore.regions.errors import InvalidSource, MaterializationError
+from fedstore.regions.store.ledger import FAILED
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.snapshot import snapshot_path
 
 QUIET = MaterializeRequest(show_progress=False)
 END = T0 + timedelta(days=5)
@@ -128,11 +128,11 @@ def test_a_snapshot_that_cannot_be_loaded_never_blinds_the_health_and_lost_row_c
     from grpc_health.v1 import health_pb2
 
     from redis_servers import start_redis
-    from serving.client import FeatureClient
-    from serving.server import ServingNode
+    from fedstore.serving.client import FeatureClient
+    from fedstore.serving.server import ServingNode
     from serving_fixtures import TOKENS, health_status, served_region, wait_until
 
-    caplog.set_level(logging.INFO, logger="serving.server")
+    caplog.set_level(logging.INFO, logger="fedstore.serving.server")
     redis = start_redis()
     served = served_region(tmp_path, redis.url, monkeypatch, customers=20)
     snapshot = snapshot_path(served.node.data_dir, "customer_transactions")
@@ -271,7 +271,7 @@ def test_null_join_keys_are_quarantined_and_the_other_rows_loaded(redis_federati
 def test_a_region_on_the_spark_engine_refuses_quarantine_in_one_line_before_anything(sqlite_federation):
     from dataclasses import replace
 
-    from regions.errors import RegionError
+    from fedstore.regions.errors import RegionError
 
     region = sqlite_federation.region("MY")
     node = RegionNode(replace(region, materialization=replace(region.materialization, engine="spark")))

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from fedstore.cli import main
-from regions.datasets import TrainingSetRequest, build_training_set, list_manifests
-from regions.errors import InvalidEntities, InvalidOutput, UnknownName
-from regions.store.node import RegionNode
+from fedstore.regions.datasets import TrainingSetRequest, build_training_set, list_manifests
+from fedstore.regions.errors import InvalidEntities, InvalidOutput, UnknownName
+from fedstore.regions.store.node import RegionNode
 
 T = datetime(2026, 6, 1, tzinfo=timezone.utc)
 TS = pa.timestamp("us", tz="UTC")
@@ -217,7 +217,7 @@ def test_a_build_killed_as_it_lands_never_leaves_the_dataset_beside_another_data
     import time
 
     from handmade import write_sources
-    from regions.datasets.manifest import manifest_path, read_manifest
+    from fedstore.regions.datasets.manifest import manifest_path, read_manifest
 
     node = RegionNode(sqlite_federation.region("MY"))
     # small sources: the build stops itself where it lands, so no window has to be made wide to hit it

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from regions.datasets import TrainingSetRequest, build_training_set
-from serving.datasets_client import DatasetClient
+from fedstore.regions.datasets import TrainingSetRequest, build_training_set
+from fedstore.serving.datasets_client import DatasetClient
 from serving_fixtures import TOKENS, served_region
 
 
@@ -122,8 +122,8 @@ def test_streams_their_callers_cancel_leave_no_thread_nor_file_behind(tmp_path, 
 
     import pyarrow.ipc as ipc
 
-    from proto.fedstore.datasets.v1 import datasets_pb2 as pb
-    from proto.fedstore.datasets.v1 import datasets_pb2_grpc
+    from fedstore.proto.fedstore.datasets.v1 import datasets_pb2 as pb
+    from fedstore.proto.fedstore.datasets.v1 import datasets_pb2_grpc
 
     s = served_region(tmp_path, None, monkeypatch, customers=150, serving={"workers": 2})
     entities = _entities(s, 300)
@@ -158,7 +158,7 @@ def test_concurrent_training_set_streams_are_built_one_at_a_time_and_all_answere
     all but one failed (FAILED_PRECONDITION "connection is busy"); and each can take a GiB."""
     import threading
 
-    from serving.datasets_servicer import HistoricalFeaturesServicer
+    from fedstore.serving.datasets_servicer import HistoricalFeaturesServicer
 
     building, most = [0], [0]
     lock = threading.Lock()

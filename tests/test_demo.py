@@ -80,7 +80,7 @@ def test_the_demo_never_removes_data_it_did_not_make(tmp_path, capsys, holder):
     directory a demo made (its marker inside) is replaced as before."""
     from conftest import write_config
     from fedstore.cli import main
-    from fedstore.demo import DEMO_MARKER
+    from fedstore.cli.demo import DEMO_MARKER
 
     cfg = write_config(tmp_path / "f.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}})
     real = tmp_path / holder / "registry.db"

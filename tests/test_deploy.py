@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from federation import load_config
-from fedstore.cli import build_parser
-from fedstore.deploy_commands import write_manifests
+from fedstore.federation import load_config
+from fedstore.cli.entry import build_parser
+from fedstore.cli.deploy_commands import write_manifests
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "deploy" / "k8s"
@@ -41,7 +41,7 @@ def test_committed_manifests_are_current(tmp_path):
 
 
 def test_a_manifest_that_cannot_be_written_is_one_line_and_others_stay_whole(tmp_path):
-    from regions.errors import RegionError
+    from fedstore.regions.errors import RegionError
 
     config = load_config(ROOT / "fedstore.yaml")
     first = write_manifests(config, tmp_path)

@@ -16,12 +16,12 @@ import yaml
 from handmade import latest, write_sources
 from feast import FeatureStore, RepoConfig
 
-from federation import load_config
-from regions.store.definitions import region_objects
-from regions.store.feast_config import feast_settings
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.store.online_marker import marker_key
+from fedstore.federation import load_config
+from fedstore.regions.store.definitions import region_objects
+from fedstore.regions.store.feast_config import feast_settings
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.online.online_marker import marker_key
 
 pytestmark = pytest.mark.redis
 
@@ -168,7 +168,7 @@ def test_feast_cli_materialize_uses_the_fast_engine(redis_federation):
     write_sources(node.data_dir, customers=40, drivers=5)
     node.apply()
     spec = yaml.safe_load((node.data_dir / "feature_store.yaml").read_text())
-    assert spec["batch_engine"]["type"] == "regions.store.engine.FastMaterializationEngine"
+    assert spec["batch_engine"]["type"] == "fedstore.regions.store.engine.FastMaterializationEngine"
     feast = [sys.executable, "-m", "feast.cli.cli"]
     out = subprocess.run(
         feast + ["-c", str(node.data_dir), "materialize", "2026-10-01T00:00:00", "2026-11-30T00:00:00"],

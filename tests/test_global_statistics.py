@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 import duckdb
 import pytest
 
-from aggregator.global_statistics import merge
-from aggregator.store import FeatureRow, SubmissionStore
-from federation.statistics import FeatureSpec
-from regions.publishing.anonymise import anonymise
-from regions.publishing.statistics import FeatureStatistics, RegionStatistics
+from fedstore.aggregator.global_statistics import merge
+from fedstore.aggregator.store import FeatureRow, SubmissionStore
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.regions.publishing.anonymise import anonymise
+from fedstore.regions.publishing.statistics import FeatureStatistics, RegionStatistics
 
 SPEC = FeatureSpec("tx:spend", 0.0, 100.0, (0.0, 25.0, 50.0, 75.0, 100.0))
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -12,26 +12,26 @@ import numpy as np
 import pytest
 import yaml
 
-from aggregator.intake.server import build_server
+from fedstore.aggregator.intake.server import build_server
 from border import with_mtls
-from federation.channels import centre_link
-from aggregator.store import TrainingRow
-from aggregator.training.lda import LinearDiscriminant
-from aggregator.training.metrics import auc as histogram_auc
-from aggregator.training.pooled import pool
-from aggregator.training.ridge import Ridge
-from federation import load_config
-from federation.training import LABELS, LinearModel, training_spec, triangle_size
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
-from regions.publishing.budget import BudgetExceeded
-from regions.publishing.evaluation import release_evaluation, score_histograms
-from regions.publishing.examples import labelled_examples
-from regions.publishing.outbox import send_outbox, to_proto
-from regions.publishing.publish import outbox_dir, publish_evaluation, publish_training_statistics
-from regions.publishing.training_statistics import class_statistics, release_training
-from regions.store.node import RegionNode
-from regions.synthetic import generate_region
+from fedstore.federation.channels import centre_link
+from fedstore.aggregator.store import TrainingRow
+from fedstore.aggregator.training.lda import LinearDiscriminant
+from fedstore.aggregator.training.metrics import auc as histogram_auc
+from fedstore.aggregator.training.pooled import pool
+from fedstore.aggregator.training.ridge import Ridge
+from fedstore.federation import load_config
+from fedstore.federation.training import LABELS, LinearModel, training_spec, triangle_size
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from fedstore.regions.publishing.budget import BudgetExceeded
+from fedstore.regions.publishing.evaluation import release_evaluation, score_histograms
+from fedstore.regions.publishing.examples import labelled_examples
+from fedstore.regions.publishing.outbox import send_outbox, to_proto
+from fedstore.regions.publishing.publish import outbox_dir, publish_evaluation, publish_training_statistics
+from fedstore.regions.publishing.training_statistics import class_statistics, release_training
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.synthetic import generate_region
 
 LAST_DAY = date(2026, 10, 31)
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -224,7 +224,7 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
     assert 0.5 < metrics["auc"] <= 1.0 and 0 <= metrics["accuracy"] <= 1
     assert store.evaluation(sid)[0] == "fraud_scoring_lda"
     # lineage: the registered version leads back to the submissions, each with the centre's receipt
-    from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
 
     assert result.model_version == 1
     registered = registry_pb2_grpc.RegistryStub(_channel(config, address)).GetModel(
@@ -282,7 +282,7 @@ _TRAINING_ID = f"my-train-{uuid.uuid4().hex}"
 
 
 def _training_submission(**changes):
-    from federation.privacy_maps import gaussian_epsilon, gaussian_scale
+    from fedstore.federation.privacy_maps import gaussian_epsilon, gaussian_scale
 
     d = SPEC.dimension
     classes = [pb.ClassStatistics(label=c, n=500.0, sum_x=[10.0] * d, xtx=[5.0] * triangle_size(d)) for c in LABELS]
@@ -341,7 +341,7 @@ def test_an_evaluation_epsilon_too_small_for_finite_noise_is_refused_before_any_
     after the budget ledger had recorded the spend."""
     import sqlite3
 
-    from regions.errors import RegionError
+    from fedstore.regions.errors import RegionError
 
     config = _config(tmp_path, monkeypatch, pki)
     node = _region(config, "MY", 300, 3)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from handmade import write_sources
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
 
 pytestmark = pytest.mark.redis
 

@@ -9,10 +9,10 @@ import time
 import grpc
 import pytest
 
-from proto.fedstore.serving.v1 import serving_pb2 as pb
-from proto.fedstore.serving.v1 import serving_pb2_grpc
-from serving.client import FeatureClient
-from serving.lookup_lane import LaneUnsupported, LookupLane
+from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
+from fedstore.serving.client import FeatureClient
+from fedstore.serving.lookup_lane import LaneUnsupported, LookupLane
 from serving_fixtures import TOKENS, served_region, wait_until
 
 pytestmark = pytest.mark.redis
@@ -140,8 +140,8 @@ class _Broken:
 def _bare_lane(answer, *, guard=None, threads=1):
     from concurrent import futures
 
-    from serving.lookup_lane import LaneMethod
-    from serving.metrics import ServingMetrics
+    from fedstore.serving.lookup_lane import LaneMethod
+    from fedstore.serving.metrics import ServingMetrics
 
     lane = LookupLane((LaneMethod("/t.S/M", "m", answer),), guard or _Open(), ServingMetrics("T"),
                       threads=threads, name="t")

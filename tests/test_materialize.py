@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from handmade import T0, latest, write_sources
-from regions.errors import MaterializationError, RegionError, RegionNotReady
-from regions.store.ledger import FAILED, SUCCEEDED
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.store.snapshot import JOB_COLUMN, snapshot_path
-from regions.store.status import region_status
+from fedstore.regions.errors import MaterializationError, RegionError, RegionNotReady
+from fedstore.regions.store.ledger import FAILED, SUCCEEDED
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.snapshot import JOB_COLUMN, snapshot_path
+from fedstore.regions.store.status import region_status
 
 QUIET = MaterializeRequest(show_progress=False)
 
@@ -115,7 +115,7 @@ def test_failed_job_is_recorded_with_its_error(sqlite_federation):
 def test_a_job_interrupted_by_ctrl_c_is_recorded_failed_with_what_it_wrote(sqlite_federation, monkeypatch):
     """Ctrl-C half-way through a job left it `running` in the ledger (to be marked abandoned by a
     dead process later, with 0 rows written though a view's rows were already online)."""
-    from regions.store.engine import FastMaterializationEngine
+    from fedstore.regions.store.engine import FastMaterializationEngine
 
     node = RegionNode(sqlite_federation.region("MY"))
     write_sources(node.data_dir, customers=10, drivers=2)
@@ -231,7 +231,7 @@ def test_killed_job_is_marked_abandoned_and_rerun_converges(redis_federation, tm
 def test_a_job_failing_in_its_snapshot_phase_publishes_none_of_its_snapshots(redis_federation, monkeypatch):
     """A job ending in its snapshot phase had replaced some views' snapshots with its rows (credited
     to a job the ledger says failed) and left the others at the previous job's: a half set."""
-    import regions.store.materialize as job_module
+    import fedstore.regions.store.materialize as job_module
 
     node = RegionNode(redis_federation.region("MY"))
     write_sources(node.data_dir, customers=30, drivers=4, days=2)
@@ -268,7 +268,7 @@ def test_a_job_failing_in_its_snapshot_phase_publishes_none_of_its_snapshots(red
 def test_snapshots_staged_by_a_killed_job_are_published_if_it_succeeded_and_dropped_if_not(sqlite_federation):
     """A job killed after staging its snapshots leaves them for the next job: published when the
     ledger says it succeeded (killed between the two), removed otherwise."""
-    from regions.store.snapshot import settle_staged, staged_dir, write_snapshot
+    from fedstore.regions.store.snapshot import settle_staged, staged_dir, write_snapshot
 
     node = RegionNode(sqlite_federation.region("MY"))
     write_sources(node.data_dir, customers=5, drivers=2, days=1)
@@ -305,7 +305,7 @@ def test_a_window_end_in_the_future_is_refused_and_leaves_the_ledger_alone(sqlit
 # loaded machine a small job had finished before the signal came.
 _STOPS_ONCE_STARTED = (
     "import os, signal, sys\n"
-    "from regions.store.ledger import JobLedger\n"
+    "from fedstore.regions.store.ledger import JobLedger\n"
     "real = JobLedger.start\n"
     "def start(self, *a, **kw):\n"
     "    job = real(self, *a, **kw)\n"
@@ -360,7 +360,7 @@ def test_a_window_without_rows_leaves_no_empty_snapshot_and_the_node_still_serve
     node then failed to start (KeyError: the view's join key is not in the snapshot's schema)."""
     from datetime import datetime, timezone
 
-    from serving.server import ServingNode
+    from fedstore.serving.server import ServingNode
 
     region = sqlite_federation.region("MY")
     node = RegionNode(region)
@@ -449,7 +449,7 @@ def test_redis_killed_mid_job_fails_it_plainly_and_a_rerun_converges(tmp_path):
     entity in Redis is whole (its old hash or its new one), the snapshot stays the previous job's,
     and the next job after Redis is back converges."""
     from conftest import write_config
-    from federation import load_config
+    from fedstore.federation import load_config
     from fedstore.cli import main
     from redis_servers import start_redis
 

@@ -15,16 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from federation import load_config
-from federation.errors import ConfigError
-from regions.monitoring.calendar import seasonal_windows
-from regions.monitoring.drift import DRIFT, DriftJudge
-from regions.monitoring.gaps import freshness
-from regions.monitoring.profiles import profiles_path
-from regions.monitoring.report import drift_report
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.synthetic import generate_region
+from fedstore.federation import load_config
+from fedstore.federation.errors import ConfigError
+from fedstore.regions.monitoring.calendar import seasonal_windows
+from fedstore.regions.monitoring.drift import DRIFT, DriftJudge
+from fedstore.regions.monitoring.gaps import freshness
+from fedstore.regions.monitoring.profiles import profiles_path
+from fedstore.regions.monitoring.report import drift_report
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.synthetic import generate_region
 
 LAST = date(2026, 4, 20)
 TZ = "Asia/Kuala_Lumpur"
@@ -229,7 +229,7 @@ def test_an_event_without_window_edges_gets_the_documented_ones(tmp_path):
 
 
 def test_calendars_come_from_the_holidays_package_plus_commercial_events():
-    from federation.monitoring import MonitoringConfig
+    from fedstore.federation.monitoring import MonitoringConfig
 
     names = {(w.name, w.start.year) for w in seasonal_windows("TH", [2026], MonitoringConfig())}
     assert ("Songkran Festival", 2026) in names and ("11.11 sale", 2026) in names
@@ -238,12 +238,12 @@ def test_calendars_come_from_the_holidays_package_plus_commercial_events():
 
 
 def test_the_cli_judges_against_the_aggregators_federation_wide_statistics(region, capsys, monkeypatch, pki):
-    from aggregator.intake.server import build_server
+    from fedstore.aggregator.intake.server import build_server
     from border import with_mtls
-    from federation.channels import centre_link
+    from fedstore.federation.channels import centre_link
     from fedstore.cli import main
-    from regions.publishing.outbox import send_outbox
-    from regions.publishing.publish import outbox_dir, publish_statistics
+    from fedstore.regions.publishing.outbox import send_outbox
+    from fedstore.regions.publishing.publish import outbox_dir, publish_statistics
 
     monkeypatch.setenv("MON_TOKEN", "mon-secret")
     # the region operator publishes and reads the federation-wide baseline with its own credential

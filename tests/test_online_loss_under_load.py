@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from redis_servers import RedisServer, start_cluster, start_redis
-from regions.store.materialize import MaterializeRequest, materialize
-from serving.breaker import PASS
-from serving.client import FeatureClient
-from serving.server import ServingNode
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.serving.breaker import PASS
+from fedstore.serving.client import FeatureClient
+from fedstore.serving.server import ServingNode
 from serving_fixtures import TOKENS, Served, served_region, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

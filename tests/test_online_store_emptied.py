@@ -16,13 +16,13 @@ from grpc_health.v1 import health_pb2
 from fedstore.cli import main
 from handmade import write_sources
 from redis_servers import start_redis
-from regions.errors import MaterializationError
-from regions.store.engine import redis_target
-from regions.store.materialize import EPOCH, MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.store.online_marker import BEHIND, LOST, PRESENT, Load, OnlineMarker, compare, marker_key
-from regions.store.redis_writer import RedisTarget
-from serving.client import FeatureClient
+from fedstore.regions.errors import MaterializationError
+from fedstore.regions.store.engine import redis_target
+from fedstore.regions.store.materialize import EPOCH, MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.online.online_marker import BEHIND, LOST, PRESENT, Load, OnlineMarker, compare, marker_key
+from fedstore.online.redis_writer import RedisTarget
+from fedstore.serving.client import FeatureClient
 from serving_fixtures import TOKENS, health_status, served_region, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -77,7 +77,7 @@ def _status(config_path, capsys) -> str:
 def test_a_redis_restarted_empty_is_answered_from_the_snapshot_until_a_job_loads_it_again(
     tmp_path, monkeypatch, caplog, capsys
 ):
-    caplog.set_level(logging.INFO, logger="serving.server")
+    caplog.set_level(logging.INFO, logger="fedstore.serving.server")
     redis = start_redis()  # no persistence: a restart comes back empty
     served = served_region(tmp_path, redis.url, monkeypatch)
     node = served.node
@@ -130,7 +130,7 @@ def test_a_redis_restarted_empty_is_answered_from_the_snapshot_until_a_job_loads
             assert sample("fedstore_online_view_not_loaded", {"view": next(iter(views)), "state": "lost"}) is None
             assert _wait(lambda: health_status(served.address, "fedstore.online_store")
                          == health_pb2.HealthCheckResponse.SERVING)
-            lines = [r.getMessage() for r in caplog.records if r.name == "serving.server" and "online store" in r.getMessage()]
+            lines = [r.getMessage() for r in caplog.records if r.name == "fedstore.serving.server" and "online store" in r.getMessage()]
             assert len(lines) == 2, lines  # one when it is noticed, one when it is over: not one per call
             assert "no longer holds their rows" in lines[0] and "answering them from the batch snapshot" in lines[0]
             assert "again; back on the online path" in lines[1]

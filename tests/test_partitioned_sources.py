@@ -16,14 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 from feast import FeatureView, FileSource
 
-import feature_repo
+from fedstore import feature_repo
 from handmade import T0, latest, write_sources
-from regions.datasets import TrainingSetRequest, build_training_set
-from regions.errors import InvalidSource, MaterializationError, RegionNotReady
-from regions.store.fingerprint import FingerprintCache, fingerprint, source_fingerprints
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.store.snapshot import snapshot_path
+from fedstore.regions.datasets import TrainingSetRequest, build_training_set
+from fedstore.regions.errors import InvalidSource, MaterializationError, RegionNotReady
+from fedstore.regions.store.fingerprint import FingerprintCache, fingerprint, source_fingerprints
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.snapshot import snapshot_path
 
 QUIET = MaterializeRequest(show_progress=False)
 TS = pa.timestamp("us", tz="UTC")

@@ -20,12 +20,12 @@ from honest_releases import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.intake import noise_bounds
-from aggregator.intake.validation import validate
-from federation import PrivacyConfig
-from federation.statistics import CATALOG, CITIES
-from federation.tokens import Caller
-from federation.training import SCORE_EDGES
+from fedstore.aggregator.intake import noise_bounds
+from fedstore.aggregator.intake.validation import validate
+from fedstore.federation import PrivacyConfig
+from fedstore.federation.statistics import CATALOG, CITIES
+from fedstore.federation.tokens import Caller
+from fedstore.federation.training import SCORE_EDGES
 
 settings.register_profile("fedstore-ci", derandomize=True, deadline=None)
 settings.load_profile("fedstore-ci")
@@ -104,8 +104,8 @@ def test_honest_feature_releases_always_pass(seed, entities, epsilon, shapes, se
 def test_honest_training_releases_always_pass(seed, n0, n1, epsilon, delta, d):
     """At the catalog's spec through the whole validator; at fewer features (a narrower spec) through
     the same accounting map and training rules, which take d from the spec."""
-    from aggregator.intake import plausibility
-    from federation.privacy_maps import gaussian_epsilon
+    from fedstore.aggregator.intake import plausibility
+    from fedstore.federation.privacy_maps import gaussian_epsilon
 
     sub = training_submission("MY", exact_training(np.random.default_rng(seed), (n0, n1), d=d), epsilon=epsilon,
                               delta=delta, now=NOW)

@@ -9,7 +9,7 @@ from tqdm import tqdm
 from conftest import write_config
 from fedstore.cli import main
 from handmade import write_sources
-from regions.progress import LineProgress, progress
+from fedstore.regions.progress import LineProgress, progress
 
 
 class Clock:

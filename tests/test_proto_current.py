@@ -1,4 +1,4 @@
-"""The committed generated code says what `python -m proto.generate` says now: the same messages,
+"""The committed generated code says what `python -m fedstore.proto.generate` says now: the same messages,
 services and stubs.
 
 What is compared, and why: every generated file, with the generator's version stamps taken out
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from proto.generate import PROTO_ROOT, generate
+from fedstore.proto.generate import PROTO_ROOT, generate
 
 # (pattern, replacement): the generator's version stamps, nothing of the contract
 _STAMPS = (
@@ -45,7 +45,7 @@ def test_generated_code_is_current(tmp_path):
         committed = PROTO_ROOT / fresh.relative_to(tmp_path)
         if not committed.exists() or contract_text(committed.read_text()) != contract_text(fresh.read_text()):
             stale.append(str(committed.relative_to(PROTO_ROOT.parent)))
-    assert not stale, f"stale generated code, run `python -m proto.generate`: {stale}"
+    assert not stale, f"stale generated code, run `python -m fedstore.proto.generate`: {stale}"
 
 
 @pytest.mark.parametrize("before,after", [

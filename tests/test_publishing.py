@@ -10,14 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from federation import PrivacyConfig
-from federation.statistics import FeatureSpec
+from fedstore.federation import PrivacyConfig
+from fedstore.federation.statistics import FeatureSpec
 from fedstore.cli import main
-from regions.publishing.anonymise import anonymise
-from regions.publishing.budget import BudgetExceeded, BudgetLedger
-from regions.publishing.publish import outbox_dir, publish_statistics
-from regions.publishing.statistics import compute_statistics
-from regions.store.node import RegionNode
+from fedstore.regions.publishing.anonymise import anonymise
+from fedstore.regions.publishing.budget import BudgetExceeded, BudgetLedger
+from fedstore.regions.publishing.publish import outbox_dir, publish_statistics
+from fedstore.regions.publishing.statistics import compute_statistics
+from fedstore.regions.store.node import RegionNode
 from handmade import write_sources
 
 T = datetime(2026, 6, 1, tzinfo=timezone.utc)

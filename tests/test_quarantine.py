@@ -20,18 +20,18 @@ import yaml
 
 from border import with_mtls
 
-from aggregator.intake.server import build_server
-from aggregator.quarantine.screen import out_of_line
-from aggregator.quarantine.summaries import FeatureNumbers, feature_estimates, feature_noise
-from federation import QuarantineConfig, load_config
-from federation.channels import centre_link
-from federation.errors import ConfigError
-from federation.privacy_maps import gaussian_epsilon, gaussian_scale
-from federation.statistics import CATALOG
-from federation.training import block_weights, training_spec, triangle
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
-from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+from fedstore.aggregator.intake.server import build_server
+from fedstore.aggregator.quarantine.screen import out_of_line
+from fedstore.aggregator.quarantine.summaries import FeatureNumbers, feature_estimates, feature_noise
+from fedstore.federation import QuarantineConfig, load_config
+from fedstore.federation.channels import centre_link
+from fedstore.federation.errors import ConfigError
+from fedstore.federation.privacy_maps import gaussian_epsilon, gaussian_scale
+from fedstore.federation.statistics import CATALOG
+from fedstore.federation.training import block_weights, training_spec, triangle
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from fedstore.proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
 
 CODES = ("MY", "SG", "ID", "TH", "VN")
 ZONES = {"MY": "Asia/Kuala_Lumpur", "SG": "Asia/Singapore", "ID": "Asia/Jakarta", "TH": "Asia/Bangkok",
@@ -259,7 +259,7 @@ def test_regions_differing_by_up_to_the_tolerance_are_never_held_in_500_draws():
 
 
 def test_the_band_is_k_times_noise_sampling_and_heterogeneity_in_quadrature():
-    from aggregator.quarantine.screen import Estimate
+    from fedstore.aggregator.quarantine.screen import Estimate
 
     others = [{"m": Estimate(v, 1.0, 2.0)} for v in (9.0, 10.0, 11.0, 50.0)]  # median 10.5 despite 50
     band = 4 * math.sqrt(1.0 + 1.0 + 2.0**2)  # k · sqrt(own variance + others' + h²) ≈ 9.8

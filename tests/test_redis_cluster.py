@@ -18,14 +18,14 @@ from feast import FeatureStore, RepoConfig
 
 from handmade import latest, write_sources
 from redis_servers import start_cluster
-from regions.store.cluster import key_slot
-from regions.store.definitions import region_objects
-from regions.store.engine import redis_target
-from regions.store.feast_config import feast_settings
-from regions.store.materialize import EPOCH, MaterializeRequest, materialize
-from regions.store.online_marker import OnlineMarker
-from regions.store.status import region_status
-from serving.client import FeatureClient
+from fedstore.online.cluster import key_slot
+from fedstore.regions.store.definitions import region_objects
+from fedstore.regions.store.engine import redis_target
+from fedstore.regions.store.feast_config import feast_settings
+from fedstore.regions.store.materialize import EPOCH, MaterializeRequest, materialize
+from fedstore.online.online_marker import OnlineMarker
+from fedstore.regions.store.status import region_status
+from fedstore.serving.client import FeatureClient
 from serving_fixtures import TOKENS, served_region
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -185,9 +185,9 @@ def test_fast_reader_reads_what_feast_wrote_on_the_cluster(tmp_path, served, clu
     store.apply(region_objects(feast_dir))
     store.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
     # ... and the serving node's cluster reader, pointed at the same project, reads it back identically
-    from serving.catalog import Catalog
-    from serving.entities import validate
-    from serving.online import ClusterReader
+    from fedstore.serving.catalog import Catalog
+    from fedstore.serving.entities import validate
+    from fedstore.serving.online import ClusterReader
 
     reader = ClusterReader(redis_target(store.config), store.project, timeout_seconds=2)
     resolved = Catalog.from_store(store).refs(tuple(f"customer_transactions:{f}" for f in FEATURES))
@@ -209,8 +209,8 @@ def test_fast_reader_reads_what_feast_wrote_on_the_cluster(tmp_path, served, clu
 def test_cluster_config_is_validated(tmp_path):
     from conftest import write_config
 
-    from federation import load_config
-    from federation.errors import ConfigError
+    from fedstore.federation import load_config
+    from fedstore.federation.errors import ConfigError
 
     good = {"type": "redis_cluster", "nodes": ["10.0.0.1:7000", "10.0.0.2:7000"]}
     cfg = load_config(write_config(tmp_path / "ok.yaml", {"MY": good, "SG": {"type": "sqlite"}}))
@@ -229,9 +229,9 @@ def test_cluster_config_is_validated(tmp_path):
 def test_lookups_follow_ask_during_a_slot_migration_and_moved_after_it(served, cluster, timeout):
     from feast.value_type import ValueType
 
-    from serving.catalog import Catalog
-    from serving.entities import validate
-    from serving.online import ClusterReader, _KeyEncoder
+    from fedstore.serving.catalog import Catalog
+    from fedstore.serving.entities import validate
+    from fedstore.serving.online import ClusterReader, _KeyEncoder
 
     store = served.node.store
     reader = ClusterReader(redis_target(store.config), store.project, timeout_seconds=2)
@@ -308,7 +308,7 @@ def test_one_caller_at_a_time_refreshes_a_stale_slot_map(cluster):
     have (a MOVED or a fallback answer is the worst that costs them)."""
     import numpy as np
 
-    from regions.store.cluster import ClusterRouter, ClusterTarget
+    from fedstore.online.cluster import ClusterRouter, ClusterTarget
 
     startup = tuple((host, int(port)) for host, port in (n.rsplit(":", 1) for n in cluster.nodes[:2]))
     router = ClusterRouter(ClusterTarget(startup), timeout=2)

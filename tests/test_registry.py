@@ -10,18 +10,18 @@ import grpc
 import pytest
 import yaml
 
-from aggregator.errors import NotFound, PolicyRefused, Rejected
-from aggregator.intake.server import build_server
+from fedstore.aggregator.errors import NotFound, PolicyRefused, Rejected
+from fedstore.aggregator.intake.server import build_server
 from border import with_mtls
-from federation.channels import centre_link
-from aggregator.registry.model import ModelCandidate
-from aggregator.registry.store import ModelRegistry
-from federation import load_config
-from federation.errors import ConfigError
-from federation.grpc_handlers import MAX_DETAILS_BYTES
-from federation.traffic import BUCKETS, bucket, route
-from proto.fedstore.registry.v1 import registry_pb2 as pb
-from proto.fedstore.registry.v1 import registry_pb2_grpc
+from fedstore.federation.channels import centre_link
+from fedstore.aggregator.registry.model import ModelCandidate
+from fedstore.aggregator.registry.store import ModelRegistry
+from fedstore.federation import load_config
+from fedstore.federation.errors import ConfigError
+from fedstore.federation.grpc_handlers import MAX_DETAILS_BYTES
+from fedstore.federation.traffic import BUCKETS, bucket, route
+from fedstore.proto.fedstore.registry.v1 import registry_pb2 as pb
+from fedstore.proto.fedstore.registry.v1 import registry_pb2_grpc
 
 REGIONS = [("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"), ("SG", "Singapore", "PDPA-SG", "Asia/Singapore"),
            ("ID", "Indonesia", "UU PDP", "Asia/Jakarta"), ("VN", "Vietnam", "Decree 13/2023", "Asia/Ho_Chi_Minh")]

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from redis_servers import start_redis
-from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import RespConnection, RespTimeout, command
-from serving.errors import OnlineStoreDown, OnlineStoreTimeout
-from serving.online import RedisReader
+from fedstore.online.redis_writer import RedisTarget
+from fedstore.online.resp_connection import RespConnection, RespTimeout, command
+from fedstore.serving.errors import OnlineStoreDown, OnlineStoreTimeout
+from fedstore.serving.online import RedisReader
 
 pytestmark = pytest.mark.redis
 

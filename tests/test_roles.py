@@ -17,18 +17,18 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-import proto.fedstore
-from aggregator.intake.metrics import AggregatorMetrics
-from aggregator.intake.server import build_server
+import fedstore.proto.fedstore as fedstore  # MIGRATE
+from fedstore.aggregator.intake.metrics import AggregatorMetrics
+from fedstore.aggregator.intake.server import build_server
 from border import with_mtls
-from federation.access import AccessGuard
-from federation.channels import centre_link
-from federation.roles import POLICIES, ROLE_REGIONS, RegionRule, Role, Scope
-from federation.tokens import TokenBook
-from federation import load_config
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as apb
-from proto.fedstore.datasets.v1 import datasets_pb2 as dpb
-from proto.fedstore.registry.v1 import registry_pb2 as rpb
+from fedstore.federation.access import AccessGuard
+from fedstore.federation.channels import centre_link
+from fedstore.federation.roles import POLICIES, ROLE_REGIONS, RegionRule, Role, Scope
+from fedstore.federation.tokens import TokenBook
+from fedstore.federation import load_config
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as apb
+from fedstore.proto.fedstore.datasets.v1 import datasets_pb2 as dpb
+from fedstore.proto.fedstore.registry.v1 import registry_pb2 as rpb
 from serving_fixtures import served_region
 
 SERVING = "/fedstore.serving.v1.FeatureServing/"
@@ -46,7 +46,7 @@ def _method_paths(module) -> set[str]:
 def _fedstore_protos() -> list:
     """Every generated module under proto/fedstore: a new .proto is enumerated without editing this test."""
     found = []
-    for info in pkgutil.walk_packages(proto.fedstore.__path__, prefix="proto.fedstore."):
+    for info in pkgutil.walk_packages(proto.fedstore.__path__, prefix="fedstore.proto.fedstore."):
         if info.name.endswith("_pb2"):
             found.append(importlib.import_module(info.name))
     return found
@@ -257,8 +257,8 @@ def test_the_centre_reads_no_row_and_is_told_why(doors):
 
 def test_a_credential_for_every_region_is_refused_rows_with_the_reason():
     """The config never issues a row role for '*'; were one made anyway, the node refuses it and says why."""
-    from federation.access import decide
-    from federation.tokens import Caller
+    from fedstore.federation.access import decide
+    from fedstore.federation.tokens import Caller
 
     smuggled = Caller("centre", ("*",), frozenset({Role.LOOKUP}))
     refusal = decide(smuggled, SERVING + "GetOnlineFeatures", region="MY")
@@ -282,7 +282,7 @@ def test_a_refused_call_at_the_centre_is_refused_before_its_message_is_read(door
 
 def test_registry_reads_are_scoped_to_the_callers_regions(doors):
     *_, centre_channel = doors
-    from proto.fedstore.registry.v1 import registry_pb2_grpc
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2_grpc
 
     def md(name: str) -> tuple:
         return (("authorization", f"Bearer {_secret(name)}"),)

@@ -11,11 +11,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from federation.grpc_handlers import MAX_DETAILS_BYTES
+from fedstore.federation.grpc_handlers import MAX_DETAILS_BYTES
 from handmade import latest
-from proto.fedstore.serving.v1 import serving_pb2 as pb
-from proto.fedstore.serving.v1 import serving_pb2_grpc
-from serving.client import FeatureClient
+from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
+from fedstore.serving.client import FeatureClient
 from serving_fixtures import TOKENS, served_region, wait_until
 
 pytestmark = pytest.mark.redis
@@ -125,7 +125,7 @@ def test_a_registry_caught_mid_write_is_not_served(served):
     """Feast writes registry.db in place: truncated, then written. A refresh that read it in
     between swapped in an empty catalog: every lookup NOT_FOUND, every snapshot dropped and its
     pack deleted, until the next refresh."""
-    from serving import snapshot_pack
+    from fedstore.serving import snapshot_pack
 
     ids = sorted(latest(served.tables["customer_transactions"], "customer_id"))[:3]
     registry = served.node.data_dir / "registry.db"
@@ -157,7 +157,7 @@ def test_a_registry_caught_mid_write_is_not_served(served):
 def test_a_view_removed_from_the_registry_leaves_no_snapshot_behind(served):
     """The serving cache holds a pack per served view; a view deleted from the registry loses its
     pack and its snapshot in memory, the others keep theirs."""
-    from serving import snapshot_pack
+    from fedstore.serving import snapshot_pack
 
     cache_dir = served.node.data_dir / snapshot_pack.CACHE_DIR
     views = lambda: sorted(p.name.rsplit("@", 1)[0] for p in cache_dir.glob("*.pack"))  # noqa: E731
@@ -181,7 +181,7 @@ def test_a_view_removed_from_the_registry_leaves_no_snapshot_behind(served):
 def test_async_client_gets_what_the_blocking_client_gets(served):
     import asyncio
 
-    from serving.client import AsyncFeatureClient
+    from fedstore.serving.client import AsyncFeatureClient
 
     ids = sorted(latest(served.tables["customer_transactions"], "customer_id"))[:5] + [10**12]
     ask = dict(feature_service="fraud_scoring", entities={"customer_id": ids})
@@ -415,7 +415,7 @@ def test_oversized_lookups_are_refused_before_the_node_reads_them(served, api):
 
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from serving.entities import max_lookup_bytes
+    from fedstore.serving.entities import max_lookup_bytes
 
     limit = served.server.features.max_entities
     count = 700_000 if api == "v1" else 450_000  # about 3.6 MB: under the byte limit
@@ -455,7 +455,7 @@ def test_oversized_lookups_are_refused_before_the_node_reads_them(served, api):
 
 
 def test_two_views_one_feature_name_collide_unless_full_names_are_asked_for():
-    from serving.catalog import FeatureRef, Resolved
+    from fedstore.serving.catalog import FeatureRef, Resolved
 
     refs = (FeatureRef("customer_transactions", "spend_7d"), FeatureRef("promo_spend", "spend_7d"))
     resolved = Resolved(refs=refs, views=(), join_keys=())

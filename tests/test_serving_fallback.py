@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from redis_servers import start_redis
-from serving.client import FeatureClient
+from fedstore.serving.client import FeatureClient
 from serving_fixtures import TOKENS, health_status, served_region, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -25,7 +25,7 @@ def _wait(predicate, seconds: float = 10.0) -> bool:
 def test_redis_killed_then_restarted(tmp_path, monkeypatch, caplog):
     """The breaker waits 3 s before probing (the fixture's 0.5 s could pass, on a loaded machine,
     between an answer and the test reading the breaker's state: it was half-open by then)."""
-    caplog.set_level(logging.INFO, logger="serving.features")
+    caplog.set_level(logging.INFO, logger="fedstore.serving.features")
     redis = start_redis(persist=True)
     served = served_region(tmp_path, redis.url, monkeypatch, serving={"breaker_reset_seconds": 3})
     ids = [0, 1, 2, 10**12]
@@ -64,7 +64,7 @@ def test_redis_killed_then_restarted(tmp_path, monkeypatch, caplog):
                 assert _wait(lambda: health_status(served.address, "fedstore.online_store")
                              == health_pb2.HealthCheckResponse.SERVING)
                 # the operator reads one line when the outage starts and one when it ends, not one per call
-                lines = [r.getMessage() for r in caplog.records if r.name == "serving.features"]
+                lines = [r.getMessage() for r in caplog.records if r.name == "fedstore.serving.features"]
                 assert len(lines) == 2, lines
                 assert "the online store is failing" in lines[0] and "answering from the batch snapshot" in lines[0]
                 assert "answers again" in lines[1]
@@ -149,7 +149,7 @@ def test_a_caller_deadline_timeout_is_told_by_its_timer_not_by_comparing_clocks(
     Ten times the times the logic needs (a 0.1 s caller deadline, a 0.4 s store one, once): a
     0.1 s deadline could pass on a loaded 2-core machine before the node answered at all. The
     timer fires at once, so the test takes no longer for it."""
-    from serving.errors import OnlineStoreTimeout
+    from fedstore.serving.errors import OnlineStoreTimeout
 
     redis = start_redis()
     served = served_region(tmp_path, redis.url, monkeypatch,
@@ -331,8 +331,8 @@ def test_a_probe_cancelled_by_its_caller_does_not_keep_the_node_off_redis(tmp_pa
     on the store; the next call probes again, so once Redis answers the node is back online."""
     import signal
 
-    from proto.fedstore.serving.v1 import serving_pb2 as pb
-    from proto.fedstore.serving.v1 import serving_pb2_grpc
+    from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+    from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
 
     redis = start_redis()
     # store deadline 2 s, opens after 2 failures, half-open after 0.5 s

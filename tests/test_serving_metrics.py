@@ -6,7 +6,7 @@ import grpc
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.metrics import ServingMetrics
+from fedstore.serving.metrics import ServingMetrics
 
 
 def _samples(metrics: ServingMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

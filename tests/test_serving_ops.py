@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fedstore.serve_commands import worker_cpus
-from serving import snapshot_pack
-from serving.client import FeatureClient
-from serving.server import ServingNode
+from fedstore.cli.serve_commands import worker_cpus
+from fedstore.serving import snapshot_pack
+from fedstore.serving.client import FeatureClient
+from fedstore.serving.server import ServingNode
 from serving_fixtures import TOKENS, served_region, wait_until
 
 
@@ -225,7 +225,7 @@ def test_serve_without_a_token_secret_refuses_before_compiling_snapshots(tmp_pat
 
 
 def test_a_taken_port_is_a_clear_error_and_stop_is_idempotent(tmp_path, monkeypatch):
-    from serving.server import ServingNode
+    from fedstore.serving.server import ServingNode
 
     s = served_region(tmp_path, None, monkeypatch, customers=10)
     threads_before = threading.active_count()
@@ -428,7 +428,7 @@ def test_client_retries_stop_when_most_attempts_are_refused():
     throttling soon stops retrying, so an overloaded region does not get three attempts per call."""
     from concurrent import futures
 
-    from proto.fedstore.serving.v1 import serving_pb2_grpc
+    from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
 
     attempts = []
 
@@ -487,7 +487,7 @@ def test_a_busy_port_is_one_line_from_several_workers(tmp_path, monkeypatch, cap
 
 
 def test_a_port_is_claimed_by_one_fedstore_serve_per_host():
-    from serving.ports import CannotListen, claim_port
+    from fedstore.serving.ports import CannotListen, claim_port
 
     from redis_servers import free_port
 
@@ -508,7 +508,7 @@ def test_a_port_is_claimed_by_one_fedstore_serve_per_host():
 def test_port_check_passes_free_and_shared_ports_and_names_bad_ones():
     import socket
 
-    from serving.ports import CannotListen, check_bindable
+    from fedstore.serving.ports import CannotListen, check_bindable
 
     check_bindable("127.0.0.1:0", reuse_port=False)
     with socket.socket() as shared:  # a worker of this node, listening with SO_REUSEPORT
@@ -536,7 +536,7 @@ def test_stop_listening_refuses_new_connections_while_open_ones_are_answered(cap
 
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-    from serving.ports import stop_listening
+    from fedstore.serving.ports import stop_listening
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 1)])
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
@@ -609,7 +609,7 @@ def _state(pid: int) -> str:
 
 
 def test_restart_budget_waits_longer_after_each_death_and_forgets_old_ones():
-    from fedstore.serve_workers import DeathRecord, RestartBudget, death_of
+    from fedstore.cli.serve_workers import DeathRecord, RestartBudget, death_of
 
     budget = RestartBudget(deaths=5, window_seconds=60)
     record = DeathRecord(budget)
@@ -705,7 +705,7 @@ def _connections_on(port: int) -> set[str]:
 _CALLER = """
 import json, os, sys
 import grpc
-from serving.client import FeatureClient
+from fedstore.serving.client import FeatureClient
 port, stop, out, token = sys.argv[1:5]
 answered, failed = 0, []
 def report():

@@ -14,13 +14,13 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from proto.fedstore.serving.v1 import serving_pb2 as pb
-from serving.catalog import FeatureRef, Resolved, ViewSpec
-from serving.entities import Entities
-from serving.features import ONLINE, Answer
-from serving.online import ViewRows
-from serving.servicer import encode_response
-from serving.wire import field, fields
+from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+from fedstore.serving.catalog import FeatureRef, Resolved, ViewSpec
+from fedstore.serving.entities import Entities
+from fedstore.serving.features import ONLINE, Answer
+from fedstore.serving.online import ViewRows
+from fedstore.serving.servicer import encode_response
+from fedstore.serving.wire import field, fields
 
 NOW = time.time()
 

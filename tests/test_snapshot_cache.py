@@ -13,10 +13,10 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from serving.catalog import FeatureRef, Resolved, ViewSpec
-from serving.entities import Entities
-from serving.fallback import SnapshotCache
-from regions.store.snapshot import JOB_COLUMN, snapshot_path
+from fedstore.serving.catalog import FeatureRef, Resolved, ViewSpec
+from fedstore.serving.entities import Entities
+from fedstore.serving.fallback import SnapshotCache
+from fedstore.regions.store.snapshot import JOB_COLUMN, snapshot_path
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 

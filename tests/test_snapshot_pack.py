@@ -14,11 +14,11 @@ import pytest
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.value_type import ValueType
 
-from regions.store.snapshot import snapshot_path
-from serving import fallback, snapshot_pack
-from serving.catalog import FeatureRef, Resolved, ViewSpec
-from serving.entities import Entities
-from serving.fallback import SnapshotCache
+from fedstore.regions.store.snapshot import snapshot_path
+from fedstore.serving import fallback, snapshot_pack
+from fedstore.serving.catalog import FeatureRef, Resolved, ViewSpec
+from fedstore.serving.entities import Entities
+from fedstore.serving.fallback import SnapshotCache
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 VIEW = ViewSpec(name="tx", join_keys=("customer_id",), join_key_types=(ValueType.INT64,),

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from conftest import REGION_ROWS
-from federation import load_config
-from federation.errors import ConfigError
+from fedstore.federation import load_config
+from fedstore.federation.errors import ConfigError
 from handmade import write_sources
-from regions.store.materialize import MaterializeRequest, materialize
-from regions.store.node import RegionNode
-from regions.store.snapshot import snapshot_path
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.snapshot import snapshot_path
 
 pytestmark = pytest.mark.slow
 

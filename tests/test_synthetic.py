@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import feature_repo
-import regions.synthetic.generate as generate_module
-from regions.synthetic import (
+from fedstore import feature_repo
+import fedstore.regions.synthetic.generate as generate_module
+from fedstore.regions.synthetic import (
     PROFILES,
     generate_region,
     profile_for,

@@ -11,12 +11,12 @@ from honest_releases import exact_feature, features_submission
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.errors import AggregatorError, NotAllowed, Rejected
-from aggregator.intake.validation import validate
-from federation import PrivacyConfig
-from federation.statistics import CATALOG
-from federation.tokens import Caller
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.errors import AggregatorError, NotAllowed, Rejected
+from fedstore.aggregator.intake.validation import validate
+from fedstore.federation import PrivacyConfig
+from fedstore.federation.statistics import CATALOG
+from fedstore.federation.tokens import Caller
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 # Reproducible in CI: the same examples every run (raise max_examples locally to explore further).
 settings.register_profile("fedstore-ci", derandomize=True, deadline=None)

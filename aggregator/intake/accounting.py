@@ -20,11 +20,11 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from aggregator.errors import Rejected
-from federation.privacy_maps import QUERY_NAMES, evaluation_epsilon, feature_queries, gaussian_epsilon, laplace_epsilon
-from federation.statistics import FeatureSpec
-from federation.training import training_spec
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.errors import Rejected
+from fedstore.federation.privacy_maps import QUERY_NAMES, evaluation_epsilon, feature_queries, gaussian_epsilon, laplace_epsilon
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.federation.training import training_spec
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 # the mechanism each kind of release must use (a training release declared Laplace is refused: it
 # would not be charged the δ its Gaussian noise costs)

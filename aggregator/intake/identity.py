@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import grpc
 
-from aggregator.errors import NotAllowed
-from federation.identity import certificate_regions
+from fedstore.aggregator.errors import NotAllowed
+from fedstore.federation.identity import certificate_regions
 
 
 def certificate_names(context: grpc.ServicerContext) -> list[str]:

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from aggregator.errors import Rejected
-from aggregator.intake.noise_bounds import FALSE_REJECT, abs_laplace_sum, chi2, gaussian
-from federation.statistics import FeatureSpec
-from federation.training import BLOCK_WEIGHTS, from_triangle
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.errors import Rejected
+from fedstore.aggregator.intake.noise_bounds import FALSE_REJECT, abs_laplace_sum, chi2, gaussian
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.federation.training import BLOCK_WEIGHTS, from_triangle
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 P = FALSE_REJECT
 

@@ -13,23 +13,23 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from aggregator.errors import (
+from fedstore.aggregator.errors import (
     AggregatorError,
     NotAllowed,
     NotFound,
     OverBudget,
     Rejected,
 )
-from aggregator.global_statistics import merge
-from aggregator.intake.identity import check_certificate_region
-from aggregator.intake.metrics import AggregatorMetrics, rule_of
-from aggregator.intake.validation import check_identity, kind_of, receipt_period, valid_period, validate
-from aggregator.intake.wire import refusal
-from aggregator.quarantine.gate import QuarantineGate
-from aggregator.quarantine.review import decide, quarantine_list
-from aggregator.registry.service import RegistryServicer
-from aggregator.registry.store import ModelRegistry
-from aggregator.store import (
+from fedstore.aggregator.global_statistics import merge
+from fedstore.aggregator.intake.identity import check_certificate_region
+from fedstore.aggregator.intake.metrics import AggregatorMetrics, rule_of
+from fedstore.aggregator.intake.validation import check_identity, kind_of, receipt_period, valid_period, validate
+from fedstore.aggregator.intake.wire import refusal
+from fedstore.aggregator.quarantine.gate import QuarantineGate
+from fedstore.aggregator.quarantine.review import decide, quarantine_list
+from fedstore.aggregator.registry.service import RegistryServicer
+from fedstore.aggregator.registry.store import ModelRegistry
+from fedstore.aggregator.store import (
     QUARANTINE,
     REJECT,
     AlreadyStored,
@@ -39,18 +39,18 @@ from aggregator.store import (
     SubmissionStore,
     content_hash,
 )
-from aggregator.training.metrics import evaluation_metrics
-from aggregator.training.train import train
-from federation import ConfigError, FederationConfig
-from federation.access import AccessGuard
-from federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
-from federation.health_service import HealthService
-from federation.statistics import CATALOG
-from federation.tls import server_credentials
-from federation.tokens import Caller, TokenBook, bearer_token
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
-from proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+from fedstore.aggregator.training.metrics import evaluation_metrics
+from fedstore.aggregator.training.train import train
+from fedstore.federation import ConfigError, FederationConfig
+from fedstore.federation.access import AccessGuard
+from fedstore.federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
+from fedstore.federation.health_service import HealthService
+from fedstore.federation.statistics import CATALOG
+from fedstore.federation.tls import server_credentials
+from fedstore.federation.tokens import Caller, TokenBook, bearer_token
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from fedstore.proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
-from aggregator.errors import NotAllowed, Rejected
-from aggregator.intake import plausibility
-from aggregator.intake.accounting import Charge, recompute
-from federation import PrivacyConfig
-from federation.statistics import SEGMENTS, FeatureSpec
-from federation.tokens import Caller
-from federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.errors import NotAllowed, Rejected
+from fedstore.aggregator.intake import plausibility
+from fedstore.aggregator.intake.accounting import Charge, recompute
+from fedstore.federation import PrivacyConfig
+from fedstore.federation.statistics import SEGMENTS, FeatureSpec
+from fedstore.federation.tokens import Caller
+from fedstore.federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, triangle_size
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 # matched whole (fullmatch): "$" would also match before a final newline, and "2026-11\n" would be
 # a month of its own, with a budget of its own. The id is the region's code, the kind, and a random

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 
-from aggregator.quarantine.screen import Estimate, Finding, out_of_line
-from aggregator.quarantine.summaries import (
+from fedstore.aggregator.quarantine.screen import Estimate, Finding, out_of_line
+from fedstore.aggregator.quarantine.summaries import (
     ClassNumbers,
     FeatureNumbers,
     added,
@@ -26,11 +26,11 @@ from aggregator.quarantine.summaries import (
     feature_noise,
     training_estimates,
 )
-from aggregator.store import FeatureRow, SubmissionStore, TrainingRow
-from federation import QuarantineConfig
-from federation.statistics import FeatureSpec
-from federation.training import TRAINING_SPECS, TrainingSpec
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.store import FeatureRow, SubmissionStore, TrainingRow
+from fedstore.federation import QuarantineConfig
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.federation.training import TRAINING_SPECS, TrainingSpec
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 Estimates = dict[str, Estimate]
 

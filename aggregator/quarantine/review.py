@@ -12,9 +12,9 @@ from datetime import timezone
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aggregator.errors import NotFound, NotHeld, Rejected
-from aggregator.store import ACCEPT, QUARANTINE, REJECT, QuarantineEvent, QuarantineNotHeld, SubmissionStore
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.errors import NotFound, NotHeld, Rejected
+from fedstore.aggregator.store import ACCEPT, QUARANTINE, REJECT, QuarantineEvent, QuarantineNotHeld, SubmissionStore
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 WHY_LIMIT = 500
 _ACTIONS = {QUARANTINE: pb.QUARANTINE, ACCEPT: pb.ACCEPT, REJECT: pb.REJECT}

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import opendp.prelude as dp
 
-from aggregator.global_statistics import noise_sds, noise_variances
-from aggregator.quarantine.screen import Estimate
-from federation import QuarantineConfig
-from federation.statistics import FeatureSpec
-from federation.training import BLOCK_WEIGHTS, from_triangle, l2_sensitivity
+from fedstore.aggregator.global_statistics import noise_sds, noise_variances
+from fedstore.aggregator.quarantine.screen import Estimate
+from fedstore.federation import QuarantineConfig
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.federation.training import BLOCK_WEIGHTS, from_triangle, l2_sensitivity
 
 dp.enable_features("contrib")
 

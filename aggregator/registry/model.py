@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aggregator.training.influence import RegionInfluence
+from fedstore.aggregator.training.influence import RegionInfluence
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
-from aggregator.errors import PolicyRefused
-from aggregator.registry.model import ModelVersion
-from federation.deployment_policy import DeploymentPolicy
-from federation.traffic import STAGES
+from fedstore.aggregator.errors import PolicyRefused
+from fedstore.aggregator.registry.model import ModelVersion
+from fedstore.federation.deployment_policy import DeploymentPolicy
+from fedstore.federation.traffic import STAGES
 
 PREDECESSOR = {"canary_25": "canary_5", "full": "canary_25"}
 

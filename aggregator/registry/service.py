@@ -18,10 +18,10 @@ from typing import TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aggregator.errors import AggregatorError, NotAllowed, NotFound, Rejected
-from aggregator.registry.model import DeploymentEvent, ModelVersion
-from aggregator.registry.store import ModelRegistry
-from aggregator.registry.text import (
+from fedstore.aggregator.errors import AggregatorError, NotAllowed, NotFound, Rejected
+from fedstore.aggregator.registry.model import DeploymentEvent, ModelVersion
+from fedstore.aggregator.registry.store import ModelRegistry
+from fedstore.aggregator.registry.text import (
     check_model_name,
     check_stage,
     check_why,
@@ -29,11 +29,11 @@ from aggregator.registry.text import (
     storable_stage,
     storable_why,
 )
-from aggregator.training.influence import influence_message
-from federation.grpc_handlers import status_details
-from federation.tokens import Caller
-from proto.fedstore.registry.v1 import registry_pb2 as pb
-from proto.fedstore.registry.v1 import registry_pb2_grpc
+from fedstore.aggregator.training.influence import influence_message
+from fedstore.federation.grpc_handlers import status_details
+from fedstore.federation.tokens import Caller
+from fedstore.proto.fedstore.registry.v1 import registry_pb2 as pb
+from fedstore.proto.fedstore.registry.v1 import registry_pb2_grpc
 
 T = TypeVar("T")
 

@@ -15,19 +15,19 @@ from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aggregator.errors import NotFound, PolicyRefused, Rejected
-from aggregator.registry.model import (
+from fedstore.aggregator.errors import NotFound, PolicyRefused, Rejected
+from fedstore.aggregator.registry.model import (
     Deployment,
     DeploymentEvent,
     ModelCandidate,
     ModelVersion,
     StageAssignment,
 )
-from aggregator.registry.policy import check_promotion
-from aggregator.training.influence import RegionInfluence
-from federation import FederationConfig
-from federation.errors import ConfigError
-from federation.traffic import STAGES, shares
+from fedstore.aggregator.registry.policy import check_promotion
+from fedstore.aggregator.training.influence import RegionInfluence
+from fedstore.federation import FederationConfig
+from fedstore.federation.errors import ConfigError
+from fedstore.federation.traffic import STAGES, shares
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")  # matched whole: "$" would let a final newline through
 _SCHEMA = """

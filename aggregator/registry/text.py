@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 
-from aggregator.errors import Rejected
-from federation.traffic import STAGES
+from fedstore.aggregator.errors import Rejected
+from fedstore.federation.traffic import STAGES
 
 MAX_WHY = 280
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")  # matched whole: "$" would let a final newline through

@@ -21,11 +21,11 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from aggregator.errors import AggregatorError
-from aggregator.store import TrainingRow
-from aggregator.training.pooled import pool
-from aggregator.training.strategy import Strategy
-from federation.training import LinearModel, from_triangle
+from fedstore.aggregator.errors import AggregatorError
+from fedstore.aggregator.store import TrainingRow
+from fedstore.aggregator.training.pooled import pool
+from fedstore.aggregator.training.strategy import Strategy
+from fedstore.federation.training import LinearModel, from_triangle
 
 M = TypeVar("M", bound=Any)  # a protobuf message class with RegionInfluence's fields
 

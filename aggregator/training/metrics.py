@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from federation.training import SCORE_EDGES
+from fedstore.federation.training import SCORE_EDGES
 
 
 def auc(negatives: list[int] | np.ndarray, positives: list[int] | np.ndarray) -> float:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from aggregator.errors import AggregatorError, Rejected
-from federation.training import LABELS, from_triangle
+from fedstore.aggregator.errors import AggregatorError, Rejected
+from fedstore.federation.training import LABELS, from_triangle
 
 
 class NotEnoughStatistics(AggregatorError):

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from aggregator.training.pooled import NotEnoughStatistics, PooledStatistics
-from aggregator.training.psd import nearest_positive_definite
-from aggregator.training.strategy import Strategy
-from federation.training import LinearModel
+from fedstore.aggregator.training.pooled import NotEnoughStatistics, PooledStatistics
+from fedstore.aggregator.training.psd import nearest_positive_definite
+from fedstore.aggregator.training.strategy import Strategy
+from fedstore.federation.training import LinearModel
 
 
 class Ridge(Strategy):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from aggregator.errors import Rejected
-from aggregator.training.pooled import PooledStatistics
-from federation.training import LinearModel
+from fedstore.aggregator.errors import Rejected
+from fedstore.aggregator.training.pooled import PooledStatistics
+from fedstore.federation.training import LinearModel
 
 
 class Strategy(ABC):
@@ -22,8 +22,8 @@ class Strategy(ABC):
 
 
 def make_strategy(name: str, **params: float) -> Strategy:
-    from aggregator.training.lda import LinearDiscriminant
-    from aggregator.training.ridge import Ridge
+    from fedstore.aggregator.training.lda import LinearDiscriminant
+    from fedstore.aggregator.training.ridge import Ridge
 
     strategies: dict[str, type[Strategy]] = {"lda": LinearDiscriminant, "ridge": Ridge}
     if name not in strategies:

@@ -10,17 +10,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.errors import Rejected
-from aggregator.registry.model import ModelCandidate
-from aggregator.registry.store import ModelRegistry
-from aggregator.registry.text import check_model_name
-from aggregator.store import SubmissionStore
-from aggregator.training.influence import RegionInfluence, influence, influence_message
-from aggregator.training.pooled import NotEnoughStatistics, pool
-from aggregator.training.strategy import make_strategy
-from federation.errors import ConfigError
-from federation.training import LinearModel, schema_hash, training_spec
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.errors import Rejected
+from fedstore.aggregator.registry.model import ModelCandidate
+from fedstore.aggregator.registry.store import ModelRegistry
+from fedstore.aggregator.registry.text import check_model_name
+from fedstore.aggregator.store import SubmissionStore
+from fedstore.aggregator.training.influence import RegionInfluence, influence, influence_message
+from fedstore.aggregator.training.pooled import NotEnoughStatistics, pool
+from fedstore.aggregator.training.strategy import make_strategy
+from fedstore.federation.errors import ConfigError
+from fedstore.federation.training import LinearModel, schema_hash, training_spec
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 
 MAX_RIDGE_LAMBDA = 1e6

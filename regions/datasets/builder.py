@@ -29,15 +29,15 @@ import pyarrow.parquet as pq
 from feast import FeatureService, FeatureView
 from feast.errors import FeatureServiceNotFoundException
 
-from regions.datasets.entities import TIMESTAMP, EntityFile
-from regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
-from regions.errors import InvalidEntities, InvalidOutput, InvalidSource, RegionNotReady, UnknownName
-from regions.processes import alive
-from regions.progress import progress
-from regions.store.fingerprint import fingerprint, source_fingerprints
-from regions.store.node import RegionNode
-from regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
-from regions.store.point_in_time import literal, quote
+from fedstore.regions.datasets.entities import TIMESTAMP, EntityFile
+from fedstore.regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
+from fedstore.regions.errors import InvalidEntities, InvalidOutput, InvalidSource, RegionNotReady, UnknownName
+from fedstore.regions.processes import alive
+from fedstore.regions.progress import progress
+from fedstore.regions.store.fingerprint import fingerprint, source_fingerprints
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
+from fedstore.regions.store.point_in_time import literal, quote
 
 _ARROW_TYPES = {"INT64": pa.int64(), "INT32": pa.int32(), "STRING": pa.string()}
 

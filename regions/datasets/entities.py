@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from regions.errors import InvalidEntities
+from fedstore.regions.errors import InvalidEntities
 
 TIMESTAMP = "event_timestamp"
 

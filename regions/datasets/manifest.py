@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regions.errors import RegionError, StorageError
+from fedstore.regions.errors import RegionError, StorageError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import holidays
 
-from federation.monitoring import MonitoringConfig
+from fedstore.federation.monitoring import MonitoringConfig
 
 _NOT_THE_FESTIVAL = ("observed", "in lieu")
 

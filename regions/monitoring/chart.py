@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only: no display on servers
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from regions.monitoring.report import DriftReport  # noqa: E402
+from fedstore.regions.monitoring.report import DriftReport  # noqa: E402
 
 DAYS_SHOWN = 120
 

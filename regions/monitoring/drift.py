@@ -16,9 +16,9 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from federation.monitoring import MonitoringConfig
-from regions.monitoring.calendar import SeasonalWindow, window_of
-from regions.monitoring.scores import js_distance, psi
+from fedstore.federation.monitoring import MonitoringConfig
+from fedstore.regions.monitoring.calendar import SeasonalWindow, window_of
+from fedstore.regions.monitoring.scores import js_distance, psi
 
 CALIBRATION_MARGIN = 1.5
 MIN_BASELINE_DAYS = 3

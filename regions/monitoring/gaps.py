@@ -13,9 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
-from federation.monitoring import MonitoringConfig
-from regions.monitoring.profiles import DailyProfiles
-from regions.store.node import RegionNode
+from fedstore.federation.monitoring import MonitoringConfig
+from fedstore.regions.monitoring.profiles import DailyProfiles
+from fedstore.regions.store.node import RegionNode
 
 DAILY_COVERAGE = 0.8  # a view with rows on fewer days than this share of its range is not a daily feed
 

@@ -19,9 +19,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from federation.statistics import FeatureSpec
-from regions.errors import InvalidSource
-from regions.store.source_files import source_files
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.regions.errors import InvalidSource
+from fedstore.regions.store.source_files import source_files
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,16 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 
-from federation import FederationConfig
-from federation.jurisdictions import JURISDICTIONS
-from federation.statistics import CATALOG, FeatureSpec
-from regions.errors import RegionError
-from regions.monitoring.calendar import SeasonalWindow, seasonal_windows
-from regions.monitoring.drift import DRIFT, DriftJudge, Verdict
-from regions.monitoring.gaps import Freshness, Gap, find_gaps, freshness
-from regions.monitoring.profiles import DailyProfiles, compute_profiles, store_profiles
-from regions.monitoring.triggers import Trigger, TriggerLog, persistent_drift
-from regions.store.node import RegionNode
+from fedstore.federation import FederationConfig
+from fedstore.federation.jurisdictions import JURISDICTIONS
+from fedstore.federation.statistics import CATALOG, FeatureSpec
+from fedstore.regions.errors import RegionError
+from fedstore.regions.monitoring.calendar import SeasonalWindow, seasonal_windows
+from fedstore.regions.monitoring.drift import DRIFT, DriftJudge, Verdict
+from fedstore.regions.monitoring.gaps import Freshness, Gap, find_gaps, freshness
+from fedstore.regions.monitoring.profiles import DailyProfiles, compute_profiles, store_profiles
+from fedstore.regions.monitoring.triggers import Trigger, TriggerLog, persistent_drift
+from fedstore.regions.store.node import RegionNode
 
 
 @dataclass(frozen=True)

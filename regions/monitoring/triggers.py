@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from regions.monitoring.drift import DRIFT, OK, DriftJudge, Verdict
+from fedstore.regions.monitoring.drift import DRIFT, OK, DriftJudge, Verdict
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import opendp.prelude as dp
 
-from federation.privacy_maps import QUERY_NAMES, feature_queries, laplace, space
-from federation.statistics import FeatureSpec
-from regions.publishing.statistics import FeatureStatistics, RegionStatistics
+from fedstore.federation.privacy_maps import QUERY_NAMES, feature_queries, laplace, space
+from fedstore.federation.statistics import FeatureSpec
+from fedstore.regions.publishing.statistics import FeatureStatistics, RegionStatistics
 
 # honest-but-curious: the stability maps of the reads below are ours (see the module docstring)
 dp.enable_features("contrib", "honest-but-curious")

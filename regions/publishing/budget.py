@@ -12,7 +12,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
-from regions.errors import RegionError, must_be_writable
+from fedstore.regions.errors import RegionError, must_be_writable
 
 
 class BudgetExceeded(RegionError):

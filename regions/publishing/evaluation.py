@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federation.privacy_maps import evaluation_mechanism, evaluation_scale
-from federation.training import LABELS, SCORE_EDGES, LinearModel
-from regions.publishing.examples import LabelledExamples
+from fedstore.federation.privacy_maps import evaluation_mechanism, evaluation_scale
+from fedstore.federation.training import LABELS, SCORE_EDGES, LinearModel
+from fedstore.regions.publishing.examples import LabelledExamples
 
 
 @dataclass(frozen=True)

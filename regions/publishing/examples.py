@@ -3,7 +3,7 @@
 The privacy unit is one entity, so each entity contributes exactly one example: its latest label
 in the window, joined through Feast's ``get_historical_features`` with the features as they were
 at that label's time (no leakage from the future, TTL honoured). Features are clipped to the
-catalog's bounds and rescaled to [0, 1] (``federation.training.rescale``).
+catalog's bounds and rescaled to [0, 1] (``fedstore.federation.training.rescale``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from federation.training import LABELS, TrainingSpec, rescale
-from regions.datasets.builder import plan, unreadable_sources
-from regions.errors import RegionError
-from regions.store.definitions import batch_source
-from regions.store.node import RegionNode
-from regions.store.source_reader import read_latest
+from fedstore.federation.training import LABELS, TrainingSpec, rescale
+from fedstore.regions.datasets.builder import plan, unreadable_sources
+from fedstore.regions.errors import RegionError
+from fedstore.regions.store.definitions import batch_source
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.source_reader import read_latest
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,13 @@ from pathlib import Path
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from federation.channels import CentreLink, handshake_problem
-from federation.statistics import CATALOG
-from federation.training import SCORE_EDGES
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-from proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
-from regions.errors import RegionError
-from regions.publishing.budget import BudgetExceeded, BudgetLedger
+from fedstore.federation.channels import CentreLink, handshake_problem
+from fedstore.federation.statistics import CATALOG
+from fedstore.federation.training import SCORE_EDGES
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from fedstore.regions.errors import RegionError
+from fedstore.regions.publishing.budget import BudgetExceeded, BudgetLedger
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 # the centre's verdict on the statistics (aggregator/errors.py: Rejected, OverBudget): the only final answers

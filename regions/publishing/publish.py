@@ -19,26 +19,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from federation import PrivacyConfig
-from federation.statistics import CATALOG, FeatureSpec, SegmentSpec
-from federation.training import LinearModel, TrainingSpec
-from regions.errors import RegionError
-from regions.publishing.anonymise import AnonymisedStatistics, anonymise, noise_is_finite
-from regions.publishing.budget import BudgetLedger
-from regions.publishing.evaluation import (
+from fedstore.federation import PrivacyConfig
+from fedstore.federation.statistics import CATALOG, FeatureSpec, SegmentSpec
+from fedstore.federation.training import LinearModel, TrainingSpec
+from fedstore.regions.errors import RegionError
+from fedstore.regions.publishing.anonymise import AnonymisedStatistics, anonymise, noise_is_finite
+from fedstore.regions.publishing.budget import BudgetLedger
+from fedstore.regions.publishing.evaluation import (
     EvaluationRelease,
     evaluation_scale,
     release_evaluation,
     score_histograms,
 )
-from regions.publishing.examples import labelled_examples
-from regions.publishing.statistics import compute_segment_statistics, compute_statistics
-from regions.publishing.training_statistics import (
+from fedstore.regions.publishing.examples import labelled_examples
+from fedstore.regions.publishing.statistics import compute_segment_statistics, compute_statistics
+from fedstore.regions.publishing.training_statistics import (
     TrainingRelease,
     class_statistics,
     release_training,
 )
-from regions.store.node import RegionNode
+from fedstore.regions.store.node import RegionNode
 
 
 def outbox_dir(data_dir: Path) -> Path:

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from feast import FeatureView
 
-from federation.statistics import FeatureSpec, SegmentSpec
-from regions.errors import UnknownName
-from regions.store.node import RegionNode
-from regions.store.source_reader import read_latest
+from fedstore.federation.statistics import FeatureSpec, SegmentSpec
+from fedstore.regions.errors import UnknownName
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.source_reader import read_latest
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Exact statistics (n, Σx, upper triangle of XᵀX per label class) never leave the region. The
 release adds Gaussian noise to all classes' blocks at once: an entity sits in exactly one class,
-so adding or removing it moves one block by at most ``federation.training.l2_sensitivity(d)`` in
+so adding or removing it moves one block by at most ``fedstore.federation.training.l2_sensitivity(d)`` in
 L2 norm. OpenDP's Gaussian mechanism gives zero-concentrated DP; its conversion to (ε, δ)-DP and
 a binary search over the noise scale find the smallest scale that meets the requested (ε, δ).
 Gaussian rather than Laplace because the block has ~45 numbers: its L2 sensitivity is √45 where
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federation.privacy_maps import gaussian, gaussian_scale
-from federation.training import (
+from fedstore.federation.privacy_maps import gaussian, gaussian_scale
+from fedstore.federation.training import (
     BLOCK_WEIGHTS,
     LABELS,
     block_size,
@@ -28,7 +28,7 @@ from federation.training import (
     l2_sensitivity,
     triangle,
 )
-from regions.publishing.examples import LabelledExamples
+from fedstore.regions.publishing.examples import LabelledExamples
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,7 @@ from typing import Any
 from feast import FeatureView, FileSource
 from feast.data_source import DataSource
 
-import feature_repo
-
-
+from fedstore import feature_repo
 def batch_source(fv: FeatureView) -> DataSource:
     """A view's batch source: Feast allows views without one (fed by other views), ours all read one."""
     if fv.batch_source is None:

@@ -29,21 +29,25 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.utils import _convert_arrow_to_proto, make_tzaware
 
-from regions.store.cluster import ClusterTarget
-from regions.store.cluster_writer import ClusterRedisWriter
-from regions.store.definitions import batch_source
-from regions.store.online_marker import OnlineMarker
-from regions.store.quarantine import Quarantine
-from regions.store.redis_writer import FastRedisWriter, RedisTarget, ViewLayout
-from regions.store.source_reader import read_latest
+from fedstore.online import (
+    ClusterRedisWriter,
+    ClusterTarget,
+    FastRedisWriter,
+    OnlineMarker,
+    RedisTarget,
+    ViewLayout,
+)
+from fedstore.regions.store.definitions import batch_source
+from fedstore.regions.store.quarantine import Quarantine
+from fedstore.regions.store.source_reader import read_latest
 
-ENGINE_TYPE: Final = "regions.store.engine.FastMaterializationEngine"
+ENGINE_TYPE: Final = "fedstore.regions.store.engine.FastMaterializationEngine"
 
 
 class FastMaterializationEngineConfig(FeastConfigBaseModel):
     """``batch_engine`` block of feature_store.yaml."""
 
-    type: Literal["regions.store.engine.FastMaterializationEngine"] = ENGINE_TYPE
+    type: Literal["fedstore.regions.store.engine.FastMaterializationEngine"] = ENGINE_TYPE
     chunk_rows: int = 20_000
     """Rows per pipelined Redis batch: bounds memory, keeps Redis and Python busy together."""
 

@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 from feast.repo_config import RepoConfig
 
-from federation import ConfigError, RegionConfig
-from regions.store.engine import ENGINE_TYPE
-from regions.store.offline_store import OFFLINE_STORE_TYPE
+from fedstore.federation import ConfigError, RegionConfig
+from fedstore.regions.store.engine import ENGINE_TYPE
+from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE
 
 REGISTRY_FILE = "registry.db"
 

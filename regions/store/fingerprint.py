@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-from regions.errors import must_be_writable
-from regions.store.source_files import source_files
+from fedstore.regions.errors import must_be_writable
+from fedstore.regions.store.source_files import source_files
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from regions.errors import must_be_writable
-from regions.processes import alive
-from regions.store.online_marker import Load, compare
+from fedstore.regions.errors import must_be_writable
+from fedstore.regions.processes import alive
+from fedstore.online import Load, compare
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -41,21 +41,20 @@ from feast.infra.online_stores.helpers import get_online_store_from_config
 from openlineage.client.event_v2 import RunState
 from tqdm import tqdm
 
-from regions.errors import JobRunning, MaterializationError, RegionError
-from regions.progress import progress
-from regions.store.definitions import batch_source
-from regions.store.engine import FastMaterializationEngine, ViewMaterialization, redis_target
-from regions.store.fingerprint import source_fingerprints
-from regions.store.ledger import RUNNING, SUCCEEDED, JobLedger, JobRecord
-from regions.store.lineage import ContractFacetData
-from regions.store.node import RegionNode
-from regions.store.online_marker import BEHIND, LOST, Load, OnlineMarker
-from regions.store.quarantine import Quarantine
-from regions.store.resp_connection import RespError
-from regions.store.snapshot import publish_staged, settle_staged, snapshot_path, staged_dir, write_snapshot
+from fedstore.regions.errors import JobRunning, MaterializationError, RegionError
+from fedstore.regions.progress import progress
+from fedstore.regions.store.definitions import batch_source
+from fedstore.regions.store.engine import FastMaterializationEngine, ViewMaterialization, redis_target
+from fedstore.regions.store.fingerprint import source_fingerprints
+from fedstore.regions.store.ledger import RUNNING, SUCCEEDED, JobLedger, JobRecord
+from fedstore.regions.store.lineage import ContractFacetData
+from fedstore.regions.store.node import RegionNode
+from fedstore.online import BEHIND, LOST, Load, OnlineMarker, RespError
+from fedstore.regions.store.quarantine import Quarantine
+from fedstore.regions.store.snapshot import publish_staged, settle_staged, snapshot_path, staged_dir, write_snapshot
 
 if TYPE_CHECKING:
-    from regions.store.spark_engine import SparkMaterializer
+    from fedstore.regions.store.spark_engine import SparkMaterializer
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LOCK_FILE = "materialize.lock"
@@ -173,7 +172,7 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
 
     engine: FastMaterializationEngine | SparkMaterializer
     if node.region.materialization.engine == "spark":
-        from regions.store.spark_engine import SparkMaterializer  # imports pyspark only when chosen
+        from fedstore.regions.store.spark_engine import SparkMaterializer  # imports pyspark only when chosen
 
         say(f"{node.code}: materialising with Feast's Spark engine ({node.region.materialization.spark_master})")
         engine = SparkMaterializer(store)

@@ -14,17 +14,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
-import feature_repo
-from feature_repo.sources import SOURCE_DIR
-from federation import RegionConfig
-from regions.errors import InvalidSource, RegionNotReady
-from regions.store.data_contract import mismatches, null_placements
-from regions.store.definitions import region_objects
-from regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
-from regions.store.fingerprint import FingerprintCache
-from regions.store.ledger import JobLedger
-from regions.store.lineage import LineageEmitter
-from regions.store.source_files import is_glob, missing_source_hint, source_files
+from fedstore import feature_repo
+from fedstore.feature_repo.sources import SOURCE_DIR
+from fedstore.federation import RegionConfig
+from fedstore.regions.errors import InvalidSource, RegionNotReady
+from fedstore.regions.store.data_contract import mismatches, null_placements
+from fedstore.regions.store.definitions import region_objects
+from fedstore.regions.store.feast_config import REGISTRY_FILE, repo_config, write_feature_store_yaml
+from fedstore.regions.store.fingerprint import FingerprintCache
+from fedstore.regions.store.ledger import JobLedger
+from fedstore.regions.store.lineage import LineageEmitter
+from fedstore.regions.store.source_files import is_glob, missing_source_hint, source_files
 
 
 @dataclass(frozen=True)

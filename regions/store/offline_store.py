@@ -37,9 +37,9 @@ from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
-from regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote
+from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote
 
-OFFLINE_STORE_TYPE: Final = "regions.store.offline_store.AsofOfflineStore"
+OFFLINE_STORE_TYPE: Final = "fedstore.regions.store.offline_store.AsofOfflineStore"
 _ENTITIES = "__fedstore_entities"
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureView
 
-from regions.store.data_contract import declared_columns
+from fedstore.regions.store.data_contract import declared_columns
 
 # the declared type's name (data_contract.declared_columns) -> the DuckDB type a broken column is cast to
 _DUCK = {

@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 from feast import FeatureView, FileSource
 from feast.repo_config import RepoConfig
 
-from regions.errors import InvalidSource
-from regions.store.definitions import batch_source
-from regions.store.quarantine import Quarantine, contract_sql, write_rejected
-from regions.store.source_files import missing_source_hint, source_files
+from fedstore.regions.errors import InvalidSource
+from fedstore.regions.store.definitions import batch_source
+from fedstore.regions.store.quarantine import Quarantine, contract_sql, write_rejected
+from fedstore.regions.store.source_files import missing_source_hint, source_files
 
 
 def _quote(name: str) -> str:

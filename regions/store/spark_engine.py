@@ -24,8 +24,8 @@ from feast.infra.common.materialization_job import (
 from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
 from feast.infra.online_stores.helpers import get_online_store_from_config
 
-from regions.store.engine import ViewMaterialization, _Counted
-from regions.store.source_reader import read_latest
+from fedstore.regions.store.engine import ViewMaterialization, _Counted
+from fedstore.regions.store.source_reader import read_latest
 
 
 class SparkMaterializer:

@@ -8,13 +8,12 @@ from datetime import datetime, timezone
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from regions.store.definitions import batch_source
-from regions.store.engine import redis_target
-from regions.store.ledger import JobRecord
-from regions.store.node import RegionNode
-from regions.store.online_marker import OnlineMarker
-from regions.store.resp_connection import RespError
-from regions.store.snapshot import read_snapshot_info
+from fedstore.regions.store.definitions import batch_source
+from fedstore.regions.store.engine import redis_target
+from fedstore.regions.store.ledger import JobRecord
+from fedstore.regions.store.node import RegionNode
+from fedstore.online import OnlineMarker, RespError
+from fedstore.regions.store.snapshot import read_snapshot_info
 
 
 @dataclass(frozen=True)

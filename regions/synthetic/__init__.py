@@ -1,14 +1,14 @@
 """Per-region synthetic data: realistic, seasonal (real holiday calendars), labelled, seeded."""
 
-from regions.synthetic.generate import SCHEMAS, GenerationReport, generate_region
-from regions.synthetic.profiles import (
+from fedstore.regions.synthetic.generate import SCHEMAS, GenerationReport, generate_region
+from fedstore.regions.synthetic.profiles import (
     PROFILES,
     REGION_CODES,
     RegionProfile,
     SeasonalEvent,
     profile_for,
 )
-from regions.synthetic.seasonality import SeasonalEffect, seasonal_multipliers
+from fedstore.regions.synthetic.seasonality import SeasonalEffect, seasonal_multipliers
 
 __all__ = [
     "PROFILES",

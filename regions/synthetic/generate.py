@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from regions.synthetic.profiles import ID_SPACE, RegionProfile, profile_for
-from regions.synthetic.seasonality import SeasonalEffect, seasonal_multipliers
+from fedstore.regions.synthetic.profiles import ID_SPACE, RegionProfile, profile_for
+from fedstore.regions.synthetic.seasonality import SeasonalEffect, seasonal_multipliers
 
 SOURCES = "sources"  # matches feature_repo.sources.SOURCE_DIR
 WARMUP_DAYS = 30  # simulated before the window so the first rows have a full 30-day history

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from federation.statistics import CITIES  # the city names are the federation's segment catalog
+from fedstore.federation.statistics import CITIES  # the city names are the federation's segment catalog
 
 
 @dataclass(frozen=True)

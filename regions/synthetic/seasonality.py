@@ -15,7 +15,7 @@ import holidays
 import numpy as np
 import pandas as pd
 
-from regions.synthetic.profiles import RegionProfile, SeasonalEvent, profile_for
+from fedstore.regions.synthetic.profiles import RegionProfile, SeasonalEvent, profile_for
 
 # share of the peak effect on the days before the first / after the last holiday day
 HOLIDAY_PRE = (0.5, 0.8, 1.0)  # days -3, -2, -1

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto.fedstore.aggregator.v1 import aggregator_pb2 as fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__

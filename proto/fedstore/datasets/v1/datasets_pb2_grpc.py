@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto.fedstore.datasets.v1 import datasets_pb2 as fedstore_dot_datasets_dot_v1_dot_datasets__pb2
+from fedstore.proto.fedstore.datasets.v1 import datasets_pb2 as fedstore_dot_datasets_dot_v1_dot_datasets__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

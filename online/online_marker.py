@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Mapping
 
-from regions.store.cluster import SLOTS, ClusterRouter, ClusterTarget, execute, key_slot, key_slots
-from regions.store.redis_writer import RedisTarget
-from regions.store.resp_connection import RespConnection, RespError
-from regions.store.resp_connection import command as resp_command  # `command` names _each's argument
+from fedstore.online.cluster import SLOTS, ClusterRouter, ClusterTarget, execute, key_slot, key_slots
+from fedstore.online.redis_writer import RedisTarget
+from fedstore.online.resp_connection import RespConnection, RespError
+from fedstore.online.resp_connection import command as resp_command  # `command` names _each's argument
 
 PRESENT, LOST, BEHIND = "present", "lost", "behind"
 CLUSTER_COPIES = 128  # on a Redis Cluster, copies of the marker: one per 128 slots

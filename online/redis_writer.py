@@ -11,7 +11,7 @@ An equal row is left alone, so a rerun writes nothing. Like Feast, the read-then
 against a concurrent writer of the same key (an atomic Lua check-and-set was measured here at 3x the
 Redis CPU per entity: 9 µs against 3 µs); one job per region runs at a time.
 
-Commands for a whole chunk are built in bulk (``regions.store.resp``). Two connections and a
+Commands for a whole chunk are built in bulk (``fedstore.online.resp``). Two connections and a
 sender thread overlap the work: while Redis applies chunk k's HSETs, this process reads chunk
 k+1's timestamps and builds its commands (Python and Redis on separate cores).
 """
@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from feast.value_type import ValueType
 
-from regions.store import redis_layout, resp
-from regions.store.resp_connection import RespConnection
+from fedstore.online import redis_layout, resp
+from fedstore.online.resp_connection import RespConnection
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

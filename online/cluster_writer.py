@@ -19,9 +19,9 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
-from regions.store import redis_layout, resp
-from regions.store.cluster import ClusterRouter, ClusterTarget, key_slots
-from regions.store.redis_writer import (
+from fedstore.online import redis_layout, resp
+from fedstore.online.cluster import ClusterRouter, ClusterTarget, key_slots
+from fedstore.online.redis_writer import (
     ViewLayout,
     WriteResult,
     changed_rows,
@@ -33,7 +33,7 @@ from regions.store.redis_writer import (
     late_rows,
     latest_per_entity,
 )
-from regions.store.resp_connection import RespConnection, RespError
+from fedstore.online.resp_connection import RespConnection, RespError
 
 ATTEMPTS = 5
 

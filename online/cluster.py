@@ -17,7 +17,7 @@ from typing import Any, cast
 import hiredis
 import numpy as np
 
-from regions.store.resp_connection import RespClosed, RespConnection, RespError
+from fedstore.online.resp_connection import RespClosed, RespConnection, RespError
 
 SLOTS = 16384
 

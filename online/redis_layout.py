@@ -24,8 +24,8 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp as _Timestamp
 
-from regions.store import resp
-from regions.store.resp import Segment
+from fedstore.online import resp
+from fedstore.online.resp import Segment
 
 # ValueProto oneof tags: (field number << 3) | wire type
 _TAG_INT32 = 0x18  # field 3, varint
