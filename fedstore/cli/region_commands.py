@@ -158,7 +158,8 @@ def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser
     ts.add_argument("--feature-service", required=True, help="the Feast feature service whose features to join, e.g. fraud_scoring")
     ts.add_argument("--label", default=None, help="label to join (e.g. is_fraud)")
     ts.add_argument("--out", type=path_arg, required=True, help="output Parquet file")
-    ts.add_argument("--chunk-rows", type=positive_int, default=250_000, help="entity rows joined per chunk (bounds memory)")
+    ts.add_argument("--chunk-rows", type=positive_int, default=250_000,
+                    help="rows per row group of the output Parquet (what a reader of it holds at once)")
     ts.add_argument("--consent", choices=("exclude", "mark"), default="exclude",
                     help="rows whose entity had not consented to local_training at the row's time (when the "
                          "region's consent.required lists it): leave them out, or keep them with "

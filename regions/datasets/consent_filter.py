@@ -30,6 +30,7 @@ class ChunkFilter:
     mode: str = "exclude"
     rows_erased: int = 0  # rows left out because their entity was erased
     rows_without_consent: int = 0  # rows excluded or marked
+    kept: int = 0  # rows let through (marked ones included)
 
     def apply(self, chunk: pd.DataFrame) -> pd.DataFrame:
         keys = [k for k in self.join_keys if k in chunk.columns]
