@@ -103,7 +103,7 @@ def _serve(config: FederationConfig, code: str, args: argparse.Namespace, cpus: 
     stopping = threading.Event()
     _on_signals(stopping)
     pool = WorkerPool(code, args.workers, start, lambda: ctx.Pipe(duplex=False), budget=budget,
-                      say=lambda line: print(line, flush=True))
+                      say=say_line)
     pool.run(stopping)
 
 
@@ -122,6 +122,18 @@ def pin_to_cpu(cpu: int) -> None:
             os.sched_setaffinity(int(tid), {cpu})
         except ProcessLookupError:  # a thread that ended meanwhile
             pass
+
+
+def say_line(text: str) -> None:
+    """One line on stdout in one write: workers share the parent's stdout, and print() writes the
+    text and its newline separately, so two workers starting together interleaved their lines."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a stdout without a file (captured, in tests)
+        print(text, flush=True)
+        return
+    os.write(fd, (text + "\n").encode())
 
 
 def _worker(pipe: Connection, config: FederationConfig, code: str, address: str | None, grace: float,
@@ -154,19 +166,18 @@ def _run(config: FederationConfig, code: str, address: str | None, grace: float,
     except OSError as e:
         raise RegionError(f"{code}: cannot serve on {address or region.serving_address}: {e}") from None
     on_cpu = f" on CPU {cpu}" if cpu is not None else ""
-    print(f"{code}: worker {worker} serving on {node.address}{on_cpu} as pid {os.getpid()} (SIGTERM or Ctrl-C to stop)",
-          flush=True)
+    say_line(f"{code}: worker {worker} serving on {node.address}{on_cpu} as pid {os.getpid()} (SIGTERM or Ctrl-C to stop)")
     if serving is not None:
         serving(str(node.address))
     stopping = threading.Event()
     _on_signals(stopping)
     while not stopping.wait(PARENT_CHECK_SECONDS):
         if parent is not None and os.getppid() != parent:
-            print(f"{code}: worker {worker}: the fedstore serve process that started it is gone", flush=True)
+            say_line(f"{code}: worker {worker}: the fedstore serve process that started it is gone")
             break
-    print(f"{code}: worker {worker} draining in-flight calls (up to {grace:.0f}s)", flush=True)
+    say_line(f"{code}: worker {worker} draining in-flight calls (up to {grace:.0f}s)")
     node.stop(grace)
-    print(f"{code}: worker {worker} stopped", flush=True)
+    say_line(f"{code}: worker {worker} stopped")
 
 
 def _on_signals(event: threading.Event) -> None:
