@@ -434,7 +434,9 @@ def http_main(args: argparse.Namespace) -> None:
                                       f"{statistics.median(runs[(label, n)]):>12,.0f}" for n in SIZES))
     for n in SIZES:
         x = [o / f for o, f in zip(runs[(OURS_HTTP, n)], runs[(FEAST_SERVE, n)], strict=True)]
-        print(f"{n:>3} entities: p50 {lat[FEAST_SERVE][n][0] / lat[OURS_HTTP][n][0]:.1f}× faster than feast serve; "
+        speed = lat[FEAST_SERVE][n][0] / lat[OURS_HTTP][n][0]
+        than = f"{speed:.1f}× faster than" if speed >= 1 else f"{1 / speed:.1f}× slower than"
+        print(f"{n:>3} entities: p50 {than} feast serve's; "
               f"throughput {statistics.median(x):.1f}× (rounds {min(x):.1f}–{max(x):.1f}×)")
 
 

@@ -31,7 +31,7 @@ import grpc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -115,6 +115,11 @@ class FeastHttpApi:
         self._socket.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def close(self) -> None:
+        """Release the port of a listener that never started (the node failed to start)."""
+        self._socket.close()
+        self._pool.shutdown(wait=False)
+
     def _serve(self) -> None:
         try:
             self._server.run(sockets=[self._socket])
@@ -127,11 +132,14 @@ class FeastHttpApi:
         if refusal is not None:  # refused before the body is read (the guard counted it)
             return _refused(refusal.code, _http_wording(refusal.details))
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self._settings.max_body_bytes:
-                return error_response(413, f"the request is larger than this node reads for a lookup "
-                                           f"({self._settings.max_body_bytes} bytes)")
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > self._settings.max_body_bytes:
+                    return error_response(413, f"the request is larger than this node reads for a lookup "
+                                               f"({self._settings.max_body_bytes} bytes)")
+        except ClientDisconnect:  # the caller went away mid-body: nobody to answer
+            return Response(status_code=400)
         loop = asyncio.get_running_loop()
         got = await loop.run_in_executor(self._pool, outcome, self._lookup, bytes(body), None)
         self._metrics.answered(self._lookup.label, got.code, time.perf_counter() - began)

@@ -164,12 +164,6 @@ class ServingNode:
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
         lookups = (FeatureServingServicer(self.features).lane_method(), *self._compat.lane_methods())
         bind = address or region.serving_address
-        self.server, self._lane, self.public_path_reason = self._build(lookups)
-        self.lookup_path = LANE if self._lane is not None else PUBLIC
-        self.metrics.lookup_path(self.lookup_path, (LANE, PUBLIC))
-        port = self._listen(self.server, bind)
-        self.address = NodeAddress(bind.rpartition(":")[0], port)
-        self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
         http_port = http_port if http_port is not None else settings.http_port
         self.http: FeastHttpApi | None = None
         if http_port is not None:  # bound now: a port in use fails before the node starts
@@ -177,11 +171,22 @@ class ServingNode:
             self.http = FeastHttpApi(
                 json_api.lane_method(), HTTP_POLICY, TokenGuard((), self._tokens, region.code, self.metrics),
                 self.metrics, self._can_answer,
-                HttpSettings(host=self.address.host, port=http_port, threads=settings.lookup_threads,
+                HttpSettings(host=bind.rpartition(":")[0], port=http_port, threads=settings.lookup_threads,
                              max_body_bytes=max_lookup_bytes(settings.max_entities),
                              max_connections=settings.max_concurrent_calls, tls_cert=settings.tls_cert,
                              tls_key=settings.tls_key, reuse_port=reuse_port),
                 name=region.code)
+        try:
+            self.server, self._lane, self.public_path_reason = self._build(lookups)
+            port = self._listen(self.server, bind)
+        except BaseException:
+            if self.http is not None:
+                self.http.close()
+            raise
+        self.lookup_path = LANE if self._lane is not None else PUBLIC
+        self.metrics.lookup_path(self.lookup_path, (LANE, PUBLIC))
+        self.address = NodeAddress(bind.rpartition(":")[0], port)
+        self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
 

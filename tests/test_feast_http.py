@@ -281,3 +281,39 @@ def test_the_http_port_is_checked_when_the_config_is_loaded(tmp_path, serving, w
     with pytest.raises(ConfigError, match=why):
         parse_config(_config(serving), base_dir=tmp_path)
     assert parse_config(_config({}), base_dir=tmp_path).region("MY").serving.http_port is None  # off by default
+
+
+def test_a_busy_http_port_is_one_clear_error_before_the_node_serves(both):
+    from fedstore.serving.ports import CannotListen
+    from fedstore.serving.server import ServingNode
+
+    served, _, _ = both
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        busy = holder.getsockname()[1]
+        with pytest.raises(CannotListen, match=f"cannot listen on 127.0.0.1:{busy} for the HTTP API"):
+            ServingNode(served.config, served.config.region("MY"), address="127.0.0.1:0", http_port=busy)
+
+
+def test_with_serving_tls_the_http_api_speaks_tls_with_the_same_certificate(tmp_path, clean_redis, monkeypatch, pki):
+    import ssl
+
+    tls = {"cert": str(pki.centre.cert), "key": str(pki.centre.key)}  # a certificate for 127.0.0.1
+    served = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, customers=20,
+                           serving={"http_port": free_port(), "tls": tls})
+    try:
+        url = f"https://127.0.0.1:{served.server.http.port}"
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        request = urllib.request.Request(
+            f"{url}/get-online-features", method="POST",
+            data=json.dumps({"features": ["customer_transactions:spend_7d"], "entities": {"customer_id": [1]}}).encode(),
+            headers={"Authorization": f"Bearer {TOKENS['fraud-app']}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30, context=context) as r:
+            answer = json.loads(r.read())
+        assert answer["metadata"]["feature_names"] == ["customer_id", "spend_7d"]
+        assert answer["results"][1]["statuses"] == ["PRESENT"] and answer["results"][1]["values"][0] is not None
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plaintext to the TLS port: no answer
+            urllib.request.urlopen(f"http://127.0.0.1:{served.server.http.port}/health", timeout=10).read()
+    finally:
+        served.server.stop(1)
