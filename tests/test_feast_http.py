@@ -29,8 +29,6 @@ from feast.protos.feast.serving.ServingService_pb2 import (
 from feast.protos.feast.serving.ServingService_pb2_grpc import ServingServiceStub
 from feast.protos.feast.types.Value_pb2 import RepeatedValue, Value
 
-from fedstore.federation import ConfigError
-from fedstore.federation.config import parse_config
 from fedstore.serving.client import FeatureClient
 from redis_servers import free_port
 from serving_fixtures import TOKENS, served_region
@@ -263,26 +261,6 @@ def test_feasts_serving_service_stub_answers_as_grpc_feature_server(both, full):
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def _config(serving: dict, address: str = "127.0.0.1:50051") -> dict:
-    return {"federation": {"name": "t"},
-            "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
-                         "data_dir": "d", "online_store": {"type": "sqlite"}, "serving_address": address,
-                         "serving": serving}]}
-
-
-@pytest.mark.parametrize("serving,why", [
-    ({"http_port": 0}, "positive integer"),
-    ({"http_port": "8080"}, "positive integer"),
-    ({"http_port": 70000}, "1-65535"),
-    ({"http_port": 9100, "metrics_port": 9100}, "already serving.metrics_port"),
-    ({"http_port": 50051}, "already the gRPC port"),
-])
-def test_the_http_port_is_checked_when_the_config_is_loaded(tmp_path, serving, why):
-    with pytest.raises(ConfigError, match=why):
-        parse_config(_config(serving), base_dir=tmp_path)
-    assert parse_config(_config({}), base_dir=tmp_path).region("MY").serving.http_port is None  # off by default
-
-
 def test_a_busy_http_port_is_one_clear_error_before_the_node_serves(both):
     from fedstore.serving.ports import CannotListen
     from fedstore.serving.server import ServingNode
@@ -296,11 +274,12 @@ def test_a_busy_http_port_is_one_clear_error_before_the_node_serves(both):
             ServingNode(served.config, served.config.region("MY"), address="127.0.0.1:0", http_port=busy)
 
 
-def test_with_serving_tls_the_http_api_speaks_tls_with_the_same_certificate(tmp_path, clean_redis, monkeypatch, pki):
+def test_with_serving_tls_the_http_api_speaks_tls_with_the_same_certificate(tmp_path, monkeypatch, pki):
     import ssl
 
     tls = {"cert": str(pki.centre.cert), "key": str(pki.centre.key)}  # a certificate for 127.0.0.1
-    served = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, customers=20,
+    # the embedded online store: the module's Redis holds the other tests' region
+    served = served_region(tmp_path, None, monkeypatch, customers=20,
                            serving={"http_port": free_port(), "tls": tls})
     try:
         url = f"https://127.0.0.1:{served.server.http.port}"
