@@ -296,3 +296,26 @@ def test_with_serving_tls_the_http_api_speaks_tls_with_the_same_certificate(tmp_
             urllib.request.urlopen(f"http://127.0.0.1:{served.server.http.port}/health", timeout=10).read()
     finally:
         served.server.stop(1)
+
+
+def test_with_redis_gone_the_http_api_answers_from_the_snapshot_as_the_grpc_api_does(tmp_path, monkeypatch):
+    from redis_servers import start_redis
+
+    redis = start_redis()
+    served = served_region(tmp_path, redis.url, monkeypatch, customers=30, serving={"http_port": free_port()})
+    url = f"http://127.0.0.1:{served.server.http.port}"
+    body = {"feature_service": "fraud_scoring", "entities": {"customer_id": [0, 1, 2, 10**12]}}
+    try:
+        status, online = _post(url, body)
+        assert status == 200
+        redis.kill()
+        answers = [_post(url, body) for _ in range(5)]  # nothing fails because Redis is down
+        with FeatureClient(served.address, TOKENS["fraud-app"], timeout=30) as client:
+            source = client.get_online_features(entities={"customer_id": [0]}, feature_service="fraud_scoring").source
+        assert source == "batch_fallback"  # the one answer path: the gRPC API is on the snapshot too
+        for status, fallback in answers:
+            assert status == 200
+            assert {n: v[:2] for n, v in _columns(fallback).items()} == {n: v[:2] for n, v in _columns(online).items()}
+    finally:
+        served.server.stop(1)
+        redis.stop()
