@@ -27,6 +27,7 @@ LABEL = "http.get-online-features"  # the method label on metrics
 # its access policy: Feast's ServingService lookup, the same contract over gRPC (federation.roles)
 POLICY = "/feast.serving.ServingService/GetOnlineFeatures"
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _KEY_TYPES = {ValueType.INT64: ValueType.INT64, ValueType.INT32: ValueType.INT32, ValueType.STRING: ValueType.STRING}
 
 
@@ -67,6 +68,9 @@ def _request(body: bytes) -> dict[str, Any]:
     entities = request.get("entities")
     if not isinstance(entities, dict) or not all(isinstance(v, list) for v in entities.values()):
         raise InvalidRequest("'entities' must be an object of join key -> list of values")
+    for key, values in entities.items():  # JSON numbers have no width; gRPC's int64 fields do
+        if any(type(v) is int and not _INT64_MIN <= v <= _INT64_MAX for v in values):
+            raise InvalidRequest(f"entity column {key!r} holds an integer outside int64")
     service = request.get("feature_service")
     if service is not None and not isinstance(service, str):
         raise InvalidRequest("'feature_service' must be a string")

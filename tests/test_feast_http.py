@@ -197,6 +197,12 @@ def test_raw_http_refusals_and_bad_input_are_clear_json(both):
     assert status == 400 and "'features'" in message
     status, message = refused({"features": ["customer_transactions:spend_7d"], "entities": {"customer_id": ["x"]}})
     assert status == 400 and "join key 'customer_id' must be int64" in message
+    for wide in (2**63, -(2**63) - 1):  # JSON can say it, no int64 holds it (feast serve: a 500)
+        status, message = refused({"features": ["customer_transactions:spend_7d"], "entities": {"customer_id": [wide]}})
+        assert status == 400 and "outside int64" in message
+    status, answer = _post(ours, {"features": ["customer_transactions:spend_7d"],
+                                  "entities": {"customer_id": [2**63 - 1, -(2**63)]}})  # the ends fit: no such customers
+    assert status == 200 and answer["results"][1]["values"] == [None, None]
     status, message = refused({"features": ["customer_transactions:spend_7d"], "entities": {"customer_id": 1}})
     assert status == 400 and "'entities'" in message
     status, message = refused({"features": ["no_such_view:x"], "entities": {"customer_id": [1]}})
