@@ -61,8 +61,10 @@ def _request(body: bytes) -> dict[str, Any]:
     """The request JSON, its fields checked as Feast's server checks them (a pydantic model there)."""
     try:
         request = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except ValueError as e:  # UnicodeDecodeError included
         raise InvalidRequest(f"the request body is not JSON ({e})") from None
+    except RecursionError:  # a body of nothing but brackets
+        raise InvalidRequest("the request body nests too deeply to be a lookup") from None
     if not isinstance(request, dict):
         raise InvalidRequest("the request body must be a JSON object with 'entities' and 'features' or 'feature_service'")
     entities = request.get("entities")

@@ -193,6 +193,10 @@ def test_raw_http_refusals_and_bad_input_are_clear_json(both):
 
     status, message = refused(raw=b"{not json")
     assert status == 400 and "not JSON" in message
+    status, message = refused(raw=b"[" * 200_000)
+    assert status == 400 and "nests too deeply" in message
+    status, message = refused(raw=b'{"entities": "\xff"}')
+    assert status == 400 and "not JSON" in message
     status, message = refused({"entities": {"customer_id": [1]}})
     assert status == 400 and "'features'" in message
     status, message = refused({"features": ["customer_transactions:spend_7d"], "entities": {"customer_id": ["x"]}})
