@@ -22,6 +22,7 @@ import pytest
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource
 from feast.repo_config import RepoConfig
 from feast.types import Float64, Int64, String
+from feast.value_type import ValueType
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -30,8 +31,8 @@ from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetriev
 BASE = datetime(2026, 3, 8, 6, 0, tzinfo=timezone.utc)  # a DST change in New York that morning
 US = pa.timestamp("us", tz="UTC")
 
-customer = Entity(name="customer", join_keys=["customer_id"])
-driver = Entity(name="driver", join_keys=["driver_id"])
+customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
+driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
 
 
 def _views(root: Path) -> dict[str, FeatureView]:
