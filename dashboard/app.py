@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -79,9 +80,11 @@ def dashboard_app(access: DashboardAccess, cache: PageCache, title: str) -> Star
         return _html(html, 200)
 
     async def login(request: Request) -> Response:
-        form = await request.form()
-        token = form.get("token")
-        decision, cookie = access.login(token if isinstance(token, str) else "")
+        # the form is urlencoded: parsed here rather than through Starlette's form(), which needs
+        # python-multipart for a field this small
+        body = await request.body()
+        token = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4).get("token", [""])[0]
+        decision, cookie = access.login(token.strip())
         if cookie is None:
             return _refused(decision.status, decision.reason)
         response = RedirectResponse("./", status_code=303)

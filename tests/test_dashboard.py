@@ -1,0 +1,237 @@
+"""The region dashboard: a real `fedstore region dashboard` process on loopback, driven by Debian's
+headless Chromium (through its chromedriver) with JavaScript disabled.
+
+The region's data is generated with a fixed end date and the page's clock is fixed (`--as-of`); its
+ledger holds a job refused by the data contract whose error quotes entity ids, so a page that
+leaked ledger text would fail the id scan.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from fedstore.federation import load_config
+from fedstore.regions.errors import RegionError
+from fedstore.regions.publishing.budget import BudgetLedger
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.synthetic import generate_region
+
+pytestmark = pytest.mark.slow
+
+LAST = date(2026, 4, 20)
+AS_OF = datetime(2026, 4, 21, 6, tzinfo=timezone.utc)
+TOKENS = {"T_MY_AUDIT": "my-audit-secret", "T_MY_LOOKUP": "my-lookup-secret", "T_SG_AUDIT": "sg-audit-secret"}
+ROOT = Path(__file__).parents[1]
+
+
+def _config(root: Path) -> Path:
+    region = {"jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
+              "online_store": {"type": "sqlite"}}
+    raw = {
+        "federation": {"name": "dash"},
+        "regions": [{"code": "MY", **region, "data_dir": "data/MY", "serving_address": "127.0.0.1:52410"},
+                    {"code": "SG", "jurisdiction": "Singapore", "law": "PDPA-SG", "timezone": "Asia/Singapore",
+                     "online_store": {"type": "sqlite"}, "data_dir": "data/SG", "serving_address": "127.0.0.1:52411"}],
+        "auth": {"tokens": [
+            {"name": "my-audit", "regions": ["MY"], "roles": ["audit"], "secret_env": "T_MY_AUDIT"},
+            {"name": "my-lookup", "regions": ["MY"], "roles": ["lookup"], "secret_env": "T_MY_LOOKUP"},
+            {"name": "sg-audit", "regions": ["SG"], "roles": ["audit"], "secret_env": "T_SG_AUDIT"},
+        ]},
+    }
+    path = root / "fedstore.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory) -> tuple[Path, RegionNode]:
+    root = tmp_path_factory.mktemp("dashboard")
+    os.environ.update(TOKENS)
+    config = load_config(_config(root))
+    node = RegionNode(config.region("MY"))
+    generate_region("MY", node.data_dir, customers=300, days=150, end=LAST, timezone="Asia/Kuala_Lumpur", seed=4)
+    node.apply()
+    # a job the data contract refuses: its ledger error quotes entity ids (customer_id=…)
+    source = node.data_dir / "sources" / "customer_transactions.parquet"
+    good = pq.read_table(source)
+    rates = good["chargeback_rate_30d"].to_numpy().copy()
+    rates[:5] = 7.0
+    pq.write_table(good.set_column(good.schema.get_field_index("chargeback_rate_30d"), "chargeback_rate_30d",
+                                   pa.array(rates)), source)
+    with pytest.raises(RegionError):
+        materialize(node, MaterializeRequest(end=datetime(2026, 4, 21, tzinfo=timezone.utc), show_progress=False))
+    pq.write_table(good, source)
+    materialize(node, MaterializeRequest(end=datetime(2026, 4, 21, tzinfo=timezone.utc), show_progress=False))
+    budget = BudgetLedger(node.data_dir / "privacy_budget.db", "MY", epsilon_per_month=config.privacy.epsilon_per_month)
+    budget.spend(f"my-stats-{uuid.uuid4().hex}", 1.0, AS_OF)
+    budget.spend(f"my-training-{uuid.uuid4().hex}", 1.5, AS_OF, 1e-6)
+    return root, node
+
+
+@pytest.fixture(scope="module")
+def server(region) -> str:
+    root, _ = region
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(root / "fedstore.yaml"), "region", "dashboard",
+         "--region", "MY", "--port", "0", "--as-of", AS_OF.isoformat()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+        env={**os.environ, **TOKENS, "PYTHONPATH": str(ROOT)})
+    try:
+        url = _announced_url(proc, deadline=time.monotonic() + 240)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _announced_url(proc: subprocess.Popen, deadline: float) -> str:
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            line = proc.stdout.readline()
+            found = re.search(r"http://[\d.]+:\d+/", line)
+            if found:
+                return found.group(0)
+        if proc.poll() is not None:
+            raise AssertionError(f"the dashboard exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError("the dashboard did not announce its address")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("chromium and chromedriver are needed: `make chromium` installs Debian's packages")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or ""
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
+                "--disable-extensions", "--no-first-run"):
+        options.add_argument(arg)
+    # the essentials must work without script: the browser runs with JavaScript off
+    options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _sign_in(driver, url: str, token: str) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    driver.delete_all_cookies()
+    driver.get(url)
+    assert driver.title.endswith("sign in")
+    driver.get_log("browser")  # drained: the sign-in page comes with its 401, as it should
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.TAG_NAME, "h1") and not d.find_elements(By.ID, "token")
+                                    or "not allowed" in d.title)
+
+
+def _screenshot(driver, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    height = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["contentSize"]["height"]
+    driver.set_window_size(1200, int(height) + 100)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1200, 900)
+    print(f"screenshot: {path}")
+    return path
+
+
+def _status(url: str, token: str | None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_without_script(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    _sign_in(browser, server, TOKENS["T_MY_AUDIT"])
+    assert browser.title == "Region MY dashboard"
+    figures = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
+    # freshness, budget and one per catalog feature
+    from fedstore.federation.statistics import CATALOG
+    assert len(figures) == 2 + len(CATALOG)
+    for fig in figures:
+        title = fig.find_element(By.CSS_SELECTOR, "h3.chart-title").text
+        verdict = fig.find_element(By.CSS_SELECTOR, "p.verdict").text
+        assert title and verdict.endswith("."), (title, verdict)
+        svg_text = "".join(fig.find_element(By.TAG_NAME, "svg").get_attribute("textContent").split())
+        for label in [fig.get_attribute("data-x-label"), *fig.get_attribute("data-y-label").split("; ")]:
+            assert "".join(label.split()) in svg_text, (title, label)  # the axis label is drawn in the chart
+    page = browser.page_source
+    assert "<script" not in page  # nothing needs script
+    freshness = browser.find_element(By.ID, "freshness").find_element(By.CSS_SELECTOR, "p.verdict").text
+    assert freshness.startswith("All 3 views fresh")  # the job ended its window 6 h before the page's clock
+    budget = browser.find_element(By.ID, "budget").find_element(By.CSS_SELECTOR, "p.verdict").text
+    assert budget.startswith("ε 2.50 of 4 spent in 2026-04 (62%)")
+    assert "stats: ε 1.00 in 1 release" in browser.find_element(By.ID, "budget").get_attribute("textContent")
+    refusals = browser.find_element(By.XPATH, "//h2[text()='Recent refusals']/following-sibling::table[1]").text
+    assert "failed (customer_profile, customer_transactions, driver_performance)" in refusals
+    assert "example" not in refusals and "customer_id=" not in refusals  # the error's words stay on the host
+    assert "Eid al-Fitr" in browser.find_element(By.ID, "drift-txn_count_7d").get_attribute("textContent")
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    _screenshot(browser, tmp_path / "region-MY.png")
+
+
+def test_a_credential_without_the_audit_role_for_the_region_is_refused(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    assert _status(server, None)[0] == 401
+    assert _status(server, "not-a-token")[0] == 401
+    code, body = _status(server, TOKENS["T_MY_LOOKUP"])
+    assert code == 403 and "lacks role audit" in body and "<svg" not in body
+    code, body = _status(server, TOKENS["T_SG_AUDIT"])
+    assert code == 403 and "not region MY" in body and "<svg" not in body
+    assert _status(server, TOKENS["T_MY_AUDIT"])[0] == 200
+    _sign_in(browser, server, TOKENS["T_MY_LOOKUP"])  # the browser's way in refuses the same
+    assert browser.title.endswith("not allowed")
+    assert not browser.find_elements(By.CSS_SELECTOR, "figure.chart")
+    browser.get(server)  # no session was granted
+    assert browser.title.endswith("sign in")
+    _screenshot(browser, tmp_path / "refused.png")
+
+
+def test_the_page_holds_no_entity_id_of_the_region(server, region):
+    _, node = region
+    code, html = _status(server, TOKENS["T_MY_AUDIT"])
+    assert code == 200
+    ids: set[str] = set()
+    for fv in node.feature_views():
+        keys = [c.name for c in fv.entity_columns]
+        path = node.data_dir / "sources" / f"{fv.name}.parquet"
+        for key in keys:
+            ids.update(str(v) for v in pq.read_table(path, columns=[key])[key].to_pylist())
+    assert len(ids) >= 300  # customers (drivers share their id range)
+    # the ledger does hold some (the refused job's error quotes example rows): the page must not
+    ledger_error = next(j.error for j in node.ledger.jobs() if j.status == "failed")
+    assert ledger_error and any(i in ledger_error for i in ids)
+    numbers = set(re.findall(r"\d+", html))
+    assert not numbers & ids, sorted(numbers & ids)[:5]
