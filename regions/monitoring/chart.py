@@ -113,7 +113,8 @@ def draw_feature(axes: tuple[Axes, Axes], series: FeatureSeries, windows: Sequen
         mid, sd = float(base.mean()), float(base.std(ddof=1))
         mean_ax.axhspan(mid - 2 * sd, mid + 2 * sd, color=COLOURS["band"], alpha=0.35, linewidth=0,
                         label="normal band (±2 sd of clean days)")
-    mean_ax.plot(list(series.means.index), series.means.to_numpy(), color=COLOURS["line"], linewidth=1.3,
+    mean_ax.plot(list(series.means.index), series.means.to_numpy(), color=COLOURS["line"], linewidth=1.3, marker="o",
+                 markersize=2,
                  label="daily mean")
     _fixed_span(mean_ax, series.means.to_numpy(), spec)
     _label_festivals(mean_ax, windows, start, end)
@@ -218,8 +219,8 @@ def _fixed_span(ax: Axes, values: np.ndarray, spec: FeatureSpec) -> None:
     if values.size:
         lo_data, hi_data = min(lo_data, float(np.nanmin(values))), max(hi_data, float(np.nanmax(values)))
     floor = (spec.upper - spec.lower) / 10
-    if hi_data - lo_data < floor:
-        mid = (hi_data + lo_data) / 2
-        lo_data, hi_data = mid - floor / 2, mid + floor / 2
-    pad = 0.08 * (hi_data - lo_data)
-    ax.set_ylim(max(lo_data - pad, spec.lower - pad), min(hi_data + pad, spec.upper + pad))
+    if hi_data - lo_data < floor:  # widen around the data, slid back inside the catalog's range
+        lo_data = min(max((hi_data + lo_data - floor) / 2, spec.lower), spec.upper - floor)
+        hi_data = lo_data + floor
+    pad = 0.05 * (hi_data - lo_data)
+    ax.set_ylim(lo_data - pad, hi_data + pad)
