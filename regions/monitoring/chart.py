@@ -125,6 +125,10 @@ def draw_feature(axes: tuple[Axes, Axes], series: FeatureSeries, windows: Sequen
     psi_ax.axhspan(0, series.threshold, color=COLOURS["band"], alpha=0.35, linewidth=0,
                    label=f"normal band (PSI ≤ {series.threshold:.2f})")
     scored = [v for v in series.verdicts if v.psi is not None]
+    own = [v for v in series.verdicts if v.threshold is not None and abs(v.threshold - series.threshold) > 1e-9]
+    if own:  # a festival day judged on a calibrated threshold: its own line, so a dot above the band reads right
+        psi_ax.scatter([v.day for v in own], [v.threshold for v in own], marker="_", s=30, color="#555555", zorder=2,
+                       label="calibrated festival threshold")
     for verdict in (OK, DRIFT, SEASONAL):
         pts = [v for v in scored if v.verdict == verdict]
         if pts:
@@ -133,7 +137,7 @@ def draw_feature(axes: tuple[Axes, Axes], series: FeatureSeries, windows: Sequen
     others = [v for v in scored if v.verdict not in (OK, DRIFT, SEASONAL)]
     if others:
         psi_ax.scatter([v.day for v in others], [v.psi for v in others], s=10, color=COLOURS["other"], zorder=2)
-    top = max([3 * series.threshold] + [1.1 * (v.psi or 0) for v in scored])
+    top = max([3 * series.threshold] + [1.1 * (v.psi or 0) for v in scored] + [1.1 * (v.threshold or 0) for v in own])
     psi_ax.set_ylim(0, top)
     psi_ax.set_ylabel(PSI_AXIS, fontsize=8)
     psi_ax.set_xlabel(DATE_AXIS, fontsize=8)
