@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import matplotlib
 
@@ -110,7 +111,8 @@ def budget_chart(budget: Budget) -> Chart:
 
 def _svg(fig: Figure, key: str) -> Markup:
     buf = io.StringIO()
-    with plt.rc_context({**_SVG_RC, "svg.hashsalt": key}):  # stable ids, distinct per chart
+    rc: Any = {**_SVG_RC, "svg.hashsalt": key}  # stable ids, distinct per chart
+    with plt.rc_context(rc):
         fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()

@@ -102,8 +102,8 @@ def draw_feature(axes: tuple[Axes, Axes], series: FeatureSeries, windows: Sequen
         _shade_festivals(ax, windows, start, end)
         for g in gap_days:
             if start <= g <= end:
-                ax.axvline(g, color=COLOURS[GAP], linestyle=":", linewidth=1)
-        ax.set_xlim(start - timedelta(days=1), end + timedelta(days=1))
+                ax.axvline(_x(g), color=COLOURS[GAP], linestyle=":", linewidth=1)
+        ax.set_xlim(_x(start - timedelta(days=1)), _x(end + timedelta(days=1)))
         ax.grid(axis="y", color="#e0e0e0", linewidth=0.6)
 
     # --- daily mean, in the feature's unit, with the normal band of the clean days
@@ -127,16 +127,16 @@ def draw_feature(axes: tuple[Axes, Axes], series: FeatureSeries, windows: Sequen
     scored = [v for v in series.verdicts if v.psi is not None]
     own = [v for v in series.verdicts if v.threshold is not None and abs(v.threshold - series.threshold) > 1e-9]
     if own:  # a festival day judged on a calibrated threshold: its own line, so a dot above the band reads right
-        psi_ax.scatter([v.day for v in own], [v.threshold for v in own], marker="_", s=30, color="#555555", zorder=2,
+        psi_ax.scatter([_x(v.day) for v in own], [float(v.threshold or 0) for v in own], marker="_", s=30, color="#555555", zorder=2,
                        label="calibrated festival threshold")
     for verdict in (OK, DRIFT, SEASONAL):
         pts = [v for v in scored if v.verdict == verdict]
         if pts:
-            psi_ax.scatter([v.day for v in pts], [v.psi for v in pts], s=12, color=COLOURS[verdict], zorder=3,
+            psi_ax.scatter([_x(v.day) for v in pts], [float(v.psi or 0) for v in pts], s=12, color=COLOURS[verdict], zorder=3,
                            label={OK: "normal", DRIFT: "drift", SEASONAL: "festival, not judged"}[verdict])
     others = [v for v in scored if v.verdict not in (OK, DRIFT, SEASONAL)]
     if others:
-        psi_ax.scatter([v.day for v in others], [v.psi for v in others], s=10, color=COLOURS["other"], zorder=2)
+        psi_ax.scatter([_x(v.day) for v in others], [float(v.psi or 0) for v in others], s=10, color=COLOURS["other"], zorder=2)
     top = max([3 * series.threshold] + [1.1 * (v.psi or 0) for v in scored] + [1.1 * (v.threshold or 0) for v in own])
     psi_ax.set_ylim(0, top)
     psi_ax.set_ylabel(PSI_AXIS, fontsize=8)
@@ -204,7 +204,7 @@ def verdict_colour(series: FeatureSeries) -> str:
 def _shade_festivals(ax: Axes, windows: Sequence[SeasonalWindow], start: date, end: date) -> None:
     shown = [w for w in windows if w.end >= start and w.start <= end]
     for w in shown:
-        ax.axvspan(max(w.start, start - timedelta(days=1)), w.end + timedelta(days=1), color=COLOURS["festival"],
+        ax.axvspan(_x(max(w.start, start - timedelta(days=1))), _x(w.end + timedelta(days=1)), color=COLOURS["festival"],
                    alpha=0.35, linewidth=0)
 
 
@@ -213,8 +213,13 @@ def _label_festivals(ax: Axes, windows: Sequence[SeasonalWindow], start: date, e
     shown = [w for w in windows if w.end >= start and w.start <= end]
     for i, w in enumerate(shown):
         level = sum(1 for o in shown[:i] if o.start <= w.end + timedelta(days=10) and w.start <= o.end)
-        ax.text(max(w.start, start), 0.97 - 0.12 * level, w.name, transform=ax.get_xaxis_transform(), fontsize=7,
+        ax.text(_x(max(w.start, start)), 0.97 - 0.12 * level, w.name, transform=ax.get_xaxis_transform(), fontsize=7,
                 va="top", color="#843c0c")
+
+
+def _x(day: date) -> float:
+    """A day on matplotlib's date axis."""
+    return float(mdates.date2num(day))
 
 
 def _fixed_span(ax: Axes, values: np.ndarray, spec: FeatureSpec) -> None:
