@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
 from fedstore.dashboard.region_state import Budget  # noqa: E402
@@ -26,6 +27,7 @@ from fedstore.regions.monitoring.chart import (  # noqa: E402
     COLOURS,
     DATE_AXIS,
     DRIFT,
+    SEASONAL,
     PSI_AXIS,
     FeatureSeries,
     feature_figure,
@@ -118,3 +120,55 @@ def _svg(fig: Figure, key: str) -> Markup:
     text = buf.getvalue()
     # the XML prolog and doctype are for files; inline SVG starts at <svg
     return Markup(text[text.index("<svg"):])
+
+
+def centre_budget_chart(spent: dict[str, float], limit: float, period: str) -> Chart:
+    x_label, y_label = f"privacy loss ε charged in {period} (no unit)", "region"
+    regions = sorted(spent)
+    fig, ax = plt.subplots(figsize=(8.6, 0.42 * max(len(regions), 2) + 1.2))
+    ax.axvspan(0, limit, color=COLOURS["band"], alpha=0.35, linewidth=0, label=f"monthly budget (ε ≤ {limit:g})")
+    over = [r for r in regions if spent[r] > 0.9 * limit]
+    ax.barh(regions, [spent[r] for r in regions],
+            color=[COLOURS[DRIFT] if r in over else COLOURS["ok"] for r in regions])
+    ax.set_xlim(0, max([limit] + list(spent.values())) * 1.05)
+    ax.set_xlabel(x_label, fontsize=8)
+    ax.set_ylabel(y_label, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    verdict = (f"Every region within its budget for {period}: at most ε {max(spent.values(), default=0):.2f} "
+               f"of {limit:g} charged." if not over else
+               f"{len(over)} region{'s' if len(over) != 1 else ''} past 90% of the ε {limit:g} budget in {period}: "
+               f"{', '.join(over)}; their next releases will be refused.")
+    fig.tight_layout()
+    return Chart("centre-budget", "Privacy budget charged per region this month", x_label, y_label, verdict,
+                 bool(over), _svg(fig, "centre-budget"))
+
+
+def submissions_chart(by_region: dict[str, tuple[int, int]], period: str) -> Chart:
+    """Per region: submissions stored this month, split into usable and held by quarantine."""
+    x_label, y_label = f"submissions stored in {period} (count)", "region"
+    regions = sorted(by_region)
+    fig, ax = plt.subplots(figsize=(8.6, 0.42 * max(len(regions), 2) + 1.2))
+    used = [by_region[r][0] - by_region[r][1] for r in regions]
+    held = [by_region[r][1] for r in regions]
+    ax.barh(regions, used, color=COLOURS["ok"], label="in use")
+    ax.barh(regions, held, left=used, color=COLOURS[SEASONAL], label="held by quarantine")
+    ax.set_xlim(0, max([1] + [u + h for u, h in zip(used, held, strict=True)]) * 1.1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole submissions
+    ax.set_xlabel(x_label, fontsize=8)
+    ax.set_ylabel(y_label, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    silent = [r for r in regions if not by_region[r][0]]
+    holding = [r for r in regions if by_region[r][1]]
+    parts = [f"{sum(u + h for u, h in zip(used, held, strict=True))} submissions from "
+             f"{len(regions) - len(silent)} of {len(regions)} regions in {period}"]
+    if holding:
+        parts.append(f"quarantine holds some from {', '.join(holding)}")
+    if silent:
+        parts.append(f"nothing yet from {', '.join(silent)}")
+    fig.tight_layout()
+    return Chart("submissions", "Submissions per region this month", x_label, y_label, "; ".join(parts) + ".",
+                 bool(holding), _svg(fig, "submissions"))

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import jinja2
 
-from fedstore.dashboard.charts import budget_chart, drift_chart, freshness_chart
+from fedstore.dashboard.centre_state import CentreState
+from fedstore.dashboard.charts import (
+    budget_chart,
+    centre_budget_chart,
+    drift_chart,
+    freshness_chart,
+    submissions_chart,
+)
 from fedstore.dashboard.region_state import RegionState
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -20,6 +27,15 @@ def region_page(state: RegionState) -> str:
     return _ENV.get_template("region.html").render(
         s=state, charts=charts, drift=drift, alarms=sum(c.alarm for c in charts + drift),
         rendered=f"{state.now:%Y-%m-%d %H:%M} UTC")
+
+
+def centre_page(state: CentreState) -> str:
+    charts = [submissions_chart({r.region: (sum(r.by_kind.values()), r.held) for r in state.regions}, state.period),
+              centre_budget_chart({r.region: r.epsilon for r in state.regions}, state.epsilon_limit, state.period)]
+    kinds = sorted({k for r in state.regions for k in r.by_kind})
+    return _ENV.get_template("centre.html").render(s=state, charts=charts, kinds=kinds,
+                                                   alarms=sum(c.alarm for c in charts),
+                                                   rendered=f"{state.now:%Y-%m-%d %H:%M} UTC")
 
 
 def message_page(title: str, message: str, *, login: bool) -> str:

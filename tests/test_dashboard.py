@@ -235,3 +235,95 @@ def test_the_page_holds_no_entity_id_of_the_region(server, region):
     assert ledger_error and any(i in ledger_error for i in ids)
     numbers = set(re.findall(r"\d+", html))
     assert not numbers & ids, sorted(numbers & ids)[:5]
+
+
+# --- the centre ------------------------------------------------------------------------------
+
+CENTRE_TOKENS = {"T_CENTRE_AUDIT": "centre-audit-secret", "T_MY_AUDIT": "my-audit-secret"}
+
+
+@pytest.fixture(scope="module")
+def centre(tmp_path_factory) -> Path:
+    """A centre's store and registry with submissions of MY and SG (one held) and a model in MY's shadow
+    stage, then its `aggregator serve --dashboard-port 0` process."""
+    import numpy as np
+
+    from fedstore.aggregator.registry.model import ModelCandidate
+    from fedstore.aggregator.registry.store import ModelRegistry
+    from fedstore.aggregator.store import SubmissionStore
+    from fedstore.federation.statistics import CATALOG
+    from tests.honest_releases import exact_region, features_submission
+
+    root = tmp_path_factory.mktemp("centre")
+    os.environ.update(CENTRE_TOKENS)
+    raw = yaml.safe_load(_config(root).read_text())
+    raw["aggregator"] = {"plaintext": True, "address": "127.0.0.1:0"}
+    raw["auth"]["tokens"].append({"name": "centre-audit", "regions": ["*"], "roles": ["audit"],
+                                  "secret_env": "T_CENTRE_AUDIT"})
+    (root / "fedstore.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(root / "fedstore.yaml")
+    store = SubmissionStore(root / "centre" / "aggregator.duckdb")
+    # the running centre's page is of its own month, as its intake charges: these are received now
+    now = datetime.now(timezone.utc)
+    rng = np.random.default_rng(3)
+    for region, held in (("MY", None), ("MY", None), ("SG", "rule quarantine: txn_count_7d mean out of line")):
+        sub = features_submission(region, exact_region(rng, 2000), epsilon=1.0, now=now)
+        assert sub is not None
+        store.accept(sub, epsilon=sub.accounting.epsilon, delta=0.0, period=now.strftime("%Y-%m"), accepted_at=now,
+                     epsilon_limit=config.privacy.epsilon_per_month, quarantine_why=held)
+    store.close()
+    registry = ModelRegistry(root / "centre" / "registry.db", config)
+    registry.register(ModelCandidate(
+        name="fraud_lda", strategy="lda", feature_service="fraud_scoring", features=("customer_profile:kyc_level",),
+        schema_hash="ab" * 32, parameters={"weights": [0.5], "intercept": -3.0, "link": "logistic"},
+        submissions=("my-training-1",), epsilon_by_region={"MY": 1.0}), who="trainer")
+    registry.promote("fraud_lda", 1, "MY", "shadow", who="ops-my", why="first look")
+    assert len(CATALOG) > 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def centre_url(centre) -> str:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(centre / "fedstore.yaml"), "aggregator", "serve",
+         "--dashboard-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=centre,
+        env={**os.environ, **TOKENS, **CENTRE_TOKENS, "PYTHONPATH": str(ROOT)})
+    try:
+        yield _announced_url(proc, deadline=time.monotonic() + 120)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_centre_page_beside_a_running_centre(centre, centre_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    assert _status(centre_url, CENTRE_TOKENS["T_MY_AUDIT"])[0] == 403  # a region's auditor: not every region's
+    assert _status(centre_url, TOKENS["T_MY_LOOKUP"])[0] == 403
+    _sign_in(browser, centre_url, CENTRE_TOKENS["T_CENTRE_AUDIT"])
+    assert browser.title == "Centre dashboard"
+    figures = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
+    assert len(figures) == 2
+    for fig in figures:
+        assert fig.find_element(By.CSS_SELECTOR, "h3.chart-title").text
+        assert fig.find_element(By.CSS_SELECTOR, "p.verdict").text.endswith(".")
+        svg_text = "".join(fig.find_element(By.TAG_NAME, "svg").get_attribute("textContent").split())
+        for label in (fig.get_attribute("data-x-label"), fig.get_attribute("data-y-label")):
+            assert "".join(label.split()) in svg_text
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "quarantine holds some from SG" in text and "nothing yet from" not in text.split("SG.")[0]
+    assert "rule quarantine: txn_count_7d mean out of line" in text
+    assert "fraud_lda" in text and "MY: shadow" in text
+    assert "No submission rejected since the centre started." in text  # the live intake's counters
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    _screenshot(browser, tmp_path / "centre.png")
+
+
+def test_the_standalone_centre_page_refuses_in_one_line_while_the_centre_runs(centre, centre_url):
+    done = subprocess.run(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(centre / "fedstore.yaml"), "aggregator", "dashboard",
+         "--port", "0"], capture_output=True, text=True, timeout=120, cwd=centre,
+        env={**os.environ, **TOKENS, **CENTRE_TOKENS, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "aggregator serve --dashboard-port" in done.stderr
