@@ -239,7 +239,8 @@ def test_the_page_holds_no_entity_id_of_the_region(server, region):
 
 # --- the centre ------------------------------------------------------------------------------
 
-CENTRE_TOKENS = {"T_CENTRE_AUDIT": "centre-audit-secret", "T_MY_AUDIT": "my-audit-secret"}
+CENTRE_TOKENS = {"T_CENTRE_AUDIT": "centre-audit-secret", "T_MY_AUDIT": "my-audit-secret",
+                 "T_MY_PUBLISH": "my-publish-secret"}
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +261,8 @@ def centre(tmp_path_factory) -> Path:
     raw["aggregator"] = {"plaintext": True, "address": "127.0.0.1:0"}
     raw["auth"]["tokens"].append({"name": "centre-audit", "regions": ["*"], "roles": ["audit"],
                                   "secret_env": "T_CENTRE_AUDIT"})
+    raw["auth"]["tokens"].append({"name": "my-publish", "regions": ["MY"], "roles": ["publish"],
+                                  "secret_env": "T_MY_PUBLISH"})
     (root / "fedstore.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(root / "fedstore.yaml")
     store = SubmissionStore(root / "centre" / "aggregator.duckdb")
@@ -284,13 +287,33 @@ def centre(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def centre_url(centre) -> str:
+    """The page of a running centre that has just refused a submission whose accounting lies."""
+    import grpc
+
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+    from tests.honest_releases import exact_region, features_submission
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedstore.cli", "--config", str(centre / "fedstore.yaml"), "aggregator", "serve",
-         "--dashboard-port", "0"],
+         "--dashboard-port", "0", "--dashboard-refresh", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=centre,
         env={**os.environ, **TOKENS, **CENTRE_TOKENS, "PYTHONPATH": str(ROOT)})
     try:
-        yield _announced_url(proc, deadline=time.monotonic() + 120)
+        assert proc.stdout is not None
+        centre_address = re.search(r"127\.0\.0\.1:\d+", proc.stdout.readline()).group(0)  # type: ignore[union-attr]
+        url = _announced_url(proc, deadline=time.monotonic() + 120)
+        import numpy as np
+
+        lie = features_submission("MY", exact_region(np.random.default_rng(5), 2000), epsilon=1.0,
+                                  now=datetime.now(timezone.utc))
+        assert lie is not None
+        lie.accounting.epsilon = 0.01  # claims less than its noise costs
+        with grpc.insecure_channel(centre_address) as channel, pytest.raises(grpc.RpcError) as refused:
+            aggregator_pb2_grpc.AggregatorStub(channel).Submit(
+                lie, metadata=(("authorization", f"Bearer {CENTRE_TOKENS['T_MY_PUBLISH']}"),), timeout=30)
+        assert "rule accounting" in refused.value.details()
+        time.sleep(2.5)  # the page is rebuilt every second
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -315,7 +338,7 @@ def test_the_centre_page_beside_a_running_centre(centre, centre_url, browser, tm
     assert "quarantine holds some from SG" in text and "nothing yet from" not in text.split("SG.")[0]
     assert "rule quarantine: txn_count_7d mean out of line" in text
     assert "fraud_lda" in text and "MY: shadow" in text
-    assert "No submission rejected since the centre started." in text  # the live intake's counters
+    assert "accounting 1" in text  # the live intake's counter of the rule the lie broke
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     _screenshot(browser, tmp_path / "centre.png")
 

@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument("--dashboard-port", type=int, default=None,
                        help="also serve the centre's dashboard on this port (audit role for '*'), from the live store")
     serve.add_argument("--dashboard-host", default="127.0.0.1", help="the dashboard's address (default 127.0.0.1)")
+    serve.add_argument("--dashboard-refresh", type=int, default=60, help="seconds between rebuilds of the page")
     serve.set_defaults(handler=cmd_serve)
     from fedstore.cli.dashboard_commands import add_centre_parser
 
@@ -84,7 +85,7 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
 
         # the live store (DuckDB admits one process) and the intake's own counters of rejections
         registry = ModelRegistry(config.aggregator.data_dir / "registry.db", config)
-        cache, app = centre_page_app(config, store, registry, metrics.registry, refresh=60)
+        cache, app = centre_page_app(config, store, registry, metrics.registry, refresh=args.dashboard_refresh)
         url = start_beside(cache, app, args.dashboard_host, args.dashboard_port)
         print(f"centre dashboard on {url} (audit role for '*')", flush=True)
     stopping = threading.Event()
