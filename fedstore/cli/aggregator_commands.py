@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from fedstore.federation import FederationConfig
-from fedstore.cli.arguments import host_port
+from fedstore.cli.arguments import host_port, port_number, positive_int
 from fedstore.cli.render import table
 from fedstore.regions.errors import RegionError
 from fedstore.serving.ports import CannotListen, check_bindable
@@ -21,10 +21,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cmds = agg.add_subparsers(dest="aggregator_command", required=True, metavar="COMMAND")
     serve = cmds.add_parser("serve", help="accept anonymised statistics from the regions")
     serve.add_argument("--address", type=host_port, default=None, help="host:port (default: aggregator.address in the config)")
-    serve.add_argument("--dashboard-port", type=int, default=None,
+    serve.add_argument("--dashboard-port", type=port_number, default=None,
                        help="also serve the centre's dashboard on this port (audit role for '*'), from the live store")
     serve.add_argument("--dashboard-host", default="127.0.0.1", help="the dashboard's address (default 127.0.0.1)")
-    serve.add_argument("--dashboard-refresh", type=int, default=60, help="seconds between rebuilds of the page")
+    serve.add_argument("--dashboard-refresh", type=positive_int, default=60, help="seconds between rebuilds of the page")
     serve.set_defaults(handler=cmd_serve)
     from fedstore.cli.dashboard_commands import add_centre_parser
 

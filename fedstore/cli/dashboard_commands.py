@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from typing import TYPE_CHECKING
 
-from fedstore.cli.arguments import iso_time, positive_int
+from fedstore.cli.arguments import iso_time, port_number, positive_int
 from fedstore.federation import FederationConfig
 from fedstore.regions.errors import RegionError
 
@@ -25,19 +25,13 @@ def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser],
                       region_arg: Callable[[argparse.ArgumentParser], None]) -> None:
     dash = cmds.add_parser("dashboard", help="serve the region's dashboard (aggregates only; audit role)")
     region_arg(dash)
-    dash.add_argument("--port", type=_port, required=True, help="TCP port to listen on (0: any free one, printed)")
+    dash.add_argument("--port", type=port_number, required=True, help="TCP port to listen on (0: any free one, printed)")
     dash.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dash.add_argument("--days", type=positive_int, default=90, help="days of drift shown per feature (default 90)")
     dash.add_argument("--refresh", type=positive_int, default=300, help="seconds between rebuilds of the page")
     dash.add_argument("--as-of", type=iso_time, default=None,
                       help="the page's clock (ISO 8601): freshness ages and the budget's month; default now")
     dash.set_defaults(handler=cmd_dashboard)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port 0–65535, got {text!r}")
-    return int(text)
 
 
 def cmd_dashboard(config: FederationConfig, args: argparse.Namespace) -> None:
@@ -57,7 +51,7 @@ def cmd_dashboard(config: FederationConfig, args: argparse.Namespace) -> None:
 def add_centre_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dash = cmds.add_parser("dashboard", help="serve the centre's dashboard from its store while the centre is stopped "
                                              "(beside a running centre: `aggregator serve --dashboard-port`)")
-    dash.add_argument("--port", type=_port, required=True, help="TCP port to listen on (0: any free one, printed)")
+    dash.add_argument("--port", type=port_number, required=True, help="TCP port to listen on (0: any free one, printed)")
     dash.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dash.add_argument("--refresh", type=positive_int, default=60, help="seconds between rebuilds of the page")
     dash.add_argument("--as-of", type=iso_time, default=None, help="the page's clock (ISO 8601): the budgets' month")
