@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import parse_qs
 
+from markupsafe import escape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -77,6 +78,9 @@ def dashboard_app(access: DashboardAccess, cache: PageCache, title: str) -> Star
         if html is None:
             return _html(message_page(title, f"The page could not be built: {error or 'still building'}.",
                                       login=False), 503)
+        if error:  # the last good page, said to be old: a reviewer must not take it for the current state
+            html = html.replace("<body>", f'<body>\n<p class="alarm">This page is from an earlier build: the '
+                                f"latest failed ({escape(error)}).</p>", 1)
         return _html(html, 200)
 
     async def login(request: Request) -> Response:

@@ -1,7 +1,7 @@
 """What a region's page shows, gathered from the region's own files: aggregates only.
 
-Read-only: nothing here records a trigger, writes a profile the report would not, or opens the
-online store. A job's error text is not carried (a data-contract error quotes example rows: the page
+Read-only: nothing here records a trigger, stores a profile or opens the online store (a page may
+be served from a read-only copy of the data directory). A job's error text is not carried (a data-contract error quotes example rows: the page
 names the failure, the host's `fedstore region status` shows its text), nor is a trigger hook's output.
 """
 
@@ -15,10 +15,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from fedstore.federation import FederationConfig
+from fedstore.regions.monitoring.calendar import SeasonalWindow
 from fedstore.regions.monitoring.chart import FeatureSeries, feature_series, history
 from fedstore.regions.monitoring.gaps import Freshness, freshness
 from fedstore.regions.monitoring.report import judge_region
 from fedstore.regions.publishing.budget import BudgetLedger
+from fedstore.regions.store.ledger import JobRecord
 from fedstore.regions.store.node import RegionNode
 
 
@@ -78,7 +80,7 @@ class RegionState:
     freshness_hours: float
     last_jobs: tuple[ViewJob, ...]
     features: tuple[FeatureSeries, ...]
-    windows: tuple  # SeasonalWindow, for the charts
+    windows: tuple[SeasonalWindow, ...]  # for the charts
     gap_days: dict[str, tuple[date, ...]]  # view → gap days shown
     budget: Budget
     triggers: tuple[TriggerRow, ...]
@@ -89,7 +91,7 @@ def region_state(config: FederationConfig, code: str, *, now: datetime | None = 
     now = now or datetime.now(UTC)
     node = RegionNode(config.region(code))
     mc = config.monitoring
-    judged = judge_region(node, config)
+    judged = judge_region(node, config, store=False)
     end = judged.profiles.days[-1]
     shown = min(days, (end - judged.profiles.days[0]).days + 1)
     features = tuple(feature_series(s, judged.profiles.of(s.ref), history(judged.judge, s.ref, end, shown),
@@ -109,7 +111,7 @@ def region_state(config: FederationConfig, code: str, *, now: datetime | None = 
     )
 
 
-def _last_jobs(jobs: list) -> list[ViewJob]:  # JobRecord, most recent first
+def _last_jobs(jobs: list[JobRecord]) -> list[ViewJob]:  # most recent first
     seen: dict[str, ViewJob] = {}
     for job in jobs:
         for view in job.views:
@@ -150,7 +152,7 @@ def _triggers(data_dir: Path, code: str) -> list[TriggerRow]:
     return [TriggerRow(ref.split(":", 1)[1], first, last, days, hook.split(":")[0]) for ref, first, last, days, hook in rows]
 
 
-def _refusals(jobs: list, data_dir: Path) -> list[Refusal]:
+def _refusals(jobs: list[JobRecord], data_dir: Path) -> list[Refusal]:
     out: list[Refusal] = []
     for job in jobs[:50]:
         when = f"{job.started_at:%Y-%m-%d %H:%M} UTC"

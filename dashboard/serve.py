@@ -19,6 +19,7 @@ def listen(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # from here on connections queue until the server accepts: announce, then serve
     except OSError as e:
         sock.close()
         raise CannotListen(f"cannot listen on {host}:{port}: {e.strerror}") from None

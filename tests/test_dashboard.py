@@ -376,3 +376,35 @@ def test_bad_input_is_one_line(region, capsys, tmp_path):
     with pytest.raises(SystemExit) as usage:  # argparse's own one-line usage error
         main(["--config", str(root / "fedstore.yaml"), "region", "dashboard", "--region", "MY", "--port", "70000"])
     assert usage.value.code == 2 and "expected a port 0–65535" in capsys.readouterr().err
+
+
+def test_a_failed_rebuild_keeps_the_last_page_and_says_it_is_old():
+    """The page is served from memory: a rebuild that fails leaves the last good one, marked as old."""
+    from fedstore.dashboard.access import DashboardAccess
+    from fedstore.dashboard.app import PageCache, dashboard_app
+    from fedstore.dashboard.serve import listen, serve_in_thread
+    from fedstore.federation.config import TokenConfig
+    from fedstore.federation.roles import Role
+    from fedstore.federation.tokens import TokenBook
+
+    os.environ.update(TOKENS)
+    builds = iter(["<html><body>\n<h1>first</h1></body></html>"])
+
+    def build() -> str:
+        return next(builds)  # the second build raises StopIteration: a page that cannot be built
+
+    cache = PageCache(build, refresh_seconds=3600)
+    book = TokenBook((TokenConfig("my-audit", ("MY",), "T_MY_AUDIT", roles=frozenset({Role.AUDIT})),))
+    sock = listen("127.0.0.1", 0)
+    cache.start()
+    server = serve_in_thread(dashboard_app(DashboardAccess(book, "MY"), cache, "Region MY"), sock)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    try:
+        code, html = _status(url, TOKENS["T_MY_AUDIT"])
+        assert code == 200 and "first" in html and "earlier build" not in html
+        cache.rebuild()
+        code, html = _status(url, TOKENS["T_MY_AUDIT"])
+        assert code == 200 and "first" in html and "This page is from an earlier build: the latest failed" in html
+    finally:
+        server.should_exit = True
+        cache.stop()

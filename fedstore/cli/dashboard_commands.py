@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from fedstore.cli.arguments import iso_time, port_number, positive_int
 from fedstore.federation import FederationConfig
+from fedstore.federation.config import TokenConfig
 from fedstore.regions.errors import RegionError
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def start_beside(cache: PageCache, app: Starlette, host: str, port: int) -> str:
     return f"http://{host}:{sock.getsockname()[1]}/"
 
 
-def _tokens(config: FederationConfig) -> tuple:
+def _tokens(config: FederationConfig) -> tuple[TokenConfig, ...]:
     if not config.tokens:
         raise RegionError("the config has no auth.tokens: a dashboard admits only a credential with the audit role")
     return config.tokens

@@ -54,8 +54,10 @@ def judge_region(
     until: date | None = None,
     features: list[str] | None = None,
     global_histograms: dict[str, np.ndarray] | None = None,
+    store: bool = True,
 ) -> RegionJudge:
-    """Profiles (stored), seasonal windows, gaps up to ``until`` and the judge; records nothing else."""
+    """Profiles (stored unless ``store`` is false), seasonal windows, gaps up to ``until`` and the
+    judge; records nothing else."""
     specs = _specs(features)
     views = {fv.name: fv for fv in node.feature_views()}
     used = [fv for name, fv in views.items() if any(s.view == name for s in specs)]
@@ -63,7 +65,8 @@ def judge_region(
     profiles = compute_profiles(sources, specs, node.region.timezone)
     if profiles.frame.empty:
         raise RegionError(f"region {node.code} has no data to profile: run `fedstore region generate` or load sources")
-    store_profiles(profiles, node.data_dir)
+    if store:
+        store_profiles(profiles, node.data_dir)
     days = profiles.days
     if until is not None and not days[0] <= until <= days[-1]:
         raise RegionError(f"{until} is outside region {node.code}'s data ({days[0]} … {days[-1]})")
