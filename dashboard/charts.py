@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
 from fedstore.dashboard.region_state import Budget  # noqa: E402
+from fedstore.dashboard.serving_metrics import ServingCounts  # noqa: E402
 from fedstore.regions.monitoring.calendar import SeasonalWindow  # noqa: E402
 from fedstore.regions.monitoring.chart import (  # noqa: E402
     COLOURS,
@@ -172,3 +173,36 @@ def submissions_chart(by_region: dict[str, tuple[int, int]], period: str) -> Cha
     fig.tight_layout()
     return Chart("submissions", "Submissions per region this month", x_label, y_label, "; ".join(parts) + ".",
                  bool(holding), _svg(fig, "submissions"))
+
+
+FALLBACK_NORMAL = 0.01  # a share of lookups answered from the snapshot above this is an outage somewhere
+
+
+def lookups_chart(counts: ServingCounts) -> Chart:
+    """Shares of lookups: answered online, from the snapshot (by reason), refused or failed (by code)."""
+    x_label, y_label = "share of lookups since the serving processes started (%)", "how the lookup was answered"
+    total = max(counts.lookups, 1)
+    ok = counts.lookups_by_code.get("OK", 0)
+    rows = [("online", ok - counts.fallback, COLOURS["ok"])]
+    rows += [(f"snapshot: {reason}", n, COLOURS[SEASONAL]) for reason, n in sorted(counts.fallback_by_reason.items())]
+    rows += [(f"error: {code}", n, COLOURS[DRIFT]) for code, n in sorted(counts.lookups_by_code.items()) if code != "OK"]
+    fig, ax = plt.subplots(figsize=(8.6, 0.38 * len(rows) + 1.2))
+    ax.axvspan(0, 100 * FALLBACK_NORMAL, color=COLOURS["band"], alpha=0.35, linewidth=0,
+               label=f"normal band for snapshot answers and errors (≤ {100 * FALLBACK_NORMAL:g}%)")
+    ax.barh([r[0] for r in rows], [100 * r[1] / total for r in rows], color=[r[2] for r in rows])
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(x_label, fontsize=8)
+    ax.set_ylabel(y_label, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    errors = counts.lookups - ok
+    share_fb, share_err = counts.fallback / total, errors / total
+    verdict = (f"{counts.lookups:,} lookups: {100 * (ok - counts.fallback) / total:.1f}% answered online, "
+               f"{100 * share_fb:.1f}% from the snapshot, {100 * share_err:.1f}% refused or failed")
+    alarm = share_fb > FALLBACK_NORMAL or share_err > FALLBACK_NORMAL
+    verdict += (": more than the normal 1% not answered online — look at the online store." if alarm else ".")
+    if not counts.lookups:
+        verdict = "No lookup yet since the serving processes started."
+    fig.tight_layout()
+    return Chart("lookups", "Lookups and fallback answers", x_label, y_label, verdict, alarm, _svg(fig, "lookups"))

@@ -13,6 +13,7 @@ from fedstore.dashboard.charts import (
     centre_budget_chart,
     drift_chart,
     freshness_chart,
+    lookups_chart,
     submissions_chart,
 )
 from fedstore.dashboard.region_state import RegionState
@@ -23,9 +24,11 @@ _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent /
 
 def region_page(state: RegionState) -> str:
     charts = [freshness_chart(state.freshness, state.freshness_hours), budget_chart(state.budget)]
+    lookups = lookups_chart(state.serving) if state.serving is not None and state.serving.endpoints else None
     drift = [drift_chart(f, state.windows, state.gap_days.get(f.spec.view, ())) for f in state.features]
+    shown = charts + drift + ([lookups] if lookups else [])
     return _ENV.get_template("region.html").render(
-        s=state, charts=charts, drift=drift, alarms=sum(c.alarm for c in charts + drift),
+        s=state, charts=charts, drift=drift, lookups=lookups, alarms=sum(c.alarm for c in shown),
         rendered=f"{state.now:%Y-%m-%d %H:%M} UTC")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from fedstore.dashboard.serving_metrics import ServingCounts, scrape
 from fedstore.federation import FederationConfig
 from fedstore.regions.monitoring.calendar import SeasonalWindow
 from fedstore.regions.monitoring.chart import FeatureSeries, feature_series, history
@@ -85,9 +86,11 @@ class RegionState:
     budget: Budget
     triggers: tuple[TriggerRow, ...]
     refusals: tuple[Refusal, ...]
+    serving: ServingCounts | None  # None: no serving metrics endpoint given
 
 
-def region_state(config: FederationConfig, code: str, *, now: datetime | None = None, days: int = 90) -> RegionState:
+def region_state(config: FederationConfig, code: str, *, now: datetime | None = None, days: int = 90,
+                 serving_metrics: tuple[str, ...] = ()) -> RegionState:
     now = now or datetime.now(UTC)
     node = RegionNode(config.region(code))
     mc = config.monitoring
@@ -108,6 +111,7 @@ def region_state(config: FederationConfig, code: str, *, now: datetime | None = 
         last_jobs=tuple(_last_jobs(jobs)), features=features, windows=judged.windows, gap_days=gap_days,
         budget=_budget(node.data_dir, config, now), triggers=tuple(_triggers(node.data_dir, code)),
         refusals=tuple(_refusals(jobs, node.data_dir)),
+        serving=scrape(serving_metrics) if serving_metrics else None,
     )
 
 

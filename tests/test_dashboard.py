@@ -86,11 +86,33 @@ def region(tmp_path_factory) -> tuple[Path, RegionNode]:
 
 
 @pytest.fixture(scope="module")
-def server(region) -> str:
+def serving_metrics() -> str:
+    """The serving node's own metrics (serving/metrics.py) on a real Prometheus endpoint: 1,000 lookups,
+    30 answered from the snapshot while the breaker was open, 2 refused."""
+    import grpc
+    from prometheus_client import start_http_server
+
+    from fedstore.serving.metrics import ServingMetrics
+
+    metrics = ServingMetrics("MY")
+    for _ in range(998):
+        metrics.answered("GetOnlineFeatures", grpc.StatusCode.OK, 0.001)
+    for _ in range(2):
+        metrics.answered("GetOnlineFeatures", grpc.StatusCode.INVALID_ARGUMENT, 0.001)
+    for _ in range(30):
+        metrics.fallback_answer("breaker_open")
+    httpd, _ = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
+    yield f"http://127.0.0.1:{httpd.server_port}/metrics"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(region, serving_metrics) -> str:
     root, _ = region
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedstore.cli", "--config", str(root / "fedstore.yaml"), "region", "dashboard",
-         "--region", "MY", "--port", "0", "--as-of", AS_OF.isoformat()],
+         "--region", "MY", "--port", "0", "--as-of", AS_OF.isoformat(), "--serving-metrics", serving_metrics,
+         "--serving-metrics", "http://127.0.0.1:9/metrics"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
         env={**os.environ, **TOKENS, "PYTHONPATH": str(ROOT)})
     try:
@@ -175,9 +197,9 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
     _sign_in(browser, server, TOKENS["T_MY_AUDIT"])
     assert browser.title == "Region MY dashboard"
     figures = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
-    # freshness, budget and one per catalog feature
+    # freshness, lookups, budget and one per catalog feature
     from fedstore.federation.statistics import CATALOG
-    assert len(figures) == 2 + len(CATALOG)
+    assert len(figures) == 3 + len(CATALOG)
     for fig in figures:
         title = fig.find_element(By.CSS_SELECTOR, "h3.chart-title").text
         verdict = fig.find_element(By.CSS_SELECTOR, "p.verdict").text
@@ -196,6 +218,10 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
     assert "failed (customer_profile, customer_transactions, driver_performance)" in refusals
     assert "example" not in refusals and "customer_id=" not in refusals  # the error's words stay on the host
     assert "Eid al-Fitr" in browser.find_element(By.ID, "drift-txn_count_7d").get_attribute("textContent")
+    lookups = browser.find_element(By.ID, "lookups").find_element(By.CSS_SELECTOR, "p.verdict")
+    assert lookups.text.startswith("1,000 lookups: 96.8% answered online, 3.0% from the snapshot, 0.2% refused")
+    assert "alarm" in lookups.get_attribute("class")  # 3% from the snapshot: beyond the normal 1%
+    assert "Serving metrics not read from http://127.0.0.1:9/metrics" in browser.page_source  # said, not hidden
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
     _screenshot(browser, tmp_path / "region-MY.png")

@@ -32,6 +32,9 @@ def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser],
     dash.add_argument("--refresh", type=positive_int, default=300, help="seconds between rebuilds of the page")
     dash.add_argument("--as-of", type=iso_time, default=None,
                       help="the page's clock (ISO 8601): freshness ages and the budget's month; default now")
+    dash.add_argument("--serving-metrics", action="append", default=[], metavar="URL",
+                      help="a serving process's Prometheus endpoint, for lookups and fallback answers (repeatable: "
+                           "one per worker)")
     dash.set_defaults(handler=cmd_dashboard)
 
 
@@ -45,7 +48,8 @@ def cmd_dashboard(config: FederationConfig, args: argparse.Namespace) -> None:
     code = config.region(args.region).code
     access = DashboardAccess(TokenBook(_tokens(config)), code)
     cache = PageCache(lambda: region_page(region_state(config, code, now=args.as_of or datetime.now(UTC),
-                                                       days=args.days)), args.refresh)
+                                                       days=args.days,
+                                                       serving_metrics=tuple(args.serving_metrics))), args.refresh)
     _serve(cache, dashboard_app(access, cache, f"Region {code}"), args, f"region {code} dashboard")
 
 
