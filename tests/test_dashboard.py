@@ -434,3 +434,23 @@ def test_a_failed_rebuild_keeps_the_last_page_and_says_it_is_old():
     finally:
         server.should_exit = True
         cache.stop()
+
+
+def test_a_festival_day_that_is_not_judged_still_says_what_its_score_would_mean():
+    """The issue's case: a PSI of 2.78 on a festival day without an earlier year is not passed off quietly."""
+    import pandas as pd
+
+    from fedstore.federation.statistics import CATALOG
+    from fedstore.regions.monitoring.chart import FeatureSeries, plain_verdict
+    from fedstore.regions.monitoring.drift import OK, SEASONAL, Verdict
+
+    ref = CATALOG[0].ref
+    days = [date(2026, 3, d) for d in (18, 19, 20)]
+    verdicts = (Verdict(ref, days[0], 0.05, 0.1, 0.2, "own trailing 14 clean days", OK, None),
+                Verdict(ref, days[1], 0.04, 0.1, 0.2, "own trailing 14 clean days", OK, None),
+                Verdict(ref, days[2], 2.78, None, None, "Eid al-Fitr 2026: no earlier festival days to compare with",
+                        SEASONAL, "Eid al-Fitr 2026"))
+    line = plain_verdict(FeatureSeries(CATALOG[0], pd.Series(dtype=float), verdicts, 0.2))
+    assert line.startswith("Not judged on 2026-03-20: Eid al-Fitr 2026 with no earlier festival to compare; PSI 2.78 "
+                           "(that would be drift outside a festival)")
+    assert line.endswith("0 of 3 judged days drifted in the last 3.")
