@@ -279,7 +279,7 @@ def centre(tmp_path_factory) -> Path:
     from fedstore.aggregator.registry.store import ModelRegistry
     from fedstore.aggregator.store import SubmissionStore
     from fedstore.federation.statistics import CATALOG
-    from tests.honest_releases import exact_region, features_submission
+    from honest_releases import exact_region, features_submission
 
     root = tmp_path_factory.mktemp("centre")
     os.environ.update(CENTRE_TOKENS)
@@ -317,7 +317,7 @@ def centre_url(centre) -> str:
     import grpc
 
     from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
-    from tests.honest_releases import exact_region, features_submission
+    from honest_releases import exact_region, features_submission
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedstore.cli", "--config", str(centre / "fedstore.yaml"), "aggregator", "serve",
