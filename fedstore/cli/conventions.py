@@ -55,8 +55,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "fedstore region drift --region MY",
         "fedstore region drift --region MY --baseline global --token-env FEDSTORE_AGGREGATOR_TOKEN_MY",
     ),
+    "region dashboard": (
+        "fedstore region dashboard --region MY --port 8080",
+        "fedstore region dashboard --region MY --port 8080 --host 0.0.0.0 --days 60 --refresh 600",
+    ),
+    "aggregator dashboard": ("fedstore aggregator dashboard --port 8090",),
     "serve": ("fedstore serve --region MY", "fedstore serve --region MY --workers 2 --pin-cpus"),
-    "aggregator serve": ("fedstore aggregator serve", "fedstore aggregator serve --address 0.0.0.0:50100"),
+    "aggregator serve": ("fedstore aggregator serve", "fedstore aggregator serve --address 0.0.0.0:50100",
+                         "fedstore aggregator serve --dashboard-port 8090"),
     "aggregator quarantine list": ("fedstore aggregator quarantine list --all --token-env FEDSTORE_CENTRE_TOKEN",),
     "aggregator quarantine accept": (
         "fedstore aggregator quarantine accept MY-features-<uuid> --why 'festival week, checked with MY ops'",

@@ -255,6 +255,7 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
 
 def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from fedstore.cli.aggregator_commands import add_region_parser
+    from fedstore.cli.dashboard_commands import add_region_parser as add_dashboard_parser
     from fedstore.cli.monitoring_commands import (
         add_region_parsers as add_monitoring_parsers,
     )
@@ -271,6 +272,7 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
     add_region_parser(cmds)
     add_training_parsers(cmds, _region_arg, positive_int, iso_time)
     add_monitoring_parsers(cmds, _region_arg)
+    add_dashboard_parser(cmds, _region_arg)
 
 
 def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> None:
