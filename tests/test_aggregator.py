@@ -681,7 +681,7 @@ def test_a_period_refused_by_a_centre_whose_clock_is_a_month_on_stays_queued(fed
 def test_the_training_series_at_zero_name_every_strategy_there_is():
     from fedstore.aggregator.errors import Rejected
     from fedstore.aggregator.intake.metrics import STRATEGIES
-    from fedstore.aggregator.training.strategy import make_strategy
+    from fedstore.aggregator.training.strategies import make_strategy
 
     assert [make_strategy(name).name for name in STRATEGIES] == list(STRATEGIES)
     with pytest.raises(Rejected) as err:

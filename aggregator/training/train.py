@@ -4,7 +4,6 @@ leaves them out)."""
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -18,14 +17,12 @@ from fedstore.aggregator.store import SubmissionStore
 from fedstore.aggregator.training.influence import RegionInfluence, influence, influence_message
 from fedstore.aggregator.training.pooled import NotEnoughStatistics, pool
 from fedstore.aggregator.training.signal import Signal, signals
-from fedstore.aggregator.training.strategy import make_strategy
+from fedstore.aggregator.training.ridge import check_ridge_lambda
+from fedstore.aggregator.training.strategies import make_strategy
 from fedstore.federation import TrainingConfig
 from fedstore.federation.errors import ConfigError
 from fedstore.federation.training import LinearModel, schema_hash, training_spec
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
-
-
-MAX_RIDGE_LAMBDA = 1e6
 
 
 @dataclass(frozen=True)
@@ -44,9 +41,7 @@ def fit(store: SubmissionStore, request: pb.TrainRequest, *,
         spec = training_spec(request.feature_service)
     except ConfigError as e:
         raise Rejected(str(e)) from None
-    if not math.isfinite(request.ridge_lambda) or not 0 <= request.ridge_lambda <= MAX_RIDGE_LAMBDA:
-        # λ is relative to n: beyond this the penalty alone decides the model (and λ·n overflows)
-        raise Rejected(f"ridge_lambda must be a number in [0, {MAX_RIDGE_LAMBDA:g}], got {request.ridge_lambda}")
+    check_ridge_lambda(request.ridge_lambda)  # whichever strategy is asked for: the request's field is wrong
     if request.period and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", request.period):
         raise Rejected(f"period {request.period!r} is not YYYY-MM")
     strategy = make_strategy(request.strategy or "lda", **({"ridge_lambda": request.ridge_lambda}
