@@ -20,6 +20,7 @@ share of its own, so that decision is made on a count whose noise does not grow 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ from fedstore.federation.training import (
     release_weights,
     triangle,
 )
+from fedstore.regions.publishing.cleansers import MinimumCohort, at_the_border
 from fedstore.regions.publishing.examples import LabelledExamples
 
 
@@ -50,6 +52,12 @@ class TrainingStatistics:
     features: tuple[str, ...]
     classes: tuple[ClassStatistics, ...]
     xtx: tuple[float, ...]  # upper triangle of XᵀX over both classes, row-major
+
+    def cohorts(self) -> Mapping[str, float]:
+        return {f"class {c.label}": c.n for c in self.classes}
+
+    def without(self, withheld: tuple[str, ...]) -> None:
+        return None  # no model is trained without both classes: a partial release would only spend budget
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ def release_training(
 ) -> TrainingRelease:
     if not epsilon > 0 or not 0 < delta < 1:
         raise ValueError("a Gaussian release needs ε > 0 and 0 < δ < 1")
+    border = (MinimumCohort(minimum_cohort),)
     d = len(exact.features)
     scale = gaussian_scale(epsilon, delta)
     measurement = gaussian(scale, delta)  # the mechanism the centre recomputes (ε, δ) of
@@ -98,8 +107,6 @@ def release_training(
                                     sum_x=tuple(map(float, noisy[k + i * d:k + (i + 1) * d])))
                     for i, c in enumerate(exact.classes))
     xtx = tuple(map(float, noisy[k + k * d:]))
-    # decided on the noisy counts, so the decision itself reveals nothing more
-    suppressed = any(c.n < minimum_cohort for c in classes)
-    stats = None if suppressed else TrainingStatistics(exact.feature_service, exact.label, exact.features, classes, xtx)
+    stats = at_the_border(TrainingStatistics(exact.feature_service, exact.label, exact.features, classes, xtx), border)
     return TrainingRelease(stats, float(spent_eps), float(spent_delta), scale, minimum_cohort, float(norm_bound),
                            gaussian_rho(scale))
