@@ -1,9 +1,9 @@
 """Sufficient statistics for global training, and their release through OpenDP.
 
 Exact statistics (n and Σx per label class, one upper triangle of XᵀX over both classes) never
-leave the region. Rows are first shrunk to the training spec's public L2 norm bound C
-(``fedstore.federation.training.clip_rows``), so one entity moves its class's n by 1, its class's Σx by at
-most C and XᵀX's triangle by at most C². Each part is weighted by its share of the budget
+leave the region. Rows are first shrunk to the training spec's public L2 norm bound C (the border
+step ``cleansers.BoundedRows``, the federation's ``clip_rows``), so one entity moves its class's n
+by 1, its class's Σx by at most C and XᵀX's triangle by at most C². Each part is weighted by its share of the budget
 (``fedstore.federation.training.part_weights``) so the whole weighted release moves by at most 1 in L2
 norm, and OpenDP's Gaussian mechanism adds noise of one scale to all of it: zCDP ρ = 1/(2σ²),
 converted by OpenDP to (ε, δ) (``federation.privacy_maps.GAUSSIAN_CONVERSION``); a binary search
@@ -29,12 +29,11 @@ from fedstore.federation.privacy_maps import GAUSSIAN_CONVERSION, gaussian, gaus
 from fedstore.federation.training import (
     L2_SENSITIVITY,
     LABELS,
-    clip_rows,
     noise_sds,
     release_weights,
     triangle,
 )
-from fedstore.regions.publishing.cleansers import MinimumCohort, at_the_border
+from fedstore.regions.publishing.cleansers import BoundedRows, MinimumCohort, at_the_border
 from fedstore.regions.publishing.examples import LabelledExamples
 
 
@@ -80,7 +79,7 @@ def class_statistics(ex: LabelledExamples, feature_service: str, label: str, *, 
                      ) -> TrainingStatistics:
     """Exact statistics of rows shrunk to L2 norm ``norm_bound`` (the spec's C): the bound the
     release's sensitivity rests on, so it is applied here, next to the sums."""
-    x_all = clip_rows(ex.x, norm_bound)
+    x_all = BoundedRows(norm_bound)(ex.x)
     classes = []
     for c in LABELS:
         x = x_all[ex.y == c]
