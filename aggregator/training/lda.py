@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from fedstore.aggregator.errors import Rejected
-from fedstore.aggregator.training.pooled import NotEnoughStatistics, PooledStatistics
+from fedstore.aggregator.errors import NotEnoughStatistics, Rejected
+from fedstore.aggregator.training.pooled import PooledStatistics
 from fedstore.aggregator.training.psd import nearest_positive_definite
 from fedstore.aggregator.training.strategy import Strategy
 from fedstore.federation.training import LinearModel

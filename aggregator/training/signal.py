@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedstore.aggregator.errors import NotEnoughStatistics
 from fedstore.aggregator.store import TrainingRow
 from fedstore.aggregator.training.lda import scatter_covariance, within_class_covariance
 from fedstore.aggregator.training.noise_floor import noise_floor
-from fedstore.aggregator.training.pooled import NotEnoughStatistics, PooledStatistics, pool
+from fedstore.aggregator.training.pooled import PooledStatistics, pool
 from fedstore.federation.privacy_maps import gaussian_scale
 from fedstore.federation.training import TrainingSpec, noise_sds
 

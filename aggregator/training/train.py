@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedstore.aggregator.errors import Rejected
+from fedstore.aggregator.errors import NotEnoughStatistics, Rejected
 from fedstore.aggregator.registry.model import ModelCandidate
 from fedstore.aggregator.registry.store import ModelRegistry
 from fedstore.aggregator.registry.text import check_model_name
 from fedstore.aggregator.store import SubmissionStore
 from fedstore.aggregator.training.influence import RegionInfluence, influence
-from fedstore.aggregator.training.pooled import NotEnoughStatistics, pool
+from fedstore.aggregator.training.pooled import pool
 from fedstore.aggregator.training.ridge import check_ridge_lambda
 from fedstore.aggregator.training.signal import Signal, signals
 from fedstore.aggregator.training.strategies import make_strategy
