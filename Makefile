@@ -39,6 +39,7 @@ h2load:
 bench: venv redis-server h2load
 	$(BIN)/python benchmarks/materialize.py
 	$(BIN)/python benchmarks/online.py
+	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/outage.py
 	$(BIN)/python benchmarks/offline.py
 	$(BIN)/python benchmarks/global_training.py

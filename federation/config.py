@@ -15,9 +15,13 @@ regions:
     online_store: {type: sqlite}     # or {type: redis, url: redis://127.0.0.1:6379/0}
     serving_address: 127.0.0.1:50051
     materialization: {lateness_hours: 24}  # optional: how far back an incremental job reads again
+    serving:                         # optional; every key has a default (ServingConfig)
+      models: {registry_token: my-models, poll_seconds: 5, prediction_retention_days: 90}  # scoring (Score)
+    consent: {required: [global_statistics], default: deny}  # optional: federation/consent.py
 auth:                                # credentials: roles and regions (federation/roles.py, docs/security.md)
   tokens:
     - {name: app-my, secret_env: APP_MY_TOKEN, roles: [lookup], regions: [MY]}
+    - {name: my-models, secret_env: MY_MODELS_TOKEN, roles: [registry-read], regions: [MY]}
 ```
 """
 
@@ -32,6 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from fedstore.federation.consent import ConsentPolicy, parse_consent
 from fedstore.federation.deployment_policy import DeploymentPolicy, parse_policies
 from fedstore.federation.errors import ConfigError
 from fedstore.federation.monitoring import MonitoringConfig, parse_monitoring
@@ -74,6 +79,17 @@ class OnlineStoreConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    """Scoring in the region (``serving.models``): which credential follows the region's deployment
+    at the centre, how often, and how long the region keeps its prediction log."""
+
+    registry_token: str  # the name of an auth.tokens entry with role registry-read for this region
+    poll_seconds: float = 5.0  # how often the node asks the registry for the region's deployment
+    prediction_retention_days: int = 90  # day partitions of the prediction log older than this are deleted
+    log_queue_batches: int = 1024  # scored requests waiting for the log writer; beyond it Score is refused
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     """How a region's serving node behaves. Every field has a safe default."""
 
@@ -91,6 +107,7 @@ class ServingConfig:
     # per process: calls under way, and lookups waiting for a lookup thread; beyond it a call is
     # refused at once (RESOURCE_EXHAUSTED; a lookup grpc's queue turns away is CANCELLED)
     max_concurrent_calls: int = 1000
+    models: ModelsConfig | None = None  # None: the node scores nothing (Score answers FAILED_PRECONDITION)
     # how lookups are answered: auto = on the lookup lane (grpc's private core), or, when this grpcio
     # does not have what the lane uses, through grpc's public API; public = always the public API
     # (slower; for a grpcio the lane is suspected of misreading)
@@ -174,6 +191,7 @@ class RegionConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
     materialization: MaterializationConfig = field(default_factory=lambda: MaterializationConfig())
     centre_tls: ClientTLSConfig | None = None  # this region's client certificate for the centre
+    consent: ConsentPolicy = field(default_factory=ConsentPolicy)  # purposes that need consent here
 
     @property
     def project(self) -> str:
@@ -317,6 +335,7 @@ def parse_config(
     )
     _check_unique(regions)
     tokens = _auth(top.get("auth"), base_dir, {r.code for r in regions})
+    _check_model_tokens(regions, tokens)
     aggregator = _aggregator(top.get("aggregator"), base_dir)
     for i, r in enumerate(regions):
         if aggregator.plaintext and r.centre_tls is not None:
@@ -333,6 +352,21 @@ def parse_config(
         training=_training(top.get("training")),
         source=source,
     )
+
+
+def _check_model_tokens(regions: tuple[RegionConfig, ...], tokens: tuple[TokenConfig, ...]) -> None:
+    """A region that follows its deployment names a credential that may read it there."""
+    by_name = {t.name: t for t in tokens}
+    for i, r in enumerate(regions):
+        models = r.serving.models
+        if models is None:
+            continue
+        where = f"regions[{i}].serving.models.registry_token"
+        token = by_name.get(models.registry_token)
+        if token is None:
+            raise ConfigError(f"{where}: no auth.tokens entry is named {models.registry_token!r}")
+        if Role.REGISTRY_READ not in token.roles or not token.allows(r.code):
+            raise ConfigError(f"{where}: token {token.name!r} must hold role registry-read for region {r.code}")
 
 
 def _training(raw: Any) -> TrainingConfig:
@@ -529,7 +563,7 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
     m = _mapping(raw, where)
     ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "workers", "lookup_threads",
             "max_concurrent_calls"}
-    _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls", "lookup_path"})
+    _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls", "models", "lookup_path"})
     values: dict[str, Any] = {}
     for k in ints & set(m):
         v = m[k]
@@ -548,7 +582,28 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
         values["lookup_path"] = v
     if "tls" in m:
         values.update(_tls(m["tls"], f"{where}.tls", base_dir))
+    if "models" in m:
+        values["models"] = _models(m["models"], f"{where}.models")
     return ServingConfig(**values)
+
+
+def _models(raw: Any, where: str) -> ModelsConfig:
+    m = _mapping(raw, where)
+    _keys(m, where, required={"registry_token"},
+          optional={"poll_seconds", "prediction_retention_days", "log_queue_batches"})
+    values: dict[str, Any] = {"registry_token": _string(m["registry_token"], f"{where}.registry_token")}
+    if "poll_seconds" in m:
+        v = m["poll_seconds"]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
+            raise ConfigError(f"{where}.poll_seconds: expected a positive number, got {v!r}")
+        values["poll_seconds"] = float(v)
+    for k in ("prediction_retention_days", "log_queue_batches"):
+        if k in m:
+            v = m[k]
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{where}.{k}: expected a positive integer, got {v!r}")
+            values[k] = v
+    return ModelsConfig(**values)
 
 
 def _tls(raw: Any, where: str, base_dir: Path) -> dict[str, Path]:
@@ -567,7 +622,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         m,
         where,
         required={"code", "jurisdiction", "law", "timezone", "data_dir", "online_store", "serving_address"},
-        optional={"serving", "materialization", "centre_tls"},
+        optional={"serving", "materialization", "centre_tls", "consent"},
     )
     code = _string(m["code"], f"{where}.code").upper()
     known = JURISDICTIONS.get(code)
@@ -608,6 +663,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         serving=_serving(m.get("serving"), f"{where}.serving", base_dir),
         materialization=_materialization(m.get("materialization"), f"{where}.materialization"),
         centre_tls=_client_tls(m["centre_tls"], f"{where}.centre_tls", base_dir) if "centre_tls" in m else None,
+        consent=parse_consent(m.get("consent"), f"{where}.consent"),
     )
 
 

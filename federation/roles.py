@@ -79,6 +79,8 @@ _REGISTRY = "/fedstore.registry.v1.Registry/"
 POLICIES: Mapping[str, Policy] = MappingProxyType({
     # --- a region's serving node: rows, so its own region's credentials only
     _SERVING + "GetOnlineFeatures": Policy(Role.LOOKUP, Scope.ROWS, "online feature rows"),
+    # each contribution is a weight times a feature's value: a score's explanation reveals the row
+    _SERVING + "Score": Policy(Role.LOOKUP, Scope.ROWS, "model scores with their per-feature contributions"),
     _FEAST + "GetOnlineFeatures": Policy(Role.LOOKUP, Scope.ROWS, "online feature rows, Feast's contract"),
     _FEAST + "Push": Policy(None, Scope.NOT_SERVED, "rows reach the online store by materialisation only"),
     _FEAST + "WriteToOnlineStore": Policy(None, Scope.NOT_SERVED, "rows reach the online store by materialisation only"),

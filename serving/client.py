@@ -101,6 +101,15 @@ class FeatureClient(_Client):
         response = self._stub.GetOnlineFeatures(request, timeout=self.timeout, metadata=self._metadata)
         return _result(response, columns)
 
+    def score(self, *, feature_service: str, entities: Mapping[str, Sequence[Any]] | None = None,
+              entity_rows: Sequence[Mapping[str, Any]] | None = None) -> pb.ScoreResponse:
+        """The region's deployed model's score of each entity, with its model, version, stage,
+        per-feature contributions and prediction id (``fedstore region explain --prediction``)."""
+        request = pb.ScoreRequest(feature_service=feature_service)
+        _entities(request, entity_columns(entities, entity_rows))
+        response: pb.ScoreResponse = self._stub.Score(request, timeout=self.timeout, metadata=self._metadata)
+        return response
+
     def close(self) -> None:
         self._channel.close()
 
@@ -193,6 +202,11 @@ def build_request(
         request.feature_service = str(feature_service)
     else:
         request.feature_refs.refs.extend(str(f) for f in features)
+    _entities(request, entities)
+    return request
+
+
+def _entities(request: pb.GetOnlineFeaturesRequest | pb.ScoreRequest, entities: Mapping[str, Sequence[Any]]) -> None:
     for key, values in entities.items():
         col = request.entities[key]
         vals = [_id(key, v) for v in values]
@@ -202,7 +216,6 @@ def build_request(
             col.string_values.values.extend(vals)
         else:
             raise ValueError(f"entity column {key!r} must be all int or all str")
-    return request
 
 
 def _open_channel(api: Any, address: str, root_certificates: bytes | None, retries: int) -> Any:

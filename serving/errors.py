@@ -58,3 +58,15 @@ class OnlineNotLoaded(Exception):
 
 def abort(context: grpc.ServicerContext, error: ServingError) -> None:
     context.abort(error.code, status_details(str(error)))
+
+
+class NoModel(ServingError):
+    """No model takes traffic for the feature service in this region (none deployed, or refused here)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Overloaded(ServingError):
+    """Refused before any answer, so the caller retries elsewhere (the prediction log is behind)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED

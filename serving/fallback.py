@@ -263,7 +263,12 @@ class SnapshotCache:
 
     def jobs_for(self, view: str, keys: list[tuple[object, ...]], rows: ViewRows, *,
                  exact: bool, newer: str | None) -> set[str]:
-        """The jobs that wrote these online rows.
+        """The jobs that wrote these online rows (``job_per_row``'s, as a set)."""
+        return {job for job in self.job_per_row(view, keys, rows, exact=exact, newer=newer) if job}
+
+    def job_per_row(self, view: str, keys: list[tuple[object, ...]], rows: ViewRows, *,
+                    exact: bool, newer: str | None) -> list[str | None]:
+        """The job that wrote each online row, or None where it is not known.
 
         A row is the snapshot's when the snapshot holds the entity at the same event time (if
         ``exact``: to the second, with the same stored bytes): then the job the snapshot names for
@@ -274,15 +279,14 @@ class SnapshotCache:
         a correction keeps its event time and differs only in its bytes.
         """
         snap = self._views.get(view)
-        jobs: set[str] = set()
         if snap is None:
-            if newer and any(ts is not None for ts in rows.timestamps):
-                jobs.add(newer)
-            return jobs
+            return [newer if ts is not None else None for ts in rows.timestamps]
+        out: list[str | None] = []
         micros, codes, names = snap.ts_micros, snap.job_codes, snap.job_names
         columns = [snap.columns.get(f) for f in rows.features] if exact else []
         for row, (idx, ts) in enumerate(zip(snap.keys.rows(keys), rows.timestamps, strict=True)):
             if ts is None:
+                out.append(None)
                 continue
             sec, nanos = ts  # the snapshot holds microseconds
             if idx is not None and (
@@ -290,12 +294,10 @@ class SnapshotCache:
                 micros[idx] // 1_000_000 == sec and _same_bytes(rows.values[row], columns, idx) if exact
                 else nanos % 1000 == 0 and micros[idx] == sec * 1_000_000 + nanos // 1000
             ):
-                job = names[codes[idx]]
-                if job:  # rows from before job ids were recorded have none
-                    jobs.add(job)
-            elif newer:
-                jobs.add(newer)
-        return jobs
+                out.append(names[codes[idx]] or None)  # rows from before job ids were recorded have none
+            else:
+                out.append(newer)
+        return out
 
 
 def _same_bytes(values: Sequence[bytes | None] | None, columns: list[_Encoded | None], idx: int) -> bool:

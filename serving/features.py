@@ -217,15 +217,18 @@ class OnlineFeatures:
         since the node last read it is named by no job rather than by a wrong one.
         """
         jobs: set[str] = set()
-        snapshots = self.snapshots
         for v in resolved.views:
             got = rows[v.name]
-            loaded = snapshots.job_of(v.name)
-            if got.marked:
-                newer = got.writing or (got.loaded_by if got.loaded_by != loaded else None)
-                exact = newer is not None
-            else:
-                latest = self.latest_loads.get(v.name)
-                newer, exact = (latest if latest != loaded else None), True
-            jobs |= snapshots.jobs_for(v.name, entities.keys(v.join_keys), got, exact=exact, newer=newer)
+            exact, newer = self.attribution(v.name, got)
+            jobs |= self.snapshots.jobs_for(v.name, entities.keys(v.join_keys), got, exact=exact, newer=newer)
         return tuple(sorted(jobs))
+
+    def attribution(self, view: str, got: ViewRows) -> tuple[bool, str | None]:
+        """How a view's online rows are attributed to jobs (``SnapshotCache.job_per_row``): whether
+        to compare bytes, and the job newer than the loaded snapshot's, where one is known."""
+        loaded = self.snapshots.job_of(view)
+        if got.marked:
+            newer = got.writing or (got.loaded_by if got.loaded_by != loaded else None)
+            return newer is not None, newer
+        latest = self.latest_loads.get(view)
+        return True, (latest if latest != loaded else None)

@@ -48,6 +48,10 @@ class NodeStats(Collector):
         self.snapshot_failed: dict[str, float] = {}  # per view: 1 while its newest file cannot be loaded
         self.callers: dict[str, int] = {}  # admitted calls by token name
         self.refusals: dict[tuple[str, str], int] = {}  # (code, token name or "") -> calls refused
+        self.models_loaded: dict[tuple[str, str, str], int] = {}  # (stage, model, version) -> 1
+        self.models_refused: dict[tuple[str, str, str, str], int] = {}  # (model, version, stage, rule) -> loads refused
+        self.registry_up = 0
+        self.predictions: dict[str, int] = {}  # by outcome: logged | refused_log_full | write_failed
         self.lookup_path: dict[str, int] = {}  # "lane" | "public" -> 1 for the path lookups take, 0 for the other
         # counts are read-modify-write from several lookup threads: one lock, uncontended ~0.1 µs
         self.lock = threading.Lock()
@@ -121,6 +125,24 @@ class NodeStats(Collector):
             "allowed in this region (PERMISSION_DENIED, with its token's name)",
             labels=["code", "caller"],
         ), self.refusals)
+        yield _labelled(GaugeMetricFamily(
+            "fedstore_model_loaded", "1 for each model version the node scores with, by stage",
+            labels=["stage", "model", "version"],
+        ), self.models_loaded)
+        yield _labelled(CounterMetricFamily(
+            "fedstore_model_refused",
+            "Model versions the registry deployed here that the region's own policy refused to load, by rule",
+            labels=["model", "version", "stage", "rule"],
+        ), self.models_refused)
+        yield GaugeMetricFamily(
+            "fedstore_registry_reachable", "1 when the last ask of the centre's registry for the deployment "
+            "was answered", value=self.registry_up)
+        yield _labelled(CounterMetricFamily(
+            "fedstore_predictions",
+            "Predictions by outcome: logged (written to the region's prediction log), refused_log_full "
+            "(Score refused: the log writer was behind)",
+            labels=["outcome"],
+        ), self.predictions)
         yield _labelled(GaugeMetricFamily(
             "fedstore_lookup_path",
             "1 for the path this process answers lookups on: path=lane (the lookup lane on grpc's core) or "
@@ -196,6 +218,21 @@ class ServingMetrics:
 
     def view_freshness(self, view: str, seconds: float) -> None:
         self.stats.freshness[view] = seconds
+
+    def models_loaded(self, by_stage: Mapping[str, tuple[str, int]]) -> None:
+        self.stats.models_loaded = {(stage, name, str(version)): 1 for stage, (name, version) in by_stage.items()}
+
+    def model_refused(self, name: str, version: int, stage: str, rule: str) -> None:
+        key = (name, str(version), stage, rule)
+        with self.stats.lock:
+            self.stats.models_refused[key] = self.stats.models_refused.get(key, 0) + 1
+
+    def registry_reachable(self, up: bool) -> None:
+        self.stats.registry_up = 1 if up else 0
+
+    def predictions(self, outcome: str, count: int) -> None:
+        with self.stats.lock:
+            self.stats.predictions[outcome] = self.stats.predictions.get(outcome, 0) + count
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -14,7 +14,9 @@ servers make per call. The lane uses grpc's private core; when this grpcio lacks
 ``serving.lookup_path`` is ``public``) the same methods are answered through grpc's public API
 (``serving.lookup_public``): slower, never down; the start-up log and ``fedstore_lookup_path`` say
 which. Everything else is grpc's thread-pool server on the same port: health, reflection,
-training-set streams. Registry and snapshot reloads run on the refresher thread.
+training-set streams, and ``FeatureServing/Score`` (``serving.scoring``) when the region scores
+(``serving.models``: the deployment follower and the prediction log start and stop with the node).
+Registry and snapshot reloads run on the refresher thread.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from feast.protos.feast.serving import GrpcServer_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstore.federation import FederationConfig, RegionConfig
+from fedstore.federation.channels import centre_link
 from fedstore.federation.grpc_handlers import generic_handler
 from fedstore.federation.health_service import HealthService
 from fedstore.federation.reflection import ServerReflection
@@ -58,6 +61,10 @@ from fedstore.serving.open_streams import LimitOpenStreams
 from fedstore.serving.online import ClusterReader, FeastReader, OnlineReader, RedisReader
 from fedstore.serving.ports import CannotListen, check_bindable, stop_listening
 from fedstore.serving.servicer import FeatureServingServicer
+from fedstore.serving.scoring import Scorer, ScoringServicer
+from fedstore.serving.deployed import Deployment, DeploymentStore
+from fedstore.serving.model_follower import DeploymentFollower
+from fedstore.serving.prediction_log import PredictionLog
 
 if TYPE_CHECKING:
     from fedstore.serving.lookup_lane import LookupLane
@@ -93,7 +100,9 @@ class ServingNode:
         refresh_seconds: float = 1.0,
         reuse_port: bool = False,
         metrics_port: int | None = None,
+        centre_address: str | None = None,
     ) -> None:
+        """``centre_address``: where the registry is (default: the config's aggregator address)."""
         self.region = region
         self.refresh_seconds = refresh_seconds
         self._reuse_port = reuse_port
@@ -152,6 +161,9 @@ class ServingNode:
         self.health = HealthService()
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
+        self.follower, self.predictions = self._models(config, centre_address)
+        scorer = Scorer(self.features, self._deployment, self.predictions)
+        self._scoring = ScoringServicer(scorer, self.metrics).handler()
         lookups = (FeatureServingServicer(self.features).lane_method(), self._compat.lane_method())
         bind = address or region.serving_address
         self.server, self._lane, self.public_path_reason = self._build(lookups)
@@ -162,6 +174,24 @@ class ServingNode:
         self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
+
+    def _models(self, config: FederationConfig,
+                centre_address: str | None) -> tuple[DeploymentFollower | None, PredictionLog | None]:
+        """The deployment follower and the prediction log, when the region scores (``serving.models``)."""
+        models = self.region.serving.models
+        if models is None:
+            return None, None
+        token = next(t for t in config.tokens if t.name == models.registry_token)  # checked by the config
+        follower = DeploymentFollower(
+            self.region.code, config.policy(self.region.code), centre_link(config, self.region.code, centre_address),
+            token.secret(), DeploymentStore(self.region.data_dir), self.metrics, poll_seconds=models.poll_seconds)
+        log = PredictionLog(self.region.data_dir, retention_days=models.prediction_retention_days,
+                            max_batches=models.log_queue_batches,
+                            on_written=lambda n: self.metrics.predictions("logged", n))
+        return follower, log
+
+    def _deployment(self) -> Deployment | None:
+        return self.follower.current if self.follower is not None else None
 
     def _build(self, lookups: Sequence[LaneMethod]) -> tuple[grpc.Server, LookupLane | None, str]:
         """The grpc server, with the lookups on the lane attached to it, or (None and why not) served
@@ -175,7 +205,7 @@ class ServingNode:
             except ImportError as e:
                 why = f"grpc's private core cannot be imported ({e})"
         if not why:
-            guard = TokenGuard((datasets,), self._tokens, self.region.code, self.metrics)
+            guard = TokenGuard((datasets, self._scoring), self._tokens, self.region.code, self.metrics)
             lane = LookupLane(lookups, guard, self.metrics, threads=settings.lookup_threads,
                               name=f"lookup-{self.region.code}", max_calls=settings.max_concurrent_calls)
             server = self._grpc_server(guard, lookup_threads=0)
@@ -184,8 +214,8 @@ class ServingNode:
                 return server, lane, ""
             except LaneUnsupported as e:  # nothing was registered; a fresh server all the same
                 why = str(e)
-        guard = TokenGuard((datasets, PublicLookups(lookups, self.metrics)), self._tokens, self.region.code,
-                           self.metrics)
+        guard = TokenGuard((datasets, self._scoring, PublicLookups(lookups, self.metrics)), self._tokens,
+                           self.region.code, self.metrics)
         return self._grpc_server(guard, lookup_threads=settings.lookup_threads), None, why
 
     def _grpc_server(self, guard: TokenGuard, *, lookup_threads: int) -> grpc.Server:
@@ -232,6 +262,10 @@ class ServingNode:
 
     def start(self) -> "ServingNode":
         self._check_health()
+        if self.predictions is not None:
+            self.predictions.start()
+        if self.follower is not None:
+            self.follower.start()
         self.server.start()
         if self._lane is not None:
             self._lane.start()
@@ -267,6 +301,10 @@ class ServingNode:
         self.server.stop(grace).wait(grace + 30)
         if self._lane is not None:
             self._lane.stop()
+        if self.follower is not None:
+            self.follower.stop()
+        if self.predictions is not None:
+            self.predictions.close()  # after the calls drained: every answered prediction is written
         close = getattr(self.reader, "close", None)
         if close:
             close()

@@ -35,8 +35,9 @@ class Served:
 
 def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, customers: int = 200,
                   serving: dict | None = None, online_store: dict | None = None,
-                  tokens: list[dict] | None = None) -> Served:
-    """``tokens``: the config's credentials instead of fraud-app's and sg-only's (their env vars set by the caller)."""
+                  tokens: list[dict] | None = None, configure=None, centre_address: str | None = None) -> Served:
+    """``tokens``: the config's credentials instead of fraud-app's and sg-only's (their env vars set by the caller);
+    ``configure``: called with the raw config mapping before it is written (to add sections)."""
     monkeypatch.setenv("TOKEN_FRAUD", TOKENS["fraud-app"])
     monkeypatch.setenv("TOKEN_SG", TOKENS["sg-only"])
     online = online_store or ({"type": "redis", "url": redis_url} if redis_url else {"type": "sqlite"})
@@ -59,6 +60,8 @@ def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, custome
             {"name": "sg-only", "secret_env": "TOKEN_SG", "roles": ["lookup", "datasets"], "regions": ["SG"]},
         ]},
     }
+    if configure is not None:
+        configure(raw)
     path = tmp_path / "fed.yaml"
     path.write_text(yaml.safe_dump(raw))
     config = load_config(path)
@@ -68,7 +71,8 @@ def served_region(tmp_path: Path, redis_url: str | None, monkeypatch, *, custome
     tables = write_sources(node.data_dir, customers=customers, drivers=20, days=3, start=start)
     node.apply()
     materialize(node, MaterializeRequest(show_progress=False))
-    server = ServingNode(config, config.region("MY"), address="127.0.0.1:0", refresh_seconds=0.2).start()
+    server = ServingNode(config, config.region("MY"), address="127.0.0.1:0", refresh_seconds=0.2,
+                         centre_address=centre_address).start()
     return Served(config, node, server, tables)
 
 

@@ -38,20 +38,22 @@ def node(sqlite_federation):
         "created": pa.array([T] * 5, TS),
         "txn_count_7d": pa.array([1] * 5, pa.int64()), "txn_count_30d": pa.array([1] * 5, pa.int64()),
         "spend_7d": [1.0] * 5, "spend_30d": [1.0] * 5, "avg_ticket": [1.0] * 5,
-        "chargeback_rate_30d": pa.array([0.1, 0.9, 7.0, None, 0.3]),
+        # 1.0, not beyond: a rate outside [0, 1] breaks the catalog's declared domain and the source
+        # is refused at the door (tests/test_data_contract.py); clipping is for features without one
+        "chargeback_rate_30d": pa.array([0.1, 0.9, 1.0, None, 0.3]),
         "distinct_merchants_30d": pa.array([1] * 5, pa.int64()), "night_txn_ratio_7d": [0.0] * 5,
     }), src / "customer_transactions.parquet")
     node.apply()
     return node
 
 
-def test_exact_statistics_count_each_entity_once_and_clip(node):
+def test_exact_statistics_count_each_entity_once(node):
     stats = compute_statistics(node, SPEC, T - timedelta(days=1), T + timedelta(days=1))
     cb = stats.features[0]
     assert (cb.count, cb.null_count) == (3, 1)  # customers 1, 2, 4 have values; 3 is null
     assert cb.sum == pytest.approx(0.9 + 1.0 + 0.3)
     assert cb.sum_sq == pytest.approx(0.81 + 1.0 + 0.09)
-    assert cb.histogram == (0, 1, 0, 2)  # 0.3 | 0.9 and the clipped 1.0 in the top bin
+    assert cb.histogram == (0, 1, 0, 2)  # 0.3 | 0.9 and the top edge 1.0 in the top bin
     kyc = stats.features[1]
     assert kyc.count == 40 and sum(kyc.histogram) == 40
 

@@ -122,6 +122,7 @@ def _env(name: str) -> str:
 # and which credentials' regions may use it for region MY (the node's region, or the request's).
 EXPECTED = {
     SERVING + "GetOnlineFeatures": ("lookup", lambda regions: regions == ("MY",)),
+    SERVING + "Score": ("lookup", lambda regions: regions == ("MY",)),
     FEAST + "GetOnlineFeatures": ("lookup", lambda regions: regions == ("MY",)),
     FEAST + "Push": (None, lambda regions: False),
     FEAST + "WriteToOnlineStore": (None, lambda regions: False),
@@ -142,6 +143,7 @@ EXPECTED = {
 # a request per method, aimed at region MY; an admitted one may still fail (INVALID_ARGUMENT, NOT_FOUND)
 REQUESTS: dict[str, bytes] = {
     SERVING + "GetOnlineFeatures": b"",
+    SERVING + "Score": b"",
     FEAST + "GetOnlineFeatures": b"",
     FEAST + "Push": b"",
     FEAST + "WriteToOnlineStore": b"",
@@ -246,7 +248,8 @@ def test_the_role_rpc_region_matrix_over_real_grpc(doors):
 def test_the_centre_reads_no_row_and_is_told_why(doors):
     node, *_ = doors
     with grpc.insecure_channel(node) as ch:
-        for method in (SERVING + "GetOnlineFeatures", FEAST + "GetOnlineFeatures", DATASETS + "GetHistoricalFeatures"):
+        for method in (SERVING + "GetOnlineFeatures", SERVING + "Score", FEAST + "GetOnlineFeatures",
+                       DATASETS + "GetHistoricalFeatures"):
             call = ch.unary_stream(method) if method in STREAMING else ch.unary_unary(method)
             with pytest.raises(grpc.RpcError) as e:
                 result = call(REQUESTS[method], metadata=(("authorization", f"Bearer {_secret('centre@*')}"),), timeout=30)

@@ -29,8 +29,18 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "region training-set": (
         "fedstore region training-set --region MY --entities entities.parquet "
         "--feature-service fraud_scoring --label is_fraud --out train.parquet",
+        "fedstore region training-set --region MY --entities entities.parquet "
+        "--feature-service fraud_scoring --out audit.parquet --consent mark",
+    ),
+    "region erase": (
+        "fedstore region erase --region MY --entity customer_id=123",
+        "fedstore region erase --region MY --entity customer_id=123 --check",
     ),
     "region datasets": ("fedstore region datasets --region MY",),
+    "region explain": (
+        "fedstore region explain --region MY --prediction 3f2a9c0e5b1d4e7f8a6b2c4d9e0f1a3b",
+        "FEDSTORE_TOKEN=... fedstore region explain --region MY --prediction 3f2a… --promotions",
+    ),
     "region publish-stats": (
         "fedstore region publish-stats --region MY --epsilon 0.5",
         "fedstore region publish-stats --region MY --epsilon 1 --segment home_city",

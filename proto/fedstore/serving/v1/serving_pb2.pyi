@@ -133,3 +133,66 @@ class GetOnlineFeaturesResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[EntityResult]
     metadata: ResponseMetadata
     def __init__(self, feature_names: _Optional[_Iterable[str]] = ..., results: _Optional[_Iterable[_Union[EntityResult, _Mapping]]] = ..., metadata: _Optional[_Union[ResponseMetadata, _Mapping]] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("feature_service", "entities")
+    class EntitiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: EntityColumn
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[EntityColumn, _Mapping]] = ...) -> None: ...
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    feature_service: str
+    entities: _containers.MessageMap[str, EntityColumn]
+    def __init__(self, feature_service: _Optional[str] = ..., entities: _Optional[_Mapping[str, EntityColumn]] = ...) -> None: ...
+
+class Contribution(_message.Message):
+    __slots__ = ("feature", "value", "contribution", "status", "imputed")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    IMPUTED_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    value: float
+    contribution: float
+    status: FeatureStatus
+    imputed: bool
+    def __init__(self, feature: _Optional[str] = ..., value: _Optional[float] = ..., contribution: _Optional[float] = ..., status: _Optional[_Union[FeatureStatus, str]] = ..., imputed: _Optional[bool] = ...) -> None: ...
+
+class EntityScore(_message.Message):
+    __slots__ = ("prediction_id", "score", "probability", "model", "version", "stage", "intercept", "contributions", "materialization_job_ids", "imputed", "scored")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    MATERIALIZATION_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    IMPUTED_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: str
+    score: float
+    probability: float
+    model: str
+    version: int
+    stage: str
+    intercept: float
+    contributions: _containers.RepeatedCompositeFieldContainer[Contribution]
+    materialization_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    imputed: int
+    scored: bool
+    def __init__(self, prediction_id: _Optional[str] = ..., score: _Optional[float] = ..., probability: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., stage: _Optional[str] = ..., intercept: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., materialization_job_ids: _Optional[_Iterable[str]] = ..., imputed: _Optional[int] = ..., scored: _Optional[bool] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("results", "metadata")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EntityScore]
+    metadata: ResponseMetadata
+    def __init__(self, results: _Optional[_Iterable[_Union[EntityScore, _Mapping]]] = ..., metadata: _Optional[_Union[ResponseMetadata, _Mapping]] = ...) -> None: ...

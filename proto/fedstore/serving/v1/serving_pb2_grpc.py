@@ -43,6 +43,11 @@ class FeatureServingStub:
                 request_serializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesRequest.SerializeToString,
                 response_deserializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesResponse.FromString,
                 _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/fedstore.serving.v1.FeatureServing/Score',
+                request_serializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreResponse.FromString,
+                _registered_method=True)
 
 
 class FeatureServingServicer:
@@ -60,6 +65,17 @@ class FeatureServingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Score(self, request, context):
+        """The region's deployed model's score of each entity, from the same features a lookup returns:
+        the production (full) or canary model by the registry's per-entity split, with each feature's
+        contribution and the jobs that wrote the values. Shadow models score too, but only the
+        region's prediction log sees their scores. FAILED_PRECONDITION when no model is deployed for
+        the feature service here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeatureServingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -67,6 +83,11 @@ def add_FeatureServingServicer_to_server(servicer, server):
                     servicer.GetOnlineFeatures,
                     request_deserializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesRequest.FromString,
                     response_serializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesResponse.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreRequest.FromString,
+                    response_serializer=fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -100,6 +121,33 @@ class FeatureServing:
             '/fedstore.serving.v1.FeatureServing/GetOnlineFeatures',
             fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesRequest.SerializeToString,
             fedstore_dot_serving_dot_v1_dot_serving__pb2.GetOnlineFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.serving.v1.FeatureServing/Score',
+            fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreRequest.SerializeToString,
+            fedstore_dot_serving_dot_v1_dot_serving__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

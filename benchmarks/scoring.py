@@ -1,0 +1,215 @@
+"""Scoring benchmark: what `Score` costs beside a plain lookup of the same features, one run.
+
+    python benchmarks/scoring.py [--customers 20000] [--requests 500] [--seconds 5]
+
+Sets up region MY (handmade customers, materialised into a fresh redis-server on a free loopback
+port), a centre with the registry on mutual TLS (a development CA made for the run), and a deployment
+of three versions of the fraud model (full, canary_5, shadow). `fedstore serve` runs as its own
+process and follows it. Printed side by side, for 1, 10 and 100 entities per request: sequential
+latency (p50, p99) of `GetOnlineFeatures(fraud_scoring)` and of `Score(fraud_scoring)`, then
+throughput from 4 client processes, each with one call in flight. Lookups run on the node's lookup
+lane; Score on grpc's thread-pool server, and it also writes every prediction to the region's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+TOKEN, MODELS_TOKEN = "bench-app", "bench-models"
+SIZES = (1, 10, 100)
+RAMP = ("shadow", "canary_5", "canary_25", "full")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def latency(call, n: int, entities: int, requests: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """p50 and p99 in ms of ``requests`` sequential calls of ``n`` random entities (after a warm-up)."""
+    rng = random.Random(n)
+    for _ in range(20):
+        call([rng.randrange(entities) for _ in range(n)])
+    times = []
+    for _ in range(requests):
+        ids = [rng.randrange(entities) for _ in range(n)]
+        began = time.perf_counter()
+        call(ids)
+        times.append(time.perf_counter() - began)
+    times.sort()
+    return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
+
+
+def _config(tmp: Path, redis_url: str, centre: str) -> Path:
+    import yaml
+
+    from border import make_pki, with_mtls
+
+    raw = {
+        "federation": {"name": "bench"},
+        "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
+                     "data_dir": "MY", "online_store": {"type": "redis", "url": redis_url},
+                     "serving_address": "127.0.0.1:50999",  # `serve --address` names the port
+                     "serving": {"online_timeout_ms": 2000, "models": {"registry_token": "models", "poll_seconds": 1}}}],
+        "auth": {"tokens": [
+            {"name": "app", "secret_env": "BENCH_APP", "roles": ["lookup"], "regions": ["MY"]},
+            {"name": "models", "secret_env": "BENCH_MODELS", "roles": ["registry-read"], "regions": ["MY"]}]},
+        "aggregator": {"address": centre},
+        "deployment_policy": {"MY": {"shadow_first": False}},
+    }
+    with_mtls(raw, make_pki(tmp / "pki"))
+    path = tmp / "fed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _deploy(registry) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from fedstore.aggregator.registry.model import ModelCandidate
+    from fedstore.federation.training import schema_hash, training_spec
+
+    spec = training_spec("fraud_scoring")
+    for seed in (1, 2, 3):
+        weights = [float(w) for w in np.random.default_rng(seed).normal(0, 1, spec.dimension)]
+        registry.register(ModelCandidate(
+            name="fraud_lda", strategy="lda", feature_service="fraud_scoring", features=spec.features,
+            schema_hash=schema_hash(spec), parameters={"weights": weights, "intercept": -2.0, "link": "logistic"},
+            submissions=(f"my-training-{seed}",), epsilon_by_region={"MY": 1.0}), who="bench")
+    for version, stages in ((1, RAMP), (2, ("shadow", "canary_5")), (3, ("shadow",))):
+        for stage in stages:
+            registry.promote("fraud_lda", version, "MY", stage, who="bench", why="benchmark")
+
+
+def _caller(kind: str, address: str):  # type: ignore[no-untyped-def]
+    import grpc
+
+    from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+    from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
+
+    stub = serving_pb2_grpc.FeatureServingStub(grpc.insecure_channel(address))
+    md = (("authorization", f"Bearer {TOKEN}"),)
+
+    def lookup(ids: list[int]) -> None:
+        req = pb.GetOnlineFeaturesRequest(feature_service="fraud_scoring")
+        req.entities["customer_id"].int64_values.values.extend(ids)
+        stub.GetOnlineFeatures(req, timeout=10, metadata=md)
+
+    def score(ids: list[int]) -> None:
+        req = pb.ScoreRequest(feature_service="fraud_scoring")
+        req.entities["customer_id"].int64_values.values.extend(ids)
+        assert stub.Score(req, timeout=10, metadata=md).results[0].prediction_id
+
+    return lookup if kind == "lookup" else score
+
+
+def _load(kind: str, address: str, customers: int, size: int, seconds: float, out) -> None:  # type: ignore[no-untyped-def]
+    call, rng, done = _caller(kind, address), random.Random(os.getpid()), 0
+    call([1] * size)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:  # bounded by time
+        call([rng.randrange(customers) for _ in range(size)])
+        done += 1
+    out.put(done)
+
+
+def _throughput(kind: str, address: str, customers: int, size: int, seconds: float, clients: int = 4) -> float:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_load, args=(kind, address, customers, size, seconds, out)) for _ in range(clients)]
+    for p in procs:
+        p.start()
+    total = sum(out.get(timeout=seconds + 120) for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=500, help="sequential requests per latency point")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    args = parser.parse_args()
+
+    from handmade import write_sources
+    from redis_servers import start_redis
+
+    from fedstore.aggregator.intake.server import build_server
+    from fedstore.aggregator.registry.store import ModelRegistry
+    from fedstore.federation import load_config
+    from fedstore.regions.store.materialize import MaterializeRequest, materialize
+    from fedstore.regions.store.node import RegionNode
+    from fedstore.serving.prediction_log import read_predictions
+
+    os.environ.update({"BENCH_APP": TOKEN, "BENCH_MODELS": MODELS_TOKEN, "PYTHONWARNINGS": "ignore"})
+    redis = start_redis()
+    serve = None
+    with tempfile.TemporaryDirectory(prefix="fedstore-scoring-bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        centre_address, address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        config = load_config(_config(tmp, redis.url, centre_address))
+        centre, _, store = build_server(config, tmp / "centre" / "aggregator.duckdb", centre_address)
+        centre.start()
+        try:
+            print(f"setting up {args.customers:,} customers in redis on port {redis.port} …", flush=True)
+            node = RegionNode(config.region("MY"))
+            from datetime import UTC, datetime, timedelta
+
+            write_sources(node.data_dir, customers=args.customers, drivers=10, days=2,
+                          start=datetime.now(UTC).replace(microsecond=0) - timedelta(days=2))
+            node.apply()
+            materialize(node, MaterializeRequest(show_progress=False))
+            _deploy(ModelRegistry(tmp / "centre" / "registry.db", config))
+            serve = subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "serve",
+                                      "--region", "MY", "--address", address],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            score = _caller("score", address)
+            deadline = time.monotonic() + 120
+            while True:  # until it serves and follows the deployment
+                try:
+                    score([1])
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or serve.poll() is not None:
+                        raise SystemExit("fedstore serve did not start scoring") from None
+                    time.sleep(0.5)
+            print("deployment: fraud_lda v1 full, v2 canary_5, v3 shadow (all scored, the shadow only logged)\n")
+            print(f"{'entities':>8}  {'lookup p50/p99 ms':>18}  {'Score p50/p99 ms':>17}  {'added p50':>9}  "
+                  f"{'lookups/s':>9}  {'Scores/s':>8}  {'ratio':>5}")
+            for n in SIZES:
+                reqs = args.requests if n < 100 else max(100, args.requests // 2)
+                lp50, lp99 = latency(_caller("lookup", address), n, args.customers, reqs)
+                sp50, sp99 = latency(score, n, args.customers, reqs)
+                lt = _throughput("lookup", address, args.customers, n, args.seconds)
+                st = _throughput("score", address, args.customers, n, args.seconds)
+                print(f"{n:>8}  {lp50:>8.2f} / {lp99:>7.2f}  {sp50:>7.2f} / {sp99:>7.2f}  {sp50 - lp50:>9.2f}  "
+                      f"{lt:>9,.0f}  {st:>8,.0f}  {st / lt:>5.2f}", flush=True)
+        finally:
+            if serve is not None:
+                serve.terminate()
+                serve.wait(60)
+            centre.stop(0).wait()
+            store.close()
+            redis.stop()
+        logged = read_predictions(tmp / "MY").num_rows
+        print(f"\nprediction log after SIGTERM: {logged:,} rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The region's prediction log: one row per prediction, append-only Parquet partitioned by day,
+under ``<data_dir>/predictions/day=YYYY-MM-DD/``. It never leaves the region: nothing that talks to
+the centre imports this module (import-linter contract in pyproject.toml).
+
+Rows are written off the request path: a Score call hands its rows to a bounded queue and a
+writer thread writes them in parts (a new file per flush, written under a temporary name and renamed,
+so a reader never sees half a file and nothing written is rewritten). When the queue is full the
+call is refused (RESOURCE_EXHAUSTED) before it answers, so every answered prediction is in the log,
+and memory stays bounded. ``close`` (the node's clean stop, SIGTERM included) writes what is queued.
+Day partitions older than ``retention_days`` are deleted (data minimisation), each one logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_DIR = "predictions"
+_PARTITION = "day="
+
+SCHEMA = pa.schema([
+    ("prediction_id", pa.string()),
+    ("at", pa.timestamp("us", tz="UTC")),
+    ("entity", pa.string()),
+    ("feature_service", pa.string()),
+    ("model", pa.string()),
+    ("version", pa.int64()),
+    ("stage", pa.string()),
+    ("score", pa.float64()),
+    ("shadow", pa.list_(pa.struct([("model", pa.string()), ("version", pa.int64()), ("score", pa.float64())]))),
+    ("features", pa.list_(pa.string())),
+    ("values", pa.list_(pa.float64())),  # null where the value was missing or stale (imputed)
+    ("imputed", pa.list_(pa.string())),
+    ("job_ids", pa.list_(pa.string())),
+    ("source", pa.string()),  # online_store | batch_fallback
+])
+
+
+@dataclass(frozen=True)
+class ShadowScore:
+    model: str
+    version: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    prediction_id: str
+    at: datetime  # UTC
+    entity: str
+    feature_service: str
+    model: str  # "" when no stage covered the entity
+    version: int
+    stage: str
+    score: float | None
+    shadow: tuple[ShadowScore, ...]
+    features: tuple[str, ...]
+    values: tuple[float | None, ...]
+    imputed: tuple[str, ...]
+    job_ids: tuple[str, ...]
+    source: str
+
+
+class LogFull(Exception):
+    """The writer is behind by the whole queue: the call is refused rather than answered unlogged."""
+
+
+def new_prediction_id() -> str:
+    return uuid.uuid4().hex
+
+
+class PredictionLog:
+    def __init__(self, data_dir: Path, *, retention_days: int, max_batches: int,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), flush_rows: int = 20_000,
+                 flush_seconds: float = 1.0, on_written: Callable[[int], None] | None = None) -> None:
+        self.directory = data_dir / PREDICTIONS_DIR
+        self.retention_days = retention_days
+        self.clock = clock
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._on_written = on_written
+        self._queue: queue.Queue[Sequence[Prediction] | None] = queue.Queue(maxsize=max_batches)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._closed = threading.Event()
+        self._last_retention: date | None = None
+        self._failing = False  # the last write failed (logged once)
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def append(self, rows: Sequence[Prediction]) -> None:
+        """Queue one call's rows for the writer, or LogFull at once (never blocks a call)."""
+        if self._closed.is_set():
+            raise LogFull("the prediction log is closed: the node is stopping")
+        try:
+            self._queue.put_nowait(rows)
+        except queue.Full:
+            raise LogFull("the prediction log's writer is behind; try again shortly") from None
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then stop the writer (the node's clean stop)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if not self._thread.is_alive():
+            return
+        self._queue.put(None)  # after every batch already queued
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("the prediction log's writer did not finish within %.0f s", timeout)
+
+    def _run(self) -> None:
+        pending: list[Prediction] = []
+        last_write = time.monotonic()
+        stopping = failed = False
+        while True:
+            self._retention()
+            batch: Sequence[Prediction] | None = ()
+            if failed and not self._closed.is_set():
+                # the last write failed: nothing more is taken until it succeeds, so the queue fills
+                # and calls are refused (memory stays bounded); retried every flush_seconds
+                time.sleep(self.flush_seconds)
+            else:
+                try:
+                    batch = self._queue.get(timeout=self.flush_seconds)
+                except queue.Empty:
+                    pass
+            if batch is None:
+                stopping = True
+            else:
+                pending.extend(batch)
+            due = len(pending) >= self.flush_rows or time.monotonic() - last_write >= self.flush_seconds
+            if pending and (due or stopping):
+                failed = not self._write(pending)
+                if not failed:
+                    pending = []
+                elif stopping:
+                    log.error("%d predictions could not be written to the log at stop", len(pending))
+                last_write = time.monotonic()
+            if stopping:
+                return
+
+    def _write(self, rows: list[Prediction]) -> bool:
+        """One part file per day the rows fall on; False (logged, kept for the next try) on failure."""
+        by_day: dict[date, list[Prediction]] = {}
+        for r in rows:
+            by_day.setdefault(r.at.astimezone(UTC).date(), []).append(r)
+        try:
+            for day, day_rows in by_day.items():
+                folder = self.directory / f"{_PARTITION}{day.isoformat()}"
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+                tmp = folder / f".{name}.tmp"
+                pq.write_table(_table(day_rows), tmp)
+                os.replace(tmp, folder / name)
+        except OSError as e:
+            if not self._failing:  # once when it starts failing, once when it works again
+                log.error("the prediction log cannot be written under %s (%s); retrying, and refusing Score "
+                          "calls once its queue is full", self.directory, e)
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("the prediction log is written again under %s", self.directory)
+            self._failing = False
+        if self._on_written is not None:
+            self._on_written(len(rows))
+        return True
+
+    def _retention(self) -> None:
+        today = self.clock().astimezone(UTC).date()
+        if self._last_retention == today:
+            return
+        self._last_retention = today
+        apply_retention(self.directory, today, self.retention_days)
+
+
+def apply_retention(directory: Path, today: date, days: int) -> list[str]:
+    """Delete the day partitions older than ``days`` days before ``today``; the days deleted."""
+    oldest = today - timedelta(days=days)
+    deleted = []
+    for folder in sorted(directory.glob(f"{_PARTITION}*")):
+        try:
+            day = date.fromisoformat(folder.name[len(_PARTITION):])
+        except ValueError:
+            continue  # not ours
+        if day < oldest:
+            shutil.rmtree(folder)
+            deleted.append(day.isoformat())
+            log.info("prediction log: deleted the predictions of %s (retention: %d days)", day, days)
+    return deleted
+
+
+def _table(rows: list[Prediction]) -> pa.Table:
+    return pa.Table.from_pydict({
+        "prediction_id": [r.prediction_id for r in rows],
+        "at": [r.at for r in rows],
+        "entity": [r.entity for r in rows],
+        "feature_service": [r.feature_service for r in rows],
+        "model": [r.model for r in rows],
+        "version": [r.version for r in rows],
+        "stage": [r.stage for r in rows],
+        "score": [r.score for r in rows],
+        "shadow": [[{"model": s.model, "version": s.version, "score": s.score} for s in r.shadow] for r in rows],
+        "features": [list(r.features) for r in rows],
+        "values": [list(r.values) for r in rows],
+        "imputed": [list(r.imputed) for r in rows],
+        "job_ids": [list(r.job_ids) for r in rows],
+        "source": [r.source for r in rows],
+    }, schema=SCHEMA)
+
+
+def read_predictions(data_dir: Path, prediction_id: str | None = None) -> pa.Table:
+    """Every logged prediction of the region (or the one with this id), from its part files."""
+    parts = sorted((data_dir / PREDICTIONS_DIR).glob(f"{_PARTITION}*/*.parquet"))
+    if not parts:
+        return SCHEMA.empty_table()
+    tables = [pq.read_table(p, schema=SCHEMA) for p in parts]
+    table = pa.concat_tables(tables)
+    if prediction_id is not None:
+        table = table.filter(pc.equal(table["prediction_id"], prediction_id))
+    return table
+
+
+__all__ = ["LogFull", "Prediction", "PredictionLog", "ShadowScore", "apply_retention", "new_prediction_id",
+           "read_predictions"]
