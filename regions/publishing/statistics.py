@@ -20,6 +20,7 @@ from feast import FeatureView
 from fedstore.federation.statistics import FeatureSpec, SegmentSpec
 from fedstore.regions.consent import ConsentGate
 from fedstore.regions.errors import UnknownName
+from fedstore.regions.publishing.cleansers import BoundedValues
 from fedstore.regions.store.node import RegionNode
 from fedstore.regions.store.source_reader import read_latest
 
@@ -117,7 +118,7 @@ def _feature(spec: FeatureSpec, table: pa.Table | None) -> FeatureStatistics:
         return FeatureStatistics(spec.ref, 0, 0, 0.0, 0.0, (0,) * spec.bins)
     col = table.column(spec.feature).to_numpy(zero_copy_only=False).astype(float)
     present = ~np.isnan(col)
-    values = np.clip(col[present], spec.lower, spec.upper)
+    values = BoundedValues.of(spec)(col[present])
     # bins are [e_i, e_i+1); the top edge belongs to the last bin
     idx = np.clip(np.searchsorted(spec.edges, values, side="right") - 1, 0, spec.bins - 1)
     hist = np.bincount(idx, minlength=spec.bins)
