@@ -35,6 +35,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "fedstore region explain --region MY --prediction 3f2a9c0e5b1d4e7f8a6b2c4d9e0f1a3b",
         "FEDSTORE_TOKEN=... fedstore region explain --region MY --prediction 3f2a… --promotions",
     ),
+    "region outcomes": (
+        "fedstore region outcomes --region MY --file chargebacks.parquet",
+        "fedstore region outcomes --region MY --file labels.parquet --window-days 30",
+    ),
     "region publish-stats": (
         "fedstore region publish-stats --region MY --epsilon 0.5",
         "fedstore region publish-stats --region MY --epsilon 1 --segment home_city",
