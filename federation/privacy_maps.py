@@ -122,18 +122,19 @@ def evaluation_mechanism(scale: float) -> dp.Measurement:
     return laplace("vector", scale)
 
 
-def evaluation_epsilon(scale: float) -> float:
-    """ε of an evaluation release with noise of ``scale``; ValueError when OpenDP refuses it."""
-    return laplace_epsilon("vector", 1, scale)
+def evaluation_epsilon(scale: float, sensitivity: int = 1) -> float:
+    """ε of an evaluation release with noise of ``scale``; ValueError when OpenDP refuses it.
+    ``sensitivity`` 2 for outcome evidence with segments: an entity is in the whole and in one segment."""
+    return laplace_epsilon("vector", sensitivity, scale)
 
 
-def evaluation_scale(epsilon: float) -> float:
+def evaluation_scale(epsilon: float, sensitivity: int = 1) -> float:
     """The Laplace scale OpenDP certifies for ε on the score histograms; ValueError when no finite
     scale does (a tiny ε, 1e-30 say)."""
     if not epsilon > 0:
         raise ValueError("epsilon must be positive")
     try:
-        return float(dp.binary_search_param(evaluation_mechanism, d_in=1, d_out=epsilon))
+        return float(dp.binary_search_param(evaluation_mechanism, d_in=sensitivity, d_out=epsilon))
     except dp.OpenDPException:
         raise ValueError(f"no finite noise scale gives epsilon {epsilon:g}") from None
 

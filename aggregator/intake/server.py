@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from concurrent import futures
 from datetime import datetime, timezone
@@ -38,7 +39,7 @@ from fedstore.aggregator.store import (
     SubmissionStore,
     content_hash,
 )
-from fedstore.aggregator.training.metrics import evaluation_metrics
+from fedstore.aggregator.training.metrics import auc_with_uncertainty, evaluation_metrics
 from fedstore.aggregator.training.train import train
 from fedstore.federation import ConfigError, FederationConfig
 from fedstore.federation.access import AccessGuard
@@ -165,6 +166,9 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         """The evaluation's metrics into the registry, once per submission id (a replay of a
         recorded one changes nothing), then the hook."""
         e = request.evaluation
+        if e.stage:
+            self._record_evidence(request)
+            return
         found = evaluation_metrics({h.label: list(h.counts) for h in e.classes})
         if self.registry is not None and not self.registry.record_evaluation(
             e.model_name, e.model_version, request.region, found, submission_id=request.submission_id
@@ -172,6 +176,23 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             return  # already recorded
         if self.on_evaluation is not None:
             self.on_evaluation(e.model_name, e.model_version, request.region, found, request.submission_id)
+
+    def _record_evidence(self, request: pb.Submission) -> None:
+        """Outcome evidence: AUC and its uncertainty, whole region and per segment, into the registry;
+        then the region's canaries follow it (rolled back when worse than the incumbent beyond the margin)."""
+        if self.registry is None:
+            return
+        e = request.evaluation
+        # the bootstrap's seed is the submission's: the same release always gives the same bounds
+        seed = int.from_bytes(hashlib.sha256(request.submission_id.encode()).digest()[:8], "big")
+        parts = {"": e.classes, **{f"{e.segment_dimension}={g.value}": g.classes for g in e.segments}}
+        estimates = {}
+        for segment, classes in parts.items():
+            counts = {h.label: list(h.counts) for h in classes}
+            estimates[segment] = auc_with_uncertainty(counts[0], counts[1], e.noise_scale, seed=seed)
+        if self.registry.record_evidence(e.model_name, e.model_version, request.region, e.stage, estimates,
+                                         submission_id=request.submission_id):
+            self.registry.follow_evidence(request.region)
 
     def _receipt(self, stored: StoredReceipt, request: pb.Submission, *, replay: bool) -> pb.Receipt:
         ts = Timestamp()
@@ -269,7 +290,7 @@ def build_server(
                           "the regions' client CA (`fedstore certs init` makes development ones), or set "
                           "aggregator.plaintext: true for local development")
     store = SubmissionStore(store_path)
-    registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
+    registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config, clock)
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry, clock)
     servicer.metrics.zero(config.codes)
     served = (pb.DESCRIPTOR.services_by_name["Aggregator"], registry_pb2.DESCRIPTOR.services_by_name["Registry"])
