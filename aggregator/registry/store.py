@@ -279,15 +279,15 @@ class ModelRegistry:
         if gates is None or not gates.auto_rollback:
             return None
         with closing(sqlite3.connect(self.path)) as db:
-            rows = dict(((st, (n, v)) for st, n, v in db.execute(
-                "SELECT stage, name, version FROM assignments WHERE region=? AND until IS NULL", (region,))))
+            rows: dict[str, tuple[str, int]] = {st: (n, v) for st, n, v in db.execute(
+                "SELECT stage, name, version FROM assignments WHERE region=? AND until IS NULL", (region,))}
             if "full" not in rows:
                 return None
-            incumbent = _latest_evidence(db, *rows["full"], region, "full")
+            incumbent = _latest_evidence(db, rows["full"][0], rows["full"][1], region, "full")
             for stage in ("canary_5", "canary_25"):
                 if stage not in rows:
                     continue
-                bad = degraded(_latest_evidence(db, *rows[stage], region, stage), incumbent, gates)
+                bad = degraded(_latest_evidence(db, rows[stage][0], rows[stage][1], region, stage), incumbent, gates)
                 if bad is None:
                     continue
                 inc = next(e for e in incumbent if e.segment == bad.segment)
