@@ -192,8 +192,11 @@ def test_outcomes_judge_the_last_prediction_before_them_within_the_window(tmp_pa
     assert read_judged(data_dir).num_rows == 2
 
 
-def test_a_candidate_worse_in_one_city_is_refused_naming_it_then_a_better_one_climbs_the_gates(loop, tmp_path):
+def test_a_candidate_worse_in_one_city_is_refused_naming_it_then_a_better_one_climbs_the_gates(loop, tmp_path, capsys,
+                                                                                              monkeypatch):
     config, clock, registry, stub, link = loop
+    monkeypatch.setenv("FEDSTORE_TOKEN", TOKENS["ops-my"])
+    cli = ["--config", str(config.source), "registry", "--address", link.address]
     place = Place("MY", config.region("MY").data_dir)
     entities, city, y, rng = _world()
     city_of = dict(zip(entities, city))
@@ -220,6 +223,10 @@ def test_a_candidate_worse_in_one_city_is_refused_naming_it_then_a_better_one_cl
     assert detail.startswith("rule regression:") and "home_city=Penang" in detail and "\n" not in detail
     assert "Kuala Lumpur" not in detail  # only the segment that regresses is named
     assert registry.audit("MY")[-1].outcome.startswith("refused: rule regression:")
+    assert main([*cli, "show", "fraud_lda", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert "outcome evidence" in shown and "home_city=Penang" in shown
+    assert [line.split()[2:4] for line in shown.splitlines() if " regression " in line] == [["regression", "FAIL"]]
 
     # v3, better everywhere: shadow → canary_5; time and outcomes gate canary_25; readiness gates full
     registry.rollback("MY", "shadow", who="ops-my", why="v2 regresses in Penang")
@@ -261,8 +268,16 @@ def test_a_candidate_worse_in_one_city_is_refused_naming_it_then_a_better_one_cl
     assert e.value.details() == ("rule readiness: fraud_lda v3 needs a production-readiness checklist before full; "
                                  "missing: documentation, monitoring, rollback_procedure, escalation_contact, "
                                  "retraining_trigger")
+    assert main([*cli, "readiness", "fraud_lda", "3", "--item", "documentation=https://wiki/fraud_lda/v3",
+                 "--item", "monitoring=grafana fraud-lda"]) == 0
+    assert "missing: rollback_procedure, escalation_contact, retraining_trigger" in capsys.readouterr().out
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Promote(pb.PromoteRequest(name="fraud_lda", version=3, region="MY", stage="full", why="go"),
+                     metadata=_md(), timeout=10)
+    assert e.value.details().endswith("missing: rollback_procedure, escalation_contact, retraining_trigger")
+    assert main([*cli, "readiness", "fraud_lda", "3", "--item", "pager=x"]) == 2
+    assert "INVALID_ARGUMENT: rule readiness: 'pager' is not a checklist item" in capsys.readouterr().err
     stub.RecordReadiness(pb.RecordReadinessRequest(name="fraud_lda", version=3, items={
-        "documentation": "https://wiki/fraud_lda/v3", "monitoring": "grafana fraud-lda",
         "rollback_procedure": "fedstore registry rollback --stage full", "escalation_contact": "risk-oncall",
         "retraining_trigger": "drift trigger fraud_scoring"}), metadata=_md(), timeout=10)
     event = stub.Promote(pb.PromoteRequest(name="fraud_lda", version=3, region="MY", stage="full", why="go"),
