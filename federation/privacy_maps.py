@@ -128,6 +128,15 @@ def evaluation_epsilon(scale: float, sensitivity: int = 1) -> float:
     return laplace_epsilon("vector", sensitivity, scale)
 
 
+def evaluation_floor(scale: float) -> int:
+    """Bins of a released score histogram below this count are read as empty: the noise's 90%
+    one-sided bound (a discrete Laplace of ``scale`` exceeds it with probability under 10%). The
+    region clamps noisy bins at 0, which leaves about half a scale in every empty bin; read as
+    counts, that mass spread over the score range pulls an AUC towards ½ and makes a tiny cohort
+    look large. Post-processing, applied alike by the region (suppression) and the centre (AUC)."""
+    return math.ceil(scale * math.log(10)) if scale > 0 else 0
+
+
 def evaluation_scale(epsilon: float, sensitivity: int = 1) -> float:
     """The Laplace scale OpenDP certifies for ε on the score histograms; ValueError when no finite
     scale does (a tiny ε, 1e-30 say)."""
@@ -139,5 +148,5 @@ def evaluation_scale(epsilon: float, sensitivity: int = 1) -> float:
         raise ValueError(f"no finite noise scale gives epsilon {epsilon:g}") from None
 
 
-__all__ = ["GAUSSIAN_CONVERSION", "QUERY_NAMES", "gaussian_rho", "evaluation_epsilon", "evaluation_mechanism", "evaluation_scale", "feature_queries",
+__all__ = ["GAUSSIAN_CONVERSION", "QUERY_NAMES", "gaussian_rho", "evaluation_epsilon", "evaluation_floor", "evaluation_mechanism", "evaluation_scale", "feature_queries",
            "gaussian", "gaussian_epsilon", "gaussian_scale", "laplace", "laplace_epsilon", "space"]

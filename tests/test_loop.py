@@ -326,3 +326,34 @@ def test_evidence_needs_outcomes_and_gates_config_is_checked(tmp_path, pki, monk
                            ({"speed": 1}, "unknown key 'speed'")]:
         with pytest.raises(ConfigError, match=message):
             _config(tmp_path, monkeypatch, pki, gates=gates)
+
+
+def test_evidence_release_is_charged_at_sensitivity_two_and_withholds_small_cities(tmp_path, pki, monkeypatch):
+    from fedstore.aggregator.intake.accounting import recompute
+    from fedstore.federation.statistics import CATALOG
+    from fedstore.regions.publishing.budget import BudgetLedger
+    from fedstore.regions.publishing.outbox import to_proto
+    import json
+
+    config = _config(tmp_path, monkeypatch, pki)
+    place = Place("MY", config.region("MY").data_dir)
+    entities, city, y, rng = _world(n=3000, seed=3)
+    # Kuching has 8 entities only: its histograms fall below the minimum cohort and are withheld
+    city = np.where(city == "Kuching", "Penang", city)
+    city[:8] = "Kuching"
+    _log(place.data_dir, _predictions(entities, T0, 1, "full", _scores(rng, y, city, {}, 1.6)))
+    ingest_outcomes(place.data_dir, _outcomes(tmp_path, entities, y, T0 + timedelta(days=1), "o.parquet"),
+                    window=timedelta(days=30))
+    sid, released, path = publish_evidence(place, PRIVACY, name="fraud_lda", version=1, stage="full", epsilon=1.0,
+                                           segment=segment_spec("home_city"), segment_of=dict(zip(entities, city)),
+                                           end=T0 + timedelta(days=2), now=T0 + timedelta(days=2))
+    assert released.sensitivity == 2 and released.epsilon == pytest.approx(1.0, rel=1e-6)
+    assert "Kuching" in released.suppressed_segments and set(released.segments) >= {"Penang", "Kuala Lumpur"}
+    ledger = BudgetLedger(place.data_dir / "privacy_budget.db", "MY", epsilon_per_month=PRIVACY.epsilon_per_month)
+    assert ledger.spent("2026-11") == pytest.approx(1.0)
+    sub = to_proto(json.loads(path.read_text()))
+    assert sub.evaluation.stage == "full" and list(sub.evaluation.suppressed_segments) == ["Kuching"]
+    # the centre's own recomputation from the declared scale: the same ε, at sensitivity 2
+    assert recompute(sub, "evaluation", CATALOG).epsilon == pytest.approx(released.epsilon, rel=1e-9)
+    # each entity once: its outcome counted in the whole, whatever number of outcomes it has
+    assert sum(sum(v) for v in released.whole.values()) == pytest.approx(3000, abs=400)

@@ -6,12 +6,12 @@ Mann–Whitney statistic on histograms. Post-processing of released numbers: fre
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 
+from fedstore.federation.privacy_maps import evaluation_floor
 from fedstore.federation.training import SCORE_EDGES
 
 
@@ -64,11 +64,7 @@ def auc_with_uncertainty(negatives: list[int], positives: list[int], noise_scale
     is the estimate's standard error, and the bounds are the point ∓ z·se (symmetric: the percentiles
     of releases of a release would carry the clamp's bias twice). Post-processing of released numbers
     (the seed is the centre's), free of privacy cost."""
-    # the region clamps noisy bins at 0, so each empty bin keeps about half a noise scale of positive
-    # mass, spread over the whole score range: it pulls the AUC towards ½ by more than the noise's
-    # spread. Bins below the noise's 90% one-sided bound are read as empty (post-processing, the
-    # same in every draw below).
-    floor = math.ceil(noise_scale * math.log(10)) if noise_scale > 0 else 0
+    floor = evaluation_floor(noise_scale)  # the clamp's mass in empty bins is not read as outcomes
 
     def cut(h: np.ndarray) -> np.ndarray:
         return np.where(h < floor, 0.0, h)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fedstore.federation.privacy_maps import evaluation_mechanism, evaluation_scale
+from fedstore.federation.privacy_maps import evaluation_floor, evaluation_mechanism, evaluation_scale
 from fedstore.federation.training import LABELS, SCORE_EDGES
 
 Histograms = dict[int, tuple[int, ...]]  # label -> counts per SCORE_EDGES bin
@@ -95,8 +95,10 @@ def release_evidence(exact: ExactEvidence, *, epsilon: float, minimum_cohort: in
         block = noisy[i * bins * len(LABELS):(i + 1) * bins * len(LABELS)]
         out.append({c: tuple(block[j * bins:(j + 1) * bins]) for j, c in enumerate(LABELS)})
 
-    def small(h: Histograms) -> bool:
-        return any(sum(v) < minimum_cohort for v in h.values())
+    floor = evaluation_floor(scale)
+
+    def small(h: Histograms) -> bool:  # on the noisy counts, bins within the noise read as empty
+        return any(sum(b for b in v if b >= floor) < minimum_cohort for v in h.values())
 
     whole = None if small(out[0]) else out[0]
     released, suppressed = {}, []
