@@ -128,13 +128,14 @@ def evaluation_epsilon(scale: float, sensitivity: int = 1) -> float:
     return laplace_epsilon("vector", sensitivity, scale)
 
 
-def evaluation_floor(scale: float) -> int:
-    """Bins of a released score histogram below this count are read as empty: the noise's 90%
-    one-sided bound (a discrete Laplace of ``scale`` exceeds it with probability under 10%). The
-    region clamps noisy bins at 0, which leaves about half a scale in every empty bin; read as
-    counts, that mass spread over the score range pulls an AUC towards ½ and makes a tiny cohort
-    look large. Post-processing, applied alike by the region (suppression) and the centre (AUC)."""
-    return math.ceil(scale * math.log(10)) if scale > 0 else 0
+def evaluation_floor(scale: float, bins: int) -> int:
+    """Bins of a released score histogram (``bins`` of them) below this count are read as empty: noise
+    alone lifts a bin to it with probability under 0.05 / bins (a discrete Laplace of ``scale``
+    exceeds k with probability under e^(−k/scale)), so under 0.05 of a bin per histogram. The region
+    clamps noisy bins at 0, which leaves about half a scale in every empty bin; read as counts, that
+    mass spread over the score range pulls an AUC towards ½ and makes an empty segment look like a
+    cohort. Post-processing, applied alike by the region (suppression) and the centre (AUC)."""
+    return math.ceil(scale * math.log(bins / 0.05)) if scale > 0 else 0
 
 
 def evaluation_scale(epsilon: float, sensitivity: int = 1) -> float:

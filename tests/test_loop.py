@@ -213,6 +213,7 @@ def test_a_candidate_worse_in_one_city_is_refused_naming_it_then_a_better_one_cl
     ev = {(e.stage, e.segment): e for e in model.evidence}
     assert ev[("shadow", "home_city=Kuala Lumpur")].auc > 0.85 and ev[("shadow", "home_city=Penang")].auc < 0.65
     assert all(e.auc_lower < e.auc < e.auc_upper and e.auc_se > 0 for e in model.evidence)
+    assert all(0 <= e.calibration_error <= 1 and e.calibration_se > 0 for e in model.evidence)
     assert {g.rule: g.passed for g in model.gates} == {"time_in_stage": True, "min_outcomes": True,
                                                        "regression": False}
     with pytest.raises(grpc.RpcError) as e:
@@ -344,16 +345,28 @@ def test_evidence_release_is_charged_at_sensitivity_two_and_withholds_small_citi
     _log(place.data_dir, _predictions(entities, T0, 1, "full", _scores(rng, y, city, {}, 1.6)))
     ingest_outcomes(place.data_dir, _outcomes(tmp_path, entities, y, T0 + timedelta(days=1), "o.parquet"),
                     window=timedelta(days=30))
-    sid, released, path = publish_evidence(place, PRIVACY, name="fraud_lda", version=1, stage="full", epsilon=1.0,
+    sid, released, path = publish_evidence(place, PRIVACY, name="fraud_lda", version=1, stage="full", epsilon=3.0,
                                            segment=segment_spec("home_city"), segment_of=dict(zip(entities, city)),
                                            end=T0 + timedelta(days=2), now=T0 + timedelta(days=2))
-    assert released.sensitivity == 2 and released.epsilon == pytest.approx(1.0, rel=1e-6)
+    assert released.sensitivity == 2 and released.epsilon == pytest.approx(3.0, rel=1e-6)
     assert "Kuching" in released.suppressed_segments and set(released.segments) >= {"Penang", "Kuala Lumpur"}
     ledger = BudgetLedger(place.data_dir / "privacy_budget.db", "MY", epsilon_per_month=PRIVACY.epsilon_per_month)
-    assert ledger.spent("2026-11") == pytest.approx(1.0)
+    assert ledger.spent("2026-11") == pytest.approx(3.0)
     sub = to_proto(json.loads(path.read_text()))
     assert sub.evaluation.stage == "full" and list(sub.evaluation.suppressed_segments) == ["Kuching"]
     # the centre's own recomputation from the declared scale: the same ε, at sensitivity 2
     assert recompute(sub, "evaluation", CATALOG).epsilon == pytest.approx(released.epsilon, rel=1e-9)
     # each entity once: its outcome counted in the whole, whatever number of outcomes it has
     assert sum(sum(v) for v in released.whole.values()) == pytest.approx(3000, abs=400)
+
+
+def test_calibration_error_from_histograms_is_zero_for_a_calibrated_model_and_grows_when_it_is_not():
+    from fedstore.aggregator.training.metrics import calibration_error
+    from fedstore.federation.training import SCORE_EDGES
+
+    mid = (np.asarray(SCORE_EDGES[:-1]) + np.asarray(SCORE_EDGES[1:])) / 2
+    n = np.where((mid > -4) & (mid < 3), 10_000.0, 0.0)
+    p = 1 / (1 + np.exp(-mid))
+    assert calibration_error(n * (1 - p), n * p) < 1e-9
+    shifted = 1 / (1 + np.exp(-(mid + 1)))  # outcomes more frequent than the scores say
+    assert calibration_error(n * (1 - shifted), n * shifted) > 0.1

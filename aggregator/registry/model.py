@@ -40,6 +40,8 @@ class Evidence:
     positives: float
     submission_id: str
     at: datetime
+    calibration_error: float = float("nan")  # expected calibration error (logistic link)
+    calibration_se: float = float("nan")
 
     @property
     def where(self) -> str:

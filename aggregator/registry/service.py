@@ -62,7 +62,8 @@ def version_to_proto(m: ModelVersion) -> pb.ModelVersion:
         influence=[influence_message(i, pb.RegionInfluence) for i in c.influence],
         evidence=[pb.Evidence(region=e.region, stage=e.stage, segment=e.segment, auc=e.auc, auc_se=e.auc_se,
                               auc_lower=e.auc_lower, auc_upper=e.auc_upper, examples=e.examples,
-                              positives=e.positives, submission_id=e.submission_id, at=_ts(e.at))
+                              positives=e.positives, submission_id=e.submission_id, at=_ts(e.at),
+                              calibration_error=e.calibration_error, calibration_se=e.calibration_se)
                   for e in m.evidence],
         readiness=[pb.ReadinessItem(item=r.item, value=r.value, who=r.who, at=_ts(r.at)) for r in m.readiness],
     )

@@ -55,7 +55,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_version_per_stage ON assignments (region, 
 CREATE TABLE IF NOT EXISTS evidence (
     name TEXT NOT NULL, version INTEGER NOT NULL, region TEXT NOT NULL, stage TEXT NOT NULL, segment TEXT NOT NULL,
     auc REAL, auc_se REAL, auc_lower REAL, auc_upper REAL, examples REAL NOT NULL, positives REAL NOT NULL,
-    submission_id TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (submission_id, segment)
+    submission_id TEXT NOT NULL, at TEXT NOT NULL, calibration_error REAL, calibration_se REAL,
+    PRIMARY KEY (submission_id, segment)
 );
 CREATE TABLE IF NOT EXISTS readiness (
     name TEXT NOT NULL, version INTEGER NOT NULL, item TEXT NOT NULL, value TEXT NOT NULL, who TEXT NOT NULL,
@@ -251,9 +252,10 @@ class ModelRegistry:
         with self._write() as db:
             if db.execute("SELECT 1 FROM evidence WHERE submission_id=?", (submission_id,)).fetchone():
                 return False
-            db.executemany("INSERT INTO evidence VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+            db.executemany("INSERT INTO evidence VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
                 (name, version, region, stage, segment, *_finite(e.auc, e.se, e.lower, e.upper), e.examples,
-                 e.positives, submission_id, at) for segment, e in parts.items()])
+                 e.positives, submission_id, at, *_finite(e.calibration_error, e.calibration_se))
+                for segment, e in parts.items()])
         return True
 
     def record_readiness(self, name: str, version: int, items: Mapping[str, str], *, who: str) -> ModelVersion:
@@ -375,19 +377,20 @@ def _event(r: tuple) -> DeploymentEvent:
 
 
 def _evidence_row(r: tuple) -> Evidence:
-    region, stage, segment, auc, se, lower, upper, examples, positives, submission_id, at = r
+    region, stage, segment, auc, se, lower, upper, examples, positives, submission_id, at, ece, ece_se = r
     nan = float("nan")
     return Evidence(region, stage, segment, nan if auc is None else auc, nan if se is None else se,
                     nan if lower is None else lower, nan if upper is None else upper, examples, positives,
-                    submission_id, datetime.fromisoformat(at))
+                    submission_id, datetime.fromisoformat(at), nan if ece is None else ece,
+                    nan if ece_se is None else ece_se)
 
 
 def _latest_evidence(db: sqlite3.Connection, name: str, version: int, region: str | None = None,
                      stage: str | None = None) -> tuple[Evidence, ...]:
     """The latest evidence per region, stage and segment (a later release replaces an earlier one)."""
     rows = db.execute(
-        "SELECT region, stage, segment, auc, auc_se, auc_lower, auc_upper, examples, positives, submission_id, at "
-        "FROM evidence e WHERE name=? AND version=? AND (? IS NULL OR region=?) AND (? IS NULL OR stage=?) "
+        "SELECT region, stage, segment, auc, auc_se, auc_lower, auc_upper, examples, positives, submission_id, at, "
+        "calibration_error, calibration_se FROM evidence e WHERE name=? AND version=? AND (? IS NULL OR region=?) AND (? IS NULL OR stage=?) "
         "AND rowid = (SELECT MAX(rowid) FROM evidence f WHERE f.name=e.name AND f.version=e.version "
         "AND f.region=e.region AND f.stage=e.stage AND f.segment=e.segment) ORDER BY region, stage, segment",
         (name, version, region, region, stage, stage)).fetchall()

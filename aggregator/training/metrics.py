@@ -46,14 +46,12 @@ class AucEstimate:
 
     auc: float
     se: float  # standard deviation over the bootstrap
-    lower: float  # the bootstrap's (1 - confidence) / 2 quantile
+    lower: float  # point − z·se
     upper: float
     examples: float  # noisy: the released counts' total
     positives: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"auc": self.auc, "auc_se": self.se, "auc_lower": self.lower, "auc_upper": self.upper,
-                "examples": self.examples, "positives": self.positives}
+    calibration_error: float = float("nan")  # expected calibration error over the score bins
+    calibration_se: float = float("nan")  # its standard deviation over the same bootstrap
 
 
 def auc_with_uncertainty(negatives: list[int], positives: list[int], noise_scale: float, *, draws: int = 400,
@@ -64,7 +62,7 @@ def auc_with_uncertainty(negatives: list[int], positives: list[int], noise_scale
     is the estimate's standard error, and the bounds are the point ∓ z·se (symmetric: the percentiles
     of releases of a release would carry the clamp's bias twice). Post-processing of released numbers
     (the seed is the centre's), free of privacy cost."""
-    floor = evaluation_floor(noise_scale)  # the clamp's mass in empty bins is not read as outcomes
+    floor = evaluation_floor(noise_scale, len(negatives))  # the clamp's mass in empty bins is not outcomes
 
     def cut(h: np.ndarray) -> np.ndarray:
         return np.where(h < floor, 0.0, h)
@@ -81,10 +79,27 @@ def auc_with_uncertainty(negatives: list[int], positives: list[int], noise_scale
     p_b = cut(np.clip(rng.poisson(pos, shape) + noise(shape), 0, None))
     values = np.array([auc(n_b[i], p_b[i]) for i in range(draws)])
     values = values[np.isfinite(values)]
+    eces = np.array([calibration_error(n_b[i], p_b[i]) for i in range(draws)])
+    eces = eces[np.isfinite(eces)]
     point = auc(neg, pos)
     total, n1 = float(neg.sum() + pos.sum()), float(pos.sum())
+    ece = calibration_error(neg, pos)
+    ece_se = float(eces.std(ddof=1)) if len(eces) > 1 else float("nan")
     if len(values) < 2 or not np.isfinite(point):
-        return AucEstimate(point, float("nan"), float("nan"), float("nan"), total, n1)
+        return AucEstimate(point, float("nan"), float("nan"), float("nan"), total, n1, ece, ece_se)
     se = float(values.std(ddof=1))
     z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
-    return AucEstimate(point, se, point - z * se, point + z * se, total, n1)
+    return AucEstimate(point, se, point - z * se, point + z * se, total, n1, ece, ece_se)
+
+
+def calibration_error(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """Expected calibration error of a logistic model from its score histograms: per bin, |observed
+    share of class 1 − the probability at the bin's middle log-odds|, weighted by the bin's count."""
+    neg, pos = np.asarray(negatives, dtype=float), np.asarray(positives, dtype=float)
+    n = neg + pos
+    if n.sum() <= 0:
+        return float("nan")
+    edges = np.asarray(SCORE_EDGES)
+    predicted = 1 / (1 + np.exp(-(edges[:-1] + edges[1:]) / 2))
+    observed = np.divide(pos, n, out=np.zeros_like(pos), where=n > 0)
+    return float((n * np.abs(observed - predicted)).sum() / n.sum())

@@ -122,9 +122,10 @@ def cmd_show(config: FederationConfig, args: argparse.Namespace) -> None:
         print(influence_table(m.influence))
     if m.evidence:
         print("outcome evidence (AUC from the regions' noisy score histograms; bounds from the noise and the sampling):")
-        print(table(["region", "stage", "segment", "auc", "bounds", "outcomes", "submission"], [
+        print(table(["region", "stage", "segment", "auc", "bounds", "calibration error", "outcomes", "submission"], [
             [e.region, e.stage, e.segment or "(whole)", f"{e.auc:.3f}", f"[{e.auc_lower:.3f}, {e.auc_upper:.3f}]",
-             f"{e.examples:,.0f}", e.submission_id] for e in m.evidence]))
+             f"{e.calibration_error:.3f} ± {e.calibration_se:.3f}", f"{e.examples:,.0f}", e.submission_id]
+            for e in m.evidence]))
     if m.gates:
         print("gates for the next promotion:")
         print(table(["region", "to", "gate", "", "detail"], [

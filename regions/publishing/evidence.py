@@ -95,7 +95,7 @@ def release_evidence(exact: ExactEvidence, *, epsilon: float, minimum_cohort: in
         block = noisy[i * bins * len(LABELS):(i + 1) * bins * len(LABELS)]
         out.append({c: tuple(block[j * bins:(j + 1) * bins]) for j, c in enumerate(LABELS)})
 
-    floor = evaluation_floor(scale)
+    floor = evaluation_floor(scale, len(SCORE_EDGES) - 1)
 
     def small(h: Histograms) -> bool:  # on the noisy counts, bins within the noise read as empty
         return any(sum(b for b in v if b >= floor) < minimum_cohort for v in h.values())

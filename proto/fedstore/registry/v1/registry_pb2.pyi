@@ -27,7 +27,7 @@ class RecordReadinessRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., items: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("region", "stage", "segment", "auc", "auc_se", "auc_lower", "auc_upper", "examples", "positives", "submission_id", "at")
+    __slots__ = ("region", "stage", "segment", "auc", "auc_se", "auc_lower", "auc_upper", "examples", "positives", "submission_id", "at", "calibration_error", "calibration_se")
     REGION_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,8 @@ class Evidence(_message.Message):
     POSITIVES_FIELD_NUMBER: _ClassVar[int]
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SE_FIELD_NUMBER: _ClassVar[int]
     region: str
     stage: str
     segment: str
@@ -50,7 +52,9 @@ class Evidence(_message.Message):
     positives: float
     submission_id: str
     at: _timestamp_pb2.Timestamp
-    def __init__(self, region: _Optional[str] = ..., stage: _Optional[str] = ..., segment: _Optional[str] = ..., auc: _Optional[float] = ..., auc_se: _Optional[float] = ..., auc_lower: _Optional[float] = ..., auc_upper: _Optional[float] = ..., examples: _Optional[float] = ..., positives: _Optional[float] = ..., submission_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    calibration_error: float
+    calibration_se: float
+    def __init__(self, region: _Optional[str] = ..., stage: _Optional[str] = ..., segment: _Optional[str] = ..., auc: _Optional[float] = ..., auc_se: _Optional[float] = ..., auc_lower: _Optional[float] = ..., auc_upper: _Optional[float] = ..., examples: _Optional[float] = ..., positives: _Optional[float] = ..., submission_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration_error: _Optional[float] = ..., calibration_se: _Optional[float] = ...) -> None: ...
 
 class ReadinessItem(_message.Message):
     __slots__ = ("item", "value", "who", "at")
