@@ -59,10 +59,11 @@ def exact_evidence(judged: pa.Table, *, name: str, version: int, stage: str, sta
                    segment_of: Mapping[str, str] | None = None, segment_values: tuple[str, ...] = ()) -> ExactEvidence:
     """The exact histograms (they stay in the region): each entity's latest outcome in [start, end)
     judged against this version at this stage."""
-    t = judged.filter(pc.and_(pc.and_(pc.equal(judged["model"], name), pc.equal(judged["version"], version)),
-                              pc.and_(pc.equal(judged["stage"], stage),
-                                      pc.and_(pc.greater_equal(judged["outcome_at"], pa.scalar(start, judged.schema.field("outcome_at").type)),
-                                              pc.less(judged["outcome_at"], pa.scalar(end, judged.schema.field("outcome_at").type))))))
+    at = judged.schema.field("outcome_at").type
+    mask = pc.and_kleene(pc.equal(judged["model"], name), pc.equal(judged["version"], version))
+    mask = pc.and_kleene(mask, pc.equal(judged["stage"], stage))
+    mask = pc.and_kleene(mask, pc.greater_equal(judged["outcome_at"], pa.scalar(start, at)))
+    t = judged.filter(pc.and_kleene(mask, pc.less(judged["outcome_at"], pa.scalar(end, at))))
     # one outcome per entity (the privacy unit): its latest
     t = t.sort_by([("entity", "ascending"), ("outcome_at", "descending")])
     entities = t["entity"].to_numpy(zero_copy_only=False)
