@@ -14,6 +14,7 @@ import yaml
 from test_scoring import Scene, _candidate
 from serving_fixtures import wait_until
 
+from fedstore.cli.entry import main
 from fedstore.federation import load_config
 from fedstore.federation.channels import centre_link
 from fedstore.federation.statistics import segment_spec
@@ -28,7 +29,7 @@ PUBLISH_TOKEN = "my-publish-secret"
 
 
 def test_a_canary_worse_on_real_outcomes_is_rolled_back_and_the_node_returns_to_the_incumbent(
-        tmp_path, clean_redis, monkeypatch, pki):
+        tmp_path, clean_redis, monkeypatch, pki, capsys):
     monkeypatch.setenv("MY_PUBLISH", PUBLISH_TOKEN)
 
     def more(raw: dict) -> None:
@@ -77,9 +78,15 @@ def test_a_canary_worse_on_real_outcomes_is_rolled_back_and_the_node_returns_to_
         # the handmade profiles: two of their cities are in MY's catalog, the others never leave
         assert set(segment_of.values()) == {"Kuala Lumpur", "Kota Kinabalu"}
         config = scene.served.config
-        for version, stage in ((1, "full"), (2, "canary_25")):
-            publish_evidence(node, config.privacy, name="fraud_lda", version=version, stage=stage, epsilon=3.0,
-                             segment=home_city, segment_of=segment_of, end=end)
+        publish_evidence(node, config.privacy, name="fraud_lda", version=1, stage="full", epsilon=3.0,
+                         segment=home_city, segment_of=segment_of, end=end)
+        # the canary's through the CLI, which reads each entity's city from the region's Feast node itself
+        argv = ["--config", str(config.source), "region", "publish-evidence", "--region", "MY", "--model", "fraud_lda",
+                "--version", "2", "--stage", "canary_25", "--epsilon", "3", "--segment", "home_city",
+                "--end", end.date().isoformat()]
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "fraud_lda v2 at canary_25: ε spent 3.000" in out and "sensitivity 2" in out
         link = centre_link(config, "MY", scene.centre_address)
         assert [o for _, o in send_outbox(outbox_dir(node.data_dir), link, PUBLISH_TOKEN)] == ["sent", "sent"]
 
