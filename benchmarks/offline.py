@@ -1,11 +1,19 @@
-"""Training-set benchmark: Feast's get_historical_features vs this project's chunked path, one run.
+"""Training-set benchmark: Feast's DuckDB offline store vs this project's ASOF store, one run.
 
-    python benchmarks/offline.py [--sizes 100000,1000000] [--customers 10000]
+    python benchmarks/offline.py [--sizes 100000,1000000] [--with-10m] [--customers 10000]
 
-One synthetic region (≈300k feature rows); for each size N, N random (customer, time) entity rows.
-Each variant runs in its own process so its peak RSS is its own:
-  feast      FeatureStore.get_historical_features(entity_df, fraud_scoring).to_arrow(), whole frame
-  fedstore   build_training_set: entity file read in chunks, streamed to Parquet, plus manifest
+One synthetic region (≈300k feature rows); for each size N, N random (customer, time) entity rows
+with a request id. Each variant runs in its own process so its peak RSS is its own:
+  feast      FeatureStore.get_historical_features(entity_df, fraud_scoring).to_arrow() on Feast's
+             own DuckDB offline store (``offline_store: {type: duckdb}``), whole frame in memory
+  asof       the same call on the region's store (``AsofOfflineStore``): same frame, same answer
+  fedstore   build_training_set: the entity file streamed by DuckDB through the ASOF store and
+             COPY'd to Parquet, plus manifest and index (what `fedstore region training-set` does)
+  raw        the limit: one plain ASOF LEFT JOIN per view (no TTL, no tie-break on created time)
+             of the entity file, COPY'd to Parquet
+Each variant's rows are then compared with Feast's (sorted by request id): every cell equal.
+On a shared machine one run says little: each variant runs --repeat times (default 3, each a fresh
+process) and the table shows its fastest run and the largest peak RSS of its runs.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ def entities(work: Path, n: int, customers: int) -> Path:
     for first in range(0, n, 1_000_000):  # written in pieces: the 10M file must not need 10M in memory
         m = min(1_000_000, n - first)
         t = pa.table({
+            "request_id": pa.array(np.arange(first, first + m, dtype=np.int64)),
             "customer_id": pa.array(rng.integers(0, customers, m) + 1_000_000_000),
             "event_timestamp": pa.array(start + rng.integers(0, 36 * 86_400_000_000, m).astype("timedelta64[us]"))
             .cast(pa.timestamp("us", tz="UTC")),
@@ -75,30 +84,85 @@ def worker(args: argparse.Namespace) -> None:
 
     node = RegionNode(load_config(args.config).region("MY"))
     began = time.perf_counter()
-    if args.variant == "feast":
+    rows, table = _run(args.variant, node, Path(args.entities), Path(args.out))
+    seconds = time.perf_counter() - began
+    if table is not None:  # kept for the comparison, after the clock stopped
         import pyarrow.parquet as pq
 
-        df = pq.read_table(args.entities).to_pandas()
-        store = node.store
-        rows = store.get_historical_features(entity_df=df, features=store.get_feature_service("fraud_scoring")).to_arrow().num_rows
-    else:
-        from fedstore.regions.datasets import TrainingSetRequest, build_training_set
-
-        m = build_training_set(node, TrainingSetRequest(Path(args.entities), "fraud_scoring", Path(args.out),
-                                                        chunk_rows=args.chunk_rows, show_progress=False))
-        rows = m.rows
-    seconds = time.perf_counter() - began
+        pq.write_table(table, args.out)
     print(json.dumps({"seconds": seconds, "rows": rows,
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _run(variant: str, node, entities: Path, out: Path) -> tuple[int, object]:
+    import pyarrow.parquet as pq
+
+    if variant in ("feast", "asof"):
+        from feast import FeatureStore
+        from feast.repo_config import RepoConfig
+
+        from fedstore.regions.store.feast_config import feast_settings
+
+        settings = feast_settings(node.region)
+        if variant == "feast":
+            settings["offline_store"] = {"type": "duckdb"}  # Feast's own DuckDB offline store
+        store = FeatureStore(repo_path=str(node.data_dir), config=RepoConfig(repo_path=node.data_dir, **settings))
+        df = pq.read_table(entities).to_pandas()
+        table = store.get_historical_features(entity_df=df, features=store.get_feature_service("fraud_scoring")).to_arrow()
+        return table.num_rows, table
+    if variant == "fedstore":
+        from fedstore.regions.datasets import TrainingSetRequest, build_training_set
+
+        return build_training_set(node, TrainingSetRequest(entities, "fraud_scoring", out, show_progress=False)).rows, None
+    return _raw(node, entities, out), None
+
+
+def _raw(node, entities: Path, out: Path) -> int:
+    """The engine's limit: plain ASOF joins of the same views, straight to Parquet."""
+    import duckdb
+
+    tx = node.data_dir / "sources" / "customer_transactions.parquet"
+    profile = node.data_dir / "sources" / "customer_profile.parquet"
+    conn = duckdb.connect(config={"memory_limit": "512MB"})
+    row = conn.execute(f"""
+        COPY (SELECT e.*, t.* EXCLUDE (customer_id, event_timestamp, created), p.account_age_days, p.kyc_level
+              FROM read_parquet('{entities}') e
+              ASOF LEFT JOIN read_parquet('{tx}') t ON e.customer_id = t.customer_id AND e.event_timestamp >= t.event_timestamp
+              ASOF LEFT JOIN read_parquet('{profile}') p ON e.customer_id = p.customer_id AND e.event_timestamp >= p.event_timestamp)
+        TO '{out}' (FORMAT parquet)""").fetchone()
+    conn.close()
+    return int(row[0])
+
+
+def same_rows(feast_out: Path, other: Path) -> str:
+    """'equal' when every cell of ``other`` is Feast's (rows matched by request id), else the first difference."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    want = pq.read_table(feast_out).sort_by("request_id")
+    got = pq.read_table(other).sort_by("request_id")
+    if got.column_names != want.column_names:
+        return f"columns differ: {got.column_names} vs {want.column_names}"
+    for name in want.column_names:
+        w, g = want.column(name), got.column(name)
+        if g.type != w.type:
+            g = g.cast(w.type)
+        if not pc.all(pc.or_kleene(pc.equal(g, w), pc.and_(pc.is_null(g), pc.is_null(w)))).as_py():
+            return f"column {name} differs"
+    return "equal"
+
+
+VARIANTS = ("feast", "asof", "fedstore", "raw")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000", help="entity rows, comma-separated")
+    parser.add_argument("--with-10m", action="store_true", help="add 10,000,000 entity rows (Feast skipped there)")
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--chunk-rows", type=int, default=250_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per variant: the fastest is shown")
     parser.add_argument("--skip-feast-above", type=int, default=1_000_000,
-                        help="Feast loads the whole entity frame: skip it above this size")
+                        help="Feast loads the whole entity frame: skip it (and the in-memory asof variant) above this size")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -108,8 +172,9 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    sizes = [int(s) for s in args.sizes.split(",")]
-    results = []
+    sizes = [int(s) for s in args.sizes.split(",")] + ([10_000_000] if args.with_10m else [])
+    results: dict[tuple[int, str], dict | None] = {}
+    checks: dict[tuple[int, str], str] = {}
     with tempfile.TemporaryDirectory(prefix="fedstore-offline-bench-") as tmp:
         work = Path(tmp)
         cfg = setup(work, args.customers)
@@ -119,30 +184,44 @@ def main() -> None:
         print(f"region MY: {feature_rows:,} customer_transactions rows, {args.customers:,} customers", flush=True)
         for n in sizes:
             ents = entities(work, n, args.customers)
-            for variant in ("feast", "fedstore"):
-                if variant == "feast" and n > args.skip_feast_above:
-                    results.append((n, variant, None))
+            for variant in VARIANTS:
+                if variant in ("feast", "asof") and n > args.skip_feast_above:
+                    results[n, variant] = None
                     continue
-                out = subprocess.run(
-                    [sys.executable, __file__, "--worker", "--variant", variant, "--config", str(cfg),
-                     "--entities", str(ents), "--out", str(work / f"train-{n}.parquet"),
-                     "--chunk-rows", str(args.chunk_rows)],
-                    capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                )
-                if out.returncode != 0:
-                    raise SystemExit(f"{variant} at {n:,} failed:\n{out.stderr[-3000:]}")
-                stats = json.loads(out.stdout.strip().splitlines()[-1])
-                results.append((n, variant, stats))
-                print(f"  {n:>11,} entity rows  {variant:9} {stats['seconds']:7.2f}s  {stats['peak_mb']:7.0f} MB", flush=True)
+                out = work / f"{variant}-{n}.parquet"
+                runs = []
+                for _ in range(args.repeat):
+                    run = subprocess.run(
+                        [sys.executable, __file__, "--worker", "--variant", variant, "--config", str(cfg),
+                         "--entities", str(ents), "--out", str(out)],
+                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                    )
+                    if run.returncode != 0:
+                        raise SystemExit(f"{variant} at {n:,} failed:\n{run.stderr[-3000:]}")
+                    runs.append(json.loads(run.stdout.strip().splitlines()[-1]))
+                stats = {"seconds": min(r["seconds"] for r in runs), "peak_mb": max(r["peak_mb"] for r in runs),
+                         "all": [round(r["seconds"], 2) for r in runs]}
+                results[n, variant] = stats
+                print(f"  {n:>11,} entity rows  {variant:9} {stats['seconds']:7.2f}s  {stats['peak_mb']:7.0f} MB"
+                      f"  (runs: {stats['all']})", flush=True)
+            feast_out = work / f"feast-{n}.parquet"
+            for variant in ("asof", "fedstore"):
+                if feast_out.exists() and results[n, variant]:
+                    checks[n, variant] = same_rows(feast_out, work / f"{variant}-{n}.parquet")
+            for variant in VARIANTS:
+                (work / f"{variant}-{n}.parquet").unlink(missing_ok=True)
     print()
-    head = f"{'entity rows':>12}  {'Feast wall s':>12} {'Feast peak MB':>14}  {'fedstore wall s':>15} {'fedstore peak MB':>17}"
+    cell = lambda s: f"{s['seconds']:>7.2f}s {s['peak_mb']:>6,.0f}MB" if s else f"{'(skipped)':>16}"  # noqa: E731
+    head = f"{'entity rows':>12}  " + "  ".join(f"{v:>16}" for v in VARIANTS) + "  fedstore vs Feast  vs raw"
     print(head)
     print("-" * len(head))
     for n in sizes:
-        f = next(s for m, v, s in results if m == n and v == "feast")
-        o = next(s for m, v, s in results if m == n and v == "fedstore")
-        fs = f"{f['seconds']:>12.2f} {f['peak_mb']:>14,.0f}" if f else f"{'(skipped)':>12} {'-':>14}"
-        print(f"{n:>12,}  {fs}  {o['seconds']:>15.2f} {o['peak_mb']:>17,.0f}")
+        f, o, r = results[n, "feast"], results[n, "fedstore"], results[n, "raw"]
+        speedup = f"{f['seconds'] / o['seconds']:>16.1f}x" if f and o else f"{'-':>17}"
+        print(f"{n:>12,}  " + "  ".join(cell(results[n, v]) for v in VARIANTS)
+              + f"  {speedup}  {o['seconds'] / r['seconds']:.1f}x" if o and r else "")
+    for (n, variant), verdict in checks.items():
+        print(f"{n:>12,} rows: {variant} vs Feast: {verdict}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ regions:
     materialization: {lateness_hours: 24}  # optional: how far back an incremental job reads again
     serving:                         # optional; every key has a default (ServingConfig)
       models: {registry_token: my-models, poll_seconds: 5, prediction_retention_days: 90}  # scoring (Score)
+    consent: {required: [global_statistics], default: deny}  # optional: federation/consent.py
 auth:                                # credentials: roles and regions (federation/roles.py, docs/security.md)
   tokens:
     - {name: app-my, secret_env: APP_MY_TOKEN, roles: [lookup], regions: [MY]}
@@ -35,6 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from fedstore.federation.consent import ConsentPolicy, parse_consent
 from fedstore.federation.deployment_policy import DeploymentPolicy, parse_policies
 from fedstore.federation.errors import ConfigError
 from fedstore.federation.monitoring import MonitoringConfig, parse_monitoring
@@ -189,6 +191,7 @@ class RegionConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
     materialization: MaterializationConfig = field(default_factory=lambda: MaterializationConfig())
     centre_tls: ClientTLSConfig | None = None  # this region's client certificate for the centre
+    consent: ConsentPolicy = field(default_factory=ConsentPolicy)  # purposes that need consent here
 
     @property
     def project(self) -> str:
@@ -619,7 +622,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         m,
         where,
         required={"code", "jurisdiction", "law", "timezone", "data_dir", "online_store", "serving_address"},
-        optional={"serving", "materialization", "centre_tls"},
+        optional={"serving", "materialization", "centre_tls", "consent"},
     )
     code = _string(m["code"], f"{where}.code").upper()
     known = JURISDICTIONS.get(code)
@@ -660,6 +663,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         serving=_serving(m.get("serving"), f"{where}.serving", base_dir),
         materialization=_materialization(m.get("materialization"), f"{where}.materialization"),
         centre_tls=_client_tls(m["centre_tls"], f"{where}.centre_tls", base_dir) if "centre_tls" in m else None,
+        consent=parse_consent(m.get("consent"), f"{where}.consent"),
     )
 
 

@@ -4,7 +4,6 @@ and rollback that follow it — on generated data with planted effects and a clo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -51,12 +50,6 @@ class Clock:
 
     def advance(self, hours: float) -> None:
         self.at += timedelta(hours=hours)
-
-
-@dataclass(frozen=True)
-class Place:
-    code: str
-    data_dir: Path
 
 
 def _config(tmp_path, monkeypatch, pki, gates=GATES):
@@ -197,7 +190,7 @@ def test_a_candidate_worse_in_one_city_is_refused_naming_it_then_a_better_one_cl
     config, clock, registry, stub, link = loop
     monkeypatch.setenv("FEDSTORE_TOKEN", TOKENS["ops-my"])
     cli = ["--config", str(config.source), "registry", "--address", link.address]
-    place = Place("MY", config.region("MY").data_dir)
+    place = config.region("MY")
     entities, city, y, rng = _world()
     city_of = dict(zip(entities, city))
     incumbent = _scores(rng, y, city, {}, 1.6)
@@ -289,7 +282,7 @@ def test_a_candidate_worse_in_one_city_is_refused_naming_it_then_a_better_one_cl
 
 def test_a_canary_whose_evidence_turns_is_rolled_back_with_the_reason_on_the_trail(loop, tmp_path):
     config, clock, registry, stub, link = loop
-    place = Place("MY", config.region("MY").data_dir)
+    place = config.region("MY")
     entities, city, y, rng = _world(seed=2)
     incumbent = _scores(rng, y, city, {}, 1.6)
     degraded = _scores(rng, y, city, {"Johor Bahru": -0.5}, 1.6)  # planted: inverted in one city
@@ -319,7 +312,7 @@ def test_a_canary_whose_evidence_turns_is_rolled_back_with_the_reason_on_the_tra
 
 def test_evidence_needs_outcomes_and_gates_config_is_checked(tmp_path, pki, monkeypatch):
     config = _config(tmp_path, monkeypatch, pki)
-    place = Place("MY", config.region("MY").data_dir)
+    place = config.region("MY")
     with pytest.raises(RegionError, match="no outcomes judged fraud_lda v1 at full in MY"):
         publish_evidence(place, PRIVACY, name="fraud_lda", version=1, stage="full", epsilon=1.0, now=T0)
     assert not (place.data_dir / "privacy_budget.db").exists() or not list(outbox_dir(place.data_dir).glob("*.json"))
@@ -337,7 +330,7 @@ def test_evidence_release_is_charged_at_sensitivity_two_and_withholds_small_citi
     import json
 
     config = _config(tmp_path, monkeypatch, pki)
-    place = Place("MY", config.region("MY").data_dir)
+    place = config.region("MY")
     entities, city, y, rng = _world(n=3000, seed=3)
     # Kuching has 8 entities only: its histograms fall below the minimum cohort and are withheld
     city = np.where(city == "Kuching", "Penang", city)

@@ -78,7 +78,7 @@ def test_a_canary_worse_on_real_outcomes_is_rolled_back_and_the_node_returns_to_
         # the handmade profiles: two of their cities are in MY's catalog, the others never leave
         assert set(segment_of.values()) == {"Kuala Lumpur", "Kota Kinabalu"}
         config = scene.served.config
-        publish_evidence(node, config.privacy, name="fraud_lda", version=1, stage="full", epsilon=3.0,
+        publish_evidence(node.region, config.privacy, name="fraud_lda", version=1, stage="full", epsilon=3.0,
                          segment=home_city, segment_of=segment_of, end=end)
         # the canary's through the CLI, which reads each entity's city from the region's Feast node itself
         argv = ["--config", str(config.source), "region", "publish-evidence", "--region", "MY", "--model", "fraud_lda",

@@ -522,3 +522,15 @@ def test_per_feature_heterogeneity_lets_a_region_that_really_differs_through(tmp
         assert not c.submit(busy).quarantined  # 52 above the others, allowed 3 × 40
     finally:
         c.close()
+
+
+def test_the_reason_a_region_is_told_names_its_own_value_not_the_other_regions_median():
+    from fedstore.aggregator.quarantine.screen import Estimate, out_of_line
+
+    others = [{"mean of x": Estimate(value=v, variance=0.01, heterogeneity=0.1)} for v in (3.217, 3.241, 3.229)]
+    finding = out_of_line({"mean of x": Estimate(value=9.5, variance=0.01, heterogeneity=0.1)}, others, k=4,
+                          minimum_others=3)
+    assert finding is not None and finding.median == 3.229
+    text = finding.why()
+    assert text.startswith("rule quarantine: mean of x is 9.5, more than ") and "3 other regions" in text
+    assert "3.229" not in text and "3.23" not in text  # the others' median stays with the centre

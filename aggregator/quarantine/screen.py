@@ -45,8 +45,10 @@ class Finding:
         return abs(self.value - self.median) / self.allowed if self.allowed > 0 else math.inf
 
     def why(self) -> str:
-        return (f"rule quarantine: {self.statistic} is {self.value:.4g}, the median of {self.others} other regions "
-                f"{self.median:.4g}; within noise and heterogeneity it may differ by {self.allowed:.3g}")
+        # said to the submitting region too (its receipt): its own value and the band's width, never
+        # the other regions' median, which is theirs to share, not the centre's
+        return (f"rule quarantine: {self.statistic} is {self.value:.4g}, more than {self.allowed:.3g} (what noise "
+                f"and heterogeneity allow) from the median of {self.others} other regions")
 
 
 def out_of_line(candidate: Mapping[str, Estimate], others: Sequence[Mapping[str, Estimate]], *, k: float,

@@ -29,6 +29,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "region training-set": (
         "fedstore region training-set --region MY --entities entities.parquet "
         "--feature-service fraud_scoring --label is_fraud --out train.parquet",
+        "fedstore region training-set --region MY --entities entities.parquet "
+        "--feature-service fraud_scoring --out audit.parquet --consent mark",
+    ),
+    "region erase": (
+        "fedstore region erase --region MY --entity customer_id=123",
+        "fedstore region erase --region MY --entity customer_id=123 --check",
     ),
     "region datasets": ("fedstore region datasets --region MY",),
     "region explain": (

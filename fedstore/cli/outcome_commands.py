@@ -56,7 +56,7 @@ def cmd_publish_evidence(config: FederationConfig, args: argparse.Namespace) -> 
     segment = segment_spec(args.segment) if args.segment else None
     end = whole_day(args.end or datetime.now(UTC))
     segment_of = entity_segments(node, segment, end, args.days) if segment else None
-    sid, released, path = publish_evidence(node, config.privacy, name=args.model, version=args.version,
+    sid, released, path = publish_evidence(node.region, config.privacy, name=args.model, version=args.version,
                                            stage=args.stage, epsilon=args.epsilon, segment=segment,
                                            segment_of=segment_of, end=end, days=args.days)
     print(f"{node.code}: submission {sid} queued at {path}")

@@ -160,9 +160,23 @@ def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser
     ts.add_argument("--feature-service", required=True, help="the Feast feature service whose features to join, e.g. fraud_scoring")
     ts.add_argument("--label", default=None, help="label to join (e.g. is_fraud)")
     ts.add_argument("--out", type=path_arg, required=True, help="output Parquet file")
-    ts.add_argument("--chunk-rows", type=positive_int, default=250_000, help="entity rows joined per chunk (bounds memory)")
+    ts.add_argument("--chunk-rows", type=positive_int, default=250_000,
+                    help="rows per row group of the output Parquet (what a reader of it holds at once)")
+    ts.add_argument("--consent", choices=("exclude", "mark"), default="exclude",
+                    help="rows whose entity had not consented to local_training at the row's time (when the "
+                         "region's consent.required lists it): leave them out, or keep them with "
+                         "consent_local_training false")
     ts.add_argument("--no-progress", action="store_true", help="no progress bars (logs and CI)")
     ts.set_defaults(handler=cmd_training_set)
+
+    er = cmds.add_parser("erase", help="erase one entity from the region (online store, snapshots, every later "
+                                       "read), with a receipt in the ledger; --check proves it")
+    _region_arg(er)
+    er.add_argument("--entity", required=True, help="JOIN_KEY=VALUE of the entity to erase, e.g. customer_id=123")
+    er.add_argument("--check", action="store_true",
+                    help="erase nothing: show what still holds the entity (online key, snapshot or quarantine "
+                         "rows, datasets built since); one line and exit status 2 if anything does, or it was never erased")
+    er.set_defaults(handler=cmd_erase)
 
     ds = cmds.add_parser("datasets", help="list the training sets built in the region")
     _region_arg(ds)
@@ -175,9 +189,48 @@ def cmd_training_set(config: FederationConfig, args: argparse.Namespace) -> None
     node = RegionNode(config.region(args.region))
     request = TrainingSetRequest(
         entities=args.entities, feature_service=args.feature_service, out=args.out, label=args.label,
-        chunk_rows=args.chunk_rows, show_progress=not args.no_progress,
+        chunk_rows=args.chunk_rows, show_progress=not args.no_progress, consent=args.consent,
     )
-    build_training_set(node, request, say=print)
+    manifest = build_training_set(node, request, say=print)
+    basis = manifest.consent
+    if basis.get("requires_consent"):
+        n = basis.get("rows_excluded_without_consent", basis.get("rows_marked_without_consent", 0))
+        print(f"   consent ({basis['purpose']}, default {basis['default']}): {n:,} rows "
+              f"{'marked' if args.consent == 'mark' else 'left out'}; {basis['rows_excluded_erased']:,} rows of "
+              f"erased entities left out")
+    elif basis.get("rows_excluded_erased"):
+        print(f"   {basis['rows_excluded_erased']:,} rows of erased entities left out")
+
+
+def cmd_erase(config: FederationConfig, args: argparse.Namespace) -> None:
+    from fedstore.regions.consent.erasure import check_erasure, erase, parse_entity
+
+    node = RegionNode(config.region(args.region))
+    if not node.is_applied:
+        raise RegionNotReady(f"region {node.code} has no registry yet: run `fedstore region apply --region "
+                             f"{node.code}` first")
+    entity = parse_entity(node, args.entity)
+    if not args.check:
+        r = erase(node, entity)
+        rows = sum(r.files_rewritten.values())
+        print(f"{node.code}: erased {entity}: receipt {r.receipt_id}; {r.online_entries_removed} online entr{'y' if r.online_entries_removed == 1 else 'ies'} removed "
+              f"({r.online_store}), {rows:,} row(s) removed from {len(r.files_rewritten)} file(s)"
+              f"{', ' + str(r.serving_packs_removed) + ' serving pack(s) removed' if r.serving_packs_removed else ''}; "
+              "on the erasure list, so no later read uses it; statistics already released stay (not personal data)")
+        return
+    c = check_erasure(node, entity)
+    held = [f"{c.online_keys} online key(s)"] if c.online_keys else []
+    held += [f"{n:,} row(s) in {f}" for f, n in c.file_rows.items()]
+    held += [f"{n:,} row(s) in dataset {f} built after the erasure" for f, n in c.new_datasets.items()]
+    for f, n in c.older_datasets.items():
+        print(f"note: dataset {f}, built before the erasure, holds {n:,} row(s) of it: delete or rebuild it")
+    if not c.receipts:
+        raise RegionError(f"{node.code}: {entity} was never erased (no receipt in the ledger)"
+                          f"{': held in ' + '; '.join(held) if held else ''}")
+    if held:
+        raise RegionError(f"{node.code}: {entity} is still held: {'; '.join(held)}")
+    print(f"{node.code}: {entity} is erased (receipt {', '.join(c.receipts)}): no online key, no snapshot or "
+          "quarantine row, no dataset built since holds it")
 
 
 def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
@@ -224,7 +277,7 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
 
 def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> None:
     from fedstore.federation.statistics import segment_spec
-    from fedstore.regions.publishing.publish import publish_statistics
+    from fedstore.regions.publishing.publish import consent_basis_path, publish_statistics
 
     node = RegionNode(config.region(args.region))
     segment = segment_spec(args.segment) if args.segment else None
@@ -235,6 +288,11 @@ def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> Non
     print(f"   ε spent {body['accounting']['epsilon']:.3f} (OpenDP Laplace), minimum cohort "
           f"{released.accounting.minimum_cohort}; {len(released.features)} features released, "
           f"{len(released.suppressed)} suppressed{': ' + ', '.join(released.suppressed) if released.suppressed else ''}")
+    basis = json.loads(consent_basis_path(node.data_dir, sid).read_text())
+    left_out = basis.get("left_out") or {}
+    if left_out:
+        print(f"   consent ({basis['purpose']}, default {basis['default']}): left out "
+              + ", ".join(f"{n:,} entities of {view}" for view, n in sorted(left_out.items())))
     if segment:
         print(f"   by {segment.dimension}: {len(body['segments'])} released "
               f"({', '.join(g['value'] for g in body['segments']) or 'none'}), "

@@ -1,8 +1,13 @@
 """Builds a point-in-time-correct training set from a region's history, in bounded memory.
 
-    entity file ──chunks──▶ Feast get_historical_features (DuckDB offline store, TTL honoured,
-                            nothing from after each row's event time) ──▶ Parquet, streamed
-                                                                      └─▶ manifest + region index
+    entity file ──▶ Feast get_historical_features (the region's offline store: one DuckDB ASOF
+                    join, TTL honoured, nothing from after each row's event time, regions/store/
+                    offline_store.py) ──COPY, streamed──▶ Parquet ──▶ manifest + region index
+
+Before the join the entity file passes ``consent_filter.py`` (streamed, chunk by chunk, into a
+temporary entity file, only when it changes anything): erased entities are dropped, and those
+without consent for local training at each row's time are dropped or marked (``consent``); the
+manifest records the consent snapshot used.
 
 The output is written to a temporary file and renamed only when complete: a failed or
 interrupted build leaves no partial dataset behind.
@@ -17,20 +22,21 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureService, FeatureView
 from feast.errors import FeatureServiceNotFoundException
 
+from fedstore.federation.consent import Purpose
+from fedstore.regions.consent import consent_gate
+from fedstore.regions.datasets.consent_filter import MARK_COLUMN, MODES, ChunkFilter
 from fedstore.regions.datasets.entities import TIMESTAMP, EntityFile
 from fedstore.regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
 from fedstore.regions.errors import InvalidEntities, InvalidOutput, InvalidSource, RegionNotReady, UnknownName
@@ -38,6 +44,9 @@ from fedstore.regions.processes import alive
 from fedstore.regions.progress import progress
 from fedstore.regions.store.fingerprint import fingerprint, source_fingerprints
 from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.erasure_list import read_erased
+from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
+from fedstore.regions.store.point_in_time import literal, quote
 
 _ARROW_TYPES = {"INT64": pa.int64(), "INT32": pa.int32(), "STRING": pa.string()}
 
@@ -48,7 +57,8 @@ class TrainingSetRequest:
     feature_service: str
     out: Path
     label: str | None = None
-    chunk_rows: int = 250_000
+    chunk_rows: int = 250_000  # rows per row group of the output: what a reader of it holds at once
+    consent: str = "exclude"  # rows without consent for local training: exclude | mark
     show_progress: bool = True
 
 
@@ -95,16 +105,21 @@ def build_training_set(
     say: Callable[[str], None] = lambda _: None,
 ) -> DatasetManifest:
     began = time.perf_counter()
+    if request.consent not in MODES:
+        raise InvalidEntities(f"consent must be {' or '.join(MODES)}, got {request.consent!r}")
     p = plan(node, request.feature_service, request.label)
     entities = EntityFile(request.entities, p.join_keys)
     features = [r.split(":", 1)[1] for r in p.refs]
-    clash = [c for c in entities.passthrough if c in features]
+    added = [*features, MARK_COLUMN] if request.consent == "mark" else features
+    clash = [c for c in entities.passthrough if c in added]
     if clash:  # Feast would fail deep inside the join with a duplicate column
         raise InvalidEntities(
             f"entity file {request.entities} has a column {clash[0]!r} named like a feature the training set "
             f"adds; rename or drop it"
         )
     node.require_sources(p.views)
+    gate = ChunkFilter(consent_gate(node.region, Purpose.LOCAL_TRAINING), read_erased(node.data_dir),
+                       list(p.join_keys), request.consent)
     out = request.out
     _check_output(out, request.entities)
     require_index(node.data_dir, node.code)
@@ -114,37 +129,29 @@ def build_training_set(
     # named by host and process, so a later build can tell a killed build's leftovers from a running one's
     tmp = out.with_name(f".{out.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     manifest_tmp = tmp.with_name(f"{tmp.name}.manifest")
-    nulls = dict.fromkeys(features, 0)
-    rows = 0
-    lo = hi = None
-    writer: pq.ParquetWriter | None = None
-    schema: pa.Schema | None = None
+    gated = tmp.with_name(f"{tmp.name}.entities")  # the entity rows the consent filter let through
     bar = progress(f"{node.code} training set", total=entities.rows, show=request.show_progress)
     try:
         try:
-            tmp.touch(exist_ok=False)  # can we write there at all? Before the expensive joins
+            tmp.touch(exist_ok=False)  # can we write there at all? Before the expensive join
         except OSError as e:
             raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
-        for chunk in entities.chunks(request.chunk_rows):
-            table = _historical(node, chunk, p)
-            if schema is None:
-                schema = _output_schema(table)
-                writer = pq.ParquetWriter(tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=True)
-            table = table.select(schema.names).cast(schema)
-            assert writer is not None
-            writer.write_table(table)
-            rows += table.num_rows
-            for f in features:
-                nulls[f] += table.column(f).null_count
-            ts_min, ts_max = pc.min(table[TIMESTAMP]).as_py(), pc.max(table[TIMESTAMP]).as_py()
-            lo = ts_min if lo is None or ts_min < lo else lo
-            hi = ts_max if hi is None or ts_max > hi else hi
-            bar.update(len(chunk))
-        if writer is not None:
-            writer.close()
-            writer = None
-        assert schema is not None
+        entities.require_times()
+        source = request.entities
+        if gate.erased or gate.gate.active or gate.mode == "mark":
+            _filter_entities(entities, gate, gated, request.chunk_rows)
+            if gate.kept == 0:
+                raise InvalidEntities(
+                    f"every row of {request.entities} is of an erased entity or one without consent for local "
+                    f"training in region {node.code} ({gate.rows_erased} erased, {gate.rows_without_consent} "
+                    f"without consent); no training set was written")
+            source = gated
+        _join_to_parquet(node, source, p, tmp, request.chunk_rows)
+        bar.update(entities.rows)
+        schema = pq.read_schema(tmp)
+        rows, nulls, (lo, hi) = _summary(tmp, features)
         manifest = _manifest(node, request, p, schema, entities.rows, rows, nulls, (lo, hi), began, out)
+        manifest = replace(manifest, consent=gate.basis())
         # the manifest is complete before the dataset takes its name, and the old one goes first: a
         # process killed in between leaves a dataset without a manifest, never one beside another
         # dataset's manifest (fingerprinting the sources after the rename took long enough to hit)
@@ -154,12 +161,11 @@ def build_training_set(
         tmp.replace(out)
         manifest_tmp.replace(path)
     except BaseException:
-        if writer is not None:
-            writer.close()
         tmp.unlink(missing_ok=True)
         manifest_tmp.unlink(missing_ok=True)
         raise
     finally:
+        gated.unlink(missing_ok=True)
         bar.close()
     record(node.data_dir, manifest, path.resolve())
     replaced = f", replacing dataset {previous}" if previous else ""
@@ -179,14 +185,74 @@ def _remove_abandoned_partials(out: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _historical(node: RegionNode, chunk: pd.DataFrame, p: Plan) -> pa.Table:
-    """One chunk's point-in-time join. The sources were checked before the build, but a build runs
-    for minutes: a part removed or cut short by an upstream job since, or a damaged page the
-    footers did not show, is said in one line."""
+def _filter_entities(entities: EntityFile, gate: ChunkFilter, out: Path, chunk_rows: int) -> None:
+    """The entity rows the consent filter lets through (or marks), streamed into ``out``."""
+    writer: pq.ParquetWriter | None = None
+    gate.kept = 0
     try:
-        return node.store.get_historical_features(entity_df=chunk, features=p.refs).to_arrow()
+        for chunk in entities.chunks(chunk_rows):
+            chunk = gate.apply(chunk)
+            if chunk.empty:
+                continue
+            table = pa.Table.from_pandas(chunk, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(out, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            gate.kept += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _join_to_parquet(node: RegionNode, entities: Path, p: Plan, dataset: Path, row_group_rows: int) -> None:
+    """The point-in-time join of the whole entity file by the region's offline store, streamed into
+    ``dataset``. The sources were checked before the build, but a build may run for minutes: a part
+    removed or cut short by an upstream job since, or a damaged page the footers did not show, is
+    said in one line."""
+    job = node.store.get_historical_features(entity_df=str(entities), features=p.refs)
+    if not isinstance(job, AsofRetrievalJob):  # the region's feature_store.yaml names the ASOF store
+        raise RegionNotReady(f"region {node.code}: its offline store is not {OFFLINE_STORE_TYPE}; "
+                             f"run `fedstore region apply --region {node.code}`")
+    try:
+        job.to_parquet(dataset, row_group_rows=row_group_rows, ordered=False)  # rows carry their keys and time
     except duckdb.Error as e:
         raise unreadable_sources(node, p.views, e, "no training set was written") from None
+
+
+def _summary(dataset: Path, features: list[str]) -> tuple[int, dict[str, int], tuple[datetime | None, datetime | None]]:
+    """Rows, nulls per feature and the entity time range of a written dataset, from the statistics
+    DuckDB wrote in its footer (a scan only where a row group has none)."""
+    meta = pq.read_metadata(dataset)
+    names = meta.schema.to_arrow_schema().names
+    nulls = dict.fromkeys(features, 0)
+    lo = hi = None
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for f in features:
+            stats = group.column(names.index(f)).statistics
+            if stats is None or not stats.has_null_count:
+                return _scanned_summary(dataset, features)
+            nulls[f] += stats.null_count
+        ts = group.column(names.index(TIMESTAMP)).statistics
+        if group.num_rows and (ts is None or not ts.has_min_max):
+            return _scanned_summary(dataset, features)
+        if group.num_rows:
+            lo = ts.min if lo is None or ts.min < lo else lo
+            hi = ts.max if hi is None or ts.max > hi else hi
+    return meta.num_rows, nulls, (lo, hi)
+
+
+def _scanned_summary(dataset: Path, features: list[str]) -> tuple[int, dict[str, int], tuple[datetime | None, datetime | None]]:
+    nulls = ", ".join(f"count(*) - count({quote(f)})" for f in features)
+    conn = duckdb.connect()
+    try:
+        conn.execute("SET TimeZone = 'UTC'")
+        row = conn.execute(f"SELECT count(*), min({quote(TIMESTAMP)}), max({quote(TIMESTAMP)}), {nulls} "
+                           f"FROM read_parquet({literal(str(dataset))})").fetchone()
+    finally:
+        conn.close()
+    assert row is not None
+    return int(row[0]), {f: int(n) for f, n in zip(features, row[3:])}, (row[1], row[2])
 
 
 def unreadable_sources(node: RegionNode, views: list[FeatureView], e: duckdb.Error, outcome: str) -> InvalidSource:
@@ -247,18 +313,6 @@ def _check_output(out: Path, entities: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InvalidOutput(f"cannot create the output directory {out.parent}: {e.strerror}") from None
-
-
-def _output_schema(table: pa.Table) -> pa.Schema:
-    fields = []
-    for f in table.schema:
-        t = f.type
-        if pa.types.is_timestamp(t):
-            t = pa.timestamp("us", tz=t.tz or "UTC")
-        elif pa.types.is_null(t):
-            t = pa.float64()  # an all-null first chunk: widen, later chunks cast into it
-        fields.append(pa.field(f.name, t))
-    return pa.schema(fields)
 
 
 def _tool_version() -> str:

@@ -45,14 +45,22 @@ class EntityFile:
         self.passthrough = extra  # carried into the dataset untouched (e.g. a request id)
 
     def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
+        """The rows, ``rows`` at a time, event times as UTC (naive ones are UTC, as in Feast)."""
         for batch in self._file.iter_batches(batch_size=rows):
             df = batch.to_pandas()
             ts = df[TIMESTAMP]
             if ts.isna().any():
                 raise InvalidEntities(f"column {TIMESTAMP!r} of {self.path} has empty values")
-            if ts.dt.tz is None:  # naive times are UTC, as in Feast
+            if ts.dt.tz is None:
                 df[TIMESTAMP] = ts.dt.tz_localize("UTC")
             yield df
+
+    def require_times(self) -> None:
+        """Every row has an event time (read one row group of one column at a time). Naive times
+        need nothing: the join reads them as UTC, as Feast does."""
+        for group in range(self._file.num_row_groups):
+            if self._file.read_row_group(group, columns=[TIMESTAMP]).column(0).null_count:
+                raise InvalidEntities(f"column {TIMESTAMP!r} of {self.path} has empty values")
 
 
 def _check_names(path: Path, names: list[str]) -> None:

@@ -31,6 +31,8 @@ class DatasetManifest:
     tool_version: str
     output: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # the consent basis: purpose, policy, the records' fingerprint, mode, rows excluded or marked
+    consent: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -7,6 +7,11 @@ Three kinds of submission, each its own budget spend: per-feature ``features`` s
 baselines), per-class ``training`` statistics (global training) and an ``evaluation`` of a
 candidate model. The budget is spent before any noisy number exists, so a failure after it errs on
 the side of privacy. Sending the outbox (with retries) is ``outbox.send_outbox``.
+
+Beside each queued release the region keeps, for itself alone, the consent basis it rested on
+(``<data_dir>/consent/releases/<submission>.json``: purpose, policy, the records' fingerprint, the
+time consent was judged at and how many entities it left out): never in the outbox body, which
+holds what the centre is sent and nothing else.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from fedstore.federation import PrivacyConfig
+import pyarrow as pa
+
+from fedstore.federation import PrivacyConfig, RegionConfig
+from fedstore.federation.consent import Purpose
 from fedstore.federation.statistics import CATALOG, FeatureSpec, SegmentSpec
 from fedstore.federation.traffic import STAGES
 from fedstore.federation.training import LinearModel, TrainingSpec
+from fedstore.regions.consent import consent_gate
 from fedstore.regions.errors import RegionError
 from fedstore.regions.publishing.anonymise import AnonymisedStatistics, anonymise, noise_is_finite
 from fedstore.regions.publishing.budget import BudgetLedger
@@ -79,12 +88,15 @@ def publish_statistics(
     now = datetime.now(UTC)
     end = whole_day(end or now)
     start = end - timedelta(days=days)
-    stats = compute_statistics(node, catalog, start, end)
+    consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
+    stats = compute_statistics(node, catalog, start, end, consent)
     if not any(f.count or f.null_count for f in stats.features):
         # noise alone would be released, and ε spent on it: refuse before the budget is touched
-        raise RegionError(f"region {node.code} has no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} "
-                          f"UTC; nothing published, no ε spent")
-    by_segment = compute_segment_statistics(node, catalog, segment, start, end) if segment else {}
+        left_out = max(stats.consent_excluded.values(), default=0)
+        why = f" with consent for {consent.purpose.value} ({left_out} left out)" if left_out else ""
+        raise RegionError(f"region {node.code} has no data{why} between {start:%Y-%m-%d %H:%M} and "
+                          f"{end:%Y-%m-%d %H:%M} UTC; nothing published, no ε spent")
+    by_segment = compute_segment_statistics(node, catalog, segment, start, end, consent) if segment else {}
     # with a segment breakdown the budget is halved between the whole region and the segments;
     # segments hold disjoint entities, so together they cost what the costliest one does
     # (parallel composition)
@@ -111,6 +123,8 @@ def publish_statistics(
     if segment:
         body["accounting"]["epsilon"] = spent
         body.update(segments=segments, suppressed_segments=suppressed_segments)
+    _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                        "left_out": stats.consent_excluded})
     return submission_id, released, _queue(node, body)
 
 
@@ -127,8 +141,9 @@ def publish_training_statistics(
     now = datetime.now(UTC)
     end = whole_day(end or now)
     start = end - timedelta(days=days)
-    exact = class_statistics(labelled_examples(node, spec, start, end), spec.feature_service, spec.label,
-                             norm_bound=spec.norm_bound)
+    consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
+    examples = labelled_examples(node, spec, start, end, consent)
+    exact = class_statistics(examples, spec.feature_service, spec.label, norm_bound=spec.norm_bound)
     submission_id = _spend(node, privacy, "train", epsilon, privacy.delta, now)
     released = release_training(exact, epsilon=epsilon, delta=privacy.delta, minimum_cohort=privacy.minimum_cohort,
                                 norm_bound=spec.norm_bound)
@@ -139,6 +154,8 @@ def publish_training_statistics(
                 accounting={**_accounting("gaussian", released.epsilon, released.delta, released.epsilon,
                                           privacy.minimum_cohort, {"training": released.scales}),
                             "rho": released.rho, "conversion": released.conversion})
+    _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                        "left_out": {spec.label: examples.consent_excluded}})
     return submission_id, released, _queue(node, body)
 
 
@@ -160,7 +177,9 @@ def publish_evaluation(
     now = datetime.now(UTC)
     end = whole_day(end or now)
     start = end - timedelta(days=days)
-    exact = score_histograms(model, f"{name}:{version}", labelled_examples(node, spec, start, end))
+    consent = consent_gate(node.region, Purpose.EVALUATION)
+    examples = labelled_examples(node, spec, start, end, consent)
+    exact = score_histograms(model, f"{name}:{version}", examples)
     try:
         evaluation_scale(epsilon)  # OpenDP finds none for a tiny ε: refuse before the spend, not after it
     except ValueError:
@@ -175,11 +194,13 @@ def publish_evaluation(
                 if released.histograms else None,
                 accounting=_accounting("laplace", released.epsilon, 0.0, released.epsilon, privacy.minimum_cohort,
                                        {"evaluation": {"histograms": released.scale}}))
+    _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                        "left_out": {spec.label: examples.consent_excluded}})
     return submission_id, released, _queue(node, body)
 
 
 def publish_evidence(
-    region: RegionPlace,
+    region: RegionConfig,
     privacy: PrivacyConfig,
     *,
     name: str,
@@ -188,6 +209,7 @@ def publish_evidence(
     epsilon: float,
     segment: SegmentSpec | None = None,
     segment_of: Mapping[str, str] | None = None,  # entity -> segment value, with ``segment``
+    join_key: str = "customer_id",  # the key the prediction log's entities are values of (consent)
     end: datetime | None = None,
     days: int = 30,
     now: datetime | None = None,
@@ -203,7 +225,15 @@ def publish_evidence(
     end = whole_day(end or now)
     start = end - timedelta(days=days)
     values = segment.values.get(region.code, ()) if segment else ()
-    exact = exact_evidence(read_judged(region.data_dir), name=name, version=version, stage=stage, start=start,
+    judged = read_judged(region.data_dir)
+    # the region's consent for evaluation, as it held at the window's end (as every release's)
+    consent = consent_gate(region, Purpose.EVALUATION)
+    left_out = 0
+    if consent.active and judged.num_rows:
+        ok = consent.allowed(pa.table({join_key: judged["entity"]}), [join_key], end)
+        left_out = len(set(judged.filter(pa.array(~ok))["entity"].to_pylist()))
+        judged = judged.filter(pa.array(ok))
+    exact = exact_evidence(judged, name=name, version=version, stage=stage, start=start,
                            end=end, segment_of=segment_of, segment_values=values)
     if not any(sum(v) for v in exact.whole.values()):
         raise RegionError(f"no outcomes judged {name} v{version} at {stage} in {region.code} between "
@@ -217,6 +247,8 @@ def publish_evidence(
     released = release_evidence(exact, epsilon=epsilon, minimum_cohort=privacy.minimum_cohort,
                                 segmented=segment is not None)
     assert released.epsilon <= epsilon * (1 + 1e-9), "OpenDP accounting exceeds the spend"
+    _record_basis(region, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                          "left_out": {"outcomes": left_out}})
     body = _header(region, submission_id, now, "evaluation", status="queued" if released.whole else "suppressed")
     body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
                 evaluation={"model_name": name, "model_version": version, "noise_scale": released.scale,
@@ -255,6 +287,18 @@ def _accounting(mechanism: str, epsilon: float, delta: float, per_query: float, 
                 scales: dict[str, dict[str, float]]) -> dict[str, Any]:
     return {"mechanism": mechanism, "epsilon": epsilon, "delta": delta, "epsilon_per_query": per_query,
             "minimum_cohort": cohort, "scales": scales}
+
+
+def consent_basis_path(data_dir: Path, submission_id: str) -> Path:
+    return data_dir / "consent" / "releases" / f"{submission_id}.json"
+
+
+def _record_basis(node: RegionPlace, submission_id: str, basis: dict[str, Any]) -> None:
+    path = consent_basis_path(node.data_dir, submission_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(basis, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _queue(node: RegionPlace, body: dict[str, Any]) -> Path:

@@ -3,12 +3,13 @@
 Each view contributes each entity's latest row up to the window's end (in the window, or older
 but still within the view's TTL; Feast's 'latest' semantics, ``source_reader.read_latest``); values are clipped to the catalog's bounds before summing, so one
 entity can move a sum by at most the clipping width. Nothing here leaves the region: the
-anonymiser decides what may.
+anonymiser decides what may. With a consent gate (``regions/consent``), an entity without consent
+for the purpose at the window's end is left out of every view, so every count says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 from feast import FeatureView
 
 from fedstore.federation.statistics import FeatureSpec, SegmentSpec
+from fedstore.regions.consent import ConsentGate
 from fedstore.regions.errors import UnknownName
 from fedstore.regions.store.node import RegionNode
 from fedstore.regions.store.source_reader import read_latest
@@ -38,18 +40,22 @@ class RegionStatistics:
     start: datetime
     end: datetime
     features: tuple[FeatureStatistics, ...]
+    consent_excluded: dict[str, int] = field(default_factory=dict)  # per view: entities left out for want of consent
 
 
 def compute_statistics(
-    node: RegionNode, catalog: tuple[FeatureSpec, ...], start: datetime, end: datetime
+    node: RegionNode, catalog: tuple[FeatureSpec, ...], start: datetime, end: datetime,
+    consent: ConsentGate | None = None,
 ) -> RegionStatistics:
-    tables = _latest_tables(node, catalog, start, end)
+    excluded: dict[str, int] = {}
+    tables = _latest_tables(node, catalog, start, end, consent, excluded)
     out = [_feature(spec, tables[spec.view]) for spec in catalog]
-    return RegionStatistics(region=node.code, start=start, end=end, features=tuple(out))
+    return RegionStatistics(region=node.code, start=start, end=end, features=tuple(out), consent_excluded=excluded)
 
 
 def compute_segment_statistics(
-    node: RegionNode, catalog: tuple[FeatureSpec, ...], segment: SegmentSpec, start: datetime, end: datetime
+    node: RegionNode, catalog: tuple[FeatureSpec, ...], segment: SegmentSpec, start: datetime, end: datetime,
+    consent: ConsentGate | None = None,
 ) -> dict[str, RegionStatistics]:
     """The same statistics per segment value (e.g. per home city), for the catalog's values only.
 
@@ -57,9 +63,9 @@ def compute_segment_statistics(
     whose value is not in the federation's list for this region are left out, never sent.
     """
     allowed = segment.values.get(node.code, ())
-    tables = _latest_tables(node, catalog, start, end)
+    tables = _latest_tables(node, catalog, start, end, consent, {})
     seg_view = {fv.name: fv for fv in node.feature_views()}[segment.view]
-    seg_table = _latest(node, seg_view, start, end)
+    seg_table = _latest(node, seg_view, start, end, consent, {})
     out: dict[str, RegionStatistics] = {}
     for value in allowed:
         members = None
@@ -84,7 +90,7 @@ def entity_segments(node: RegionNode, segment: SegmentSpec, end: datetime, days:
     federation's list for this region are left out."""
     allowed = set(segment.values.get(node.code, ()))
     seg_view = {fv.name: fv for fv in node.feature_views()}[segment.view]
-    table = _latest(node, seg_view, end - timedelta(days=days), end)
+    table = _latest(node, seg_view, end - timedelta(days=days), end, None, {})
     if table is None:
         return {}
     [key] = [e.name for e in seg_view.entity_columns]
@@ -92,16 +98,24 @@ def entity_segments(node: RegionNode, segment: SegmentSpec, end: datetime, days:
             if v in allowed}
 
 
-def _latest(node: RegionNode, fv: FeatureView, start: datetime, end: datetime) -> pa.Table | None:
+def _latest(node: RegionNode, fv: FeatureView, start: datetime, end: datetime, consent: ConsentGate | None,
+            excluded: dict[str, int]) -> pa.Table | None:
     # an entity's value at the window's end, as serving would see it: its latest row in the
     # window, or older while still within the view's TTL (profiles change rarely)
     since = min(start, end - fv.ttl) if fv.ttl else start
     batches = list(read_latest(fv, since, end, config=node.store.config, offline_store=None, batch_rows=1 << 20))
-    return pa.Table.from_batches(batches) if batches else None
+    if not batches:
+        return None
+    table = pa.Table.from_batches(batches)
+    if consent is not None and consent.active:
+        # consent as it held at the window's end: the time the released numbers describe
+        table, excluded[fv.name] = consent.keep(table, [e.name for e in fv.entity_columns], end)
+    return table
 
 
 def _latest_tables(
-    node: RegionNode, catalog: tuple[FeatureSpec, ...], start: datetime, end: datetime
+    node: RegionNode, catalog: tuple[FeatureSpec, ...], start: datetime, end: datetime,
+    consent: ConsentGate | None, excluded: dict[str, int],
 ) -> dict[str, pa.Table | None]:
     views = {fv.name: fv for fv in node.feature_views()}
     missing = [s.ref for s in catalog if s.view not in views]
@@ -109,7 +123,7 @@ def _latest_tables(
         raise UnknownName(f"region {node.code} has no feature view for {missing[0]}")
     wanted = list(dict.fromkeys(s.view for s in catalog))
     node.require_sources([views[v] for v in wanted])
-    return {view: _latest(node, views[view], start, end) for view in wanted}
+    return {view: _latest(node, views[view], start, end, consent, excluded) for view in wanted}
 
 
 def _feature(spec: FeatureSpec, table: pa.Table | None) -> FeatureStatistics:

@@ -15,6 +15,7 @@ from feast.repo_config import RepoConfig
 
 from fedstore.federation import ConfigError, RegionConfig
 from fedstore.regions.store.engine import ENGINE_TYPE
+from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE
 
 REGISTRY_FILE = "registry.db"
 
@@ -45,7 +46,7 @@ def feast_settings(region: RegionConfig) -> dict[str, Any]:
         "project": region.project,
         "provider": "local",
         "registry": {"registry_type": "file", "path": REGISTRY_FILE, "cache_ttl_seconds": 5},
-        "offline_store": {"type": "duckdb"},
+        "offline_store": {"type": OFFLINE_STORE_TYPE},  # Feast's DuckDB store, its join an ASOF join
         "online_store": online,
         "batch_engine": _batch_engine(region),
         "entity_key_serialization_version": 3,

@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS online_loads (  -- per view, the latest job that load
     job_id        TEXT NOT NULL,
     started_at    TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS erasures (     -- the region's erasure list, one receipt per erased entity
+    receipt_id    TEXT PRIMARY KEY,
+    join_key      TEXT NOT NULL,
+    entity_value  TEXT NOT NULL,          -- JSON: the key's value (kept so every later read can leave it out)
+    erased_at     TEXT NOT NULL,
+    receipt       TEXT NOT NULL           -- JSON: what was removed where (online keys, snapshot rows, …)
+);
+CREATE INDEX IF NOT EXISTS erasures_key ON erasures (join_key, entity_value);
 """
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
@@ -254,6 +262,29 @@ class JobLedger:
                     )
                 )
         return recovered
+
+    def record_erasure(self, join_key: str, value: object, receipt: Mapping[str, object], now: datetime) -> str:
+        """Add an entity to the erasure list with its receipt; returns the receipt's id."""
+        receipt_id = f"{self.region.lower()}-erasure-{uuid.uuid4().hex[:12]}"
+        with closing(self._connect()) as db, db:
+            db.execute("INSERT INTO erasures (receipt_id, join_key, entity_value, erased_at, receipt) VALUES (?,?,?,?,?)",
+                       (receipt_id, join_key, json.dumps(value), now.isoformat(), json.dumps(dict(receipt))))
+        return receipt_id
+
+    def complete_erasure(self, receipt_id: str, receipt: Mapping[str, object]) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute("UPDATE erasures SET receipt = ? WHERE receipt_id = ?", (json.dumps(dict(receipt)), receipt_id))
+
+    def erasures(self, join_key: str | None = None, value: object = None) -> list[dict[str, Any]]:
+        """Erasure receipts, oldest first (of one entity, when named)."""
+        sql, args = "SELECT * FROM erasures", []
+        if join_key is not None:
+            sql, args = sql + " WHERE join_key = ? AND entity_value = ?", [join_key, json.dumps(value)]
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(sql + " ORDER BY erased_at, rowid", args).fetchall()
+        return [{**dict(r), "entity_value": json.loads(r["entity_value"]), "receipt": json.loads(r["receipt"])}
+                for r in rows]
 
     def _progress(self, job_id: str) -> dict[str, dict[str, int | str | None]]:
         with closing(self._connect()) as db:

@@ -115,6 +115,9 @@ def _job_lock(node: RegionNode) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+job_lock = _job_lock  # erasure (regions/consent/erasure.py) holds it too: no snapshot merge runs while it rewrites them
+
+
 def _running_message(node: RegionNode, lock: Path) -> str:
     running = node.ledger.jobs(status=RUNNING, limit=1)
     if not running:  # the holder has not written its ledger row yet

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -142,7 +143,7 @@ def unseen_sql(rejected: str, earlier: list[Path]) -> str:
     """
 
 
-def write_rejected(batches: pa.RecordBatchReader, quarantine: Quarantine) -> None:
+def write_rejected(batches: Iterable[pa.RecordBatch], quarantine: Quarantine) -> None:
     """Stream the rejected rows into the quarantine file (created only when there is one)."""
     writer: pq.ParquetWriter | None = None
     try:

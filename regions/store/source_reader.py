@@ -5,14 +5,15 @@ offline engine) with Feast's semantics: event time within [start, end] inclusive
 entity, latest event time first, then latest created time. With ``created_since`` (an incremental
 job), rows created since then are read too whatever their event time (up to ``end``): rows that
 arrived late, long after their event. Streaming batches keep memory bounded whatever the table size. Any other kind of
-source goes through Feast's own offline store (``pull_latest_from_table_or_query``).
+source goes through Feast's own offline store (``pull_latest_from_table_or_query``). Either way the
+region's erasure list (``erasure_list.py``) is applied: an erased entity's rows are never read out.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -22,6 +23,7 @@ from feast.repo_config import RepoConfig
 
 from fedstore.regions.errors import InvalidSource
 from fedstore.regions.store.definitions import batch_source
+from fedstore.regions.store.erasure_list import ErasedKeys, read_erased
 from fedstore.regions.store.quarantine import Quarantine, contract_sql, earlier_files, unseen_sql, write_rejected
 from fedstore.regions.store.source_files import missing_source_hint, source_files
 
@@ -42,15 +44,41 @@ def read_latest(
     quarantine: Quarantine | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """With ``quarantine``, rows that break the view's contract are set aside there (``quarantine.py``)."""
-    source = batch_source(fv)
     join_keys = [e.name for e in fv.entity_columns]
+    # the repo path is the region's data directory (feast_config.repo_config), where its ledger lives
+    erased = read_erased(Path(config.repo_path)) if config.repo_path else ErasedKeys()
+    batches = _read(fv, start, end, join_keys, config=config, offline_store=offline_store, batch_rows=batch_rows,
+                    created_since=created_since, quarantine=quarantine, erased=erased)
+    if not erased:
+        yield from batches
+        return
+    for batch in batches:
+        kept = erased.drop(batch, join_keys)
+        if kept.num_rows:
+            yield kept
+
+
+def _read(
+    fv: FeatureView,
+    start: datetime,
+    end: datetime,
+    join_keys: list[str],
+    *,
+    config: RepoConfig,
+    offline_store: Any,
+    batch_rows: int,
+    created_since: datetime | None,
+    quarantine: Quarantine | None,
+    erased: ErasedKeys,
+) -> Iterator[pa.RecordBatch]:
+    source = batch_source(fv)
     features = [f.name for f in fv.features]
     if isinstance(source, FileSource) and source.path.endswith(".parquet") and "://" not in source.path:
         path = Path(source.path)
         if not path.is_absolute():
             path = Path(config.repo_path or ".") / path
         yield from _duckdb_latest(path, source, join_keys, features, start, end, batch_rows, created_since,
-                                  fv if quarantine is not None else None, quarantine)
+                                  fv if quarantine is not None else None, quarantine, erased)
         return
     if quarantine is not None:
         raise InvalidSource(f"feature view {fv.name}: quarantine mode reads local Parquet sources only "
@@ -80,6 +108,7 @@ def _duckdb_latest(
     created_since: datetime | None = None,
     fv: FeatureView | None = None,
     quarantine: Quarantine | None = None,
+    erased: ErasedKeys | None = None,
 ) -> Iterator[pa.RecordBatch]:
     reverse = {v: k for k, v in (source.field_mapping or {}).items()}  # feature name -> column
     ts = source.timestamp_field
@@ -124,8 +153,11 @@ def _duckdb_latest(
             rejected = (f"SELECT {contract.rejected_columns} FROM ({contract.checked}) "
                         f"WHERE __reason IS NOT NULL AND ({_quote(ts)} IS NULL OR {where})")
             earlier = earlier_files(quarantine)  # rows set aside by earlier jobs are not again
-            write_rejected(_stream(con.sql(unseen_sql(rejected, earlier), params=params + [str(p) for p in earlier]),
-                                   batch_rows), quarantine)
+            set_aside: Iterable[pa.RecordBatch] = _stream(
+                con.sql(unseen_sql(rejected, earlier), params=params + [str(p) for p in earlier]), batch_rows)
+            if erased:  # an erased entity's rows are not kept here either
+                set_aside = (erased.drop(b, join_keys) for b in set_aside)
+            write_rejected(set_aside, quarantine)
         reader = _stream(con.sql(sql, params=params), batch_rows)
         for batch in reader:
             if batch.num_rows:

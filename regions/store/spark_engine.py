@@ -25,6 +25,8 @@ from feast.infra.offline_stores.offline_utils import get_offline_store_from_conf
 from feast.infra.online_stores.helpers import get_online_store_from_config
 
 from fedstore.regions.store.engine import ViewMaterialization, _Counted
+from fedstore.regions.store.erasure_list import read_erased
+from fedstore.regions.store.online_entries import remove_erased_online
 from fedstore.regions.store.source_reader import read_latest
 
 
@@ -65,6 +67,10 @@ class SparkMaterializer:
                 error = job.error()
                 raise RuntimeError(f"Spark materialisation of {fv.name} failed: {error}") from error
             written = None  # Feast's writer skips values that are not newer; it does not say how many
+            # Feast's engine read the sources itself, erased entities included: take them out again
+            erased = read_erased(Path(self.store.repo_path))
+            if erased:
+                remove_erased_online(self.store, Path(self.store.repo_path), erased, fv)
         return ViewMaterialization(
             view=fv.name, start=task.start_time, end=task.end_time, rows_read=counted.rows, rows_written=written,
             rows_skipped_stale=None if written is None else 0, delta_path=delta_path if counted.rows else None,

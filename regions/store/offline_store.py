@@ -1,0 +1,258 @@
+"""A Feast offline store whose point-in-time join is DuckDB's ASOF join (``point_in_time``).
+
+Named in each region's ``feature_store.yaml`` (``offline_store: {type:
+regions.store.offline_store.AsofOfflineStore}``), so ``FeatureStore.get_historical_features``,
+``fedstore region training-set`` and the gRPC training-set stream all use it. Everything else
+(``pull_latest_from_table_or_query`` for materialisation, writes, monitoring) is Feast's DuckDB
+offline store, inherited unchanged; so is a historical retrieval this join does not cover
+(no entity set, ``filter_by_created_timestamp``, on-demand views, sources other than local Parquet).
+
+The entity set is a DataFrame, as in Feast, or — an addition — the path or glob of Parquet files,
+which DuckDB streams; ``AsofRetrievalJob.to_parquet`` writes the result with ``COPY … TO``, so a
+training set larger than memory never is held in it (DuckDB spills its sort to a temporary directory).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Iterator, List, Optional, Union
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from feast.data_format import ParquetFormat
+from feast.feature_view import FeatureView
+from feast.infra.offline_stores import offline_utils
+from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
+from feast.infra.offline_stores.file_source import FileSource
+from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.on_demand_feature_view import OnDemandFeatureView
+from feast.repo_config import RepoConfig
+from feast.saved_dataset import SavedDatasetStorage
+from pydantic import StrictStr
+
+from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote
+
+OFFLINE_STORE_TYPE: Final = "fedstore.regions.store.offline_store.AsofOfflineStore"
+_ENTITIES = "__fedstore_entities"
+
+
+class AsofOfflineStoreConfig(DuckDBOfflineStoreConfig):
+    """``offline_store`` block of feature_store.yaml."""
+
+    type: StrictStr = OFFLINE_STORE_TYPE
+    memory_limit: str = "512MB"
+    """DuckDB's memory limit for one retrieval; a larger sort spills to a temporary directory."""
+    threads: int | None = None
+    """DuckDB's threads for one retrieval (default: DuckDB's, one per core)."""
+
+
+class AsofOfflineStore(DuckDBOfflineStore):
+    @staticmethod
+    def get_historical_features(
+        config: RepoConfig,
+        feature_views: List[FeatureView],
+        feature_refs: List[str],
+        entity_df: Union[pd.DataFrame, str, None],
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+        filter_by_created_timestamp: bool = False,
+        **kwargs: Any,
+    ) -> RetrievalJob:
+        if (
+            entity_df is None
+            or filter_by_created_timestamp  # a per-entity-row cut on created time: no ASOF join
+            or kwargs
+            or OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
+            or not all(_local_parquet(fv) for fv in feature_views)
+        ):
+            return DuckDBOfflineStore.get_historical_features(
+                config, feature_views, feature_refs, entity_df, registry, project,
+                full_feature_names, filter_by_created_timestamp, **kwargs,
+            )
+        entities = EntitySet.of(entity_df)
+        views = [_view_join(fv, feature_refs, full_feature_names) for fv in feature_views]
+        settings = config.offline_store
+        return AsofRetrievalJob(
+            entities=entities,
+            views=views,
+            feature_refs=feature_refs,
+            full_feature_names=full_feature_names,
+            memory_limit=getattr(settings, "memory_limit", "512MB"),
+            threads=getattr(settings, "threads", None),
+            repo_path=str(config.repo_path),
+        )
+
+
+class EntitySet:
+    """The entity rows: a DataFrame (held by the job) or Parquet files (streamed by DuckDB)."""
+
+    def __init__(self, frame: pd.DataFrame | None, parquet: str | None, columns: list[str], timestamp_col: str) -> None:
+        self.frame = frame
+        self.parquet = parquet
+        self.columns = columns
+        self.timestamp_col = timestamp_col
+
+    @classmethod
+    def of(cls, entity_df: pd.DataFrame | str) -> "EntitySet":
+        if isinstance(entity_df, str):
+            with _connection("256MB", 1) as conn:
+                try:
+                    described = conn.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(entity_df)})").fetchall()
+                except duckdb.Error as e:
+                    raise ValueError(f"entity set {entity_df!r} is neither a DataFrame nor readable Parquet files: "
+                                     f"{str(e).splitlines()[0]}") from None
+            schema = {name: np.dtype("datetime64[ns]") if str(kind).startswith("TIMESTAMP") else np.dtype(object)
+                      for name, kind, *_ in described}
+            ts = offline_utils.infer_event_timestamp_from_entity_df(schema)
+            return cls(None, entity_df, list(schema), ts)
+        ts = offline_utils.infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
+        frame = entity_df.copy(deep=False)
+        col = frame[ts].infer_objects()
+        if pd.api.types.is_string_dtype(col) or pd.api.types.is_object_dtype(col):
+            frame[ts] = pd.to_datetime(col, utc=True)  # as Feast's _to_utc
+        columns = [str(c) for c in frame.columns]
+        frame[FILE] = np.zeros(len(frame), dtype=np.int8)
+        frame[ROW] = np.arange(len(frame), dtype=np.int64)
+        return cls(frame, None, columns, ts)
+
+    def relation(self) -> str:
+        if self.parquet is None:
+            return f"SELECT * FROM {_ENTITIES}"
+        # file_index: the file's place in the glob's (sorted) expansion; a file name per row sorted slowly
+        return (f"SELECT * EXCLUDE (file_row_number), file_index AS {FILE}, file_row_number AS {ROW} "
+                f"FROM read_parquet({literal(self.parquet)}, file_row_number = true)")
+
+    def register(self, conn: duckdb.DuckDBPyConnection) -> None:
+        if self.frame is not None:
+            conn.register(_ENTITIES, self.frame)  # as a pandas frame: times become microseconds, as in Feast
+
+    def time_range(self) -> tuple[datetime, datetime]:
+        col = quote(self.timestamp_col)
+        with _connection("256MB", None) as conn:
+            self.register(conn)
+            lo, hi = conn.execute(f"SELECT min(CAST({col} AS TIMESTAMPTZ)), max(CAST({col} AS TIMESTAMPTZ)) "
+                                  f"FROM ({self.relation()})").fetchone() or (None, None)
+        return lo, hi
+
+
+class AsofRetrievalJob(RetrievalJob):
+    """The join, run when asked for: as Arrow, as pandas (Feast's API), or straight into Parquet."""
+
+    def __init__(self, *, entities: EntitySet, views: list[ViewJoin], feature_refs: list[str],
+                 full_feature_names: bool, memory_limit: str, threads: int | None, repo_path: str) -> None:
+        super().__init__()
+        self._entities = entities
+        self._views = views
+        self._feature_refs = feature_refs
+        self._full_feature_names = full_feature_names
+        self._memory_limit = memory_limit
+        self._threads = threads
+        self._repo_path = repo_path
+        self._metadata: RetrievalMetadata | None = None
+
+    def sql(self, *, utc_times: bool = False, ordered: bool = True) -> str:
+        """The query; ``utc_times`` turns the entity timestamp into a UTC instant (for files);
+        ``ordered`` keeps the entity set's row order (a sort of the whole result)."""
+        e = self._entities
+        query = asof_query(e.relation(), e.columns, e.timestamp_col, self._views, ordered=ordered)
+        if not utc_times:
+            return query
+        ts = quote(e.timestamp_col)
+        return f"SELECT * REPLACE (CAST({ts} AS TIMESTAMPTZ) AS {ts}) FROM ({query})"
+
+    def _to_arrow_internal(self, timeout: Optional[int] = None) -> pa.Table:
+        with _connection(self._memory_limit, self._threads) as conn:
+            self._entities.register(conn)
+            return conn.sql(self.sql()).to_arrow_table()
+
+    def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
+        return self._to_arrow_internal(timeout).to_pandas()
+
+    def to_parquet(self, path: Path, *, row_group_rows: int = 122_880, ordered: bool = True) -> int:
+        """Write the result to ``path`` as Parquet, streamed (bounded memory), entity time in UTC;
+        returns the rows written. Unordered, the rows come as the join makes them (as Feast's do),
+        which spares a sort of the whole result."""
+        copy = f"COPY ({self.sql(utc_times=True, ordered=ordered)}) TO {literal(str(path))} (FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})"
+        with _connection(self._memory_limit, self._threads) as conn:
+            self._entities.register(conn)
+            row = conn.execute(copy).fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def full_feature_names(self) -> bool:
+        return self._full_feature_names
+
+    @property
+    def on_demand_feature_views(self) -> List[OnDemandFeatureView]:
+        return []  # a request with on-demand views goes to Feast's own store
+
+    @property
+    def metadata(self) -> Optional[RetrievalMetadata]:
+        if self._metadata is None:  # computed when asked: for files it is one more scan
+            e = self._entities
+            lo, hi = e.time_range()
+            self._metadata = RetrievalMetadata(features=self._feature_refs,
+                                               keys=list(set(e.columns) - {e.timestamp_col}),
+                                               min_event_timestamp=lo, max_event_timestamp=hi)
+        return self._metadata
+
+    def persist(self, storage: SavedDatasetStorage, allow_overwrite: bool = False,
+                timeout: Optional[int] = None) -> None:
+        import ibis  # type: ignore[import-untyped]
+        from feast.infra.offline_stores.duckdb import _write_data_source
+
+        _write_data_source(ibis.memtable(self.to_arrow()), storage.to_data_source(), self._repo_path,
+                           "overwrite", allow_overwrite)
+
+
+@contextmanager
+def _connection(memory_limit: str, threads: int | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection of its own per retrieval (nothing shared between threads or jobs), its
+    spill files in a directory of its own, removed after."""
+    spill = tempfile.mkdtemp(prefix="fedstore-asof-")
+    config: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": spill}
+    if threads:
+        config["threads"] = threads
+    conn = duckdb.connect(config=config)
+    try:
+        conn.execute("SET TimeZone = 'UTC'")  # naive times are UTC, as in Feast
+        yield conn
+    finally:
+        conn.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _local_parquet(fv: FeatureView) -> bool:
+    src = fv.batch_source
+    return (
+        isinstance(src, FileSource)
+        and "://" not in src.path
+        and (isinstance(src.file_format, ParquetFormat) or (src.file_format is None and src.path.endswith(".parquet")))
+    )
+
+
+def _view_join(fv: FeatureView, feature_refs: list[str], full_feature_names: bool) -> ViewJoin:
+    """Feast's ``read_fv`` (ibis.py) in the join's terms: which refs, which output names."""
+    src = fv.batch_source
+    assert isinstance(src, FileSource)
+    prefix = fv.projection.name_to_use()
+    names = [r.split(":")[1] for r in feature_refs if r.startswith(f"{prefix}:")]
+    base = fv.projection.name_alias or fv.name
+    outputs = [f"{base}__{n}" if full_feature_names else n for n in names]
+    return ViewJoin(
+        source=f"read_parquet({literal(src.path)})",
+        field_mapping=dict(src.field_mapping),
+        timestamp_field=src.timestamp_field,
+        created_timestamp_column=src.created_timestamp_column or None,
+        join_key_map=dict(fv.projection.join_key_map or {e.name: e.name for e in fv.entity_columns}),
+        features=list(zip(names, outputs)),
+        ttl=fv.ttl,
+    )
