@@ -363,3 +363,34 @@ def test_calibration_error_from_histograms_is_zero_for_a_calibrated_model_and_gr
     assert calibration_error(n * (1 - p), n * p) < 1e-9
     shifted = 1 / (1 + np.exp(-(mid + 1)))  # outcomes more frequent than the scores say
     assert calibration_error(n * (1 - shifted), n * shifted) > 0.1
+
+
+def test_evidence_leaves_out_entities_without_consent_for_evaluation(tmp_path, pki, monkeypatch):
+    import json
+
+    from fedstore.regions.publishing.publish import consent_basis_path
+
+    config = _config(tmp_path, monkeypatch, pki)
+    raw = yaml.safe_load(config.source.read_text())
+    raw["regions"][0]["consent"] = {"required": ["evaluation"], "default": "deny"}
+    config.source.write_text(yaml.safe_dump(raw))
+    region = load_config(config.source).region("MY")
+    n = 1000
+    entities = [str(i) for i in range(n)]  # the prediction log's entities: customer ids as text
+    rng = np.random.default_rng(4)
+    y = (rng.random(n) < 0.3).astype(int)
+    _log(region.data_dir, _predictions(entities, T0, 1, "full", -2.0 + 1.5 * y + rng.normal(0, 1, n)))
+    ingest_outcomes(region.data_dir, _outcomes(tmp_path, entities, y, T0 + timedelta(days=1), "o.parquet"),
+                    window=timedelta(days=30))
+    # customers 0-599 consented to evaluation long before; 600-999 have no record (default deny)
+    (region.data_dir / "sources").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "join_key": ["customer_id"] * 600, "entity_id": pa.array(range(600), pa.int64()),
+        "purpose": ["evaluation"] * 600, "granted_at": pa.array([T0 - timedelta(days=90)] * 600, pa.timestamp("us", tz="UTC")),
+        "withdrawn_at": pa.array([None] * 600, pa.timestamp("us", tz="UTC")), "source": ["crm"] * 600,
+    }), region.data_dir / "sources" / "consent.parquet")
+    sid, released, _ = publish_evidence(region, PRIVACY, name="fraud_lda", version=1, stage="full", epsilon=3.0,
+                                        end=T0 + timedelta(days=2), now=T0 + timedelta(days=2))
+    assert sum(sum(v) for v in released.whole.values()) == pytest.approx(600, abs=60)
+    basis = json.loads(consent_basis_path(region.data_dir, sid).read_text())
+    assert basis["purpose"] == "evaluation" and basis["requires_consent"] and basis["left_out"] == {"outcomes": 400}
