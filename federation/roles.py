@@ -103,6 +103,8 @@ POLICIES: Mapping[str, Policy] = MappingProxyType({
     _REGISTRY + "GetDeployment": Policy(Role.REGISTRY_READ, Scope.REQUEST_REGION, "the region's stages"),
     _REGISTRY + "Promote": Policy(Role.PROMOTE, Scope.REQUEST_REGION, "the region's stages"),
     _REGISTRY + "Rollback": Policy(Role.PROMOTE, Scope.REQUEST_REGION, "the region's stages"),
+    _REGISTRY + "RecordReadiness": Policy(Role.PROMOTE, Scope.ANY,
+                                          "a version's production-readiness checklist (federation-wide)"),
     _REGISTRY + "GetAudit": Policy(Role.AUDIT, Scope.REQUEST_REGION,
                                    "the region's trail; no region named: the caller's regions' trails"),
     # --- every server: open, so load balancers and `grpcurl list` need no credential

@@ -420,7 +420,9 @@ def _reachable(message, seen=None):  # every message type a Submission can hold
 def test_the_contract_has_no_field_for_rows_keys_or_free_text():
     # each string a region can send is a name the validator checks against the shared catalog
     allowed_strings = {"submission_id", "region", "period", "ref", "suppressed", "feature_service", "label",
-                       "features", "model_name", "dimension", "value", "suppressed_segments"}
+                       "features", "model_name", "dimension", "value", "suppressed_segments",
+                       # outcome evidence: a registry stage (rule stage) and a catalog segment (rule segment)
+                       "stage", "segment_dimension"}
     for message in _reachable(pb.Submission.DESCRIPTOR):
         for field in message.fields:
             assert field.type != field.TYPE_BYTES, f"{message.name}.{field.name} could carry anything"

@@ -141,6 +141,8 @@ EXPECTED = {
     REG + "GetDeployment": ("registry-read", lambda regions: "MY" in regions or regions == ("*",)),
     REG + "Promote": ("promote", lambda regions: "MY" in regions),
     REG + "Rollback": ("promote", lambda regions: "MY" in regions),
+    # a checklist belongs to the version, federation-wide: any promote credential (never "*")
+    REG + "RecordReadiness": ("promote", lambda regions: True),
     REG + "GetAudit": ("audit", lambda regions: "MY" in regions or regions == ("*",)),
 }
 
@@ -166,6 +168,8 @@ REQUESTS: dict[str, bytes] = {
     REG + "Promote": rpb.PromoteRequest(name="none", version=1, region="MY", stage="shadow", why="t").SerializeToString(),
     REG + "Rollback": rpb.RollbackRequest(region="MY", stage="full", why="t").SerializeToString(),
     REG + "GetAudit": rpb.GetAuditRequest(region="MY").SerializeToString(),
+    REG + "RecordReadiness": rpb.RecordReadinessRequest(name="none", version=1,
+                                                        items={"documentation": "t"}).SerializeToString(),
 }
 STREAMING = {DATASETS + "GetHistoricalFeatures"}
 

@@ -161,7 +161,7 @@ def build_server(
                           "the regions' client CA (`fedstore certs init` makes development ones), or set "
                           "aggregator.plaintext: true for local development")
     store = SubmissionStore(store_path)
-    registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config)
+    registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config, clock)
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry, clock)
     servicer.metrics.zero(config.codes)
     served = (pb.DESCRIPTOR.services_by_name["Aggregator"], registry_pb2.DESCRIPTOR.services_by_name["Registry"])

@@ -10,13 +10,14 @@ their answers, or their errors, into responses.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
 from fedstore.aggregator.errors import NotAllowed, NotFound, OverBudget, Rejected
 from fedstore.aggregator.intake.metrics import AggregatorMetrics
-from fedstore.aggregator.intake.submission import Submission
+from fedstore.aggregator.intake.submission import Evaluation, Submission
 from fedstore.aggregator.intake.accounting import Charge
 from fedstore.aggregator.intake.validation import check_identity, receipt_period, validate
 from fedstore.aggregator.quarantine.gate import QuarantineGate
@@ -31,7 +32,7 @@ from fedstore.aggregator.store import (
     StoredReceipt,
     SubmissionStore,
 )
-from fedstore.aggregator.training.metrics import evaluation_metrics
+from fedstore.aggregator.training.metrics import auc_with_uncertainty, evaluation_metrics
 from fedstore.aggregator.training.train import TrainOutcome, TrainRequest, train
 from fedstore.federation import FederationConfig
 from fedstore.federation.statistics import CATALOG
@@ -131,6 +132,9 @@ class Centre:
         recorded one changes nothing), then the hook."""
         e = sub.evaluation
         assert e is not None, "called for evaluations only"
+        if e.stage:
+            self._record_evidence(sub, e)
+            return
         found = evaluation_metrics({label: list(counts) for label, counts in e.counts.items()})
         if self.registry is not None and not self.registry.record_evaluation(
             e.model_name, e.model_version, sub.region, found, submission_id=sub.submission_id
@@ -138,6 +142,20 @@ class Centre:
             return  # already recorded
         if self.on_evaluation is not None:
             self.on_evaluation(e.model_name, e.model_version, sub.region, found, sub.submission_id)
+
+    def _record_evidence(self, sub: Submission, e: Evaluation) -> None:
+        """Outcome evidence: AUC and its uncertainty, whole region and per segment, into the registry;
+        then the region's canaries follow it (rolled back when worse than the incumbent beyond the margin)."""
+        if self.registry is None:
+            return
+        # the bootstrap's seed is the submission's: the same release always gives the same bounds
+        seed = int.from_bytes(hashlib.sha256(sub.submission_id.encode()).digest()[:8], "big")
+        parts = {"": e.counts, **e.segments}
+        estimates = {segment: auc_with_uncertainty(list(counts[0]), list(counts[1]), e.noise_scale, seed=seed)
+                     for segment, counts in parts.items()}
+        if self.registry.record_evidence(e.model_name, e.model_version, sub.region, e.stage, estimates,
+                                         submission_id=sub.submission_id):
+            self.registry.follow_evidence(sub.region)
 
     def _receipt(self, stored: StoredReceipt, sub: Submission, *, replay: bool) -> Receipt:
         events = self.store.quarantine_events(stored.submission_id)

@@ -23,6 +23,11 @@ class Evaluation:
     model_name: str
     model_version: int
     counts: Mapping[int, tuple[int, ...]]  # label -> counts per score bin
+    # outcome evidence (the loop): the stage the model served at, the declared noise scale, and
+    # the same histograms per segment ("home_city=Penang" -> label -> counts); empty otherwise
+    stage: str = ""
+    noise_scale: float = 0.0
+    segments: Mapping[str, Mapping[int, tuple[int, ...]]] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,10 @@ def parse_submission(message: pb.Submission) -> Submission:
     evaluation = None
     if message.HasField("evaluation"):
         e = message.evaluation
-        evaluation = Evaluation(e.model_name, e.model_version,
-                                MappingProxyType({h.label: tuple(h.counts) for h in e.classes}))
+        evaluation = Evaluation(
+            e.model_name, e.model_version, MappingProxyType({h.label: tuple(h.counts) for h in e.classes}),
+            stage=e.stage, noise_scale=e.noise_scale,
+            segments=MappingProxyType({f"{e.segment_dimension}={g.value}": MappingProxyType(
+                {h.label: tuple(h.counts) for h in g.classes}) for g in e.segments}))
     return Submission(message.submission_id, message.region, message.period, kind_of(message),
                       content_hash(message), evaluation, message)

@@ -10,7 +10,7 @@ for the purpose at the window's end is left out of every view, so every count sa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -83,6 +83,20 @@ def compute_segment_statistics(
             features.append(_feature(spec, table))
         out[value] = RegionStatistics(region=node.code, start=start, end=end, features=tuple(features))
     return out
+
+
+def entity_segments(node: RegionNode, segment: SegmentSpec, end: datetime, days: int = 30) -> dict[str, str]:
+    """Each entity's segment value at ``end`` (its segment view's latest row, as serving sees it),
+    keyed as the prediction log writes entities (the join key's value as text); values outside the
+    federation's list for this region are left out."""
+    allowed = set(segment.values.get(node.code, ()))
+    seg_view = {fv.name: fv for fv in node.feature_views()}[segment.view]
+    table = _latest(node, seg_view, end - timedelta(days=days), end, None, {})
+    if table is None:
+        return {}
+    [key] = [e.name for e in seg_view.entity_columns]
+    return {str(k): v for k, v in zip(table.column(key).to_pylist(), table.column(segment.feature).to_pylist())
+            if v in allowed}
 
 
 def _latest(node: RegionNode, fv: FeatureView, start: datetime, end: datetime, consent: ConsentGate | None,
