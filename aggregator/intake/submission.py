@@ -8,7 +8,7 @@ numbers from it, and its deterministic serialisation is what a replay is compare
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from fedstore.aggregator.intake.validation import kind_of
@@ -27,7 +27,7 @@ class Evaluation:
     # the same histograms per segment ("home_city=Penang" -> label -> counts); empty otherwise
     stage: str = ""
     noise_scale: float = 0.0
-    segments: Mapping[str, Mapping[int, tuple[int, ...]]] = MappingProxyType({})
+    segments: Mapping[str, Mapping[int, tuple[int, ...]]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
