@@ -135,7 +135,7 @@ def test_a_centre_that_fails_keeps_the_submission_queued_and_a_restarted_one_tak
     code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
                  "--address", address])
     out, err = capsys.readouterr()
-    assert code == 2 and f"{sid}  queued: aggregator failed (UNKNOWN" in out, out
+    assert code == 1 and f"{sid}  queued: aggregator failed (UNKNOWN" in out, out
     assert err == (f"fedstore: error: MY: 1 of 1 submissions stay queued: the aggregator at {address} failed while "
                    "handling them (see above); send-stats sends them when run again\n")
     assert json.loads(path.read_text())["status"] == "queued"
@@ -216,7 +216,7 @@ def test_send_stats_to_an_unreachable_aggregator_fails_for_a_scheduler(fed, caps
     code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
                  "--address", nowhere])
     captured = capsys.readouterr()
-    assert code == 2
+    assert code == 1
     assert sid in captured.out and "queued: aggregator unreachable" in captured.out
     assert captured.err == (f"fedstore: error: MY: 1 of 1 submissions stay queued: the aggregator at {nowhere} "
                             "did not answer; send-stats sends them when run again\n")
@@ -272,7 +272,7 @@ def test_a_damaged_outbox_file_is_named_and_the_others_are_still_sent(fed, capsy
     code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
                  "--address", address])
     out, err = capsys.readouterr()
-    assert code == 2 and f"{sid}" in out and f"unreadable: {damaged} is not a submission" in out
+    assert code == 1 and f"{sid}" in out and f"unreadable: {damaged} is not a submission" in out
     assert err == "fedstore: error: MY: 1 file in the outbox could not be read (see above)\n"
     assert json.loads(path.read_text())["status"] == "sent"
 
@@ -289,7 +289,7 @@ def test_an_outbox_file_that_parses_but_lacks_a_field_is_named_not_a_traceback(f
     code = main(["--config", str(config.source), "region", "send-stats", "--region", "MY", "--token-env", "AGG_TOKEN_MY",
                  "--address", address])
     out, err = capsys.readouterr()
-    assert code == 2 and f"unreadable: {lacking} is not a submission (it lacks 'features')" in out, out + err
+    assert code == 1 and f"unreadable: {lacking} is not a submission (it lacks 'features')" in out, out + err
     assert json.loads(path.read_text())["status"] == "sent"  # the others are still sent
 
 
@@ -443,7 +443,7 @@ def test_aggregator_on_a_busy_port_is_one_line(fed, capfd):
         capfd.readouterr()
         code = main(["--config", str(config.source), "aggregator", "serve", "--address", address])
     err = capfd.readouterr().err
-    assert code == 2
+    assert code == 1
     assert err.splitlines() == [f"fedstore: error: aggregator: cannot listen on {address}: Address already in use "
                                 "(another process may be listening there)"], err
 
@@ -459,7 +459,7 @@ def test_a_second_aggregator_on_the_same_store_is_one_line(fed):
     second = subprocess.run(
         [sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "aggregator", "serve",
          "--address", "127.0.0.1:0"], capture_output=True, text=True, timeout=120, env={**os.environ})
-    assert second.returncode == 2
+    assert second.returncode == 1
     lines = second.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("fedstore: error: aggregator: the submission store "), second.stderr
     assert "is open in another process" in lines[0]

@@ -206,7 +206,7 @@ def test_send_stats_with_refused_credentials_is_one_line_and_keeps_everything(ce
     monkeypatch.setenv("BORDER_TOKEN_MY", "stolen-or-stale")
     code = _send(config, "--address", address)
     out, err = capsys.readouterr()
-    assert code == 2 and f"{sid}  queued: the centre did not accept this region's token" in out
+    assert code == 1 and f"{sid}  queued: the centre did not accept this region's token" in out
     assert err == (f"fedstore: error: MY: 1 of 1 submissions stay queued: the aggregator at {address} refused this "
                    "region's connection or credentials (see above); fix them and run send-stats again\n")
     assert json.loads(path.read_text())["status"] == "queued"
@@ -219,7 +219,7 @@ def test_only_a_validation_rejection_is_final_and_requeue_puts_it_back(centre, c
     good_count = body["features"][0]["count"]
     body["features"][0]["count"] = 3  # below the minimum cohort: the centre's verdict on the statistics
     path.write_text(json.dumps(body))
-    assert _send(config, "--address", address) == 2
+    assert _send(config, "--address", address) == 1
     out, err = capsys.readouterr()
     assert f"{sid}  rejected: rule minimum_cohort" in out and "the centre rejected 1 of 1" in err
     rejected = json.loads(path.read_text())
@@ -229,7 +229,7 @@ def test_only_a_validation_rejection_is_final_and_requeue_puts_it_back(centre, c
     # mistakes with --requeue are one line, and change nothing
     for ident, words in [("my-stats-nope", "--requeue my-stats-nope: no submission with that id in"),
                          ("../../etc/passwd", "--requeue ../../etc/passwd: no submission with that id")]:
-        assert _send(config, "--address", address, "--requeue", ident) == 2
+        assert _send(config, "--address", address, "--requeue", ident) == 1
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
     assert json.loads(path.read_text())["status"] == "rejected"
@@ -244,7 +244,7 @@ def test_only_a_validation_rejection_is_final_and_requeue_puts_it_back(centre, c
            "the centre counts ε=1.000" in out
     sent = json.loads(path.read_text())
     assert sent["status"] == "sent" and sent["earlier_rejections"][0].startswith("INVALID_ARGUMENT")
-    assert _send(config, "--address", address, "--requeue", sid) == 2  # sent: nothing to requeue
+    assert _send(config, "--address", address, "--requeue", sid) == 1  # sent: nothing to requeue
     assert "the submission is sent, not rejected" in capsys.readouterr().err
     assert store.receipt(sid) is not None
 
@@ -263,7 +263,7 @@ def test_plaintext_to_the_centre_is_refused_unless_configured_for_local_developm
         centre_link(config, "MY")
     with pytest.raises(ConfigError, match=r"^aggregator.operator_tls: missing"):
         centre_link(config, None)
-    assert main(["--config", str(config.source), "aggregator", "serve", "--address", "127.0.0.1:0"]) == 2
+    assert main(["--config", str(config.source), "aggregator", "serve", "--address", "127.0.0.1:0"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("fedstore: error: aggregator.tls: missing: the centre accepts mutual TLS only") and \
         err.count("\n") == 1, err
@@ -364,8 +364,8 @@ def test_certs_init_makes_a_ca_a_centre_and_a_certificate_naming_each_region(tmp
     assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
     assert {p.stat().st_mode & 0o777 for p in out.glob("*-key.pem")} == {0o600}
     before = (out / "ca.pem").read_bytes()
-    assert main(["--config", str(cfg), "certs", "init", "--out", str(out)]) == 2  # never replaces a CA silently
+    assert main(["--config", str(cfg), "certs", "init", "--out", str(out)]) == 1  # never replaces a CA silently
     err = capsys.readouterr().err
     assert "holds a CA already" in err and err.count("\n") == 1 and (out / "ca.pem").read_bytes() == before
-    assert main(["--config", str(cfg), "certs", "init", "--out", str(out), "--regions", "XX"]) == 2
+    assert main(["--config", str(cfg), "certs", "init", "--out", str(out), "--regions", "XX"]) == 1
     assert "unknown region 'XX'" in capsys.readouterr().err

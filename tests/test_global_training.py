@@ -463,7 +463,9 @@ def test_the_cli_round_trip_publish_train_evaluate(centre, tmp_path, capsys, mon
     cfg = str(config.source)
     for code, seed in (("MY", 7), ("SG", 8)):
         _region(config, code, 2_000, seed)
-        assert main(["--config", cfg, "region", "publish-training-stats", "--region", code, "--epsilon", "2",
+        # ε = 8, as above: at 2 the noise on ~2,000 customers sometimes left the centre's signal
+        # estimate under its floor (training refused, FAILED_PRECONDITION), about once in ten runs
+        assert main(["--config", cfg, "region", "publish-training-stats", "--region", code, "--epsilon", "8",
                      "--days", "14", "--end", END.isoformat()]) == 0
         assert main(["--config", cfg, "region", "send-stats", "--region", code, "--token-env", f"TRAIN_TOKEN_{code}",
                      "--address", address]) == 0
@@ -490,7 +492,7 @@ def test_the_cli_round_trip_publish_train_evaluate(centre, tmp_path, capsys, mon
         (["region", "evaluate", "--region", "MY", "--model-file", str(tmp_path / "missing.json"), "--epsilon", "1"],
          "not a model file"),
     ]:
-        assert main(["--config", cfg, *argv]) == 2
+        assert main(["--config", cfg, *argv]) == 1
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
 

@@ -345,7 +345,7 @@ def test_a_second_job_while_one_runs_is_refused_and_the_first_completes(sqlite_f
         code = main(["--config", str(sqlite_federation.source), "region", "materialize", "--region", "MY",
                      "--no-progress"])
         err = capsys.readouterr().err
-        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert f"job {running[0].job_id} is still running (process {first.pid}" in err
     finally:
         first.send_signal(signal.SIGCONT)
@@ -435,7 +435,7 @@ def test_a_source_removed_after_the_job_started_fails_it_and_keeps_the_watermark
     source.unlink()
     proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert proc.returncode == 1 and len(err.strip().splitlines()) == 1, err
     assert f"source {source} does not exist (gone since the job started" in err
     job = node.ledger.jobs(limit=1)[0]
     assert job.status == FAILED and node.ledger.watermark("driver_performance") is None
@@ -476,7 +476,7 @@ def test_redis_killed_mid_job_fails_it_plainly_and_a_rerun_converges(tmp_path):
             time.sleep(0.002)
         redis.kill()
         _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+        assert proc.returncode == 1 and len(err.strip().splitlines()) == 1, err
         # the connection's own words: it was closed or reset (RespClosed), or refused a command
         assert re.search(r"failed: Resp(Error|Closed): ", err) and f"Redis at 127.0.0.1:{redis.port}" in err
         failed = node.ledger.jobs(limit=1)[0]

@@ -233,7 +233,7 @@ def test_bad_input_is_a_one_line_error(region, capsys, argv, words):
     from fedstore.cli import main
 
     _, _, cfg = _open(region)
-    assert main(["--config", str(cfg), "region", "drift", *argv]) == 2
+    assert main(["--config", str(cfg), "region", "drift", *argv]) == 1
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1, err
 

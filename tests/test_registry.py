@@ -319,26 +319,26 @@ def test_registry_cli(served, capsys, monkeypatch):
     assert "SG: fraud_lda v1 now serves canary_5" in capsys.readouterr().out
     assert main([*base, "deployment", "--region", "SG"]) == 0
     assert "5%" in capsys.readouterr().out
-    assert main([*base, "promote", "fraud_lda", "1", "--region", "VN", "--stage", "shadow", "--why", "x"]) == 2
+    assert main([*base, "promote", "fraud_lda", "1", "--region", "VN", "--stage", "shadow", "--why", "x"]) == 1
     err = capsys.readouterr().err
     assert "FAILED_PRECONDITION: rule sources" in err and err.count("\n") == 1
-    assert main([*base, "show", "fraud_lda", "3"]) == 2
+    assert main([*base, "show", "fraud_lda", "3"]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
     assert main([*base, "audit", "--region", "SG"]) == 0
     assert "first" in capsys.readouterr().out
     assert main([*base, "rollback", "--region", "SG", "--stage", "canary_5", "--why", "too noisy"]) == 0
     assert "applied: stage now empty" in capsys.readouterr().out
-    assert main([*base, "rollback", "--region", "SG", "--stage", "canary_5", "--why", "again"]) == 2
+    assert main([*base, "rollback", "--region", "SG", "--stage", "canary_5", "--why", "again"]) == 1
     assert "INVALID_ARGUMENT: nothing serves canary_5 in SG" in capsys.readouterr().err
     monkeypatch.setenv("FEDSTORE_TOKEN", TOKENS["ops-my"])
-    assert main([*base, "rollback", "--region", "SG", "--stage", "full", "--why", "not mine"]) == 2
+    assert main([*base, "rollback", "--region", "SG", "--stage", "full", "--why", "not mine"]) == 1
     assert "PERMISSION_DENIED" in capsys.readouterr().err
-    assert main([*base, "audit", "--region", "SG"]) == 2  # another region's trail: not Malaysia's to read
+    assert main([*base, "audit", "--region", "SG"]) == 1  # another region's trail: not Malaysia's to read
     assert "PERMISSION_DENIED" in capsys.readouterr().err
     monkeypatch.setenv("FEDSTORE_TOKEN", TOKENS["centre"])
     assert main([*base, "audit", "--region", "SG"]) == 0
     out = capsys.readouterr().out
     assert "too noisy" in out and "not mine" in out and "refused: caller 'ops-my'" in out
     monkeypatch.delenv("FEDSTORE_TOKEN")
-    assert main([*base, "list"]) == 2
+    assert main([*base, "list"]) == 1
     assert "FEDSTORE_TOKEN is not set" in capsys.readouterr().err

@@ -472,7 +472,7 @@ def test_explain_prints_the_chain_of_a_prediction(scene, capsys):
     assert [line.split(" at ")[0].strip() for line in out.splitlines() if " by ops-my at " in line] == [
         "promote to shadow by ops-my", "promote to canary_5 by ops-my", "promote to canary_25 by ops-my",
         "promote to full by ops-my"]
-    assert main(["--config", config, "region", "explain", "--region", "MY", "--prediction", "nope"]) == 2
+    assert main(["--config", config, "region", "explain", "--region", "MY", "--prediction", "nope"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no prediction 'nope' in region MY's prediction log" in err
 

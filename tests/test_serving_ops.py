@@ -147,7 +147,7 @@ def test_fedstore_serve_with_two_workers_on_one_port(tmp_path, clean_redis, monk
         second = subprocess.run(
             [sys.executable, "-m", "fedstore.cli", "--config", str(s.config.source), "serve", "--region", "MY",
              "--address", f"127.0.0.1:{port}", "--workers", "2"], capture_output=True, text=True, timeout=120, env=env)
-        assert second.returncode == 2
+        assert second.returncode == 1
         assert second.stderr.splitlines() == [f"fedstore: error: MY: cannot listen on 127.0.0.1:{port}: another "
                                               f"`fedstore serve` on this host already serves port {port}"], second.stderr
         # one pack per view's snapshot, mapped by both workers: the host holds each snapshot once
@@ -204,9 +204,9 @@ def test_unknown_region_for_serve_is_a_one_line_error(tmp_path, capsys):
     cfg = write_config(tmp_path / "f.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}})
     # a port nothing on this host serves: the fixed ones of write_config may be in use by anything
     cfg.write_text(cfg.read_text().replace("127.0.0.1:51000", f"127.0.0.1:{free_port()}"))
-    assert main(["--config", str(cfg), "serve", "--region", "TH"]) == 2
+    assert main(["--config", str(cfg), "serve", "--region", "TH"]) == 1
     assert "unknown region 'TH'" in capsys.readouterr().err
-    assert main(["--config", str(cfg), "serve", "--region", "MY"]) == 2  # not applied yet
+    assert main(["--config", str(cfg), "serve", "--region", "MY"]) == 1  # not applied yet
     assert "fedstore region apply --region MY" in capsys.readouterr().err
 
 
@@ -218,7 +218,7 @@ def test_serve_without_a_token_secret_refuses_before_compiling_snapshots(tmp_pat
     cache = s.node.data_dir / snapshot_pack.CACHE_DIR
     shutil.rmtree(cache)
     monkeypatch.delenv("TOKEN_FRAUD")
-    assert main(["--config", str(s.config.source), "serve", "--region", "MY", "--address", "127.0.0.1:0"]) == 2
+    assert main(["--config", str(s.config.source), "serve", "--region", "MY", "--address", "127.0.0.1:0"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "fedstore: error: auth token 'fraud-app': environment variable TOKEN_FRAUD is not set"]
     assert not cache.exists()  # refused before the snapshots were compiled
@@ -237,7 +237,7 @@ def test_a_taken_port_is_a_clear_error_and_stop_is_idempotent(tmp_path, monkeypa
         cli = subprocess.run(
             [sys.executable, "-m", "fedstore.cli", "--config", str(s.config.source), "serve", "--region", "MY",
              "--address", s.address], capture_output=True, text=True, timeout=120, env={**os.environ})
-        assert cli.returncode == 2  # one line, without grpc's own error line about the port
+        assert cli.returncode == 1  # one line, without grpc's own error line about the port
         assert cli.stderr.splitlines() == [f"fedstore: error: MY: cannot listen on {s.address}: Address already in use "
                                            "(another process may be listening there)"], cli.stderr
     finally:
@@ -419,7 +419,7 @@ def test_a_bad_certificate_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     code = main(["--config", str(tmp_path / "fed.yaml"), "serve", "--region", "MY", "--workers", "2",
                  "--address", "127.0.0.1:0"])
     err = capsys.readouterr().err
-    assert code == 2 and "cannot be read as a certificate and its private key" in err
+    assert code == 1 and "cannot be read as a certificate and its private key" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
@@ -481,7 +481,7 @@ def test_a_busy_port_is_one_line_from_several_workers(tmp_path, monkeypatch, cap
         code = main(["--config", str(tmp_path / "fed.yaml"), "serve", "--region", "MY", "--workers", "2",
                      "--address", address])
     err = capfd.readouterr().err  # file descriptor 2: the workers' and grpc's output too
-    assert code == 2
+    assert code == 1
     assert err.strip().splitlines() == [f"fedstore: error: MY: cannot listen on {address}: Address already in use "
                                         "(another process may be listening there)"], err
 
@@ -827,10 +827,10 @@ def test_a_worker_that_dies_at_once_on_every_start_makes_serve_give_up_in_one_li
         killed = True
     finally:
         code, out, err = serve.close(signal_it=not killed, seconds=300)  # it gives up on its own
-    assert code == 2, out + err
+    assert code == 1, out + err
     errors = [line for line in err.splitlines() if line.startswith("fedstore: error")]
     assert errors == [
-        "fedstore: error: MY: worker 0 died 3 times within 600 s (the last time it exited with code 2: region MY "
+        "fedstore: error: MY: worker 0 died 3 times within 600 s (the last time it exited with code 1: region MY "
         "has no registry yet: run `fedstore region apply --region MY` first); fedstore serve gives up"], err
     assert "Traceback" not in err
     assert f"MY: worker 0 (pid {pids[0]}) was killed by SIGKILL; restarted as pid " in out

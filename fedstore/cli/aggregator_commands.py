@@ -120,7 +120,7 @@ def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
         return
     print(table(["submission", "outcome"], results))
     _print_spent(config, region.code, results)
-    # not a success for a scheduler when anything is left undelivered: exit 2, in one line
+    # not a success for a scheduler when anything is left undelivered: exit 1, in one line
     queued = sum(outcome.startswith("queued") for _, outcome in results)
     refused = sum(outcome.startswith(("queued: the centre", "queued: TLS")) for _, outcome in results)
     failed = sum(outcome.startswith("queued: aggregator failed") for _, outcome in results)

@@ -6,9 +6,9 @@
 - each help shows its defaults and ends with examples (`tests/test_cli.py` checks every command has
   them, and that every option says what it is for).
 
-Exit status, for scripts: 0 done; 2 the command line was wrong or the command could not be done,
-with one line on stderr saying why; 130 interrupted; 141 stdout closed early. (Telling usage errors
-from runtime failures apart, 2 and 1, is still to do.)
+Exit status, for scripts: 0 done; 1 the command could not be done (one line on stderr says why: a
+config, data, network or storage problem); 2 the command line itself was wrong (argparse's usage
+error, or a value of the wrong form); 130 interrupted; 141 stdout closed early.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from fedstore.cli.conventions import apply_conventions
 from fedstore.cli.errors import USER_ERRORS, storage_problem
 
 DEFAULT_CONFIG = "fedstore.yaml"
+FAILED = 1  # the command could not be done (one line says why); 2 is argparse's: the command line was wrong
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, where a closed pipe is caught below, not at the interpreter's exit
     except USER_ERRORS as e:
         print(f"fedstore: error: {e}", file=sys.stderr)
-        return 2
+        return FAILED
     except BrokenPipeError:
         # whoever read the output stopped early (`fedstore region status | head`): not a failure to
         # report; stdout goes to /dev/null so the interpreter's final flush does not raise again
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if problem is None:
             raise
         print(f"fedstore: error: {problem}", file=sys.stderr)
-        return 2
+        return FAILED
     except KeyboardInterrupt:
         return _interrupted()
     return 0

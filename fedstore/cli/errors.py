@@ -1,4 +1,4 @@
-"""Errors a user can fix: printed as one line, exit code 2."""
+"""Errors a user can fix: printed as one line, exit code 1 (2 is for a wrong command line)."""
 
 import errno
 

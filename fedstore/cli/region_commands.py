@@ -175,7 +175,7 @@ def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser
     er.add_argument("--entity", required=True, help="JOIN_KEY=VALUE of the entity to erase, e.g. customer_id=123")
     er.add_argument("--check", action="store_true",
                     help="erase nothing: show what still holds the entity (online key, snapshot or quarantine "
-                         "rows, datasets built since); one line and exit status 2 if anything does, or it was never erased")
+                         "rows, datasets built since); one line and exit status 1 if anything does, or it was never erased")
     er.set_defaults(handler=cmd_erase)
 
     ds = cmds.add_parser("datasets", help="list the training sets built in the region")

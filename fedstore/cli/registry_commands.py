@@ -1,5 +1,5 @@
 """`fedstore registry list | show | readiness | promote | rollback | audit | deployment`: the model registry,
-over gRPC at the centre. Refusals print the rule they broke, on one line, exit code 2."""
+over gRPC at the centre. Refusals print the rule they broke, on one line, exit code 1."""
 
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ def _worker(pipe: Connection, config: FederationConfig, code: str, address: str 
              serving=lambda where: pipe.send(("serving", where)))
     except USER_ERRORS as e:
         pipe.send(("error", str(e)))
-        sys.exit(2)
+        sys.exit(1)
 
 
 def _run(config: FederationConfig, code: str, address: str | None, grace: float, reuse_port: bool, worker: int,

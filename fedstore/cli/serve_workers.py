@@ -25,7 +25,7 @@ from typing import Callable
 
 from fedstore.regions.errors import RegionError
 
-# what a worker sends up its pipe: ("serving", address) once it serves, ("error", one line) before it exits 2
+# what a worker sends up its pipe: ("serving", address) once it serves, ("error", one line) before it exits 1
 WorkerMessage = tuple[str, str]
 # starts worker ``i`` with the sending end of its pipe; returns the started process
 StartWorker = Callable[[int, Connection], BaseProcess]
