@@ -179,7 +179,7 @@ def test_outcomes_judge_the_last_prediction_before_them_within_the_window(tmp_pa
     assert {r["label"] for r in read_judged(data_dir).to_pylist()} == {0}
     # bad input: one line, nothing stored changes
     pq.write_table(pa.table({"entity": ["c1"], "outcome_at": [T0], "label": [2]}), tmp_path / "bad.parquet")
-    assert main(argv[:5] + [str(tmp_path / "bad.parquet")] + argv[6:]) == 2
+    assert main(argv[:5] + [str(tmp_path / "bad.parquet")] + argv[6:]) == 1
     err = capsys.readouterr().err
     assert "labels are neither 0 nor 1" in err and len(err.strip().splitlines()) == 1
     assert read_judged(data_dir).num_rows == 2
@@ -269,7 +269,7 @@ def test_a_candidate_worse_in_one_city_is_refused_naming_it_then_a_better_one_cl
         stub.Promote(pb.PromoteRequest(name="fraud_lda", version=3, region="MY", stage="full", why="go"),
                      metadata=_md(), timeout=10)
     assert e.value.details().endswith("missing: rollback_procedure, escalation_contact, retraining_trigger")
-    assert main([*cli, "readiness", "fraud_lda", "3", "--item", "pager=x"]) == 2
+    assert main([*cli, "readiness", "fraud_lda", "3", "--item", "pager=x"]) == 1
     assert "INVALID_ARGUMENT: rule readiness: 'pager' is not a checklist item" in capsys.readouterr().err
     stub.RecordReadiness(pb.RecordReadinessRequest(name="fraud_lda", version=3, items={
         "rollback_procedure": "fedstore registry rollback --stage full", "escalation_contact": "risk-oncall",
