@@ -1,12 +1,12 @@
 # The two commands of the README. Both set up everything they need on a fresh machine.
 #   make demo   generate, apply and materialise three regions on the embedded default (SQLite)
-#   make test   the whole test suite against real redis-server processes (installed if missing)
+#   make test   the whole test suite against real redis-server processes and headless Chromium (installed if missing)
 
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench venv redis-server h2load proto
+.PHONY: demo test bench venv redis-server chromium h2load proto
 
 $(BIN)/fedstore: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -23,10 +23,16 @@ redis-server:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+chromium:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  echo "chromium or chromedriver not found: installing them with apt-get (the dashboard tests' browser)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 demo: venv
 	$(BIN)/fedstore demo
 
-test: venv redis-server
+test: venv redis-server chromium
 	@echo "make test: the whole suite against real redis-server processes; about 12 minutes on an idle 2-core machine, up to 25 on a busy one"
 	$(BIN)/python -m pytest
 
@@ -39,6 +45,7 @@ h2load:
 bench: venv redis-server h2load
 	$(BIN)/python benchmarks/materialize.py
 	$(BIN)/python benchmarks/online.py
+	$(BIN)/python benchmarks/online.py --http --entities 20000 --seconds 3
 	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/outage.py
 	$(BIN)/python benchmarks/offline.py

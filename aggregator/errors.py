@@ -31,6 +31,12 @@ class NotFound(AggregatorError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class NotEnoughStatistics(AggregatorError):
+    """There is nothing (or not enough) accepted to train from."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class PolicyRefused(AggregatorError):
     """The target region's deployment policy (or the stage order) forbids the change."""
 

@@ -348,6 +348,16 @@ class SubmissionStore:
             rows = self._db.execute(sql, [submission_id, submission_id]).fetchall()
         return [QuarantineEvent(*r) for r in rows]
 
+    def region_overview(self, period: str) -> list[tuple[str, str, int, int, float]]:
+        """Per region and kind (the id's middle part: stats, training, evaluation) of a period: the
+        submissions stored, how many quarantine holds out now, and the ε charged."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT region, split_part(submission_id, '-', 2), count(*), "
+                f"count(*) FILTER (WHERE submission_id IN {_HELD}), sum(epsilon) FROM submissions "
+                "WHERE period = ? GROUP BY 1, 2 ORDER BY 1, 2", [period]).fetchall()
+        return [(str(r), str(k), int(n), int(h), float(e)) for r, k, n, h, e in rows]
+
     def held(self, period: str | None) -> list[str]:
         """Ids of the submissions quarantine holds out now (held or rejected), of a period or all."""
         with self._lock:

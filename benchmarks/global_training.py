@@ -126,9 +126,8 @@ def main() -> None:
         return
     codes = args.regions.split(",")
 
-    from fedstore.aggregator.training.lda import LinearDiscriminant
     from fedstore.aggregator.training.pooled import pool
-    from fedstore.aggregator.training.ridge import Ridge
+    from fedstore.aggregator.training.strategies import make_strategy
     from fedstore.aggregator.store import TrainingRow
     from fedstore.federation import PrivacyConfig
     from fedstore.regions.publishing.evaluation import release_evaluation, score_histograms
@@ -163,7 +162,7 @@ def main() -> None:
     print(f"row norms (benchmark only, never used to set C): RMS {np.sqrt(np.mean(norms**2)):.2f}, "
           f"{np.mean(norms > bound):.1%} of rows beyond C = {bound:g}")
     exact = {c: class_statistics(e, "fraud_scoring", "is_fraud", norm_bound=bound) for c, e in train.items()}
-    central_lda = LinearDiscriminant().fit(_pool(exact, features, TrainingRow, pool), "fraud_scoring")
+    central_lda = make_strategy("lda").fit(_pool(exact, features, TrainingRow, pool), "fraud_scoring")
     auc_lda, err_lda = measure(central_lda.logit(x_test))
     rows.append(("central, pooled rows", "LDA", "—", f"{auc_lda:.4f}", f"{err_lda:.4f}"))
 
@@ -184,7 +183,7 @@ def main() -> None:
             if not released:
                 continue
             pooled = _pool(released, features, TrainingRow, pool)
-            for strategy in (LinearDiscriminant(), Ridge()):
+            for strategy in (make_strategy("lda"), make_strategy("ridge")):  # as the centre fits
                 model = strategy.fit(pooled, "fraud_scoring")
                 results.setdefault((strategy.name, eps), []).append(measure(model.logit(x_test)))
     for (name, eps), values in sorted(results.items(), key=lambda kv: (kv[0][0], kv[0][1])):
@@ -236,8 +235,8 @@ def _splits(x_ref: np.ndarray, x: np.ndarray, k: int, rng: np.random.Generator) 
 def run_real(args: argparse.Namespace) -> None:
     from fedstore.aggregator.errors import AggregatorError
     from fedstore.aggregator.store import TrainingRow
-    from fedstore.aggregator.training.lda import LinearDiscriminant
     from fedstore.aggregator.training.pooled import pool
+    from fedstore.aggregator.training.strategies import make_strategy
     from fedstore.aggregator.training.signal import signals
     from benchmarks.real_datasets import load
     from fedstore.federation import PrivacyConfig, TrainingConfig
@@ -249,7 +248,7 @@ def run_real(args: argparse.Namespace) -> None:
     privacy, floor = PrivacyConfig(), TrainingConfig().minimum_expected_auc
     epsilons = [float(e) for e in args.epsilons.split(",")]
     sizes = [int(r) for r in args.rows.split(",")]
-    lda = LinearDiscriminant()
+    lda = make_strategy("lda")  # with its noise floor, as the centre fits
     out: list[tuple[str, ...]] = []
     summary: list[tuple[str, ...]] = []
     began = time.perf_counter()

@@ -1,6 +1,7 @@
 """Online lookup benchmark: `feast listen` vs this project's serving node, same Redis, one run.
 
     python benchmarks/online.py [--entities 100000] [--seconds 5]
+    python benchmarks/online.py --http [--entities 20000 --seconds 3 --rounds 2]   # Feast HTTP API vs feast serve
 
 Sets up one region (100k customers × 10 float features, materialised into a fresh redis-server
 on a free loopback port), starts `feast listen` and `fedstore serve` on it as separate processes,
@@ -22,6 +23,12 @@ machine hits all of them; the table shows each figure's median, the ratios the m
 A second `fedstore serve` answers lookups through grpc's public API (``serving.lookup_path: public``,
 what a node does when its grpcio does not fit the lookup lane): its row beside the lane's shows what
 that fallback costs.
+
+With ``--http``, a shorter run of the HTTP side instead: `feast serve` (Feast's feature server,
+FastAPI on uvicorn) against the node's Feast feature-server HTTP API (``serving.http_port``) on the
+same Redis, the same JSON POSTed to ``/get-online-features`` by a keep-alive ``requests`` session
+(what Feast's ``remote`` online store uses), both with ``--workers`` processes: latency, then
+throughput from 8 Python client processes.
 
 `fedstore serve` runs with ``--pin-cpus`` (each worker and its threads on one CPU; ``--no-pin-cpus``
 to measure it floating). Pinning pays on virtual machines, where waking a thread on another CPU is
@@ -225,6 +232,21 @@ def fedstore_caller(address: str, timeout: float = 10.0):
     return call
 
 
+def http_caller(url: str, timeout: float = 10.0):
+    """POST /get-online-features as Feast's `remote` online store does (one keep-alive session)."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKEN}"  # `feast serve` without auth ignores it
+
+    def call(ids: list[int]) -> None:
+        r = session.post(f"{url}/get-online-features", json={"features": FEATURES, "entities": {"entity_id": ids}},
+                         timeout=timeout)
+        assert r.status_code == 200 and r.json()["results"][1]["statuses"][0] == "PRESENT", r.text[:200]
+
+    return call
+
+
 def empty_grpc_caller(address: str):
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -278,7 +300,8 @@ def latency(call, n: int, entities: int, requests: int) -> tuple[float, float]:
 def _load_worker(kind: str, address: str, entities: int, size: int, seconds: float, queue) -> None:
     import random
 
-    call = {"feast": feast_caller, "fedstore": fedstore_caller, "empty": empty_grpc_caller}[kind](address)
+    call = {"feast": feast_caller, "fedstore": fedstore_caller, "empty": empty_grpc_caller,
+            "http": http_caller}[kind](address)
     rng = random.Random(os.getpid())
     call([0])
     done = 0
@@ -356,6 +379,67 @@ def h2load_throughput(address: str, path: str, bodies: list[bytes], headers: tup
     return total
 
 
+def start_feast_serve(data_dir: Path, port: int, workers: int) -> subprocess.Popen:
+    """`feast serve` (HTTP) on the region's Feast repo, quiet."""
+    return subprocess.Popen([sys.executable, "-m", "feast.cli.cli", "-c", str(data_dir), "serve", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", str(workers), "--no-access-log",
+                             "--max-requests", "1000000"],  # no worker restarts in the middle of a run
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+FEAST_SERVE, OURS_HTTP = "feast serve (HTTP)", "fedstore serve (Feast HTTP API)"
+
+
+def http_main(args: argparse.Namespace) -> None:
+    """`feast serve` against the node's Feast HTTP API: latency, then 8 Python clients' throughput."""
+    from redis_servers import start_redis
+
+    redis = start_redis()
+    procs: list[subprocess.Popen] = []
+    lat: dict[str, dict[int, tuple[float, float]]] = {}
+    runs: dict[tuple[str, int], list[float]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="fedstore-http-bench-") as tmp:
+            print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
+            http_port = free_port()
+            cfg = setup_region(Path(tmp), redis.port, args.entities, serving={"http_port": http_port})
+            feast_port, grpc_port = free_port(), free_port()
+            procs.append(start_feast_serve(Path(tmp) / "MY", feast_port, args.workers))
+            procs.append(start_fedstore_serve(cfg, grpc_port, args.workers, pin_cpus=args.pin_cpus))
+            wait_port(feast_port, procs[0], "feast serve")
+            wait_workers(procs[1], args.workers)
+            urls = {FEAST_SERVE: f"http://127.0.0.1:{feast_port}", OURS_HTTP: f"http://127.0.0.1:{http_port}"}
+            for label, url in urls.items():
+                call = http_caller(url)
+                lat[label] = {}
+                for n in SIZES:
+                    lat[label][n] = latency(call, n, args.entities, args.requests if n < 100 else max(100, args.requests // 2))
+                print(f"  {label}: " + ", ".join(f"{n} ent p50 {lat[label][n][0]:.2f} ms" for n in SIZES), flush=True)
+            for r in range(args.rounds):
+                print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes, {args.seconds:.0f}s per "
+                      "server and size …", flush=True)
+                for n in SIZES:
+                    for label, url in urls.items():
+                        runs.setdefault((label, n), []).append(throughput("http", url, args.entities, n, args.seconds))
+    finally:
+        stop_processes(procs)
+        redis.stop()
+    print()
+    head = f"{'HTTP, ' + str(args.workers) + ' processes each':32}" + "".join(
+        f" {f'{n} ent p50':>11} {f'{n} ent p99':>11} {f'{n} ent req/s':>12}" for n in SIZES)
+    print(head)
+    print("-" * len(head))
+    for label in (FEAST_SERVE, OURS_HTTP):
+        print(f"{label:32}" + "".join(f" {lat[label][n][0]:>9.2f}ms {lat[label][n][1]:>9.2f}ms "
+                                      f"{statistics.median(runs[(label, n)]):>12,.0f}" for n in SIZES))
+    for n in SIZES:
+        x = [o / f for o, f in zip(runs[(OURS_HTTP, n)], runs[(FEAST_SERVE, n)], strict=True)]
+        speed = lat[FEAST_SERVE][n][0] / lat[OURS_HTTP][n][0]
+        than = f"{speed:.1f}× faster than" if speed >= 1 else f"{1 / speed:.1f}× slower than"
+        print(f"{n:>3} entities: p50 {than} feast serve's; "
+              f"throughput {statistics.median(x):.1f}× (rounds {min(x):.1f}–{max(x):.1f}×)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=100_000)
@@ -367,7 +451,12 @@ def main() -> None:
                         help="serving.lookup_threads of each fedstore process (default: the product's default)")
     parser.add_argument("--no-pin-cpus", dest="pin_cpus", action="store_false",
                         help="run fedstore's workers without --pin-cpus")
+    parser.add_argument("--http", action="store_true",
+                        help="only the HTTP side: feast serve against the node's Feast HTTP API (a shorter run)")
     args = parser.parse_args()
+    if args.http:
+        http_main(args)
+        return
 
     from redis_servers import start_redis
 

@@ -98,6 +98,8 @@ class ServingConfig:
     breaker_failures: int = 3  # consecutive online failures that open the circuit
     breaker_reset_seconds: float = 2.0  # how long an open circuit waits before probing again
     metrics_port: int | None = None  # Prometheus /metrics; None = off
+    # Feast's feature-server HTTP API (POST /get-online-features, as `feast serve`); None = off
+    http_port: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     workers: int = 8  # threads per process for training-set streams and health checks
@@ -561,8 +563,8 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
     if raw is None:
         return ServingConfig()
     m = _mapping(raw, where)
-    ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "workers", "lookup_threads",
-            "max_concurrent_calls"}
+    ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "http_port", "workers",
+            "lookup_threads", "max_concurrent_calls"}
     _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls", "models", "lookup_path"})
     values: dict[str, Any] = {}
     for k in ints & set(m):
@@ -570,6 +572,11 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"{where}.{k}: expected a positive integer, got {v!r}")
         values[k] = v
+    for k in ("metrics_port", "http_port"):
+        if values.get(k, 0) > 65535:
+            raise ConfigError(f"{where}.{k}: expected a port number (1-65535), got {values[k]}")
+    if "http_port" in values and values["http_port"] == values.get("metrics_port"):
+        raise ConfigError(f"{where}.http_port: {values['http_port']} is already serving.metrics_port")
     if "breaker_reset_seconds" in m:
         v = m["breaker_reset_seconds"]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
@@ -652,6 +659,9 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}.serving_address: expected host:port, got {address!r}")
+    serving = _serving(m.get("serving"), f"{where}.serving", base_dir)
+    if serving.http_port is not None and serving.http_port == int(port):
+        raise ConfigError(f"{where}.serving.http_port: {port} is already the gRPC port of serving_address")
     return RegionConfig(
         code=code,
         jurisdiction=jurisdiction,
@@ -660,7 +670,7 @@ def _region(raw: Any, where: str, base_dir: Path) -> RegionConfig:
         data_dir=data_dir,
         online_store=online,
         serving_address=address,
-        serving=_serving(m.get("serving"), f"{where}.serving", base_dir),
+        serving=serving,
         materialization=_materialization(m.get("materialization"), f"{where}.materialization"),
         centre_tls=_client_tls(m["centre_tls"], f"{where}.centre_tls", base_dir) if "centre_tls" in m else None,
         consent=parse_consent(m.get("consent"), f"{where}.consent"),

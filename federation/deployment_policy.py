@@ -3,10 +3,15 @@
 ```yaml
 deployment_policy:
   ID: {allowed_sources: [ID], shadow_first: true, min_metrics: {auc: 0.65}}
-  MY: {allowed_sources: "*"}
+  MY: {allowed_sources: "*", gates: {min_outcomes: 500, margin: 0.02}}
 ```
 A region without an entry gets the defaults below: any anonymised source, shadow first, no metric
 minimum. Both the registry (which enforces it) and operators (who read it) use this module.
+
+``gates`` turns on the gates that follow outcome evidence (``EvidenceGates``; ``gates: {}`` takes
+every default): time in the current stage, judged outcomes there, no regression beyond ``margin``
+against the version serving ``full`` (a confidence bound, not a point estimate), the readiness
+checklist before ``full``, and automatic rollback of a canary whose evidence is worse beyond the margin.
 """
 
 from __future__ import annotations
@@ -18,6 +23,21 @@ from typing import Any
 from fedstore.federation.errors import ConfigError
 
 METRICS = ("auc", "accuracy")
+# what a version needs recorded before it serves full (``registry readiness``)
+READINESS_ITEMS = ("documentation", "monitoring", "rollback_procedure", "escalation_contact", "retraining_trigger")
+CANARY_HOURS = 48.0
+
+
+@dataclass(frozen=True)
+class EvidenceGates:
+    # hours a version serves a stage before it may leave it (the canaries: 48 h)
+    min_hours_in_stage: Mapping[str, float] = field(
+        default_factory=lambda: {"canary_5": CANARY_HOURS, "canary_25": CANARY_HOURS})
+    min_outcomes: int = 200  # judged outcomes (the released, noisy count) of the version in its stage
+    margin: float = 0.02  # AUC a candidate may lose against the incumbent, whole region or any segment
+    confidence: float = 0.90  # of the bound on the difference (two-sided interval)
+    readiness: bool = True  # full needs the production-readiness checklist
+    auto_rollback: bool = True  # a canary worse beyond the margin (its upper bound) is rolled back
 
 
 @dataclass(frozen=True)
@@ -25,6 +45,7 @@ class DeploymentPolicy:
     allowed_sources: tuple[str, ...] | None = None  # region codes; None = any region of the federation
     shadow_first: bool = True  # a version must have run in shadow here before it takes traffic
     min_metrics: Mapping[str, float] = field(default_factory=dict)  # this region's own evaluation must meet them
+    gates: EvidenceGates | None = None  # None: no gates on outcome evidence
 
     def allows_source(self, code: str) -> bool:
         return self.allowed_sources is None or code in self.allowed_sources
@@ -42,7 +63,7 @@ def parse_policies(raw: Any, codes: set[str]) -> dict[str, DeploymentPolicy]:
             raise ConfigError(f"{where}: unknown region {code!r}")
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        unknown = set(entry) - {"allowed_sources", "shadow_first", "min_metrics"}
+        unknown = set(entry) - {"allowed_sources", "shadow_first", "min_metrics", "gates"}
         if unknown:
             raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
         sources = entry.get("allowed_sources", "*")
@@ -66,5 +87,46 @@ def parse_policies(raw: Any, codes: set[str]) -> dict[str, DeploymentPolicy]:
                 raise ConfigError(f"{where}.min_metrics: unknown metric {name!r} (known: {', '.join(METRICS)})")
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
                 raise ConfigError(f"{where}.min_metrics.{name}: expected a number between 0 and 1")
-        out[code] = DeploymentPolicy(allowed, shadow, {k: float(v) for k, v in metrics.items()})
+        gates = _gates(entry["gates"], f"{where}.gates") if "gates" in entry else None
+        out[code] = DeploymentPolicy(allowed, shadow, {k: float(v) for k, v in metrics.items()}, gates)
     return out
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _gates(raw: Any, where: str) -> EvidenceGates:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    known = {"min_hours_in_stage", "min_outcomes", "margin", "confidence", "readiness", "auto_rollback"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    default = EvidenceGates()
+    hours = raw.get("min_hours_in_stage", dict(default.min_hours_in_stage))
+    if not isinstance(hours, dict):
+        raise ConfigError(f"{where}.min_hours_in_stage: expected a mapping of stage to hours")
+    for stage, h in hours.items():
+        if stage not in ("shadow", "canary_5", "canary_25"):
+            raise ConfigError(f"{where}.min_hours_in_stage: {stage!r} is not a stage a version leaves by promotion")
+        if not _number(h) or not 0 <= h <= 24 * 366:
+            raise ConfigError(f"{where}.min_hours_in_stage.{stage}: expected hours between 0 and 8784")
+    outcomes = raw.get("min_outcomes", default.min_outcomes)
+    if not isinstance(outcomes, int) or isinstance(outcomes, bool) or outcomes < 0:
+        raise ConfigError(f"{where}.min_outcomes: expected a whole number ≥ 0")
+    margin = raw.get("margin", default.margin)
+    if not _number(margin) or not 0 <= margin < 1:
+        raise ConfigError(f"{where}.margin: expected an AUC difference in [0, 1)")
+    confidence = raw.get("confidence", default.confidence)
+    if not _number(confidence) or not 0.5 <= confidence < 1:
+        raise ConfigError(f"{where}.confidence: expected a probability in [0.5, 1)")
+    flags = {}
+    for key in ("readiness", "auto_rollback"):
+        flags[key] = raw.get(key, getattr(default, key))
+        if not isinstance(flags[key], bool):
+            raise ConfigError(f"{where}.{key}: expected true or false")
+    return EvidenceGates({k: float(v) for k, v in hours.items()}, outcomes, float(margin), float(confidence),
+                         flags["readiness"], flags["auto_rollback"])

@@ -122,21 +122,32 @@ def evaluation_mechanism(scale: float) -> dp.Measurement:
     return laplace("vector", scale)
 
 
-def evaluation_epsilon(scale: float) -> float:
-    """ε of an evaluation release with noise of ``scale``; ValueError when OpenDP refuses it."""
-    return laplace_epsilon("vector", 1, scale)
+def evaluation_epsilon(scale: float, sensitivity: int = 1) -> float:
+    """ε of an evaluation release with noise of ``scale``; ValueError when OpenDP refuses it.
+    ``sensitivity`` 2 for outcome evidence with segments: an entity is in the whole and in one segment."""
+    return laplace_epsilon("vector", sensitivity, scale)
 
 
-def evaluation_scale(epsilon: float) -> float:
+def evaluation_floor(scale: float, bins: int) -> int:
+    """Bins of a released score histogram (``bins`` of them) below this count are read as empty: noise
+    alone lifts a bin to it with probability under 0.05 / bins (a discrete Laplace of ``scale``
+    exceeds k with probability under e^(−k/scale)), so under 0.05 of a bin per histogram. The region
+    clamps noisy bins at 0, which leaves about half a scale in every empty bin; read as counts, that
+    mass spread over the score range pulls an AUC towards ½ and makes an empty segment look like a
+    cohort. Post-processing, applied alike by the region (suppression) and the centre (AUC)."""
+    return math.ceil(scale * math.log(bins / 0.05)) if scale > 0 else 0
+
+
+def evaluation_scale(epsilon: float, sensitivity: int = 1) -> float:
     """The Laplace scale OpenDP certifies for ε on the score histograms; ValueError when no finite
     scale does (a tiny ε, 1e-30 say)."""
     if not epsilon > 0:
         raise ValueError("epsilon must be positive")
     try:
-        return float(dp.binary_search_param(evaluation_mechanism, d_in=1, d_out=epsilon))
+        return float(dp.binary_search_param(evaluation_mechanism, d_in=sensitivity, d_out=epsilon))
     except dp.OpenDPException:
         raise ValueError(f"no finite noise scale gives epsilon {epsilon:g}") from None
 
 
-__all__ = ["GAUSSIAN_CONVERSION", "QUERY_NAMES", "gaussian_rho", "evaluation_epsilon", "evaluation_mechanism", "evaluation_scale", "feature_queries",
+__all__ = ["GAUSSIAN_CONVERSION", "QUERY_NAMES", "gaussian_rho", "evaluation_epsilon", "evaluation_floor", "evaluation_mechanism", "evaluation_scale", "feature_queries",
            "gaussian", "gaussian_epsilon", "gaussian_scale", "laplace", "laplace_epsilon", "space"]

@@ -72,6 +72,7 @@ ROLE_REGIONS: Mapping[Role, RegionRule] = MappingProxyType({
 
 _SERVING = "/fedstore.serving.v1.FeatureServing/"
 _FEAST = "/GrpcFeatureServer/"  # Feast declares it without a package
+_FEAST_SERVING = "/feast.serving.ServingService/"  # Feast's Java client and Go server; HTTP /get-online-features
 _DATASETS = "/fedstore.datasets.v1.HistoricalFeatures/"
 _AGGREGATOR = "/fedstore.aggregator.v1.Aggregator/"
 _REGISTRY = "/fedstore.registry.v1.Registry/"
@@ -82,6 +83,10 @@ POLICIES: Mapping[str, Policy] = MappingProxyType({
     # each contribution is a weight times a feature's value: a score's explanation reveals the row
     _SERVING + "Score": Policy(Role.LOOKUP, Scope.ROWS, "model scores with their per-feature contributions"),
     _FEAST + "GetOnlineFeatures": Policy(Role.LOOKUP, Scope.ROWS, "online feature rows, Feast's contract"),
+    _FEAST_SERVING + "GetOnlineFeatures": Policy(Role.LOOKUP, Scope.ROWS,
+                                                 "online feature rows, Feast's contract (gRPC, and HTTP POST /get-online-features)"),
+    # only Feast's version, but no stranger learns what answers here: the lookups' own guard
+    _FEAST_SERVING + "GetFeastServingInfo": Policy(Role.LOOKUP, Scope.ROWS, "the Feast version; asked by Feast's clients before lookups"),
     _FEAST + "Push": Policy(None, Scope.NOT_SERVED, "rows reach the online store by materialisation only"),
     _FEAST + "WriteToOnlineStore": Policy(None, Scope.NOT_SERVED, "rows reach the online store by materialisation only"),
     _DATASETS + "GetHistoricalFeatures": Policy(Role.DATASETS, Scope.ROWS, "point-in-time training rows"),
@@ -98,6 +103,8 @@ POLICIES: Mapping[str, Policy] = MappingProxyType({
     _REGISTRY + "GetDeployment": Policy(Role.REGISTRY_READ, Scope.REQUEST_REGION, "the region's stages"),
     _REGISTRY + "Promote": Policy(Role.PROMOTE, Scope.REQUEST_REGION, "the region's stages"),
     _REGISTRY + "Rollback": Policy(Role.PROMOTE, Scope.REQUEST_REGION, "the region's stages"),
+    _REGISTRY + "RecordReadiness": Policy(Role.PROMOTE, Scope.ANY,
+                                          "a version's production-readiness checklist (federation-wide)"),
     _REGISTRY + "GetAudit": Policy(Role.AUDIT, Scope.REQUEST_REGION,
                                    "the region's trail; no region named: the caller's regions' trails"),
     # --- every server: open, so load balancers and `grpcurl list` need no credential

@@ -1,4 +1,6 @@
-"""Feast's own ``GrpcFeatureServer/GetOnlineFeatures`` (what ``feast listen`` serves), on the fast path.
+"""Feast's own ``GrpcFeatureServer/GetOnlineFeatures`` (what ``feast listen`` serves), on the fast path,
+and Feast's ``feast.serving.ServingService`` (what Feast's Java client and Go server speak): the same
+request and response messages, so one answer serves both.
 
 Clients built on Feast's stubs work unchanged and get what ``feast listen`` would give on the same
 store, including Feast's conventions: entity columns first in the response, no max-age check
@@ -10,10 +12,16 @@ set ordering, so clients must not rely on it).
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import cast
 
-from feast.protos.feast.serving import GrpcServer_pb2
-from feast.protos.feast.serving.ServingService_pb2 import FieldStatus, GetOnlineFeaturesRequest
+from feast.protos.feast.serving import GrpcServer_pb2, ServingService_pb2
+from feast.protos.feast.serving.ServingService_pb2 import (
+    FieldStatus,
+    GetFeastServingInfoRequest,
+    GetFeastServingInfoResponse,
+    GetOnlineFeaturesRequest,
+)
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
@@ -25,6 +33,7 @@ from fedstore.serving.wire import field, fields, string_field
 
 SERVICE = GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name
 METHOD = "feast.GetOnlineFeatures"
+SERVING_SERVICE = ServingService_pb2.DESCRIPTOR.services_by_name["ServingService"].full_name
 
 
 class FeastCompatServicer:
@@ -32,11 +41,25 @@ class FeastCompatServicer:
         self.features = features
         self.missing_entity_is_present = missing_entity_is_present  # Feast's Redis behaviour
         self._parse = lookup_parser(GetOnlineFeaturesRequest, features.max_entities, _longest)
+        self._parse_info = lookup_parser(GetFeastServingInfoRequest, features.max_entities, lambda _: 0)
+        self._info = GetFeastServingInfoResponse(version=version("feast")).SerializeToString()
 
-    def lane_method(self) -> LaneMethod:
-        """Feast's service name and request message; the response is sent as encoded bytes.
-        Feast's other methods (Push, WriteToOnlineStore) are not served: UNIMPLEMENTED."""
-        return LaneMethod(f"/{SERVICE}/GetOnlineFeatures", METHOD, self.GetOnlineFeatures)
+    def lane_methods(self) -> tuple[LaneMethod, ...]:
+        """Feast's service names and request messages; the responses are sent as encoded bytes.
+        ``GrpcFeatureServer``'s other methods (Push, WriteToOnlineStore) are not served (their
+        policy refuses them). ``ServingService`` is served whole: its two methods."""
+        return (
+            LaneMethod(f"/{SERVICE}/GetOnlineFeatures", METHOD, self.GetOnlineFeatures),
+            LaneMethod(f"/{SERVING_SERVICE}/GetOnlineFeatures", "feast.serving.GetOnlineFeatures",
+                       self.GetOnlineFeatures),
+            LaneMethod(f"/{SERVING_SERVICE}/GetFeastServingInfo", "feast.serving.GetFeastServingInfo",
+                       self.GetFeastServingInfo),
+        )
+
+    def GetFeastServingInfo(self, body: bytes, time_left: float | None) -> bytes:
+        """The Feast version whose contract these answers follow (the request has no fields)."""
+        self._parse_info(body)  # a malformed message is INVALID_ARGUMENT, as for any other method
+        return self._info
 
     def GetOnlineFeatures(self, body: bytes, time_left: float | None) -> bytes:
         request = self._parse(body)

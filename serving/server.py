@@ -3,6 +3,7 @@
 Services on one port:
   fedstore.serving.v1.FeatureServing   this project's contract (statuses, source, job ids)
   GrpcFeatureServer                    Feast's own ``feast listen`` contract, for Feast clients
+  feast.serving.ServingService         Feast's serving contract (its Java client, its Go server)
   fedstore.datasets.v1.HistoricalFeatures  point-in-time training sets, streamed as Arrow
   grpc.health.v1.Health                "" = can answer at all (online store or snapshot);
                                        "fedstore.online_store" = the online store itself
@@ -17,6 +18,8 @@ which. Everything else is grpc's thread-pool server on the same port: health, re
 training-set streams, and ``FeatureServing/Score`` (``serving.scoring``) when the region scores
 (``serving.models``: the deployment follower and the prediction log start and stop with the node).
 Registry and snapshot reloads run on the refresher thread.
+With ``serving.http_port``, Feast's feature-server HTTP API (``serving.http_api``) on a port of its
+own, answered by the same lookup path behind the same guard.
 """
 
 from __future__ import annotations
@@ -51,8 +54,12 @@ from fedstore.serving.breaker import CircuitBreaker
 from fedstore.serving.catalog import CatalogCache
 from fedstore.serving.datasets_servicer import HistoricalFeaturesServicer
 from fedstore.serving.fallback import SnapshotCache
-from fedstore.serving.feast_compat import FeastCompatServicer
+from fedstore.serving.feast_compat import SERVING_SERVICE, FeastCompatServicer
+from fedstore.serving.entities import max_lookup_bytes
+from fedstore.serving.feast_json import POLICY as HTTP_POLICY
+from fedstore.serving.feast_json import FeastJson
 from fedstore.serving.features import OnlineFeatures
+from fedstore.serving.http_api import FeastHttpApi, HttpSettings
 from fedstore.serving.loaded_views import LoadedViews
 from fedstore.serving.lookup_methods import LANE, PUBLIC, LaneMethod
 from fedstore.serving.lookup_public import PublicLookups
@@ -77,6 +84,7 @@ SNAPSHOT_HEALTH = "fedstore.snapshot"
 SERVICE_NAMES = (
     serving_pb2.DESCRIPTOR.services_by_name["FeatureServing"].full_name,
     GrpcServer_pb2.DESCRIPTOR.services_by_name["GrpcFeatureServer"].full_name,
+    SERVING_SERVICE,
     datasets_pb2.DESCRIPTOR.services_by_name["HistoricalFeatures"].full_name,
 )
 
@@ -100,9 +108,11 @@ class ServingNode:
         refresh_seconds: float = 1.0,
         reuse_port: bool = False,
         metrics_port: int | None = None,
+        http_port: int | None = None,
         centre_address: str | None = None,
     ) -> None:
-        """``centre_address``: where the registry is (default: the config's aggregator address)."""
+        """``centre_address``: where the registry is (default: the config's aggregator address).
+        ``http_port``: instead of the config's ``serving.http_port`` (0: any free port; tests)."""
         self.region = region
         self.refresh_seconds = refresh_seconds
         self._reuse_port = reuse_port
@@ -164,12 +174,29 @@ class ServingNode:
         self.follower, self.predictions = self._models(config, centre_address)
         scorer = Scorer(self.features, self._deployment, self.predictions)
         self._scoring = ScoringServicer(scorer, self.metrics).handler()
-        lookups = (FeatureServingServicer(self.features).lane_method(), self._compat.lane_method())
+        lookups = (FeatureServingServicer(self.features).lane_method(), *self._compat.lane_methods())
         bind = address or region.serving_address
-        self.server, self._lane, self.public_path_reason = self._build(lookups)
+        http_port = http_port if http_port is not None else settings.http_port
+        self.http: FeastHttpApi | None = None
+        if http_port is not None:  # bound now: a port in use fails before the node starts
+            json_api = FeastJson(self.features, missing_entity_is_present=target is not None)
+            self.http = FeastHttpApi(
+                json_api.lane_method(), HTTP_POLICY, TokenGuard((), self._tokens, region.code, self.metrics),
+                self.metrics, self._can_answer,
+                HttpSettings(host=bind.rpartition(":")[0], port=http_port, threads=settings.lookup_threads,
+                             max_body_bytes=max_lookup_bytes(settings.max_entities),
+                             max_connections=settings.max_concurrent_calls, tls_cert=settings.tls_cert,
+                             tls_key=settings.tls_key, reuse_port=reuse_port),
+                name=region.code)
+        try:
+            self.server, self._lane, self.public_path_reason = self._build(lookups)
+            port = self._listen(self.server, bind)
+        except BaseException:
+            if self.http is not None:
+                self.http.close()
+            raise
         self.lookup_path = LANE if self._lane is not None else PUBLIC
         self.metrics.lookup_path(self.lookup_path, (LANE, PUBLIC))
-        port = self._listen(self.server, bind)
         self.address = NodeAddress(bind.rpartition(":")[0], port)
         self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
         self._stop = threading.Event()
@@ -272,6 +299,9 @@ class ServingNode:
         self._refresher.start()
         if self.metrics_port:
             self.metrics.serve(self.metrics_port)
+        if self.http is not None:
+            self.http.start()
+            log.info("region %s: Feast's HTTP feature-server API on port %d", self.region.code, self.http.port)
         log.info("region %s serving on %s", self.region.code, self.address)
         if self._lane is not None:
             log.info("region %s: lookups on the fast lane (grpc's core, %d threads)", self.region.code,
@@ -298,6 +328,8 @@ class ServingNode:
             self._refresher.join(timeout=5)
         if self._loaded is not None:
             self._loaded.close()
+        if self.http is not None:
+            self.http.stop(grace)
         self.server.stop(grace).wait(grace + 30)
         if self._lane is not None:
             self._lane.stop()
@@ -395,6 +427,10 @@ class ServingNode:
         states.update({name: serving if can_answer else not_serving for name in ("",) + SERVICE_NAMES})
         for name, status in states.items():
             self.health.set(name, status)
+
+    def _can_answer(self) -> bool:
+        """The node as a whole can answer (online store or snapshot): its "" health status."""
+        return self.health.status("") == health_pb2.HealthCheckResponse.SERVING
 
     def _check_loaded(self) -> None:
         """Views the online store lost or holds older rows of are answered from the snapshot."""

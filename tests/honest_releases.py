@@ -114,3 +114,24 @@ def evaluation_submission(region: str, counts: dict[int, tuple[int, ...]], *, ep
             "accounting": {"mechanism": "laplace", "epsilon": released.epsilon, "delta": 0.0,
                            "epsilon_per_query": released.epsilon, "minimum_cohort": minimum_cohort}}
     return to_proto(body)
+
+
+def evidence_submission(region: str, whole: dict[int, tuple[int, ...]], segments: dict[str, dict[int, tuple[int, ...]]],
+                        *, epsilon: float, now: datetime, stage: str = "canary_5", name: str = "fraud_scoring_lda",
+                        version: int = 1, minimum_cohort: int = 10) -> pb.Submission:
+    """Outcome evidence as a region releases it (regions/publishing/evidence.py), per home city."""
+    from fedstore.regions.publishing.evidence import ExactEvidence, release_evidence
+
+    released = release_evidence(ExactEvidence(name, version, stage, whole, segments), epsilon=epsilon,
+                                minimum_cohort=minimum_cohort, segmented=True)
+    assert released.whole is not None
+    body = {**_header(region, "eval", now), "features": [], "suppressed": [],
+            "evaluation": {"model_name": name, "model_version": version, "noise_scale": released.scale,
+                           "stage": stage, "segment_dimension": "home_city",
+                           "counts": {str(k): list(v) for k, v in released.whole.items()},
+                           "segments": [{"value": v, "counts": {str(k): list(c) for k, c in h.items()}}
+                                        for v, h in released.segments.items()],
+                           "suppressed_segments": list(released.suppressed_segments)},
+            "accounting": {"mechanism": "laplace", "epsilon": released.epsilon, "delta": 0.0,
+                           "epsilon_per_query": released.epsilon, "minimum_cohort": minimum_cohort}}
+    return to_proto(body)

@@ -420,7 +420,9 @@ def _reachable(message, seen=None):  # every message type a Submission can hold
 def test_the_contract_has_no_field_for_rows_keys_or_free_text():
     # each string a region can send is a name the validator checks against the shared catalog
     allowed_strings = {"submission_id", "region", "period", "ref", "suppressed", "feature_service", "label",
-                       "features", "model_name", "dimension", "value", "suppressed_segments"}
+                       "features", "model_name", "dimension", "value", "suppressed_segments",
+                       # outcome evidence: a registry stage (rule stage) and a catalog segment (rule segment)
+                       "stage", "segment_dimension"}
     for message in _reachable(pb.Submission.DESCRIPTOR):
         for field in message.fields:
             assert field.type != field.TYPE_BYTES, f"{message.name}.{field.name} could carry anything"
@@ -681,9 +683,46 @@ def test_a_period_refused_by_a_centre_whose_clock_is_a_month_on_stays_queued(fed
 def test_the_training_series_at_zero_name_every_strategy_there_is():
     from fedstore.aggregator.errors import Rejected
     from fedstore.aggregator.intake.metrics import STRATEGIES
-    from fedstore.aggregator.training.strategy import make_strategy
+    from fedstore.aggregator.training.strategies import make_strategy
 
     assert [make_strategy(name).name for name in STRATEGIES] == list(STRATEGIES)
     with pytest.raises(Rejected) as err:
         make_strategy("no-such")
     assert str(err.value).endswith("known: " + ", ".join(sorted(STRATEGIES)))
+
+
+def test_the_centres_steps_take_value_objects_and_raise_the_rule_they_apply(fed, tmp_path):
+    """The steps under the servicer, called without gRPC: accept, replay, a replay with other
+    content, another region's caller, the recounted budget."""
+    from fedstore.aggregator.errors import NotAllowed, OverBudget, Rejected
+    from fedstore.aggregator.intake.metrics import AggregatorMetrics
+    from fedstore.aggregator.intake.steps import Centre
+    from fedstore.aggregator.intake.submission import parse_submission
+    from fedstore.aggregator.store import SubmissionStore
+    from fedstore.federation.tokens import TokenBook
+
+    config, _, _ = fed
+    first = _handmade(epsilon=2.0)
+    now = first.window_end.ToDatetime(timezone.utc) + timedelta(hours=1)  # the test's own clock
+    store = SubmissionStore(tmp_path / "steps.duckdb")
+    try:
+        centre = Centre(config, store, metrics=AggregatorMetrics(), registry=None, on_evaluation=None,
+                        clock=lambda: now)
+        book = TokenBook(config.tokens)
+        my, sg = book.caller(TOKENS["MY"]), book.caller(TOKENS["SG"])
+        sub = parse_submission(first)
+        assert (sub.region, sub.kind, sub.evaluation) == ("MY", "features", None)
+        receipt = centre.submit(sub, my)
+        assert not receipt.replay and receipt.quarantine_rule is None and receipt.accepted_at == now
+        assert receipt.epsilon_spent_in_period == pytest.approx(2.0)
+        again = centre.submit(parse_submission(first), my)
+        assert again.replay and again.receipt_id == receipt.receipt_id
+        with pytest.raises(Rejected, match="^rule replay: "):
+            centre.submit(parse_submission(_handmade(first.submission_id, epsilon=2.0, count=101)), my)
+        with pytest.raises(NotAllowed, match="^rule identity: caller 'region-sg' may not submit for region MY$"):
+            centre.submit(sub, sg)
+        with pytest.raises(OverBudget, match="^rule budget: region MY has spent ε=2.000 of 3.000 "):
+            centre.submit(parse_submission(_handmade(epsilon=2.0)), my)
+        assert store.epsilon_spent("MY", sub.period) == pytest.approx(2.0)
+    finally:
+        store.close()

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from honest_releases import (
     evaluation_submission,
+    evidence_submission,
     exact_region,
     exact_training,
     features_submission,
@@ -94,8 +95,20 @@ _TRAINING = training_submission("MY", exact_training(_rng, (30_000, 4_000)), eps
 _EVALUATION = evaluation_submission(
     "MY", {0: tuple(int(v) for v in _rng.integers(20, 80, len(SCORE_EDGES) - 1)),
            1: tuple(int(v) for v in _rng.integers(2, 10, len(SCORE_EDGES) - 1))}, epsilon=1.0, now=NOW)
-BASES = {"features": _FEATURES, "training": _TRAINING, "evaluation": _EVALUATION, "sg_features": _SG_FEATURES}
-_ID_KIND = {"features": "stats", "training": "train", "evaluation": "eval", "sg_features": "stats"}
+
+
+def _hist(n0: int, n1: int) -> dict[int, tuple[int, ...]]:
+    return {0: tuple(int(v) for v in _rng.integers(0, 2 * n0, len(SCORE_EDGES) - 1)),
+            1: tuple(int(v) for v in _rng.integers(0, 2 * n1, len(SCORE_EDGES) - 1))}
+
+
+_EMPTY = {0: (0,) * (len(SCORE_EDGES) - 1), 1: (0,) * (len(SCORE_EDGES) - 1)}
+_EVIDENCE = evidence_submission(
+    "MY", _hist(60, 12), {"Kuala Lumpur": _hist(40, 8), "Penang": _hist(20, 4), "Johor Bahru": _EMPTY,
+                          "Kota Kinabalu": _EMPTY, "Kuching": _EMPTY}, epsilon=1.0, now=NOW)
+BASES = {"features": _FEATURES, "training": _TRAINING, "evaluation": _EVALUATION, "sg_features": _SG_FEATURES,
+         "evidence": _EVIDENCE}
+_ID_KIND = {"features": "stats", "training": "train", "evaluation": "eval", "sg_features": "stats", "evidence": "eval"}
 
 
 def honest(kind: str = "features", region: str = "MY") -> pb.Submission:
@@ -392,6 +405,20 @@ CASES: list[Case] = [
     Case("accounting: a training release without its scale", mutated("training", lambda s: s.training.ClearField("noise_scale")),
          INVALID, "accounting"),
     Case("accounting: a Laplace release claiming δ", mutated("features", _set(ACC, "delta", 1e-6)), INVALID, "accounting"),
+    Case("accounting: segmented outcome evidence charged as if each entity counted once",
+         mutated("evidence", lambda s: (setattr(s.accounting, "epsilon", s.accounting.epsilon / 2),
+                                        setattr(s.accounting, "epsilon_per_query", s.accounting.epsilon / 2))),
+         INVALID, "accounting"),
+    Case("rows: outcome evidence per segment without its stage",
+         mutated("evidence", lambda s: setattr(s.evaluation, "stage", "")), INVALID, "segment"),
+    Case("rows: outcome evidence of a stage that does not exist",
+         mutated("evidence", lambda s: setattr(s.evaluation, "stage", "cust_8801011455")), INVALID, "stage"),
+    Case("rows: outcome evidence of a city outside the catalog",
+         mutated("evidence", lambda s: setattr(s.evaluation.segments[0], "value", "Jalan Ampang 12")), INVALID, "segment"),
+    Case("rows: one city released twice",
+         mutated("evidence", lambda s: s.evaluation.segments.add().CopyFrom(s.evaluation.segments[0])), INVALID, "segment"),
+    Case("rows: a segment of one class only",
+         mutated("evidence", lambda s: s.evaluation.segments[0].classes.pop()), INVALID, "classes"),
     Case("accounting: an evaluation whose scale costs more than claimed",
          mutated("evaluation", lambda s: setattr(s.evaluation, "noise_scale", s.evaluation.noise_scale / 10)),
          INVALID, "accounting"),

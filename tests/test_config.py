@@ -65,6 +65,14 @@ BAD = [
     ("bad redis url", lambda c: c["regions"][0].update(online_store={"type": "redis", "url": "http://x"}), "regions[0].online_store.url"),
     ("unknown store type", lambda c: c["regions"][0].update(online_store={"type": "dynamo"}), "regions[0].online_store.type"),
     ("bad address", lambda c: c["regions"][0].update(serving_address="nowhere"), "regions[0].serving_address"),
+    # Feast's HTTP feature-server API on the serving node: a port of its own, or off
+    ("http port zero", lambda c: c["regions"][0].update(serving={"http_port": 0}), "regions[0].serving.http_port: expected a positive integer"),
+    ("http port a string", lambda c: c["regions"][0].update(serving={"http_port": "8080"}), "regions[0].serving.http_port: expected a positive integer"),
+    ("http port out of range", lambda c: c["regions"][0].update(serving={"http_port": 70000}), "regions[0].serving.http_port: expected a port number"),
+    ("http port is the metrics port", lambda c: c["regions"][0].update(serving={"http_port": 9100, "metrics_port": 9100}),
+     "regions[0].serving.http_port: 9100 is already serving.metrics_port"),
+    ("http port is the gRPC port", lambda c: c["regions"][0].update(serving_address="127.0.0.1:6566", serving={"http_port": 6566}),
+     "regions[0].serving.http_port: 6566 is already the gRPC port"),
     ("duplicate region", lambda c: c["regions"][1].update(code="MY", jurisdiction="Malaysia", law="PDPA-MY", timezone="Asia/Kuala_Lumpur"), "regions[1].code: region MY is already defined"),
     ("negative ttl", lambda c: c["regions"][0].update(online_store={"type": "redis", "url": "redis://h:1/0", "key_ttl_seconds": -1}), "key_ttl_seconds"),
     # gRPC would silently listen on the port modulo 65536 (99999 → 34463)
@@ -111,6 +119,12 @@ BAD = [
      "training.minimum_expected_auc: expected an AUC in [0, 1)"),
     ("unknown training key", lambda c: c.update(training={"floor": 0.6}), "training.floor: unknown key"),
 ]
+
+
+def test_the_http_api_is_off_unless_a_port_is_given():
+    assert parse_config(_cfg(_region()), base_dir=Path("/tmp")).region("MY").serving.http_port is None
+    on = parse_config(_cfg(_region(serving={"http_port": 6566})), base_dir=Path("/tmp"))
+    assert on.region("MY").serving.http_port == 6566
 
 
 def test_the_training_floor_defaults_and_is_set_in_the_config():

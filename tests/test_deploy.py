@@ -131,7 +131,7 @@ regions:
      centre_tls: {cert: pki/my.crt, key: pki/my.key, ca: pki/ca.crt}}
   - {code: SG, jurisdiction: Singapore, law: PDPA-SG, timezone: Asia/Singapore, data_dir: data/SG,
      online_store: {type: redis, url: "redis://10.20.0.7:6379/1"}, serving_address: 10.0.0.2:50152,
-     serving: {metrics_port: 9100, tls: {cert: pki/sg-serving.crt, key: pki/sg-serving.key}},
+     serving: {metrics_port: 9100, http_port: 6566, tls: {cert: pki/sg-serving.crt, key: pki/sg-serving.key}},
      centre_tls: {cert: pki/sg.crt, key: pki/sg.key, ca: pki/ca.crt}}
   - {code: HK, jurisdiction: Hong Kong, law: PDPO, timezone: Asia/Hong_Kong, data_dir: data/HK,
      online_store: {type: redis_cluster, nodes: ["hk-redis-0:7000", "hk-redis-1:7001"]},
@@ -275,8 +275,10 @@ def test_each_region_namespace_denies_by_default_and_allows_exactly_its_border(p
         (serving_sel, rule), = ingress
         assert serving_sel["matchLabels"]["app.kubernetes.io/component"] == "serving"
         service = next(d for d in docs if d["kind"] == "Service")
-        serving_ports = {service["spec"]["ports"][0]["port"]} | ({9100} if code == "SG" else set())
+        serving_ports = {service["spec"]["ports"][0]["port"]} | ({9100, 6566} if code == "SG" else set())
         assert {p["port"] for p in rule["ports"]} == serving_ports
+        # the HTTP API (SG's config turns it on) is a container port and a port of the Service too
+        assert ({p["port"] for p in service["spec"]["ports"]} == {service["spec"]["ports"][0]["port"], 6566}) == (code == "SG")
         # the region's namespace carries the labels the centre admits
         centre_policy = _policies(production["centre"])["allow-region-ingress"]
         selector = centre_policy["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]

@@ -20,6 +20,7 @@ from fedstore.federation.channels import centre_link
 from fedstore.aggregator.store import TrainingRow
 from fedstore.aggregator.training.lda import LinearDiscriminant
 from fedstore.aggregator.training.metrics import auc as histogram_auc
+from fedstore.aggregator.training.noise_floor import NoiseFloor
 from fedstore.aggregator.training.pooled import pool
 from fedstore.aggregator.training.ridge import Ridge
 from fedstore.federation import load_config
@@ -117,7 +118,7 @@ def test_at_infinite_epsilon_the_federated_model_equals_the_pooled_one(regions):
     cov = cov + lda.shrinkage * np.mean(np.diag(cov)) * np.eye(x.shape[1])
     w = np.linalg.solve(cov, mu[1] - mu[0])
     b = -0.5 * (mu[1] + mu[0]) @ w + np.log((y == 1).sum() / (y == 0).sum())
-    model = lda.fit(pooled, SPEC.feature_service)
+    model = NoiseFloor(lda).fit(pooled, SPEC.feature_service)  # as the centre fits it
     np.testing.assert_allclose(model.weights, w, rtol=1e-6, atol=1e-8)
     assert model.intercept == pytest.approx(b, rel=1e-6)
 
@@ -126,7 +127,7 @@ def test_at_infinite_epsilon_the_federated_model_equals_the_pooled_one(regions):
     a = np.hstack([np.ones((len(y), 1)), x])
     penalty = 0.02 * len(y) * np.diag([0.0] + [1.0] * x.shape[1])
     beta = np.linalg.solve(a.T @ a + penalty, a.T @ y)
-    model = ridge.fit(pooled, SPEC.feature_service)
+    model = NoiseFloor(ridge).fit(pooled, SPEC.feature_service)
     np.testing.assert_allclose([model.intercept, *model.weights], beta, rtol=1e-6, atol=1e-8)
 
 
@@ -142,7 +143,7 @@ def test_at_epsilon_one_the_federated_model_beats_a_trivial_baseline(regions):
         exact_n = (e.y == 1).sum()
         assert r.statistics.classes[1].n != exact_n  # noise was really added
         released[c] = r.statistics
-    model = LinearDiscriminant().fit(pool(_rows(released), SPEC.features), SPEC.feature_service)
+    model = NoiseFloor(LinearDiscriminant()).fit(pool(_rows(released), SPEC.features), SPEC.feature_service)
     x = np.vstack([e.x for e in examples.values()])
     y = np.concatenate([e.y for e in examples.values()])
     # a trivial model (a constant, or the base rate) has AUC 0.5; this one averages ~0.70, and its
@@ -324,7 +325,7 @@ def test_the_signal_estimate_follows_the_noise(regions):
     clean = signals(rows, SPEC, floor=0.55)[0]
     x = np.vstack([e.x for e in examples.values()])
     y = np.concatenate([e.y for e in examples.values()])
-    model = LinearDiscriminant().fit(pool(rows, SPEC.features), SPEC.feature_service)
+    model = NoiseFloor(LinearDiscriminant()).fit(pool(rows, SPEC.features), SPEC.feature_service)
     assert clean.expected_auc == pytest.approx(clean.auc_without_noise) and clean.noise == 0
     assert 0.5 < _rank_auc(model.logit(x), y) <= clean.expected_auc <= 0.9
 
@@ -523,3 +524,31 @@ def test_a_store_written_before_one_xtx_per_region_trains_on_the_sum_of_its_clas
     assert [r.xtx for r in new] == [tuple([5.0] * tri)] * 2  # the one XᵀX, on each class row
     assert [r.xtx for r in old] == [tuple([5.0] * tri)] * 2  # the former per-class matrices, added
     np.testing.assert_allclose(pool(old, SPEC.features).xtx, pool(new, SPEC.features).xtx)
+
+
+def test_the_noise_floor_wrapper_lifts_a_strategys_penalty_to_the_noise_it_reads():
+    from fedstore.aggregator.errors import Rejected
+    from fedstore.aggregator.training.lda import within_class_covariance
+    from fedstore.aggregator.training.noise_floor import noise_floor
+    from fedstore.aggregator.training.pooled import ClassSums, PooledStatistics
+    from fedstore.aggregator.training.strategies import make_strategy
+
+    # class sums whose XᵀX noise pushed the scatter's smallest eigenvalue well below zero
+    classes = {0: ClassSums(100.0, np.array([10.0, 0.0])), 1: ClassSums(100.0, np.array([0.0, 10.0]))}
+    stats = PooledStatistics(("a", "b"), classes, np.array([[100.0, 0.0], [0.0, -300.0]]))
+    lda = LinearDiscriminant()
+    floor = noise_floor(lda.covariance(stats))
+    assert floor == pytest.approx(2 * 301 / 198, rel=1e-6)  # twice the most negative eigenvalue
+    wrapped = make_strategy("lda")
+    assert isinstance(wrapped, NoiseFloor) and wrapped.name == "lda"
+    assert wrapped.fit(stats, "s").weights == lda.fit(stats, "s", floor=floor).weights != lda.fit(stats, "s").weights
+    assert np.linalg.eigvalsh(within_class_covariance(stats, floor=floor)).min() > 0
+
+    with pytest.raises(TypeError):
+        LinearDiscriminant(0.1)  # keyword-only: a bare number names nothing
+    for bad in (lambda: LinearDiscriminant(shrinkage=-0.1), lambda: Ridge(ridge_lambda=float("nan")),
+                lambda: make_strategy("lda", ridge_lambda=0.5)):
+        with pytest.raises(Rejected):
+            bad()
+    with pytest.raises(Rejected, match="^strategy 'lda' takes no parameter ridge_lambda$"):
+        make_strategy("lda", ridge_lambda=0.5)

@@ -196,6 +196,34 @@ def test_the_cli_prints_a_table_and_writes_a_chart(region, capsys):
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20_000
 
 
+def test_the_drift_figure_reads_at_a_glance(region):
+    """Labelled axes with units, a normal band, a y axis that keeps small moves small, a verdict in words."""
+    from matplotlib.patches import Rectangle
+
+    from fedstore.federation.statistics import CATALOG
+    from fedstore.regions.monitoring.chart import feature_figure, feature_series, history
+
+    config, node, _ = _open(region)
+    report = drift_report(node, config, day=HARI_RAYA_PEAK)
+    spec = next(s for s in CATALOG if s.ref.endswith(":chargeback_rate_30d"))  # a rate: moves of a few 0.001
+    series = feature_series(spec, report.profiles.of(spec.ref), history(report.judge, spec.ref, HARI_RAYA_PEAK, 90),
+                            config.monitoring.psi_threshold)
+    fig = feature_figure(series, report.windows, [])
+    mean_ax, psi_ax = fig.axes
+    assert "share of transactions (0–1)" in mean_ax.get_ylabel() and psi_ax.get_xlabel().startswith("local date")
+    assert "PSI" in psi_ax.get_ylabel() and mean_ax.get_title(loc="left")
+    lo, hi = mean_ax.get_ylim()
+    assert hi - lo >= (spec.upper - spec.lower) / 10  # not autoscaled to a 0.002 wiggle
+    assert psi_ax.get_ylim()[0] == 0 and psi_ax.get_ylim()[1] >= 3 * config.monitoring.psi_threshold
+    bands = [p for p in psi_ax.patches if isinstance(p, Rectangle)]
+    assert any(abs(p.get_height() - config.monitoring.psi_threshold) < 1e-9 for p in bands)  # the normal band
+    assert "Eid al-Fitr" in [t.get_text() for t in mean_ax.texts]  # the festival named on its shading
+    verdict = fig._suptitle.get_text()
+    assert verdict.startswith(("Normal on 2026-03-23", "Not judged on 2026-03-23")) and "judged days drifted" in verdict
+    # dates readable: a handful of ticks, not one per day
+    assert 3 <= len(psi_ax.get_xticks()) <= 9
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--region", "TH"], "unknown region 'TH'"),
     (["--region", "MY", "--date", "2027-01-01"], "outside region MY's data"),

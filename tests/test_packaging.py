@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("aggregator", "cli", "feature_repo", "federation", "online", "proto", "regions", "serving")
+PARTS = ("aggregator", "cli", "dashboard", "feature_repo", "federation", "online", "proto", "regions", "serving")
 PROTO_PLUS_MARK = "proto-plus's own module"
 
 
@@ -54,6 +54,7 @@ def test_the_wheel_has_one_top_level_package_with_every_part_inside(wheels):
     assert "fedstore/proto/fedstore/serving/v1/serving.proto" in names  # the language-neutral contract
     assert "fedstore/proto/fedstore.binpb" in names  # and as one descriptor set, for other languages
     assert "fedstore/feature_repo/definitions.py" in names
+    assert "fedstore/dashboard/templates/region.html" in names  # the pages ship their templates
 
 
 @pytest.mark.slow  # a venv, two installs, two uninstalls: ~20 s

@@ -162,3 +162,35 @@ def test_publish_cli_with_a_segment_breakdown(node, capsys):
     assert main(["--config", cfg, "region", "publish-stats", "--region", "MY", "--epsilon", "0.5",
                  "--segment", "home_city", "--end", (T + timedelta(days=1)).isoformat()]) == 0
     assert "by home_city:" in capsys.readouterr().out
+
+
+def test_the_minimum_cohort_is_one_border_step_for_every_kind_of_release():
+    from fedstore.regions.publishing.cleansers import MinimumCohort, at_the_border
+    from fedstore.regions.publishing.evaluation import ScoreHistograms
+    from fedstore.regions.publishing.training_statistics import ClassStatistics, TrainingStatistics
+
+    cohort = MinimumCohort(10)
+    both = TrainingStatistics("s", "y", ("a",), (ClassStatistics(0, 12.0, (1.0,)), ClassStatistics(1, 10.0, (2.0,))),
+                              (3.0,))
+    one_short = TrainingStatistics("s", "y", ("a",), (ClassStatistics(0, 12.0, (1.0,)),
+                                                      ClassStatistics(1, 9.6, (2.0,))), (3.0,))
+    assert cohort(both) is both and cohort(one_short) is None  # whole or not at all
+    scores = ScoreHistograms("m:1", {0: (5, 5), 1: (9, 0)})
+    assert cohort(scores) is None and MinimumCohort(9)(scores) is scores
+    assert at_the_border(both, [MinimumCohort(5), cohort]) is both
+    assert at_the_border(both, [MinimumCohort(11), cohort]) is None
+    with pytest.raises(ValueError, match="minimum_cohort must be at least 1"):
+        MinimumCohort(0)
+
+
+def test_anonymise_withholds_a_small_cohorts_feature_alone_through_the_border_step():
+    from fedstore.regions.publishing.statistics import FeatureStatistics, RegionStatistics
+
+    small, large = SPEC[0], SPEC[1]
+    stats = RegionStatistics("MY", T, T + timedelta(days=1), tuple(
+        FeatureStatistics(s.ref, n, 0, 0.0, 0.0, (n,) + (0,) * (s.bins - 1)) for s, n in ((small, 3), (large, 1000))))
+    out = anonymise(stats, SPEC[:2], epsilon=1e6, minimum_cohort=10)  # noise far below one entity
+    assert out.suppressed == (small.ref,) and [f.ref for f in out.features] == [large.ref]
+    assert out.features[0].count == 1000 and out.accounting.minimum_cohort == 10
+    with pytest.raises(ValueError, match="minimum_cohort must be at least 1"):
+        anonymise(stats, SPEC[:2], epsilon=1.0, minimum_cohort=0)

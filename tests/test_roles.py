@@ -12,7 +12,7 @@ from concurrent import futures
 import grpc
 import pytest
 import yaml
-from feast.protos.feast.serving import GrpcServer_pb2
+from feast.protos.feast.serving import GrpcServer_pb2, ServingService_pb2
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -33,6 +33,7 @@ from serving_fixtures import served_region
 
 SERVING = "/fedstore.serving.v1.FeatureServing/"
 FEAST = "/GrpcFeatureServer/"
+FEAST_SERVING = "/feast.serving.ServingService/"
 DATASETS = "/fedstore.datasets.v1.HistoricalFeatures/"
 AGG = "/fedstore.aggregator.v1.Aggregator/"
 REG = "/fedstore.registry.v1.Registry/"
@@ -59,6 +60,7 @@ def test_every_rpc_of_every_service_has_an_access_policy_and_every_policy_a_meth
     v1 = descriptor_pool.Default().FindFileByName(V1_FILE)
     reflection_v1 = {f"/{s.full_name}/{m.name}" for s in v1.services_by_name.values() for m in s.methods}
     served = set().union(*(_method_paths(m) for m in _fedstore_protos()), _method_paths(GrpcServer_pb2),
+                         _method_paths(ServingService_pb2),
                          _method_paths(health_pb2), _method_paths(reflection_pb2), reflection_v1)
     assert len(_fedstore_protos()) >= 4
     missing = sorted(served - set(POLICIES))
@@ -125,6 +127,8 @@ EXPECTED = {
     SERVING + "Score": ("lookup", lambda regions: regions == ("MY",)),
     FEAST + "GetOnlineFeatures": ("lookup", lambda regions: regions == ("MY",)),
     FEAST + "Push": (None, lambda regions: False),
+    FEAST_SERVING + "GetOnlineFeatures": ("lookup", lambda regions: regions == ("MY",)),
+    FEAST_SERVING + "GetFeastServingInfo": ("lookup", lambda regions: regions == ("MY",)),
     FEAST + "WriteToOnlineStore": (None, lambda regions: False),
     DATASETS + "GetHistoricalFeatures": ("datasets", lambda regions: regions == ("MY",)),
     AGG + "Submit": ("publish", lambda regions: "MY" in regions),
@@ -137,6 +141,8 @@ EXPECTED = {
     REG + "GetDeployment": ("registry-read", lambda regions: "MY" in regions or regions == ("*",)),
     REG + "Promote": ("promote", lambda regions: "MY" in regions),
     REG + "Rollback": ("promote", lambda regions: "MY" in regions),
+    # a checklist belongs to the version, federation-wide: any promote credential (never "*")
+    REG + "RecordReadiness": ("promote", lambda regions: True),
     REG + "GetAudit": ("audit", lambda regions: "MY" in regions or regions == ("*",)),
 }
 
@@ -146,6 +152,8 @@ REQUESTS: dict[str, bytes] = {
     SERVING + "Score": b"",
     FEAST + "GetOnlineFeatures": b"",
     FEAST + "Push": b"",
+    FEAST_SERVING + "GetOnlineFeatures": b"",
+    FEAST_SERVING + "GetFeastServingInfo": b"",
     FEAST + "WriteToOnlineStore": b"",
     DATASETS + "GetHistoricalFeatures": dpb.GetHistoricalFeaturesRequest(region="MY").SerializeToString(),
     AGG + "Submit": apb.Submission(region="MY", submission_id="my-stats-x").SerializeToString(),
@@ -160,6 +168,8 @@ REQUESTS: dict[str, bytes] = {
     REG + "Promote": rpb.PromoteRequest(name="none", version=1, region="MY", stage="shadow", why="t").SerializeToString(),
     REG + "Rollback": rpb.RollbackRequest(region="MY", stage="full", why="t").SerializeToString(),
     REG + "GetAudit": rpb.GetAuditRequest(region="MY").SerializeToString(),
+    REG + "RecordReadiness": rpb.RecordReadinessRequest(name="none", version=1,
+                                                        items={"documentation": "t"}).SerializeToString(),
 }
 STREAMING = {DATASETS + "GetHistoricalFeatures"}
 

@@ -61,7 +61,7 @@ class Scene:
     """A served region MY following a centre; the centre can be stopped and started again."""
 
     def __init__(self, tmp_path: Path, redis_url: str, monkeypatch, pki, *, region_policy=None,
-                 centre_policy=None) -> None:
+                 centre_policy=None, customers: int = 200, configure_more=None) -> None:
         monkeypatch.setenv("MODELS_MY", MODELS_TOKEN)
         monkeypatch.setenv("AUDIT_MY", "audit-my-secret")
         self.tmp = tmp_path
@@ -79,11 +79,13 @@ class Scene:
                 raw["deployment_policy"] = region_policy
             raw["aggregator"] = {"address": self.centre_address}  # for `fedstore serve`
             with_mtls(raw, pki)
+            if configure_more is not None:
+                configure_more(raw)
             centre = dict(raw, deployment_policy=centre_policy or {"MY": {"shadow_first": False}})
             (tmp_path / "centre.yaml").write_text(yaml.safe_dump(centre))
 
         self.served = served_region(tmp_path, redis_url, monkeypatch, tokens=tokens, configure=configure,
-                                    centre_address=self.centre_address)
+                                    centre_address=self.centre_address, customers=customers)
         self.centre_config = load_config(tmp_path / "centre.yaml")
         self.registry = ModelRegistry(tmp_path / "centre" / "registry.db", self.centre_config)
         self.centre: grpc.Server | None = None

@@ -12,7 +12,9 @@ is rejected; the budget is charged the recomputation, never the claim.
     training ..... Gaussian only: (ε, δ) of OpenDP's Gaussian at the declared scale on the weighted
                    release (L2 sensitivity 1: the spec's C and budget shares set the weights), its
                    zCDP ρ = 1/(2σ²) converted by OpenDP at the declared δ.
-    evaluation ... Laplace only: discrete Laplace on the score histograms, L1 sensitivity 1. δ = 0.
+    evaluation ... Laplace only: discrete Laplace on the score histograms, L1 sensitivity 1; outcome
+                   evidence with a segment breakdown has sensitivity 2 (an entity is in the whole
+                   and in one segment, every segment's noise drawn, suppressed or not). δ = 0.
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def _evaluation(sub: pb.Submission) -> Charge:
         raise Rejected("rule accounting: a Laplace release costs no δ; declare δ = 0")
     scale = _scale(sub.evaluation.noise_scale, "the evaluation")
     try:
-        eps = evaluation_epsilon(scale)
+        # outcome evidence with segments: an entity counts in the whole and in one segment
+        eps = evaluation_epsilon(scale, 2 if sub.evaluation.segment_dimension else 1)
     except ValueError as e:
         raise Rejected(f"rule accounting: {e}") from None
     return Charge(epsilon=eps, delta=0.0, epsilon_per_query=eps)

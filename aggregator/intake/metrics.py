@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 import grpc
 from prometheus_client import CollectorRegistry, Counter, GCCollector, PlatformCollector, ProcessCollector, start_http_server
 
+from fedstore.aggregator.training.strategies import STRATEGIES as _REGISTERED
+
 _RULE = re.compile(r"^rule (\w+):")
 KINDS = ("features", "training", "evaluation")  # what a submission releases (aggregator.v1)
-STRATEGIES = ("lda", "ridge")
+STRATEGIES = tuple(_REGISTERED)  # the registry's names: a series for each strategy there is
 
 
 def rule_of(message: str) -> str:

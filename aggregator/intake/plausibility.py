@@ -201,8 +201,10 @@ def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int)
 def evaluation(e: pb.Evaluation, *, max_entities: int) -> None:
     """rule population: a class's score histogram counts its entities, each bin within |L| of the
     truth (clamping included): the bins' total beyond max_entities + Σ|L| (bound at p) is impossible."""
-    for h in e.classes:
-        room = abs_laplace_sum(len(h.counts), e.noise_scale, P)
-        if sum(h.counts) - room > max_entities:
-            raise Rejected(f"rule population: class {h.label}'s evaluation counts {sum(h.counts):,} entities, beyond "
-                           f"the federation's cap of {max_entities:,} (privacy.max_entities) and the noise")
+    for where, classes in [("", e.classes)] + [(f" in {e.segment_dimension}={g.value}", g.classes) for g in e.segments]:
+        for h in classes:
+            room = abs_laplace_sum(len(h.counts), e.noise_scale, P)
+            if sum(h.counts) - room > max_entities:
+                raise Rejected(f"rule population: class {h.label}'s evaluation{where} counts {sum(h.counts):,} "
+                               f"entities, beyond the federation's cap of {max_entities:,} (privacy.max_entities) "
+                               "and the noise")

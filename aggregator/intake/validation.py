@@ -8,7 +8,7 @@ Rules (each rejection names its rule), in the order they are checked:
   days, ending no later than the day after receipt, at most a year long);
 - what: ``accounting`` (present), ``mechanism`` (a known value, the one the release kind allows),
   ``kind``, ``catalog``, ``segment``, ``finite``, ``range``, ``minimum_cohort``, ``non_negative``,
-  ``edges``, ``dimensions``, ``classes``, ``model``;
+  ``edges``, ``dimensions``, ``classes``, ``model``, ``stage`` (outcome evidence names a registry stage);
 - the centre's own accounting (``accounting.py``): ε and δ recomputed with OpenDP from the declared
   noise scales; a claim that disagrees is ``accounting``;
 - plausibility within the noise (``plausibility.py``): ``population``, ``sum_range``,
@@ -33,6 +33,7 @@ from fedstore.aggregator.intake.accounting import Charge, recompute
 from fedstore.federation import PrivacyConfig
 from fedstore.federation.statistics import SEGMENTS, FeatureSpec
 from fedstore.federation.tokens import Caller
+from fedstore.federation.traffic import STAGES
 from fedstore.federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, TrainingSpec, triangle_size
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
@@ -130,7 +131,7 @@ def validate(
         plausibility.training(sub.training, spec, max_entities=privacy.max_entities)
         return charge
     if kind == "evaluation":
-        _evaluation(sub.evaluation, privacy)
+        _evaluation(sub.evaluation, privacy, sub.region)
         charge = recompute(sub, kind, catalog)
         plausibility.evaluation(sub.evaluation, max_entities=privacy.max_entities)
         return charge
@@ -264,22 +265,44 @@ def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> TrainingSpec:
     return spec
 
 
-def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig) -> None:
+def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig, region: str) -> None:
     if not _MODEL.fullmatch(e.model_name) or e.model_version < 1:
         raise Rejected(f"rule model: {e.model_name!r} v{e.model_version} is not a registry name and version")
     if tuple(e.score_edges) != SCORE_EDGES:
         raise Rejected("rule edges: evaluation score edges differ from the agreed edges")
-    if sorted(h.label for h in e.classes) != list(LABELS):
-        raise Rejected(f"rule classes: an evaluation needs exactly one histogram per class {LABELS}")
-    for h in e.classes:
+    if e.stage and e.stage not in STAGES:
+        raise Rejected(f"rule stage: {e.stage[:40]!r} is not a registry stage ({', '.join(STAGES)})")
+    if (e.segment_dimension or e.segments or e.suppressed_segments) and not e.stage:
+        raise Rejected("rule segment: segments of an evaluation belong to outcome evidence (a stage)")
+    if (e.segments or e.suppressed_segments) and not e.segment_dimension:
+        raise Rejected("rule segment: evaluation segments need their segment_dimension")
+    _score_classes(e.classes, privacy, where="")
+    if e.segment_dimension:
+        allowed = _segment_values(e.segment_dimension, region)
+        values = [g.value for g in e.segments] + list(e.suppressed_segments)
+        if len(set(values)) != len(values):
+            raise Rejected("rule segment: a segment appears twice (released or suppressed)")
+        for v in values:
+            if v not in allowed:
+                raise Rejected(f"rule segment: {v[:40]!r} is not a {e.segment_dimension} of region {region} in the catalog")
+        for g in e.segments:
+            _score_classes(g.classes, privacy, where=f" in {e.segment_dimension}={g.value}")
+
+
+def _score_classes(classes: Iterable[pb.ScoreHistogram], privacy: PrivacyConfig, *, where: str) -> None:
+    classes = list(classes)
+    if sorted(h.label for h in classes) != list(LABELS):
+        raise Rejected(f"rule classes: an evaluation needs exactly one histogram per class {LABELS}{where}")
+    for h in classes:
         if len(h.counts) != len(SCORE_EDGES) - 1:
-            raise Rejected(f"rule edges: class {h.label} has {len(h.counts)} bins, the agreed edges {len(SCORE_EDGES) - 1}")
+            raise Rejected(f"rule edges: class {h.label}{where} has {len(h.counts)} bins, the agreed edges "
+                           f"{len(SCORE_EDGES) - 1}")
         if any(v < 0 for v in h.counts):
-            raise Rejected(f"rule non_negative: class {h.label} has a negative bin")
+            raise Rejected(f"rule non_negative: class {h.label}{where} has a negative bin")
         if any(v > MAX_COUNT for v in h.counts):
-            raise Rejected(f"rule range: class {h.label} has a bin beyond what {MAX_COUNT:,} entities can give")
+            raise Rejected(f"rule range: class {h.label}{where} has a bin beyond what {MAX_COUNT:,} entities can give")
         if sum(h.counts) < privacy.minimum_cohort:
-            raise Rejected(f"rule minimum_cohort: class {h.label} has {sum(h.counts)} < {privacy.minimum_cohort}")
+            raise Rejected(f"rule minimum_cohort: class {h.label}{where} has {sum(h.counts)} < {privacy.minimum_cohort}")
 
 
 def _finite(x: float) -> bool:

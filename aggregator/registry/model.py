@@ -25,6 +25,49 @@ class ModelCandidate:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What a region's released outcome histograms say of a version at a stage (whole region or one
+    segment): AUC and its uncertainty from the declared noise and the sampling."""
+
+    region: str
+    stage: str
+    segment: str  # "" for the whole region, else "<dimension>=<value>"
+    auc: float
+    auc_se: float
+    auc_lower: float
+    auc_upper: float
+    examples: float  # the released (noisy) count of judged outcomes
+    positives: float
+    submission_id: str
+    at: datetime
+    calibration_error: float = float("nan")  # expected calibration error (logistic link)
+    calibration_se: float = float("nan")
+
+    @property
+    def where(self) -> str:
+        return f"{self.region} {self.segment}" if self.segment else self.region
+
+
+@dataclass(frozen=True)
+class ReadinessItem:
+    item: str  # one of deployment_policy.READINESS_ITEMS
+    value: str  # a link or a name: where the documentation is, who is called
+    who: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class GateFinding:
+    """One gate, as it stands for a version's next promotion in a region."""
+
+    region: str
+    stage: str  # the stage the promotion would reach
+    rule: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class ModelVersion:
     candidate: ModelCandidate
     version: int
@@ -33,6 +76,8 @@ class ModelVersion:
     registered_at: datetime
     metrics: Mapping[str, Mapping[str, float]]  # region -> its latest evaluation
     evaluation_submissions: Mapping[str, str]  # region -> the submission those metrics came from
+    evidence: tuple[Evidence, ...] = ()  # the latest per region, stage and segment
+    readiness: tuple[ReadinessItem, ...] = ()
 
     @property
     def name(self) -> str:

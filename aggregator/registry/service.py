@@ -60,6 +60,12 @@ def version_to_proto(m: ModelVersion) -> pb.ModelVersion:
         registered_by=m.registered_by, registered_at=_ts(m.registered_at), tags=dict(c.tags),
         source_regions=m.source_regions,
         influence=[influence_message(i, pb.RegionInfluence) for i in c.influence],
+        evidence=[pb.Evidence(region=e.region, stage=e.stage, segment=e.segment, auc=e.auc, auc_se=e.auc_se,
+                              auc_lower=e.auc_lower, auc_upper=e.auc_upper, examples=e.examples,
+                              positives=e.positives, submission_id=e.submission_id, at=_ts(e.at),
+                              calibration_error=e.calibration_error, calibration_se=e.calibration_se)
+                  for e in m.evidence],
+        readiness=[pb.ReadinessItem(item=r.item, value=r.value, who=r.who, at=_ts(r.at)) for r in m.readiness],
     )
 
 
@@ -109,7 +115,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.ModelVersion:
         def work(_: Caller) -> pb.ModelVersion:
             check_model_name(request.name)
-            return version_to_proto(self.registry.get(request.name, request.version))
+            m = version_to_proto(self.registry.get(request.name, request.version))
+            m.gates.extend(pb.GateFinding(region=g.region, stage=g.stage, rule=g.rule, passed=g.passed, detail=g.detail)
+                           for g in self.registry.gates(request.name, request.version))
+            return m
+        return self._run(context, work)
+
+    def RecordReadiness(self, request: pb.RecordReadinessRequest, context: grpc.ServicerContext) -> pb.ModelVersion:
+        def work(caller: Caller) -> pb.ModelVersion:
+            check_model_name(request.name)
+            for value in request.items.values():
+                check_why(value)  # the same limits as a reason on the trail: one short printable line
+            return version_to_proto(self.registry.record_readiness(request.name, request.version, dict(request.items),
+                                                                   who=caller.name))
         return self._run(context, work)
 
     # A reason that breaks rule free_text is refused before anything reads it, and the refusal's

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import builtins  # ModelRegistry.list shadows the type in the class's annotations
 import json
+import math
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +20,16 @@ from fedstore.aggregator.errors import NotFound, PolicyRefused, Rejected
 from fedstore.aggregator.registry.model import (
     Deployment,
     DeploymentEvent,
+    Evidence,
+    GateFinding,
     ModelCandidate,
     ModelVersion,
+    ReadinessItem,
     StageAssignment,
 )
-from fedstore.aggregator.registry.policy import check_promotion
+from fedstore.aggregator.registry.policy import StageState, check_gates, check_promotion, degraded, gate_findings
+from fedstore.aggregator.training.metrics import AucEstimate
+from fedstore.federation.deployment_policy import READINESS_ITEMS
 from fedstore.aggregator.training.influence import RegionInfluence
 from fedstore.federation import FederationConfig
 from fedstore.federation.errors import ConfigError
@@ -46,6 +52,16 @@ CREATE TABLE IF NOT EXISTS assignments (
     since TEXT NOT NULL, until TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_version_per_stage ON assignments (region, stage) WHERE until IS NULL;
+CREATE TABLE IF NOT EXISTS evidence (
+    name TEXT NOT NULL, version INTEGER NOT NULL, region TEXT NOT NULL, stage TEXT NOT NULL, segment TEXT NOT NULL,
+    auc REAL, auc_se REAL, auc_lower REAL, auc_upper REAL, examples REAL NOT NULL, positives REAL NOT NULL,
+    submission_id TEXT NOT NULL, at TEXT NOT NULL, calibration_error REAL, calibration_se REAL,
+    PRIMARY KEY (submission_id, segment)
+);
+CREATE TABLE IF NOT EXISTS readiness (
+    name TEXT NOT NULL, version INTEGER NOT NULL, item TEXT NOT NULL, value TEXT NOT NULL, who TEXT NOT NULL,
+    at TEXT NOT NULL, PRIMARY KEY (name, version, item)
+);
 CREATE TABLE IF NOT EXISTS audit (
     event_id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL,
     region TEXT NOT NULL, stage TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
@@ -55,9 +71,11 @@ CREATE TABLE IF NOT EXISTS audit (
 
 
 class ModelRegistry:
-    def __init__(self, path: Path, config: FederationConfig) -> None:
+    def __init__(self, path: Path, config: FederationConfig,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.path = path
         self.config = config
+        self._clock = clock  # injectable: the time gates are tested with a clock of their own
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(path)) as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -88,7 +106,7 @@ class ModelRegistry:
             raise Rejected(f"model name {candidate.name!r}: lower-case letters, digits and _ only")
         for code in candidate.epsilon_by_region:
             self.region_code(code)
-        now = _now()
+        now = self._clock()
         with self._write() as db:
             (latest,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name=?",
                                    (candidate.name,)).fetchone()
@@ -111,7 +129,7 @@ class ModelRegistry:
         self.region_code(region)
         with self._write() as db:
             cur = db.execute("INSERT OR IGNORE INTO evaluations VALUES (?,?,?,?,?,?)",
-                             (name, version, region, json.dumps(dict(metrics)), submission_id, _now().isoformat()))
+                             (name, version, region, json.dumps(dict(metrics)), submission_id, self._clock().isoformat()))
             return cur.rowcount == 1
 
     def get(self, name: str, version: int) -> ModelVersion:
@@ -123,7 +141,13 @@ class ModelRegistry:
                                                                    "; no model of that name is registered"))
             evals = db.execute("SELECT region, metrics, submission_id FROM evaluations WHERE name=? AND version=?"
                                " ORDER BY at", (name, version)).fetchall()
-        return self._version(row, evals)
+            evidence = _latest_evidence(db, name, version)
+            ready = db.execute("SELECT item, value, who, at FROM readiness WHERE name=? AND version=? ORDER BY item",
+                               (name, version)).fetchall()
+        v = self._version(row, evals)
+        return ModelVersion(v.candidate, v.version, v.jurisdictions, v.registered_by, v.registered_at, v.metrics,
+                            v.evaluation_submissions, evidence,
+                            tuple(ReadinessItem(i, val, w, datetime.fromisoformat(a)) for i, val, w, a in ready))
 
     def list(self, name: str | None = None) -> list[ModelVersion]:
         with closing(sqlite3.connect(self.path)) as db:
@@ -163,14 +187,18 @@ class ModelRegistry:
                 "SELECT 1 FROM assignments WHERE region=? AND stage='shadow' AND name=? AND version=?",
                 (region, name, version)).fetchone() is not None
             refusal: PolicyRefused | None
+            policy = self.config.policy(region)
             try:
-                check_promotion(model, region, stage, self.config.policy(region), current_stage=current_stage,
+                check_promotion(model, region, stage, policy, current_stage=current_stage,
                                 was_in_shadow=was_in_shadow, occupant=tuple(occupant) if occupant else None)
+                if policy.gates is not None:
+                    check_gates(model, region, stage, policy.gates, current_stage=current_stage,
+                                state=self._stage_state(db, model, region, current_stage))
             except PolicyRefused as e:
                 refusal = e
             else:
                 refusal = None
-                now = _now().isoformat()
+                now = self._clock().isoformat()
                 # a version serves one stage per region: moving it up vacates where it was
                 db.execute("UPDATE assignments SET until=? WHERE region=? AND until IS NULL AND "
                            "((name=? AND version=?) OR stage=?)", (now, region, name, version, stage))
@@ -181,6 +209,95 @@ class ModelRegistry:
             raise refusal  # the refusal is on the audit trail already
         return event
 
+    def _stage_state(self, db: sqlite3.Connection, model: ModelVersion, region: str,
+                     current_stage: str | None) -> StageState:
+        since = db.execute("SELECT since FROM assignments WHERE region=? AND name=? AND version=? AND until IS NULL",
+                           (region, model.name, model.version)).fetchone()
+        full = db.execute("SELECT name, version FROM assignments WHERE region=? AND stage='full' AND until IS NULL",
+                          (region,)).fetchone()
+        incumbent = tuple(full) if full and tuple(full) != (model.name, model.version) else None
+        ready = db.execute("SELECT item FROM readiness WHERE name=? AND version=?", (model.name, model.version))
+        return StageState(
+            since=datetime.fromisoformat(since[0]) if since else None, now=self._clock(),
+            evidence=_latest_evidence(db, model.name, model.version, region, current_stage) if current_stage else (),
+            incumbent=(incumbent[0], incumbent[1]) if incumbent else None,
+            incumbent_evidence=_latest_evidence(db, incumbent[0], incumbent[1], region, "full") if incumbent else (),
+            readiness=frozenset(r[0] for r in ready))
+
+    def gates(self, name: str, version: int) -> builtins.list[GateFinding]:
+        """Each evidence gate for the version's next promotion, in every region where it serves below
+        full and whose policy has gates (what `registry show` prints)."""
+        model = self.get(name, version)
+        out: builtins.list[GateFinding] = []
+        with closing(sqlite3.connect(self.path)) as db:
+            rows = db.execute("SELECT region, stage FROM assignments WHERE name=? AND version=? AND until IS NULL "
+                              "ORDER BY region", (name, version)).fetchall()
+            for region, stage in rows:
+                gates = self.config.policy(region).gates
+                if gates is None or stage == "full":
+                    continue
+                target = STAGES[STAGES.index(stage) + 1]
+                out += gate_findings(model, region, target, gates, current_stage=stage,
+                                     state=self._stage_state(db, model, region, stage))
+        return out
+
+    def record_evidence(self, name: str, version: int, region: str, stage: str,
+                        parts: Mapping[str, AucEstimate], *, submission_id: str) -> bool:
+        """A region's outcome evidence (segment "" = the whole region), once per submission id; False when
+        it was already there."""
+        self.get(name, version)
+        region = self.region_code(region)
+        _stage(stage)
+        at = self._clock().isoformat()
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM evidence WHERE submission_id=?", (submission_id,)).fetchone():
+                return False
+            db.executemany("INSERT INTO evidence VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+                (name, version, region, stage, segment, *_finite(e.auc, e.se, e.lower, e.upper), e.examples,
+                 e.positives, submission_id, at, *_finite(e.calibration_error, e.calibration_se))
+                for segment, e in parts.items()])
+        return True
+
+    def record_readiness(self, name: str, version: int, items: Mapping[str, str], *, who: str) -> ModelVersion:
+        """Record (or replace) items of the version's production-readiness checklist."""
+        self.get(name, version)
+        unknown = sorted(set(items) - set(READINESS_ITEMS))
+        if unknown:
+            raise Rejected(f"rule readiness: {unknown[0][:40]!r} is not a checklist item ({', '.join(READINESS_ITEMS)})")
+        empty = sorted(k for k, v in items.items() if not v.strip())
+        if empty or not items:
+            raise Rejected(f"rule readiness: {'item ' + empty[0] + ' is empty' if empty else 'no item given'}")
+        at = self._clock().isoformat()
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO readiness VALUES (?,?,?,?,?,?)",
+                           [(name, version, k, v, who, at) for k, v in sorted(items.items())])
+        return self.get(name, version)
+
+    def follow_evidence(self, region: str) -> DeploymentEvent | None:
+        """Roll back a canary of ``region`` whose evidence is worse than the incumbent's beyond the
+        margin (the region's gates, auto_rollback): the rollback, with the evidence as its reason, or None."""
+        region = self.region_code(region)
+        gates = self.config.policy(region).gates
+        if gates is None or not gates.auto_rollback:
+            return None
+        with closing(sqlite3.connect(self.path)) as db:
+            rows: dict[str, tuple[str, int]] = {st: (n, v) for st, n, v in db.execute(
+                "SELECT stage, name, version FROM assignments WHERE region=? AND until IS NULL", (region,))}
+            if "full" not in rows:
+                return None
+            incumbent = _latest_evidence(db, rows["full"][0], rows["full"][1], region, "full")
+            for stage in ("canary_5", "canary_25"):
+                if stage not in rows:
+                    continue
+                bad = degraded(_latest_evidence(db, rows[stage][0], rows[stage][1], region, stage), incumbent, gates)
+                if bad is None:
+                    continue
+                inc = next(e for e in incumbent if e.segment == bad.segment)
+                why = (f"evidence: AUC {bad.auc:.3f} vs {inc.auc:.3f} for {rows['full'][0]} v{rows['full'][1]} "
+                       f"in {bad.where} (submission {bad.submission_id[:40]}), worse beyond the margin {gates.margin:g}")
+                return self.rollback(region, stage, who="centre:evidence", why=why[:280])
+        return None
+
     def rollback(self, region: str, stage: str, *, who: str, why: str) -> DeploymentEvent:
         region = self.region_code(region)
         _stage(stage)
@@ -189,7 +306,7 @@ class ModelRegistry:
                                  (region, stage)).fetchone()
             if current is None:
                 raise Rejected(f"nothing serves {stage} in {region}: there is nothing to roll back")
-            now = _now().isoformat()
+            now = self._clock().isoformat()
             db.execute("UPDATE assignments SET until=? WHERE rowid=?", (now, current[0]))
             # what served this stage before, if it is not serving elsewhere in the region now and was
             # not itself rolled back from this stage since it started there (else a second rollback
@@ -233,7 +350,7 @@ class ModelRegistry:
         return [_event(r) for r in rows]
 
     def _audit(self, db: sqlite3.Connection, *values: object) -> DeploymentEvent:
-        at = _now().isoformat()
+        at = self._clock().isoformat()
         cur = db.execute("INSERT INTO audit (at, who, action, region, stage, name, version, from_stage, why, outcome) "
                          "VALUES (?,?,?,?,?,?,?,?,?,?)", (at, *values))
         return _event(db.execute("SELECT * FROM audit WHERE event_id=?", (cur.lastrowid,)).fetchone())
@@ -246,6 +363,10 @@ class ModelRegistry:
             raise Rejected(str(e)) from None
 
 
+def _finite(*values: float) -> tuple[float | None, ...]:
+    return tuple(v if math.isfinite(v) else None for v in values)  # SQLite keeps no NaN
+
+
 def _stage(stage: str) -> None:
     if stage not in STAGES:
         raise Rejected(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
@@ -255,5 +376,22 @@ def _event(r: tuple) -> DeploymentEvent:
     return DeploymentEvent(r[0], datetime.fromisoformat(r[1]), *r[2:])
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _evidence_row(r: tuple) -> Evidence:
+    region, stage, segment, auc, se, lower, upper, examples, positives, submission_id, at, ece, ece_se = r
+    nan = float("nan")
+    return Evidence(region, stage, segment, nan if auc is None else auc, nan if se is None else se,
+                    nan if lower is None else lower, nan if upper is None else upper, examples, positives,
+                    submission_id, datetime.fromisoformat(at), nan if ece is None else ece,
+                    nan if ece_se is None else ece_se)
+
+
+def _latest_evidence(db: sqlite3.Connection, name: str, version: int, region: str | None = None,
+                     stage: str | None = None) -> tuple[Evidence, ...]:
+    """The latest evidence per region, stage and segment (a later release replaces an earlier one)."""
+    rows = db.execute(
+        "SELECT region, stage, segment, auc, auc_se, auc_lower, auc_upper, examples, positives, submission_id, at, "
+        "calibration_error, calibration_se FROM evidence e WHERE name=? AND version=? AND (? IS NULL OR region=?) AND (? IS NULL OR stage=?) "
+        "AND rowid = (SELECT MAX(rowid) FROM evidence f WHERE f.name=e.name AND f.version=e.version "
+        "AND f.region=e.region AND f.stage=e.stage AND f.segment=e.segment) ORDER BY region, stage, segment",
+        (name, version, region, region, stage, stage)).fetchall()
+    return tuple(_evidence_row(r) for r in rows)

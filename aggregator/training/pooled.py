@@ -7,17 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import grpc
 import numpy as np
 
-from fedstore.aggregator.errors import AggregatorError, Rejected
+from fedstore.aggregator.errors import NotEnoughStatistics, Rejected
 from fedstore.federation.training import LABELS, from_triangle
-
-
-class NotEnoughStatistics(AggregatorError):
-    """There is nothing (or not enough) accepted to train from."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 @dataclass(frozen=True)

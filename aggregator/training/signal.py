@@ -22,9 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedstore.aggregator.errors import NotEnoughStatistics
 from fedstore.aggregator.store import TrainingRow
-from fedstore.aggregator.training.lda import within_class_covariance
-from fedstore.aggregator.training.pooled import NotEnoughStatistics, PooledStatistics, pool
+from fedstore.aggregator.training.lda import scatter_covariance, within_class_covariance
+from fedstore.aggregator.training.noise_floor import noise_floor
+from fedstore.aggregator.training.pooled import PooledStatistics, pool
 from fedstore.federation.privacy_maps import gaussian_scale
 from fedstore.federation.training import TrainingSpec, noise_sds
 
@@ -62,7 +64,7 @@ def estimate(stats: PooledStatistics, rows: list[TrainingRow], spec: TrainingSpe
         sd = _noise_sd(r, spec)
         for mu, n in ((mu0, c0.n), (mu1, c1.n)):
             variance += (sd["sum_x"] ** 2 + (mu * sd["n"]) ** 2) / n**2
-    inverse = np.linalg.inv(within_class_covariance(stats))
+    inverse = np.linalg.inv(within_class_covariance(stats, floor=noise_floor(scatter_covariance(stats))))
     diff = mu1 - mu0
     noise = float(variance @ np.diag(inverse))
     m = max(float(diff @ inverse @ diff) - noise, 0.0)

@@ -1,14 +1,16 @@
 """One interface for every way of fitting a global model from pooled statistics.
 
-Like Flower's strategies: each is a small class; adding one means adding a class and naming it in
-``STRATEGIES``, nothing else changes.
+Like Flower's strategies: each is a small class with keyword-only parameters, checked when it is
+made. The strategies know nothing of the registry that names them (``training.strategies``) nor
+of the wrapper that sets their noise floor (``training.noise_floor``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from fedstore.aggregator.errors import Rejected
+import numpy as np
+
 from fedstore.aggregator.training.pooled import PooledStatistics
 from fedstore.federation.training import LinearModel
 
@@ -17,15 +19,11 @@ class Strategy(ABC):
     name: str
 
     @abstractmethod
-    def fit(self, stats: PooledStatistics, feature_service: str) -> LinearModel:
-        """A model from pooled sufficient statistics alone."""
+    def covariance(self, stats: PooledStatistics) -> np.ndarray:
+        """The covariance the strategy's penalty is added to, unregularised (NotEnoughStatistics
+        when the statistics cannot give one): the noise floor is read off it."""
 
-
-def make_strategy(name: str, **params: float) -> Strategy:
-    from fedstore.aggregator.training.lda import LinearDiscriminant
-    from fedstore.aggregator.training.ridge import Ridge
-
-    strategies: dict[str, type[Strategy]] = {"lda": LinearDiscriminant, "ridge": Ridge}
-    if name not in strategies:
-        raise Rejected(f"unknown strategy {name!r}; known: {', '.join(sorted(strategies))}")
-    return strategies[name](**{k: v for k, v in params.items() if v})
+    @abstractmethod
+    def fit(self, stats: PooledStatistics, feature_service: str, *, floor: float = 0.0) -> LinearModel:
+        """A model from pooled sufficient statistics alone, its penalty at least ``floor``
+        (in the units of the strategy's own parameter)."""

@@ -1,31 +1,36 @@
 """One training run: the latest accepted statistics of each region → a strategy → a model, with
 each region's leave-one-out influence on it. Quarantined statistics are not read (the store
-leaves them out)."""
+leaves them out). Requests and outcomes are value objects; the servicer translates the wire's."""
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from fedstore.aggregator.errors import Rejected
+from fedstore.aggregator.errors import NotEnoughStatistics, Rejected
 from fedstore.aggregator.registry.model import ModelCandidate
 from fedstore.aggregator.registry.store import ModelRegistry
 from fedstore.aggregator.registry.text import check_model_name
 from fedstore.aggregator.store import SubmissionStore
-from fedstore.aggregator.training.influence import RegionInfluence, influence, influence_message
-from fedstore.aggregator.training.pooled import NotEnoughStatistics, pool
+from fedstore.aggregator.training.influence import RegionInfluence, influence
+from fedstore.aggregator.training.pooled import pool
+from fedstore.aggregator.training.ridge import check_ridge_lambda
 from fedstore.aggregator.training.signal import Signal, signals
-from fedstore.aggregator.training.strategy import make_strategy
+from fedstore.aggregator.training.strategies import make_strategy
 from fedstore.federation import TrainingConfig
 from fedstore.federation.errors import ConfigError
 from fedstore.federation.training import LinearModel, schema_hash, training_spec
-from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 
-MAX_RIDGE_LAMBDA = 1e6
+@dataclass(frozen=True)
+class TrainRequest:
+    feature_service: str
+    strategy: str = "lda"
+    period: str | None = None  # None: each region's latest statistics
+    ridge_lambda: float = 0.0  # 0: the strategy's default
+    model_name: str = ""  # "": <feature service>_<strategy>
 
 
 @dataclass(frozen=True)
@@ -38,20 +43,27 @@ class Fitted:
     signal: list[Signal]
 
 
-def fit(store: SubmissionStore, request: pb.TrainRequest, *,
+@dataclass(frozen=True)
+class TrainOutcome:
+    model_name: str
+    model_version: int  # 0 when the centre keeps no registry
+    strategy: str
+    fitted: Fitted
+    quarantined: list[str]  # training submissions quarantine held out of this run
+
+
+def fit(store: SubmissionStore, request: TrainRequest, *,
         minimum_expected_auc: float = TrainingConfig.minimum_expected_auc) -> Fitted:
     try:
         spec = training_spec(request.feature_service)
     except ConfigError as e:
         raise Rejected(str(e)) from None
-    if not math.isfinite(request.ridge_lambda) or not 0 <= request.ridge_lambda <= MAX_RIDGE_LAMBDA:
-        # λ is relative to n: beyond this the penalty alone decides the model (and λ·n overflows)
-        raise Rejected(f"ridge_lambda must be a number in [0, {MAX_RIDGE_LAMBDA:g}], got {request.ridge_lambda}")
+    check_ridge_lambda(request.ridge_lambda)  # whichever strategy is asked for: the request's field is wrong
     if request.period and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", request.period):
         raise Rejected(f"period {request.period!r} is not YYYY-MM")
-    strategy = make_strategy(request.strategy or "lda", **({"ridge_lambda": request.ridge_lambda}
-                                                            if request.strategy == "ridge" else {}))
-    rows = store.latest_training(spec.feature_service, request.period or None)
+    strategy = make_strategy(request.strategy, **({"ridge_lambda": request.ridge_lambda}
+                                                  if request.strategy == "ridge" else {}))
+    rows = store.latest_training(spec.feature_service, request.period)
     pooled = pool(rows, spec.features)
     try:
         # before any model exists: refused in one line when the noise leaves too little signal
@@ -64,13 +76,13 @@ def fit(store: SubmissionStore, request: pb.TrainRequest, *,
 
 
 def train(
-    store: SubmissionStore, request: pb.TrainRequest, *, registry: ModelRegistry | None = None, who: str = "",
+    store: SubmissionStore, request: TrainRequest, *, registry: ModelRegistry | None = None, who: str = "",
     quarantined: list[str] | None = None, minimum_expected_auc: float = TrainingConfig.minimum_expected_auc,
-) -> pb.TrainResult:
+) -> TrainOutcome:
     """Fit, and register the result as the next version of its name when the centre keeps a registry."""
     check_model_name(request.model_name, optional=True)  # before any work: the name is kept
     fitted = fit(store, request, minimum_expected_auc=minimum_expected_auc)
-    model, submissions, eps, n = fitted.model, fitted.submissions, fitted.epsilon_by_region, fitted.examples
+    model, n = fitted.model, fitted.examples
     strategy = model.metadata.get("strategy", request.strategy)
     name = request.model_name or f"{model.feature_service}_{strategy}"
     version = 0
@@ -79,17 +91,8 @@ def train(
             name=name, strategy=strategy, feature_service=model.feature_service, features=model.features,
             schema_hash=schema_hash(training_spec(model.feature_service)),
             parameters={"weights": list(model.weights), "intercept": model.intercept, "link": model.link},
-            submissions=tuple(submissions), epsilon_by_region=eps,
+            submissions=tuple(fitted.submissions), epsilon_by_region=fitted.epsilon_by_region,
             tags={**model.metadata, "examples": f"{n:.0f}", "period": request.period or "latest"},
             influence=tuple(fitted.influence),
         ), who=who).version
-    return pb.TrainResult(
-        model_name=name, model_version=version,
-        strategy=strategy, feature_service=model.feature_service, features=model.features,
-        weights=model.weights, intercept=model.intercept, link=model.link, submissions=submissions,
-        epsilon_by_region=eps, examples=n, influence=[influence_message(i, pb.RegionInfluence) for i in fitted.influence],
-        quarantined=quarantined or [],
-        signal=[pb.SignalEstimate(region=s.region, separation=s.separation, noise=s.noise,
-                                  auc_without_noise=s.auc_without_noise, expected_auc=s.expected_auc, warning=s.warning)
-                for s in fitted.signal],
-    )
+    return TrainOutcome(name, version, strategy, fitted, quarantined or [])

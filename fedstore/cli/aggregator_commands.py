@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from fedstore.federation import FederationConfig
-from fedstore.cli.arguments import host_port
+from fedstore.cli.arguments import host_port, port_number, positive_int
 from fedstore.cli.render import table
 from fedstore.regions.errors import RegionError
 from fedstore.serving.ports import CannotListen, check_bindable
@@ -21,7 +21,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cmds = agg.add_subparsers(dest="aggregator_command", required=True, metavar="COMMAND")
     serve = cmds.add_parser("serve", help="accept anonymised statistics from the regions")
     serve.add_argument("--address", type=host_port, default=None, help="host:port (default: aggregator.address in the config)")
+    serve.add_argument("--dashboard-port", type=port_number, default=None,
+                       help="also serve the centre's dashboard on this port (audit role for '*'), from the live store")
+    serve.add_argument("--dashboard-host", default="127.0.0.1", help="the dashboard's address (default 127.0.0.1)")
+    serve.add_argument("--dashboard-refresh", type=positive_int, default=60, help="seconds between rebuilds of the page")
     serve.set_defaults(handler=cmd_serve)
+    from fedstore.cli.dashboard_commands import add_centre_parser
+
+    add_centre_parser(cmds)
     quarantine = cmds.add_parser("quarantine", help="statistics held back as out of line with the other regions")
     quarantine.add_argument("--token-env", default="FEDSTORE_TOKEN",
                             help="environment variable holding an operator's (centre-wide) token")
@@ -72,6 +79,15 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
         metrics.serve(config.aggregator.metrics_port)
     tls = "plaintext: local development only" if config.aggregator.plaintext else "mutual TLS"
     print(f"aggregator: accepting anonymised statistics on {address.rpartition(':')[0]}:{port} ({tls})", flush=True)
+    if args.dashboard_port is not None:
+        from fedstore.aggregator.registry.store import ModelRegistry
+        from fedstore.cli.dashboard_commands import centre_page_app, start_beside
+
+        # the live store (DuckDB admits one process) and the intake's own counters of rejections
+        registry = ModelRegistry(config.aggregator.data_dir / "registry.db", config)
+        cache, app = centre_page_app(config, store, registry, metrics.registry, refresh=args.dashboard_refresh)
+        url = start_beside(cache, app, args.dashboard_host, args.dashboard_port)
+        print(f"centre dashboard on {url} (audit role for '*')", flush=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

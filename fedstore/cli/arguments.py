@@ -71,3 +71,10 @@ def output_file(path: Path, option: str) -> Path:
     except OSError as e:
         raise RegionError(f"{option} {path}: cannot create the directory {path.parent} ({e.strerror})") from None
     return path
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 for any free one."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0–65535, got {text!r}")
+    return int(text)

@@ -41,6 +41,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "fedstore region explain --region MY --prediction 3f2a9c0e5b1d4e7f8a6b2c4d9e0f1a3b",
         "FEDSTORE_TOKEN=... fedstore region explain --region MY --prediction 3f2a… --promotions",
     ),
+    "region outcomes": (
+        "fedstore region outcomes --region MY --file chargebacks.parquet",
+        "fedstore region outcomes --region MY --file labels.parquet --window-days 30",
+    ),
+    "region publish-evidence": (
+        "fedstore region publish-evidence --region MY --model fraud_lda --version 2 --stage canary_5 --epsilon 1 "
+        "--segment home_city",
+    ),
     "region publish-stats": (
         "fedstore region publish-stats --region MY --epsilon 0.5",
         "fedstore region publish-stats --region MY --epsilon 1 --segment home_city",
@@ -55,8 +63,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "fedstore region drift --region MY",
         "fedstore region drift --region MY --baseline global --token-env FEDSTORE_AGGREGATOR_TOKEN_MY",
     ),
+    "region dashboard": (
+        "fedstore region dashboard --region MY --port 8080",
+        "fedstore region dashboard --region MY --port 8080 --host 0.0.0.0 --days 60 --refresh 600",
+    ),
+    "aggregator dashboard": ("fedstore aggregator dashboard --port 8090",),
     "serve": ("fedstore serve --region MY", "fedstore serve --region MY --workers 2 --pin-cpus"),
-    "aggregator serve": ("fedstore aggregator serve", "fedstore aggregator serve --address 0.0.0.0:50100"),
+    "aggregator serve": ("fedstore aggregator serve", "fedstore aggregator serve --address 0.0.0.0:50100",
+                         "fedstore aggregator serve --dashboard-port 8090"),
     "aggregator quarantine list": ("fedstore aggregator quarantine list --all --token-env FEDSTORE_CENTRE_TOKEN",),
     "aggregator quarantine accept": (
         "fedstore aggregator quarantine accept MY-features-<uuid> --why 'festival week, checked with MY ops'",
@@ -68,6 +82,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "registry list": ("fedstore registry list --token-env FEDSTORE_CENTRE_TOKEN",),
     "registry show": ("fedstore registry show fraud_scoring_lda 1",),
+    "registry readiness": (
+        "fedstore registry readiness fraud_lda 3 --item documentation=https://wiki/fraud_lda "
+        "--item escalation_contact=risk-oncall",
+    ),
     "registry promote": (
         "fedstore registry promote fraud_scoring_lda 1 --region MY --stage shadow --why 'first run' "
         "--token-env FEDSTORE_AGGREGATOR_TOKEN_MY",

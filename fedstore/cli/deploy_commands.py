@@ -273,6 +273,10 @@ def _region(config: FederationConfig, r: RegionConfig, image: str, storage_class
     if r.serving.metrics_port:
         serve["ports"].append({"name": "metrics", "containerPort": r.serving.metrics_port})
         pod_meta["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": str(r.serving.metrics_port)}
+    service_ports = [{"name": "grpc", "port": port, "targetPort": port}]
+    if r.serving.http_port:  # Feast's feature-server HTTP API, for Feast's `remote` online store
+        serve["ports"].append({"name": "http", "containerPort": r.serving.http_port})
+        service_ports.append({"name": "http", "port": r.serving.http_port, "targetPort": r.serving.http_port})
     return [
         _namespace(ns, {**_labels(r, "region"), "fedstore.io/jurisdiction": r.jurisdiction.replace(" ", "-"),
                         "fedstore.io/law": r.law.replace(" ", "-").replace("/", "-")}),
@@ -292,7 +296,7 @@ def _region(config: FederationConfig, r: RegionConfig, image: str, storage_class
         # spread calls over all of them; a virtual IP would pin each long-lived channel to one pod
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "serving", "namespace": ns},
          "spec": {"clusterIP": "None", "selector": _labels(r, "serving"),
-                  "ports": [{"name": "grpc", "port": port, "targetPort": port}]}},
+                  "ports": service_ports}},
         *(_cronjob(r, image, name) for name in JOBS),
     ]
 

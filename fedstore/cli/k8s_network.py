@@ -66,7 +66,8 @@ def _redis_rule(endpoints: list[tuple[str, int]]) -> dict[str, Any]:
 
 def region_policies(ns: str, r: RegionConfig, *, aggregator_port: int, serving_pods: dict[str, str],
                     sender_pods: dict[str, str]) -> list[dict[str, Any]]:
-    serving_ports = [p for p in (int(r.serving_address.rpartition(":")[2]), r.serving.metrics_port) if p]
+    serving_ports = [p for p in (int(r.serving_address.rpartition(":")[2]), r.serving.metrics_port,
+                                 r.serving.http_port) if p]
     policies = [
         _deny_all(ns),
         _policy("allow-dns", ns, {}, egress=[_DNS]),

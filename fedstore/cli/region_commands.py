@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from fedstore.federation import FederationConfig
 from fedstore.cli.arguments import iso_date, iso_time, path_arg, positive_int, view_names
 from fedstore.cli.explain_command import add_explain_parser
+from fedstore.cli.outcome_commands import add_outcome_parser
 from fedstore.cli.render import age, table
 from fedstore.regions.errors import RegionError, RegionNotReady
 from fedstore.regions.store.materialize import MaterializeRequest, materialize
@@ -60,6 +61,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_dataset_parsers(cmds)
     add_publishing_parsers(cmds)
     add_explain_parser(cmds, _region_arg)
+    add_outcome_parser(cmds, _region_arg)
 
 
 def cmd_generate(config: FederationConfig, args: argparse.Namespace) -> None:
@@ -255,6 +257,7 @@ def cmd_datasets(config: FederationConfig, args: argparse.Namespace) -> None:
 
 def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from fedstore.cli.aggregator_commands import add_region_parser
+    from fedstore.cli.dashboard_commands import add_region_parser as add_dashboard_parser
     from fedstore.cli.monitoring_commands import (
         add_region_parsers as add_monitoring_parsers,
     )
@@ -271,6 +274,7 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
     add_region_parser(cmds)
     add_training_parsers(cmds, _region_arg, positive_int, iso_time)
     add_monitoring_parsers(cmds, _region_arg)
+    add_dashboard_parser(cmds, _region_arg)
 
 
 def cmd_publish_stats(config: FederationConfig, args: argparse.Namespace) -> None:

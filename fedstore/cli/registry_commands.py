@@ -1,4 +1,4 @@
-"""`fedstore registry list | show | promote | rollback | audit | deployment`: the model registry,
+"""`fedstore registry list | show | readiness | promote | rollback | audit | deployment`: the model registry,
 over gRPC at the centre. Refusals print the rule they broke, on one line, exit code 1."""
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     show.add_argument("name", help="model name, e.g. fraud_scoring_lda")
     show.add_argument("version", type=int, help="version number (from `registry list`)")
     show.set_defaults(handler=cmd_show)
+    ready = cmds.add_parser("readiness", help="record items of a version's production-readiness checklist "
+                                              "(needed before full where a region's gates ask for it)")
+    ready.add_argument("name", help="model name, e.g. fraud_scoring_lda")
+    ready.add_argument("version", type=int, help="version number (from `registry list`)")
+    ready.add_argument("--item", action="append", required=True, type=_item, metavar="ITEM=VALUE",
+                       help="documentation, monitoring, rollback_procedure, escalation_contact or retraining_trigger "
+                            "= a link or a name; repeat for several")
+    ready.set_defaults(handler=cmd_readiness)
     promote = cmds.add_parser("promote", help="move a version to a stage in one region (policy-checked)")
     promote.add_argument("name", help="model name, e.g. fraud_scoring_lda")
     promote.add_argument("version", type=int, help="version number (from `registry list`)")
@@ -49,6 +57,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     dep = cmds.add_parser("deployment", help="which version serves which share of a region's traffic")
     dep.add_argument("--region", required=True, help="region code")
     dep.set_defaults(handler=cmd_deployment)
+
+
+def _item(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected ITEM=VALUE, got {text!r}")
+    return key.strip(), value.strip()
 
 
 def _call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> Any:
@@ -105,6 +120,29 @@ def cmd_show(config: FederationConfig, args: argparse.Namespace) -> None:
              r.submission_id] for r in m.metrics]))
     if m.influence:
         print(influence_table(m.influence))
+    if m.evidence:
+        print("outcome evidence (AUC from the regions' noisy score histograms; bounds from the noise and the sampling):")
+        print(table(["region", "stage", "segment", "auc", "bounds", "calibration error", "outcomes", "submission"], [
+            [e.region, e.stage, e.segment or "(whole)", f"{e.auc:.3f}", f"[{e.auc_lower:.3f}, {e.auc_upper:.3f}]",
+             f"{e.calibration_error:.3f} ± {e.calibration_se:.3f}", f"{e.examples:,.0f}", e.submission_id]
+            for e in m.evidence]))
+    if m.gates:
+        print("gates for the next promotion:")
+        print(table(["region", "to", "gate", "", "detail"], [
+            [g.region, g.stage, g.rule, "pass" if g.passed else "FAIL", g.detail] for g in m.gates]))
+    if m.readiness:
+        print("readiness: " + "; ".join(f"{r.item}: {r.value} ({r.who})" for r in m.readiness))
+
+
+def cmd_readiness(config: FederationConfig, args: argparse.Namespace) -> None:
+    m: registry_pb2.ModelVersion = _call(config, args, "RecordReadiness", _pb().RecordReadinessRequest(
+        name=args.name, version=args.version, items=dict(args.item)))
+    from fedstore.federation.deployment_policy import READINESS_ITEMS
+
+    have = {r.item for r in m.readiness}
+    missing = [i for i in READINESS_ITEMS if i not in have]
+    print(f"{m.name} v{m.version}: readiness recorded ({', '.join(sorted(have))}); "
+          + (f"missing: {', '.join(missing)}" if missing else "checklist complete"))
 
 
 def cmd_promote(config: FederationConfig, args: argparse.Namespace) -> None:

@@ -29,10 +29,57 @@ class DriftReport:
     triggers: tuple[Trigger, ...]
     windows: tuple[SeasonalWindow, ...]
     profiles: DailyProfiles = field(repr=False)
+    judge: DriftJudge | None = field(default=None, repr=False, compare=False)  # to chart earlier days with
 
     @property
     def flagged(self) -> list[str]:
         return [v.ref for v in self.verdicts if v.verdict == DRIFT]
+
+
+@dataclass(frozen=True)
+class RegionJudge:
+    """A region's profiles judged with its calendar and gaps: what a report or a dashboard reads from."""
+
+    specs: tuple[FeatureSpec, ...]
+    profiles: DailyProfiles
+    windows: tuple[SeasonalWindow, ...]
+    gaps: tuple[Gap, ...]
+    judge: DriftJudge
+
+
+def judge_region(
+    node: RegionNode,
+    config: FederationConfig,
+    *,
+    until: date | None = None,
+    features: list[str] | None = None,
+    global_histograms: dict[str, np.ndarray] | None = None,
+    store: bool = True,
+) -> RegionJudge:
+    """Profiles (stored unless ``store`` is false), seasonal windows, gaps up to ``until`` and the
+    judge; records nothing else."""
+    specs = _specs(features)
+    views = {fv.name: fv for fv in node.feature_views()}
+    used = [fv for name, fv in views.items() if any(s.view == name for s in specs)]
+    sources = {fv.name: path for fv, path in zip(used, node.require_sources(used), strict=True)}
+    profiles = compute_profiles(sources, specs, node.region.timezone)
+    if profiles.frame.empty:
+        raise RegionError(f"region {node.code} has no data to profile: run `fedstore region generate` or load sources")
+    if store:
+        store_profiles(profiles, node.data_dir)
+    days = profiles.days
+    if until is not None and not days[0] <= until <= days[-1]:
+        raise RegionError(f"{until} is outside region {node.code}'s data ({days[0]} … {days[-1]})")
+    mc = config.monitoring
+    country = JURISDICTIONS[node.code].country
+    windows = seasonal_windows(country, range(days[0].year - 1, days[-1].year + 1), mc)
+    gaps = find_gaps(profiles, mc, until=until or days[-1])
+    gap_days: dict[str, set[date]] = {}
+    for g in gaps:
+        gap_days.setdefault(g.view, set()).add(g.day)
+    judge = DriftJudge({s.ref: profiles.of(s.ref) for s in specs}, windows, gap_days,
+                       {s.ref: s.view for s in specs}, mc, global_histograms)
+    return RegionJudge(specs, profiles, tuple(windows), tuple(gaps), judge)
 
 
 def drift_report(
@@ -44,27 +91,9 @@ def drift_report(
     global_histograms: dict[str, np.ndarray] | None = None,
     now: datetime | None = None,
 ) -> DriftReport:
-    specs = _specs(features)
-    views = {fv.name: fv for fv in node.feature_views()}
-    used = [fv for name, fv in views.items() if any(s.view == name for s in specs)]
-    sources = {fv.name: path for fv, path in zip(used, node.require_sources(used), strict=True)}
-    profiles = compute_profiles(sources, specs, node.region.timezone)
-    if profiles.frame.empty:
-        raise RegionError(f"region {node.code} has no data to profile: run `fedstore region generate` or load sources")
-    store_profiles(profiles, node.data_dir)
-    days = profiles.days
-    day = day or days[-1]
-    if not days[0] <= day <= days[-1]:
-        raise RegionError(f"{day} is outside region {node.code}'s data ({days[0]} … {days[-1]})")
-    mc = config.monitoring
-    country = JURISDICTIONS[node.code].country
-    windows = seasonal_windows(country, range(days[0].year - 1, days[-1].year + 1), mc)
-    gaps = find_gaps(profiles, mc, until=day)
-    gap_days: dict[str, set[date]] = {}
-    for g in gaps:
-        gap_days.setdefault(g.view, set()).add(g.day)
-    judge = DriftJudge({s.ref: profiles.of(s.ref) for s in specs}, windows, gap_days,
-                       {s.ref: s.view for s in specs}, mc, global_histograms)
+    judged = judge_region(node, config, until=day, features=features, global_histograms=global_histograms)
+    day = day or judged.profiles.days[-1]
+    specs, judge, mc = judged.specs, judged.judge, config.monitoring
     verdicts = tuple(judge.judge(s.ref, day) for s in specs)
     triggers = []
     if global_histograms is None:  # persistence is judged on the region's own baselines
@@ -73,9 +102,9 @@ def drift_report(
             run = persistent_drift(judge, s.ref, day, mc.persist_days)
             if run:
                 triggers.append(log.record(node.code, run, mc.trigger_command))
-    return DriftReport(node.code, day, verdicts, tuple(g for g in gaps if (day - g.day).days < 60),
+    return DriftReport(node.code, day, verdicts, tuple(g for g in judged.gaps if (day - g.day).days < 60),
                        tuple(freshness(node, mc, now=now or datetime.now(UTC))), tuple(triggers),
-                       tuple(windows), profiles)
+                       judged.windows, judged.profiles, judge)
 
 
 def _specs(features: list[str] | None) -> tuple[FeatureSpec, ...]:

@@ -21,12 +21,14 @@ attackable: Mironov 2012).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import opendp.prelude as dp
 
 from fedstore.federation.privacy_maps import QUERY_NAMES, feature_queries, laplace, space
 from fedstore.federation.statistics import FeatureSpec
+from fedstore.regions.publishing.cleansers import MinimumCohort, at_the_border
 from fedstore.regions.publishing.statistics import FeatureStatistics, RegionStatistics
 
 # honest-but-curious: the stability maps of the reads below are ours (see the module docstring)
@@ -64,6 +66,14 @@ class AnonymisedStatistics:
     features: tuple[NoisyFeature, ...]  # only the features whose noisy count met the minimum
     suppressed: tuple[str, ...]  # features withheld: the noisy count was below the minimum cohort
     accounting: Accounting
+
+    def cohorts(self) -> Mapping[str, float]:
+        return {f.ref: f.count for f in self.features}
+
+    def without(self, withheld: tuple[str, ...]) -> AnonymisedStatistics:
+        """The other features: a feature too few entities stand behind is withheld alone."""
+        return replace(self, features=tuple(f for f in self.features if f.ref not in withheld),
+                       suppressed=self.suppressed + withheld)
 
 
 # The input of every query: a region's exact statistics, keyed (feature ref, query name); neighbours
@@ -103,8 +113,7 @@ def anonymise(
 ) -> AnonymisedStatistics:
     if not epsilon > 0:
         raise ValueError("epsilon must be positive")
-    if minimum_cohort < 1:
-        raise ValueError("minimum_cohort must be at least 1")
+    border = (MinimumCohort(minimum_cohort),)  # before any noise is drawn: a bad minimum is refused first
     specs = {s.ref: s for s in catalog}
     eps_q = _per_query(epsilon, len(stats.features))
     exact: dict[tuple[str, str], object] = {}
@@ -124,25 +133,21 @@ def anonymise(
     composition = dp.c.make_composition(queries)
     spent = float(composition.map(1))  # OpenDP's accounting of the whole submission, one entity apart
     noisy_values = dict(zip(keys, composition(exact), strict=True))
-    released, suppressed = [], []
+    released = []
     for f in stats.features:
         noisy = {name: noisy_values[(f.ref, name)] for name in QUERY_NAMES}
-        # suppression is decided on the noisy count, so the decision itself leaks nothing
-        if noisy["count"] < minimum_cohort:
-            suppressed.append(f.ref)
-            continue
         released.append(NoisyFeature(
             ref=f.ref, count=int(noisy["count"]), null_count=max(int(noisy["null_count"]), 0),
             sum=float(noisy["sum"]), sum_sq=max(float(noisy["sum_sq"]), 0.0),
             histogram=tuple(max(int(h), 0) for h in noisy["histogram"]),  # post-processing is free
             noise=dict(scales[f.ref]),
         ))
-    return AnonymisedStatistics(
+    out = at_the_border(AnonymisedStatistics(
         region=stats.region,
         start=stats.start.isoformat(),
         end=stats.end.isoformat(),
         features=tuple(released),
-        suppressed=tuple(suppressed),
+        suppressed=(),
         accounting=Accounting(
             mechanism="laplace (OpenDP composition: discrete for counts, float sampler for sums)",
             epsilon=spent,
@@ -151,7 +156,9 @@ def anonymise(
             minimum_cohort=minimum_cohort,
             scales=scales,
         ),
-    )
+    ), border)
+    assert out is not None, "a features release withholds features, never itself"
+    return out
 
 
 __all__ = ["Accounting", "AnonymisedStatistics", "FeatureStatistics", "NoisyFeature", "anonymise"]

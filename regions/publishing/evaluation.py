@@ -8,12 +8,14 @@ accuracy and calibration; it never sees a prediction or a label.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedstore.federation.privacy_maps import evaluation_mechanism, evaluation_scale
 from fedstore.federation.training import LABELS, SCORE_EDGES, LinearModel
+from fedstore.regions.publishing.cleansers import MinimumCohort, at_the_border
 from fedstore.regions.publishing.examples import LabelledExamples
 
 
@@ -21,6 +23,12 @@ from fedstore.regions.publishing.examples import LabelledExamples
 class ScoreHistograms:
     model: str  # "<name>:<version>" as the registry knows it
     counts: dict[int, tuple[int, ...]]  # label -> counts per SCORE_EDGES bin
+
+    def cohorts(self) -> Mapping[str, float]:
+        return {f"class {label}": sum(v) for label, v in self.counts.items()}
+
+    def without(self, withheld: tuple[str, ...]) -> None:
+        return None  # a model's quality is not judged on one class
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ def score_histograms(model: LinearModel, name: str, ex: LabelledExamples) -> Sco
 
 
 def release_evaluation(exact: ScoreHistograms, *, epsilon: float, minimum_cohort: int) -> EvaluationRelease:
+    border = (MinimumCohort(minimum_cohort),)
     scale = evaluation_scale(epsilon)
     measurement = evaluation_mechanism(scale)
     spent = float(measurement.map(1))
@@ -48,5 +57,4 @@ def release_evaluation(exact: ScoreHistograms, *, epsilon: float, minimum_cohort
     noisy = [max(int(v), 0) for v in measurement(vector)]  # clamping is post-processing
     bins = len(SCORE_EDGES) - 1
     counts = {c: tuple(noisy[i * bins:(i + 1) * bins]) for i, c in enumerate(LABELS)}
-    suppressed = any(sum(v) < minimum_cohort for v in counts.values())
-    return EvaluationRelease(None if suppressed else ScoreHistograms(exact.model, counts), spent, scale, minimum_cohort)
+    return EvaluationRelease(at_the_border(ScoreHistograms(exact.model, counts), border), spent, scale, minimum_cohort)

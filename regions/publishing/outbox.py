@@ -121,6 +121,11 @@ def _evaluation(e: dict | None, scale: float) -> pb.Evaluation | None:
         model_name=e["model_name"], model_version=e["model_version"], score_edges=list(SCORE_EDGES),
         classes=[pb.ScoreHistogram(label=int(k), counts=v) for k, v in sorted(e["counts"].items())],
         noise_scale=e.get("noise_scale", scale),
+        stage=e.get("stage", ""), segment_dimension=e.get("segment_dimension", ""),
+        segments=[pb.EvaluationSegment(value=g["value"], classes=[pb.ScoreHistogram(label=int(k), counts=v)
+                                                                 for k, v in sorted(g["counts"].items())])
+                  for g in e.get("segments", [])],
+        suppressed_segments=e.get("suppressed_segments", []),
     )
 
 

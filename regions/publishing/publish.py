@@ -21,12 +21,16 @@ import os
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from fedstore.federation import PrivacyConfig
+import pyarrow as pa
+
+from fedstore.federation import PrivacyConfig, RegionConfig
 from fedstore.federation.consent import Purpose
 from fedstore.federation.statistics import CATALOG, FeatureSpec, SegmentSpec
+from fedstore.federation.traffic import STAGES
 from fedstore.federation.training import LinearModel, TrainingSpec
 from fedstore.regions.consent import consent_gate
 from fedstore.regions.errors import RegionError
@@ -45,7 +49,19 @@ from fedstore.regions.publishing.training_statistics import (
     class_statistics,
     release_training,
 )
+from fedstore.regions.outcomes import read_judged
+from fedstore.regions.publishing.evidence import EvidenceRelease, exact_evidence, release_evidence
 from fedstore.regions.store.node import RegionNode
+
+
+class RegionPlace(Protocol):
+    """What spending and queueing need of a region: its code and its data directory."""
+
+    @property
+    def code(self) -> str: ...
+
+    @property
+    def data_dir(self) -> Path: ...
 
 
 def outbox_dir(data_dir: Path) -> Path:
@@ -183,12 +199,76 @@ def publish_evaluation(
     return submission_id, released, _queue(node, body)
 
 
+def publish_evidence(
+    region: RegionConfig,
+    privacy: PrivacyConfig,
+    *,
+    name: str,
+    version: int,
+    stage: str,
+    epsilon: float,
+    segment: SegmentSpec | None = None,
+    segment_of: Mapping[str, str] | None = None,  # entity -> segment value, with ``segment``
+    join_key: str = "customer_id",  # the key the prediction log's entities are values of (consent)
+    end: datetime | None = None,
+    days: int = 30,
+    now: datetime | None = None,
+) -> tuple[str, EvidenceRelease, Path]:
+    """Outcome evidence of ``name`` v``version`` at ``stage`` (the region's judged outcomes, see
+    ``evidence.py``), as an ``evaluation`` submission with a stage and, with ``segment``, per segment."""
+    _positive(epsilon)
+    if stage not in STAGES:
+        raise RegionError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    if (segment is None) != (segment_of is None):
+        raise RegionError("a segment breakdown needs both the segment and each entity's value")
+    now = now or datetime.now(UTC)
+    end = whole_day(end or now)
+    start = end - timedelta(days=days)
+    values = segment.values.get(region.code, ()) if segment else ()
+    judged = read_judged(region.data_dir)
+    # the region's consent for evaluation, as it held at the window's end (as every release's)
+    consent = consent_gate(region, Purpose.EVALUATION)
+    left_out = 0
+    if consent.active and judged.num_rows:
+        ok = consent.allowed(pa.table({join_key: judged["entity"]}), [join_key], end)
+        left_out = len(set(judged.filter(pa.array(~ok))["entity"].to_pylist()))
+        judged = judged.filter(pa.array(ok))
+    exact = exact_evidence(judged, name=name, version=version, stage=stage, start=start,
+                           end=end, segment_of=segment_of, segment_values=values)
+    if not any(sum(v) for v in exact.whole.values()):
+        raise RegionError(f"no outcomes judged {name} v{version} at {stage} in {region.code} between "
+                          f"{start:%Y-%m-%d} and {end:%Y-%m-%d}; nothing published, no ε spent")
+    try:
+        evaluation_scale(epsilon, 2 if segment else 1)
+    except ValueError:
+        raise RegionError(f"epsilon {epsilon:g} is too small: the noise it needs is infinite; nothing published, "
+                          "no ε spent") from None
+    submission_id = _spend(region, privacy, "eval", epsilon, 0.0, now)
+    released = release_evidence(exact, epsilon=epsilon, minimum_cohort=privacy.minimum_cohort,
+                                segmented=segment is not None)
+    assert released.epsilon <= epsilon * (1 + 1e-9), "OpenDP accounting exceeds the spend"
+    _record_basis(region, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                          "left_out": {"outcomes": left_out}})
+    body = _header(region, submission_id, now, "evaluation", status="queued" if released.whole else "suppressed")
+    body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
+                evaluation={"model_name": name, "model_version": version, "noise_scale": released.scale,
+                            "stage": stage, "segment_dimension": segment.dimension if segment else "",
+                            "counts": {str(k): list(v) for k, v in released.whole.items()},
+                            "segments": [{"value": v, "counts": {str(k): list(c) for k, c in h.items()}}
+                                         for v, h in released.segments.items()],
+                            "suppressed_segments": list(released.suppressed_segments)}
+                if released.whole else None,
+                accounting=_accounting("laplace", released.epsilon, 0.0, released.epsilon, privacy.minimum_cohort,
+                                       {"evaluation": {"histograms": released.scale}}))
+    return submission_id, released, _queue(region, body)
+
+
 def _positive(epsilon: float) -> None:
     if not epsilon > 0:
         raise RegionError(f"epsilon must be positive, got {epsilon}")
 
 
-def _spend(node: RegionNode, privacy: PrivacyConfig, kind: str, epsilon: float, delta: float, now: datetime) -> str:
+def _spend(node: RegionPlace, privacy: PrivacyConfig, kind: str, epsilon: float, delta: float, now: datetime) -> str:
     ledger = BudgetLedger(node.data_dir / "privacy_budget.db", node.code, epsilon_per_month=privacy.epsilon_per_month,
                           delta_per_month=privacy.delta_per_month)
     # a random UUID and nothing else: an id that told the time, or anything the region chose, would
@@ -198,7 +278,7 @@ def _spend(node: RegionNode, privacy: PrivacyConfig, kind: str, epsilon: float, 
     return submission_id
 
 
-def _header(node: RegionNode, submission_id: str, now: datetime, kind: str, *, status: str) -> dict[str, Any]:
+def _header(node: RegionPlace, submission_id: str, now: datetime, kind: str, *, status: str) -> dict[str, Any]:
     return {"submission_id": submission_id, "region": node.code, "period": BudgetLedger.period(now),
             "created_at": now.isoformat(), "kind": kind, "status": status}
 
@@ -213,7 +293,7 @@ def consent_basis_path(data_dir: Path, submission_id: str) -> Path:
     return data_dir / "consent" / "releases" / f"{submission_id}.json"
 
 
-def _record_basis(node: RegionNode, submission_id: str, basis: dict[str, Any]) -> None:
+def _record_basis(node: RegionPlace, submission_id: str, basis: dict[str, Any]) -> None:
     path = consent_basis_path(node.data_dir, submission_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -221,7 +301,7 @@ def _record_basis(node: RegionNode, submission_id: str, basis: dict[str, Any]) -
     tmp.replace(path)
 
 
-def _queue(node: RegionNode, body: dict[str, Any]) -> Path:
+def _queue(node: RegionPlace, body: dict[str, Any]) -> Path:
     box = outbox_dir(node.data_dir)
     box.mkdir(parents=True, exist_ok=True)
     path = box / f"{body['submission_id']}.json"

@@ -10,7 +10,7 @@ for the purpose at the window's end is left out of every view, so every count sa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ from feast import FeatureView
 from fedstore.federation.statistics import FeatureSpec, SegmentSpec
 from fedstore.regions.consent import ConsentGate
 from fedstore.regions.errors import UnknownName
+from fedstore.regions.publishing.cleansers import BoundedValues
 from fedstore.regions.store.node import RegionNode
 from fedstore.regions.store.source_reader import read_latest
 
@@ -84,6 +85,20 @@ def compute_segment_statistics(
     return out
 
 
+def entity_segments(node: RegionNode, segment: SegmentSpec, end: datetime, days: int = 30) -> dict[str, str]:
+    """Each entity's segment value at ``end`` (its segment view's latest row, as serving sees it),
+    keyed as the prediction log writes entities (the join key's value as text); values outside the
+    federation's list for this region are left out."""
+    allowed = set(segment.values.get(node.code, ()))
+    seg_view = {fv.name: fv for fv in node.feature_views()}[segment.view]
+    table = _latest(node, seg_view, end - timedelta(days=days), end, None, {})
+    if table is None:
+        return {}
+    [key] = [e.name for e in seg_view.entity_columns]
+    return {str(k): v for k, v in zip(table.column(key).to_pylist(), table.column(segment.feature).to_pylist())
+            if v in allowed}
+
+
 def _latest(node: RegionNode, fv: FeatureView, start: datetime, end: datetime, consent: ConsentGate | None,
             excluded: dict[str, int]) -> pa.Table | None:
     # an entity's value at the window's end, as serving would see it: its latest row in the
@@ -117,7 +132,7 @@ def _feature(spec: FeatureSpec, table: pa.Table | None) -> FeatureStatistics:
         return FeatureStatistics(spec.ref, 0, 0, 0.0, 0.0, (0,) * spec.bins)
     col = table.column(spec.feature).to_numpy(zero_copy_only=False).astype(float)
     present = ~np.isnan(col)
-    values = np.clip(col[present], spec.lower, spec.upper)
+    values = BoundedValues.of(spec)(col[present])
     # bins are [e_i, e_i+1); the top edge belongs to the last bin
     idx = np.clip(np.searchsorted(spec.edges, values, side="right") - 1, 0, spec.bins - 1)
     hist = np.bincount(idx, minlength=spec.bins)

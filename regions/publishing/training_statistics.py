@@ -1,9 +1,9 @@
 """Sufficient statistics for global training, and their release through OpenDP.
 
 Exact statistics (n and Σx per label class, one upper triangle of XᵀX over both classes) never
-leave the region. Rows are first shrunk to the training spec's public L2 norm bound C
-(``fedstore.federation.training.clip_rows``), so one entity moves its class's n by 1, its class's Σx by at
-most C and XᵀX's triangle by at most C². Each part is weighted by its share of the budget
+leave the region. Rows are first shrunk to the training spec's public L2 norm bound C (the border
+step ``cleansers.BoundedRows``, the federation's ``clip_rows``), so one entity moves its class's n
+by 1, its class's Σx by at most C and XᵀX's triangle by at most C². Each part is weighted by its share of the budget
 (``fedstore.federation.training.part_weights``) so the whole weighted release moves by at most 1 in L2
 norm, and OpenDP's Gaussian mechanism adds noise of one scale to all of it: zCDP ρ = 1/(2σ²),
 converted by OpenDP to (ε, δ) (``federation.privacy_maps.GAUSSIAN_CONVERSION``); a binary search
@@ -20,6 +20,7 @@ share of its own, so that decision is made on a count whose noise does not grow 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +29,11 @@ from fedstore.federation.privacy_maps import GAUSSIAN_CONVERSION, gaussian, gaus
 from fedstore.federation.training import (
     L2_SENSITIVITY,
     LABELS,
-    clip_rows,
     noise_sds,
     release_weights,
     triangle,
 )
+from fedstore.regions.publishing.cleansers import BoundedRows, MinimumCohort, at_the_border
 from fedstore.regions.publishing.examples import LabelledExamples
 
 
@@ -50,6 +51,12 @@ class TrainingStatistics:
     features: tuple[str, ...]
     classes: tuple[ClassStatistics, ...]
     xtx: tuple[float, ...]  # upper triangle of XᵀX over both classes, row-major
+
+    def cohorts(self) -> Mapping[str, float]:
+        return {f"class {c.label}": c.n for c in self.classes}
+
+    def without(self, withheld: tuple[str, ...]) -> None:
+        return None  # no model is trained without both classes: a partial release would only spend budget
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ def class_statistics(ex: LabelledExamples, feature_service: str, label: str, *, 
                      ) -> TrainingStatistics:
     """Exact statistics of rows shrunk to L2 norm ``norm_bound`` (the spec's C): the bound the
     release's sensitivity rests on, so it is applied here, next to the sums."""
-    x_all = clip_rows(ex.x, norm_bound)
+    x_all = BoundedRows(norm_bound)(ex.x)
     classes = []
     for c in LABELS:
         x = x_all[ex.y == c]
@@ -86,6 +93,7 @@ def release_training(
 ) -> TrainingRelease:
     if not epsilon > 0 or not 0 < delta < 1:
         raise ValueError("a Gaussian release needs ε > 0 and 0 < δ < 1")
+    border = (MinimumCohort(minimum_cohort),)
     d = len(exact.features)
     scale = gaussian_scale(epsilon, delta)
     measurement = gaussian(scale, delta)  # the mechanism the centre recomputes (ε, δ) of
@@ -98,8 +106,6 @@ def release_training(
                                     sum_x=tuple(map(float, noisy[k + i * d:k + (i + 1) * d])))
                     for i, c in enumerate(exact.classes))
     xtx = tuple(map(float, noisy[k + k * d:]))
-    # decided on the noisy counts, so the decision itself reveals nothing more
-    suppressed = any(c.n < minimum_cohort for c in classes)
-    stats = None if suppressed else TrainingStatistics(exact.feature_service, exact.label, exact.features, classes, xtx)
+    stats = at_the_border(TrainingStatistics(exact.feature_service, exact.label, exact.features, classes, xtx), border)
     return TrainingRelease(stats, float(spent_eps), float(spent_delta), scale, minimum_cohort, float(norm_bound),
                            gaussian_rho(scale))

@@ -153,18 +153,34 @@ class ScoreHistogram(_message.Message):
     def __init__(self, label: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("model_name", "model_version", "score_edges", "classes", "noise_scale")
+    __slots__ = ("model_name", "model_version", "score_edges", "classes", "noise_scale", "stage", "segment_dimension", "segments", "suppressed_segments")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCORE_EDGES_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: int
     score_edges: _containers.RepeatedScalarFieldContainer[float]
     classes: _containers.RepeatedCompositeFieldContainer[ScoreHistogram]
     noise_scale: float
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., score_edges: _Optional[_Iterable[float]] = ..., classes: _Optional[_Iterable[_Union[ScoreHistogram, _Mapping]]] = ..., noise_scale: _Optional[float] = ...) -> None: ...
+    stage: str
+    segment_dimension: str
+    segments: _containers.RepeatedCompositeFieldContainer[EvaluationSegment]
+    suppressed_segments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., score_edges: _Optional[_Iterable[float]] = ..., classes: _Optional[_Iterable[_Union[ScoreHistogram, _Mapping]]] = ..., noise_scale: _Optional[float] = ..., stage: _Optional[str] = ..., segment_dimension: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[EvaluationSegment, _Mapping]]] = ..., suppressed_segments: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EvaluationSegment(_message.Message):
+    __slots__ = ("value", "classes")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    classes: _containers.RepeatedCompositeFieldContainer[ScoreHistogram]
+    def __init__(self, value: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[ScoreHistogram, _Mapping]]] = ...) -> None: ...
 
 class Receipt(_message.Message):
     __slots__ = ("submission_id", "receipt_id", "accepted_at", "replay", "epsilon_spent_in_period", "quarantined", "quarantine_rule")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fedstore/registry/v1/registry.proto\x12\x14\x66\x65\x64store.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n\rRegionMetrics\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x41\n\x07metrics\x18\x02 \x03(\x0b\x32\x30.fedstore.registry.v1.RegionMetrics.MetricsEntry\x12\x15\n\rsubmission_id\x18\x03 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa4\x05\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x04 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x13\n\x0bschema_hash\x18\x06 \x01(\t\x12\x0f\n\x07weights\x18\x07 \x03(\x01\x12\x11\n\tintercept\x18\x08 \x01(\x01\x12\x0c\n\x04link\x18\t \x01(\t\x12\x13\n\x0bsubmissions\x18\n \x03(\t\x12\x15\n\rjurisdictions\x18\x0b \x03(\t\x12R\n\x11\x65psilon_by_region\x18\x0c \x03(\x0b\x32\x37.fedstore.registry.v1.ModelVersion.EpsilonByRegionEntry\x12\x34\n\x07metrics\x18\r \x03(\x0b\x32#.fedstore.registry.v1.RegionMetrics\x12\x15\n\rregistered_by\x18\x0e \x01(\t\x12\x31\n\rregistered_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x04tags\x18\x10 \x03(\x0b\x32,.fedstore.registry.v1.ModelVersion.TagsEntry\x12\x16\n\x0esource_regions\x18\x11 \x03(\t\x12\x38\n\tinfluence\x18\x12 \x03(\x0b\x32%.fedstore.registry.v1.RegionInfluence\x1a\x36\n\x14\x45psilonByRegionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf8\x01\n\x0fRegionInfluence\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x15\n\rsubmission_id\x18\x02 \x01(\t\x12\x15\n\rexample_share\x18\x03 \x01(\x01\x12\x15\n\rweight_change\x18\x04 \x01(\x01\x12\x15\n\rweight_cosine\x18\x05 \x01(\x01\x12\x1c\n\x0f\x61uc_others_with\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x1f\n\x12\x61uc_others_without\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07\x66lagged\x18\x08 \x01(\x08\x42\x12\n\x10_auc_others_withB\x15\n\x13_auc_others_without\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".fedstore.registry.v1.ModelVersion\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"[\n\x0ePromoteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x0b\n\x03why\x18\x05 \x01(\t\"=\n\x0fRollbackRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0b\n\x03why\x18\x03 \x01(\t\"\xd8\x01\n\x0f\x44\x65ploymentEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03who\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\r\n\x05stage\x18\x06 \x01(\t\x12\x0c\n\x04name\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\x03\x12\x12\n\nfrom_stage\x18\t \x01(\t\x12\x0b\n\x03why\x18\n \x01(\t\x12\x0f\n\x07outcome\x18\x0b \x01(\t\"/\n\x0fGetAuditRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"C\n\nAuditTrail\x12\x35\n\x06\x65vents\x18\x01 \x03(\x0b\x32%.fedstore.registry.v1.DeploymentEvent\"&\n\x14GetDeploymentRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\"[\n\x0fStageAssignment\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x1a\n\x12share_basis_points\x18\x04 \x01(\x05\"g\n\nDeployment\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x35\n\x06stages\x18\x02 \x03(\x0b\x32%.fedstore.registry.v1.StageAssignment\x12\x12\n\nsplit_rule\x18\x03 \x01(\t2\xa8\x04\n\x08Registry\x12_\n\nListModels\x12\'.fedstore.registry.v1.ListModelsRequest\x1a(.fedstore.registry.v1.ListModelsResponse\x12U\n\x08GetModel\x12%.fedstore.registry.v1.GetModelRequest\x1a\".fedstore.registry.v1.ModelVersion\x12V\n\x07Promote\x12$.fedstore.registry.v1.PromoteRequest\x1a%.fedstore.registry.v1.DeploymentEvent\x12X\n\x08Rollback\x12%.fedstore.registry.v1.RollbackRequest\x1a%.fedstore.registry.v1.DeploymentEvent\x12S\n\x08GetAudit\x12%.fedstore.registry.v1.GetAuditRequest\x1a .fedstore.registry.v1.AuditTrail\x12]\n\rGetDeployment\x12*.fedstore.registry.v1.GetDeploymentRequest\x1a .fedstore.registry.v1.DeploymentB`\n\x17io.fedstore.registry.v1P\x01ZCgithub.com/fedstore/fedstore/gen/go/fedstore/registry/v1;registryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fedstore/registry/v1/registry.proto\x12\x14\x66\x65\x64store.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x16RecordReadinessRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x46\n\x05items\x18\x03 \x03(\x0b\x32\x37.fedstore.registry.v1.RecordReadinessRequest.ItemsEntry\x1a,\n\nItemsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x02\n\x08\x45vidence\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0f\n\x07segment\x18\x03 \x01(\t\x12\x0b\n\x03\x61uc\x18\x04 \x01(\x01\x12\x0e\n\x06\x61uc_se\x18\x05 \x01(\x01\x12\x11\n\tauc_lower\x18\x06 \x01(\x01\x12\x11\n\tauc_upper\x18\x07 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x08 \x01(\x01\x12\x11\n\tpositives\x18\t \x01(\x01\x12\x15\n\rsubmission_id\x18\n \x01(\t\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63\x61libration_error\x18\x0c \x01(\x01\x12\x16\n\x0e\x63\x61libration_se\x18\r \x01(\x01\"a\n\rReadinessItem\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0b\n\x03who\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x0bGateFinding\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0e\n\x06passed\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\xa9\x01\n\rRegionMetrics\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x41\n\x07metrics\x18\x02 \x03(\x0b\x32\x30.fedstore.registry.v1.RegionMetrics.MetricsEntry\x12\x15\n\rsubmission_id\x18\x03 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc0\x06\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x65\x61ture_service\x18\x04 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x13\n\x0bschema_hash\x18\x06 \x01(\t\x12\x0f\n\x07weights\x18\x07 \x03(\x01\x12\x11\n\tintercept\x18\x08 \x01(\x01\x12\x0c\n\x04link\x18\t \x01(\t\x12\x13\n\x0bsubmissions\x18\n \x03(\t\x12\x15\n\rjurisdictions\x18\x0b \x03(\t\x12R\n\x11\x65psilon_by_region\x18\x0c \x03(\x0b\x32\x37.fedstore.registry.v1.ModelVersion.EpsilonByRegionEntry\x12\x34\n\x07metrics\x18\r \x03(\x0b\x32#.fedstore.registry.v1.RegionMetrics\x12\x15\n\rregistered_by\x18\x0e \x01(\t\x12\x31\n\rregistered_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x04tags\x18\x10 \x03(\x0b\x32,.fedstore.registry.v1.ModelVersion.TagsEntry\x12\x16\n\x0esource_regions\x18\x11 \x03(\t\x12\x38\n\tinfluence\x18\x12 \x03(\x0b\x32%.fedstore.registry.v1.RegionInfluence\x12\x30\n\x08\x65vidence\x18\x13 \x03(\x0b\x32\x1e.fedstore.registry.v1.Evidence\x12\x36\n\treadiness\x18\x14 \x03(\x0b\x32#.fedstore.registry.v1.ReadinessItem\x12\x30\n\x05gates\x18\x15 \x03(\x0b\x32!.fedstore.registry.v1.GateFinding\x1a\x36\n\x14\x45psilonByRegionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf8\x01\n\x0fRegionInfluence\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x15\n\rsubmission_id\x18\x02 \x01(\t\x12\x15\n\rexample_share\x18\x03 \x01(\x01\x12\x15\n\rweight_change\x18\x04 \x01(\x01\x12\x15\n\rweight_cosine\x18\x05 \x01(\x01\x12\x1c\n\x0f\x61uc_others_with\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x1f\n\x12\x61uc_others_without\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07\x66lagged\x18\x08 \x01(\x08\x42\x12\n\x10_auc_others_withB\x15\n\x13_auc_others_without\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".fedstore.registry.v1.ModelVersion\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"[\n\x0ePromoteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x0b\n\x03why\x18\x05 \x01(\t\"=\n\x0fRollbackRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0b\n\x03why\x18\x03 \x01(\t\"\xd8\x01\n\x0f\x44\x65ploymentEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03who\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\r\n\x05stage\x18\x06 \x01(\t\x12\x0c\n\x04name\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\x03\x12\x12\n\nfrom_stage\x18\t \x01(\t\x12\x0b\n\x03why\x18\n \x01(\t\x12\x0f\n\x07outcome\x18\x0b \x01(\t\"/\n\x0fGetAuditRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"C\n\nAuditTrail\x12\x35\n\x06\x65vents\x18\x01 \x03(\x0b\x32%.fedstore.registry.v1.DeploymentEvent\"&\n\x14GetDeploymentRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\"[\n\x0fStageAssignment\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x1a\n\x12share_basis_points\x18\x04 \x01(\x05\"g\n\nDeployment\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x35\n\x06stages\x18\x02 \x03(\x0b\x32%.fedstore.registry.v1.StageAssignment\x12\x12\n\nsplit_rule\x18\x03 \x01(\t2\x8d\x05\n\x08Registry\x12_\n\nListModels\x12\'.fedstore.registry.v1.ListModelsRequest\x1a(.fedstore.registry.v1.ListModelsResponse\x12U\n\x08GetModel\x12%.fedstore.registry.v1.GetModelRequest\x1a\".fedstore.registry.v1.ModelVersion\x12V\n\x07Promote\x12$.fedstore.registry.v1.PromoteRequest\x1a%.fedstore.registry.v1.DeploymentEvent\x12X\n\x08Rollback\x12%.fedstore.registry.v1.RollbackRequest\x1a%.fedstore.registry.v1.DeploymentEvent\x12S\n\x08GetAudit\x12%.fedstore.registry.v1.GetAuditRequest\x1a .fedstore.registry.v1.AuditTrail\x12]\n\rGetDeployment\x12*.fedstore.registry.v1.GetDeploymentRequest\x1a .fedstore.registry.v1.Deployment\x12\x63\n\x0fRecordReadiness\x12,.fedstore.registry.v1.RecordReadinessRequest\x1a\".fedstore.registry.v1.ModelVersionB`\n\x17io.fedstore.registry.v1P\x01ZCgithub.com/fedstore/fedstore/gen/go/fedstore/registry/v1;registryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,46 +33,58 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedstore.registry.v1.regist
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027io.fedstore.registry.v1P\001ZCgithub.com/fedstore/fedstore/gen/go/fedstore/registry/v1;registryv1'
+  _globals['_RECORDREADINESSREQUEST_ITEMSENTRY']._loaded_options = None
+  _globals['_RECORDREADINESSREQUEST_ITEMSENTRY']._serialized_options = b'8\001'
   _globals['_REGIONMETRICS_METRICSENTRY']._loaded_options = None
   _globals['_REGIONMETRICS_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_MODELVERSION_EPSILONBYREGIONENTRY']._loaded_options = None
   _globals['_MODELVERSION_EPSILONBYREGIONENTRY']._serialized_options = b'8\001'
   _globals['_MODELVERSION_TAGSENTRY']._loaded_options = None
   _globals['_MODELVERSION_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_REGIONMETRICS']._serialized_start=95
-  _globals['_REGIONMETRICS']._serialized_end=264
-  _globals['_REGIONMETRICS_METRICSENTRY']._serialized_start=218
-  _globals['_REGIONMETRICS_METRICSENTRY']._serialized_end=264
-  _globals['_MODELVERSION']._serialized_start=267
-  _globals['_MODELVERSION']._serialized_end=943
-  _globals['_MODELVERSION_EPSILONBYREGIONENTRY']._serialized_start=844
-  _globals['_MODELVERSION_EPSILONBYREGIONENTRY']._serialized_end=898
-  _globals['_MODELVERSION_TAGSENTRY']._serialized_start=900
-  _globals['_MODELVERSION_TAGSENTRY']._serialized_end=943
-  _globals['_REGIONINFLUENCE']._serialized_start=946
-  _globals['_REGIONINFLUENCE']._serialized_end=1194
-  _globals['_LISTMODELSREQUEST']._serialized_start=1196
-  _globals['_LISTMODELSREQUEST']._serialized_end=1229
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1231
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1303
-  _globals['_GETMODELREQUEST']._serialized_start=1305
-  _globals['_GETMODELREQUEST']._serialized_end=1353
-  _globals['_PROMOTEREQUEST']._serialized_start=1355
-  _globals['_PROMOTEREQUEST']._serialized_end=1446
-  _globals['_ROLLBACKREQUEST']._serialized_start=1448
-  _globals['_ROLLBACKREQUEST']._serialized_end=1509
-  _globals['_DEPLOYMENTEVENT']._serialized_start=1512
-  _globals['_DEPLOYMENTEVENT']._serialized_end=1728
-  _globals['_GETAUDITREQUEST']._serialized_start=1730
-  _globals['_GETAUDITREQUEST']._serialized_end=1777
-  _globals['_AUDITTRAIL']._serialized_start=1779
-  _globals['_AUDITTRAIL']._serialized_end=1846
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1848
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1886
-  _globals['_STAGEASSIGNMENT']._serialized_start=1888
-  _globals['_STAGEASSIGNMENT']._serialized_end=1979
-  _globals['_DEPLOYMENT']._serialized_start=1981
-  _globals['_DEPLOYMENT']._serialized_end=2084
-  _globals['_REGISTRY']._serialized_start=2087
-  _globals['_REGISTRY']._serialized_end=2639
+  _globals['_RECORDREADINESSREQUEST']._serialized_start=95
+  _globals['_RECORDREADINESSREQUEST']._serialized_end=268
+  _globals['_RECORDREADINESSREQUEST_ITEMSENTRY']._serialized_start=224
+  _globals['_RECORDREADINESSREQUEST_ITEMSENTRY']._serialized_end=268
+  _globals['_EVIDENCE']._serialized_start=271
+  _globals['_EVIDENCE']._serialized_end=547
+  _globals['_READINESSITEM']._serialized_start=549
+  _globals['_READINESSITEM']._serialized_end=646
+  _globals['_GATEFINDING']._serialized_start=648
+  _globals['_GATEFINDING']._serialized_end=738
+  _globals['_REGIONMETRICS']._serialized_start=741
+  _globals['_REGIONMETRICS']._serialized_end=910
+  _globals['_REGIONMETRICS_METRICSENTRY']._serialized_start=864
+  _globals['_REGIONMETRICS_METRICSENTRY']._serialized_end=910
+  _globals['_MODELVERSION']._serialized_start=913
+  _globals['_MODELVERSION']._serialized_end=1745
+  _globals['_MODELVERSION_EPSILONBYREGIONENTRY']._serialized_start=1646
+  _globals['_MODELVERSION_EPSILONBYREGIONENTRY']._serialized_end=1700
+  _globals['_MODELVERSION_TAGSENTRY']._serialized_start=1702
+  _globals['_MODELVERSION_TAGSENTRY']._serialized_end=1745
+  _globals['_REGIONINFLUENCE']._serialized_start=1748
+  _globals['_REGIONINFLUENCE']._serialized_end=1996
+  _globals['_LISTMODELSREQUEST']._serialized_start=1998
+  _globals['_LISTMODELSREQUEST']._serialized_end=2031
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2033
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2105
+  _globals['_GETMODELREQUEST']._serialized_start=2107
+  _globals['_GETMODELREQUEST']._serialized_end=2155
+  _globals['_PROMOTEREQUEST']._serialized_start=2157
+  _globals['_PROMOTEREQUEST']._serialized_end=2248
+  _globals['_ROLLBACKREQUEST']._serialized_start=2250
+  _globals['_ROLLBACKREQUEST']._serialized_end=2311
+  _globals['_DEPLOYMENTEVENT']._serialized_start=2314
+  _globals['_DEPLOYMENTEVENT']._serialized_end=2530
+  _globals['_GETAUDITREQUEST']._serialized_start=2532
+  _globals['_GETAUDITREQUEST']._serialized_end=2579
+  _globals['_AUDITTRAIL']._serialized_start=2581
+  _globals['_AUDITTRAIL']._serialized_end=2648
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=2650
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=2688
+  _globals['_STAGEASSIGNMENT']._serialized_start=2690
+  _globals['_STAGEASSIGNMENT']._serialized_end=2781
+  _globals['_DEPLOYMENT']._serialized_start=2783
+  _globals['_DEPLOYMENT']._serialized_end=2886
+  _globals['_REGISTRY']._serialized_start=2889
+  _globals['_REGISTRY']._serialized_end=3542
 # @@protoc_insertion_point(module_scope)

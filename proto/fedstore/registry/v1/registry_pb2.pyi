@@ -9,6 +9,79 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RecordReadinessRequest(_message.Message):
+    __slots__ = ("name", "version", "items")
+    class ItemsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    items: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., items: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Evidence(_message.Message):
+    __slots__ = ("region", "stage", "segment", "auc", "auc_se", "auc_lower", "auc_upper", "examples", "positives", "submission_id", "at", "calibration_error", "calibration_se")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    AUC_FIELD_NUMBER: _ClassVar[int]
+    AUC_SE_FIELD_NUMBER: _ClassVar[int]
+    AUC_LOWER_FIELD_NUMBER: _ClassVar[int]
+    AUC_UPPER_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    stage: str
+    segment: str
+    auc: float
+    auc_se: float
+    auc_lower: float
+    auc_upper: float
+    examples: float
+    positives: float
+    submission_id: str
+    at: _timestamp_pb2.Timestamp
+    calibration_error: float
+    calibration_se: float
+    def __init__(self, region: _Optional[str] = ..., stage: _Optional[str] = ..., segment: _Optional[str] = ..., auc: _Optional[float] = ..., auc_se: _Optional[float] = ..., auc_lower: _Optional[float] = ..., auc_upper: _Optional[float] = ..., examples: _Optional[float] = ..., positives: _Optional[float] = ..., submission_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration_error: _Optional[float] = ..., calibration_se: _Optional[float] = ...) -> None: ...
+
+class ReadinessItem(_message.Message):
+    __slots__ = ("item", "value", "who", "at")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    WHO_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    item: str
+    value: str
+    who: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, item: _Optional[str] = ..., value: _Optional[str] = ..., who: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GateFinding(_message.Message):
+    __slots__ = ("region", "stage", "rule", "passed", "detail")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    stage: str
+    rule: str
+    passed: bool
+    detail: str
+    def __init__(self, region: _Optional[str] = ..., stage: _Optional[str] = ..., rule: _Optional[str] = ..., passed: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
 class RegionMetrics(_message.Message):
     __slots__ = ("region", "metrics", "submission_id")
     class MetricsEntry(_message.Message):
@@ -27,7 +100,7 @@ class RegionMetrics(_message.Message):
     def __init__(self, region: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., submission_id: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "strategy", "feature_service", "features", "schema_hash", "weights", "intercept", "link", "submissions", "jurisdictions", "epsilon_by_region", "metrics", "registered_by", "registered_at", "tags", "source_regions", "influence")
+    __slots__ = ("name", "version", "strategy", "feature_service", "features", "schema_hash", "weights", "intercept", "link", "submissions", "jurisdictions", "epsilon_by_region", "metrics", "registered_by", "registered_at", "tags", "source_regions", "influence", "evidence", "readiness", "gates")
     class EpsilonByRegionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +133,9 @@ class ModelVersion(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_REGIONS_FIELD_NUMBER: _ClassVar[int]
     INFLUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    READINESS_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     strategy: str
@@ -78,7 +154,10 @@ class ModelVersion(_message.Message):
     tags: _containers.ScalarMap[str, str]
     source_regions: _containers.RepeatedScalarFieldContainer[str]
     influence: _containers.RepeatedCompositeFieldContainer[RegionInfluence]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., schema_hash: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., metrics: _Optional[_Iterable[_Union[RegionMetrics, _Mapping]]] = ..., registered_by: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., source_regions: _Optional[_Iterable[str]] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ...) -> None: ...
+    evidence: _containers.RepeatedCompositeFieldContainer[Evidence]
+    readiness: _containers.RepeatedCompositeFieldContainer[ReadinessItem]
+    gates: _containers.RepeatedCompositeFieldContainer[GateFinding]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., schema_hash: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., metrics: _Optional[_Iterable[_Union[RegionMetrics, _Mapping]]] = ..., registered_by: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., source_regions: _Optional[_Iterable[str]] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ..., evidence: _Optional[_Iterable[_Union[Evidence, _Mapping]]] = ..., readiness: _Optional[_Iterable[_Union[ReadinessItem, _Mapping]]] = ..., gates: _Optional[_Iterable[_Union[GateFinding, _Mapping]]] = ...) -> None: ...
 
 class RegionInfluence(_message.Message):
     __slots__ = ("region", "submission_id", "example_share", "weight_change", "weight_cosine", "auc_others_with", "auc_others_without", "flagged")

@@ -68,6 +68,11 @@ class RegistryStub:
                 request_serializer=fedstore_dot_registry_dot_v1_dot_registry__pb2.GetDeploymentRequest.SerializeToString,
                 response_deserializer=fedstore_dot_registry_dot_v1_dot_registry__pb2.Deployment.FromString,
                 _registered_method=True)
+        self.RecordReadiness = channel.unary_unary(
+                '/fedstore.registry.v1.Registry/RecordReadiness',
+                request_serializer=fedstore_dot_registry_dot_v1_dot_registry__pb2.RecordReadinessRequest.SerializeToString,
+                response_deserializer=fedstore_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -117,6 +122,14 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordReadiness(self, request, context):
+        """Record items of a version's production-readiness checklist (a version serves full only with
+        all of them where the region's gates ask for it). Role promote; federation-wide, like the version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +162,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetDeployment,
                     request_deserializer=fedstore_dot_registry_dot_v1_dot_registry__pb2.GetDeploymentRequest.FromString,
                     response_serializer=fedstore_dot_registry_dot_v1_dot_registry__pb2.Deployment.SerializeToString,
+            ),
+            'RecordReadiness': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordReadiness,
+                    request_deserializer=fedstore_dot_registry_dot_v1_dot_registry__pb2.RecordReadinessRequest.FromString,
+                    response_serializer=fedstore_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +335,33 @@ class Registry:
             '/fedstore.registry.v1.Registry/GetDeployment',
             fedstore_dot_registry_dot_v1_dot_registry__pb2.GetDeploymentRequest.SerializeToString,
             fedstore_dot_registry_dot_v1_dot_registry__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordReadiness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.registry.v1.Registry/RecordReadiness',
+            fedstore_dot_registry_dot_v1_dot_registry__pb2.RecordReadinessRequest.SerializeToString,
+            fedstore_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
             options,
             channel_credentials,
             insecure,

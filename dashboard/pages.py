@@ -1,0 +1,53 @@
+"""The HTML of a page: its charts and tables through one Jinja2 template per page (autoescaped)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import jinja2
+
+from fedstore.dashboard.centre_state import CentreState
+from fedstore.dashboard.charts import (
+    budget_chart,
+    centre_budget_chart,
+    drift_chart,
+    freshness_chart,
+    lookups_chart,
+    submissions_chart,
+)
+from fedstore.dashboard.region_state import RegionState
+
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                          autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def region_page(state: RegionState) -> str:
+    charts = [freshness_chart(state.freshness, state.freshness_hours), budget_chart(state.budget)]
+    lookups = lookups_chart(state.serving) if state.serving is not None and state.serving.endpoints else None
+    drift = [drift_chart(f, state.windows, state.gap_days.get(f.spec.view, ())) for f in state.features]
+    shown = charts + drift + ([lookups] if lookups else [])
+    return _ENV.get_template("region.html").render(
+        s=state, charts=charts, drift=drift, lookups=lookups, alarms=sum(c.alarm for c in shown),
+        rendered=f"{state.now:%Y-%m-%d %H:%M} UTC")
+
+
+def centre_page(state: CentreState) -> str:
+    charts = [submissions_chart({r.region: (sum(r.by_kind.values()), r.held) for r in state.regions}, state.period),
+              centre_budget_chart({r.region: r.epsilon for r in state.regions}, state.epsilon_limit, state.period)]
+    kinds = sorted({k for r in state.regions for k in r.by_kind})
+    return _ENV.get_template("centre.html").render(s=state, charts=charts, kinds=kinds,
+                                                   alarms=sum(c.alarm for c in charts),
+                                                   rendered=f"{state.now:%Y-%m-%d %H:%M} UTC")
+
+
+def message_page(title: str, message: str, *, login: bool) -> str:
+    return _ENV.get_template("message.html").render(title=title, message=message, login=login)
+
+
+def when(value: datetime | None) -> str:
+    return "–" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
+
+
+_ENV.filters["when"] = when
+_ENV.filters["count"] = lambda n: "–" if n is None else f"{n:,}"

@@ -1,0 +1,102 @@
+"""Feast's feature-server JSON (``feast serve``'s ``POST /get-online-features``), answered by the one answer path.
+
+The request is Feast's JSON: ``entities`` (join key -> list of values), ``features`` (a list of
+``view:feature``) or ``feature_service``, ``full_feature_names``. The answer is built exactly as
+the gRPC ``GetOnlineFeatures`` of Feast's contract builds it (``feast_compat``: entity columns
+first, Feast's statuses), then turned into JSON by Feast's own ``convert_response_to_dict``, the
+function ``feast serve`` answers with, so values, statuses and timestamps are Feast's byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from feast.feature_server_utils import convert_response_to_dict
+from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
+from feast.type_map import python_values_to_proto_values
+from feast.value_type import ValueType
+
+from fedstore.serving.errors import InvalidRequest
+from fedstore.serving.feast_compat import encode_feast_response
+from fedstore.serving.features import OnlineFeatures
+from fedstore.serving.lookup_methods import LaneMethod
+
+PATH = "/get-online-features"
+LABEL = "http.get-online-features"  # the method label on metrics
+# its access policy: Feast's ServingService lookup, the same contract over gRPC (federation.roles)
+POLICY = "/feast.serving.ServingService/GetOnlineFeatures"
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_KEY_TYPES = {ValueType.INT64: ValueType.INT64, ValueType.INT32: ValueType.INT32, ValueType.STRING: ValueType.STRING}
+
+
+class FeastJson:
+    """``answer(request JSON bytes, seconds left)`` -> response JSON bytes, or a ``ServingError``."""
+
+    def __init__(self, features: OnlineFeatures, *, missing_entity_is_present: bool) -> None:
+        self.features = features
+        self.missing_entity_is_present = missing_entity_is_present  # as feast_compat: Feast's Redis behaviour
+
+    def lane_method(self) -> LaneMethod:
+        return LaneMethod(PATH, LABEL, self.answer)
+
+    def answer(self, body: bytes, time_left: float | None) -> bytes:
+        request = _request(body)
+        service = request.get("feature_service")
+        refs = request.get("features", [])
+        full = request.get("full_feature_names", False)
+        resolved = self.features.resolve(feature_service=service or None, refs=tuple(refs), full_feature_names=full)
+        columns: dict[str, list[object]] = request["entities"]
+        answer = self.features.get(resolved, columns, time_left=time_left)
+        types = resolved.join_key_types
+        entity_values = [(key, _encoded(key, values, types.get(key))) for key, values in columns.items()]
+        encoded = encode_feast_response(answer, entity_values, full, self.missing_entity_is_present)
+        # Feast's own JSON conversion, the one `feast serve` answers with
+        response = convert_response_to_dict(GetOnlineFeaturesResponse.FromString(encoded))
+        return json.dumps(response, separators=(",", ":")).encode()
+
+
+def _request(body: bytes) -> dict[str, Any]:
+    """The request JSON, its fields checked as Feast's server checks them (a pydantic model there)."""
+    try:
+        request = json.loads(body)
+    except ValueError as e:  # UnicodeDecodeError included
+        raise InvalidRequest(f"the request body is not JSON ({e})") from None
+    except RecursionError:  # a body of nothing but brackets
+        raise InvalidRequest("the request body nests too deeply to be a lookup") from None
+    if not isinstance(request, dict):
+        raise InvalidRequest("the request body must be a JSON object with 'entities' and 'features' or 'feature_service'")
+    entities = request.get("entities")
+    if not isinstance(entities, dict) or not all(isinstance(v, list) for v in entities.values()):
+        raise InvalidRequest("'entities' must be an object of join key -> list of values")
+    for key, values in entities.items():  # JSON numbers have no width; gRPC's int64 fields do
+        if any(type(v) is int and not _INT64_MIN <= v <= _INT64_MAX for v in values):
+            raise InvalidRequest(f"entity column {key!r} holds an integer outside int64")
+    service = request.get("feature_service")
+    if service is not None and not isinstance(service, str):
+        raise InvalidRequest("'feature_service' must be a string")
+    refs = request.get("features", [])
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise InvalidRequest("'features' must be a list of 'view:feature' strings")
+    if not service and not refs:
+        raise InvalidRequest("name the features: 'features' (a list of 'view:feature') or 'feature_service'")
+    for flag in ("full_feature_names", "include_feature_view_version_metadata"):
+        if not isinstance(request.get(flag, False), bool):
+            raise InvalidRequest(f"{flag!r} must be true or false")
+    if request.get("include_feature_view_version_metadata"):  # versioned views are not served here
+        raise InvalidRequest("include_feature_view_version_metadata is not supported by this node")
+    return request
+
+
+def _encoded(key: str, values: list[object], kind: ValueType | None) -> list[bytes]:
+    """An entity column's values as serialised Feast ``Value``s, as Feast echoes them in the answer:
+    a join key's by its type (already checked), any other column's by Feast's own inference."""
+    try:
+        protos = python_values_to_proto_values(values, _KEY_TYPES.get(kind, ValueType.UNKNOWN) if kind else ValueType.UNKNOWN)
+    except Exception:  # noqa: BLE001 -- Feast raises several kinds for values it cannot type
+        raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
+    return [p.SerializeToString() for p in protos]
+
+
+__all__ = ["FeastJson", "LABEL", "PATH", "POLICY"]

@@ -1,0 +1,188 @@
+"""Feast's feature-server HTTP API on the serving node's own port (``serving.http_port``; off by default).
+
+The paths and JSON of ``feast serve``, so Feast's ``remote`` online store and curl work unchanged:
+
+  POST /get-online-features   Feast's JSON in and out (``serving.feast_json``); role ``lookup`` of
+                              this region, as the gRPC lookups (``Authorization: Bearer <token>``)
+  GET  /health                200 while the node can answer (online store or snapshot), 503 else; open
+
+Served by uvicorn (an ASGI server Feast itself depends on) running a Starlette app on a thread of
+its own; the lookups run on a pool of ``serving.lookup_threads`` threads, through
+``lookup_methods.outcome``, so an answer, its status and its metric are the gRPC API's.
+Errors are answered as Feast's server answers them: 401 ``{"detail": ...}`` (FastAPI's form, Feast's
+missing-token answer), every other error Feast's error detail (a JSON string of module, class and
+message: Feast's client raises that Feast error, e.g. ``FeastPermissionError`` for a 403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import grpc
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fedstore.federation.access import AccessGuard
+from fedstore.serving.lookup_methods import LaneMethod, outcome
+from fedstore.serving.metrics import ServingMetrics
+from fedstore.serving.ports import CannotListen
+
+log = logging.getLogger(__name__)
+
+# gRPC status -> HTTP status and the Feast error class Feast's client raises for it
+_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "FeastError"),
+    grpc.StatusCode.NOT_FOUND: (404, "FeastObjectNotFoundException"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, ""),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "FeastPermissionError"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "FeastError"),
+    grpc.StatusCode.UNAVAILABLE: (503, "FeastError"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "FeastError"),
+}
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str
+    port: int  # 0: any free port (tests)
+    threads: int  # lookups answered at once
+    max_body_bytes: int
+    max_connections: int  # beyond it uvicorn answers 503 at once
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    reuse_port: bool = False
+
+
+def error_response(status: int, message: str, feast_class: str = "FeastError") -> Response:
+    """An error as Feast's server sends it (see the module's docstring)."""
+    if status == 401:
+        return Response(json.dumps({"detail": message}), status, media_type="application/json",
+                        headers={"WWW-Authenticate": "Bearer"})
+    detail = json.dumps({"module": "feast.errors", "class": feast_class, "message": message})
+    return Response(json.dumps(detail), status, media_type="application/json")
+
+
+class FeastHttpApi:
+    """The listener: bound when built (a port in use fails at once), served from ``start`` to ``stop``."""
+
+    def __init__(self, lookup: LaneMethod, policy: str, guard: AccessGuard, metrics: ServingMetrics,
+                 can_answer: Callable[[], bool], settings: HttpSettings, *, name: str) -> None:
+        self._lookup, self._policy, self._guard, self._metrics = lookup, policy, guard, metrics
+        self._can_answer = can_answer
+        self._settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix=f"http-{name}")
+        self._socket = _bind(settings)
+        self.port: int = self._socket.getsockname()[1]
+        app = Starlette(
+            routes=[Route(lookup.path, self._get_online_features, methods=["POST"]),
+                    Route("/health", self._health, methods=["GET"])],
+            exception_handlers={HTTPException: self._http_error},  # 404, 405: JSON, as FastAPI's
+        )
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", limit_concurrency=settings.max_connections,
+            ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key, server_header=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, name=f"http-{name}", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._server.started:
+            raise CannotListen(f"the HTTP API did not start on port {self.port}; see the log")
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop taking connections; requests under way finish (up to ``grace`` seconds)."""
+        self._server.config.timeout_graceful_shutdown = max(1, int(grace))
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(grace + 5)
+        self._socket.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Release the port of a listener that never started (the node failed to start)."""
+        self._socket.close()
+        self._pool.shutdown(wait=False)
+
+    def _serve(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        except Exception:  # noqa: BLE001 -- logged: start() reports it did not start
+            log.exception("the HTTP API stopped")
+
+    async def _get_online_features(self, request: Request) -> Response:
+        began = time.perf_counter()
+        refusal = self._guard.refusal((("authorization", request.headers.get("authorization", "")),), self._policy)
+        if refusal is not None:  # refused before the body is read (the guard counted it)
+            return _refused(refusal.code, _http_wording(refusal.details))
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > self._settings.max_body_bytes:
+                    return error_response(413, f"the request is larger than this node reads for a lookup "
+                                               f"({self._settings.max_body_bytes} bytes)")
+        except ClientDisconnect:  # the caller went away mid-body: nobody to answer
+            return Response(status_code=400)
+        loop = asyncio.get_running_loop()
+        got = await loop.run_in_executor(self._pool, outcome, self._lookup, bytes(body), None)
+        self._metrics.answered(self._lookup.label, got.code, time.perf_counter() - began)
+        if got.response is None:
+            return _refused(got.code, got.details)
+        return Response(got.response, media_type="application/json")
+
+    async def _health(self, request: Request) -> Response:
+        return Response(status_code=200 if self._can_answer() else 503)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return Response(json.dumps({"detail": exc.detail}), exc.status_code, media_type="application/json",
+                        headers=exc.headers)
+
+
+def _refused(code: grpc.StatusCode, details: str) -> Response:
+    status, feast_class = _HTTP.get(code, (500, "FeastError"))
+    return error_response(status, details, feast_class)
+
+
+def _http_wording(details: str) -> str:
+    """The guard speaks of gRPC metadata; over HTTP the same credential is a header."""
+    return details.replace("'authorization: Bearer <token>' metadata", "an 'Authorization: Bearer <token>' header")
+
+
+def _bind(settings: HttpSettings) -> socket.socket:
+    host = settings.host.strip("[]") or "0.0.0.0"
+    sock: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, settings.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if settings.reuse_port:  # several worker processes share the port, as they share the gRPC one
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as e:
+        if sock is not None:
+            sock.close()
+        raise CannotListen(f"cannot listen on {settings.host}:{settings.port} for the HTTP API: {e.strerror or e}") from None
+    sock.setblocking(False)
+    return sock
+
+
+__all__ = ["CannotListen", "FeastHttpApi", "HttpSettings", "error_response"]

@@ -1,0 +1,456 @@
+"""The region dashboard: a real `fedstore region dashboard` process on loopback, driven by Debian's
+headless Chromium (through its chromedriver) with JavaScript disabled.
+
+The region's data is generated with a fixed end date and the page's clock is fixed (`--as-of`); its
+ledger holds a job refused by the data contract whose error quotes entity ids, so a page that
+leaked ledger text would fail the id scan.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from fedstore.federation import load_config
+from fedstore.regions.errors import RegionError
+from fedstore.regions.publishing.budget import BudgetLedger
+from fedstore.regions.store.materialize import MaterializeRequest, materialize
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.synthetic import generate_region
+
+pytestmark = pytest.mark.slow
+
+LAST = date(2026, 4, 20)
+AS_OF = datetime(2026, 4, 21, 6, tzinfo=timezone.utc)
+TOKENS = {"T_MY_AUDIT": "my-audit-secret", "T_MY_LOOKUP": "my-lookup-secret", "T_SG_AUDIT": "sg-audit-secret"}
+ROOT = Path(__file__).parents[1]
+
+
+def _config(root: Path) -> Path:
+    region = {"jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
+              "online_store": {"type": "sqlite"}}
+    raw = {
+        "federation": {"name": "dash"},
+        "regions": [{"code": "MY", **region, "data_dir": "data/MY", "serving_address": "127.0.0.1:52410"},
+                    {"code": "SG", "jurisdiction": "Singapore", "law": "PDPA-SG", "timezone": "Asia/Singapore",
+                     "online_store": {"type": "sqlite"}, "data_dir": "data/SG", "serving_address": "127.0.0.1:52411"}],
+        "auth": {"tokens": [
+            {"name": "my-audit", "regions": ["MY"], "roles": ["audit"], "secret_env": "T_MY_AUDIT"},
+            {"name": "my-lookup", "regions": ["MY"], "roles": ["lookup"], "secret_env": "T_MY_LOOKUP"},
+            {"name": "sg-audit", "regions": ["SG"], "roles": ["audit"], "secret_env": "T_SG_AUDIT"},
+        ]},
+    }
+    path = root / "fedstore.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory) -> tuple[Path, RegionNode]:
+    root = tmp_path_factory.mktemp("dashboard")
+    os.environ.update(TOKENS)
+    config = load_config(_config(root))
+    node = RegionNode(config.region("MY"))
+    generate_region("MY", node.data_dir, customers=300, days=150, end=LAST, timezone="Asia/Kuala_Lumpur", seed=4)
+    node.apply()
+    # a job the data contract refuses: its ledger error quotes entity ids (customer_id=…)
+    source = node.data_dir / "sources" / "customer_transactions.parquet"
+    good = pq.read_table(source)
+    rates = good["chargeback_rate_30d"].to_numpy().copy()
+    rates[:5] = 7.0
+    pq.write_table(good.set_column(good.schema.get_field_index("chargeback_rate_30d"), "chargeback_rate_30d",
+                                   pa.array(rates)), source)
+    with pytest.raises(RegionError):
+        materialize(node, MaterializeRequest(end=datetime(2026, 4, 21, tzinfo=timezone.utc), show_progress=False))
+    pq.write_table(good, source)
+    materialize(node, MaterializeRequest(end=datetime(2026, 4, 21, tzinfo=timezone.utc), show_progress=False))
+    budget = BudgetLedger(node.data_dir / "privacy_budget.db", "MY", epsilon_per_month=config.privacy.epsilon_per_month)
+    budget.spend(f"my-stats-{uuid.uuid4().hex}", 1.0, AS_OF)
+    budget.spend(f"my-training-{uuid.uuid4().hex}", 1.5, AS_OF, 1e-6)
+    return root, node
+
+
+@pytest.fixture(scope="module")
+def serving_metrics() -> str:
+    """The serving node's own metrics (serving/metrics.py) on a real Prometheus endpoint: 1,000 lookups,
+    30 answered from the snapshot while the breaker was open, 2 refused."""
+    import grpc
+    from prometheus_client import start_http_server
+
+    from fedstore.serving.metrics import ServingMetrics
+
+    metrics = ServingMetrics("MY")
+    for _ in range(998):
+        metrics.answered("GetOnlineFeatures", grpc.StatusCode.OK, 0.001)
+    for _ in range(2):
+        metrics.answered("GetOnlineFeatures", grpc.StatusCode.INVALID_ARGUMENT, 0.001)
+    for _ in range(30):
+        metrics.fallback_answer("breaker_open")
+    httpd, _ = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
+    yield f"http://127.0.0.1:{httpd.server_port}/metrics"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(region, serving_metrics) -> str:
+    root, _ = region
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(root / "fedstore.yaml"), "region", "dashboard",
+         "--region", "MY", "--port", "0", "--as-of", AS_OF.isoformat(), "--serving-metrics", serving_metrics,
+         "--serving-metrics", "http://127.0.0.1:9/metrics"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+        env={**os.environ, **TOKENS, "PYTHONPATH": str(ROOT)})
+    try:
+        url = _announced_url(proc, deadline=time.monotonic() + 240)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _announced_url(proc: subprocess.Popen, deadline: float) -> str:
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            line = proc.stdout.readline()
+            found = re.search(r"http://[\d.]+:\d+/", line)
+            if found:
+                return found.group(0)
+        if proc.poll() is not None:
+            raise AssertionError(f"the dashboard exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError("the dashboard did not announce its address")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("chromium and chromedriver are needed: `make chromium` installs Debian's packages")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or ""
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
+                "--disable-extensions", "--no-first-run"):
+        options.add_argument(arg)
+    # the essentials must work without script: the browser runs with JavaScript off
+    options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _sign_in(driver, url: str, token: str) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    driver.delete_all_cookies()
+    driver.get(url)
+    assert driver.title.endswith("sign in")
+    driver.get_log("browser")  # drained: the sign-in page comes with its 401, as it should
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.TAG_NAME, "h1") and not d.find_elements(By.ID, "token")
+                                    or "not allowed" in d.title)
+
+
+def _screenshot(driver, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    height = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["contentSize"]["height"]
+    driver.set_window_size(1200, int(height) + 100)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1200, 900)
+    print(f"screenshot: {path}")
+    return path
+
+
+def _status(url: str, token: str | None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_without_script(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    _sign_in(browser, server, TOKENS["T_MY_AUDIT"])
+    assert browser.title == "Region MY dashboard"
+    figures = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
+    # freshness, lookups, budget and one per catalog feature
+    from fedstore.federation.statistics import CATALOG
+    assert len(figures) == 3 + len(CATALOG)
+    for fig in figures:
+        title = fig.find_element(By.CSS_SELECTOR, "h3.chart-title").text
+        verdict = fig.find_element(By.CSS_SELECTOR, "p.verdict").text
+        assert title and verdict.endswith("."), (title, verdict)
+        svg_text = "".join(fig.find_element(By.TAG_NAME, "svg").get_attribute("textContent").split())
+        for label in [fig.get_attribute("data-x-label"), *fig.get_attribute("data-y-label").split("; ")]:
+            assert "".join(label.split()) in svg_text, (title, label)  # the axis label is drawn in the chart
+    page = browser.page_source
+    assert "<script" not in page  # nothing needs script
+    freshness = browser.find_element(By.ID, "freshness").find_element(By.CSS_SELECTOR, "p.verdict").text
+    assert freshness.startswith("All 3 views fresh")  # the job ended its window 6 h before the page's clock
+    budget = browser.find_element(By.ID, "budget").find_element(By.CSS_SELECTOR, "p.verdict").text
+    assert budget.startswith("ε 2.50 of 4 spent in 2026-04 (62%)")
+    assert "stats: ε 1.00 in 1 release" in browser.find_element(By.ID, "budget").get_attribute("textContent")
+    refusals = browser.find_element(By.XPATH, "//h2[text()='Recent refusals']/following-sibling::table[1]").text
+    assert "failed (customer_profile, customer_transactions, driver_performance)" in refusals
+    assert "example" not in refusals and "customer_id=" not in refusals  # the error's words stay on the host
+    assert "Eid al-Fitr" in browser.find_element(By.ID, "drift-txn_count_7d").get_attribute("textContent")
+    lookups = browser.find_element(By.ID, "lookups").find_element(By.CSS_SELECTOR, "p.verdict")
+    assert lookups.text.startswith("1,000 lookups: 96.8% answered online, 3.0% from the snapshot, 0.2% refused")
+    assert "alarm" in lookups.get_attribute("class")  # 3% from the snapshot: beyond the normal 1%
+    assert "Serving metrics not read from http://127.0.0.1:9/metrics" in browser.page_source  # said, not hidden
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    _screenshot(browser, tmp_path / "region-MY.png")
+
+
+def test_a_credential_without_the_audit_role_for_the_region_is_refused(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    assert _status(server, None)[0] == 401
+    assert _status(server, "not-a-token")[0] == 401
+    code, body = _status(server, TOKENS["T_MY_LOOKUP"])
+    assert code == 403 and "lacks role audit" in body and "<svg" not in body
+    code, body = _status(server, TOKENS["T_SG_AUDIT"])
+    assert code == 403 and "not region MY" in body and "<svg" not in body
+    assert _status(server, TOKENS["T_MY_AUDIT"])[0] == 200
+    _sign_in(browser, server, TOKENS["T_MY_LOOKUP"])  # the browser's way in refuses the same
+    assert browser.title.endswith("not allowed")
+    assert not browser.find_elements(By.CSS_SELECTOR, "figure.chart")
+    browser.get(server)  # no session was granted
+    assert browser.title.endswith("sign in")
+    _screenshot(browser, tmp_path / "refused.png")
+
+
+def test_the_page_holds_no_entity_id_of_the_region(server, region):
+    _, node = region
+    code, html = _status(server, TOKENS["T_MY_AUDIT"])
+    assert code == 200
+    ids: set[str] = set()
+    for fv in node.feature_views():
+        keys = [c.name for c in fv.entity_columns]
+        path = node.data_dir / "sources" / f"{fv.name}.parquet"
+        for key in keys:
+            ids.update(str(v) for v in pq.read_table(path, columns=[key])[key].to_pylist())
+    assert len(ids) >= 300  # customers (drivers share their id range)
+    # the ledger does hold some (the refused job's error quotes example rows): the page must not
+    ledger_error = next(j.error for j in node.ledger.jobs() if j.status == "failed")
+    assert ledger_error and any(i in ledger_error for i in ids)
+    numbers = set(re.findall(r"\d+", html))
+    assert not numbers & ids, sorted(numbers & ids)[:5]
+
+
+# --- the centre ------------------------------------------------------------------------------
+
+CENTRE_TOKENS = {"T_CENTRE_AUDIT": "centre-audit-secret", "T_MY_AUDIT": "my-audit-secret",
+                 "T_MY_PUBLISH": "my-publish-secret"}
+
+
+@pytest.fixture(scope="module")
+def centre(tmp_path_factory) -> Path:
+    """A centre's store and registry with submissions of MY and SG (one held) and a model in MY's shadow
+    stage, then its `aggregator serve --dashboard-port 0` process."""
+    import numpy as np
+
+    from fedstore.aggregator.registry.model import ModelCandidate
+    from fedstore.aggregator.registry.store import ModelRegistry
+    from fedstore.aggregator.store import SubmissionStore
+    from fedstore.federation.statistics import CATALOG
+    from honest_releases import exact_region, features_submission
+
+    root = tmp_path_factory.mktemp("centre")
+    os.environ.update(CENTRE_TOKENS)
+    raw = yaml.safe_load(_config(root).read_text())
+    raw["aggregator"] = {"plaintext": True, "address": "127.0.0.1:0"}
+    raw["auth"]["tokens"].append({"name": "centre-audit", "regions": ["*"], "roles": ["audit"],
+                                  "secret_env": "T_CENTRE_AUDIT"})
+    raw["auth"]["tokens"].append({"name": "my-publish", "regions": ["MY"], "roles": ["publish"],
+                                  "secret_env": "T_MY_PUBLISH"})
+    (root / "fedstore.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(root / "fedstore.yaml")
+    store = SubmissionStore(root / "centre" / "aggregator.duckdb")
+    # the running centre's page is of its own month, as its intake charges: these are received now
+    now = datetime.now(timezone.utc)
+    rng = np.random.default_rng(3)
+    for region, held in (("MY", None), ("MY", None), ("SG", "rule quarantine: txn_count_7d mean out of line")):
+        sub = features_submission(region, exact_region(rng, 2000), epsilon=1.0, now=now)
+        assert sub is not None
+        store.accept(sub, epsilon=sub.accounting.epsilon, delta=0.0, period=now.strftime("%Y-%m"), accepted_at=now,
+                     epsilon_limit=config.privacy.epsilon_per_month, quarantine_why=held)
+    store.close()
+    registry = ModelRegistry(root / "centre" / "registry.db", config)
+    registry.register(ModelCandidate(
+        name="fraud_lda", strategy="lda", feature_service="fraud_scoring", features=("customer_profile:kyc_level",),
+        schema_hash="ab" * 32, parameters={"weights": [0.5], "intercept": -3.0, "link": "logistic"},
+        submissions=("my-training-1",), epsilon_by_region={"MY": 1.0}), who="trainer")
+    registry.promote("fraud_lda", 1, "MY", "shadow", who="ops-my", why="first look")
+    assert len(CATALOG) > 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def centre_url(centre) -> str:
+    """The page of a running centre that has just refused a submission whose accounting lies."""
+    import grpc
+
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+    from honest_releases import exact_region, features_submission
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(centre / "fedstore.yaml"), "aggregator", "serve",
+         "--dashboard-port", "0", "--dashboard-refresh", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=centre,
+        env={**os.environ, **TOKENS, **CENTRE_TOKENS, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        centre_address = re.search(r"127\.0\.0\.1:\d+", proc.stdout.readline()).group(0)  # type: ignore[union-attr]
+        url = _announced_url(proc, deadline=time.monotonic() + 120)
+        import numpy as np
+
+        lie = features_submission("MY", exact_region(np.random.default_rng(5), 2000), epsilon=1.0,
+                                  now=datetime.now(timezone.utc))
+        assert lie is not None
+        lie.accounting.epsilon = 0.01  # claims less than its noise costs
+        with grpc.insecure_channel(centre_address) as channel, pytest.raises(grpc.RpcError) as refused:
+            aggregator_pb2_grpc.AggregatorStub(channel).Submit(
+                lie, metadata=(("authorization", f"Bearer {CENTRE_TOKENS['T_MY_PUBLISH']}"),), timeout=30)
+        assert "rule accounting" in refused.value.details()
+        time.sleep(2.5)  # the page is rebuilt every second
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_centre_page_beside_a_running_centre(centre, centre_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    assert _status(centre_url, CENTRE_TOKENS["T_MY_AUDIT"])[0] == 403  # a region's auditor: not every region's
+    assert _status(centre_url, TOKENS["T_MY_LOOKUP"])[0] == 403
+    _sign_in(browser, centre_url, CENTRE_TOKENS["T_CENTRE_AUDIT"])
+    assert browser.title == "Centre dashboard"
+    figures = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
+    assert len(figures) == 2
+    for fig in figures:
+        assert fig.find_element(By.CSS_SELECTOR, "h3.chart-title").text
+        assert fig.find_element(By.CSS_SELECTOR, "p.verdict").text.endswith(".")
+        svg_text = "".join(fig.find_element(By.TAG_NAME, "svg").get_attribute("textContent").split())
+        for label in (fig.get_attribute("data-x-label"), fig.get_attribute("data-y-label")):
+            assert "".join(label.split()) in svg_text
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "quarantine holds some from SG" in text and "nothing yet from" not in text.split("SG.")[0]
+    assert "rule quarantine: txn_count_7d mean out of line" in text
+    assert "fraud_lda" in text and "MY: shadow" in text
+    assert "accounting 1" in text  # the live intake's counter of the rule the lie broke
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    _screenshot(browser, tmp_path / "centre.png")
+
+
+def test_the_standalone_centre_page_refuses_in_one_line_while_the_centre_runs(centre, centre_url):
+    done = subprocess.run(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(centre / "fedstore.yaml"), "aggregator", "dashboard",
+         "--port", "0"], capture_output=True, text=True, timeout=120, cwd=centre,
+        env={**os.environ, **TOKENS, **CENTRE_TOKENS, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and "aggregator serve --dashboard-port" in done.stderr
+
+
+def test_bad_input_is_one_line(region, capsys, tmp_path):
+    import socket
+
+    from fedstore.cli import main
+
+    root, _ = region
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["--config", str(root / "fedstore.yaml"), "region", "dashboard", "--region", "MY",
+                     "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err, err
+    bare = yaml.safe_load((root / "fedstore.yaml").read_text())
+    del bare["auth"]
+    bare["regions"][0]["data_dir"] = str(root / "data" / "MY")
+    (tmp_path / "bare.yaml").write_text(yaml.safe_dump(bare))
+    code = main(["--config", str(tmp_path / "bare.yaml"), "region", "dashboard", "--region", "MY", "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "no auth.tokens" in err, err
+    with pytest.raises(SystemExit) as usage:  # argparse's own one-line usage error
+        main(["--config", str(root / "fedstore.yaml"), "region", "dashboard", "--region", "MY", "--port", "70000"])
+    assert usage.value.code == 2 and "expected a port 0–65535" in capsys.readouterr().err
+
+
+def test_a_failed_rebuild_keeps_the_last_page_and_says_it_is_old():
+    """The page is served from memory: a rebuild that fails leaves the last good one, marked as old."""
+    from fedstore.dashboard.access import DashboardAccess
+    from fedstore.dashboard.app import PageCache, dashboard_app
+    from fedstore.dashboard.serve import listen, serve_in_thread
+    from fedstore.federation.config import TokenConfig
+    from fedstore.federation.roles import Role
+    from fedstore.federation.tokens import TokenBook
+
+    os.environ.update(TOKENS)
+    builds = iter(["<html><body>\n<h1>first</h1></body></html>"])
+
+    def build() -> str:
+        return next(builds)  # the second build raises StopIteration: a page that cannot be built
+
+    cache = PageCache(build, refresh_seconds=3600)
+    book = TokenBook((TokenConfig("my-audit", ("MY",), "T_MY_AUDIT", roles=frozenset({Role.AUDIT})),))
+    sock = listen("127.0.0.1", 0)
+    cache.start()
+    server = serve_in_thread(dashboard_app(DashboardAccess(book, "MY"), cache, "Region MY"), sock)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    try:
+        code, html = _status(url, TOKENS["T_MY_AUDIT"])
+        assert code == 200 and "first" in html and "earlier build" not in html
+        cache.rebuild()
+        code, html = _status(url, TOKENS["T_MY_AUDIT"])
+        assert code == 200 and "first" in html and "This page is from an earlier build: the latest failed" in html
+    finally:
+        server.should_exit = True
+        cache.stop()
+
+
+def test_a_festival_day_that_is_not_judged_still_says_what_its_score_would_mean():
+    """The issue's case: a PSI of 2.78 on a festival day without an earlier year is not passed off quietly."""
+    import pandas as pd
+
+    from fedstore.federation.statistics import CATALOG
+    from fedstore.regions.monitoring.chart import FeatureSeries, plain_verdict
+    from fedstore.regions.monitoring.drift import OK, SEASONAL, Verdict
+
+    ref = CATALOG[0].ref
+    days = [date(2026, 3, d) for d in (18, 19, 20)]
+    verdicts = (Verdict(ref, days[0], 0.05, 0.1, 0.2, "own trailing 14 clean days", OK, None),
+                Verdict(ref, days[1], 0.04, 0.1, 0.2, "own trailing 14 clean days", OK, None),
+                Verdict(ref, days[2], 2.78, None, None, "Eid al-Fitr 2026: no earlier festival days to compare with",
+                        SEASONAL, "Eid al-Fitr 2026"))
+    line = plain_verdict(FeatureSeries(CATALOG[0], pd.Series(dtype=float), verdicts, 0.2))
+    assert line.startswith("Not judged on 2026-03-20: Eid al-Fitr 2026 with no earlier festival to compare; PSI 2.78 "
+                           "(that would be drift outside a festival)")
+    assert line.endswith("0 of 3 judged days drifted in the last 3.")
