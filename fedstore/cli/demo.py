@@ -11,8 +11,10 @@ import dataclasses
 import os
 import secrets
 import shutil
+import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedstore.federation import ClientTLSConfig, FederationConfig
@@ -114,7 +116,7 @@ def run_demo(config: FederationConfig, args: argparse.Namespace) -> None:
         _lookups(config, regions, summaries)
         config = _border(config, regions)
         _aggregate(config, [config.region(r.code) for r in regions], window_end)
-    print(f"demo finished in {time.perf_counter() - began:.0f}s; try `fedstore region status --region {codes[0]}`")
+    print(f"demo finished in {time.perf_counter() - began:.0f}s; try `{_command()} region status --region {codes[0]}`")
 
 
 def _make_up_secrets(config: FederationConfig) -> None:
@@ -337,3 +339,12 @@ def _some_customers(report) -> list[int]:
 
     ids = pq.read_table(report.files["customer_transactions"], columns=["customer_id"]).column(0)
     return sorted({int(i) for i in ids.slice(0, 200).to_pylist()})[:3]
+
+
+def _command() -> str:
+    """How this run was started, so the hint works as written: `.venv/bin/fedstore` after `make
+    demo` (not on PATH), `fedstore` when installed, `python -m fedstore.cli` from a checkout."""
+    started = sys.argv[0] if sys.argv else "fedstore"
+    if Path(started).name == "fedstore":
+        return os.path.relpath(started) if os.path.sep in started else started
+    return "python -m fedstore.cli"
