@@ -418,9 +418,12 @@ set -e
 step() { echo "step $1 $(date +%s)"; }
 mount --make-rprivate /
 mount -t tmpfs tmpfs /var/lib && mkdir /var/lib/fedstore && mount --bind "$DATA" /var/lib/fedstore
+# a checkout or venv under /tmp (a clone there) stays where it is when the emptyDir covers /tmp
+for keep in $KEEP; do mkdir -p "/var/lib/keep$keep" && mount --bind "$keep" "/var/lib/keep$keep"; done
 mount -o remount,ro /var/lib
 mount -o remount,bind,ro /
 mount -t tmpfs -o size=1g,mode=1777 tmpfs /tmp
+for keep in $KEEP; do mkdir -p "$keep" && mount --bind "/var/lib/keep$keep" "$keep"; done
 cd "$WORKDIR"
 touch /probe 2>/dev/null && { echo "root filesystem is writable"; exit 3; }
 R="$PYTHON -m fedstore.cli --config /var/lib/fedstore/region.yaml"
@@ -475,7 +478,11 @@ auth:
         (data / f"{name}.yaml").write_text(next(d for d in config if d["kind"] == "ConfigMap")["data"]["fedstore.yaml"])
     serving = next(d for d in rendered["region-my"] if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     container = serving["containers"][0]
+    # the checkout and the venv, where they lie under /tmp: kept visible under the pod's emptyDir
+    keep = sorted({str(Path("/tmp") / p.relative_to("/tmp").parts[0]) for p in (ROOT, Path(sys.prefix))
+                   if p.is_relative_to("/tmp") and p != Path("/tmp")})
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "PYTHON": sys.executable, "DATA": str(data),
+           "KEEP": " ".join(keep),
            "WORKDIR": container["workingDir"], "SERVING_PORT": str(serving_port),
            "AGGREGATOR_PORT": str(aggregator_port), "FEDSTORE_AGGREGATOR_TOKEN_MY": "read-only-root-ops-token-0123",
            **{e["name"]: e["value"] for e in container["env"]}}  # HOME, TMPDIR, FEAST_USAGE … as the pods have them
