@@ -85,6 +85,9 @@ def _honest_requests() -> dict[str, list[Message]]:
         registry + "Promote": [rpb.PromoteRequest(name="fraud_fuzz", version=1, region="MY", stage="shadow",
                                                   why="fuzzing the door")],
         registry + "Rollback": [rpb.RollbackRequest(region="SG", stage="canary_5", why="fuzz")],
+        registry + "RecordReadiness": [rpb.RecordReadinessRequest(name="fraud_fuzz", version=1, items={
+            "documentation": "wiki/fraud", "monitoring": "grafana/fraud", "rollback_procedure": "runbook#rb",
+            "escalation_contact": "oncall-fraud", "retraining_trigger": "drift"})],
     }
 
 
