@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import statistics
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
@@ -337,8 +338,11 @@ def test_the_signal_estimate_follows_the_noise(regions):
                                 r.statistics.xtx, r.epsilon, r.delta) for k in r.statistics.classes]
         return out
 
-    noisy = signals(released(0.5), SPEC, floor=0.5)[0]
-    assert noisy.noise > 0 and noisy.expected_auc < clean.expected_auc
+    # one draw's estimate can land above the clean one (the noise widened the separation it sees:
+    # about one draw in five); the median of 21 lowers that to under one run in a thousand
+    draws = [signals(released(0.5), SPEC, floor=0.5)[0] for _ in range(21)]
+    assert all(d.noise > 0 for d in draws)
+    assert statistics.median(d.expected_auc for d in draws) < clean.expected_auc
     with pytest.raises(NotEnoughStatistics, match="training refused"):
         signals(released(0.5), SPEC, floor=0.99)
 
