@@ -21,6 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
+from fedstore.dashboard.region_models import RegionModels  # noqa: E402
 from fedstore.dashboard.region_state import Budget  # noqa: E402
 from fedstore.dashboard.serving_metrics import ServingCounts  # noqa: E402
 from fedstore.regions.monitoring.calendar import SeasonalWindow  # noqa: E402
@@ -116,7 +117,8 @@ def _svg(fig: Figure, key: str) -> Markup:
     buf = io.StringIO()
     rc: Any = {**_SVG_RC, "svg.hashsalt": key}  # stable ids, distinct per chart
     with plt.rc_context(rc):
-        fig.savefig(buf, format="svg", bbox_inches="tight")
+        # no creation date in the page: the SVG is the same for the same state, whatever the day
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     # the XML prolog and doctype are for files; inline SVG starts at <svg
@@ -206,3 +208,49 @@ def lookups_chart(counts: ServingCounts) -> Chart:
         verdict = "No lookup yet since the serving processes started."
     fig.tight_layout()
     return Chart("lookups", "Lookups and fallback answers", x_label, y_label, verdict, alarm, _svg(fig, "lookups"))
+
+
+# one colour per stage on every page (the region's evidence, the centre's registry): a reviewer learns them once
+STAGE_COLOURS = {"shadow": "#7f7f7f", "canary_5": "#e08a00", "canary_25": "#9467bd", "full": "#1f77b4"}
+
+
+def evidence_chart(models: RegionModels, floor: float) -> Chart:
+    """AUC with its bounds per deployed stage and segment, from the outcome evidence the region released."""
+    x_label, y_label = "AUC on judged outcomes, 90% bounds (0.5 = chance, 1 = perfect; no unit)", "stage and segment"
+    rows = [(f"{m.stage} · {m.name} v{m.version} · {p.part}", p, m.stage) for m in models.stages for p in m.evidence]
+    fig, ax = plt.subplots(figsize=(8.6, 0.34 * max(len(rows), 2) + 1.3))
+    ax.axvspan(floor, 1.0, color=COLOURS["band"], alpha=0.35, linewidth=0,
+               label=f"normal band (AUC ≥ {floor:g}{', the policy minimum' if floor != 0.5 else ': better than chance'})")
+    for i, (_, p, stage) in enumerate(rows):
+        ok = p.lower == p.lower  # NaN bounds: too few outcomes for an interval
+        ax.errorbar([p.auc], [i], xerr=[[p.auc - p.lower], [p.upper - p.auc]] if ok else None, fmt="o",
+                    color=STAGE_COLOURS.get(stage, COLOURS["other"]), capsize=3, markersize=4)
+    for stage in sorted({r[2] for r in rows}, key=list(STAGE_COLOURS).index):
+        ax.plot([], [], "o", color=STAGE_COLOURS[stage], label=stage)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set_ylim(len(rows) - 0.5 if rows else 1, -0.5)
+    ax.set_xlim(0.3, 1.0)
+    ax.set_xlabel(x_label, fontsize=8)
+    ax.set_ylabel(y_label, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="lower left", frameon=False, ncol=2)
+    if not rows:
+        ax.text(0.65, 0.5, "no outcome evidence released yet", ha="center", va="center", fontsize=8,
+                color=COLOURS["other"], transform=ax.transData)
+    below = [label for label, p, _ in rows if p.upper == p.upper and p.upper < floor]
+    if not models.stages:
+        verdict = "No model deployed in this region yet."
+    elif not rows:
+        verdict = (f"{len(models.stages)} stage{'s' if len(models.stages) != 1 else ''} deployed; no outcome evidence "
+                   "released for them yet, so nothing says how they do here.")
+    elif below:
+        verdict = (f"{len(below)} of {len(rows)} parts below the normal band even at their upper bound "
+                   f"({below[0]}{' …' if len(below) > 1 else ''}): the evidence says the model does worse there.")
+    else:
+        whole = [p for _, p, _ in rows if p.part == "whole region"]
+        low = min((p.auc for p in whole), default=float("nan"))
+        verdict = (f"Every part of {len(rows)} with evidence is within or above the normal band; lowest whole-region "
+                   f"AUC {low:.2f}.")
+    fig.tight_layout()
+    return Chart("evidence", "Outcome evidence per deployed stage and segment", x_label, y_label, verdict, bool(below),
+                 _svg(fig, "evidence"))

@@ -9,9 +9,11 @@ import jinja2
 
 from fedstore.dashboard.centre_state import CentreState
 from fedstore.dashboard.charts import (
+    STAGE_COLOURS,
     budget_chart,
     centre_budget_chart,
     drift_chart,
+    evidence_chart,
     freshness_chart,
     lookups_chart,
     submissions_chart,
@@ -26,9 +28,11 @@ def region_page(state: RegionState) -> str:
     charts = [freshness_chart(state.freshness, state.freshness_hours), budget_chart(state.budget)]
     lookups = lookups_chart(state.serving) if state.serving is not None and state.serving.endpoints else None
     drift = [drift_chart(f, state.windows, state.gap_days.get(f.spec.view, ())) for f in state.features]
-    shown = charts + drift + ([lookups] if lookups else [])
+    evidence = evidence_chart(state.models, state.auc_floor)
+    shown = charts + drift + [evidence] + ([lookups] if lookups else [])
     return _ENV.get_template("region.html").render(
-        s=state, charts=charts, drift=drift, lookups=lookups, alarms=sum(c.alarm for c in shown),
+        s=state, charts=charts, drift=drift, lookups=lookups, evidence=evidence, stage_colours=STAGE_COLOURS,
+        alarms=sum(c.alarm for c in shown),
         rendered=f"{state.now:%Y-%m-%d %H:%M} UTC")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from fedstore.dashboard.region_models import RegionModels, region_models
 from fedstore.dashboard.serving_metrics import ServingCounts, scrape
 from fedstore.federation import FederationConfig
 from fedstore.regions.monitoring.calendar import SeasonalWindow
@@ -87,6 +88,8 @@ class RegionState:
     triggers: tuple[TriggerRow, ...]
     refusals: tuple[Refusal, ...]
     serving: ServingCounts | None  # None: no serving metrics endpoint given
+    models: RegionModels
+    auc_floor: float  # the policy's minimum AUC to take traffic, else chance (0.5): the evidence's normal band
 
 
 def region_state(config: FederationConfig, code: str, *, now: datetime | None = None, days: int = 90,
@@ -112,6 +115,7 @@ def region_state(config: FederationConfig, code: str, *, now: datetime | None = 
         budget=_budget(node.data_dir, config, now), triggers=tuple(_triggers(node.data_dir, code)),
         refusals=tuple(_refusals(jobs, node.data_dir)),
         serving=scrape(serving_metrics) if serving_metrics else None,
+        models=region_models(node.data_dir, code), auc_floor=config.policy(code).min_metrics.get("auc", 0.5),
     )
 
 

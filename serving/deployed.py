@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MODELS_DIR = "models"
 DEPLOYMENT_FILE = "deployment.json"
 REFUSALS_FILE = "refusals.jsonl"
+CHANGES_FILE = "changes.jsonl"  # each change of what serves a stage, as this node saw it (the dashboard reads it)
 VERSIONS_DIR = "versions"  # every version the node loaded, kept for explaining its predictions
 SHADOW = "shadow"
 
@@ -208,6 +209,19 @@ class DeploymentStore:
                 "version": refused.version, "reason": refused.reason}
         with (self.directory / REFUSALS_FILE).open("a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
+
+    def record_changes(self, before: Deployment | None, after: Deployment) -> None:
+        """Each stage whose version changed, appended as one JSON line: the region's own trail of what
+        it loaded, rollbacks included (the registry's reasons stay at the centre)."""
+        was = {m.stage: [m.name, m.version] for m in (before.models if before else ())}
+        now = {m.stage: [m.name, m.version] for m in after.models}
+        lines = [{"at": after.fetched_at.isoformat(), "stage": stage, "before": was.get(stage), "after": now.get(stage)}
+                 for stage in STAGES if was.get(stage) != now.get(stage)]
+        if not lines:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / CHANGES_FILE).open("a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(line) + "\n" for line in lines))
 
 
 __all__ = ["DeployedModel", "Deployment", "DeploymentStore", "Refused", "refusal"]

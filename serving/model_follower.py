@@ -5,7 +5,8 @@ On its own thread (a slow or unreachable centre never holds up the refresher's h
 (``federation.channels``), and ``GetModel`` for each version it has not fetched before. Each model is
 checked against the region's own policy (``serving.deployed.refusal``); a refused one is logged,
 written to ``<data_dir>/models/refusals.jsonl`` and counted, and its stage keeps the version this
-node ran there before (or stays empty). The new deployment is saved to disk, then swapped in with one
+node ran there before (or stays empty). The new deployment is saved to disk (and each stage that
+changed appended to ``changes.jsonl``: the region's dashboard shows rollbacks from it), then swapped in with one
 reference assignment: a Score call holds the deployment it started with, so none fails or mixes two.
 
 At start the node scores with the deployment saved last, until the registry answers: a centre
@@ -152,6 +153,7 @@ class DeploymentFollower:
             for m in kept:
                 self.store.save_version(m)
             self.store.save(new)
+            self.store.record_changes(before, new)
         except OSError as e:  # scoring goes on with it; only a restart during an outage would miss it
             log.error("region %s: the deployment cannot be saved to %s (%s)", self.region, self.store.path, e)
         self.current = new  # one reference swap: calls under way keep the deployment they started with

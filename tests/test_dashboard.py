@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -81,8 +81,58 @@ def region(tmp_path_factory) -> tuple[Path, RegionNode]:
     materialize(node, MaterializeRequest(end=datetime(2026, 4, 21, tzinfo=timezone.utc), show_progress=False))
     budget = BudgetLedger(node.data_dir / "privacy_budget.db", "MY", epsilon_per_month=config.privacy.epsilon_per_month)
     budget.spend(f"my-stats-{uuid.uuid4().hex}", 1.0, AS_OF)
-    budget.spend(f"my-training-{uuid.uuid4().hex}", 1.5, AS_OF, 1e-6)
+    budget.spend(f"my-training-{uuid.uuid4().hex}", 0.5, AS_OF, 1e-6)
+    _models(node, config)
     return root, node
+
+
+def _models(node: RegionNode, config) -> None:  # type: ignore[no-untyped-def]
+    """What the serving node's follower leaves on disk (its own DeploymentStore): full v1 and canary_5 v2
+    loaded, v3 refused by the region's policy, canary_25 rolled back from v2 to nothing; and the
+    outcome evidence the region released for both stages, per home city (``publish_evidence``)."""
+    import numpy as np
+
+    from fedstore.federation.statistics import segment_spec
+    from fedstore.federation.training import LinearModel, schema_hash, training_spec
+    from fedstore.regions.outcomes import write_judged
+    from fedstore.regions.publishing.publish import publish_evidence
+    from fedstore.serving.deployed import DeployedModel, Deployment, DeploymentStore, Refused
+
+    spec = training_spec("fraud_scoring")
+    linear = LinearModel("fraud_scoring", spec.features, tuple(0.1 for _ in spec.features), -3.0)
+
+    def version(stage: str, v: int) -> DeployedModel:
+        return DeployedModel(stage, "fraud_lda", v, linear, schema_hash(spec), ("MY", "SG"),
+                             (f"my-training-{v}", f"sg-training-{v}"), {"auc": 0.8}, {"MY": 1.5, "SG": 1.0})
+
+    store = DeploymentStore(node.data_dir)
+    at = AS_OF - timedelta(days=3)
+    first = Deployment("MY", (version("canary_25", 2), version("full", 1)), at)
+    second = Deployment("MY", (version("canary_5", 2), version("full", 1)), at + timedelta(days=1))
+    store.record_changes(None, first)
+    store.record_changes(first, Deployment("MY", (version("full", 1),), at + timedelta(hours=12)))  # rolled back
+    store.record_changes(Deployment("MY", (version("full", 1),), at + timedelta(hours=12)), second)
+    store.save(second)
+    store.record_refusal("MY", Refused("canary_5", "fraud_lda", 3, "rule sources: fraud_lda v3 learnt from TH, which "
+                                       "region MY's deployment policy does not allow (MY, SG)"))
+    # judged outcomes of every customer for both stages: v1 ranks nine in ten right, v2 three in four
+    profile = pq.read_table(node.data_dir / "sources" / "customer_profile.parquet", columns=["customer_id", "home_city"])
+    city_of = dict(zip((str(c) for c in profile["customer_id"].to_pylist()), profile["home_city"].to_pylist()))
+    entities = sorted(city_of)
+    rng = np.random.default_rng(8)
+    label = rng.random(len(entities)) < 0.5
+    judged_at = AS_OF - timedelta(days=2)
+    rows = []
+    for stage, v in (("full", 1), ("canary_5", 2)):
+        wrong = rng.random(len(entities)) < (0.1 if v == 1 else 0.25)  # ranked on the wrong side
+        score = np.where(label ^ wrong, 1.0, -1.0) + rng.normal(0, 0.2, len(entities))
+        rows += [{"entity": e, "outcome_at": judged_at, "label": int(y), "prediction_id": f"p-{stage}-{e}",
+                  "predicted_at": judged_at - timedelta(hours=1), "model": "fraud_lda", "version": v, "stage": stage,
+                  "score": float(x)} for e, y, x in zip(entities, label, score)]
+    write_judged(node.data_dir, pa.Table.from_pylist(rows))
+    for stage, v in (("full", 1), ("canary_5", 2)):
+        publish_evidence(node.region, config.privacy, name="fraud_lda", version=v, stage=stage, epsilon=1.0,
+                         segment=segment_spec("home_city"), segment_of=city_of, end=AS_OF, days=30, now=AS_OF)
 
 
 @pytest.fixture(scope="module")
@@ -197,9 +247,9 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
     _sign_in(browser, server, TOKENS["T_MY_AUDIT"])
     assert browser.title == "Region MY dashboard"
     figures = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
-    # freshness, lookups, budget and one per catalog feature
+    # freshness, lookups, budget, the models' evidence and one per catalog feature
     from fedstore.federation.statistics import CATALOG
-    assert len(figures) == 3 + len(CATALOG)
+    assert len(figures) == 4 + len(CATALOG)
     for fig in figures:
         title = fig.find_element(By.CSS_SELECTOR, "h3.chart-title").text
         verdict = fig.find_element(By.CSS_SELECTOR, "p.verdict").text
@@ -212,8 +262,10 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
     freshness = browser.find_element(By.ID, "freshness").find_element(By.CSS_SELECTOR, "p.verdict").text
     assert freshness.startswith("All 3 views fresh")  # the job ended its window 6 h before the page's clock
     budget = browser.find_element(By.ID, "budget").find_element(By.CSS_SELECTOR, "p.verdict").text
-    assert budget.startswith("ε 2.50 of 4 spent in 2026-04 (62%)")
-    assert "stats: ε 1.00 in 1 release" in browser.find_element(By.ID, "budget").get_attribute("textContent")
+    assert budget.startswith("ε 3.50 of 4 spent in 2026-04 (88%)")
+    spent = browser.find_element(By.ID, "budget").get_attribute("textContent")
+    assert "stats: ε 1.00 in 1 release" in spent and "eval: ε 2.00 in 2 releases" in spent  # on what
+    _the_models_and_their_evidence(browser)
     refusals = browser.find_element(By.XPATH, "//h2[text()='Recent refusals']/following-sibling::table[1]").text
     assert "failed (customer_profile, customer_transactions, driver_performance)" in refusals
     assert "example" not in refusals and "customer_id=" not in refusals  # the error's words stay on the host
@@ -225,6 +277,30 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
     _screenshot(browser, tmp_path / "region-MY.png")
+
+
+def _the_models_and_their_evidence(browser) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    evidence = browser.find_element(By.ID, "evidence")
+    drawn = evidence.find_element(By.TAG_NAME, "svg").get_attribute("textContent")
+    for part in ("full · fraud_lda v1 · whole region", "canary_5 · fraud_lda v2 · whole region"):
+        assert part in drawn, part
+    assert "home_city=" in drawn  # per segment
+    verdict = evidence.find_element(By.CSS_SELECTOR, "p.verdict").text
+    assert verdict.startswith("Every part of"), verdict
+    lowest = float(re.search(r"lowest whole-region AUC (\d\.\d\d)", verdict).group(1))  # type: ignore[union-attr]
+    assert 0.6 < lowest < 0.95, verdict  # v2, ranked three in four right: clearly better than chance, not perfect
+    models = browser.find_element(By.XPATH, "//h2[starts-with(text(), 'Models deployed here')]"
+                                            "/following-sibling::table[1]").text
+    assert "canary_5 fraud_lda v2 MY (1.50), SG (1.00) 2 auc 0.800 released 2026-04-21 06:00 UTC (ε 1.00)" in models
+    changes = browser.find_element(By.XPATH, "//h3[text()='Stage changes and rollbacks']/following-sibling::table[1]")
+    rows = [r.text for r in changes.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert rows[0].endswith("canary_5 empty fraud_lda v2 loaded")
+    assert any(r.endswith("canary_25 fraud_lda v2 empty rolled back") for r in rows), rows
+    refused = browser.find_element(By.XPATH, "//h3[text()='Models this region refused to run']"
+                                             "/following-sibling::table[1]").text
+    assert "fraud_lda v3" in refused and "rule sources: fraud_lda v3 learnt from TH" in refused
 
 
 def test_a_credential_without_the_audit_role_for_the_region_is_refused(server, browser, tmp_path):
