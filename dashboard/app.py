@@ -92,8 +92,9 @@ def dashboard_app(access: DashboardAccess, cache: PageCache, title: str) -> Star
         if cookie is None:
             return _refused(decision.status, decision.reason)
         response = RedirectResponse("./", status_code=303)
+        # over HTTPS the browser keeps the session to HTTPS (uvicorn sets the scheme from the TLS socket)
         response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
-                            path="/")
+                            path="/", secure=request.url.scheme == "https")
         return response
 
     def _refused(status: int, reason: str) -> Response:

@@ -1,9 +1,11 @@
 """Listening and serving a dashboard app with uvicorn: in the foreground, or beside the centre's gRPC
-server in the same process (a thread), where it reads the live store and counters."""
+server in the same process (a thread), where it reads the live store and counters. Over HTTPS when
+given a TLS context (``federation.tls.https_context``: the region's or the centre's own certificate)."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 
 import uvicorn
@@ -26,16 +28,17 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(app: Starlette) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+def _server(app: Starlette, tls: ssl.SSLContext | None) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                         ssl_context_factory=(lambda _config, _default: tls) if tls else None))
 
 
-def serve_forever(app: Starlette, sock: socket.socket) -> None:
-    _server(app).run(sockets=[sock])
+def serve_forever(app: Starlette, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+    _server(app, tls).run(sockets=[sock])
 
 
-def serve_in_thread(app: Starlette, sock: socket.socket) -> uvicorn.Server:
+def serve_in_thread(app: Starlette, sock: socket.socket, tls: ssl.SSLContext | None = None) -> uvicorn.Server:
     """Started in a daemon thread; ``should_exit = True`` on the returned server stops it."""
-    server = _server(app)
+    server = _server(app, tls)
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="dashboard", daemon=True).start()
     return server

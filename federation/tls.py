@@ -94,3 +94,41 @@ def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> 
     """Credentials for ``add_secure_port`` that pick up rotated certificate files by themselves; with
     ``client_ca``, a client without a certificate that chains to it is refused at the handshake."""
     return RotatingCertificate(cert, key, client_ca).credentials()
+
+
+def https_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server ``SSLContext`` for an HTTPS door (the dashboards) that follows rotated certificate files
+    like the gRPC doors: at each handshake the files are looked at, and a new, complete and matching pair
+    is taken for that connection and the ones after it. No client certificate: a browser has none; the
+    door's own credential check (a bearer token or session) is behind it."""
+    follower = RotatingCertificate(cert, key)  # refuses a pair that does not match, in one line
+
+    def load() -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert, key, password=b"")
+        return ctx
+
+    base = load()
+    seen, current = follower._stat(), base
+    lock = threading.Lock()
+
+    def on_hello(sock: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        nonlocal seen, current
+        try:
+            version = follower._stat()
+        except OSError:
+            version = seen  # mid-rotation (a file briefly missing): keep the current pair
+        with lock:
+            if version != seen and follower._read() is not None:
+                try:
+                    current, seen = load(), version
+                    log.info("TLS: %s changed; new HTTPS connections use the new certificate", cert)
+                except (OSError, ssl.SSLError):
+                    pass  # replaced while loading: look again at the next handshake
+            chosen = current
+        if chosen is not base:
+            sock.context = chosen
+
+    base.sni_callback = on_hello
+    return base

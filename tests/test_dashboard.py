@@ -173,13 +173,13 @@ def server(region, serving_metrics) -> str:
         proc.wait(timeout=30)
 
 
-def _announced_url(proc: subprocess.Popen, deadline: float) -> str:
+def _announced_url(proc: subprocess.Popen, deadline: float, scheme: str = "http") -> str:
     assert proc.stdout is not None
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], 1.0)
         if ready:
             line = proc.stdout.readline()
-            found = re.search(r"http://[\d.]+:\d+/", line)
+            found = re.search(scheme + r"://[\d.]+:\d+/", line)
             if found:
                 return found.group(0)
         if proc.poll() is not None:
@@ -337,6 +337,72 @@ def test_the_page_holds_no_entity_id_of_the_region(server, region):
     assert ledger_error and any(i in ledger_error for i in ids)
     numbers = set(re.findall(r"\d+", html))
     assert not numbers & ids, sorted(numbers & ids)[:5]
+
+
+# --- over TLS --------------------------------------------------------------------------------
+
+def _spki_pin(cert: Path) -> str:
+    """Chromium's pin of a certificate: base64 of the SHA-256 of its public key (SPKI)."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    return base64.b64encode(hashlib.sha256(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).digest()
+                            ).decode()
+
+
+def test_a_region_with_tls_serves_its_page_over_https_to_a_browser_that_pins_its_certificate(region, pki, tmp_path):
+    """The region's serving certificate (here the suite's CA-signed one for 127.0.0.1) also guards its page."""
+    import ssl
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    root, node = region
+    raw = yaml.safe_load((root / "fedstore.yaml").read_text())
+    raw["regions"][0]["data_dir"] = str(node.data_dir)
+    raw["regions"][0]["serving"] = {"tls": {"cert": str(pki.centre.cert), "key": str(pki.centre.key)}}
+    (tmp_path / "tls.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(tmp_path / "tls.yaml"), "region", "dashboard",
+         "--region", "MY", "--port", "0", "--as-of", AS_OF.isoformat()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+        env={**os.environ, **TOKENS, "PYTHONPATH": str(ROOT)})
+    try:
+        url = _announced_url(proc, deadline=time.monotonic() + 240, scheme="https")
+        trusted = ssl.create_default_context(cafile=str(pki.ca))
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKENS['T_MY_AUDIT']}"})
+        with urllib.request.urlopen(request, timeout=30, context=trusted) as answer:
+            assert answer.status == 200 and "Region MY" in answer.read().decode()
+        with pytest.raises(urllib.error.URLError) as untrusted:  # a client without the suite's CA: no page
+            urllib.request.urlopen(url, timeout=30)
+        assert isinstance(untrusted.value.reason, ssl.SSLCertVerificationError)
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP on the port: nothing served
+            urllib.request.urlopen(url.replace("https://", "http://"), timeout=30)
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium") or ""
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
+                    f"--ignore-certificate-errors-spki-list={_spki_pin(pki.centre.cert)}"):
+            options.add_argument(arg)
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or ""))
+        try:
+            _sign_in(driver, url, TOKENS["T_MY_AUDIT"])
+            assert driver.title == "Region MY dashboard" and driver.current_url.startswith("https://")
+            assert driver.find_elements(By.CSS_SELECTOR, "figure.chart")
+            assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            _screenshot(driver, tmp_path / "region-MY-https.png")
+        finally:
+            driver.quit()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # --- the centre ------------------------------------------------------------------------------

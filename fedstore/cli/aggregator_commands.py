@@ -81,12 +81,12 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
     print(f"aggregator: accepting anonymised statistics on {address.rpartition(':')[0]}:{port} ({tls})", flush=True)
     if args.dashboard_port is not None:
         from fedstore.aggregator.registry.store import ModelRegistry
-        from fedstore.cli.dashboard_commands import centre_page_app, start_beside
+        from fedstore.cli.dashboard_commands import centre_https, centre_page_app, start_beside
 
         # the live store (DuckDB admits one process) and the intake's own counters of rejections
         registry = ModelRegistry(config.aggregator.data_dir / "registry.db", config)
         cache, app = centre_page_app(config, store, registry, metrics.registry, refresh=args.dashboard_refresh)
-        url = start_beside(cache, app, args.dashboard_host, args.dashboard_port)
+        url = start_beside(cache, app, args.dashboard_host, args.dashboard_port, centre_https(config))
         print(f"centre dashboard on {url} (audit role for '*')", flush=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

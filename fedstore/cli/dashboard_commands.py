@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -50,7 +52,9 @@ def cmd_dashboard(config: FederationConfig, args: argparse.Namespace) -> None:
     cache = PageCache(lambda: region_page(region_state(config, code, now=args.as_of or datetime.now(UTC),
                                                        days=args.days,
                                                        serving_metrics=tuple(args.serving_metrics))), args.refresh)
-    _serve(cache, dashboard_app(access, cache, f"Region {code}"), args, f"region {code} dashboard")
+    serving = config.region(code).serving
+    _serve(cache, dashboard_app(access, cache, f"Region {code}"), args, f"region {code} dashboard",
+           _https(serving.tls_cert, serving.tls_key))
 
 
 def add_centre_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,7 +81,7 @@ def cmd_centre_dashboard(config: FederationConfig, args: argparse.Namespace) -> 
     registry = ModelRegistry(config.aggregator.data_dir / "registry.db", config)
     try:
         cache, app = centre_page_app(config, store, registry, None, refresh=args.refresh, as_of=args.as_of)
-        _serve(cache, app, args, "centre dashboard")
+        _serve(cache, app, args, "centre dashboard", centre_https(config))
     finally:
         store.close()
 
@@ -98,7 +102,7 @@ def centre_page_app(config: FederationConfig, store: SubmissionStore, registry: 
     return cache, dashboard_app(access, cache, "Centre")
 
 
-def start_beside(cache: PageCache, app: Starlette, host: str, port: int) -> str:
+def start_beside(cache: PageCache, app: Starlette, host: str, port: int, tls: ssl.SSLContext | None = None) -> str:
     """Serve a page in a thread of this process; returns its URL."""
     from fedstore.dashboard.serve import CannotListen, listen, serve_in_thread
 
@@ -107,8 +111,26 @@ def start_beside(cache: PageCache, app: Starlette, host: str, port: int) -> str:
     except CannotListen as e:
         raise RegionError(f"dashboard: {e}") from None
     cache.start()
-    serve_in_thread(app, sock)
-    return f"http://{host}:{sock.getsockname()[1]}/"
+    serve_in_thread(app, sock, tls)
+    return f"{'https' if tls else 'http'}://{host}:{sock.getsockname()[1]}/"
+
+
+def centre_https(config: FederationConfig) -> ssl.SSLContext | None:
+    """The centre's page is served over TLS with the centre's own certificate whenever it has one."""
+    return _https(config.aggregator.tls_cert, config.aggregator.tls_key)
+
+
+def _https(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """TLS for a page when its place has a certificate: the same files (and rotation) as its gRPC door."""
+    if cert is None or key is None:
+        return None
+    from fedstore.federation.errors import ConfigError
+    from fedstore.federation.tls import https_context
+
+    try:
+        return https_context(cert, key)
+    except ConfigError as e:
+        raise RegionError(f"dashboard: {e}") from None
 
 
 def _tokens(config: FederationConfig) -> tuple[TokenConfig, ...]:
@@ -117,7 +139,7 @@ def _tokens(config: FederationConfig) -> tuple[TokenConfig, ...]:
     return config.tokens
 
 
-def _serve(cache: PageCache, app: Starlette, args: argparse.Namespace, what: str) -> None:
+def _serve(cache: PageCache, app: Starlette, args: argparse.Namespace, what: str, tls: ssl.SSLContext | None) -> None:
     from fedstore.dashboard.serve import CannotListen, listen, serve_forever
 
     try:
@@ -128,6 +150,6 @@ def _serve(cache: PageCache, app: Starlette, args: argparse.Namespace, what: str
     _, error = cache.current()
     if error:
         raise RegionError(f"{what} could not be built: {error}")
-    print(f"{what} on http://{args.host}:{sock.getsockname()[1]}/ (audit role; rebuilt every {args.refresh} s)",
-          flush=True)
-    serve_forever(app, sock)
+    print(f"{what} on {'https' if tls else 'http'}://{args.host}:{sock.getsockname()[1]}/ (audit role; rebuilt every "
+          f"{args.refresh} s)", flush=True)
+    serve_forever(app, sock, tls)
