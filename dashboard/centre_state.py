@@ -1,6 +1,8 @@
 """What the centre's page shows: per region its submissions, quarantines and ε this month, the
-rejections by rule since the centre started, and the model registry — all of it already anonymised
-(the centre never holds a row), read from the live store, registry and intake counters."""
+rejections by rule since the centre started, this month's global statistics with how much of each is
+privacy noise, and the model registry (versions, lineage, stages per region, outcome evidence, the
+readiness checklist, policy refusals on the audit trail) — all of it already anonymised (the centre
+never holds a row), read from the live store, registry and intake counters."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry
 
-from fedstore.aggregator.registry.model import DeploymentEvent
+from fedstore.aggregator.global_statistics import merge
+from fedstore.aggregator.registry.model import DeploymentEvent, Evidence
 from fedstore.aggregator.registry.store import ModelRegistry
 from fedstore.aggregator.store import QuarantineEvent, SubmissionStore
 from fedstore.federation import FederationConfig
+from fedstore.federation.deployment_policy import READINESS_ITEMS
+from fedstore.federation.statistics import CATALOG
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,22 @@ class VersionRow:
     regions: tuple[str, ...]
     registered_at: datetime
     stages: tuple[str, ...]  # "MY: shadow" for each region and stage it holds
+    submissions: int  # lineage: the accepted submissions it was trained from
+    epsilon_by_region: dict[str, float]
+    evidence: tuple[str, ...]  # "MY canary_5: AUC 0.81 [0.78, 0.84] (3 segments)" per region and stage
+    checklist: tuple[str, ...]  # the readiness items recorded
+    refusals: int  # promotions of it the policy or the gates refused (on the audit trail)
+
+
+@dataclass(frozen=True)
+class GlobalRow:
+    ref: str
+    count: int  # noisy: the merged released counts
+    mean: float
+    mean_noise_sd: float | None  # None: a contribution's noise is unknown
+    variance: float
+    variance_noise_sd: float | None
+    regions: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,8 @@ class CentreState:
     quarantine: tuple[QuarantineEvent, ...]
     versions: tuple[VersionRow, ...]
     audit: tuple[DeploymentEvent, ...]
+    global_statistics: tuple[GlobalRow, ...]  # this month's, held submissions left out
+    readiness_items: tuple[str, ...] = READINESS_ITEMS
 
 
 def centre_state(config: FederationConfig, store: SubmissionStore, registry: ModelRegistry,
@@ -61,15 +84,39 @@ def centre_state(config: FederationConfig, store: SubmissionStore, registry: Mod
     for r in config.regions:
         for a in registry.deployment(r.code).stages:
             stages.setdefault((a.name, a.version), []).append(f"{r.code}: {a.stage}")
+    audit = registry.audit()
+    refused: dict[tuple[str, int], int] = {}
+    for e in audit:
+        if e.outcome.startswith("refused"):
+            refused[(e.name, e.version)] = refused.get((e.name, e.version), 0) + 1
     versions = tuple(VersionRow(m.name, m.version, m.candidate.strategy, m.source_regions, m.registered_at,
-                                tuple(stages.get((m.name, m.version), ())))
+                                tuple(stages.get((m.name, m.version), ())), len(m.candidate.submissions),
+                                dict(m.candidate.epsilon_by_region), _evidence(m.evidence),
+                                tuple(sorted(r.item for r in m.readiness)), refused.get((m.name, m.version), 0))
                      for m in sorted(registry.list(), key=lambda m: (m.name, -m.version)))
+    merged = merge(store.features(period), {s.ref: s for s in CATALOG})
+    global_rows = tuple(GlobalRow(f.ref, f.count, f.mean, f.mean_noise_sd if f.HasField("mean_noise_sd") else None,
+                                  f.variance, f.variance_noise_sd if f.HasField("variance_noise_sd") else None,
+                                  tuple(r.region for r in f.regions)) for f in merged.features)
     latest: dict[str, QuarantineEvent] = {}
     for e in store.quarantine_events():
         latest[e.submission_id] = e  # ordered by event: the last is the status
     return CentreState(now, period, config.privacy.epsilon_per_month, regions, _rejections(counters),
                        tuple(sorted(latest.values(), key=lambda e: e.at, reverse=True)[:30]), versions,
-                       tuple(sorted(registry.audit(), key=lambda e: e.at, reverse=True)[:30]))
+                       tuple(sorted(audit, key=lambda e: e.at, reverse=True)[:30]), global_rows)
+
+
+def _evidence(evidence: tuple[Evidence, ...]) -> tuple[str, ...]:
+    """The whole-region AUC per region and stage, with how many segments have their own."""
+    out = []
+    for e in evidence:
+        if e.segment:
+            continue
+        segments = sum(1 for f in evidence if f.segment and (f.region, f.stage) == (e.region, e.stage))
+        bounds = f" [{e.auc_lower:.2f}, {e.auc_upper:.2f}]" if e.auc_lower == e.auc_lower else ""
+        out.append(f"{e.region} {e.stage}: AUC {e.auc:.2f}{bounds} over ~{e.examples:,.0f} outcomes"
+                   + (f" ({segments} segment{'s' if segments != 1 else ''})" if segments else ""))
+    return tuple(out)
 
 
 def _rejections(counters: CollectorRegistry | None) -> dict[str, int] | None:

@@ -40,7 +40,7 @@ def centre_page(state: CentreState) -> str:
     charts = [submissions_chart({r.region: (sum(r.by_kind.values()), r.held) for r in state.regions}, state.period),
               centre_budget_chart({r.region: r.epsilon for r in state.regions}, state.epsilon_limit, state.period)]
     kinds = sorted({k for r in state.regions for k in r.by_kind})
-    return _ENV.get_template("centre.html").render(s=state, charts=charts, kinds=kinds,
+    return _ENV.get_template("centre.html").render(s=state, charts=charts, kinds=kinds, stage_colours=STAGE_COLOURS,
                                                    alarms=sum(c.alarm for c in charts),
                                                    rendered=f"{state.now:%Y-%m-%d %H:%M} UTC")
 

@@ -449,6 +449,11 @@ def centre(tmp_path_factory) -> Path:
         schema_hash="ab" * 32, parameters={"weights": [0.5], "intercept": -3.0, "link": "logistic"},
         submissions=("my-training-1",), epsilon_by_region={"MY": 1.0}), who="trainer")
     registry.promote("fraud_lda", 1, "MY", "shadow", who="ops-my", why="first look")
+    registry.record_readiness("fraud_lda", 1, {"documentation": "https://wiki.example/fraud_lda",
+                                               "escalation_contact": "fraud-oncall"}, who="ops")
+    from fedstore.aggregator.registry.policy import PolicyRefused
+    with pytest.raises(PolicyRefused):  # SG never ran it in shadow: the policy refuses, on the audit trail
+        registry.promote("fraud_lda", 1, "SG", "full", who="ops-sg", why="skip the ramp")
     assert len(CATALOG) > 0
     return root
 
@@ -490,6 +495,8 @@ def centre_url(centre) -> str:
 def test_the_centre_page_beside_a_running_centre(centre, centre_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
+    from fedstore.federation.statistics import CATALOG
+
     assert _status(centre_url, CENTRE_TOKENS["T_MY_AUDIT"])[0] == 403  # a region's auditor: not every region's
     assert _status(centre_url, TOKENS["T_MY_LOOKUP"])[0] == 403
     _sign_in(browser, centre_url, CENTRE_TOKENS["T_CENTRE_AUDIT"])
@@ -507,6 +514,17 @@ def test_the_centre_page_beside_a_running_centre(centre, centre_url, browser, tm
     assert "rule quarantine: txn_count_7d mean out of line" in text
     assert "fraud_lda" in text and "MY: shadow" in text
     assert "accounting 1" in text  # the live intake's counter of the rule the lie broke
+    registry = browser.find_element(By.XPATH, "//h2[text()='Model registry']/following-sibling::table[1]")
+    row = registry.find_element(By.CSS_SELECTOR, "tbody tr").text
+    assert "MY (1.00); 1 submission" in row  # lineage
+    assert "2 of 5: missing monitoring, rollback_procedure, retraining_trigger" in row  # the checklist
+    assert row.endswith(" 1")  # one policy refusal
+    assert "refused: rule" in text  # on the audit trail
+    stats = browser.find_element(By.XPATH, "//h2[starts-with(text(), 'Global statistics')]"
+                                           "/following-sibling::table[1]")
+    rows = stats.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == len(CATALOG)  # MY's two releases merged; SG's held one left out
+    assert all(" ± " in r.text and r.text.endswith(" MY") for r in rows), rows[0].text
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     _screenshot(browser, tmp_path / "centre.png")
 
