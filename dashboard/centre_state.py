@@ -60,7 +60,7 @@ class CentreState:
     period: str
     epsilon_limit: float
     regions: tuple[RegionRow, ...]
-    rejections: dict[str, int] | None  # rule → count since the centre started; None: no counters here
+    rejections: dict[tuple[str, str], int] | None  # (region, rule) → count since the centre started; None: no counters
     quarantine: tuple[QuarantineEvent, ...]
     versions: tuple[VersionRow, ...]
     audit: tuple[DeploymentEvent, ...]
@@ -86,9 +86,9 @@ def centre_state(config: FederationConfig, store: SubmissionStore, registry: Mod
             stages.setdefault((a.name, a.version), []).append(f"{r.code}: {a.stage}")
     audit = registry.audit()
     refused: dict[tuple[str, int], int] = {}
-    for e in audit:
-        if e.outcome.startswith("refused"):
-            refused[(e.name, e.version)] = refused.get((e.name, e.version), 0) + 1
+    for event in audit:
+        if event.outcome.startswith("refused"):
+            refused[(event.name, event.version)] = refused.get((event.name, event.version), 0) + 1
     versions = tuple(VersionRow(m.name, m.version, m.candidate.strategy, m.source_regions, m.registered_at,
                                 tuple(stages.get((m.name, m.version), ())), len(m.candidate.submissions),
                                 dict(m.candidate.epsilon_by_region), _evidence(m.evidence),
@@ -119,14 +119,14 @@ def _evidence(evidence: tuple[Evidence, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _rejections(counters: CollectorRegistry | None) -> dict[str, int] | None:
+def _rejections(counters: CollectorRegistry | None) -> dict[tuple[str, str], int] | None:
     if counters is None:
         return None
-    out: dict[str, int] = {}
+    out: dict[tuple[str, str], int] = {}
     for metric in counters.collect():
         if metric.name == "fedstore_submissions_rejected":
             for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    rule = sample.labels.get("rule", "?")
-                    out[rule] = out.get(rule, 0) + int(sample.value)
+                if sample.name.endswith("_total") and sample.value:
+                    key = (sample.labels.get("region", "?"), sample.labels.get("rule", "?"))
+                    out[key] = out.get(key, 0) + int(sample.value)
     return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 
 import jinja2
@@ -19,9 +21,37 @@ from fedstore.dashboard.charts import (
     submissions_chart,
 )
 from fedstore.dashboard.region_state import RegionState
+from fedstore.regions.monitoring.drift import DRIFT, Verdict
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+@dataclass(frozen=True)
+class RuleRun:
+    """Consecutive days judged by the same rule: every shown day's rule in a few rows."""
+
+    first: date
+    last: date
+    rule: str
+    days: int
+    drifted: int
+    max_psi: float | None
+
+
+def rule_runs(verdicts: Sequence[Verdict]) -> list[RuleRun]:  # most recent first
+    runs: list[list[Verdict]] = []
+    for v in verdicts:
+        if runs and runs[-1][-1].rule == v.rule:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    out = []
+    for run in runs:
+        psis = [v.psi for v in run if v.psi is not None]
+        out.append(RuleRun(run[0].day, run[-1].day, run[0].rule, len(run), sum(v.verdict == DRIFT for v in run),
+                           max(psis) if psis else None))
+    return out[::-1]
 
 
 def region_page(state: RegionState) -> str:
@@ -32,6 +62,7 @@ def region_page(state: RegionState) -> str:
     shown = charts + drift + [evidence] + ([lookups] if lookups else [])
     return _ENV.get_template("region.html").render(
         s=state, charts=charts, drift=drift, lookups=lookups, evidence=evidence, stage_colours=STAGE_COLOURS,
+        runs=[rule_runs(f.verdicts) for f in state.features],
         alarms=sum(c.alarm for c in shown),
         rendered=f"{state.now:%Y-%m-%d %H:%M} UTC")
 

@@ -128,13 +128,23 @@ def _evidence_releases(outbox: Path) -> dict[tuple[str, int, str], dict[str, Any
 
 
 def _changes(path: Path) -> list[StageChange]:
-    out = []
-    for line in _lines(path):
-        before, after = line.get("before"), line.get("after")
-        # a rollback takes the stage back to an earlier version of the model, or empties it
-        rollback = bool(before) and (not after or (after[0] == before[0] and int(after[1]) < int(before[1])))
-        out.append(StageChange(_minute(line["at"]), str(line["stage"]), _label(before), _label(after), rollback))
-    return out
+    lines = _lines(path)
+    # the lines of one loaded deployment share its time: where each version went in it
+    arrived: dict[str, set[tuple[str, int]]] = {}
+    for line in lines:
+        if line.get("after"):
+            arrived.setdefault(line["at"], set()).add((line["after"][0], int(line["after"][1])))
+    return [StageChange(_minute(line["at"]), str(line["stage"]), _label(line.get("before")), _label(line.get("after")),
+                        _rolled_back(line.get("before"), line.get("after"), arrived.get(line["at"], set())))
+            for line in lines]
+
+
+def _rolled_back(before: list[Any] | None, after: list[Any] | None, arrived: set[tuple[str, int]]) -> bool:
+    """A rollback takes a version out of the region (it moved to no other stage) and leaves its stage
+    empty or to an earlier version of the model; a promotion moves it, or replaces it by a later one."""
+    if not before or (before[0], int(before[1])) in arrived:
+        return False
+    return not after or (after[0] == before[0] and int(after[1]) < int(before[1]))
 
 
 def _refusals(path: Path, region: str) -> list[ModelRefusal]:

@@ -520,7 +520,7 @@ def test_aggregator_health_reflection_and_metrics_by_rule(tmp_path, monkeypatch,
             (found,) = list(v1(iter([reflection_pb2.ServerReflectionRequest(
                 file_containing_symbol="fedstore.registry.v1.Registry")]), timeout=5))
             assert found.file_descriptor_response.file_descriptor_proto  # the .proto, for a client to build calls
-            rejected = metrics.rejected.labels("submission_id", "INVALID_ARGUMENT")
+            rejected = metrics.rejected.labels("MY", "submission_id", "INVALID_ARGUMENT")
             before = rejected._value.get()
             with pytest.raises(grpc.RpcError):
                 aggregator_pb2_grpc.AggregatorStub(ch).Submit(pb.Submission(region="MY"), metadata=_md("MY"), timeout=5)

@@ -270,6 +270,11 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
     assert "failed (customer_profile, customer_transactions, driver_performance)" in refusals
     assert "example" not in refusals and "customer_id=" not in refusals  # the error's words stay on the host
     assert "Eid al-Fitr" in browser.find_element(By.ID, "drift-txn_count_7d").get_attribute("textContent")
+    # every shown day's rule, in runs: the runs cover the 90 days shown, festival windows among them
+    runs = browser.find_elements(By.XPATH, "//figure[@id='drift-txn_count_7d']/following-sibling::details[2]//tbody/tr")
+    cells = [r.find_elements(By.TAG_NAME, "td") for r in runs]
+    assert sum(int(c[3].get_attribute("textContent")) for c in cells) == 90
+    assert any("Eid al-Fitr" in c[2].get_attribute("textContent") for c in cells)
     lookups = browser.find_element(By.ID, "lookups").find_element(By.CSS_SELECTOR, "p.verdict")
     assert lookups.text.startswith("1,000 lookups: 96.8% answered online, 3.0% from the snapshot, 0.2% refused")
     assert "alarm" in lookups.get_attribute("class")  # 3% from the snapshot: beyond the normal 1%
@@ -513,7 +518,7 @@ def test_the_centre_page_beside_a_running_centre(centre, centre_url, browser, tm
     assert "quarantine holds some from SG" in text and "nothing yet from" not in text.split("SG.")[0]
     assert "rule quarantine: txn_count_7d mean out of line" in text
     assert "fraud_lda" in text and "MY: shadow" in text
-    assert "accounting 1" in text  # the live intake's counter of the rule the lie broke
+    assert "MY accounting 1" in text  # the live intake's counter of the region and the rule the lie broke
     registry = browser.find_element(By.XPATH, "//h2[text()='Model registry']/following-sibling::table[1]")
     row = registry.find_element(By.CSS_SELECTOR, "tbody tr").text
     assert "MY (1.00); 1 submission" in row  # lineage
@@ -614,3 +619,35 @@ def test_a_festival_day_that_is_not_judged_still_says_what_its_score_would_mean(
     assert line.startswith("Not judged on 2026-03-20: Eid al-Fitr 2026 with no earlier festival to compare; PSI 2.78 "
                            "(that would be drift outside a festival)")
     assert line.endswith("0 of 3 judged days drifted in the last 3.")
+
+
+def test_a_stage_change_is_a_rollback_only_when_its_version_leaves_the_region(tmp_path):
+    """The follower's changes.jsonl as the region page reads it: moving up the ramp or replacing a version
+    by a later one is not a rollback; going back to an earlier version, or to nothing, is."""
+    from fedstore.dashboard.region_models import region_models
+    from fedstore.federation.training import LinearModel, schema_hash, training_spec
+    from fedstore.serving.deployed import DeployedModel, Deployment, DeploymentStore
+
+    spec = training_spec("fraud_scoring")
+    linear = LinearModel("fraud_scoring", spec.features, tuple(0.1 for _ in spec.features), -3.0)
+
+    def deployment(hour: int, **stages: int) -> Deployment:
+        return Deployment("MY", tuple(DeployedModel(stage, "fraud_lda", v, linear, schema_hash(spec), ("MY",), (), {})
+                                      for stage, v in stages.items()), AS_OF + timedelta(hours=hour))
+
+    store = DeploymentStore(tmp_path)
+    steps = [deployment(0, full=1), deployment(1, canary_5=2, full=1), deployment(2, canary_25=2, full=1),
+             deployment(3, full=2), deployment(4, canary_5=3, full=2), deployment(5, full=2),
+             deployment(6, full=1)]
+    for before, after in zip([None, *steps], steps):
+        store.record_changes(before, after)
+    seen = [(c.stage, c.before, c.after, c.rollback) for c in reversed(region_models(tmp_path, "MY").changes)]
+    assert seen == [
+        ("full", "", "fraud_lda v1", False),
+        ("canary_5", "", "fraud_lda v2", False),
+        ("canary_5", "fraud_lda v2", "", False), ("canary_25", "", "fraud_lda v2", False),  # moved up
+        ("canary_25", "fraud_lda v2", "", False), ("full", "fraud_lda v1", "fraud_lda v2", False),  # promoted
+        ("canary_5", "", "fraud_lda v3", False),
+        ("canary_5", "fraud_lda v3", "", True),  # the canary rolled back: its stage emptied
+        ("full", "fraud_lda v2", "fraud_lda v1", True),  # full back to the version before
+    ]

@@ -30,8 +30,10 @@ class AggregatorMetrics:
                                 ["region", "kind"], registry=self.registry)
         self.replayed = Counter("fedstore_submissions_replayed", "Replays answered with the original receipt",
                                 ["region"], registry=self.registry)
-        self.rejected = Counter("fedstore_submissions_rejected", "Submissions refused, by the rule they broke",
-                                ["rule", "code"], registry=self.registry)
+        # region: the one the submission names when it is a region of the federation, else "unknown"
+        # (a claimed name, bounded so a caller cannot grow the label set)
+        self.rejected = Counter("fedstore_submissions_rejected", "Submissions refused, by region and the rule they broke",
+                                ["region", "rule", "code"], registry=self.registry)
         self.quarantined = Counter("fedstore_submissions_quarantined",
                                    "Submissions stored but held out at intake (out of line with the other regions)",
                                    ["region", "kind"], registry=self.registry)

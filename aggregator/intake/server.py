@@ -83,7 +83,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 check_certificate_region(context, request.region)
             return receipt_message(self.centre.submit(parse_submission(request), caller))
         except AggregatorError as e:
-            self.metrics.rejected.labels(rule_of(str(e)), e.code.name).inc()
+            region = request.region if request.region in self.config.codes else "unknown"
+            self.metrics.rejected.labels(region, rule_of(str(e)), e.code.name).inc()
             context.abort(e.code, status_details(str(e)))
             raise
 
