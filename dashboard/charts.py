@@ -13,6 +13,7 @@ from datetime import date
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
@@ -93,7 +94,7 @@ def budget_chart(budget: Budget) -> Chart:
     x_label, y_label = "privacy loss ε spent this month (no unit)", "month"
     fig, ax = plt.subplots(figsize=(8.6, 1.9))
     ax.axvspan(0, budget.limit, color=COLOURS["band"], alpha=0.35, linewidth=0,
-               label=f"monthly budget (ε ≤ {budget.limit:g})")
+               label=f"normal band: the monthly budget (ε ≤ {budget.limit:g})")
     left = 0.0
     palette = plt.get_cmap("tab10")
     for i, s in enumerate(budget.spends):
@@ -129,7 +130,8 @@ def centre_budget_chart(spent: dict[str, float], limit: float, period: str) -> C
     x_label, y_label = f"privacy loss ε charged in {period} (no unit)", "region"
     regions = sorted(spent)
     fig, ax = plt.subplots(figsize=(8.6, 0.42 * max(len(regions), 2) + 1.2))
-    ax.axvspan(0, limit, color=COLOURS["band"], alpha=0.35, linewidth=0, label=f"monthly budget (ε ≤ {limit:g})")
+    ax.axvspan(0, limit, color=COLOURS["band"], alpha=0.35, linewidth=0,
+               label=f"normal band: the monthly budget (ε ≤ {limit:g})")
     over = [r for r in regions if spent[r] > 0.9 * limit]
     ax.barh(regions, [spent[r] for r in regions],
             color=[COLOURS[DRIFT] if r in over else COLOURS["ok"] for r in regions])
@@ -155,9 +157,14 @@ def submissions_chart(by_region: dict[str, tuple[int, int]], period: str) -> Cha
     fig, ax = plt.subplots(figsize=(8.6, 0.42 * max(len(regions), 2) + 1.2))
     used = [by_region[r][0] - by_region[r][1] for r in regions]
     held = [by_region[r][1] for r in regions]
+    # normal: within half to twice the regions' median; a region far below the others is late or silent
+    median = float(np.median([by_region[r][0] for r in regions])) if regions else 0.0
+    if median > 0:
+        ax.axvspan(median / 2, median * 2, color=COLOURS["band"], alpha=0.35, linewidth=0,
+                   label=f"normal band (½× to 2× the median region's {median:g})")
     ax.barh(regions, used, color=COLOURS["ok"], label="in use")
     ax.barh(regions, held, left=used, color=COLOURS[SEASONAL], label="held by quarantine")
-    ax.set_xlim(0, max([1] + [u + h for u, h in zip(used, held, strict=True)]) * 1.1)
+    ax.set_xlim(0, max([1, 2 * median] + [u + h for u, h in zip(used, held, strict=True)]) * 1.1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole submissions
     ax.set_xlabel(x_label, fontsize=8)
     ax.set_ylabel(y_label, fontsize=8)

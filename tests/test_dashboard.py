@@ -257,6 +257,7 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
         svg_text = "".join(fig.find_element(By.TAG_NAME, "svg").get_attribute("textContent").split())
         for label in [fig.get_attribute("data-x-label"), *fig.get_attribute("data-y-label").split("; ")]:
             assert "".join(label.split()) in svg_text, (title, label)  # the axis label is drawn in the chart
+        assert "normalband" in svg_text, title  # every chart shows what is normal
     page = browser.page_source
     assert "<script" not in page  # nothing needs script
     freshness = browser.find_element(By.ID, "freshness").find_element(By.CSS_SELECTOR, "p.verdict").text
@@ -410,6 +411,37 @@ def test_a_region_with_tls_serves_its_page_over_https_to_a_browser_that_pins_its
         proc.wait(timeout=30)
 
 
+def test_a_centre_on_mutual_tls_serves_its_page_over_https_with_its_own_certificate(pki, tmp_path):
+    """The browser has no client certificate: the page asks for none, and the token is the check."""
+    import ssl
+
+    from border import with_mtls
+
+    os.environ.update(CENTRE_TOKENS)
+    raw = yaml.safe_load(_config(tmp_path).read_text())
+    raw["aggregator"] = {"address": "127.0.0.1:0", "data_dir": str(tmp_path / "centre")}
+    raw["auth"]["tokens"].append({"name": "centre-audit", "regions": ["*"], "roles": ["audit"],
+                                  "secret_env": "T_CENTRE_AUDIT"})
+    (tmp_path / "fedstore.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedstore.cli", "--config", str(tmp_path / "fedstore.yaml"), "aggregator", "serve",
+         "--dashboard-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, **TOKENS, **CENTRE_TOKENS, "PYTHONPATH": str(ROOT)})
+    try:
+        url = _announced_url(proc, deadline=time.monotonic() + 120, scheme="https")
+        trusted = ssl.create_default_context(cafile=str(pki.ca))
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {CENTRE_TOKENS['T_CENTRE_AUDIT']}"})
+        with urllib.request.urlopen(request, timeout=30, context=trusted) as answer:
+            assert answer.status == 200 and "<h1>Centre</h1>" in answer.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as refused:  # TLS is no credential: the role still decides
+            urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": "Bearer " + TOKENS["T_MY_LOOKUP"]}),
+                                   timeout=30, context=trusted)
+        assert refused.value.code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 # --- the centre ------------------------------------------------------------------------------
 
 CENTRE_TOKENS = {"T_CENTRE_AUDIT": "centre-audit-secret", "T_MY_AUDIT": "my-audit-secret",
@@ -514,6 +546,7 @@ def test_the_centre_page_beside_a_running_centre(centre, centre_url, browser, tm
         svg_text = "".join(fig.find_element(By.TAG_NAME, "svg").get_attribute("textContent").split())
         for label in (fig.get_attribute("data-x-label"), fig.get_attribute("data-y-label")):
             assert "".join(label.split()) in svg_text
+        assert "normalband" in svg_text
     text = browser.find_element(By.TAG_NAME, "body").text
     assert "quarantine holds some from SG" in text and "nothing yet from" not in text.split("SG.")[0]
     assert "rule quarantine: txn_count_7d mean out of line" in text
