@@ -96,6 +96,11 @@ def test_a_canary_worse_on_real_outcomes_is_rolled_back_and_the_node_returns_to_
         assert (last.action, last.who, last.stage, last.version) == ("rollback", "centre:evidence", "canary_25", 2)
         assert last.why.startswith("evidence: AUC")
         scene.wait_loaded((("full", "fraud_lda", 1),))
+        # the node's own trail of it, as the region's dashboard reads it: canary_25 rolled back
+        from fedstore.dashboard.region_models import region_models
+        changes = region_models(node.data_dir, "MY").changes
+        assert (changes[0].stage, changes[0].before, changes[0].after, changes[0].rollback) == \
+            ("canary_25", "fraud_lda v2", "", True)
         answers = scene.score(range(200)).results
         assert {(r.stage, r.version) for r in answers} == {("full", 1)}
     finally:
