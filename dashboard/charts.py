@@ -218,7 +218,8 @@ def lookups_chart(counts: ServingCounts) -> Chart:
 
 
 # one colour per stage on every page (the region's evidence, the centre's registry): a reviewer learns them once
-STAGE_COLOURS = {"shadow": "#7f7f7f", "canary_5": "#e08a00", "canary_25": "#9467bd", "full": "#1f77b4"}
+# (none of them the drift palette's: orange is festivals and snapshot answers, grey gaps, blue an ok day)
+STAGE_COLOURS = {"shadow": "#8c564b", "canary_5": "#17becf", "canary_25": "#9467bd", "full": "#393b79"}
 
 
 def evidence_chart(models: RegionModels, floor: float) -> Chart:

@@ -3,7 +3,10 @@ headless Chromium (through its chromedriver) with JavaScript disabled.
 
 The region's data is generated with a fixed end date and the page's clock is fixed (`--as-of`); its
 ledger holds a job refused by the data contract whose error quotes entity ids, so a page that
-leaked ledger text would fail the id scan.
+leaked ledger text would fail the id scan. The serving node's model files (deployment, refusals, stage
+changes) are written by its own DeploymentStore and the evidence by `publish_evidence`. Over TLS: the
+region's and the centre's own certificates from the suite's CA. Screenshots of every page go to
+build/dashboard-screenshots/ (or $FEDSTORE_SCREENSHOTS) for review.
 """
 
 from __future__ import annotations
@@ -223,7 +226,14 @@ def _sign_in(driver, url: str, token: str) -> None:  # type: ignore[no-untyped-d
                                     or "not allowed" in d.title)
 
 
-def _screenshot(driver, path: Path) -> Path:  # type: ignore[no-untyped-def]
+# outside pytest's temporary directories, which keep only the last few sessions of this machine's user
+SCREENSHOTS = Path(os.environ.get("FEDSTORE_SCREENSHOTS", ROOT / "build" / "dashboard-screenshots"))
+
+
+def _screenshot(driver, name: str) -> Path:  # type: ignore[no-untyped-def]
+    """A full-page screenshot for review, under ``SCREENSHOTS`` (``$FEDSTORE_SCREENSHOTS``, else build/)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
     height = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["contentSize"]["height"]
     driver.set_window_size(1200, int(height) + 100)
     driver.save_screenshot(str(path))
@@ -285,7 +295,7 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
     assert "Serving metrics not read from http://127.0.0.1:9/metrics" in browser.page_source  # said, not hidden
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
-    _screenshot(browser, tmp_path / "region-MY.png")
+    _screenshot(browser, "region-MY.png")
 
 
 def _the_models_and_their_evidence(browser) -> None:  # type: ignore[no-untyped-def]
@@ -327,7 +337,7 @@ def test_a_credential_without_the_audit_role_for_the_region_is_refused(server, b
     assert not browser.find_elements(By.CSS_SELECTOR, "figure.chart")
     browser.get(server)  # no session was granted
     assert browser.title.endswith("sign in")
-    _screenshot(browser, tmp_path / "refused.png")
+    _screenshot(browser, "refused.png")
 
 
 def test_the_page_holds_no_entity_id_of_the_region(server, region):
@@ -406,7 +416,7 @@ def test_a_region_with_tls_serves_its_page_over_https_to_a_browser_that_pins_its
             assert driver.title == "Region MY dashboard" and driver.current_url.startswith("https://")
             assert driver.find_elements(By.CSS_SELECTOR, "figure.chart")
             assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-            _screenshot(driver, tmp_path / "region-MY-https.png")
+            _screenshot(driver, "region-MY-https.png")
         finally:
             driver.quit()
     finally:
@@ -567,7 +577,7 @@ def test_the_centre_page_beside_a_running_centre(centre, centre_url, browser, tm
     assert len(rows) == len(CATALOG)  # MY's two releases merged; SG's held one left out
     assert all(" ± " in r.text and r.text.endswith(" MY") for r in rows), rows[0].text
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    _screenshot(browser, tmp_path / "centre.png")
+    _screenshot(browser, "centre.png")
 
 
 def test_the_standalone_centre_page_refuses_in_one_line_while_the_centre_runs(centre, centre_url):
