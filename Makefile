@@ -42,7 +42,7 @@ h2load:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nghttp2-client >/dev/null; }
 
-bench: venv redis-server h2load
+bench: venv redis-server h2load chromium
 	$(BIN)/python benchmarks/materialize.py
 	$(BIN)/python benchmarks/online.py
 	$(BIN)/python benchmarks/online.py --http --entities 20000 --seconds 3
@@ -51,6 +51,7 @@ bench: venv redis-server h2load
 	$(BIN)/python benchmarks/offline.py
 	$(BIN)/python benchmarks/global_training.py
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/dashboard.py
 
 proto: venv
 	$(BIN)/python -m fedstore.proto.generate
