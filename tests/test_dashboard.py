@@ -697,3 +697,56 @@ def test_a_stage_change_is_a_rollback_only_when_its_version_leaves_the_region(tm
         ("canary_5", "fraud_lda v3", "", True),  # the canary rolled back: its stage emptied
         ("full", "fraud_lda v2", "fraud_lda v1", True),  # full back to the version before
     ]
+
+
+def test_the_https_door_follows_a_rotated_certificate_without_a_restart(tmp_path):
+    """As the gRPC doors do: a certificate replaced in place is served from the next handshake on."""
+    import socket
+    import ssl
+
+    from cryptography import x509
+
+    from fedstore.cli.dev_certificates import make_dev_pki
+    from fedstore.dashboard.access import DashboardAccess
+    from fedstore.dashboard.app import PageCache, dashboard_app
+    from fedstore.dashboard.serve import listen, serve_in_thread
+    from fedstore.federation.config import TokenConfig
+    from fedstore.federation.roles import Role
+    from fedstore.federation.tls import https_context
+    from fedstore.federation.tokens import TokenBook
+
+    old, new = (make_dev_pki(tmp_path / name, ["MY"], ca_name=f"{name} CA") for name in ("old", "new"))
+    cert, key = tmp_path / "dashboard.pem", tmp_path / "dashboard-key.pem"
+    cert.write_bytes(old.centre.cert.read_bytes())
+    key.write_bytes(old.centre.key.read_bytes())
+    os.environ.update(TOKENS)
+    cache = PageCache(lambda: "<html><body><h1>page</h1></body></html>", refresh_seconds=3600)
+    book = TokenBook((TokenConfig("my-audit", ("MY",), "T_MY_AUDIT", roles=frozenset({Role.AUDIT})),))
+    sock = listen("127.0.0.1", 0)
+    cache.start()
+    server = serve_in_thread(dashboard_app(DashboardAccess(book, "MY"), cache, "Region MY"), sock,
+                             https_context(cert, key))
+    port = sock.getsockname()[1]
+
+    def served_by() -> str:
+        client = ssl.create_default_context()
+        client.check_hostname, client.verify_mode = False, ssl.CERT_NONE  # which certificate, not whose
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                client.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).issuer.rfc4514_string()
+
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert served_by() == "CN=old CA"
+        key.write_bytes(new.centre.key.read_bytes())  # half a rotation: the old pair keeps serving
+        assert served_by() == "CN=old CA"
+        cert.write_bytes(new.centre.cert.read_bytes())
+        assert served_by() == "CN=new CA"
+        assert served_by() == "CN=new CA"
+    finally:
+        server.should_exit = True
+        cache.stop()
