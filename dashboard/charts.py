@@ -237,7 +237,7 @@ def evidence_chart(models: RegionModels, floor: float) -> Chart:
         ax.plot([], [], "o", color=STAGE_COLOURS[stage], label=stage)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.set_ylim(len(rows) - 0.5 if rows else 1, -0.5)
-    ax.set_xlim(0.3, 1.0)
+    ax.set_xlim(0.3, 1.02)  # an upper bound may pass 1 (the bounds are symmetric)
     ax.set_xlabel(x_label, fontsize=8)
     ax.set_ylabel(y_label, fontsize=8)
     ax.tick_params(labelsize=7)
@@ -246,6 +246,10 @@ def evidence_chart(models: RegionModels, floor: float) -> Chart:
         ax.text(0.65, 0.5, "no outcome evidence released yet", ha="center", va="center", fontsize=8,
                 color=COLOURS["other"], transform=ax.transData)
     below = [label for label, p, _ in rows if p.upper == p.upper and p.upper < floor]
+    # a version on its way up, worse than the one serving full in the same part beyond both bounds
+    full = {p.part: p for m in models.stages if m.stage == "full" for p in m.evidence}
+    worse = [label for label, p, stage in rows if stage != "full" and p.part in full and p.upper == p.upper
+             and p.upper < full[p.part].lower]
     if not models.stages:
         verdict = "No model deployed in this region yet."
     elif not rows:
@@ -254,11 +258,15 @@ def evidence_chart(models: RegionModels, floor: float) -> Chart:
     elif below:
         verdict = (f"{len(below)} of {len(rows)} parts below the normal band even at their upper bound "
                    f"({below[0]}{' …' if len(below) > 1 else ''}): the evidence says the model does worse there.")
+    elif worse:
+        verdict = (f"{len(worse)} part{'s' if len(worse) != 1 else ''} of a version on the ramp below the full "
+                   f"version's lower bound ({worse[0]}{' …' if len(worse) > 1 else ''}): it ranks worse there.")
     else:
         whole = [p for _, p, _ in rows if p.part == "whole region"]
         low = min((p.auc for p in whole), default=float("nan"))
-        verdict = (f"Every part of {len(rows)} with evidence is within or above the normal band; lowest whole-region "
-                   f"AUC {low:.2f}.")
+        verdict = (f"Every part of {len(rows)} with evidence is within or above the normal band, none of the ramp's "
+                   f"below full's bounds; lowest whole-region AUC {low:.2f}.")
     fig.tight_layout()
-    return Chart("evidence", "Outcome evidence per deployed stage and segment", x_label, y_label, verdict, bool(below),
+    return Chart("evidence", "Outcome evidence per deployed stage and segment", x_label, y_label, verdict,
+                 bool(below or worse),
                  _svg(fig, "evidence"))

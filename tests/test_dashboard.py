@@ -118,7 +118,7 @@ def _models(node: RegionNode, config) -> None:  # type: ignore[no-untyped-def]
     store.save(second)
     store.record_refusal("MY", Refused("canary_5", "fraud_lda", 3, "rule sources: fraud_lda v3 learnt from TH, which "
                                        "region MY's deployment policy does not allow (MY, SG)"))
-    # judged outcomes of every customer for both stages: v1 ranks nine in ten right, v2 three in four
+    # judged outcomes of every customer for both stages: v1 ranks nine in ten right, v2 six in ten
     profile = pq.read_table(node.data_dir / "sources" / "customer_profile.parquet", columns=["customer_id", "home_city"])
     city_of = dict(zip((str(c) for c in profile["customer_id"].to_pylist()), profile["home_city"].to_pylist()))
     entities = sorted(city_of)
@@ -127,7 +127,7 @@ def _models(node: RegionNode, config) -> None:  # type: ignore[no-untyped-def]
     judged_at = AS_OF - timedelta(days=2)
     rows = []
     for stage, v in (("full", 1), ("canary_5", 2)):
-        wrong = rng.random(len(entities)) < (0.1 if v == 1 else 0.25)  # ranked on the wrong side
+        wrong = rng.random(len(entities)) < (0.1 if v == 1 else 0.4)  # ranked on the wrong side
         score = np.where(label ^ wrong, 1.0, -1.0) + rng.normal(0, 0.2, len(entities))
         rows += [{"entity": e, "outcome_at": judged_at, "label": int(y), "prediction_id": f"p-{stage}-{e}",
                   "predicted_at": judged_at - timedelta(hours=1), "model": "fraud_lda", "version": v, "stage": stage,
@@ -306,10 +306,14 @@ def _the_models_and_their_evidence(browser) -> None:  # type: ignore[no-untyped-
     for part in ("full · fraud_lda v1 · whole region", "canary_5 · fraud_lda v2 · whole region"):
         assert part in drawn, part
     assert "home_city=" in drawn  # per segment
-    verdict = evidence.find_element(By.CSS_SELECTOR, "p.verdict").text
-    assert verdict.startswith("Every part of"), verdict
-    lowest = float(re.search(r"lowest whole-region AUC (\d\.\d\d)", verdict).group(1))  # type: ignore[union-attr]
-    assert 0.6 < lowest < 0.95, verdict  # v2, ranked three in four right: clearly better than chance, not perfect
+    verdict = evidence.find_element(By.CSS_SELECTOR, "p.verdict")
+    # v2 ranks six in ten right, v1 nine in ten: the canary is worse than full beyond both bounds (by ~3 SE)
+    assert "below the full version's lower bound (canary_5 · fraud_lda v2 · whole region" in verdict.text, verdict.text
+    assert "alarm" in verdict.get_attribute("class")
+    models_text = browser.find_element(By.XPATH, "//h2[starts-with(text(), 'Models deployed here')]"
+                                                 "/following-sibling::table[1]").text
+    whole = [float(x) for x in re.findall(r"whole region AUC (\d\.\d+)", models_text)]
+    assert len(whole) == 2 and whole[0] < whole[1] <= 1.0, models_text  # canary_5's row first, then full's
     models = browser.find_element(By.XPATH, "//h2[starts-with(text(), 'Models deployed here')]"
                                             "/following-sibling::table[1]").text
     assert "canary_5 fraud_lda v2 MY (1.50), SG (1.00) 2 auc 0.800 released 2026-04-21 06:00 UTC (ε 1.00)" in models
