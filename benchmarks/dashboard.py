@@ -211,7 +211,6 @@ def main() -> None:
     end = date(2026, 4, 20)
     now = datetime(2026, 4, 21, 6, tzinfo=UTC)
     os.environ["BENCH_AUDIT"] = TOKEN
-    from fedstore.cli.dashboard_commands import centre_page_app  # noqa: F401 — the same composition as the CLI
     from fedstore.aggregator.registry.store import ModelRegistry
     from fedstore.aggregator.store import SubmissionStore
     from fedstore.dashboard.centre_state import centre_state
