@@ -88,7 +88,7 @@ def test_exactly_two_set_up_commands_and_ci_runs_the_readmes_test_command():
     make_lines = {line.split("#")[0].strip() for b in blocks for line in b.body.splitlines()
                   if line.strip().startswith("make ")}
     assert make_lines == {"make demo", "make test"}
-    assert set(re.findall(r"`(make [a-z]+)", text)) <= {"make demo", "make test", "make bench", "make proto"}
+    assert set(re.findall(r"`(make [a-z]+)", text)) <= {"make demo", "make test", "make bench", "make proto", "make buf"}
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.lstrip().startswith("#")]
     assert ci[-1] == "make test"  # CI runs exactly the README's test command
