@@ -129,6 +129,7 @@ def _script(blocks: list[Block], ports: dict[str, str]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the whole README in one test: 8-10 minutes on this shared 2-core machine
 def test_the_readme_runs_as_written_after_make_demo(tmp_path):
     clone = tmp_path / "fedstore"
     _copy_checkout(clone)
@@ -151,7 +152,7 @@ def test_the_readme_runs_as_written_after_make_demo(tmp_path):
     process = subprocess.Popen(["bash", "readme.sh"], cwd=clone, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        out, err = process.communicate(timeout=840)
+        out, err = process.communicate(timeout=1700)
     finally:
         try:  # servers a failed block left running in the background
             os.killpg(process.pid, signal.SIGKILL)
