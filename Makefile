@@ -1,12 +1,19 @@
 # The two commands of the README. Both set up everything they need on a fresh machine.
 #   make demo   generate, apply and materialise three regions on the embedded default (SQLite)
-#   make test   the whole test suite against real redis-server processes and headless Chromium (installed if missing)
+#   make test   the whole test suite against real redis-server processes, headless Chromium and buf (installed if missing)
 
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench venv redis-server chromium h2load proto
+.PHONY: demo test bench venv redis-server chromium h2load proto buf
+
+# buf (lint and breaking-change checks of proto/), from the npm registry into .tools/, pinned: its rules
+# change between releases. The breaking check compares with the shipped descriptor set (the last
+# release's contracts); once releases are tagged: make buf BUF_AGAINST='.git#tag=vX.Y.Z,subdir=proto'
+BUF_VERSION ?= 1.75.0
+BUF         := .tools/buf-$(BUF_VERSION)/node_modules/.bin/buf
+BUF_AGAINST ?= proto/fedstore.binpb
 
 $(BIN)/fedstore: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
@@ -32,7 +39,19 @@ chromium:
 demo: venv
 	$(BIN)/fedstore demo
 
-test: venv redis-server chromium
+$(BUF):
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "npm not found: installing it with apt-get (buf is installed from the npm registry)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm >/dev/null; }
+	npm install --prefix .tools/buf-$(BUF_VERSION) --no-save --no-audit --no-fund --loglevel=error @bufbuild/buf@$(BUF_VERSION)
+	@$(BUF) --version >/dev/null
+
+buf: $(BUF)
+	$(BUF) lint
+	$(BUF) breaking --against '$(BUF_AGAINST)'
+
+test: venv redis-server chromium $(BUF)
 	@echo "make test: the whole suite against real redis-server processes; about 12 minutes on an idle 2-core machine, up to 25 on a busy one"
 	$(BIN)/python -m pytest
 

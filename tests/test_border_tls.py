@@ -369,3 +369,31 @@ def test_certs_init_makes_a_ca_a_centre_and_a_certificate_naming_each_region(tmp
     assert "holds a CA already" in err and err.count("\n") == 1 and (out / "ca.pem").read_bytes() == before
     assert main(["--config", str(cfg), "certs", "init", "--out", str(out), "--regions", "XX"]) == 1
     assert "unknown region 'XX'" in capsys.readouterr().err
+
+
+def test_certs_init_config_out_writes_the_config_naming_the_certificates(tmp_path, capsys, monkeypatch):
+    from conftest import write_config
+
+    cfg = write_config(tmp_path / "f.yaml", {"MY": {"type": "sqlite"}, "SG": {"type": "sqlite"}})
+    monkeypatch.chdir(tmp_path)  # relative --out and --config-out, as the README gives them
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    assert main(["--config", str(cfg), "certs", "init", "--out", "certs", "--config-out", str(elsewhere / "t.yaml")]) == 1
+    assert "write it in the config's directory" in capsys.readouterr().err and not (tmp_path / "certs").exists()
+    assert main(["--config", str(cfg), "certs", "init", "--out", "certs", "--config-out", "f.yaml"]) == 1
+    assert "is the config itself" in capsys.readouterr().err
+
+    assert main(["--config", str(cfg), "certs", "init", "--out", "certs", "--config-out", "f-tls.yaml"]) == 0
+    assert "written: f-tls.yaml" in capsys.readouterr().out
+    original, written = load_config(cfg), load_config(tmp_path / "f-tls.yaml")
+    certs = (tmp_path / "certs").resolve()
+    assert written.aggregator.tls_cert == certs / "centre.pem" and written.aggregator.tls_client_ca == certs / "ca.pem"
+    assert written.aggregator.operator_tls is not None and written.aggregator.operator_tls.cert == certs / "operator.pem"
+    assert {r.code: r.centre_tls.cert for r in written.regions if r.centre_tls} == {
+        "MY": certs / "region-MY.pem", "SG": certs / "region-SG.pem"}
+    # everything else as it was: the same data directories, tokens and aggregator store
+    assert [r.data_dir for r in written.regions] == [r.data_dir for r in original.regions]
+    assert written.tokens == original.tokens and written.aggregator.data_dir == original.aggregator.data_dir
+    shutil.rmtree(tmp_path / "certs")
+    assert main(["--config", str(cfg), "certs", "init", "--out", "certs", "--config-out", "f-tls.yaml"]) == 1
+    assert "f-tls.yaml exists" in capsys.readouterr().err  # not replaced without --force
