@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 from google.protobuf.message import DecodeError
 
+from fedstore.federation.errors import InvalidArgument, ResourceExhausted
+
 
 # At most this many bytes of UTF-8 in a status's details: grpc percent-encodes every byte that is
 # not printable ASCII, so even non-ASCII details stay well under a client's 8 KiB trailer cap.
@@ -150,7 +152,8 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
     """``handler``'s unary-request methods, answering INVALID_ARGUMENT to bytes that do not parse
     as their request message before the method runs (for thread-pool servers), and to a request
     that ``inspect`` (if given) refuses: its non-empty answer is the status's details. With
-    ``max_bytes``, a request larger than that is refused unread ("rule size")."""
+    ``max_bytes``, a request larger than that is refused unread ("rule size"). The refusals are raised
+    (``federation.errors``): the server's error boundary sends them."""
 
     def __init__(self, handler: grpc.GenericRpcHandler, inspect: Callable[[Any], str] | None = None,
                  max_bytes: int | None = None) -> None:
@@ -182,7 +185,7 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
 
         def checked(request: Any, context: grpc.ServicerContext) -> Any:
             if isinstance(request, Malformed):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+                raise InvalidArgument(request.detail)  # sent by the server's error boundary
             return behavior(request, context)  # a stream method's iterator, or the answer
 
         make = grpc.unary_stream_rpc_method_handler if h.response_streaming else grpc.unary_unary_rpc_method_handler
@@ -191,7 +194,7 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
 
 class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
     """``handler``'s methods that take a stream of requests, at most ``limit`` calls of them at once;
-    more are refused RESOURCE_EXHAUSTED at once (for thread-pool servers).
+    more are refused RESOURCE_EXHAUSTED at once (for thread-pool servers, behind an error boundary).
 
     A thread-pool server gives a call a thread for as long as it lasts, and a request stream its
     client keeps open while sending nothing (reflection's, which anyone may open) holds its thread
@@ -210,14 +213,14 @@ class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a functio
         behavior = h.stream_stream if h.response_streaming else h.stream_unary
         slots, limit, method = self._slots, self.limit, handler_call_details.method
 
-        def refuse(context: grpc.ServicerContext) -> None:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"{method}: {limit} calls are open already, the most this server runs at once; try again later")
+        def refuse() -> ResourceExhausted:  # sent by the server's error boundary
+            return ResourceExhausted(f"{method}: {limit} calls are open already, the most this server runs at once; "
+                                     "try again later")
 
         if h.response_streaming:
             def streaming(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
                 if not slots.acquire(blocking=False):
-                    refuse(context)
+                    raise refuse()
                 try:
                     yield from behavior(requests, context)
                 finally:  # the stream ended, failed or was cancelled
@@ -227,7 +230,7 @@ class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a functio
 
         def unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             if not slots.acquire(blocking=False):
-                refuse(context)
+                raise refuse()
             try:
                 return behavior(requests, context)
             finally:
