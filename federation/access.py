@@ -107,9 +107,9 @@ class AccessGuard(grpc.GenericRpcHandler):
         """Why a call of ``method`` with this metadata is refused (counted); None: admitted (counted)."""
         token = bearer_token(metadata)
         if not token:
-            refusal = unauthenticated(metadata)
-            self._refused(refusal, "")
-            return refusal
+            missing = unauthenticated(metadata)
+            self._refused(missing, "")
+            return missing
         caller = self.book.caller(token)
         if caller is None:
             self._refused(UNKNOWN_TOKEN, "")
