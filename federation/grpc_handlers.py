@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 from google.protobuf.message import DecodeError
 
-from fedstore.federation.errors import InvalidArgument, ResourceExhausted
+from fedstore.federation.errors import FedstoreError, InvalidArgument, ResourceExhausted
 
 
 # At most this many bytes of UTF-8 in a status's details: grpc percent-encodes every byte that is
@@ -50,10 +50,17 @@ class Malformed:
 
     message_type: str
     reason: str = ""  # why the request was refused, when its bytes did parse or were not parsed at all
+    refusal: FedstoreError | None = None  # the refusal itself, with its rule, where an inspection made one
 
     @property
     def detail(self) -> str:
+        if self.refusal is not None:
+            return str(self.refusal)
         return self.reason or f"malformed request: the bytes sent are not a valid {self.message_type}"
+
+    def error(self) -> FedstoreError:
+        """What the caller is told (INVALID_ARGUMENT, unless an inspection said otherwise)."""
+        return self.refusal if self.refusal is not None else InvalidArgument(self.detail)
 
 
 def parser(message_class: Any) -> Callable[[bytes], Any]:
@@ -103,17 +110,17 @@ def _parsing(from_string: Callable[[bytes], Any], name: str) -> Callable[[bytes]
     return parse
 
 
-def _inspected(parse: Callable[[bytes], Any], inspect: Callable[[Any], str] | None, name: str,
+def _inspected(parse: Callable[[bytes], Any], inspect: Callable[[Any], FedstoreError | None] | None, name: str,
                max_bytes: int | None) -> Callable[[bytes], Any]:
     def checked(data: bytes) -> Any:
         if max_bytes is not None and len(data) > max_bytes:
-            return Malformed(name, f"rule size: the request is {len(data):,} bytes, and a {name} may be at most "
-                                   f"{max_bytes:,}")
+            return Malformed(name, refusal=InvalidArgument(
+                f"the request is {len(data):,} bytes, and a {name} may be at most {max_bytes:,}", rule="size"))
         request = parse(data)
         if isinstance(request, Malformed) or inspect is None:
             return request
         refusal = inspect(request)
-        return Malformed(name, refusal) if refusal else request
+        return Malformed(name, refusal=refusal) if refusal is not None else request
 
     return checked
 
@@ -151,11 +158,11 @@ def first_handler(
 class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
     """``handler``'s unary-request methods, answering INVALID_ARGUMENT to bytes that do not parse
     as their request message before the method runs (for thread-pool servers), and to a request
-    that ``inspect`` (if given) refuses: its non-empty answer is the status's details. With
+    that ``inspect`` (if given) refuses: the refusal it returns is sent (None: admitted). With
     ``max_bytes``, a request larger than that is refused unread ("rule size"). The refusals are raised
     (``federation.errors``): the server's error boundary sends them."""
 
-    def __init__(self, handler: grpc.GenericRpcHandler, inspect: Callable[[Any], str] | None = None,
+    def __init__(self, handler: grpc.GenericRpcHandler, inspect: Callable[[Any], FedstoreError | None] | None = None,
                  max_bytes: int | None = None) -> None:
         self.handler = handler
         self.inspect = inspect
@@ -172,7 +179,7 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
         return wrapped
 
     @staticmethod
-    def _wrap(h: grpc.RpcMethodHandler | None, method: str, inspect: Callable[[Any], str] | None,
+    def _wrap(h: grpc.RpcMethodHandler | None, method: str, inspect: Callable[[Any], FedstoreError | None] | None,
               max_bytes: int | None) -> grpc.RpcMethodHandler | None:
         if h is None or h.request_streaming or h.request_deserializer is None:
             return h
@@ -185,7 +192,7 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
 
         def checked(request: Any, context: grpc.ServicerContext) -> Any:
             if isinstance(request, Malformed):
-                raise InvalidArgument(request.detail)  # sent by the server's error boundary
+                raise request.error()  # sent by the server's error boundary
             return behavior(request, context)  # a stream method's iterator, or the answer
 
         make = grpc.unary_stream_rpc_method_handler if h.response_streaming else grpc.unary_unary_rpc_method_handler

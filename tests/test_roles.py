@@ -342,9 +342,14 @@ def test_a_refusal_carries_its_rule_to_the_caller_as_error_info(doors):
         with pytest.raises(grpc.RpcError) as e:
             ch.unary_unary(AGG + "Submit")(apb.Submission(region="SG", submission_id="sg-stats-x").SerializeToString(),
                                            metadata=md("publish@MY+SG"), timeout=30)
-    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and e.value.details().startswith("rule identity: ")
-    assert _rule(e.value) == "identity"
-    assert centre_metrics.registry.get_sample_value("fedstore_submissions_rejected_total", labels) == before + 1
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and e.value.details().startswith("rule identity: ")
+        assert _rule(e.value) == "identity"
+        assert centre_metrics.registry.get_sample_value("fedstore_submissions_rejected_total", labels) == before + 1
+        with pytest.raises(grpc.RpcError) as e:  # refused as it is parsed (wire.py), before Submit runs
+            unknown_field = b"\xb8\x3e\x01"  # field 999 = 1: no field of the contract
+            ch.unary_unary(AGG + "Submit")(REQUESTS[AGG + "Submit"] + unknown_field, metadata=md("publish@MY"),
+                                           timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and _rule(e.value) == "unknown_fields"
 
 
 def test_registry_reads_are_scoped_to_the_callers_regions(doors):
