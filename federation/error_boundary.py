@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from fedstore.federation.errors import FedstoreError, Status
-from fedstore.federation.grpc_handlers import status_details
+from fedstore.federation.grpc_handlers import status_details, with_behaviour
 
 DOMAIN = "fedstore"  # ErrorInfo.domain: the rules are this product's
 
@@ -73,22 +73,9 @@ class ErrorBoundary(grpc.ServerInterceptor):
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = _wrap(handler)
+        wrapped = with_behaviour(handler, _unary, _stream, _non_blocking)
         self._wrapped[method] = (handler, wrapped)  # only methods some handler serves: bounded
         return wrapped
-
-
-def _wrap(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    if h.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_unary(h.unary_unary), h.request_deserializer, h.response_serializer)
-    if h.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_unary(h.stream_unary), h.request_deserializer,
-                                                    h.response_serializer)
-    behavior = h.unary_stream or h.stream_stream
-    make = grpc.unary_stream_rpc_method_handler if h.unary_stream else grpc.stream_stream_rpc_method_handler
-    if getattr(behavior, "experimental_non_blocking", False):  # health Watch: answers through a callback
-        return make(_non_blocking(behavior), h.request_deserializer, h.response_serializer)
-    return make(_stream(behavior), h.request_deserializer, h.response_serializer)
 
 
 def _unary(behavior: Callable[..., Any]) -> Callable[..., Any]:

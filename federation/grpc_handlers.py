@@ -144,6 +144,28 @@ def generic_handler(add_to_server: Callable[[Any, Any], None], servicer: object)
     return handler
 
 
+Behaviour = Callable[..., Any]
+
+
+def with_behaviour(h: grpc.RpcMethodHandler, unary: Callable[[Behaviour], Behaviour],
+                   stream: Callable[[Behaviour], Behaviour],
+                   non_blocking: Callable[[Behaviour], Behaviour] | None = None) -> grpc.RpcMethodHandler:
+    """``h`` with its behaviour wrapped (for server interceptors): by ``unary`` for a method with one
+    response, ``stream`` for a response stream, ``non_blocking`` for a stream grpc answers through a
+    callback (health Watch; None: such a method is left as it is)."""
+    if h.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(h.unary_unary), h.request_deserializer, h.response_serializer)
+    if h.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(h.stream_unary), h.request_deserializer,
+                                                    h.response_serializer)
+    behavior = h.unary_stream or h.stream_stream
+    make = grpc.unary_stream_rpc_method_handler if h.unary_stream else grpc.stream_stream_rpc_method_handler
+    if getattr(behavior, "experimental_non_blocking", False):
+        return h if non_blocking is None else make(non_blocking(behavior), h.request_deserializer,
+                                                    h.response_serializer)
+    return make(stream(behavior), h.request_deserializer, h.response_serializer)
+
+
 def first_handler(
     handlers: Sequence[grpc.GenericRpcHandler], handler_call_details: grpc.HandlerCallDetails
 ) -> grpc.RpcMethodHandler | None:
@@ -247,4 +269,4 @@ class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a functio
 
 
 __all__ = ["MAX_DETAILS_BYTES", "Malformed", "bounded_parser", "first_handler", "generic_handler", "limit_streams", "parser",
-           "reject_malformed", "status_details"]
+           "reject_malformed", "status_details", "with_behaviour"]
