@@ -1,55 +1,43 @@
-"""The aggregator's errors, each with its gRPC status code. A message names the rule broken."""
+"""The aggregator's errors: each a kind of refusal (``federation.errors``), most naming the rule broken.
+
+The centre's error boundary (``federation.error_boundary``) turns them into gRPC statuses."""
 
 from __future__ import annotations
 
-import grpc
+from fedstore.federation import errors as kinds
 
 
-class AggregatorError(Exception):
-    code = grpc.StatusCode.INTERNAL
+class AggregatorError(kinds.FedstoreError):
+    """Root of the centre's errors (a bare one: INTERNAL)."""
 
 
-class Rejected(AggregatorError):
+class Rejected(AggregatorError, kinds.InvalidArgument):
     """The submission breaks a rule of the contract (a number, a name, a shape)."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+
+class NotAllowed(AggregatorError, kinds.PermissionDenied):
+    pass
 
 
-class NotAllowed(AggregatorError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class OverBudget(AggregatorError):
+class OverBudget(AggregatorError, kinds.FailedPrecondition):
     """By the centre's own count, accepting it would exceed the region's budget for the period."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
-
-class NotFound(AggregatorError):
+class NotFound(AggregatorError, kinds.NotFound):
     """An unknown model or version."""
 
-    code = grpc.StatusCode.NOT_FOUND
 
-
-class NotEnoughStatistics(AggregatorError):
+class NotEnoughStatistics(AggregatorError, kinds.FailedPrecondition):
     """There is nothing (or not enough) accepted to train from."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
-
-class PolicyRefused(AggregatorError):
+class PolicyRefused(AggregatorError, kinds.FailedPrecondition):
     """The target region's deployment policy (or the stage order) forbids the change."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
-
-class StoreInUse(AggregatorError):
+class StoreInUse(AggregatorError, kinds.Unavailable):
     """Another process has the submission store open (DuckDB allows one writer process)."""
 
-    code = grpc.StatusCode.UNAVAILABLE
 
-
-class NotHeld(AggregatorError):
+class NotHeld(AggregatorError, kinds.FailedPrecondition):
     """Only a submission quarantine holds can be accepted or rejected."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION

@@ -4,27 +4,25 @@ method when a server starts, and looked up (two dict reads) on every call, befor
 Every guarded server (a region's serving node, the centre) puts an ``AccessGuard`` in front of its
 services. A call without a valid ``authorization: Bearer <token>`` is UNAUTHENTICATED; a known
 caller the table does not admit, or any caller of a method the table does not name, is
-PERMISSION_DENIED, with a message naming the rule ("rule role: …"). Health and reflection are not
+PERMISSION_DENIED, naming the rule it broke ("rule role: …"; the refusal's ``rule``). Health and reflection are not
 behind the guard (``Scope.OPEN``). What the guard cannot know before the request is read, the
 region a request names (``Scope.REQUEST_REGION``), its service checks with ``Caller.allows``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import grpc
 
+from fedstore.federation.error_boundary import abort, code_of
+from fedstore.federation.errors import FedstoreError, PermissionDenied, Unauthenticated
 from fedstore.federation.grpc_handlers import first_handler
 from fedstore.federation.roles import POLICIES, Scope
 from fedstore.federation.tokens import Caller, TokenBook, authorization_scheme, bearer_token
 
 
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    code: grpc.StatusCode
-    details: str
+Refusal = FedstoreError  # why a call is refused: its kind (the status), its message and its rule
 
 
 def decide(caller: Caller, method: str, *, region: str | None) -> Refusal | None:
@@ -33,8 +31,8 @@ def decide(caller: Caller, method: str, *, region: str | None) -> Refusal | None
     For ``Scope.REQUEST_REGION`` this is the role only: the request's region is its service's check."""
     policy = POLICIES.get(method)
     if policy is None or policy.scope is Scope.NOT_SERVED:
-        return Refusal(grpc.StatusCode.PERMISSION_DENIED,
-                       f"rule policy: {method} has no access policy that admits any caller (deny by default)")
+        return PermissionDenied(f"{method} has no access policy that admits any caller (deny by default)",
+                                rule="policy")
     if policy.scope is Scope.OPEN:
         return None
     assert policy.role is not None
@@ -43,25 +41,22 @@ def decide(caller: Caller, method: str, *, region: str | None) -> Refusal | None
         rows = (f"; {method} returns rows, which only a credential of the region alone may read, and a credential "
                 "for every region ('*'), as the centre's are, never holds a row role"
                 if policy.scope is Scope.ROWS and "*" in caller.regions else "")
-        return Refusal(grpc.StatusCode.PERMISSION_DENIED,
-                       f"rule role: caller {caller.name!r} lacks role {policy.role} that {method} needs (it holds: {held}){rows}")
+        return PermissionDenied(f"caller {caller.name!r} lacks role {policy.role} that {method} needs (it holds: {held}){rows}",
+                                rule="role")
     if policy.scope is Scope.ROWS:
         if region is None:
-            return Refusal(grpc.StatusCode.PERMISSION_DENIED, f"rule rows: {method} returns rows, never at the centre")
+            return PermissionDenied(f"{method} returns rows, never at the centre", rule="rows")
         if not caller.bound_to(region):
             why = ("it is a credential for every region ('*'), as the centre's are"
                    if "*" in caller.regions else f"it is bound to {', '.join(caller.regions)}")
-            return Refusal(grpc.StatusCode.PERMISSION_DENIED,
-                           f"rule rows: {method} returns region {region}'s rows, so only a credential of region "
-                           f"{region} alone is admitted; caller {caller.name!r} is not: {why}")
+            return PermissionDenied(f"{method} returns region {region}'s rows, so only a credential of region "
+                                    f"{region} alone is admitted; caller {caller.name!r} is not: {why}", rule="rows")
     elif policy.scope is Scope.FEDERATION and caller.regions != ("*",):
-        return Refusal(grpc.StatusCode.PERMISSION_DENIED,
-                       f"rule region: {method} spans every region, so only a credential for '*' is admitted; "
-                       f"caller {caller.name!r} acts for {', '.join(caller.regions)}")
+        return PermissionDenied(f"{method} spans every region, so only a credential for '*' is admitted; "
+                                f"caller {caller.name!r} acts for {', '.join(caller.regions)}", rule="region")
     elif region is not None and not caller.allows(region):  # a node of one region: its own callers only
-        return Refusal(grpc.StatusCode.PERMISSION_DENIED,
-                       f"rule region: caller {caller.name!r} may not act in region {region} "
-                       f"(it acts for {', '.join(caller.regions)})")
+        return PermissionDenied(f"caller {caller.name!r} may not act in region {region} "
+                                f"(it acts for {', '.join(caller.regions)})", rule="region")
     return None
 
 
@@ -69,12 +64,12 @@ def unauthenticated(metadata: tuple[tuple[str, str | bytes], ...] | None) -> Ref
     """The refusal of a call without a bearer token."""
     scheme = authorization_scheme(metadata)
     if scheme is not None and scheme.lower() != "bearer":
-        return Refusal(grpc.StatusCode.UNAUTHENTICATED,
-                       f"unsupported authorization scheme {scheme!r}: send 'authorization: Bearer <token>' metadata")
-    return Refusal(grpc.StatusCode.UNAUTHENTICATED, "missing token: send 'authorization: Bearer <token>' metadata")
+        return Unauthenticated(f"unsupported authorization scheme {scheme!r}: send 'authorization: Bearer <token>' "
+                               "metadata")
+    return Unauthenticated("missing token: send 'authorization: Bearer <token>' metadata")
 
 
-UNKNOWN_TOKEN = Refusal(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+UNKNOWN_TOKEN = Unauthenticated("unknown token")
 
 
 class AccessObserver(Protocol):
@@ -112,23 +107,24 @@ class AccessGuard(grpc.GenericRpcHandler):
         """Why a call of ``method`` with this metadata is refused (counted); None: admitted (counted)."""
         token = bearer_token(metadata)
         if not token:
-            self._refused(grpc.StatusCode.UNAUTHENTICATED, "")
-            return unauthenticated(metadata)
+            missing = unauthenticated(metadata)
+            self._refused(missing, "")
+            return missing
         caller = self.book.caller(token)
         if caller is None:
-            self._refused(grpc.StatusCode.UNAUTHENTICATED, "")
+            self._refused(UNKNOWN_TOKEN, "")
             return UNKNOWN_TOKEN
         decisions = self._decisions[caller.name]
         refusal = decisions[method] if method in decisions else decide(caller, method, region=self.region)
         if refusal is not None:
-            self._refused(refusal.code, caller.name)
+            self._refused(refusal, caller.name)
         elif self.observer is not None:
             self.observer.admitted(caller.name)
         return refusal
 
-    def _refused(self, code: grpc.StatusCode, caller: str) -> None:
+    def _refused(self, refusal: Refusal, caller: str) -> None:
         if self.observer is not None:
-            self.observer.refused(code, caller)
+            self.observer.refused(code_of(refusal), caller)
 
 
 def deny_unread(refusal: Refusal) -> grpc.RpcMethodHandler:
@@ -138,7 +134,8 @@ def deny_unread(refusal: Refusal) -> grpc.RpcMethodHandler:
     256 MiB a serving node accepts for training-set entity frames (a unary handler would read it all first)."""
 
     def handler(requests: object, context: grpc.ServicerContext) -> None:
-        context.abort(refusal.code, refusal.details)
+        # sent here, not raised to the error boundary: one refusal is shared by every call it refuses
+        abort(context, refusal)
 
     return grpc.stream_unary_rpc_method_handler(handler)
 

@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator, Sequence
 import grpc
 from google.protobuf.message import DecodeError
 
+from fedstore.federation.errors import FedstoreError, InvalidArgument, ResourceExhausted
+
 
 # At most this many bytes of UTF-8 in a status's details: grpc percent-encodes every byte that is
 # not printable ASCII, so even non-ASCII details stay well under a client's 8 KiB trailer cap.
@@ -48,10 +50,17 @@ class Malformed:
 
     message_type: str
     reason: str = ""  # why the request was refused, when its bytes did parse or were not parsed at all
+    refusal: FedstoreError | None = None  # the refusal itself, with its rule, where an inspection made one
 
     @property
     def detail(self) -> str:
+        if self.refusal is not None:
+            return str(self.refusal)
         return self.reason or f"malformed request: the bytes sent are not a valid {self.message_type}"
+
+    def error(self) -> FedstoreError:
+        """What the caller is told (INVALID_ARGUMENT, unless an inspection said otherwise)."""
+        return self.refusal if self.refusal is not None else InvalidArgument(self.detail)
 
 
 def parser(message_class: Any) -> Callable[[bytes], Any]:
@@ -101,17 +110,17 @@ def _parsing(from_string: Callable[[bytes], Any], name: str) -> Callable[[bytes]
     return parse
 
 
-def _inspected(parse: Callable[[bytes], Any], inspect: Callable[[Any], str] | None, name: str,
+def _inspected(parse: Callable[[bytes], Any], inspect: Callable[[Any], FedstoreError | None] | None, name: str,
                max_bytes: int | None) -> Callable[[bytes], Any]:
     def checked(data: bytes) -> Any:
         if max_bytes is not None and len(data) > max_bytes:
-            return Malformed(name, f"rule size: the request is {len(data):,} bytes, and a {name} may be at most "
-                                   f"{max_bytes:,}")
+            return Malformed(name, refusal=InvalidArgument(
+                f"the request is {len(data):,} bytes, and a {name} may be at most {max_bytes:,}", rule="size"))
         request = parse(data)
         if isinstance(request, Malformed) or inspect is None:
             return request
         refusal = inspect(request)
-        return Malformed(name, refusal) if refusal else request
+        return Malformed(name, refusal=refusal) if refusal is not None else request
 
     return checked
 
@@ -135,6 +144,28 @@ def generic_handler(add_to_server: Callable[[Any, Any], None], servicer: object)
     return handler
 
 
+Behaviour = Callable[..., Any]
+
+
+def with_behaviour(h: grpc.RpcMethodHandler, unary: Callable[[Behaviour], Behaviour],
+                   stream: Callable[[Behaviour], Behaviour],
+                   non_blocking: Callable[[Behaviour], Behaviour] | None = None) -> grpc.RpcMethodHandler:
+    """``h`` with its behaviour wrapped (for server interceptors): by ``unary`` for a method with one
+    response, ``stream`` for a response stream, ``non_blocking`` for a stream grpc answers through a
+    callback (health Watch; None: such a method is left as it is)."""
+    if h.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(h.unary_unary), h.request_deserializer, h.response_serializer)
+    if h.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(h.stream_unary), h.request_deserializer,
+                                                    h.response_serializer)
+    behavior = h.unary_stream or h.stream_stream
+    make = grpc.unary_stream_rpc_method_handler if h.unary_stream else grpc.stream_stream_rpc_method_handler
+    if getattr(behavior, "experimental_non_blocking", False):
+        return h if non_blocking is None else make(non_blocking(behavior), h.request_deserializer,
+                                                    h.response_serializer)
+    return make(stream(behavior), h.request_deserializer, h.response_serializer)
+
+
 def first_handler(
     handlers: Sequence[grpc.GenericRpcHandler], handler_call_details: grpc.HandlerCallDetails
 ) -> grpc.RpcMethodHandler | None:
@@ -149,10 +180,11 @@ def first_handler(
 class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
     """``handler``'s unary-request methods, answering INVALID_ARGUMENT to bytes that do not parse
     as their request message before the method runs (for thread-pool servers), and to a request
-    that ``inspect`` (if given) refuses: its non-empty answer is the status's details. With
-    ``max_bytes``, a request larger than that is refused unread ("rule size")."""
+    that ``inspect`` (if given) refuses: the refusal it returns is sent (None: admitted). With
+    ``max_bytes``, a request larger than that is refused unread ("rule size"). The refusals are raised
+    (``federation.errors``): the server's error boundary sends them."""
 
-    def __init__(self, handler: grpc.GenericRpcHandler, inspect: Callable[[Any], str] | None = None,
+    def __init__(self, handler: grpc.GenericRpcHandler, inspect: Callable[[Any], FedstoreError | None] | None = None,
                  max_bytes: int | None = None) -> None:
         self.handler = handler
         self.inspect = inspect
@@ -169,7 +201,7 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
         return wrapped
 
     @staticmethod
-    def _wrap(h: grpc.RpcMethodHandler | None, method: str, inspect: Callable[[Any], str] | None,
+    def _wrap(h: grpc.RpcMethodHandler | None, method: str, inspect: Callable[[Any], FedstoreError | None] | None,
               max_bytes: int | None) -> grpc.RpcMethodHandler | None:
         if h is None or h.request_streaming or h.request_deserializer is None:
             return h
@@ -182,7 +214,7 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
 
         def checked(request: Any, context: grpc.ServicerContext) -> Any:
             if isinstance(request, Malformed):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+                raise request.error()  # sent by the server's error boundary
             return behavior(request, context)  # a stream method's iterator, or the answer
 
         make = grpc.unary_stream_rpc_method_handler if h.response_streaming else grpc.unary_unary_rpc_method_handler
@@ -191,7 +223,7 @@ class reject_malformed(grpc.GenericRpcHandler):  # noqa: N801 - used like a func
 
 class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a function
     """``handler``'s methods that take a stream of requests, at most ``limit`` calls of them at once;
-    more are refused RESOURCE_EXHAUSTED at once (for thread-pool servers).
+    more are refused RESOURCE_EXHAUSTED at once (for thread-pool servers, behind an error boundary).
 
     A thread-pool server gives a call a thread for as long as it lasts, and a request stream its
     client keeps open while sending nothing (reflection's, which anyone may open) holds its thread
@@ -210,14 +242,14 @@ class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a functio
         behavior = h.stream_stream if h.response_streaming else h.stream_unary
         slots, limit, method = self._slots, self.limit, handler_call_details.method
 
-        def refuse(context: grpc.ServicerContext) -> None:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"{method}: {limit} calls are open already, the most this server runs at once; try again later")
+        def refuse() -> ResourceExhausted:  # sent by the server's error boundary
+            return ResourceExhausted(f"{method}: {limit} calls are open already, the most this server runs at once; "
+                                     "try again later")
 
         if h.response_streaming:
             def streaming(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
                 if not slots.acquire(blocking=False):
-                    refuse(context)
+                    raise refuse()
                 try:
                     yield from behavior(requests, context)
                 finally:  # the stream ended, failed or was cancelled
@@ -227,7 +259,7 @@ class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a functio
 
         def unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             if not slots.acquire(blocking=False):
-                refuse(context)
+                raise refuse()
             try:
                 return behavior(requests, context)
             finally:
@@ -237,4 +269,4 @@ class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a functio
 
 
 __all__ = ["MAX_DETAILS_BYTES", "Malformed", "bounded_parser", "first_handler", "generic_handler", "limit_streams", "parser",
-           "reject_malformed", "status_details"]
+           "reject_malformed", "status_details", "with_behaviour"]

@@ -18,6 +18,9 @@ from typing import Any, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fedstore.federation.error_boundary import abort
+from fedstore.federation.errors import NotFound, Unimplemented
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
@@ -59,13 +62,13 @@ class HealthService(health_pb2_grpc.HealthServicer):
     def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> health_pb2.HealthCheckResponse:
         status = self.status(request.service)
         if status is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no health status for service {request.service!r}")
+            abort(context, NotFound(f"no health status for service {request.service!r}"))
         return health_pb2.HealthCheckResponse(status=status)
 
     def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext,
               send_response_callback: Callable[[Any], object] | None = None) -> None:
         if send_response_callback is None:  # grpc calls non-blocking handlers with the callback
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "health Watch needs grpc's non-blocking handlers")
+            abort(context, Unimplemented("health Watch needs grpc's non-blocking handlers"))
             return
         send = send_response_callback
         service = request.service

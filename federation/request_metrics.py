@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterator
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from fedstore.federation.grpc_handlers import with_behaviour
+
 # seconds: a health check takes microseconds, a training run or a training-set stream minutes
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0)
 
@@ -36,17 +38,8 @@ class RequestMetrics(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, method),
-                                                       handler.request_deserializer, handler.response_serializer)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary, method),
-                                                        handler.request_deserializer, handler.response_serializer)
-        if getattr(handler.unary_stream or handler.stream_stream, "experimental_non_blocking", False):
-            return handler  # a callback-driven stream (health Watch): it has no end to time here
-        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return make(self._stream(handler.unary_stream or handler.stream_stream, method),
-                    handler.request_deserializer, handler.response_serializer)
+        # a callback-driven stream (health Watch) is left as it is: it has no end to time here
+        return with_behaviour(handler, lambda b: self._unary(b, method), lambda b: self._stream(b, method))
 
     def _done(self, method: str, context: grpc.ServicerContext, began: float, failed: bool) -> None:
         code = context.code()

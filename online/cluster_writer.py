@@ -30,8 +30,7 @@ from fedstore.online.redis_writer import (
     hget_payload,
     hmget_payload,
     hset_payload,
-    late_rows,
-    latest_per_entity,
+    write_chunks,
 )
 from fedstore.online.resp_connection import RespConnection, RespError
 
@@ -54,26 +53,12 @@ class ClusterRedisWriter:
         late_before: datetime | None = None,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> WriteResult:
-        if isinstance(rows, pa.Table):
-            rows = latest_per_entity(rows, list(layout.join_keys), layout.timestamp_field)
-            rows = rows.to_batches(max_chunksize=self.chunk_rows)
         router = ClusterRouter(self.target)
-        total = written = late = 0
         try:
-            for batch in rows:
-                for offset in range(0, batch.num_rows, self.chunk_rows):
-                    chunk = pa.Table.from_batches([batch.slice(offset, self.chunk_rows)])
-                    wanted = self._with_retries(router, chunk, layout)
-                    written += int(wanted.sum())
-                    late += late_rows(chunk, layout, wanted, late_before)
-                    total += chunk.num_rows
-                    if progress:
-                        progress(chunk.num_rows)
-                    if on_chunk:  # (rows of the chunk, of them written): the job's progress record
-                        on_chunk(chunk.num_rows, int(wanted.sum()))
+            return write_chunks(rows, layout, self.chunk_rows, lambda chunk: self._with_retries(router, chunk, layout),
+                                progress=progress, late_before=late_before, on_chunk=on_chunk)
         finally:
             router.close()
-        return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written, rows_late=late)
 
     def _with_retries(self, router: ClusterRouter, chunk: pa.Table, layout: ViewLayout) -> np.ndarray:
         check_epoch(chunk, layout)

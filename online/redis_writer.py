@@ -146,27 +146,14 @@ class FastRedisWriter:
         per entity overall (as ``source_reader.read_latest`` yields), since batches are written
         independently. ``late_before``: written rows with an earlier event time are counted late.
         """
-        if isinstance(rows, pa.Table):
-            rows = latest_per_entity(rows, list(layout.join_keys), layout.timestamp_field)
-            rows = rows.to_batches(max_chunksize=self.chunk_rows)
-        total = written = late = 0
         with self._connect() as reads, self._connect() as writes:
             sender = _Sender(writes)
             try:
-                for batch in rows:
-                    for offset in range(0, batch.num_rows, self.chunk_rows):
-                        chunk = pa.Table.from_batches([batch.slice(offset, self.chunk_rows)])
-                        wanted = self._write_chunk(reads, sender, chunk, layout)
-                        written += int(wanted.sum())
-                        late += late_rows(chunk, layout, wanted, late_before)
-                        total += chunk.num_rows
-                        if progress:
-                            progress(chunk.num_rows)
-                        if on_chunk:  # (rows of the chunk, of them written): the job's progress record
-                            on_chunk(chunk.num_rows, int(wanted.sum()))
+                return write_chunks(rows, layout, self.chunk_rows,
+                                    lambda chunk: self._write_chunk(reads, sender, chunk, layout),
+                                    progress=progress, late_before=late_before, on_chunk=on_chunk)
             finally:
                 sender.close()
-        return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written, rows_late=late)
 
     def _write_chunk(
         self, reads: RespConnection, sender: _Sender, chunk: pa.Table, layout: ViewLayout
@@ -189,6 +176,37 @@ class FastRedisWriter:
                                         self.target.key_ttl_seconds)
         sender.submit(payload, replies)
         return newer
+
+
+def write_chunks(
+    rows: pa.Table | Iterable[pa.RecordBatch],
+    layout: ViewLayout,
+    chunk_rows: int,
+    write_chunk: Callable[[pa.Table], np.ndarray],
+    *,
+    progress: Callable[[int], None] | None,
+    late_before: datetime | None,
+    on_chunk: Callable[[int, int], None] | None,
+) -> WriteResult:
+    """The chunk loop of every writer (one Redis, a cluster): ``rows`` (a table: the newest row per
+    entity) in chunks of ``chunk_rows``, each written by ``write_chunk`` (which rows it wrote), counted."""
+    if isinstance(rows, pa.Table):
+        rows = latest_per_entity(rows, list(layout.join_keys), layout.timestamp_field)
+        rows = rows.to_batches(max_chunksize=chunk_rows)
+    total = written = late = 0
+    for batch in rows:
+        for offset in range(0, batch.num_rows, chunk_rows):
+            chunk = pa.Table.from_batches([batch.slice(offset, chunk_rows)])
+            wanted = write_chunk(chunk)
+            done = int(wanted.sum())
+            written += done
+            late += late_rows(chunk, layout, wanted, late_before)
+            total += chunk.num_rows
+            if progress:
+                progress(chunk.num_rows)
+            if on_chunk:  # (rows of the chunk, of them written): the job's progress record
+                on_chunk(chunk.num_rows, done)
+    return WriteResult(rows_in=total, rows_written=written, rows_skipped_stale=total - written, rows_late=late)
 
 
 def check_epoch(chunk: pa.Table, layout: ViewLayout) -> None:

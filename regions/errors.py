@@ -1,4 +1,7 @@
-"""The one error root of the region node. Messages are for operators: one plain line."""
+"""The one error root of the region node. Messages are for operators: one plain line.
+
+A ``RegionError`` is also a kind of refusal (``federation.errors``): FAILED_PRECONDITION unless its
+class says otherwise, for the region's gRPC services (training sets) that end with one."""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from fedstore.federation import errors as kinds
 
-class RegionError(Exception):
+
+class RegionError(kinds.FailedPrecondition):
     """Something an operator can act on went wrong in a region node."""
 
 
@@ -44,11 +49,12 @@ class InvalidSource(RegionError):
     """A region source file that is not Parquet or lacks a column its feature view reads."""
 
 
-class InvalidEntities(RegionError):
+# the kind first: it, not RegionError's, fixes the status
+class InvalidEntities(kinds.InvalidArgument, RegionError):
     """An entity file a training set cannot be built from (missing, empty, wrong columns or types)."""
 
 
-class UnknownName(RegionError):
+class UnknownName(kinds.NotFound, RegionError):
     """A feature service, feature view or label this region does not have."""
 
 

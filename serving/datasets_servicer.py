@@ -2,7 +2,8 @@
 
 The request's entity frame is written to a temporary Parquet file in the region, the training set
 is built by the same code as `fedstore region training-set` (so it gets a manifest and an entry in
-the region's index), and streamed back as Arrow IPC chunks of bounded rows.
+the region's index), and streamed back as Arrow IPC chunks of bounded rows. A refusal is raised
+(``federation.errors``; a ``RegionError`` is one) and sent by the node's error boundary.
 """
 
 from __future__ import annotations
@@ -19,29 +20,19 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from fedstore.federation import RegionConfig
-from fedstore.federation.grpc_handlers import Malformed, parser, status_details
+from fedstore.federation.errors import InvalidArgument, PermissionDenied, reworded
+from fedstore.federation.grpc_handlers import Malformed, parser
 from fedstore.proto.fedstore.datasets.v1 import datasets_pb2 as pb
 from fedstore.proto.fedstore.datasets.v1 import datasets_pb2_grpc
 from fedstore.regions.datasets import TrainingSetRequest, build_training_set
 from fedstore.regions.datasets.manifest import DatasetManifest
-from fedstore.regions.errors import InvalidEntities, RegionError, RegionNotReady, UnknownName
+from fedstore.regions.errors import RegionError
 from fedstore.regions.store.node import RegionNode
 
 SERVICE = pb.DESCRIPTOR.services_by_name["HistoricalFeatures"].full_name
 
-_CODES: dict[type[RegionError], grpc.StatusCode] = {
-    InvalidEntities: grpc.StatusCode.INVALID_ARGUMENT,
-    UnknownName: grpc.StatusCode.NOT_FOUND,
-    RegionNotReady: grpc.StatusCode.FAILED_PRECONDITION,
-}
 DEFAULT_CHUNK_ROWS = 65_536
 MAX_CHUNK_ROWS = 1_000_000
-
-
-class _Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
@@ -70,38 +61,28 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         stream expire, grpc stops asking for chunks and closes the generator, so the thread and
         the scratch files are freed; a build under way cannot be stopped and finishes first."""
         if isinstance(request, Malformed):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
-            return  # unreachable: abort raises
+            raise InvalidArgument(request.detail)
         if not request.region.strip():  # a request missing a field, not one for another jurisdiction
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"region is required: name the region whose data to read ({self.region.code} here)")
+            raise InvalidArgument(f"region is required: name the region whose data to read ({self.region.code} here)")
         if request.region.upper() != self.region.code:
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                status_details(f"this node serves region {self.region.code} only; data of "
-                               f"{request.region or '(no region)'} stays in its own jurisdiction"),
-            )
+            raise PermissionDenied(f"this node serves region {self.region.code} only; data of "
+                                   f"{request.region or '(no region)'} stays in its own jurisdiction")
         chunk_rows = request.max_chunk_rows or DEFAULT_CHUNK_ROWS
         if chunk_rows > MAX_CHUNK_ROWS:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_chunk_rows may be at most {MAX_CHUNK_ROWS}")
+            raise InvalidArgument(f"max_chunk_rows may be at most {MAX_CHUNK_ROWS}")
         while not self._building.acquire(timeout=0.25):  # queued behind the build under way
             if not context.is_active():
                 return  # cancelled, or its deadline passed, while waiting: nothing was built
         work = Path(tempfile.mkdtemp(prefix="request-", dir=self._scratch()))
         try:
             try:
-                try:
-                    manifest = self._build(request, work)
-                finally:
-                    self._building.release()
-            except _Refused as e:
-                # cleaned up before abort: the caller has its answer as soon as the status is sent
-                shutil.rmtree(work, ignore_errors=True)
-                context.abort(e.code, status_details(e.message))
+                manifest = self._build(request, work)
+            finally:
+                self._building.release()
             batches = _batches(work / "dataset.parquet", chunk_rows)
             while (chunk := _chunk(batches, manifest.dataset_id)) is not None:
                 yield chunk
-        finally:  # the stream ended, failed or was cancelled
+        finally:  # the stream ended, failed or was cancelled; a refusal's status is sent after this
             shutil.rmtree(work, ignore_errors=True)
 
     def _build(self, request: pb.GetHistoricalFeaturesRequest, work: Path) -> DatasetManifest:
@@ -109,7 +90,7 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         try:
             table = ipc.open_stream(request.entities_arrow).read_all()
         except (pa.ArrowInvalid, OSError):
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "entities_arrow is not an Arrow IPC stream") from None
+            raise InvalidArgument("entities_arrow is not an Arrow IPC stream") from None
         pq.write_table(table, entities)
         try:
             return build_training_set(
@@ -125,7 +106,7 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         except RegionError as e:
             # the caller sent entities_arrow, not this node's scratch file: its messages name that
             message = str(e).replace(f"entity file {entities}", "entities_arrow").replace(str(entities), "entities_arrow")
-            raise _Refused(_CODES.get(type(e), grpc.StatusCode.FAILED_PRECONDITION), message) from None
+            raise reworded(e, message) from None
 
     def _scratch(self) -> Path:
         path = self.region.data_dir / "datasets" / "requests"

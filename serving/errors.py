@@ -1,40 +1,28 @@
-"""The serving node's errors, and the one table that maps them to gRPC status codes."""
+"""The serving node's errors: kinds of refusal (``federation.errors``) the node's error boundary sends
+(``federation.error_boundary``, the lookup lane's ``serving.lookup_methods``), and the online store's
+failures the node falls back from."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
-from fedstore.federation.grpc_handlers import status_details
+from fedstore.federation import errors as kinds
 
 
-class ServingError(Exception):
-    """Root of every error a serving call can end with. Subclasses fix the status code."""
-
-    code = grpc.StatusCode.INTERNAL
+class ServingError(kinds.FedstoreError):
+    """Root of every error a serving call can end with (a bare one: INTERNAL). Subclasses fix the kind."""
 
 
-class InvalidRequest(ServingError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+class InvalidRequest(ServingError, kinds.InvalidArgument):
+    pass
 
 
-class UnknownFeature(ServingError):
-    code = grpc.StatusCode.NOT_FOUND
+class UnknownFeature(ServingError, kinds.NotFound):
+    pass
 
 
-class Unauthenticated(ServingError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class PermissionDenied(ServingError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class NoData(ServingError):
+class NoData(ServingError, kinds.Unavailable):
     """Neither the online store nor a batch snapshot can answer."""
-
-    code = grpc.StatusCode.UNAVAILABLE
 
 
 class OnlineStoreDown(Exception):
@@ -56,17 +44,9 @@ class OnlineNotLoaded(Exception):
         self.rows = rows  # what it answered: still the best answer when there is no snapshot
 
 
-def abort(context: grpc.ServicerContext, error: ServingError) -> None:
-    context.abort(error.code, status_details(str(error)))
-
-
-class NoModel(ServingError):
+class NoModel(ServingError, kinds.FailedPrecondition):
     """No model takes traffic for the feature service in this region (none deployed, or refused here)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
-
-class Overloaded(ServingError):
+class Overloaded(ServingError, kinds.ResourceExhausted):
     """Refused before any answer, so the caller retries elsewhere (the prediction log is behind)."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED

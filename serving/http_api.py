@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import grpc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -36,22 +35,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fedstore.federation.access import AccessGuard
+from fedstore.federation.errors import Status
 from fedstore.serving.lookup_methods import LaneMethod, outcome
 from fedstore.serving.metrics import ServingMetrics
 from fedstore.serving.ports import CannotListen
 
 log = logging.getLogger(__name__)
 
-# gRPC status -> HTTP status and the Feast error class Feast's client raises for it
-_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "FeastError"),
-    grpc.StatusCode.NOT_FOUND: (404, "FeastObjectNotFoundException"),
-    grpc.StatusCode.UNAUTHENTICATED: (401, ""),
-    grpc.StatusCode.PERMISSION_DENIED: (403, "FeastPermissionError"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "FeastError"),
-    grpc.StatusCode.UNAVAILABLE: (503, "FeastError"),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "FeastError"),
+# the one table over HTTP: a refusal's kind (federation.errors, the gRPC status of the same name) ->
+# HTTP status and the Feast error class Feast's client raises for it
+_HTTP: dict[Status, tuple[int, str]] = {
+    Status.INVALID_ARGUMENT: (400, "FeastError"),
+    Status.NOT_FOUND: (404, "FeastObjectNotFoundException"),
+    Status.UNAUTHENTICATED: (401, ""),
+    Status.PERMISSION_DENIED: (403, "FeastPermissionError"),
+    Status.RESOURCE_EXHAUSTED: (429, "FeastError"),
+    Status.UNAVAILABLE: (503, "FeastError"),
+    Status.DEADLINE_EXCEEDED: (504, "FeastError"),
 }
+_KINDS = {s.value: s for s in Status}
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ class FeastHttpApi:
         began = time.perf_counter()
         refusal = self._guard.refusal((("authorization", request.headers.get("authorization", "")),), self._policy)
         if refusal is not None:  # refused before the body is read (the guard counted it)
-            return _refused(refusal.code, _http_wording(refusal.details))
+            return _refused(refusal.status, _http_wording(str(refusal)))
         body = bytearray()
         try:
             async for chunk in request.stream():
@@ -144,7 +146,7 @@ class FeastHttpApi:
         got = await loop.run_in_executor(self._pool, outcome, self._lookup, bytes(body), None)
         self._metrics.answered(self._lookup.label, got.code, time.perf_counter() - began)
         if got.response is None:
-            return _refused(got.code, got.details)
+            return _refused(_KINDS.get(got.code.name), got.details)
         return Response(got.response, media_type="application/json")
 
     async def _health(self, request: Request) -> Response:
@@ -156,8 +158,8 @@ class FeastHttpApi:
                         headers=exc.headers)
 
 
-def _refused(code: grpc.StatusCode, details: str) -> Response:
-    status, feast_class = _HTTP.get(code, (500, "FeastError"))
+def _refused(kind: Status | None, details: str) -> Response:
+    status, feast_class = _HTTP.get(kind, (500, "FeastError")) if kind is not None else (500, "FeastError")
     return error_response(status, details, feast_class)
 
 

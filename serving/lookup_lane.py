@@ -31,7 +31,8 @@ import grpc
 from grpc._cython import cygrpc
 
 from fedstore.federation.access import AccessGuard
-from fedstore.serving.lookup_methods import INTERNAL_DETAILS, LaneMethod, outcome
+from fedstore.federation.errors import Internal, ResourceExhausted
+from fedstore.serving.lookup_methods import INTERNAL_DETAILS, LaneMethod, Outcome, outcome, refused
 from fedstore.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
@@ -192,12 +193,12 @@ class LookupLane:
 
     def _admit(self, event: cygrpc.RequestCallEvent, call: _Call, full: bool) -> None:
         if full:  # the caller retries elsewhere, instead of waiting behind calls that may be slow
-            self._finish(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"this serving process has {self.max_calls} calls under way, the most it takes", None)
+            self._finish(call, refused(ResourceExhausted(
+                f"this serving process has {self.max_calls} calls under way, the most it takes")))
             return
         refusal = self.guard.refusal(event.invocation_metadata, call.method.path)
         if refusal is not None:  # refused unread: a caller without a valid token sends nothing we read
-            self._finish(call, refusal.code, refusal.details, None, measured=False)  # the guard counted it
+            self._finish(call, refused(refusal), measured=False)  # the guard counted it
             return
         self._start(call, (cygrpc.ReceiveMessageOperation(_FLAGS),))
 
@@ -214,7 +215,7 @@ class LookupLane:
         if call.answered:  # its last batch may be under way: its event ends it; else it never comes
             return
         try:
-            self._finish(call, grpc.StatusCode.INTERNAL, INTERNAL_DETAILS, None, measured=False)
+            self._finish(call, refused(Internal(INTERNAL_DETAILS)), measured=False)
         except Exception:
             log.exception("lookup lane: cannot end a failed call")
             if not call.answered:
@@ -228,15 +229,14 @@ class LookupLane:
             return
         left = None if call.deadline > NO_DEADLINE else call.deadline - time.time()
         got = outcome(call.method, cast("cygrpc.ReceiveMessageOperation", event.batch_operations[0]).message(), left)
-        self._finish(call, got.code, got.details, got.response)
+        self._finish(call, got)
 
-    def _finish(
-        self, call: _Call, code: grpc.StatusCode, details: str, response: bytes | None, *, measured: bool = True
-    ) -> None:
+    def _finish(self, call: _Call, got: Outcome, *, measured: bool = True) -> None:
         """Counted before the answer is sent: the caller has it as soon as the batch completes."""
+        code, response = got.code, got.response
         if measured:
             self.metrics.answered(call.method.label, code, time.perf_counter() - call.began)
-        status = cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), _FLAGS)
+        status = cygrpc.SendStatusFromServerOperation(got.trailers or None, code.value[0], got.details.encode(), _FLAGS)
         if response is None:
             ops: tuple[cygrpc.Operation, ...] = (
                 cygrpc.SendInitialMetadataOperation(None, _FLAGS),

@@ -2,7 +2,8 @@
 
 A lookup method is ``answer(request bytes, seconds left or None) -> response bytes`` (the servicers'
 ``GetOnlineFeatures``). ``outcome`` turns one call's request into what the caller gets (status code,
-details, response bytes); the lookup lane (``serving.lookup_lane``, grpc's private core) and the
+details and their trailing metadata, response bytes: a ``FedstoreError`` answered as the node's error
+boundary answers it, ``federation.error_boundary.grpc_status``); the lookup lane (``serving.lookup_lane``, grpc's private core) and the
 public path (``serving.lookup_public``, grpc's public API) both send exactly that, and count it
 with the same metric, so the two cannot answer differently.
 """
@@ -15,8 +16,8 @@ from typing import Callable, NamedTuple
 
 import grpc
 
-from fedstore.federation.grpc_handlers import status_details
-from fedstore.serving.errors import ServingError
+from fedstore.federation.error_boundary import grpc_status
+from fedstore.federation.errors import DeadlineExceeded, FedstoreError, Internal, InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ INTERNAL_DETAILS = "the serving node failed to answer; see its log"
 @dataclass(frozen=True)
 class LaneMethod:
     """One unary lookup method: ``answer(request bytes, seconds left or None)`` returns the
-    response bytes, or raises ``ServingError`` (its status and message go to the caller)."""
+    response bytes, or raises ``FedstoreError`` (its status, message and rule go to the caller)."""
 
     path: str  # "/package.Service/Method"
     label: str  # the method label on metrics
@@ -37,28 +38,36 @@ class LaneMethod:
 
 
 class Outcome(NamedTuple):  # a tuple: built for every lookup, and a frozen dataclass's __init__ costs more
-    """What a lookup's caller gets: OK with the response bytes, or a status and its details."""
+    """What a lookup's caller gets: OK with the response bytes, or a status, its details and the
+    trailing metadata that carry them richly (google.rpc.Status)."""
 
     code: grpc.StatusCode
     details: str = ""
     response: bytes | None = None
+    trailers: tuple[tuple[str, str | bytes], ...] = ()
+
+
+def refused(error: FedstoreError) -> Outcome:
+    """The outcome of a call refused with ``error``."""
+    status = grpc_status(error)
+    return Outcome(status.code, status.details, None, tuple(status.trailing_metadata))
 
 
 def outcome(method: LaneMethod, body: bytes | None, time_left: float | None) -> Outcome:
     """The answer to one call of ``method``: ``body`` is its request message (None: the caller
     sent none), ``time_left`` the seconds left of its deadline (None: it has none)."""
     if body is None:
-        return Outcome(grpc.StatusCode.INVALID_ARGUMENT, f"{method.path} takes one request message")
+        return refused(InvalidArgument(f"{method.path} takes one request message"))
     if time_left is not None and time_left <= 0:  # it waited for a thread past its deadline
-        return Outcome(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call was answered")
+        return refused(DeadlineExceeded("the deadline passed before the call was answered"))
     try:
         response = method.answer(body, time_left)
-    except ServingError as e:
-        return Outcome(e.code, status_details(str(e)))
+    except FedstoreError as e:
+        return refused(e)
     except Exception:
         log.exception("%s failed", method.path)
-        return Outcome(grpc.StatusCode.INTERNAL, INTERNAL_DETAILS)
+        return refused(Internal(INTERNAL_DETAILS))
     return Outcome(grpc.StatusCode.OK, "", response)
 
 
-__all__ = ["INTERNAL_DETAILS", "LANE", "LaneMethod", "Outcome", "PUBLIC", "outcome"]
+__all__ = ["INTERNAL_DETAILS", "LANE", "LaneMethod", "Outcome", "PUBLIC", "outcome", "refused"]

@@ -48,6 +48,7 @@ def _behaviour(method: LaneMethod, metrics: ServingMetrics) -> Callable[[Iterato
         got = outcome(method, body, None if left is None or left >= _NO_DEADLINE_SECONDS else left)
         metrics.answered(method.label, got.code, time.perf_counter() - began)
         if got.response is None:
+            context.set_trailing_metadata(got.trailers)  # the rule, as on the lane
             context.abort(got.code, got.details)  # raises: grpc sends the status
         return got.response
 

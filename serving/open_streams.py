@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import grpc
 
+from fedstore.federation.errors import ResourceExhausted
 from fedstore.federation.grpc_handlers import first_handler
 
 
@@ -42,8 +43,7 @@ class LimitOpenStreams(grpc.GenericRpcHandler):
     def _admit(self, context: grpc.ServicerContext, method: str) -> None:
         with self._lock:
             if self.open >= self.limit:
-                context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                raise ResourceExhausted(  # sent by the node's error boundary
                     f"{method}: {self.limit} health-watch and reflection streams are open on this node, the "
                     "most it keeps; try again later (unary health checks are not limited)",
                 )

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 import grpc
 import numpy as np
 
-from fedstore.federation.grpc_handlers import status_details
+from fedstore.federation.error_boundary import code_of
 from fedstore.federation.traffic import route
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 from fedstore.serving.catalog import Resolved
@@ -219,10 +219,9 @@ class ScoringServicer:
         try:
             request = self._parse(body)
             response = self.scorer.score(request.feature_service, _columns(request), time_left=time_left)
-        except ServingError as e:
-            self.metrics.answered(METHOD, e.code, time.perf_counter() - began)
-            context.abort(e.code, status_details(str(e)))
-            raise  # unreachable: abort raises
+        except ServingError as e:  # sent by the node's error boundary
+            self.metrics.answered(METHOD, code_of(e), time.perf_counter() - began)
+            raise
         self.metrics.answered(METHOD, grpc.StatusCode.OK, time.perf_counter() - began)
         return response
 

@@ -37,6 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstore.federation import FederationConfig, RegionConfig
 from fedstore.federation.channels import centre_link
+from fedstore.federation.error_boundary import ErrorBoundary
 from fedstore.federation.grpc_handlers import generic_handler
 from fedstore.federation.health_service import HealthService
 from fedstore.federation.reflection import ServerReflection
@@ -259,6 +260,8 @@ class ServingNode:
             # an overloaded node refuses at once (RESOURCE_EXHAUSTED: the caller retries elsewhere)
             # instead of queueing calls without bound
             maximum_concurrent_rpcs=settings.max_concurrent_calls,
+            # a refusal a handler raises becomes its status and details here (the lane answers its own)
+            interceptors=[ErrorBoundary()],
             # several worker processes may share one port (SO_REUSEPORT); one alone must not
             # silently share a port with a stale server
             options=[

@@ -277,14 +277,15 @@ def test_the_centre_reads_no_row_and_is_told_why(doors):
 def test_a_credential_for_every_region_is_refused_rows_with_the_reason():
     """The config never issues a row role for '*'; were one made anyway, the node refuses it and says why."""
     from fedstore.federation.access import decide
+    from fedstore.federation.errors import PermissionDenied
     from fedstore.federation.tokens import Caller
 
     smuggled = Caller("centre", ("*",), frozenset({Role.LOOKUP}))
     refusal = decide(smuggled, SERVING + "GetOnlineFeatures", region="MY")
-    assert refusal is not None and refusal.code == grpc.StatusCode.PERMISSION_DENIED
-    assert "rule rows" in refusal.details and "every region ('*')" in refusal.details
+    assert isinstance(refusal, PermissionDenied) and refusal.rule == "rows"
+    assert str(refusal).startswith("rule rows: ") and "every region ('*')" in str(refusal)
     two = Caller("app", ("MY", "SG"), frozenset({Role.LOOKUP}))
-    assert "bound to MY, SG" in decide(two, FEAST + "GetOnlineFeatures", region="MY").details  # type: ignore[union-attr]
+    assert "bound to MY, SG" in str(decide(two, FEAST + "GetOnlineFeatures", region="MY"))
     assert decide(Caller("app", ("MY",), frozenset({Role.LOOKUP})), FEAST + "GetOnlineFeatures", region="MY") is None
 
 
@@ -297,6 +298,58 @@ def test_a_refused_call_at_the_centre_is_refused_before_its_message_is_read(door
             ch.unary_unary(AGG + "Submit")(b"\x0a" + b"\xff\xff\xff\x03" + b"x" * (8 << 20),
                                            metadata=(("authorization", f"Bearer {_secret('lookup@MY')}"),), timeout=30)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "lacks role publish" in e.value.details()
+
+
+def _rule(error: grpc.RpcError) -> str | None:
+    """The rule a refusal names in its rich status (google.rpc.ErrorInfo of domain fedstore), read as
+    any gRPC client reads it; None when it names none."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)  # None without one; raises if it disagrees with the call's status
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == "fedstore":
+            return info.reason
+    return None
+
+
+def test_a_refusal_carries_its_rule_to_the_caller_as_error_info(doors):
+    """The rule a refusal broke travels as google.rpc.ErrorInfo.reason over real gRPC, from the node's
+    lane (or its public-API path), its thread-pool services, and the centre; the centre's metrics
+    count the same rule, taken from the exception."""
+    node, _, _, centre_metrics, centre_channel = doors
+
+    def md(name: str) -> tuple:
+        return (("authorization", f"Bearer {_secret(name)}"),)
+
+    with grpc.insecure_channel(node) as ch:
+        with pytest.raises(grpc.RpcError) as e:  # a lookup: the lane's answer path (or the public one)
+            ch.unary_unary(SERVING + "GetOnlineFeatures")(b"", metadata=md("lookup@SG"), timeout=30)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and e.value.details().startswith("rule rows: ")
+        assert _rule(e.value) == "rows"
+        with pytest.raises(grpc.RpcError) as e:  # a training-set stream, on grpc's own server
+            list(ch.unary_stream(DATASETS + "GetHistoricalFeatures")(REQUESTS[DATASETS + "GetHistoricalFeatures"],
+                                                                      metadata=md("datasets@SG"), timeout=30))
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and _rule(e.value) == "rows"
+        with pytest.raises(grpc.RpcError) as e:  # no token: a refusal without a rule
+            ch.unary_unary(SERVING + "GetOnlineFeatures")(b"", timeout=30)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and _rule(e.value) is None
+
+    labels = {"rule": "identity", "code": "PERMISSION_DENIED"}
+    before = centre_metrics.registry.get_sample_value("fedstore_submissions_rejected_total", labels) or 0
+    with centre_channel() as ch:  # region SG's statistics over region MY's certificate
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary(AGG + "Submit")(apb.Submission(region="SG", submission_id="sg-stats-x").SerializeToString(),
+                                           metadata=md("publish@MY+SG"), timeout=30)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and e.value.details().startswith("rule identity: ")
+        assert _rule(e.value) == "identity"
+        assert centre_metrics.registry.get_sample_value("fedstore_submissions_rejected_total", labels) == before + 1
+        with pytest.raises(grpc.RpcError) as e:  # refused as it is parsed (wire.py), before Submit runs
+            unknown_field = b"\xb8\x3e\x01"  # field 999 = 1: no field of the contract
+            ch.unary_unary(AGG + "Submit")(REQUESTS[AGG + "Submit"] + unknown_field, metadata=md("publish@MY"),
+                                           timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and _rule(e.value) == "unknown_fields"
 
 
 def test_registry_reads_are_scoped_to_the_callers_regions(doors):

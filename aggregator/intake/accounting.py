@@ -50,8 +50,8 @@ def recompute(sub: pb.Submission, kind: str, catalog: dict[str, FeatureSpec]) ->
     acc = sub.accounting
     allowed = ALLOWED_MECHANISM[kind]
     if acc.mechanism != allowed:
-        raise Rejected(f"rule mechanism: a {kind} release must use {pb.Mechanism.Name(allowed)} noise, "
-                       f"not {pb.Mechanism.Name(acc.mechanism)}")
+        raise Rejected(f"a {kind} release must use {pb.Mechanism.Name(allowed)} noise, "
+                       f"not {pb.Mechanism.Name(acc.mechanism)}", rule="mechanism")
     if kind == "features":
         charge = _features(sub, catalog)
     elif kind == "training":
@@ -61,21 +61,21 @@ def recompute(sub: pb.Submission, kind: str, catalog: dict[str, FeatureSpec]) ->
     _agrees("ε", acc.epsilon, charge.epsilon)
     _agrees("ε per query", acc.epsilon_per_query, charge.epsilon_per_query)
     if not math.isclose(acc.delta, charge.delta, rel_tol=RELATIVE, abs_tol=0.0):
-        raise Rejected(f"rule accounting: claimed δ={acc.delta:.3g}, but a {kind} release with this noise costs "
-                       f"δ={charge.delta:.3g} by the centre's recomputation")
+        raise Rejected(f"claimed δ={acc.delta:.3g}, but a {kind} release with this noise costs "
+                       f"δ={charge.delta:.3g} by the centre's recomputation", rule="accounting")
     return charge
 
 
 def _agrees(what: str, claimed: float, computed: float) -> None:
     if not math.isclose(claimed, computed, rel_tol=RELATIVE, abs_tol=0.0):
-        raise Rejected(f"rule accounting: claimed {what}={claimed:.6g}, but the declared noise scales cost "
-                       f"{what}={computed:.6g} by the centre's recomputation (OpenDP, the catalog's sensitivities)")
+        raise Rejected(f"claimed {what}={claimed:.6g}, but the declared noise scales cost "
+                       f"{what}={computed:.6g} by the centre's recomputation (OpenDP, the catalog's sensitivities)", rule="accounting")
 
 
 def _scale(value: float, what: str) -> float:
     if not (math.isfinite(value) and value > 0):
-        raise Rejected(f"rule accounting: {what} declares no usable noise scale ({value!r}); "
-                       "every released number needs its scale")
+        raise Rejected(f"{what} declares no usable noise scale ({value!r}); "
+                       "every released number needs its scale", rule="accounting")
     return value
 
 
@@ -84,27 +84,27 @@ def _feature_epsilons(features: Iterable[pb.FeatureStatistics], catalog: dict[st
     out = []
     for f in features:
         if not f.HasField("noise"):
-            raise Rejected(f"rule accounting: {f.ref}{where} declares no noise scales")
+            raise Rejected(f"{f.ref}{where} declares no noise scales", rule="accounting")
         for name, (space, sensitivity) in feature_queries(catalog[f.ref]).items():
             scale = _scale(getattr(f.noise, name), f"{f.ref}{where} {name}")
             try:
                 out.append(laplace_epsilon(space, sensitivity, scale))
             except ValueError as e:
-                raise Rejected(f"rule accounting: {f.ref}{where} {name}: {e}") from None
+                raise Rejected(f"{f.ref}{where} {name}: {e}", rule="accounting") from None
     return out
 
 
 def _features(sub: pb.Submission, catalog: dict[str, FeatureSpec]) -> Charge:
     if sub.accounting.delta != 0:
-        raise Rejected("rule accounting: a Laplace release costs no δ; declare δ = 0")
+        raise Rejected("a Laplace release costs no δ; declare δ = 0", rule="accounting")
     released = _feature_epsilons(sub.features, catalog, "")
     in_segments = [eps for g in sub.segments
                    for eps in _feature_epsilons(g.features, catalog, f" in {g.dimension}={g.value}")]
     everything = released + in_segments
     eps_q = max(everything)
     if min(everything) < eps_q * (1 - RELATIVE):
-        raise Rejected(f"rule accounting: the noise scales give ε per query from {min(everything):.6g} to {eps_q:.6g}; "
-                       "a release spends one ε per query (scale = the catalog's sensitivity / ε per query)")
+        raise Rejected(f"the noise scales give ε per query from {min(everything):.6g} to {eps_q:.6g}; "
+                       "a release spends one ε per query (scale = the catalog's sensitivity / ε per query)", rule="accounting")
     # the queries of every feature computed, released or suppressed: basic composition of pure-DP
     # measurements adds their ε (what OpenDP's composition map does)
     queries = len(QUERY_NAMES)
@@ -122,17 +122,17 @@ def _training(sub: pb.Submission) -> Charge:
     try:
         eps, delta = gaussian_epsilon(scale, sub.accounting.delta)
     except ValueError as e:
-        raise Rejected(f"rule accounting: {e}") from None
+        raise Rejected(f"{e}", rule="accounting") from None
     return Charge(epsilon=eps, delta=delta, epsilon_per_query=eps)
 
 
 def _evaluation(sub: pb.Submission) -> Charge:
     if sub.accounting.delta != 0:
-        raise Rejected("rule accounting: a Laplace release costs no δ; declare δ = 0")
+        raise Rejected("a Laplace release costs no δ; declare δ = 0", rule="accounting")
     scale = _scale(sub.evaluation.noise_scale, "the evaluation")
     try:
         # outcome evidence with segments: an entity counts in the whole and in one segment
         eps = evaluation_epsilon(scale, 2 if sub.evaluation.segment_dimension else 1)
     except ValueError as e:
-        raise Rejected(f"rule accounting: {e}") from None
+        raise Rejected(f"{e}", rule="accounting") from None
     return Charge(epsilon=eps, delta=0.0, epsilon_per_query=eps)

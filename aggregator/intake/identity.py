@@ -23,12 +23,12 @@ def check_certificate_region(context: grpc.ServicerContext, region: str) -> None
     """Refuses (PERMISSION_DENIED, rule identity) a submission for ``region`` over any other certificate."""
     names = certificate_names(context)
     if not names:
-        raise NotAllowed(f"rule identity: a submission for region {region!r} needs region {region}'s client "
-                         "certificate, and this connection presents none")
+        raise NotAllowed(f"a submission for region {region!r} needs region {region}'s client "
+                         "certificate, and this connection presents none", rule="identity")
     claimed = certificate_regions(names)
     if len(claimed) != 1:
-        raise NotAllowed(f"rule identity: a submission for region {region!r} needs a client certificate naming "
-                         f"exactly one region; this one names {', '.join(claimed) or 'none'}")
+        raise NotAllowed(f"a submission for region {region!r} needs a client certificate naming "
+                         f"exactly one region; this one names {', '.join(claimed) or 'none'}", rule="identity")
     if claimed[0] != region:
-        raise NotAllowed(f"rule identity: this connection's client certificate is region {claimed[0]}'s; a "
-                         f"submission for region {region!r} must come over that region's own certificate")
+        raise NotAllowed(f"this connection's client certificate is region {claimed[0]}'s; a "
+                         f"submission for region {region!r} must come over that region's own certificate", rule="identity")

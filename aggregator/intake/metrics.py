@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import grpc
@@ -10,15 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, GCCollector, PlatformC
 
 from fedstore.aggregator.training.strategies import STRATEGIES as _REGISTERED
 
-_RULE = re.compile(r"^rule (\w+):")
 KINDS = ("features", "training", "evaluation")  # what a submission releases (aggregator.v1)
 STRATEGIES = tuple(_REGISTERED)  # the registry's names: a series for each strategy there is
-
-
-def rule_of(message: str) -> str:
-    """The rule a rejection names ("rule budget: …" → "budget"); "other" when it names none."""
-    m = _RULE.match(message)
-    return m.group(1) if m else "other"
 
 
 @dataclass

@@ -47,16 +47,16 @@ def feature(f: pb.FeatureStatistics, spec: FeatureSpec, *, max_entities: int, wh
     # rule population: n ≤ max_entities (the federation's cap), and C = n + L_c, so
     # C > max_entities + |L_c| (bound at p) is impossible
     if c - _abs(b.count, P) > max_entities:
-        raise Rejected(f"rule population: {f.ref}{where} counts {f.count:,} entities, beyond the federation's cap of "
-                       f"{max_entities:,} (privacy.max_entities) and its noise")
+        raise Rejected(f"{f.ref}{where} counts {f.count:,} entities, beyond the federation's cap of "
+                       f"{max_entities:,} (privacy.max_entities) and its noise", rule="population")
 
     # rule sum_range: n·lo ≤ S ≤ n·hi with n = C − L_c, so S' − C·hi ≤ |hi|·|L_c| + |L_s| and
     # S' − C·lo ≥ −(|lo|·|L_c| + |L_s|); each of the four magnitudes bound at p/4
     up = abs(hi) * _abs(b.count, P / 4) + _abs(b.sum, P / 4)
     down = abs(lo) * _abs(b.count, P / 4) + _abs(b.sum, P / 4)
     if s > c * hi + up + _slack(s, c * hi) or s < c * lo - down - _slack(s, c * lo):
-        raise Rejected(f"rule sum_range: {f.ref}{where} sum {s:.6g} is impossible for {f.count:,} values in "
-                       f"[{lo:g}, {hi:g}], noise included")
+        raise Rejected(f"{f.ref}{where} sum {s:.6g} is impossible for {f.count:,} values in "
+                       f"[{lo:g}, {hi:g}], noise included", rule="sum_range")
 
     # rule sum_sq_range: n·m ≤ Q ≤ n·M with m, M the least and greatest square in [lo, hi];
     # Q' ≤ C·M + M·|L_c| + |L_q| and Q' ≥ C·m − m·|L_c| − |L_q| (clamping only raises a negative Q')
@@ -65,8 +65,8 @@ def feature(f: pb.FeatureStatistics, spec: FeatureSpec, *, max_entities: int, wh
     up = big * _abs(b.count, P / 4) + _abs(b.sum_sq, P / 4)
     down = small * _abs(b.count, P / 4) + _abs(b.sum_sq, P / 4)
     if q > c * big + up + _slack(q, c * big) or q < c * small - down - _slack(q, c * small):
-        raise Rejected(f"rule sum_sq_range: {f.ref}{where} sum of squares {q:.6g} is impossible for {f.count:,} "
-                       f"values in [{lo:g}, {hi:g}], noise included")
+        raise Rejected(f"{f.ref}{where} sum of squares {q:.6g} is impossible for {f.count:,} "
+                       f"values in [{lo:g}, {hi:g}], noise included", rule="sum_sq_range")
 
     # rule variance: the values' variance lies in [0, (hi − lo)²/4] (Cauchy–Schwarz, Popoviciu):
     # S² ≤ n·Q and n·Q − S² ≤ n²·(hi − lo)²/4. With n, S, Q each within its noise of the released
@@ -80,16 +80,16 @@ def feature(f: pb.FeatureStatistics, spec: FeatureSpec, *, max_entities: int, wh
     w2 = (hi - lo) ** 2 / 4
     too_spread = all(n * q_lo - s2_max - n * n * w2 > _slack(n * q_lo, s2_max, n * n * w2) for n in (n_lo, n_hi))
     if s2_min > n_hi * q_hi + _slack(s2_min, n_hi * q_hi) or too_spread:
-        raise Rejected(f"rule variance: {f.ref}{where} sum {s:.6g} and sum of squares {q:.6g} of {f.count:,} values "
-                       f"give a variance no values in [{lo:g}, {hi:g}] have, noise included")
+        raise Rejected(f"{f.ref}{where} sum {s:.6g} and sum of squares {q:.6g} of {f.count:,} values "
+                       f"give a variance no values in [{lo:g}, {hi:g}] have, noise included", rule="variance")
 
     # rule histogram_total: Σh = n, so Σh' − C lies within Σ|L_h| + |L_c| (clamping moves a bin
     # by at most its noise): bins + 1 Laplace magnitudes of scale at most max(b_h, b_c), bound at p
     total = sum(f.histogram)
     room = abs_laplace_sum(spec.bins + 1, max(b.histogram, b.count), P)
     if abs(total - f.count) > room:
-        raise Rejected(f"rule histogram_total: {f.ref}{where} histogram total {total:,} does not match count "
-                       f"{f.count:,} within its noise (±{room:.0f})")
+        raise Rejected(f"{f.ref}{where} histogram total {total:,} does not match count "
+                       f"{f.count:,} within its noise (±{room:.0f})", rule="histogram_total")
 
 
 def view_counts(features: Sequence[pb.FeatureStatistics], catalog: dict[str, FeatureSpec], *, where: str) -> None:
@@ -106,9 +106,9 @@ def view_counts(features: Sequence[pb.FeatureStatistics], catalog: dict[str, Fea
         room = abs_laplace_sum(4, max(a.noise.count, a.noise.null_count, f.noise.count, f.noise.null_count), P)
         gap = (a.count + a.null_count) - (f.count + f.null_count)
         if abs(gap) > room:
-            raise Rejected(f"rule view_count: {a.ref} and {f.ref}{where} describe {a.count + a.null_count:,} and "
+            raise Rejected(f"{a.ref} and {f.ref}{where} describe {a.count + a.null_count:,} and "
                            f"{f.count + f.null_count:,} entities of view {view}, which is one set of entities "
-                           f"(noise allows ±{room:.0f})")
+                           f"(noise allows ±{room:.0f})", rule="view_count")
 
 
 def segment_totals(sub: pb.Submission) -> None:
@@ -127,8 +127,8 @@ def segment_totals(sub: pb.Submission) -> None:
         room = abs_laplace_sum(len(fs) + 1, max([w.noise.count] + [f.noise.count for f in fs]), P)
         total = sum(f.count for f in fs)
         if total - w.count > room:
-            raise Rejected(f"rule segment_total: the segments' counts of {ref} add up to {total:,}, more than the "
-                           f"region's {w.count:,} (noise allows +{room:.0f})")
+            raise Rejected(f"the segments' counts of {ref} add up to {total:,}, more than the "
+                           f"region's {w.count:,} (noise allows +{room:.0f})", rule="segment_total")
 
 
 def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int) -> None:
@@ -146,8 +146,8 @@ def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int)
     # rule population: n₀ + n₁ ≤ max_entities; the released sum carries N(0, k·σ_n²), bound at p
     n_total = sum(c.n for c in classes)
     if n_total - gaussian(sig_n * math.sqrt(k), P) > max_entities:
-        raise Rejected(f"rule population: training statistics of {n_total:,.0f} examples, beyond the federation's cap "
-                       f"of {max_entities:,} (privacy.max_entities) and the noise")
+        raise Rejected(f"training statistics of {n_total:,.0f} examples, beyond the federation's cap "
+                       f"of {max_entities:,} (privacy.max_entities) and the noise", rule="population")
 
     # rule training_sums: −zσ_x ≤ Σx'_j and Σx'_j − n' ≤ z·√(σ_x² + σ_n²); 2·d·k one-sided-in-two
     # comparisons, each bound at p/(2dk)
@@ -156,8 +156,8 @@ def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int)
     for c in classes:
         for j, v in enumerate(c.sum_x):
             if v < -low - _slack(v) or v - c.n > high + _slack(v, c.n):
-                raise Rejected(f"rule training_sums: class {c.label} has Σx[{j}] = {v:.6g} with n = {c.n:.6g}; "
-                               "features in [0, 1] give 0 ≤ Σx ≤ n, noise included")
+                raise Rejected(f"class {c.label} has Σx[{j}] = {v:.6g} with n = {c.n:.6g}; "
+                               "features in [0, 1] give 0 ≤ Σx ≤ n, noise included", rule="training_sums")
 
     # the classes added up: Σx over both carries N(0, k·σ_x²) per number, n N(0, k·σ_n²)
     total_x = [sum(c.sum_x[j] for c in classes) for j in range(d)]
@@ -171,8 +171,8 @@ def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int)
     low, high = gaussian(sig_t, q), gaussian(math.hypot(sig_t, sig_tx), q)
     for v, j, i in zip(t.xtx, rows.tolist(), cols.tolist(), strict=True):
         if v < -low - _slack(v) or v - min(total_x[j], total_x[i]) > high + _slack(v, total_x[j], total_x[i]):
-            raise Rejected(f"rule training_products: XᵀX[{j},{i}] = {v:.6g} with Σx = {total_x[j]:.6g}, "
-                           f"{total_x[i]:.6g}; features in [0, 1] give 0 ≤ XᵀX[j,k] ≤ min(Σx_j, Σx_k), noise included")
+            raise Rejected(f"XᵀX[{j},{i}] = {v:.6g} with Σx = {total_x[j]:.6g}, "
+                           f"{total_x[i]:.6g}; features in [0, 1] give 0 ≤ XᵀX[j,k] ≤ min(Σx_j, Σx_k), noise included", rule="training_products")
 
     # rule training_norms: trace(XᵀX) = Σ‖x_i‖² ≤ C²·n, and trace(XᵀX)' − C²·n' carries
     # N(0, d·σ_t² + C⁴·k·σ_n²): the rows were shrunk to the bound the noise was scaled for
@@ -180,8 +180,8 @@ def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int)
     trace = float(diag.sum())
     room = gaussian(math.sqrt(d * sig_t**2 + c2**2 * sig_tn**2), P)
     if trace - c2 * n_total > room + _slack(trace, c2 * n_total):
-        raise Rejected(f"rule training_norms: trace(XᵀX) = {trace:.6g} exceeds C²·n = {c2 * n_total:.6g} "
-                       f"(C = {spec.norm_bound:g}, the spec's row-norm bound) beyond the noise (+{room:.3g})")
+        raise Rejected(f"trace(XᵀX) = {trace:.6g} exceeds C²·n = {c2 * n_total:.6g} "
+                       f"(C = {spec.norm_bound:g}, the spec's row-norm bound) beyond the noise (+{room:.3g})", rule="training_norms")
 
     # rule training_psd: the released second-moment matrix is the true one (PSD) plus a symmetric
     # noise matrix E, so its least eigenvalue is at least −‖E‖₂ ≥ −‖E‖_F. ‖E‖_F² ≤ 2·σ_max²·χ² with
@@ -194,8 +194,8 @@ def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int)
     m[1:, 1:] = from_triangle(list(t.xtx), d)
     least = float(np.linalg.eigvalsh(m)[0])
     if least < -room - _slack(*np.diag(m)):
-        raise Rejected(f"rule training_psd: the second moments have an eigenvalue of {least:.6g}; "
-                       f"a sum of (1, x)(1, x)ᵀ has none below 0, and the noise none below −{room:.3g}")
+        raise Rejected(f"the second moments have an eigenvalue of {least:.6g}; "
+                       f"a sum of (1, x)(1, x)ᵀ has none below 0, and the noise none below −{room:.3g}", rule="training_psd")
 
 
 def evaluation(e: pb.Evaluation, *, max_entities: int) -> None:
@@ -205,6 +205,6 @@ def evaluation(e: pb.Evaluation, *, max_entities: int) -> None:
         for h in classes:
             room = abs_laplace_sum(len(h.counts), e.noise_scale, P)
             if sum(h.counts) - room > max_entities:
-                raise Rejected(f"rule population: class {h.label}'s evaluation{where} counts {sum(h.counts):,} "
+                raise Rejected(f"class {h.label}'s evaluation{where} counts {sum(h.counts):,} "
                                f"entities, beyond the federation's cap of {max_entities:,} (privacy.max_entities) "
-                               "and the noise")
+                               "and the noise", rule="population")

@@ -10,11 +10,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fedstore.aggregator.errors import AggregatorError, NotAllowed
+from fedstore.aggregator.errors import AggregatorError, NotAllowed, Rejected
 from fedstore.aggregator.global_statistics import merge
 from fedstore.aggregator.intake.identity import check_certificate_region
 from fedstore.aggregator.intake.messages import receipt_message, train_request, train_result
-from fedstore.aggregator.intake.metrics import AggregatorMetrics, rule_of
+from fedstore.aggregator.intake.metrics import AggregatorMetrics
 from fedstore.aggregator.intake.steps import Centre, Clock, EvaluationHook
 from fedstore.aggregator.intake.submission import parse_submission
 from fedstore.aggregator.intake.validation import valid_period
@@ -25,7 +25,9 @@ from fedstore.aggregator.registry.store import ModelRegistry
 from fedstore.aggregator.store import SubmissionStore
 from fedstore.federation import ConfigError, FederationConfig
 from fedstore.federation.access import AccessGuard
-from fedstore.federation.grpc_handlers import generic_handler, limit_streams, reject_malformed, status_details
+from fedstore.federation.error_boundary import ErrorBoundary
+from fedstore.federation.errors import Unauthenticated
+from fedstore.federation.grpc_handlers import generic_handler, limit_streams, reject_malformed
 from fedstore.federation.health_service import HealthService
 from fedstore.federation.reflection import ServerReflection
 from fedstore.federation.request_metrics import RequestMetrics, method_paths
@@ -51,7 +53,8 @@ def _utc_now() -> datetime:
 
 class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     """The Aggregator service over gRPC: authenticate, parse the request into a value object, call
-    the step (``intake.steps``), answer; a step's ``AggregatorError`` becomes its status and details."""
+    the step (``intake.steps``), answer; a step's ``AggregatorError`` becomes its status and details
+    at the server's error boundary (``federation.error_boundary``)."""
 
     def __init__(
         self,
@@ -73,7 +76,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         token = bearer_token(context.invocation_metadata())
         caller = self.book.caller(token) if token else None
         if caller is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown token")
+            raise Unauthenticated("missing or unknown token")
         return caller
 
     def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
@@ -84,8 +87,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             return receipt_message(self.centre.submit(parse_submission(request), caller))
         except AggregatorError as e:
             region = request.region if request.region in self.config.codes else "unknown"
-            self.metrics.rejected.labels(region, rule_of(str(e)), e.code.name).inc()
-            context.abort(e.code, status_details(str(e)))
+            self.metrics.rejected.labels(region, e.rule or "other", e.status.value).inc()
             raise
 
     def Train(self, request: pb.TrainRequest, context: grpc.ServicerContext) -> pb.TrainResult:
@@ -93,9 +95,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         wanted = train_request(request)
         try:
             outcome = self.centre.train(wanted, caller)
-        except AggregatorError as e:
+        except AggregatorError:
             self.metrics.trainings.labels(wanted.strategy, "refused").inc()
-            context.abort(e.code, status_details(str(e)))
             raise
         self.metrics.trainings.labels(outcome.strategy, "trained").inc()
         return train_result(outcome)
@@ -103,7 +104,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def GetGlobalStatistics(self, request: pb.GetGlobalStatisticsRequest, context: grpc.ServicerContext) -> pb.GlobalStatistics:
         self.authenticate(context)
         if request.period and not valid_period(request.period):  # else no submission matches: an empty answer
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_details(f"period {request.period!r} is not YYYY-MM"))
+            raise Rejected(f"period {request.period!r} is not YYYY-MM")
         self.centre.quarantine.sweep_features(request.period or None)
         merged = merge(self.store.features(request.period or None), self.centre.catalog)
         merged.quarantined.extend(e.submission_id for e in self.centre.held_events(request.period or None)
@@ -115,24 +116,16 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         # never a region's credential (federation/roles.py); this is defence in depth
         caller = self.authenticate(context)
         if not caller.allows("*"):
-            raise NotAllowed(f"rule identity: caller {caller.name!r} may not review quarantined statistics")
+            raise NotAllowed(f"caller {caller.name!r} may not review quarantined statistics", rule="identity")
         return caller
 
     def ListQuarantine(self, request: pb.ListQuarantineRequest, context: grpc.ServicerContext) -> pb.QuarantineList:
-        try:
-            self._operator(context)
-            return quarantine_list(self.store, include_decided=request.include_decided)
-        except AggregatorError as e:
-            context.abort(e.code, status_details(str(e)))
-            raise
+        self._operator(context)
+        return quarantine_list(self.store, include_decided=request.include_decided)
 
     def DecideQuarantine(self, request: pb.QuarantineDecision, context: grpc.ServicerContext) -> pb.QuarantineEvent:
-        try:
-            caller = self._operator(context)
-            return decide(self.store, request, who=caller.name)
-        except AggregatorError as e:
-            context.abort(e.code, status_details(str(e)))
-            raise
+        caller = self._operator(context)
+        return decide(self.store, request, who=caller.name)
 
 
 def build_server(
@@ -166,8 +159,9 @@ def build_server(
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry, clock)
     servicer.metrics.zero(config.codes)
     served = (pb.DESCRIPTOR.services_by_name["Aggregator"], registry_pb2.DESCRIPTOR.services_by_name["Registry"])
+    # metrics outermost: they count the status the error boundary sent
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), interceptors=[
-        RequestMetrics(servicer.metrics.registry, "fedstore_centre", method_paths(*served))])
+        RequestMetrics(servicer.metrics.registry, "fedstore_centre", method_paths(*served)), ErrorBoundary()])
     # a caller's bytes that are no request get INVALID_ARGUMENT, not grpc's INTERNAL; so does a
     # request with fields or enum values its contract does not define (wire.py), or larger than
     # MAX_REQUEST_BYTES; before any is read, the guard refuses callers whose roles do not admit the

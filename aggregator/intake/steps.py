@@ -85,7 +85,7 @@ class Centre:
             try:
                 self.registry.get(sub.evaluation.model_name, sub.evaluation.model_version)
             except NotFound as e:
-                raise Rejected(f"rule model: {e}") from None
+                raise Rejected(f"{e}", rule="model") from None
         # out of line with the other regions: stored, but held out of merging and training
         finding = self.quarantine.check(sub.release)
         try:
@@ -109,17 +109,17 @@ class Centre:
                                      quarantine_why=finding.why() if finding else None)
         except BudgetRefused as e:
             raise OverBudget(
-                f"rule budget: region {sub.region} has spent ε={e.spent:.3f} of "
+                f"region {sub.region} has spent ε={e.spent:.3f} of "
                 f"{privacy.epsilon_per_month:.3f} (δ={e.spent_delta:.1e} of "
                 f"{privacy.delta_per_month:.1e}) in {sub.period} by the centre's records; "
-                f"ε={charge.epsilon:.3f} (δ={charge.delta:.1e}) more is refused"
+                f"ε={charge.epsilon:.3f} (δ={charge.delta:.1e}) more is refused", rule="budget"
             ) from None
 
     def _replay(self, previous: StoredReceipt, sub: Submission, caller: Caller) -> Receipt:
         """The original receipt for a submission id already stored, if this is the same submission
         (the caller's identity and the id's region were checked before the store was asked)."""
         if not caller.allows(sub.region) or previous.content_sha256 != sub.content_sha256:
-            raise Rejected(f"rule replay: submission id {sub.submission_id!r} was accepted with other content")
+            raise Rejected(f"submission id {sub.submission_id!r} was accepted with other content", rule="replay")
         self.metrics.replayed.labels(sub.region).inc()
         if sub.evaluation is not None and self.registry is not None:
             # the first attempt may have stored the submission but failed before its metrics
@@ -168,7 +168,7 @@ class Centre:
 
     def train(self, request: TrainRequest, caller: Caller) -> TrainOutcome:
         if not caller.allows("*"):
-            raise NotAllowed(f"rule identity: caller {caller.name!r} may not train federation-wide models")
+            raise NotAllowed(f"caller {caller.name!r} may not train federation-wide models", rule="identity")
         self.quarantine.sweep_training(request.feature_service, request.period)
         held = [e.submission_id for e in self.held_events(request.period) if e.kind == "training"]
         return train(self.store, request, registry=self.registry, who=caller.name, quarantined=held,

@@ -67,12 +67,12 @@ def check_identity(sub: pb.Submission, *, caller: Caller, regions: set[str]) -> 
     """Who may send this id: checked before the store is asked whether the id exists, so a caller
     gets the same answer about another region's id whether it was ever accepted or not."""
     if sub.region not in regions:
-        raise Rejected(f"rule region: unknown region {sub.region!r}")
+        raise Rejected(f"unknown region {sub.region!r}", rule="region")
     if not caller.allows(sub.region):
-        raise NotAllowed(f"rule identity: caller {caller.name!r} may not submit for region {sub.region}")
+        raise NotAllowed(f"caller {caller.name!r} may not submit for region {sub.region}", rule="identity")
     m = _ID.fullmatch(sub.submission_id)
     if m is None or not sub.submission_id.startswith(sub.region.lower() + "-"):
-        raise Rejected(f"rule submission_id: {sub.submission_id!r} is not '<region>-<stats|train|eval>-<random uuid4>'")
+        raise Rejected(f"{sub.submission_id!r} is not '<region>-<stats|train|eval>-<random uuid4>'", rule="submission_id")
 
 
 def receipt_period(now: datetime) -> str:
@@ -93,38 +93,38 @@ def validate(
     check_identity(sub, caller=caller, regions=regions)
     month = receipt_period(now)
     if not _PERIOD.fullmatch(sub.period):
-        raise Rejected(f"rule period: {sub.period!r} is not YYYY-MM")
+        raise Rejected(f"{sub.period!r} is not YYYY-MM", rule="period")
     if sub.period != month:
-        raise Rejected(f"rule period: claimed {sub.period}, but the centre received it in {month}; a submission is "
-                       "charged to the month it is received in")
+        raise Rejected(f"claimed {sub.period}, but the centre received it in {month}; a submission is "
+                       "charged to the month it is received in", rule="period")
     _window(sub, now)
     acc = sub.accounting if sub.HasField("accounting") else None
     if acc is None or acc.mechanism == pb.MECHANISM_UNSPECIFIED:
-        raise Rejected("rule accounting: privacy accounting (mechanism, ε, δ) is missing")
+        raise Rejected("privacy accounting (mechanism, ε, δ) is missing", rule="accounting")
     if acc.mechanism not in pb.Mechanism.values():
-        raise Rejected(f"rule mechanism: {acc.mechanism} is not a mechanism of the contract "
-                       f"({', '.join(pb.Mechanism.keys()[1:])})")
+        raise Rejected(f"{acc.mechanism} is not a mechanism of the contract "
+                       f"({', '.join(pb.Mechanism.keys()[1:])})", rule="mechanism")
     if not (_finite(acc.epsilon) and acc.epsilon > 0 and _finite(acc.delta) and 0 <= acc.delta < 1
             and _finite(acc.epsilon_per_query) and MIN_EPSILON_PER_QUERY <= acc.epsilon_per_query <= acc.epsilon):
-        raise Rejected(f"rule accounting: ε must be finite and positive, δ in [0, 1), ε per query in "
-                       f"[{MIN_EPSILON_PER_QUERY:g}, ε]")
+        raise Rejected(f"ε must be finite and positive, δ in [0, 1), ε per query in "
+                       f"[{MIN_EPSILON_PER_QUERY:g}, ε]", rule="accounting")
     if acc.minimum_cohort < privacy.minimum_cohort:
         raise Rejected(
-            f"rule minimum_cohort: applied {acc.minimum_cohort}, the federation requires {privacy.minimum_cohort}"
+            f"applied {acc.minimum_cohort}, the federation requires {privacy.minimum_cohort}", rule="minimum_cohort"
         )
     if acc.mechanism == pb.GAUSSIAN and not acc.delta > 0:
-        raise Rejected("rule accounting: a Gaussian release must declare its δ > 0")
+        raise Rejected("a Gaussian release must declare its δ > 0", rule="accounting")
     kinds = [k for k, present in (("features", bool(sub.features) or bool(sub.suppressed)),
                                   ("training", sub.HasField("training")),
                                   ("evaluation", sub.HasField("evaluation"))) if present]
     if len(kinds) != 1:
-        raise Rejected("rule kind: a submission carries exactly one of features, training or evaluation")
+        raise Rejected("a submission carries exactly one of features, training or evaluation", rule="kind")
     if (sub.segments or sub.suppressed_segments) and (sub.HasField("training") or sub.HasField("evaluation")):
-        raise Rejected("rule kind: segments belong to a features submission")
+        raise Rejected("segments belong to a features submission", rule="kind")
     kind = kinds[0]
     id_kind = _ID_KIND[sub.submission_id.split("-")[1]]
     if id_kind != kind:
-        raise Rejected(f"rule submission_id: {sub.submission_id!r} names a {id_kind} submission, but it carries {kind}")
+        raise Rejected(f"{sub.submission_id!r} names a {id_kind} submission, but it carries {kind}", rule="submission_id")
     if kind == "training":
         spec = _training(sub.training, privacy)
         charge = recompute(sub, kind, catalog)
@@ -136,34 +136,34 @@ def validate(
         plausibility.evaluation(sub.evaluation, max_entities=privacy.max_entities)
         return charge
     if not sub.features:
-        raise Rejected("rule features: a submission must carry at least one feature")
+        raise Rejected("a submission must carry at least one feature", rule="features")
     _features(sub.features, catalog, privacy, where="")
     released = {f.ref for f in sub.features}
     if len(set(sub.suppressed)) != len(sub.suppressed) or released & set(sub.suppressed):
-        raise Rejected("rule catalog: a feature is suppressed twice, or both suppressed and released")
+        raise Rejected("a feature is suppressed twice, or both suppressed and released", rule="catalog")
     for ref in sub.suppressed:
         if ref not in catalog:
-            raise Rejected(f"rule catalog: suppressed {ref!r} is not in the federation's statistics catalog")
+            raise Rejected(f"suppressed {ref!r} is not in the federation's statistics catalog", rule="catalog")
     seen_segments: set[tuple[str, str]] = set()
     for g in sub.segments:
         allowed = _segment_values(g.dimension, sub.region)
         if g.value not in allowed:
-            raise Rejected(f"rule segment: {g.value!r} is not a {g.dimension} of region {sub.region} in the catalog")
+            raise Rejected(f"{g.value!r} is not a {g.dimension} of region {sub.region} in the catalog", rule="segment")
         if (g.dimension, g.value) in seen_segments:
-            raise Rejected(f"rule segment: {g.dimension}={g.value} appears twice")
+            raise Rejected(f"{g.dimension}={g.value} appears twice", rule="segment")
         seen_segments.add((g.dimension, g.value))
         if not g.features:
-            raise Rejected(f"rule segment: {g.dimension}={g.value} carries no feature")
+            raise Rejected(f"{g.dimension}={g.value} carries no feature", rule="segment")
         _features(g.features, catalog, privacy, where=f" in {g.dimension}={g.value}")
     if len({d for d, _ in seen_segments}) > 1:
-        raise Rejected("rule segment: one submission breaks the region down along one segment dimension")
+        raise Rejected("one submission breaks the region down along one segment dimension", rule="segment")
     if len(set(sub.suppressed_segments)) != len(sub.suppressed_segments):
-        raise Rejected("rule segment: a segment is suppressed twice")
+        raise Rejected("a segment is suppressed twice", rule="segment")
     for value in sub.suppressed_segments:
         if not any(value in s.values.get(sub.region, ()) for s in SEGMENTS):
-            raise Rejected(f"rule segment: suppressed {value!r} is not a segment of region {sub.region} in the catalog")
+            raise Rejected(f"suppressed {value!r} is not a segment of region {sub.region} in the catalog", rule="segment")
         if any(v == value for _, v in seen_segments):
-            raise Rejected(f"rule segment: {value!r} is both released and suppressed")
+            raise Rejected(f"{value!r} is both released and suppressed", rule="segment")
     charge = recompute(sub, kind, catalog)
     for where, fs in [("", sub.features)] + [(f" in {g.dimension}={g.value}", g.features) for g in sub.segments]:
         for f in fs:
@@ -175,23 +175,23 @@ def validate(
 
 def _window(sub: pb.Submission, now: datetime) -> None:
     if not sub.HasField("window_start") or not sub.HasField("window_end"):
-        raise Rejected("rule window: window_start and window_end are required")
+        raise Rejected("window_start and window_end are required", rule="window")
     for ts in (sub.window_start, sub.window_end):
         # a time of day or a fraction of a second would be a channel of its own: whole days only
         if ts.nanos != 0 or ts.seconds % _DAY != 0:
-            raise Rejected("rule window: a window is whole UTC days (its ends at midnight, no fraction of a second)")
+            raise Rejected("a window is whole UTC days (its ends at midnight, no fraction of a second)", rule="window")
     try:
         start, end = sub.window_start.ToDatetime(timezone.utc), sub.window_end.ToDatetime(timezone.utc)
     except (ValueError, OverflowError):
-        raise Rejected("rule window: a window timestamp is out of range") from None
+        raise Rejected("a window timestamp is out of range", rule="window") from None
     if end <= start:
-        raise Rejected("rule window: window_start must be before window_end")
+        raise Rejected("window_start must be before window_end", rule="window")
     if end - start > MAX_WINDOW:
-        raise Rejected(f"rule window: a window is at most {MAX_WINDOW.days} days")
+        raise Rejected(f"a window is at most {MAX_WINDOW.days} days", rule="window")
     received = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     if end > received + timedelta(days=1):
-        raise Rejected(f"rule window: it ends {end:%Y-%m-%d}, after the day it was received ({received:%Y-%m-%d}): "
-                       "statistics of days that have not happened")
+        raise Rejected(f"it ends {end:%Y-%m-%d}, after the day it was received ({received:%Y-%m-%d}): "
+                       "statistics of days that have not happened", rule="window")
 
 
 def valid_period(period: str) -> bool:
@@ -202,7 +202,7 @@ def valid_period(period: str) -> bool:
 def _segment_values(dimension: str, region: str) -> tuple[str, ...]:
     spec = next((s for s in SEGMENTS if s.dimension == dimension), None)
     if spec is None:
-        raise Rejected(f"rule segment: {dimension!r} is not a segment of the federation's catalog")
+        raise Rejected(f"{dimension!r} is not a segment of the federation's catalog", rule="segment")
     return spec.values.get(region, ())
 
 
@@ -212,79 +212,79 @@ def _features(features: Iterable[pb.FeatureStatistics], catalog: dict[str, Featu
     for f in features:
         spec = catalog.get(f.ref)
         if spec is None:
-            raise Rejected(f"rule catalog: {f.ref!r}{where} is not in the federation's statistics catalog")
+            raise Rejected(f"{f.ref!r}{where} is not in the federation's statistics catalog", rule="catalog")
         if f.ref in seen:
-            raise Rejected(f"rule catalog: {f.ref} appears twice{where}")
+            raise Rejected(f"{f.ref} appears twice{where}", rule="catalog")
         seen.add(f.ref)
         if not all(_finite(x) for x in (f.sum, f.sum_sq)):
-            raise Rejected(f"rule finite: {f.ref}{where} has a non-finite sum")
+            raise Rejected(f"{f.ref}{where} has a non-finite sum", rule="finite")
         if (max(f.count, f.null_count, *f.histogram) > MAX_COUNT or abs(f.sum) > MAX_COUNT * spec.sum_sensitivity
                 or f.sum_sq > MAX_COUNT * spec.sum_sq_sensitivity):
-            raise Rejected(f"rule range: {f.ref}{where} has a count, histogram bin or sum beyond what "
-                           f"{MAX_COUNT:,} entities can give")
+            raise Rejected(f"{f.ref}{where} has a count, histogram bin or sum beyond what "
+                           f"{MAX_COUNT:,} entities can give", rule="range")
         if f.count < privacy.minimum_cohort:
-            raise Rejected(f"rule minimum_cohort: {f.ref}{where} has count {f.count} < {privacy.minimum_cohort}")
+            raise Rejected(f"{f.ref}{where} has count {f.count} < {privacy.minimum_cohort}", rule="minimum_cohort")
         if f.null_count < 0 or f.sum_sq < 0 or any(h < 0 for h in f.histogram):
-            raise Rejected(f"rule non_negative: {f.ref}{where} has a negative count, histogram bin or sum of squares")
+            raise Rejected(f"{f.ref}{where} has a negative count, histogram bin or sum of squares", rule="non_negative")
         if tuple(f.edges) != spec.edges:
-            raise Rejected(f"rule edges: {f.ref}{where} histogram edges differ from the agreed edges")
+            raise Rejected(f"{f.ref}{where} histogram edges differ from the agreed edges", rule="edges")
         if len(f.histogram) != spec.bins:
-            raise Rejected(f"rule edges: {f.ref}{where} has {len(f.histogram)} bins, the catalog {spec.bins}")
+            raise Rejected(f"{f.ref}{where} has {len(f.histogram)} bins, the catalog {spec.bins}", rule="edges")
 
 
 def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> TrainingSpec:
     spec = next((s for s in TRAINING_SPECS if s.feature_service == t.feature_service), None)
     if spec is None:
-        raise Rejected(f"rule catalog: {t.feature_service!r} is not a training spec of the federation")
+        raise Rejected(f"{t.feature_service!r} is not a training spec of the federation", rule="catalog")
     if t.label != spec.label or tuple(t.features) != spec.features:
-        raise Rejected(f"rule catalog: training statistics for {spec.feature_service} must use label {spec.label} "
-                       "and the spec's features in order")
+        raise Rejected(f"training statistics for {spec.feature_service} must use label {spec.label} "
+                       "and the spec's features in order", rule="catalog")
     if sorted(c.label for c in t.classes) != list(LABELS):
-        raise Rejected(f"rule classes: training statistics need exactly one block per class {LABELS}")
+        raise Rejected(f"training statistics need exactly one block per class {LABELS}", rule="classes")
     d = spec.dimension
     if len(t.xtx) != triangle_size(d):
-        raise Rejected(f"rule dimensions: XᵀX has {len(t.xtx)} numbers; {d} features need {triangle_size(d)} "
-                       "(released once for both classes)")
+        raise Rejected(f"XᵀX has {len(t.xtx)} numbers; {d} features need {triangle_size(d)} "
+                       "(released once for both classes)", rule="dimensions")
     if not all(_finite(v) for v in t.xtx):
-        raise Rejected("rule finite: XᵀX has a non-finite number")
+        raise Rejected("XᵀX has a non-finite number", rule="finite")
     if max(abs(v) for v in t.xtx) > MAX_COUNT:
-        raise Rejected(f"rule range: XᵀX has a number beyond what {MAX_COUNT:,} examples can give")
+        raise Rejected(f"XᵀX has a number beyond what {MAX_COUNT:,} examples can give", rule="range")
     for c in t.classes:
         if c.xtx:
-            raise Rejected(f"rule dimensions: class {c.label} carries its own XᵀX; XᵀX is released once for both "
-                           "classes (TrainingStatistics.xtx)")
+            raise Rejected(f"class {c.label} carries its own XᵀX; XᵀX is released once for both "
+                           "classes (TrainingStatistics.xtx)", rule="dimensions")
         if len(c.sum_x) != d:
-            raise Rejected(f"rule dimensions: class {c.label} has Σx of {len(c.sum_x)} numbers; {d} features need {d}")
+            raise Rejected(f"class {c.label} has Σx of {len(c.sum_x)} numbers; {d} features need {d}", rule="dimensions")
         if not all(_finite(v) for v in (c.n, *c.sum_x)):
-            raise Rejected(f"rule finite: class {c.label} has a non-finite number")
+            raise Rejected(f"class {c.label} has a non-finite number", rule="finite")
         # features are rescaled to [0, 1]: no sum of n examples' values exceeds n
         if max(abs(v) for v in (c.n, *c.sum_x)) > MAX_COUNT:
-            raise Rejected(f"rule range: class {c.label} has a number beyond what {MAX_COUNT:,} examples can give")
+            raise Rejected(f"class {c.label} has a number beyond what {MAX_COUNT:,} examples can give", rule="range")
         if c.n < privacy.minimum_cohort:
-            raise Rejected(f"rule minimum_cohort: class {c.label} has n {c.n:.1f} < {privacy.minimum_cohort}")
+            raise Rejected(f"class {c.label} has n {c.n:.1f} < {privacy.minimum_cohort}", rule="minimum_cohort")
     return spec
 
 
 def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig, region: str) -> None:
     if not _MODEL.fullmatch(e.model_name) or e.model_version < 1:
-        raise Rejected(f"rule model: {e.model_name!r} v{e.model_version} is not a registry name and version")
+        raise Rejected(f"{e.model_name!r} v{e.model_version} is not a registry name and version", rule="model")
     if tuple(e.score_edges) != SCORE_EDGES:
-        raise Rejected("rule edges: evaluation score edges differ from the agreed edges")
+        raise Rejected("evaluation score edges differ from the agreed edges", rule="edges")
     if e.stage and e.stage not in STAGES:
-        raise Rejected(f"rule stage: {e.stage[:40]!r} is not a registry stage ({', '.join(STAGES)})")
+        raise Rejected(f"{e.stage[:40]!r} is not a registry stage ({', '.join(STAGES)})", rule="stage")
     if (e.segment_dimension or e.segments or e.suppressed_segments) and not e.stage:
-        raise Rejected("rule segment: segments of an evaluation belong to outcome evidence (a stage)")
+        raise Rejected("segments of an evaluation belong to outcome evidence (a stage)", rule="segment")
     if (e.segments or e.suppressed_segments) and not e.segment_dimension:
-        raise Rejected("rule segment: evaluation segments need their segment_dimension")
+        raise Rejected("evaluation segments need their segment_dimension", rule="segment")
     _score_classes(e.classes, privacy, where="")
     if e.segment_dimension:
         allowed = _segment_values(e.segment_dimension, region)
         values = [g.value for g in e.segments] + list(e.suppressed_segments)
         if len(set(values)) != len(values):
-            raise Rejected("rule segment: a segment appears twice (released or suppressed)")
+            raise Rejected("a segment appears twice (released or suppressed)", rule="segment")
         for v in values:
             if v not in allowed:
-                raise Rejected(f"rule segment: {v[:40]!r} is not a {e.segment_dimension} of region {region} in the catalog")
+                raise Rejected(f"{v[:40]!r} is not a {e.segment_dimension} of region {region} in the catalog", rule="segment")
         for g in e.segments:
             _score_classes(g.classes, privacy, where=f" in {e.segment_dimension}={g.value}")
 
@@ -292,17 +292,17 @@ def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig, region: str) -> None:
 def _score_classes(classes: Iterable[pb.ScoreHistogram], privacy: PrivacyConfig, *, where: str) -> None:
     classes = list(classes)
     if sorted(h.label for h in classes) != list(LABELS):
-        raise Rejected(f"rule classes: an evaluation needs exactly one histogram per class {LABELS}{where}")
+        raise Rejected(f"an evaluation needs exactly one histogram per class {LABELS}{where}", rule="classes")
     for h in classes:
         if len(h.counts) != len(SCORE_EDGES) - 1:
-            raise Rejected(f"rule edges: class {h.label}{where} has {len(h.counts)} bins, the agreed edges "
-                           f"{len(SCORE_EDGES) - 1}")
+            raise Rejected(f"class {h.label}{where} has {len(h.counts)} bins, the agreed edges "
+                           f"{len(SCORE_EDGES) - 1}", rule="edges")
         if any(v < 0 for v in h.counts):
-            raise Rejected(f"rule non_negative: class {h.label}{where} has a negative bin")
+            raise Rejected(f"class {h.label}{where} has a negative bin", rule="non_negative")
         if any(v > MAX_COUNT for v in h.counts):
-            raise Rejected(f"rule range: class {h.label}{where} has a bin beyond what {MAX_COUNT:,} entities can give")
+            raise Rejected(f"class {h.label}{where} has a bin beyond what {MAX_COUNT:,} entities can give", rule="range")
         if sum(h.counts) < privacy.minimum_cohort:
-            raise Rejected(f"rule minimum_cohort: class {h.label}{where} has {sum(h.counts)} < {privacy.minimum_cohort}")
+            raise Rejected(f"class {h.label}{where} has {sum(h.counts)} < {privacy.minimum_cohort}", rule="minimum_cohort")
 
 
 def _finite(x: float) -> bool:

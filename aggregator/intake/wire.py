@@ -15,16 +15,19 @@ from __future__ import annotations
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from fedstore.aggregator.errors import Rejected
 
-def refusal(message: Message) -> str:
-    """Why ``message`` is refused ("rule …: …"), or "" when it holds only its contract's fields."""
+
+def refusal(message: Message) -> Rejected | None:
+    """Why ``message`` is refused (its rule), or None when it holds only its contract's fields."""
     bare = type(message)()
     bare.CopyFrom(message)
     bare.DiscardUnknownFields()  # recursive: nested messages' unknown fields go too
     if bare.ByteSize() != message.ByteSize():
-        return (f"rule unknown_fields: the {message.DESCRIPTOR.full_name} holds fields its contract does not define; "
-                "the centre accepts only the fields it knows")
-    return _enums(message)
+        return Rejected(f"the {message.DESCRIPTOR.full_name} holds fields its contract does not define; "
+                        "the centre accepts only the fields it knows", rule="unknown_fields")
+    enum = _enums(message)
+    return Rejected(enum, rule="enum") if enum else None
 
 
 def _enums(message: Message) -> str:
@@ -33,7 +36,7 @@ def _enums(message: Message) -> str:
             values = list(value) if _repeated(field) else [value]
             for v in values:
                 if field.enum_type.values_by_number.get(v) is None:
-                    return (f"rule enum: {field.full_name} has no value {v}; known: "
+                    return (f"{field.full_name} has no value {v}; known: "
                             f"{', '.join(e.name for e in field.enum_type.values)}")
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             if field.message_type.GetOptions().map_entry:

@@ -44,25 +44,25 @@ def quarantine_list(store: SubmissionStore, *, include_decided: bool) -> pb.Quar
 
 def decide(store: SubmissionStore, request: pb.QuarantineDecision, *, who: str) -> pb.QuarantineEvent:
     if request.action not in (pb.ACCEPT, pb.REJECT):
-        raise Rejected("rule quarantine_decision: the action must be ACCEPT or REJECT")
+        raise Rejected("the action must be ACCEPT or REJECT", rule="quarantine_decision")
     why = valid_why(request.why)
     action = ACCEPT if request.action == pb.ACCEPT else REJECT
     try:
         return event_to_proto(store.decide(request.submission_id, action, who=who, why=why))
     except QuarantineNotHeld as e:
         if store.receipt(request.submission_id) is None:
-            raise NotFound(f"rule quarantine_decision: no submission {request.submission_id[:80]!r} is stored") from None
+            raise NotFound(f"no submission {request.submission_id[:80]!r} is stored", rule="quarantine_decision") from None
         state = {None: "was never quarantined", ACCEPT: "was accepted already",
                  REJECT: "was rejected already"}.get(e.status, "is not held")
-        raise NotHeld(f"rule quarantine_decision: {request.submission_id} {state}") from None
+        raise NotHeld(f"{request.submission_id} {state}", rule="quarantine_decision") from None
 
 
 def valid_why(why: str) -> str:
     text = why.strip()
     if not text:
-        raise Rejected("rule why: a decision needs a reason (why), for the audit trail")
+        raise Rejected("a decision needs a reason (why), for the audit trail", rule="why")
     if len(text) > WHY_LIMIT:
-        raise Rejected(f"rule why: at most {WHY_LIMIT} characters, got {len(text)}")
+        raise Rejected(f"at most {WHY_LIMIT} characters, got {len(text)}", rule="why")
     if any(unicodedata.category(ch)[0] == "C" for ch in text):
-        raise Rejected("rule why: control or invisible characters are not allowed")
+        raise Rejected("control or invisible characters are not allowed", rule="why")
     return text

@@ -46,32 +46,32 @@ def check_promotion(
     if foreign:
         allowed = ", ".join(policy.allowed_sources or ())
         raise PolicyRefused(
-            f"rule sources: {model.name} v{model.version} was trained partly on statistics from {', '.join(foreign)}; "
-            f"models deployed in {region} may only use {allowed}"
+            f"{model.name} v{model.version} was trained partly on statistics from {', '.join(foreign)}; "
+            f"models deployed in {region} may only use {allowed}", rule="sources"
         )
     if current_stage is not None and STAGES.index(stage) < STAGES.index(current_stage):
         # moving down would vacate the higher stage and drop its traffic: that is a rollback's job
         raise PolicyRefused(
-            f"rule order: {model.name} v{model.version} serves {current_stage} in {region}; promotion only moves up "
-            f"(roll {current_stage} back instead)"
+            f"{model.name} v{model.version} serves {current_stage} in {region}; promotion only moves up "
+            f"(roll {current_stage} back instead)", rule="order"
         )
     if stage == "shadow":
         _free(stage, region, occupant)
         return
     if policy.shadow_first and not was_in_shadow:
-        raise PolicyRefused(f"rule shadow_first: {model.name} v{model.version} must run in shadow in {region} first")
+        raise PolicyRefused(f"{model.name} v{model.version} must run in shadow in {region} first", rule="shadow_first")
     wanted = PREDECESSOR.get(stage)
     if wanted and current_stage != wanted:
         raise PolicyRefused(
-            f"rule order: {stage} in {region} is reached from {wanted}; {model.name} v{model.version} is "
-            f"{'in ' + current_stage if current_stage else 'not deployed there'}"
+            f"{stage} in {region} is reached from {wanted}; {model.name} v{model.version} is "
+            f"{'in ' + current_stage if current_stage else 'not deployed there'}", rule="order"
         )
     evaluation = model.metrics.get(region, {})
     for metric, minimum in sorted(policy.min_metrics.items()):
         value = evaluation.get(metric)
         if value is None or not value >= minimum:
             seen = "no evaluation from " + region if value is None else f"{metric} {value:.3f} in {region}"
-            raise PolicyRefused(f"rule min_metrics: {region} requires {metric} ≥ {minimum:g}; {seen}")
+            raise PolicyRefused(f"{region} requires {metric} ≥ {minimum:g}; {seen}", rule="min_metrics")
     if stage != "full":
         _free(stage, region, occupant)
 
@@ -79,7 +79,7 @@ def check_promotion(
 def _free(stage: str, region: str, occupant: tuple[str, int] | None) -> None:
     if occupant is not None:
         raise PolicyRefused(
-            f"rule occupied: {stage} in {region} is served by {occupant[0]} v{occupant[1]}; roll it back first"
+            f"{stage} in {region} is served by {occupant[0]} v{occupant[1]}; roll it back first", rule="occupied"
         )
 
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fedstore.aggregator.errors import AggregatorError, NotAllowed, NotFound, Rejected
+from fedstore.aggregator.errors import NotAllowed, NotFound, Rejected
 from fedstore.aggregator.registry.model import DeploymentEvent, ModelVersion
 from fedstore.aggregator.registry.store import ModelRegistry
 from fedstore.aggregator.registry.text import (
@@ -30,7 +30,6 @@ from fedstore.aggregator.registry.text import (
     storable_why,
 )
 from fedstore.aggregator.training.influence import influence_message
-from fedstore.federation.grpc_handlers import status_details
 from fedstore.federation.tokens import Caller
 from fedstore.proto.fedstore.registry.v1 import registry_pb2 as pb
 from fedstore.proto.fedstore.registry.v1 import registry_pb2_grpc
@@ -84,26 +83,23 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
              change: Callable[[Caller, str], object] | None = None) -> T:
         caller = self._authenticate(context)
         audited = change is not None and region is not None and region.upper() in self.registry.config.codes
+        # an AggregatorError raised here is the caller's status (the centre's error boundary sends it)
+        if region is not None:
+            # a region the federation does not have is the caller's mistake whoever asks, not a
+            # matter of its token (PERMISSION_DENIED for some callers, INVALID_ARGUMENT for others)
+            self.registry.region_code(region)
+        if region is not None and not caller.allows(region.upper()):
+            refusal = NotAllowed(f"caller {caller.name!r} may not act on region {region!r}")
+            if audited:
+                change(caller, str(refusal))  # type: ignore[misc]  # a refused change is on the trail too
+            raise refusal
         try:
-            if region is not None:
-                # a region the federation does not have is the caller's mistake whoever asks, not a
-                # matter of its token (PERMISSION_DENIED for some callers, INVALID_ARGUMENT for others)
-                self.registry.region_code(region)
-            if region is not None and not caller.allows(region.upper()):
-                refusal = NotAllowed(f"caller {caller.name!r} may not act on region {region!r}")
-                if audited:
-                    change(caller, str(refusal))  # type: ignore[misc]  # a refused change is on the trail too
-                raise refusal
-            try:
-                return work(caller)
-            except (Rejected, NotFound) as e:
-                # a mistaken change (unknown stage or model, already serving, nothing to roll back)
-                # is on the region's trail as well; policy refusals are recorded by the store itself
-                if audited:
-                    change(caller, str(e))  # type: ignore[misc]
-                raise
-        except AggregatorError as e:
-            context.abort(e.code, status_details(str(e)))
+            return work(caller)
+        except (Rejected, NotFound) as e:
+            # a mistaken change (unknown stage or model, already serving, nothing to roll back)
+            # is on the region's trail as well; policy refusals are recorded by the store itself
+            if audited:
+                change(caller, str(e))  # type: ignore[misc]
             raise
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:

@@ -263,10 +263,10 @@ class ModelRegistry:
         self.get(name, version)
         unknown = sorted(set(items) - set(READINESS_ITEMS))
         if unknown:
-            raise Rejected(f"rule readiness: {unknown[0][:40]!r} is not a checklist item ({', '.join(READINESS_ITEMS)})")
+            raise Rejected(f"{unknown[0][:40]!r} is not a checklist item ({', '.join(READINESS_ITEMS)})", rule="readiness")
         empty = sorted(k for k, v in items.items() if not v.strip())
         if empty or not items:
-            raise Rejected(f"rule readiness: {'item ' + empty[0] + ' is empty' if empty else 'no item given'}")
+            raise Rejected(f"{'item ' + empty[0] + ' is empty' if empty else 'no item given'}", rule="readiness")
         at = self._clock().isoformat()
         with self._write() as db:
             db.executemany("INSERT OR REPLACE INTO readiness VALUES (?,?,?,?,?,?)",

@@ -26,18 +26,18 @@ WITHHELD = "(withheld: broke rule free_text)"
 
 
 def why_refusal(text: str) -> str:
-    """Why ``text`` may not be stored as a reason ("rule free_text: …"), or ""."""
+    """Why ``text`` may not be stored as a reason (rule free_text), or ""."""
     if len(text) > MAX_WHY:
-        return f"rule free_text: why is {len(text):,} characters; at most {MAX_WHY}"
+        return f"why is {len(text):,} characters; at most {MAX_WHY}"
     if not text.isprintable():
-        return "rule free_text: why must be one line of printable characters (no control or invisible characters)"
+        return "why must be one line of printable characters (no control or invisible characters)"
     return ""
 
 
 def check_why(text: str) -> None:
     refusal = why_refusal(text)
     if refusal:
-        raise Rejected(refusal)
+        raise Rejected(refusal, rule="free_text")
 
 
 def storable_why(text: str) -> str:
@@ -68,5 +68,5 @@ def check_model_name(name: str, *, optional: bool = False) -> None:
     if optional and name == "":
         return
     if not NAME.fullmatch(name):
-        raise Rejected(f"rule model_name: {_short(name)} is not a model name: a lower-case letter, then up to 62 "
-                       "lower-case letters, digits and _")
+        raise Rejected(f"{_short(name)} is not a model name: a lower-case letter, then up to 62 "
+                       "lower-case letters, digits and _", rule="model_name")
