@@ -9,6 +9,7 @@ only the mask key (whose masks it can then remove: that region's input is not in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 
 import numpy as np
@@ -71,11 +72,16 @@ class RoundState:
                 Phase.UNMASK: self.survivors}.get(self.phase, ())
 
     def complete(self) -> bool:
-        got = {Phase.ADVERTISE: self.keys, Phase.SHARE: self.shares, Phase.MASKED: self.inputs,
-               Phase.UNMASK: self.answers}.get(self.phase)
-        return got is not None and set(got) == set(self.expected())
+        got = self._received(self.phase)
+        return got is not None and got == set(self.expected())
 
-    def _in_phase(self, phase: Phase, region: str, seen: dict[str, object]) -> None:
+    def _received(self, phase: Phase) -> set[str] | None:
+        """Who sent the message of ``phase`` (None after the last phase)."""
+        seen: dict[Phase, Mapping[str, object]] = {Phase.ADVERTISE: self.keys, Phase.SHARE: self.shares,
+                                                   Phase.MASKED: self.inputs, Phase.UNMASK: self.answers}
+        return set(seen[phase]) if phase in seen else None
+
+    def _in_phase(self, phase: Phase, region: str, seen: Mapping[str, object]) -> None:
         if self.phase != phase:
             raise ProtocolError(f"round {self.params.round_id} is not taking this message now (phase {self.phase.name})")
         if region not in self.expected():
@@ -92,7 +98,7 @@ class RoundState:
 
     # --- round 0
     def add_keys(self, msg: AdvertisedKeys) -> None:
-        self._in_phase(Phase.ADVERTISE, msg.region, self.keys)  # type: ignore[arg-type]
+        self._in_phase(Phase.ADVERTISE, msg.region, self.keys)
         for raw in (msg.cipher_public, msg.mask_public):
             keys.public_key(raw)  # ValueError (a ProtocolError's base) for a malformed key
         if any(msg.mask_public == k.mask_public or msg.cipher_public == k.cipher_public for k in self.keys.values()):
@@ -105,7 +111,7 @@ class RoundState:
 
     # --- round 1
     def add_shares(self, region: str, sealed: list[SealedShare]) -> None:
-        self._in_phase(Phase.SHARE, region, self.shares)  # type: ignore[arg-type]
+        self._in_phase(Phase.SHARE, region, self.shares)
         recipients = sorted(s.recipient for s in sealed)
         if any(s.sender != region for s in sealed) or recipients != [r for r in self.u1 if r != region]:
             raise ProtocolError("the shares must come from their sender, one for every other advertised region")
@@ -121,7 +127,7 @@ class RoundState:
 
     # --- round 2
     def add_masked(self, msg: MaskedInput) -> None:
-        self._in_phase(Phase.MASKED, msg.region, self.inputs)  # type: ignore[arg-type]
+        self._in_phase(Phase.MASKED, msg.region, self.inputs)
         values = np.asarray(msg.values)
         if values.shape != (self.params.length,) or values.dtype != np.uint64:
             raise ProtocolError(f"a masked input is {self.params.length} elements of Z_2^64")
@@ -133,7 +139,7 @@ class RoundState:
 
     # --- round 3
     def add_answer(self, msg: UnmaskingAnswer) -> None:
-        self._in_phase(Phase.UNMASK, msg.region, self.answers)  # type: ignore[arg-type]
+        self._in_phase(Phase.UNMASK, msg.region, self.answers)
         if set(msg.seed_shares) != set(self.survivors) or set(msg.key_shares) != set(self.dropped):
             raise ProtocolError("an answer holds a seed share per survivor and a key share per dropped region")
         if any(len(s) != 32 for s in [*msg.seed_shares.values(), *msg.key_shares.values()]):
