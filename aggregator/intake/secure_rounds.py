@@ -65,6 +65,12 @@ class RoundRefused(AggregatorError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class TooManyRounds(AggregatorError):
+    """Every slot holds a round that is still running: the operator waits for one to end."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 @dataclass
 class Round:
     state: RoundState
@@ -117,12 +123,19 @@ class SecureRounds:
             raise Rejected(f"rule threshold: {e}") from None
         with self._lock:
             self._forget_old()
+            if len(self.rounds) >= MAX_ROUNDS:
+                raise TooManyRounds(f"rule rounds: {MAX_ROUNDS} secure-aggregation rounds are running; "
+                                    "open another when one has ended (a phase ends at its deadline)")
             r = Round(RoundState(params), spec, request.epsilon, self.config.privacy.delta, request.phase_seconds,
                       self.clock())
             self.rounds[params.round_id] = r
         return r
 
     def _forget_old(self) -> None:
+        if len(self.rounds) < MAX_ROUNDS:
+            return
+        for r in self.rounds.values():
+            self._tick(r)  # a round past its deadline ends now
         finished = [k for k, r in self.rounds.items() if r.state.phase in (Phase.DONE, Phase.ABANDONED)]
         while len(self.rounds) >= MAX_ROUNDS and finished:
             del self.rounds[finished.pop(0)]

@@ -12,7 +12,7 @@ from typing import Callable
 import grpc
 import numpy as np
 
-from fedstore.aggregator.errors import AggregatorError, Rejected
+from fedstore.aggregator.errors import AggregatorError, NotAllowed, Rejected
 from fedstore.aggregator.intake.identity import check_certificate_region
 from fedstore.aggregator.intake.secure_rounds import OpenRequest, Round, SecureRounds, status
 from fedstore.federation.grpc_handlers import status_details
@@ -31,6 +31,8 @@ class SecureAggregationServicer(aggregator_pb2_grpc.SecureAggregationServicer):
                      ) -> pb.RoundStatus:
         caller = self.authenticate(context)
         try:
+            if not caller.allows(region):  # who, before anything of the request is judged
+                raise NotAllowed(f"rule identity: caller {caller.name!r} may not act for region {region!r}")
             if self.certificates:
                 check_certificate_region(context, region)
             return status(step(caller), region)
