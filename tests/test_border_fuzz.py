@@ -135,6 +135,10 @@ def _value(field: FieldDescriptor, r: random.Random) -> object:
         return r.random() < 0.5
     if field.type == FieldDescriptor.TYPE_ENUM:
         return r.randint(-3, 9)
+    if field.type == FieldDescriptor.TYPE_BYTES:  # keys, sealed shares: empty, short, the right size, long
+        return bytes(r.getrandbits(8) for _ in range(r.choice([0, 1, 31, 32, 33, 108, 4096])))
+    if field.type in (FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_UINT64):
+        return r.choice([0, 1, 2**63, 2**64 - 1, r.getrandbits(64)])
     value = r.choice(_NUMBERS + [r.randint(-1000, 100_000)])
     bits = 32 if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32) else 64
     return max(min(value, 2 ** (bits - 1) - 1), -2 ** (bits - 1))
