@@ -27,7 +27,8 @@ from fedstore.federation.training import release_size, training_spec, weighted_r
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from fedstore.regions.publishing.examples import LabelledExamples
-from fedstore.regions.publishing.secure_round import RoundClient
+from fedstore.regions.publishing.budget import BudgetLedger
+from fedstore.regions.publishing.secure_round import RoundClient, ledger_charge
 from fedstore.regions.publishing.training_statistics import class_statistics
 from honest_releases import training_submission
 
@@ -126,18 +127,18 @@ def _stored_sum(store, region: str) -> tuple[np.ndarray, float]:
 
 
 @pytest.mark.slow
-def test_four_regions_sum_over_grpc_and_the_centre_trains_on_the_sum(centre):
+def test_four_regions_sum_over_grpc_and_the_centre_trains_on_the_sum(centre, tmp_path):
     config, channels, store, clock = centre
     regions = ("ID", "MY", "SG", "TH")
     opened = _open(channels, regions, threshold=3)
     assert opened.phase == pb.ADVERTISE and opened.length == release_size(SPEC.dimension)
     exact = {r: _exact(i) for i, r in enumerate(regions)}
-    charged: dict[str, tuple[float, float]] = {}
+    ledgers = {r: BudgetLedger(tmp_path / r / "privacy_budget.db", r, epsilon_per_month=10.0) for r in regions}
     outcomes = {}
 
     def run(region):
         client = _client(channels, opened, region)
-        outcomes[region] = client.take_part(exact[region], lambda e, d: charged.__setitem__(region, (e, d)))
+        outcomes[region] = client.take_part(exact[region], ledger_charge(ledgers[region], region, clock))
 
     threads = [threading.Thread(target=run, args=(r,)) for r in regions]
     for t in threads:
@@ -158,7 +159,7 @@ def test_four_regions_sum_over_grpc_and_the_centre_trains_on_the_sum(centre):
     # round's ε for the model's lineage (no region's budget)
     period = receipt_period(NOW)
     for r in regions:
-        assert charged[r][0] == pytest.approx(1.0, rel=1e-6)
+        assert ledgers[r].spent(period) == pytest.approx(1.0, rel=1e-6)
         assert store.epsilon_spent(r, period) == pytest.approx(1.0, rel=1e-6)
     assert store.epsilon_spent("+".join(regions), period) == pytest.approx(1.0)
     # Train pools the sum like any region's release
@@ -285,6 +286,11 @@ def test_forged_out_of_turn_and_malformed_messages_are_refused(centre):
                                  share_scale=secure_share_scale(sigma, 2, s.length, 16) / 2, epsilon=1.0, delta=1e-6)
     got = code(my.SubmitMaskedInput, weak)
     assert got[0] == grpc.StatusCode.INVALID_ARGUMENT and "rule accounting" in got[1]
+    short = pb.MaskedInputRequest()
+    short.CopyFrom(weak)
+    short.share_scale = secure_share_scale(sigma, 2, s.length, 16)
+    del short.values[-1]
+    assert code(my.SubmitMaskedInput, short)[0] == grpc.StatusCode.INVALID_ARGUMENT  # the shape, before a charge
     assert store.epsilon_spent("MY", receipt_period(NOW)) == 0.0
     # a share the centre altered on the way does not open at its recipient
     shares = list(s.shares)

@@ -171,14 +171,9 @@ class SecureRounds:
                caller: Caller) -> Round:
         with self._lock:
             r = self._round(round_id, msg.region, caller)
-            if r.state.phase != Phase.MASKED or msg.region not in r.state.expected() or msg.region in r.state.inputs:
-                self._apply(r, lambda: r.state.add_masked(msg))  # raises with the protocol's reason
-            charge = self._charge(r, msg.region, noise_scale, share_scale, epsilon)
-            try:
-                r.state.add_masked(msg)
-            except ProtocolError as e:
-                raise RoundRefused(f"rule secure_aggregation: {e}") from None
-            r.charged[msg.region] = charge
+            self._apply(r, lambda: r.state.check_masked(msg))  # in turn, a member, the right shape: before a charge
+            r.charged[msg.region] = self._charge(r, msg.region, noise_scale, share_scale, epsilon)
+            r.state.add_masked(msg)
             self._tick(r)
             return r
 
@@ -193,6 +188,8 @@ class SecureRounds:
         try:
             step()  # type: ignore[operator]
         except ProtocolError as e:
+            if e.malformed:
+                raise Rejected(f"rule secure_aggregation: {e}") from None
             raise RoundRefused(f"rule secure_aggregation: {e}") from None
         except ValueError as e:  # a malformed key: cryptography's own refusal
             raise Rejected(f"rule secure_aggregation: {e}") from None

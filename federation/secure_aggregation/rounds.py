@@ -20,11 +20,12 @@ from fedstore.federation.secure_aggregation.encoding import FixedPoint
 
 class ProtocolError(ValueError):
     """A message the protocol refuses, or a round that cannot go on. ``below_threshold``: too few
-    regions remain, so the round is abandoned and regions fall back to releasing alone."""
+    regions remain, so the round is abandoned and regions fall back to releasing alone;
+    ``malformed``: the message's shape is wrong whatever the round's state."""
 
-    def __init__(self, message: str, *, below_threshold: bool = False) -> None:
+    def __init__(self, message: str, *, below_threshold: bool = False, malformed: bool = False) -> None:
         super().__init__(message)
-        self.below_threshold = below_threshold
+        self.below_threshold, self.malformed = below_threshold, malformed
 
 
 @dataclass(frozen=True)

@@ -126,11 +126,15 @@ class RoundState:
         return [s for sender in self.u2 for s in self.shares[sender] if s.recipient == region]
 
     # --- round 2
-    def add_masked(self, msg: MaskedInput) -> None:
+    def check_masked(self, msg: MaskedInput) -> None:
+        """What ``add_masked`` would refuse, without adding (the centre charges in between)."""
         self._in_phase(Phase.MASKED, msg.region, self.inputs)
         values = np.asarray(msg.values)
         if values.shape != (self.params.length,) or values.dtype != np.uint64:
-            raise ProtocolError(f"a masked input is {self.params.length} elements of Z_2^64")
+            raise ProtocolError(f"a masked input is {self.params.length} elements of Z_2^64", malformed=True)
+
+    def add_masked(self, msg: MaskedInput) -> None:
+        self.check_masked(msg)
         self.inputs[msg.region] = msg
 
     def close_masking(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -143,7 +147,7 @@ class RoundState:
         if set(msg.seed_shares) != set(self.survivors) or set(msg.key_shares) != set(self.dropped):
             raise ProtocolError("an answer holds a seed share per survivor and a key share per dropped region")
         if any(len(s) != 32 for s in [*msg.seed_shares.values(), *msg.key_shares.values()]):
-            raise ProtocolError("a share has 32 bytes")
+            raise ProtocolError("a share has 32 bytes", malformed=True)
         self.answers[msg.region] = msg
 
     def finish(self) -> np.ndarray:

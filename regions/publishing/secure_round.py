@@ -14,8 +14,10 @@ service and C must be its own training spec's, the length its release's.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from fedstore.federation.secure_aggregation import (
     AdvertisedKeys,
@@ -29,10 +31,21 @@ from fedstore.federation.training import TrainingSpec, release_size
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from fedstore.regions.errors import RegionError
+from fedstore.regions.publishing.budget import BudgetLedger
 from fedstore.regions.publishing.secure_training import SecureContribution, secure_contribution
 from fedstore.regions.publishing.training_statistics import TrainingStatistics
 
 FINAL = (pb.DONE, pb.ABANDONED)
+
+
+def ledger_charge(ledger: BudgetLedger, region: str, clock: Callable[[], datetime]) -> Callable[[float, float], str]:
+    """The ``charge`` of ``take_part`` on the region's own budget ledger: one spend per masked input,
+    under a random id as every release's (BudgetExceeded when the month's budget would be passed)."""
+    def charge(epsilon: float, delta: float) -> str:
+        spend_id = f"{region.lower()}-train-{uuid.uuid4().hex}"
+        ledger.spend(spend_id, epsilon, clock(), delta)
+        return spend_id
+    return charge
 
 
 @dataclass(frozen=True)
