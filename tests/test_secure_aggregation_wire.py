@@ -146,6 +146,7 @@ def test_four_regions_sum_over_grpc_and_the_centre_trains_on_the_sum(centre, tmp
     for t in threads:
         t.join(120)
     assert {o.phase for o in outcomes.values()} == {pb.DONE}, [o.why_abandoned for o in outcomes.values()]
+    assert all(o.included and not o.fall_back for o in outcomes.values())
     sid = {o.submission_id for o in outcomes.values()}
     assert len(sid) == 1
     total, _ = _stored_sum(store, "+".join(regions))
@@ -163,10 +164,17 @@ def test_four_regions_sum_over_grpc_and_the_centre_trains_on_the_sum(centre, tmp
         assert store.epsilon_spent(r, period) == pytest.approx(1.0, rel=1e-6)
     assert store.epsilon_spent("+".join(regions), period) == pytest.approx(1.0)
     # Train pools the sum like any region's release
-    train = aggregator_pb2_grpc.AggregatorStub(channels["centre"]).Train(
-        pb.TrainRequest(strategy="lda", feature_service=SPEC.feature_service, model_name="secagg_lda"),
-        metadata=_md("centre"), timeout=60)
+    agg = aggregator_pb2_grpc.AggregatorStub(channels["centre"])
+    request = pb.TrainRequest(strategy="lda", feature_service=SPEC.feature_service, model_name="secagg_lda")
+    train = agg.Train(request, metadata=_md("centre"), timeout=60)
     assert len(train.weights) == SPEC.dimension and sum(train.weights[:3]) > 0
+    # a member's own release beside the sum would count its entities twice: training is refused
+    aggregator_pb2_grpc.AggregatorStub(channels["MY"]).Submit(
+        training_submission("MY", exact["MY"], epsilon=1.0, delta=config.privacy.delta, now=NOW),
+        metadata=_md("MY"), timeout=30)
+    with pytest.raises(grpc.RpcError) as e:
+        agg.Train(request, metadata=_md("centre"), timeout=60)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "rule overlap" in e.value.details()
 
 
 def _through_sharing(channels, opened, regions):
@@ -190,6 +198,9 @@ def test_dropouts_before_and_after_the_masked_input_are_recovered(centre):
     clock.pass_deadline()
     s = clients["ID"].status()
     assert s.phase == pb.UNMASK and tuple(s.survivors) == ("ID", "MY", "SG", "TH") and tuple(s.dropped) == ("VN",)
+    with pytest.raises(grpc.RpcError) as late:  # VN after the deadline: out of this round, and not charged
+        clients["VN"].send_masked(clients["VN"].status(), exact["VN"], lambda e, d: None)
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     for r in ("ID", "MY", "SG"):  # TH drops out after its masked input: its input is still in the sum
         clients[r].unmask(clients[r].status())
     clock.pass_deadline()

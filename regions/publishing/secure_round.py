@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import grpc
+
 from fedstore.federation.secure_aggregation import (
     AdvertisedKeys,
     FixedPoint,
@@ -54,6 +56,13 @@ class RoundOutcome:
     submission_id: str  # DONE: the centre's stored sum
     why_abandoned: str
     contribution: SecureContribution | None  # None: the region never sent a masked input
+    included: bool  # this region's statistics are in the stored sum
+
+    @property
+    def fall_back(self) -> bool:
+        """Release alone at full noise (``publish.publish_training_statistics``): the round ended
+        without this region's statistics in a sum (abandoned, or the region missed a deadline)."""
+        return not self.included
 
 
 class RoundClient:
@@ -140,7 +149,12 @@ class RoundClient:
             if not e.below_threshold:
                 raise
             s = self.wait_until_final()
-        return RoundOutcome(s.phase, s.submission_id, s.why_abandoned, self.contribution)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:  # not "too late for this phase": a real failure
+                raise
+            s = self.wait_until_final()
+        included = s.phase == pb.DONE and self.region in s.survivors
+        return RoundOutcome(s.phase, s.submission_id, s.why_abandoned, self.contribution, included)
 
     def wait_until_final(self) -> pb.RoundStatus:
         s = self.status()
