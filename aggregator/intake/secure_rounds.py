@@ -80,6 +80,7 @@ class Round:
     phase_seconds: float
     phase_started: datetime
     charged: dict[str, str] = field(default_factory=dict)  # region → its accounting submission id
+    share_scales: dict[str, float] = field(default_factory=dict)  # region → its declared noise share's scale
     submission_id: str = ""  # DONE: the stored sum
 
 
@@ -173,6 +174,7 @@ class SecureRounds:
             r = self._round(round_id, msg.region, caller)
             self._apply(r, lambda: r.state.check_masked(msg))  # in turn, a member, the right shape: before a charge
             r.charged[msg.region] = self._charge(r, msg.region, noise_scale, share_scale, epsilon)
+            r.share_scales[msg.region] = share_scale
             r.state.add_masked(msg)
             self._tick(r)
             return r
@@ -221,6 +223,9 @@ class SecureRounds:
             epsilon, delta = gaussian_epsilon(noise_scale, r.delta)
         except ValueError as e:
             raise Rejected(f"rule accounting: {e}") from None
+        if abs(noise_scale / gaussian_scale(r.epsilon, r.delta) - 1) > 1e-9:
+            raise Rejected(f"rule accounting: the round's σ at ε = {r.epsilon:g} is {gaussian_scale(r.epsilon, r.delta):.9g}; "
+                           f"an input declares {noise_scale:.9g}")
         if not (math.isfinite(share_scale) and share_scale > 0):
             raise Rejected("rule accounting: a share's noise scale must be a positive number")
         needed = secure_share_scale(noise_scale, p.threshold, p.length, p.encoding.fraction_bits)
@@ -251,9 +256,9 @@ class SecureRounds:
         k = len(s.survivors)
         d = r.spec.dimension
         ns, sums, xtx = unweighted_release(total, d, r.spec.norm_bound)
-        share = secure_share_scale(gaussian_scale(r.epsilon, r.delta), p.threshold, p.length, p.encoding.fraction_bits)
-        # the sum's noise on the weighted release: k shares of share_scale, read back in 2^-f units
-        sigma = share * math.sqrt(k) / p.encoding.scale
+        # the sum's noise on the weighted release: the survivors' shares (as declared, each at least
+        # σ·Δ/√t), read back in 2^-f units
+        sigma = math.sqrt(sum(r.share_scales[u] ** 2 for u in s.survivors)) / p.encoding.scale
         training = pb.TrainingStatistics(feature_service=r.spec.feature_service, label=r.spec.label,
                                          features=list(r.spec.features), noise_scale=sigma, xtx=list(xtx),
                                          classes=[pb.ClassStatistics(label=c, n=n, sum_x=list(x))
