@@ -297,6 +297,8 @@ class SecureAggregationStub:
     answer is out. Below the threshold the round is ABANDONED and regions release alone at full noise.
     Keys, sealed shares and masked inputs are opaque to the centre: it checks who sends what, when,
     and the declared noise; it stores only the unmasked sum (as a training submission of the round).
+    Unlike the rest of this contract, those bytes cannot be checked field by field: that they hold
+    key material and masked statistics only rests on the regions' own software (docs/security.md).
     """
 
     def __init__(self, channel):
@@ -346,6 +348,8 @@ class SecureAggregationServicer:
     answer is out. Below the threshold the round is ABANDONED and regions release alone at full noise.
     Keys, sealed shares and masked inputs are opaque to the centre: it checks who sends what, when,
     and the declared noise; it stores only the unmasked sum (as a training submission of the round).
+    Unlike the rest of this contract, those bytes cannot be checked field by field: that they hold
+    key material and masked statistics only rests on the regions' own software (docs/security.md).
     """
 
     def OpenRound(self, request, context):
@@ -434,6 +438,8 @@ class SecureAggregation:
     answer is out. Below the threshold the round is ABANDONED and regions release alone at full noise.
     Keys, sealed shares and masked inputs are opaque to the centre: it checks who sends what, when,
     and the declared noise; it stores only the unmasked sum (as a training submission of the round).
+    Unlike the rest of this contract, those bytes cannot be checked field by field: that they hold
+    key material and masked statistics only rests on the regions' own software (docs/security.md).
     """
 
     @staticmethod
