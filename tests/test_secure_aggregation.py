@@ -211,4 +211,8 @@ def test_an_input_that_could_wrap_around_is_refused():
     p = Participant("HK", params)
     with pytest.raises(ValueError, match="too large"):
         params.encoding.check_range(np.array([2**62, 0], dtype=np.int64), 2)
+    with pytest.raises(ValueError, match="too large"):  # beyond int64 itself: refused before any cast
+        params.encoding.to_integers(np.array([1e15, 0.0]))
+    with pytest.raises(ValueError, match="not finite"):
+        params.encoding.to_integers(np.array([np.nan, 0.0]))
     assert p.advertise().region == "HK"

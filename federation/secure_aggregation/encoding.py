@@ -32,8 +32,12 @@ class FixedPoint:
         return (2 ** (MODULUS_BITS - 1) - 1) // max(1, summands)
 
     def to_integers(self, values: np.ndarray) -> np.ndarray:
-        """round(v · 2^f) as Python-sized integers (int64 is enough within ``limit``)."""
-        return np.rint(np.asarray(values, dtype=float) * self.scale).astype(np.int64)
+        """round(v · 2^f) as int64; ValueError for a value that is not finite or does not fit 64 bits
+        (``check_range`` then bounds it by the number of summands)."""
+        scaled = np.rint(np.asarray(values, dtype=float) * self.scale)
+        if scaled.size and not (np.isfinite(scaled).all() and np.abs(scaled).max() < 2.0 ** (MODULUS_BITS - 1)):
+            raise ValueError(f"a value is not finite or too large for 64 bits at 2^-{self.fraction_bits} precision")
+        return scaled.astype(np.int64)
 
     def check_range(self, integers: np.ndarray, summands: int) -> None:
         if integers.size and int(np.abs(integers).max()) > self.limit(summands):
