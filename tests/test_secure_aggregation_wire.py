@@ -313,3 +313,16 @@ def test_forged_out_of_turn_and_malformed_messages_are_refused(centre):
     tampered.shares.extend([first, *shares[1:]])
     with pytest.raises(ValueError, match="authentication"):
         clients["MY"].send_masked(tampered, _exact(1), lambda e, d: None)
+
+
+def test_rounds_are_bounded_and_a_round_past_its_deadline_frees_its_slot(centre):
+    _, channels, store, clock = centre
+    from fedstore.aggregator.intake.secure_rounds import MAX_ROUNDS
+
+    for _ in range(MAX_ROUNDS):
+        _open(channels, ("ID", "MY"), threshold=2)
+    with pytest.raises(grpc.RpcError) as e:
+        _open(channels, ("ID", "MY"), threshold=2)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rule rounds" in e.value.details()
+    clock.pass_deadline()  # nobody advertised: every round is abandoned at its deadline
+    assert _open(channels, ("ID", "MY"), threshold=2).phase == pb.ADVERTISE
