@@ -76,6 +76,7 @@ _FEAST_SERVING = "/feast.serving.ServingService/"  # Feast's Java client and Go 
 _DATASETS = "/fedstore.datasets.v1.HistoricalFeatures/"
 _AGGREGATOR = "/fedstore.aggregator.v1.Aggregator/"
 _REGISTRY = "/fedstore.registry.v1.Registry/"
+_SECURE = "/fedstore.aggregator.v1.SecureAggregation/"
 
 POLICIES: Mapping[str, Policy] = MappingProxyType({
     # --- a region's serving node: rows, so its own region's credentials only
@@ -98,6 +99,15 @@ POLICIES: Mapping[str, Policy] = MappingProxyType({
                                            "held statistics of every region: the centre's operator"),
     _AGGREGATOR + "DecideQuarantine": Policy(Role.AUDIT, Scope.FEDERATION,
                                              "release or reject held statistics: the centre's operator"),
+    # secure aggregation: the centre's operator opens a round; each message of a round is its region's
+    # own (a publish credential for that region, and its certificate), like a submission
+    _SECURE + "OpenRound": Policy(Role.TRAIN, Scope.FEDERATION, "a secure-aggregation round over regions' statistics"),
+    _SECURE + "GetRound": Policy(Role.PUBLISH, Scope.REQUEST_REGION, "the round as the request's region may see it"),
+    _SECURE + "AdvertiseKeys": Policy(Role.PUBLISH, Scope.REQUEST_REGION, "the request's region's public keys"),
+    _SECURE + "ShareKeys": Policy(Role.PUBLISH, Scope.REQUEST_REGION, "the request's region's sealed key shares"),
+    _SECURE + "SubmitMaskedInput": Policy(Role.PUBLISH, Scope.REQUEST_REGION,
+                                          "the request's region's masked statistics, charged to its budget"),
+    _SECURE + "Unmask": Policy(Role.PUBLISH, Scope.REQUEST_REGION, "the request's region's unmasking shares"),
     _REGISTRY + "ListModels": Policy(Role.REGISTRY_READ, Scope.ANY, "federation-wide models"),
     _REGISTRY + "GetModel": Policy(Role.REGISTRY_READ, Scope.ANY, "federation-wide models"),
     _REGISTRY + "GetDeployment": Policy(Role.REGISTRY_READ, Scope.REQUEST_REGION, "the region's stages"),

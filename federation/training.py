@@ -126,6 +126,25 @@ def release_weights(d: int, norm_bound: float) -> np.ndarray:
     return np.concatenate([np.full(k, w["n"]), np.full(k * d, w["sum_x"]), np.full(triangle_size(d), w["xtx"])])
 
 
+def weighted_release(ns: tuple[float, ...], sums: tuple[tuple[float, ...], ...], xtx: tuple[float, ...],
+                     norm_bound: float) -> np.ndarray:
+    """A release's numbers in release order (n per class, Σx per class, XᵀX's triangle), weighted:
+    the vector whose L2 sensitivity is 1 (what the noise is added to, alone or in a secure sum)."""
+    d = len(sums[0])
+    vector = np.array([*ns, *(v for s in sums for v in s), *xtx], dtype=float)
+    return vector * release_weights(d, norm_bound)
+
+
+def unweighted_release(weighted: np.ndarray, d: int, norm_bound: float
+                       ) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...], tuple[float, ...]]:
+    """``weighted_release`` undone: (n per class, Σx per class, XᵀX's triangle)."""
+    v = np.asarray(weighted, dtype=float) / release_weights(d, norm_bound)
+    k = len(LABELS)
+    ns = tuple(map(float, v[:k]))
+    sums = tuple(tuple(map(float, v[k + i * d:k + (i + 1) * d])) for i in range(k))
+    return ns, sums, tuple(map(float, v[k + k * d:]))
+
+
 def noise_sds(scale: float, norm_bound: float) -> dict[str, float]:
     """Per part, the sd of the Gaussian noise on each released number when σ = ``scale``."""
     return {part: scale / w for part, w in part_weights(norm_bound).items()}

@@ -50,7 +50,7 @@ TOKEN, CENTRE_TOKEN = "fuzz-my-secret", "fuzz-centre-secret"
 PER_RPC = int(os.environ.get("FUZZ_PER_RPC", "2000"))
 BATCH = 64
 FAILURES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
-_CENTRE_RPCS = ("/Train", "/ListQuarantine", "/DecideQuarantine")  # the centre's own credential calls these
+_CENTRE_RPCS = ("/Train", "/ListQuarantine", "/DecideQuarantine", "/OpenRound")  # the centre's own credential calls these
 
 
 def _honest_requests() -> dict[str, list[Message]]:
@@ -65,6 +65,7 @@ def _honest_requests() -> dict[str, list[Message]]:
                               epsilon=1.0, now=NOW),
     ]
     aggregator, registry = "/fedstore.aggregator.v1.Aggregator/", "/fedstore.registry.v1.Registry/"
+    secure = "/fedstore.aggregator.v1.SecureAggregation/"
     return {
         aggregator + "Submit": [s for s in subs if s is not None],
         aggregator + "GetGlobalStatistics": [pb.GetGlobalStatisticsRequest(period="2026-11"),
@@ -77,6 +78,20 @@ def _honest_requests() -> dict[str, list[Message]]:
         aggregator + "DecideQuarantine": [pb.QuarantineDecision(submission_id=s.submission_id, action=a,
                                                                 why="checked with the region")
                                           for s in subs[:2] if s is not None for a in (pb.ACCEPT, pb.REJECT)],
+        # secure aggregation: the operator's rounds (until every slot is taken: RESOURCE_EXHAUSTED), and a
+        # region's messages for a round that does not exist (NOT_FOUND) or malformed ones
+        secure + "OpenRound": [pb.OpenRoundRequest(feature_service="fraud_scoring", regions=["MY", "SG"], threshold=2,
+                                                   epsilon=1.0, phase_seconds=30.0)],
+        secure + "GetRound": [pb.GetRoundRequest(round_id="secagg-" + "0" * 32, region="MY")],
+        secure + "AdvertiseKeys": [pb.AdvertiseKeysRequest(round_id="secagg-" + "0" * 32, region="MY", key=pb.AdvertisedKey(
+            region="MY", cipher_public=bytes(range(32)), mask_public=bytes(range(1, 33))))],
+        secure + "ShareKeys": [pb.ShareKeysRequest(round_id="secagg-" + "0" * 32, region="MY", shares=[
+            pb.SealedShare(sender="MY", recipient="SG", sealed=bytes(108))])],
+        secure + "SubmitMaskedInput": [pb.MaskedInputRequest(round_id="secagg-" + "0" * 32, region="MY",
+                                                             values=[2**64 - 1, 0, 12345], noise_scale=4.5,
+                                                             share_scale=2e5, epsilon=1.0, delta=1e-6)],
+        secure + "Unmask": [pb.UnmaskRequest(round_id="secagg-" + "0" * 32, region="MY", seed_shares={"MY": bytes(32)},
+                                             key_shares={"SG": bytes(32)})],
         registry + "ListModels": [rpb.ListModelsRequest(name="fraud_fuzz")],
         registry + "GetModel": [rpb.GetModelRequest(name="fraud_fuzz", version=1)],
         registry + "GetAudit": [rpb.GetAuditRequest(region="MY", name="fraud_fuzz")],
@@ -120,6 +135,10 @@ def _value(field: FieldDescriptor, r: random.Random) -> object:
         return r.random() < 0.5
     if field.type == FieldDescriptor.TYPE_ENUM:
         return r.randint(-3, 9)
+    if field.type == FieldDescriptor.TYPE_BYTES:  # keys, sealed shares: empty, short, the right size, long
+        return bytes(r.getrandbits(8) for _ in range(r.choice([0, 1, 31, 32, 33, 108, 4096])))
+    if field.type in (FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_UINT64):
+        return r.choice([0, 1, 2**63, 2**64 - 1, r.getrandbits(64)])
     value = r.choice(_NUMBERS + [r.randint(-1000, 100_000)])
     bits = 32 if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32) else 64
     return max(min(value, 2 ** (bits - 1) - 1), -2 ** (bits - 1))

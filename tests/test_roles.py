@@ -37,6 +37,7 @@ FEAST_SERVING = "/feast.serving.ServingService/"
 DATASETS = "/fedstore.datasets.v1.HistoricalFeatures/"
 AGG = "/fedstore.aggregator.v1.Aggregator/"
 REG = "/fedstore.registry.v1.Registry/"
+SEC = "/fedstore.aggregator.v1.SecureAggregation/"
 REFUSED = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
@@ -136,6 +137,12 @@ EXPECTED = {
     AGG + "Train": ("train", lambda regions: regions == ("*",)),
     AGG + "ListQuarantine": ("audit", lambda regions: regions == ("*",)),
     AGG + "DecideQuarantine": ("audit", lambda regions: regions == ("*",)),
+    SEC + "OpenRound": ("train", lambda regions: regions == ("*",)),
+    SEC + "GetRound": ("publish", lambda regions: "MY" in regions),
+    SEC + "AdvertiseKeys": ("publish", lambda regions: "MY" in regions),
+    SEC + "ShareKeys": ("publish", lambda regions: "MY" in regions),
+    SEC + "SubmitMaskedInput": ("publish", lambda regions: "MY" in regions),
+    SEC + "Unmask": ("publish", lambda regions: "MY" in regions),
     REG + "ListModels": ("registry-read", lambda regions: True),
     REG + "GetModel": ("registry-read", lambda regions: True),
     REG + "GetDeployment": ("registry-read", lambda regions: "MY" in regions or regions == ("*",)),
@@ -162,6 +169,12 @@ REQUESTS: dict[str, bytes] = {
     AGG + "ListQuarantine": apb.ListQuarantineRequest().SerializeToString(),
     AGG + "DecideQuarantine": apb.QuarantineDecision(submission_id="my-stats-x", action=apb.ACCEPT,
                                                      why="t").SerializeToString(),
+    SEC + "OpenRound": apb.OpenRoundRequest(feature_service="none").SerializeToString(),
+    SEC + "GetRound": apb.GetRoundRequest(round_id="none", region="MY").SerializeToString(),
+    SEC + "AdvertiseKeys": apb.AdvertiseKeysRequest(round_id="none", region="MY").SerializeToString(),
+    SEC + "ShareKeys": apb.ShareKeysRequest(round_id="none", region="MY").SerializeToString(),
+    SEC + "SubmitMaskedInput": apb.MaskedInputRequest(round_id="none", region="MY").SerializeToString(),
+    SEC + "Unmask": apb.UnmaskRequest(round_id="none", region="MY").SerializeToString(),
     REG + "ListModels": rpb.ListModelsRequest().SerializeToString(),
     REG + "GetModel": rpb.GetModelRequest(name="none", version=1).SerializeToString(),
     REG + "GetDeployment": rpb.GetDeploymentRequest(region="MY").SerializeToString(),
@@ -235,7 +248,7 @@ def test_the_role_rpc_region_matrix_over_real_grpc(doors):
     wrong = []
     with grpc.insecure_channel(node) as at_node, centre_channel() as at_centre:
         for method, (role, regions_ok) in EXPECTED.items():
-            channel = at_centre if method.startswith((AGG, REG)) else at_node
+            channel = at_centre if method.startswith((AGG, REG, SEC)) else at_node
             for name, (roles, regions) in CREDENTIALS.items():
                 admitted = role is not None and role in roles and regions_ok(regions)
                 code = _call(channel, method, (("authorization", f"Bearer {_secret(name)}"),))

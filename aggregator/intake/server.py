@@ -15,6 +15,8 @@ from fedstore.aggregator.global_statistics import merge
 from fedstore.aggregator.intake.identity import check_certificate_region
 from fedstore.aggregator.intake.messages import receipt_message, train_request, train_result
 from fedstore.aggregator.intake.metrics import AggregatorMetrics
+from fedstore.aggregator.intake.secure_rounds import SecureRounds
+from fedstore.aggregator.intake.secure_server import SecureAggregationServicer
 from fedstore.aggregator.intake.steps import Centre, Clock, EvaluationHook
 from fedstore.aggregator.intake.submission import parse_submission
 from fedstore.aggregator.intake.validation import valid_period
@@ -158,7 +160,10 @@ def build_server(
     registry = ModelRegistry(registry_path or store_path.parent / "registry.db", config, clock)
     servicer = AggregatorServicer(config, store, metrics, on_evaluation, registry, clock)
     servicer.metrics.zero(config.codes)
-    served = (pb.DESCRIPTOR.services_by_name["Aggregator"], registry_pb2.DESCRIPTOR.services_by_name["Registry"])
+    served = (pb.DESCRIPTOR.services_by_name["Aggregator"], registry_pb2.DESCRIPTOR.services_by_name["Registry"],
+              pb.DESCRIPTOR.services_by_name["SecureAggregation"])
+    secure = SecureAggregationServicer(SecureRounds(config, store, clock), servicer.authenticate,
+                                       certificates=not agg.plaintext)
     # metrics outermost: they count the status the error boundary sent
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), interceptors=[
         RequestMetrics(servicer.metrics.registry, "fedstore_centre", method_paths(*served)), ErrorBoundary()])
@@ -171,15 +176,18 @@ def build_server(
                          MAX_REQUEST_BYTES),
         reject_malformed(generic_handler(registry_pb2_grpc.add_RegistryServicer_to_server,
                                          RegistryServicer(registry, servicer.authenticate)), refusal, MAX_REQUEST_BYTES),
+        reject_malformed(generic_handler(aggregator_pb2_grpc.add_SecureAggregationServicer_to_server, secure), refusal,
+                         MAX_REQUEST_BYTES),
     ), servicer.book, None, servicer.metrics),))
     checker = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     names = (pb.DESCRIPTOR.services_by_name["Aggregator"].full_name,
              registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
-             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             pb.DESCRIPTOR.services_by_name["SecureAggregation"].full_name)
     # anyone may open a reflection stream and keep it open: a few of them, not the pool's every thread
     server.add_generic_rpc_handlers((limit_streams(ServerReflection(names), REFLECTION_STREAMS),))
-    for name in ("", names[0], names[1]):
+    for name in ("", names[0], names[1], names[3]):
         checker.set(name, health_pb2.HealthCheckResponse.SERVING)  # the store opened: it can accept
     if credentials is not None:
         port = server.add_secure_port(address, credentials)

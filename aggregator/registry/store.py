@@ -105,7 +105,8 @@ class ModelRegistry:
         if not _NAME.fullmatch(candidate.name):
             raise Rejected(f"model name {candidate.name!r}: lower-case letters, digits and _ only")
         for code in candidate.epsilon_by_region:
-            self.region_code(code)
+            for member in code.split("+"):  # a secure-aggregation sum: its survivors, "A+B+C"
+                self.region_code(member)
         now = self._clock()
         with self._write() as db:
             (latest,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name=?",
@@ -161,7 +162,9 @@ class ModelRegistry:
         candidate = ModelCandidate(name, strategy, service, tuple(json.loads(features)), schema_hash,
                                    json.loads(parameters), tuple(json.loads(submissions)), json.loads(eps),
                                    json.loads(tags), tuple(RegionInfluence.from_dict(i) for i in json.loads(influence)))
-        regions = [self.config.region(c) for c in sorted(candidate.epsilon_by_region)]
+        # a secure-aggregation sum is stored as the region "A+B+C" (its survivors): every one of them
+        regions = [self.config.region(c) for c in sorted({c for key in candidate.epsilon_by_region
+                                                          for c in key.split("+")})]
         return ModelVersion(
             candidate=candidate, version=version,
             jurisdictions=tuple(f"{r.code} ({r.jurisdiction}, {r.law})" for r in regions),

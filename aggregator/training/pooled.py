@@ -52,6 +52,16 @@ class PooledStatistics:
 def pool(rows: list, features: tuple[str, ...]) -> PooledStatistics:  # rows: aggregator.store.TrainingRow
     if not rows:
         raise NotEnoughStatistics("no accepted training statistics to train from: regions must publish them first")
+    # a secure-aggregation sum is the region "A+B+C": a member's own release beside it would count
+    # its entities twice (and break the sensitivity the noise was scaled for)
+    seen: dict[str, str] = {}
+    for r in rows:
+        for member in r.region.split("+"):
+            if seen.setdefault(member, r.submission_id) != r.submission_id:
+                raise NotEnoughStatistics(
+                    f"region {member}'s statistics are in two submissions ({seen[member]}, "
+                    f"{r.submission_id}), a secure-aggregation sum and another release; train on a period "
+                    "that holds only one of them", rule="overlap")
     d = len(features)
     sums = {c: ClassSums(0.0, np.zeros(d)) for c in LABELS}
     xtx = np.zeros((d, d))

@@ -22,6 +22,16 @@ class QuarantineAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUARANTINE: _ClassVar[QuarantineAction]
     ACCEPT: _ClassVar[QuarantineAction]
     REJECT: _ClassVar[QuarantineAction]
+
+class RoundPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUND_PHASE_UNSPECIFIED: _ClassVar[RoundPhase]
+    ADVERTISE: _ClassVar[RoundPhase]
+    SHARE: _ClassVar[RoundPhase]
+    MASKED: _ClassVar[RoundPhase]
+    UNMASK: _ClassVar[RoundPhase]
+    DONE: _ClassVar[RoundPhase]
+    ABANDONED: _ClassVar[RoundPhase]
 MECHANISM_UNSPECIFIED: Mechanism
 LAPLACE: Mechanism
 GAUSSIAN: Mechanism
@@ -29,6 +39,13 @@ QUARANTINE_ACTION_UNSPECIFIED: QuarantineAction
 QUARANTINE: QuarantineAction
 ACCEPT: QuarantineAction
 REJECT: QuarantineAction
+ROUND_PHASE_UNSPECIFIED: RoundPhase
+ADVERTISE: RoundPhase
+SHARE: RoundPhase
+MASKED: RoundPhase
+UNMASK: RoundPhase
+DONE: RoundPhase
+ABANDONED: RoundPhase
 
 class PrivacyAccounting(_message.Message):
     __slots__ = ("mechanism", "epsilon", "delta", "epsilon_per_query", "minimum_cohort")
@@ -392,3 +409,145 @@ class GlobalStatistics(_message.Message):
     submissions: _containers.RepeatedScalarFieldContainer[str]
     quarantined: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, features: _Optional[_Iterable[_Union[GlobalFeature, _Mapping]]] = ..., submissions: _Optional[_Iterable[str]] = ..., quarantined: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class OpenRoundRequest(_message.Message):
+    __slots__ = ("feature_service", "regions", "threshold", "epsilon", "phase_seconds")
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    PHASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    feature_service: str
+    regions: _containers.RepeatedScalarFieldContainer[str]
+    threshold: int
+    epsilon: float
+    phase_seconds: float
+    def __init__(self, feature_service: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ..., epsilon: _Optional[float] = ..., phase_seconds: _Optional[float] = ...) -> None: ...
+
+class GetRoundRequest(_message.Message):
+    __slots__ = ("round_id", "region")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    region: str
+    def __init__(self, round_id: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
+
+class AdvertisedKey(_message.Message):
+    __slots__ = ("region", "cipher_public", "mask_public")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    cipher_public: bytes
+    mask_public: bytes
+    def __init__(self, region: _Optional[str] = ..., cipher_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ...) -> None: ...
+
+class SealedShare(_message.Message):
+    __slots__ = ("sender", "recipient", "sealed")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    recipient: str
+    sealed: bytes
+    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+
+class RoundStatus(_message.Message):
+    __slots__ = ("round_id", "phase", "feature_service", "regions", "threshold", "length", "fraction_bits", "epsilon", "delta", "norm_bound", "keys", "shares", "survivors", "dropped", "why_abandoned", "submission_id")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_BITS_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    WHY_ABANDONED_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    phase: RoundPhase
+    feature_service: str
+    regions: _containers.RepeatedScalarFieldContainer[str]
+    threshold: int
+    length: int
+    fraction_bits: int
+    epsilon: float
+    delta: float
+    norm_bound: float
+    keys: _containers.RepeatedCompositeFieldContainer[AdvertisedKey]
+    shares: _containers.RepeatedCompositeFieldContainer[SealedShare]
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    why_abandoned: str
+    submission_id: str
+    def __init__(self, round_id: _Optional[str] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., feature_service: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ..., length: _Optional[int] = ..., fraction_bits: _Optional[int] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., norm_bound: _Optional[float] = ..., keys: _Optional[_Iterable[_Union[AdvertisedKey, _Mapping]]] = ..., shares: _Optional[_Iterable[_Union[SealedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., why_abandoned: _Optional[str] = ..., submission_id: _Optional[str] = ...) -> None: ...
+
+class AdvertiseKeysRequest(_message.Message):
+    __slots__ = ("round_id", "region", "key")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    region: str
+    key: AdvertisedKey
+    def __init__(self, round_id: _Optional[str] = ..., region: _Optional[str] = ..., key: _Optional[_Union[AdvertisedKey, _Mapping]] = ...) -> None: ...
+
+class ShareKeysRequest(_message.Message):
+    __slots__ = ("round_id", "region", "shares")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    region: str
+    shares: _containers.RepeatedCompositeFieldContainer[SealedShare]
+    def __init__(self, round_id: _Optional[str] = ..., region: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[SealedShare, _Mapping]]] = ...) -> None: ...
+
+class MaskedInputRequest(_message.Message):
+    __slots__ = ("round_id", "region", "values", "noise_scale", "share_scale", "epsilon", "delta")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    region: str
+    values: _containers.RepeatedScalarFieldContainer[int]
+    noise_scale: float
+    share_scale: float
+    epsilon: float
+    delta: float
+    def __init__(self, round_id: _Optional[str] = ..., region: _Optional[str] = ..., values: _Optional[_Iterable[int]] = ..., noise_scale: _Optional[float] = ..., share_scale: _Optional[float] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ...) -> None: ...
+
+class UnmaskRequest(_message.Message):
+    __slots__ = ("round_id", "region", "seed_shares", "key_shares")
+    class SeedSharesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    class KeySharesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    region: str
+    seed_shares: _containers.ScalarMap[str, bytes]
+    key_shares: _containers.ScalarMap[str, bytes]
+    def __init__(self, round_id: _Optional[str] = ..., region: _Optional[str] = ..., seed_shares: _Optional[_Mapping[str, bytes]] = ..., key_shares: _Optional[_Mapping[str, bytes]] = ...) -> None: ...

@@ -286,3 +286,320 @@ class Aggregator:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class SecureAggregationStub:
+    """Secure aggregation of training releases (Bonawitz et al. 2017; docs/privacy.md, "Secure
+    aggregation"): the centre learns only the sum of the regions' statistics, each carrying its share
+    of the noise. The centre's operator opens a round; each invited region then moves through the
+    four rounds (advertise keys, share keys, masked input, unmask), polling GetRound between them. A
+    phase ends when every expected region has answered or at its deadline; a region that did not
+    answer is out. Below the threshold the round is ABANDONED and regions release alone at full noise.
+    Keys, sealed shares and masked inputs are opaque to the centre: it checks who sends what, when,
+    and the declared noise; it stores only the unmasked sum (as a training submission of the round).
+    Unlike the rest of this contract, those bytes cannot be checked field by field: that they hold
+    key material and masked statistics only rests on the regions' own software (docs/security.md).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.OpenRound = channel.unary_unary(
+                '/fedstore.aggregator.v1.SecureAggregation/OpenRound',
+                request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.OpenRoundRequest.SerializeToString,
+                response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+                _registered_method=True)
+        self.GetRound = channel.unary_unary(
+                '/fedstore.aggregator.v1.SecureAggregation/GetRound',
+                request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.GetRoundRequest.SerializeToString,
+                response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+                _registered_method=True)
+        self.AdvertiseKeys = channel.unary_unary(
+                '/fedstore.aggregator.v1.SecureAggregation/AdvertiseKeys',
+                request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.AdvertiseKeysRequest.SerializeToString,
+                response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+                _registered_method=True)
+        self.ShareKeys = channel.unary_unary(
+                '/fedstore.aggregator.v1.SecureAggregation/ShareKeys',
+                request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.ShareKeysRequest.SerializeToString,
+                response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+                _registered_method=True)
+        self.SubmitMaskedInput = channel.unary_unary(
+                '/fedstore.aggregator.v1.SecureAggregation/SubmitMaskedInput',
+                request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.MaskedInputRequest.SerializeToString,
+                response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+                _registered_method=True)
+        self.Unmask = channel.unary_unary(
+                '/fedstore.aggregator.v1.SecureAggregation/Unmask',
+                request_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.UnmaskRequest.SerializeToString,
+                response_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+                _registered_method=True)
+
+
+class SecureAggregationServicer:
+    """Secure aggregation of training releases (Bonawitz et al. 2017; docs/privacy.md, "Secure
+    aggregation"): the centre learns only the sum of the regions' statistics, each carrying its share
+    of the noise. The centre's operator opens a round; each invited region then moves through the
+    four rounds (advertise keys, share keys, masked input, unmask), polling GetRound between them. A
+    phase ends when every expected region has answered or at its deadline; a region that did not
+    answer is out. Below the threshold the round is ABANDONED and regions release alone at full noise.
+    Keys, sealed shares and masked inputs are opaque to the centre: it checks who sends what, when,
+    and the declared noise; it stores only the unmasked sum (as a training submission of the round).
+    Unlike the rest of this contract, those bytes cannot be checked field by field: that they hold
+    key material and masked statistics only rests on the regions' own software (docs/security.md).
+    """
+
+    def OpenRound(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRound(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdvertiseKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitMaskedInput(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unmask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SecureAggregationServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'OpenRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenRound,
+                    request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.OpenRoundRequest.FromString,
+                    response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.SerializeToString,
+            ),
+            'GetRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRound,
+                    request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.GetRoundRequest.FromString,
+                    response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.SerializeToString,
+            ),
+            'AdvertiseKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdvertiseKeys,
+                    request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.AdvertiseKeysRequest.FromString,
+                    response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.SerializeToString,
+            ),
+            'ShareKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareKeys,
+                    request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.ShareKeysRequest.FromString,
+                    response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.SerializeToString,
+            ),
+            'SubmitMaskedInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitMaskedInput,
+                    request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.MaskedInputRequest.FromString,
+                    response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.SerializeToString,
+            ),
+            'Unmask': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unmask,
+                    request_deserializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.UnmaskRequest.FromString,
+                    response_serializer=fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fedstore.aggregator.v1.SecureAggregation', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fedstore.aggregator.v1.SecureAggregation', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SecureAggregation:
+    """Secure aggregation of training releases (Bonawitz et al. 2017; docs/privacy.md, "Secure
+    aggregation"): the centre learns only the sum of the regions' statistics, each carrying its share
+    of the noise. The centre's operator opens a round; each invited region then moves through the
+    four rounds (advertise keys, share keys, masked input, unmask), polling GetRound between them. A
+    phase ends when every expected region has answered or at its deadline; a region that did not
+    answer is out. Below the threshold the round is ABANDONED and regions release alone at full noise.
+    Keys, sealed shares and masked inputs are opaque to the centre: it checks who sends what, when,
+    and the declared noise; it stores only the unmasked sum (as a training submission of the round).
+    Unlike the rest of this contract, those bytes cannot be checked field by field: that they hold
+    key material and masked statistics only rests on the regions' own software (docs/security.md).
+    """
+
+    @staticmethod
+    def OpenRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.aggregator.v1.SecureAggregation/OpenRound',
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.OpenRoundRequest.SerializeToString,
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.aggregator.v1.SecureAggregation/GetRound',
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.GetRoundRequest.SerializeToString,
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdvertiseKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.aggregator.v1.SecureAggregation/AdvertiseKeys',
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.AdvertiseKeysRequest.SerializeToString,
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.aggregator.v1.SecureAggregation/ShareKeys',
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.ShareKeysRequest.SerializeToString,
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitMaskedInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.aggregator.v1.SecureAggregation/SubmitMaskedInput',
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.MaskedInputRequest.SerializeToString,
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unmask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedstore.aggregator.v1.SecureAggregation/Unmask',
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.UnmaskRequest.SerializeToString,
+            fedstore_dot_aggregator_dot_v1_dot_aggregator__pb2.RoundStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
