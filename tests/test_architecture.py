@@ -27,6 +27,7 @@ STATUS_CHOOSERS = {
 STATUS_READERS = {
     "federation/channels.py": "client: which failures to retry",
     "regions/publishing/outbox.py": "client: which answers of the centre are final",
+    "regions/publishing/secure_round.py": "client: a phase that closed before this region answered",
 }
 SERVER_PARTS = ("serving", "aggregator", "federation", "regions", "online", "dashboard", "feature_repo")
 

@@ -349,7 +349,7 @@ def test_a_refusal_carries_its_rule_to_the_caller_as_error_info(doors):
             ch.unary_unary(SERVING + "GetOnlineFeatures")(b"", timeout=30)
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and _rule(e.value) is None
 
-    labels = {"rule": "identity", "code": "PERMISSION_DENIED"}
+    labels = {"region": "SG", "rule": "identity", "code": "PERMISSION_DENIED"}
     before = centre_metrics.registry.get_sample_value("fedstore_submissions_rejected_total", labels) or 0
     with centre_channel() as ch:  # region SG's statistics over region MY's certificate
         with pytest.raises(grpc.RpcError) as e:
