@@ -37,6 +37,7 @@ from fedstore.serving.prediction_log import Prediction, PredictionLog, ShadowSco
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 TOKENS = {"ops-my": "ops-my-secret", "my-publish": "my-publish-secret"}
 GATES = {"min_hours_in_stage": {"canary_5": 48, "canary_25": 48}, "min_outcomes": 300, "margin": 0.03}
+RAMP = {"evidence": False, "min_hours_in_stage": {"canary_5": 0, "canary_25": 0}}
 CITY = CITIES["MY"]
 PRIVACY = PrivacyConfig(epsilon_per_month=40.0, minimum_cohort=10)
 
@@ -66,7 +67,8 @@ def _config(tmp_path, monkeypatch, pki, gates=GATES):
             {"name": "my-publish", "secret_env": "MY_PUBLISH", "regions": ["MY"], "roles": ["publish"]}]},
         "privacy": {"epsilon_per_month": PRIVACY.epsilon_per_month, "minimum_cohort": PRIVACY.minimum_cohort},
         "deployment_policy": {"MY": {"allowed_sources": "*", "shadow_first": True,
-                                     **({"gates": gates} if gates is not None else {})}},
+                                     # no gates named: the time gate alone, at no hours (the setup ramps at once)
+                                     "gates": gates if gates is not None else RAMP}},
     }
     path = tmp_path / ("fed.yaml" if gates is not None else "fed-no-gates.yaml")
     path.write_text(yaml.safe_dump(with_mtls(raw, pki)))

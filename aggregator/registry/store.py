@@ -191,9 +191,8 @@ class ModelRegistry:
             try:
                 check_promotion(model, region, stage, policy, current_stage=current_stage,
                                 was_in_shadow=was_in_shadow, occupant=tuple(occupant) if occupant else None)
-                if policy.gates is not None:
-                    check_gates(model, region, stage, policy.gates, current_stage=current_stage,
-                                state=self._stage_state(db, model, region, current_stage))
+                check_gates(model, region, stage, policy.gates, current_stage=current_stage,
+                            state=self._stage_state(db, model, region, current_stage))
             except PolicyRefused as e:
                 refusal = e
             else:
@@ -226,7 +225,7 @@ class ModelRegistry:
 
     def gates(self, name: str, version: int) -> builtins.list[GateFinding]:
         """Each evidence gate for the version's next promotion, in every region where it serves below
-        full and whose policy has gates (what `registry show` prints)."""
+        full (what `registry show` prints; every region has the time gate)."""
         model = self.get(name, version)
         out: builtins.list[GateFinding] = []
         with closing(sqlite3.connect(self.path)) as db:
@@ -234,7 +233,7 @@ class ModelRegistry:
                               "ORDER BY region", (name, version)).fetchall()
             for region, stage in rows:
                 gates = self.config.policy(region).gates
-                if gates is None or stage == "full":
+                if stage == "full":
                     continue
                 target = STAGES[STAGES.index(stage) + 1]
                 out += gate_findings(model, region, target, gates, current_stage=stage,
@@ -278,7 +277,7 @@ class ModelRegistry:
         margin (the region's gates, auto_rollback): the rollback, with the evidence as its reason, or None."""
         region = self.region_code(region)
         gates = self.config.policy(region).gates
-        if gates is None or not gates.auto_rollback:
+        if not gates.auto_rollback:
             return None
         with closing(sqlite3.connect(self.path)) as db:
             rows: dict[str, tuple[str, int]] = {st: (n, v) for st, n, v in db.execute(
