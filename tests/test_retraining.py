@@ -5,8 +5,8 @@ done twice (no second ε spent, no second version registered)."""
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 import socket
 from datetime import UTC, date, datetime
@@ -118,7 +118,7 @@ def _training_files(config, code: str) -> list[dict]:
 
 def _versions(config) -> list[tuple[str, int, tuple[str, ...]]]:
     reg = ModelRegistry(config.aggregator.data_dir / "registry.db", config)
-    return [(m.name, m.version, tuple(m.submissions)) for m in reg.list()]
+    return [(m.name, m.version, tuple(m.candidate.submissions)) for m in reg.list()]
 
 
 def _check_one_run(config, shadowed: dict[str, str]) -> None:
@@ -139,19 +139,20 @@ def _check_one_run(config, shadowed: dict[str, str]) -> None:
 def prefect_server(tmp_path_factory):
     """Prefect's own test harness: a real local API server (SQLite, loopback), for the module."""
     home = tmp_path_factory.mktemp("prefect-home")
-    os.environ.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-                      PREFECT_UI_ENABLED="false")
-    from prefect.testing.utilities import prefect_test_harness
+    with pytest.MonkeyPatch.context() as mp:  # Prefect's files in the test's directory; nothing phones home
+        for key, value in dict(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+                               PREFECT_UI_ENABLED="false").items():
+            mp.setenv(key, value)
+        from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 @pytest.mark.slow
 def test_the_flow_retrains_on_three_regions_and_a_rerun_after_a_failed_step_resumes_it(federation, prefect_server,
                                                                                        monkeypatch):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName  # noqa: F401
 
     from fedstore.cli.retraining_flow import retrain_flow
 
@@ -220,6 +221,15 @@ def test_the_cli_runs_the_same_steps_and_a_rerun_after_a_failed_shadow_registers
                         ("shadow", ["--region", "MY"])):
         assert main([*args, step, *where, *common]) == 0
         assert ": already done: " in capsys.readouterr().out, step
+    _check_one_run(config, {"MY": "shadow", "SG": "shadow", "ID": ""})
+    # a drift trigger's hook: the window ends on the trigger's last day, the same run
+    trigger = {"event": "retraining_trigger", "region": "MY", "first_day": "2026-11-18", "last_day": "2026-11-20"}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(trigger)))
+    assert main([*args, "run", "--trigger", "--epsilon", str(EPSILON), "--days", "10"]) == 0
+    assert "centre: train: already done: fraud_scoring_lda v1" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("not json"))
+    assert main([*args, "run", "--trigger", "--epsilon", str(EPSILON)]) == 1
+    assert "--trigger: standard input is not a retraining trigger" in capsys.readouterr().err
     _check_one_run(config, {"MY": "shadow", "SG": "shadow", "ID": ""})
     # the centre down: the step fails on one line, nothing changes
     centre.stop()
