@@ -231,6 +231,18 @@ def test_the_cli_runs_the_same_steps_and_a_rerun_after_a_failed_shadow_registers
     assert main([*args, "run", "--trigger", "--epsilon", str(EPSILON)]) == 1
     assert "--trigger: standard input is not a retraining trigger" in capsys.readouterr().err
     _check_one_run(config, {"MY": "shadow", "SG": "shadow", "ID": ""})
+    # from the operator's machine, which sees no region's outbox: the centre's own key (the same
+    # statistics give the version they gave) keeps train from registering a second version
+    raw = yaml.safe_load(path.read_text())
+    for region in raw["regions"]:
+        region["data_dir"] = str(path.parent / "elsewhere" / region["code"])
+    (path.parent / "operator.yaml").write_text(yaml.safe_dump(raw))
+    operator = ["--config", str(path.parent / "operator.yaml"), "retrain"]
+    assert main([*operator, "train", *common]) == 0
+    assert "centre: train: already done: fraud_scoring_lda v1 was trained on these statistics" in capsys.readouterr().out
+    assert main([*operator, "shadow", "--region", "SG", *common]) == 0
+    assert "SG: shadow: already done: fraud_scoring_lda v1 serves shadow here" in capsys.readouterr().out
+    _check_one_run(config, {"MY": "shadow", "SG": "shadow", "ID": ""})
     # the centre down: the step fails on one line, nothing changes
     centre.stop()
     assert main([*args, "train", *common]) == 1

@@ -101,13 +101,22 @@ class ModelRegistry:
 
     # --- versions ---------------------------------------------------------------------------
 
-    def register(self, candidate: ModelCandidate, *, who: str) -> ModelVersion:
+    def register(self, candidate: ModelCandidate, *, who: str, reuse: bool = False) -> ModelVersion:
+        """The next version of the candidate's name; with ``reuse``, the version already registered with
+        the same strategy, lineage and parameters, if any (training again on the same statistics)."""
         if not _NAME.fullmatch(candidate.name):
             raise Rejected(f"model name {candidate.name!r}: lower-case letters, digits and _ only")
         for code in candidate.epsilon_by_region:
             self.region_code(code)
         now = self._clock()
         with self._write() as db:
+            if reuse:  # checked in the same transaction as the insert: two trainings register one version
+                same = db.execute(
+                    "SELECT MAX(version) FROM models WHERE name=? AND strategy=? AND submissions=? AND parameters=?",
+                    (candidate.name, candidate.strategy, json.dumps(list(candidate.submissions)),
+                     json.dumps(dict(candidate.parameters)))).fetchone()[0]
+                if same is not None:
+                    return self._get(db, candidate.name, same)
             (latest,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name=?",
                                    (candidate.name,)).fetchone()
             db.execute(
@@ -134,16 +143,19 @@ class ModelRegistry:
 
     def get(self, name: str, version: int) -> ModelVersion:
         with closing(sqlite3.connect(self.path)) as db:
-            row = db.execute("SELECT * FROM models WHERE name=? AND version=?", (name, version)).fetchone()
-            if row is None:
-                known = db.execute("SELECT MAX(version) FROM models WHERE name=?", (name,)).fetchone()[0]
-                raise NotFound(f"no model {name!r} v{version}" + (f"; latest is v{known}" if known else
-                                                                   "; no model of that name is registered"))
-            evals = db.execute("SELECT region, metrics, submission_id FROM evaluations WHERE name=? AND version=?"
-                               " ORDER BY at", (name, version)).fetchall()
-            evidence = _latest_evidence(db, name, version)
-            ready = db.execute("SELECT item, value, who, at FROM readiness WHERE name=? AND version=? ORDER BY item",
-                               (name, version)).fetchall()
+            return self._get(db, name, version)
+
+    def _get(self, db: sqlite3.Connection, name: str, version: int) -> ModelVersion:
+        row = db.execute("SELECT * FROM models WHERE name=? AND version=?", (name, version)).fetchone()
+        if row is None:
+            known = db.execute("SELECT MAX(version) FROM models WHERE name=?", (name,)).fetchone()[0]
+            raise NotFound(f"no model {name!r} v{version}" + (f"; latest is v{known}" if known else
+                                                               "; no model of that name is registered"))
+        evals = db.execute("SELECT region, metrics, submission_id FROM evaluations WHERE name=? AND version=?"
+                           " ORDER BY at", (name, version)).fetchall()
+        evidence = _latest_evidence(db, name, version)
+        ready = db.execute("SELECT item, value, who, at FROM readiness WHERE name=? AND version=? ORDER BY item",
+                           (name, version)).fetchall()
         v = self._version(row, evals)
         return ModelVersion(v.candidate, v.version, v.jurisdictions, v.registered_by, v.registered_at, v.metrics,
                             v.evaluation_submissions, evidence,

@@ -50,6 +50,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             p.add_argument("--region", required=True, help="region code to shadow the version in")
             p.add_argument("--regions", default="",
                            help="regions whose statistics of the run find the version (default: every region)")
+            p.add_argument("--version", type=positive_int, default=None,
+                           help="the version to shadow (default: the one trained on this run's statistics, or "
+                                "where the regions' outboxes are out of sight, the latest of the name)")
         else:
             p.add_argument("--region", required=True, help="region code")
         p.add_argument("--epsilon", type=float, required=True, help="privacy budget each region's statistics spend")
@@ -149,7 +152,7 @@ def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
 
 def cmd_shadow(config: FederationConfig, args: argparse.Namespace) -> None:
     run = _run(config, args)
-    version = trained_version(config, _regions(config, args.regions), run)
+    version = args.version or trained_version(config, _regions(config, args.regions), run)
     _print([shadow(config, args.region, run, version)])
 
 

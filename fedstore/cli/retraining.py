@@ -14,6 +14,8 @@ skips what is done, judged on durable state and never on an orchestrator's cache
              rejected or suppressed): nothing is spent again
     send     nothing queued: nothing to do
     train    the registry holds a version whose lineage names a submission of this run: that version
+             (where the outboxes are out of sight, the centre's own key: training again on the
+             statistics a version was trained on returns that version)
     shadow   the version already serves a stage in the region: nothing to do
 
 A region's policy refusing the version (rule sources, a shadow occupied by another) is an outcome, not
@@ -217,17 +219,37 @@ def registered_version(config: FederationConfig, run: RetrainRun, submissions: s
     return latest.name, latest.version
 
 
+def _sees_outboxes(config: FederationConfig, regions: Sequence[str]) -> bool:
+    """Whether this process sees the regions' outboxes (a flow or an operator's machine), or none (a job
+    beside the centre, which knows the regions by their codes alone)."""
+    from fedstore.regions.publishing.publish import outbox_dir
+
+    return any(outbox_dir(config.region(c).data_dir).is_dir() for c in regions)
+
+
+def _versions(config: FederationConfig, run: RetrainRun) -> dict[int, tuple[str, ...]]:
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2 as rpb
+
+    listed = _rpc(config, run, "registry", "ListModels", rpb.ListModelsRequest(name=model_name(run)),
+                  credential(config, Role.REGISTRY_READ), timeout=30)
+    return {m.version: tuple(m.submissions) for m in listed.models}
+
+
 def train(config: FederationConfig, regions: Sequence[str], run: RetrainRun) -> StepOutcome:
     from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as apb
 
-    submissions = run_submissions(config, regions, run)
-    if not submissions:
-        raise RetrainError(f"no region's statistics of this run reached the centre ({', '.join(regions)}): "
-                           "nothing to train on")
-    existing = registered_version(config, run, submissions)
-    if existing:
-        return StepOutcome("train", "", ALREADY, f"{existing[0]} v{existing[1]} was trained on this run's statistics",
-                           version=existing[1])
+    if _sees_outboxes(config, regions):
+        submissions = run_submissions(config, regions, run)
+        if not submissions:
+            raise RetrainError(f"no region's statistics of this run reached the centre ({', '.join(regions)}): "
+                               "nothing to train on")
+        existing = registered_version(config, run, submissions)
+        if existing:
+            return StepOutcome("train", "", ALREADY, f"{existing[0]} v{existing[1]} was trained on this run's "
+                               "statistics", version=existing[1])
+    # without the outboxes the centre's own key decides: training again on the statistics a version was
+    # trained on returns that version (aggregator/training/train.py)
+    before = _versions(config, run)
     try:
         result = _rpc(config, run, "aggregator", "Train", apb.TrainRequest(
             strategy=run.strategy, feature_service=run.feature_service, model_name=run.name),
@@ -236,9 +258,11 @@ def train(config: FederationConfig, regions: Sequence[str], run: RetrainRun) -> 
         raise RetrainError(f"the centre refused training ({e})") from None
     if not result.model_version:
         raise RetrainError(f"trained {result.model_name}, but the centre keeps no registry: nothing to shadow")
-    used = sorted(set(result.submissions) & submissions)
+    if result.model_version in before:
+        return StepOutcome("train", "", ALREADY, f"{result.model_name} v{result.model_version} was trained on these "
+                           "statistics", version=result.model_version)
     return StepOutcome("train", "", DONE, f"{result.model_name} v{result.model_version} registered, trained on "
-                       f"{len(result.submissions)} submission(s), {len(used)} of this run", version=result.model_version)
+                       f"{len(result.submissions)} submission(s)", version=result.model_version)
 
 
 def model_name(run: RetrainRun) -> str:
@@ -249,11 +273,17 @@ def model_name(run: RetrainRun) -> str:
 # --- shadow -------------------------------------------------------------------------------------
 
 def trained_version(config: FederationConfig, regions: Sequence[str], run: RetrainRun) -> int:
-    """The version the train step registered for this run (for a shadow step run on its own)."""
-    found = registered_version(config, run, run_submissions(config, regions, run))
-    if found is None:
-        raise RetrainError("no registered version was trained on this run's statistics: run the train step first")
-    return found[1]
+    """The version the train step registered for this run (for a shadow step run on its own): the one
+    trained on this run's submissions, or, where the outboxes are out of sight, the latest of the name."""
+    if _sees_outboxes(config, regions):
+        found = registered_version(config, run, run_submissions(config, regions, run))
+        if found is None:
+            raise RetrainError("no registered version was trained on this run's statistics: run the train step first")
+        return found[1]
+    versions = _versions(config, run)
+    if not versions:
+        raise RetrainError(f"no version of {model_name(run)} is registered: run the train step first")
+    return max(versions)
 
 
 def shadow(config: FederationConfig, region: str, run: RetrainRun, version: int) -> StepOutcome:
