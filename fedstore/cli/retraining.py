@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fedstore.federation import FederationConfig
+from fedstore.federation import ConfigError, FederationConfig
 from fedstore.federation.roles import Role
 from fedstore.federation.training import TRAINING_SPECS, training_spec
 from fedstore.regions.errors import RegionError
@@ -96,7 +96,7 @@ def credential(config: FederationConfig, role: Role, region: str | None = None) 
         if role in t.roles and (region is None or t.allows(region)):
             try:
                 return t.secret()
-            except Exception as e:  # an unset variable or unreadable file: one line, named
+            except ConfigError as e:  # an unset variable or an unreadable file: one line, naming the step's role
                 raise RetrainError(f"credential {t.name} ({role.value}): {e}") from None
     raise RetrainError(f"the config has no credential with the {role.value} role"
                        + (f" for region {region}" if region else ""))
