@@ -190,7 +190,7 @@ def test_every_pod_passes_the_restricted_pod_security_profile(production):
         for template in _templates(d):
             assert violations(template["spec"], template["metadata"].get("annotations")) == [], where
             pods += 1
-    assert pods == (7 * 5 + 1) + (3 * 5 + 1)  # committed: 7 regions × 5 pods + the centre; production: 3 regions
+    assert pods == (7 * 6 + 1) + (3 * 6 + 1)  # committed: 7 regions × 6 pods + the centre; production: 3 regions
     for where, d in _every(production):
         if d["kind"] == "Namespace":  # and the cluster enforces it there
             assert d["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted", where

@@ -412,7 +412,7 @@ def test_a_canary_slightly_worse_in_one_city_stays_in_canary_and_is_refused_the_
     incumbent = _scores(rng, y, city, {}, 1.6)
     registry.promote("fraud_lda", 2, "MY", "shadow", who="ops-my", why="try")
     _log(place.data_dir, _predictions(entities, clock(), 1, "full", incumbent,
-                                      shadow=(2, _scores(rng, y, city, {}, 2.0))))
+                                      shadow=(2, _scores(rng, y, city, {}, 2.6))))
     clock.advance(24)
     ingest_outcomes(place.data_dir, _outcomes(tmp_path, entities, y, clock(), "o1.parquet"), window=timedelta(days=30))
     _evidence(config, clock, link, place, city_of, [(1, "full"), (2, "shadow")])
