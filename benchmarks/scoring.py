@@ -70,7 +70,8 @@ def _config(tmp: Path, redis_url: str, centre: str) -> Path:
             {"name": "app", "secret_env": "BENCH_APP", "roles": ["lookup"], "regions": ["MY"]},
             {"name": "models", "secret_env": "BENCH_MODELS", "roles": ["registry-read"], "regions": ["MY"]}]},
         "aggregator": {"address": centre},
-        "deployment_policy": {"MY": {"shadow_first": False}},
+        # the time gate at no hours: the benchmark ramps v1 to full at once
+        "deployment_policy": {"MY": {"shadow_first": False, "gates": {"evidence": False, "min_hours_in_stage": {}}}},
     }
     with_mtls(raw, make_pki(tmp / "pki"))
     path = tmp / "fed.yaml"

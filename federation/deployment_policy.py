@@ -8,10 +8,14 @@ deployment_policy:
 A region without an entry gets the defaults below: any anonymised source, shadow first, no metric
 minimum. Both the registry (which enforces it) and operators (who read it) use this module.
 
-``gates`` turns on the gates that follow outcome evidence (``EvidenceGates``; ``gates: {}`` takes
-every default): time in the current stage, judged outcomes there, no regression beyond ``margin``
-against the version serving ``full`` (a confidence bound, not a point estimate), the readiness
-checklist before ``full``, and automatic rollback of a canary whose evidence is worse beyond the margin.
+Every region has the time gate: a version leaves a canary stage after 48 h there at the earliest
+(``TIME_GATE``, the default of a policy without ``gates``). ``gates`` turns on, besides it, the gates
+that follow outcome evidence (``EvidenceGates``; ``gates: {}`` takes every default): judged outcomes
+in the current stage, no regression beyond ``margin`` against the version serving ``full`` (a
+confidence bound, not a point estimate), the readiness checklist before ``full``, and automatic
+rollback of a canary whose evidence is worse beyond the margin. ``gates: {evidence: false, ...}``
+keeps the time gate alone, with its hours as given (``min_hours_in_stage: {canary_5: 0, canary_25:
+0}`` for a demo that ramps in minutes).
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ class EvidenceGates:
     confidence: float = 0.90  # of the bound on the difference (two-sided interval)
     readiness: bool = True  # full needs the production-readiness checklist
     auto_rollback: bool = True  # a canary worse beyond the margin (its upper bound) is rolled back
+    evidence: bool = True  # False: the time gate alone (min_outcomes and regression not checked)
+
+
+# a policy that names no gates: 48 h in each canary stage, nothing asked of the evidence
+TIME_GATE = EvidenceGates(readiness=False, auto_rollback=False, evidence=False)
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class DeploymentPolicy:
     allowed_sources: tuple[str, ...] | None = None  # region codes; None = any region of the federation
     shadow_first: bool = True  # a version must have run in shadow here before it takes traffic
     min_metrics: Mapping[str, float] = field(default_factory=dict)  # this region's own evaluation must meet them
-    gates: EvidenceGates | None = None  # None: no gates on outcome evidence
+    gates: EvidenceGates = TIME_GATE  # the time gate alone unless the policy names its gates
 
     def allows_source(self, code: str) -> bool:
         return self.allowed_sources is None or code in self.allowed_sources
@@ -87,7 +96,7 @@ def parse_policies(raw: Any, codes: set[str]) -> dict[str, DeploymentPolicy]:
                 raise ConfigError(f"{where}.min_metrics: unknown metric {name!r} (known: {', '.join(METRICS)})")
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
                 raise ConfigError(f"{where}.min_metrics.{name}: expected a number between 0 and 1")
-        gates = _gates(entry["gates"], f"{where}.gates") if "gates" in entry else None
+        gates = _gates(entry["gates"], f"{where}.gates") if "gates" in entry else TIME_GATE
         out[code] = DeploymentPolicy(allowed, shadow, {k: float(v) for k, v in metrics.items()}, gates)
     return out
 
@@ -101,7 +110,7 @@ def _gates(raw: Any, where: str) -> EvidenceGates:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    known = {"min_hours_in_stage", "min_outcomes", "margin", "confidence", "readiness", "auto_rollback"}
+    known = {"min_hours_in_stage", "min_outcomes", "margin", "confidence", "readiness", "auto_rollback", "evidence"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
@@ -124,9 +133,14 @@ def _gates(raw: Any, where: str) -> EvidenceGates:
     if not _number(confidence) or not 0.5 <= confidence < 1:
         raise ConfigError(f"{where}.confidence: expected a probability in [0.5, 1)")
     flags = {}
-    for key in ("readiness", "auto_rollback"):
+    for key in ("readiness", "auto_rollback", "evidence"):
         flags[key] = raw.get(key, getattr(default, key))
         if not isinstance(flags[key], bool):
             raise ConfigError(f"{where}.{key}: expected true or false")
+    if not flags["evidence"]:  # the time gate alone: nothing else may ask for evidence
+        asked = sorted(k for k in ("min_outcomes", "margin", "confidence", "readiness", "auto_rollback") if raw.get(k))
+        if asked:
+            raise ConfigError(f"{where}.{asked[0]}: needs evidence: true (evidence: false keeps the time gate alone)")
+        flags.update(readiness=False, auto_rollback=False)
     return EvidenceGates({k: float(v) for k, v in hours.items()}, outcomes, float(margin), float(confidence),
-                         flags["readiness"], flags["auto_rollback"])
+                         flags["readiness"], flags["auto_rollback"], flags["evidence"])

@@ -115,7 +115,7 @@ def test_manifests_are_structurally_valid_and_regions_are_isolated(tmp_path):
         assert container["ports"][0]["containerPort"] == port
         assert container["readinessProbe"]["grpc"]["port"] == port  # the standard gRPC health check
         jobs = {d["metadata"]["name"] for d in docs if d["kind"] == "CronJob"}
-        assert {"materialize", "publish-stats", "send-stats", "drift"} <= jobs
+        assert {"materialize", "publish-stats", "send-stats", "drift", "retrain-publish"} <= jobs
         others = [c for c in config.codes if c != code]
         assert not any(f"fedstore-{o.lower()}" in path.read_text() for o in others)
     assert namespaces == {f"fedstore-{c.lower()}" for c in config.codes} | {"fedstore-centre"}
@@ -190,7 +190,7 @@ def test_every_pod_passes_the_restricted_pod_security_profile(production):
         for template in _templates(d):
             assert violations(template["spec"], template["metadata"].get("annotations")) == [], where
             pods += 1
-    assert pods == (7 * 5 + 1) + (3 * 5 + 1)  # committed: 7 regions × 5 pods + the centre; production: 3 regions
+    assert pods == (7 * 6 + 1) + (3 * 6 + 1)  # committed: 7 regions × 6 pods + the centre; production: 3 regions
     for where, d in _every(production):
         if d["kind"] == "Namespace":  # and the cluster enforces it there
             assert d["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted", where
@@ -442,6 +442,7 @@ for address in sys.argv[1:]:
 " 127.0.0.1:$SERVING_PORT 127.0.0.1:$AGGREGATOR_PORT
 echo "tmp while serving: $(ls -A /tmp | tr '\\n' ' ')"
 step 'region publish-stats'; $R region publish-stats --region MY --epsilon 0.1
+step 'retrain publish'; $R retrain publish --region MY --epsilon 0.5 --days 14 --end 2026-11-20
 step 'region send-stats'; $R region send-stats --region MY --address 127.0.0.1:$AGGREGATOR_PORT --token-env FEDSTORE_AGGREGATOR_TOKEN_MY
 step 'region drift'; $R region drift --region MY
 step stop; kill -TERM $SERVE $AGG

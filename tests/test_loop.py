@@ -37,6 +37,7 @@ from fedstore.serving.prediction_log import Prediction, PredictionLog, ShadowSco
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 TOKENS = {"ops-my": "ops-my-secret", "my-publish": "my-publish-secret"}
 GATES = {"min_hours_in_stage": {"canary_5": 48, "canary_25": 48}, "min_outcomes": 300, "margin": 0.03}
+RAMP = {"evidence": False, "min_hours_in_stage": {"canary_5": 0, "canary_25": 0}}
 CITY = CITIES["MY"]
 PRIVACY = PrivacyConfig(epsilon_per_month=40.0, minimum_cohort=10)
 
@@ -66,7 +67,8 @@ def _config(tmp_path, monkeypatch, pki, gates=GATES):
             {"name": "my-publish", "secret_env": "MY_PUBLISH", "regions": ["MY"], "roles": ["publish"]}]},
         "privacy": {"epsilon_per_month": PRIVACY.epsilon_per_month, "minimum_cohort": PRIVACY.minimum_cohort},
         "deployment_policy": {"MY": {"allowed_sources": "*", "shadow_first": True,
-                                     **({"gates": gates} if gates is not None else {})}},
+                                     # no gates named: the time gate alone, at no hours (the setup ramps at once)
+                                     "gates": gates if gates is not None else RAMP}},
     }
     path = tmp_path / ("fed.yaml" if gates is not None else "fed-no-gates.yaml")
     path.write_text(yaml.safe_dump(with_mtls(raw, pki)))
@@ -81,12 +83,12 @@ def _candidate(weight: float) -> ModelCandidate:
 
 
 @pytest.fixture()
-def loop(tmp_path, monkeypatch, pki):
+def loop(tmp_path, monkeypatch, pki, request):
     """A centre over mutual TLS with an injected clock; v1 serves full in MY (promoted before the
-    gates were configured), v2 and v3 are registered."""
+    gates were configured), v2 and v3 are registered. MY's gates: GATES, or the test's (indirect)."""
     clock = Clock(T0)
     setup = _config(tmp_path, monkeypatch, pki, gates=None)
-    config = _config(tmp_path, monkeypatch, pki)
+    config = _config(tmp_path, monkeypatch, pki, gates=getattr(request, "param", GATES))
     registry_path = tmp_path / "centre" / "registry.db"
     before = ModelRegistry(registry_path, setup, clock)
     for w in (1.0, 2.0, 3.0):
@@ -394,3 +396,47 @@ def test_evidence_leaves_out_entities_without_consent_for_evaluation(tmp_path, p
     assert sum(sum(v) for v in released.whole.values()) == pytest.approx(600, abs=60)
     basis = json.loads(consent_basis_path(region.data_dir, sid).read_text())
     assert basis["purpose"] == "evaluation" and basis["requires_consent"] and basis["left_out"] == {"outcomes": 400}
+
+
+# bounds at 99.8%: the planted difference sits between them in all but a few runs in a thousand (at
+# 90% one run in ten would fall outside, by the bounds' own definition)
+@pytest.mark.parametrize("loop", [{**GATES, "confidence": 0.998}], indirect=True)
+def test_a_canary_slightly_worse_in_one_city_stays_in_canary_and_is_refused_the_next_stage_naming_the_city(
+        loop, tmp_path):
+    """The evidence between the two bounds: at its upper bound the canary is within the margin (no
+    rollback), at its lower bound it is not (no promotion); the refusal names the city."""
+    config, clock, registry, stub, link = loop
+    place = config.region("MY")
+    entities, city, y, rng = _world(seed=5)
+    city_of = dict(zip(entities, city))
+    incumbent = _scores(rng, y, city, {}, 1.6)
+    registry.promote("fraud_lda", 2, "MY", "shadow", who="ops-my", why="try")
+    _log(place.data_dir, _predictions(entities, clock(), 1, "full", incumbent,
+                                      shadow=(2, _scores(rng, y, city, {}, 2.6))))
+    clock.advance(24)
+    ingest_outcomes(place.data_dir, _outcomes(tmp_path, entities, y, clock(), "o1.parquet"), window=timedelta(days=30))
+    _evidence(config, clock, link, place, city_of, [(1, "full"), (2, "shadow")])
+    registry.promote("fraud_lda", 2, "MY", "canary_5", who="ops-my", why="shadow evidence holds")
+    # planted: with traffic, v2 separates Johor Bahru's outcomes less well than the incumbent (1.4 vs 1.6):
+    # an AUC about 0.035 lower, inside the margin at its upper bound, beyond it at its lower bound
+    canary = _scores(rng, y, city, {"Johor Bahru": 1.4}, 1.6)
+    half = [i for i in range(len(entities)) if i % 2 == 0]
+    rest = [i for i in range(len(entities)) if i % 2]
+    clock.advance(1)
+    _log(place.data_dir, _predictions([entities[i] for i in half], clock(), 2, "canary_5", canary[half])
+         + _predictions([entities[i] for i in rest], clock(), 1, "full", incumbent[rest]))
+    clock.advance(48)
+    ingest_outcomes(place.data_dir, _outcomes(tmp_path, entities, y, clock(), "o2.parquet"), window=timedelta(days=30))
+    _evidence(config, clock, link, place, city_of, [(1, "full"), (2, "canary_5")])
+    # not rolled back: the evidence does not show it worse beyond the margin
+    assert [(s.stage, s.version) for s in registry.deployment("MY").stages] == [("canary_5", 2), ("full", 1)]
+    gates = {g.rule: g for g in registry.gates("fraud_lda", 2)}
+    assert gates["time_in_stage"].passed and gates["min_outcomes"].passed and not gates["regression"].passed
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Promote(pb.PromoteRequest(name="fraud_lda", version=2, region="MY", stage="canary_25", why="ramp"),
+                     metadata=_md(), timeout=10)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    detail = e.value.details()
+    assert detail.startswith("rule regression: fraud_lda v2 at canary_5 regresses") and "home_city=Johor Bahru" in detail
+    assert [(s.stage, s.version) for s in registry.deployment("MY").stages] == [("canary_5", 2), ("full", 1)]
+    assert registry.audit("MY")[-1].outcome.startswith("refused: rule regression:")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -63,9 +64,22 @@ def _candidate(sources=("MY", "SG"), name="fraud_lda"):
         tags={"team": "risk"})
 
 
+class Days:
+    """A clock two days later at each read: every action waits out the canary stages' 48 h time
+    gate (the default of every policy), so these tests move versions up at once."""
+
+    def __init__(self, at: datetime = datetime(2026, 11, 2, tzinfo=UTC), step: timedelta = timedelta(days=2)) -> None:
+        self.at, self.step, self.lock = at, step, threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self.lock:
+            self.at += self.step
+            return self.at
+
+
 @pytest.fixture()
 def reg(tmp_path, monkeypatch):
-    return ModelRegistry(tmp_path / "registry.db", _config(tmp_path, monkeypatch))
+    return ModelRegistry(tmp_path / "registry.db", _config(tmp_path, monkeypatch), Days())
 
 
 def test_register_numbers_versions_and_tags_jurisdictions_and_lineage(reg):
@@ -225,6 +239,40 @@ def test_the_traffic_split_is_deterministic_and_near_its_shares():
     assert all(route("MY", i, {"shadow"}) is None for i in range(100))  # shadow never takes traffic
 
 
+def test_every_policy_holds_a_version_48_hours_in_each_canary_stage_unless_its_gates_say_otherwise(
+        tmp_path, monkeypatch):
+    clock = Days(step=timedelta(0))
+    policy = {**POLICY, "ID": {"gates": {"evidence": False, "min_hours_in_stage": {"canary_5": 0, "canary_25": 6}}}}
+    reg = ModelRegistry(tmp_path / "registry.db", _config(tmp_path, monkeypatch, policy=policy), clock)
+    reg.register(_candidate(("SG", "ID")), who="t")
+    reg.promote("fraud_lda", 1, "SG", "canary_5", who="ops", why="ship")  # leaving no stage: no time asked
+    clock.at += timedelta(hours=47.5)
+    [gate] = reg.gates("fraud_lda", 1)
+    assert (gate.region, gate.stage, gate.rule, gate.passed) == ("SG", "canary_25", "time_in_stage", False)
+    assert gate.detail == ("fraud_lda v1 has served canary_5 in SG for 47.5 h; 48 h required "
+                           "(from 2026-11-04 00:00 UTC)")
+    with pytest.raises(PolicyRefused, match=r"^rule time_in_stage: fraud_lda v1 has served canary_5 in SG for 47\.5 h"):
+        reg.promote("fraud_lda", 1, "SG", "canary_25", who="ops", why="too soon")
+    assert reg.audit("SG")[-1].outcome.startswith("refused: rule time_in_stage")
+    clock.at += timedelta(hours=0.5)
+    reg.promote("fraud_lda", 1, "SG", "canary_25", who="ops", why="48 h")  # no evidence asked by default
+    with pytest.raises(PolicyRefused, match="rule time_in_stage: .* canary_25 in SG for 0.0 h; 48 h"):
+        reg.promote("fraud_lda", 1, "SG", "full", who="ops", why="too soon")
+    clock.at += timedelta(hours=48)
+    reg.promote("fraud_lda", 1, "SG", "full", who="ops", why="ramped")  # no readiness checklist by default
+    # ID's policy lowers the canary_5 gate to nothing and canary_25's to 6 h
+    for stage in ("shadow", "canary_5", "canary_25"):
+        reg.promote("fraud_lda", 1, "ID", stage, who="ops", why="demo")
+    with pytest.raises(PolicyRefused, match="6 h required"):
+        reg.promote("fraud_lda", 1, "ID", "full", who="ops", why="demo")
+    clock.at += timedelta(hours=6)
+    reg.promote("fraud_lda", 1, "ID", "full", who="ops", why="demo")
+    for bad, words in [({"evidence": "no"}, "evidence: expected true or false"),
+                       ({"evidence": False, "min_outcomes": 10}, "min_outcomes: needs evidence: true")]:
+        with pytest.raises(ConfigError, match=words):
+            _config(tmp_path, monkeypatch, policy={"MY": {"gates": bad}})
+
+
 def test_policy_config_is_validated(tmp_path, monkeypatch):
     for bad, words in [({"TH": {}}, "unknown region 'TH'"), ({"MY": {"allowed_sources": ["XX"]}}, "unknown region 'XX'"),
                        ({"MY": {"min_metrics": {"f1": 0.5}}}, "unknown metric 'f1'"),
@@ -319,6 +367,9 @@ def test_registry_cli(served, capsys, monkeypatch):
     assert "SG: fraud_lda v1 now serves canary_5" in capsys.readouterr().out
     assert main([*base, "deployment", "--region", "SG"]) == 0
     assert "5%" in capsys.readouterr().out
+    assert main([*base, "show", "fraud_lda", "1"]) == 0  # the default time gate, just started
+    [gate] = [line.split() for line in capsys.readouterr().out.splitlines() if " time_in_stage " in line]
+    assert gate[:5] == ["SG", "canary_25", "time_in_stage", "FAIL", "fraud_lda"] and "48 h required" in " ".join(gate)
     assert main([*base, "promote", "fraud_lda", "1", "--region", "VN", "--stage", "shadow", "--why", "x"]) == 1
     err = capsys.readouterr().err
     assert "FAILED_PRECONDITION: rule sources" in err and err.count("\n") == 1

@@ -57,6 +57,10 @@ def _candidate(seed: int, sources=("MY",), intercept: float = -2.0) -> ModelCand
         submissions=tuple(f"{s.lower()}-training-{seed}" for s in sources), epsilon_by_region={s: 1.0 for s in sources})
 
 
+# the centre's policy in these scenes: the time gate alone, at no hours (a test ramps in seconds)
+AT_ONCE = {"evidence": False, "min_hours_in_stage": {"canary_5": 0, "canary_25": 0}}
+
+
 class Scene:
     """A served region MY following a centre; the centre can be stopped and started again."""
 
@@ -81,7 +85,7 @@ class Scene:
             with_mtls(raw, pki)
             if configure_more is not None:
                 configure_more(raw)
-            centre = dict(raw, deployment_policy=centre_policy or {"MY": {"shadow_first": False}})
+            centre = dict(raw, deployment_policy=centre_policy or {"MY": {"shadow_first": False, "gates": AT_ONCE}})
             (tmp_path / "centre.yaml").write_text(yaml.safe_dump(centre))
 
         self.served = served_region(tmp_path, redis_url, monkeypatch, tokens=tokens, configure=configure,
@@ -259,7 +263,7 @@ def test_no_model_and_bad_requests_are_refused_in_one_line(scene):
 def test_a_model_the_regions_policy_forbids_is_refused_at_load(tmp_path, clean_redis, monkeypatch, pki, caplog):
     # the centre's copy of the policy lets MY run models trained on SG's statistics; MY's own does not
     s = Scene(tmp_path, clean_redis["MY"].url, monkeypatch, pki, region_policy={"MY": {"allowed_sources": ["MY"]}},
-              centre_policy={"MY": {"allowed_sources": "*", "shadow_first": False}})
+              centre_policy={"MY": {"allowed_sources": "*", "shadow_first": False, "gates": AT_ONCE}})
     try:
         s.registry.register(_candidate(1, sources=("MY", "SG")), who="trainer")
         s.registry.register(_candidate(2, sources=("MY",)), who="trainer")

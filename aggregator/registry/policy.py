@@ -6,14 +6,17 @@
     min_metrics   before canary or full, this region's own evaluation meets the policy's minimums
     occupied      a shadow or canary stage holds one version: roll the current one back first
 
-With the region's ``gates`` (outcome evidence, ``EvidenceGates``), leaving a stage also needs:
+Leaving a stage also needs (the region's ``gates``, ``EvidenceGates``; every region has the first):
 
-    time_in_stage  the version has served its current stage for the stage's minimum hours
+    time_in_stage  the version has served its current stage for the stage's minimum hours (48 h for
+                   each canary stage unless the policy's gates say otherwise)
     min_outcomes   its evidence at its current stage counts at least min_outcomes judged outcomes
     regression     against the version serving full: in the whole region and in every segment both
                    have evidence for, the lower confidence bound of the AUC difference is above
                    −margin (the noise and the sampling count; a point estimate would not)
     readiness      before full: every item of the production-readiness checklist is recorded
+
+(the last three only where the policy names its gates with evidence, the default when it names any)
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def gate_findings(model: ModelVersion, region: str, stage: str, gates: EvidenceG
         add("time_in_stage", served >= hours,
             f"{label} has served {current_stage} in {region} for {served:.1f} h; {hours:g} h required"
             + ("" if served >= hours else f" (from {state.since + timedelta(hours=hours):%Y-%m-%d %H:%M} UTC)"))
-    if current_stage is not None:
+    if current_stage is not None and gates.evidence:
         whole = next((e for e in state.evidence if not e.segment), None)
         seen = whole.examples if whole else 0.0
         add("min_outcomes", seen >= gates.min_outcomes,

@@ -101,7 +101,9 @@ class ModelRegistry:
 
     # --- versions ---------------------------------------------------------------------------
 
-    def register(self, candidate: ModelCandidate, *, who: str) -> ModelVersion:
+    def register(self, candidate: ModelCandidate, *, who: str, reuse: bool = False) -> ModelVersion:
+        """The next version of the candidate's name; with ``reuse``, the version already registered with
+        the same strategy, lineage and parameters, if any (training again on the same statistics)."""
         if not _NAME.fullmatch(candidate.name):
             raise Rejected(f"model name {candidate.name!r}: lower-case letters, digits and _ only")
         for code in candidate.epsilon_by_region:
@@ -109,6 +111,13 @@ class ModelRegistry:
                 self.region_code(member)
         now = self._clock()
         with self._write() as db:
+            if reuse:  # checked in the same transaction as the insert: two trainings register one version
+                same = db.execute(
+                    "SELECT MAX(version) FROM models WHERE name=? AND strategy=? AND submissions=? AND parameters=?",
+                    (candidate.name, candidate.strategy, json.dumps(list(candidate.submissions)),
+                     json.dumps(dict(candidate.parameters)))).fetchone()[0]
+                if same is not None:
+                    return self._get(db, candidate.name, same)
             (latest,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name=?",
                                    (candidate.name,)).fetchone()
             db.execute(
@@ -135,16 +144,19 @@ class ModelRegistry:
 
     def get(self, name: str, version: int) -> ModelVersion:
         with closing(sqlite3.connect(self.path)) as db:
-            row = db.execute("SELECT * FROM models WHERE name=? AND version=?", (name, version)).fetchone()
-            if row is None:
-                known = db.execute("SELECT MAX(version) FROM models WHERE name=?", (name,)).fetchone()[0]
-                raise NotFound(f"no model {name!r} v{version}" + (f"; latest is v{known}" if known else
-                                                                   "; no model of that name is registered"))
-            evals = db.execute("SELECT region, metrics, submission_id FROM evaluations WHERE name=? AND version=?"
-                               " ORDER BY at", (name, version)).fetchall()
-            evidence = _latest_evidence(db, name, version)
-            ready = db.execute("SELECT item, value, who, at FROM readiness WHERE name=? AND version=? ORDER BY item",
-                               (name, version)).fetchall()
+            return self._get(db, name, version)
+
+    def _get(self, db: sqlite3.Connection, name: str, version: int) -> ModelVersion:
+        row = db.execute("SELECT * FROM models WHERE name=? AND version=?", (name, version)).fetchone()
+        if row is None:
+            known = db.execute("SELECT MAX(version) FROM models WHERE name=?", (name,)).fetchone()[0]
+            raise NotFound(f"no model {name!r} v{version}" + (f"; latest is v{known}" if known else
+                                                               "; no model of that name is registered"))
+        evals = db.execute("SELECT region, metrics, submission_id FROM evaluations WHERE name=? AND version=?"
+                           " ORDER BY at", (name, version)).fetchall()
+        evidence = _latest_evidence(db, name, version)
+        ready = db.execute("SELECT item, value, who, at FROM readiness WHERE name=? AND version=? ORDER BY item",
+                           (name, version)).fetchall()
         v = self._version(row, evals)
         return ModelVersion(v.candidate, v.version, v.jurisdictions, v.registered_by, v.registered_at, v.metrics,
                             v.evaluation_submissions, evidence,
@@ -194,9 +206,8 @@ class ModelRegistry:
             try:
                 check_promotion(model, region, stage, policy, current_stage=current_stage,
                                 was_in_shadow=was_in_shadow, occupant=tuple(occupant) if occupant else None)
-                if policy.gates is not None:
-                    check_gates(model, region, stage, policy.gates, current_stage=current_stage,
-                                state=self._stage_state(db, model, region, current_stage))
+                check_gates(model, region, stage, policy.gates, current_stage=current_stage,
+                            state=self._stage_state(db, model, region, current_stage))
             except PolicyRefused as e:
                 refusal = e
             else:
@@ -229,7 +240,7 @@ class ModelRegistry:
 
     def gates(self, name: str, version: int) -> builtins.list[GateFinding]:
         """Each evidence gate for the version's next promotion, in every region where it serves below
-        full and whose policy has gates (what `registry show` prints)."""
+        full (what `registry show` prints; every region has the time gate)."""
         model = self.get(name, version)
         out: builtins.list[GateFinding] = []
         with closing(sqlite3.connect(self.path)) as db:
@@ -237,7 +248,7 @@ class ModelRegistry:
                               "ORDER BY region", (name, version)).fetchall()
             for region, stage in rows:
                 gates = self.config.policy(region).gates
-                if gates is None or stage == "full":
+                if stage == "full":
                     continue
                 target = STAGES[STAGES.index(stage) + 1]
                 out += gate_findings(model, region, target, gates, current_stage=stage,
@@ -281,7 +292,7 @@ class ModelRegistry:
         margin (the region's gates, auto_rollback): the rollback, with the evidence as its reason, or None."""
         region = self.region_code(region)
         gates = self.config.policy(region).gates
-        if gates is None or not gates.auto_rollback:
+        if not gates.auto_rollback:
             return None
         with closing(sqlite3.connect(self.path)) as db:
             rows: dict[str, tuple[str, int]] = {st: (n, v) for st, n, v in db.execute(

@@ -79,7 +79,9 @@ def train(
     store: SubmissionStore, request: TrainRequest, *, registry: ModelRegistry | None = None, who: str = "",
     quarantined: list[str] | None = None, minimum_expected_auc: float = TrainingConfig.minimum_expected_auc,
 ) -> TrainOutcome:
-    """Fit, and register the result as the next version of its name when the centre keeps a registry."""
+    """Fit, and register the result as the next version of its name when the centre keeps a registry
+    (the version already registered when the same strategy gave the same model on the same statistics:
+    a retried training registers nothing new)."""
     check_model_name(request.model_name, optional=True)  # before any work: the name is kept
     fitted = fit(store, request, minimum_expected_auc=minimum_expected_auc)
     model, n = fitted.model, fitted.examples
@@ -94,5 +96,5 @@ def train(
             submissions=tuple(fitted.submissions), epsilon_by_region=fitted.epsilon_by_region,
             tags={**model.metadata, "examples": f"{n:.0f}", "period": request.period or "latest"},
             influence=tuple(fitted.influence),
-        ), who=who).version
+        ), who=who, reuse=True).version  # the same statistics again: the version they already gave
     return TrainOutcome(name, version, strategy, fitted, quarantined or [])

@@ -237,12 +237,17 @@ JOBS = {  # name: schedule, extra arguments, resources
     "publish-stats": ("30 1 * * *", ["--epsilon", "0.1"], _resources("500m", "1Gi", "2Gi")),
     "send-stats": ("*/30 * * * *", [], _resources("100m", "512Mi", "1Gi")),
     "drift": ("0 6 * * *", [], _resources("500m", "1Gi", "2Gi")),
+    # retraining's region step (docs/retraining.md), monthly; send-stats sends it within the half hour.
+    # Safe to rerun: a window already queued spends nothing again. Train and shadow run with the
+    # operator's credentials and certificate, off the cluster (`fedstore retrain train`, `retrain shadow`)
+    "retrain-publish": ("0 2 1 * *", ["--epsilon", "0.5", "--days", "30"], _resources("500m", "1Gi", "2Gi")),
 }
+_COMMANDS = {"retrain-publish": ["retrain", "publish"]}  # the others are `region <name>`
 
 
 def _cronjob(r: RegionConfig, image: str, name: str) -> dict[str, Any]:
     schedule, extra, resources = JOBS[name]
-    args = ["region", name, "--region", r.code, *extra]
+    args = [*_COMMANDS.get(name, ["region", name]), "--region", r.code, *extra]
     tls_files = None
     if name == "send-stats":  # the one pod that crosses the border
         args += ["--token-env", f"FEDSTORE_AGGREGATOR_TOKEN_{r.code}"]

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         deploy_commands,
         region_commands,
         registry_commands,
+        retrain_commands,
         serve_commands,
         training_commands,
     )
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     aggregator_commands.add_parser(sub)
     training_commands.add_parser(sub)
     registry_commands.add_parser(sub)
+    retrain_commands.add_parser(sub)
     deploy_commands.add_parser(sub)
     certs_commands.add_parser(sub)
     demo.add_parser(sub)
