@@ -1,6 +1,7 @@
 """The region's prediction log: one row per prediction, append-only Parquet partitioned by day,
 under ``<data_dir>/predictions/day=YYYY-MM-DD/``. It never leaves the region: nothing that talks to
-the centre imports this module (import-linter contract in pyproject.toml).
+the centre imports this module (import-linter contract in pyproject.toml). Its folder and schema are
+``regions/prediction_layout.py``'s, where score monitoring reads them too.
 
 Rows are written off the request path: a Score call hands its rows to a bounded queue and a
 writer thread writes them in parts (a new file per flush, written under a temporary name and renamed,
@@ -28,27 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fedstore.regions.prediction_layout import PARTITION as _PARTITION
+from fedstore.regions.prediction_layout import PREDICTIONS_DIR, SCHEMA, part_files
+
 log = logging.getLogger(__name__)
-
-PREDICTIONS_DIR = "predictions"
-_PARTITION = "day="
-
-SCHEMA = pa.schema([
-    ("prediction_id", pa.string()),
-    ("at", pa.timestamp("us", tz="UTC")),
-    ("entity", pa.string()),
-    ("feature_service", pa.string()),
-    ("model", pa.string()),
-    ("version", pa.int64()),
-    ("stage", pa.string()),
-    ("score", pa.float64()),
-    ("shadow", pa.list_(pa.struct([("model", pa.string()), ("version", pa.int64()), ("score", pa.float64())]))),
-    ("features", pa.list_(pa.string())),
-    ("values", pa.list_(pa.float64())),  # null where the value was missing or stale (imputed)
-    ("imputed", pa.list_(pa.string())),
-    ("job_ids", pa.list_(pa.string())),
-    ("source", pa.string()),  # online_store | batch_fallback
-])
 
 
 @dataclass(frozen=True)
@@ -227,7 +211,7 @@ def _table(rows: list[Prediction]) -> pa.Table:
 
 def read_predictions(data_dir: Path, prediction_id: str | None = None) -> pa.Table:
     """Every logged prediction of the region (or the one with this id), from its part files."""
-    parts = sorted((data_dir / PREDICTIONS_DIR).glob(f"{_PARTITION}*/*.parquet"))
+    parts = part_files(data_dir)
     if not parts:
         return SCHEMA.empty_table()
     tables = [pq.read_table(p, schema=SCHEMA) for p in parts]
@@ -237,5 +221,5 @@ def read_predictions(data_dir: Path, prediction_id: str | None = None) -> pa.Tab
     return table
 
 
-__all__ = ["LogFull", "Prediction", "PredictionLog", "ShadowScore", "apply_retention", "new_prediction_id",
-           "read_predictions"]
+__all__ = ["PREDICTIONS_DIR", "SCHEMA", "LogFull", "Prediction", "PredictionLog", "ShadowScore", "apply_retention",
+           "new_prediction_id", "read_predictions"]
