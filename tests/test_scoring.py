@@ -218,7 +218,22 @@ def test_scores_follow_the_split_explain_themselves_and_shadow_scores_only_reach
     assert {row["stage"] for row in table} == {"full", "canary_5"}
 
 
-def test_no_model_and_bad_requests_are_refused_in_one_line(scene):
+@pytest.fixture(params=[("auto", "lane"), ("public", "public")], ids=["lane", "public"])
+def scene_on_each_path(request, tmp_path, clean_redis, monkeypatch, pki):
+    """Score runs where lookups run: the lookup lane, or grpc's public API when the lane cannot attach."""
+    wanted, taken = request.param
+
+    def path(raw: dict) -> None:
+        raw["regions"][0]["serving"]["lookup_path"] = wanted
+
+    s = Scene(tmp_path, clean_redis["MY"].url, monkeypatch, pki, configure_more=path)
+    assert s.node.lookup_path == taken
+    yield s
+    s.close()
+
+
+def test_no_model_and_bad_requests_are_refused_in_one_line(scene_on_each_path):
+    scene = scene_on_each_path
     with pytest.raises(grpc.RpcError) as e:
         scene.score([1])
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "no model takes traffic" in e.value.details()
@@ -252,6 +267,9 @@ def test_no_model_and_bad_requests_are_refused_in_one_line(scene):
     with pytest.raises(grpc.RpcError) as e:  # no token: refused before the request is read
         scene.stub.Score(pb.ScoreRequest(), timeout=10)
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    codes = scene.node.metrics.stats.codes  # counted as lookups are, on either path
+    assert codes[("Score", "OK")] == 1 and codes[("Score", "INVALID_ARGUMENT")] == 4
+    assert codes[("Score", "FAILED_PRECONDITION")] == 2
 
 
 # --- the region's own policy, outages, changes under load ----------------------------------------
@@ -603,7 +621,10 @@ def test_values_past_their_views_max_age_and_nulls_are_imputed_with_their_status
         None,  # no row
     ], [b"", b"", b"", None], [fresh, fresh, stale, None])
     answer = Answer(resolved, Entities({"customer_id": [1, 2, 3, 4]}, 4), {"tx": rows}, ONLINE, None, (), now)
-    x, status = _values(resolved, answer)
+    lower = np.array([0.5, -10.0])  # a value not PRESENT stands at its lower bound: it rescales to 0 (imputed)
+    x, status, present = _values(resolved, answer, lower)
     assert status.tolist() == [[pb.PRESENT, pb.PRESENT], [pb.NULL_VALUE, pb.PRESENT],
                                [pb.OUTSIDE_MAX_AGE, pb.OUTSIDE_MAX_AGE], [pb.NOT_FOUND, pb.NOT_FOUND]]
-    assert x[0].tolist() == [2.5, -3.0] and x[1, 1] == 7.0 and np.isnan(x[2]).all() and np.isnan(x[3]).all()
+    assert present == [[True, True], [False, True], [False, False], [False, False]]
+    assert x[0].tolist() == [2.5, -3.0] and x[1].tolist() == [0.5, 7.0]
+    assert x[2].tolist() == x[3].tolist() == [0.5, -10.0]
