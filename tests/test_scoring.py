@@ -553,6 +553,15 @@ def test_a_saved_deployment_the_policy_now_forbids_is_not_loaded_at_start(tmp_pa
     assert "rule sources" in (tmp_path / "models" / "refusals.jsonl").read_text()
 
 
+def test_a_prediction_is_one_row_of_the_logs_schema():
+    from fedstore.regions.prediction_layout import SCHEMA
+    from fedstore.serving.prediction_log import Prediction, new_prediction_id
+
+    assert Prediction._fields == tuple(SCHEMA.names)  # the writer makes a column of each field, in order
+    ids = {new_prediction_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
 def test_the_log_refuses_rather_than_queue_without_bound(tmp_path):
     from fedstore.serving.prediction_log import LogFull, Prediction
 
