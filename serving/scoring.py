@@ -48,9 +48,9 @@ _NUMERIC = ("int64_value", "int32_value", "double_value", "float_value", "bool_v
 
 @dataclass(frozen=True)
 class _Plan:
-    """Scoring one feature service with one deployment, worked out once per deployment: every
-    model's weights in one matrix over the union of their features, so one product scores them all
-    (the shadows cost a column, not a pass), and the served models' contributions per feature."""
+    """Scoring one feature service with one deployment, worked out once per deployment: the union
+    of the models' features, their bounds as vectors, and per model where its features sit in that
+    union and its weights, so a call rescales each value once for every model."""
 
     serving: Mapping[str, DeployedModel]  # stage -> the model that takes its traffic
     shadows: tuple[DeployedModel, ...]
@@ -58,14 +58,12 @@ class _Plan:
     lower: np.ndarray  # per ref: the catalog's bounds, as trained
     upper: np.ndarray
     inverse_range: np.ndarray
-    weights: np.ndarray  # refs × models (serving, then shadows); 0 where a model does not read a ref
-    intercepts: np.ndarray  # per model
-    column: Mapping[str, int]  # serving stage -> its column in ``weights``
-    # per serving stage: its features in the model's order as (ref, position in refs), and the
-    # positions and weights that turn a scaled row into its contributions
+    # per serving stage: its features in the model's order as (ref, position in refs)
     layout: Mapping[str, tuple[tuple[str, int], ...]]
-    positions: Mapping[str, np.ndarray]
-    model_weights: Mapping[str, np.ndarray]
+    # per model (serving stages, then the shadows in order): the positions of its features in refs
+    # and its weights, which turn a scaled row into its contributions
+    positions: tuple[np.ndarray, ...]
+    weights: tuple[np.ndarray, ...]
 
 
 def _plan(deployment: Deployment, feature_service: str) -> _Plan:
@@ -77,17 +75,11 @@ def _plan(deployment: Deployment, feature_service: str) -> _Plan:
     bounds = {f: (s.lower, s.upper) for m in models for f, s in zip(m.model.features, m.specs(), strict=True)}
     lower = np.array([bounds[r][0] for r in refs], dtype=float)
     upper = np.array([bounds[r][1] for r in refs], dtype=float)
-    weights = np.zeros((len(refs), len(models)))
-    for k, m in enumerate(models):
-        for f, w in zip(m.model.features, m.model.weights, strict=True):
-            weights[at[f], k] += w
     return _Plan(
         serving=serving, shadows=shadows, refs=refs, lower=lower, upper=upper, inverse_range=1.0 / (upper - lower),
-        weights=weights, intercepts=np.array([m.model.intercept for m in models], dtype=float),
-        column={stage: k for k, stage in enumerate(serving)},
         layout={stage: tuple((f, at[f]) for f in m.model.features) for stage, m in serving.items()},
-        positions={stage: np.array([at[f] for f in m.model.features], dtype=np.intp) for stage, m in serving.items()},
-        model_weights={stage: np.asarray(m.model.weights, dtype=float) for stage, m in serving.items()})
+        positions=tuple(np.array([at[f] for f in m.model.features], dtype=np.intp) for m in models),
+        weights=tuple(np.asarray(m.model.weights, dtype=float) for m in models))
 
 
 class Scorer:
@@ -131,9 +123,14 @@ class Scorer:
         # clipped to the catalog's bounds and rescaled to [0, 1] as trained; a missing value sits at
         # its lower bound, so it scales to 0 (imputed)
         scaled = (np.clip(x, plan.lower, plan.upper) - plan.lower) * plan.inverse_range
-        scores = (scaled @ plan.weights + plan.intercepts).tolist()  # entities × (serving, then shadows)
-        parts = {stage: (scaled[:, plan.positions[stage]] * plan.model_weights[stage]).tolist() for stage in serving}
-        first_shadow = len(serving)
+        # per model, all entities at once; a score is its intercept plus its contributions' sum, the
+        # same sum whatever else the call holds (a product over all models rounds by batch size)
+        contributions = [scaled[:, at] * w for at, w in zip(plan.positions, plan.weights, strict=True)]
+        served = {stage: (m.model.intercept + c.sum(axis=1)).tolist()
+                  for (stage, m), c in zip(serving.items(), contributions, strict=False)}
+        parts = {stage: c.tolist() for stage, c in zip(serving, contributions, strict=False)}
+        shadow_scores = [(m.model.intercept + c.sum(axis=1)).tolist()
+                         for m, c in zip(shadows, contributions[len(serving):], strict=True)]
         values, codes = x.tolist(), status.tolist()
         keys = _entity_keys(resolved, answer)
         occupied = set(serving)
@@ -143,13 +140,13 @@ class Scorer:
         for i, key in enumerate(keys):
             stage = route(region, key, occupied)
             model = serving.get(stage) if stage else None
-            row_scores, here, row_values = scores[i], present[i], values[i]
-            shadow = tuple(ShadowScore(s.name, s.version, row_scores[first_shadow + k]) for k, s in enumerate(shadows))
+            here, row_values = present[i], values[i]
+            shadow = tuple(ShadowScore(s.name, s.version, got[i]) for s, got in zip(shadows, shadow_scores, strict=True))
             pid = new_prediction_id()
             result = pb.EntityScore(prediction_id=pid, materialization_job_ids=jobs[i], scored=model is not None)
             score: float | None = None
             if model is not None:
-                score = row_scores[plan.column[model.stage]]
+                score = served[model.stage][i]
                 result.score, result.model, result.version, result.stage = score, model.name, model.version, model.stage
                 result.intercept = model.model.intercept
                 result.probability = _probability(score, model.model.link)
@@ -230,6 +227,8 @@ def _entity_keys(resolved: Resolved, answer: Answer) -> list[str | int]:
 
 def _entity_jobs(features: OnlineFeatures, resolved: Resolved, answer: Answer) -> list[list[str]]:
     """Per entity, the materialisation jobs that wrote its values (as a lookup attributes them)."""
+    if answer.entities.count == 1 and answer.source != FALLBACK:
+        return [list(answer.job_ids)]  # the online answer's jobs were attributed the same way, row by row
     out: list[set[str]] = [set() for _ in range(answer.entities.count)]
     for v in resolved.views:
         got = answer.rows[v.name]

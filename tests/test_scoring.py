@@ -189,6 +189,13 @@ def test_scores_follow_the_split_explain_themselves_and_shadow_scores_only_reach
         assert r.materialization_job_ids and set(r.materialization_job_ids) <= set(response.metadata.materialization_job_ids)
     stages = {r.stage for r in response.results}
     assert stages == {"full", "canary_5"}
+    alone_ids: list[str] = []
+    for cid, r in zip(ids[:5], response.results, strict=False):  # one entity alone: the same answer
+        (alone,) = scene.score([cid]).results
+        assert list(alone.materialization_job_ids) == list(r.materialization_job_ids)
+        assert (alone.stage, list(alone.contributions)) == (r.stage, list(r.contributions))
+        assert alone.score == pytest.approx(r.score, rel=1e-12)  # numpy's row sums round by batch shape
+        alone_ids.append(alone.prediction_id)
     # handmade sources hold nulls (chargeback_rate_30d every 23rd row): imputed, with the status
     assert any(c.status == pb.NULL_VALUE and c.imputed for r in response.results for c in r.contributions)
     # a customer's value is its latest source row's
@@ -203,7 +210,8 @@ def test_scores_follow_the_split_explain_themselves_and_shadow_scores_only_reach
     assert b"shadow" not in wire
     scene.node.stop(1)  # ... and in the log, for every entity, after a clean stop
     table = read_predictions(scene.node.region.data_dir).to_pylist()
-    assert sorted(row["prediction_id"] for row in table) == sorted(r.prediction_id for r in response.results)
+    assert sorted(row["prediction_id"] for row in table) == sorted([r.prediction_id for r in response.results]
+                                                                   + alone_ids)
     logged = {row["prediction_id"]: row for row in table}
     for cid, r in zip(ids, response.results, strict=True):
         row = logged[r.prediction_id]
