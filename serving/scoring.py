@@ -64,6 +64,9 @@ class _Plan:
     # and its weights, which turn a scaled row into its contributions
     positions: tuple[np.ndarray, ...]
     weights: tuple[np.ndarray, ...]
+    # the same as Python floats and lists, for calls of a few entities (SMALL_CALL)
+    bounds: tuple[tuple[float, float, float], ...]  # per ref: lower, upper, 1 / (upper - lower)
+    terms: tuple[tuple[tuple[int, float], ...], ...]  # per model: (position in refs, weight) per feature
 
 
 def _plan(deployment: Deployment, feature_service: str) -> _Plan:
@@ -75,11 +78,34 @@ def _plan(deployment: Deployment, feature_service: str) -> _Plan:
     bounds = {f: (s.lower, s.upper) for m in models for f, s in zip(m.model.features, m.specs(), strict=True)}
     lower = np.array([bounds[r][0] for r in refs], dtype=float)
     upper = np.array([bounds[r][1] for r in refs], dtype=float)
+    inverse_range = 1.0 / (upper - lower)
     return _Plan(
-        serving=serving, shadows=shadows, refs=refs, lower=lower, upper=upper, inverse_range=1.0 / (upper - lower),
+        serving=serving, shadows=shadows, refs=refs, lower=lower, upper=upper, inverse_range=inverse_range,
         layout={stage: tuple((f, at[f]) for f in m.model.features) for stage, m in serving.items()},
         positions=tuple(np.array([at[f] for f in m.model.features], dtype=np.intp) for m in models),
-        weights=tuple(np.asarray(m.model.weights, dtype=float) for m in models))
+        weights=tuple(np.asarray(m.model.weights, dtype=float) for m in models),
+        bounds=tuple(zip(lower.tolist(), upper.tolist(), inverse_range.tolist(), strict=True)),
+        terms=tuple(tuple((at[f], float(w)) for f, w in zip(m.model.features, m.model.weights, strict=True))
+                    for m in models))
+
+
+# below this many entities a call is scored in plain Python: numpy's fixed cost per operation
+# (some fifteen of them a call) is more than the arithmetic of a few rows
+SMALL_CALL = 4
+
+
+def _contributions(plan: _Plan, values: list[list[float]]) -> list[list[list[float]]]:
+    """Per model (serving stages, then shadows), per entity, its features' wᵢ·xᵢ, with x clipped to
+    the catalog's bounds and rescaled to [0, 1] as trained (a missing value sits at its lower
+    bound, so it scales to 0: imputed). The same operations in the same order either way, so a
+    contribution is the same number whichever way its call was scored."""
+    if len(values) < SMALL_CALL:
+        scaled = [[(min(max(v, lo), hi) - lo) * inv for v, (lo, hi, inv) in zip(row, plan.bounds, strict=True)]
+                  for row in values]
+        return [[[row[j] * w for j, w in terms] for row in scaled] for terms in plan.terms]
+    x = np.array(values, dtype=float)
+    scaled_all = (np.clip(x, plan.lower, plan.upper) - plan.lower) * plan.inverse_range
+    return [(scaled_all[:, at] * w).tolist() for at, w in zip(plan.positions, plan.weights, strict=True)]
 
 
 class Scorer:
@@ -119,19 +145,14 @@ class Scorer:
         serving, shadows, refs = plan.serving, plan.shadows, plan.refs
         resolved = self.features.resolve(feature_service=None, refs=refs)
         answer = self.features.get(resolved, columns, time_left=time_left)
-        x, status, present = _values(resolved, answer, plan.lower)
-        # clipped to the catalog's bounds and rescaled to [0, 1] as trained; a missing value sits at
-        # its lower bound, so it scales to 0 (imputed)
-        scaled = (np.clip(x, plan.lower, plan.upper) - plan.lower) * plan.inverse_range
-        # per model, all entities at once; a score is its intercept plus its contributions' sum, the
-        # same sum whatever else the call holds (a product over all models rounds by batch size)
-        contributions = [scaled[:, at] * w for at, w in zip(plan.positions, plan.weights, strict=True)]
-        served = {stage: (m.model.intercept + c.sum(axis=1)).tolist()
-                  for (stage, m), c in zip(serving.items(), contributions, strict=False)}
-        parts = {stage: c.tolist() for stage, c in zip(serving, contributions, strict=False)}
-        shadow_scores = [(m.model.intercept + c.sum(axis=1)).tolist()
-                         for m, c in zip(shadows, contributions[len(serving):], strict=True)]
-        values, codes = x.tolist(), status.tolist()
+        values, codes, present = _values(resolved, answer, plan.bounds)
+        contributions = _contributions(plan, values)
+        # a score is its model's intercept plus its contributions, summed in order
+        served = {stage: [m.model.intercept + math.fsum(c) for c in cs]
+                  for (stage, m), cs in zip(serving.items(), contributions, strict=False)}
+        parts = dict(zip(serving, contributions, strict=False))
+        shadow_scores = [[m.model.intercept + math.fsum(c) for c in cs]
+                         for m, cs in zip(shadows, contributions[len(serving):], strict=True)]
         keys = _entity_keys(resolved, answer)
         occupied = set(serving)
         jobs = _entity_jobs(self.features, resolved, answer)
@@ -177,15 +198,17 @@ class Scorer:
         return pb.ScoreResponse(results=results, metadata=metadata)
 
 
-def _values(resolved: Resolved, answer: Answer, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[bool]]]:
-    """Each entity's value of each ref as a float (the ref's lower bound where not PRESENT: the
-    imputation), its FeatureStatus, and whether it was PRESENT (rows of booleans)."""
+def _values(resolved: Resolved, answer: Answer,
+            bounds: Sequence[tuple[float, float, float]]) -> tuple[list[list[float]], list[list[int]], list[list[bool]]]:
+    """Per entity: each ref's value as a float (its lower bound where not PRESENT: the imputation),
+    its FeatureStatus, and whether it was PRESENT."""
     n, refs = answer.entities.count, resolved.refs
-    x = np.tile(lower, (n, 1))
-    status = np.full((n, len(refs)), pb.NOT_FOUND, dtype=np.int32)
+    lower = [b[0] for b in bounds]
+    x = [list(lower) for _ in range(n)]
+    status: list[list[int]] = [[pb.NOT_FOUND] * len(refs) for _ in range(n)]
     positions = resolved.value_positions()
     ttls = {v.name: v.ttl_seconds for v in resolved.views}
-    parse, now = pb.Value.FromString, answer.now
+    parse, now, present_code = pb.Value.FromString, answer.now, pb.PRESENT
     for j, (ref, at) in enumerate(zip(refs, positions, strict=True)):
         rows, ttl = answer.rows[ref.view], ttls[ref.view]
         for i in range(n):
@@ -193,22 +216,22 @@ def _values(resolved: Resolved, answer: Answer, lower: np.ndarray) -> tuple[np.n
             if values is None or ts is None:
                 continue
             if ttl is not None and now - (ts[0] + ts[1] / 1e9) > ttl:
-                status[i, j] = pb.OUTSIDE_MAX_AGE
+                status[i][j] = pb.OUTSIDE_MAX_AGE
                 continue
             raw = values[at]
             value = parse(raw) if raw else None
             kind = value.WhichOneof("kind") if value is not None else None
             if kind is None:
-                status[i, j] = pb.NULL_VALUE
+                status[i][j] = pb.NULL_VALUE
                 continue
             if kind not in _NUMERIC:
                 raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score")
             number = float(getattr(value, kind))
             if math.isnan(number):
-                status[i, j] = pb.NULL_VALUE
+                status[i][j] = pb.NULL_VALUE
                 continue
-            x[i, j], status[i, j] = number, pb.PRESENT
-    return x, status, (status == pb.PRESENT).tolist()
+            x[i][j], status[i][j] = number, present_code
+    return x, status, [[c == present_code for c in row] for row in status]
 
 
 def _probability(score: float, link: str) -> float:
