@@ -9,6 +9,11 @@ their data lives.
             ─▶ the prediction log's queue (refused when full: nothing is answered unlogged)
             ─▶ the answer, without any shadow score
 
+**Per call, only what the call needs**: the deployment's plan (features, bounds, each model's
+positions and weights) is worked out once per deployment and feature service; a call rescales each
+value once for every model, builds protobuf only for the answer and a tuple per entity for the log,
+and hands those to the log's queue without waking its writer (``prediction_log``).
+
 **Missing and stale values** are scored as training saw them: a value that is not found, null, or
 older than its view's max age is imputed as ``federation.training.rescale`` imputes a missing value
 (rescaled 0, the catalog's lower bound), and the answer says so per feature (its status, ``imputed``)
