@@ -1,14 +1,18 @@
 """Scoring benchmark: what `Score` costs beside a plain lookup of the same features, one run.
 
-    python benchmarks/scoring.py [--customers 20000] [--requests 500] [--seconds 5]
+    python benchmarks/scoring.py [--customers 20000] [--requests 500] [--seconds 5] [--before CHECKOUT]
 
 Sets up region MY (handmade customers, materialised into a fresh redis-server on a free loopback
 port), a centre with the registry on mutual TLS (a development CA made for the run), and a deployment
-of three versions of the fraud model (full, canary_5, shadow). `fedstore serve` runs as its own
-process and follows it. Printed side by side, for 1, 10 and 100 entities per request: sequential
-latency (p50, p99) of `GetOnlineFeatures(fraud_scoring)` and of `Score(fraud_scoring)`, then
-throughput from 4 client processes, each with one call in flight. Lookups run on the node's lookup
-lane; Score on grpc's thread-pool server, and it also writes every prediction to the region's log.
+of three versions of the fraud model (full, canary_5, shadow: three models scored per call).
+`fedstore serve` runs as its own process and follows it. Printed side by side, for 1, 10 and 100
+entities per request: sequential latency (p50, p99) of `GetOnlineFeatures(fraud_scoring)` and of
+`Score(fraud_scoring)`, then throughput from 4 client processes, each with one call in flight. Both
+methods run on the node's lookup lane; Score also writes every prediction to the region's log.
+
+With ``--before CHECKOUT`` a second `fedstore serve`, imported from another checkout (for example
+the main branch), serves the same region, registry and Redis in the same run, and every figure is
+measured on both, interleaved, so a shared machine's noise falls on both alike.
 """
 
 from __future__ import annotations
@@ -141,11 +145,26 @@ def _throughput(kind: str, address: str, customers: int, size: int, seconds: flo
     return total / seconds
 
 
+def _wait_scoring(address: str, serve: subprocess.Popen, name: str) -> None:
+    score = _caller("score", address)
+    deadline = time.monotonic() + 120
+    while True:  # until it serves and follows the deployment
+        try:
+            score([1])
+            return
+        except Exception:
+            if time.monotonic() > deadline or serve.poll() is not None:
+                raise SystemExit(f"fedstore serve ({name}) did not start scoring") from None
+            time.sleep(0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=500, help="sequential requests per latency point")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout (e.g. /work/main) to serve beside this one and compare with")
     args = parser.parse_args()
 
     from handmade import write_sources
@@ -160,7 +179,7 @@ def main() -> None:
 
     os.environ.update({"BENCH_APP": TOKEN, "BENCH_MODELS": MODELS_TOKEN, "PYTHONWARNINGS": "ignore"})
     redis = start_redis()
-    serve = None
+    serves: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="fedstore-scoring-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         centre_address, address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
@@ -177,32 +196,36 @@ def main() -> None:
             node.apply()
             materialize(node, MaterializeRequest(show_progress=False))
             _deploy(ModelRegistry(tmp / "centre" / "registry.db", config))
-            serve = subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "serve",
-                                      "--region", "MY", "--address", address],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            score = _caller("score", address)
-            deadline = time.monotonic() + 120
-            while True:  # until it serves and follows the deployment
-                try:
-                    score([1])
-                    break
-                except Exception:
-                    if time.monotonic() > deadline or serve.poll() is not None:
-                        raise SystemExit("fedstore serve did not start scoring") from None
-                    time.sleep(0.5)
-            print("deployment: fraud_lda v1 full, v2 canary_5, v3 shadow (all scored, the shadow only logged)\n")
-            print(f"{'entities':>8}  {'lookup p50/p99 ms':>18}  {'Score p50/p99 ms':>17}  {'added p50':>9}  "
+            nodes = {"this": (ROOT, address)}
+            if args.before is not None:
+                nodes = {"before": (args.before.resolve(), f"127.0.0.1:{free_port()}"), **nodes}
+            for name, (checkout, where) in nodes.items():  # each imports fedstore from its own checkout
+                serves.append(subprocess.Popen(
+                    [sys.executable, "-m", "fedstore.cli", "--config", str(config.source), "serve", "--region", "MY",
+                     "--address", where], cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)},
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                _wait_scoring(where, serves[-1], name)
+            print("deployment: fraud_lda v1 full, v2 canary_5, v3 shadow (all scored, the shadow only logged)")
+            if args.before is not None:
+                print(f"'before' serves from {args.before.resolve()}, 'this' from {ROOT}; measured interleaved")
+            print(f"\n{'node':>6}  {'entities':>8}  {'lookup p50/p99 ms':>18}  {'Score p50/p99 ms':>17}  {'added p50':>9}  "
                   f"{'lookups/s':>9}  {'Scores/s':>8}  {'ratio':>5}")
             for n in SIZES:
                 reqs = args.requests if n < 100 else max(100, args.requests // 2)
-                lp50, lp99 = latency(_caller("lookup", address), n, args.customers, reqs)
-                sp50, sp99 = latency(score, n, args.customers, reqs)
-                lt = _throughput("lookup", address, args.customers, n, args.seconds)
-                st = _throughput("score", address, args.customers, n, args.seconds)
-                print(f"{n:>8}  {lp50:>8.2f} / {lp99:>7.2f}  {sp50:>7.2f} / {sp99:>7.2f}  {sp50 - lp50:>9.2f}  "
-                      f"{lt:>9,.0f}  {st:>8,.0f}  {st / lt:>5.2f}", flush=True)
+                measured = {}
+                for name, (_, where) in nodes.items():
+                    lp50, lp99 = latency(_caller("lookup", where), n, args.customers, reqs)
+                    sp50, sp99 = latency(_caller("score", where), n, args.customers, reqs)
+                    measured[name] = [lp50, lp99, sp50, sp99]
+                for name, (_, where) in nodes.items():
+                    lt = _throughput("lookup", where, args.customers, n, args.seconds)
+                    st = _throughput("score", where, args.customers, n, args.seconds)
+                    measured[name] += [lt, st]
+                for name, (lp50, lp99, sp50, sp99, lt, st) in measured.items():
+                    print(f"{name:>6}  {n:>8}  {lp50:>8.2f} / {lp99:>7.2f}  {sp50:>7.2f} / {sp99:>7.2f}  "
+                          f"{sp50 - lp50:>9.2f}  {lt:>9,.0f}  {st:>8,.0f}  {st / lt:>5.2f}", flush=True)
         finally:
-            if serve is not None:
+            for serve in serves:
                 serve.terminate()
                 serve.wait(60)
             centre.stop(0).wait()

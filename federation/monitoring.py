@@ -14,6 +14,11 @@ monitoring:
     - {name: "11.11", month: 11, day: 11, before: 1, after: 7}
     - {name: "year-end sale", month: 12, day: 20, days: 12}
   trigger_command: ["/usr/local/bin/open-retraining-ticket"]   # gets the trigger as JSON on stdin
+  scores:                      # the deployed models' scores, from the region's prediction log
+    min_predictions: 500       # a model's day with fewer scores is not judged
+    persist_days: 1            # score drift on this many consecutive judged days raises an alert
+    disagreement_psi: 0.2      # shadow vs. the model that answered, on the same entities: PSI above this …
+    disagreement_mean_abs: 0.5 # … or a mean |shadow − served| score (log-odds) above this is an alert
 ```
 """
 
@@ -36,6 +41,17 @@ class CommercialEvent:
 
 
 @dataclass(frozen=True)
+class ScoreMonitoringConfig:
+    # PSI over the agreed score edges has a noise floor of about (bins used) / n: at 500 scores a day
+    # and some 20 bins used, ~0.04, well under the 0.2 threshold
+    min_predictions: int = 500
+    # a model's scores answer people: one day of drift is worth an alert (features wait for 3)
+    persist_days: int = 1
+    disagreement_psi: float = 0.2
+    disagreement_mean_abs: float = 0.5  # log-odds: the shadow's odds differ by a factor e^0.5 ≈ 1.65 on average
+
+
+@dataclass(frozen=True)
 class MonitoringConfig:
     psi_threshold: float = 0.2
     trailing_days: int = 14
@@ -54,6 +70,7 @@ class MonitoringConfig:
         CommercialEvent("year-end sale", 12, 20, before=0, days=12),
     )
     trigger_command: tuple[str, ...] = ()
+    scores: ScoreMonitoringConfig = ScoreMonitoringConfig()
 
 
 _NUMBERS = {"psi_threshold": float, "trailing_days": int, "persist_days": int, "min_rows": int,
@@ -65,7 +82,7 @@ def parse_monitoring(raw: Any) -> MonitoringConfig:
         return MonitoringConfig()
     if not isinstance(raw, dict):
         raise ConfigError("monitoring: expected a mapping")
-    known = set(_NUMBERS) | {"festival_padding_days", "festivals", "commercial_events", "trigger_command"}
+    known = set(_NUMBERS) | {"festival_padding_days", "festivals", "commercial_events", "trigger_command", "scores"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"monitoring: unknown key {unknown[0]!r}")
@@ -95,7 +112,31 @@ def parse_monitoring(raw: Any) -> MonitoringConfig:
         if not (isinstance(cmd, list) and cmd and all(isinstance(x, str) for x in cmd)):
             raise ConfigError("monitoring.trigger_command: expected a command as a list of strings")
         values["trigger_command"] = tuple(cmd)
+    if "scores" in raw:
+        values["scores"] = _scores(raw["scores"])
     return MonitoringConfig(**values)
+
+
+_SCORE_NUMBERS = {"min_predictions": int, "persist_days": int, "disagreement_psi": float, "disagreement_mean_abs": float}
+
+
+def _scores(raw: Any) -> ScoreMonitoringConfig:
+    if raw is None:
+        return ScoreMonitoringConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError("monitoring.scores: expected a mapping")
+    unknown = sorted(set(raw) - set(_SCORE_NUMBERS))
+    if unknown:
+        raise ConfigError(f"monitoring.scores: unknown key {unknown[0]!r}")
+    values: dict[str, Any] = {}
+    for key, kind in _SCORE_NUMBERS.items():
+        if key in raw:
+            v = raw[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) or v <= 0:
+                raise ConfigError(f"monitoring.scores.{key}: expected a positive "
+                                  f"{'integer' if kind is int else 'number'}, got {v!r}")
+            values[key] = kind(v)
+    return ScoreMonitoringConfig(**values)
 
 
 def _event(raw: Any, i: int) -> CommercialEvent:

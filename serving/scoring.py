@@ -9,6 +9,11 @@ their data lives.
             ─▶ the prediction log's queue (refused when full: nothing is answered unlogged)
             ─▶ the answer, without any shadow score
 
+**Per call, only what the call needs**: the deployment's plan (features, bounds, each model's
+positions and weights) is worked out once per deployment and feature service; a call rescales each
+value once for every model, builds protobuf only for the answer and a tuple per entity for the log,
+and hands those to the log's queue without waking its writer (``prediction_log``).
+
 **Missing and stale values** are scored as training saw them: a value that is not found, null, or
 older than its view's max age is imputed as ``federation.training.rescale`` imputes a missing value
 (rescaled 0, the catalog's lower bound), and the answer says so per feature (its status, ``imputed``)
@@ -17,21 +22,20 @@ and per entity (``imputed``, a count), so a caller may decline such a score.
 An entity's key for the split is its value of the feature service's one join key (its text), or
 for several join keys their values joined by "|" in the service's join-key order.
 
-Served on grpc's thread-pool server behind the node's token guard (role ``lookup``, the region's
-own credentials only: a contribution is a weight times a feature's value).
+Served where lookups are (the lookup lane, or grpc's public API when the lane cannot attach) behind
+the node's token guard (role ``lookup``, the region's own credentials only: a contribution is a
+weight times a feature's value).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import grpc
 import numpy as np
 
-from fedstore.federation.error_boundary import code_of
 from fedstore.federation.traffic import route
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 from fedstore.serving.catalog import Resolved
@@ -39,12 +43,74 @@ from fedstore.serving.deployed import DeployedModel, Deployment
 from fedstore.serving.entities import lookup_parser
 from fedstore.serving.errors import InvalidRequest, NoModel, Overloaded, ServingError
 from fedstore.serving.features import FALLBACK, Answer, OnlineFeatures
-from fedstore.serving.metrics import ServingMetrics
+from fedstore.serving.lookup_methods import LaneMethod
 from fedstore.serving.prediction_log import LogFull, Prediction, PredictionLog, ShadowScore, new_prediction_id
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
 METHOD = "Score"
 _NUMERIC = ("int64_value", "int32_value", "double_value", "float_value", "bool_value")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Scoring one feature service with one deployment, worked out once per deployment: the union
+    of the models' features, their bounds as vectors, and per model where its features sit in that
+    union and its weights, so a call rescales each value once for every model."""
+
+    serving: Mapping[str, DeployedModel]  # stage -> the model that takes its traffic
+    shadows: tuple[DeployedModel, ...]
+    refs: tuple[str, ...]  # the features any model reads, in first-use order
+    lower: np.ndarray  # per ref: the catalog's bounds, as trained
+    upper: np.ndarray
+    inverse_range: np.ndarray
+    # per serving stage: its features in the model's order as (ref, position in refs)
+    layout: Mapping[str, tuple[tuple[str, int], ...]]
+    # per model (serving stages, then the shadows in order): the positions of its features in refs
+    # and its weights, which turn a scaled row into its contributions
+    positions: tuple[np.ndarray, ...]
+    weights: tuple[np.ndarray, ...]
+    # the same as Python floats and lists, for calls of a few entities (SMALL_CALL)
+    bounds: tuple[tuple[float, float, float], ...]  # per ref: lower, upper, 1 / (upper - lower)
+    terms: tuple[tuple[tuple[int, float], ...], ...]  # per model: (position in refs, weight) per feature
+
+
+def _plan(deployment: Deployment, feature_service: str) -> _Plan:
+    serving = deployment.serving(feature_service)
+    shadows = deployment.shadows(feature_service)
+    models = (*serving.values(), *shadows)
+    refs = tuple(dict.fromkeys(f for m in models for f in m.model.features))
+    at = {ref: j for j, ref in enumerate(refs)}
+    bounds = {f: (s.lower, s.upper) for m in models for f, s in zip(m.model.features, m.specs(), strict=True)}
+    lower = np.array([bounds[r][0] for r in refs], dtype=float)
+    upper = np.array([bounds[r][1] for r in refs], dtype=float)
+    inverse_range = 1.0 / (upper - lower)
+    return _Plan(
+        serving=serving, shadows=shadows, refs=refs, lower=lower, upper=upper, inverse_range=inverse_range,
+        layout={stage: tuple((f, at[f]) for f in m.model.features) for stage, m in serving.items()},
+        positions=tuple(np.array([at[f] for f in m.model.features], dtype=np.intp) for m in models),
+        weights=tuple(np.asarray(m.model.weights, dtype=float) for m in models),
+        bounds=tuple(zip(lower.tolist(), upper.tolist(), inverse_range.tolist(), strict=True)),
+        terms=tuple(tuple((at[f], float(w)) for f, w in zip(m.model.features, m.model.weights, strict=True))
+                    for m in models))
+
+
+# below this many entities a call is scored in plain Python: numpy's fixed cost per operation
+# (some fifteen of them a call) is more than the arithmetic of a few rows
+SMALL_CALL = 4
+
+
+def _contributions(plan: _Plan, values: list[list[float]]) -> list[list[list[float]]]:
+    """Per model (serving stages, then shadows), per entity, its features' wᵢ·xᵢ, with x clipped to
+    the catalog's bounds and rescaled to [0, 1] as trained (a missing value sits at its lower
+    bound, so it scales to 0: imputed). The same operations in the same order either way, so a
+    contribution is the same number whichever way its call was scored."""
+    if len(values) < SMALL_CALL:
+        scaled = [[(min(max(v, lo), hi) - lo) * inv for v, (lo, hi, inv) in zip(row, plan.bounds, strict=True)]
+                  for row in values]
+        return [[[row[j] * w for j, w in terms] for row in scaled] for terms in plan.terms]
+    x = np.array(values, dtype=float)
+    scaled_all = (np.clip(x, plan.lower, plan.upper) - plan.lower) * plan.inverse_range
+    return [(scaled_all[:, at] * w).tolist() for at, w in zip(plan.positions, plan.weights, strict=True)]
 
 
 class Scorer:
@@ -54,6 +120,19 @@ class Scorer:
         self.deployment = deployment
         self.log = log
         self.clock = clock
+        # the plans of the deployment held now, by feature service; replaced whole when it changes
+        # (one reference, so a lookup thread sees the old pair or the new, never a mix)
+        self._plans: tuple[Deployment | None, dict[str, _Plan]] = (None, {})
+
+    def plan(self, deployment: Deployment, feature_service: str) -> _Plan:
+        held, plans = self._plans
+        if held is not deployment:
+            plans = {}
+            self._plans = (deployment, plans)
+        found = plans.get(feature_service)
+        if found is None:
+            found = plans[feature_service] = _plan(deployment, feature_service)
+        return found
 
     def score(self, feature_service: str, columns: Mapping[str, Sequence[object]], *,
               time_left: float | None = None) -> pb.ScoreResponse:
@@ -63,25 +142,22 @@ class Scorer:
         if not feature_service:
             raise InvalidRequest("feature_service is required: the feature service of the model to score with")
         deployment = self.deployment()  # this call's deployment, whatever a poll swaps in meanwhile
-        serving = deployment.serving(feature_service) if deployment else {}
-        shadows = deployment.shadows(feature_service) if deployment else ()
-        if not serving:
+        plan = self.plan(deployment, feature_service) if deployment else None
+        if plan is None or not plan.serving:
+            shadows = plan.shadows if plan else ()
             held = f" (in shadow only: {', '.join(m.label for m in shadows)})" if shadows else ""
             raise NoModel(f"region {region}: no model takes traffic for feature service {feature_service!r} here{held}")
-        models = (*serving.values(), *shadows)
-        refs = tuple(dict.fromkeys(f for m in models for f in m.model.features))
+        serving, shadows, refs = plan.serving, plan.shadows, plan.refs
         resolved = self.features.resolve(feature_service=None, refs=refs)
         answer = self.features.get(resolved, columns, time_left=time_left)
-        x, status = _values(resolved, answer)
-        column = {ref: j for j, ref in enumerate(refs)}
-        # per model (one version per stage), all entities at once: contributions, scores, as lists
-        parts = {m.stage: _contributions(m, x, column) for m in models}
-        scores = {m.stage: (m.model.intercept + parts[m.stage].sum(axis=1)).tolist() for m in models}
-        lists = {stage: p.tolist() for stage, p in parts.items()}
-        layout = {m.stage: [(f, column[f], spec.lower) for f, spec in zip(m.model.features, m.specs(), strict=True)]
-                  for m in serving.values()}
-        present = (status == pb.PRESENT).tolist()
-        values, codes = x.tolist(), status.tolist()
+        values, codes, present = _values(resolved, answer, plan.bounds)
+        contributions = _contributions(plan, values)
+        # a score is its model's intercept plus its contributions, summed in order
+        served = {stage: [m.model.intercept + math.fsum(c) for c in cs]
+                  for (stage, m), cs in zip(serving.items(), contributions, strict=False)}
+        parts = dict(zip(serving, contributions, strict=False))
+        shadow_scores = [[m.model.intercept + math.fsum(c) for c in cs]
+                         for m, cs in zip(shadows, contributions[len(serving):], strict=True)]
         keys = _entity_keys(resolved, answer)
         occupied = set(serving)
         jobs = _entity_jobs(self.features, resolved, answer)
@@ -90,22 +166,22 @@ class Scorer:
         for i, key in enumerate(keys):
             stage = route(region, key, occupied)
             model = serving.get(stage) if stage else None
-            shadow = tuple(ShadowScore(s.name, s.version, scores[s.stage][i]) for s in shadows)
             here, row_values = present[i], values[i]
+            shadow = tuple(ShadowScore(s.name, s.version, got[i]) for s, got in zip(shadows, shadow_scores, strict=True))
             pid = new_prediction_id()
             result = pb.EntityScore(prediction_id=pid, materialization_job_ids=jobs[i], scored=model is not None)
             score: float | None = None
             if model is not None:
-                score = scores[model.stage][i]
+                score = served[model.stage][i]
                 result.score, result.model, result.version, result.stage = score, model.name, model.version, model.stage
                 result.intercept = model.model.intercept
                 result.probability = _probability(score, model.model.link)
                 imputed_here = 0
-                for (f, j, lower), c in zip(layout[model.stage], lists[model.stage][i], strict=True):
+                add = result.contributions.add
+                for (f, j), c in zip(plan.layout[model.stage], parts[model.stage][i], strict=True):
                     ok = here[j]
                     imputed_here += not ok
-                    result.contributions.add(feature=f, value=row_values[j] if ok else lower, contribution=c,
-                                             status=codes[i][j], imputed=not ok)
+                    add(feature=f, value=row_values[j], contribution=c, status=codes[i][j], imputed=not ok)
                 result.imputed = imputed_here
             results.append(result)
             rows.append(Prediction(
@@ -127,46 +203,40 @@ class Scorer:
         return pb.ScoreResponse(results=results, metadata=metadata)
 
 
-def _values(resolved: Resolved, answer: Answer) -> tuple[np.ndarray, np.ndarray]:
-    """Each entity's value of each ref as a float (NaN where not PRESENT), and its FeatureStatus."""
+def _values(resolved: Resolved, answer: Answer,
+            bounds: Sequence[tuple[float, float, float]]) -> tuple[list[list[float]], list[list[int]], list[list[bool]]]:
+    """Per entity: each ref's value as a float (its lower bound where not PRESENT: the imputation),
+    its FeatureStatus, and whether it was PRESENT."""
     n, refs = answer.entities.count, resolved.refs
-    x = np.full((n, len(refs)), np.nan)
-    status = np.full((n, len(refs)), pb.NOT_FOUND, dtype=np.int32)
+    lower = [b[0] for b in bounds]
+    x = [list(lower) for _ in range(n)]
+    status: list[list[int]] = [[pb.NOT_FOUND] * len(refs) for _ in range(n)]
     positions = resolved.value_positions()
     ttls = {v.name: v.ttl_seconds for v in resolved.views}
+    parse, now, present_code = pb.Value.FromString, answer.now, pb.PRESENT
     for j, (ref, at) in enumerate(zip(refs, positions, strict=True)):
         rows, ttl = answer.rows[ref.view], ttls[ref.view]
         for i in range(n):
             values, ts = rows.values[i], rows.timestamps[i]
             if values is None or ts is None:
                 continue
-            if ttl is not None and answer.now - (ts[0] + ts[1] / 1e9) > ttl:
-                status[i, j] = pb.OUTSIDE_MAX_AGE
+            if ttl is not None and now - (ts[0] + ts[1] / 1e9) > ttl:
+                status[i][j] = pb.OUTSIDE_MAX_AGE
                 continue
             raw = values[at]
-            value = pb.Value.FromString(raw) if raw else None
+            value = parse(raw) if raw else None
             kind = value.WhichOneof("kind") if value is not None else None
             if kind is None:
-                status[i, j] = pb.NULL_VALUE
+                status[i][j] = pb.NULL_VALUE
                 continue
             if kind not in _NUMERIC:
                 raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score")
             number = float(getattr(value, kind))
             if math.isnan(number):
-                status[i, j] = pb.NULL_VALUE
+                status[i][j] = pb.NULL_VALUE
                 continue
-            x[i, j], status[i, j] = number, pb.PRESENT
-    return x, status
-
-
-def _contributions(model: DeployedModel, x: np.ndarray, column: Mapping[str, int]) -> np.ndarray:
-    """weight × value clipped to the catalog's bounds and rescaled to [0, 1] (missing: 0), n × d."""
-    specs = model.specs()
-    raw = x[:, [column[f] for f in model.model.features]]
-    lower = np.array([s.lower for s in specs])
-    upper = np.array([s.upper for s in specs])
-    scaled = np.nan_to_num((np.clip(raw, lower, upper) - lower) / (upper - lower), nan=0.0)
-    return scaled * np.asarray(model.model.weights, dtype=float)
+            x[i][j], status[i][j] = number, present_code
+    return x, status, [[c == present_code for c in row] for row in status]
 
 
 def _probability(score: float, link: str) -> float:
@@ -185,6 +255,8 @@ def _entity_keys(resolved: Resolved, answer: Answer) -> list[str | int]:
 
 def _entity_jobs(features: OnlineFeatures, resolved: Resolved, answer: Answer) -> list[list[str]]:
     """Per entity, the materialisation jobs that wrote its values (as a lookup attributes them)."""
+    if answer.entities.count == 1 and answer.source != FALLBACK:
+        return [list(answer.job_ids)]  # the online answer's jobs were attributed the same way, row by row
     out: list[set[str]] = [set() for _ in range(answer.entities.count)]
     for v in resolved.views:
         got = answer.rows[v.name]
@@ -200,30 +272,21 @@ def _entity_jobs(features: OnlineFeatures, resolved: Resolved, answer: Answer) -
 
 
 class ScoringServicer:
-    """The Score method as a generic handler for grpc's thread-pool server (behind the token guard)."""
+    """The Score method as a lane method: request bytes and the seconds left in, response bytes out,
+    a ``ServingError`` its status. It runs where lookups run: on the lookup lane, or through grpc's
+    public API (``serving.lookup_public``) when the lane cannot attach; the token guard and the
+    metric are theirs (``serving.lookup_methods.outcome``)."""
 
-    def __init__(self, scorer: Scorer, metrics: ServingMetrics) -> None:
+    def __init__(self, scorer: Scorer) -> None:
         self.scorer = scorer
-        self.metrics = metrics
         self._parse = lookup_parser(pb.ScoreRequest, scorer.features.max_entities, _longest)
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        # raw bytes in, so a request that does not parse is INVALID_ARGUMENT (grpc's own would be INTERNAL)
-        method = grpc.unary_unary_rpc_method_handler(self.Score, response_serializer=pb.ScoreResponse.SerializeToString)
-        return grpc.method_handlers_generic_handler(SERVICE, {METHOD: method})
+    def lane_method(self) -> LaneMethod:
+        return LaneMethod(f"/{SERVICE}/{METHOD}", METHOD, self.Score)
 
-    def Score(self, body: bytes, context: grpc.ServicerContext) -> pb.ScoreResponse:
-        began = time.perf_counter()
-        remaining = context.time_remaining()
-        time_left = remaining if remaining is not None and remaining < 1e6 else None
-        try:
-            request = self._parse(body)
-            response = self.scorer.score(request.feature_service, _columns(request), time_left=time_left)
-        except ServingError as e:  # sent by the node's error boundary
-            self.metrics.answered(METHOD, code_of(e), time.perf_counter() - began)
-            raise
-        self.metrics.answered(METHOD, grpc.StatusCode.OK, time.perf_counter() - began)
-        return response
+    def Score(self, body: bytes, time_left: float | None) -> bytes:
+        request = self._parse(body)  # a request that does not parse is INVALID_ARGUMENT (InvalidRequest)
+        return self.scorer.score(request.feature_service, _columns(request), time_left=time_left).SerializeToString()
 
 
 def _columns(request: pb.ScoreRequest) -> dict[str, list[object]]:

@@ -9,14 +9,14 @@ Services on one port:
                                        "fedstore.online_store" = the online store itself
   grpc.reflection.v1 and v1alpha       so ``grpcurl list`` works
 
-The two lookup methods run on the lookup lane (``serving.lookup_lane``): threads that poll grpc's
-core for their calls and answer each where it arrives, without the thread hand-offs grpc's Python
-servers make per call. The lane uses grpc's private core; when this grpcio lacks a piece of it (or
-``serving.lookup_path`` is ``public``) the same methods are answered through grpc's public API
-(``serving.lookup_public``): slower, never down; the start-up log and ``fedstore_lookup_path`` say
-which. Everything else is grpc's thread-pool server on the same port: health, reflection,
-training-set streams, and ``FeatureServing/Score`` (``serving.scoring``) when the region scores
-(``serving.models``: the deployment follower and the prediction log start and stop with the node).
+The lookup methods and ``FeatureServing/Score`` (``serving.scoring``) run on the lookup lane
+(``serving.lookup_lane``): threads that poll grpc's core for their calls and answer each where it
+arrives, without the thread hand-offs grpc's Python servers make per call. The lane uses grpc's
+private core; when this grpcio lacks a piece of it (or ``serving.lookup_path`` is ``public``) the
+same methods are answered through grpc's public API (``serving.lookup_public``): slower, never
+down; the start-up log and ``fedstore_lookup_path`` say which. Everything else is grpc's thread-pool server on the same port: health, reflection,
+training-set streams. When the region scores (``serving.models``) the deployment follower and the
+prediction log start and stop with the node.
 Registry and snapshot reloads run on the refresher thread.
 With ``serving.http_port``, Feast's feature-server HTTP API (``serving.http_api``) on a port of its
 own, answered by the same lookup path behind the same guard.
@@ -173,9 +173,9 @@ class ServingNode:
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
         self.follower, self.predictions = self._models(config, centre_address)
-        scorer = Scorer(self.features, self._deployment, self.predictions)
-        self._scoring = ScoringServicer(scorer, self.metrics).handler()
-        lookups = (FeatureServingServicer(self.features).lane_method(), *self._compat.lane_methods())
+        scoring = ScoringServicer(Scorer(self.features, self._deployment, self.predictions))
+        lookups = (FeatureServingServicer(self.features).lane_method(), *self._compat.lane_methods(),
+                   scoring.lane_method())
         bind = address or region.serving_address
         http_port = http_port if http_port is not None else settings.http_port
         self.http: FeastHttpApi | None = None
@@ -233,7 +233,7 @@ class ServingNode:
             except ImportError as e:
                 why = f"grpc's private core cannot be imported ({e})"
         if not why:
-            guard = TokenGuard((datasets, self._scoring), self._tokens, self.region.code, self.metrics)
+            guard = TokenGuard((datasets,), self._tokens, self.region.code, self.metrics)
             lane = LookupLane(lookups, guard, self.metrics, threads=settings.lookup_threads,
                               name=f"lookup-{self.region.code}", max_calls=settings.max_concurrent_calls)
             server = self._grpc_server(guard, lookup_threads=0)
@@ -242,7 +242,7 @@ class ServingNode:
                 return server, lane, ""
             except LaneUnsupported as e:  # nothing was registered; a fresh server all the same
                 why = str(e)
-        guard = TokenGuard((datasets, self._scoring, PublicLookups(lookups, self.metrics)), self._tokens,
+        guard = TokenGuard((datasets, PublicLookups(lookups, self.metrics)), self._tokens,
                            self.region.code, self.metrics)
         return self._grpc_server(guard, lookup_threads=settings.lookup_threads), None, why
 

@@ -15,6 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor as F
 from fedstore.proto.fedstore.registry.v1 import registry_pb2
 
 LOG = "fedstore.serving.prediction_log"
+LAYOUT = "fedstore.regions.prediction_layout"  # the log's folder and schema: score monitoring reads it by them
 CENTRE_STUBS = ("fedstore.proto.fedstore.registry.v1.registry_pb2_grpc",
                 "fedstore.proto.fedstore.aggregator.v1.aggregator_pb2_grpc")
 
@@ -29,8 +30,10 @@ def test_no_module_that_calls_the_centre_can_reach_the_prediction_log():
     # registry's audit trail by region and model name (checked below), sending nothing of the log;
     # and the demo, which runs a whole federation in one process (serving nodes included)
     assert reaching == {"fedstore.cli.explain_command", "fedstore.cli.demo"}
-    readers = graph.find_modules_that_directly_import(LOG)
-    assert readers  # the scorer, the node, the explain command
+    # score monitoring reads the log's files by their layout, and nothing on its path calls the centre
+    assert {c for c in callers if graph.find_shortest_chain(importer=c, imported=LAYOUT) is not None} == reaching
+    readers = graph.find_modules_that_directly_import(LOG) | graph.find_modules_that_directly_import(LAYOUT)
+    assert readers  # the scorer, the node, the explain command; the log, score monitoring
     for reader in readers:
         assert not set(graph.find_modules_directly_imported_by(reader)) & set(CENTRE_STUBS), reader
 

@@ -193,6 +193,13 @@ def test_scores_follow_the_split_explain_themselves_and_shadow_scores_only_reach
         assert r.materialization_job_ids and set(r.materialization_job_ids) <= set(response.metadata.materialization_job_ids)
     stages = {r.stage for r in response.results}
     assert stages == {"full", "canary_5"}
+    alone_ids: list[str] = []
+    # one entity alone (scored in plain Python, SMALL_CALL) answers as within a batch (numpy), exactly
+    for cid, r in zip(ids[:5], response.results, strict=False):
+        (alone,) = scene.score([cid]).results
+        assert list(alone.materialization_job_ids) == list(r.materialization_job_ids)
+        assert (alone.score, alone.stage, list(alone.contributions)) == (r.score, r.stage, list(r.contributions))
+        alone_ids.append(alone.prediction_id)
     # handmade sources hold nulls (chargeback_rate_30d every 23rd row): imputed, with the status
     assert any(c.status == pb.NULL_VALUE and c.imputed for r in response.results for c in r.contributions)
     # a customer's value is its latest source row's
@@ -207,7 +214,8 @@ def test_scores_follow_the_split_explain_themselves_and_shadow_scores_only_reach
     assert b"shadow" not in wire
     scene.node.stop(1)  # ... and in the log, for every entity, after a clean stop
     table = read_predictions(scene.node.region.data_dir).to_pylist()
-    assert sorted(row["prediction_id"] for row in table) == sorted(r.prediction_id for r in response.results)
+    assert sorted(row["prediction_id"] for row in table) == sorted([r.prediction_id for r in response.results]
+                                                                   + alone_ids)
     logged = {row["prediction_id"]: row for row in table}
     for cid, r in zip(ids, response.results, strict=True):
         row = logged[r.prediction_id]
@@ -222,7 +230,22 @@ def test_scores_follow_the_split_explain_themselves_and_shadow_scores_only_reach
     assert {row["stage"] for row in table} == {"full", "canary_5"}
 
 
-def test_no_model_and_bad_requests_are_refused_in_one_line(scene):
+@pytest.fixture(params=[("auto", "lane"), ("public", "public")], ids=["lane", "public"])
+def scene_on_each_path(request, tmp_path, clean_redis, monkeypatch, pki):
+    """Score runs where lookups run: the lookup lane, or grpc's public API when the lane cannot attach."""
+    wanted, taken = request.param
+
+    def path(raw: dict) -> None:
+        raw["regions"][0]["serving"]["lookup_path"] = wanted
+
+    s = Scene(tmp_path, clean_redis["MY"].url, monkeypatch, pki, configure_more=path)
+    assert s.node.lookup_path == taken
+    yield s
+    s.close()
+
+
+def test_no_model_and_bad_requests_are_refused_in_one_line(scene_on_each_path):
+    scene = scene_on_each_path
     with pytest.raises(grpc.RpcError) as e:
         scene.score([1])
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "no model takes traffic" in e.value.details()
@@ -256,6 +279,9 @@ def test_no_model_and_bad_requests_are_refused_in_one_line(scene):
     with pytest.raises(grpc.RpcError) as e:  # no token: refused before the request is read
         scene.stub.Score(pb.ScoreRequest(), timeout=10)
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    codes = scene.node.metrics.stats.codes  # counted as lookups are, on either path
+    assert codes[("Score", "OK")] == 1 and codes[("Score", "INVALID_ARGUMENT")] == 4
+    assert codes[("Score", "FAILED_PRECONDITION")] == 2
 
 
 # --- the region's own policy, outages, changes under load ----------------------------------------
@@ -539,6 +565,15 @@ def test_a_saved_deployment_the_policy_now_forbids_is_not_loaded_at_start(tmp_pa
     assert "rule sources" in (tmp_path / "models" / "refusals.jsonl").read_text()
 
 
+def test_a_prediction_is_one_row_of_the_logs_schema():
+    from fedstore.regions.prediction_layout import SCHEMA
+    from fedstore.serving.prediction_log import Prediction, new_prediction_id
+
+    assert Prediction._fields == tuple(SCHEMA.names)  # the writer makes a column of each field, in order
+    ids = {new_prediction_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
 def test_the_log_refuses_rather_than_queue_without_bound(tmp_path):
     from fedstore.serving.prediction_log import LogFull, Prediction
 
@@ -607,7 +642,9 @@ def test_values_past_their_views_max_age_and_nulls_are_imputed_with_their_status
         None,  # no row
     ], [b"", b"", b"", None], [fresh, fresh, stale, None])
     answer = Answer(resolved, Entities({"customer_id": [1, 2, 3, 4]}, 4), {"tx": rows}, ONLINE, None, (), now)
-    x, status = _values(resolved, answer)
-    assert status.tolist() == [[pb.PRESENT, pb.PRESENT], [pb.NULL_VALUE, pb.PRESENT],
-                               [pb.OUTSIDE_MAX_AGE, pb.OUTSIDE_MAX_AGE], [pb.NOT_FOUND, pb.NOT_FOUND]]
-    assert x[0].tolist() == [2.5, -3.0] and x[1, 1] == 7.0 and np.isnan(x[2]).all() and np.isnan(x[3]).all()
+    bounds = ((0.5, 10.5, 0.1), (-10.0, 10.0, 0.05))  # a value not PRESENT stands at its lower bound (imputed)
+    x, status, present = _values(resolved, answer, bounds)
+    assert status == [[pb.PRESENT, pb.PRESENT], [pb.NULL_VALUE, pb.PRESENT],
+                      [pb.OUTSIDE_MAX_AGE, pb.OUTSIDE_MAX_AGE], [pb.NOT_FOUND, pb.NOT_FOUND]]
+    assert present == [[True, True], [False, True], [False, False], [False, False]]
+    assert x[0] == [2.5, -3.0] and x[1] == [0.5, 7.0] and x[2] == x[3] == [0.5, -10.0]

@@ -63,6 +63,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "fedstore region drift --region MY",
         "fedstore region drift --region MY --baseline global --token-env FEDSTORE_AGGREGATOR_TOKEN_MY",
     ),
+    "region score-drift": (
+        "fedstore region score-drift --region MY",
+        "fedstore region score-drift --region MY --date 2026-03-05 --model fraud_lda --dry-run",
+    ),
     "region dashboard": (
         "fedstore region dashboard --region MY --port 8080",
         "fedstore region dashboard --region MY --port 8080 --host 0.0.0.0 --days 60 --refresh 600",

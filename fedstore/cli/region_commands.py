@@ -261,6 +261,7 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
     from fedstore.cli.monitoring_commands import (
         add_region_parsers as add_monitoring_parsers,
     )
+    from fedstore.cli.score_commands import add_region_parsers as add_score_parsers
     from fedstore.cli.training_commands import add_region_parsers as add_training_parsers
 
     ps = cmds.add_parser("publish-stats", help="queue anonymised statistics (DP, minimum cohort) in the outbox")
@@ -274,6 +275,7 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
     add_region_parser(cmds)
     add_training_parsers(cmds, _region_arg, positive_int, iso_time)
     add_monitoring_parsers(cmds, _region_arg)
+    add_score_parsers(cmds, _region_arg)
     add_dashboard_parser(cmds, _region_arg)
 
 

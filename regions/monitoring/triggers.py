@@ -52,7 +52,8 @@ class TriggerLog:
                        " last_day TEXT NOT NULL, days INTEGER NOT NULL, scores TEXT NOT NULL, recorded_at TEXT NOT NULL,"
                        " hook TEXT NOT NULL DEFAULT '', PRIMARY KEY (region, ref, first_day))")
 
-    def record(self, region: str, run: list[Verdict], command: tuple[str, ...] = ()) -> Trigger:
+    def record(self, region: str, run: list[Verdict], command: tuple[str, ...] = (),
+               event: str = "retraining_trigger") -> Trigger:
         ref, first, last = run[0].ref, run[0].day, run[-1].day
         scores = tuple(round(v.psi or 0.0, 4) for v in run)
         with closing(sqlite3.connect(self.path)) as db, db:
@@ -65,7 +66,7 @@ class TriggerLog:
                            (last.isoformat(), len(run), json.dumps(scores), region, ref, first.isoformat()))
         trigger = Trigger(region, ref, first, last, len(run), scores, new, "")
         if new and command:  # recorded first: a failing hook never loses the trigger
-            outcome = _run_hook(command, trigger)
+            outcome = _run_hook(command, trigger, event)
             with closing(sqlite3.connect(self.path)) as db, db:
                 db.execute("UPDATE triggers SET hook=? WHERE region=? AND ref=? AND first_day=?",
                            (outcome, region, ref, first.isoformat()))
@@ -77,9 +78,9 @@ class TriggerLog:
             return db.execute("SELECT region, ref, first_day, last_day, days, hook FROM triggers ORDER BY first_day").fetchall()
 
 
-def _run_hook(command: tuple[str, ...], trigger: Trigger) -> str:
+def _run_hook(command: tuple[str, ...], trigger: Trigger, event: str) -> str:
     payload = json.dumps({**asdict(trigger), "first_day": trigger.first_day.isoformat(),
-                          "last_day": trigger.last_day.isoformat(), "event": "retraining_trigger"})
+                          "last_day": trigger.last_day.isoformat(), "event": event})
     try:
         done = subprocess.run(list(command), input=payload, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:

@@ -1,0 +1,74 @@
+"""`fedstore region score-drift`: the deployed models' scores from the region's prediction log —
+drift per model version and stage, shadow against served, and their alerts (``regions/monitoring/
+score_report.py``). Its own module: it reads the log, and calls nothing of the centre."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from fedstore.cli.render import table
+from fedstore.federation import FederationConfig
+
+if TYPE_CHECKING:  # the command's modules load when it runs (DuckDB, pandas): not for every CLI start
+    from fedstore.regions.monitoring.score_report import ScoreReport, ScoreVerdict
+
+
+def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser],
+                       region_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    scores = cmds.add_parser("score-drift", help="the deployed models' daily scores (from the region's prediction log): "
+                                                 "drift per version and stage, shadow vs. served disagreement, alerts")
+    region_arg(scores)
+    scores.add_argument("--date", type=_day, default=None,
+                        help="local day to judge, YYYY-MM-DD (default: the latest whole day in the prediction log, "
+                             "i.e. before today)")
+    scores.add_argument("--model", action="append", default=None, help="model name (repeatable; default: all logged)")
+    scores.add_argument("--dry-run", action="store_true",
+                        help="judge and print only: record no alert in triggers.db, run no hook, write no metrics file")
+    scores.set_defaults(handler=cmd_score_drift)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
+    from fedstore.regions.monitoring.drift import DRIFT
+    from fedstore.regions.monitoring.score_report import DISAGREE, score_report
+
+    region = config.region(args.region)
+    today = datetime.now(ZoneInfo(region.timezone)).date()
+    report = score_report(region, config.monitoring, day=args.date, today=today, models=args.model,
+                          record=not args.dry_run)
+    print(f"{report.region} score monitoring for {report.day} (local day; PSI, Jensen–Shannon distance beside it)")
+    print(table(["model (stage)", "scores", "PSI", "JS", "threshold", "rule", "verdict"], [
+        [v.series.label, _count(report, v), _num(v.verdict.psi), _num(v.verdict.js),
+         "–" if v.verdict.threshold is None else f"{v.verdict.threshold:.2f}", v.verdict.rule,
+         v.verdict.verdict.upper() if v.verdict.verdict == DRIFT else v.verdict.verdict]
+        for v in report.verdicts]))
+    if report.disagreements:
+        print("\nshadow vs. the model that answered, on the same entities:")
+        print(table(["shadow vs served", "entities", "mean |Δ|", "PSI", "verdict"], [
+            [d.pair.label, f"{d.pairs:,}", _num(d.mean_abs), _num(d.psi),
+             d.verdict.upper() if d.verdict == DISAGREE else d.verdict] for d in report.disagreements]))
+    print(f"\nalerts: {len(report.alerts) or 'none'}")
+    for a in report.alerts:
+        state = "" if args.dry_run else (" (new)" if a.trigger.new else " (ongoing)")
+        print(f"   ALERT{state} {a.message}{'; ' + a.trigger.hook if a.trigger.hook else ''}")
+    if report.metrics_file is not None:
+        print(f"\nmetrics: {report.metrics_file}; alerts recorded in {report.metrics_file.parent / 'triggers.db'}")
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _count(report: ScoreReport, v: ScoreVerdict) -> str:
+    frame = report.profiles.of(v.series)
+    return f"{int(frame.at[report.day, 'count']):,}" if report.day in frame.index else "0"
