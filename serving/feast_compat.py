@@ -129,6 +129,11 @@ def encode_feast_response(
         statuses = b"".join(
             _NOT_FOUND if found is None and not missing_is_present else _PRESENT for found in rows.values
         )
+        if answer.withheld:  # no consent for the call's purpose: Feast has no such status, NOT_FOUND says it best
+            marks = bytearray(statuses)
+            for i in answer.withheld:
+                marks[i] = FieldStatus.NOT_FOUND
+            statuses = bytes(marks)
         tails[v.name] = field(0x12, statuses) + fields(0x1A, [ts or b"" for ts in rows.ts_raw])
     single = answer.entities.count == 1  # the usual lookup: one entity, no per-row join
     for ref, i in zip(answer.resolved.refs, answer.resolved.value_positions(), strict=True):

@@ -9,6 +9,9 @@ their data lives.
             ─▶ the prediction log's queue (refused when full: nothing is answered unlogged)
             ─▶ the answer, without any shadow score
 
+**Consent**: an entity without consent for the call's purpose (``serving.consent``) is not scored
+and not logged: its result is ``scored: false`` with status ``WITHHELD_NO_CONSENT``.
+
 **Missing and stale values** are scored as training saw them: a value that is not found, null, or
 older than its view's max age is imputed as ``federation.training.rescale`` imputes a missing value
 (rescaled 0, the catalog's lower bound), and the answer says so per feature (its status, ``imputed``)
@@ -31,6 +34,7 @@ from datetime import UTC, datetime
 import grpc
 import numpy as np
 
+from fedstore.federation.consent import Purpose
 from fedstore.federation.grpc_handlers import status_details
 from fedstore.federation.traffic import route
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
@@ -56,7 +60,7 @@ class Scorer:
         self.clock = clock
 
     def score(self, feature_service: str, columns: Mapping[str, Sequence[object]], *,
-              time_left: float | None = None) -> pb.ScoreResponse:
+              time_left: float | None = None, purpose: Purpose = Purpose.SERVING) -> pb.ScoreResponse:
         region = self.features.region
         if self.log is None:
             raise NoModel(f"region {region} scores no model: its serving.models section is not configured")
@@ -71,7 +75,8 @@ class Scorer:
         models = (*serving.values(), *shadows)
         refs = tuple(dict.fromkeys(f for m in models for f in m.model.features))
         resolved = self.features.resolve(feature_service=None, refs=refs)
-        answer = self.features.get(resolved, columns, time_left=time_left)
+        answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
+        withheld = answer.withheld
         x, status = _values(resolved, answer)
         column = {ref: j for j, ref in enumerate(refs)}
         # per model (one version per stage), all entities at once: contributions, scores, as lists
@@ -88,6 +93,9 @@ class Scorer:
         now = self.clock()
         results, rows = [], []
         for i, key in enumerate(keys):
+            if withheld and i in withheld:  # no consent for this purpose: not scored, nothing logged
+                results.append(pb.EntityScore(scored=False, status=pb.WITHHELD_NO_CONSENT))
+                continue
             stage = route(region, key, occupied)
             model = serving.get(stage) if stage else None
             shadow = tuple(ShadowScore(s.name, s.version, scores[s.stage][i]) for s in shadows)
@@ -116,7 +124,8 @@ class Scorer:
                 imputed=tuple(r for r, ok in zip(refs, here, strict=True) if not ok), job_ids=tuple(jobs[i]),
                 source=answer.source))
         try:
-            self.log.append(rows)  # before answering: an answered prediction is a logged one
+            if rows:
+                self.log.append(rows)  # before answering: an answered prediction is a logged one
         except LogFull as e:
             self.features.metrics.predictions("refused_log_full", len(rows))
             raise Overloaded(f"region {region}: {e}") from None

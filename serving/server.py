@@ -17,7 +17,7 @@ servers make per call. The lane uses grpc's private core; when this grpcio lacks
 which. Everything else is grpc's thread-pool server on the same port: health, reflection,
 training-set streams, and ``FeatureServing/Score`` (``serving.scoring``) when the region scores
 (``serving.models``: the deployment follower and the prediction log start and stop with the node).
-Registry and snapshot reloads run on the refresher thread.
+Registry, snapshot and consent-record reloads run on the refresher thread.
 With ``serving.http_port``, Feast's feature-server HTTP API (``serving.http_api``) on a port of its
 own, answered by the same lookup path behind the same guard.
 """
@@ -52,6 +52,7 @@ from fedstore.regions.store.node import RegionNode
 from fedstore.serving.auth import TokenBook, TokenGuard
 from fedstore.serving.breaker import CircuitBreaker
 from fedstore.serving.catalog import CatalogCache
+from fedstore.serving.consent import ConsentCheck
 from fedstore.serving.datasets_servicer import HistoricalFeaturesServicer
 from fedstore.serving.fallback import SnapshotCache
 from fedstore.serving.feast_compat import SERVING_SERVICE, FeastCompatServicer
@@ -168,6 +169,10 @@ class ServingNode:
         )
         if self._loaded is not None:
             self.features.check_loaded = self._check_loaded
+        self.consent = ConsentCheck(region) if region.consent.required else None
+        if self.consent is not None:
+            self.features.consent = self.consent
+            self._run_step("consent", self.consent.refresh)  # unreadable: everyone withheld until it reads
         self.health = HealthService()
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
@@ -349,6 +354,8 @@ class ServingNode:
         # checks too (they shared one try), and a node answered "online" from an emptied Redis
         steps = (("registry", self._refresh_catalog), ("snapshots", self._refresh_snapshots),
                  ("health", self._check_health), ("freshness", self._export_freshness))
+        if self.consent is not None:
+            steps += (("consent", self.consent.refresh),)
         while not self._stop.wait(self.refresh_seconds):
             for name, step in steps:
                 self._run_step(name, step)

@@ -27,6 +27,7 @@ _NOT_FOUND = field(0x0A, b"\x10" + varint(pb.NOT_FOUND))  # an EntityResult.feat
 _STATUS_PRESENT = b"\x10" + varint(pb.PRESENT)
 _STATUS_NULL = b"\x10" + varint(pb.NULL_VALUE)
 _STATUS_OUTSIDE = b"\x10" + varint(pb.OUTSIDE_MAX_AGE)
+_WITHHELD = field(0x0A, b"\x10" + varint(pb.WITHHELD_NO_CONSENT))  # no value, no timestamp
 
 
 def entity_columns(request: pb.GetOnlineFeaturesRequest) -> dict[str, list[object]]:
@@ -56,7 +57,11 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
     now = answer.now
     out = [names]
     one, present, null = ONE_BYTE, _STATUS_PRESENT, _STATUS_NULL
+    withheld = answer.withheld
     for row in range(answer.entities.count):
+        if withheld and row in withheld:  # no consent for the call's purpose (serving.consent)
+            out.append(field(0x12, _WITHHELD * len(values_at)))
+            continue
         # per view, in resolved.views order: (its values, its timestamp field, 4 + that field's
         # length) when present and fresh, else (None, the whole entry every feature of the view gets, 0)
         cells: list[tuple[Sequence[bytes | None] | None, bytes, int]] = []
