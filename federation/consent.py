@@ -39,6 +39,9 @@ class Purpose(str, Enum):
 
 DEFAULTS = ("deny", "allow")
 
+# the gRPC metadata key (HTTP header) a lookup or a score names its purpose in (federation.access)
+PURPOSE_METADATA = "fedstore-purpose"
+
 
 @dataclass(frozen=True)
 class ConsentPolicy:

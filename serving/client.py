@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import grpc
 
+from fedstore.federation.consent import PURPOSE_METADATA
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
 

@@ -25,6 +25,7 @@ from feast.protos.feast.serving.ServingService_pb2 import (
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
+from fedstore.federation.consent import Purpose
 from fedstore.serving.entities import lookup_parser
 from fedstore.serving.errors import InvalidRequest
 from fedstore.serving.features import Answer, OnlineFeatures
@@ -56,12 +57,12 @@ class FeastCompatServicer:
                        self.GetFeastServingInfo),
         )
 
-    def GetFeastServingInfo(self, body: bytes, time_left: float | None) -> bytes:
+    def GetFeastServingInfo(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         """The Feast version whose contract these answers follow (the request has no fields)."""
         self._parse_info(body)  # a malformed message is INVALID_ARGUMENT, as for any other method
         return self._info
 
-    def GetOnlineFeatures(self, body: bytes, time_left: float | None) -> bytes:
+    def GetOnlineFeatures(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         request = self._parse(body)
         which = request.WhichOneof("kind")
         resolved = self.features.resolve(
@@ -75,7 +76,7 @@ class FeastCompatServicer:
                 columns[key] = [_python_value(v) for v in repeated.val]
             except Exception:
                 raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
-        answer = self.features.get(resolved, columns, time_left=time_left)
+        answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
         entity_values = [(key, [v.SerializeToString() for v in repeated.val]) for key, repeated in request.entities.items()]
         return encode_feast_response(answer, entity_values, request.full_feature_names, self.missing_entity_is_present)
 

@@ -35,7 +35,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fedstore.federation.access import AccessGuard
+from fedstore.federation.access import AccessGuard, Refusal
+from fedstore.federation.consent import PURPOSE_METADATA, Purpose
 from fedstore.serving.lookup_methods import LaneMethod, outcome
 from fedstore.serving.metrics import ServingMetrics
 from fedstore.serving.ports import CannotListen
@@ -128,9 +129,12 @@ class FeastHttpApi:
 
     async def _get_online_features(self, request: Request) -> Response:
         began = time.perf_counter()
-        refusal = self._guard.refusal((("authorization", request.headers.get("authorization", "")),), self._policy)
-        if refusal is not None:  # refused before the body is read (the guard counted it)
-            return _refused(refusal.code, _http_wording(refusal.details))
+        metadata = (("authorization", request.headers.get("authorization", "")),
+                    (PURPOSE_METADATA, request.headers.get(PURPOSE_METADATA, "")))
+        admitted = self._guard.admit(metadata, self._policy)
+        if isinstance(admitted, Refusal):  # refused before the body is read (the guard counted it)
+            return _refused(admitted.code, _http_wording(admitted.details))
+        purpose = admitted.purpose or Purpose.SERVING
         body = bytearray()
         try:
             async for chunk in request.stream():
@@ -141,7 +145,7 @@ class FeastHttpApi:
         except ClientDisconnect:  # the caller went away mid-body: nobody to answer
             return Response(status_code=400)
         loop = asyncio.get_running_loop()
-        got = await loop.run_in_executor(self._pool, outcome, self._lookup, bytes(body), None)
+        got = await loop.run_in_executor(self._pool, outcome, self._lookup, bytes(body), None, purpose)
         self._metrics.answered(self._lookup.label, got.code, time.perf_counter() - began)
         if got.response is None:
             return _refused(got.code, got.details)

@@ -211,9 +211,11 @@ def _entity_jobs(features: OnlineFeatures, resolved: Resolved, answer: Answer) -
 class ScoringServicer:
     """The Score method as a generic handler for grpc's thread-pool server (behind the token guard)."""
 
-    def __init__(self, scorer: Scorer, metrics: ServingMetrics) -> None:
+    def __init__(self, scorer: Scorer, metrics: ServingMetrics,
+                 purpose_of: Callable[[tuple[tuple[str, str | bytes], ...]], Purpose]) -> None:
         self.scorer = scorer
         self.metrics = metrics
+        self.purpose_of = purpose_of  # what the guard admitted a call with this metadata for
         self._parse = lookup_parser(pb.ScoreRequest, scorer.features.max_entities, _longest)
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -227,7 +229,9 @@ class ScoringServicer:
         time_left = remaining if remaining is not None and remaining < 1e6 else None
         try:
             request = self._parse(body)
-            response = self.scorer.score(request.feature_service, _columns(request), time_left=time_left)
+            purpose = self.purpose_of(tuple(context.invocation_metadata()))  # type: ignore[arg-type]
+            response = self.scorer.score(request.feature_service, _columns(request), time_left=time_left,
+                                         purpose=purpose)
         except ServingError as e:
             self.metrics.answered(METHOD, e.code, time.perf_counter() - began)
             context.abort(e.code, status_details(str(e)))

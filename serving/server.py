@@ -28,6 +28,7 @@ import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -36,6 +37,7 @@ from feast.protos.feast.serving import GrpcServer_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstore.federation import FederationConfig, RegionConfig
+from fedstore.federation.access import admitted_purpose
 from fedstore.federation.channels import centre_link
 from fedstore.federation.grpc_handlers import generic_handler
 from fedstore.federation.health_service import HealthService
@@ -178,7 +180,7 @@ class ServingNode:
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
         self.follower, self.predictions = self._models(config, centre_address)
         scorer = Scorer(self.features, self._deployment, self.predictions)
-        self._scoring = ScoringServicer(scorer, self.metrics).handler()
+        self._scoring = ScoringServicer(scorer, self.metrics, partial(admitted_purpose, self._tokens)).handler()
         lookups = (FeatureServingServicer(self.features).lane_method(), *self._compat.lane_methods())
         bind = address or region.serving_address
         http_port = http_port if http_port is not None else settings.http_port
@@ -246,8 +248,8 @@ class ServingNode:
                 return server, lane, ""
             except LaneUnsupported as e:  # nothing was registered; a fresh server all the same
                 why = str(e)
-        guard = TokenGuard((datasets, self._scoring, PublicLookups(lookups, self.metrics)), self._tokens,
-                           self.region.code, self.metrics)
+        public = PublicLookups(lookups, self.metrics, partial(admitted_purpose, self._tokens))
+        guard = TokenGuard((datasets, self._scoring, public), self._tokens, self.region.code, self.metrics)
         return self._grpc_server(guard, lookup_threads=settings.lookup_threads), None, why
 
     def _grpc_server(self, guard: TokenGuard, *, lookup_threads: int) -> grpc.Server:

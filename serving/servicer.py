@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Sequence
 
+from fedstore.federation.consent import Purpose
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 from fedstore.serving.catalog import Resolved
 from fedstore.serving.entities import lookup_parser
@@ -145,7 +146,7 @@ class FeatureServingServicer:
     def lane_method(self) -> LaneMethod:
         return LaneMethod(f"/{SERVICE}/{METHOD}", METHOD, self.GetOnlineFeatures)
 
-    def GetOnlineFeatures(self, body: bytes, time_left: float | None) -> bytes:
+    def GetOnlineFeatures(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         request = self._parse(body)
         which = request.WhichOneof("features")
         resolved = self.features.resolve(
@@ -153,7 +154,7 @@ class FeatureServingServicer:
             refs=tuple(request.feature_refs.refs),
             full_feature_names=request.full_feature_names,
         )
-        answer = self.features.get(resolved, entity_columns(request), time_left=time_left)
+        answer = self.features.get(resolved, entity_columns(request), time_left=time_left, purpose=purpose)
         return encode_response(answer, self.features.region, request.full_feature_names)
 
 

@@ -42,18 +42,25 @@ def _records(now: datetime, *, withdrawn: dict[int, datetime]) -> list[tuple]:
             for c in range(10) for p in ("serving", "evaluation")]
 
 
-@pytest.fixture()
-def served(tmp_path, clean_redis, monkeypatch):
+EVAL_TOKEN = "s3cret-eval"
+
+
+@pytest.fixture(params=["auto", "public"], ids=["lane", "public-api"])
+def served(request, tmp_path, clean_redis, monkeypatch):
     def configure(raw: dict) -> None:
         raw["regions"][0]["consent"] = {"required": ["serving", "evaluation"], "default": "deny"}
+        raw["auth"]["tokens"].append({"name": "eval-app", "secret_env": "TOKEN_EVAL", "roles": ["lookup"],
+                                      "regions": ["MY"], "purposes": ["serving", "evaluation"]})
 
-    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, configure=configure)
+    monkeypatch.setenv("TOKEN_EVAL", EVAL_TOKEN)
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, configure=configure,
+                      serving={"lookup_path": request.param})
     yield s
     s.server.stop(1)
 
 
-def _lookup(served, ids: list[int]):
-    with FeatureClient(served.address, token=TOKENS["fraud-app"], timeout=10) as client:
+def _lookup(served, ids: list[int], *, token: str = TOKENS["fraud-app"], purpose: str | None = None):
+    with FeatureClient(served.address, token=token, timeout=10, purpose=purpose) as client:
         return client.get_online_features(features=[FEATURE], entities={"customer_id": ids})
 
 
@@ -105,3 +112,50 @@ def test_feast_contract_answers_withheld_values_as_not_found(served):
     col = resp.results[names.index("txn_count_7d")]
     assert list(col.statuses) == [FieldStatus.PRESENT, FieldStatus.NOT_FOUND]
     assert col.values[0].WhichOneof("val") == "int64_val" and col.values[1].WhichOneof("val") is None
+
+
+def test_withdrawing_serving_does_not_stop_lookups_for_evaluation(served):
+    now = datetime.now(timezone.utc)
+    write_consent(served.node.data_dir, _records(now, withdrawn={3: now - timedelta(hours=1)}))
+    assert wait_until(lambda: _lookup(served, [1]).statuses["txn_count_7d"] == ["present"], 10)
+    # the same entity, the same node: withheld for serving, answered for evaluation (3 still consents to it)
+    for_serving = _lookup(served, [3], token=EVAL_TOKEN, purpose="serving")
+    for_evaluation = _lookup(served, [3], token=EVAL_TOKEN, purpose="evaluation")
+    assert for_serving.statuses["txn_count_7d"] == ["withheld_no_consent"]
+    assert for_evaluation.statuses["txn_count_7d"] == ["present"] and for_evaluation.values["txn_count_7d"][0] is not None
+    # the audit trail: who used rows for what
+    by_purpose = served.server.metrics.stats.purposes
+    assert by_purpose[("eval-app", "serving")] >= 1 and by_purpose[("eval-app", "evaluation")] == 1
+    assert by_purpose[("fraud-app", "serving")] >= 1 and ("fraud-app", "evaluation") not in by_purpose
+
+
+@pytest.mark.parametrize("token, purpose, fragment", [
+    (TOKENS["fraud-app"], "evaluation", "may not use features for evaluation (its purposes: serving)"),
+    (EVAL_TOKEN, None, "several purposes (evaluation, serving): name one in the 'fedstore-purpose' metadata"),
+    (EVAL_TOKEN, "marketing", "unknown purpose 'marketing'"),
+])
+def test_a_purpose_the_credential_lacks_is_permission_denied(served, token, purpose, fragment):
+    with pytest.raises(grpc.RpcError) as e:
+        _lookup(served, [1], token=token, purpose=purpose)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert fragment in e.value.details()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ({"roles": ["datasets"], "purposes": ["serving"]}, "only a credential with role lookup names purposes"),
+    ({"roles": ["lookup"], "purposes": ["marketing"]}, "unknown purpose 'marketing'"),
+    ({"roles": ["lookup"], "purposes": []}, "expected a non-empty list of purposes"),
+])
+def test_bad_purposes_in_the_config_are_one_line(tmp_path, extra, fragment):
+    import yaml
+
+    from fedstore.federation import ConfigError, load_config
+
+    raw = {"federation": {"name": "t"},
+           "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": "Asia/Kuala_Lumpur",
+                        "data_dir": "MY", "online_store": {"type": "sqlite"}, "serving_address": "127.0.0.1:1"}],
+           "auth": {"tokens": [{"name": "a", "secret_env": "X", "regions": ["MY"], **extra}]}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "f.yaml")
+    assert fragment in str(e.value) and "auth.tokens[0].purposes" in str(e.value)
