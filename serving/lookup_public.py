@@ -51,7 +51,7 @@ def _behaviour(method: LaneMethod, metrics: ServingMetrics,
         body = next(requests, None)
         left = context.time_remaining()
         got = outcome(method, body, None if left is None or left >= _NO_DEADLINE_SECONDS else left,
-                      purpose_of(tuple(context.invocation_metadata())))  # type: ignore[arg-type]
+                      purpose_of(tuple(context.invocation_metadata())))
         metrics.answered(method.label, got.code, time.perf_counter() - began)
         if got.response is None:
             context.abort(got.code, got.details)  # raises: grpc sends the status

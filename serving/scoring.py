@@ -229,7 +229,7 @@ class ScoringServicer:
         time_left = remaining if remaining is not None and remaining < 1e6 else None
         try:
             request = self._parse(body)
-            purpose = self.purpose_of(tuple(context.invocation_metadata()))  # type: ignore[arg-type]
+            purpose = self.purpose_of(tuple(context.invocation_metadata()))
             response = self.scorer.score(request.feature_service, _columns(request), time_left=time_left,
                                          purpose=purpose)
         except ServingError as e:

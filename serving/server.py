@@ -354,8 +354,9 @@ class ServingNode:
     def _refresh_loop(self) -> None:
         # each step on its own: a snapshot that cannot be loaded once stopped the health and lost-row
         # checks too (they shared one try), and a node answered "online" from an emptied Redis
-        steps = (("registry", self._refresh_catalog), ("snapshots", self._refresh_snapshots),
-                 ("health", self._check_health), ("freshness", self._export_freshness))
+        steps: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("registry", self._refresh_catalog), ("snapshots", self._refresh_snapshots),
+            ("health", self._check_health), ("freshness", self._export_freshness))
         if self.consent is not None:
             steps += (("consent", self.consent.refresh),)
         while not self._stop.wait(self.refresh_seconds):
