@@ -5,6 +5,8 @@
     order         canary_25 only from canary_5, full only from canary_25 (no skipping the canary); never down
     min_metrics   before canary or full, this region's own evaluation meets the policy's minimums
     occupied      a shadow or canary stage holds one version: roll the current one back first
+    consent_basis every contributing region's release rested on consent for each purpose the
+                  target's ``require_consent_basis`` lists (recorded by the registry at registration)
 
 With the region's ``gates`` (outcome evidence, ``EvidenceGates``), leaving a stage also needs:
 
@@ -49,6 +51,7 @@ def check_promotion(
             f"rule sources: {model.name} v{model.version} was trained partly on statistics from {', '.join(foreign)}; "
             f"models deployed in {region} may only use {allowed}"
         )
+    _consent_basis(model, region, policy)
     if current_stage is not None and STAGES.index(stage) < STAGES.index(current_stage):
         # moving down would vacate the higher stage and drop its traffic: that is a rollback's job
         raise PolicyRefused(
@@ -74,6 +77,25 @@ def check_promotion(
             raise PolicyRefused(f"rule min_metrics: {region} requires {metric} ≥ {minimum:g}; {seen}")
     if stage != "full":
         _free(stage, region, occupant)
+
+
+def _consent_basis(model: ModelVersion, region: str, policy: DeploymentPolicy) -> None:
+    """Every source region's release rested on consent for every purpose the policy requires."""
+    basis = model.candidate.consent_basis
+    for purpose in policy.require_consent_basis:
+        lacking = []
+        for source in model.source_regions:
+            b = basis.get(source)
+            if b is None:
+                lacking.append(f"{source} (its release recorded no consent basis)")
+            elif b.purpose != purpose:
+                lacking.append(f"{source} (its release rested on {b.purpose})")
+            elif not b.consent_required:
+                lacking.append(f"{source} (its law does not make {purpose} need consent: no one's consent was checked)")
+        if lacking:
+            raise PolicyRefused(
+                f"rule consent_basis: {region} deploys only models whose every source released its statistics under "
+                f"consent for {purpose}; {model.name} v{model.version} lacks it from {', '.join(lacking)}")
 
 
 def _free(stage: str, region: str, occupant: tuple[str, int] | None) -> None:
