@@ -44,8 +44,13 @@ class PurposeState:
 
     def withheld(self, entities: Entities, join_keys: tuple[str, ...]) -> tuple[int, ...]:
         """The rows (indices) any of whose join keys' entities is not allowed."""
-        out: set[int] = set()
         empty: frozenset[object] = frozenset()
+        if entities.count == 1:  # the usual lookup: no intermediate collections
+            for key in join_keys:
+                if (entities.columns[key][0] in self.listed.get(key, empty)) is self.allows_unlisted:
+                    return (0,)
+            return ()
+        out: set[int] = set()
         for key in join_keys:
             listed = self.listed.get(key, empty)
             values = entities.columns[key]
