@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -32,6 +32,15 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class RowFilter(Protocol):
+    """A condition on a source's rows applied in the read's own query (``regions.consent.ConsentInQuery``):
+    the reader sets ``left_out`` to the rows it left out; left None, the caller filters them itself."""
+
+    condition: str
+    params: list[Any]
+    left_out: int | None
+
+
 def read_latest(
     fv: FeatureView,
     start: datetime,
@@ -42,13 +51,16 @@ def read_latest(
     batch_rows: int,
     created_since: datetime | None = None,
     quarantine: Quarantine | None = None,
+    keep: RowFilter | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """With ``quarantine``, rows that break the view's contract are set aside there (``quarantine.py``)."""
+    """With ``quarantine``, rows that break the view's contract are set aside there (``quarantine.py``);
+    with ``keep``, only the latest rows that meet its condition are read (local Parquet sources;
+    others leave ``keep.left_out`` None)."""
     join_keys = [e.name for e in fv.entity_columns]
     # the repo path is the region's data directory (feast_config.repo_config), where its ledger lives
     erased = read_erased(Path(config.repo_path)) if config.repo_path else ErasedKeys()
     batches = _read(fv, start, end, join_keys, config=config, offline_store=offline_store, batch_rows=batch_rows,
-                    created_since=created_since, quarantine=quarantine, erased=erased)
+                    created_since=created_since, quarantine=quarantine, erased=erased, keep=keep)
     if not erased:
         yield from batches
         return
@@ -70,6 +82,7 @@ def _read(
     created_since: datetime | None,
     quarantine: Quarantine | None,
     erased: ErasedKeys,
+    keep: RowFilter | None = None,
 ) -> Iterator[pa.RecordBatch]:
     source = batch_source(fv)
     features = [f.name for f in fv.features]
@@ -78,7 +91,7 @@ def _read(
         if not path.is_absolute():
             path = Path(config.repo_path or ".") / path
         yield from _duckdb_latest(path, source, join_keys, features, start, end, batch_rows, created_since,
-                                  fv if quarantine is not None else None, quarantine, erased)
+                                  fv if quarantine is not None else None, quarantine, erased, keep)
         return
     if quarantine is not None:
         raise InvalidSource(f"feature view {fv.name}: quarantine mode reads local Parquet sources only "
@@ -109,6 +122,7 @@ def _duckdb_latest(
     fv: FeatureView | None = None,
     quarantine: Quarantine | None = None,
     erased: ErasedKeys | None = None,
+    keep: RowFilter | None = None,
 ) -> Iterator[pa.RecordBatch]:
     reverse = {v: k for k, v in (source.field_mapping or {}).items()}  # feature name -> column
     ts = source.timestamp_field
@@ -158,6 +172,9 @@ def _duckdb_latest(
             if erased:  # an erased entity's rows are not kept here either
                 set_aside = (erased.drop(b, join_keys) for b in set_aside)
             write_rejected(set_aside, quarantine)
+        if keep is not None:
+            yield from _kept(con, sql, params, keep, batch_rows)
+            return
         reader = _stream(con.sql(sql, params=params), batch_rows)
         for batch in reader:
             if batch.num_rows:
@@ -166,6 +183,26 @@ def _duckdb_latest(
         raise InvalidSource(f"source {path} could not be read: {str(e).splitlines()[0]}") from None
     finally:
         con.close()
+
+
+def _kept(con: duckdb.DuckDBPyConnection, latest: str, params: list[object], keep: RowFilter,
+          batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The latest rows that meet ``keep``'s condition, in the same query (a semi-join DuckDB hashes
+    once), with the count of those left out beside them (a window over the latest rows)."""
+    con.execute("SET TimeZone = 'UTC'")  # a consent record's time without a zone is UTC
+    checked = f"SELECT *, {keep.condition} AS __ok FROM ({latest})"
+    sql = (f"SELECT * EXCLUDE (__ok) FROM (SELECT *, count(*) FILTER (WHERE NOT __ok) OVER () AS __left_out "
+           f"FROM ({checked})) WHERE __ok")
+    left_out = None
+    for batch in _stream(con.sql(sql, params=keep.params + params), batch_rows):
+        if batch.num_rows:
+            if left_out is None:
+                left_out = int(batch.column(batch.num_columns - 1)[0].as_py())
+            yield batch.drop_columns(["__left_out"])
+    if left_out is None:  # nothing kept: the count comes from the rows themselves
+        row = con.execute(f"SELECT count(*) FILTER (WHERE NOT __ok) FROM ({checked})", keep.params + params).fetchone()
+        left_out = int(row[0]) if row else 0
+    keep.left_out = left_out
 
 
 def _stream(relation: duckdb.DuckDBPyRelation, batch_rows: int) -> pa.RecordBatchReader:
