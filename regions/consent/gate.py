@@ -64,24 +64,19 @@ class ConsentGate:
         return table.filter(pa.array(ok)), int((~ok).sum())
 
     def in_query(self, join_keys: list[str], at: datetime) -> ConsentInQuery | None:
-        """The filter as SQL a source read applies in its own query (one hash semi-join per key, no
-        pass over the rows in Python), judged at ``at``; None when the records cannot be joined
-        (no file: ``keep`` then decides on the default alone, at no cost)."""
+        """The filter as sets a source read joins in its own query (one hash join per key, no pass
+        over the rows in Python), judged at ``at``; None when the records cannot be joined (no
+        file: ``keep`` then decides on the default alone, at no cost)."""
         if not self.active or not self.records.exists():
             return None
-        conditions, params = [], []
-        for key in join_keys:
-            # per entity the withdrawal of its latest grant by then, as ``ConsentRecords.states_at``
-            state = ("SELECT entity_id FROM (SELECT entity_id, arg_max_null(withdrawn_at::TIMESTAMPTZ, granted_at) AS w"
-                     " FROM read_parquet(?) WHERE join_key = ? AND purpose = ? AND granted_at::TIMESTAMPTZ <= "
-                     "?::TIMESTAMPTZ GROUP BY entity_id) WHERE ")
-            column = f'TRY_CAST("{key.replace(chr(34), chr(34) * 2)}" AS BIGINT)'
-            if self.policy.default_allows:  # everyone but those whose record says no
-                conditions.append(f"{column} NOT IN ({state}w IS NOT NULL AND w <= ?::TIMESTAMPTZ)")
-            else:
-                conditions.append(f"coalesce({column} IN ({state}w IS NULL OR w > ?::TIMESTAMPTZ), false)")
-            params += [str(self.records.path), key, self.purpose.value, at, at]
-        return ConsentInQuery(" AND ".join(conditions), params)
+        # per entity the withdrawal of its latest grant by then, as ``ConsentRecords.states_at``:
+        # default deny keeps those whose consent holds, default allow drops those whose record says no
+        which = "w IS NOT NULL AND w <= ?::TIMESTAMPTZ" if self.policy.default_allows else "w IS NULL OR w > ?::TIMESTAMPTZ"
+        state = ("SELECT entity_id FROM (SELECT entity_id, arg_max_null(withdrawn_at::TIMESTAMPTZ, granted_at) AS w"
+                 " FROM read_parquet(?) WHERE join_key = ? AND purpose = ? AND granted_at::TIMESTAMPTZ <= "
+                 f"?::TIMESTAMPTZ GROUP BY entity_id) WHERE {which}")
+        sets = [(key, state, [str(self.records.path), key, self.purpose.value, at, at]) for key in join_keys]
+        return ConsentInQuery(sets, keep_listed=not self.policy.default_allows)
 
     def snapshot(self) -> dict[str, Any]:
         """The consent basis of a use: purpose, policy, and the records' fingerprint when they were read."""
@@ -94,11 +89,12 @@ class ConsentGate:
 
 @dataclass
 class ConsentInQuery:
-    """A consent filter as a SQL condition on a source's rows (``ConsentGate.in_query``). The reader
-    that applies it sets ``left_out`` (rows it left out); None: not applied, filter the rows yourself."""
+    """A consent filter as sets of entity ids a source read joins (``ConsentGate.in_query``): per
+    join key, (the key, the SQL of its set, its parameters). The reader that applies it sets
+    ``left_out`` (rows it left out); None: not applied, filter the rows yourself."""
 
-    condition: str
-    params: list[Any]
+    sets: list[tuple[str, str, list[Any]]]
+    keep_listed: bool  # keep a row whose keys are all in their sets (else: none of them is)
     left_out: int | None = None
 
 
