@@ -159,3 +159,51 @@ def test_bad_purposes_in_the_config_are_one_line(tmp_path, extra, fragment):
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "f.yaml")
     assert fragment in str(e.value) and "auth.tokens[0].purposes" in str(e.value)
+
+
+def test_feasts_http_api_takes_the_purpose_header_and_withholds_as_not_found(tmp_path, clean_redis, monkeypatch):
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    def configure(raw: dict) -> None:
+        raw["regions"][0]["consent"] = {"required": ["serving", "evaluation"], "default": "deny"}
+        raw["auth"]["tokens"].append({"name": "eval-app", "secret_env": "TOKEN_EVAL", "roles": ["lookup"],
+                                      "regions": ["MY"], "purposes": ["serving", "evaluation"]})
+
+    monkeypatch.setenv("TOKEN_EVAL", EVAL_TOKEN)
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, configure=configure, serving={"http_port": port})
+    try:
+        now = datetime.now(timezone.utc)
+        write_consent(s.node.data_dir, _records(now, withdrawn={3: now - timedelta(hours=1)}))
+        assert wait_until(lambda: _lookup(s, [1]).statuses["txn_count_7d"] == ["present"], 10)
+
+        def post(purpose: str | None, token: str = EVAL_TOKEN) -> tuple[int, object]:
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+            if purpose:
+                headers["fedstore-purpose"] = purpose
+            body = json.dumps({"features": [FEATURE], "entities": {"customer_id": [1, 3]}}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/get-online-features", data=body, headers=headers,
+                                         method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+
+        status, answer = post("serving")
+        assert status == 200
+        column = answer["results"][answer["metadata"]["feature_names"].index("txn_count_7d")]
+        assert column["statuses"] == ["PRESENT", "NOT_FOUND"] and column["values"][1] is None
+        status, answer = post("evaluation")
+        column = answer["results"][answer["metadata"]["feature_names"].index("txn_count_7d")]
+        assert status == 200 and column["statuses"] == ["PRESENT", "PRESENT"]
+        status, text = post(None)  # several purposes, none named
+        assert status == 403 and "name one in the 'fedstore-purpose' metadata" in str(text)
+    finally:
+        s.server.stop(1)
