@@ -64,18 +64,19 @@ class ConsentGate:
         return table.filter(pa.array(ok)), int((~ok).sum())
 
     def in_query(self, join_keys: list[str], at: datetime) -> ConsentInQuery | None:
-        """The filter as sets a source read joins in its own query (one hash join per key, no pass
-        over the rows in Python), judged at ``at``; None when the records cannot be joined (no
-        file: ``keep`` then decides on the default alone, at no cost)."""
+        """The filter as sets of entity ids a source read joins in its own query (one hash join per
+        key, no pass over the rows in Python), judged at ``at``; each key's state is read from the
+        records once per gate and time, whichever views use it. None when there are no records to
+        join (``keep`` then decides on the default alone, at no cost)."""
         if not self.active or not self.records.exists():
             return None
-        # per entity the withdrawal of its latest grant by then, as ``ConsentRecords.states_at``:
-        # default deny keeps those whose consent holds, default allow drops those whose record says no
-        which = "w IS NOT NULL AND w <= ?::TIMESTAMPTZ" if self.policy.default_allows else "w IS NULL OR w > ?::TIMESTAMPTZ"
-        state = ("SELECT entity_id FROM (SELECT entity_id, arg_max_null(withdrawn_at::TIMESTAMPTZ, granted_at) AS w"
-                 " FROM read_parquet(?) WHERE join_key = ? AND purpose = ? AND granted_at::TIMESTAMPTZ <= "
-                 f"?::TIMESTAMPTZ GROUP BY entity_id) WHERE {which}")
-        sets = [(key, state, [str(self.records.path), key, self.purpose.value, at, at]) for key in join_keys]
+        sets = []
+        for key in join_keys:
+            if (key, at) not in self._states:
+                self._states[(key, at)] = self.records.states_at(self.purpose, key, at)
+            held, refused = self._states[(key, at)]
+            # default deny keeps those whose consent holds; default allow drops those whose record says no
+            sets.append((key, refused if self.policy.default_allows else held))
         return ConsentInQuery(sets, keep_listed=not self.policy.default_allows)
 
     def snapshot(self) -> dict[str, Any]:
@@ -90,10 +91,10 @@ class ConsentGate:
 @dataclass
 class ConsentInQuery:
     """A consent filter as sets of entity ids a source read joins (``ConsentGate.in_query``): per
-    join key, (the key, the SQL of its set, its parameters). The reader that applies it sets
-    ``left_out`` (rows it left out); None: not applied, filter the rows yourself."""
+    join key, (the key, its set of ids). The reader that applies it sets ``left_out`` (rows it left
+    out); None: not applied, filter the rows yourself."""
 
-    sets: list[tuple[str, str, list[Any]]]
+    sets: list[tuple[str, pa.Array]]
     keep_listed: bool  # keep a row whose keys are all in their sets (else: none of them is)
     left_out: int | None = None
 

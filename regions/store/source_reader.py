@@ -34,10 +34,10 @@ def _quote(name: str) -> str:
 
 class RowFilter(Protocol):
     """Sets of entity ids joined in the read's own query (``regions.consent.ConsentInQuery``): per join
-    key (the key, its set's SQL, the set's parameters), rows kept when every key is in its set
-    (``keep_listed``) or when none is. The reader sets ``left_out``; left None, the caller filters."""
+    key (the key, its set of int64 ids), rows kept when every key is in its set (``keep_listed``) or
+    when none is. The reader sets ``left_out``; left None, the caller filters."""
 
-    sets: list[tuple[str, str, list[Any]]]
+    sets: list[tuple[str, pa.Array]]
     keep_listed: bool
     left_out: int | None
 
@@ -191,14 +191,13 @@ def _kept(con: duckdb.DuckDBPyConnection, latest: str, params: list[object], kee
     """The latest rows ``keep`` keeps, joined in the same query (a hash join per key), held in a
     temporary table so the rows left out are counted without a second read of the source (an
     ``IN (subquery)`` in an expression, or a window count, made DuckDB 2 take minutes at 1M rows)."""
-    con.execute("SET TimeZone = 'UTC'")  # a consent record's time without a zone is UTC
-    joins, ok, set_params = [], [], []
-    for i, (key, sql, p) in enumerate(keep.sets):
-        joins.append(f"LEFT JOIN ({sql}) __s{i} ON TRY_CAST(__l.{_quote(key)} AS BIGINT) = __s{i}.entity_id")
-        ok.append(f"__s{i}.entity_id IS {'NOT ' if keep.keep_listed else ''}NULL")
-        set_params += p
+    joins, ok = [], []
+    for i, (key, ids) in enumerate(keep.sets):
+        con.register(f"__set{i}", pa.table({"entity_id": ids.cast(pa.int64())}))  # Arrow, scanned in place
+        joins.append(f"LEFT JOIN __set{i} ON TRY_CAST(__l.{_quote(key)} AS BIGINT) = __set{i}.entity_id")
+        ok.append(f"__set{i}.entity_id IS {'NOT ' if keep.keep_listed else ''}NULL")
     con.execute(f"CREATE TEMP TABLE __kept AS SELECT __l.*, {' AND '.join(ok)} AS __ok FROM ({latest}) __l "
-                + " ".join(joins), params + set_params)
+                + " ".join(joins), params)
     rows = con.sql("SELECT count(*) FILTER (WHERE NOT __ok) FROM __kept").fetchall()
     keep.left_out = int(rows[0][0]) if rows else 0
     for batch in _stream(con.sql("SELECT * EXCLUDE (__ok) FROM __kept WHERE __ok"), batch_rows):
