@@ -23,6 +23,7 @@ import duckdb
 import numpy as np
 
 from fedstore.aggregator.errors import StoreInUse
+from fedstore.federation.consent import ConsentBasis
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 _SCHEMA = """
@@ -52,6 +53,11 @@ CREATE TABLE IF NOT EXISTS training_statistics (
 -- XᵀX over both classes, one per training submission (class rows then carry an empty xtx; a store
 -- written before has per-class xtx and no row here)
 CREATE TABLE IF NOT EXISTS training_moments (submission_id VARCHAR NOT NULL, xtx DOUBLE[] NOT NULL);
+-- what a release rested on (issue 30): its purpose, whether consent was required, the region's snapshot id
+CREATE TABLE IF NOT EXISTS consent_basis (
+    submission_id VARCHAR NOT NULL, purpose VARCHAR NOT NULL, consent_required BOOLEAN NOT NULL,
+    snapshot_id VARCHAR NOT NULL
+);
 CREATE SEQUENCE IF NOT EXISTS quarantine_event_ids START 1;
 CREATE TABLE IF NOT EXISTS quarantine_events (
     event_id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_event_ids'), happened_at TIMESTAMPTZ NOT NULL,
@@ -65,7 +71,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
 
 
 _TABLES = ("submissions", "feature_statistics", "segment_statistics", "training_statistics", "training_moments",
-           "evaluations", "quarantine_events")
+           "evaluations", "quarantine_events", "consent_basis")
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class TrainingRow:
     epsilon: float
     delta: float = 0.0
     period: str = ""
+    consent: ConsentBasis | None = None  # what the release rested on; None: it recorded no basis
 
 
 # quarantine actions, as stored
@@ -241,6 +248,10 @@ class SubmissionStore:
                         "INSERT INTO evaluations VALUES (?,?,?,?,?)",
                         [[sub.submission_id, e.model_name, e.model_version, h.label, list(h.counts)] for h in e.classes],
                     )
+                if sub.HasField("consent"):
+                    c = sub.consent
+                    self._db.execute("INSERT INTO consent_basis VALUES (?,?,?,?)",
+                                     [sub.submission_id, c.purpose, c.consent_required, c.snapshot_id])
                 if quarantine_why is not None:
                     self._event(QUARANTINE, sub.submission_id, who="centre", why=quarantine_why, at=receipt.accepted_at)
                 self._db.execute("COMMIT")
@@ -279,9 +290,10 @@ class SubmissionStore:
                 WHERE (? IS NULL OR s.period = ?) AND s.submission_id NOT IN """ + _HELD + """
             )
             SELECT l.submission_id, l.region, t.features, t.class_label, t.n, t.sum_x, t.xtx, l.epsilon, l.delta,
-                   l.period, m.xtx
+                   l.period, m.xtx, c.purpose, c.consent_required, c.snapshot_id
             FROM latest l JOIN training_statistics t USING (submission_id)
                  LEFT JOIN training_moments m USING (submission_id)
+                 LEFT JOIN consent_basis c USING (submission_id)
             WHERE l.k = 1 ORDER BY l.region, t.class_label"""
         with self._lock:
             rows = self._db.execute(sql, [feature_service, period, period]).fetchall()
@@ -292,7 +304,8 @@ class SubmissionStore:
                 legacy[r[0]] = legacy.get(r[0], 0) + np.asarray(r[6], dtype=float)
         return [TrainingRow(r[0], r[1], tuple(r[2]), int(r[3]), float(r[4]), tuple(r[5]),
                             tuple(r[10]) if r[10] is not None else tuple(map(float, legacy[r[0]])), float(r[7]),
-                            float(r[8]), r[9]) for r in rows]
+                            float(r[8]), r[9], ConsentBasis(r[11], bool(r[12]), r[13]) if r[11] is not None else None)
+                for r in rows]
 
     # --- quarantine (append-only events; a submission's status is its latest) -----------------
 

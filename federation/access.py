@@ -7,6 +7,11 @@ caller the table does not admit, or any caller of a method the table does not na
 PERMISSION_DENIED, naming the rule it broke ("rule role: …"; the refusal's ``rule``). Health and reflection are not
 behind the guard (``Scope.OPEN``). What the guard cannot know before the request is read, the
 region a request names (``Scope.REQUEST_REGION``), its service checks with ``Caller.allows``.
+
+A call of a lookup-role method (lookups, Score) is made for a purpose (``federation.consent``): the
+one its ``fedstore-purpose`` metadata names, or its credential's only one. A purpose the credential
+does not carry (``auth.tokens[].purposes``), or none named when it carries several, is
+PERMISSION_DENIED, before the message is read; the admitted purpose goes with the call (``Admitted``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import grpc
 from fedstore.federation.error_boundary import abort, code_of
 from fedstore.federation.errors import FedstoreError, PermissionDenied, Unauthenticated
 from fedstore.federation.grpc_handlers import first_handler
-from fedstore.federation.roles import POLICIES, Scope
+from fedstore.federation.consent import PURPOSE_METADATA, Purpose
+from fedstore.federation.roles import POLICIES, Role, Scope
 from fedstore.federation.tokens import Caller, TokenBook, authorization_scheme, bearer_token
 
 
@@ -60,6 +66,20 @@ def decide(caller: Caller, method: str, *, region: str | None) -> Refusal | None
     return None
 
 
+def admitted_purpose(book: TokenBook, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Purpose:
+    """The purpose of a call the guard admitted: a handler on grpc's own server, which gets the
+    call's metadata but not the guard's verdict, asks it again (uncounted)."""
+    caller = book.caller(bearer_token(metadata) or "")
+    got = call_purpose(caller, metadata) if caller is not None else None
+    if not isinstance(got, Purpose):  # unreachable for an admitted call: refused before it ran
+        raise PermissionError("the call was not admitted for a purpose")
+    return got
+
+
+# methods whose calls name a purpose: the lookup role's (rows of persons, used for something)
+PURPOSEFUL = frozenset(m for m, p in POLICIES.items() if p.role is Role.LOOKUP)
+
+
 def unauthenticated(metadata: tuple[tuple[str, str | bytes], ...] | None) -> Refusal:
     """The refusal of a call without a bearer token."""
     scheme = authorization_scheme(metadata)
@@ -70,6 +90,39 @@ def unauthenticated(metadata: tuple[tuple[str, str | bytes], ...] | None) -> Ref
 
 
 UNKNOWN_TOKEN = Unauthenticated("unknown token")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An admitted call: who, and what for (for a method whose role carries a purpose; else None)."""
+
+    caller: str
+    purpose: Purpose | None = None
+
+
+def call_purpose(caller: Caller, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Purpose | Refusal:
+    """The purpose a call is made for: the one its ``fedstore-purpose`` metadata names, or the
+    credential's only one; a purpose the credential does not carry is refused (PERMISSION_DENIED)."""
+    named = None
+    for key, value in metadata or ():
+        if key == PURPOSE_METADATA:
+            named = (value.decode(errors="replace") if isinstance(value, bytes) else value).strip()
+            break
+    held = ", ".join(sorted(p.value for p in caller.purposes)) or "none"
+    if not named:
+        if len(caller.purposes) == 1:
+            return next(iter(caller.purposes))
+        return PermissionDenied(f"caller {caller.name!r} may act for several purposes ({held}): name one in "
+                                f"the {PURPOSE_METADATA!r} metadata", rule="purpose")
+    try:
+        purpose = Purpose(named)
+    except ValueError:
+        return PermissionDenied(f"unknown purpose {named[:40]!r} in {PURPOSE_METADATA!r}; purposes are "
+                                f"{', '.join(p.value for p in Purpose)}", rule="purpose")
+    if purpose not in caller.purposes:
+        return PermissionDenied(f"caller {caller.name!r} may not use features for {purpose.value} "
+                                f"(its purposes: {held})", rule="purpose")
+    return purpose
 
 
 class AccessObserver(Protocol):
@@ -105,6 +158,11 @@ class AccessGuard(grpc.GenericRpcHandler):
 
     def refusal(self, metadata: tuple[tuple[str, str | bytes], ...] | None, method: str) -> Refusal | None:
         """Why a call of ``method`` with this metadata is refused (counted); None: admitted (counted)."""
+        got = self.admit(metadata, method)
+        return got if isinstance(got, Refusal) else None
+
+    def admit(self, metadata: tuple[tuple[str, str | bytes], ...] | None, method: str) -> Refusal | Admitted:
+        """Why a call of ``method`` is refused, or who it is and its purpose (each counted)."""
         token = bearer_token(metadata)
         if not token:
             missing = unauthenticated(metadata)
@@ -116,11 +174,17 @@ class AccessGuard(grpc.GenericRpcHandler):
             return UNKNOWN_TOKEN
         decisions = self._decisions[caller.name]
         refusal = decisions[method] if method in decisions else decide(caller, method, region=self.region)
+        purpose = None
+        if refusal is None and method in PURPOSEFUL:
+            got = call_purpose(caller, metadata)
+            refusal, purpose = (got, None) if isinstance(got, Refusal) else (None, got)
         if refusal is not None:
             self._refused(refusal, caller.name)
-        elif self.observer is not None:
+            return refusal
+        if self.observer is not None:
             self.observer.admitted(caller.name)
-        return refusal
+        return Admitted(caller.name, purpose)
+
 
     def _refused(self, refusal: Refusal, caller: str) -> None:
         if self.observer is not None:
@@ -140,4 +204,4 @@ def deny_unread(refusal: Refusal) -> grpc.RpcMethodHandler:
     return grpc.stream_unary_rpc_method_handler(handler)
 
 
-__all__ = ["AccessGuard", "AccessObserver", "Refusal", "UNKNOWN_TOKEN", "decide", "deny_unread", "unauthenticated"]
+__all__ = ["Admitted", "AccessGuard", "AccessObserver", "PURPOSEFUL", "Refusal", "admitted_purpose", "call_purpose", "UNKNOWN_TOKEN", "decide", "deny_unread", "unauthenticated"]

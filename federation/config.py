@@ -20,7 +20,7 @@ regions:
     consent: {required: [global_statistics], default: deny}  # optional: federation/consent.py
 auth:                                # credentials: roles and regions (federation/roles.py, docs/security.md)
   tokens:
-    - {name: app-my, secret_env: APP_MY_TOKEN, roles: [lookup], regions: [MY]}
+    - {name: app-my, secret_env: APP_MY_TOKEN, roles: [lookup], regions: [MY], purposes: [serving]}
     - {name: my-models, secret_env: MY_MODELS_TOKEN, roles: [registry-read], regions: [MY]}
 ```
 """
@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from fedstore.federation.consent import ConsentPolicy, parse_consent
+from fedstore.federation.consent import ConsentPolicy, Purpose, parse_consent
 from fedstore.federation.deployment_policy import DeploymentPolicy, parse_policies
 from fedstore.federation.errors import ConfigError
 from fedstore.federation.monitoring import MonitoringConfig, parse_monitoring
@@ -144,6 +144,8 @@ class TokenConfig:
     secret_env: str | None = None
     secret_file: Path | None = None
     roles: frozenset[Role] = frozenset()  # what it may do in those regions (federation.roles); none: nothing
+    # what a lookup role's calls may be for (federation.consent.Purpose); a call names one of them
+    purposes: frozenset[Purpose] = frozenset()
 
     def allows(self, region: str) -> bool:
         return "*" in self.regions or region in self.regions
@@ -511,7 +513,7 @@ def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
     for i, t in enumerate(m["tokens"]):
         where = f"auth.tokens[{i}]"
         tm = _mapping(t, where)
-        _keys(tm, where, required={"name", "regions", "roles"}, optional={"secret_env", "secret_file"})
+        _keys(tm, where, required={"name", "regions", "roles"}, optional={"secret_env", "secret_file", "purposes"})
         name = _string(tm["name"], f"{where}.name")
         if name in names:
             raise ConfigError(f"{where}.name: token {name!r} is defined twice")
@@ -529,6 +531,7 @@ def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
         violation = region_rule_violation(roles, allowed)
         if violation:
             raise ConfigError(f"{where}.regions: {violation}")
+        purposes = _purposes(tm.get("purposes"), roles, f"{where}.purposes")
         secret_file = None
         if "secret_file" in tm:
             secret_file = Path(_string(tm["secret_file"], f"{where}.secret_file"))
@@ -540,9 +543,21 @@ def _auth(raw: Any, base_dir: Path, codes: set[str]) -> tuple[TokenConfig, ...]:
                 secret_env=_string(tm["secret_env"], f"{where}.secret_env") if "secret_env" in tm else None,
                 secret_file=secret_file,
                 roles=roles,
+                purposes=purposes,
             )
         )
     return tuple(tokens)
+
+
+def _purposes(raw: Any, roles: frozenset[Role], where: str) -> frozenset[Purpose]:
+    """What a lookup credential's calls may be for; not given: serving alone (lookups for an app)."""
+    if raw is None:
+        return frozenset({Purpose.SERVING}) if Role.LOOKUP in roles else frozenset()
+    if Role.LOOKUP not in roles:
+        raise ConfigError(f"{where}: only a credential with role lookup names purposes (lookups and scores do)")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: expected a non-empty list of purposes ({', '.join(p.value for p in Purpose)})")
+    return frozenset(Purpose.parse(p, where) for p in raw)
 
 
 def _roles(raw: Any, where: str) -> frozenset[Role]:

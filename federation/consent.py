@@ -39,6 +39,27 @@ class Purpose(str, Enum):
 
 DEFAULTS = ("deny", "allow")
 
+# the gRPC metadata key (HTTP header) a lookup or a score names its purpose in (federation.access)
+PURPOSE_METADATA = "fedstore-purpose"
+
+
+@dataclass(frozen=True)
+class ConsentBasis:
+    """What one region's release rested on: the purpose its consent gate filtered for, whether its
+    law makes that purpose need consent, and the opaque id of the consent snapshot (the region maps
+    it to its records' fingerprint). Carried release → centre → registry, checked at promotion."""
+
+    purpose: str
+    consent_required: bool
+    snapshot_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"purpose": self.purpose, "consent_required": self.consent_required, "snapshot_id": self.snapshot_id}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "ConsentBasis":
+        return cls(str(raw["purpose"]), bool(raw["consent_required"]), str(raw["snapshot_id"]))
+
 
 @dataclass(frozen=True)
 class ConsentPolicy:

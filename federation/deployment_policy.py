@@ -3,10 +3,12 @@
 ```yaml
 deployment_policy:
   ID: {allowed_sources: [ID], shadow_first: true, min_metrics: {auc: 0.65}}
-  MY: {allowed_sources: "*", gates: {min_outcomes: 500, margin: 0.02}}
+  MY: {allowed_sources: "*", gates: {min_outcomes: 500, margin: 0.02}, require_consent_basis: [global_statistics]}
 ```
 A region without an entry gets the defaults below: any anonymised source, shadow first, no metric
-minimum. Both the registry (which enforces it) and operators (who read it) use this module.
+minimum, no consent basis required. ``require_consent_basis`` lists purposes every region whose
+statistics trained a model must have released them under consent for (its law required consent
+for the purpose, and the release recorded that basis): promotion refuses a model without it. Both the registry (which enforces it) and operators (who read it) use this module.
 
 Every region has the time gate: a version leaves a canary stage after 48 h there at the earliest
 (``TIME_GATE``, the default of a policy without ``gates``). ``gates`` turns on, besides it, the gates
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedstore.federation.consent import Purpose
 from fedstore.federation.errors import ConfigError
 
 METRICS = ("auc", "accuracy")
@@ -55,6 +58,9 @@ class DeploymentPolicy:
     shadow_first: bool = True  # a version must have run in shadow here before it takes traffic
     min_metrics: Mapping[str, float] = field(default_factory=dict)  # this region's own evaluation must meet them
     gates: EvidenceGates = TIME_GATE  # the time gate alone unless the policy names its gates
+    # purposes every contributing region's release must have rested on consent for (a basis the
+    # registry recorded, with consent required there): e.g. ("global_statistics",) for cross-border training
+    require_consent_basis: tuple[str, ...] = ()
 
     def allows_source(self, code: str) -> bool:
         return self.allowed_sources is None or code in self.allowed_sources
@@ -72,7 +78,7 @@ def parse_policies(raw: Any, codes: set[str]) -> dict[str, DeploymentPolicy]:
             raise ConfigError(f"{where}: unknown region {code!r}")
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        unknown = set(entry) - {"allowed_sources", "shadow_first", "min_metrics", "gates"}
+        unknown = set(entry) - {"allowed_sources", "shadow_first", "min_metrics", "gates", "require_consent_basis"}
         if unknown:
             raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
         sources = entry.get("allowed_sources", "*")
@@ -97,7 +103,11 @@ def parse_policies(raw: Any, codes: set[str]) -> dict[str, DeploymentPolicy]:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
                 raise ConfigError(f"{where}.min_metrics.{name}: expected a number between 0 and 1")
         gates = _gates(entry["gates"], f"{where}.gates") if "gates" in entry else TIME_GATE
-        out[code] = DeploymentPolicy(allowed, shadow, {k: float(v) for k, v in metrics.items()}, gates)
+        basis = entry.get("require_consent_basis", [])
+        if not isinstance(basis, list):
+            raise ConfigError(f"{where}.require_consent_basis: expected a list of purposes, e.g. [global_statistics]")
+        required = tuple(dict.fromkeys(Purpose.parse(p, f"{where}.require_consent_basis").value for p in basis))
+        out[code] = DeploymentPolicy(allowed, shadow, {k: float(v) for k, v in metrics.items()}, gates, required)
     return out
 
 

@@ -6,6 +6,7 @@ import hmac
 from dataclasses import dataclass
 
 from fedstore.federation.config import TokenConfig
+from fedstore.federation.consent import Purpose
 from fedstore.federation.roles import Role
 
 
@@ -14,6 +15,7 @@ class Caller:
     name: str
     regions: tuple[str, ...]  # ("*",): every region (a centre credential; it holds no row role)
     roles: frozenset[Role] = frozenset()  # what it may do, in each of its regions (federation.roles)
+    purposes: frozenset[Purpose] = frozenset()  # what its lookups and scores may be for
 
     def allows(self, region: str) -> bool:
         """May act for ``region`` (its roles, checked per method by ``federation.access``, say how)."""
@@ -27,7 +29,7 @@ class Caller:
 class TokenBook:
     def __init__(self, tokens: tuple[TokenConfig, ...]) -> None:
         # secrets are read once at start-up: a missing env var fails the start, not a request
-        self._entries = [(t.secret().encode(), Caller(t.name, t.regions, t.roles)) for t in tokens]
+        self._entries = [(t.secret().encode(), Caller(t.name, t.regions, t.roles, t.purposes)) for t in tokens]
 
     @property
     def callers(self) -> tuple[Caller, ...]:

@@ -28,12 +28,14 @@ from typing import Any, Mapping, Sequence
 
 import grpc
 
+from fedstore.federation.consent import PURPOSE_METADATA
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 from fedstore.proto.fedstore.serving.v1 import serving_pb2_grpc
 
 RECONNECT_BACKOFF_MS = (100, 5000)  # first and longest wait before a failed connection is tried again
 
-_STATUS = {pb.PRESENT: "present", pb.NOT_FOUND: "not_found", pb.NULL_VALUE: "null", pb.OUTSIDE_MAX_AGE: "outside_max_age"}
+_STATUS = {pb.PRESENT: "present", pb.NOT_FOUND: "not_found", pb.NULL_VALUE: "null", pb.OUTSIDE_MAX_AGE: "outside_max_age",
+           pb.WITHHELD_NO_CONSENT: "withheld_no_consent"}
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,14 @@ class _Client:
         root_certificates: bytes | None = None,
         timeout: float = 2.0,
         retries: int = 2,
+        purpose: str | None = None,
     ) -> None:
+        """``purpose``: what the features are used for (``fedstore.federation.consent.Purpose``), sent
+        as the ``fedstore-purpose`` metadata; None: the credential's one purpose."""
         self._channel = _open_channel(self._api, address, root_certificates, retries)
         self._stub = serving_pb2_grpc.FeatureServingStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = ((("authorization", f"Bearer {token}"),) if token else ()) + (
+            ((PURPOSE_METADATA, purpose),) if purpose else ())
         self.timeout = timeout
 
 

@@ -25,6 +25,7 @@ from feast.protos.feast.serving.ServingService_pb2 import (
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
+from fedstore.federation.consent import Purpose
 from fedstore.serving.entities import lookup_parser
 from fedstore.serving.errors import InvalidRequest
 from fedstore.serving.features import Answer, OnlineFeatures
@@ -56,12 +57,12 @@ class FeastCompatServicer:
                        self.GetFeastServingInfo),
         )
 
-    def GetFeastServingInfo(self, body: bytes, time_left: float | None) -> bytes:
+    def GetFeastServingInfo(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         """The Feast version whose contract these answers follow (the request has no fields)."""
         self._parse_info(body)  # a malformed message is INVALID_ARGUMENT, as for any other method
         return self._info
 
-    def GetOnlineFeatures(self, body: bytes, time_left: float | None) -> bytes:
+    def GetOnlineFeatures(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         request = self._parse(body)
         which = request.WhichOneof("kind")
         resolved = self.features.resolve(
@@ -75,7 +76,7 @@ class FeastCompatServicer:
                 columns[key] = [_python_value(v) for v in repeated.val]
             except Exception:
                 raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
-        answer = self.features.get(resolved, columns, time_left=time_left)
+        answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
         entity_values = [(key, [v.SerializeToString() for v in repeated.val]) for key, repeated in request.entities.items()]
         return encode_feast_response(answer, entity_values, request.full_feature_names, self.missing_entity_is_present)
 
@@ -129,6 +130,11 @@ def encode_feast_response(
         statuses = b"".join(
             _NOT_FOUND if found is None and not missing_is_present else _PRESENT for found in rows.values
         )
+        if answer.withheld:  # no consent for the call's purpose: Feast has no such status, NOT_FOUND says it best
+            marks = bytearray(statuses)
+            for i in answer.withheld:
+                marks[i] = FieldStatus.NOT_FOUND
+            statuses = bytes(marks)
         tails[v.name] = field(0x12, statuses) + fields(0x1A, [ts or b"" for ts in rows.ts_raw])
     single = answer.entities.count == 1  # the usual lookup: one entity, no per-row join
     for ref, i in zip(answer.resolved.refs, answer.resolved.value_positions(), strict=True):

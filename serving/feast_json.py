@@ -17,6 +17,7 @@ from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesRespo
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
+from fedstore.federation.consent import Purpose
 from fedstore.serving.errors import InvalidRequest
 from fedstore.serving.feast_compat import encode_feast_response
 from fedstore.serving.features import OnlineFeatures
@@ -41,14 +42,14 @@ class FeastJson:
     def lane_method(self) -> LaneMethod:
         return LaneMethod(PATH, LABEL, self.answer)
 
-    def answer(self, body: bytes, time_left: float | None) -> bytes:
+    def answer(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         request = _request(body)
         service = request.get("feature_service")
         refs = request.get("features", [])
         full = request.get("full_feature_names", False)
         resolved = self.features.resolve(feature_service=service or None, refs=tuple(refs), full_feature_names=full)
         columns: dict[str, list[object]] = request["entities"]
-        answer = self.features.get(resolved, columns, time_left=time_left)
+        answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
         types = resolved.join_key_types
         entity_values = [(key, _encoded(key, values, types.get(key))) for key, values in columns.items()]
         encoded = encode_feast_response(answer, entity_values, full, self.missing_entity_is_present)

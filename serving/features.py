@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Sequence
 
+from fedstore.federation.consent import Purpose
 from fedstore.serving.breaker import PROBE, CircuitBreaker
 from fedstore.serving.catalog import CatalogCache, Resolved
+from fedstore.serving.consent import ConsentCheck
 from fedstore.serving.entities import Entities, validate
 from fedstore.serving.errors import InvalidRequest, NoData, OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
 from fedstore.serving.fallback import SnapshotCache
@@ -48,9 +50,18 @@ class Answer:
     snapshot_age_seconds: float | None
     job_ids: tuple[str, ...]
     now: float  # unix seconds the answer was judged at (max age)
+    withheld: tuple[int, ...] = ()  # rows without consent for the call's purpose: blanked (serving.consent)
 
     def names(self, full: bool) -> list[str]:
         return [r.output_name(full) for r in self.resolved.refs]
+
+
+def _blanked(rows: ViewRows, withheld: tuple[int, ...]) -> ViewRows:
+    """``rows`` without the values and timestamps of the ``withheld`` rows (copied: never mutated)."""
+    values, ts_raw, timestamps = list(rows.values), list(rows.ts_raw), list(rows.timestamps)
+    for i in withheld:
+        values[i] = ts_raw[i] = timestamps[i] = None
+    return replace(rows, values=values, ts_raw=ts_raw, timestamps=timestamps)
 
 
 class OnlineFeatures:
@@ -88,6 +99,8 @@ class OnlineFeatures:
         # per view, the job of the ledger's last load (set by the refresher; replaced, never
         # mutated): names the online rows newer than the snapshot when the reader cannot say
         self.latest_loads: dict[str, str] = {}
+        # the entities without consent per purpose (None: the region's law makes no lookup depend on it)
+        self.consent: ConsentCheck | None = None
 
     def resolve(self, *, feature_service: str | None, refs: Sequence[str], full_feature_names: bool = False) -> Resolved:
         cat = self.catalog.current
@@ -98,6 +111,22 @@ class OnlineFeatures:
         return resolved
 
     def get(
+        self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None,
+        purpose: Purpose = Purpose.SERVING,
+    ) -> Answer:
+        """The features of ``columns``' entities for ``purpose``: an entity without consent for it
+        (``serving.consent``) is in the answer's ``withheld`` rows, its values and timestamps blanked."""
+        answer = self._get(resolved, columns, time_left=time_left)
+        consent = self.consent
+        if consent is not None and consent.requires(purpose):
+            withheld = consent.withheld(purpose, answer.entities, resolved.join_keys)
+            if withheld:
+                self.metrics.consent_withheld(purpose.value, len(withheld))
+                answer.rows = {view: _blanked(rows, withheld) for view, rows in answer.rows.items()}
+                answer.withheld = withheld
+        return answer
+
+    def _get(
         self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None
     ) -> Answer:
         """Runs on one of the serving node's lookup threads, which the online read blocks.

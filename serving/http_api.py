@@ -34,7 +34,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fedstore.federation.access import AccessGuard
+from fedstore.federation.access import AccessGuard, Refusal
+from fedstore.federation.consent import PURPOSE_METADATA, Purpose
 from fedstore.federation.errors import Status
 from fedstore.serving.lookup_methods import LaneMethod, outcome
 from fedstore.serving.metrics import ServingMetrics
@@ -130,9 +131,12 @@ class FeastHttpApi:
 
     async def _get_online_features(self, request: Request) -> Response:
         began = time.perf_counter()
-        refusal = self._guard.refusal((("authorization", request.headers.get("authorization", "")),), self._policy)
-        if refusal is not None:  # refused before the body is read (the guard counted it)
-            return _refused(refusal.status, _http_wording(str(refusal)))
+        metadata = (("authorization", request.headers.get("authorization", "")),
+                    (PURPOSE_METADATA, request.headers.get(PURPOSE_METADATA, "")))
+        admitted = self._guard.admit(metadata, self._policy)
+        if isinstance(admitted, Refusal):  # refused before the body is read (the guard counted it)
+            return _refused(admitted.status, _http_wording(str(admitted)))
+        purpose = admitted.purpose or Purpose.SERVING
         body = bytearray()
         try:
             async for chunk in request.stream():
@@ -143,7 +147,7 @@ class FeastHttpApi:
         except ClientDisconnect:  # the caller went away mid-body: nobody to answer
             return Response(status_code=400)
         loop = asyncio.get_running_loop()
-        got = await loop.run_in_executor(self._pool, outcome, self._lookup, bytes(body), None)
+        got = await loop.run_in_executor(self._pool, outcome, self._lookup, bytes(body), None, purpose)
         self._metrics.answered(self._lookup.label, got.code, time.perf_counter() - began)
         if got.response is None:
             return _refused(_KINDS.get(got.code.name), got.details)

@@ -30,7 +30,7 @@ from typing import Sequence, cast
 import grpc
 from grpc._cython import cygrpc
 
-from fedstore.federation.access import AccessGuard
+from fedstore.federation.access import AccessGuard, Refusal
 from fedstore.federation.errors import Internal, ResourceExhausted
 from fedstore.serving.lookup_methods import INTERNAL_DETAILS, LaneMethod, Outcome, outcome, refused
 from fedstore.serving.metrics import ServingMetrics
@@ -77,6 +77,7 @@ class _Call:
     deadline: float
     began: float
     answered: bool = False
+    purpose: Purpose = Purpose.SERVING  # what the guard admitted the call for
 
 
 class LookupLane:
@@ -196,10 +197,12 @@ class LookupLane:
             self._finish(call, refused(ResourceExhausted(
                 f"this serving process has {self.max_calls} calls under way, the most it takes")))
             return
-        refusal = self.guard.refusal(event.invocation_metadata, call.method.path)
-        if refusal is not None:  # refused unread: a caller without a valid token sends nothing we read
-            self._finish(call, refused(refusal), measured=False)  # the guard counted it
+        admitted = self.guard.admit(event.invocation_metadata, call.method.path)
+        if isinstance(admitted, Refusal):  # refused unread: a caller without a valid token sends nothing we read
+            self._finish(call, refused(admitted), measured=False)  # the guard counted it
             return
+        if admitted.purpose is not None:
+            call.purpose = admitted.purpose
         self._start(call, (cygrpc.ReceiveMessageOperation(_FLAGS),))
 
     def _step(self, event: cygrpc.BatchOperationEvent, call: _Call) -> None:
@@ -228,7 +231,8 @@ class LookupLane:
             self._done()
             return
         left = None if call.deadline > NO_DEADLINE else call.deadline - time.time()
-        got = outcome(call.method, cast("cygrpc.ReceiveMessageOperation", event.batch_operations[0]).message(), left)
+        got = outcome(call.method, cast("cygrpc.ReceiveMessageOperation", event.batch_operations[0]).message(), left,
+                      call.purpose)
         self._finish(call, got)
 
     def _finish(self, call: _Call, got: Outcome, *, measured: bool = True) -> None:

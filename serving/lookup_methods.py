@@ -1,6 +1,6 @@
 """The lookup methods and their one answer path, whichever server runs them.
 
-A lookup method is ``answer(request bytes, seconds left or None) -> response bytes`` (the servicers'
+A lookup method is ``answer(request bytes, seconds left or None, purpose) -> response bytes`` (the servicers'
 ``GetOnlineFeatures``). ``outcome`` turns one call's request into what the caller gets (status code,
 details and their trailing metadata, response bytes: a ``FedstoreError`` answered as the node's error
 boundary answers it, ``federation.error_boundary.grpc_status``); the lookup lane (``serving.lookup_lane``, grpc's private core) and the
@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple
 
 import grpc
 
+from fedstore.federation.consent import Purpose
 from fedstore.federation.error_boundary import grpc_status
 from fedstore.federation.errors import DeadlineExceeded, FedstoreError, Internal, InvalidArgument
 
@@ -29,12 +30,12 @@ INTERNAL_DETAILS = "the serving node failed to answer; see its log"
 
 @dataclass(frozen=True)
 class LaneMethod:
-    """One unary lookup method: ``answer(request bytes, seconds left or None)`` returns the
-    response bytes, or raises ``FedstoreError`` (its status, message and rule go to the caller)."""
+    """One unary lookup method: ``answer(request bytes, seconds left or None, the call's purpose)``
+    returns the response bytes, or raises ``FedstoreError`` (its status, message and rule go to the caller)."""
 
     path: str  # "/package.Service/Method"
     label: str  # the method label on metrics
-    answer: Callable[[bytes, float | None], bytes]
+    answer: Callable[[bytes, float | None, Purpose], bytes]
 
 
 class Outcome(NamedTuple):  # a tuple: built for every lookup, and a frozen dataclass's __init__ costs more
@@ -53,15 +54,17 @@ def refused(error: FedstoreError) -> Outcome:
     return Outcome(status.code, status.details, None, tuple(status.trailing_metadata))
 
 
-def outcome(method: LaneMethod, body: bytes | None, time_left: float | None) -> Outcome:
+def outcome(method: LaneMethod, body: bytes | None, time_left: float | None,
+            purpose: Purpose = Purpose.SERVING) -> Outcome:
     """The answer to one call of ``method``: ``body`` is its request message (None: the caller
-    sent none), ``time_left`` the seconds left of its deadline (None: it has none)."""
+    sent none), ``time_left`` the seconds left of its deadline (None: it has none), ``purpose`` what
+    the guard admitted it for."""
     if body is None:
         return refused(InvalidArgument(f"{method.path} takes one request message"))
     if time_left is not None and time_left <= 0:  # it waited for a thread past its deadline
         return refused(DeadlineExceeded("the deadline passed before the call was answered"))
     try:
-        response = method.answer(body, time_left)
+        response = method.answer(body, time_left, purpose)
     except FedstoreError as e:
         return refused(e)
     except Exception:

@@ -19,33 +19,39 @@ from typing import Callable, Iterator, Sequence
 
 import grpc
 
+from fedstore.federation.consent import Purpose
 from fedstore.serving.lookup_methods import LaneMethod, outcome
 from fedstore.serving.metrics import ServingMetrics
 
 # grpc reports a call without a deadline as one this far away, or farther (about 3 × 10^11 years)
 _NO_DEADLINE_SECONDS = 1e16
+Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 class PublicLookups(grpc.GenericRpcHandler):
     """The lookup methods as handlers of grpc's public API, counted on ``metrics`` as the lane counts them."""
 
-    def __init__(self, methods: Sequence[LaneMethod], metrics: ServingMetrics) -> None:
+    def __init__(self, methods: Sequence[LaneMethod], metrics: ServingMetrics,
+                 purpose_of: Callable[[Metadata], Purpose]) -> None:
+        """``purpose_of``: the purpose the guard admitted a call with this metadata for."""
         self._handlers = {
-            m.path: grpc.stream_unary_rpc_method_handler(_behaviour(m, metrics)) for m in methods
+            m.path: grpc.stream_unary_rpc_method_handler(_behaviour(m, metrics, purpose_of)) for m in methods
         }
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return self._handlers.get(handler_call_details.method)
 
 
-def _behaviour(method: LaneMethod, metrics: ServingMetrics) -> Callable[[Iterator[bytes], grpc.ServicerContext], bytes]:
+def _behaviour(method: LaneMethod, metrics: ServingMetrics,
+               purpose_of: Callable[[Metadata], Purpose]) -> Callable[[Iterator[bytes], grpc.ServicerContext], bytes]:
     def answer(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         began = time.perf_counter()
         # one message is read, as on the lane; a caller that went away raises grpc's own error here,
         # which grpc ends quietly (the lane, too, neither answers nor counts such a call)
         body = next(requests, None)
         left = context.time_remaining()
-        got = outcome(method, body, None if left is None or left >= _NO_DEADLINE_SECONDS else left)
+        got = outcome(method, body, None if left is None or left >= _NO_DEADLINE_SECONDS else left,
+                      purpose_of(tuple(context.invocation_metadata())))
         metrics.answered(method.label, got.code, time.perf_counter() - began)
         if got.response is None:
             context.set_trailing_metadata(got.trailers)  # the rule, as on the lane

@@ -53,6 +53,8 @@ class NodeStats(Collector):
         self.registry_up = 0
         self.predictions: dict[str, int] = {}  # by outcome: logged | refused_log_full | write_failed
         self.lookup_path: dict[str, int] = {}  # "lane" | "public" -> 1 for the path lookups take, 0 for the other
+        self.consent_withheld: dict[str, int] = {}  # by purpose: entities withheld for want of consent
+        self.purposes: dict[tuple[str, str], int] = {}  # (caller, purpose) -> calls admitted (the audit trail)
         # counts are read-modify-write from several lookup threads: one lock, uncontended ~0.1 µs
         self.lock = threading.Lock()
 
@@ -149,6 +151,16 @@ class NodeStats(Collector):
             "path=public (grpc's public API, slower: the lane could not attach, or serving.lookup_path is public)",
             labels=["path"],
         ), self.lookup_path)
+        yield _labelled(CounterMetricFamily(
+            "fedstore_consent_withheld",
+            "Entities of lookups and scores withheld (no values) because they have no consent for the call's "
+            "purpose, by purpose",
+            labels=["purpose"],
+        ), self.consent_withheld)
+        yield _labelled(CounterMetricFamily(
+            "fedstore_calls_by_purpose", "Lookup and score calls admitted, by caller and the purpose they named",
+            labels=["caller", "purpose"],
+        ), self.purposes)
 
 
 def _labelled(family: Metric, values: Mapping[Any, float]) -> Metric:
@@ -233,6 +245,15 @@ class ServingMetrics:
     def predictions(self, outcome: str, count: int) -> None:
         with self.stats.lock:
             self.stats.predictions[outcome] = self.stats.predictions.get(outcome, 0) + count
+
+    def consent_withheld(self, purpose: str, count: int) -> None:
+        with self.stats.lock:
+            self.stats.consent_withheld[purpose] = self.stats.consent_withheld.get(purpose, 0) + count
+
+    def purpose_used(self, caller: str, purpose: str) -> None:
+        key = (caller, purpose)
+        with self.stats.lock:
+            self.stats.purposes[key] = self.stats.purposes.get(key, 0) + 1
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -14,6 +14,9 @@ positions and weights) is worked out once per deployment and feature service; a 
 value once for every model, builds protobuf only for the answer and a tuple per entity for the log,
 and hands those to the log's queue without waking its writer (``prediction_log``).
 
+**Consent**: an entity without consent for the call's purpose (``serving.consent``) is not scored
+and not logged: its result is ``scored: false`` with status ``WITHHELD_NO_CONSENT``.
+
 **Missing and stale values** are scored as training saw them: a value that is not found, null, or
 older than its view's max age is imputed as ``federation.training.rescale`` imputes a missing value
 (rescaled 0, the catalog's lower bound), and the answer says so per feature (its status, ``imputed``)
@@ -36,6 +39,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from fedstore.federation.consent import Purpose
 from fedstore.federation.traffic import route
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 from fedstore.serving.catalog import Resolved
@@ -135,7 +139,7 @@ class Scorer:
         return found
 
     def score(self, feature_service: str, columns: Mapping[str, Sequence[object]], *,
-              time_left: float | None = None) -> pb.ScoreResponse:
+              time_left: float | None = None, purpose: Purpose = Purpose.SERVING) -> pb.ScoreResponse:
         region = self.features.region
         if self.log is None:
             raise NoModel(f"region {region} scores no model: its serving.models section is not configured")
@@ -149,7 +153,8 @@ class Scorer:
             raise NoModel(f"region {region}: no model takes traffic for feature service {feature_service!r} here{held}")
         serving, shadows, refs = plan.serving, plan.shadows, plan.refs
         resolved = self.features.resolve(feature_service=None, refs=refs)
-        answer = self.features.get(resolved, columns, time_left=time_left)
+        answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
+        withheld = answer.withheld
         values, codes, present = _values(resolved, answer, plan.bounds)
         contributions = _contributions(plan, values)
         # a score is its model's intercept plus its contributions, summed in order
@@ -164,6 +169,9 @@ class Scorer:
         now = self.clock()
         results, rows = [], []
         for i, key in enumerate(keys):
+            if withheld and i in withheld:  # no consent for this purpose: not scored, nothing logged
+                results.append(pb.EntityScore(scored=False, status=pb.WITHHELD_NO_CONSENT))
+                continue
             stage = route(region, key, occupied)
             model = serving.get(stage) if stage else None
             here, row_values = present[i], values[i]
@@ -192,7 +200,8 @@ class Scorer:
                 imputed=tuple(r for r, ok in zip(refs, here, strict=True) if not ok), job_ids=tuple(jobs[i]),
                 source=answer.source))
         try:
-            self.log.append(rows)  # before answering: an answered prediction is a logged one
+            if rows:
+                self.log.append(rows)  # before answering: an answered prediction is a logged one
         except LogFull as e:
             self.features.metrics.predictions("refused_log_full", len(rows))
             raise Overloaded(f"region {region}: {e}") from None
@@ -284,9 +293,10 @@ class ScoringServicer:
     def lane_method(self) -> LaneMethod:
         return LaneMethod(f"/{SERVICE}/{METHOD}", METHOD, self.Score)
 
-    def Score(self, body: bytes, time_left: float | None) -> bytes:
+    def Score(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         request = self._parse(body)  # a request that does not parse is INVALID_ARGUMENT (InvalidRequest)
-        return self.scorer.score(request.feature_service, _columns(request), time_left=time_left).SerializeToString()
+        return self.scorer.score(request.feature_service, _columns(request), time_left=time_left,
+                                 purpose=purpose).SerializeToString()
 
 
 def _columns(request: pb.ScoreRequest) -> dict[str, list[object]]:

@@ -17,7 +17,7 @@ same methods are answered through grpc's public API (``serving.lookup_public``):
 down; the start-up log and ``fedstore_lookup_path`` say which. Everything else is grpc's thread-pool server on the same port: health, reflection,
 training-set streams. When the region scores (``serving.models``) the deployment follower and the
 prediction log start and stop with the node.
-Registry and snapshot reloads run on the refresher thread.
+Registry, snapshot and consent-record reloads run on the refresher thread.
 With ``serving.http_port``, Feast's feature-server HTTP API (``serving.http_api``) on a port of its
 own, answered by the same lookup path behind the same guard.
 """
@@ -28,6 +28,7 @@ import logging
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -36,6 +37,7 @@ from feast.protos.feast.serving import GrpcServer_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstore.federation import FederationConfig, RegionConfig
+from fedstore.federation.access import admitted_purpose
 from fedstore.federation.channels import centre_link
 from fedstore.federation.error_boundary import ErrorBoundary
 from fedstore.federation.grpc_handlers import generic_handler
@@ -53,6 +55,7 @@ from fedstore.regions.store.node import RegionNode
 from fedstore.serving.auth import TokenBook, TokenGuard
 from fedstore.serving.breaker import CircuitBreaker
 from fedstore.serving.catalog import CatalogCache
+from fedstore.serving.consent import ConsentCheck
 from fedstore.serving.datasets_servicer import HistoricalFeaturesServicer
 from fedstore.serving.fallback import SnapshotCache
 from fedstore.serving.feast_compat import SERVING_SERVICE, FeastCompatServicer
@@ -169,6 +172,10 @@ class ServingNode:
         )
         if self._loaded is not None:
             self.features.check_loaded = self._check_loaded
+        self.consent = ConsentCheck(region) if region.consent.required else None
+        if self.consent is not None:
+            self.features.consent = self.consent
+            self._run_step("consent", self.consent.refresh)  # unreadable: everyone withheld until it reads
         self.health = HealthService()
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
@@ -242,8 +249,8 @@ class ServingNode:
                 return server, lane, ""
             except LaneUnsupported as e:  # nothing was registered; a fresh server all the same
                 why = str(e)
-        guard = TokenGuard((datasets, PublicLookups(lookups, self.metrics)), self._tokens,
-                           self.region.code, self.metrics)
+        public = PublicLookups(lookups, self.metrics, partial(admitted_purpose, self._tokens))
+        guard = TokenGuard((datasets, public), self._tokens, self.region.code, self.metrics)
         return self._grpc_server(guard, lookup_threads=settings.lookup_threads), None, why
 
     def _grpc_server(self, guard: TokenGuard, *, lookup_threads: int) -> grpc.Server:
@@ -350,8 +357,11 @@ class ServingNode:
     def _refresh_loop(self) -> None:
         # each step on its own: a snapshot that cannot be loaded once stopped the health and lost-row
         # checks too (they shared one try), and a node answered "online" from an emptied Redis
-        steps = (("registry", self._refresh_catalog), ("snapshots", self._refresh_snapshots),
-                 ("health", self._check_health), ("freshness", self._export_freshness))
+        steps: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("registry", self._refresh_catalog), ("snapshots", self._refresh_snapshots),
+            ("health", self._check_health), ("freshness", self._export_freshness))
+        if self.consent is not None:
+            steps += (("consent", self.consent.refresh),)
         while not self._stop.wait(self.refresh_seconds):
             for name, step in steps:
                 self._run_step(name, step)

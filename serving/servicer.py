@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Sequence
 
+from fedstore.federation.consent import Purpose
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
 from fedstore.serving.catalog import Resolved
 from fedstore.serving.entities import lookup_parser
@@ -27,6 +28,7 @@ _NOT_FOUND = field(0x0A, b"\x10" + varint(pb.NOT_FOUND))  # an EntityResult.feat
 _STATUS_PRESENT = b"\x10" + varint(pb.PRESENT)
 _STATUS_NULL = b"\x10" + varint(pb.NULL_VALUE)
 _STATUS_OUTSIDE = b"\x10" + varint(pb.OUTSIDE_MAX_AGE)
+_WITHHELD = field(0x0A, b"\x10" + varint(pb.WITHHELD_NO_CONSENT))  # no value, no timestamp
 
 
 def entity_columns(request: pb.GetOnlineFeaturesRequest) -> dict[str, list[object]]:
@@ -56,7 +58,11 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
     now = answer.now
     out = [names]
     one, present, null = ONE_BYTE, _STATUS_PRESENT, _STATUS_NULL
+    withheld = answer.withheld
     for row in range(answer.entities.count):
+        if withheld and row in withheld:  # no consent for the call's purpose (serving.consent)
+            out.append(field(0x12, _WITHHELD * len(values_at)))
+            continue
         # per view, in resolved.views order: (its values, its timestamp field, 4 + that field's
         # length) when present and fresh, else (None, the whole entry every feature of the view gets, 0)
         cells: list[tuple[Sequence[bytes | None] | None, bytes, int]] = []
@@ -140,7 +146,7 @@ class FeatureServingServicer:
     def lane_method(self) -> LaneMethod:
         return LaneMethod(f"/{SERVICE}/{METHOD}", METHOD, self.GetOnlineFeatures)
 
-    def GetOnlineFeatures(self, body: bytes, time_left: float | None) -> bytes:
+    def GetOnlineFeatures(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         request = self._parse(body)
         which = request.WhichOneof("features")
         resolved = self.features.resolve(
@@ -148,7 +154,7 @@ class FeatureServingServicer:
             refs=tuple(request.feature_refs.refs),
             full_feature_names=request.full_feature_names,
         )
-        answer = self.features.get(resolved, entity_columns(request), time_left=time_left)
+        answer = self.features.get(resolved, entity_columns(request), time_left=time_left, purpose=purpose)
         return encode_response(answer, self.features.region, request.full_feature_names)
 
 

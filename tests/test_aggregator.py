@@ -422,7 +422,10 @@ def test_the_contract_has_no_field_for_rows_keys_or_free_text():
     allowed_strings = {"submission_id", "region", "period", "ref", "suppressed", "feature_service", "label",
                        "features", "model_name", "dimension", "value", "suppressed_segments",
                        # outcome evidence: a registry stage (rule stage) and a catalog segment (rule segment)
-                       "stage", "segment_dimension"}
+                       "stage", "segment_dimension",
+                       # the consent basis: the purpose the kind of release rests on (rule consent) and a
+                       # random id of 32 hex digits (rule consent), never the records' fingerprint
+                       "purpose", "snapshot_id"}
     for message in _reachable(pb.Submission.DESCRIPTOR):
         for field in message.fields:
             assert field.type != field.TYPE_BYTES, f"{message.name}.{field.name} could carry anything"

@@ -228,3 +228,42 @@ def test_bad_consent_records_are_one_line(region, table, fragment):
     with pytest.raises(InvalidSource) as e:
         consent_gate(region.region, Purpose.GLOBAL_STATISTICS)
     assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("default", ["deny", "allow"])
+def test_the_filter_in_the_source_query_leaves_out_what_the_gate_leaves_out(tmp_path, sqlite_federation, default):
+    """Statistics filter consent inside the source read's DuckDB query (benchmarks/consent.py); on
+    varied records — withdrawn, granted again, granted after the time, another purpose, none — it
+    keeps exactly the entities, and counts exactly those left out, that the gate's own check does."""
+    import random
+
+    from fedstore.regions.store.source_reader import read_latest
+
+    cfg = with_consent(Path(sqlite_federation.source), {"required": ["global_statistics"], "default": default})
+    node = RegionNode(load_config(cfg).region("MY"))
+    write_sources(node.data_dir, customers=CUSTOMERS, drivers=3, days=3, start=T)
+    r = random.Random(7)
+    end = T + timedelta(days=2)
+    rows = []
+    for c in range(CUSTOMERS):
+        kind = r.choice(["held", "withdrawn", "again", "later", "other", "none", "withdrawn later"])
+        g = T - timedelta(days=r.randint(2, 30))
+        rows += {"held": [(c, "global_statistics", g, None)],
+                 "withdrawn": [(c, "global_statistics", g, end - timedelta(hours=1))],
+                 "again": [(c, "global_statistics", g, g + timedelta(hours=1)), (c, "global_statistics", end, None)],
+                 "later": [(c, "global_statistics", end + timedelta(seconds=1), None)],
+                 "other": [(c, "serving", g, None)],
+                 "none": [],
+                 "withdrawn later": [(c, "global_statistics", g, end + timedelta(hours=1))]}[kind]
+    write_consent(node.data_dir, rows)
+    node.apply()
+    gate = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
+    fv = next(v for v in node.feature_views() if v.name == "customer_profile")
+    everyone = pa.Table.from_batches(list(read_latest(fv, end - timedelta(days=90), end, config=node.store.config,
+                                                      offline_store=None, batch_rows=1 << 20)))
+    by_gate, left_out = gate.keep(everyone, ["customer_id"], end)
+    keep = gate.in_query(["customer_id"], end)
+    in_query = pa.Table.from_batches(list(read_latest(fv, end - timedelta(days=90), end, config=node.store.config,
+                                                      offline_store=None, batch_rows=1 << 20, keep=keep)))
+    assert sorted(in_query.column("customer_id").to_pylist()) == sorted(by_gate.column("customer_id").to_pylist())
+    assert keep.left_out == left_out and 0 < left_out < CUSTOMERS

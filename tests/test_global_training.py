@@ -32,7 +32,8 @@ from fedstore.regions.publishing.budget import BudgetExceeded
 from fedstore.regions.publishing.evaluation import release_evaluation, score_histograms
 from fedstore.regions.publishing.examples import labelled_examples
 from fedstore.regions.publishing.outbox import send_outbox, to_proto
-from fedstore.regions.publishing.publish import outbox_dir, publish_evaluation, publish_training_statistics
+from fedstore.regions.publishing.publish import (consent_basis_path, outbox_dir, publish_evaluation,
+                                                 publish_training_statistics)
 from fedstore.regions.publishing.training_statistics import class_statistics, release_training
 from fedstore.regions.store.node import RegionNode
 from fedstore.regions.synthetic import generate_region
@@ -51,7 +52,9 @@ def _config(tmp_path, monkeypatch, pki, *, epsilon_per_month=100.0, delta_per_mo
         "federation": {"name": "t"},
         "regions": [
             {"code": c, "jurisdiction": j, "law": law, "timezone": ZONES[c], "data_dir": f"data/{c}",
-             "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52100 + i}"}
+             "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52100 + i}",
+             # MY's law makes statistics need consent (opt-out: without records everyone is in); SG's does not
+             **({"consent": {"required": ["global_statistics"], "default": "allow"}} if c == "MY" else {})}
             for i, (c, j, law) in enumerate([("MY", "Malaysia", "PDPA-MY"), ("SG", "Singapore", "PDPA-SG")])
         ],
         "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"TRAIN_TOKEN_{c}", "regions": [c],
@@ -241,6 +244,14 @@ def test_regions_publish_the_centre_trains_and_regions_evaluate(centre, tmp_path
     registered = registry_pb2_grpc.RegistryStub(_channel(config, address)).GetModel(
         registry_pb2.GetModelRequest(name="fraud_scoring_lda", version=1), metadata=_md("centre"), timeout=5)
     assert set(registered.submissions) == set(sids.values()) and registered.registered_by == "centre"
+    # each region's consent basis travelled with its release: purpose, whether consent was required,
+    # and the snapshot id its region resolves to its records' fingerprint (which stayed there)
+    basis = {b.region: b for b in registered.consent_basis}
+    assert [(r, b.purpose, b.consent_required) for r, b in sorted(basis.items())] == [
+        ("MY", "global_statistics", True), ("SG", "global_statistics", False)]
+    for c, node in nodes.items():
+        kept = json.loads(consent_basis_path(node.data_dir, sids[c]).read_text())
+        assert kept["snapshot_id"] == basis[c].snapshot_id and kept["purpose"] == "global_statistics"
     assert all(store.receipt(s) is not None for s in registered.submissions)
     assert [m.region for m in registered.metrics] == ["MY"] and registered.metrics[0].submission_id == sid
     # a first attempt that stored the submission but lost its registry write is completed by the retry
@@ -402,6 +413,11 @@ def _bad_evaluation(sub):
     ("two kinds", lambda s: s.features.add(ref="customer_profile:kyc_level"), "kind"),
     ("no delta", lambda s: setattr(s.accounting, "delta", 0.0), "accounting"),
     ("model name", _bad_evaluation, "model"),
+    # a consent basis names the purpose the release's rows were filtered for, and an opaque random id
+    ("consent purpose", lambda s: s.consent.CopyFrom(pb.ConsentBasis(purpose="serving", snapshot_id="a" * 32)),
+     "consent"),
+    ("consent snapshot", lambda s: s.consent.CopyFrom(pb.ConsentBasis(purpose="global_statistics",
+                                                                      snapshot_id="crm-2026-11.parquet")), "consent"),
 ])
 def test_bad_training_and_evaluation_submissions_are_rejected_and_nothing_is_stored(centre, name, mutate, rule):
     config, address, store, _ = centre

@@ -134,12 +134,14 @@ def test_a_server_without_grpc_core_internals_is_refused_with_a_clear_error():
 
 
 class _Open:
-    def refusal(self, metadata, method):
-        return None
+    def admit(self, metadata, method):
+        from fedstore.federation.access import Admitted
+
+        return Admitted("t")
 
 
 class _Broken:
-    def refusal(self, metadata, method):
+    def admit(self, metadata, method):
         raise RuntimeError("the guard broke")
 
 
@@ -166,7 +168,7 @@ def test_a_call_taken_just_before_the_server_stops_is_answered_in_the_grace_peri
 
     entered, release = threading.Event(), threading.Event()
 
-    def answer(body, left):
+    def answer(body, left, purpose):
         if body == b"slow":
             entered.set()
             release.wait(5)
@@ -206,7 +208,7 @@ def test_a_call_taken_just_before_the_server_stops_is_answered_in_the_grace_peri
 def test_an_unexpected_failure_outside_the_answer_ends_the_call_as_internal():
     """Not a wait until the caller's deadline (or forever without one), and not a call counted as
     under way for good (a stop would wait for it)."""
-    lane, server, address = _bare_lane(lambda body, left: b"ok", guard=_Broken())
+    lane, server, address = _bare_lane(lambda body, left, purpose: b"ok", guard=_Broken())
     try:
         with grpc.insecure_channel(address) as ch:
             with pytest.raises(grpc.RpcError) as err:
@@ -518,7 +520,7 @@ def test_a_lane_whose_registration_fails_is_unsupported_not_a_crash(monkeypatch)
         def shutdown(self): ...
 
     monkeypatch.setattr(cygrpc, "CompletionQueue", Changed)
-    lane = LookupLane((LaneMethod("/t.S/M", "m", lambda body, left: b""),), _Open(), ServingMetrics("T"),
+    lane = LookupLane((LaneMethod("/t.S/M", "m", lambda body, left, purpose: b""),), _Open(), ServingMetrics("T"),
                       threads=1, name="t")
     with pytest.raises(LaneUnsupported, match="registering the lookup lane with grpc's core failed .TypeError"):
         lane.attach(server)

@@ -106,7 +106,12 @@ def test_a_submission_holds_no_entity_keys_rows_or_free_text(node):
     text = path.read_text()
     ids = {str(i) for i in range(40)} | {"Penang", "Kuala Lumpur"}
     assert set(body) == {"submission_id", "region", "period", "created_at", "kind", "status", "start", "end",
-                         "features", "suppressed", "accounting"}
+                         "features", "suppressed", "accounting", "consent"}
+    # the consent basis: the purpose, whether the law required consent, and a random id (the records'
+    # fingerprint stays in the region's own basis file)
+    assert set(body["consent"]) == {"purpose", "consent_required", "snapshot_id"}
+    assert body["consent"]["purpose"] == "global_statistics"
+    assert re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", body["consent"]["snapshot_id"])
     for f in body["features"]:
         # the noise scales are public (the centre recomputes ε from them): five numbers, no more
         assert set(f) == {"ref", "count", "null_count", "sum", "sum_sq", "histogram", "noise"}

@@ -393,3 +393,39 @@ def test_registry_cli(served, capsys, monkeypatch):
     monkeypatch.delenv("FEDSTORE_TOKEN")
     assert main([*base, "list"]) == 1
     assert "FEDSTORE_TOKEN is not set" in capsys.readouterr().err
+
+
+def test_a_model_whose_consent_basis_the_regions_policy_does_not_accept_is_refused_at_promote(tmp_path, monkeypatch):
+    """Issue 30, item 3: a registered version records what each region's release rested on; MY's
+    policy requires statistics consent from every source, so a model with SG's (whose law needed no
+    consent) is refused at promote, naming what is missing; one resting on consent everywhere passes."""
+    from fedstore.federation.consent import ConsentBasis
+
+    policy = {"MY": {"shadow_first": False, "require_consent_basis": ["global_statistics"]}}
+    reg = ModelRegistry(tmp_path / "registry.db", _config(tmp_path, monkeypatch, policy=policy))
+    gated = ConsentBasis("global_statistics", True, "a" * 32)
+    unguarded = ConsentBasis("global_statistics", False, "b" * 32)
+    cand = _candidate()
+    reg.register(ModelCandidate(**{**cand.__dict__, "consent_basis": {"MY": gated, "SG": unguarded}}), who="trainer")
+    reg.register(ModelCandidate(**{**cand.__dict__, "consent_basis": {"MY": gated}}), who="trainer")
+    reg.register(ModelCandidate(**{**cand.__dict__, "consent_basis": {"MY": gated, "SG": gated}}), who="trainer")
+    assert reg.get("fraud_lda", 1).candidate.consent_basis == {"MY": gated, "SG": unguarded}  # recorded as given
+    for version, why in ((1, "SG (its law does not make global_statistics need consent"),
+                         (2, "SG (its release recorded no consent basis)")):
+        with pytest.raises(PolicyRefused) as e:
+            reg.promote("fraud_lda", version, "MY", "shadow", who="ops-my", why="t")
+        assert str(e.value).startswith("rule consent_basis: MY deploys only models whose every source released")
+        assert why in str(e.value) and f"fraud_lda v{version}" in str(e.value)
+    reg.promote("fraud_lda", 3, "MY", "shadow", who="ops-my", why="t")  # consent everywhere: accepted
+    # SG's policy requires no basis: the same version 1 is promoted there
+    reg.promote("fraud_lda", 1, "SG", "shadow", who="ops-all", why="t")
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("global_statistics", "expected a list of purposes"),
+    (["marketing"], "unknown purpose 'marketing'"),
+])
+def test_require_consent_basis_is_validated(tmp_path, monkeypatch, value, fragment):
+    with pytest.raises(ConfigError) as e:
+        _config(tmp_path, monkeypatch, policy={"MY": {"require_consent_basis": value}})
+    assert "deployment_policy.MY.require_consent_basis" in str(e.value) and fragment in str(e.value)

@@ -648,3 +648,43 @@ def test_values_past_their_views_max_age_and_nulls_are_imputed_with_their_status
                       [pb.OUTSIDE_MAX_AGE, pb.OUTSIDE_MAX_AGE], [pb.NOT_FOUND, pb.NOT_FOUND]]
     assert present == [[True, True], [False, True], [False, False], [False, False]]
     assert x[0] == [2.5, -3.0] and x[1] == [0.5, 7.0] and x[2] == x[3] == [0.5, -10.0]
+
+
+def test_an_entity_without_consent_for_serving_is_not_scored_nor_logged(tmp_path, clean_redis, monkeypatch, pki):
+    """Issue 30, item 2: Score withholds an entity that withdrew consent for the call's purpose, with
+    the lookups' status, and logs nothing of it; the others are scored as ever."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def consent(raw: dict) -> None:
+        raw["regions"][0]["consent"] = {"required": ["serving"], "default": "allow"}  # opt-out
+
+    s = Scene(tmp_path, clean_redis["MY"].url, monkeypatch, pki, configure_more=consent)
+    try:
+        s.registry.register(_candidate(1), who="trainer")
+        s.deploy(1, *RAMP)
+        s.wait_loaded((("full", "fraud_lda", 1),))
+        now = datetime.now(UTC)
+        ts = pa.timestamp("us", tz="UTC")
+        pq.write_table(pa.table({
+            "join_key": ["customer_id"], "entity_id": pa.array([7], pa.int64()), "purpose": ["serving"],
+            "granted_at": pa.array([now.replace(year=now.year - 1)], ts), "withdrawn_at": pa.array([now], ts),
+            "source": ["crm"]}), s.served.node.data_dir / "sources" / "consent.parquet")
+        scored_before = []  # 7's scores while the node had not yet read the withdrawal: logged, rightly
+
+        def withheld() -> bool:
+            scored_before.append(s.score([7]).results[0].scored)
+            return not scored_before[-1]
+
+        assert wait_until(withheld, 10)
+        response = s.score([6, 7, 8])
+        six, seven, eight = response.results
+        assert six.scored and eight.scored and six.status == pb.FEATURE_STATUS_UNSPECIFIED
+        assert not seven.scored and seven.status == pb.WITHHELD_NO_CONSENT
+        assert not seven.contributions and not seven.prediction_id and seven.score == 0
+        s.node.predictions.close()
+        logged = read_predictions(s.served.node.data_dir)
+        entities = logged.column("entity").to_pylist()
+        assert entities.count("7") == sum(scored_before) and entities.count("6") == entities.count("8") == 1
+    finally:
+        s.close()

@@ -31,6 +31,7 @@ from fedstore.aggregator.errors import NotAllowed, Rejected
 from fedstore.aggregator.intake import plausibility
 from fedstore.aggregator.intake.accounting import Charge, recompute
 from fedstore.federation import PrivacyConfig
+from fedstore.federation.consent import Purpose
 from fedstore.federation.statistics import SEGMENTS, FeatureSpec
 from fedstore.federation.tokens import Caller
 from fedstore.federation.traffic import STAGES
@@ -46,6 +47,10 @@ _ID = re.compile(rf"[a-z]{{2}}-(stats|train|eval)-{_UUID4}")
 _ID_KIND = {"stats": "features", "train": "training", "eval": "evaluation"}
 _MODEL = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+_SNAPSHOT_ID = re.compile(r"[0-9a-f]{32}")  # a random UUID4's hex (federation.consent.ConsentBasis)
+# the purpose a release's consent gate filtered its rows for, by kind
+_CONSENT_PURPOSE = {"features": Purpose.GLOBAL_STATISTICS, "training": Purpose.GLOBAL_STATISTICS,
+                    "evaluation": Purpose.EVALUATION}
 _DAY = 86_400
 # the longest window a release may describe (a year and a leap day)
 MAX_WINDOW = timedelta(days=366)
@@ -125,6 +130,8 @@ def validate(
     id_kind = _ID_KIND[sub.submission_id.split("-")[1]]
     if id_kind != kind:
         raise Rejected(f"{sub.submission_id!r} names a {id_kind} submission, but it carries {kind}", rule="submission_id")
+    if sub.HasField("consent"):
+        _consent(sub.consent, kind)
     if kind == "training":
         spec = _training(sub.training, privacy)
         charge = recompute(sub, kind, catalog)
@@ -171,6 +178,14 @@ def validate(
         plausibility.view_counts(fs, catalog, where=where)
     plausibility.segment_totals(sub)
     return charge
+
+
+def _consent(basis: pb.ConsentBasis, kind: str) -> None:
+    want = _CONSENT_PURPOSE[kind]
+    if basis.purpose != want.value:
+        raise Rejected(f"a {kind} release rests on consent for {want.value}, not {basis.purpose[:40]!r}", rule="consent")
+    if not _SNAPSHOT_ID.fullmatch(basis.snapshot_id):
+        raise Rejected("the consent snapshot id is 32 lower-case hex digits (a random UUID)", rule="consent")
 
 
 def _window(sub: pb.Submission, now: datetime) -> None:

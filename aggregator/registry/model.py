@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from fedstore.aggregator.training.influence import RegionInfluence
+from fedstore.federation.consent import ConsentBasis
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class ModelCandidate:
     epsilon_by_region: Mapping[str, float]  # ε each contributing region spent on those submissions
     tags: Mapping[str, str] = field(default_factory=dict)
     influence: tuple[RegionInfluence, ...] = ()  # leave-one-region-out, as training found it
+    # per contributing region, what its training release rested on (none: it recorded no basis)
+    consent_basis: Mapping[str, ConsentBasis] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

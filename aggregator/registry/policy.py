@@ -5,6 +5,8 @@
     order         canary_25 only from canary_5, full only from canary_25 (no skipping the canary); never down
     min_metrics   before canary or full, this region's own evaluation meets the policy's minimums
     occupied      a shadow or canary stage holds one version: roll the current one back first
+    consent_basis every contributing region's release rested on consent for each purpose the
+                  target's ``require_consent_basis`` lists (recorded by the registry at registration)
 
 Leaving a stage also needs (the region's ``gates``, ``EvidenceGates``; every region has the first):
 
@@ -52,6 +54,7 @@ def check_promotion(
             f"{model.name} v{model.version} was trained partly on statistics from {', '.join(foreign)}; "
             f"models deployed in {region} may only use {allowed}", rule="sources"
         )
+    _consent_basis(model, region, policy)
     if current_stage is not None and STAGES.index(stage) < STAGES.index(current_stage):
         # moving down would vacate the higher stage and drop its traffic: that is a rollback's job
         raise PolicyRefused(
@@ -77,6 +80,26 @@ def check_promotion(
             raise PolicyRefused(f"{region} requires {metric} ≥ {minimum:g}; {seen}", rule="min_metrics")
     if stage != "full":
         _free(stage, region, occupant)
+
+
+def _consent_basis(model: ModelVersion, region: str, policy: DeploymentPolicy) -> None:
+    """Every source region's release rested on consent for every purpose the policy requires."""
+    basis = model.candidate.consent_basis
+    for purpose in policy.require_consent_basis:
+        lacking = []
+        for source in model.source_regions:
+            b = basis.get(source)
+            if b is None:
+                lacking.append(f"{source} (its release recorded no consent basis)")
+            elif b.purpose != purpose:
+                lacking.append(f"{source} (its release rested on {b.purpose})")
+            elif not b.consent_required:
+                lacking.append(f"{source} (its law does not make {purpose} need consent: no one's consent was checked)")
+        if lacking:
+            raise PolicyRefused(
+                f"{region} deploys only models whose every source released its statistics under "
+                f"consent for {purpose}; {model.name} v{model.version} lacks it from {', '.join(lacking)}",
+                rule="consent_basis")
 
 
 def _free(stage: str, region: str, occupant: tuple[str, int] | None) -> None:

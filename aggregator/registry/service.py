@@ -65,6 +65,8 @@ def version_to_proto(m: ModelVersion) -> pb.ModelVersion:
                               calibration_error=e.calibration_error, calibration_se=e.calibration_se)
                   for e in m.evidence],
         readiness=[pb.ReadinessItem(item=r.item, value=r.value, who=r.who, at=_ts(r.at)) for r in m.readiness],
+        consent_basis=[pb.ConsentBasis(region=r, purpose=b.purpose, consent_required=b.consent_required,
+                                       snapshot_id=b.snapshot_id) for r, b in sorted(c.consent_basis.items())],
     )
 
 

@@ -33,6 +33,7 @@ from fedstore.federation.deployment_policy import READINESS_ITEMS
 from fedstore.aggregator.training.influence import RegionInfluence
 from fedstore.federation import FederationConfig
 from fedstore.federation.errors import ConfigError
+from fedstore.federation.consent import ConsentBasis
 from fedstore.federation.traffic import STAGES, shares
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")  # matched whole: "$" would let a final newline through
@@ -84,6 +85,10 @@ class ModelRegistry:
             if "influence" not in {r[1] for r in db.execute("PRAGMA table_info(models)")}:
                 db.execute("ALTER TABLE models ADD COLUMN influence TEXT NOT NULL DEFAULT '[]'")
                 db.commit()
+            # ... and before the consent basis was: its versions rest on none recorded
+            if "consent_basis" not in {r[1] for r in db.execute("PRAGMA table_info(models)")}:
+                db.execute("ALTER TABLE models ADD COLUMN consent_basis TEXT NOT NULL DEFAULT '{}'")
+                db.commit()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -122,13 +127,14 @@ class ModelRegistry:
                                    (candidate.name,)).fetchone()
             db.execute(
                 "INSERT INTO models (name, version, strategy, feature_service, features, schema_hash, parameters, "
-                "submissions, epsilon_by_region, tags, registered_by, registered_at, influence) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "submissions, epsilon_by_region, tags, registered_by, registered_at, influence, consent_basis) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (candidate.name, latest + 1, candidate.strategy, candidate.feature_service,
                  json.dumps(list(candidate.features)), candidate.schema_hash, json.dumps(dict(candidate.parameters)),
                  json.dumps(list(candidate.submissions)), json.dumps(dict(candidate.epsilon_by_region)),
                  json.dumps(dict(candidate.tags)), who, now.isoformat(),
-                 json.dumps([i.to_dict() for i in candidate.influence])),
+                 json.dumps([i.to_dict() for i in candidate.influence]),
+                 json.dumps({r: b.as_dict() for r, b in candidate.consent_basis.items()})),
             )
         return self.get(candidate.name, latest + 1)
 
@@ -170,10 +176,11 @@ class ModelRegistry:
 
     def _version(self, row: tuple, evals: builtins.list[tuple]) -> ModelVersion:
         (name, version, strategy, service, features, schema_hash, parameters, submissions, eps, tags, who, at,
-         influence) = row
+         influence, consent) = row
         candidate = ModelCandidate(name, strategy, service, tuple(json.loads(features)), schema_hash,
                                    json.loads(parameters), tuple(json.loads(submissions)), json.loads(eps),
-                                   json.loads(tags), tuple(RegionInfluence.from_dict(i) for i in json.loads(influence)))
+                                   json.loads(tags), tuple(RegionInfluence.from_dict(i) for i in json.loads(influence)),
+                                   {r: ConsentBasis.from_dict(b) for r, b in json.loads(consent).items()})
         # a secure-aggregation sum is stored as the region "A+B+C" (its survivors): every one of them
         regions = [self.config.region(c) for c in sorted({c for key in candidate.epsilon_by_region
                                                           for c in key.split("+")})]

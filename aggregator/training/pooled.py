@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedstore.aggregator.errors import NotEnoughStatistics, Rejected
+from fedstore.federation.consent import ConsentBasis
 from fedstore.federation.training import LABELS, from_triangle
 
 
@@ -35,6 +36,7 @@ class PooledStatistics:
     xtx: np.ndarray  # d × d over both classes and every region (each region releases one)
     submissions: tuple[str, ...] = ()
     epsilon_by_region: dict[str, float] = field(default_factory=dict)
+    consent_by_region: dict[str, ConsentBasis] = field(default_factory=dict)  # regions whose release recorded one
 
     @property
     def dimension(self) -> int:
@@ -67,6 +69,7 @@ def pool(rows: list, features: tuple[str, ...]) -> PooledStatistics:  # rows: ag
     xtx = np.zeros((d, d))
     submissions: dict[str, None] = {}
     eps: dict[str, float] = {}
+    consent: dict[str, ConsentBasis] = {}
     for r in rows:
         if tuple(r.features) != tuple(features):
             raise Rejected(f"submission {r.submission_id} was trained on other features than {features}")
@@ -76,4 +79,6 @@ def pool(rows: list, features: tuple[str, ...]) -> PooledStatistics:  # rows: ag
             xtx = xtx + from_triangle(r.xtx, d)
         submissions[r.submission_id] = None
         eps[r.region] = r.epsilon
-    return PooledStatistics(tuple(features), sums, xtx, tuple(submissions), eps)
+        if r.consent is not None:
+            consent[r.region] = r.consent
+    return PooledStatistics(tuple(features), sums, xtx, tuple(submissions), eps, consent)

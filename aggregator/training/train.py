@@ -5,7 +5,7 @@ leaves them out). Requests and outcomes are value objects; the servicer translat
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from fedstore.aggregator.training.ridge import check_ridge_lambda
 from fedstore.aggregator.training.signal import Signal, signals
 from fedstore.aggregator.training.strategies import make_strategy
 from fedstore.federation import TrainingConfig
+from fedstore.federation.consent import ConsentBasis
 from fedstore.federation.errors import ConfigError
 from fedstore.federation.training import LinearModel, schema_hash, training_spec
 
@@ -41,6 +42,7 @@ class Fitted:
     examples: float
     influence: list[RegionInfluence]
     signal: list[Signal]
+    consent_by_region: dict[str, ConsentBasis] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def fit(store: SubmissionStore, request: TrainRequest, *,
         regions = influence(rows, spec.features, strategy, spec.feature_service, model)
     except (np.linalg.LinAlgError, ValueError) as e:  # statistics no model can be solved from
         raise NotEnoughStatistics(f"the accepted training statistics give no {strategy.name} model: {e}") from None
-    return Fitted(model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n, regions, signal)
+    return Fitted(model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n, regions, signal,
+                  pooled.consent_by_region)
 
 
 def train(
@@ -95,6 +98,6 @@ def train(
             parameters={"weights": list(model.weights), "intercept": model.intercept, "link": model.link},
             submissions=tuple(fitted.submissions), epsilon_by_region=fitted.epsilon_by_region,
             tags={**model.metadata, "examples": f"{n:.0f}", "period": request.period or "latest"},
-            influence=tuple(fitted.influence),
+            influence=tuple(fitted.influence), consent_basis=fitted.consent_by_region,
         ), who=who, reuse=True).version  # the same statistics again: the version they already gave
     return TrainOutcome(name, version, strategy, fitted, quarantined or [])

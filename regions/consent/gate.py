@@ -63,6 +63,22 @@ class ConsentGate:
         ok = self.allowed(table, join_keys, at)
         return table.filter(pa.array(ok)), int((~ok).sum())
 
+    def in_query(self, join_keys: list[str], at: datetime) -> ConsentInQuery | None:
+        """The filter as sets of entity ids a source read joins in its own query (one hash join per
+        key, no pass over the rows in Python), judged at ``at``; each key's state is read from the
+        records once per gate and time, whichever views use it. None when there are no records to
+        join (``keep`` then decides on the default alone, at no cost)."""
+        if not self.active or not self.records.exists():
+            return None
+        sets = []
+        for key in join_keys:
+            if (key, at) not in self._states:
+                self._states[(key, at)] = self.records.states_at(self.purpose, key, at)
+            held, refused = self._states[(key, at)]
+            # default deny keeps those whose consent holds; default allow drops those whose record says no
+            sets.append((key, refused if self.policy.default_allows else held))
+        return ConsentInQuery(sets, keep_listed=not self.policy.default_allows)
+
     def snapshot(self) -> dict[str, Any]:
         """The consent basis of a use: purpose, policy, and the records' fingerprint when they were read."""
         basis: dict[str, Any] = {"purpose": self.purpose.value, "requires_consent": self.active,
@@ -70,6 +86,17 @@ class ConsentGate:
         if self.active:
             basis["records"] = self.records.snapshot()
         return basis
+
+
+@dataclass
+class ConsentInQuery:
+    """A consent filter as sets of entity ids a source read joins (``ConsentGate.in_query``): per
+    join key, (the key, its set of ids). The reader that applies it sets ``left_out`` (rows it left
+    out); None: not applied, filter the rows yourself."""
+
+    sets: list[tuple[str, pa.Array]]
+    keep_listed: bool  # keep a row whose keys are all in their sets (else: none of them is)
+    left_out: int | None = None
 
 
 def consent_gate(region: RegionConfig, purpose: Purpose) -> ConsentGate:

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fedstore.federation.consent import Purpose
@@ -139,6 +140,37 @@ class ConsentRecords:
             ).fetchnumpy()
         ids, held = np.asarray(result["entity_id"]), np.asarray(result["held"], dtype=bool)
         return pa.array(ids[held]), pa.array(ids[~held])
+
+    def every_key_at(self, purpose: Purpose, at: datetime) -> tuple[dict[str, tuple[pa.Array, pa.Array]], datetime | None]:
+        """``states_at`` for every join key the file names, in one read, and the first time after
+        ``at`` a record starts or ends (what held at ``at`` holds until then, the file unchanged)."""
+        if not self.exists():
+            return {}, None
+        with _connect() as con:
+            result = con.sql(
+                """SELECT join_key, entity_id, w IS NULL OR w > ?::TIMESTAMPTZ AS held FROM (
+                       SELECT join_key, entity_id, arg_max_null(withdrawn_at::TIMESTAMPTZ, granted_at) AS w
+                       FROM read_parquet(?)
+                       WHERE purpose = ? AND granted_at::TIMESTAMPTZ <= ?::TIMESTAMPTZ
+                       GROUP BY join_key, entity_id
+                   )""",
+                params=[at, str(self.path), purpose.value, at],
+            ).to_arrow_table()
+            row = con.execute(
+                """SELECT min(t) FROM (SELECT granted_at::TIMESTAMPTZ AS t FROM read_parquet(?1) WHERE purpose = ?2
+                                       UNION ALL
+                                       SELECT withdrawn_at::TIMESTAMPTZ FROM read_parquet(?1) WHERE purpose = ?2)
+                   WHERE t > ?3::TIMESTAMPTZ""",
+                [str(self.path), purpose.value, at],
+            ).fetchone()
+        out: dict[str, tuple[pa.Array, pa.Array]] = {}
+        keys = result.column("join_key").combine_chunks()
+        ids = result.column("entity_id").combine_chunks()
+        held = result.column("held").combine_chunks()
+        for key in pc.unique(keys).to_pylist():
+            mine = pc.equal(keys, key)
+            out[key] = (ids.filter(pc.and_(mine, held)), ids.filter(pc.and_(mine, pc.invert(held))))
+        return out, (row[0] if row else None)
 
     def snapshot(self) -> dict[str, Any]:
         """What a dataset or a release rested on: the file's fingerprint (or that there was none)."""

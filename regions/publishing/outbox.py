@@ -93,6 +93,8 @@ def to_proto(body: dict) -> pb.Submission:
                                        features=[_feature(f, edges) for f in g["features"]])
                   for g in body.get("segments", [])],
         suppressed_segments=body.get("suppressed_segments", []),
+        # files queued before releases carried their consent basis have none
+        consent=pb.ConsentBasis(**body["consent"]) if body.get("consent") else None,
     )
 
 

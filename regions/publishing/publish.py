@@ -123,8 +123,8 @@ def publish_statistics(
     if segment:
         body["accounting"]["epsilon"] = spent
         body.update(segments=segments, suppressed_segments=suppressed_segments)
-    _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
-                                        "left_out": stats.consent_excluded})
+    body["consent"] = _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                                         "left_out": stats.consent_excluded})
     return submission_id, released, _queue(node, body)
 
 
@@ -154,8 +154,8 @@ def publish_training_statistics(
                 accounting={**_accounting("gaussian", released.epsilon, released.delta, released.epsilon,
                                           privacy.minimum_cohort, {"training": released.scales}),
                             "rho": released.rho, "conversion": released.conversion})
-    _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
-                                        "left_out": {spec.label: examples.consent_excluded}})
+    body["consent"] = _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                                         "left_out": {spec.label: examples.consent_excluded}})
     return submission_id, released, _queue(node, body)
 
 
@@ -194,8 +194,8 @@ def publish_evaluation(
                 if released.histograms else None,
                 accounting=_accounting("laplace", released.epsilon, 0.0, released.epsilon, privacy.minimum_cohort,
                                        {"evaluation": {"histograms": released.scale}}))
-    _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
-                                        "left_out": {spec.label: examples.consent_excluded}})
+    body["consent"] = _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                                         "left_out": {spec.label: examples.consent_excluded}})
     return submission_id, released, _queue(node, body)
 
 
@@ -247,8 +247,8 @@ def publish_evidence(
     released = release_evidence(exact, epsilon=epsilon, minimum_cohort=privacy.minimum_cohort,
                                 segmented=segment is not None)
     assert released.epsilon <= epsilon * (1 + 1e-9), "OpenDP accounting exceeds the spend"
-    _record_basis(region, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
-                                          "left_out": {"outcomes": left_out}})
+    basis = _record_basis(region, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
+                                                  "left_out": {"outcomes": left_out}})
     body = _header(region, submission_id, now, "evaluation", status="queued" if released.whole else "suppressed")
     body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
                 evaluation={"model_name": name, "model_version": version, "noise_scale": released.scale,
@@ -260,6 +260,7 @@ def publish_evidence(
                 if released.whole else None,
                 accounting=_accounting("laplace", released.epsilon, 0.0, released.epsilon, privacy.minimum_cohort,
                                        {"evaluation": {"histograms": released.scale}}))
+    body["consent"] = basis
     return submission_id, released, _queue(region, body)
 
 
@@ -293,12 +294,17 @@ def consent_basis_path(data_dir: Path, submission_id: str) -> Path:
     return data_dir / "consent" / "releases" / f"{submission_id}.json"
 
 
-def _record_basis(node: RegionPlace, submission_id: str, basis: dict[str, Any]) -> None:
+def _record_basis(node: RegionPlace, submission_id: str, basis: dict[str, Any]) -> dict[str, Any]:
+    """Keep the release's consent basis in the region, under a random snapshot id; what crosses the
+    border beside the release (``ConsentBasis``): the purpose, whether it needs consent, that id."""
+    snapshot_id = uuid.uuid4().hex  # random: the records' fingerprint stays here, the id only points to it
+    basis = {**basis, "snapshot_id": snapshot_id}
     path = consent_basis_path(node.data_dir, submission_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(basis, indent=2, sort_keys=True), encoding="utf-8")
     tmp.replace(path)
+    return {"purpose": basis["purpose"], "consent_required": bool(basis["requires_consent"]), "snapshot_id": snapshot_id}
 
 
 def _queue(node: RegionPlace, body: dict[str, Any]) -> Path:

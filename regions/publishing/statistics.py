@@ -104,13 +104,19 @@ def _latest(node: RegionNode, fv: FeatureView, start: datetime, end: datetime, c
     # an entity's value at the window's end, as serving would see it: its latest row in the
     # window, or older while still within the view's TTL (profiles change rarely)
     since = min(start, end - fv.ttl) if fv.ttl else start
-    batches = list(read_latest(fv, since, end, config=node.store.config, offline_store=None, batch_rows=1 << 20))
+    join_keys = [e.name for e in fv.entity_columns]
+    # consent as it held at the window's end (the time the released numbers describe), applied in
+    # the source read's own query where it can be; else to the rows read
+    keep = consent.in_query(join_keys, end) if consent is not None else None
+    batches = list(read_latest(fv, since, end, config=node.store.config, offline_store=None, batch_rows=1 << 20,
+                               keep=keep))
+    if keep is not None and keep.left_out is not None:
+        excluded[fv.name] = keep.left_out
     if not batches:
         return None
     table = pa.Table.from_batches(batches)
-    if consent is not None and consent.active:
-        # consent as it held at the window's end: the time the released numbers describe
-        table, excluded[fv.name] = consent.keep(table, [e.name for e in fv.entity_columns], end)
+    if consent is not None and consent.active and (keep is None or keep.left_out is None):
+        table, excluded[fv.name] = consent.keep(table, join_keys, end)
     return table
 
 

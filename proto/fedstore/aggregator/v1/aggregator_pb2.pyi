@@ -96,7 +96,7 @@ class NoiseScales(_message.Message):
     def __init__(self, count: _Optional[float] = ..., null_count: _Optional[float] = ..., histogram: _Optional[float] = ..., sum: _Optional[float] = ..., sum_sq: _Optional[float] = ...) -> None: ...
 
 class Submission(_message.Message):
-    __slots__ = ("submission_id", "region", "period", "window_start", "window_end", "features", "suppressed", "accounting", "training", "evaluation", "segments", "suppressed_segments")
+    __slots__ = ("submission_id", "region", "period", "window_start", "window_end", "features", "suppressed", "accounting", "training", "evaluation", "segments", "suppressed_segments", "consent")
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class Submission(_message.Message):
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     SUPPRESSED_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
     submission_id: str
     region: str
     period: str
@@ -121,7 +122,18 @@ class Submission(_message.Message):
     evaluation: Evaluation
     segments: _containers.RepeatedCompositeFieldContainer[SegmentStatistics]
     suppressed_segments: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, submission_id: _Optional[str] = ..., region: _Optional[str] = ..., period: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., suppressed: _Optional[_Iterable[str]] = ..., accounting: _Optional[_Union[PrivacyAccounting, _Mapping]] = ..., training: _Optional[_Union[TrainingStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[SegmentStatistics, _Mapping]]] = ..., suppressed_segments: _Optional[_Iterable[str]] = ...) -> None: ...
+    consent: ConsentBasis
+    def __init__(self, submission_id: _Optional[str] = ..., region: _Optional[str] = ..., period: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureStatistics, _Mapping]]] = ..., suppressed: _Optional[_Iterable[str]] = ..., accounting: _Optional[_Union[PrivacyAccounting, _Mapping]] = ..., training: _Optional[_Union[TrainingStatistics, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., segments: _Optional[_Iterable[_Union[SegmentStatistics, _Mapping]]] = ..., suppressed_segments: _Optional[_Iterable[str]] = ..., consent: _Optional[_Union[ConsentBasis, _Mapping]] = ...) -> None: ...
+
+class ConsentBasis(_message.Message):
+    __slots__ = ("purpose", "consent_required", "snapshot_id")
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    purpose: str
+    consent_required: bool
+    snapshot_id: str
+    def __init__(self, purpose: _Optional[str] = ..., consent_required: _Optional[bool] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
 
 class SegmentStatistics(_message.Message):
     __slots__ = ("dimension", "value", "features")

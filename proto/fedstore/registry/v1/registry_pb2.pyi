@@ -100,7 +100,7 @@ class RegionMetrics(_message.Message):
     def __init__(self, region: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., submission_id: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "strategy", "feature_service", "features", "schema_hash", "weights", "intercept", "link", "submissions", "jurisdictions", "epsilon_by_region", "metrics", "registered_by", "registered_at", "tags", "source_regions", "influence", "evidence", "readiness", "gates")
+    __slots__ = ("name", "version", "strategy", "feature_service", "features", "schema_hash", "weights", "intercept", "link", "submissions", "jurisdictions", "epsilon_by_region", "metrics", "registered_by", "registered_at", "tags", "source_regions", "influence", "evidence", "readiness", "gates", "consent_basis")
     class EpsilonByRegionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class ModelVersion(_message.Message):
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     READINESS_FIELD_NUMBER: _ClassVar[int]
     GATES_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_BASIS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     strategy: str
@@ -157,7 +158,20 @@ class ModelVersion(_message.Message):
     evidence: _containers.RepeatedCompositeFieldContainer[Evidence]
     readiness: _containers.RepeatedCompositeFieldContainer[ReadinessItem]
     gates: _containers.RepeatedCompositeFieldContainer[GateFinding]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., schema_hash: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., metrics: _Optional[_Iterable[_Union[RegionMetrics, _Mapping]]] = ..., registered_by: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., source_regions: _Optional[_Iterable[str]] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ..., evidence: _Optional[_Iterable[_Union[Evidence, _Mapping]]] = ..., readiness: _Optional[_Iterable[_Union[ReadinessItem, _Mapping]]] = ..., gates: _Optional[_Iterable[_Union[GateFinding, _Mapping]]] = ...) -> None: ...
+    consent_basis: _containers.RepeatedCompositeFieldContainer[ConsentBasis]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., schema_hash: _Optional[str] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., jurisdictions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., metrics: _Optional[_Iterable[_Union[RegionMetrics, _Mapping]]] = ..., registered_by: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., source_regions: _Optional[_Iterable[str]] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ..., evidence: _Optional[_Iterable[_Union[Evidence, _Mapping]]] = ..., readiness: _Optional[_Iterable[_Union[ReadinessItem, _Mapping]]] = ..., gates: _Optional[_Iterable[_Union[GateFinding, _Mapping]]] = ..., consent_basis: _Optional[_Iterable[_Union[ConsentBasis, _Mapping]]] = ...) -> None: ...
+
+class ConsentBasis(_message.Message):
+    __slots__ = ("region", "purpose", "consent_required", "snapshot_id")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    purpose: str
+    consent_required: bool
+    snapshot_id: str
+    def __init__(self, region: _Optional[str] = ..., purpose: _Optional[str] = ..., consent_required: _Optional[bool] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
 
 class RegionInfluence(_message.Message):
     __slots__ = ("region", "submission_id", "example_share", "weight_change", "weight_cosine", "auc_others_with", "auc_others_without", "flagged")

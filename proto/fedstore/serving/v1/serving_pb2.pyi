@@ -18,6 +18,7 @@ class FeatureStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOT_FOUND: _ClassVar[FeatureStatus]
     NULL_VALUE: _ClassVar[FeatureStatus]
     OUTSIDE_MAX_AGE: _ClassVar[FeatureStatus]
+    WITHHELD_NO_CONSENT: _ClassVar[FeatureStatus]
 
 class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,6 +30,7 @@ PRESENT: FeatureStatus
 NOT_FOUND: FeatureStatus
 NULL_VALUE: FeatureStatus
 OUTSIDE_MAX_AGE: FeatureStatus
+WITHHELD_NO_CONSENT: FeatureStatus
 SOURCE_UNSPECIFIED: Source
 ONLINE_STORE: Source
 BATCH_FALLBACK: Source
@@ -164,7 +166,7 @@ class Contribution(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., value: _Optional[float] = ..., contribution: _Optional[float] = ..., status: _Optional[_Union[FeatureStatus, str]] = ..., imputed: _Optional[bool] = ...) -> None: ...
 
 class EntityScore(_message.Message):
-    __slots__ = ("prediction_id", "score", "probability", "model", "version", "stage", "intercept", "contributions", "materialization_job_ids", "imputed", "scored")
+    __slots__ = ("prediction_id", "score", "probability", "model", "version", "stage", "intercept", "contributions", "materialization_job_ids", "imputed", "scored", "status")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +178,7 @@ class EntityScore(_message.Message):
     MATERIALIZATION_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     IMPUTED_FIELD_NUMBER: _ClassVar[int]
     SCORED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     prediction_id: str
     score: float
     probability: float
@@ -187,7 +190,8 @@ class EntityScore(_message.Message):
     materialization_job_ids: _containers.RepeatedScalarFieldContainer[str]
     imputed: int
     scored: bool
-    def __init__(self, prediction_id: _Optional[str] = ..., score: _Optional[float] = ..., probability: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., stage: _Optional[str] = ..., intercept: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., materialization_job_ids: _Optional[_Iterable[str]] = ..., imputed: _Optional[int] = ..., scored: _Optional[bool] = ...) -> None: ...
+    status: FeatureStatus
+    def __init__(self, prediction_id: _Optional[str] = ..., score: _Optional[float] = ..., probability: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., stage: _Optional[str] = ..., intercept: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ..., materialization_job_ids: _Optional[_Iterable[str]] = ..., imputed: _Optional[int] = ..., scored: _Optional[bool] = ..., status: _Optional[_Union[FeatureStatus, str]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("results", "metadata")

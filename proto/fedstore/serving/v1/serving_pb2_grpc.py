@@ -30,6 +30,11 @@ class FeatureServingStub:
     of a credential in the federation config's auth.tokens. No token, or one nobody issued:
     UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
     PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    Purpose: a lookup or a score may name what its features are used for in the metadata
+    `fedstore-purpose` (fedstore.federation.consent.Purpose: serving, evaluation, ...); without it,
+    the credential's one purpose. A purpose the credential does not carry: PERMISSION_DENIED, before
+    the request is read. An entity without consent for the purpose, where the region's law makes it
+    need consent, is withheld: WITHHELD_NO_CONSENT per value (Score: not scored), not an error.
     """
 
     def __init__(self, channel):
@@ -55,6 +60,11 @@ class FeatureServingServicer:
     of a credential in the federation config's auth.tokens. No token, or one nobody issued:
     UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
     PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    Purpose: a lookup or a score may name what its features are used for in the metadata
+    `fedstore-purpose` (fedstore.federation.consent.Purpose: serving, evaluation, ...); without it,
+    the credential's one purpose. A purpose the credential does not carry: PERMISSION_DENIED, before
+    the request is read. An entity without consent for the purpose, where the region's law makes it
+    need consent, is withheld: WITHHELD_NO_CONSENT per value (Score: not scored), not an error.
     """
 
     def GetOnlineFeatures(self, request, context):
@@ -102,6 +112,11 @@ class FeatureServing:
     of a credential in the federation config's auth.tokens. No token, or one nobody issued:
     UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
     PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
+    Purpose: a lookup or a score may name what its features are used for in the metadata
+    `fedstore-purpose` (fedstore.federation.consent.Purpose: serving, evaluation, ...); without it,
+    the credential's one purpose. A purpose the credential does not carry: PERMISSION_DENIED, before
+    the request is read. An entity without consent for the purpose, where the region's law makes it
+    need consent, is withheld: WITHHELD_NO_CONSENT per value (Score: not scored), not an error.
     """
 
     @staticmethod
