@@ -16,14 +16,15 @@ PERMISSION_DENIED, before the message is read; the admitted purpose goes with th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import grpc
 
+from fedstore.federation.consent import PURPOSE_METADATA, Purpose
 from fedstore.federation.error_boundary import abort, code_of
 from fedstore.federation.errors import FedstoreError, PermissionDenied, Unauthenticated
 from fedstore.federation.grpc_handlers import first_handler
-from fedstore.federation.consent import PURPOSE_METADATA, Purpose
 from fedstore.federation.roles import POLICIES, Role, Scope
 from fedstore.federation.tokens import Caller, TokenBook, authorization_scheme, bearer_token
 

@@ -31,6 +31,7 @@ import grpc
 from grpc._cython import cygrpc
 
 from fedstore.federation.access import AccessGuard, Refusal
+from fedstore.federation.consent import Purpose
 from fedstore.federation.errors import Internal, ResourceExhausted
 from fedstore.serving.lookup_methods import INTERNAL_DETAILS, LaneMethod, Outcome, outcome, refused
 from fedstore.serving.metrics import ServingMetrics
