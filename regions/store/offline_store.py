@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Iterator, List, Optional, Union
@@ -37,7 +38,7 @@ from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
-from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote
+from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote, ties_query
 
 OFFLINE_STORE_TYPE: Final = "fedstore.regions.store.offline_store.AsofOfflineStore"
 _ENTITIES = "__fedstore_entities"
@@ -158,20 +159,28 @@ class AsofRetrievalJob(RetrievalJob):
         self._repo_path = repo_path
         self._metadata: RetrievalMetadata | None = None
 
-    def sql(self, *, utc_times: bool = False, ordered: bool = True) -> str:
+    def sql(self, *, utc_times: bool = False, ordered: bool = True, views: list[ViewJoin] | None = None) -> str:
         """The query; ``utc_times`` turns the entity timestamp into a UTC instant (for files);
-        ``ordered`` keeps the entity set's row order (a sort of the whole result)."""
+        ``ordered`` keeps the entity set's row order (a sort of the whole result); ``views`` as
+        ``views_on`` found them (by default every tie on event time is broken by created time)."""
         e = self._entities
-        query = asof_query(e.relation(), e.columns, e.timestamp_col, self._views, ordered=ordered)
+        query = asof_query(e.relation(), e.columns, e.timestamp_col, self._views if views is None else views,
+                           ordered=ordered)
         if not utc_times:
             return query
         ts = quote(e.timestamp_col)
         return f"SELECT * REPLACE (CAST({ts} AS TIMESTAMPTZ) AS {ts}) FROM ({query})"
 
+    def views_on(self, conn: duckdb.DuckDBPyConnection) -> list[ViewJoin]:
+        """The views, each told whether its source has ties on event time right before the join
+        reads it (a source replaced in between is read as it is then, as by Feast's own join)."""
+        return [replace(v, created_ties=bool(conn.execute(ties_query(v)).fetchall()[0][0]))
+                if v.created_timestamp_column and v.features else v for v in self._views]
+
     def _to_arrow_internal(self, timeout: Optional[int] = None) -> pa.Table:
         with _connection(self._memory_limit, self._threads) as conn:
             self._entities.register(conn)
-            return conn.sql(self.sql()).to_arrow_table()
+            return conn.sql(self.sql(views=self.views_on(conn))).to_arrow_table()
 
     def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()
@@ -180,10 +189,11 @@ class AsofRetrievalJob(RetrievalJob):
         """Write the result to ``path`` as Parquet, streamed (bounded memory), entity time in UTC;
         returns the rows written. Unordered, the rows come as the join makes them (as Feast's do),
         which spares a sort of the whole result."""
-        copy = f"COPY ({self.sql(utc_times=True, ordered=ordered)}) TO {literal(str(path))} (FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})"
         with _connection(self._memory_limit, self._threads) as conn:
             self._entities.register(conn)
-            row = conn.execute(copy).fetchone()
+            query = self.sql(utc_times=True, ordered=ordered, views=self.views_on(conn))
+            row = conn.execute(f"COPY ({query}) TO {literal(str(path))} "
+                               f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})").fetchone()
         return int(row[0]) if row else 0
 
     @property
