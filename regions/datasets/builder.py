@@ -4,10 +4,10 @@
                     join, TTL honoured, nothing from after each row's event time, regions/store/
                     offline_store.py) ──COPY, streamed──▶ Parquet ──▶ manifest + region index
 
-Before the join the entity file passes ``consent_filter.py`` (streamed, chunk by chunk, into a
-temporary entity file, only when it changes anything): erased entities are dropped, and those
-without consent for local training at each row's time are dropped or marked (``consent``); the
-manifest records the consent snapshot used.
+In that same query, before any view is joined, the entity rows pass ``consent_filter.py`` (only
+when it changes anything): erased entities are dropped, and those without consent for local
+training at each row's time are dropped or marked (``consent``); the manifest records the consent
+snapshot used and what it changed.
 
 The output is written to a temporary file and renamed only when complete: a failed or
 interrupted build leaves no partial dataset behind.
@@ -36,7 +36,7 @@ from feast.errors import FeatureServiceNotFoundException
 
 from fedstore.federation.consent import Purpose
 from fedstore.regions.consent import consent_gate
-from fedstore.regions.datasets.consent_filter import MARK_COLUMN, MODES, ChunkFilter
+from fedstore.regions.datasets.consent_filter import MARK_COLUMN, MODES, TrainingSetFilter
 from fedstore.regions.datasets.entities import TIMESTAMP, EntityFile
 from fedstore.regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
 from fedstore.regions.errors import InvalidEntities, InvalidOutput, InvalidSource, RegionNotReady, UnknownName
@@ -118,8 +118,8 @@ def build_training_set(
             f"adds; rename or drop it"
         )
     node.require_sources(p.views)
-    gate = ChunkFilter(consent_gate(node.region, Purpose.LOCAL_TRAINING), read_erased(node.data_dir),
-                       list(p.join_keys), request.consent)
+    gate = TrainingSetFilter(consent_gate(node.region, Purpose.LOCAL_TRAINING), read_erased(node.data_dir),
+                             entities.key_types, request.consent)
     out = request.out
     _check_output(out, request.entities)
     require_index(node.data_dir, node.code)
@@ -129,7 +129,6 @@ def build_training_set(
     # named by host and process, so a later build can tell a killed build's leftovers from a running one's
     tmp = out.with_name(f".{out.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     manifest_tmp = tmp.with_name(f"{tmp.name}.manifest")
-    gated = tmp.with_name(f"{tmp.name}.entities")  # the entity rows the consent filter let through
     bar = progress(f"{node.code} training set", total=entities.rows, show=request.show_progress)
     try:
         try:
@@ -137,16 +136,15 @@ def build_training_set(
         except OSError as e:
             raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
         entities.require_times()
-        source = request.entities
-        if gate.erased or gate.gate.active or gate.mode == "mark":
-            _filter_entities(entities, gate, gated, request.chunk_rows)
+        written = _join_to_parquet(node, request.entities, p, tmp, request.chunk_rows,
+                                   gate if gate.changes_anything else None)
+        if gate.changes_anything:
+            gate.count(request.entities, entities.rows, tmp, written)
             if gate.kept == 0:
                 raise InvalidEntities(
                     f"every row of {request.entities} is of an erased entity or one without consent for local "
                     f"training in region {node.code} ({gate.rows_erased} erased, {gate.rows_without_consent} "
                     f"without consent); no training set was written")
-            source = gated
-        _join_to_parquet(node, source, p, tmp, request.chunk_rows)
         bar.update(entities.rows)
         schema = pq.read_schema(tmp)
         rows, nulls, (lo, hi) = _summary(tmp, features)
@@ -165,7 +163,6 @@ def build_training_set(
         manifest_tmp.unlink(missing_ok=True)
         raise
     finally:
-        gated.unlink(missing_ok=True)
         bar.close()
     record(node.data_dir, manifest, path.resolve())
     replaced = f", replacing dataset {previous}" if previous else ""
@@ -185,36 +182,21 @@ def _remove_abandoned_partials(out: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _filter_entities(entities: EntityFile, gate: ChunkFilter, out: Path, chunk_rows: int) -> None:
-    """The entity rows the consent filter lets through (or marks), streamed into ``out``."""
-    writer: pq.ParquetWriter | None = None
-    gate.kept = 0
-    try:
-        for chunk in entities.chunks(chunk_rows):
-            chunk = gate.apply(chunk)
-            if chunk.empty:
-                continue
-            table = pa.Table.from_pandas(chunk, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(out, table.schema)
-            writer.write_table(table.cast(writer.schema))
-            gate.kept += table.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-def _join_to_parquet(node: RegionNode, entities: Path, p: Plan, dataset: Path, row_group_rows: int) -> None:
-    """The point-in-time join of the whole entity file by the region's offline store, streamed into
-    ``dataset``. The sources were checked before the build, but a build may run for minutes: a part
-    removed or cut short by an upstream job since, or a damaged page the footers did not show, is
-    said in one line."""
+def _join_to_parquet(node: RegionNode, entities: Path, p: Plan, dataset: Path, row_group_rows: int,
+                     gate: TrainingSetFilter | None) -> int:
+    """The point-in-time join of the whole entity file by the region's offline store, its rows
+    through ``gate`` first, streamed into ``dataset``; the rows written. The sources were checked
+    before the build, but a build may run for minutes: a part removed or cut short by an upstream
+    job since, or a damaged page the footers did not show, is said in one line."""
     job = node.store.get_historical_features(entity_df=str(entities), features=p.refs)
     if not isinstance(job, AsofRetrievalJob):  # the region's feature_store.yaml names the ASOF store
         raise RegionNotReady(f"region {node.code}: its offline store is not {OFFLINE_STORE_TYPE}; "
                              f"run `fedstore region apply --region {node.code}`")
+    if gate is not None:
+        job = job.filtered(gate.entity_filter())
     try:
-        job.to_parquet(dataset, row_group_rows=row_group_rows, ordered=False)  # rows carry their keys and time
+        # rows carry their keys and time: no sort to keep the entity file's order
+        return job.to_parquet(dataset, row_group_rows=row_group_rows, ordered=False)
     except duckdb.Error as e:
         raise unreadable_sources(node, p.views, e, "no training set was written") from None
 

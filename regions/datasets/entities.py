@@ -1,11 +1,9 @@
-"""The entity file of a training-set request: validated up front, then read in bounded chunks."""
+"""The entity file of a training-set request: validated up front (DuckDB then streams it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -40,20 +38,10 @@ class EntityFile:
             got = schema.field(key).type
             if not (pa.types.is_integer(got) if pa.types.is_integer(want) else got == want):
                 raise InvalidEntities(f"join key {key!r} of {path} must be {want}, not {got}")
+        self.key_types = {key: schema.field(key).type for key in join_keys}  # as the file holds them
         self.columns = [TIMESTAMP, *join_keys]
         extra = [c for c in schema.names if c not in self.columns]
         self.passthrough = extra  # carried into the dataset untouched (e.g. a request id)
-
-    def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
-        """The rows, ``rows`` at a time, event times as UTC (naive ones are UTC, as in Feast)."""
-        for batch in self._file.iter_batches(batch_size=rows):
-            df = batch.to_pandas()
-            ts = df[TIMESTAMP]
-            if ts.isna().any():
-                raise InvalidEntities(f"column {TIMESTAMP!r} of {self.path} has empty values")
-            if ts.dt.tz is None:
-                df[TIMESTAMP] = ts.dt.tz_localize("UTC")
-            yield df
 
     def require_times(self) -> None:
         """Every row has an event time (read one row group of one column at a time). Naive times

@@ -14,13 +14,14 @@ training set larger than memory never is held in it (DuckDB spills its sort to a
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Iterator, List, Optional, Union
+from typing import Any, Callable, Final, Iterator, List, Mapping, Optional, Union
 
 import duckdb
 import numpy as np
@@ -144,6 +145,17 @@ class EntitySet:
         return lo, hi
 
 
+@dataclass(frozen=True)
+class EntityFilter:
+    """Entity rows kept, dropped or marked inside the join's own query, before any view is joined
+    (consent and erasure, say): no second copy of the entity set is written for it."""
+
+    relation: Callable[[str], str]
+    """The entity set's relation (SQL) -> the filtered one: every column kept (``FILE`` and ``ROW`` too)."""
+    added_columns: tuple[str, ...] = ()  # columns it adds, carried into the result like the entity set's
+    tables: Mapping[str, pa.Table] = field(default_factory=dict)  # Arrow tables its SQL names
+
+
 class AsofRetrievalJob(RetrievalJob):
     """The join, run when asked for: as Arrow, as pandas (Feast's API), or straight into Parquet."""
 
@@ -158,13 +170,29 @@ class AsofRetrievalJob(RetrievalJob):
         self._threads = threads
         self._repo_path = repo_path
         self._metadata: RetrievalMetadata | None = None
+        self._filter: EntityFilter | None = None
+
+    def filtered(self, entity_filter: EntityFilter) -> "AsofRetrievalJob":
+        """The same join over the entity rows ``entity_filter`` lets through (a new job)."""
+        job = copy.copy(self)
+        job._filter = entity_filter
+        job._metadata = None
+        return job
+
+    def _prepare(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._entities.register(conn)
+        for name, table in (self._filter.tables if self._filter else {}).items():
+            conn.register(name, table)
 
     def sql(self, *, utc_times: bool = False, ordered: bool = True, views: list[ViewJoin] | None = None) -> str:
         """The query; ``utc_times`` turns the entity timestamp into a UTC instant (for files);
         ``ordered`` keeps the entity set's row order (a sort of the whole result); ``views`` as
         ``views_on`` found them (by default every tie on event time is broken by created time)."""
         e = self._entities
-        query = asof_query(e.relation(), e.columns, e.timestamp_col, self._views if views is None else views,
+        relation, columns = e.relation(), e.columns
+        if self._filter is not None:
+            relation, columns = self._filter.relation(relation), [*columns, *self._filter.added_columns]
+        query = asof_query(relation, columns, e.timestamp_col, self._views if views is None else views,
                            ordered=ordered)
         if not utc_times:
             return query
@@ -179,7 +207,7 @@ class AsofRetrievalJob(RetrievalJob):
 
     def _to_arrow_internal(self, timeout: Optional[int] = None) -> pa.Table:
         with _connection(self._memory_limit, self._threads) as conn:
-            self._entities.register(conn)
+            self._prepare(conn)
             return conn.sql(self.sql(views=self.views_on(conn))).to_arrow_table()
 
     def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
@@ -190,7 +218,7 @@ class AsofRetrievalJob(RetrievalJob):
         returns the rows written. Unordered, the rows come as the join makes them (as Feast's do),
         which spares a sort of the whole result."""
         with _connection(self._memory_limit, self._threads) as conn:
-            self._entities.register(conn)
+            self._prepare(conn)
             query = self.sql(utc_times=True, ordered=ordered, views=self.views_on(conn))
             row = conn.execute(f"COPY ({query}) TO {literal(str(path))} "
                                f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})").fetchone()
