@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
@@ -46,6 +46,7 @@ from fedstore.regions.store.fingerprint import fingerprint, source_fingerprints
 from fedstore.regions.store.node import RegionNode
 from fedstore.regions.store.erasure_list import read_erased
 from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
+from fedstore.regions.store.source_files import is_glob
 from fedstore.regions.store.point_in_time import literal, quote
 
 _ARROW_TYPES = {"INT64": pa.int64(), "INT32": pa.int32(), "STRING": pa.string()}
@@ -121,7 +122,7 @@ def build_training_set(
     gate = TrainingSetFilter(consent_gate(node.region, Purpose.LOCAL_TRAINING), read_erased(node.data_dir),
                              entities.key_types, request.consent)
     out = request.out
-    _check_output(out, request.entities)
+    _check_output(out, request.entities, entities.files)
     require_index(node.data_dir, node.code)
     earlier = read_manifest(manifest_path(out)) if out.exists() else None
     previous = earlier.dataset_id if earlier else None  # built at this path before: said when replaced
@@ -148,7 +149,7 @@ def build_training_set(
         bar.update(entities.rows)
         schema = pq.read_schema(tmp)
         rows, nulls, (lo, hi) = _summary(tmp, features)
-        manifest = _manifest(node, request, p, schema, entities.rows, rows, nulls, (lo, hi), began, out)
+        manifest = _manifest(node, request, p, schema, entities, rows, nulls, (lo, hi), began, out)
         manifest = replace(manifest, consent=gate.basis())
         # the manifest is complete before the dataset takes its name, and the old one goes first: a
         # process killed in between leaves a dataset without a manifest, never one beside another
@@ -251,7 +252,7 @@ def _manifest(
     request: TrainingSetRequest,
     p: Plan,
     schema: pa.Schema,
-    entity_rows: int,
+    entities: EntityFile,
     rows: int,
     nulls: dict[str, int],
     time_range: tuple[datetime | None, datetime | None],
@@ -271,8 +272,7 @@ def _manifest(
         label=request.label,
         schema=described,
         schema_hash=hashlib.sha256(json.dumps(described).encode()).hexdigest(),
-        entity_file={**fingerprint(request.entities.resolve(), request.entities.resolve().parent).as_dict(),
-                     "path": str(request.entities.resolve()), "rows": entity_rows},
+        entity_file={**_entity_fingerprint(entities), "path": str(request.entities.resolve()), "rows": entities.rows},
         sources=[f.as_dict() for f in source_fingerprints([node.source_path(v) for v in p.views], node.data_dir,
                                                             node.fingerprints)],
         rows=rows,
@@ -285,10 +285,26 @@ def _manifest(
     )
 
 
-def _check_output(out: Path, entities: Path) -> None:
-    """Refuse, before any work, an output that would replace the input or cannot be a file."""
-    if out.resolve() == entities.resolve():
-        raise InvalidOutput(f"output {out} is the entity file itself: the training set would overwrite its input")
+def _entity_fingerprint(entities: EntityFile) -> dict[str, Any]:
+    """The entity file's fingerprint; for a glob, each file's, and as ``sha256`` that of their
+    digests in the glob's order (one value to compare two datasets' inputs by)."""
+    files = [f.resolve() for f in entities.files]
+    if not is_glob(entities.path):
+        return fingerprint(files[0], files[0].parent).as_dict()
+    base = entities.path.resolve().parent
+    while is_glob(base):
+        base = base.parent
+    parts = [fingerprint(f, base) for f in files]
+    combined = hashlib.sha256("".join(p.sha256 for p in parts).encode()).hexdigest()
+    return {"sha256": combined, "bytes": sum(p.bytes for p in parts), "files": [p.as_dict() for p in parts]}
+
+
+def _check_output(out: Path, entities: Path, files: list[Path]) -> None:
+    """Refuse, before any work, an output that would replace the input (or, for a glob, be read as
+    entities by the next build) or cannot be a file."""
+    if out.resolve() in {f.resolve() for f in files} or (is_glob(entities) and out.resolve().match(str(entities.resolve()))):
+        what = "the entity file itself" if not is_glob(entities) else f"one of the entity files {entities}"
+        raise InvalidOutput(f"output {out} is {what}: the training set would overwrite its input")
     if out.is_dir():
         raise InvalidOutput(f"output {out} is a directory: give a file name, e.g. {out / 'train.parquet'}")
     try:
