@@ -119,8 +119,8 @@ def asof_query(entities: str, entity_columns: list[str], timestamp_col: str, vie
         ttl_us = _micros(view.ttl)
         for j, (_, name) in enumerate(view.features):
             value = f"{v}.{quote(f'__f{j}')}"
-            if ttl_us:
-                value = f"CASE WHEN {v}.__ts >= {ets} - to_microseconds({ttl_us}) THEN {value} END"
+            if ttl_us:  # in integer microseconds: a TIMESTAMPTZ minus an INTERVAL goes through ICU's calendar
+                value = f"CASE WHEN epoch_us({v}.__ts) >= epoch_us({ets}) - {ttl_us} THEN {value} END"
             out.append(f"{value} AS {quote(name)}")
     sql = f"SELECT {', '.join(out)} FROM ({entities}) AS e {' '.join(joins)}"
     return sql + (f" ORDER BY e.{FILE}, e.{ROW}" if ordered else "")
