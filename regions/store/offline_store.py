@@ -10,6 +10,8 @@ offline store, inherited unchanged; so is a historical retrieval this join does 
 The entity set is a DataFrame, as in Feast, or — an addition — the path or glob of Parquet files,
 which DuckDB streams; ``AsofRetrievalJob.to_parquet`` writes the result with ``COPY … TO``, so a
 training set larger than memory never is held in it (DuckDB spills its sort to a temporary directory).
+``AsofRetrievalJob.filtered`` adds an ``EntityFilter`` (the training sets' consent and erasure
+filter) to the same query, ahead of the views' joins.
 """
 
 from __future__ import annotations
