@@ -226,7 +226,7 @@ def test_what_the_asof_join_does_not_cover_is_feasts_own_join(stores):
 
 def test_created_time_orders_the_join_only_where_a_source_has_ties(stores):
     """Without two rows of one key at one event time the join compares event times alone (the
-    128-bit (event, created) key costs a third of its CPU); with one, the later created row wins."""
+    128-bit (event, created) key costs about a quarter of its CPU); with one, the later created row wins."""
     import duckdb
 
     feast_store, ours, root = stores

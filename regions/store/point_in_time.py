@@ -13,7 +13,7 @@ below gives Feast's answer, cell for cell:
   (0 for a null created time), with the entity's event microseconds × 2⁶⁴ + 2⁶⁴ − 1: one merge
   instead of a window over the source to drop the ties first (measured ~1.6× slower at 1M rows).
   Without ties the created time decides nothing and the join compares the event times alone: the
-  128-bit key costs about a third of the join's CPU (1M entity rows, 300k source rows);
+  128-bit key costs about a quarter of the join's CPU (1M entity rows, 300k source rows);
 * a TTL: that row only if ``event time + ttl >= entity time`` (inclusive); a zero or missing TTL
   is unlimited. The latest row at or before the entity time is within the TTL exactly when any
   row is, so filtering after the ASOF match is the same as Feast filtering before it;
