@@ -194,12 +194,8 @@ class AsofRetrievalJob(RetrievalJob):
         relation, columns = e.relation(), e.columns
         if self._filter is not None:
             relation, columns = self._filter.relation(relation), [*columns, *self._filter.added_columns]
-        query = asof_query(relation, columns, e.timestamp_col, self._views if views is None else views,
-                           ordered=ordered)
-        if not utc_times:
-            return query
-        ts = quote(e.timestamp_col)
-        return f"SELECT * REPLACE (CAST({ts} AS TIMESTAMPTZ) AS {ts}) FROM ({query})"
+        return asof_query(relation, columns, e.timestamp_col, self._views if views is None else views,
+                          ordered=ordered, utc_times=utc_times)
 
     def views_on(self, conn: duckdb.DuckDBPyConnection) -> list[ViewJoin]:
         """The views, each told whether its source has ties on event time right before the join
