@@ -208,8 +208,10 @@ def test_the_entity_set_may_be_parquet_files_streamed_to_parquet(stores, tmp_pat
 
 def test_unreadable_entity_files_are_one_clear_error(stores, tmp_path):
     _, ours, _ = stores
-    with pytest.raises(ValueError, match="neither a DataFrame nor readable Parquet files"):
-        ours.get_historical_features(entity_df=str(tmp_path / "none-*.parquet"), features=["a:x"])
+    (tmp_path / "text.parquet").write_text("customer_id,event_timestamp\n1,2026\n")
+    for entities in (tmp_path / "none-*.parquet", tmp_path / "text.parquet", tmp_path / "missing.parquet"):
+        with pytest.raises(ValueError, match="neither a DataFrame nor readable Parquet files"):
+            ours.get_historical_features(entity_df=str(entities), features=["a:x"])
 
 
 def test_what_the_asof_join_does_not_cover_is_feasts_own_join(stores):

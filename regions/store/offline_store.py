@@ -17,6 +17,7 @@ filter) to the same query, ahead of the views' joins.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from feast.data_format import ParquetFormat
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores import offline_utils
@@ -107,14 +109,7 @@ class EntitySet:
     @classmethod
     def of(cls, entity_df: pd.DataFrame | str) -> "EntitySet":
         if isinstance(entity_df, str):
-            with _connection("256MB", 1) as conn:
-                try:
-                    described = conn.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(entity_df)})").fetchall()
-                except duckdb.Error as e:
-                    raise ValueError(f"entity set {entity_df!r} is neither a DataFrame nor readable Parquet files: "
-                                     f"{str(e).splitlines()[0]}") from None
-            schema = {name: np.dtype("datetime64[ns]") if str(kind).startswith("TIMESTAMP") else np.dtype(object)
-                      for name, kind, *_ in described}
+            schema = _parquet_schema(entity_df)
             ts = offline_utils.infer_event_timestamp_from_entity_df(schema)
             return cls(None, entity_df, list(schema), ts)
         ts = offline_utils.infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
@@ -247,6 +242,28 @@ class AsofRetrievalJob(RetrievalJob):
 
         _write_data_source(ibis.memtable(self.to_arrow()), storage.to_data_source(), self._repo_path,
                            "overwrite", allow_overwrite)
+
+
+def _parquet_schema(files: str) -> dict[str, np.dtype]:
+    """Column -> a dtype saying only whether it holds times (what Feast infers the entity time from).
+    One file: its footer (pyarrow, ~1 ms); a glob: DuckDB's expansion of it, as the join reads it."""
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"entity set {files!r} is neither a DataFrame nor readable Parquet files: {reason}")
+
+    if not any(c in files for c in "*?[") and os.path.isfile(files):
+        try:
+            arrow = pq.read_schema(files)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise bad(str(e).splitlines()[0]) from None
+        return {f.name: np.dtype("datetime64[ns]") if pa.types.is_timestamp(f.type) else np.dtype(object)
+                for f in arrow}
+    with duckdb.connect() as conn:
+        try:
+            described = conn.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(files)})").fetchall()
+        except duckdb.Error as e:
+            raise bad(str(e).splitlines()[0]) from None
+    return {name: np.dtype("datetime64[ns]") if str(kind).startswith("TIMESTAMP") else np.dtype(object)
+            for name, kind, *_ in described}
 
 
 @contextmanager
