@@ -12,8 +12,11 @@ with a request id. Each variant runs in its own process so its peak RSS is its o
   raw        the limit: one plain ASOF LEFT JOIN per view (no TTL, no tie-break on created time)
              of the entity file, COPY'd to Parquet
 Each variant's rows are then compared with Feast's (sorted by request id): every cell equal.
-On a shared machine one run says little: each variant runs --repeat times (default 3, each a fresh
-process) and the table shows its fastest run and the largest peak RSS of its runs.
+On a shared machine one run says little: --repeat rounds (default 3), each running every variant
+once in a fresh process, one after the other, so the variants of a round share the machine's load.
+The table shows each variant's fastest wall time, its median CPU time (user + system, DuckDB's
+threads included: what load on the machine changes least) and the largest peak RSS of its runs;
+the ratios are medians over the rounds of ratios within a round (wall, then CPU).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,15 +87,27 @@ def worker(args: argparse.Namespace) -> None:
     from fedstore.regions.store.node import RegionNode
 
     node = RegionNode(load_config(args.config).region("MY"))
+    # every variant's modules imported before the clock starts: the clock times the work, not imports
+    import duckdb  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    from feast import FeatureStore  # noqa: F401
+
+    from fedstore.regions.datasets import build_training_set  # noqa: F401
+    from fedstore.regions.store.feast_config import feast_settings  # noqa: F401
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = before.ru_utime + before.ru_stime
     began = time.perf_counter()
     rows, table = _run(args.variant, node, Path(args.entities), Path(args.out))
     seconds = time.perf_counter() - began
+    usage_at_stop = resource.getrusage(resource.RUSAGE_SELF)
     if table is not None:  # kept for the comparison, after the clock stopped
         import pyarrow.parquet as pq
 
         pq.write_table(table, args.out)
-    print(json.dumps({"seconds": seconds, "rows": rows,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # peak RSS: the comparison's copy may add to it
+    print(json.dumps({"seconds": seconds, "cpu": usage_at_stop.ru_utime + usage_at_stop.ru_stime - cpu_before, "rows": rows,
+                      "peak_mb": usage.ru_maxrss / 1024}))
 
 
 def _run(variant: str, node, entities: Path, out: Path) -> tuple[int, object]:
@@ -174,6 +190,7 @@ def main() -> None:
         return
     sizes = [int(s) for s in args.sizes.split(",")] + ([10_000_000] if args.with_10m else [])
     results: dict[tuple[int, str], dict | None] = {}
+    ratios: dict[tuple[int, str, str], tuple[float, float]] = {}  # (n, ours, theirs) -> their time / ours
     checks: dict[tuple[int, str], str] = {}
     with tempfile.TemporaryDirectory(prefix="fedstore-offline-bench-") as tmp:
         work = Path(tmp)
@@ -184,13 +201,11 @@ def main() -> None:
         print(f"region MY: {feature_rows:,} customer_transactions rows, {args.customers:,} customers", flush=True)
         for n in sizes:
             ents = entities(work, n, args.customers)
-            for variant in VARIANTS:
-                if variant in ("feast", "asof") and n > args.skip_feast_above:
-                    results[n, variant] = None
-                    continue
-                out = work / f"{variant}-{n}.parquet"
-                runs = []
-                for _ in range(args.repeat):
+            variants = [v for v in VARIANTS if not (v in ("feast", "asof") and n > args.skip_feast_above)]
+            runs: dict[str, list[dict]] = {v: [] for v in variants}
+            for round_ in range(args.repeat):  # a round runs every variant: they share the load of its time
+                for variant in variants:
+                    out = work / f"{variant}-{n}.parquet"
                     run = subprocess.run(
                         [sys.executable, __file__, "--worker", "--variant", variant, "--config", str(cfg),
                          "--entities", str(ents), "--out", str(out)],
@@ -198,12 +213,21 @@ def main() -> None:
                     )
                     if run.returncode != 0:
                         raise SystemExit(f"{variant} at {n:,} failed:\n{run.stderr[-3000:]}")
-                    runs.append(json.loads(run.stdout.strip().splitlines()[-1]))
-                stats = {"seconds": min(r["seconds"] for r in runs), "peak_mb": max(r["peak_mb"] for r in runs),
-                         "all": [round(r["seconds"], 2) for r in runs]}
-                results[n, variant] = stats
-                print(f"  {n:>11,} entity rows  {variant:9} {stats['seconds']:7.2f}s  {stats['peak_mb']:7.0f} MB"
-                      f"  (runs: {stats['all']})", flush=True)
+                    runs[variant].append(json.loads(run.stdout.strip().splitlines()[-1]))
+                    r = runs[variant][-1]
+                    print(f"  {n:>11,} entity rows  round {round_ + 1}  {variant:9} {r['seconds']:7.2f}s wall "
+                          f"{r['cpu']:7.2f}s CPU  {r['peak_mb']:7.0f} MB", flush=True)
+            for variant in VARIANTS:
+                if variant not in runs:
+                    results[n, variant] = None
+                    continue
+                rs = runs[variant]
+                results[n, variant] = {"seconds": min(r["seconds"] for r in rs), "peak_mb": max(r["peak_mb"] for r in rs),
+                                       "cpu": statistics.median(r["cpu"] for r in rs)}
+            for a, b in (("fedstore", "feast"), ("fedstore", "raw"), ("asof", "feast"), ("asof", "raw")):
+                if a in runs and b in runs:  # per round, then the median: both measured under the same load
+                    ratios[n, a, b] = (statistics.median(y["seconds"] / x["seconds"] for x, y in zip(runs[a], runs[b])),
+                                       statistics.median(y["cpu"] / x["cpu"] for x, y in zip(runs[a], runs[b])))
             feast_out = work / f"feast-{n}.parquet"
             for variant in ("asof", "fedstore"):
                 if feast_out.exists() and results[n, variant]:
@@ -211,15 +235,27 @@ def main() -> None:
             for variant in VARIANTS:
                 (work / f"{variant}-{n}.parquet").unlink(missing_ok=True)
     print()
-    cell = lambda s: f"{s['seconds']:>7.2f}s {s['peak_mb']:>6,.0f}MB" if s else f"{'(skipped)':>16}"  # noqa: E731
-    head = f"{'entity rows':>12}  " + "  ".join(f"{v:>16}" for v in VARIANTS) + "  fedstore vs Feast  vs raw"
+    cell = lambda s: f"{s['seconds']:>6.2f}s {s['cpu']:>6.2f}s {s['peak_mb']:>5,.0f}MB" if s else f"{'(skipped)':>22}"  # noqa: E731
+    print("per variant: fastest wall, median CPU, largest peak RSS")
+    head = f"{'entity rows':>12}  " + "  ".join(f"{v:>22}" for v in VARIANTS)
     print(head)
     print("-" * len(head))
     for n in sizes:
-        f, o, r = results[n, "feast"], results[n, "fedstore"], results[n, "raw"]
-        speedup = f"{f['seconds'] / o['seconds']:>16.1f}x" if f and o else f"{'-':>17}"
-        print(f"{n:>12,}  " + "  ".join(cell(results[n, v]) for v in VARIANTS)
-              + f"  {speedup}  {o['seconds'] / r['seconds']:.1f}x" if o and r else "")
+        print(f"{n:>12,}  " + "  ".join(cell(results[n, v]) for v in VARIANTS))
+    print()
+    print("ratios, median over rounds of the ratio within a round (wall / CPU); the raw join is the limit:")
+    print("a variant's time over the raw join's (1.0x = as fast as the engine), Feast's time over the variant's")
+    for n in sizes:
+        parts = []
+        for a, b in (("fedstore", "feast"), ("asof", "feast")):
+            if (n, a, b) in ratios:
+                w, c = ratios[n, a, b]
+                parts.append(f"{a}: {w:.1f}x / {c:.1f}x faster than Feast")
+        for a in ("fedstore", "asof"):
+            if (n, a, "raw") in ratios:
+                w, c = ratios[n, a, "raw"]
+                parts.append(f"{a}: {1 / w:.2f}x / {1 / c:.2f}x the raw join")
+        print(f"{n:>12,}  " + "; ".join(parts))
     for (n, variant), verdict in checks.items():
         print(f"{n:>12,} rows: {variant} vs Feast: {verdict}")
 

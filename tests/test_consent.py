@@ -4,6 +4,7 @@ leave out whoever had not consented for that purpose at the time that counts; ba
 from __future__ import annotations
 
 import json
+import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from fedstore.federation.statistics import FeatureSpec
 from fedstore.federation.training import training_spec
 from fedstore.regions.consent import consent_gate
 from fedstore.regions.datasets import TrainingSetRequest, build_training_set
+from fedstore.regions.datasets.consent_filter import MARK_COLUMN, TrainingSetFilter
 from fedstore.regions.errors import InvalidSource
 from fedstore.regions.publishing.examples import labelled_examples
 from fedstore.regions.publishing.publish import consent_basis_path, publish_statistics
 from fedstore.regions.publishing.statistics import compute_statistics
+from fedstore.regions.store.erasure_list import ErasedKeys
 from fedstore.regions.store.node import RegionNode
 from handmade import write_sources
 
@@ -267,3 +270,37 @@ def test_the_filter_in_the_source_query_leaves_out_what_the_gate_leaves_out(tmp_
                                                       offline_store=None, batch_rows=1 << 20, keep=keep)))
     assert sorted(in_query.column("customer_id").to_pylist()) == sorted(by_gate.column("customer_id").to_pylist())
     assert keep.left_out == left_out and 0 < left_out < CUSTOMERS
+
+
+@pytest.mark.parametrize("mode", ["exclude", "mark"])
+def test_the_training_set_filter_inside_the_join_is_the_gates_own_answer_row_by_row(region, tmp_path, mode):
+    """Consent and erasure applied inside the join's query agree, row by row, with the consent gate
+    statistics use (its records read one row at a time) and the erasure list; the counts add up."""
+    rows = [(c, "local_training", T - timedelta(days=60), WITHDRAWN_AT if c == WITHDRAWS else None) for c in range(30)]
+    rows += [(7, "local_training", T + timedelta(days=1), None),  # 7 withdrew, then consented again
+             (31, "local_training", T, T)]  # withdrawn the moment it was granted
+    rows[7] = (7, "local_training", T - timedelta(days=60), T + timedelta(hours=12))
+    write_consent(region.data_dir, rows)
+    rng = random.Random(5)
+    ids = [rng.choice([*range(CUSTOMERS), None]) for _ in range(400)]
+    times = [T + timedelta(hours=rng.randrange(-24, 72)) for _ in ids] + [T, WITHDRAWN_AT, T + timedelta(days=1)]
+    ids += [31, WITHDRAWS, 7]
+    ents = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"customer_id": pa.array(ids, pa.int64()), "event_timestamp": pa.array(times, TS),
+                             "request_id": pa.array(range(len(ids)), pa.int64())}), ents)
+    gate = consent_gate(region.region, Purpose.LOCAL_TRAINING)
+    erased = ErasedKeys({"customer_id": (3, 11, "not-an-id")})
+    f = TrainingSetFilter(gate, erased, {"customer_id": pa.int64()}, mode)
+    job = region.store.get_historical_features(entity_df=str(ents), features=["customer_profile:kyc_level"])
+    written = job.filtered(f.entity_filter()).to_parquet(tmp_path / "out.parquet", ordered=False)
+    f.count(ents, len(ids), tmp_path / "out.parquet", written)
+
+    table = pq.read_table(ents)
+    consented = gate.allowed(table, ["customer_id"], table.column("event_timestamp").combine_chunks())
+    gone = [i in (3, 11) for i in ids]
+    want = {r: bool(ok) for r, ok, g in zip(range(len(ids)), consented, gone) if not g and (ok or mode == "mark")}
+    got = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert {r["request_id"]: r.get(MARK_COLUMN, True) for r in got} == want
+    assert f.rows_erased == sum(gone) > 0 and f.kept == written == len(want)
+    assert f.rows_without_consent == sum(1 for ok, g in zip(consented, gone) if not g and not ok) > 0
+    assert not consented[-3] and not consented[-2] and consented[-1]  # the edges: withdrawn at, regranted at

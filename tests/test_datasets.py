@@ -124,6 +124,40 @@ def test_chunks_give_the_same_dataset(region, tmp_path):
     assert a == b and len(a) == len(times)
 
 
+def test_a_glob_of_entity_files_gives_the_one_files_dataset(region, tmp_path, capsys):
+    """An entity set split over files (``--entities 'parts/*.parquet'``): the same rows as one file,
+    every part fingerprinted; parts of different schemas, a glob naming nothing, or an output the
+    glob would read back are one line each."""
+    times = [T + timedelta(hours=h) for h in range(0, 96, 3)]
+    one = _entities(tmp_path / "e.parquet", times)
+    (tmp_path / "parts").mkdir()
+    for i in range(0, len(times), 10):
+        _entities(tmp_path / "parts" / f"p{i:02}.parquet", times[i:i + 10])
+    a = build_training_set(region, TrainingSetRequest(one, "fraud_scoring", tmp_path / "a.parquet", show_progress=False))
+    cfg = str(region.region.data_dir.parents[1] / "fedstore.yaml")
+    args = ["--config", cfg, "region", "training-set", "--region", "MY", "--feature-service", "fraud_scoring",
+            "--no-progress", "--entities", str(tmp_path / "parts" / "*.parquet")]
+    assert main([*args, "--out", str(tmp_path / "b.parquet")]) == 0
+    key = lambda r: r["event_timestamp"]  # noqa: E731
+    assert sorted(pq.read_table(tmp_path / "b.parquet").to_pylist(), key=key) == \
+        sorted(pq.read_table(tmp_path / "a.parquet").to_pylist(), key=key)
+    b = json.loads((tmp_path / "b.manifest.json").read_text())
+    assert b["rows"] == a.rows == len(times) and b["entity_file"]["rows"] == len(times)
+    assert [f["path"] for f in b["entity_file"]["files"]] == [f"p{i:02}.parquet" for i in range(0, 32, 10)]
+    assert len(b["entity_file"]["sha256"]) == 64 and b["entity_file"]["sha256"] != a.entity_file["sha256"]
+    capsys.readouterr()
+
+    assert main([*args, "--out", str(tmp_path / "parts" / "out.parquet")]) == 1
+    assert "is one of the entity files" in capsys.readouterr().err
+    _write(tmp_path / "parts" / "p99.parquet", customer_id=pa.array([1], pa.int32()), event_timestamp=pa.array([T], TS))
+    assert main([*args, "--out", str(tmp_path / "c.parquet")]) == 1
+    assert "differ in their columns or types" in capsys.readouterr().err
+    args[-1] = str(tmp_path / "none" / "*.parquet")
+    assert main([*args, "--out", str(tmp_path / "c.parquet")]) == 1
+    assert "no entity file matches" in capsys.readouterr().err
+    assert not (tmp_path / "c.parquet").exists()
+
+
 # (case, how to write the bad entity file, error type, fragment)
 BAD = [
     ("missing file", None, InvalidEntities, "does not exist"),

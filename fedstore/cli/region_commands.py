@@ -156,7 +156,8 @@ def _region_arg(p: argparse.ArgumentParser) -> None:
 def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ts = cmds.add_parser("training-set", help="build a point-in-time-correct training set inside the region")
     _region_arg(ts)
-    ts.add_argument("--entities", type=path_arg, required=True, help="Parquet with join keys and event_timestamp")
+    ts.add_argument("--entities", type=path_arg, required=True,
+                    help="Parquet file, or a quoted glob of them, with join keys and event_timestamp")
     ts.add_argument("--feature-service", required=True, help="the Feast feature service whose features to join, e.g. fraud_scoring")
     ts.add_argument("--label", default=None, help="label to join (e.g. is_fraud)")
     ts.add_argument("--out", type=path_arg, required=True, help="output Parquet file")

@@ -4,10 +4,10 @@
                     join, TTL honoured, nothing from after each row's event time, regions/store/
                     offline_store.py) ──COPY, streamed──▶ Parquet ──▶ manifest + region index
 
-Before the join the entity file passes ``consent_filter.py`` (streamed, chunk by chunk, into a
-temporary entity file, only when it changes anything): erased entities are dropped, and those
-without consent for local training at each row's time are dropped or marked (``consent``); the
-manifest records the consent snapshot used.
+In that same query, before any view is joined, the entity rows pass ``consent_filter.py`` (only
+when it changes anything): erased entities are dropped, and those without consent for local
+training at each row's time are dropped or marked (``consent``); the manifest records the consent
+snapshot used and what it changed.
 
 The output is written to a temporary file and renamed only when complete: a failed or
 interrupted build leaves no partial dataset behind.
@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
@@ -36,7 +36,7 @@ from feast.errors import FeatureServiceNotFoundException
 
 from fedstore.federation.consent import Purpose
 from fedstore.regions.consent import consent_gate
-from fedstore.regions.datasets.consent_filter import MARK_COLUMN, MODES, ChunkFilter
+from fedstore.regions.datasets.consent_filter import MARK_COLUMN, MODES, TrainingSetFilter
 from fedstore.regions.datasets.entities import TIMESTAMP, EntityFile
 from fedstore.regions.datasets.manifest import DatasetManifest, manifest_path, read_manifest, record, require_index
 from fedstore.regions.errors import InvalidEntities, InvalidOutput, InvalidSource, RegionNotReady, UnknownName
@@ -46,6 +46,7 @@ from fedstore.regions.store.fingerprint import fingerprint, source_fingerprints
 from fedstore.regions.store.node import RegionNode
 from fedstore.regions.store.erasure_list import read_erased
 from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
+from fedstore.regions.store.source_files import is_glob
 from fedstore.regions.store.point_in_time import literal, quote
 
 _ARROW_TYPES = {"INT64": pa.int64(), "INT32": pa.int32(), "STRING": pa.string()}
@@ -118,10 +119,10 @@ def build_training_set(
             f"adds; rename or drop it"
         )
     node.require_sources(p.views)
-    gate = ChunkFilter(consent_gate(node.region, Purpose.LOCAL_TRAINING), read_erased(node.data_dir),
-                       list(p.join_keys), request.consent)
+    gate = TrainingSetFilter(consent_gate(node.region, Purpose.LOCAL_TRAINING), read_erased(node.data_dir),
+                             entities.key_types, request.consent)
     out = request.out
-    _check_output(out, request.entities)
+    _check_output(out, request.entities, entities.files)
     require_index(node.data_dir, node.code)
     earlier = read_manifest(manifest_path(out)) if out.exists() else None
     previous = earlier.dataset_id if earlier else None  # built at this path before: said when replaced
@@ -129,7 +130,6 @@ def build_training_set(
     # named by host and process, so a later build can tell a killed build's leftovers from a running one's
     tmp = out.with_name(f".{out.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     manifest_tmp = tmp.with_name(f"{tmp.name}.manifest")
-    gated = tmp.with_name(f"{tmp.name}.entities")  # the entity rows the consent filter let through
     bar = progress(f"{node.code} training set", total=entities.rows, show=request.show_progress)
     try:
         try:
@@ -137,20 +137,19 @@ def build_training_set(
         except OSError as e:
             raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
         entities.require_times()
-        source = request.entities
-        if gate.erased or gate.gate.active or gate.mode == "mark":
-            _filter_entities(entities, gate, gated, request.chunk_rows)
+        written = _join_to_parquet(node, request.entities, p, tmp, request.chunk_rows,
+                                   gate if gate.changes_anything else None)
+        if gate.changes_anything:
+            gate.count(request.entities, entities.rows, tmp, written)
             if gate.kept == 0:
                 raise InvalidEntities(
                     f"every row of {request.entities} is of an erased entity or one without consent for local "
                     f"training in region {node.code} ({gate.rows_erased} erased, {gate.rows_without_consent} "
                     f"without consent); no training set was written")
-            source = gated
-        _join_to_parquet(node, source, p, tmp, request.chunk_rows)
         bar.update(entities.rows)
         schema = pq.read_schema(tmp)
         rows, nulls, (lo, hi) = _summary(tmp, features)
-        manifest = _manifest(node, request, p, schema, entities.rows, rows, nulls, (lo, hi), began, out)
+        manifest = _manifest(node, request, p, schema, entities, rows, nulls, (lo, hi), began, out)
         manifest = replace(manifest, consent=gate.basis())
         # the manifest is complete before the dataset takes its name, and the old one goes first: a
         # process killed in between leaves a dataset without a manifest, never one beside another
@@ -165,7 +164,6 @@ def build_training_set(
         manifest_tmp.unlink(missing_ok=True)
         raise
     finally:
-        gated.unlink(missing_ok=True)
         bar.close()
     record(node.data_dir, manifest, path.resolve())
     replaced = f", replacing dataset {previous}" if previous else ""
@@ -185,36 +183,21 @@ def _remove_abandoned_partials(out: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _filter_entities(entities: EntityFile, gate: ChunkFilter, out: Path, chunk_rows: int) -> None:
-    """The entity rows the consent filter lets through (or marks), streamed into ``out``."""
-    writer: pq.ParquetWriter | None = None
-    gate.kept = 0
-    try:
-        for chunk in entities.chunks(chunk_rows):
-            chunk = gate.apply(chunk)
-            if chunk.empty:
-                continue
-            table = pa.Table.from_pandas(chunk, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(out, table.schema)
-            writer.write_table(table.cast(writer.schema))
-            gate.kept += table.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-def _join_to_parquet(node: RegionNode, entities: Path, p: Plan, dataset: Path, row_group_rows: int) -> None:
-    """The point-in-time join of the whole entity file by the region's offline store, streamed into
-    ``dataset``. The sources were checked before the build, but a build may run for minutes: a part
-    removed or cut short by an upstream job since, or a damaged page the footers did not show, is
-    said in one line."""
+def _join_to_parquet(node: RegionNode, entities: Path, p: Plan, dataset: Path, row_group_rows: int,
+                     gate: TrainingSetFilter | None) -> int:
+    """The point-in-time join of the whole entity file by the region's offline store, its rows
+    through ``gate`` first, streamed into ``dataset``; the rows written. The sources were checked
+    before the build, but a build may run for minutes: a part removed or cut short by an upstream
+    job since, or a damaged page the footers did not show, is said in one line."""
     job = node.store.get_historical_features(entity_df=str(entities), features=p.refs)
     if not isinstance(job, AsofRetrievalJob):  # the region's feature_store.yaml names the ASOF store
         raise RegionNotReady(f"region {node.code}: its offline store is not {OFFLINE_STORE_TYPE}; "
                              f"run `fedstore region apply --region {node.code}`")
+    if gate is not None:
+        job = job.filtered(gate.entity_filter())
     try:
-        job.to_parquet(dataset, row_group_rows=row_group_rows, ordered=False)  # rows carry their keys and time
+        # rows carry their keys and time: no sort to keep the entity file's order
+        return job.to_parquet(dataset, row_group_rows=row_group_rows, ordered=False)
     except duckdb.Error as e:
         raise unreadable_sources(node, p.views, e, "no training set was written") from None
 
@@ -269,7 +252,7 @@ def _manifest(
     request: TrainingSetRequest,
     p: Plan,
     schema: pa.Schema,
-    entity_rows: int,
+    entities: EntityFile,
     rows: int,
     nulls: dict[str, int],
     time_range: tuple[datetime | None, datetime | None],
@@ -289,8 +272,7 @@ def _manifest(
         label=request.label,
         schema=described,
         schema_hash=hashlib.sha256(json.dumps(described).encode()).hexdigest(),
-        entity_file={**fingerprint(request.entities.resolve(), request.entities.resolve().parent).as_dict(),
-                     "path": str(request.entities.resolve()), "rows": entity_rows},
+        entity_file={**_entity_fingerprint(entities), "path": str(request.entities.resolve()), "rows": entities.rows},
         sources=[f.as_dict() for f in source_fingerprints([node.source_path(v) for v in p.views], node.data_dir,
                                                             node.fingerprints)],
         rows=rows,
@@ -303,10 +285,26 @@ def _manifest(
     )
 
 
-def _check_output(out: Path, entities: Path) -> None:
-    """Refuse, before any work, an output that would replace the input or cannot be a file."""
-    if out.resolve() == entities.resolve():
-        raise InvalidOutput(f"output {out} is the entity file itself: the training set would overwrite its input")
+def _entity_fingerprint(entities: EntityFile) -> dict[str, Any]:
+    """The entity file's fingerprint; for a glob, each file's, and as ``sha256`` that of their
+    digests in the glob's order (one value to compare two datasets' inputs by)."""
+    files = [f.resolve() for f in entities.files]
+    if not is_glob(entities.path):
+        return fingerprint(files[0], files[0].parent).as_dict()
+    base = entities.path.resolve().parent
+    while is_glob(base):
+        base = base.parent
+    parts = [fingerprint(f, base) for f in files]
+    combined = hashlib.sha256("".join(p.sha256 for p in parts).encode()).hexdigest()
+    return {"sha256": combined, "bytes": sum(p.bytes for p in parts), "files": [p.as_dict() for p in parts]}
+
+
+def _check_output(out: Path, entities: Path, files: list[Path]) -> None:
+    """Refuse, before any work, an output that would replace the input (or, for a glob, be read as
+    entities by the next build) or cannot be a file."""
+    if out.resolve() in {f.resolve() for f in files} or (is_glob(entities) and out.resolve().match(str(entities.resolve()))):
+        what = "the entity file itself" if not is_glob(entities) else f"one of the entity files {entities}"
+        raise InvalidOutput(f"output {out} is {what}: the training set would overwrite its input")
     if out.is_dir():
         raise InvalidOutput(f"output {out} is a directory: give a file name, e.g. {out / 'train.parquet'}")
     try:

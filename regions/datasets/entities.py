@@ -1,30 +1,35 @@
-"""The entity file of a training-set request: validated up front, then read in bounded chunks."""
+"""The entity file of a training-set request: validated up front (DuckDB then streams it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fedstore.regions.errors import InvalidEntities
+from fedstore.regions.store.source_files import is_glob, source_files
 
 TIMESTAMP = "event_timestamp"
 
 
 class EntityFile:
+    """The entity rows: one Parquet file or a glob of them (``entities/*.parquet``, as large as the
+    disk holds: DuckDB streams them), every file of one schema. Only footers are read here."""
+
     def __init__(self, path: Path, join_keys: dict[str, pa.DataType]) -> None:
         self.path = path
-        if not path.exists():
-            raise InvalidEntities(f"entity file {path} does not exist")
-        try:
-            self._file = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise InvalidEntities(f"entity file {path} is not readable Parquet: {e}") from None
-        schema = self._file.schema_arrow
-        self.rows = self._file.metadata.num_rows
+        self.files = source_files(path) if is_glob(path) else [path] if path.exists() else []
+        if not self.files:
+            raise InvalidEntities(f"no entity file matches {path}" if is_glob(path) else
+                                  f"entity file {path} does not exist")
+        schema, self.rows = _schema_and_rows(self.files[0])
+        for other in self.files[1:]:
+            theirs, rows = _schema_and_rows(other)
+            if not theirs.equals(schema):
+                raise InvalidEntities(f"entity files {self.files[0]} and {other} of {path} differ in their columns "
+                                      f"or types; every file of an entity set has the same")
+            self.rows += rows
         if self.rows == 0:
             raise InvalidEntities(f"entity file {path} has no rows")
         _check_names(path, schema.names)
@@ -40,27 +45,33 @@ class EntityFile:
             got = schema.field(key).type
             if not (pa.types.is_integer(got) if pa.types.is_integer(want) else got == want):
                 raise InvalidEntities(f"join key {key!r} of {path} must be {want}, not {got}")
+        self.key_types = {key: schema.field(key).type for key in join_keys}  # as the file holds them
         self.columns = [TIMESTAMP, *join_keys]
         extra = [c for c in schema.names if c not in self.columns]
         self.passthrough = extra  # carried into the dataset untouched (e.g. a request id)
 
-    def chunks(self, rows: int) -> Iterator[pd.DataFrame]:
-        """The rows, ``rows`` at a time, event times as UTC (naive ones are UTC, as in Feast)."""
-        for batch in self._file.iter_batches(batch_size=rows):
-            df = batch.to_pandas()
-            ts = df[TIMESTAMP]
-            if ts.isna().any():
-                raise InvalidEntities(f"column {TIMESTAMP!r} of {self.path} has empty values")
-            if ts.dt.tz is None:
-                df[TIMESTAMP] = ts.dt.tz_localize("UTC")
-            yield df
-
     def require_times(self) -> None:
-        """Every row has an event time (read one row group of one column at a time). Naive times
-        need nothing: the join reads them as UTC, as Feast does."""
-        for group in range(self._file.num_row_groups):
-            if self._file.read_row_group(group, columns=[TIMESTAMP]).column(0).null_count:
-                raise InvalidEntities(f"column {TIMESTAMP!r} of {self.path} has empty values")
+        """Every row has an event time: the null counts in the footers' statistics, or where a row
+        group has none, that column of it read. Naive times need nothing: the join reads them as
+        UTC, as Feast does."""
+        for path in self.files:
+            with pq.ParquetFile(path) as file:
+                meta = file.metadata
+                column = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == TIMESTAMP)
+                for group in range(file.num_row_groups):
+                    stats = meta.row_group(group).column(column).statistics
+                    nulls = stats.null_count if stats is not None and stats.has_null_count else \
+                        file.read_row_group(group, columns=[TIMESTAMP]).column(0).null_count
+                    if nulls:
+                        raise InvalidEntities(f"column {TIMESTAMP!r} of {path} has empty values")
+
+
+def _schema_and_rows(path: Path) -> tuple[pa.Schema, int]:
+    try:
+        with pq.ParquetFile(path) as file:
+            return file.schema_arrow, file.metadata.num_rows
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InvalidEntities(f"entity file {path} is not readable Parquet: {e}") from None
 
 
 def _check_names(path: Path, names: list[str]) -> None:

@@ -10,21 +10,27 @@ offline store, inherited unchanged; so is a historical retrieval this join does 
 The entity set is a DataFrame, as in Feast, or — an addition — the path or glob of Parquet files,
 which DuckDB streams; ``AsofRetrievalJob.to_parquet`` writes the result with ``COPY … TO``, so a
 training set larger than memory never is held in it (DuckDB spills its sort to a temporary directory).
+``AsofRetrievalJob.filtered`` adds an ``EntityFilter`` (the training sets' consent and erasure
+filter) to the same query, ahead of the views' joins.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Iterator, List, Optional, Union
+from typing import Any, Callable, Final, Iterator, List, Mapping, Optional, Union
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from feast.data_format import ParquetFormat
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores import offline_utils
@@ -37,7 +43,7 @@ from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
-from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote
+from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote, ties_query
 
 OFFLINE_STORE_TYPE: Final = "fedstore.regions.store.offline_store.AsofOfflineStore"
 _ENTITIES = "__fedstore_entities"
@@ -103,14 +109,7 @@ class EntitySet:
     @classmethod
     def of(cls, entity_df: pd.DataFrame | str) -> "EntitySet":
         if isinstance(entity_df, str):
-            with _connection("256MB", 1) as conn:
-                try:
-                    described = conn.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(entity_df)})").fetchall()
-                except duckdb.Error as e:
-                    raise ValueError(f"entity set {entity_df!r} is neither a DataFrame nor readable Parquet files: "
-                                     f"{str(e).splitlines()[0]}") from None
-            schema = {name: np.dtype("datetime64[ns]") if str(kind).startswith("TIMESTAMP") else np.dtype(object)
-                      for name, kind, *_ in described}
+            schema = _parquet_schema(entity_df)
             ts = offline_utils.infer_event_timestamp_from_entity_df(schema)
             return cls(None, entity_df, list(schema), ts)
         ts = offline_utils.infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
@@ -143,6 +142,17 @@ class EntitySet:
         return lo, hi
 
 
+@dataclass(frozen=True)
+class EntityFilter:
+    """Entity rows kept, dropped or marked inside the join's own query, before any view is joined
+    (consent and erasure, say): no second copy of the entity set is written for it."""
+
+    relation: Callable[[str], str]
+    """The entity set's relation (SQL) -> the filtered one: every column kept (``FILE`` and ``ROW`` too)."""
+    added_columns: tuple[str, ...] = ()  # columns it adds, carried into the result like the entity set's
+    tables: Mapping[str, pa.Table] = field(default_factory=dict)  # Arrow tables its SQL names
+
+
 class AsofRetrievalJob(RetrievalJob):
     """The join, run when asked for: as Arrow, as pandas (Feast's API), or straight into Parquet."""
 
@@ -157,21 +167,41 @@ class AsofRetrievalJob(RetrievalJob):
         self._threads = threads
         self._repo_path = repo_path
         self._metadata: RetrievalMetadata | None = None
+        self._filter: EntityFilter | None = None
 
-    def sql(self, *, utc_times: bool = False, ordered: bool = True) -> str:
+    def filtered(self, entity_filter: EntityFilter) -> "AsofRetrievalJob":
+        """The same join over the entity rows ``entity_filter`` lets through (a new job)."""
+        job = copy.copy(self)
+        job._filter = entity_filter
+        job._metadata = None
+        return job
+
+    def _prepare(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._entities.register(conn)
+        for name, table in (self._filter.tables if self._filter else {}).items():
+            conn.register(name, table)
+
+    def sql(self, *, utc_times: bool = False, ordered: bool = True, views: list[ViewJoin] | None = None) -> str:
         """The query; ``utc_times`` turns the entity timestamp into a UTC instant (for files);
-        ``ordered`` keeps the entity set's row order (a sort of the whole result)."""
+        ``ordered`` keeps the entity set's row order (a sort of the whole result); ``views`` as
+        ``views_on`` found them (by default every tie on event time is broken by created time)."""
         e = self._entities
-        query = asof_query(e.relation(), e.columns, e.timestamp_col, self._views, ordered=ordered)
-        if not utc_times:
-            return query
-        ts = quote(e.timestamp_col)
-        return f"SELECT * REPLACE (CAST({ts} AS TIMESTAMPTZ) AS {ts}) FROM ({query})"
+        relation, columns = e.relation(), e.columns
+        if self._filter is not None:
+            relation, columns = self._filter.relation(relation), [*columns, *self._filter.added_columns]
+        return asof_query(relation, columns, e.timestamp_col, self._views if views is None else views,
+                          ordered=ordered, utc_times=utc_times)
+
+    def views_on(self, conn: duckdb.DuckDBPyConnection) -> list[ViewJoin]:
+        """The views, each told whether its source has ties on event time right before the join
+        reads it (a source replaced in between is read as it is then, as by Feast's own join)."""
+        return [replace(v, created_ties=bool(conn.execute(ties_query(v)).fetchall()[0][0]))
+                if v.created_timestamp_column and v.features else v for v in self._views]
 
     def _to_arrow_internal(self, timeout: Optional[int] = None) -> pa.Table:
         with _connection(self._memory_limit, self._threads) as conn:
-            self._entities.register(conn)
-            return conn.sql(self.sql()).to_arrow_table()
+            self._prepare(conn)
+            return conn.sql(self.sql(views=self.views_on(conn))).to_arrow_table()
 
     def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()
@@ -180,10 +210,11 @@ class AsofRetrievalJob(RetrievalJob):
         """Write the result to ``path`` as Parquet, streamed (bounded memory), entity time in UTC;
         returns the rows written. Unordered, the rows come as the join makes them (as Feast's do),
         which spares a sort of the whole result."""
-        copy = f"COPY ({self.sql(utc_times=True, ordered=ordered)}) TO {literal(str(path))} (FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})"
         with _connection(self._memory_limit, self._threads) as conn:
-            self._entities.register(conn)
-            row = conn.execute(copy).fetchone()
+            self._prepare(conn)
+            query = self.sql(utc_times=True, ordered=ordered, views=self.views_on(conn))
+            row = conn.execute(f"COPY ({query}) TO {literal(str(path))} "
+                               f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})").fetchone()
         return int(row[0]) if row else 0
 
     @property
@@ -211,6 +242,28 @@ class AsofRetrievalJob(RetrievalJob):
 
         _write_data_source(ibis.memtable(self.to_arrow()), storage.to_data_source(), self._repo_path,
                            "overwrite", allow_overwrite)
+
+
+def _parquet_schema(files: str) -> dict[str, np.dtype]:
+    """Column -> a dtype saying only whether it holds times (what Feast infers the entity time from).
+    One file: its footer (pyarrow, ~1 ms); a glob: DuckDB's expansion of it, as the join reads it."""
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"entity set {files!r} is neither a DataFrame nor readable Parquet files: {reason}")
+
+    if not any(c in files for c in "*?[") and os.path.isfile(files):
+        try:
+            arrow = pq.read_schema(files)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise bad(str(e).splitlines()[0]) from None
+        return {f.name: np.dtype("datetime64[ns]") if pa.types.is_timestamp(f.type) else np.dtype(object)
+                for f in arrow}
+    with duckdb.connect() as conn:
+        try:
+            described = conn.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(files)})").fetchall()
+        except duckdb.Error as e:
+            raise bad(str(e).splitlines()[0]) from None
+    return {name: np.dtype("datetime64[ns]") if str(kind).startswith("TIMESTAMP") else np.dtype(object)
+            for name, kind, *_ in described}
 
 
 @contextmanager

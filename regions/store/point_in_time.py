@@ -7,10 +7,13 @@ below gives Feast's answer, cell for cell:
 
 * per view, the latest row with ``event time <= entity time`` and the same join keys; among rows
   with the same key and event time the latest created wins (a null created time loses, as in
-  Feast's ``ORDER BY created DESC``, which DuckDB sorts nulls last). The ASOF join's one
-  inequality then compares a 128-bit key, event microseconds × 2⁶⁴ + created microseconds + 2⁶³ + 1
+  Feast's ``ORDER BY created DESC``, which DuckDB sorts nulls last). Where a source has such ties
+  (``ties_query``, one aggregate over its keys and times, asked before the join) the ASOF join's one
+  inequality compares a 128-bit key, event microseconds × 2⁶⁴ + created microseconds + 2⁶³ + 1
   (0 for a null created time), with the entity's event microseconds × 2⁶⁴ + 2⁶⁴ − 1: one merge
-  instead of a window over the source to drop the ties first (measured ~1.6× slower at 1M rows);
+  instead of a window over the source to drop the ties first (measured ~1.6× slower at 1M rows).
+  Without ties the created time decides nothing and the join compares the event times alone: the
+  128-bit key costs about a quarter of the join's CPU (1M entity rows, 300k source rows);
 * a TTL: that row only if ``event time + ttl >= entity time`` (inclusive); a zero or missing TTL
   is unlimited. The latest row at or before the entity time is within the TTL exactly when any
   row is, so filtering after the ASOF match is the same as Feast filtering before it;
@@ -25,9 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable
 
 ROW = "__fedstore_row"  # the entity row's position in its file (or frame): the output's order
 FILE = "__fedstore_file"  # which file of a glob it came from
+ETS = "__fedstore_ets"  # the entity row's time as a TIMESTAMPTZ
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,12 @@ class ViewJoin:
     join_key_map: dict[str, str]  # view join key -> entity column
     features: list[tuple[str, str]]  # (view column, output column)
     ttl: timedelta | None
+    created_ties: bool = True  # rows sharing keys and event time, told apart by created time (ties_query)
+
+    @property
+    def tie_break(self) -> bool:
+        """Whether the join must order ties on event time by created time."""
+        return bool(self.created_timestamp_column) and self.created_ties
 
 
 def quote(name: str) -> str:
@@ -61,13 +72,29 @@ def view_relation(view: ViewJoin) -> str:
     keys = [f"{col(k)} AS {quote(k)}" for k in view.join_key_map]
     event = f"CAST({col(view.timestamp_field)} AS TIMESTAMPTZ)"
     ts = f"{event} AS __ts"
-    if view.created_timestamp_column:
-        created = f"epoch_us(CAST({col(view.created_timestamp_column)} AS TIMESTAMPTZ))::HUGEINT"
+    if view.tie_break:
+        created = f"epoch_us(CAST({col(view.created_timestamp_column or '')} AS TIMESTAMPTZ))::HUGEINT"
         ts += f", {_micros128(event)} + coalesce({created} + {2**63 + 1}, 0) AS __k"
     feats = [f"{col(c)} AS {quote(f'__f{i}')}" for i, (c, _) in enumerate(view.features)]
-    not_null = " AND ".join([f"{col(k)} IS NOT NULL" for k in view.join_key_map] + [f"{col(view.timestamp_field)} IS NOT NULL"])
     select = ", ".join([*keys, ts, *feats])
-    return f"SELECT {select} FROM {view.source} WHERE {not_null}"
+    return f"SELECT {select} FROM {view.source} WHERE {_joinable(view, col)}"
+
+
+def ties_query(view: ViewJoin) -> str:
+    """One row, true when two joinable rows of the view's source share join keys and event time
+    (then only the created time tells them apart)."""
+    original = {new: old for old, new in view.field_mapping.items()}
+
+    def col(name: str) -> str:
+        return quote(original.get(name, name))
+
+    group = ", ".join([*(col(k) for k in view.join_key_map), f"CAST({col(view.timestamp_field)} AS TIMESTAMPTZ)"])
+    return (f"SELECT EXISTS (SELECT 1 FROM {view.source} WHERE {_joinable(view, col)} "
+            f"GROUP BY {group} HAVING count(*) > 1)")
+
+
+def _joinable(view: ViewJoin, col: Callable[[str], str]) -> str:
+    return " AND ".join([f"{col(k)} IS NOT NULL" for k in view.join_key_map] + [f"{col(view.timestamp_field)} IS NOT NULL"])
 
 
 def _micros128(timestamp: str) -> str:
@@ -75,17 +102,21 @@ def _micros128(timestamp: str) -> str:
 
 
 def asof_query(entities: str, entity_columns: list[str], timestamp_col: str, views: list[ViewJoin],
-               *, ordered: bool = True) -> str:
-    """The whole join. ``entities`` is a relation holding ``entity_columns``, ``FILE`` and ``ROW``."""
-    ets = f"CAST(e.{quote(timestamp_col)} AS TIMESTAMPTZ)"
-    out = [f"e.{quote(c)}" for c in entity_columns]
+               *, ordered: bool = True, utc_times: bool = False) -> str:
+    """The whole join. ``entities`` is a relation holding ``entity_columns``, ``FILE`` and ``ROW``;
+    ``utc_times`` gives the entity timestamp as a UTC instant (TIMESTAMPTZ) in the result."""
+    # the entity time as an instant once per row: a naive time's cast goes through ICU (~60 ms per
+    # 1M rows), and the join, every TTL and the output would each have cast it again
+    ets = f"e.{ETS}"
+    entities = f"SELECT *, CAST({quote(timestamp_col)} AS TIMESTAMPTZ) AS {ETS} FROM ({entities})"
+    out = [f"{ets} AS {quote(c)}" if utc_times and c == timestamp_col else f"e.{quote(c)}" for c in entity_columns]
     joins = []
     for i, view in enumerate(views):
         if not view.features:
             continue  # a view none of whose features is asked for adds nothing
         v = f"v{i}"
         on = [f"e.{quote(ent)} = {v}.{quote(key)}" for key, ent in view.join_key_map.items()]
-        if view.created_timestamp_column:  # the latest created among ties on event time: see above
+        if view.tie_break:  # the latest created among ties on event time: see above
             on.append(f"{_micros128(ets)} + {2**64 - 1} >= {v}.__k")
         else:
             on.append(f"{ets} >= {v}.__ts")
@@ -93,8 +124,8 @@ def asof_query(entities: str, entity_columns: list[str], timestamp_col: str, vie
         ttl_us = _micros(view.ttl)
         for j, (_, name) in enumerate(view.features):
             value = f"{v}.{quote(f'__f{j}')}"
-            if ttl_us:
-                value = f"CASE WHEN {v}.__ts >= {ets} - to_microseconds({ttl_us}) THEN {value} END"
+            if ttl_us:  # in integer microseconds: a TIMESTAMPTZ minus an INTERVAL goes through ICU's calendar
+                value = f"CASE WHEN epoch_us({v}.__ts) >= epoch_us({ets}) - {ttl_us} THEN {value} END"
             out.append(f"{value} AS {quote(name)}")
     sql = f"SELECT {', '.join(out)} FROM ({entities}) AS e {' '.join(joins)}"
     return sql + (f" ORDER BY e.{FILE}, e.{ROW}" if ordered else "")
