@@ -152,6 +152,19 @@ class SecureRounds:
         with self._lock:
             return self._round(round_id, region, caller)
 
+    def invitation(self, region: str, caller: Caller) -> Round:
+        """The newest round that invites ``region`` and still takes its keys (a region joining the
+        open round without being told its id: ``fedstore region secure-round --join-open``)."""
+        with self._lock:
+            if not caller.allows(region):
+                raise NotAllowed(f"caller {caller.name!r} may not act for region {region!r}", rule="identity")
+            for r in reversed(list(self.rounds.values())):  # dicts keep the order rounds were opened in
+                if region in r.state.params.regions:
+                    self._tick(r)
+                    if r.state.phase == Phase.ADVERTISE:
+                        return r
+            raise NotFound(f"no round open for keys invites region {region!r}", rule="round")
+
     def advertise(self, round_id: str, msg: AdvertisedKeys, caller: Caller) -> Round:
         with self._lock:
             r = self._round(round_id, msg.region, caller)

@@ -43,6 +43,9 @@ class SecureAggregationServicer(aggregator_pb2_grpc.SecureAggregationServicer):
         return status(opened, None)
 
     def GetRound(self, request: pb.GetRoundRequest, context: grpc.ServicerContext) -> pb.RoundStatus:
+        if not request.round_id:  # no id: the open round that invites the region (NOT_FOUND when none)
+            return self._region_call(context, request.region,
+                                     lambda caller: self.rounds.invitation(request.region, caller))
         return self._region_call(context, request.region,
                                  lambda caller: self.rounds.view(request.round_id, request.region, caller))
 

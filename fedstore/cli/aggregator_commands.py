@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     from fedstore.cli.dashboard_commands import add_centre_parser
 
     add_centre_parser(cmds)
+    from fedstore.cli.secure_round_commands import add_centre_parser as add_open_round_parser
+
+    add_open_round_parser(cmds)
     quarantine = cmds.add_parser("quarantine", help="statistics held back as out of line with the other regions")
     quarantine.add_argument("--token-env", default="FEDSTORE_TOKEN",
                             help="environment variable holding an operator's (centre-wide) token")

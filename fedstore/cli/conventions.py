@@ -58,6 +58,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "fedstore region send-stats --region MY --token-env FEDSTORE_AGGREGATOR_TOKEN_MY",
     ),
     "region publish-training-stats": ("fedstore region publish-training-stats --region MY --epsilon 1",),
+    "region secure-round": (
+        "fedstore region secure-round --region MY --round secagg-<id> --token-env FEDSTORE_AGGREGATOR_TOKEN_MY",
+        "fedstore region secure-round --region MY --join-open --days 30",
+    ),
     "region evaluate": ("fedstore region evaluate --region MY --model-file model.json --epsilon 0.5",),
     "region drift": (
         "fedstore region drift --region MY",
@@ -75,6 +79,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "serve": ("fedstore serve --region MY", "fedstore serve --region MY --workers 2 --pin-cpus"),
     "aggregator serve": ("fedstore aggregator serve", "fedstore aggregator serve --address 0.0.0.0:50100",
                          "fedstore aggregator serve --dashboard-port 8090"),
+    "aggregator open-round": (
+        "fedstore aggregator open-round --regions MY,SG,ID --threshold 2 --epsilon 1 --token-env FEDSTORE_CENTRE_TOKEN",
+        "fedstore aggregator open-round --feature-service fraud_scoring --regions MY,SG,ID,TH --threshold 3 "
+        "--epsilon 0.5 --phase-seconds 300",
+    ),
     "aggregator quarantine list": ("fedstore aggregator quarantine list --all --token-env FEDSTORE_CENTRE_TOKEN",),
     "aggregator quarantine accept": (
         "fedstore aggregator quarantine accept MY-features-<uuid> --why 'festival week, checked with MY ops'",

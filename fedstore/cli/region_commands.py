@@ -275,6 +275,9 @@ def add_publishing_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentPar
     ps.set_defaults(handler=cmd_publish_stats)
     add_region_parser(cmds)
     add_training_parsers(cmds, _region_arg, positive_int, iso_time)
+    from fedstore.cli.secure_round_commands import add_region_parser as add_secure_round_parser
+
+    add_secure_round_parser(cmds, _region_arg)
     add_monitoring_parsers(cmds, _region_arg)
     add_score_parsers(cmds, _region_arg)
     add_dashboard_parser(cmds, _region_arg)

@@ -46,6 +46,7 @@ from fedstore.regions.publishing.examples import labelled_examples
 from fedstore.regions.publishing.statistics import compute_segment_statistics, compute_statistics
 from fedstore.regions.publishing.training_statistics import (
     TrainingRelease,
+    TrainingStatistics,
     class_statistics,
     release_training,
 )
@@ -157,6 +158,16 @@ def publish_training_statistics(
     body["consent"] = _record_basis(node, submission_id, {**consent.snapshot(), "as_of": end.isoformat(),
                                                          "left_out": {spec.label: examples.consent_excluded}})
     return submission_id, released, _queue(node, body)
+
+
+def exact_training_statistics(node: RegionNode, spec: TrainingSpec, *, end: datetime | None = None,
+                              days: int = 30) -> TrainingStatistics:
+    """The exact statistics ``publish_training_statistics`` would release, consent gate included:
+    a secure-aggregation round's input (``secure_round``), which never leaves unmasked."""
+    end = whole_day(end or datetime.now(UTC))
+    consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
+    examples = labelled_examples(node, spec, end - timedelta(days=days), end, consent)
+    return class_statistics(examples, spec.feature_service, spec.label, norm_bound=spec.norm_bound)
 
 
 def publish_evaluation(

@@ -65,6 +65,13 @@ class RoundOutcome:
         return not self.included
 
 
+def open_round_id(stub: aggregator_pb2_grpc.SecureAggregationStub, metadata: Sequence[tuple[str, str]],
+                  region: str) -> str:
+    """The id of the newest round that invites ``region`` and still takes keys (NOT_FOUND when none)."""
+    return str(stub.GetRound(pb.GetRoundRequest(round_id="", region=region), metadata=tuple(metadata),
+                             timeout=30).round_id)
+
+
 class RoundClient:
     def __init__(self, stub: aggregator_pb2_grpc.SecureAggregationStub, metadata: Sequence[tuple[str, str]],
                  round_id: str, region: str, spec: TrainingSpec, *, poll_seconds: float = 0.02,

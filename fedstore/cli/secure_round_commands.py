@@ -1,0 +1,208 @@
+"""`fedstore aggregator open-round`: the centre's operator opens a secure-aggregation round.
+`fedstore region secure-round`: a region takes part in it with its own training statistics, and falls
+back to a release alone at full noise (today's `publish-training-stats` + `send-stats`) when the
+round ends without its statistics in a sum: never less privacy (docs/privacy.md, "Secure aggregation").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from fedstore.cli.arguments import host_port, iso_time, positive_int
+from fedstore.cli.render import table
+from fedstore.federation import FederationConfig
+from fedstore.federation.training import TRAINING_SPECS
+from fedstore.regions.errors import RegionError
+
+# a region polls the round this often: a phase ends when every region has answered, so a short poll
+# keeps a round quick; one small GetRound per region and poll is nothing to the centre
+POLL_SECONDS = 0.25
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def positive_epsilon(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"ε must be a positive number: {text!r}")
+    return value
+
+
+def region_codes(text: str) -> tuple[str, ...]:
+    codes = tuple(c.strip().upper() for c in text.split(",") if c.strip())
+    if not codes:
+        raise argparse.ArgumentTypeError("name the invited regions, comma-separated: MY,SG,ID")
+    return codes
+
+
+def add_centre_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    op = cmds.add_parser("open-round", help="open a secure-aggregation round over the regions' training "
+                                            "statistics (a token with the train role); prints its id")
+    op.add_argument("--feature-service", default=TRAINING_SPECS[0].feature_service,
+                    help="training spec (feature service) the regions sum")
+    op.add_argument("--regions", type=region_codes, required=True, help="the invited regions, comma-separated")
+    op.add_argument("--threshold", type=positive_int, required=True,
+                    help="fewest regions whose inputs make a sum; below it the round is abandoned and each region "
+                         "releases alone at full noise")
+    op.add_argument("--epsilon", type=positive_epsilon, required=True,
+                    help="ε each region's input costs it (the sum's guarantee to each region)")
+    op.add_argument("--phase-seconds", type=positive_seconds, default=60.0,
+                    help="deadline of each of the four phases: a region that has not answered by then is out")
+    op.add_argument("--token-env", default="FEDSTORE_TOKEN",
+                    help="environment variable holding the centre's token (train role)")
+    op.add_argument("--address", type=host_port, default=None, help="aggregator host:port (default: from the config)")
+    op.set_defaults(handler=cmd_open_round)
+
+
+def add_region_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser],
+                      region_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    sr = cmds.add_parser("secure-round", help="take part in a secure-aggregation round with the region's training "
+                                              "statistics; below the threshold, release alone at full noise")
+    region_arg(sr)
+    which = sr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--round", default=None, help="the round's id (printed by `fedstore aggregator open-round`)")
+    which.add_argument("--join-open", action="store_true",
+                       help="take part in the newest round that invites this region and still takes keys")
+    sr.add_argument("--days", type=positive_int, default=30, help="window length, ending now (or --end)")
+    sr.add_argument("--end", type=iso_time, default=None, help="window end (ISO 8601; default now)")
+    sr.add_argument("--wait-seconds", type=positive_seconds, default=120.0,
+                    help="longest wait for one phase of the round to end before giving up (no fall-back then)")
+    sr.add_argument("--token-env", default="FEDSTORE_TOKEN", help="environment variable holding the region's token")
+    sr.add_argument("--address", type=host_port, default=None, help="aggregator host:port (default: from the config)")
+    sr.set_defaults(handler=cmd_secure_round)
+
+
+def _rpc_problem(e: Any, address: str, what: str) -> RegionError:
+    """One line for a failed call (``e`` a grpc.RpcError)."""
+    import grpc
+
+    from fedstore.federation.channels import handshake_problem
+
+    if handshake_problem(e):
+        return RegionError(f"aggregator at {address}: {handshake_problem(e)}; {what}")
+    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return RegionError(f"the aggregator at {address} did not answer ({e.code().name}): is it running there? {what}")
+    return RegionError(f"aggregator refused ({e.code().name}): {e.details()}; {what}")
+
+
+def _token(args: argparse.Namespace) -> str:
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        raise RegionError(f"environment variable {args.token_env} is not set")
+    return token
+
+
+def cmd_open_round(config: FederationConfig, args: argparse.Namespace) -> None:
+    import grpc
+
+    from fedstore.federation.channels import centre_link
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+
+    token = _token(args)
+    address = args.address or config.aggregator.address
+    request = pb.OpenRoundRequest(feature_service=args.feature_service, regions=list(args.regions),
+                                  threshold=args.threshold, epsilon=args.epsilon, phase_seconds=args.phase_seconds)
+    with centre_link(config, None, address).channel() as channel:
+        try:
+            opened = aggregator_pb2_grpc.SecureAggregationStub(channel).OpenRound(
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+        except grpc.RpcError as e:
+            raise _rpc_problem(e, address, "no round was opened") from None
+    print(opened.round_id)
+    print(f"   {opened.feature_service}: {', '.join(opened.regions)} invited, a sum needs {opened.threshold}; "
+          f"ε={opened.epsilon:g} per region, δ={opened.delta:.1e}; each phase ends after {args.phase_seconds:g} s. "
+          f"Each region runs: fedstore region secure-round --region <code> --round {opened.round_id}",
+          flush=True)
+
+
+def cmd_secure_round(config: FederationConfig, args: argparse.Namespace) -> None:
+    import grpc
+
+    from fedstore.federation.channels import centre_link
+    from fedstore.federation.secure_aggregation import ProtocolError
+    from fedstore.federation.training import training_spec
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+    from fedstore.regions.publishing.budget import BudgetLedger
+    from fedstore.regions.publishing.publish import exact_training_statistics
+    from fedstore.regions.publishing.secure_round import RoundClient, ledger_charge, open_round_id
+    from fedstore.regions.store.node import RegionNode
+
+    region = config.region(args.region)
+    token = _token(args)
+    address = args.address or config.aggregator.address
+    link = centre_link(config, region.code, address)  # before anything is read or charged: a TLS mistake is one line
+    metadata = (("authorization", f"Bearer {token}"),)
+    ledger = BudgetLedger(region.data_dir / "privacy_budget.db", region.code,
+                          epsilon_per_month=config.privacy.epsilon_per_month,
+                          delta_per_month=config.privacy.delta_per_month)
+    node = RegionNode(region)
+    with link.channel() as channel:
+        stub = aggregator_pb2_grpc.SecureAggregationStub(channel)
+        try:
+            round_id = args.round or open_round_id(stub, metadata, region.code)
+            first = stub.GetRound(pb.GetRoundRequest(round_id=round_id, region=region.code), metadata=metadata,
+                                  timeout=30)
+        except grpc.RpcError as e:
+            raise _rpc_problem(e, address, "nothing was sent or charged") from None
+        spec = training_spec(first.feature_service)  # only a spec of this region's own catalog
+        # the exact statistics before joining: reading the window takes seconds, a phase's deadline may not
+        exact = exact_training_statistics(node, spec, end=args.end, days=args.days)
+        try:
+            client = RoundClient(stub, metadata, round_id, region.code, spec, poll_seconds=POLL_SECONDS,
+                                 timeout_seconds=args.wait_seconds)
+            outcome = client.take_part(exact, ledger_charge(ledger, region.code, lambda: datetime.now(timezone.utc)))
+        except grpc.RpcError as e:
+            raise _rpc_problem(e, address, f"round {round_id} left unfinished by this region") from None
+        except ProtocolError as e:  # a share that does not open, a forged key: the round cannot be trusted
+            raise RegionError(f"round {round_id}: {e}; this region left it") from None
+    c = outcome.contribution
+    if outcome.included:
+        assert c is not None
+        print(f"{region.code}: round {round_id} done: this region's statistics are in the centre's sum "
+              f"{outcome.submission_id}; ε={c.epsilon:.3f}, δ={c.delta:.1e} charged to its ledger (noise σ={c.scale:.2f} "
+              f"added once for the sum, this region's share of it)")
+        return
+    why = outcome.why_abandoned or "this region missed a phase's deadline"
+    spent = f"; its masked input already cost ε={c.epsilon:.3f}" if c is not None else ""
+    print(f"{region.code}: round {round_id} ended without this region's statistics in a sum ({why}){spent}; "
+          f"falling back to a release alone at full noise (ε={first.epsilon:g}), as publish-training-stats")
+    _fall_back(config, args, node, spec, first.epsilon, link, token, ledger)
+
+
+def _fall_back(config: FederationConfig, args: argparse.Namespace, node: Any, spec: Any, epsilon: float, link: Any,
+               token: str, ledger: Any) -> None:
+    from fedstore.regions.publishing.outbox import send_outbox
+    from fedstore.regions.publishing.publish import outbox_dir, publish_training_statistics
+
+    sid, released, path = publish_training_statistics(node, config.privacy, spec, epsilon=epsilon, end=args.end,
+                                                      days=args.days)
+    if released.statistics is None:
+        print(f"{node.code}: suppressed: a label class has fewer than {released.minimum_cohort} examples after noise; "
+              f"nothing will be sent (ε={released.epsilon:.3f} spent)")
+        return
+    print(f"{node.code}: submission {sid} queued at {path} (ε={released.epsilon:.3f}, δ={released.delta:.1e}, "
+          f"OpenDP Gaussian σ={released.scale:.2f})")
+    results = send_outbox(outbox_dir(node.data_dir), link, token, ledger=ledger)
+    print(table(["submission", "outcome"], results))
+    mine = dict(results).get(sid, "not sent")
+    if mine != "sent":
+        raise RegionError(f"{node.code}: the fall-back release {sid} was not accepted ({mine}); "
+                          "send-stats sends it when run again" if mine.startswith("queued") else
+                          f"{node.code}: the fall-back release {sid} was not accepted ({mine})")
