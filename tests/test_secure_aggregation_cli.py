@@ -1,0 +1,194 @@
+"""The secure-aggregation commands end to end: `fedstore aggregator open-round`, `fedstore region
+secure-round` (three regions, each with its own generated Feast data) and `fedstore train`, in
+process, against a real centre over gRPC and mutual TLS on loopback. A round completes and the
+centre trains on the stored sum; a region that never joins leaves the round below its threshold and
+the others fall back to releases alone, which the centre accepts; a centre restart forgets its
+rounds, and a region waiting on one falls back at once instead of waiting out its deadline."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, datetime, timezone
+
+import pytest
+import yaml
+
+from border import with_mtls
+from fedstore.aggregator.intake.server import build_server
+from fedstore.aggregator.intake.validation import receipt_period
+from fedstore.cli.entry import main
+from fedstore.federation import load_config
+from fedstore.federation.training import training_spec
+from fedstore.regions.store.node import RegionNode
+from fedstore.regions.synthetic import generate_region
+
+SPEC = training_spec("fraud_scoring")
+CODES = ("ID", "MY", "SG")
+ROWS = {"ID": ("Indonesia", "UU PDP", "Asia/Jakarta"), "MY": ("Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
+        "SG": ("Singapore", "PDPA-SG", "Asia/Singapore")}
+LAST_DAY = date(2026, 10, 31)
+END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+WINDOW = ["--days", "14", "--end", END.isoformat()]
+
+
+class Centre:
+    """The aggregator on a loopback port that stays the same across a restart."""
+
+    def __init__(self, config, path) -> None:
+        self.config, self.path = config, path
+        self.server, port, self.store = build_server(config, path, "127.0.0.1:0")
+        self.server.start()
+        self.address = f"127.0.0.1:{port}"
+
+    def restart(self) -> None:
+        self.server.stop(0).wait()
+        self.store.close()
+        self.server, port, self.store = build_server(self.config, self.path, self.address)
+        assert port, "the centre's port was not free again"
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(0).wait()
+        self.store.close()
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory, pki):
+    """Three regions' generated data, once for the module; each test has its own centre and budgets."""
+    tmp = tmp_path_factory.mktemp("secround")
+    mp = pytest.MonkeyPatch()
+    for name in (*CODES, "centre"):
+        mp.setenv(f"SECROUND_TOKEN_{name.upper()}", f"secround-{name.lower()}-secret")
+    raw = {
+        "federation": {"name": "secround"},
+        "regions": [{"code": c, "jurisdiction": ROWS[c][0], "law": ROWS[c][1], "timezone": ROWS[c][2],
+                     "data_dir": f"data/{c}", "online_store": {"type": "sqlite"},
+                     "serving_address": f"127.0.0.1:{55400 + i}"} for i, c in enumerate(CODES)],
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"SECROUND_TOKEN_{c}", "regions": [c],
+                             "roles": ["publish"]} for c in CODES]
+                 + [{"name": "centre", "secret_env": "SECROUND_TOKEN_CENTRE", "regions": ["*"],
+                     "roles": ["train", "statistics-read", "registry-read"]}]},
+        "privacy": {"epsilon_per_month": 100.0, "delta_per_month": 1e-3, "minimum_cohort": 10},
+    }
+    (tmp / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
+    config = load_config(tmp / "fed.yaml")
+    for seed, code in enumerate(CODES):
+        node = RegionNode(config.region(code))
+        generate_region(code, node.data_dir, customers=2_000, days=20, end=LAST_DAY, timezone=ROWS[code][2],
+                        seed=40 + seed)
+        node.apply()
+    yield config
+    mp.undo()
+
+
+@pytest.fixture()
+def centre(federation, tmp_path):
+    for code in CODES:  # each test's budgets and outboxes start empty
+        for name in ("privacy_budget.db", "outbox"):
+            target = federation.region(code).data_dir / name
+            if target.is_dir():
+                import shutil
+
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+    c = Centre(federation, tmp_path / "centre" / "aggregator.duckdb")
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _cli(config, *argv: str) -> int:
+    return main(["--config", str(config.source), *argv])
+
+
+def _open(config, address, capsys, *, threshold: int, phase: float) -> str:
+    assert _cli(config, "aggregator", "open-round", "--regions", ",".join(CODES), "--threshold", str(threshold),
+                "--epsilon", "4", "--phase-seconds", str(phase), "--token-env", "SECROUND_TOKEN_CENTRE",
+                "--address", address) == 0
+    out = capsys.readouterr().out
+    round_id = out.splitlines()[0]
+    assert round_id.startswith("secagg-") and "a sum needs" in out
+    return round_id
+
+
+def _take_part(config, address, regions, round_args) -> tuple[dict[str, int], list[threading.Thread]]:
+    codes: dict[str, int] = {}
+
+    def run(code: str) -> None:
+        codes[code] = _cli(config, "region", "secure-round", "--region", code, *round_args, *WINDOW,
+                           "--token-env", f"SECROUND_TOKEN_{code}", "--address", address)
+
+    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in regions]
+    for t in threads:
+        t.start()
+    return codes, threads
+
+
+@pytest.mark.slow
+def test_three_regions_sum_through_the_cli_and_train_registers_a_model_from_the_sum(centre, capsys):
+    config = centre.config
+    round_id = _open(config, centre.address, capsys, threshold=3, phase=60)
+    # ID is told the id; MY and SG join the open round that invites them
+    codes, threads = _take_part(config, centre.address, ("ID",), ["--round", round_id])
+    more, more_threads = _take_part(config, centre.address, ("MY", "SG"), ["--join-open"])
+    for t in threads + more_threads:
+        t.join(120)
+    assert {**codes, **more} == {"ID": 0, "MY": 0, "SG": 0}
+    out = capsys.readouterr().out
+    assert out.count(f"round {round_id} done") == 3 and "falling back" not in out
+    rows = centre.store.latest_training(SPEC.feature_service, None)
+    assert {r.region for r in rows} == {"ID+MY+SG"}  # the sum alone: no region's own release
+    period = receipt_period(datetime.now(timezone.utc))
+    for code in CODES:  # each region charged once, at the round's ε
+        assert centre.store.epsilon_spent(code, period) == pytest.approx(4.0, rel=1e-6)
+    assert _cli(config, "train", "--token-env", "SECROUND_TOKEN_CENTRE", "--address", centre.address) == 0
+    out = capsys.readouterr().out
+    assert "trained fraud_scoring_lda" in out and "id+my+sg-train-" in out  # the sum in the model's lineage
+
+
+@pytest.mark.slow
+def test_a_region_that_never_joins_leaves_the_round_below_threshold_and_the_others_fall_back(centre, capsys):
+    config = centre.config
+    round_id = _open(config, centre.address, capsys, threshold=3, phase=3)
+    codes, threads = _take_part(config, centre.address, ("MY", "SG"), ["--round", round_id])  # ID never joins
+    for t in threads:
+        t.join(120)
+    assert codes == {"MY": 0, "SG": 0}
+    out = capsys.readouterr().out
+    assert out.count("falling back to a release alone at full noise (ε=4)") == 2 and "below the threshold" in out
+    rows = centre.store.latest_training(SPEC.feature_service, None)
+    assert {r.region for r in rows} == {"MY", "SG"}  # each release alone, accepted; no sum
+    period = receipt_period(datetime.now(timezone.utc))
+    for code in ("MY", "SG"):  # abandoned before any masked input: only the release alone is charged
+        assert centre.store.epsilon_spent(code, period) == pytest.approx(4.0, rel=1e-6)
+    assert centre.store.epsilon_spent("ID", period) == 0.0
+
+
+@pytest.mark.slow
+def test_a_region_waiting_on_a_round_a_restarted_centre_forgot_falls_back_at_once(centre, capsys, monkeypatch):
+    from fedstore.aggregator.intake.secure_rounds import SecureRounds
+
+    advertised = threading.Event()
+    real = SecureRounds.advertise
+
+    def advertise(self, round_id, msg, caller):  # the real step; the test only learns that it happened
+        answer = real(self, round_id, msg, caller)
+        advertised.set()
+        return answer
+
+    monkeypatch.setattr(SecureRounds, "advertise", advertise)
+    config = centre.config
+    # a long phase: without the fix the region waits out the centre's 600 s deadline or its own 120 s
+    round_id = _open(config, centre.address, capsys, threshold=2, phase=600)
+    codes, threads = _take_part(config, centre.address, ("MY",), ["--round", round_id])
+    assert advertised.wait(60)  # MY has sent its keys and waits for the others (SG and ID never come)
+    centre.restart()  # the rounds lived in the old process's memory
+    threads[0].join(60)
+    assert not threads[0].is_alive(), "the region still waits on a round the centre no longer knows"
+    assert codes == {"MY": 0}
+    out = capsys.readouterr().out
+    assert "no longer knows" in out and "falling back" in out
+    rows = centre.store.latest_training(SPEC.feature_service, None)
+    assert {r.region for r in rows} == {"MY"}  # the fall-back release, accepted by the restarted centre
