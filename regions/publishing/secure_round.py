@@ -98,8 +98,13 @@ class RoundClient:
         """Poll until the round has left ``phase`` (or ended)."""
         deadline = time.monotonic() + self.timeout
         while True:
-            s = self.status()
-            if s.phase != phase or s.phase in FINAL:
+            try:
+                s: pb.RoundStatus | None = self.status()
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE:  # NOT_FOUND: the round is gone (take_part's)
+                    raise
+                s = None  # the centre restarting, or a blip: ask again until the deadline
+            if s is not None and (s.phase != phase or s.phase in FINAL):
                 return s
             if time.monotonic() > deadline:
                 raise RegionError(f"round {self.round_id} stayed in phase {pb.RoundPhase.Name(phase)} "
@@ -137,7 +142,22 @@ class RoundClient:
                                           key_shares=answer.key_shares), metadata=self.metadata, timeout=30)
 
     def take_part(self, exact: TrainingStatistics, charge: Callable[[float, float], object]) -> RoundOutcome:
-        """Every round in order; the outcome says DONE (the sum is stored) or ABANDONED (fall back)."""
+        """Every round in order; the outcome says DONE (the sum is stored) or ABANDONED (fall back).
+
+        A round the centre no longer knows (NOT_FOUND: a restart forgets its rounds, which live in
+        its memory) is lost, with or without this region's masked input: ABANDONED at once, not
+        after waiting out a deadline. Had the sum been stored just before the restart, the fall-back
+        release beside it is caught by ``Train``'s overlap rule (a region counted twice is refused).
+        """
+        try:
+            return self._take_part(exact, charge)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return RoundOutcome(pb.ABANDONED, "", f"the centre no longer knows round {self.round_id} (a restart "
+                                "forgets its rounds)", self.contribution, False)
+
+    def _take_part(self, exact: TrainingStatistics, charge: Callable[[float, float], object]) -> RoundOutcome:
         try:
             self.advertise()
             s = self.wait_beyond(pb.ADVERTISE)
