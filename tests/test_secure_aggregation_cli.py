@@ -192,3 +192,48 @@ def test_a_region_waiting_on_a_round_a_restarted_centre_forgot_falls_back_at_onc
     assert "no longer knows" in out and "falling back" in out
     rows = centre.store.latest_training(SPEC.feature_service, None)
     assert {r.region for r in rows} == {"MY"}  # the fall-back release, accepted by the restarted centre
+
+
+def _run(config, capsys, *argv: str) -> tuple[int, str]:
+    try:
+        code = _cli(config, *argv)
+    except SystemExit as e:  # argparse's own usage errors
+        code = int(e.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_mistakes_are_one_line_with_their_exit_status_and_charge_nothing(centre, capsys, monkeypatch):
+    config, address = centre.config, centre.address
+    centre_token = ["--token-env", "SECROUND_TOKEN_CENTRE", "--address", address]
+    my = ["--region", "MY", "--token-env", "SECROUND_TOKEN_MY", "--address", address, *WINDOW]
+    monkeypatch.delenv("SECROUND_UNSET", raising=False)
+    for argv, status, words in [
+        (["aggregator", "open-round", "--regions", "MY,SG", "--threshold", "0", "--epsilon", "1", *centre_token], 2,
+         "--threshold"),
+        (["aggregator", "open-round", "--regions", "MY,SG", "--threshold", "2", "--epsilon", "-1", *centre_token], 2,
+         "ε must be a positive number"),
+        (["aggregator", "open-round", "--regions", "MY,SG", "--threshold", "2", "--epsilon", "1",
+          "--phase-seconds", "nan", *centre_token], 2, "--phase-seconds"),
+        (["aggregator", "open-round", "--regions", "MY,XX", "--threshold", "2", "--epsilon", "1", *centre_token], 1,
+         "rule regions"),
+        (["aggregator", "open-round", "--regions", "MY,SG", "--threshold", "3", "--epsilon", "1", *centre_token], 1,
+         "threshold"),
+        # a region's token may not open a round (the train role's)
+        (["aggregator", "open-round", "--regions", "MY,SG", "--threshold", "2", "--epsilon", "1",
+          "--token-env", "SECROUND_TOKEN_MY", "--address", address], 1, "PERMISSION_DENIED"),
+        (["aggregator", "open-round", "--regions", "MY,SG", "--threshold", "2", "--epsilon", "1",
+          "--token-env", "SECROUND_UNSET", "--address", address], 1, "SECROUND_UNSET is not set"),
+        (["region", "secure-round", *my], 2, "one of the arguments --round --join-open is required"),
+        (["region", "secure-round", *my, "--round", "secagg-x", "--join-open"], 2, "not allowed with"),
+        (["region", "secure-round", *my, "--join-open"], 1, "no round open for keys invites region 'MY'"),
+        (["region", "secure-round", *my, "--round", "secagg-nope"], 1, "no round 'secagg-nope' invites region 'MY'"),
+    ]:
+        code, err = _run(config, capsys, *argv)
+        assert code == status, (argv, err)
+        assert status == 2 or err.count("\n") == 1, (argv, err)  # exit 1: one line (2: argparse's usage too)
+        assert words in err and "Traceback" not in err, (argv, err)
+    # nothing was opened, charged or queued
+    code, err = _run(config, capsys, "region", "secure-round", *my, "--join-open")
+    assert code == 1
+    assert not (config.region("MY").data_dir / "outbox").exists()
+    assert centre.store.epsilon_spent("MY", receipt_period(datetime.now(timezone.utc))) == 0.0
