@@ -10,13 +10,19 @@ import argparse
 import os
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedstore.cli.arguments import host_port, iso_time, positive_int
 from fedstore.cli.render import table
 from fedstore.federation import FederationConfig
 from fedstore.federation.training import TRAINING_SPECS
 from fedstore.regions.errors import RegionError
+
+if TYPE_CHECKING:  # the commands import these when run: Feast and gRPC take seconds to load
+    from fedstore.federation.channels import CentreLink
+    from fedstore.federation.training import TrainingSpec
+    from fedstore.regions.publishing.budget import BudgetLedger
+    from fedstore.regions.store.node import RegionNode
 
 # a region polls the round this often: a phase ends when every region has answered, so a short poll
 # keeps a round quick; one small GetRound per region and poll is nothing to the centre
@@ -186,8 +192,9 @@ def cmd_secure_round(config: FederationConfig, args: argparse.Namespace) -> None
     _fall_back(config, args, node, spec, first.epsilon, link, token, ledger)
 
 
-def _fall_back(config: FederationConfig, args: argparse.Namespace, node: Any, spec: Any, epsilon: float, link: Any,
-               token: str, ledger: Any) -> None:
+def _fall_back(config: FederationConfig, args: argparse.Namespace, node: RegionNode, spec: TrainingSpec,
+               epsilon: float, link: CentreLink, token: str, ledger: BudgetLedger) -> None:
+    """A release alone at full noise, queued and sent: today's publish-training-stats + send-stats."""
     from fedstore.regions.publishing.outbox import send_outbox
     from fedstore.regions.publishing.publish import outbox_dir, publish_training_statistics
 
