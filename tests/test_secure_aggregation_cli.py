@@ -170,20 +170,27 @@ def test_a_region_that_never_joins_leaves_the_round_below_threshold_and_the_othe
 def test_a_region_waiting_on_a_round_a_restarted_centre_forgot_falls_back_at_once(centre, capsys, monkeypatch):
     from fedstore.aggregator.intake.secure_rounds import SecureRounds
 
-    advertised = threading.Event()
-    real = SecureRounds.advertise
+    advertised, waiting = threading.Event(), threading.Event()
+    real_advertise, real_view = SecureRounds.advertise, SecureRounds.view
 
-    def advertise(self, round_id, msg, caller):  # the real step; the test only learns that it happened
-        answer = real(self, round_id, msg, caller)
+    def advertise(self, *args):  # the real steps; the test only learns that they happened
+        answer = real_advertise(self, *args)
         advertised.set()
         return answer
 
+    def view(self, *args):
+        answer = real_view(self, *args)
+        if advertised.is_set():
+            waiting.set()  # a poll after its keys went in: the region waits on the round
+        return answer
+
     monkeypatch.setattr(SecureRounds, "advertise", advertise)
+    monkeypatch.setattr(SecureRounds, "view", view)
     config = centre.config
     # a long phase: without the fix the region waits out the centre's 600 s deadline or its own 120 s
     round_id = _open(config, centre.address, capsys, threshold=2, phase=600)
     codes, threads = _take_part(config, centre.address, ("MY",), ["--round", round_id])
-    assert advertised.wait(60)  # MY has sent its keys and waits for the others (SG and ID never come)
+    assert waiting.wait(60)  # MY has sent its keys and waits for the others (SG and ID never come)
     centre.restart()  # the rounds lived in the old process's memory
     threads[0].join(60)
     assert not threads[0].is_alive(), "the region still waits on a round the centre no longer knows"

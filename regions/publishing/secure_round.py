@@ -107,6 +107,8 @@ class RoundClient:
             if s is not None and (s.phase != phase or s.phase in FINAL):
                 return s
             if time.monotonic() > deadline:
+                if s is None:
+                    raise RegionError(f"the centre did not answer for {self.timeout:g} s about round {self.round_id}")
                 raise RegionError(f"round {self.round_id} stayed in phase {pb.RoundPhase.Name(phase)} "
                                   f"for {self.timeout:g} s")
             time.sleep(self.poll)
@@ -177,7 +179,9 @@ class RoundClient:
                 raise
             s = self.wait_until_final()
         except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:  # not "too late for this phase": a real failure
+            # "too late for this phase", or a message whose answer was lost (the centre restarting): the
+            # round's end says whether this region's input is in the sum; any other refusal is a failure
+            if e.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE):
                 raise
             s = self.wait_until_final()
         included = s.phase == pb.DONE and self.region in s.survivors
