@@ -2,7 +2,9 @@
 
 Authenticate (the access guard admitted the role already: ``federation/roles.py``), bind the
 message's region to the connection's client certificate (as ``Submit`` does), parse into the
-protocol's value objects, call the step, answer the caller's view of the round.
+protocol's value objects, call the step, answer the caller's view of the round. ``GetRound`` without
+a round id answers the newest round that invites the region and still takes keys (NOT_FOUND when
+none): how ``fedstore region secure-round --join-open`` finds it.
 """
 
 from __future__ import annotations
