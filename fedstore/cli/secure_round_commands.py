@@ -182,8 +182,8 @@ def cmd_secure_round(config: FederationConfig, args: argparse.Namespace) -> None
     if outcome.included:
         assert c is not None
         print(f"{region.code}: round {round_id} done: this region's statistics are in the centre's sum "
-              f"{outcome.submission_id}; ε={c.epsilon:.3f}, δ={c.delta:.1e} charged to its ledger (noise σ={c.scale:.2f} "
-              f"added once for the sum, this region's share of it)")
+              f"{outcome.submission_id}; ε={c.epsilon:.3f}, δ={c.delta:.1e} charged to its ledger (the sum carries "
+              f"noise σ={c.scale:.2f} once; this region added 1/{c.threshold} of its variance)")
         return
     why = outcome.why_abandoned or "this region missed a phase's deadline"
     spent = f"; its masked input already cost ε={c.epsilon:.3f}" if c is not None else ""
