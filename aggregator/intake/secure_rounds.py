@@ -34,6 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from fedstore.aggregator.errors import AggregatorError, NotAllowed, NotFound, OverBudget, Rejected
 from fedstore.aggregator.intake import plausibility
 from fedstore.aggregator.intake.steps import Clock
+from fedstore.aggregator.intake.submission_wire import parse_training
 from fedstore.aggregator.intake.validation import receipt_period
 from fedstore.aggregator.store import BudgetRefused, SubmissionStore
 from fedstore.federation import FederationConfig
@@ -261,7 +262,7 @@ class SecureRounds:
                                                   for c, (n, x) in enumerate(zip(ns, sums, strict=True))])
         privacy = self.config.privacy
         try:
-            plausibility.training(training, r.spec, max_entities=privacy.max_entities * k)
+            plausibility.training(parse_training(training), r.spec, max_entities=privacy.max_entities * k)
             low = [c for c, n in enumerate(ns) if n < privacy.minimum_cohort]
             if low:
                 raise Rejected(f"the sum's class {low[0]} has n {ns[low[0]]:.1f} "

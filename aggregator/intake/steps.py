@@ -74,12 +74,12 @@ class Centre:
         regions = set(self.config.codes)
         # who may send this id, before the store is asked about it: another region's id gets
         # the same refusal whether it was ever accepted or not
-        check_identity(sub.release, caller=caller, regions=regions)
+        check_identity(sub, caller=caller, regions=regions)
         previous = self.store.receipt(sub.submission_id)
         if previous is not None:
             return self._replay(previous, sub, caller)
         now = self.clock()
-        charge = validate(sub.release, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
+        charge = validate(sub, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
                           regions=regions, now=now)
         if sub.evaluation is not None and self.registry is not None:
             try:

@@ -45,7 +45,7 @@ def parse_submission(message: pb.Submission) -> Submission:
         features=_features(m.features), suppressed=tuple(m.suppressed),
         segments=tuple(Segment(g.dimension, g.value, _features(g.features)) for g in m.segments),
         suppressed_segments=tuple(m.suppressed_segments),
-        training=_training(m.training) if m.HasField("training") else None,
+        training=parse_training(m.training) if m.HasField("training") else None,
         evaluation=_evaluation(m.evaluation) if m.HasField("evaluation") else None,
         consent=(ConsentClaim(m.consent.purpose, m.consent.consent_required, m.consent.snapshot_id)
                  if m.HasField("consent") else None),
@@ -72,7 +72,7 @@ def _features(features: Iterable[pb.FeatureStatistics]) -> tuple[FeatureStatisti
         for f in features)
 
 
-def _training(t: pb.TrainingStatistics) -> TrainingStatistics:
+def parse_training(t: pb.TrainingStatistics) -> TrainingStatistics:
     return TrainingStatistics(t.feature_service, t.label, tuple(t.features),
                               tuple(ClassStatistics(c.label, c.n, tuple(c.sum_x), tuple(c.xtx)) for c in t.classes),
                               t.noise_scale, tuple(t.xtx))
