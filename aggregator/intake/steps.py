@@ -87,7 +87,7 @@ class Centre:
             except NotFound as e:
                 raise Rejected(f"{e}", rule="model") from None
         # out of line with the other regions: stored, but held out of merging and training
-        finding = self.quarantine.check(sub.release)
+        finding = self.quarantine.check(sub)
         try:
             stored = self._store(sub, charge, now, finding)
         except AlreadyStored as e:  # a concurrent call with the same id stored it first
