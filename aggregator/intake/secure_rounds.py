@@ -34,7 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from fedstore.aggregator.errors import AggregatorError, NotAllowed, NotFound, OverBudget, Rejected
 from fedstore.aggregator.intake import plausibility
 from fedstore.aggregator.intake.steps import Clock
-from fedstore.aggregator.intake.submission_wire import parse_training
+from fedstore.aggregator.intake.submission_wire import parse_submission, parse_training
 from fedstore.aggregator.intake.validation import receipt_period
 from fedstore.aggregator.store import BudgetRefused, SubmissionStore
 from fedstore.federation import FederationConfig
@@ -239,7 +239,7 @@ class SecureRounds:
                           self.config.privacy.minimum_cohort)
         privacy = self.config.privacy
         try:
-            self.store.accept(sub, epsilon=epsilon, delta=delta, period=receipt_period(now), accepted_at=now,
+            self.store.accept(parse_submission(sub), epsilon=epsilon, delta=delta, period=receipt_period(now), accepted_at=now,
                               epsilon_limit=privacy.epsilon_per_month, delta_limit=privacy.delta_per_month)
         except BudgetRefused as e:
             raise OverBudget(f"region {region} has spent ε={e.spent:.3f} of "
@@ -277,7 +277,7 @@ class SecureRounds:
         sub = _submission(f"{region.lower()}-train-{uuid.uuid4()}", region, now, r.epsilon, r.delta,
                           privacy.minimum_cohort)
         sub.training.CopyFrom(training)
-        self.store.accept(sub, epsilon=r.epsilon, delta=r.delta, period=receipt_period(now), accepted_at=now,
+        self.store.accept(parse_submission(sub), epsilon=r.epsilon, delta=r.delta, period=receipt_period(now), accepted_at=now,
                           epsilon_limit=math.inf, delta_limit=math.inf)
         r.submission_id = sub.submission_id
 

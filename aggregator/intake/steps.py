@@ -103,7 +103,7 @@ class Centre:
         """Stored with the centre's charge, the budget recounted from the store in the same transaction."""
         privacy = self.config.privacy
         try:
-            return self.store.accept(sub.release, epsilon=charge.epsilon, delta=charge.delta,
+            return self.store.accept(sub, epsilon=charge.epsilon, delta=charge.delta,
                                      period=receipt_period(now), accepted_at=now,
                                      epsilon_limit=privacy.epsilon_per_month, delta_limit=privacy.delta_per_month,
                                      quarantine_why=finding.why() if finding else None)

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
-from typing import Any
 
 # the contract's mechanisms (aggregator.proto, enum Mechanism), by name; an unspecified one is
 # ``UNSPECIFIED``, a number the contract does not define its decimal string
@@ -172,7 +171,6 @@ class Submission:
     training: TrainingStatistics | None = None
     evaluation: Evaluation | None = None
     consent: ConsentClaim | None = None
-    release: Any = None  # the wire message, until every reader takes the value objects above
 
     @property
     def claims(self) -> Accounting:

@@ -49,7 +49,6 @@ def parse_submission(message: pb.Submission) -> Submission:
         evaluation=_evaluation(m.evaluation) if m.HasField("evaluation") else None,
         consent=(ConsentClaim(m.consent.purpose, m.consent.consent_required, m.consent.snapshot_id)
                  if m.HasField("consent") else None),
-        release=m,
     )
 
 
