@@ -11,7 +11,6 @@ or rejected submission stays stored (a region's retry is a replay) but ``feature
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import uuid
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ import duckdb
 import numpy as np
 
 from fedstore.aggregator.errors import StoreInUse
+from fedstore.aggregator.intake.submission import Submission
 from fedstore.federation.consent import ConsentBasis
-from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (
@@ -133,10 +132,6 @@ class StoredReceipt:
     content_sha256: str
 
 
-def content_hash(sub: pb.Submission) -> str:
-    return hashlib.sha256(sub.SerializeToString(deterministic=True)).hexdigest()
-
-
 def _aggregate(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
     assert row is not None, "an aggregate query returns one row"
     return row
@@ -184,7 +179,7 @@ class SubmissionStore:
             ).fetchone())
         return float(total)
 
-    def accept(self, sub: pb.Submission, *, epsilon: float, delta: float, period: str, accepted_at: datetime,
+    def accept(self, sub: Submission, *, epsilon: float, delta: float, period: str, accepted_at: datetime,
                epsilon_limit: float, delta_limit: float = 1.0, quarantine_why: str | None = None) -> StoredReceipt:
         """Store the submission in one transaction, charged (``epsilon``, ``delta``) in ``period``,
         if the region's budget for that period allows.
@@ -199,8 +194,9 @@ class SubmissionStore:
         the same submission, e.g. a region's retry while its first attempt was still being stored).
         """
         receipt = StoredReceipt(sub.submission_id, uuid.uuid4().hex, accepted_at.astimezone(timezone.utc),
-                                content_hash(sub))
-        acc = sub.accounting
+                                sub.content_sha256)
+        acc = sub.claims
+        assert sub.window_start is not None and sub.window_end is not None, "a validated submission has its window"
         with self._lock:
             self._db.execute("BEGIN TRANSACTION")
             try:
@@ -219,8 +215,8 @@ class SubmissionStore:
                     "INSERT INTO submissions (submission_id, region, period, window_start, window_end, mechanism,"
                     " epsilon, delta, minimum_cohort, content_sha256, receipt_id, accepted_at, epsilon_per_query)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [sub.submission_id, sub.region, period, sub.window_start.ToDatetime(timezone.utc),
-                     sub.window_end.ToDatetime(timezone.utc), pb.Mechanism.Name(acc.mechanism), epsilon,
+                    [sub.submission_id, sub.region, period, sub.window_start.to_datetime(),
+                     sub.window_end.to_datetime(), acc.mechanism, epsilon,
                      delta, acc.minimum_cohort, receipt.content_sha256, receipt.receipt_id, receipt.accepted_at,
                      acc.epsilon_per_query],
                 )
@@ -234,7 +230,7 @@ class SubmissionStore:
                                  f.sum_sq, list(f.histogram)] for g in sub.segments for f in g.features]
                 if segment_rows:
                     self._db.executemany("INSERT INTO segment_statistics VALUES (?,?,?,?,?,?,?,?,?)", segment_rows)
-                if sub.HasField("training"):
+                if sub.training is not None:
                     t = sub.training
                     self._db.executemany(
                         "INSERT INTO training_statistics VALUES (?,?,?,?,?,?,?,?)",
@@ -242,13 +238,13 @@ class SubmissionStore:
                           list(c.sum_x), list(c.xtx)] for c in t.classes],
                     )
                     self._db.execute("INSERT INTO training_moments VALUES (?,?)", [sub.submission_id, list(t.xtx)])
-                if sub.HasField("evaluation"):
+                if sub.evaluation is not None:
                     e = sub.evaluation
                     self._db.executemany(
                         "INSERT INTO evaluations VALUES (?,?,?,?,?)",
                         [[sub.submission_id, e.model_name, e.model_version, h.label, list(h.counts)] for h in e.classes],
                     )
-                if sub.HasField("consent"):
+                if sub.consent is not None:
                     c = sub.consent
                     self._db.execute("INSERT INTO consent_basis VALUES (?,?,?,?)",
                                      [sub.submission_id, c.purpose, c.consent_required, c.snapshot_id])

@@ -59,6 +59,7 @@ def _config(root: Path, codes: list[str]) -> Path:
 def build_state(root: Path, codes: list[str], days: int, customers: int, end: date) -> None:
     import numpy as np
 
+    from fedstore.aggregator.intake.submission_wire import parse_submission
     from fedstore.aggregator.registry.model import ModelCandidate
     from fedstore.aggregator.registry.store import ModelRegistry
     from fedstore.aggregator.store import SubmissionStore
@@ -86,7 +87,7 @@ def build_state(root: Path, codes: list[str], days: int, customers: int, end: da
         for code in codes:
             sub = features_submission(code, exact_region(rng, 2000), epsilon=0.05, now=at)
             assert sub is not None
-            store.accept(sub, epsilon=sub.accounting.epsilon, delta=0.0, period=at.strftime("%Y-%m"), accepted_at=at,
+            store.accept(parse_submission(sub), epsilon=sub.accounting.epsilon, delta=0.0, period=at.strftime("%Y-%m"), accepted_at=at,
                          epsilon_limit=config.privacy.epsilon_per_month)
     store.close()
     registry = ModelRegistry(config.aggregator.data_dir / "registry.db", config)

@@ -700,7 +700,7 @@ def test_the_centres_steps_take_value_objects_and_raise_the_rule_they_apply(fed,
     from fedstore.aggregator.errors import NotAllowed, OverBudget, Rejected
     from fedstore.aggregator.intake.metrics import AggregatorMetrics
     from fedstore.aggregator.intake.steps import Centre
-    from fedstore.aggregator.intake.submission import parse_submission
+    from fedstore.aggregator.intake.submission_wire import parse_submission
     from fedstore.aggregator.store import SubmissionStore
     from fedstore.federation.tokens import TokenBook
 

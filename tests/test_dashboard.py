@@ -473,6 +473,7 @@ def centre(tmp_path_factory) -> Path:
 
     from fedstore.aggregator.registry.model import ModelCandidate
     from fedstore.aggregator.registry.store import ModelRegistry
+    from fedstore.aggregator.intake.submission_wire import parse_submission
     from fedstore.aggregator.store import SubmissionStore
     from fedstore.federation.statistics import CATALOG
     from honest_releases import exact_region, features_submission
@@ -494,7 +495,7 @@ def centre(tmp_path_factory) -> Path:
     for region, held in (("MY", None), ("MY", None), ("SG", "rule quarantine: txn_count_7d mean out of line")):
         sub = features_submission(region, exact_region(rng, 2000), epsilon=1.0, now=now)
         assert sub is not None
-        store.accept(sub, epsilon=sub.accounting.epsilon, delta=0.0, period=now.strftime("%Y-%m"), accepted_at=now,
+        store.accept(parse_submission(sub), epsilon=sub.accounting.epsilon, delta=0.0, period=now.strftime("%Y-%m"), accepted_at=now,
                      epsilon_limit=config.privacy.epsilon_per_month, quarantine_why=held)
     store.close()
     registry = ModelRegistry(root / "centre" / "registry.db", config)

@@ -522,12 +522,13 @@ def test_a_store_written_before_one_xtx_per_region_trains_on_the_sum_of_its_clas
     their sum as the submission's XᵀX, so pooling them counts each matrix once."""
     import duckdb
 
+    from fedstore.aggregator.intake.submission_wire import parse_submission
     from fedstore.aggregator.store import SubmissionStore
 
     path = tmp_path / "centre.duckdb"
     store = SubmissionStore(path)
     sub = _training_submission()
-    store.accept(sub, epsilon=1.0, delta=1e-6, period=sub.period, accepted_at=datetime.now(timezone.utc),
+    store.accept(parse_submission(sub), epsilon=1.0, delta=1e-6, period=sub.period, accepted_at=datetime.now(timezone.utc),
                  epsilon_limit=10.0)
     new = store.latest_training("fraud_scoring", None)
     store.close()

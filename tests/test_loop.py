@@ -326,6 +326,7 @@ def test_evidence_needs_outcomes_and_gates_config_is_checked(tmp_path, pki, monk
 
 def test_evidence_release_is_charged_at_sensitivity_two_and_withholds_small_cities(tmp_path, pki, monkeypatch):
     from fedstore.aggregator.intake.accounting import recompute
+    from fedstore.aggregator.intake.submission_wire import parse_submission
     from fedstore.federation.statistics import CATALOG
     from fedstore.regions.publishing.budget import BudgetLedger
     from fedstore.regions.publishing.outbox import to_proto
@@ -350,7 +351,7 @@ def test_evidence_release_is_charged_at_sensitivity_two_and_withholds_small_citi
     sub = to_proto(json.loads(path.read_text()))
     assert sub.evaluation.stage == "full" and list(sub.evaluation.suppressed_segments) == ["Kuching"]
     # the centre's own recomputation from the declared scale: the same ε, at sensitivity 2
-    assert recompute(sub, "evaluation", CATALOG).epsilon == pytest.approx(released.epsilon, rel=1e-9)
+    assert recompute(parse_submission(sub), "evaluation", CATALOG).epsilon == pytest.approx(released.epsilon, rel=1e-9)
     # each entity once: its outcome counted in the whole, whatever number of outcomes it has
     assert sum(sum(v) for v in released.whole.values()) == pytest.approx(3000, abs=400)
 

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstore.aggregator.intake import noise_bounds
+from fedstore.aggregator.intake.submission_wire import parse_submission, parse_training
 from fedstore.aggregator.intake.validation import validate
 from fedstore.federation import PrivacyConfig
 from fedstore.federation.statistics import CATALOG, CITIES
@@ -79,7 +80,7 @@ def _exact(values: list[np.ndarray], members: np.ndarray | None = None) -> list:
 
 
 def _accepted(sub) -> float:
-    charge = validate(sub, caller=MY, catalog=CATALOG_BY_REF, privacy=PRIVACY, regions={"MY", "SG"}, now=NOW)
+    charge = validate(parse_submission(sub), caller=MY, catalog=CATALOG_BY_REF, privacy=PRIVACY, regions={"MY", "SG"}, now=NOW)
     assert charge.epsilon == pytest.approx(sub.accounting.epsilon, rel=1e-6)
     return charge.epsilon
 
@@ -120,7 +121,7 @@ def test_honest_training_releases_always_pass(seed, n0, n1, epsilon, delta, d):
     eps, got_delta = gaussian_epsilon(sub.training.noise_scale, sub.accounting.delta)
     assert eps == pytest.approx(sub.accounting.epsilon, rel=1e-6) and got_delta == sub.accounting.delta
     narrower = replace(SPEC, features=SPEC.features[:d])  # the same C the release was scaled for
-    plausibility.training(sub.training, narrower, max_entities=PRIVACY.max_entities)
+    plausibility.training(parse_training(sub.training), narrower, max_entities=PRIVACY.max_entities)
 
 
 @settings(max_examples=150)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstore.aggregator.errors import AggregatorError, NotAllowed, Rejected
+from fedstore.aggregator.intake.submission_wire import parse_submission
 from fedstore.aggregator.intake.validation import validate
 from fedstore.federation import PrivacyConfig
 from fedstore.federation.statistics import CATALOG
@@ -46,7 +47,7 @@ def valid_submissions(draw):
 
 
 def _check(sub: pb.Submission, caller: Caller = MY) -> None:
-    validate(sub, caller=caller, catalog=CATALOG_BY_REF, privacy=PRIVACY, regions=REGIONS, now=NOW)
+    validate(parse_submission(sub), caller=caller, catalog=CATALOG_BY_REF, privacy=PRIVACY, regions=REGIONS, now=NOW)
 
 
 def _rule(sub: pb.Submission) -> str:

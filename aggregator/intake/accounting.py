@@ -26,11 +26,11 @@ from typing import Iterable
 from fedstore.aggregator.errors import Rejected
 from fedstore.federation.privacy_maps import QUERY_NAMES, evaluation_epsilon, feature_queries, gaussian_epsilon, laplace_epsilon
 from fedstore.federation.statistics import FeatureSpec
-from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+from fedstore.aggregator.intake.submission import GAUSSIAN, LAPLACE, FeatureStatistics, Submission
 
 # the mechanism each kind of release must use (a training release declared Laplace is refused: it
 # would not be charged the δ its Gaussian noise costs)
-ALLOWED_MECHANISM = {"features": pb.LAPLACE, "training": pb.GAUSSIAN, "evaluation": pb.LAPLACE}
+ALLOWED_MECHANISM = {"features": LAPLACE, "training": GAUSSIAN, "evaluation": LAPLACE}
 # how far a claim may differ from the recomputation: floating-point rounding, nothing more
 RELATIVE = 1e-6
 
@@ -44,14 +44,14 @@ class Charge:
     epsilon_per_query: float
 
 
-def recompute(sub: pb.Submission, kind: str, catalog: dict[str, FeatureSpec]) -> Charge:
+def recompute(sub: Submission, kind: str, catalog: dict[str, FeatureSpec]) -> Charge:
     """The charge of a submission whose shape has been validated; Rejected ("rule mechanism",
     "rule accounting") when its mechanism or its claim disagrees with what its noise costs."""
-    acc = sub.accounting
+    acc = sub.claims
     allowed = ALLOWED_MECHANISM[kind]
     if acc.mechanism != allowed:
-        raise Rejected(f"a {kind} release must use {pb.Mechanism.Name(allowed)} noise, "
-                       f"not {pb.Mechanism.Name(acc.mechanism)}", rule="mechanism")
+        raise Rejected(f"a {kind} release must use {allowed} noise, "
+                       f"not {acc.mechanism}", rule="mechanism")
     if kind == "features":
         charge = _features(sub, catalog)
     elif kind == "training":
@@ -79,11 +79,11 @@ def _scale(value: float, what: str) -> float:
     return value
 
 
-def _feature_epsilons(features: Iterable[pb.FeatureStatistics], catalog: dict[str, FeatureSpec],
+def _feature_epsilons(features: Iterable[FeatureStatistics], catalog: dict[str, FeatureSpec],
                       where: str) -> list[float]:
     out = []
     for f in features:
-        if not f.HasField("noise"):
+        if f.noise is None:
             raise Rejected(f"{f.ref}{where} declares no noise scales", rule="accounting")
         for name, (space, sensitivity) in feature_queries(catalog[f.ref]).items():
             scale = _scale(getattr(f.noise, name), f"{f.ref}{where} {name}")
@@ -94,8 +94,8 @@ def _feature_epsilons(features: Iterable[pb.FeatureStatistics], catalog: dict[st
     return out
 
 
-def _features(sub: pb.Submission, catalog: dict[str, FeatureSpec]) -> Charge:
-    if sub.accounting.delta != 0:
+def _features(sub: Submission, catalog: dict[str, FeatureSpec]) -> Charge:
+    if sub.claims.delta != 0:
         raise Rejected("a Laplace release costs no δ; declare δ = 0", rule="accounting")
     released = _feature_epsilons(sub.features, catalog, "")
     in_segments = [eps for g in sub.segments
@@ -116,23 +116,26 @@ def _features(sub: pb.Submission, catalog: dict[str, FeatureSpec]) -> Charge:
     return Charge(epsilon=whole + segments, delta=0.0, epsilon_per_query=eps_q)
 
 
-def _training(sub: pb.Submission) -> Charge:
+def _training(sub: Submission) -> Charge:
     t = sub.training
+    assert t is not None, "called for training releases only"
     scale = _scale(t.noise_scale, "the training release")
     try:
-        eps, delta = gaussian_epsilon(scale, sub.accounting.delta)
+        eps, delta = gaussian_epsilon(scale, sub.claims.delta)
     except ValueError as e:
         raise Rejected(f"{e}", rule="accounting") from None
     return Charge(epsilon=eps, delta=delta, epsilon_per_query=eps)
 
 
-def _evaluation(sub: pb.Submission) -> Charge:
-    if sub.accounting.delta != 0:
+def _evaluation(sub: Submission) -> Charge:
+    e = sub.evaluation
+    assert e is not None, "called for evaluations only"
+    if sub.claims.delta != 0:
         raise Rejected("a Laplace release costs no δ; declare δ = 0", rule="accounting")
-    scale = _scale(sub.evaluation.noise_scale, "the evaluation")
+    scale = _scale(e.noise_scale, "the evaluation")
     try:
         # outcome evidence with segments: an entity counts in the whole and in one segment
-        eps = evaluation_epsilon(scale, 2 if sub.evaluation.segment_dimension else 1)
+        eps = evaluation_epsilon(scale, 2 if e.segment_dimension else 1)
     except ValueError as e:
         raise Rejected(f"{e}", rule="accounting") from None
     return Charge(epsilon=eps, delta=0.0, epsilon_per_query=eps)

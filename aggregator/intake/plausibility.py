@@ -21,9 +21,9 @@ import numpy as np
 
 from fedstore.aggregator.errors import Rejected
 from fedstore.aggregator.intake.noise_bounds import FALSE_REJECT, abs_laplace_sum, chi2, gaussian
+from fedstore.aggregator.intake.submission import Evaluation, FeatureStatistics, Submission, TrainingStatistics
 from fedstore.federation.statistics import FeatureSpec
 from fedstore.federation.training import TrainingSpec, from_triangle, noise_sds
-from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 P = FALSE_REJECT
 
@@ -38,9 +38,9 @@ def _abs(b: float, p: float) -> float:
     return abs_laplace_sum(1, b, p)
 
 
-def feature(f: pb.FeatureStatistics, spec: FeatureSpec, *, max_entities: int, where: str) -> None:
+def feature(f: FeatureStatistics, spec: FeatureSpec, *, max_entities: int, where: str) -> None:
     """The rules of one released feature (the scales already checked finite and positive)."""
-    b = f.noise
+    b = f.scales
     lo, hi = spec.lower, spec.upper
     c, s, q = float(f.count), f.sum, f.sum_sq
 
@@ -92,18 +92,18 @@ def feature(f: pb.FeatureStatistics, spec: FeatureSpec, *, max_entities: int, wh
                        f"{f.count:,} within its noise (±{room:.0f})", rule="histogram_total")
 
 
-def view_counts(features: Sequence[pb.FeatureStatistics], catalog: dict[str, FeatureSpec], *, where: str) -> None:
+def view_counts(features: Sequence[FeatureStatistics], catalog: dict[str, FeatureSpec], *, where: str) -> None:
     """rule view_count: every feature of a view is summarised over the view's same entities, so
     n + N (entities with a row, with or without the value) is one number per view. Two features'
     released C + N' differ by at most |L_c1| + |L_n1| + |L_c2| + |L_n2|: four Laplace magnitudes,
     bound at p (each feature against the view's first one, each comparison a check of its own)."""
-    first: dict[str, pb.FeatureStatistics] = {}
+    first: dict[str, FeatureStatistics] = {}
     for f in features:
         view = catalog[f.ref].view
         a = first.setdefault(view, f)
         if a is f:
             continue
-        room = abs_laplace_sum(4, max(a.noise.count, a.noise.null_count, f.noise.count, f.noise.null_count), P)
+        room = abs_laplace_sum(4, max(a.scales.count, a.scales.null_count, f.scales.count, f.scales.null_count), P)
         gap = (a.count + a.null_count) - (f.count + f.null_count)
         if abs(gap) > room:
             raise Rejected(f"{a.ref} and {f.ref}{where} describe {a.count + a.null_count:,} and "
@@ -111,12 +111,12 @@ def view_counts(features: Sequence[pb.FeatureStatistics], catalog: dict[str, Fea
                            f"(noise allows ±{room:.0f})", rule="view_count")
 
 
-def segment_totals(sub: pb.Submission) -> None:
+def segment_totals(sub: Submission) -> None:
     """rule segment_total: segments hold disjoint entities of the region, so for each feature
     Σ_s n_s ≤ n, and Σ_s C_s − C ≤ Σ_s |L_s| + |L_c|: k + 1 Laplace magnitudes for k segments,
     bound at p. (Fewer is fine: suppressed segments, entities of no listed segment.)"""
     whole = {f.ref: f for f in sub.features}
-    parts: dict[str, list[pb.FeatureStatistics]] = {}
+    parts: dict[str, list[FeatureStatistics]] = {}
     for g in sub.segments:
         for f in g.features:
             parts.setdefault(f.ref, []).append(f)
@@ -124,14 +124,14 @@ def segment_totals(sub: pb.Submission) -> None:
         w = whole.get(ref)
         if w is None:
             continue  # suppressed for the whole region: a noisy count below the cohort, nothing to compare
-        room = abs_laplace_sum(len(fs) + 1, max([w.noise.count] + [f.noise.count for f in fs]), P)
+        room = abs_laplace_sum(len(fs) + 1, max([w.scales.count] + [f.scales.count for f in fs]), P)
         total = sum(f.count for f in fs)
         if total - w.count > room:
             raise Rejected(f"the segments' counts of {ref} add up to {total:,}, more than the "
                            f"region's {w.count:,} (noise allows +{room:.0f})", rule="segment_total")
 
 
-def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int) -> None:
+def training(t: TrainingStatistics, spec: TrainingSpec, *, max_entities: int) -> None:
     """The rules of a training release. Features are rescaled to [0, 1] and each row shrunk to L2
     norm at most C (the spec's ``norm_bound``), so per class 0 ≤ Σx_j ≤ n; over both classes
     0 ≤ (XᵀX)_jk ≤ min(Σx_j, Σx_k), trace(XᵀX) = Σ‖x‖² ≤ C²·n, and the second-moment matrix
@@ -198,10 +198,10 @@ def training(t: pb.TrainingStatistics, spec: TrainingSpec, *, max_entities: int)
                        f"a sum of (1, x)(1, x)ᵀ has none below 0, and the noise none below −{room:.3g}", rule="training_psd")
 
 
-def evaluation(e: pb.Evaluation, *, max_entities: int) -> None:
+def evaluation(e: Evaluation, *, max_entities: int) -> None:
     """rule population: a class's score histogram counts its entities, each bin within |L| of the
     truth (clamping included): the bins' total beyond max_entities + Σ|L| (bound at p) is impossible."""
-    for where, classes in [("", e.classes)] + [(f" in {e.segment_dimension}={g.value}", g.classes) for g in e.segments]:
+    for where, classes in [("", e.classes)] + [(f" in {e.segment_dimension}={g.value}", g.classes) for g in e.segment_classes]:
         for h in classes:
             room = abs_laplace_sum(len(h.counts), e.noise_scale, P)
             if sum(h.counts) - room > max_entities:

@@ -34,6 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from fedstore.aggregator.errors import AggregatorError, NotAllowed, NotFound, OverBudget, Rejected
 from fedstore.aggregator.intake import plausibility
 from fedstore.aggregator.intake.steps import Clock
+from fedstore.aggregator.intake.submission_wire import parse_submission, parse_training
 from fedstore.aggregator.intake.validation import receipt_period
 from fedstore.aggregator.store import BudgetRefused, SubmissionStore
 from fedstore.federation import FederationConfig
@@ -251,7 +252,7 @@ class SecureRounds:
                           self.config.privacy.minimum_cohort)
         privacy = self.config.privacy
         try:
-            self.store.accept(sub, epsilon=epsilon, delta=delta, period=receipt_period(now), accepted_at=now,
+            self.store.accept(parse_submission(sub), epsilon=epsilon, delta=delta, period=receipt_period(now), accepted_at=now,
                               epsilon_limit=privacy.epsilon_per_month, delta_limit=privacy.delta_per_month)
         except BudgetRefused as e:
             raise OverBudget(f"region {region} has spent ε={e.spent:.3f} of "
@@ -274,7 +275,7 @@ class SecureRounds:
                                                   for c, (n, x) in enumerate(zip(ns, sums, strict=True))])
         privacy = self.config.privacy
         try:
-            plausibility.training(training, r.spec, max_entities=privacy.max_entities * k)
+            plausibility.training(parse_training(training), r.spec, max_entities=privacy.max_entities * k)
             low = [c for c, n in enumerate(ns) if n < privacy.minimum_cohort]
             if low:
                 raise Rejected(f"the sum's class {low[0]} has n {ns[low[0]]:.1f} "
@@ -289,7 +290,7 @@ class SecureRounds:
         sub = _submission(f"{region.lower()}-train-{uuid.uuid4()}", region, now, r.epsilon, r.delta,
                           privacy.minimum_cohort)
         sub.training.CopyFrom(training)
-        self.store.accept(sub, epsilon=r.epsilon, delta=r.delta, period=receipt_period(now), accepted_at=now,
+        self.store.accept(parse_submission(sub), epsilon=r.epsilon, delta=r.delta, period=receipt_period(now), accepted_at=now,
                           epsilon_limit=math.inf, delta_limit=math.inf)
         r.submission_id = sub.submission_id
 

@@ -18,7 +18,7 @@ from fedstore.aggregator.intake.metrics import AggregatorMetrics
 from fedstore.aggregator.intake.secure_rounds import SecureRounds
 from fedstore.aggregator.intake.secure_server import SecureAggregationServicer
 from fedstore.aggregator.intake.steps import Centre, Clock, EvaluationHook
-from fedstore.aggregator.intake.submission import parse_submission
+from fedstore.aggregator.intake.submission_wire import parse_submission
 from fedstore.aggregator.intake.validation import valid_period
 from fedstore.aggregator.intake.wire import refusal
 from fedstore.aggregator.quarantine.review import decide, quarantine_list

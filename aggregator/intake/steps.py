@@ -74,12 +74,12 @@ class Centre:
         regions = set(self.config.codes)
         # who may send this id, before the store is asked about it: another region's id gets
         # the same refusal whether it was ever accepted or not
-        check_identity(sub.release, caller=caller, regions=regions)
+        check_identity(sub, caller=caller, regions=regions)
         previous = self.store.receipt(sub.submission_id)
         if previous is not None:
             return self._replay(previous, sub, caller)
         now = self.clock()
-        charge = validate(sub.release, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
+        charge = validate(sub, caller=caller, catalog=self.catalog, privacy=self.config.privacy,
                           regions=regions, now=now)
         if sub.evaluation is not None and self.registry is not None:
             try:
@@ -87,7 +87,7 @@ class Centre:
             except NotFound as e:
                 raise Rejected(f"{e}", rule="model") from None
         # out of line with the other regions: stored, but held out of merging and training
-        finding = self.quarantine.check(sub.release)
+        finding = self.quarantine.check(sub)
         try:
             stored = self._store(sub, charge, now, finding)
         except AlreadyStored as e:  # a concurrent call with the same id stored it first
@@ -103,7 +103,7 @@ class Centre:
         """Stored with the centre's charge, the budget recounted from the store in the same transaction."""
         privacy = self.config.privacy
         try:
-            return self.store.accept(sub.release, epsilon=charge.epsilon, delta=charge.delta,
+            return self.store.accept(sub, epsilon=charge.epsilon, delta=charge.delta,
                                      period=receipt_period(now), accepted_at=now,
                                      epsilon_limit=privacy.epsilon_per_month, delta_limit=privacy.delta_per_month,
                                      quarantine_why=finding.why() if finding else None)

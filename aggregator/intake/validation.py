@@ -30,13 +30,23 @@ from datetime import datetime, timedelta, timezone
 from fedstore.aggregator.errors import NotAllowed, Rejected
 from fedstore.aggregator.intake import plausibility
 from fedstore.aggregator.intake.accounting import Charge, recompute
+from fedstore.aggregator.intake.submission import (
+    GAUSSIAN,
+    MECHANISMS,
+    UNSPECIFIED,
+    ConsentClaim,
+    Evaluation,
+    FeatureStatistics,
+    ScoreHistogram,
+    Submission,
+    TrainingStatistics,
+)
 from fedstore.federation import PrivacyConfig
 from fedstore.federation.consent import Purpose
 from fedstore.federation.statistics import SEGMENTS, FeatureSpec
 from fedstore.federation.tokens import Caller
 from fedstore.federation.traffic import STAGES
 from fedstore.federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, TrainingSpec, triangle_size
-from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 # matched whole (fullmatch): "$" would also match before a final newline, and "2026-11\n" would be
 # a month of its own, with a budget of its own. The id is the region's code, the kind, and a random
@@ -64,11 +74,7 @@ MAX_COUNT = 10**12
 MIN_EPSILON_PER_QUERY = 1e-9
 
 
-def kind_of(sub: pb.Submission) -> str:
-    return "training" if sub.HasField("training") else "evaluation" if sub.HasField("evaluation") else "features"
-
-
-def check_identity(sub: pb.Submission, *, caller: Caller, regions: set[str]) -> None:
+def check_identity(sub: Submission, *, caller: Caller, regions: set[str]) -> None:
     """Who may send this id: checked before the store is asked whether the id exists, so a caller
     gets the same answer about another region's id whether it was ever accepted or not."""
     if sub.region not in regions:
@@ -86,7 +92,7 @@ def receipt_period(now: datetime) -> str:
 
 
 def validate(
-    sub: pb.Submission,
+    sub: Submission,
     *,
     caller: Caller,
     catalog: dict[str, FeatureSpec],
@@ -103,12 +109,12 @@ def validate(
         raise Rejected(f"claimed {sub.period}, but the centre received it in {month}; a submission is "
                        "charged to the month it is received in", rule="period")
     _window(sub, now)
-    acc = sub.accounting if sub.HasField("accounting") else None
-    if acc is None or acc.mechanism == pb.MECHANISM_UNSPECIFIED:
+    acc = sub.accounting
+    if acc is None or acc.mechanism == UNSPECIFIED:
         raise Rejected("privacy accounting (mechanism, ε, δ) is missing", rule="accounting")
-    if acc.mechanism not in pb.Mechanism.values():
+    if acc.mechanism not in MECHANISMS:
         raise Rejected(f"{acc.mechanism} is not a mechanism of the contract "
-                       f"({', '.join(pb.Mechanism.keys()[1:])})", rule="mechanism")
+                       f"({', '.join(MECHANISMS)})", rule="mechanism")
     if not (_finite(acc.epsilon) and acc.epsilon > 0 and _finite(acc.delta) and 0 <= acc.delta < 1
             and _finite(acc.epsilon_per_query) and MIN_EPSILON_PER_QUERY <= acc.epsilon_per_query <= acc.epsilon):
         raise Rejected(f"ε must be finite and positive, δ in [0, 1), ε per query in "
@@ -117,27 +123,27 @@ def validate(
         raise Rejected(
             f"applied {acc.minimum_cohort}, the federation requires {privacy.minimum_cohort}", rule="minimum_cohort"
         )
-    if acc.mechanism == pb.GAUSSIAN and not acc.delta > 0:
+    if acc.mechanism == GAUSSIAN and not acc.delta > 0:
         raise Rejected("a Gaussian release must declare its δ > 0", rule="accounting")
     kinds = [k for k, present in (("features", bool(sub.features) or bool(sub.suppressed)),
-                                  ("training", sub.HasField("training")),
-                                  ("evaluation", sub.HasField("evaluation"))) if present]
+                                  ("training", sub.training is not None),
+                                  ("evaluation", sub.evaluation is not None)) if present]
     if len(kinds) != 1:
         raise Rejected("a submission carries exactly one of features, training or evaluation", rule="kind")
-    if (sub.segments or sub.suppressed_segments) and (sub.HasField("training") or sub.HasField("evaluation")):
+    if (sub.segments or sub.suppressed_segments) and (sub.training is not None or sub.evaluation is not None):
         raise Rejected("segments belong to a features submission", rule="kind")
     kind = kinds[0]
     id_kind = _ID_KIND[sub.submission_id.split("-")[1]]
     if id_kind != kind:
         raise Rejected(f"{sub.submission_id!r} names a {id_kind} submission, but it carries {kind}", rule="submission_id")
-    if sub.HasField("consent"):
+    if sub.consent is not None:
         _consent(sub.consent, kind)
-    if kind == "training":
+    if sub.training is not None:
         spec = _training(sub.training, privacy)
         charge = recompute(sub, kind, catalog)
         plausibility.training(sub.training, spec, max_entities=privacy.max_entities)
         return charge
-    if kind == "evaluation":
+    if sub.evaluation is not None:
         _evaluation(sub.evaluation, privacy, sub.region)
         charge = recompute(sub, kind, catalog)
         plausibility.evaluation(sub.evaluation, max_entities=privacy.max_entities)
@@ -180,7 +186,7 @@ def validate(
     return charge
 
 
-def _consent(basis: pb.ConsentBasis, kind: str) -> None:
+def _consent(basis: ConsentClaim, kind: str) -> None:
     want = _CONSENT_PURPOSE[kind]
     if basis.purpose != want.value:
         raise Rejected(f"a {kind} release rests on consent for {want.value}, not {basis.purpose[:40]!r}", rule="consent")
@@ -188,15 +194,15 @@ def _consent(basis: pb.ConsentBasis, kind: str) -> None:
         raise Rejected("the consent snapshot id is 32 lower-case hex digits (a random UUID)", rule="consent")
 
 
-def _window(sub: pb.Submission, now: datetime) -> None:
-    if not sub.HasField("window_start") or not sub.HasField("window_end"):
+def _window(sub: Submission, now: datetime) -> None:
+    if sub.window_start is None or sub.window_end is None:
         raise Rejected("window_start and window_end are required", rule="window")
     for ts in (sub.window_start, sub.window_end):
         # a time of day or a fraction of a second would be a channel of its own: whole days only
         if ts.nanos != 0 or ts.seconds % _DAY != 0:
             raise Rejected("a window is whole UTC days (its ends at midnight, no fraction of a second)", rule="window")
     try:
-        start, end = sub.window_start.ToDatetime(timezone.utc), sub.window_end.ToDatetime(timezone.utc)
+        start, end = sub.window_start.to_datetime(), sub.window_end.to_datetime()
     except (ValueError, OverflowError):
         raise Rejected("a window timestamp is out of range", rule="window") from None
     if end <= start:
@@ -221,7 +227,7 @@ def _segment_values(dimension: str, region: str) -> tuple[str, ...]:
     return spec.values.get(region, ())
 
 
-def _features(features: Iterable[pb.FeatureStatistics], catalog: dict[str, FeatureSpec], privacy: PrivacyConfig,
+def _features(features: Iterable[FeatureStatistics], catalog: dict[str, FeatureSpec], privacy: PrivacyConfig,
               *, where: str) -> None:
     seen: set[str] = set()
     for f in features:
@@ -247,7 +253,7 @@ def _features(features: Iterable[pb.FeatureStatistics], catalog: dict[str, Featu
             raise Rejected(f"{f.ref}{where} has {len(f.histogram)} bins, the catalog {spec.bins}", rule="edges")
 
 
-def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> TrainingSpec:
+def _training(t: TrainingStatistics, privacy: PrivacyConfig) -> TrainingSpec:
     spec = next((s for s in TRAINING_SPECS if s.feature_service == t.feature_service), None)
     if spec is None:
         raise Rejected(f"{t.feature_service!r} is not a training spec of the federation", rule="catalog")
@@ -280,31 +286,31 @@ def _training(t: pb.TrainingStatistics, privacy: PrivacyConfig) -> TrainingSpec:
     return spec
 
 
-def _evaluation(e: pb.Evaluation, privacy: PrivacyConfig, region: str) -> None:
+def _evaluation(e: Evaluation, privacy: PrivacyConfig, region: str) -> None:
     if not _MODEL.fullmatch(e.model_name) or e.model_version < 1:
         raise Rejected(f"{e.model_name!r} v{e.model_version} is not a registry name and version", rule="model")
     if tuple(e.score_edges) != SCORE_EDGES:
         raise Rejected("evaluation score edges differ from the agreed edges", rule="edges")
     if e.stage and e.stage not in STAGES:
         raise Rejected(f"{e.stage[:40]!r} is not a registry stage ({', '.join(STAGES)})", rule="stage")
-    if (e.segment_dimension or e.segments or e.suppressed_segments) and not e.stage:
+    if (e.segment_dimension or e.segment_classes or e.suppressed_segments) and not e.stage:
         raise Rejected("segments of an evaluation belong to outcome evidence (a stage)", rule="segment")
-    if (e.segments or e.suppressed_segments) and not e.segment_dimension:
+    if (e.segment_classes or e.suppressed_segments) and not e.segment_dimension:
         raise Rejected("evaluation segments need their segment_dimension", rule="segment")
     _score_classes(e.classes, privacy, where="")
     if e.segment_dimension:
         allowed = _segment_values(e.segment_dimension, region)
-        values = [g.value for g in e.segments] + list(e.suppressed_segments)
+        values = [g.value for g in e.segment_classes] + list(e.suppressed_segments)
         if len(set(values)) != len(values):
             raise Rejected("a segment appears twice (released or suppressed)", rule="segment")
         for v in values:
             if v not in allowed:
                 raise Rejected(f"{v[:40]!r} is not a {e.segment_dimension} of region {region} in the catalog", rule="segment")
-        for g in e.segments:
+        for g in e.segment_classes:
             _score_classes(g.classes, privacy, where=f" in {e.segment_dimension}={g.value}")
 
 
-def _score_classes(classes: Iterable[pb.ScoreHistogram], privacy: PrivacyConfig, *, where: str) -> None:
+def _score_classes(classes: Iterable[ScoreHistogram], privacy: PrivacyConfig, *, where: str) -> None:
     classes = list(classes)
     if sorted(h.label for h in classes) != list(LABELS):
         raise Rejected(f"an evaluation needs exactly one histogram per class {LABELS}{where}", rule="classes")

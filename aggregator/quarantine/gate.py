@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 
+from fedstore.aggregator.intake.submission import Submission
 from fedstore.aggregator.quarantine.screen import Estimate, Finding, out_of_line
 from fedstore.aggregator.quarantine.summaries import (
     ClassNumbers,
@@ -30,7 +31,6 @@ from fedstore.aggregator.store import FeatureRow, SubmissionStore, TrainingRow
 from fedstore.federation import QuarantineConfig
 from fedstore.federation.statistics import FeatureSpec
 from fedstore.federation.training import TRAINING_SPECS, TrainingSpec
-from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
 Estimates = dict[str, Estimate]
 
@@ -43,22 +43,23 @@ class QuarantineGate:
 
     # --- at intake ------------------------------------------------------------------------------
 
-    def check(self, sub: pb.Submission) -> Finding | None:
+    def check(self, sub: Submission) -> Finding | None:
         """Is this (valid, not yet stored) submission out of line with the other regions?"""
         if not self.config.enabled:
             return None
-        if sub.HasField("training"):
-            spec = _spec(sub.training.feature_service)
+        if sub.training is not None:
+            t = sub.training
+            spec = _spec(t.feature_service)
             if spec is None:
                 return None
-            classes = [ClassNumbers(c.label, c.n, tuple(c.sum_x), tuple(sub.training.xtx)) for c in sub.training.classes]
-            mine = training_estimates(classes, spec, epsilon=sub.accounting.epsilon,
-                                      delta=sub.accounting.delta, config=self.config)
+            classes = [ClassNumbers(c.label, c.n, c.sum_x, t.xtx) for c in t.classes]
+            mine = training_estimates(classes, spec, epsilon=sub.claims.epsilon,
+                                      delta=sub.claims.delta, config=self.config)
             trained = [r for r in self.store.latest_training(spec.feature_service, sub.period) if r.region != sub.region]
             return self._judge(mine, list(self._training_by_region(trained, spec).values()))
         if sub.features:
             numbers = {f.ref: FeatureNumbers(f.ref, f.count, f.sum, f.sum_sq,
-                                             feature_noise(self.catalog[f.ref], sub.accounting.epsilon_per_query))
+                                             feature_noise(self.catalog[f.ref], sub.claims.epsilon_per_query))
                        for f in sub.features}
             mine = feature_estimates(numbers, self.catalog, self.config)
             rows = [r for r in self.store.features(sub.period) if r.region != sub.region]
