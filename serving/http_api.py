@@ -12,9 +12,10 @@ function in front of a Starlette app that serves the rest (``/health``, 404s and
 skips Starlette's request, routing and middleware layers, behind the same guard. Lookups go through
 ``lookup_methods.outcome``, so an answer, its status and its metric are the gRPC API's. A small
 lookup (a body up to ``INLINE_MAX_BYTES``: a few entities) is answered on the event loop itself: its
-Redis read is one bounded round trip (``serving.online_timeout_seconds``, the breaker), cheaper than
-the two thread wake-ups of a hand-off on a busy 2-core machine; larger ones go to a pool of
-``serving.lookup_threads`` threads so they do not hold the loop (docs/benchmarks.md).
+Redis read is one bounded round trip (``serving.online_timeout_ms``, the breaker), cheaper than
+the two thread wake-ups of a hand-off on a busy 2-core machine; larger ones, and every one when the
+online store is not Redis (no bound on its read), go to a pool of ``serving.lookup_threads`` threads
+so they do not hold the loop (docs/benchmarks.md).
 Errors are answered as Feast's server answers them: 401 ``{"detail": ...}`` (FastAPI's form, Feast's
 missing-token answer), every other error Feast's error detail (a JSON string of module, class and
 message: Feast's client raises that Feast error, e.g. ``FeastPermissionError`` for a 403).
@@ -81,6 +82,9 @@ class HttpSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     reuse_port: bool = False
+    # lookups with bodies up to this answered on the event loop: 0 when the online read has no
+    # bound of its own (a Feast online store other than Redis), so a slow store never holds the loop
+    inline_max_bytes: int = INLINE_MAX_BYTES
 
 
 def error_response(status: int, message: str, feast_class: str = "FeastError") -> Response:
@@ -177,7 +181,7 @@ class FeastHttpApi:
                 return
             if not message.get("more_body", False):
                 break
-        if len(body) <= INLINE_MAX_BYTES:
+        if len(body) <= self._settings.inline_max_bytes:
             got = outcome(self._lookup, bytes(body), None, purpose)
         else:
             got = await asyncio.get_running_loop().run_in_executor(
@@ -232,4 +236,4 @@ def _bind(settings: HttpSettings) -> socket.socket:
     return sock
 
 
-__all__ = ["CannotListen", "FeastHttpApi", "HttpSettings", "error_response"]
+__all__ = ["CannotListen", "FeastHttpApi", "HttpSettings", "INLINE_MAX_BYTES", "error_response"]
