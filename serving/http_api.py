@@ -9,13 +9,9 @@ The paths and JSON of ``feast serve``, so Feast's ``remote`` online store and cu
 Served by uvicorn (an ASGI server Feast itself depends on; with httptools and uvloop, pinned in
 pyproject) on a thread of its own. ``POST /get-online-features`` is answered by a plain ASGI
 function in front of a Starlette app that serves the rest (``/health``, 404s and 405s): the hot path
-skips Starlette's request, routing and middleware layers, behind the same guard. Lookups go through
-``lookup_methods.outcome``, so an answer, its status and its metric are the gRPC API's. A small
-lookup (a body up to ``INLINE_MAX_BYTES``: a few entities) is answered on the event loop itself: its
-Redis read is one bounded round trip (``serving.online_timeout_ms``, the breaker), cheaper than
-the two thread wake-ups of a hand-off on a busy 2-core machine; larger ones, and every one when the
-online store is not Redis (no bound on its read), go to a pool of ``serving.lookup_threads`` threads
-so they do not hold the loop (docs/benchmarks.md).
+skips Starlette's request, routing and middleware layers, behind the same guard. Lookups run on a
+pool of ``serving.lookup_threads`` threads, through ``lookup_methods.outcome``, so an answer, its
+status and its metric are the gRPC API's.
 Errors are answered as Feast's server answers them: 401 ``{"detail": ...}`` (FastAPI's form, Feast's
 missing-token answer), every other error Feast's error detail (a JSON string of module, class and
 message: Feast's client raises that Feast error, e.g. ``FeastPermissionError`` for a 403).
@@ -62,8 +58,6 @@ _HTTP: dict[Status, tuple[int, str]] = {
     Status.DEADLINE_EXCEEDED: (504, "FeastError"),
 }
 _KINDS = {s.value: s for s in Status}
-# lookups up to this body size are answered on the event loop (a 1-entity Feast request is ~300 bytes)
-INLINE_MAX_BYTES = 2048
 _AUTHORIZATION, _PURPOSE = b"authorization", PURPOSE_METADATA.encode()
 _JSON_TYPE = (b"content-type", b"application/json")
 
@@ -82,9 +76,6 @@ class HttpSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     reuse_port: bool = False
-    # lookups with bodies up to this answered on the event loop: 0 when the online read has no
-    # bound of its own (a Feast online store other than Redis), so a slow store never holds the loop
-    inline_max_bytes: int = INLINE_MAX_BYTES
 
 
 def error_response(status: int, message: str, feast_class: str = "FeastError") -> Response:
@@ -181,11 +172,10 @@ class FeastHttpApi:
                 return
             if not message.get("more_body", False):
                 break
-        if len(body) <= self._settings.inline_max_bytes:
-            got = outcome(self._lookup, bytes(body), None, purpose)
-        else:
-            got = await asyncio.get_running_loop().run_in_executor(
-                self._pool, outcome, self._lookup, bytes(body), None, purpose)
+        # on a thread, not the loop: answered inline, a lookup's Redis wait held the loop (measured
+        # fewer lookups/s from 8 clients, docs/benchmarks.md)
+        got = await asyncio.get_running_loop().run_in_executor(
+            self._pool, outcome, self._lookup, bytes(body), None, purpose)
         self._metrics.answered(self._lookup.label, got.code, time.perf_counter() - began)
         if got.response is None:
             await _refused(_KINDS.get(got.code.name), got.details)(scope, receive, send)
@@ -236,4 +226,4 @@ def _bind(settings: HttpSettings) -> socket.socket:
     return sock
 
 
-__all__ = ["CannotListen", "FeastHttpApi", "HttpSettings", "INLINE_MAX_BYTES", "error_response"]
+__all__ = ["CannotListen", "FeastHttpApi", "HttpSettings", "error_response"]
