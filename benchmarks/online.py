@@ -433,8 +433,9 @@ def http_main(args: argparse.Namespace) -> None:
             for r in range(args.rounds):
                 print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes, {args.seconds:.0f}s per "
                       "server and size …", flush=True)
+                order = list(urls.items())  # each round starts with the next server: no seat is always first
                 for n in SIZES:
-                    for label, url in urls.items():
+                    for label, url in order[r % len(order):] + order[:r % len(order)]:
                         runs.setdefault((label, n), []).append(throughput("http", url, args.entities, n, args.seconds))
     finally:
         stop_processes(procs)
