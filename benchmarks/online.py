@@ -1,7 +1,7 @@
 """Online lookup benchmark: `feast listen` vs this project's serving node, same Redis, one run.
 
     python benchmarks/online.py [--entities 100000] [--seconds 5]
-    python benchmarks/online.py --http [--entities 20000 --seconds 3 --rounds 2]   # Feast HTTP API vs feast serve
+    python benchmarks/online.py --http [--entities 20000 --seconds 3 --rounds 2] [--before CHECKOUT]   # Feast HTTP API vs feast serve
 
 Sets up one region (100k customers × 10 float features, materialised into a fresh redis-server
 on a free loopback port), starts `feast listen` and `fedstore serve` on it as separate processes,
@@ -142,13 +142,15 @@ def start_feast_listen(data_dir: Path, port: int, *extra: str, cpu: int | None =
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
 
 
-def start_fedstore_serve(cfg: Path, port: int, workers: int = 1, *, pin_cpus: bool = False) -> subprocess.Popen:
+def start_fedstore_serve(cfg: Path, port: int, workers: int = 1, *, pin_cpus: bool = False,
+                         checkout: Path | None = None) -> subprocess.Popen:
     """`fedstore serve` for the benchmark region, quiet but for its stdout, where each worker says
-    when it serves (``wait_workers``)."""
+    when it serves (``wait_workers``); with ``checkout``, fedstore imported from that checkout."""
+    env = _env() if checkout is None else {**_env(), "PYTHONPATH": str(checkout)}
     return subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(cfg), "serve", "--region", "MY",
                              "--address", f"127.0.0.1:{port}", "--workers", str(workers)]
                             + (["--pin-cpus"] if pin_cpus else []),
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 def wait_workers(proc: subprocess.Popen, workers: int) -> None:
@@ -388,6 +390,7 @@ def start_feast_serve(data_dir: Path, port: int, workers: int) -> subprocess.Pop
 
 
 FEAST_SERVE, OURS_HTTP = "feast serve (HTTP)", "fedstore serve (Feast HTTP API)"
+BEFORE_HTTP = "fedstore serve, --before checkout"
 
 
 def http_main(args: argparse.Namespace) -> None:
@@ -409,6 +412,18 @@ def http_main(args: argparse.Namespace) -> None:
             wait_port(feast_port, procs[0], "feast serve")
             wait_workers(procs[1], args.workers)
             urls = {FEAST_SERVE: f"http://127.0.0.1:{feast_port}", OURS_HTTP: f"http://127.0.0.1:{http_port}"}
+            if args.before is not None:  # the same region served by another checkout, measured interleaved
+                import yaml
+
+                before_port, before_cfg = free_port(), Path(tmp) / "fedstore-before.yaml"
+                doc = yaml.safe_load(cfg.read_text())
+                doc["regions"][0]["serving"]["http_port"] = before_port
+                before_cfg.write_text(yaml.safe_dump(doc))
+                procs.append(start_fedstore_serve(before_cfg, free_port(), args.workers, pin_cpus=args.pin_cpus,
+                                                  checkout=args.before.resolve()))
+                wait_workers(procs[-1], args.workers)
+                urls[BEFORE_HTTP] = f"http://127.0.0.1:{before_port}"
+                print(f"  '{BEFORE_HTTP}' imports fedstore from {args.before.resolve()}", flush=True)
             for label, url in urls.items():
                 call = http_caller(url)
                 lat[label] = {}
@@ -418,8 +433,9 @@ def http_main(args: argparse.Namespace) -> None:
             for r in range(args.rounds):
                 print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes, {args.seconds:.0f}s per "
                       "server and size …", flush=True)
+                order = list(urls.items())  # each round starts with the next server: no seat is always first
                 for n in SIZES:
-                    for label, url in urls.items():
+                    for label, url in order[r % len(order):] + order[:r % len(order)]:
                         runs.setdefault((label, n), []).append(throughput("http", url, args.entities, n, args.seconds))
     finally:
         stop_processes(procs)
@@ -429,7 +445,7 @@ def http_main(args: argparse.Namespace) -> None:
         f" {f'{n} ent p50':>11} {f'{n} ent p99':>11} {f'{n} ent req/s':>12}" for n in SIZES)
     print(head)
     print("-" * len(head))
-    for label in (FEAST_SERVE, OURS_HTTP):
+    for label in urls:
         print(f"{label:32}" + "".join(f" {lat[label][n][0]:>9.2f}ms {lat[label][n][1]:>9.2f}ms "
                                       f"{statistics.median(runs[(label, n)]):>12,.0f}" for n in SIZES))
     for n in SIZES:
@@ -438,6 +454,10 @@ def http_main(args: argparse.Namespace) -> None:
         than = f"{speed:.1f}× faster than" if speed >= 1 else f"{1 / speed:.1f}× slower than"
         print(f"{n:>3} entities: p50 {than} feast serve's; "
               f"throughput {statistics.median(x):.1f}× (rounds {min(x):.1f}–{max(x):.1f}×)")
+        if BEFORE_HTTP in urls:
+            b = [o / f for o, f in zip(runs[(BEFORE_HTTP, n)], runs[(FEAST_SERVE, n)], strict=True)]
+            print(f"{'':>13} the --before checkout: p50 {lat[BEFORE_HTTP][n][0]:.2f} ms; throughput "
+                  f"{statistics.median(b):.1f}× feast serve's (rounds {min(b):.1f}–{max(b):.1f}×)")
 
 
 def main() -> None:
@@ -451,6 +471,8 @@ def main() -> None:
                         help="serving.lookup_threads of each fedstore process (default: the product's default)")
     parser.add_argument("--no-pin-cpus", dest="pin_cpus", action="store_false",
                         help="run fedstore's workers without --pin-cpus")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="with --http: also serve the region from this checkout (fedstore imported from it)")
     parser.add_argument("--http", action="store_true",
                         help="only the HTTP side: feast serve against the node's Feast HTTP API (a shorter run)")
     args = parser.parse_args()

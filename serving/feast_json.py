@@ -3,8 +3,9 @@
 The request is Feast's JSON: ``entities`` (join key -> list of values), ``features`` (a list of
 ``view:feature``) or ``feature_service``, ``full_feature_names``. The answer is built exactly as
 the gRPC ``GetOnlineFeatures`` of Feast's contract builds it (``feast_compat``: entity columns
-first, Feast's statuses), then turned into JSON by Feast's own ``convert_response_to_dict``, the
-function ``feast serve`` answers with, so values, statuses and timestamps are Feast's byte for byte.
+first, Feast's statuses), and written as the JSON Feast's own ``convert_response_to_dict`` makes of
+that message, the function ``feast serve`` answers with, without building the message
+(``feast_response_json``): values, statuses and timestamps are Feast's byte for byte.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from feast.feature_server_utils import convert_response_to_dict
-from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
 from fedstore.federation.consent import Purpose
 from fedstore.serving.errors import InvalidRequest
-from fedstore.serving.feast_compat import encode_feast_response
-from fedstore.serving.features import OnlineFeatures
+from fedstore.serving.feast_response_json import native_value, response_json, status_names, timestamp_text, vector
+from fedstore.serving.features import Answer, OnlineFeatures
 from fedstore.serving.lookup_methods import LaneMethod
 
 PATH = "/get-online-features"
@@ -52,10 +52,34 @@ class FeastJson:
         answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
         types = resolved.join_key_types
         entity_values = [(key, _encoded(key, values, types.get(key))) for key, values in columns.items()]
-        encoded = encode_feast_response(answer, entity_values, full, self.missing_entity_is_present)
-        # Feast's own JSON conversion, the one `feast serve` answers with
-        response = convert_response_to_dict(GetOnlineFeaturesResponse.FromString(encoded))
-        return json.dumps(response, separators=(",", ":")).encode()
+        return _json(answer, entity_values, full, self.missing_entity_is_present)
+
+
+_EPOCH = timestamp_text(b"")
+
+
+def _json(answer: Answer, entity_values: list[tuple[str, list[bytes]]], full: bool, missing_is_present: bool) -> bytes:
+    """The JSON of the message ``feast_compat.encode_feast_response`` builds from the same answer
+    (its layout, step for step): entity columns as sent, PRESENT, epoch timestamps; then one result
+    per feature, the statuses and timestamps of its view's rows."""
+    results = []
+    for _, values in entity_values:
+        n = len(values)
+        results.append(vector([native_value(v) for v in values], ["PRESENT"] * n, [_EPOCH] * n))
+    tails: dict[str, tuple[list[str], list[str]]] = {}  # per view: converted once, not once per feature
+    for v in answer.resolved.views:
+        rows = answer.rows[v.name]
+        # Feast neither checks max age online nor marks nulls: a found row is PRESENT
+        codes = [FieldStatus.NOT_FOUND if found is None and not missing_is_present else FieldStatus.PRESENT
+                 for found in rows.values]
+        for i in answer.withheld:  # no consent for the call's purpose: NOT_FOUND, as over gRPC
+            codes[i] = FieldStatus.NOT_FOUND
+        tails[v.name] = (status_names(codes), [timestamp_text(ts or b"") for ts in rows.ts_raw])
+    for ref, i in zip(answer.resolved.refs, answer.resolved.value_positions(), strict=True):
+        statuses, stamps = tails[ref.view]
+        values = [native_value((found[i] or b"") if found else b"") for found in answer.rows[ref.view].values]
+        results.append(vector(values, statuses, stamps))
+    return response_json([k for k, _ in entity_values] + answer.names(full), results)
 
 
 def _request(body: bytes) -> dict[str, Any]:

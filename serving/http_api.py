@@ -6,9 +6,12 @@ The paths and JSON of ``feast serve``, so Feast's ``remote`` online store and cu
                               this region, as the gRPC lookups (``Authorization: Bearer <token>``)
   GET  /health                200 while the node can answer (online store or snapshot), 503 else; open
 
-Served by uvicorn (an ASGI server Feast itself depends on) running a Starlette app on a thread of
-its own; the lookups run on a pool of ``serving.lookup_threads`` threads, through
-``lookup_methods.outcome``, so an answer, its status and its metric are the gRPC API's.
+Served by uvicorn (an ASGI server Feast itself depends on; with httptools and uvloop, pinned in
+pyproject) on a thread of its own. ``POST /get-online-features`` is answered by a plain ASGI
+function in front of a Starlette app that serves the rest (``/health``, 404s and 405s): the hot path
+skips Starlette's request, routing and middleware layers, behind the same guard. Lookups run on a
+pool of ``serving.lookup_threads`` threads, through ``lookup_methods.outcome``, so an answer, its
+status and its metric are the gRPC API's.
 Errors are answered as Feast's server answers them: 401 ``{"detail": ...}`` (FastAPI's form, Feast's
 missing-token answer), every other error Feast's error detail (a JSON string of module, class and
 message: Feast's client raises that Feast error, e.g. ``FeastPermissionError`` for a 403).
@@ -25,12 +28,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Awaitable, Callable, MutableMapping
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -55,6 +58,12 @@ _HTTP: dict[Status, tuple[int, str]] = {
     Status.DEADLINE_EXCEEDED: (504, "FeastError"),
 }
 _KINDS = {s.value: s for s in Status}
+_AUTHORIZATION, _PURPOSE = b"authorization", PURPOSE_METADATA.encode()
+_JSON_TYPE = (b"content-type", b"application/json")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -89,13 +98,15 @@ class FeastHttpApi:
         self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix=f"http-{name}")
         self._socket = _bind(settings)
         self.port: int = self._socket.getsockname()[1]
-        app = Starlette(
-            routes=[Route(lookup.path, self._get_online_features, methods=["POST"]),
+        self._app = Starlette(  # all but the hot path (which it still routes: a GET there is its 405)
+            routes=[Route(lookup.path, self._not_here, methods=["POST"]),
                     Route("/health", self._health, methods=["GET"])],
             exception_handlers={HTTPException: self._http_error},  # 404, 405: JSON, as FastAPI's
         )
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", limit_concurrency=settings.max_connections,
+            # a bound method: uvicorn would take it for ASGI 2; http and loop "auto": httptools, uvloop (pinned)
+            self._asgi, interface="asgi3", log_level="warning", access_log=False, lifespan="off",
+            limit_concurrency=settings.max_connections,
             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key, server_header=False,
         )
         self._server = uvicorn.Server(config)
@@ -129,29 +140,53 @@ class FeastHttpApi:
         except Exception:  # noqa: BLE001 -- logged: start() reports it did not start
             log.exception("the HTTP API stopped")
 
-    async def _get_online_features(self, request: Request) -> Response:
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self._lookup.path:
+            await self._get_online_features(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _get_online_features(self, scope: Scope, receive: Receive, send: Send) -> None:
         began = time.perf_counter()
-        metadata = (("authorization", request.headers.get("authorization", "")),
-                    (PURPOSE_METADATA, request.headers.get(PURPOSE_METADATA, "")))
+        authorization = purpose_header = None
+        for name, value in scope["headers"]:  # ASGI names are lower case; the first of a name counts
+            if name == _AUTHORIZATION and authorization is None:
+                authorization = value.decode("latin-1")
+            elif name == _PURPOSE and purpose_header is None:
+                purpose_header = value.decode("latin-1")
+        metadata = (("authorization", authorization or ""), (PURPOSE_METADATA, purpose_header or ""))
         admitted = self._guard.admit(metadata, self._policy)
         if isinstance(admitted, Refusal):  # refused before the body is read (the guard counted it)
-            return _refused(admitted.status, _http_wording(str(admitted)))
+            await _refused(admitted.status, _http_wording(str(admitted)))(scope, receive, send)
+            return
         purpose = admitted.purpose or Purpose.SERVING
         body = bytearray()
-        try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > self._settings.max_body_bytes:
-                    return error_response(413, f"the request is larger than this node reads for a lookup "
-                                               f"({self._settings.max_body_bytes} bytes)")
-        except ClientDisconnect:  # the caller went away mid-body: nobody to answer
-            return Response(status_code=400)
-        loop = asyncio.get_running_loop()
-        got = await loop.run_in_executor(self._pool, outcome, self._lookup, bytes(body), None, purpose)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":  # the caller went away mid-body: nobody to answer
+                return
+            body += message.get("body", b"")
+            if len(body) > self._settings.max_body_bytes:
+                await error_response(413, f"the request is larger than this node reads for a lookup "
+                                          f"({self._settings.max_body_bytes} bytes)")(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        # on a thread, not the loop: answered inline, a lookup's Redis wait held the loop (measured
+        # fewer lookups/s from 8 clients, docs/benchmarks.md)
+        got = await asyncio.get_running_loop().run_in_executor(
+            self._pool, outcome, self._lookup, bytes(body), None, purpose)
         self._metrics.answered(self._lookup.label, got.code, time.perf_counter() - began)
         if got.response is None:
-            return _refused(_KINDS.get(got.code.name), got.details)
-        return Response(got.response, media_type="application/json")
+            await _refused(_KINDS.get(got.code.name), got.details)(scope, receive, send)
+            return
+        # the headers Starlette's Response(media_type="application/json") sends, in its order
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(got.response)).encode()), _JSON_TYPE]})
+        await send({"type": "http.response.body", "body": got.response})
+
+    async def _not_here(self, request: Request) -> Response:  # never reached: _asgi answers these
+        raise HTTPException(500)
 
     async def _health(self, request: Request) -> Response:
         return Response(status_code=200 if self._can_answer() else 503)
