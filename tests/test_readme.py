@@ -14,9 +14,20 @@ ports the README names (MY's node 50151 in ``fedstore.yaml``, the centre's defau
 ports, in the copy's config and in the blocks alike, so parallel test runs do not collide. No block
 needs Redis: the README runs on the embedded SQLite default.
 
-The clock is the machine's: the README promises that its steps work today (the demo's data ends
-yesterday, releases are charged to this month's budget), and that is what is checked; the data is
-the demo's seeded synthetic data.
+The test owns its clock: every process the blocks start runs under libfaketime (preloaded from
+the ``libfaketime`` package's own build, a dev dependency) at a fixed instant, NOW, mid-month in
+UTC, and the clock runs on from there at its real rate, the same in every process (an offset from
+the machine's clock, not ``@start``, which libfaketime restarts in each new process). So the demo's
+"30 days ending yesterday", the tour's "two days ago" and "this month's budget" are the same days
+whatever the date: the README's steps are checked as a user runs them on any day, without a clock
+knob in the product or in the README. Only the wall clock is faked: the monotonic clock is the
+machine's (``FAKETIME_DONT_FAKE_MONOTONIC``), because grpc, DuckDB and Python's own timeouts and
+sleeps wait on it (faked, a timed wait never ends). Why not Debian's ``faketime`` 0.9.10: its
+``clock_nanosleep`` sends Python 3.11's ``time.sleep`` a negative deadline when monotonic time is
+left alone (EINVAL; libfaketime issue 426), and with monotonic time faked too, every timed wait on
+a lock hangs (issue 390); the package's build has neither. Why not a ``FEDSTORE_NOW`` override
+read by the CLI: the README's own Python (``datetime.now()`` in entities.py) and Feast's, DuckDB's
+and OpenSSL's clocks would not follow it.
 """
 
 from __future__ import annotations
@@ -27,8 +38,10 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import libfaketime
 import pyarrow.parquet as pq
 import pytest
 from redis_servers import free_port
@@ -41,6 +54,8 @@ FENCE = re.compile(
     r"(?:<!-- readme-test: (?P<marker>[^\n]*?) -->\n)?^```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M)
 PORTS = {"50151": "MY's serving node", "50100": "the centre"}
 PYTHON_EOF = "README_PYTHON_BLOCK"
+# mid-month, mid-day UTC: "yesterday", "two days ago" and the month's budget are fixed days
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -110,15 +125,26 @@ def _copy_checkout(dest: Path) -> None:
             target.chmod(source.stat().st_mode)
 
 
+def _faked_clock(now: datetime) -> dict[str, str]:
+    """The environment that runs a process, and every process it starts, with its wall clock at
+    ``now`` (from this moment on, at the real rate) and the machine's monotonic clock."""
+    _, preload = libfaketime.get_reload_information()  # LD_PRELOAD and LD_LIBRARY_PATH of its build
+    offset = round(now.timestamp() - datetime.now(timezone.utc).timestamp())
+    return {**preload, "FAKETIME": f"{offset:+d}", "FAKETIME_DONT_FAKE_MONOTONIC": "1", "TZ": "UTC"}
+
+
 def _script(blocks: list[Block], ports: dict[str, str]) -> str:
-    lines = ["set -eo pipefail", 'trap \'echo "readme-test: failed in the block at README.md line $README_LINE" >&2\' ERR']
+    lines = ["set -eo pipefail", 'trap \'echo "readme-test: failed in the block at README.md line $README_LINE" >&2\' ERR',
+             # a failed block leaves its servers running, holding the output open: end them with the script
+             'trap \'kill $(jobs -p) 2>/dev/null || true\' EXIT',
+             'echo "readme-test clock: $(date -u +%FT%T)"']
     for b in blocks:
         if b.skip is not None or b.lang not in ("bash", "python"):
             continue
         body = b.body
         for fixed, free in ports.items():
             body = body.replace(fixed, free)
-        lines.append(f"README_LINE={b.line}; echo '### README.md line {b.line}'")
+        lines.append(f"README_LINE={b.line}; echo \"### README.md line {b.line} (at $(date -u +%T))\"")
         if b.file is not None:
             lines += [f"cat > {b.file} <<'{PYTHON_EOF}'", body.rstrip("\n"), PYTHON_EOF]
         elif b.lang == "python":
@@ -149,6 +175,7 @@ def test_the_readme_runs_as_written_after_make_demo(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDSTORE_")}  # no config, no secrets
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
     env["PYTHONPATH"] = str(clone)  # the copy's code, not whatever the venv's editable install names
+    env.update(_faked_clock(NOW))
     process = subprocess.Popen(["bash", "readme.sh"], cwd=clone, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -158,9 +185,14 @@ def test_the_readme_runs_as_written_after_make_demo(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    print("\n".join(line for line in out.splitlines() if line.startswith("### README.md")))  # where the time goes (-rP)
     assert process.returncode == 0, f"{err[-4000:]}\n--- stdout ---\n{out[-4000:]}"
     assert "Traceback" not in err, err[-4000:]
 
+    # every process ran on the test's clock: the demo's last day, the tour's entities, the budget's month
+    assert f"readme-test clock: {NOW:%Y-%m-%d}" in out
+    entities = pq.read_table(clone / "entities.parquet").column("event_timestamp").to_pylist()
+    assert [e.date() for e in entities] == [(NOW - timedelta(days=d)).date() for d in (2, 9, 16)]
     # the quick start: the demo, your own node, your own lookup, another region's token refused
     assert "demo finished in" in out
     assert re.search(r"\{'customer_id': \[1000000001\], 'spend_7d': \[[\d.]+\], 'kyc_level': \[\d\]\}", out), out
@@ -169,6 +201,7 @@ def test_the_readme_runs_as_written_after_make_demo(tmp_path):
     # the tour: a point-in-time training set, Feast's CLI on a region, a fourth region, an erasure
     train = pq.read_table(clone / "train.parquet")
     assert train.num_rows == 3 and "is_fraud" in train.column_names and (clone / "train.manifest.json").exists()
+    assert train.column("spend_7d").null_count == 0  # the demo's data ends the day before the test's NOW
     assert "customer_transactions  {'customer'}" in out
     assert len(re.findall(r"^TH: job \S+ succeeded", out, re.M)) == 2
     # across the border: on the certificates certs init wrote into a config, within the month's budget
