@@ -52,7 +52,7 @@ buf: $(BUF)
 	$(BUF) breaking --against '$(BUF_AGAINST)'
 
 test: venv redis-server chromium $(BUF)
-	@echo "make test: the whole suite against real redis-server processes; about 12 minutes on an idle 2-core machine, up to 25 on a busy one"
+	@echo "make test: the whole suite against real redis-server processes; about 20 minutes on an idle 2-core machine, up to 30 on a busy one"
 	$(BIN)/python -m pytest
 
 h2load:

@@ -206,6 +206,6 @@ def test_the_readme_runs_as_written_after_make_demo(tmp_path):
     assert len(re.findall(r"^TH: job \S+ succeeded", out, re.M)) == 2
     # across the border: on the certificates certs init wrote into a config, within the month's budget
     assert "written: fedstore-tls.yaml" in out and "(mutual TLS)" in out
-    assert "trained fraud_scoring_lda v2" in out
+    assert "trained fraud_scoring_ridge v1" in out
     assert "ε=4.000 of 4.000" in out  # the demo's 3.5 and the README's 0.25 + 0.25: all of it, no more
-    assert "MY: fraud_scoring_lda v2 now serves shadow" in out
+    assert "MY: fraud_scoring_ridge v1 now serves shadow" in out
