@@ -174,6 +174,16 @@ def test_the_jobs_configs_hold_the_credentials_their_steps_use(tmp_path):
         assert seen.aggregator.address == "aggregator.fedstore-centre.svc:50100"
 
 
+def test_a_region_config_holds_its_own_promote_credential_for_its_shadow_job_and_no_other(production, tmp_path):
+    held = {}
+    for name, docs in production.items():
+        embedded = tmp_path / f"{name}.yaml"
+        embedded.write_text(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["fedstore.yaml"])
+        held[name] = {t.name for t in load_config(embedded).tokens}
+    assert "promote-sg" in held["region-sg"]
+    assert not any("promote-sg" in held[n] for n in ("region-my", "region-hk"))
+
+
 def _selects(selector: dict, labels: dict[str, str]) -> bool:
     """Whether a Kubernetes label selector (matchLabels, matchExpressions with In) selects ``labels``."""
     if not selector:
@@ -230,6 +240,7 @@ aggregator:
 auth:
   tokens:
     - {name: app-sg, secret_env: FEDSTORE_APP_TOKEN_SG, roles: [lookup], regions: [SG]}
+    - {name: promote-sg, secret_env: FEDSTORE_PROMOTE_SG, roles: [promote, registry-read], regions: [SG]}
     - {name: centre, secret_env: FEDSTORE_CENTRE_TOKEN, regions: ["*"], roles: [train, audit]}
 """
 REDIS = {"fedstore-my": ({6380}, None), "fedstore-sg": ({6379}, ["10.20.0.7/32"]), "fedstore-hk": ({7000, 7001}, None)}

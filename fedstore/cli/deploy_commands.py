@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from fedstore.federation import FederationConfig, RegionConfig
-from fedstore.federation.roles import ROW_ROLES
+from fedstore.federation.roles import ROW_ROLES, Role
 from fedstore.cli.arguments import path_arg
 from fedstore.cli.k8s_network import CENTRE_NAMESPACE, centre_policies, region_policies
 from fedstore.regions.errors import RegionError
@@ -129,7 +129,8 @@ SERVING_FILES = {"cert": "serving.crt", "key": "serving.key"}
 AGGREGATOR_FILES = {"cert": "aggregator.crt", "key": "aggregator.key", "client_ca": "client-ca.crt"}
 # the centre's retrain-train job: a client certificate of its own (not the operator's, which stays off the cluster)
 TRAINER_FILES = {"cert": "trainer.crt", "key": "trainer.key", "ca": "centre-ca.crt"}
-BORDER_JOBS = ("send-stats", "retrain-shadow")  # a region's pods that reach the centre (k8s_network)
+BORDER_JOBS = ("send-stats", "retrain-shadow")
+SHADOW_ROLES = frozenset({Role.PROMOTE, Role.REGISTRY_READ})  # a region's pods that reach the centre (k8s_network)
 
 
 def _tls_paths(files: dict[str, str]) -> dict[str, str]:
@@ -139,7 +140,7 @@ def _tls_paths(files: dict[str, str]) -> dict[str, str]:
 def _region_config(config: FederationConfig, r: RegionConfig) -> dict[str, Any]:
     """The federation config a region's pods see: their own region only, data under the volume,
     TLS files where the Secret is mounted, only the credentials its node checks (those reading its
-    rows: bound to this region alone); privacy and monitoring settings as the federation's."""
+    rows: bound to this region alone) or its shadow job uses (bound to it alone too); privacy and monitoring settings as the federation's."""
     raw = _raw(config)
     entry: dict[str, Any] = next((dict(x) for x in raw.get("regions", []) if x.get("code") == r.code), {"code": r.code})
     entry.update(data_dir=f"{DATA_ROOT}/{r.code}", serving_address=f"0.0.0.0:{_port(r.serving_address)}")
@@ -154,7 +155,8 @@ def _region_config(config: FederationConfig, r: RegionConfig) -> dict[str, Any]:
     out["aggregator"] = {"address": f"aggregator.{CENTRE_NAMESPACE}.svc:{_port(config.aggregator.address)}"}
     if config.aggregator.plaintext:  # else the region's send-stats would refuse the plaintext centre
         out["aggregator"]["plaintext"] = True
-    readers = {t.name for t in config.tokens if t.roles & ROW_ROLES and t.bound_to(r.code)}
+    # and the region's own credentials its retrain-shadow job uses (registry-read, promote)
+    readers = {t.name for t in config.tokens if t.roles & (ROW_ROLES | SHADOW_ROLES) and t.bound_to(r.code)}
     tokens = [t for t in (raw.get("auth") or {}).get("tokens", []) if t.get("name") in readers]
     if tokens:
         out["auth"] = {"tokens": tokens}
