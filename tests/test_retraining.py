@@ -163,7 +163,8 @@ def test_the_flow_retrains_on_three_regions_and_a_rerun_after_a_failed_step_resu
     monkeypatch.delenv("CENTRE_TOKEN")
     state = retrain_flow(str(path), CODES, run, return_state=True)
     assert state.is_failed()
-    assert "credential centre (train)" in str(state.result(raise_on_failure=False))
+    # the train step asks the registry first, as the centre (a federation-wide credential), not as a region
+    assert "credential centre (registry-read)" in str(state.result(raise_on_failure=False))
     for code in CODES:  # publish and send were done: each region spent once, its statistics at the centre
         assert _spent(config, code) == pytest.approx(EPSILON, rel=1e-6)
         assert [b["status"] for b in _training_files(config, code)] == ["sent"]
