@@ -115,10 +115,106 @@ def test_manifests_are_structurally_valid_and_regions_are_isolated(tmp_path):
         assert container["ports"][0]["containerPort"] == port
         assert container["readinessProbe"]["grpc"]["port"] == port  # the standard gRPC health check
         jobs = {d["metadata"]["name"] for d in docs if d["kind"] == "CronJob"}
-        assert {"materialize", "publish-stats", "send-stats", "drift", "retrain-publish"} <= jobs
+        assert {"materialize", "publish-stats", "send-stats", "drift", "retrain-publish", "retrain-shadow"} <= jobs
         others = [c for c in config.codes if c != code]
         assert not any(f"fedstore-{o.lower()}" in path.read_text() for o in others)
     assert namespaces == {f"fedstore-{c.lower()}" for c in config.codes} | {"fedstore-centre"}
+    assert {d["metadata"]["name"] for d in _docs(COMMITTED / "centre.yaml") if d["kind"] == "CronJob"} == {"retrain-train"}
+
+
+def _cron_args(docs: list[dict], name: str) -> tuple[dict, list[str]]:
+    (job,) = [d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == name]
+    return job, _pod_specs(job)[0]["containers"][0]["args"]
+
+
+def test_train_runs_in_the_centre_and_shadow_in_each_region_an_hour_later(production):
+    for where, files in (("committed", _committed()), ("production", production)):
+        train, args = _cron_args(files["centre"], "retrain-train")
+        assert train["metadata"]["namespace"] == "fedstore-centre"
+        assert args[2:5] == ["retrain", "train", "--address"] and args[5] == "aggregator.fedstore-centre.svc:50100"
+        minute, hour, *rest = train["spec"]["schedule"].split()
+        regions = [n for n in files if n != "centre"]
+        for name in regions:
+            shadow, sargs = _cron_args(files[name], "retrain-shadow")
+            code = name.split("-")[1].upper()
+            assert sargs[2:6] == ["retrain", "shadow", "--region", code], where
+            assert shadow["metadata"]["namespace"] == f"fedstore-{code.lower()}"
+            assert shadow["spec"]["timeZone"] == train["spec"]["timeZone"] == "Etc/UTC"  # one clock for both
+            s_minute, s_hour, *s_rest = shadow["spec"]["schedule"].split()
+            assert (s_minute, int(s_hour), s_rest) == (minute, int(hour) + 1, rest), where
+            # the same run as the region's publish step names (ε and window length)
+            _, pargs = _cron_args(files[name], "retrain-publish")
+            assert sargs[sargs.index("--epsilon"):] == pargs[pargs.index("--epsilon"):] == args[args.index("--epsilon"):]
+            # shadow needs none of the region's data: no data volume (so it asks the centre for its latest)
+            assert "data" not in {v["name"] for v in _pod_specs(shadow)[0]["volumes"]}
+            # and its credential is the region's own promote credential, from the Secret, never a literal
+            c = _pod_specs(shadow)[0]["containers"][0]
+            assert c["envFrom"] == [{"secretRef": {"name": "fedstore-secrets"}}]
+            assert all("value" not in e or "TOKEN" not in e["name"] for e in c["env"])
+        assert "data" not in {v["name"] for v in _pod_specs(train)[0]["volumes"]}
+        assert _pod_specs(train)[0]["containers"][0]["envFrom"] == [{"secretRef": {"name": "fedstore-secrets"}}]
+
+
+def test_the_jobs_configs_hold_the_credentials_their_steps_use(tmp_path):
+    from fedstore.federation.roles import Role
+
+    files = _committed()
+    for name, docs in files.items():
+        embedded = tmp_path / f"{name}.yaml"
+        embedded.write_text(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["fedstore.yaml"])
+        seen = load_config(embedded)
+        if name == "centre":  # train as the centre: its train and registry-read credential, federation-wide
+            (trainer,) = [t for t in seen.tokens if Role.TRAIN in t.roles]
+            assert trainer.regions == ("*",) and Role.REGISTRY_READ in trainer.roles
+            continue
+        (code,) = seen.codes
+        promoters = [t for t in seen.tokens if Role.PROMOTE in t.roles]
+        assert promoters and all(t.regions == (code,) for t in promoters)  # the region's own, no other's
+        assert any(Role.REGISTRY_READ in t.roles and t.regions == (code,) for t in seen.tokens)
+        assert seen.aggregator.address == "aggregator.fedstore-centre.svc:50100"
+
+
+def test_a_region_config_holds_its_own_promote_credential_for_its_shadow_job_and_no_other(production, tmp_path):
+    held = {}
+    for name, docs in production.items():
+        embedded = tmp_path / f"{name}.yaml"
+        embedded.write_text(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["fedstore.yaml"])
+        held[name] = {t.name for t in load_config(embedded).tokens}
+    assert "promote-sg" in held["region-sg"]
+    assert not any("promote-sg" in held[n] for n in ("region-my", "region-hk"))
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions with In) selects ``labels``."""
+    if not selector:
+        return True
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        assert e["operator"] == "In", e
+        if labels.get(e["key"]) not in e["values"]:
+            return False
+    return True
+
+
+def _pod_labels(docs: list[dict]) -> dict[str, dict[str, str]]:
+    return {d["metadata"]["name"]: t["metadata"]["labels"] for d in docs for t in _templates(d)}
+
+
+def test_exactly_the_border_jobs_may_reach_the_centre(production):
+    for where, files in (("committed", _committed()), ("production", production)):
+        for name, docs in files.items():
+            pods = _pod_labels(docs)
+            to_centre = [p["podSelector"] for p in _policies(docs).values() for rule in p.get("egress", [])
+                         if any("podSelector" in t for t in rule.get("to", []))]
+            reaching = {pod for pod, labels in pods.items() if any(_selects(s, labels) for s in to_centre)}
+            expected = {"retrain-train"} if name == "centre" else {"send-stats", "retrain-shadow"}
+            assert reaching == expected, (where, name)
+            if name == "centre":  # and the aggregator admits the train job's pods on its port
+                ingress = _policies(docs)["allow-region-ingress"]["ingress"][0]["from"]
+                admitted = {pod for pod, labels in pods.items()
+                            if any(_selects(f.get("podSelector", {}), labels) for f in ingress if "podSelector" in f)}
+                assert admitted == {"retrain-train"}
 
 
 # A production-shaped federation: Redis by name, by IP and as a cluster; the border on mutual TLS; one
@@ -144,6 +240,7 @@ aggregator:
 auth:
   tokens:
     - {name: app-sg, secret_env: FEDSTORE_APP_TOKEN_SG, roles: [lookup], regions: [SG]}
+    - {name: promote-sg, secret_env: FEDSTORE_PROMOTE_SG, roles: [promote, registry-read], regions: [SG]}
     - {name: centre, secret_env: FEDSTORE_CENTRE_TOKEN, regions: ["*"], roles: [train, audit]}
 """
 REDIS = {"fedstore-my": ({6380}, None), "fedstore-sg": ({6379}, ["10.20.0.7/32"]), "fedstore-hk": ({7000, 7001}, None)}
@@ -190,7 +287,8 @@ def test_every_pod_passes_the_restricted_pod_security_profile(production):
         for template in _templates(d):
             assert violations(template["spec"], template["metadata"].get("annotations")) == [], where
             pods += 1
-    assert pods == (7 * 6 + 1) + (3 * 6 + 1)  # committed: 7 regions × 6 pods + the centre; production: 3 regions
+    # committed: 7 regions × 7 pods + the centre's 2; production: 3 regions
+    assert pods == (7 * 7 + 2) + (3 * 7 + 2)
     for where, d in _every(production):
         if d["kind"] == "Namespace":  # and the cluster enforces it there
             assert d["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted", where
@@ -204,9 +302,11 @@ def test_every_container_has_a_read_only_root_resources_and_its_writable_paths(p
             assert spec["securityContext"]["runAsUser"] > 0 and spec["securityContext"]["fsGroup"] > 0
             for c in spec["containers"]:
                 assert c["securityContext"]["readOnlyRootFilesystem"] is True, where
-                # writable: the data volume and the emptyDir the libraries' temporary files go to
+                # writable: the data volume and the emptyDir the libraries' temporary files go to (the
+                # retraining jobs that touch no stored data: the emptyDir alone)
                 writable = {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"] if not m.get("readOnly")}
-                assert set(writable) == {"/var/lib/fedstore", "/tmp"}, where
+                dataless = c["name"] in ("retrain-train", "retrain-shadow")
+                assert set(writable) == ({"/tmp"} if dataless else {"/var/lib/fedstore", "/tmp"}), where
                 assert "emptyDir" in writable["/tmp"]
                 env = {e["name"]: e["value"] for e in c["env"]}
                 assert env["HOME"] == env["TMPDIR"] == c["workingDir"] == "/tmp"
@@ -258,8 +358,9 @@ def test_each_region_namespace_denies_by_default_and_allows_exactly_its_border(p
         policies = _policies(docs)
         assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
         ports, blocks = REDIS[ns]
-        sender = {"matchLabels": {"app.kubernetes.io/name": "fedstore", "app.kubernetes.io/component": "send-stats",
-                                  "fedstore.io/region": code}}
+        sender = {"matchLabels": {"app.kubernetes.io/name": "fedstore", "fedstore.io/region": code},
+                  "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                        "values": ["send-stats", "retrain-shadow"]}]}
         centre = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "fedstore-centre"}},
                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "fedstore",
                                                    "app.kubernetes.io/component": "aggregator"}}}]
@@ -288,17 +389,26 @@ def test_each_region_namespace_denies_by_default_and_allows_exactly_its_border(p
             assert other not in text  # nothing of another region, not even its name
 
 
-def test_the_centre_accepts_its_grpc_port_from_region_namespaces_only_and_sends_only_dns(production):
+def test_the_centre_accepts_its_grpc_port_from_regions_and_its_train_job_only_and_sends_only_dns(production):
     policies = _policies(production["centre"])
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    assert [rule["to"][0]["namespaceSelector"] for rule in
-            (r for p in policies.values() for r in p.get("egress", []))] == [
-        {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}]
+    trainer = {"matchLabels": {"app.kubernetes.io/name": "fedstore", "app.kubernetes.io/component": "retrain-train"}}
+    aggregator = {"matchLabels": {"app.kubernetes.io/name": "fedstore", "app.kubernetes.io/component": "aggregator"}}
+    assert sorted((yaml.safe_dump(p["podSelector"]), yaml.safe_dump(r)) for p in policies.values()
+                  for r in p.get("egress", [])) == sorted([
+        (yaml.safe_dump({}), yaml.safe_dump({"to": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "kube-system"}}}], "ports": [{"protocol": "UDP", "port": 53},
+                                                                      {"protocol": "TCP", "port": 53}]})),
+        # the train job: the centre's own aggregator pods, on its port alone
+        (yaml.safe_dump(trainer), yaml.safe_dump({"to": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "fedstore-centre"}}, "podSelector": aggregator}],
+            "ports": [{"protocol": "TCP", "port": 50100}]}))])
     ingress = [r for p in policies.values() for r in p.get("ingress", [])]
     grpc = [r for r in ingress if r.get("from")]
     assert [r["ports"] for r in grpc] == [[{"protocol": "TCP", "port": 50100}]]
     assert grpc[0]["from"] == [{"namespaceSelector": {"matchLabels": {"app.kubernetes.io/name": "fedstore",
-                                                                       "app.kubernetes.io/component": "region"}}}]
+                                                                       "app.kubernetes.io/component": "region"}}},
+                               {"podSelector": trainer}]
     # the one other way in: the metrics port the config turned on, which serves counters only
     assert [r for r in ingress if not r.get("from")] == [{"ports": [{"protocol": "TCP", "port": 9200}]}]
 
@@ -329,7 +439,10 @@ def test_tls_files_are_mounted_from_a_secret_and_the_config_names_them_there(pro
         if name == "centre":
             agg = seen.aggregator
             under_mount("aggregator", agg.tls_cert, agg.tls_key, agg.tls_client_ca)
-            assert agg.operator_tls is None  # the operator's key is not the centre pod's
+            # the operator's key is not on the cluster: the train job has a certificate of its own, mounted in it alone
+            under_mount("retrain-train", agg.operator_tls.cert, agg.operator_tls.key, agg.operator_tls.ca)
+            assert {p.name for p in (agg.operator_tls.cert, agg.operator_tls.key)} == {"trainer.crt", "trainer.key"}
+            assert [pod for pod, files in mounted.items() if "trainer.key" in files] == ["retrain-train"]
             assert all(r.centre_tls is None and r.serving.tls_cert is None for r in seen.regions)
             assert {r.online_store.type for r in seen.regions} == {"sqlite"}  # no region's Redis address
             assert "redis" not in docs[[d["kind"] for d in docs].index("ConfigMap")]["data"]["fedstore.yaml"]
@@ -337,8 +450,10 @@ def test_tls_files_are_mounted_from_a_secret_and_the_config_names_them_there(pro
             continue
         (region,) = seen.regions
         under_mount("send-stats", region.centre_tls.cert, region.centre_tls.key, region.centre_tls.ca)
-        # only the pod that crosses the border holds the region's client key
-        assert [pod for pod, files in mounted.items() if "centre-client.key" in files] == ["send-stats"]
+        under_mount("retrain-shadow", region.centre_tls.cert, region.centre_tls.key, region.centre_tls.ca)
+        # only the pods that cross the border hold the region's client key
+        assert sorted(pod for pod, files in mounted.items() if "centre-client.key" in files) == [
+            "retrain-shadow", "send-stats"]
         serving = pods["serving"]["containers"][0]
         if region.code == "SG":
             under_mount("serving", region.serving.tls_cert, region.serving.tls_key)

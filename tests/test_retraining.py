@@ -163,7 +163,8 @@ def test_the_flow_retrains_on_three_regions_and_a_rerun_after_a_failed_step_resu
     monkeypatch.delenv("CENTRE_TOKEN")
     state = retrain_flow(str(path), CODES, run, return_state=True)
     assert state.is_failed()
-    assert "credential centre (train)" in str(state.result(raise_on_failure=False))
+    # the train step asks the registry first, as the centre (a federation-wide credential), not as a region
+    assert "credential centre (registry-read)" in str(state.result(raise_on_failure=False))
     for code in CODES:  # publish and send were done: each region spent once, its statistics at the centre
         assert _spent(config, code) == pytest.approx(EPSILON, rel=1e-6)
         assert [b["status"] for b in _training_files(config, code)] == ["sent"]
@@ -251,3 +252,65 @@ def test_the_cli_runs_the_same_steps_and_a_rerun_after_a_failed_shadow_registers
     # a bad window is refused before any step
     assert main([*args, "run", "--epsilon", "1", "--end", "2999-01-01"]) == 1
     assert "not a complete day yet" in capsys.readouterr().err
+
+
+def _job(docs: list[dict], name: str) -> list[str]:
+    """The arguments of the CronJob ``name`` after its `--config`."""
+    (job,) = [d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == name]
+    return job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][2:]
+
+
+def _embedded(docs: list[dict]) -> dict:
+    return yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["fedstore.yaml"])
+
+
+@pytest.mark.slow
+def test_the_rendered_train_and_shadow_cronjobs_run_their_steps_with_their_own_configs(federation, pki, capsys):
+    """The Kubernetes jobs' commands with the configs their ConfigMaps hold (the files the Secret
+    would mount put back at the test's paths): the centre's train job with its own certificate and
+    the centre's credential, each region's shadow job with its own certificate and credentials and no
+    data volume; rerun, each finds its work done; Indonesia's policy refuses, reported, not failed."""
+    from fedstore.cli.deploy_commands import write_manifests
+
+    path, centre = federation
+    config = load_config(path)
+    common = ["--epsilon", str(EPSILON), "--end", "2026-11-20", "--days", "10"]
+    for code in CODES:  # the regions' CronJobs: publish, then send-stats
+        assert main(["--config", str(path), "retrain", "publish", "--region", code, *common]) == 0
+        assert main(["--config", str(path), "retrain", "send", "--region", code, *common]) == 0
+    capsys.readouterr()
+    rendered = {p.stem: _docs for p in write_manifests(config, path.parent / "k8s")
+                for _docs in [[d for d in yaml.safe_load_all(p.read_text()) if d]]}
+    address = config.aggregator.address
+    # the centre's job: its config, with the train job's certificate where the Secret would mount it
+    raw = _embedded(rendered["centre"])
+    assert set(raw["aggregator"]["operator_tls"]) == {"cert", "key", "ca"}
+    raw["aggregator"]["operator_tls"] = {"cert": str(pki.operator.cert), "key": str(pki.operator.key), "ca": str(pki.ca)}
+    (path.parent / "train-job.yaml").write_text(yaml.safe_dump(raw))
+    args = _job(rendered["centre"], "retrain-train")
+    args[args.index("--address") + 1] = address  # the Service's name, on loopback here
+    train = ["--config", str(path.parent / "train-job.yaml"), *args]
+    assert main(train) == 0
+    assert "centre: train: done: fraud_scoring_lda v1 registered" in capsys.readouterr().out
+    assert main(train) == 0
+    assert "centre: train: already done: fraud_scoring_lda v1" in capsys.readouterr().out
+    for code, expected in (("MY", "done"), ("SG", "done"), ("ID", "refused")):
+        docs = rendered[f"region-{code.lower()}"]
+        raw = _embedded(docs)
+        assert "operator_tls" not in raw["aggregator"]  # no operator's certificate in a region
+        (entry,) = raw["regions"]
+        pair = pki.regions[code]
+        entry["centre_tls"] = {"cert": str(pair.cert), "key": str(pair.key), "ca": str(pki.ca)}
+        entry["data_dir"] = str(path.parent / "no-volume" / code)  # the job mounts no data volume
+        raw["aggregator"]["address"] = address
+        job = path.parent / f"shadow-{code}.yaml"
+        job.write_text(yaml.safe_dump(raw))
+        shadow = ["--config", str(job), *_job(docs, "retrain-shadow")]
+        assert main(shadow) == 0
+        assert f"{code}: shadow: {expected}: " in capsys.readouterr().out, code
+        assert main(shadow) == 0
+        again = capsys.readouterr().out
+        assert (f"{code}: shadow: already done: fraud_scoring_lda v1 serves shadow here" in again
+                if expected == "done" else f"{code}: shadow: refused: rule sources:" in again), again
+    _check_one_run(config, {"MY": "shadow", "SG": "shadow", "ID": ""})
+    assert not (path.parent / "no-volume").exists()  # the shadow jobs wrote nothing where data would be

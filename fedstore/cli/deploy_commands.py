@@ -2,7 +2,7 @@
 
 One namespace per region (its own failure domain and its own data: a PersistentVolumeClaim no
 other namespace can mount), holding the serving Deployment and Service and the region's jobs as
-CronJobs; the aggregator in its own centre namespace. Each region's ConfigMap carries a federation
+CronJobs; the aggregator in its own centre namespace, with retraining's train step as a CronJob. Each region's ConfigMap carries a federation
 config that names only that region, so a region's pods cannot even address another's data, and
 NetworkPolicies (`k8s_network`) let it reach its Redis and the centre's port, nothing else.
 Every pod passes the restricted Pod Security profile: non-root, no capabilities, a read-only root
@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from fedstore.federation import FederationConfig, RegionConfig
-from fedstore.federation.roles import ROW_ROLES
+from fedstore.federation.roles import ROW_ROLES, Role
 from fedstore.cli.arguments import path_arg
 from fedstore.cli.k8s_network import CENTRE_NAMESPACE, centre_policies, region_policies
 from fedstore.regions.errors import RegionError
@@ -127,6 +127,10 @@ def _raw(config: FederationConfig) -> dict[str, Any]:
 CENTRE_CLIENT_FILES = {"cert": "centre-client.crt", "key": "centre-client.key", "ca": "centre-ca.crt"}
 SERVING_FILES = {"cert": "serving.crt", "key": "serving.key"}
 AGGREGATOR_FILES = {"cert": "aggregator.crt", "key": "aggregator.key", "client_ca": "client-ca.crt"}
+# the centre's retrain-train job: a client certificate of its own (not the operator's, which stays off the cluster)
+TRAINER_FILES = {"cert": "trainer.crt", "key": "trainer.key", "ca": "centre-ca.crt"}
+BORDER_JOBS = ("send-stats", "retrain-shadow")
+SHADOW_ROLES = frozenset({Role.PROMOTE, Role.REGISTRY_READ})  # a region's pods that reach the centre (k8s_network)
 
 
 def _tls_paths(files: dict[str, str]) -> dict[str, str]:
@@ -136,7 +140,7 @@ def _tls_paths(files: dict[str, str]) -> dict[str, str]:
 def _region_config(config: FederationConfig, r: RegionConfig) -> dict[str, Any]:
     """The federation config a region's pods see: their own region only, data under the volume,
     TLS files where the Secret is mounted, only the credentials its node checks (those reading its
-    rows: bound to this region alone); privacy and monitoring settings as the federation's."""
+    rows: bound to this region alone) or its shadow job uses (bound to it alone too); privacy and monitoring settings as the federation's."""
     raw = _raw(config)
     entry: dict[str, Any] = next((dict(x) for x in raw.get("regions", []) if x.get("code") == r.code), {"code": r.code})
     entry.update(data_dir=f"{DATA_ROOT}/{r.code}", serving_address=f"0.0.0.0:{_port(r.serving_address)}")
@@ -151,7 +155,8 @@ def _region_config(config: FederationConfig, r: RegionConfig) -> dict[str, Any]:
     out["aggregator"] = {"address": f"aggregator.{CENTRE_NAMESPACE}.svc:{_port(config.aggregator.address)}"}
     if config.aggregator.plaintext:  # else the region's send-stats would refuse the plaintext centre
         out["aggregator"]["plaintext"] = True
-    readers = {t.name for t in config.tokens if t.roles & ROW_ROLES and t.bound_to(r.code)}
+    # and the region's own credentials its retrain-shadow job uses (registry-read, promote)
+    readers = {t.name for t in config.tokens if t.roles & (ROW_ROLES | SHADOW_ROLES) and t.bound_to(r.code)}
     tokens = [t for t in (raw.get("auth") or {}).get("tokens", []) if t.get("name") in readers]
     if tokens:
         out["auth"] = {"tokens": tokens}
@@ -170,9 +175,10 @@ def _resources(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}}
 
 
-def _container(image: str, args: list[str], name: str, resources: dict[str, Any], tls: bool = False) -> dict[str, Any]:
+def _container(image: str, args: list[str], name: str, resources: dict[str, Any], tls: bool = False,
+               data: bool = True) -> dict[str, Any]:
     mounts = [{"name": "config", "mountPath": "/etc/fedstore", "readOnly": True},
-              {"name": "data", "mountPath": DATA_ROOT},
+              *([{"name": "data", "mountPath": DATA_ROOT}] if data else []),
               {"name": "tmp", "mountPath": TMP}]
     if tls:
         mounts.append({"name": "tls", "mountPath": TLS_ROOT, "readOnly": True})
@@ -192,11 +198,13 @@ def _container(image: str, args: list[str], name: str, resources: dict[str, Any]
     }
 
 
-def _pod(containers: list[dict[str, Any]], tls_files: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
-    """A pod spec the restricted Pod Security profile admits, with its volumes."""
+def _pod(containers: list[dict[str, Any]], tls_files: dict[str, str] | None = None, data: bool = True,
+         **extra: Any) -> dict[str, Any]:
+    """A pod spec the restricted Pod Security profile admits, with its volumes (the data volume unless
+    ``data`` is False: a pod that needs none of the stored data gets none)."""
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": "fedstore-config"}},
-        {"name": "data", "persistentVolumeClaim": {"claimName": "fedstore-data"}},
+        *([{"name": "data", "persistentVolumeClaim": {"claimName": "fedstore-data"}}] if data else []),
         {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
     ]
     if tls_files:  # only the keys this pod uses: a missing one keeps the pod from starting, and says which
@@ -238,30 +246,40 @@ JOBS = {  # name: schedule, extra arguments, resources
     "send-stats": ("*/30 * * * *", [], _resources("100m", "512Mi", "1Gi")),
     "drift": ("0 6 * * *", [], _resources("500m", "1Gi", "2Gi")),
     # retraining's region step (docs/retraining.md), monthly; send-stats sends it within the half hour.
-    # Safe to rerun: a window already queued spends nothing again. Train and shadow run with the
-    # operator's credentials and certificate, off the cluster (`fedstore retrain train`, `retrain shadow`)
+    # Safe to rerun: a window already queued spends nothing again
     "retrain-publish": ("0 2 1 * *", ["--epsilon", "0.5", "--days", "30"], _resources("500m", "1Gi", "2Gi")),
+    # the centre's latest version in shadow here, an hour after the centre's retrain-train (both in UTC:
+    # the 2nd, after every region's 1st has ended); a version already serving here is left as it is
+    "retrain-shadow": ("0 4 2 * *", ["--epsilon", "0.5", "--days", "30"], _resources("100m", "512Mi", "1Gi")),
 }
-_COMMANDS = {"retrain-publish": ["retrain", "publish"]}  # the others are `region <name>`
+_COMMANDS = {"retrain-publish": ["retrain", "publish"], "retrain-shadow": ["retrain", "shadow"]}  # else `region <name>`
+UTC_JOBS = {"retrain-shadow"}  # scheduled against the centre's clock, not the region's
+TRAIN_JOB = ("0 3 2 * *", ["--epsilon", "0.5", "--days", "30"], _resources("500m", "1Gi", "2Gi"))
 
 
 def _cronjob(r: RegionConfig, image: str, name: str) -> dict[str, Any]:
     schedule, extra, resources = JOBS[name]
     args = [*_COMMANDS.get(name, ["region", name]), "--region", r.code, *extra]
     tls_files = None
-    if name == "send-stats":  # the one pod that crosses the border
+    if name == "send-stats":
         args += ["--token-env", f"FEDSTORE_AGGREGATOR_TOKEN_{r.code}"]
+    if name in BORDER_JOBS:  # the pods that cross the border, over the region's own certificate
         tls_files = CENTRE_CLIENT_FILES if r.centre_tls is not None else None
-    container = _container(image, args, name, resources, tls=tls_files is not None)
+    # shadow reads none of the region's data: without the volume it asks the centre for its latest version
+    data = name != "retrain-shadow"
+    container = _container(image, args, name, resources, tls=tls_files is not None, data=data)
+    return _cron(name, _ns(r.code), _labels(r, name), schedule, "Etc/UTC" if name in UTC_JOBS else r.timezone,
+                 _pod([container], tls_files, data=data, restartPolicy="Never"))
+
+
+def _cron(name: str, ns: str, labels: dict[str, str], schedule: str, tz: str, pod: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1", "kind": "CronJob",
-        "metadata": {"name": name, "namespace": _ns(r.code), "labels": _labels(r, name)},
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
         "spec": {
-            "schedule": schedule, "timeZone": r.timezone, "concurrencyPolicy": "Forbid",
+            "schedule": schedule, "timeZone": tz, "concurrencyPolicy": "Forbid",
             "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 5,
-            "jobTemplate": {"spec": {"backoffLimit": 2, "template": {
-                "metadata": {"labels": _labels(r, name)},
-                "spec": _pod([container], tls_files, restartPolicy="Never")}}},
+            "jobTemplate": {"spec": {"backoffLimit": 2, "template": {"metadata": {"labels": labels}, "spec": pod}}},
         },
     }
 
@@ -286,7 +304,7 @@ def _region(config: FederationConfig, r: RegionConfig, image: str, storage_class
         _namespace(ns, {**_labels(r, "region"), "fedstore.io/jurisdiction": r.jurisdiction.replace(" ", "-"),
                         "fedstore.io/law": r.law.replace(" ", "-").replace("/", "-")}),
         *region_policies(ns, r, aggregator_port=_port(config.aggregator.address),
-                         serving_pods=_labels(r, "serving"), sender_pods=_labels(r, "send-stats")),
+                         serving_pods=_labels(r, "serving"), border_jobs=BORDER_JOBS),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fedstore-config", "namespace": ns},
          "data": {"fedstore.yaml": yaml.safe_dump(_region_config(config, r), sort_keys=False)}},
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "fedstore-data", "namespace": ns},
@@ -315,6 +333,7 @@ def _centre_config(config: FederationConfig) -> dict[str, Any]:
     aggregator.pop("operator_tls", None)  # the operator's key stays with the operator's tools, off this pod
     if config.aggregator.tls_cert is not None:
         aggregator["tls"] = _tls_paths(AGGREGATOR_FILES)
+        aggregator["operator_tls"] = _tls_paths(TRAINER_FILES)  # mounted in the retrain-train job alone
     raw["aggregator"] = aggregator
     # a region's Redis (its URL may hold a password), serving settings and client certificate are its
     # own: the centre opens no region's store, and knows each region by its code
@@ -343,9 +362,15 @@ def _centre(config: FederationConfig, image: str) -> list[dict[str, Any]]:
     # the centre takes mutual TLS only (a TCP check), unless plaintext for development
     _probes(container, _check(port, plaintext_grpc=config.aggregator.plaintext), startup_seconds=120)
     labels = _labels(None, "aggregator")
+    # the centre trains on the statistics it accepted, with its own train credential and certificate,
+    # through its Service like any client (idempotent: the same statistics return the same version)
+    schedule, extra, resources = TRAIN_JOB
+    trainer_tls = TRAINER_FILES if tls_files is not None else None
+    train = _container(image, ["retrain", "train", "--address", f"aggregator.{ns}.svc:{port}", *extra], "retrain-train",
+                       resources, tls=trainer_tls is not None, data=False)
     return [
         _namespace(ns, _labels(None, "centre")),
-        *centre_policies(port, config.aggregator.metrics_port),
+        *centre_policies(port, config.aggregator.metrics_port, trainer_pods=_labels(None, "retrain-train")),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fedstore-config", "namespace": ns},
          "data": {"fedstore.yaml": yaml.safe_dump(_centre_config(config), sort_keys=False)}},
         # one pod writes it: the cluster's default class (ReadWriteOnce) will do
@@ -357,4 +382,6 @@ def _centre(config: FederationConfig, image: str) -> list[dict[str, Any]]:
                   "template": {"metadata": pod_meta, "spec": _pod([container], tls_files)}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "aggregator", "namespace": ns},
          "spec": {"selector": labels, "ports": [{"name": "grpc", "port": port, "targetPort": port}]}},
+        _cron("retrain-train", ns, _labels(None, "retrain-train"), schedule, "Etc/UTC",
+              _pod([train], trainer_tls, data=False, restartPolicy="Never")),
     ]

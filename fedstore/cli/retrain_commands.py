@@ -152,7 +152,7 @@ def cmd_train(config: FederationConfig, args: argparse.Namespace) -> None:
 
 def cmd_shadow(config: FederationConfig, args: argparse.Namespace) -> None:
     run = _run(config, args)
-    version = args.version or trained_version(config, _regions(config, args.regions), run)
+    version = args.version or trained_version(config, _regions(config, args.regions), run, args.region)
     _print([shadow(config, args.region, run, version)])
 
 

@@ -91,8 +91,9 @@ class StepOutcome:
 
 
 def credential(config: FederationConfig, role: Role, region: str | None = None) -> str:
-    """The secret of the config's first credential with ``role`` (in ``region``, when named)."""
-    for t in config.tokens:
+    """The secret of the config's first credential with ``role`` (in ``region``, when named; else a
+    federation-wide one first: the centre's train job lists the registry as the centre, not as a region)."""
+    for t in sorted(config.tokens, key=lambda t: region is None and "*" not in t.regions):
         if role in t.roles and (region is None or t.allows(region)):
             try:
                 return t.secret()
@@ -180,14 +181,16 @@ def run_submissions(config: FederationConfig, regions: Sequence[str], run: Retra
 
 
 def _rpc(config: FederationConfig, run: RetrainRun, stub: str, method: str, request: Any, token: str,
-         timeout: float = 60) -> Any:
+         timeout: float = 60, region: str | None = None) -> Any:
     import grpc
 
     from fedstore.federation.channels import centre_link, handshake_problem
     from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
     from fedstore.proto.fedstore.registry.v1 import registry_pb2_grpc
 
-    link = centre_link(config, None, run.address)
+    # the operator's certificate where the config names one; else (a region's shadow CronJob, whose config
+    # holds its own certificate alone) the region's
+    link = centre_link(config, None if config.aggregator.operator_tls is not None else region, run.address)
     with link.channel() as channel:
         client = (aggregator_pb2_grpc.AggregatorStub if stub == "aggregator" else registry_pb2_grpc.RegistryStub)(channel)
         try:
@@ -227,11 +230,11 @@ def _sees_outboxes(config: FederationConfig, regions: Sequence[str]) -> bool:
     return any(outbox_dir(config.region(c).data_dir).is_dir() for c in regions)
 
 
-def _versions(config: FederationConfig, run: RetrainRun) -> dict[int, tuple[str, ...]]:
+def _versions(config: FederationConfig, run: RetrainRun, region: str | None = None) -> dict[int, tuple[str, ...]]:
     from fedstore.proto.fedstore.registry.v1 import registry_pb2 as rpb
 
     listed = _rpc(config, run, "registry", "ListModels", rpb.ListModelsRequest(name=model_name(run)),
-                  credential(config, Role.REGISTRY_READ), timeout=30)
+                  credential(config, Role.REGISTRY_READ, region), timeout=30, region=region)
     return {m.version: tuple(m.submissions) for m in listed.models}
 
 
@@ -272,15 +275,16 @@ def model_name(run: RetrainRun) -> str:
 
 # --- shadow -------------------------------------------------------------------------------------
 
-def trained_version(config: FederationConfig, regions: Sequence[str], run: RetrainRun) -> int:
+def trained_version(config: FederationConfig, regions: Sequence[str], run: RetrainRun, region: str | None = None) -> int:
     """The version the train step registered for this run (for a shadow step run on its own): the one
-    trained on this run's submissions, or, where the outboxes are out of sight, the latest of the name."""
+    trained on this run's submissions, or, where the outboxes are out of sight, the latest of the name;
+    asked over ``region``'s link and credential when named (the region's shadow CronJob)."""
     if _sees_outboxes(config, regions):
         found = registered_version(config, run, run_submissions(config, regions, run))
         if found is None:
             raise RetrainError("no registered version was trained on this run's statistics: run the train step first")
         return found[1]
-    versions = _versions(config, run)
+    versions = _versions(config, run, region)
     if not versions:
         raise RetrainError(f"no version of {model_name(run)} is registered: run the train step first")
     return max(versions)
@@ -292,7 +296,7 @@ def shadow(config: FederationConfig, region: str, run: RetrainRun, version: int)
     r = config.region(region)
     name = model_name(run)
     deployment = _rpc(config, run, "registry", "GetDeployment", rpb.GetDeploymentRequest(region=r.code),
-                      credential(config, Role.REGISTRY_READ, r.code), timeout=30)
+                      credential(config, Role.REGISTRY_READ, r.code), timeout=30, region=r.code)
     serving = [s.stage for s in deployment.stages if (s.name, s.version) == (name, version)]
     if serving:
         return StepOutcome("shadow", r.code, ALREADY, f"{name} v{version} serves {serving[0]} here", version=version)
@@ -300,7 +304,7 @@ def shadow(config: FederationConfig, region: str, run: RetrainRun, version: int)
         _rpc(config, run, "registry", "Promote", rpb.PromoteRequest(
             name=name, version=version, region=r.code, stage="shadow",
             why=f"retraining: statistics to {run.end:%Y-%m-%d} ({run.days} days)"),
-            credential(config, Role.PROMOTE, r.code), timeout=30)
+            credential(config, Role.PROMOTE, r.code), timeout=30, region=r.code)
     except _Refused as e:  # the region's policy said no: recorded on its audit trail, not retried
         return StepOutcome("shadow", r.code, REFUSED, e.details, version=version)
     return StepOutcome("shadow", r.code, DONE, f"{name} v{version} now serves shadow", version=version)
