@@ -1,10 +1,13 @@
 """`fedstore region score-drift`: the deployed models' scores from the region's prediction log —
 drift per model version and stage, shadow against served, and their alerts (``regions/monitoring/
-score_report.py``). Its own module: it reads the log, and calls nothing of the centre."""
+score_report.py``). Its own module: it reads the log, and calls nothing of the centre; with
+``--rollback-canary`` it hands a canary's score-drift alarms (model, version, stage, why: no
+prediction) to ``canary_rollback.py``, which asks the registry to roll that canary back."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import TYPE_CHECKING
@@ -12,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from fedstore.cli.render import table
 from fedstore.federation import FederationConfig
+from fedstore.regions.errors import RegionError
 
 if TYPE_CHECKING:  # the command's modules load when it runs (DuckDB, pandas): not for every CLI start
     from fedstore.regions.monitoring.score_report import ScoreReport, ScoreVerdict
@@ -28,6 +32,12 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     scores.add_argument("--model", action="append", default=None, help="model name (repeatable; default: all logged)")
     scores.add_argument("--dry-run", action="store_true",
                         help="judge and print only: record no alert in triggers.db, run no hook, write no metrics file")
+    scores.add_argument("--rollback-canary", action="store_true",
+                        help="roll back, at the registry, a version serving a canary stage (canary_5, canary_25) in "
+                             "this region whose score drift alarms (once: a version no longer at its stage is left "
+                             "alone); needs --token-env with the region's promote and registry-read roles")
+    scores.add_argument("--token-env", default="FEDSTORE_TOKEN",
+                        help="environment variable holding the region's promote token (with --rollback-canary)")
     scores.set_defaults(handler=cmd_score_drift)
 
 
@@ -43,6 +53,10 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
     from fedstore.regions.monitoring.score_report import DISAGREE, score_report
 
     region = config.region(args.region)
+    token = os.environ.get(args.token_env, "") if args.rollback_canary and not args.dry_run else None
+    if token == "":  # before the log is read: a missing credential is the user's to fix first
+        raise RegionError(f"environment variable {args.token_env} is not set (the region's promote token, "
+                          "for --rollback-canary)")
     today = datetime.now(ZoneInfo(region.timezone)).date()
     report = score_report(region, config.monitoring, day=args.date, today=today, models=args.model,
                           record=not args.dry_run)
@@ -63,6 +77,39 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
         print(f"   ALERT{state} {a.message}{'; ' + a.trigger.hook if a.trigger.hook else ''}")
     if report.metrics_file is not None:
         print(f"\nmetrics: {report.metrics_file}; alerts recorded in {report.metrics_file.parent / 'triggers.db'}")
+    if args.rollback_canary:
+        _roll_back_canaries(config, report, args, token)
+
+
+def _roll_back_canaries(config: FederationConfig, report: ScoreReport, args: argparse.Namespace,
+                        token: str | None) -> None:
+    """Each score-drift alert on a canary stage becomes an alarm of four plain fields; only those
+    reach the module that calls the centre."""
+    from fedstore.cli.canary_rollback import CANARY_STAGES, CanaryAlarm, roll_back_canaries
+    from fedstore.regions.monitoring.score_report import SCORE_DRIFT
+
+    judged = {v.series.label: v for v in report.verdicts}
+    alarms = []
+    for a in report.alerts:
+        v = judged.get(a.subject)
+        if a.kind != SCORE_DRIFT or v is None or v.series.stage not in CANARY_STAGES:
+            continue
+        # the alert's day is the report's unless that day was too thin to judge (the run ended before it)
+        same_day = v.verdict.day == a.day and v.verdict.threshold is not None
+        rule = f" above {v.verdict.threshold:.2f} against {v.verdict.rule}" if same_day else ""
+        days = f"; {a.trigger.days} judged days running" if a.trigger.days > 1 else ""
+        alarms.append(CanaryAlarm(v.series.model, v.series.version, v.series.stage,
+                                  f"score drift: PSI {a.trigger.scores[-1]:.2f} on {a.day} (rule: score_drift{rule}{days})"))
+    if not alarms:
+        print("\nrollback: no score-drift alert on a canary stage")
+        return
+    if token is None:  # a dry run
+        for alarm in alarms:
+            print(f"\nrollback (dry run, not asked): {alarm.model} v{alarm.version} at {alarm.stage}: {alarm.why}")
+        return
+    print()
+    for outcome in roll_back_canaries(config, report.region, alarms, token):
+        print(f"rollback: {outcome.line}")
 
 
 def _num(x: float | None) -> str:
