@@ -30,6 +30,9 @@ def test_no_module_that_calls_the_centre_can_reach_the_prediction_log():
     # registry's audit trail by region and model name (checked below), sending nothing of the log;
     # and the demo, which runs a whole federation in one process (serving nodes included)
     assert reaching == {"fedstore.cli.explain_command", "fedstore.cli.demo"}
+    # the canary rollback calls the centre and reaches neither the log nor score monitoring's reader
+    assert graph.find_shortest_chain(importer="fedstore.cli.canary_rollback",
+                                     imported="fedstore.regions.monitoring.score_profiles") is None
     # score monitoring reads the log's files by their layout, and nothing on its path calls the centre
     assert {c for c in callers if graph.find_shortest_chain(importer=c, imported=LAYOUT) is not None} == reaching
     readers = graph.find_modules_that_directly_import(LOG) | graph.find_modules_that_directly_import(LAYOUT)
@@ -38,7 +41,7 @@ def test_no_module_that_calls_the_centre_can_reach_the_prediction_log():
         assert not set(graph.find_modules_directly_imported_by(reader)) & set(CENTRE_STUBS), reader
 
 
-def test_what_the_follower_and_explain_send_the_centre_cannot_hold_a_prediction():
+def test_what_the_follower_explain_and_the_canary_rollback_send_the_centre_cannot_hold_a_prediction():
     # a region code, a model name and a version: no entity, no score, no free-form bytes
     assert [(f.name, f.type) for f in registry_pb2.GetDeploymentRequest.DESCRIPTOR.fields] == [
         ("region", F.TYPE_STRING)]
@@ -46,8 +49,13 @@ def test_what_the_follower_and_explain_send_the_centre_cannot_hold_a_prediction(
         ("name", F.TYPE_STRING), ("version", F.TYPE_INT64)]
     assert [(f.name, f.type) for f in registry_pb2.GetAuditRequest.DESCRIPTOR.fields] == [
         ("region", F.TYPE_STRING), ("name", F.TYPE_STRING)]
+    # a canary's score-drift rollback: the region, the stage, and the alarm's why (a PSI, a day, a rule;
+    # built from aggregates by score_commands, the only field it sends that is text)
+    assert [(f.name, f.type) for f in registry_pb2.RollbackRequest.DESCRIPTOR.fields] == [
+        ("region", F.TYPE_STRING), ("stage", F.TYPE_STRING), ("why", F.TYPE_STRING)]
     for module, methods in (("fedstore.serving.model_follower", {"GetDeployment", "GetModel"}),
-                            ("fedstore.cli.explain_command", {"GetAudit"})):
+                            ("fedstore.cli.explain_command", {"GetAudit"}),
+                            ("fedstore.cli.canary_rollback", {"GetDeployment", "Rollback"})):
         text = open(__import__(module, fromlist=["x"]).__file__, encoding="utf-8").read()
         sent = {part.split("(")[0] for line in text.splitlines() for part in line.split("Stub(channel).")[1:]}
         sent |= {line.split("stub.")[1].split("(")[0] for line in text.splitlines() if "stub." in line}

@@ -10,6 +10,7 @@ so a second run of the same episode, or an alarm about a version already replace
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +58,9 @@ def roll_back_canaries(config: FederationConfig, region: str, alarms: list[Canar
     with centre_link(config, region, address).channel() as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
 
-        def call(method: str, request: object) -> Any:
+        def call(method: str, send: Callable[[], Any]) -> Any:
             try:
-                return getattr(stub, method)(request, metadata=metadata, timeout=30)
+                return send()
             except grpc.RpcError as e:
                 problem = handshake_problem(e) or f"{e.code().name}: {e.details()}"
                 done = "; ".join(o.line for o in outcomes)
@@ -67,13 +68,15 @@ def roll_back_canaries(config: FederationConfig, region: str, alarms: list[Canar
                                   + (f" (before it: {done})" if done else "")) from None
 
         for a in alarms:
-            deployment = call("GetDeployment", registry_pb2.GetDeploymentRequest(region=region))
+            deployment = call("GetDeployment", lambda: stub.GetDeployment(
+                registry_pb2.GetDeploymentRequest(region=region), metadata=metadata, timeout=30))
             serving = {s.stage: (s.name, s.version) for s in deployment.stages}
             if serving.get(a.stage) != (a.model, a.version):
                 outcomes.append(RollbackOutcome(a, False, f"{region}: {a.model} v{a.version} no longer serves {a.stage}: "
                                                           "nothing to roll back"))
                 continue
-            e = call("Rollback", registry_pb2.RollbackRequest(region=region, stage=a.stage, why=a.why))
+            e = call("Rollback", lambda: stub.Rollback(
+                registry_pb2.RollbackRequest(region=region, stage=a.stage, why=a.why), metadata=metadata, timeout=30))
             outcomes.append(RollbackOutcome(a, True, f"{region}: {e.stage} rolled back from {e.name} v{e.version} "
                                                      f"({e.outcome}, event {e.event_id}): {a.why}"))
     return outcomes
