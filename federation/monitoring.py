@@ -19,6 +19,7 @@ monitoring:
     persist_days: 1            # score drift on this many consecutive judged days raises an alert
     disagreement_psi: 0.2      # shadow vs. the model that answered, on the same entities: PSI above this …
     disagreement_mean_abs: 0.5 # … or a mean |shadow − served| score (log-odds) above this is an alert
+    rollback_canary: false     # `region score-drift` rolls a canary whose scores drift back (as --rollback-canary)
 ```
 """
 
@@ -49,6 +50,7 @@ class ScoreMonitoringConfig:
     persist_days: int = 1
     disagreement_psi: float = 0.2
     disagreement_mean_abs: float = 0.5  # log-odds: the shadow's odds differ by a factor e^0.5 ≈ 1.65 on average
+    rollback_canary: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,14 @@ def _scores(raw: Any) -> ScoreMonitoringConfig:
         return ScoreMonitoringConfig()
     if not isinstance(raw, dict):
         raise ConfigError("monitoring.scores: expected a mapping")
-    unknown = sorted(set(raw) - set(_SCORE_NUMBERS))
+    unknown = sorted(set(raw) - set(_SCORE_NUMBERS) - {"rollback_canary"})
     if unknown:
         raise ConfigError(f"monitoring.scores: unknown key {unknown[0]!r}")
     values: dict[str, Any] = {}
+    if "rollback_canary" in raw:
+        if not isinstance(raw["rollback_canary"], bool):
+            raise ConfigError(f"monitoring.scores.rollback_canary: expected true or false, got {raw['rollback_canary']!r}")
+        values["rollback_canary"] = raw["rollback_canary"]
     for key, kind in _SCORE_NUMBERS.items():
         if key in raw:
             v = raw[key]

@@ -243,6 +243,7 @@ def test_a_region_without_a_log_is_told_so(tmp_path, capsys):
     ({"min_predictions": 0}, "monitoring.scores.min_predictions: expected a positive integer"),
     ({"disagreement_psi": "high"}, "monitoring.scores.disagreement_psi: expected a positive number"),
     ({"thresholds": 1}, "monitoring.scores: unknown key 'thresholds'"),
+    ({"rollback_canary": "yes"}, "monitoring.scores.rollback_canary: expected true or false, got 'yes'"),
 ])
 def test_score_settings_are_validated(tmp_path, scores, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

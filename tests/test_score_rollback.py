@@ -155,6 +155,21 @@ def test_a_drifting_canary_is_rolled_back_once_with_its_why_on_the_audit_trail(s
 
 
 @pytest.mark.slow
+def test_the_config_switch_rolls_back_as_the_flag_does(scene, capsys):
+    path, registry = scene
+    raw = yaml.safe_load(path.read_text())
+    raw["monitoring"] = {"scores": {"rollback_canary": True}}
+    path.write_text(yaml.safe_dump(raw))
+    code, out, err = run(capsys, "--config", str(path), "region", "score-drift", "--region", "MY", "--date",
+                         str(SHIFT), "--token-env", "OPS_MY")
+    assert code == 0, err
+    assert "rollback: MY: canary_5 rolled back from fraud_lda v2" in out
+    assert "canary_5" not in _serving(registry)
+    (event,) = [e for e in registry.audit("MY") if e.action == "rollback"]
+    assert event.why.startswith("score drift: PSI ")
+
+
+@pytest.mark.slow
 def test_a_failed_or_unauthorised_rollback_is_one_line_and_exit_1(scene, capsys, monkeypatch):
     path, registry = scene
     monkeypatch.setenv("WRONG", "not-a-token")

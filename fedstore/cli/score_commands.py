@@ -35,7 +35,8 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     scores.add_argument("--rollback-canary", action="store_true",
                         help="roll back, at the registry, a version serving a canary stage (canary_5, canary_25) in "
                              "this region whose score drift alarms (once: a version no longer at its stage is left "
-                             "alone); needs --token-env with the region's promote and registry-read roles")
+                             "alone; the config's monitoring.scores.rollback_canary: true does the same); needs "
+                             "--token-env with the region's promote and registry-read roles")
     scores.add_argument("--token-env", default="FEDSTORE_TOKEN",
                         help="environment variable holding the region's promote token (with --rollback-canary)")
     scores.set_defaults(handler=cmd_score_drift)
@@ -53,10 +54,11 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
     from fedstore.regions.monitoring.score_report import DISAGREE, score_report
 
     region = config.region(args.region)
-    token = os.environ.get(args.token_env, "") if args.rollback_canary and not args.dry_run else None
+    rollback = args.rollback_canary or config.monitoring.scores.rollback_canary
+    token = os.environ.get(args.token_env, "") if rollback and not args.dry_run else None
     if token == "":  # before the log is read: a missing credential is the user's to fix first
         raise RegionError(f"environment variable {args.token_env} is not set (the region's promote token, "
-                          "for --rollback-canary)")
+                          "for --rollback-canary or monitoring.scores.rollback_canary)")
     today = datetime.now(ZoneInfo(region.timezone)).date()
     report = score_report(region, config.monitoring, day=args.date, today=today, models=args.model,
                           record=not args.dry_run)
@@ -77,7 +79,7 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
         print(f"   ALERT{state} {a.message}{'; ' + a.trigger.hook if a.trigger.hook else ''}")
     if report.metrics_file is not None:
         print(f"\nmetrics: {report.metrics_file}; alerts recorded in {report.metrics_file.parent / 'triggers.db'}")
-    if args.rollback_canary:
+    if rollback:
         _roll_back_canaries(config, report, args, token)
 
 
