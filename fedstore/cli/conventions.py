@@ -70,6 +70,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "region score-drift": (
         "fedstore region score-drift --region MY",
         "fedstore region score-drift --region MY --date 2026-03-05 --model fraud_lda --dry-run",
+        "fedstore region score-drift --region MY --rollback-canary --token-env FEDSTORE_TOKEN",
     ),
     "region dashboard": (
         "fedstore region dashboard --region MY --port 8080",

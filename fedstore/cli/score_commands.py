@@ -105,11 +105,11 @@ def _roll_back_canaries(config: FederationConfig, report: ScoreReport, args: arg
     if not alarms:
         print("\nrollback: no score-drift alert on a canary stage")
         return
+    print()
     if token is None:  # a dry run
         for alarm in alarms:
-            print(f"\nrollback (dry run, not asked): {alarm.model} v{alarm.version} at {alarm.stage}: {alarm.why}")
+            print(f"rollback (dry run, not asked): {alarm.model} v{alarm.version} at {alarm.stage}: {alarm.why}")
         return
-    print()
     for outcome in roll_back_canaries(config, report.region, alarms, token):
         print(f"rollback: {outcome.line}")
 
