@@ -299,6 +299,9 @@ class SecureAggregationStub:
     and the declared noise; it stores only the unmasked sum (as a training submission of the round).
     Unlike the rest of this contract, those bytes cannot be checked field by field: that they hold
     key material and masked statistics only rests on the regions' own software (docs/security.md).
+    Authentication: as Aggregator, the gRPC metadata `authorization: Bearer <token>` on every call
+    (OpenRound: the train role; every other method: publish for the request's region, bound to the
+    region's client certificate).
     """
 
     def __init__(self, channel):
@@ -350,6 +353,9 @@ class SecureAggregationServicer:
     and the declared noise; it stores only the unmasked sum (as a training submission of the round).
     Unlike the rest of this contract, those bytes cannot be checked field by field: that they hold
     key material and masked statistics only rests on the regions' own software (docs/security.md).
+    Authentication: as Aggregator, the gRPC metadata `authorization: Bearer <token>` on every call
+    (OpenRound: the train role; every other method: publish for the request's region, bound to the
+    region's client certificate).
     """
 
     def OpenRound(self, request, context):
@@ -440,6 +446,9 @@ class SecureAggregation:
     and the declared noise; it stores only the unmasked sum (as a training submission of the round).
     Unlike the rest of this contract, those bytes cannot be checked field by field: that they hold
     key material and masked statistics only rests on the regions' own software (docs/security.md).
+    Authentication: as Aggregator, the gRPC metadata `authorization: Bearer <token>` on every call
+    (OpenRound: the train role; every other method: publish for the request's region, bound to the
+    region's client certificate).
     """
 
     @staticmethod

@@ -26,15 +26,15 @@ if _version_not_supported:
 
 
 class FeatureServingStub:
-    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
-    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
-    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
-    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
-    Purpose: a lookup or a score may name what its features are used for in the metadata
+    """Purpose: a lookup or a score may name what its features are used for in the metadata
     `fedstore-purpose` (fedstore.federation.consent.Purpose: serving, evaluation, ...); without it,
     the credential's one purpose. A purpose the credential does not carry: PERMISSION_DENIED, before
     the request is read. An entity without consent for the purpose, where the region's law makes it
     need consent, is withheld: WITHHELD_NO_CONSENT per value (Score: not scored), not an error.
+    Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
     """
 
     def __init__(self, channel):
@@ -56,15 +56,15 @@ class FeatureServingStub:
 
 
 class FeatureServingServicer:
-    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
-    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
-    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
-    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
-    Purpose: a lookup or a score may name what its features are used for in the metadata
+    """Purpose: a lookup or a score may name what its features are used for in the metadata
     `fedstore-purpose` (fedstore.federation.consent.Purpose: serving, evaluation, ...); without it,
     the credential's one purpose. A purpose the credential does not carry: PERMISSION_DENIED, before
     the request is read. An entity without consent for the purpose, where the region's law makes it
     need consent, is withheld: WITHHELD_NO_CONSENT per value (Score: not scored), not an error.
+    Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
     """
 
     def GetOnlineFeatures(self, request, context):
@@ -108,15 +108,15 @@ def add_FeatureServingServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class FeatureServing:
-    """Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
-    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
-    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
-    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
-    Purpose: a lookup or a score may name what its features are used for in the metadata
+    """Purpose: a lookup or a score may name what its features are used for in the metadata
     `fedstore-purpose` (fedstore.federation.consent.Purpose: serving, evaluation, ...); without it,
     the credential's one purpose. A purpose the credential does not carry: PERMISSION_DENIED, before
     the request is read. An entity without consent for the purpose, where the region's law makes it
     need consent, is withheld: WITHHELD_NO_CONSENT per value (Score: not scored), not an error.
+    Authentication: every call carries the gRPC metadata `authorization: Bearer <token>`, the secret
+    of a credential in the federation config's auth.tokens. No token, or one nobody issued:
+    UNAUTHENTICATED. A credential without the role this method needs, or not for this region:
+    PERMISSION_DENIED. Both before the request is read. Each method's role: docs/security.md.
     """
 
     @staticmethod
