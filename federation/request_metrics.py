@@ -12,9 +12,10 @@ import time
 from typing import Any, Callable, Iterator
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from fedstore.federation.grpc_handlers import with_behaviour
+from fedstore.federation.plain_metrics import PlainCounter, PlainHistogram
 
 # seconds: a health check takes microseconds, a training run or a training-set stream minutes
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0)
@@ -24,9 +25,9 @@ class RequestMetrics(grpc.ServerInterceptor):
     """``<prefix>_requests_total{method, code}`` and ``<prefix>_request_seconds{method}``."""
 
     def __init__(self, registry: CollectorRegistry, prefix: str, methods: tuple[str, ...] = ()) -> None:
-        self.requests = Counter(f"{prefix}_requests", "Calls answered, by method and status code",
+        self.requests = PlainCounter(f"{prefix}_requests", "Calls answered, by method and status code",
                                 ["method", "code"], registry=registry)
-        self.seconds = Histogram(f"{prefix}_request_seconds", "Time from a call's start to its end, by method",
+        self.seconds = PlainHistogram(f"{prefix}_request_seconds", "Time from a call's start to its end, by method",
                                  ["method"], buckets=BUCKETS, registry=registry)
         for method in methods:  # every known method's series exist from the start, at zero
             self.requests.labels(method, grpc.StatusCode.OK.name)

@@ -306,12 +306,31 @@ def test_ctrl_c_while_the_commands_load_is_one_line(capsys, cfg, monkeypatch):
                             capture_output=True, text=True, timeout=120)
     assert loaded.stdout.strip() == "False", loaded.stderr  # so the slow imports happen inside main()
 
-    def interrupted() -> None:  # Ctrl-C while build_parser() imports the commands
+    def interrupted(argv: list[str] | None = None) -> None:  # Ctrl-C while build_parser() imports the commands
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "build_parser", interrupted)
     code, out, err = run(capsys, "--config", cfg, "region", "status", "--region", "MY")
     assert code == 130 and err == "fedstore: interrupted\n" and out == ""
+
+
+def test_a_command_loads_only_its_own_module():
+    """`fedstore --version` and commands that need no Feast (certs) answered after seconds of
+    Feast's import on a loaded machine: every command's module was loaded for every run."""
+    probe = ("import sys; from fedstore.cli.entry import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print('feast' in sys.modules, file=sys.stderr)")
+    for argv, feast_loaded in ((["--version"], False), (["certs", "init", "--help"], False),
+                               (["--config", "region", "certs", "--help"], False),
+                               (["region", "status", "--help"], True), (["--help"], True)):
+        done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=300)
+        assert done.stderr.strip().splitlines()[-1] == str(feast_loaded), (argv, done.stderr)
+    everything = subprocess.run([sys.executable, "-m", "fedstore.cli", "--help"], capture_output=True, text=True,
+                                timeout=300)
+    for word in ("region", "serve", "aggregator", "train", "registry", "retrain", "deploy", "certs", "demo"):
+        assert word in everything.stdout  # --help still lists every command
+    wrong = subprocess.run([sys.executable, "-m", "fedstore.cli", "regoin"], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "invalid choice: 'regoin'" in wrong.stderr and "'certs'" in wrong.stderr
 
 
 def test_an_empty_path_is_refused_not_taken_for_the_current_directory(capsys, cfg, tmp_path, monkeypatch):

@@ -1,11 +1,17 @@
-"""Prometheus metrics of the aggregator, in its own registry (no global state)."""
+"""Prometheus metrics of the aggregator, in its own registry (no global state).
+
+Counted in plain numbers (``federation.plain_metrics``): prometheus_client's own counters share one
+value per process when Feast has been imported anywhere in it (its multiprocess mode).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, GCCollector, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
+
+from fedstore.federation.plain_metrics import PlainCounter as Counter
 
 from fedstore.aggregator.training.strategies import STRATEGIES as _REGISTERED
 

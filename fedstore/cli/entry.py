@@ -16,20 +16,31 @@ DEFAULT_CONFIG = "fedstore.yaml"
 FAILED = 1  # the command could not be done (one line says why); 2 is argparse's: the command line was wrong
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # here, not at the top: the commands import Feast, which takes seconds, and a Ctrl-C meanwhile
-    # must land inside main() (one line, exit 130), not in the console script's import (a traceback)
-    from fedstore.cli import (
-        aggregator_commands,
-        certs_commands,
-        demo,
-        deploy_commands,
-        region_commands,
-        registry_commands,
-        retrain_commands,
-        serve_commands,
-        training_commands,
-    )
+# each command word and the module that defines it: a run imports only its own command's module
+# (most import Feast, which takes seconds to load; `fedstore --version` and `fedstore certs` need none)
+COMMAND_MODULES = {
+    "region": "region_commands",
+    "serve": "serve_commands",
+    "aggregator": "aggregator_commands",
+    "train": "training_commands",
+    "registry": "registry_commands",
+    "retrain": "retrain_commands",
+    "deploy": "deploy_commands",
+    "certs": "certs_commands",
+    "demo": "demo",
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command tree, or (given the command line) only the part it names.
+
+    Imported here, not at the top: the commands import Feast, which takes seconds, and a Ctrl-C
+    meanwhile must land inside main() (one line, exit 130), not in the console script's import.
+    """
+    import importlib
+
+    wanted = list(COMMAND_MODULES) if argv is None else _commands_needed(argv)
+    modules = [importlib.import_module(f"fedstore.cli.{COMMAND_MODULES[word]}") for word in wanted]
 
     parser = argparse.ArgumentParser(
         prog="fedstore",
@@ -42,21 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="federation config (default: $FEDSTORE_CONFIG or ./fedstore.yaml)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    region_commands.add_parser(sub)
-    serve_commands.add_parser(sub)
-    aggregator_commands.add_parser(sub)
-    training_commands.add_parser(sub)
-    registry_commands.add_parser(sub)
-    retrain_commands.add_parser(sub)
-    deploy_commands.add_parser(sub)
-    certs_commands.add_parser(sub)
-    demo.add_parser(sub)
+    for module in modules:
+        module.add_parser(sub)
     return apply_conventions(parser)
+
+
+def _commands_needed(argv: list[str]) -> list[str]:
+    """The command the line names; none for a bare ``--version``; all when it names none we know
+    (so argparse's usage error and ``--help`` list every command)."""
+    words = iter(argv)
+    for token in words:
+        if token == "--config":
+            next(words, None)  # its value, whatever it spells
+        elif not token.startswith("-"):
+            return [token] if token in COMMAND_MODULES else list(COMMAND_MODULES)
+    return [] if "--version" in argv and not {"-h", "--help"} & set(argv) else list(COMMAND_MODULES)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        parser = build_parser()
+        parser = build_parser(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
         return _interrupted()
     # ibis (inside Feast's DuckDB offline store) warns about its own deprecations on every query.
