@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from fedstore.federation.errors import FedstoreError, Status
-from fedstore.federation.grpc_handlers import status_details, with_behaviour
+from fedstore.federation.grpc_handlers import WrappingInterceptor, status_details, with_behaviour
 
 DOMAIN = "fedstore"  # ErrorInfo.domain: the rules are this product's
 
@@ -56,26 +56,11 @@ def abort(context: grpc.ServicerContext, error: FedstoreError) -> NoReturn:
     raise AssertionError("unreachable: abort_with_status raises")  # for the type checker
 
 
-class ErrorBoundary(grpc.ServerInterceptor):
+class ErrorBoundary(WrappingInterceptor):
     """Every handler of the server, with a ``FedstoreError`` it raises sent as its status (see the module)."""
 
-    def __init__(self) -> None:
-        # method -> (the handler grpc found, it wrapped): a method's handler is usually the same
-        # object call after call, so a call costs a dict read, not a new handler
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                          details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        if handler is None:
-            return None
-        method = details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = with_behaviour(handler, _unary, _stream, _non_blocking)
-        self._wrapped[method] = (handler, wrapped)  # only methods some handler serves: bounded
-        return wrapped
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return with_behaviour(handler, _unary, _stream, _non_blocking)
 
 
 def _unary(behavior: Callable[..., Any]) -> Callable[..., Any]:

@@ -166,6 +166,31 @@ def with_behaviour(h: grpc.RpcMethodHandler, unary: Callable[[Behaviour], Behavi
     return make(stream(behavior), h.request_deserializer, h.response_serializer)
 
 
+class WrappingInterceptor(grpc.ServerInterceptor):
+    """A server interceptor that wraps each method's handler once (``wrap``) and reuses it: a
+    method's handler is usually the same object call after call, so a call costs a dict read, not a
+    new handler. Only methods some handler serves are kept, so the cache is bounded."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+                          details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self.wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
 def first_handler(
     handlers: Sequence[grpc.GenericRpcHandler], handler_call_details: grpc.HandlerCallDetails
 ) -> grpc.RpcMethodHandler | None:

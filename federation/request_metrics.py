@@ -14,17 +14,18 @@ from typing import Any, Callable, Iterator
 import grpc
 from prometheus_client import CollectorRegistry
 
-from fedstore.federation.grpc_handlers import with_behaviour
+from fedstore.federation.grpc_handlers import WrappingInterceptor, with_behaviour
 from fedstore.federation.plain_metrics import PlainCounter, PlainHistogram
 
 # seconds: a health check takes microseconds, a training run or a training-set stream minutes
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0)
 
 
-class RequestMetrics(grpc.ServerInterceptor):
+class RequestMetrics(WrappingInterceptor):
     """``<prefix>_requests_total{method, code}`` and ``<prefix>_request_seconds{method}``."""
 
     def __init__(self, registry: CollectorRegistry, prefix: str, methods: tuple[str, ...] = ()) -> None:
+        super().__init__()
         self.requests = PlainCounter(f"{prefix}_requests", "Calls answered, by method and status code",
                                 ["method", "code"], registry=registry)
         self.seconds = PlainHistogram(f"{prefix}_request_seconds", "Time from a call's start to its end, by method",
@@ -33,12 +34,7 @@ class RequestMetrics(grpc.ServerInterceptor):
             self.requests.labels(method, grpc.StatusCode.OK.name)
             self.seconds.labels(method)
 
-    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                          details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        if handler is None:
-            return None
-        method = details.method
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         # a callback-driven stream (health Watch) is left as it is: it has no end to time here
         return with_behaviour(handler, lambda b: self._unary(b, method), lambda b: self._stream(b, method))
 
