@@ -429,3 +429,34 @@ def test_require_consent_basis_is_validated(tmp_path, monkeypatch, value, fragme
     with pytest.raises(ConfigError) as e:
         _config(tmp_path, monkeypatch, policy={"MY": {"require_consent_basis": value}})
     assert "deployment_policy.MY.require_consent_basis" in str(e.value) and fragment in str(e.value)
+
+
+def test_a_rollback_needs_evidence_that_holds_across_all_cities():
+    """One bound per city at the plain confidence rolls back a canary as good as the incumbent by
+    chance more often the more cities there are: the rollback's bounds are simultaneous."""
+    import random
+
+    from fedstore.aggregator.registry.model import Evidence
+    from fedstore.aggregator.registry.policy import degraded, family_confidence
+    from fedstore.federation.deployment_policy import EvidenceGates
+
+    assert family_confidence(0.9, 1) == pytest.approx(0.9) and family_confidence(0.9, 10) == pytest.approx(0.99)
+    gates = EvidenceGates(margin=0.0)  # no margin: chance alone decides for a canary as good as the incumbent
+    rng = random.Random(7)
+    cities = [f"city-{i}" for i in range(12)]
+
+    def ev(segment: str, auc: float) -> Evidence:
+        return Evidence(region="MY", stage="canary_5", segment=segment, auc=auc, auc_se=0.01, auc_lower=auc - 0.02,
+                        auc_upper=auc + 0.02, examples=5500, positives=500, submission_id="s", at=datetime(2026, 3, 1))
+
+    false_rollbacks = 0
+    for _ in range(400):  # a canary exactly as good as the incumbent, measured with noise (se 0.01)
+        canary = [ev(c, 0.80 + rng.gauss(0, 0.01)) for c in cities]
+        incumbent = [ev(c, 0.80 + rng.gauss(0, 0.01)) for c in cities]
+        false_rollbacks += degraded(canary, incumbent, gates) is not None
+    assert false_rollbacks / 400 <= (1 - gates.confidence) / 2 + 0.02  # one-sided family-wise rate
+    # a canary clearly worse in one city is still rolled back, and that city is the evidence
+    canary = [ev(c, 0.80 if c != "city-3" else 0.70) for c in cities]
+    incumbent = [ev(c, 0.80) for c in cities]
+    worst = degraded(canary, incumbent, gates)
+    assert worst is not None and worst.segment == "city-3"

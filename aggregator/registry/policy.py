@@ -190,6 +190,11 @@ def upper_bound(candidate: Evidence, incumbent: Evidence, confidence: float) -> 
     return d + _z(confidence) * se
 
 
+def family_confidence(confidence: float, parts: int) -> float:
+    """Each part's confidence so that all ``parts`` bounds hold together with ``confidence`` (Bonferroni)."""
+    return 1 - (1 - confidence) / max(parts, 1)
+
+
 def check_gates(model: ModelVersion, region: str, stage: str, gates: EvidenceGates, *, current_stage: str | None,
                 state: StageState) -> None:
     for f in gate_findings(model, region, stage, gates, current_stage=current_stage, state=state):
@@ -200,8 +205,16 @@ def check_gates(model: ModelVersion, region: str, stage: str, gates: EvidenceGat
 def degraded(evidence: Sequence[Evidence], incumbent_evidence: Sequence[Evidence], gates: EvidenceGates
              ) -> Evidence | None:
     """The worst part (whole or segment) where a canary is worse than the incumbent beyond the margin
-    even at its upper bound — the evidence that rolls it back — or None."""
+    even at its upper bound — the evidence that rolls it back — or None.
+
+    The bounds are simultaneous over the parts compared (Bonferroni): a rollback says "worse
+    somewhere", and with one bound per city at the plain confidence a canary as good as the
+    incumbent would be rolled back by chance more often the more cities there are. (Promotion needs
+    no such correction: it passes only when every part's bound clears the margin, an
+    intersection-union test whose error of promoting a worse model is at most each part's.)"""
     inc = {e.segment: e for e in incumbent_evidence}
-    bad = [(upper_bound(c, inc[c.segment], gates.confidence), c) for c in evidence if c.segment in inc]
+    compared = [c for c in evidence if c.segment in inc]
+    confidence = family_confidence(gates.confidence, len(compared))
+    bad = [(upper_bound(c, inc[c.segment], confidence), c) for c in compared]
     bad = [(ub, c) for ub, c in bad if ub < -gates.margin]
     return min(bad, key=lambda t: t[0])[1] if bad else None
