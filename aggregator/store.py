@@ -22,7 +22,7 @@ import duckdb
 import numpy as np
 
 from fedstore.aggregator.errors import StoreInUse
-from fedstore.aggregator.intake.submission import Submission
+from fedstore.aggregator.submission import Submission
 from fedstore.federation.consent import ConsentBasis
 
 _SCHEMA = """

@@ -13,7 +13,7 @@ import pytest
 from honest_releases import exact_region, features_submission
 
 from fedstore.aggregator.errors import Rejected
-from fedstore.aggregator.intake.submission import LAPLACE, UNSPECIFIED
+from fedstore.aggregator.submission import LAPLACE, UNSPECIFIED
 from fedstore.aggregator.intake.submission_wire import parse_submission
 from fedstore.aggregator.intake.validation import validate
 from fedstore.federation import PrivacyConfig

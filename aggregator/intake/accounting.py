@@ -26,7 +26,7 @@ from typing import Iterable
 from fedstore.aggregator.errors import Rejected
 from fedstore.federation.privacy_maps import QUERY_NAMES, evaluation_epsilon, feature_queries, gaussian_epsilon, laplace_epsilon
 from fedstore.federation.statistics import FeatureSpec
-from fedstore.aggregator.intake.submission import GAUSSIAN, LAPLACE, FeatureStatistics, Submission
+from fedstore.aggregator.submission import GAUSSIAN, LAPLACE, FeatureStatistics, Submission
 
 # the mechanism each kind of release must use (a training release declared Laplace is refused: it
 # would not be charged the δ its Gaussian noise costs)

@@ -21,7 +21,7 @@ import numpy as np
 
 from fedstore.aggregator.errors import Rejected
 from fedstore.aggregator.intake.noise_bounds import FALSE_REJECT, abs_laplace_sum, chi2, gaussian
-from fedstore.aggregator.intake.submission import Evaluation, FeatureStatistics, Submission, TrainingStatistics
+from fedstore.aggregator.submission import Evaluation, FeatureStatistics, Submission, TrainingStatistics
 from fedstore.federation.statistics import FeatureSpec
 from fedstore.federation.training import TrainingSpec, from_triangle, noise_sds
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 from fedstore.aggregator.errors import NotAllowed, NotFound, OverBudget, Rejected
 from fedstore.aggregator.intake.metrics import AggregatorMetrics
-from fedstore.aggregator.intake.submission import Evaluation, Submission
+from fedstore.aggregator.submission import Evaluation, Submission
 from fedstore.aggregator.intake.accounting import Charge
 from fedstore.aggregator.intake.validation import check_identity, receipt_period, validate
 from fedstore.aggregator.quarantine.gate import QuarantineGate

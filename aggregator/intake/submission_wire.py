@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from fedstore.aggregator.intake.submission import (
+from fedstore.aggregator.submission import (
     UNSPECIFIED,
     Accounting,
     ClassStatistics,

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from fedstore.aggregator.errors import NotAllowed, Rejected
 from fedstore.aggregator.intake import plausibility
 from fedstore.aggregator.intake.accounting import Charge, recompute
-from fedstore.aggregator.intake.submission import (
+from fedstore.aggregator.submission import (
     GAUSSIAN,
     MECHANISMS,
     UNSPECIFIED,

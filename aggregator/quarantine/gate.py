@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 
-from fedstore.aggregator.intake.submission import Submission
+from fedstore.aggregator.submission import Submission
 from fedstore.aggregator.quarantine.screen import Estimate, Finding, out_of_line
 from fedstore.aggregator.quarantine.summaries import (
     ClassNumbers,
