@@ -5,6 +5,7 @@ uninstalling fedstore then broke proto-plus. Built and installed for real, offli
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
@@ -68,7 +69,9 @@ def test_fedstore_and_proto_plus_install_side_by_side_and_uninstall_cleanly(whee
                        capture_output=True, timeout=300)
 
     def probe(code: str) -> str:
-        out = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)  # not the checkout
+        # not the checkout, and not a PYTHONPATH pointing at one (its proto/ would stand in for proto-plus's)
+        clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        out = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
