@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from fedstore.cli.arguments import output_file, path_arg
 from fedstore.cli.render import table
 from fedstore.federation import FederationConfig
 from fedstore.regions.errors import RegionError
@@ -31,7 +32,10 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
                              "i.e. before today)")
     scores.add_argument("--model", action="append", default=None, help="model name (repeatable; default: all logged)")
     scores.add_argument("--dry-run", action="store_true",
-                        help="judge and print only: record no alert in triggers.db, run no hook, write no metrics file")
+                        help="judge and print only: record no alert in triggers.db, run no hook, write no metrics "
+                             "file (and no chart unless --chart names one)")
+    scores.add_argument("--chart", type=path_arg, default=None,
+                        help="PNG path (default: <data_dir>/monitoring/score-drift-<date>.png)")
     scores.add_argument("--rollback-canary", action="store_true",
                         help="roll back, at the registry, a version serving a canary stage (canary_5, canary_25) in "
                              "this region whose score drift alarms (once: a version no longer at its stage is left "
@@ -59,6 +63,10 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
     if token == "":  # before the log is read: a missing credential is the user's to fix first
         raise RegionError(f"environment variable {args.token_env} is not set (the region's promote token, "
                           "for --rollback-canary or monitoring.scores.rollback_canary)")
+    if args.chart:  # before the report: a run that fails late has already recorded its alerts
+        if args.chart.suffix.lower() != ".png":
+            raise RegionError(f"--chart {args.chart}: the chart is a PNG; give a file name ending in .png")
+        output_file(args.chart, "--chart")
     today = datetime.now(ZoneInfo(region.timezone)).date()
     report = score_report(region, config.monitoring, day=args.date, today=today, models=args.model,
                           record=not args.dry_run)
@@ -79,6 +87,11 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
         print(f"   ALERT{state} {a.message}{'; ' + a.trigger.hook if a.trigger.hook else ''}")
     if report.metrics_file is not None:
         print(f"\nmetrics: {report.metrics_file}; alerts recorded in {report.metrics_file.parent / 'triggers.db'}")
+    if args.chart or not args.dry_run:
+        from fedstore.regions.monitoring.score_chart import score_drift_chart
+
+        chart = args.chart or region.data_dir / "monitoring" / f"score-drift-{report.day}.png"
+        print(f"chart: {score_drift_chart(report, chart)}")
     if rollback:
         _roll_back_canaries(config, report, args, token)
 

@@ -81,6 +81,7 @@ class ScoreReport:
     windows: tuple[SeasonalWindow, ...]
     metrics_file: Path | None
     profiles: ScoreProfiles = field(repr=False)
+    judge: DriftJudge | None = field(default=None, repr=False)  # the day's judge, for the charts' history
 
 
 def drift_ref(series: ModelStage) -> str:
@@ -131,7 +132,7 @@ def score_report(region: RegionConfig, monitoring: MonitoringConfig, *, day: dat
             run = _disagreement_run(profiles, d.pair, day, monitoring)
             alerts.append(_alert(log, region.code, DISAGREEMENT, d.pair.label, run, _disagreement_words(d, len(run)),
                                  monitoring))
-    report = ScoreReport(region.code, day, verdicts, disagreements, tuple(alerts), tuple(windows), None, profiles)
+    report = ScoreReport(region.code, day, verdicts, disagreements, tuple(alerts), tuple(windows), None, profiles, judge)
     if record:
         report = replace(report, metrics_file=write_score_metrics(report, region.data_dir / "monitoring" / "scores.prom"))
     return report
