@@ -256,18 +256,21 @@ def test_the_score_drift_chart_draws_each_model_and_the_shadows(region_root, cap
     PNG beside the metrics (a dry run only where --chart names one), a bad name is one line."""
     from PIL import Image
 
-    from fedstore.regions.monitoring.score_chart import disagreement_verdict, pair_histories, score_series
+    from fedstore.regions.monitoring.score_chart import disagreement_verdict, score_series
+    from fedstore.regions.monitoring.score_report import summarise
+    from fedstore.regions.monitoring.score_summary import SUMMARY_FILE, read_summary
     from tests.test_cli import run
 
     config = load_config(_config(region_root))
     report = score_report(config.region("MY"), config.monitoring, day=LAST, record=False)
-    series = {s.spec.ref: s for s in score_series(report)}
+    summary = summarise(report)
+    series = {s.spec.ref: s for s in score_series(summary)}
     assert set(series) == {drift_ref(s) for s in (SERVED, AGREEING, DISAGREEING)}
     served = series[drift_ref(SERVED)]
     assert served.verdicts[-1].day == LAST and served.verdicts[0].day == FIRST  # every logged day shown
     assert [v.day for v in served.verdicts if v.verdict == DRIFT and v.seasonal is None][0] == SHIFT
     assert served.means[SHIFT] > served.means[SHIFT - timedelta(days=1)] + 0.5  # the planted +0.8
-    pairs = {p.label: p for p in pair_histories(report)}
+    pairs = {p.label: p for p in summary.pairs}
     off = [d.day for d in pairs[ShadowPair(DISAGREEING, SERVED).label].days if d.verdict == DISAGREE]
     assert off == _days(DISAGREES_FROM, LAST)
     assert not [d for d in pairs[ShadowPair(AGREEING, SERVED).label].days if d.verdict == DISAGREE]
@@ -284,6 +287,11 @@ def test_the_score_drift_chart_draws_each_model_and_the_shadows(region_root, cap
     assert code == 0, err
     png = data_dir / "monitoring" / f"score-drift-{LAST}.png"
     assert f"chart: {png}" in out
+    # the aggregates the dashboard draws from, read back as written: the same days and verdicts
+    written = read_summary(data_dir / "monitoring" / SUMMARY_FILE)
+    assert written is not None and written.day == LAST
+    assert written.series == summary.series and written.pairs == summary.pairs and written.windows == summary.windows
+    assert {w.name for w in written.windows} >= {"Chinese New Year"}
     with Image.open(png) as image:
         assert image.format == "PNG" and image.height > 2 * image.width  # three models' panels and the shadows'
     code, _, err = run(capsys, "--config", cfg, "region", "score-drift", "--region", "MY", "--chart",

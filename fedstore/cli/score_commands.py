@@ -89,9 +89,14 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
         print(f"\nmetrics: {report.metrics_file}; alerts recorded in {report.metrics_file.parent / 'triggers.db'}")
     if args.chart or not args.dry_run:
         from fedstore.regions.monitoring.score_chart import score_drift_chart
+        from fedstore.regions.monitoring.score_report import summarise
+        from fedstore.regions.monitoring.score_summary import SUMMARY_FILE, write_summary
 
+        summary = summarise(report)
+        if not args.dry_run:  # what the dashboard shows: the last recorded run's aggregates
+            print(f"summary: {write_summary(summary, region.data_dir / 'monitoring' / SUMMARY_FILE)}")
         chart = args.chart or region.data_dir / "monitoring" / f"score-drift-{report.day}.png"
-        print(f"chart: {score_drift_chart(report, chart)}")
+        print(f"chart: {score_drift_chart(summary, chart)}")
     if rollback:
         _roll_back_canaries(config, report, args, token)
 

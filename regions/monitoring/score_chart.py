@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -26,18 +26,14 @@ from fedstore.federation.training import SCORE_EDGES
 from fedstore.regions.monitoring.chart import (
     COLOURS,
     DATE_AXIS,
-    DAYS_SHOWN,
     SCORE_UNIT,
     FeatureSeries,
     draw_feature,
-    feature_series,
-    history,
     plain_verdict,
     verdict_colour,
 )
 from fedstore.regions.monitoring.drift import DRIFT, THIN
-from fedstore.regions.monitoring.score_profiles import ModelStage
-from fedstore.regions.monitoring.score_report import DISAGREE, Disagreement, ScoreReport, drift_ref, judge_pair
+from fedstore.regions.monitoring.score_summary import DISAGREE, PairHistory, ScoreSummary, SeriesHistory
 
 MEAN_ABS_AXIS = "mean |shadow − served| score (no unit)"
 _PAIR_COLOURS = ("#1f4e79", "#8c564b", "#17becf", "#9467bd", "#393b79")
@@ -47,46 +43,19 @@ def _x(day: date) -> float:
     return float(mdates.date2num(day))
 
 
-def score_spec(series: ModelStage) -> FeatureSpec:
+def score_spec(label: str) -> FeatureSpec:
     """A score series as the chart's feature: its ref ``scores:<label>``, its span the score edges'."""
-    return FeatureSpec(drift_ref(series), SCORE_EDGES[0], SCORE_EDGES[-1], SCORE_EDGES)
+    return FeatureSpec(f"scores:{label}", SCORE_EDGES[0], SCORE_EDGES[-1], SCORE_EDGES)
 
 
-def score_series(report: ScoreReport, days: int = DAYS_SHOWN) -> list[FeatureSeries]:
-    """Each judged model version and stage over the shown days ending at the report's day."""
-    if report.judge is None:
-        raise ValueError("the score report carries no judge to chart its days with")
-    first = min(report.profiles.days)
-    shown = min(days, (report.day - first).days + 1)
-    threshold = report.judge.config.psi_threshold
-    return [feature_series(score_spec(v.series), report.profiles.of(v.series),
-                           history(report.judge, drift_ref(v.series), report.day, shown), threshold)
-            for v in report.verdicts]
+def feature_series_of(history: SeriesHistory) -> FeatureSeries:
+    means = pd.Series([m for _, m in history.means], index=[d for d, _ in history.means], dtype=float)
+    return FeatureSeries(score_spec(history.label), means, history.verdicts, history.threshold)
 
 
-@dataclass(frozen=True)
-class PairHistory:
-    """A shadow and the model that answered, judged on each shown day (oldest first)."""
-
-    label: str
-    days: tuple[Disagreement, ...]
-    mean_abs_threshold: float
-    psi_threshold: float
-
-
-def pair_histories(report: ScoreReport, days: int = DAYS_SHOWN) -> list[PairHistory]:
-    from fedstore.federation.monitoring import MonitoringConfig
-
-    if report.judge is None:
-        raise ValueError("the score report carries no judge to chart its days with")
-    monitoring: MonitoringConfig = report.judge.config
-    first = min(report.profiles.days)
-    shown = min(days, (report.day - first).days + 1)
-    sc = monitoring.scores
-    return [PairHistory(d.pair.label, tuple(judge_pair(report.profiles, d.pair, report.day - timedelta(days=k), monitoring)
-                                            for k in range(shown - 1, -1, -1)),
-                        sc.disagreement_mean_abs, sc.disagreement_psi)
-            for d in report.disagreements]
+def score_series(summary: ScoreSummary) -> list[FeatureSeries]:
+    """Each judged model version and stage over the summary's shown days."""
+    return [feature_series_of(s) for s in summary.series]
 
 
 def disagreement_verdict(pairs: Sequence[PairHistory]) -> str:
@@ -163,22 +132,21 @@ def disagreement_figure(pairs: Sequence[PairHistory], *, width: float = 9.0) -> 
     return fig
 
 
-def score_drift_chart(report: ScoreReport, path: Path, *, days: int = DAYS_SHOWN) -> Path:
+def score_drift_chart(summary: ScoreSummary, path: Path) -> Path:
     """The PNG a scheduler mails: every model version and stage's two panels, then the shadows'."""
-    series = score_series(report, days)
-    pairs = pair_histories(report, days)
+    series, pairs = score_series(summary), list(summary.pairs)
     fig = plt.figure(figsize=(10, 4.6 * (len(series) + 1)))
     sub = fig.subfigures(len(series) + 1, 1, squeeze=False)
     for sf, one in zip(sub[:-1, 0], series, strict=True):
         axes = sf.subplots(2, 1, sharex=True)
-        draw_feature((axes[0], axes[1]), one, report.windows, [])
+        draw_feature((axes[0], axes[1]), one, summary.windows, [])
         sf.suptitle(plain_verdict(one), fontsize=8.5, x=0.01, ha="left", color=verdict_colour(one))
     axes = sub[-1, 0].subplots(2, 1, sharex=True)
     draw_disagreement((axes[0], axes[1]), pairs)
     alarm = any(p.days[-1].verdict == DISAGREE for p in pairs)
     sub[-1, 0].suptitle(textwrap.fill(disagreement_verdict(pairs), 150), fontsize=8.5, x=0.01, ha="left",
                         color=COLOURS[DRIFT] if alarm else "#222222")
-    fig.suptitle(f"{report.region} score drift for {report.day}: each deployed model's daily scores, festivals shaded",
+    fig.suptitle(f"{summary.region} score drift for {summary.day}: each deployed model's daily scores, festivals shaded",
                  fontsize=11, y=1.01)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -186,5 +154,5 @@ def score_drift_chart(report: ScoreReport, path: Path, *, days: int = DAYS_SHOWN
     return path
 
 
-__all__ = ["MEAN_ABS_AXIS", "SCORE_UNIT", "PairHistory", "disagreement_figure", "disagreement_verdict",
-           "draw_disagreement", "pair_histories", "score_drift_chart", "score_series", "score_spec"]
+__all__ = ["MEAN_ABS_AXIS", "SCORE_UNIT", "disagreement_figure", "disagreement_verdict", "draw_disagreement",
+           "feature_series_of", "score_drift_chart", "score_series", "score_spec"]

@@ -22,7 +22,7 @@ while it lasts, the operator's ``trigger_command`` run with the alert as JSON).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,14 @@ from fedstore.regions.monitoring.calendar import SeasonalWindow, seasonal_window
 from fedstore.regions.monitoring.drift import DRIFT, OK, THIN, DriftJudge, Verdict
 from fedstore.regions.monitoring.score_metrics import write_score_metrics
 from fedstore.regions.monitoring.score_profiles import ModelStage, ScoreProfiles, ShadowPair, compute_score_profiles
+from fedstore.regions.monitoring.score_summary import DISAGREE, PairDay, PairHistory, ScoreSummary, SeriesHistory
 from fedstore.regions.monitoring.scores import js_distance, psi
 from fedstore.regions.monitoring.triggers import Trigger, TriggerLog, persistent_drift
 
 SCORE_DRIFT, DISAGREEMENT = "score_drift", "shadow_disagreement"
-DISAGREE = "disagree"
 _VIEW = "predictions"  # the judge's view of every score series: the log has no data gaps of its own
 LOOKBACK_DAYS = 60
+DAYS_SHOWN = 90  # the summary's span: the dashboard's drift charts show as many days
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,33 @@ def score_report(region: RegionConfig, monitoring: MonitoringConfig, *, day: dat
     return report
 
 
+def summarise(report: ScoreReport, *, days: int = DAYS_SHOWN,
+              judged_at: datetime | None = None) -> ScoreSummary:
+    """The run's aggregates over the ``days`` shown up to its day, for the chart and the dashboard."""
+    if report.judge is None:
+        raise ValueError("the score report carries no judge to go back over its days with")
+    monitoring = report.judge.config
+    shown = min(days, (report.day - min(report.profiles.days)).days + 1)
+    span = [report.day - timedelta(days=k) for k in range(shown - 1, -1, -1)]
+    series = []
+    for v in report.verdicts:
+        frame = report.profiles.of(v.series)
+        frame = frame[(frame["count"] > 0) & frame.index.isin(span)]
+        series.append(SeriesHistory(
+            v.series.label, v.series.stage, monitoring.psi_threshold,
+            tuple((d, float(row["sum"]) / int(row["count"])) for d, row in frame.iterrows()),
+            tuple(report.judge.judge(drift_ref(v.series), d) for d in span)))
+    sc = monitoring.scores
+    pairs = []
+    for d in report.disagreements:
+        judged = [judge_pair(report.profiles, d.pair, day, monitoring) for day in span]
+        pairs.append(PairHistory(d.pair.label, tuple(PairDay(j.day, j.pairs, j.mean_abs, j.psi, j.verdict, j.rule)
+                                                     for j in judged), sc.disagreement_mean_abs, sc.disagreement_psi))
+    shown_windows = tuple(w for w in report.windows if w.end >= span[0] and w.start <= span[-1])
+    return ScoreSummary(report.region, report.day, judged_at or datetime.now(UTC), tuple(series), tuple(pairs),
+                        shown_windows)
+
+
 def judge_pair(profiles: ScoreProfiles, pair: ShadowPair, day: date, monitoring: MonitoringConfig) -> Disagreement:
     sc = monitoring.scores
     frame = profiles.pair_of(pair)
@@ -197,4 +225,4 @@ def _disagreement_words(d: Disagreement, days: int) -> str:
 
 
 __all__ = ["DISAGREE", "DISAGREEMENT", "SCORE_DRIFT", "Disagreement", "ScoreAlert", "ScoreReport", "ScoreVerdict",
-           "disagreement_ref", "drift_ref", "judge_pair", "score_report"]
+           "disagreement_ref", "drift_ref", "judge_pair", "score_report", "summarise"]
