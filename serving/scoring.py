@@ -11,8 +11,9 @@ their data lives.
 
 **Per call, only what the call needs**: the deployment's plan (features, bounds, each model's
 positions and weights) is worked out once per deployment and feature service; a call rescales each
-value once for every model, builds protobuf only for the answer and a tuple per entity for the log,
-and hands those to the log's queue without waking its writer (``prediction_log``).
+value once for every model, writes the answer's bytes straight from the scores (``score_wire``: no
+protobuf object per entity or contribution) and a tuple per entity for the log, and hands those to
+the log's queue without waking its writer (``prediction_log``).
 
 **Consent**: an entity without consent for the call's purpose (``serving.consent``) is not scored
 and not logged: its result is ``scored: false`` with status ``WITHHELD_NO_CONSENT``.
@@ -48,6 +49,7 @@ from fedstore.serving.entities import lookup_parser
 from fedstore.serving.errors import InvalidRequest, NoModel, Overloaded, ServingError
 from fedstore.serving.features import FALLBACK, Answer, OnlineFeatures
 from fedstore.serving.lookup_methods import LaneMethod
+from fedstore.serving import score_wire as wire
 from fedstore.serving.prediction_log import LogFull, Prediction, PredictionLog, ShadowScore, new_prediction_id
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
@@ -76,6 +78,10 @@ class _Plan:
     # the same as Python floats and lists, for calls of a few entities (SMALL_CALL)
     bounds: tuple[tuple[float, float, float], ...]  # per ref: lower, upper, 1 / (upper - lower)
     terms: tuple[tuple[tuple[int, float], ...], ...]  # per model: (position in refs, weight) per feature
+    # per serving stage, its answer's constant bytes (score_wire): each feature's field, in layout
+    # order, and the model's name, version, stage and intercept
+    heads: Mapping[str, tuple[bytes, ...]]
+    model_bytes: Mapping[str, tuple[bytes, bytes]]
 
 
 def _plan(deployment: Deployment, feature_service: str) -> _Plan:
@@ -95,7 +101,10 @@ def _plan(deployment: Deployment, feature_service: str) -> _Plan:
         weights=tuple(np.asarray(m.model.weights, dtype=float) for m in models),
         bounds=tuple(zip(lower.tolist(), upper.tolist(), inverse_range.tolist(), strict=True)),
         terms=tuple(tuple((at[f], float(w)) for f, w in zip(m.model.features, m.model.weights, strict=True))
-                    for m in models))
+                    for m in models),
+        heads={stage: tuple(wire.feature_head(f) for f in m.model.features) for stage, m in serving.items()},
+        model_bytes={stage: wire.model_fields(m.name, m.version, m.stage, m.model.intercept)
+                     for stage, m in serving.items()})
 
 
 # below this many entities a call is scored in plain Python: numpy's fixed cost per operation
@@ -139,7 +148,8 @@ class Scorer:
         return found
 
     def score(self, feature_service: str, columns: Mapping[str, Sequence[object]], *,
-              time_left: float | None = None, purpose: Purpose = Purpose.SERVING) -> pb.ScoreResponse:
+              time_left: float | None = None, purpose: Purpose = Purpose.SERVING) -> bytes:
+        """The serialised ``ScoreResponse`` (``score_wire``) for these entities, each one logged."""
         region = self.features.region
         if self.log is None:
             raise NoModel(f"region {region} scores no model: its serving.models section is not configured")
@@ -167,31 +177,30 @@ class Scorer:
         occupied = set(serving)
         jobs = _entity_jobs(self.features, resolved, answer)
         now = self.clock()
-        results, rows = [], []
+        results: list[bytes] = []
+        rows: list[Prediction] = []
+        contribution = wire.contribution
         for i, key in enumerate(keys):
             if withheld and i in withheld:  # no consent for this purpose: not scored, nothing logged
-                results.append(pb.EntityScore(scored=False, status=pb.WITHHELD_NO_CONSENT))
+                results.append(wire.withheld_entity(pb.WITHHELD_NO_CONSENT))
                 continue
             stage = route(region, key, occupied)
             model = serving.get(stage) if stage else None
             here, row_values = present[i], values[i]
             shadow = tuple(ShadowScore(s.name, s.version, got[i]) for s, got in zip(shadows, shadow_scores, strict=True))
             pid = new_prediction_id()
-            result = pb.EntityScore(prediction_id=pid, materialization_job_ids=jobs[i], scored=model is not None)
             score: float | None = None
             if model is not None:
-                score = served[model.stage][i]
-                result.score, result.model, result.version, result.stage = score, model.name, model.version, model.stage
-                result.intercept = model.model.intercept
-                result.probability = _probability(score, model.model.link)
-                imputed_here = 0
-                add = result.contributions.add
-                for (f, j), c in zip(plan.layout[model.stage], parts[model.stage][i], strict=True):
-                    ok = here[j]
-                    imputed_here += not ok
-                    add(feature=f, value=row_values[j], contribution=c, status=codes[i][j], imputed=not ok)
-                result.imputed = imputed_here
-            results.append(result)
+                stage = model.stage
+                score = served[stage][i]
+                codes_here = codes[i]
+                entity = [contribution(head, row_values[j], c, codes_here[j], not here[j])
+                          for head, (_, j), c in zip(plan.heads[stage], plan.layout[stage], parts[stage][i], strict=True)]
+                imputed = sum(not here[j] for _, j in plan.layout[stage])
+                results.append(wire.scored_entity(pid, score, _probability(score, model.model.link),
+                                                  plan.model_bytes[stage], entity, jobs[i], imputed))
+            else:
+                results.append(wire.unscored_entity(pid, jobs[i]))
             rows.append(Prediction(
                 prediction_id=pid, at=now, entity=str(key), feature_service=feature_service,
                 model=model.name if model else "", version=model.version if model else 0,
@@ -209,7 +218,7 @@ class Scorer:
                                        source=pb.BATCH_FALLBACK if answer.source == FALLBACK else pb.ONLINE_STORE)
         if answer.snapshot_age_seconds is not None:
             metadata.snapshot_age.FromNanoseconds(int(max(answer.snapshot_age_seconds, 0.0) * 1e9))
-        return pb.ScoreResponse(results=results, metadata=metadata)
+        return wire.response(results, metadata.SerializeToString())
 
 
 def _values(resolved: Resolved, answer: Answer,
@@ -295,8 +304,7 @@ class ScoringServicer:
 
     def Score(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         request = self._parse(body)  # a request that does not parse is INVALID_ARGUMENT (InvalidRequest)
-        return self.scorer.score(request.feature_service, _columns(request), time_left=time_left,
-                                 purpose=purpose).SerializeToString()
+        return self.scorer.score(request.feature_service, _columns(request), time_left=time_left, purpose=purpose)
 
 
 def _columns(request: pb.ScoreRequest) -> dict[str, list[object]]:
