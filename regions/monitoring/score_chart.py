@@ -121,8 +121,9 @@ def draw_disagreement(axes: tuple[Axes, Axes], pairs: Sequence[PairHistory]) -> 
     for ax in axes:
         ax.tick_params(labelsize=7)
         ax.grid(axis="y", color="#e0e0e0", linewidth=0.6)
-    mean_ax.legend(fontsize=7, loc="upper left", frameon=False)
-    psi_ax.legend(fontsize=7, loc="upper left", ncol=2, frameon=False)
+    if pairs:  # else nothing to name (and matplotlib warns of an empty legend)
+        mean_ax.legend(fontsize=7, loc="upper left", frameon=False)
+        psi_ax.legend(fontsize=7, loc="upper left", ncol=2, frameon=False)
 
 
 def disagreement_figure(pairs: Sequence[PairHistory], *, width: float = 9.0) -> Figure:
