@@ -44,7 +44,7 @@ import numpy as np
 from fedstore.federation.consent import Purpose
 from fedstore.federation.traffic import route
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
-from fedstore.serving.catalog import Resolved
+from fedstore.serving.catalog import FeatureRef, Resolved
 from fedstore.serving.deployed import DeployedModel, Deployment
 from fedstore.serving.entities import lookup_parser
 from fedstore.serving.errors import InvalidRequest, NoModel, Overloaded, ServingError
@@ -225,39 +225,62 @@ class Scorer:
 def _values(resolved: Resolved, answer: Answer,
             bounds: Sequence[tuple[float, float, float]]) -> tuple[list[list[float]], list[list[int]], list[list[bool]]]:
     """Per entity: each ref's value as a float (its lower bound where not PRESENT: the imputation),
-    its FeatureStatus, and whether it was PRESENT."""
+    its FeatureStatus, and whether it was PRESENT. View by view: an entity's row and its age are
+    looked at once per view, not once per feature."""
     n, refs = answer.entities.count, resolved.refs
     lower = [b[0] for b in bounds]
     x = [list(lower) for _ in range(n)]
     status: list[list[int]] = [[pb.NOT_FOUND] * len(refs) for _ in range(n)]
-    positions = resolved.value_positions()
-    ttls = {v.name: v.ttl_seconds for v in resolved.views}
-    parse, now, present_code = pb.Value.FromString, answer.now, pb.PRESENT
-    for j, (ref, at) in enumerate(zip(refs, positions, strict=True)):
-        rows, ttl = answer.rows[ref.view], ttls[ref.view]
+    now, present_code, null_code, isnan = answer.now, pb.PRESENT, pb.NULL_VALUE, math.isnan
+    for view, ttl, members in _by_view(resolved):
+        rows = answer.rows[view]
         for i in range(n):
             values, ts = rows.values[i], rows.timestamps[i]
             if values is None or ts is None:
                 continue
+            here = status[i]
             if ttl is not None and now - (ts[0] + ts[1] / 1e9) > ttl:
-                status[i][j] = pb.OUTSIDE_MAX_AGE
+                for j, _ in members:
+                    here[j] = pb.OUTSIDE_MAX_AGE
                 continue
-            raw = values[at]
-            number = _number(raw) if raw else None  # the stored Value's bytes, read without a message
-            if number is None:
-                value = parse(raw) if raw else None
-                kind = value.WhichOneof("kind") if value is not None else None
-                if kind is None:
-                    status[i][j] = pb.NULL_VALUE
+            xi = x[i]
+            for j, at in members:
+                raw = values[at]
+                number = _number(raw) if raw else None  # the stored Value's bytes, read without a message
+                if number is None:
+                    number = _parsed(raw, refs[j])
+                    if number is None:
+                        here[j] = null_code
+                        continue
+                if isnan(number):
+                    here[j] = null_code
                     continue
-                if kind not in _NUMERIC:
-                    raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score")
-                number = float(getattr(value, kind))
-            if math.isnan(number):
-                status[i][j] = pb.NULL_VALUE
-                continue
-            x[i][j], status[i][j] = number, present_code
+                xi[j], here[j] = number, present_code
     return x, status, [[c == present_code for c in row] for row in status]
+
+
+def _by_view(resolved: Resolved) -> tuple[tuple[str, float | None, tuple[tuple[int, int], ...]], ...]:
+    """Per view of the refs: its name, max age, and (position in refs, position in its row values)."""
+    hit = resolved.memo.get("score-views")
+    if hit is None:
+        positions = resolved.value_positions()
+        hit = resolved.memo["score-views"] = tuple(
+            (v.name, v.ttl_seconds, tuple((j, at) for j, (ref, at) in enumerate(zip(resolved.refs, positions, strict=True))
+                                          if ref.view == v.name))
+            for v in resolved.views)
+    return hit  # type: ignore[no-any-return]
+
+
+def _parsed(raw: bytes, ref: FeatureRef) -> float | None:
+    """A stored Value's number by the generated class (None: no value); a text or bytes value is
+    the deployment's mistake, not the caller's."""
+    value = pb.Value.FromString(raw) if raw else None
+    kind = value.WhichOneof("kind") if value is not None else None
+    if kind is None:
+        return None
+    if kind not in _NUMERIC:
+        raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score")
+    return float(getattr(value, kind))
 
 
 _DOUBLE_AT, _FLOAT_AT = struct.Struct("<d").unpack_from, struct.Struct("<f").unpack_from
@@ -265,19 +288,27 @@ _VARINT_TAGS = frozenset((0x18, 0x20, 0x38))  # int32_value, int64_value, bool_v
 
 
 def _number(raw: bytes) -> float | None:
-    """The number a serialised ``Value`` holds when it is one double, float, or a small non-negative
-    int or bool (what features mostly are); None for anything else, which the generated class reads.
-    The same float the class gives: a float32 widened exactly, an int converted."""
+    """The number a serialised ``Value`` holds when it is one double, float, non-negative int or
+    bool (what features are); None for anything else, which the generated class reads. The same
+    float the class gives: a float32 widened exactly, an int converted."""
     tag, n = raw[0], len(raw)
     if tag == 0x29 and n == 9:
         return float(_DOUBLE_AT(raw, 1)[0])
     if tag == 0x35 and n == 5:
         return float(_FLOAT_AT(raw, 1)[0])
-    if tag in _VARINT_TAGS:
-        if n == 2 and raw[1] < 0x80:
+    if tag in _VARINT_TAGS and 2 <= n <= 10 and raw[-1] < 0x80:
+        if n == 2:
             return float(raw[1] != 0) if tag == 0x38 else float(raw[1])
-        if n == 3 and tag != 0x38 and raw[1] >= 0x80 and 0 < raw[2] < 0x80:
-            return float((raw[1] & 0x7F) | raw[2] << 7)
+        number, shift = 0, 0
+        for byte in raw[1:-1]:
+            if byte < 0x80:  # the varint ended early: another field follows
+                return None
+            number |= (byte & 0x7F) << shift
+            shift += 7
+        number |= raw[-1] << shift
+        if tag == 0x38 or number >= 1 << 63 or (tag == 0x18 and number >= 1 << 31):
+            return None  # a bool's long form, or a negative number: the class reads those
+        return float(number)
     return None
 
 
