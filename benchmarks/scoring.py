@@ -1,6 +1,7 @@
 """Scoring benchmark: what `Score` costs beside a plain lookup of the same features, one run.
 
     python benchmarks/scoring.py [--customers 20000] [--requests 500] [--seconds 5] [--before CHECKOUT]
+                                 [--sizes 1,10,100] [--rounds 1]
 
 Sets up region MY (handmade customers, materialised into a fresh redis-server on a free loopback
 port), a centre with the registry on mutual TLS (a development CA made for the run), and a deployment
@@ -13,6 +14,11 @@ methods run on the node's lookup lane; Score also writes every prediction to the
 With ``--before CHECKOUT`` a second `fedstore serve`, imported from another checkout (for example
 the main branch), serves the same region, registry and Redis in the same run, and every figure is
 measured on both, interleaved, so a shared machine's noise falls on both alike.
+
+With ``--rounds K`` each size is measured K times, lookups and Scores (and the nodes) in alternating
+order, and the table's figures are each one's median over the rounds (the ratio is the median of the
+rounds' ratios); each round's ratio is printed beside it, and the goal's verdict under the table:
+one entity scored by three models adds at most 0.15 ms p50 to a lookup, at least 80% of its throughput.
 """
 
 from __future__ import annotations
@@ -165,6 +171,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     parser.add_argument("--before", type=Path, default=None,
                         help="another checkout (e.g. /work/main) to serve beside this one and compare with")
+    parser.add_argument("--sizes", type=lambda t: tuple(int(x) for x in t.split(",")), default=SIZES,
+                        help="entities per request, comma-separated (default 1,10,100)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds per size; medians are printed")
     args = parser.parse_args()
 
     from handmade import write_sources
@@ -209,21 +218,39 @@ def main() -> None:
             if args.before is not None:
                 print(f"'before' serves from {args.before.resolve()}, 'this' from {ROOT}; measured interleaved")
             print(f"\n{'node':>6}  {'entities':>8}  {'lookup p50/p99 ms':>18}  {'Score p50/p99 ms':>17}  {'added p50':>9}  "
-                  f"{'lookups/s':>9}  {'Scores/s':>8}  {'ratio':>5}")
-            for n in SIZES:
+                  f"{'lookups/s':>9}  {'Scores/s':>8}  {'ratio':>5}" + ("  ratio per round" if args.rounds > 1 else ""))
+            verdicts = {}
+            for n in args.sizes:
                 reqs = args.requests if n < 100 else max(100, args.requests // 2)
-                measured = {}
-                for name, (_, where) in nodes.items():
-                    lp50, lp99 = latency(_caller("lookup", where), n, args.customers, reqs)
-                    sp50, sp99 = latency(_caller("score", where), n, args.customers, reqs)
-                    measured[name] = [lp50, lp99, sp50, sp99]
-                for name, (_, where) in nodes.items():
-                    lt = _throughput("lookup", where, args.customers, n, args.seconds)
-                    st = _throughput("score", where, args.customers, n, args.seconds)
-                    measured[name] += [lt, st]
-                for name, (lp50, lp99, sp50, sp99, lt, st) in measured.items():
+                rounds: dict[str, list[list[float]]] = {name: [] for name in nodes}
+                for r in range(args.rounds):
+                    order = list(nodes) if r % 2 == 0 else list(nodes)[::-1]
+                    measured: dict[str, dict[str, float]] = {name: {} for name in nodes}
+                    for name in order:
+                        where = nodes[name][1]
+                        for kind in ("lookup", "score") if r % 2 == 0 else ("score", "lookup"):
+                            measured[name][kind] = latency(_caller(kind, where), n, args.customers, reqs)  # type: ignore[assignment]
+                    for name in order:
+                        where = nodes[name][1]
+                        for kind in ("lookup", "score") if r % 2 == 0 else ("score", "lookup"):
+                            measured[name][kind + "/s"] = _throughput(kind, where, args.customers, n, args.seconds)
+                    for name in nodes:
+                        m = measured[name]
+                        (lp50, lp99), (sp50, sp99) = m["lookup"], m["score"]  # type: ignore[misc]
+                        rounds[name].append([lp50, lp99, sp50, sp99, m["lookup/s"], m["score/s"],
+                                             m["score/s"] / m["lookup/s"]])
+                for name in nodes:
+                    med = [statistics.median(col) for col in zip(*rounds[name], strict=True)]
+                    lp50, lp99, sp50, sp99, lt, st, ratio = med
+                    per_round = "  " + " ".join(f"{row[-1]:.2f}" for row in rounds[name]) if args.rounds > 1 else ""
                     print(f"{name:>6}  {n:>8}  {lp50:>8.2f} / {lp99:>7.2f}  {sp50:>7.2f} / {sp99:>7.2f}  "
-                          f"{sp50 - lp50:>9.2f}  {lt:>9,.0f}  {st:>8,.0f}  {st / lt:>5.2f}", flush=True)
+                          f"{sp50 - lp50:>9.2f}  {lt:>9,.0f}  {st:>8,.0f}  {ratio:>5.2f}{per_round}", flush=True)
+                    if n == 1:
+                        verdicts[name] = (sp50 - lp50, ratio)
+            for name, (added, ratio) in verdicts.items():
+                met = added <= 0.15 and ratio >= 0.80
+                print(f"goal ({name}): 1 entity adds {added:.2f} ms p50 (≤ 0.15) and keeps {ratio:.0%} of lookup "
+                      f"throughput (≥ 80%): {'met' if met else 'NOT met'}")
         finally:
             for serve in serves:
                 serve.terminate()
