@@ -2,7 +2,7 @@
 
 One namespace per region (its own failure domain and its own data: a PersistentVolumeClaim no
 other namespace can mount), holding the serving Deployment and Service and the region's jobs as
-CronJobs; the aggregator in its own centre namespace, with retraining's train step as a CronJob. Each region's ConfigMap carries a federation
+CronJobs (score monitoring's `score-drift` among them, inside the region unless it rolls canaries back); the aggregator in its own centre namespace, with retraining's train step as a CronJob. Each region's ConfigMap carries a federation
 config that names only that region, so a region's pods cannot even address another's data, and
 NetworkPolicies (`k8s_network`) let it reach its Redis and the centre's port, nothing else.
 Every pod passes the restricted Pod Security profile: non-root, no capabilities, a read-only root
