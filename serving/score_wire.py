@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from functools import lru_cache
 
 from fedstore.serving.wire import ONE_BYTE, field, string_field, varint
 
@@ -59,19 +60,24 @@ def scored_entity(prediction_id: str, score: float, probability: float, model: t
                   contributions: Sequence[bytes], job_ids: Sequence[str], imputed: int) -> bytes:
     """One ``ScoreResponse.results`` entry (field 1) for an entity a model scored."""
     body = b"".join((string_field(0x0A, prediction_id), double_field(0x11, score), double_field(0x19, probability),
-                     model[0], model[1], *contributions, *[string_field(0x4A, j) for j in job_ids],
+                     model[0], model[1], *contributions, *map(_job, job_ids),
                      varint_field(0x50, imputed), b"\x58\x01"))
     return field(0x0A, body)
 
 
 def unscored_entity(prediction_id: str, job_ids: Sequence[str]) -> bytes:
     """An entity no stage covers: logged, answered without a score."""
-    return field(0x0A, b"".join((string_field(0x0A, prediction_id), *[string_field(0x4A, j) for j in job_ids])))
+    return field(0x0A, b"".join((string_field(0x0A, prediction_id), *map(_job, job_ids))))
 
 
 def withheld_entity(status: int) -> bytes:
     """An entity without consent for the call's purpose: only its status (not scored, not logged)."""
     return field(0x0A, varint_field(0x60, status))
+
+
+@lru_cache(maxsize=1024)
+def _job(job_id: str) -> bytes:
+    return string_field(0x4A, job_id)  # job ids repeat across calls: encoded once each
 
 
 def response(entities: Sequence[bytes], metadata: bytes) -> bytes:

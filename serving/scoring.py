@@ -44,14 +44,15 @@ import numpy as np
 from fedstore.federation.consent import Purpose
 from fedstore.federation.traffic import route
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
+from fedstore.serving import score_wire as wire
 from fedstore.serving.catalog import FeatureRef, Resolved
 from fedstore.serving.deployed import DeployedModel, Deployment
 from fedstore.serving.entities import lookup_parser
 from fedstore.serving.errors import InvalidRequest, NoModel, Overloaded, ServingError
 from fedstore.serving.features import FALLBACK, Answer, OnlineFeatures
 from fedstore.serving.lookup_methods import LaneMethod
-from fedstore.serving import score_wire as wire
 from fedstore.serving.prediction_log import LogFull, Prediction, PredictionLog, ShadowScore, new_prediction_id
+from fedstore.serving.servicer import encode_metadata
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
 METHOD = "Score"
@@ -215,11 +216,7 @@ class Scorer:
         except LogFull as e:
             self.features.metrics.predictions("refused_log_full", len(rows))
             raise Overloaded(f"region {region}: {e}") from None
-        metadata = pb.ResponseMetadata(region=region, materialization_job_ids=answer.job_ids,
-                                       source=pb.BATCH_FALLBACK if answer.source == FALLBACK else pb.ONLINE_STORE)
-        if answer.snapshot_age_seconds is not None:
-            metadata.snapshot_age.FromNanoseconds(int(max(answer.snapshot_age_seconds, 0.0) * 1e9))
-        return wire.response(results, metadata.SerializeToString())
+        return wire.response(results, encode_metadata(answer, region))  # as a lookup's answer has it
 
 
 def _values(resolved: Resolved, answer: Answer,
