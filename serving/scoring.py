@@ -265,10 +265,10 @@ def _by_view(resolved: Resolved) -> tuple[tuple[str, float | None, tuple[tuple[i
             (v.name, v.ttl_seconds, tuple((j, at) for j, (ref, at) in enumerate(zip(resolved.refs, positions, strict=True))
                                           if ref.view == v.name))
             for v in resolved.views)
-    return hit  # type: ignore[no-any-return]
+    return hit  # type: ignore[return-value]
 
 
-def _parsed(raw: bytes, ref: FeatureRef) -> float | None:
+def _parsed(raw: bytes | None, ref: FeatureRef) -> float | None:
     """A stored Value's number by the generated class (None: no value); a text or bytes value is
     the deployment's mistake, not the caller's."""
     value = pb.Value.FromString(raw) if raw else None

@@ -94,13 +94,13 @@ def draw_disagreement(axes: tuple[Axes, Axes], pairs: Sequence[PairHistory]) -> 
         colour = _PAIR_COLOURS[i % len(_PAIR_COLOURS)]
         judged = [d for d in p.days if d.mean_abs is not None]
         xs = [_x(d.day) for d in judged]
-        mean_ax.plot(xs, [d.mean_abs for d in judged], color=colour, linewidth=1.2, marker="o", markersize=2,
+        mean_ax.plot(xs, [d.mean_abs or 0.0 for d in judged], color=colour, linewidth=1.2, marker="o", markersize=2,
                      label=p.label)
-        psi_ax.plot(xs, [d.psi for d in judged], color=colour, linewidth=1.2, marker="o", markersize=2)
+        psi_ax.plot(xs, [d.psi or 0.0 for d in judged], color=colour, linewidth=1.2, marker="o", markersize=2)
         off = [d for d in judged if d.verdict == DISAGREE]
         if off:
-            mean_ax.scatter([_x(d.day) for d in off], [d.mean_abs for d in off], s=14, color=COLOURS[DRIFT], zorder=3)
-            psi_ax.scatter([_x(d.day) for d in off], [d.psi for d in off], s=14, color=COLOURS[DRIFT], zorder=3)
+            mean_ax.scatter([_x(d.day) for d in off], [d.mean_abs or 0.0 for d in off], s=14, color=COLOURS[DRIFT], zorder=3)
+            psi_ax.scatter([_x(d.day) for d in off], [d.psi or 0.0 for d in off], s=14, color=COLOURS[DRIFT], zorder=3)
         mean_top = max([mean_top] + [1.1 * (d.mean_abs or 0) for d in judged])
         psi_top = max([psi_top] + [1.1 * (d.psi or 0) for d in judged])
     if any(d.verdict == DISAGREE for p in pairs for d in p.days):
