@@ -237,6 +237,10 @@ def test_a_region_without_a_log_is_told_so(tmp_path, capsys):
 
     code, _, err = run(capsys, "--config", str(_config(tmp_path)), "region", "score-drift", "--region", "MY")
     assert code == FAILED and "has logged no scored prediction" in err and err.count("\n") == 1
+    # the daily job's form: said, and not a failure
+    code, out, err = run(capsys, "--config", str(_config(tmp_path)), "region", "score-drift", "--region", "MY",
+                         "--allow-empty")
+    assert code == 0 and not err and "has logged no scored prediction" in out and "--allow-empty" in out
 
 
 @pytest.mark.parametrize("scores, message", [

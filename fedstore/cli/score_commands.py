@@ -34,6 +34,9 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     scores.add_argument("--dry-run", action="store_true",
                         help="judge and print only: record no alert in triggers.db, run no hook, write no metrics "
                              "file (and no chart unless --chart names one)")
+    scores.add_argument("--allow-empty", action="store_true",
+                        help="a region whose prediction log holds no scored prediction yet (no model deployed, or no "
+                             "call yet) is said so and exits 0, not 1: for the daily job")
     scores.add_argument("--chart", type=path_arg, default=None,
                         help="PNG path (default: <data_dir>/monitoring/score-drift-<date>.png)")
     scores.add_argument("--rollback-canary", action="store_true",
@@ -55,7 +58,7 @@ def _day(text: str) -> date:
 
 def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
     from fedstore.regions.monitoring.drift import DRIFT
-    from fedstore.regions.monitoring.score_report import DISAGREE, score_report
+    from fedstore.regions.monitoring.score_report import DISAGREE, NothingLogged, score_report
 
     region = config.region(args.region)
     rollback = args.rollback_canary or config.monitoring.scores.rollback_canary
@@ -68,8 +71,14 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
             raise RegionError(f"--chart {args.chart}: the chart is a PNG; give a file name ending in .png")
         output_file(args.chart, "--chart")
     today = datetime.now(ZoneInfo(region.timezone)).date()
-    report = score_report(region, config.monitoring, day=args.date, today=today, models=args.model,
-                          record=not args.dry_run)
+    try:
+        report = score_report(region, config.monitoring, day=args.date, today=today, models=args.model,
+                              record=not args.dry_run)
+    except NothingLogged as e:
+        if not args.allow_empty:
+            raise
+        print(f"{e} (nothing judged: --allow-empty)")
+        return
     print(f"{report.region} score monitoring for {report.day} (local day; PSI, Jensen–Shannon distance beside it)")
     print(table(["model (stage)", "scores", "PSI", "JS", "threshold", "rule", "verdict"], [
         [v.series.label, _count(report, v), _num(v.verdict.psi), _num(v.verdict.js),

@@ -45,6 +45,10 @@ LOOKBACK_DAYS = 60
 DAYS_SHOWN = 90  # the summary's span: the dashboard's drift charts show as many days
 
 
+class NothingLogged(RegionError):
+    """The region's prediction log holds no scored prediction (yet): nothing to judge."""
+
+
 @dataclass(frozen=True)
 class ScoreVerdict:
     series: ModelStage
@@ -101,7 +105,7 @@ def score_report(region: RegionConfig, monitoring: MonitoringConfig, *, day: dat
     triggers.db (and its hook) and the metrics to ``scores.prom``."""
     profiles = compute_score_profiles(region.data_dir, region.timezone)
     if profiles.scores.empty:
-        raise RegionError(f"region {region.code} has logged no scored prediction under "
+        raise NothingLogged(f"region {region.code} has logged no scored prediction under "
                           f"{region.data_dir / 'predictions'}: nothing to monitor")
     series = [s for s in profiles.series() if not models or s.model in models]
     pairs = [p for p in profiles.shadow_pairs() if not models or {p.shadow.model, p.served.model} & set(models)]
@@ -224,5 +228,5 @@ def _disagreement_words(d: Disagreement, days: int) -> str:
             f"{d.day}{span}: {d.rule}")
 
 
-__all__ = ["DISAGREE", "DISAGREEMENT", "SCORE_DRIFT", "Disagreement", "ScoreAlert", "ScoreReport", "ScoreVerdict",
+__all__ = ["DISAGREE", "DISAGREEMENT", "SCORE_DRIFT", "Disagreement", "NothingLogged", "ScoreAlert", "ScoreReport", "ScoreVerdict",
            "disagreement_ref", "drift_ref", "judge_pair", "score_report", "summarise"]
