@@ -15,15 +15,19 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
-import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
-import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+import matplotlib
 
-from fedstore.federation.statistics import FeatureSpec
-from fedstore.federation.training import SCORE_EDGES
-from fedstore.regions.monitoring.chart import (
+matplotlib.use("Agg")  # files only: no display on servers
+
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from fedstore.federation.statistics import FeatureSpec  # noqa: E402
+from fedstore.federation.training import SCORE_EDGES  # noqa: E402
+from fedstore.regions.monitoring.chart import (  # noqa: E402
     COLOURS,
     DATE_AXIS,
     SCORE_UNIT,
@@ -32,8 +36,8 @@ from fedstore.regions.monitoring.chart import (
     plain_verdict,
     verdict_colour,
 )
-from fedstore.regions.monitoring.drift import DRIFT, THIN
-from fedstore.regions.monitoring.score_summary import DISAGREE, PairHistory, ScoreSummary, SeriesHistory
+from fedstore.regions.monitoring.drift import DRIFT, THIN  # noqa: E402
+from fedstore.regions.monitoring.score_summary import DISAGREE, PairHistory, ScoreSummary, SeriesHistory  # noqa: E402
 
 MEAN_ABS_AXIS = "mean |shadow − served| score (no unit)"
 _PAIR_COLOURS = ("#1f4e79", "#8c564b", "#17becf", "#9467bd", "#393b79")
