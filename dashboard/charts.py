@@ -38,6 +38,13 @@ from fedstore.regions.monitoring.chart import (  # noqa: E402
     unit_of,
 )
 from fedstore.regions.monitoring.gaps import Freshness  # noqa: E402
+from fedstore.regions.monitoring.score_chart import (  # noqa: E402
+    MEAN_ABS_AXIS,
+    disagreement_figure,
+    disagreement_verdict,
+    score_series,
+)
+from fedstore.regions.monitoring.score_summary import DISAGREE, ScoreSummary  # noqa: E402
 
 # text stays <text> (searchable, accessible, a tenth of the bytes of glyph paths); ids are stable
 # per chart so two figures on one page never share one
@@ -62,6 +69,25 @@ def drift_chart(series: FeatureSeries, windows: tuple[SeasonalWindow, ...], gap_
     return Chart(f"drift-{name}", f"{name}: daily mean and drift per day", DATE_AXIS,
                  f"daily mean ({unit_of(series.spec.ref)}); {PSI_AXIS}", plain_verdict(series),
                  series.verdicts[-1].verdict == DRIFT, _svg(fig, f"drift-{name}"))
+
+
+def score_charts(summary: ScoreSummary) -> list[Chart]:
+    """Per model version and stage, its daily scores drawn as a feature's drift; then the shadows'."""
+    charts = []
+    for i, series in enumerate(score_series(summary)):
+        fig = feature_figure(series, summary.windows, (), width=8.6)
+        fig.suptitle("")
+        label = series.spec.ref.split(":", 1)[1]
+        key = f"scores-{i}"  # a label holds spaces and parentheses: its place in the summary names it
+        charts.append(Chart(key, f"{label}: daily mean score and its drift per day", DATE_AXIS,
+                            f"daily mean ({unit_of(series.spec.ref)}); {PSI_AXIS}", plain_verdict(series),
+                            series.verdicts[-1].verdict == DRIFT, _svg(fig, key)))
+    pairs = list(summary.pairs)
+    fig = disagreement_figure(pairs, width=8.6)
+    charts.append(Chart("scores-shadows", "Shadow models vs. the model that answered, per day", DATE_AXIS,
+                        f"{MEAN_ABS_AXIS}; PSI shadow vs. served (no unit)", disagreement_verdict(pairs),
+                        any(p.days[-1].verdict == DISAGREE for p in pairs), _svg(fig, "scores-shadows")))
+    return charts
 
 
 def freshness_chart(rows: tuple[Freshness, ...], limit_hours: float) -> Chart:

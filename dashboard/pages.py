@@ -18,6 +18,7 @@ from fedstore.dashboard.charts import (
     evidence_chart,
     freshness_chart,
     lookups_chart,
+    score_charts,
     submissions_chart,
 )
 from fedstore.dashboard.region_state import RegionState
@@ -59,9 +60,11 @@ def region_page(state: RegionState) -> str:
     lookups = lookups_chart(state.serving) if state.serving is not None and state.serving.endpoints else None
     drift = [drift_chart(f, state.windows, state.gap_days.get(f.spec.view, ())) for f in state.features]
     evidence = evidence_chart(state.models, state.auc_floor)
-    shown = charts + drift + [evidence] + ([lookups] if lookups else [])
+    scores = score_charts(state.scores) if state.scores is not None else []
+    shown = charts + drift + scores + [evidence] + ([lookups] if lookups else [])
     return _ENV.get_template("region.html").render(
         s=state, charts=charts, drift=drift, lookups=lookups, evidence=evidence, stage_colours=STAGE_COLOURS,
+        scores=scores, alert_kinds={"score_drift": "score drift", "shadow_disagreement": "shadow disagrees"},
         runs=[rule_runs(f.verdicts) for f in state.features],
         alarms=sum(c.alarm for c in shown),
         rendered=f"{state.now:%Y-%m-%d %H:%M} UTC")

@@ -21,6 +21,8 @@ from fedstore.regions.monitoring.calendar import SeasonalWindow
 from fedstore.regions.monitoring.chart import FeatureSeries, feature_series, history
 from fedstore.regions.monitoring.gaps import Freshness, freshness
 from fedstore.regions.monitoring.report import judge_region
+from fedstore.regions.monitoring.score_summary import SUMMARY_FILE, ScoreSummary, read_summary
+from fedstore.regions.monitoring.triggers import RETRAINING, kind_column
 from fedstore.regions.publishing.budget import BudgetLedger
 from fedstore.regions.store.ledger import JobRecord
 from fedstore.regions.store.node import RegionNode
@@ -68,6 +70,18 @@ class TriggerRow:
 
 
 @dataclass(frozen=True)
+class ScoreAlertRow:
+    """A score alert from triggers.db: a model's scores drifting, or a shadow disagreeing."""
+
+    kind: str  # score_drift | shadow_disagreement
+    subject: str  # the model (and stage), or the shadow pair
+    first_day: str
+    last_day: str
+    days: int
+    hook: str
+
+
+@dataclass(frozen=True)
 class Refusal:
     when: str
     what: str  # a sentence without a row: which rule refused what
@@ -85,7 +99,9 @@ class RegionState:
     windows: tuple[SeasonalWindow, ...]  # for the charts
     gap_days: dict[str, tuple[date, ...]]  # view → gap days shown
     budget: Budget
-    triggers: tuple[TriggerRow, ...]
+    triggers: tuple[TriggerRow, ...]  # features' retraining triggers
+    score_alerts: tuple[ScoreAlertRow, ...]
+    scores: ScoreSummary | None  # the last `region score-drift` run's aggregates; None: none has run
     refusals: tuple[Refusal, ...]
     serving: ServingCounts | None  # None: no serving metrics endpoint given
     models: RegionModels
@@ -108,11 +124,13 @@ def region_state(config: FederationConfig, code: str, *, now: datetime | None = 
         if g.day >= first:
             gap_days[g.view] = gap_days.get(g.view, ()) + (g.day,)
     jobs = node.ledger.jobs(limit=200)
+    triggers, score_alerts = _alerts(node.data_dir, code)
     return RegionState(
         region=code, timezone=node.region.timezone, now=now,
         freshness=tuple(freshness(node, mc, now=now)), freshness_hours=mc.freshness_hours,
         last_jobs=tuple(_last_jobs(jobs)), features=features, windows=judged.windows, gap_days=gap_days,
-        budget=_budget(node.data_dir, config, now), triggers=tuple(_triggers(node.data_dir, code)),
+        budget=_budget(node.data_dir, config, now), triggers=tuple(triggers), score_alerts=tuple(score_alerts),
+        scores=read_summary(node.data_dir / "monitoring" / SUMMARY_FILE),
         refusals=tuple(_refusals(jobs, node.data_dir)),
         serving=scrape(serving_metrics) if serving_metrics else None,
         models=region_models(node.data_dir, code), auc_floor=config.policy(code).min_metrics.get("auc", 0.5),
@@ -149,15 +167,20 @@ def _budget(data_dir: Path, config: FederationConfig, now: datetime) -> Budget:
     return Budget(period, privacy.epsilon_per_month, privacy.delta_per_month, tuple(spends))
 
 
-def _triggers(data_dir: Path, code: str) -> list[TriggerRow]:
+def _alerts(data_dir: Path, code: str) -> tuple[list[TriggerRow], list[ScoreAlertRow]]:
+    """The features' retraining triggers and the score alerts, each kind its own listing (20 latest)."""
     path = data_dir / "monitoring" / "triggers.db"
     if not path.exists():
-        return []
+        return [], []
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        rows = db.execute("SELECT ref, first_day, last_day, days, hook FROM triggers WHERE region=? "
-                          "ORDER BY first_day DESC LIMIT 20", (code,)).fetchall()
+        rows = db.execute(f"SELECT {kind_column(db)}, ref, first_day, last_day, days, hook FROM triggers "
+                          "WHERE region=? ORDER BY first_day DESC, ref", (code,)).fetchall()
     # the hook's own words may be anything the operator's script printed: only its outcome is shown
-    return [TriggerRow(ref.split(":", 1)[1], first, last, days, hook.split(":")[0]) for ref, first, last, days, hook in rows]
+    triggers = [TriggerRow(ref.split(":", 1)[1], first, last, days, hook.split(":")[0])
+                for kind, ref, first, last, days, hook in rows if kind == RETRAINING]
+    scores = [ScoreAlertRow(kind, ref.split(":", 1)[1], first, last, days, hook.split(":")[0])
+              for kind, ref, first, last, days, hook in rows if kind != RETRAINING]
+    return triggers[:20], scores[:20]
 
 
 def _refusals(jobs: list[JobRecord], data_dir: Path) -> list[Refusal]:

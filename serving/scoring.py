@@ -11,8 +11,9 @@ their data lives.
 
 **Per call, only what the call needs**: the deployment's plan (features, bounds, each model's
 positions and weights) is worked out once per deployment and feature service; a call rescales each
-value once for every model, builds protobuf only for the answer and a tuple per entity for the log,
-and hands those to the log's queue without waking its writer (``prediction_log``).
+value once for every model, writes the answer's bytes straight from the scores (``score_wire``: no
+protobuf object per entity or contribution) and a tuple per entity for the log, and hands those to
+the log's queue without waking its writer (``prediction_log``).
 
 **Consent**: an entity without consent for the call's purpose (``serving.consent``) is not scored
 and not logged: its result is ``scored: false`` with status ``WITHHELD_NO_CONSENT``.
@@ -33,6 +34,7 @@ weight times a feature's value).
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,13 +44,15 @@ import numpy as np
 from fedstore.federation.consent import Purpose
 from fedstore.federation.traffic import route
 from fedstore.proto.fedstore.serving.v1 import serving_pb2 as pb
-from fedstore.serving.catalog import Resolved
+from fedstore.serving import score_wire as wire
+from fedstore.serving.catalog import FeatureRef, Resolved
 from fedstore.serving.deployed import DeployedModel, Deployment
 from fedstore.serving.entities import lookup_parser
 from fedstore.serving.errors import InvalidRequest, NoModel, Overloaded, ServingError
 from fedstore.serving.features import FALLBACK, Answer, OnlineFeatures
 from fedstore.serving.lookup_methods import LaneMethod
 from fedstore.serving.prediction_log import LogFull, Prediction, PredictionLog, ShadowScore, new_prediction_id
+from fedstore.serving.servicer import encode_metadata
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
 METHOD = "Score"
@@ -76,6 +80,10 @@ class _Plan:
     # the same as Python floats and lists, for calls of a few entities (SMALL_CALL)
     bounds: tuple[tuple[float, float, float], ...]  # per ref: lower, upper, 1 / (upper - lower)
     terms: tuple[tuple[tuple[int, float], ...], ...]  # per model: (position in refs, weight) per feature
+    # per serving stage, its answer's constant bytes (score_wire): each feature's field, in layout
+    # order, and the model's name, version, stage and intercept
+    heads: Mapping[str, tuple[bytes, ...]]
+    model_bytes: Mapping[str, tuple[bytes, bytes]]
 
 
 def _plan(deployment: Deployment, feature_service: str) -> _Plan:
@@ -95,7 +103,10 @@ def _plan(deployment: Deployment, feature_service: str) -> _Plan:
         weights=tuple(np.asarray(m.model.weights, dtype=float) for m in models),
         bounds=tuple(zip(lower.tolist(), upper.tolist(), inverse_range.tolist(), strict=True)),
         terms=tuple(tuple((at[f], float(w)) for f, w in zip(m.model.features, m.model.weights, strict=True))
-                    for m in models))
+                    for m in models),
+        heads={stage: tuple(wire.feature_head(f) for f in m.model.features) for stage, m in serving.items()},
+        model_bytes={stage: wire.model_fields(m.name, m.version, m.stage, m.model.intercept)
+                     for stage, m in serving.items()})
 
 
 # below this many entities a call is scored in plain Python: numpy's fixed cost per operation
@@ -139,7 +150,8 @@ class Scorer:
         return found
 
     def score(self, feature_service: str, columns: Mapping[str, Sequence[object]], *,
-              time_left: float | None = None, purpose: Purpose = Purpose.SERVING) -> pb.ScoreResponse:
+              time_left: float | None = None, purpose: Purpose = Purpose.SERVING) -> bytes:
+        """The serialised ``ScoreResponse`` (``score_wire``) for these entities, each one logged."""
         region = self.features.region
         if self.log is None:
             raise NoModel(f"region {region} scores no model: its serving.models section is not configured")
@@ -167,31 +179,30 @@ class Scorer:
         occupied = set(serving)
         jobs = _entity_jobs(self.features, resolved, answer)
         now = self.clock()
-        results, rows = [], []
+        results: list[bytes] = []
+        rows: list[Prediction] = []
+        contribution = wire.contribution
         for i, key in enumerate(keys):
             if withheld and i in withheld:  # no consent for this purpose: not scored, nothing logged
-                results.append(pb.EntityScore(scored=False, status=pb.WITHHELD_NO_CONSENT))
+                results.append(wire.withheld_entity(pb.WITHHELD_NO_CONSENT))
                 continue
             stage = route(region, key, occupied)
             model = serving.get(stage) if stage else None
             here, row_values = present[i], values[i]
             shadow = tuple(ShadowScore(s.name, s.version, got[i]) for s, got in zip(shadows, shadow_scores, strict=True))
             pid = new_prediction_id()
-            result = pb.EntityScore(prediction_id=pid, materialization_job_ids=jobs[i], scored=model is not None)
             score: float | None = None
             if model is not None:
-                score = served[model.stage][i]
-                result.score, result.model, result.version, result.stage = score, model.name, model.version, model.stage
-                result.intercept = model.model.intercept
-                result.probability = _probability(score, model.model.link)
-                imputed_here = 0
-                add = result.contributions.add
-                for (f, j), c in zip(plan.layout[model.stage], parts[model.stage][i], strict=True):
-                    ok = here[j]
-                    imputed_here += not ok
-                    add(feature=f, value=row_values[j], contribution=c, status=codes[i][j], imputed=not ok)
-                result.imputed = imputed_here
-            results.append(result)
+                stage = model.stage
+                score = served[stage][i]
+                codes_here = codes[i]
+                entity = [contribution(head, row_values[j], c, codes_here[j], not here[j])
+                          for head, (_, j), c in zip(plan.heads[stage], plan.layout[stage], parts[stage][i], strict=True)]
+                imputed = sum(not here[j] for _, j in plan.layout[stage])
+                results.append(wire.scored_entity(pid, score, _probability(score, model.model.link),
+                                                  plan.model_bytes[stage], entity, jobs[i], imputed))
+            else:
+                results.append(wire.unscored_entity(pid, jobs[i]))
             rows.append(Prediction(
                 prediction_id=pid, at=now, entity=str(key), feature_service=feature_service,
                 model=model.name if model else "", version=model.version if model else 0,
@@ -205,47 +216,97 @@ class Scorer:
         except LogFull as e:
             self.features.metrics.predictions("refused_log_full", len(rows))
             raise Overloaded(f"region {region}: {e}") from None
-        metadata = pb.ResponseMetadata(region=region, materialization_job_ids=answer.job_ids,
-                                       source=pb.BATCH_FALLBACK if answer.source == FALLBACK else pb.ONLINE_STORE)
-        if answer.snapshot_age_seconds is not None:
-            metadata.snapshot_age.FromNanoseconds(int(max(answer.snapshot_age_seconds, 0.0) * 1e9))
-        return pb.ScoreResponse(results=results, metadata=metadata)
+        return wire.response(results, encode_metadata(answer, region))  # as a lookup's answer has it
 
 
 def _values(resolved: Resolved, answer: Answer,
             bounds: Sequence[tuple[float, float, float]]) -> tuple[list[list[float]], list[list[int]], list[list[bool]]]:
     """Per entity: each ref's value as a float (its lower bound where not PRESENT: the imputation),
-    its FeatureStatus, and whether it was PRESENT."""
+    its FeatureStatus, and whether it was PRESENT. View by view: an entity's row and its age are
+    looked at once per view, not once per feature."""
     n, refs = answer.entities.count, resolved.refs
     lower = [b[0] for b in bounds]
     x = [list(lower) for _ in range(n)]
     status: list[list[int]] = [[pb.NOT_FOUND] * len(refs) for _ in range(n)]
-    positions = resolved.value_positions()
-    ttls = {v.name: v.ttl_seconds for v in resolved.views}
-    parse, now, present_code = pb.Value.FromString, answer.now, pb.PRESENT
-    for j, (ref, at) in enumerate(zip(refs, positions, strict=True)):
-        rows, ttl = answer.rows[ref.view], ttls[ref.view]
+    now, present_code, null_code, isnan = answer.now, pb.PRESENT, pb.NULL_VALUE, math.isnan
+    for view, ttl, members in _by_view(resolved):
+        rows = answer.rows[view]
         for i in range(n):
             values, ts = rows.values[i], rows.timestamps[i]
             if values is None or ts is None:
                 continue
+            here = status[i]
             if ttl is not None and now - (ts[0] + ts[1] / 1e9) > ttl:
-                status[i][j] = pb.OUTSIDE_MAX_AGE
+                for j, _ in members:
+                    here[j] = pb.OUTSIDE_MAX_AGE
                 continue
-            raw = values[at]
-            value = parse(raw) if raw else None
-            kind = value.WhichOneof("kind") if value is not None else None
-            if kind is None:
-                status[i][j] = pb.NULL_VALUE
-                continue
-            if kind not in _NUMERIC:
-                raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score")
-            number = float(getattr(value, kind))
-            if math.isnan(number):
-                status[i][j] = pb.NULL_VALUE
-                continue
-            x[i][j], status[i][j] = number, present_code
+            xi = x[i]
+            for j, at in members:
+                raw = values[at]
+                number = _number(raw) if raw else None  # the stored Value's bytes, read without a message
+                if number is None:
+                    number = _parsed(raw, refs[j])
+                    if number is None:
+                        here[j] = null_code
+                        continue
+                if isnan(number):
+                    here[j] = null_code
+                    continue
+                xi[j], here[j] = number, present_code
     return x, status, [[c == present_code for c in row] for row in status]
+
+
+def _by_view(resolved: Resolved) -> tuple[tuple[str, float | None, tuple[tuple[int, int], ...]], ...]:
+    """Per view of the refs: its name, max age, and (position in refs, position in its row values)."""
+    hit = resolved.memo.get("score-views")
+    if hit is None:
+        positions = resolved.value_positions()
+        hit = resolved.memo["score-views"] = tuple(
+            (v.name, v.ttl_seconds, tuple((j, at) for j, (ref, at) in enumerate(zip(resolved.refs, positions, strict=True))
+                                          if ref.view == v.name))
+            for v in resolved.views)
+    return hit  # type: ignore[return-value]
+
+
+def _parsed(raw: bytes | None, ref: FeatureRef) -> float | None:
+    """A stored Value's number by the generated class (None: no value); a text or bytes value is
+    the deployment's mistake, not the caller's."""
+    value = pb.Value.FromString(raw) if raw else None
+    kind = value.WhichOneof("kind") if value is not None else None
+    if kind is None:
+        return None
+    if kind not in _NUMERIC:
+        raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score")
+    return float(getattr(value, kind))
+
+
+_DOUBLE_AT, _FLOAT_AT = struct.Struct("<d").unpack_from, struct.Struct("<f").unpack_from
+_VARINT_TAGS = frozenset((0x18, 0x20, 0x38))  # int32_value, int64_value, bool_value (wire type 0)
+
+
+def _number(raw: bytes) -> float | None:
+    """The number a serialised ``Value`` holds when it is one double, float, non-negative int or
+    bool (what features are); None for anything else, which the generated class reads. The same
+    float the class gives: a float32 widened exactly, an int converted."""
+    tag, n = raw[0], len(raw)
+    if tag == 0x29 and n == 9:
+        return float(_DOUBLE_AT(raw, 1)[0])
+    if tag == 0x35 and n == 5:
+        return float(_FLOAT_AT(raw, 1)[0])
+    if tag in _VARINT_TAGS and 2 <= n <= 10 and raw[-1] < 0x80:
+        if n == 2:
+            return float(raw[1] != 0) if tag == 0x38 else float(raw[1])
+        number, shift = 0, 0
+        for byte in raw[1:-1]:
+            if byte < 0x80:  # the varint ended early: another field follows
+                return None
+            number |= (byte & 0x7F) << shift
+            shift += 7
+        number |= raw[-1] << shift
+        if tag == 0x38 or number >= 1 << 63 or (tag == 0x18 and number >= 1 << 31):
+            return None  # a bool's long form, or a negative number: the class reads those
+        return float(number)
+    return None
 
 
 def _probability(score: float, link: str) -> float:
@@ -295,15 +356,14 @@ class ScoringServicer:
 
     def Score(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
         request = self._parse(body)  # a request that does not parse is INVALID_ARGUMENT (InvalidRequest)
-        return self.scorer.score(request.feature_service, _columns(request), time_left=time_left,
-                                 purpose=purpose).SerializeToString()
+        return self.scorer.score(request.feature_service, _columns(request), time_left=time_left, purpose=purpose)
 
 
 def _columns(request: pb.ScoreRequest) -> dict[str, list[object]]:
     columns: dict[str, list[object]] = {}
     for key, col in request.entities.items():
         kind = col.WhichOneof("values")
-        columns[key] = list(getattr(col, kind).values) if kind else []
+        columns[key] = getattr(col, kind).values[:] if kind else []  # a list copy; list() is slower on upb
     return columns
 
 

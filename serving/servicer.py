@@ -105,14 +105,19 @@ def encode_response(answer: Answer, region: str, full_feature_names: bool) -> by
             else:
                 parts.append(field(0x0A, field(0x0A, value) + present + tail))
         out.append(field(0x12, b"".join(parts)))
+    out.append(field(0x1A, encode_metadata(answer, region)))
+    return b"".join(out)
+
+
+def encode_metadata(answer: Answer, region: str) -> bytes:
+    """A serialised ResponseMetadata (without its own tag): the lookups' and Score's."""
     meta = [_metadata_head(region, answer.source == FALLBACK)]
     if answer.snapshot_age_seconds is not None:
         age = max(answer.snapshot_age_seconds, 0.0)
         seconds, nanos = int(age), int(round((age - int(age)) * 1e9)) % 1_000_000_000
         meta.append(field(0x1A, (b"\x08" + varint(seconds) if seconds else b"") + (b"\x10" + varint(nanos) if nanos else b"")))
     meta += map(_job_field, answer.job_ids)
-    out.append(field(0x1A, b"".join(meta)))
-    return b"".join(out)
+    return b"".join(meta)
 
 
 @lru_cache(maxsize=16)

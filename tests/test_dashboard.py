@@ -86,7 +86,50 @@ def region(tmp_path_factory) -> tuple[Path, RegionNode]:
     budget.spend(f"my-stats-{uuid.uuid4().hex}", 1.0, AS_OF)
     budget.spend(f"my-training-{uuid.uuid4().hex}", 0.5, AS_OF, 1e-6)
     _models(node, config)
+    _scores(node, config)
     return root, node
+
+
+SCORED_DAYS, SHIFT_DAYS, DISAGREE_DAYS = 60, 4, 6  # the log's span; the served model's shift; shadow v3's
+
+
+def _scores(node: RegionNode, config) -> None:  # type: ignore[no-untyped-def]
+    """A prediction log of the region's own customers written by the serving node's writer (its ids are
+    what the page's id scan looks for): 600 a day, v1 serving, shadows v2 (agreeing) and v3 (moving away
+    DISAGREE_DAYS ago); v1's scores up by 0.8 for the last SHIFT_DAYS. Then the daily score-drift run
+    (its alerts in triggers.db, its aggregates for the page) and one feature's retraining trigger."""
+    import numpy as np
+
+    from fedstore.regions.monitoring.drift import DRIFT, Verdict
+    from fedstore.regions.monitoring.score_report import score_report, summarise
+    from fedstore.regions.monitoring.score_summary import SUMMARY_FILE, write_summary
+    from fedstore.regions.monitoring.triggers import TriggerLog
+    from fedstore.serving.prediction_log import Prediction, PredictionLog, ShadowScore
+
+    ids = pq.read_table(node.data_dir / "sources" / "customer_profile.parquet", columns=["customer_id"])
+    customers = [str(c) for c in ids["customer_id"].to_pylist()]
+    rng = np.random.default_rng(27)
+    log = PredictionLog(node.data_dir, retention_days=10_000, max_batches=10_000)
+    log.start()
+    k = 0
+    for back in range(SCORED_DAYS - 1, -1, -1):
+        day = LAST - timedelta(days=back)
+        served = rng.normal(-3.0, 0.8, 600) + (0.8 if back < SHIFT_DAYS else 0.0)
+        agreeing = served + rng.normal(0.0, 0.15, 600)
+        away = served + rng.normal(0.0, 0.15, 600) + (0.9 if back < DISAGREE_DAYS else 0.0)
+        at = datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=4)  # noon in MY
+        rows = [Prediction(prediction_id=f"p{k + i}", at=at, entity=customers[int(rng.integers(len(customers)))],
+                           feature_service="fraud_scoring", model="fraud_lda", version=1, stage="full",
+                           score=float(served[i]), shadow=(ShadowScore("fraud_lda", 2, float(agreeing[i])),
+                                                           ShadowScore("fraud_lda", 3, float(away[i]))),
+                           features=(), values=(), imputed=(), job_ids=(), source="online_store") for i in range(600)]
+        k += 600
+        log.append(rows)
+    log.close()
+    report = score_report(node.region, config.monitoring, day=LAST)
+    write_summary(summarise(report, judged_at=AS_OF), node.data_dir / "monitoring" / SUMMARY_FILE)
+    drifted = Verdict("customer_transactions:avg_ticket", LAST, 0.5, 0.3, 0.2, "own trailing 14 clean days", DRIFT, None)
+    TriggerLog(node.data_dir / "monitoring" / "triggers.db").record("MY", [drifted])
 
 
 def _models(node: RegionNode, config) -> None:  # type: ignore[no-untyped-def]
@@ -257,9 +300,10 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
     _sign_in(browser, server, TOKENS["T_MY_AUDIT"])
     assert browser.title == "Region MY dashboard"
     figures = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
-    # freshness, lookups, budget, the models' evidence and one per catalog feature
+    # freshness, lookups, budget, the models' evidence, one per catalog feature, one per scored model
+    # version and stage (v1 full, shadows v2 and v3) and the shadows'
     from fedstore.federation.statistics import CATALOG
-    assert len(figures) == 4 + len(CATALOG)
+    assert len(figures) == 4 + len(CATALOG) + 3 + 1
     for fig in figures:
         title = fig.find_element(By.CSS_SELECTOR, "h3.chart-title").text
         verdict = fig.find_element(By.CSS_SELECTOR, "p.verdict").text
@@ -277,6 +321,7 @@ def test_every_chart_has_a_title_labelled_axes_and_a_verdict_in_a_browser_withou
     spent = browser.find_element(By.ID, "budget").get_attribute("textContent")
     assert "stats: ε 1.00 in 1 release" in spent and "eval: ε 2.00 in 2 releases" in spent  # on what
     _the_models_and_their_evidence(browser)
+    _the_models_scores_and_their_alerts(browser)
     refusals = browser.find_element(By.XPATH, "//h2[text()='Recent refusals']/following-sibling::table[1]").text
     assert "failed (customer_profile, customer_transactions, driver_performance)" in refusals
     assert "example" not in refusals and "customer_id=" not in refusals  # the error's words stay on the host
@@ -326,6 +371,32 @@ def _the_models_and_their_evidence(browser) -> None:  # type: ignore[no-untyped-
     assert "fraud_lda v3" in refused and "rule sources: fraud_lda v3 learnt from TH" in refused
 
 
+def _the_models_scores_and_their_alerts(browser) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    served = browser.find_element(By.ID, "scores-0")
+    assert served.find_element(By.CSS_SELECTOR, "h3.chart-title").text.startswith("fraud_lda v1 (full): daily mean score")
+    verdict = served.find_element(By.CSS_SELECTOR, "p.verdict")
+    assert verdict.text.startswith(f"Drifting on {LAST}: PSI"), verdict.text
+    assert "alarm" in verdict.get_attribute("class")
+    assert "Eid al-Fitr" in served.get_attribute("textContent")  # the festivals shaded as on the features' charts
+    shadows = browser.find_element(By.ID, "scores-shadows")
+    words = shadows.find_element(By.CSS_SELECTOR, "p.verdict")
+    assert words.text.startswith(f"1 of 2 shadows disagree on {LAST}: fraud_lda v3 (shadow) vs fraud_lda v1 (full)")
+    assert f"fraud_lda v3 (shadow) vs fraud_lda v1 (full): {DISAGREE_DAYS} of {SCORED_DAYS} judged days" in words.text
+    assert "alarm" in words.get_attribute("class")
+    drawn = shadows.find_element(By.TAG_NAME, "svg").get_attribute("textContent")
+    assert "fraud_lda v2 (shadow) vs fraud_lda v1 (full)" in drawn and "fraud_lda v3 (shadow) vs" in drawn
+    # score alerts listed as score alerts, the features' retraining triggers apart from them
+    alerts = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+              for tr in browser.find_elements(By.CSS_SELECTOR, "#score-alerts tbody tr")]
+    assert ["shadow disagrees", "fraud_lda v3 (shadow) vs fraud_lda v1 (full)"] in [a[:2] for a in alerts], alerts
+    assert ["score drift", "fraud_lda v1 (full)"] in [a[:2] for a in alerts], alerts
+    assert {a[0] for a in alerts} == {"score drift", "shadow disagrees"}
+    triggers = browser.find_element(By.ID, "retraining-triggers").text
+    assert "avg_ticket" in triggers and "fraud_lda" not in triggers and "shadow" not in triggers
+
+
 def test_a_credential_without_the_audit_role_for_the_region_is_refused(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -355,6 +426,10 @@ def test_the_page_holds_no_entity_id_of_the_region(server, region):
         for key in keys:
             ids.update(str(v) for v in pq.read_table(path, columns=[key])[key].to_pylist())
     assert len(ids) >= 300  # customers (drivers share their id range)
+    from fedstore.serving.prediction_log import read_predictions
+
+    logged = set(read_predictions(node.data_dir).column("entity").to_pylist())
+    assert len(logged & ids) >= 250  # the prediction log the score panel summarises holds them too
     # the ledger does hold some (the refused job's error quotes example rows): the page must not
     ledger_error = next(j.error for j in node.ledger.jobs() if j.status == "failed")
     assert ledger_error and any(i in ledger_error for i in ids)

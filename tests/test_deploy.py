@@ -115,7 +115,8 @@ def test_manifests_are_structurally_valid_and_regions_are_isolated(tmp_path):
         assert container["ports"][0]["containerPort"] == port
         assert container["readinessProbe"]["grpc"]["port"] == port  # the standard gRPC health check
         jobs = {d["metadata"]["name"] for d in docs if d["kind"] == "CronJob"}
-        assert {"materialize", "publish-stats", "send-stats", "drift", "retrain-publish", "retrain-shadow"} <= jobs
+        assert {"materialize", "publish-stats", "send-stats", "drift", "score-drift", "retrain-publish",
+                "retrain-shadow"} <= jobs
         others = [c for c in config.codes if c != code]
         assert not any(f"fedstore-{o.lower()}" in path.read_text() for o in others)
     assert namespaces == {f"fedstore-{c.lower()}" for c in config.codes} | {"fedstore-centre"}
@@ -217,6 +218,72 @@ def test_exactly_the_border_jobs_may_reach_the_centre(production):
                 assert admitted == {"retrain-train"}
 
 
+
+def _reaching_centre(docs: list[dict]) -> set[str]:
+    pods = _pod_labels(docs)
+    to_centre = [p["podSelector"] for p in _policies(docs).values() for rule in p.get("egress", [])
+                 if any("podSelector" in t for t in rule.get("to", []))]
+    return {pod for pod, labels in pods.items() if any(_selects(s, labels) for s in to_centre)}
+
+
+def test_score_drift_runs_daily_in_each_region_and_stays_inside_it_unless_it_rolls_canaries_back(production, tmp_path):
+    parser = build_parser()
+    for where, files in (("committed", _committed()), ("production", production)):
+        for name, docs in files.items():
+            if name == "centre":
+                continue
+            code = name.split("-")[1].upper()
+            job, args = _cron_args(docs, "score-drift")
+            drift, _ = _cron_args(docs, "drift")
+            # no rollback, no token; a region that has logged no score yet is not a failed job
+            assert args[2:] == ["region", "score-drift", "--region", code, "--allow-empty"], where
+            assert parser.parse_args(args).handler.__name__ == "cmd_score_drift"
+            # yesterday's whole local day, after the feature drift, on the region's clock
+            assert job["spec"]["timeZone"] == drift["spec"]["timeZone"] != "Etc/UTC"
+            assert job["spec"]["schedule"] == "30 6 * * *" and drift["spec"]["schedule"] == "0 6 * * *"
+            spec = _pod_specs(job)[0]
+            assert "data" in {v["name"] for v in spec["volumes"]}  # it reads the prediction log where it lies
+            assert _tls_volume(spec) is None  # no client certificate: it cannot cross the border …
+            assert "score-drift" not in _reaching_centre(docs), (where, name)  # … nor reach the centre
+    # with the config's rollback switch on, score-drift crosses the border (to roll a canary back) over
+    # the region's own certificate and promote credential, and no other job newly does
+    source = tmp_path / "fedstore.yaml"
+    source.write_text(PRODUCTION.replace(
+        "    - {name: centre,",
+        "    - {name: promote-my, secret_env: FEDSTORE_PROMOTE_MY, roles: [promote, registry-read], regions: [MY]}\n"
+        "    - {name: promote-hk, secret_env: FEDSTORE_PROMOTE_HK, roles: [promote, registry-read], regions: [HK]}\n"
+        "    - {name: centre,") + "monitoring: {scores: {rollback_canary: true}}\n")
+    files = {p.stem: _docs(p) for p in write_manifests(load_config(source), tmp_path / "k8s")}
+    for name, docs in files.items():
+        if name == "centre":
+            assert _reaching_centre(docs) == {"retrain-train"}
+            continue
+        code = name.split("-")[1].upper()
+        assert _reaching_centre(docs) == {"send-stats", "retrain-shadow", "score-drift"}, name
+        job, args = _cron_args(docs, "score-drift")
+        assert args[2:] == ["region", "score-drift", "--region", code, "--allow-empty", "--token-env",
+                            f"FEDSTORE_PROMOTE_{code}"]
+        assert parser.parse_args(args).handler.__name__ == "cmd_score_drift"
+        spec = _pod_specs(job)[0]
+        assert {i["key"] for i in _tls_volume(spec)["items"]} == {"centre-client.crt", "centre-client.key",
+                                                                  "centre-ca.crt"}
+        assert violations(spec, None) == []
+        embedded = tmp_path / f"{name}.yaml"
+        embedded.write_text(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["fedstore.yaml"])
+        seen = load_config(embedded)
+        assert seen.monitoring.scores.rollback_canary  # the pod's config turns the rollback on …
+        assert f"FEDSTORE_PROMOTE_{code}" in {t.secret_env for t in seen.tokens}  # … and carries its credential
+        for d in docs:
+            for version in SCHEMA_VERSIONS[:1]:
+                kubernetes_validate.validate(d, version, strict=True)
+    # a region that would have no credential to roll back with: refused in one line, nothing written
+    from fedstore.regions.errors import RegionError
+
+    source.write_text(PRODUCTION + "monitoring: {scores: {rollback_canary: true}}\n")
+    with pytest.raises(RegionError, match=r"^monitoring.scores.rollback_canary is on, but region MY has no credential"):
+        write_manifests(load_config(source), tmp_path / "refused")
+    assert not list((tmp_path / "refused").glob("*.yaml"))
+
 # A production-shaped federation: Redis by name, by IP and as a cluster; the border on mutual TLS; one
 # region serving TLS; metrics on. The files need not exist: rendering only names them.
 PRODUCTION = """
@@ -287,8 +354,8 @@ def test_every_pod_passes_the_restricted_pod_security_profile(production):
         for template in _templates(d):
             assert violations(template["spec"], template["metadata"].get("annotations")) == [], where
             pods += 1
-    # committed: 7 regions × 7 pods + the centre's 2; production: 3 regions
-    assert pods == (7 * 7 + 2) + (3 * 7 + 2)
+    # committed: 7 regions × 8 pods + the centre's 2; production: 3 regions
+    assert pods == (7 * 8 + 2) + (3 * 8 + 2)
     for where, d in _every(production):
         if d["kind"] == "Namespace":  # and the cluster enforces it there
             assert d["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted", where

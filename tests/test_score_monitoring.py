@@ -237,6 +237,10 @@ def test_a_region_without_a_log_is_told_so(tmp_path, capsys):
 
     code, _, err = run(capsys, "--config", str(_config(tmp_path)), "region", "score-drift", "--region", "MY")
     assert code == FAILED and "has logged no scored prediction" in err and err.count("\n") == 1
+    # the daily job's form: said, and not a failure
+    code, out, err = run(capsys, "--config", str(_config(tmp_path)), "region", "score-drift", "--region", "MY",
+                         "--allow-empty")
+    assert code == 0 and not err and "has logged no scored prediction" in out and "--allow-empty" in out
 
 
 @pytest.mark.parametrize("scores, message", [
@@ -248,3 +252,98 @@ def test_a_region_without_a_log_is_told_so(tmp_path, capsys):
 def test_score_settings_are_validated(tmp_path, scores, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_config(_config(tmp_path, scores=scores))
+
+
+def _close(got: list[float | None], want: list[float | None]) -> bool:
+    """Equal where None (not judged), else within a float sum's reordering."""
+    return len(got) == len(want) and all((a is None) == (b is None) and (a is None or abs(a - b) <= 1e-9 * max(1, abs(b)))
+                                         for a, b in zip(got, want))
+
+
+def test_the_score_drift_chart_draws_each_model_and_the_shadows(region_root, capsys):
+    """The chart's figures are the judge's days: the served model's series drifts from the shift's day,
+    the disagreeing shadow's pair disagrees from its day and the agreeing one never; the CLI writes the
+    PNG beside the metrics (a dry run only where --chart names one), a bad name is one line."""
+    from PIL import Image
+
+    from fedstore.regions.monitoring.score_chart import disagreement_verdict, score_series
+    from fedstore.regions.monitoring.score_report import summarise
+    from fedstore.regions.monitoring.score_summary import SUMMARY_FILE, read_summary
+    from tests.test_cli import run
+
+    config = load_config(_config(region_root))
+    report = score_report(config.region("MY"), config.monitoring, day=LAST, record=False)
+    summary = summarise(report)
+    series = {s.spec.ref: s for s in score_series(summary)}
+    assert set(series) == {drift_ref(s) for s in (SERVED, AGREEING, DISAGREEING)}
+    served = series[drift_ref(SERVED)]
+    assert served.verdicts[-1].day == LAST and served.verdicts[0].day == FIRST  # every logged day shown
+    assert [v.day for v in served.verdicts if v.verdict == DRIFT and v.seasonal is None][0] == SHIFT
+    assert served.means[SHIFT] > served.means[SHIFT - timedelta(days=1)] + 0.5  # the planted +0.8
+    pairs = {p.label: p for p in summary.pairs}
+    off = [d.day for d in pairs[ShadowPair(DISAGREEING, SERVED).label].days if d.verdict == DISAGREE]
+    assert off == _days(DISAGREES_FROM, LAST)
+    assert not [d for d in pairs[ShadowPair(AGREEING, SERVED).label].days if d.verdict == DISAGREE]
+    words = disagreement_verdict(list(pairs.values()))
+    assert words.startswith(f"1 of 2 shadows disagree on {LAST}: {ShadowPair(DISAGREEING, SERVED).label}")
+
+    cfg = str(_config(region_root))
+    data_dir = config.region("MY").data_dir
+    code, out, err = run(capsys, "--config", cfg, "region", "score-drift", "--region", "MY", "--date", str(LAST),
+                         "--dry-run")
+    assert code == 0, err
+    assert "chart:" not in out and not list((data_dir / "monitoring").glob("*.png"))  # a dry run writes nothing
+    code, out, err = run(capsys, "--config", cfg, "region", "score-drift", "--region", "MY", "--date", str(LAST))
+    assert code == 0, err
+    png = data_dir / "monitoring" / f"score-drift-{LAST}.png"
+    assert f"chart: {png}" in out
+    # the aggregates the dashboard draws from, read back as written: the same days and verdicts
+    written = read_summary(data_dir / "monitoring" / SUMMARY_FILE)
+    assert written is not None and written.day == LAST
+    assert written.windows == summary.windows
+    # the same series and days (DuckDB sums in parallel: a mean may differ in its last bits between runs)
+    for got, want in zip(written.series, summary.series, strict=True):
+        assert (got.label, got.stage, [d for d, _ in got.means]) == (want.label, want.stage, [d for d, _ in want.means])
+        assert [m for _, m in got.means] == pytest.approx([m for _, m in want.means], rel=1e-9)
+        assert [(v.day, v.verdict, v.rule, v.seasonal) for v in got.verdicts] == \
+            [(v.day, v.verdict, v.rule, v.seasonal) for v in want.verdicts]
+        assert _close([v.psi for v in got.verdicts], [v.psi for v in want.verdicts])
+    for got_pair, want_pair in zip(written.pairs, summary.pairs, strict=True):
+        assert got_pair.label == want_pair.label
+        assert [(d.day, d.pairs, d.verdict) for d in got_pair.days] == [(d.day, d.pairs, d.verdict) for d in want_pair.days]
+        assert _close([d.mean_abs for d in got_pair.days], [d.mean_abs for d in want_pair.days])
+    assert {w.name for w in written.windows} >= {"Chinese New Year"}
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.height > 2 * image.width  # three models' panels and the shadows'
+    code, _, err = run(capsys, "--config", cfg, "region", "score-drift", "--region", "MY", "--chart",
+                       str(region_root / "chart.svg"))
+    assert code != 0 and err.count("\n") == 1 and "the chart is a PNG" in err
+
+
+def test_score_alerts_are_recorded_with_their_kind_beside_the_features_triggers(region_root):
+    from fedstore.regions.monitoring.drift import Verdict
+    from fedstore.regions.monitoring.triggers import RETRAINING, TriggerLog
+
+    config = load_config(_config(region_root))
+    data_dir = config.region("MY").data_dir
+    score_report(config.region("MY"), config.monitoring, day=LAST)
+    feature = Verdict("customer_transactions:txn_count_7d", LAST, 0.4, 0.2, 0.2, "own trailing 14 clean days",
+                      DRIFT, None)
+    TriggerLog(data_dir / "monitoring" / "triggers.db").record("MY", [feature])
+    with closing(sqlite3.connect(data_dir / "monitoring" / "triggers.db")) as db:
+        kinds = dict(db.execute("SELECT ref, kind FROM triggers").fetchall())
+    assert kinds == {drift_ref(SERVED): SCORE_DRIFT, drift_ref(AGREEING): SCORE_DRIFT,
+                     drift_ref(DISAGREEING): SCORE_DRIFT,
+                     disagreement_ref(ShadowPair(DISAGREEING, SERVED)): DISAGREEMENT,
+                     "customer_transactions:txn_count_7d": RETRAINING}
+    # a file written before entries had a kind: opened by the writer, each old entry gets its own
+    old = region_root / "old.db"
+    with closing(sqlite3.connect(old)) as db, db:
+        db.execute("CREATE TABLE triggers (region TEXT NOT NULL, ref TEXT NOT NULL, first_day TEXT NOT NULL,"
+                   " last_day TEXT NOT NULL, days INTEGER NOT NULL, scores TEXT NOT NULL, recorded_at TEXT NOT NULL,"
+                   " hook TEXT NOT NULL DEFAULT '', PRIMARY KEY (region, ref, first_day))")
+        for ref in kinds:
+            db.execute("INSERT INTO triggers VALUES ('MY', ?, '2026-03-01', '2026-03-02', 2, '[]', 'x', '')", (ref,))
+    TriggerLog(old)
+    with closing(sqlite3.connect(old)) as db:
+        assert dict(db.execute("SELECT ref, kind FROM triggers").fetchall()) == kinds

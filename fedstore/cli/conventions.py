@@ -71,6 +71,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "fedstore region score-drift --region MY",
         "fedstore region score-drift --region MY --date 2026-03-05 --model fraud_lda --dry-run",
         "fedstore region score-drift --region MY --rollback-canary --token-env FEDSTORE_TOKEN",
+        "fedstore region score-drift --region MY --allow-empty --chart score-drift.png",
     ),
     "region dashboard": (
         "fedstore region dashboard --region MY --port 8080",

@@ -2,7 +2,7 @@
 
 One namespace per region (its own failure domain and its own data: a PersistentVolumeClaim no
 other namespace can mount), holding the serving Deployment and Service and the region's jobs as
-CronJobs; the aggregator in its own centre namespace, with retraining's train step as a CronJob. Each region's ConfigMap carries a federation
+CronJobs (score monitoring's `score-drift` among them, inside the region unless it rolls canaries back); the aggregator in its own centre namespace, with retraining's train step as a CronJob. Each region's ConfigMap carries a federation
 config that names only that region, so a region's pods cannot even address another's data, and
 NetworkPolicies (`k8s_network`) let it reach its Redis and the centre's port, nothing else.
 Every pod passes the restricted Pod Security profile: non-root, no capabilities, a read-only root
@@ -245,6 +245,10 @@ JOBS = {  # name: schedule, extra arguments, resources
     "publish-stats": ("30 1 * * *", ["--epsilon", "0.1"], _resources("500m", "1Gi", "2Gi")),
     "send-stats": ("*/30 * * * *", [], _resources("100m", "512Mi", "1Gi")),
     "drift": ("0 6 * * *", [], _resources("500m", "1Gi", "2Gi")),
+    # the deployed models' scores from yesterday's prediction log (the whole local day), after the
+    # feature drift: it reads the log where it lies and crosses the border only to roll a canary back
+    # (a region that scores no model yet has an empty log: said so, not a failed job every day)
+    "score-drift": ("30 6 * * *", ["--allow-empty"], _resources("500m", "1Gi", "2Gi")),
     # retraining's region step (docs/retraining.md), monthly; send-stats sends it within the half hour.
     # Safe to rerun: a window already queued spends nothing again
     "retrain-publish": ("0 2 1 * *", ["--epsilon", "0.5", "--days", "30"], _resources("500m", "1Gi", "2Gi")),
@@ -257,13 +261,32 @@ UTC_JOBS = {"retrain-shadow"}  # scheduled against the centre's clock, not the r
 TRAIN_JOB = ("0 3 2 * *", ["--epsilon", "0.5", "--days", "30"], _resources("500m", "1Gi", "2Gi"))
 
 
-def _cronjob(r: RegionConfig, image: str, name: str) -> dict[str, Any]:
+def border_jobs(config: FederationConfig) -> tuple[str, ...]:
+    """The region jobs that reach the centre: score-drift too when it rolls a drifting canary back
+    (``monitoring.scores.rollback_canary``), else it stays inside the region."""
+    return (*BORDER_JOBS, "score-drift") if config.monitoring.scores.rollback_canary else BORDER_JOBS
+
+
+def rollback_credential(config: FederationConfig, r: RegionConfig) -> str:
+    """The environment variable of the region's own credential that may roll its canary back
+    (promote and registry-read, bound to the region alone: the one its config carries)."""
+    for t in config.tokens:
+        if SHADOW_ROLES <= t.roles and t.bound_to(r.code) and t.secret_env:
+            return t.secret_env
+    raise RegionError(f"monitoring.scores.rollback_canary is on, but region {r.code} has no credential of its own "
+                      "with the promote and registry-read roles and a secret_env: its score-drift job could not "
+                      "roll a canary back; add one (auth.tokens) or turn rollback_canary off")
+
+
+def _cronjob(config: FederationConfig, r: RegionConfig, image: str, name: str) -> dict[str, Any]:
     schedule, extra, resources = JOBS[name]
     args = [*_COMMANDS.get(name, ["region", name]), "--region", r.code, *extra]
     tls_files = None
     if name == "send-stats":
         args += ["--token-env", f"FEDSTORE_AGGREGATOR_TOKEN_{r.code}"]
-    if name in BORDER_JOBS:  # the pods that cross the border, over the region's own certificate
+    if name == "score-drift" and name in border_jobs(config):  # the config's switch turns the rollback on
+        args += ["--token-env", rollback_credential(config, r)]
+    if name in border_jobs(config):  # the pods that cross the border, over the region's own certificate
         tls_files = CENTRE_CLIENT_FILES if r.centre_tls is not None else None
     # shadow reads none of the region's data: without the volume it asks the centre for its latest version
     data = name != "retrain-shadow"
@@ -304,7 +327,7 @@ def _region(config: FederationConfig, r: RegionConfig, image: str, storage_class
         _namespace(ns, {**_labels(r, "region"), "fedstore.io/jurisdiction": r.jurisdiction.replace(" ", "-"),
                         "fedstore.io/law": r.law.replace(" ", "-").replace("/", "-")}),
         *region_policies(ns, r, aggregator_port=_port(config.aggregator.address),
-                         serving_pods=_labels(r, "serving"), border_jobs=BORDER_JOBS),
+                         serving_pods=_labels(r, "serving"), border_jobs=border_jobs(config)),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fedstore-config", "namespace": ns},
          "data": {"fedstore.yaml": yaml.safe_dump(_region_config(config, r), sort_keys=False)}},
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "fedstore-data", "namespace": ns},
@@ -320,7 +343,7 @@ def _region(config: FederationConfig, r: RegionConfig, image: str, storage_class
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "serving", "namespace": ns},
          "spec": {"clusterIP": "None", "selector": _labels(r, "serving"),
                   "ports": service_ports}},
-        *(_cronjob(r, image, name) for name in JOBS),
+        *(_cronjob(config, r, image, name) for name in JOBS),
     ]
 
 

@@ -3,7 +3,8 @@
 In a region's namespace: nothing in or out by default; DNS to kube-system; its Redis on the port(s)
 its config names (only to that address when the config gives an IP); the centre's aggregator pods on
 the aggregator's port from the border jobs alone (`send-stats`, which sends statistics across the border,
-and `retrain-shadow`, which asks the centre's registry); and ingress to the serving pods on the gRPC
+`retrain-shadow`, which asks the centre's registry, and `score-drift` only when the config has it roll
+a drifting canary back); and ingress to the serving pods on the gRPC
 (and metrics) port. In the centre: nothing by default, DNS out, ingress to the aggregator on its gRPC
 port from region namespaces and the centre's own `retrain-train` job, which may reach that port alone.
 A region's policies name no other region: its manifest stays its own.

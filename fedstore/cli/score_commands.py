@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from fedstore.cli.arguments import output_file, path_arg
 from fedstore.cli.render import table
 from fedstore.federation import FederationConfig
 from fedstore.regions.errors import RegionError
@@ -31,7 +32,13 @@ def add_region_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
                              "i.e. before today)")
     scores.add_argument("--model", action="append", default=None, help="model name (repeatable; default: all logged)")
     scores.add_argument("--dry-run", action="store_true",
-                        help="judge and print only: record no alert in triggers.db, run no hook, write no metrics file")
+                        help="judge and print only: record no alert in triggers.db, run no hook, write no metrics "
+                             "file (and no chart unless --chart names one)")
+    scores.add_argument("--allow-empty", action="store_true",
+                        help="a region whose prediction log holds no scored prediction yet (no model deployed, or no "
+                             "call yet) is said so and exits 0, not 1: for the daily job")
+    scores.add_argument("--chart", type=path_arg, default=None,
+                        help="PNG path (default: <data_dir>/monitoring/score-drift-<date>.png)")
     scores.add_argument("--rollback-canary", action="store_true",
                         help="roll back, at the registry, a version serving a canary stage (canary_5, canary_25) in "
                              "this region whose score drift alarms (once: a version no longer at its stage is left "
@@ -51,7 +58,7 @@ def _day(text: str) -> date:
 
 def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
     from fedstore.regions.monitoring.drift import DRIFT
-    from fedstore.regions.monitoring.score_report import DISAGREE, score_report
+    from fedstore.regions.monitoring.score_report import DISAGREE, NothingLogged, score_report
 
     region = config.region(args.region)
     rollback = args.rollback_canary or config.monitoring.scores.rollback_canary
@@ -59,9 +66,19 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
     if token == "":  # before the log is read: a missing credential is the user's to fix first
         raise RegionError(f"environment variable {args.token_env} is not set (the region's promote token, "
                           "for --rollback-canary or monitoring.scores.rollback_canary)")
+    if args.chart:  # before the report: a run that fails late has already recorded its alerts
+        if args.chart.suffix.lower() != ".png":
+            raise RegionError(f"--chart {args.chart}: the chart is a PNG; give a file name ending in .png")
+        output_file(args.chart, "--chart")
     today = datetime.now(ZoneInfo(region.timezone)).date()
-    report = score_report(region, config.monitoring, day=args.date, today=today, models=args.model,
-                          record=not args.dry_run)
+    try:
+        report = score_report(region, config.monitoring, day=args.date, today=today, models=args.model,
+                              record=not args.dry_run)
+    except NothingLogged as e:
+        if not args.allow_empty:
+            raise
+        print(f"{e} (nothing judged: --allow-empty)")
+        return
     print(f"{report.region} score monitoring for {report.day} (local day; PSI, Jensen–Shannon distance beside it)")
     print(table(["model (stage)", "scores", "PSI", "JS", "threshold", "rule", "verdict"], [
         [v.series.label, _count(report, v), _num(v.verdict.psi), _num(v.verdict.js),
@@ -79,6 +96,16 @@ def cmd_score_drift(config: FederationConfig, args: argparse.Namespace) -> None:
         print(f"   ALERT{state} {a.message}{'; ' + a.trigger.hook if a.trigger.hook else ''}")
     if report.metrics_file is not None:
         print(f"\nmetrics: {report.metrics_file}; alerts recorded in {report.metrics_file.parent / 'triggers.db'}")
+    if args.chart or not args.dry_run:
+        from fedstore.regions.monitoring.score_chart import score_drift_chart
+        from fedstore.regions.monitoring.score_report import summarise
+        from fedstore.regions.monitoring.score_summary import SUMMARY_FILE, write_summary
+
+        summary = summarise(report)
+        if not args.dry_run:  # what the dashboard shows: the last recorded run's aggregates
+            print(f"summary: {write_summary(summary, region.data_dir / 'monitoring' / SUMMARY_FILE)}")
+        chart = args.chart or region.data_dir / "monitoring" / f"score-drift-{report.day}.png"
+        print(f"chart: {score_drift_chart(summary, chart)}")
     if rollback:
         _roll_back_canaries(config, report, args, token)
 

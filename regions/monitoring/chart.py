@@ -48,11 +48,14 @@ UNITS = {
     "account_age_days": "days", "kyc_level": "KYC level (0–4)", "acceptance_rate_7d": "share of requests (0–1)",
     "avg_rating_30d": "stars (1–5)", "trips_per_hour_7d": "trips per hour", "cancellation_rate_7d": "share (0–1)",
 }
+SCORE_UNIT = "linear score, no unit"  # a score series' ref is ``scores:<model label>``
 DATE_AXIS = "local date (region's time zone)"
 PSI_AXIS = "PSI vs. baseline (no unit)"
 
 
 def unit_of(ref: str) -> str:
+    if ref.startswith("scores:"):
+        return SCORE_UNIT
     return UNITS.get(ref.split(":", 1)[1], "value, catalog units")
 
 

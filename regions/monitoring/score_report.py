@@ -22,7 +22,7 @@ while it lasts, the operator's ``trigger_command`` run with the alert as JSON).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,18 @@ from fedstore.regions.monitoring.calendar import SeasonalWindow, seasonal_window
 from fedstore.regions.monitoring.drift import DRIFT, OK, THIN, DriftJudge, Verdict
 from fedstore.regions.monitoring.score_metrics import write_score_metrics
 from fedstore.regions.monitoring.score_profiles import ModelStage, ScoreProfiles, ShadowPair, compute_score_profiles
+from fedstore.regions.monitoring.score_summary import DISAGREE, PairDay, PairHistory, ScoreSummary, SeriesHistory
 from fedstore.regions.monitoring.scores import js_distance, psi
 from fedstore.regions.monitoring.triggers import Trigger, TriggerLog, persistent_drift
 
 SCORE_DRIFT, DISAGREEMENT = "score_drift", "shadow_disagreement"
-DISAGREE = "disagree"
 _VIEW = "predictions"  # the judge's view of every score series: the log has no data gaps of its own
 LOOKBACK_DAYS = 60
+DAYS_SHOWN = 90  # the summary's span: the dashboard's drift charts show as many days
+
+
+class NothingLogged(RegionError):
+    """The region's prediction log holds no scored prediction (yet): nothing to judge."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class ScoreReport:
     windows: tuple[SeasonalWindow, ...]
     metrics_file: Path | None
     profiles: ScoreProfiles = field(repr=False)
+    judge: DriftJudge | None = field(default=None, repr=False)  # the day's judge, for the charts' history
 
 
 def drift_ref(series: ModelStage) -> str:
@@ -99,7 +105,7 @@ def score_report(region: RegionConfig, monitoring: MonitoringConfig, *, day: dat
     triggers.db (and its hook) and the metrics to ``scores.prom``."""
     profiles = compute_score_profiles(region.data_dir, region.timezone)
     if profiles.scores.empty:
-        raise RegionError(f"region {region.code} has logged no scored prediction under "
+        raise NothingLogged(f"region {region.code} has logged no scored prediction under "
                           f"{region.data_dir / 'predictions'}: nothing to monitor")
     series = [s for s in profiles.series() if not models or s.model in models]
     pairs = [p for p in profiles.shadow_pairs() if not models or {p.shadow.model, p.served.model} & set(models)]
@@ -131,10 +137,37 @@ def score_report(region: RegionConfig, monitoring: MonitoringConfig, *, day: dat
             run = _disagreement_run(profiles, d.pair, day, monitoring)
             alerts.append(_alert(log, region.code, DISAGREEMENT, d.pair.label, run, _disagreement_words(d, len(run)),
                                  monitoring))
-    report = ScoreReport(region.code, day, verdicts, disagreements, tuple(alerts), tuple(windows), None, profiles)
+    report = ScoreReport(region.code, day, verdicts, disagreements, tuple(alerts), tuple(windows), None, profiles, judge)
     if record:
         report = replace(report, metrics_file=write_score_metrics(report, region.data_dir / "monitoring" / "scores.prom"))
     return report
+
+
+def summarise(report: ScoreReport, *, days: int = DAYS_SHOWN,
+              judged_at: datetime | None = None) -> ScoreSummary:
+    """The run's aggregates over the ``days`` shown up to its day, for the chart and the dashboard."""
+    if report.judge is None:
+        raise ValueError("the score report carries no judge to go back over its days with")
+    monitoring = report.judge.config
+    shown = min(days, (report.day - min(report.profiles.days)).days + 1)
+    span = [report.day - timedelta(days=k) for k in range(shown - 1, -1, -1)]
+    series = []
+    for v in report.verdicts:
+        frame = report.profiles.of(v.series)
+        frame = frame[(frame["count"] > 0) & frame.index.isin(span)]
+        series.append(SeriesHistory(
+            v.series.label, v.series.stage, monitoring.psi_threshold,
+            tuple((d, float(row["sum"]) / int(row["count"])) for d, row in frame.iterrows()),
+            tuple(report.judge.judge(drift_ref(v.series), d) for d in span)))
+    sc = monitoring.scores
+    pairs = []
+    for d in report.disagreements:
+        judged = [judge_pair(report.profiles, d.pair, day, monitoring) for day in span]
+        pairs.append(PairHistory(d.pair.label, tuple(PairDay(j.day, j.pairs, j.mean_abs, j.psi, j.verdict, j.rule)
+                                                     for j in judged), sc.disagreement_mean_abs, sc.disagreement_psi))
+    shown_windows = tuple(w for w in report.windows if w.end >= span[0] and w.start <= span[-1])
+    return ScoreSummary(report.region, report.day, judged_at or datetime.now(UTC), tuple(series), tuple(pairs),
+                        shown_windows)
 
 
 def judge_pair(profiles: ScoreProfiles, pair: ShadowPair, day: date, monitoring: MonitoringConfig) -> Disagreement:
@@ -195,5 +228,5 @@ def _disagreement_words(d: Disagreement, days: int) -> str:
             f"{d.day}{span}: {d.rule}")
 
 
-__all__ = ["DISAGREE", "DISAGREEMENT", "SCORE_DRIFT", "Disagreement", "ScoreAlert", "ScoreReport", "ScoreVerdict",
-           "disagreement_ref", "drift_ref", "judge_pair", "score_report"]
+__all__ = ["DISAGREE", "DISAGREEMENT", "SCORE_DRIFT", "Disagreement", "NothingLogged", "ScoreAlert", "ScoreReport", "ScoreVerdict",
+           "disagreement_ref", "drift_ref", "judge_pair", "score_report", "summarise"]

@@ -1,5 +1,9 @@
 """Retraining triggers: drift that persists outside seasonal windows, recorded durably, then handed
-to the operator's hook. One-day blips do not trigger; a trigger is recorded once per episode."""
+to the operator's hook. One-day blips do not trigger; a trigger is recorded once per episode.
+
+Score monitoring's alerts (``score_report.py``) take the same path and table; each entry carries its
+``kind`` (the event the hook is told: a feature's ``retraining_trigger``, ``score_drift``,
+``shadow_disagreement``), so a reader lists score alerts as score alerts."""
 
 from __future__ import annotations
 
@@ -12,6 +16,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from fedstore.regions.monitoring.drift import DRIFT, OK, DriftJudge, Verdict
+
+RETRAINING = "retraining_trigger"
+# a file written before entries had a kind: its score alerts are known by their refs' prefixes
+# (``score_report.drift_ref`` / ``disagreement_ref``), the rest were features' triggers
+_KIND_OF_OLD_ROWS = ("CASE WHEN ref LIKE 'scores:%' THEN 'score_drift' WHEN ref LIKE 'shadow:%' "
+                     f"THEN 'shadow_disagreement' ELSE '{RETRAINING}' END")
 
 
 @dataclass(frozen=True)
@@ -50,16 +60,21 @@ class TriggerLog:
         with closing(sqlite3.connect(path)) as db, db:
             db.execute("CREATE TABLE IF NOT EXISTS triggers (region TEXT NOT NULL, ref TEXT NOT NULL, first_day TEXT NOT NULL,"
                        " last_day TEXT NOT NULL, days INTEGER NOT NULL, scores TEXT NOT NULL, recorded_at TEXT NOT NULL,"
-                       " hook TEXT NOT NULL DEFAULT '', PRIMARY KEY (region, ref, first_day))")
+                       f" hook TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL DEFAULT '{RETRAINING}',"
+                       " PRIMARY KEY (region, ref, first_day))")
+            if "kind" not in table_columns(db):  # written before entries had a kind: given theirs, once
+                db.execute(f"ALTER TABLE triggers ADD COLUMN kind TEXT NOT NULL DEFAULT '{RETRAINING}'")
+                db.execute(f"UPDATE triggers SET kind = {_KIND_OF_OLD_ROWS}")
 
     def record(self, region: str, run: list[Verdict], command: tuple[str, ...] = (),
-               event: str = "retraining_trigger") -> Trigger:
+               event: str = RETRAINING) -> Trigger:
         ref, first, last = run[0].ref, run[0].day, run[-1].day
         scores = tuple(round(v.psi or 0.0, 4) for v in run)
         with closing(sqlite3.connect(self.path)) as db, db:
-            cur = db.execute("INSERT OR IGNORE INTO triggers VALUES (?,?,?,?,?,?,?,'')",
+            cur = db.execute("INSERT OR IGNORE INTO triggers (region, ref, first_day, last_day, days, scores, recorded_at,"
+                             " hook, kind) VALUES (?,?,?,?,?,?,?,'',?)",
                              (region, ref, first.isoformat(), last.isoformat(), len(run), json.dumps(scores),
-                              datetime.now(UTC).isoformat()))
+                              datetime.now(UTC).isoformat(), event))
             new = cur.rowcount == 1
             if not new:  # the episode goes on: extend it
                 db.execute("UPDATE triggers SET last_day=?, days=?, scores=? WHERE region=? AND ref=? AND first_day=?",
@@ -76,6 +91,15 @@ class TriggerLog:
     def all(self) -> list[tuple]:
         with closing(sqlite3.connect(self.path)) as db:
             return db.execute("SELECT region, ref, first_day, last_day, days, hook FROM triggers ORDER BY first_day").fetchall()
+
+
+def table_columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute("PRAGMA table_info(triggers)")}
+
+
+def kind_column(db: sqlite3.Connection) -> str:
+    """The SQL for an entry's kind in ``db`` (a read-only reader may meet a file without the column)."""
+    return "kind" if "kind" in table_columns(db) else _KIND_OF_OLD_ROWS
 
 
 def _run_hook(command: tuple[str, ...], trigger: Trigger, event: str) -> str:
