@@ -1,16 +1,17 @@
 """Honest accuracy: the DP federated model against a central model trained on pooled rows, one run.
 
     python benchmarks/global_training.py [--regions MY,SG,ID,TH] [--customers 20000] [--draws 10]
-    python benchmarks/global_training.py --datasets fair,randhie,breast_cancer,digits [--draws 20]
+    python benchmarks/global_training.py --datasets fair,randhie,breast_cancer,digits,flights [--draws 20]
 
 With ``--datasets``: real public data shipped inside PyPI packages (benchmarks/real_datasets.py),
 split into 3–5 regions IID and non-IID (regions cut along the data's first principal axis blurred
 by noise, so their covariates and base rates differ), ``--rows`` rows per region where the data allows; per ε
 the mean ± sd test AUC over ``--draws`` noise draws of LDA fitted by the centre from the regions'
 releases, beside central non-private LDA and logistic regression on the same rows, and beside
-the same mechanism applied once to all rows (the limit for a single noisy release). C (the row-norm
-bound) comes from a public reference sample (10% of rows, never trained or tested on):
-C = 1.5·sqrt(mean ‖x‖²), as docs/privacy.md says to choose it.
+the same mechanism applied once to all rows (the limit for a single noisy release). The centre m
+and C (the row-norm bound) come from a public reference sample (10% of rows, never trained or
+tested on): m = its mean, C = 1.5·sqrt(mean ‖x − m‖²), as docs/privacy.md says to choose them
+(``--no-centre``: m = 0 and C = 1.5·sqrt(mean ‖x‖²), the mechanism before the centre).
 
 With ``--secure``: a column "secure agg." beside "federated": the regions run the real
 secure-aggregation protocol in process (federation/secure_aggregation: keys, Shamir shares, masks),
@@ -125,6 +126,8 @@ def main() -> None:
     parser.add_argument("--norm-factor", type=float, default=1.5,
                         help="C = this × the reference sample's RMS row norm (docs/privacy.md)")
     parser.add_argument("--splits", default="IID,non-IID")
+    parser.add_argument("--no-centre", action="store_true",
+                        help="rows measured from the origin (the mechanism before the public centre)")
     parser.add_argument("--secure", action="store_true",
                         help="also fit from a secure-aggregation sum (noise once for the sum)")
     parser.add_argument("--threshold", type=int, default=0,
@@ -242,7 +245,7 @@ def _training_rows(stats, features, row_type, epsilon=1.0, delta=1e-6):  # type:
             for c, s in stats.items() for k in s.classes]
 
 
-def _secure_sum(exact, *, epsilon, delta, norm_bound, threshold, features, name):  # type: ignore[no-untyped-def]
+def _secure_sum(exact, *, epsilon, delta, norm_bound, threshold, features, name, centre=None):  # type: ignore[no-untyped-def]
     """One secure-aggregation round in process: every region's masked input, the centre's unmasked sum,
     decoded into one training row pair (region "SUM"), as the centre stores it."""
     from fedstore.federation.secure_aggregation import FixedPoint, Participant, RoundParameters, RoundState
@@ -263,12 +266,13 @@ def _secure_sum(exact, *, epsilon, delta, norm_bound, threshold, features, name)
     state.close_sharing()
     for r, p in people.items():
         c = secure_contribution(exact[r], epsilon=epsilon, delta=delta, norm_bound=norm_bound, threshold=threshold,
-                                encoding=params.encoding)
+                                encoding=params.encoding, centre=centre)
         state.add_masked(p.masked_input(c.encoded, state.shares_for(r)))
     survivors, dropped = state.close_masking()
     for r in survivors:
         state.add_answer(people[r].unmask(survivors, dropped))
-    ns, sums, xtx = unweighted_release(state.finish(), d, norm_bound)
+    ns, sums, xtx = unweighted_release(state.finish(), d, norm_bound,
+                                       None if centre is None else np.asarray(centre, dtype=float))
     classes = tuple(ClassStatistics(label, n, x) for label, (n, x) in enumerate(zip(ns, sums, strict=True)))
     return TrainingStatistics(name, "y", tuple(features), classes, xtx)
 
@@ -313,11 +317,14 @@ def run_real(args: argparse.Namespace) -> None:
         x_ref, x_test, y_test = data.rescaled(data.x[ref]), data.rescaled(data.x[test]), data.y[test]
         x_train, y_train = data.rescaled(data.x[train]), data.y[train]
         d = x_train.shape[1]
-        bound = min(args.norm_factor * float(np.sqrt(np.mean(np.sum(x_ref**2, axis=1)))), float(np.sqrt(d)))
+        centre = None if args.no_centre else tuple(map(float, x_ref.mean(axis=0)))
+        m = np.zeros(d) if centre is None else np.asarray(centre)
+        bound = min(args.norm_factor * float(np.sqrt(np.mean(np.sum((x_ref - m)**2, axis=1)))), float(np.sqrt(d)))
         features = tuple(f"{name}:{f}" for f in data.features)
-        spec = TrainingSpec(name, "y", features, row_norm=bound)
+        spec = TrainingSpec(name, "y", features, row_norm=bound, centre=centre)
         k = 3 if len(data.y) < 2000 else 4
         print(f"{name}: {len(data.y):,} rows, d={d}, base rate {data.y.mean():.2f}; {k} regions; C={bound:.2f} "
+              f"({'from the origin' if centre is None else 'from the reference mean'}) "
               f"(√d={np.sqrt(d):.2f}); test {len(y_test):,} rows", flush=True)
         seen: set[int] = set()
         for size in sizes:
@@ -339,8 +346,9 @@ def run_real(args: argparse.Namespace) -> None:
                 auc_central = rank_auc(central.logit(x_test), y_test)
                 beta = logistic_regression(x_all, y_all)
                 auc_lr = rank_auc(beta[0] + x_test @ beta[1:], y_test)
-                exact = {r: class_statistics(e, name, "y", norm_bound=bound) for r, e in examples.items()}
-                exact_all = {"ALL": class_statistics(everything, name, "y", norm_bound=bound)}
+                exact = {r: class_statistics(e, name, "y", norm_bound=bound, centre=centre)
+                         for r, e in examples.items()}
+                exact_all = {"ALL": class_statistics(everything, name, "y", norm_bound=bound, centre=centre)}
                 for eps in epsilons:
                     draws = 1 if math.isinf(eps) else args.draws
                     single, federated, refused, lost = [], [], 0, 0
@@ -352,7 +360,8 @@ def run_real(args: argparse.Namespace) -> None:
                                     released[r] = st
                                     continue
                                 rel = release_training(st, epsilon=eps, delta=privacy.delta,
-                                                       minimum_cohort=privacy.minimum_cohort, norm_bound=bound)
+                                                       minimum_cohort=privacy.minimum_cohort, norm_bound=bound,
+                                                       centre=centre)
                                 if rel.statistics is not None:
                                     released[r] = rel.statistics
                             rows = _training_rows(released, features, TrainingRow, eps, privacy.delta)
@@ -375,7 +384,8 @@ def run_real(args: argparse.Namespace) -> None:
                         else:
                             t = args.threshold or len(exact)
                             released = {"SUM": _secure_sum(exact, epsilon=eps, delta=privacy.delta, norm_bound=bound,
-                                                           threshold=t, features=features, name=name)}
+                                                           threshold=t, features=features, name=name,
+                                                           centre=centre)}
                         if min(c.n for c in released["SUM"].classes) < privacy.minimum_cohort:
                             secure.append(0.5)  # the centre refuses the sum: nothing to fit from
                             continue

@@ -3,7 +3,8 @@ secure-round` (three regions, each with its own generated Feast data) and `fedst
 process, against a real centre over gRPC and mutual TLS on loopback. A round completes and the
 centre trains on the stored sum; a region that never joins leaves the round below its threshold and
 the others fall back to releases alone, which the centre accepts; a centre restart forgets its
-rounds, and a region waiting on one falls back at once instead of waiting out its deadline."""
+rounds, and a region waiting on one falls back at once instead of waiting out its deadline; a
+region never gives a window twice, and a sum beside a member's fall-back is trained on once."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def federation(tmp_path_factory, pki):
 @pytest.fixture()
 def centre(federation, tmp_path):
     for code in CODES:  # each test's budgets and outboxes start empty
-        for name in ("privacy_budget.db", "outbox"):
+        for name in ("privacy_budget.db", "outbox", "secure_rounds.db"):
             target = federation.region(code).data_dir / name
             if target.is_dir():
                 import shutil
@@ -244,3 +245,70 @@ def test_mistakes_are_one_line_with_their_exit_status_and_charge_nothing(centre,
     assert code == 1
     assert not (config.region("MY").data_dir / "outbox").exists()
     assert centre.store.epsilon_spent("MY", receipt_period(datetime.now(timezone.utc))) == 0.0
+
+
+@pytest.mark.slow
+def test_a_window_is_given_once_and_a_sum_beside_a_members_fall_back_trains_counting_it_once(centre, capsys):
+    from fedstore.regions.publishing.round_journal import SENT, RoundJournal
+
+    config = centre.config
+    period = receipt_period(datetime.now(timezone.utc))
+    round_id = _open(config, centre.address, capsys, threshold=2, phase=4)  # ID never joins: out after 4 s
+    codes, threads = _take_part(config, centre.address, ("MY", "SG"), ["--round", round_id])
+    for t in threads:
+        t.join(120)
+    assert codes == {"MY": 0, "SG": 0}
+    out = capsys.readouterr().out
+    assert out.count(f"round {round_id} done") == 2
+    [summed] = centre.store.latest_training(SPEC.feature_service, None)[:1]
+    assert summed.region == "MY+SG"
+
+    # MY runs again for the same window, into a new round: nothing given, nothing charged
+    second = _open(config, centre.address, capsys, threshold=2, phase=60)
+    codes, threads = _take_part(config, centre.address, ("MY",), ["--join-open"])
+    threads[0].join(60)
+    assert codes == {"MY": 0}
+    out = capsys.readouterr().out
+    assert f"is already in the centre's sum {summed.submission_id} (round {round_id}); nothing sent or charged again" \
+        in out and second not in out
+    assert centre.store.epsilon_spent("MY", period) == pytest.approx(4.0, rel=1e-6)
+
+    # the centre restarts right after storing a sum whose end MY never learnt (as if it had stopped
+    # before the DONE arrived): the restarted centre has forgotten the round, so MY falls back
+    journal = RoundJournal(config.region("MY").data_dir / "secure_rounds.db")
+    mine = journal.find(SPEC.feature_service, summed_window_start(), summed_window_end())
+    assert mine is not None and mine.round_id == round_id
+    journal.record(mine.feature_service, summed_window_start(), summed_window_end(), round_id=round_id,
+                   epsilon=mine.epsilon, state=SENT, submission_id="", at=datetime.now(timezone.utc))
+    journal.close()
+    centre.restart()
+    codes, threads = _take_part(config, centre.address, ("MY",), ["--round", round_id])
+    threads[0].join(60)
+    assert codes == {"MY": 0}
+    out = capsys.readouterr().out
+    assert "the centre no longer knows it" in out and "falling back" in out
+    regions = {r.region for r in centre.store.latest_training(SPEC.feature_service, None)}
+    assert regions == {"MY+SG", "MY"}  # the sum and MY's own release, both stored
+    assert centre.store.epsilon_spent("MY", period) == pytest.approx(8.0, rel=1e-6)  # both charged, honestly
+    # and once more: the fall-back is in the journal, nothing is released a third time
+    codes, threads = _take_part(config, centre.address, ("MY",), ["--round", round_id])
+    threads[0].join(60)
+    assert codes == {"MY": 0} and "was already released alone as my-train-" in capsys.readouterr().out
+    assert centre.store.epsilon_spent("MY", period) == pytest.approx(8.0, rel=1e-6)
+
+    # training counts MY once: from the sum (it also holds SG), and says so in plain words
+    assert _cli(config, "train", "--token-env", "SECROUND_TOKEN_CENTRE", "--address", centre.address) == 0
+    out = capsys.readouterr().out
+    assert "trained fraud_scoring_lda" in out and f"lineage: {summed.submission_id}" in out
+    assert "not trained on: MY's own release my-train-" in out and \
+        f"MY is already in the secure-aggregation sum {summed.submission_id} (MY+SG)" in out
+
+
+def summed_window_end() -> datetime:
+    return END  # WINDOW's end: a whole day already
+
+
+def summed_window_start() -> datetime:
+    from datetime import timedelta
+
+    return END - timedelta(days=14)

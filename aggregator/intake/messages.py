@@ -38,4 +38,5 @@ def train_result(o: TrainOutcome) -> pb.TrainResult:
         signal=[pb.SignalEstimate(region=s.region, separation=s.separation, noise=s.noise,
                                   auc_without_noise=s.auc_without_noise, expected_auc=s.expected_auc, warning=s.warning)
                 for s in f.signal],
+        set_aside=f.set_aside,
     )

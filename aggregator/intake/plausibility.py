@@ -23,7 +23,7 @@ from fedstore.aggregator.errors import Rejected
 from fedstore.aggregator.intake.noise_bounds import FALSE_REJECT, abs_laplace_sum, chi2, gaussian
 from fedstore.aggregator.submission import Evaluation, FeatureStatistics, Submission, TrainingStatistics
 from fedstore.federation.statistics import FeatureSpec
-from fedstore.federation.training import TrainingSpec, from_triangle, noise_sds
+from fedstore.federation.training import TrainingSpec, centred, from_triangle, noise_sds
 
 P = FALSE_REJECT
 
@@ -136,12 +136,18 @@ def training(t: TrainingStatistics, spec: TrainingSpec, *, max_entities: int) ->
     norm at most C (the spec's ``norm_bound``), so per class 0 ≤ Σx_j ≤ n; over both classes
     0 ≤ (XᵀX)_jk ≤ min(Σx_j, Σx_k), trace(XᵀX) = Σ‖x‖² ≤ C²·n, and the second-moment matrix
     [[n, Σxᵀ], [Σx, XᵀX]] = Σ_i (1, x_i)(1, x_i)ᵀ is positive semi-definite. Noise: Gaussian,
-    N(0, σ_p²) on each number of part p, σ_p = noise_scale / weight_p (``part_weights``), independent."""
+    N(0, σ_p²) on each number of part p, σ_p = noise_scale / weight_p (``part_weights``), independent.
+
+    With a spec's centre m the noise was added to the statistics of x − m and m added back with the
+    noisy counts (``federation.training.uncentred``): the range rules below then allow the noise the
+    counts carry into Σx and XᵀX (m_j ≤ 1), and the norm and PSD rules run on the statistics of
+    x − m recovered exactly (``centred``, the same counts), whose noise is independent as above."""
     d, c2 = spec.dimension, spec.norm_bound**2
     sds = noise_sds(t.noise_scale, spec.norm_bound)
     sig_n, sig_x, sig_t = sds["n"], sds["sum_x"], sds["xtx"]
     classes = list(t.classes)
     k = len(classes)
+    centre = spec.centre is not None
 
     # rule population: n₀ + n₁ ≤ max_entities; the released sum carries N(0, k·σ_n²), bound at p
     n_total = sum(c.n for c in classes)
@@ -152,7 +158,7 @@ def training(t: TrainingStatistics, spec: TrainingSpec, *, max_entities: int) ->
     # rule training_sums: −zσ_x ≤ Σx'_j and Σx'_j − n' ≤ z·√(σ_x² + σ_n²); 2·d·k one-sided-in-two
     # comparisons, each bound at p/(2dk)
     q = P / (2 * d * k)
-    low, high = gaussian(sig_x, q), gaussian(math.hypot(sig_x, sig_n), q)
+    low, high = gaussian(math.hypot(sig_x, sig_n) if centre else sig_x, q), gaussian(math.hypot(sig_x, sig_n), q)
     for c in classes:
         for j, v in enumerate(c.sum_x):
             if v < -low - _slack(v) or v - c.n > high + _slack(v, c.n):
@@ -168,7 +174,9 @@ def training(t: TrainingStatistics, spec: TrainingSpec, *, max_entities: int) ->
     # entry of the triangle, each bound at p over their number
     rows, cols = np.triu_indices(d)
     q = P / (3 * len(rows))
-    low, high = gaussian(sig_t, q), gaussian(math.hypot(sig_t, sig_tx), q)
+    # with a centre, XᵀX also carries m_j·Σx_k's, m_k·Σx_j's and m_j·m_k·n's noise (each m ≤ 1)
+    spread = math.sqrt(sig_t**2 + 4 * (sig_tx**2 + sig_tn**2)) if centre else sig_t
+    low, high = gaussian(spread, q), gaussian(math.hypot(spread, sig_tx), q)
     for v, j, i in zip(t.xtx, rows.tolist(), cols.tolist(), strict=True):
         if v < -low - _slack(v) or v - min(total_x[j], total_x[i]) > high + _slack(v, total_x[j], total_x[i]):
             raise Rejected(f"XᵀX[{j},{i}] = {v:.6g} with Σx = {total_x[j]:.6g}, "
@@ -176,7 +184,13 @@ def training(t: TrainingStatistics, spec: TrainingSpec, *, max_entities: int) ->
 
     # rule training_norms: trace(XᵀX) = Σ‖x_i‖² ≤ C²·n, and trace(XᵀX)' − C²·n' carries
     # N(0, d·σ_t² + C⁴·k·σ_n²): the rows were shrunk to the bound the noise was scaled for
-    diag = from_triangle(list(t.xtx), d).diagonal()
+    if centre:  # the statistics of x − m, as the noise was added to them: ‖x − m‖ ≤ C
+        _, moved, moved_xtx = centred(tuple(c.n for c in classes), tuple(tuple(c.sum_x) for c in classes),
+                                      tuple(t.xtx), spec.origin)
+        total_x = [sum(x[j] for x in moved) for j in range(d)]
+    else:
+        moved_xtx = tuple(t.xtx)
+    diag = from_triangle(list(moved_xtx), d).diagonal()
     trace = float(diag.sum())
     room = gaussian(math.sqrt(d * sig_t**2 + c2**2 * sig_tn**2), P)
     if trace - c2 * n_total > room + _slack(trace, c2 * n_total):
@@ -191,7 +205,7 @@ def training(t: TrainingStatistics, spec: TrainingSpec, *, max_entities: int) ->
     m = np.empty((d + 1, d + 1))
     m[0, 0] = n_total
     m[0, 1:] = m[1:, 0] = total_x
-    m[1:, 1:] = from_triangle(list(t.xtx), d)
+    m[1:, 1:] = from_triangle(list(moved_xtx), d)
     least = float(np.linalg.eigvalsh(m)[0])
     if least < -room - _slack(*np.diag(m)):
         raise Rejected(f"the second moments have an eigenvalue of {least:.6g}; "

@@ -265,7 +265,7 @@ class SecureRounds:
         total = s.finish()  # ProtocolError: below the threshold, or a forged share
         k = len(s.survivors)
         d = r.spec.dimension
-        ns, sums, xtx = unweighted_release(total, d, r.spec.norm_bound)
+        ns, sums, xtx = unweighted_release(total, d, r.spec.norm_bound, r.spec.origin)
         # the sum's noise on the weighted release: the survivors' shares (as declared, each at least
         # σ·Δ/√t), read back in 2^-f units
         sigma = math.sqrt(sum(r.share_scales[u] ** 2 for u in s.survivors)) / p.encoding.scale

@@ -63,7 +63,8 @@ def estimate(stats: PooledStatistics, rows: list[TrainingRow], spec: TrainingSpe
     for r in {r.submission_id: r for r in rows}.values():  # each release's noise, once
         sd = _noise_sd(r, spec)
         for mu, n in ((mu0, c0.n), (mu1, c1.n)):
-            variance += (sd["sum_x"] ** 2 + (mu * sd["n"]) ** 2) / n**2
+            # n's noise moves Σx/n by its distance from the spec's centre (m added back with n̂)
+            variance += (sd["sum_x"] ** 2 + ((mu - spec.origin) * sd["n"]) ** 2) / n**2
     inverse = np.linalg.inv(within_class_covariance(stats, floor=noise_floor(scatter_covariance(stats))))
     diff = mu1 - mu0
     noise = float(variance @ np.diag(inverse))

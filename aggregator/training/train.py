@@ -15,6 +15,7 @@ from fedstore.aggregator.registry.store import ModelRegistry
 from fedstore.aggregator.registry.text import check_model_name
 from fedstore.aggregator.store import SubmissionStore
 from fedstore.aggregator.training.influence import RegionInfluence, influence
+from fedstore.aggregator.training.overlap import one_release_per_region
 from fedstore.aggregator.training.pooled import pool
 from fedstore.aggregator.training.ridge import check_ridge_lambda
 from fedstore.aggregator.training.signal import Signal, signals
@@ -43,6 +44,8 @@ class Fitted:
     influence: list[RegionInfluence]
     signal: list[Signal]
     consent_by_region: dict[str, ConsentBasis] = field(default_factory=dict)
+    # releases left out because another kept release already counts their regions (``overlap``)
+    set_aside: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ def fit(store: SubmissionStore, request: TrainRequest, *,
         raise Rejected(f"period {request.period!r} is not YYYY-MM")
     strategy = make_strategy(request.strategy, **({"ridge_lambda": request.ridge_lambda}
                                                   if request.strategy == "ridge" else {}))
-    rows = store.latest_training(spec.feature_service, request.period)
+    # a sum and a member's own release (a centre restarted after storing the sum): one of them
+    rows, set_aside = one_release_per_region(store.latest_training(spec.feature_service, request.period))
     pooled = pool(rows, spec.features)
     try:
         # before any model exists: refused in one line when the noise leaves too little signal
@@ -75,7 +79,7 @@ def fit(store: SubmissionStore, request: TrainRequest, *,
     except (np.linalg.LinAlgError, ValueError) as e:  # statistics no model can be solved from
         raise NotEnoughStatistics(f"the accepted training statistics give no {strategy.name} model: {e}") from None
     return Fitted(model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n, regions, signal,
-                  pooled.consent_by_region)
+                  pooled.consent_by_region, set_aside)
 
 
 def train(

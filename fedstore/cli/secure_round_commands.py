@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from fedstore.cli.arguments import host_port, iso_time, positive_int
@@ -147,6 +147,8 @@ def cmd_secure_round(config: FederationConfig, args: argparse.Namespace) -> None
     from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
     from fedstore.regions.publishing.budget import BudgetLedger
     from fedstore.regions.publishing.publish import exact_training_statistics
+    from fedstore.regions.publishing.publish import whole_day
+    from fedstore.regions.publishing.round_journal import IN_SUM, SENT, RoundJournal
     from fedstore.regions.publishing.secure_round import RoundClient, ledger_charge, open_round_id
     from fedstore.regions.store.node import RegionNode
 
@@ -159,47 +161,123 @@ def cmd_secure_round(config: FederationConfig, args: argparse.Namespace) -> None
                           epsilon_per_month=config.privacy.epsilon_per_month,
                           delta_per_month=config.privacy.delta_per_month)
     node = RegionNode(region)
-    with link.channel() as channel:
-        stub = aggregator_pb2_grpc.SecureAggregationStub(channel)
-        try:
-            round_id = args.round or open_round_id(stub, metadata, region.code)
-            first = stub.GetRound(pb.GetRoundRequest(round_id=round_id, region=region.code), metadata=metadata,
-                                  timeout=30)
-        except grpc.RpcError as e:
-            raise _rpc_problem(e, address, "nothing was sent or charged") from None
-        spec = training_spec(first.feature_service)  # only a spec of this region's own catalog
-        # the exact statistics before joining: reading the window takes seconds, a phase's deadline may not
-        exact = exact_training_statistics(node, spec, end=args.end, days=args.days)
-        try:
-            client = RoundClient(stub, metadata, round_id, region.code, spec, poll_seconds=POLL_SECONDS,
-                                 timeout_seconds=args.wait_seconds)
-            outcome = client.take_part(exact, ledger_charge(ledger, region.code, lambda: datetime.now(timezone.utc)))
-        except grpc.RpcError as e:
-            raise _rpc_problem(e, address, f"round {round_id} left unfinished by this region") from None
-        except ProtocolError as e:  # a share that does not open, a forged key: the round cannot be trusted
-            raise RegionError(f"round {round_id}: {e}; this region left it") from None
-    c = outcome.contribution
-    if outcome.included:
-        assert c is not None
-        print(f"{region.code}: round {round_id} done: this region's statistics are in the centre's sum "
-              f"{outcome.submission_id}; ε={c.epsilon:.3f}, δ={c.delta:.1e} charged to its ledger (the sum carries "
-              f"noise σ={c.scale:.2f} once; this region added 1/{c.threshold} of its variance)")
+    now = datetime.now(timezone.utc)
+    end = whole_day(args.end or now)  # the window exact_training_statistics reads
+    start = end - timedelta(days=args.days)
+    journal = RoundJournal(region.data_dir / "secure_rounds.db")
+    clock = lambda: datetime.now(timezone.utc)  # noqa: E731
+    try:
+        with link.channel() as channel:
+            stub = aggregator_pb2_grpc.SecureAggregationStub(channel)
+            earlier = None
+            try:
+                round_id = args.round or open_round_id(stub, metadata, region.code)
+                first = stub.GetRound(pb.GetRoundRequest(round_id=round_id, region=region.code), metadata=metadata,
+                                      timeout=30)
+                feature_service = first.feature_service
+            except grpc.RpcError as e:
+                # a round this region gave its masked input to, forgotten by a restarted centre: settle it below
+                earlier = journal.of_round(args.round) if args.round and e.code() == grpc.StatusCode.NOT_FOUND else None
+                if earlier is None:
+                    raise _rpc_problem(e, address, "nothing was sent or charged") from None
+                feature_service = earlier.feature_service
+            spec = training_spec(feature_service)  # only a spec of this region's own catalog
+            earlier = earlier or journal.find(spec.feature_service, start, end)
+
+            def record(state: str, submission_id: str, of_round: str, epsilon: float) -> None:
+                journal.record(spec.feature_service, start, end, round_id=of_round, epsilon=epsilon, state=state,
+                               submission_id=submission_id, at=clock())
+
+            if earlier is not None:  # this window was given before: never twice
+                _settle(earlier, stub, metadata, region.code, address, record, lambda: _fall_back(
+                    config, args, node, spec, earlier.epsilon, link, token, ledger, record, earlier.round_id))
+                return
+            # the exact statistics before joining: reading the window takes seconds, a phase's deadline may not
+            exact = exact_training_statistics(node, spec, end=args.end, days=args.days)
+            charge_ledger = ledger_charge(ledger, region.code, clock)
+
+            def charge(epsilon: float, delta: float) -> str:
+                spend_id = charge_ledger(epsilon, delta)
+                record(SENT, "", round_id, first.epsilon)  # before the masked input leaves: a crash after it still knows
+                return spend_id
+
+            try:
+                client = RoundClient(stub, metadata, round_id, region.code, spec, poll_seconds=POLL_SECONDS,
+                                     timeout_seconds=args.wait_seconds)
+                outcome = client.take_part(exact, charge)
+            except grpc.RpcError as e:
+                raise _rpc_problem(e, address, f"round {round_id} left unfinished by this region") from None
+            except ProtocolError as e:  # a share that does not open, a forged key: the round cannot be trusted
+                raise RegionError(f"round {round_id}: {e}; this region left it") from None
+        c = outcome.contribution
+        if outcome.included:
+            assert c is not None
+            record(IN_SUM, outcome.submission_id, round_id, first.epsilon)
+            print(f"{region.code}: round {round_id} done: this region's statistics are in the centre's sum "
+                  f"{outcome.submission_id}; ε={c.epsilon:.3f}, δ={c.delta:.1e} charged to its ledger (the sum carries "
+                  f"noise σ={c.scale:.2f} once; this region added 1/{c.threshold} of its variance)")
+            return
+        why = outcome.why_abandoned or "this region missed a phase's deadline"
+        spent = f"; its masked input already cost ε={c.epsilon:.3f}" if c is not None else ""
+        print(f"{region.code}: round {round_id} ended without this region's statistics in a sum ({why}){spent}; "
+              f"falling back to a release alone at full noise (ε={first.epsilon:g}), as publish-training-stats")
+        _fall_back(config, args, node, spec, first.epsilon, link, token, ledger, record, round_id)
+    finally:
+        journal.close()
+
+
+def _settle(earlier: Any, stub: Any, metadata: tuple[tuple[str, str], ...], code: str, address: str,
+            record: Callable[..., None], fall_back: Callable[[], None]) -> None:
+    """A window this region gave before (``earlier``, a round_journal.Contribution): say where it is,
+    or, when its masked input's round ended unseen (the centre restarted, this region stopped),
+    learn that end now and fall back if the sum does not hold it. Nothing is given twice."""
+    import grpc
+
+    from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
+    from fedstore.regions.publishing.round_journal import IN_SUM, SENT
+
+    window = f"{earlier.feature_service} over {earlier.start[:10]} to {earlier.end[:10]}"
+    if earlier.state == IN_SUM:
+        print(f"{code}: {window} is already in the centre's sum {earlier.submission_id} (round {earlier.round_id}); "
+              "nothing sent or charged again")
         return
-    why = outcome.why_abandoned or "this region missed a phase's deadline"
-    spent = f"; its masked input already cost ε={c.epsilon:.3f}" if c is not None else ""
-    print(f"{region.code}: round {round_id} ended without this region's statistics in a sum ({why}){spent}; "
-          f"falling back to a release alone at full noise (ε={first.epsilon:g}), as publish-training-stats")
-    _fall_back(config, args, node, spec, first.epsilon, link, token, ledger)
+    if earlier.state != SENT:
+        what = f"as {earlier.submission_id}" if earlier.submission_id else "(suppressed: nothing was sent)"
+        print(f"{code}: {window} was already released alone {what}; nothing sent or charged again")
+        return
+    try:
+        s = stub.GetRound(pb.GetRoundRequest(round_id=earlier.round_id, region=code), metadata=metadata, timeout=30)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            raise _rpc_problem(e, address, "nothing was sent or charged") from None
+        s = None  # a restarted centre forgot the round: its sum, if stored, is told apart at training
+    if s is not None and s.phase == pb.DONE and code in s.survivors:
+        record(IN_SUM, s.submission_id, earlier.round_id, earlier.epsilon)
+        print(f"{code}: {window} is in the centre's sum {s.submission_id} (round {earlier.round_id}); "
+              "nothing sent or charged again")
+        return
+    if s is not None and s.phase not in (pb.DONE, pb.ABANDONED):
+        raise RegionError(f"round {earlier.round_id} holds this region's masked input for {window} and has not "
+                          "ended; run again when it has (nothing was sent or charged)")
+    print(f"{code}: round {earlier.round_id} took this region's masked input for {window} and ended without it in "
+          f"a sum it can see ({'the centre no longer knows it' if s is None else s.why_abandoned or 'abandoned'}); "
+          f"falling back to a release alone at full noise (ε={earlier.epsilon:g}), as publish-training-stats")
+    fall_back()
 
 
 def _fall_back(config: FederationConfig, args: argparse.Namespace, node: RegionNode, spec: TrainingSpec,
-               epsilon: float, link: CentreLink, token: str, ledger: BudgetLedger) -> None:
-    """A release alone at full noise, queued and sent: today's publish-training-stats + send-stats."""
+               epsilon: float, link: CentreLink, token: str, ledger: BudgetLedger,
+               record: Callable[..., None], round_id: str) -> None:
+    """A release alone at full noise, queued and sent: today's publish-training-stats + send-stats;
+    in the round journal as soon as it is made (charged and queued), before it is sent."""
     from fedstore.regions.publishing.outbox import send_outbox
     from fedstore.regions.publishing.publish import outbox_dir, publish_training_statistics
 
+    from fedstore.regions.publishing.round_journal import FELL_BACK
+
     sid, released, path = publish_training_statistics(node, config.privacy, spec, epsilon=epsilon, end=args.end,
                                                       days=args.days)
+    record(FELL_BACK, sid if released.statistics is not None else "", round_id, epsilon)
     if released.statistics is None:
         print(f"{node.code}: suppressed: a label class has fewer than {released.minimum_cohort} examples after noise; "
               f"nothing will be sent (ε={released.epsilon:.3f} spent)")

@@ -105,6 +105,8 @@ def describe(result: aggregator_pb2.TrainResult) -> str:
     if result.quarantined:
         out += (f"\nquarantined (not trained on): {', '.join(result.quarantined)}; "
                 "see `fedstore aggregator quarantine list`")
+    for note in result.set_aside:
+        out += f"\nnot trained on: {note}"
     return out
 
 

@@ -41,12 +41,14 @@ class BoundedValues:
 
 @dataclass(frozen=True)
 class BoundedRows:
-    """One entity's training row (already in [0, 1]), shrunk to L2 norm at most ``norm_bound``."""
+    """One entity's training row (already in [0, 1]), shrunk towards the spec's public centre (the
+    origin when None) to L2 distance at most ``norm_bound``."""
 
     norm_bound: float
+    centre: tuple[float, ...] | None = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return clip_rows(x, self.norm_bound)
+        return clip_rows(x, self.norm_bound, None if self.centre is None else np.asarray(self.centre, dtype=float))
 
 
 class Cohorts(Protocol):

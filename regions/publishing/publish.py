@@ -144,10 +144,11 @@ def publish_training_statistics(
     start = end - timedelta(days=days)
     consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
     examples = labelled_examples(node, spec, start, end, consent)
-    exact = class_statistics(examples, spec.feature_service, spec.label, norm_bound=spec.norm_bound)
+    exact = class_statistics(examples, spec.feature_service, spec.label, norm_bound=spec.norm_bound,
+                             centre=spec.centre)
     submission_id = _spend(node, privacy, "train", epsilon, privacy.delta, now)
     released = release_training(exact, epsilon=epsilon, delta=privacy.delta, minimum_cohort=privacy.minimum_cohort,
-                                norm_bound=spec.norm_bound)
+                                norm_bound=spec.norm_bound, centre=spec.centre)
     assert released.epsilon <= epsilon * (1 + 1e-6) and released.delta <= privacy.delta * (1 + 1e-9)
     body = _header(node, submission_id, now, "training", status="queued" if released.statistics else "suppressed")
     body.update(start=start.isoformat(), end=end.isoformat(), features=[], suppressed=[],
@@ -167,7 +168,8 @@ def exact_training_statistics(node: RegionNode, spec: TrainingSpec, *, end: date
     end = whole_day(end or datetime.now(UTC))
     consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
     examples = labelled_examples(node, spec, end - timedelta(days=days), end, consent)
-    return class_statistics(examples, spec.feature_service, spec.label, norm_bound=spec.norm_bound)
+    return class_statistics(examples, spec.feature_service, spec.label, norm_bound=spec.norm_bound,
+                            centre=spec.centre)
 
 
 def publish_evaluation(

@@ -128,7 +128,8 @@ class RoundClient:
     def send_masked(self, s: pb.RoundStatus, exact: TrainingStatistics, charge: Callable[[float, float], object]
                     ) -> None:
         c = secure_contribution(exact, epsilon=s.epsilon, delta=s.delta, norm_bound=self.spec.norm_bound,
-                                threshold=self.params.threshold, encoding=self.params.encoding)
+                                threshold=self.params.threshold, encoding=self.params.encoding,
+                                centre=self.spec.centre)
         shares = [SealedShare(x.sender, x.recipient, x.sealed) for x in s.shares]
         masked = self.participant.masked_input(c.encoded, shares)  # refuses a tampered share
         charge(c.epsilon, c.delta)  # the region's own ledger first: nothing leaves uncharged

@@ -34,13 +34,15 @@ class SecureContribution:
 
 
 def secure_contribution(exact: TrainingStatistics, *, epsilon: float, delta: float, norm_bound: float,
-                        threshold: int, encoding: FixedPoint) -> SecureContribution:
+                        threshold: int, encoding: FixedPoint, centre: tuple[float, ...] | None = None
+                        ) -> SecureContribution:
+    """Measured from ``centre`` (the spec's) as a release alone is; the centre adds it back to the sum."""
     if not epsilon > 0 or not 0 < delta < 1:
         raise ValueError("a Gaussian release needs ε > 0 and 0 < δ < 1")
     scale = gaussian_scale(epsilon, delta)
     spent_eps, spent_delta = gaussian(scale, delta).map(L2_SENSITIVITY)
     vector = weighted_release(tuple(c.n for c in exact.classes), tuple(c.sum_x for c in exact.classes), exact.xtx,
-                              norm_bound)
+                              norm_bound, None if centre is None else np.asarray(centre, dtype=float))
     share_scale = secure_share_scale(scale, threshold, len(vector), encoding.fraction_bits)
     integers = encoding.to_integers(vector)
     noisy = np.asarray(secure_share_mechanism(share_scale)([int(v) for v in integers]), dtype=np.int64)

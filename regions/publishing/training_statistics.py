@@ -30,8 +30,9 @@ from fedstore.federation.training import (
     L2_SENSITIVITY,
     LABELS,
     noise_sds,
-    release_weights,
     triangle,
+    unweighted_release,
+    weighted_release,
 )
 from fedstore.regions.publishing.cleansers import BoundedRows, MinimumCohort, at_the_border
 from fedstore.regions.publishing.examples import LabelledExamples
@@ -75,11 +76,12 @@ class TrainingRelease:
         return noise_sds(self.scale, self.norm_bound)
 
 
-def class_statistics(ex: LabelledExamples, feature_service: str, label: str, *, norm_bound: float
-                     ) -> TrainingStatistics:
-    """Exact statistics of rows shrunk to L2 norm ``norm_bound`` (the spec's C): the bound the
-    release's sensitivity rests on, so it is applied here, next to the sums."""
-    x_all = BoundedRows(norm_bound)(ex.x)
+def class_statistics(ex: LabelledExamples, feature_service: str, label: str, *, norm_bound: float,
+                     centre: tuple[float, ...] | None = None) -> TrainingStatistics:
+    """Exact statistics of rows shrunk to distance ``norm_bound`` (the spec's C) from ``centre``
+    (the spec's; the origin when None): the bound the release's sensitivity rests on, so it is
+    applied here, next to the sums. The sums are of the rows themselves, not of x − m."""
+    x_all = BoundedRows(norm_bound, centre)(ex.x)
     classes = []
     for c in LABELS:
         x = x_all[ex.y == c]
@@ -89,8 +91,11 @@ def class_statistics(ex: LabelledExamples, feature_service: str, label: str, *, 
 
 
 def release_training(
-    exact: TrainingStatistics, *, epsilon: float, delta: float, minimum_cohort: int, norm_bound: float
+    exact: TrainingStatistics, *, epsilon: float, delta: float, minimum_cohort: int, norm_bound: float,
+    centre: tuple[float, ...] | None = None,
 ) -> TrainingRelease:
+    """Noise on the statistics of x − m (m the spec's centre), weighted to L2 sensitivity 1; m is
+    added back with the noisy counts (``federation.training.uncentred``, post-processing)."""
     if not epsilon > 0 or not 0 < delta < 1:
         raise ValueError("a Gaussian release needs ε > 0 and 0 < δ < 1")
     border = (MinimumCohort(minimum_cohort),)
@@ -98,14 +103,12 @@ def release_training(
     scale = gaussian_scale(epsilon, delta)
     measurement = gaussian(scale, delta)  # the mechanism the centre recomputes (ε, δ) of
     spent_eps, spent_delta = measurement.map(L2_SENSITIVITY)  # OpenDP's own accounting
-    weights = release_weights(d, norm_bound)
-    vector = np.array([*(c.n for c in exact.classes), *(v for c in exact.classes for v in c.sum_x), *exact.xtx])
-    noisy = np.asarray(measurement((vector * weights).tolist()), dtype=float) / weights
-    k = len(exact.classes)
-    classes = tuple(ClassStatistics(label=c.label, n=float(noisy[i]),
-                                    sum_x=tuple(map(float, noisy[k + i * d:k + (i + 1) * d])))
-                    for i, c in enumerate(exact.classes))
-    xtx = tuple(map(float, noisy[k + k * d:]))
+    m = None if centre is None else np.asarray(centre, dtype=float)
+    vector = weighted_release(tuple(c.n for c in exact.classes), tuple(c.sum_x for c in exact.classes), exact.xtx,
+                              norm_bound, m)
+    ns, sums, xtx = unweighted_release(np.asarray(measurement(vector.tolist()), dtype=float), d, norm_bound, m)
+    classes = tuple(ClassStatistics(label=c.label, n=n, sum_x=x)
+                    for c, n, x in zip(exact.classes, ns, sums, strict=True))
     stats = at_the_border(TrainingStatistics(exact.feature_service, exact.label, exact.features, classes, xtx), border)
     return TrainingRelease(stats, float(spent_eps), float(spent_delta), scale, minimum_cohort, float(norm_bound),
                            gaussian_rho(scale))

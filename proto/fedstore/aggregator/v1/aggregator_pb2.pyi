@@ -280,7 +280,7 @@ class TrainRequest(_message.Message):
     def __init__(self, strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., model_name: _Optional[str] = ..., period: _Optional[str] = ..., ridge_lambda: _Optional[float] = ...) -> None: ...
 
 class TrainResult(_message.Message):
-    __slots__ = ("model_name", "model_version", "strategy", "feature_service", "features", "weights", "intercept", "link", "submissions", "epsilon_by_region", "examples", "influence", "quarantined", "signal")
+    __slots__ = ("model_name", "model_version", "strategy", "feature_service", "features", "weights", "intercept", "link", "submissions", "epsilon_by_region", "examples", "influence", "quarantined", "signal", "set_aside")
     class EpsilonByRegionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +302,7 @@ class TrainResult(_message.Message):
     INFLUENCE_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    SET_ASIDE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: int
     strategy: str
@@ -316,7 +317,8 @@ class TrainResult(_message.Message):
     influence: _containers.RepeatedCompositeFieldContainer[RegionInfluence]
     quarantined: _containers.RepeatedScalarFieldContainer[str]
     signal: _containers.RepeatedCompositeFieldContainer[SignalEstimate]
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., examples: _Optional[float] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ..., quarantined: _Optional[_Iterable[str]] = ..., signal: _Optional[_Iterable[_Union[SignalEstimate, _Mapping]]] = ...) -> None: ...
+    set_aside: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., strategy: _Optional[str] = ..., feature_service: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ..., link: _Optional[str] = ..., submissions: _Optional[_Iterable[str]] = ..., epsilon_by_region: _Optional[_Mapping[str, float]] = ..., examples: _Optional[float] = ..., influence: _Optional[_Iterable[_Union[RegionInfluence, _Mapping]]] = ..., quarantined: _Optional[_Iterable[str]] = ..., signal: _Optional[_Iterable[_Union[SignalEstimate, _Mapping]]] = ..., set_aside: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SignalEstimate(_message.Message):
     __slots__ = ("region", "separation", "noise", "auc_without_noise", "expected_auc", "warning")
