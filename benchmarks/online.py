@@ -389,6 +389,43 @@ def start_feast_serve(data_dir: Path, port: int, workers: int) -> subprocess.Pop
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def feast_json_request(ids: list[int]) -> bytes:
+    import json
+
+    return json.dumps({"features": FEATURES, "entities": {"entity_id": ids}}).encode()
+
+
+def check_http(url: str, body: bytes) -> None:
+    """h2load counts HTTP statuses only: prove the pre-encoded request gets a full answer first."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{url}/get-online-features", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        answer = json.loads(r.read())
+    assert answer["results"][1]["statuses"][0] == "PRESENT", answer
+
+
+def h2load_http(url: str, body: bytes, seconds: float, workdir: Path, connections: int = 8) -> float:
+    """Requests/s from one h2load process over HTTP/1.1: ``connections`` keep-alive connections,
+    one request in flight each (the issue's anchor: 8 connections). Any request not answered 2xx
+    fails the run: the figure is of answered lookups only."""
+    frame = workdir / f"h2load-http-{len(body)}.json"
+    frame.write_bytes(body)
+    out = subprocess.run(["h2load", "--h1", "-c", str(connections), "-m", "1", "-t", "1",
+                          "-D", str(max(1, round(seconds))), "-d", str(frame),
+                          "-H", "content-type: application/json", "-H", f"authorization: Bearer {TOKEN}",
+                          f"{url}/get-online-features"], stdout=subprocess.PIPE, text=True, check=False).stdout
+    done = re.search(r"finished in .*?, ([\d.]+) req/s", out)
+    failed = re.search(r"requests: .*?(\d+) failed, (\d+) errored", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if (done is None or failed is None or codes is None or failed.group(1) != "0" or failed.group(2) != "0"
+            or any(c != "0" for c in codes.groups()[1:])):
+        raise SystemExit(f"h2load against {url} failed:\n{out}")
+    return float(done.group(1))
+
+
 FEAST_SERVE, OURS_HTTP = "feast serve (HTTP)", "fedstore serve (Feast HTTP API)"
 BEFORE_HTTP = "fedstore serve, --before checkout"
 
@@ -400,7 +437,8 @@ def http_main(args: argparse.Namespace) -> None:
     redis = start_redis()
     procs: list[subprocess.Popen] = []
     lat: dict[str, dict[int, tuple[float, float]]] = {}
-    runs: dict[tuple[str, int], list[float]] = {}
+    runs: dict[tuple[str, int, str], list[float]] = {}
+    loads: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="fedstore-http-bench-") as tmp:
             print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
@@ -430,34 +468,53 @@ def http_main(args: argparse.Namespace) -> None:
                 for n in SIZES:
                     lat[label][n] = latency(call, n, args.entities, args.requests if n < 100 else max(100, args.requests // 2))
                 print(f"  {label}: " + ", ".join(f"{n} ent p50 {lat[label][n][0]:.2f} ms" for n in SIZES), flush=True)
+            loads = [k for k in ("python", "h2load") if args.clients in (k, "both")]
+            if "h2load" in loads and not shutil.which("h2load"):
+                print("  h2load not found (`make h2load`): only the Python clients' throughput is measured", flush=True)
+                loads.remove("h2load")
+            # a different entity per size (h2load repeats its one request); checked to answer first
+            bodies = {n: feast_json_request([(7919 + j * 104729) % args.entities for j in range(n)]) for n in SIZES}
+            if "h2load" in loads:
+                for url in urls.values():
+                    check_http(url, bodies[1])
             for r in range(args.rounds):
-                print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes, {args.seconds:.0f}s per "
-                      "server and size …", flush=True)
+                print(f"  throughput round {r + 1}/{args.rounds}: " + " then ".join(
+                    {"python": "8 Python client processes", "h2load": "h2load (HTTP/1.1, 8 connections)"}[k]
+                    for k in loads) + f", {args.seconds:.0f}s per server and size …", flush=True)
                 order = list(urls.items())  # each round starts with the next server: no seat is always first
                 for n in SIZES:
-                    for label, url in order[r % len(order):] + order[:r % len(order)]:
-                        runs.setdefault((label, n), []).append(throughput("http", url, args.entities, n, args.seconds))
+                    for load in loads:
+                        for label, url in order[r % len(order):] + order[:r % len(order)]:
+                            got = (throughput("http", url, args.entities, n, args.seconds) if load == "python"
+                                   else h2load_http(url, bodies[n], args.seconds, Path(tmp)))
+                            runs.setdefault((label, n, load), []).append(got)
     finally:
         stop_processes(procs)
         redis.stop()
     print()
-    head = f"{'HTTP, ' + str(args.workers) + ' processes each':32}" + "".join(
-        f" {f'{n} ent p50':>11} {f'{n} ent p99':>11} {f'{n} ent req/s':>12}" for n in SIZES)
+    print(f"HTTP, {args.workers} process{'es' if args.workers > 1 else ''} each; p50/p99 from one sequential "
+          "keep-alive client; req/s the median of the rounds" + (f" ({', '.join(loads)})" if loads else ""))
+    head = f"{'':32}" + "".join(f" {f'{n} ent p50':>11} {f'{n} ent p99':>11}" + "".join(
+        f" {f'{n} ent {load[:2]}':>10}" for load in loads) for n in SIZES)
     print(head)
     print("-" * len(head))
     for label in urls:
-        print(f"{label:32}" + "".join(f" {lat[label][n][0]:>9.2f}ms {lat[label][n][1]:>9.2f}ms "
-                                      f"{statistics.median(runs[(label, n)]):>12,.0f}" for n in SIZES))
+        print(f"{label:32}" + "".join(f" {lat[label][n][0]:>9.2f}ms {lat[label][n][1]:>9.2f}ms" + "".join(
+            f" {statistics.median(runs[(label, n, load)]):>10,.0f}" for load in loads) for n in SIZES))
     for n in SIZES:
-        x = [o / f for o, f in zip(runs[(OURS_HTTP, n)], runs[(FEAST_SERVE, n)], strict=True)]
         speed = lat[FEAST_SERVE][n][0] / lat[OURS_HTTP][n][0]
         than = f"{speed:.1f}× faster than" if speed >= 1 else f"{1 / speed:.1f}× slower than"
-        print(f"{n:>3} entities: p50 {than} feast serve's; "
-              f"throughput {statistics.median(x):.1f}× (rounds {min(x):.1f}–{max(x):.1f}×)")
+        ratios = []
+        for load in loads:
+            x = [o / f for o, f in zip(runs[(OURS_HTTP, n, load)], runs[(FEAST_SERVE, n, load)], strict=True)]
+            ratios.append(f"{load} {statistics.median(x):.1f}× (rounds {min(x):.1f}–{max(x):.1f}×)")
+        print(f"{n:>3} entities: p50 {than} feast serve's; throughput " + ", ".join(ratios))
         if BEFORE_HTTP in urls:
-            b = [o / f for o, f in zip(runs[(BEFORE_HTTP, n)], runs[(FEAST_SERVE, n)], strict=True)]
-            print(f"{'':>13} the --before checkout: p50 {lat[BEFORE_HTTP][n][0]:.2f} ms; throughput "
-                  f"{statistics.median(b):.1f}× feast serve's (rounds {min(b):.1f}–{max(b):.1f}×)")
+            for load in loads:
+                b = [o / f for o, f in zip(runs[(BEFORE_HTTP, n, load)], runs[(FEAST_SERVE, n, load)], strict=True)]
+                print(f"{'':>13} the --before checkout: p50 {lat[BEFORE_HTTP][n][0]:.2f} ms; {load} throughput "
+                      f"{statistics.median(b):.1f}× feast serve's (rounds {min(b):.1f}–{max(b):.1f}×)")
+    print(f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)")
 
 
 def main() -> None:
@@ -473,6 +530,9 @@ def main() -> None:
                         help="run fedstore's workers without --pin-cpus")
     parser.add_argument("--before", type=Path, default=None,
                         help="with --http: also serve the region from this checkout (fedstore imported from it)")
+    parser.add_argument("--clients", choices=("python", "h2load", "both"), default="both",
+                        help="with --http: who drives the throughput runs (h2load: one C process, 8 HTTP/1.1 "
+                             "connections, the issue's anchor; python: 8 client processes)")
     parser.add_argument("--http", action="store_true",
                         help="only the HTTP side: feast serve against the node's Feast HTTP API (a shorter run)")
     args = parser.parse_args()

@@ -63,7 +63,7 @@ from fedstore.serving.entities import max_lookup_bytes
 from fedstore.serving.feast_json import POLICY as HTTP_POLICY
 from fedstore.serving.feast_json import FeastJson
 from fedstore.serving.features import OnlineFeatures
-from fedstore.serving.http_api import FeastHttpApi, HttpSettings
+from fedstore.serving.http_api import INLINE_MAX_BYTES, FeastHttpApi, HttpSettings
 from fedstore.serving.loaded_views import LoadedViews
 from fedstore.serving.lookup_methods import LANE, PUBLIC, LaneMethod
 from fedstore.serving.lookup_public import PublicLookups
@@ -194,7 +194,9 @@ class ServingNode:
                 HttpSettings(host=bind.rpartition(":")[0], port=http_port, threads=settings.lookup_threads,
                              max_body_bytes=max_lookup_bytes(settings.max_entities),
                              max_connections=settings.max_concurrent_calls, tls_cert=settings.tls_cert,
-                             tls_key=settings.tls_key, reuse_port=reuse_port),
+                             tls_key=settings.tls_key, reuse_port=reuse_port,
+                             # inline on the event loop only when the online read is bounded (Redis)
+                             inline_max_bytes=0 if isinstance(self.reader, FeastReader) else INLINE_MAX_BYTES),
                 name=region.code)
         try:
             self.server, self._lane, self.public_path_reason = self._build(lookups)
