@@ -54,6 +54,23 @@ def timestamp_text(raw: bytes) -> str:
     return _timestamp_to_str(Timestamp.FromString(raw))
 
 
+class TimestampTexts:
+    """``timestamp_text`` remembered per serialised timestamp: the rows one job writes share their
+    event time, so most answers convert the same few. Bounded: emptied when it holds ``limit``."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._texts: dict[bytes, str] = {}
+        self._limit = limit
+
+    def text(self, raw: bytes) -> str:
+        got = self._texts.get(raw)
+        if got is None:
+            if len(self._texts) >= self._limit:
+                self._texts = {}  # replaced, not cleared: another thread may be reading the old one
+            got = self._texts[raw] = timestamp_text(raw)
+        return got
+
+
 def status_names(statuses: Sequence[int]) -> list[str]:
     return [_STATUS_NAMES.get(s, "INVALID") for s in statuses]
 
@@ -80,4 +97,5 @@ def columns_json(feature_names: Sequence[str], columns: Sequence[Column]) -> byt
     ])
 
 
-__all__ = ["Column", "columns_json", "native_value", "response_json", "status_names", "timestamp_text", "vector"]
+__all__ = ["Column", "TimestampTexts", "columns_json", "native_value", "response_json", "status_names", "timestamp_text",
+           "vector"]

@@ -109,3 +109,31 @@ def test_a_typical_answer_reads_as_feast_serve_writes_it() -> None:
     assert got["results"][4]["statuses"] == ["NOT_FOUND"]
     assert got["results"][1]["event_timestamps"] == ["2023-11-14T22:13:20.250Z"]
     assert columns_json(names, columns) == _feasts(names, columns)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_TIMESTAMPS, max_size=8))
+def test_remembered_timestamp_texts_are_feasts(stamps: list[bytes]) -> None:
+    """The HTTP API converts each event time once (``TimestampTexts``): the same text as converting
+    every time, also across its emptying when full (a limit of 2 here)."""
+    from fedstore.serving.feast_response_json import TimestampTexts, timestamp_text
+
+    texts = TimestampTexts(limit=2)
+    for raw in stamps + stamps:
+        assert texts.text(raw) == timestamp_text(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_I64, max_size=6))
+def test_an_int64_join_keys_echo_is_feasts(ids: list[int]) -> None:
+    """An int64 join key's ints are echoed as they came (``feast_json._echoed``'s shortcut): the
+    JSON Feast writes of them through its ``Value``s."""
+    from feast.value_type import ValueType
+
+    from fedstore.serving.feast_json import _echoed, _encoded
+    from fedstore.serving.feast_response_json import native_value
+
+    through_feast = [native_value(v) for v in _encoded("customer_id", ids, ValueType.INT64)]
+    echoed = _echoed("customer_id", ids, ValueType.INT64)
+    assert json.dumps(echoed) == json.dumps(through_feast)
+    assert _echoed("customer_id", [True], ValueType.INT64) == [native_value(v) for v in _encoded("customer_id", [True], ValueType.INT64)]
