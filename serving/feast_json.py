@@ -27,7 +27,7 @@ from fedstore.serving.feast_response_json import (
     timestamp_text,
     vector,
 )
-from fedstore.serving.features import Answer, OnlineFeatures
+from fedstore.serving.features import Answer, OnlineFeatures, Steps, run
 from fedstore.serving.lookup_methods import LaneMethod
 
 PATH = "/get-online-features"
@@ -51,13 +51,19 @@ class FeastJson:
         return LaneMethod(PATH, LABEL, self.answer)
 
     def answer(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
+        return run(self.answer_steps(body, time_left, purpose))
+
+    def answer_steps(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING, *,
+                     pipelined: bool = False) -> Steps[bytes]:
+        """``answer`` as steps (``OnlineFeatures.get_steps``): with ``pipelined``, the online read is yielded."""
         request = _request(body)
         service = request.get("feature_service")
         refs = request.get("features", [])
         full = request.get("full_feature_names", False)
         resolved = self.features.resolve(feature_service=service or None, refs=tuple(refs), full_feature_names=full)
         columns: dict[str, list[object]] = request["entities"]
-        answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
+        answer = yield from self.features.get_steps(resolved, columns, time_left=time_left, purpose=purpose,
+                                                    pipelined=pipelined)
         types = resolved.join_key_types
         entity_values = [(key, _echoed(key, values, types.get(key))) for key, values in columns.items()]
         return _json(answer, entity_values, full, self.missing_entity_is_present, self._stamps)

@@ -34,14 +34,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generator
 
 from fedstore.federation.access import AccessGuard, Refusal
 from fedstore.federation.consent import PURPOSE_METADATA, Purpose
 from fedstore.federation.errors import Status
 from fedstore.serving.http_protocol import Clock, HttpServer, Request, response
-from fedstore.serving.lookup_methods import LaneMethod, Outcome, outcome
+from fedstore.online import RedisTarget
+from fedstore.serving.lookup_methods import LaneMethod, Outcome, outcome, outcome_steps
+from fedstore.serving.loop_redis import LoopRedis
 from fedstore.serving.metrics import ServingMetrics
+from fedstore.serving.online import PendingRead
 from fedstore.serving.ports import CannotListen
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,17 @@ _POST, _GET, _HEAD = b"POST", b"GET", b"HEAD"
 # a lookup body up to this is answered on the event loop (when the online read is bounded): a few
 # entities' JSON; a larger lookup's encoding would hold the loop for longer than a hand-off costs
 INLINE_MAX_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class PipelinedLookups:
+    """Small lookups' online reads made on the event loop (a single Redis): ``steps(body, purpose)``
+    is the lookup (``FeastJson.answer_steps``, pipelined), ``target`` and ``timeout_seconds`` the
+    Redis and its read deadline (``serving.online_timeout_ms``)."""
+
+    steps: Callable[[bytes, Purpose], Generator[PendingRead, list[object], bytes]]
+    target: RedisTarget
+    timeout_seconds: float
 
 
 @dataclass(frozen=True)
@@ -92,8 +106,12 @@ class FeastHttpApi:
     """The listener: bound when built (a port in use fails at once), served from ``start`` to ``stop``."""
 
     def __init__(self, lookup: LaneMethod, policy: str, guard: AccessGuard, metrics: ServingMetrics,
-                 can_answer: Callable[[], bool], settings: HttpSettings, *, name: str) -> None:
+                 can_answer: Callable[[], bool], settings: HttpSettings, *, name: str,
+                 pipelined: PipelinedLookups | None = None) -> None:
+        """``pipelined``: how small lookups read a single Redis from the loop (else they block it)."""
         self._lookup, self._policy, self._guard, self._metrics = lookup, policy, guard, metrics
+        self._pipelined = pipelined
+        self._redis: LoopRedis | None = None
         self._path = lookup.path
         self._can_answer = can_answer
         self._settings = settings
@@ -156,6 +174,8 @@ class FeastHttpApi:
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         server = await loop.create_server(self._http.protocol, sock=self._socket, ssl=self._tls, backlog=1024)
+        if self._pipelined is not None:
+            self._redis = LoopRedis(loop, self._pipelined.target, self._pipelined.timeout_seconds)
         ticker = loop.call_later(1.0, self._tick)
         self._started.set()
         await self._stopped.wait()
@@ -165,6 +185,8 @@ class FeastHttpApi:
         while self._http.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         ticker.cancel()
+        if self._redis is not None:
+            self._redis.close()
         for c in list(self._http.connections):  # past the grace: what is left is cut off
             c.cut()
 
@@ -203,6 +225,8 @@ class FeastHttpApi:
         began, purpose = request.context  # type: ignore[misc]
         body = bytes(request.body)
         if len(body) <= self._inline_max:
+            if self._redis is not None and self._pipelined is not None:
+                return self._paused(outcome_steps(self._lookup, self._pipelined.steps(body, purpose)), began)
             return self._reply(outcome(self._lookup, body, None, purpose), began)
         assert self._loop is not None
         done: asyncio.Future[bytes] = self._loop.create_future()
@@ -210,6 +234,30 @@ class FeastHttpApi:
         work.add_done_callback(lambda f: done.set_result(self._reply(f.result(), began)) if f.exception() is None
                                else done.set_exception(f.exception()))  # type: ignore[arg-type]
         return done
+
+    def _paused(self, steps: Generator[PendingRead, list[object], Outcome], began: float) -> "bytes | asyncio.Future[bytes]":
+        """A lookup whose online read the loop makes (``LoopRedis``): answered once the replies are in."""
+        try:
+            pending = next(steps)
+        except StopIteration as done:  # answered without Redis (the snapshot, a refusal)
+            return self._reply(done.value, began)
+        assert self._loop is not None and self._redis is not None
+        answered: asyncio.Future[bytes] = self._loop.create_future()
+        redis = self._redis
+
+        def resume(replies: list[object] | None, error: BaseException | None) -> None:
+            try:
+                again = steps.send(replies) if error is None else steps.throw(error)
+            except StopIteration as done:
+                answered.set_result(self._reply(done.value, began))
+            except BaseException as e:  # noqa: BLE001 -- outcome_steps answers every error: never expected
+                log.exception("a pipelined lookup failed")
+                answered.set_exception(e)
+            else:
+                redis.read(again.payload, again.count, again.timeout, resume)
+
+        redis.read(pending.payload, pending.count, pending.timeout, resume)
+        return answered
 
     def _reply(self, got: Outcome, began: float) -> bytes:
         self._metrics.answered(self._lookup.label, got.code, time.perf_counter() - began)
@@ -267,4 +315,4 @@ def _bind(settings: HttpSettings) -> socket.socket:
     return sock
 
 
-__all__ = ["CannotListen", "FeastHttpApi", "HttpSettings", "INLINE_MAX_BYTES", "error_body"]
+__all__ = ["CannotListen", "FeastHttpApi", "HttpSettings", "INLINE_MAX_BYTES", "PipelinedLookups", "error_body"]
