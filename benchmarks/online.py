@@ -299,6 +299,29 @@ def latency(call, n: int, entities: int, requests: int) -> tuple[float, float]:
     return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
 
 
+def interleaved_latency(calls: dict, n: int, entities: int, requests: int, turn: int = 20) -> dict[str, tuple[float, float]]:
+    """``latency`` of several servers at once: each takes ``turn`` sequential requests in turn."""
+    import random
+
+    rng = random.Random(n)
+    times: dict[str, list[float]] = {label: [] for label in calls}
+    for call in calls.values():
+        for _ in range(20):  # warm up connections and caches
+            call([rng.randrange(entities) for _ in range(n)])
+    while len(times[next(iter(calls))]) < requests:
+        for label, call in calls.items():
+            for _ in range(turn):
+                ids = [rng.randrange(entities) for _ in range(n)]
+                began = time.perf_counter()
+                call(ids)
+                times[label].append(time.perf_counter() - began)
+    out = {}
+    for label, t in times.items():
+        t.sort()
+        out[label] = (statistics.median(t) * 1000, t[int(len(t) * 0.99) - 1] * 1000)
+    return out
+
+
 def _load_worker(kind: str, address: str, entities: int, size: int, seconds: float, queue) -> None:
     import random
 
@@ -407,12 +430,30 @@ def check_http(url: str, body: bytes) -> None:
     assert answer["results"][1]["statuses"][0] == "PRESENT", answer
 
 
-def h2load_http(url: str, body: bytes, seconds: float, workdir: Path, connections: int = 8) -> float:
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants' threads so far (Linux /proc)."""
+    tick, total, todo = os.sysconf("SC_CLK_TCK"), 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+        except OSError:  # gone meanwhile
+            continue
+    return total / tick
+
+
+def h2load_http(url: str, body: bytes, seconds: float, workdir: Path, server_pid: int,
+                connections: int = 8) -> tuple[float, float]:
     """Requests/s from one h2load process over HTTP/1.1: ``connections`` keep-alive connections,
-    one request in flight each (the issue's anchor: 8 connections). Any request not answered 2xx
-    fails the run: the figure is of answered lookups only."""
+    one request in flight each (the issue's anchor: 8 connections), and the server's CPU time per
+    answered request (µs; its processes and threads together: a figure a busy shared machine moves
+    far less than req/s). Any request not answered 2xx fails the run: only answered lookups count."""
     frame = workdir / f"h2load-http-{len(body)}.json"
     frame.write_bytes(body)
+    cpu = tree_cpu_seconds(server_pid)
     out = subprocess.run(["h2load", "--h1", "-c", str(connections), "-m", "1", "-t", "1",
                           "-D", str(max(1, round(seconds))), "-d", str(frame),
                           "-H", "content-type: application/json", "-H", f"authorization: Bearer {TOKEN}",
@@ -423,7 +464,9 @@ def h2load_http(url: str, body: bytes, seconds: float, workdir: Path, connection
     if (done is None or failed is None or codes is None or failed.group(1) != "0" or failed.group(2) != "0"
             or any(c != "0" for c in codes.groups()[1:])):
         raise SystemExit(f"h2load against {url} failed:\n{out}")
-    return float(done.group(1))
+    cpu = tree_cpu_seconds(server_pid) - cpu
+    answered = int(re.search(r"(\d+) succeeded", out).group(1))  # type: ignore[union-attr]
+    return float(done.group(1)), cpu / max(answered, 1) * 1e6
 
 
 FEAST_SERVE, OURS_HTTP = "feast serve (HTTP)", "fedstore serve (Feast HTTP API)"
@@ -438,6 +481,7 @@ def http_main(args: argparse.Namespace) -> None:
     procs: list[subprocess.Popen] = []
     lat: dict[str, dict[int, tuple[float, float]]] = {}
     runs: dict[tuple[str, int, str], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}  # server CPU µs per request, from the h2load runs
     loads: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="fedstore-http-bench-") as tmp:
@@ -450,6 +494,7 @@ def http_main(args: argparse.Namespace) -> None:
             wait_port(feast_port, procs[0], "feast serve")
             wait_workers(procs[1], args.workers)
             urls = {FEAST_SERVE: f"http://127.0.0.1:{feast_port}", OURS_HTTP: f"http://127.0.0.1:{http_port}"}
+            pids = {FEAST_SERVE: procs[0].pid, OURS_HTTP: procs[1].pid}
             if args.before is not None:  # the same region served by another checkout, measured interleaved
                 import yaml
 
@@ -461,13 +506,14 @@ def http_main(args: argparse.Namespace) -> None:
                                                   checkout=args.before.resolve()))
                 wait_workers(procs[-1], args.workers)
                 urls[BEFORE_HTTP] = f"http://127.0.0.1:{before_port}"
+                pids[BEFORE_HTTP] = procs[-1].pid
                 print(f"  '{BEFORE_HTTP}' imports fedstore from {args.before.resolve()}", flush=True)
-            for label, url in urls.items():
-                call = http_caller(url)
-                lat[label] = {}
-                for n in SIZES:
-                    lat[label][n] = latency(call, n, args.entities, args.requests if n < 100 else max(100, args.requests // 2))
-                print(f"  {label}: " + ", ".join(f"{n} ent p50 {lat[label][n][0]:.2f} ms" for n in SIZES), flush=True)
+            calls = {label: http_caller(url) for label, url in urls.items()}
+            for n in SIZES:  # the servers take turns every few requests: a slow spell hits them all
+                got = interleaved_latency(calls, n, args.entities, args.requests if n < 100 else max(100, args.requests // 2))
+                for label, figures in got.items():
+                    lat.setdefault(label, {})[n] = figures
+                print(f"  {n} entities: " + ", ".join(f"{label} p50 {got[label][0]:.2f} ms" for label in urls), flush=True)
             loads = [k for k in ("python", "h2load") if args.clients in (k, "both")]
             if "h2load" in loads and not shutil.which("h2load"):
                 print("  h2load not found (`make h2load`): only the Python clients' throughput is measured", flush=True)
@@ -485,8 +531,11 @@ def http_main(args: argparse.Namespace) -> None:
                 for n in SIZES:
                     for load in loads:
                         for label, url in order[r % len(order):] + order[:r % len(order)]:
-                            got = (throughput("http", url, args.entities, n, args.seconds) if load == "python"
-                                   else h2load_http(url, bodies[n], args.seconds, Path(tmp)))
+                            if load == "python":
+                                got = throughput("http", url, args.entities, n, args.seconds)
+                            else:
+                                got, per_request = h2load_http(url, bodies[n], args.seconds, Path(tmp), pids[label])
+                                cpu.setdefault((label, n), []).append(per_request)
                             runs.setdefault((label, n, load), []).append(got)
     finally:
         stop_processes(procs)
@@ -501,6 +550,10 @@ def http_main(args: argparse.Namespace) -> None:
     for label in urls:
         print(f"{label:32}" + "".join(f" {lat[label][n][0]:>9.2f}ms {lat[label][n][1]:>9.2f}ms" + "".join(
             f" {statistics.median(runs[(label, n, load)]):>10,.0f}" for load in loads) for n in SIZES))
+    if cpu:
+        print(f"{'server CPU µs per request (h2load)':>32}" + "".join(f" {f'{n} ent':>10}" for n in SIZES))
+        for label in urls:
+            print(f"{label:>32}" + "".join(f" {statistics.median(cpu[(label, n)]):>10,.0f}" for n in SIZES))
     for n in SIZES:
         speed = lat[FEAST_SERVE][n][0] / lat[OURS_HTTP][n][0]
         than = f"{speed:.1f}× faster than" if speed >= 1 else f"{1 / speed:.1f}× slower than"
@@ -508,6 +561,9 @@ def http_main(args: argparse.Namespace) -> None:
         for load in loads:
             x = [o / f for o, f in zip(runs[(OURS_HTTP, n, load)], runs[(FEAST_SERVE, n, load)], strict=True)]
             ratios.append(f"{load} {statistics.median(x):.1f}× (rounds {min(x):.1f}–{max(x):.1f}×)")
+        if cpu:
+            c = [f / o for o, f in zip(cpu[(OURS_HTTP, n)], cpu[(FEAST_SERVE, n)], strict=True)]
+            ratios.append(f"CPU per request {statistics.median(c):.1f}× less (rounds {min(c):.1f}–{max(c):.1f}×)")
         print(f"{n:>3} entities: p50 {than} feast serve's; throughput " + ", ".join(ratios))
         if BEFORE_HTTP in urls:
             for load in loads:

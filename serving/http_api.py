@@ -65,7 +65,7 @@ _AUTHORIZATION, _PURPOSE = b"authorization", PURPOSE_METADATA.encode()
 _POST, _GET, _HEAD = b"POST", b"GET", b"HEAD"
 # a lookup body up to this is answered on the event loop (when the online read is bounded): a few
 # entities' JSON; a larger lookup's encoding would hold the loop for longer than a hand-off costs
-INLINE_MAX_BYTES = 4096
+INLINE_MAX_BYTES = 2048
 
 
 @dataclass(frozen=True)
