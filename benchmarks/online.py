@@ -249,6 +249,27 @@ def http_caller(url: str, timeout: float = 10.0):
     return call
 
 
+def plain_http_caller(url: str, timeout: float = 10.0):
+    """The same POST on one keep-alive ``http.client`` connection: what the server takes, without
+    ``requests``' own cost per call (about 0.5 ms on a busy 2-core machine, more than the node's answer)."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=timeout)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+
+    def call(ids: list[int]) -> None:
+        conn.request("POST", "/get-online-features", body=json.dumps({"features": FEATURES, "entities": {"entity_id": ids}}),
+                     headers=headers)
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200 and json.loads(body)["results"][1]["statuses"][0] == "PRESENT", body[:200]
+
+    return call
+
+
 def empty_grpc_caller(address: str):
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -299,12 +320,12 @@ def latency(call, n: int, entities: int, requests: int) -> tuple[float, float]:
     return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
 
 
-def interleaved_latency(calls: dict, n: int, entities: int, requests: int, turn: int = 20) -> dict[str, tuple[float, float]]:
+def interleaved_latency(calls: dict, n: int, entities: int, requests: int, turn: int = 20) -> dict:
     """``latency`` of several servers at once: each takes ``turn`` sequential requests in turn."""
     import random
 
     rng = random.Random(n)
-    times: dict[str, list[float]] = {label: [] for label in calls}
+    times: dict = {label: [] for label in calls}
     for call in calls.values():
         for _ in range(20):  # warm up connections and caches
             call([rng.randrange(entities) for _ in range(n)])
@@ -479,7 +500,7 @@ def http_main(args: argparse.Namespace) -> None:
 
     redis = start_redis()
     procs: list[subprocess.Popen] = []
-    lat: dict[str, dict[int, tuple[float, float]]] = {}
+    lat: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}  # (server, client) -> size -> p50, p99
     runs: dict[tuple[str, int, str], list[float]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}  # server CPU µs per request, from the h2load runs
     loads: list[str] = []
@@ -508,12 +529,16 @@ def http_main(args: argparse.Namespace) -> None:
                 urls[BEFORE_HTTP] = f"http://127.0.0.1:{before_port}"
                 pids[BEFORE_HTTP] = procs[-1].pid
                 print(f"  '{BEFORE_HTTP}' imports fedstore from {args.before.resolve()}", flush=True)
-            calls = {label: http_caller(url) for label, url in urls.items()}
+            # latency from two clients: requests (as Feast's remote store calls) and a plain http.client
+            calls = {(label, client): make(url) for label, url in urls.items()
+                     for client, make in (("requests", http_caller), ("http.client", plain_http_caller))}
             for n in SIZES:  # the servers take turns every few requests: a slow spell hits them all
                 got = interleaved_latency(calls, n, args.entities, args.requests if n < 100 else max(100, args.requests // 2))
-                for label, figures in got.items():
-                    lat.setdefault(label, {})[n] = figures
-                print(f"  {n} entities: " + ", ".join(f"{label} p50 {got[label][0]:.2f} ms" for label in urls), flush=True)
+                for key, figures in got.items():
+                    lat.setdefault(key, {})[n] = figures
+                print(f"  {n} entities, p50: " + ", ".join(f"{label} {got[(label, 'requests')][0]:.2f} ms "
+                                                            f"({got[(label, 'http.client')][0]:.2f} ms from http.client)"
+                                                            for label in urls), flush=True)
             loads = [k for k in ("python", "h2load") if args.clients in (k, "both")]
             if "h2load" in loads and not shutil.which("h2load"):
                 print("  h2load not found (`make h2load`): only the Python clients' throughput is measured", flush=True)
@@ -542,20 +567,25 @@ def http_main(args: argparse.Namespace) -> None:
         redis.stop()
     print()
     print(f"HTTP, {args.workers} process{'es' if args.workers > 1 else ''} each; p50/p99 from one sequential "
-          "keep-alive client; req/s the median of the rounds" + (f" ({', '.join(loads)})" if loads else ""))
+          "keep-alive client (requests; the servers taking turns); req/s the median of the rounds" + (f" ({', '.join(loads)})" if loads else ""))
     head = f"{'':32}" + "".join(f" {f'{n} ent p50':>11} {f'{n} ent p99':>11}" + "".join(
         f" {f'{n} ent {load[:2]}':>10}" for load in loads) for n in SIZES)
     print(head)
     print("-" * len(head))
     for label in urls:
-        print(f"{label:32}" + "".join(f" {lat[label][n][0]:>9.2f}ms {lat[label][n][1]:>9.2f}ms" + "".join(
-            f" {statistics.median(runs[(label, n, load)]):>10,.0f}" for load in loads) for n in SIZES))
+        print(f"{label:32}" + "".join(f" {lat[(label, 'requests')][n][0]:>9.2f}ms {lat[(label, 'requests')][n][1]:>9.2f}ms"
+                                      + "".join(f" {statistics.median(runs[(label, n, load)]):>10,.0f}" for load in loads)
+                                      for n in SIZES))
+    for label in urls:
+        print(f"{'  from http.client':32}" + "".join(
+            f" {lat[(label, 'http.client')][n][0]:>9.2f}ms {lat[(label, 'http.client')][n][1]:>9.2f}ms" + " " * 11 * len(loads)
+            for n in SIZES) + f"  ({label})")
     if cpu:
         print(f"{'server CPU µs per request (h2load)':>32}" + "".join(f" {f'{n} ent':>10}" for n in SIZES))
         for label in urls:
             print(f"{label:>32}" + "".join(f" {statistics.median(cpu[(label, n)]):>10,.0f}" for n in SIZES))
     for n in SIZES:
-        speed = lat[FEAST_SERVE][n][0] / lat[OURS_HTTP][n][0]
+        speed = lat[(FEAST_SERVE, "requests")][n][0] / lat[(OURS_HTTP, "requests")][n][0]
         than = f"{speed:.1f}× faster than" if speed >= 1 else f"{1 / speed:.1f}× slower than"
         ratios = []
         for load in loads:
@@ -568,7 +598,7 @@ def http_main(args: argparse.Namespace) -> None:
         if BEFORE_HTTP in urls:
             for load in loads:
                 b = [o / f for o, f in zip(runs[(BEFORE_HTTP, n, load)], runs[(FEAST_SERVE, n, load)], strict=True)]
-                print(f"{'':>13} the --before checkout: p50 {lat[BEFORE_HTTP][n][0]:.2f} ms; {load} throughput "
+                print(f"{'':>13} the --before checkout: p50 {lat[(BEFORE_HTTP, 'requests')][n][0]:.2f} ms; {load} throughput "
                       f"{statistics.median(b):.1f}× feast serve's (rounds {min(b):.1f}–{max(b):.1f}×)")
     print(f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)")
 
