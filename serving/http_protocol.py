@@ -92,10 +92,10 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._request: Request | None = None
         self._early: bytes | None = None  # answered before the body: the body is skipped
-        self._close_after_early = False
         self._queue: deque[list] = deque()  # answers not yet written: [bytes or None, close after it]
         self._reading = True
         self._writing = True
+        self._gone = False  # answered with a close: the rest of what the client sends is ignored
         self.busy = False  # inside a request (from its first byte until its answer is queued)
         self.idle_since = time.monotonic()
 
@@ -113,6 +113,8 @@ class Connection(asyncio.Protocol):
         self._queue.clear()
 
     def data_received(self, data: bytes) -> None:
+        if self._gone:
+            return  # answered and closing: nothing more is read
         self.busy = True
         try:
             self._parser.feed_data(data)
@@ -133,7 +135,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.busy = True
-        self._url, self._headers, self._early, self._close_after_early = b"", [], None, False
+        self._url, self._headers, self._early = b"", [], None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -152,8 +154,10 @@ class Connection(asyncio.Protocol):
         path = self._url.partition(b"?")[0].decode("latin-1")
         request = self._request = Request(self._parser.get_method(), path, self._headers, length)
         limit = self._handler.max_body_bytes
-        if length is not None and length > limit:
-            self._early, self._close_after_early = self._server.too_large(limit), True
+        if length is not None and length > limit:  # answered now: the body may never come (nor be wanted)
+            self._request = None
+            self._queue_answer(self._server.too_large(limit), True)
+            self._gone = True
             return
         self._early = self._handler.early(request)
         if expect and self._early is None and self._transport is not None:
@@ -161,18 +165,21 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         request = self._request
-        if self._early is not None or request is None:
+        if self._early is not None or request is None or self._gone:
             return  # answered already: the body is read past, not kept
         request.body += body
         if len(request.body) > self._handler.max_body_bytes:  # chunked: no length said beforehand
-            self._early, self._close_after_early = self._server.too_large(self._handler.max_body_bytes), True
-            request.body = bytearray()
+            self._request = None
+            self._queue_answer(self._server.too_large(self._handler.max_body_bytes), True)
+            self._gone = True
 
     def on_message_complete(self) -> None:
+        if self._gone:
+            return
         request, self._request = self._request, None
         close = not self._parser.should_keep_alive() or self._server.stopping
         if self._early is not None or request is None:
-            self._queue_answer(self._early or b"", close or self._close_after_early)
+            self._queue_answer(self._early or b"", close)
         else:
             got = self._handler.answer(request)
             if isinstance(got, bytes):
@@ -217,7 +224,9 @@ class Connection(asyncio.Protocol):
 
     def _fail(self, status: int, message: bytes) -> None:
         """Bad HTTP: answered after what is queued, then the connection closes (it cannot be parsed on)."""
-        self._request = None
+        if self._gone:
+            return
+        self._request, self._gone = None, True
         self._queue_answer(response(self._server.clock, status, message, content_type=b"text/plain; charset=utf-8"), True)
 
     def _pause(self) -> None:
