@@ -261,9 +261,14 @@ def plain_http_caller(url: str, timeout: float = 10.0):
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
 
     def call(ids: list[int]) -> None:
-        conn.request("POST", "/get-online-features", body=json.dumps({"features": FEATURES, "entities": {"entity_id": ids}}),
-                     headers=headers)
-        r = conn.getresponse()
+        payload = json.dumps({"features": FEATURES, "entities": {"entity_id": ids}})
+        try:
+            conn.request("POST", "/get-online-features", body=payload, headers=headers)
+            r = conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            conn.close()  # the server closed the idle keep-alive connection: once more on a new one, as requests does
+            conn.request("POST", "/get-online-features", body=payload, headers=headers)
+            r = conn.getresponse()
         body = r.read()
         assert r.status == 200 and json.loads(body)["results"][1]["statuses"][0] == "PRESENT", body[:200]
 
