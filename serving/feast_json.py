@@ -22,6 +22,7 @@ from fedstore.serving.errors import InvalidRequest
 from fedstore.serving.feast_response_json import (
     TimestampTexts,
     native_value,
+    native_values,
     response_json,
     status_names,
     timestamp_text,
@@ -92,7 +93,7 @@ def _json(answer: Answer, entity_values: list[tuple[str, list[Any]]], full: bool
         tails[v.name] = (status_names(codes), [stamps.text(ts or b"") for ts in rows.ts_raw])
     for ref, i in zip(answer.resolved.refs, answer.resolved.value_positions(), strict=True):
         statuses, stamps = tails[ref.view]
-        values = [native_value((found[i] or b"") if found else b"") for found in answer.rows[ref.view].values]
+        values = native_values([(found[i] or b"") if found else b"" for found in answer.rows[ref.view].values])
         results.append(vector(values, statuses, stamps))
     return response_json([k for k, _ in entity_values] + answer.names(full), results)
 

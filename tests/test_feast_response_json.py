@@ -137,3 +137,25 @@ def test_an_int64_join_keys_echo_is_feasts(ids: list[int]) -> None:
     echoed = _echoed("customer_id", ids, ValueType.INT64)
     assert json.dumps(echoed) == json.dumps(through_feast)
     assert _echoed("customer_id", [True], ValueType.INT64) == [native_value(v) for v in _encoded("customer_id", [True], ValueType.INT64)]
+
+
+_DOUBLES = st.builds(lambda f: _value("double_val", f), _F64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(_DOUBLES, min_size=8, max_size=40),  # a column of doubles: read in one go
+                 st.lists(st.one_of(_DOUBLES, _VALUES), min_size=8, max_size=40)))  # mixed: value by value
+def test_a_column_read_in_one_go_is_feasts(raws: list[bytes]) -> None:
+    from fedstore.serving.feast_response_json import native_value, native_values
+
+    assert json.dumps(native_values(raws)) == json.dumps([native_value(r) for r in raws])
+    columns = [Column(raws, [1] * len(raws), [b""] * len(raws))]
+    assert columns_json(["x"], columns) == _feasts(["x"], columns)
+
+
+def test_a_column_of_finite_doubles_keeps_every_bit() -> None:
+    from fedstore.serving.feast_response_json import native_values
+
+    doubles = [0.0, -0.0, 5e-324, -1.7976931348623157e308, 0.1, 1 / 3, 2.0**60, -123.456] * 2
+    got = native_values([_value("double_val", f) for f in doubles])
+    assert json.dumps(got) == json.dumps(doubles) and all(type(v) is float for v in got)
