@@ -38,7 +38,7 @@ class Column:
 
 
 _DOUBLE = struct.Struct("<d")
-_DOUBLE_TAG = 0x31  # Value.double_val: field 6, 64-bit
+_DOUBLE_TAG = 0x29  # Value.double_val: field 5, wire type 1 (64-bit)
 
 
 def native_value(raw: bytes) -> Any:

@@ -159,3 +159,12 @@ def test_a_column_of_finite_doubles_keeps_every_bit() -> None:
     doubles = [0.0, -0.0, 5e-324, -1.7976931348623157e308, 0.1, 1 / 3, 2.0**60, -123.456] * 2
     got = native_values([_value("double_val", f) for f in doubles])
     assert json.dumps(got) == json.dumps(doubles) and all(type(v) is float for v in got)
+
+
+def test_the_double_shortcut_is_taken_for_a_double_value() -> None:
+    """The shortcut reads Feast's serialised double (its tag byte, then 8 bytes): a wrong tag would
+    still give Feast's answer, through the slow path, so the tag is checked here."""
+    from fedstore.serving import feast_response_json as fr
+
+    raw = _value("double_val", 0.25)
+    assert len(raw) == 9 and raw[0] == fr._DOUBLE_TAG
