@@ -74,7 +74,7 @@ _EPOCH = timestamp_text(b"")
 
 
 def _json(answer: Answer, entity_values: list[tuple[str, list[Any]]], full: bool, missing_is_present: bool,
-          stamps: TimestampTexts) -> bytes:
+          texts: TimestampTexts) -> bytes:
     """The JSON of the message ``feast_compat.encode_feast_response`` builds from the same answer
     (its layout, step for step): entity columns as sent (``_echoed``), PRESENT, epoch timestamps;
     then one result per feature, the statuses and timestamps of its view's rows."""
@@ -90,7 +90,7 @@ def _json(answer: Answer, entity_values: list[tuple[str, list[Any]]], full: bool
                  for found in rows.values]
         for i in answer.withheld:  # no consent for the call's purpose: NOT_FOUND, as over gRPC
             codes[i] = FieldStatus.NOT_FOUND
-        tails[v.name] = (status_names(codes), [stamps.text(ts or b"") for ts in rows.ts_raw])
+        tails[v.name] = (status_names(codes), [texts.text(ts or b"") for ts in rows.ts_raw])
     for ref, i in zip(answer.resolved.refs, answer.resolved.value_positions(), strict=True):
         statuses, stamps = tails[ref.view]
         values = native_values([(found[i] or b"") if found else b"" for found in answer.rows[ref.view].values])

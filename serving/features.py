@@ -51,7 +51,7 @@ def run(steps: "Steps[T]") -> T:
     try:
         pending = next(steps)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
     steps.close()
     raise RuntimeError(f"a lookup paused for a pipelined read nobody makes: {pending!r}")
 

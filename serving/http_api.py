@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Generator
+from typing import Callable, Generator, cast
 
 from fedstore.federation.access import AccessGuard, Refusal
 from fedstore.federation.consent import PURPOSE_METADATA, Purpose
@@ -154,6 +154,7 @@ class FeastHttpApi:
     # --- the event loop's thread -----------------------------------------------------------------
 
     def _serve(self) -> None:
+        loop: asyncio.AbstractEventLoop
         try:
             import uvloop
 
@@ -222,7 +223,7 @@ class FeastHttpApi:
         return None
 
     def answer(self, request: Request) -> "bytes | asyncio.Future[bytes]":
-        began, purpose = request.context  # type: ignore[misc]
+        began, purpose = cast("tuple[float, Purpose]", request.context)
         body = bytes(request.body)
         if len(body) <= self._inline_max:
             if self._redis is not None and self._pipelined is not None:
@@ -247,7 +248,7 @@ class FeastHttpApi:
 
         def resume(replies: list[object] | None, error: BaseException | None) -> None:
             try:
-                again = steps.send(replies) if error is None else steps.throw(error)
+                again = steps.throw(error) if error is not None else steps.send(cast("list[object]", replies))
             except StopIteration as done:
                 answered.set_result(self._reply(done.value, began))
             except BaseException as e:  # noqa: BLE001 -- outcome_steps answers every error: never expected

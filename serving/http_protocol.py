@@ -23,6 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from functools import partial
 from typing import Callable, Protocol
 
 import httptools
@@ -187,7 +188,7 @@ class Connection(asyncio.Protocol):
             else:
                 slot = [None, close]
                 self._queue.append(slot)
-                got.add_done_callback(lambda f, slot=slot: self._finished(slot, f))
+                got.add_done_callback(partial(self._finished, slot))
                 if len(self._queue) >= _PIPELINE_DEPTH:
                     self._pause()
         self.busy = False

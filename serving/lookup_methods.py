@@ -21,7 +21,8 @@ from fedstore.federation.error_boundary import grpc_status
 from fedstore.federation.errors import DeadlineExceeded, FedstoreError, Internal, InvalidArgument
 
 log = logging.getLogger(__name__)
-Y, S = TypeVar("Y"), TypeVar("S")
+Y = TypeVar("Y")  # what a paused lookup yields
+S = TypeVar("S")  # what it is sent back
 
 # which path answers lookups (the ``path`` label of fedstore_lookup_path, and serving.lookup_path)
 LANE, PUBLIC = "lane", "public"
