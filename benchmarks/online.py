@@ -26,9 +26,14 @@ that fallback costs.
 
 With ``--http``, a shorter run of the HTTP side instead: `feast serve` (Feast's feature server,
 FastAPI on uvicorn) against the node's Feast feature-server HTTP API (``serving.http_port``) on the
-same Redis, the same JSON POSTed to ``/get-online-features`` by a keep-alive ``requests`` session
-(what Feast's ``remote`` online store uses), both with ``--workers`` processes: latency, then
-throughput from 8 Python client processes.
+same Redis, both with ``--workers`` processes. Latency first: one sequential keep-alive client per
+server, the servers taking turns every 20 requests, from ``requests`` (what Feast's ``remote``
+online store uses) and from a plain ``http.client`` connection (``requests`` itself costs about
+0.5 ms a call on this machine). Then throughput (``--clients``): h2load over HTTP/1.1 with 8
+keep-alive connections (the issue's anchor; any non-2xx answer fails the run), with each server's
+CPU time per answered request (its processes' user + system time over the run: the figure a
+shared machine's load moves least), and/or 8 Python client processes (``requests``).
+``--before CHECKOUT`` serves the same region from another checkout in the same run.
 
 `fedstore serve` runs with ``--pin-cpus`` (each worker and its threads on one CPU; ``--no-pin-cpus``
 to measure it floating). Pinning pays on virtual machines, where waking a thread on another CPU is
@@ -500,7 +505,7 @@ BEFORE_HTTP = "fedstore serve, --before checkout"
 
 
 def http_main(args: argparse.Namespace) -> None:
-    """`feast serve` against the node's Feast HTTP API: latency, then 8 Python clients' throughput."""
+    """`feast serve` against the node's Feast HTTP API: latency, then throughput (h2load and/or Python clients)."""
     from redis_servers import start_redis
 
     redis = start_redis()
