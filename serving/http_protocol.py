@@ -11,9 +11,9 @@ JSON; docs/benchmarks.md). The protocol knows HTTP only; what to answer is the `
 
 HTTP/1.1 as clients use it here: keep-alive (HTTP/1.0 and ``Connection: close`` honoured),
 pipelining (answers in request order, whichever finishes first), ``Content-Length`` and chunked
-bodies, ``Expect: 100-continue``, a body limit (413, then the connection closes), idle connections
-closed after ``KEEP_ALIVE_SECONDS``, at most ``max_connections`` open (503 beyond), and a stop
-that lets answers under way finish.
+bodies, ``Expect: 100-continue``, an ``Upgrade`` answered as HTTP/1.1 (then closed), a body limit
+(413, then the connection closes), idle connections closed after ``KEEP_ALIVE_SECONDS``, at most
+``max_connections`` open (503 beyond), and a stop that lets answers under way finish.
 """
 
 from __future__ import annotations
@@ -120,7 +120,14 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, b"Unsupported upgrade request.")
+            # an upgrade this server does not speak (h2c, websocket): the request was answered as
+            # HTTP/1.1 (as uvicorn does); what follows is the other protocol's, so the connection
+            # closes once that answer is written
+            self._gone = True
+            if self._queue:
+                self._queue[-1][1] = True
+            else:
+                self._close()
         except httptools.HttpParserError:
             self._fail(400, b"Invalid HTTP request received.")
 

@@ -408,6 +408,11 @@ def test_http_details_curl_and_clients_rely_on(both):
         sock.sendall(_raw_request(b"").replace(b"Content-Length: 0", b"Content-Length: 100000000"))
         [(status, answer)] = _read_responses(sock, 1)
         assert status == 413 and "larger than this node reads" in json.loads(json.loads(answer))["message"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # curl --http2's h2c upgrade: HTTP/1.1
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                     b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+        [(status, _)] = _read_responses(sock, 1)
+        assert status == 200 and sock.recv(64) == b""  # answered, then closed (what follows would be HTTP/2)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # not HTTP: 400, closed
         sock.sendall(b"\x16\x03\x01 hello\r\n\r\n")
         [(status, _)] = _read_responses(sock, 1)
