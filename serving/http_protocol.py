@@ -187,7 +187,10 @@ class Connection(asyncio.Protocol):
         request, self._request = self._request, None
         close = not self._parser.should_keep_alive() or self._server.stopping
         if self._early is not None or request is None:
-            self._queue_answer(self._early or b"", close)
+            early = self._early or b""
+            if self._parser.get_method() == b"HEAD":  # its headers only: a body would be read as the next answer
+                early = early[:early.find(b"\r\n\r\n") + 4]
+            self._queue_answer(early, close)
         else:
             got = self._handler.answer(request)
             if isinstance(got, bytes):

@@ -408,6 +408,12 @@ def test_http_details_curl_and_clients_rely_on(both):
         sock.sendall(_raw_request(b"").replace(b"Content-Length: 0", b"Content-Length: 100000000"))
         [(status, answer)] = _read_responses(sock, 1)
         assert status == 413 and "larger than this node reads" in json.loads(json.loads(answer))["message"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # HEAD: headers only, the connection goes on
+        sock.sendall(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(b"\r\n\r\n") < 2:
+            data += sock.recv(4096)
+        assert data.startswith(b"HTTP/1.1 404 ") and data.split(b"\r\n\r\n")[1].startswith(b"HTTP/1.1 200 OK")
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # curl --http2's h2c upgrade: HTTP/1.1
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
                      b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
