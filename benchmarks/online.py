@@ -26,9 +26,14 @@ that fallback costs.
 
 With ``--http``, a shorter run of the HTTP side instead: `feast serve` (Feast's feature server,
 FastAPI on uvicorn) against the node's Feast feature-server HTTP API (``serving.http_port``) on the
-same Redis, the same JSON POSTed to ``/get-online-features`` by a keep-alive ``requests`` session
-(what Feast's ``remote`` online store uses), both with ``--workers`` processes: latency, then
-throughput from 8 Python client processes.
+same Redis, both with ``--workers`` processes. Latency first: one sequential keep-alive client per
+server, the servers taking turns every 20 requests, from ``requests`` (what Feast's ``remote``
+online store uses) and from a plain ``http.client`` connection (``requests`` itself costs about
+0.5 ms a call on this machine). Then throughput (``--clients``): h2load over HTTP/1.1 with 8
+keep-alive connections (the issue's anchor; any non-2xx answer fails the run), with each server's
+CPU time per answered request (its processes' user + system time over the run: the figure a
+shared machine's load moves least), and/or 8 Python client processes (``requests``).
+``--before CHECKOUT`` serves the same region from another checkout in the same run.
 
 `fedstore serve` runs with ``--pin-cpus`` (each worker and its threads on one CPU; ``--no-pin-cpus``
 to measure it floating). Pinning pays on virtual machines, where waking a thread on another CPU is
@@ -249,6 +254,32 @@ def http_caller(url: str, timeout: float = 10.0):
     return call
 
 
+def plain_http_caller(url: str, timeout: float = 10.0):
+    """The same POST on one keep-alive ``http.client`` connection: what the server takes, without
+    ``requests``' own cost per call (about 0.5 ms on a busy 2-core machine, more than the node's answer)."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=timeout)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+
+    def call(ids: list[int]) -> None:
+        payload = json.dumps({"features": FEATURES, "entities": {"entity_id": ids}})
+        try:
+            conn.request("POST", "/get-online-features", body=payload, headers=headers)
+            r = conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            conn.close()  # the server closed the idle keep-alive connection: once more on a new one, as requests does
+            conn.request("POST", "/get-online-features", body=payload, headers=headers)
+            r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200 and json.loads(body)["results"][1]["statuses"][0] == "PRESENT", body[:200]
+
+    return call
+
+
 def empty_grpc_caller(address: str):
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -297,6 +328,29 @@ def latency(call, n: int, entities: int, requests: int) -> tuple[float, float]:
         times.append(time.perf_counter() - began)
     times.sort()
     return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
+
+
+def interleaved_latency(calls: dict, n: int, entities: int, requests: int, turn: int = 20) -> dict:
+    """``latency`` of several servers at once: each takes ``turn`` sequential requests in turn."""
+    import random
+
+    rng = random.Random(n)
+    times: dict = {label: [] for label in calls}
+    for call in calls.values():
+        for _ in range(20):  # warm up connections and caches
+            call([rng.randrange(entities) for _ in range(n)])
+    while len(times[next(iter(calls))]) < requests:
+        for label, call in calls.items():
+            for _ in range(turn):
+                ids = [rng.randrange(entities) for _ in range(n)]
+                began = time.perf_counter()
+                call(ids)
+                times[label].append(time.perf_counter() - began)
+    out = {}
+    for label, t in times.items():
+        t.sort()
+        out[label] = (statistics.median(t) * 1000, t[int(len(t) * 0.99) - 1] * 1000)
+    return out
 
 
 def _load_worker(kind: str, address: str, entities: int, size: int, seconds: float, queue) -> None:
@@ -389,18 +443,77 @@ def start_feast_serve(data_dir: Path, port: int, workers: int) -> subprocess.Pop
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def feast_json_request(ids: list[int]) -> bytes:
+    import json
+
+    return json.dumps({"features": FEATURES, "entities": {"entity_id": ids}}).encode()
+
+
+def check_http(url: str, body: bytes) -> None:
+    """h2load counts HTTP statuses only: prove the pre-encoded request gets a full answer first."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{url}/get-online-features", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        answer = json.loads(r.read())
+    assert answer["results"][1]["statuses"][0] == "PRESENT", answer
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants' threads so far (Linux /proc)."""
+    tick, total, todo = os.sysconf("SC_CLK_TCK"), 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+        except OSError:  # gone meanwhile
+            continue
+    return total / tick
+
+
+def h2load_http(url: str, body: bytes, seconds: float, workdir: Path, server_pid: int,
+                connections: int = 8) -> tuple[float, float]:
+    """Requests/s from one h2load process over HTTP/1.1: ``connections`` keep-alive connections,
+    one request in flight each (the issue's anchor: 8 connections), and the server's CPU time per
+    answered request (µs; its processes and threads together: a figure a busy shared machine moves
+    far less than req/s). Any request not answered 2xx fails the run: only answered lookups count."""
+    frame = workdir / f"h2load-http-{len(body)}.json"
+    frame.write_bytes(body)
+    cpu = tree_cpu_seconds(server_pid)
+    out = subprocess.run(["h2load", "--h1", "-c", str(connections), "-m", "1", "-t", "1",
+                          "-D", str(max(1, round(seconds))), "-d", str(frame),
+                          "-H", "content-type: application/json", "-H", f"authorization: Bearer {TOKEN}",
+                          f"{url}/get-online-features"], stdout=subprocess.PIPE, text=True, check=False).stdout
+    done = re.search(r"finished in .*?, ([\d.]+) req/s", out)
+    failed = re.search(r"requests: .*?(\d+) failed, (\d+) errored", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if (done is None or failed is None or codes is None or failed.group(1) != "0" or failed.group(2) != "0"
+            or any(c != "0" for c in codes.groups()[1:])):
+        raise SystemExit(f"h2load against {url} failed:\n{out}")
+    cpu = tree_cpu_seconds(server_pid) - cpu
+    answered = int(re.search(r"(\d+) succeeded", out).group(1))  # type: ignore[union-attr]
+    return float(done.group(1)), cpu / max(answered, 1) * 1e6
+
+
 FEAST_SERVE, OURS_HTTP = "feast serve (HTTP)", "fedstore serve (Feast HTTP API)"
 BEFORE_HTTP = "fedstore serve, --before checkout"
 
 
 def http_main(args: argparse.Namespace) -> None:
-    """`feast serve` against the node's Feast HTTP API: latency, then 8 Python clients' throughput."""
+    """`feast serve` against the node's Feast HTTP API: latency, then throughput (h2load and/or Python clients)."""
     from redis_servers import start_redis
 
     redis = start_redis()
     procs: list[subprocess.Popen] = []
-    lat: dict[str, dict[int, tuple[float, float]]] = {}
-    runs: dict[tuple[str, int], list[float]] = {}
+    lat: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}  # (server, client) -> size -> p50, p99
+    runs: dict[tuple[str, int, str], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}  # server CPU µs per request, from the h2load runs
+    loads: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="fedstore-http-bench-") as tmp:
             print(f"setting up {args.entities:,} entities × 10 float features in redis on port {redis.port} …", flush=True)
@@ -412,6 +525,7 @@ def http_main(args: argparse.Namespace) -> None:
             wait_port(feast_port, procs[0], "feast serve")
             wait_workers(procs[1], args.workers)
             urls = {FEAST_SERVE: f"http://127.0.0.1:{feast_port}", OURS_HTTP: f"http://127.0.0.1:{http_port}"}
+            pids = {FEAST_SERVE: procs[0].pid, OURS_HTTP: procs[1].pid}
             if args.before is not None:  # the same region served by another checkout, measured interleaved
                 import yaml
 
@@ -423,41 +537,80 @@ def http_main(args: argparse.Namespace) -> None:
                                                   checkout=args.before.resolve()))
                 wait_workers(procs[-1], args.workers)
                 urls[BEFORE_HTTP] = f"http://127.0.0.1:{before_port}"
+                pids[BEFORE_HTTP] = procs[-1].pid
                 print(f"  '{BEFORE_HTTP}' imports fedstore from {args.before.resolve()}", flush=True)
-            for label, url in urls.items():
-                call = http_caller(url)
-                lat[label] = {}
-                for n in SIZES:
-                    lat[label][n] = latency(call, n, args.entities, args.requests if n < 100 else max(100, args.requests // 2))
-                print(f"  {label}: " + ", ".join(f"{n} ent p50 {lat[label][n][0]:.2f} ms" for n in SIZES), flush=True)
+            # latency from two clients: requests (as Feast's remote store calls) and a plain http.client
+            calls = {(label, client): make(url) for label, url in urls.items()
+                     for client, make in (("requests", http_caller), ("http.client", plain_http_caller))}
+            for n in SIZES:  # the servers take turns every few requests: a slow spell hits them all
+                got = interleaved_latency(calls, n, args.entities, args.requests if n < 100 else max(100, args.requests // 2))
+                for key, figures in got.items():
+                    lat.setdefault(key, {})[n] = figures
+                print(f"  {n} entities, p50: " + ", ".join(f"{label} {got[(label, 'requests')][0]:.2f} ms "
+                                                            f"({got[(label, 'http.client')][0]:.2f} ms from http.client)"
+                                                            for label in urls), flush=True)
+            loads = [k for k in ("python", "h2load") if args.clients in (k, "both")]
+            if "h2load" in loads and not shutil.which("h2load"):
+                print("  h2load not found (`make h2load`): only the Python clients' throughput is measured", flush=True)
+                loads.remove("h2load")
+            # a different entity per size (h2load repeats its one request); checked to answer first
+            bodies = {n: feast_json_request([(7919 + j * 104729) % args.entities for j in range(n)]) for n in SIZES}
+            if "h2load" in loads:
+                for url in urls.values():
+                    check_http(url, bodies[1])
             for r in range(args.rounds):
-                print(f"  throughput round {r + 1}/{args.rounds}: 8 Python client processes, {args.seconds:.0f}s per "
-                      "server and size …", flush=True)
+                print(f"  throughput round {r + 1}/{args.rounds}: " + " then ".join(
+                    {"python": "8 Python client processes", "h2load": "h2load (HTTP/1.1, 8 connections)"}[k]
+                    for k in loads) + f", {args.seconds:.0f}s per server and size …", flush=True)
                 order = list(urls.items())  # each round starts with the next server: no seat is always first
                 for n in SIZES:
-                    for label, url in order[r % len(order):] + order[:r % len(order)]:
-                        runs.setdefault((label, n), []).append(throughput("http", url, args.entities, n, args.seconds))
+                    for load in loads:
+                        for label, url in order[r % len(order):] + order[:r % len(order)]:
+                            if load == "python":
+                                got = throughput("http", url, args.entities, n, args.seconds)
+                            else:
+                                got, per_request = h2load_http(url, bodies[n], args.seconds, Path(tmp), pids[label])
+                                cpu.setdefault((label, n), []).append(per_request)
+                            runs.setdefault((label, n, load), []).append(got)
     finally:
         stop_processes(procs)
         redis.stop()
     print()
-    head = f"{'HTTP, ' + str(args.workers) + ' processes each':32}" + "".join(
-        f" {f'{n} ent p50':>11} {f'{n} ent p99':>11} {f'{n} ent req/s':>12}" for n in SIZES)
+    print(f"HTTP, {args.workers} process{'es' if args.workers > 1 else ''} each; p50/p99 from one sequential "
+          "keep-alive client (requests; the servers taking turns); req/s the median of the rounds" + (f" ({', '.join(loads)})" if loads else ""))
+    head = f"{'':32}" + "".join(f" {f'{n} ent p50':>11} {f'{n} ent p99':>11}" + "".join(
+        f" {f'{n} ent {load[:2]}':>10}" for load in loads) for n in SIZES)
     print(head)
     print("-" * len(head))
     for label in urls:
-        print(f"{label:32}" + "".join(f" {lat[label][n][0]:>9.2f}ms {lat[label][n][1]:>9.2f}ms "
-                                      f"{statistics.median(runs[(label, n)]):>12,.0f}" for n in SIZES))
+        print(f"{label:32}" + "".join(f" {lat[(label, 'requests')][n][0]:>9.2f}ms {lat[(label, 'requests')][n][1]:>9.2f}ms"
+                                      + "".join(f" {statistics.median(runs[(label, n, load)]):>10,.0f}" for load in loads)
+                                      for n in SIZES))
+    for label in urls:
+        print(f"{'  from http.client':32}" + "".join(
+            f" {lat[(label, 'http.client')][n][0]:>9.2f}ms {lat[(label, 'http.client')][n][1]:>9.2f}ms" + " " * 11 * len(loads)
+            for n in SIZES) + f"  ({label})")
+    if cpu:
+        print(f"{'server CPU µs per request (h2load)':>32}" + "".join(f" {f'{n} ent':>10}" for n in SIZES))
+        for label in urls:
+            print(f"{label:>32}" + "".join(f" {statistics.median(cpu[(label, n)]):>10,.0f}" for n in SIZES))
     for n in SIZES:
-        x = [o / f for o, f in zip(runs[(OURS_HTTP, n)], runs[(FEAST_SERVE, n)], strict=True)]
-        speed = lat[FEAST_SERVE][n][0] / lat[OURS_HTTP][n][0]
+        speed = lat[(FEAST_SERVE, "requests")][n][0] / lat[(OURS_HTTP, "requests")][n][0]
         than = f"{speed:.1f}× faster than" if speed >= 1 else f"{1 / speed:.1f}× slower than"
-        print(f"{n:>3} entities: p50 {than} feast serve's; "
-              f"throughput {statistics.median(x):.1f}× (rounds {min(x):.1f}–{max(x):.1f}×)")
+        ratios = []
+        for load in loads:
+            x = [o / f for o, f in zip(runs[(OURS_HTTP, n, load)], runs[(FEAST_SERVE, n, load)], strict=True)]
+            ratios.append(f"{load} {statistics.median(x):.1f}× (rounds {min(x):.1f}–{max(x):.1f}×)")
+        if cpu:
+            c = [f / o for o, f in zip(cpu[(OURS_HTTP, n)], cpu[(FEAST_SERVE, n)], strict=True)]
+            ratios.append(f"CPU per request {statistics.median(c):.1f}× less (rounds {min(c):.1f}–{max(c):.1f}×)")
+        print(f"{n:>3} entities: p50 {than} feast serve's; throughput " + ", ".join(ratios))
         if BEFORE_HTTP in urls:
-            b = [o / f for o, f in zip(runs[(BEFORE_HTTP, n)], runs[(FEAST_SERVE, n)], strict=True)]
-            print(f"{'':>13} the --before checkout: p50 {lat[BEFORE_HTTP][n][0]:.2f} ms; throughput "
-                  f"{statistics.median(b):.1f}× feast serve's (rounds {min(b):.1f}–{max(b):.1f}×)")
+            for load in loads:
+                b = [o / f for o, f in zip(runs[(BEFORE_HTTP, n, load)], runs[(FEAST_SERVE, n, load)], strict=True)]
+                print(f"{'':>13} the --before checkout: p50 {lat[(BEFORE_HTTP, 'requests')][n][0]:.2f} ms; {load} throughput "
+                      f"{statistics.median(b):.1f}× feast serve's (rounds {min(b):.1f}–{max(b):.1f}×)")
+    print(f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)")
 
 
 def main() -> None:
@@ -473,6 +626,9 @@ def main() -> None:
                         help="run fedstore's workers without --pin-cpus")
     parser.add_argument("--before", type=Path, default=None,
                         help="with --http: also serve the region from this checkout (fedstore imported from it)")
+    parser.add_argument("--clients", choices=("python", "h2load", "both"), default="both",
+                        help="with --http: who drives the throughput runs (h2load: one C process, 8 HTTP/1.1 "
+                             "connections, the issue's anchor; python: 8 client processes)")
     parser.add_argument("--http", action="store_true",
                         help="only the HTTP side: feast serve against the node's Feast HTTP API (a shorter run)")
     args = parser.parse_args()

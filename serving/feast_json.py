@@ -19,8 +19,16 @@ from feast.value_type import ValueType
 
 from fedstore.federation.consent import Purpose
 from fedstore.serving.errors import InvalidRequest
-from fedstore.serving.feast_response_json import native_value, response_json, status_names, timestamp_text, vector
-from fedstore.serving.features import Answer, OnlineFeatures
+from fedstore.serving.feast_response_json import (
+    TimestampTexts,
+    native_value,
+    native_values,
+    response_json,
+    status_names,
+    timestamp_text,
+    vector,
+)
+from fedstore.serving.features import Answer, OnlineFeatures, Steps, run
 from fedstore.serving.lookup_methods import LaneMethod
 
 PATH = "/get-online-features"
@@ -38,34 +46,42 @@ class FeastJson:
     def __init__(self, features: OnlineFeatures, *, missing_entity_is_present: bool) -> None:
         self.features = features
         self.missing_entity_is_present = missing_entity_is_present  # as feast_compat: Feast's Redis behaviour
+        self._stamps = TimestampTexts()
 
     def lane_method(self) -> LaneMethod:
         return LaneMethod(PATH, LABEL, self.answer)
 
     def answer(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING) -> bytes:
+        return run(self.answer_steps(body, time_left, purpose))
+
+    def answer_steps(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING, *,
+                     pipelined: bool = False) -> Steps[bytes]:
+        """``answer`` as steps (``OnlineFeatures.get_steps``): with ``pipelined``, the online read is yielded."""
         request = _request(body)
         service = request.get("feature_service")
         refs = request.get("features", [])
         full = request.get("full_feature_names", False)
         resolved = self.features.resolve(feature_service=service or None, refs=tuple(refs), full_feature_names=full)
         columns: dict[str, list[object]] = request["entities"]
-        answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
+        answer = yield from self.features.get_steps(resolved, columns, time_left=time_left, purpose=purpose,
+                                                    pipelined=pipelined)
         types = resolved.join_key_types
-        entity_values = [(key, _encoded(key, values, types.get(key))) for key, values in columns.items()]
-        return _json(answer, entity_values, full, self.missing_entity_is_present)
+        entity_values = [(key, _echoed(key, values, types.get(key))) for key, values in columns.items()]
+        return _json(answer, entity_values, full, self.missing_entity_is_present, self._stamps)
 
 
 _EPOCH = timestamp_text(b"")
 
 
-def _json(answer: Answer, entity_values: list[tuple[str, list[bytes]]], full: bool, missing_is_present: bool) -> bytes:
+def _json(answer: Answer, entity_values: list[tuple[str, list[Any]]], full: bool, missing_is_present: bool,
+          texts: TimestampTexts) -> bytes:
     """The JSON of the message ``feast_compat.encode_feast_response`` builds from the same answer
-    (its layout, step for step): entity columns as sent, PRESENT, epoch timestamps; then one result
-    per feature, the statuses and timestamps of its view's rows."""
+    (its layout, step for step): entity columns as sent (``_echoed``), PRESENT, epoch timestamps;
+    then one result per feature, the statuses and timestamps of its view's rows."""
     results = []
     for _, values in entity_values:
         n = len(values)
-        results.append(vector([native_value(v) for v in values], ["PRESENT"] * n, [_EPOCH] * n))
+        results.append(vector(values, ["PRESENT"] * n, [_EPOCH] * n))
     tails: dict[str, tuple[list[str], list[str]]] = {}  # per view: converted once, not once per feature
     for v in answer.resolved.views:
         rows = answer.rows[v.name]
@@ -74,10 +90,10 @@ def _json(answer: Answer, entity_values: list[tuple[str, list[bytes]]], full: bo
                  for found in rows.values]
         for i in answer.withheld:  # no consent for the call's purpose: NOT_FOUND, as over gRPC
             codes[i] = FieldStatus.NOT_FOUND
-        tails[v.name] = (status_names(codes), [timestamp_text(ts or b"") for ts in rows.ts_raw])
+        tails[v.name] = (status_names(codes), [texts.text(ts or b"") for ts in rows.ts_raw])
     for ref, i in zip(answer.resolved.refs, answer.resolved.value_positions(), strict=True):
         statuses, stamps = tails[ref.view]
-        values = [native_value((found[i] or b"") if found else b"") for found in answer.rows[ref.view].values]
+        values = native_values([(found[i] or b"") if found else b"" for found in answer.rows[ref.view].values])
         results.append(vector(values, statuses, stamps))
     return response_json([k for k, _ in entity_values] + answer.names(full), results)
 
@@ -112,6 +128,15 @@ def _request(body: bytes) -> dict[str, Any]:
     if request.get("include_feature_view_version_metadata"):  # versioned views are not served here
         raise InvalidRequest("include_feature_view_version_metadata is not supported by this node")
     return request
+
+
+def _echoed(key: str, values: list[object], kind: ValueType | None) -> list[Any]:
+    """An entity column as Feast's JSON echoes it: each value through a Feast ``Value`` of the
+    column's type and back (``_encoded``, ``native_value``); an int64 join key's ints (in range:
+    ``_request`` checked) come back as they went, so they skip the round trip."""
+    if kind == ValueType.INT64 and all(type(v) is int for v in values):
+        return values
+    return [native_value(v) for v in _encoded(key, values, kind)]
 
 
 def _encoded(key: str, values: list[object], kind: ValueType | None) -> list[bytes]:

@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 from feast.feature_server_utils import _timestamp_to_str, _value_to_native
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -37,7 +38,7 @@ class Column:
 
 
 _DOUBLE = struct.Struct("<d")
-_DOUBLE_TAG = 0x31  # Value.double_val: field 6, 64-bit
+_DOUBLE_TAG = 0x29  # Value.double_val: field 5, wire type 1 (64-bit)
 
 
 def native_value(raw: bytes) -> Any:
@@ -49,9 +50,39 @@ def native_value(raw: bytes) -> Any:
     return _value_to_native(Value.FromString(raw)) if raw else None
 
 
+_TAGGED_DOUBLE = np.dtype([("tag", "u1"), ("value", "<f8")])  # a serialised double Value, 9 bytes
+_ROWS_FOR_NUMPY = 8  # below this many values numpy's fixed cost is more than it saves
+
+
+def native_values(raws: list[bytes]) -> list[Any]:
+    """``native_value`` of each: a column of finite doubles (the usual feature) read in one go."""
+    if len(raws) >= _ROWS_FOR_NUMPY and all(len(r) == 9 for r in raws):
+        column = np.frombuffer(b"".join(raws), dtype=_TAGGED_DOUBLE)
+        if (column["tag"] == _DOUBLE_TAG).all() and np.isfinite(column["value"]).all():
+            return column["value"].tolist()  # Python floats of the same bits: the same repr in the JSON
+    return [native_value(r) for r in raws]
+
+
 def timestamp_text(raw: bytes) -> str:
     """A serialised ``Timestamp`` as Feast's JSON has it (empty bytes: the epoch)."""
     return _timestamp_to_str(Timestamp.FromString(raw))
+
+
+class TimestampTexts:
+    """``timestamp_text`` remembered per serialised timestamp: the rows one job writes share their
+    event time, so most answers convert the same few. Bounded: emptied when it holds ``limit``."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._texts: dict[bytes, str] = {}
+        self._limit = limit
+
+    def text(self, raw: bytes) -> str:
+        got = self._texts.get(raw)
+        if got is None:
+            if len(self._texts) >= self._limit:
+                self._texts = {}  # replaced, not cleared: another thread may be reading the old one
+            got = self._texts[raw] = timestamp_text(raw)
+        return got
 
 
 def status_names(statuses: Sequence[int]) -> list[str]:
@@ -75,9 +106,10 @@ def columns_json(feature_names: Sequence[str], columns: Sequence[Column]) -> byt
     """The JSON of a response holding ``columns`` (the general form; the HTTP API shares converted
     timestamps and statuses between the features of one view)."""
     return response_json(feature_names, [
-        vector([native_value(v) for v in c.values], status_names(c.statuses), [timestamp_text(t) for t in c.timestamps])
+        vector(native_values(list(c.values)), status_names(c.statuses), [timestamp_text(t) for t in c.timestamps])
         for c in columns
     ])
 
 
-__all__ = ["Column", "columns_json", "native_value", "response_json", "status_names", "timestamp_text", "vector"]
+__all__ = ["Column", "TimestampTexts", "columns_json", "native_value", "native_values", "response_json", "status_names", "timestamp_text",
+           "vector"]

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Generator, Mapping, Sequence, TypeVar
 
 from fedstore.federation.consent import Purpose
 from fedstore.serving.breaker import PROBE, CircuitBreaker
@@ -27,7 +27,7 @@ from fedstore.serving.entities import Entities, validate
 from fedstore.serving.errors import InvalidRequest, NoData, OnlineNotLoaded, OnlineStoreDown, OnlineStoreTimeout
 from fedstore.serving.fallback import SnapshotCache
 from fedstore.serving.metrics import BREAKER_OPEN, CALLER_DEADLINE, NOT_LOADED, ONLINE_ERROR, ServingMetrics
-from fedstore.serving.online import OnlineReader, ViewRows
+from fedstore.serving.online import OnlineReader, PendingRead, ViewRows
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,21 @@ ONLINE, FALLBACK = "online_store", "batch_fallback"
 # online store's answer).
 FALLBACK_RESERVE_SHARE, FALLBACK_RESERVE_MIN_SECONDS = 0.1, 0.002
 
+
+
+T = TypeVar("T")
+# a lookup that may pause for its online read: yields a PendingRead, is sent its replies, returns T
+Steps = Generator[PendingRead, list[object], T]
+
+
+def run(steps: "Steps[T]") -> T:
+    """Steps that make their own reads (not ``pipelined``): run to the end, nothing is yielded."""
+    try:
+        pending = next(steps)
+    except StopIteration as done:
+        return done.value
+    steps.close()
+    raise RuntimeError(f"a lookup paused for a pipelined read nobody makes: {pending!r}")
 
 
 @dataclass(slots=True)  # not frozen: built for every lookup, and frozen __init__ costs five times more
@@ -116,7 +131,17 @@ class OnlineFeatures:
     ) -> Answer:
         """The features of ``columns``' entities for ``purpose``: an entity without consent for it
         (``serving.consent``) is in the answer's ``withheld`` rows, its values and timestamps blanked."""
-        answer = self._get(resolved, columns, time_left=time_left)
+        return run(self.get_steps(resolved, columns, time_left=time_left, purpose=purpose))
+
+    def get_steps(
+        self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None,
+        purpose: Purpose = Purpose.SERVING, pipelined: bool = False,
+    ) -> Steps[Answer]:
+        """``get`` as steps: with ``pipelined`` (a single Redis: ``RedisReader``), the online read
+        is not made here but yielded (``PendingRead``) for the caller to send, with other lookups'
+        reads, on its event loop; the replies are sent back in (or its failure, ``OnlineStoreDown``,
+        thrown in), and the rest runs as ``get`` runs it. Without, nothing is yielded."""
+        answer = yield from self._get_steps(resolved, columns, time_left=time_left, pipelined=pipelined)
         consent = self.consent
         if consent is not None and consent.requires(purpose):
             withheld = consent.withheld(purpose, answer.entities, resolved.join_keys)
@@ -126,10 +151,12 @@ class OnlineFeatures:
                 answer.withheld = withheld
         return answer
 
-    def _get(
-        self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None
-    ) -> Answer:
-        """Runs on one of the serving node's lookup threads, which the online read blocks.
+    def _get_steps(
+        self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None,
+        pipelined: bool = False,
+    ) -> Steps[Answer]:
+        """Runs on one of the serving node's lookup threads, which the online read blocks (or, with
+        ``pipelined``, on an event loop that makes the read for it: ``get_steps``).
 
         ``time_left`` is the caller's remaining deadline (seconds; None: no deadline). When it is
         shorter than the online store's own deadline, the online read gets what is left of it
@@ -157,7 +184,11 @@ class OnlineFeatures:
         else:
             began = time.monotonic()
             try:
-                rows = self.reader.read(resolved, entities, timeout=timeout if caller_bound else None)
+                if pipelined:
+                    read = self.reader.prepare(resolved, entities)  # type: ignore[attr-defined]
+                    rows = read.finish((yield PendingRead(read.payload, read.count, timeout if caller_bound else None)))
+                else:
+                    rows = self.reader.read(resolved, entities, timeout=timeout if caller_bound else None)
             except OnlineStoreDown as e:
                 if self._unanswered_since is None:
                     self._unanswered_since = began

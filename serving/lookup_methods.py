@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable, Generator, NamedTuple, TypeVar
 
 import grpc
 
@@ -21,6 +21,8 @@ from fedstore.federation.error_boundary import grpc_status
 from fedstore.federation.errors import DeadlineExceeded, FedstoreError, Internal, InvalidArgument
 
 log = logging.getLogger(__name__)
+Y = TypeVar("Y")  # what a paused lookup yields
+S = TypeVar("S")  # what it is sent back
 
 # which path answers lookups (the ``path`` label of fedstore_lookup_path, and serving.lookup_path)
 LANE, PUBLIC = "lane", "public"
@@ -73,4 +75,17 @@ def outcome(method: LaneMethod, body: bytes | None, time_left: float | None,
     return Outcome(grpc.StatusCode.OK, "", response)
 
 
-__all__ = ["INTERNAL_DETAILS", "LANE", "LaneMethod", "Outcome", "PUBLIC", "outcome", "refused"]
+def outcome_steps(method: LaneMethod, steps: Generator[Y, S, bytes]) -> Generator[Y, S, Outcome]:
+    """``outcome`` of a lookup that pauses for its online read (``features.OnlineFeatures.get_steps``):
+    yields what it yields, is sent what it is sent, and ends with the outcome ``outcome`` gives."""
+    try:
+        response = yield from steps
+    except FedstoreError as e:
+        return refused(e)
+    except Exception:
+        log.exception("%s failed", method.path)
+        return refused(Internal(INTERNAL_DETAILS))
+    return Outcome(grpc.StatusCode.OK, "", response)
+
+
+__all__ = ["INTERNAL_DETAILS", "LANE", "LaneMethod", "Outcome", "PUBLIC", "outcome", "outcome_steps", "refused"]

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 from feast import FeatureStore
@@ -79,6 +79,26 @@ class ViewRows:
         """One row's values by feature name (b"" where null)."""
         values = self.values[row]
         return None if values is None else {f: v or b"" for f, v in zip(self.features, values, strict=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRead:
+    """An online read a lookup waits for (``features.OnlineFeatures.get_steps``): a pipeline of
+    ``count`` commands, and how long the lookup can wait for their replies (None: the store's own
+    deadline)."""
+
+    payload: bytes
+    count: int
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRead:
+    """``RedisReader.prepare``'s answer: the pipeline, and ``finish(replies) -> rows``."""
+
+    payload: bytes
+    count: int
+    finish: Callable[[list[object]], dict[str, "ViewRows"]]
 
 
 class OnlineReader(Protocol):
@@ -247,7 +267,20 @@ class RedisReader:
         if not self.verifies_marker:
             return self.rows(plan, entities, self._fetch(commands, resolved, entities, timeout))
         marker, names = self._marker_command(resolved)
-        replies = self._fetch(commands + [marker], resolved, entities, timeout)
+        return self._verified(plan, entities, names, self._fetch(commands + [marker], resolved, entities, timeout))
+
+    def prepare(self, resolved: Resolved, entities: Entities) -> "PreparedRead":
+        """``read`` without its round trip (a single Redis only): what to send, how many replies
+        to read, and what makes the rows of them, as ``read`` does (``OnlineNotLoaded`` included).
+        For a caller that sends several lookups' reads at once (the HTTP API's event loop)."""
+        plan, commands = self.commands(resolved, entities)
+        marker, names = self._marker_command(resolved)
+        return PreparedRead(b"".join(commands) + marker, len(commands) + 1,
+                            lambda replies: self._verified(plan, entities, names, replies))
+
+    def _verified(self, plan: tuple[_Group, ...], entities: Entities, names: tuple[str, ...],
+                  replies: list[object]) -> dict[str, ViewRows]:
+        """The rows of the replies whose last is the marker's; ``OnlineNotLoaded`` when it does not vouch for them."""
         rows = self.rows(plan, entities, replies)
         _note_writers(rows, names, replies[-1])
         expected = self._expected
@@ -368,6 +401,9 @@ class ClusterReader(RedisReader):
     # the marker has a copy per block of slots; a request's keys span many blocks, so the node's
     # refresher checks the copies (every second) and the half-open probe asks it before closing
     verifies_marker = False
+
+    def prepare(self, resolved: Resolved, entities: Entities) -> PreparedRead:
+        raise TypeError("a Redis Cluster's reads are routed per master: use read()")
 
     def __init__(self, target: ClusterTarget, project: str, *, timeout_seconds: float) -> None:
         super().__init__(RedisTarget("", 0), project, timeout_seconds=timeout_seconds)

@@ -63,7 +63,7 @@ from fedstore.serving.entities import max_lookup_bytes
 from fedstore.serving.feast_json import POLICY as HTTP_POLICY
 from fedstore.serving.feast_json import FeastJson
 from fedstore.serving.features import OnlineFeatures
-from fedstore.serving.http_api import FeastHttpApi, HttpSettings
+from fedstore.serving.http_api import INLINE_MAX_BYTES, FeastHttpApi, HttpSettings, PipelinedLookups
 from fedstore.serving.loaded_views import LoadedViews
 from fedstore.serving.lookup_methods import LANE, PUBLIC, LaneMethod
 from fedstore.serving.lookup_public import PublicLookups
@@ -194,8 +194,10 @@ class ServingNode:
                 HttpSettings(host=bind.rpartition(":")[0], port=http_port, threads=settings.lookup_threads,
                              max_body_bytes=max_lookup_bytes(settings.max_entities),
                              max_connections=settings.max_concurrent_calls, tls_cert=settings.tls_cert,
-                             tls_key=settings.tls_key, reuse_port=reuse_port),
-                name=region.code)
+                             tls_key=settings.tls_key, reuse_port=reuse_port,
+                             # inline on the event loop only when the online read is bounded (Redis)
+                             inline_max_bytes=0 if isinstance(self.reader, FeastReader) else INLINE_MAX_BYTES),
+                name=region.code, pipelined=self._pipelined(json_api))
         try:
             self.server, self._lane, self.public_path_reason = self._build(lookups)
             port = self._listen(self.server, bind)
@@ -209,6 +211,14 @@ class ServingNode:
         self.metrics_port = metrics_port if metrics_port is not None else settings.metrics_port
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_loop, name=f"refresh-{region.code}", daemon=True)
+
+    def _pipelined(self, json_api: FeastJson) -> PipelinedLookups | None:
+        """On a single Redis, the HTTP API's small lookups read it from its event loop (``serving.loop_redis``)."""
+        reader = self.reader
+        if type(reader) is not RedisReader:  # a cluster routes per master; another store has no pipeline
+            return None
+        return PipelinedLookups(lambda body, purpose: json_api.answer_steps(body, None, purpose, pipelined=True),
+                                reader.target, reader.timeout)
 
     def _models(self, config: FederationConfig,
                 centre_address: str | None) -> tuple[DeploymentFollower | None, PredictionLog | None]:

@@ -329,3 +329,97 @@ def test_with_redis_gone_the_http_api_answers_from_the_snapshot_as_the_grpc_api_
     finally:
         served.server.stop(1)
         redis.stop()
+
+
+def _raw_request(body: bytes, extra: str = "") -> bytes:
+    return (f"POST /get-online-features HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKENS['fraud-app']}\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """``count`` HTTP/1.1 responses (Content-Length framed) off a raw socket: (status, body)."""
+    data, out = b"", []
+    while len(out) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end].decode("latin-1").split("\r\n")
+            length = int(next(h.split(":", 1)[1] for h in head if h.lower().startswith("content-length:")))
+            if len(data) >= head_end + 4 + length:
+                out.append((int(head[0].split()[1]), data[head_end + 4:head_end + 4 + length]))
+                data = data[head_end + 4 + length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection early"
+        data += chunk
+    return out
+
+
+def test_concurrent_and_pipelined_lookups_each_get_their_own_answer(both):
+    """Lookups arriving together share a Redis round trip on the node's event loop: each must still
+    get its own entities' values, in the order its connection asked."""
+    import threading
+
+    served, ours, _ = both
+    features = ["customer_transactions:spend_7d", "customer_profile:home_city"]
+    alone = {i: _post(ours, {"features": features, "entities": {"customer_id": [i]}})[1]["results"] for i in range(40)}
+    port = int(ours.rsplit(":", 1)[1])
+    failures: list[str] = []
+
+    def client(first: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            for round_ in range(5):  # 4 requests in one write, then their 4 answers
+                ids = [(first + round_ * 4 + k) % 40 for k in range(4)]
+                sock.sendall(b"".join(_raw_request(json.dumps({"features": features, "entities": {"customer_id": [i]}}).encode())
+                                      for i in ids))
+                for i, (status, body) in zip(ids, _read_responses(sock, 4), strict=True):
+                    if status != 200 or json.loads(body)["results"] != alone[i]:
+                        failures.append(f"customer {i}: {status} {body[:120]!r}")
+
+    threads = [threading.Thread(target=client, args=(t * 5,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures[:3]
+
+
+def test_http_details_curl_and_clients_rely_on(both):
+    served, ours, _ = both
+    port = int(ours.rsplit(":", 1)[1])
+    body = json.dumps({"features": ["customer_transactions:spend_7d"], "entities": {"customer_id": [1]}}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        # curl's Expect: 100-continue (bodies over 1 kB): the interim answer comes before the body is sent
+        sock.sendall(_raw_request(b"", "Expect: 100-continue\r\n").replace(b"Content-Length: 0", b"Content-Length: %d" % len(body)))
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        [(status, answer)] = _read_responses(sock, 1)
+        assert status == 200 and json.loads(answer)["metadata"]["feature_names"] == ["customer_id", "spend_7d"]
+        # a chunked body (no Content-Length), in two chunks
+        half = len(body) // 2
+        sock.sendall(_raw_request(b"", "Transfer-Encoding: chunked\r\n").replace(b"Content-Length: 0\r\n", b"")
+                     + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, body[:half], len(body) - half, body[half:]))
+        [(status, answer)] = _read_responses(sock, 1)
+        assert status == 200 and json.loads(answer)["results"][1]["statuses"] == ["PRESENT"]
+        # Connection: close is honoured after the answer
+        sock.sendall(_raw_request(body, "Connection: close\r\n"))
+        [(status, _)] = _read_responses(sock, 1)
+        assert status == 200 and sock.recv(64) == b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # a body over the limit: 413, closed
+        sock.sendall(_raw_request(b"").replace(b"Content-Length: 0", b"Content-Length: 100000000"))
+        [(status, answer)] = _read_responses(sock, 1)
+        assert status == 413 and "larger than this node reads" in json.loads(json.loads(answer))["message"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # HEAD: headers only, the connection goes on
+        sock.sendall(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(b"\r\n\r\n") < 2:
+            data += sock.recv(4096)
+        assert data.startswith(b"HTTP/1.1 404 ") and data.split(b"\r\n\r\n")[1].startswith(b"HTTP/1.1 200 OK")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # curl --http2's h2c upgrade: HTTP/1.1
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                     b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+        [(status, _)] = _read_responses(sock, 1)
+        assert status == 200 and sock.recv(64) == b""  # answered, then closed (what follows would be HTTP/2)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # not HTTP: 400, closed
+        sock.sendall(b"\x16\x03\x01 hello\r\n\r\n")
+        [(status, _)] = _read_responses(sock, 1)
+        assert status == 400

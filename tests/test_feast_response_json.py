@@ -109,3 +109,62 @@ def test_a_typical_answer_reads_as_feast_serve_writes_it() -> None:
     assert got["results"][4]["statuses"] == ["NOT_FOUND"]
     assert got["results"][1]["event_timestamps"] == ["2023-11-14T22:13:20.250Z"]
     assert columns_json(names, columns) == _feasts(names, columns)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_TIMESTAMPS, max_size=8))
+def test_remembered_timestamp_texts_are_feasts(stamps: list[bytes]) -> None:
+    """The HTTP API converts each event time once (``TimestampTexts``): the same text as converting
+    every time, also across its emptying when full (a limit of 2 here)."""
+    from fedstore.serving.feast_response_json import TimestampTexts, timestamp_text
+
+    texts = TimestampTexts(limit=2)
+    for raw in stamps + stamps:
+        assert texts.text(raw) == timestamp_text(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_I64, max_size=6))
+def test_an_int64_join_keys_echo_is_feasts(ids: list[int]) -> None:
+    """An int64 join key's ints are echoed as they came (``feast_json._echoed``'s shortcut): the
+    JSON Feast writes of them through its ``Value``s."""
+    from feast.value_type import ValueType
+
+    from fedstore.serving.feast_json import _echoed, _encoded
+    from fedstore.serving.feast_response_json import native_value
+
+    through_feast = [native_value(v) for v in _encoded("customer_id", ids, ValueType.INT64)]
+    echoed = _echoed("customer_id", ids, ValueType.INT64)
+    assert json.dumps(echoed) == json.dumps(through_feast)
+    assert _echoed("customer_id", [True], ValueType.INT64) == [native_value(v) for v in _encoded("customer_id", [True], ValueType.INT64)]
+
+
+_DOUBLES = st.builds(lambda f: _value("double_val", f), _F64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(_DOUBLES, min_size=8, max_size=40),  # a column of doubles: read in one go
+                 st.lists(st.one_of(_DOUBLES, _VALUES), min_size=8, max_size=40)))  # mixed: value by value
+def test_a_column_read_in_one_go_is_feasts(raws: list[bytes]) -> None:
+    from fedstore.serving.feast_response_json import native_value, native_values
+
+    assert json.dumps(native_values(raws)) == json.dumps([native_value(r) for r in raws])
+    columns = [Column(raws, [1] * len(raws), [b""] * len(raws))]
+    assert columns_json(["x"], columns) == _feasts(["x"], columns)
+
+
+def test_a_column_of_finite_doubles_keeps_every_bit() -> None:
+    from fedstore.serving.feast_response_json import native_values
+
+    doubles = [0.0, -0.0, 5e-324, -1.7976931348623157e308, 0.1, 1 / 3, 2.0**60, -123.456] * 2
+    got = native_values([_value("double_val", f) for f in doubles])
+    assert json.dumps(got) == json.dumps(doubles) and all(type(v) is float for v in got)
+
+
+def test_the_double_shortcut_is_taken_for_a_double_value() -> None:
+    """The shortcut reads Feast's serialised double (its tag byte, then 8 bytes): a wrong tag would
+    still give Feast's answer, through the slow path, so the tag is checked here."""
+    from fedstore.serving import feast_response_json as fr
+
+    raw = _value("double_val", 0.25)
+    assert len(raw) == 9 and raw[0] == fr._DOUBLE_TAG
