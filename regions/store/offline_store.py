@@ -20,6 +20,8 @@ import copy
 import os
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -232,7 +234,8 @@ class AsofRetrievalJob(RetrievalJob):
         schema = sorted_search.join(empty.to_batches()[0] if empty.num_rows else
                                     pa.RecordBatch.from_pylist([], schema=empty.schema), _TIME, views, columns).schema
         reader = conn.sql(query).to_arrow_reader(batch_rows)
-        return schema, (sorted_search.join(b, _TIME, views, columns) for b in reader)
+        workers = max(1, min(self._threads or os.cpu_count() or 1, 4))
+        return schema, _in_order(lambda b: sorted_search.join(b, _TIME, views, columns), reader, workers)
 
     def _views_fit(self, conn: duckdb.DuckDBPyConnection) -> bool:
         """Whether the views' rows, held sorted in memory, fit in the memory limit (from the
@@ -299,28 +302,57 @@ class AsofRetrievalJob(RetrievalJob):
                            "overwrite", allow_overwrite)
 
 
+def _in_order(work: Callable[[pa.RecordBatch], pa.RecordBatch], batches: Iterator[pa.RecordBatch],
+              workers: int) -> Iterator[pa.RecordBatch]:
+    """``work`` on each batch, ``workers`` batches at a time in threads (numpy and Arrow let go of
+    the GIL), the results in the batches' order; at most ``workers + 1`` batches in hand."""
+    if workers == 1:
+        yield from map(work, batches)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedstore-join") as pool:
+        pending: deque[Future[pa.RecordBatch]] = deque()
+        for batch in batches:
+            pending.append(pool.submit(work, batch))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _write_parquet(path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch], row_group_rows: int) -> int:
     """The batches into one Parquet file, in row groups of ``row_group_rows``; the rows written.
     Written as DuckDB's COPY writes (no Arrow schema stored: a UTC time reads back as UTC; Snappy),
     but no dictionary is tried: most of a training set's columns are measurements, whose
-    dictionary is given up after a page (~0.1 s per 1M rows spent for nothing)."""
+    dictionary is given up after a page (~0.1 s per 1M rows spent for nothing). A thread of its
+    own writes while the next batches are joined (Arrow's writer lets go of the GIL); at most two
+    row groups wait for it."""
     rows = 0
     held: list[pa.RecordBatch] = []
     count = 0
-    with pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=False, store_schema=False) as writer:
+    with pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=False, store_schema=False) as writer, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedstore-parquet") as pool:
+        waiting: deque[Future[None]] = deque()
+
+        def write(table: pa.Table) -> None:
+            waiting.append(pool.submit(writer.write_table, table, row_group_size=row_group_rows))
+            while len(waiting) > 2:
+                waiting.popleft().result()
+
         for batch in batches:
             held.append(batch)
             count += batch.num_rows
             if count >= row_group_rows:
                 table = pa.Table.from_batches(held, schema)
                 whole = count - count % row_group_rows
-                writer.write_table(table.slice(0, whole), row_group_size=row_group_rows)
+                write(table.slice(0, whole))
                 rest = table.slice(whole)
                 held, count = rest.to_batches(), rest.num_rows
                 rows += whole
         if count or not rows:
-            writer.write_table(pa.Table.from_batches(held, schema), row_group_size=row_group_rows)
+            write(pa.Table.from_batches(held, schema))
             rows += count
+        while waiting:
+            waiting.popleft().result()
     return rows
 
 
