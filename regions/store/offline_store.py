@@ -235,7 +235,7 @@ class AsofRetrievalJob(RetrievalJob):
                                     pa.RecordBatch.from_pylist([], schema=empty.schema), _TIME, views, columns).schema
         reader = conn.sql(query).to_arrow_reader(batch_rows)
         workers = max(1, min(self._threads or os.cpu_count() or 1, 4))
-        return schema, _in_order(lambda b: sorted_search.join(b, _TIME, views, columns), reader, workers)
+        return schema, in_order(lambda b: sorted_search.join(b, _TIME, views, columns), reader, workers)
 
     def _views_fit(self, conn: duckdb.DuckDBPyConnection) -> bool:
         """Whether the views' rows, held sorted in memory, fit in the memory limit (from the
@@ -269,7 +269,7 @@ class AsofRetrievalJob(RetrievalJob):
             self._prepare(conn)
             searched = self._searched(conn, utc_times=True, ordered=ordered)
             if searched is not None:
-                return _write_parquet(path, *searched, row_group_rows)
+                return write_parquet(path, *searched, row_group_rows)
             query = self.sql(utc_times=True, ordered=ordered, views=self.views_on(conn))
             row = conn.execute(f"COPY ({query}) TO {literal(str(path))} "
                                f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})").fetchone()
@@ -302,7 +302,7 @@ class AsofRetrievalJob(RetrievalJob):
                            "overwrite", allow_overwrite)
 
 
-def _in_order(work: Callable[[pa.RecordBatch], pa.RecordBatch], batches: Iterator[pa.RecordBatch],
+def in_order(work: Callable[[pa.RecordBatch], pa.RecordBatch], batches: Iterator[pa.RecordBatch],
               workers: int) -> Iterator[pa.RecordBatch]:
     """``work`` on each batch, ``workers`` batches at a time in threads (numpy and Arrow let go of
     the GIL), the results in the batches' order; at most ``workers + 1`` batches in hand."""
@@ -319,7 +319,7 @@ def _in_order(work: Callable[[pa.RecordBatch], pa.RecordBatch], batches: Iterato
             yield pending.popleft().result()
 
 
-def _write_parquet(path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch], row_group_rows: int) -> int:
+def write_parquet(path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch], row_group_rows: int) -> int:
     """The batches into one Parquet file, in row groups of ``row_group_rows``; the rows written.
     Written as DuckDB's COPY writes (no Arrow schema stored: a UTC time reads back as UTC; Snappy),
     but no dictionary is tried: most of a training set's columns are measurements, whose
