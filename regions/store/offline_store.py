@@ -1,4 +1,6 @@
-"""A Feast offline store whose point-in-time join is DuckDB's ASOF join (``point_in_time``).
+"""A Feast offline store whose point-in-time join is a search over each view's sorted rows
+(``sorted_search``), or DuckDB's ASOF join (``point_in_time``) where the views' rows do not fit in
+the memory limit.
 
 Named in each region's ``feature_store.yaml`` (``offline_store: {type:
 regions.store.offline_store.AsofOfflineStore}``), so ``FeatureStore.get_historical_features``,
@@ -8,8 +10,9 @@ offline store, inherited unchanged; so is a historical retrieval this join does 
 (no entity set, ``filter_by_created_timestamp``, on-demand views, sources other than local Parquet).
 
 The entity set is a DataFrame, as in Feast, or — an addition — the path or glob of Parquet files,
-which DuckDB streams; ``AsofRetrievalJob.to_parquet`` writes the result with ``COPY … TO``, so a
-training set larger than memory never is held in it (DuckDB spills its sort to a temporary directory).
+which DuckDB streams; ``AsofRetrievalJob.to_parquet`` writes the result batch by batch (the
+search) or with ``COPY … TO`` (the ASOF join, whose sort DuckDB spills to a temporary directory),
+so a training set larger than memory never is held in it.
 ``AsofRetrievalJob.filtered`` adds an ``EntityFilter`` (the training sets' consent and erasure
 filter) to the same query, ahead of the views' joins.
 """

@@ -31,6 +31,9 @@ import pyarrow.compute as pc
 from fedstore.regions.store.point_in_time import ViewJoin, joinable, quote, source_column, ttl_micros
 
 
+_FIRST = np.iinfo(np.int64).min  # a null created time: before any other
+
+
 class NotSearchable(Exception):
     """The view's keys cannot be matched by value here (types differ): the ASOF join must do it."""
 
@@ -121,13 +124,15 @@ def load(conn: duckdb.DuckDBPyConnection, view: ViewJoin, entity_types: dict[str
 
     keys = [f"{col(k)} AS {quote(f'__k{i}')}" for i, k in enumerate(view.join_key_map)]
     feats = [f"{col(c)} AS {quote(f'__f{i}')}" for i, (c, _) in enumerate(view.features)]
-    order = [quote(f"__k{i}") for i in range(len(keys))] + ["__t"]
-    if view.created_timestamp_column:  # the latest created sorts last; a null created time first
-        created = f"epoch_us(CAST({col(view.created_timestamp_column)} AS TIMESTAMPTZ))"
-        order.append(f"{created} ASC NULLS FIRST")
     event = f"epoch_us(CAST({col(view.timestamp_field)} AS TIMESTAMPTZ)) AS __t"
-    table = conn.sql(f"SELECT {', '.join([*keys, event, *feats])} FROM {view.source} "
-                     f"WHERE {joinable(view, col)} ORDER BY {', '.join(order)}").to_arrow_table()
+    created = []
+    if view.created_timestamp_column:  # the latest created sorts last; a null created time first
+        created = [f"coalesce(epoch_us(CAST({col(view.created_timestamp_column)} AS TIMESTAMPTZ)), {_FIRST}) AS __c"]
+    table = conn.sql(f"SELECT {', '.join([*keys, event, *created, *feats])} FROM {view.source} "
+                     f"WHERE {joinable(view, col)}").to_arrow_table()
+    order = [f"__k{i}" for i in range(len(keys))] + ["__t"] + (["__c"] if created else [])
+    if not _sorted(table, order):  # sources are often written in key and time order: then no sort at all
+        table = table.take(pc.sort_indices(table, sort_keys=[(name, "ascending") for name in order]))
     entity_keys = list(view.join_key_map.values())
     key_cols = []
     for i, ent in enumerate(entity_keys):
@@ -136,7 +141,10 @@ def load(conn: duckdb.DuckDBPyConnection, view: ViewJoin, entity_types: dict[str
         if column.type != want:
             if not (pa.types.is_integer(column.type) and pa.types.is_integer(want)):
                 raise NotSearchable(f"join key {ent}: {column.type} in the source, {want} in the entity set")
-            column = column.cast(want)  # integers compare by value, as in DuckDB's join
+            try:
+                column = column.cast(want)  # integers compare by value, as in DuckDB's join
+            except pa.ArrowInvalid:
+                raise NotSearchable(f"join key {ent}: a source value out of the entity set's {want}") from None
         key_cols.append(column)
     n = table.num_rows
     change = np.zeros(n, dtype=bool)
@@ -166,6 +174,21 @@ def load(conn: duckdb.DuckDBPyConnection, view: ViewJoin, entity_types: dict[str
         block[:, j] = np.frombuffer(values.buffers()[1], dtype=np.int64, count=len(values), offset=values.offset * 8)
     return SortedView(entity_keys, groups, key_values, starts, times, steps, ttl_micros(view.ttl), columns,
                       block, {i: j for j, i in enumerate(wide)})
+
+
+def _sorted(table: pa.Table, order: list[str]) -> bool:
+    """Whether every row is at or after the one before it in ``order`` (non-null columns)."""
+    if table.num_rows < 2:
+        return True
+    after: np.ndarray | None = None  # row i + 1 at or after row i on the columns seen so far (from the last)
+    for name in reversed(order):
+        column = table.column(name).combine_chunks()
+        before, following = column[:-1], column[1:]
+        if after is None:
+            after = np.asarray(pc.less_equal(before, following))
+        else:
+            after = np.asarray(pc.less(before, following)) | (np.asarray(pc.equal(before, following)) & after)
+    return bool(after is not None and after.all())
 
 
 def _word(kind: pa.DataType) -> bool:
