@@ -140,6 +140,8 @@ def _run(variant: str, node, entities: Path, out: Path) -> tuple[int, object]:
 
 def _raw_search(node, entities: Path, out: Path) -> int:
     """The store's join, plain: the views' rows searched (no TTL, no created time), to Parquet."""
+    import itertools
+
     import duckdb
 
     from fedstore.regions.store import sorted_search
@@ -161,7 +163,7 @@ def _raw_search(node, entities: Path, out: Path) -> int:
     keep = ["request_id", "customer_id", "event_timestamp"]
     joined = in_order(lambda b: sorted_search.join(b, "t", views, keep), conn.sql(query).to_arrow_reader(262_144), 2)
     first = next(joined)
-    rows = write_parquet(out, first.schema, iter([first, *joined]), 122_880)
+    rows = write_parquet(out, first.schema, itertools.chain([first], joined), 122_880)  # streamed, as the store
     conn.close()
     return rows
 
