@@ -9,8 +9,11 @@ with a request id. Each variant runs in its own process so its peak RSS is its o
   asof       the same call on the region's store (``AsofOfflineStore``): same frame, same answer
   fedstore   build_training_set: the entity file streamed by DuckDB through the ASOF store and
              COPY'd to Parquet, plus manifest and index (what `fedstore region training-set` does)
-  raw        the limit: one plain ASOF LEFT JOIN per view (no TTL, no tie-break on created time)
-             of the entity file, COPY'd to Parquet
+  raw        the engine's limit: one plain ASOF LEFT JOIN per view (no TTL, no tie-break on created
+             time) of the entity file, COPY'd to Parquet
+  search     the other limit, that of the store's own join (``sorted_search``, which beats the raw
+             ASOF join): the same plain joins by search over each view's sorted rows, the entity
+             file streamed past them, written as the store writes (no Feast, no manifest)
 Each variant's rows are then compared with Feast's (sorted by request id): every cell equal.
 On a shared machine one run says little: --repeat rounds (default 3), each running every variant
 once in a fresh process, one after the other, so the variants of a round share the machine's load.
@@ -130,7 +133,39 @@ def _run(variant: str, node, entities: Path, out: Path) -> tuple[int, object]:
         from fedstore.regions.datasets import TrainingSetRequest, build_training_set
 
         return build_training_set(node, TrainingSetRequest(entities, "fraud_scoring", out, show_progress=False)).rows, None
+    if variant == "search":
+        return _raw_search(node, entities, out), None
     return _raw(node, entities, out), None
+
+
+def _raw_search(node, entities: Path, out: Path) -> int:
+    """The store's join, plain: the views' rows searched (no TTL, no created time), to Parquet."""
+    import itertools
+
+    import duckdb
+
+    from fedstore.regions.store import sorted_search
+    from fedstore.regions.store.offline_store import in_order, write_parquet
+    from fedstore.regions.store.point_in_time import ViewJoin
+
+    def view(name: str, features: list[str]) -> ViewJoin:
+        return ViewJoin(source=f"read_parquet('{node.data_dir / 'sources' / name}.parquet')", field_mapping={},
+                        timestamp_field="event_timestamp", created_timestamp_column=None,
+                        join_key_map={"customer_id": "customer_id"}, features=[(f, f) for f in features], ttl=None)
+
+    tx = ["txn_count_7d", "txn_count_30d", "spend_7d", "spend_30d", "avg_ticket", "chargeback_rate_30d",
+          "distinct_merchants_30d", "night_txn_ratio_7d"]
+    conn = duckdb.connect(config={"memory_limit": "512MB"})
+    query = f"SELECT *, epoch_us(event_timestamp) AS t FROM read_parquet('{entities}')"
+    types = {f.name: f.type for f in conn.sql(f"{query} LIMIT 0").to_arrow_table().schema}
+    views = [sorted_search.load(conn, view("customer_transactions", tx), types),
+             sorted_search.load(conn, view("customer_profile", ["account_age_days", "kyc_level"]), types)]
+    keep = ["request_id", "customer_id", "event_timestamp"]
+    joined = in_order(lambda b: sorted_search.join(b, "t", views, keep), conn.sql(query).to_arrow_reader(262_144), 2)
+    first = next(joined)
+    rows = write_parquet(out, first.schema, itertools.chain([first], joined), 122_880)  # streamed, as the store
+    conn.close()
+    return rows
 
 
 def _raw(node, entities: Path, out: Path) -> int:
@@ -168,7 +203,7 @@ def same_rows(feast_out: Path, other: Path) -> str:
     return "equal"
 
 
-VARIANTS = ("feast", "asof", "fedstore", "raw")
+VARIANTS = ("feast", "asof", "fedstore", "raw", "search")
 
 
 def main() -> None:
@@ -224,7 +259,8 @@ def main() -> None:
                 rs = runs[variant]
                 results[n, variant] = {"seconds": min(r["seconds"] for r in rs), "peak_mb": max(r["peak_mb"] for r in rs),
                                        "cpu": statistics.median(r["cpu"] for r in rs)}
-            for a, b in (("fedstore", "feast"), ("fedstore", "raw"), ("asof", "feast"), ("asof", "raw")):
+            for a, b in (("fedstore", "feast"), ("fedstore", "raw"), ("asof", "feast"), ("asof", "raw"),
+                         ("fedstore", "search"), ("asof", "search"), ("search", "raw")):
                 if a in runs and b in runs:  # per round, then the median: both measured under the same load
                     ratios[n, a, b] = (statistics.median(y["seconds"] / x["seconds"] for x, y in zip(runs[a], runs[b])),
                                        statistics.median(y["cpu"] / x["cpu"] for x, y in zip(runs[a], runs[b])))
@@ -232,6 +268,8 @@ def main() -> None:
             for variant in ("asof", "fedstore"):
                 if feast_out.exists() and results[n, variant]:
                     checks[n, variant] = same_rows(feast_out, work / f"{variant}-{n}.parquet")
+            if results[n, "search"] and results[n, "raw"]:  # the two limits: the same plain joins
+                checks[n, "search (vs raw)"] = same_rows(work / f"raw-{n}.parquet", work / f"search-{n}.parquet")
             for variant in VARIANTS:
                 (work / f"{variant}-{n}.parquet").unlink(missing_ok=True)
     print()
@@ -243,21 +281,24 @@ def main() -> None:
     for n in sizes:
         print(f"{n:>12,}  " + "  ".join(cell(results[n, v]) for v in VARIANTS))
     print()
-    print("ratios, median over rounds of the ratio within a round (wall / CPU); the raw join is the limit:")
-    print("a variant's time over the raw join's (1.0x = as fast as the engine), Feast's time over the variant's")
+    print("ratios, median over rounds of the ratio within a round (wall / CPU); the raw joins are the limits:")
+    print("a variant's time over a raw join's (1.0x = as fast as that engine), Feast's time over the variant's")
     for n in sizes:
         parts = []
         for a, b in (("fedstore", "feast"), ("asof", "feast")):
             if (n, a, b) in ratios:
                 w, c = ratios[n, a, b]
                 parts.append(f"{a}: {w:.1f}x / {c:.1f}x faster than Feast")
-        for a in ("fedstore", "asof"):
-            if (n, a, "raw") in ratios:
-                w, c = ratios[n, a, "raw"]
-                parts.append(f"{a}: {1 / w:.2f}x / {1 / c:.2f}x the raw join")
+        for a, b, what in (("fedstore", "raw", "the raw ASOF join"), ("asof", "raw", "the raw ASOF join"),
+                           ("fedstore", "search", "the raw search join"), ("asof", "search", "the raw search join"),
+                           ("search", "raw", "the raw ASOF join")):
+            if (n, a, b) in ratios:
+                w, c = ratios[n, a, b]
+                parts.append(f"{a}: {1 / w:.2f}x / {1 / c:.2f}x {what}")
         print(f"{n:>12,}  " + "; ".join(parts))
     for (n, variant), verdict in checks.items():
-        print(f"{n:>12,} rows: {variant} vs Feast: {verdict}")
+        versus = "" if "(vs" in variant else " vs Feast"
+        print(f"{n:>12,} rows: {variant}{versus}: {verdict}")
 
 
 if __name__ == "__main__":

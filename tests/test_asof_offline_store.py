@@ -54,6 +54,8 @@ def _views(root: Path) -> dict[str, FeatureView]:
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> tuple[FeatureStore, FeatureStore, Path]:
+    """Feast's own DuckDB store and this one (``join: auto``, which searches the views' sorted rows
+    here); ``asof_store`` is this one joining by DuckDB's ASOF join."""
     root = tmp_path_factory.mktemp("asof-repo")
     views = _views(root)
     _write_sources(root, [], [], [], [])
@@ -61,15 +63,21 @@ def stores(tmp_path_factory) -> tuple[FeatureStore, FeatureStore, Path]:
         views["a"][["x", "s"]], views["b"], views["c"].with_name("c2").with_join_key_map({"driver_id": "other_driver"}),
     ])
 
-    def store(offline: str) -> FeatureStore:
-        return FeatureStore(config=RepoConfig(
-            project="asof", provider="local", repo_path=root, registry=str(root / "registry.db"),
-            offline_store={"type": offline}, online_store={"type": "sqlite", "path": str(root / "online.db")},
-            entity_key_serialization_version=3))
-
-    ours = store(OFFLINE_STORE_TYPE)
+    ours = _store(root, OFFLINE_STORE_TYPE)
     ours.apply([customer, driver, *views.values(), service])
-    return store("duckdb"), ours, root
+    return _store(root, "duckdb"), ours, root
+
+
+def _store(root: Path, offline: str, **settings: str) -> FeatureStore:
+    return FeatureStore(config=RepoConfig(
+        project="asof", provider="local", repo_path=root, registry=str(root / "registry.db"),
+        offline_store={"type": offline, **settings}, online_store={"type": "sqlite", "path": str(root / "online.db")},
+        entity_key_serialization_version=3))
+
+
+@pytest.fixture(scope="module")
+def asof_store(stores) -> FeatureStore:
+    return _store(stores[2], OFFLINE_STORE_TYPE, join="asof")
 
 
 def _times(minutes: list[int | None], naive: bool) -> pa.Array:
@@ -143,7 +151,8 @@ TIE_AND_EDGES = dict(
 @example(**TIE_AND_EDGES, tz="America/New_York", naive_sources=False, request_form="refs", full_names=False)
 @example(**TIE_AND_EDGES, tz=None, naive_sources=True, request_form="service", full_names=True)
 @pytest.mark.slow
-def test_every_cell_is_feasts(stores, a, b, c, label, ents, tz, naive_sources, request_form, full_names):
+def test_every_cell_is_feasts(stores, asof_store, a, b, c, label, ents, tz, naive_sources, request_form, full_names):
+    """Both joins of this store (the search over sorted rows and DuckDB's ASOF join) give Feast's answer."""
     feast_store, ours, root = stores
     _write_sources(root, a, b, c, label, naive_sources)
     times = pd.Series([pd.Timestamp(BASE) + pd.Timedelta(minutes=e[3]) for e in ents])
@@ -157,13 +166,18 @@ def test_every_cell_is_feasts(stores, a, b, c, label, ents, tz, naive_sources, r
         features = ours.get_feature_service("svc")
     else:
         features = ["a:x", "a:amount", "b:w", "c:z", "label:is_fraud"]
-    got_job = ours.get_historical_features(entity_df=entity_df.copy(), features=features, full_feature_names=full_names)
-    assert isinstance(got_job, AsofRetrievalJob)
     want = feast_store.get_historical_features(entity_df=entity_df.copy(), features=features,
                                                full_feature_names=full_names).to_arrow()
+    for store in (ours, asof_store):
+        _same_as_feasts(store, entity_df, features, full_names, want)
+
+
+def _same_as_feasts(ours: FeatureStore, entity_df: pd.DataFrame, features, full_names: bool, want: pa.Table) -> None:
+    got_job = ours.get_historical_features(entity_df=entity_df.copy(), features=features, full_feature_names=full_names)
+    assert isinstance(got_job, AsofRetrievalJob)
     got = got_job.to_arrow()
     assert got.column_names == want.column_names
-    assert got.column("request_id").to_pylist() == list(range(len(ents)))  # every row, in the entity set's order
+    assert got.column("request_id").to_pylist() == list(range(len(entity_df)))  # every row, in the entity set's order
     want = want.sort_by("request_id")
     for name in got.column_names:
         g, w = got.column(name), want.column(name)
@@ -249,3 +263,35 @@ def test_created_time_orders_the_join_only_where_a_source_has_ties(stores):
         assert got.column("x").to_pylist() == want  # x is the row's position: 0 is the row created at 9'
         assert got.column("x").to_pylist() == feast_store.get_historical_features(
             entity_df=entity_df, features=["a:x", "c:z"]).to_arrow().column("x").to_pylist()
+
+
+def test_keys_of_another_integer_type_match_by_value(stores, asof_store):
+    """A source whose join key is int32 joins int64 entity keys by value, in both joins, as Feast's."""
+    feast_store, ours, root = stores
+    _write_sources(root, [(1, 0, 0, None, 1.0, "a"), (2, 0, 0, None, 2.0, "b")], [], [], [])
+    a = pq.read_table(root / "a.parquet")
+    pq.write_table(a.set_column(0, "customer_id", a.column("customer_id").cast(pa.int32())), root / "a.parquet")
+    entity_df = pd.DataFrame({"customer_id": [2, 1, 3], "request_id": range(3),
+                              "event_timestamp": [pd.Timestamp(BASE) + pd.Timedelta(minutes=5)] * 3})
+    want = feast_store.get_historical_features(entity_df=entity_df.copy(), features=["a:x"]).to_arrow()
+    assert want.sort_by("request_id").column("x").to_pylist() == [1, 0, None]  # x: the source row's position
+    for store in (ours, asof_store):
+        _same_as_feasts(store, entity_df, ["a:x"], False, want)
+
+
+def test_views_fit_in_memory_by_the_sources_footers(stores):
+    """``join: auto`` holds the views' rows in memory only where they fit ``memory_limit`` (the
+    sources' rows × columns read × 16 bytes); past it DuckDB's ASOF join (which spills) answers."""
+    import duckdb
+
+    _, ours, root = stores
+    # 40 rows × 4 columns read (key, event, created, x) × 16 bytes: 2,560 bytes
+    _write_sources(root, [(1, 0, 0, None, 1.0, "a")] + [(2, m, 0, None, 0.0, "") for m in range(39)], [], [], [])
+    entity_df = pd.DataFrame({"customer_id": [1], "event_timestamp": [pd.Timestamp(BASE)]})
+    fits = []
+    for limit in ("512MB", "2.6kB", "2.5kB", "2KiB"):
+        job = _store(root, OFFLINE_STORE_TYPE, memory_limit=limit).get_historical_features(entity_df=entity_df, features=["a:x"])
+        assert isinstance(job, AsofRetrievalJob)
+        with duckdb.connect() as conn:
+            fits.append(job._views_fit(conn))
+    assert fits == [True, True, False, False]

@@ -1,4 +1,6 @@
-"""A Feast offline store whose point-in-time join is DuckDB's ASOF join (``point_in_time``).
+"""A Feast offline store whose point-in-time join is a search over each view's sorted rows
+(``sorted_search``), or DuckDB's ASOF join (``point_in_time``) where the views' rows do not fit in
+the memory limit.
 
 Named in each region's ``feature_store.yaml`` (``offline_store: {type:
 regions.store.offline_store.AsofOfflineStore}``), so ``FeatureStore.get_historical_features``,
@@ -8,8 +10,9 @@ offline store, inherited unchanged; so is a historical retrieval this join does 
 (no entity set, ``filter_by_created_timestamp``, on-demand views, sources other than local Parquet).
 
 The entity set is a DataFrame, as in Feast, or — an addition — the path or glob of Parquet files,
-which DuckDB streams; ``AsofRetrievalJob.to_parquet`` writes the result with ``COPY … TO``, so a
-training set larger than memory never is held in it (DuckDB spills its sort to a temporary directory).
+which DuckDB streams; ``AsofRetrievalJob.to_parquet`` writes the result batch by batch (the
+search) or with ``COPY … TO`` (the ASOF join, whose sort DuckDB spills to a temporary directory),
+so a training set larger than memory never is held in it.
 ``AsofRetrievalJob.filtered`` adds an ``EntityFilter`` (the training sets' consent and erasure
 filter) to the same query, ahead of the views' joins.
 """
@@ -20,11 +23,13 @@ import copy
 import os
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Final, Iterator, List, Mapping, Optional, Union
+from typing import Any, Callable, Final, Iterator, List, Literal, Mapping, Optional, Union
 
 import duckdb
 import numpy as np
@@ -43,10 +48,12 @@ from feast.repo_config import RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
+from fedstore.regions.store import sorted_search
 from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote, ties_query
 
 OFFLINE_STORE_TYPE: Final = "fedstore.regions.store.offline_store.AsofOfflineStore"
 _ENTITIES = "__fedstore_entities"
+_TIME = "__fedstore_t"  # the entity row's time in µs since the epoch (UTC), what the search compares
 
 
 class AsofOfflineStoreConfig(DuckDBOfflineStoreConfig):
@@ -57,6 +64,10 @@ class AsofOfflineStoreConfig(DuckDBOfflineStoreConfig):
     """DuckDB's memory limit for one retrieval; a larger sort spills to a temporary directory."""
     threads: int | None = None
     """DuckDB's threads for one retrieval (default: DuckDB's, one per core)."""
+    join: Literal["auto", "search", "asof"] = "auto"
+    """How each view is joined: ``search`` (``sorted_search``: the views' rows held in memory,
+    sorted; the entity rows streamed past them, never sorted), ``asof`` (DuckDB's ASOF join, which
+    spills to disk), or ``auto``: search when the views' rows fit in ``memory_limit``."""
 
 
 class AsofOfflineStore(DuckDBOfflineStore):
@@ -94,6 +105,7 @@ class AsofOfflineStore(DuckDBOfflineStore):
             memory_limit=getattr(settings, "memory_limit", "512MB"),
             threads=getattr(settings, "threads", None),
             repo_path=str(config.repo_path),
+            join=getattr(settings, "join", "auto"),
         )
 
 
@@ -157,7 +169,8 @@ class AsofRetrievalJob(RetrievalJob):
     """The join, run when asked for: as Arrow, as pandas (Feast's API), or straight into Parquet."""
 
     def __init__(self, *, entities: EntitySet, views: list[ViewJoin], feature_refs: list[str],
-                 full_feature_names: bool, memory_limit: str, threads: int | None, repo_path: str) -> None:
+                 full_feature_names: bool, memory_limit: str, threads: int | None, repo_path: str,
+                 join: str = "auto") -> None:
         super().__init__()
         self._entities = entities
         self._views = views
@@ -166,6 +179,7 @@ class AsofRetrievalJob(RetrievalJob):
         self._memory_limit = memory_limit
         self._threads = threads
         self._repo_path = repo_path
+        self._join = join
         self._metadata: RetrievalMetadata | None = None
         self._filter: EntityFilter | None = None
 
@@ -198,9 +212,53 @@ class AsofRetrievalJob(RetrievalJob):
         return [replace(v, created_ties=bool(conn.execute(ties_query(v)).fetchall()[0][0]))
                 if v.created_timestamp_column and v.features else v for v in self._views]
 
+    def _searched(self, conn: duckdb.DuckDBPyConnection, *, utc_times: bool, ordered: bool,
+                  batch_rows: int = 262_144) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
+        """The join by ``sorted_search`` as a schema and a stream of batches, or None where the
+        ASOF join must do it (asked to, views larger than the memory limit, keys of other types)."""
+        if self._join == "asof" or (self._join == "auto" and not self._views_fit(conn)):
+            return None
+        e = self._entities
+        relation, columns = e.relation(), e.columns
+        if self._filter is not None:
+            relation, columns = self._filter.relation(relation), [*columns, *self._filter.added_columns]
+        ts = quote(e.timestamp_col)
+        out = [f"CAST(e.{ts} AS TIMESTAMPTZ) AS {ts}" if utc_times and c == e.timestamp_col else f"e.{quote(c)}"
+               for c in columns]
+        # the rows' own order but where the filter's ASOF join moved them (the views' joins move none)
+        order = f" ORDER BY e.{FILE}, e.{ROW}" if ordered and self._filter is not None else ""
+        query = f"SELECT {', '.join(out)}, epoch_us(CAST(e.{ts} AS TIMESTAMPTZ)) AS {_TIME} FROM ({relation}) AS e{order}"
+        empty = conn.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table()
+        types = {f.name: f.type for f in empty.schema}
+        try:
+            views = [sorted_search.load(conn, v, types) for v in self._views if v.features]
+        except sorted_search.NotSearchable:
+            return None
+        schema = sorted_search.join(empty.to_batches()[0] if empty.num_rows else
+                                    pa.RecordBatch.from_pylist([], schema=empty.schema), _TIME, views, columns).schema
+        reader = conn.sql(query).to_arrow_reader(batch_rows)
+        workers = max(1, min(self._threads or os.cpu_count() or 1, 4))
+        return schema, in_order(lambda b: sorted_search.join(b, _TIME, views, columns), reader, workers)
+
+    def _views_fit(self, conn: duckdb.DuckDBPyConnection) -> bool:
+        """Whether the views' rows, held sorted in memory, fit in the memory limit (from the
+        sources' footers: rows × columns read × 16 bytes, a sort's copy included)."""
+        budget = _bytes(self._memory_limit)
+        need = 0
+        for v in self._views:
+            if v.features and v.path is not None:
+                rows = conn.sql(f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({literal(v.path)})"
+                                ).fetchall()[0][0]
+                need += int(rows) * (len(v.join_key_map) + len(v.features) + 2) * 16
+        return budget is not None and need <= budget
+
     def _to_arrow_internal(self, timeout: Optional[int] = None) -> pa.Table:
         with _connection(self._memory_limit, self._threads) as conn:
             self._prepare(conn)
+            searched = self._searched(conn, utc_times=False, ordered=True)
+            if searched is not None:
+                schema, batches = searched
+                return pa.Table.from_batches(list(batches), schema)
             return conn.sql(self.sql(views=self.views_on(conn))).to_arrow_table()
 
     def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
@@ -209,9 +267,12 @@ class AsofRetrievalJob(RetrievalJob):
     def to_parquet(self, path: Path, *, row_group_rows: int = 122_880, ordered: bool = True) -> int:
         """Write the result to ``path`` as Parquet, streamed (bounded memory), entity time in UTC;
         returns the rows written. Unordered, the rows come as the join makes them (as Feast's do),
-        which spares a sort of the whole result."""
+        which spares a sort of the whole result where the ASOF join does it."""
         with _connection(self._memory_limit, self._threads) as conn:
             self._prepare(conn)
+            searched = self._searched(conn, utc_times=True, ordered=ordered)
+            if searched is not None:
+                return write_parquet(path, *searched, row_group_rows)
             query = self.sql(utc_times=True, ordered=ordered, views=self.views_on(conn))
             row = conn.execute(f"COPY ({query}) TO {literal(str(path))} "
                                f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})").fetchone()
@@ -242,6 +303,73 @@ class AsofRetrievalJob(RetrievalJob):
 
         _write_data_source(ibis.memtable(self.to_arrow()), storage.to_data_source(), self._repo_path,
                            "overwrite", allow_overwrite)
+
+
+def in_order(work: Callable[[pa.RecordBatch], pa.RecordBatch], batches: Iterator[pa.RecordBatch],
+              workers: int) -> Iterator[pa.RecordBatch]:
+    """``work`` on each batch, ``workers`` batches at a time in threads (numpy and Arrow let go of
+    the GIL), the results in the batches' order; at most ``workers + 1`` batches in hand."""
+    if workers == 1:
+        yield from map(work, batches)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedstore-join") as pool:
+        pending: deque[Future[pa.RecordBatch]] = deque()
+        for batch in batches:
+            pending.append(pool.submit(work, batch))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def write_parquet(path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch], row_group_rows: int) -> int:
+    """The batches into one Parquet file, in row groups of ``row_group_rows``; the rows written.
+    Written as DuckDB's COPY writes (no Arrow schema stored: a UTC time reads back as UTC; Snappy),
+    but no dictionary is tried: most of a training set's columns are measurements, whose
+    dictionary is given up after a page (~0.1 s per 1M rows spent for nothing). A thread of its
+    own writes while the next batches are joined (Arrow's writer lets go of the GIL); at most two
+    row groups wait for it."""
+    rows = 0
+    held: list[pa.RecordBatch] = []
+    count = 0
+    with pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=False, store_schema=False) as writer, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedstore-parquet") as pool:
+        waiting: deque[Future[None]] = deque()
+
+        def write(table: pa.Table) -> None:
+            waiting.append(pool.submit(writer.write_table, table, row_group_size=row_group_rows))
+            while len(waiting) > 2:
+                waiting.popleft().result()
+
+        for batch in batches:
+            held.append(batch)
+            count += batch.num_rows
+            if count >= row_group_rows:
+                table = pa.Table.from_batches(held, schema)
+                whole = count - count % row_group_rows
+                write(table.slice(0, whole))
+                rest = table.slice(whole)
+                held, count = rest.to_batches(), rest.num_rows
+                rows += whole
+        if count or not rows:
+            write(pa.Table.from_batches(held, schema))
+            rows += count
+        while waiting:
+            waiting.popleft().result()
+    return rows
+
+
+def _bytes(size: str) -> int | None:
+    """A memory limit as DuckDB takes it (``512MB``, ``1GiB``...) in bytes; None if not such."""
+    text = size.strip().upper().replace(" ", "")
+    for unit, factor in (("KIB", 2**10), ("MIB", 2**20), ("GIB", 2**30), ("TIB", 2**40),
+                         ("KB", 10**3), ("MB", 10**6), ("GB", 10**9), ("TB", 10**12), ("B", 1)):
+        if text.endswith(unit):
+            try:
+                return int(float(text[: -len(unit)]) * factor)
+            except ValueError:
+                return None
+    return None
 
 
 def _parquet_schema(files: str) -> dict[str, np.dtype]:
@@ -302,6 +430,7 @@ def _view_join(fv: FeatureView, feature_refs: list[str], full_feature_names: boo
     outputs = [f"{base}__{n}" if full_feature_names else n for n in names]
     return ViewJoin(
         source=f"read_parquet({literal(src.path)})",
+        path=src.path,
         field_mapping=dict(src.field_mapping),
         timestamp_field=src.timestamp_field,
         created_timestamp_column=src.created_timestamp_column or None,

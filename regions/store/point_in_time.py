@@ -47,6 +47,7 @@ class ViewJoin:
     features: list[tuple[str, str]]  # (view column, output column)
     ttl: timedelta | None
     created_ties: bool = True  # rows sharing keys and event time, told apart by created time (ties_query)
+    path: str | None = None  # the Parquet file(s) ``source`` reads, where it is such a read
 
     @property
     def tie_break(self) -> bool:
@@ -67,7 +68,7 @@ def view_relation(view: ViewJoin) -> str:
     original = {new: old for old, new in view.field_mapping.items()}
 
     def col(name: str) -> str:
-        return quote(original.get(name, name))
+        return source_column(original, name)
 
     keys = [f"{col(k)} AS {quote(k)}" for k in view.join_key_map]
     event = f"CAST({col(view.timestamp_field)} AS TIMESTAMPTZ)"
@@ -77,7 +78,7 @@ def view_relation(view: ViewJoin) -> str:
         ts += f", {_micros128(event)} + coalesce({created} + {2**63 + 1}, 0) AS __k"
     feats = [f"{col(c)} AS {quote(f'__f{i}')}" for i, (c, _) in enumerate(view.features)]
     select = ", ".join([*keys, ts, *feats])
-    return f"SELECT {select} FROM {view.source} WHERE {_joinable(view, col)}"
+    return f"SELECT {select} FROM {view.source} WHERE {joinable(view, col)}"
 
 
 def ties_query(view: ViewJoin) -> str:
@@ -86,15 +87,22 @@ def ties_query(view: ViewJoin) -> str:
     original = {new: old for old, new in view.field_mapping.items()}
 
     def col(name: str) -> str:
-        return quote(original.get(name, name))
+        return source_column(original, name)
 
     group = ", ".join([*(col(k) for k in view.join_key_map), f"CAST({col(view.timestamp_field)} AS TIMESTAMPTZ)"])
-    return (f"SELECT EXISTS (SELECT 1 FROM {view.source} WHERE {_joinable(view, col)} "
+    return (f"SELECT EXISTS (SELECT 1 FROM {view.source} WHERE {joinable(view, col)} "
             f"GROUP BY {group} HAVING count(*) > 1)")
 
 
-def _joinable(view: ViewJoin, col: Callable[[str], str]) -> str:
+def joinable(view: ViewJoin, col: Callable[[str], str]) -> str:
+    """The SQL condition of a source row the join can match: keys and event time not null."""
     return " AND ".join([f"{col(k)} IS NOT NULL" for k in view.join_key_map] + [f"{col(view.timestamp_field)} IS NOT NULL"])
+
+
+def source_column(original: dict[str, str], name: str) -> str:
+    """The source's (quoted) column a view's column ``name`` comes from (``original``: the field
+    mapping reversed)."""
+    return quote(original.get(name, name))
 
 
 def _micros128(timestamp: str) -> str:
@@ -121,7 +129,7 @@ def asof_query(entities: str, entity_columns: list[str], timestamp_col: str, vie
         else:
             on.append(f"{ets} >= {v}.__ts")
         joins.append(f"ASOF LEFT JOIN ({view_relation(view)}) AS {v} ON {' AND '.join(on)}")
-        ttl_us = _micros(view.ttl)
+        ttl_us = ttl_micros(view.ttl)
         for j, (_, name) in enumerate(view.features):
             value = f"{v}.{quote(f'__f{j}')}"
             if ttl_us:  # in integer microseconds: a TIMESTAMPTZ minus an INTERVAL goes through ICU's calendar
@@ -131,7 +139,7 @@ def asof_query(entities: str, entity_columns: list[str], timestamp_col: str, vie
     return sql + (f" ORDER BY e.{FILE}, e.{ROW}" if ordered else "")
 
 
-def _micros(ttl: timedelta | None) -> int:
+def ttl_micros(ttl: timedelta | None) -> int:
     if not ttl:
         return 0
     return (ttl.days * 86_400 + ttl.seconds) * 1_000_000 + ttl.microseconds
