@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from fedstore.aggregator.errors import Rejected
 from fedstore.aggregator.intake import plausibility
-from fedstore.aggregator.intake.submission import ClassStatistics as WireClass
-from fedstore.aggregator.intake.submission import TrainingStatistics as WireTraining
+from fedstore.aggregator.submission import ClassStatistics as WireClass
+from fedstore.aggregator.submission import TrainingStatistics as WireTraining
 from fedstore.aggregator.training.pooled import ClassSums, PooledStatistics
 from fedstore.aggregator.training.strategies import make_strategy
 from fedstore.federation.errors import ConfigError
