@@ -105,18 +105,15 @@ def _latest(node: RegionNode, fv: FeatureView, start: datetime, end: datetime, c
     # window, or older while still within the view's TTL (profiles change rarely)
     since = min(start, end - fv.ttl) if fv.ttl else start
     join_keys = [e.name for e in fv.entity_columns]
-    # consent as it held at the window's end (the time the released numbers describe), applied in
-    # the source read's own query where it can be; else to the rows read
-    keep = consent.in_query(join_keys, end) if consent is not None else None
-    batches = list(read_latest(fv, since, end, config=node.store.config, offline_store=None, batch_rows=1 << 20,
-                               keep=keep))
-    if keep is not None and keep.left_out is not None:
-        excluded[fv.name] = keep.left_out
-    if not batches:
-        return None
-    table = pa.Table.from_batches(batches)
-    if consent is not None and consent.active and (keep is None or keep.left_out is None):
-        table, excluded[fv.name] = consent.keep(table, join_keys, end)
+    batches = list(read_latest(fv, since, end, config=node.store.config, offline_store=None, batch_rows=1 << 20))
+    table = pa.Table.from_batches(batches) if batches else None
+    if consent is not None and consent.active:
+        # consent as it held at the window's end (the time the released numbers describe), per
+        # entity before anything is counted: a lookup per row in the ids the records keep or drop
+        if table is None:
+            excluded[fv.name] = 0
+        else:
+            table, excluded[fv.name] = consent.keep(table, join_keys, end)
     return table
 
 
