@@ -175,7 +175,7 @@ class FeastHttpApi:
         # on a thread, not the loop: answered inline, a lookup's Redis wait held the loop (measured
         # fewer lookups/s from 8 clients, docs/benchmarks.md)
         got = await asyncio.get_running_loop().run_in_executor(
-            self._pool, outcome, self._lookup, bytes(body), None, purpose)
+            self._pool, outcome, self._lookup, bytes(body), None, purpose, admitted.caller)
         self._metrics.answered(self._lookup.label, got.code, time.perf_counter() - began)
         if got.response is None:
             await _refused(_KINDS.get(got.code.name), got.details)(scope, receive, send)
