@@ -20,6 +20,8 @@ the check, taken in alternating rounds in one run (medians): the check alone on 
 round trip included), and a 1-entity gRPC lookup end to end (client in this process). Plus the time
 the refresher takes to rebuild the in-memory sets from the records. The machine is shared: the
 check alone is the figure the target (≤ 0.05 ms) is about; the other two show it against the noise.
+The same for the region's audit trail of use (``serving/use_audit.py``): the record alone, and the
+two paths with consent and the audit record against consent alone.
 """
 
 from __future__ import annotations
@@ -142,11 +144,15 @@ def lookups(entities: int, records: int, requests: int, rounds: int = 5) -> None
             one = Entities({"entity_id": [held[0]]}, 1)
             alone = min(timeit.repeat(lambda: check.withheld(Purpose.SERVING, one, ("entity_id",)),
                                       number=100_000, repeat=5)) / 100_000
+            audit = node.audit
 
             def get_once(i: int) -> None:
                 features.get(resolved, {"entity_id": [held[i % len(held)]]}, purpose=Purpose.SERVING)
 
             node.start()
+            # the audit record alone (the call's tuple queued; the writer thread drains it meanwhile)
+            record = min(timeit.repeat(lambda: features._record(audit, resolved, Purpose.SERVING, 1, 0, "answered",
+                                                                None), number=10_000, repeat=5)) / 10_000
             client = FeatureClient(str(node.address), token=TOKEN, timeout=10)
 
             def grpc_once(i: int) -> None:
@@ -155,8 +161,9 @@ def lookups(entities: int, records: int, requests: int, rounds: int = 5) -> None
 
             medians: dict[tuple[str, str], list[float]] = {}
             for _ in range(rounds):
-                for label, on in (("without", None), ("with", check), ("with", check), ("without", None)):
-                    features.consent = on
+                for label, on, audited in (("without", None, None), ("with", check, None), ("audited", check, audit),
+                                           ("audited", check, audit), ("with", check, None), ("without", None, None)):
+                    features.consent, features.audit = on, audited
                     for what, call in (("get", get_once), ("grpc", grpc_once)):
                         took = []
                         for i in range(requests // rounds):
@@ -164,7 +171,7 @@ def lookups(entities: int, records: int, requests: int, rounds: int = 5) -> None
                             call(i)
                             took.append(time.perf_counter() - t0)
                         medians.setdefault((what, label), []).append(statistics.median(took))
-            features.consent = check
+            features.consent, features.audit = check, audit
             client.close()
             node.stop(1)
     finally:
@@ -175,11 +182,13 @@ def lookups(entities: int, records: int, requests: int, rounds: int = 5) -> None
 
     print(f"1-entity lookups, {entities:,} entities in Redis, consent records for {records:,} "
           f"(5% withdrawn), {requests:,} requests per figure, medians of alternating rounds; shared, noisy machine")
-    print(f"{'':44} {'without consent':>16} {'with consent':>14} {'added':>10}")
+    print(f"{'':44} {'without consent':>16} {'with consent':>14} {'added':>10} {'+ audit':>11} {'added':>10}")
     print(f"{'the check alone (ConsentCheck.withheld)':44} {'-':>16} {alone * 1000:>11.5f} ms {alone * 1000:>7.5f} ms")
+    print(f"{'the audit record alone (queued)':44} {'-':>16} {'-':>14} {'-':>10} {record * 1000:>8.5f} ms "
+          f"{record * 1000:>7.5f} ms")
     for what, name in (("get", "node's lookup path (OnlineFeatures.get)"), ("grpc", "gRPC lookup end to end")):
-        a, b = ms(what, "without"), ms(what, "with")
-        print(f"{name:44} {a:>13.4f} ms {b:>11.4f} ms {b - a:>+7.4f} ms")
+        a, b, c = ms(what, "without"), ms(what, "with"), ms(what, "audited")
+        print(f"{name:44} {a:>13.4f} ms {b:>11.4f} ms {b - a:>+7.4f} ms {c:>8.4f} ms {c - b:>+7.4f} ms")
     print(f"rebuilding the sets from the records (refresher, on change): {rebuild:.2f} s")
 
 
