@@ -235,9 +235,13 @@ def main() -> None:
                 wall[name].append(time.perf_counter() - began)
                 counts[name] = stats.features[-1].count
         med = {k: (statistics.median(cpu[k]), statistics.median(wall[k])) for k in cpu}
+        # each round's own ratio (its two runs with over its two without): the load drifts between rounds
+        by_round = [sum(cpu["with"][2 * i:2 * i + 2]) / sum(cpu["without"][2 * i:2 * i + 2]) - 1
+                    for i in range(args.repeat)]
         result = {"entities": args.entities, "rounds": args.repeat,
                   "cpu_seconds_without": round(med["without"][0], 3), "cpu_seconds_with": round(med["with"][0], 3),
                   "cpu_overhead": round(med["with"][0] / med["without"][0] - 1, 3),
+                  "cpu_overhead_round_median": round(statistics.median(by_round), 3),
                   "wall_seconds_without": round(med["without"][1], 3), "wall_seconds_with": round(med["with"][1], 3),
                   "wall_overhead": round(med["with"][1] / med["without"][1] - 1, 3),
                   "first_gate_seconds": round(first, 3), "load_average": round(os.getloadavg()[0], 2),

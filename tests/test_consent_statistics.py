@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -138,3 +139,20 @@ def test_the_span_cache_follows_the_records_file(node):
     (node.data_dir / "sources" / "consent.parquet").write_bytes(b"not parquet")
     with pytest.raises(InvalidSource, match="not readable Parquet"):
         consent_gate(_region(node, "deny"), Purpose.GLOBAL_STATISTICS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.sets(st.integers(-60, 60), max_size=40), keys=st.lists(
+    st.one_of(st.none(), st.integers(-90, 90), st.sampled_from([-2**63, 2**63 - 1, -2**62, 2**62])), max_size=60))
+def test_an_id_set_answers_as_python_sets_do_whichever_lookup_it_uses(ids, keys):
+    from fedstore.regions.consent.idset import IdSet
+
+    ordered = np.array(sorted(ids), dtype=np.int64)
+    want = [k is not None and k in ids for k in keys]
+    dense, sparse = IdSet.of(ordered), IdSet(ordered)  # a bitmap (these ids are dense), a binary search
+    assert dense._bitmap is not None or not ids
+    for found in (dense, sparse):
+        assert found.contains(pa.array(keys, pa.int64())).tolist() == want
+        assert found.contains(pa.chunked_array([pa.array(keys, pa.int64())])).tolist() == want
+    text = pa.array([None if k is None else str(k) for k in keys], pa.string())
+    assert dense.contains(text).tolist() == want  # text keys: matched as the records' ids in their type

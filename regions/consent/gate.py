@@ -67,11 +67,17 @@ class ConsentGate:
 
     def keep(self, table: pa.Table, join_keys: list[str], at: datetime | pa.Array) -> tuple[pa.Table, int]:
         """The rows with consent, and how many were left out."""
+        ok, left_out = self.mask(table, join_keys, at)
+        return (table if ok is None else table.filter(pa.array(ok))), left_out
+
+    def mask(self, table: pa.Table, join_keys: list[str], at: datetime | pa.Array) -> tuple[np.ndarray | None, int]:
+        """Per row whether it has consent (None: every row has), and how many have not: for a
+        caller that folds the mask into its own pass rather than copying the table without them."""
         if not self.active or table.num_rows == 0:
-            return table, 0
+            return None, 0
         ok = self.allowed(table, join_keys, at)
         left_out = int(ok.size - np.count_nonzero(ok))
-        return (table.filter(pa.array(ok)) if left_out else table), left_out
+        return (ok if left_out else None), left_out
 
     def snapshot(self) -> dict[str, Any]:
         """The consent basis of a use: purpose, policy, and the records' fingerprint when they were read."""

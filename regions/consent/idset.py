@@ -30,9 +30,10 @@ class IdSet:
         low, high = int(ids[0]), int(ids[-1])
         if high - low + 1 > _BITMAP_BYTES_PER_ID * ids.size + 4096:
             return cls(ids)
-        bitmap = np.zeros(high - low + 1, dtype=bool)
-        bitmap[ids - low] = True
-        return cls(ids, (low, bitmap))
+        # one False slot before and after: a key out of range is clipped onto one (a single gather)
+        bitmap = np.zeros(high - low + 3, dtype=bool)
+        bitmap[ids - low + 1] = True
+        return cls(ids, (low - 1, bitmap))
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -48,7 +49,8 @@ class IdSet:
             # text keys, or ids beyond int64: the records' ids in the column's own type, hashed
             hit = pc.is_in(keys, value_set=pa.array(self.ids).cast(keys.type, safe=False))
             return np.asarray(hit.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-        values = keys.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        values = (keys.fill_null(0) if keys.null_count else keys).to_numpy(zero_copy_only=False)
+        values = values.astype(np.int64, copy=False)
         hit = self._lookup(values)
         if keys.null_count:
             hit &= np.asarray(keys.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
@@ -57,13 +59,8 @@ class IdSet:
     def _lookup(self, values: np.ndarray) -> np.ndarray:
         if self._bitmap is not None:
             low, bitmap = self._bitmap
-            offset = values - low
-            if offset.min() >= 0 and offset.max() < bitmap.size:  # the usual case: every key in range
-                return bitmap[offset]
-            inside = (offset >= 0) & (offset < bitmap.size)
-            hit = np.zeros(values.size, dtype=bool)
-            hit[inside] = bitmap[offset[inside]]
-            return hit
+            # a key far out of range wraps around in the subtraction: still outside, clipped to False
+            return np.take(bitmap, values - low, mode="clip")
         at = np.searchsorted(self.ids, values)
         at[at == self.ids.size] = 0
         return self.ids[at] == values
