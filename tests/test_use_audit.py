@@ -103,3 +103,26 @@ def test_a_full_queue_refuses_the_call_and_close_writes_everything_queued(tmp_pa
     assert len(written) == audit.written >= 3 and written[0]["feature_service"] == "fraud_scoring"
     with pytest.raises(Overloaded):  # closed: nothing more is taken
         audit.record(rows[0])
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("audit_entity_ids", "yes", "serving.audit_entity_ids: expected true or false"),
+    ("audit_retention_days", 0, "serving.audit_retention_days: expected a positive integer"),
+])
+def test_the_audit_settings_are_validated_in_one_line(tmp_path, key, value, fragment):
+    import yaml
+
+    from conftest import write_config
+    from fedstore.federation import ConfigError, load_config
+
+    path = write_config(tmp_path / "fed.yaml", {c: {"type": "sqlite"} for c in ("MY", "SG")})
+    raw = yaml.safe_load(path.read_text())
+    raw["regions"][0]["serving"] = {key: value}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+    raw["regions"][0]["serving"] = {"audit_entity_ids": True, "audit_retention_days": 30}
+    path.write_text(yaml.safe_dump(raw))
+    settings = load_config(path).region("MY").serving
+    assert (settings.audit_entity_ids, settings.audit_retention_days) == (True, 30)
