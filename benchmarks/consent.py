@@ -1,13 +1,16 @@
 """Consent filter benchmark: one statistics run over N entities with and without the consent gate;
 with ``--lookups``, 1-entity lookups on a serving node with and without the consent check.
 
-    python benchmarks/consent.py [--entities 1000000] [--repeat 3]
+    python benchmarks/consent.py [--entities 1000000] [--repeat 5]
     python benchmarks/consent.py --lookups [--entities 100000] [--records 1000000] [--requests 3000]
 
 One region, N customers with one transactions row and one profile row each, and consent records
 for every customer (global_statistics; 5% withdrawn inside the window, 10% without a record and
 the default deny). Times ``compute_statistics`` over the whole catalog (8 features, two views)
-with the gate and without, best of ``--repeat`` runs each, and reports the filter's share.
+with the gate and without, in ``--repeat`` interleaved rounds (without, with, with, without),
+and reports the medians of CPU time (the process's, DuckDB's threads included) and of wall time,
+the filter's share of each, and the first gate's cost (checking the records, caching their spans:
+once per version of the records file).
 
 ``--lookups``: one region with N entities × 10 float features materialised into a fresh
 redis-server, consent required for ``serving`` (default deny) and consent records for ``--records``
@@ -17,12 +20,15 @@ the check, taken in alternating rounds in one run (medians): the check alone on 
 round trip included), and a 1-entity gRPC lookup end to end (client in this process). Plus the time
 the refresher takes to rebuild the in-memory sets from the records. The machine is shared: the
 check alone is the figure the target (≤ 0.05 ms) is about; the other two show it against the noise.
+The same for the region's audit trail of use (``serving/use_audit.py``): the record alone, and the
+two paths with consent and the audit record against consent alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -86,7 +92,6 @@ def setup(work: Path, n: int) -> Path:
 
 
 def lookups(entities: int, records: int, requests: int, rounds: int = 5) -> None:
-    import os
     import statistics
     import timeit
 
@@ -139,11 +144,15 @@ def lookups(entities: int, records: int, requests: int, rounds: int = 5) -> None
             one = Entities({"entity_id": [held[0]]}, 1)
             alone = min(timeit.repeat(lambda: check.withheld(Purpose.SERVING, one, ("entity_id",)),
                                       number=100_000, repeat=5)) / 100_000
+            audit = node.audit
 
             def get_once(i: int) -> None:
                 features.get(resolved, {"entity_id": [held[i % len(held)]]}, purpose=Purpose.SERVING)
 
             node.start()
+            # the audit record alone (the call's tuple queued; the writer thread drains it meanwhile)
+            record = min(timeit.repeat(lambda: features._record(audit, resolved, Purpose.SERVING, 1, 0, "answered",
+                                                                None), number=10_000, repeat=5)) / 10_000
             client = FeatureClient(str(node.address), token=TOKEN, timeout=10)
 
             def grpc_once(i: int) -> None:
@@ -152,8 +161,9 @@ def lookups(entities: int, records: int, requests: int, rounds: int = 5) -> None
 
             medians: dict[tuple[str, str], list[float]] = {}
             for _ in range(rounds):
-                for label, on in (("without", None), ("with", check), ("with", check), ("without", None)):
-                    features.consent = on
+                for label, on, audited in (("without", None, None), ("with", check, None), ("audited", check, audit),
+                                           ("audited", check, audit), ("with", check, None), ("without", None, None)):
+                    features.consent, features.audit = on, audited
                     for what, call in (("get", get_once), ("grpc", grpc_once)):
                         took = []
                         for i in range(requests // rounds):
@@ -161,7 +171,7 @@ def lookups(entities: int, records: int, requests: int, rounds: int = 5) -> None
                             call(i)
                             took.append(time.perf_counter() - t0)
                         medians.setdefault((what, label), []).append(statistics.median(took))
-            features.consent = check
+            features.consent, features.audit = check, audit
             client.close()
             node.stop(1)
     finally:
@@ -172,11 +182,13 @@ def lookups(entities: int, records: int, requests: int, rounds: int = 5) -> None
 
     print(f"1-entity lookups, {entities:,} entities in Redis, consent records for {records:,} "
           f"(5% withdrawn), {requests:,} requests per figure, medians of alternating rounds; shared, noisy machine")
-    print(f"{'':44} {'without consent':>16} {'with consent':>14} {'added':>10}")
+    print(f"{'':44} {'without consent':>16} {'with consent':>14} {'added':>10} {'+ audit':>11} {'added':>10}")
     print(f"{'the check alone (ConsentCheck.withheld)':44} {'-':>16} {alone * 1000:>11.5f} ms {alone * 1000:>7.5f} ms")
+    print(f"{'the audit record alone (queued)':44} {'-':>16} {'-':>14} {'-':>10} {record * 1000:>8.5f} ms "
+          f"{record * 1000:>7.5f} ms")
     for what, name in (("get", "node's lookup path (OnlineFeatures.get)"), ("grpc", "gRPC lookup end to end")):
-        a, b = ms(what, "without"), ms(what, "with")
-        print(f"{name:44} {a:>13.4f} ms {b:>11.4f} ms {b - a:>+7.4f} ms")
+        a, b, c = ms(what, "without"), ms(what, "with"), ms(what, "audited")
+        print(f"{name:44} {a:>13.4f} ms {b:>11.4f} ms {b - a:>+7.4f} ms {c:>8.4f} ms {c - b:>+7.4f} ms")
     print(f"rebuilding the sets from the records (refresher, on change): {rebuild:.2f} s")
 
 
@@ -184,7 +196,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--entities", type=int, default=None,
                    help="statistics: customers (default 1,000,000); --lookups: entities in Redis (default 100,000)")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5, help="statistics: interleaved rounds")
     p.add_argument("--lookups", action="store_true", help="1-entity lookups with and without the consent check")
     p.add_argument("--records", type=int, default=1_000_000, help="--lookups: entities with a consent record")
     p.add_argument("--requests", type=int, default=3000, help="--lookups: requests per figure")
@@ -201,26 +213,40 @@ def main() -> None:
     from fedstore.regions.publishing.statistics import compute_statistics
     from fedstore.regions.store.node import RegionNode
 
+    import statistics
+
     with tempfile.TemporaryDirectory() as tmp:
         node = RegionNode(load_config(setup(Path(tmp), args.entities)).region("MY"))
         node.apply()
         start = END - timedelta(days=30)
-        timings: dict[str, float] = {}
+        began = time.perf_counter()
+        consent_gate(node.region, Purpose.GLOBAL_STATISTICS)  # the first use checks the records, caches spans
+        first = time.perf_counter() - began
+        cpu: dict[str, list[float]] = {"without": [], "with": []}
+        wall: dict[str, list[float]] = {"without": [], "with": []}
         counts: dict[str, int] = {}
-        for name in ("without", "with") * args.repeat:
-            began = time.perf_counter()
-            # a new gate per run, as each publication makes one (its records are read afresh)
-            gate = consent_gate(node.region, Purpose.GLOBAL_STATISTICS) if name == "with" else None
-            stats = compute_statistics(node, CATALOG, start, END, gate)
-            took = time.perf_counter() - began
-            timings[name] = min(timings.get(name, took), took)
-            counts[name] = stats.features[-1].count
-        result = {"entities": args.entities, "seconds_without": round(timings["without"], 3),
-                  "seconds_with": round(timings["with"], 3),
-                  "overhead": round(timings["with"] / timings["without"] - 1, 3),
+        for _ in range(args.repeat):
+            for name in ("without", "with", "with", "without"):  # interleaved: each round the same load
+                began, used = time.perf_counter(), time.process_time()
+                # a new gate per run, as each publication makes one (the records' spans read from their cache)
+                gate = consent_gate(node.region, Purpose.GLOBAL_STATISTICS) if name == "with" else None
+                stats = compute_statistics(node, CATALOG, start, END, gate)
+                cpu[name].append(time.process_time() - used)
+                wall[name].append(time.perf_counter() - began)
+                counts[name] = stats.features[-1].count
+        med = {k: (statistics.median(cpu[k]), statistics.median(wall[k])) for k in cpu}
+        # each round's own ratio (its two runs with over its two without): the load drifts between rounds
+        by_round = [sum(cpu["with"][2 * i:2 * i + 2]) / sum(cpu["without"][2 * i:2 * i + 2]) - 1
+                    for i in range(args.repeat)]
+        result = {"entities": args.entities, "rounds": args.repeat,
+                  "cpu_seconds_without": round(med["without"][0], 3), "cpu_seconds_with": round(med["with"][0], 3),
+                  "cpu_overhead": round(med["with"][0] / med["without"][0] - 1, 3),
+                  "cpu_overhead_round_median": round(statistics.median(by_round), 3),
+                  "wall_seconds_without": round(med["without"][1], 3), "wall_seconds_with": round(med["with"][1], 3),
+                  "wall_overhead": round(med["with"][1] / med["without"][1] - 1, 3),
+                  "first_gate_seconds": round(first, 3), "load_average": round(os.getloadavg()[0], 2),
                   "kyc_count_without": counts["without"], "kyc_count_with": counts["with"]}
         print(json.dumps(result))
-
 
 if __name__ == "__main__":
     main()

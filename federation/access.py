@@ -67,14 +67,14 @@ def decide(caller: Caller, method: str, *, region: str | None) -> Refusal | None
     return None
 
 
-def admitted_purpose(book: TokenBook, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Purpose:
-    """The purpose of a call the guard admitted: a handler on grpc's own server, which gets the
-    call's metadata but not the guard's verdict, asks it again (uncounted)."""
+def admitted_call(book: TokenBook, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Admitted:
+    """Whom and for what purpose the guard admitted a call: a handler on grpc's own server, which
+    gets the call's metadata but not the guard's verdict, asks it again (uncounted)."""
     caller = book.caller(bearer_token(metadata) or "")
     got = call_purpose(caller, metadata) if caller is not None else None
-    if not isinstance(got, Purpose):  # unreachable for an admitted call: refused before it ran
+    if caller is None or not isinstance(got, Purpose):  # unreachable for an admitted call: refused before it ran
         raise PermissionError("the call was not admitted for a purpose")
-    return got
+    return Admitted(caller.name, got)
 
 
 # methods whose calls name a purpose: the lookup role's (rows of persons, used for something)
@@ -205,4 +205,4 @@ def deny_unread(refusal: Refusal) -> grpc.RpcMethodHandler:
     return grpc.stream_unary_rpc_method_handler(handler)
 
 
-__all__ = ["Admitted", "AccessGuard", "AccessObserver", "PURPOSEFUL", "Refusal", "admitted_purpose", "call_purpose", "UNKNOWN_TOKEN", "decide", "deny_unread", "unauthenticated"]
+__all__ = ["Admitted", "AccessGuard", "AccessObserver", "PURPOSEFUL", "Refusal", "admitted_call", "call_purpose", "UNKNOWN_TOKEN", "decide", "deny_unread", "unauthenticated"]

@@ -114,6 +114,10 @@ class ServingConfig:
     # does not have what the lane uses, through grpc's public API; public = always the public API
     # (slower; for a grpcio the lane is suspected of misreading)
     lookup_path: str = "auto"
+    # the region's audit trail of data use (serving/use_audit.py): a record per lookup and score,
+    # day partitions deleted after this many days; entity ids in it only when asked (data minimisation)
+    audit_retention_days: int = 365
+    audit_entity_ids: bool = False
 
 
 LOOKUP_PATHS = ("auto", "public")
@@ -579,8 +583,9 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
         return ServingConfig()
     m = _mapping(raw, where)
     ints = {"max_entities", "online_timeout_ms", "breaker_failures", "metrics_port", "http_port", "workers",
-            "lookup_threads", "max_concurrent_calls"}
-    _keys(m, where, required=set(), optional=ints | {"breaker_reset_seconds", "tls", "models", "lookup_path"})
+            "lookup_threads", "max_concurrent_calls", "audit_retention_days"}
+    _keys(m, where, required=set(),
+          optional=ints | {"breaker_reset_seconds", "tls", "models", "lookup_path", "audit_entity_ids"})
     values: dict[str, Any] = {}
     for k in ints & set(m):
         v = m[k]
@@ -602,6 +607,10 @@ def _serving(raw: Any, where: str, base_dir: Path) -> ServingConfig:
         if v not in LOOKUP_PATHS:
             raise ConfigError(f"{where}.lookup_path: expected one of {', '.join(LOOKUP_PATHS)}, got {v!r}")
         values["lookup_path"] = v
+    if "audit_entity_ids" in m:
+        if not isinstance(m["audit_entity_ids"], bool):
+            raise ConfigError(f"{where}.audit_entity_ids: expected true or false, got {m['audit_entity_ids']!r}")
+        values["audit_entity_ids"] = m["audit_entity_ids"]
     if "tls" in m:
         values.update(_tls(m["tls"], f"{where}.tls", base_dir))
     if "models" in m:

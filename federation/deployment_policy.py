@@ -22,11 +22,11 @@ keeps the time gate alone, with its hours as given (``min_hours_in_stage: {canar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedstore.federation.consent import Purpose
+from fedstore.federation.consent import ConsentBasis, Purpose
 from fedstore.federation.errors import ConfigError
 
 METRICS = ("auc", "accuracy")
@@ -64,6 +64,30 @@ class DeploymentPolicy:
 
     def allows_source(self, code: str) -> bool:
         return self.allowed_sources is None or code in self.allowed_sources
+
+    def consent_basis_lacking(
+        self, sources: Iterable[str], basis: Mapping[str, ConsentBasis]
+    ) -> tuple[str, list[str]] | None:
+        """The first required purpose a model learnt from ``sources`` (with the consent basis
+        recorded per region) lacks, and from which regions and why; None when it meets
+        ``require_consent_basis``. The registry checks it at promotion, the
+        region's serving node again at load. A secure-aggregation sum ``A+B+C`` is judged per
+        member region (each member's own basis; the sum's, for a member that recorded none)."""
+        for purpose in self.require_consent_basis:
+            lacking = []
+            for source in sources:
+                for member in source.split("+"):
+                    b = basis.get(member) or basis.get(source)
+                    if b is None:
+                        lacking.append(f"{member} (its release recorded no consent basis)")
+                    elif b.purpose != purpose:
+                        lacking.append(f"{member} (its release rested on {b.purpose})")
+                    elif not b.consent_required:
+                        lacking.append(f"{member} (its law does not make {purpose} need consent: no one's consent "
+                                       "was checked)")
+            if lacking:
+                return purpose, lacking
+        return None
 
 
 def parse_policies(raw: Any, codes: set[str]) -> dict[str, DeploymentPolicy]:

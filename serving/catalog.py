@@ -8,7 +8,7 @@ for Feast's Redis layout are computed here, once.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from feast import FeatureStore
@@ -46,6 +46,7 @@ class Resolved:
     views: tuple[ViewSpec, ...]
     join_keys: tuple[str, ...]  # every join key the request must carry
     join_key_types: dict[str, ValueType] = field(default_factory=dict, compare=False)
+    service: str = field(default="", compare=False)  # the feature service it resolves, when asked by name
     # What the read and encode steps derive from this resolution (a Redis read plan, encoded
     # feature names), kept here so a cached resolution carries them and no request rebuilds them.
     # Keyed by the part that derives it; a value is a pure function of the resolution.
@@ -146,7 +147,8 @@ class Catalog:
                                      "longer has")
             known = ", ".join(sorted(self.services)) or "none"
             raise UnknownFeature(f"unknown feature service {name!r}; this region serves {known}")
-        resolved = self._service_cache[name] = self._resolve(refs)  # services are few: no bound needed
+        # services are few: no bound needed; named, for the audit trail (its memo shared with the refs')
+        resolved = self._service_cache[name] = replace(self._resolve(refs), service=name)
         return resolved
 
     def refs(self, texts: tuple[str, ...]) -> Resolved:

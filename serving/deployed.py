@@ -2,8 +2,9 @@
 last good deployment on the region's disk.
 
 The centre's registry decides which version serves which stage; the region decides whether it will
-run it. ``refusal`` re-checks the region's own ``deployment_policy`` (sources, and for stages that
-take traffic its minimum metrics, from this region's own evaluation) and that the coefficients mean
+run it. ``refusal`` re-checks the region's own ``deployment_policy`` (sources, the consent basis
+each source's release rested on, and for stages that take traffic its minimum metrics, from this
+region's own evaluation) and that the coefficients mean
 what this side's training spec says they mean (schema hash, catalog bounds), so a model the policy
 forbids never scores here, whatever the registry says. The shadow-first rule needs the region's
 promotion history, which only the registry holds; the registry enforces it.
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fedstore.federation.consent import ConsentBasis
 from fedstore.federation.deployment_policy import DeploymentPolicy
 from fedstore.federation.errors import ConfigError
 from fedstore.federation.statistics import CATALOG, FeatureSpec
@@ -54,6 +56,8 @@ class DeployedModel:
     submissions: tuple[str, ...]  # lineage: the anonymised submissions it was trained from
     metrics: Mapping[str, float] = field(default_factory=dict)  # this region's own evaluation
     epsilon_by_region: Mapping[str, float] = field(default_factory=dict)  # ε each source region spent on it
+    # per source region, what its release rested on (the registry's record): require_consent_basis checks it
+    consent_basis: Mapping[str, ConsentBasis] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -70,7 +74,8 @@ class DeployedModel:
         return {"stage": self.stage, "name": self.name, "version": self.version, "model": self.model.to_dict(),
                 "schema_hash": self.schema_hash, "source_regions": list(self.source_regions),
                 "submissions": list(self.submissions), "metrics": dict(self.metrics),
-                "epsilon_by_region": dict(self.epsilon_by_region)}
+                "epsilon_by_region": dict(self.epsilon_by_region),
+                "consent_basis": {r: b.as_dict() for r, b in self.consent_basis.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeployedModel:
@@ -78,7 +83,8 @@ class DeployedModel:
                    model=LinearModel.from_dict(d["model"]), schema_hash=str(d["schema_hash"]),
                    source_regions=tuple(d["source_regions"]), submissions=tuple(d["submissions"]),
                    metrics={k: float(v) for k, v in d["metrics"].items()},
-                   epsilon_by_region={k: float(v) for k, v in d.get("epsilon_by_region", {}).items()})
+                   epsilon_by_region={k: float(v) for k, v in d.get("epsilon_by_region", {}).items()},
+                   consent_basis={r: ConsentBasis.from_dict(b) for r, b in d.get("consent_basis", {}).items()})
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,11 @@ def refusal(model: DeployedModel, region: str, policy: DeploymentPolicy) -> str 
     if outside:
         return (f"rule sources: {model.name} v{model.version} learnt from {', '.join(outside)}, which region "
                 f"{region}'s deployment policy does not allow ({', '.join(policy.allowed_sources or ())})")
+    lacking = policy.consent_basis_lacking(model.source_regions, model.consent_basis)
+    if lacking is not None:
+        purpose, where = lacking
+        return (f"rule consent_basis: region {region} runs only models whose every source released its statistics "
+                f"under consent for {purpose}; {model.name} v{model.version} lacks it from {', '.join(where)}")
     if model.stage != SHADOW:
         for metric, minimum in policy.min_metrics.items():
             got = model.metrics.get(metric)

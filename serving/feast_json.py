@@ -30,6 +30,7 @@ from fedstore.serving.feast_response_json import (
 )
 from fedstore.serving.features import Answer, OnlineFeatures, Steps, run
 from fedstore.serving.lookup_methods import LaneMethod
+from fedstore.serving.use_audit import CallOf
 
 PATH = "/get-online-features"
 LABEL = "http.get-online-features"  # the method label on metrics
@@ -55,8 +56,9 @@ class FeastJson:
         return run(self.answer_steps(body, time_left, purpose))
 
     def answer_steps(self, body: bytes, time_left: float | None, purpose: Purpose = Purpose.SERVING, *,
-                     pipelined: bool = False) -> Steps[bytes]:
-        """``answer`` as steps (``OnlineFeatures.get_steps``): with ``pipelined``, the online read is yielded."""
+                     pipelined: bool = False, call: CallOf | None = None) -> Steps[bytes]:
+        """``answer`` as steps (``OnlineFeatures.get_steps``): with ``pipelined``, the online read is
+        yielded; ``call`` names the call for the audit record (None: this thread's ``CALL``)."""
         request = _request(body)
         service = request.get("feature_service")
         refs = request.get("features", [])
@@ -64,7 +66,7 @@ class FeastJson:
         resolved = self.features.resolve(feature_service=service or None, refs=tuple(refs), full_feature_names=full)
         columns: dict[str, list[object]] = request["entities"]
         answer = yield from self.features.get_steps(resolved, columns, time_left=time_left, purpose=purpose,
-                                                    pipelined=pipelined)
+                                                    pipelined=pipelined, call=call)
         types = resolved.join_key_types
         entity_values = [(key, _echoed(key, values, types.get(key))) for key, values in columns.items()]
         return _json(answer, entity_values, full, self.missing_entity_is_present, self._stamps)

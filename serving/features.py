@@ -28,6 +28,7 @@ from fedstore.serving.errors import InvalidRequest, NoData, OnlineNotLoaded, Onl
 from fedstore.serving.fallback import SnapshotCache
 from fedstore.serving.metrics import BREAKER_OPEN, CALLER_DEADLINE, NOT_LOADED, ONLINE_ERROR, ServingMetrics
 from fedstore.serving.online import OnlineReader, PendingRead, ViewRows
+from fedstore.serving.use_audit import CALL, CallOf, Use, UseAudit
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class OnlineFeatures:
         self.latest_loads: dict[str, str] = {}
         # the entities without consent per purpose (None: the region's law makes no lookup depend on it)
         self.consent: ConsentCheck | None = None
+        # the region's audit trail of data use (serving.use_audit): one record per call (None: none kept)
+        self.audit: UseAudit | None = None
 
     def resolve(self, *, feature_service: str | None, refs: Sequence[str], full_feature_names: bool = False) -> Resolved:
         cat = self.catalog.current
@@ -130,18 +133,29 @@ class OnlineFeatures:
         purpose: Purpose = Purpose.SERVING,
     ) -> Answer:
         """The features of ``columns``' entities for ``purpose``: an entity without consent for it
-        (``serving.consent``) is in the answer's ``withheld`` rows, its values and timestamps blanked."""
+        (``serving.consent``) is in the answer's ``withheld`` rows, its values and timestamps blanked.
+        With an audit trail, the call is recorded before it answers (``serving.use_audit``)."""
         return run(self.get_steps(resolved, columns, time_left=time_left, purpose=purpose))
 
     def get_steps(
         self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None,
-        purpose: Purpose = Purpose.SERVING, pipelined: bool = False,
+        purpose: Purpose = Purpose.SERVING, pipelined: bool = False, call: CallOf | None = None,
     ) -> Steps[Answer]:
         """``get`` as steps: with ``pipelined`` (a single Redis: ``RedisReader``), the online read
         is not made here but yielded (``PendingRead``) for the caller to send, with other lookups'
         reads, on its event loop; the replies are sent back in (or its failure, ``OnlineStoreDown``,
-        thrown in), and the rest runs as ``get`` runs it. Without, nothing is yielded."""
-        answer = yield from self._get_steps(resolved, columns, time_left=time_left, pipelined=pipelined)
+        thrown in), and the rest runs as ``get`` runs it. Without, nothing is yielded.
+        ``call`` names the call for the audit record where ``CALL`` cannot (steps resumed on an
+        event loop that interleaves many calls); None: ``CALL`` of this thread."""
+        audit = self.audit
+        call = call or CALL.get()
+        try:
+            answer = yield from self._get_steps(resolved, columns, time_left=time_left, pipelined=pipelined)
+        except Exception as e:
+            if audit is not None:
+                count = len(next(iter(columns.values()), ())) if columns else 0
+                self._record(audit, resolved, purpose, count, 0, type(e).__name__, None, call)
+            raise
         consent = self.consent
         if consent is not None and consent.requires(purpose):
             withheld = consent.withheld(purpose, answer.entities, resolved.join_keys)
@@ -149,7 +163,20 @@ class OnlineFeatures:
                 self.metrics.consent_withheld(purpose.value, len(withheld))
                 answer.rows = {view: _blanked(rows, withheld) for view, rows in answer.rows.items()}
                 answer.withheld = withheld
+        if audit is not None:
+            n = len(answer.withheld)
+            self._record(audit, resolved, purpose, answer.entities.count, n, "withheld" if n else "answered",
+                         answer.entities, call)
         return answer
+
+    def _record(self, audit: UseAudit, resolved: Resolved, purpose: Purpose, entities: int, withheld: int,
+                outcome: str, named: Entities | None, call: CallOf | None) -> None:
+        ids = None
+        if audit.entity_ids and named is not None:
+            ids = tuple(",".join(map(str, key)) for key in named.keys(resolved.join_keys))
+        audit.record(Use(time.time(), call.caller if call else "", call.method if call else "", purpose.value,
+                         resolved.service or ",".join(v.name for v in resolved.views), entities, withheld, outcome,
+                         ids))
 
     def _get_steps(
         self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None,

@@ -46,6 +46,7 @@ from fedstore.serving.loop_redis import LoopRedis
 from fedstore.serving.metrics import ServingMetrics
 from fedstore.serving.online import PendingRead
 from fedstore.serving.ports import CannotListen
+from fedstore.serving.use_audit import CallOf
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class PipelinedLookups:
     is the lookup (``FeastJson.answer_steps``, pipelined), ``target`` and ``timeout_seconds`` the
     Redis and its read deadline (``serving.online_timeout_ms``)."""
 
-    steps: Callable[[bytes, Purpose], Generator[PendingRead, list[object], bytes]]
+    steps: Callable[[bytes, Purpose, CallOf], Generator[PendingRead, list[object], bytes]]
     target: RedisTarget
     timeout_seconds: float
 
@@ -219,19 +220,20 @@ class FeastHttpApi:
         admitted = self._guard.admit(metadata, self._policy)
         if isinstance(admitted, Refusal):  # refused before the body is read (the guard counted it)
             return self._refused(admitted.status, _http_wording(str(admitted)))
-        request.context = (request.context, admitted.purpose or Purpose.SERVING)
+        request.context = (request.context, admitted.purpose or Purpose.SERVING, admitted.caller)
         return None
 
     def answer(self, request: Request) -> "bytes | asyncio.Future[bytes]":
-        began, purpose = cast("tuple[float, Purpose]", request.context)
+        began, purpose, caller = cast("tuple[float, Purpose, str]", request.context)
         body = bytes(request.body)
         if len(body) <= self._inline_max:
             if self._redis is not None and self._pipelined is not None:
-                return self._paused(outcome_steps(self._lookup, self._pipelined.steps(body, purpose)), began)
-            return self._reply(outcome(self._lookup, body, None, purpose), began)
+                call = CallOf(caller, self._lookup.label)  # for the audit record: the loop interleaves calls
+                return self._paused(outcome_steps(self._lookup, self._pipelined.steps(body, purpose, call)), began)
+            return self._reply(outcome(self._lookup, body, None, purpose, caller), began)
         assert self._loop is not None
         done: asyncio.Future[bytes] = self._loop.create_future()
-        work = self._loop.run_in_executor(self._pool, outcome, self._lookup, body, None, purpose)
+        work = self._loop.run_in_executor(self._pool, outcome, self._lookup, body, None, purpose, caller)
         work.add_done_callback(lambda f: done.set_result(self._reply(f.result(), began)) if f.exception() is None
                                else done.set_exception(f.exception()))  # type: ignore[arg-type]
         return done

@@ -79,6 +79,7 @@ class _Call:
     began: float
     answered: bool = False
     purpose: Purpose = Purpose.SERVING  # what the guard admitted the call for
+    caller: str = ""  # whom (the credential's name)
 
 
 class LookupLane:
@@ -204,6 +205,7 @@ class LookupLane:
             return
         if admitted.purpose is not None:
             call.purpose = admitted.purpose
+        call.caller = admitted.caller
         self._start(call, (cygrpc.ReceiveMessageOperation(_FLAGS),))
 
     def _step(self, event: cygrpc.BatchOperationEvent, call: _Call) -> None:
@@ -233,7 +235,7 @@ class LookupLane:
             return
         left = None if call.deadline > NO_DEADLINE else call.deadline - time.time()
         got = outcome(call.method, cast("cygrpc.ReceiveMessageOperation", event.batch_operations[0]).message(), left,
-                      call.purpose)
+                      call.purpose, call.caller)
         self._finish(call, got)
 
     def _finish(self, call: _Call, got: Outcome, *, measured: bool = True) -> None:

@@ -19,6 +19,7 @@ import grpc
 from fedstore.federation.consent import Purpose
 from fedstore.federation.error_boundary import grpc_status
 from fedstore.federation.errors import DeadlineExceeded, FedstoreError, Internal, InvalidArgument
+from fedstore.serving.use_audit import CALL, CallOf
 
 log = logging.getLogger(__name__)
 Y = TypeVar("Y")  # what a paused lookup yields
@@ -57,14 +58,15 @@ def refused(error: FedstoreError) -> Outcome:
 
 
 def outcome(method: LaneMethod, body: bytes | None, time_left: float | None,
-            purpose: Purpose = Purpose.SERVING) -> Outcome:
+            purpose: Purpose = Purpose.SERVING, caller: str = "") -> Outcome:
     """The answer to one call of ``method``: ``body`` is its request message (None: the caller
     sent none), ``time_left`` the seconds left of its deadline (None: it has none), ``purpose`` what
-    the guard admitted it for."""
+    the guard admitted it for, and ``caller`` whom (named in the region's audit trail of use)."""
     if body is None:
         return refused(InvalidArgument(f"{method.path} takes one request message"))
     if time_left is not None and time_left <= 0:  # it waited for a thread past its deadline
         return refused(DeadlineExceeded("the deadline passed before the call was answered"))
+    call = CALL.set(CallOf(caller, method.label))  # for the audit record, on this thread only
     try:
         response = method.answer(body, time_left, purpose)
     except FedstoreError as e:
@@ -72,6 +74,8 @@ def outcome(method: LaneMethod, body: bytes | None, time_left: float | None,
     except Exception:
         log.exception("%s failed", method.path)
         return refused(Internal(INTERNAL_DETAILS))
+    finally:
+        CALL.reset(call)
     return Outcome(grpc.StatusCode.OK, "", response)
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 import grpc
 
+from fedstore.federation.access import Admitted
 from fedstore.federation.consent import Purpose
 from fedstore.serving.lookup_methods import LaneMethod, outcome
 from fedstore.serving.metrics import ServingMetrics
@@ -32,10 +33,10 @@ class PublicLookups(grpc.GenericRpcHandler):
     """The lookup methods as handlers of grpc's public API, counted on ``metrics`` as the lane counts them."""
 
     def __init__(self, methods: Sequence[LaneMethod], metrics: ServingMetrics,
-                 purpose_of: Callable[[Metadata], Purpose]) -> None:
-        """``purpose_of``: the purpose the guard admitted a call with this metadata for."""
+                 admitted_of: Callable[[Metadata], Admitted]) -> None:
+        """``admitted_of``: whom and for what purpose the guard admitted a call with this metadata."""
         self._handlers = {
-            m.path: grpc.stream_unary_rpc_method_handler(_behaviour(m, metrics, purpose_of)) for m in methods
+            m.path: grpc.stream_unary_rpc_method_handler(_behaviour(m, metrics, admitted_of)) for m in methods
         }
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -43,15 +44,16 @@ class PublicLookups(grpc.GenericRpcHandler):
 
 
 def _behaviour(method: LaneMethod, metrics: ServingMetrics,
-               purpose_of: Callable[[Metadata], Purpose]) -> Callable[[Iterator[bytes], grpc.ServicerContext], bytes]:
+               admitted_of: Callable[[Metadata], Admitted]) -> Callable[[Iterator[bytes], grpc.ServicerContext], bytes]:
     def answer(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         began = time.perf_counter()
         # one message is read, as on the lane; a caller that went away raises grpc's own error here,
         # which grpc ends quietly (the lane, too, neither answers nor counts such a call)
         body = next(requests, None)
         left = context.time_remaining()
+        admitted = admitted_of(tuple(context.invocation_metadata()))
         got = outcome(method, body, None if left is None or left >= _NO_DEADLINE_SECONDS else left,
-                      purpose_of(tuple(context.invocation_metadata())))
+                      admitted.purpose or Purpose.SERVING, admitted.caller)
         metrics.answered(method.label, got.code, time.perf_counter() - began)
         if got.response is None:
             context.set_trailing_metadata(got.trailers)  # the rule, as on the lane

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 import grpc
 
 from fedstore.federation.channels import CentreLink, handshake_problem
+from fedstore.federation.consent import ConsentBasis
 from fedstore.federation.deployment_policy import DeploymentPolicy
 from fedstore.federation.training import LinearModel
 from fedstore.proto.fedstore.registry.v1 import registry_pb2 as pb
@@ -171,7 +172,9 @@ class DeploymentFollower:
         metrics = next((dict(m.metrics) for m in v.metrics if m.region == self.region), {})
         model = DeployedModel(stage=stage, name=v.name, version=v.version, model=linear, schema_hash=v.schema_hash,
                               source_regions=tuple(v.source_regions), submissions=tuple(v.submissions),
-                              metrics=metrics, epsilon_by_region=dict(v.epsilon_by_region))
+                              metrics=metrics, epsilon_by_region=dict(v.epsilon_by_region),
+                              consent_basis={b.region: ConsentBasis(b.purpose, b.consent_required, b.snapshot_id)
+                                             for b in v.consent_basis})
         return model, refusal(model, self.region, self.policy)
 
     def _export(self, deployment: Deployment) -> None:

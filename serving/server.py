@@ -37,7 +37,7 @@ from feast.protos.feast.serving import GrpcServer_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstore.federation import FederationConfig, RegionConfig
-from fedstore.federation.access import admitted_purpose
+from fedstore.federation.access import admitted_call
 from fedstore.federation.channels import centre_link
 from fedstore.federation.error_boundary import ErrorBoundary
 from fedstore.federation.grpc_handlers import generic_handler
@@ -76,6 +76,7 @@ from fedstore.serving.scoring import Scorer, ScoringServicer
 from fedstore.serving.deployed import Deployment, DeploymentStore
 from fedstore.serving.model_follower import DeploymentFollower
 from fedstore.serving.prediction_log import PredictionLog
+from fedstore.serving.use_audit import UseAudit
 
 if TYPE_CHECKING:
     from fedstore.serving.lookup_lane import LookupLane
@@ -176,6 +177,9 @@ class ServingNode:
         if self.consent is not None:
             self.features.consent = self.consent
             self._run_step("consent", self.consent.refresh)  # unreadable: everyone withheld until it reads
+        self.audit = UseAudit(region.data_dir, retention_days=settings.audit_retention_days,
+                              entity_ids=settings.audit_entity_ids)
+        self.features.audit = self.audit
         self.health = HealthService()
         self._tokens = TokenBook(config.tokens)
         self._compat = FeastCompatServicer(self.features, missing_entity_is_present=target is not None)
@@ -217,7 +221,8 @@ class ServingNode:
         reader = self.reader
         if type(reader) is not RedisReader:  # a cluster routes per master; another store has no pipeline
             return None
-        return PipelinedLookups(lambda body, purpose: json_api.answer_steps(body, None, purpose, pipelined=True),
+        return PipelinedLookups(lambda body, purpose, call: json_api.answer_steps(body, None, purpose, pipelined=True,
+                                                                          call=call),
                                 reader.target, reader.timeout)
 
     def _models(self, config: FederationConfig,
@@ -259,7 +264,7 @@ class ServingNode:
                 return server, lane, ""
             except LaneUnsupported as e:  # nothing was registered; a fresh server all the same
                 why = str(e)
-        public = PublicLookups(lookups, self.metrics, partial(admitted_purpose, self._tokens))
+        public = PublicLookups(lookups, self.metrics, partial(admitted_call, self._tokens))
         guard = TokenGuard((datasets, public), self._tokens, self.region.code, self.metrics)
         return self._grpc_server(guard, lookup_threads=settings.lookup_threads), None, why
 
@@ -309,6 +314,7 @@ class ServingNode:
 
     def start(self) -> "ServingNode":
         self._check_health()
+        self.audit.start()
         if self.predictions is not None:
             self.predictions.start()
         if self.follower is not None:
@@ -357,6 +363,7 @@ class ServingNode:
             self.follower.stop()
         if self.predictions is not None:
             self.predictions.close()  # after the calls drained: every answered prediction is written
+        self.audit.close()  # likewise every answered call's record
         close = getattr(self.reader, "close", None)
         if close:
             close()

@@ -234,10 +234,11 @@ def test_bad_consent_records_are_one_line(region, table, fragment):
 
 
 @pytest.mark.parametrize("default", ["deny", "allow"])
-def test_the_filter_in_the_source_query_leaves_out_what_the_gate_leaves_out(tmp_path, sqlite_federation, default):
-    """Statistics filter consent inside the source read's DuckDB query (benchmarks/consent.py); on
-    varied records — withdrawn, granted again, granted after the time, another purpose, none — it
-    keeps exactly the entities, and counts exactly those left out, that the gate's own check does."""
+def test_the_spans_filter_leaves_out_what_the_records_as_of_join_leaves_out(tmp_path, sqlite_federation, default):
+    """Statistics filter consent at the window's end from the records' cached spans (a set lookup
+    per row, benchmarks/consent.py); on varied records — withdrawn, granted again, granted after
+    the time, another purpose, none — it keeps exactly the entities, and counts exactly those left
+    out, that the records' own as-of join (a time per row) does."""
     import random
 
     from fedstore.regions.store.source_reader import read_latest
@@ -265,11 +266,10 @@ def test_the_filter_in_the_source_query_leaves_out_what_the_gate_leaves_out(tmp_
     everyone = pa.Table.from_batches(list(read_latest(fv, end - timedelta(days=90), end, config=node.store.config,
                                                       offline_store=None, batch_rows=1 << 20)))
     by_gate, left_out = gate.keep(everyone, ["customer_id"], end)
-    keep = gate.in_query(["customer_id"], end)
-    in_query = pa.Table.from_batches(list(read_latest(fv, end - timedelta(days=90), end, config=node.store.config,
-                                                      offline_store=None, batch_rows=1 << 20, keep=keep)))
-    assert sorted(in_query.column("customer_id").to_pylist()) == sorted(by_gate.column("customer_id").to_pylist())
-    assert keep.left_out == left_out and 0 < left_out < CUSTOMERS
+    at_each_row = pa.array([end] * everyone.num_rows, TS)
+    by_as_of, as_of_left_out = gate.keep(everyone, ["customer_id"], at_each_row)
+    assert sorted(by_gate.column("customer_id").to_pylist()) == sorted(by_as_of.column("customer_id").to_pylist())
+    assert left_out == as_of_left_out and 0 < left_out < CUSTOMERS
 
 
 @pytest.mark.parametrize("mode", ["exclude", "mark"])

@@ -84,22 +84,12 @@ def check_promotion(
 
 def _consent_basis(model: ModelVersion, region: str, policy: DeploymentPolicy) -> None:
     """Every source region's release rested on consent for every purpose the policy requires."""
-    basis = model.candidate.consent_basis
-    for purpose in policy.require_consent_basis:
-        lacking = []
-        for source in model.source_regions:
-            b = basis.get(source)
-            if b is None:
-                lacking.append(f"{source} (its release recorded no consent basis)")
-            elif b.purpose != purpose:
-                lacking.append(f"{source} (its release rested on {b.purpose})")
-            elif not b.consent_required:
-                lacking.append(f"{source} (its law does not make {purpose} need consent: no one's consent was checked)")
-        if lacking:
-            raise PolicyRefused(
-                f"{region} deploys only models whose every source released its statistics under "
-                f"consent for {purpose}; {model.name} v{model.version} lacks it from {', '.join(lacking)}",
-                rule="consent_basis")
+    lacking = policy.consent_basis_lacking(model.source_regions, model.candidate.consent_basis)
+    if lacking is not None:
+        purpose, where = lacking
+        raise PolicyRefused(f"{region} deploys only models whose every source released its statistics under "
+                            f"consent for {purpose}; {model.name} v{model.version} lacks it from {', '.join(where)}",
+                            rule="consent_basis")
 
 
 def _free(stage: str, region: str, occupant: tuple[str, int] | None) -> None:

@@ -2,7 +2,9 @@
 
 A gate for a purpose the region's law does not make depend on consent lets everything through
 without reading the records. Otherwise each row's entity keys are checked point in time
-(``records.py``), and the rows of an entity without consent for the purpose are left out.
+(``records.py``), and the rows of an entity without consent for the purpose are left out. At one
+time (a window's end) the check is a lookup per row in the set of ids the records' spans
+(``spans.py``) keep or drop then (``idset.py``); with a time per row, the records' as-of join.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from fedstore.federation import RegionConfig
 from fedstore.federation.consent import ConsentPolicy, Purpose
+from fedstore.regions.consent.idset import IdSet
 from fedstore.regions.consent.records import ConsentRecords
+from fedstore.regions.consent.spans import ConsentSpans
 
 
 @dataclass(frozen=True)
@@ -25,9 +28,10 @@ class ConsentGate:
     purpose: Purpose
     policy: ConsentPolicy
     records: ConsentRecords
-    # (join key, time) -> the keys held and refused then; filled as the gate is used, one use at a time
-    _states: dict[tuple[str, datetime], tuple[pa.Array, pa.Array]] = field(default_factory=dict, compare=False,
-                                                                           repr=False)
+    # the purpose's spans (``spans.py``), read on first use; then per (join key, time) the ids whose
+    # record keeps or drops them, as sets looked up a column at a time; one use at a time
+    _spans: list[ConsentSpans] = field(default_factory=list, compare=False, repr=False)
+    _sets: dict[tuple[str, datetime], IdSet] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def active(self) -> bool:
@@ -39,45 +43,41 @@ class ConsentGate:
         if not self.active:
             return ok
         for key in join_keys:
-            keys = table.column(key).combine_chunks()
+            keys = table.column(key)
             if isinstance(at, datetime):
                 ok &= self._at(key, keys, at)
             else:
-                ok &= self.records.held(self.purpose, key, keys, at, default=self.policy.default_allows)
+                ok &= self.records.held(self.purpose, key, keys.combine_chunks(), at,
+                                        default=self.policy.default_allows)
         return ok
 
-    def _at(self, join_key: str, keys: pa.Array, at: datetime) -> np.ndarray:
-        if (join_key, at) not in self._states:
-            self._states[(join_key, at)] = self.records.states_at(self.purpose, join_key, at)
-        held, refused = self._states[(join_key, at)]
-        if self.policy.default_allows:  # everyone but those whose record says no
-            hit = pc.is_in(keys, value_set=refused.cast(keys.type))
-            return ~np.asarray(hit.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-        hit = pc.is_in(keys, value_set=held.cast(keys.type))
-        return np.asarray(hit.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    def _at(self, join_key: str, keys: pa.ChunkedArray | pa.Array, at: datetime) -> np.ndarray:
+        listed = self._set(join_key, at).contains(keys)
+        # default allow: everyone but those whose record says no; default deny: those whose record says yes
+        return ~listed if self.policy.default_allows else listed
+
+    def _set(self, join_key: str, at: datetime) -> IdSet:
+        if (join_key, at) not in self._sets:
+            if not self._spans:
+                self._spans.append(self.records.spans(self.purpose))
+            held, refused = self._spans[0].states_at(join_key, at)
+            # the smaller side of the question: who withdrew (opt-out) or who consented (opt-in)
+            self._sets[(join_key, at)] = IdSet.of(refused if self.policy.default_allows else held)
+        return self._sets[(join_key, at)]
 
     def keep(self, table: pa.Table, join_keys: list[str], at: datetime | pa.Array) -> tuple[pa.Table, int]:
         """The rows with consent, and how many were left out."""
-        if not self.active or table.num_rows == 0:
-            return table, 0
-        ok = self.allowed(table, join_keys, at)
-        return table.filter(pa.array(ok)), int((~ok).sum())
+        ok, left_out = self.mask(table, join_keys, at)
+        return (table if ok is None else table.filter(pa.array(ok))), left_out
 
-    def in_query(self, join_keys: list[str], at: datetime) -> ConsentInQuery | None:
-        """The filter as sets of entity ids a source read joins in its own query (one hash join per
-        key, no pass over the rows in Python), judged at ``at``; each key's state is read from the
-        records once per gate and time, whichever views use it. None when there are no records to
-        join (``keep`` then decides on the default alone, at no cost)."""
-        if not self.active or not self.records.exists():
-            return None
-        sets = []
-        for key in join_keys:
-            if (key, at) not in self._states:
-                self._states[(key, at)] = self.records.states_at(self.purpose, key, at)
-            held, refused = self._states[(key, at)]
-            # default deny keeps those whose consent holds; default allow drops those whose record says no
-            sets.append((key, refused if self.policy.default_allows else held))
-        return ConsentInQuery(sets, keep_listed=not self.policy.default_allows)
+    def mask(self, table: pa.Table, join_keys: list[str], at: datetime | pa.Array) -> tuple[np.ndarray | None, int]:
+        """Per row whether it has consent (None: every row has), and how many have not: for a
+        caller that folds the mask into its own pass rather than copying the table without them."""
+        if not self.active or table.num_rows == 0:
+            return None, 0
+        ok = self.allowed(table, join_keys, at)
+        left_out = int(ok.size - np.count_nonzero(ok))
+        return (ok if left_out else None), left_out
 
     def snapshot(self) -> dict[str, Any]:
         """The consent basis of a use: purpose, policy, and the records' fingerprint when they were read."""
@@ -88,21 +88,11 @@ class ConsentGate:
         return basis
 
 
-@dataclass
-class ConsentInQuery:
-    """A consent filter as sets of entity ids a source read joins (``ConsentGate.in_query``): per
-    join key, (the key, its set of ids). The reader that applies it sets ``left_out`` (rows it left
-    out); None: not applied, filter the rows yourself."""
-
-    sets: list[tuple[str, pa.Array]]
-    keep_listed: bool  # keep a row whose keys are all in their sets (else: none of them is)
-    left_out: int | None = None
-
-
 def consent_gate(region: RegionConfig, purpose: Purpose) -> ConsentGate:
-    """The region's gate for one purpose; its records are checked once here when the purpose needs them."""
+    """The region's gate for one purpose; its records are checked here when the purpose needs them
+    (once per version of the file: its span file, written after the check, says it passed)."""
     records = ConsentRecords(region.data_dir, region.code)
     gate = ConsentGate(purpose, region.consent, records)
     if gate.active:
-        records.check()
+        gate._spans.append(records.spans(purpose))
     return gate

@@ -17,6 +17,7 @@ after withdrawing has a new record. Without any record by t the region's default
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +30,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fedstore.federation.consent import Purpose
-from fedstore.regions.errors import InvalidSource
-from fedstore.regions.store.fingerprint import fingerprint
+from fedstore.regions.consent.spans import ConsentSpans, build_spans, cached_spans, spans_path
+from fedstore.regions.errors import InvalidSource, RegionError
+from fedstore.regions.store.fingerprint import FingerprintCache, SourceFingerprint, fingerprint
 
 CONSENT_FILE = "sources/consent.parquet"
 _COLUMNS = {
@@ -122,24 +124,29 @@ class ConsentRecords:
         open_ = np.asarray(result["open"], dtype=bool)
         return np.where(recorded, open_, default)
 
-    def states_at(self, purpose: Purpose, join_key: str, at: datetime) -> tuple[pa.Array, pa.Array]:
-        """At one time, the keys whose consent held and those whose record says it did not (withdrawn):
-        for a whole window judged at its end, two sets looked up by hash beat an as-of join per row."""
+    def spans(self, purpose: Purpose) -> ConsentSpans:
+        """The purpose's spans (``spans.py``): from the span file of this version of the records
+        when there is one, else checked (``check``: a breach raises), built, and cached."""
         if not self.exists():
-            return pa.array([], pa.int64()), pa.array([], pa.int64())
-        with _connect() as con:
-            result = con.execute(
-                # per entity the withdrawal of its latest grant by then (arg_max_null keeps a null one)
-                """SELECT entity_id, w IS NULL OR w > ?::TIMESTAMPTZ AS held FROM (
-                       SELECT entity_id, arg_max_null(withdrawn_at::TIMESTAMPTZ, granted_at) AS w
-                       FROM read_parquet(?)
-                       WHERE join_key = ? AND purpose = ? AND granted_at::TIMESTAMPTZ <= ?::TIMESTAMPTZ
-                       GROUP BY entity_id
-                   )""",
-                [at, str(self.path), join_key, purpose.value, at],
-            ).fetchnumpy()
-        ids, held = np.asarray(result["entity_id"]), np.asarray(result["held"], dtype=bool)
-        return pa.array(ids[held]), pa.array(ids[~held])
+            return ConsentSpans(purpose, {})
+        path = spans_path(self.data_dir, purpose, self.sha256())
+        spans = cached_spans(path, purpose)
+        if spans is None:
+            self.check()
+            spans = build_spans(self.path, purpose, path)
+        return spans
+
+    def sha256(self) -> str:
+        return self._fingerprint().sha256
+
+    def _fingerprint(self) -> SourceFingerprint:
+        """The file's fingerprint; its digest remembered in the region's cache (``fingerprints.db``,
+        as the node's jobs keep it) against the file's size and times, so it is hashed once."""
+        try:
+            return fingerprint(self.path, self.data_dir, FingerprintCache(self.data_dir / "fingerprints.db",
+                                                                          self.region))
+        except (RegionError, sqlite3.Error):  # a read-only region: hashed on each use
+            return fingerprint(self.path, self.data_dir)
 
     def every_key_at(self, purpose: Purpose, at: datetime) -> tuple[dict[str, tuple[pa.Array, pa.Array]], datetime | None]:
         """``states_at`` for every join key the file names, in one read, and the first time after
@@ -176,7 +183,7 @@ class ConsentRecords:
         """What a dataset or a release rested on: the file's fingerprint (or that there was none)."""
         if not self.exists():
             return {"file": CONSENT_FILE, "present": False}
-        return {**fingerprint(self.path, self.data_dir).as_dict(), "present": True}
+        return {**self._fingerprint().as_dict(), "present": True}
 
 
 class _connect:
