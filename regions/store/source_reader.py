@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -32,16 +32,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class RowFilter(Protocol):
-    """Sets of entity ids joined in the read's own query (``regions.consent.ConsentInQuery``): per join
-    key (the key, its set of int64 ids), rows kept when every key is in its set (``keep_listed``) or
-    when none is. The reader sets ``left_out``; left None, the caller filters."""
-
-    sets: list[tuple[str, pa.Array]]
-    keep_listed: bool
-    left_out: int | None
-
-
 def read_latest(
     fv: FeatureView,
     start: datetime,
@@ -52,16 +42,13 @@ def read_latest(
     batch_rows: int,
     created_since: datetime | None = None,
     quarantine: Quarantine | None = None,
-    keep: RowFilter | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """With ``quarantine``, rows that break the view's contract are set aside there (``quarantine.py``);
-    with ``keep``, only the latest rows that meet its condition are read (local Parquet sources;
-    others leave ``keep.left_out`` None)."""
+    """With ``quarantine``, rows that break the view's contract are set aside there (``quarantine.py``)."""
     join_keys = [e.name for e in fv.entity_columns]
     # the repo path is the region's data directory (feast_config.repo_config), where its ledger lives
     erased = read_erased(Path(config.repo_path)) if config.repo_path else ErasedKeys()
     batches = _read(fv, start, end, join_keys, config=config, offline_store=offline_store, batch_rows=batch_rows,
-                    created_since=created_since, quarantine=quarantine, erased=erased, keep=keep)
+                    created_since=created_since, quarantine=quarantine, erased=erased)
     if not erased:
         yield from batches
         return
@@ -83,7 +70,6 @@ def _read(
     created_since: datetime | None,
     quarantine: Quarantine | None,
     erased: ErasedKeys,
-    keep: RowFilter | None = None,
 ) -> Iterator[pa.RecordBatch]:
     source = batch_source(fv)
     features = [f.name for f in fv.features]
@@ -92,7 +78,7 @@ def _read(
         if not path.is_absolute():
             path = Path(config.repo_path or ".") / path
         yield from _duckdb_latest(path, source, join_keys, features, start, end, batch_rows, created_since,
-                                  fv if quarantine is not None else None, quarantine, erased, keep)
+                                  fv if quarantine is not None else None, quarantine, erased)
         return
     if quarantine is not None:
         raise InvalidSource(f"feature view {fv.name}: quarantine mode reads local Parquet sources only "
@@ -123,7 +109,6 @@ def _duckdb_latest(
     fv: FeatureView | None = None,
     quarantine: Quarantine | None = None,
     erased: ErasedKeys | None = None,
-    keep: RowFilter | None = None,
 ) -> Iterator[pa.RecordBatch]:
     reverse = {v: k for k, v in (source.field_mapping or {}).items()}  # feature name -> column
     ts = source.timestamp_field
@@ -173,9 +158,6 @@ def _duckdb_latest(
             if erased:  # an erased entity's rows are not kept here either
                 set_aside = (erased.drop(b, join_keys) for b in set_aside)
             write_rejected(set_aside, quarantine)
-        if keep is not None:
-            yield from _kept(con, sql, params, keep, batch_rows)
-            return
         reader = _stream(con.sql(sql, params=params), batch_rows)
         for batch in reader:
             if batch.num_rows:
@@ -184,25 +166,6 @@ def _duckdb_latest(
         raise InvalidSource(f"source {path} could not be read: {str(e).splitlines()[0]}") from None
     finally:
         con.close()
-
-
-def _kept(con: duckdb.DuckDBPyConnection, latest: str, params: list[object], keep: RowFilter,
-          batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The latest rows ``keep`` keeps, joined in the same query (a hash join per key), held in a
-    temporary table so the rows left out are counted without a second read of the source (an
-    ``IN (subquery)`` in an expression, or a window count, made DuckDB 2 take minutes at 1M rows)."""
-    joins, ok = [], []
-    for i, (key, ids) in enumerate(keep.sets):
-        con.register(f"__set{i}", pa.table({"entity_id": ids.cast(pa.int64())}))  # Arrow, scanned in place
-        joins.append(f"LEFT JOIN __set{i} ON TRY_CAST(__l.{_quote(key)} AS BIGINT) = __set{i}.entity_id")
-        ok.append(f"__set{i}.entity_id IS {'NOT ' if keep.keep_listed else ''}NULL")
-    con.execute(f"CREATE TEMP TABLE __kept AS SELECT __l.*, {' AND '.join(ok)} AS __ok FROM ({latest}) __l "
-                + " ".join(joins), params)
-    rows = con.sql("SELECT count(*) FILTER (WHERE NOT __ok) FROM __kept").fetchall()
-    keep.left_out = int(rows[0][0]) if rows else 0
-    for batch in _stream(con.sql("SELECT * EXCLUDE (__ok) FROM __kept WHERE __ok"), batch_rows):
-        if batch.num_rows:
-            yield batch
 
 
 def _stream(relation: duckdb.DuckDBPyRelation, batch_rows: int) -> pa.RecordBatchReader:
