@@ -322,13 +322,22 @@ def _deploy(config: FederationConfig, address: str, name: str, version: int, cod
         stub = registry_pb2_grpc.RegistryStub(channel)
         steps = [(codes[0], "shadow", "demo: shadow run first"), (codes[0], "canary_5", "demo: evaluation passed")]
         steps += [(c, "shadow", "demo: try another jurisdiction") for c in codes[1:]]
+        moved: set[tuple[str, str]] = set()
         for region, stage, why in steps:
             try:
                 stub.Promote(rpb.PromoteRequest(name=name, version=version, region=region, stage=stage, why=why),
                              metadata=md(Role.PROMOTE, region), timeout=10)
                 print(f"registry: {name} v{version} → {stage} in {region}")
+                moved.add((region, stage))
             except grpc.RpcError as e:
                 print(f"registry: {name} v{version} → {stage} in {region} refused: {e.details()}")
+        if (codes[0], "shadow") in moved and (codes[0], "canary_5") not in moved:
+            # the evidence (a noisy evaluation) kept it from the canary: the demo ends with the first
+            # region's shadow free whatever the noise drew, so what an operator shadows next finds room
+            stub.Rollback(rpb.RollbackRequest(region=codes[0], stage="shadow",
+                                              why="demo: the canary step was refused; shadow freed"),
+                          metadata=md(Role.PROMOTE, codes[0]), timeout=10)
+            print(f"registry: {name} v{version} rolled back from shadow in {codes[0]} (its canary step was refused)")
         print(deployment_table(stub.GetDeployment(rpb.GetDeploymentRequest(region=codes[0]),
                                                   metadata=md(Role.REGISTRY_READ, codes[0]), timeout=10)))
     print()
