@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import duckdb
 import numpy as np
 
 from fedstore.aggregator.errors import StoreInUse
-from fedstore.aggregator.submission import Submission
+from fedstore.aggregator.submission import ConsentClaim, Submission
 from fedstore.federation.consent import ConsentBasis
 
 _SCHEMA = """
@@ -57,6 +58,11 @@ CREATE TABLE IF NOT EXISTS consent_basis (
     submission_id VARCHAR NOT NULL, purpose VARCHAR NOT NULL, consent_required BOOLEAN NOT NULL,
     snapshot_id VARCHAR NOT NULL
 );
+-- a secure-aggregation sum's basis per member region (the sum "A+B+C" is one submission of many regions)
+CREATE TABLE IF NOT EXISTS member_consent_basis (
+    submission_id VARCHAR NOT NULL, region VARCHAR NOT NULL, purpose VARCHAR NOT NULL,
+    consent_required BOOLEAN NOT NULL, snapshot_id VARCHAR NOT NULL
+);
 CREATE SEQUENCE IF NOT EXISTS quarantine_event_ids START 1;
 CREATE TABLE IF NOT EXISTS quarantine_events (
     event_id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_event_ids'), happened_at TIMESTAMPTZ NOT NULL,
@@ -70,7 +76,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
 
 
 _TABLES = ("submissions", "feature_statistics", "segment_statistics", "training_statistics", "training_moments",
-           "evaluations", "quarantine_events", "consent_basis")
+           "evaluations", "quarantine_events", "consent_basis", "member_consent_basis")
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,8 @@ class TrainingRow:
     delta: float = 0.0
     period: str = ""
     consent: ConsentBasis | None = None  # what the release rested on; None: it recorded no basis
+    # a secure-aggregation sum's: each member region's basis (those that sent one)
+    member_consent: Mapping[str, ConsentBasis] = field(default_factory=dict)
 
 
 # quarantine actions, as stored
@@ -180,7 +188,8 @@ class SubmissionStore:
         return float(total)
 
     def accept(self, sub: Submission, *, epsilon: float, delta: float, period: str, accepted_at: datetime,
-               epsilon_limit: float, delta_limit: float = 1.0, quarantine_why: str | None = None) -> StoredReceipt:
+               epsilon_limit: float, delta_limit: float = 1.0, quarantine_why: str | None = None,
+               member_consent: Mapping[str, ConsentClaim] | None = None) -> StoredReceipt:
         """Store the submission in one transaction, charged (``epsilon``, ``delta``) in ``period``,
         if the region's budget for that period allows.
 
@@ -248,6 +257,9 @@ class SubmissionStore:
                     c = sub.consent
                     self._db.execute("INSERT INTO consent_basis VALUES (?,?,?,?)",
                                      [sub.submission_id, c.purpose, c.consent_required, c.snapshot_id])
+                for member, c in sorted((member_consent or {}).items()):
+                    self._db.execute("INSERT INTO member_consent_basis VALUES (?,?,?,?,?)",
+                                     [sub.submission_id, member, c.purpose, c.consent_required, c.snapshot_id])
                 if quarantine_why is not None:
                     self._event(QUARANTINE, sub.submission_id, who="centre", why=quarantine_why, at=receipt.accepted_at)
                 self._db.execute("COMMIT")
@@ -293,14 +305,22 @@ class SubmissionStore:
             WHERE l.k = 1 ORDER BY l.region, t.class_label"""
         with self._lock:
             rows = self._db.execute(sql, [feature_service, period, period]).fetchall()
+            sums = sorted({r[0] for r in rows if "+" in r[1]})
+            members = self._db.execute(
+                "SELECT submission_id, region, purpose, consent_required, snapshot_id FROM member_consent_basis "
+                "WHERE list_contains(?, submission_id)", [sums]).fetchall() if sums else []
         # a submission stored before XᵀX was released once carries one per class: their sum is the same
         legacy: dict[str, np.ndarray] = {}
         for r in rows:
             if r[10] is None:
                 legacy[r[0]] = legacy.get(r[0], 0) + np.asarray(r[6], dtype=float)
+        by_sum: dict[str, dict[str, ConsentBasis]] = {}
+        for m in members:
+            by_sum.setdefault(m[0], {})[m[1]] = ConsentBasis(m[2], bool(m[3]), m[4])
         return [TrainingRow(r[0], r[1], tuple(r[2]), int(r[3]), float(r[4]), tuple(r[5]),
                             tuple(r[10]) if r[10] is not None else tuple(map(float, legacy[r[0]])), float(r[7]),
-                            float(r[8]), r[9], ConsentBasis(r[11], bool(r[12]), r[13]) if r[11] is not None else None)
+                            float(r[8]), r[9], ConsentBasis(r[11], bool(r[12]), r[13]) if r[11] is not None else None,
+                            by_sum.get(r[0], {}))
                 for r in rows]
 
     # --- quarantine (append-only events; a submission's status is its latest) -----------------

@@ -35,8 +35,9 @@ from fedstore.aggregator.errors import AggregatorError, NotAllowed, NotFound, Ov
 from fedstore.aggregator.intake import plausibility
 from fedstore.aggregator.intake.steps import Clock
 from fedstore.aggregator.intake.submission_wire import parse_submission, parse_training
-from fedstore.aggregator.intake.validation import receipt_period
+from fedstore.aggregator.intake.validation import check_consent, receipt_period
 from fedstore.aggregator.store import BudgetRefused, SubmissionStore
+from fedstore.aggregator.submission import ConsentClaim
 from fedstore.federation import FederationConfig
 from fedstore.federation import errors as kinds
 from fedstore.federation.errors import ConfigError
@@ -78,6 +79,7 @@ class Round:
     phase_started: datetime
     charged: dict[str, str] = field(default_factory=dict)  # region → its accounting submission id
     share_scales: dict[str, float] = field(default_factory=dict)  # region → its declared noise share's scale
+    consent: dict[str, ConsentClaim] = field(default_factory=dict)  # region → the basis its input rested on
     submission_id: str = ""  # DONE: the stored sum
 
 
@@ -179,12 +181,16 @@ class SecureRounds:
             return r
 
     def masked(self, round_id: str, msg: MaskedInput, noise_scale: float, share_scale: float, epsilon: float,
-               caller: Caller) -> Round:
+               caller: Caller, consent: ConsentClaim | None = None) -> Round:
         with self._lock:
             r = self._round(round_id, msg.region, caller)
+            if consent is not None:  # as a plain training release's basis (rule consent): before a charge
+                check_consent(consent, "training")
             self._apply(r, lambda: r.state.check_masked(msg))  # in turn, a member, the right shape: before a charge
             r.charged[msg.region] = self._charge(r, msg.region, noise_scale, share_scale, epsilon)
             r.share_scales[msg.region] = share_scale
+            if consent is not None:
+                r.consent[msg.region] = consent
             r.state.add_masked(msg)
             self._tick(r)
             return r
@@ -290,8 +296,11 @@ class SecureRounds:
         sub = _submission(f"{region.lower()}-train-{uuid.uuid4()}", region, now, r.epsilon, r.delta,
                           privacy.minimum_cohort)
         sub.training.CopyFrom(training)
+        # each survivor's consent basis, recorded per member for the sum (a model trained on it is
+        # judged per member at promotion and load)
         self.store.accept(parse_submission(sub), epsilon=r.epsilon, delta=r.delta, period=receipt_period(now), accepted_at=now,
-                          epsilon_limit=math.inf, delta_limit=math.inf)
+                          epsilon_limit=math.inf, delta_limit=math.inf,
+                          member_consent={u: r.consent[u] for u in s.survivors if u in r.consent})
         r.submission_id = sub.submission_id
 
 

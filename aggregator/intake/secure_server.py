@@ -17,6 +17,7 @@ import numpy as np
 from fedstore.aggregator.errors import NotAllowed, Rejected
 from fedstore.aggregator.intake.identity import check_certificate_region
 from fedstore.aggregator.intake.secure_rounds import OpenRequest, Round, SecureRounds, status
+from fedstore.aggregator.submission import ConsentClaim
 from fedstore.federation.secure_aggregation import AdvertisedKeys, MaskedInput, SealedShare, UnmaskingAnswer
 from fedstore.federation.tokens import Caller
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
@@ -68,8 +69,10 @@ class SecureAggregationServicer(aggregator_pb2_grpc.SecureAggregationServicer):
 
     def SubmitMaskedInput(self, request: pb.MaskedInputRequest, context: grpc.ServicerContext) -> pb.RoundStatus:
         msg = MaskedInput(request.region, np.asarray(list(request.values), dtype=np.uint64))
+        c = request.consent
+        consent = ConsentClaim(c.purpose, c.consent_required, c.snapshot_id) if request.HasField("consent") else None
         return self._region_call(context, request.region, lambda caller: self.rounds.masked(
-            request.round_id, msg, request.noise_scale, request.share_scale, request.epsilon, caller))
+            request.round_id, msg, request.noise_scale, request.share_scale, request.epsilon, caller, consent))
 
     def Unmask(self, request: pb.UnmaskRequest, context: grpc.ServicerContext) -> pb.RoundStatus:
         msg = UnmaskingAnswer(request.region, dict(request.seed_shares), dict(request.key_shares))

@@ -137,7 +137,7 @@ def validate(
     if id_kind != kind:
         raise Rejected(f"{sub.submission_id!r} names a {id_kind} submission, but it carries {kind}", rule="submission_id")
     if sub.consent is not None:
-        _consent(sub.consent, kind)
+        check_consent(sub.consent, kind)
     if sub.training is not None:
         spec = _training(sub.training, privacy)
         charge = recompute(sub, kind, catalog)
@@ -186,7 +186,9 @@ def validate(
     return charge
 
 
-def _consent(basis: ConsentClaim, kind: str) -> None:
+def check_consent(basis: ConsentClaim, kind: str) -> None:
+    """Rule consent: the purpose fits the release's kind and the snapshot id is a random UUID's hex
+    (a plain release's basis, and each member's of a secure-aggregation round)."""
     want = _CONSENT_PURPOSE[kind]
     if basis.purpose != want.value:
         raise Rejected(f"a {kind} release rests on consent for {want.value}, not {basis.purpose[:40]!r}", rule="consent")

@@ -81,4 +81,5 @@ def pool(rows: list, features: tuple[str, ...]) -> PooledStatistics:  # rows: ag
         eps[r.region] = r.epsilon
         if r.consent is not None:
             consent[r.region] = r.consent
+        consent.update(r.member_consent)  # a sum "A+B+C": each member's own basis, judged per member
     return PooledStatistics(tuple(features), sums, xtx, tuple(submissions), eps, consent)

@@ -146,7 +146,7 @@ def cmd_secure_round(config: FederationConfig, args: argparse.Namespace) -> None
     from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
     from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
     from fedstore.regions.publishing.budget import BudgetLedger
-    from fedstore.regions.publishing.publish import exact_training_statistics
+    from fedstore.regions.publishing.publish import secure_training_input
     from fedstore.regions.publishing.publish import whole_day
     from fedstore.regions.publishing.round_journal import IN_SUM, SENT, RoundJournal
     from fedstore.regions.publishing.secure_round import RoundClient, ledger_charge, open_round_id
@@ -193,7 +193,8 @@ def cmd_secure_round(config: FederationConfig, args: argparse.Namespace) -> None
                     config, args, node, spec, earlier.epsilon, link, token, ledger, record, earlier.round_id))
                 return
             # the exact statistics before joining: reading the window takes seconds, a phase's deadline may not
-            exact = exact_training_statistics(node, spec, end=args.end, days=args.days)
+            # with the consent basis it rests on, as a plain training release's (kept here, naming the round)
+            exact, basis = secure_training_input(node, spec, end=args.end, days=args.days, round_id=round_id)
             charge_ledger = ledger_charge(ledger, region.code, clock)
 
             def charge(epsilon: float, delta: float) -> str:
@@ -204,7 +205,7 @@ def cmd_secure_round(config: FederationConfig, args: argparse.Namespace) -> None
             try:
                 client = RoundClient(stub, metadata, round_id, region.code, spec, poll_seconds=POLL_SECONDS,
                                      timeout_seconds=args.wait_seconds)
-                outcome = client.take_part(exact, charge)
+                outcome = client.take_part(exact, charge, basis)
             except grpc.RpcError as e:
                 raise _rpc_problem(e, address, f"round {round_id} left unfinished by this region") from None
             except ProtocolError as e:  # a share that does not open, a forged key: the round cannot be trusted

@@ -165,11 +165,25 @@ def exact_training_statistics(node: RegionNode, spec: TrainingSpec, *, end: date
                               days: int = 30) -> TrainingStatistics:
     """The exact statistics ``publish_training_statistics`` would release, consent gate included:
     a secure-aggregation round's input (``secure_round``), which never leaves unmasked."""
+    return secure_training_input(node, spec, end=end, days=days)[0]
+
+
+def secure_training_input(node: RegionNode, spec: TrainingSpec, *, end: datetime | None = None, days: int = 30,
+                          round_id: str | None = None) -> tuple[TrainingStatistics, dict[str, Any] | None]:
+    """``exact_training_statistics`` and, with ``round_id``, the consent basis its masked input to
+    that round rests on, kept beside the region's releases as a plain training release's
+    (``consent/releases/<region>-secagg-<random>.json``, naming the round: the centre's id never
+    names a file here); what crosses the border with the masked input is the same ``ConsentBasis``."""
     end = whole_day(end or datetime.now(UTC))
     consent = consent_gate(node.region, Purpose.GLOBAL_STATISTICS)
     examples = labelled_examples(node, spec, end - timedelta(days=days), end, consent)
-    return class_statistics(examples, spec.feature_service, spec.label, norm_bound=spec.norm_bound,
-                            centre=spec.centre)
+    exact = class_statistics(examples, spec.feature_service, spec.label, norm_bound=spec.norm_bound,
+                             centre=spec.centre)
+    if round_id is None:
+        return exact, None
+    return exact, _record_basis(node, f"{node.region.code.lower()}-secagg-{uuid.uuid4().hex}", {
+        **consent.snapshot(), "as_of": end.isoformat(), "round_id": round_id,
+        "left_out": {spec.label: examples.consent_excluded}})
 
 
 def publish_evaluation(

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import grpc
 
@@ -125,8 +126,8 @@ class RoundClient:
             pb.SealedShare(sender=x.sender, recipient=x.recipient, sealed=x.sealed) for x in sealed]),
             metadata=self.metadata, timeout=30)
 
-    def send_masked(self, s: pb.RoundStatus, exact: TrainingStatistics, charge: Callable[[float, float], object]
-                    ) -> None:
+    def send_masked(self, s: pb.RoundStatus, exact: TrainingStatistics, charge: Callable[[float, float], object],
+                    consent: Mapping[str, Any] | None = None) -> None:
         c = secure_contribution(exact, epsilon=s.epsilon, delta=s.delta, norm_bound=self.spec.norm_bound,
                                 threshold=self.params.threshold, encoding=self.params.encoding,
                                 centre=self.spec.centre)
@@ -136,16 +137,18 @@ class RoundClient:
         self.contribution = c
         self.stub.SubmitMaskedInput(pb.MaskedInputRequest(
             round_id=self.round_id, region=self.region, values=[int(v) for v in masked.values],
-            noise_scale=c.scale, share_scale=c.share_scale, epsilon=c.epsilon, delta=c.delta),
-            metadata=self.metadata, timeout=30)
+            noise_scale=c.scale, share_scale=c.share_scale, epsilon=c.epsilon, delta=c.delta,
+            consent=pb.ConsentBasis(**consent) if consent else None), metadata=self.metadata, timeout=30)
 
     def unmask(self, s: pb.RoundStatus) -> None:
         answer = self.participant.unmask(tuple(s.survivors), tuple(s.dropped))
         self.stub.Unmask(pb.UnmaskRequest(round_id=self.round_id, region=self.region, seed_shares=answer.seed_shares,
                                           key_shares=answer.key_shares), metadata=self.metadata, timeout=30)
 
-    def take_part(self, exact: TrainingStatistics, charge: Callable[[float, float], object]) -> RoundOutcome:
+    def take_part(self, exact: TrainingStatistics, charge: Callable[[float, float], object],
+                  consent: Mapping[str, Any] | None = None) -> RoundOutcome:
         """Every round in order; the outcome says DONE (the sum is stored) or ABANDONED (fall back).
+        ``consent``: the basis the input rests on (``publish.secure_training_input``), sent with it.
 
         A round the centre no longer knows (NOT_FOUND: a restart forgets its rounds, which live in
         its memory) is lost, with or without this region's masked input: ABANDONED at once, not
@@ -153,14 +156,15 @@ class RoundClient:
         release beside it is caught by ``Train``'s overlap rule (a region counted twice is refused).
         """
         try:
-            return self._take_part(exact, charge)
+            return self._take_part(exact, charge, consent)
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.NOT_FOUND:
                 raise
             return RoundOutcome(pb.ABANDONED, "", f"the centre no longer knows round {self.round_id} (a restart "
                                 "forgets its rounds)", self.contribution, False)
 
-    def _take_part(self, exact: TrainingStatistics, charge: Callable[[float, float], object]) -> RoundOutcome:
+    def _take_part(self, exact: TrainingStatistics, charge: Callable[[float, float], object],
+                   consent: Mapping[str, Any] | None) -> RoundOutcome:
         try:
             self.advertise()
             s = self.wait_beyond(pb.ADVERTISE)
@@ -168,7 +172,7 @@ class RoundClient:
                 self.share(s)
                 s = self.wait_beyond(pb.SHARE)
             if s.phase == pb.MASKED:  # a region that missed the sharing is refused (FAILED_PRECONDITION) below
-                self.send_masked(s, exact, charge)
+                self.send_masked(s, exact, charge, consent)
                 s = self.wait_beyond(pb.MASKED)
             if s.phase == pb.UNMASK and self.region in s.survivors:
                 self.unmask(s)

@@ -523,7 +523,7 @@ class ShareKeysRequest(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., region: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[SealedShare, _Mapping]]] = ...) -> None: ...
 
 class MaskedInputRequest(_message.Message):
-    __slots__ = ("round_id", "region", "values", "noise_scale", "share_scale", "epsilon", "delta")
+    __slots__ = ("round_id", "region", "values", "noise_scale", "share_scale", "epsilon", "delta", "consent")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
@@ -531,6 +531,7 @@ class MaskedInputRequest(_message.Message):
     SHARE_SCALE_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     region: str
     values: _containers.RepeatedScalarFieldContainer[int]
@@ -538,7 +539,8 @@ class MaskedInputRequest(_message.Message):
     share_scale: float
     epsilon: float
     delta: float
-    def __init__(self, round_id: _Optional[str] = ..., region: _Optional[str] = ..., values: _Optional[_Iterable[int]] = ..., noise_scale: _Optional[float] = ..., share_scale: _Optional[float] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ...) -> None: ...
+    consent: ConsentBasis
+    def __init__(self, round_id: _Optional[str] = ..., region: _Optional[str] = ..., values: _Optional[_Iterable[int]] = ..., noise_scale: _Optional[float] = ..., share_scale: _Optional[float] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., consent: _Optional[_Union[ConsentBasis, _Mapping]] = ...) -> None: ...
 
 class UnmaskRequest(_message.Message):
     __slots__ = ("round_id", "region", "seed_shares", "key_shares")
