@@ -46,7 +46,7 @@ class SortedView:
     groups: pa.Array  # one value per group: the key (one join key) or the mixed code (several)
     key_values: list[pa.Array]  # several join keys: each key's distinct values (its code's base)
     starts: np.ndarray  # group i's rows are starts[i] .. starts[i + 1] - 1
-    times: np.ndarray  # event time (µs since the epoch, UTC) of each sorted row, then len(steps) guards
+    times: np.ndarray  # event time (µs since the epoch, UTC) of each sorted row, then steps[0] guards
     steps: list[int]  # the binary search's strides: powers of two, largest first
     ttl_us: int  # 0: unlimited
     columns: list[tuple[str, pa.Array]]  # output name -> the feature's values of each sorted row
@@ -55,7 +55,7 @@ class SortedView:
 
     @property
     def rows(self) -> int:
-        return len(self.times) - len(self.steps)
+        return len(self.times) - (self.steps[0] if self.steps else 0)
 
     def lookup(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
         """Each entity row's group (0 where it has none) and whether it has one."""
@@ -165,7 +165,9 @@ def load(conn: duckdb.DuckDBPyConnection, view: ViewJoin, entity_types: dict[str
     largest = int(np.diff(starts).max())
     steps = [1 << s for s in range(largest.bit_length() - 1, -1, -1)]
     times = np.asarray(table.column("__t").combine_chunks().fill_null(0), dtype=np.int64)
-    times = np.append(times, np.full(len(steps), np.iinfo(np.int64).max))  # where a stride overshoots
+    # where a stride overshoots: by less than the largest stride (a row of a small last group tries
+    # the largest first), so that many guards; len(steps) of them read past the array
+    times = np.append(times, np.full(steps[0] if steps else 0, np.iinfo(np.int64).max))
     columns = [(name, table.column(f"__f{i}").combine_chunks()) for i, (_, name) in enumerate(view.features)]
     wide = [i for i, (_, values) in enumerate(columns) if _word(values.type)]
     block = np.empty((n, len(wide)), dtype=np.int64)
