@@ -143,6 +143,13 @@ TIE_AND_EDGES = dict(
           (2, 0, 0, 30)],
 )
 
+# a large group before a small last one: a row of the last group tries the largest stride first,
+# past the last row by more than log₂ of the group's size (the guards once were only that many)
+SMALL_LAST_GROUP = dict(
+    a=[(1, 15 * m, None, None, 1.0, "n") for m in range(20)] + [(2, 0, None, None, 2.0, "l")],
+    b=[], c=[(0, 30, None, None)], label=[], ents=[(2, 0, 0, 30), (1, 0, 0, 300), (2, 0, 0, 0)],
+)
+
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(a=rows_a, b=rows_b, c=rows_c, label=rows_label, ents=entity_rows,
@@ -150,6 +157,7 @@ TIE_AND_EDGES = dict(
        request_form=st.sampled_from(REQUESTS), full_names=st.booleans())
 @example(**TIE_AND_EDGES, tz="America/New_York", naive_sources=False, request_form="refs", full_names=False)
 @example(**TIE_AND_EDGES, tz=None, naive_sources=True, request_form="service", full_names=True)
+@example(**SMALL_LAST_GROUP, tz="UTC", naive_sources=False, request_form="refs", full_names=False)
 @pytest.mark.slow
 def test_every_cell_is_feasts(stores, asof_store, a, b, c, label, ents, tz, naive_sources, request_form, full_names):
     """Both joins of this store (the search over sorted rows and DuckDB's ASOF join) give Feast's answer."""
