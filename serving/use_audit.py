@@ -105,7 +105,13 @@ class UseAudit:
         self.written = 0  # records written so far (read by tests and the node's metrics)
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            # the node still starts (a read-only data directory serves from what it holds); the writer
+            # retries every flush, and once its queue is full calls are refused, never answered unrecorded
+            log.error("audit trail: cannot create %s (%s): lookups are queued and refused once %d wait, "
+                      "until the directory is writable", self.directory, e.strerror or e, self._max)
         self._thread.start()
 
     def record(self, use: Use) -> None:
