@@ -4,6 +4,7 @@ and the check of an output file a command will write."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -18,6 +19,21 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return value
+
+
+def positive_float(number: str = "a number", subject: str = "") -> Callable[[str], float]:
+    """A finite number above zero: ``number`` names it in the refusal ("a number of seconds"),
+    ``subject`` what must be positive ("ε ")."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {number}: {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{subject}must be a positive {number.removeprefix('a ')}: {text!r}")
+        return value
+
+    return parse
 
 
 def iso_date(text: str) -> date:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from fedstore.cli.arguments import host_port, iso_time, positive_int
+from fedstore.cli.arguments import host_port, iso_time, positive_float, positive_int
 from fedstore.cli.render import table
 from fedstore.federation import FederationConfig
 from fedstore.federation.training import TRAINING_SPECS
@@ -29,24 +29,8 @@ if TYPE_CHECKING:  # the commands import these when run: Feast and gRPC take sec
 POLL_SECONDS = 0.25
 
 
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
-
-
-def positive_epsilon(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"ε must be a positive number: {text!r}")
-    return value
+positive_seconds = positive_float("a number of seconds")
+positive_epsilon = positive_float("a number", subject="ε ")
 
 
 def region_codes(text: str) -> tuple[str, ...]:
