@@ -53,6 +53,8 @@ MISTAKES = [
     ("grace not a number", ["serve", "--region", "MY", "--grace", "nan"], "--grace must be a number of seconds"),
     ("empty entity file", ["region", "training-set", "--region", "MY", "--entities", "", "--feature-service",
                            "fraud_scoring", "--out", "t.parquet"], "argument --entities: expected a path, got an empty"),
+    ("unknown codec", ["region", "training-set", "--region", "MY", "--entities", "e.parquet", "--feature-service",
+                       "fraud_scoring", "--out", "t.parquet", "--compression", "rar"], "argument --compression: invalid choice"),
     ("empty chart", ["region", "drift", "--region", "MY", "--chart", ""], "argument --chart: expected a path"),
     ("empty model file", ["region", "evaluate", "--region", "MY", "--epsilon", "1", "--model-file", ""],
      "argument --model-file: expected a path"),

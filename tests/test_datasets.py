@@ -124,6 +124,26 @@ def test_chunks_give_the_same_dataset(region, tmp_path):
     assert a == b and len(a) == len(times)
 
 
+def test_the_codec_asked_for_changes_the_file_not_the_rows(region, tmp_path, capsys):
+    times = [T + timedelta(hours=h) for h in range(0, 96, 3)]
+    ents = _entities(tmp_path / "e.parquet", times)
+    build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "auto.parquet", label="is_fraud",
+                                                  show_progress=False))
+    assert main(["--config", str(region.region.data_dir.parents[1] / "fedstore.yaml"), "region", "training-set",
+                 "--region", "MY", "--entities", str(ents),
+                 "--feature-service", "fraud_scoring", "--label", "is_fraud", "--out", str(tmp_path / "zstd.parquet"),
+                 "--compression", "zstd", "--no-progress"]) == 0
+    meta = pq.read_metadata(tmp_path / "zstd.parquet")
+    assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {"ZSTD"}
+    key = lambda r: r["event_timestamp"]  # noqa: E731
+    assert sorted(pq.read_table(tmp_path / "zstd.parquet").to_pylist(), key=key) == \
+        sorted(pq.read_table(tmp_path / "auto.parquet").to_pylist(), key=key)
+    with pytest.raises(InvalidOutput, match="compression must be one of auto, none"):
+        build_training_set(region, TrainingSetRequest(ents, "fraud_scoring", tmp_path / "bad.parquet",
+                                                      compression="rar", show_progress=False))
+    assert not (tmp_path / "bad.parquet").exists()
+
+
 def test_a_glob_of_entity_files_gives_the_one_files_dataset(region, tmp_path, capsys):
     """An entity set split over files (``--entities 'parts/*.parquet'``): the same rows as one file,
     every part fingerprinted; parts of different schemas, a glob naming nothing, or an output the

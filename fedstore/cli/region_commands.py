@@ -14,6 +14,7 @@ from fedstore.cli.render import age, table
 from fedstore.regions.errors import RegionError, RegionNotReady
 from fedstore.regions.store.materialize import MaterializeRequest, materialize
 from fedstore.regions.store.node import RegionNode
+from fedstore.regions.store.parquet_output import COMPRESSIONS
 from fedstore.regions.store.status import region_status
 
 
@@ -161,8 +162,11 @@ def add_dataset_parsers(cmds: argparse._SubParsersAction[argparse.ArgumentParser
     ts.add_argument("--feature-service", required=True, help="the Feast feature service whose features to join, e.g. fraud_scoring")
     ts.add_argument("--label", default=None, help="label to join (e.g. is_fraud)")
     ts.add_argument("--out", type=path_arg, required=True, help="output Parquet file")
-    ts.add_argument("--chunk-rows", type=positive_int, default=250_000,
+    ts.add_argument("--chunk-rows", type=positive_int, default=122_880,
                     help="rows per row group of the output Parquet (what a reader of it holds at once)")
+    ts.add_argument("--compression", choices=COMPRESSIONS, default="auto",
+                    help="of the output's columns: auto compresses (Snappy) only a column Snappy at least halves "
+                         "and dictionary-encodes repeated values; or one codec for every column")
     ts.add_argument("--consent", choices=("exclude", "mark"), default="exclude",
                     help="rows whose entity had not consented to local_training at the row's time (when the "
                          "region's consent.required lists it): leave them out, or keep them with "
@@ -191,6 +195,7 @@ def cmd_training_set(config: FederationConfig, args: argparse.Namespace) -> None
     request = TrainingSetRequest(
         entities=args.entities, feature_service=args.feature_service, out=args.out, label=args.label,
         chunk_rows=args.chunk_rows, show_progress=not args.no_progress, consent=args.consent,
+        compression=args.compression,
     )
     manifest = build_training_set(node, request, say=print)
     basis = manifest.consent

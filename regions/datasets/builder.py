@@ -22,6 +22,7 @@ import os
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -46,6 +47,7 @@ from fedstore.regions.store.fingerprint import fingerprint, source_fingerprints
 from fedstore.regions.store.node import RegionNode
 from fedstore.regions.store.erasure_list import read_erased
 from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
+from fedstore.regions.store.parquet_output import COMPRESSIONS
 from fedstore.regions.store.source_files import is_glob
 from fedstore.regions.store.point_in_time import literal, quote
 
@@ -58,7 +60,8 @@ class TrainingSetRequest:
     feature_service: str
     out: Path
     label: str | None = None
-    chunk_rows: int = 250_000  # rows per row group of the output: what a reader of it holds at once
+    chunk_rows: int = 122_880  # rows per row group of the output (DuckDB's default): what a reader holds at once
+    compression: str = "auto"  # of the output's columns: auto (where it pays) | none | snappy | zstd | lz4 | gzip
     consent: str = "exclude"  # rows without consent for local training: exclude | mark
     show_progress: bool = True
 
@@ -108,6 +111,8 @@ def build_training_set(
     began = time.perf_counter()
     if request.consent not in MODES:
         raise InvalidEntities(f"consent must be {' or '.join(MODES)}, got {request.consent!r}")
+    if request.compression not in COMPRESSIONS:
+        raise InvalidOutput(f"compression must be one of {', '.join(COMPRESSIONS)}, got {request.compression!r}")
     p = plan(node, request.feature_service, request.label)
     entities = EntityFile(request.entities, p.join_keys)
     features = [r.split(":", 1)[1] for r in p.refs]
@@ -137,8 +142,11 @@ def build_training_set(
         except OSError as e:
             raise InvalidOutput(f"cannot write the training set to {out}: {e.strerror}") from None
         entities.require_times()
-        written = _join_to_parquet(node, request.entities, p, tmp, request.chunk_rows,
-                                   gate if gate.changes_anything else None)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedstore-fingerprint") as pool:
+            # the entity file's digest for the manifest, read while the join reads the same bytes
+            entity_print = pool.submit(_entity_fingerprint, entities)
+            written = _join_to_parquet(node, request.entities, p, tmp, request.chunk_rows, request.compression,
+                                       gate if gate.changes_anything else None)
         if gate.changes_anything:
             gate.count(request.entities, entities.rows, tmp, written)
             if gate.kept == 0:
@@ -149,7 +157,8 @@ def build_training_set(
         bar.update(entities.rows)
         schema = pq.read_schema(tmp)
         rows, nulls, (lo, hi) = _summary(tmp, features)
-        manifest = _manifest(node, request, p, schema, entities, rows, nulls, (lo, hi), began, out)
+        manifest = _manifest(node, request, p, schema, entities, entity_print.result(), rows, nulls, (lo, hi),
+                             began, out)
         manifest = replace(manifest, consent=gate.basis())
         # the manifest is complete before the dataset takes its name, and the old one goes first: a
         # process killed in between leaves a dataset without a manifest, never one beside another
@@ -184,7 +193,7 @@ def _remove_abandoned_partials(out: Path) -> None:
 
 
 def _join_to_parquet(node: RegionNode, entities: Path, p: Plan, dataset: Path, row_group_rows: int,
-                     gate: TrainingSetFilter | None) -> int:
+                     compression: str, gate: TrainingSetFilter | None) -> int:
     """The point-in-time join of the whole entity file by the region's offline store, its rows
     through ``gate`` first, streamed into ``dataset``; the rows written. The sources were checked
     before the build, but a build may run for minutes: a part removed or cut short by an upstream
@@ -197,7 +206,7 @@ def _join_to_parquet(node: RegionNode, entities: Path, p: Plan, dataset: Path, r
         job = job.filtered(gate.entity_filter())
     try:
         # rows carry their keys and time: no sort to keep the entity file's order
-        return job.to_parquet(dataset, row_group_rows=row_group_rows, ordered=False)
+        return job.to_parquet(dataset, row_group_rows=row_group_rows, ordered=False, compression=compression)
     except duckdb.Error as e:
         raise unreadable_sources(node, p.views, e, "no training set was written") from None
 
@@ -253,6 +262,7 @@ def _manifest(
     p: Plan,
     schema: pa.Schema,
     entities: EntityFile,
+    entity_print: dict[str, Any],
     rows: int,
     nulls: dict[str, int],
     time_range: tuple[datetime | None, datetime | None],
@@ -272,7 +282,7 @@ def _manifest(
         label=request.label,
         schema=described,
         schema_hash=hashlib.sha256(json.dumps(described).encode()).hexdigest(),
-        entity_file={**_entity_fingerprint(entities), "path": str(request.entities.resolve()), "rows": entities.rows},
+        entity_file={**entity_print, "path": str(request.entities.resolve()), "rows": entities.rows},
         sources=[f.as_dict() for f in source_fingerprints([node.source_path(v) for v in p.views], node.data_dir,
                                                             node.fingerprints)],
         rows=rows,

@@ -23,6 +23,7 @@ import copy
 import os
 import shutil
 import tempfile
+import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
 from fedstore.regions.store import sorted_search
+from fedstore.regions.store.parquet_output import COMPRESSIONS, write_parquet
 from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote, ties_query
 
 OFFLINE_STORE_TYPE: Final = "fedstore.regions.store.offline_store.AsofOfflineStore"
@@ -213,7 +215,7 @@ class AsofRetrievalJob(RetrievalJob):
                 if v.created_timestamp_column and v.features else v for v in self._views]
 
     def _searched(self, conn: duckdb.DuckDBPyConnection, *, utc_times: bool, ordered: bool,
-                  batch_rows: int = 262_144) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
+                  batch_rows: int = 65_536) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
         """The join by ``sorted_search`` as a schema and a stream of batches, or None where the
         ASOF join must do it (asked to, views larger than the memory limit, keys of other types)."""
         if self._join == "asof" or (self._join == "auto" and not self._views_fit(conn)):
@@ -264,18 +266,24 @@ class AsofRetrievalJob(RetrievalJob):
     def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()
 
-    def to_parquet(self, path: Path, *, row_group_rows: int = 122_880, ordered: bool = True) -> int:
+    def to_parquet(self, path: Path, *, row_group_rows: int = 122_880, ordered: bool = True,
+                   compression: str = "auto") -> int:
         """Write the result to ``path`` as Parquet, streamed (bounded memory), entity time in UTC;
         returns the rows written. Unordered, the rows come as the join makes them (as Feast's do),
-        which spares a sort of the whole result where the ASOF join does it."""
+        which spares a sort of the whole result where the ASOF join does it. ``compression``: see
+        ``parquet_output`` (DuckDB's COPY, which writes the ASOF join's result, takes ``auto`` as
+        Snappy: it chooses each column's dictionary itself but compresses every column alike)."""
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
         with _connection(self._memory_limit, self._threads) as conn:
             self._prepare(conn)
             searched = self._searched(conn, utc_times=True, ordered=ordered)
             if searched is not None:
-                return write_parquet(path, *searched, row_group_rows)
+                return write_parquet(path, *searched, row_group_rows, compression)
             query = self.sql(utc_times=True, ordered=ordered, views=self.views_on(conn))
+            codec = {"auto": "snappy", "none": "uncompressed"}.get(compression, compression)
             row = conn.execute(f"COPY ({query}) TO {literal(str(path))} "
-                               f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)})").fetchone()
+                               f"(FORMAT parquet, ROW_GROUP_SIZE {int(row_group_rows)}, COMPRESSION {codec})").fetchone()
         return int(row[0]) if row else 0
 
     @property
@@ -322,43 +330,6 @@ def in_order(work: Callable[[pa.RecordBatch], pa.RecordBatch], batches: Iterator
             yield pending.popleft().result()
 
 
-def write_parquet(path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch], row_group_rows: int) -> int:
-    """The batches into one Parquet file, in row groups of ``row_group_rows``; the rows written.
-    Written as DuckDB's COPY writes (no Arrow schema stored: a UTC time reads back as UTC; Snappy),
-    but no dictionary is tried: most of a training set's columns are measurements, whose
-    dictionary is given up after a page (~0.1 s per 1M rows spent for nothing). A thread of its
-    own writes while the next batches are joined (Arrow's writer lets go of the GIL); at most two
-    row groups wait for it."""
-    rows = 0
-    held: list[pa.RecordBatch] = []
-    count = 0
-    with pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=False, store_schema=False) as writer, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedstore-parquet") as pool:
-        waiting: deque[Future[None]] = deque()
-
-        def write(table: pa.Table) -> None:
-            waiting.append(pool.submit(writer.write_table, table, row_group_size=row_group_rows))
-            while len(waiting) > 2:
-                waiting.popleft().result()
-
-        for batch in batches:
-            held.append(batch)
-            count += batch.num_rows
-            if count >= row_group_rows:
-                table = pa.Table.from_batches(held, schema)
-                whole = count - count % row_group_rows
-                write(table.slice(0, whole))
-                rest = table.slice(whole)
-                held, count = rest.to_batches(), rest.num_rows
-                rows += whole
-        if count or not rows:
-            write(pa.Table.from_batches(held, schema))
-            rows += count
-        while waiting:
-            waiting.popleft().result()
-    return rows
-
-
 def _bytes(size: str) -> int | None:
     """A memory limit as DuckDB takes it (``512MB``, ``1GiB``...) in bytes; None if not such."""
     text = size.strip().upper().replace(" ", "")
@@ -397,8 +368,8 @@ def _parquet_schema(files: str) -> dict[str, np.dtype]:
 @contextmanager
 def _connection(memory_limit: str, threads: int | None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection of its own per retrieval (nothing shared between threads or jobs), its
-    spill files in a directory of its own, removed after."""
-    spill = tempfile.mkdtemp(prefix="fedstore-asof-")
+    spill files in a directory of its own, removed after (DuckDB makes it only when it spills)."""
+    spill = os.path.join(tempfile.gettempdir(), f"fedstore-asof-{uuid.uuid4().hex}")
     config: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": spill}
     if threads:
         config["threads"] = threads
