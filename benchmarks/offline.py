@@ -145,7 +145,7 @@ def _raw_search(node, entities: Path, out: Path) -> int:
     import duckdb
 
     from fedstore.regions.store import sorted_search
-    from fedstore.regions.store.offline_store import in_order
+    from fedstore.regions.store.batch_streams import in_order
     from fedstore.regions.store.parquet_output import write_parquet
     from fedstore.regions.store.point_in_time import ViewJoin
 

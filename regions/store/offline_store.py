@@ -24,8 +24,6 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -50,6 +48,7 @@ from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
 from fedstore.regions.store import sorted_search
+from fedstore.regions.store.batch_streams import ReadAhead, in_order
 from fedstore.regions.store.parquet_output import COMPRESSIONS, write_parquet
 from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote, ties_query
 
@@ -214,12 +213,15 @@ class AsofRetrievalJob(RetrievalJob):
         return [replace(v, created_ties=bool(conn.execute(ties_query(v)).fetchall()[0][0]))
                 if v.created_timestamp_column and v.features else v for v in self._views]
 
+    @contextmanager
     def _searched(self, conn: duckdb.DuckDBPyConnection, *, utc_times: bool, ordered: bool,
-                  batch_rows: int = 65_536) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
+                  batch_rows: int = 65_536) -> Iterator[tuple[pa.Schema, Iterator[pa.RecordBatch]] | None]:
         """The join by ``sorted_search`` as a schema and a stream of batches, or None where the
-        ASOF join must do it (asked to, views larger than the memory limit, keys of other types)."""
+        ASOF join must do it (asked to, views larger than the memory limit, keys of other types).
+        The stream is read within the block: leaving it stops reading ``conn``."""
         if self._join == "asof" or (self._join == "auto" and not self._views_fit(conn)):
-            return None
+            yield None
+            return
         e = self._entities
         relation, columns = e.relation(), e.columns
         if self._filter is not None:
@@ -232,15 +234,23 @@ class AsofRetrievalJob(RetrievalJob):
         query = f"SELECT {', '.join(out)}, epoch_us(CAST(e.{ts} AS TIMESTAMPTZ)) AS {_TIME} FROM ({relation}) AS e{order}"
         empty = conn.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table()
         types = {f.name: f.type for f in empty.schema}
+        # the first entity rows are read while the views load (on a connection of their own: one
+        # DuckDB connection runs one query at a time)
+        entities = ReadAhead(conn.sql(query).to_arrow_reader(batch_rows))
         try:
-            views = [sorted_search.load(conn, v, types) for v in self._views if v.features]
-        except sorted_search.NotSearchable:
-            return None
-        schema = sorted_search.join(empty.to_batches()[0] if empty.num_rows else
-                                    pa.RecordBatch.from_pylist([], schema=empty.schema), _TIME, views, columns).schema
-        reader = conn.sql(query).to_arrow_reader(batch_rows)
-        workers = max(1, min(self._threads or os.cpu_count() or 1, 4))
-        return schema, in_order(lambda b: sorted_search.join(b, _TIME, views, columns), reader, workers)
+            try:
+                with conn.cursor() as views_conn:
+                    views_conn.execute("SET TimeZone = 'UTC'")  # per connection, as in ``_connection``
+                    views = [sorted_search.load(views_conn, v, types) for v in self._views if v.features]
+            except sorted_search.NotSearchable:
+                yield None
+                return
+            schema = sorted_search.join(empty.to_batches()[0] if empty.num_rows else
+                                        pa.RecordBatch.from_pylist([], schema=empty.schema), _TIME, views, columns).schema
+            workers = max(1, min(self._threads or os.cpu_count() or 1, 4))
+            yield schema, in_order(lambda b: sorted_search.join(b, _TIME, views, columns), iter(entities), workers)
+        finally:
+            entities.close()
 
     def _views_fit(self, conn: duckdb.DuckDBPyConnection) -> bool:
         """Whether the views' rows, held sorted in memory, fit in the memory limit (from the
@@ -257,10 +267,10 @@ class AsofRetrievalJob(RetrievalJob):
     def _to_arrow_internal(self, timeout: Optional[int] = None) -> pa.Table:
         with _connection(self._memory_limit, self._threads) as conn:
             self._prepare(conn)
-            searched = self._searched(conn, utc_times=False, ordered=True)
-            if searched is not None:
-                schema, batches = searched
-                return pa.Table.from_batches(list(batches), schema)
+            with self._searched(conn, utc_times=False, ordered=True) as searched:
+                if searched is not None:
+                    schema, batches = searched
+                    return pa.Table.from_batches(list(batches), schema)
             return conn.sql(self.sql(views=self.views_on(conn))).to_arrow_table()
 
     def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
@@ -277,9 +287,9 @@ class AsofRetrievalJob(RetrievalJob):
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
         with _connection(self._memory_limit, self._threads) as conn:
             self._prepare(conn)
-            searched = self._searched(conn, utc_times=True, ordered=ordered)
-            if searched is not None:
-                return write_parquet(path, *searched, row_group_rows, compression)
+            with self._searched(conn, utc_times=True, ordered=ordered) as searched:
+                if searched is not None:
+                    return write_parquet(path, *searched, row_group_rows, compression)
             query = self.sql(utc_times=True, ordered=ordered, views=self.views_on(conn))
             codec = {"auto": "snappy", "none": "uncompressed"}.get(compression, compression)
             row = conn.execute(f"COPY ({query}) TO {literal(str(path))} "
@@ -311,23 +321,6 @@ class AsofRetrievalJob(RetrievalJob):
 
         _write_data_source(ibis.memtable(self.to_arrow()), storage.to_data_source(), self._repo_path,
                            "overwrite", allow_overwrite)
-
-
-def in_order(work: Callable[[pa.RecordBatch], pa.RecordBatch], batches: Iterator[pa.RecordBatch],
-              workers: int) -> Iterator[pa.RecordBatch]:
-    """``work`` on each batch, ``workers`` batches at a time in threads (numpy and Arrow let go of
-    the GIL), the results in the batches' order; at most ``workers + 1`` batches in hand."""
-    if workers == 1:
-        yield from map(work, batches)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedstore-join") as pool:
-        pending: deque[Future[pa.RecordBatch]] = deque()
-        for batch in batches:
-            pending.append(pool.submit(work, batch))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def _bytes(size: str) -> int | None:

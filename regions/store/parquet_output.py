@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 COMPRESSIONS: Final = ("auto", "none", "snappy", "zstd", "lz4", "gzip")
-_SAMPLE_ROWS = 16_384  # enough to see repetition; small enough to cost ~1 ms a column
+_SAMPLE_ROWS = 8_192  # enough to see repetition; small enough to cost well under 1 ms a column
 _REPEATS = 4  # dictionary when a row group holds at most a quarter as many distinct values as rows
 _PAYS = 0.5  # ``auto`` compresses a plain column when Snappy at least halves its sample
 
