@@ -130,16 +130,19 @@ class OnlineFeatures:
 
     def get(
         self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None,
-        purpose: Purpose = Purpose.SERVING,
+        purpose: Purpose = Purpose.SERVING, audited: bool = True,
     ) -> Answer:
         """The features of ``columns``' entities for ``purpose``: an entity without consent for it
         (``serving.consent``) is in the answer's ``withheld`` rows, its values and timestamps blanked.
-        With an audit trail, the call is recorded before it answers (``serving.use_audit``)."""
-        return run(self.get_steps(resolved, columns, time_left=time_left, purpose=purpose))
+        With an audit trail, the call is recorded before it answers (``serving.use_audit``); with
+        ``audited`` False, only a call that ends in an error here is, and the caller records the
+        answer itself once it knows what its caller gets (``record``: Score, after its log)."""
+        return run(self.get_steps(resolved, columns, time_left=time_left, purpose=purpose, audited=audited))
 
     def get_steps(
         self, resolved: Resolved, columns: Mapping[str, Sequence[object]], *, time_left: float | None = None,
         purpose: Purpose = Purpose.SERVING, pipelined: bool = False, call: CallOf | None = None,
+        audited: bool = True,
     ) -> Steps[Answer]:
         """``get`` as steps: with ``pipelined`` (a single Redis: ``RedisReader``), the online read
         is not made here but yielded (``PendingRead``) for the caller to send, with other lookups'
@@ -163,11 +166,21 @@ class OnlineFeatures:
                 self.metrics.consent_withheld(purpose.value, len(withheld))
                 answer.rows = {view: _blanked(rows, withheld) for view, rows in answer.rows.items()}
                 answer.withheld = withheld
-        if audit is not None:
-            n = len(answer.withheld)
-            self._record(audit, resolved, purpose, answer.entities.count, n, "withheld" if n else "answered",
-                         answer.entities, call)
+        if audited:
+            self.record(resolved, purpose, answer, call=call)
         return answer
+
+    def record(self, resolved: Resolved, purpose: Purpose, answer: Answer, outcome: str | None = None, *,
+               call: CallOf | None = None) -> None:
+        """The audit record of a call that read ``answer``: ``outcome`` None is ``answered`` (or
+        ``withheld`` when consent kept some back); ``call`` None, ``CALL`` of this thread. Raises
+        ``Overloaded`` when the trail refuses it (the call must not answer)."""
+        audit = self.audit
+        if audit is None:
+            return
+        n = len(answer.withheld)
+        self._record(audit, resolved, purpose, answer.entities.count, n,
+                     outcome or ("withheld" if n else "answered"), answer.entities, call or CALL.get())
 
     def _record(self, audit: UseAudit, resolved: Resolved, purpose: Purpose, entities: int, withheld: int,
                 outcome: str, named: Entities | None, call: CallOf | None) -> None:

@@ -7,13 +7,15 @@ their data lives.
             ─▶ per entity: the stage that serves it (``federation.traffic.route``, the registry's
                split), its score and each feature's contribution; every shadow model's score
             ─▶ the prediction log's queue (refused when full: nothing is answered unlogged)
+            ─▶ the call's audit record (``use_audit``), made after the log's verdict so its outcome
+               is what the caller got: ``answered``, or ``refused: <why>`` when the log refused
             ─▶ the answer, without any shadow score
 
 **Per call, only what the call needs**: the deployment's plan (features, bounds, each model's
 positions and weights) is worked out once per deployment and feature service; a call rescales each
 value once for every model, writes the answer's bytes straight from the scores (``score_wire``: no
 protobuf object per entity or contribution) and a tuple per entity for the log, and hands those to
-the log's queue without waking its writer (``prediction_log``).
+the log's queue without waking its writer (``prediction_log``, ``day_log``).
 
 **Consent**: an entity without consent for the call's purpose (``serving.consent``) is not scored
 and not logged: its result is ``scored: false`` with status ``WITHHELD_NO_CONSENT``.
@@ -163,9 +165,30 @@ class Scorer:
             shadows = plan.shadows if plan else ()
             held = f" (in shadow only: {', '.join(m.label for m in shadows)})" if shadows else ""
             raise NoModel(f"region {region}: no model takes traffic for feature service {feature_service!r} here{held}")
+        resolved = self.features.resolve(feature_service=None, refs=plan.refs)
+        # the call's audit record waits for the log's verdict, so it says what the caller got
+        answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose, audited=False)
+        try:
+            results, rows = self._scored(plan, feature_service, resolved, answer)
+            if rows:
+                self.log.append(rows)  # before answering: an answered prediction is a logged one
+        except LogFull as e:
+            self.features.metrics.predictions("refused_log_full", len(rows))
+            self.features.record(resolved, purpose, answer, f"refused: {e}")
+            raise Overloaded(f"region {region}: {e}") from None
+        except Exception as e:
+            self.features.record(resolved, purpose, answer, type(e).__name__)
+            raise
+        # after the log took the rows: should the trail refuse the record now, the caller gets
+        # RESOURCE_EXHAUSTED and the log holds predictions nobody received, never the other way round
+        self.features.record(resolved, purpose, answer)
+        return wire.response(results, encode_metadata(answer, region))  # as a lookup's answer has it
+
+    def _scored(self, plan: _Plan, feature_service: str, resolved: Resolved,
+                answer: Answer) -> tuple[list[bytes], list[Prediction]]:
+        """Each entity's result on the wire, and the log's rows (none for an entity withheld)."""
+        region = self.features.region
         serving, shadows, refs = plan.serving, plan.shadows, plan.refs
-        resolved = self.features.resolve(feature_service=None, refs=refs)
-        answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
         withheld = answer.withheld
         values, codes, present = _values(resolved, answer, plan.bounds)
         contributions = _contributions(plan, values)
@@ -210,13 +233,7 @@ class Scorer:
                 values=tuple(v if ok else None for v, ok in zip(row_values, here, strict=True)),
                 imputed=tuple(r for r, ok in zip(refs, here, strict=True) if not ok), job_ids=tuple(jobs[i]),
                 source=answer.source))
-        try:
-            if rows:
-                self.log.append(rows)  # before answering: an answered prediction is a logged one
-        except LogFull as e:
-            self.features.metrics.predictions("refused_log_full", len(rows))
-            raise Overloaded(f"region {region}: {e}") from None
-        return wire.response(results, encode_metadata(answer, region))  # as a lookup's answer has it
+        return results, rows
 
 
 def _values(resolved: Resolved, answer: Answer,
