@@ -92,6 +92,7 @@ class DayLog(Generic[Row]):
             self.kind.log.error("%s: cannot create %s (%s): %s are queued and refused once %d wait, until the "
                                 "directory is writable", self.kind.name, self.directory, e.strerror or e,
                                 self.kind.calls, self._max_batches)
+            self._failing = True  # said: the writer's failures are not said again, its recovery is
         self._thread.start()
 
     def append(self, rows: Sequence[Row]) -> None:

@@ -619,6 +619,44 @@ def test_a_log_that_cannot_be_written_refuses_calls_then_writes_everything_once_
     assert caplog.text.count("cannot be written") == 1 and "is written again" in caplog.text
 
 
+def test_a_score_the_log_refuses_is_on_the_audit_trail_as_refused_not_answered(tmp_path, clean_redis, monkeypatch,
+                                                                               pki):
+    from datetime import timedelta
+
+    from fedstore.serving.use_audit import read_uses
+
+    def one_batch(raw: dict) -> None:  # the log's queue holds one call: the second one waiting is refused
+        raw["regions"][0]["serving"]["models"]["log_queue_batches"] = 1
+
+    scene = Scene(tmp_path, clean_redis["MY"].url, monkeypatch, pki, configure_more=one_batch)
+    try:
+        scene.registry.register(_candidate(1), who="trainer")
+        scene.deploy(1, *RAMP)
+        scene.wait_loaded((("full", "fraud_lda", 1),))
+        data_dir = scene.node.region.data_dir
+        today = datetime.now(UTC).date()
+        for day in (today, today + timedelta(days=1)):  # the day's partition cannot be made (past midnight too)
+            (data_dir / "predictions" / f"day={day.isoformat()}").write_text("not a directory")
+        answered, refused = 0, None
+        for _ in range(20):  # the writer takes the first call, fails, and takes nothing more: the queue fills
+            try:
+                scene.score([1, 2])
+                answered += 1
+            except grpc.RpcError as e:
+                refused = e
+                break
+            time.sleep(0.05)
+        assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "writer is behind" in refused.details()
+    finally:
+        scene.close()  # a clean stop writes the audit trail's queue
+    scores = [u for u in read_uses(data_dir).to_pylist() if u["method"] == "Score"]
+    # one record per call, each saying what its caller got
+    assert [u["outcome"] for u in scores] == ["answered"] * answered + [
+        "refused: the prediction log's writer is behind; try again shortly"]
+    assert all(u["caller"] == "fraud-app" and u["entities"] == 2 for u in scores)
+
+
 def test_values_past_their_views_max_age_and_nulls_are_imputed_with_their_status():
     """The statuses a lookup gives, as Score reads them (a stored Value per feature, Feast's bytes)."""
     from feast.value_type import ValueType
