@@ -51,7 +51,8 @@ SCHEMA = pa.schema([
     pa.field("feature_service", pa.string()),  # the service's name, or the views read ("view,view")
     pa.field("entities", pa.int32()),
     pa.field("withheld", pa.int32()),  # entities whose values consent kept back
-    pa.field("outcome", pa.string()),  # answered | withheld | refused: why (Score's log refused it) | the error's kind
+    # answered | withheld | "refused: <why>" (a Score whose rows the prediction log refused) | the error's kind
+    pa.field("outcome", pa.string()),
     pa.field("entity_ids", pa.list_(pa.string())),  # null unless serving.audit_entity_ids
 ])
 
