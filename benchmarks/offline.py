@@ -7,8 +7,9 @@ with a request id. Each variant runs in its own process so its peak RSS is its o
   feast      FeatureStore.get_historical_features(entity_df, fraud_scoring).to_arrow() on Feast's
              own DuckDB offline store (``offline_store: {type: duckdb}``), whole frame in memory
   asof       the same call on the region's store (``AsofOfflineStore``): same frame, same answer
-  fedstore   build_training_set: the entity file streamed by DuckDB through the ASOF store and
-             COPY'd to Parquet, plus manifest and index (what `fedstore region training-set` does)
+  fedstore   build_training_set: the entity file streamed by DuckDB through the store's join and
+             written to Parquet (each column encoded as its values ask: ``parquet_output``), plus
+             manifest and index (what `fedstore region training-set` does); its file's size is shown
   raw        the engine's limit: one plain ASOF LEFT JOIN per view (no TTL, no tie-break on created
              time) of the entity file, COPY'd to Parquet
   search     the other limit, that of the store's own join (``sorted_search``, which beats the raw
@@ -104,13 +105,14 @@ def worker(args: argparse.Namespace) -> None:
     rows, table = _run(args.variant, node, Path(args.entities), Path(args.out))
     seconds = time.perf_counter() - began
     usage_at_stop = resource.getrusage(resource.RUSAGE_SELF)
+    written = Path(args.out).stat().st_size / 1e6 if table is None else None  # Feast's frame is not a file
     if table is not None:  # kept for the comparison, after the clock stopped
         import pyarrow.parquet as pq
 
         pq.write_table(table, args.out)
     usage = resource.getrusage(resource.RUSAGE_SELF)  # peak RSS: the comparison's copy may add to it
     print(json.dumps({"seconds": seconds, "cpu": usage_at_stop.ru_utime + usage_at_stop.ru_stime - cpu_before, "rows": rows,
-                      "peak_mb": usage.ru_maxrss / 1024}))
+                      "peak_mb": usage.ru_maxrss / 1024, "file_mb": written}))
 
 
 def _run(variant: str, node, entities: Path, out: Path) -> tuple[int, object]:
@@ -252,7 +254,8 @@ def main() -> None:
                     runs[variant].append(json.loads(run.stdout.strip().splitlines()[-1]))
                     r = runs[variant][-1]
                     print(f"  {n:>11,} entity rows  round {round_ + 1}  {variant:9} {r['seconds']:7.2f}s wall "
-                          f"{r['cpu']:7.2f}s CPU  {r['peak_mb']:7.0f} MB", flush=True)
+                          f"{r['cpu']:7.2f}s CPU  {r['peak_mb']:7.0f} MB"
+                          + (f"  file {r['file_mb']:.1f} MB" if r.get("file_mb") else ""), flush=True)
             for variant in VARIANTS:
                 if variant not in runs:
                     results[n, variant] = None
