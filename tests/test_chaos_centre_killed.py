@@ -1,0 +1,158 @@
+"""The centre killed (SIGKILL, a process of its own) while regions send statistics, then restarted on
+its store: every submission is stored once, each region's ε is charged once per release at both
+ends, and a reply lost with the centre is settled as a replay, not a second charge."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from border import with_mtls
+from fedstore.aggregator.store import SubmissionStore
+from fedstore.federation import load_config
+from fedstore.federation.channels import centre_link
+from fedstore.federation.statistics import CATALOG
+from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
+from fedstore.regions.publishing.budget import BudgetLedger
+from fedstore.regions.publishing.outbox import Backoff, send_outbox, to_proto
+from fedstore.regions.publishing.publish import outbox_dir, publish_statistics
+from fedstore.regions.store.node import RegionNode
+from handmade import write_sources
+
+pytestmark = pytest.mark.slow
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+T = NOW - timedelta(days=2)
+TOKENS = {"MY": "region-my-secret", "SG": "region-sg-secret"}
+SPEC = tuple(s for s in CATALOG if s.view == "customer_profile")
+QUICK = Backoff(base=0.05, cap=0.1, attempts=2)  # a dead centre is told within a second
+
+
+def _config(tmp_path: Path, pki, monkeypatch):
+    for code, secret in TOKENS.items():
+        monkeypatch.setenv(f"AGG_TOKEN_{code}", secret)
+    raw = {
+        "federation": {"name": "t"},
+        "regions": [
+            {"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
+             "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52100 + i}"}
+            for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
+                                                 ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])
+        ],
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c],
+                             "roles": ["publish", "statistics-read"]} for c in TOKENS]},
+        "privacy": {"epsilon_per_month": 3.0, "minimum_cohort": 10},
+    }
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
+    return load_config(tmp_path / "fed.yaml")
+
+
+class Centre:
+    """``centre_process.py`` on the test's fixed clock, on the store at ``store``."""
+
+    def __init__(self, config_path: Path, store: Path) -> None:
+        here = Path(__file__).parent
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen([sys.executable, str(here / "centre_process.py"), str(config_path),
+                                         str(store), NOW.isoformat()],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        self.address = f"127.0.0.1:{int(self.process.stdout.readline())}"  # type: ignore[union-attr]
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()  # type: ignore[union-attr]
+            self.process.wait(timeout=60)
+
+
+def _queue(config, code: str, count: int, epsilon: float) -> tuple[RegionNode, list[tuple[str, float, Path]]]:
+    node = RegionNode(config.region(code))
+    write_sources(node.data_dir, customers=300, drivers=3, days=2, start=T,
+                  id_offset={"MY": 10**9, "SG": 2 * 10**9}[code])
+    node.apply()
+    queued = []
+    for _ in range(count):
+        sid, released, path = publish_statistics(node, config.privacy, epsilon=epsilon, end=T + timedelta(days=3),
+                                                 catalog=SPEC)
+        queued.append((sid, released.accounting.epsilon, path))
+    return node, queued
+
+
+def _status(path: Path) -> str:
+    return json.loads(path.read_text())["status"]
+
+
+def test_a_centre_killed_while_regions_send_stores_each_release_once_after_its_restart(tmp_path, pki, monkeypatch):
+    config = _config(tmp_path, pki, monkeypatch)
+    store_path = tmp_path / "centre" / "aggregator.duckdb"
+    my, my_queue = _queue(config, "MY", 3, 0.5)
+    sg, sg_queue = _queue(config, "SG", 6, 0.4)
+    centre = Centre(tmp_path / "fed.yaml", store_path)
+    try:
+        # a reply lost with the centre: MY's first release reached the centre and was stored, but the
+        # region never learnt it (its file still says queued)
+        lost_sid, _, lost_path = my_queue[0]
+        with centre_link(config, "MY", centre.address).channel() as channel:
+            receipt = aggregator_pb2_grpc.AggregatorStub(channel).Submit(
+                to_proto(json.loads(lost_path.read_text())), timeout=10,
+                metadata=(("authorization", f"Bearer {TOKENS['MY']}"),))
+        assert receipt.receipt_id and not receipt.replay and _status(lost_path) == "queued"
+
+        # SG sends its six while the centre is killed under it, after the first is acknowledged
+        outcomes: list[tuple[str, str]] = []
+        sending = threading.Thread(target=lambda: outcomes.extend(send_outbox(
+            outbox_dir(sg.data_dir), centre_link(config, "SG", centre.address), TOKENS["SG"], backoff=QUICK)))
+        sending.start()
+        # polled closely, so the kill lands with some of the six still queued
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(_status(p) == "sent" for _, _, p in sg_queue):
+            time.sleep(0.001)
+        centre.kill()
+        sending.join(60)
+        assert not sending.is_alive()
+        assert all(o == "sent" or o.startswith("queued") for _, o in outcomes), outcomes
+        assert any(o.startswith("queued") for _, o in outcomes), "every release was sent before the kill"
+        # MY tries while the centre is down: everything stays queued, nothing is marked rejected
+        down = send_outbox(outbox_dir(my.data_dir), centre_link(config, "MY", centre.address), TOKENS["MY"],
+                           backoff=QUICK)
+        assert [o.split(":")[0] for _, o in down] == ["queued"] * 3, down
+        assert all(_status(p) == "queued" for _, _, p in my_queue)
+
+        centre = Centre(tmp_path / "fed.yaml", store_path)  # restarted on its store
+        for node, code in ((my, "MY"), (sg, "SG")):
+            again = send_outbox(outbox_dir(node.data_dir), centre_link(config, code, centre.address), TOKENS[code],
+                                backoff=QUICK)
+            assert again and all(o == "sent" for _, o in again), again
+        assert json.loads(lost_path.read_text())["replay"] is True  # the lost reply was settled as a replay
+        assert json.loads(lost_path.read_text())["receipt_id"] == receipt.receipt_id
+    finally:
+        centre.stop()
+
+    store = SubmissionStore(store_path)
+    try:
+        period = BudgetLedger.period(NOW)
+        stored = {r.submission_id for r in store.features(None)}
+        for code, node, queue in (("MY", my, my_queue), ("SG", sg, sg_queue)):
+            assert {sid for sid, _, _ in queue} <= stored  # each one there
+            spent = sum(eps for _, eps, _ in queue)
+            assert store.epsilon_spent(code, period) == pytest.approx(spent)  # and charged once at the centre
+            ledger = BudgetLedger(node.data_dir / "privacy_budget.db", code,
+                                  epsilon_per_month=config.privacy.epsilon_per_month)
+            assert ledger.spent(period) == pytest.approx(spent)  # and once in the region
+        assert len(stored) == len(my_queue) + len(sg_queue)
+    finally:
+        store.close()
