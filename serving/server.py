@@ -25,6 +25,7 @@ own, answered by the same lookup path behind the same guard.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -389,8 +390,12 @@ class ServingNode:
             step()
         except Exception as e:  # noqa: BLE001 -- the refresher must outlive a bad moment; the next tick retries
             if name not in self._failing:
-                log.exception("region %s: refresh step %s failed (retried every %.0fs)", self.region.code, name,
-                              self.refresh_seconds)
+                if isinstance(e, (OSError, sqlite3.Error)):  # the data volume (full, read-only): no bug, one line
+                    log.error("region %s: refresh step %s failed: %s (retried every %gs)", self.region.code, name,
+                              e, self.refresh_seconds)
+                else:
+                    log.exception("region %s: refresh step %s failed (retried every %gs)", self.region.code, name,
+                                  self.refresh_seconds)
             self._failing[name] = str(e)
             return
         if self._failing.pop(name, None) is not None:
@@ -442,11 +447,19 @@ class ServingNode:
     def _check_health(self) -> None:
         up = self.reader.ping()  # blocking: on the calling thread, not the loop
         self.metrics.online_store_up(up)
-        if up:
-            self._check_loaded()
-        elif self._loaded is not None and isinstance(self.reader, RedisReader):
-            # down: what the marker must name once it is back, so its first answers are checked too
-            self.reader.expect(self._loaded.expected(self.catalog.current.views))
+        try:
+            if up:
+                self._check_loaded()
+            elif self._loaded is not None and isinstance(self.reader, RedisReader):
+                # down: what the marker must name once it is back, so its first answers are checked too
+                self.reader.expect(self._loaded.expected(self.catalog.current.views))
+        finally:
+            # the marker check reads the job ledger, which a full or read-only data volume may not open:
+            # the statuses still follow the store (they stayed SERVING with Redis gone); lookups keep
+            # checking the marker against the last loads read
+            self._set_health(up)
+
+    def _set_health(self, up: bool) -> None:
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         views = tuple(self.catalog.current.views.values())
