@@ -16,6 +16,10 @@ therefore re-dated before it is sent: its spend moves to the sending month in th
 ledger (when that month's budget holds it; else it stays queued, held for budget) and its period
 becomes that month. Its noise, drawn at publishing, is unchanged: only which month pays for it. A
 period refusal (the two clocks apart across midnight of the 1st) keeps it queued for the next run.
+A queued submission of an earlier month may have reached the centre already, its reply lost (sent
+before the month turned, or before this side's clock jumped): it is sent once more as it is first,
+so a stored one is answered as a replay (charged in the month it was received in, its spend not
+moved) rather than refused as other content under its id; only a period refusal re-dates it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ _CREDENTIALS = {
 }
 _UNREACHABLE = "queued: aggregator unreachable"
 _HANDSHAKE = "queued: TLS handshake failed"
+_OTHER_MONTH = "queued: period:"  # the centre's month is not the submission's: no verdict on it
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,8 @@ def send_outbox(
     credentials were refused, or the centre failed while handling it; once it was unreachable or
     the handshake failed, the submissions after it are not tried this run), "unreadable: <reason>"
     (a file in the outbox that is no submission; the others are sent).
-    A submission queued in an earlier month is re-dated to the sending month first (``redate``).
+    A submission queued in an earlier month is sent as it is first (it may be stored already, its reply
+    lost), and re-dated to the sending month (``redate``) only when the centre refuses its month.
     """
     results = []
     unreachable = ""
@@ -177,12 +183,7 @@ def send_outbox(
                 body = json.loads(path.read_text())
                 if body.get("status") != "queued":
                     continue
-                to_proto(body)  # a file that is no submission is named before anything is changed
-                held = redate(path, body, clock(), ledger)
-                if held:
-                    results.append((body["submission_id"], held))
-                    continue
-                request = to_proto(body)  # a file that parses but lacks a field is no submission either
+                request = to_proto(body)  # a file that is no submission is named before anything is changed
             except (ValueError, AttributeError, TypeError) as e:  # one damaged file must not stop the others
                 results.append((path.stem, f"unreadable: {path} is not a submission ({e}); repair or remove it"))
                 continue
@@ -195,11 +196,26 @@ def send_outbox(
                 # wait as long again (7.5 s each by default, a minute each when calls time out)
                 results.append((body["submission_id"], f"queued: not tried, {unreachable}"))
                 continue
-            outcome = _send_one(stub, link, path, body, request, token, backoff, sleep)
+            outcome = _send_in_month(stub, link, path, body, request, token, backoff, sleep, clock(), ledger)
             if outcome.startswith((_UNREACHABLE, _HANDSHAKE)):
                 unreachable = outcome.removeprefix("queued: ")
             results.append((body["submission_id"], outcome))
     return results
+
+
+def _send_in_month(stub: aggregator_pb2_grpc.AggregatorStub, link: CentreLink, path: Path, body: dict,
+                   request: pb.Submission, token: str, backoff: Backoff, sleep: Callable[[float], None],
+                   now: datetime, ledger: BudgetLedger | None) -> str:
+    """Send one queued submission, re-dated to the month of ``now`` only when the centre will not
+    take it as it is (see the module docstring: an earlier attempt may be stored under these bytes)."""
+    if body["period"] != BudgetLedger.period(now):
+        outcome = _send_one(stub, link, path, body, request, token, backoff, sleep)
+        if not outcome.startswith(_OTHER_MONTH):
+            return outcome  # a replay of what the centre stored, or its verdict, or no answer at all
+    held = redate(path, body, now, ledger)
+    if held:
+        return held
+    return _send_one(stub, link, path, body, to_proto(body), token, backoff, sleep)
 
 
 def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, link: CentreLink, path: Path, body: dict,

@@ -156,3 +156,44 @@ def test_a_centre_killed_while_regions_send_stores_each_release_once_after_its_r
         assert len(stored) == len(my_queue) + len(sg_queue)
     finally:
         store.close()
+
+
+def test_a_reply_lost_before_the_month_turns_is_settled_as_a_replay_not_redated_and_refused(
+        tmp_path, pki, monkeypatch):
+    """The centre stored a release and its reply was lost; the region's next run is in the next
+    month (the month turned, or its clock jumped). It used to re-date the file first — new content
+    under the same id — so the centre refused it ("accepted with other content") and the region
+    marked it rejected for good, its spend moved to a month the centre never charged. A release
+    that never reached the centre is still re-dated and charged in the sending month."""
+    from fedstore.aggregator.intake.server import build_server
+
+    config = _config(tmp_path, pki, monkeypatch)
+    node, queue = _queue(config, "MY", 2, 0.5)
+    (lost_sid, eps, lost_path), (later_sid, later_eps, later_path) = queue
+    month, next_month = BudgetLedger.period(NOW), BudgetLedger.period(NOW.replace(day=1) + timedelta(days=32))
+    turned = datetime.fromisoformat(f"{next_month}-01T00:30:00+00:00")
+    clock = [NOW]  # the centre's clock and the region's, both the test's
+    server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0",
+                                       clock=lambda: clock[0])
+    server.start()
+    try:
+        link = centre_link(config, "MY", f"127.0.0.1:{port}")
+        with link.channel() as channel:  # stored at the centre, the reply lost on the way back
+            receipt = aggregator_pb2_grpc.AggregatorStub(channel).Submit(
+                to_proto(json.loads(lost_path.read_text())), timeout=10,
+                metadata=(("authorization", f"Bearer {TOKENS['MY']}"),))
+        clock[0] = turned
+        ledger = BudgetLedger(node.data_dir / "privacy_budget.db", "MY",
+                              epsilon_per_month=config.privacy.epsilon_per_month)
+        out = dict(send_outbox(outbox_dir(node.data_dir), link, TOKENS["MY"], backoff=QUICK, ledger=ledger,
+                               clock=lambda: clock[0]))
+        assert out == {lost_sid: "sent", later_sid: "sent"}, out
+        lost = json.loads(lost_path.read_text())
+        assert lost["replay"] is True and lost["receipt_id"] == receipt.receipt_id and lost["period"] == month
+        assert json.loads(later_path.read_text())["period"] == next_month  # re-dated: it had never left
+        # each charged once, in the same month at both ends
+        assert ledger.spent(month) == pytest.approx(eps) == store.epsilon_spent("MY", month)
+        assert ledger.spent(next_month) == pytest.approx(later_eps) == store.epsilon_spent("MY", next_month)
+    finally:
+        server.stop(0).wait()
+        store.close()
