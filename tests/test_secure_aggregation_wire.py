@@ -327,3 +327,20 @@ def test_rounds_are_bounded_and_a_round_past_its_deadline_frees_its_slot(centre)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rule rounds" in e.value.details()
     clock.pass_deadline()  # nobody advertised: every round is abandoned at its deadline
     assert _open(channels, ("ID", "MY"), threshold=2).phase == pb.ADVERTISE
+
+
+def test_a_clock_stepped_back_while_rounds_are_open_does_not_stretch_their_deadlines(centre):
+    """The centre's clock is stepped back a day (an NTP correction, a restored VM) while every round
+    slot is taken: each phase still ends one phase after the step, not a day later, so the slots
+    free and a new round opens (before, every round held its slot for the day plus the phase)."""
+    _, channels, store, clock = centre
+    from fedstore.aggregator.intake.secure_rounds import MAX_ROUNDS
+
+    for _ in range(MAX_ROUNDS):
+        _open(channels, ("ID", "MY"), threshold=2)
+    clock.now -= timedelta(days=1)
+    with pytest.raises(grpc.RpcError) as e:  # the step itself ends nothing
+        _open(channels, ("ID", "MY"), threshold=2)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    clock.pass_deadline()
+    assert _open(channels, ("ID", "MY"), threshold=2).phase == pb.ADVERTISE

@@ -5,7 +5,8 @@ The protocol itself is ``federation.secure_aggregation``; here is what the centr
 - who: every message names its region, which must be the caller's (token and, on mutual TLS, the
   certificate: checked by the servicer), a member of the round at that step (``RoundState``);
 - when: a phase ends when every expected region has answered or at its deadline (the centre's own
-  clock, read on every call: no timer thread), and the regions that did not answer are out;
+  clock, read on every call: no timer thread; a clock stepped back restarts the phase's deadline from
+  then, rather than stretching it by the step), and the regions that did not answer are out;
 - accounting: a masked input declares σ (the noise the sum of ≥ t shares carries) and its share's
   scale; the centre recomputes ε from σ (OpenDP, as for a release alone), refuses a share scale
   below σ·Δ/√t (the sum would carry less than σ), and charges the region's budget before it keeps
@@ -216,6 +217,11 @@ class SecureRounds:
     def _tick(self, r: Round) -> None:
         """Close the current phase when it is complete or past its deadline."""
         s = r.state
+        now = self.clock()
+        if now < r.phase_started:
+            # the clock was stepped back: the phase's deadline counts from now (one phase more at
+            # most), not from a start the clock will only reach again after the step
+            r.phase_started = now
         while s.phase < Phase.DONE and (s.complete() or self.clock() >= r.phase_started + timedelta(seconds=r.phase_seconds)):
             try:
                 if s.phase == Phase.ADVERTISE:
