@@ -4,6 +4,7 @@ ends, and a reply lost with the centre is settled as a replay, not a second char
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -197,3 +198,61 @@ def test_a_reply_lost_before_the_month_turns_is_settled_as_a_replay_not_redated_
     finally:
         server.stop(0).wait()
         store.close()
+
+
+def _fill(volume: Path) -> None:
+    """Write a file until the volume is full (ENOSPC)."""
+    with open(volume / ".filler", "wb", buffering=0) as out:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    out.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+
+
+def test_a_full_outbox_volume_while_sending_keeps_every_release_queued_and_whole(tmp_path, pki, monkeypatch):
+    """The region's outbox volume is full when the centre's receipt comes back: the receipt cannot
+    be written. The file stays queued and whole (no half-written copy left beside it), and once
+    there is room the next run settles it as a replay: stored and charged once.
+
+    A small tmpfs over the outbox where one can be mounted (root), else the directory made
+    unwritable (which a non-root test honours)."""
+    from fedstore.aggregator.intake.server import build_server
+
+    config = _config(tmp_path, pki, monkeypatch)
+    node, [(sid, eps, path)] = _queue(config, "MY", 1, 0.5)
+    outbox = outbox_dir(node.data_dir)
+    queued = path.read_bytes()
+    aside = tmp_path / "aside"
+    outbox.rename(aside)
+    outbox.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(outbox)],
+                             capture_output=True).returncode == 0
+    for f in aside.iterdir():
+        (outbox / f.name).write_bytes(f.read_bytes())
+    if mounted:
+        _fill(outbox)
+    else:
+        outbox.chmod(0o500)
+    server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0",
+                                       clock=lambda: NOW)
+    server.start()
+    try:
+        link = centre_link(config, "MY", f"127.0.0.1:{port}")
+        with pytest.raises(OSError):  # the CLI says it in one line (cli.errors.storage_problem)
+            send_outbox(outbox, link, TOKENS["MY"], backoff=QUICK)
+        assert path.read_bytes() == queued  # still queued, whole
+        assert sorted(p.name for p in outbox.iterdir()) == sorted([path.name] + ([".filler"] if mounted else []))
+        if mounted:
+            (outbox / ".filler").unlink()
+        else:
+            outbox.chmod(0o700)
+        assert send_outbox(outbox, link, TOKENS["MY"], backoff=QUICK) == [(sid, "sent")]
+        assert json.loads(path.read_text())["replay"] is True  # the first attempt was stored
+        assert store.epsilon_spent("MY", BudgetLedger.period(NOW)) == pytest.approx(eps)
+    finally:
+        server.stop(0).wait()
+        store.close()
+        if mounted:
+            subprocess.run(["umount", "-l", str(outbox)], capture_output=True)

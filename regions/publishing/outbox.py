@@ -298,5 +298,9 @@ def _write(path: Path, body: dict) -> None:
     # a temporary name of this writer's own: two send-stats at once shared "<id>.tmp", and one
     # renamed the other's half-written bytes into place (a file no later run could read)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written file left to hold its space for good
+        raise
