@@ -553,3 +553,40 @@ def test_feasts_generic_write_takes_a_correction_but_never_goes_back_to_an_older
     assert online.to_dict()["distinct_merchants_30d"] == [999, before[1]["distinct_merchants_30d"]]
     assert again.per_view["customer_transactions"] == {"rows_read": 20, "rows_written": 1, "rows_skipped": 19,
                                                        "rows_late": None}
+
+
+def test_a_job_run_while_the_clock_was_ahead_does_not_stop_the_incremental_jobs_after_it(sqlite_federation,
+                                                                                      monkeypatch):
+    """One job ran while the host's clock was a day ahead (a bad NTP step, a wrong RTC, a CronJob
+    pod on a host ahead): its window ends tomorrow. Every incremental job after the clock was right
+    again was refused ("already materialised up to" tomorrow) until the real time caught up, and a
+    full job did not help (the watermark was the latest end ever). Such an end is no watermark: the
+    next job reads from the last one before now, and rows that arrived meanwhile are loaded."""
+    import fedstore.regions.store.materialize as job_module
+
+    node = RegionNode(sqlite_federation.region("MY"))
+    now = datetime.now(timezone.utc)
+    write_sources(node.data_dir, customers=20, drivers=3, days=2, start=now - timedelta(days=3))
+    node.apply()
+    first = materialize(node, QUIET)
+    ahead = timedelta(days=1)
+
+    class Ahead(datetime):
+        @classmethod
+        def now(cls, tz=None):  # noqa: ANN001, ANN206 -- datetime.now's own signature
+            return datetime.now(tz) + ahead
+
+    start = node.ledger.start
+    with monkeypatch.context() as m:
+        m.setattr(job_module, "datetime", Ahead)
+        m.setattr(node.ledger, "start", lambda **kw: start(now=datetime.now(timezone.utc) + ahead, **kw))
+        jumped = materialize(node, MaterializeRequest(incremental=True, show_progress=False))
+    assert all(end > datetime.now(timezone.utc) for _, end in jumped.windows.values())
+
+    # rows arrive (new customers, an hour ago) after the clock is right again
+    write_sources(node.data_dir, customers=30, drivers=3, days=1, seed=1, start=now - timedelta(hours=1))
+    again = materialize(node, MaterializeRequest(incremental=True, show_progress=False))
+    assert again.status == SUCCEEDED
+    assert all(again.windows[v][0] <= first.windows[v][1] for v in again.views)  # from before the jump
+    snap = pq.read_table(snapshot_path(node.data_dir, "customer_transactions"))
+    assert set(range(30)) <= set(snap.column("customer_id").to_pylist())  # the new customers are loaded

@@ -314,19 +314,24 @@ class JobLedger:
             cols = [d[0] for d in cur.description]
             return [_record(dict(zip(cols, r, strict=False))) for r in cur.fetchall()]
 
-    def watermark(self, view: str) -> datetime | None:
-        """End of the latest succeeded window for a view: where an incremental run starts."""
+    def watermark(self, view: str, now: datetime | None = None) -> datetime | None:
+        """End of the latest succeeded window for a view: where an incremental run starts.
+
+        ``now``: a window ending after it was recorded by a clock that was ahead (a job's end is
+        never in its own future): it is no watermark — rows that arrived since, with earlier event
+        times, were never read — so the latest end before ``now`` is (None: load in full)."""
         best: datetime | None = None
         for job in self._iter_succeeded():
             window = job.windows.get(view)
-            if window and (best is None or window[1] > best):
+            if window and (best is None or window[1] > best) and (now is None or window[1] <= now):
                 best = window[1]
         return best
 
-    def last_start(self, view: str) -> datetime | None:
+    def last_start(self, view: str, now: datetime | None = None) -> datetime | None:
         """When the latest succeeded job that loaded a view started: rows created since then (less
-        the lateness window) may have arrived after it read its source."""
-        starts = [job.started_at for job in self._iter_succeeded() if view in job.windows]
+        the lateness window) may have arrived after it read its source. ``now``: as for ``watermark``."""
+        starts = [job.started_at for job in self._iter_succeeded()
+                  if view in job.windows and (now is None or job.started_at <= now)]
         return max(starts) if starts else None
 
     def _iter_succeeded(self) -> Iterator[JobRecord]:

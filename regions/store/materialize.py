@@ -94,7 +94,7 @@ def materialize(
         raise RegionError(f"{node.code}: --quarantine needs the local engine (this region materialises with "
                           "Feast's Spark engine, which reads the sources itself); run without it")
     with _job_lock(node):
-        return _run(node, request, end, say)
+        return _run(node, request, end, now, say)
 
 
 @contextmanager
@@ -128,7 +128,8 @@ def _running_message(node: RegionNode, lock: Path) -> str:
             f"started {job.started_at:%Y-%m-%d %H:%M:%S} UTC); nothing was done: run again when it has finished")
 
 
-def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Callable[[str], None]) -> JobRecord:
+def _run(node: RegionNode, request: MaterializeRequest, end: datetime, now: datetime,
+         say: Callable[[str], None]) -> JobRecord:
     for abandoned in node.ledger.recover_abandoned(none_running=True):  # we hold the region's job lock
         say(f"{node.code}: job {abandoned.job_id} was abandoned by a dead process; marked failed")
     # a killed job leaves its staged rows (as large as what it read); no other job runs to need them
@@ -151,7 +152,8 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
     lateness = timedelta(hours=node.region.materialization.lateness_hours)
     tracks_created = node.region.materialization.engine != "spark"  # Feast's Spark engine reads a window only
     for fv in views:
-        watermark = node.ledger.watermark(fv.name) if request.incremental and fv.name not in refill else None
+        # ends and starts a clock ahead recorded (after now) are no watermark: never a window that ends before it starts
+        watermark = node.ledger.watermark(fv.name, now) if request.incremental and fv.name not in refill else None
         if watermark is not None and watermark > end:
             raise MaterializationError(
                 f"{node.code}: {fv.name} is already materialised up to {watermark.isoformat()}, "
@@ -159,7 +161,7 @@ def _run(node: RegionNode, request: MaterializeRequest, end: datetime, say: Call
             )
         late_before[fv.name] = watermark
         windows[fv.name] = (_lateness_start(watermark, lateness), end)
-        previous = node.ledger.last_start(fv.name) if watermark is not None and tracks_created else None
+        previous = node.ledger.last_start(fv.name, now) if watermark is not None and tracks_created else None
         created_since[fv.name] = _lateness_start(previous, lateness) if previous is not None else None
     prints = [f.as_dict() for f in source_fingerprints(sources, node.data_dir, node.fingerprints)]
     job = node.ledger.start(
