@@ -3,6 +3,9 @@
 Each file keeps its submission id, so a retry after a lost reply is recognised by the centre as a
 replay (it answers with the original receipt) and never counted twice.
 
+Before anything is sent, the region's own border checks it (``egress``): a submission that breaks
+one of its rules is marked rejected with the rule, and never leaves.
+
 A release is never lost on the way: only the centre's verdict on the statistics themselves
 (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE: a rule or the budget) marks a submission
 rejected. A refusal of the credentials (UNAUTHENTICATED, PERMISSION_DENIED), an unreachable centre
@@ -39,6 +42,7 @@ from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from fedstore.regions.errors import RegionError
 from fedstore.regions.publishing.budget import BudgetExceeded, BudgetLedger
+from fedstore.regions.publishing.egress import EgressRefused, check_egress
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 # the centre's verdict on the statistics (aggregator/errors.py: Rejected, OverBudget): the only final answers
@@ -164,7 +168,8 @@ def send_outbox(
     the statistics: kept, marked, not retried until requeued), "queued: <reason>" (kept for the
     next run: the aggregator was unreachable after every attempt, the TLS handshake failed, the
     credentials were refused, or the centre failed while handling it; once it was unreachable or
-    the handshake failed, the submissions after it are not tried this run), "unreadable: <reason>"
+    the handshake failed, the submissions after it are not tried this run), "rejected: rule …
+    (refused at the region's border: not sent)" (``egress``), "unreadable: <reason>"
     (a file in the outbox that is no submission; the others are sent).
     A submission queued in an earlier month is re-dated to the sending month first (``redate``).
     """
@@ -190,6 +195,12 @@ def send_outbox(
                 results.append((path.stem, f"unreadable: {path} is not a submission (it lacks {e}); "
                                             "repair or remove it"))
                 continue
+            refused = _egress_refusal(request, link)
+            if refused:
+                body.update(status="rejected", rejection=refused)
+                _write(path, body)
+                results.append((body["submission_id"], f"rejected: {refused}"))
+                continue
             if unreachable:
                 # the centre did not answer through a whole backoff: every other submission would
                 # wait as long again (7.5 s each by default, a minute each when calls time out)
@@ -200,6 +211,17 @@ def send_outbox(
                 unreachable = outcome.removeprefix("queued: ")
             results.append((body["submission_id"], outcome))
     return results
+
+
+def _egress_refusal(request: pb.Submission, link: CentreLink) -> str:
+    """Why the region's own border keeps ``request`` in (``egress``), or "" when it may leave."""
+    if link.region is None:
+        return "rule identity: the centre's operator sends no statistics; a region's link does (not sent)"
+    try:
+        check_egress(request, region=link.region, minimum_cohort=link.minimum_cohort)
+    except EgressRefused as e:
+        return f"{e} (refused at the region's border: not sent)"
+    return ""
 
 
 def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, link: CentreLink, path: Path, body: dict,
