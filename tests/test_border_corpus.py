@@ -28,7 +28,7 @@ from honest_releases import (
     training_submission,
 )
 
-from border import with_mtls
+from border import IDENTIFIERS, with_mtls
 
 from fedstore.aggregator.intake.server import MAX_REQUEST_BYTES, build_server
 from fedstore.federation import load_config
@@ -864,6 +864,9 @@ REGISTRY_TEXT = [
     ("a why with a right-to-left override", {"why": "ok\u202egnp.exe"}, "free_text"),
     ("a model name of free text", {"name": "Jane Tan"}, "model_name"),
     ("a model name of a thousand letters", {"name": "m" * 1000}, "model_name"),
+    ("a model name holding a MyKad number", {"name": "fraud_880101145566"}, "personal_data"),
+    *[(f"a why holding {what}", {"why": f"rolled out after a complaint from {value}"}, "personal_data")
+      for what, value in IDENTIFIERS],
 ]
 
 
@@ -889,3 +892,25 @@ def test_registry_free_text_is_bounded_and_never_stored(centre, name, fields, ru
     assert len(new) == (0 if rule == "size" else 1)
     for e in new:
         assert e.why in ("fine", WITHHELD) and e.name in ("fraud_lda", WITHHELD) and len(e.outcome) < 400
+
+
+@pytest.mark.parametrize("what,value", IDENTIFIERS[:4] + IDENTIFIERS[15:17], ids=[w for w, _ in IDENTIFIERS[:4] + IDENTIFIERS[15:17]])
+def test_identifiers_in_readiness_items_and_quarantine_decisions_are_refused(centre, what, value):
+    """The other free text the centre keeps: a readiness item a region's operator records, and the
+    reason the centre's operator gives for a quarantine decision."""
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+
+    links, store = centre
+    readiness = registry_pb2.RecordReadinessRequest(name="fraud_lda", version=1,
+                                                    items={"escalation_contact": f"call {value}"})
+    with pytest.raises(grpc.RpcError) as err:
+        registry_pb2_grpc.RegistryStub(links["MY"]).RecordReadiness(
+            readiness, metadata=(("authorization", f"Bearer {TOKENS['MY']}"),), timeout=30)
+    assert (err.value.code(), err.value.details().split(":")[0]) == (INVALID, "rule personal_data"), err.value.details()
+    decision = pb.QuarantineDecision(submission_id=f"my-stats-{uuid.uuid4().hex}", action=pb.ACCEPT,
+                                     why=f"checked with {value}")
+    with pytest.raises(grpc.RpcError) as err:
+        aggregator_pb2_grpc.AggregatorStub(links["operator"]).DecideQuarantine(
+            decision, metadata=(("authorization", f"Bearer {CENTRE_TOKEN}"),), timeout=30)
+    assert (err.value.code(), err.value.details().split(":")[0]) == (INVALID, "rule personal_data"), err.value.details()
+    assert not any(value in e.why for e in store.quarantine_events())

@@ -10,8 +10,9 @@ the centre does ("rule <name>: …"):
 - ``identity``, ``submission_id``, ``period``: the region's own code, a random id of the content's kind, a month;
 - every string is a name the federation agreed, deny by default (a string field with no rule here is
   refused): ``catalog`` (feature refs, training specs), ``segment`` (a segment value of this region),
-  ``model`` (a registry name), ``stage``, ``consent`` (a purpose and a random snapshot id);
-  ``personal_data``: none holds an identifier however disguised (``federation.personal_data``);
+  ``model`` (a registry name), ``stage``, ``consent`` (a purpose and a random snapshot id); each name
+  once (a repeated one would count something of its own); ``personal_data``: no name holds an
+  identifier however disguised (``federation.personal_data``);
 - ``finite``: every number is finite;
 - ``minimum_cohort``: every count a cohort stands behind (a feature's, a segment's, a class's) at
   least the federation's minimum; ``histogram_bins``: a histogram over at least ``ROWS_PER_BIN``
@@ -63,6 +64,7 @@ def check_egress(request: pb.Submission, *, region: str, minimum_cohort: int) ->
     for path, value in _doubles(request):
         if not math.isfinite(value):
             raise EgressRefused(f"{path} is not a finite number", rule="finite")
+    _once(request)
     _check_cohorts(request, minimum_cohort)
 
 
@@ -83,27 +85,30 @@ def _segment_value(region: str) -> Callable[[str], bool]:
     return lambda v: any(v in s.values.get(region, ()) for s in SEGMENTS)
 
 
-# every string field of the contract a region sends, and what it may hold (anything else: refused)
-def _rules(region: str) -> dict[str, tuple[str, Callable[[str], bool]]]:
+# every string field of the contract a region sends: the rule it answers to, what it may hold, and
+# whether it is a name to screen for identifiers (an id is random: its shape is its whole rule)
+def _rules(region: str) -> dict[str, tuple[str, Callable[[str], bool], bool]]:
+    city = _segment_value(region)
+    dimension = {s.dimension for s in SEGMENTS}.__contains__
     return {
-        "Submission.submission_id": ("submission_id", lambda v: True),  # each checked above
-        "Submission.region": ("identity", lambda v: True),
-        "Submission.period": ("period", lambda v: True),
-        "FeatureStatistics.ref": ("catalog", _REFS.__contains__),
-        "Submission.suppressed": ("catalog", _REFS.__contains__),
-        "SegmentStatistics.dimension": ("segment", {s.dimension for s in SEGMENTS}.__contains__),
-        "SegmentStatistics.value": ("segment", _segment_value(region)),
-        "Submission.suppressed_segments": ("segment", _segment_value(region)),
-        "TrainingStatistics.feature_service": ("catalog", _SPECS.__contains__),
-        "TrainingStatistics.label": ("catalog", {s.label for s in TRAINING_SPECS}.__contains__),
-        "TrainingStatistics.features": ("catalog", {f for s in TRAINING_SPECS for f in s.features}.__contains__),
-        "Evaluation.model_name": ("model", lambda v: MODEL_NAME.fullmatch(v) is not None),
-        "Evaluation.stage": ("stage", lambda v: v == "" or v in STAGES),
-        "Evaluation.segment_dimension": ("segment", lambda v: v == "" or v in {s.dimension for s in SEGMENTS}),
-        "EvaluationSegment.value": ("segment", _segment_value(region)),
-        "Evaluation.suppressed_segments": ("segment", _segment_value(region)),
-        "ConsentBasis.purpose": ("consent", {p.value for p in Purpose}.__contains__),
-        "ConsentBasis.snapshot_id": ("consent", lambda v: SNAPSHOT_ID.fullmatch(v) is not None),
+        "Submission.submission_id": ("submission_id", lambda v: True, False),  # each checked above
+        "Submission.region": ("identity", lambda v: True, False),
+        "Submission.period": ("period", lambda v: True, False),
+        "FeatureStatistics.ref": ("catalog", _REFS.__contains__, True),
+        "Submission.suppressed": ("catalog", _REFS.__contains__, True),
+        "SegmentStatistics.dimension": ("segment", dimension, True),
+        "SegmentStatistics.value": ("segment", city, True),
+        "Submission.suppressed_segments": ("segment", city, True),
+        "TrainingStatistics.feature_service": ("catalog", _SPECS.__contains__, True),
+        "TrainingStatistics.label": ("catalog", {s.label for s in TRAINING_SPECS}.__contains__, True),
+        "TrainingStatistics.features": ("catalog", {f for s in TRAINING_SPECS for f in s.features}.__contains__, True),
+        "Evaluation.model_name": ("model", lambda v: MODEL_NAME.fullmatch(v) is not None, True),
+        "Evaluation.stage": ("stage", lambda v: v == "" or v in STAGES, True),
+        "Evaluation.segment_dimension": ("segment", lambda v: v == "" or dimension(v), True),
+        "EvaluationSegment.value": ("segment", city, True),
+        "Evaluation.suppressed_segments": ("segment", city, True),
+        "ConsentBasis.purpose": ("consent", {p.value for p in Purpose}.__contains__, True),
+        "ConsentBasis.snapshot_id": ("consent", lambda v: SNAPSHOT_ID.fullmatch(v) is not None, False),
     }
 
 
@@ -111,13 +116,32 @@ def _check_string(path: str, value: str, region: str) -> None:
     rule = _rules(region).get(path)
     if rule is None:
         raise EgressRefused(f"{path} is a string field the region's border has no rule for", rule="free_text")
-    name, allowed = rule
-    found = identifier_in(value)
+    name, allowed, screened = rule
+    found = identifier_in(value) if screened else ""
     if found:
         raise EgressRefused(f"{path} holds what looks like {found}; personal data never leaves the region",
                             rule="personal_data")
     if not allowed(value):
         raise EgressRefused(f"{path} is not a name the federation agreed ({value[:40]!r})", rule=name)
+
+
+def _once(request: pb.Submission) -> None:
+    """Each name once: a repeated name (or one both released and withheld) counts something of its own."""
+    released = [f.ref for f in request.features]
+    for what, names, rule in [
+        ("a feature", released + list(request.suppressed), "catalog"),
+        ("a segment", [g.value for g in request.segments] + list(request.suppressed_segments), "segment"),
+        ("an evaluation segment", [g.value for g in request.evaluation.segments]
+         + list(request.evaluation.suppressed_segments), "segment"),
+        *[(f"a feature in {g.value}", [f.ref for f in g.features], "catalog") for g in request.segments],
+    ]:
+        if len(set(names)) != len(names):
+            raise EgressRefused(f"{what} is named twice (released or withheld)", rule=rule)
+    if any(not g.features for g in request.segments):
+        raise EgressRefused("a segment carries no feature", rule="segment")
+    e = request.evaluation
+    if (e.segment_dimension or e.segments or e.suppressed_segments) and not e.stage:
+        raise EgressRefused("segments of an evaluation belong to outcome evidence (a stage)", rule="segment")
 
 
 def _fields(message: Message) -> Iterator[tuple[str, FieldDescriptor, object]]:
@@ -144,6 +168,9 @@ def _doubles(request: pb.Submission) -> Iterator[tuple[str, float]]:
 
 
 def _check_cohorts(request: pb.Submission, minimum: int) -> None:
+    if request.accounting.minimum_cohort < minimum:
+        raise EgressRefused(f"it claims a minimum cohort of {request.accounting.minimum_cohort}; the federation's is "
+                            f"{minimum}", rule="minimum_cohort")
     bins = {s.ref: s for s in CATALOG}
     groups = [("", request.features)] + [(f" in {g.dimension}={g.value}", g.features) for g in request.segments]
     for where, features in groups:
