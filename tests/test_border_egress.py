@@ -201,3 +201,22 @@ def test_an_honest_file_is_sent_through_the_same_border(centre, tmp_path):
     before = _calls(metrics)
     assert send_outbox(tmp_path, centre_link(config, "MY", address), TOKEN) == [(body["submission_id"], "sent")]
     assert _calls(metrics) == before + 1 and store.receipt(body["submission_id"]) is not None
+
+
+@pytest.mark.parametrize("argv", [
+    ["registry", "promote", "fraud_scoring_lda", "1", "--region", "MY", "--stage", "shadow", "--why"],
+    ["registry", "rollback", "--region", "MY", "--stage", "shadow", "--why"],
+    ["registry", "readiness", "fraud_scoring_lda", "1", "--item"],
+    ["aggregator", "quarantine", "accept", "my-stats-" + "0" * 32, "--why"],
+], ids=["promote", "rollback", "readiness", "quarantine"])
+def test_the_cli_refuses_an_identifier_before_it_reaches_for_the_centre(capsys, tmp_path, argv):
+    """The free text an operator types is screened where it is typed: a one-line usage error naming the
+    rule, before the config is read or a link made (no centre exists here)."""
+    from fedstore.cli import main
+
+    text = f"complaint from {IDENTIFIERS[0][1]}"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(tmp_path / "absent.yaml"), *argv, f"escalation_contact={text}"
+              if argv[-1] == "--item" else text])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "rule personal_data:" in err and IDENTIFIERS[0][1] not in err.split("rule")[-1]

@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from fedstore.federation import FederationConfig
-from fedstore.cli.arguments import host_port, port_number, positive_int
+from fedstore.cli.arguments import host_port, no_identifier, port_number, positive_int
 from fedstore.cli.render import table
 from fedstore.regions.errors import RegionError
 from fedstore.serving.ports import CannotListen, check_bindable
@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        ("reject", "exclude a held submission for good (it stays stored)")):
         decide = qcmds.add_parser(name, help=text)
         decide.add_argument("submission_id", help="the held submission (its id from `quarantine list`)")
-        decide.add_argument("--why", required=True, help="recorded in the audit trail (at most 500 characters)")
+        decide.add_argument("--why", required=True, type=no_identifier,
+                            help="recorded in the audit trail (at most 500 characters)")
         decide.set_defaults(handler=cmd_quarantine_decide, action=name)
 
 
