@@ -865,6 +865,8 @@ REGISTRY_TEXT = [
     ("a model name of free text", {"name": "Jane Tan"}, "model_name"),
     ("a model name of a thousand letters", {"name": "m" * 1000}, "model_name"),
     ("a model name holding a MyKad number", {"name": "fraud_880101145566"}, "personal_data"),
+    ("a model name of a name and an id", {"name": "Jane Tan 880101-14-5566"}, "model_name"),
+    ("a stage of an e-mail address", {"stage": "jane.tan@example.com"}, "stage"),
     *[(f"a why holding {what}", {"why": f"rolled out after a complaint from {value}"}, "personal_data")
       for what, value in IDENTIFIERS],
 ]
@@ -892,6 +894,9 @@ def test_registry_free_text_is_bounded_and_never_stored(centre, name, fields, ru
     assert len(new) == (0 if rule == "size" else 1)
     for e in new:
         assert e.why in ("fine", WITHHELD) and e.name in ("fraud_lda", WITHHELD) and len(e.outcome) < 400
+        # nor quoted by the refusal's message the trail keeps (an error message is text too)
+        typed = [v for v in fields.values() if len(v) > 3]
+        assert not any(v[:8] in e.outcome for v in typed), e.outcome
 
 
 @pytest.mark.parametrize("what,value", IDENTIFIERS[:4] + IDENTIFIERS[15:17], ids=[w for w, _ in IDENTIFIERS[:4] + IDENTIFIERS[15:17]])

@@ -11,7 +11,8 @@ caller chooses is a channel to whoever reads the trail, so it is short, one line
 - a stage is one of the federation's stages (the store's own check, with the value shown short).
 
 What a refused change puts on the trail keeps the same limits: a name or stage that broke its rule
-is replaced by ``WITHHELD`` (``storable``), so nothing a caller typed reaches the trail unchecked.
+is replaced by ``WITHHELD`` (``storable``), and so is the refusal's message when it could quote one
+(``storable_reason``), so nothing a caller typed reaches the trail unchecked.
 """
 
 from __future__ import annotations
@@ -76,7 +77,17 @@ def _short(value: str) -> str:
 
 def check_stage(stage: str) -> None:
     if stage not in STAGES:
-        raise Rejected(f"unknown stage {_short(stage)}; stages are {', '.join(STAGES)}")
+        raise Rejected(f"unknown stage {_short(stage)}; stages are {', '.join(STAGES)}", rule="stage")
+
+
+def storable_reason(reason: str, *, name: str = "", stage: str = "", why: str = "") -> str:
+    """A refusal's message as the trail keeps it. A message may quote what the caller typed (a name or
+    stage that is not one); when any of that broke its rule, only the rule the message names is kept
+    (an error message is text the caller chose too)."""
+    if storable_name(name) != WITHHELD and storable_stage(stage) != WITHHELD and storable_why(why) != WITHHELD:
+        return reason
+    rule = reason.split(":", 1)[0] if reason.startswith("rule ") else "refused"
+    return f"{rule}: {WITHHELD}"
 
 
 def check_model_name(name: str, *, optional: bool = False) -> None:
