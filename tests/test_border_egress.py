@@ -165,7 +165,6 @@ TAMPERED = [
     ("an identifier as the consent snapshot id",
      lambda b: b.update(consent={"purpose": "global_statistics", "consent_required": True,
                                  "snapshot_id": "880101145566" + "0" * 20}), "consent"),
-    ("another region's release in this region's outbox", _other_region, "identity"),
     ("an id that tells the time", lambda b: b.update(submission_id="my-stats-20261115T120000Z"), "submission_id"),
     ("an oversized payload", lambda b: b["suppressed"].extend(["customer_profile:kyc_level"] * 20_000), "size"),
 ]
@@ -185,13 +184,20 @@ def test_a_tampered_outbox_file_is_refused_at_the_region_and_never_sent(centre, 
     assert kept["status"] == "rejected" and kept["rejection"].startswith(f"rule {rule}:")
 
 
-def test_the_centres_own_certificate_sends_no_region_statistics(centre, tmp_path):
+@pytest.mark.parametrize("case", ["another region's release in this region's outbox",
+                                  "the centre's own certificate sending a region's outbox"])
+def test_a_release_for_another_sender_stays_queued_and_unsent(centre, tmp_path, case):
+    """Who would send it, not what it holds: kept (queued), never sent over the wrong link."""
     config, address, store, metrics = centre
     body = _honest_body()
+    if case.startswith("another region"):
+        _other_region(body)
     (tmp_path / f"{body['submission_id']}.json").write_text(json.dumps(body))
-    before = _calls(metrics)
-    [(_, outcome)] = send_outbox(tmp_path, centre_link(config, None, address), TOKEN, backoff=Backoff(attempts=1))
-    assert outcome.startswith("rejected: rule identity:") and _calls(metrics) == before
+    link = centre_link(config, None if "centre" in case else "MY", address)
+    before = (store.stored_counts(), _calls(metrics))
+    [(_, outcome)] = send_outbox(tmp_path, link, TOKEN, backoff=Backoff(attempts=1))
+    assert outcome.startswith("queued: rule identity:") and (store.stored_counts(), _calls(metrics)) == before
+    assert json.loads((tmp_path / f"{body['submission_id']}.json").read_text())["status"] == "queued"
 
 
 def test_an_honest_file_is_sent_through_the_same_border(centre, tmp_path):
