@@ -39,7 +39,7 @@ from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
-TOKENS = {"MY": "corpus-my-secret", "SG": "corpus-sg-secret", "ID": "corpus-id-secret"}
+TOKENS = {"MY": "corpus-my-secret", "SG": "corpus-sg-secret", "ID": "corpus-id-secret", "TH": "corpus-th-secret"}
 CENTRE_TOKEN = "corpus-centre-secret"  # the centre's own credential: it trains
 CAP = 10_000_000  # privacy.max_entities of this federation
 INVALID, DENIED, PRECONDITION = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
@@ -60,7 +60,8 @@ def centre(tmp_path_factory, pki):
                      "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{53000 + i}"}
                     for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
                                                          ("SG", "Singapore", "PDPA-SG", "Asia/Singapore"),
-                                                         ("ID", "Indonesia", "UU PDP", "Asia/Jakarta")])],
+                                                         ("ID", "Indonesia", "UU PDP", "Asia/Jakarta"),
+                                                         ("TH", "Thailand", "PDPA-TH", "Asia/Bangkok")])],
         "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"CORPUS_TOKEN_{c}", "regions": [c],
                              "roles": ["publish", "promote", "audit", "registry-read", "statistics-read"]}
                             for c in TOKENS]
@@ -117,10 +118,15 @@ _ID_KIND = {"features": "stats", "training": "train", "evaluation": "eval", "sg_
 
 def honest(kind: str = "features", region: str = "MY") -> pb.Submission:
     """A fresh copy of an honest release under a new id."""
+    return _as_region(BASES[kind], region, _ID_KIND[kind])
+
+
+def _as_region(base: pb.Submission, region: str, kind: str) -> pb.Submission:
+    """An honest release of ``base`` sent by ``region`` under a fresh id."""
     sub = pb.Submission()
-    sub.CopyFrom(BASES[kind])
+    sub.CopyFrom(base)
     sub.region = region
-    sub.submission_id = f"{region.lower()}-{_ID_KIND[kind]}-{uuid.uuid4().hex}"
+    sub.submission_id = f"{region.lower()}-{kind}-{uuid.uuid4().hex}"
     return sub
 
 
@@ -716,6 +722,9 @@ CASES: list[Case] = [
     Case("differencing: overlapping windows a day apart, released until the budget is spent",
          lambda: _shifted("ID", 3), PRECONDITION, "budget", token="ID",
          setup=lambda: [_shifted("ID", days) for days in range(3)]),
+    # every kind of release draws on one budget: features spend it, a training release is then one too many
+    Case("differencing: a training release once features spent the month", lambda: _as_region(_TRAINING, "TH", "train"),
+         PRECONDITION, "budget", token="TH", setup=lambda: [_as_region(_ID_FEATURES, "TH", "stats") for _ in range(3)]),
     Case("differencing: a segment breakdown charged as if the total and the segments were one release",
          mutated("features", lambda s: (setattr(s.accounting, "epsilon", s.accounting.epsilon / 2),
                                         setattr(s.accounting, "epsilon_per_query", s.accounting.epsilon_per_query))),
