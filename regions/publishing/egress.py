@@ -59,10 +59,10 @@ def check_egress(request: pb.Submission, *, region: str, minimum_cohort: int) ->
         raise EgressRefused(f"the id names a {_KIND[m.group(1)]} release, but it carries {content}", rule="submission_id")
     if not PERIOD.fullmatch(request.period):
         raise EgressRefused("the period is not YYYY-MM", rule="period")
-    for path, value in _strings(request):
-        _check_string(path, value, region)
-    for path, value in _doubles(request):
-        if not math.isfinite(value):
+    for path, text in _strings(request):
+        _check_string(path, text, region)
+    for path, number in _doubles(request):
+        if not math.isfinite(number):
             raise EgressRefused(f"{path} is not a finite number", rule="finite")
     _once(request)
     _check_cohorts(request, minimum_cohort)
@@ -148,7 +148,7 @@ def _fields(message: Message) -> Iterator[tuple[str, FieldDescriptor, object]]:
     """Every ("Message.field", field, value) set in ``message``, nested messages walked, repeated
     ones flattened (timestamps hold only numbers)."""
     for field, value in message.ListFields():
-        for v in (list(value) if field.is_repeated else [value]):  # type: ignore[call-overload]
+        for v in (list(value) if field.is_repeated else [value]):
             if field.type == FieldDescriptor.TYPE_MESSAGE:
                 yield from _fields(v)
             else:
