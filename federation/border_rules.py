@@ -14,8 +14,9 @@ import re
 
 UUID4 = (r"(?:[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}"
          r"|[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})")
-# <region>-<stats|train|eval>-<random UUID4>; the group is the kind
+# <region>-<stats|train|eval>-<random UUID4>; the group is the kind, naming what the release carries
 SUBMISSION_ID = re.compile(rf"[a-z]{{2}}-(stats|train|eval)-{UUID4}")
+ID_KINDS = {"stats": "features", "train": "training", "eval": "evaluation"}
 # a consent snapshot's id: a random UUID4's 32 hex digits (federation.consent.ConsentBasis)
 SNAPSHOT_ID = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
 MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")

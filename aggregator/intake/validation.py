@@ -44,14 +44,13 @@ from fedstore.aggregator.submission import (
     TrainingStatistics,
 )
 from fedstore.federation import PrivacyConfig
-from fedstore.federation.border_rules import MODEL_NAME, PERIOD, SNAPSHOT_ID, SUBMISSION_ID
+from fedstore.federation.border_rules import ID_KINDS, MODEL_NAME, PERIOD, SNAPSHOT_ID, SUBMISSION_ID
 from fedstore.federation.consent import Purpose
 from fedstore.federation.statistics import ROWS_PER_BIN, SEGMENTS, FeatureSpec
 from fedstore.federation.tokens import Caller
 from fedstore.federation.traffic import STAGES
 from fedstore.federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, TrainingSpec, triangle_size
 
-_ID_KIND = {"stats": "features", "train": "training", "eval": "evaluation"}
 # the purpose a release's consent gate filtered its rows for, by kind
 _CONSENT_PURPOSE = {"features": Purpose.GLOBAL_STATISTICS, "training": Purpose.GLOBAL_STATISTICS,
                     "evaluation": Purpose.EVALUATION}
@@ -127,7 +126,7 @@ def validate(
     if (sub.segments or sub.suppressed_segments) and (sub.training is not None or sub.evaluation is not None):
         raise Rejected("segments belong to a features submission", rule="kind")
     kind = kinds[0]
-    id_kind = _ID_KIND[sub.submission_id.split("-")[1]]
+    id_kind = ID_KINDS[sub.submission_id.split("-")[1]]
     if id_kind != kind:
         raise Rejected(f"{sub.submission_id!r} names a {id_kind} submission, but it carries {kind}", rule="submission_id")
     if sub.consent is not None:

@@ -28,7 +28,14 @@ from collections.abc import Callable, Iterator
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from fedstore.federation.border_rules import MAX_REQUEST_BYTES, MODEL_NAME, PERIOD, SNAPSHOT_ID, SUBMISSION_ID
+from fedstore.federation.border_rules import (
+    ID_KINDS,
+    MAX_REQUEST_BYTES,
+    MODEL_NAME,
+    PERIOD,
+    SNAPSHOT_ID,
+    SUBMISSION_ID,
+)
 from fedstore.federation.consent import Purpose
 from fedstore.federation.personal_data import identifier_in
 from fedstore.federation.statistics import CATALOG, ROWS_PER_BIN, SEGMENTS
@@ -36,9 +43,6 @@ from fedstore.federation.traffic import STAGES
 from fedstore.federation.training import SCORE_EDGES, TRAINING_SPECS
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from fedstore.regions.errors import RegionError
-
-_KIND = {"stats": "features", "train": "training", "eval": "evaluation"}
-
 
 class EgressRefused(RegionError):
     """A submission broke a rule of the region's border: it is not sent."""
@@ -55,12 +59,14 @@ def check_egress(request: pb.Submission, *, region: str, minimum_cohort: int) ->
     if m is None or not request.submission_id.startswith(region.lower() + "-"):
         raise EgressRefused("the id is not '<region>-<stats|train|eval>-<random uuid4>'", rule="submission_id")
     content = _content_kind(request)
-    if _KIND[m.group(1)] != content:
-        raise EgressRefused(f"the id names a {_KIND[m.group(1)]} release, but it carries {content}", rule="submission_id")
+    named = ID_KINDS[m.group(1)]
+    if named != content:
+        raise EgressRefused(f"the id names a {named} release, but it carries {content}", rule="submission_id")
     if not PERIOD.fullmatch(request.period):
         raise EgressRefused("the period is not YYYY-MM", rule="period")
+    rules = _rules(region)
     for path, text in _strings(request):
-        _check_string(path, text, region)
+        _check_string(path, text, rules)
     for path, number in _doubles(request):
         if not math.isfinite(number):
             raise EgressRefused(f"{path} is not a finite number", rule="finite")
@@ -112,8 +118,8 @@ def _rules(region: str) -> dict[str, tuple[str, Callable[[str], bool], bool]]:
     }
 
 
-def _check_string(path: str, value: str, region: str) -> None:
-    rule = _rules(region).get(path)
+def _check_string(path: str, value: str, rules: dict[str, tuple[str, Callable[[str], bool], bool]]) -> None:
+    rule = rules.get(path)
     if rule is None:
         raise EgressRefused(f"{path} is a string field the region's border has no rule for", rule="free_text")
     name, allowed, screened = rule
