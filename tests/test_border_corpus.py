@@ -678,7 +678,7 @@ CASES: list[Case] = [
                          ("a NIK number (ID)", "cust_3174011508900001"), ("a Thai ID number (TH)", "m_1103702071811"),
                          ("a CCCD number (VN)", "cccd_001088012345"), ("a PhilSys number (PH)", "psn_1234567890123456"),
                          ("an HKID number (HK)", "fraud_a1234567"), ("a phone number", "call_60123456789"),
-                         ("a card number", "card_4111111111111111"), ("an unregistered id-like model", "cust_8801011455")]],
+                         ("a card number", "card_4111111111111111"), ("a ten-digit number", "cust_8801011455")]],
 
     # ------------------------------------------------------ raw rows disguised as a histogram
     Case("rows: one row per histogram bucket",
