@@ -16,8 +16,8 @@ first identifier it finds, by category, never by value:
 Before matching, text is made plain the ways an identifier is disguised: compatibility forms
 (full-width digits, mathematical digits, superscripts) folded by NFKC; every script's decimal digits
 (Thai ๘, Arabic-Indic ٨, …) read as 0-9; format characters (zero-width spaces and joiners, direction
-marks and overrides) dropped. A calendar date (2026-11-15) and a submission id (random, the
-contract's own) are not identifiers. What this cannot see: a name, an address in words, a number
+marks and overrides) dropped. A calendar date (2026-11-15, 20261115) and a submission id (random,
+the contract's own) are not identifiers. What this cannot see: a name, an address in words, a number
 spelt out, letters standing for digits (O for 0) — no field of the contract is meant to hold them,
 which is why the free text it has is short (``aggregator/registry/text.py``).
 """
@@ -39,8 +39,9 @@ _NRIC = re.compile(r"(?<![a-z0-9])[stfgm]\s?\d{7}\s?[a-z](?![a-z0-9])", re.IGNOR
 _HKID = re.compile(r"(?<![a-z0-9])[a-z]{1,2}\s?\d{6}\s?\(?[0-9a]\)?(?![a-z0-9])", re.IGNORECASE)
 _SEPARATOR = r"[\s\-./()+]"
 _DIGITS = re.compile(rf"\d(?:{_SEPARATOR}?\d)+")
-# a date is a time, not a person: 2026-11-15, unless more digits are glued to it (1988-01-01-14-5566)
-_DATE = re.compile(rf"(?<![\d])(?<!\d{_SEPARATOR})(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+# a date is a time, not a person: 2026-11-15 or 20261115 (a model named for its day), unless more
+# digits are glued to it (1988-01-01-14-5566)
+_DATE = re.compile(rf"(?<![\d])(?<!\d{_SEPARATOR})(?:19|20)\d\d(-?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])"
                    rf"(?!{_SEPARATOR}?\d)")
 _SUBMISSION_ID = re.compile(rf"(?<![\w-])[a-z]{{2}}-(?:stats|train|eval)-{UUID4}(?![\w-])")
 _BLOB = re.compile(rf"[A-Za-z0-9+/=]{{{ENCODED_RUN},}}")

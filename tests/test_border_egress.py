@@ -87,6 +87,7 @@ def test_every_identifier_is_named_by_its_kind_never_quoted(what, value):
     "replaces my-stats-0123456789ab4def8123456789abcdef", "48 h in stage; 1,234,567 rows", "risk-oncall",
     "fedstore registry rollback --stage full", "drift on customer_transactions:txn_count_7d at 10:30 UTC",
     "version 1.2.3, ε = 0.5, δ = 1e-6", "https://wiki.example/runbooks/fraud-rollback", "Kuala Lumpur", "Ｐｅｎａｎｇ",
+    "fraud_lda_20261115",
 ])
 def test_what_operators_honestly_write_is_no_identifier(text):
     assert identifier_in(text) == ""
