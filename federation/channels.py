@@ -21,7 +21,7 @@ from typing import Sequence
 
 import grpc
 
-from fedstore.federation.config import ClientTLSConfig, FederationConfig
+from fedstore.federation.config import ClientTLSConfig, FederationConfig, PrivacyConfig
 from fedstore.federation.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class CentreLink:
     # the region it speaks for (None: the centre's operator, who sends no statistics) and the federation's
     # minimum cohort
     region: str | None = None
-    minimum_cohort: int = 10
+    minimum_cohort: int = PrivacyConfig.minimum_cohort
 
     def channel(self, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
         if self.credentials is None:
