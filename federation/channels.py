@@ -21,7 +21,7 @@ from typing import Sequence
 
 import grpc
 
-from fedstore.federation.config import ClientTLSConfig, FederationConfig
+from fedstore.federation.config import ClientTLSConfig, FederationConfig, PrivacyConfig
 from fedstore.federation.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,11 @@ class CentreLink:
     address: str
     who: str  # "region MY" or "the centre's operator": for messages
     credentials: ClientCredentials | None  # None: plaintext, allowed by aggregator.plaintext only
+    # what the sender's own border checks before anything crosses this link (regions/publishing/egress.py):
+    # the region it speaks for (None: the centre's operator, who sends no statistics) and the federation's
+    # minimum cohort
+    region: str | None = None
+    minimum_cohort: int = PrivacyConfig.minimum_cohort
 
     def channel(self, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
         if self.credentials is None:
@@ -65,13 +70,13 @@ def centre_link(config: FederationConfig, region: str | None, address: str | Non
         who, where, tls = f"region {r.code}", f"regions[{r.code}].centre_tls", r.centre_tls
     if config.aggregator.plaintext:
         log.warning(PLAINTEXT_WARNING)
-        return CentreLink(address, who, None)
+        return CentreLink(address, who, None, region, config.privacy.minimum_cohort)
     if tls is None:
         raise ConfigError(
             f"{where}: missing: the centre accepts mutual TLS only; name {who}'s client certificate, key and the "
             "centre's CA (`fedstore certs init` makes development ones), or set aggregator.plaintext: true for "
             "local development")
-    return CentreLink(address, who, read_client_credentials(tls, where))
+    return CentreLink(address, who, read_client_credentials(tls, where), region, config.privacy.minimum_cohort)
 
 
 def read_client_credentials(tls: ClientTLSConfig, where: str) -> ClientCredentials:

@@ -8,6 +8,11 @@ from dataclasses import dataclass
 
 from fedstore.federation.errors import ConfigError
 
+# A histogram is released only over at least this many entities per bin on average (rule
+# histogram_bins, both sides): with fewer, a histogram of one row per bucket, or more buckets than
+# rows, would be the rows themselves, binned. The precedent is NVFlare's HistogramBinsCleanser.
+ROWS_PER_BIN = 2
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -52,6 +57,11 @@ class FeatureSpec:
     @property
     def bins(self) -> int:
         return len(self.edges) - 1
+
+    @property
+    def least_count(self) -> int:
+        """The fewest entities its histogram (and so the feature) is released over: ``ROWS_PER_BIN`` per bin."""
+        return ROWS_PER_BIN * self.bins
 
 
 def _linear(lower: float, upper: float, bins: int) -> tuple[float, ...]:

@@ -1,5 +1,6 @@
 """Mutual TLS for the tests' centres: a development CA the session makes once, and the config
-sections that put every test federation's border on it (``with_mtls``)."""
+sections that put every test federation's border on it (``with_mtls``); the identifiers an attacker
+tries to carry across it (``IDENTIFIERS``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,27 @@ from typing import Any
 
 from fedstore.federation.jurisdictions import JURISDICTIONS
 from fedstore.cli.dev_certificates import DevPKI, make_dev_pki
+
+
+# (what, how it is written): identifiers of the seven jurisdictions, and the same disguised
+IDENTIFIERS = [
+    ("a MyKad number (MY)", "880101-14-5566"), ("a Malaysian mobile number", "+60 12-345 6789"),
+    ("an NRIC number (SG)", "S1234567D"), ("a FIN number (SG)", "G7654321N"), ("a Singapore number", "+65 9123 4567"),
+    ("a NIK number (ID)", "3174011508900001"), ("an Indonesian mobile number", "+62 812-3456-7890"),
+    ("a Thai ID number (TH)", "1-1037-02071-81-1"), ("a Thai mobile number", "+66 81 234 5678"),
+    ("a CCCD number (VN)", "001088012345"), ("a Vietnamese mobile number", "+84 912 345 678"),
+    ("a PhilSys number (PH)", "1234-5678-9012-3456"), ("a Philippine mobile number", "+63 917 123 4567"),
+    ("an HKID number (HK)", "A123456(7)"), ("a Hong Kong number", "+852 5123 4567"),
+    ("an e-mail address", "jane.tan@example.com"), ("an IPv4 address", "10.1.2.3"), ("an IPv6 address", "2001:db8::42"),
+    ("a card number", "4111 1111 1111 1111"),
+    ("a MyKad number in full-width digits", "８８０１０１-１４-５５６６"), ("a Thai ID in Thai digits", "๑๑๐๓๗๐๒๐๗๑๘๑๑"),
+    ("a MyKad number in Arabic-Indic digits", "٨٨٠١٠١١٤٥٥٦٦"), ("a MyKad number in mathematical digits", "𝟖𝟖𝟎𝟏𝟎𝟏𝟏𝟒𝟓𝟓𝟔𝟔"),
+    ("a card number spaced digit by digit", "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1"),
+    ("a number dotted like a version", "8.8.0.1.0.1.1.4"),
+    ("a MyKad number glued to a date", "1988-01-01-14-5566"),
+    ("an e-mail address with a full-width at", "jane.tan＠example.com"),
+    ("a MyKad number base64-encoded", "ODgwMTAxMTQ1NTY2"), ("a name hex-encoded", "4a616e652054616e"),
+]
 
 
 def make_pki(out: Path) -> DevPKI:

@@ -53,6 +53,15 @@ def features_submission(region: str, exact: list[FeatureStatistics], *, epsilon:
                         minimum_cohort: int = 10, segments: dict[str, list[FeatureStatistics]] | None = None,
                         catalog: tuple[FeatureSpec, ...] = CATALOG) -> pb.Submission | None:
     """What publish_statistics queues (None: every feature suppressed), on the wire."""
+    body = features_body(region, exact, epsilon=epsilon, now=now, minimum_cohort=minimum_cohort, segments=segments,
+                         catalog=catalog)
+    return None if body is None else to_proto(body)
+
+
+def features_body(region: str, exact: list[FeatureStatistics], *, epsilon: float, now: datetime,
+                  minimum_cohort: int = 10, segments: dict[str, list[FeatureStatistics]] | None = None,
+                  catalog: tuple[FeatureSpec, ...] = CATALOG) -> dict | None:
+    """The outbox file publish_statistics writes (None: every feature suppressed)."""
     share = epsilon / 2 if segments else epsilon
     end = now
     stats = RegionStatistics(region, end - timedelta(days=30), end, tuple(exact))
@@ -72,7 +81,7 @@ def features_submission(region: str, exact: list[FeatureStatistics], *, epsilon:
                 suppressed.append(value)
         body["accounting"]["epsilon"] = released.accounting.epsilon + seg_eps
         body.update(segments=parts, suppressed_segments=suppressed)
-    return to_proto(body)
+    return body
 
 
 def exact_training(rng: np.random.Generator, n: tuple[int, int], d: int = SPEC.dimension) -> TrainingStatistics:

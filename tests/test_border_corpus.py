@@ -28,7 +28,7 @@ from honest_releases import (
     training_submission,
 )
 
-from border import with_mtls
+from border import IDENTIFIERS, with_mtls
 
 from fedstore.aggregator.intake.server import MAX_REQUEST_BYTES, build_server
 from fedstore.federation import load_config
@@ -39,7 +39,7 @@ from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
-TOKENS = {"MY": "corpus-my-secret", "SG": "corpus-sg-secret"}
+TOKENS = {"MY": "corpus-my-secret", "SG": "corpus-sg-secret", "ID": "corpus-id-secret", "TH": "corpus-th-secret"}
 CENTRE_TOKEN = "corpus-centre-secret"  # the centre's own credential: it trains
 CAP = 10_000_000  # privacy.max_entities of this federation
 INVALID, DENIED, PRECONDITION = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
@@ -59,7 +59,9 @@ def centre(tmp_path_factory, pki):
         "regions": [{"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
                      "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{53000 + i}"}
                     for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
-                                                         ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])],
+                                                         ("SG", "Singapore", "PDPA-SG", "Asia/Singapore"),
+                                                         ("ID", "Indonesia", "UU PDP", "Asia/Jakarta"),
+                                                         ("TH", "Thailand", "PDPA-TH", "Asia/Bangkok")])],
         "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"CORPUS_TOKEN_{c}", "regions": [c],
                              "roles": ["publish", "promote", "audit", "registry-read", "statistics-read"]}
                             for c in TOKENS]
@@ -76,6 +78,7 @@ def centre(tmp_path_factory, pki):
     # each region's calls over its own certificate, as its outbox makes them
     links = {code: centre_link(config, code, f"127.0.0.1:{port}").channel([("grpc.max_send_message_length", 8 << 20)])
              for code in TOKENS}
+    links["operator"] = centre_link(config, None, f"127.0.0.1:{port}").channel()  # the centre's own tools' certificate
     yield links, store
     for channel in links.values():
         channel.close()
@@ -91,6 +94,7 @@ _FEATURES = features_submission(
     "MY", exact_region(_rng, 50_000), epsilon=1.0, now=NOW,
     segments={"Kuala Lumpur": exact_region(_rng, 20_000), "Penang": exact_region(_rng, 15_000)})
 _SG_FEATURES = features_submission("SG", exact_region(_rng, 50_000), epsilon=2.0, now=NOW)
+_ID_FEATURES = features_submission("ID", exact_region(_rng, 50_000), epsilon=2.0, now=NOW)
 _TRAINING = training_submission("MY", exact_training(_rng, (30_000, 4_000)), epsilon=1.0, delta=1e-6, now=NOW)
 _EVALUATION = evaluation_submission(
     "MY", {0: tuple(int(v) for v in _rng.integers(20, 80, len(SCORE_EDGES) - 1)),
@@ -107,16 +111,22 @@ _EVIDENCE = evidence_submission(
     "MY", _hist(60, 12), {"Kuala Lumpur": _hist(40, 8), "Penang": _hist(20, 4), "Johor Bahru": _EMPTY,
                           "Kota Kinabalu": _EMPTY, "Kuching": _EMPTY}, epsilon=1.0, now=NOW)
 BASES = {"features": _FEATURES, "training": _TRAINING, "evaluation": _EVALUATION, "sg_features": _SG_FEATURES,
-         "evidence": _EVIDENCE}
-_ID_KIND = {"features": "stats", "training": "train", "evaluation": "eval", "sg_features": "stats", "evidence": "eval"}
+         "evidence": _EVIDENCE, "id_features": _ID_FEATURES}
+_ID_KIND = {"features": "stats", "training": "train", "evaluation": "eval", "sg_features": "stats", "evidence": "eval",
+            "id_features": "stats"}
 
 
 def honest(kind: str = "features", region: str = "MY") -> pb.Submission:
     """A fresh copy of an honest release under a new id."""
+    return _as_region(BASES[kind], region, _ID_KIND[kind])
+
+
+def _as_region(base: pb.Submission, region: str, kind: str) -> pb.Submission:
+    """An honest release of ``base`` sent by ``region`` under a fresh id."""
     sub = pb.Submission()
-    sub.CopyFrom(BASES[kind])
+    sub.CopyFrom(base)
     sub.region = region
-    sub.submission_id = f"{region.lower()}-{_ID_KIND[kind]}-{uuid.uuid4().hex}"
+    sub.submission_id = f"{region.lower()}-{kind}-{uuid.uuid4().hex}"
     return sub
 
 
@@ -175,6 +185,29 @@ def _window(sub: pb.Submission, start: datetime, end: datetime) -> None:
     sub.window_end.FromDatetime(end)
 
 
+def _shifted(region: str, days: int) -> pb.Submission:
+    """An honest release of ``region`` (ε = 2) whose 30-day window ends ``days`` days before the last one."""
+    sub = honest(f"{region.lower()}_features", region)
+    end = NOW.replace(hour=0) - timedelta(days=days)
+    _window(sub, end - timedelta(days=30), end)
+    return sub
+
+
+def _as_rows(f: pb.FeatureStatistics, *, per_bin: int, bins: int | None = None) -> None:
+    """The feature's histogram made of single rows, as a careful attacker would: ``per_bin`` in each
+    of its first ``bins`` buckets, every other number consistent with them (the count their total,
+    sums of their bins' midpoints, the view's other entities moved to the null count)."""
+    used = len(f.histogram) if bins is None else bins
+    entities = f.count + f.null_count
+    mids = [(a + b) / 2 for a, b in zip(f.edges, f.edges[1:])][:used]
+    for i in range(len(f.histogram)):
+        f.histogram[i] = per_bin if i < used else 0
+    f.count = per_bin * used
+    f.null_count = entities - f.count
+    f.sum = per_bin * sum(mids)
+    f.sum_sq = per_bin * sum(m * m for m in mids)
+
+
 TXN7 = "customer_transactions:txn_count_7d"
 TXN30 = "customer_transactions:txn_count_30d"
 RATE = "customer_transactions:chargeback_rate_30d"
@@ -191,12 +224,7 @@ class Case:
     rule: str                    # the details start with "rule <rule>:"
     token: str = "MY"            # whose token calls
     setup: Callable[[], list[pb.Submission]] | None = None  # accepted first (replays, budget)
-
-
-def case(name, code, rule, token="MY", setup=None):
-    def wrap(make):
-        return Case(name, make, code, rule, token, setup)
-    return wrap
+    cert: str = ""               # whose certificate the call comes over ("operator": the centre's tools); "": token's
 
 
 def mutated(kind, fn, region="MY"):
@@ -268,7 +296,7 @@ CASES: list[Case] = [
     Case("rows: a third class carrying labels", mutated("evaluation", lambda s: s.evaluation.classes.add(label=2, counts=[1] * 56)),
          INVALID, "classes"),
     Case("rows: an evaluation of an unregistered model",
-         mutated("evaluation", lambda s: setattr(s.evaluation, "model_name", "cust_8801011455")), INVALID, "model"),
+         mutated("evaluation", lambda s: setattr(s.evaluation, "model_name", "fraud_unknown")), INVALID, "model"),
     Case("rows: model name that is free text",
          mutated("evaluation", lambda s: setattr(s.evaluation, "model_name", "Jane Tan; DROP TABLE")), INVALID, "model"),
 
@@ -592,6 +620,125 @@ CASES: list[Case] = [
          INVALID, "population"),
     Case("poisoning: one segment inflated to outweigh the others",
          mutated("features", lambda s: _inflate(s.segments[1].features, 30)), INVALID, "segment_total"),
+
+    # ------------------------------------------- personal data smuggled in the contract's strings
+    # every string is a name the federation agreed, matched exactly: a disguise is no name either
+    Case("text: a MyKad number after a city", mutated("features", _set(SEG0, "value", "Penang 880101-14-5566")),
+         INVALID, "segment"),
+    Case("text: a city with a zero-width space", mutated("features", _set(SEG0, "value", "Pen\u200bang")), INVALID, "segment"),
+    Case("text: a city spelt with a Cyrillic letter (homoglyph)", mutated("features", _set(SEG0, "value", "P\u0435nang")),
+         INVALID, "segment"),
+    Case("text: a city behind a right-to-left mark", mutated("features", _set(SEG0, "value", "\u200fPenang")),
+         INVALID, "segment"),
+    Case("text: a city in full-width letters", mutated("features", _set(SEG0, "value", "Ｐｅｎａｎｇ")), INVALID, "segment"),
+    Case("text: a feature name with a full-width colon",
+         mutated("features", _set(F0, "ref", TXN7.replace(":", "\uff1a"))), INVALID, "catalog"),
+    Case("text: a feature name with a zero-width joiner", mutated("features", _set(F0, "ref", TXN7 + "\u200d")),
+         INVALID, "catalog"),
+    Case("text: an e-mail address as a suppressed feature",
+         mutated("features", lambda s: s.suppressed.append("jane.tan@example.com")), INVALID, "catalog"),
+    Case("text: a phone number as a suppressed city",
+         mutated("features", lambda s: s.suppressed_segments.append("+60 12-345 6789")), INVALID, "segment"),
+    Case("text: an id number as a feature service",
+         mutated("training", lambda s: setattr(s.training, "feature_service", "fraud_scoring_880101145566")),
+         INVALID, "catalog"),
+    Case("text: a label with a homoglyph",
+         mutated("training", lambda s: setattr(s.training, "label", s.training.label.replace("a", "\u0430", 1))),
+         INVALID, "catalog"),
+    Case("text: a stage with a zero-width space",
+         mutated("evidence", lambda s: setattr(s.evaluation, "stage", s.evaluation.stage + "\u200b")), INVALID, "stage"),
+    Case("text: a segment dimension behind a direction override",
+         mutated("evidence", lambda s: setattr(s.evaluation, "segment_dimension", "home_city\u202e")), INVALID, "segment"),
+    Case("text: an e-mail address as the consent purpose",
+         mutated("features", lambda s: s.consent.CopyFrom(pb.ConsentBasis(purpose="jane.tan@example.com",
+                                                                         snapshot_id=uuid.uuid4().hex))),
+         INVALID, "consent"),
+    Case("text: a MyKad number as the consent snapshot id (hex digits, no random UUID)",
+         mutated("features", lambda s: s.consent.CopyFrom(pb.ConsentBasis(purpose="global_statistics",
+                                                                         snapshot_id="880101145566" + "0" * 20))),
+         INVALID, "consent"),
+    Case("text: a name hex-encoded as the consent snapshot id",
+         mutated("features", lambda s: s.consent.CopyFrom(pb.ConsentBasis(
+             purpose="global_statistics", snapshot_id="4a616e652054616e" + "0" * 16))), INVALID, "consent"),
+    Case("text: a base64 payload in the submission id",
+         mutated("features", lambda s: setattr(s, "submission_id", "my-stats-ODgwMTAxMTQ1NTY2SmFuZVRhbg")),
+         INVALID, "submission_id"),
+    Case("text: a period in full-width digits", mutated("features", lambda s: setattr(s, "period", "２０２６-11")),
+         INVALID, "period"),
+    Case("text: a period in Thai digits", mutated("features", lambda s: setattr(s, "period", "๒๐๒๖-11")),
+         INVALID, "period"),
+    Case("text: a region in full-width letters", mutated("features", lambda s: setattr(s, "region", "ＭＹ")),
+         DENIED, "identity"),
+
+    # --------------------------- identifiers of the seven jurisdictions where a name is allowed
+    # a model name is the one name a region chooses the letters of ([a-z][a-z0-9_]*): no id number in it
+    *[Case(f"identifier: {what} in a model name", mutated("evaluation", lambda s, n=name: setattr(s.evaluation, "model_name", n)),
+           INVALID, "personal_data")
+      for what, name in [("a MyKad number (MY)", "fraud_880101145566"), ("an NRIC number (SG)", "fraud_s1234567d"),
+                         ("a NIK number (ID)", "cust_3174011508900001"), ("a Thai ID number (TH)", "m_1103702071811"),
+                         ("a CCCD number (VN)", "cccd_001088012345"), ("a PhilSys number (PH)", "psn_1234567890123456"),
+                         ("an HKID number (HK)", "fraud_a1234567"), ("a phone number", "call_60123456789"),
+                         ("a card number", "card_4111111111111111"), ("a ten-digit number", "cust_8801011455")]],
+
+    # ------------------------------------------------------ raw rows disguised as a histogram
+    Case("rows: one row per histogram bucket",
+         mutated("id_features", lambda s: _as_rows(_feature(s, AGE), per_bin=1), "ID"), INVALID, "histogram_bins",
+         token="ID"),
+    Case("rows: more buckets than rows",
+         mutated("id_features", lambda s: _as_rows(_feature(s, TXN7), per_bin=1, bins=12), "ID"), INVALID,
+         "histogram_bins", token="ID"),
+    Case("rows: one row per bucket in a segment",
+         mutated("features", lambda s: _as_rows(s.segments[0].features[0], per_bin=1)), INVALID, "histogram_bins"),
+    Case("rows: two rows in each of ten buckets",
+         mutated("id_features", lambda s: _as_rows(_feature(s, TXN30), per_bin=2, bins=10), "ID"), INVALID,
+         "histogram_bins", token="ID"),
+
+    # ------------------------------------------------------------- numbers no release can hold
+    Case("impossible: a NaN ε", mutated("features", _set(ACC, "epsilon", float("nan"))), INVALID, "accounting"),
+    Case("impossible: an infinite ε per query", mutated("features", _set(ACC, "epsilon_per_query", float("inf"))),
+         INVALID, "accounting"),
+    Case("impossible: a subnormal ε", mutated("features", lambda s: (setattr(s.accounting, "epsilon", 5e-324),
+                                                                       setattr(s.accounting, "epsilon_per_query", 5e-324))),
+         INVALID, "accounting"),
+    Case("impossible: a NaN training scale", mutated("training", lambda s: setattr(s.training, "noise_scale", float("nan"))),
+         INVALID, "accounting"),
+    Case("impossible: an infinite evaluation scale",
+         mutated("evaluation", lambda s: setattr(s.evaluation, "noise_scale", float("inf"))), INVALID, "accounting"),
+    Case("impossible: a NaN in XᵀX", mutated("training", lambda s: s.training.xtx.__setitem__(3, float("nan"))),
+         INVALID, "finite"),
+    Case("impossible: an infinite sum of squares in a segment",
+         mutated("features", lambda s: setattr(s.segments[0].features[0], "sum_sq", float("inf"))), INVALID, "finite"),
+    Case("impossible: a NaN histogram edge", mutated("features", lambda s: s.features[0].edges.__setitem__(2, float("nan"))),
+         INVALID, "edges"),
+    Case("impossible: a negative infinite n", mutated("training", _set(C0, "n", float("-inf"))), INVALID, "finite"),
+    Case("impossible: an evaluation bin of 2⁶³ − 1",
+         mutated("evaluation", lambda s: s.evaluation.classes[0].counts.__setitem__(0, 2**63 - 1)), INVALID, "range"),
+    Case("impossible: a sum of 10³⁰⁸", mutated("features", lambda s: setattr(s.segments[0].features[0], "sum", 1e308)),
+         INVALID, "range"),
+
+    # ---------------------------------------- small cohorts by differencing releases, and budget
+    # overlapping windows a day apart: their difference is a day's entities, so each release is
+    # charged by the centre's own count, and the month's budget stops the next one
+    Case("differencing: overlapping windows a day apart, released until the budget is spent",
+         lambda: _shifted("ID", 3), PRECONDITION, "budget", token="ID",
+         setup=lambda: [_shifted("ID", days) for days in range(3)]),
+    # every kind of release draws on one budget: features spend it, a training release is then one too many
+    Case("differencing: a training release once features spent the month", lambda: _as_region(_TRAINING, "TH", "train"),
+         PRECONDITION, "budget", token="TH", setup=lambda: [_as_region(_ID_FEATURES, "TH", "stats") for _ in range(3)]),
+    Case("differencing: a segment breakdown charged as if the total and the segments were one release",
+         mutated("features", lambda s: (setattr(s.accounting, "epsilon", s.accounting.epsilon / 2),
+                                        setattr(s.accounting, "epsilon_per_query", s.accounting.epsilon_per_query))),
+         INVALID, "accounting"),
+    Case("differencing: the segments' noise declared smaller than the region's",
+         mutated("features", lambda s: [setattr(f.noise, q, getattr(f.noise, q) / 3) for g in s.segments for f in g.features
+                                        for q in ("count", "null_count", "histogram", "sum", "sum_sq")]),
+         INVALID, "accounting"),
+
+    # -------------------------------------------------------------------------- who is sending
+    Case("identity: the centre's operator certificate submitting for MY", lambda: honest("features", "MY"), DENIED,
+         "identity", cert="operator"),
+    Case("identity: MY's certificate with SG's token for SG", lambda: honest("features", "SG"), DENIED, "identity",
+         token="SG", cert="MY"),
 ]
 
 
@@ -629,9 +776,9 @@ def _replayed(change: Callable[[pb.Submission], None]) -> pb.Submission:
     return sub
 
 
-def _call(links: dict[str, grpc.Channel], request: pb.Submission | bytes, token: str) -> grpc.RpcError:
-    """``request`` sent with region ``token``'s token over that region's own certificate."""
-    call = links[token].unary_unary(SUBMIT, request_serializer=None, response_deserializer=None)
+def _call(links: dict[str, grpc.Channel], request: pb.Submission | bytes, token: str, cert: str = "") -> grpc.RpcError:
+    """``request`` sent with region ``token``'s token over ``cert``'s certificate (that region's own by default)."""
+    call = links[cert or token].unary_unary(SUBMIT, request_serializer=None, response_deserializer=None)
     data = request if isinstance(request, bytes) else request.SerializeToString()
     with pytest.raises(grpc.RpcError) as err:
         call(data, metadata=(("authorization", f"Bearer {TOKENS[token]}"),), timeout=30)
@@ -641,8 +788,8 @@ def _call(links: dict[str, grpc.Channel], request: pb.Submission | bytes, token:
 def test_the_corpus_covers_every_category_with_at_least_120_cases():
     categories = {c.name.split(":")[0] for c in CASES}
     assert categories == {"rows", "impossible", "accounting", "period", "covert", "identity", "replay", "oversize",
-                          "poisoning"}
-    assert len(CASES) >= 120 and len({c.name for c in CASES}) == len(CASES)
+                          "poisoning", "text", "identifier", "differencing"}
+    assert len(CASES) >= 200 and len({c.name for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("attack", CASES, ids=[c.name for c in CASES])
@@ -652,7 +799,7 @@ def test_each_attack_is_refused_by_its_rule_and_nothing_is_stored(centre, attack
         aggregator_pb2_grpc.AggregatorStub(links[accepted.region]).Submit(accepted, metadata=(("authorization", f"Bearer {TOKENS[accepted.region]}"),), timeout=30)
     before = store.stored_counts()
     request = attack.make()
-    err = _call(links, request, attack.token)
+    err = _call(links, request, attack.token, attack.cert or attack.token)
     assert (err.code(), err.details().split(":")[0]) == (attack.code, f"rule {attack.rule}"), err.details()
     assert store.stored_counts() == before
     if isinstance(request, pb.Submission) and request.submission_id != _REPLAYED.submission_id:
@@ -726,6 +873,11 @@ REGISTRY_TEXT = [
     ("a why with a right-to-left override", {"why": "ok\u202egnp.exe"}, "free_text"),
     ("a model name of free text", {"name": "Jane Tan"}, "model_name"),
     ("a model name of a thousand letters", {"name": "m" * 1000}, "model_name"),
+    ("a model name holding a MyKad number", {"name": "fraud_880101145566"}, "personal_data"),
+    ("a model name of a name and an id", {"name": "Jane Tan 880101-14-5566"}, "model_name"),
+    ("a stage of an e-mail address", {"stage": "jane.tan@example.com"}, "stage"),
+    *[(f"a why holding {what}", {"why": f"rolled out after a complaint from {value}"}, "personal_data")
+      for what, value in IDENTIFIERS],
 ]
 
 
@@ -751,3 +903,28 @@ def test_registry_free_text_is_bounded_and_never_stored(centre, name, fields, ru
     assert len(new) == (0 if rule == "size" else 1)
     for e in new:
         assert e.why in ("fine", WITHHELD) and e.name in ("fraud_lda", WITHHELD) and len(e.outcome) < 400
+        # nor quoted by the refusal's message the trail keeps (an error message is text too)
+        typed = [v for v in fields.values() if len(v) > 3]
+        assert not any(v[:8] in e.outcome for v in typed), e.outcome
+
+
+@pytest.mark.parametrize("what,value", IDENTIFIERS[:4] + IDENTIFIERS[15:17], ids=[w for w, _ in IDENTIFIERS[:4] + IDENTIFIERS[15:17]])
+def test_identifiers_in_readiness_items_and_quarantine_decisions_are_refused(centre, what, value):
+    """The other free text the centre keeps: a readiness item a region's operator records, and the
+    reason the centre's operator gives for a quarantine decision."""
+    from fedstore.proto.fedstore.registry.v1 import registry_pb2, registry_pb2_grpc
+
+    links, store = centre
+    readiness = registry_pb2.RecordReadinessRequest(name="fraud_lda", version=1,
+                                                    items={"escalation_contact": f"call {value}"})
+    with pytest.raises(grpc.RpcError) as err:
+        registry_pb2_grpc.RegistryStub(links["MY"]).RecordReadiness(
+            readiness, metadata=(("authorization", f"Bearer {TOKENS['MY']}"),), timeout=30)
+    assert (err.value.code(), err.value.details().split(":")[0]) == (INVALID, "rule personal_data"), err.value.details()
+    decision = pb.QuarantineDecision(submission_id=f"my-stats-{uuid.uuid4().hex}", action=pb.ACCEPT,
+                                     why=f"checked with {value}")
+    with pytest.raises(grpc.RpcError) as err:
+        aggregator_pb2_grpc.AggregatorStub(links["operator"]).DecideQuarantine(
+            decision, metadata=(("authorization", f"Bearer {CENTRE_TOKEN}"),), timeout=30)
+    assert (err.value.code(), err.value.details().split(":")[0]) == (INVALID, "rule personal_data"), err.value.details()
+    assert not any(value in e.why for e in store.quarantine_events())

@@ -181,10 +181,10 @@ def test_refused_credentials_keep_the_release_queued_and_say_why(centre, tmp_pat
     out = send_outbox(box, centre_link(config, "MY", address), "not-a-token", backoff=FAST)
     assert out == [(sid, "queued: the centre did not accept this region's token (UNAUTHENTICATED: unknown "
                          "token); kept, and sent when run again once the token or certificate is fixed")]
-    # the right token over another region's certificate (a misconfigured centre_tls)
+    # the right token over another region's certificate (a misconfigured centre_tls): the region's own
+    # border sees the link is not MY's and keeps it, unsent (the centre would refuse it: rule identity)
     out = send_outbox(box, centre_link(config, "SG", address), TOKENS["MY"], backoff=FAST)
-    assert out[0][1].startswith("queued: the centre refused this region's credentials for it (token or certificate) "
-                                "(PERMISSION_DENIED: rule identity: ")
+    assert out[0][1].startswith("queued: rule identity: names region 'MY', but it is region SG's outbox")
     # a centre this region's certificate is not signed for: the handshake fails, the release stays
     rogue = make_dev_pki(tmp_path / "rogue", ["MY"])
     raw = yaml.safe_load(config.source.read_text())
@@ -216,14 +216,16 @@ def test_only_a_validation_rejection_is_final_and_requeue_puts_it_back(centre, c
     config, address, store = centre
     node, sid, path = _publish(config)
     body = json.loads(path.read_text())
-    good_count = body["features"][0]["count"]
-    body["features"][0]["count"] = 3  # below the minimum cohort: the centre's verdict on the statistics
+    good_epsilon = body["accounting"]["epsilon"]
+    # ε claimed at half what its noise costs: the centre's verdict on the statistics (the region's own
+    # border cannot judge the noise, so it reaches the centre)
+    body["accounting"]["epsilon"] = good_epsilon / 2
     path.write_text(json.dumps(body))
     assert _send(config, "--address", address) == 1
     out, err = capsys.readouterr()
-    assert f"{sid}  rejected: rule minimum_cohort" in out and "the centre rejected 1 of 1" in err
+    assert f"{sid}  rejected: rule accounting" in out and "the centre rejected 1 of 1" in err
     rejected = json.loads(path.read_text())
-    assert rejected["status"] == "rejected" and rejected["rejection"].startswith("INVALID_ARGUMENT: rule minimum_cohort")
+    assert rejected["status"] == "rejected" and rejected["rejection"].startswith("INVALID_ARGUMENT: rule accounting")
     assert _send(config, "--address", address) == 0  # final: not sent again by itself
     assert "nothing queued in the outbox" in capsys.readouterr().out
     # mistakes with --requeue are one line, and change nothing
@@ -234,7 +236,7 @@ def test_only_a_validation_rejection_is_final_and_requeue_puts_it_back(centre, c
         assert words in err and err.count("\n") == 1, err
     assert json.loads(path.read_text())["status"] == "rejected"
     # the operator repairs the cause and puts it back: sent, with the ε spent shown
-    rejected["features"][0]["count"] = good_count
+    rejected["accounting"]["epsilon"] = good_epsilon
     path.write_text(json.dumps(rejected))
     assert _send(config, "--address", address, "--requeue", sid) == 0
     out = capsys.readouterr().out

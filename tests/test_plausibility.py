@@ -1,5 +1,5 @@
 """Plausible within the noise: honest releases, made by the regions' own release functions over
-drawn data, privacy levels and sizes, always pass the centre's rules (each rule's false-reject
+drawn data, privacy levels and sizes, always pass the region's own border and the centre's rules (each rule's false-reject
 probability is at most 1e-9, so over these draws a single failure would be a bug, not bad luck);
 the noise bounds behind the rules hold where they can be measured; and the centre's charge is what
 the region's own OpenDP accounting spent."""
@@ -28,6 +28,7 @@ from fedstore.federation import PrivacyConfig
 from fedstore.federation.statistics import CATALOG, CITIES
 from fedstore.federation.tokens import Caller
 from fedstore.federation.training import SCORE_EDGES, TRAINING_SPECS
+from fedstore.regions.publishing.egress import check_egress
 
 SPEC = TRAINING_SPECS[0]
 
@@ -80,6 +81,7 @@ def _exact(values: list[np.ndarray], members: np.ndarray | None = None) -> list:
 
 
 def _accepted(sub) -> float:
+    check_egress(sub, region="MY", minimum_cohort=PRIVACY.minimum_cohort)  # the region's own border lets it out
     charge = validate(parse_submission(sub), caller=MY, catalog=CATALOG_BY_REF, privacy=PRIVACY, regions={"MY", "SG"}, now=NOW)
     assert charge.epsilon == pytest.approx(sub.accounting.epsilon, rel=1e-6)
     return charge.epsilon

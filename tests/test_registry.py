@@ -345,7 +345,7 @@ def test_registry_over_grpc(served):
     # mistaken changes (unknown stage, nothing to roll back) are on the trail too, once each
     trail = stub.GetAudit(pb.GetAuditRequest(region="MY"), metadata=_md("ops-my"), timeout=5).events
     assert [(e.who, e.stage, e.outcome) for e in trail if e.stage == "gold"] == [
-        ("ops-all", "gold", "refused: unknown stage 'gold'; stages are shadow, canary_5, canary_25, full")]
+        ("ops-all", "gold", "refused: rule stage: unknown stage 'gold'; stages are shadow, canary_5, canary_25, full")]
     with pytest.raises(grpc.RpcError) as e:
         stub.Rollback(pb.RollbackRequest(region="MY", stage="full", why="nothing there"), metadata=_md("ops-my"), timeout=5)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

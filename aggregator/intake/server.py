@@ -26,6 +26,7 @@ from fedstore.aggregator.registry.service import RegistryServicer
 from fedstore.aggregator.registry.store import ModelRegistry
 from fedstore.aggregator.store import SubmissionStore
 from fedstore.federation import ConfigError, FederationConfig
+from fedstore.federation.border_rules import MAX_REQUEST_BYTES  # rule size: the region sends no more either
 from fedstore.federation.access import AccessGuard
 from fedstore.federation.error_boundary import ErrorBoundary
 from fedstore.federation.errors import Unauthenticated
@@ -43,10 +44,6 @@ log = logging.getLogger(__name__)
 
 # threads of the centre's server, and how many of them open reflection streams may hold at once
 WORKERS, REFLECTION_STREAMS = 8, 2
-# The largest request the centre reads (rule size). An honest submission is a few kilobytes (every
-# list in it is bounded by the catalog: features, bins, segments, classes); grpc's own limit, 4 MiB,
-# refuses larger ones before they are read (RESOURCE_EXHAUSTED), this one names its rule.
-MAX_REQUEST_BYTES = 256 * 1024
 
 
 def _utc_now() -> datetime:

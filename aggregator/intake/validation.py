@@ -8,7 +8,9 @@ Rules (each rejection names its rule), in the order they are checked:
   days, ending no later than the day after receipt, at most a year long);
 - what: ``accounting`` (present), ``mechanism`` (a known value, the one the release kind allows),
   ``kind``, ``catalog``, ``segment``, ``finite``, ``range``, ``minimum_cohort``, ``non_negative``,
-  ``edges``, ``dimensions``, ``classes``, ``model``, ``stage`` (outcome evidence names a registry stage);
+  ``edges``, ``histogram_bins`` (a count of at least ``ROWS_PER_BIN`` per bin), ``dimensions``, ``classes``,
+  ``model``, ``personal_data`` (no identifier in a model name), ``stage`` (outcome evidence names a
+  registry stage);
 - the centre's own accounting (``accounting.py``): ε and δ recomputed with OpenDP from the declared
   noise scales; a claim that disagrees is ``accounting``;
 - plausibility within the noise (``plausibility.py``): ``population``, ``sum_range``,
@@ -23,13 +25,13 @@ Wire-level rules (unknown fields, unknown enum values) are checked where request
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from fedstore.aggregator.errors import NotAllowed, Rejected
 from fedstore.aggregator.intake import plausibility
 from fedstore.aggregator.intake.accounting import Charge, recompute
+from fedstore.aggregator.registry.text import personal_data_refusal
 from fedstore.aggregator.submission import (
     GAUSSIAN,
     MECHANISMS,
@@ -42,22 +44,13 @@ from fedstore.aggregator.submission import (
     TrainingStatistics,
 )
 from fedstore.federation import PrivacyConfig
+from fedstore.federation.border_rules import ID_KINDS, MODEL_NAME, PERIOD, SNAPSHOT_ID, SUBMISSION_ID
 from fedstore.federation.consent import Purpose
-from fedstore.federation.statistics import SEGMENTS, FeatureSpec
+from fedstore.federation.statistics import ROWS_PER_BIN, SEGMENTS, FeatureSpec
 from fedstore.federation.tokens import Caller
 from fedstore.federation.traffic import STAGES
 from fedstore.federation.training import LABELS, SCORE_EDGES, TRAINING_SPECS, TrainingSpec, triangle_size
 
-# matched whole (fullmatch): "$" would also match before a final newline, and "2026-11\n" would be
-# a month of its own, with a budget of its own. The id is the region's code, the kind, and a random
-# UUID4 (32 hex digits or the canonical form, lower case): 122 random bits and nothing chosen
-# (no time, no counter, no free characters a region could fill with anything else).
-_UUID4 = r"(?:[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}|[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})"
-_ID = re.compile(rf"[a-z]{{2}}-(stats|train|eval)-{_UUID4}")
-_ID_KIND = {"stats": "features", "train": "training", "eval": "evaluation"}
-_MODEL = re.compile(r"[a-z][a-z0-9_]{0,62}")
-_PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
-_SNAPSHOT_ID = re.compile(r"[0-9a-f]{32}")  # a random UUID4's hex (federation.consent.ConsentBasis)
 # the purpose a release's consent gate filtered its rows for, by kind
 _CONSENT_PURPOSE = {"features": Purpose.GLOBAL_STATISTICS, "training": Purpose.GLOBAL_STATISTICS,
                     "evaluation": Purpose.EVALUATION}
@@ -81,7 +74,7 @@ def check_identity(sub: Submission, *, caller: Caller, regions: set[str]) -> Non
         raise Rejected(f"unknown region {sub.region!r}", rule="region")
     if not caller.allows(sub.region):
         raise NotAllowed(f"caller {caller.name!r} may not submit for region {sub.region}", rule="identity")
-    m = _ID.fullmatch(sub.submission_id)
+    m = SUBMISSION_ID.fullmatch(sub.submission_id)
     if m is None or not sub.submission_id.startswith(sub.region.lower() + "-"):
         raise Rejected(f"{sub.submission_id!r} is not '<region>-<stats|train|eval>-<random uuid4>'", rule="submission_id")
 
@@ -103,7 +96,7 @@ def validate(
     """Every rule, in order; the charge the centre computed when all pass."""
     check_identity(sub, caller=caller, regions=regions)
     month = receipt_period(now)
-    if not _PERIOD.fullmatch(sub.period):
+    if not PERIOD.fullmatch(sub.period):
         raise Rejected(f"{sub.period!r} is not YYYY-MM", rule="period")
     if sub.period != month:
         raise Rejected(f"claimed {sub.period}, but the centre received it in {month}; a submission is "
@@ -133,7 +126,7 @@ def validate(
     if (sub.segments or sub.suppressed_segments) and (sub.training is not None or sub.evaluation is not None):
         raise Rejected("segments belong to a features submission", rule="kind")
     kind = kinds[0]
-    id_kind = _ID_KIND[sub.submission_id.split("-")[1]]
+    id_kind = ID_KINDS[sub.submission_id.split("-")[1]]
     if id_kind != kind:
         raise Rejected(f"{sub.submission_id!r} names a {id_kind} submission, but it carries {kind}", rule="submission_id")
     if sub.consent is not None:
@@ -192,8 +185,8 @@ def check_consent(basis: ConsentClaim, kind: str) -> None:
     want = _CONSENT_PURPOSE[kind]
     if basis.purpose != want.value:
         raise Rejected(f"a {kind} release rests on consent for {want.value}, not {basis.purpose[:40]!r}", rule="consent")
-    if not _SNAPSHOT_ID.fullmatch(basis.snapshot_id):
-        raise Rejected("the consent snapshot id is 32 lower-case hex digits (a random UUID)", rule="consent")
+    if not SNAPSHOT_ID.fullmatch(basis.snapshot_id):
+        raise Rejected("the consent snapshot id is a random UUID4's 32 lower-case hex digits", rule="consent")
 
 
 def _window(sub: Submission, now: datetime) -> None:
@@ -219,7 +212,7 @@ def _window(sub: Submission, now: datetime) -> None:
 
 def valid_period(period: str) -> bool:
     """Is ``period`` a month, YYYY-MM (as every submission's period is)?"""
-    return _PERIOD.fullmatch(period) is not None
+    return PERIOD.fullmatch(period) is not None
 
 
 def _segment_values(dimension: str, region: str) -> tuple[str, ...]:
@@ -253,6 +246,9 @@ def _features(features: Iterable[FeatureStatistics], catalog: dict[str, FeatureS
             raise Rejected(f"{f.ref}{where} histogram edges differ from the agreed edges", rule="edges")
         if len(f.histogram) != spec.bins:
             raise Rejected(f"{f.ref}{where} has {len(f.histogram)} bins, the catalog {spec.bins}", rule="edges")
+        if f.count < spec.least_count:
+            raise Rejected(f"{f.ref}{where} has {spec.bins} bins for a count of {f.count}; at least {ROWS_PER_BIN} "
+                           "entities per bin (else its bins are single rows)", rule="histogram_bins")
 
 
 def _training(t: TrainingStatistics, privacy: PrivacyConfig) -> TrainingSpec:
@@ -289,8 +285,11 @@ def _training(t: TrainingStatistics, privacy: PrivacyConfig) -> TrainingSpec:
 
 
 def _evaluation(e: Evaluation, privacy: PrivacyConfig, region: str) -> None:
-    if not _MODEL.fullmatch(e.model_name) or e.model_version < 1:
-        raise Rejected(f"{e.model_name!r} v{e.model_version} is not a registry name and version", rule="model")
+    if not MODEL_NAME.fullmatch(e.model_name) or e.model_version < 1:
+        raise Rejected(f"{e.model_name[:80]!r} v{e.model_version} is not a registry name and version", rule="model")
+    refusal = personal_data_refusal(e.model_name, "the model name")
+    if refusal is not None:
+        raise refusal
     if tuple(e.score_edges) != SCORE_EDGES:
         raise Rejected("evaluation score edges differ from the agreed edges", rule="edges")
     if e.stage and e.stage not in STAGES:

@@ -2,7 +2,8 @@
 
 A decision names who (the caller's token), when (the centre's clock) and why (free text the
 operator must give: at most ``WHY_LIMIT`` characters, no control or invisible format characters,
-so the audit trail cannot hide anything or carry a payload of its own).
+so the audit trail cannot hide anything or carry a payload of its own; no identifier either, rule
+personal_data: ``federation.personal_data``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import timezone
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fedstore.aggregator.errors import NotFound, NotHeld, Rejected
+from fedstore.aggregator.registry.text import personal_data_refusal
 from fedstore.aggregator.store import ACCEPT, QUARANTINE, REJECT, QuarantineEvent, QuarantineNotHeld, SubmissionStore
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 
@@ -65,4 +67,7 @@ def valid_why(why: str) -> str:
         raise Rejected(f"at most {WHY_LIMIT} characters, got {len(text)}", rule="why")
     if any(unicodedata.category(ch)[0] == "C" for ch in text):
         raise Rejected("control or invisible characters are not allowed", rule="why")
+    refusal = personal_data_refusal(text, "why")
+    if refusal is not None:
+        raise refusal
     return text

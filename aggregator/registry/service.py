@@ -26,6 +26,7 @@ from fedstore.aggregator.registry.text import (
     check_stage,
     check_why,
     storable_name,
+    storable_reason,
     storable_stage,
     storable_why,
 )
@@ -139,7 +140,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 request.name, request.version, request.region, request.stage, who=caller.name, why=request.why))
         return self._run(context, work, region=request.region, change=lambda caller, reason: self.registry.record_refusal(
             "promote", request.region, storable_stage(request.stage), storable_name(request.name), request.version,
-            who=caller.name, why=storable_why(request.why), reason=reason))
+            who=caller.name, why=storable_why(request.why),
+            reason=storable_reason(reason, name=request.name, stage=request.stage, why=request.why)))
 
     def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> pb.DeploymentEvent:
         def work(caller: Caller) -> pb.DeploymentEvent:
@@ -148,7 +150,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             return event_to_proto(self.registry.rollback(request.region, request.stage, who=caller.name, why=request.why))
         return self._run(context, work, region=request.region, change=lambda caller, reason: self.registry.record_refusal(
             "rollback", request.region, storable_stage(request.stage), "", 0, who=caller.name, why=storable_why(request.why),
-            reason=reason))
+            reason=storable_reason(reason, stage=request.stage, why=request.why)))
 
     def GetAudit(self, request: pb.GetAuditRequest, context: grpc.ServicerContext) -> pb.AuditTrail:
         # another region's trail is refused for its region's code alone, whatever the trail holds

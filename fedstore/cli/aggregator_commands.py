@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from fedstore.federation import FederationConfig
-from fedstore.cli.arguments import host_port, port_number, positive_int
+from fedstore.cli.arguments import host_port, no_identifier, port_number, positive_int
 from fedstore.cli.render import table
 from fedstore.regions.errors import RegionError
 from fedstore.serving.ports import CannotListen, check_bindable
@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        ("reject", "exclude a held submission for good (it stays stored)")):
         decide = qcmds.add_parser(name, help=text)
         decide.add_argument("submission_id", help="the held submission (its id from `quarantine list`)")
-        decide.add_argument("--why", required=True, help="recorded in the audit trail (at most 500 characters)")
+        decide.add_argument("--why", required=True, type=no_identifier,
+                            help="recorded in the audit trail (at most 500 characters)")
         decide.set_defaults(handler=cmd_quarantine_decide, action=name)
 
 
@@ -102,7 +103,7 @@ def cmd_serve(config: FederationConfig, args: argparse.Namespace) -> None:
 def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
     from fedstore.federation.channels import centre_link
     from fedstore.regions.publishing.budget import BudgetLedger
-    from fedstore.regions.publishing.outbox import requeue, send_outbox
+    from fedstore.regions.publishing.outbox import REFUSED_AT_BORDER, requeue, send_outbox
     from fedstore.regions.publishing.publish import outbox_dir
 
     region = config.region(args.region)
@@ -128,6 +129,7 @@ def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
     refused = sum(outcome.startswith(("queued: the centre", "queued: TLS")) for _, outcome in results)
     failed = sum(outcome.startswith("queued: aggregator failed") for _, outcome in results)
     rejected = sum(outcome.startswith("rejected") for _, outcome in results)
+    at_border = sum(outcome.startswith("rejected") and outcome.endswith(REFUSED_AT_BORDER) for _, outcome in results)
     if refused:
         raise RegionError(f"{region.code}: {queued} of {len(results)} submissions stay queued: the aggregator at "
                           f"{address} refused this region's connection or credentials (see above); fix them and run "
@@ -141,6 +143,9 @@ def cmd_send(config: FederationConfig, args: argparse.Namespace) -> None:
             why = "did not answer or failed (see above)"
         raise RegionError(f"{region.code}: {queued} of {len(results)} submissions stay queued: the aggregator at "
                           f"{address} {why}; send-stats sends them when run again")
+    if at_border:
+        raise RegionError(f"{region.code}: the region's border refused {at_border} and the centre rejected "
+                          f"{rejected - at_border} of {len(results)} submissions (see above)")
     if rejected:
         raise RegionError(f"{region.code}: the centre rejected {rejected} of {len(results)} submissions (see above)")
     unreadable = sum(outcome.startswith("unreadable") for _, outcome in results)

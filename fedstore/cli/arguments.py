@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from fedstore.federation.personal_data import identifier_in
 from fedstore.regions.errors import RegionError
 
 
@@ -34,6 +35,16 @@ def positive_float(number: str = "a number", subject: str = "") -> Callable[[str
         return value
 
     return parse
+
+
+def no_identifier(text: str) -> str:
+    """Text a person types that the centre keeps (a reason, a readiness item): refused here, before it
+    leaves the region, when it holds an identifier (rule personal_data; the centre refuses it too)."""
+    found = identifier_in(text)
+    if found:
+        raise argparse.ArgumentTypeError(f"rule personal_data: it holds what looks like {found}; personal data "
+                                         "never crosses the border (name a ticket or a runbook instead)")
+    return text
 
 
 def iso_date(text: str) -> date:

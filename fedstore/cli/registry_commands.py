@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedstore.federation import FederationConfig
 from fedstore.federation.traffic import STAGES
-from fedstore.cli.arguments import host_port
+from fedstore.cli.arguments import host_port, no_identifier
 from fedstore.cli.render import influence_table, table
 from fedstore.regions.errors import RegionError
 
@@ -43,12 +43,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     promote.add_argument("version", type=int, help="version number (from `registry list`)")
     promote.add_argument("--region", required=True, help="region code the stage is in")
     promote.add_argument("--stage", required=True, choices=STAGES, help="stage to move the version to")
-    promote.add_argument("--why", required=True, help="recorded in the audit trail")
+    promote.add_argument("--why", required=True, type=no_identifier, help="recorded in the audit trail")
     promote.set_defaults(handler=cmd_promote)
     rollback = cmds.add_parser("rollback", help="restore what served a stage before (or empty it)")
     rollback.add_argument("--region", required=True, help="region code the stage is in")
     rollback.add_argument("--stage", required=True, choices=STAGES, help="stage to restore")
-    rollback.add_argument("--why", required=True, help="recorded in the audit trail")
+    rollback.add_argument("--why", required=True, type=no_identifier, help="recorded in the audit trail")
     rollback.set_defaults(handler=cmd_rollback)
     audit = cmds.add_parser("audit", help="every promotion, refusal and rollback")
     audit.add_argument("--region", default="", help="only this region's events")
@@ -63,7 +63,7 @@ def _item(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip() or not value.strip():
         raise argparse.ArgumentTypeError(f"expected ITEM=VALUE, got {text!r}")
-    return key.strip(), value.strip()
+    return key.strip(), no_identifier(value.strip())
 
 
 def _call(config: FederationConfig, args: argparse.Namespace, method: str, request: object) -> Any:

@@ -1,5 +1,6 @@
 """Anonymisation at the border: OpenDP noise on every released number, then minimum-cohort
-suppression decided on the noisy count, with the privacy accounting attached.
+suppression decided on the noisy count (at least the federation's minimum, and at least ``ROWS_PER_BIN`` per
+bin of the feature's histogram), with the privacy accounting attached.
 
 Neighbouring datasets differ by one entity (add or remove), and each entity contributes at most
 one row per view, clipped to the catalog's bounds. Per feature five numbers are released:
@@ -113,7 +114,8 @@ def anonymise(
 ) -> AnonymisedStatistics:
     if not epsilon > 0:
         raise ValueError("epsilon must be positive")
-    border = (MinimumCohort(minimum_cohort),)  # before any noise is drawn: a bad minimum is refused first
+    # before any noise is drawn: a bad minimum is refused first; a histogram needs its rows per bin
+    border = (MinimumCohort(minimum_cohort, at_least={s.ref: s.least_count for s in catalog}),)
     specs = {s.ref: s for s in catalog}
     eps_q = _per_query(epsilon, len(stats.features))
     exact: dict[tuple[str, str], object] = {}

@@ -15,7 +15,7 @@ training or evaluation release, which is useless without both classes, is withhe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol, Self, TypeVar
 
 import numpy as np
@@ -67,16 +67,20 @@ Step = Callable[[R], "R | None"]
 @dataclass(frozen=True)
 class MinimumCohort:
     """Statistics of fewer than ``minimum`` entities are never released. Decided on the noisy
-    counts, so the decision itself reveals nothing the noise does not already cover."""
+    counts, so the decision itself reveals nothing the noise does not already cover. A group named in
+    ``at_least`` needs that many (a histogram needs ``ROWS_PER_BIN`` entities per bin: with fewer, its
+    bins would be single rows; the centre's rule histogram_bins)."""
 
     minimum: int
+    at_least: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.minimum < 1:
             raise ValueError("minimum_cohort must be at least 1")
 
     def __call__(self, release: R) -> R | None:
-        withheld = tuple(group for group, n in release.cohorts().items() if n < self.minimum)
+        withheld = tuple(group for group, n in release.cohorts().items()
+                         if n < max(self.minimum, self.at_least.get(group, 0)))
         return release.without(withheld) if withheld else release
 
 

@@ -3,6 +3,10 @@
 Each file keeps its submission id, so a retry after a lost reply is recognised by the centre as a
 replay (it answers with the original receipt) and never counted twice.
 
+Before anything is sent, the region's own border checks it (``egress``): a submission that breaks
+one of its rules is marked rejected with the rule, and never leaves; one naming another region than
+the link's (rule identity: who would send it, not what it holds) stays queued, unsent.
+
 A release is never lost on the way: only the centre's verdict on the statistics themselves
 (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE: a rule or the budget) marks a submission
 rejected. A refusal of the credentials (UNAUTHENTICATED, PERMISSION_DENIED), an unreachable centre
@@ -43,6 +47,7 @@ from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2 as pb
 from fedstore.proto.fedstore.aggregator.v1 import aggregator_pb2_grpc
 from fedstore.regions.errors import RegionError
 from fedstore.regions.publishing.budget import BudgetExceeded, BudgetLedger
+from fedstore.regions.publishing.egress import EgressRefused, check_egress
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 # the centre's verdict on the statistics (aggregator/errors.py: Rejected, OverBudget): the only final answers
@@ -56,6 +61,7 @@ _CREDENTIALS = {
     grpc.StatusCode.PERMISSION_DENIED: "the centre refused this region's credentials for it (token or certificate)",
 }
 _UNREACHABLE = "queued: aggregator unreachable"
+REFUSED_AT_BORDER = "(refused at the region's border: not sent)"
 _HANDSHAKE = "queued: TLS handshake failed"
 _OTHER_MONTH = "queued: period:"  # the centre's month is not the submission's: no verdict on it
 
@@ -169,7 +175,9 @@ def send_outbox(
     the statistics: kept, marked, not retried until requeued), "queued: <reason>" (kept for the
     next run: the aggregator was unreachable after every attempt, the TLS handshake failed, the
     credentials were refused, or the centre failed while handling it; once it was unreachable or
-    the handshake failed, the submissions after it are not tried this run), "unreadable: <reason>"
+    the handshake failed, the submissions after it are not tried this run), "rejected: rule …
+    (refused at the region's border: not sent)" (``egress``; "queued: rule identity: …" for a link
+    of another region), "unreadable: <reason>"
     (a file in the outbox that is no submission; the others are sent).
     A submission queued in an earlier month is sent as it is first (it may be stored already, its reply
     lost), and re-dated to the sending month (``redate``) only when the centre refuses its month.
@@ -190,6 +198,16 @@ def send_outbox(
             except KeyError as e:
                 results.append((path.stem, f"unreadable: {path} is not a submission (it lacks {e}); "
                                             "repair or remove it"))
+                continue
+            refused = _egress_refusal(request, link)
+            if refused is not None:
+                note = f"{refused} {REFUSED_AT_BORDER}"
+                if refused.rule == "identity":  # who would send it, not what it holds: kept for the region's own link
+                    results.append((body["submission_id"], f"queued: {note}"))
+                    continue
+                body.update(status="rejected", rejection=note)
+                _write(path, body)
+                results.append((body["submission_id"], f"rejected: {note}"))
                 continue
             if unreachable:
                 # the centre did not answer through a whole backoff: every other submission would
@@ -216,6 +234,17 @@ def _send_in_month(stub: aggregator_pb2_grpc.AggregatorStub, link: CentreLink, p
     if held:
         return held
     return _send_one(stub, link, path, body, to_proto(body), token, backoff, sleep)
+
+
+def _egress_refusal(request: pb.Submission, link: CentreLink) -> EgressRefused | None:
+    """Why the region's own border keeps ``request`` in (``egress``), or None when it may leave."""
+    if link.region is None:
+        return EgressRefused("the centre's operator sends no statistics; a region's own link does", rule="identity")
+    try:
+        check_egress(request, region=link.region, minimum_cohort=link.minimum_cohort)
+    except EgressRefused as e:
+        return e
+    return None
 
 
 def _send_one(stub: aggregator_pb2_grpc.AggregatorStub, link: CentreLink, path: Path, body: dict,

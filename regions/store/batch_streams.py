@@ -1,71 +1,18 @@
-"""Streams of Arrow record batches between the join's stages: read ahead, worked on in order.
+"""Batches worked on in threads and handed on in their order.
 
 The join's stages run at once on a machine's cores: DuckDB reads the entity rows, threads search
-the views for them, a thread writes Parquet. These keep each stage fed without holding more than a
-few batches: ``ReadAhead`` reads a stream's next batches in a thread while the caller does other
-work (the views load while the first entity rows are read); ``in_order`` works on several
-batches at a time and hands them on in their order.
+the views for them (``in_order``), a thread writes Parquet; each holds a few batches at most.
+(Reading the entity rows ahead in a thread while the views load was tried: no faster from files,
+and slower from a DataFrame, whose scan by DuckDB holds the GIL.)
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import pyarrow as pa
-
-_END = object()
-
-
-class ReadAhead:
-    """Iterates over ``reader``'s batches, read by a thread of its own up to ``batches`` ahead of
-    the caller. An error of the reader is raised where the batch it failed on would have been
-    taken; ``close`` (or the end of the stream) stops the thread."""
-
-    def __init__(self, reader: Iterator[pa.RecordBatch], batches: int = 4) -> None:
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=batches)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, args=(reader,), name="fedstore-read-ahead", daemon=True)
-        self._thread.start()
-
-    def _read(self, reader: Iterator[pa.RecordBatch]) -> None:
-        item: object = _END
-        try:
-            for batch in reader:
-                if not self._put(batch):
-                    return
-        except BaseException as e:  # noqa: BLE001 — handed to the caller, raised there
-            item = e
-        self._put(item)
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        try:
-            while True:
-                item = self._queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item  # type: ignore[misc]
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop reading (the batch being read is finished first) and wait for the thread."""
-        self._stop.set()
-        self._thread.join()
 
 
 def in_order(work: Callable[[pa.RecordBatch], pa.RecordBatch], batches: Iterator[pa.RecordBatch],

@@ -48,7 +48,7 @@ from feast.saved_dataset import SavedDatasetStorage
 from pydantic import StrictStr
 
 from fedstore.regions.store import sorted_search
-from fedstore.regions.store.batch_streams import ReadAhead, in_order
+from fedstore.regions.store.batch_streams import in_order
 from fedstore.regions.store.parquet_output import COMPRESSIONS, write_parquet
 from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote, ties_query
 
@@ -218,7 +218,8 @@ class AsofRetrievalJob(RetrievalJob):
                   batch_rows: int = 65_536) -> Iterator[tuple[pa.Schema, Iterator[pa.RecordBatch]] | None]:
         """The join by ``sorted_search`` as a schema and a stream of batches, or None where the
         ASOF join must do it (asked to, views larger than the memory limit, keys of other types).
-        The stream is read within the block: leaving it stops reading ``conn``."""
+        The stream reads ``conn``: it is read within the block. Small batches (64k rows) let the
+        Parquet writer start early and keep the threads' batches in cache."""
         if self._join == "asof" or (self._join == "auto" and not self._views_fit(conn)):
             yield None
             return
@@ -234,23 +235,18 @@ class AsofRetrievalJob(RetrievalJob):
         query = f"SELECT {', '.join(out)}, epoch_us(CAST(e.{ts} AS TIMESTAMPTZ)) AS {_TIME} FROM ({relation}) AS e{order}"
         empty = conn.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table()
         types = {f.name: f.type for f in empty.schema}
-        # the first entity rows are read while the views load (on a connection of their own: one
-        # DuckDB connection runs one query at a time)
-        entities = ReadAhead(conn.sql(query).to_arrow_reader(batch_rows))
         try:
-            try:
-                with conn.cursor() as views_conn:
-                    views_conn.execute("SET TimeZone = 'UTC'")  # per connection, as in ``_connection``
-                    views = [sorted_search.load(views_conn, v, types) for v in self._views if v.features]
-            except sorted_search.NotSearchable:
-                yield None
-                return
-            schema = sorted_search.join(empty.to_batches()[0] if empty.num_rows else
-                                        pa.RecordBatch.from_pylist([], schema=empty.schema), _TIME, views, columns).schema
-            workers = max(1, min(self._threads or os.cpu_count() or 1, 4))
-            yield schema, in_order(lambda b: sorted_search.join(b, _TIME, views, columns), iter(entities), workers)
-        finally:
-            entities.close()
+            views = [sorted_search.load(conn, v, types) for v in self._views if v.features]
+        except sorted_search.NotSearchable:
+            yield None
+            return
+        schema = sorted_search.join(empty.to_batches()[0] if empty.num_rows else
+                                    pa.RecordBatch.from_pylist([], schema=empty.schema), _TIME, views, columns).schema
+        # a frame is scanned by DuckDB through pandas, at a cost per batch: fewer, larger batches
+        rows = batch_rows if e.frame is None else 4 * batch_rows
+        reader = conn.sql(query).to_arrow_reader(rows)
+        workers = max(1, min(self._threads or os.cpu_count() or 1, 4))
+        yield schema, in_order(lambda b: sorted_search.join(b, _TIME, views, columns), reader, workers)
 
     def _views_fit(self, conn: duckdb.DuckDBPyConnection) -> bool:
         """Whether the views' rows, held sorted in memory, fit in the memory limit (from the
