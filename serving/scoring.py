@@ -164,7 +164,8 @@ class Scorer:
         if plan is None or not plan.serving:
             shadows = plan.shadows if plan else ()
             held = f" (in shadow only: {', '.join(m.label for m in shadows)})" if shadows else ""
-            raise NoModel(f"region {region}: no model takes traffic for feature service {feature_service!r} here{held}")
+            raise NoModel(f"region {region}: no model takes traffic for feature service {feature_service!r} here{held}",
+                          reason="NO_MODEL")
         resolved = self.features.resolve(feature_service=None, refs=plan.refs)
         # the call's audit record waits for the log's verdict, so it says what the caller got
         answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose, audited=False)
@@ -175,7 +176,7 @@ class Scorer:
         except LogFull as e:
             self.features.metrics.predictions("refused_log_full", len(rows))
             self.features.record(resolved, purpose, answer, f"refused: {e}")
-            raise Overloaded(f"region {region}: {e}") from None
+            raise Overloaded(f"region {region}: {e}", reason="PREDICTION_LOG_FULL") from None
         except Exception as e:
             self.features.record(resolved, purpose, answer, type(e).__name__)
             raise
