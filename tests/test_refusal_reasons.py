@@ -237,7 +237,7 @@ def _class_reasons() -> set[str]:
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        if cls.__dict__.get("REASON") and cls.__module__.split(".")[1] in SERVER_PACKAGES:
+        if cls.__dict__.get("REASON") and cls.__module__.startswith(tuple(f"fedstore.{p}." for p in SERVER_PACKAGES)):
             seen.add(cls.REASON)
     return seen
 
