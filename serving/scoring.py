@@ -156,9 +156,11 @@ class Scorer:
         """The serialised ``ScoreResponse`` (``score_wire``) for these entities, each one logged."""
         region = self.features.region
         if self.log is None:
-            raise NoModel(f"region {region} scores no model: its serving.models section is not configured")
+            raise NoModel(f"region {region} scores no model: its serving.models section is not configured",
+                          reason="MODELS_NOT_CONFIGURED")
         if not feature_service:
-            raise InvalidRequest("feature_service is required: the feature service of the model to score with")
+            raise InvalidRequest("feature_service is required: the feature service of the model to score with",
+                                 reason="FEATURE_SERVICE_REQUIRED")
         deployment = self.deployment()  # this call's deployment, whatever a poll swaps in meanwhile
         plan = self.plan(deployment, feature_service) if deployment else None
         if plan is None or not plan.serving:
@@ -294,7 +296,8 @@ def _parsed(raw: bytes | None, ref: FeatureRef) -> float | None:
     if kind is None:
         return None
     if kind not in _NUMERIC:
-        raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score")
+        raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score",
+                           reason="FEATURE_NOT_NUMERIC")
     return float(getattr(value, kind))
 
 
