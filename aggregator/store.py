@@ -155,7 +155,8 @@ class SubmissionStore:
                 raise
             raise StoreInUse(
                 f"the submission store {path} is open in another process (is another `fedstore aggregator serve` "
-                "running on this data directory?)"
+                "running on this data directory?)",
+                reason="STORE_IN_USE",
             ) from None
         self._db.execute(_SCHEMA)
         self._lock = threading.Lock()  # one DuckDB connection, used by one thread at a time

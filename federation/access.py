@@ -86,11 +86,11 @@ def unauthenticated(metadata: tuple[tuple[str, str | bytes], ...] | None) -> Ref
     scheme = authorization_scheme(metadata)
     if scheme is not None and scheme.lower() != "bearer":
         return Unauthenticated(f"unsupported authorization scheme {scheme!r}: send 'authorization: Bearer <token>' "
-                               "metadata")
-    return Unauthenticated("missing token: send 'authorization: Bearer <token>' metadata")
+                               "metadata", reason="UNSUPPORTED_AUTH_SCHEME")
+    return Unauthenticated("missing token: send 'authorization: Bearer <token>' metadata", reason="TOKEN_MISSING")
 
 
-UNKNOWN_TOKEN = Unauthenticated("unknown token")
+UNKNOWN_TOKEN = Unauthenticated("unknown token", reason="TOKEN_UNKNOWN")
 
 
 @dataclass(frozen=True, slots=True)

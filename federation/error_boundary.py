@@ -7,9 +7,10 @@ region's serving node, the centre), catches them from every handler and ends the
 - the status code of the error's kind (``CODES``, the one table);
 - the message as the status's details (kept under a client's trailer cap: ``status_details``);
 - a ``google.rpc.Status`` in the ``grpc-status-details-bin`` trailer (grpc's rich error model,
-  built with ``grpcio-status``) carrying ``google.rpc.ErrorInfo{reason=<rule>, domain="fedstore"}``
-  when the error names a rule, so a client reads the rule without parsing the message:
-  ``grpc_status.rpc_status.from_call(call)``.
+  built with ``grpcio-status``) carrying ``google.rpc.ErrorInfo{reason, domain="fedstore"}``, the
+  reason being the rule the error broke or, when it broke none, its UPPER_SNAKE reason
+  (``FedstoreError.reason``; the table in docs/clients.md), so a client reads why without parsing
+  the message: ``grpc_status.rpc_status.from_call(call)``.
 
 The lookup lane answers its calls without grpc's handlers; its one answer path
 (``serving.lookup_methods``) sends ``grpc_status(error)``, the same three parts. Any other
@@ -39,15 +40,13 @@ def code_of(error: FedstoreError) -> grpc.StatusCode:
 
 
 def grpc_status(error: FedstoreError) -> grpc.Status:
-    """The status, details and trailing metadata (google.rpc.Status with its ErrorInfo) for ``error``."""
+    """The status, details and trailing metadata (google.rpc.Status with its ErrorInfo) for ``error``:
+    the one place a refusal's reason is packed, whichever server or path sends it."""
     code = CODES[error.status]
     details = status_details(str(error))
-    rich = status_pb2.Status(code=code.value[0], message=details)
-    if error.rule:
-        info = any_pb2.Any()
-        info.Pack(error_details_pb2.ErrorInfo(reason=error.rule, domain=DOMAIN))
-        rich.details.append(info)
-    return rpc_status.to_status(rich)
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN))
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=details, details=[info]))
 
 
 def abort(context: grpc.ServicerContext, error: FedstoreError) -> NoReturn:

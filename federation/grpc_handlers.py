@@ -49,18 +49,20 @@ class Malformed:
     """What arrived instead of a request message, or a request refused before anything else read it."""
 
     message_type: str
-    reason: str = ""  # why the request was refused, when its bytes did parse or were not parsed at all
-    refusal: FedstoreError | None = None  # the refusal itself, with its rule, where an inspection made one
+    # the refusal, with its rule or reason, when the bytes did parse (an inspection made it) or were
+    # not parsed at all (too large); None: they are not a message of the type
+    refusal: FedstoreError | None = None
 
     @property
     def detail(self) -> str:
-        if self.refusal is not None:
-            return str(self.refusal)
-        return self.reason or f"malformed request: the bytes sent are not a valid {self.message_type}"
+        return str(self.error())
 
     def error(self) -> FedstoreError:
         """What the caller is told (INVALID_ARGUMENT, unless an inspection said otherwise)."""
-        return self.refusal if self.refusal is not None else InvalidArgument(self.detail)
+        if self.refusal is not None:
+            return self.refusal
+        return InvalidArgument(f"malformed request: the bytes sent are not a valid {self.message_type}",
+                               reason="MALFORMED_REQUEST")
 
 
 def parser(message_class: Any) -> Callable[[bytes], Any]:
@@ -69,12 +71,12 @@ def parser(message_class: Any) -> Callable[[bytes], Any]:
 
 
 def bounded_parser(
-    message_class: Any, *, max_bytes: int, inspect_above: int, inspect: Callable[[Any], str]
+    message_class: Any, *, max_bytes: int, inspect_above: int, inspect: Callable[[Any], FedstoreError | None]
 ) -> Callable[[bytes], Any]:
     """``parser(message_class)`` for a method whose requests are small though the server takes large
     messages for other methods: bytes above ``max_bytes`` are refused unread, and a request of more
-    than ``inspect_above`` bytes is parsed and handed to ``inspect``, whose non-empty answer refuses
-    it before the method sees it (its size limits, checked before the method copies anything).
+    than ``inspect_above`` bytes is parsed and handed to ``inspect``, whose refusal (None: none)
+    refuses it before the method sees it (its size limits, checked before the method copies anything).
     A request of at most ``inspect_above`` bytes costs one comparison more than ``parser``'s."""
     from_string, name = message_class.FromString, message_class.DESCRIPTOR.full_name
     malformed = Malformed(name)
@@ -83,13 +85,14 @@ def bounded_parser(
         size = len(data)
         if size > inspect_above:  # the rare, large request
             if size > max_bytes:
-                return Malformed(name, f"request too large: {size} bytes, and a {name} may be at most {max_bytes}")
+                return Malformed(name, InvalidArgument(f"request too large: {size} bytes, and a {name} may be at most "
+                                                       f"{max_bytes}", reason="REQUEST_TOO_LARGE"))
             try:
                 request = from_string(data)
             except DecodeError:
                 return malformed
             refusal = inspect(request)
-            return Malformed(name, refusal) if refusal else request
+            return Malformed(name, refusal) if refusal is not None else request
         try:
             return from_string(data)
         except DecodeError:
@@ -269,7 +272,7 @@ class limit_streams(grpc.GenericRpcHandler):  # noqa: N801 - used like a functio
 
         def refuse() -> ResourceExhausted:  # sent by the server's error boundary
             return ResourceExhausted(f"{method}: {limit} calls are open already, the most this server runs at once; "
-                                     "try again later")
+                                     "try again later", reason="TOO_MANY_STREAMS")
 
         if h.response_streaming:
             def streaming(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:

@@ -62,13 +62,14 @@ class HealthService(health_pb2_grpc.HealthServicer):
     def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> health_pb2.HealthCheckResponse:
         status = self.status(request.service)
         if status is None:
-            abort(context, NotFound(f"no health status for service {request.service!r}"))
+            abort(context, NotFound(f"no health status for service {request.service!r}",
+                                    reason="UNKNOWN_HEALTH_SERVICE"))
         return health_pb2.HealthCheckResponse(status=status)
 
     def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext,
               send_response_callback: Callable[[Any], object] | None = None) -> None:
         if send_response_callback is None:  # grpc calls non-blocking handlers with the callback
-            abort(context, Unimplemented("health Watch needs grpc's non-blocking handlers"))
+            abort(context, Unimplemented("health Watch needs grpc's non-blocking handlers", reason="WATCH_UNSUPPORTED"))
             return
         send = send_response_callback
         service = request.service

@@ -144,9 +144,10 @@ class Catalog:
             gone = self.unservable.get(name)
             if gone is not None:
                 raise UnknownFeature(f"feature service {name!r} names {gone}, which this region's registry no "
-                                     "longer has")
+                                     "longer has", reason="UNKNOWN_FEATURE_VIEW")
             known = ", ".join(sorted(self.services)) or "none"
-            raise UnknownFeature(f"unknown feature service {name!r}; this region serves {known}")
+            raise UnknownFeature(f"unknown feature service {name!r}; this region serves {known}",
+                                 reason="UNKNOWN_FEATURE_SERVICE")
         # services are few: no bound needed; named, for the audit trail (its memo shared with the refs')
         resolved = self._service_cache[name] = replace(self._resolve(refs), service=name)
         return resolved
@@ -156,17 +157,18 @@ class Catalog:
         if hit is not None:
             return hit
         if not texts:
-            raise InvalidRequest("no features requested: name a feature service or feature refs")
+            raise InvalidRequest("no features requested: name a feature service or feature refs", reason="NO_FEATURES")
         refs = []
         for text in texts:
             view, sep, feature = text.partition(":")
             if not sep or not view or not feature:
-                raise InvalidRequest(f"feature ref {text!r} is not of the form 'view:feature'")
+                raise InvalidRequest(f"feature ref {text!r} is not of the form 'view:feature'",
+                                     reason="INVALID_FEATURE_REF")
             spec = self.views.get(view)
             if spec is None:
-                raise UnknownFeature(f"unknown feature view {view!r} in {text!r}")
+                raise UnknownFeature(f"unknown feature view {view!r} in {text!r}", reason="UNKNOWN_FEATURE_VIEW")
             if feature not in spec.features:
-                raise UnknownFeature(f"feature view {view!r} has no feature {feature!r}")
+                raise UnknownFeature(f"feature view {view!r} has no feature {feature!r}", reason="UNKNOWN_FEATURE")
             refs.append(FeatureRef(view, feature))
         return self._resolve(tuple(refs))
 

@@ -61,15 +61,17 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         stream expire, grpc stops asking for chunks and closes the generator, so the thread and
         the scratch files are freed; a build under way cannot be stopped and finishes first."""
         if isinstance(request, Malformed):
-            raise InvalidArgument(request.detail)
+            raise request.error()
         if not request.region.strip():  # a request missing a field, not one for another jurisdiction
-            raise InvalidArgument(f"region is required: name the region whose data to read ({self.region.code} here)")
+            raise InvalidArgument(f"region is required: name the region whose data to read ({self.region.code} here)",
+                                  reason="REGION_REQUIRED")
         if request.region.upper() != self.region.code:
             raise PermissionDenied(f"this node serves region {self.region.code} only; data of "
-                                   f"{request.region or '(no region)'} stays in its own jurisdiction")
+                                   f"{request.region or '(no region)'} stays in its own jurisdiction",
+                                   reason="OTHER_REGION")
         chunk_rows = request.max_chunk_rows or DEFAULT_CHUNK_ROWS
         if chunk_rows > MAX_CHUNK_ROWS:
-            raise InvalidArgument(f"max_chunk_rows may be at most {MAX_CHUNK_ROWS}")
+            raise InvalidArgument(f"max_chunk_rows may be at most {MAX_CHUNK_ROWS}", reason="CHUNK_ROWS_TOO_LARGE")
         while not self._building.acquire(timeout=0.25):  # queued behind the build under way
             if not context.is_active():
                 return  # cancelled, or its deadline passed, while waiting: nothing was built
@@ -90,7 +92,8 @@ class HistoricalFeaturesServicer(datasets_pb2_grpc.HistoricalFeaturesServicer):
         try:
             table = ipc.open_stream(request.entities_arrow).read_all()
         except (pa.ArrowInvalid, OSError):
-            raise InvalidArgument("entities_arrow is not an Arrow IPC stream") from None
+            raise InvalidArgument("entities_arrow is not an Arrow IPC stream",
+                                  reason="INVALID_ENTITIES_ARROW") from None
         pq.write_table(table, entities)
         try:
             return build_training_set(

@@ -75,7 +75,8 @@ class FeastCompatServicer:
             try:
                 columns[key] = [_python_value(v) for v in repeated.val]
             except Exception:
-                raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
+                raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read",
+                                     reason="INVALID_ENTITY_VALUES") from None
         answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose)
         entity_values = [(key, [v.SerializeToString() for v in repeated.val]) for key, repeated in request.entities.items()]
         return encode_feast_response(answer, entity_values, request.full_feature_names, self.missing_entity_is_present)

@@ -105,30 +105,34 @@ def _request(body: bytes) -> dict[str, Any]:
     try:
         request = json.loads(body)
     except ValueError as e:  # UnicodeDecodeError included
-        raise InvalidRequest(f"the request body is not JSON ({e})") from None
+        raise InvalidRequest(f"the request body is not JSON ({e})", reason="MALFORMED_REQUEST") from None
     except RecursionError:  # a body of nothing but brackets
-        raise InvalidRequest("the request body nests too deeply to be a lookup") from None
+        raise InvalidRequest("the request body nests too deeply to be a lookup", reason="MALFORMED_REQUEST") from None
     if not isinstance(request, dict):
-        raise InvalidRequest("the request body must be a JSON object with 'entities' and 'features' or 'feature_service'")
+        raise InvalidRequest("the request body must be a JSON object with 'entities' and 'features' or 'feature_service'",
+                             reason="MALFORMED_REQUEST")
     entities = request.get("entities")
     if not isinstance(entities, dict) or not all(isinstance(v, list) for v in entities.values()):
-        raise InvalidRequest("'entities' must be an object of join key -> list of values")
+        raise InvalidRequest("'entities' must be an object of join key -> list of values", reason="MALFORMED_REQUEST")
     for key, values in entities.items():  # JSON numbers have no width; gRPC's int64 fields do
         if any(type(v) is int and not _INT64_MIN <= v <= _INT64_MAX for v in values):
-            raise InvalidRequest(f"entity column {key!r} holds an integer outside int64")
+            raise InvalidRequest(f"entity column {key!r} holds an integer outside int64",
+                                 reason="INVALID_ENTITY_VALUES")
     service = request.get("feature_service")
     if service is not None and not isinstance(service, str):
-        raise InvalidRequest("'feature_service' must be a string")
+        raise InvalidRequest("'feature_service' must be a string", reason="MALFORMED_REQUEST")
     refs = request.get("features", [])
     if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-        raise InvalidRequest("'features' must be a list of 'view:feature' strings")
+        raise InvalidRequest("'features' must be a list of 'view:feature' strings", reason="MALFORMED_REQUEST")
     if not service and not refs:
-        raise InvalidRequest("name the features: 'features' (a list of 'view:feature') or 'feature_service'")
+        raise InvalidRequest("name the features: 'features' (a list of 'view:feature') or 'feature_service'",
+                             reason="NO_FEATURES")
     for flag in ("full_feature_names", "include_feature_view_version_metadata"):
         if not isinstance(request.get(flag, False), bool):
-            raise InvalidRequest(f"{flag!r} must be true or false")
+            raise InvalidRequest(f"{flag!r} must be true or false", reason="MALFORMED_REQUEST")
     if request.get("include_feature_view_version_metadata"):  # versioned views are not served here
-        raise InvalidRequest("include_feature_view_version_metadata is not supported by this node")
+        raise InvalidRequest("include_feature_view_version_metadata is not supported by this node",
+                             reason="UNSUPPORTED_OPTION")
     return request
 
 
@@ -147,7 +151,8 @@ def _encoded(key: str, values: list[object], kind: ValueType | None) -> list[byt
     try:
         protos = python_values_to_proto_values(values, _KEY_TYPES.get(kind, ValueType.UNKNOWN) if kind else ValueType.UNKNOWN)
     except Exception:  # noqa: BLE001 -- Feast raises several kinds for values it cannot type
-        raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read") from None
+        raise InvalidRequest(f"entity column {key!r} holds values Feast cannot read",
+                             reason="INVALID_ENTITY_VALUES") from None
     return [p.SerializeToString() for p in protos]
 
 

@@ -125,7 +125,7 @@ class OnlineFeatures:
         resolved = cat.service(feature_service) if feature_service else cat.refs(tuple(refs))
         collision = resolved.collision(full_feature_names)
         if collision:  # an answer with two columns of one name could be read wrongly (Feast refuses it too)
-            raise InvalidRequest(f"feature names collide: {collision}")
+            raise InvalidRequest(f"feature names collide: {collision}", reason="FEATURE_NAMES_COLLIDE")
         return resolved
 
     def get(
@@ -298,7 +298,8 @@ class OnlineFeatures:
             missing = [v.name for v in resolved.views if not self.snapshots.has((v,))]
             raise NoData(
                 f"region {self.region}: the online store is unavailable and there is no batch snapshot "
-                f"for {', '.join(missing)} yet"
+                f"for {', '.join(missing)} yet",
+                reason="NO_DATA",
             )
         rows, jobs = self.snapshots.read(resolved, entities)
         age = self.snapshots.age_seconds(resolved.views, datetime.now(timezone.utc))

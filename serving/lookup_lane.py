@@ -197,7 +197,8 @@ class LookupLane:
     def _admit(self, event: cygrpc.RequestCallEvent, call: _Call, full: bool) -> None:
         if full:  # the caller retries elsewhere, instead of waiting behind calls that may be slow
             self._finish(call, refused(ResourceExhausted(
-                f"this serving process has {self.max_calls} calls under way, the most it takes")))
+                f"this serving process has {self.max_calls} calls under way, the most it takes",
+                reason="TOO_MANY_CALLS")))
             return
         admitted = self.guard.admit(event.invocation_metadata, call.method.path)
         if isinstance(admitted, Refusal):  # refused unread: a caller without a valid token sends nothing we read
@@ -221,7 +222,7 @@ class LookupLane:
         if call.answered:  # its last batch may be under way: its event ends it; else it never comes
             return
         try:
-            self._finish(call, refused(Internal(INTERNAL_DETAILS)), measured=False)
+            self._finish(call, refused(Internal(INTERNAL_DETAILS, reason="INTERNAL_ERROR")), measured=False)
         except Exception:
             log.exception("lookup lane: cannot end a failed call")
             if not call.answered:

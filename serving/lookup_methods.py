@@ -63,9 +63,9 @@ def outcome(method: LaneMethod, body: bytes | None, time_left: float | None,
     sent none), ``time_left`` the seconds left of its deadline (None: it has none), ``purpose`` what
     the guard admitted it for, and ``caller`` whom (named in the region's audit trail of use)."""
     if body is None:
-        return refused(InvalidArgument(f"{method.path} takes one request message"))
+        return refused(InvalidArgument(f"{method.path} takes one request message", reason="NO_REQUEST_MESSAGE"))
     if time_left is not None and time_left <= 0:  # it waited for a thread past its deadline
-        return refused(DeadlineExceeded("the deadline passed before the call was answered"))
+        return refused(DeadlineExceeded("the deadline passed before the call was answered", reason="DEADLINE_PASSED"))
     call = CALL.set(CallOf(caller, method.label))  # for the audit record, on this thread only
     try:
         response = method.answer(body, time_left, purpose)
@@ -73,7 +73,7 @@ def outcome(method: LaneMethod, body: bytes | None, time_left: float | None,
         return refused(e)
     except Exception:
         log.exception("%s failed", method.path)
-        return refused(Internal(INTERNAL_DETAILS))
+        return refused(Internal(INTERNAL_DETAILS, reason="INTERNAL_ERROR"))
     finally:
         CALL.reset(call)
     return Outcome(grpc.StatusCode.OK, "", response)
@@ -88,7 +88,7 @@ def outcome_steps(method: LaneMethod, steps: Generator[Y, S, bytes]) -> Generato
         return refused(e)
     except Exception:
         log.exception("%s failed", method.path)
-        return refused(Internal(INTERNAL_DETAILS))
+        return refused(Internal(INTERNAL_DETAILS, reason="INTERNAL_ERROR"))
     return Outcome(grpc.StatusCode.OK, "", response)
 
 

@@ -46,6 +46,7 @@ class LimitOpenStreams(grpc.GenericRpcHandler):
                 raise ResourceExhausted(  # sent by the node's error boundary
                     f"{method}: {self.limit} health-watch and reflection streams are open on this node, the "
                     "most it keeps; try again later (unary health checks are not limited)",
+                    reason="TOO_MANY_STREAMS",
                 )
             self.open += 1
 

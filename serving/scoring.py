@@ -156,15 +156,18 @@ class Scorer:
         """The serialised ``ScoreResponse`` (``score_wire``) for these entities, each one logged."""
         region = self.features.region
         if self.log is None:
-            raise NoModel(f"region {region} scores no model: its serving.models section is not configured")
+            raise NoModel(f"region {region} scores no model: its serving.models section is not configured",
+                          reason="MODELS_NOT_CONFIGURED")
         if not feature_service:
-            raise InvalidRequest("feature_service is required: the feature service of the model to score with")
+            raise InvalidRequest("feature_service is required: the feature service of the model to score with",
+                                 reason="FEATURE_SERVICE_REQUIRED")
         deployment = self.deployment()  # this call's deployment, whatever a poll swaps in meanwhile
         plan = self.plan(deployment, feature_service) if deployment else None
         if plan is None or not plan.serving:
             shadows = plan.shadows if plan else ()
             held = f" (in shadow only: {', '.join(m.label for m in shadows)})" if shadows else ""
-            raise NoModel(f"region {region}: no model takes traffic for feature service {feature_service!r} here{held}")
+            raise NoModel(f"region {region}: no model takes traffic for feature service {feature_service!r} here{held}",
+                          reason="NO_MODEL")
         resolved = self.features.resolve(feature_service=None, refs=plan.refs)
         # the call's audit record waits for the log's verdict, so it says what the caller got
         answer = self.features.get(resolved, columns, time_left=time_left, purpose=purpose, audited=False)
@@ -175,7 +178,7 @@ class Scorer:
         except LogFull as e:
             self.features.metrics.predictions("refused_log_full", len(rows))
             self.features.record(resolved, purpose, answer, f"refused: {e}")
-            raise Overloaded(f"region {region}: {e}") from None
+            raise Overloaded(f"region {region}: {e}", reason="PREDICTION_LOG_FULL") from None
         except Exception as e:
             self.features.record(resolved, purpose, answer, type(e).__name__)
             raise
@@ -293,7 +296,8 @@ def _parsed(raw: bytes | None, ref: FeatureRef) -> float | None:
     if kind is None:
         return None
     if kind not in _NUMERIC:
-        raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score")
+        raise ServingError(f"{ref.view}:{ref.feature} holds {kind} values, which a linear model cannot score",
+                           reason="FEATURE_NOT_NUMERIC")
     return float(getattr(value, kind))
 
 

@@ -84,8 +84,13 @@ def _day(use: Use) -> date:
     return datetime.fromtimestamp(use.at, UTC).date()
 
 
+def _refused(why: str) -> Overloaded:
+    """A call the trail cannot take now: its writer is behind, or the node is stopping (``why`` says which)."""
+    return Overloaded(why, reason="AUDIT_TRAIL_FULL")
+
+
 KIND: DayLogKind[Use] = DayLogKind(
-    schema=SCHEMA, day_of=_day, name="the audit trail", rows="audit records", calls="lookups", refusal=Overloaded,
+    schema=SCHEMA, day_of=_day, name="the audit trail", rows="audit records", calls="lookups", refusal=_refused,
     log=logging.getLogger(__name__), thread="use-audit",
     convert={"at": lambda seconds: [int(t * 1_000_000) for t in seconds]})  # unix seconds -> microseconds
 

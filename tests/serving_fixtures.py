@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import grpc
 import pyarrow as pa
@@ -90,3 +92,26 @@ def wait_until(predicate, seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def node_serving(address: str) -> bool:
+    """Whether a node answers on ``address`` that it can serve (health "" SERVING)."""
+    try:
+        return health_status(address, "") == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:  # not listening yet
+        return False
+
+
+def wait_for_process(process: subprocess.Popen, ready: Callable[[], bool], what: str, output: Path, *,
+                     seconds: float = 180) -> None:
+    """Ask ``ready`` every 0.2 s until it holds. Fails at once when ``process`` exits, and after
+    ``seconds`` (generous: on a loaded machine a new Python process takes long to import and start),
+    either way with what the process wrote to ``output``."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if process.poll() is not None:
+            raise AssertionError(f"{what}: the process exited ({process.returncode}) before it was ready; "
+                                 f"it wrote:\n{output.read_text()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not ready after {seconds:.0f} s; the process wrote:\n{output.read_text()}")
+        time.sleep(0.2)

@@ -1,9 +1,11 @@
 """The error boundary over real gRPC on loopback: a ``FedstoreError`` raised by a handler of any
-shape reaches the caller as the status of its kind, its message as the details, and its rule as
-``google.rpc.ErrorInfo`` in the rich status (``grpc_status.rpc_status.from_call``).
+shape reaches the caller as the status of its kind, its message as the details, and its rule (or,
+breaking none, its reason) as ``google.rpc.ErrorInfo`` in the rich status
+(``grpc_status.rpc_status.from_call``).
 
 The product's own refusals carrying their rule to a real client (serving node on the lane and on
-grpc's public API, and the centre) are in tests/test_roles.py."""
+grpc's public API, and the centre) are in tests/test_roles.py; every kind of refusal the servers send,
+with its reason, in tests/test_refusal_reasons.py."""
 
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ KINDS = {cls.status: cls for cls in (errors.InvalidArgument, errors.NotFound, er
 
 
 def _error(request: bytes) -> errors.FedstoreError:
-    """The error a request asks for: b"KIND|rule|message" (an empty rule: none)."""
+    """The error a request asks for: b"KIND|rule|message" (an empty rule: none; an UPPER_SNAKE one: a reason)."""
     kind, rule, message = request.decode().split("|", 2)
+    if rule.isupper():
+        return KINDS[errors.Status[kind]](message, reason=rule)
     return KINDS[errors.Status[kind]](message, rule=rule or None)
 
 
@@ -122,10 +126,17 @@ def test_every_kind_is_the_grpc_status_of_its_name(channel, kind):
     assert [i.reason for i in _error_infos(error)] == [f"r_{kind.value.lower()}"]
 
 
-def test_a_refusal_without_a_rule_carries_no_error_info(channel):
-    error, _ = _call(channel, "UnaryUnary", b"NOT_FOUND||unknown feature service 'x'")
+def test_a_refusal_without_a_rule_carries_its_reason_or_else_its_kinds_name(channel):
+    error, _ = _call(channel, "UnaryUnary", b"NOT_FOUND|UNKNOWN_FEATURE_SERVICE|unknown feature service 'x'")
     assert error.code() == grpc.StatusCode.NOT_FOUND and error.details() == "unknown feature service 'x'"
-    assert _error_infos(error) == []
+    assert [(i.reason, i.domain) for i in _error_infos(error)] == [("UNKNOWN_FEATURE_SERVICE", DOMAIN)]
+    error, _ = _call(channel, "UnaryUnary", b"NOT_FOUND||unknown feature service 'x'")
+    assert [i.reason for i in _error_infos(error)] == ["NOT_FOUND"]  # a raise naming none: still machine-readable
+
+
+def test_a_reason_is_upper_snake():
+    with pytest.raises(ValueError, match="UPPER_SNAKE"):
+        errors.NotFound("x", reason="unknown feature service")
 
 
 def test_a_long_message_is_cut_to_fit_the_trailers_and_still_matches_the_rich_status(channel):

@@ -314,8 +314,8 @@ def test_a_refused_call_at_the_centre_is_refused_before_its_message_is_read(door
 
 
 def _rule(error: grpc.RpcError) -> str | None:
-    """The rule a refusal names in its rich status (google.rpc.ErrorInfo of domain fedstore), read as
-    any gRPC client reads it; None when it names none."""
+    """The rule (or, breaking none, the reason) a refusal names in its rich status (google.rpc.ErrorInfo
+    of domain fedstore), read as any gRPC client reads it; None when it names none."""
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
 
@@ -345,9 +345,9 @@ def test_a_refusal_carries_its_rule_to_the_caller_as_error_info(doors):
             list(ch.unary_stream(DATASETS + "GetHistoricalFeatures")(REQUESTS[DATASETS + "GetHistoricalFeatures"],
                                                                       metadata=md("datasets@SG"), timeout=30))
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and _rule(e.value) == "rows"
-        with pytest.raises(grpc.RpcError) as e:  # no token: a refusal without a rule
+        with pytest.raises(grpc.RpcError) as e:  # no token: a refusal without a rule, with its reason
             ch.unary_unary(SERVING + "GetOnlineFeatures")(b"", timeout=30)
-        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and _rule(e.value) is None
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and _rule(e.value) == "TOKEN_MISSING"
 
     labels = {"region": "SG", "rule": "identity", "code": "PERMISSION_DENIED"}
     before = centre_metrics.registry.get_sample_value("fedstore_submissions_rejected_total", labels) or 0

@@ -10,9 +10,8 @@ import shutil
 import sqlite3
 import sys
 from contextlib import closing
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -30,10 +29,9 @@ from fedstore.regions.monitoring.score_report import (
     score_report,
 )
 from fedstore.regions.monitoring.score_profiles import SHADOW, ModelStage, ShadowPair
-from fedstore.serving.prediction_log import Prediction, PredictionLog, ShadowScore
+from prediction_logs import Scored, region_my, write_prediction_log
 from tests.exit_codes import FAILED, USAGE
 
-TZ = "Asia/Kuala_Lumpur"
 FIRST, LAST = date(2026, 1, 10), date(2026, 3, 12)
 FESTIVAL = (date(2026, 2, 17), date(2026, 2, 18))  # Chinese New Year 2026 (MY); its window is 14–25 Feb
 SHIFT = date(2026, 3, 5)  # the production model's scores move up for good (outside any festival)
@@ -50,50 +48,31 @@ def _config(root: Path, scores: dict | None = None, hook: list[str] | None = Non
     if hook:
         monitoring["trigger_command"] = hook
     raw = {"federation": {"name": "scoremon"},
-           "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": TZ,
-                        "data_dir": "data/MY", "online_store": {"type": "sqlite"},
-                        "serving_address": "127.0.0.1:52401"}],
+           "regions": [region_my(52401)],
            **({"monitoring": monitoring} if monitoring else {})}
     path = root / "fedstore.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
-def _write_log(data_dir: Path) -> None:
+def _day(day: date, rng: np.random.Generator) -> list[Scored]:
     """Every day PER_DAY predictions at local hours spread over the day (a third before 08:00 local,
     so in the UTC partition of the day before): the served model's score, two shadows'."""
-    rng = np.random.default_rng(27)
-    log = PredictionLog(data_dir, retention_days=10_000, max_batches=10_000)
-    log.start()
-    local = ZoneInfo(TZ)
-    day, k = FIRST, 0
-    while day <= LAST:
-        served = rng.normal(-3.0, 0.8, PER_DAY)
-        if day in FESTIVAL or day >= SHIFT:
-            served = served + 0.8
-        agreeing = served + rng.normal(0.0, 0.15, PER_DAY)
-        disagreeing = served + rng.normal(0.0, 0.15, PER_DAY) + (0.9 if day >= DISAGREES_FROM else 0.0)
-        hours = rng.integers(0, 24, PER_DAY)
-        rows = []
-        for i in range(PER_DAY):
-            at = datetime.combine(day, time(int(hours[i]), 30), local).astimezone(UTC)
-            rows.append(Prediction(
-                prediction_id=f"p{k}", at=at, entity=str(i), feature_service="fraud_scoring", model=SERVED.model,
-                version=SERVED.version, stage=SERVED.stage, score=float(served[i]),
-                shadow=(ShadowScore(AGREEING.model, AGREEING.version, float(agreeing[i])),
-                        ShadowScore(DISAGREEING.model, DISAGREEING.version, float(disagreeing[i]))),
-                features=(), values=(), imputed=(), job_ids=(), source="online_store"))
-            k += 1
-        log.append(rows)
-        day += timedelta(days=1)
-    log.close()
+    served = rng.normal(-3.0, 0.8, PER_DAY)
+    if day in FESTIVAL or day >= SHIFT:
+        served = served + 0.8
+    agreeing = served + rng.normal(0.0, 0.15, PER_DAY)
+    disagreeing = served + rng.normal(0.0, 0.15, PER_DAY) + (0.9 if day >= DISAGREES_FROM else 0.0)
+    return [Scored(SERVED.model, SERVED.version, SERVED.stage, served, rng.integers(0, 24, PER_DAY),
+                   shadows=((AGREEING.model, AGREEING.version, agreeing),
+                            (DISAGREEING.model, DISAGREEING.version, disagreeing)))]
 
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("scoremon")
     config = load_config(_config(root))
-    _write_log(config.region("MY").data_dir)
+    write_prediction_log(config.region("MY").data_dir, FIRST, LAST, seed=27, day=_day)
     return root
 
 

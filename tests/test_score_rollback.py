@@ -5,15 +5,15 @@ the alarm in plain words on the audit trail; no alert, no rollback; a second run
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 import yaml
 
 from border import with_mtls
+from prediction_logs import Scored, region_my, write_prediction_log
 from test_registry import Days
 from test_registry import _candidate as candidate
 from tests.exit_codes import FAILED
@@ -22,43 +22,27 @@ from tests.test_cli import run
 from fedstore.aggregator.intake.server import build_server
 from fedstore.aggregator.registry.store import ModelRegistry
 from fedstore.federation import load_config
-from fedstore.serving.prediction_log import Prediction, PredictionLog
 
-TZ = "Asia/Kuala_Lumpur"
 FIRST, LAST = date(2026, 1, 10), date(2026, 3, 8)  # the festival (Chinese New Year) window is 14–25 Feb
 SHIFT = date(2026, 3, 5)  # the canary's scores move up for good
 PER_DAY = 600  # above monitoring.scores.min_predictions (500): every day is judged
 TOKEN = "ops-my-secret"
 
 
-def _write_log(data_dir: Path) -> None:
+def _day(day: date, rng: np.random.Generator) -> list[Scored]:
     """Each day the incumbent (v1, full) and the canary (v2, canary_5) score PER_DAY entities each;
     from SHIFT on the canary's scores are 0.8 higher."""
-    rng = np.random.default_rng(28)
-    log = PredictionLog(data_dir, retention_days=10_000, max_batches=10_000)
-    log.start()
-    local, day, k = ZoneInfo(TZ), FIRST, 0
-    while day <= LAST:
-        rows = []
-        for version, stage in ((1, "full"), (2, "canary_5")):
-            scores = rng.normal(-3.0, 0.8, PER_DAY) + (0.8 if version == 2 and day >= SHIFT else 0.0)
-            hours = rng.integers(0, 24, PER_DAY)
-            for i in range(PER_DAY):
-                rows.append(Prediction(
-                    prediction_id=f"p{k}", at=datetime.combine(day, time(int(hours[i]), 30), local).astimezone(UTC),
-                    entity=str(i), feature_service="fraud_scoring", model="fraud_lda", version=version, stage=stage,
-                    score=float(scores[i]), shadow=(), features=(), values=(), imputed=(), job_ids=(),
-                    source="online_store"))
-                k += 1
-        log.append(rows)
-        day += timedelta(days=1)
-    log.close()
+    scored = []
+    for version, stage in ((1, "full"), (2, "canary_5")):
+        scores = rng.normal(-3.0, 0.8, PER_DAY) + (0.8 if version == 2 and day >= SHIFT else 0.0)
+        scored.append(Scored("fraud_lda", version, stage, scores, rng.integers(0, 24, PER_DAY)))
+    return scored
 
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("scoreroll-log")
-    _write_log(root / "data" / "MY")
+    write_prediction_log(root / "data" / "MY", FIRST, LAST, seed=28, day=_day)
     return root
 
 
@@ -71,9 +55,7 @@ def scene(logged, tmp_path, monkeypatch, pki):
     shutil.copytree(logged / "data", tmp_path / "data")
     monkeypatch.setenv("OPS_MY", TOKEN)
     raw = {"federation": {"name": "scoreroll"},
-           "regions": [{"code": "MY", "jurisdiction": "Malaysia", "law": "PDPA-MY", "timezone": TZ,
-                        "data_dir": "data/MY", "online_store": {"type": "sqlite"},
-                        "serving_address": "127.0.0.1:52411"}],
+           "regions": [region_my(52411)],
            "auth": {"tokens": [{"name": "ops-my", "secret_env": "OPS_MY", "regions": ["MY"],
                                 "roles": ["registry-read", "promote", "audit"]}]},
            "deployment_policy": {"MY": {"shadow_first": False}},

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from border import with_mtls
-from serving_fixtures import TOKENS, served_region, wait_until
+from serving_fixtures import TOKENS, node_serving, served_region, wait_for_process, wait_until
 
 from fedstore.aggregator.intake.server import build_server
 from fedstore.aggregator.registry.model import ModelCandidate
@@ -379,17 +379,21 @@ def test_a_deployment_change_under_load_fails_no_call_and_every_answer_is_logged
     assert sorted(logged) == sorted(r.prediction_id for r in answered)
 
 
-def test_sigterm_to_fedstore_serve_under_load_logs_exactly_the_answered_entities(scene):
+def test_sigterm_to_fedstore_serve_under_load_logs_exactly_the_answered_entities(scene, tmp_path):
     scene.registry.register(_candidate(1), who="trainer")
     scene.deploy(1, *RAMP)
     scene.wait_loaded((("full", "fraud_lda", 1),))
     scene.node.stop(1)  # the in-process node gives way to the command
     address = f"127.0.0.1:{_free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(scene.served.config.source), "serve",
-                             "--region", "MY", "--address", address], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    output = tmp_path / "serve.out"  # a file, not a pipe: read whenever the test fails, never full
+    with output.open("w") as out_file:
+        proc = subprocess.Popen([sys.executable, "-m", "fedstore.cli", "--config", str(scene.served.config.source),
+                                 "serve", "--region", "MY", "--address", address], stdout=out_file,
+                                stderr=subprocess.STDOUT, text=True)
     answered: list[str] = []
     try:
+        # up, by its health service: a new process (Feast, grpc, the registry) starts slowly under load
+        wait_for_process(proc, lambda: node_serving(address), f"fedstore serve on {address}", output)
         with FeatureClient(address, token=TOKENS["fraud-app"], timeout=5) as client:
             def score(i: int) -> None:
                 response = client.score(feature_service="fraud_scoring", entities={"customer_id": list(range(i, i + 5))})
@@ -402,7 +406,8 @@ def test_sigterm_to_fedstore_serve_under_load_logs_exactly_the_answered_entities
                 except grpc.RpcError:
                     return False
 
-            assert wait_until(ready, 60), proc.stdout.read() if proc.poll() is not None else "not serving"
+            # and scoring: its model follower has read the centre's deployment
+            wait_for_process(proc, ready, "fedstore serve's first score", output)
             stop_load = threading.Event()
 
             def load() -> None:
@@ -418,13 +423,14 @@ def test_sigterm_to_fedstore_serve_under_load_logs_exactly_the_answered_entities
             t.start()
             time.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=60)
+            proc.wait(timeout=120)
             stop_load.set()
             t.join(60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    out = output.read_text()
     assert proc.returncode == 0 and "worker 0 stopped" in out, out
     logged = read_predictions(scene.node.region.data_dir).column("prediction_id").to_pylist()
     assert len(answered) > 5 and sorted(logged) == sorted(answered)

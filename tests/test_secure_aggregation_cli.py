@@ -9,48 +9,20 @@ region never gives a window twice, and a sum beside a member's fall-back is trai
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 
 import pytest
 import yaml
 
 from border import with_mtls
-from fedstore.aggregator.intake.server import build_server
 from fedstore.aggregator.intake.validation import receipt_period
-from fedstore.cli.entry import main
 from fedstore.federation import load_config
 from fedstore.federation.training import training_spec
-from fedstore.regions.store.node import RegionNode
-from fedstore.regions.synthetic import generate_region
+from secure_federation import CODES, END, WINDOW, Centre, cli, forget_releases, generate, raw_federation, set_tokens
+from secure_federation import open_round, take_part
 
 SPEC = training_spec("fraud_scoring")
-CODES = ("ID", "MY", "SG")
-ROWS = {"ID": ("Indonesia", "UU PDP", "Asia/Jakarta"), "MY": ("Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
-        "SG": ("Singapore", "PDPA-SG", "Asia/Singapore")}
-LAST_DAY = date(2026, 10, 31)
-END = datetime(2026, 11, 1, tzinfo=timezone.utc)
-WINDOW = ["--days", "14", "--end", END.isoformat()]
-
-
-class Centre:
-    """The aggregator on a loopback port that stays the same across a restart."""
-
-    def __init__(self, config, path) -> None:
-        self.config, self.path = config, path
-        self.server, port, self.store = build_server(config, path, "127.0.0.1:0")
-        self.server.start()
-        self.address = f"127.0.0.1:{port}"
-
-    def restart(self) -> None:
-        self.server.stop(0).wait()
-        self.store.close()
-        self.server, port, self.store = build_server(self.config, self.path, self.address)
-        assert port, "the centre's port was not free again"
-        self.server.start()
-
-    def close(self) -> None:
-        self.server.stop(0).wait()
-        self.store.close()
+NAME = "secround"  # the tokens are SECROUND_TOKEN_<region> and SECROUND_TOKEN_CENTRE
 
 
 @pytest.fixture(scope="module")
@@ -58,41 +30,18 @@ def federation(tmp_path_factory, pki):
     """Three regions' generated data, once for the module; each test has its own centre and budgets."""
     tmp = tmp_path_factory.mktemp("secround")
     mp = pytest.MonkeyPatch()
-    for name in (*CODES, "centre"):
-        mp.setenv(f"SECROUND_TOKEN_{name.upper()}", f"secround-{name.lower()}-secret")
-    raw = {
-        "federation": {"name": "secround"},
-        "regions": [{"code": c, "jurisdiction": ROWS[c][0], "law": ROWS[c][1], "timezone": ROWS[c][2],
-                     "data_dir": f"data/{c}", "online_store": {"type": "sqlite"},
-                     "serving_address": f"127.0.0.1:{55400 + i}"} for i, c in enumerate(CODES)],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"SECROUND_TOKEN_{c}", "regions": [c],
-                             "roles": ["publish"]} for c in CODES]
-                 + [{"name": "centre", "secret_env": "SECROUND_TOKEN_CENTRE", "regions": ["*"],
-                     "roles": ["train", "statistics-read", "registry-read"]}]},
-        "privacy": {"epsilon_per_month": 100.0, "delta_per_month": 1e-3, "minimum_cohort": 10},
-    }
-    (tmp / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
+    set_tokens(mp, NAME)
+    (tmp / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw_federation(NAME, first_port=55400,
+                                                                         region_roles=["publish"]), pki)))
     config = load_config(tmp / "fed.yaml")
-    for seed, code in enumerate(CODES):
-        node = RegionNode(config.region(code))
-        generate_region(code, node.data_dir, customers=2_000, days=20, end=LAST_DAY, timezone=ROWS[code][2],
-                        seed=40 + seed)
-        node.apply()
+    generate(config)
     yield config
     mp.undo()
 
 
 @pytest.fixture()
 def centre(federation, tmp_path):
-    for code in CODES:  # each test's budgets and outboxes start empty
-        for name in ("privacy_budget.db", "outbox", "secure_rounds.db"):
-            target = federation.region(code).data_dir / name
-            if target.is_dir():
-                import shutil
-
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
+    forget_releases(federation, "privacy_budget.db", "outbox", "secure_rounds.db")  # each test's start empty
     c = Centre(federation, tmp_path / "centre" / "aggregator.duckdb")
     try:
         yield c
@@ -100,40 +49,13 @@ def centre(federation, tmp_path):
         c.close()
 
 
-def _cli(config, *argv: str) -> int:
-    return main(["--config", str(config.source), *argv])
-
-
-def _open(config, address, capsys, *, threshold: int, phase: float) -> str:
-    assert _cli(config, "aggregator", "open-round", "--regions", ",".join(CODES), "--threshold", str(threshold),
-                "--epsilon", "4", "--phase-seconds", str(phase), "--token-env", "SECROUND_TOKEN_CENTRE",
-                "--address", address) == 0
-    out = capsys.readouterr().out
-    round_id = out.splitlines()[0]
-    assert round_id.startswith("secagg-") and "a sum needs" in out
-    return round_id
-
-
-def _take_part(config, address, regions, round_args) -> tuple[dict[str, int], list[threading.Thread]]:
-    codes: dict[str, int] = {}
-
-    def run(code: str) -> None:
-        codes[code] = _cli(config, "region", "secure-round", "--region", code, *round_args, *WINDOW,
-                           "--token-env", f"SECROUND_TOKEN_{code}", "--address", address)
-
-    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in regions]
-    for t in threads:
-        t.start()
-    return codes, threads
-
-
 @pytest.mark.slow
 def test_three_regions_sum_through_the_cli_and_train_registers_a_model_from_the_sum(centre, capsys):
     config = centre.config
-    round_id = _open(config, centre.address, capsys, threshold=3, phase=60)
+    round_id = open_round(config, centre.address, capsys, name=NAME, threshold=3, phase=60)
     # ID is told the id; MY and SG join the open round that invites them
-    codes, threads = _take_part(config, centre.address, ("ID",), ["--round", round_id])
-    more, more_threads = _take_part(config, centre.address, ("MY", "SG"), ["--join-open"])
+    codes, threads = take_part(config, centre.address, ("ID",), ["--round", round_id], name=NAME)
+    more, more_threads = take_part(config, centre.address, ("MY", "SG"), ["--join-open"], name=NAME)
     for t in threads + more_threads:
         t.join(120)
     assert {**codes, **more} == {"ID": 0, "MY": 0, "SG": 0}
@@ -144,7 +66,7 @@ def test_three_regions_sum_through_the_cli_and_train_registers_a_model_from_the_
     period = receipt_period(datetime.now(timezone.utc))
     for code in CODES:  # each region charged once, at the round's ε
         assert centre.store.epsilon_spent(code, period) == pytest.approx(4.0, rel=1e-6)
-    assert _cli(config, "train", "--token-env", "SECROUND_TOKEN_CENTRE", "--address", centre.address) == 0
+    assert cli(config, "train", "--token-env", "SECROUND_TOKEN_CENTRE", "--address", centre.address) == 0
     out = capsys.readouterr().out
     assert "trained fraud_scoring_lda" in out and "id+my+sg-train-" in out  # the sum in the model's lineage
 
@@ -152,8 +74,9 @@ def test_three_regions_sum_through_the_cli_and_train_registers_a_model_from_the_
 @pytest.mark.slow
 def test_a_region_that_never_joins_leaves_the_round_below_threshold_and_the_others_fall_back(centre, capsys):
     config = centre.config
-    round_id = _open(config, centre.address, capsys, threshold=3, phase=3)
-    codes, threads = _take_part(config, centre.address, ("MY", "SG"), ["--round", round_id])  # ID never joins
+    round_id = open_round(config, centre.address, capsys, name=NAME, threshold=3, phase=3)
+    # ID never joins
+    codes, threads = take_part(config, centre.address, ("MY", "SG"), ["--round", round_id], name=NAME)
     for t in threads:
         t.join(120)
     assert codes == {"MY": 0, "SG": 0}
@@ -189,8 +112,8 @@ def test_a_region_waiting_on_a_round_a_restarted_centre_forgot_falls_back_at_onc
     monkeypatch.setattr(SecureRounds, "view", view)
     config = centre.config
     # a long phase: without the fix the region waits out the centre's 600 s deadline or its own 120 s
-    round_id = _open(config, centre.address, capsys, threshold=2, phase=600)
-    codes, threads = _take_part(config, centre.address, ("MY",), ["--round", round_id])
+    round_id = open_round(config, centre.address, capsys, name=NAME, threshold=2, phase=600)
+    codes, threads = take_part(config, centre.address, ("MY",), ["--round", round_id], name=NAME)
     assert waiting.wait(60)  # MY has sent its keys and waits for the others (SG and ID never come)
     centre.restart()  # the rounds lived in the old process's memory
     threads[0].join(60)
@@ -204,7 +127,7 @@ def test_a_region_waiting_on_a_round_a_restarted_centre_forgot_falls_back_at_onc
 
 def _run(config, capsys, *argv: str) -> tuple[int, str]:
     try:
-        code = _cli(config, *argv)
+        code = cli(config, *argv)
     except SystemExit as e:  # argparse's own usage errors
         code = int(e.code or 0)
     return code, capsys.readouterr().err
@@ -253,8 +176,9 @@ def test_a_window_is_given_once_and_a_sum_beside_a_members_fall_back_trains_coun
 
     config = centre.config
     period = receipt_period(datetime.now(timezone.utc))
-    round_id = _open(config, centre.address, capsys, threshold=2, phase=4)  # ID never joins: out after 4 s
-    codes, threads = _take_part(config, centre.address, ("MY", "SG"), ["--round", round_id])
+    # ID never joins: out after 4 s
+    round_id = open_round(config, centre.address, capsys, name=NAME, threshold=2, phase=4)
+    codes, threads = take_part(config, centre.address, ("MY", "SG"), ["--round", round_id], name=NAME)
     for t in threads:
         t.join(120)
     assert codes == {"MY": 0, "SG": 0}
@@ -264,8 +188,8 @@ def test_a_window_is_given_once_and_a_sum_beside_a_members_fall_back_trains_coun
     assert summed.region == "MY+SG"
 
     # MY runs again for the same window, into a new round: nothing given, nothing charged
-    second = _open(config, centre.address, capsys, threshold=2, phase=60)
-    codes, threads = _take_part(config, centre.address, ("MY",), ["--join-open"])
+    second = open_round(config, centre.address, capsys, name=NAME, threshold=2, phase=60)
+    codes, threads = take_part(config, centre.address, ("MY",), ["--join-open"], name=NAME)
     threads[0].join(60)
     assert codes == {"MY": 0}
     out = capsys.readouterr().out
@@ -282,7 +206,7 @@ def test_a_window_is_given_once_and_a_sum_beside_a_members_fall_back_trains_coun
                    epsilon=mine.epsilon, state=SENT, submission_id="", at=datetime.now(timezone.utc))
     journal.close()
     centre.restart()
-    codes, threads = _take_part(config, centre.address, ("MY",), ["--round", round_id])
+    codes, threads = take_part(config, centre.address, ("MY",), ["--round", round_id], name=NAME)
     threads[0].join(60)
     assert codes == {"MY": 0}
     out = capsys.readouterr().out
@@ -291,13 +215,13 @@ def test_a_window_is_given_once_and_a_sum_beside_a_members_fall_back_trains_coun
     assert regions == {"MY+SG", "MY"}  # the sum and MY's own release, both stored
     assert centre.store.epsilon_spent("MY", period) == pytest.approx(8.0, rel=1e-6)  # both charged, honestly
     # and once more: the fall-back is in the journal, nothing is released a third time
-    codes, threads = _take_part(config, centre.address, ("MY",), ["--round", round_id])
+    codes, threads = take_part(config, centre.address, ("MY",), ["--round", round_id], name=NAME)
     threads[0].join(60)
     assert codes == {"MY": 0} and "was already released alone as my-train-" in capsys.readouterr().out
     assert centre.store.epsilon_spent("MY", period) == pytest.approx(8.0, rel=1e-6)
 
     # training counts MY once: from the sum (it also holds SG), and says so in plain words
-    assert _cli(config, "train", "--token-env", "SECROUND_TOKEN_CENTRE", "--address", centre.address) == 0
+    assert cli(config, "train", "--token-env", "SECROUND_TOKEN_CENTRE", "--address", centre.address) == 0
     out = capsys.readouterr().out
     assert "trained fraud_scoring_lda" in out and f"lineage: {summed.submission_id}" in out
     assert "not trained on: MY's own release my-train-" in out and \

@@ -7,51 +7,33 @@ process over real gRPC and mutual TLS on loopback, with the CLI a region and an 
 from __future__ import annotations
 
 import json
-import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import timedelta
 
 import numpy as np
 import pytest
 import yaml
 
 from border import with_mtls
+from secure_federation import CODES, END, Centre, cli, forget_releases, generate, open_round, raw_federation
+from secure_federation import set_tokens, take_part, token_env
 from test_consent import write_consent
-from test_secure_aggregation_cli import Centre
 
 from fedstore.aggregator.errors import Rejected
 from fedstore.aggregator.intake.secure_rounds import OpenRequest, SecureRounds
 from fedstore.aggregator.store import SubmissionStore
 from fedstore.aggregator.submission import ConsentClaim
-from fedstore.cli.entry import main
 from fedstore.federation import load_config
 from fedstore.federation.secure_aggregation import MaskedInput
 from fedstore.federation.tokens import Caller
-from fedstore.regions.store.node import RegionNode
-from fedstore.regions.synthetic import generate_region
 
-CODES = ("ID", "MY", "SG")
-ROWS = {"ID": ("Indonesia", "UU PDP", "Asia/Jakarta"), "MY": ("Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
-        "SG": ("Singapore", "PDPA-SG", "Asia/Singapore")}
-LAST_DAY = date(2026, 10, 31)
-END = datetime(2026, 11, 1, tzinfo=timezone.utc)
-WINDOW = ["--days", "14", "--end", END.isoformat()]
+NAME = "secbasis"  # the tokens are SECBASIS_TOKEN_<region> and SECBASIS_TOKEN_CENTRE
 GATED = {"required": ["global_statistics"], "default": "allow"}  # opt-out: those who withdrew are left out
 
 
 def _raw(pki, ungated: tuple[str, ...]) -> dict:
-    return with_mtls({
-        "federation": {"name": "secbasis"},
-        "regions": [{"code": c, "jurisdiction": ROWS[c][0], "law": ROWS[c][1], "timezone": ROWS[c][2],
-                     "data_dir": f"data/{c}", "online_store": {"type": "sqlite"},
-                     "serving_address": f"127.0.0.1:{55440 + i}",
-                     **({} if c in ungated else {"consent": GATED})} for i, c in enumerate(CODES)],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"SECBASIS_TOKEN_{c}", "regions": [c],
-                             "roles": ["publish", "promote", "registry-read"]} for c in CODES]
-                 + [{"name": "centre", "secret_env": "SECBASIS_TOKEN_CENTRE", "regions": ["*"],
-                     "roles": ["train", "statistics-read", "registry-read"]}]},
-        "privacy": {"epsilon_per_month": 100.0, "delta_per_month": 1e-3, "minimum_cohort": 10},
-        "deployment_policy": {"MY": {"require_consent_basis": ["global_statistics"]}},
-    }, pki)
+    return with_mtls(raw_federation(NAME, first_port=55440, region_roles=["publish", "promote", "registry-read"],
+                                    region=lambda c: {} if c in ungated else {"consent": GATED},
+                                    deployment_policy={"MY": {"require_consent_basis": ["global_statistics"]}}), pki)
 
 
 @pytest.fixture(scope="module")
@@ -61,54 +43,32 @@ def federation(tmp_path_factory, pki):
     SG's does not."""
     tmp = tmp_path_factory.mktemp("secbasis")
     mp = pytest.MonkeyPatch()
-    for name in (*CODES, "centre"):
-        mp.setenv(f"SECBASIS_TOKEN_{name.upper()}", f"secbasis-{name.lower()}-secret")
+    set_tokens(mp, NAME)
     (tmp / "gated.yaml").write_text(yaml.safe_dump(_raw(pki, ())))
     (tmp / "sg_ungated.yaml").write_text(yaml.safe_dump(_raw(pki, ("SG",))))
     config = load_config(tmp / "gated.yaml")
-    for seed, code in enumerate(CODES):
-        node = RegionNode(config.region(code))
-        generate_region(code, node.data_dir, customers=2_000, days=20, end=LAST_DAY, timezone=ROWS[code][2],
-                        seed=40 + seed)
-        write_consent(node.data_dir, [(1, "global_statistics", END - timedelta(days=60), END - timedelta(days=30))])
-        node.apply()
+    generate(config, lambda node: write_consent(
+        node.data_dir, [(1, "global_statistics", END - timedelta(days=60), END - timedelta(days=30))]))
     yield {"gated": config, "sg_ungated": load_config(tmp / "sg_ungated.yaml")}
     mp.undo()
-
-
-def _cli(config, *argv: str) -> int:
-    return main(["--config", str(config.source), *argv])
 
 
 def _round_train_promote(config, tmp_path, capsys) -> tuple[Centre, int, str]:
     """A round of the three regions over the CLI, training on its sum, then promote in MY to shadow:
     the centre (still running, for the caller's checks), promote's exit status and its stderr."""
-    for code in CODES:  # each test's budgets, outboxes and journals start empty
-        for name in ("privacy_budget.db", "secure_rounds.db"):
-            (config.region(code).data_dir / name).unlink(missing_ok=True)
+    forget_releases(config, "privacy_budget.db", "secure_rounds.db")  # each test's budgets and journals start empty
     centre = Centre(config, tmp_path / "centre" / "aggregator.duckdb")
     try:
-        assert _cli(config, "aggregator", "open-round", "--regions", ",".join(CODES), "--threshold", "3",
-                    "--epsilon", "4", "--phase-seconds", "60", "--token-env", "SECBASIS_TOKEN_CENTRE",
-                    "--address", centre.address) == 0
-        round_id = capsys.readouterr().out.splitlines()[0]
-        codes: dict[str, int] = {}
-
-        def run(code: str) -> None:
-            codes[code] = _cli(config, "region", "secure-round", "--region", code, "--round", round_id, *WINDOW,
-                               "--token-env", f"SECBASIS_TOKEN_{code}", "--address", centre.address)
-
-        threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in CODES]
-        for t in threads:
-            t.start()
+        round_id = open_round(config, centre.address, capsys, name=NAME, threshold=3, phase=60)
+        codes, threads = take_part(config, centre.address, CODES, ["--round", round_id], name=NAME)
         for t in threads:
             t.join(120)
         assert codes == {"ID": 0, "MY": 0, "SG": 0}
         assert capsys.readouterr().out.count(f"round {round_id} done") == 3
-        assert _cli(config, "train", "--token-env", "SECBASIS_TOKEN_CENTRE", "--address", centre.address) == 0
+        assert cli(config, "train", "--token-env", token_env(NAME, "centre"), "--address", centre.address) == 0
         assert "id+my+sg-train-" in capsys.readouterr().out
-        code = _cli(config, "registry", "promote", "fraud_scoring_lda", "1", "--region", "MY", "--stage", "shadow",
-                    "--why", "first run", "--token-env", "SECBASIS_TOKEN_MY", "--address", centre.address)
+        code = cli(config, "registry", "promote", "fraud_scoring_lda", "1", "--region", "MY", "--stage", "shadow",
+                   "--why", "first run", "--token-env", token_env(NAME, "MY"), "--address", centre.address)
         return centre, code, capsys.readouterr().err
     except BaseException:
         centre.close()

@@ -75,7 +75,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         token = bearer_token(context.invocation_metadata())
         caller = self.book.caller(token) if token else None
         if caller is None:
-            raise Unauthenticated("missing or unknown token")
+            raise Unauthenticated("missing or unknown token", reason="TOKEN_UNKNOWN" if token else "TOKEN_MISSING")
         return caller
 
     def Submit(self, request: pb.Submission, context: grpc.ServicerContext) -> pb.Receipt:
@@ -103,7 +103,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def GetGlobalStatistics(self, request: pb.GetGlobalStatisticsRequest, context: grpc.ServicerContext) -> pb.GlobalStatistics:
         self.authenticate(context)
         if request.period and not valid_period(request.period):  # else no submission matches: an empty answer
-            raise Rejected(f"period {request.period!r} is not YYYY-MM")
+            raise Rejected(f"period {request.period!r} is not YYYY-MM", reason="INVALID_PERIOD")
         self.centre.quarantine.sweep_features(request.period or None)
         merged = merge(self.store.features(request.period or None), self.centre.catalog)
         merged.quarantined.extend(e.submission_id for e in self.centre.held_events(request.period or None)

@@ -189,7 +189,7 @@ def check_gates(model: ModelVersion, region: str, stage: str, gates: EvidenceGat
                 state: StageState) -> None:
     for f in gate_findings(model, region, stage, gates, current_stage=current_stage, state=state):
         if not f.passed:
-            raise PolicyRefused(f"rule {f.rule}: {f.detail}")
+            raise PolicyRefused(f.detail, rule=f.rule)
 
 
 def degraded(evidence: Sequence[Evidence], incumbent_evidence: Sequence[Evidence], gates: EvidenceGates

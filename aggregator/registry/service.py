@@ -92,7 +92,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             # matter of its token (PERMISSION_DENIED for some callers, INVALID_ARGUMENT for others)
             self.registry.region_code(region)
         if region is not None and not caller.allows(region.upper()):
-            refusal = NotAllowed(f"caller {caller.name!r} may not act on region {region!r}")
+            refusal = NotAllowed(f"caller {caller.name!r} may not act on region {region!r}", reason="OTHER_REGION")
             if audited:
                 change(caller, str(refusal))  # type: ignore[misc]  # a refused change is on the trail too
             raise refusal

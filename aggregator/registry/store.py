@@ -110,7 +110,7 @@ class ModelRegistry:
         """The next version of the candidate's name; with ``reuse``, the version already registered with
         the same strategy, lineage and parameters, if any (training again on the same statistics)."""
         if not _NAME.fullmatch(candidate.name):
-            raise Rejected(f"model name {candidate.name!r}: lower-case letters, digits and _ only")
+            raise Rejected(f"model name {candidate.name!r}: lower-case letters, digits and _ only", rule="model_name")
         for code in candidate.epsilon_by_region:
             for member in code.split("+"):  # a secure-aggregation sum: its survivors, "A+B+C"
                 self.region_code(member)
@@ -157,7 +157,8 @@ class ModelRegistry:
         if row is None:
             known = db.execute("SELECT MAX(version) FROM models WHERE name=?", (name,)).fetchone()[0]
             raise NotFound(f"no model {name!r} v{version}" + (f"; latest is v{known}" if known else
-                                                               "; no model of that name is registered"))
+                                                               "; no model of that name is registered"),
+                           reason="UNKNOWN_MODEL_VERSION")
         evals = db.execute("SELECT region, metrics, submission_id FROM evaluations WHERE name=? AND version=?"
                            " ORDER BY at", (name, version)).fetchall()
         evidence = _latest_evidence(db, name, version)
@@ -202,7 +203,7 @@ class ModelRegistry:
                                  (region, name, version)).fetchone()
             current_stage = current[0] if current else None
             if current_stage == stage:
-                raise Rejected(f"{name} v{version} already serves {stage} in {region}")
+                raise Rejected(f"{name} v{version} already serves {stage} in {region}", reason="STAGE_ALREADY_SERVED")
             occupant = db.execute("SELECT name, version FROM assignments WHERE region=? AND stage=? AND until IS NULL",
                                   (region, stage)).fetchone()
             was_in_shadow = db.execute(
@@ -326,7 +327,8 @@ class ModelRegistry:
             current = db.execute("SELECT rowid, name, version FROM assignments WHERE region=? AND stage=? AND until IS NULL",
                                  (region, stage)).fetchone()
             if current is None:
-                raise Rejected(f"nothing serves {stage} in {region}: there is nothing to roll back")
+                raise Rejected(f"nothing serves {stage} in {region}: there is nothing to roll back",
+                               reason="NOTHING_TO_ROLL_BACK")
             now = self._clock().isoformat()
             db.execute("UPDATE assignments SET until=? WHERE rowid=?", (now, current[0]))
             # what served this stage before, if it is not serving elsewhere in the region now and was
@@ -381,7 +383,7 @@ class ModelRegistry:
         try:
             return self.config.region(code).code
         except ConfigError as e:
-            raise Rejected(str(e)) from None
+            raise Rejected(str(e), reason="UNKNOWN_REGION") from None
 
 
 def _finite(*values: float) -> tuple[float | None, ...]:
@@ -390,7 +392,7 @@ def _finite(*values: float) -> tuple[float | None, ...]:
 
 def _stage(stage: str) -> None:
     if stage not in STAGES:
-        raise Rejected(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        raise Rejected(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}", rule="stage")
 
 
 def _event(r: tuple) -> DeploymentEvent:

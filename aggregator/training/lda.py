@@ -25,7 +25,7 @@ def scatter_covariance(stats: PooledStatistics) -> np.ndarray:
     """The pooled within-class covariance S as the statistics give it (noise can make it indefinite)."""
     c0, c1 = stats.classes[0], stats.classes[1]
     if min(c0.n, c1.n) < 2:
-        raise NotEnoughStatistics("LDA needs examples of both classes")
+        raise NotEnoughStatistics("LDA needs examples of both classes", reason="TOO_FEW_EXAMPLES")
     scatter = stats.xtx - np.outer(c0.sum_x, c0.sum_x) / c0.n - np.outer(c1.sum_x, c1.sum_x) / c1.n
     return scatter / max(c0.n + c1.n - 2, 1)
 
@@ -43,7 +43,8 @@ class LinearDiscriminant(Strategy):
 
     def __init__(self, *, shrinkage: float = 0.05) -> None:
         if not math.isfinite(shrinkage) or not 0 <= shrinkage <= 1:
-            raise Rejected(f"shrinkage must be a number in [0, 1], got {shrinkage}")
+            raise Rejected(f"shrinkage must be a number in [0, 1], got {shrinkage}",
+                           reason="INVALID_STRATEGY_PARAMETER")
         self.shrinkage = shrinkage
 
     def covariance(self, stats: PooledStatistics) -> np.ndarray:

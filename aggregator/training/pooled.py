@@ -53,7 +53,8 @@ class PooledStatistics:
 
 def pool(rows: list, features: tuple[str, ...]) -> PooledStatistics:  # rows: aggregator.store.TrainingRow
     if not rows:
-        raise NotEnoughStatistics("no accepted training statistics to train from: regions must publish them first")
+        raise NotEnoughStatistics("no accepted training statistics to train from: regions must publish them first",
+                                  reason="NO_TRAINING_STATISTICS")
     # a secure-aggregation sum is the region "A+B+C": a member's own release beside it would count
     # its entities twice (and break the sensitivity the noise was scaled for)
     seen: dict[str, str] = {}
@@ -72,7 +73,8 @@ def pool(rows: list, features: tuple[str, ...]) -> PooledStatistics:  # rows: ag
     consent: dict[str, ConsentBasis] = {}
     for r in rows:
         if tuple(r.features) != tuple(features):
-            raise Rejected(f"submission {r.submission_id} was trained on other features than {features}")
+            raise Rejected(f"submission {r.submission_id} was trained on other features than {features}",
+                           reason="FEATURES_DIFFER")
         s = sums[r.label]
         sums[r.label] = ClassSums(s.n + r.n, s.sum_x + np.asarray(r.sum_x))
         if r.submission_id not in submissions:  # XᵀX is the submission's, repeated on each class row

@@ -28,7 +28,8 @@ MAX_RIDGE_LAMBDA = 1e6
 
 def check_ridge_lambda(value: float) -> float:
     if not math.isfinite(value) or not 0 <= value <= MAX_RIDGE_LAMBDA:
-        raise Rejected(f"ridge_lambda must be a number in [0, {MAX_RIDGE_LAMBDA:g}], got {value}")
+        raise Rejected(f"ridge_lambda must be a number in [0, {MAX_RIDGE_LAMBDA:g}], got {value}",
+                       reason="INVALID_STRATEGY_PARAMETER")
     return value
 
 
@@ -41,7 +42,7 @@ class Ridge(Strategy):
     def covariance(self, stats: PooledStatistics) -> np.ndarray:
         total = stats.total()
         if total.n < stats.dimension + 2:
-            raise NotEnoughStatistics("ridge needs more examples than features")
+            raise NotEnoughStatistics("ridge needs more examples than features", reason="TOO_FEW_EXAMPLES")
         mean = total.sum_x / total.n
         return total.xtx / total.n - np.outer(mean, mean)
 

@@ -92,7 +92,7 @@ def signals(rows: list[TrainingRow], spec: TrainingSpec, *, floor: float) -> lis
         raise NotEnoughStatistics(
             f"training refused: the noise leaves too little signal (expected AUC {pooled.expected_auc:.3f} < floor "
             f"{floor:g}; class separation {pooled.separation:.3f} against noise {pooled.noise:.3f}); "
-            "more examples per region or a larger ε per region are needed")
+            "more examples per region or a larger ε per region are needed", reason="TOO_LITTLE_SIGNAL")
     return out
 
 

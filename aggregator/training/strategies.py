@@ -22,10 +22,11 @@ def make_strategy(name: str, **params: float) -> Strategy:
     """The strategy ``name`` with ``params``; a parameter of 0 is unset (proto3 cannot tell them
     apart), so the strategy's default applies."""
     if name not in STRATEGIES:
-        raise Rejected(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
+        raise Rejected(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}", reason="UNKNOWN_STRATEGY")
     given = {k: v for k, v in params.items() if v}
     try:
         strategy = STRATEGIES[name](**given)
     except TypeError:
-        raise Rejected(f"strategy {name!r} takes no parameter {', '.join(sorted(given))}") from None
+        raise Rejected(f"strategy {name!r} takes no parameter {', '.join(sorted(given))}",
+                       reason="UNKNOWN_STRATEGY_PARAMETER") from None
     return NoiseFloor(strategy)

@@ -62,10 +62,10 @@ def fit(store: SubmissionStore, request: TrainRequest, *,
     try:
         spec = training_spec(request.feature_service)
     except ConfigError as e:
-        raise Rejected(str(e)) from None
+        raise Rejected(str(e), reason="UNKNOWN_FEATURE_SERVICE") from None
     check_ridge_lambda(request.ridge_lambda)  # whichever strategy is asked for: the request's field is wrong
     if request.period and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", request.period):
-        raise Rejected(f"period {request.period!r} is not YYYY-MM")
+        raise Rejected(f"period {request.period!r} is not YYYY-MM", reason="INVALID_PERIOD")
     strategy = make_strategy(request.strategy, **({"ridge_lambda": request.ridge_lambda}
                                                   if request.strategy == "ridge" else {}))
     # a sum and a member's own release (a centre restarted after storing the sum): one of them
@@ -77,7 +77,8 @@ def fit(store: SubmissionStore, request: TrainRequest, *,
         model = strategy.fit(pooled, spec.feature_service)
         regions = influence(rows, spec.features, strategy, spec.feature_service, model)
     except (np.linalg.LinAlgError, ValueError) as e:  # statistics no model can be solved from
-        raise NotEnoughStatistics(f"the accepted training statistics give no {strategy.name} model: {e}") from None
+        raise NotEnoughStatistics(f"the accepted training statistics give no {strategy.name} model: {e}",
+                                  reason="NO_MODEL_FITS") from None
     return Fitted(model, list(pooled.submissions), pooled.epsilon_by_region, pooled.n, regions, signal,
                   pooled.consent_by_region, set_aside)
 

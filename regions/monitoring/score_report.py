@@ -48,6 +48,8 @@ DAYS_SHOWN = 90  # the summary's span: the dashboard's drift charts show as many
 class NothingLogged(RegionError):
     """The region's prediction log holds no scored prediction (yet): nothing to judge."""
 
+    REASON = "NOTHING_LOGGED"
+
 
 @dataclass(frozen=True)
 class ScoreVerdict:

@@ -18,6 +18,8 @@ from fedstore.regions.errors import RegionError, must_be_writable
 class BudgetExceeded(RegionError):
     """Publishing would spend more privacy budget than the region has left this month."""
 
+    REASON = "BUDGET_EXCEEDED"
+
 
 class BudgetLedger:
     def __init__(self, path: Path, region: str, *, epsilon_per_month: float, delta_per_month: float = 1e-5) -> None:
