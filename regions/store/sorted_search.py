@@ -49,9 +49,12 @@ class SortedView:
     times: np.ndarray  # event time (µs since the epoch, UTC) of each sorted row, then steps[0] guards
     steps: list[int]  # the binary search's strides: powers of two, largest first
     ttl_us: int  # 0: unlimited
-    columns: list[tuple[str, pa.Array]]  # output name -> the feature's values of each sorted row
+    # output name -> the feature's values of each sorted row (a 64-bit one's as read, in chunks:
+    # ``block`` holds its values, so it is never copied whole)
+    columns: list[tuple[str, pa.Array | pa.ChunkedArray]]
     block: np.ndarray  # the 64-bit features' values, one row per sorted row (see ``take``)
     in_block: dict[int, int]  # feature index -> its column in ``block``
+    valid: dict[int, np.ndarray]  # a 64-bit feature with nulls -> whether each sorted row has a value
 
     @property
     def rows(self) -> int:
@@ -109,8 +112,8 @@ class SortedView:
                 out.append(values.take(pa.array(pos, mask=~hit)))
                 continue
             valid = no_match
-            if values.null_count:
-                valid = pa.py_buffer(np.packbits(hit & np.asarray(values.is_valid())[pos], bitorder="little"))
+            if i in self.valid:
+                valid = pa.py_buffer(np.packbits(hit & self.valid[i][pos], bitorder="little"))
             out.append(pa.Array.from_buffers(values.type, len(pos), [valid, pa.py_buffer(rows[j])]))
         return out
 
@@ -168,14 +171,23 @@ def load(conn: duckdb.DuckDBPyConnection, view: ViewJoin, entity_types: dict[str
     # where a stride overshoots: by less than the largest stride (a row of a small last group tries
     # the largest first), so that many guards; len(steps) of them read past the array
     times = np.append(times, np.full(steps[0] if steps else 0, np.iinfo(np.int64).max))
-    columns = [(name, table.column(f"__f{i}").combine_chunks()) for i, (_, name) in enumerate(view.features)]
-    wide = [i for i, (_, values) in enumerate(columns) if _word(values.type)]
+    read = [(name, table.column(f"__f{i}")) for i, (_, name) in enumerate(view.features)]
+    wide = [i for i, (_, values) in enumerate(read) if _word(values.type)]
+    # fresh memory is dear (a page fault per 4 kB: ~2 ms per MB on a VM): the 64-bit features go
+    # from the chunks read straight into ``block``, with no whole copy of each column on the way
     block = np.empty((n, len(wide)), dtype=np.int64)
+    valid: dict[int, np.ndarray] = {}
     for j, i in enumerate(wide):
-        values = columns[i][1]
-        block[:, j] = np.frombuffer(values.buffers()[1], dtype=np.int64, count=len(values), offset=values.offset * 8)
+        at = 0
+        for chunk in read[i][1].chunks:
+            block[at:at + len(chunk), j] = np.frombuffer(chunk.buffers()[1], dtype=np.int64, count=len(chunk),
+                                                         offset=chunk.offset * 8)
+            at += len(chunk)
+        if read[i][1].null_count:
+            valid[i] = np.asarray(read[i][1].is_valid())
+    columns = [(name, values if i in wide else values.combine_chunks()) for i, (name, values) in enumerate(read)]
     return SortedView(entity_keys, groups, key_values, starts, times, steps, ttl_micros(view.ttl), columns,
-                      block, {i: j for j, i in enumerate(wide)})
+                      block, {i: j for j, i in enumerate(wide)}, valid)
 
 
 def _joinable(table: pa.Table, needed: list[str]) -> pa.Table:
@@ -198,11 +210,14 @@ def _sorted(table: pa.Table, order: list[str]) -> bool:
     after: np.ndarray | None = None  # row i + 1 at or after row i on the columns seen so far (from the last)
     for name in reversed(order):
         column = table.column(name).combine_chunks()
-        before, following = column[:-1], column[1:]
-        if after is None:
-            after = np.asarray(pc.less_equal(before, following))
+        if pa.types.is_integer(column.type) and not column.null_count:
+            values = np.asarray(column)  # no copy; numpy compares without Arrow's result buffers
+            before, following = values[:-1], values[1:]
+            less, equal = before < following, before == following
         else:
-            after = np.asarray(pc.less(before, following)) | (np.asarray(pc.equal(before, following)) & after)
+            before, following = column[:-1], column[1:]
+            less, equal = np.asarray(pc.less(before, following)), np.asarray(pc.equal(before, following))
+        after = (less | equal) if after is None else less | (equal & after)
     return bool(after is not None and after.all())
 
 
