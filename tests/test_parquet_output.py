@@ -88,3 +88,20 @@ def test_no_batches_write_an_empty_file_with_the_schema(tmp_path):
     out = tmp_path / "empty.parquet"
     assert write_parquet(out, schema, iter([]), 1_000) == 0
     assert pq.read_table(out).schema.names == schema.names and pq.read_metadata(out).num_rows == 0
+
+
+def test_an_error_of_the_stream_is_raised_as_is_and_the_file_is_closed(tmp_path):
+    rng = np.random.default_rng(6)
+    batch = _batch(rng, 1_000)
+
+    def failing():
+        for _ in range(5):
+            yield batch
+        raise OSError("a source part went missing")
+
+    out = tmp_path / "broken.parquet"
+    with pytest.raises(OSError, match="a source part went missing"):
+        write_parquet(out, batch.schema, failing(), 2_000)
+    # what was written before the error (whole row groups; those still waiting are dropped) is a
+    # readable file, closed, not torn: the caller removes it
+    assert pq.read_metadata(out).num_rows in (0, 2_000, 4_000)

@@ -22,7 +22,6 @@ GIL); at most two row groups wait for it.
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,41 +64,66 @@ def column_encodings(sample: pa.RecordBatch, row_group_rows: int, compression: s
 def write_parquet(path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch], row_group_rows: int,
                   compression: str = "auto") -> int:
     """The batches into one Parquet file, in row groups of ``row_group_rows``; the rows written."""
-    batches = iter(batches)
-    first = next(batches, None)
-    sample = first if first is not None else pa.RecordBatch.from_pylist([], schema=schema)
-    encodings = column_encodings(sample, row_group_rows, compression)
-    if first is not None:
-        batches = itertools.chain([first], batches)
+    if compression not in COMPRESSIONS:  # said before any batch is joined
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     rows = 0
     held: list[pa.RecordBatch] = []
     count = 0
-    with pq.ParquetWriter(path, schema, compression=encodings.compression, use_dictionary=encodings.dictionary,
-                          store_schema=False) as writer, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedstore-parquet") as pool:
-        waiting: deque[Future[None]] = deque()
+    writer = _FirstRowsWriter(path, schema, row_group_rows, compression)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedstore-parquet") as pool:
+            waiting: deque[Future[None]] = deque()
 
-        def write(table: pa.Table) -> None:
-            waiting.append(pool.submit(writer.write_table, table, row_group_size=row_group_rows))
-            while len(waiting) > 2:
+            def write(table: pa.Table) -> None:
+                waiting.append(pool.submit(writer.write, table))
+                while len(waiting) > 2:
+                    waiting.popleft().result()
+
+            try:  # the pool's end waits for a write still running; the writer is closed after it
+                for batch in batches:
+                    held.append(batch)
+                    count += batch.num_rows
+                    if count >= row_group_rows:
+                        table = pa.Table.from_batches(held, schema)
+                        whole = count - count % row_group_rows
+                        write(table.slice(0, whole))
+                        rest = table.slice(whole)
+                        held, count = rest.to_batches(), rest.num_rows
+                        rows += whole
+                if count or not rows:
+                    write(pa.Table.from_batches(held, schema))
+                    rows += count
+            except BaseException:
+                for pending in waiting:  # the first error is the one said; later writes' are its echo
+                    pending.cancel()
+                raise
+            while waiting:
                 waiting.popleft().result()
-
-        for batch in batches:
-            held.append(batch)
-            count += batch.num_rows
-            if count >= row_group_rows:
-                table = pa.Table.from_batches(held, schema)
-                whole = count - count % row_group_rows
-                write(table.slice(0, whole))
-                rest = table.slice(whole)
-                held, count = rest.to_batches(), rest.num_rows
-                rows += whole
-        if count or not rows:
-            write(pa.Table.from_batches(held, schema))
-            rows += count
-        while waiting:
-            waiting.popleft().result()
+    finally:
+        writer.close()
     return rows
+
+
+class _FirstRowsWriter:
+    """A Parquet writer opened by its first write, in the writer's thread: each column's
+    encoding is chosen there, from a sample of the first rows, off the joining threads' path."""
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int, compression: str) -> None:
+        self._path, self._schema, self._rows, self._compression = path, schema, row_group_rows, compression
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            sample = (table.take(_spread_rows(table.num_rows)).combine_chunks().to_batches()[0] if table.num_rows
+                      else pa.RecordBatch.from_pylist([], schema=self._schema))
+            encodings = column_encodings(sample, self._rows, self._compression)
+            self._writer = pq.ParquetWriter(self._path, self._schema, compression=encodings.compression,
+                                            use_dictionary=encodings.dictionary, store_schema=False)
+        self._writer.write_table(table, row_group_size=self._rows)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _spread(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -107,7 +131,11 @@ def _spread(batch: pa.RecordBatch) -> pa.RecordBatch:
     the first rows alone would repeat one customer)."""
     if batch.num_rows <= _SAMPLE_ROWS:
         return batch
-    return batch.take(pa.array(np.linspace(0, batch.num_rows - 1, _SAMPLE_ROWS, dtype=np.int64)))
+    return batch.take(_spread_rows(batch.num_rows))
+
+
+def _spread_rows(rows: int) -> pa.Array:
+    return pa.array(np.linspace(0, rows - 1, min(rows, _SAMPLE_ROWS), dtype=np.int64))
 
 
 def _repeats(column: pa.Array, group_rows: int) -> bool:
