@@ -105,3 +105,11 @@ def test_an_error_of_the_stream_is_raised_as_is_and_the_file_is_closed(tmp_path)
     # what was written before the error (whole row groups; those still waiting are dropped) is a
     # readable file, closed, not torn: the caller removes it
     assert pq.read_metadata(out).num_rows in (0, 2_000, 4_000)
+
+
+def test_a_sample_of_the_first_rows_judges_repetition_over_the_rows_it_was_drawn_from():
+    rng = np.random.default_rng(7)
+    batch = _batch(rng)  # 2,000 customers in 50,000 rows: a dictionary pays over the rows
+    sample = batch.take(pa.array(np.linspace(0, ROWS - 1, 4_000, dtype=np.int64)))
+    assert "customer_id" in column_encodings(sample, 122_880, first_rows=ROWS).dictionary
+    assert "customer_id" not in column_encodings(sample, 122_880).dictionary  # 4,000 rows alone: no

@@ -47,13 +47,15 @@ class ColumnEncodings:
     compression: dict[str, str]
 
 
-def column_encodings(sample: pa.RecordBatch, row_group_rows: int, compression: str = "auto") -> ColumnEncodings:
-    """Each column's dictionary use and compression, from ``sample`` (the first rows joined)."""
+def column_encodings(sample: pa.RecordBatch, row_group_rows: int, compression: str = "auto",
+                     first_rows: int | None = None) -> ColumnEncodings:
+    """Each column's dictionary use and compression, from ``sample``: the first rows joined, or
+    rows spread evenly over the first ``first_rows``."""
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     rows = _spread(sample)
-    dictionary = [name for name, column in zip(rows.schema.names, rows.columns)
-                  if _repeats(column, min(row_group_rows, sample.num_rows))]
+    group = min(row_group_rows, first_rows if first_rows is not None else sample.num_rows)
+    dictionary = [name for name, column in zip(rows.schema.names, rows.columns) if _repeats(column, group)]
     if compression != "auto":
         return ColumnEncodings(dictionary, {name: compression for name in rows.schema.names})
     chosen = {name: "none" if name in dictionary or not _compresses(column) else "snappy"
@@ -116,7 +118,7 @@ class _FirstRowsWriter:
         if self._writer is None:
             sample = (table.take(_spread_rows(table.num_rows)).combine_chunks().to_batches()[0] if table.num_rows
                       else pa.RecordBatch.from_pylist([], schema=self._schema))
-            encodings = column_encodings(sample, self._rows, self._compression)
+            encodings = column_encodings(sample, self._rows, self._compression, first_rows=table.num_rows)
             self._writer = pq.ParquetWriter(self._path, self._schema, compression=encodings.compression,
                                             use_dictionary=encodings.dictionary, store_schema=False)
         self._writer.write_table(table, row_group_size=self._rows)
