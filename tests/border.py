@@ -47,3 +47,26 @@ def with_mtls(raw: dict[str, Any], pki: DevPKI) -> dict[str, Any]:
         pair = pki.regions[region["code"]]
         region["centre_tls"] = {"cert": str(pair.cert), "key": str(pair.key), "ca": str(pki.ca)}
     return raw
+
+
+def two_region_federation(path: Path, pki: DevPKI, tokens: dict[str, str], roles: list[str],
+                          serving_port_base: int) -> Path:
+    """A federation of MY and SG (SQLite online stores) whose regions hold ``tokens`` (code ->
+    secret, read from ``AGG_TOKEN_<code>``: the caller sets those) with ``roles``, over mutual TLS;
+    written to ``path``."""
+    import yaml
+
+    raw = {
+        "federation": {"name": "t"},
+        "regions": [
+            {"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
+             "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{serving_port_base + i}"}
+            for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
+                                                 ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])
+        ],
+        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c],
+                             "roles": roles} for c in tokens]},
+        "privacy": {"epsilon_per_month": 3.0, "minimum_cohort": 10},
+    }
+    path.write_text(yaml.safe_dump(with_mtls(raw, pki)))
+    return path

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from fedstore.aggregator.intake.server import build_server
-from border import with_mtls
+from border import two_region_federation, with_mtls
 from fedstore.federation import load_config
 from fedstore.federation.channels import centre_link
 from fedstore.federation.statistics import CATALOG
@@ -33,20 +33,8 @@ SPEC = tuple(s for s in CATALOG if s.view == "customer_profile")
 def fed(tmp_path, monkeypatch, pki):
     for code, secret in TOKENS.items():
         monkeypatch.setenv(f"AGG_TOKEN_{code}", secret)
-    raw = {
-        "federation": {"name": "t"},
-        "regions": [
-            {"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
-             "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52000 + i}"}
-            for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
-                                                 ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])
-        ],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c],
-                             "roles": ["publish", "statistics-read", "registry-read"]} for c in TOKENS]},
-        "privacy": {"epsilon_per_month": 3.0, "minimum_cohort": 10},
-    }
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
-    config = load_config(tmp_path / "fed.yaml")
+    config = load_config(two_region_federation(tmp_path / "fed.yaml", pki, TOKENS,
+                                               ["publish", "statistics-read", "registry-read"], serving_port_base=52000))
     server, port, store = build_server(config, tmp_path / "centre" / "aggregator.duckdb", "127.0.0.1:0")
     server.start()
     yield config, f"127.0.0.1:{port}", store

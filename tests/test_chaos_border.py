@@ -16,9 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
-from border import with_mtls
+from border import two_region_federation
 from fedstore.aggregator.store import SubmissionStore
 from fedstore.federation import load_config
 from fedstore.federation.channels import centre_link
@@ -42,20 +41,8 @@ QUICK = Backoff(base=0.05, cap=0.1, attempts=2)  # a dead centre is told within 
 def _config(tmp_path: Path, pki, monkeypatch):
     for code, secret in TOKENS.items():
         monkeypatch.setenv(f"AGG_TOKEN_{code}", secret)
-    raw = {
-        "federation": {"name": "t"},
-        "regions": [
-            {"code": c, "jurisdiction": j, "law": law, "timezone": tz, "data_dir": f"data/{c}",
-             "online_store": {"type": "sqlite"}, "serving_address": f"127.0.0.1:{52100 + i}"}
-            for i, (c, j, law, tz) in enumerate([("MY", "Malaysia", "PDPA-MY", "Asia/Kuala_Lumpur"),
-                                                 ("SG", "Singapore", "PDPA-SG", "Asia/Singapore")])
-        ],
-        "auth": {"tokens": [{"name": f"region-{c.lower()}", "secret_env": f"AGG_TOKEN_{c}", "regions": [c],
-                             "roles": ["publish", "statistics-read"]} for c in TOKENS]},
-        "privacy": {"epsilon_per_month": 3.0, "minimum_cohort": 10},
-    }
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(with_mtls(raw, pki)))
-    return load_config(tmp_path / "fed.yaml")
+    return load_config(two_region_federation(tmp_path / "fed.yaml", pki, TOKENS, ["publish", "statistics-read"],
+                                             serving_port_base=52100))
 
 
 class Centre:
