@@ -3,7 +3,8 @@
 Writing is the longest single step of a training set (one thread: Parquet's writer cannot split a
 file), and most of that is compression: Snappy costs ~0.1 s of CPU per 1M rows × 14 columns, about
 as much as the rest of the write, and buys little on measurements (times, amounts, ratios).
-So each column's encoding is chosen once, from a sample of the first batch:
+So each column's encoding is chosen once, by the writer's thread, from rows spread over the first
+row group:
 
 * **dictionary** where a row group will repeat its values (counts, levels, categories, the keys of
   a few thousand customers): each value stored once per row group, each row a few bits. The
