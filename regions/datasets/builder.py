@@ -47,7 +47,7 @@ from fedstore.regions.store.fingerprint import fingerprint, source_fingerprints
 from fedstore.regions.store.node import RegionNode
 from fedstore.regions.store.erasure_list import read_erased
 from fedstore.regions.store.offline_store import OFFLINE_STORE_TYPE, AsofRetrievalJob
-from fedstore.regions.store.parquet_output import COMPRESSIONS
+from fedstore.regions.store.parquet_output import require_compression
 from fedstore.regions.store.source_files import is_glob
 from fedstore.regions.store.point_in_time import literal, quote
 
@@ -111,8 +111,10 @@ def build_training_set(
     began = time.perf_counter()
     if request.consent not in MODES:
         raise InvalidEntities(f"consent must be {' or '.join(MODES)}, got {request.consent!r}")
-    if request.compression not in COMPRESSIONS:
-        raise InvalidOutput(f"compression must be one of {', '.join(COMPRESSIONS)}, got {request.compression!r}")
+    try:
+        require_compression(request.compression)
+    except ValueError as e:
+        raise InvalidOutput(str(e)) from None
     p = plan(node, request.feature_service, request.label)
     entities = EntityFile(request.entities, p.join_keys)
     features = [r.split(":", 1)[1] for r in p.refs]

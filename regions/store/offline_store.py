@@ -49,7 +49,7 @@ from pydantic import StrictStr
 
 from fedstore.regions.store import sorted_search
 from fedstore.regions.store.batch_streams import in_order
-from fedstore.regions.store.parquet_output import COMPRESSIONS, write_parquet
+from fedstore.regions.store.parquet_output import require_compression, write_parquet
 from fedstore.regions.store.point_in_time import FILE, ROW, ViewJoin, asof_query, literal, quote, ties_query
 
 OFFLINE_STORE_TYPE: Final = "fedstore.regions.store.offline_store.AsofOfflineStore"
@@ -279,8 +279,7 @@ class AsofRetrievalJob(RetrievalJob):
         which spares a sort of the whole result where the ASOF join does it. ``compression``: see
         ``parquet_output`` (DuckDB's COPY, which writes the ASOF join's result, takes ``auto`` as
         Snappy: it chooses each column's dictionary itself but compresses every column alike)."""
-        if compression not in COMPRESSIONS:
-            raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+        require_compression(compression)  # before it is written into the COPY statement
         with _connection(self._memory_limit, self._threads) as conn:
             self._prepare(conn)
             with self._searched(conn, utc_times=True, ordered=ordered) as searched:

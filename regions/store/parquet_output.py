@@ -40,6 +40,13 @@ _REPEATS = 4  # dictionary when a row group holds at most a quarter as many dist
 _PAYS = 0.5  # ``auto`` compresses a plain column when Snappy at least halves its sample
 
 
+def require_compression(compression: str) -> str:
+    """``compression`` if it is one of ``COMPRESSIONS``; else a ValueError saying which are."""
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    return compression
+
+
 @dataclass(frozen=True)
 class ColumnEncodings:
     """What ``pyarrow.parquet.ParquetWriter`` is told per column."""
@@ -52,8 +59,7 @@ def column_encodings(sample: pa.RecordBatch, row_group_rows: int, compression: s
                      first_rows: int | None = None) -> ColumnEncodings:
     """Each column's dictionary use and compression, from ``sample``: the first rows joined, or
     rows spread evenly over the first ``first_rows``."""
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    require_compression(compression)
     rows = _spread(sample)
     group = min(row_group_rows, first_rows if first_rows is not None else sample.num_rows)
     dictionary = [name for name, column in zip(rows.schema.names, rows.columns) if _repeats(column, group)]
@@ -67,8 +73,7 @@ def column_encodings(sample: pa.RecordBatch, row_group_rows: int, compression: s
 def write_parquet(path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch], row_group_rows: int,
                   compression: str = "auto") -> int:
     """The batches into one Parquet file, in row groups of ``row_group_rows``; the rows written."""
-    if compression not in COMPRESSIONS:  # said before any batch is joined
-        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    require_compression(compression)  # said before any batch is joined
     rows = 0
     held: list[pa.RecordBatch] = []
     count = 0
