@@ -52,6 +52,17 @@ def test_a_small_row_group_takes_a_dictionary_only_where_it_repeats_within_the_g
     assert "customer_id" not in chosen.dictionary and "level" in chosen.dictionary
 
 
+def test_nulls_are_not_counted_as_repeated_values():
+    rng = np.random.default_rng(4)
+    missing = rng.random(ROWS) < 0.3  # a feature absent for a third of the rows
+    batch = pa.RecordBatch.from_pydict({
+        "amount": pa.array(rng.random(ROWS), mask=missing),  # every present value differs: plain
+        "level": pa.array(rng.integers(0, 3, ROWS), mask=missing),  # three values: dictionary
+    })
+    chosen = column_encodings(batch, row_group_rows=122_880)
+    assert chosen.dictionary == ["level"]
+
+
 @pytest.mark.parametrize("population", [5, 300, 5_000, 40_000])
 def test_the_distinct_values_a_sample_suggests_are_near_the_population(population):
     rng = np.random.default_rng(population)
