@@ -23,6 +23,7 @@ import copy
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -246,7 +247,14 @@ class AsofRetrievalJob(RetrievalJob):
         rows = batch_rows if e.frame is None else 4 * batch_rows
         reader = conn.sql(query).to_arrow_reader(rows)
         workers = max(1, min(self._threads or os.cpu_count() or 1, 4))
-        yield schema, in_order(lambda b: sorted_search.join(b, _TIME, views, columns), reader, workers)
+        per_thread = threading.local()  # each joining thread's scratch, for this retrieval only
+
+        def joined(batch: pa.RecordBatch) -> pa.RecordBatch:
+            if not hasattr(per_thread, "scratch"):
+                per_thread.scratch = sorted_search.Scratch()
+            return sorted_search.join(batch, _TIME, views, columns, per_thread.scratch)
+
+        yield schema, in_order(joined, reader, workers)
 
     def _views_fit(self, conn: duckdb.DuckDBPyConnection) -> bool:
         """Whether the views' rows, held sorted in memory, fit in the memory limit (from the
