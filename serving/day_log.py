@@ -12,6 +12,15 @@ answers, so every answered call is in the log and memory stays bounded. ``close`
 stop, SIGTERM included) writes what is queued. Day partitions older than ``retention_days`` are
 deleted (data minimisation), each one logged.
 
+Retention trusts the wall clock only as far as the log has seen it move: each pass records its day in
+``<directory>/.clock``, and a clock more than ``MAX_CLOCK_STEP_DAYS`` (or ``retention_days``, if
+fewer) past that day (past the newest day partition when there is no ``.clock``) is suspect: an NTP
+step, a wrong RTC or an operator's slip would otherwise delete every day at once, the records of a
+second ago included. Then nothing is deleted, one warning says so and what to do, and
+``retention_held`` says why until the clock comes back within the bound or an operator writes the
+date into ``.clock`` (the clock was right: the node was stopped that long). A clock stepping back
+deletes nothing more and moves ``.clock`` nowhere.
+
 A write that fails (a full disk, a directory that cannot be made) is logged once, kept and retried
 every ``flush_seconds``; meanwhile nothing more is taken, so the queue fills and calls are refused.
 A directory that cannot be created at start is one error line: the node still starts.
@@ -22,6 +31,7 @@ a ``DayLog`` of that kind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -38,6 +48,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PARTITION = "day="  # a partition's folder: day=YYYY-MM-DD, the day in UTC
+CLOCK_FILE = ".clock"  # beside the partitions: the day retention last ran on a clock it trusted
+# the most days the clock may move forward between two retention passes (a stopped node included)
+# and be trusted; never more than the retention itself, or a step past it would delete the newest day
+MAX_CLOCK_STEP_DAYS = 7
 
 # how often the writer takes what calls queued: a call only appends under a lock and never wakes
 # the writer (a wake-up per call was a GIL hand-off per Score, a fifth of its CPU on two cores)
@@ -80,6 +94,7 @@ class DayLog(Generic[Row]):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=kind.thread, daemon=True)
         self._last_retention: date | None = None
+        self.retention_held: str | None = None  # why retention deletes nothing now (a suspect clock), or None
         self._failing = False  # the last write failed (logged once)
         self.written = 0  # rows written so far
 
@@ -181,27 +196,83 @@ class DayLog(Generic[Row]):
         if self._last_retention == today:
             return
         self._last_retention = today
-        apply_retention(self.kind, self.directory, today, self.retention_days)
+        held = apply_retention(self.kind, self.directory, today, self.retention_days).held
+        if held is not None and self.retention_held is None:  # once when it starts, not every day it lasts
+            self.kind.log.warning("%s: %s", self.kind.name, held)
+        elif held is None and self.retention_held is not None:
+            self.kind.log.info("%s: the clock is trusted again; retention deletes old days again", self.kind.name)
+        self.retention_held = held
 
 
-def apply_retention(kind: DayLogKind, directory: Path, today: date, days: int) -> list[str]:
-    """Delete the day partitions older than ``days`` days before ``today``; the days deleted."""
-    oldest = today - timedelta(days=days)
-    deleted = []
+@dataclass(frozen=True)
+class Retention:
+    """What one retention pass did: the days it deleted, or why it deleted nothing (``held``)."""
+
+    deleted: list[str]
+    held: str | None = None
+
+
+def apply_retention(kind: DayLogKind, directory: Path, today: date, days: int,
+                    max_step_days: int = MAX_CLOCK_STEP_DAYS) -> Retention:
+    """Delete the day partitions older than ``days`` days before ``today``, unless ``today`` is
+    suspect: more than ``min(max_step_days, days)`` days after the last pass's day (``.clock``; the
+    newest partition's when there is none). Then nothing is deleted and ``held`` says why."""
+    if not directory.is_dir():  # not made yet, or cannot be (said at start): nothing to delete or record
+        return Retention([])
+    partitions: list[tuple[date, Path]] = []
     for folder in sorted(directory.glob(f"{PARTITION}*")):
         try:
-            day = date.fromisoformat(folder.name[len(PARTITION):])
+            partitions.append((date.fromisoformat(folder.name[len(PARTITION):]), folder))
         except ValueError:
             continue  # not ours
+    marker = directory / CLOCK_FILE
+    last = _last_pass(kind, marker)
+    if last is None and partitions:
+        last = partitions[-1][0]  # the newest day written: no pass recorded (a log from before .clock)
+    bound = min(max_step_days, days)
+    if last is not None and (today - last).days > bound:
+        return Retention([], held=(
+            f"the clock says {today}, {(today - last).days} days after this log last saw it ({last}; more than "
+            f"{bound} is not trusted), so retention deletes nothing: correct the clock, or if it is right (the "
+            f"node was stopped that long) write {today.isoformat()} into {marker}"))
+    oldest = today - timedelta(days=days)
+    deleted = []
+    for day, folder in partitions:
         if day < oldest:
             try:
                 shutil.rmtree(folder)
+            except FileNotFoundError:  # another worker of the node's (serve --workers N) deleted it first
+                continue
             except OSError as e:  # tried again tomorrow; the writer goes on
                 kind.log.error("%s: cannot delete the %s of %s (%s)", kind.name, kind.rows, day, e)
                 continue
             deleted.append(day.isoformat())
             kind.log.info("%s: deleted the %s of %s (retention: %d days)", kind.name, kind.rows, day, days)
-    return deleted
+    if last is None or today > last:  # a clock stepping back moves it nowhere
+        _record_pass(kind, marker, today)
+    return Retention(deleted)
+
+
+def _last_pass(kind: DayLogKind, marker: Path) -> date | None:
+    try:
+        return date.fromisoformat(marker.read_text().strip())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # unreadable: as if absent (the newest day written then bounds the clock)
+        kind.log.error("%s: cannot read the day retention last ran from %s (%s)", kind.name, marker, e)
+        return None
+
+
+def _record_pass(kind: DayLogKind, marker: Path, today: date) -> None:
+    # a name of its own: every worker of ``fedstore serve --workers N`` runs retention on the same folder
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(f"{today.isoformat()}\n")
+        os.replace(tmp, marker)  # never half a date
+    except OSError as e:  # the writer reports a volume it cannot write; a stale .clock at worst holds retention
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        kind.log.error("%s: cannot record the day of its retention pass in %s (%s)", kind.name, marker, e)
 
 
 def rows_table(rows: Sequence[tuple], schema: pa.Schema, convert: Mapping[str, Callable[[list], list]]) -> pa.Table:
@@ -225,5 +296,5 @@ def read_parts(parts: Sequence[Path], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables([pq.read_table(p, schema=schema) for p in parts])
 
 
-__all__ = ["PARTITION", "TAKE_SECONDS", "DayLog", "DayLogKind", "apply_retention", "part_files", "read_parts",
-           "rows_table"]
+__all__ = ["CLOCK_FILE", "MAX_CLOCK_STEP_DAYS", "PARTITION", "TAKE_SECONDS", "DayLog", "DayLogKind", "Retention",
+           "apply_retention", "part_files", "read_parts", "rows_table"]

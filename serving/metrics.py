@@ -55,6 +55,7 @@ class NodeStats(Collector):
         self.lookup_path: dict[str, int] = {}  # "lane" | "public" -> 1 for the path lookups take, 0 for the other
         self.consent_withheld: dict[str, int] = {}  # by purpose: entities withheld for want of consent
         self.purposes: dict[tuple[str, str], int] = {}  # (caller, purpose) -> calls admitted (the audit trail)
+        self.retention_held: dict[str, int] = {}  # per day log: 1 while its retention distrusts the clock
         # counts are read-modify-write from several lookup threads: one lock, uncontended ~0.1 µs
         self.lock = threading.Lock()
 
@@ -161,6 +162,12 @@ class NodeStats(Collector):
             "fedstore_calls_by_purpose", "Lookup and score calls admitted, by caller and the purpose they named",
             labels=["caller", "purpose"],
         ), self.purposes)
+        yield _labelled(GaugeMetricFamily(
+            "fedstore_log_retention_held",
+            "1 for a day log (audit, predictions) whose retention deletes nothing because the clock moved "
+            "more days forward than it trusts (its log line says what to do), 0 while retention runs",
+            labels=["log"],
+        ), self.retention_held)
 
 
 def _labelled(family: Metric, values: Mapping[Any, float]) -> Metric:
@@ -254,6 +261,10 @@ class ServingMetrics:
         key = (caller, purpose)
         with self.stats.lock:
             self.stats.purposes[key] = self.stats.purposes.get(key, 0) + 1
+
+    def retention_held(self, held: Mapping[str, bool]) -> None:
+        """Whether each day log's retention is held (a suspect clock), by log."""
+        self.stats.retention_held = {name: int(h) for name, h in held.items()}
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -8,7 +8,7 @@ retention and clean stop): a Score call hands its rows to a bounded queue, and w
 full the call is refused (``LogFull``, RESOURCE_EXHAUSTED) before it answers, so every answered
 prediction is in the log and memory stays bounded. ``close`` (the node's clean stop, SIGTERM
 included) writes what is queued. Day partitions older than ``retention_days`` are deleted (data
-minimisation), each one logged.
+minimisation), each one logged, unless the clock moved further forward than the log trusts (``day_log``).
 """
 
 from __future__ import annotations

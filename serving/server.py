@@ -377,7 +377,8 @@ class ServingNode:
         # checks too (they shared one try), and a node answered "online" from an emptied Redis
         steps: tuple[tuple[str, Callable[[], object]], ...] = (
             ("registry", self._refresh_catalog), ("snapshots", self._refresh_snapshots),
-            ("health", self._check_health), ("freshness", self._export_freshness))
+            ("health", self._check_health), ("freshness", self._export_freshness),
+            ("retention", self._export_retention))
         if self.consent is not None:
             steps += (("consent", self.consent.refresh),)
         while not self._stop.wait(self.refresh_seconds):
@@ -427,6 +428,12 @@ class ServingNode:
         if reloaded or dropped:
             self.metrics.snapshot_size(self.snapshots.held_bytes())
         self.metrics.snapshots_failed(sorted(self.snapshots.failed))
+
+    def _export_retention(self) -> None:
+        """Whether each day log's retention is held by a clock it distrusts (its writer logged why, once)."""
+        logs = {"audit": self.audit, "predictions": self.predictions}
+        self.metrics.retention_held({name: log.retention_held is not None for name, log in logs.items()
+                                     if log is not None})
 
     def _export_freshness(self) -> None:
         """Freshness per view as a gauge; the ledger is re-read only when it changed."""

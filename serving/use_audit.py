@@ -17,7 +17,8 @@ a call queues one tuple under a lock; a writer thread writes a part file at most
 that far behind (a full disk, a directory it cannot create), the call is refused (``Overloaded``,
 RESOURCE_EXHAUSTED) before it answers, so no answered use goes unrecorded and memory stays bounded.
 ``close`` (the node's clean stop, SIGTERM included) writes what is queued. Day partitions older
-than ``retention_days`` are deleted.
+than ``retention_days`` are deleted, unless the clock moved further forward than the trail trusts
+(``day_log``: a stepped clock never deletes the whole trail).
 
 A Score call's record is made after the prediction log took (or refused) its rows, so its outcome
 is what the caller got (``OnlineFeatures.record``).

@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from fedstore.serving.client import FeatureClient
-from fedstore.serving.use_audit import Use, UseAudit, read_uses
-from serving_fixtures import TOKENS, served_region
+from fedstore.serving.use_audit import AUDIT_DIR, Use, UseAudit, read_uses
+from serving_fixtures import TOKENS, served_region, wait_until
 from test_serving_consent import EVAL_TOKEN, FEATURE, _records, write_consent
 
 pytestmark = pytest.mark.redis
@@ -83,6 +83,28 @@ def test_the_region_may_ask_for_entity_ids_in_its_records(tmp_path, clean_redis,
         s.server.stop(1)
     [use] = read_uses(s.node.data_dir).to_pylist()
     assert use["entity_ids"] == ["7", "3"] and use["withheld"] == 1
+
+
+def test_the_node_exports_that_the_trails_retention_is_held_by_a_clock_it_distrusts(tmp_path, clean_redis,
+                                                                                   monkeypatch):
+    trail = tmp_path / "data" / "MY" / AUDIT_DIR
+    # the trail's retention last ran 30 days ago by this machine's clock: a step it does not trust
+    last = (datetime.now(timezone.utc) - timedelta(days=30)).date().isoformat()
+
+    def configure(raw: dict) -> None:  # before the node starts
+        trail.mkdir(parents=True)
+        (trail / ".clock").write_text(f"{last}\n")
+        (trail / f"day={last}").mkdir()
+
+    s = served_region(tmp_path, clean_redis["MY"].url, monkeypatch, configure=configure)
+    try:
+        assert s.node.data_dir / AUDIT_DIR == trail
+        sample = s.server.metrics.registry.get_sample_value
+        assert wait_until(lambda: sample("fedstore_log_retention_held", {"log": "audit"}) == 1, 15)
+        assert s.server.audit.retention_held is not None
+    finally:
+        s.server.stop(1)
+    assert (trail / f"day={last}").is_dir() and (trail / ".clock").read_text() == f"{last}\n"
 
 
 def test_a_full_queue_refuses_the_call_and_close_writes_everything_queued(tmp_path):
