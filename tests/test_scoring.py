@@ -449,7 +449,9 @@ def test_retention_deletes_old_day_partitions_and_says_so(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="fedstore.serving.prediction_log"):
         log.start()
         log.close()
-    assert sorted(p.name for p in root.iterdir()) == ["day=2026-09-07", "day=2026-12-05", "notes"]
+    # .clock: the day this pass ran, what the next one trusts the clock by (day_log.py)
+    assert sorted(p.name for p in root.iterdir()) == [".clock", "day=2026-09-07", "day=2026-12-05", "notes"]
+    assert (root / ".clock").read_text().strip() == "2026-12-06"
     assert "deleted the predictions of 2026-08-01 (retention: 90 days)" in caplog.text
     assert "2026-09-06 (retention" in caplog.text
 
