@@ -31,7 +31,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Sequence
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
@@ -498,7 +498,7 @@ class ServingNode:
                 self.features.not_loaded = frozenset(change.not_loaded)
                 self.metrics.views_not_loaded(change.not_loaded)
 
-    def _expected(self, views: Iterable[str]) -> dict[str, Load]:
+    def _expected(self, views: Collection[str]) -> dict[str, Load]:
         """The ledger's last load of each served view. Raises when the ledger cannot be read; before
         its loads were ever read, every served view is then not loaded (``unchecked``): the node does
         not know what the marker should name, so Redis's "not found" is no answer (it may be an

@@ -11,12 +11,13 @@ non-root process then cannot write there either)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ import yaml
 from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
+from fedstore.online import Load
+from fedstore.regions.store.ledger import JobLedger
 from fedstore.serving.client import FeatureClient
 from fedstore.serving.server import ServingNode
 from redis_servers import free_port, start_redis
@@ -134,3 +137,21 @@ def test_a_node_that_cannot_read_the_ledger_answers_no_view_from_redis_and_says_
         if node is not None:
             node.stop(1)
         redis.stop()
+
+
+def test_a_read_only_ledger_reads_what_a_writer_committed_and_writes_nothing(tmp_path):
+    path = tmp_path / "ledger.db"
+    empty = JobLedger(tmp_path / "none.db", "MY", read_only=True)
+    assert empty.online_loads() == {} and empty.jobs() == []
+    assert not (tmp_path / "none.db").exists()  # a reader creates nothing
+    writer = JobLedger(path, "MY")
+    with closing(sqlite3.connect(path)) as held:  # a writer's connection stays open: the WAL is not checkpointed away
+        held.execute("SELECT 1 FROM jobs").fetchall()
+        job = writer.start(mode="full", views=["v"], windows={}, sources=[])
+        writer.succeed(job.job_id, {}, marked_online=("v",))
+        assert Path(f"{path}-wal").stat().st_size > 0
+        reader = JobLedger(path, "MY", read_only=True)
+        assert reader.online_loads() == {"v": Load(job.job_id, job.started_at)}  # read through the WAL
+        with pytest.raises(sqlite3.OperationalError):
+            reader.start(mode="full", views=["v"], windows={}, sources=[])
+    assert [j.job_id for j in writer.jobs()] == [job.job_id]
