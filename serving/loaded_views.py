@@ -17,6 +17,9 @@ from fedstore.online import BEHIND, LOST, Load, OnlineMarker, PRESENT, RespError
 
 log = logging.getLogger("fedstore.serving.server")  # the node's own log: operators read one place
 
+# a view's state while the node cannot check its marker: the ledger's loads were never read
+UNCHECKED = "unchecked"
+
 _WHY = {
     LOST: "no longer holds their rows: Redis restarted without persistence, or was flushed",
     BEHIND: "holds older rows than the last materialisation: restored from an earlier backup?",

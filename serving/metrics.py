@@ -99,8 +99,9 @@ class NodeStats(Collector):
         yield _labelled(GaugeMetricFamily(
             "fedstore_online_view_not_loaded",
             "1 for a view whose rows the online store lost (state=lost: restarted empty, flushed) or holds "
-            "older than the last materialisation (state=behind: restored from a backup); answered from the "
-            "batch snapshot until a materialisation loads it again",
+            "older than the last materialisation (state=behind: restored from a backup), or whose online "
+            "marker cannot be checked (state=unchecked: the job ledger was never read); answered from the "
+            "batch snapshot until a materialisation loads it again (or the ledger reads)",
             labels=["view", "state"],
         ), self.not_loaded)
         yield _labelled(GaugeMetricFamily(

@@ -31,7 +31,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from functools import partial
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Sequence
 
 import grpc
 from feast.protos.feast.serving import GrpcServer_pb2
@@ -47,7 +47,7 @@ from fedstore.federation.reflection import ServerReflection
 from fedstore.federation.tls import server_credentials
 from fedstore.proto.fedstore.datasets.v1 import datasets_pb2
 from fedstore.proto.fedstore.serving.v1 import serving_pb2
-from fedstore.online import ClusterTarget, OnlineMarker
+from fedstore.online import ClusterTarget, Load, OnlineMarker
 from fedstore.regions.store.engine import redis_target
 from fedstore.regions.errors import StorageError
 from fedstore.regions.store.feast_config import REGISTRY_FILE
@@ -65,7 +65,7 @@ from fedstore.serving.feast_json import POLICY as HTTP_POLICY
 from fedstore.serving.feast_json import FeastJson
 from fedstore.serving.features import OnlineFeatures
 from fedstore.serving.http_api import INLINE_MAX_BYTES, FeastHttpApi, HttpSettings, PipelinedLookups
-from fedstore.serving.loaded_views import LoadedViews
+from fedstore.serving.loaded_views import UNCHECKED, LoadedViews
 from fedstore.serving.lookup_methods import LANE, PUBLIC, LaneMethod
 from fedstore.serving.lookup_public import PublicLookups
 from fedstore.serving.metrics import ServingMetrics
@@ -141,18 +141,24 @@ class ServingNode:
             self.reader = RedisReader(target, store.project, timeout_seconds=timeout)
         else:
             self.reader = FeastReader(store)
-        self._ledger: JobLedger | None
+        self._ledger: JobLedger
         try:
             self._ledger = node.ledger
-        except StorageError as e:  # a read-only data volume: serving needs the ledger for a gauge and the marker
-            log.warning("%s; view freshness is not exported, and an online store that lost its rows (no "
-                        "online marker) is not noticed: it answers them as not found", e)
-            self._ledger = None
+        except (StorageError, sqlite3.DatabaseError) as e:
+            # a read-only data volume (or a file sqlite cannot read): serving only reads the ledger (the
+            # marker's loads, a gauge), and without it an online store that lost its rows would be
+            # answered as "not found"; a ledger that cannot be read at all is seen by ``_expected``
+            log.warning("region %s: the job ledger %s cannot be opened for writing (%s); serving reads it read-only",
+                        region.code, node.ledger_path, e)
+            self._ledger = JobLedger(node.ledger_path, region.code, read_only=True)
         # the refresher compares the online marker with the ledger: did Redis lose the rows the ledger says it holds?
         self._loaded = LoadedViews(region.code, OnlineMarker(target, store.project, timeout_seconds=max(timeout, 1.0)),
-                                   self._ledger) if target is not None and self._ledger is not None else None
+                                   self._ledger) if target is not None else None
         self._checking = threading.Lock()
         self._seen_not_loaded: frozenset[str] = frozenset()  # views the last marker check found not loaded
+        # whether the ledger's loads were read once: until they are, the marker cannot be checked, and
+        # every served view is answered as not loaded (``_check_loaded``)
+        self._loads_read = False
         self._watermarks: tuple[float, dict[str, datetime | None]] = (-1.0, {})
         self.catalog = CatalogCache(store, region.data_dir / REGISTRY_FILE)
         self.snapshots = SnapshotCache(region.data_dir)
@@ -314,7 +320,7 @@ class ServingNode:
         return int(port)
 
     def start(self) -> "ServingNode":
-        self._check_health()
+        self._run_step("health", self._check_health)  # an unreadable ledger must not keep the node down
         self.audit.start()
         if self.predictions is not None:
             self.predictions.start()
@@ -437,8 +443,6 @@ class ServingNode:
 
     def _export_freshness(self) -> None:
         """Freshness per view as a gauge; the ledger is re-read only when it changed."""
-        if self._ledger is None:
-            return
         try:
             mtime = self._ledger.path.stat().st_mtime
         except FileNotFoundError:
@@ -459,11 +463,12 @@ class ServingNode:
                 self._check_loaded()
             elif self._loaded is not None and isinstance(self.reader, RedisReader):
                 # down: what the marker must name once it is back, so its first answers are checked too
-                self.reader.expect(self._loaded.expected(self.catalog.current.views))
+                self.reader.expect(self._expected(self.catalog.current.views))
         finally:
-            # the marker check reads the job ledger, which a full or read-only data volume may not open:
-            # the statuses still follow the store (they stayed SERVING with Redis gone); lookups keep
-            # checking the marker against the last loads read
+            # the marker check reads the job ledger, which may fail to read (a corrupt file, a volume
+            # gone): the statuses still follow the store (they stayed SERVING with Redis gone); lookups
+            # keep checking the marker against the last loads read, or, before any was, are answered
+            # as not loaded (``_expected``)
             self._set_health(up)
 
     def _set_health(self, up: bool) -> None:
@@ -488,7 +493,7 @@ class ServingNode:
             return
         with self._checking:  # the refresher's, and a half-open probe's on a cluster
             views = self.catalog.current.views
-            wanted = self._loaded.expected(views)
+            wanted = self._expected(views)
             if isinstance(self.reader, RedisReader):  # every lookup checks the marker against these
                 self.reader.expect(wanted)
             self.features.latest_loads = {v: load.job_id for v, load in wanted.items()}
@@ -499,3 +504,23 @@ class ServingNode:
                 self._seen_not_loaded = frozenset(change.not_loaded)
                 self.features.not_loaded = frozenset(change.not_loaded)
                 self.metrics.views_not_loaded(change.not_loaded)
+
+    def _expected(self, views: Collection[str]) -> dict[str, Load]:
+        """The ledger's last load of each served view. Raises when the ledger cannot be read; before
+        its loads were ever read, every served view is then not loaded (``unchecked``): the node does
+        not know what the marker should name, so Redis's "not found" is no answer (it may be an
+        emptied Redis's) and they are answered from the snapshot, as lost views are."""
+        try:
+            wanted = self._loaded.expected(views) if self._loaded is not None else {}
+        except (sqlite3.Error, OSError):
+            if not self._loads_read:
+                unchecked = {v: UNCHECKED for v in views}
+                if self.features.not_loaded != frozenset(unchecked):
+                    log.warning("region %s: the online marker cannot be checked (the job ledger cannot be read); "
+                                "answering %s from the batch snapshot until it can", self.region.code,
+                                ", ".join(sorted(unchecked)))
+                self.features.not_loaded = frozenset(unchecked)
+                self.metrics.views_not_loaded(unchecked)
+            raise
+        self._loads_read = True
+        return wanted

@@ -101,9 +101,15 @@ def new_job_id(region: str, now: datetime) -> str:
 
 
 class JobLedger:
-    def __init__(self, path: Path, region: str) -> None:
+    def __init__(self, path: Path, region: str, *, read_only: bool = False) -> None:
+        """``read_only``: for reading only (the serving node on a read-only data volume): creates
+        nothing, every read works, every write raises ``sqlite3.OperationalError``; a ledger not
+        created yet reads empty."""
         self.path = path
         self.region = region
+        self.read_only = read_only
+        if read_only:
+            return
         with must_be_writable(region, "the job ledger", path):
             path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as db, db:
@@ -114,10 +120,33 @@ class JobLedger:
                         db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._connect_read_only()
         db = sqlite3.connect(self.path, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         return db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """``mode=ro`` first: it reads what a writer elsewhere committed, through the WAL, under its
+        locks. On a read-only volume it cannot open a WAL ledger whose -shm file is gone (the last
+        writer removed it, and it cannot be created there): then ``immutable=1``, which reads the
+        main file without the WAL or locks. That is exact when nothing writes the volume; where
+        something does (another mount of it), a read may miss the newest commits (an older load
+        expected: the marker then names a later one, which still counts as present) or fail
+        (``sqlite3.DatabaseError``, which the caller treats as a ledger it cannot read)."""
+        if not self.path.exists():  # never written: an empty ledger, not an error
+            db = sqlite3.connect(":memory:")
+            db.executescript(_SCHEMA)
+            return db
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL index, or cannot
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30)
 
     def start(
         self,

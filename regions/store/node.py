@@ -58,9 +58,13 @@ class RegionNode:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return FeatureStore(repo_path=str(self.data_dir), config=repo_config(self.region))
 
+    @property
+    def ledger_path(self) -> Path:
+        return self.data_dir / "ledger.db"
+
     @cached_property
     def ledger(self) -> JobLedger:
-        return JobLedger(self.data_dir / "ledger.db", self.code)
+        return JobLedger(self.ledger_path, self.code)
 
     @cached_property
     def lineage(self) -> LineageEmitter:
